@@ -1,0 +1,252 @@
+//! The record store of a steward: one trait, [`RecordStore`], whose every method takes the tenant first.
+//!
+//! The local backend is SQLite ([`SqliteStore`]); the hosted Postgres backend implements the same
+//! trait, so the steward never knows which one it runs on. Backends are chosen once, by URL scheme
+//! ([`open`]).
+
+pub mod query;
+mod sqlite;
+
+use async_trait::async_trait;
+use base64::Engine as _;
+use tokio::sync::broadcast;
+
+pub use sqlite::SqliteStore;
+
+/// Errors of the store. The steward maps them to API errors in one place.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another record already holds this `(thread, actor, clock)`.
+    #[error("DuplicateClock: thread={thread} actor={actor} clock={clock}")]
+    DuplicateClock {
+        thread: String,
+        actor: String,
+        clock: i64,
+    },
+    #[error("service account '{0}' already exists")]
+    ServiceAccountExists(String),
+    #[error("unknown service account '{0}'")]
+    UnknownServiceAccount(String),
+    #[error("unsupported store URL '{0}': expected sqlite:")]
+    UnsupportedUrl(String),
+    /// The batch this write was part of was rolled back; nothing of it was stored.
+    #[error("write failed and was rolled back: {0}")]
+    WriteFailed(String),
+    #[error("the store's writer has stopped")]
+    WriterStopped,
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data is malformed: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A validated, signed record ready to be stored. The steward renders the response JSON; the store
+/// only adds the sequence it assigns.
+#[derive(Clone, Debug)]
+pub struct NewRecord {
+    pub id: String,
+    pub thread: String,
+    pub actor: String,
+    pub clock: i64,
+    pub act: String,
+    pub data_type: String,
+    pub namespace: String,
+    pub created_at: i64,
+    /// Hash levels L0-L3.
+    pub hash_levels: [String; 4],
+    /// The record's JSON object text *without its closing brace*; the store appends
+    /// `,"sequence":N}` once N is assigned, so the stored text is exactly what the API serves.
+    pub json_head: String,
+}
+
+/// A record as stored: its sequence and the JSON the API serves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredRecord {
+    pub seq: i64,
+    pub id: String,
+    pub thread: String,
+    pub json: String,
+}
+
+/// What an append did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Appended {
+    /// A new row, with its freshly assigned sequence.
+    Inserted(StoredRecord),
+    /// The id was already stored: nothing changed, here is the stored record.
+    Existing(StoredRecord),
+}
+
+impl Appended {
+    pub fn record(&self) -> &StoredRecord {
+        match self {
+            Appended::Inserted(r) | Appended::Existing(r) => r,
+        }
+    }
+}
+
+/// A record that has just been committed, as announced to watchers (in sequence order).
+#[derive(Clone, Debug)]
+pub struct Committed {
+    pub tenant: String,
+    pub record: StoredRecord,
+}
+
+/// Filters of the list endpoints. All conditions AND.
+#[derive(Clone, Debug, Default)]
+pub struct ListFilter {
+    pub thread: Option<String>,
+    pub actor: Option<String>,
+    /// Inclusive lower bound on `clock`.
+    pub since_clock: Option<i64>,
+    /// Only records with a greater sequence (the decoded cursor).
+    pub after_seq: i64,
+    pub limit: u32,
+}
+
+/// One entry of `GET /v1/threads`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ThreadSummary {
+    pub id: String,
+    pub namespace: String,
+    pub record_count: i64,
+    pub last_clock: i64,
+    #[serde(skip)]
+    pub last_seq: i64,
+}
+
+/// A service account: who may act, with which scopes, claiming which actors.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ServiceAccount {
+    pub id: String,
+    pub name: String,
+    pub scopes: Vec<String>,
+    /// Actor DIDs this account may claim; empty means any.
+    pub allowed_actors: Vec<String>,
+    pub created_at: i64,
+}
+
+/// A minted token, known only by its id (SHA-256 of the whole token).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenGrant {
+    pub token_id: String,
+    pub sa_id: String,
+    pub scopes: Vec<String>,
+    pub allowed_actors: Vec<String>,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+/// A change to service accounts or tokens; applied in the same transaction as its audit record.
+#[derive(Clone, Debug)]
+pub enum AuthChange {
+    CreateServiceAccount(ServiceAccount),
+    MintToken {
+        token_id: String,
+        sa_id: String,
+        created_at: i64,
+        expires_at: Option<i64>,
+    },
+    RevokeToken {
+        token_id: String,
+        revoked_at: i64,
+    },
+}
+
+/// The record store. Every method takes the tenant first; nothing is ambient.
+#[async_trait]
+pub trait RecordStore: Send + Sync + 'static {
+    /// Appends one record, idempotently by id. Concurrent calls share transactions (group commit).
+    async fn append(&self, tenant: &str, record: NewRecord) -> Result<Appended>;
+
+    /// Applies an auth change and stores its audit record in one transaction. Returns whether the
+    /// change took effect (a revoke of an unknown or already revoked token does not).
+    async fn apply_auth_change(
+        &self,
+        tenant: &str,
+        change: AuthChange,
+        audit: NewRecord,
+    ) -> Result<bool>;
+
+    async fn get(&self, tenant: &str, id: &str) -> Result<Option<StoredRecord>>;
+
+    /// Records in ascending sequence.
+    async fn list(&self, tenant: &str, filter: &ListFilter) -> Result<Vec<StoredRecord>>;
+
+    /// Threads, most recently written first, strictly older than `before_seq` when given.
+    async fn threads(
+        &self,
+        tenant: &str,
+        before_seq: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<ThreadSummary>>;
+
+    /// Candidate rows for a rich query, ascending sequence after `after_seq`: the column equalities
+    /// are pushed down, the rest of the filter is evaluated by the caller.
+    async fn scan(
+        &self,
+        tenant: &str,
+        equalities: &[(query::Column, String)],
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredRecord>>;
+
+    /// Full-text search over body string values: `(score, record)`, best first, score >= 0.
+    /// `words` are plain words; the backend quotes them.
+    async fn search(
+        &self,
+        tenant: &str,
+        words: &[String],
+        limit: u32,
+    ) -> Result<Vec<(f64, StoredRecord)>>;
+
+    async fn has_service_accounts(&self, tenant: &str) -> Result<bool>;
+    async fn service_accounts(&self, tenant: &str) -> Result<Vec<ServiceAccount>>;
+    async fn service_account(&self, tenant: &str, id: &str) -> Result<Option<ServiceAccount>>;
+    async fn token(&self, tenant: &str, token_id: &str) -> Result<Option<TokenGrant>>;
+
+    /// Announces committed records, in sequence order per tenant.
+    fn subscribe(&self) -> broadcast::Receiver<Committed>;
+
+    /// Stops the writer after the queued writes and closes connections.
+    async fn close(&self);
+}
+
+/// Opens the backend named by the URL scheme.
+pub async fn open(url: &str) -> Result<std::sync::Arc<dyn RecordStore>> {
+    if url.starts_with("sqlite:") {
+        Ok(std::sync::Arc::new(SqliteStore::open(url).await?))
+    } else {
+        Err(StoreError::UnsupportedUrl(url.to_string()))
+    }
+}
+
+/// List cursors are opaque to clients: base64url of the last sequence.
+pub fn encode_cursor(seq: i64) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(seq.to_string())
+}
+
+/// Decodes a list cursor; `None` when it is not one of ours.
+pub fn decode_cursor(cursor: &str) -> Option<i64> {
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()?;
+    std::str::from_utf8(&bytes).ok()?.parse().ok().filter(|s| *s >= 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_round_trips_and_rejects_garbage() {
+        assert_eq!(decode_cursor(&encode_cursor(42)), Some(42));
+        assert_eq!(decode_cursor("not base64!"), None);
+        assert_eq!(decode_cursor(&encode_cursor(-1)), None);
+    }
+}

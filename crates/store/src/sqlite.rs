@@ -1,0 +1,613 @@
+//! The SQLite backend: the embedded default of `spl serve`.
+//!
+//! One writer connection owned by a task does every write; concurrent appends queue on a channel and
+//! the writer commits whatever has queued in one transaction (group commit), so durable commits
+//! (WAL, `synchronous=FULL`) are shared. Readers use a separate pool and never block the writer.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqliteConnection};
+use tokio::sync::{broadcast, mpsc, oneshot, Mutex};
+use tokio::task::JoinHandle;
+
+use crate::query::Column;
+use crate::{
+    Appended, AuthChange, Committed, ListFilter, NewRecord, RecordStore, Result, ServiceAccount,
+    StoreError, StoredRecord, ThreadSummary, TokenGrant,
+};
+
+/// Most writes one transaction takes. Large enough to amortise an fsync over a burst, small enough
+/// that the first waiter of a batch is not held long.
+const MAX_BATCH: usize = 1024;
+/// Queue depth in front of the writer; callers wait (backpressure) when it is full.
+const QUEUE_DEPTH: usize = 8192;
+/// Watchers that fall further behind than this are told to reconnect.
+const EVENT_CAPACITY: usize = 16384;
+const READ_CONNECTIONS: u32 = 4;
+
+pub struct SqliteStore {
+    reader: SqlitePool,
+    writes: mpsc::Sender<WriteOp>,
+    events: broadcast::Sender<Committed>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+enum WriteOp {
+    Append {
+        tenant: String,
+        record: NewRecord,
+        reply: oneshot::Sender<Result<Appended>>,
+    },
+    Auth {
+        tenant: String,
+        change: AuthChange,
+        audit: NewRecord,
+        reply: oneshot::Sender<Result<bool>>,
+    },
+    /// Commit what is queued, then stop.
+    Close,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `url` and applies pending migrations.
+    pub async fn open(url: &str) -> Result<SqliteStore> {
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        SqliteStore::open_with(SqliteConnectOptions::from_str(url)?, in_memory).await
+    }
+
+    /// Opens (creating if needed) a database file: WAL, durable commits.
+    pub async fn open_file(path: &std::path::Path) -> Result<SqliteStore> {
+        SqliteStore::open_with(SqliteConnectOptions::new().filename(path), false).await
+    }
+
+    /// A private in-memory database, gone when the store is dropped.
+    pub async fn open_in_memory() -> Result<SqliteStore> {
+        SqliteStore::open_with(SqliteConnectOptions::from_str("sqlite::memory:")?, true).await
+    }
+
+    async fn open_with(base: SqliteConnectOptions, in_memory: bool) -> Result<SqliteStore> {
+        let base = base
+            .create_if_missing(true)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(false);
+        let options = if in_memory {
+            base.journal_mode(SqliteJournalMode::Memory)
+                .synchronous(SqliteSynchronous::Off)
+        } else {
+            base.journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Full)
+        };
+
+        let mut writer = SqliteConnection::connect_with(&options).await?;
+        sqlx::migrate!("../../migrations/sqlite")
+            .run(&mut writer)
+            .await?;
+
+        let reader = SqlitePoolOptions::new()
+            .max_connections(READ_CONNECTIONS)
+            .min_connections(1)
+            .connect_with(options)
+            .await?;
+
+        let (writes, queue) = mpsc::channel(QUEUE_DEPTH);
+        let (events, _) = broadcast::channel(EVENT_CAPACITY);
+        let task = tokio::spawn(run_writer(writer, queue, events.clone()));
+        Ok(SqliteStore {
+            reader,
+            writes,
+            events,
+            writer: Mutex::new(Some(task)),
+        })
+    }
+
+    async fn submit<T>(&self, op: WriteOp, reply: oneshot::Receiver<Result<T>>) -> Result<T> {
+        self.writes
+            .send(op)
+            .await
+            .map_err(|_| StoreError::WriterStopped)?;
+        reply.await.map_err(|_| StoreError::WriterStopped)?
+    }
+}
+
+#[async_trait]
+impl RecordStore for SqliteStore {
+    async fn append(&self, tenant: &str, record: NewRecord) -> Result<Appended> {
+        let (reply, rx) = oneshot::channel();
+        let op = WriteOp::Append {
+            tenant: tenant.to_string(),
+            record,
+            reply,
+        };
+        self.submit(op, rx).await
+    }
+
+    async fn apply_auth_change(
+        &self,
+        tenant: &str,
+        change: AuthChange,
+        audit: NewRecord,
+    ) -> Result<bool> {
+        let (reply, rx) = oneshot::channel();
+        let op = WriteOp::Auth {
+            tenant: tenant.to_string(),
+            change,
+            audit,
+            reply,
+        };
+        self.submit(op, rx).await
+    }
+
+    async fn get(&self, tenant: &str, id: &str) -> Result<Option<StoredRecord>> {
+        let row = sqlx::query(
+            "SELECT seq, id, thread, record_json FROM records WHERE tenant = ? AND id = ?",
+        )
+        .bind(tenant)
+        .bind(id)
+        .fetch_optional(&self.reader)
+        .await?;
+        Ok(row.map(|r| stored_from_row(&r)))
+    }
+
+    async fn list(&self, tenant: &str, filter: &ListFilter) -> Result<Vec<StoredRecord>> {
+        let mut sql = QueryBuilder::<Sqlite>::new(
+            "SELECT seq, id, thread, record_json FROM records WHERE tenant = ",
+        );
+        sql.push_bind(tenant);
+        sql.push(" AND seq > ").push_bind(filter.after_seq);
+        if let Some(thread) = &filter.thread {
+            sql.push(" AND thread = ").push_bind(thread);
+        }
+        if let Some(actor) = &filter.actor {
+            sql.push(" AND actor = ").push_bind(actor);
+        }
+        if let Some(since) = filter.since_clock {
+            sql.push(" AND clock >= ").push_bind(since);
+        }
+        sql.push(" ORDER BY seq LIMIT ").push_bind(i64::from(filter.limit));
+        let rows = sql.build().fetch_all(&self.reader).await?;
+        Ok(rows.iter().map(stored_from_row).collect())
+    }
+
+    async fn threads(
+        &self,
+        tenant: &str,
+        before_seq: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<ThreadSummary>> {
+        let rows = sqlx::query(
+            "SELECT thread, namespace, record_count, last_clock, last_seq FROM threads \
+             WHERE tenant = ? AND last_seq < ? ORDER BY last_seq DESC LIMIT ?",
+        )
+        .bind(tenant)
+        .bind(before_seq.unwrap_or(i64::MAX))
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| ThreadSummary {
+                id: r.get("thread"),
+                namespace: r.get("namespace"),
+                record_count: r.get("record_count"),
+                last_clock: r.get("last_clock"),
+                last_seq: r.get("last_seq"),
+            })
+            .collect())
+    }
+
+    async fn scan(
+        &self,
+        tenant: &str,
+        equalities: &[(Column, String)],
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredRecord>> {
+        let mut sql = QueryBuilder::<Sqlite>::new(
+            "SELECT seq, id, thread, record_json FROM records WHERE tenant = ",
+        );
+        sql.push_bind(tenant);
+        sql.push(" AND seq > ").push_bind(after_seq);
+        for (column, value) in equalities {
+            let Some(name) = text_column(*column) else {
+                continue;
+            };
+            sql.push(format_args!(" AND {name} = ")).push_bind(value);
+        }
+        sql.push(" ORDER BY seq LIMIT ").push_bind(i64::from(limit));
+        let rows = sql.build().fetch_all(&self.reader).await?;
+        Ok(rows.iter().map(stored_from_row).collect())
+    }
+
+    async fn search(
+        &self,
+        tenant: &str,
+        words: &[String],
+        limit: u32,
+    ) -> Result<Vec<(f64, StoredRecord)>> {
+        let Some(expression) = fts_expression(words) else {
+            return Ok(Vec::new());
+        };
+        let rows = sqlx::query(
+            "SELECT r.seq, r.id, r.thread, r.record_json, -records_fts.rank AS score \
+             FROM records_fts JOIN records r ON r.seq = records_fts.rowid \
+             WHERE records_fts MATCH ? AND r.tenant = ? ORDER BY records_fts.rank LIMIT ?",
+        )
+        .bind(expression)
+        .bind(tenant)
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get::<f64, _>("score").max(0.0), stored_from_row(r)))
+            .collect())
+    }
+
+    async fn has_service_accounts(&self, tenant: &str) -> Result<bool> {
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM service_accounts WHERE tenant = ? LIMIT 1")
+                .bind(tenant)
+                .fetch_optional(&self.reader)
+                .await?;
+        Ok(found.is_some())
+    }
+
+    async fn service_accounts(&self, tenant: &str) -> Result<Vec<ServiceAccount>> {
+        let rows = sqlx::query(
+            "SELECT id, name, scopes, allowed_actors, created_at FROM service_accounts \
+             WHERE tenant = ? ORDER BY created_at, id",
+        )
+        .bind(tenant)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(service_account_from_row).collect()
+    }
+
+    async fn service_account(&self, tenant: &str, id: &str) -> Result<Option<ServiceAccount>> {
+        let row = sqlx::query(
+            "SELECT id, name, scopes, allowed_actors, created_at FROM service_accounts \
+             WHERE tenant = ? AND id = ?",
+        )
+        .bind(tenant)
+        .bind(id)
+        .fetch_optional(&self.reader)
+        .await?;
+        row.as_ref().map(service_account_from_row).transpose()
+    }
+
+    async fn token(&self, tenant: &str, token_id: &str) -> Result<Option<TokenGrant>> {
+        let row = sqlx::query(
+            "SELECT t.token_id, t.sa_id, t.scopes, s.allowed_actors, t.created_at, t.expires_at, \
+             t.revoked_at FROM tokens t JOIN service_accounts s ON s.tenant = t.tenant AND s.id = t.sa_id \
+             WHERE t.tenant = ? AND t.token_id = ?",
+        )
+        .bind(tenant)
+        .bind(token_id)
+        .fetch_optional(&self.reader)
+        .await?;
+        row.map(|r| {
+            Ok(TokenGrant {
+                token_id: r.get("token_id"),
+                sa_id: r.get("sa_id"),
+                scopes: json_strings(r.get("scopes"))?,
+                allowed_actors: json_strings(r.get("allowed_actors"))?,
+                created_at: r.get("created_at"),
+                expires_at: r.get("expires_at"),
+                revoked_at: r.get("revoked_at"),
+            })
+        })
+        .transpose()
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Committed> {
+        self.events.subscribe()
+    }
+
+    async fn close(&self) {
+        let task = self.writer.lock().await.take();
+        if let Some(task) = task {
+            if self.writes.send(WriteOp::Close).await.is_ok() {
+                let _ = task.await;
+            }
+        }
+        self.reader.close().await;
+    }
+}
+
+/// Only text columns can take a pushed-down string equality.
+fn text_column(column: Column) -> Option<&'static str> {
+    match column {
+        Column::Id => Some("id"),
+        Column::Thread => Some("thread"),
+        Column::Actor => Some("actor"),
+        Column::Act => Some("act"),
+        Column::DataType => Some("data_type"),
+        Column::Namespace => Some("namespace"),
+        Column::Clock | Column::CreatedAt => None,
+    }
+}
+
+/// Plain words become quoted FTS5 strings joined by OR, so no query text is FTS syntax.
+fn fts_expression(words: &[String]) -> Option<String> {
+    let quoted: Vec<String> = words
+        .iter()
+        .map(|w| w.trim())
+        .filter(|w| !w.is_empty())
+        .map(|w| format!("\"{}\"", w.replace('"', "\"\"")))
+        .collect();
+    (!quoted.is_empty()).then(|| quoted.join(" OR "))
+}
+
+fn stored_from_row(row: &sqlx::sqlite::SqliteRow) -> StoredRecord {
+    StoredRecord {
+        seq: row.get("seq"),
+        id: row.get("id"),
+        thread: row.get("thread"),
+        json: row.get("record_json"),
+    }
+}
+
+fn json_strings(text: String) -> Result<Vec<String>> {
+    serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn service_account_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<ServiceAccount> {
+    Ok(ServiceAccount {
+        id: row.get("id"),
+        name: row.get("name"),
+        scopes: json_strings(row.get("scopes"))?,
+        allowed_actors: json_strings(row.get("allowed_actors"))?,
+        created_at: row.get("created_at"),
+    })
+}
+
+/// The writer task: takes everything queued (up to [`MAX_BATCH`]) and commits it as one transaction.
+async fn run_writer(
+    mut conn: SqliteConnection,
+    mut queue: mpsc::Receiver<WriteOp>,
+    events: broadcast::Sender<Committed>,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let closing = batch.iter().any(|op| matches!(op, WriteOp::Close));
+        batch.retain(|op| !matches!(op, WriteOp::Close));
+        if !batch.is_empty() {
+            commit_batch(&mut conn, &mut batch, &events).await;
+        }
+        if closing {
+            break;
+        }
+    }
+    let _ = conn.close().await;
+}
+
+/// Outcome of one op inside a batch; the outer `Result` of the batch carries database failures.
+enum OpOutcome {
+    Append(Result<Appended>),
+    Auth(Result<bool>, Option<StoredRecord>),
+}
+
+async fn commit_batch(
+    conn: &mut SqliteConnection,
+    batch: &mut Vec<WriteOp>,
+    events: &broadcast::Sender<Committed>,
+) {
+    let result = write_batch(conn, batch).await;
+    if result.is_err() {
+        let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+    }
+    match result {
+        Ok(outcomes) => {
+            for (op, outcome) in batch.drain(..).zip(outcomes) {
+                match (op, outcome) {
+                    (WriteOp::Append { tenant, reply, .. }, OpOutcome::Append(result)) => {
+                        if let Ok(Appended::Inserted(record)) = &result {
+                            let _ = events.send(Committed {
+                                tenant,
+                                record: record.clone(),
+                            });
+                        }
+                        let _ = reply.send(result);
+                    }
+                    (WriteOp::Auth { tenant, reply, .. }, OpOutcome::Auth(result, audit)) => {
+                        if let Some(record) = audit {
+                            let _ = events.send(Committed { tenant, record });
+                        }
+                        let _ = reply.send(result);
+                    }
+                    _ => unreachable!("outcomes are produced in op order with matching kinds"),
+                }
+            }
+        }
+        Err(e) => {
+            let message = e.to_string();
+            tracing::error!(error = %message, ops = batch.len(), "write batch failed, rolled back");
+            for op in batch.drain(..) {
+                let failed = || StoreError::WriteFailed(message.clone());
+                match op {
+                    WriteOp::Append { reply, .. } => {
+                        let _ = reply.send(Err(failed()));
+                    }
+                    WriteOp::Auth { reply, .. } => {
+                        let _ = reply.send(Err(failed()));
+                    }
+                    WriteOp::Close => {}
+                }
+            }
+        }
+    }
+}
+
+async fn write_batch(conn: &mut SqliteConnection, batch: &[WriteOp]) -> Result<Vec<OpOutcome>> {
+    // IMMEDIATE takes the write lock up front, and reading the top sequence inside it keeps the
+    // counter right even when another process (the CLI's bootstrap) wrote in between.
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+    let top: i64 = sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM records")
+        .fetch_one(&mut *conn)
+        .await?;
+    let mut next_seq = top + 1;
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for op in batch {
+        let outcome = match op {
+            WriteOp::Append { tenant, record, .. } => {
+                OpOutcome::Append(insert_record(conn, tenant, record, &mut next_seq).await?)
+            }
+            WriteOp::Auth {
+                tenant,
+                change,
+                audit,
+                ..
+            } => {
+                let applied = apply_change(conn, tenant, change).await?;
+                match applied {
+                    Ok(true) => {
+                        let stored = insert_record(conn, tenant, audit, &mut next_seq).await?;
+                        let audit = match stored {
+                            Ok(Appended::Inserted(record)) => Some(record),
+                            _ => None,
+                        };
+                        OpOutcome::Auth(Ok(true), audit)
+                    }
+                    other => OpOutcome::Auth(other, None),
+                }
+            }
+            WriteOp::Close => unreachable!("close markers are removed before a batch is written"),
+        };
+        outcomes.push(outcome);
+    }
+    sqlx::query("COMMIT").execute(&mut *conn).await?;
+    Ok(outcomes)
+}
+
+/// Inserts one record, or finds why it could not be: same id (idempotent replay) or another record
+/// on the same `(thread, actor, clock)`.
+async fn insert_record(
+    conn: &mut SqliteConnection,
+    tenant: &str,
+    record: &NewRecord,
+    next_seq: &mut i64,
+) -> Result<Result<Appended>> {
+    let seq = *next_seq;
+    let json = format!("{},\"sequence\":{seq}}}", record.json_head);
+    let inserted: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO records (seq, tenant, id, thread, actor, clock, act, data_type, namespace, \
+         created_at, l0, l1, l2, l3, record_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+         ON CONFLICT DO NOTHING RETURNING seq",
+    )
+    .bind(seq)
+    .bind(tenant)
+    .bind(&record.id)
+    .bind(&record.thread)
+    .bind(&record.actor)
+    .bind(record.clock)
+    .bind(&record.act)
+    .bind(&record.data_type)
+    .bind(&record.namespace)
+    .bind(record.created_at)
+    .bind(&record.hash_levels[0])
+    .bind(&record.hash_levels[1])
+    .bind(&record.hash_levels[2])
+    .bind(&record.hash_levels[3])
+    .bind(&json)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if inserted.is_some() {
+        *next_seq += 1;
+        return Ok(Ok(Appended::Inserted(StoredRecord {
+            seq,
+            id: record.id.clone(),
+            thread: record.thread.clone(),
+            json,
+        })));
+    }
+    let existing = sqlx::query(
+        "SELECT seq, id, thread, record_json FROM records WHERE tenant = ? AND id = ?",
+    )
+    .bind(tenant)
+    .bind(&record.id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(match existing {
+        Some(row) => Ok(Appended::Existing(stored_from_row(&row))),
+        None => Err(StoreError::DuplicateClock {
+            thread: record.thread.clone(),
+            actor: record.actor.clone(),
+            clock: record.clock,
+        }),
+    })
+}
+
+async fn apply_change(
+    conn: &mut SqliteConnection,
+    tenant: &str,
+    change: &AuthChange,
+) -> Result<Result<bool>> {
+    Ok(match change {
+        AuthChange::CreateServiceAccount(sa) => {
+            let done = sqlx::query(
+                "INSERT INTO service_accounts (tenant, id, name, scopes, allowed_actors, created_at) \
+                 VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            )
+            .bind(tenant)
+            .bind(&sa.id)
+            .bind(&sa.name)
+            .bind(to_json(&sa.scopes))
+            .bind(to_json(&sa.allowed_actors))
+            .bind(sa.created_at)
+            .execute(&mut *conn)
+            .await?;
+            if done.rows_affected() == 1 {
+                Ok(true)
+            } else {
+                Err(StoreError::ServiceAccountExists(sa.id.clone()))
+            }
+        }
+        AuthChange::MintToken {
+            token_id,
+            sa_id,
+            created_at,
+            expires_at,
+        } => {
+            // The token snapshots the account's scopes at mint time.
+            let done = sqlx::query(
+                "INSERT INTO tokens (tenant, token_id, sa_id, scopes, created_at, expires_at) \
+                 SELECT tenant, ?, id, scopes, ?, ? FROM service_accounts WHERE tenant = ? AND id = ?",
+            )
+            .bind(token_id)
+            .bind(created_at)
+            .bind(expires_at)
+            .bind(tenant)
+            .bind(sa_id)
+            .execute(&mut *conn)
+            .await?;
+            if done.rows_affected() == 1 {
+                Ok(true)
+            } else {
+                Err(StoreError::UnknownServiceAccount(sa_id.clone()))
+            }
+        }
+        AuthChange::RevokeToken {
+            token_id,
+            revoked_at,
+        } => {
+            let done = sqlx::query(
+                "UPDATE tokens SET revoked_at = ? WHERE tenant = ? AND token_id = ? AND revoked_at IS NULL",
+            )
+            .bind(revoked_at)
+            .bind(tenant)
+            .bind(token_id)
+            .execute(&mut *conn)
+            .await?;
+            Ok(done.rows_affected() == 1)
+        }
+    })
+}
+
+fn to_json(values: &[String]) -> String {
+    serde_json::Value::from(values.to_vec()).to_string()
+}

@@ -236,7 +236,11 @@ pub fn decode_cursor(cursor: &str) -> Option<i64> {
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(cursor)
         .ok()?;
-    std::str::from_utf8(&bytes).ok()?.parse().ok().filter(|s| *s >= 0)
+    std::str::from_utf8(&bytes)
+        .ok()?
+        .parse()
+        .ok()
+        .filter(|s| *s >= 0)
 }
 
 #[cfg(test)]

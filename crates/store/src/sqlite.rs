@@ -168,7 +168,8 @@ impl RecordStore for SqliteStore {
         if let Some(since) = filter.since_clock {
             sql.push(" AND clock >= ").push_bind(since);
         }
-        sql.push(" ORDER BY seq LIMIT ").push_bind(i64::from(filter.limit));
+        sql.push(" ORDER BY seq LIMIT ")
+            .push_bind(i64::from(filter.limit));
         let rows = sql.build().fetch_all(&self.reader).await?;
         Ok(rows.iter().map(stored_from_row).collect())
     }
@@ -525,13 +526,12 @@ async fn insert_record(
             json,
         })));
     }
-    let existing = sqlx::query(
-        "SELECT seq, id, thread, record_json FROM records WHERE tenant = ? AND id = ?",
-    )
-    .bind(tenant)
-    .bind(&record.id)
-    .fetch_optional(&mut *conn)
-    .await?;
+    let existing =
+        sqlx::query("SELECT seq, id, thread, record_json FROM records WHERE tenant = ? AND id = ?")
+            .bind(tenant)
+            .bind(&record.id)
+            .fetch_optional(&mut *conn)
+            .await?;
     Ok(match existing {
         Some(row) => Ok(Appended::Existing(stored_from_row(&row))),
         None => Err(StoreError::DuplicateClock {

@@ -24,7 +24,9 @@ fn record(thread: &str, actor: &str, clock: i64, text: &str) -> NewRecord {
 
 async fn open() -> (tempfile::TempDir, Arc<SqliteStore>) {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open_file(&dir.path().join("hub.db")).await.unwrap();
+    let store = SqliteStore::open_file(&dir.path().join("hub.db"))
+        .await
+        .unwrap();
     (dir, Arc::new(store))
 }
 
@@ -32,7 +34,9 @@ async fn open() -> (tempfile::TempDir, Arc<SqliteStore>) {
 async fn append_is_idempotent_and_refuses_duplicate_clocks() {
     let (_dir, store) = open().await;
     let first = store.append("t", record("th", "a", 1, "x")).await.unwrap();
-    let Appended::Inserted(stored) = &first else { panic!("expected insert: {first:?}") };
+    let Appended::Inserted(stored) = &first else {
+        panic!("expected insert: {first:?}")
+    };
     assert_eq!(stored.seq, 1);
     assert!(stored.json.ends_with(",\"sequence\":1}"));
     serde_json::from_str::<serde_json::Value>(&stored.json).unwrap();
@@ -41,17 +45,29 @@ async fn append_is_idempotent_and_refuses_duplicate_clocks() {
     assert_eq!(again, Appended::Existing(stored.clone()));
 
     let clash = store.append("t", record("th", "a", 1, "other")).await;
-    assert!(matches!(clash, Err(StoreError::DuplicateClock { clock: 1, .. })), "{clash:?}");
+    assert!(
+        matches!(clash, Err(StoreError::DuplicateClock { clock: 1, .. })),
+        "{clash:?}"
+    );
 
     // Another tenant has its own ids and clocks.
     let other = store.append("u", record("th", "a", 1, "x")).await.unwrap();
     assert!(matches!(other, Appended::Inserted(_)));
     let listed = store
-        .list("t", &ListFilter { limit: 100, ..Default::default() })
+        .list(
+            "t",
+            &ListFilter {
+                limit: 100,
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
     assert_eq!(listed, vec![stored.clone()]);
-    assert_eq!(store.get("u", &stored.id).await.unwrap().map(|r| r.seq), Some(2));
+    assert_eq!(
+        store.get("u", &stored.id).await.unwrap().map(|r| r.seq),
+        Some(2)
+    );
     assert_eq!(store.get("v", &stored.id).await.unwrap(), None);
     store.close().await;
 }
@@ -60,32 +76,69 @@ async fn append_is_idempotent_and_refuses_duplicate_clocks() {
 async fn lists_filter_and_threads_summarise() {
     let (_dir, store) = open().await;
     for clock in 0..5 {
-        store.append("t", record("th_a", "alice", clock, "apple pie")).await.unwrap();
-        store.append("t", record("th_b", "bob", clock, "banana split")).await.unwrap();
+        store
+            .append("t", record("th_a", "alice", clock, "apple pie"))
+            .await
+            .unwrap();
+        store
+            .append("t", record("th_b", "bob", clock, "banana split"))
+            .await
+            .unwrap();
     }
     let page = |filter: ListFilter| {
         let store = store.clone();
         async move { store.list("t", &filter).await.unwrap() }
     };
-    let a = page(ListFilter { thread: Some("th_a".into()), limit: 100, ..Default::default() }).await;
+    let a = page(ListFilter {
+        thread: Some("th_a".into()),
+        limit: 100,
+        ..Default::default()
+    })
+    .await;
     assert_eq!(a.len(), 5);
     assert!(a.windows(2).all(|w| w[0].seq < w[1].seq));
-    let since = page(ListFilter { actor: Some("bob".into()), since_clock: Some(3), limit: 100, ..Default::default() }).await;
+    let since = page(ListFilter {
+        actor: Some("bob".into()),
+        since_clock: Some(3),
+        limit: 100,
+        ..Default::default()
+    })
+    .await;
     assert_eq!(since.len(), 2);
-    let after = page(ListFilter { after_seq: a[2].seq, thread: Some("th_a".into()), limit: 1, ..Default::default() }).await;
+    let after = page(ListFilter {
+        after_seq: a[2].seq,
+        thread: Some("th_a".into()),
+        limit: 1,
+        ..Default::default()
+    })
+    .await;
     assert_eq!(after, vec![a[3].clone()]);
 
     let threads = store.threads("t", None, 10).await.unwrap();
-    assert_eq!(threads.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(), ["th_b", "th_a"]);
+    assert_eq!(
+        threads.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(),
+        ["th_b", "th_a"]
+    );
     assert_eq!(threads[0].record_count, 5);
     assert_eq!(threads[0].last_clock, 4);
-    let older = store.threads("t", Some(threads[0].last_seq), 10).await.unwrap();
+    let older = store
+        .threads("t", Some(threads[0].last_seq), 10)
+        .await
+        .unwrap();
     assert_eq!(older.len(), 1);
 
     let hits = store.search("t", &["banana".into()], 10).await.unwrap();
     assert_eq!(hits.len(), 5);
-    assert!(hits.iter().all(|(score, r)| *score >= 0.0 && r.thread == "th_b"));
-    let hostile = store.search("t", &["\"".into(), "NEAR(".into(), "*".into(), "AND".into()], 10).await;
+    assert!(hits
+        .iter()
+        .all(|(score, r)| *score >= 0.0 && r.thread == "th_b"));
+    let hostile = store
+        .search(
+            "t",
+            &["\"".into(), "NEAR(".into(), "*".into(), "AND".into()],
+            10,
+        )
+        .await;
     assert!(hostile.is_ok(), "{hostile:?}");
     store.close().await;
 }
@@ -101,7 +154,10 @@ async fn cursors_never_skip_a_committed_record() {
             tokio::spawn(async move {
                 let mut acked = Vec::new();
                 for clock in 0..250 {
-                    let r = store.append("t", record("th", &format!("w{w}"), clock, "x")).await.unwrap();
+                    let r = store
+                        .append("t", record("th", &format!("w{w}"), clock, "x"))
+                        .await
+                        .unwrap();
                     acked.push(r.record().seq);
                 }
                 acked
@@ -115,7 +171,14 @@ async fn cursors_never_skip_a_committed_record() {
             let mut cursor = 0;
             for _ in 0..100_000 {
                 let page = store
-                    .list("t", &ListFilter { after_seq: cursor, limit: 37, ..Default::default() })
+                    .list(
+                        "t",
+                        &ListFilter {
+                            after_seq: cursor,
+                            limit: 37,
+                            ..Default::default()
+                        },
+                    )
                     .await
                     .unwrap();
                 for r in &page {
@@ -137,7 +200,10 @@ async fn cursors_never_skip_a_committed_record() {
     }
     let seen = reader.await.unwrap();
     acked.sort();
-    assert_eq!(seen, acked, "the paging reader saw every record exactly once, in order");
+    assert_eq!(
+        seen, acked,
+        "the paging reader saw every record exactly once, in order"
+    );
     store.close().await;
 }
 

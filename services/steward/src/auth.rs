@@ -1,0 +1,347 @@
+//! Who is calling: bearer tokens (`Authorization: Bearer` or `x-api-key`), scopes and actor claims.
+//!
+//! A token is `spl_<env>_<sa_id>_<secret>`; only its id (SHA-256 of the whole string) is stored.
+//! Lookups are cached briefly; a revocation through this steward evicts the entry at once.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use rand::distributions::{Alphanumeric, DistString};
+use subtle::ConstantTimeEq;
+use syncropel_protocol::{sha256_hex, ErrorCode};
+use syncropel_store::TokenGrant;
+
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::unix_now;
+
+/// The scopes of PROTOCOL §10.2. Grains (`thread:<id>:read`, ...) narrow them to one resource.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    RecordsRead,
+    RecordsWrite,
+    ThreadsWrite,
+    FederationManage,
+    ConfigRead,
+    ConfigWrite,
+    Admin,
+}
+
+impl Scope {
+    pub const ALL: [Scope; 7] = [
+        Scope::RecordsRead,
+        Scope::RecordsWrite,
+        Scope::ThreadsWrite,
+        Scope::FederationManage,
+        Scope::ConfigRead,
+        Scope::ConfigWrite,
+        Scope::Admin,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::RecordsRead => "records:read",
+            Scope::RecordsWrite => "records:write",
+            Scope::ThreadsWrite => "threads:write",
+            Scope::FederationManage => "federation:manage",
+            Scope::ConfigRead => "config:read",
+            Scope::ConfigWrite => "config:write",
+            Scope::Admin => "admin",
+        }
+    }
+}
+
+/// Checks that every requested scope is a known scope or a well-formed grain.
+pub fn validate_scopes(scopes: &[String]) -> Result<(), ApiError> {
+    if scopes.is_empty() {
+        return Err(ApiError::validation("scopes must not be empty"));
+    }
+    for scope in scopes {
+        let known = Scope::ALL.iter().any(|s| s.as_str() == scope);
+        let grain = parse_grain(scope).is_some()
+            || matches!(
+                scope.as_str(),
+                "federation:sync"
+                    | "federation:subscribe"
+                    | "federation:sync_pull"
+                    | "federation:sync_push"
+            );
+        if !known && !grain {
+            return Err(ApiError::validation(format!("unknown scope '{scope}'"))
+                .with_hint("scopes: records:read, records:write, threads:write, federation:manage, config:read, config:write, admin, thread:<id>:read|write, namespace:<ns>:read|write"));
+        }
+    }
+    Ok(())
+}
+
+/// `thread:<id>:read|write` or `namespace:<ns>:read|write` -> (kind, resource, access).
+fn parse_grain(scope: &str) -> Option<(&str, &str, &str)> {
+    let (kind, rest) = scope.split_once(':')?;
+    let (resource, access) = rest.rsplit_once(':')?;
+    let ok = matches!(kind, "thread" | "namespace")
+        && matches!(access, "read" | "write")
+        && !resource.is_empty();
+    ok.then_some((kind, resource, access))
+}
+
+/// The authenticated caller of a request, within its tenant.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub tenant: String,
+    /// `None` when auth is switched off (`--insecure-localhost`): everything is allowed.
+    pub grant: Option<Arc<TokenGrant>>,
+}
+
+impl Caller {
+    fn has(&self, scope: Scope) -> bool {
+        match &self.grant {
+            None => true,
+            Some(g) => g
+                .scopes
+                .iter()
+                .any(|s| s == Scope::Admin.as_str() || s == scope.as_str()),
+        }
+    }
+
+    fn has_grain(&self, kind: &str, resource: &str, access: &str) -> bool {
+        match &self.grant {
+            None => true,
+            Some(g) => g
+                .scopes
+                .iter()
+                .filter_map(|s| parse_grain(s))
+                .any(|(k, r, a)| k == kind && r == resource && a == access),
+        }
+    }
+
+    /// Requires a coarse scope.
+    pub fn require(&self, scope: Scope) -> Result<(), ApiError> {
+        if self.has(scope) {
+            Ok(())
+        } else {
+            Err(scope_forbidden(scope.as_str()))
+        }
+    }
+
+    /// Requires read access to one thread: `records:read` or the thread's read grain.
+    pub fn require_thread_read(&self, thread: &str) -> Result<(), ApiError> {
+        if self.has(Scope::RecordsRead) || self.has_grain("thread", thread, "read") {
+            Ok(())
+        } else {
+            Err(scope_forbidden(Scope::RecordsRead.as_str()))
+        }
+    }
+
+    /// Requires the right to write `namespace` on `thread`: `records:write`, or a write grain on
+    /// the thread or the namespace.
+    pub fn require_record_write(&self, thread: &str, namespace: &str) -> Result<(), ApiError> {
+        if self.has(Scope::RecordsWrite)
+            || self.has_grain("thread", thread, "write")
+            || self.has_grain("namespace", namespace, "write")
+        {
+            Ok(())
+        } else {
+            Err(scope_forbidden(Scope::RecordsWrite.as_str()))
+        }
+    }
+
+    /// Writes to config and registry threads need `admin` or `config:write`.
+    pub fn require_config_write(&self) -> Result<(), ApiError> {
+        self.require(Scope::ConfigWrite)
+    }
+
+    /// The actor claim: an account with an allowed-actors list may only write as those actors.
+    pub fn require_actor(&self, actor: &str) -> Result<(), ApiError> {
+        match &self.grant {
+            Some(g)
+                if !g.allowed_actors.is_empty() && !g.allowed_actors.iter().any(|a| a == actor) =>
+            {
+                Err(ApiError::new(
+                    ErrorCode::DidClaimDenied,
+                    format!("this token may not write as actor '{actor}'"),
+                )
+                .with_hint(format!("allowed actors: {}", g.allowed_actors.join(", "))))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+fn scope_forbidden(required: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::ScopeForbidden,
+        format!("this token lacks the '{required}' scope"),
+    )
+    .with_extra("required_scope", required)
+}
+
+/// Cached token lookups. Only hits are cached; entries live [`TOKEN_CACHE_TTL`].
+#[derive(Default)]
+pub struct TokenCache {
+    entries: RwLock<HashMap<(String, String), (Arc<TokenGrant>, Instant)>>,
+}
+
+const TOKEN_CACHE_TTL: Duration = Duration::from_secs(2);
+
+impl TokenCache {
+    fn get(&self, tenant: &str, token_id: &str) -> Option<Arc<TokenGrant>> {
+        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
+        entries
+            .get(&(tenant.to_string(), token_id.to_string()))
+            .filter(|(_, at)| at.elapsed() < TOKEN_CACHE_TTL)
+            .map(|(grant, _)| grant.clone())
+    }
+
+    fn put(&self, tenant: &str, grant: Arc<TokenGrant>) {
+        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        if entries.len() > 10_000 {
+            entries.retain(|_, (_, at)| at.elapsed() < TOKEN_CACHE_TTL);
+        }
+        entries.insert(
+            (tenant.to_string(), grant.token_id.clone()),
+            (grant, Instant::now()),
+        );
+    }
+
+    pub fn evict(&self, tenant: &str, token_id: &str) {
+        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        entries.remove(&(tenant.to_string(), token_id.to_string()));
+    }
+}
+
+/// The token a request presents: `Authorization: Bearer` wins over `x-api-key`.
+fn presented_token(parts: &Parts) -> Option<&str> {
+    let bearer = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim);
+    bearer
+        .or_else(|| {
+            parts
+                .headers
+                .get("x-api-key")
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+        })
+        .filter(|t| !t.is_empty())
+}
+
+pub const BOOTSTRAP_COMMAND: &str =
+    "spl service-account create --bootstrap --name admin --scopes admin --with-token";
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Caller, ApiError> {
+        let tenant = state.tenant.clone();
+        if !state.auth_enforced {
+            return Ok(Caller {
+                tenant,
+                grant: None,
+            });
+        }
+        if !state.bootstrapped.load(Ordering::Acquire) {
+            if state.store.has_service_accounts(&tenant).await? {
+                state.bootstrapped.store(true, Ordering::Release);
+            } else {
+                return Err(ApiError::new(
+                    ErrorCode::BootstrapRequired,
+                    "this steward has no service account yet",
+                )
+                .with_hint(format!("create one with `{BOOTSTRAP_COMMAND}`")));
+            }
+        }
+        let Some(token) = presented_token(parts) else {
+            return Err(
+                ApiError::new(ErrorCode::AuthRequired, "no credential presented")
+                    .with_hint("send `Authorization: Bearer <token>` or `x-api-key: <token>`"),
+            );
+        };
+        let token_id = sha256_hex(token.as_bytes());
+        let grant = match state.tokens.get(&tenant, &token_id) {
+            Some(grant) => grant,
+            None => {
+                let Some(found) = state.store.token(&tenant, &token_id).await? else {
+                    return Err(invalid_token("unknown token"));
+                };
+                // The store found it by id; compare in constant time anyway so no timing reveals
+                // how much of an id matched in any index path.
+                if !bool::from(found.token_id.as_bytes().ct_eq(token_id.as_bytes())) {
+                    return Err(invalid_token("unknown token"));
+                }
+                let found = Arc::new(found);
+                state.tokens.put(&tenant, found.clone());
+                found
+            }
+        };
+        if grant.revoked_at.is_some() {
+            return Err(invalid_token("this token has been revoked"));
+        }
+        if grant.expires_at.is_some_and(|at| at <= unix_now()) {
+            return Err(invalid_token("this token has expired"));
+        }
+        Ok(Caller {
+            tenant,
+            grant: Some(grant),
+        })
+    }
+}
+
+fn invalid_token(why: &str) -> ApiError {
+    ApiError::new(ErrorCode::AuthInvalid, why.to_string())
+}
+
+/// A new service-account id: `sa_` + 16 lowercase alphanumerics.
+pub fn new_service_account_id() -> String {
+    let suffix = Alphanumeric
+        .sample_string(&mut rand::thread_rng(), 16)
+        .to_lowercase();
+    format!("sa_{suffix}")
+}
+
+/// Mints a token for an account: returns `(token, token_id)`. The plaintext is shown once.
+pub fn mint_token(env: &str, sa_id: &str) -> (String, String) {
+    let secret = Alphanumeric.sample_string(&mut rand::thread_rng(), 32);
+    let token = format!("spl_{env}_{sa_id}_{secret}");
+    let token_id = sha256_hex(token.as_bytes());
+    (token, token_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grains_parse_and_unknown_scopes_are_refused() {
+        assert_eq!(
+            parse_grain("thread:th_a:read"),
+            Some(("thread", "th_a", "read"))
+        );
+        assert_eq!(
+            parse_grain("namespace:acme/payments:write"),
+            Some(("namespace", "acme/payments", "write"))
+        );
+        assert_eq!(parse_grain("thread::read"), None);
+        assert_eq!(parse_grain("records:read"), None);
+        assert!(validate_scopes(&["records:read".into(), "thread:x:write".into()]).is_ok());
+        assert!(validate_scopes(&["records:delete".into()]).is_err());
+        assert!(validate_scopes(&[]).is_err());
+    }
+
+    #[test]
+    fn minted_tokens_have_the_documented_shape() {
+        let (token, id) = mint_token("local", "sa_abc");
+        assert!(token.starts_with("spl_local_sa_abc_"));
+        assert_eq!(token.len(), "spl_local_sa_abc_".len() + 32);
+        assert_eq!(id, sha256_hex(token.as_bytes()));
+    }
+}

@@ -1,0 +1,120 @@
+//! The one place where everything that can go wrong becomes an HTTP answer in the ApiError envelope
+//! (`{"object":"error","type","code","message","hint"?}`).
+
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Map, Value};
+use syncropel_protocol::{ErrorCode, ProtocolError};
+use syncropel_store::StoreError;
+
+/// An error answer. Built from a stable [`ErrorCode`], so status and type always agree with the code.
+#[derive(Debug)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+    pub hint: Option<String>,
+    /// Extra members of the envelope (e.g. `required_scope`).
+    pub extra: Map<String, Value>,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            code,
+            message: message.into(),
+            hint: None,
+            extra: Map::new(),
+        }
+    }
+
+    pub fn with_hint(mut self, hint: impl Into<String>) -> ApiError {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    pub fn with_extra(mut self, key: &str, value: impl Into<Value>) -> ApiError {
+        self.extra.insert(key.to_string(), value.into());
+        self
+    }
+
+    pub fn validation(message: impl Into<String>) -> ApiError {
+        ApiError::new(ErrorCode::ValidationError, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(ErrorCode::NotFound, message)
+    }
+
+    pub fn internal(message: impl std::fmt::Display) -> ApiError {
+        tracing::error!(error = %message, "internal error");
+        ApiError::new(ErrorCode::Internal, "internal error; see the steward's log")
+    }
+
+    pub fn status(&self) -> StatusCode {
+        StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    pub fn body(&self) -> Value {
+        let mut body = Map::new();
+        body.insert("object".into(), json!("error"));
+        body.insert("type".into(), json!(self.code.error_type()));
+        body.insert("code".into(), json!(self.code.as_str()));
+        body.insert("message".into(), json!(self.message));
+        if let Some(hint) = &self.hint {
+            body.insert("hint".into(), json!(hint));
+        }
+        for (k, v) in &self.extra {
+            body.insert(k.clone(), v.clone());
+        }
+        Value::Object(body)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let mut response = (
+            status,
+            [(header::CONTENT_TYPE, "application/json")],
+            self.body().to_string(),
+        )
+            .into_response();
+        if self.code == ErrorCode::RateLimited {
+            if let Some(secs) = self.extra.get("retry_after_secs").and_then(Value::as_u64) {
+                if let Ok(value) = secs.to_string().parse() {
+                    response.headers_mut().insert(header::RETRY_AFTER, value);
+                }
+            }
+        }
+        response
+    }
+}
+
+impl From<ProtocolError> for ApiError {
+    fn from(e: ProtocolError) -> ApiError {
+        ApiError::new(e.code(), e.to_string())
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        match e {
+            StoreError::DuplicateClock { .. } => {
+                ApiError::new(ErrorCode::IngestFailed, e.to_string())
+            }
+            StoreError::ServiceAccountExists(_) => {
+                ApiError::new(ErrorCode::ValidationError, e.to_string())
+            }
+            StoreError::UnknownServiceAccount(_) => ApiError::not_found(e.to_string()),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<syncropel_store::query::QueryError> for ApiError {
+    fn from(e: syncropel_store::query::QueryError) -> ApiError {
+        ApiError::new(ErrorCode::InvalidFilter, e.to_string())
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

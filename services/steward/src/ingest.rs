@@ -1,0 +1,135 @@
+//! Turning a validated envelope into a signed record ready for the store (PROTOCOL §8.2, §9).
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+use syncropel_protocol::{record_id, Act, DataType, Envelope, Keypair};
+use syncropel_store::NewRecord;
+
+use crate::unix_now;
+
+/// The record as the API serves it, minus `sequence`, which the store appends.
+#[derive(Serialize)]
+struct RecordHead<'a> {
+    object: &'static str,
+    id: &'a str,
+    act: &'static str,
+    actor: &'a str,
+    body: &'a Map<String, Value>,
+    clock: i64,
+    data_type: &'static str,
+    parents: &'a [String],
+    thread: &'a str,
+    judged_by: Option<&'a str>,
+    namespace: &'a str,
+    created_at: i64,
+    sig: &'a str,
+    signer: &'a str,
+}
+
+/// Signs `envelope` with `key` and renders the stored form. The signed bytes are the 7-field
+/// canonical JSON, the same bytes the id is the hash of.
+pub fn seal(envelope: &Envelope, key: &Keypair, signer_did: &str) -> NewRecord {
+    let canonical = envelope.canonical_json();
+    let id = record_id(&canonical);
+    let sig = key.sign_hex(canonical.as_bytes());
+    let created_at = unix_now();
+    let namespace = envelope.namespace();
+    let head = RecordHead {
+        object: "record",
+        id: &id,
+        act: envelope.act.as_str(),
+        actor: &envelope.actor,
+        body: &envelope.body,
+        clock: envelope.clock,
+        data_type: envelope.data_type.as_str(),
+        parents: &envelope.parents,
+        thread: &envelope.thread,
+        judged_by: envelope.judged_by.as_deref(),
+        namespace,
+        created_at,
+        sig: &sig,
+        signer: signer_did,
+    };
+    let mut json_head = serde_json::to_string(&head).expect("a record always serializes");
+    json_head.pop(); // the closing brace; the store appends `,"sequence":N}`
+    let levels = envelope.hash_levels();
+    NewRecord {
+        id,
+        thread: envelope.thread.clone(),
+        actor: envelope.actor.clone(),
+        clock: envelope.clock,
+        act: envelope.act.as_str().to_string(),
+        data_type: envelope.data_type.as_str().to_string(),
+        namespace: namespace.to_string(),
+        created_at,
+        hash_levels: [levels.l0, levels.l1, levels.l2, levels.l3],
+        json_head,
+    }
+}
+
+/// The identity a steward signs with, and the clock of the records it writes itself.
+#[derive(Clone)]
+pub struct Identity {
+    pub key: Arc<Keypair>,
+    pub did: Arc<str>,
+    pub clock: Arc<ServerClock>,
+}
+
+impl Identity {
+    pub fn new(key: Keypair) -> Identity {
+        let did = key.did_key();
+        Identity {
+            key: Arc::new(key),
+            did: did.into(),
+            clock: Arc::new(ServerClock::default()),
+        }
+    }
+}
+
+/// Clocks for records the steward writes itself (audit trails): wall-clock milliseconds, bumped so
+/// that two records in the same millisecond never collide on `(thread, actor, clock)`.
+#[derive(Default)]
+pub struct ServerClock(AtomicI64);
+
+impl ServerClock {
+    pub fn next(&self) -> i64 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        let mut last = self.0.load(Ordering::Relaxed);
+        loop {
+            let next = now.max(last + 1);
+            match self
+                .0
+                .compare_exchange_weak(last, next, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => return next,
+                Err(seen) => last = seen,
+            }
+        }
+    }
+}
+
+/// A record the steward writes on its own account (actor = its DID).
+pub fn server_record(
+    act: Act,
+    thread: &str,
+    actor: &str,
+    clock: i64,
+    body: Map<String, Value>,
+) -> Envelope {
+    Envelope {
+        act,
+        actor: actor.to_string(),
+        body,
+        clock,
+        data_type: DataType::Scalar,
+        parents: Vec::new(),
+        thread: thread.to_string(),
+        judged_by: None,
+    }
+}

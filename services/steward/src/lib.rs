@@ -1,0 +1,34 @@
+//! The Syncropel steward: the axum application that `spl serve` runs locally and the hosted binary
+//! runs for many tenants.
+
+pub mod accounts;
+pub mod app;
+pub mod auth;
+pub mod error;
+pub mod home;
+pub mod ingest;
+pub mod local;
+pub mod routes;
+
+/// Errors that stop a steward from starting or running.
+#[derive(Debug, thiserror::Error)]
+pub enum StewardError {
+    #[error("{0} is already in use (is another steward running? see `spl status`); choose another port with --port")]
+    PortInUse(std::net::SocketAddr),
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Home(#[from] home::HomeError),
+    #[error(transparent)]
+    Store(#[from] syncropel_store::StoreError),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

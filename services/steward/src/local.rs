@@ -1,0 +1,200 @@
+//! Local mode: `spl serve` runs the steward for the one tenant of a home, on its SQLite store.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use syncropel_store::{RecordStore, SqliteStore};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::accounts::{create_service_account, mint};
+use crate::app::{router, AppState, Limits};
+use crate::auth::{validate_scopes, TokenCache};
+use crate::home::{Home, StewardInfo};
+use crate::ingest::Identity;
+use crate::{unix_now, StewardError};
+
+/// The single tenant of a local steward.
+pub const LOCAL_TENANT: &str = "local";
+/// The token environment label of local stewards (`spl_local_…`).
+pub const LOCAL_ENV: &str = "local";
+
+pub struct ServeOptions {
+    pub home: Home,
+    pub host: String,
+    pub port: u16,
+    /// Keep the store in memory: nothing survives the process.
+    pub memory: bool,
+    /// Switch authentication off; only allowed on a loopback address.
+    pub insecure_localhost: bool,
+    pub max_body_bytes: usize,
+    pub max_json_depth: usize,
+    pub heartbeat: Duration,
+    /// How long in-flight requests get to finish after SIGTERM.
+    pub shutdown_grace: Duration,
+}
+
+pub struct BootstrapRequest {
+    pub name: String,
+    pub scopes: Vec<String>,
+    pub allowed_actors: Vec<String>,
+    pub with_token: bool,
+}
+
+pub struct BootstrapOutcome {
+    pub sa_id: String,
+    pub token: Option<String>,
+}
+
+/// Opens the home's store: `hub.db` (WAL, durable commits), or a private in-memory database.
+pub async fn open_store(home: &Home, memory: bool) -> Result<Arc<dyn RecordStore>, StewardError> {
+    let store = if memory {
+        SqliteStore::open_in_memory().await?
+    } else {
+        SqliteStore::open_file(&home.db_path()).await?
+    };
+    Ok(Arc::new(store))
+}
+
+/// Creates a service account directly in the home's store, whether or not a steward is running
+/// (SQLite serializes the two writers). With `with_token`, mints its first token.
+pub async fn bootstrap_service_account(
+    home: &Home,
+    request: &BootstrapRequest,
+) -> Result<BootstrapOutcome, StewardError> {
+    validate_scopes(&request.scopes).map_err(|e| StewardError::Invalid(e.message))?;
+    let identity = Identity::new(home.keypair()?);
+    let store = open_store(home, false).await?;
+    let result = async {
+        let sa = create_service_account(
+            store.as_ref(),
+            LOCAL_TENANT,
+            &identity,
+            &request.name,
+            request.scopes.clone(),
+            request.allowed_actors.clone(),
+        )
+        .await?;
+        let token = if request.with_token {
+            Some(
+                mint(
+                    store.as_ref(),
+                    LOCAL_TENANT,
+                    &identity,
+                    LOCAL_ENV,
+                    &sa.id,
+                    None,
+                )
+                .await?,
+            )
+        } else {
+            None
+        };
+        Ok::<_, crate::error::ApiError>(BootstrapOutcome {
+            sa_id: sa.id,
+            token: token.map(|t| t.token),
+        })
+    }
+    .await;
+    store.close().await;
+    result.map_err(|e| StewardError::Invalid(e.message))
+}
+
+/// Runs the local steward until SIGTERM or SIGINT, then drains: watch streams get
+/// `server_shutdown`, in-flight requests get `shutdown_grace` to finish, queued writes commit.
+pub async fn serve(options: ServeOptions) -> Result<(), StewardError> {
+    let ip: IpAddr = options.host.parse().map_err(|_| {
+        StewardError::Invalid(format!("--host '{}' is not an IP address", options.host))
+    })?;
+    if options.insecure_localhost && !ip.is_loopback() {
+        return Err(StewardError::Invalid(format!(
+            "--insecure-localhost turns authentication off and only binds a loopback address, not {ip}"
+        )));
+    }
+    let identity = Identity::new(options.home.keypair()?);
+    let addr = SocketAddr::new(ip, options.port);
+    let listener = TcpListener::bind(addr).await.map_err(|e| match e.kind() {
+        std::io::ErrorKind::AddrInUse => StewardError::PortInUse(addr),
+        _ => StewardError::Io(e),
+    })?;
+    let bound = listener.local_addr()?;
+    let store = open_store(&options.home, options.memory).await?;
+
+    let shutdown = CancellationToken::new();
+    let state = AppState {
+        store: store.clone(),
+        tenant: LOCAL_TENANT.to_string(),
+        identity: identity.clone(),
+        env: LOCAL_ENV.into(),
+        auth_enforced: !options.insecure_localhost,
+        bootstrapped: Arc::new(AtomicBool::new(false)),
+        tokens: Arc::new(TokenCache::default()),
+        limits: Limits {
+            max_body_bytes: options.max_body_bytes,
+            max_json_depth: options.max_json_depth,
+        },
+        search_enabled: true,
+        heartbeat: options.heartbeat,
+        shutdown: shutdown.clone(),
+    };
+
+    if options.insecure_localhost {
+        tracing::warn!("authentication is OFF (--insecure-localhost): anyone on this machine can read and write");
+    } else if !store.has_service_accounts(LOCAL_TENANT).await? {
+        tracing::warn!(
+            "no service account yet: /v1 answers 503 until you run `{}`",
+            crate::auth::BOOTSTRAP_COMMAND
+        );
+    }
+
+    let url = format!("http://{bound}");
+    options.home.write_steward_info(&StewardInfo {
+        url: url.clone(),
+        pid: std::process::id(),
+        started_at: unix_now() as u64,
+    })?;
+    tracing::info!(%url, did = %identity.did, "steward listening");
+
+    let app = router(state);
+    let signal = shutdown.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down: draining requests and streams");
+        signal.cancel();
+    });
+    let grace = options.shutdown_grace;
+    let drained = shutdown.clone();
+    let outcome = tokio::select! {
+        result = server => result.map_err(StewardError::Io),
+        _ = async move {
+            drained.cancelled().await;
+            tokio::time::sleep(grace).await;
+        } => {
+            tracing::warn!("requests still open after the grace period; closing them");
+            Ok(())
+        }
+    };
+    store.close().await;
+    options.home.remove_steward_info();
+    outcome
+}
+
+async fn wait_for_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = terminate => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,173 @@
+//! Service-account and token administration (`admin` scope), and the one-time bootstrap route.
+
+use std::sync::atomic::Ordering;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde_json::{json, Value};
+use syncropel_protocol::ErrorCode;
+
+use super::PathParam;
+use crate::accounts::{create_service_account, mint, revoke as revoke_token, MintedToken};
+use crate::app::{AppState, JsonBody};
+use crate::auth::{Caller, Scope};
+use crate::error::{ApiError, ApiResult};
+
+fn strings(body: &Value, name: &str) -> ApiResult<Vec<String>> {
+    match body.get(name) {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| {
+                v.as_str().map(str::to_string).ok_or_else(|| {
+                    ApiError::validation(format!("'{name}' must be an array of strings"))
+                })
+            })
+            .collect(),
+        Some(_) => Err(ApiError::validation(format!(
+            "'{name}' must be an array of strings"
+        ))),
+    }
+}
+
+fn account_request(body: &Value) -> ApiResult<(String, Vec<String>, Vec<String>)> {
+    let name = body
+        .get("name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::validation("'name' must be a string"))?;
+    Ok((
+        name.to_string(),
+        strings(body, "scopes")?,
+        strings(body, "allowed_actors")?,
+    ))
+}
+
+fn account_json(sa: &syncropel_store::ServiceAccount) -> Value {
+    json!({
+        "object": "service_account",
+        "id": sa.id,
+        "name": sa.name,
+        "scopes": sa.scopes,
+        "allowed_actors": sa.allowed_actors,
+        "created_at": sa.created_at,
+    })
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(body): JsonBody,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    caller.require(Scope::Admin)?;
+    let (name, scopes, actors) = account_request(&body)?;
+    let sa = create_service_account(
+        state.store.as_ref(),
+        &caller.tenant,
+        &state.identity,
+        &name,
+        scopes,
+        actors,
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(account_json(&sa))))
+}
+
+pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+    caller.require(Scope::Admin)?;
+    let accounts = state.store.service_accounts(&caller.tenant).await?;
+    let data: Vec<Value> = accounts.iter().map(account_json).collect();
+    Ok(Json(
+        json!({"object": "list", "data": data, "next_cursor": null, "has_more": false}),
+    ))
+}
+
+pub async fn mint_for(
+    state: &AppState,
+    tenant: &str,
+    sa_id: &str,
+    body: &Value,
+) -> ApiResult<MintedToken> {
+    let ttl = match body.get("ttl_seconds") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_i64()
+                .ok_or_else(|| ApiError::validation("'ttl_seconds' must be an integer"))?,
+        ),
+    };
+    mint(
+        state.store.as_ref(),
+        tenant,
+        &state.identity,
+        &state.env,
+        sa_id,
+        ttl,
+    )
+    .await
+}
+
+pub async fn mint_route(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParam(sa_id): PathParam,
+    JsonBody(body): JsonBody,
+) -> ApiResult<(StatusCode, Json<MintedToken>)> {
+    caller.require(Scope::Admin)?;
+    let minted = mint_for(&state, &caller.tenant, &sa_id, &body).await?;
+    Ok((StatusCode::CREATED, Json(minted)))
+}
+
+pub async fn revoke(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParam(token_id): PathParam,
+) -> ApiResult<Json<Value>> {
+    caller.require(Scope::Admin)?;
+    let revoked = revoke_token(
+        state.store.as_ref(),
+        &caller.tenant,
+        &state.identity,
+        &token_id,
+    )
+    .await?;
+    // Evict before answering so this steward refuses the token from now on.
+    state.tokens.evict(&caller.tenant, &token_id);
+    if !revoked {
+        return Err(ApiError::not_found(format!(
+            "no live token with id '{token_id}'"
+        )));
+    }
+    Ok(Json(
+        json!({"object": "token", "token_id": token_id, "revoked": true}),
+    ))
+}
+
+/// `POST /v1/bootstrap/service-account`: open until the first account exists, then 409.
+pub async fn bootstrap(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let tenant = state.tenant.clone();
+    if state.store.has_service_accounts(&tenant).await? {
+        return Err(ApiError::new(
+            ErrorCode::BootstrapClosed,
+            "this steward already has a service account",
+        ));
+    }
+    let (name, scopes, actors) = account_request(&body)?;
+    let sa = create_service_account(
+        state.store.as_ref(),
+        &tenant,
+        &state.identity,
+        &name,
+        scopes,
+        actors,
+    )
+    .await?;
+    state.bootstrapped.store(true, Ordering::Release);
+    let minted = mint_for(&state, &tenant, &sa.id, &body).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"service_account": account_json(&sa), "token": minted})),
+    ))
+}

@@ -1,0 +1,135 @@
+//! HTTP handlers, one module per resource.
+
+pub mod accounts;
+pub mod health;
+pub mod query;
+pub mod records;
+pub mod search;
+pub mod threads;
+pub mod watch;
+
+use std::collections::HashMap;
+
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use syncropel_protocol::ErrorCode;
+use syncropel_store::StoredRecord;
+
+use crate::error::ApiError;
+
+pub async fn not_found() -> ApiError {
+    ApiError::not_found("no such route")
+}
+
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        "this route does not accept that method",
+    )
+}
+
+/// A JSON answer from already-serialized text (records are stored as the text the API serves).
+pub fn json_text(status: StatusCode, body: String) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// The list envelope of PROTOCOL §10.3 around stored records, spliced without re-serializing them.
+pub fn record_list(records: &[StoredRecord], next_cursor: Option<String>) -> Response {
+    let size: usize = records.iter().map(|r| r.json.len() + 1).sum();
+    let mut body = String::with_capacity(size + 96);
+    body.push_str("{\"object\":\"list\",\"data\":[");
+    for (i, record) in records.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(&record.json);
+    }
+    body.push_str("],\"next_cursor\":");
+    match &next_cursor {
+        Some(c) => body.push_str(&serde_json::Value::from(c.as_str()).to_string()),
+        None => body.push_str("null"),
+    }
+    body.push_str(",\"has_more\":");
+    body.push_str(if next_cursor.is_some() {
+        "true"
+    } else {
+        "false"
+    });
+    body.push('}');
+    json_text(StatusCode::OK, body)
+}
+
+/// Query-string parameters, parsed by hand so every mistake gets a clear VALIDATION_ERROR.
+pub struct Params(pub HashMap<String, String>);
+
+impl Params {
+    pub fn str(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+
+    pub fn int(&self, name: &str) -> Result<Option<i64>, ApiError> {
+        self.str(name)
+            .map(|v| {
+                v.parse::<i64>().map_err(|_| {
+                    ApiError::validation(format!("query parameter '{name}' must be an integer"))
+                })
+            })
+            .transpose()
+    }
+
+    /// `limit`: default and maximum per PROTOCOL §13; 0 or negative is refused.
+    pub fn limit(&self, default: u32, max: u32) -> Result<u32, ApiError> {
+        match self.int("limit")? {
+            None => Ok(default),
+            Some(n) if n >= 1 => Ok(n.min(i64::from(max)) as u32),
+            Some(_) => Err(ApiError::validation("limit must be at least 1")),
+        }
+    }
+
+    /// The decoded list cursor (0 when absent).
+    pub fn cursor(&self) -> Result<i64, ApiError> {
+        match self.str("cursor") {
+            None | Some("") => Ok(0),
+            Some(c) => syncropel_store::decode_cursor(c)
+                .ok_or_else(|| ApiError::validation("invalid cursor")),
+        }
+    }
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Params {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Params, ApiError> {
+        let axum::extract::Query(map) =
+            axum::extract::Query::<HashMap<String, String>>::from_request_parts(parts, state)
+                .await
+                .map_err(|e| ApiError::validation(format!("invalid query string: {e}")))?;
+        Ok(Params(map))
+    }
+}
+
+/// Thread ids arrive percent-decoded from the path; they obey the same rules as in a record.
+pub fn checked_thread(thread: &str) -> Result<(), ApiError> {
+    syncropel_protocol::validate_thread(thread).map_err(ApiError::from)
+}
+
+/// A single path parameter, percent-decoded; a malformed one is a VALIDATION_ERROR.
+pub struct PathParam(pub String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PathParam {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<PathParam, ApiError> {
+        let axum::extract::Path(value) =
+            axum::extract::Path::<String>::from_request_parts(parts, state)
+                .await
+                .map_err(|e| ApiError::validation(format!("invalid path: {e}")))?;
+        Ok(PathParam(value))
+    }
+}

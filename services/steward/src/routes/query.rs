@@ -1,0 +1,102 @@
+//! `POST /v1/records/query` (PROTOCOL §11.6): column equalities are pushed down to the store, the
+//! rest of the filter runs here over the stored records, so both backends answer identically.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde_json::{json, Value};
+use syncropel_store::query::{compare_records, plan, project, QueryRequest};
+use syncropel_store::{decode_cursor, encode_cursor};
+
+use super::json_text;
+use crate::app::{AppState, JsonBody};
+use crate::auth::{Caller, Scope};
+use crate::error::{ApiError, ApiResult};
+
+/// Rows fetched from the store per round while scanning.
+const SCAN_CHUNK: u32 = 2000;
+
+pub async fn query(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Response> {
+    caller.require(Scope::RecordsRead)?;
+    let request = QueryRequest::parse(&body)?;
+    let start = match &request.cursor {
+        Some(c) => decode_cursor(c).ok_or_else(|| ApiError::validation("invalid cursor"))? as usize,
+        None => request.offset,
+    };
+    let equalities = request.filter.column_equalities();
+
+    // Unsorted queries keep only the requested window; sorted ones need every match first.
+    let mut matched_total = 0usize;
+    let mut window: Vec<Value> = Vec::new();
+    let mut matches: Vec<Value> = Vec::new();
+    let mut after_seq = 0;
+    loop {
+        let rows = state
+            .store
+            .scan(&caller.tenant, &equalities, after_seq, SCAN_CHUNK)
+            .await?;
+        let Some(last) = rows.last() else { break };
+        after_seq = last.seq;
+        let exhausted = rows.len() < SCAN_CHUNK as usize;
+        for row in rows {
+            let record: Value = serde_json::from_str(&row.json).map_err(ApiError::internal)?;
+            if !request.filter.matches(&record) {
+                continue;
+            }
+            if request.sort.is_some() {
+                matches.push(record);
+            } else {
+                if matched_total >= start && window.len() < request.limit {
+                    window.push(record);
+                }
+                matched_total += 1;
+            }
+        }
+        if exhausted {
+            break;
+        }
+    }
+    if let Some(sort) = &request.sort {
+        matches.sort_by(|a, b| compare_records(a, b, sort));
+        matched_total = matches.len();
+        window = matches
+            .into_iter()
+            .skip(start)
+            .take(request.limit)
+            .collect();
+    }
+
+    let end = start + window.len();
+    let next_cursor = (end < matched_total).then(|| encode_cursor(end as i64));
+    if let Some(select) = &request.select {
+        window = window.iter().map(|r| project(r, select)).collect();
+    }
+    let mut answer = json!({
+        "object": "list",
+        "data": window,
+        "next_cursor": next_cursor,
+        "has_more": next_cursor.is_some(),
+        "capped": request.capped,
+        "matched_total": matched_total,
+    });
+    if request.explain {
+        let mut explained = plan(&request.filter);
+        let pushed: Vec<String> = equalities
+            .iter()
+            .map(|(column, _)| format!("{} = ?", column.as_str()))
+            .collect();
+        explained["sql"] = json!(format!(
+            "SELECT record_json FROM records WHERE tenant = ?{} ORDER BY seq",
+            pushed
+                .iter()
+                .map(|p| format!(" AND {p}"))
+                .collect::<String>()
+        ));
+        answer["plan"] = explained;
+    }
+    Ok(json_text(StatusCode::OK, answer.to_string()))
+}

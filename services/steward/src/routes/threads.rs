@@ -1,0 +1,63 @@
+//! `GET /v1/threads` and `GET /v1/threads/{id}/records` (PROTOCOL §11.4-11.5).
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde_json::json;
+use syncropel_store::{encode_cursor, ListFilter};
+
+use super::{checked_thread, json_text, Params, PathParam};
+use crate::app::AppState;
+use crate::auth::{Caller, Scope};
+use crate::error::ApiResult;
+use crate::routes::records::page;
+
+/// Threads, most recently written first.
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    params: Params,
+) -> ApiResult<Response> {
+    caller.require(Scope::RecordsRead)?;
+    let limit = params.limit(100, 1000)?;
+    let before = match params.cursor()? {
+        0 => None,
+        seq => Some(seq),
+    };
+    let mut threads = state
+        .store
+        .threads(&caller.tenant, before, limit + 1)
+        .await?;
+    let next_cursor = if threads.len() > limit as usize {
+        threads.truncate(limit as usize);
+        threads.last().map(|t| encode_cursor(t.last_seq))
+    } else {
+        None
+    };
+    let body = json!({
+        "object": "list",
+        "data": threads,
+        "next_cursor": next_cursor,
+        "has_more": next_cursor.is_some(),
+    });
+    Ok(json_text(StatusCode::OK, body.to_string()))
+}
+
+/// A thread's records in ascending sequence; an unknown thread is an empty list.
+pub async fn records(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParam(thread): PathParam,
+    params: Params,
+) -> ApiResult<Response> {
+    checked_thread(&thread)?;
+    caller.require_thread_read(&thread)?;
+    let filter = ListFilter {
+        thread: Some(thread),
+        actor: params.str("actor").map(str::to_string),
+        since_clock: params.int("since")?,
+        after_seq: params.cursor()?,
+        limit: params.limit(100, 1000)?,
+    };
+    page(&state, &caller.tenant, filter).await
+}

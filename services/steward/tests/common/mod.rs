@@ -1,0 +1,192 @@
+//! A real steward on 127.0.0.1:0 over a real SQLite file, for HTTP tests.
+
+#![allow(dead_code)] // each test binary uses a different part of the kit
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use syncropel_protocol::Keypair;
+use syncropel_steward::accounts::{create_service_account, mint};
+use syncropel_steward::app::{router, AppState, Limits};
+use syncropel_steward::auth::TokenCache;
+use syncropel_steward::ingest::Identity;
+use syncropel_store::{RecordStore, SqliteStore};
+use tokio_util::sync::CancellationToken;
+
+pub const TENANT: &str = "local";
+
+pub struct TestSteward {
+    pub url: String,
+    pub state: AppState,
+    pub http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+pub struct Options {
+    pub limits: Limits,
+    pub auth: bool,
+    pub heartbeat: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            limits: Limits::default(),
+            auth: true,
+            heartbeat: Duration::from_secs(30),
+        }
+    }
+}
+
+impl TestSteward {
+    pub async fn start() -> TestSteward {
+        TestSteward::start_with(Options::default()).await
+    }
+
+    pub async fn start_with(options: Options) -> TestSteward {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn RecordStore> = Arc::new(
+            SqliteStore::open_file(&dir.path().join("hub.db"))
+                .await
+                .unwrap(),
+        );
+        let state = AppState {
+            store,
+            tenant: TENANT.to_string(),
+            identity: Identity::new(Keypair::generate()),
+            env: "test".into(),
+            auth_enforced: options.auth,
+            bootstrapped: Arc::new(AtomicBool::new(false)),
+            tokens: Arc::new(TokenCache::default()),
+            limits: options.limits,
+            search_enabled: true,
+            heartbeat: options.heartbeat,
+            shutdown: CancellationToken::new(),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let app = router(state.clone());
+        let shutdown = state.shutdown.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { shutdown.cancelled().await })
+                .await
+                .unwrap();
+        });
+        TestSteward {
+            url,
+            state,
+            http: reqwest::Client::new(),
+            _dir: dir,
+        }
+    }
+
+    /// Creates a service account with `scopes` (and allowed actors) and returns a token for it.
+    pub async fn token(&self, scopes: &[&str], actors: &[&str]) -> String {
+        let sa = create_service_account(
+            self.state.store.as_ref(),
+            TENANT,
+            &self.state.identity,
+            "test",
+            scopes.iter().map(|s| s.to_string()).collect(),
+            actors.iter().map(|s| s.to_string()).collect(),
+        )
+        .await
+        .unwrap();
+        mint(
+            self.state.store.as_ref(),
+            TENANT,
+            &self.state.identity,
+            "test",
+            &sa.id,
+            None,
+        )
+        .await
+        .unwrap()
+        .token
+    }
+
+    pub async fn admin(&self) -> String {
+        self.token(&["admin"], &[]).await
+    }
+
+    pub async fn post(&self, token: &str, path: &str, body: &Value) -> (u16, Value) {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn post_raw(
+        &self,
+        token: &str,
+        path: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> (u16, Value) {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, token: &str, path: &str) -> (u16, Value) {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// How many client records the tenant holds (through the API, leaving out the steward's own
+    /// audit trail), to prove a refusal wrote nothing.
+    pub async fn record_count(&self, token: &str) -> usize {
+        let (status, body) = self.get(token, "/v1/records?limit=1000").await;
+        assert_eq!(status, 200, "{body}");
+        body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| !r["thread"].as_str().unwrap().starts_with("th_audit_"))
+            .count()
+    }
+}
+
+/// A minimal valid envelope.
+pub fn envelope(thread: &str, clock: i64, body: Value) -> Value {
+    json!({
+        "act": "DO",
+        "actor": "did:example:test",
+        "body": body,
+        "clock": clock,
+        "data_type": "SCALAR",
+        "parents": [],
+        "thread": thread,
+    })
+}
+
+/// Asserts the ApiError envelope and returns its code.
+pub fn error_code(body: &Value) -> &str {
+    assert_eq!(body["object"], "error", "{body}");
+    assert!(body["type"].is_string(), "{body}");
+    assert!(body["message"].is_string(), "{body}");
+    body["code"].as_str().expect("code")
+}

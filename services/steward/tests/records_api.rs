@@ -1,0 +1,333 @@
+//! The records API over HTTP against a real steward (SQLite file, port 0).
+
+mod common;
+
+use common::{envelope, error_code, Options, TestSteward};
+use serde_json::{json, Value};
+use syncropel_steward::app::Limits;
+
+const VECTORS: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../crates/protocol/tests/vectors/records.json"
+));
+
+#[tokio::test]
+async fn every_vector_gets_the_sdk_id_and_a_verifiable_signature() {
+    let vectors: Value = serde_json::from_str(VECTORS).unwrap();
+    // Some vectors share (thread, actor, clock) on purpose (NFC vs NFD), so each gets its own steward.
+    for vector in vectors["records"].as_array().unwrap() {
+        let steward = TestSteward::start().await;
+        let token = steward.admin().await;
+        let name = vector["name"].as_str().unwrap();
+        // arbitrary_precision keeps every number literal as written in the file.
+        let raw = serde_json::to_string(&vector["input"]).unwrap();
+        let (status, record) = steward.post_raw(&token, "/v1/records", raw.clone()).await;
+        assert_eq!(status, 201, "{name}: {record}");
+        assert_eq!(record["id"], vector["record_id_7"], "{name}");
+        assert_eq!(record["object"], "record");
+        assert!(record["sequence"].as_i64().unwrap() >= 1, "{name}");
+
+        // The signature covers the 7-field canonical JSON and verifies against the signer.
+        let canonical = vector["canonical_json_7"].as_str().unwrap();
+        let signer = record["signer"].as_str().unwrap();
+        syncropel_protocol::verify_signature(
+            signer,
+            canonical.as_bytes(),
+            record["sig"].as_str().unwrap(),
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(signer, &*steward.state.identity.did);
+
+        // The stored record recomputes to its id.
+        let (status, fetched) = steward
+            .get(
+                &token,
+                &format!("/v1/records/{}", record["id"].as_str().unwrap()),
+            )
+            .await;
+        assert_eq!(status, 200);
+        let reparsed =
+            syncropel_protocol::Envelope::parse(fetched.to_string().as_bytes(), 128).unwrap();
+        assert_eq!(
+            syncropel_protocol::record_id(&reparsed.canonical_json()),
+            record["id"].as_str().unwrap(),
+            "{name}"
+        );
+
+        // An identical re-POST is a no-op answering the stored record.
+        let (status, replay) = steward.post_raw(&token, "/v1/records", raw).await;
+        assert_eq!(status, 200, "{name}");
+        assert_eq!(replay, fetched);
+        assert_eq!(steward.record_count(&token).await, 1, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn duplicate_clock_is_refused_and_writes_nothing() {
+    let steward = TestSteward::start().await;
+    let token = steward.admin().await;
+    let (status, _) = steward
+        .post(
+            &token,
+            "/v1/records",
+            &envelope("th_dup", 7, json!({"v": 1})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let (status, body) = steward
+        .post(
+            &token,
+            "/v1/records",
+            &envelope("th_dup", 7, json!({"v": 2})),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(error_code(&body), "INGEST_FAILED");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("DuplicateClock: thread=th_dup actor=did:example:test clock=7"),
+        "{body}"
+    );
+    assert_eq!(steward.record_count(&token).await, 1);
+}
+
+#[tokio::test]
+async fn missing_data_type_hashes_as_scalar() {
+    let steward = TestSteward::start().await;
+    let token = steward.admin().await;
+    let mut with = envelope("th_dt", 1, json!({}));
+    let (_, a) = steward.post(&token, "/v1/records", &with).await;
+    with.as_object_mut().unwrap().remove("data_type");
+    let (status, b) = steward.post(&token, "/v1/records", &with).await;
+    assert_eq!(status, 200, "same id, so a replay: {b}");
+    assert_eq!(a["id"], b["id"]);
+    assert_eq!(b["data_type"], "SCALAR");
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_error_and_changes_nothing() {
+    let steward = TestSteward::start_with(Options {
+        limits: Limits {
+            max_body_bytes: 4096,
+            max_json_depth: 16,
+        },
+        ..Options::default()
+    })
+    .await;
+    let token = steward.admin().await;
+    let deep = format!("{}1{}", "[".repeat(40), "]".repeat(40));
+    let cases: Vec<(&str, String, u16, &str)> = vec![
+        ("malformed", "{\"act\":".into(), 400, "INVALID_JSON"),
+        ("not an object", "[1,2]".into(), 400, "VALIDATION_ERROR"),
+        ("NaN", envelope("th", 1, json!({})).to_string().replace("\"clock\":1", "\"clock\":1,\"x\":NaN"), 400, "INVALID_JSON"),
+        ("duplicate keys", r#"{"act":"DO","act":"KNOW","actor":"a","body":{},"clock":1,"parents":[],"thread":"th"}"#.into(), 400, "INVALID_JSON"),
+        ("too deep", envelope("th", 1, json!({})).to_string().replace("{}", &format!("{{\"d\":{deep}}}")), 400, "INVALID_JSON"),
+        ("unknown act", envelope("th", 1, json!({})).to_string().replace("\"DO\"", "\"JUMP\""), 400, "VALIDATION_ERROR"),
+        ("unknown data type", envelope("th", 1, json!({})).to_string().replace("SCALAR", "BLOB"), 400, "VALIDATION_ERROR"),
+        ("clock as string", envelope("th", 1, json!({})).to_string().replace("\"clock\":1", "\"clock\":\"1\""), 400, "VALIDATION_ERROR"),
+        ("negative clock", envelope("th", 1, json!({})).to_string().replace("\"clock\":1", "\"clock\":-1"), 400, "VALIDATION_ERROR"),
+        ("float clock", envelope("th", 1, json!({})).to_string().replace("\"clock\":1", "\"clock\":1.5"), 400, "VALIDATION_ERROR"),
+        ("body not object", envelope("th", 1, json!("text")).to_string(), 400, "VALIDATION_ERROR"),
+        ("bad thread", envelope("a/b", 1, json!({})).to_string(), 400, "VALIDATION_ERROR"),
+        ("bad kind", envelope("th", 1, json!({"kind": "Music.Track"})).to_string(), 400, "INVALID_KIND"),
+        ("oversize", envelope("th", 1, json!({"pad": "x".repeat(5000)})).to_string(), 413, "PAYLOAD_TOO_LARGE"),
+        ("plaintext secret", envelope("th", 1, json!({"kind": "core.credential.v1", "handle": "h", "value": "sk-123"})).to_string(), 400, "F16_VIOLATION_SENSITIVE_FIELD"),
+        ("audit thread", envelope("th_audit_tokens", 1, json!({})).to_string(), 403, "RESERVED_THREAD"),
+    ];
+    for (name, body, status, code) in cases {
+        let (got, answer) = steward.post_raw(&token, "/v1/records", body).await;
+        assert_eq!(got, status, "{name}: {answer}");
+        assert_eq!(error_code(&answer), code, "{name}");
+    }
+    // Only the audit records of the token's creation exist; no refused record was stored.
+    let (_, all) = steward.get(&token, "/v1/records?limit=1000").await;
+    assert!(
+        all["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["thread"] == "th_audit_tokens"),
+        "{all}"
+    );
+}
+
+#[tokio::test]
+async fn auth_is_enforced_with_both_headers_scopes_and_actor_claims() {
+    let steward = TestSteward::start().await;
+    // No service account yet: everything under /v1 asks for the bootstrap.
+    let (status, body) = steward.get("whatever", "/v1/threads").await;
+    assert_eq!(status, 503);
+    assert_eq!(error_code(&body), "BOOTSTRAP_REQUIRED");
+    assert!(body["hint"]
+        .as_str()
+        .unwrap()
+        .contains("spl service-account create --bootstrap"));
+    // /health stays open and says nothing about authorization.
+    let health: Value = steward
+        .http
+        .get(format!("{}/health", steward.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "ok");
+    assert!(health.get("authorization").is_none());
+
+    let admin = steward.admin().await;
+    let reader = steward.token(&["records:read"], &[]).await;
+    let claimed = steward.token(&["records:write"], &["did:example:me"]).await;
+
+    let no_token = steward
+        .http
+        .get(format!("{}/v1/threads", steward.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_token.status().as_u16(), 401);
+    assert_eq!(error_code(&no_token.json().await.unwrap()), "AUTH_REQUIRED");
+    let (status, body) = steward.get("spl_test_sa_x_bogus", "/v1/threads").await;
+    assert_eq!((status, error_code(&body)), (401, "AUTH_INVALID"));
+
+    let via_api_key = steward
+        .http
+        .get(format!("{}/v1/threads", steward.url))
+        .header("x-api-key", &reader)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(via_api_key.status().as_u16(), 200);
+
+    let (status, body) = steward
+        .post(&reader, "/v1/records", &envelope("th", 1, json!({})))
+        .await;
+    assert_eq!((status, error_code(&body)), (403, "SCOPE_FORBIDDEN"));
+    assert_eq!(body["required_scope"], "records:write");
+
+    let (status, body) = steward
+        .post(&claimed, "/v1/records", &envelope("th", 1, json!({})))
+        .await;
+    assert_eq!((status, error_code(&body)), (403, "DID_CLAIM_DENIED"));
+    let mut mine = envelope("th", 1, json!({}));
+    mine["actor"] = json!("did:example:me");
+    let (status, _) = steward.post(&claimed, "/v1/records", &mine).await;
+    assert_eq!(status, 201);
+
+    let mut config = envelope("th_engine_config", 1, json!({"topic": "x"}));
+    config["actor"] = json!("did:example:me");
+    let (status, body) = steward.post(&claimed, "/v1/records", &config).await;
+    assert_eq!((status, error_code(&body)), (403, "SCOPE_FORBIDDEN"));
+
+    // /v1/health needs a credential and reports the deciders.
+    let (status, full) = steward.get(&reader, "/v1/health").await;
+    assert_eq!(status, 200);
+    assert_eq!(full["authorization"]["of"], 6);
+
+    // Revocation takes effect at once, and is itself a record.
+    let token_id = syncropel_protocol::sha256_hex(reader.as_bytes());
+    let resp = steward
+        .http
+        .delete(format!("{}/v1/tokens/{token_id}", steward.url))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let (status, body) = steward.get(&reader, "/v1/threads").await;
+    assert_eq!((status, error_code(&body)), (401, "AUTH_INVALID"));
+    let (_, audit) = steward
+        .get(&admin, "/v1/threads/th_audit_tokens/records")
+        .await;
+    let events: Vec<&str> = audit["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["body"]["event"].as_str().unwrap())
+        .collect();
+    assert!(events.contains(&"token_revoked"), "{events:?}");
+    assert!(
+        !audit.to_string().contains(&reader),
+        "a plaintext token never appears in a record"
+    );
+}
+
+#[tokio::test]
+async fn lists_page_with_opaque_cursors() {
+    let steward = TestSteward::start().await;
+    let token = steward.admin().await;
+    for clock in 0..25 {
+        let (status, _) = steward
+            .post(
+                &token,
+                "/v1/records",
+                &envelope("th_page", clock, json!({"n": clock})),
+            )
+            .await;
+        assert_eq!(status, 201);
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/threads/th_page/records?limit=10&cursor={c}"),
+            None => "/v1/threads/th_page/records?limit=10".to_string(),
+        };
+        let (status, page) = steward.get(&token, &path).await;
+        assert_eq!(status, 200, "{page}");
+        assert_eq!(page["object"], "list");
+        seen.extend(
+            page["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["body"]["n"].as_i64().unwrap()),
+        );
+        if !page["has_more"].as_bool().unwrap() {
+            assert!(page["next_cursor"].is_null());
+            break;
+        }
+        cursor = Some(page["next_cursor"].as_str().unwrap().to_string());
+    }
+    assert_eq!(seen, (0..25).collect::<Vec<_>>());
+
+    let (_, since) = steward
+        .get(&token, "/v1/records?thread=th_page&since=20")
+        .await;
+    assert_eq!(since["data"].as_array().unwrap().len(), 5);
+    let (status, unknown) = steward.get(&token, "/v1/threads/th_nothing/records").await;
+    assert_eq!((status, unknown["data"].clone()), (200, json!([])));
+    let (status, body) = steward.get(&token, "/v1/records?cursor=%%%").await;
+    assert_eq!((status, error_code(&body)), (400, "VALIDATION_ERROR"));
+    let (status, body) = steward.get(&token, "/v1/records/doesnotexist").await;
+    assert_eq!((status, error_code(&body)), (404, "NOT_FOUND"));
+
+    let (_, threads) = steward.get(&token, "/v1/threads").await;
+    let first = &threads["data"][0];
+    assert_eq!(first["id"], "th_page");
+    assert_eq!(first["record_count"], 25);
+    assert_eq!(first["last_clock"], 24);
+    assert_eq!(first["namespace"], "default");
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_answer_in_the_error_envelope() {
+    let steward = TestSteward::start().await;
+    let token = steward.admin().await;
+    let (status, body) = steward.get(&token, "/v1/nope").await;
+    assert_eq!((status, error_code(&body)), (404, "NOT_FOUND"));
+    let resp = steward
+        .http
+        .put(format!("{}/v1/records", steward.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 405);
+    assert_eq!(
+        error_code(&resp.json().await.unwrap()),
+        "METHOD_NOT_ALLOWED"
+    );
+}

@@ -16,6 +16,7 @@ use tower_http::cors::CorsLayer;
 use crate::auth::TokenCache;
 use crate::error::ApiError;
 use crate::ingest::Identity;
+use crate::namespaces::Namespaces;
 use crate::routes;
 
 /// Limits on what a request may carry.
@@ -49,6 +50,7 @@ pub struct AppState {
     pub auth_enforced: bool,
     pub bootstrapped: Arc<AtomicBool>,
     pub tokens: Arc<TokenCache>,
+    pub namespaces: Arc<Namespaces>,
     pub limits: Limits,
     pub search_enabled: bool,
     pub heartbeat: Duration,
@@ -78,6 +80,14 @@ pub fn router(state: AppState) -> Router {
             post(routes::accounts::mint_route),
         )
         .route("/tokens/{token_id}", delete(routes::accounts::revoke))
+        .route(
+            "/namespaces",
+            get(routes::namespaces::list).post(routes::namespaces::create),
+        )
+        .route(
+            "/namespaces/{*id}",
+            get(routes::namespaces::get_one).delete(routes::namespaces::archive),
+        )
         .route(
             "/bootstrap/service-account",
             post(routes::accounts::bootstrap),

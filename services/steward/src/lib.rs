@@ -8,6 +8,7 @@ pub mod error;
 pub mod home;
 pub mod ingest;
 pub mod local;
+pub mod namespaces;
 pub mod routes;
 
 /// Errors that stop a steward from starting or running.

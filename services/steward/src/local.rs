@@ -131,6 +131,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), StewardError> {
         auth_enforced: !options.insecure_localhost,
         bootstrapped: Arc::new(AtomicBool::new(false)),
         tokens: Arc::new(TokenCache::default()),
+        namespaces: Arc::default(),
         limits: Limits {
             max_body_bytes: options.max_body_bytes,
             max_json_depth: options.max_json_depth,

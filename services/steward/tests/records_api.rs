@@ -331,3 +331,86 @@ async fn unknown_routes_and_methods_answer_in_the_error_envelope() {
         "METHOD_NOT_ALLOWED"
     );
 }
+
+#[tokio::test]
+async fn namespaces_narrow_writes_and_are_folds_of_records() {
+    let steward = TestSteward::start().await;
+    let token = steward.admin().await;
+    let payment = |clock| {
+        envelope(
+            "th_ns",
+            clock,
+            json!({"namespace": "acme/payments", "amount": 5}),
+        )
+    };
+
+    let (status, body) = steward.post(&token, "/v1/records", &payment(1)).await;
+    assert_eq!((status, error_code(&body)), (403, "NAMESPACE_REJECTED"));
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("ancestor 'acme'"),
+        "{body}"
+    );
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("spl namespace create acme"),
+        "{body}"
+    );
+
+    // A child before its parent is refused.
+    let (status, body) = steward
+        .post(&token, "/v1/namespaces", &json!({"id": "acme/payments"}))
+        .await;
+    assert_eq!((status, error_code(&body)), (403, "NAMESPACE_REJECTED"));
+    let (status, body) = steward
+        .post(&token, "/v1/namespaces", &json!({"id": "Bad Name"}))
+        .await;
+    assert_eq!((status, error_code(&body)), (400, "NAMESPACE_ID_INVALID"));
+
+    let (status, acme) = steward
+        .post(&token, "/v1/namespaces", &json!({"id": "acme"}))
+        .await;
+    assert_eq!(status, 201, "{acme}");
+    let (status, _) = steward
+        .post(&token, "/v1/namespaces", &json!({"id": "acme/payments"}))
+        .await;
+    assert_eq!(status, 201);
+    let (status, record) = steward.post(&token, "/v1/records", &payment(2)).await;
+    assert_eq!(status, 201, "{record}");
+    assert_eq!(record["namespace"], "acme/payments");
+
+    // Archiving an ancestor closes the subtree to new writes; existing records stay readable.
+    let resp = steward
+        .http
+        .delete(format!("{}/v1/namespaces/acme", steward.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let (status, body) = steward.post(&token, "/v1/records", &payment(3)).await;
+    assert_eq!((status, error_code(&body)), (403, "NAMESPACE_REJECTED"));
+    let (status, _) = steward
+        .get(
+            &token,
+            &format!("/v1/records/{}", record["id"].as_str().unwrap()),
+        )
+        .await;
+    assert_eq!(status, 200);
+
+    let (status, entry) = steward.get(&token, "/v1/namespaces/acme/payments").await;
+    assert_eq!((status, entry["state"].clone()), (200, json!("active")));
+    let (_, registry) = steward
+        .get(&token, "/v1/threads/th_namespace_registry/records")
+        .await;
+    assert_eq!(
+        registry["data"].as_array().unwrap().len(),
+        3,
+        "create, create, archive"
+    );
+    assert_eq!(steward.record_count(&token).await, 4);
+}

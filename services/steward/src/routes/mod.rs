@@ -2,6 +2,7 @@
 
 pub mod accounts;
 pub mod health;
+pub mod namespaces;
 pub mod query;
 pub mod records;
 pub mod search;

@@ -50,6 +50,10 @@ pub async fn create(
     if is_config_thread(&envelope.thread) {
         caller.require_config_write()?;
     }
+    state
+        .namespaces
+        .check_writable(state.store.as_ref(), &caller.tenant, envelope.namespace())
+        .await?;
     let record = seal(&envelope, &state.identity.key, &state.identity.did);
     match state.store.append(&caller.tenant, record).await? {
         Appended::Inserted(stored) => Ok(json_text(StatusCode::CREATED, stored.json)),

@@ -60,6 +60,7 @@ impl TestSteward {
             auth_enforced: options.auth,
             bootstrapped: Arc::new(AtomicBool::new(false)),
             tokens: Arc::new(TokenCache::default()),
+            namespaces: Arc::default(),
             limits: options.limits,
             search_enabled: true,
             heartbeat: options.heartbeat,

@@ -1,0 +1,157 @@
+//! `GET|POST /v1/namespaces`, `GET|DELETE /v1/namespaces/{id}` (PROTOCOL §12.2). Every change is a
+//! LEARN record on `th_namespace_registry`; the registry is its fold.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde_json::{json, Map, Value};
+use syncropel_protocol::{validate_namespace_id, Act, DEFAULT_NAMESPACE};
+
+use super::PathParam;
+use crate::app::{AppState, JsonBody};
+use crate::auth::{Caller, Scope};
+use crate::error::{ApiError, ApiResult};
+use crate::ingest::{seal, server_record};
+use crate::namespaces::{parent, NamespaceEntry, NamespaceState, ENTRY_TOPIC, REGISTRY_THREAD};
+
+fn entry_json(entry: &NamespaceEntry) -> Value {
+    json!({
+        "object": "namespace",
+        "id": entry.id,
+        "state": entry.state,
+        "description": entry.description,
+        "record": entry.record,
+    })
+}
+
+async fn find(state: &AppState, tenant: &str, id: &str) -> ApiResult<Option<NamespaceEntry>> {
+    let entries = state
+        .namespaces
+        .entries(state.store.as_ref(), tenant)
+        .await?;
+    Ok(entries.into_iter().find(|e| e.id == id))
+}
+
+/// Writes a registry entry record and returns the entry as the fold now sees it.
+async fn write_entry(
+    state: &AppState,
+    tenant: &str,
+    id: &str,
+    new_state: NamespaceState,
+    description: Option<&str>,
+) -> ApiResult<NamespaceEntry> {
+    let mut body = Map::new();
+    body.insert("topic".into(), json!(ENTRY_TOPIC));
+    body.insert("id".into(), json!(id));
+    body.insert("state".into(), json!(new_state));
+    if let Some(d) = description {
+        body.insert("description".into(), json!(d));
+    }
+    let identity = &state.identity;
+    let envelope = server_record(
+        Act::Learn,
+        REGISTRY_THREAD,
+        &identity.did,
+        identity.clock.next(),
+        body,
+    );
+    state
+        .store
+        .append(tenant, seal(&envelope, &identity.key, &identity.did))
+        .await?;
+    find(state, tenant, id)
+        .await?
+        .ok_or_else(|| ApiError::internal("a registry entry just written is missing from the fold"))
+}
+
+pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+    caller.require(Scope::RecordsRead)?;
+    let entries = state
+        .namespaces
+        .entries(state.store.as_ref(), &caller.tenant)
+        .await?;
+    let data: Vec<Value> = entries.iter().map(entry_json).collect();
+    Ok(Json(
+        json!({"object": "list", "data": data, "next_cursor": null, "has_more": false}),
+    ))
+}
+
+/// Creates (or re-activates) a namespace. Its parent must exist and be active first.
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(body): JsonBody,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    caller.require(Scope::ConfigWrite)?;
+    let id = body
+        .get("id")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::validation("'id' must be a string"))?;
+    validate_namespace_id(id)?;
+    if id == DEFAULT_NAMESPACE {
+        return Err(ApiError::validation(
+            "'default' is the implicit root and always exists",
+        ));
+    }
+    let description = match body.get("description") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(d)) => Some(d.as_str()),
+        Some(_) => return Err(ApiError::validation("'description' must be a string")),
+    };
+    if let Some(parent) = parent(id) {
+        state
+            .namespaces
+            .check_writable(state.store.as_ref(), &caller.tenant, parent)
+            .await?;
+    }
+    if let Some(existing) = find(&state, &caller.tenant, id).await? {
+        if existing.state == NamespaceState::Active {
+            return Ok((StatusCode::OK, Json(entry_json(&existing))));
+        }
+    }
+    let entry = write_entry(
+        &state,
+        &caller.tenant,
+        id,
+        NamespaceState::Active,
+        description,
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(entry_json(&entry))))
+}
+
+pub async fn get_one(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParam(id): PathParam,
+) -> ApiResult<Json<Value>> {
+    caller.require(Scope::RecordsRead)?;
+    match find(&state, &caller.tenant, &id).await? {
+        Some(entry) => Ok(Json(entry_json(&entry))),
+        None => Err(ApiError::not_found(format!("no namespace '{id}'"))),
+    }
+}
+
+/// Archives a namespace: its subtree takes no new writes; its records stay readable.
+pub async fn archive(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParam(id): PathParam,
+) -> ApiResult<Json<Value>> {
+    caller.require(Scope::ConfigWrite)?;
+    let Some(existing) = find(&state, &caller.tenant, &id).await? else {
+        return Err(ApiError::not_found(format!("no namespace '{id}'")));
+    };
+    if existing.state == NamespaceState::Archived {
+        return Ok(Json(entry_json(&existing)));
+    }
+    let entry = write_entry(
+        &state,
+        &caller.tenant,
+        &id,
+        NamespaceState::Archived,
+        existing.description.as_deref(),
+    )
+    .await?;
+    Ok(Json(entry_json(&entry)))
+}

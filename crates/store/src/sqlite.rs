@@ -333,11 +333,12 @@ fn text_column(column: Column) -> Option<&'static str> {
     }
 }
 
-/// Plain words become quoted FTS5 strings joined by OR, so no query text is FTS syntax.
+/// Plain words become quoted FTS5 strings joined by OR, so no query text is FTS syntax. FTS5 reads
+/// the expression as a C string, so NULs go too.
 fn fts_expression(words: &[String]) -> Option<String> {
     let quoted: Vec<String> = words
         .iter()
-        .map(|w| w.trim())
+        .flat_map(|w| w.split(|c: char| c.is_whitespace() || c == '\0'))
         .filter(|w| !w.is_empty())
         .map(|w| format!("\"{}\"", w.replace('"', "\"\"")))
         .collect();
@@ -404,11 +405,12 @@ async fn commit_batch(
     }
     match result {
         Ok(outcomes) => {
+            let mut committed = Vec::new();
             for (op, outcome) in batch.drain(..).zip(outcomes) {
                 match (op, outcome) {
                     (WriteOp::Append { tenant, reply, .. }, OpOutcome::Append(result)) => {
                         if let Ok(Appended::Inserted(record)) = &result {
-                            let _ = events.send(Committed {
+                            committed.push(Committed {
                                 tenant,
                                 record: record.clone(),
                             });
@@ -417,12 +419,17 @@ async fn commit_batch(
                     }
                     (WriteOp::Auth { tenant, reply, .. }, OpOutcome::Auth(result, audit)) => {
                         if let Some(record) = audit {
-                            let _ = events.send(Committed { tenant, record });
+                            committed.push(Committed { tenant, record });
                         }
                         let _ = reply.send(result);
                     }
-                    _ => unreachable!("outcomes are produced in op order with matching kinds"),
+                    _ => {}
                 }
+            }
+            // Watchers rely on announcements in sequence order.
+            committed.sort_by_key(|c| c.record.seq);
+            for c in committed {
+                let _ = events.send(c);
             }
         }
         Err(e) => {
@@ -452,32 +459,45 @@ async fn write_batch(conn: &mut SqliteConnection, batch: &[WriteOp]) -> Result<V
         .fetch_one(&mut *conn)
         .await?;
     let mut next_seq = top + 1;
+
+    // All appends of the batch go in as multi-row statements: one round trip to SQLite per
+    // INSERT_CHUNK records instead of one per record.
+    let appends: Vec<(&str, &NewRecord)> = batch
+        .iter()
+        .filter_map(|op| match op {
+            WriteOp::Append { tenant, record, .. } => Some((tenant.as_str(), record)),
+            _ => None,
+        })
+        .collect();
+    let mut appended = insert_records(conn, &appends, &mut next_seq)
+        .await?
+        .into_iter();
+
     let mut outcomes = Vec::with_capacity(batch.len());
     for op in batch {
         let outcome = match op {
-            WriteOp::Append { tenant, record, .. } => {
-                OpOutcome::Append(insert_record(conn, tenant, record, &mut next_seq).await?)
-            }
+            WriteOp::Append { .. } => OpOutcome::Append(
+                appended
+                    .next()
+                    .ok_or_else(|| StoreError::WriteFailed("append outcome missing".into()))?,
+            ),
             WriteOp::Auth {
                 tenant,
                 change,
                 audit,
                 ..
-            } => {
-                let applied = apply_change(conn, tenant, change).await?;
-                match applied {
-                    Ok(true) => {
-                        let stored = insert_record(conn, tenant, audit, &mut next_seq).await?;
-                        let audit = match stored {
-                            Ok(Appended::Inserted(record)) => Some(record),
-                            _ => None,
-                        };
-                        OpOutcome::Auth(Ok(true), audit)
-                    }
-                    other => OpOutcome::Auth(other, None),
+            } => match apply_change(conn, tenant, change).await? {
+                Ok(true) => {
+                    let stored = insert_records(conn, &[(tenant, audit)], &mut next_seq).await?;
+                    let audit = match stored.into_iter().next() {
+                        Some(Ok(Appended::Inserted(record))) => Some(record),
+                        _ => None,
+                    };
+                    OpOutcome::Auth(Ok(true), audit)
                 }
-            }
-            WriteOp::Close => unreachable!("close markers are removed before a batch is written"),
+                other => OpOutcome::Auth(other, None),
+            },
+            WriteOp::Close => continue,
         };
         outcomes.push(outcome);
     }
@@ -485,47 +505,81 @@ async fn write_batch(conn: &mut SqliteConnection, batch: &[WriteOp]) -> Result<V
     Ok(outcomes)
 }
 
-/// Inserts one record, or finds why it could not be: same id (idempotent replay) or another record
-/// on the same `(thread, actor, clock)`.
-async fn insert_record(
+/// Records per multi-row INSERT; 15 columns each stays far below SQLite's 32766 parameters.
+const INSERT_CHUNK: usize = 512;
+
+/// Inserts records, or finds why one could not be: same id (an idempotent replay) or another
+/// record on the same `(thread, actor, clock)`. Sequences are handed out in input order; a record
+/// that is not inserted leaves its number unused, so sequences increase but may skip.
+async fn insert_records(
+    conn: &mut SqliteConnection,
+    records: &[(&str, &NewRecord)],
+    next_seq: &mut i64,
+) -> Result<Vec<Result<Appended>>> {
+    let mut outcomes = Vec::with_capacity(records.len());
+    for chunk in records.chunks(INSERT_CHUNK) {
+        let rows: Vec<(i64, String)> = chunk
+            .iter()
+            .map(|(_, record)| {
+                let seq = *next_seq;
+                *next_seq += 1;
+                (seq, format!("{},\"sequence\":{seq}}}", record.json_head))
+            })
+            .collect();
+        let mut sql = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO records (seq, tenant, id, thread, actor, clock, act, data_type, namespace, \
+             created_at, l0, l1, l2, l3, record_json) ",
+        );
+        sql.push_values(
+            chunk.iter().zip(&rows),
+            |mut row, ((tenant, record), (seq, json))| {
+                row.push_bind(*seq)
+                    .push_bind(*tenant)
+                    .push_bind(&record.id)
+                    .push_bind(&record.thread)
+                    .push_bind(&record.actor)
+                    .push_bind(record.clock)
+                    .push_bind(&record.act)
+                    .push_bind(&record.data_type)
+                    .push_bind(&record.namespace)
+                    .push_bind(record.created_at)
+                    .push_bind(&record.hash_levels[0])
+                    .push_bind(&record.hash_levels[1])
+                    .push_bind(&record.hash_levels[2])
+                    .push_bind(&record.hash_levels[3])
+                    .push_bind(json);
+            },
+        );
+        sql.push(" ON CONFLICT DO NOTHING RETURNING seq");
+        let inserted: std::collections::HashSet<i64> = sql
+            .build_query_scalar::<i64>()
+            .fetch_all(&mut *conn)
+            .await?
+            .into_iter()
+            .collect();
+        for ((tenant, record), (seq, json)) in chunk.iter().zip(rows) {
+            let outcome = if inserted.contains(&seq) {
+                Ok(Appended::Inserted(StoredRecord {
+                    seq,
+                    id: record.id.clone(),
+                    thread: record.thread.clone(),
+                    json,
+                }))
+            } else {
+                explain_conflict(conn, tenant, record).await?
+            };
+            outcomes.push(outcome);
+        }
+    }
+    Ok(outcomes)
+}
+
+/// A record the INSERT skipped: either its id is stored (replay) or its clock is taken.
+async fn explain_conflict(
     conn: &mut SqliteConnection,
     tenant: &str,
     record: &NewRecord,
-    next_seq: &mut i64,
 ) -> Result<Result<Appended>> {
-    let seq = *next_seq;
-    let json = format!("{},\"sequence\":{seq}}}", record.json_head);
-    let inserted: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO records (seq, tenant, id, thread, actor, clock, act, data_type, namespace, \
-         created_at, l0, l1, l2, l3, record_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-         ON CONFLICT DO NOTHING RETURNING seq",
-    )
-    .bind(seq)
-    .bind(tenant)
-    .bind(&record.id)
-    .bind(&record.thread)
-    .bind(&record.actor)
-    .bind(record.clock)
-    .bind(&record.act)
-    .bind(&record.data_type)
-    .bind(&record.namespace)
-    .bind(record.created_at)
-    .bind(&record.hash_levels[0])
-    .bind(&record.hash_levels[1])
-    .bind(&record.hash_levels[2])
-    .bind(&record.hash_levels[3])
-    .bind(&json)
-    .fetch_optional(&mut *conn)
-    .await?;
-    if inserted.is_some() {
-        *next_seq += 1;
-        return Ok(Ok(Appended::Inserted(StoredRecord {
-            seq,
-            id: record.id.clone(),
-            thread: record.thread.clone(),
-            json,
-        })));
-    }
     let existing =
         sqlx::query("SELECT seq, id, thread, record_json FROM records WHERE tenant = ? AND id = ?")
             .bind(tenant)
@@ -610,4 +664,23 @@ async fn apply_change(
 
 fn to_json(values: &[String]) -> String {
     serde_json::Value::from(values.to_vec()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fts_expression;
+
+    #[test]
+    fn search_words_are_quoted_and_nuls_split_words() {
+        let words = |ws: &[&str]| ws.iter().map(|w| w.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            fts_expression(&words(&["a\"b", "NEAR("])).as_deref(),
+            Some("\"a\"\"b\" OR \"NEAR(\"")
+        );
+        assert_eq!(
+            fts_expression(&words(&["ze\0bra"])).as_deref(),
+            Some("\"ze\" OR \"bra\"")
+        );
+        assert_eq!(fts_expression(&words(&["\0", " "])), None);
+    }
 }

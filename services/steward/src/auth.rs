@@ -179,10 +179,13 @@ fn scope_forbidden(required: &str) -> ApiError {
     .with_extra("required_scope", required)
 }
 
+/// `(tenant, token_id)` -> the grant and when it was looked up.
+type CachedGrants = HashMap<(String, String), (Arc<TokenGrant>, Instant)>;
+
 /// Cached token lookups. Only hits are cached; entries live [`TOKEN_CACHE_TTL`].
 #[derive(Default)]
 pub struct TokenCache {
-    entries: RwLock<HashMap<(String, String), (Arc<TokenGrant>, Instant)>>,
+    entries: RwLock<CachedGrants>,
 }
 
 const TOKEN_CACHE_TTL: Duration = Duration::from_secs(2);
@@ -255,9 +258,9 @@ impl FromRequestParts<AppState> for Caller {
             } else {
                 return Err(ApiError::new(
                     ErrorCode::BootstrapRequired,
-                    "this steward has no service account yet",
+                    format!("this steward has no service account yet; create one with `{BOOTSTRAP_COMMAND}`"),
                 )
-                .with_hint(format!("create one with `{BOOTSTRAP_COMMAND}`")));
+                .with_hint(format!("run `{BOOTSTRAP_COMMAND}` on the steward's machine")));
             }
         }
         let Some(token) = presented_token(parts) else {

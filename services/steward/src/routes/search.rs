@@ -58,12 +58,15 @@ fn parse(body: &Value) -> Result<SearchRequest, ApiError> {
                 .ok_or_else(|| ApiError::validation("'after_clock' must be an integer"))?,
         ),
     };
+    // Control characters are no part of a word, and a NUL would end the index's query string early.
+    let words = query
+        .split(|c: char| c.is_whitespace() || c.is_control())
+        .filter(|w| !w.is_empty())
+        .take(MAX_WORDS)
+        .map(str::to_string)
+        .collect();
     Ok(SearchRequest {
-        words: query
-            .split_whitespace()
-            .take(MAX_WORDS)
-            .map(str::to_string)
-            .collect(),
+        words,
         k,
         thread: optional_string(body, "thread")?,
         actor: optional_string(body, "actor")?,

@@ -1,0 +1,845 @@
+//! `syncropel-bench`: a small, lean load generator for the Syncropel steward.
+//!
+//! Every subcommand prints exactly one JSON object on stdout (diagnostics go to
+//! stderr), so `bench/run.sh` can collect figures without extra tooling.
+//!
+//! - `post`: closed-loop concurrent `POST /v1/records` for a fixed duration.
+//! - `seed`: concurrent fill of one thread with a fixed number of records.
+//! - `page`: page through one thread with `limit`/`cursor` until `has_more` is false.
+//! - `health`: closed-loop `GET /health`, the ceiling of the HTTP stack.
+//! - `sqlite`: raw SQLite durable commit rate, the ceiling of the store.
+//! - `exec`: wall time of a whole command over several runs (e.g. `spl init`).
+//! - `wait-ready`: wait until `GET /health` answers 200.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use hdrhistogram::Histogram;
+use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use reqwest::{Client, StatusCode};
+use serde::de::IgnoredAny;
+use serde::Deserialize;
+use serde_json::json;
+
+/// Highest latency the histograms track, in microseconds (60 s).
+const MAX_LATENCY_US: u64 = 60_000_000;
+
+#[derive(Parser)]
+#[command(
+    name = "syncropel-bench",
+    version,
+    about = "Load generator for the Syncropel steward"
+)]
+struct Cli {
+    /// Tokio worker threads for the generator. The steward usually shares the
+    /// machine, so keep this small.
+    #[arg(long, global = true, default_value_t = 2)]
+    workers: usize,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Concurrent single-record `POST /v1/records` for a fixed duration.
+    Post(PostArgs),
+    /// Fill one thread with a fixed number of records, concurrently.
+    Seed(SeedArgs),
+    /// Page through one thread's records following `next_cursor`.
+    Page(PageArgs),
+    /// Concurrent `GET /health` for a fixed duration (HTTP stack baseline).
+    Health(HealthArgs),
+    /// Raw SQLite durable commit rate (WAL, synchronous=FULL), store baseline.
+    Sqlite(SqliteArgs),
+    /// Time a whole command over several runs; `{i}` in an argument is
+    /// replaced by the run index (warm-up runs included).
+    Exec(ExecArgs),
+    /// Wait until `GET /health` answers 200.
+    WaitReady(WaitArgs),
+}
+
+#[derive(Args, Clone)]
+struct Target {
+    /// Base URL of the steward, e.g. http://127.0.0.1:7777
+    #[arg(long)]
+    url: String,
+    /// Bearer token (sent as `Authorization: Bearer <token>`).
+    #[arg(long, env = "SPL_BENCH_TOKEN", hide_env_values = true)]
+    token: String,
+}
+
+#[derive(Args, Clone)]
+struct RecordShape {
+    /// Actor of the generated records (must be allowed for the token).
+    #[arg(long, default_value = "did:example:bench")]
+    actor: String,
+    /// Bytes of filler text in each record body.
+    #[arg(long, default_value_t = 64)]
+    body_bytes: usize,
+    /// First clock value; defaults to the current time in microseconds, so
+    /// repeated runs against one store never reuse a clock.
+    #[arg(long)]
+    clock_base: Option<u64>,
+}
+
+#[derive(Args)]
+struct PostArgs {
+    #[command(flatten)]
+    target: Target,
+    #[command(flatten)]
+    shape: RecordShape,
+    /// Concurrent clients (each a closed loop over one keep-alive connection).
+    #[arg(long, default_value_t = 32)]
+    clients: usize,
+    /// Measured duration.
+    #[arg(long, default_value_t = 10)]
+    duration_secs: u64,
+    /// Unmeasured warm-up before the measured window.
+    #[arg(long, default_value_t = 2)]
+    warmup_secs: u64,
+    /// Records are spread over this many threads, `th_bench_<k>`.
+    #[arg(long, default_value_t = 64)]
+    threads: u64,
+    /// Prefix of the thread names.
+    #[arg(long, default_value = "th_bench_")]
+    thread_prefix: String,
+}
+
+#[derive(Args)]
+struct SeedArgs {
+    #[command(flatten)]
+    target: Target,
+    #[command(flatten)]
+    shape: RecordShape,
+    /// The thread to fill.
+    #[arg(long)]
+    thread: String,
+    /// How many records to write.
+    #[arg(long, default_value_t = 100_000)]
+    records: u64,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 32)]
+    clients: usize,
+    /// Stop after this many seconds even if not all records were written
+    /// (0 = no bound); the output says how many were.
+    #[arg(long, default_value_t = 0)]
+    max_secs: u64,
+}
+
+#[derive(Args)]
+struct PageArgs {
+    #[command(flatten)]
+    target: Target,
+    /// The thread to read.
+    #[arg(long)]
+    thread: String,
+    /// Page size (`limit=`).
+    #[arg(long, default_value_t = 1000)]
+    limit: u64,
+    /// Full passes over the thread; the median pass (by rate) is reported.
+    #[arg(long, default_value_t = 1)]
+    passes: usize,
+    /// Fail unless every pass returns exactly this many records.
+    #[arg(long)]
+    expect: Option<u64>,
+}
+
+#[derive(Args)]
+struct HealthArgs {
+    /// Base URL of the steward.
+    #[arg(long)]
+    url: String,
+    #[arg(long, default_value_t = 32)]
+    clients: usize,
+    #[arg(long, default_value_t = 5)]
+    duration_secs: u64,
+    #[arg(long, default_value_t = 1)]
+    warmup_secs: u64,
+}
+
+#[derive(Args)]
+struct SqliteArgs {
+    /// Database file to create (removed first if it exists).
+    #[arg(long)]
+    path: PathBuf,
+    /// Measured duration.
+    #[arg(long, default_value_t = 3)]
+    duration_secs: u64,
+    /// Rows per transaction (1 = one durable commit per row).
+    #[arg(long, default_value_t = 1)]
+    batch: u64,
+    /// `PRAGMA synchronous` value.
+    #[arg(long, default_value = "FULL")]
+    synchronous: String,
+}
+
+#[derive(Args)]
+struct ExecArgs {
+    /// Counted runs.
+    #[arg(long, default_value_t = 10)]
+    runs: usize,
+    /// Uncounted runs first.
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
+    /// The command and its arguments.
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
+}
+
+#[derive(Args)]
+struct WaitArgs {
+    #[arg(long)]
+    url: String,
+    #[arg(long, default_value_t = 30)]
+    timeout_secs: u64,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let cpu0 = self_cpu_secs();
+    let wall0 = Instant::now();
+    let out = match cli.cmd {
+        Cmd::Exec(a) => {
+            println!("{}", exec_bench(&a)?);
+            return Ok(());
+        }
+        Cmd::Sqlite(a) => sqlite_bench(&a)?,
+        cmd => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(cli.workers.max(1))
+                .enable_all()
+                .build()
+                .context("building the tokio runtime")?;
+            rt.block_on(async move {
+                match cmd {
+                    Cmd::Post(a) => post_bench(a).await,
+                    Cmd::Seed(a) => seed(a).await,
+                    Cmd::Page(a) => page_bench(a).await,
+                    Cmd::Health(a) => health_bench(a).await,
+                    Cmd::WaitReady(a) => wait_ready(a).await,
+                    Cmd::Sqlite(_) | Cmd::Exec(_) => unreachable!("handled above"),
+                }
+            })?
+        }
+    };
+    // The generator's own cost, so a run can tell how much of the shared
+    // CPUs the client took from the steward.
+    let wall = wall0.elapsed().as_secs_f64();
+    let cpu = match (cpu0, self_cpu_secs()) {
+        (Some(a), Some(b)) => Some(round3(b - a)),
+        _ => None,
+    };
+    let out = merge(
+        out,
+        json!({"gen_cpu_secs": cpu, "gen_wall_secs": round3(wall)}),
+    );
+    println!("{out}");
+    Ok(())
+}
+
+/// User + system CPU time of this process so far, from `/proc/self/stat`
+/// (Linux; clock ticks assumed to be the usual 100 per second).
+fn self_cpu_secs() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields of the whole line.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split_ascii_whitespace().skip(11);
+    let utime: f64 = fields.next()?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
+// ---------------------------------------------------------------------------
+// HTTP plumbing
+
+fn http_client() -> Result<Client> {
+    Client::builder()
+        .http1_only()
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(4)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .context("building the HTTP client")
+}
+
+fn base(url: &str) -> &str {
+    url.trim_end_matches('/')
+}
+
+fn bearer(token: &str) -> Result<HeaderValue> {
+    let mut v = HeaderValue::from_str(&format!("Bearer {}", token.trim()))
+        .context("token is not a valid header value")?;
+    v.set_sensitive(true);
+    Ok(v)
+}
+
+fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid histogram bounds")
+}
+
+fn ms(us: u64) -> f64 {
+    round3(us as f64 / 1000.0)
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// Outcome of one request as seen by a closed-loop client.
+enum Outcome {
+    Ok,
+    /// Unexpected status or transport error, with a short description.
+    Err(String),
+}
+
+/// Per-client tallies of a closed-loop run, merged at the end.
+struct Tally {
+    ok: u64,
+    errors: u64,
+    hist: Histogram<u64>,
+}
+
+/// Remembers the first few distinct error messages for stderr.
+#[derive(Default)]
+struct ErrorLog {
+    seen: Mutex<Vec<String>>,
+}
+
+impl ErrorLog {
+    fn note(&self, msg: String) {
+        let mut seen = self.seen.lock().expect("error log lock");
+        if seen.len() < 5 && !seen.contains(&msg) {
+            seen.push(msg);
+        }
+    }
+
+    fn report(&self) {
+        for m in self.seen.lock().expect("error log lock").iter() {
+            eprintln!("syncropel-bench: error sample: {m}");
+        }
+    }
+}
+
+/// Read a response fully (so the connection is reused) and classify it.
+async fn finish(res: reqwest::Result<reqwest::Response>, expect: StatusCode) -> Outcome {
+    match res {
+        Ok(r) => {
+            let status = r.status();
+            match r.bytes().await {
+                Ok(body) if status == expect => {
+                    let _ = body;
+                    Outcome::Ok
+                }
+                Ok(body) => {
+                    let text = String::from_utf8_lossy(&body);
+                    let text: String = text.chars().take(300).collect();
+                    Outcome::Err(format!("HTTP {status}: {text}"))
+                }
+                Err(e) => Outcome::Err(format!("reading body: {e}")),
+            }
+        }
+        Err(e) => Outcome::Err(format!("transport: {e}")),
+    }
+}
+
+/// Run `clients` closed loops for `warmup + duration`; only requests that
+/// complete inside the measured window are counted.
+async fn closed_loop<F, Fut>(
+    clients: usize,
+    warmup: Duration,
+    duration: Duration,
+    op: F,
+) -> Result<(Tally, f64)>
+where
+    F: Fn(Client, u64) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Outcome> + Send,
+{
+    let start = Instant::now();
+    let measure_from = start + warmup;
+    let end = measure_from + duration;
+    let seq = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(ErrorLog::default());
+    let mut tasks = Vec::with_capacity(clients);
+    for _ in 0..clients.max(1) {
+        let client = http_client()?;
+        let op = op.clone();
+        let seq = seq.clone();
+        let errors = errors.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut t = Tally {
+                ok: 0,
+                errors: 0,
+                hist: new_histogram(),
+            };
+            loop {
+                let t0 = Instant::now();
+                if t0 >= end {
+                    break;
+                }
+                let i = seq.fetch_add(1, Ordering::Relaxed);
+                let outcome = op(client.clone(), i).await;
+                let done = Instant::now();
+                if done < measure_from || done > end {
+                    continue;
+                }
+                match outcome {
+                    Outcome::Ok => {
+                        t.ok += 1;
+                        let us = (done - t0).as_micros() as u64;
+                        t.hist.saturating_record(us.max(1));
+                    }
+                    Outcome::Err(msg) => {
+                        t.errors += 1;
+                        errors.note(msg);
+                        // Do not spin on a server that refuses everything.
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                }
+            }
+            t
+        }));
+    }
+    let mut total = Tally {
+        ok: 0,
+        errors: 0,
+        hist: new_histogram(),
+    };
+    for task in tasks {
+        let t = task.await.context("client task panicked")?;
+        total.ok += t.ok;
+        total.errors += t.errors;
+        total.hist.add(&t.hist).context("merging histograms")?;
+    }
+    errors.report();
+    if total.ok == 0 && total.errors > 0 {
+        bail!(
+            "every request failed ({} errors; samples above)",
+            total.errors
+        );
+    }
+    Ok((total, duration.as_secs_f64()))
+}
+
+fn latency_json(h: &Histogram<u64>) -> serde_json::Value {
+    if h.is_empty() {
+        return json!({"p50_ms": null, "p99_ms": null, "max_ms": null});
+    }
+    json!({
+        "p50_ms": ms(h.value_at_quantile(0.50)),
+        "p99_ms": ms(h.value_at_quantile(0.99)),
+        "max_ms": ms(h.max()),
+    })
+}
+
+fn merge(mut a: serde_json::Value, b: serde_json::Value) -> serde_json::Value {
+    if let (Some(a), serde_json::Value::Object(b)) = (a.as_object_mut(), b) {
+        a.extend(b);
+    }
+    a
+}
+
+// ---------------------------------------------------------------------------
+// Records
+
+/// Builds unique record envelopes: one global counter gives every record a
+/// distinct clock, so `(thread, actor, clock)` never repeats.
+struct RecordMaker {
+    actor: String,
+    filler: String,
+    clock_base: u64,
+}
+
+impl RecordMaker {
+    fn new(shape: &RecordShape) -> Self {
+        let filler: String = "lorem ipsum dolor sit amet "
+            .chars()
+            .cycle()
+            .take(shape.body_bytes)
+            .collect();
+        Self {
+            actor: shape.actor.clone(),
+            filler,
+            clock_base: shape.clock_base.unwrap_or_else(now_micros),
+        }
+    }
+
+    fn make(&self, i: u64, thread: &str) -> Vec<u8> {
+        let rec = json!({
+            "act": "DO",
+            "actor": self.actor,
+            "body": {"text": self.filler, "n": i},
+            "clock": self.clock_base + i,
+            "data_type": "SCALAR",
+            "parents": [],
+            "thread": thread,
+        });
+        serde_json::to_vec(&rec).expect("a JSON value serializes")
+    }
+}
+
+async fn post_bench(a: PostArgs) -> Result<serde_json::Value> {
+    let url = format!("{}/v1/records", base(&a.target.url));
+    let auth = bearer(&a.target.token)?;
+    let maker = Arc::new(RecordMaker::new(&a.shape));
+    let prefix = Arc::new(a.thread_prefix.clone());
+    let threads = a.threads.max(1);
+    let op = move |client: Client, i: u64| {
+        let thread = format!("{prefix}{}", i % threads);
+        let body = maker.make(i, &thread);
+        let req = client
+            .post(url.as_str())
+            .header(AUTHORIZATION, auth.clone())
+            .header(CONTENT_TYPE, "application/json")
+            .body(body);
+        async move { finish(req.send().await, StatusCode::CREATED).await }
+    };
+    let (t, secs) = closed_loop(
+        a.clients,
+        Duration::from_secs(a.warmup_secs),
+        Duration::from_secs(a.duration_secs.max(1)),
+        op,
+    )
+    .await?;
+    Ok(merge(
+        json!({
+            "records": t.ok,
+            "secs": secs,
+            "records_per_sec": round3(t.ok as f64 / secs),
+            "errors": t.errors,
+            "clients": a.clients,
+        }),
+        latency_json(&t.hist),
+    ))
+}
+
+async fn health_bench(a: HealthArgs) -> Result<serde_json::Value> {
+    let url = format!("{}/health", base(&a.url));
+    let op = move |client: Client, _i: u64| {
+        let req = client.get(url.as_str());
+        async move { finish(req.send().await, StatusCode::OK).await }
+    };
+    let (t, secs) = closed_loop(
+        a.clients,
+        Duration::from_secs(a.warmup_secs),
+        Duration::from_secs(a.duration_secs.max(1)),
+        op,
+    )
+    .await?;
+    Ok(merge(
+        json!({
+            "requests": t.ok,
+            "secs": secs,
+            "requests_per_sec": round3(t.ok as f64 / secs),
+            "errors": t.errors,
+            "clients": a.clients,
+        }),
+        latency_json(&t.hist),
+    ))
+}
+
+async fn seed(a: SeedArgs) -> Result<serde_json::Value> {
+    let url = Arc::new(format!("{}/v1/records", base(&a.target.url)));
+    let auth = bearer(&a.target.token)?;
+    let maker = Arc::new(RecordMaker::new(&a.shape));
+    let thread = Arc::new(a.thread.clone());
+    let next = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicBool::new(false));
+    let errors = Arc::new(ErrorLog::default());
+    let written = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let stop_at = (a.max_secs > 0).then(|| start + Duration::from_secs(a.max_secs));
+    let mut tasks = Vec::new();
+    for _ in 0..a.clients.max(1) {
+        let client = http_client()?;
+        let written = written.clone();
+        let (url, auth, maker, thread, next, failed, errors) = (
+            url.clone(),
+            auth.clone(),
+            maker.clone(),
+            thread.clone(),
+            next.clone(),
+            failed.clone(),
+            errors.clone(),
+        );
+        let total = a.records;
+        tasks.push(tokio::spawn(async move {
+            let mut n_err = 0u64;
+            while !failed.load(Ordering::Relaxed) {
+                if stop_at.is_some_and(|t| Instant::now() >= t) {
+                    break;
+                }
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    break;
+                }
+                let req = client
+                    .post(url.as_str())
+                    .header(AUTHORIZATION, auth.clone())
+                    .header(CONTENT_TYPE, "application/json")
+                    .body(maker.make(i, &thread));
+                match finish(req.send().await, StatusCode::CREATED).await {
+                    Outcome::Ok => {
+                        written.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Outcome::Err(msg) => {
+                        n_err += 1;
+                        errors.note(msg);
+                        failed.store(true, Ordering::Relaxed);
+                    }
+                }
+            }
+            n_err
+        }));
+    }
+    let mut n_err = 0;
+    for t in tasks {
+        n_err += t.await.context("seed task panicked")?;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    errors.report();
+    if n_err > 0 {
+        bail!("seeding failed ({n_err} errors; samples above)");
+    }
+    let written = written.load(Ordering::Relaxed);
+    Ok(json!({
+        "records": written,
+        "complete": written == a.records,
+        "secs": round3(secs),
+        "records_per_sec": round3(written as f64 / secs),
+        "errors": 0,
+    }))
+}
+
+#[derive(Deserialize)]
+struct ListPage {
+    data: Vec<IgnoredAny>,
+    #[serde(default)]
+    next_cursor: Option<String>,
+    #[serde(default)]
+    has_more: bool,
+}
+
+struct Pass {
+    records: u64,
+    pages: u64,
+    secs: f64,
+    hist: Histogram<u64>,
+}
+
+async fn page_pass(client: &Client, url: &str, auth: &HeaderValue, limit: u64) -> Result<Pass> {
+    let limit_s = limit.to_string();
+    let mut cursor: Option<String> = None;
+    let mut pass = Pass {
+        records: 0,
+        pages: 0,
+        secs: 0.0,
+        hist: new_histogram(),
+    };
+    let start = Instant::now();
+    loop {
+        let t0 = Instant::now();
+        let mut req = client
+            .get(url)
+            .header(AUTHORIZATION, auth.clone())
+            .query(&[("limit", limit_s.as_str())]);
+        if let Some(c) = &cursor {
+            req = req.query(&[("cursor", c.as_str())]);
+        }
+        let res = req.send().await.context("GET thread records")?;
+        let status = res.status();
+        let body = res.bytes().await.context("reading a page")?;
+        if status != StatusCode::OK {
+            let text: String = String::from_utf8_lossy(&body).chars().take(300).collect();
+            bail!("page {}: HTTP {status}: {text}", pass.pages + 1);
+        }
+        let page: ListPage = serde_json::from_slice(&body).context("parsing a page")?;
+        pass.hist
+            .saturating_record((t0.elapsed().as_micros() as u64).max(1));
+        pass.pages += 1;
+        pass.records += page.data.len() as u64;
+        if !page.has_more {
+            break;
+        }
+        if page.data.is_empty() {
+            bail!("page {} is empty but has_more is true", pass.pages);
+        }
+        cursor = Some(
+            page.next_cursor
+                .ok_or_else(|| anyhow!("has_more is true but next_cursor is null"))?,
+        );
+    }
+    pass.secs = start.elapsed().as_secs_f64();
+    Ok(pass)
+}
+
+async fn page_bench(a: PageArgs) -> Result<serde_json::Value> {
+    let url = format!("{}/v1/threads/{}/records", base(&a.target.url), a.thread);
+    let auth = bearer(&a.target.token)?;
+    let client = http_client()?;
+    let mut passes = Vec::new();
+    for _ in 0..a.passes.max(1) {
+        let p = page_pass(&client, &url, &auth, a.limit).await?;
+        if let Some(want) = a.expect {
+            if p.records != want {
+                bail!("expected {want} records, the pass returned {}", p.records);
+            }
+        }
+        passes.push(p);
+    }
+    let rate = |p: &Pass| p.records as f64 / p.secs;
+    let all: Vec<f64> = passes.iter().map(|p| round3(rate(p))).collect();
+    passes.sort_by(|x, y| rate(x).total_cmp(&rate(y)));
+    let med = &passes[passes.len() / 2];
+    Ok(json!({
+        "records": med.records,
+        "secs": round3(med.secs),
+        "records_per_sec": round3(rate(med)),
+        "pages": med.pages,
+        "page_p50_ms": ms(med.hist.value_at_quantile(0.5)),
+        "page_p99_ms": ms(med.hist.value_at_quantile(0.99)),
+        "passes_records_per_sec": all,
+    }))
+}
+
+async fn wait_ready(a: WaitArgs) -> Result<serde_json::Value> {
+    let url = format!("{}/health", base(&a.url));
+    let client = http_client()?;
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(a.timeout_secs);
+    let mut last = String::from("no attempt");
+    while Instant::now() < deadline {
+        match client
+            .get(url.as_str())
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+        {
+            Ok(r) if r.status() == StatusCode::OK => {
+                return Ok(json!({"ready": true, "secs": round3(start.elapsed().as_secs_f64())}));
+            }
+            Ok(r) => last = format!("HTTP {}", r.status()),
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("{url} not ready after {}s: {last}", a.timeout_secs)
+}
+
+// ---------------------------------------------------------------------------
+// Baselines without HTTP
+
+fn sqlite_bench(a: &SqliteArgs) -> Result<serde_json::Value> {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = a.path.clone().into_os_string();
+        p.push(suffix);
+        let _ = std::fs::remove_file(PathBuf::from(p));
+    }
+    let sync = a.synchronous.to_ascii_uppercase();
+    if !["OFF", "NORMAL", "FULL", "EXTRA"].contains(&sync.as_str()) {
+        bail!("--synchronous must be OFF, NORMAL, FULL or EXTRA");
+    }
+    let mut conn = rusqlite::Connection::open(&a.path)
+        .with_context(|| format!("opening {}", a.path.display()))?;
+    let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous={sync};
+         CREATE TABLE records (seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE,
+           thread TEXT NOT NULL, clock INTEGER NOT NULL, body TEXT NOT NULL);"
+    ))?;
+    let body = "x".repeat(400);
+    let batch = a.batch.max(1);
+    let mut hist = new_histogram();
+    let mut rows = 0u64;
+    let mut commits = 0u64;
+    let start = Instant::now();
+    let end = start + Duration::from_secs(a.duration_secs.max(1));
+    while Instant::now() < end {
+        let t0 = Instant::now();
+        let tx = conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO records (id, thread, clock, body) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for _ in 0..batch {
+                let id = format!("{rows:064x}");
+                stmt.execute(rusqlite::params![id, "th_bench", rows as i64, body])?;
+                rows += 1;
+            }
+        }
+        tx.commit()?;
+        commits += 1;
+        hist.saturating_record((t0.elapsed().as_micros() as u64).max(1));
+    }
+    let secs = start.elapsed().as_secs_f64();
+    Ok(json!({
+        "journal_mode": mode,
+        "synchronous": sync,
+        "batch": batch,
+        "commits": commits,
+        "rows": rows,
+        "secs": round3(secs),
+        "commits_per_sec": round3(commits as f64 / secs),
+        "rows_per_sec": round3(rows as f64 / secs),
+        "commit_p50_ms": ms(hist.value_at_quantile(0.5)),
+        "commit_p99_ms": ms(hist.value_at_quantile(0.99)),
+    }))
+}
+
+fn exec_bench(a: &ExecArgs) -> Result<serde_json::Value> {
+    let (prog, args) = a
+        .command
+        .split_first()
+        .ok_or_else(|| anyhow!("no command given"))?;
+    let mut times = Vec::with_capacity(a.runs);
+    for i in 0..a.warmup + a.runs.max(1) {
+        let idx = i.to_string();
+        let args: Vec<String> = args.iter().map(|s| s.replace("{i}", &idx)).collect();
+        let t0 = Instant::now();
+        let out = Command::new(prog)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .with_context(|| format!("starting {prog}"))?;
+        let el = t0.elapsed();
+        if !out.status.success() {
+            bail!(
+                "run {i} of {prog} failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        if i >= a.warmup {
+            times.push(el.as_secs_f64() * 1000.0);
+        }
+    }
+    let mean = times.iter().sum::<f64>() / times.len() as f64;
+    times.sort_by(f64::total_cmp);
+    let median = if times.len() % 2 == 1 {
+        times[times.len() / 2]
+    } else {
+        (times[times.len() / 2 - 1] + times[times.len() / 2]) / 2.0
+    };
+    Ok(json!({
+        "runs": times.len(),
+        "min_ms": round3(times[0]),
+        "median_ms": round3(median),
+        "mean_ms": round3(mean),
+        "max_ms": round3(times[times.len() - 1]),
+    }))
+}

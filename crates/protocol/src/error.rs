@@ -1,0 +1,242 @@
+//! Stable error codes (PROTOCOL §10.4 plus the FEDERATION tables) and the
+//! crate's single error type.
+//!
+//! The codes are part of the wire contract: clients branch on `code`, so the
+//! strings and statuses here must never change once shipped. Everything that
+//! answers HTTP builds its error envelope from [`ErrorCode`].
+
+/// Declares [`ErrorCode`] from one table so that variant, wire string and
+/// status can never drift apart.
+macro_rules! error_codes {
+    ($( $(#[$doc:meta])* $variant:ident => ($text:literal, $status:literal), )+) => {
+        /// A stable, client-visible error code with its HTTP status.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum ErrorCode {
+            $( $(#[$doc])* $variant, )+
+        }
+
+        impl ErrorCode {
+            /// Every code, in table order (handy for exhaustive tests and docs).
+            pub const ALL: &'static [ErrorCode] = &[$( ErrorCode::$variant, )+];
+
+            /// The wire string placed in the envelope's `code` member.
+            pub fn as_str(self) -> &'static str {
+                match self { $( ErrorCode::$variant => $text, )+ }
+            }
+
+            /// The HTTP status this code is always answered with.
+            pub fn http_status(self) -> u16 {
+                match self { $( ErrorCode::$variant => $status, )+ }
+            }
+        }
+    };
+}
+
+error_codes! {
+    /// Not JSON, duplicate keys, lone surrogate, NaN/Infinity, too deep.
+    InvalidJson => ("INVALID_JSON", 400),
+    /// Bad act, data_type, clock, thread, parents or body.
+    ValidationError => ("VALIDATION_ERROR", 400),
+    /// A present but malformed `body.kind`.
+    InvalidKind => ("INVALID_KIND", 400),
+    /// Query path or operator error.
+    InvalidFilter => ("INVALID_FILTER", 400),
+    /// Ingest refused, e.g. `DuplicateClock: …`.
+    IngestFailed => ("INGEST_FAILED", 400),
+    NamespaceIdInvalid => ("NAMESPACE_ID_INVALID", 400),
+    NamespaceIdTooLong => ("NAMESPACE_ID_TOO_LONG", 400),
+    NamespaceIdTooDeep => ("NAMESPACE_ID_TOO_DEEP", 400),
+    NamespaceSegmentTooLong => ("NAMESPACE_SEGMENT_TOO_LONG", 400),
+    /// A plaintext secret in a record body (§14).
+    F16ViolationSensitiveField => ("F16_VIOLATION_SENSITIVE_FIELD", 400),
+    InvalidCursor => ("INVALID_CURSOR", 400),
+    FutureCursor => ("FUTURE_CURSOR", 400),
+    LabelInvalid => ("LABEL_INVALID", 400),
+    LabelReserved => ("LABEL_RESERVED", 400),
+    AuthRequired => ("AUTH_REQUIRED", 401),
+    AuthInvalid => ("AUTH_INVALID", 401),
+    GrantRevoked => ("GRANT_REVOKED", 401),
+    GrantExpired => ("GRANT_EXPIRED", 401),
+    RecredentialRefused => ("RECREDENTIAL_REFUSED", 401),
+    ScopeForbidden => ("SCOPE_FORBIDDEN", 403),
+    DidClaimDenied => ("DID_CLAIM_DENIED", 403),
+    NamespaceRejected => ("NAMESPACE_REJECTED", 403),
+    ReservedThread => ("RESERVED_THREAD", 403),
+    PermissionDenied => ("PERMISSION_DENIED", 403),
+    FreshnessViolation => ("FRESHNESS_VIOLATION", 403),
+    KeyNotAuthorized => ("KEY_NOT_AUTHORIZED", 403),
+    PairRejected => ("PAIR_REJECTED", 403),
+    RelayForbidden => ("RELAY_FORBIDDEN", 403),
+    ThreadNotAllowed => ("THREAD_NOT_ALLOWED", 403),
+    ConsentDenied => ("CONSENT_DENIED", 403),
+    UnauthenticatedInitiator => ("UNAUTHENTICATED_INITIATOR", 403),
+    TenantLimitReached => ("TENANT_LIMIT_REACHED", 403),
+    NotFound => ("NOT_FOUND", 404),
+    MethodNotAllowed => ("METHOD_NOT_ALLOWED", 405),
+    BootstrapClosed => ("BOOTSTRAP_CLOSED", 409),
+    MemberLabelTaken => ("MEMBER_LABEL_TAKEN", 409),
+    /// Data-plane CAS conflict; lower case on purpose (the SDK matches it).
+    PreconditionFailed => ("precondition_failed", 409),
+    CursorEpochMismatch => ("CURSOR_EPOCH_MISMATCH", 409),
+    IdempotencyConflict => ("IDEMPOTENCY_CONFLICT", 409),
+    InstanceLeaving => ("INSTANCE_LEAVING", 409),
+    LabelTaken => ("LABEL_TAKEN", 409),
+    MlsEpochConflict => ("MLS_EPOCH_CONFLICT", 409),
+    NonceConflict => ("NONCE_CONFLICT", 409),
+    PrevMismatch => ("PREV_MISMATCH", 409),
+    NonceReused => ("NONCE_REUSED", 410),
+    NonceExpired => ("NONCE_EXPIRED", 410),
+    InstanceMoved => ("INSTANCE_MOVED", 410),
+    QueueClosed => ("QUEUE_CLOSED", 410),
+    PayloadTooLarge => ("PAYLOAD_TOO_LARGE", 413),
+    OpTooLarge => ("OP_TOO_LARGE", 413),
+    SignatureRequired => ("SIGNATURE_REQUIRED", 422),
+    SignatureInvalid => ("SIGNATURE_INVALID", 422),
+    IdMismatch => ("ID_MISMATCH", 422),
+    AggregationCapExceeded => ("AGGREGATION_CAP_EXCEEDED", 422),
+    RateLimited => ("RATE_LIMITED", 429),
+    PairRateLimited => ("PAIR_RATE_LIMITED", 429),
+    Internal => ("INTERNAL_ERROR", 500),
+    NotImplemented => ("NOT_IMPLEMENTED", 501),
+    BootstrapRequired => ("BOOTSTRAP_REQUIRED", 503),
+    SearchDisabled => ("SEARCH_DISABLED", 503),
+    PairingDisabled => ("PAIRING_DISABLED", 503),
+    DidUnresolved => ("DID_UNRESOLVED", 503),
+    StoreCeilingReached => ("STORE_CEILING_REACHED", 507),
+    QueueFull => ("QUEUE_FULL", 507),
+}
+
+impl ErrorCode {
+    /// The envelope's `type` member, derived from the status (§10.4).
+    pub fn error_type(self) -> &'static str {
+        match self.http_status() {
+            401 => "authentication_error",
+            403 => "permission_error",
+            429 => "rate_limit_error",
+            500..=599 => "api_error",
+            _ => "invalid_request_error",
+        }
+    }
+
+    /// Looks a code up by its wire string (e.g. when relaying a peer's error).
+    pub fn from_wire(code: &str) -> Option<ErrorCode> {
+        ErrorCode::ALL.iter().copied().find(|c| c.as_str() == code)
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Every failure this crate reports. Each variant maps to exactly one
+/// [`ErrorCode`] via [`ProtocolError::code`]; `Display` is the human message
+/// that goes into the envelope's `message`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    /// The bytes are not acceptable JSON (§5 rules 8–10, §10.4).
+    #[error("invalid JSON at byte {offset}: {reason}")]
+    InvalidJson { offset: usize, reason: &'static str },
+    /// A number in a Rust-built value cannot be put into canonical form.
+    #[error("invalid number {token:?}: {reason}")]
+    InvalidNumber { token: String, reason: &'static str },
+    /// An envelope member is missing or malformed.
+    #[error("invalid `{field}`: {reason}")]
+    Validation { field: &'static str, reason: String },
+    /// `body.kind` is present but not a valid kind (§4.1).
+    #[error("invalid `body.kind` {kind}: {reason}")]
+    InvalidKind { kind: String, reason: String },
+    /// Namespace id does not match the §12.1 grammar.
+    #[error("invalid namespace id {namespace:?}: {reason}")]
+    NamespaceIdInvalid { namespace: String, reason: String },
+    /// Namespace id longer than 256 characters.
+    #[error("namespace id is {len} characters long; the limit is {max}")]
+    NamespaceIdTooLong { len: usize, max: usize },
+    /// Namespace id with more than four segments.
+    #[error("namespace id {namespace:?} has {depth} segments; the limit is {max}")]
+    NamespaceIdTooDeep {
+        namespace: String,
+        depth: usize,
+        max: usize,
+    },
+    /// One namespace segment longer than 63 characters.
+    #[error("namespace segment {segment:?} is {len} characters long; the limit is {max}")]
+    NamespaceSegmentTooLong {
+        segment: String,
+        len: usize,
+        max: usize,
+    },
+    /// A credential body carries a member that may hold a secret (§14).
+    #[error("F16: `{kind}` bodies hold handles, not values; member `{field}` is not allowed")]
+    SensitiveField { kind: String, field: String },
+    /// A `did:key` string that does not encode an Ed25519 public key.
+    #[error("invalid did:key {did:?}: {reason}")]
+    InvalidDidKey { did: String, reason: &'static str },
+    /// A signature that is neither 64 bytes of hex nor of standard base64.
+    #[error("malformed signature: {reason}")]
+    MalformedSignature { reason: &'static str },
+    /// A well-formed signature that does not verify for the key and message.
+    #[error("signature does not verify for {did}")]
+    SignatureMismatch { did: String },
+}
+
+impl ProtocolError {
+    /// The stable code for the error envelope.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ProtocolError::InvalidJson { .. } | ProtocolError::InvalidNumber { .. } => {
+                ErrorCode::InvalidJson
+            }
+            ProtocolError::Validation { .. } | ProtocolError::InvalidDidKey { .. } => {
+                ErrorCode::ValidationError
+            }
+            ProtocolError::InvalidKind { .. } => ErrorCode::InvalidKind,
+            ProtocolError::NamespaceIdInvalid { .. } => ErrorCode::NamespaceIdInvalid,
+            ProtocolError::NamespaceIdTooLong { .. } => ErrorCode::NamespaceIdTooLong,
+            ProtocolError::NamespaceIdTooDeep { .. } => ErrorCode::NamespaceIdTooDeep,
+            ProtocolError::NamespaceSegmentTooLong { .. } => ErrorCode::NamespaceSegmentTooLong,
+            ProtocolError::SensitiveField { .. } => ErrorCode::F16ViolationSensitiveField,
+            ProtocolError::MalformedSignature { .. } | ProtocolError::SignatureMismatch { .. } => {
+                ErrorCode::SignatureInvalid
+            }
+        }
+    }
+
+    /// Shorthand for the common envelope-validation failure.
+    pub(crate) fn validation(field: &'static str, reason: impl Into<String>) -> ProtocolError {
+        ProtocolError::Validation {
+            field,
+            reason: reason.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn wire_strings_are_unique_and_round_trip() {
+        let mut seen = HashSet::new();
+        for &code in ErrorCode::ALL {
+            assert!(seen.insert(code.as_str()), "duplicate {}", code.as_str());
+            assert_eq!(ErrorCode::from_wire(code.as_str()), Some(code));
+        }
+    }
+
+    #[test]
+    fn types_follow_status() {
+        assert_eq!(ErrorCode::InvalidJson.error_type(), "invalid_request_error");
+        assert_eq!(ErrorCode::AuthInvalid.error_type(), "authentication_error");
+        assert_eq!(ErrorCode::ScopeForbidden.error_type(), "permission_error");
+        assert_eq!(ErrorCode::RateLimited.error_type(), "rate_limit_error");
+        assert_eq!(ErrorCode::StoreCeilingReached.error_type(), "api_error");
+        assert_eq!(ErrorCode::Internal.as_str(), "INTERNAL_ERROR");
+        assert_eq!(ErrorCode::Internal.http_status(), 500);
+        assert_eq!(ErrorCode::MethodNotAllowed.as_str(), "METHOD_NOT_ALLOWED");
+        assert_eq!(ErrorCode::MethodNotAllowed.http_status(), 405);
+        assert_eq!(ErrorCode::NotFound.error_type(), "invalid_request_error");
+    }
+}

@@ -1,0 +1,362 @@
+//! Command-line grammar. Only types live here; `commands` gives them behaviour.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::{Map, Value};
+
+/// The Syncropel CLI: identity, a local steward, records and service accounts.
+#[derive(Debug, Parser)]
+#[command(name = "spl", version, propagate_version = true)]
+pub struct Cli {
+    /// Home directory holding the identity key, store and daemon state [default: ~/.syncro]
+    #[arg(long, global = true, env = "SYNCROPEL_HOME", value_name = "PATH")]
+    pub home: Option<PathBuf>,
+
+    /// Steward URL [default: the running local steward, else http://127.0.0.1:9100]
+    #[arg(long, global = true, env = "SPL_ENDPOINT", value_name = "URL")]
+    pub endpoint: Option<String>,
+
+    /// Bearer token [default: the token saved with `spl token save`]
+    #[arg(
+        long,
+        global = true,
+        env = "SPL_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+
+    /// Print machine-readable JSON instead of text
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the home and its identity key (idempotent)
+    Init(InitArgs),
+    /// Run the local steward
+    Serve(ServeArgs),
+    /// Stop the local steward started with `spl serve`
+    Stop,
+    /// Show which steward answers and how it is doing
+    Status,
+    /// Manage service accounts
+    #[command(subcommand)]
+    ServiceAccount(ServiceAccountCommand),
+    /// Save or revoke bearer tokens
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// State a goal (opens a new thread unless --thread is given)
+    Intend(IntendArgs),
+    /// Record an action taken on a thread
+    Do(ActArgs),
+    /// Record an observation or verdict on a thread
+    Know(ActArgs),
+    /// Record a durable insight on a thread
+    Learn(ActArgs),
+    /// Emit a record with any act and body
+    Emit(EmitArgs),
+    /// List or fetch records
+    #[command(subcommand)]
+    Records(RecordsCommand),
+    /// List threads, most recently written first
+    Threads(ThreadsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Replace an existing identity key with a new one
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on
+    #[arg(long, env = "SPL_HOST", default_value = "127.0.0.1")]
+    pub host: String,
+
+    /// Port to listen on (0 picks a free one)
+    #[arg(long, env = "SPL_PORT", default_value_t = 9100)]
+    pub port: u16,
+
+    /// Keep records in memory instead of hub.db (lost on exit)
+    #[arg(long)]
+    pub memory: bool,
+
+    /// Turn authentication off; binds loopback only
+    #[arg(long)]
+    pub insecure_localhost: bool,
+
+    /// Run in the background, logging to steward.log in the home
+    #[arg(long)]
+    pub daemon: bool,
+
+    /// Largest accepted request body, in bytes
+    #[arg(long, default_value_t = 1_048_576, value_name = "N")]
+    pub max_body_bytes: usize,
+
+    /// Deepest accepted JSON nesting
+    #[arg(long, default_value_t = 128, value_name = "N")]
+    pub max_json_depth: usize,
+
+    /// Seconds between SSE heartbeat events
+    #[arg(long, default_value_t = 30, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub heartbeat_secs: u64,
+
+    /// Seconds open requests and streams get to finish on shutdown
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub shutdown_grace_secs: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServiceAccountCommand {
+    /// Create a service account, optionally with a token
+    Create(CreateServiceAccountArgs),
+    /// List service accounts
+    List,
+}
+
+#[derive(Debug, Args)]
+pub struct CreateServiceAccountArgs {
+    /// Human-readable name
+    #[arg(long)]
+    pub name: String,
+
+    /// Scopes, comma-separated (e.g. records:read,records:write)
+    #[arg(long, required = true, value_delimiter = ',')]
+    pub scopes: Vec<String>,
+
+    /// DIDs the account may write records as, comma-separated
+    #[arg(long, value_delimiter = ',', value_name = "DIDS")]
+    pub actors: Vec<String>,
+
+    /// Write directly into the local store instead of calling the API; creates the first account
+    #[arg(long)]
+    pub bootstrap: bool,
+
+    /// Also mint a token and print only the token
+    #[arg(long)]
+    pub with_token: bool,
+
+    /// Token lifetime in seconds [default: the steward's]
+    #[arg(
+        long,
+        requires = "with_token",
+        conflicts_with = "bootstrap",
+        value_name = "N"
+    )]
+    pub ttl_seconds: Option<u64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Save the token other commands send by default ("-" reads it from stdin)
+    Save { token: String },
+    /// Revoke a token by its id
+    Revoke { token_id: String },
+}
+
+/// Options shared by the coordination acts (intend, do, know, learn).
+#[derive(Debug, Args)]
+pub struct RecordOptions {
+    /// Author DID [default: the home's did:key]
+    #[arg(long)]
+    pub actor: Option<String>,
+
+    /// Logical clock [default: wall-clock milliseconds]
+    #[arg(long, value_parser = clap::value_parser!(i64).range(0..))]
+    pub clock: Option<i64>,
+
+    /// Sets body.kind
+    #[arg(long)]
+    pub kind: Option<String>,
+
+    /// JSON object merged into the body
+    #[arg(long, value_name = "JSON", value_parser = parse_json_object)]
+    pub body: Option<Map<String, Value>>,
+}
+
+#[derive(Debug, Args)]
+pub struct IntendArgs {
+    /// Thread to state the goal on [default: a new thread]
+    #[arg(long)]
+    pub thread: Option<String>,
+
+    #[command(flatten)]
+    pub options: RecordOptions,
+
+    /// The goal
+    pub text: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ActArgs {
+    /// Thread to write to
+    #[arg(long)]
+    pub thread: String,
+
+    #[command(flatten)]
+    pub options: RecordOptions,
+
+    /// The text of the record
+    pub text: String,
+}
+
+#[derive(Debug, Args)]
+pub struct EmitArgs {
+    /// Act: INTEND, DO, KNOW, LEARN, GET, PUT, CALL or MAP
+    #[arg(long)]
+    pub act: String,
+
+    /// Thread to write to
+    #[arg(long)]
+    pub thread: String,
+
+    /// Body, a JSON object
+    #[arg(long, value_name = "JSON", value_parser = parse_json_object)]
+    pub body: Map<String, Value>,
+
+    /// Data type
+    #[arg(long, default_value = "SCALAR")]
+    pub data_type: String,
+
+    /// Ids of the records this one builds on, comma-separated
+    #[arg(long, value_delimiter = ',', value_name = "IDS")]
+    pub parents: Vec<String>,
+
+    /// Author DID [default: the home's did:key]
+    #[arg(long)]
+    pub actor: Option<String>,
+
+    /// Logical clock [default: wall-clock milliseconds]
+    #[arg(long, value_parser = clap::value_parser!(i64).range(0..))]
+    pub clock: Option<i64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RecordsCommand {
+    /// List a thread's records in order
+    List(ListArgs),
+    /// Fetch one record by id
+    Get { id: String },
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Thread to list
+    #[arg(long)]
+    pub thread: String,
+
+    /// Only records by this actor
+    #[arg(long)]
+    pub actor: Option<String>,
+
+    /// Only records with clock >= N
+    #[arg(long, value_name = "N")]
+    pub since: Option<i64>,
+
+    /// Records per page
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u32>,
+
+    /// Start after this cursor (from a previous page)
+    #[arg(long)]
+    pub cursor: Option<String>,
+
+    /// Follow cursors until the last page
+    #[arg(long)]
+    pub all: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ThreadsArgs {
+    /// Threads per page
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u32>,
+
+    /// Start after this cursor (from a previous page)
+    #[arg(long)]
+    pub cursor: Option<String>,
+}
+
+/// Parses a `--body` argument, so a malformed body is a usage error reported by clap (exit 2)
+/// before anything is sent.
+fn parse_json_object(text: &str) -> Result<Map<String, Value>, String> {
+    match serde_json::from_str(text) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err("expected a JSON object".to_owned()),
+        Err(e) => Err(format!("invalid JSON: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn grammar_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn body_must_be_a_json_object() {
+        assert!(parse_json_object(r#"{"a":1}"#).is_ok());
+        assert!(parse_json_object("[1]").is_err());
+        assert!(parse_json_object("{").is_err());
+    }
+
+    #[test]
+    fn do_requires_a_thread() {
+        let err = Cli::try_parse_from(["spl", "do", "x"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(Cli::try_parse_from(["spl", "do", "--thread", "t", "x"]).is_ok());
+    }
+
+    #[test]
+    fn scopes_and_actors_split_on_commas() {
+        let cli = Cli::try_parse_from([
+            "spl",
+            "service-account",
+            "create",
+            "--name",
+            "ci",
+            "--scopes",
+            "records:read,records:write",
+            "--actors",
+            "did:a,did:b",
+        ])
+        .unwrap();
+        let Command::ServiceAccount(ServiceAccountCommand::Create(args)) = cli.command else {
+            panic!("parsed into the wrong command");
+        };
+        assert_eq!(args.scopes, ["records:read", "records:write"]);
+        assert_eq!(args.actors, ["did:a", "did:b"]);
+    }
+
+    #[test]
+    fn ttl_needs_a_token_and_no_bootstrap() {
+        let base = [
+            "spl",
+            "service-account",
+            "create",
+            "--name",
+            "n",
+            "--scopes",
+            "admin",
+        ];
+        let with = |extra: &[&'static str]| {
+            Cli::try_parse_from(base.iter().copied().chain(extra.iter().copied()))
+        };
+        assert!(with(&["--ttl-seconds", "60"]).is_err());
+        assert!(with(&["--with-token", "--ttl-seconds", "60"]).is_ok());
+        assert!(with(&["--bootstrap", "--with-token", "--ttl-seconds", "60"]).is_err());
+    }
+}

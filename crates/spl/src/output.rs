@@ -1,0 +1,103 @@
+//! Text and JSON rendering shared by the commands.
+//!
+//! `--json` output is one compact JSON document per command on stdout, so scripts can pipe it
+//! straight into `jq`; text output is meant for people and may change.
+
+use serde_json::{json, Value};
+use syncropel_client::Page;
+
+/// Bodies longer than this are cut in one-line listings; `spl records get` shows them whole.
+const BODY_PREVIEW_CHARS: usize = 80;
+
+/// Prints `value` as one line of JSON.
+pub fn print_json(value: &Value) {
+    println!("{value}");
+}
+
+/// The list envelope for a page (or for several pages joined by `--all`).
+pub fn list(page: Page) -> Value {
+    json!({
+        "object": "list",
+        "data": page.data,
+        "next_cursor": page.next_cursor,
+        "has_more": page.has_more,
+    })
+}
+
+/// A string member of `value`, or `""` so text output never fails on a missing field.
+pub fn str_field<'a>(value: &'a Value, key: &str) -> &'a str {
+    value.get(key).and_then(Value::as_str).unwrap_or("")
+}
+
+/// A member rendered for text output: strings bare, anything else as JSON, absent as `-`.
+pub fn display_field(value: &Value, key: &str) -> String {
+    match value.get(key) {
+        None | Some(Value::Null) => "-".to_owned(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// One line per record: sequence, id, act, actor, clock and the start of the body.
+pub fn record_line(record: &Value) -> String {
+    let body = record.get("body").map(Value::to_string).unwrap_or_default();
+    format!(
+        "{:>6}  {}  {:<6}  {}  {}  {}",
+        display_field(record, "sequence"),
+        str_field(record, "id"),
+        str_field(record, "act"),
+        str_field(record, "actor"),
+        display_field(record, "clock"),
+        truncate(&body, BODY_PREVIEW_CHARS),
+    )
+}
+
+/// One line per thread summary.
+pub fn thread_line(thread: &Value) -> String {
+    format!(
+        "{}  {} records  last clock {}  namespace {}",
+        str_field(thread, "id"),
+        display_field(thread, "record_count"),
+        display_field(thread, "last_clock"),
+        display_field(thread, "namespace"),
+    )
+}
+
+fn truncate(text: &str, max_chars: usize) -> String {
+    match text.char_indices().nth(max_chars) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_lines_are_compact_and_tolerate_missing_fields() {
+        let record = json!({"id":"abc","act":"KNOW","actor":"did:key:z6Mk1","clock":7,
+                            "sequence":3,"body":{"text":"x".repeat(200)}});
+        let line = record_line(&record);
+        assert!(
+            line.starts_with("     3  abc  KNOW    did:key:z6Mk1  7  {\"text\":"),
+            "{line}"
+        );
+        assert!(line.ends_with('…'));
+        assert!(record_line(&json!({})).trim_start().starts_with('-'));
+    }
+
+    #[test]
+    fn truncation_respects_char_boundaries() {
+        assert_eq!(truncate("héllo", 2), "hé…");
+        assert_eq!(truncate("hé", 2), "hé");
+    }
+
+    #[test]
+    fn thread_lines_name_counts() {
+        let line = thread_line(
+            &json!({"id":"th_1","namespace":"default","record_count":12,"last_clock":5}),
+        );
+        assert_eq!(line, "th_1  12 records  last clock 5  namespace default");
+    }
+}

@@ -1,0 +1,542 @@
+//! `GET /v1/threads/{id}/watch` (PROTOCOL §11.8, checklist 21-25) over real HTTP: frames are read
+//! off the wire with a small SSE parser, and every wait on the stream is bounded by a timeout.
+
+mod common;
+
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{envelope, error_code, Options, TestSteward};
+use futures_util::{Stream, StreamExt};
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+use tokio::time::timeout;
+
+/// How long any single wait on a stream may take before the test fails instead of hanging.
+const WAIT: Duration = Duration::from_secs(5);
+
+/// One server-sent event.
+#[derive(Debug)]
+struct Frame {
+    event: Option<String>,
+    id: Option<String>,
+    data: String,
+}
+
+impl Frame {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.data)
+            .unwrap_or_else(|e| panic!("frame data is not JSON ({e}): {self:?}"))
+    }
+
+    /// The `id:` of a `record.created` frame as a sequence number.
+    fn seq(&self) -> i64 {
+        assert_eq!(self.event.as_deref(), Some("record.created"), "{self:?}");
+        self.id
+            .as_deref()
+            .and_then(|id| id.parse().ok())
+            .unwrap_or_else(|| panic!("record frame without a numeric id: {self:?}"))
+    }
+}
+
+/// Reads frames (blank-line separated, per the SDK's parser rules) from a streaming response.
+struct EventStream {
+    body: Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>,
+    buffer: Vec<u8>,
+}
+
+impl EventStream {
+    fn new(response: reqwest::Response) -> EventStream {
+        EventStream {
+            body: Box::pin(response.bytes_stream()),
+            buffer: Vec::new(),
+        }
+    }
+
+    /// The next frame, or `None` when the server ended the stream. Panics after [`WAIT`].
+    async fn next(&mut self) -> Option<Frame> {
+        timeout(WAIT, self.read_frame())
+            .await
+            .unwrap_or_else(|_| panic!("no SSE frame within {WAIT:?}"))
+    }
+
+    /// The next frame, which must exist.
+    async fn frame(&mut self) -> Frame {
+        self.next().await.expect("the stream ended early")
+    }
+
+    async fn read_frame(&mut self) -> Option<Frame> {
+        loop {
+            if let Some((end, separator)) = frame_end(&self.buffer) {
+                let raw: Vec<u8> = self.buffer.drain(..end + separator).collect();
+                if let Some(frame) = parse_frame(&raw[..end]) {
+                    return Some(frame);
+                }
+                continue; // comment-only or empty frame
+            }
+            match self.body.next().await {
+                Some(Ok(chunk)) => self.buffer.extend_from_slice(&chunk),
+                Some(Err(e)) => panic!("the stream failed: {e}"),
+                None => {
+                    assert!(
+                        self.buffer.iter().all(u8::is_ascii_whitespace),
+                        "the stream ended inside a frame: {:?}",
+                        String::from_utf8_lossy(&self.buffer)
+                    );
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// Where the first frame ends: (offset of the blank line, length of the separator).
+fn frame_end(buffer: &[u8]) -> Option<(usize, usize)> {
+    let find = |needle: &[u8]| buffer.windows(needle.len()).position(|w| w == needle);
+    let lf = find(b"\n\n").map(|at| (at, 2));
+    let crlf = find(b"\r\n\r\n").map(|at| (at, 4));
+    match (lf, crlf) {
+        (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
+        (a, b) => a.or(b),
+    }
+}
+
+fn parse_frame(raw: &[u8]) -> Option<Frame> {
+    let text = std::str::from_utf8(raw).expect("frames are UTF-8");
+    let mut frame = Frame {
+        event: None,
+        id: None,
+        data: String::new(),
+    };
+    let mut has_data = false;
+    let mut has_field = false;
+    for line in text.split('\n').map(|l| l.trim_end_matches('\r')) {
+        if line.is_empty() || line.starts_with(':') {
+            continue;
+        }
+        let (name, value) = line.split_once(':').unwrap_or((line, ""));
+        let value = value.strip_prefix(' ').unwrap_or(value);
+        has_field = true;
+        match name {
+            "event" => frame.event = Some(value.to_string()),
+            "id" => frame.id = Some(value.to_string()),
+            "data" => {
+                if has_data {
+                    frame.data.push('\n');
+                }
+                frame.data.push_str(value);
+                has_data = true;
+            }
+            _ => {}
+        }
+    }
+    has_field.then_some(frame)
+}
+
+/// Opens a watch; `path` is everything after `/v1/threads/` (thread and query string).
+async fn open(
+    steward: &TestSteward,
+    token: Option<&str>,
+    path: &str,
+    last_event_id: Option<&str>,
+) -> reqwest::Response {
+    let mut request = steward
+        .http
+        .get(format!("{}/v1/threads/{path}", steward.url))
+        .header("accept", "text/event-stream")
+        .header("cache-control", "no-cache");
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(id) = last_event_id {
+        request = request.header("last-event-id", id);
+    }
+    timeout(WAIT, request.send())
+        .await
+        .expect("the watch did not answer in time")
+        .unwrap()
+}
+
+/// Opens a watch that must succeed and returns its frame reader.
+async fn watch(
+    steward: &TestSteward,
+    token: &str,
+    path: &str,
+    last_event_id: Option<&str>,
+) -> EventStream {
+    let response = open(steward, Some(token), path, last_event_id).await;
+    assert_eq!(response.status(), 200);
+    EventStream::new(response)
+}
+
+/// Writes a record (which must be new) and returns it as stored.
+async fn write(steward: &TestSteward, token: &str, thread: &str, clock: i64) -> Value {
+    let (status, record) = steward
+        .post(
+            token,
+            "/v1/records",
+            &envelope(thread, clock, json!({"n": clock})),
+        )
+        .await;
+    assert_eq!(status, 201, "{record}");
+    record
+}
+
+fn seq(record: &Value) -> i64 {
+    record["sequence"].as_i64().expect("sequence")
+}
+
+/// Asserts `frame` announces exactly `record`.
+fn assert_announces(frame: &Frame, record: &Value) {
+    assert_eq!(frame.seq(), seq(record), "{frame:?}");
+    let data = frame.json();
+    assert_eq!(data["id"], record["id"], "{frame:?}");
+    assert_eq!(data["record"], *record, "{frame:?}");
+}
+
+#[tokio::test]
+async fn live_records_arrive_within_a_second_on_their_own_thread_only() {
+    let steward = TestSteward::start().await;
+    let token = steward.admin().await;
+    let response = open(&steward, Some(&token), "th_live/watch", None).await;
+    assert_eq!(response.status(), 200);
+    let header = |name: &str| response.headers()[name].to_str().unwrap().to_string();
+    assert!(
+        header("content-type").starts_with("text/event-stream"),
+        "{}",
+        header("content-type")
+    );
+    assert_eq!(header("cache-control"), "no-cache");
+    assert_eq!(header("x-accel-buffering"), "no");
+    let mut events = EventStream::new(response);
+
+    for clock in 1..=3 {
+        // A record on another thread first: frames come in sequence order, so if it leaked it
+        // would arrive before the watched thread's record.
+        write(&steward, &token, "th_elsewhere", clock).await;
+        let record = write(&steward, &token, "th_live", clock).await;
+        let written = Instant::now();
+        let frame = events.frame().await;
+        assert!(
+            written.elapsed() < Duration::from_secs(1),
+            "frame took {:?}",
+            written.elapsed()
+        );
+        assert_announces(&frame, &record);
+        assert_eq!(frame.json()["record"]["id"], frame.json()["id"]);
+    }
+}
+
+#[tokio::test]
+async fn an_identical_replay_sends_no_event() {
+    let steward = TestSteward::start().await;
+    let token = steward.admin().await;
+    let mut events = watch(&steward, &token, "th_replay/watch", None).await;
+    let first = write(&steward, &token, "th_replay", 1).await;
+    assert_announces(&events.frame().await, &first);
+
+    let (status, _) = steward
+        .post(
+            &token,
+            "/v1/records",
+            &envelope("th_replay", 1, json!({"n": 1})),
+        )
+        .await;
+    assert_eq!(status, 200, "an identical re-POST is a replay");
+    let second = write(&steward, &token, "th_replay", 2).await;
+    assert_announces(&events.frame().await, &second);
+}
+
+#[tokio::test]
+async fn last_event_id_replays_later_records_then_goes_live() {
+    let steward = TestSteward::start().await;
+    let token = steward.admin().await;
+    let mut written = Vec::new();
+    for clock in 1..=5 {
+        written.push(write(&steward, &token, "th_resume", clock).await);
+        write(&steward, &token, "th_noise", clock).await;
+    }
+    let cursor = seq(&written[1]).to_string();
+    let mut events = watch(&steward, &token, "th_resume/watch", Some(&cursor)).await;
+    for record in &written[2..] {
+        assert_announces(&events.frame().await, record);
+    }
+    // Live after the replay, with nothing repeated in between.
+    for clock in 6..=7 {
+        let record = write(&steward, &token, "th_resume", clock).await;
+        assert_announces(&events.frame().await, &record);
+    }
+}
+
+#[tokio::test]
+async fn resuming_while_records_are_being_written_has_no_gap_or_duplicate() {
+    const BEFORE: i64 = 20;
+    const DURING: i64 = 200;
+    let steward = TestSteward::start().await;
+    let token = steward.admin().await;
+    let mut before = Vec::new();
+    for clock in 1..=BEFORE {
+        before.push(seq(&write(&steward, &token, "th_busy", clock).await));
+    }
+    let cursor = before[9];
+
+    // The writer keeps going while the stream opens, replays and turns live; a record on another
+    // thread now and then puts gaps into the sequence that the stream must skip.
+    let (started, mut started_rx) = oneshot::channel();
+    let writer = {
+        let http = steward.http.clone();
+        let url = steward.url.clone();
+        let token = token.clone();
+        tokio::spawn(async move {
+            let mut started = Some(started);
+            let mut sequences = Vec::new();
+            for clock in BEFORE + 1..=BEFORE + DURING {
+                if clock % 10 == 0 {
+                    let noise = envelope("th_quiet", clock, json!({}));
+                    let resp = http
+                        .post(format!("{url}/v1/records"))
+                        .bearer_auth(&token)
+                        .json(&noise)
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(resp.status(), 201);
+                }
+                let resp = http
+                    .post(format!("{url}/v1/records"))
+                    .bearer_auth(&token)
+                    .json(&envelope("th_busy", clock, json!({"n": clock})))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(resp.status(), 201);
+                let record: Value = resp.json().await.unwrap();
+                sequences.push(seq(&record));
+                if clock == BEFORE + 50 {
+                    started.take().unwrap().send(()).unwrap();
+                }
+            }
+            sequences
+        })
+    };
+    timeout(Duration::from_secs(60), &mut started_rx)
+        .await
+        .expect("the writer is too slow")
+        .unwrap();
+
+    let mut events = watch(&steward, &token, "th_busy/watch", Some(&cursor.to_string())).await;
+    let wanted = (BEFORE - 10 + DURING) as usize;
+    let mut received = Vec::with_capacity(wanted);
+    while received.len() < wanted {
+        received.push(events.frame().await.seq());
+    }
+    let during = timeout(Duration::from_secs(60), writer)
+        .await
+        .expect("the writer did not finish")
+        .unwrap();
+
+    let mut expected: Vec<i64> = before[10..].to_vec();
+    expected.extend(during);
+    assert!(expected.windows(2).all(|w| w[0] < w[1]));
+    assert_eq!(received, expected);
+
+    // Nothing else is queued: the next frame is the next record.
+    let last = write(&steward, &token, "th_busy", 10_000).await;
+    assert_announces(&events.frame().await, &last);
+}
+
+#[tokio::test]
+async fn a_replay_longer_than_one_page_is_complete() {
+    const COUNT: i64 = 1205; // the replay reads 1000 records at a time
+    let steward = TestSteward::start().await;
+    let token = steward.admin().await;
+    futures_util::stream::iter(1..=COUNT)
+        .for_each_concurrent(8, |clock| {
+            let steward = &steward;
+            let token = &token;
+            async move {
+                write(steward, token, "th_long", clock).await;
+            }
+        })
+        .await;
+    let mut stored = Vec::new();
+    let mut path = "/v1/threads/th_long/records?limit=1000".to_string();
+    loop {
+        let (status, page) = steward.get(&token, &path).await;
+        assert_eq!(status, 200, "{page}");
+        stored.extend(page["data"].as_array().unwrap().iter().map(seq));
+        match page["next_cursor"].as_str() {
+            Some(cursor) => {
+                path = format!("/v1/threads/th_long/records?limit=1000&cursor={cursor}")
+            }
+            None => break,
+        }
+    }
+    assert_eq!(stored.len(), COUNT as usize);
+
+    // Resume just after the first record: everything else comes back, in order.
+    let cursor = stored[0].to_string();
+    let mut events = watch(&steward, &token, "th_long/watch", Some(&cursor)).await;
+    let mut received = Vec::new();
+    while received.len() < stored.len() - 1 {
+        received.push(events.frame().await.seq());
+    }
+    assert_eq!(received, stored[1..]);
+    let live = write(&steward, &token, "th_long", COUNT + 1).await;
+    assert_announces(&events.frame().await, &live);
+}
+
+#[tokio::test]
+async fn since_clock_replays_records_at_or_after_the_clock() {
+    let steward = TestSteward::start().await;
+    let token = steward.admin().await;
+    let mut written = Vec::new();
+    for clock in [5, 1, 9, 3, 7] {
+        written.push(write(&steward, &token, "th_clock", clock).await);
+    }
+    let mut events = watch(&steward, &token, "th_clock/watch?since_clock=5", None).await;
+    // Sequence order, clock >= 5 inclusive: the records with clocks 5, 9 and 7.
+    for index in [0, 2, 4] {
+        assert_announces(&events.frame().await, &written[index]);
+    }
+    let live = write(&steward, &token, "th_clock", 11).await;
+    assert_announces(&events.frame().await, &live);
+}
+
+#[tokio::test]
+async fn last_event_id_wins_over_since_clock() {
+    let steward = TestSteward::start().await;
+    let token = steward.admin().await;
+    let mut written = Vec::new();
+    for clock in 1..=4 {
+        written.push(write(&steward, &token, "th_both", clock).await);
+    }
+    let cursor = seq(&written[2]).to_string();
+    let mut events = watch(
+        &steward,
+        &token,
+        "th_both/watch?since_clock=1",
+        Some(&cursor),
+    )
+    .await;
+    assert_announces(&events.frame().await, &written[3]);
+}
+
+#[tokio::test]
+async fn heartbeats_are_real_events_without_an_id() {
+    let steward = TestSteward::start_with(Options {
+        heartbeat: Duration::from_millis(300),
+        ..Options::default()
+    })
+    .await;
+    let token = steward.admin().await;
+    let mut events = watch(&steward, &token, "th_beat/watch", None).await;
+    for _ in 0..2 {
+        let frame = events.frame().await;
+        assert_eq!(frame.event.as_deref(), Some("heartbeat"), "{frame:?}");
+        assert_eq!(frame.id, None, "heartbeats must not move the SDK's cursor");
+        assert!(frame.json().is_object(), "{frame:?}");
+    }
+}
+
+#[tokio::test]
+async fn shutdown_says_goodbye_and_ends_the_stream() {
+    let steward = TestSteward::start().await;
+    let token = steward.admin().await;
+    let mut streams = Vec::new();
+    for thread in ["th_bye", "th_ciao"] {
+        let mut events = watch(&steward, &token, &format!("{thread}/watch"), None).await;
+        // The stream is live once a record comes through.
+        let record = write(&steward, &token, thread, 1).await;
+        assert_announces(&events.frame().await, &record);
+        streams.push(events);
+    }
+
+    steward.state.shutdown.cancel();
+    // Every open stream gets the goodbye, then ends cleanly.
+    for events in &mut streams {
+        let frame = events.frame().await;
+        assert_eq!(frame.event.as_deref(), Some("server_shutdown"), "{frame:?}");
+        assert_eq!(frame.id, None);
+        let data = frame.json();
+        assert!(data["retry_after_ms"].is_u64(), "{data}");
+        assert!(events.next().await.is_none(), "the stream must end");
+    }
+}
+
+#[tokio::test]
+async fn watching_needs_a_read_credential() {
+    let steward = TestSteward::start().await;
+    let admin = steward.admin().await;
+
+    let response = open(&steward, None, "th_auth/watch", None).await;
+    assert_eq!(response.status(), 401);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(error_code(&body), "AUTH_REQUIRED");
+
+    let response = open(
+        &steward,
+        Some("spl_test_sa_nobody_x"),
+        "th_auth/watch",
+        None,
+    )
+    .await;
+    assert_eq!(response.status(), 401);
+
+    let writer = steward.token(&["records:write"], &[]).await;
+    let response = open(&steward, Some(&writer), "th_auth/watch", None).await;
+    assert_eq!(response.status(), 403);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(error_code(&body), "SCOPE_FORBIDDEN");
+
+    // A thread read grain opens that thread's feed and no other.
+    let grain = steward.token(&["thread:th_auth:read"], &[]).await;
+    let response = open(&steward, Some(&grain), "th_other/watch", None).await;
+    assert_eq!(response.status(), 403);
+    let mut events = watch(&steward, &grain, "th_auth/watch", None).await;
+    let record = write(&steward, &admin, "th_auth", 1).await;
+    assert_announces(&events.frame().await, &record);
+
+    let reader = steward.token(&["records:read"], &[]).await;
+    let mut events = watch(&steward, &reader, "th_auth/watch", None).await;
+    let record = write(&steward, &admin, "th_auth", 2).await;
+    assert_announces(&events.frame().await, &record);
+}
+
+#[tokio::test]
+async fn an_unknown_thread_is_watched_and_gets_only_heartbeats() {
+    let steward = TestSteward::start_with(Options {
+        heartbeat: Duration::from_millis(300),
+        ..Options::default()
+    })
+    .await;
+    let token = steward.admin().await;
+    let mut events = watch(&steward, &token, "th_nobody_yet/watch", None).await;
+    write(&steward, &token, "th_somebody", 1).await;
+    let mut heartbeats = 0;
+    while heartbeats < 3 {
+        let frame = events.frame().await;
+        assert_eq!(frame.event.as_deref(), Some("heartbeat"), "{frame:?}");
+        heartbeats += 1;
+        if heartbeats == 1 {
+            write(&steward, &token, "th_somebody", 2).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_malformed_cursor_is_a_validation_error() {
+    let steward = TestSteward::start().await;
+    let token = steward.admin().await;
+    for (path, last_event_id) in [
+        ("th_bad/watch", Some("not-a-number")),
+        ("th_bad/watch", Some("12abc")),
+        ("th_bad/watch?since_clock=yesterday", None),
+    ] {
+        let response = open(&steward, Some(&token), path, last_event_id).await;
+        assert_eq!(response.status(), 400, "{path} {last_event_id:?}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(error_code(&body), "VALIDATION_ERROR", "{body}");
+    }
+}

@@ -1,0 +1,49 @@
+"""Governance visible over HTTP (§10.3, §13, §14): token mints are records,
+tokens never appear in them, CORS is permissive on /v1."""
+
+from __future__ import annotations
+
+import hashlib
+
+from harness import assert_record
+
+
+def test_token_mint_leaves_an_audit_record_without_the_token(steward):
+    before = {r["id"] for r in steward.thread_records("th_audit_tokens")}
+    tok = steward.mint("audited", "records:read")
+    token_id = hashlib.sha256(tok.encode()).hexdigest()
+    after = steward.thread_records("th_audit_tokens")
+    new = [r for r in after if r["id"] not in before]
+    assert new, "minting a token must write a record on th_audit_tokens before answering"
+    for r in new:
+        assert_record(r)
+        assert r["body"].get("kind") == "core.token_lifecycle_event.v1", r["body"]
+    blob = repr([r["body"] for r in new])
+    assert token_id in blob, "the audit record names the token by its id (sha256 of the token)"
+    secret = tok.rsplit("_", 1)[-1]
+    assert tok not in blob and secret not in blob, "plaintext tokens never appear in records"
+
+
+def test_no_record_anywhere_holds_a_plaintext_token(steward, reader_token, writer_token):
+    with steward.http() as h:
+        r = h.get("/v1/records", params={"limit": 1000})
+    assert r.status_code == 200
+    text = r.text
+    for tok in (steward.token, reader_token, writer_token):
+        assert tok not in text and tok.rsplit("_", 1)[-1] not in text
+
+
+def test_cors_is_permissive_on_v1(steward):
+    with steward.http(None) as h:
+        pre = h.request("OPTIONS", "/v1/records", headers={
+            "origin": "https://app.example",
+            "access-control-request-method": "POST",
+            "access-control-request-headers": "x-api-key,content-type",
+        })
+        assert pre.status_code in (200, 204), pre.text
+        allow = pre.headers.get("access-control-allow-origin")
+        assert allow in ("*", "https://app.example"), dict(pre.headers)
+    with steward.http() as h:
+        r = h.get("/v1/records", params={"limit": 1}, headers={"origin": "https://app.example"})
+        assert r.status_code == 200
+        assert r.headers.get("access-control-allow-origin") in ("*", "https://app.example")

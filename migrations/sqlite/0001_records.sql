@@ -1,6 +1,6 @@
--- The record log. `seq` is the ingest sequence: one counter per database, handed out by the single
--- writer, so within a tenant it is strictly increasing and a reader holding cursor N never later sees
--- a smaller number commit.
+-- The record log. `seq` is the ingest sequence: the rowid, which SQLite hands out as max + 1 under
+-- its single write lock, so within a tenant it is strictly increasing and a reader holding cursor N
+-- never later sees a smaller number commit.
 CREATE TABLE records (
     seq         INTEGER PRIMARY KEY,
     tenant      TEXT    NOT NULL,
@@ -16,14 +16,14 @@ CREATE TABLE records (
     l1          TEXT    NOT NULL,
     l2          TEXT    NOT NULL,
     l3          TEXT    NOT NULL,
-    -- The full record as the API returns it; list endpoints splice it verbatim.
+    -- The record as the API returns it, minus `sequence` (spliced in on the way out).
     record_json TEXT    NOT NULL
 );
 CREATE UNIQUE INDEX records_tenant_id ON records (tenant, id);
 CREATE UNIQUE INDEX records_tenant_clock ON records (tenant, thread, actor, clock);
 CREATE INDEX records_tenant_thread_seq ON records (tenant, thread, seq);
-CREATE INDEX records_tenant_actor_seq ON records (tenant, actor, seq);
-CREATE INDEX records_tenant_seq ON records (tenant, seq);
+-- No index on actor: every secondary index costs a page write per record at ingest, and an actor
+-- filter without a thread is a scan in sequence order, acceptable for one local tenant.
 
 -- A cache of a fold over `records`, kept by the trigger below; rebuildable from the log.
 CREATE TABLE threads (

@@ -58,9 +58,9 @@ pub struct NewRecord {
     pub created_at: i64,
     /// Hash levels L0-L3.
     pub hash_levels: [String; 4],
-    /// The record's JSON object text *without its closing brace*; the store appends
-    /// `,"sequence":N}` once N is assigned, so the stored text is exactly what the API serves.
-    pub json_head: String,
+    /// The record's JSON object as the API serves it, except `sequence`: the store assigns that
+    /// number at insert and splices it in whenever it hands the record out.
+    pub json: String,
 }
 
 /// A record as stored: its sequence and the JSON the API serves.
@@ -224,6 +224,18 @@ pub async fn open(url: &str) -> Result<std::sync::Arc<dyn RecordStore>> {
     } else {
         Err(StoreError::UnsupportedUrl(url.to_string()))
     }
+}
+
+/// The served form of a stored record: its JSON with `"sequence":N` spliced in before the closing
+/// brace (stored records are always JSON objects).
+pub fn with_sequence(json: &str, seq: i64) -> String {
+    let body = json.strip_suffix('}').unwrap_or(json);
+    let mut out = String::with_capacity(json.len() + 24);
+    out.push_str(body);
+    out.push_str(",\"sequence\":");
+    out.push_str(&seq.to_string());
+    out.push('}');
+    out
 }
 
 /// List cursors are opaque to clients: base64url of the last sequence.

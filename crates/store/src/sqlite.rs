@@ -4,6 +4,7 @@
 //! the writer commits whatever has queued in one transaction (group commit), so durable commits
 //! (WAL, `synchronous=FULL`) are shared. Readers use a separate pool and never block the writer.
 
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -17,8 +18,8 @@ use tokio::task::JoinHandle;
 
 use crate::query::Column;
 use crate::{
-    Appended, AuthChange, Committed, ListFilter, NewRecord, RecordStore, Result, ServiceAccount,
-    StoreError, StoredRecord, ThreadSummary, TokenGrant,
+    with_sequence, Appended, AuthChange, Committed, ListFilter, NewRecord, RecordStore, Result,
+    ServiceAccount, StoreError, StoredRecord, ThreadSummary, TokenGrant,
 };
 
 /// Most writes one transaction takes. Large enough to amortise an fsync over a burst, small enough
@@ -35,7 +36,11 @@ pub struct SqliteStore {
     writes: mpsc::Sender<WriteOp>,
     events: broadcast::Sender<Committed>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    checkpointer: Option<JoinHandle<()>>,
 }
+
+/// How often the WAL is copied back into the database file.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
 
 enum WriteOp {
     Append {
@@ -83,10 +88,22 @@ impl SqliteStore {
                 .synchronous(SqliteSynchronous::Full)
         };
 
+        // Checkpoints run beside the writer (below), not inside one of its commits.
+        let options = if in_memory {
+            options
+        } else {
+            options.pragma("wal_autocheckpoint", "0")
+        };
         let mut writer = SqliteConnection::connect_with(&options).await?;
         sqlx::migrate!("../../migrations/sqlite")
             .run(&mut writer)
             .await?;
+        let checkpointer = if in_memory {
+            None
+        } else {
+            let conn = SqliteConnection::connect_with(&options).await?;
+            Some(tokio::spawn(run_checkpointer(conn)))
+        };
 
         let reader = SqlitePoolOptions::new()
             .max_connections(READ_CONNECTIONS)
@@ -102,6 +119,7 @@ impl SqliteStore {
             writes,
             events,
             writer: Mutex::new(Some(task)),
+            checkpointer,
         })
     }
 
@@ -316,7 +334,26 @@ impl RecordStore for SqliteStore {
                 let _ = task.await;
             }
         }
+        if let Some(checkpointer) = &self.checkpointer {
+            checkpointer.abort();
+        }
         self.reader.close().await;
+    }
+}
+
+/// Copies committed WAL frames into the database file on its own connection. PASSIVE never waits
+/// for the writer or readers, so commits do not pay for checkpoints; the WAL restarts from its
+/// beginning once a checkpoint has caught up.
+async fn run_checkpointer(mut conn: SqliteConnection) {
+    let mut tick = tokio::time::interval(CHECKPOINT_INTERVAL);
+    loop {
+        tick.tick().await;
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&mut conn)
+            .await
+        {
+            tracing::warn!(error = %e, "WAL checkpoint failed; will retry");
+        }
     }
 }
 
@@ -346,11 +383,12 @@ fn fts_expression(words: &[String]) -> Option<String> {
 }
 
 fn stored_from_row(row: &sqlx::sqlite::SqliteRow) -> StoredRecord {
+    let seq: i64 = row.get("seq");
     StoredRecord {
-        seq: row.get("seq"),
+        seq,
         id: row.get("id"),
         thread: row.get("thread"),
-        json: row.get("record_json"),
+        json: with_sequence(row.get("record_json"), seq),
     }
 }
 
@@ -376,6 +414,7 @@ async fn run_writer(
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        linger(&mut queue, &mut batch).await;
         let closing = batch.iter().any(|op| matches!(op, WriteOp::Close));
         batch.retain(|op| !matches!(op, WriteOp::Close));
         if !batch.is_empty() {
@@ -385,7 +424,32 @@ async fn run_writer(
             break;
         }
     }
+    // Leave a tidy database file behind: everything copied back, the WAL emptied.
+    let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(&mut conn)
+        .await;
     let _ = conn.close().await;
+}
+
+/// Under load, handlers are about to enqueue more writes: yielding a few times lets them, so one
+/// commit carries more records. When nothing arrives the cost is a couple of task switches.
+async fn linger(queue: &mut mpsc::Receiver<WriteOp>, batch: &mut Vec<WriteOp>) {
+    let mut quiet_rounds = 0;
+    while batch.len() < MAX_BATCH && quiet_rounds < 2 {
+        tokio::task::yield_now().await;
+        let before = batch.len();
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        quiet_rounds = if batch.len() == before {
+            quiet_rounds + 1
+        } else {
+            0
+        };
+    }
 }
 
 /// Outcome of one op inside a batch; the outer `Result` of the batch carries database failures.
@@ -452,16 +516,6 @@ async fn commit_batch(
 }
 
 async fn write_batch(conn: &mut SqliteConnection, batch: &[WriteOp]) -> Result<Vec<OpOutcome>> {
-    // IMMEDIATE takes the write lock up front, and reading the top sequence inside it keeps the
-    // counter right even when another process (the CLI's bootstrap) wrote in between.
-    sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-    let top: i64 = sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM records")
-        .fetch_one(&mut *conn)
-        .await?;
-    let mut next_seq = top + 1;
-
-    // All appends of the batch go in as multi-row statements: one round trip to SQLite per
-    // INSERT_CHUNK records instead of one per record.
     let appends: Vec<(&str, &NewRecord)> = batch
         .iter()
         .filter_map(|op| match op {
@@ -469,9 +523,13 @@ async fn write_batch(conn: &mut SqliteConnection, batch: &[WriteOp]) -> Result<V
             _ => None,
         })
         .collect();
-    let mut appended = insert_records(conn, &appends, &mut next_seq)
-        .await?
-        .into_iter();
+    // A batch of appends that fits one statement commits as that statement; anything more (auth
+    // changes with their audit records, or several statements) gets an explicit transaction.
+    let explicit = appends.len() > INSERT_CHUNK || appends.len() < batch.len();
+    if explicit {
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+    }
+    let mut appended = insert_records(conn, &appends).await?.into_iter();
 
     let mut outcomes = Vec::with_capacity(batch.len());
     for op in batch {
@@ -488,7 +546,7 @@ async fn write_batch(conn: &mut SqliteConnection, batch: &[WriteOp]) -> Result<V
                 ..
             } => match apply_change(conn, tenant, change).await? {
                 Ok(true) => {
-                    let stored = insert_records(conn, &[(tenant, audit)], &mut next_seq).await?;
+                    let stored = insert_records(conn, &[(tenant, audit)]).await?;
                     let audit = match stored.into_iter().next() {
                         Some(Ok(Appended::Inserted(record))) => Some(record),
                         _ => None,
@@ -501,7 +559,9 @@ async fn write_batch(conn: &mut SqliteConnection, batch: &[WriteOp]) -> Result<V
         };
         outcomes.push(outcome);
     }
-    sqlx::query("COMMIT").execute(&mut *conn).await?;
+    if explicit {
+        sqlx::query("COMMIT").execute(&mut *conn).await?;
+    }
     Ok(outcomes)
 }
 
@@ -509,64 +569,51 @@ async fn write_batch(conn: &mut SqliteConnection, batch: &[WriteOp]) -> Result<V
 const INSERT_CHUNK: usize = 512;
 
 /// Inserts records, or finds why one could not be: same id (an idempotent replay) or another
-/// record on the same `(thread, actor, clock)`. Sequences are handed out in input order; a record
-/// that is not inserted leaves its number unused, so sequences increase but may skip.
+/// record on the same `(thread, actor, clock)`. SQLite numbers the inserted rows in input order.
 async fn insert_records(
     conn: &mut SqliteConnection,
     records: &[(&str, &NewRecord)],
-    next_seq: &mut i64,
 ) -> Result<Vec<Result<Appended>>> {
     let mut outcomes = Vec::with_capacity(records.len());
     for chunk in records.chunks(INSERT_CHUNK) {
-        let rows: Vec<(i64, String)> = chunk
-            .iter()
-            .map(|(_, record)| {
-                let seq = *next_seq;
-                *next_seq += 1;
-                (seq, format!("{},\"sequence\":{seq}}}", record.json_head))
-            })
-            .collect();
         let mut sql = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO records (seq, tenant, id, thread, actor, clock, act, data_type, namespace, \
+            "INSERT INTO records (tenant, id, thread, actor, clock, act, data_type, namespace, \
              created_at, l0, l1, l2, l3, record_json) ",
         );
-        sql.push_values(
-            chunk.iter().zip(&rows),
-            |mut row, ((tenant, record), (seq, json))| {
-                row.push_bind(*seq)
-                    .push_bind(*tenant)
-                    .push_bind(&record.id)
-                    .push_bind(&record.thread)
-                    .push_bind(&record.actor)
-                    .push_bind(record.clock)
-                    .push_bind(&record.act)
-                    .push_bind(&record.data_type)
-                    .push_bind(&record.namespace)
-                    .push_bind(record.created_at)
-                    .push_bind(&record.hash_levels[0])
-                    .push_bind(&record.hash_levels[1])
-                    .push_bind(&record.hash_levels[2])
-                    .push_bind(&record.hash_levels[3])
-                    .push_bind(json);
-            },
-        );
-        sql.push(" ON CONFLICT DO NOTHING RETURNING seq");
-        let inserted: std::collections::HashSet<i64> = sql
-            .build_query_scalar::<i64>()
+        sql.push_values(chunk, |mut row, (tenant, record)| {
+            row.push_bind(*tenant)
+                .push_bind(&record.id)
+                .push_bind(&record.thread)
+                .push_bind(&record.actor)
+                .push_bind(record.clock)
+                .push_bind(&record.act)
+                .push_bind(&record.data_type)
+                .push_bind(&record.namespace)
+                .push_bind(record.created_at)
+                .push_bind(&record.hash_levels[0])
+                .push_bind(&record.hash_levels[1])
+                .push_bind(&record.hash_levels[2])
+                .push_bind(&record.hash_levels[3])
+                .push_bind(&record.json);
+        });
+        sql.push(" ON CONFLICT DO NOTHING RETURNING seq, tenant, id");
+        let mut inserted: HashMap<(String, String), i64> = sql
+            .build()
             .fetch_all(&mut *conn)
             .await?
-            .into_iter()
+            .iter()
+            .map(|row| ((row.get("tenant"), row.get("id")), row.get("seq")))
             .collect();
-        for ((tenant, record), (seq, json)) in chunk.iter().zip(rows) {
-            let outcome = if inserted.contains(&seq) {
-                Ok(Appended::Inserted(StoredRecord {
+        for (tenant, record) in chunk {
+            // `remove`: a second copy of the same record in this batch is a replay of the first.
+            let outcome = match inserted.remove(&(tenant.to_string(), record.id.clone())) {
+                Some(seq) => Ok(Appended::Inserted(StoredRecord {
                     seq,
                     id: record.id.clone(),
                     thread: record.thread.clone(),
-                    json,
-                }))
-            } else {
-                explain_conflict(conn, tenant, record).await?
+                    json: with_sequence(&record.json, seq),
+                })),
+                None => explain_conflict(conn, tenant, record).await?,
             };
             outcomes.push(outcome);
         }

@@ -16,8 +16,8 @@ fn record(thread: &str, actor: &str, clock: i64, text: &str) -> NewRecord {
         namespace: "default".into(),
         created_at: 1,
         hash_levels: ["a".into(), "b".into(), "c".into(), "d".into()],
-        json_head: format!(
-            "{{\"id\":\"{id}\",\"thread\":\"{thread}\",\"clock\":{clock},\"body\":{{\"text\":\"{text}\"}}"
+        json: format!(
+            "{{\"id\":\"{id}\",\"thread\":\"{thread}\",\"clock\":{clock},\"body\":{{\"text\":\"{text}\"}}}}"
         ),
     }
 }

@@ -10,7 +10,7 @@ use syncropel_store::NewRecord;
 
 use crate::unix_now;
 
-/// The record as the API serves it, minus `sequence`, which the store appends.
+/// The record as the API serves it, minus `sequence`, which the store assigns and splices in.
 #[derive(Serialize)]
 struct RecordHead<'a> {
     object: &'static str,
@@ -53,8 +53,7 @@ pub fn seal(envelope: &Envelope, key: &Keypair, signer_did: &str) -> NewRecord {
         sig: &sig,
         signer: signer_did,
     };
-    let mut json_head = serde_json::to_string(&head).expect("a record always serializes");
-    json_head.pop(); // the closing brace; the store appends `,"sequence":N}`
+    let json = serde_json::to_string(&head).expect("a record always serializes");
     let levels = envelope.hash_levels();
     NewRecord {
         id,
@@ -66,7 +65,7 @@ pub fn seal(envelope: &Envelope, key: &Keypair, signer_did: &str) -> NewRecord {
         namespace: namespace.to_string(),
         created_at,
         hash_levels: [levels.l0, levels.l1, levels.l2, levels.l3],
-        json_head,
+        json,
     }
 }
 

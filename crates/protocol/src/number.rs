@@ -212,6 +212,9 @@ mod tests {
             ("-1e-10", "-1e-10"),
             ("1.7976931348623157e308", &format!("{:.0}", f64::MAX)),
             ("1e-400", "0"),
+            ("-1e-400", "0"),
+            ("0e5", "0"),
+            ("1e-99999999999999999999", "0"),
             ("18446744073709551617", "18446744073709551617"),
             ("-1180591620717411303424", "-1180591620717411303424"),
         ];
@@ -249,6 +252,10 @@ mod tests {
     fn refuses_bad_tokens() {
         assert_eq!(canonicalize_token("1e400"), Err(NumberError::Overflow));
         assert_eq!(canonicalize_token("-1e400"), Err(NumberError::Overflow));
+        assert_eq!(
+            canonicalize_token("1e99999999999999999999"),
+            Err(NumberError::Overflow)
+        );
         for bad in ["", "-", "01", "1.", ".5", "1e", "+1", "NaN", "1 ", "0x1"] {
             assert_eq!(canonicalize_token(bad), Err(NumberError::Syntax), "{bad:?}");
         }

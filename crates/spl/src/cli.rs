@@ -2,10 +2,11 @@
 
 use std::path::PathBuf;
 
+use clap::builder::NonEmptyStringValueParser;
 use clap::{Args, Parser, Subcommand};
 use serde_json::{Map, Value};
 
-/// The Syncropel CLI: identity, a local steward, records and service accounts.
+/// The Syncropel CLI: identity, a local steward, records, namespaces and service accounts.
 #[derive(Debug, Parser)]
 #[command(name = "spl", version, propagate_version = true)]
 pub struct Cli {
@@ -51,6 +52,9 @@ pub enum Command {
     /// Save or revoke bearer tokens
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Manage the namespace registry that gates writes to `body.namespace`
+    #[command(subcommand)]
+    Namespace(NamespaceCommand),
     /// State a goal (opens a new thread unless --thread is given)
     Intend(IntendArgs),
     /// Record an action taken on a thread
@@ -161,6 +165,37 @@ pub enum TokenCommand {
     Save { token: String },
     /// Revoke a token by its id
     Revoke { token_id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NamespaceCommand {
+    /// Register a namespace, or re-activate an archived one (its parent must be active)
+    Create(CreateNamespaceArgs),
+    /// List registered namespaces, active and archived
+    List,
+    /// Show one namespace
+    Show {
+        /// Namespace id, e.g. acme/payments
+        #[arg(value_parser = NonEmptyStringValueParser::new())]
+        id: String,
+    },
+    /// Archive a namespace: its subtree takes no new writes; its records stay readable
+    Archive {
+        /// Namespace id, e.g. acme/payments
+        #[arg(value_parser = NonEmptyStringValueParser::new())]
+        id: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct CreateNamespaceArgs {
+    /// Namespace id: `/`-separated segments of [a-z0-9_-], e.g. acme/payments
+    #[arg(value_parser = NonEmptyStringValueParser::new())]
+    pub id: String,
+
+    /// What the namespace is for
+    #[arg(long, value_name = "TEXT")]
+    pub description: Option<String>,
 }
 
 /// Options shared by the coordination acts (intend, do, know, learn).
@@ -339,6 +374,28 @@ mod tests {
         };
         assert_eq!(args.scopes, ["records:read", "records:write"]);
         assert_eq!(args.actors, ["did:a", "did:b"]);
+    }
+
+    #[test]
+    fn namespace_create_takes_an_id_and_an_optional_description() {
+        let cli = Cli::try_parse_from([
+            "spl",
+            "namespace",
+            "create",
+            "acme/payments",
+            "--description",
+            "card payments",
+        ])
+        .unwrap();
+        let Command::Namespace(NamespaceCommand::Create(args)) = cli.command else {
+            panic!("parsed into the wrong command");
+        };
+        assert_eq!(args.id, "acme/payments");
+        assert_eq!(args.description.as_deref(), Some("card payments"));
+
+        assert!(Cli::try_parse_from(["spl", "namespace", "create"]).is_err());
+        assert!(Cli::try_parse_from(["spl", "namespace", "show", ""]).is_err());
+        assert!(Cli::try_parse_from(["spl", "namespace", "archive", "acme"]).is_ok());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 mod accounts;
 mod init;
+mod namespaces;
 mod process;
 mod records;
 mod serve;
@@ -64,6 +65,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Token(TokenCommand::Revoke { token_id }) => {
             block_on(accounts::revoke_token(&ctx, &token_id))
         }
+        Command::Namespace(command) => block_on(namespaces::run(&ctx, command)),
         Command::Intend(args) => block_on(records::intend(&ctx, args)),
         Command::Do(args) => block_on(records::act(&ctx, "DO", args)),
         Command::Know(args) => block_on(records::act(&ctx, "KNOW", args)),

@@ -13,6 +13,11 @@ use std::process::ExitCode;
 use clap::Parser;
 use syncropel_client::ClientError;
 
+/// The steward allocates many short-lived buffers per request; mimalloc serves them with less
+/// contention between worker threads than the system allocator.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     match commands::run(cli) {

@@ -414,7 +414,6 @@ async fn run_writer(
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        linger(&mut queue, &mut batch).await;
         let closing = batch.iter().any(|op| matches!(op, WriteOp::Close));
         batch.retain(|op| !matches!(op, WriteOp::Close));
         if !batch.is_empty() {
@@ -429,27 +428,6 @@ async fn run_writer(
         .execute(&mut conn)
         .await;
     let _ = conn.close().await;
-}
-
-/// Under load, handlers are about to enqueue more writes: yielding a few times lets them, so one
-/// commit carries more records. When nothing arrives the cost is a couple of task switches.
-async fn linger(queue: &mut mpsc::Receiver<WriteOp>, batch: &mut Vec<WriteOp>) {
-    let mut quiet_rounds = 0;
-    while batch.len() < MAX_BATCH && quiet_rounds < 2 {
-        tokio::task::yield_now().await;
-        let before = batch.len();
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(op) => batch.push(op),
-                Err(_) => break,
-            }
-        }
-        quiet_rounds = if batch.len() == before {
-            quiet_rounds + 1
-        } else {
-            0
-        };
-    }
 }
 
 /// Outcome of one op inside a batch; the outer `Result` of the batch carries database failures.

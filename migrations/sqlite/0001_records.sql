@@ -38,10 +38,17 @@ CREATE TABLE threads (
 CREATE INDEX threads_tenant_recent ON threads (tenant, last_seq DESC);
 
 -- Full-text index over the string values of each record body (contentless: the text lives in
--- record_json already). rowid = records.seq.
+-- record_json already). rowid = records.seq. Kept off the ingest commit: the writer indexes every
+-- record after `indexed_seq` in one transaction, every few thousand records and before any search.
 CREATE VIRTUAL TABLE records_fts USING fts5 (text, content = '', tokenize = 'unicode61 remove_diacritics 2');
+CREATE TABLE search_index_state (
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    indexed_seq INTEGER NOT NULL
+);
+INSERT INTO search_index_state (id, indexed_seq) VALUES (1, 0);
 
--- Triggers keep the caches inside the inserting statement, so a group commit pays no extra round trips.
+-- The trigger keeps the thread summaries inside the inserting statement, so a group commit pays no
+-- extra round trips.
 CREATE TRIGGER records_after_insert AFTER INSERT ON records
 BEGIN
     INSERT INTO threads (tenant, thread, namespace, record_count, last_clock, last_seq)
@@ -50,8 +57,6 @@ BEGIN
         record_count = record_count + 1,
         last_clock = max(last_clock, excluded.last_clock),
         last_seq = excluded.last_seq;
-    INSERT INTO records_fts (rowid, text)
-    VALUES (new.seq, (SELECT coalesce(group_concat(value, ' '), '') FROM json_tree(new.record_json, '$.body') WHERE type = 'text'));
 END;
 
 CREATE TABLE service_accounts (

@@ -54,9 +54,15 @@ enum WriteOp {
         audit: NewRecord,
         reply: oneshot::Sender<Result<bool>>,
     },
+    /// Bring the full-text index up to date with every committed record.
+    IndexSearch { reply: oneshot::Sender<Result<()>> },
     /// Commit what is queued, then stop.
     Close,
 }
+
+/// The writer indexes for search after this many appends even when nobody searches, so a search
+/// never has a large backlog to wait for.
+const SEARCH_INDEX_EVERY: usize = 4096;
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `url` and applies pending migrations.
@@ -251,6 +257,9 @@ impl RecordStore for SqliteStore {
         let Some(expression) = fts_expression(words) else {
             return Ok(Vec::new());
         };
+        // Read-your-writes: everything committed before this search is indexed first.
+        let (reply, rx) = oneshot::channel();
+        self.submit(WriteOp::IndexSearch { reply }, rx).await?;
         let rows = sqlx::query(
             "SELECT r.seq, r.id, r.thread, r.record_json, -records_fts.rank AS score \
              FROM records_fts JOIN records r ON r.seq = records_fts.rowid \
@@ -413,11 +422,33 @@ async fn run_writer(
     events: broadcast::Sender<Committed>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut unindexed = 0;
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let closing = batch.iter().any(|op| matches!(op, WriteOp::Close));
-        batch.retain(|op| !matches!(op, WriteOp::Close));
-        if !batch.is_empty() {
-            commit_batch(&mut conn, &mut batch, &events).await;
+        let mut closing = false;
+        let mut index_waiters = Vec::new();
+        let mut writes = Vec::with_capacity(batch.len());
+        for op in batch.drain(..) {
+            match op {
+                WriteOp::Close => closing = true,
+                WriteOp::IndexSearch { reply } => index_waiters.push(reply),
+                write => writes.push(write),
+            }
+        }
+        if !writes.is_empty() {
+            unindexed += writes.len();
+            commit_batch(&mut conn, &mut writes, &events).await;
+        }
+        if !index_waiters.is_empty() || unindexed >= SEARCH_INDEX_EVERY {
+            let indexed = index_for_search(&mut conn).await;
+            if indexed.is_ok() {
+                unindexed = 0;
+            }
+            for waiter in index_waiters {
+                let _ = waiter.send(match &indexed {
+                    Ok(()) => Ok(()),
+                    Err(e) => Err(StoreError::WriteFailed(e.to_string())),
+                });
+            }
         }
         if closing {
             break;
@@ -428,6 +459,36 @@ async fn run_writer(
         .execute(&mut conn)
         .await;
     let _ = conn.close().await;
+}
+
+/// Adds every record committed since the last run to the full-text index, in one transaction with
+/// the watermark, so a crash never leaves a record indexed twice or skipped.
+async fn index_for_search(conn: &mut SqliteConnection) -> Result<()> {
+    let result = async {
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+        sqlx::query(
+            "INSERT INTO records_fts (rowid, text) \
+             SELECT seq, (SELECT coalesce(group_concat(value, ' '), '') \
+                          FROM json_tree(record_json, '$.body') WHERE type = 'text') \
+             FROM records WHERE seq > (SELECT indexed_seq FROM search_index_state)",
+        )
+        .execute(&mut *conn)
+        .await?;
+        sqlx::query(
+            "UPDATE search_index_state SET indexed_seq = (SELECT coalesce(max(seq), 0) FROM records)",
+        )
+        .execute(&mut *conn)
+        .await?;
+        sqlx::query("COMMIT").execute(&mut *conn).await?;
+        Ok::<_, sqlx::Error>(())
+    }
+    .await;
+    if let Err(e) = result {
+        let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+        tracing::error!(error = %e, "indexing for search failed; will retry");
+        return Err(e.into());
+    }
+    Ok(())
 }
 
 /// Outcome of one op inside a batch; the outer `Result` of the batch carries database failures.
@@ -486,6 +547,9 @@ async fn commit_batch(
                     WriteOp::Auth { reply, .. } => {
                         let _ = reply.send(Err(failed()));
                     }
+                    WriteOp::IndexSearch { reply } => {
+                        let _ = reply.send(Err(failed()));
+                    }
                     WriteOp::Close => {}
                 }
             }
@@ -533,7 +597,7 @@ async fn write_batch(conn: &mut SqliteConnection, batch: &[WriteOp]) -> Result<V
                 }
                 other => OpOutcome::Auth(other, None),
             },
-            WriteOp::Close => continue,
+            WriteOp::IndexSearch { .. } | WriteOp::Close => continue,
         };
         outcomes.push(outcome);
     }

@@ -228,3 +228,44 @@ async fn committed_records_are_announced_in_sequence_order() {
     }
     store.close().await;
 }
+
+/// The full-text index is brought up to date before every search, incrementally.
+#[tokio::test]
+async fn search_sees_every_record_committed_before_it() {
+    let (_dir, store) = open().await;
+    store
+        .append("t", record("th", "a", 1, "walrus"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .search("t", &["walrus".into()], 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    store
+        .append("t", record("th", "a", 2, "walrus"))
+        .await
+        .unwrap();
+    store
+        .append("t", record("th", "a", 3, "narwhal"))
+        .await
+        .unwrap();
+    let hits = store.search("t", &["walrus".into()], 10).await.unwrap();
+    assert_eq!(
+        hits.len(),
+        2,
+        "the second record is found and the first is not indexed twice"
+    );
+    assert_eq!(
+        store
+            .search("t", &["narwhal".into()], 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    store.close().await;
+}

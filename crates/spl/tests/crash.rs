@@ -1,78 +1,23 @@
 //! Kill -9 of `spl serve` during a write burst: `hub.db` passes `PRAGMA integrity_check`, every
 //! acknowledged record is present after a restart, and nothing is duplicated.
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::future::join_all;
 use serde_json::{json, Value};
 use sqlx::Connection;
 
-fn spl(home: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_spl"));
-    cmd.env("SYNCROPEL_HOME", home)
-        .env_remove("SPL_ENDPOINT")
-        .env_remove("SPL_TOKEN");
-    cmd
-}
-
-/// Starts `spl serve` on a free port and waits until it answers; returns the child and its URL.
-// The child is handed to the caller, which kills and waits for it; clippy cannot see through
-// the returned tuple.
-#[allow(clippy::zombie_processes)]
-fn serve(home: &Path) -> (Child, String) {
-    let _ = std::fs::remove_file(home.join("steward.json"));
-    let mut child = spl(home)
-        .args(["serve", "--port", "0"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(text) = std::fs::read_to_string(home.join("steward.json")) {
-            if let Ok(info) = serde_json::from_str::<Value>(&text) {
-                if info["pid"] == child.id() {
-                    return (child, info["url"].as_str().unwrap().to_string());
-                }
-            }
-        }
-        if Instant::now() >= deadline {
-            // Reap it, so a failed start leaves no stray steward behind.
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("spl serve did not start");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+mod common;
+use common::{bootstrap_admin, ok, run, Steward};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_a_write_burst_loses_no_acknowledged_record() {
     let home = tempfile::tempdir().unwrap();
-    assert!(spl(home.path()).arg("init").status().unwrap().success());
-    let out = spl(home.path())
-        .args([
-            "service-account",
-            "create",
-            "--bootstrap",
-            "--name",
-            "admin",
-            "--scopes",
-            "admin",
-            "--with-token",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    ok(run(home.path(), &["init"]));
+    let token = bootstrap_admin(home.path());
 
-    let (mut child, url) = serve(home.path());
+    let mut steward = Steward::start(home.path(), &[]);
+    let url = steward.url.clone();
     let http = reqwest::Client::new();
     let writers = (0..16).map(|w| {
         let (http, url, token) = (http.clone(), url.clone(), token.clone());
@@ -94,8 +39,7 @@ async fn kill_9_during_a_write_burst_loses_no_acknowledged_record() {
     });
     let writers: Vec<_> = writers.collect();
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    steward.kill_9();
     let acked: Vec<String> = join_all(writers)
         .await
         .into_iter()
@@ -131,7 +75,10 @@ async fn kill_9_during_a_write_burst_loses_no_acknowledged_record() {
     );
 
     // The steward restarts on the same file and serves every acknowledged record.
-    let (mut child, url) = serve(home.path());
+    // The SIGKILLed steward left its steward.json behind.
+    let _ = std::fs::remove_file(home.path().join("steward.json"));
+    let mut steward = Steward::start(home.path(), &[]);
+    let url = steward.url.clone();
     for id in acked.iter().step_by(acked.len() / 50 + 1) {
         let resp = http
             .get(format!("{url}/v1/records/{id}"))
@@ -150,6 +97,5 @@ async fn kill_9_during_a_write_burst_loses_no_acknowledged_record() {
         .await
         .unwrap();
     assert_eq!(resp.status().as_u16(), 201);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    steward.kill_9();
 }

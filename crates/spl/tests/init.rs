@@ -3,29 +3,9 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Output};
 
-fn spl(home: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_spl"))
-        .args(args)
-        .env("SYNCROPEL_HOME", home)
-        .env_remove("SPL_ENDPOINT")
-        .env_remove("SPL_TOKEN")
-        .output()
-        .expect("spl runs")
-}
-
-fn stdout(output: &Output) -> String {
-    assert!(
-        output.status.success(),
-        "spl failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout.clone())
-        .unwrap()
-        .trim()
-        .to_owned()
-}
+mod common;
+use common::{ok, run};
 
 fn mode(path: &Path) -> u32 {
     fs::metadata(path).unwrap().permissions().mode() & 0o777
@@ -36,7 +16,7 @@ fn init_creates_a_private_key_and_config() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
 
-    let did = stdout(&spl(&home, &["init"]));
+    let did = ok(run(&home, &["init"]));
     assert!(did.starts_with("did:key:z6Mk"), "{did}");
 
     let key = home.join("keys/identity.key");
@@ -54,16 +34,16 @@ fn init_creates_a_private_key_and_config() {
 fn rerunning_init_keeps_the_identity() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
-    let first = stdout(&spl(&home, &["init"]));
+    let first = ok(run(&home, &["init"]));
     let key = fs::read(home.join("keys/identity.key")).unwrap();
 
-    let second = spl(&home, &["init"]);
-    assert_eq!(stdout(&second), first);
+    let second = run(&home, &["init"]);
+    assert_eq!(ok(second.clone()), first);
     assert!(second.stderr.is_empty());
     assert_eq!(fs::read(home.join("keys/identity.key")).unwrap(), key);
 
     let json: serde_json::Value =
-        serde_json::from_str(&stdout(&spl(&home, &["--json", "init"]))).unwrap();
+        serde_json::from_str(&ok(run(&home, &["--json", "init"]))).unwrap();
     assert_eq!(json["did"], first.as_str());
     assert_eq!(json["created"], false);
     assert_eq!(json["home"], home.display().to_string());
@@ -73,10 +53,10 @@ fn rerunning_init_keeps_the_identity() {
 fn force_replaces_the_identity_and_warns() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
-    let old = stdout(&spl(&home, &["init"]));
+    let old = ok(run(&home, &["init"]));
 
-    let forced = spl(&home, &["init", "--force"]);
-    let new = stdout(&forced);
+    let forced = run(&home, &["init", "--force"]);
+    let new = ok(forced.clone());
     assert!(new.starts_with("did:key:z6Mk"), "{new}");
     assert_ne!(new, old);
     let warning = String::from_utf8_lossy(&forced.stderr);
@@ -85,5 +65,5 @@ fn force_replaces_the_identity_and_warns() {
     assert_eq!(mode(&home.join("keys/identity.key")), 0o600);
 
     // The new key is the one that stays.
-    assert_eq!(stdout(&spl(&home, &["init"])), new);
+    assert_eq!(ok(run(&home, &["init"])), new);
 }

@@ -72,21 +72,12 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = self.status();
-        let mut response = (
-            status,
+        (
+            self.status(),
             [(header::CONTENT_TYPE, "application/json")],
             self.body().to_string(),
         )
-            .into_response();
-        if self.code == ErrorCode::RateLimited {
-            if let Some(secs) = self.extra.get("retry_after_secs").and_then(Value::as_u64) {
-                if let Ok(value) = secs.to_string().parse() {
-                    response.headers_mut().insert(header::RETRY_AFTER, value);
-                }
-            }
-        }
-        response
+            .into_response()
     }
 }
 

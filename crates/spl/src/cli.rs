@@ -117,6 +117,10 @@ pub struct ServeArgs {
     /// Seconds open requests and streams get to finish on shutdown
     #[arg(long, default_value_t = 10, value_name = "N")]
     pub shutdown_grace_secs: u64,
+
+    /// Switch full-text search off (`POST /v1/records/search` answers 503 SEARCH_DISABLED)
+    #[arg(long, env = "SPL_NO_SEARCH")]
+    pub no_search: bool,
 }
 
 #[derive(Debug, Subcommand)]

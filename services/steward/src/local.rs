@@ -34,6 +34,8 @@ pub struct ServeOptions {
     pub heartbeat: Duration,
     /// How long in-flight requests get to finish after SIGTERM.
     pub shutdown_grace: Duration,
+    /// Serve `POST /v1/records/search`; off answers 503 SEARCH_DISABLED.
+    pub search: bool,
 }
 
 pub struct BootstrapRequest {
@@ -136,7 +138,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), StewardError> {
             max_body_bytes: options.max_body_bytes,
             max_json_depth: options.max_json_depth,
         },
-        search_enabled: true,
+        search_enabled: options.search,
         heartbeat: options.heartbeat,
         shutdown: shutdown.clone(),
     };

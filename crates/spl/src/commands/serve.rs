@@ -57,6 +57,7 @@ pub fn run(ctx: Ctx, args: &ServeArgs) -> Result<ExitCode> {
         max_json_depth: args.max_json_depth,
         heartbeat: Duration::from_secs(args.heartbeat_secs),
         shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
+        search: !args.no_search,
     };
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()

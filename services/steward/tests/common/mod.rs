@@ -28,6 +28,7 @@ pub struct Options {
     pub limits: Limits,
     pub auth: bool,
     pub heartbeat: Duration,
+    pub search: bool,
 }
 
 impl Default for Options {
@@ -36,6 +37,7 @@ impl Default for Options {
             limits: Limits::default(),
             auth: true,
             heartbeat: Duration::from_secs(30),
+            search: true,
         }
     }
 }
@@ -62,7 +64,7 @@ impl TestSteward {
             tokens: Arc::new(TokenCache::default()),
             namespaces: Arc::default(),
             limits: options.limits,
-            search_enabled: true,
+            search_enabled: options.search,
             heartbeat: options.heartbeat,
             shutdown: CancellationToken::new(),
         };

@@ -417,9 +417,15 @@ async fn namespaces_narrow_writes_and_are_folds_of_records() {
 
 #[tokio::test]
 async fn search_switched_off_answers_503_and_says_so_in_health() {
-    let steward = TestSteward::start_with(Options { search: false, ..Options::default() }).await;
+    let steward = TestSteward::start_with(Options {
+        search: false,
+        ..Options::default()
+    })
+    .await;
     let token = steward.admin().await;
-    let (status, body) = steward.post(&token, "/v1/records/search", &json!({"query": "anything"})).await;
+    let (status, body) = steward
+        .post(&token, "/v1/records/search", &json!({"query": "anything"}))
+        .await;
     assert_eq!((status, error_code(&body)), (503, "SEARCH_DISABLED"));
     let (_, health) = steward.get(&token, "/v1/health").await;
     assert_eq!(health["search"], "disabled");

@@ -1,9 +1,10 @@
 //! The record store of a steward: one trait, [`RecordStore`], whose every method takes the tenant first.
 //!
-//! The local backend is SQLite ([`SqliteStore`]); the hosted Postgres backend implements the same
-//! trait, so the steward never knows which one it runs on. Backends are chosen once, by URL scheme
+//! The local backend is SQLite ([`SqliteStore`]); the hosted Postgres backend ([`PgStore`]) implements
+//! the same trait, so the steward never knows which one it runs on. Backends are chosen once, by URL scheme
 //! ([`open`]).
 
+mod postgres;
 pub mod query;
 mod sqlite;
 
@@ -11,6 +12,7 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use tokio::sync::broadcast;
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 /// Errors of the store. The steward maps them to API errors in one place.
@@ -27,7 +29,7 @@ pub enum StoreError {
     ServiceAccountExists(String),
     #[error("unknown service account '{0}'")]
     UnknownServiceAccount(String),
-    #[error("unsupported store URL '{0}': expected sqlite:")]
+    #[error("unsupported store URL '{0}': expected sqlite:, postgres: or postgresql:")]
     UnsupportedUrl(String),
     /// The batch this write was part of was rolled back; nothing of it was stored.
     #[error("write failed and was rolled back: {0}")]
@@ -221,6 +223,8 @@ pub trait RecordStore: Send + Sync + 'static {
 pub async fn open(url: &str) -> Result<std::sync::Arc<dyn RecordStore>> {
     if url.starts_with("sqlite:") {
         Ok(std::sync::Arc::new(SqliteStore::open(url).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(std::sync::Arc::new(PgStore::open(url).await?))
     } else {
         Err(StoreError::UnsupportedUrl(url.to_string()))
     }

@@ -121,6 +121,26 @@ pub struct ServeArgs {
     /// Switch full-text search off (`POST /v1/records/search` answers 503 SEARCH_DISABLED)
     #[arg(long, env = "SPL_NO_SEARCH")]
     pub no_search: bool,
+
+    /// Requests per second allowed from one client address, bursts of 2×N; 0 = no limit.
+    /// Off by default: a steward on your own machine should not throttle its owner.
+    #[arg(
+        long,
+        env = "SPL_RATE_LIMIT_PER_ADDRESS",
+        default_value_t = 0,
+        value_name = "N"
+    )]
+    pub rate_limit_per_address: u32,
+
+    /// Requests per second allowed per token, bursts of 2×N; 0 = no limit.
+    /// Off by default: a steward on your own machine should not throttle its owner.
+    #[arg(
+        long,
+        env = "SPL_RATE_LIMIT_PER_TOKEN",
+        default_value_t = 0,
+        value_name = "N"
+    )]
+    pub rate_limit_per_token: u32,
 }
 
 #[derive(Debug, Subcommand)]

@@ -17,6 +17,7 @@ use crate::auth::TokenCache;
 use crate::error::ApiError;
 use crate::ingest::Identity;
 use crate::namespaces::Namespaces;
+use crate::rate_limit::{limit_by_address, RateLimiters};
 use crate::routes;
 
 /// Limits on what a request may carry.
@@ -52,12 +53,16 @@ pub struct AppState {
     pub tokens: Arc<TokenCache>,
     pub namespaces: Arc<Namespaces>,
     pub limits: Limits,
+    /// Token buckets per client address and per token (see [`crate::rate_limit`]).
+    pub rate_limits: Arc<RateLimiters>,
     pub search_enabled: bool,
     pub heartbeat: Duration,
     /// Cancelled when the steward begins a graceful shutdown; watch streams say goodbye.
     pub shutdown: CancellationToken,
 }
 
+/// The router. Serve it with `into_make_service_with_connect_info::<SocketAddr>()`: the address
+/// rate limit keys on the peer address.
 pub fn router(state: AppState) -> Router {
     let v1 = Router::new()
         .route(
@@ -102,6 +107,12 @@ pub fn router(state: AppState) -> Router {
         // Our own extractor enforces the configured limit with an ApiError; axum's default 2 MiB
         // cap must not cut in first.
         .layer(DefaultBodyLimit::disable())
+        // Before anything else runs, open routes and fallbacks included; inside CORS so that a
+        // browser can read the 429.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limit_by_address,
+        ))
         .layer(CorsLayer::permissive())
         .with_state(state)
 }

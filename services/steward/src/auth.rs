@@ -288,6 +288,8 @@ impl FromRequestParts<AppState> for Caller {
         if grant.expires_at.is_some_and(|at| at <= unix_now()) {
             return Err(invalid_token("this token has expired"));
         }
+        // Only authenticated tokens get a bucket; bad credentials count against the address.
+        state.rate_limits.check_token(&tenant, &token_id)?;
         Ok(Caller {
             tenant,
             grant: Some(grant),

@@ -45,6 +45,15 @@ impl ApiError {
         ApiError::new(ErrorCode::NotFound, message)
     }
 
+    /// `429 RATE_LIMITED` after `wait`: the answer carries `Retry-After` in whole seconds (rounded
+    /// up, at least 1), also given in the envelope as `retry_after_secs`.
+    pub fn rate_limited(message: impl Into<String>, wait: std::time::Duration) -> ApiError {
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        ApiError::new(ErrorCode::RateLimited, message)
+            .with_hint("slow down; retry after the number of seconds in Retry-After")
+            .with_extra("retry_after_secs", secs.max(1))
+    }
+
     pub fn internal(message: impl std::fmt::Display) -> ApiError {
         tracing::error!(error = %message, "internal error");
         ApiError::new(ErrorCode::Internal, "internal error; see the steward's log")
@@ -72,12 +81,18 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
+        let mut response = (
             self.status(),
             [(header::CONTENT_TYPE, "application/json")],
             self.body().to_string(),
         )
-            .into_response()
+            .into_response();
+        if let Some(secs) = self.extra.get("retry_after_secs").and_then(Value::as_u64) {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+        }
+        response
     }
 }
 

@@ -9,6 +9,7 @@ pub mod home;
 pub mod ingest;
 pub mod local;
 pub mod namespaces;
+pub mod rate_limit;
 pub mod routes;
 
 /// Errors that stop a steward from starting or running.

@@ -14,6 +14,7 @@ use crate::app::{router, AppState, Limits};
 use crate::auth::{validate_scopes, TokenCache};
 use crate::home::{Home, StewardInfo};
 use crate::ingest::Identity;
+use crate::rate_limit::{RateLimiters, RateLimits};
 use crate::{unix_now, StewardError};
 
 /// The single tenant of a local steward.
@@ -36,6 +37,9 @@ pub struct ServeOptions {
     pub shutdown_grace: Duration,
     /// Serve `POST /v1/records/search`; off answers 503 SEARCH_DISABLED.
     pub search: bool,
+    /// Rate limits per client address and per token; off by default in local mode (see
+    /// [`RateLimits`]).
+    pub rate_limits: RateLimits,
 }
 
 pub struct BootstrapRequest {
@@ -138,6 +142,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), StewardError> {
             max_body_bytes: options.max_body_bytes,
             max_json_depth: options.max_json_depth,
         },
+        rate_limits: Arc::new(RateLimiters::new(options.rate_limits)),
         search_enabled: options.search,
         heartbeat: options.heartbeat,
         shutdown: shutdown.clone(),
@@ -152,6 +157,11 @@ pub async fn serve(options: ServeOptions) -> Result<(), StewardError> {
         );
     }
 
+    let limits = options.rate_limits;
+    if limits != RateLimits::default() {
+        tracing::info!(per_address = ?limits.per_address, per_token = ?limits.per_token, "rate limits on");
+    }
+
     let url = format!("http://{bound}");
     options.home.write_steward_info(&StewardInfo {
         url: url.clone(),
@@ -162,7 +172,11 @@ pub async fn serve(options: ServeOptions) -> Result<(), StewardError> {
 
     let app = router(state);
     let signal = shutdown.clone();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
         wait_for_signal().await;
         tracing::info!("shutting down: draining requests and streams");
         signal.cancel();

@@ -18,6 +18,7 @@ use serde_json::json;
 use syncropel_client::Client;
 use syncropel_steward::home::Home;
 use syncropel_steward::local::{self, ServeOptions};
+use syncropel_steward::rate_limit::RateLimits;
 use tracing_subscriber::EnvFilter;
 
 use super::{process, Ctx};
@@ -58,6 +59,7 @@ pub fn run(ctx: Ctx, args: &ServeArgs) -> Result<ExitCode> {
         heartbeat: Duration::from_secs(args.heartbeat_secs),
         shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
         search: !args.no_search,
+        rate_limits: RateLimits::per_second(args.rate_limit_per_address, args.rate_limit_per_token),
     };
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the kit
 
+use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +13,7 @@ use syncropel_steward::accounts::{create_service_account, mint};
 use syncropel_steward::app::{router, AppState, Limits};
 use syncropel_steward::auth::TokenCache;
 use syncropel_steward::ingest::Identity;
+use syncropel_steward::rate_limit::{RateLimiters, RateLimits};
 use syncropel_store::{RecordStore, SqliteStore};
 use tokio_util::sync::CancellationToken;
 
@@ -29,6 +31,7 @@ pub struct Options {
     pub auth: bool,
     pub heartbeat: Duration,
     pub search: bool,
+    pub rate_limits: RateLimits,
 }
 
 impl Default for Options {
@@ -38,6 +41,7 @@ impl Default for Options {
             auth: true,
             heartbeat: Duration::from_secs(30),
             search: true,
+            rate_limits: RateLimits::default(),
         }
     }
 }
@@ -64,6 +68,7 @@ impl TestSteward {
             tokens: Arc::new(TokenCache::default()),
             namespaces: Arc::default(),
             limits: options.limits,
+            rate_limits: Arc::new(RateLimiters::new(options.rate_limits)),
             search_enabled: options.search,
             heartbeat: options.heartbeat,
             shutdown: CancellationToken::new(),
@@ -73,10 +78,13 @@ impl TestSteward {
         let app = router(state.clone());
         let shutdown = state.shutdown.clone();
         tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move { shutdown.cancelled().await })
-                .await
-                .unwrap();
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await
+            .unwrap();
         });
         TestSteward {
             url,

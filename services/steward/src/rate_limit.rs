@@ -1,0 +1,283 @@
+//! Rate limits: a token bucket per client address and one per token, both kept by the `governor`
+//! crate (GCRA, which admits exactly what a token bucket of the same rate and burst admits).
+//!
+//! The address limit runs as middleware in front of every route, open ones included, keyed by the
+//! peer address of the connection (`ConnectInfo<SocketAddr>`). The token limit runs in the
+//! [`Caller`](crate::auth::Caller) extractor after the token has been authenticated, so only real
+//! tokens ever get a bucket; floods of bad or missing credentials are the address limit's job.
+//!
+//! A refusal is `429 RATE_LIMITED` with a `Retry-After` header and happens before the handler
+//! runs, so a refused request changes nothing. A refused check takes nothing from the bucket.
+
+use std::hash::Hash;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::app::AppState;
+use crate::error::ApiError;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use governor::clock::Clock;
+use governor::{DefaultKeyedRateLimiter, Quota};
+
+/// One token bucket: refills `per_second` requests each second and holds at most `burst`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimit {
+    pub per_second: NonZeroU32,
+    pub burst: NonZeroU32,
+}
+
+impl RateLimit {
+    /// `n` requests per second with a burst of `2 × n`; `0` means no limit.
+    pub fn per_second(n: u32) -> Option<RateLimit> {
+        Some(RateLimit {
+            per_second: NonZeroU32::new(n)?,
+            burst: NonZeroU32::new(n.saturating_mul(2))?,
+        })
+    }
+
+    fn quota(self) -> Quota {
+        Quota::per_second(self.per_second).allow_burst(self.burst)
+    }
+}
+
+/// Which limits a steward enforces; `None` switches a limit off.
+///
+/// The default is off for both: a local steward serves its owner on their own machine, and a
+/// laptop steward must not throttle the person it belongs to (a script replaying a backlog, a burst
+/// of `spl` commands). The hosted steward, which faces the internet, turns them on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RateLimits {
+    /// Per client address (IPv4 address, or IPv6 /64 network), on every route.
+    pub per_address: Option<RateLimit>,
+    /// Per authenticated token (tenant + token id), on every authenticated route.
+    pub per_token: Option<RateLimit>,
+}
+
+impl RateLimits {
+    /// Both limits in requests per second (burst `2 × n`); `0` switches a limit off.
+    pub fn per_second(per_address: u32, per_token: u32) -> RateLimits {
+        RateLimits {
+            per_address: RateLimit::per_second(per_address),
+            per_token: RateLimit::per_second(per_token),
+        }
+    }
+}
+
+/// Sweep a keyed limiter of idle keys after this many checks, so its memory stays bounded by the
+/// keys active in the last few seconds; the cost of a sweep is spread over the checks before it.
+const SWEEP_EVERY: u64 = 4096;
+
+/// A keyed limiter that forgets idle keys every [`SWEEP_EVERY`] checks.
+struct Keyed<K: Hash + Eq + Clone> {
+    limit: RateLimit,
+    limiter: DefaultKeyedRateLimiter<K>,
+    checks: AtomicU64,
+}
+
+impl<K: Hash + Eq + Clone> Keyed<K> {
+    fn new(limit: RateLimit) -> Keyed<K> {
+        Keyed {
+            limit,
+            limiter: DefaultKeyedRateLimiter::keyed(limit.quota()),
+            checks: AtomicU64::new(0),
+        }
+    }
+
+    /// `Err(wait)` when `key` is over its quota: how long until one more request would pass.
+    fn check(&self, key: &K) -> Result<(), Duration> {
+        if self.checks.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
+            self.sweep();
+        }
+        self.limiter
+            .check_key(key)
+            .map_err(|not_until| not_until.wait_time_from(self.limiter.clock().now()))
+    }
+
+    /// Drops every key whose bucket has refilled completely (indistinguishable from a new one).
+    fn sweep(&self) {
+        self.limiter.retain_recent();
+        self.limiter.shrink_to_fit();
+    }
+
+    fn refusal(&self, which: &str, wait: Duration) -> ApiError {
+        ApiError::rate_limited(
+            format!(
+                "rate limit per {which} exceeded: {} requests per second, bursts of {}",
+                self.limit.per_second, self.limit.burst
+            ),
+            wait,
+        )
+        .with_extra("limit", format!("per_{which}"))
+    }
+}
+
+/// The live limiters of a steward. Cheap to share behind an `Arc`.
+pub struct RateLimiters {
+    per_address: Option<Keyed<IpAddr>>,
+    per_token: Option<Keyed<(String, String)>>,
+}
+
+impl RateLimiters {
+    pub fn new(limits: RateLimits) -> RateLimiters {
+        RateLimiters {
+            per_address: limits.per_address.map(Keyed::new),
+            per_token: limits.per_token.map(Keyed::new),
+        }
+    }
+
+    pub fn limits(&self) -> RateLimits {
+        RateLimits {
+            per_address: self.per_address.as_ref().map(|k| k.limit),
+            per_token: self.per_token.as_ref().map(|k| k.limit),
+        }
+    }
+
+    /// Counts one request from `addr` against the address limit.
+    pub fn check_address(&self, addr: IpAddr) -> Result<(), ApiError> {
+        let Some(keyed) = &self.per_address else {
+            return Ok(());
+        };
+        keyed
+            .check(&address_key(addr))
+            .map_err(|wait| keyed.refusal("address", wait))
+    }
+
+    /// Counts one request made with the token `token_id` of `tenant` against the token limit.
+    pub fn check_token(&self, tenant: &str, token_id: &str) -> Result<(), ApiError> {
+        let Some(keyed) = &self.per_token else {
+            return Ok(());
+        };
+        keyed
+            .check(&(tenant.to_string(), token_id.to_string()))
+            .map_err(|wait| keyed.refusal("token", wait))
+    }
+
+    /// Drops the buckets of idle keys now (it also happens by itself every few thousand checks).
+    pub fn sweep(&self) {
+        if let Some(keyed) = &self.per_address {
+            keyed.sweep();
+        }
+        if let Some(keyed) = &self.per_token {
+            keyed.sweep();
+        }
+    }
+
+    /// How many keys each limiter holds: `(addresses, tokens)`.
+    pub fn tracked(&self) -> (usize, usize) {
+        (
+            self.per_address.as_ref().map_or(0, |k| k.limiter.len()),
+            self.per_token.as_ref().map_or(0, |k| k.limiter.len()),
+        )
+    }
+}
+
+impl Default for RateLimiters {
+    fn default() -> RateLimiters {
+        RateLimiters::new(RateLimits::default())
+    }
+}
+
+/// The bucket an address counts against. An IPv6 host usually holds a whole /64, so its addresses
+/// share one bucket; an IPv4-mapped IPv6 address counts as its IPv4 address.
+fn address_key(addr: IpAddr) -> IpAddr {
+    match addr.to_canonical() {
+        IpAddr::V6(v6) => {
+            let network = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(Ipv6Addr::from(network))
+        }
+        v4 => v4,
+    }
+}
+
+/// Middleware: the address limit, in front of every route.
+pub async fn limit_by_address(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if state.rate_limits.per_address.is_some() {
+        let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>().copied()
+        else {
+            return ApiError::internal(
+                "the address rate limit is on but the server was not started with \
+                 into_make_service_with_connect_info::<SocketAddr>()",
+            )
+            .into_response();
+        };
+        if let Err(refusal) = state.rate_limits.check_address(peer.ip()) {
+            return refusal.into_response();
+        }
+    }
+    next.run(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use syncropel_protocol::ErrorCode;
+
+    use super::*;
+
+    #[test]
+    fn zero_switches_a_limit_off_and_burst_is_twice_the_rate() {
+        assert_eq!(RateLimit::per_second(0), None);
+        let limit = RateLimit::per_second(5).unwrap();
+        assert_eq!((limit.per_second.get(), limit.burst.get()), (5, 10));
+        let huge = RateLimit::per_second(u32::MAX).unwrap();
+        assert_eq!(huge.burst.get(), u32::MAX);
+        assert_eq!(RateLimits::default(), RateLimits::per_second(0, 0));
+    }
+
+    #[test]
+    fn a_bucket_admits_its_burst_then_refuses_with_a_wait() {
+        let limiters = RateLimiters::new(RateLimits::per_second(0, 1));
+        assert!(limiters.check_token("t", "a").is_ok());
+        assert!(limiters.check_token("t", "a").is_ok());
+        let refusal = limiters.check_token("t", "a").unwrap_err();
+        assert_eq!(refusal.code, ErrorCode::RateLimited);
+        assert!(refusal.extra["retry_after_secs"].as_u64().unwrap() >= 1);
+        assert!(limiters.check_token("t", "b").is_ok());
+        assert!(limiters.check_token("other", "a").is_ok());
+        // The address limit is off.
+        for _ in 0..100 {
+            assert!(limiters.check_address([127, 0, 0, 1].into()).is_ok());
+        }
+    }
+
+    #[test]
+    fn ipv6_hosts_share_their_64_and_mapped_ipv4_is_ipv4() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(address_key(a), address_key(b));
+        assert_ne!(address_key(a), address_key(c));
+        let mapped: IpAddr = "::ffff:10.0.0.7".parse().unwrap();
+        assert_eq!(address_key(mapped), "10.0.0.7".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn sweeping_forgets_idle_keys() {
+        let limiters = RateLimiters::new(RateLimits::per_second(1000, 0));
+        for i in 0..=255u8 {
+            limiters.check_address([10, 0, 0, i].into()).unwrap();
+        }
+        assert_eq!(limiters.tracked().0, 256);
+        // One request out of a 2000 burst refills in 1 ms.
+        std::thread::sleep(Duration::from_millis(20));
+        limiters.sweep();
+        assert_eq!(limiters.tracked().0, 0);
+    }
+
+    #[test]
+    fn idle_keys_are_swept_without_being_asked() {
+        let limiters = RateLimiters::new(RateLimits::per_second(1000, 0));
+        for i in 0..SWEEP_EVERY - 1 {
+            let [a, b, ..] = i.to_le_bytes();
+            limiters.check_address([10, 1, b, a].into()).unwrap();
+        }
+        assert_eq!(limiters.tracked().0, SWEEP_EVERY as usize - 1);
+        std::thread::sleep(Duration::from_millis(20));
+        // The next check sweeps first: only its own key is left.
+        limiters.check_address([192, 0, 2, 1].into()).unwrap();
+        assert_eq!(limiters.tracked().0, 1);
+    }
+}

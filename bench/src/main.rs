@@ -356,6 +356,37 @@ async fn finish(res: reqwest::Result<reqwest::Response>, expect: StatusCode) -> 
     }
 }
 
+/// A closed-loop run reported as `{<unit>, secs, <unit>_per_sec, errors, clients}` plus latencies.
+async fn throughput<F, Fut>(
+    unit: &str,
+    clients: usize,
+    warmup_secs: u64,
+    duration_secs: u64,
+    op: F,
+) -> Result<serde_json::Value>
+where
+    F: Fn(Client, u64) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Outcome> + Send,
+{
+    let (t, secs) = closed_loop(
+        clients,
+        Duration::from_secs(warmup_secs),
+        Duration::from_secs(duration_secs.max(1)),
+        op,
+    )
+    .await?;
+    let mut report = serde_json::Map::new();
+    report.insert(unit.to_string(), json!(t.ok));
+    report.insert("secs".into(), json!(secs));
+    report.insert(format!("{unit}_per_sec"), json!(round3(t.ok as f64 / secs)));
+    report.insert("errors".into(), json!(t.errors));
+    report.insert("clients".into(), json!(clients));
+    Ok(merge(
+        serde_json::Value::Object(report),
+        latency_json(&t.hist),
+    ))
+}
+
 /// Run `clients` closed loops for `warmup + duration`; only requests that
 /// complete inside the measured window are counted.
 async fn closed_loop<F, Fut>(
@@ -507,23 +538,7 @@ async fn post_bench(a: PostArgs) -> Result<serde_json::Value> {
             .body(body);
         async move { finish(req.send().await, StatusCode::CREATED).await }
     };
-    let (t, secs) = closed_loop(
-        a.clients,
-        Duration::from_secs(a.warmup_secs),
-        Duration::from_secs(a.duration_secs.max(1)),
-        op,
-    )
-    .await?;
-    Ok(merge(
-        json!({
-            "records": t.ok,
-            "secs": secs,
-            "records_per_sec": round3(t.ok as f64 / secs),
-            "errors": t.errors,
-            "clients": a.clients,
-        }),
-        latency_json(&t.hist),
-    ))
+    throughput("records", a.clients, a.warmup_secs, a.duration_secs, op).await
 }
 
 async fn health_bench(a: HealthArgs) -> Result<serde_json::Value> {
@@ -532,23 +547,7 @@ async fn health_bench(a: HealthArgs) -> Result<serde_json::Value> {
         let req = client.get(url.as_str());
         async move { finish(req.send().await, StatusCode::OK).await }
     };
-    let (t, secs) = closed_loop(
-        a.clients,
-        Duration::from_secs(a.warmup_secs),
-        Duration::from_secs(a.duration_secs.max(1)),
-        op,
-    )
-    .await?;
-    Ok(merge(
-        json!({
-            "requests": t.ok,
-            "secs": secs,
-            "requests_per_sec": round3(t.ok as f64 / secs),
-            "errors": t.errors,
-            "clients": a.clients,
-        }),
-        latency_json(&t.hist),
-    ))
+    throughput("requests", a.clients, a.warmup_secs, a.duration_secs, op).await
 }
 
 async fn seed(a: SeedArgs) -> Result<serde_json::Value> {

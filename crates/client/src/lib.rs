@@ -315,19 +315,8 @@ fn page(value: Value) -> Result<Page, ClientError> {
         }
         other => Err(ClientError::Decode(format!(
             "expected a list answer, got {}",
-            type_name(&other)
+            syncropel_protocol::json_type_name(&other)
         ))),
-    }
-}
-
-fn type_name(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 

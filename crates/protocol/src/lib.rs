@@ -31,7 +31,7 @@ pub use namespace::{
     MAX_NAMESPACE_SEGMENT_LEN,
 };
 pub use number::MAX_INTEGER_DIGITS;
-pub use record::Envelope;
+pub use record::{json_type_name, Envelope};
 pub use secrets::{check_secret_fields, is_credential_kind, CREDENTIAL_ALLOWED_FIELDS};
 pub use thread::{
     is_config_thread, is_server_only_thread, validate_thread, CONFIG_THREADS, MAX_THREAD_BYTES,

@@ -56,7 +56,7 @@ impl Envelope {
         let Value::Object(mut map) = value else {
             return Err(ProtocolError::validation(
                 "envelope",
-                format!("must be a JSON object, got {}", type_name(&value)),
+                format!("must be a JSON object, got {}", json_type_name(&value)),
             ));
         };
         let act = match map.get("act") {
@@ -190,7 +190,10 @@ fn parse_parents(value: Option<Value>) -> Result<Vec<String>, ProtocolError> {
             Value::String(s) => Ok(s),
             other => Err(ProtocolError::validation(
                 "parents",
-                format!("every parent must be a string, got {}", type_name(&other)),
+                format!(
+                    "every parent must be a string, got {}",
+                    json_type_name(&other)
+                ),
             )),
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -211,7 +214,7 @@ fn validate_body(body: &Map<String, Value>) -> Result<(), ProtocolError> {
         }
         Some(other) => {
             return Err(ProtocolError::InvalidKind {
-                kind: format!("({})", type_name(other)),
+                kind: format!("({})", json_type_name(other)),
                 reason: "must be a string".to_owned(),
             })
         }
@@ -221,7 +224,7 @@ fn validate_body(body: &Map<String, Value>) -> Result<(), ProtocolError> {
         Some(Value::String(ns)) => validate_namespace_id(ns)?,
         Some(other) => {
             return Err(ProtocolError::NamespaceIdInvalid {
-                namespace: format!("({})", type_name(other)),
+                namespace: format!("({})", json_type_name(other)),
                 reason: "must be a string".to_owned(),
             })
         }
@@ -232,12 +235,13 @@ fn validate_body(body: &Map<String, Value>) -> Result<(), ProtocolError> {
 fn wrong_type(field: &'static str, got: Option<&Value>, want: &str) -> ProtocolError {
     let reason = match got {
         None => "is required".to_owned(),
-        Some(v) => format!("must be {want}, got {}", type_name(v)),
+        Some(v) => format!("must be {want}, got {}", json_type_name(v)),
     };
     ProtocolError::validation(field, reason)
 }
 
-fn type_name(value: &Value) -> &'static str {
+/// How a JSON value's type reads in an error message ("a string", "an object", ...).
+pub fn json_type_name(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

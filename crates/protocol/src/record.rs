@@ -64,9 +64,16 @@ impl Envelope {
             other => return Err(wrong_type("act", other, "a string")),
         };
         let actor = match map.remove("actor") {
-            Some(Value::String(s)) if !s.is_empty() => s,
-            Some(Value::String(_)) => {
+            // A NUL cannot be stored as text by every backend (Postgres), so no steward accepts one.
+            Some(Value::String(s)) if !s.is_empty() && !s.contains('\0') => s,
+            Some(Value::String(s)) if s.is_empty() => {
                 return Err(ProtocolError::validation("actor", "must not be empty"))
+            }
+            Some(Value::String(_)) => {
+                return Err(ProtocolError::validation(
+                    "actor",
+                    "must not contain a NUL character",
+                ))
             }
             other => return Err(wrong_type("actor", other.as_ref(), "a string")),
         };

@@ -80,6 +80,7 @@ fn envelope_field_refusals() {
         r#"{"act":"PUT","clock":1,"thread":"t"}"#.to_owned(),
         r#"{"act":"PUT","actor":"","clock":1,"thread":"t"}"#.to_owned(),
         r#"{"act":"PUT","actor":7,"clock":1,"thread":"t"}"#.to_owned(),
+        r#"{"act":"PUT","actor":"did:example:a\u0000b","clock":1,"thread":"t"}"#.to_owned(),
         r#"{"act":"PUT","actor":"a","thread":"t"}"#.to_owned(),
         r#"{"act":"PUT","actor":"a","clock":null,"thread":"t"}"#.to_owned(),
         r#"{"act":"PUT","actor":"a","clock":-1,"thread":"t"}"#.to_owned(),

@@ -634,15 +634,11 @@ async fn malformed_json_is_invalid_json() {
 
 /// POSTs `body` to `path` with no credential at all.
 async fn post_anonymous(steward: &TestSteward, path: &str, body: &Value) -> (u16, Value) {
-    let resp = steward
+    let request = steward
         .http
         .post(format!("{}{path}", steward.url))
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
+        .json(body);
+    steward.send(request).await
 }
 
 #[tokio::test]

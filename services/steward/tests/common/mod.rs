@@ -123,17 +123,20 @@ impl TestSteward {
         self.token(&["admin"], &[]).await
     }
 
+    /// Sends a request and returns its status and JSON body (`null` when the body is not JSON).
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> (u16, Value) {
+        let resp = request.send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
     pub async fn post(&self, token: &str, path: &str, body: &Value) -> (u16, Value) {
-        let resp = self
+        let request = self
             .http
             .post(format!("{}{path}", self.url))
             .bearer_auth(token)
-            .json(body)
-            .send()
-            .await
-            .unwrap();
-        let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap_or(Value::Null))
+            .json(body);
+        self.send(request).await
     }
 
     pub async fn post_raw(
@@ -142,29 +145,21 @@ impl TestSteward {
         path: &str,
         body: impl Into<reqwest::Body>,
     ) -> (u16, Value) {
-        let resp = self
+        let request = self
             .http
             .post(format!("{}{path}", self.url))
             .bearer_auth(token)
             .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap_or(Value::Null))
+            .body(body);
+        self.send(request).await
     }
 
     pub async fn get(&self, token: &str, path: &str) -> (u16, Value) {
-        let resp = self
+        let request = self
             .http
             .get(format!("{}{path}", self.url))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap();
-        let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap_or(Value::Null))
+            .bearer_auth(token);
+        self.send(request).await
     }
 
     /// How many client records the tenant holds (through the API, leaving out the steward's own

@@ -71,6 +71,10 @@ error_codes! {
     ConsentDenied => ("CONSENT_DENIED", 403),
     UnauthenticatedInitiator => ("UNAUTHENTICATED_INITIATOR", 403),
     TenantLimitReached => ("TENANT_LIMIT_REACHED", 403),
+    /// A suspended tenant is read-only until the platform resumes it.
+    TenantSuspended => ("TENANT_SUSPENDED", 403),
+    /// A deleted tenant is read-only (export still works) until its grace period ends.
+    TenantDeleted => ("TENANT_DELETED", 403),
     NotFound => ("NOT_FOUND", 404),
     MethodNotAllowed => ("METHOD_NOT_ALLOWED", 405),
     BootstrapClosed => ("BOOTSTRAP_CLOSED", 409),

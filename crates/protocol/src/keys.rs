@@ -48,9 +48,14 @@ impl Keypair {
         did_key_from_public(&self.public_key())
     }
 
-    /// Pure Ed25519 (no prehash) signature as 128 lower-case hex characters.
+    /// Pure Ed25519 (no prehash) signature.
+    pub fn sign(&self, msg: &[u8]) -> [u8; 64] {
+        self.signing.sign(msg).to_bytes()
+    }
+
+    /// [`Keypair::sign`] as 128 lower-case hex characters.
     pub fn sign_hex(&self, msg: &[u8]) -> String {
-        hex::encode(self.signing.sign(msg).to_bytes())
+        hex::encode(self.sign(msg))
     }
 }
 

@@ -105,6 +105,29 @@ impl PgStore {
         })
     }
 
+    /// The connection pool, for the hosted platform's own tables (tenants, provisioning).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Deletes everything stored for `tenant` (records, thread summaries, its counter, service
+    /// accounts, tokens) inside the caller's transaction: the end of a deleted tenant's grace period.
+    pub async fn purge_tenant(conn: &mut PgConnection, tenant: &str) -> Result<(), sqlx::Error> {
+        for table in [
+            "records",
+            "threads",
+            "tenant_counters",
+            "service_accounts",
+            "tokens",
+        ] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE tenant = $1"))
+                .bind(tenant)
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// `EXPLAIN (FORMAT JSON)` of the exact query [`RecordStore::list`] runs, for tests and
     /// operators: the plan must touch exactly one `records_p*` partition. With `generic_plan` the
     /// query is planned as a cached statement is after a few executions: once, with the tenant

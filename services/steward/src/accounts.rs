@@ -58,12 +58,26 @@ pub async fn create_service_account(
     scopes: Vec<String>,
     allowed_actors: Vec<String>,
 ) -> ApiResult<ServiceAccount> {
+    let id = new_service_account_id();
+    create_service_account_with_id(store, tenant, identity, id, name, scopes, allowed_actors).await
+}
+
+/// [`create_service_account`] under a given id (the platform's `sa-bootstrap-env`).
+pub async fn create_service_account_with_id(
+    store: &dyn RecordStore,
+    tenant: &str,
+    identity: &Identity,
+    id: String,
+    name: &str,
+    scopes: Vec<String>,
+    allowed_actors: Vec<String>,
+) -> ApiResult<ServiceAccount> {
     if name.trim().is_empty() || name.len() > 128 {
         return Err(ApiError::validation("name must be 1-128 characters"));
     }
     validate_scopes(&scopes)?;
     let sa = ServiceAccount {
-        id: new_service_account_id(),
+        id,
         name: name.to_string(),
         scopes,
         allowed_actors,
@@ -95,10 +109,24 @@ pub async fn mint(
     sa_id: &str,
     ttl_seconds: Option<i64>,
 ) -> ApiResult<MintedToken> {
+    let (token, _) = mint_token(env, sa_id);
+    install_token(store, tenant, identity, sa_id, token, ttl_seconds).await
+}
+
+/// Records a token whose plaintext was chosen elsewhere (the platform's bootstrap token); only
+/// its hash is stored.
+pub async fn install_token(
+    store: &dyn RecordStore,
+    tenant: &str,
+    identity: &Identity,
+    sa_id: &str,
+    token: String,
+    ttl_seconds: Option<i64>,
+) -> ApiResult<MintedToken> {
     if ttl_seconds.is_some_and(|t| t <= 0) {
         return Err(ApiError::validation("ttl_seconds must be positive"));
     }
-    let (token, token_id) = mint_token(env, sa_id);
+    let token_id = syncropel_protocol::sha256_hex(token.as_bytes());
     let created_at = unix_now();
     let expires_at = ttl_seconds.map(|t| created_at.saturating_add(t));
     let event = object(json!({

@@ -1,6 +1,5 @@
 //! Application state and the router: every route of the steward in one table.
 
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,10 +14,10 @@ use tower_http::cors::CorsLayer;
 
 use crate::auth::TokenCache;
 use crate::error::ApiError;
-use crate::ingest::Identity;
 use crate::namespaces::Namespaces;
 use crate::rate_limit::{limit_by_address, RateLimiters};
 use crate::routes;
+use crate::tenant::Tenancy;
 
 /// Limits on what a request may carry.
 #[derive(Clone, Copy, Debug)]
@@ -42,14 +41,11 @@ impl Default for Limits {
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<dyn RecordStore>,
-    /// The tenant this steward serves (local mode has exactly one).
-    pub tenant: String,
-    /// The tenant's identity: signs every record ingested here.
-    pub identity: Identity,
+    /// Where each request's tenant (and the identity that signs its records) comes from.
+    pub tenancy: Tenancy,
     /// Token environment label (`spl_<env>_…`).
     pub env: Arc<str>,
     pub auth_enforced: bool,
-    pub bootstrapped: Arc<AtomicBool>,
     pub tokens: Arc<TokenCache>,
     pub namespaces: Arc<Namespaces>,
     pub limits: Limits,
@@ -69,6 +65,7 @@ pub fn router(state: AppState) -> Router {
             "/records",
             post(routes::records::create).get(routes::records::list),
         )
+        .route("/records/batch", post(routes::records::create_batch))
         .route("/records/query", post(routes::query::query))
         .route("/records/search", post(routes::search::search))
         .route("/records/{id}", get(routes::records::get_one))
@@ -98,11 +95,15 @@ pub fn router(state: AppState) -> Router {
             post(routes::accounts::bootstrap),
         );
 
-    Router::new()
+    let mut root = Router::new()
         .route("/health", get(routes::health::open))
         .route("/ready", get(routes::health::ready))
-        .nest("/v1", v1)
-        .fallback(routes::not_found)
+        .route("/.well-known/syncropel", get(routes::manifest::well_known))
+        .nest("/v1", v1);
+    if matches!(state.tenancy, Tenancy::Hosted(_)) {
+        root = root.merge(crate::hosted::provision::routes());
+    }
+    root.fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         // Our own extractor enforces the configured limit with an ApiError; axum's default 2 MiB
         // cap must not cut in first.

@@ -1,21 +1,24 @@
 //! Who is calling: bearer tokens (`Authorization: Bearer` or `x-api-key`), scopes and actor claims.
 //!
-//! A token is `spl_<env>_<sa_id>_<secret>`; only its id (SHA-256 of the whole string) is stored.
-//! Lookups are cached briefly; a revocation through this steward evicts the entry at once.
+//! A token is `spl_<env>_<sa_id>_<secret>`; only its id (SHA-256 of the whole string) is stored,
+//! and it is looked up within the request's tenant only. Local stewards cache lookups briefly (a
+//! revocation through the steward evicts at once); hosted replicas do not cache, so a revocation
+//! through any replica holds on every replica at once.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use rand::distributions::{Alphanumeric, DistString};
+use subtle::ConstantTimeEq;
 use syncropel_protocol::{sha256_hex, ErrorCode};
 use syncropel_store::TokenGrant;
 
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::tenant::{CurrentTenant, Tenant};
 use crate::unix_now;
 
 /// The scopes of PROTOCOL §10.2. Grains (`thread:<id>:read`, ...) narrow them to one resource.
@@ -90,7 +93,7 @@ fn parse_grain(scope: &str) -> Option<(&str, &str, &str)> {
 /// The authenticated caller of a request, within its tenant.
 #[derive(Clone, Debug)]
 pub struct Caller {
-    pub tenant: String,
+    pub tenant: Arc<Tenant>,
     /// `None` when auth is switched off (`--insecure-localhost`): everything is allowed.
     pub grant: Option<Arc<TokenGrant>>,
 }
@@ -181,27 +184,42 @@ fn scope_forbidden(required: &str) -> ApiError {
 /// `(tenant, token_id)` -> the grant and when it was looked up.
 type CachedGrants = HashMap<(String, String), (Arc<TokenGrant>, Instant)>;
 
-/// Cached token lookups. Only hits are cached; entries live [`TOKEN_CACHE_TTL`].
-#[derive(Default)]
+/// Cached token lookups. Only hits are cached, for `ttl`; a zero `ttl` caches nothing.
 pub struct TokenCache {
+    ttl: Duration,
     entries: RwLock<CachedGrants>,
 }
 
-const TOKEN_CACHE_TTL: Duration = Duration::from_secs(2);
+/// How long a local steward trusts a looked-up token.
+pub const LOCAL_TOKEN_CACHE_TTL: Duration = Duration::from_secs(2);
 
 impl TokenCache {
+    pub fn new(ttl: Duration) -> TokenCache {
+        TokenCache {
+            ttl,
+            entries: RwLock::default(),
+        }
+    }
+
     fn get(&self, tenant: &str, token_id: &str) -> Option<Arc<TokenGrant>> {
+        if self.ttl.is_zero() {
+            return None;
+        }
         let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
         entries
             .get(&(tenant.to_string(), token_id.to_string()))
-            .filter(|(_, at)| at.elapsed() < TOKEN_CACHE_TTL)
+            .filter(|(_, at)| at.elapsed() < self.ttl)
             .map(|(grant, _)| grant.clone())
     }
 
     fn put(&self, tenant: &str, grant: Arc<TokenGrant>) {
+        if self.ttl.is_zero() {
+            return;
+        }
         let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
         if entries.len() > 10_000 {
-            entries.retain(|_, (_, at)| at.elapsed() < TOKEN_CACHE_TTL);
+            let ttl = self.ttl;
+            entries.retain(|_, (_, at)| at.elapsed() < ttl);
         }
         entries.insert(
             (tenant.to_string(), grant.token_id.clone()),
@@ -244,16 +262,16 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Caller, ApiError> {
-        let tenant = state.tenant.clone();
+        let CurrentTenant(tenant) = CurrentTenant::from_request_parts(parts, state).await?;
         if !state.auth_enforced {
             return Ok(Caller {
                 tenant,
                 grant: None,
             });
         }
-        if !state.bootstrapped.load(Ordering::Acquire) {
-            if state.store.has_service_accounts(&tenant).await? {
-                state.bootstrapped.store(true, Ordering::Release);
+        if !tenant.is_bootstrapped() {
+            if state.store.has_service_accounts(&tenant.id).await? {
+                tenant.mark_bootstrapped();
             } else {
                 return Err(ApiError::new(
                     ErrorCode::BootstrapRequired,
@@ -269,16 +287,20 @@ impl FromRequestParts<AppState> for Caller {
             );
         };
         let token_id = sha256_hex(token.as_bytes());
-        let grant = match state.tokens.get(&tenant, &token_id) {
+        let grant = match state.tokens.get(&tenant.id, &token_id) {
             Some(grant) => grant,
             None => {
-                // Looked up by the SHA-256 of the token, never by the token itself: how long the
-                // lookup takes says nothing about the secret, so no comparison of secrets happens.
-                let Some(found) = state.store.token(&tenant, &token_id).await? else {
+                // Looked up by the SHA-256 of the token, never by the token itself, so the
+                // lookup's timing says nothing about the secret; the final comparison of the
+                // hashes is constant-time as well.
+                let found = state.store.token(&tenant.id, &token_id).await?;
+                let Some(found) =
+                    found.filter(|g| bool::from(g.token_id.as_bytes().ct_eq(token_id.as_bytes())))
+                else {
                     return Err(invalid_token("unknown token"));
                 };
                 let found = Arc::new(found);
-                state.tokens.put(&tenant, found.clone());
+                state.tokens.put(&tenant.id, found.clone());
                 found
             }
         };
@@ -289,7 +311,7 @@ impl FromRequestParts<AppState> for Caller {
             return Err(invalid_token("this token has expired"));
         }
         // Only authenticated tokens get a bucket; bad credentials count against the address.
-        state.rate_limits.check_token(&tenant, &token_id)?;
+        state.rate_limits.check_token(&tenant.id, &token_id)?;
         Ok(Caller {
             tenant,
             grant: Some(grant),

@@ -1,16 +1,20 @@
 //! The Syncropel steward: the axum application that `spl serve` runs locally and the hosted binary
-//! runs for many tenants.
+//! (`steward`, see `main.rs`) runs for many tenants.
 
 pub mod accounts;
 pub mod app;
 pub mod auth;
 pub mod error;
 pub mod home;
+pub mod hosted;
 pub mod ingest;
 pub mod local;
+pub mod manifest;
 pub mod namespaces;
 pub mod rate_limit;
 pub mod routes;
+pub mod server;
+pub mod tenant;
 
 /// Errors that stop a steward from starting or running.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +29,8 @@ pub enum StewardError {
     Store(#[from] syncropel_store::StoreError),
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
 }
 
 /// Seconds since the Unix epoch.

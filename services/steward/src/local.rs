@@ -1,7 +1,6 @@
 //! Local mode: `spl serve` runs the steward for the one tenant of a home, on its SQLite store.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,10 +10,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::accounts::{create_service_account, mint};
 use crate::app::{router, AppState, Limits};
-use crate::auth::{validate_scopes, TokenCache};
+use crate::auth::{validate_scopes, TokenCache, LOCAL_TOKEN_CACHE_TTL};
 use crate::home::{Home, StewardInfo};
 use crate::ingest::Identity;
 use crate::rate_limit::{RateLimiters, RateLimits};
+use crate::tenant::{Tenancy, Tenant, TenantStatus};
 use crate::{unix_now, StewardError};
 
 /// The single tenant of a local steward.
@@ -120,6 +120,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), StewardError> {
         )));
     }
     let identity = Identity::new(options.home.keypair()?);
+    let did = identity.did.clone();
     let addr = SocketAddr::new(ip, options.port);
     let listener = TcpListener::bind(addr).await.map_err(|e| match e.kind() {
         std::io::ErrorKind::AddrInUse => StewardError::PortInUse(addr),
@@ -129,14 +130,18 @@ pub async fn serve(options: ServeOptions) -> Result<(), StewardError> {
     let store = open_store(&options.home, options.memory).await?;
 
     let shutdown = CancellationToken::new();
+    let tenant = Tenant::new(
+        LOCAL_TENANT.to_string(),
+        identity,
+        TenantStatus::Active,
+        false,
+    );
     let state = AppState {
         store: store.clone(),
-        tenant: LOCAL_TENANT.to_string(),
-        identity: identity.clone(),
+        tenancy: Tenancy::Single(Arc::new(tenant)),
         env: LOCAL_ENV.into(),
         auth_enforced: !options.insecure_localhost,
-        bootstrapped: Arc::new(AtomicBool::new(false)),
-        tokens: Arc::new(TokenCache::default()),
+        tokens: Arc::new(TokenCache::new(LOCAL_TOKEN_CACHE_TTL)),
         namespaces: Arc::default(),
         limits: Limits {
             max_body_bytes: options.max_body_bytes,
@@ -168,50 +173,11 @@ pub async fn serve(options: ServeOptions) -> Result<(), StewardError> {
         pid: std::process::id(),
         started_at: unix_now() as u64,
     })?;
-    tracing::info!(%url, did = %identity.did, "steward listening");
+    tracing::info!(%url, %did, "steward listening");
 
-    let app = router(state);
-    let signal = shutdown.clone();
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        wait_for_signal().await;
-        tracing::info!("shutting down: draining requests and streams");
-        signal.cancel();
-    });
-    let grace = options.shutdown_grace;
-    let drained = shutdown.clone();
-    let outcome = tokio::select! {
-        result = server => result.map_err(StewardError::Io),
-        _ = async move {
-            drained.cancelled().await;
-            tokio::time::sleep(grace).await;
-        } => {
-            tracing::warn!("requests still open after the grace period; closing them");
-            Ok(())
-        }
-    };
+    let outcome =
+        crate::server::run(listener, router(state), shutdown, options.shutdown_grace).await;
     store.close().await;
     options.home.remove_steward_info();
     outcome
-}
-
-async fn wait_for_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        _ = terminate => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
 }

@@ -55,6 +55,11 @@ pub struct RateLimits {
     pub per_address: Option<RateLimit>,
     /// Per authenticated token (tenant + token id), on every authenticated route.
     pub per_token: Option<RateLimit>,
+    /// Reverse proxies in front of the steward that append the address they saw to
+    /// `X-Forwarded-For`. With `n > 0` the client is the `n`-th address from the right of that
+    /// header (entries further left are whatever the client chose to send, so they are never
+    /// trusted); with 0 it is the connection's peer address.
+    pub trusted_proxies: u8,
 }
 
 impl RateLimits {
@@ -63,6 +68,7 @@ impl RateLimits {
         RateLimits {
             per_address: RateLimit::per_second(per_address),
             per_token: RateLimit::per_second(per_token),
+            trusted_proxies: 0,
         }
     }
 }
@@ -119,6 +125,7 @@ impl<K: Hash + Eq + Clone> Keyed<K> {
 pub struct RateLimiters {
     per_address: Option<Keyed<IpAddr>>,
     per_token: Option<Keyed<(String, String)>>,
+    trusted_proxies: u8,
 }
 
 impl RateLimiters {
@@ -126,6 +133,7 @@ impl RateLimiters {
         RateLimiters {
             per_address: limits.per_address.map(Keyed::new),
             per_token: limits.per_token.map(Keyed::new),
+            trusted_proxies: limits.trusted_proxies,
         }
     }
 
@@ -133,6 +141,7 @@ impl RateLimiters {
         RateLimits {
             per_address: self.per_address.as_ref().map(|k| k.limit),
             per_token: self.per_token.as_ref().map(|k| k.limit),
+            trusted_proxies: self.trusted_proxies,
         }
     }
 
@@ -193,6 +202,28 @@ fn address_key(addr: IpAddr) -> IpAddr {
     }
 }
 
+/// The client's address: the peer, or with `trusted_proxies > 0` the address the outermost trusted
+/// proxy saw (see [`RateLimits::trusted_proxies`]). A request that did not pass through that many
+/// proxies, or whose entry is not an address, counts against its peer.
+fn client_address(req: &Request, peer: IpAddr, trusted_proxies: u8) -> IpAddr {
+    if trusted_proxies == 0 {
+        return peer;
+    }
+    let forwarded: Vec<&str> = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    forwarded
+        .len()
+        .checked_sub(usize::from(trusted_proxies))
+        .and_then(|i| forwarded[i].parse().ok())
+        .unwrap_or(peer)
+}
+
 /// Middleware: the address limit, in front of every route.
 pub async fn limit_by_address(State(state): State<AppState>, req: Request, next: Next) -> Response {
     if state.rate_limits.per_address.is_some() {
@@ -204,7 +235,8 @@ pub async fn limit_by_address(State(state): State<AppState>, req: Request, next:
             )
             .into_response();
         };
-        if let Err(refusal) = state.rate_limits.check_address(peer.ip()) {
+        let client = client_address(&req, peer.ip(), state.rate_limits.trusted_proxies);
+        if let Err(refusal) = state.rate_limits.check_address(client) {
             return refusal.into_response();
         }
     }
@@ -216,6 +248,31 @@ mod tests {
     use syncropel_protocol::ErrorCode;
 
     use super::*;
+
+    #[test]
+    fn forwarded_for_is_trusted_only_as_far_as_the_configured_proxies() {
+        let peer: IpAddr = "10.0.0.2".parse().unwrap();
+        let req = |xff: &[&str]| {
+            let mut b = Request::builder();
+            for v in xff {
+                b = b.header("x-forwarded-for", *v);
+            }
+            b.body(axum::body::Body::empty()).unwrap()
+        };
+        let spoofed = req(&["1.1.1.1, 203.0.113.9", "198.51.100.4"]);
+        assert_eq!(client_address(&spoofed, peer, 0), peer);
+        assert_eq!(
+            client_address(&spoofed, peer, 1),
+            "198.51.100.4".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            client_address(&spoofed, peer, 2),
+            "203.0.113.9".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(client_address(&spoofed, peer, 4), peer);
+        assert_eq!(client_address(&req(&[]), peer, 1), peer);
+        assert_eq!(client_address(&req(&["not-an-ip"]), peer, 1), peer);
+    }
 
     #[test]
     fn zero_switches_a_limit_off_and_burst_is_twice_the_rate() {

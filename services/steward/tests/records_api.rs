@@ -36,7 +36,7 @@ async fn every_vector_gets_the_sdk_id_and_a_verifiable_signature() {
             record["sig"].as_str().unwrap(),
         )
         .unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(signer, &*steward.state.identity.did);
+        assert_eq!(signer, &*steward.tenant.identity.did);
 
         // The stored record recomputes to its id.
         let (status, fetched) = steward

@@ -1,7 +1,5 @@
 //! Service-account and token administration (`admin` scope), and the one-time bootstrap route.
 
-use std::sync::atomic::Ordering;
-
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
@@ -13,6 +11,7 @@ use crate::accounts::{create_service_account, mint, revoke as revoke_token, Mint
 use crate::app::{AppState, JsonBody};
 use crate::auth::{Caller, Scope};
 use crate::error::{ApiError, ApiResult};
+use crate::tenant::{CurrentTenant, Tenant};
 
 fn strings(body: &Value, name: &str) -> ApiResult<Vec<String>> {
     match body.get(name) {
@@ -60,11 +59,12 @@ pub async fn create(
     JsonBody(body): JsonBody,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     caller.require(Scope::Admin)?;
+    caller.tenant.require_writable()?;
     let (name, scopes, actors) = account_request(&body)?;
     let sa = create_service_account(
         state.store.as_ref(),
-        &caller.tenant,
-        &state.identity,
+        &caller.tenant.id,
+        &caller.tenant.identity,
         &name,
         scopes,
         actors,
@@ -75,7 +75,7 @@ pub async fn create(
 
 pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
     caller.require(Scope::Admin)?;
-    let accounts = state.store.service_accounts(&caller.tenant).await?;
+    let accounts = state.store.service_accounts(&caller.tenant.id).await?;
     let data: Vec<Value> = accounts.iter().map(account_json).collect();
     Ok(Json(
         json!({"object": "list", "data": data, "next_cursor": null, "has_more": false}),
@@ -84,7 +84,7 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Js
 
 pub async fn mint_for(
     state: &AppState,
-    tenant: &str,
+    tenant: &Tenant,
     sa_id: &str,
     body: &Value,
 ) -> ApiResult<MintedToken> {
@@ -97,8 +97,8 @@ pub async fn mint_for(
     };
     mint(
         state.store.as_ref(),
-        tenant,
-        &state.identity,
+        &tenant.id,
+        &tenant.identity,
         &state.env,
         sa_id,
         ttl,
@@ -113,6 +113,7 @@ pub async fn mint_route(
     JsonBody(body): JsonBody,
 ) -> ApiResult<(StatusCode, Json<MintedToken>)> {
     caller.require(Scope::Admin)?;
+    caller.tenant.require_writable()?;
     let minted = mint_for(&state, &caller.tenant, &sa_id, &body).await?;
     Ok((StatusCode::CREATED, Json(minted)))
 }
@@ -125,13 +126,13 @@ pub async fn revoke(
     caller.require(Scope::Admin)?;
     let revoked = revoke_token(
         state.store.as_ref(),
-        &caller.tenant,
-        &state.identity,
+        &caller.tenant.id,
+        &caller.tenant.identity,
         &token_id,
     )
     .await?;
     // Evict before answering so this steward refuses the token from now on.
-    state.tokens.evict(&caller.tenant, &token_id);
+    state.tokens.evict(&caller.tenant.id, &token_id);
     if !revoked {
         return Err(ApiError::not_found(format!(
             "no live token with id '{token_id}'"
@@ -145,10 +146,10 @@ pub async fn revoke(
 /// `POST /v1/bootstrap/service-account`: open until the first account exists, then 409.
 pub async fn bootstrap(
     State(state): State<AppState>,
+    CurrentTenant(tenant): CurrentTenant,
     JsonBody(body): JsonBody,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let tenant = state.tenant.clone();
-    if state.store.has_service_accounts(&tenant).await? {
+    if state.store.has_service_accounts(&tenant.id).await? {
         return Err(ApiError::new(
             ErrorCode::BootstrapClosed,
             "this steward already has a service account",
@@ -157,14 +158,14 @@ pub async fn bootstrap(
     let (name, scopes, actors) = account_request(&body)?;
     let sa = create_service_account(
         state.store.as_ref(),
-        &tenant,
-        &state.identity,
+        &tenant.id,
+        &tenant.identity,
         &name,
         scopes,
         actors,
     )
     .await?;
-    state.bootstrapped.store(true, Ordering::Release);
+    tenant.mark_bootstrapped();
     let minted = mint_for(&state, &tenant, &sa.id, &body).await?;
     Ok((
         StatusCode::CREATED,

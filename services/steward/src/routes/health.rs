@@ -20,9 +20,9 @@ pub async fn open() -> Json<Value> {
     }))
 }
 
-/// Readiness: the store answers.
+/// Readiness: the store answers (any tenant key serves as the probe).
 pub async fn ready(State(state): State<AppState>) -> ApiResult<Json<Value>> {
-    match state.store.has_service_accounts(&state.tenant).await {
+    match state.store.has_service_accounts("-").await {
         Ok(_) => Ok(Json(json!({"status": "ready"}))),
         Err(e) => Err(ApiError::new(
             ErrorCode::Internal,
@@ -32,7 +32,7 @@ pub async fn ready(State(state): State<AppState>) -> ApiResult<Json<Value>> {
 }
 
 /// The full report: which deciders are live (PROTOCOL §13.4). Needs any valid credential.
-pub async fn full(State(state): State<AppState>, _caller: Caller) -> Json<Value> {
+pub async fn full(State(state): State<AppState>, caller: Caller) -> Json<Value> {
     let enforced = state.auth_enforced;
     let decider = |name: &str, live: bool, because: &str| {
         if live {
@@ -58,7 +58,7 @@ pub async fn full(State(state): State<AppState>, _caller: Caller) -> Json<Value>
     Json(json!({
         "status": "ok",
         "version": VERSION,
-        "did": &*state.identity.did,
+        "did": &*caller.tenant.identity.did,
         "store": "sqlite",
         "search": if state.search_enabled { "lexical" } else { "disabled" },
         "authorization": {"live": live, "of": deciders.len(), "deciders": deciders},

@@ -2,6 +2,7 @@
 
 pub mod accounts;
 pub mod health;
+pub mod manifest;
 pub mod namespaces;
 pub mod query;
 pub mod records;

@@ -13,6 +13,7 @@ use crate::auth::{Caller, Scope};
 use crate::error::{ApiError, ApiResult};
 use crate::ingest::{seal, server_record};
 use crate::namespaces::{parent, NamespaceEntry, NamespaceState, ENTRY_TOPIC, REGISTRY_THREAD};
+use crate::tenant::Tenant;
 
 fn entry_json(entry: &NamespaceEntry) -> Value {
     json!({
@@ -35,7 +36,7 @@ async fn find(state: &AppState, tenant: &str, id: &str) -> ApiResult<Option<Name
 /// Writes a registry entry record and returns the entry as the fold now sees it.
 async fn write_entry(
     state: &AppState,
-    tenant: &str,
+    tenant: &Tenant,
     id: &str,
     new_state: NamespaceState,
     description: Option<&str>,
@@ -47,7 +48,7 @@ async fn write_entry(
     if let Some(d) = description {
         body.insert("description".into(), json!(d));
     }
-    let identity = &state.identity;
+    let identity = &tenant.identity;
     let envelope = server_record(
         Act::Learn,
         REGISTRY_THREAD,
@@ -57,9 +58,9 @@ async fn write_entry(
     );
     state
         .store
-        .append(tenant, seal(&envelope, &identity.key, &identity.did))
+        .append(&tenant.id, seal(&envelope, &identity.key, &identity.did))
         .await?;
-    find(state, tenant, id)
+    find(state, &tenant.id, id)
         .await?
         .ok_or_else(|| ApiError::internal("a registry entry just written is missing from the fold"))
 }
@@ -68,7 +69,7 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Js
     caller.require(Scope::RecordsRead)?;
     let entries = state
         .namespaces
-        .entries(state.store.as_ref(), &caller.tenant)
+        .entries(state.store.as_ref(), &caller.tenant.id)
         .await?;
     let data: Vec<Value> = entries.iter().map(entry_json).collect();
     Ok(Json(
@@ -83,6 +84,7 @@ pub async fn create(
     JsonBody(body): JsonBody,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     caller.require(Scope::ConfigWrite)?;
+    caller.tenant.require_writable()?;
     let id = body
         .get("id")
         .and_then(Value::as_str)
@@ -101,10 +103,10 @@ pub async fn create(
     if let Some(parent) = parent(id) {
         state
             .namespaces
-            .check_writable(state.store.as_ref(), &caller.tenant, parent)
+            .check_writable(state.store.as_ref(), &caller.tenant.id, parent)
             .await?;
     }
-    if let Some(existing) = find(&state, &caller.tenant, id).await? {
+    if let Some(existing) = find(&state, &caller.tenant.id, id).await? {
         if existing.state == NamespaceState::Active {
             return Ok((StatusCode::OK, Json(entry_json(&existing))));
         }
@@ -126,7 +128,7 @@ pub async fn get_one(
     PathParam(id): PathParam,
 ) -> ApiResult<Json<Value>> {
     caller.require(Scope::RecordsRead)?;
-    match find(&state, &caller.tenant, &id).await? {
+    match find(&state, &caller.tenant.id, &id).await? {
         Some(entry) => Ok(Json(entry_json(&entry))),
         None => Err(ApiError::not_found(format!("no namespace '{id}'"))),
     }
@@ -139,7 +141,8 @@ pub async fn archive(
     PathParam(id): PathParam,
 ) -> ApiResult<Json<Value>> {
     caller.require(Scope::ConfigWrite)?;
-    let Some(existing) = find(&state, &caller.tenant, &id).await? else {
+    caller.tenant.require_writable()?;
+    let Some(existing) = find(&state, &caller.tenant.id, &id).await? else {
         return Err(ApiError::not_found(format!("no namespace '{id}'")));
     };
     if existing.state == NamespaceState::Archived {

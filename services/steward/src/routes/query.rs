@@ -37,7 +37,7 @@ pub async fn query(
     loop {
         let rows = state
             .store
-            .scan(&caller.tenant, &equalities, after_seq, SCAN_CHUNK)
+            .scan(&caller.tenant.id, &equalities, after_seq, SCAN_CHUNK)
             .await?;
         let Some(last) = rows.last() else { break };
         after_seq = last.seq;

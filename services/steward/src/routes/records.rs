@@ -1,14 +1,16 @@
-//! `POST /v1/records`, `GET /v1/records`, `GET /v1/records/{id}` (PROTOCOL §11.1-11.3).
+//! `POST /v1/records`, `GET /v1/records`, `GET /v1/records/{id}` (PROTOCOL §11.1-11.3), and
+//! `POST /v1/records/batch`, many records in one request.
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
+use futures_util::future::join_all;
+use serde_json::Value;
 use syncropel_protocol::{is_config_thread, is_server_only_thread, Envelope, ErrorCode};
-use syncropel_store::{encode_cursor, Appended, ListFilter};
+use syncropel_store::{encode_cursor, Appended, ListFilter, NewRecord};
 
 use super::{json_text, record_list, Params, PathParam};
-use crate::app::AppState;
-use crate::app::LimitedBody;
+use crate::app::{AppState, JsonBody, LimitedBody};
 use crate::auth::{Caller, Scope};
 use crate::error::{ApiError, ApiResult};
 use crate::ingest::seal;
@@ -21,12 +23,116 @@ pub async fn create(
     headers: HeaderMap,
     LimitedBody(bytes): LimitedBody,
 ) -> ApiResult<Response> {
+    caller.tenant.require_writable()?;
     let envelope = Envelope::parse(&bytes, state.limits.max_json_depth)?;
-    caller.require_record_write(&envelope.thread, envelope.namespace())?;
-    if let Some(claimed) = headers
+    let record = admit(&state, &caller, claimed_actor(&headers), &envelope).await?;
+    match state.store.append(&caller.tenant.id, record).await? {
+        Appended::Inserted(stored) => Ok(json_text(StatusCode::CREATED, stored.json)),
+        Appended::Existing(stored) => Ok(json_text(StatusCode::OK, stored.json)),
+    }
+}
+
+/// Most records one batch may carry.
+pub const MAX_BATCH_RECORDS: usize = 1000;
+
+/// `POST /v1/records/batch` `{"records": [envelope, …]}`: each record goes through exactly the
+/// checks of `POST /v1/records` and gets its own result, in order: `201` with the record, `200`
+/// with the stored record for a replay, or its error. The accepted ones are stored together (they
+/// share the store's transactions), so one request does the work of many.
+pub async fn create_batch(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Response> {
+    caller.tenant.require_writable()?;
+    let Some(Value::Array(items)) = body.get("records") else {
+        return Err(ApiError::validation(
+            "'records' must be an array of records",
+        ));
+    };
+    if items.len() > MAX_BATCH_RECORDS {
+        return Err(ApiError::validation(format!(
+            "a batch carries at most {MAX_BATCH_RECORDS} records, this one has {}",
+            items.len()
+        )));
+    }
+    let claimed = claimed_actor(&headers);
+    let mut results: Vec<Option<Result<Appended, ApiError>>> = Vec::with_capacity(items.len());
+    let mut appends = Vec::new();
+    for (index, item) in items.iter().enumerate() {
+        let admitted = match Envelope::from_value(item.clone()) {
+            Ok(envelope) => admit(&state, &caller, claimed, &envelope).await,
+            Err(e) => Err(e.into()),
+        };
+        match admitted {
+            Ok(record) => {
+                results.push(None);
+                appends.push((index, state.store.append(&caller.tenant.id, record)));
+            }
+            Err(e) => results.push(Some(Err(e))),
+        }
+    }
+    let (indices, futures): (Vec<usize>, Vec<_>) = appends.into_iter().unzip();
+    for (index, outcome) in indices.into_iter().zip(join_all(futures).await) {
+        results[index] = Some(outcome.map_err(ApiError::from));
+    }
+
+    let (mut created, mut existing, mut failed) = (0, 0, 0);
+    let mut out = String::with_capacity(256 * results.len() + 96);
+    out.push_str("{\"object\":\"batch_result\",\"data\":[");
+    for (index, result) in results.into_iter().enumerate() {
+        if index > 0 {
+            out.push(',');
+        }
+        let item = match result.expect("every item has a result") {
+            Ok(Appended::Inserted(stored)) => {
+                created += 1;
+                format!(
+                    "{{\"index\":{index},\"status\":201,\"record\":{}}}",
+                    stored.json
+                )
+            }
+            Ok(Appended::Existing(stored)) => {
+                existing += 1;
+                format!(
+                    "{{\"index\":{index},\"status\":200,\"record\":{}}}",
+                    stored.json
+                )
+            }
+            Err(e) => {
+                failed += 1;
+                let status = e.status().as_u16();
+                format!(
+                    "{{\"index\":{index},\"status\":{status},\"error\":{}}}",
+                    e.body()
+                )
+            }
+        };
+        out.push_str(&item);
+    }
+    out.push_str(&format!(
+        "],\"created\":{created},\"existing\":{existing},\"failed\":{failed}}}"
+    ));
+    Ok(json_text(StatusCode::OK, out))
+}
+
+fn claimed_actor(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get("x-syncropel-actor")
         .and_then(|v| v.to_str().ok())
-    {
+}
+
+/// The checks between a valid envelope and the store: scopes, the actor claim, reserved and
+/// config threads, the namespace registry; then the record is signed with the tenant's key.
+async fn admit(
+    state: &AppState,
+    caller: &Caller,
+    claimed: Option<&str>,
+    envelope: &Envelope,
+) -> ApiResult<NewRecord> {
+    caller.require_record_write(&envelope.thread, envelope.namespace())?;
+    if let Some(claimed) = claimed {
         if claimed != envelope.actor {
             return Err(ApiError::new(
                 ErrorCode::DidClaimDenied,
@@ -52,13 +158,14 @@ pub async fn create(
     }
     state
         .namespaces
-        .check_writable(state.store.as_ref(), &caller.tenant, envelope.namespace())
+        .check_writable(
+            state.store.as_ref(),
+            &caller.tenant.id,
+            envelope.namespace(),
+        )
         .await?;
-    let record = seal(&envelope, &state.identity.key, &state.identity.did);
-    match state.store.append(&caller.tenant, record).await? {
-        Appended::Inserted(stored) => Ok(json_text(StatusCode::CREATED, stored.json)),
-        Appended::Existing(stored) => Ok(json_text(StatusCode::OK, stored.json)),
-    }
+    let identity = &caller.tenant.identity;
+    Ok(seal(envelope, &identity.key, &identity.did))
 }
 
 pub async fn get_one(
@@ -67,7 +174,7 @@ pub async fn get_one(
     PathParam(id): PathParam,
 ) -> ApiResult<Response> {
     caller.require(Scope::RecordsRead)?;
-    match state.store.get(&caller.tenant, &id).await? {
+    match state.store.get(&caller.tenant.id, &id).await? {
         Some(stored) => Ok(json_text(StatusCode::OK, stored.json)),
         None => Err(ApiError::not_found(format!("no record with id '{id}'"))),
     }
@@ -91,7 +198,7 @@ pub async fn list(
         after_seq: params.cursor()?,
         limit: params.limit(100, 1000)?,
     };
-    page(&state, &caller.tenant, filter).await
+    page(&state, &caller.tenant.id, filter).await
 }
 
 /// One page of a listing: asks for one extra row to learn whether there is more.

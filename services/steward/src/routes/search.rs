@@ -113,7 +113,7 @@ pub async fn search(
     let request = parse(&body)?;
     let ranked = state
         .store
-        .search(&caller.tenant, &request.words, request.k)
+        .search(&caller.tenant.id, &request.words, request.k)
         .await?;
     let mut hits = Vec::with_capacity(ranked.len());
     for (score, stored) in ranked {

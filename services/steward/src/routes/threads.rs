@@ -26,7 +26,7 @@ pub async fn list(
     };
     let mut threads = state
         .store
-        .threads(&caller.tenant, before, limit + 1)
+        .threads(&caller.tenant.id, before, limit + 1)
         .await?;
     let next_cursor = if threads.len() > limit as usize {
         threads.truncate(limit as usize);
@@ -59,5 +59,5 @@ pub async fn records(
         after_seq: params.cursor()?,
         limit: params.limit(100, 1000)?,
     };
-    page(&state, &caller.tenant, filter).await
+    page(&state, &caller.tenant.id, filter).await
 }

@@ -53,7 +53,7 @@ pub async fn watch(
         (None, Some(clock)) => Start::SinceClock(clock),
         (None, None) => Start::LiveOnly,
     };
-    let stream = events(state.clone(), caller.tenant, thread, start);
+    let stream = events(state.clone(), caller.tenant.id.clone(), thread, start);
     let mut response = Sse::new(stream).into_response();
     let h = response.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));

@@ -3,7 +3,6 @@
 #![allow(dead_code)] // each test binary uses a different part of the kit
 
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,9 +10,10 @@ use serde_json::{json, Value};
 use syncropel_protocol::Keypair;
 use syncropel_steward::accounts::{create_service_account, mint};
 use syncropel_steward::app::{router, AppState, Limits};
-use syncropel_steward::auth::TokenCache;
+use syncropel_steward::auth::{TokenCache, LOCAL_TOKEN_CACHE_TTL};
 use syncropel_steward::ingest::Identity;
 use syncropel_steward::rate_limit::{RateLimiters, RateLimits};
+use syncropel_steward::tenant::{Tenancy, Tenant, TenantStatus};
 use syncropel_store::{RecordStore, SqliteStore};
 use tokio_util::sync::CancellationToken;
 
@@ -22,6 +22,8 @@ pub const TENANT: &str = "local";
 pub struct TestSteward {
     pub url: String,
     pub state: AppState,
+    /// The steward's one tenant (its identity signs every record).
+    pub tenant: Arc<Tenant>,
     pub http: reqwest::Client,
     _dir: tempfile::TempDir,
 }
@@ -58,14 +60,18 @@ impl TestSteward {
                 .await
                 .unwrap(),
         );
+        let tenant = Arc::new(Tenant::new(
+            TENANT.to_string(),
+            Identity::new(Keypair::generate()),
+            TenantStatus::Active,
+            false,
+        ));
         let state = AppState {
             store,
-            tenant: TENANT.to_string(),
-            identity: Identity::new(Keypair::generate()),
+            tenancy: Tenancy::Single(tenant.clone()),
             env: "test".into(),
             auth_enforced: options.auth,
-            bootstrapped: Arc::new(AtomicBool::new(false)),
-            tokens: Arc::new(TokenCache::default()),
+            tokens: Arc::new(TokenCache::new(LOCAL_TOKEN_CACHE_TTL)),
             namespaces: Arc::default(),
             limits: options.limits,
             rate_limits: Arc::new(RateLimiters::new(options.rate_limits)),
@@ -89,6 +95,7 @@ impl TestSteward {
         TestSteward {
             url,
             state,
+            tenant,
             http: reqwest::Client::new(),
             _dir: dir,
         }
@@ -99,7 +106,7 @@ impl TestSteward {
         let sa = create_service_account(
             self.state.store.as_ref(),
             TENANT,
-            &self.state.identity,
+            &self.tenant.identity,
             "test",
             scopes.iter().map(|s| s.to_string()).collect(),
             actors.iter().map(|s| s.to_string()).collect(),
@@ -109,7 +116,7 @@ impl TestSteward {
         mint(
             self.state.store.as_ref(),
             TENANT,
-            &self.state.identity,
+            &self.tenant.identity,
             "test",
             &sa.id,
             None,

@@ -1,0 +1,103 @@
+//! Tenant keys at rest: each tenant's Ed25519 seed is sealed with the platform's key-encryption
+//! key (XChaCha20-Poly1305, a random 24-byte nonce per seal, the tenant id as associated data so a
+//! sealed key cannot be moved to another tenant's row).
+
+use base64::Engine as _;
+use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+
+use crate::StewardError;
+
+pub struct Kek(XChaCha20Poly1305);
+
+/// A sealed seed: `(nonce, ciphertext)`.
+pub type Sealed = (Vec<u8>, Vec<u8>);
+
+impl Kek {
+    /// The key from its configured text: 32 bytes as base64 (standard or URL-safe) or 64 hex digits.
+    pub fn parse(text: &str) -> Result<Kek, StewardError> {
+        let text = text.trim();
+        let bytes = hex::decode(text)
+            .ok()
+            .or_else(|| base64::engine::general_purpose::STANDARD.decode(text).ok())
+            .or_else(|| {
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(text)
+                    .ok()
+            })
+            .filter(|b| b.len() == 32)
+            .ok_or_else(|| {
+                StewardError::Invalid(
+                    "the key-encryption key must be 32 bytes, as base64 or 64 hex digits \
+                     (make one with `openssl rand -base64 32`)"
+                        .into(),
+                )
+            })?;
+        Ok(Kek(XChaCha20Poly1305::new_from_slice(&bytes).map_err(
+            |_| StewardError::Invalid("the key-encryption key must be 32 bytes".into()),
+        )?))
+    }
+
+    pub fn seal(&self, tenant: &str, seed: &[u8; 32]) -> Sealed {
+        let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
+        let sealed = self
+            .0
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: seed,
+                    aad: tenant.as_bytes(),
+                },
+            )
+            .expect("sealing 32 bytes cannot fail");
+        (nonce.to_vec(), sealed)
+    }
+
+    /// The seed, or an error when the KEK is not the one it was sealed with (or the row was
+    /// tampered with).
+    pub fn open(
+        &self,
+        tenant: &str,
+        nonce: &[u8],
+        sealed: &[u8],
+    ) -> Result<[u8; 32], StewardError> {
+        let refused = || {
+            StewardError::Invalid(format!(
+                "the key of tenant {tenant} does not open with the configured key-encryption key"
+            ))
+        };
+        if nonce.len() != 24 {
+            return Err(refused());
+        }
+        let seed = self
+            .0
+            .decrypt(
+                XNonce::from_slice(nonce),
+                Payload {
+                    msg: sealed,
+                    aad: tenant.as_bytes(),
+                },
+            )
+            .map_err(|_| refused())?;
+        seed.try_into().map_err(|_| refused())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeds_open_only_with_their_kek_and_tenant() {
+        let kek = Kek::parse(&"11".repeat(32)).unwrap();
+        let seed = [7u8; 32];
+        let (nonce, sealed) = kek.seal("tn_a", &seed);
+        assert!(!sealed.windows(32).any(|w| w == seed));
+        assert_eq!(kek.open("tn_a", &nonce, &sealed).unwrap(), seed);
+        assert!(kek.open("tn_b", &nonce, &sealed).is_err());
+        let other =
+            Kek::parse(&base64::engine::general_purpose::STANDARD.encode([9u8; 32])).unwrap();
+        assert!(other.open("tn_a", &nonce, &sealed).is_err());
+        assert!(Kek::parse("short").is_err());
+    }
+}

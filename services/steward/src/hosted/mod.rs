@@ -1,0 +1,354 @@
+//! Hosted mode: many tenants on stateless replicas over one Postgres.
+//!
+//! Nothing a request needs lives only in one replica's memory: tenants, keys, tokens and records are
+//! in Postgres; the caches here (tenants for [`TENANT_CACHE_TTL`]) only save lookups, and committed
+//! records reach every replica's watchers through LISTEN/NOTIFY (see the store).
+
+pub mod jwt;
+pub mod kek;
+pub mod provision;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use sqlx::{PgPool, Row};
+use syncropel_protocol::Keypair;
+use syncropel_store::{PgStore, RecordStore};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::{router, AppState, Limits};
+use crate::auth::TokenCache;
+use crate::error::ApiError;
+use crate::ingest::Identity;
+use crate::rate_limit::{RateLimiters, RateLimits};
+use crate::tenant::{address, Addressing, Tenancy, Tenant, TenantStatus};
+use crate::StewardError;
+use jwt::JwtVerifier;
+use kek::Kek;
+
+/// How long a replica trusts what it read about a tenant (status, key). A suspension made through
+/// another replica holds here after at most this long; through this replica, at once.
+pub const TENANT_CACHE_TTL: Duration = Duration::from_secs(2);
+
+/// The platform's rules for tenants.
+#[derive(Clone, Debug)]
+pub struct PlatformConfig {
+    pub addressing: Addressing,
+    /// Scheme of the tenants' public URLs (`https` behind a TLS ingress).
+    pub public_scheme: String,
+    /// Token environment label: tokens read `spl_<env>_…`.
+    pub env: String,
+    /// Tenants one account may hold at once.
+    pub tenant_limit: u32,
+    /// How long a deleted tenant stays readable (and its label unavailable) before it is purged.
+    pub deletion_grace: Duration,
+    /// Labels no tenant may take.
+    pub reserved_labels: Vec<String>,
+}
+
+/// Labels refused by default: names of the platform's own hosts and words that would mislead.
+pub const DEFAULT_RESERVED_LABELS: &[&str] = &[
+    "admin",
+    "api",
+    "app",
+    "auth",
+    "billing",
+    "blog",
+    "cdn",
+    "dashboard",
+    "directory",
+    "dns",
+    "docs",
+    "ftp",
+    "help",
+    "imap",
+    "internal",
+    "login",
+    "mail",
+    "metrics",
+    "mx",
+    "ns1",
+    "ns2",
+    "platform",
+    "pop",
+    "provision",
+    "relay",
+    "root",
+    "security",
+    "signup",
+    "smtp",
+    "ssl",
+    "staging",
+    "static",
+    "status",
+    "steward",
+    "support",
+    "syncropel",
+    "system",
+    "test",
+    "www",
+];
+
+/// The hosted platform: its database, keys and rules, and a short cache of tenants.
+pub struct Platform {
+    pool: PgPool,
+    config: PlatformConfig,
+    kek: Kek,
+    jwt: JwtVerifier,
+    tenants: RwLock<HashMap<String, (Arc<Tenant>, Instant)>>,
+}
+
+impl Platform {
+    pub fn new(pool: PgPool, config: PlatformConfig, kek: Kek, jwt: JwtVerifier) -> Platform {
+        Platform {
+            pool,
+            config,
+            kek,
+            jwt,
+            tenants: RwLock::default(),
+        }
+    }
+
+    pub fn config(&self) -> &PlatformConfig {
+        &self.config
+    }
+
+    /// The public URL of a tenant, without a trailing slash.
+    pub fn tenant_url(&self, label: &str) -> String {
+        let scheme = &self.config.public_scheme;
+        let base = &self.config.addressing.base_domain;
+        match &self.config.addressing.path_prefix {
+            Some(prefix) => format!("{scheme}://{base}{prefix}/{label}"),
+            None => format!("{scheme}://{label}.{base}"),
+        }
+    }
+
+    /// The live tenant behind a label: active, suspended, or deleted within its grace period.
+    pub async fn tenant(&self, label: &str) -> Result<Option<Arc<Tenant>>, ApiError> {
+        if let Some(tenant) = self.cached(label) {
+            return Ok(Some(tenant));
+        }
+        let row = sqlx::query(
+            "SELECT id, status, did, key_nonce, key_sealed FROM tenants \
+             WHERE label = $1 AND (status IN ('active', 'suspended') \
+                OR (status = 'deleted' AND deleted_at > now() - make_interval(secs => $2)))",
+        )
+        .bind(label)
+        .bind(self.config.deletion_grace.as_secs_f64())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(ApiError::internal)?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let id: String = row.get("id");
+        let status = match row.get::<&str, _>("status") {
+            "active" => TenantStatus::Active,
+            "suspended" => TenantStatus::Suspended,
+            _ => TenantStatus::Deleted,
+        };
+        let seed = self
+            .kek
+            .open(&id, row.get("key_nonce"), row.get("key_sealed"))
+            .map_err(ApiError::internal)?;
+        let identity = Identity::new(Keypair::from_seed(&seed));
+        let did: &str = row.get("did");
+        if *identity.did != *did {
+            return Err(ApiError::internal(format!(
+                "tenant {id}: the stored DID does not match its key"
+            )));
+        }
+        // Every hosted tenant gets its bootstrap account while it is provisioned.
+        let tenant =
+            Arc::new(Tenant::new(id, identity, status, true).with_url(self.tenant_url(label)));
+        let mut cache = self.tenants.write().unwrap_or_else(|e| e.into_inner());
+        if cache.len() > 100_000 {
+            cache.retain(|_, (_, at)| at.elapsed() < TENANT_CACHE_TTL);
+        }
+        cache.insert(label.to_string(), (tenant.clone(), Instant::now()));
+        Ok(Some(tenant))
+    }
+
+    /// The tenant's signed federation manifest: the stored one while it has more than a day to
+    /// live, else a freshly signed one (stored for the other replicas).
+    pub async fn manifest(&self, tenant: &Tenant) -> Result<serde_json::Value, ApiError> {
+        let stored: Option<String> =
+            sqlx::query_scalar("SELECT manifest FROM tenants WHERE id = $1")
+                .bind(&tenant.id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(ApiError::internal)?
+                .flatten();
+        let now = std::time::SystemTime::now();
+        if let Some(manifest) = stored.and_then(|m| serde_json::from_str(&m).ok()) {
+            if !crate::manifest::expires_before(&manifest, now + Duration::from_secs(24 * 3600)) {
+                return Ok(manifest);
+            }
+        }
+        let url = tenant.url.as_deref().unwrap_or_default();
+        let manifest = crate::manifest::sign(&tenant.identity.key, &tenant.identity.did, url, now);
+        sqlx::query("UPDATE tenants SET manifest = $2 WHERE id = $1")
+            .bind(&tenant.id)
+            .bind(manifest.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(ApiError::internal)?;
+        Ok(manifest)
+    }
+
+    fn cached(&self, label: &str) -> Option<Arc<Tenant>> {
+        let cache = self.tenants.read().unwrap_or_else(|e| e.into_inner());
+        cache
+            .get(label)
+            .filter(|(_, at)| at.elapsed() < TENANT_CACHE_TTL)
+            .map(|(t, _)| t.clone())
+    }
+
+    /// Forgets what this replica knows of a label (after its status changed here).
+    pub fn forget(&self, label: &str) {
+        let mut cache = self.tenants.write().unwrap_or_else(|e| e.into_inner());
+        cache.remove(label);
+    }
+
+    /// Purges tenants whose deletion grace period has ended: their records, accounts and tokens
+    /// go; the tenant row stays as `purged` (its label is free again). Replicas share the work
+    /// (`FOR UPDATE SKIP LOCKED`). Returns how many were purged.
+    pub async fn purge_expired(&self) -> Result<usize, sqlx::Error> {
+        let mut purged = 0;
+        loop {
+            let mut tx = self.pool.begin().await?;
+            let due: Option<String> = sqlx::query_scalar(
+                "SELECT id FROM tenants WHERE status = 'deleted' \
+                 AND deleted_at <= now() - make_interval(secs => $1) \
+                 ORDER BY deleted_at LIMIT 1 FOR UPDATE SKIP LOCKED",
+            )
+            .bind(self.config.deletion_grace.as_secs_f64())
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(tenant) = due else {
+                return Ok(purged);
+            };
+            purge(&mut tx, &tenant).await?;
+            tx.commit().await?;
+            tracing::info!(%tenant, "purged a deleted tenant after its grace period");
+            purged += 1;
+        }
+    }
+}
+
+/// Deletes everything a tenant stored and marks it purged, inside the caller's transaction.
+async fn purge(tx: &mut sqlx::PgConnection, tenant: &str) -> Result<(), sqlx::Error> {
+    syncropel_store::PgStore::purge_tenant(tx, tenant).await?;
+    sqlx::query(
+        "UPDATE tenants SET status = 'purged', key_sealed = '', key_nonce = '' WHERE id = $1",
+    )
+    .bind(tenant)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// Everything a hosted steward is configured with.
+pub struct HostedOptions {
+    pub database_url: String,
+    pub platform: PlatformConfig,
+    pub kek: Kek,
+    pub jwt: JwtVerifier,
+    pub limits: Limits,
+    pub rate_limits: RateLimits,
+    pub heartbeat: Duration,
+    /// How often each replica looks for deleted tenants past their grace period.
+    pub purge_interval: Duration,
+}
+
+/// A hosted steward ready to serve: its state and the service to run.
+pub struct Hosted {
+    pub state: AppState,
+    pub platform: Arc<Platform>,
+    pub app: Router,
+}
+
+/// Connects to Postgres (applying migrations) and builds the app.
+pub async fn build(options: HostedOptions) -> Result<Hosted, StewardError> {
+    let store = Arc::new(PgStore::open(&options.database_url).await?);
+    let platform = Arc::new(Platform::new(
+        store.pool().clone(),
+        options.platform,
+        options.kek,
+        options.jwt,
+    ));
+    let state = AppState {
+        store: store as Arc<dyn RecordStore>,
+        tenancy: Tenancy::Hosted(platform.clone()),
+        env: platform.config.env.as_str().into(),
+        auth_enforced: true,
+        // No token cache: a revocation through any replica holds on every replica at once.
+        tokens: Arc::new(TokenCache::new(Duration::ZERO)),
+        namespaces: Arc::default(),
+        limits: options.limits,
+        rate_limits: Arc::new(RateLimiters::new(options.rate_limits)),
+        search_enabled: true,
+        heartbeat: options.heartbeat,
+        shutdown: CancellationToken::new(),
+    };
+    let addressing = Arc::new(platform.config.addressing.clone());
+    // The addressing middleware may rewrite the URI, so it wraps the whole router (a layer on the
+    // router itself would run after routing).
+    let app = Router::new()
+        .fallback_service(router(state.clone()))
+        .layer(axum::middleware::from_fn_with_state(addressing, address));
+    let purge_every = options.purge_interval;
+    let sweeper = platform.clone();
+    let stop = state.shutdown.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(purge_every);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            if let Err(e) = sweeper.purge_expired().await {
+                tracing::warn!(error = %e, "purging deleted tenants failed; will retry");
+            }
+        }
+    });
+    Ok(Hosted {
+        state,
+        platform,
+        app,
+    })
+}
+
+/// Runs a hosted replica on `bind` until SIGTERM or SIGINT, then drains like the local steward.
+pub async fn serve(
+    options: HostedOptions,
+    bind: SocketAddr,
+    shutdown_grace: Duration,
+) -> Result<(), StewardError> {
+    let listener = TcpListener::bind(bind).await.map_err(|e| match e.kind() {
+        std::io::ErrorKind::AddrInUse => StewardError::PortInUse(bind),
+        _ => StewardError::Io(e),
+    })?;
+    let hosted = build(options).await?;
+    let config = hosted.platform.config();
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        base_domain = %config.addressing.base_domain,
+        path_prefix = ?config.addressing.path_prefix,
+        "hosted steward listening"
+    );
+    let store = hosted.state.store.clone();
+    let outcome = crate::server::run(
+        listener,
+        hosted.app,
+        hosted.state.shutdown.clone(),
+        shutdown_grace,
+    )
+    .await;
+    store.close().await;
+    outcome
+}

@@ -1,0 +1,608 @@
+//! The provisioning API of the signup platform (FEDERATION §8.1): `POST /provision`,
+//! `GET /provision/{id}`, suspend, resume and delete. These routes live on the platform host only.
+//!
+//! A tenant is one transaction away from usable: `reserve`, `tenant_create` and `identity` commit
+//! together (tenant row, sealed key, DID, the provisioning record), refusals roll all of it back;
+//! `bootstrap` then stores the bootstrap account and token through the record store (with their
+//! audit records), and `manifest` signs the first federation manifest and opens the tenant. Every
+//! step after the first transaction is idempotent, so a retry with the same `Idempotency-Key`
+//! resumes where a failed attempt stopped. Records live in hash partitions, so no DDL runs.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use rand::distributions::{Alphanumeric, DistString};
+use serde_json::{json, Value};
+use sqlx::{PgConnection, Row};
+use syncropel_protocol::{
+    canonical_string, public_key_from_did_key, sha256_hex, ErrorCode, Keypair,
+};
+use syncropel_store::RecordStore;
+
+use super::Platform;
+use crate::accounts::{create_service_account_with_id, install_token};
+use crate::app::{AppState, JsonBody};
+use crate::error::{ApiError, ApiResult};
+use crate::routes::PathParam;
+use crate::tenant::{Addressed, Tenancy, Tenant, TenantStatus};
+
+/// The bootstrap service account of every hosted tenant (the upstream `SPL_BOOTSTRAP_TOKEN` name).
+pub const BOOTSTRAP_ACCOUNT: &str = "sa-bootstrap-env";
+const PHASES: [&str; 6] = [
+    "reserve",
+    "tenant_create",
+    "identity",
+    "bootstrap",
+    "manifest",
+    "ready",
+];
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/provision", post(provision))
+        .route("/provision/{id}", get(status).delete(delete))
+        .route("/provision/{id}/suspend", post(suspend))
+        .route("/provision/{id}/resume", post(resume))
+}
+
+/// A platform call: addressed to the platform host, with a valid platform JWT.
+pub struct PlatformCall {
+    platform: Arc<Platform>,
+    account: String,
+}
+
+impl FromRequestParts<AppState> for PlatformCall {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<PlatformCall> {
+        let (Tenancy::Hosted(platform), Some(Addressed::Platform)) =
+            (&state.tenancy, parts.extensions.get::<Addressed>())
+        else {
+            return Err(ApiError::not_found("no such route"));
+        };
+        let account = platform.jwt.account(&parts.headers)?;
+        Ok(PlatformCall {
+            platform: platform.clone(),
+            account,
+        })
+    }
+}
+
+/// The body of `POST /provision`.
+struct ProvisionRequest {
+    label: String,
+    bootstrap_token: String,
+    recovery_key: Option<String>,
+}
+
+impl ProvisionRequest {
+    fn parse(body: &Value, platform: &Platform) -> ApiResult<ProvisionRequest> {
+        let Value::Object(fields) = body else {
+            return Err(ApiError::validation("the body must be a JSON object"));
+        };
+        if let Some(unknown) = fields
+            .keys()
+            .find(|k| !matches!(k.as_str(), "label" | "bootstrap_token" | "recovery_key"))
+        {
+            return Err(ApiError::validation(format!("unknown field '{unknown}'"))
+                .with_hint("fields: label, bootstrap_token, recovery_key"));
+        }
+        let text = |name: &str| -> ApiResult<Option<String>> {
+            match fields.get(name) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s.clone())),
+                Some(_) => Err(ApiError::validation(format!("'{name}' must be a string"))),
+            }
+        };
+        let label = text("label")?.ok_or_else(|| ApiError::validation("'label' is required"))?;
+        check_label(&label, &platform.config.reserved_labels)?;
+        let bootstrap_token = text("bootstrap_token")?
+            .ok_or_else(|| ApiError::validation("'bootstrap_token' is required"))?;
+        let printable = |c: char| c.is_ascii_graphic();
+        if !(16..=256).contains(&bootstrap_token.len()) || !bootstrap_token.chars().all(printable) {
+            return Err(ApiError::validation(
+                "'bootstrap_token' must be 16-256 printable ASCII characters without whitespace",
+            ));
+        }
+        let recovery_key = text("recovery_key")?;
+        if let Some(key) = &recovery_key {
+            public_key_from_did_key(key).map_err(|e| {
+                ApiError::validation(format!("'recovery_key' must be an Ed25519 did:key: {e}"))
+            })?;
+        }
+        Ok(ProvisionRequest {
+            label,
+            bootstrap_token,
+            recovery_key,
+        })
+    }
+}
+
+/// 3-32 characters of `a-z 0-9 -`, not starting or ending with `-` (it is a DNS label), and not
+/// reserved.
+pub fn check_label(label: &str, reserved: &[String]) -> ApiResult<()> {
+    let shaped = (3..=32).contains(&label.len())
+        && label
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !label.starts_with('-')
+        && !label.ends_with('-');
+    if !shaped {
+        return Err(ApiError::new(
+            ErrorCode::LabelInvalid,
+            format!("label '{label}' must be 3-32 characters of a-z, 0-9 and '-', not starting or ending with '-'"),
+        ));
+    }
+    if reserved.iter().any(|r| r == label) {
+        return Err(ApiError::new(
+            ErrorCode::LabelReserved,
+            format!("label '{label}' is reserved"),
+        ));
+    }
+    Ok(())
+}
+
+/// A provisioning as stored.
+struct Provision {
+    instance_id: String,
+    label: String,
+    tenant: String,
+    phase: String,
+    phases: Value,
+    error: Option<Value>,
+}
+
+impl Provision {
+    fn from_row(row: &sqlx::postgres::PgRow) -> Provision {
+        Provision {
+            instance_id: row.get("instance_id"),
+            label: row.get("label"),
+            tenant: row.get("tenant"),
+            phase: row.get("phase"),
+            phases: row.get("phases"),
+            error: row.get("error"),
+        }
+    }
+
+    fn accepted(&self) -> Value {
+        json!({"instance_id": self.instance_id, "label": self.label, "phase": self.phase})
+    }
+
+    /// Marks `name` done (and the next phase current) in the phase list.
+    fn finish(&mut self, name: &str, started: SystemTime) {
+        let now = rfc3339(SystemTime::now());
+        if let Some(phases) = self.phases.as_array_mut() {
+            for phase in phases.iter_mut() {
+                if phase["name"] == name {
+                    phase["status"] = json!("done");
+                    phase["started_at"] = json!(rfc3339(started));
+                    phase["finished_at"] = json!(now);
+                }
+            }
+        }
+        let next = PHASES
+            .iter()
+            .position(|p| *p == name)
+            .and_then(|i| PHASES.get(i + 1));
+        if let Some(next) = next {
+            self.phase = next.to_string();
+        }
+    }
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+fn idempotency_key(headers: &HeaderMap) -> ApiResult<String> {
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .unwrap_or("");
+    if key.is_empty() || key.len() > 255 || !key.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(ApiError::validation(
+            "an Idempotency-Key header (1-255 printable ASCII characters) is required",
+        )
+        .with_hint("send the same key when retrying so the tenant is made once"));
+    }
+    Ok(key.to_string())
+}
+
+const PROVISION_COLUMNS: &str = "instance_id, label, tenant, phase, phases, error";
+
+/// `POST /provision` -> 202 `{instance_id, label, phase}`.
+async fn provision(
+    State(state): State<AppState>,
+    call: PlatformCall,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let platform = &call.platform;
+    let key = idempotency_key(&headers)?;
+    let request = ProvisionRequest::parse(&body, platform)?;
+    let request_sha256 = sha256_hex(canonical_string(&body).as_bytes());
+    let mut provision = reserve(platform, &call.account, &key, &request_sha256, &request).await?;
+    if provision.phase != "ready" {
+        if let Err(e) = complete(platform, state.store.as_ref(), &mut provision, &request).await {
+            record_error(platform, &provision, &e).await;
+            return Err(e);
+        }
+    }
+    Ok((StatusCode::ACCEPTED, Json(provision.accepted())))
+}
+
+/// The first transaction: replays and refusals are decided under a per-account lock, then the
+/// tenant row (with its sealed key and DID) and the provisioning row are written together.
+async fn reserve(
+    platform: &Platform,
+    account: &str,
+    key: &str,
+    request_sha256: &str,
+    request: &ProvisionRequest,
+) -> ApiResult<Provision> {
+    let started = SystemTime::now();
+    let mut tx = platform.pool.begin().await.map_err(ApiError::internal)?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 7))")
+        .bind(account)
+        .execute(&mut *tx)
+        .await
+        .map_err(ApiError::internal)?;
+    let existing = sqlx::query(&format!(
+        "SELECT {PROVISION_COLUMNS}, request_sha256 FROM provisions \
+         WHERE account = $1 AND idempotency_key = $2"
+    ))
+    .bind(account)
+    .bind(key)
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(ApiError::internal)?;
+    if let Some(row) = existing {
+        if row.get::<&str, _>("request_sha256") != request_sha256 {
+            return Err(ApiError::new(
+                ErrorCode::IdempotencyConflict,
+                "this Idempotency-Key was used with another request",
+            )
+            .with_hint("use a new key for a new request"));
+        }
+        return Ok(Provision::from_row(&row));
+    }
+
+    free_label(&mut tx, platform, &request.label).await?;
+    let held: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM tenants WHERE account = $1 \
+         AND status IN ('provisioning', 'active', 'suspended')",
+    )
+    .bind(account)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(ApiError::internal)?;
+    let limit = platform.config.tenant_limit;
+    if held >= i64::from(limit) {
+        return Err(ApiError::new(
+            ErrorCode::TenantLimitReached,
+            format!("this account already has {held} tenants; the limit is {limit}"),
+        )
+        .with_hint("delete a tenant or ask for a higher limit")
+        .with_extra("tenant_count", held)
+        .with_extra("tenant_limit", limit));
+    }
+
+    let tenant = format!("tn_{}", random_id());
+    let keypair = Keypair::generate();
+    let did = keypair.did_key();
+    let (nonce, sealed) = platform.kek.seal(&tenant, &keypair.seed());
+    let mut provision = Provision {
+        instance_id: format!("inst_{}", random_id()),
+        label: request.label.clone(),
+        tenant: tenant.clone(),
+        phase: PHASES[0].to_string(),
+        phases: Value::Array(
+            PHASES
+                .iter()
+                .map(|name| json!({"name": name, "status": "pending", "started_at": null, "finished_at": null}))
+                .collect(),
+        ),
+        error: None,
+    };
+    for phase in ["reserve", "tenant_create", "identity"] {
+        provision.finish(phase, started);
+    }
+    let inserted = sqlx::query(
+        "INSERT INTO tenants (id, label, account, status, did, key_nonce, key_sealed, recovery_key) \
+         VALUES ($1, $2, $3, 'provisioning', $4, $5, $6, $7)",
+    )
+    .bind(&tenant)
+    .bind(&request.label)
+    .bind(account)
+    .bind(&did)
+    .bind(&nonce)
+    .bind(&sealed)
+    .bind(&request.recovery_key)
+    .execute(&mut *tx)
+    .await;
+    if let Err(e) = inserted {
+        // Another account took the label between our check and our insert.
+        let taken = e
+            .as_database_error()
+            .is_some_and(|d| d.constraint() == Some("tenants_live_label"));
+        return Err(if taken {
+            label_taken(&request.label)
+        } else {
+            ApiError::internal(e)
+        });
+    }
+    sqlx::query(
+        "INSERT INTO provisions (instance_id, account, idempotency_key, request_sha256, label, \
+         tenant, phase, phases) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(&provision.instance_id)
+    .bind(account)
+    .bind(key)
+    .bind(request_sha256)
+    .bind(&provision.label)
+    .bind(&tenant)
+    .bind(&provision.phase)
+    .bind(&provision.phases)
+    .execute(&mut *tx)
+    .await
+    .map_err(ApiError::internal)?;
+    tx.commit().await.map_err(ApiError::internal)?;
+    tracing::info!(instance = %provision.instance_id, %tenant, label = %provision.label, "tenant reserved");
+    Ok(provision)
+}
+
+/// Refuses a label held by a live tenant; a deleted tenant past its grace period is purged here
+/// rather than waiting for the sweeper.
+async fn free_label(tx: &mut PgConnection, platform: &Platform, label: &str) -> ApiResult<()> {
+    let holder = sqlx::query(
+        "SELECT id, status = 'deleted' AND deleted_at <= now() - make_interval(secs => $2) AS expired \
+         FROM tenants WHERE label = $1 AND status <> 'purged' FOR UPDATE",
+    )
+    .bind(label)
+    .bind(platform.config.deletion_grace.as_secs_f64())
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(ApiError::internal)?;
+    match holder {
+        None => Ok(()),
+        Some(row) if row.get::<bool, _>("expired") => {
+            let tenant: String = row.get("id");
+            super::purge(tx, &tenant).await.map_err(ApiError::internal)
+        }
+        Some(_) => Err(label_taken(label)),
+    }
+}
+
+fn label_taken(label: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::LabelTaken,
+        format!("label '{label}' is taken (or was freed too recently to be reused)"),
+    )
+}
+
+fn random_id() -> String {
+    Alphanumeric
+        .sample_string(&mut rand::thread_rng(), 20)
+        .to_lowercase()
+}
+
+/// `bootstrap` and `manifest`, then the tenant opens. Each step checks what is already there.
+async fn complete(
+    platform: &Platform,
+    store: &dyn RecordStore,
+    provision: &mut Provision,
+    request: &ProvisionRequest,
+) -> ApiResult<()> {
+    let row = sqlx::query("SELECT did, key_nonce, key_sealed FROM tenants WHERE id = $1")
+        .bind(&provision.tenant)
+        .fetch_one(&platform.pool)
+        .await
+        .map_err(ApiError::internal)?;
+    let seed = platform
+        .kek
+        .open(
+            &provision.tenant,
+            row.get("key_nonce"),
+            row.get("key_sealed"),
+        )
+        .map_err(ApiError::internal)?;
+    let tenant = Tenant::new(
+        provision.tenant.clone(),
+        crate::ingest::Identity::new(Keypair::from_seed(&seed)),
+        TenantStatus::Active,
+        true,
+    );
+
+    let started = SystemTime::now();
+    bootstrap(
+        store,
+        &tenant,
+        &platform.config.env,
+        &request.bootstrap_token,
+    )
+    .await?;
+    provision.finish("bootstrap", started);
+
+    let started = SystemTime::now();
+    let manifest = crate::manifest::sign(
+        &tenant.identity.key,
+        &tenant.identity.did,
+        &platform.tenant_url(&provision.label),
+        started,
+    );
+    provision.finish("manifest", started);
+    provision.finish("ready", SystemTime::now());
+    provision.phase = "ready".into();
+    provision.error = None;
+
+    let mut tx = platform.pool.begin().await.map_err(ApiError::internal)?;
+    sqlx::query(
+        "UPDATE tenants SET manifest = $2, status = 'active' WHERE id = $1 AND status = 'provisioning'",
+    )
+    .bind(&provision.tenant)
+    .bind(manifest.to_string())
+    .execute(&mut *tx)
+    .await
+    .map_err(ApiError::internal)?;
+    sqlx::query(
+        "UPDATE provisions SET phase = $2, phases = $3, error = NULL WHERE instance_id = $1",
+    )
+    .bind(&provision.instance_id)
+    .bind(&provision.phase)
+    .bind(&provision.phases)
+    .execute(&mut *tx)
+    .await
+    .map_err(ApiError::internal)?;
+    tx.commit().await.map_err(ApiError::internal)?;
+    tracing::info!(instance = %provision.instance_id, tenant = %provision.tenant, "tenant ready");
+    Ok(())
+}
+
+/// The `SPL_BOOTSTRAP_TOKEN` semantics per tenant: the account `sa-bootstrap-env` with `admin`,
+/// and the bearer `spl_<env>_sa-bootstrap-env_<bootstrap_token>`, stored as its hash. Made once.
+async fn bootstrap(
+    store: &dyn RecordStore,
+    tenant: &Tenant,
+    env: &str,
+    bootstrap_token: &str,
+) -> ApiResult<()> {
+    if store
+        .service_account(&tenant.id, BOOTSTRAP_ACCOUNT)
+        .await?
+        .is_none()
+    {
+        create_service_account_with_id(
+            store,
+            &tenant.id,
+            &tenant.identity,
+            BOOTSTRAP_ACCOUNT.to_string(),
+            "bootstrap",
+            vec!["admin".to_string()],
+            Vec::new(),
+        )
+        .await?;
+    }
+    let token = format!("spl_{env}_{BOOTSTRAP_ACCOUNT}_{bootstrap_token}");
+    let token_id = sha256_hex(token.as_bytes());
+    if store.token(&tenant.id, &token_id).await?.is_none() {
+        install_token(
+            store,
+            &tenant.id,
+            &tenant.identity,
+            BOOTSTRAP_ACCOUNT,
+            token,
+            None,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+async fn record_error(platform: &Platform, provision: &Provision, error: &ApiError) {
+    let stored = sqlx::query("UPDATE provisions SET error = $2 WHERE instance_id = $1")
+        .bind(&provision.instance_id)
+        .bind(error.body())
+        .execute(&platform.pool)
+        .await;
+    if let Err(e) = stored {
+        tracing::warn!(error = %e, "could not record a provisioning failure");
+    }
+}
+
+/// The provisioning `id` of the calling account, or 404 (another account's is as unknown as one
+/// that never existed).
+async fn owned(platform: &Platform, account: &str, id: &str) -> ApiResult<Provision> {
+    let row = sqlx::query(&format!(
+        "SELECT {PROVISION_COLUMNS} FROM provisions WHERE instance_id = $1 AND account = $2"
+    ))
+    .bind(id)
+    .bind(account)
+    .fetch_optional(&platform.pool)
+    .await
+    .map_err(ApiError::internal)?;
+    row.map(|r| Provision::from_row(&r))
+        .ok_or_else(|| ApiError::not_found(format!("no provisioning '{id}'")))
+}
+
+async fn describe(platform: &Platform, provision: &Provision) -> ApiResult<Json<Value>> {
+    let tenant = sqlx::query("SELECT status, did FROM tenants WHERE id = $1")
+        .bind(&provision.tenant)
+        .fetch_one(&platform.pool)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(json!({
+        "object": "provision",
+        "instance_id": provision.instance_id,
+        "label": provision.label,
+        "phase": provision.phase,
+        "phases": provision.phases,
+        "error": provision.error,
+        "tenant_status": tenant.get::<&str, _>("status"),
+        "did": tenant.get::<&str, _>("did"),
+        "url": platform.tenant_url(&provision.label),
+    })))
+}
+
+/// `GET /provision/{id}`: phases, error, and the tenant's status, DID and URL.
+async fn status(call: PlatformCall, PathParam(id): PathParam) -> ApiResult<Json<Value>> {
+    let provision = owned(&call.platform, &call.account, &id).await?;
+    describe(&call.platform, &provision).await
+}
+
+/// Moves the tenant of a provisioning from one of `from` to `to`.
+async fn transition(
+    call: &PlatformCall,
+    id: &str,
+    from: &[&str],
+    to: &str,
+) -> ApiResult<Json<Value>> {
+    let platform = &call.platform;
+    let provision = owned(platform, &call.account, id).await?;
+    let from: Vec<String> = from.iter().map(|s| s.to_string()).collect();
+    let changed = sqlx::query(
+        "UPDATE tenants SET status = $2, \
+         deleted_at = CASE WHEN $2 = 'deleted' THEN now() ELSE deleted_at END \
+         WHERE id = $1 AND status = ANY($3)",
+    )
+    .bind(&provision.tenant)
+    .bind(to)
+    .bind(&from)
+    .execute(&platform.pool)
+    .await
+    .map_err(ApiError::internal)?
+    .rows_affected();
+    let current: String = sqlx::query_scalar("SELECT status FROM tenants WHERE id = $1")
+        .bind(&provision.tenant)
+        .fetch_one(&platform.pool)
+        .await
+        .map_err(ApiError::internal)?;
+    if changed == 0 && current != to {
+        return Err(ApiError::new(
+            ErrorCode::ValidationError,
+            format!("a tenant that is {current} cannot become {to}"),
+        ));
+    }
+    platform.forget(&provision.label);
+    describe(platform, &provision).await
+}
+
+/// `POST /provision/{id}/suspend`: the tenant becomes read-only.
+async fn suspend(call: PlatformCall, PathParam(id): PathParam) -> ApiResult<Json<Value>> {
+    transition(&call, &id, &["active"], "suspended").await
+}
+
+/// `POST /provision/{id}/resume`: a suspended tenant takes writes again.
+async fn resume(call: PlatformCall, PathParam(id): PathParam) -> ApiResult<Json<Value>> {
+    transition(&call, &id, &["suspended"], "active").await
+}
+
+/// `DELETE /provision/{id}`: read-only (export works) for the grace period, then purged.
+async fn delete(call: PlatformCall, PathParam(id): PathParam) -> ApiResult<Json<Value>> {
+    transition(&call, &id, &["active", "suspended"], "deleted").await
+}

@@ -1,0 +1,216 @@
+//! `steward`, the hosted binary: many tenants on one Postgres, any number of replicas.
+//! Every flag has an environment fallback so that a Kubernetes Deployment configures it by env.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use syncropel_steward::app::Limits;
+use syncropel_steward::hosted::jwt::{JwtKey, JwtVerifier};
+use syncropel_steward::hosted::kek::Kek;
+use syncropel_steward::hosted::{HostedOptions, PlatformConfig, DEFAULT_RESERVED_LABELS};
+use syncropel_steward::rate_limit::{RateLimit, RateLimits};
+use syncropel_steward::tenant::Addressing;
+use syncropel_steward::StewardError;
+use tracing_subscriber::EnvFilter;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(name = "steward", version, about = "The hosted Syncropel steward")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve tenants (the default).
+    Serve,
+    /// Apply pending database migrations and exit (run once per release, e.g. as a Job).
+    Migrate,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Postgres URL of the record store.
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    database_url: Option<String>,
+    /// Address to listen on.
+    #[arg(long, env = "STEWARD_BIND", default_value = "0.0.0.0:8080")]
+    bind: SocketAddr,
+    /// Tenants are `<label>.<base-domain>`; the base domain itself is the platform host
+    /// (provisioning).
+    #[arg(long, env = "STEWARD_BASE_DOMAIN", default_value = "localhost")]
+    base_domain: String,
+    /// Address tenants as `<prefix>/<label>/…` instead of by host (e.g. `/t`).
+    #[arg(long, env = "STEWARD_PATH_PREFIX")]
+    path_prefix: Option<String>,
+    /// Scheme of tenants' public URLs (in manifests).
+    #[arg(long, env = "STEWARD_PUBLIC_SCHEME", default_value = "https")]
+    public_scheme: String,
+    /// Token environment label: tokens read `spl_<env>_…`.
+    #[arg(long, env = "STEWARD_TOKEN_ENV", default_value = "prod")]
+    token_env: String,
+    /// Key-encryption key for tenant keys: 32 bytes as base64 or hex (`openssl rand -base64 32`).
+    #[arg(long, env = "STEWARD_KEK", hide_env_values = true)]
+    kek: Option<String>,
+    /// HS256 secret the signup platform signs its JWTs with (at least 32 bytes).
+    #[arg(long, env = "STEWARD_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: Option<String>,
+    /// Or: the platform's Ed25519 public key (PEM file) for EdDSA JWTs.
+    #[arg(
+        long,
+        env = "STEWARD_JWT_PUBLIC_KEY_FILE",
+        conflicts_with = "jwt_secret"
+    )]
+    jwt_public_key_file: Option<PathBuf>,
+    /// The `iss` the platform's JWTs must carry.
+    #[arg(long, env = "STEWARD_JWT_ISSUER", default_value = "syncropel-platform")]
+    jwt_issuer: String,
+    /// The `aud` the platform's JWTs must carry.
+    #[arg(
+        long,
+        env = "STEWARD_JWT_AUDIENCE",
+        default_value = "syncropel-steward"
+    )]
+    jwt_audience: String,
+    /// Tenants one account may hold.
+    #[arg(long, env = "STEWARD_TENANT_LIMIT", default_value_t = 3)]
+    tenant_limit: u32,
+    /// How long a deleted tenant stays readable (and its label unavailable), e.g. `30d`.
+    #[arg(long, env = "STEWARD_DELETION_GRACE", default_value = "30d", value_parser = humantime::parse_duration)]
+    deletion_grace: Duration,
+    /// How often to purge tenants whose grace period has ended.
+    #[arg(long, env = "STEWARD_PURGE_INTERVAL", default_value = "1m", value_parser = humantime::parse_duration)]
+    purge_interval: Duration,
+    /// Labels refused in addition to the built-in list (comma-separated).
+    #[arg(long, env = "STEWARD_RESERVED_LABELS", value_delimiter = ',')]
+    reserved_labels: Vec<String>,
+    /// Largest request body in bytes.
+    #[arg(long, env = "STEWARD_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    max_body_bytes: usize,
+    /// Deepest JSON nesting accepted.
+    #[arg(long, env = "STEWARD_MAX_JSON_DEPTH", default_value_t = syncropel_protocol::DEFAULT_MAX_DEPTH)]
+    max_json_depth: usize,
+    /// Requests per second per client address (burst twice that); 0 switches it off.
+    #[arg(long, env = "STEWARD_RATE_LIMIT_PER_ADDRESS", default_value_t = 200)]
+    rate_limit_per_address: u32,
+    /// Requests per second per token (burst twice that); 0 switches it off.
+    #[arg(long, env = "STEWARD_RATE_LIMIT_PER_TOKEN", default_value_t = 500)]
+    rate_limit_per_token: u32,
+    /// Reverse proxies in front that append to X-Forwarded-For (the client is that many entries
+    /// from the right); 0 keys the address limit on the connection's peer.
+    #[arg(long, env = "STEWARD_TRUSTED_PROXIES", default_value_t = 0)]
+    trusted_proxies: u8,
+    /// Heartbeat interval of watch streams.
+    #[arg(long, env = "STEWARD_HEARTBEAT", default_value = "15s", value_parser = humantime::parse_duration)]
+    heartbeat: Duration,
+    /// How long in-flight requests get to finish after SIGTERM.
+    #[arg(long, env = "STEWARD_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+    shutdown_grace: Duration,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    let outcome = runtime.block_on(async {
+        match cli.command.unwrap_or(Command::Serve) {
+            Command::Serve => serve(cli.serve).await,
+            Command::Migrate => migrate(cli.serve).await,
+        }
+    });
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn database_url(args: &ServeArgs) -> Result<String, StewardError> {
+    args.database_url.clone().ok_or_else(|| {
+        StewardError::Invalid("set --database-url or DATABASE_URL (a postgres:// URL)".into())
+    })
+}
+
+async fn migrate(args: ServeArgs) -> Result<(), StewardError> {
+    let store = syncropel_store::PgStore::open(&database_url(&args)?).await?;
+    tracing::info!("migrations applied");
+    syncropel_store::RecordStore::close(&store).await;
+    Ok(())
+}
+
+async fn serve(args: ServeArgs) -> Result<(), StewardError> {
+    let database_url = database_url(&args)?;
+    let kek = Kek::parse(args.kek.as_deref().ok_or_else(|| {
+        StewardError::Invalid("set --kek or STEWARD_KEK (32 bytes, base64 or hex)".into())
+    })?)?;
+    let jwt_key =
+        match (&args.jwt_secret, &args.jwt_public_key_file) {
+            (Some(secret), None) => JwtKey::Hs256(secret.as_bytes().to_vec()),
+            (None, Some(path)) => JwtKey::Ed25519Pem(std::fs::read(path)?),
+            _ => return Err(StewardError::Invalid(
+                "set the platform's JWT key: --jwt-secret (HS256) or --jwt-public-key-file (EdDSA)"
+                    .into(),
+            )),
+        };
+    let jwt = JwtVerifier::new(jwt_key, &args.jwt_issuer, &args.jwt_audience)?;
+    let path_prefix = match args.path_prefix.as_deref().map(|p| p.trim_end_matches('/')) {
+        Some(p) if p.starts_with('/') && p.len() > 1 => Some(p.to_string()),
+        Some(p) => {
+            return Err(StewardError::Invalid(format!(
+                "--path-prefix '{p}' must start with '/' and name a segment, e.g. /t"
+            )))
+        }
+        None => None,
+    };
+    let mut reserved: Vec<String> = DEFAULT_RESERVED_LABELS
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    reserved.extend(
+        args.reserved_labels
+            .iter()
+            .map(|s| s.trim().to_ascii_lowercase()),
+    );
+    let options = HostedOptions {
+        database_url,
+        platform: PlatformConfig {
+            addressing: Addressing {
+                base_domain: args.base_domain.trim().to_ascii_lowercase(),
+                path_prefix,
+            },
+            public_scheme: args.public_scheme,
+            env: args.token_env,
+            tenant_limit: args.tenant_limit,
+            deletion_grace: args.deletion_grace,
+            reserved_labels: reserved,
+        },
+        kek,
+        jwt,
+        limits: Limits {
+            max_body_bytes: args.max_body_bytes,
+            max_json_depth: args.max_json_depth,
+        },
+        rate_limits: RateLimits {
+            per_address: RateLimit::per_second(args.rate_limit_per_address),
+            per_token: RateLimit::per_second(args.rate_limit_per_token),
+            trusted_proxies: args.trusted_proxies,
+        },
+        heartbeat: args.heartbeat,
+        purge_interval: args.purge_interval,
+    };
+    syncropel_steward::hosted::serve(options, args.bind, args.shutdown_grace).await
+}

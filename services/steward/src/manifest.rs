@@ -1,0 +1,155 @@
+//! The signed federation manifest served at `/.well-known/syncropel` (FEDERATION §2.1).
+//!
+//! Signed in "covered form": the canonical JSON of the manifest with only `signature.signature`
+//! removed, so `alg`, `key_id`, `signed_at` and `expires_at` are all covered by the signature.
+
+use std::time::{Duration, SystemTime};
+
+use base64::Engine as _;
+use serde_json::{json, Value};
+use syncropel_protocol::{canonical_string, verify_signature, Keypair};
+
+use crate::routes::health::VERSION;
+
+/// How long a manifest is valid after it is signed.
+pub const MANIFEST_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+pub const FEDERATION_PROTOCOL_VERSION: &str = "0.13";
+
+/// Builds and signs the manifest of the steward at `origin` (`https://acme.example.com`, no
+/// trailing slash) whose identity is `did`, signed by `key`.
+pub fn sign(key: &Keypair, did: &str, origin: &str, now: SystemTime) -> Value {
+    let rfc3339 = |t: SystemTime| humantime::format_rfc3339_seconds(t).to_string();
+    let mut manifest = json!({
+        "object": "federation_manifest",
+        "manifest_version": "1",
+        "daemon": {
+            "did": did,
+            "version": VERSION,
+            "federation_protocol_version": FEDERATION_PROTOCOL_VERSION,
+        },
+        "federation": {
+            "enabled": true,
+            "pair_endpoint": format!("{origin}/v1/sync"),
+            "sync_change_endpoint": format!("{origin}/v1/sync/changes"),
+            "sync_record_endpoint": format!("{origin}/v1/sync/records"),
+            "handshake_endpoint": format!("{origin}/v1/federation/pair"),
+            "relays": [],
+        },
+        "advertises": {"kinds": [], "refs": [], "namespaces": []},
+        "consent_policy": {
+            "default_posture": "pair-then-ask",
+            "accepts_pair_requests": true,
+            "requires_did_method": [],
+            "rejects_did_method": [],
+        },
+        "capabilities_ref": {"url": format!("{origin}/.well-known/syncropel"), "key": "capabilities_manifest"},
+        "responders_ref": {"url": format!("{origin}/.well-known/syncropel"), "key": "responders_manifest"},
+        "directory": {"registered_at": [], "directory_registration_id": null},
+        "signature": {
+            "alg": "Ed25519",
+            "key_id": key_id(did),
+            "signed_at": rfc3339(now),
+            "expires_at": rfc3339(now + MANIFEST_TTL),
+        },
+    });
+    let covered = canonical_string(&manifest);
+    let signature = base64::engine::general_purpose::STANDARD.encode(key.sign(covered.as_bytes()));
+    manifest["signature"]["signature"] = json!(signature);
+    manifest
+}
+
+/// The verification method of a did:key: `did:key:z…#z…`.
+fn key_id(did: &str) -> String {
+    match did.strip_prefix("did:key:") {
+        Some(fragment) => format!("{did}#{fragment}"),
+        None => format!("{did}#key-1"),
+    }
+}
+
+/// Whether a manifest expires before `at`.
+pub fn expires_before(manifest: &Value, at: SystemTime) -> bool {
+    manifest["signature"]["expires_at"]
+        .as_str()
+        .and_then(|s| humantime::parse_rfc3339(s).ok())
+        .is_none_or(|expires| expires < at)
+}
+
+/// Errors of [`verify`].
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("the manifest has no {0}")]
+    Missing(&'static str),
+    #[error("the manifest is signed by {key_id}, which is not a key of {did}")]
+    ForeignKey { key_id: String, did: String },
+    #[error("the manifest's signature does not verify: {0}")]
+    BadSignature(String),
+}
+
+/// Verifies a manifest signed by a did:key in covered form.
+pub fn verify(manifest: &Value) -> Result<(), ManifestError> {
+    let did = manifest["daemon"]["did"]
+        .as_str()
+        .ok_or(ManifestError::Missing("daemon.did"))?;
+    let key_id = manifest["signature"]["key_id"]
+        .as_str()
+        .ok_or(ManifestError::Missing("signature.key_id"))?;
+    let signature = manifest["signature"]["signature"]
+        .as_str()
+        .ok_or(ManifestError::Missing("signature.signature"))?;
+    if key_id.split('#').next() != Some(did) {
+        return Err(ManifestError::ForeignKey {
+            key_id: key_id.to_string(),
+            did: did.to_string(),
+        });
+    }
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(signature)
+        .map_err(|e| ManifestError::BadSignature(e.to_string()))?;
+    let mut covered = manifest.clone();
+    if let Some(sig) = covered["signature"].as_object_mut() {
+        sig.remove("signature");
+    }
+    verify_signature(
+        did,
+        canonical_string(&covered).as_bytes(),
+        &hex::encode(raw),
+    )
+    .map_err(|e| ManifestError::BadSignature(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_signed_manifest_verifies_and_any_covered_change_breaks_it() {
+        let key = Keypair::generate();
+        let did = key.did_key();
+        let manifest = sign(&key, &did, "https://acme.example.com", SystemTime::now());
+        verify(&manifest).unwrap();
+        assert!(!expires_before(&manifest, SystemTime::now()));
+        assert!(expires_before(
+            &manifest,
+            SystemTime::now() + MANIFEST_TTL + Duration::from_secs(60)
+        ));
+
+        let mut later = manifest.clone();
+        later["signature"]["expires_at"] = json!("2099-01-01T00:00:00Z");
+        assert!(matches!(
+            verify(&later),
+            Err(ManifestError::BadSignature(_))
+        ));
+
+        let mut moved = manifest.clone();
+        moved["federation"]["sync_change_endpoint"] = json!("https://evil.example/v1/sync/changes");
+        assert!(verify(&moved).is_err());
+
+        let other = Keypair::generate();
+        let mut foreign = manifest;
+        foreign["daemon"]["did"] = json!(other.did_key());
+        assert!(matches!(
+            verify(&foreign),
+            Err(ManifestError::ForeignKey { .. })
+        ));
+    }
+}

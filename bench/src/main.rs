@@ -10,6 +10,10 @@
 //! - `sqlite`: raw SQLite durable commit rate, the ceiling of the store.
 //! - `exec`: wall time of a whole command over several runs (e.g. `spl init`).
 //! - `wait-ready`: wait until `GET /health` answers 200.
+//! - `hosted-provision`, `hosted-post`, `hosted-batch`: the hosted steward (many
+//!   tenants over Postgres), see [`hosted`].
+
+mod hosted;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -62,6 +66,16 @@ enum Cmd {
     Exec(ExecArgs),
     /// Wait until `GET /health` answers 200.
     WaitReady(WaitArgs),
+    /// Hosted steward: provision tenants (`POST /provision`), each timed to its
+    /// first accepted record; writes `label token` lines for the other hosted
+    /// subcommands.
+    HostedProvision(hosted::ProvisionArgs),
+    /// Hosted steward: concurrent single-record `POST /v1/records` spread over
+    /// many tenants.
+    HostedPost(hosted::PostArgs),
+    /// Hosted steward: concurrent `POST /v1/records/batch` spread over many
+    /// tenants.
+    HostedBatch(hosted::BatchArgs),
 }
 
 #[derive(Args, Clone)]
@@ -223,6 +237,9 @@ fn main() -> Result<()> {
                     Cmd::Page(a) => page_bench(a).await,
                     Cmd::Health(a) => health_bench(a).await,
                     Cmd::WaitReady(a) => wait_ready(a).await,
+                    Cmd::HostedProvision(a) => hosted::provision(a).await,
+                    Cmd::HostedPost(a) => hosted::post(a).await,
+                    Cmd::HostedBatch(a) => hosted::batch(a).await,
                     Cmd::Sqlite(_) | Cmd::Exec(_) => unreachable!("handled above"),
                 }
             })?
@@ -302,6 +319,13 @@ fn now_micros() -> u64 {
 /// Outcome of one request as seen by a closed-loop client.
 enum Outcome {
     Ok,
+    /// A multi-item request answered as a whole: how many of its items were
+    /// accepted and how many not (with a sample of the latter's errors).
+    Items {
+        ok: u64,
+        failed: u64,
+        sample: Option<String>,
+    },
     /// Unexpected status or transport error, with a short description.
     Err(String),
 }
@@ -310,7 +334,22 @@ enum Outcome {
 struct Tally {
     ok: u64,
     errors: u64,
+    /// Items accepted / refused inside `Outcome::Items` answers.
+    items: u64,
+    item_errors: u64,
     hist: Histogram<u64>,
+}
+
+impl Tally {
+    fn new() -> Self {
+        Self {
+            ok: 0,
+            errors: 0,
+            items: 0,
+            item_errors: 0,
+            hist: new_histogram(),
+        }
+    }
 }
 
 /// Remembers the first few distinct error messages for stderr.
@@ -411,11 +450,7 @@ where
         let seq = seq.clone();
         let errors = errors.clone();
         tasks.push(tokio::spawn(async move {
-            let mut t = Tally {
-                ok: 0,
-                errors: 0,
-                hist: new_histogram(),
-            };
+            let mut t = Tally::new();
             loop {
                 let t0 = Instant::now();
                 if t0 >= end {
@@ -433,6 +468,16 @@ where
                         let us = (done - t0).as_micros() as u64;
                         t.hist.saturating_record(us.max(1));
                     }
+                    Outcome::Items { ok, failed, sample } => {
+                        t.ok += 1;
+                        t.items += ok;
+                        t.item_errors += failed;
+                        if let Some(msg) = sample {
+                            errors.note(msg);
+                        }
+                        let us = (done - t0).as_micros() as u64;
+                        t.hist.saturating_record(us.max(1));
+                    }
                     Outcome::Err(msg) => {
                         t.errors += 1;
                         errors.note(msg);
@@ -444,15 +489,13 @@ where
             t
         }));
     }
-    let mut total = Tally {
-        ok: 0,
-        errors: 0,
-        hist: new_histogram(),
-    };
+    let mut total = Tally::new();
     for task in tasks {
         let t = task.await.context("client task panicked")?;
         total.ok += t.ok;
         total.errors += t.errors;
+        total.items += t.items;
+        total.item_errors += t.item_errors;
         total.hist.add(&t.hist).context("merging histograms")?;
     }
     errors.report();
@@ -492,6 +535,8 @@ struct RecordMaker {
     actor: String,
     filler: String,
     clock_base: u64,
+    /// `body.kind`, when the records should carry one.
+    kind: Option<String>,
 }
 
 impl RecordMaker {
@@ -505,14 +550,24 @@ impl RecordMaker {
             actor: shape.actor.clone(),
             filler,
             clock_base: shape.clock_base.unwrap_or_else(now_micros),
+            kind: None,
         }
     }
 
+    fn with_kind(mut self, kind: &str) -> Self {
+        self.kind = Some(kind.to_string());
+        self
+    }
+
     fn make(&self, i: u64, thread: &str) -> Vec<u8> {
+        let body = match &self.kind {
+            Some(kind) => json!({"kind": kind, "text": self.filler, "n": i}),
+            None => json!({"text": self.filler, "n": i}),
+        };
         let rec = json!({
             "act": "DO",
             "actor": self.actor,
-            "body": {"text": self.filler, "n": i},
+            "body": body,
             "clock": self.clock_base + i,
             "data_type": "SCALAR",
             "parents": [],
@@ -599,6 +654,7 @@ async fn seed(a: SeedArgs) -> Result<serde_json::Value> {
                         errors.note(msg);
                         failed.store(true, Ordering::Relaxed);
                     }
+                    Outcome::Items { .. } => unreachable!("finish() answers Ok or Err"),
                 }
             }
             n_err

@@ -7,6 +7,7 @@
 mod postgres;
 pub mod query;
 mod sqlite;
+pub mod testing;
 
 use async_trait::async_trait;
 use base64::Engine as _;

@@ -77,6 +77,13 @@ impl PgStore {
     }
 
     pub async fn open_with(options: PgConnectOptions) -> Result<PgStore> {
+        // Statements are prepared once per connection and the tenant is a parameter. After a few
+        // runs Postgres may switch a statement to a generic plan, chosen once from the statistics
+        // of that moment: a plan picked while the tables were nearly empty then keeps scanning
+        // every partition as they grow (the write path's existence check did exactly that).
+        // Custom plans cost a little planning per execution but always prune to the tenant's
+        // partition and follow current statistics.
+        let options = options.options([("plan_cache_mode", "force_custom_plan")]);
         let pool = PgPoolOptions::new()
             .max_connections(POOL_CONNECTIONS)
             .min_connections(1)

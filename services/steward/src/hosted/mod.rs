@@ -113,6 +113,11 @@ impl Platform {
         }
     }
 
+    /// The platform's database (tenants, provisioning), shared with the record store.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     pub fn config(&self) -> &PlatformConfig {
         &self.config
     }

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the kit
 
+pub mod hosted;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;

@@ -35,8 +35,12 @@ const MAX_BATCH: usize = 1024;
 const QUEUE_DEPTH: usize = 8192;
 /// Watchers that fall further behind than this are told to reconnect.
 const EVENT_CAPACITY: usize = 16384;
-/// Connections: the writer, the listener and the readers share one pool.
-const POOL_CONNECTIONS: u32 = 8;
+/// Writer tasks per store. A tenant always goes to the same writer (its records commit in order);
+/// different tenants' batches commit in parallel, overlapping one batch's fsync with the next
+/// one's work.
+const WRITERS: usize = 4;
+/// Connections: the writers, the listener and the readers share one pool.
+const POOL_CONNECTIONS: u32 = 16;
 /// The NOTIFY channel of committed records.
 const CHANNEL: &str = "records";
 /// Rows the listener reads per query when it catches a tenant up.
@@ -47,9 +51,10 @@ const MAX_SEARCH_TEXT: usize = 256 * 1024;
 
 pub struct PgStore {
     pool: PgPool,
-    writes: mpsc::Sender<WriteOp>,
+    /// One queue per writer task; a tenant's writes always take the same one.
+    writes: Vec<mpsc::Sender<WriteOp>>,
     events: broadcast::Sender<Committed>,
-    writer: Mutex<Option<JoinHandle<()>>>,
+    writers: Mutex<Vec<JoinHandle<()>>>,
     listener: JoinHandle<()>,
 }
 
@@ -101,13 +106,17 @@ impl PgStore {
         listener.listen(CHANNEL).await?;
         let listener = tokio::spawn(run_listener(listener, pool.clone(), events.clone()));
 
-        let (writes, queue) = mpsc::channel(QUEUE_DEPTH);
-        let task = tokio::spawn(run_writer(pool.clone(), queue));
+        let (writes, tasks) = (0..WRITERS)
+            .map(|_| {
+                let (sender, queue) = mpsc::channel(QUEUE_DEPTH);
+                (sender, tokio::spawn(run_writer(pool.clone(), queue)))
+            })
+            .unzip();
         Ok(PgStore {
             pool,
             writes,
             events,
-            writer: Mutex::new(Some(task)),
+            writers: Mutex::new(tasks),
             listener,
         })
     }
@@ -183,8 +192,16 @@ impl PgStore {
         Ok(row.try_get_unchecked::<String, _>(0)?)
     }
 
-    async fn submit<T>(&self, op: WriteOp, reply: oneshot::Receiver<Result<T>>) -> Result<T> {
-        self.writes
+    async fn submit<T>(
+        &self,
+        tenant: &str,
+        op: WriteOp,
+        reply: oneshot::Receiver<Result<T>>,
+    ) -> Result<T> {
+        let mut hasher = std::hash::DefaultHasher::new();
+        std::hash::Hash::hash(tenant, &mut hasher);
+        let writer = std::hash::Hasher::finish(&hasher) as usize % self.writes.len();
+        self.writes[writer]
             .send(op)
             .await
             .map_err(|_| StoreError::WriterStopped)?;
@@ -209,7 +226,7 @@ impl RecordStore for PgStore {
             record,
             reply,
         };
-        self.submit(op, rx).await
+        self.submit(tenant, op, rx).await
     }
 
     async fn apply_auth_change(
@@ -241,7 +258,7 @@ impl RecordStore for PgStore {
             audit,
             reply,
         };
-        self.submit(op, rx).await
+        self.submit(tenant, op, rx).await
     }
 
     async fn get(&self, tenant: &str, id: &str) -> Result<Option<StoredRecord>> {
@@ -431,9 +448,9 @@ impl RecordStore for PgStore {
     }
 
     async fn close(&self) {
-        let task = self.writer.lock().await.take();
-        if let Some(task) = task {
-            if self.writes.send(WriteOp::Close).await.is_ok() {
+        let tasks = std::mem::take(&mut *self.writers.lock().await);
+        for (writes, task) in self.writes.iter().zip(tasks) {
+            if writes.send(WriteOp::Close).await.is_ok() {
                 let _ = task.await;
             }
         }
@@ -603,13 +620,21 @@ enum OpOutcome {
 }
 
 async fn commit_batch(pool: &PgPool, batch: Vec<WriteOp>) {
-    let result = async {
-        let mut tx = pool.begin().await?;
-        let outcomes = write_batch(&mut tx, &batch).await?;
-        tx.commit().await?;
-        Ok::<_, StoreError>(outcomes)
-    }
-    .await;
+    let attempt = |checked: bool| {
+        let batch = &batch;
+        async move {
+            let mut tx = pool.begin().await?;
+            let outcomes = write_batch(&mut tx, batch, checked).await?;
+            tx.commit().await?;
+            Ok::<_, StoreError>(outcomes)
+        }
+    };
+    // Most batches are all new records: insert them straight away. If any of them turns out to be
+    // a replay or a clock clash, that transaction rolls back and the batch is decided row by row.
+    let result = match attempt(false).await {
+        Err(StoreError::Conflicted) => attempt(true).await,
+        other => other,
+    };
     // Watchers are told by the listener, from the NOTIFY this transaction sent at its commit.
     match result {
         Ok(outcomes) => {
@@ -656,7 +681,14 @@ struct Pending<'a> {
     clocks: HashSet<(&'a str, &'a str, &'a str, i64)>,
 }
 
-async fn write_batch(conn: &mut PgConnection, batch: &[WriteOp]) -> Result<Vec<OpOutcome>> {
+/// Writes a batch under its tenants' counter locks. Unchecked, only the batch itself is looked at
+/// for replays and clock clashes (the unique indexes catch the rest, and [`flush`] then reports
+/// [`StoreError::Conflicted`]); checked, every record is first looked up in the store.
+async fn write_batch(
+    conn: &mut PgConnection,
+    batch: &[WriteOp],
+    checked: bool,
+) -> Result<Vec<OpOutcome>> {
     // Lock every tenant this batch writes, in one order for every replica (no deadlocks). The
     // `+ 0` update takes the row lock and reads the counter; it is advanced once at the end.
     let mut tenants: Vec<&str> = batch
@@ -691,7 +723,9 @@ async fn write_batch(conn: &mut PgConnection, batch: &[WriteOp]) -> Result<Vec<O
             _ => None,
         })
         .collect();
-    let mut appended = resolve(conn, &appends, &mut pending).await?.into_iter();
+    let mut appended = resolve(conn, &appends, &mut pending, checked)
+        .await?
+        .into_iter();
 
     let mut outcomes = Vec::with_capacity(batch.len());
     for op in batch {
@@ -710,7 +744,7 @@ async fn write_batch(conn: &mut PgConnection, batch: &[WriteOp]) -> Result<Vec<O
                 let result = apply_change(conn, tenant, change).await?;
                 if let Ok(true) = result {
                     // As in SQLite: the change stands even if its audit record were a replay.
-                    resolve(conn, &[(tenant.as_str(), audit)], &mut pending).await?;
+                    resolve(conn, &[(tenant.as_str(), audit)], &mut pending, checked).await?;
                 }
                 OpOutcome::Auth(result)
             }
@@ -718,57 +752,28 @@ async fn write_batch(conn: &mut PgConnection, batch: &[WriteOp]) -> Result<Vec<O
         };
         outcomes.push(outcome);
     }
-    flush(conn, &pending).await?;
+    flush(conn, &pending, checked).await?;
     Ok(outcomes)
 }
 
 /// Decides, under the tenants' counter locks, what each record does: a stored (or earlier in this
 /// batch) id is a replay, a taken `(thread, actor, clock)` is a clash, anything else is numbered
 /// and queued for insert. Only inserted rows get sequences, so a tenant's sequence has no gaps.
+/// Unchecked, the store is not consulted (see [`write_batch`]).
 async fn resolve<'a>(
     conn: &mut PgConnection,
     records: &[(&'a str, &'a NewRecord)],
     pending: &mut Pending<'a>,
+    checked: bool,
 ) -> Result<Vec<Result<Appended>>> {
     if records.is_empty() {
         return Ok(Vec::new());
     }
-    let tenants: Vec<&str> = records.iter().map(|(t, _)| *t).collect();
-    let ids: Vec<&str> = records.iter().map(|(_, r)| r.id.as_str()).collect();
-    let threads: Vec<&str> = records.iter().map(|(_, r)| r.thread.as_str()).collect();
-    let actors: Vec<&str> = records.iter().map(|(_, r)| r.actor.as_str()).collect();
-    let clocks: Vec<i64> = records.iter().map(|(_, r)| r.clock).collect();
-    let rows = sqlx::query(
-        "SELECT r.tenant, r.seq, r.id, r.thread, r.actor, r.clock, r.record_json \
-         FROM UNNEST($1::text[], $2::text[]) AS k(tenant, id) \
-         JOIN records r ON r.tenant = k.tenant AND r.id = k.id \
-         UNION ALL \
-         SELECT r.tenant, r.seq, r.id, r.thread, r.actor, r.clock, r.record_json \
-         FROM UNNEST($1::text[], $3::text[], $4::text[], $5::int8[]) AS k(tenant, thread, actor, clock) \
-         JOIN records r ON r.tenant = k.tenant AND r.thread = k.thread AND r.actor = k.actor \
-                       AND r.clock = k.clock",
-    )
-    .bind(&tenants)
-    .bind(&ids)
-    .bind(&threads)
-    .bind(&actors)
-    .bind(&clocks)
-    .fetch_all(&mut *conn)
-    .await?;
     let mut stored_ids: HashMap<(String, String), StoredRecord> = HashMap::new();
     let mut stored_clocks: HashSet<(String, String, String, i64)> = HashSet::new();
-    for row in &rows {
-        let tenant: String = row.get("tenant");
-        stored_clocks.insert((
-            tenant.clone(),
-            row.get("thread"),
-            row.get("actor"),
-            row.get("clock"),
-        ));
-        let record = stored_from_row(row);
-        stored_ids.insert((tenant, record.id.clone()), record);
+    if checked {
+        lookup(conn, records, &mut stored_ids, &mut stored_clocks).await?;
     }
-
     let mut outcomes = Vec::with_capacity(records.len());
     for &(tenant, record) in records {
         let key = (tenant.to_string(), record.id.clone());
@@ -823,9 +828,54 @@ async fn resolve<'a>(
     Ok(outcomes)
 }
 
-/// Inserts the numbered rows, updates the thread summaries and the counters in one statement, then
-/// queues one NOTIFY per tenant (delivered when the transaction commits).
-async fn flush(conn: &mut PgConnection, pending: &Pending<'_>) -> Result<()> {
+/// The stored records that share an id or a `(thread, actor, clock)` with `records`. The join
+/// cannot prune partitions (the tenants come from an array), which is why only checked batches
+/// run it.
+async fn lookup(
+    conn: &mut PgConnection,
+    records: &[(&str, &NewRecord)],
+    stored_ids: &mut HashMap<(String, String), StoredRecord>,
+    stored_clocks: &mut HashSet<(String, String, String, i64)>,
+) -> Result<()> {
+    let tenants: Vec<&str> = records.iter().map(|(t, _)| *t).collect();
+    let ids: Vec<&str> = records.iter().map(|(_, r)| r.id.as_str()).collect();
+    let threads: Vec<&str> = records.iter().map(|(_, r)| r.thread.as_str()).collect();
+    let actors: Vec<&str> = records.iter().map(|(_, r)| r.actor.as_str()).collect();
+    let clocks: Vec<i64> = records.iter().map(|(_, r)| r.clock).collect();
+    let rows = sqlx::query(
+        "SELECT r.tenant, r.seq, r.id, r.thread, r.actor, r.clock, r.record_json \
+         FROM UNNEST($1::text[], $2::text[]) AS k(tenant, id) \
+         JOIN records r ON r.tenant = k.tenant AND r.id = k.id \
+         UNION ALL \
+         SELECT r.tenant, r.seq, r.id, r.thread, r.actor, r.clock, r.record_json \
+         FROM UNNEST($1::text[], $3::text[], $4::text[], $5::int8[]) AS k(tenant, thread, actor, clock) \
+         JOIN records r ON r.tenant = k.tenant AND r.thread = k.thread AND r.actor = k.actor \
+                       AND r.clock = k.clock",
+    )
+    .bind(&tenants)
+    .bind(&ids)
+    .bind(&threads)
+    .bind(&actors)
+    .bind(&clocks)
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in &rows {
+        let tenant: String = row.get("tenant");
+        stored_clocks.insert((
+            tenant.clone(),
+            row.get("thread"),
+            row.get("actor"),
+            row.get("clock"),
+        ));
+        let record = stored_from_row(row);
+        stored_ids.insert((tenant, record.id.clone()), record);
+    }
+    Ok(())
+}
+
+/// Inserts the numbered rows, updates the thread summaries and the counters, and queues one NOTIFY
+/// per tenant (delivered when the transaction commits), all in one statement.
+async fn flush(conn: &mut PgConnection, pending: &Pending<'_>, checked: bool) -> Result<()> {
     if pending.rows.is_empty() {
         return Ok(());
     }
@@ -865,6 +915,12 @@ async fn flush(conn: &mut PgConnection, pending: &Pending<'_>) -> Result<()> {
         .map(|t| pending.counters[*t])
         .collect();
 
+    let payloads: Vec<String> = counter_tenants
+        .iter()
+        .zip(&counter_values)
+        .map(|(t, last)| format!("{t} {} {last}", pending.first[*t]))
+        .collect();
+
     let inserted: i64 = sqlx::query_scalar(
         "WITH ins AS ( \
            INSERT INTO records (tenant, seq, id, thread, actor, clock, act, data_type, namespace, \
@@ -886,8 +942,10 @@ async fn flush(conn: &mut PgConnection, pending: &Pending<'_>) -> Result<()> {
          ), cnt AS ( \
            UPDATE tenant_counters c SET last_seq = u.s \
            FROM UNNEST($23::text[], $24::int8[]) AS u(t, s) WHERE c.tenant = u.t \
+         ), ntf AS ( \
+           SELECT pg_notify($25, p) FROM UNNEST($26::text[]) AS p \
          ) \
-         SELECT count(*) FROM ins",
+         SELECT (SELECT count(*) FROM ins) + 0 * (SELECT count(*) FROM ntf)",
     )
     .bind(&tenants)
     .bind(&seqs)
@@ -913,29 +971,24 @@ async fn flush(conn: &mut PgConnection, pending: &Pending<'_>) -> Result<()> {
     .bind(&th_seqs)
     .bind(&counter_tenants)
     .bind(&counter_values)
+    .bind(CHANNEL)
+    .bind(&payloads)
     .fetch_one(&mut *conn)
     .await?;
-    // Every row was checked under the tenants' locks, so all must have gone in; anything else
-    // means a writer bypassed the counters, and the whole batch is rolled back rather than
-    // answer with numbers that were not stored.
     if inserted != rows.len() as i64 {
-        return Err(StoreError::WriteFailed(format!(
-            "{} of {} records conflicted after the conflict check",
-            rows.len() as i64 - inserted,
-            rows.len()
-        )));
+        // Unchecked: some row was a replay or a clash; the caller rolls back and checks. Checked,
+        // every row was decided under the tenants' locks, so this means a writer bypassed the
+        // counters, and the batch is rolled back rather than answer with numbers not stored.
+        return Err(if checked {
+            StoreError::WriteFailed(format!(
+                "{} of {} records conflicted after the conflict check",
+                rows.len() as i64 - inserted,
+                rows.len()
+            ))
+        } else {
+            StoreError::Conflicted
+        });
     }
-
-    let payloads: Vec<String> = counter_tenants
-        .iter()
-        .zip(&counter_values)
-        .map(|(t, last)| format!("{t} {} {last}", pending.first[*t]))
-        .collect();
-    sqlx::query("SELECT pg_notify($1, p) FROM UNNEST($2::text[]) AS p")
-        .bind(CHANNEL)
-        .bind(&payloads)
-        .execute(&mut *conn)
-        .await?;
     Ok(())
 }
 

@@ -8,7 +8,7 @@ use syncropel_protocol::{ErrorCode, ProtocolError};
 use syncropel_store::StoreError;
 
 /// An error answer. Built from a stable [`ErrorCode`], so status and type always agree with the code.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,

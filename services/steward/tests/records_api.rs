@@ -430,3 +430,86 @@ async fn search_switched_off_answers_503_and_says_so_in_health() {
     let (_, health) = steward.get(&token, "/v1/health").await;
     assert_eq!(health["search"], "disabled");
 }
+
+#[tokio::test]
+async fn a_batch_answers_each_record_in_order_and_stores_only_the_good_ones() {
+    let steward = TestSteward::start().await;
+    let token = steward.admin().await;
+    let (status, earlier) = steward
+        .post(&token, "/v1/records", &envelope("th_b", 1, json!({"n": 1})))
+        .await;
+    assert_eq!(status, 201);
+
+    let batch = json!({"records": [
+        envelope("th_b", 2, json!({"n": 2})),
+        envelope("th_b", 1, json!({"n": 1})),                     // replay of the earlier record
+        envelope("th_b", 1, json!({"n": "other"})),               // clock clash with it
+        {"act": "SHOUT", "actor": "did:example:test", "clock": 3, "thread": "th_b"},
+        envelope("th_audit_tokens", 4, json!({})),               // steward-only thread
+        envelope("th_b", 5, json!({"namespace": "nowhere", "n": 5})),
+        envelope("th_b", 6, json!({"n": 6})),
+        envelope("th_b", 6, json!({"n": 6})),                     // the same record twice in one batch
+        "not a record",
+    ]});
+    let (status, answer) = steward.post(&token, "/v1/records/batch", &batch).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["object"], "batch_result");
+    let items = answer["data"].as_array().unwrap();
+    let statuses: Vec<i64> = items
+        .iter()
+        .map(|i| i["status"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        [201, 200, 400, 400, 403, 403, 201, 200, 400],
+        "{answer}"
+    );
+    for (index, item) in items.iter().enumerate() {
+        assert_eq!(item["index"], index);
+    }
+    assert_eq!(items[1]["record"], earlier);
+    assert_eq!(error_code(&items[2]["error"]), "INGEST_FAILED");
+    assert_eq!(error_code(&items[4]["error"]), "RESERVED_THREAD");
+    assert_eq!(error_code(&items[5]["error"]), "NAMESPACE_REJECTED");
+    assert_eq!(items[7]["record"]["id"], items[6]["record"]["id"]);
+    assert_eq!(
+        (&answer["created"], &answer["existing"], &answer["failed"]),
+        (&json!(2), &json!(2), &json!(5))
+    );
+    let (_, listed) = steward.get(&token, "/v1/records?thread=th_b").await;
+    let clocks: Vec<i64> = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["clock"].as_i64().unwrap())
+        .collect();
+    assert_eq!(clocks, [1, 2, 6], "only the accepted records are stored");
+
+    // The batch itself: not an object with a records array, too many records, no write scope.
+    for bad in [json!({"records": "x"}), json!([]), json!({})] {
+        let (status, body) = steward.post(&token, "/v1/records/batch", &bad).await;
+        assert_eq!(
+            (status, error_code(&body)),
+            (400, "VALIDATION_ERROR"),
+            "{bad}"
+        );
+    }
+    let too_many: Vec<Value> = (0..1001)
+        .map(|i| envelope("th_many", i, json!({})))
+        .collect();
+    let (status, body) = steward
+        .post(&token, "/v1/records/batch", &json!({"records": too_many}))
+        .await;
+    assert_eq!((status, error_code(&body)), (400, "VALIDATION_ERROR"));
+    let reader = steward.token(&["records:read"], &[]).await;
+    let (status, body) = steward
+        .post(
+            &reader,
+            "/v1/records/batch",
+            &json!({"records": [envelope("th_r", 1, json!({}))]}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(error_code(&body["data"][0]["error"]), "SCOPE_FORBIDDEN");
+    assert_eq!(steward.record_count(&token).await, 3);
+}

@@ -4,6 +4,8 @@
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
+use std::collections::HashMap;
+
 use futures_util::future::join_all;
 use serde_json::Value;
 use syncropel_protocol::{is_config_thread, is_server_only_thread, Envelope, ErrorCode};
@@ -25,7 +27,16 @@ pub async fn create(
 ) -> ApiResult<Response> {
     caller.tenant.require_writable()?;
     let envelope = Envelope::parse(&bytes, state.limits.max_json_depth)?;
-    let record = admit(&state, &caller, claimed_actor(&headers), &envelope).await?;
+    authorize(&caller, claimed_actor(&headers), &envelope)?;
+    state
+        .namespaces
+        .check_writable(
+            state.store.as_ref(),
+            &caller.tenant.id,
+            envelope.namespace(),
+        )
+        .await?;
+    let record = seal_for(&caller, &envelope);
     match state.store.append(&caller.tenant.id, record).await? {
         Appended::Inserted(stored) => Ok(json_text(StatusCode::CREATED, stored.json)),
         Appended::Existing(stored) => Ok(json_text(StatusCode::OK, stored.json)),
@@ -59,19 +70,36 @@ pub async fn create_batch(
     }
     let claimed = claimed_actor(&headers);
     let mut results: Vec<Option<Result<Appended, ApiError>>> = Vec::with_capacity(items.len());
+    // Each namespace is checked against the registry once per batch, not once per record.
+    let mut namespaces: HashMap<String, Result<(), ApiError>> = HashMap::new();
     let mut appends = Vec::new();
     for (index, item) in items.iter().enumerate() {
-        let admitted = match Envelope::from_value(item.clone()) {
-            Ok(envelope) => admit(&state, &caller, claimed, &envelope).await,
-            Err(e) => Err(e.into()),
-        };
-        match admitted {
-            Ok(record) => {
-                results.push(None);
-                appends.push((index, state.store.append(&caller.tenant.id, record)));
+        let envelope = match Envelope::from_value(item.clone()) {
+            Ok(envelope) => envelope,
+            Err(e) => {
+                results.push(Some(Err(e.into())));
+                continue;
             }
-            Err(e) => results.push(Some(Err(e))),
+        };
+        if let Err(e) = authorize(&caller, claimed, &envelope) {
+            results.push(Some(Err(e)));
+            continue;
         }
+        let namespace = envelope.namespace();
+        if !namespaces.contains_key(namespace) {
+            let checked = state
+                .namespaces
+                .check_writable(state.store.as_ref(), &caller.tenant.id, namespace)
+                .await;
+            namespaces.insert(namespace.to_string(), checked);
+        }
+        if let Err(e) = &namespaces[namespace] {
+            results.push(Some(Err(e.clone())));
+            continue;
+        }
+        results.push(None);
+        let record = seal_for(&caller, &envelope);
+        appends.push((index, state.store.append(&caller.tenant.id, record)));
     }
     let (indices, futures): (Vec<usize>, Vec<_>) = appends.into_iter().unzip();
     for (index, outcome) in indices.into_iter().zip(join_all(futures).await) {
@@ -123,14 +151,9 @@ fn claimed_actor(headers: &HeaderMap) -> Option<&str> {
         .and_then(|v| v.to_str().ok())
 }
 
-/// The checks between a valid envelope and the store: scopes, the actor claim, reserved and
-/// config threads, the namespace registry; then the record is signed with the tenant's key.
-async fn admit(
-    state: &AppState,
-    caller: &Caller,
-    claimed: Option<&str>,
-    envelope: &Envelope,
-) -> ApiResult<NewRecord> {
+/// The checks between a valid envelope and the store that need no lookup: scopes, the actor
+/// claim, reserved and config threads. The namespace registry is checked by the caller.
+fn authorize(caller: &Caller, claimed: Option<&str>, envelope: &Envelope) -> ApiResult<()> {
     caller.require_record_write(&envelope.thread, envelope.namespace())?;
     if let Some(claimed) = claimed {
         if claimed != envelope.actor {
@@ -156,16 +179,13 @@ async fn admit(
     if is_config_thread(&envelope.thread) {
         caller.require_config_write()?;
     }
-    state
-        .namespaces
-        .check_writable(
-            state.store.as_ref(),
-            &caller.tenant.id,
-            envelope.namespace(),
-        )
-        .await?;
+    Ok(())
+}
+
+/// Signs a record with the tenant's key.
+fn seal_for(caller: &Caller, envelope: &Envelope) -> NewRecord {
     let identity = &caller.tenant.identity;
-    Ok(seal(envelope, &identity.key, &identity.did))
+    seal(envelope, &identity.key, &identity.did)
 }
 
 pub async fn get_one(

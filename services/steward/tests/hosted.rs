@@ -796,6 +796,15 @@ async fn killing_a_replica_mid_burst_loses_no_acknowledged_record() {
         assert_eq!(status, 202, "{body}");
         let token = bootstrap_bearer("burst-bootstrap-token");
 
+        // A watch through the other process sees the burst as it happens.
+        let watch = request(&reader.url, Method::GET, "/v1/threads/th_burst_0/watch")
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(watch.status(), 200);
+        let mut watch = watch.bytes_stream();
+
         // Eight writers post through one replica until it dies, keeping every acknowledged id.
         let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
         let mut writers = Vec::new();
@@ -845,6 +854,7 @@ async fn killing_a_replica_mid_burst_loses_no_acknowledged_record() {
 
         // Every acknowledged record is readable through the surviving replica, exactly once.
         let mut stored = Vec::new();
+        let mut stored_threads = std::collections::HashMap::new();
         let mut cursor = String::new();
         loop {
             let (status, page) = send(
@@ -859,6 +869,10 @@ async fn killing_a_replica_mid_burst_loses_no_acknowledged_record() {
             assert_eq!(status, 200, "{page}");
             for r in page["data"].as_array().unwrap() {
                 stored.push(r["id"].as_str().unwrap().to_string());
+                stored_threads.insert(
+                    r["id"].as_str().unwrap().to_string(),
+                    r["thread"].as_str().unwrap().to_string(),
+                );
             }
             match page["next_cursor"].as_str() {
                 Some(next) => cursor = next.to_string(),
@@ -870,6 +884,22 @@ async fn killing_a_replica_mid_burst_loses_no_acknowledged_record() {
         for id in &acked {
             assert!(unique.contains(id), "acknowledged record {id} is missing");
         }
+        // Every acknowledged record of thread 0 reached the watcher on the other process.
+        let thread_0: Vec<&String> = acked
+            .iter()
+            .filter(|id| stored_threads.get(*id).map(String::as_str) == Some("th_burst_0"))
+            .collect();
+        assert!(!thread_0.is_empty());
+        let mut seen = String::new();
+        while !thread_0.iter().all(|id| seen.contains(id.as_str())) {
+            let chunk = tokio::time::timeout(Duration::from_secs(5), watch.next())
+                .await
+                .expect("the burst reaches the other process's watcher")
+                .unwrap()
+                .unwrap();
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+
         // The survivor still takes writes.
         let (status, _) = send(
             request(&reader.url, Method::POST, "/v1/records")

@@ -51,6 +51,8 @@ const MAX_SEARCH_TEXT: usize = 256 * 1024;
 
 pub struct PgStore {
     pool: PgPool,
+    /// The writer tasks' connections (cached plans, see [`PgStore::open_with`]).
+    writer_pool: PgPool,
     /// One queue per writer task; a tenant's writes always take the same one.
     writes: Vec<mpsc::Sender<WriteOp>>,
     events: broadcast::Sender<Committed>,
@@ -87,7 +89,14 @@ impl PgStore {
         // of that moment: a plan picked while the tables were nearly empty then keeps scanning
         // every partition as they grow (the write path's existence check did exactly that).
         // Custom plans cost a little planning per execution but always prune to the tenant's
-        // partition and follow current statistics.
+        // partition and follow current statistics. The writers keep cached plans: their inserts
+        // route rows at run time and gain nothing from custom plans but the planning cost of a
+        // large statement; their one lookup that reads `records` asks for custom plans itself.
+        let writer_pool = PgPoolOptions::new()
+            .max_connections(WRITERS as u32)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options.clone())
+            .await?;
         let options = options.options([("plan_cache_mode", "force_custom_plan")]);
         let pool = PgPoolOptions::new()
             .max_connections(POOL_CONNECTIONS)
@@ -109,11 +118,12 @@ impl PgStore {
         let (writes, tasks) = (0..WRITERS)
             .map(|_| {
                 let (sender, queue) = mpsc::channel(QUEUE_DEPTH);
-                (sender, tokio::spawn(run_writer(pool.clone(), queue)))
+                (sender, tokio::spawn(run_writer(writer_pool.clone(), queue)))
             })
             .unzip();
         Ok(PgStore {
             pool,
+            writer_pool,
             writes,
             events,
             writers: Mutex::new(tasks),
@@ -455,6 +465,7 @@ impl RecordStore for PgStore {
             }
         }
         self.listener.abort();
+        self.writer_pool.close().await;
         self.pool.close().await;
     }
 }
@@ -624,6 +635,11 @@ async fn commit_batch(pool: &PgPool, batch: Vec<WriteOp>) {
         let batch = &batch;
         async move {
             let mut tx = pool.begin().await?;
+            if checked {
+                sqlx::query("SET LOCAL plan_cache_mode = force_custom_plan")
+                    .execute(&mut *tx)
+                    .await?;
+            }
             let outcomes = write_batch(&mut tx, batch, checked).await?;
             tx.commit().await?;
             Ok::<_, StoreError>(outcomes)

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import pytest
 
-from harness import LIVE_STEWARDS, Steward
+from harness import LIVE_STEWARDS, Steward, steward_class
 
 
 @pytest.fixture(scope="module")
 def steward():
-    s = Steward.start()
+    s = steward_class().start()
     try:
         yield s
     finally:

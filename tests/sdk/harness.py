@@ -76,6 +76,15 @@ def spl_bin() -> Path:
     return p
 
 
+def steward_bin() -> Path:
+    """The hosted `steward` binary: STEWARD_BIN, else next to the `spl` binary."""
+    raw = os.environ.get("STEWARD_BIN")
+    if raw:
+        p = Path(raw)
+        return p if p.is_absolute() else REPO_ROOT / p
+    return spl_bin().parent / "steward"
+
+
 def new_thread() -> str:
     """A fresh canonical thread id (`th_` + 64 hex), like `Client.intend`."""
     return "th_" + secrets.token_hex(32)
@@ -311,6 +320,10 @@ class Steward:
         )
         return _single_token(cp, f"service-account create --name {name}")
 
+    def revoke(self, token_id: str) -> None:
+        """Revoke a token through the running server."""
+        self.cli("token", "revoke", token_id, with_endpoint=True)
+
     def _serve(self) -> None:
         log = open(self.log_path, "wb")
         try:
@@ -437,6 +450,158 @@ class Steward:
         raise AssertionError("GET /v1/records paging never ended")
 
 
+PLATFORM_HOST = "steward.test"
+JWT_ISSUER = "sdk-suite-platform"
+JWT_AUDIENCE = "syncropel-steward"
+DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/test"
+
+
+def _b64url(data: bytes) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def platform_jwt(secret: str, account: str) -> str:
+    """An HS256 JWT as the signup platform signs it (standard library only)."""
+    import hmac
+
+    header = _b64url(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    now = int(time.time())
+    claims = {"sub": account, "iss": JWT_ISSUER, "aud": JWT_AUDIENCE, "iat": now, "exp": now + 600}
+    payload = _b64url(json.dumps(claims).encode())
+    signature = hmac.new(secret.encode(), f"{header}.{payload}".encode(), hashlib.sha256).digest()
+    return f"{header}.{payload}.{_b64url(signature)}"
+
+
+def _psql(database_url: str, sql: str) -> None:
+    """Runs one statement on the server of DATABASE_URL (through its `test` database)."""
+    subprocess.run(
+        ["psql", database_url, "-v", "ON_ERROR_STOP=1", "-qc", sql],
+        check=True, capture_output=True, timeout=60,
+    )
+
+
+@dataclass
+class HostedSteward(Steward):
+    """A tenant of the hosted `steward` binary over a Postgres database of its own, provisioned
+    through `POST /provision` and addressed by path prefix, so `url` is `http://…/t/<label>`
+    and every route and SDK call works against it exactly as against `spl serve`."""
+
+    database: str = ""
+    admin_url: str = ""
+
+    @classmethod
+    def start(cls, *, bootstrap: bool = True, heartbeat_secs: int = 2) -> "HostedSteward":
+        binary = steward_bin()
+        if not binary.exists():
+            raise StewardError(f"steward binary not found at {binary}; build it or set STEWARD_BIN")
+        home = Path(tempfile.mkdtemp(prefix="spl-sdk-hosted-"))
+        s = cls(home=home, heartbeat_secs=heartbeat_secs, bootstrap=bootstrap)
+        s.log_path = home / "steward.log"
+        s.admin_url = os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL)
+        s.database = f"sdk_hosted_{int(time.time())}_{os.getpid()}_{secrets.token_hex(4)}"
+        try:
+            _psql(s.admin_url, f"CREATE DATABASE {s.database}")
+            s._serve_hosted(binary)
+        except BaseException:
+            s.stop()
+            raise
+        LIVE_STEWARDS.append(s)
+        return s
+
+    def _serve_hosted(self, binary: Path) -> None:
+        base, _, _ = self.admin_url.rpartition("/")
+        secret = secrets.token_hex(32)
+        env = dict(
+            os.environ,
+            DATABASE_URL=f"{base}/{self.database}",
+            STEWARD_KEK=secrets.token_hex(32),
+            STEWARD_JWT_SECRET=secret,
+            RUST_LOG="info",
+        )
+        log = open(self.log_path, "wb")
+        try:
+            self.proc = subprocess.Popen(
+                [
+                    str(binary), "--bind", "127.0.0.1:0", "--base-domain", PLATFORM_HOST,
+                    "--path-prefix", "/t", "--public-scheme", "http",
+                    "--jwt-issuer", JWT_ISSUER, "--jwt-audience", JWT_AUDIENCE,
+                    "--rate-limit-per-address", "0", "--rate-limit-per-token", "0",
+                    "--heartbeat", f"{self.heartbeat_secs}s",
+                ],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
+            )
+        finally:
+            log.close()
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        origin = ""
+        while time.monotonic() < deadline and not origin:
+            if self.proc.poll() is not None:
+                raise StewardError(f"`steward` exited with {self.proc.returncode}\n{self.log_tail()}")
+            m = re.search(r"addr=(\S+)", self.log_path.read_text(errors="replace"))
+            if m:
+                origin = f"http://{m.group(1)}"
+            time.sleep(0.05)
+        if not origin:
+            raise StewardError(f"`steward` did not listen within {STARTUP_TIMEOUT_S}s\n{self.log_tail()}")
+        label = "sdk-" + secrets.token_hex(4)
+        # The platform picks it; 32 alphanumerics give the bearer the shape of a minted token.
+        alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+        bootstrap_token = "".join(secrets.choice(alphabet) for _ in range(32))
+        r = httpx.post(
+            origin + "/provision",
+            headers={
+                "host": PLATFORM_HOST,
+                "authorization": f"Bearer {platform_jwt(secret, 'sdk-suite')}",
+                "idempotency-key": label,
+            },
+            json={"label": label, "bootstrap_token": bootstrap_token},
+            timeout=30.0,
+        )
+        if r.status_code != 202:
+            raise StewardError(f"POST /provision -> {r.status_code}: {r.text[:500]}")
+        self.url = f"{origin}/t/{label}"
+        self.token = f"spl_prod_sa-bootstrap-env_{bootstrap_token}"
+
+    def cli(self, *args: str, check: bool = True, with_endpoint: bool = False) -> subprocess.CompletedProcess:
+        raise StewardError("a hosted tenant has no home for `spl` to work in")
+
+    def mint(self, name: str, scopes: str, actors: str | None = None) -> str:
+        """Another service account + token, through the tenant's admin API."""
+        with self.http(bearer=True) as h:
+            body = {"name": name, "scopes": scopes.split(",")}
+            if actors:
+                body["allowed_actors"] = actors.split(",")
+            r = h.post("/v1/service-accounts", json=body)
+            assert r.status_code == 201, f"{r.status_code}: {r.text[:300]}"
+            r = h.post(f"/v1/service-accounts/{r.json()['id']}/tokens", json={})
+            assert r.status_code == 201, f"{r.status_code}: {r.text[:300]}"
+            return r.json()["token"]
+
+    def revoke(self, token_id: str) -> None:
+        with self.http(bearer=True) as h:
+            r = h.delete(f"/v1/tokens/{token_id}")
+        assert r.status_code == 200, f"{r.status_code}: {r.text[:300]}"
+
+    def stop(self) -> None:
+        super().stop()
+        if self.database:
+            try:
+                _psql(self.admin_url, f"DROP DATABASE IF EXISTS {self.database} WITH (FORCE)")
+            except (subprocess.SubprocessError, OSError):
+                pass
+
+
+def hosted_target() -> bool:
+    return os.environ.get("SPL_SDK_TARGET") == "hosted"
+
+
+def steward_class() -> type[Steward]:
+    """`SPL_SDK_TARGET=hosted` runs the suite against a hosted tenant instead of `spl serve`."""
+    return HostedSteward if hosted_target() else Steward
+
+
 def _single_token(cp: subprocess.CompletedProcess, what: str) -> str:
     out = cp.stdout.strip()
     if not out or len(out.split()) != 1:
@@ -449,6 +614,13 @@ def _single_token(cp: subprocess.CompletedProcess, what: str) -> str:
 # ---------------------------------------------------------------------------
 
 
+def _api_path(url: httpx.URL) -> str:
+    """The API path of a request, without the prefix a hosted tenant's base URL adds."""
+    path = url.path
+    at = path.find("/v1/")
+    return path[at:] if at > 0 else path
+
+
 class Capture:
     """httpx event hooks on an SDK client: every request body and status."""
 
@@ -458,16 +630,16 @@ class Capture:
 
     def attach(self, client: Client) -> "Capture":
         async def on_request(req: httpx.Request) -> None:
-            self.requests.append((req.method, req.url.path, req.content))
+            self.requests.append((req.method, _api_path(req.url), req.content))
 
         async def on_response(resp: httpx.Response) -> None:
-            self.statuses.append((resp.request.method, resp.request.url.path, resp.status_code))
+            self.statuses.append((resp.request.method, _api_path(resp.request.url), resp.status_code))
 
         def on_request_sync(req: httpx.Request) -> None:
-            self.requests.append((req.method, req.url.path, req.content))
+            self.requests.append((req.method, _api_path(req.url), req.content))
 
         def on_response_sync(resp: httpx.Response) -> None:
-            self.statuses.append((resp.request.method, resp.request.url.path, resp.status_code))
+            self.statuses.append((resp.request.method, _api_path(resp.request.url), resp.status_code))
 
         client._http.event_hooks = {"request": [on_request], "response": [on_response]}
         sync_http = client._get_sync_http()

@@ -158,7 +158,7 @@ def test_revoked_token_is_401_auth_invalid(steward):
     with steward.http(tok) as h:
         assert h.post("/v1/records", json=env(t)).status_code == 201
     token_id = hashlib.sha256(tok.encode()).hexdigest()
-    steward.cli("token", "revoke", token_id, with_endpoint=True)
+    steward.revoke(token_id)
     with Unchanged(steward), steward.http(tok) as h:
         assert_error(h.post("/v1/records", json=env(t, clock=2)), 401, "AUTH_INVALID")
         assert_error(h.get("/v1/records"), 401, "AUTH_INVALID")

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 
-from harness import arun, assert_error
+from harness import arun, assert_error, hosted_target
+
+# `spl serve`'s home (steward.json) has no hosted counterpart.
+local_only = pytest.mark.skipif(hosted_target(), reason="describes spl serve's home")
 
 
 def test_sdk_health(steward):
@@ -56,6 +60,7 @@ def test_v1_health_reports_deciders(steward, reader_token):
         assert sum(1 for d in auth["deciders"] if d["state"] == "live") == auth["live"]
 
 
+@local_only
 def test_steward_json_describes_the_running_server(steward):
     sj = steward.steward_json
     assert sj["url"].rstrip("/") == steward.url

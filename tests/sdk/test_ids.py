@@ -11,7 +11,6 @@ from syncropel.hashing import record_id
 from harness import (
     SEVEN,
     Capture,
-    Steward,
     arun,
     assert_error,
     assert_record,
@@ -20,6 +19,7 @@ from harness import (
     new_thread,
     rid6,
     rid7,
+    steward_class,
 )
 
 VECTORS, RAW_INPUTS = load_vectors()
@@ -32,7 +32,7 @@ SECOND_SERVER = {"nfd_decomposed_e"}
 
 @pytest.fixture(scope="module")
 def steward_b():
-    s = Steward.start()
+    s = steward_class().start()
     try:
         yield s
     finally:

@@ -13,7 +13,7 @@ import secrets
 
 import pytest
 
-from harness import Capture, Steward, arun, assert_error, assert_record, new_thread
+from harness import Capture, arun, assert_error, assert_record, new_thread, steward_class
 
 A1 = "did:sync:user:qa-" + secrets.token_hex(3)
 A2 = "did:sync:user:qb-" + secrets.token_hex(3)
@@ -348,7 +348,7 @@ def test_rich_query_invalid_operator(steward, flt):
 @pytest.mark.timeout(240)
 def test_rich_query_limit_is_capped_at_1000():
     """Dedicated server: 1005 records on one thread, then limit 5000."""
-    s = Steward.start()
+    s = steward_class().start()
     try:
         thread = new_thread()
 

@@ -13,12 +13,12 @@ import pytest
 
 from harness import (
     SseStream,
-    Steward,
     arun,
     assert_record,
     is_record_frame,
     new_actor,
     new_thread,
+    steward_class,
     wait_until,
     watch_url,
 )
@@ -345,7 +345,7 @@ def test_watch_requires_auth(steward, reader_token, writer_token):
 
 @pytest.mark.timeout(90)
 def test_server_shutdown_event_on_sigterm():
-    s = Steward.start()
+    s = steward_class().start()
     try:
         thread = new_thread()
 

@@ -428,16 +428,17 @@ SECTION="$WORK/section.md"
   echo "$B health --url \$URL --clients $HEALTH_CLIENTS --duration-secs $HEALTH_SECS --warmup-secs 1"
   echo "$B hosted-provision $HPC --count $PROV_COUNT --clients $PROV_CLIENTS --start 0 --out \$T/tenants1.txt"
   echo "$B hosted-post $HPC --tenants \$T/tenants1.txt --tenant-count $TENANTS --clients $POST_CLIENTS --duration-secs $POST_SECS --warmup-secs $WARMUP_SECS"
-  echo "$B hosted-batch $HPC --tenants \$T/tenants1.txt --tenant-count $TENANTS --clients $BATCH_CLIENTS --batch $BATCH_SIZE --duration-secs $BATCH_SECS --warmup-secs $WARMUP_SECS"
   echo "$B hosted-provision $HPC --count $BULK_COUNT --clients $BULK_CLIENTS --start $PROV_COUNT --max-secs $BULK_MAX_SECS"
+  echo "psql \$DB -c ANALYZE   # after the bulk load, as autovacuum would (it is off here)"
   echo "$B hosted-provision $HPC --count $PROV_COUNT --clients $PROV_CLIENTS --start $(( TOTAL_TENANTS - PROV_COUNT )) --out \$T/tenants2.txt"
   echo "$B hosted-post $HPC --tenants \$T/tenants2.txt --tenant-count $TENANTS --clients $POST_CLIENTS --duration-secs $POST2_SECS --warmup-secs $WARMUP_SECS"
+  echo "$B hosted-batch $HPC --tenants \$T/tenants1.txt --tenant-count $TENANTS --clients $BATCH_CLIENTS --batch $BATCH_SIZE --duration-secs $BATCH_SECS --warmup-secs $WARMUP_SECS"
   echo '```'
   echo
   echo "<details><summary>Raw generator output</summary>"
   echo
   echo '```json'
-  for j in "$PG1_JSON" "$PGB_JSON" "$HEALTH_JSON" "$PROV1_JSON" "$POST_JSON" "$BATCH_JSON" "$BULK_JSON" "$PROV2_JSON" "$POST2_JSON"; do echo "$j"; done
+  for j in "$PG1_JSON" "$PGB_JSON" "$HEALTH_JSON" "$PROV1_JSON" "$POST_JSON" "$BULK_JSON" "$PROV2_JSON" "$POST2_JSON" "$BATCH_JSON"; do echo "$j"; done
   echo '```'
   echo
   echo "</details>"

@@ -58,34 +58,9 @@ JWT_AUDIENCE="syncropel-steward"
 PREFIX="/t"
 
 log() { printf '[hosted-bench] %s\n' "$*" >&2; }
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 
-# jget JSON KEY: the scalar value of KEY in a flat one-line JSON object.
-jget() {
-  printf '%s' "$1" | sed -n "s/.*\"$2\"[[:space:]]*:[[:space:]]*\"\{0,1\}\([^\",}]*\)\"\{0,1\}.*/\1/p" | head -n1
-}
-fmt0() {
-  awk -v x="$1" 'BEGIN {
-    if (x == "" || x == "null") { print "n/a"; exit }
-    s = sprintf("%.0f", x); out = ""
-    while (length(s) > 3) { out = "," substr(s, length(s) - 2) out; s = substr(s, 1, length(s) - 3) }
-    print s out }'
-}
-fmt1() { awk -v x="$1" 'BEGIN { if (x == "" || x == "null") print "n/a"; else printf "%.1f", x }'; }
-fmt2() { awk -v x="$1" 'BEGIN { if (x == "" || x == "null") print "n/a"; else printf "%.2f", x }'; }
-# verdict VALUE OP LIMIT: "pass" or "MISS" (OP is ge, lt or le).
-verdict() {
-  awk -v v="$1" -v op="$2" -v l="$3" 'BEGIN {
-    if (v == "" || v == "n/a" || v == "null") { print "n/a"; exit }
-    if (op == "ge") ok = (v + 0 >= l + 0)
-    else if (op == "le") ok = (v + 0 <= l + 0)
-    else ok = (v + 0 < l + 0)
-    print ok ? "pass" : "MISS" }'
-}
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || a == "null" || b == "null" || b + 0 == 0) print "n/a"; else printf "%.3g", a / b }'; }
-# status_kib PID FIELD: VmRSS / VmHWM of a process, in KiB.
-status_kib() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status" 2>/dev/null || true; }
-# proc_ticks PID: user + system CPU clock ticks (100 per second) of a process.
-proc_ticks() { sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '{ print $12 + $13 }'; }
 # pg_ticks: the same, summed over every process named `postgres` (server and backends).
 pg_ticks() {
   local p t=0 x
@@ -95,14 +70,6 @@ pg_ticks() {
   done
   echo "$t"
 }
-now_ns() { date +%s%N; }
-# cores TICKS0 TICKS1 NS0 NS1: average CPUs busy over an interval.
-cores() { awk -v a="$1" -v b="$2" -v s="$3" -v e="$4" 'BEGIN { if (a == "" || b == "") print ""; else printf "%.2f", (b - a) / 100 / ((e - s) / 1e9) }'; }
-# gen_cores JSON: the generator's own average CPUs busy.
-gen_cores() { awk -v c="$(jget "$1" gen_cpu_secs)" -v w="$(jget "$1" gen_wall_secs)" 'BEGIN { if (c == "" || w + 0 == 0) print ""; else printf "%.2f", c / w }'; }
-# us_per CORES RATE: CPU microseconds per operation.
-us_per() { awk -v c="$1" -v r="$2" 'BEGIN { if (c == "" || r + 0 == 0) print "n/a"; else printf "%.0f", c * 1e6 / r }'; }
-mib() { awk -v k="$1" 'BEGIN { if (k == "") print ""; else printf "%.1f", k / 1024 }'; }
 hex() { od -An -tx1 -N"$1" /dev/urandom | tr -d ' \n'; }
 psql_admin() { psql -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -d "$PG_ADMIN_DB" -X -q -v ON_ERROR_STOP=1 "$@"; }
 psql_db() { psql -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -d "$DB" -X -q -v ON_ERROR_STOP=1 "$@"; }
@@ -307,19 +274,7 @@ RECORDS_END=$(psql_db -Atc 'SELECT count(*) FROM records')
 SEQ_SCANS=$(( $(scans_of seq) - SEQ0 )); IDX_SCANS=$(( $(scans_of idx) - IDX0 ))
 
 log "stopping the steward (SIGTERM)"
-T0=$(now_ns)
-kill -TERM "$SERVER_PID"
-STOP_NOTE="exited"
-for _ in $(seq 1 150); do
-  kill -0 "$SERVER_PID" 2>/dev/null || break
-  sleep 0.1
-done
-if kill -0 "$SERVER_PID" 2>/dev/null; then
-  STOP_NOTE="still running after 15 s, killed"
-  kill -KILL "$SERVER_PID" 2>/dev/null || true
-fi
-wait "$SERVER_PID" 2>/dev/null && RC=0 || RC=$?
-STOP_MS=$(( ($(now_ns) - T0) / 1000000 ))
+stop_steward "$SERVER_PID"
 SERVER_PID=""
 log "steward $STOP_NOTE (status $RC) in ${STOP_MS} ms"
 ELAPSED=$(( $(date +%s) - START_TS ))

@@ -38,40 +38,9 @@ read -r -a SA_EXTRA <<<"${BENCH_SA_ARGS:-}"
 PAGE_THREAD="th_bench_page"
 
 log() { printf '[bench] %s\n' "$*" >&2; }
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 
-# jget JSON KEY: the scalar value of KEY in a flat one-line JSON object.
-jget() {
-  printf '%s' "$1" | sed -n "s/.*\"$2\"[[:space:]]*:[[:space:]]*\"\{0,1\}\([^\",}]*\)\"\{0,1\}.*/\1/p" | head -n1
-}
-fmt0() {
-  awk -v x="$1" 'BEGIN {
-    if (x == "") { print "n/a"; exit }
-    s = sprintf("%.0f", x); out = ""
-    while (length(s) > 3) { out = "," substr(s, length(s) - 2) out; s = substr(s, 1, length(s) - 3) }
-    print s out }'
-}
-fmt1() { awk -v x="$1" 'BEGIN { if (x == "") print "n/a"; else printf "%.1f", x }'; }
-fmt2() { awk -v x="$1" 'BEGIN { if (x == "") print "n/a"; else printf "%.2f", x }'; }
-# verdict VALUE OP LIMIT: "pass" or "MISS" (OP is ge or lt).
-verdict() {
-  awk -v v="$1" -v op="$2" -v l="$3" 'BEGIN {
-    if (v == "") { print "n/a"; exit }
-    ok = (op == "ge") ? (v + 0 >= l + 0) : (v + 0 < l + 0)
-    print ok ? "pass" : "MISS" }'
-}
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b + 0 == 0) print "n/a"; else printf "%.3g", a / b }'; }
-# status_kib PID FIELD: VmRSS / VmHWM of a process, in KiB.
-status_kib() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status" 2>/dev/null || true; }
-# proc_ticks PID: user + system CPU clock ticks (100 per second) of a process.
-proc_ticks() { sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '{ print $12 + $13 }'; }
-now_ns() { date +%s%N; }
-# cores TICKS0 TICKS1 NS0 NS1: average CPUs busy over an interval.
-cores() { awk -v a="$1" -v b="$2" -v s="$3" -v e="$4" 'BEGIN { if (a == "" || b == "") print ""; else printf "%.2f", (b - a) / 100 / ((e - s) / 1e9) }'; }
-# gen_cores JSON: the generator's own average CPUs busy.
-gen_cores() { awk -v c="$(jget "$1" gen_cpu_secs)" -v w="$(jget "$1" gen_wall_secs)" 'BEGIN { if (c == "" || w + 0 == 0) print ""; else printf "%.2f", c / w }'; }
-# us_per CORES RATE: CPU microseconds per operation.
-us_per() { awk -v c="$1" -v r="$2" 'BEGIN { if (c == "" || r + 0 == 0) print "n/a"; else printf "%.0f", c * 1e6 / r }'; }
-mib() { awk -v k="$1" 'BEGIN { if (k == "") print ""; else printf "%.1f", k / 1024 }'; }
 
 if [[ "${BENCH_SKIP_BUILD:-0}" != 1 ]]; then
   log "cargo build --release -p spl -p syncropel-bench"
@@ -170,19 +139,7 @@ log "page: $PAGE_JSON"
 FINAL_HWM_KIB=$(status_kib "$PID" VmHWM)
 
 log "stopping the steward (SIGTERM)"
-T0=$(date +%s%N)
-kill -TERM "$SERVER_PID"
-STOP_NOTE="exited"
-for _ in $(seq 1 150); do
-  kill -0 "$SERVER_PID" 2>/dev/null || break
-  sleep 0.1
-done
-if kill -0 "$SERVER_PID" 2>/dev/null; then
-  STOP_NOTE="still running after 15 s, killed"
-  kill -KILL "$SERVER_PID" 2>/dev/null || true
-fi
-wait "$SERVER_PID" 2>/dev/null && RC=0 || RC=$?
-STOP_MS=$(( ($(date +%s%N) - T0) / 1000000 ))
+stop_steward "$SERVER_PID"
 SERVER_PID=""
 log "steward $STOP_NOTE (status $RC) in ${STOP_MS} ms"
 ELAPSED=$(( $(date +%s) - START_TS ))

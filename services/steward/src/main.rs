@@ -1,7 +1,6 @@
 //! `steward`, the hosted binary: many tenants on one Postgres, any number of replicas.
 //! Every flag has an environment fallback so that a Kubernetes Deployment configures it by env.
 
-use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,7 +14,6 @@ use syncropel_steward::hosted::{HostedOptions, PlatformConfig, DEFAULT_RESERVED_
 use syncropel_steward::rate_limit::{RateLimit, RateLimits};
 use syncropel_steward::tenant::Addressing;
 use syncropel_steward::StewardError;
-use tracing_subscriber::EnvFilter;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -119,13 +117,7 @@ struct ServeArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
+    syncropel_steward::server::init_logging();
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
     let outcome = runtime.block_on(async {
         match cli.command.unwrap_or(Command::Serve) {

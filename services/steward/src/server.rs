@@ -9,6 +9,20 @@ use tokio_util::sync::CancellationToken;
 
 use crate::StewardError;
 
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`); colours only on a terminal, so log
+/// files stay plain.
+pub fn init_logging() {
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+}
+
 /// Serves `app` until SIGTERM or SIGINT (or until `shutdown` is cancelled), then drains: watch
 /// streams see `shutdown` cancelled and say goodbye, in-flight requests get `grace` to finish.
 pub async fn run(

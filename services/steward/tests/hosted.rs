@@ -333,14 +333,7 @@ async fn suspended_and_deleted_tenants_are_read_only_until_the_grace_period_ends
         assert_eq!(status, 202);
         let id = accepted["instance_id"].as_str().unwrap().to_string();
         let token = bootstrap_bearer("brief-bootstrap-token");
-        let (status, _) = replica
-            .tenant_post(
-                "brief",
-                &token,
-                "/v1/records",
-                &envelope("th_a", 1, json!({})),
-            )
-            .await;
+        let (status, _) = replica.write("brief", &token, "th_a", 1).await;
         assert_eq!(status, 201);
         let platform = |method: Method, path: &str| {
             replica
@@ -353,30 +346,12 @@ async fn suspended_and_deleted_tenants_are_read_only_until_the_grace_period_ends
             (status, body["tenant_status"].as_str()),
             (200, Some("suspended"))
         );
-        let (status, refused) = replica
-            .tenant_post(
-                "brief",
-                &token,
-                "/v1/records",
-                &envelope("th_a", 2, json!({})),
-            )
-            .await;
+        let (status, refused) = replica.write("brief", &token, "th_a", 2).await;
         assert_eq!((status, error_code(&refused)), (403, "TENANT_SUSPENDED"));
-        let (status, listed) = replica
-            .tenant_get("brief", &token, "/v1/records?thread=th_a")
-            .await;
-        assert_eq!(status, 200);
-        assert_eq!(listed["data"].as_array().unwrap().len(), 1);
+        assert_eq!(replica.thread_len("brief", &token, "th_a").await, 1);
         let (status, _) = send(platform(Method::POST, "/resume")).await;
         assert_eq!(status, 200);
-        let (status, _) = replica
-            .tenant_post(
-                "brief",
-                &token,
-                "/v1/records",
-                &envelope("th_a", 2, json!({})),
-            )
-            .await;
+        let (status, _) = replica.write("brief", &token, "th_a", 2).await;
         assert_eq!(status, 201);
 
         let (status, body) = send(platform(Method::DELETE, "")).await;
@@ -384,21 +359,10 @@ async fn suspended_and_deleted_tenants_are_read_only_until_the_grace_period_ends
             (status, body["tenant_status"].as_str()),
             (200, Some("deleted"))
         );
-        let (status, refused) = replica
-            .tenant_post(
-                "brief",
-                &token,
-                "/v1/records",
-                &envelope("th_a", 3, json!({})),
-            )
-            .await;
+        let (status, refused) = replica.write("brief", &token, "th_a", 3).await;
         assert_eq!((status, error_code(&refused)), (403, "TENANT_DELETED"));
         // Export still works during the grace period: everything reads.
-        let (status, listed) = replica
-            .tenant_get("brief", &token, "/v1/records?thread=th_a")
-            .await;
-        assert_eq!(status, 200);
-        assert_eq!(listed["data"].as_array().unwrap().len(), 2);
+        assert_eq!(replica.thread_len("brief", &token, "th_a").await, 2);
         let retake = json!({"label": "brief", "bootstrap_token": "next-bootstrap-token"});
         let (status, taken) = replica.provision("someone", "s1", &retake).await;
         assert_eq!((status, error_code(&taken)), (409, "LABEL_TAKEN"));

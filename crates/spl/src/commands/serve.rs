@@ -7,7 +7,7 @@
 
 use std::ffi::OsString;
 use std::fs::{self, OpenOptions};
-use std::io::{IsTerminal, Read, Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -19,7 +19,6 @@ use syncropel_client::Client;
 use syncropel_steward::home::Home;
 use syncropel_steward::local::{self, ServeOptions};
 use syncropel_steward::rate_limit::RateLimits;
-use tracing_subscriber::EnvFilter;
 
 use super::{process, Ctx};
 use crate::cli::ServeArgs;
@@ -40,14 +39,7 @@ pub fn run(ctx: Ctx, args: &ServeArgs) -> Result<ExitCode> {
         return daemonize(&ctx);
     }
 
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        // No colour codes in steward.log when running as a daemon.
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
+    syncropel_steward::server::init_logging();
     let options = ServeOptions {
         home: ctx.home,
         host: args.host.clone(),

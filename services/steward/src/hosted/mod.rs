@@ -145,8 +145,7 @@ impl Platform {
         .bind(label)
         .bind(self.config.deletion_grace.as_secs_f64())
         .fetch_optional(&self.pool)
-        .await
-        .map_err(ApiError::internal)?;
+        .await?;
         let Some(row) = row else {
             return Ok(None);
         };
@@ -185,8 +184,7 @@ impl Platform {
             sqlx::query_scalar("SELECT manifest FROM tenants WHERE id = $1")
                 .bind(&tenant.id)
                 .fetch_optional(&self.pool)
-                .await
-                .map_err(ApiError::internal)?
+                .await?
                 .flatten();
         let now = std::time::SystemTime::now();
         if let Some(manifest) = stored.and_then(|m| serde_json::from_str(&m).ok()) {
@@ -200,8 +198,7 @@ impl Platform {
             .bind(&tenant.id)
             .bind(manifest.to_string())
             .execute(&self.pool)
-            .await
-            .map_err(ApiError::internal)?;
+            .await?;
         Ok(manifest)
     }
 

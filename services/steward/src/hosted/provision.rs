@@ -247,12 +247,11 @@ async fn reserve(
     request: &ProvisionRequest,
 ) -> ApiResult<Provision> {
     let started = SystemTime::now();
-    let mut tx = platform.pool.begin().await.map_err(ApiError::internal)?;
+    let mut tx = platform.pool.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 7))")
         .bind(account)
         .execute(&mut *tx)
-        .await
-        .map_err(ApiError::internal)?;
+        .await?;
     let existing = sqlx::query(&format!(
         "SELECT {PROVISION_COLUMNS}, request_sha256 FROM provisions \
          WHERE account = $1 AND idempotency_key = $2"
@@ -260,8 +259,7 @@ async fn reserve(
     .bind(account)
     .bind(key)
     .fetch_optional(&mut *tx)
-    .await
-    .map_err(ApiError::internal)?;
+    .await?;
     if let Some(row) = existing {
         if row.get::<&str, _>("request_sha256") != request_sha256 {
             return Err(ApiError::new(
@@ -280,8 +278,7 @@ async fn reserve(
     )
     .bind(account)
     .fetch_one(&mut *tx)
-    .await
-    .map_err(ApiError::internal)?;
+    .await?;
     let limit = platform.config.tenant_limit;
     if held >= i64::from(limit) {
         return Err(ApiError::new(
@@ -350,9 +347,8 @@ async fn reserve(
     .bind(&provision.phase)
     .bind(&provision.phases)
     .execute(&mut *tx)
-    .await
-    .map_err(ApiError::internal)?;
-    tx.commit().await.map_err(ApiError::internal)?;
+    .await?;
+    tx.commit().await?;
     tracing::info!(instance = %provision.instance_id, %tenant, label = %provision.label, "tenant reserved");
     Ok(provision)
 }
@@ -367,8 +363,7 @@ async fn free_label(tx: &mut PgConnection, platform: &Platform, label: &str) -> 
     .bind(label)
     .bind(platform.config.deletion_grace.as_secs_f64())
     .fetch_optional(&mut *tx)
-    .await
-    .map_err(ApiError::internal)?;
+    .await?;
     match holder {
         None => Ok(()),
         Some(row) if row.get::<bool, _>("expired") => {
@@ -402,8 +397,7 @@ async fn complete(
     let row = sqlx::query("SELECT did, key_nonce, key_sealed FROM tenants WHERE id = $1")
         .bind(&provision.tenant)
         .fetch_one(&platform.pool)
-        .await
-        .map_err(ApiError::internal)?;
+        .await?;
     let seed = platform
         .kek
         .open(
@@ -441,15 +435,14 @@ async fn complete(
     provision.phase = "ready".into();
     provision.error = None;
 
-    let mut tx = platform.pool.begin().await.map_err(ApiError::internal)?;
+    let mut tx = platform.pool.begin().await?;
     sqlx::query(
         "UPDATE tenants SET manifest = $2, status = 'active' WHERE id = $1 AND status = 'provisioning'",
     )
     .bind(&provision.tenant)
     .bind(manifest.to_string())
     .execute(&mut *tx)
-    .await
-    .map_err(ApiError::internal)?;
+    .await?;
     sqlx::query(
         "UPDATE provisions SET phase = $2, phases = $3, error = NULL WHERE instance_id = $1",
     )
@@ -457,9 +450,8 @@ async fn complete(
     .bind(&provision.phase)
     .bind(&provision.phases)
     .execute(&mut *tx)
-    .await
-    .map_err(ApiError::internal)?;
-    tx.commit().await.map_err(ApiError::internal)?;
+    .await?;
+    tx.commit().await?;
     tracing::info!(instance = %provision.instance_id, tenant = %provision.tenant, "tenant ready");
     Ok(())
 }
@@ -524,8 +516,7 @@ async fn owned(platform: &Platform, account: &str, id: &str) -> ApiResult<Provis
     .bind(id)
     .bind(account)
     .fetch_optional(&platform.pool)
-    .await
-    .map_err(ApiError::internal)?;
+    .await?;
     row.map(|r| Provision::from_row(&r))
         .ok_or_else(|| ApiError::not_found(format!("no provisioning '{id}'")))
 }
@@ -534,8 +525,7 @@ async fn describe(platform: &Platform, provision: &Provision) -> ApiResult<Json<
     let tenant = sqlx::query("SELECT status, did FROM tenants WHERE id = $1")
         .bind(&provision.tenant)
         .fetch_one(&platform.pool)
-        .await
-        .map_err(ApiError::internal)?;
+        .await?;
     Ok(Json(json!({
         "object": "provision",
         "instance_id": provision.instance_id,
@@ -574,14 +564,12 @@ async fn transition(
     .bind(to)
     .bind(&from)
     .execute(&platform.pool)
-    .await
-    .map_err(ApiError::internal)?
+    .await?
     .rows_affected();
     let current: String = sqlx::query_scalar("SELECT status FROM tenants WHERE id = $1")
         .bind(&provision.tenant)
         .fetch_one(&platform.pool)
-        .await
-        .map_err(ApiError::internal)?;
+        .await?;
     if changed == 0 && current != to {
         return Err(ApiError::new(
             ErrorCode::ValidationError,

@@ -191,6 +191,21 @@ impl Replica {
         .await
     }
 
+    /// Writes one record (`{"n": clock}`) to `thread` of a tenant.
+    pub async fn write(&self, label: &str, token: &str, thread: &str, clock: i64) -> (u16, Value) {
+        let record = crate::common::envelope(thread, clock, json!({"n": clock}));
+        self.tenant_post(label, token, "/v1/records", &record).await
+    }
+
+    /// How many records a thread of a tenant holds, as its token reads them.
+    pub async fn thread_len(&self, label: &str, token: &str, thread: &str) -> usize {
+        let (status, listed) = self
+            .tenant_get(label, token, &format!("/v1/records?thread={thread}"))
+            .await;
+        assert_eq!(status, 200, "{listed}");
+        listed["data"].as_array().unwrap().len()
+    }
+
     pub async fn tenant_get(&self, label: &str, token: &str, path: &str) -> (u16, Value) {
         send(
             self.tenant_request(label, reqwest::Method::GET, path)

@@ -178,6 +178,31 @@ async fn retries_with_the_same_idempotency_key_make_nothing_new() {
             2
         );
         assert_eq!(count(&replica, "SELECT count(*) FROM tokens").await, 2);
+
+        // A provisioning that stopped after its first transaction (the replica died) resumes on
+        // retry: the steps after it find what is already there and make nothing twice.
+        sqlx::query("UPDATE provisions SET phase = 'bootstrap' WHERE label = 'retry'")
+            .execute(replica.platform().pool())
+            .await
+            .unwrap();
+        sqlx::query("UPDATE tenants SET status = 'provisioning' WHERE label = 'retry'")
+            .execute(replica.platform().pool())
+            .await
+            .unwrap();
+        let token = bootstrap_bearer("retry-bootstrap-token");
+        replica.platform().forget("retry");
+        let (status, _) = replica.tenant_get("retry", &token, "/v1/records").await;
+        assert_eq!(status, 404, "a tenant is not served before it is ready");
+        let (status, resumed) = replica.provision("acct", "same-key", &body).await;
+        assert_eq!(status, 202, "{resumed}");
+        assert_eq!(resumed, first);
+        let (status, _) = replica.write("retry", &token, "th_r", 1).await;
+        assert_eq!(status, 201);
+        assert_eq!(
+            count(&replica, "SELECT count(*) FROM service_accounts").await,
+            2
+        );
+        assert_eq!(count(&replica, "SELECT count(*) FROM tokens").await, 2);
         replica.stop().await;
     })
     .await;
@@ -335,6 +360,10 @@ async fn suspended_and_deleted_tenants_are_read_only_until_the_grace_period_ends
         let token = bootstrap_bearer("brief-bootstrap-token");
         let (status, _) = replica.write("brief", &token, "th_a", 1).await;
         assert_eq!(status, 201);
+        // A second tenant, deleted too, is left to the sweeper.
+        let other = replica.new_tenant("owner", "swept").await;
+        let (status, _) = replica.write("swept", &other, "th_s", 1).await;
+        assert_eq!(status, 201);
         let platform = |method: Method, path: &str| {
             replica
                 .platform_request(method, &format!("/provision/{id}{path}"))
@@ -354,6 +383,23 @@ async fn suspended_and_deleted_tenants_are_read_only_until_the_grace_period_ends
         let (status, _) = replica.write("brief", &token, "th_a", 2).await;
         assert_eq!(status, 201);
 
+        let swept_id: String =
+            sqlx::query_scalar("SELECT instance_id FROM provisions WHERE label = 'swept'")
+                .fetch_one(replica.platform().pool())
+                .await
+                .unwrap();
+        let (status, _) = send(
+            replica
+                .platform_request(Method::DELETE, &format!("/provision/{swept_id}"))
+                .bearer_auth(jwt("owner")),
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            replica.platform().purge_expired().await.unwrap(),
+            0,
+            "not yet"
+        );
         let (status, body) = send(platform(Method::DELETE, "")).await;
         assert_eq!(
             (status, body["tenant_status"].as_str()),
@@ -390,6 +436,21 @@ async fn suspended_and_deleted_tenants_are_read_only_until_the_grace_period_ends
             )
             .await,
             1
+        );
+        // The sweeper takes the other one: its records, accounts and tokens are gone.
+        assert_eq!(replica.platform().purge_expired().await.unwrap(), 1);
+        let swept = "(SELECT id FROM tenants WHERE label = 'swept')";
+        for table in ["records", "service_accounts", "tokens", "threads"] {
+            let sql = format!("SELECT count(*) FROM {table} WHERE tenant = {swept}");
+            assert_eq!(count(&replica, &sql).await, 0, "{table}");
+        }
+        assert_eq!(
+            count(
+                &replica,
+                "SELECT count(*) FROM tenants WHERE status = 'purged'"
+            )
+            .await,
+            2
         );
         replica.stop().await;
     })

@@ -39,8 +39,9 @@ const EVENT_CAPACITY: usize = 16384;
 /// different tenants' batches commit in parallel, overlapping one batch's fsync with the next
 /// one's work.
 const WRITERS: usize = 4;
-/// Connections: the writers, the listener and the readers share one pool.
-const POOL_CONNECTIONS: u32 = 16;
+/// Connections of each of the two reading pools; with the writers' and the listener's, a replica
+/// opens at most `2 × POOL_CONNECTIONS + WRITERS + 1`.
+const POOL_CONNECTIONS: u32 = 8;
 /// The NOTIFY channel of committed records.
 const CHANNEL: &str = "records";
 /// Rows the listener reads per query when it catches a tenant up.
@@ -50,8 +51,11 @@ const ANNOUNCE_PAGE: i64 = 1000;
 const MAX_SEARCH_TEXT: usize = 256 * 1024;
 
 pub struct PgStore {
+    /// Everything but `records`: small tables keyed by tenant, where cached plans are right.
     pool: PgPool,
-    /// The writer tasks' connections (cached plans, see [`PgStore::open_with`]).
+    /// Reads of `records` (and the listener's), planned per execution (see [`PgStore::open_with`]).
+    records_pool: PgPool,
+    /// The writer tasks' connections (cached plans).
     writer_pool: PgPool,
     /// One queue per writer task; a tenant's writes always take the same one.
     writes: Vec<mpsc::Sender<WriteOp>>,
@@ -86,24 +90,25 @@ impl PgStore {
     pub async fn open_with(options: PgConnectOptions) -> Result<PgStore> {
         // Statements are prepared once per connection and the tenant is a parameter. After a few
         // runs Postgres may switch a statement to a generic plan, chosen once from the statistics
-        // of that moment: a plan picked while the tables were nearly empty then keeps scanning
-        // every partition as they grow (the write path's existence check did exactly that).
-        // Custom plans cost a little planning per execution but always prune to the tenant's
-        // partition and follow current statistics. The writers keep cached plans: their inserts
-        // route rows at run time and gain nothing from custom plans but the planning cost of a
-        // large statement; their one lookup that reads `records` asks for custom plans itself.
-        let writer_pool = PgPoolOptions::new()
-            .max_connections(WRITERS as u32)
-            .acquire_timeout(Duration::from_secs(30))
-            .connect_with(options.clone())
-            .await?;
-        let options = options.options([("plan_cache_mode", "force_custom_plan")]);
-        let pool = PgPoolOptions::new()
-            .max_connections(POOL_CONNECTIONS)
-            .min_connections(1)
-            .acquire_timeout(Duration::from_secs(30))
-            .connect_with(options)
-            .await?;
+        // of that moment: for `records`, a plan picked while the tables were nearly empty then
+        // keeps scanning every partition as they grow. Reads of `records` therefore plan per
+        // execution, which always prunes to the tenant's partition and follows current
+        // statistics. Everything else keeps cached plans: the small tables' key lookups plan
+        // the same either way, and planning them per request would cost more than the lookup.
+        // The writers' one lookup in `records` asks for custom plans itself.
+        let connect = |connections: u32, options: PgConnectOptions| {
+            PgPoolOptions::new()
+                .max_connections(connections)
+                .acquire_timeout(Duration::from_secs(30))
+                .connect_with(options)
+        };
+        let writer_pool = connect(WRITERS as u32, options.clone()).await?;
+        let pool = connect(POOL_CONNECTIONS, options.clone()).await?;
+        let records_pool = connect(
+            POOL_CONNECTIONS,
+            options.options([("plan_cache_mode", "force_custom_plan")]),
+        )
+        .await?;
         sqlx::migrate!("../../migrations/postgres")
             .run(&pool)
             .await?;
@@ -113,7 +118,7 @@ impl PgStore {
         let mut listener = PgListener::connect_with(&pool).await?;
         listener.eager_reconnect(true);
         listener.listen(CHANNEL).await?;
-        let listener = tokio::spawn(run_listener(listener, pool.clone(), events.clone()));
+        let listener = tokio::spawn(run_listener(listener, records_pool.clone(), events.clone()));
 
         let (writes, tasks) = (0..WRITERS)
             .map(|_| {
@@ -123,6 +128,7 @@ impl PgStore {
             .unzip();
         Ok(PgStore {
             pool,
+            records_pool,
             writer_pool,
             writes,
             events,
@@ -164,7 +170,7 @@ impl PgStore {
         filter: &ListFilter,
         generic_plan: bool,
     ) -> Result<String> {
-        let mut pooled = self.pool.acquire().await?;
+        let mut pooled = self.records_pool.acquire().await?;
         let conn: &mut PgConnection = &mut pooled;
         let mut list = QueryBuilder::<Postgres>::new("");
         push_list_query(&mut list, tenant, filter);
@@ -280,7 +286,7 @@ impl RecordStore for PgStore {
         )
         .bind(tenant)
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.records_pool)
         .await?;
         Ok(row.map(|r| stored_from_row(&r)))
     }
@@ -295,7 +301,7 @@ impl RecordStore for PgStore {
         }
         let mut sql = QueryBuilder::<Postgres>::new("");
         push_list_query(&mut sql, tenant, filter);
-        let rows = sql.build().fetch_all(&self.pool).await?;
+        let rows = sql.build().fetch_all(&self.records_pool).await?;
         Ok(rows.iter().map(stored_from_row).collect())
     }
 
@@ -356,7 +362,7 @@ impl RecordStore for PgStore {
             sql.push(format_args!(" AND {name} = ")).push_bind(value);
         }
         sql.push(" ORDER BY seq LIMIT ").push_bind(i64::from(limit));
-        let rows = sql.build().fetch_all(&self.pool).await?;
+        let rows = sql.build().fetch_all(&self.records_pool).await?;
         Ok(rows.iter().map(stored_from_row).collect())
     }
 
@@ -380,7 +386,7 @@ impl RecordStore for PgStore {
         .bind(tenant)
         .bind(expression)
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.records_pool)
         .await?;
         Ok(rows
             .iter()
@@ -466,6 +472,7 @@ impl RecordStore for PgStore {
         }
         self.listener.abort();
         self.writer_pool.close().await;
+        self.records_pool.close().await;
         self.pool.close().await;
     }
 }

@@ -35,6 +35,9 @@ pub enum StoreError {
     /// The batch this write was part of was rolled back; nothing of it was stored.
     #[error("write failed and was rolled back: {0}")]
     WriteFailed(String),
+    /// A read shared by several callers failed (each gets the message).
+    #[error("read failed: {0}")]
+    ReadFailed(String),
     /// A batch written without a lookup met a stored id or clock; it is rolled back and retried
     /// with one. Never reaches callers.
     #[error("the batch met stored records and is retried with a lookup")]

@@ -62,6 +62,15 @@ pub struct PgStore {
     events: broadcast::Sender<Committed>,
     writers: Mutex<Vec<JoinHandle<()>>>,
     listener: JoinHandle<()>,
+    /// Token lookups, answered in batches by [`run_token_lookups`].
+    token_lookups: mpsc::Sender<TokenLookup>,
+}
+
+/// One token lookup waiting for the next batch.
+struct TokenLookup {
+    tenant: String,
+    token_id: String,
+    reply: oneshot::Sender<Result<Option<TokenGrant>>>,
 }
 
 enum WriteOp {
@@ -126,7 +135,10 @@ impl PgStore {
                 (sender, tokio::spawn(run_writer(writer_pool.clone(), queue)))
             })
             .unzip();
+        let (token_lookups, lookups) = mpsc::channel(QUEUE_DEPTH);
+        tokio::spawn(run_token_lookups(pool.clone(), lookups));
         Ok(PgStore {
+            token_lookups,
             pool,
             records_pool,
             writer_pool,
@@ -435,28 +447,23 @@ impl RecordStore for PgStore {
         Ok(row.as_ref().map(service_account_from_row))
     }
 
+    /// Looked up fresh on every call (a revocation holds at once on every replica); concurrent
+    /// lookups share one query.
     async fn token(&self, tenant: &str, token_id: &str) -> Result<Option<TokenGrant>> {
         if tenant.contains('\0') || token_id.contains('\0') {
             return Ok(None);
         }
-        let row = sqlx::query(
-            "SELECT t.token_id, t.sa_id, t.scopes, s.allowed_actors, t.created_at, t.expires_at, \
-             t.revoked_at FROM tokens t JOIN service_accounts s ON s.tenant = t.tenant AND s.id = t.sa_id \
-             WHERE t.tenant = $1 AND t.token_id = $2",
-        )
-        .bind(tenant)
-        .bind(token_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(|r| TokenGrant {
-            token_id: r.get("token_id"),
-            sa_id: r.get("sa_id"),
-            scopes: r.get("scopes"),
-            allowed_actors: r.get("allowed_actors"),
-            created_at: r.get("created_at"),
-            expires_at: r.get("expires_at"),
-            revoked_at: r.get("revoked_at"),
-        }))
+        let (reply, answer) = oneshot::channel();
+        let lookup = TokenLookup {
+            tenant: tenant.to_string(),
+            token_id: token_id.to_string(),
+            reply,
+        };
+        self.token_lookups
+            .send(lookup)
+            .await
+            .map_err(|_| StoreError::WriterStopped)?;
+        answer.await.map_err(|_| StoreError::WriterStopped)?
     }
 
     fn subscribe(&self) -> broadcast::Receiver<Committed> {
@@ -611,6 +618,59 @@ fn service_account_from_row(row: &PgRow) -> ServiceAccount {
 // ---------------------------------------------------------------------------
 
 /// The writer task: takes everything queued (up to [`MAX_BATCH`]) and commits it as one transaction.
+/// Answers token lookups in batches: whatever queued while the previous query ran goes into the
+/// next one (every request looks its token up, so under load this saves most round trips).
+async fn run_token_lookups(pool: PgPool, mut queue: mpsc::Receiver<TokenLookup>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let tenants: Vec<&str> = batch.iter().map(|l| l.tenant.as_str()).collect();
+        let ids: Vec<&str> = batch.iter().map(|l| l.token_id.as_str()).collect();
+        let rows = sqlx::query(
+            "SELECT t.tenant, t.token_id, t.sa_id, t.scopes, s.allowed_actors, t.created_at, \
+                    t.expires_at, t.revoked_at \
+             FROM UNNEST($1::text[], $2::text[]) AS k(tenant, token_id) \
+             JOIN tokens t ON t.tenant = k.tenant AND t.token_id = k.token_id \
+             JOIN service_accounts s ON s.tenant = t.tenant AND s.id = t.sa_id",
+        )
+        .bind(&tenants)
+        .bind(&ids)
+        .fetch_all(&pool)
+        .await;
+        match rows {
+            Ok(rows) => {
+                let found: HashMap<(String, String), TokenGrant> = rows
+                    .iter()
+                    .map(|r| {
+                        let grant = TokenGrant {
+                            token_id: r.get("token_id"),
+                            sa_id: r.get("sa_id"),
+                            scopes: r.get("scopes"),
+                            allowed_actors: r.get("allowed_actors"),
+                            created_at: r.get("created_at"),
+                            expires_at: r.get("expires_at"),
+                            revoked_at: r.get("revoked_at"),
+                        };
+                        ((r.get("tenant"), grant.token_id.clone()), grant)
+                    })
+                    .collect();
+                for lookup in batch.drain(..) {
+                    // The same token may be asked for twice in one batch: both get it.
+                    let grant = found.get(&(lookup.tenant, lookup.token_id)).cloned();
+                    let _ = lookup.reply.send(Ok(grant));
+                }
+            }
+            Err(e) => {
+                let message = e.to_string();
+                for lookup in batch.drain(..) {
+                    let _ = lookup
+                        .reply
+                        .send(Err(StoreError::ReadFailed(message.clone())));
+                }
+            }
+        }
+    }
+}
+
 async fn run_writer(pool: PgPool, mut queue: mpsc::Receiver<WriteOp>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {

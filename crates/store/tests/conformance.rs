@@ -45,6 +45,7 @@ conformance!(
     search_sees_every_record_committed_before_it,
     search_refuses_no_words_and_reads_awkward_bodies,
     auth_changes_apply_with_their_audit_record,
+    concurrent_token_lookups_each_get_their_own_answer,
 );
 
 fn all(limit: u32) -> ListFilter {
@@ -639,4 +640,48 @@ async fn auth_changes_apply_with_their_audit_record(store: Arc<dyn RecordStore>)
     }
     assert_eq!(store.service_accounts("t").await.unwrap().len(), 11);
     assert_eq!(audits(store.clone()).await, 13);
+}
+
+async fn concurrent_token_lookups_each_get_their_own_answer(store: Arc<dyn RecordStore>) {
+    for (tenant, clock) in [("t1", 1), ("t2", 3)] {
+        let applied = store
+            .apply_auth_change(tenant, create_sa("sa1", &["records:read"]), audit(clock))
+            .await
+            .unwrap();
+        assert!(applied);
+        let mint = AuthChange::MintToken {
+            token_id: format!("tok-{tenant}"),
+            sa_id: "sa1".into(),
+            created_at: 12,
+            expires_at: None,
+        };
+        assert!(store
+            .apply_auth_change(tenant, mint, audit(clock + 1))
+            .await
+            .unwrap());
+    }
+    // Many lookups at once, as concurrent requests make them: each answer is for its own
+    // (tenant, token), including the same token asked for twice and another tenant's token.
+    let asks: Vec<(&str, &str, bool)> = (0..60)
+        .map(|i| match i % 4 {
+            0 => ("t1", "tok-t1", true),
+            1 => ("t2", "tok-t2", true),
+            2 => ("t1", "tok-t2", false),
+            _ => ("t2", "unknown", false),
+        })
+        .collect();
+    let answers = futures_util::future::join_all(asks.iter().map(|(tenant, token, _)| {
+        let store = store.clone();
+        async move { store.token(tenant, token).await.unwrap() }
+    }))
+    .await;
+    for ((tenant, token, known), answer) in asks.iter().zip(answers) {
+        match answer {
+            Some(grant) => {
+                assert!(known, "{tenant}/{token} must be unknown");
+                assert_eq!(grant.token_id, *token);
+            }
+            None => assert!(!known, "{tenant}/{token} must be found"),
+        }
+    }
 }

@@ -54,10 +54,10 @@ pub async fn create_batch(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
-    JsonBody(body): JsonBody,
+    JsonBody(mut body): JsonBody,
 ) -> ApiResult<Response> {
     caller.tenant.require_writable()?;
-    let Some(Value::Array(items)) = body.get("records") else {
+    let Some(Value::Array(items)) = body.get_mut("records").map(Value::take) else {
         return Err(ApiError::validation(
             "'records' must be an array of records",
         ));
@@ -73,8 +73,8 @@ pub async fn create_batch(
     // Each namespace is checked against the registry once per batch, not once per record.
     let mut namespaces: HashMap<String, Result<(), ApiError>> = HashMap::new();
     let mut appends = Vec::new();
-    for (index, item) in items.iter().enumerate() {
-        let envelope = match Envelope::from_value(item.clone()) {
+    for (index, item) in items.into_iter().enumerate() {
+        let envelope = match Envelope::from_value(item) {
             Ok(envelope) => envelope,
             Err(e) => {
                 results.push(Some(Err(e.into())));

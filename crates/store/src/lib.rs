@@ -30,6 +30,8 @@ pub enum StoreError {
     ServiceAccountExists(String),
     #[error("unknown service account '{0}'")]
     UnknownServiceAccount(String),
+    #[error("a token with id '{0}' already exists")]
+    TokenExists(String),
     #[error("unsupported store URL '{0}': expected sqlite:, postgres: or postgresql:")]
     UnsupportedUrl(String),
     /// The batch this write was part of was rolled back; nothing of it was stored.
@@ -225,6 +227,9 @@ pub trait RecordStore: Send + Sync + 'static {
 
     /// Stops the writer after the queued writes and closes connections.
     async fn close(&self);
+
+    /// The backend's name, for health reports: `sqlite` or `postgres`.
+    fn backend(&self) -> &'static str;
 }
 
 /// Opens the backend named by the URL scheme.

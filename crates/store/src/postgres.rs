@@ -470,6 +470,10 @@ impl RecordStore for PgStore {
         self.events.subscribe()
     }
 
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
     async fn close(&self) {
         let tasks = std::mem::take(&mut *self.writers.lock().await);
         for (writes, task) in self.writes.iter().zip(tasks) {
@@ -1110,7 +1114,7 @@ async fn apply_change(
             let done = sqlx::query(
                 "INSERT INTO tokens (tenant, token_id, sa_id, scopes, created_at, expires_at) \
                  SELECT tenant, $1, id, scopes, $2, $3 FROM service_accounts \
-                 WHERE tenant = $4 AND id = $5",
+                 WHERE tenant = $4 AND id = $5 ON CONFLICT DO NOTHING",
             )
             .bind(token_id)
             .bind(created_at)
@@ -1122,7 +1126,17 @@ async fn apply_change(
             if done.rows_affected() == 1 {
                 Ok(true)
             } else {
-                Err(StoreError::UnknownServiceAccount(sa_id.clone()))
+                // A failed change must not fail the other writes of its batch: it is refused alone.
+                let exists: Option<i32> =
+                    sqlx::query_scalar("SELECT 1 FROM tokens WHERE tenant = $1 AND token_id = $2")
+                        .bind(tenant)
+                        .bind(token_id)
+                        .fetch_optional(&mut *conn)
+                        .await?;
+                Err(match exists {
+                    Some(_) => StoreError::TokenExists(token_id.clone()),
+                    None => StoreError::UnknownServiceAccount(sa_id.clone()),
+                })
             }
         }
         AuthChange::RevokeToken {

@@ -336,6 +336,10 @@ impl RecordStore for SqliteStore {
         self.events.subscribe()
     }
 
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
     async fn close(&self) {
         let task = self.writer.lock().await.take();
         if let Some(task) = task {
@@ -719,7 +723,8 @@ async fn apply_change(
             // The token snapshots the account's scopes at mint time.
             let done = sqlx::query(
                 "INSERT INTO tokens (tenant, token_id, sa_id, scopes, created_at, expires_at) \
-                 SELECT tenant, ?, id, scopes, ?, ? FROM service_accounts WHERE tenant = ? AND id = ?",
+                 SELECT tenant, ?, id, scopes, ?, ? FROM service_accounts WHERE tenant = ? AND id = ? \
+                 ON CONFLICT DO NOTHING",
             )
             .bind(token_id)
             .bind(created_at)
@@ -731,7 +736,17 @@ async fn apply_change(
             if done.rows_affected() == 1 {
                 Ok(true)
             } else {
-                Err(StoreError::UnknownServiceAccount(sa_id.clone()))
+                // A failed change must not fail the other writes of its batch: it is refused alone.
+                let exists: Option<i32> =
+                    sqlx::query_scalar("SELECT 1 FROM tokens WHERE tenant = ? AND token_id = ?")
+                        .bind(tenant)
+                        .bind(token_id)
+                        .fetch_optional(&mut *conn)
+                        .await?;
+                Err(match exists {
+                    Some(_) => StoreError::TokenExists(token_id.clone()),
+                    None => StoreError::UnknownServiceAccount(sa_id.clone()),
+                })
             }
         }
         AuthChange::RevokeToken {

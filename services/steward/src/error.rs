@@ -108,7 +108,7 @@ impl From<StoreError> for ApiError {
             StoreError::DuplicateClock { .. } => {
                 ApiError::new(ErrorCode::IngestFailed, e.to_string())
             }
-            StoreError::ServiceAccountExists(_) => {
+            StoreError::ServiceAccountExists(_) | StoreError::TokenExists(_) => {
                 ApiError::new(ErrorCode::ValidationError, e.to_string())
             }
             StoreError::UnknownServiceAccount(_) => ApiError::not_found(e.to_string()),

@@ -130,12 +130,14 @@ pub async fn serve(options: ServeOptions) -> Result<(), StewardError> {
     let store = open_store(&options.home, options.memory).await?;
 
     let shutdown = CancellationToken::new();
+    // The manifest names the address this steward bound, never one a caller's Host header claims.
     let tenant = Tenant::new(
         LOCAL_TENANT.to_string(),
         identity,
         TenantStatus::Active,
         false,
-    );
+    )
+    .with_url(format!("http://{bound}"));
     let state = AppState {
         store: store.clone(),
         tenancy: Tenancy::Single(Arc::new(tenant)),

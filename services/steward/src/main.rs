@@ -104,7 +104,8 @@ struct ServeArgs {
     #[arg(long, env = "STEWARD_RATE_LIMIT_PER_TOKEN", default_value_t = 500)]
     rate_limit_per_token: u32,
     /// Reverse proxies in front that append to X-Forwarded-For (the client is that many entries
-    /// from the right); 0 keys the address limit on the connection's peer.
+    /// from the right); 0 keys the address limit on the connection's peer. Only set it when the
+    /// steward cannot be reached except through those proxies: a direct caller writes the header.
     #[arg(long, env = "STEWARD_TRUSTED_PROXIES", default_value_t = 0)]
     trusted_proxies: u8,
     /// Heartbeat interval of watch streams.

@@ -132,11 +132,18 @@ impl Addressing {
     }
 
     fn by_host(&self, request: &Request) -> Addressed {
+        // An absolute request target (or HTTP/2 `:authority`) names the host over any Host header
+        // (RFC 9112 §3.2.2), as the ingress in front routes by it.
         let host = request
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| request.uri().authority().map(|a| a.as_str()))
+            .uri()
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| {
+                request
+                    .headers()
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+            })
             .unwrap_or("");
         let host = strip_port(host).to_ascii_lowercase();
         if host == self.base_domain {
@@ -259,6 +266,15 @@ mod tests {
             ("10.0.0.7:8080", Addressed::Elsewhere),
             ("[::1]:8080", Addressed::Elsewhere),
         ];
+        let mut absolute = request(
+            "acme.steward.example",
+            "http://other.steward.example/v1/records",
+        );
+        assert_eq!(
+            by_host.resolve(&mut absolute),
+            Addressed::Tenant("other".into()),
+            "the request target's authority wins over Host"
+        );
         for (host, expected) in cases {
             assert_eq!(
                 by_host.resolve(&mut request(host, "/v1/records")),

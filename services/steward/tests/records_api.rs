@@ -513,3 +513,24 @@ async fn a_batch_answers_each_record_in_order_and_stores_only_the_good_ones() {
     assert_eq!(error_code(&body["data"][0]["error"]), "SCOPE_FORBIDDEN");
     assert_eq!(steward.record_count(&token).await, 3);
 }
+
+#[tokio::test]
+async fn the_manifest_is_signed_for_the_bound_address_whatever_the_host_header_says() {
+    let steward = TestSteward::start().await;
+    let (status, body) = steward
+        .send(
+            steward
+                .http
+                .get(format!("{}/.well-known/syncropel", steward.url))
+                .header("host", "attacker.example"),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let manifest = &body["federation_manifest"];
+    syncropel_steward::manifest::verify(manifest).unwrap();
+    assert_eq!(manifest["daemon"]["did"], *steward.tenant.identity.did);
+    assert_eq!(
+        manifest["federation"]["sync_change_endpoint"],
+        format!("{}/v1/sync/changes", steward.url)
+    );
+}

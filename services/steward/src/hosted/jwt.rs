@@ -48,6 +48,7 @@ impl JwtVerifier {
         validation.set_issuer(&[issuer]);
         validation.set_audience(&[audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.validate_nbf = true;
         // Clocks of the platform and the stewards may differ a little, not by minutes.
         validation.leeway = 30;
         Ok(JwtVerifier { key, validation })

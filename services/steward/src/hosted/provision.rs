@@ -394,9 +394,22 @@ async fn complete(
     provision: &mut Provision,
     request: &ProvisionRequest,
 ) -> ApiResult<()> {
+    // One completion at a time per provisioning: a concurrent retry waits on this row lock, then
+    // finds the work done.
+    let mut tx = platform.pool.begin().await?;
+    let current = sqlx::query(&format!(
+        "SELECT {PROVISION_COLUMNS} FROM provisions WHERE instance_id = $1 FOR UPDATE"
+    ))
+    .bind(&provision.instance_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    *provision = Provision::from_row(&current);
+    if provision.phase == "ready" {
+        return Ok(());
+    }
     let row = sqlx::query("SELECT did, key_nonce, key_sealed FROM tenants WHERE id = $1")
         .bind(&provision.tenant)
-        .fetch_one(&platform.pool)
+        .fetch_one(&mut *tx)
         .await?;
     let seed = platform
         .kek
@@ -435,7 +448,6 @@ async fn complete(
     provision.phase = "ready".into();
     provision.error = None;
 
-    let mut tx = platform.pool.begin().await?;
     sqlx::query(
         "UPDATE tenants SET manifest = $2, status = 'active' WHERE id = $1 AND status = 'provisioning'",
     )
@@ -497,11 +509,12 @@ async fn bootstrap(
 }
 
 async fn record_error(platform: &Platform, provision: &Provision, error: &ApiError) {
-    let stored = sqlx::query("UPDATE provisions SET error = $2 WHERE instance_id = $1")
-        .bind(&provision.instance_id)
-        .bind(error.body())
-        .execute(&platform.pool)
-        .await;
+    let stored =
+        sqlx::query("UPDATE provisions SET error = $2 WHERE instance_id = $1 AND phase <> 'ready'")
+            .bind(&provision.instance_id)
+            .bind(error.body())
+            .execute(&platform.pool)
+            .await;
     if let Err(e) = stored {
         tracing::warn!(error = %e, "could not record a provisioning failure");
     }
@@ -592,5 +605,13 @@ async fn resume(call: PlatformCall, PathParam(id): PathParam) -> ApiResult<Json<
 
 /// `DELETE /provision/{id}`: read-only (export works) for the grace period, then purged.
 async fn delete(call: PlatformCall, PathParam(id): PathParam) -> ApiResult<Json<Value>> {
-    transition(&call, &id, &["active", "suspended"], "deleted").await
+    // A provisioning that failed and is not retried can be deleted too, freeing its label and
+    // its place in the account's limit after the grace period.
+    transition(
+        &call,
+        &id,
+        &["provisioning", "active", "suspended"],
+        "deleted",
+    )
+    .await
 }

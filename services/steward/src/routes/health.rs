@@ -59,7 +59,7 @@ pub async fn full(State(state): State<AppState>, caller: Caller) -> Json<Value> 
         "status": "ok",
         "version": VERSION,
         "did": &*caller.tenant.identity.did,
-        "store": "sqlite",
+        "store": state.store.backend(),
         "search": if state.search_enabled { "lexical" } else { "disabled" },
         "authorization": {"live": live, "of": deciders.len(), "deciders": deciders},
     }))

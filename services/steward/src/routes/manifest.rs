@@ -4,35 +4,29 @@
 use std::time::SystemTime;
 
 use axum::extract::State;
-use axum::http::{header, HeaderMap};
 use axum::Json;
 use serde_json::{json, Value};
 
 use crate::app::AppState;
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::manifest;
 use crate::tenant::{CurrentTenant, Tenancy};
 
 pub async fn well_known(
     State(state): State<AppState>,
     CurrentTenant(tenant): CurrentTenant,
-    headers: HeaderMap,
 ) -> ApiResult<Json<Value>> {
     let manifest = match &state.tenancy {
         Tenancy::Hosted(platform) => platform.manifest(&tenant).await?,
-        // A local steward is whatever host it was asked by (loopback, a LAN name).
+        // The address the steward bound: a caller's Host header must not get the home's key to
+        // vouch for an origin of the caller's choosing.
         Tenancy::Single(_) => {
-            let host = headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .unwrap_or("127.0.0.1");
+            let url = tenant
+                .url
+                .as_deref()
+                .ok_or_else(|| ApiError::internal("the local tenant has no URL"))?;
             let identity = &tenant.identity;
-            manifest::sign(
-                &identity.key,
-                &identity.did,
-                &format!("http://{host}"),
-                SystemTime::now(),
-            )
+            manifest::sign(&identity.key, &identity.did, url, SystemTime::now())
         }
     };
     Ok(Json(json!({ "federation_manifest": manifest })))

@@ -12,7 +12,7 @@ use syncropel_protocol::{is_config_thread, is_server_only_thread, Envelope, Erro
 use syncropel_store::{encode_cursor, Appended, ListFilter, NewRecord};
 
 use super::{json_text, record_list, Params, PathParam};
-use crate::app::{AppState, JsonBody, LimitedBody};
+use crate::app::{AppState, LimitedBody};
 use crate::auth::{Caller, Scope};
 use crate::error::{ApiError, ApiResult};
 use crate::ingest::seal;
@@ -54,9 +54,11 @@ pub async fn create_batch(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
-    JsonBody(mut body): JsonBody,
+    LimitedBody(bytes): LimitedBody,
 ) -> ApiResult<Response> {
     caller.tenant.require_writable()?;
+    // Each record sits two levels down (`{"records": [...]}`): it gets the same depth as alone.
+    let mut body = syncropel_protocol::parse_json(&bytes, state.limits.max_json_depth + 2)?;
     let Some(Value::Array(items)) = body.get_mut("records").map(Value::take) else {
         return Err(ApiError::validation(
             "'records' must be an array of records",

@@ -62,12 +62,17 @@ impl TestSteward {
                 .await
                 .unwrap(),
         );
-        let tenant = Arc::new(Tenant::new(
-            TENANT.to_string(),
-            Identity::new(Keypair::generate()),
-            TenantStatus::Active,
-            false,
-        ));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let tenant = Arc::new(
+            Tenant::new(
+                TENANT.to_string(),
+                Identity::new(Keypair::generate()),
+                TenantStatus::Active,
+                false,
+            )
+            .with_url(url.clone()),
+        );
         let state = AppState {
             store,
             tenancy: Tenancy::Single(tenant.clone()),
@@ -81,8 +86,6 @@ impl TestSteward {
             heartbeat: options.heartbeat,
             shutdown: CancellationToken::new(),
         };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
         let app = router(state.clone());
         let shutdown = state.shutdown.clone();
         tokio::spawn(async move {

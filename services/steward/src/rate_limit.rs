@@ -103,6 +103,16 @@ impl<K: Hash + Eq + Clone> Keyed<K> {
             .map_err(|not_until| not_until.wait_time_from(self.limiter.clock().now()))
     }
 
+    /// [`Keyed::check`] for `n` requests at once; `Err(None)` when `n` exceeds the burst, so
+    /// it could never pass.
+    fn check_n(&self, key: &K, n: NonZeroU32) -> Result<(), Option<Duration>> {
+        match self.limiter.check_key_n(key, n) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(not_until)) => Err(Some(not_until.wait_time_from(self.limiter.clock().now()))),
+            Err(_) => Err(None),
+        }
+    }
+
     /// Drops every key whose bucket has refilled completely (indistinguishable from a new one).
     fn sweep(&self) {
         self.limiter.retain_recent();
@@ -163,6 +173,39 @@ impl RateLimiters {
         keyed
             .check(&(tenant.to_string(), token_id.to_string()))
             .map_err(|wait| keyed.refusal("token", wait))
+    }
+
+    /// Charges a token for a request that writes `records` records: the request itself was charged
+    /// as one already, so `records - 1` more. A batch larger than the burst could never pass and is
+    /// refused as such.
+    pub fn charge_token(
+        &self,
+        tenant: &str,
+        token_id: &str,
+        records: usize,
+    ) -> Result<(), ApiError> {
+        let Some(keyed) = &self.per_token else {
+            return Ok(());
+        };
+        let too_large = || {
+            ApiError::validation(format!(
+                "this batch of {records} records is more than the token's rate limit allows at once (bursts of {})",
+                keyed.limit.burst
+            ))
+            .with_hint("send smaller batches")
+        };
+        if records > keyed.limit.burst.get() as usize {
+            return Err(too_large());
+        }
+        let Some(extra) = NonZeroU32::new(records.saturating_sub(1) as u32) else {
+            return Ok(());
+        };
+        keyed
+            .check_n(&(tenant.to_string(), token_id.to_string()), extra)
+            .map_err(|wait| match wait {
+                Some(wait) => keyed.refusal("token", wait),
+                None => too_large(),
+            })
     }
 
     /// Drops the buckets of idle keys now (it also happens by itself every few thousand checks).

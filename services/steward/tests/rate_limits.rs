@@ -186,3 +186,41 @@ async fn with_the_limits_off_a_burst_of_200_all_pass() {
     assert_eq!(statuses.len(), 200);
     assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
 }
+
+#[tokio::test]
+async fn a_batch_counts_each_record_against_its_token() {
+    // 5 requests/s per token, bursts of 10.
+    let steward = TestSteward::start_with(Options {
+        rate_limits: RateLimits::per_second(0, 5),
+        ..Options::default()
+    })
+    .await;
+    let token = steward.admin().await;
+    let batch = |from: i64, n: i64| {
+        let records: Vec<Value> = (from..from + n)
+            .map(|c| envelope("th_rl_batch", c, json!({})))
+            .collect();
+        json!({ "records": records })
+    };
+    // Larger than the burst: it could never pass, and says so.
+    let (status, body) = steward
+        .post(&token, "/v1/records/batch", &batch(100, 11))
+        .await;
+    assert_eq!((status, error_code(&body)), (400, "VALIDATION_ERROR"));
+    assert!(body["message"].as_str().unwrap().contains("bursts of 10"));
+    // Eight records take eight of the ten; the next batch of eight is refused and writes nothing.
+    let (status, body) = steward
+        .post(&token, "/v1/records/batch", &batch(1, 8))
+        .await;
+    assert_eq!((status, &body["created"]), (200, &json!(8)), "{body}");
+    let (status, body) = steward
+        .post(&token, "/v1/records/batch", &batch(9, 8))
+        .await;
+    assert_eq!((status, error_code(&body)), (429, "RATE_LIMITED"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, listed) = steward
+        .get(&token, "/v1/records?thread=th_rl_batch&limit=100")
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(listed["data"].as_array().unwrap().len(), 8);
+}

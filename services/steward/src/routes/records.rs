@@ -70,6 +70,12 @@ pub async fn create_batch(
             items.len()
         )));
     }
+    // One request, many writes: the token's rate limit counts every record.
+    if let Some(grant) = &caller.grant {
+        state
+            .rate_limits
+            .charge_token(&caller.tenant.id, &grant.token_id, items.len())?;
+    }
     let claimed = claimed_actor(&headers);
     let mut results: Vec<Option<Result<Appended, ApiError>>> = Vec::with_capacity(items.len());
     // Each namespace is checked against the registry once per batch, not once per record.

@@ -940,3 +940,28 @@ async fn killing_a_replica_mid_burst_loses_no_acknowledged_record() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn many_tenants_provisioned_at_once_all_become_usable() {
+    with_test_database(|url| async move {
+        let config = Config {
+            tenant_limit: 100,
+            ..Config::default()
+        };
+        let replica = Replica::start(&url, config).await;
+        // More at once than any connection pool of the replica holds.
+        let labels: Vec<String> = (0..24).map(|i| format!("crowd-{i}")).collect();
+        let made = tokio::time::timeout(
+            Duration::from_secs(30),
+            futures_util::future::join_all(labels.iter().map(|l| replica.new_tenant("crowd", l))),
+        )
+        .await
+        .expect("concurrent provisionings finish");
+        for (label, token) in labels.iter().zip(&made) {
+            let (status, body) = replica.write(label, token, "th_c", 1).await;
+            assert_eq!(status, 201, "{label}: {body}");
+        }
+        replica.stop().await;
+    })
+    .await;
+}

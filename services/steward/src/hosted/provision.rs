@@ -394,22 +394,11 @@ async fn complete(
     provision: &mut Provision,
     request: &ProvisionRequest,
 ) -> ApiResult<()> {
-    // One completion at a time per provisioning: a concurrent retry waits on this row lock, then
-    // finds the work done.
-    let mut tx = platform.pool.begin().await?;
-    let current = sqlx::query(&format!(
-        "SELECT {PROVISION_COLUMNS} FROM provisions WHERE instance_id = $1 FOR UPDATE"
-    ))
-    .bind(&provision.instance_id)
-    .fetch_one(&mut *tx)
-    .await?;
-    *provision = Provision::from_row(&current);
-    if provision.phase == "ready" {
-        return Ok(());
-    }
+    // No lock is held across the steps (they run on the store's own connections, and a lock held
+    // meanwhile could starve them): each step tolerates a concurrent attempt instead.
     let row = sqlx::query("SELECT did, key_nonce, key_sealed FROM tenants WHERE id = $1")
         .bind(&provision.tenant)
-        .fetch_one(&mut *tx)
+        .fetch_one(&platform.pool)
         .await?;
     let seed = platform
         .kek
@@ -448,6 +437,7 @@ async fn complete(
     provision.phase = "ready".into();
     provision.error = None;
 
+    let mut tx = platform.pool.begin().await?;
     sqlx::query(
         "UPDATE tenants SET manifest = $2, status = 'active' WHERE id = $1 AND status = 'provisioning'",
     )
@@ -476,12 +466,14 @@ async fn bootstrap(
     env: &str,
     bootstrap_token: &str,
 ) -> ApiResult<()> {
+    // Another attempt at the same provisioning (a retry, on any replica) may run at the same time:
+    // a step that fails because that attempt just did it has succeeded.
     if store
         .service_account(&tenant.id, BOOTSTRAP_ACCOUNT)
         .await?
         .is_none()
     {
-        create_service_account_with_id(
+        let created = create_service_account_with_id(
             store,
             &tenant.id,
             &tenant.identity,
@@ -490,12 +482,21 @@ async fn bootstrap(
             vec!["admin".to_string()],
             Vec::new(),
         )
-        .await?;
+        .await;
+        if let Err(e) = created {
+            if store
+                .service_account(&tenant.id, BOOTSTRAP_ACCOUNT)
+                .await?
+                .is_none()
+            {
+                return Err(e);
+            }
+        }
     }
     let token = format!("spl_{env}_{BOOTSTRAP_ACCOUNT}_{bootstrap_token}");
     let token_id = sha256_hex(token.as_bytes());
     if store.token(&tenant.id, &token_id).await?.is_none() {
-        install_token(
+        let installed = install_token(
             store,
             &tenant.id,
             &tenant.identity,
@@ -503,7 +504,12 @@ async fn bootstrap(
             token,
             None,
         )
-        .await?;
+        .await;
+        if let Err(e) = installed {
+            if store.token(&tenant.id, &token_id).await?.is_none() {
+                return Err(e);
+            }
+        }
     }
     Ok(())
 }

@@ -924,28 +924,40 @@ async fn lookup(
     stored_ids: &mut HashMap<(String, String), StoredRecord>,
     stored_clocks: &mut HashSet<(String, String, String, i64)>,
 ) -> Result<()> {
-    let tenants: Vec<&str> = records.iter().map(|(t, _)| *t).collect();
-    let ids: Vec<&str> = records.iter().map(|(_, r)| r.id.as_str()).collect();
-    let threads: Vec<&str> = records.iter().map(|(_, r)| r.thread.as_str()).collect();
-    let actors: Vec<&str> = records.iter().map(|(_, r)| r.actor.as_str()).collect();
-    let clocks: Vec<i64> = records.iter().map(|(_, r)| r.clock).collect();
-    let rows = sqlx::query(
-        "SELECT r.tenant, r.seq, r.id, r.thread, r.actor, r.clock, r.record_json \
-         FROM UNNEST($1::text[], $2::text[]) AS k(tenant, id) \
-         JOIN records r ON r.tenant = k.tenant AND r.id = k.id \
-         UNION ALL \
-         SELECT r.tenant, r.seq, r.id, r.thread, r.actor, r.clock, r.record_json \
-         FROM UNNEST($1::text[], $3::text[], $4::text[], $5::int8[]) AS k(tenant, thread, actor, clock) \
-         JOIN records r ON r.tenant = k.tenant AND r.thread = k.thread AND r.actor = k.actor \
-                       AND r.clock = k.clock",
-    )
-    .bind(&tenants)
-    .bind(&ids)
-    .bind(&threads)
-    .bind(&actors)
-    .bind(&clocks)
-    .fetch_all(&mut *conn)
-    .await?;
+    // One pair of branches per tenant, each with the tenant as its own parameter: planned per
+    // execution (the checked path asks for custom plans), every branch prunes to that tenant's
+    // partition, so a batch that met a stored record never scans the others.
+    let mut by_tenant: Vec<(&str, Vec<&NewRecord>)> = Vec::new();
+    for &(tenant, record) in records {
+        match by_tenant.iter_mut().find(|(t, _)| *t == tenant) {
+            Some((_, group)) => group.push(record),
+            None => by_tenant.push((tenant, vec![record])),
+        }
+    }
+    let mut sql = QueryBuilder::<Postgres>::new("");
+    for (n, (tenant, group)) in by_tenant.iter().enumerate() {
+        if n > 0 {
+            sql.push(" UNION ALL ");
+        }
+        let ids: Vec<&str> = group.iter().map(|r| r.id.as_str()).collect();
+        let threads: Vec<&str> = group.iter().map(|r| r.thread.as_str()).collect();
+        let actors: Vec<&str> = group.iter().map(|r| r.actor.as_str()).collect();
+        let clocks: Vec<i64> = group.iter().map(|r| r.clock).collect();
+        sql.push("(SELECT r.tenant, r.seq, r.id, r.thread, r.actor, r.clock, r.record_json FROM records r WHERE r.tenant = ")
+            .push_bind(tenant.to_string())
+            .push(" AND r.id = ANY(")
+            .push_bind(ids)
+            .push(")) UNION ALL (SELECT r.tenant, r.seq, r.id, r.thread, r.actor, r.clock, r.record_json FROM UNNEST(")
+            .push_bind(threads)
+            .push("::text[], ")
+            .push_bind(actors)
+            .push("::text[], ")
+            .push_bind(clocks)
+            .push("::int8[]) AS k(thread, actor, clock) JOIN records r ON r.tenant = ")
+            .push_bind(tenant.to_string())
+            .push(" AND r.thread = k.thread AND r.actor = k.actor AND r.clock = k.clock)");
+    }
+    let rows = sql.build().fetch_all(&mut *conn).await?;
     for row in &rows {
         let tenant: String = row.get("tenant");
         stored_clocks.insert((

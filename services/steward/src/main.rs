@@ -33,6 +33,9 @@ enum Command {
     Serve,
     /// Apply pending database migrations and exit (run once per release, e.g. as a Job).
     Migrate,
+    /// Re-seal every tenant key with --kek, opening the older ones with --previous-kek; run it once
+    /// every replica runs with both, then drop --previous-kek.
+    RotateKek,
 }
 
 #[derive(Args)]
@@ -59,6 +62,9 @@ struct ServeArgs {
     /// Key-encryption key for tenant keys: 32 bytes as base64 or hex (`openssl rand -base64 32`).
     #[arg(long, env = "STEWARD_KEK", hide_env_values = true)]
     kek: Option<String>,
+    /// The key-encryption key before a rotation: still opens tenant keys it sealed, never seals.
+    #[arg(long, env = "STEWARD_PREVIOUS_KEK", hide_env_values = true)]
+    previous_kek: Option<String>,
     /// HS256 secret the signup platform signs its JWTs with (at least 32 bytes).
     #[arg(long, env = "STEWARD_JWT_SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
@@ -124,6 +130,7 @@ fn main() -> ExitCode {
         match cli.command.unwrap_or(Command::Serve) {
             Command::Serve => serve(cli.serve).await,
             Command::Migrate => migrate(cli.serve).await,
+            Command::RotateKek => rotate_kek(cli.serve).await,
         }
     });
     match outcome {
@@ -148,11 +155,33 @@ async fn migrate(args: ServeArgs) -> Result<(), StewardError> {
     Ok(())
 }
 
-async fn serve(args: ServeArgs) -> Result<(), StewardError> {
-    let database_url = database_url(&args)?;
+/// The configured KEK, with the previous one when a rotation is under way.
+fn kek(args: &ServeArgs) -> Result<Kek, StewardError> {
     let kek = Kek::parse(args.kek.as_deref().ok_or_else(|| {
         StewardError::Invalid("set --kek or STEWARD_KEK (32 bytes, base64 or hex)".into())
     })?)?;
+    Ok(match &args.previous_kek {
+        Some(previous) => kek.with_previous(Kek::parse(previous)?),
+        None => kek,
+    })
+}
+
+async fn rotate_kek(args: ServeArgs) -> Result<(), StewardError> {
+    let kek = kek(&args)?;
+    let store = syncropel_store::PgStore::open(&database_url(&args)?).await?;
+    let outcome = syncropel_steward::hosted::rotate_kek(store.pool(), &kek).await;
+    syncropel_store::RecordStore::close(&store).await;
+    let resealed = outcome?;
+    tracing::info!(
+        resealed,
+        "every tenant key is sealed with the current key-encryption key"
+    );
+    Ok(())
+}
+
+async fn serve(args: ServeArgs) -> Result<(), StewardError> {
+    let database_url = database_url(&args)?;
+    let kek = kek(&args)?;
     let jwt_key =
         match (&args.jwt_secret, &args.jwt_public_key_file) {
             (Some(secret), None) => JwtKey::Hs256(secret.as_bytes().to_vec()),

@@ -965,3 +965,69 @@ async fn many_tenants_provisioned_at_once_all_become_usable() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_key_encryption_key_rotates_without_losing_a_tenant() {
+    with_test_database(|url| async move {
+        let old = Replica::start(&url, Config::default()).await;
+        let token = old.new_tenant("acct", "rotating").await;
+        let (status, before) = old.write("rotating", &token, "th_k", 1).await;
+        assert_eq!(status, 201);
+
+        // Replicas move to the new key with the old one as previous; then every key is re-sealed.
+        let new_kek = "7a".repeat(32);
+        let rotating = Replica::start(
+            &url,
+            Config {
+                kek: new_kek.clone(),
+                previous_kek: Some(common::hosted::KEK_HEX.into()),
+                ..Config::default()
+            },
+        )
+        .await;
+        let (status, _) = rotating.write("rotating", &token, "th_k", 2).await;
+        assert_eq!(status, 201, "the previous key still opens the tenant's key");
+        let kek = syncropel_steward::hosted::kek::Kek::parse(&new_kek)
+            .unwrap()
+            .with_previous(
+                syncropel_steward::hosted::kek::Kek::parse(common::hosted::KEK_HEX).unwrap(),
+            );
+        let pool = rotating.platform().pool();
+        assert_eq!(
+            syncropel_steward::hosted::rotate_kek(pool, &kek)
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            syncropel_steward::hosted::rotate_kek(pool, &kek)
+                .await
+                .unwrap(),
+            0
+        );
+
+        // A replica with only the new key serves the tenant, signing with the same identity.
+        let new_only = Replica::start(
+            &url,
+            Config {
+                kek: new_kek,
+                ..Config::default()
+            },
+        )
+        .await;
+        let (status, after) = new_only.write("rotating", &token, "th_k", 3).await;
+        assert_eq!(status, 201, "{after}");
+        assert_eq!(after["signer"], before["signer"]);
+        // One with only the old key no longer opens it (and answers in the error envelope).
+        old.platform().forget("rotating");
+        let (status, refused) = old.write("rotating", &token, "th_k", 4).await;
+        assert_eq!(
+            (status, common::error_code(&refused)),
+            (500, "INTERNAL_ERROR")
+        );
+        for replica in [old, rotating, new_only] {
+            replica.stop().await;
+        }
+    })
+    .await;
+}

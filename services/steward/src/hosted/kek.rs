@@ -1,6 +1,10 @@
 //! Tenant keys at rest: each tenant's Ed25519 seed is sealed with the platform's key-encryption
 //! key (XChaCha20-Poly1305, a random 24-byte nonce per seal, the tenant id as associated data so a
 //! sealed key cannot be moved to another tenant's row).
+//!
+//! Rotation: replicas run with the new key and the previous one ([`Kek::with_previous`]), which
+//! still opens what it sealed; `steward rotate-kek` then re-seals every tenant with the new key,
+//! after which the previous key can go.
 
 use base64::Engine as _;
 use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
@@ -8,7 +12,11 @@ use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 
 use crate::StewardError;
 
-pub struct Kek(XChaCha20Poly1305);
+pub struct Kek {
+    current: XChaCha20Poly1305,
+    /// Opens keys sealed before a rotation; never seals.
+    previous: Option<XChaCha20Poly1305>,
+}
 
 /// A sealed seed: `(nonce, ciphertext)`.
 pub type Sealed = (Vec<u8>, Vec<u8>);
@@ -33,15 +41,24 @@ impl Kek {
                         .into(),
                 )
             })?;
-        Ok(Kek(XChaCha20Poly1305::new_from_slice(&bytes).map_err(
-            |_| StewardError::Invalid("the key-encryption key must be 32 bytes".into()),
-        )?))
+        let current = XChaCha20Poly1305::new_from_slice(&bytes)
+            .map_err(|_| StewardError::Invalid("the key-encryption key must be 32 bytes".into()))?;
+        Ok(Kek {
+            current,
+            previous: None,
+        })
+    }
+
+    /// Also opens keys sealed with `previous` (during a rotation).
+    pub fn with_previous(mut self, previous: Kek) -> Kek {
+        self.previous = Some(previous.current);
+        self
     }
 
     pub fn seal(&self, tenant: &str, seed: &[u8; 32]) -> Sealed {
         let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
         let sealed = self
-            .0
+            .current
             .encrypt(
                 &nonce,
                 Payload {
@@ -53,34 +70,50 @@ impl Kek {
         (nonce.to_vec(), sealed)
     }
 
-    /// The seed, or an error when the KEK is not the one it was sealed with (or the row was
-    /// tampered with).
+    /// The seed, or an error when neither key sealed it (or the row was tampered with).
     pub fn open(
         &self,
         tenant: &str,
         nonce: &[u8],
         sealed: &[u8],
     ) -> Result<[u8; 32], StewardError> {
-        let refused = || {
-            StewardError::Invalid(format!(
-                "the key of tenant {tenant} does not open with the configured key-encryption key"
-            ))
-        };
-        if nonce.len() != 24 {
-            return Err(refused());
-        }
-        let seed = self
-            .0
-            .decrypt(
-                XNonce::from_slice(nonce),
-                Payload {
-                    msg: sealed,
-                    aad: tenant.as_bytes(),
-                },
-            )
-            .map_err(|_| refused())?;
-        seed.try_into().map_err(|_| refused())
+        open_with(&self.current, tenant, nonce, sealed)
+            .or_else(|| {
+                let previous = self.previous.as_ref()?;
+                open_with(previous, tenant, nonce, sealed)
+            })
+            .ok_or_else(|| {
+                StewardError::Invalid(format!(
+                    "the key of tenant {tenant} does not open with the configured key-encryption key"
+                ))
+            })
     }
+
+    /// Whether the current key (not the previous one) sealed this.
+    pub fn sealed_by_current(&self, tenant: &str, nonce: &[u8], sealed: &[u8]) -> bool {
+        open_with(&self.current, tenant, nonce, sealed).is_some()
+    }
+}
+
+fn open_with(
+    key: &XChaCha20Poly1305,
+    tenant: &str,
+    nonce: &[u8],
+    sealed: &[u8],
+) -> Option<[u8; 32]> {
+    if nonce.len() != 24 {
+        return None;
+    }
+    let seed = key
+        .decrypt(
+            XNonce::from_slice(nonce),
+            Payload {
+                msg: sealed,
+                aad: tenant.as_bytes(),
+            },
+        )
+        .ok()?;
+    seed.try_into().ok()
 }
 
 #[cfg(test)]
@@ -99,5 +132,19 @@ mod tests {
             Kek::parse(&base64::engine::general_purpose::STANDARD.encode([9u8; 32])).unwrap();
         assert!(other.open("tn_a", &nonce, &sealed).is_err());
         assert!(Kek::parse("short").is_err());
+    }
+
+    #[test]
+    fn during_a_rotation_both_keys_open_and_only_the_new_one_seals() {
+        let old = Kek::parse(&"11".repeat(32)).unwrap();
+        let (nonce, sealed) = old.seal("tn_a", &[7u8; 32]);
+        let rotating = Kek::parse(&"22".repeat(32))
+            .unwrap()
+            .with_previous(Kek::parse(&"11".repeat(32)).unwrap());
+        assert_eq!(rotating.open("tn_a", &nonce, &sealed).unwrap(), [7u8; 32]);
+        assert!(!rotating.sealed_by_current("tn_a", &nonce, &sealed));
+        let (nonce, resealed) = rotating.seal("tn_a", &[7u8; 32]);
+        assert!(rotating.sealed_by_current("tn_a", &nonce, &resealed));
+        assert!(old.open("tn_a", &nonce, &resealed).is_err());
     }
 }

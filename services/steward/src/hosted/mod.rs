@@ -242,6 +242,37 @@ impl Platform {
     }
 }
 
+/// Re-seals every tenant key that the current KEK did not seal, in one transaction: run it after
+/// every replica has the new KEK with the old one as previous (`with_previous`). Idempotent; if
+/// any key opens with neither, nothing changes. Returns how many keys were re-sealed.
+pub async fn rotate_kek(pool: &PgPool, kek: &Kek) -> Result<usize, StewardError> {
+    let mut tx = pool.begin().await?;
+    let rows = sqlx::query(
+        "SELECT id, key_nonce, key_sealed FROM tenants WHERE status <> 'purged' ORDER BY id FOR UPDATE",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut resealed = 0;
+    for row in rows {
+        let id: &str = row.get("id");
+        let (nonce, sealed): (&[u8], &[u8]) = (row.get("key_nonce"), row.get("key_sealed"));
+        if kek.sealed_by_current(id, nonce, sealed) {
+            continue;
+        }
+        let seed = kek.open(id, nonce, sealed)?;
+        let (nonce, sealed) = kek.seal(id, &seed);
+        sqlx::query("UPDATE tenants SET key_nonce = $2, key_sealed = $3 WHERE id = $1")
+            .bind(id)
+            .bind(nonce)
+            .bind(sealed)
+            .execute(&mut *tx)
+            .await?;
+        resealed += 1;
+    }
+    tx.commit().await?;
+    Ok(resealed)
+}
+
 /// Deletes everything a tenant stored and marks it purged, inside the caller's transaction.
 async fn purge(tx: &mut sqlx::PgConnection, tenant: &str) -> Result<(), sqlx::Error> {
     syncropel_store::PgStore::purge_tenant(tx, tenant).await?;

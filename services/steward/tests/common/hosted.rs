@@ -26,6 +26,9 @@ pub const KEK_HEX: &str = "3f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a
 #[derive(Clone)]
 pub struct Config {
     pub path_prefix: Option<String>,
+    /// The key-encryption key (hex), and the previous one during a rotation.
+    pub kek: String,
+    pub previous_kek: Option<String>,
     pub tenant_limit: u32,
     pub deletion_grace: Duration,
 }
@@ -34,6 +37,8 @@ impl Default for Config {
     fn default() -> Config {
         Config {
             path_prefix: None,
+            kek: KEK_HEX.into(),
+            previous_kek: None,
             tenant_limit: 3,
             deletion_grace: Duration::from_secs(30 * 24 * 3600),
         }
@@ -90,7 +95,12 @@ impl Replica {
                     .map(|s| s.to_string())
                     .collect(),
             },
-            kek: Kek::parse(KEK_HEX).unwrap(),
+            kek: match &config.previous_kek {
+                Some(previous) => Kek::parse(&config.kek)
+                    .unwrap()
+                    .with_previous(Kek::parse(previous).unwrap()),
+                None => Kek::parse(&config.kek).unwrap(),
+            },
             jwt: JwtVerifier::new(
                 JwtKey::Hs256(JWT_SECRET.as_bytes().to_vec()),
                 ISSUER,

@@ -1,6 +1,6 @@
 //! The Syncropel record protocol as pure data: strict JSON parsing, canonical
 //! JSON, envelopes and their validation, record ids, hash levels, Ed25519
-//! signing and `did:key`. No I/O; every function is deterministic except
+//! signing, `did:key` and the federation pair state machine. No I/O; every function is deterministic except
 //! [`Keypair::generate`].
 //!
 //! Section numbers (§) refer to the protocol specification.
@@ -13,6 +13,7 @@ mod keys;
 mod kind;
 mod namespace;
 mod number;
+mod pair;
 mod parse;
 mod record;
 mod secrets;
@@ -31,6 +32,7 @@ pub use namespace::{
     MAX_NAMESPACE_SEGMENT_LEN,
 };
 pub use number::MAX_INTEGER_DIGITS;
+pub use pair::{pair_id, PairEvent, PairState, PAIRS_AUDIT_THREAD, PAIRS_THREAD};
 pub use record::{json_type_name, Envelope};
 pub use secrets::{check_secret_fields, is_credential_kind, CREDENTIAL_ALLOWED_FIELDS};
 pub use thread::{

@@ -14,6 +14,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::Router;
+use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 use syncropel_protocol::Keypair;
 use syncropel_store::{PgStore, RecordStore};
@@ -155,17 +156,7 @@ impl Platform {
             "suspended" => TenantStatus::Suspended,
             _ => TenantStatus::Deleted,
         };
-        let seed = self
-            .kek
-            .open(&id, row.get("key_nonce"), row.get("key_sealed"))
-            .map_err(ApiError::internal)?;
-        let identity = Identity::new(Keypair::from_seed(&seed));
-        let did: &str = row.get("did");
-        if *identity.did != *did {
-            return Err(ApiError::internal(format!(
-                "tenant {id}: the stored DID does not match its key"
-            )));
-        }
+        let identity = self.identity(&id, &row)?;
         // Every hosted tenant gets its bootstrap account while it is provisioned.
         let tenant =
             Arc::new(Tenant::new(id, identity, status, true).with_url(self.tenant_url(label)));
@@ -175,6 +166,22 @@ impl Platform {
         }
         cache.insert(label.to_string(), (tenant.clone(), Instant::now()));
         Ok(Some(tenant))
+    }
+
+    /// The identity of tenant `id` from its row (`did`, `key_nonce`, `key_sealed`): the sealed key
+    /// opened with the KEK, checked against the stored DID.
+    pub(crate) fn identity(&self, id: &str, row: &PgRow) -> Result<Identity, ApiError> {
+        let seed = self
+            .kek
+            .open(id, row.get("key_nonce"), row.get("key_sealed"))
+            .map_err(ApiError::internal)?;
+        let identity = Identity::new(Keypair::from_seed(&seed));
+        if *identity.did != *row.get::<&str, _>("did") {
+            return Err(ApiError::internal(format!(
+                "tenant {id}: the stored DID does not match its key"
+            )));
+        }
+        Ok(identity)
     }
 
     /// The tenant's signed federation manifest: the stored one while it has more than a day to

@@ -400,17 +400,9 @@ async fn complete(
         .bind(&provision.tenant)
         .fetch_one(&platform.pool)
         .await?;
-    let seed = platform
-        .kek
-        .open(
-            &provision.tenant,
-            row.get("key_nonce"),
-            row.get("key_sealed"),
-        )
-        .map_err(ApiError::internal)?;
     let tenant = Tenant::new(
         provision.tenant.clone(),
-        crate::ingest::Identity::new(Keypair::from_seed(&seed)),
+        platform.identity(&provision.tenant, &row)?,
         TenantStatus::Active,
         true,
     );

@@ -98,18 +98,25 @@ pub struct ProvisionArgs {
     first_record_timeout_secs: u64,
 }
 
+/// The tenants a load is spread over.
 #[derive(Args)]
-pub struct PostArgs {
-    #[command(flatten)]
-    target: HostedTarget,
-    #[command(flatten)]
-    shape: RecordShape,
+struct TenantFile {
     /// `label token` lines, as written by `hosted-provision --out`.
     #[arg(long)]
     tenants: PathBuf,
     /// Use the first this many tenants of the file.
     #[arg(long, default_value_t = 100)]
     tenant_count: usize,
+}
+
+#[derive(Args)]
+pub struct PostArgs {
+    #[command(flatten)]
+    target: HostedTarget,
+    #[command(flatten)]
+    shape: RecordShape,
+    #[command(flatten)]
+    tenants: TenantFile,
     /// Concurrent clients; request i goes to tenant i mod tenants.
     #[arg(long, default_value_t = 64)]
     clients: usize,
@@ -130,12 +137,8 @@ pub struct BatchArgs {
     target: HostedTarget,
     #[command(flatten)]
     shape: RecordShape,
-    /// `label token` lines, as written by `hosted-provision --out`.
-    #[arg(long)]
-    tenants: PathBuf,
-    /// Use the first this many tenants of the file.
-    #[arg(long, default_value_t = 100)]
-    tenant_count: usize,
+    #[command(flatten)]
+    tenants: TenantFile,
     /// Concurrent clients; request i goes to tenant i mod tenants.
     #[arg(long, default_value_t = 8)]
     clients: usize,
@@ -181,7 +184,8 @@ struct TenantRef {
     auth: HeaderValue,
 }
 
-fn load_tenants(target: &HostedTarget, path: &PathBuf, count: usize) -> Result<Vec<TenantRef>> {
+fn load_tenants(target: &HostedTarget, file: &TenantFile) -> Result<Vec<TenantRef>> {
+    let (path, count) = (&file.tenants, file.tenant_count);
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading the tenants file {}", path.display()))?;
     let mut out = Vec::new();
@@ -405,7 +409,7 @@ pub async fn provision(a: ProvisionArgs) -> Result<serde_json::Value> {
 }
 
 pub async fn post(a: PostArgs) -> Result<serde_json::Value> {
-    let tenants = Arc::new(load_tenants(&a.target, &a.tenants, a.tenant_count)?);
+    let tenants = Arc::new(load_tenants(&a.target, &a.tenants)?);
     let maker = Arc::new(RecordMaker::new(&a.shape).with_kind(KIND));
     let prefix = Arc::new(a.thread_prefix.clone());
     let threads = a.threads.max(1);
@@ -491,7 +495,7 @@ async fn send_batch(req: reqwest::RequestBuilder) -> Outcome {
 }
 
 pub async fn batch(a: BatchArgs) -> Result<serde_json::Value> {
-    let tenants = Arc::new(load_tenants(&a.target, &a.tenants, a.tenant_count)?);
+    let tenants = Arc::new(load_tenants(&a.target, &a.tenants)?);
     let maker = Arc::new(RecordMaker::new(&a.shape).with_kind(KIND));
     let prefix = Arc::new(a.thread_prefix.clone());
     let threads = a.threads.max(1);

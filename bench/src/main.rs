@@ -13,6 +13,7 @@
 //! - `hosted-provision`, `hosted-post`, `hosted-batch`: the hosted steward (many
 //!   tenants over Postgres), see [`hosted`].
 
+mod federation;
 mod hosted;
 
 use std::future::Future;
@@ -76,6 +77,9 @@ enum Cmd {
     /// Hosted steward: concurrent `POST /v1/records/batch` spread over many
     /// tenants.
     HostedBatch(hosted::BatchArgs),
+    /// Federation: time records from an emit on one steward to their arrival on a steward
+    /// that pulls the thread from it.
+    Propagation(federation::PropagationArgs),
 }
 
 #[derive(Args, Clone)]
@@ -240,6 +244,7 @@ fn main() -> Result<()> {
                     Cmd::HostedProvision(a) => hosted::provision(a).await,
                     Cmd::HostedPost(a) => hosted::post(a).await,
                     Cmd::HostedBatch(a) => hosted::batch(a).await,
+                    Cmd::Propagation(a) => federation::propagation(a).await,
                     Cmd::Sqlite(_) | Cmd::Exec(_) => unreachable!("handled above"),
                 }
             })?

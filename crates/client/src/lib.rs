@@ -198,6 +198,17 @@ impl Client {
         self.send(Method::DELETE, url, None).await
     }
 
+    /// Like [`Client::post_json`], but also returns the 2xx status, for routes whose answer
+    /// differs by it (e.g. `200` done vs `202` accepted-and-pending).
+    pub async fn post_json_with_status(
+        &self,
+        path: &str,
+        body: &Value,
+    ) -> Result<(u16, Value), ClientError> {
+        let url = self.raw_url(path);
+        self.send_with_status(Method::POST, url, Some(body)).await
+    }
+
     /// The base URL with `path` appended and `query` pairs form-encoded.
     fn url(&self, path: &str, query: &[(&str, String)]) -> Url {
         let mut url = self.base.clone();
@@ -226,6 +237,17 @@ impl Client {
         url: Url,
         body: Option<&Value>,
     ) -> Result<Value, ClientError> {
+        let (_, value) = self.send_with_status(method, url, body).await?;
+        Ok(value)
+    }
+
+    /// Sends one request; a 2xx answer yields its status and JSON body (`null` when empty).
+    async fn send_with_status(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&Value>,
+    ) -> Result<(u16, Value), ClientError> {
         let mut request = self.http.request(method, url);
         if let Some(token) = &self.token {
             request = request.header(AUTHORIZATION, format!("Bearer {token}"));
@@ -242,10 +264,11 @@ impl Client {
             return Err(api_error(status, &bytes));
         }
         if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Value::Null);
+            return Ok((status.as_u16(), Value::Null));
         }
-        serde_json::from_slice(&bytes)
-            .map_err(|e| ClientError::Decode(format!("response is not JSON: {e}")))
+        let value = serde_json::from_slice(&bytes)
+            .map_err(|e| ClientError::Decode(format!("response is not JSON: {e}")))?;
+        Ok((status.as_u16(), value))
     }
 }
 

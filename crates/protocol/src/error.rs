@@ -57,6 +57,8 @@ error_codes! {
     AuthInvalid => ("AUTH_INVALID", 401),
     GrantRevoked => ("GRANT_REVOKED", 401),
     GrantExpired => ("GRANT_EXPIRED", 401),
+    /// The pair's token has expired; the pair must renew it (upstream spelling).
+    TokenExpiredRenewPair => ("token_expired_renew_pair", 401),
     RecredentialRefused => ("RECREDENTIAL_REFUSED", 401),
     ScopeForbidden => ("SCOPE_FORBIDDEN", 403),
     DidClaimDenied => ("DID_CLAIM_DENIED", 403),
@@ -75,7 +77,11 @@ error_codes! {
     TenantSuspended => ("TENANT_SUSPENDED", 403),
     /// A deleted tenant is read-only (export still works) until its grace period ends.
     TenantDeleted => ("TENANT_DELETED", 403),
+    /// Sync through a pair the operator paused (upstream spells it in lower case).
+    PairPaused => ("pair_paused", 403),
     NotFound => ("NOT_FOUND", 404),
+    /// `spl sync` named a peer with no pair (upstream spelling).
+    UnpairedPeer => ("unpaired_peer", 404),
     MethodNotAllowed => ("METHOD_NOT_ALLOWED", 405),
     BootstrapClosed => ("BOOTSTRAP_CLOSED", 409),
     MemberLabelTaken => ("MEMBER_LABEL_TAKEN", 409),
@@ -102,6 +108,8 @@ error_codes! {
     PairRateLimited => ("PAIR_RATE_LIMITED", 429),
     Internal => ("INTERNAL_ERROR", 500),
     NotImplemented => ("NOT_IMPLEMENTED", 501),
+    /// A peer this steward called failed or broke the protocol (the message says how).
+    PeerUnreachable => ("PEER_UNREACHABLE", 502),
     BootstrapRequired => ("BOOTSTRAP_REQUIRED", 503),
     SearchDisabled => ("SEARCH_DISABLED", 503),
     PairingDisabled => ("PAIRING_DISABLED", 503),
@@ -183,6 +191,9 @@ pub enum ProtocolError {
     /// A well-formed signature that does not verify for the key and message.
     #[error("signature does not verify for {did}")]
     SignatureMismatch { did: String },
+    /// A signed object (FEDERATION §1.1) that carries no `sig`.
+    #[error("`sig` is required")]
+    SignatureRequired,
 }
 
 impl ProtocolError {
@@ -204,6 +215,7 @@ impl ProtocolError {
             ProtocolError::MalformedSignature { .. } | ProtocolError::SignatureMismatch { .. } => {
                 ErrorCode::SignatureInvalid
             }
+            ProtocolError::SignatureRequired => ErrorCode::SignatureRequired,
         }
     }
 

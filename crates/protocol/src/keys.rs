@@ -119,7 +119,7 @@ pub fn verify_signature(did_key: &str, msg: &[u8], sig: &str) -> Result<(), Prot
         })
 }
 
-fn decode_signature(sig: &str) -> Result<[u8; 64], ProtocolError> {
+pub(crate) fn decode_signature(sig: &str) -> Result<[u8; 64], ProtocolError> {
     let bytes = if sig.len() == 128 && sig.bytes().all(|b| b.is_ascii_hexdigit()) {
         hex::decode(sig).map_err(|_| ProtocolError::MalformedSignature {
             reason: "invalid hex",

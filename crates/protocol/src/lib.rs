@@ -7,17 +7,21 @@
 
 mod act;
 mod canonical;
+pub mod consent;
 mod error;
 mod hash;
 mod keys;
 mod kind;
 mod namespace;
 mod number;
-mod pair;
+pub mod pair;
 mod parse;
 mod record;
 mod secrets;
+pub mod signed;
+pub mod sync;
 mod thread;
+mod timestamp;
 
 pub use act::{Act, DataType};
 pub use canonical::{canonical_string, canonicalize, parse_json, DEFAULT_MAX_DEPTH};
@@ -32,9 +36,17 @@ pub use namespace::{
     MAX_NAMESPACE_SEGMENT_LEN,
 };
 pub use number::MAX_INTEGER_DIGITS;
-pub use pair::{pair_id, PairEvent, PairState, PAIRS_AUDIT_THREAD, PAIRS_THREAD};
+pub use pair::{
+    activate_fields, audit_body, fold_pairs, genesis_body, init_body, outbound_secret_handle,
+    pair_id, revoke_body, token_renewed_fields, update_body, AuditChange, CursorCheckpoint,
+    GenesisMap, GenesisParams, InboundToken, InitParams, IssuedToken, NamespaceMap, OutboundToken,
+    PairAudit, PairEvent, PairPhase, PairRole, PairState, PairTokens, PairView, RevokeNotify,
+    TokenDirection, UpdateOp, PAIRS_AUDIT_THREAD, PAIRS_THREAD, PAIR_GENESIS_KIND, PAIR_INIT_KIND,
+    PAIR_PENDING_KIND, PAIR_REVOKE_KIND, PAIR_STATE_CHANGE_KIND, PAIR_UPDATE_KIND,
+};
 pub use record::{json_type_name, Envelope};
 pub use secrets::{check_secret_fields, is_credential_kind, CREDENTIAL_ALLOWED_FIELDS};
 pub use thread::{
     is_config_thread, is_server_only_thread, validate_thread, CONFIG_THREADS, MAX_THREAD_BYTES,
 };
+pub use timestamp::{rfc3339_from_unix, unix_from_rfc3339};

@@ -1,5 +1,19 @@
-//! Federation pairs as data (FEDERATION §3): the pair id both sides compute, and the state machine
-//! the fold over `th_federation_pairs` applies.
+//! Federation pairs as data (FEDERATION §3): the pair id both sides compute, the state machine,
+//! the record bodies on `th_federation_pairs` (`pair/body.rs`) and the fold that derives each
+//! pair's view from them (`pair/fold.rs`).
+
+mod body;
+mod fold;
+
+pub use body::{
+    activate_fields, audit_body, genesis_body, init_body, revoke_body, token_renewed_fields,
+    update_body, AuditChange, GenesisMap, GenesisParams, InitParams, IssuedToken, NamespaceMap,
+    PairAudit, RevokeNotify, TokenDirection, UpdateOp,
+};
+pub use fold::{
+    fold_pairs, outbound_secret_handle, CursorCheckpoint, InboundToken, OutboundToken, PairPhase,
+    PairRole, PairTokens, PairView,
+};
 
 use crate::hash::sha256_hex;
 
@@ -7,6 +21,16 @@ use crate::hash::sha256_hex;
 pub const PAIRS_THREAD: &str = "th_federation_pairs";
 /// The thread of the human-readable audit of every pair transition.
 pub const PAIRS_AUDIT_THREAD: &str = "th_audit_federation_pairs";
+
+/// Record kinds we emit (§3.2, §3.5); the fold also accepts upstream's short names.
+pub const PAIR_INIT_KIND: &str = "syncropel.federation.pair_init.v1";
+pub const PAIR_GENESIS_KIND: &str = "syncropel.federation.pair_genesis.v1";
+pub const PAIR_UPDATE_KIND: &str = "syncropel.federation.pair_update.v1";
+pub const PAIR_REVOKE_KIND: &str = "syncropel.federation.pair_revoke.v1";
+/// The audit kind, on [`PAIRS_AUDIT_THREAD`].
+pub const PAIR_STATE_CHANGE_KIND: &str = "syncropel.federation.pair_state_change.v1";
+/// The responder's pending decision, on the decision queue rather than the pair thread.
+pub const PAIR_PENDING_KIND: &str = "syncropel.federation.pair_pending.v1";
 
 /// `fed_` + SHA-256 of the two DIDs, lower-cased and sorted, joined by a newline (§3.1): both
 /// sides of a pair compute the same id, whichever of them asks.
@@ -20,7 +44,8 @@ pub fn pair_id(did_a: &str, did_b: &str) -> String {
 }
 
 /// The state of one generation of a pair (§3.4).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum PairState {
     /// The handshake is in flight.
     Establishing,

@@ -70,6 +70,17 @@ pub enum Command {
     Records(RecordsCommand),
     /// List threads, most recently written first
     Threads(ThreadsArgs),
+    /// Pair this steward with other stewards and decide their pair requests
+    #[command(subcommand)]
+    Federation(FederationCommand),
+    /// Grant, list and revoke consent for records to cross namespaces
+    #[command(subcommand)]
+    Consent(ConsentCommand),
+    /// Pull one thread from a peer once: `spl sync <THREAD> from <PEER>`
+    Sync(SyncArgs),
+    /// Operate this steward's links to other stewards
+    #[command(subcommand)]
+    Fleet(FleetCommand),
 }
 
 #[derive(Debug, Args)]
@@ -141,6 +152,28 @@ pub struct ServeArgs {
         value_name = "N"
     )]
     pub rate_limit_per_token: u32,
+
+    /// Approve pair requests from this peer DID without asking (repeatable; the env variable
+    /// takes a comma-separated list)
+    #[arg(
+        long = "auto-approve-did",
+        env = "SPL_FEDERATION_AUTO_APPROVE",
+        value_delimiter = ',',
+        value_name = "DID",
+        value_parser = NonEmptyStringValueParser::new()
+    )]
+    pub federation_auto_approve_dids: Vec<String>,
+
+    /// Seconds between sync polls to a peer (when its changes feed answers at once, and after an
+    /// error)
+    #[arg(
+        long = "sync-interval",
+        env = "SPL_SYNC_INTERVAL",
+        default_value_t = 2,
+        value_name = "SECS",
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub sync_interval_secs: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -343,6 +376,266 @@ pub struct ThreadsArgs {
     /// Start after this cursor (from a previous page)
     #[arg(long)]
     pub cursor: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FederationCommand {
+    /// Pair with the steward at PEER_URL; waits up to 60 s for its operator to approve
+    Pair(PairArgs),
+    /// List federation pairs
+    List,
+    /// Show one pair
+    Show {
+        /// Pair id or peer DID
+        #[arg(value_parser = NonEmptyStringValueParser::new())]
+        peer: String,
+    },
+    /// Stop syncing with a peer until `resume`
+    Pause {
+        /// Pair id or peer DID
+        #[arg(value_parser = NonEmptyStringValueParser::new())]
+        peer: String,
+    },
+    /// Resume a paused pair
+    Resume {
+        /// Pair id or peer DID
+        #[arg(value_parser = NonEmptyStringValueParser::new())]
+        peer: String,
+    },
+    /// End a pair for good: its tokens stop working on both sides
+    Revoke {
+        /// Pair id or peer DID
+        #[arg(value_parser = NonEmptyStringValueParser::new())]
+        peer: String,
+
+        /// Why, kept in the pair's audit trail
+        #[arg(long, default_value = "operator", value_name = "TEXT")]
+        reason: String,
+    },
+    /// List pair requests from other stewards waiting for a decision here
+    Pending,
+    /// Approve a pending pair request
+    Approve {
+        /// Pair id, from `spl federation pending`
+        #[arg(value_parser = NonEmptyStringValueParser::new())]
+        pair_id: String,
+    },
+    /// Reject a pending pair request
+    Reject {
+        /// Pair id, from `spl federation pending`
+        #[arg(value_parser = NonEmptyStringValueParser::new())]
+        pair_id: String,
+
+        /// Why, kept in the pair's audit trail
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct PairArgs {
+    /// Base URL of the peer steward, e.g. https://bob.example
+    #[arg(value_parser = NonEmptyStringValueParser::new())]
+    pub peer_url: String,
+
+    /// Map a local namespace onto a differently named one of the peer (repeatable)
+    #[arg(long = "map", value_name = "LOCAL:PEER", value_parser = parse_namespace_map)]
+    pub maps: Vec<NamespaceMap>,
+
+    /// Share a namespace that has the same name on both sides (repeatable)
+    #[arg(
+        long = "namespace",
+        value_name = "NS",
+        value_parser = NonEmptyStringValueParser::new()
+    )]
+    pub namespaces: Vec<String>,
+
+    /// Seconds to wait for the peer's operator before giving up (the request stays pending)
+    #[arg(long, hide = true, default_value_t = 60, value_name = "N")]
+    pub wait_secs: u64,
+}
+
+/// A `--map LOCAL:PEER` pair of namespaces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamespaceMap {
+    pub local: String,
+    pub peer: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConsentCommand {
+    /// Let records of one namespace reach a peer's namespace of another name
+    Grant(GrantArgs),
+    /// Revoke a grant; records already shared stay where they are
+    Revoke {
+        /// Grant id, from `spl consent list`
+        #[arg(value_parser = NonEmptyStringValueParser::new())]
+        grant_id: String,
+
+        /// Why, kept in the consent audit trail
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+    },
+    /// List consent grants
+    List {
+        /// Only grants whose source or target is this namespace
+        #[arg(long, value_name = "NS")]
+        namespace: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct GrantArgs {
+    /// Namespace the records are shared into (on the peer)
+    #[arg(long, value_name = "NS", value_parser = NonEmptyStringValueParser::new())]
+    pub to_namespace: String,
+
+    /// Namespace the records come from (here)
+    #[arg(
+        long,
+        value_name = "NS",
+        default_value = "default",
+        value_parser = NonEmptyStringValueParser::new()
+    )]
+    pub from_namespace: String,
+
+    /// Hash levels granted, comma-separated; without L0 peers get redacted stubs
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "LEVELS",
+        default_values = ["L0", "L1", "L2", "L3"],
+        value_parser = parse_hash_level
+    )]
+    pub hash_levels: Vec<String>,
+
+    /// Only this peer DID [default: any peer]
+    #[arg(long, value_name = "DID", value_parser = NonEmptyStringValueParser::new())]
+    pub peer: Option<String>,
+
+    /// Only these threads, comma-separated [default: all]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "IDS",
+        value_parser = NonEmptyStringValueParser::new()
+    )]
+    pub threads: Vec<String>,
+
+    /// What the grant is for
+    #[arg(long, value_name = "TEXT")]
+    pub purpose: Option<String>,
+
+    /// When the grant lapses, ISO 8601 (e.g. 2026-12-31T00:00:00Z) [default: never]
+    #[arg(long, value_name = "ISO8601")]
+    pub expires: Option<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(override_usage = "spl sync [OPTIONS] <THREAD> from <PEER>")]
+pub struct SyncArgs {
+    /// Thread to pull
+    #[arg(value_parser = NonEmptyStringValueParser::new())]
+    pub thread: String,
+
+    /// The word `from`
+    #[arg(id = "from", value_name = "from", value_parser = ["from"], hide_possible_values = true)]
+    _from: String,
+
+    /// Peer DID or URL
+    #[arg(value_parser = NonEmptyStringValueParser::new())]
+    pub peer: String,
+
+    /// Bearer for a peer with no pair here (legacy; an existing pair's token always wins)
+    #[arg(long, value_name = "TOKEN")]
+    pub peer_token: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FleetCommand {
+    /// Legacy per-thread sync pairs: this steward keeps pulling one thread from a peer
+    #[command(subcommand)]
+    Sync(FleetSyncCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FleetSyncCommand {
+    /// Start pulling THREAD_ID from PEER_DID
+    Add(SyncPairArgs),
+    /// List sync pairs
+    List,
+    /// Show one sync pair: state, cursor, last error
+    Status {
+        /// Sync pair id (sp_…)
+        #[arg(value_parser = NonEmptyStringValueParser::new())]
+        id: String,
+    },
+    /// Stop pulling until `resume`
+    Pause {
+        /// Sync pair id (sp_…)
+        #[arg(value_parser = NonEmptyStringValueParser::new())]
+        id: String,
+    },
+    /// Resume a paused sync pair
+    Resume {
+        /// Sync pair id (sp_…)
+        #[arg(value_parser = NonEmptyStringValueParser::new())]
+        id: String,
+    },
+    /// Pull now instead of at the next interval
+    Kick {
+        /// Sync pair id (sp_…)
+        #[arg(value_parser = NonEmptyStringValueParser::new())]
+        id: String,
+    },
+    /// Stop and remove a sync pair; records already pulled stay
+    Remove {
+        /// Sync pair id (sp_…)
+        #[arg(value_parser = NonEmptyStringValueParser::new())]
+        id: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct SyncPairArgs {
+    /// Peer base URL [default: resolved from the DID]
+    #[arg(long, value_name = "URL", value_parser = NonEmptyStringValueParser::new())]
+    pub peer_url: Option<String>,
+
+    /// Bearer to send to the peer (unused when an active federation pair with it exists)
+    #[arg(long, value_name = "TOKEN")]
+    pub peer_token: Option<String>,
+
+    /// Peer DID
+    #[arg(value_parser = NonEmptyStringValueParser::new())]
+    pub peer_did: String,
+
+    /// Thread to pull
+    #[arg(value_parser = NonEmptyStringValueParser::new())]
+    pub thread_id: String,
+}
+
+/// Parses `--map LOCAL:PEER`. Namespace ids never contain `:`, so exactly one is expected.
+fn parse_namespace_map(text: &str) -> Result<NamespaceMap, String> {
+    match text.split_once(':') {
+        Some((local, peer)) if !local.is_empty() && !peer.is_empty() && !peer.contains(':') => {
+            Ok(NamespaceMap {
+                local: local.to_owned(),
+                peer: peer.to_owned(),
+            })
+        }
+        _ => Err("expected LOCAL:PEER, two namespace ids joined by one `:`".to_owned()),
+    }
+}
+
+/// Parses one hash level, case-insensitively, into its canonical `L0`..`L3` form.
+fn parse_hash_level(text: &str) -> Result<String, String> {
+    let level = text.trim().to_ascii_uppercase();
+    if matches!(level.as_str(), "L0" | "L1" | "L2" | "L3") {
+        Ok(level)
+    } else {
+        Err("expected L0, L1, L2 or L3".to_owned())
+    }
 }
 
 /// Parses a `--body` argument, so a malformed body is a usage error reported by clap (exit 2)

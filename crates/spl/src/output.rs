@@ -63,6 +63,54 @@ pub fn thread_line(thread: &Value) -> String {
     )
 }
 
+/// Columns under a header, left-aligned and two spaces apart; the last column is not padded, so
+/// lines carry no trailing blanks.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let last = cells.len().saturating_sub(1);
+        let mut out = String::new();
+        for (i, (cell, width)) in cells.into_iter().zip(&widths).enumerate() {
+            out.push_str(cell);
+            if i < last {
+                let pad = width - cell.chars().count() + 2;
+                out.extend(std::iter::repeat_n(' ', pad));
+            }
+        }
+        out
+    };
+    let mut lines = vec![line(header.to_vec())];
+    lines.extend(
+        rows.iter()
+            .map(|row| line(row.iter().map(String::as_str).collect())),
+    );
+    lines.join("\n")
+}
+
+/// Every member of an object but `object`, one `key  value` line each with the keys aligned;
+/// values as [`display_field`] renders them.
+pub fn fields(value: &Value) -> String {
+    let Some(object) = value.as_object() else {
+        return value.to_string();
+    };
+    let keys: Vec<&String> = object.keys().filter(|k| *k != "object").collect();
+    let width = keys.iter().map(|k| k.chars().count()).max().unwrap_or(0);
+    keys.iter()
+        .map(|key| format!("{key:<width$}  {}", display_field(value, key)))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The first `max_chars` characters of `text`, for ids too long for a table.
+pub fn prefix(text: &str, max_chars: usize) -> String {
+    text.chars().take(max_chars).collect()
+}
+
 fn truncate(text: &str, max_chars: usize) -> String {
     match text.char_indices().nth(max_chars) {
         Some((cut, _)) => format!("{}…", &text[..cut]),
@@ -91,6 +139,37 @@ mod tests {
     fn truncation_respects_char_boundaries() {
         assert_eq!(truncate("héllo", 2), "hé…");
         assert_eq!(truncate("hé", 2), "hé");
+    }
+
+    #[test]
+    fn tables_align_columns_without_trailing_blanks() {
+        let rows = vec![
+            vec![
+                "fed_1".to_owned(),
+                "did:key:z6Mk1".to_owned(),
+                "active".to_owned(),
+            ],
+            vec!["fed_22".to_owned(), "-".to_owned(), "paused".to_owned()],
+        ];
+        assert_eq!(
+            table(&["PAIR", "PEER", "STATE"], &rows),
+            "PAIR    PEER           STATE\n\
+             fed_1   did:key:z6Mk1  active\n\
+             fed_22  -              paused"
+        );
+        assert_eq!(table(&["A", "B"], &[]), "A  B");
+    }
+
+    #[test]
+    fn fields_list_members_but_the_object_tag() {
+        // Written in sorted order: member order is the map's, sorted unless `preserve_order`.
+        let shown = fields(
+            &json!({"last_error":null,"object":"sync_pair","pair_id":"sp_1",
+                                   "retries":3}),
+        );
+        assert_eq!(shown, "last_error  -\npair_id     sp_1\nretries     3");
+        assert_eq!(prefix("fed_0123456789abcdef0123", 16), "fed_0123456789ab");
+        assert_eq!(prefix("é", 16), "é");
     }
 
     #[test]

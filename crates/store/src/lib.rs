@@ -170,6 +170,52 @@ pub enum AuthChange {
     },
 }
 
+/// A change to the federation state: small keyed documents per tenant (pull cursors, handshakes,
+/// secrets, quarantine), written in the same transaction as the records they go with.
+#[derive(Clone, Debug)]
+pub enum StateChange {
+    Put {
+        kind: String,
+        key: String,
+        value: String,
+    },
+    /// Keeps an existing value: the first writer of a key wins.
+    PutIfAbsent {
+        kind: String,
+        key: String,
+        value: String,
+    },
+    Delete {
+        kind: String,
+        key: String,
+    },
+}
+
+impl StateChange {
+    pub fn put(kind: &str, key: &str, value: impl Into<String>) -> StateChange {
+        StateChange::Put {
+            kind: kind.to_string(),
+            key: key.to_string(),
+            value: value.into(),
+        }
+    }
+
+    pub fn put_if_absent(kind: &str, key: &str, value: impl Into<String>) -> StateChange {
+        StateChange::PutIfAbsent {
+            kind: kind.to_string(),
+            key: key.to_string(),
+            value: value.into(),
+        }
+    }
+
+    pub fn delete(kind: &str, key: &str) -> StateChange {
+        StateChange::Delete {
+            kind: kind.to_string(),
+            key: key.to_string(),
+        }
+    }
+}
+
 /// The record store. Every method takes the tenant first; nothing is ambient.
 #[async_trait]
 pub trait RecordStore: Send + Sync + 'static {
@@ -184,6 +230,25 @@ pub trait RecordStore: Send + Sync + 'static {
         change: AuthChange,
         audit: NewRecord,
     ) -> Result<bool>;
+
+    /// Stores records (each idempotent by id, as [`RecordStore::append`]) and state changes in
+    /// one transaction: an ingested page and the cursor that moves past it commit together.
+    /// One result per record, in order.
+    async fn write(
+        &self,
+        tenant: &str,
+        records: Vec<NewRecord>,
+        state: Vec<StateChange>,
+    ) -> Result<Vec<Result<Appended>>>;
+
+    /// One state document.
+    async fn state_get(&self, tenant: &str, kind: &str, key: &str) -> Result<Option<String>>;
+
+    /// Every state document of a kind, ordered by key.
+    async fn state_list(&self, tenant: &str, kind: &str) -> Result<Vec<(String, String)>>;
+
+    /// The highest sequence committed for the tenant (0 when it has no records).
+    async fn head_seq(&self, tenant: &str) -> Result<i64>;
 
     async fn get(&self, tenant: &str, id: &str) -> Result<Option<StoredRecord>>;
 
@@ -253,6 +318,14 @@ pub fn with_sequence(json: &str, seq: i64) -> String {
     out.push_str(&seq.to_string());
     out.push('}');
     out
+}
+
+/// Seconds since the Unix epoch, for `updated_at` columns.
+pub(crate) fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// List cursors are opaque to clients: base64url of the last sequence.

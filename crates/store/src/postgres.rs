@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 use crate::query::Column;
 use crate::{
     with_sequence, Appended, AuthChange, Committed, ListFilter, NewRecord, RecordStore, Result,
-    ServiceAccount, StoreError, StoredRecord, ThreadSummary, TokenGrant,
+    ServiceAccount, StateChange, StoreError, StoredRecord, ThreadSummary, TokenGrant,
 };
 
 /// Most writes one transaction takes (see the SQLite backend).
@@ -84,6 +84,12 @@ enum WriteOp {
         change: AuthChange,
         audit: NewRecord,
         reply: oneshot::Sender<Result<bool>>,
+    },
+    Write {
+        tenant: String,
+        records: Vec<NewRecord>,
+        state: Vec<StateChange>,
+        reply: oneshot::Sender<Result<Vec<Result<Appended>>>>,
     },
     /// Commit what is queued, then stop.
     Close,
@@ -163,6 +169,7 @@ impl PgStore {
             "tenant_counters",
             "service_accounts",
             "tokens",
+            "federation_state",
         ] {
             sqlx::query(&format!("DELETE FROM {table} WHERE tenant = $1"))
                 .bind(tenant)
@@ -287,6 +294,82 @@ impl RecordStore for PgStore {
             reply,
         };
         self.submit(tenant, op, rx).await
+    }
+
+    async fn write(
+        &self,
+        tenant: &str,
+        records: Vec<NewRecord>,
+        state: Vec<StateChange>,
+    ) -> Result<Vec<Result<Appended>>> {
+        for record in &records {
+            refuse_nul(tenant, record)?;
+        }
+        let state_texts = state.iter().flat_map(|change| match change {
+            StateChange::Put { kind, key, value }
+            | StateChange::PutIfAbsent { kind, key, value } => {
+                vec![
+                    Some(kind.as_str()),
+                    Some(key.as_str()),
+                    Some(value.as_str()),
+                ]
+            }
+            StateChange::Delete { kind, key } => vec![Some(kind.as_str()), Some(key.as_str())],
+        });
+        if has_nul(state_texts) {
+            return Err(nul_error());
+        }
+        let (reply, rx) = oneshot::channel();
+        let op = WriteOp::Write {
+            tenant: tenant.to_string(),
+            records,
+            state,
+            reply,
+        };
+        self.submit(tenant, op, rx).await
+    }
+
+    async fn state_get(&self, tenant: &str, kind: &str, key: &str) -> Result<Option<String>> {
+        if has_nul([Some(tenant), Some(kind), Some(key)]) {
+            return Ok(None);
+        }
+        Ok(sqlx::query_scalar(
+            "SELECT value FROM federation_state WHERE tenant = $1 AND kind = $2 AND key = $3",
+        )
+        .bind(tenant)
+        .bind(kind)
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    async fn state_list(&self, tenant: &str, kind: &str) -> Result<Vec<(String, String)>> {
+        if has_nul([Some(tenant), Some(kind)]) {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(
+            "SELECT key, value FROM federation_state WHERE tenant = $1 AND kind = $2 ORDER BY key",
+        )
+        .bind(tenant)
+        .bind(kind)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get("key"), r.get("value")))
+            .collect())
+    }
+
+    async fn head_seq(&self, tenant: &str) -> Result<i64> {
+        if tenant.contains('\0') {
+            return Ok(0);
+        }
+        let last: Option<i64> =
+            sqlx::query_scalar("SELECT last_seq FROM tenant_counters WHERE tenant = $1")
+                .bind(tenant)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(last.unwrap_or(0))
     }
 
     async fn get(&self, tenant: &str, id: &str) -> Result<Option<StoredRecord>> {
@@ -699,6 +782,7 @@ async fn run_writer(pool: PgPool, mut queue: mpsc::Receiver<WriteOp>) {
 enum OpOutcome {
     Append(Result<Appended>),
     Auth(Result<bool>),
+    Write(Vec<Result<Appended>>),
 }
 
 async fn commit_batch(pool: &PgPool, batch: Vec<WriteOp>) {
@@ -733,6 +817,9 @@ async fn commit_batch(pool: &PgPool, batch: Vec<WriteOp>) {
                     (WriteOp::Auth { reply, .. }, OpOutcome::Auth(result)) => {
                         let _ = reply.send(result);
                     }
+                    (WriteOp::Write { reply, .. }, OpOutcome::Write(results)) => {
+                        let _ = reply.send(Ok(results));
+                    }
                     _ => {}
                 }
             }
@@ -747,6 +834,9 @@ async fn commit_batch(pool: &PgPool, batch: Vec<WriteOp>) {
                         let _ = reply.send(Err(failed()));
                     }
                     WriteOp::Auth { reply, .. } => {
+                        let _ = reply.send(Err(failed()));
+                    }
+                    WriteOp::Write { reply, .. } => {
                         let _ = reply.send(Err(failed()));
                     }
                     WriteOp::Close => {}
@@ -781,7 +871,9 @@ async fn write_batch(
     let mut tenants: Vec<&str> = batch
         .iter()
         .filter_map(|op| match op {
-            WriteOp::Append { tenant, .. } | WriteOp::Auth { tenant, .. } => Some(tenant.as_str()),
+            WriteOp::Append { tenant, .. }
+            | WriteOp::Auth { tenant, .. }
+            | WriteOp::Write { tenant, .. } => Some(tenant.as_str()),
             WriteOp::Close => None,
         })
         .collect();
@@ -834,6 +926,20 @@ async fn write_batch(
                     resolve(conn, &[(tenant.as_str(), audit)], &mut pending, checked).await?;
                 }
                 OpOutcome::Auth(result)
+            }
+            WriteOp::Write {
+                tenant,
+                records,
+                state,
+                ..
+            } => {
+                let records: Vec<(&str, &NewRecord)> =
+                    records.iter().map(|r| (tenant.as_str(), r)).collect();
+                let results = resolve(conn, &records, &mut pending, checked).await?;
+                for change in state {
+                    apply_state(conn, tenant, change).await?;
+                }
+                OpOutcome::Write(results)
             }
             WriteOp::Close => continue,
         };
@@ -1087,6 +1193,45 @@ async fn flush(conn: &mut PgConnection, pending: &Pending<'_>, checked: bool) ->
         } else {
             StoreError::Conflicted
         });
+    }
+    Ok(())
+}
+
+async fn apply_state(
+    conn: &mut PgConnection,
+    tenant: &str,
+    change: &StateChange,
+) -> Result<(), sqlx::Error> {
+    let now = crate::unix_now();
+    match change {
+        StateChange::Put { kind, key, value } | StateChange::PutIfAbsent { kind, key, value } => {
+            let sql = if matches!(change, StateChange::PutIfAbsent { .. }) {
+                "INSERT INTO federation_state (tenant, kind, key, value, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING"
+            } else {
+                "INSERT INTO federation_state (tenant, kind, key, value, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant, kind, key) \
+                 DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at"
+            };
+            sqlx::query(sql)
+                .bind(tenant)
+                .bind(kind)
+                .bind(key)
+                .bind(value)
+                .bind(now)
+                .execute(&mut *conn)
+                .await?;
+        }
+        StateChange::Delete { kind, key } => {
+            sqlx::query(
+                "DELETE FROM federation_state WHERE tenant = $1 AND kind = $2 AND key = $3",
+            )
+            .bind(tenant)
+            .bind(kind)
+            .bind(key)
+            .execute(&mut *conn)
+            .await?;
+        }
     }
     Ok(())
 }

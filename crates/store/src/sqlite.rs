@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use crate::query::Column;
 use crate::{
     with_sequence, Appended, AuthChange, Committed, ListFilter, NewRecord, RecordStore, Result,
-    ServiceAccount, StoreError, StoredRecord, ThreadSummary, TokenGrant,
+    ServiceAccount, StateChange, StoreError, StoredRecord, ThreadSummary, TokenGrant,
 };
 
 /// Most writes one transaction takes. Large enough to amortise an fsync over a burst, small enough
@@ -53,6 +53,12 @@ enum WriteOp {
         change: AuthChange,
         audit: NewRecord,
         reply: oneshot::Sender<Result<bool>>,
+    },
+    Write {
+        tenant: String,
+        records: Vec<NewRecord>,
+        state: Vec<StateChange>,
+        reply: oneshot::Sender<Result<Vec<Result<Appended>>>>,
     },
     /// Bring the full-text index up to date with every committed record.
     IndexSearch { reply: oneshot::Sender<Result<()>> },
@@ -164,6 +170,56 @@ impl RecordStore for SqliteStore {
             reply,
         };
         self.submit(op, rx).await
+    }
+
+    async fn write(
+        &self,
+        tenant: &str,
+        records: Vec<NewRecord>,
+        state: Vec<StateChange>,
+    ) -> Result<Vec<Result<Appended>>> {
+        let (reply, rx) = oneshot::channel();
+        let op = WriteOp::Write {
+            tenant: tenant.to_string(),
+            records,
+            state,
+            reply,
+        };
+        self.submit(op, rx).await
+    }
+
+    async fn state_get(&self, tenant: &str, kind: &str, key: &str) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT value FROM federation_state WHERE tenant = ? AND kind = ? AND key = ?",
+        )
+        .bind(tenant)
+        .bind(kind)
+        .bind(key)
+        .fetch_optional(&self.reader)
+        .await?)
+    }
+
+    async fn state_list(&self, tenant: &str, kind: &str) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query(
+            "SELECT key, value FROM federation_state WHERE tenant = ? AND kind = ? ORDER BY key",
+        )
+        .bind(tenant)
+        .bind(kind)
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get("key"), r.get("value")))
+            .collect())
+    }
+
+    async fn head_seq(&self, tenant: &str) -> Result<i64> {
+        Ok(
+            sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM records WHERE tenant = ?")
+                .bind(tenant)
+                .fetch_one(&self.reader)
+                .await?,
+        )
     }
 
     async fn get(&self, tenant: &str, id: &str) -> Result<Option<StoredRecord>> {
@@ -499,6 +555,7 @@ async fn index_for_search(conn: &mut SqliteConnection) -> Result<()> {
 enum OpOutcome {
     Append(Result<Appended>),
     Auth(Result<bool>, Option<StoredRecord>),
+    Write(Vec<Result<Appended>>),
 }
 
 async fn commit_batch(
@@ -530,6 +587,17 @@ async fn commit_batch(
                         }
                         let _ = reply.send(result);
                     }
+                    (WriteOp::Write { tenant, reply, .. }, OpOutcome::Write(results)) => {
+                        for result in &results {
+                            if let Ok(Appended::Inserted(record)) = result {
+                                committed.push(Committed {
+                                    tenant: tenant.clone(),
+                                    record: record.clone(),
+                                });
+                            }
+                        }
+                        let _ = reply.send(Ok(results));
+                    }
                     _ => {}
                 }
             }
@@ -549,6 +617,9 @@ async fn commit_batch(
                         let _ = reply.send(Err(failed()));
                     }
                     WriteOp::Auth { reply, .. } => {
+                        let _ = reply.send(Err(failed()));
+                    }
+                    WriteOp::Write { reply, .. } => {
                         let _ = reply.send(Err(failed()));
                     }
                     WriteOp::IndexSearch { reply } => {
@@ -601,6 +672,20 @@ async fn write_batch(conn: &mut SqliteConnection, batch: &[WriteOp]) -> Result<V
                 }
                 other => OpOutcome::Auth(other, None),
             },
+            WriteOp::Write {
+                tenant,
+                records,
+                state,
+                ..
+            } => {
+                let records: Vec<(&str, &NewRecord)> =
+                    records.iter().map(|r| (tenant.as_str(), r)).collect();
+                let results = insert_records(conn, &records).await?;
+                for change in state {
+                    apply_state(conn, tenant, change).await?;
+                }
+                OpOutcome::Write(results)
+            }
             WriteOp::IndexSearch { .. } | WriteOp::Close => continue,
         };
         outcomes.push(outcome);
@@ -764,6 +849,44 @@ async fn apply_change(
             Ok(done.rows_affected() == 1)
         }
     })
+}
+
+async fn apply_state(
+    conn: &mut SqliteConnection,
+    tenant: &str,
+    change: &StateChange,
+) -> Result<(), sqlx::Error> {
+    let now = crate::unix_now();
+    match change {
+        StateChange::Put { kind, key, value } | StateChange::PutIfAbsent { kind, key, value } => {
+            let keep = matches!(change, StateChange::PutIfAbsent { .. });
+            let sql = if keep {
+                "INSERT INTO federation_state (tenant, kind, key, value, updated_at) \
+                 VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+            } else {
+                "INSERT INTO federation_state (tenant, kind, key, value, updated_at) \
+                 VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant, kind, key) \
+                 DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at"
+            };
+            sqlx::query(sql)
+                .bind(tenant)
+                .bind(kind)
+                .bind(key)
+                .bind(value)
+                .bind(now)
+                .execute(&mut *conn)
+                .await?;
+        }
+        StateChange::Delete { kind, key } => {
+            sqlx::query("DELETE FROM federation_state WHERE tenant = ? AND kind = ? AND key = ?")
+                .bind(tenant)
+                .bind(kind)
+                .bind(key)
+                .execute(&mut *conn)
+                .await?;
+        }
+    }
+    Ok(())
 }
 
 fn to_json(values: &[String]) -> String {

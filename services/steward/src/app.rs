@@ -14,6 +14,7 @@ use tower_http::cors::CorsLayer;
 
 use crate::auth::TokenCache;
 use crate::error::ApiError;
+use crate::federation::Federation;
 use crate::namespaces::Namespaces;
 use crate::rate_limit::{limit_by_address, RateLimiters};
 use crate::routes;
@@ -55,6 +56,8 @@ pub struct AppState {
     pub heartbeat: Duration,
     /// Cancelled when the steward begins a graceful shutdown; watch streams say goodbye.
     pub shutdown: CancellationToken,
+    /// Pairing, consent and the pull jobs.
+    pub federation: Arc<Federation>,
 }
 
 /// The router. Serve it with `into_make_service_with_connect_info::<SocketAddr>()`: the address
@@ -93,7 +96,8 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/bootstrap/service-account",
             post(routes::accounts::bootstrap),
-        );
+        )
+        .merge(crate::federation::routes());
 
     let mut root = Router::new()
         .route("/health", get(routes::health::open))
@@ -164,6 +168,17 @@ impl FromRequest<AppState> for LimitedBody {
             }
         }
     }
+}
+
+/// A body that may be empty: `null` then, else strict JSON as [`JsonBody`].
+pub fn optional_json(state: &AppState, bytes: &[u8]) -> Result<serde_json::Value, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(serde_json::Value::Null);
+    }
+    Ok(syncropel_protocol::parse_json(
+        bytes,
+        state.limits.max_json_depth,
+    )?)
 }
 
 impl FromRequest<AppState> for JsonBody {

@@ -151,6 +151,25 @@ impl Caller {
         }
     }
 
+    /// Pulling from the sync feed: a pair's `federation:sync_pull` grain (or the older
+    /// `federation:sync`), or the operator's `federation:manage`.
+    pub fn require_federation_pull(&self) -> Result<(), ApiError> {
+        let pulls = match &self.grant {
+            None => true,
+            Some(g) => g.scopes.iter().any(|s| {
+                matches!(
+                    s.as_str(),
+                    "federation:sync_pull" | "federation:sync" | "federation:manage" | "admin"
+                )
+            }),
+        };
+        if pulls {
+            Ok(())
+        } else {
+            Err(scope_forbidden("federation:sync_pull"))
+        }
+    }
+
     /// Writes to config and registry threads need `admin` or `config:write`.
     pub fn require_config_write(&self) -> Result<(), ApiError> {
         self.require(Scope::ConfigWrite)

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::{Map, Value};
+use syncropel_protocol::sync::Redaction;
 use syncropel_protocol::{record_id, Act, DataType, Envelope, Keypair};
 use syncropel_store::NewRecord;
 
@@ -25,8 +26,17 @@ struct RecordHead<'a> {
     judged_by: Option<&'a str>,
     namespace: &'a str,
     created_at: i64,
-    sig: &'a str,
-    signer: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sig: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    signer: Option<&'a str>,
+    /// Set on a consent stub from a peer (FEDERATION §6.3), with the digests it came with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    redacted: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    consent_grant: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hash_levels: Option<&'a Map<String, Value>>,
 }
 
 /// Signs `envelope` with `key` and renders the stored form. The signed bytes are the 7-field
@@ -35,11 +45,23 @@ pub fn seal(envelope: &Envelope, key: &Keypair, signer_did: &str) -> NewRecord {
     let canonical = envelope.canonical_json();
     let id = record_id(&canonical);
     let sig = key.sign_hex(canonical.as_bytes());
+    stored_form(envelope, &id, Some(&sig), Some(signer_did), None)
+}
+
+/// The stored form of a record: ours just signed, or a peer's as it arrived, verified (its own
+/// `sig` and `signer`), or a peer's consent stub (no signature; `redaction`).
+pub fn stored_form(
+    envelope: &Envelope,
+    id: &str,
+    sig: Option<&str>,
+    signer: Option<&str>,
+    redaction: Option<&Redaction>,
+) -> NewRecord {
     let created_at = unix_now();
     let namespace = envelope.namespace();
     let head = RecordHead {
         object: "record",
-        id: &id,
+        id,
         act: envelope.act.as_str(),
         actor: &envelope.actor,
         body: &envelope.body,
@@ -50,13 +72,32 @@ pub fn seal(envelope: &Envelope, key: &Keypair, signer_did: &str) -> NewRecord {
         judged_by: envelope.judged_by.as_deref(),
         namespace,
         created_at,
-        sig: &sig,
-        signer: signer_did,
+        sig,
+        signer,
+        redacted: redaction.map(|_| true),
+        consent_grant: redaction.and_then(|r| r.consent_grant.as_deref()),
+        hash_levels: redaction.map(|r| &r.hash_levels),
     };
     let json = serde_json::to_string(&head).expect("a record always serializes");
-    let levels = envelope.hash_levels();
+    // A stub's levels are the digests it came with; the body we hold is not the one hashed.
+    let hash_levels = match redaction {
+        None => {
+            let levels = envelope.hash_levels();
+            [levels.l0, levels.l1, levels.l2, levels.l3]
+        }
+        Some(r) => {
+            let level = |name: &str| {
+                r.hash_levels
+                    .get(name)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            [String::new(), level("l1"), level("l2"), level("l3")]
+        }
+    };
     NewRecord {
-        id,
+        id: id.to_string(),
         thread: envelope.thread.clone(),
         actor: envelope.actor.clone(),
         clock: envelope.clock,
@@ -64,7 +105,7 @@ pub fn seal(envelope: &Envelope, key: &Keypair, signer_did: &str) -> NewRecord {
         data_type: envelope.data_type.as_str().to_string(),
         namespace: namespace.to_string(),
         created_at,
-        hash_levels: [levels.l0, levels.l1, levels.l2, levels.l3],
+        hash_levels,
         json,
     }
 }

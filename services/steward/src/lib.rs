@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod app;
 pub mod auth;
 pub mod error;
+pub mod federation;
 pub mod home;
 pub mod hosted;
 pub mod ingest;

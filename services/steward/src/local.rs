@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::accounts::{create_service_account, mint};
 use crate::app::{router, AppState, Limits};
 use crate::auth::{validate_scopes, TokenCache, LOCAL_TOKEN_CACHE_TTL};
+use crate::federation::{Federation, FederationConfig};
 use crate::home::{Home, StewardInfo};
 use crate::ingest::Identity;
 use crate::rate_limit::{RateLimiters, RateLimits};
@@ -40,6 +41,7 @@ pub struct ServeOptions {
     /// Rate limits per client address and per token; off by default in local mode (see
     /// [`RateLimits`]).
     pub rate_limits: RateLimits,
+    pub federation: FederationConfig,
 }
 
 pub struct BootstrapRequest {
@@ -153,7 +155,22 @@ pub async fn serve(options: ServeOptions) -> Result<(), StewardError> {
         search_enabled: options.search,
         heartbeat: options.heartbeat,
         shutdown: shutdown.clone(),
+        federation: Arc::new(Federation::new(
+            options.federation.clone(),
+            shutdown.clone(),
+        )),
     };
+    // Pull jobs resume from their cursor rows.
+    if let Tenancy::Single(tenant) = &state.tenancy {
+        let (state, tenant) = (state.clone(), tenant.clone());
+        tokio::spawn(async move {
+            if let Err(e) = crate::federation::resume_jobs(&state, tenant.clone()).await {
+                tracing::error!(error = %e.message, "could not resume the pull jobs");
+            }
+            let every = state.federation.config.renewal_interval;
+            crate::federation::renewal::spawn(state, tenant, every);
+        });
+    }
 
     if options.insecure_localhost {
         tracing::warn!("authentication is OFF (--insecure-localhost): anyone on this machine can read and write");

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use syncropel_steward::app::Limits;
+use syncropel_steward::federation::FederationConfig;
 use syncropel_steward::hosted::jwt::{JwtKey, JwtVerifier};
 use syncropel_steward::hosted::kek::Kek;
 use syncropel_steward::hosted::{HostedOptions, PlatformConfig, DEFAULT_RESERVED_LABELS};
@@ -94,6 +95,19 @@ struct ServeArgs {
     /// How often to purge tenants whose grace period has ended.
     #[arg(long, env = "STEWARD_PURGE_INTERVAL", default_value = "1m", value_parser = humantime::parse_duration)]
     purge_interval: Duration,
+
+    /// Spacing of pull-job polls to peers that do not hold longpolls, and after errors
+    #[arg(long, env = "STEWARD_SYNC_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
+    sync_interval: Duration,
+
+    /// Peer DIDs whose pair requests are approved without an operator (comma-separated in the env)
+    #[arg(long, env = "STEWARD_AUTO_APPROVE_DIDS", value_delimiter = ',')]
+    auto_approve_did: Vec<String>,
+
+    /// Let peer URLs be loopback or private addresses (off: a tenant cannot make the steward
+    /// call into the platform's own network)
+    #[arg(long, env = "STEWARD_ALLOW_PRIVATE_PEERS")]
+    allow_private_peers: bool,
     /// Labels refused in addition to the built-in list (comma-separated).
     #[arg(long, env = "STEWARD_RESERVED_LABELS", value_delimiter = ',')]
     reserved_labels: Vec<String>,
@@ -236,6 +250,12 @@ async fn serve(args: ServeArgs) -> Result<(), StewardError> {
         },
         heartbeat: args.heartbeat,
         purge_interval: args.purge_interval,
+        federation: FederationConfig {
+            poll_interval: args.sync_interval,
+            auto_approve: args.auto_approve_did.clone(),
+            allow_private_peers: args.allow_private_peers,
+            ..FederationConfig::default()
+        },
     };
     syncropel_steward::hosted::serve(options, args.bind, args.shutdown_grace).await
 }

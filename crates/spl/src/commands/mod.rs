@@ -2,6 +2,9 @@
 //! is needed at all: `init`, `stop` and `token save` are plain file operations and stay fast.
 
 mod accounts;
+mod consent;
+mod federation;
+mod fleet;
 mod init;
 mod namespaces;
 mod process;
@@ -73,6 +76,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Emit(args) => block_on(records::emit(&ctx, args)),
         Command::Records(command) => block_on(records::records(&ctx, command)),
         Command::Threads(args) => block_on(records::threads(&ctx, &args)),
+        Command::Federation(command) => block_on(federation::run(&ctx, command)),
+        Command::Consent(command) => block_on(consent::run(&ctx, command)),
+        Command::Sync(args) => block_on(federation::sync(&ctx, args)),
+        Command::Fleet(command) => block_on(fleet::run(&ctx, command)),
     }
 }
 

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 use syncropel_client::Client;
+use syncropel_steward::federation::FederationConfig;
 use syncropel_steward::home::Home;
 use syncropel_steward::local::{self, ServeOptions};
 use syncropel_steward::rate_limit::RateLimits;
@@ -52,6 +53,11 @@ pub fn run(ctx: Ctx, args: &ServeArgs) -> Result<ExitCode> {
         shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
         search: !args.no_search,
         rate_limits: RateLimits::per_second(args.rate_limit_per_address, args.rate_limit_per_token),
+        federation: FederationConfig {
+            poll_interval: Duration::from_secs(args.sync_interval_secs),
+            auto_approve: args.federation_auto_approve_dids.clone(),
+            ..FederationConfig::default()
+        },
     };
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -6,6 +6,7 @@
 
 pub mod jwt;
 pub mod kek;
+pub mod leases;
 pub mod provision;
 
 use std::collections::HashMap;
@@ -24,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::app::{router, AppState, Limits};
 use crate::auth::TokenCache;
 use crate::error::ApiError;
+use crate::federation::{Federation, FederationConfig};
 use crate::ingest::Identity;
 use crate::rate_limit::{RateLimiters, RateLimits};
 use crate::tenant::{address, Addressing, Tenancy, Tenant, TenantStatus};
@@ -184,6 +186,18 @@ impl Platform {
         Ok(identity)
     }
 
+    /// The live tenant with store id `id` (pull jobs know tenants by id).
+    pub async fn tenant_by_id(&self, id: &str) -> Result<Option<Arc<Tenant>>, ApiError> {
+        let label: Option<String> = sqlx::query_scalar("SELECT label FROM tenants WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        match label {
+            Some(label) => self.tenant(&label).await,
+            None => Ok(None),
+        }
+    }
+
     /// The tenant's signed federation manifest: the stored one while it has more than a day to
     /// live, else a freshly signed one (stored for the other replicas).
     pub async fn manifest(&self, tenant: &Tenant) -> Result<serde_json::Value, ApiError> {
@@ -303,6 +317,7 @@ pub struct HostedOptions {
     pub heartbeat: Duration,
     /// How often each replica looks for deleted tenants past their grace period.
     pub purge_interval: Duration,
+    pub federation: FederationConfig,
 }
 
 /// A hosted steward ready to serve: its state and the service to run.
@@ -321,6 +336,11 @@ pub async fn build(options: HostedOptions) -> Result<Hosted, StewardError> {
         options.kek,
         options.jwt,
     ));
+    let shutdown = CancellationToken::new();
+    let leases = Arc::new(leases::Leases::new(
+        store.pool().clone(),
+        options.federation.lease_ttl,
+    ));
     let state = AppState {
         store: store as Arc<dyn RecordStore>,
         tenancy: Tenancy::Hosted(platform.clone()),
@@ -333,8 +353,12 @@ pub async fn build(options: HostedOptions) -> Result<Hosted, StewardError> {
         rate_limits: Arc::new(RateLimiters::new(options.rate_limits)),
         search_enabled: true,
         heartbeat: options.heartbeat,
-        shutdown: CancellationToken::new(),
+        shutdown: shutdown.clone(),
+        federation: Arc::new(
+            Federation::new(options.federation, shutdown).with_placement(leases.clone()),
+        ),
     };
+    leases::spawn(state.clone(), platform.clone(), leases);
     let addressing = Arc::new(platform.config.addressing.clone());
     // The addressing middleware may rewrite the URI, so it wraps the whole router (a layer on the
     // router itself would run after routing).

@@ -111,6 +111,7 @@ impl Replica {
             rate_limits: RateLimits::default(),
             heartbeat: Duration::from_secs(30),
             purge_interval: Duration::from_secs(3600),
+            federation: syncropel_steward::federation::FederationConfig::default(),
         };
         let hosted = build(options).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

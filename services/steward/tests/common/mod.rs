@@ -13,6 +13,7 @@ use syncropel_protocol::Keypair;
 use syncropel_steward::accounts::{create_service_account, mint};
 use syncropel_steward::app::{router, AppState, Limits};
 use syncropel_steward::auth::{TokenCache, LOCAL_TOKEN_CACHE_TTL};
+use syncropel_steward::federation::{Federation, FederationConfig};
 use syncropel_steward::ingest::Identity;
 use syncropel_steward::rate_limit::{RateLimiters, RateLimits};
 use syncropel_steward::tenant::{Tenancy, Tenant, TenantStatus};
@@ -27,7 +28,9 @@ pub struct TestSteward {
     /// The steward's one tenant (its identity signs every record).
     pub tenant: Arc<Tenant>,
     pub http: reqwest::Client,
-    _dir: tempfile::TempDir,
+    pub addr: SocketAddr,
+    server: tokio::task::JoinHandle<()>,
+    dir: tempfile::TempDir,
 }
 
 pub struct Options {
@@ -36,6 +39,15 @@ pub struct Options {
     pub heartbeat: Duration,
     pub search: bool,
     pub rate_limits: RateLimits,
+    pub federation: FederationConfig,
+    /// The identity key (default: a new one).
+    pub keypair: Option<Keypair>,
+    /// The address to bind (default: 127.0.0.1:0).
+    pub addr: Option<SocketAddr>,
+    /// The directory of the store (default: a new temporary one); reusing one reopens its store.
+    pub dir: Option<tempfile::TempDir>,
+    /// Resume the pull jobs of the store's cursor rows at start, as `spl serve` does.
+    pub resume_jobs: bool,
 }
 
 impl Default for Options {
@@ -46,8 +58,18 @@ impl Default for Options {
             heartbeat: Duration::from_secs(30),
             search: true,
             rate_limits: RateLimits::default(),
+            federation: FederationConfig::default(),
+            keypair: None,
+            addr: None,
+            dir: None,
+            resume_jobs: false,
         }
     }
+}
+
+/// The path of the store file in a steward's directory.
+pub fn store_path(dir: &std::path::Path) -> std::path::PathBuf {
+    dir.join("hub.db")
 }
 
 impl TestSteward {
@@ -56,23 +78,31 @@ impl TestSteward {
     }
 
     pub async fn start_with(options: Options) -> TestSteward {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = match options.dir {
+            Some(dir) => dir,
+            None => tempfile::tempdir().unwrap(),
+        };
         let store: Arc<dyn RecordStore> = Arc::new(
-            SqliteStore::open_file(&dir.path().join("hub.db"))
+            SqliteStore::open_file(&store_path(dir.path()))
                 .await
                 .unwrap(),
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
+        let bind = options
+            .addr
+            .unwrap_or_else(|| "127.0.0.1:0".parse().unwrap());
+        let listener = tokio::net::TcpListener::bind(bind).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let url = format!("http://{addr}");
         let tenant = Arc::new(
             Tenant::new(
                 TENANT.to_string(),
-                Identity::new(Keypair::generate()),
+                Identity::new(options.keypair.unwrap_or_else(Keypair::generate)),
                 TenantStatus::Active,
                 false,
             )
             .with_url(url.clone()),
         );
+        let shutdown = CancellationToken::new();
         let state = AppState {
             store,
             tenancy: Tenancy::Single(tenant.clone()),
@@ -84,11 +114,17 @@ impl TestSteward {
             rate_limits: Arc::new(RateLimiters::new(options.rate_limits)),
             search_enabled: options.search,
             heartbeat: options.heartbeat,
-            shutdown: CancellationToken::new(),
+            shutdown: shutdown.clone(),
+            federation: Arc::new(Federation::new(options.federation, shutdown)),
         };
+        if options.resume_jobs {
+            syncropel_steward::federation::resume_jobs(&state, tenant.clone())
+                .await
+                .unwrap();
+        }
         let app = router(state.clone());
         let shutdown = state.shutdown.clone();
-        tokio::spawn(async move {
+        let server = tokio::spawn(async move {
             axum::serve(
                 listener,
                 app.into_make_service_with_connect_info::<SocketAddr>(),
@@ -102,8 +138,24 @@ impl TestSteward {
             state,
             tenant,
             http: reqwest::Client::new(),
-            _dir: dir,
+            addr,
+            server,
+            dir,
         }
+    }
+
+    /// The steward's instance DID.
+    pub fn did(&self) -> String {
+        self.tenant.identity.did.to_string()
+    }
+
+    /// Stops the steward (its server, pull jobs and store) and hands back its directory and
+    /// key, to start it again over the same store.
+    pub async fn stop(self) -> (tempfile::TempDir, Keypair) {
+        self.state.shutdown.cancel();
+        let _ = self.server.await;
+        self.state.store.close().await;
+        (self.dir, (*self.tenant.identity.key).clone())
     }
 
     /// Creates a service account with `scopes` (and allowed actors) and returns a token for it.

@@ -1,0 +1,137 @@
+//! Federation loads: propagation latency from an emit on the source steward to the record being
+//! stored (verified, durably) on a steward that pulls from it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use futures_util::StreamExt;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use super::{base, bearer, http_client, new_histogram, RecordMaker, RecordShape};
+
+#[derive(Args)]
+pub struct PropagationArgs {
+    /// The steward records are emitted on.
+    #[arg(long)]
+    source_url: String,
+    #[arg(long, hide_env_values = true, env = "SPL_BENCH_SOURCE_TOKEN")]
+    source_token: String,
+    /// The steward that pulls the thread from the source.
+    #[arg(long)]
+    sink_url: String,
+    #[arg(long, hide_env_values = true, env = "SPL_BENCH_SINK_TOKEN")]
+    sink_token: String,
+    #[arg(long)]
+    thread: String,
+    #[arg(long, default_value_t = 1000)]
+    records: u64,
+    /// Pause between emits, in milliseconds.
+    #[arg(long, default_value_t = 20)]
+    interval_ms: u64,
+    #[command(flatten)]
+    shape: RecordShape,
+}
+
+/// Emits `records` records on the source, `interval_ms` apart, and times each from just before
+/// its POST to its `record.created` event on the sink's watch stream (sent after the sink's
+/// commit). Latencies in microseconds.
+pub async fn propagation(a: PropagationArgs) -> Result<Value> {
+    let arrived: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let watch_url = format!("{}/v1/threads/{}/watch", base(&a.sink_url), a.thread);
+    let watcher = {
+        let arrived = arrived.clone();
+        let response = reqwest::Client::new()
+            .get(&watch_url)
+            .header(AUTHORIZATION, bearer(&a.sink_token)?)
+            .send()
+            .await
+            .context("opening the sink's watch stream")?;
+        if response.status() != StatusCode::OK {
+            bail!("watch answered {}", response.status());
+        }
+        tokio::spawn(async move {
+            let mut stream = response.bytes_stream();
+            let mut buffer = String::new();
+            while let Some(Ok(chunk)) = stream.next().await {
+                let now = Instant::now();
+                buffer.push_str(&String::from_utf8_lossy(&chunk));
+                while let Some(end) = buffer.find("\n\n") {
+                    let event: String = buffer.drain(..end + 2).collect();
+                    for line in event.lines() {
+                        let Some(data) = line.strip_prefix("data:") else {
+                            continue;
+                        };
+                        if let Ok(record) = serde_json::from_str::<Value>(data.trim()) {
+                            if let Some(id) = record["id"].as_str() {
+                                arrived.lock().unwrap().entry(id.to_string()).or_insert(now);
+                            }
+                        }
+                    }
+                }
+            }
+        })
+    };
+    // Let the watch subscribe before the first emit.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let client = http_client()?;
+    let url = format!("{}/v1/records", base(&a.source_url));
+    let auth = bearer(&a.source_token)?;
+    let maker = RecordMaker::new(&a.shape);
+    let mut sent: Vec<(String, Instant)> = Vec::with_capacity(a.records as usize);
+    let mut next = Instant::now();
+    for i in 0..a.records {
+        tokio::time::sleep_until(next.into()).await;
+        next += Duration::from_millis(a.interval_ms);
+        let started = Instant::now();
+        let response = client
+            .post(&url)
+            .header(AUTHORIZATION, auth.clone())
+            .header(CONTENT_TYPE, "application/json")
+            .body(maker.make(i, &a.thread))
+            .send()
+            .await?;
+        if response.status() != StatusCode::CREATED {
+            bail!("emit {i} answered {}", response.status());
+        }
+        let record: Value = response.json().await?;
+        let id = record["id"].as_str().context("no id in the answer")?;
+        sent.push((id.to_string(), started));
+    }
+    // The last records get up to 5 s to arrive.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        let seen = arrived.lock().unwrap().len();
+        if seen >= sent.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    watcher.abort();
+    let arrived = arrived.lock().unwrap();
+    let mut histogram = new_histogram();
+    let mut missing = 0;
+    for (id, started) in &sent {
+        match arrived.get(id) {
+            Some(at) => {
+                histogram.record(at.saturating_duration_since(*started).as_micros().max(1) as u64)?
+            }
+            None => missing += 1,
+        }
+    }
+    Ok(json!({
+        "records": sent.len(),
+        "arrived": sent.len() - missing,
+        "missing": missing,
+        "p50_us": histogram.value_at_quantile(0.50),
+        "p90_us": histogram.value_at_quantile(0.90),
+        "p99_us": histogram.value_at_quantile(0.99),
+        "max_us": histogram.max(),
+        "mean_us": histogram.mean(),
+    }))
+}

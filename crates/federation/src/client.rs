@@ -1,0 +1,494 @@
+//! [`PeerClient`]: bounded, deadline-checked HTTP calls to federation peers.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION};
+use reqwest::Response;
+use serde_json::Value;
+use url::Url;
+
+use crate::error::{classify, PeerError};
+use crate::target::{check_url, PublicOnlyResolver};
+
+/// Header naming the acting principal on peer calls.
+const ACTOR_HEADER: &str = "x-syncropel-actor";
+/// Manifest fetch deadline (§2.1).
+const MANIFEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest manifest or `post_json` answer read (§2.1).
+const SMALL_BODY_LIMIT: usize = 1024 * 1024;
+/// How much of an error body is read to find an ApiError.
+const ERROR_BODY_LIMIT: usize = 64 * 1024;
+/// How long an error body may take to arrive before the status alone is reported.
+const ERROR_BODY_WAIT: Duration = Duration::from_secs(2);
+/// Redirects followed per call (each hop is re-checked when `allow_private` is false).
+const MAX_REDIRECTS: usize = 5;
+
+/// Timeouts, size limits and the target policy of a [`PeerClient`] (§5.5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerClientOptions {
+    /// TCP (+ DNS + TLS) connect deadline; default 5 s.
+    pub connect_timeout: Duration,
+    /// Deadline for a whole normal request including its body; default 30 s.
+    pub request_timeout: Duration,
+    /// Deadline for a whole `feed=longpoll` changes request; default 40 s.
+    pub longpoll_timeout: Duration,
+    /// Largest changes page read; bigger is `PARSE_ERROR`; default 8 MiB.
+    pub max_page_bytes: usize,
+    /// `true` (local stewards): any target. `false` (hosted): refuse `localhost` and
+    /// loopback/private/link-local/unspecified addresses, literal or resolved.
+    pub allow_private: bool,
+}
+
+impl Default for PeerClientOptions {
+    /// 5 s connect, 30 s request, 40 s longpoll, 8 MiB pages, private targets allowed.
+    fn default() -> Self {
+        PeerClientOptions {
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(30),
+            longpoll_timeout: Duration::from_secs(40),
+            max_page_bytes: 8 * 1024 * 1024,
+            allow_private: true,
+        }
+    }
+}
+
+/// An HTTP client for peer stewards; cheap to clone (shares one connection pool).
+#[derive(Debug, Clone)]
+pub struct PeerClient {
+    http: reqwest::Client,
+    options: Arc<PeerClientOptions>,
+}
+
+/// One `GET /v1/sync/changes` call (§5.1).
+#[derive(Clone, Copy)]
+pub struct ChangesRequest<'a> {
+    /// Peer base URL; a path prefix (e.g. `http://host/t/alice`) is kept.
+    pub base: &'a str,
+    /// Outbound pair bearer token.
+    pub token: &'a str,
+    /// Value of `X-Syncropel-Actor`.
+    pub actor: &'a str,
+    /// Thread to pull.
+    pub thread: &'a str,
+    /// Cursor held (empty = from the start).
+    pub since: &'a str,
+    /// Page size.
+    pub limit: u32,
+    /// `feed=longpoll` (deadline `longpoll_timeout`) instead of `feed=normal` (`request_timeout`).
+    pub longpoll: bool,
+    /// `target_namespace` query parameter, when set.
+    pub target_namespace: Option<&'a str>,
+}
+
+impl std::fmt::Debug for ChangesRequest<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChangesRequest")
+            .field("base", &self.base)
+            .field("token", &"<redacted>")
+            .field("actor", &self.actor)
+            .field("thread", &self.thread)
+            .field("since", &self.since)
+            .field("limit", &self.limit)
+            .field("longpoll", &self.longpoll)
+            .field("target_namespace", &self.target_namespace)
+            .finish()
+    }
+}
+
+/// A parsed `sync_changes` page (§5.1); records are kept as raw JSON for verification.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChangesPage {
+    /// The thread the page is for (always the requested one).
+    pub thread: String,
+    /// Items as sent (`{"id", "record", …}` objects), in source commit order.
+    pub records: Vec<Value>,
+    /// Cursor to hold after storing this page.
+    pub next_cursor: String,
+    /// `true`: call again immediately.
+    pub has_more: bool,
+}
+
+impl PeerClient {
+    /// A client with the given options (connect timeout, redirect limit, target policy).
+    ///
+    /// # Panics
+    /// Only if the TLS backend cannot be initialised (reqwest's `build` failing).
+    pub fn new(options: PeerClientOptions) -> PeerClient {
+        let allow_private = options.allow_private;
+        let redirect = reqwest::redirect::Policy::custom(move |attempt| {
+            if attempt.previous().len() >= MAX_REDIRECTS {
+                attempt.error(format!("more than {MAX_REDIRECTS} redirects"))
+            } else if allow_private {
+                attempt.follow()
+            } else {
+                match check_url(attempt.url()) {
+                    Ok(()) => attempt.follow(),
+                    Err(forbidden) => attempt.error(forbidden),
+                }
+            }
+        });
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(options.connect_timeout)
+            .redirect(redirect)
+            .user_agent(concat!("syncropel-federation/", env!("CARGO_PKG_VERSION")));
+        if !allow_private {
+            builder = builder.dns_resolver(Arc::new(PublicOnlyResolver));
+        }
+        let http = builder.build().expect("building the peer HTTP client");
+        PeerClient {
+            http,
+            options: Arc::new(options),
+        }
+    }
+
+    /// The options this client was built with.
+    pub fn options(&self) -> &PeerClientOptions {
+        &self.options
+    }
+
+    /// GET {base}/v1/sync/changes?thread=&since=&limit=&feed=longpoll|normal&target_namespace=
+    /// with `Authorization: Bearer {token}` and `X-Syncropel-Actor: {actor}`; reads the body
+    /// streaming and stops with PARSE_ERROR once it exceeds max_page_bytes; a body still
+    /// streaming at the timeout is TIMEOUT. Any shape problem (not an object, missing or
+    /// mistyped `thread`/`records`/`next_cursor`/`has_more`, a non-object item, another
+    /// thread, or the `has_more` loop case of §5.5) is PARSE_ERROR with detail.
+    pub async fn changes(&self, req: &ChangesRequest<'_>) -> Result<ChangesPage, PeerError> {
+        let mut url = self.endpoint(req.base, "/v1/sync/changes")?;
+        {
+            let mut query = url.query_pairs_mut();
+            query
+                .append_pair("thread", req.thread)
+                .append_pair("since", req.since)
+                .append_pair("limit", &req.limit.to_string())
+                .append_pair("feed", if req.longpoll { "longpoll" } else { "normal" });
+            if let Some(ns) = req.target_namespace {
+                query.append_pair("target_namespace", ns);
+            }
+        }
+        let headers = auth_headers(Some(req.token), Some(req.actor))?;
+        let timeout = if req.longpoll {
+            self.options.longpoll_timeout
+        } else {
+            self.options.request_timeout
+        };
+        let max = self.options.max_page_bytes;
+        let value = self
+            .deadline(timeout, "changes", async {
+                let resp = self.send(self.http.get(url).headers(headers)).await?;
+                let resp = success_or_error(resp).await?;
+                parse_json(&read_limited(resp, max).await?)
+            })
+            .await?;
+        parse_page(value, req)
+    }
+
+    /// GET {base}/.well-known/syncropel, ≤ 1 MiB, 10 s (or `request_timeout` if shorter);
+    /// returns the JSON value, which must be an object.
+    pub async fn manifest(&self, base: &str) -> Result<Value, PeerError> {
+        let url = self.endpoint(base, "/.well-known/syncropel")?;
+        let timeout = MANIFEST_TIMEOUT.min(self.options.request_timeout);
+        let value = self
+            .deadline(timeout, "manifest", async {
+                let resp = self
+                    .send(self.http.get(url).header(ACCEPT, "application/json"))
+                    .await?;
+                let resp = success_or_error(resp).await?;
+                parse_json(&read_limited(resp, SMALL_BODY_LIMIT).await?)
+            })
+            .await?;
+        if !value.is_object() {
+            return Err(PeerError::Parse("manifest is not a JSON object".into()));
+        }
+        Ok(value)
+    }
+
+    /// POST JSON to an absolute URL with optional bearer + actor headers, ≤ 1 MiB answer,
+    /// request_timeout. Returns (status, json body). Non-2xx is NOT an error here (the caller
+    /// reads the ApiError body), but transport problems are PeerError. An empty body is
+    /// `Null`; a non-JSON body is PARSE_ERROR on 2xx and a `Value::String` snippet otherwise.
+    pub async fn post_json(
+        &self,
+        url: &str,
+        body: &Value,
+        bearer: Option<&str>,
+        actor: Option<&str>,
+    ) -> Result<(u16, Value), PeerError> {
+        let url = self.checked_url(url)?;
+        let headers = auth_headers(bearer, actor)?;
+        self.deadline(self.options.request_timeout, "post", async {
+            let resp = self
+                .send(self.http.post(url).headers(headers).json(body))
+                .await?;
+            let status = resp.status();
+            let bytes = read_limited(resp, SMALL_BODY_LIMIT).await?;
+            if bytes.iter().all(u8::is_ascii_whitespace) {
+                return Ok((status.as_u16(), Value::Null));
+            }
+            match serde_json::from_slice(&bytes) {
+                Ok(value) => Ok((status.as_u16(), value)),
+                Err(e) if status.is_success() => {
+                    Err(PeerError::Parse(format!("malformed JSON: {e}")))
+                }
+                Err(_) => Ok((status.as_u16(), Value::String(snippet(&bytes)))),
+            }
+        })
+        .await
+    }
+
+    /// Parses an absolute http(s) URL and applies the target policy.
+    fn checked_url(&self, raw: &str) -> Result<Url, PeerError> {
+        let url = Url::parse(raw)
+            .map_err(|e| PeerError::Parse(format!("invalid peer URL '{raw}': {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
+            return Err(PeerError::Parse(format!("peer URL '{raw}' is not http(s)")));
+        }
+        if !self.options.allow_private {
+            check_url(&url).map_err(|f| PeerError::Forbidden(f.0))?;
+        }
+        Ok(url)
+    }
+
+    /// `base` + `path`, keeping any path prefix of `base` and dropping its query and fragment.
+    fn endpoint(&self, base: &str, path: &str) -> Result<Url, PeerError> {
+        let mut url = self.checked_url(base)?;
+        let joined = format!("{}{path}", url.path().trim_end_matches('/'));
+        url.set_path(&joined);
+        url.set_query(None);
+        url.set_fragment(None);
+        Ok(url)
+    }
+
+    /// Sends a request, classifying transport failures.
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<Response, PeerError> {
+        request.send().await.map_err(|e| classify(&e))
+    }
+
+    /// Runs `work` under `timeout`; running out is TIMEOUT. Failures are logged at debug level.
+    async fn deadline<T>(
+        &self,
+        timeout: Duration,
+        what: &str,
+        work: impl Future<Output = Result<T, PeerError>>,
+    ) -> Result<T, PeerError> {
+        let result = match tokio::time::timeout(timeout, work).await {
+            Ok(result) => result,
+            Err(_) => Err(PeerError::Timeout(format!(
+                "{what}: no complete answer within {timeout:?}"
+            ))),
+        };
+        if let Err(e) = &result {
+            tracing::debug!(call = what, code = e.code(), error = %e, "peer call failed");
+        }
+        result
+    }
+}
+
+/// `Authorization: Bearer …` (marked sensitive) and `X-Syncropel-Actor`, when given.
+fn auth_headers(bearer: Option<&str>, actor: Option<&str>) -> Result<HeaderMap, PeerError> {
+    let mut headers = HeaderMap::new();
+    headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+    if let Some(token) = bearer {
+        let mut value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+            PeerError::Parse("request: bearer token is not a valid header value".into())
+        })?;
+        value.set_sensitive(true);
+        headers.insert(AUTHORIZATION, value);
+    }
+    if let Some(actor) = actor {
+        let value = HeaderValue::from_str(actor)
+            .map_err(|_| PeerError::Parse("request: actor is not a valid header value".into()))?;
+        headers.insert(ACTOR_HEADER, value);
+    }
+    Ok(headers)
+}
+
+/// Passes 2xx through; 4xx/5xx become HTTP_4XX/HTTP_5XX (with the ApiError code and message
+/// when the body is one); anything else is PARSE_ERROR.
+async fn success_or_error(resp: Response) -> Result<Response, PeerError> {
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(resp);
+    }
+    if !status.is_client_error() && !status.is_server_error() {
+        return Err(PeerError::Parse(format!("unexpected HTTP status {status}")));
+    }
+    let body = read_prefix(resp, ERROR_BODY_LIMIT).await;
+    let (code, message) = api_error(&body).unwrap_or_else(|| {
+        let text = snippet(&body);
+        let message = if text.is_empty() {
+            status.canonical_reason().unwrap_or("").to_string()
+        } else {
+            text
+        };
+        (None, message)
+    });
+    Err(if status.is_client_error() {
+        PeerError::Http4xx {
+            status: status.as_u16(),
+            code,
+            message,
+        }
+    } else {
+        PeerError::Http5xx {
+            status: status.as_u16(),
+            message: code.map_or(message.clone(), |c| format!("{c}: {message}")),
+        }
+    })
+}
+
+/// `(code, message)` of an ApiError body `{"object":"error","code","message"}`.
+fn api_error(body: &[u8]) -> Option<(Option<String>, String)> {
+    let value: Value = serde_json::from_slice(body).ok()?;
+    if value.get("object").and_then(Value::as_str) != Some("error") {
+        return None;
+    }
+    let code = value
+        .get("code")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let message = value
+        .get("message")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    Some((code, message))
+}
+
+/// Reads the whole body, failing with PARSE_ERROR as soon as it exceeds `max` bytes.
+async fn read_limited(resp: Response, max: usize) -> Result<Vec<u8>, PeerError> {
+    let too_big = || PeerError::Parse(format!("response larger than {max} bytes"));
+    if resp.content_length().is_some_and(|len| len > max as u64) {
+        return Err(too_big());
+    }
+    let mut body = Vec::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| classify(&e))?;
+        if body.len() + chunk.len() > max {
+            return Err(too_big());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Up to `max` bytes of an error body, whatever arrives within [`ERROR_BODY_WAIT`].
+async fn read_prefix(resp: Response, max: usize) -> Vec<u8> {
+    let mut body = Vec::new();
+    let mut stream = resp.bytes_stream();
+    let _ = tokio::time::timeout(ERROR_BODY_WAIT, async {
+        while let Some(Ok(chunk)) = stream.next().await {
+            let room = max - body.len();
+            body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            if body.len() >= max {
+                break;
+            }
+        }
+    })
+    .await;
+    body
+}
+
+/// Parses a JSON body; failure is PARSE_ERROR.
+fn parse_json(bytes: &[u8]) -> Result<Value, PeerError> {
+    serde_json::from_slice(bytes).map_err(|e| PeerError::Parse(format!("malformed JSON: {e}")))
+}
+
+/// The first 300 characters of a body, lossily decoded and trimmed.
+fn snippet(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes)
+        .trim()
+        .chars()
+        .take(300)
+        .collect()
+}
+
+/// Checks the `sync_changes` shape (§5.1) and the page-level protocol rules of §5.5.
+fn parse_page(value: Value, req: &ChangesRequest<'_>) -> Result<ChangesPage, PeerError> {
+    let bad = |detail: String| PeerError::Parse(format!("changes page: {detail}"));
+    let Value::Object(mut map) = value else {
+        return Err(bad("not a JSON object".into()));
+    };
+    if let Some(object) = map.get("object") {
+        if object.as_str() != Some("sync_changes") {
+            return Err(bad(format!(
+                "object is {object}, expected \"sync_changes\""
+            )));
+        }
+    }
+    let thread = match map.remove("thread") {
+        Some(Value::String(t)) => t,
+        other => {
+            return Err(bad(format!(
+                "thread must be a string, got {}",
+                kind(other.as_ref())
+            )))
+        }
+    };
+    if thread != req.thread {
+        return Err(bad(format!(
+            "thread '{thread}' is not the requested '{}'",
+            req.thread
+        )));
+    }
+    let records = match map.remove("records") {
+        Some(Value::Array(items)) => items,
+        other => {
+            return Err(bad(format!(
+                "records must be an array, got {}",
+                kind(other.as_ref())
+            )))
+        }
+    };
+    if let Some(index) = records.iter().position(|item| !item.is_object()) {
+        return Err(bad(format!(
+            "records[{index}] is {}, not an object",
+            kind(records.get(index))
+        )));
+    }
+    let next_cursor = match map.remove("next_cursor") {
+        Some(Value::String(c)) => c,
+        other => {
+            return Err(bad(format!(
+                "next_cursor must be a string, got {}",
+                kind(other.as_ref())
+            )))
+        }
+    };
+    let has_more = match map.remove("has_more") {
+        Some(Value::Bool(b)) => b,
+        other => {
+            return Err(bad(format!(
+                "has_more must be a boolean, got {}",
+                kind(other.as_ref())
+            )))
+        }
+    };
+    if has_more && records.is_empty() && next_cursor == req.since {
+        return Err(bad(
+            "has_more with no records and an unchanged cursor (loop)".into(),
+        ));
+    }
+    Ok(ChangesPage {
+        thread,
+        records,
+        next_cursor,
+        has_more,
+    })
+}
+
+/// A short name for a JSON value's type, for error details.
+fn kind(value: Option<&Value>) -> &'static str {
+    match value {
+        None => "nothing",
+        Some(Value::Null) => "null",
+        Some(Value::Bool(_)) => "a boolean",
+        Some(Value::Number(_)) => "a number",
+        Some(Value::String(_)) => "a string",
+        Some(Value::Array(_)) => "an array",
+        Some(Value::Object(_)) => "an object",
+    }
+}

@@ -1,0 +1,14 @@
+//! Talking to federation peers over HTTP, safely (FEDERATION.md §2.1, §5.1, §5.4, §5.5).
+//!
+//! [`PeerClient`] fetches change pages and manifests and posts JSON to peers with bounded
+//! response sizes, per-call deadlines and the §5.5 error classes ([`PeerError`]); [`Backoff`]
+//! is the full-jitter retry schedule the pull loop uses between failures.
+
+mod backoff;
+mod client;
+mod error;
+mod target;
+
+pub use backoff::Backoff;
+pub use client::{ChangesPage, ChangesRequest, PeerClient, PeerClientOptions};
+pub use error::PeerError;

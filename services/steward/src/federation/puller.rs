@@ -1,0 +1,562 @@
+//! The puller side of sync (FEDERATION §5.4-5.5): one job per (source, thread) pulls pages from
+//! the peer, checks every record before anything is stored (§1.1), and ingests a page together
+//! with the cursor that moves past it, in one transaction. Jobs hold a longpoll open at the peer,
+//! so a record committed there arrives here within milliseconds; the interval only spaces polls
+//! to a peer that does not hold longpolls, and backoff spaces retries after failures.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use syncropel_federation::{Backoff, ChangesRequest, PeerClient, PeerError};
+use syncropel_protocol::sync::{verify_items, PeerItem, SyncCursor, DEFAULT_PAGE};
+use syncropel_store::{Appended, StateChange, StoreError};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::state::{self, pull_cursor, put_cursor, PullCursor, QUARANTINE};
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::ingest::stored_form;
+use crate::tenant::Tenant;
+use crate::unix_now;
+
+/// Where one job pulls from: resolved afresh before every pull, so a pause, a revoke or a new
+/// token takes effect on the next one.
+#[derive(Clone, Debug)]
+pub struct Source {
+    /// The pair id (record-bound) or legacy pair id (`sp_…`).
+    pub id: String,
+    pub peer_did: String,
+    pub base_url: String,
+    pub token: String,
+    /// Our DID, sent as `X-Syncropel-Actor` (pair tokens are bound to it).
+    pub actor: String,
+    pub target_namespace: Option<String>,
+}
+
+/// Why a pull did not happen or failed.
+#[derive(Debug)]
+pub enum PullError {
+    /// The peer failed or broke the protocol; classified (§5.5).
+    Peer(PeerError),
+    /// The source may not be pulled now (paused, revoked, unpaired, no credential).
+    Parked(ApiError),
+    /// Our own store failed.
+    Local(ApiError),
+}
+
+impl PullError {
+    pub fn code(&self) -> String {
+        match self {
+            PullError::Peer(e) => e.code().to_string(),
+            PullError::Parked(e) | PullError::Local(e) => e.code.as_str().to_string(),
+        }
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            PullError::Peer(e) => e.to_string(),
+            PullError::Parked(e) | PullError::Local(e) => e.message.clone(),
+        }
+    }
+}
+
+impl From<ApiError> for PullError {
+    fn from(e: ApiError) -> PullError {
+        PullError::Local(e)
+    }
+}
+
+impl From<StoreError> for PullError {
+    fn from(e: StoreError) -> PullError {
+        PullError::Local(e.into())
+    }
+}
+
+/// What one pull did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PullOutcome {
+    /// Records stored for the first time.
+    pub pulled: usize,
+    /// Records of the page already held (re-delivery).
+    pub duplicates: usize,
+    pub quarantined: usize,
+    pub has_more: bool,
+    pub cursor: String,
+}
+
+/// Pulls one page of `thread` from `source` and ingests it. Nothing from a page that breaks the
+/// protocol is stored and the cursor stays; a record that fails its checks is quarantined and
+/// the cursor moves past it, so one bad record cannot wedge the job.
+pub async fn pull_once(
+    state: &AppState,
+    client: &PeerClient,
+    tenant: &Tenant,
+    source: &Source,
+    thread: &str,
+    longpoll: bool,
+) -> Result<PullOutcome, PullError> {
+    let store = state.store.as_ref();
+    let mut cursor = pull_cursor(store, &tenant.id, &source.id, thread)
+        .await?
+        .unwrap_or_default();
+    let held = cursor.cursor.clone();
+    let request = ChangesRequest {
+        base: &source.base_url,
+        token: &source.token,
+        actor: &source.actor,
+        thread,
+        since: &held,
+        limit: DEFAULT_PAGE,
+        longpoll,
+        target_namespace: source.target_namespace.as_deref(),
+    };
+    let mut page = client.changes(&request).await;
+    if is_epoch_mismatch(&page) && !held.is_empty() {
+        // The source's store was made anew (imported, restored): start again from its
+        // beginning; what we hold already de-duplicates by id (§5.4).
+        tracing::info!(source = %source.id, thread, "the source has a new store epoch; pulling again from the start");
+        cursor.cursor.clear();
+        page = client
+            .changes(&ChangesRequest {
+                since: "",
+                ..request
+            })
+            .await;
+    }
+    let page = page.map_err(PullError::Peer)?;
+    let violation = |detail: String| PullError::Peer(PeerError::Parse(detail));
+    if page.thread != thread {
+        return Err(violation(format!("page is for thread '{}'", page.thread)));
+    }
+    if page.has_more && page.records.is_empty() && page.next_cursor == cursor.cursor {
+        return Err(violation(
+            "has_more with no records and the same cursor".into(),
+        ));
+    }
+    if let (Some(held), Some(next)) = (
+        SyncCursor::peek(&cursor.cursor),
+        SyncCursor::peek(&page.next_cursor),
+    ) {
+        if held.epoch == next.epoch && next.seq < held.seq {
+            return Err(violation(format!(
+                "the cursor went backwards ({} -> {})",
+                held.seq, next.seq
+            )));
+        }
+    }
+    let mut items = Vec::with_capacity(page.records.len());
+    for raw in page.records {
+        let item = PeerItem::from_value(raw).map_err(violation)?;
+        if item.envelope.thread != thread {
+            return Err(violation(format!(
+                "record {} is on thread '{}'",
+                item.id, item.envelope.thread
+            )));
+        }
+        items.push(item);
+    }
+
+    // Signature checks are CPU work: a large page goes to the blocking pool.
+    let (items, verdicts) = if items.len() > 32 {
+        tokio::task::spawn_blocking(move || {
+            let verdicts = verify_items(&items);
+            (items, verdicts)
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("verification task failed: {e}")))?
+    } else {
+        let verdicts = verify_items(&items);
+        (items, verdicts)
+    };
+
+    let mut records = Vec::with_capacity(items.len());
+    // The items behind `records`, in the same order.
+    let mut accepted = Vec::with_capacity(items.len());
+    let mut quarantine = Vec::new();
+    for (item, verdict) in items.iter().zip(verdicts) {
+        if let Err(rejection) = verdict {
+            quarantine.push(quarantined(&source.id, item, rejection.code()));
+            continue;
+        }
+        if state
+            .namespaces
+            .check_writable(store, &tenant.id, item.envelope.namespace())
+            .await
+            .is_err()
+        {
+            quarantine.push(quarantined(&source.id, item, "NAMESPACE_REJECTED"));
+            continue;
+        }
+        records.push(stored_form(
+            &item.envelope,
+            &item.id,
+            item.sig.as_deref(),
+            item.signer.as_deref(),
+            item.redaction.as_ref(),
+        ));
+        accepted.push(item);
+    }
+    let mut outcome = PullOutcome {
+        quarantined: quarantine.len(),
+        has_more: page.has_more,
+        ..PullOutcome::default()
+    };
+    cursor.cursor = page.next_cursor;
+    cursor.last_sync_at = Some(unix_now());
+    let mut changes = quarantine;
+    cursor.pulled += records.len() as u64;
+    changes.push(put_cursor(&source.id, thread, &cursor));
+    let results = store.write(&tenant.id, records, changes).await?;
+    let mut clashes = Vec::new();
+    for (item, result) in accepted.into_iter().zip(results) {
+        match result {
+            Ok(Appended::Inserted(_)) => outcome.pulled += 1,
+            Ok(Appended::Existing(_)) => outcome.duplicates += 1,
+            // Another record already holds this (thread, actor, clock): kept out of the log.
+            Err(_) => clashes.push(quarantined(&source.id, item, "DUPLICATE_CLOCK")),
+        }
+    }
+    if !clashes.is_empty() {
+        outcome.quarantined += clashes.len();
+        store.write(&tenant.id, Vec::new(), clashes).await?;
+    }
+    outcome.cursor = cursor.cursor;
+    Ok(outcome)
+}
+
+fn is_epoch_mismatch<T>(result: &Result<T, PeerError>) -> bool {
+    matches!(
+        result,
+        Err(PeerError::Http4xx { status: 409, code: Some(code), .. }) if code == "CURSOR_EPOCH_MISMATCH"
+    )
+}
+
+fn quarantined(source: &str, item: &PeerItem, code: &str) -> StateChange {
+    let entry = serde_json::json!({
+        "source": source,
+        "id": item.id,
+        "thread": item.envelope.thread,
+        "actor": item.envelope.actor,
+        "code": code,
+        "at": unix_now(),
+    });
+    StateChange::put(
+        QUARANTINE,
+        &format!("{source}\n{}", item.id),
+        entry.to_string(),
+    )
+}
+
+/// Health of one job, kept in memory (FEDERATION §5.5: not recorded per attempt).
+#[derive(Clone, Debug, Serialize)]
+pub struct JobHealth {
+    pub source: String,
+    pub thread: String,
+    /// `starting`, `ok`, `failing` or `parked`.
+    pub status: &'static str,
+    pub retries: u32,
+    pub last_error: Option<LastError>,
+    pub last_success_at: Option<i64>,
+    pub next_attempt_at: Option<i64>,
+    /// The current upper bound of the backoff delay, in milliseconds.
+    pub backoff_ceiling_ms: u64,
+    pub pulled: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct LastError {
+    pub code: String,
+    pub message: String,
+    pub http_status: Option<u16>,
+    pub at: i64,
+}
+
+/// Resolves a job's source before each pull (pair or legacy pair state, token, URL).
+pub type Resolver = Arc<
+    dyn Fn(
+            AppState,
+            Arc<Tenant>,
+            String,
+        ) -> futures_util::future::BoxFuture<'static, Result<Source, PullError>>
+        + Send
+        + Sync,
+>;
+
+/// The running jobs of this steward, one task per (source, thread).
+pub struct Jobs {
+    client: PeerClient,
+    interval: Duration,
+    /// The schedule every job's backoff starts from.
+    backoff: Backoff,
+    jobs: Mutex<HashMap<(String, String, String), Arc<Job>>>,
+    shutdown: CancellationToken,
+}
+
+struct Job {
+    kick: Notify,
+    stop: CancellationToken,
+    health: Mutex<JobHealth>,
+}
+
+impl Jobs {
+    pub fn new(
+        client: PeerClient,
+        interval: Duration,
+        backoff: Backoff,
+        shutdown: CancellationToken,
+    ) -> Jobs {
+        Jobs {
+            client,
+            interval,
+            backoff,
+            jobs: Mutex::default(),
+            shutdown,
+        }
+    }
+
+    pub fn client(&self) -> &PeerClient {
+        &self.client
+    }
+
+    /// The spacing of polls to a peer that does not hold longpolls.
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    /// Starts the job for (source, thread) unless it runs already.
+    pub fn ensure(
+        self: &Arc<Self>,
+        state: &AppState,
+        tenant: Arc<Tenant>,
+        source: &str,
+        thread: &str,
+        resolve: Resolver,
+    ) {
+        let key = (tenant.id.clone(), source.to_string(), thread.to_string());
+        let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        if jobs.contains_key(&key) {
+            return;
+        }
+        let job = Arc::new(Job {
+            kick: Notify::new(),
+            stop: self.shutdown.child_token(),
+            health: Mutex::new(JobHealth {
+                source: source.to_string(),
+                thread: thread.to_string(),
+                status: "starting",
+                retries: 0,
+                last_error: None,
+                last_success_at: None,
+                next_attempt_at: None,
+                backoff_ceiling_ms: 0,
+                pulled: 0,
+            }),
+        });
+        jobs.insert(key, job.clone());
+        let (jobs, state) = (self.clone(), state.clone());
+        let (source, thread) = (source.to_string(), thread.to_string());
+        tokio::spawn(async move { jobs.run(state, tenant, source, thread, job, resolve).await });
+    }
+
+    /// Runs every job of a source now, whatever its schedule or backoff.
+    pub fn kick(&self, tenant: &str, source: &str) {
+        for ((t, s, _), job) in self.jobs.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            if t == tenant && s == source {
+                job.kick.notify_one();
+            }
+        }
+    }
+
+    /// Stops and forgets every job of a source (a removed legacy pair, a revoked pair).
+    pub fn stop(&self, tenant: &str, source: &str) {
+        self.jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(t, s, _), job| {
+                let keep = !(t == tenant && s == source);
+                if !keep {
+                    job.stop.cancel();
+                }
+                keep
+            });
+    }
+
+    /// Stops one job.
+    pub fn stop_one(&self, tenant: &str, source: &str, thread: &str) {
+        let key = (tenant.to_string(), source.to_string(), thread.to_string());
+        if let Some(job) = self
+            .jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key)
+        {
+            job.stop.cancel();
+        }
+    }
+
+    /// Every job running here, as (tenant, source, thread).
+    pub fn running(&self) -> Vec<(String, String, String)> {
+        self.jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    pub fn health(&self, tenant: &str, source: &str) -> Vec<JobHealth> {
+        let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<JobHealth> = jobs
+            .iter()
+            .filter(|((t, s, _), _)| t == tenant && s == source)
+            .map(|(_, job)| job.health.lock().unwrap_or_else(|e| e.into_inner()).clone())
+            .collect();
+        out.sort_by(|a, b| a.thread.cmp(&b.thread));
+        out
+    }
+
+    async fn run(
+        &self,
+        state: AppState,
+        tenant: Arc<Tenant>,
+        source_id: String,
+        thread: String,
+        job: Arc<Job>,
+        resolve: Resolver,
+    ) {
+        let mut backoff = self.backoff.clone();
+        let mut last_checkpoint = None;
+        loop {
+            if job.stop.is_cancelled() {
+                return;
+            }
+            let source = match resolve(state.clone(), tenant.clone(), source_id.clone()).await {
+                Ok(source) => source,
+                Err(e) => {
+                    job.update(|h| {
+                        h.status = "parked";
+                        h.last_error = Some(last_error(&e));
+                    });
+                    // Parked until kicked (resume, approve) or a slow re-check.
+                    job.wait(self.interval.max(Duration::from_secs(2))).await;
+                    continue;
+                }
+            };
+            let started = Instant::now();
+            let result = tokio::select! {
+                _ = job.stop.cancelled() => return,
+                // A kick (pause, resume, revoke, a new credential) abandons a held longpoll so
+                // that the change holds from now on; a page being ingested commits whole or not
+                // at all, with its cursor.
+                _ = job.kick.notified() => continue,
+                result = pull_once(&state, &self.client, &tenant, &source, &thread, true) => result,
+            };
+            // Health first, so a pair state written below never shows beside stale health.
+            let wait = match &result {
+                Ok(outcome) => {
+                    backoff.reset();
+                    job.update(|h| {
+                        h.status = "ok";
+                        h.retries = 0;
+                        h.last_success_at = Some(unix_now());
+                        h.next_attempt_at = None;
+                        h.backoff_ceiling_ms = 0;
+                        h.pulled += outcome.pulled as u64;
+                    });
+                    let held = started.elapsed() >= Duration::from_secs(1);
+                    let busy = outcome.has_more
+                        || outcome.pulled + outcome.duplicates + outcome.quarantined > 0;
+                    (!(busy || held)).then_some(self.interval)
+                }
+                Err(e) => {
+                    let delay = backoff.failed();
+                    let retries = backoff.failures();
+                    let ceiling = backoff.ceiling();
+                    tracing::debug!(source = %source_id, thread = %thread, code = %e.code(), "pull failed");
+                    job.update(|h| {
+                        h.status = "failing";
+                        h.retries = retries;
+                        h.last_error = Some(last_error(e));
+                        h.next_attempt_at = Some(unix_now() + delay.as_secs() as i64);
+                        h.backoff_ceiling_ms = ceiling.as_millis() as u64;
+                    });
+                    Some(delay)
+                }
+            };
+            if source_id.starts_with("fed_") {
+                let noted = super::pairs::after_pull(
+                    &state,
+                    &tenant,
+                    &source_id,
+                    &thread,
+                    &result,
+                    &mut last_checkpoint,
+                )
+                .await;
+                if let Err(e) = noted {
+                    tracing::warn!(source = %source_id, error = %e.message, "recording the pull on its pair failed");
+                }
+            }
+            if let Some(delay) = wait {
+                job.wait(delay).await;
+            }
+        }
+    }
+}
+
+impl Job {
+    fn update(&self, f: impl FnOnce(&mut JobHealth)) {
+        f(&mut self.health.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    /// Sleeps for `delay`, or less when kicked or stopped.
+    async fn wait(&self, delay: Duration) {
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = self.kick.notified() => {}
+            _ = self.stop.cancelled() => {}
+        }
+    }
+}
+
+fn last_error(e: &PullError) -> LastError {
+    LastError {
+        code: e.code(),
+        message: e.message(),
+        http_status: match e {
+            PullError::Peer(p) => p.http_status(),
+            PullError::Parked(a) | PullError::Local(a) => Some(a.code.http_status()),
+        },
+        at: unix_now(),
+    }
+}
+
+/// The cursor row of a job, for views.
+pub async fn cursor_of(
+    state: &AppState,
+    tenant: &str,
+    source: &str,
+    thread: &str,
+) -> Result<Option<PullCursor>, ApiError> {
+    state::pull_cursor(state.store.as_ref(), tenant, source, thread).await
+}
+
+/// Every (source, thread) that has a cursor row: the jobs to run at start.
+pub async fn cursor_rows(
+    state: &AppState,
+    tenant: &str,
+) -> Result<Vec<(String, String)>, ApiError> {
+    Ok(state
+        .store
+        .state_list(tenant, state::CURSOR)
+        .await?
+        .into_iter()
+        .filter_map(|(key, _)| {
+            let (source, thread) = state::split_cursor_key(&key)?;
+            Some((source.to_string(), thread.to_string()))
+        })
+        .collect())
+}

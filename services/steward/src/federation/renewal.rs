@@ -1,0 +1,365 @@
+//! Pair token renewal (FEDERATION §4.6): pair tokens live 90 days; from day 83 the initiator
+//! renews (the responder steps in from day 85 if the initiator has not). The renewer mints a new
+//! token for the peer and calls the peer's `/refresh` with the token being renewed plus an
+//! identity signature; the peer mints a new token for the renewer, revokes the old one at once
+//! (no overlap) and answers it. Both sides write `token_renewed` records, one per direction.
+//! A retry of a refresh whose answer was lost gets the same answer for 10 minutes (by nonce).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use rand::RngCore;
+use serde_json::{json, Value};
+use syncropel_protocol::pair::{
+    outbound_secret_handle, token_renewed_fields, update_body, PairRole, PairView, TokenDirection,
+    UpdateOp,
+};
+use syncropel_protocol::signed::{sign_object, verify_object};
+use syncropel_protocol::{rfc3339_from_unix, sha256_hex, unix_from_rfc3339, ErrorCode, PairState};
+use syncropel_store::StateChange;
+
+use super::pairs::{self, by_inbound_account, find, transition};
+use super::state::{self as fstate, REFRESH};
+use crate::accounts;
+use crate::app::{AppState, JsonBody};
+use crate::auth::{mint_token, Caller, Scope};
+use crate::error::{ApiError, ApiResult};
+use crate::routes::PathParam;
+use crate::tenant::Tenant;
+
+/// Pair tokens live this long.
+pub const TOKEN_TTL_SECS: i64 = 90 * 24 * 3600;
+/// The initiator renews once this little is left (day 83 of 90)…
+const INITIATOR_WINDOW_SECS: i64 = 7 * 24 * 3600;
+/// …and the responder once this little is left (day 85), if the initiator has not.
+const RESPONDER_WINDOW_SECS: i64 = 5 * 24 * 3600;
+/// A refresh answer is kept this long for a retry with the same nonce.
+const REPLAY_SECS: i64 = 600;
+
+/// Seconds of the steward's clock (injectable, so tests can stand at day 84).
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+pub fn system_clock() -> Clock {
+    Arc::new(crate::unix_now)
+}
+
+/// Whether this side should renew the pair's tokens now.
+fn due(pair: &PairView, now: i64) -> bool {
+    if pair.state != PairState::Active {
+        return false;
+    }
+    let Some(expires) = pair
+        .tokens
+        .outbound
+        .as_ref()
+        .and_then(|t| unix_from_rfc3339(&t.expires_at))
+    else {
+        return false;
+    };
+    let window = match pair.role {
+        PairRole::Initiator => INITIATOR_WINDOW_SECS,
+        PairRole::Responder => RESPONDER_WINDOW_SECS,
+    };
+    now >= expires - window
+}
+
+/// Renews every pair of the tenant that is due; failures are logged and retried next time.
+pub async fn renew_due(state: &AppState, tenant: &Tenant) -> ApiResult<usize> {
+    let now = (state.federation.config.clock)();
+    let mut renewed = 0;
+    for pair in pairs::load(state, tenant).await?.into_values() {
+        if !due(&pair, now) {
+            continue;
+        }
+        match renew(state, tenant, &pair).await {
+            Ok(_) => renewed += 1,
+            Err(e) => {
+                tracing::warn!(pair = %pair.pair_id, error = %e.message, "token renewal failed")
+            }
+        }
+    }
+    Ok(renewed)
+}
+
+/// Checks for due renewals every `interval`, until shutdown.
+pub fn spawn(state: AppState, tenant: Arc<Tenant>, interval: Duration) {
+    tokio::spawn(async move {
+        loop {
+            if let Err(e) = renew_due(&state, &tenant).await {
+                tracing::warn!(error = %e.message, "checking pair tokens failed");
+            }
+            tokio::select! {
+                _ = state.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+        }
+    });
+}
+
+/// Renews one pair's tokens as the caller side.
+pub async fn renew(state: &AppState, tenant: &Tenant, pair: &PairView) -> ApiResult<PairView> {
+    let store = state.store.as_ref();
+    let identity = &tenant.identity;
+    let inbound =
+        pair.tokens.inbound.clone().ok_or_else(|| {
+            ApiError::internal(format!("pair {} has no inbound token", pair.pair_id))
+        })?;
+    let old_outbound = pairs::outbound_token(state, tenant, &pair.pair_id)
+        .await?
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::AuthInvalid,
+                format!("pair {} has no outbound credential to renew", pair.pair_id),
+            )
+        })?;
+    let url = pair.peer_url.clone().unwrap_or_default();
+    // The peer's new token for us: minted now, installed only once the peer has answered.
+    let (new_inbound, _) = mint_token(&state.env, &inbound.sa_id);
+    let new_inbound_expires = crate::unix_now() + TOKEN_TTL_SECS;
+    let mut nonce = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut nonce);
+    let mut request = json!({
+        "pair_id": pair.pair_id, "generation": pair.generation, "nonce": hex::encode(nonce),
+        "issued_at_ms": crate::unix_now() * 1000, "issued_token": new_inbound,
+        "token_expires_at": rfc3339_from_unix(new_inbound_expires),
+    })
+    .as_object()
+    .cloned()
+    .unwrap_or_default();
+    sign_object(&mut request, &identity.key);
+    let (status, answer) = state
+        .federation
+        .client()
+        .post_json(
+            &format!("{}/v1/federation/pair/refresh", url.trim_end_matches('/')),
+            &Value::Object(request),
+            Some(&old_outbound),
+            Some(&identity.did),
+        )
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::PeerUnreachable, format!("refresh failed: {e}")))?;
+    if status != 200 {
+        return Err(ApiError::new(
+            ErrorCode::PeerUnreachable,
+            format!(
+                "the peer refused the refresh ({status}): {}",
+                answer["message"].as_str().unwrap_or("")
+            ),
+        ));
+    }
+    let new_outbound = answer["issued_token"]
+        .as_str()
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::PeerUnreachable,
+                "the refresh answer has no token",
+            )
+        })?
+        .to_string();
+    let new_outbound_expires = answer["token_expires_at"]
+        .as_str()
+        .and_then(unix_from_rfc3339)
+        .unwrap_or(crate::unix_now() + TOKEN_TTL_SECS);
+    // Ours for the peer: the new one in, the old one out (no overlap).
+    let minted = accounts::install_token(
+        store,
+        &tenant.id,
+        identity,
+        &inbound.sa_id,
+        new_inbound,
+        Some(TOKEN_TTL_SECS),
+    )
+    .await?;
+    accounts::revoke(store, &tenant.id, identity, &inbound.token_id).await?;
+    state.tokens.evict(&tenant.id, &inbound.token_id);
+    record_renewal(
+        state,
+        tenant,
+        pair,
+        (
+            &minted.token_id,
+            minted.expires_at.unwrap_or(new_inbound_expires),
+        ),
+        (&new_outbound, new_outbound_expires),
+    )
+    .await
+}
+
+/// Writes both `token_renewed` records and keeps the new outbound bearer.
+async fn record_renewal(
+    state: &AppState,
+    tenant: &Tenant,
+    pair: &PairView,
+    inbound: (&str, i64),
+    outbound: (&str, i64),
+) -> ApiResult<PairView> {
+    let now = crate::unix_now();
+    let first = update_body(
+        &pair.pair_id,
+        pair.generation,
+        UpdateOp::TokenRenewed,
+        None,
+        token_renewed_fields(TokenDirection::Inbound, inbound.0, inbound.1),
+        now,
+    );
+    let secret = fstate::seal_secret(
+        &tenant.identity.key,
+        &outbound_secret_handle(&pair.pair_id),
+        outbound.0,
+    );
+    let pair = transition(
+        state,
+        tenant,
+        pair,
+        first,
+        None,
+        Some("token_renewed"),
+        Vec::new(),
+    )
+    .await?;
+    let second = update_body(
+        &pair.pair_id,
+        pair.generation,
+        UpdateOp::TokenRenewed,
+        None,
+        token_renewed_fields(
+            TokenDirection::Outbound,
+            &sha256_hex(outbound.0.as_bytes()),
+            outbound.1,
+        ),
+        now,
+    );
+    transition(
+        state,
+        tenant,
+        &pair,
+        second,
+        None,
+        Some("token_renewed"),
+        vec![secret],
+    )
+    .await
+}
+
+/// `POST /v1/federation/pair/refresh`: the peer renews. Authenticated by the bearer being
+/// renewed and the peer's identity signature.
+pub async fn refresh(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Response> {
+    caller.tenant.require_writable()?;
+    let tenant = caller.tenant.clone();
+    let grant = caller.grant.clone().ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::AuthRequired,
+            "the pair token being renewed is required",
+        )
+    })?;
+    let pair = by_inbound_account(&state, &tenant, &grant.sa_id)
+        .await?
+        .ok_or_else(|| {
+            ApiError::new(ErrorCode::PermissionDenied, "this token belongs to no pair")
+        })?;
+    let object = body
+        .as_object()
+        .ok_or_else(|| ApiError::validation("the refresh must be a JSON object"))?;
+    let signer = verify_object(object).map_err(|e| {
+        ApiError::new(
+            ErrorCode::UnauthenticatedInitiator,
+            format!("the refresh signature: {e}"),
+        )
+    })?;
+    if signer != pair.peer_did || body["pair_id"].as_str() != Some(pair.pair_id.as_str()) {
+        return Err(ApiError::new(
+            ErrorCode::UnauthenticatedInitiator,
+            "the refresh is not signed by this pair's peer",
+        ));
+    }
+    let nonce = body["nonce"]
+        .as_str()
+        .filter(|n| n.len() == 64)
+        .ok_or_else(|| ApiError::validation("'nonce' must be 64 hex characters"))?;
+    let key = format!("refresh/{}", sha256_hex(nonce.as_bytes()));
+    let now = crate::unix_now();
+    if let Some(text) = state.store.state_get(&tenant.id, REFRESH, &key).await? {
+        let cached: Value = fstate::parse(&text)?;
+        if cached["at"]
+            .as_i64()
+            .is_some_and(|at| now - at < REPLAY_SECS)
+        {
+            let token =
+                fstate::open_secret(state.store.as_ref(), &tenant.id, &tenant.identity.key, &key)
+                    .await?;
+            return Ok(Json(json!({
+                "object": "pair_refresh", "pair_id": pair.pair_id, "issued_token": token,
+                "token_expires_at": cached["token_expires_at"],
+            }))
+            .into_response());
+        }
+        return Err(ApiError::new(
+            ErrorCode::NonceReused,
+            "this refresh nonce has been used",
+        ));
+    }
+    let their_token = body["issued_token"]
+        .as_str()
+        .ok_or_else(|| ApiError::validation("'issued_token' is required"))?
+        .to_string();
+    let their_expires = body["token_expires_at"]
+        .as_str()
+        .and_then(unix_from_rfc3339)
+        .unwrap_or(now + TOKEN_TTL_SECS);
+    let store = state.store.as_ref();
+    let identity = &tenant.identity;
+    let minted = accounts::mint(
+        store,
+        &tenant.id,
+        identity,
+        &state.env,
+        &grant.sa_id,
+        Some(TOKEN_TTL_SECS),
+    )
+    .await?;
+    accounts::revoke(store, &tenant.id, identity, &grant.token_id).await?;
+    state.tokens.evict(&tenant.id, &grant.token_id);
+    let expires = minted.expires_at.unwrap_or(now + TOKEN_TTL_SECS);
+    let replay = vec![
+        StateChange::put(
+            REFRESH,
+            &key,
+            json!({"at": now, "token_expires_at": rfc3339_from_unix(expires)}).to_string(),
+        ),
+        fstate::seal_secret(&identity.key, &key, &minted.token),
+    ];
+    state.store.write(&tenant.id, Vec::new(), replay).await?;
+    record_renewal(
+        &state,
+        &tenant,
+        &pair,
+        (&minted.token_id, expires),
+        (&their_token, their_expires),
+    )
+    .await?;
+    Ok(Json(json!({
+        "object": "pair_refresh", "pair_id": pair.pair_id, "issued_token": minted.token,
+        "token_expires_at": rfc3339_from_unix(expires),
+    }))
+    .into_response())
+}
+
+/// `POST /v1/federation/pairs/{id}/refresh`: the operator renews now (`spl federation refresh`).
+pub async fn refresh_now(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParam(key): PathParam,
+) -> ApiResult<Response> {
+    caller.require(Scope::FederationManage)?;
+    caller.tenant.require_writable()?;
+    let pair = find(&state, &caller.tenant, &key).await?;
+    let pair = renew(&state, &caller.tenant, &pair).await?;
+    Ok(Json(pairs::view(&state, &caller.tenant.id, &pair)).into_response())
+}

@@ -1,0 +1,202 @@
+//! Typed access to the federation state the record log does not hold (the store's
+//! `federation_state` documents): the cursor epoch and key of this store, pull cursors, secrets
+//! peers issued to us, handshakes in flight and quarantined records.
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use syncropel_protocol::Keypair;
+use syncropel_store::{RecordStore, StateChange};
+
+use crate::error::{ApiError, ApiResult};
+
+pub const SYNC_META: &str = "sync_meta";
+pub const CURSOR: &str = "cursor";
+pub const SECRET: &str = "secret";
+pub const HANDSHAKE: &str = "handshake";
+/// Answers to token refreshes, kept for a retry with the same nonce (not handshakes: the
+/// handshake rows are listed and parsed as such).
+pub const REFRESH: &str = "refresh";
+pub const QUARANTINE: &str = "quarantine";
+pub const LEGACY_PAIR: &str = "legacy_pair";
+
+/// What makes this store's cursors: an epoch naming this life of the store and the HMAC key.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct SyncMeta {
+    pub epoch: String,
+    /// Hex of the HMAC key.
+    key: String,
+}
+
+impl SyncMeta {
+    pub fn mac_key(&self) -> Vec<u8> {
+        hex::decode(&self.key).unwrap_or_default()
+    }
+}
+
+/// The store's cursor epoch and key, made on first use (the first writer wins, so replicas agree).
+pub async fn sync_meta(store: &dyn RecordStore, tenant: &str) -> ApiResult<SyncMeta> {
+    if let Some(text) = store.state_get(tenant, SYNC_META, "cursor").await? {
+        return parse(&text);
+    }
+    let mut epoch = [0u8; 8];
+    let mut key = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut epoch);
+    rand::thread_rng().fill_bytes(&mut key);
+    let fresh = SyncMeta {
+        epoch: hex::encode(epoch),
+        key: hex::encode(key),
+    };
+    let change = StateChange::put_if_absent(SYNC_META, "cursor", to_text(&fresh));
+    store.write(tenant, Vec::new(), vec![change]).await?;
+    let text = store
+        .state_get(tenant, SYNC_META, "cursor")
+        .await?
+        .ok_or_else(|| ApiError::internal("the cursor key vanished after it was written"))?;
+    parse(&text)
+}
+
+/// Where a puller is in one source's thread.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct PullCursor {
+    pub cursor: String,
+    pub last_sync_at: Option<i64>,
+    pub pulled: u64,
+}
+
+/// The key of a cursor row: the source (pair or legacy pair id) and the thread.
+pub fn cursor_key(source: &str, thread: &str) -> String {
+    format!("{source}\n{thread}")
+}
+
+pub fn split_cursor_key(key: &str) -> Option<(&str, &str)> {
+    key.split_once('\n')
+}
+
+pub async fn pull_cursor(
+    store: &dyn RecordStore,
+    tenant: &str,
+    source: &str,
+    thread: &str,
+) -> ApiResult<Option<PullCursor>> {
+    match store
+        .state_get(tenant, CURSOR, &cursor_key(source, thread))
+        .await?
+    {
+        Some(text) => Ok(Some(parse(&text)?)),
+        None => Ok(None),
+    }
+}
+
+pub fn put_cursor(source: &str, thread: &str, cursor: &PullCursor) -> StateChange {
+    StateChange::put(CURSOR, &cursor_key(source, thread), to_text(cursor))
+}
+
+/// Secrets (bearers a peer issued to us) are sealed with a key derived from the tenant's identity
+/// key, which is itself sealed at rest in hosted mode: a database dump alone reveals no bearer.
+pub fn seal_secret(identity: &Keypair, handle: &str, plaintext: &str) -> StateChange {
+    let mut nonce = [0u8; 24];
+    rand::thread_rng().fill_bytes(&mut nonce);
+    let sealed = cipher(identity)
+        .encrypt(
+            XNonce::from_slice(&nonce),
+            Payload {
+                msg: plaintext.as_bytes(),
+                aad: handle.as_bytes(),
+            },
+        )
+        .expect("sealing in memory cannot fail");
+    let text = format!("{}.{}", hex::encode(nonce), hex::encode(sealed));
+    StateChange::put(SECRET, handle, text)
+}
+
+pub async fn open_secret(
+    store: &dyn RecordStore,
+    tenant: &str,
+    identity: &Keypair,
+    handle: &str,
+) -> ApiResult<Option<String>> {
+    let Some(text) = store.state_get(tenant, SECRET, handle).await? else {
+        return Ok(None);
+    };
+    let (nonce, sealed) = text
+        .split_once('.')
+        .and_then(|(n, s)| Some((hex::decode(n).ok()?, hex::decode(s).ok()?)))
+        .filter(|(n, _)| n.len() == 24)
+        .ok_or_else(|| ApiError::internal(format!("secret {handle} is malformed")))?;
+    let plain = cipher(identity)
+        .decrypt(
+            XNonce::from_slice(&nonce),
+            Payload {
+                msg: &sealed,
+                aad: handle.as_bytes(),
+            },
+        )
+        .map_err(|_| {
+            ApiError::internal(format!("secret {handle} does not open with this identity"))
+        })?;
+    String::from_utf8(plain)
+        .map(Some)
+        .map_err(|_| ApiError::internal(format!("secret {handle} is not text")))
+}
+
+fn cipher(identity: &Keypair) -> XChaCha20Poly1305 {
+    let mut hasher = Sha256::new();
+    hasher.update(b"syncropel federation secrets v1\n");
+    hasher.update(identity.seed());
+    XChaCha20Poly1305::new(&hasher.finalize())
+}
+
+pub fn to_text<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("state documents always serialize")
+}
+
+pub fn parse<T: for<'de> Deserialize<'de>>(text: &str) -> ApiResult<T> {
+    serde_json::from_str(text).map_err(|e| ApiError::internal(format!("state is malformed: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn secrets_open_only_with_their_identity_and_handle() {
+        let store = syncropel_store::SqliteStore::open_in_memory()
+            .await
+            .unwrap();
+        let key = Keypair::from_seed(&[4; 32]);
+        let change = seal_secret(&key, "h1", "spl_prod_sa_x_secret");
+        let StateChange::Put { value, .. } = &change else {
+            panic!("a put")
+        };
+        assert!(!value.contains("secret"));
+        store.write("t", Vec::new(), vec![change]).await.unwrap();
+        assert_eq!(
+            open_secret(&store, "t", &key, "h1")
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("spl_prod_sa_x_secret")
+        );
+        let other = Keypair::from_seed(&[5; 32]);
+        assert!(open_secret(&store, "t", &other, "h1").await.is_err());
+        assert_eq!(open_secret(&store, "t", &key, "h2").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn the_cursor_key_is_made_once() {
+        let store = syncropel_store::SqliteStore::open_in_memory()
+            .await
+            .unwrap();
+        let first = sync_meta(&store, "t").await.unwrap();
+        let again = sync_meta(&store, "t").await.unwrap();
+        assert_eq!(first.epoch, again.epoch);
+        assert_eq!(first.mac_key(), again.mac_key());
+        assert_eq!(first.epoch.len(), 16);
+        assert_eq!(first.mac_key().len(), 32);
+        let other = sync_meta(&store, "u").await.unwrap();
+        assert_ne!(first.mac_key(), other.mac_key());
+    }
+}

@@ -1,0 +1,147 @@
+//! Pull jobs shared across hosted replicas (FEDERATION §5.4): every job is a row of
+//! `pull_leases`; the replica holding a row's lease runs the job. Each replica renews its
+//! leases and claims expired ones every third of the lease time, so when a replica dies its
+//! jobs move to the others within one lease time.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::distributions::{Alphanumeric, DistString};
+use sqlx::{PgPool, Row};
+
+use super::Platform;
+use crate::app::AppState;
+use crate::error::{ApiError, ApiResult};
+use crate::federation::{self, JobPlacement};
+use crate::unix_now;
+
+/// Most jobs one replica claims per sweep.
+const CLAIM_BATCH: i64 = 500;
+
+pub struct Leases {
+    pool: PgPool,
+    /// This replica's name in `holder`.
+    holder: String,
+    ttl: Duration,
+}
+
+impl Leases {
+    pub fn new(pool: PgPool, ttl: Duration) -> Leases {
+        let holder = format!(
+            "rep_{}",
+            Alphanumeric.sample_string(&mut rand::thread_rng(), 12)
+        );
+        Leases { pool, holder, ttl }
+    }
+
+    fn until(&self) -> i64 {
+        unix_now() + self.ttl.as_secs().max(1) as i64
+    }
+
+    /// Renews this replica's leases and claims expired ones; returns every job it now holds.
+    async fn sweep(&self) -> Result<Vec<(String, String, String)>, sqlx::Error> {
+        let rows = sqlx::query(
+            "WITH due AS ( \
+               SELECT tenant, source, thread FROM pull_leases \
+               WHERE holder = $1 OR lease_until < $2 \
+               ORDER BY holder = $1 DESC, lease_until \
+               LIMIT $4 FOR UPDATE SKIP LOCKED \
+             ) \
+             UPDATE pull_leases p SET holder = $1, lease_until = $3 FROM due \
+             WHERE p.tenant = due.tenant AND p.source = due.source AND p.thread = due.thread \
+             RETURNING p.tenant, p.source, p.thread",
+        )
+        .bind(&self.holder)
+        .bind(unix_now())
+        .bind(self.until())
+        .bind(CLAIM_BATCH)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get("tenant"), r.get("source"), r.get("thread")))
+            .collect())
+    }
+}
+
+#[async_trait::async_trait]
+impl JobPlacement for Leases {
+    async fn claim(&self, tenant: &str, source: &str, thread: &str) -> ApiResult<bool> {
+        let claimed: Option<i32> = sqlx::query_scalar(
+            "INSERT INTO pull_leases (tenant, source, thread, holder, lease_until) \
+             VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (tenant, source, thread) DO UPDATE \
+               SET holder = excluded.holder, lease_until = excluded.lease_until \
+               WHERE pull_leases.holder = excluded.holder OR pull_leases.lease_until < $6 \
+             RETURNING 1",
+        )
+        .bind(tenant)
+        .bind(source)
+        .bind(thread)
+        .bind(&self.holder)
+        .bind(self.until())
+        .bind(unix_now())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(claimed.is_some())
+    }
+
+    async fn release(&self, tenant: &str, source: &str) -> ApiResult<()> {
+        sqlx::query("DELETE FROM pull_leases WHERE tenant = $1 AND source = $2")
+            .bind(tenant)
+            .bind(source)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Runs this replica's share of the jobs until shutdown: sweeps every third of the lease time,
+/// starts the jobs it holds and stops those it no longer holds.
+pub fn spawn(state: AppState, platform: Arc<Platform>, leases: Arc<Leases>) {
+    tokio::spawn(async move {
+        let every = leases.ttl / 3;
+        loop {
+            match leases.sweep().await {
+                Ok(held) => {
+                    if let Err(e) = run_held(&state, &platform, &held).await {
+                        tracing::warn!(error = %e.message, "starting leased pull jobs failed");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "renewing pull leases failed; will retry"),
+            }
+            tokio::select! {
+                _ = state.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+        }
+    });
+}
+
+async fn run_held(
+    state: &AppState,
+    platform: &Platform,
+    held: &[(String, String, String)],
+) -> Result<(), ApiError> {
+    let jobs = &state.federation.jobs;
+    let wanted: HashSet<(String, String, String)> = held.iter().cloned().collect();
+    for key in jobs.running() {
+        if !wanted.contains(&key) {
+            jobs.stop_one(&key.0, &key.1, &key.2);
+        }
+    }
+    for (tenant_id, source, thread) in held {
+        let Some(tenant) = platform.tenant_by_id(tenant_id).await? else {
+            continue;
+        };
+        jobs.ensure(
+            state,
+            tenant,
+            source,
+            thread,
+            federation::resolver_for(source),
+        );
+    }
+    Ok(())
+}

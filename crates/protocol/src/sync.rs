@@ -1,6 +1,8 @@
 //! The sync wire (FEDERATION §5): the opaque cursors of `GET /v1/sync/changes` and the checks a
 //! puller runs on every item a peer serves before anything reaches its store (§1.1).
 
+use std::collections::HashMap;
+
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use ed25519_dalek::{Signature, VerifyingKey};
@@ -285,12 +287,15 @@ impl Rejection {
 pub fn verify_items(items: &[PeerItem]) -> Vec<Result<(), Rejection>> {
     let mut outcomes: Vec<Result<(), Rejection>> = Vec::with_capacity(items.len());
     let mut pending: Vec<(usize, VerifyingKey, Signature)> = Vec::new();
+    // A page is mostly signed by a few keys; decoding a key (a point decompression) costs about
+    // as much as a batched verification, so each is decoded once per page.
+    let mut keys: HashMap<&str, Option<VerifyingKey>> = HashMap::new();
     for (index, item) in items.iter().enumerate() {
         if item.redaction.is_some() {
             outcomes.push(Ok(()));
             continue;
         }
-        match prepare(item) {
+        match prepare(item, &mut keys) {
             Ok((key, signature)) => {
                 pending.push((index, key, signature));
                 outcomes.push(Ok(()));
@@ -317,17 +322,22 @@ pub fn verify_items(items: &[PeerItem]) -> Vec<Result<(), Rejection>> {
     outcomes
 }
 
-fn prepare(item: &PeerItem) -> Result<(VerifyingKey, Signature), Rejection> {
+fn prepare<'a>(
+    item: &'a PeerItem,
+    keys: &mut HashMap<&'a str, Option<VerifyingKey>>,
+) -> Result<(VerifyingKey, Signature), Rejection> {
     if record_id(&item.canonical) != item.id {
         return Err(Rejection::IdMismatch);
     }
     let sig = item.sig.as_deref().ok_or(Rejection::SignatureRequired)?;
     let did = item.signing_did()?;
-    let key = public_key_from_did_key(did)
-        .ok()
-        .and_then(|bytes| VerifyingKey::from_bytes(&bytes).ok())
-        .filter(|key| !key.is_weak())
-        .ok_or(Rejection::SignatureInvalid)?;
+    let key = *keys.entry(did).or_insert_with(|| {
+        public_key_from_did_key(did)
+            .ok()
+            .and_then(|bytes| VerifyingKey::from_bytes(&bytes).ok())
+            .filter(|key| !key.is_weak())
+    });
+    let key = key.ok_or(Rejection::SignatureInvalid)?;
     let signature = decode_signature(sig).map_err(|_| Rejection::SignatureInvalid)?;
     Ok((key, Signature::from_bytes(&signature)))
 }

@@ -320,6 +320,19 @@ pub fn with_sequence(json: &str, seq: i64) -> String {
     out
 }
 
+/// Whether `incoming` (a record from a peer) replaces `stored`: a consent stub (FEDERATION §6.3)
+/// is replaced by the full record of the same id once that has arrived verified. Nothing else
+/// stored is ever rewritten.
+pub(crate) fn replaces_stub(stored: &str, incoming: &str) -> bool {
+    let is_stub = |json: &str| {
+        serde_json::from_str::<serde_json::Value>(json)
+            .ok()
+            .and_then(|v| v.get("redacted").and_then(serde_json::Value::as_bool))
+            == Some(true)
+    };
+    is_stub(stored) && !is_stub(incoming)
+}
+
 /// Seconds since the Unix epoch, for `updated_at` columns.
 pub(crate) fn unix_now() -> i64 {
     std::time::SystemTime::now()

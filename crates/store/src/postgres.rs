@@ -902,7 +902,7 @@ async fn write_batch(
             _ => None,
         })
         .collect();
-    let mut appended = resolve(conn, &appends, &mut pending, checked)
+    let mut appended = resolve(conn, &appends, &mut pending, checked, false)
         .await?
         .into_iter();
 
@@ -923,7 +923,14 @@ async fn write_batch(
                 let result = apply_change(conn, tenant, change).await?;
                 if let Ok(true) = result {
                     // As in SQLite: the change stands even if its audit record were a replay.
-                    resolve(conn, &[(tenant.as_str(), audit)], &mut pending, checked).await?;
+                    resolve(
+                        conn,
+                        &[(tenant.as_str(), audit)],
+                        &mut pending,
+                        checked,
+                        false,
+                    )
+                    .await?;
                 }
                 OpOutcome::Auth(result)
             }
@@ -935,7 +942,8 @@ async fn write_batch(
             } => {
                 let records: Vec<(&str, &NewRecord)> =
                     records.iter().map(|r| (tenant.as_str(), r)).collect();
-                let results = resolve(conn, &records, &mut pending, checked).await?;
+                // Peers' records: a full record may replace a consent stub of the same id.
+                let results = resolve(conn, &records, &mut pending, checked, true).await?;
                 for change in state {
                     apply_state(conn, tenant, change).await?;
                 }
@@ -958,6 +966,7 @@ async fn resolve<'a>(
     records: &[(&'a str, &'a NewRecord)],
     pending: &mut Pending<'a>,
     checked: bool,
+    upgrade_stubs: bool,
 ) -> Result<Vec<Result<Appended>>> {
     if records.is_empty() {
         return Ok(Vec::new());
@@ -971,7 +980,15 @@ async fn resolve<'a>(
     for &(tenant, record) in records {
         let key = (tenant.to_string(), record.id.clone());
         if let Some(stored) = stored_ids.get(&key) {
-            outcomes.push(Ok(Appended::Existing(stored.clone())));
+            if upgrade_stubs && crate::replaces_stub(&stored.json, &record.json) {
+                replace_stub(conn, tenant, record, stored.seq).await?;
+                outcomes.push(Ok(Appended::Existing(StoredRecord {
+                    json: with_sequence(&record.json, stored.seq),
+                    ..stored.clone()
+                })));
+            } else {
+                outcomes.push(Ok(Appended::Existing(stored.clone())));
+            }
             continue;
         }
         if let Some(stored) = pending.by_id.get(&(tenant, record.id.as_str())) {
@@ -1194,6 +1211,30 @@ async fn flush(conn: &mut PgConnection, pending: &Pending<'_>, checked: bool) ->
             StoreError::Conflicted
         });
     }
+    Ok(())
+}
+
+/// Puts a peer's full record in place of its consent stub (same id, same sequence).
+async fn replace_stub(
+    conn: &mut PgConnection,
+    tenant: &str,
+    record: &NewRecord,
+    seq: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE records SET record_json = $3, l0 = $4, l1 = $5, l2 = $6, l3 = $7, \
+         search = to_tsvector('simple', $8) WHERE tenant = $1 AND seq = $2",
+    )
+    .bind(tenant)
+    .bind(seq)
+    .bind(&record.json)
+    .bind(&record.hash_levels[0])
+    .bind(&record.hash_levels[1])
+    .bind(&record.hash_levels[2])
+    .bind(&record.hash_levels[3])
+    .bind(search_text(&record.json))
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 

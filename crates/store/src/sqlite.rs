@@ -215,7 +215,11 @@ impl RecordStore for SqliteStore {
 
     async fn head_seq(&self, tenant: &str) -> Result<i64> {
         Ok(
-            sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM records WHERE tenant = ?")
+            // Newest first by rowid: the first row of the tenant ends the scan (an aggregate
+            // would visit every row).
+            sqlx::query_scalar(
+                "SELECT coalesce((SELECT seq FROM records WHERE tenant = ? ORDER BY seq DESC LIMIT 1), 0)",
+            )
                 .bind(tenant)
                 .fetch_one(&self.reader)
                 .await?,
@@ -495,7 +499,13 @@ async fn run_writer(
             }
         }
         if !writes.is_empty() {
-            unindexed += writes.len();
+            unindexed += writes
+                .iter()
+                .map(|op| match op {
+                    WriteOp::Write { records, .. } => records.len(),
+                    _ => 1,
+                })
+                .sum::<usize>();
             commit_batch(&mut conn, &mut writes, &events).await;
         }
         if !index_waiters.is_empty() || unindexed >= SEARCH_INDEX_EVERY {
@@ -646,7 +656,7 @@ async fn write_batch(conn: &mut SqliteConnection, batch: &[WriteOp]) -> Result<V
     if explicit {
         sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
     }
-    let mut appended = insert_records(conn, &appends).await?.into_iter();
+    let mut appended = insert_records(conn, &appends, false).await?.into_iter();
 
     let mut outcomes = Vec::with_capacity(batch.len());
     for op in batch {
@@ -663,7 +673,7 @@ async fn write_batch(conn: &mut SqliteConnection, batch: &[WriteOp]) -> Result<V
                 ..
             } => match apply_change(conn, tenant, change).await? {
                 Ok(true) => {
-                    let stored = insert_records(conn, &[(tenant, audit)]).await?;
+                    let stored = insert_records(conn, &[(tenant, audit)], false).await?;
                     let audit = match stored.into_iter().next() {
                         Some(Ok(Appended::Inserted(record))) => Some(record),
                         _ => None,
@@ -680,7 +690,8 @@ async fn write_batch(conn: &mut SqliteConnection, batch: &[WriteOp]) -> Result<V
             } => {
                 let records: Vec<(&str, &NewRecord)> =
                     records.iter().map(|r| (tenant.as_str(), r)).collect();
-                let results = insert_records(conn, &records).await?;
+                // Peers' records: a full record may replace a consent stub of the same id.
+                let results = insert_records(conn, &records, true).await?;
                 for change in state {
                     apply_state(conn, tenant, change).await?;
                 }
@@ -704,6 +715,7 @@ const INSERT_CHUNK: usize = 512;
 async fn insert_records(
     conn: &mut SqliteConnection,
     records: &[(&str, &NewRecord)],
+    upgrade_stubs: bool,
 ) -> Result<Vec<Result<Appended>>> {
     let mut outcomes = Vec::with_capacity(records.len());
     for chunk in records.chunks(INSERT_CHUNK) {
@@ -744,7 +756,7 @@ async fn insert_records(
                     thread: record.thread.clone(),
                     json: with_sequence(&record.json, seq),
                 })),
-                None => explain_conflict(conn, tenant, record).await?,
+                None => explain_conflict(conn, tenant, record, upgrade_stubs).await?,
             };
             outcomes.push(outcome);
         }
@@ -757,6 +769,7 @@ async fn explain_conflict(
     conn: &mut SqliteConnection,
     tenant: &str,
     record: &NewRecord,
+    upgrade_stubs: bool,
 ) -> Result<Result<Appended>> {
     let existing =
         sqlx::query("SELECT seq, id, thread, record_json FROM records WHERE tenant = ? AND id = ?")
@@ -765,13 +778,56 @@ async fn explain_conflict(
             .fetch_optional(&mut *conn)
             .await?;
     Ok(match existing {
-        Some(row) => Ok(Appended::Existing(stored_from_row(&row))),
+        Some(row) => {
+            let stored = stored_from_row(&row);
+            if upgrade_stubs && crate::replaces_stub(&stored.json, &record.json) {
+                replace_stub(conn, tenant, record, stored.seq).await?;
+                Ok(Appended::Existing(StoredRecord {
+                    json: with_sequence(&record.json, stored.seq),
+                    ..stored
+                }))
+            } else {
+                Ok(Appended::Existing(stored))
+            }
+        }
         None => Err(StoreError::DuplicateClock {
             thread: record.thread.clone(),
             actor: record.actor.clone(),
             clock: record.clock,
         }),
     })
+}
+
+/// Puts the full record in place of its stub (same id, same sequence). A stub's body has no
+/// text, so if the stub was already indexed for search, the full body's text is added now.
+async fn replace_stub(
+    conn: &mut SqliteConnection,
+    tenant: &str,
+    record: &NewRecord,
+    seq: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE records SET record_json = ?, l0 = ?, l1 = ?, l2 = ?, l3 = ? WHERE tenant = ? AND seq = ?",
+    )
+    .bind(&record.json)
+    .bind(&record.hash_levels[0])
+    .bind(&record.hash_levels[1])
+    .bind(&record.hash_levels[2])
+    .bind(&record.hash_levels[3])
+    .bind(tenant)
+    .bind(seq)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO records_fts (rowid, text) \
+         SELECT seq, (SELECT coalesce(group_concat(value, ' '), '') \
+                      FROM json_tree(record_json, '$.body') WHERE type = 'text') \
+         FROM records WHERE seq = ? AND seq <= (SELECT indexed_seq FROM search_index_state)",
+    )
+    .bind(seq)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 async fn apply_change(

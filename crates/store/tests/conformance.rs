@@ -46,6 +46,7 @@ conformance!(
     search_refuses_no_words_and_reads_awkward_bodies,
     auth_changes_apply_with_their_audit_record,
     concurrent_token_lookups_each_get_their_own_answer,
+    writes_move_state_with_their_records_and_replace_only_stubs,
 );
 
 fn all(limit: u32) -> ListFilter {
@@ -684,4 +685,121 @@ async fn concurrent_token_lookups_each_get_their_own_answer(store: Arc<dyn Recor
             None => assert!(!known, "{tenant}/{token} must be found"),
         }
     }
+}
+
+/// `write` stores records and state changes together; a peer's full record replaces the consent
+/// stub of the same id (and is found by search), while any other stored record stays as it was,
+/// and `append` never replaces a stub.
+async fn writes_move_state_with_their_records_and_replace_only_stubs(store: Arc<dyn RecordStore>) {
+    use syncropel_store::StateChange;
+    let stub_json =
+        r#"{"id":"r1","thread":"th","clock":1,"body":{"redacted":true},"redacted":true}"#;
+    let mut stub = record_with_body("r1", "th", "a", 1, r#"{"redacted":true}"#);
+    stub.json = stub_json.to_string();
+    let results = store
+        .write(
+            "t",
+            vec![stub, record("th", "a", 2, "plain")],
+            vec![StateChange::put("cursor", "k", "c1")],
+        )
+        .await
+        .unwrap();
+    assert!(results
+        .iter()
+        .all(|r| matches!(r, Ok(Appended::Inserted(_)))));
+    assert_eq!(
+        store
+            .state_get("t", "cursor", "k")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("c1")
+    );
+    let seq = store.get("t", "r1").await.unwrap().unwrap().seq;
+
+    // Through append (a local client) the stub stays.
+    let full = record_with_body("r1", "th", "a", 1, r#"{"text":"glowing marmot"}"#);
+    store.append("t", full.clone()).await.unwrap();
+    assert!(store
+        .get("t", "r1")
+        .await
+        .unwrap()
+        .unwrap()
+        .json
+        .contains("redacted"));
+
+    // From a peer the full record takes the stub's place, same sequence.
+    let results = store
+        .write(
+            "t",
+            vec![full.clone()],
+            vec![
+                StateChange::put("cursor", "k", "c2"),
+                StateChange::delete("cursor", "gone"),
+            ],
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(&results[0], Ok(Appended::Existing(r)) if r.seq == seq && r.json.contains("marmot"))
+    );
+    let now = store.get("t", "r1").await.unwrap().unwrap();
+    assert_eq!(now.seq, seq);
+    assert!(now.json.contains("marmot") && !now.json.contains("redacted"));
+    assert_eq!(
+        store
+            .state_get("t", "cursor", "k")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("c2")
+    );
+    let found = store
+        .search("t", &["marmot".to_string()], 10)
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1);
+
+    // A full record is never replaced, not even by another full record of the same id.
+    let other = record_with_body("r1", "th", "a", 1, r#"{"text":"something else"}"#);
+    store.write("t", vec![other], Vec::new()).await.unwrap();
+    assert!(store
+        .get("t", "r1")
+        .await
+        .unwrap()
+        .unwrap()
+        .json
+        .contains("marmot"));
+
+    // PutIfAbsent keeps the first value; lists are per tenant and kind, ordered by key.
+    store
+        .write(
+            "t",
+            Vec::new(),
+            vec![
+                StateChange::put_if_absent("cursor", "k", "c3"),
+                StateChange::put("cursor", "a", "x"),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.state_list("t", "cursor").await.unwrap(),
+        vec![
+            ("a".to_string(), "x".to_string()),
+            ("k".to_string(), "c2".to_string())
+        ]
+    );
+    assert!(store.state_list("u", "cursor").await.unwrap().is_empty());
+    assert_eq!(
+        store.head_seq("t").await.unwrap(),
+        store
+            .list("t", &all(100))
+            .await
+            .unwrap()
+            .last()
+            .unwrap()
+            .seq
+    );
+    assert_eq!(store.head_seq("u").await.unwrap(), 0);
 }

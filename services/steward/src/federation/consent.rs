@@ -14,7 +14,6 @@ use syncropel_protocol::consent::{
     CONSENT_AUDIT_KIND, CONSENT_AUDIT_THREAD, CONSENT_THREAD,
 };
 use syncropel_protocol::{unix_from_rfc3339, validate_namespace_id, ErrorCode, DEFAULT_NAMESPACE};
-use syncropel_store::ListFilter;
 
 use super::write_own;
 use crate::app::{AppState, JsonBody};
@@ -52,28 +51,14 @@ impl Grants {
 
 /// Every consent body on `th_consent`, in log order.
 async fn bodies(state: &AppState, tenant: &str) -> ApiResult<Vec<Map<String, Value>>> {
-    let mut bodies = Vec::new();
-    let mut after = 0;
-    loop {
-        let filter = ListFilter {
-            thread: Some(CONSENT_THREAD.into()),
-            actor: None,
-            since_clock: None,
-            after_seq: after,
-            limit: 1000,
-        };
-        let page = state.store.list(tenant, &filter).await?;
-        let Some(last) = page.last() else { break };
-        after = last.seq;
-        for row in page {
-            if let Ok(Value::Object(mut record)) = serde_json::from_str::<Value>(&row.json) {
-                if let Some(Value::Object(body)) = record.remove("body") {
-                    bodies.push(body);
-                }
-            }
-        }
-    }
-    Ok(bodies)
+    let (records, _) = super::thread_records(state, tenant, CONSENT_THREAD).await?;
+    Ok(records
+        .into_iter()
+        .filter_map(|mut record| match record.get_mut("body").map(Value::take) {
+            Some(Value::Object(body)) => Some(body),
+            _ => None,
+        })
+        .collect())
 }
 
 /// The grants not revoked (expired ones included; activity is decided at use).

@@ -22,16 +22,16 @@ use syncropel_protocol::pair::{
     AuditChange, GenesisMap, GenesisParams, InitParams, IssuedToken, NamespaceMap, PairAudit,
     UpdateOp,
 };
-use syncropel_protocol::signed::{sign_object, verify_object};
+use syncropel_protocol::signed::verify_object;
 use syncropel_protocol::sync::{sync_item, verify_items, PeerItem};
 use syncropel_protocol::{
     pair_id, sha256_hex, Act, ErrorCode, PairState, PAIRS_AUDIT_THREAD, PAIRS_THREAD,
 };
-use syncropel_store::{NewRecord, StateChange};
+use syncropel_store::{NewRecord, ServiceAccount, StateChange};
 
 use super::pairs::{self, find, transition};
 use super::state::{self as fstate, HANDSHAKE};
-use crate::accounts;
+use crate::accounts::{self, MintedToken};
 use crate::app::{AppState, JsonBody};
 use crate::auth::{Caller, Scope};
 use crate::error::{ApiError, ApiResult};
@@ -419,24 +419,7 @@ async fn approve_row(
 ) -> ApiResult<Handshake> {
     let store = state.store.as_ref();
     let identity = &tenant.identity;
-    let sa = accounts::create_service_account(
-        store,
-        &tenant.id,
-        identity,
-        &format!("pair {}", row.peer_did),
-        PAIR_SCOPES.iter().map(|s| s.to_string()).collect(),
-        vec![row.peer_did.clone()],
-    )
-    .await?;
-    let minted = accounts::mint(
-        store,
-        &tenant.id,
-        identity,
-        &state.env,
-        &sa.id,
-        Some(TOKEN_TTL_SECS),
-    )
-    .await?;
+    let (sa, minted) = pair_credential(state, tenant, &row.peer_did).await?;
     let expires_at = minted.expires_at.unwrap_or_default();
     let issued = IssuedToken {
         token_id: minted.token_id.clone(),
@@ -511,6 +494,35 @@ async fn approve_row(
         result.map_err(ApiError::from)?;
     }
     Ok(row)
+}
+
+/// The peer's side of a pair here: an account bound to its DID with the peer-facing grains
+/// only, and its first token.
+async fn pair_credential(
+    state: &AppState,
+    tenant: &Tenant,
+    peer_did: &str,
+) -> ApiResult<(ServiceAccount, MintedToken)> {
+    let store = state.store.as_ref();
+    let sa = accounts::create_service_account(
+        store,
+        &tenant.id,
+        &tenant.identity,
+        &format!("pair {peer_did}"),
+        PAIR_SCOPES.iter().map(|s| s.to_string()).collect(),
+        vec![peer_did.to_string()],
+    )
+    .await?;
+    let minted = accounts::mint(
+        store,
+        &tenant.id,
+        &tenant.identity,
+        &state.env,
+        &sa.id,
+        Some(TOKEN_TTL_SECS),
+    )
+    .await?;
+    Ok((sa, minted))
 }
 
 fn item_of(record: &NewRecord) -> ApiResult<Value> {
@@ -862,19 +874,18 @@ pub async fn start(
         result.map_err(ApiError::from)?;
     }
 
-    let mut request = json!({
-        "actor_did": *identity.did, "peer_url": own_url, "labels": [], "namespace": namespaces,
-        "nonce": nonce, "issued_at_ms": now_ms(), "responder_did": responder,
-        "responder_manifest_sha256": manifest_sha256, "maps": maps, "mode": "polling", "mls": null,
-    })
-    .as_object()
-    .cloned()
-    .unwrap_or_default();
-    sign_object(&mut request, &identity.key);
+    let request = super::signed(
+        json!({
+            "actor_did": *identity.did, "peer_url": own_url, "labels": [], "namespace": namespaces,
+            "nonce": nonce, "issued_at_ms": now_ms(), "responder_did": responder,
+            "responder_manifest_sha256": manifest_sha256, "maps": maps, "mode": "polling", "mls": null,
+        }),
+        &identity.key,
+    );
     let (status, answer) = state
         .federation
         .client()
-        .post_json(&endpoint, &Value::Object(request), None, None)
+        .post_json(&endpoint, &request, None, None)
         .await
         .map_err(|e| ApiError::new(ErrorCode::PeerUnreachable, format!("init failed: {e}")))?;
     handle_decision(&state, &tenant, &key, row, status, answer).await
@@ -1008,46 +1019,22 @@ async fn complete(
         result.map_err(ApiError::from)?;
     }
 
-    let store = state.store.as_ref();
     let identity = &tenant.identity;
-    let sa = accounts::create_service_account(
-        store,
-        &tenant.id,
-        identity,
-        &format!("pair {}", row.peer_did),
-        PAIR_SCOPES.iter().map(|s| s.to_string()).collect(),
-        vec![row.peer_did.clone()],
-    )
-    .await?;
-    let minted = accounts::mint(
-        store,
-        &tenant.id,
-        identity,
-        &state.env,
-        &sa.id,
-        Some(TOKEN_TTL_SECS),
-    )
-    .await?;
+    let (sa, minted) = pair_credential(state, tenant, &row.peer_did).await?;
     let expires_at = minted.expires_at.unwrap_or_default();
-    let mut confirm = json!({
-        "nonce": row.nonce, "pair_id": row.pair_id, "issued_token": minted.token,
-        "token_expires_at": syncropel_protocol::rfc3339_from_unix(expires_at),
-        "genesis_id": item.id, "issued_at_ms": now_ms(),
-    })
-    .as_object()
-    .cloned()
-    .unwrap_or_default();
-    sign_object(&mut confirm, &identity.key);
+    let confirm = super::signed(
+        json!({
+            "nonce": row.nonce, "pair_id": row.pair_id, "issued_token": minted.token,
+            "token_expires_at": syncropel_protocol::rfc3339_from_unix(expires_at),
+            "genesis_id": item.id, "issued_at_ms": now_ms(),
+        }),
+        &identity.key,
+    );
     let endpoint = row.endpoint.clone().unwrap_or_default();
     let (status, reply) = state
         .federation
         .client()
-        .post_json(
-            &format!("{endpoint}/confirm"),
-            &Value::Object(confirm),
-            None,
-            None,
-        )
+        .post_json(&format!("{endpoint}/confirm"), &confirm, None, None)
         .await
         .map_err(|e| ApiError::new(ErrorCode::PeerUnreachable, format!("confirm failed: {e}")))?;
     if status != 200 {

@@ -13,7 +13,6 @@ use axum::Json;
 use futures_util::FutureExt;
 use serde_json::{json, Map, Value};
 use syncropel_protocol::{validate_thread, ErrorCode};
-use syncropel_store::ListFilter;
 
 use super::puller::{PullError, Resolver, Source};
 use super::{pairs, state as fstate, write_own};
@@ -41,57 +40,37 @@ pub struct LegacyPair {
 /// The registry: a fold over `th_sync_control`, last record per pair wins.
 pub async fn registry(state: &AppState, tenant: &str) -> ApiResult<BTreeMap<String, LegacyPair>> {
     let mut pairs = BTreeMap::new();
-    let mut after = 0;
-    loop {
-        let page = state
-            .store
-            .list(
-                tenant,
-                &ListFilter {
-                    thread: Some(CONTROL_THREAD.into()),
-                    actor: None,
-                    since_clock: None,
-                    after_seq: after,
-                    limit: 1000,
-                },
-            )
-            .await?;
-        let Some(last) = page.last() else { break };
-        after = last.seq;
-        for row in &page {
-            let Ok(record) = serde_json::from_str::<Value>(&row.json) else {
-                continue;
-            };
-            let body = &record["body"];
-            let text = |k: &str| body.get(k).and_then(Value::as_str).map(str::to_string);
-            let Some(id) = text("pair_id") else { continue };
-            match text("topic").as_deref() {
-                Some("pair_removed") => {
-                    if let Some(p) = pairs.get_mut(&id) {
-                        let p: &mut LegacyPair = p;
-                        p.recorded = "stopped".into();
-                    }
+    let (records, _) = super::thread_records(state, tenant, CONTROL_THREAD).await?;
+    for record in &records {
+        let body = &record["body"];
+        let text = |k: &str| body.get(k).and_then(Value::as_str).map(str::to_string);
+        let Some(id) = text("pair_id") else { continue };
+        match text("topic").as_deref() {
+            Some("pair_removed") => {
+                if let Some(p) = pairs.get_mut(&id) {
+                    let p: &mut LegacyPair = p;
+                    p.recorded = "stopped".into();
                 }
-                Some("pair_state") => {
-                    let new_state = text("state").unwrap_or_else(|| "starting".into());
-                    let fresh = || LegacyPair {
-                        pair_id: id.clone(),
-                        peer_did: text("peer_did").unwrap_or_default(),
-                        peer_url: text("peer_url").unwrap_or_default(),
-                        thread_id: text("thread_id").unwrap_or_default(),
-                        recorded: "starting".into(),
-                    };
-                    let entry = pairs.entry(id.clone()).or_insert_with(fresh);
-                    if entry.recorded != "stopped" {
-                        entry.recorded = new_state;
-                    } else if new_state == "starting" {
-                        // A removed pair added again (same peer and thread, so the same id):
-                        // only `create` writes `starting` for a pair the API no longer shows.
-                        *entry = fresh();
-                    }
-                }
-                _ => {}
             }
+            Some("pair_state") => {
+                let new_state = text("state").unwrap_or_else(|| "starting".into());
+                let fresh = || LegacyPair {
+                    pair_id: id.clone(),
+                    peer_did: text("peer_did").unwrap_or_default(),
+                    peer_url: text("peer_url").unwrap_or_default(),
+                    thread_id: text("thread_id").unwrap_or_default(),
+                    recorded: "starting".into(),
+                };
+                let entry = pairs.entry(id.clone()).or_insert_with(fresh);
+                if entry.recorded != "stopped" {
+                    entry.recorded = new_state;
+                } else if new_state == "starting" {
+                    // A removed pair added again (same peer and thread, so the same id):
+                    // only `create` writes `starting` for a pair the API no longer shows.
+                    *entry = fresh();
+                }
+            }
+            _ => {}
         }
     }
     Ok(pairs)

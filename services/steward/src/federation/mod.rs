@@ -241,6 +241,47 @@ pub async fn resume_jobs(state: &AppState, tenant: Arc<Tenant>) -> ApiResult<()>
     Ok(())
 }
 
+/// A handshake or notice body signed with the tenant's identity key (FEDERATION §1.1: the
+/// `sig` object over the canonical JSON of the rest).
+pub fn signed(body: Value, key: &syncropel_protocol::Keypair) -> Value {
+    let mut object = match body {
+        Value::Object(object) => object,
+        _ => Map::new(),
+    };
+    syncropel_protocol::signed::sign_object(&mut object, key);
+    Value::Object(object)
+}
+
+/// Every record of a steward-written thread (pairs, consent, sync control), in commit order,
+/// and the sequence of the last.
+pub async fn thread_records(
+    state: &AppState,
+    tenant: &str,
+    thread: &str,
+) -> ApiResult<(Vec<Value>, i64)> {
+    let mut records = Vec::new();
+    let mut after = 0;
+    loop {
+        let filter = syncropel_store::ListFilter {
+            thread: Some(thread.into()),
+            actor: None,
+            since_clock: None,
+            after_seq: after,
+            limit: 1000,
+        };
+        let page = state.store.list(tenant, &filter).await?;
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        for row in page {
+            let value = serde_json::from_str(&row.json).map_err(|e| {
+                ApiError::internal(format!("stored record {} is malformed: {e}", row.id))
+            })?;
+            records.push(value);
+        }
+    }
+    Ok((records, after))
+}
+
 /// Signs and stores records the steward writes on its own account (pair, consent and sync
 /// control records with their audit), with state changes, in one transaction. Returns their ids.
 pub async fn write_own(

@@ -15,12 +15,11 @@ use syncropel_protocol::pair::{
     audit_body, fold_pairs, outbound_secret_handle, revoke_body, update_body, AuditChange,
     PairAudit, PairView, RevokeNotify, UpdateOp,
 };
-use syncropel_protocol::signed::sign_object;
 use syncropel_protocol::sync::PeerItem;
 use syncropel_protocol::{validate_thread, ErrorCode, PairState, PAIRS_AUDIT_THREAD, PAIRS_THREAD};
 use syncropel_store::{ListFilter, StateChange};
 
-use super::puller::{pull_once, PullError, PullOutcome, Resolver, Source};
+use super::puller::{pull_through, PullError, PullOutcome, Resolver, Source};
 use super::state as fstate;
 use crate::accounts;
 use crate::app::{optional_json, AppState, JsonBody, LimitedBody};
@@ -29,31 +28,6 @@ use crate::error::{ApiError, ApiResult};
 use crate::routes::PathParam;
 use crate::tenant::Tenant;
 use crate::unix_now;
-
-/// Every record of `th_federation_pairs`, in commit order, and the last one's sequence.
-async fn pair_records(state: &AppState, tenant: &str) -> ApiResult<(Vec<Value>, i64)> {
-    let mut records = Vec::new();
-    let mut after = 0;
-    loop {
-        let filter = ListFilter {
-            thread: Some(PAIRS_THREAD.into()),
-            actor: None,
-            since_clock: None,
-            after_seq: after,
-            limit: 1000,
-        };
-        let page = state.store.list(tenant, &filter).await?;
-        let Some(last) = page.last() else { break };
-        after = last.seq;
-        for row in page {
-            let value = serde_json::from_str(&row.json).map_err(|e| {
-                ApiError::internal(format!("pair record {} is malformed: {e}", row.id))
-            })?;
-            records.push(value);
-        }
-    }
-    Ok((records, after))
-}
 
 /// A genesis counts only if the responder it names signed it.
 fn genesis_verifies(record: &Value) -> bool {
@@ -83,7 +57,7 @@ pub async fn load(state: &AppState, tenant: &Tenant) -> ApiResult<BTreeMap<Strin
             return Ok(pairs);
         }
     }
-    let (records, seq) = pair_records(state, &tenant.id).await?;
+    let (records, seq) = super::thread_records(state, &tenant.id, PAIRS_THREAD).await?;
     let pairs = fold_pairs(&records, &tenant.identity.did, genesis_verifies);
     state.federation.cache_pairs(&tenant.id, seq, pairs.clone());
     Ok(pairs)
@@ -497,14 +471,13 @@ pub async fn revoke_pair(
         let token: Option<String> = outbound_token(state, tenant, &pair.pair_id).await?;
         if let (Some(url), Some(token)) = (pair.peer_url.as_deref(), token) {
             outcome.attempted = true;
-            let mut body = json!({
-                "pair_id": pair.pair_id, "generation": pair.generation, "reason": reason,
-                "issued_at_ms": unix_now() * 1000,
-            })
-            .as_object()
-            .cloned()
-            .unwrap_or_default();
-            sign_object(&mut body, &tenant.identity.key);
+            let body = super::signed(
+                json!({
+                    "pair_id": pair.pair_id, "generation": pair.generation, "reason": reason,
+                    "issued_at_ms": unix_now() * 1000,
+                }),
+                &tenant.identity.key,
+            );
             let target = format!(
                 "{}/v1/federation/pair/notify-revoke",
                 url.trim_end_matches('/')
@@ -513,12 +486,7 @@ pub async fn revoke_pair(
                 state
                     .federation
                     .client()
-                    .post_json(
-                        &target,
-                        &Value::Object(body),
-                        Some(&token),
-                        Some(&tenant.identity.did)
-                    )
+                    .post_json(&target, &body, Some(&token), Some(&tenant.identity.did))
                     .await,
                 Ok((200..=299, _))
             );
@@ -658,26 +626,9 @@ pub async fn pull(
             None => return Err(unpaired),
         },
     };
-    let mut total = PullOutcome::default();
-    loop {
-        let outcome = pull_once(
-            &state,
-            state.federation.client(),
-            &tenant,
-            &source,
-            &thread,
-            false,
-        )
+    let total = pull_through(&state, state.federation.client(), &tenant, &source, &thread)
         .await
         .map_err(pull_error)?;
-        total.pulled += outcome.pulled;
-        total.duplicates += outcome.duplicates;
-        total.quarantined += outcome.quarantined;
-        total.cursor = outcome.cursor;
-        if !outcome.has_more {
-            break;
-        }
-    }
     if !source.id.starts_with("once_") {
         super::start_job(&state, tenant.clone(), &source.id, &thread).await?;
     }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use syncropel_federation::{Backoff, ChangesRequest, PeerClient, PeerError};
-use syncropel_protocol::sync::{verify_items, PeerItem, SyncCursor, DEFAULT_PAGE};
+use syncropel_protocol::sync::{verify_items, PeerItem, Rejection, SyncCursor, DEFAULT_PAGE};
 use syncropel_store::{Appended, StateChange, StoreError};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -98,27 +98,90 @@ pub async fn pull_once(
     thread: &str,
     longpoll: bool,
 ) -> Result<PullOutcome, PullError> {
-    let store = state.store.as_ref();
-    let mut cursor = pull_cursor(store, &tenant.id, &source.id, thread)
+    let mut cursor = pull_cursor(state.store.as_ref(), &tenant.id, &source.id, thread)
         .await?
         .unwrap_or_default();
-    let held = cursor.cursor.clone();
+    let page = fetch(client, source, thread, &cursor.cursor, longpoll).await?;
+    ingest(state, tenant, source, thread, page, &mut cursor).await
+}
+
+/// Pulls until the source has nothing more (a catch-up): each page is fetched and parsed while
+/// the one before it is verified and stored, so the source, the network and our store work at
+/// the same time. The outcome adds up every page.
+pub async fn pull_through(
+    state: &AppState,
+    client: &PeerClient,
+    tenant: &Tenant,
+    source: &Source,
+    thread: &str,
+) -> Result<PullOutcome, PullError> {
+    let mut cursor = pull_cursor(state.store.as_ref(), &tenant.id, &source.id, thread)
+        .await?
+        .unwrap_or_default();
+    let mut total = PullOutcome::default();
+    let mut page = fetch(client, source, thread, &cursor.cursor, false).await?;
+    loop {
+        let next = page.has_more.then(|| {
+            let (client, source) = (client.clone(), source.clone());
+            let (thread, since) = (thread.to_string(), page.next_cursor.clone());
+            tokio::spawn(async move { fetch(&client, &source, &thread, &since, false).await })
+        });
+        let outcome = match ingest(state, tenant, source, thread, page, &mut cursor).await {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                if let Some(next) = next {
+                    next.abort();
+                }
+                return Err(e);
+            }
+        };
+        total.pulled += outcome.pulled;
+        total.duplicates += outcome.duplicates;
+        total.quarantined += outcome.quarantined;
+        total.cursor = outcome.cursor;
+        total.has_more = outcome.has_more;
+        let Some(next) = next else {
+            return Ok(total);
+        };
+        page = next
+            .await
+            .map_err(|e| ApiError::internal(format!("fetching a page failed: {e}")))??;
+    }
+}
+
+/// A page fetched and checked against the protocol (§5.5), its items parsed and their ids and
+/// signatures checked (§1.1); not yet stored.
+struct Fetched {
+    items: Vec<PeerItem>,
+    verdicts: Vec<Result<(), Rejection>>,
+    next_cursor: String,
+    has_more: bool,
+}
+
+async fn fetch(
+    client: &PeerClient,
+    source: &Source,
+    thread: &str,
+    since: &str,
+    longpoll: bool,
+) -> Result<Fetched, PullError> {
     let request = ChangesRequest {
         base: &source.base_url,
         token: &source.token,
         actor: &source.actor,
         thread,
-        since: &held,
+        since,
         limit: DEFAULT_PAGE,
         longpoll,
         target_namespace: source.target_namespace.as_deref(),
     };
+    let mut held = since;
     let mut page = client.changes(&request).await;
-    if is_epoch_mismatch(&page) && !held.is_empty() {
+    if is_epoch_mismatch(&page) && !since.is_empty() {
         // The source's store was made anew (imported, restored): start again from its
         // beginning; what we hold already de-duplicates by id (§5.4).
         tracing::info!(source = %source.id, thread, "the source has a new store epoch; pulling again from the start");
-        cursor.cursor.clear();
+        held = "";
         page = client
             .changes(&ChangesRequest {
                 since: "",
@@ -131,15 +194,13 @@ pub async fn pull_once(
     if page.thread != thread {
         return Err(violation(format!("page is for thread '{}'", page.thread)));
     }
-    if page.has_more && page.records.is_empty() && page.next_cursor == cursor.cursor {
+    if page.has_more && page.records.is_empty() && page.next_cursor == held {
         return Err(violation(
             "has_more with no records and the same cursor".into(),
         ));
     }
-    if let (Some(held), Some(next)) = (
-        SyncCursor::peek(&cursor.cursor),
-        SyncCursor::peek(&page.next_cursor),
-    ) {
+    if let (Some(held), Some(next)) = (SyncCursor::peek(held), SyncCursor::peek(&page.next_cursor))
+    {
         if held.epoch == next.epoch && next.seq < held.seq {
             return Err(violation(format!(
                 "the cursor went backwards ({} -> {})",
@@ -158,7 +219,6 @@ pub async fn pull_once(
         }
         items.push(item);
     }
-
     // Signature checks are CPU work: a large page goes to the blocking pool.
     let (items, verdicts) = if items.len() > 32 {
         tokio::task::spawn_blocking(move || {
@@ -171,22 +231,51 @@ pub async fn pull_once(
         let verdicts = verify_items(&items);
         (items, verdicts)
     };
+    Ok(Fetched {
+        items,
+        verdicts,
+        next_cursor: page.next_cursor,
+        has_more: page.has_more,
+    })
+}
+
+/// Stores what passed the checks of a fetched page, with the cursor row, in one transaction.
+async fn ingest(
+    state: &AppState,
+    tenant: &Tenant,
+    source: &Source,
+    thread: &str,
+    page: Fetched,
+    cursor: &mut PullCursor,
+) -> Result<PullOutcome, PullError> {
+    let store = state.store.as_ref();
+    let (items, verdicts) = (page.items, page.verdicts);
 
     let mut records = Vec::with_capacity(items.len());
     // The items behind `records`, in the same order.
     let mut accepted = Vec::with_capacity(items.len());
     let mut quarantine = Vec::new();
+    // A page's records share a few namespaces: each is checked against the registry once.
+    let mut writable: HashMap<String, bool> = HashMap::new();
     for (item, verdict) in items.iter().zip(verdicts) {
         if let Err(rejection) = verdict {
             quarantine.push(quarantined(&source.id, item, rejection.code()));
             continue;
         }
-        if state
-            .namespaces
-            .check_writable(store, &tenant.id, item.envelope.namespace())
-            .await
-            .is_err()
-        {
+        let namespace = item.envelope.namespace();
+        let allowed = match writable.get(namespace) {
+            Some(allowed) => *allowed,
+            None => {
+                let allowed = state
+                    .namespaces
+                    .check_writable(store, &tenant.id, namespace)
+                    .await
+                    .is_ok();
+                writable.insert(namespace.to_string(), allowed);
+                allowed
+            }
+        };
+        if !allowed {
             quarantine.push(quarantined(&source.id, item, "NAMESPACE_REJECTED"));
             continue;
         }
@@ -208,7 +297,7 @@ pub async fn pull_once(
     cursor.last_sync_at = Some(unix_now());
     let mut changes = quarantine;
     cursor.pulled += records.len() as u64;
-    changes.push(put_cursor(&source.id, thread, &cursor));
+    changes.push(put_cursor(&source.id, thread, cursor));
     let results = store.write(&tenant.id, records, changes).await?;
     let mut clashes = Vec::new();
     for (item, result) in accepted.into_iter().zip(results) {
@@ -223,7 +312,7 @@ pub async fn pull_once(
         outcome.quarantined += clashes.len();
         store.write(&tenant.id, Vec::new(), clashes).await?;
     }
-    outcome.cursor = cursor.cursor;
+    outcome.cursor = cursor.cursor.clone();
     Ok(outcome)
 }
 
@@ -453,6 +542,19 @@ impl Jobs {
                 // at all, with its cursor.
                 _ = job.kick.notified() => continue,
                 result = pull_once(&state, &self.client, &tenant, &source, &thread, true) => result,
+            };
+            // Far behind: catch up with pipelined pages before going back to longpolls.
+            let result = match result {
+                Ok(outcome) if outcome.has_more => tokio::select! {
+                    _ = job.stop.cancelled() => return,
+                    more = pull_through(&state, &self.client, &tenant, &source, &thread) => more.map(|more| PullOutcome {
+                        pulled: outcome.pulled + more.pulled,
+                        duplicates: outcome.duplicates + more.duplicates,
+                        quarantined: outcome.quarantined + more.quarantined,
+                        ..more
+                    }),
+                },
+                other => other,
             };
             // Health first, so a pair state written below never shows beside stale health.
             let wait = match &result {

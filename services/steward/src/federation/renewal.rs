@@ -17,7 +17,7 @@ use syncropel_protocol::pair::{
     outbound_secret_handle, token_renewed_fields, update_body, PairRole, PairView, TokenDirection,
     UpdateOp,
 };
-use syncropel_protocol::signed::{sign_object, verify_object};
+use syncropel_protocol::signed::verify_object;
 use syncropel_protocol::{rfc3339_from_unix, sha256_hex, unix_from_rfc3339, ErrorCode, PairState};
 use syncropel_store::StateChange;
 
@@ -121,21 +121,20 @@ pub async fn renew(state: &AppState, tenant: &Tenant, pair: &PairView) -> ApiRes
     let new_inbound_expires = crate::unix_now() + TOKEN_TTL_SECS;
     let mut nonce = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut nonce);
-    let mut request = json!({
-        "pair_id": pair.pair_id, "generation": pair.generation, "nonce": hex::encode(nonce),
-        "issued_at_ms": crate::unix_now() * 1000, "issued_token": new_inbound,
-        "token_expires_at": rfc3339_from_unix(new_inbound_expires),
-    })
-    .as_object()
-    .cloned()
-    .unwrap_or_default();
-    sign_object(&mut request, &identity.key);
+    let request = super::signed(
+        json!({
+            "pair_id": pair.pair_id, "generation": pair.generation, "nonce": hex::encode(nonce),
+            "issued_at_ms": crate::unix_now() * 1000, "issued_token": new_inbound,
+            "token_expires_at": rfc3339_from_unix(new_inbound_expires),
+        }),
+        &identity.key,
+    );
     let (status, answer) = state
         .federation
         .client()
         .post_json(
             &format!("{}/v1/federation/pair/refresh", url.trim_end_matches('/')),
-            &Value::Object(request),
+            &request,
             Some(&old_outbound),
             Some(&identity.did),
         )

@@ -35,17 +35,32 @@ impl Leases {
         Leases { pool, holder, ttl }
     }
 
+    /// This replica's name in `pull_leases.holder`.
+    pub fn holder(&self) -> &str {
+        &self.holder
+    }
+
     fn until(&self) -> i64 {
         unix_now() + self.ttl.as_secs().max(1) as i64
     }
 
     /// Renews this replica's leases and claims expired ones; returns every job it now holds.
+    /// Every lease held is renewed; only claims come in batches (a replica holding a full batch
+    /// must neither drop its own nor stop taking over a dead replica's).
     async fn sweep(&self) -> Result<Vec<(String, String, String)>, sqlx::Error> {
-        let rows = sqlx::query(
+        let mut rows = sqlx::query(
+            "UPDATE pull_leases SET lease_until = $2 WHERE holder = $1 \
+             RETURNING tenant, source, thread",
+        )
+        .bind(&self.holder)
+        .bind(self.until())
+        .fetch_all(&self.pool)
+        .await?;
+        let claimed = sqlx::query(
             "WITH due AS ( \
                SELECT tenant, source, thread FROM pull_leases \
-               WHERE holder = $1 OR lease_until < $2 \
-               ORDER BY holder = $1 DESC, lease_until \
+               WHERE lease_until < $2 AND holder IS DISTINCT FROM $1 \
+               ORDER BY lease_until \
                LIMIT $4 FOR UPDATE SKIP LOCKED \
              ) \
              UPDATE pull_leases p SET holder = $1, lease_until = $3 FROM due \
@@ -58,6 +73,7 @@ impl Leases {
         .bind(CLAIM_BATCH)
         .fetch_all(&self.pool)
         .await?;
+        rows.extend(claimed);
         Ok(rows
             .iter()
             .map(|r| (r.get("tenant"), r.get("source"), r.get("thread")))

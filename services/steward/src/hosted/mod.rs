@@ -325,6 +325,8 @@ pub struct Hosted {
     pub state: AppState,
     pub platform: Arc<Platform>,
     pub app: Router,
+    /// This replica's leases on pull jobs.
+    pub leases: Arc<leases::Leases>,
 }
 
 /// Connects to Postgres (applying migrations) and builds the app.
@@ -358,7 +360,7 @@ pub async fn build(options: HostedOptions) -> Result<Hosted, StewardError> {
             Federation::new(options.federation, shutdown).with_placement(leases.clone()),
         ),
     };
-    leases::spawn(state.clone(), platform.clone(), leases);
+    leases::spawn(state.clone(), platform.clone(), leases.clone());
     let addressing = Arc::new(platform.config.addressing.clone());
     // The addressing middleware may rewrite the URI, so it wraps the whole router (a layer on the
     // router itself would run after routing).
@@ -384,6 +386,7 @@ pub async fn build(options: HostedOptions) -> Result<Hosted, StewardError> {
         state,
         platform,
         app,
+        leases,
     })
 }
 

@@ -106,7 +106,11 @@ impl SqliteStore {
         } else {
             options.pragma("wal_autocheckpoint", "0")
         };
-        let mut writer = SqliteConnection::connect_with(&options).await?;
+        // The writer's page cache holds a whole ingested page's dirty index pages: with
+        // SQLite's 2 MiB default, a 1000-record transaction spills pages to the WAL mid-way and
+        // writes many of them twice. Memory is taken only as pages are touched.
+        let mut writer =
+            SqliteConnection::connect_with(&options.clone().pragma("cache_size", "-16384")).await?;
         sqlx::migrate!("../../migrations/sqlite")
             .run(&mut writer)
             .await?;

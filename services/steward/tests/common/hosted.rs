@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use jsonwebtoken::{encode, EncodingKey, Header};
 use serde_json::{json, Value};
 use syncropel_steward::app::Limits;
+use syncropel_steward::federation::FederationConfig;
 use syncropel_steward::hosted::jwt::{JwtKey, JwtVerifier};
 use syncropel_steward::hosted::kek::Kek;
 use syncropel_steward::hosted::{
@@ -31,6 +32,10 @@ pub struct Config {
     pub previous_kek: Option<String>,
     pub tenant_limit: u32,
     pub deletion_grace: Duration,
+    pub federation: FederationConfig,
+    /// With a path prefix: tenants' public URLs name this replica's own address
+    /// (`http://127.0.0.1:PORT/t/<label>`), so that peers can call them.
+    pub reachable_urls: bool,
 }
 
 impl Default for Config {
@@ -41,6 +46,8 @@ impl Default for Config {
             previous_kek: None,
             tenant_limit: 3,
             deletion_grace: Duration::from_secs(30 * 24 * 3600),
+            federation: FederationConfig::default(),
+            reachable_urls: false,
         }
     }
 }
@@ -79,11 +86,17 @@ pub struct Replica {
 
 impl Replica {
     pub async fn start(database_url: &str, config: Config) -> Replica {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let base_domain = match (&config.path_prefix, config.reachable_urls) {
+            (Some(_), true) => addr.to_string(),
+            _ => BASE_DOMAIN.to_string(),
+        };
         let options = HostedOptions {
             database_url: database_url.to_string(),
             platform: PlatformConfig {
                 addressing: Addressing {
-                    base_domain: BASE_DOMAIN.into(),
+                    base_domain,
                     path_prefix: config.path_prefix.clone(),
                 },
                 public_scheme: "http".into(),
@@ -111,11 +124,10 @@ impl Replica {
             rate_limits: RateLimits::default(),
             heartbeat: Duration::from_secs(30),
             purge_interval: Duration::from_secs(3600),
-            federation: syncropel_steward::federation::FederationConfig::default(),
+            federation: config.federation.clone(),
         };
         let hosted = build(options).await.unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
+        let url = format!("http://{addr}");
         let app = hosted.app.clone();
         let shutdown = hosted.state.shutdown.clone();
         tokio::spawn(async move {

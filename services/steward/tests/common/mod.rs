@@ -48,6 +48,9 @@ pub struct Options {
     pub dir: Option<tempfile::TempDir>,
     /// Resume the pull jobs of the store's cursor rows at start, as `spl serve` does.
     pub resume_jobs: bool,
+    /// Run the pair token renewal loop (every `federation.renewal_interval`), as `spl serve`
+    /// does.
+    pub renewal: bool,
 }
 
 impl Default for Options {
@@ -63,6 +66,7 @@ impl Default for Options {
             addr: None,
             dir: None,
             resume_jobs: false,
+            renewal: false,
         }
     }
 }
@@ -121,6 +125,10 @@ impl TestSteward {
             syncropel_steward::federation::resume_jobs(&state, tenant.clone())
                 .await
                 .unwrap();
+        }
+        if options.renewal {
+            let every = state.federation.config.renewal_interval;
+            syncropel_steward::federation::renewal::spawn(state.clone(), tenant.clone(), every);
         }
         let app = router(state.clone());
         let shutdown = state.shutdown.clone();

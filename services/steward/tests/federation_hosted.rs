@@ -1,0 +1,530 @@
+//! Federation between hosted tenants and local stewards over HTTP on 127.0.0.1 (FEDERATION §4-§5):
+//! a tenant addressed by path prefix pairs with a local steward in either role, records flow both
+//! ways verified, hosted pull jobs run under a lease in `pull_leases`, and when the replica
+//! holding a lease dies the job moves to a surviving replica without losing or doubling a record.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::hosted::{Config, Replica};
+use common::{Options, TestSteward};
+use futures_util::FutureExt as _;
+use serde_json::{json, Value};
+use sqlx::Row;
+use syncropel_steward::federation::{FederationConfig, PeerTimeouts};
+use syncropel_steward::tenant::Tenant;
+use syncropel_store::testing::TestDb;
+
+const DEADLINE: Duration = Duration::from_secs(15);
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// Short intervals everywhere (as in `federation.rs`), leases of `lease_ttl`.
+fn config(auto_approve: Vec<String>, lease_ttl: Duration) -> FederationConfig {
+    FederationConfig {
+        poll_interval: ms(200),
+        backoff_base: ms(50),
+        backoff_cap: ms(400),
+        peer_timeouts: PeerTimeouts {
+            connect: Duration::from_secs(2),
+            request: Duration::from_secs(5),
+            longpoll: Duration::from_secs(6),
+        },
+        longpoll_hold: Duration::from_secs(2),
+        auto_approve,
+        lease_ttl,
+        ..FederationConfig::default()
+    }
+}
+
+/// A hosted replica whose tenants live at `http://127.0.0.1:PORT/t/<label>`.
+async fn replica(database_url: String, auto_approve: Vec<String>, lease_ttl: Duration) -> Replica {
+    Replica::start(
+        &database_url,
+        Config {
+            path_prefix: Some("/t".into()),
+            reachable_urls: true,
+            federation: config(auto_approve, lease_ttl),
+            ..Config::default()
+        },
+    )
+    .await
+}
+
+/// A local steward with an operator token.
+struct Local {
+    s: TestSteward,
+    token: String,
+}
+
+impl Local {
+    async fn start(auto_approve: Vec<String>) -> Local {
+        let s = TestSteward::start_with(Options {
+            federation: config(auto_approve, Duration::from_secs(60)),
+            ..Options::default()
+        })
+        .await;
+        let token = s.admin().await;
+        Local { s, token }
+    }
+
+    fn did(&self) -> String {
+        self.s.did()
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        self.s.get(&self.token, path).await
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.s.post(&self.token, path, body).await
+    }
+
+    async fn emit(&self, thread: &str, clock: i64) -> Value {
+        let envelope = json!({"act": "KNOW", "actor": "did:sync:user:lou", "thread": thread,
+            "clock": clock, "body": {"n": clock}});
+        let (status, record) = self.post("/v1/records", &envelope).await;
+        assert_eq!(status, 201, "{record}");
+        record
+    }
+
+    async fn record(&self, id: &str) -> Option<Value> {
+        let (status, body) = self.get(&format!("/v1/records/{id}")).await;
+        match status {
+            200 => Some(body),
+            404 => None,
+            _ => panic!("GET record {id}: {status} {body}"),
+        }
+    }
+
+    async fn ids(&self, thread: &str) -> BTreeSet<String> {
+        let (status, body) = self
+            .get(&format!("/v1/records?thread={thread}&limit=1000"))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        ids(&body)
+    }
+
+    async fn pair(&self, key: &str) -> Value {
+        let (status, view) = self.get(&format!("/v1/federation/pairs/{key}")).await;
+        assert_eq!(status, 200, "{view}");
+        view
+    }
+}
+
+/// A provisioned hosted tenant and its admin bearer.
+struct Hosted {
+    label: String,
+    token: String,
+    tenant: Arc<Tenant>,
+}
+
+impl Hosted {
+    async fn provision(replica: &Replica, label: &str) -> Hosted {
+        let token = replica.new_tenant("acct", label).await;
+        let tenant = replica.platform().tenant(label).await.unwrap().unwrap();
+        Hosted {
+            label: label.to_string(),
+            token,
+            tenant,
+        }
+    }
+
+    fn did(&self) -> String {
+        self.tenant.identity.did.to_string()
+    }
+
+    fn url(&self) -> String {
+        self.tenant.url.clone().unwrap()
+    }
+
+    async fn get(&self, via: &Replica, path: &str) -> (u16, Value) {
+        via.tenant_get(&self.label, &self.token, path).await
+    }
+
+    async fn post(&self, via: &Replica, path: &str, body: &Value) -> (u16, Value) {
+        via.tenant_post(&self.label, &self.token, path, body).await
+    }
+
+    async fn emit(&self, via: &Replica, thread: &str, clock: i64) -> Value {
+        let envelope = json!({"act": "KNOW", "actor": "did:sync:user:hana", "thread": thread,
+            "clock": clock, "body": {"n": clock}});
+        let (status, record) = self.post(via, "/v1/records", &envelope).await;
+        assert_eq!(status, 201, "{record}");
+        record
+    }
+
+    async fn record(&self, via: &Replica, id: &str) -> Option<Value> {
+        let (status, body) = self.get(via, &format!("/v1/records/{id}")).await;
+        match status {
+            200 => Some(body),
+            404 => None,
+            _ => panic!("GET record {id}: {status} {body}"),
+        }
+    }
+
+    async fn ids(&self, via: &Replica, thread: &str) -> BTreeSet<String> {
+        let (status, body) = self
+            .get(via, &format!("/v1/records?thread={thread}&limit=1000"))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        ids(&body)
+    }
+
+    async fn pull(&self, via: &Replica, thread: &str, peer: &str) -> Value {
+        let (status, result) = self
+            .post(
+                via,
+                "/v1/sync/pull",
+                &json!({"thread": thread, "peer": peer}),
+            )
+            .await;
+        assert_eq!(status, 200, "{result}");
+        result
+    }
+}
+
+fn ids(list: &Value) -> BTreeSet<String> {
+    let data = list["data"].as_array().unwrap();
+    let ids: BTreeSet<String> = data
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), data.len(), "a record is listed twice: {list}");
+    ids
+}
+
+/// Runs `scenario` on a Postgres database of its own, dropped afterwards (as
+/// `with_test_database`, but in the test's own task: the scenarios here are not `Send`).
+async fn with_test_database<F, Fut>(scenario: F)
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let db = TestDb::create().await;
+    let outcome = AssertUnwindSafe(scenario(db.url.clone()))
+        .catch_unwind()
+        .await;
+    db.drop().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// Evaluates `check` (an expression of type `Option<T>`, usually awaiting something) until it
+/// yields a value, or fails the test after [`DEADLINE`].
+macro_rules! eventually {
+    ($what:expr, $check:expr) => {{
+        let start = Instant::now();
+        loop {
+            if let Some(value) = $check {
+                break value;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "timed out waiting for {}",
+                $what
+            );
+            tokio::time::sleep(ms(25)).await;
+        }
+    }};
+}
+
+/// A record as it arrived at a peer: the same id, signature and signer as at its source.
+fn assert_verified_copy(got: &Value, sent: &Value, signer: &str) {
+    assert_eq!(got["id"], sent["id"]);
+    assert_eq!(got["sig"], sent["sig"], "{got}");
+    assert_eq!(got["signer"], sent["signer"], "{got}");
+    assert_eq!(got["signer"], signer, "{got}");
+    assert_eq!(got["body"], sent["body"]);
+}
+
+/// The lease row of a pull job: (holder, lease_until).
+async fn lease(
+    replica: &Replica,
+    tenant: &str,
+    source: &str,
+    thread: &str,
+) -> Option<(String, i64)> {
+    sqlx::query(
+        "SELECT holder, lease_until FROM pull_leases \
+         WHERE tenant = $1 AND source = $2 AND thread = $3",
+    )
+    .bind(tenant)
+    .bind(source)
+    .bind(thread)
+    .fetch_optional(replica.platform().pool())
+    .await
+    .unwrap()
+    .map(|row| (row.get("holder"), row.get("lease_until")))
+}
+
+fn runs(replica: &Replica, tenant: &str, source: &str, thread: &str) -> bool {
+    let key = (tenant.to_string(), source.to_string(), thread.to_string());
+    replica
+        .hosted
+        .state
+        .federation
+        .jobs
+        .running()
+        .contains(&key)
+}
+
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hosted_tenant_pairs_and_syncs_with_local_stewards_both_ways() {
+    with_test_database(|url| async move {
+        let local = Local::start(Vec::new()).await;
+        let replica = replica(url.clone(), vec![local.did()], Duration::from_secs(60)).await;
+        let hosted = Hosted::provision(&replica, "acme").await;
+        assert_eq!(hosted.url(), format!("{}/t/acme", replica.url));
+
+        // The local steward pairs with the tenant, which approves it by its own configuration.
+        let (status, ours) = local
+            .post("/v1/federation/pairs", &json!({"peer_url": hosted.url()}))
+            .await;
+        assert_eq!(status, 200, "{ours}");
+        assert_eq!(ours["state"], "active", "{ours}");
+        assert_eq!(ours["peer_did"], hosted.did());
+        let pair_id = ours["pair_id"].as_str().unwrap().to_string();
+        let (status, theirs) = hosted
+            .get(&replica, &format!("/v1/federation/pairs/{}", local.did()))
+            .await;
+        assert_eq!(status, 200, "{theirs}");
+        assert_eq!(theirs["pair_id"], pair_id);
+        assert_eq!(theirs["state"], "active", "{theirs}");
+        assert_eq!(theirs["role"], "responder");
+        assert_eq!(theirs["peer_url"], local.s.url);
+        for (x, y) in [(&ours, &theirs), (&theirs, &ours)] {
+            let outbound = &x["tokens"]["outbound"]["token_id"];
+            assert!(outbound.is_string(), "{x}");
+            assert_eq!(outbound, &y["tokens"]["inbound"]["token_id"]);
+        }
+
+        // Hosted → local: a one-shot pull, then the job.
+        let thread = "th_hosted_to_local";
+        let mut sent = vec![hosted.emit(&replica, thread, 1).await];
+        let (status, pulled) = local
+            .post(
+                "/v1/sync/pull",
+                &json!({"thread": thread, "peer": hosted.did()}),
+            )
+            .await;
+        assert_eq!(status, 200, "{pulled}");
+        assert_eq!(pulled["pulled"], 1, "{pulled}");
+        for clock in 2..=4 {
+            sent.push(hosted.emit(&replica, thread, clock).await);
+        }
+        for record in &sent {
+            let id = record["id"].as_str().unwrap();
+            let got = eventually!(
+                &format!("{id} at the local steward"),
+                local.record(id).await
+            );
+            assert_verified_copy(&got, record, &hosted.did());
+        }
+        assert_eq!(local.ids(thread).await.len(), sent.len());
+        assert_eq!(local.pair(&pair_id).await["sync_health"]["status"], "ok");
+
+        // Local → hosted: the tenant's job runs under a lease held by this replica.
+        let thread = "th_local_to_hosted";
+        let mut sent = vec![local.emit(thread, 1).await];
+        let pulled = hosted.pull(&replica, thread, &local.did()).await;
+        assert_eq!(pulled["pulled"], 1, "{pulled}");
+        let (holder, until) = lease(&replica, &hosted.tenant.id, &pair_id, thread)
+            .await
+            .expect("the hosted pull job has a lease row");
+        assert_eq!(holder, replica.hosted.leases.holder());
+        assert!(until >= syncropel_steward::unix_now(), "{until}");
+        assert!(runs(&replica, &hosted.tenant.id, &pair_id, thread));
+        for clock in 2..=4 {
+            sent.push(local.emit(thread, clock).await);
+        }
+        for record in &sent {
+            let id = record["id"].as_str().unwrap();
+            let got = eventually!(
+                &format!("{id} at the hosted tenant"),
+                hosted.record(&replica, id).await
+            );
+            assert_verified_copy(&got, record, &local.did());
+        }
+        assert_eq!(hosted.ids(&replica, thread).await.len(), sent.len());
+
+        // The other way round: the tenant initiates with a local steward that approves it.
+        let responder = Local::start(vec![hosted.did()]).await;
+        let (status, view) = hosted
+            .post(
+                &replica,
+                "/v1/federation/pairs",
+                &json!({"peer_url": responder.s.url}),
+            )
+            .await;
+        assert_eq!(status, 200, "{view}");
+        assert_eq!(view["state"], "active", "{view}");
+        assert_eq!(view["role"], "initiator");
+        let theirs = responder.pair(&hosted.did()).await;
+        assert_eq!(theirs["state"], "active", "{theirs}");
+        assert_eq!(theirs["peer_url"], hosted.url(), "the tenant's own URL");
+        assert_eq!(
+            theirs["tokens"]["outbound"]["token_id"],
+            view["tokens"]["inbound"]["token_id"]
+        );
+        // The responder reaches the tenant at the URL it paired from.
+        let thread = "th_hosted_initiated";
+        let record = hosted.emit(&replica, thread, 1).await;
+        let (status, pulled) = responder
+            .post(
+                "/v1/sync/pull",
+                &json!({"thread": thread, "peer": hosted.did()}),
+            )
+            .await;
+        assert_eq!(status, 200, "{pulled}");
+        assert_eq!(pulled["pulled"], 1, "{pulled}");
+        let got = responder
+            .record(record["id"].as_str().unwrap())
+            .await
+            .unwrap();
+        assert_verified_copy(&got, &record, &hosted.did());
+        // And the tenant pulls from it through the same pair, under a lease.
+        let back = responder.emit(thread, 2).await;
+        let pulled = hosted.pull(&replica, thread, &responder.did()).await;
+        assert_eq!(pulled["pulled"], 1, "{pulled}");
+        let source = view["pair_id"].as_str().unwrap();
+        assert!(lease(&replica, &hosted.tenant.id, source, thread)
+            .await
+            .is_some());
+        let got = hosted
+            .record(&replica, back["id"].as_str().unwrap())
+            .await
+            .unwrap();
+        assert_verified_copy(&got, &back, &responder.did());
+
+        replica.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_replicas_pull_jobs_move_to_a_surviving_replica() {
+    with_test_database(|url| async move {
+        let ttl = Duration::from_secs(2);
+        let local = Local::start(Vec::new()).await;
+        let first = replica(url.clone(), vec![local.did()], ttl).await;
+        let second = replica(url.clone(), vec![local.did()], ttl).await;
+        let hosted = Hosted::provision(&first, "lease").await;
+        let (status, view) = local
+            .post("/v1/federation/pairs", &json!({"peer_url": hosted.url()}))
+            .await;
+        assert_eq!(status, 200, "{view}");
+        let pair_id = view["pair_id"].as_str().unwrap().to_string();
+        let tenant = hosted.tenant.id.clone();
+
+        let thread = "th_leased";
+        let mut sent = vec![local.emit(thread, 1).await];
+        let pulled = hosted.pull(&first, thread, &local.did()).await;
+        assert_eq!(pulled["pulled"], 1, "{pulled}");
+        let (holder, _) = lease(&first, &tenant, &pair_id, thread).await.unwrap();
+        assert_eq!(holder, first.hosted.leases.holder());
+        assert_ne!(first.hosted.leases.holder(), second.hosted.leases.holder());
+        // A live holder keeps its lease through several sweeps of the other replica.
+        tokio::time::sleep(ttl).await;
+        let (holder, _) = lease(&first, &tenant, &pair_id, thread).await.unwrap();
+        assert_eq!(holder, first.hosted.leases.holder());
+        assert!(runs(&first, &tenant, &pair_id, thread));
+        assert!(!runs(&second, &tenant, &pair_id, thread));
+        sent.push(local.emit(thread, 2).await);
+        let id = sent[1]["id"].as_str().unwrap();
+        eventually!(
+            "the second record, pulled by the first replica",
+            hosted.record(&second, id).await
+        );
+
+        // The holder dies; what the local steward writes next still arrives at the tenant.
+        first.stop().await;
+        let died = Instant::now();
+        for clock in 3..=5 {
+            sent.push(local.emit(thread, clock).await);
+        }
+        for record in &sent {
+            let id = record["id"].as_str().unwrap();
+            let got = eventually!(
+                &format!("{id} after the takeover"),
+                hosted.record(&second, id).await
+            );
+            assert_verified_copy(&got, record, &local.did());
+        }
+        let took = died.elapsed();
+        assert!(took < 4 * ttl, "the takeover took {took:?}");
+        let (holder, until) = lease(&second, &tenant, &pair_id, thread).await.unwrap();
+        assert_eq!(holder, second.hosted.leases.holder());
+        assert!(until >= syncropel_steward::unix_now());
+        assert!(runs(&second, &tenant, &pair_id, thread));
+        // Nothing lost, nothing doubled, and the survivor's job stays in step.
+        let expected: BTreeSet<String> = sent
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(hosted.ids(&second, thread).await, expected);
+        let last = local.emit(thread, 6).await;
+        let id = last["id"].as_str().unwrap();
+        eventually!(
+            "a record after the takeover",
+            hosted.record(&second, id).await
+        );
+        assert_eq!(hosted.ids(&second, thread).await.len(), expected.len() + 1);
+        let again = hosted.pull(&second, thread, &local.did()).await;
+        assert_eq!(again["pulled"], 0, "{again}");
+        // The pair on the tenant's side is intact (pull cursors moved through the survivor).
+        let (status, theirs) = hosted
+            .get(&second, &format!("/v1/federation/pairs/{pair_id}"))
+            .await;
+        assert_eq!(status, 200, "{theirs}");
+        assert_eq!(theirs["state"], "active", "{theirs}");
+        let ours = local.pair(&pair_id).await;
+        assert_eq!(
+            theirs["tokens"]["outbound"]["token_id"],
+            ours["tokens"]["inbound"]["token_id"]
+        );
+
+        second.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_replica_holding_a_full_batch_of_jobs_still_takes_over_expired_ones() {
+    with_test_database(|url| async move {
+        let ttl = Duration::from_secs(2);
+        let replica = replica(url.clone(), Vec::new(), ttl).await;
+        // A dead replica's jobs: more than one sweep claims at once (500).
+        sqlx::query(
+            "INSERT INTO pull_leases (tenant, source, thread, holder, lease_until) \
+             SELECT 'ten_gone', 'fed_gone', 'th_' || n, 'rep_dead', 0 \
+             FROM generate_series(1, 501) AS n",
+        )
+        .execute(replica.platform().pool())
+        .await
+        .unwrap();
+        let holder = replica.hosted.leases.holder().to_string();
+        let held = || async {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM pull_leases WHERE holder = $1 AND lease_until >= $2",
+            )
+            .bind(&holder)
+            .bind(syncropel_steward::unix_now())
+            .fetch_one(replica.platform().pool())
+            .await
+            .unwrap()
+        };
+        eventually!("every job taken over", (held().await == 501).then_some(()));
+        replica.stop().await;
+    })
+    .await;
+}

@@ -253,9 +253,8 @@ impl TokenCache {
 }
 
 /// The token a request presents: `Authorization: Bearer` wins over `x-api-key`.
-fn presented_token(parts: &Parts) -> Option<&str> {
-    let bearer = parts
-        .headers
+pub fn presented_token(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let bearer = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
@@ -265,8 +264,7 @@ fn presented_token(parts: &Parts) -> Option<&str> {
         .map(str::trim);
     bearer
         .or_else(|| {
-            parts
-                .headers
+            headers
                 .get("x-api-key")
                 .and_then(|v| v.to_str().ok())
                 .map(str::trim)
@@ -299,7 +297,7 @@ impl FromRequestParts<AppState> for Caller {
                 .with_hint(format!("run `{BOOTSTRAP_COMMAND}` on the steward's machine")));
             }
         }
-        let Some(token) = presented_token(parts) else {
+        let Some(token) = presented_token(&parts.headers) else {
             return Err(
                 ApiError::new(ErrorCode::AuthRequired, "no credential presented")
                     .with_hint("send `Authorization: Bearer <token>` or `x-api-key: <token>`"),

@@ -2057,3 +2057,56 @@ async fn a_one_shot_pull_without_a_pair_needs_a_peer_token_and_a_url() {
     assert_eq!(status, 502, "{refusal}");
     assert_eq!(refusal["peer_error"], "HTTP_4XX", "{refusal}");
 }
+
+/// A refresh whose answer was lost is retried with the same nonce: the bearer it presented is
+/// already revoked, yet the peer answers again with the same new token (authenticated by the
+/// signature over that nonce); another nonce without a valid bearer is refused.
+#[tokio::test]
+async fn a_refresh_retried_after_a_lost_answer_gets_the_same_token() {
+    let a = Node::start().await;
+    let b = Node::approving(None, &[a.did()]).await;
+    let view = a.pair_with(&b).await;
+    let pair_id = view["pair_id"].as_str().unwrap().to_string();
+    let bearer = a.outbound_token(&pair_id).await.unwrap();
+    let refresh = |nonce: &str| {
+        let mut object = json!({
+            "pair_id": pair_id, "generation": 1, "nonce": nonce, "issued_at_ms": now_ms(),
+            "issued_token": "spl_test_sa_x_0123456789abcdef0123456789abcdef",
+        })
+        .as_object()
+        .cloned()
+        .unwrap();
+        sign_object(&mut object, &a.s.tenant.identity.key);
+        Value::Object(object)
+    };
+    let send = |body: Value, token: Option<String>| {
+        let mut request =
+            b.s.http
+                .post(format!("{}/v1/federation/pair/refresh", b.s.url))
+                .header("x-syncropel-actor", a.did())
+                .json(&body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        b.s.send(request)
+    };
+    let nonce = "ab".repeat(32);
+    let (status, first) = send(refresh(&nonce), Some(bearer.clone())).await;
+    assert_eq!(status, 200, "{first}");
+    // The answer "was lost": the same nonce again, with the now revoked bearer, or none at all.
+    for token in [Some(bearer.clone()), None] {
+        let (status, again) = send(refresh(&nonce), token).await;
+        assert_eq!(status, 200, "{again}");
+        assert_eq!(again["issued_token"], first["issued_token"]);
+    }
+    // A new nonce needs the current bearer; the old one no longer renews anything.
+    let (status, refused) = send(refresh(&"cd".repeat(32)), Some(bearer)).await;
+    assert_eq!(status, 401, "{refused}");
+    // Signed by someone else: refused whatever the nonce.
+    let stranger = Keypair::generate();
+    let mut forged = refresh(&nonce).as_object().cloned().unwrap();
+    forged.remove("sig");
+    sign_object(&mut forged, &stranger);
+    let (status, refused) = send(Value::Object(forged), None).await;
+    assert_eq!(status, 403, "{refused}");
+}

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use rand::RngCore;
@@ -21,13 +22,14 @@ use syncropel_protocol::signed::verify_object;
 use syncropel_protocol::{rfc3339_from_unix, sha256_hex, unix_from_rfc3339, ErrorCode, PairState};
 use syncropel_store::StateChange;
 
-use super::pairs::{self, by_inbound_account, find, transition};
+use super::pairs::{self, find, transition};
 use super::state::{self as fstate, REFRESH};
 use crate::accounts;
 use crate::app::{AppState, JsonBody};
-use crate::auth::{mint_token, Caller, Scope};
+use crate::auth::{mint_token, presented_token, Caller, Scope};
 use crate::error::{ApiError, ApiResult};
 use crate::routes::PathParam;
+use crate::tenant::CurrentTenant;
 use crate::tenant::Tenant;
 
 /// Pair tokens live this long.
@@ -116,14 +118,18 @@ pub async fn renew(state: &AppState, tenant: &Tenant, pair: &PairView) -> ApiRes
             )
         })?;
     let url = pair.peer_url.clone().unwrap_or_default();
-    // The peer's new token for us: minted now, installed only once the peer has answered.
-    let (new_inbound, _) = mint_token(&state.env, &inbound.sa_id);
-    let new_inbound_expires = crate::unix_now() + TOKEN_TTL_SECS;
-    let mut nonce = [0u8; 32];
-    rand::thread_rng().fill_bytes(&mut nonce);
+    // The peer's new token for us, and the nonce of this renewal: kept before the call, so a
+    // retry after a lost answer (or a crash) repeats the same renewal, which the peer answers
+    // again from its replay cache instead of refusing our already revoked bearer.
+    let attempt = renewal_attempt(state, tenant, &pair.pair_id, &inbound.sa_id).await?;
+    let (new_inbound, nonce, new_inbound_expires) = (
+        attempt.token.clone(),
+        attempt.nonce.clone(),
+        attempt.expires_at,
+    );
     let request = super::signed(
         json!({
-            "pair_id": pair.pair_id, "generation": pair.generation, "nonce": hex::encode(nonce),
+            "pair_id": pair.pair_id, "generation": pair.generation, "nonce": nonce,
             "issued_at_ms": crate::unix_now() * 1000, "issued_token": new_inbound,
             "token_expires_at": rfc3339_from_unix(new_inbound_expires),
         }),
@@ -183,8 +189,78 @@ pub async fn renew(state: &AppState, tenant: &Tenant, pair: &PairView) -> ApiRes
             minted.expires_at.unwrap_or(new_inbound_expires),
         ),
         (&new_outbound, new_outbound_expires),
+        attempt.done(),
     )
     .await
+}
+
+/// One renewal in progress on the renewer's side.
+struct Attempt {
+    pair_id: String,
+    nonce: String,
+    token: String,
+    expires_at: i64,
+}
+
+impl Attempt {
+    /// Forgets the attempt, in the transaction that records the renewal.
+    fn done(&self) -> Vec<StateChange> {
+        let key = format!("out/{}", self.pair_id);
+        vec![
+            StateChange::delete(REFRESH, &key),
+            StateChange::delete(fstate::SECRET, &key),
+        ]
+    }
+}
+
+/// The renewal in progress for a pair if it is recent enough for the peer to answer it again,
+/// else a new one (stored before it is sent).
+async fn renewal_attempt(
+    state: &AppState,
+    tenant: &Tenant,
+    pair_id: &str,
+    sa_id: &str,
+) -> ApiResult<Attempt> {
+    let store = state.store.as_ref();
+    let key = format!("out/{pair_id}");
+    let now = crate::unix_now();
+    if let Some(text) = store.state_get(&tenant.id, REFRESH, &key).await? {
+        let saved: Value = fstate::parse(&text)?;
+        let token = fstate::open_secret(store, &tenant.id, &tenant.identity.key, &key).await?;
+        if let (Some(at), Some(nonce), Some(token)) =
+            (saved["at"].as_i64(), saved["nonce"].as_str(), token)
+        {
+            if now - at < REPLAY_SECS - 60 {
+                return Ok(Attempt {
+                    pair_id: pair_id.to_string(),
+                    nonce: nonce.to_string(),
+                    token,
+                    expires_at: saved["expires_at"].as_i64().unwrap_or(at + TOKEN_TTL_SECS),
+                });
+            }
+        }
+    }
+    let mut nonce = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut nonce);
+    let (token, _) = mint_token(&state.env, sa_id);
+    let attempt = Attempt {
+        pair_id: pair_id.to_string(),
+        nonce: hex::encode(nonce),
+        token,
+        expires_at: now + TOKEN_TTL_SECS,
+    };
+    let saved = json!({"at": now, "nonce": attempt.nonce, "expires_at": attempt.expires_at});
+    store
+        .write(
+            &tenant.id,
+            Vec::new(),
+            vec![
+                StateChange::put(REFRESH, &key, saved.to_string()),
+                fstate::seal_secret(&tenant.identity.key, &key, &attempt.token),
+            ],
+        )
+        .await?;
+    Ok(attempt)
 }
 
 /// Writes both `token_renewed` records and keeps the new outbound bearer.
@@ -194,6 +270,7 @@ async fn record_renewal(
     pair: &PairView,
     inbound: (&str, i64),
     outbound: (&str, i64),
+    mut changes: Vec<StateChange>,
 ) -> ApiResult<PairView> {
     let now = crate::unix_now();
     let first = update_body(
@@ -231,15 +308,10 @@ async fn record_renewal(
         ),
         now,
     );
-    transition(
-        state,
-        tenant,
-        &pair,
-        second,
-        None,
-        Some("token_renewed"),
-        vec![secret],
-    )
+    transition(state, tenant, &pair, second, None, Some("token_renewed"), {
+        changes.push(secret);
+        changes
+    })
     .await
 }
 
@@ -247,22 +319,11 @@ async fn record_renewal(
 /// renewed and the peer's identity signature.
 pub async fn refresh(
     State(state): State<AppState>,
-    caller: Caller,
+    CurrentTenant(tenant): CurrentTenant,
+    headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
-    caller.tenant.require_writable()?;
-    let tenant = caller.tenant.clone();
-    let grant = caller.grant.clone().ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::AuthRequired,
-            "the pair token being renewed is required",
-        )
-    })?;
-    let pair = by_inbound_account(&state, &tenant, &grant.sa_id)
-        .await?
-        .ok_or_else(|| {
-            ApiError::new(ErrorCode::PermissionDenied, "this token belongs to no pair")
-        })?;
+    tenant.require_writable()?;
     let object = body
         .as_object()
         .ok_or_else(|| ApiError::validation("the refresh must be a JSON object"))?;
@@ -272,7 +333,9 @@ pub async fn refresh(
             format!("the refresh signature: {e}"),
         )
     })?;
-    if signer != pair.peer_did || body["pair_id"].as_str() != Some(pair.pair_id.as_str()) {
+    let pair_id = body["pair_id"].as_str().unwrap_or_default();
+    let pair = find(&state, &tenant, pair_id).await?;
+    if signer != pair.peer_did {
         return Err(ApiError::new(
             ErrorCode::UnauthenticatedInitiator,
             "the refresh is not signed by this pair's peer",
@@ -284,6 +347,8 @@ pub async fn refresh(
         .ok_or_else(|| ApiError::validation("'nonce' must be 64 hex characters"))?;
     let key = format!("refresh/{}", sha256_hex(nonce.as_bytes()));
     let now = crate::unix_now();
+    // A retry of a refresh that went through (its answer was lost): the old bearer is already
+    // revoked, so the peer's signature over the same nonce is what authenticates it.
     if let Some(text) = state.store.state_get(&tenant.id, REFRESH, &key).await? {
         let cached: Value = fstate::parse(&text)?;
         if cached["at"]
@@ -304,6 +369,23 @@ pub async fn refresh(
             "this refresh nonce has been used",
         ));
     }
+    // A first attempt presents the bearer being renewed: the pair's current inbound token.
+    let inbound =
+        pair.tokens.inbound.clone().ok_or_else(|| {
+            ApiError::new(ErrorCode::AuthInvalid, "this pair has no token to renew")
+        })?;
+    let presented = presented_token(&headers).map(|t| sha256_hex(t.as_bytes()));
+    let current = state.store.token(&tenant.id, &inbound.token_id).await?;
+    let valid = current
+        .as_ref()
+        .is_some_and(|g| g.revoked_at.is_none() && g.expires_at.is_none_or(|at| at > now));
+    if presented.as_deref() != Some(inbound.token_id.as_str()) || !valid {
+        return Err(ApiError::new(
+            ErrorCode::AuthInvalid,
+            "present the pair's current token to renew it",
+        ));
+    }
+    let grant = current.expect("checked above");
     let their_token = body["issued_token"]
         .as_str()
         .ok_or_else(|| ApiError::validation("'issued_token' is required"))?
@@ -341,6 +423,7 @@ pub async fn refresh(
         &pair,
         (&minted.token_id, expires),
         (&their_token, their_expires),
+        Vec::new(),
     )
     .await?;
     Ok(Json(json!({

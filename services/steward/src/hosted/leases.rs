@@ -3,9 +3,9 @@
 //! leases and claims expired ones every third of the lease time, so when a replica dies its
 //! jobs move to the others within one lease time.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rand::distributions::{Alphanumeric, DistString};
 use sqlx::{PgPool, Row};
@@ -14,6 +14,7 @@ use super::Platform;
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::federation::{self, JobPlacement};
+use crate::tenant::TenantStatus;
 use crate::unix_now;
 
 /// Most jobs one replica claims per sweep.
@@ -118,11 +119,18 @@ impl JobPlacement for Leases {
 pub fn spawn(state: AppState, platform: Arc<Platform>, leases: Arc<Leases>) {
     tokio::spawn(async move {
         let every = leases.ttl / 3;
+        let renew_every = state.federation.config.renewal_interval;
+        let mut renewed_at: Option<Instant> = None;
         loop {
             match leases.sweep().await {
                 Ok(held) => {
                     if let Err(e) = run_held(&state, &platform, &held).await {
                         tracing::warn!(error = %e.message, "starting leased pull jobs failed");
+                    }
+                    // The tenants whose jobs run here also get their pair tokens renewed here.
+                    if renewed_at.is_none_or(|at| at.elapsed() >= renew_every) {
+                        renewed_at = Some(Instant::now());
+                        renew_tokens(&state, &platform, &held).await;
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "renewing pull leases failed; will retry"),
@@ -133,6 +141,19 @@ pub fn spawn(state: AppState, platform: Arc<Platform>, leases: Arc<Leases>) {
             }
         }
     });
+}
+
+async fn renew_tokens(state: &AppState, platform: &Platform, held: &[(String, String, String)]) {
+    let tenants: BTreeSet<&str> = held.iter().map(|(tenant, _, _)| tenant.as_str()).collect();
+    for id in tenants {
+        let tenant = match platform.tenant_by_id(id).await {
+            Ok(Some(tenant)) if tenant.status == TenantStatus::Active => tenant,
+            _ => continue,
+        };
+        if let Err(e) = federation::renewal::renew_due(state, &tenant).await {
+            tracing::warn!(tenant = %id, error = %e.message, "checking pair tokens failed");
+        }
+    }
 }
 
 async fn run_held(
@@ -151,6 +172,11 @@ async fn run_held(
         let Some(tenant) = platform.tenant_by_id(tenant_id).await? else {
             continue;
         };
+        // A suspended or deleted tenant is read-only: its jobs wait until it is active again.
+        if tenant.status != TenantStatus::Active {
+            jobs.stop_one(tenant_id, source, thread);
+            continue;
+        }
         jobs.ensure(
             state,
             tenant,

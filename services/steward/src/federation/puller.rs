@@ -9,10 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use syncropel_federation::{Backoff, ChangesRequest, PeerClient, PeerError};
+use syncropel_federation::{Backoff, ChangesPage, ChangesRequest, PeerClient, PeerError};
 use syncropel_protocol::sync::{verify_items, PeerItem, Rejection, SyncCursor, DEFAULT_PAGE};
 use syncropel_store::{Appended, StateChange, StoreError};
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
 use super::state::{self, pull_cursor, put_cursor, PullCursor, QUARANTINE};
@@ -105,9 +105,10 @@ pub async fn pull_once(
     ingest(state, tenant, source, thread, page, &mut cursor).await
 }
 
-/// Pulls until the source has nothing more (a catch-up): each page is fetched and parsed while
-/// the one before it is verified and stored, so the source, the network and our store work at
-/// the same time. The outcome adds up every page.
+/// Pulls until the source has nothing more (a catch-up), as a pipeline: while one page is
+/// stored, the next ones are parsed and verified on the blocking pool and the one after them is
+/// being served by the source. At most [`PIPELINE_PAGES`] pages wait, so memory stays bounded;
+/// pages are stored in order, each with the cursor past it, and nothing after a failing page.
 pub async fn pull_through(
     state: &AppState,
     client: &PeerClient,
@@ -118,20 +119,39 @@ pub async fn pull_through(
     let mut cursor = pull_cursor(state.store.as_ref(), &tenant.id, &source.id, thread)
         .await?
         .unwrap_or_default();
+    let (pages, mut checked) = mpsc::channel(PIPELINE_PAGES);
+    let producer = {
+        let (client, source) = (client.clone(), source.clone());
+        let (thread, mut since) = (thread.to_string(), cursor.cursor.clone());
+        tokio::spawn(async move {
+            loop {
+                let page = fetch_page(&client, &source, &thread, &since, false).await;
+                let more = match &page {
+                    Ok(page) => {
+                        since = page.next_cursor.clone();
+                        page.has_more
+                    }
+                    Err(_) => false,
+                };
+                let thread = thread.clone();
+                let check = tokio::spawn(async move { check_page(page?, &thread).await });
+                if pages.send(check).await.is_err() || !more {
+                    return;
+                }
+            }
+        })
+    };
     let mut total = PullOutcome::default();
-    let mut page = fetch(client, source, thread, &cursor.cursor, false).await?;
-    loop {
-        let next = page.has_more.then(|| {
-            let (client, source) = (client.clone(), source.clone());
-            let (thread, since) = (thread.to_string(), page.next_cursor.clone());
-            tokio::spawn(async move { fetch(&client, &source, &thread, &since, false).await })
-        });
-        let outcome = match ingest(state, tenant, source, thread, page, &mut cursor).await {
+    while let Some(check) = checked.recv().await {
+        let stored = match check.await {
+            Ok(Ok(page)) => ingest(state, tenant, source, thread, page, &mut cursor).await,
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(ApiError::internal(format!("checking a page failed: {e}")).into()),
+        };
+        let outcome = match stored {
             Ok(outcome) => outcome,
             Err(e) => {
-                if let Some(next) = next {
-                    next.abort();
-                }
+                producer.abort();
                 return Err(e);
             }
         };
@@ -140,14 +160,12 @@ pub async fn pull_through(
         total.quarantined += outcome.quarantined;
         total.cursor = outcome.cursor;
         total.has_more = outcome.has_more;
-        let Some(next) = next else {
-            return Ok(total);
-        };
-        page = next
-            .await
-            .map_err(|e| ApiError::internal(format!("fetching a page failed: {e}")))??;
     }
+    Ok(total)
 }
+
+/// Pages parsed and verified ahead of the one being stored.
+const PIPELINE_PAGES: usize = 2;
 
 /// A page fetched and checked against the protocol (§5.5), its items parsed and their ids and
 /// signatures checked (§1.1); not yet stored.
@@ -165,6 +183,19 @@ async fn fetch(
     since: &str,
     longpoll: bool,
 ) -> Result<Fetched, PullError> {
+    let page = fetch_page(client, source, thread, since, longpoll).await?;
+    check_page(page, thread).await
+}
+
+/// Asks the source for the page after `since` and checks the page as a whole (§5.5): the
+/// thread, progress, a cursor that must not go backwards.
+async fn fetch_page(
+    client: &PeerClient,
+    source: &Source,
+    thread: &str,
+    since: &str,
+    longpoll: bool,
+) -> Result<ChangesPage, PullError> {
     let request = ChangesRequest {
         base: &source.base_url,
         token: &source.token,
@@ -190,7 +221,6 @@ async fn fetch(
             .await;
     }
     let page = page.map_err(PullError::Peer)?;
-    let violation = |detail: String| PullError::Peer(PeerError::Parse(detail));
     if page.thread != thread {
         return Err(violation(format!("page is for thread '{}'", page.thread)));
     }
@@ -208,35 +238,46 @@ async fn fetch(
             )));
         }
     }
-    let mut items = Vec::with_capacity(page.records.len());
-    for raw in page.records {
-        let item = PeerItem::from_value(raw).map_err(violation)?;
-        if item.envelope.thread != thread {
-            return Err(violation(format!(
-                "record {} is on thread '{}'",
-                item.id, item.envelope.thread
-            )));
+    Ok(page)
+}
+
+fn violation(detail: String) -> PullError {
+    PullError::Peer(PeerError::Parse(detail))
+}
+
+/// Parses a page's items and checks each id and signature: CPU work, done on the blocking pool
+/// unless the page is small.
+async fn check_page(page: ChangesPage, thread: &str) -> Result<Fetched, PullError> {
+    let thread = thread.to_string();
+    // A longpoll's page of a few records is checked in place; a catch-up page is not.
+    let small = page.records.len() <= 32;
+    let check = move || -> Result<Fetched, PullError> {
+        let mut items = Vec::with_capacity(page.records.len());
+        for raw in page.records {
+            let item = PeerItem::from_value(raw).map_err(violation)?;
+            if item.envelope.thread != thread {
+                return Err(violation(format!(
+                    "record {} is on thread '{}'",
+                    item.id, item.envelope.thread
+                )));
+            }
+            items.push(item);
         }
-        items.push(item);
-    }
-    // Signature checks are CPU work: a large page goes to the blocking pool.
-    let (items, verdicts) = if items.len() > 32 {
-        tokio::task::spawn_blocking(move || {
-            let verdicts = verify_items(&items);
-            (items, verdicts)
-        })
-        .await
-        .map_err(|e| ApiError::internal(format!("verification task failed: {e}")))?
-    } else {
         let verdicts = verify_items(&items);
-        (items, verdicts)
+        Ok(Fetched {
+            items,
+            verdicts,
+            next_cursor: page.next_cursor,
+            has_more: page.has_more,
+        })
     };
-    Ok(Fetched {
-        items,
-        verdicts,
-        next_cursor: page.next_cursor,
-        has_more: page.has_more,
-    })
+    if small {
+        check()
+    } else {
+        tokio::task::spawn_blocking(check)
+            .await
+            .map_err(|e| ApiError::internal(format!("verification task failed: {e}")))?
+    }
 }
 
 /// Stores what passed the checks of a fetched page, with the cursor row, in one transaction.

@@ -72,6 +72,14 @@ start_steward() {
   printf -v "${name}_DID" '%s' "$did"
 }
 
+# --- baselines on this machine, in this run ----------------------------------------------
+log "baselines: parse + signature checks on one core, raw SQLite 1000-row commits"
+VERIFY_JSON=$("${BENCH[@]}" verify --records 100000)
+log "verify: $VERIFY_JSON"
+SQLK_JSON=$("${BENCH[@]}" sqlite --path "$WORK/baseline.db" --duration-secs 3 --batch 1000)
+log "sqlite batch=1000: $SQLK_JSON"
+rm -f "$WORK"/baseline.db*
+
 # B's DID must be known to A before A starts (A approves B's request by its own allow-list).
 B_HOME="$WORK/B"
 B_DID_EARLY=$("$SPL" --home "$B_HOME" init | tr -d '[:space:]')
@@ -138,7 +146,9 @@ SECTION="$WORK/section.md"
   echo "| Catch-up pull of a $(fmt0 "$SEEDED")-record thread, every signature verified (\`spl sync\`) | >= 30,000 rec/s | $(fmt0 "$CATCH_RPS") rec/s ($PULLED records in $CATCH_SECS s) | $(verdict "$CATCH_RPS" ge 30000) |"
   echo "| B's memory during the catch-up | bounded | VmRSS $(mib "$B_RSS0") MiB before, peak (VmHWM) $(mib "$B_HWM0") -> $(mib "$B_HWM1") MiB | |"
   echo
-  echo "Same-run baseline: paging the same thread on A through \`GET /v1/threads/{id}/records\` (limit 1000): $(fmt0 "$PAGE_RPS") rec/s (catch-up / paging = $(ratio "$CATCH_RPS" "$PAGE_RPS")). During the catch-up A used $A_CORES and B $B_CORES cores."
+  echo "Same-run baselines: one core parses sync items (envelope checks, canonical JSON, id) at $(fmt0 "$(jget "$VERIFY_JSON" parse_per_sec)") rec/s and verifies their signatures at $(fmt0 "$(jget "$VERIFY_JSON" batch_verify_per_sec)") rec/s batched ($(fmt0 "$(jget "$VERIFY_JSON" single_verify_per_sec)") rec/s one by one, strict), so checking alone caps one core at $(fmt0 "$(jget "$VERIFY_JSON" parse_and_batch_per_sec)") rec/s; raw SQLite (WAL, synchronous=FULL, rowid plus one unique text key, 400-byte rows) takes $(fmt0 "$(jget "$SQLK_JSON" rows_per_sec)") rows/s in 1000-row commits (catch-up / that = $(ratio "$CATCH_RPS" "$(jget "$SQLK_JSON" rows_per_sec)"))."
+  echo
+  echo "Paging baseline: the same thread on A through \`GET /v1/threads/{id}/records\` (limit 1000): $(fmt0 "$PAGE_RPS") rec/s (catch-up / paging = $(ratio "$CATCH_RPS" "$PAGE_RPS")). During the catch-up A used $A_CORES and B $B_CORES cores."
   echo
   echo "Command: \`bench/federation.sh\` (knobs at the top of the script)."
   echo "<!-- federation:end -->"

@@ -80,6 +80,9 @@ enum Cmd {
     /// Federation: time records from an emit on one steward to their arrival on a steward
     /// that pulls the thread from it.
     Propagation(federation::PropagationArgs),
+    /// Federation: the puller's per-record parse and signature work on one thread (batch and
+    /// single verification).
+    Verify(federation::VerifyArgs),
 }
 
 #[derive(Args, Clone)]
@@ -228,6 +231,7 @@ fn main() -> Result<()> {
             return Ok(());
         }
         Cmd::Sqlite(a) => sqlite_bench(&a)?,
+        Cmd::Verify(a) => federation::verify(&a)?,
         cmd => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(cli.workers.max(1))
@@ -245,7 +249,7 @@ fn main() -> Result<()> {
                     Cmd::HostedPost(a) => hosted::post(a).await,
                     Cmd::HostedBatch(a) => hosted::batch(a).await,
                     Cmd::Propagation(a) => federation::propagation(a).await,
-                    Cmd::Sqlite(_) | Cmd::Exec(_) => unreachable!("handled above"),
+                    Cmd::Sqlite(_) | Cmd::Exec(_) | Cmd::Verify(_) => unreachable!("handled above"),
                 }
             })?
         }

@@ -2110,3 +2110,101 @@ async fn a_refresh_retried_after_a_lost_answer_gets_the_same_token() {
     let (status, refused) = send(Value::Object(forged), None).await;
     assert_eq!(status, 403, "{refused}");
 }
+
+/// A peer that has not answered for more than a day degrades the pair (`unreachable_24h`, read
+/// from the cursor row's last success, so it holds across restarts); when the peer is back the
+/// next successful pull recovers it.
+#[tokio::test]
+async fn a_peer_unreachable_for_a_day_degrades_the_pair_and_recovers() {
+    use syncropel_steward::federation::state::{pull_cursor, put_cursor};
+    let a = Node::start().await;
+    let b = Node::approving(None, &[a.did()]).await;
+    let view = a.pair_with(&b).await;
+    let pair_id = view["pair_id"].as_str().unwrap().to_string();
+    let thread = "th_fed_unreachable";
+    a.pull(thread, &b.did()).await;
+    let store = a.s.state.store.clone();
+    let mut cursor = pull_cursor(store.as_ref(), TENANT, &pair_id, thread)
+        .await
+        .unwrap()
+        .unwrap();
+    let b_addr = b.s.addr;
+    let (b_dir, b_key) = b.s.stop().await;
+    // The last success, a day and an hour ago.
+    cursor.last_sync_at = Some(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+            - 25 * 3600,
+    );
+    store
+        .write(
+            TENANT,
+            Vec::new(),
+            vec![put_cursor(&pair_id, thread, &cursor)],
+        )
+        .await
+        .unwrap();
+    let pair = eventually("degraded", DEADLINE, || async {
+        let pair = a.pair(&pair_id).await;
+        (pair["state"] == "degraded").then_some(pair)
+    })
+    .await;
+    assert_eq!(pair["degraded_cause"], "unreachable_24h", "{pair}");
+
+    let b = Node::with(Options {
+        federation: config(),
+        keypair: Some(b_key),
+        addr: Some(b_addr),
+        dir: Some(b_dir),
+        ..Options::default()
+    })
+    .await;
+    let record = b.emit(thread, "did:sync:user:bob", 7, json!({})).await;
+    a.arrived(record["id"].as_str().unwrap()).await;
+    let pair = eventually("recovered", DEADLINE, || async {
+        let pair = a.pair(&pair_id).await;
+        (pair["state"] == "active").then_some(pair)
+    })
+    .await;
+    assert_eq!(pair["degraded_cause"], Value::Null, "{pair}");
+}
+
+/// A pulled record whose parent lives on a thread the puller does not pull gets its parent
+/// fetched (`POST /v1/sync/records`), verified and stored; the parent's thread is not
+/// otherwise pulled.
+#[tokio::test]
+async fn missing_parents_are_fetched_from_the_source() {
+    let a = Node::start().await;
+    let b = Node::approving(None, &[a.did()]).await;
+    a.pair_with(&b).await;
+    let parent = b
+        .emit(
+            "th_fed_parent_side",
+            "did:sync:user:bob",
+            1,
+            json!({"p": 1}),
+        )
+        .await;
+    let parent_id = parent["id"].as_str().unwrap();
+    let other = b
+        .emit(
+            "th_fed_parent_side",
+            "did:sync:user:bob",
+            2,
+            json!({"p": 2}),
+        )
+        .await;
+    let envelope = json!({"act": "DO", "actor": "did:sync:user:bob", "thread": "th_fed_child_side",
+        "clock": 1, "parents": [parent_id], "body": {"c": 1}});
+    let (status, child) = b.post("/v1/records", &envelope).await;
+    assert_eq!(status, 201, "{child}");
+    let pulled = a.pull("th_fed_child_side", &b.did()).await;
+    assert_eq!(pulled["pulled"], 1, "{pulled}");
+    let held = a.arrived(parent_id).await;
+    assert_eq!(held["sig"], parent["sig"]);
+    assert_eq!(held["signer"], parent["signer"]);
+    // Only the parent: its thread was not pulled.
+    assert!(a.record(other["id"].as_str().unwrap()).await.is_none());
+}

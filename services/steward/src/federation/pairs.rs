@@ -94,6 +94,9 @@ pub async fn by_inbound_account(
 /// the live cursor row is what the job reads).
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
 
+/// A pair whose peer has not answered a pull for this long degrades (`unreachable_24h`).
+const UNREACHABLE_SECS: i64 = 24 * 3600;
+
 /// What a pull says about its pair (§5.5): a 401 degrades an active pair at once (`auth_401`),
 /// the next success recovers a degraded one, and the cursor is checkpointed as a record now and
 /// then so that the fold can rebuild it after a restore.
@@ -107,30 +110,44 @@ pub async fn after_pull(
 ) -> ApiResult<()> {
     let pair = find(state, tenant, pair_id).await?;
     let now = unix_now();
+    // A 401 degrades at once; any other failure once nothing has come through for 24 hours
+    // (the cursor row keeps the last success, so this survives restarts).
+    let cause = match result {
+        Err(PullError::Peer(e)) if e.http_status() == Some(401) => Some("auth_401"),
+        Err(PullError::Peer(_)) => {
+            let cursor =
+                super::state::pull_cursor(state.store.as_ref(), &tenant.id, pair_id, thread)
+                    .await?;
+            let last = cursor.and_then(|c| c.last_sync_at);
+            last.is_some_and(|at| now - at > UNREACHABLE_SECS)
+                .then_some("unreachable_24h")
+        }
+        _ => None,
+    };
     match result {
-        Err(PullError::Peer(e))
-            if e.http_status() == Some(401) && pair.state == PairState::Active =>
-        {
-            let mut fields = Map::new();
-            fields.insert("cause".into(), json!("auth_401"));
-            let body = update_body(
-                &pair.pair_id,
-                pair.generation,
-                UpdateOp::Degrade,
-                Some("auth_401"),
-                fields,
-                now,
-            );
-            transition(
-                state,
-                tenant,
-                &pair,
-                body,
-                Some(PairState::Degraded),
-                Some("auth_401"),
-                Vec::new(),
-            )
-            .await?;
+        Err(_) => {
+            if let Some(cause) = cause.filter(|_| pair.state == PairState::Active) {
+                let mut fields = Map::new();
+                fields.insert("cause".into(), json!(cause));
+                let body = update_body(
+                    &pair.pair_id,
+                    pair.generation,
+                    UpdateOp::Degrade,
+                    Some(cause),
+                    fields,
+                    now,
+                );
+                transition(
+                    state,
+                    tenant,
+                    &pair,
+                    body,
+                    Some(PairState::Degraded),
+                    Some(cause),
+                    Vec::new(),
+                )
+                .await?;
+            }
         }
         Ok(outcome) => {
             let mut pair = pair;
@@ -175,7 +192,6 @@ pub async fn after_pull(
                 *last_checkpoint = Some(std::time::Instant::now());
             }
         }
-        Err(_) => {}
     }
     Ok(())
 }

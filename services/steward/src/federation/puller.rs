@@ -4,14 +4,14 @@
 //! so a record committed there arrives here within milliseconds; the interval only spaces polls
 //! to a peer that does not hold longpolls, and backoff spaces retries after failures.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use syncropel_federation::{Backoff, ChangesPage, ChangesRequest, PeerClient, PeerError};
 use syncropel_protocol::sync::{verify_items, PeerItem, Rejection, SyncCursor, DEFAULT_PAGE};
-use syncropel_store::{Appended, StateChange, StoreError};
+use syncropel_store::{Appended, NewRecord, StateChange, StoreError};
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
@@ -85,6 +85,9 @@ pub struct PullOutcome {
     pub quarantined: usize,
     pub has_more: bool,
     pub cursor: String,
+    /// Parents the page named that this store lacks, for [`fetch_parents`].
+    #[serde(skip)]
+    pub missing_parents: Vec<String>,
 }
 
 /// Pulls one page of `thread` from `source` and ingests it. Nothing from a page that breaks the
@@ -102,7 +105,9 @@ pub async fn pull_once(
         .await?
         .unwrap_or_default();
     let page = fetch(client, source, thread, &cursor.cursor, longpoll).await?;
-    ingest(state, tenant, source, thread, page, &mut cursor).await
+    let outcome = ingest(state, tenant, source, thread, page, &mut cursor).await?;
+    fetch_parents(state, client, tenant, source, &outcome.missing_parents).await;
+    Ok(outcome)
 }
 
 /// Pulls until the source has nothing more (a catch-up), as a pipeline: while one page is
@@ -155,6 +160,7 @@ pub async fn pull_through(
                 return Err(e);
             }
         };
+        fetch_parents(state, client, tenant, source, &outcome.missing_parents).await;
         total.pulled += outcome.pulled;
         total.duplicates += outcome.duplicates;
         total.quarantined += outcome.quarantined;
@@ -289,18 +295,111 @@ async fn ingest(
     page: Fetched,
     cursor: &mut PullCursor,
 ) -> Result<PullOutcome, PullError> {
-    let store = state.store.as_ref();
-    let (items, verdicts) = (page.items, page.verdicts);
+    let admitted = admit(state, tenant, source, &page.items, page.verdicts).await?;
+    cursor.cursor = page.next_cursor;
+    cursor.last_sync_at = Some(unix_now());
+    cursor.pulled += admitted.records.len() as u64;
+    let moved = put_cursor(&source.id, thread, cursor);
+    let mut outcome = store_admitted(state, tenant, source, admitted, [moved]).await?;
+    outcome.has_more = page.has_more;
+    outcome.cursor = cursor.cursor.clone();
+    // Parents the page names but neither it nor this store holds (often on threads not pulled).
+    let held: HashSet<&str> = page.items.iter().map(|i| i.id.as_str()).collect();
+    let mut wanted: Vec<String> = Vec::new();
+    for parent in page.items.iter().flat_map(|i| &i.envelope.parents) {
+        if wanted.len() >= MAX_PARENT_FETCH {
+            break;
+        }
+        if !held.contains(parent.as_str())
+            && !wanted.contains(parent)
+            && state.store.get(&tenant.id, parent).await?.is_none()
+        {
+            wanted.push(parent.clone());
+        }
+    }
+    outcome.missing_parents = wanted;
+    Ok(outcome)
+}
 
-    let mut records = Vec::with_capacity(items.len());
-    // The items behind `records`, in the same order.
-    let mut accepted = Vec::with_capacity(items.len());
-    let mut quarantine = Vec::new();
+/// Most missing parents asked for after one page.
+const MAX_PARENT_FETCH: usize = 1000;
+
+/// Asks the source for missing parents (`POST /v1/sync/records`) and stores those that pass
+/// the same checks as a page. Best effort: a failure is logged, never fails the pull.
+pub async fn fetch_parents(
+    state: &AppState,
+    client: &PeerClient,
+    tenant: &Tenant,
+    source: &Source,
+    ids: &[String],
+) {
+    if ids.is_empty() {
+        return;
+    }
+    let fetched = async {
+        let url = format!("{}/v1/sync/records", source.base_url.trim_end_matches('/'));
+        let (status, answer) = client
+            .post_json(
+                &url,
+                &serde_json::json!({ "ids": ids }),
+                Some(&source.token),
+                Some(&source.actor),
+            )
+            .await
+            .map_err(PullError::Peer)?;
+        if status != 200 {
+            return Err(violation(format!("fetching parents answered {status}")));
+        }
+        let Some(serde_json::Value::Array(records)) = answer.get("records").cloned() else {
+            return Err(violation("the answer has no records".into()));
+        };
+        let mut items = Vec::with_capacity(records.len());
+        for raw in records {
+            let item = PeerItem::from_value(raw).map_err(violation)?;
+            // Only what was asked for.
+            if ids.contains(&item.id) {
+                items.push(item);
+            }
+        }
+        let verdicts = verify_items(&items);
+        let admitted = admit(state, tenant, source, &items, verdicts).await?;
+        store_admitted(state, tenant, source, admitted, Vec::new()).await
+    }
+    .await;
+    if let Err(e) = fetched {
+        tracing::debug!(source = %source.id, code = %e.code(), "fetching missing parents failed");
+    }
+}
+
+/// Records of a page that passed every check, ready to store, and the quarantine entries of the
+/// others.
+struct Admitted<'a> {
+    records: Vec<NewRecord>,
+    /// The items behind `records`, in the same order.
+    items: Vec<&'a PeerItem>,
+    quarantine: Vec<StateChange>,
+}
+
+async fn admit<'a>(
+    state: &AppState,
+    tenant: &Tenant,
+    source: &Source,
+    items: &'a [PeerItem],
+    verdicts: Vec<Result<(), Rejection>>,
+) -> Result<Admitted<'a>, PullError> {
+    let store = state.store.as_ref();
+    let mut admitted = Admitted {
+        records: Vec::with_capacity(items.len()),
+        items: Vec::with_capacity(items.len()),
+        quarantine: Vec::new(),
+    };
     // A page's records share a few namespaces: each is checked against the registry once.
     let mut writable: HashMap<String, bool> = HashMap::new();
     for (item, verdict) in items.iter().zip(verdicts) {
         if let Err(rejection) = verdict {
-            quarantine.push(quarantined(&source.id, item, rejection.code()));
+            admitted
+                .quarantine
+                .push(quarantined(&source.id, item, rejection.code()));
             continue;
         }
         let namespace = item.envelope.namespace();
@@ -317,31 +416,42 @@ async fn ingest(
             }
         };
         if !allowed {
-            quarantine.push(quarantined(&source.id, item, "NAMESPACE_REJECTED"));
+            admitted
+                .quarantine
+                .push(quarantined(&source.id, item, "NAMESPACE_REJECTED"));
             continue;
         }
-        records.push(stored_form(
+        admitted.records.push(stored_form(
             &item.envelope,
             &item.id,
             item.sig.as_deref(),
             item.signer.as_deref(),
             item.redaction.as_ref(),
         ));
-        accepted.push(item);
+        admitted.items.push(item);
     }
+    Ok(admitted)
+}
+
+/// Stores admitted records with the quarantine entries and `extra` state in one transaction;
+/// a record whose (thread, actor, clock) another record holds is quarantined after.
+async fn store_admitted(
+    state: &AppState,
+    tenant: &Tenant,
+    source: &Source,
+    admitted: Admitted<'_>,
+    extra: impl IntoIterator<Item = StateChange>,
+) -> Result<PullOutcome, PullError> {
+    let store = state.store.as_ref();
     let mut outcome = PullOutcome {
-        quarantined: quarantine.len(),
-        has_more: page.has_more,
+        quarantined: admitted.quarantine.len(),
         ..PullOutcome::default()
     };
-    cursor.cursor = page.next_cursor;
-    cursor.last_sync_at = Some(unix_now());
-    let mut changes = quarantine;
-    cursor.pulled += records.len() as u64;
-    changes.push(put_cursor(&source.id, thread, cursor));
-    let results = store.write(&tenant.id, records, changes).await?;
+    let mut changes = admitted.quarantine;
+    changes.extend(extra);
+    let results = store.write(&tenant.id, admitted.records, changes).await?;
     let mut clashes = Vec::new();
-    for (item, result) in accepted.into_iter().zip(results) {
+    for (item, result) in admitted.items.into_iter().zip(results) {
         match result {
             Ok(Appended::Inserted(_)) => outcome.pulled += 1,
             Ok(Appended::Existing(_)) => outcome.duplicates += 1,
@@ -353,7 +463,6 @@ async fn ingest(
         outcome.quarantined += clashes.len();
         store.write(&tenant.id, Vec::new(), clashes).await?;
     }
-    outcome.cursor = cursor.cursor.clone();
     Ok(outcome)
 }
 

@@ -316,8 +316,13 @@ impl PeerItem {
         })
     }
 
-    /// The DID whose key must have signed this record: the actor itself when it is a did:key
-    /// (then `signer` may only repeat it), else the `signer` the serving peer vouches for.
+    /// The DID whose key must have signed this record (FEDERATION §1.1, §1.4):
+    /// * a did:key actor signs for itself (`signer` may only repeat it);
+    /// * a did:web or directory did:sync actor must be signed by a key of its DID document,
+    ///   which needs a resolver this steward does not have yet: `SIGNER_UNRESOLVED`;
+    /// * a typed local DID (`did:sync:user:…`, `did:sync:agent:…`, …) or any other method has
+    ///   no document: its records are signed by their hosting steward's key, named in
+    ///   `signer`, and taken as vouched for by the peer that served them.
     fn signing_did(&self) -> Result<&str, Rejection> {
         let actor = self.envelope.actor.as_str();
         if actor.starts_with("did:key:") {
@@ -327,12 +332,23 @@ impl PeerItem {
                 Some(_) => Err(Rejection::SignatureInvalid),
             };
         }
+        if resolvable_elsewhere(actor) {
+            return Err(Rejection::SignerUnresolved);
+        }
         match self.signer.as_deref() {
             Some(signer) if signer.starts_with("did:key:") => Ok(signer),
-            // did:web and did:sync signers need a resolver this steward does not have yet.
             _ => Err(Rejection::SignerUnresolved),
         }
     }
+}
+
+/// A DID whose keys only its own document can name: did:web, and a directory did:sync
+/// (`did:sync:<hash>`, no type segment).
+fn resolvable_elsewhere(did: &str) -> bool {
+    did.starts_with("did:web:")
+        || did
+            .strip_prefix("did:sync:")
+            .is_some_and(|rest| !rest.contains(':'))
 }
 
 /// Why a peer's record was not admitted (§1.1); the puller quarantines it under this code.
@@ -549,6 +565,26 @@ mod tests {
                 Err(Rejection::SignatureInvalid),
                 Err(Rejection::SignerUnresolved),
                 Err(Rejection::SignatureInvalid),
+                Ok(()),
+            ]
+        );
+    }
+
+    #[test]
+    fn actors_with_their_own_documents_wait_for_a_resolver() {
+        let key = Keypair::from_seed(&[4; 32]);
+        let items = vec![
+            signed_item(&key, "did:web:alice.dev", 1),
+            signed_item(&key, "did:sync:abcdefghijklmnopqrstuvwx", 2),
+            signed_item(&key, "did:sync:user:alice", 3),
+            signed_item(&key, "did:example:app", 4),
+        ];
+        assert_eq!(
+            check(items),
+            vec![
+                Err(Rejection::SignerUnresolved),
+                Err(Rejection::SignerUnresolved),
+                Ok(()),
                 Ok(()),
             ]
         );

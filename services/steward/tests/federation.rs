@@ -2208,3 +2208,52 @@ async fn missing_parents_are_fetched_from_the_source() {
     // Only the parent: its thread was not pulled.
     assert!(a.record(other["id"].as_str().unwrap()).await.is_none());
 }
+
+/// A peer can never fill this steward's own threads: a parent on the peer's `th_consent` is
+/// quarantined, not stored, so it cannot grant anything here; pulling such a thread is refused;
+/// and a token of an account made for a pair that is not live is refused, not taken as legacy.
+#[tokio::test]
+async fn peers_cannot_write_our_own_threads_and_orphan_pair_tokens_are_refused() {
+    let a = Node::start().await;
+    let b = Node::approving(None, &[a.did()]).await;
+    a.pair_with(&b).await;
+    let (status, grant) = b
+        .post(
+            "/v1/consent/grants",
+            &json!({"source_namespace": "default", "target_namespace": "team", "hash_levels": ["L0"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{grant}");
+    let (status, records) = b.get("/v1/records?thread=th_consent").await;
+    assert_eq!(status, 200, "{records}");
+    let grant_record = records["data"][0]["id"].as_str().unwrap().to_string();
+    let envelope = json!({"act": "DO", "actor": "did:sync:user:bob", "thread": "th_fed_sneaky",
+        "clock": 1, "parents": [grant_record], "body": {}});
+    let (status, child) = b.post("/v1/records", &envelope).await;
+    assert_eq!(status, 201, "{child}");
+    let pulled = a.pull("th_fed_sneaky", &b.did()).await;
+    assert_eq!(pulled["pulled"], 1, "{pulled}");
+    a.arrived(child["id"].as_str().unwrap()).await;
+    tokio::time::sleep(ms(300)).await;
+    assert!(a.record(&grant_record).await.is_none());
+    let (status, grants) = a.get("/v1/consent/grants").await;
+    assert_eq!(status, 200);
+    assert_eq!(grants["data"], json!([]), "{grants}");
+
+    for thread in ["th_consent", "th_federation_pairs", "th_audit_tokens"] {
+        let (status, refused) = a
+            .post("/v1/sync/pull", &json!({"thread": thread, "peer": b.did()}))
+            .await;
+        assert_eq!(status, 403, "{refused}");
+        assert_eq!(refused["code"], "THREAD_NOT_ALLOWED");
+    }
+
+    // An account named as a pair's, with no pair behind it.
+    let orphan =
+        a.s.token_named("pair did:key:z6MkOrphan", &["federation:sync_pull"], &[])
+            .await;
+    let (status, refused) = a
+        .changes_as(&orphan, "did:key:z6MkOrphan", "thread=th_fed_sneaky")
+        .await;
+    assert_eq!(status, 401, "{refused}");
+}

@@ -81,6 +81,19 @@ impl Puller {
                 targets: Some(pairs::target_namespaces(&pair)),
             });
         }
+        // An account made for a pair serves only through its live pair: a token of a pair that
+        // never finished (a lost confirm) or was superseded is refused, not taken as legacy.
+        if state
+            .store
+            .service_account(&caller.tenant.id, &grant.sa_id)
+            .await?
+            .is_some_and(|sa| sa.name.starts_with(super::handshake::PAIR_ACCOUNT_PREFIX))
+        {
+            return Err(ApiError::new(
+                ErrorCode::AuthInvalid,
+                "this token belongs to no live pair",
+            ));
+        }
         let namespaces: Vec<String> = grant
             .scopes
             .iter()

@@ -47,6 +47,8 @@ const PAIR_SCOPES: [&str; 3] = [
     "federation:sync_push",
     "federation:subscribe",
 ];
+/// Names of the service accounts made for pairs start so.
+pub const PAIR_ACCOUNT_PREFIX: &str = "pair ";
 /// Pair tokens live 90 days; renewal opens 7 days before the end.
 const TOKEN_TTL_SECS: i64 = 90 * 24 * 3600;
 const RENEW_AFTER_SECS: i64 = 83 * 24 * 3600;
@@ -147,7 +149,7 @@ fn nonce_field(body: &Value) -> ApiResult<String> {
     Ok(nonce.to_ascii_lowercase())
 }
 
-fn check_freshness(body: &Value) -> ApiResult<()> {
+pub(super) fn check_freshness(body: &Value) -> ApiResult<()> {
     let issued = body
         .get("issued_at_ms")
         .and_then(Value::as_i64)
@@ -508,7 +510,7 @@ async fn pair_credential(
         store,
         &tenant.id,
         &tenant.identity,
-        &format!("pair {peer_did}"),
+        &format!("{PAIR_ACCOUNT_PREFIX}{peer_did}"),
         PAIR_SCOPES.iter().map(|s| s.to_string()).collect(),
         vec![peer_did.to_string()],
     )

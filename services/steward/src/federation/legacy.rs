@@ -197,6 +197,7 @@ pub async fn create(
     let (peer_did, peer_url, thread_id) =
         (field("peer_did")?, field("peer_url")?, field("thread_id")?);
     validate_thread(&thread_id)?;
+    super::pairs::refuse_unpullable(&thread_id)?;
     if !(peer_url.starts_with("http://") || peer_url.starts_with("https://")) {
         return Err(ApiError::validation("peer_url must be an http(s) URL"));
     }

@@ -572,6 +572,12 @@ pub async fn notify_revoke(
         .as_object()
         .ok_or_else(|| ApiError::validation("the notice must be a JSON object"))?;
     let signer = syncropel_protocol::signed::verify_object(object)?;
+    super::handshake::check_freshness(&body)?;
+    if body["generation"].as_u64() != Some(pair.generation) {
+        return Err(ApiError::validation(
+            "the notice is for another generation of this pair",
+        ));
+    }
     if signer != pair.peer_did || body["pair_id"].as_str() != Some(pair.pair_id.as_str()) {
         return Err(ApiError::new(
             ErrorCode::UnauthenticatedInitiator,
@@ -601,6 +607,7 @@ pub async fn pull(
     let text = |k: &str| body.get(k).and_then(Value::as_str).map(str::to_string);
     let thread = text("thread").ok_or_else(|| ApiError::validation("'thread' is required"))?;
     validate_thread(&thread)?;
+    refuse_unpullable(&thread)?;
     let peer = text("peer").ok_or_else(|| ApiError::validation("'peer' is required"))?;
     let tenant = caller.tenant.clone();
     let source = match find(&state, &tenant, &peer).await {
@@ -658,6 +665,18 @@ pub async fn pull(
         "cursor": total.cursor,
     }))
     .into_response())
+}
+
+/// Threads no peer may fill (see [`super::puller::pullable_thread`]).
+pub fn refuse_unpullable(thread: &str) -> ApiResult<()> {
+    if super::puller::pullable_thread(thread) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            ErrorCode::ThreadNotAllowed,
+            format!("thread '{thread}' is this steward's own; it is never pulled from a peer"),
+        ))
+    }
 }
 
 /// A failed one-shot pull, as an answer to the operator.

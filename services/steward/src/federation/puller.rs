@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use syncropel_federation::{Backoff, ChangesPage, ChangesRequest, PeerClient, PeerError};
 use syncropel_protocol::sync::{verify_items, PeerItem, Rejection, SyncCursor, DEFAULT_PAGE};
+use syncropel_protocol::{is_config_thread, is_server_only_thread};
 use syncropel_store::{Appended, NewRecord, StateChange, StoreError};
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
@@ -371,6 +372,14 @@ pub async fn fetch_parents(
     }
 }
 
+/// Whether records of `thread` may come from a peer: never the steward's own bookkeeping
+/// (config, registry, pair, consent and audit threads).
+pub fn pullable_thread(thread: &str) -> bool {
+    !(is_config_thread(thread)
+        || is_server_only_thread(thread)
+        || super::changes::never_served(thread))
+}
+
 /// Records of a page that passed every check, ready to store, and the quarantine entries of the
 /// others.
 struct Admitted<'a> {
@@ -400,6 +409,14 @@ async fn admit<'a>(
             admitted
                 .quarantine
                 .push(quarantined(&source.id, item, rejection.code()));
+            continue;
+        }
+        // Pair, consent, registry and audit threads are this steward's own: a peer's record
+        // there would change what its folds decide.
+        if !pullable_thread(&item.envelope.thread) {
+            admitted
+                .quarantine
+                .push(quarantined(&source.id, item, "THREAD_NOT_ALLOWED"));
             continue;
         }
         let namespace = item.envelope.namespace();

@@ -333,9 +333,10 @@ pub async fn refresh(
             format!("the refresh signature: {e}"),
         )
     })?;
+    super::handshake::check_freshness(&body)?;
     let pair_id = body["pair_id"].as_str().unwrap_or_default();
     let pair = find(&state, &tenant, pair_id).await?;
-    if signer != pair.peer_did {
+    if signer != pair.peer_did || body["generation"].as_u64() != Some(pair.generation) {
         return Err(ApiError::new(
             ErrorCode::UnauthenticatedInitiator,
             "the refresh is not signed by this pair's peer",

@@ -168,11 +168,16 @@ impl TestSteward {
 
     /// Creates a service account with `scopes` (and allowed actors) and returns a token for it.
     pub async fn token(&self, scopes: &[&str], actors: &[&str]) -> String {
+        self.token_named("test", scopes, actors).await
+    }
+
+    /// [`TestSteward::token`] for an account of the given name.
+    pub async fn token_named(&self, name: &str, scopes: &[&str], actors: &[&str]) -> String {
         let sa = create_service_account(
             self.state.store.as_ref(),
             TENANT,
             &self.tenant.identity,
-            "test",
+            name,
             scopes.iter().map(|s| s.to_string()).collect(),
             actors.iter().map(|s| s.to_string()).collect(),
         )

@@ -321,16 +321,19 @@ pub fn with_sequence(json: &str, seq: i64) -> String {
 }
 
 /// Whether `incoming` (a record from a peer) replaces `stored`: a consent stub (FEDERATION §6.3)
-/// is replaced by the full record of the same id once that has arrived verified. Nothing else
-/// stored is ever rewritten.
+/// is replaced by the full record of the same id once that has arrived verified, provided the
+/// stub's envelope (thread, actor, act, clock, parents) is the record's: a stub cannot be used to
+/// hold a slot the record would not. Nothing else stored is ever rewritten.
 pub(crate) fn replaces_stub(stored: &str, incoming: &str) -> bool {
-    let is_stub = |json: &str| {
-        serde_json::from_str::<serde_json::Value>(json)
-            .ok()
-            .and_then(|v| v.get("redacted").and_then(serde_json::Value::as_bool))
-            == Some(true)
+    let parse = |json: &str| serde_json::from_str::<serde_json::Value>(json).ok();
+    let (Some(stored), Some(incoming)) = (parse(stored), parse(incoming)) else {
+        return false;
     };
-    is_stub(stored) && !is_stub(incoming)
+    let is_stub = |v: &serde_json::Value| v.get("redacted") == Some(&serde_json::Value::Bool(true));
+    let same_envelope = ["thread", "actor", "act", "clock", "parents"]
+        .iter()
+        .all(|field| stored.get(field) == incoming.get(field));
+    is_stub(&stored) && !is_stub(&incoming) && same_envelope
 }
 
 /// Seconds since the Unix epoch, for `updated_at` columns.

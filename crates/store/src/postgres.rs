@@ -1223,7 +1223,7 @@ async fn replace_stub(
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE records SET record_json = $3, l0 = $4, l1 = $5, l2 = $6, l3 = $7, \
-         search = to_tsvector('simple', $8) WHERE tenant = $1 AND seq = $2",
+         search = to_tsvector('simple', $8), namespace = $9 WHERE tenant = $1 AND seq = $2",
     )
     .bind(tenant)
     .bind(seq)
@@ -1233,6 +1233,7 @@ async fn replace_stub(
     .bind(&record.hash_levels[2])
     .bind(&record.hash_levels[3])
     .bind(search_text(&record.json))
+    .bind(&record.namespace)
     .execute(&mut *conn)
     .await?;
     Ok(())

@@ -811,9 +811,10 @@ async fn replace_stub(
     seq: i64,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "UPDATE records SET record_json = ?, l0 = ?, l1 = ?, l2 = ?, l3 = ? WHERE tenant = ? AND seq = ?",
+        "UPDATE records SET record_json = ?, namespace = ?, l0 = ?, l1 = ?, l2 = ?, l3 = ? WHERE tenant = ? AND seq = ?",
     )
     .bind(&record.json)
+    .bind(&record.namespace)
     .bind(&record.hash_levels[0])
     .bind(&record.hash_levels[1])
     .bind(&record.hash_levels[2])

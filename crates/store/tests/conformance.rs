@@ -717,6 +717,21 @@ async fn writes_move_state_with_their_records_and_replace_only_stubs(store: Arc<
     );
     let seq = store.get("t", "r1").await.unwrap().unwrap().seq;
 
+    // A stub whose envelope is not the record's is not replaced by it.
+    let mut odd = record_with_body("r2", "th", "a", 3, r#"{"redacted":true}"#);
+    odd.json =
+        r#"{"id":"r2","thread":"th","clock":3,"body":{"redacted":true},"redacted":true}"#.into();
+    store.write("t", vec![odd], Vec::new()).await.unwrap();
+    let elsewhere = record_with_body("r2", "th_other", "a", 3, r#"{"text":"x"}"#);
+    store.write("t", vec![elsewhere], Vec::new()).await.unwrap();
+    assert!(store
+        .get("t", "r2")
+        .await
+        .unwrap()
+        .unwrap()
+        .json
+        .contains("redacted"));
+
     // Through append (a local client) the stub stays.
     let full = record_with_body("r1", "th", "a", 1, r#"{"text":"glowing marmot"}"#);
     store.append("t", full.clone()).await.unwrap();

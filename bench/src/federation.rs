@@ -187,7 +187,11 @@ pub fn verify(a: &VerifyArgs) -> Result<Value> {
     }
     let started = Instant::now();
     for item in &parsed {
-        verify_signature(&signer, item.canonical.as_bytes(), item.sig.as_deref().unwrap_or(""))?;
+        verify_signature(
+            &signer,
+            item.canonical.as_bytes(),
+            item.sig.as_deref().unwrap_or(""),
+        )?;
     }
     let single_secs = started.elapsed().as_secs_f64();
     let n = parsed.len() as f64;

@@ -714,6 +714,8 @@ impl Jobs {
             let result = match result {
                 Ok(outcome) if outcome.has_more => tokio::select! {
                     _ = job.stop.cancelled() => return,
+                    // A pause during a long catch-up holds from the next page on.
+                    _ = job.kick.notified() => continue,
                     more = pull_through(&state, &self.client, &tenant, &source, &thread) => more.map(|more| PullOutcome {
                         pulled: outcome.pulled + more.pulled,
                         duplicates: outcome.duplicates + more.duplicates,

@@ -25,7 +25,7 @@ use syncropel_protocol::pair::{
 use syncropel_protocol::signed::verify_object;
 use syncropel_protocol::sync::{sync_item, verify_items, PeerItem};
 use syncropel_protocol::{
-    pair_id, sha256_hex, Act, ErrorCode, PairState, PAIRS_AUDIT_THREAD, PAIRS_THREAD,
+    pair_id, sha256_hex, ErrorCode, PairState, PAIRS_AUDIT_THREAD, PAIRS_THREAD,
 };
 use syncropel_store::{NewRecord, ServiceAccount, StateChange};
 
@@ -35,7 +35,7 @@ use crate::accounts::{self, MintedToken};
 use crate::app::{AppState, JsonBody};
 use crate::auth::{Caller, Scope};
 use crate::error::{ApiError, ApiResult};
-use crate::ingest::{seal, server_record, stored_form};
+use crate::ingest::stored_form;
 use crate::manifest;
 use crate::routes::PathParam;
 use crate::tenant::{CurrentTenant, Tenant};
@@ -460,17 +460,7 @@ async fn approve_row(
         responder_manifest_sha256: &manifest_sha(&own_manifest),
         created_at: unix_now(),
     });
-    let genesis = seal(
-        &server_record(
-            Act::Learn,
-            PAIRS_THREAD,
-            &identity.did,
-            identity.clock.next(),
-            body,
-        ),
-        &identity.key,
-        &identity.did,
-    );
+    let genesis = super::own_record(tenant, PAIRS_THREAD, body, Vec::new());
     let audit = audit_record(
         tenant,
         &row.pair_id,
@@ -554,17 +544,7 @@ fn audit_record(
         actor: &identity.did,
         timestamp: unix_now(),
     });
-    seal(
-        &server_record(
-            Act::Learn,
-            PAIRS_AUDIT_THREAD,
-            &identity.did,
-            identity.clock.next(),
-            body,
-        ),
-        &identity.key,
-        &identity.did,
-    )
+    super::own_record(tenant, PAIRS_AUDIT_THREAD, body, Vec::new())
 }
 
 /// `POST /v1/federation/pair/poll {"nonce"}`
@@ -847,17 +827,7 @@ pub async fn start(
         created_at: now,
     });
     let identity = &tenant.identity;
-    let init_sealed = seal(
-        &server_record(
-            Act::Learn,
-            PAIRS_THREAD,
-            &identity.did,
-            identity.clock.next(),
-            init_record,
-        ),
-        &identity.key,
-        &identity.did,
-    );
+    let init_sealed = super::own_record(&tenant, PAIRS_THREAD, init_record, Vec::new());
     let audit = audit_record(
         &tenant,
         &id,

@@ -282,6 +282,26 @@ pub async fn thread_records(
     Ok((records, after))
 }
 
+/// A LEARN the steward writes on its own account (pair, consent, sync control, their audit),
+/// signed with the tenant's key.
+pub fn own_record(
+    tenant: &Tenant,
+    thread: &str,
+    body: Map<String, Value>,
+    parents: Vec<String>,
+) -> syncropel_store::NewRecord {
+    let identity = &tenant.identity;
+    let mut envelope = server_record(
+        Act::Learn,
+        thread,
+        &identity.did,
+        identity.clock.next(),
+        body,
+    );
+    envelope.parents = parents;
+    seal(&envelope, &identity.key, &identity.did)
+}
+
 /// Signs and stores records the steward writes on its own account (pair, consent and sync
 /// control records with their audit), with state changes, in one transaction. Returns their ids.
 pub async fn write_own(
@@ -290,20 +310,9 @@ pub async fn write_own(
     entries: Vec<(&str, Map<String, Value>, Vec<String>)>,
     changes: Vec<StateChange>,
 ) -> ApiResult<Vec<String>> {
-    let identity = &tenant.identity;
     let records: Vec<_> = entries
         .into_iter()
-        .map(|(thread, body, parents)| {
-            let mut envelope = server_record(
-                Act::Learn,
-                thread,
-                &identity.did,
-                identity.clock.next(),
-                body,
-            );
-            envelope.parents = parents;
-            seal(&envelope, &identity.key, &identity.did)
-        })
+        .map(|(thread, body, parents)| own_record(tenant, thread, body, parents))
         .collect();
     let ids: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
     for result in state.store.write(&tenant.id, records, changes).await? {

@@ -294,15 +294,7 @@ pub async fn transition(
 ) -> ApiResult<PairView> {
     let identity = &tenant.identity;
     // The audit names the state record, whose id is known once it is sealed.
-    let mut envelope = crate::ingest::server_record(
-        syncropel_protocol::Act::Learn,
-        PAIRS_THREAD,
-        &identity.did,
-        identity.clock.next(),
-        body,
-    );
-    envelope.parents = pair.next_parents.clone();
-    let record = crate::ingest::seal(&envelope, &identity.key, &identity.did);
+    let record = super::own_record(tenant, PAIRS_THREAD, body, pair.next_parents.clone());
     let change = match to {
         Some(to) => AuditChange::Transition {
             from: Some(pair.state),
@@ -320,16 +312,7 @@ pub async fn transition(
         actor: &identity.did,
         timestamp: unix_now(),
     });
-    let audit = {
-        let envelope = crate::ingest::server_record(
-            syncropel_protocol::Act::Learn,
-            PAIRS_AUDIT_THREAD,
-            &identity.did,
-            identity.clock.next(),
-            audit,
-        );
-        crate::ingest::seal(&envelope, &identity.key, &identity.did)
-    };
+    let audit = super::own_record(tenant, PAIRS_AUDIT_THREAD, audit, Vec::new());
     for result in state
         .store
         .write(&tenant.id, vec![record, audit], changes)

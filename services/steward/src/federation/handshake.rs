@@ -632,14 +632,7 @@ pub async fn confirm(
         bound_did: tenant.identity.did.to_string(),
         expires_at,
     };
-    let record = update_body(
-        &row.pair_id,
-        row.generation,
-        UpdateOp::Activate,
-        None,
-        activate_fields(&issued),
-        unix_now(),
-    );
+    let record = activate_body(&row, &issued);
     row.status = "confirmed".into();
     row.confirm = Some(body.clone());
     let changes = vec![
@@ -743,6 +736,19 @@ pub async fn reject(
         .write(&caller.tenant.id, Vec::new(), vec![put(&key, &row)])
         .await?;
     Ok(Json(json!({"object": "pair_pending", "pair_id": row.pair_id, "peer_did": row.peer_did, "status": "rejected"})).into_response())
+}
+
+/// The `activate` record that ends the handshake on either side, naming the token the
+/// initiator minted for the responder.
+fn activate_body(row: &Handshake, issued: &IssuedToken) -> serde_json::Map<String, Value> {
+    update_body(
+        &row.pair_id,
+        row.generation,
+        UpdateOp::Activate,
+        None,
+        activate_fields(issued),
+        unix_now(),
+    )
 }
 
 /// The responder's error answer, as ours (same code, its message).
@@ -1019,14 +1025,7 @@ async fn complete(
         bound_did: row.peer_did.clone(),
         expires_at,
     };
-    let record = update_body(
-        &row.pair_id,
-        row.generation,
-        UpdateOp::Activate,
-        None,
-        activate_fields(&issued),
-        unix_now(),
-    );
+    let record = activate_body(&row, &issued);
     row.status = "confirmed".into();
     row.nonce = None;
     let pair = transition(

@@ -18,7 +18,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::canonical::canonical_string;
-use crate::error::{ErrorCode, ProtocolError};
+use crate::error::ProtocolError;
 use crate::hash::sha256_hex;
 use crate::keys::{public_key_from_did_key, Keypair};
 use crate::namespace::validate_namespace_id;
@@ -190,38 +190,8 @@ fn valid_handle(handle: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
-/// Why an op was refused; [`DidSyncError::code`] gives the wire code.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DidSyncError {
-    /// 413 `OP_TOO_LARGE`.
-    #[error("operation is {size} bytes; the limit is {MAX_OP_BYTES}")]
-    TooLarge { size: usize },
-    /// 409 `PREV_MISMATCH`: unknown/nullified/tombstoned `prev`, a replay, a
-    /// second genesis, or a fork the recovery rules refuse.
-    #[error("prev mismatch: {reason}")]
-    PrevMismatch { reason: String },
-    /// 403 `KEY_NOT_AUTHORIZED`: the signer is not a rotation key in force.
-    #[error("{signer} is not a rotation key in force at prev")]
-    KeyNotAuthorized { signer: String },
-    /// A malformed op or a bad signature; keeps the underlying code.
-    #[error(transparent)]
-    Invalid(#[from] ProtocolError),
-}
-
-impl DidSyncError {
-    /// The stable code for the error envelope.
-    pub fn code(&self) -> ErrorCode {
-        match self {
-            DidSyncError::TooLarge { .. } => ErrorCode::OpTooLarge,
-            DidSyncError::PrevMismatch { .. } => ErrorCode::PrevMismatch,
-            DidSyncError::KeyNotAuthorized { .. } => ErrorCode::KeyNotAuthorized,
-            DidSyncError::Invalid(e) => e.code(),
-        }
-    }
-}
-
-fn prev_mismatch(reason: impl Into<String>) -> DidSyncError {
-    DidSyncError::PrevMismatch {
+fn prev_mismatch(reason: impl Into<String>) -> ProtocolError {
+    ProtocolError::PrevMismatch {
         reason: reason.into(),
     }
 }
@@ -302,10 +272,13 @@ fn signer_of(op: &Value) -> Option<&str> {
 /// that is not a live op or is a tombstone; a signer outside the rotation
 /// keys in force at `prev`; and forks that displace ops older than 72 h or
 /// signed by a key of equal or higher priority (in `prev`'s list).
-pub fn apply(log: &[LoggedOp], op: &Value, received_at: i64) -> Result<Applied, DidSyncError> {
+pub fn apply(log: &[LoggedOp], op: &Value, received_at: i64) -> Result<Applied, ProtocolError> {
     let size = canonical_string(op).len();
     if size > MAX_OP_BYTES {
-        return Err(DidSyncError::TooLarge { size });
+        return Err(ProtocolError::OpTooLarge {
+            size,
+            max: MAX_OP_BYTES,
+        });
     }
     let parsed = Operation::from_value(op)?;
     let Value::Object(object) = op else {
@@ -322,7 +295,7 @@ pub fn apply(log: &[LoggedOp], op: &Value, received_at: i64) -> Result<Applied, 
         received_at,
         nullified: false,
     };
-    let not_authorized = || DidSyncError::KeyNotAuthorized {
+    let not_authorized = || ProtocolError::KeyNotAuthorized {
         signer: signer.clone(),
     };
 
@@ -454,7 +427,7 @@ impl OpLog {
     }
 
     /// Validates `op` and, if accepted, appends it and nullifies what it displaces.
-    pub fn apply(&mut self, op: &Value, received_at: i64) -> Result<Applied, DidSyncError> {
+    pub fn apply(&mut self, op: &Value, received_at: i64) -> Result<Applied, ProtocolError> {
         let applied = apply(&self.entries, op, received_at)?;
         for entry in &mut self.entries {
             if applied.nullified.contains(&entry.cid) {
@@ -478,6 +451,7 @@ impl OpLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorCode;
     use serde_json::json;
 
     const T0: i64 = 1_777_636_800;

@@ -94,10 +94,14 @@ error_codes! {
     MlsEpochConflict => ("MLS_EPOCH_CONFLICT", 409),
     NonceConflict => ("NONCE_CONFLICT", 409),
     PrevMismatch => ("PREV_MISMATCH", 409),
+    /// A directory handle already names another DID.
+    HandleTaken => ("HANDLE_TAKEN", 409),
     NonceReused => ("NONCE_REUSED", 410),
     NonceExpired => ("NONCE_EXPIRED", 410),
     InstanceMoved => ("INSTANCE_MOVED", 410),
     QueueClosed => ("QUEUE_CLOSED", 410),
+    /// A did:sync whose log ends in a tombstone.
+    DidDeactivated => ("DID_DEACTIVATED", 410),
     PayloadTooLarge => ("PAYLOAD_TOO_LARGE", 413),
     OpTooLarge => ("OP_TOO_LARGE", 413),
     SignatureRequired => ("SIGNATURE_REQUIRED", 422),
@@ -194,6 +198,16 @@ pub enum ProtocolError {
     /// A signed object (FEDERATION §1.1) that carries no `sig`.
     #[error("`sig` is required")]
     SignatureRequired,
+    /// 413 `OP_TOO_LARGE`: a did:sync operation over the size limit.
+    #[error("operation is {size} bytes; the limit is {max}")]
+    OpTooLarge { size: usize, max: usize },
+    /// 409 `PREV_MISMATCH`: unknown/nullified/tombstoned `prev`, a replay, a
+    /// second genesis, or a fork the recovery rules refuse.
+    #[error("prev mismatch: {reason}")]
+    PrevMismatch { reason: String },
+    /// 403 `KEY_NOT_AUTHORIZED`: the signer is not a rotation key in force.
+    #[error("{signer} is not a rotation key in force at prev")]
+    KeyNotAuthorized { signer: String },
 }
 
 impl ProtocolError {
@@ -216,6 +230,9 @@ impl ProtocolError {
                 ErrorCode::SignatureInvalid
             }
             ProtocolError::SignatureRequired => ErrorCode::SignatureRequired,
+            ProtocolError::OpTooLarge { .. } => ErrorCode::OpTooLarge,
+            ProtocolError::PrevMismatch { .. } => ErrorCode::PrevMismatch,
+            ProtocolError::KeyNotAuthorized { .. } => ErrorCode::KeyNotAuthorized,
         }
     }
 

@@ -179,7 +179,10 @@ pub fn verify(a: &VerifyArgs) -> Result<Value> {
     let started = Instant::now();
     let mut bad = 0;
     for page in parsed.chunks(a.page.max(1)) {
-        bad += verify_items(page).iter().filter(|v| v.is_err()).count();
+        bad += verify_items(page, &Default::default())
+            .iter()
+            .filter(|v| v.is_err())
+            .count();
     }
     let batch_secs = started.elapsed().as_secs_f64();
     if bad > 0 {

@@ -12,7 +12,11 @@
 //! - `wait-ready`: wait until `GET /health` answers 200.
 //! - `hosted-provision`, `hosted-post`, `hosted-batch`: the hosted steward (many
 //!   tenants over Postgres), see [`hosted`].
+//! - `directory`: the did:sync directory in-process: resolves/s and signed ops/s.
+//! - `discovery`: cached DID resolution and loopback mDNS discovery, see [`discovery`].
 
+mod directory;
+mod discovery;
 mod federation;
 mod hosted;
 
@@ -83,6 +87,10 @@ enum Cmd {
     /// Federation: the puller's per-record parse and signature work on one thread (batch and
     /// single verification).
     Verify(federation::VerifyArgs),
+    /// The did:sync directory, served in-process: resolves/s and signed update ops/s.
+    Directory(directory::DirectoryArgs),
+    /// Identity and discovery: cached DID resolution (ns/hit) and loopback mDNS discovery (ms).
+    Discovery(discovery::DiscoveryArgs),
 }
 
 #[derive(Args, Clone)]
@@ -249,6 +257,8 @@ fn main() -> Result<()> {
                     Cmd::HostedPost(a) => hosted::post(a).await,
                     Cmd::HostedBatch(a) => hosted::batch(a).await,
                     Cmd::Propagation(a) => federation::propagation(a).await,
+                    Cmd::Directory(a) => directory::directory(a).await,
+                    Cmd::Discovery(a) => discovery::discovery(a).await,
                     Cmd::Sqlite(_) | Cmd::Exec(_) | Cmd::Verify(_) => unreachable!("handled above"),
                 }
             })?

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION};
+use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CACHE_CONTROL};
 use reqwest::Response;
 use serde_json::Value;
 use url::Url;
@@ -15,7 +15,7 @@ use crate::target::{check_url, PublicOnlyResolver};
 
 /// Header naming the acting principal on peer calls.
 const ACTOR_HEADER: &str = "x-syncropel-actor";
-/// Manifest fetch deadline (§2.1).
+/// Manifest (§2.1) and DID document / operation log fetch deadline.
 const MANIFEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest manifest or `post_json` answer read (§2.1).
 const SMALL_BODY_LIMIT: usize = 1024 * 1024;
@@ -205,6 +205,32 @@ impl PeerClient {
         Ok(value)
     }
 
+    /// GET an absolute URL answering a JSON object (a DID document or did:sync operation
+    /// log), ≤ `max_bytes`, 10 s (or `request_timeout` if shorter). Returns the object and the
+    /// `Cache-Control` max-age, when there is one (`no-cache`/`no-store` count as zero).
+    pub async fn get_document(
+        &self,
+        url: &str,
+        max_bytes: usize,
+    ) -> Result<(Value, Option<Duration>), PeerError> {
+        let url = self.checked_url(url)?;
+        let timeout = MANIFEST_TIMEOUT.min(self.options.request_timeout);
+        let (value, max_age) = self
+            .deadline(timeout, "document", async {
+                let resp = self
+                    .send(self.http.get(url).header(ACCEPT, "application/json"))
+                    .await?;
+                let resp = success_or_error(resp).await?;
+                let max_age = cache_max_age(resp.headers());
+                Ok((parse_json(&read_limited(resp, max_bytes).await?)?, max_age))
+            })
+            .await?;
+        if !value.is_object() {
+            return Err(PeerError::Parse("document is not a JSON object".into()));
+        }
+        Ok((value, max_age))
+    }
+
     /// POST JSON to an absolute URL with optional bearer + actor headers, ≤ 1 MiB answer,
     /// request_timeout. Returns (status, json body). Non-2xx is NOT an error here (the caller
     /// reads the ApiError body), but transport problems are PeerError. An empty body is
@@ -222,6 +248,34 @@ impl PeerClient {
             let resp = self
                 .send(self.http.post(url).headers(headers).json(body))
                 .await?;
+            let status = resp.status();
+            let bytes = read_limited(resp, SMALL_BODY_LIMIT).await?;
+            if bytes.iter().all(u8::is_ascii_whitespace) {
+                return Ok((status.as_u16(), Value::Null));
+            }
+            match serde_json::from_slice(&bytes) {
+                Ok(value) => Ok((status.as_u16(), value)),
+                Err(e) if status.is_success() => {
+                    Err(PeerError::Parse(format!("malformed JSON: {e}")))
+                }
+                Err(_) => Ok((status.as_u16(), Value::String(snippet(&bytes)))),
+            }
+        })
+        .await
+    }
+
+    /// GET an absolute URL with optional bearer + actor headers, ≤ 1 MiB answer,
+    /// request_timeout. Returns (status, json body) as [`PeerClient::post_json`] does.
+    pub async fn get_json(
+        &self,
+        url: &str,
+        bearer: Option<&str>,
+        actor: Option<&str>,
+    ) -> Result<(u16, Value), PeerError> {
+        let url = self.checked_url(url)?;
+        let headers = auth_headers(bearer, actor)?;
+        self.deadline(self.options.request_timeout, "get", async {
+            let resp = self.send(self.http.get(url).headers(headers)).await?;
             let status = resp.status();
             let bytes = read_limited(resp, SMALL_BODY_LIMIT).await?;
             if bytes.iter().all(u8::is_ascii_whitespace) {
@@ -390,6 +444,26 @@ async fn read_prefix(resp: Response, max: usize) -> Vec<u8> {
     })
     .await;
     body
+}
+
+/// The `max-age` of the `Cache-Control` headers; `no-cache`/`no-store` win as zero.
+fn cache_max_age(headers: &HeaderMap) -> Option<Duration> {
+    let mut max_age = None;
+    for value in headers.get_all(CACHE_CONTROL) {
+        let Ok(text) = value.to_str() else { continue };
+        for directive in text.split(',') {
+            let directive = directive.trim().to_ascii_lowercase();
+            if directive == "no-cache" || directive == "no-store" {
+                return Some(Duration::ZERO);
+            }
+            if let Some(secs) = directive.strip_prefix("max-age=") {
+                if let Ok(secs) = secs.trim_matches('"').parse::<u64>() {
+                    max_age = Some(Duration::from_secs(secs));
+                }
+            }
+        }
+    }
+    max_age
 }
 
 /// Parses a JSON body; failure is PARSE_ERROR.

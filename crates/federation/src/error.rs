@@ -5,7 +5,8 @@ use std::io;
 
 use crate::target::ForbiddenTarget;
 
-/// A failed call to a peer, classified as in FEDERATION.md §5.5.
+/// A failed call to a peer, classified as in FEDERATION.md §5.5, or a DID that could not be
+/// resolved (§1.3–1.5; the `Did*` variants, plus the transport classes of the failed fetch).
 #[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
 pub enum PeerError {
     /// The peer is not listening, the connection failed, or the TLS handshake failed (message says `tls`).
@@ -41,11 +42,21 @@ pub enum PeerError {
     /// The target was refused by the `allow_private` policy (loopback/private/link-local/… or `localhost`).
     #[error("target forbidden: {0}")]
     Forbidden(String),
+    /// A DID method or form the resolver cannot resolve (e.g. a typed `did:sync:user:alice`).
+    #[error("unsupported DID: {0}")]
+    DidUnsupported(String),
+    /// The DID host or every configured directory answered 404.
+    #[error("DID not found: {0}")]
+    DidNotFound(String),
+    /// A DID document or operation log that is malformed, is for another DID, or does not verify.
+    #[error("invalid DID document: {0}")]
+    DidInvalid(String),
 }
 
 impl PeerError {
     /// The §5.5 error-class code: `CONNECT_REFUSED`, `TIMEOUT`, `DNS_FAILURE`, `HTTP_4XX`,
-    /// `HTTP_5XX`, `PARSE_ERROR` or `TARGET_FORBIDDEN`.
+    /// `HTTP_5XX`, `PARSE_ERROR` or `TARGET_FORBIDDEN`; for resolution failures
+    /// `DID_UNSUPPORTED`, `DID_NOT_FOUND` or `DID_INVALID`.
     pub fn code(&self) -> &'static str {
         match self {
             PeerError::ConnectRefused(_) => "CONNECT_REFUSED",
@@ -55,6 +66,9 @@ impl PeerError {
             PeerError::Http5xx { .. } => "HTTP_5XX",
             PeerError::Parse(_) => "PARSE_ERROR",
             PeerError::Forbidden(_) => "TARGET_FORBIDDEN",
+            PeerError::DidUnsupported(_) => "DID_UNSUPPORTED",
+            PeerError::DidNotFound(_) => "DID_NOT_FOUND",
+            PeerError::DidInvalid(_) => "DID_INVALID",
         }
     }
 

@@ -2,13 +2,16 @@
 //!
 //! [`PeerClient`] fetches change pages and manifests and posts JSON to peers with bounded
 //! response sizes, per-call deadlines and the §5.5 error classes ([`PeerError`]); [`Backoff`]
-//! is the full-jitter retry schedule the pull loop uses between failures.
+//! is the full-jitter retry schedule the pull loop uses between failures. [`DidResolver`]
+//! resolves did:web and did:sync DIDs to their keys and endpoint (§1.3–1.5), with a cache.
 
 mod backoff;
 mod client;
 mod error;
+mod resolve;
 mod target;
 
 pub use backoff::Backoff;
 pub use client::{ChangesPage, ChangesRequest, PeerClient, PeerClientOptions};
 pub use error::PeerError;
+pub use resolve::{DidResolver, ResolvedDid};

@@ -176,6 +176,12 @@ impl Operation {
     }
 }
 
+/// The members of an op already in a log. [`apply`] validated it on entry, so only its shape is
+/// read again: re-validating decodes every key, most of the cost of folding a log.
+fn logged_operation(op: &Value) -> Result<Operation, ProtocolError> {
+    Operation::deserialize(op).map_err(|e| ProtocolError::validation("operation", e.to_string()))
+}
+
 fn valid_key_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
         && name
@@ -273,25 +279,76 @@ fn signer_of(op: &Value) -> Option<&str> {
 /// keys in force at `prev`; and forks that displace ops older than 72 h or
 /// signed by a key of equal or higher priority (in `prev`'s list).
 pub fn apply(log: &[LoggedOp], op: &Value, received_at: i64) -> Result<Applied, ProtocolError> {
-    let size = canonical_string(op).len();
-    if size > MAX_OP_BYTES {
-        return Err(ProtocolError::OpTooLarge {
-            size,
-            max: MAX_OP_BYTES,
-        });
+    apply_with_window(log, op, received_at, RECOVERY_WINDOW_SECS)
+}
+
+/// [`apply`] with another recovery window (seconds), for a directory
+/// configured away from the 72 h default.
+pub fn apply_with_window(
+    log: &[LoggedOp],
+    op: &Value,
+    received_at: i64,
+    recovery_window_secs: i64,
+) -> Result<Applied, ProtocolError> {
+    apply_checked(log, &CheckedOp::new(op)?, received_at, recovery_window_secs)
+}
+
+/// An op that passed every check that needs no log: size, members and signature. A directory
+/// checks ops concurrently and keeps only [`apply_checked`] under its per-DID lock.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckedOp {
+    op: Value,
+    parsed: Operation,
+    signer: String,
+    cid: String,
+}
+
+impl CheckedOp {
+    pub fn new(op: &Value) -> Result<CheckedOp, ProtocolError> {
+        let size = canonical_string(op).len();
+        if size > MAX_OP_BYTES {
+            return Err(ProtocolError::OpTooLarge {
+                size,
+                max: MAX_OP_BYTES,
+            });
+        }
+        let parsed = Operation::from_value(op)?;
+        let Value::Object(object) = op else {
+            unreachable!("Operation::from_value accepted a non-object")
+        };
+        let signer = verify_object(object)?;
+        Ok(CheckedOp {
+            op: op.clone(),
+            cid: cid(op),
+            parsed,
+            signer,
+        })
     }
-    let parsed = Operation::from_value(op)?;
-    let Value::Object(object) = op else {
-        unreachable!("Operation::from_value accepted a non-object")
-    };
-    let signer = verify_object(object)?;
-    let id = cid(op);
-    if log.iter().any(|e| e.cid == id) {
+
+    /// The signed op as received.
+    pub fn value(&self) -> &Value {
+        &self.op
+    }
+
+    pub fn cid(&self) -> &str {
+        &self.cid
+    }
+}
+
+/// [`apply_with_window`] for an op already checked on its own.
+pub fn apply_checked(
+    log: &[LoggedOp],
+    op: &CheckedOp,
+    received_at: i64,
+    recovery_window_secs: i64,
+) -> Result<Applied, ProtocolError> {
+    let (parsed, signer) = (&op.parsed, &op.signer);
+    if log.iter().any(|e| e.cid == op.cid) {
         return Err(prev_mismatch("operation is already in the log"));
     }
     let entry = LoggedOp {
-        cid: id,
-        op: op.clone(),
+        cid: op.cid.clone(),
+        op: op.op.clone(),
         received_at,
         nullified: false,
     };
@@ -303,7 +360,7 @@ pub fn apply(log: &[LoggedOp], op: &Value, received_at: i64) -> Result<Applied, 
         if !log.is_empty() {
             return Err(prev_mismatch("genesis must be the first operation"));
         }
-        if !parsed.rotation_keys.contains(&signer) {
+        if !parsed.rotation_keys.contains(signer) {
             return Err(not_authorized());
         }
         return Ok(Applied {
@@ -317,18 +374,18 @@ pub fn apply(log: &[LoggedOp], op: &Value, received_at: i64) -> Result<Applied, 
         .iter()
         .position(|e| &e.cid == prev)
         .ok_or_else(|| prev_mismatch("prev is not a live operation of this DID"))?;
-    let prev_op = Operation::from_value(&live[at].op)?;
+    let prev_op = logged_operation(&live[at].op)?;
     if prev_op.kind == OpType::Tombstone {
         return Err(prev_mismatch("the DID is tombstoned"));
     }
     let rank = |did: &str| prev_op.rotation_keys.iter().position(|k| k == did);
-    let signer_rank = rank(&signer).ok_or_else(not_authorized)?;
+    let signer_rank = rank(signer).ok_or_else(not_authorized)?;
 
     let displaced = &live[at + 1..];
     for old in displaced {
-        if received_at - old.received_at > RECOVERY_WINDOW_SECS {
+        if received_at - old.received_at > recovery_window_secs {
             return Err(prev_mismatch(format!(
-                "{} is older than 72 h and final",
+                "{} is older than the recovery window ({recovery_window_secs} s) and final",
                 old.cid
             )));
         }
@@ -368,7 +425,8 @@ pub struct DidState {
 }
 
 /// Folds the live ops of `log` into the current state; `None` for an empty
-/// log or one whose first op is not a parseable genesis.
+/// log or one whose first op is not a parseable genesis. The log is trusted
+/// to have been built by [`apply`] (ops are not validated again).
 pub fn current(log: &[LoggedOp]) -> Option<DidState> {
     let genesis = log.first()?;
     let mut state = DidState {
@@ -384,7 +442,7 @@ pub fn current(log: &[LoggedOp]) -> Option<DidState> {
     };
     let mut withdrawn = BTreeSet::new();
     for (i, entry) in log.iter().filter(|e| !e.nullified).enumerate() {
-        let op = Operation::from_value(&entry.op).ok()?;
+        let op = logged_operation(&entry.op).ok()?;
         if (i == 0) != (op.kind == OpType::Genesis) {
             return None;
         }
@@ -413,6 +471,72 @@ pub fn current(log: &[LoggedOp]) -> Option<DidState> {
         .historical_signing_keys
         .retain(|(_, key)| !withdrawn.contains(key));
     Some(state)
+}
+
+/// The DID document of `state`, in the did:web shape of §1.3:
+/// `verificationMethod` lists the current signing keys first, then the other
+/// historical ones (so old records still verify); `authentication` and
+/// `assertionMethod` name only the current ones. Key ids are `<did>#<name>`;
+/// a historical key whose name is taken by another key is named by its
+/// multibase instead, so ids stay unique and stable.
+pub fn document(state: &DidState) -> Value {
+    let did = &state.did;
+    let method = |id: &str, key: &str| {
+        serde_json::json!({
+            "id": id,
+            "type": "Ed25519VerificationKey2020",
+            "controller": did,
+            "publicKeyMultibase": key,
+        })
+    };
+    let mut used = BTreeSet::new();
+    let mut methods = Vec::new();
+    let mut current_ids = Vec::new();
+    for (name, key) in &state.signing_keys {
+        let id = format!("{did}#{name}");
+        used.insert(name.as_str());
+        methods.push(method(&id, key));
+        current_ids.push(Value::String(id));
+    }
+    for (name, key) in &state.historical_signing_keys {
+        if state.signing_keys.get(name) == Some(key) {
+            continue;
+        }
+        let fragment = if used.insert(name.as_str()) {
+            name
+        } else {
+            key
+        };
+        methods.push(method(&format!("{did}#{fragment}"), key));
+    }
+    let services: Vec<Value> = state
+        .services
+        .iter()
+        .map(|(name, service)| {
+            serde_json::json!({
+                "id": format!("{did}#{name}"),
+                "type": service.kind,
+                "serviceEndpoint": service.endpoint,
+            })
+        })
+        .collect();
+    let aliases: Vec<String> = state
+        .handles
+        .iter()
+        .map(|h| format!("syncropel:handle:{h}"))
+        .collect();
+    serde_json::json!({
+        "@context": [
+            "https://www.w3.org/ns/did/v1",
+            "https://w3id.org/security/suites/ed25519-2020/v1",
+        ],
+        "id": did,
+        "alsoKnownAs": aliases,
+        "verificationMethod": methods,
+        "authentication": current_ids,
+        "assertionMethod": current_ids,
+        "service": services,
+    })
 }
 
 /// An in-memory log for one DID: [`apply`] plus committing its result.
@@ -757,6 +881,51 @@ mod tests {
             .unwrap();
         assert_eq!(applied.nullified, [t]);
         assert!(!log.current().unwrap().deactivated);
+    }
+
+    #[test]
+    fn recovery_window_is_configurable() {
+        let k = keys();
+        let (log, g, _) = with_host_update(&k);
+        let fork = update(&k, &g, &[&k.record1], &k.user);
+        let err = apply_with_window(&log.entries, &fork, T0 + 2 * HOUR, HOUR / 2).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::PrevMismatch, "{err}");
+        apply_with_window(&log.entries, &fork, T0 + 100 * HOUR, 200 * HOUR).unwrap();
+    }
+
+    #[test]
+    fn document_lists_current_then_historical_keys() {
+        let k = keys();
+        let (mut log, g) = genesis_log(&k);
+        // key-1 is rotated to another key under the same name.
+        log.apply(&update(&k, &g, &[&k.record2], &k.user), T0 + HOUR)
+            .unwrap();
+        let state = log.current().unwrap();
+        let doc = document(&state);
+        let did = &state.did;
+        assert_eq!(doc["id"], json!(did));
+        assert_eq!(doc["alsoKnownAs"], json!(["syncropel:handle:alice"]));
+        let current = format!("{did}#key-1");
+        assert_eq!(doc["assertionMethod"], json!([current]));
+        assert_eq!(doc["authentication"], json!([current]));
+        let methods = doc["verificationMethod"].as_array().unwrap();
+        assert_eq!(methods.len(), 2);
+        assert_eq!(methods[0]["id"], json!(current));
+        assert_eq!(
+            methods[0]["publicKeyMultibase"],
+            json!(multibase(&k.record2))
+        );
+        let old = multibase(&k.record1);
+        assert_eq!(methods[1]["id"], json!(format!("{did}#{old}")));
+        assert_eq!(methods[1]["publicKeyMultibase"], json!(old));
+        assert_eq!(
+            doc["service"],
+            json!([{
+                "id": format!("{did}#syncropel"),
+                "type": "syncropel",
+                "serviceEndpoint": "https://alice.syncropel.app",
+            }])
+        );
     }
 
     #[test]

@@ -96,6 +96,8 @@ error_codes! {
     PrevMismatch => ("PREV_MISMATCH", 409),
     /// A directory handle already names another DID.
     HandleTaken => ("HANDLE_TAKEN", 409),
+    /// The identity cannot change while pairs made with it stand.
+    PairsExist => ("PAIRS_EXIST", 409),
     NonceReused => ("NONCE_REUSED", 410),
     NonceExpired => ("NONCE_EXPIRED", 410),
     InstanceMoved => ("INSTANCE_MOVED", 410),
@@ -132,6 +134,20 @@ impl ErrorCode {
             500..=599 => "api_error",
             _ => "invalid_request_error",
         }
+    }
+
+    /// The error envelope every service answers with:
+    /// `{"object":"error","type","code","message","hint"?}`.
+    pub fn envelope(self, message: &str, hint: Option<&str>) -> serde_json::Value {
+        let mut body = serde_json::Map::new();
+        body.insert("object".into(), "error".into());
+        body.insert("type".into(), self.error_type().into());
+        body.insert("code".into(), self.as_str().into());
+        body.insert("message".into(), message.into());
+        if let Some(hint) = hint {
+            body.insert("hint".into(), hint.into());
+        }
+        serde_json::Value::Object(body)
     }
 
     /// Looks a code up by its wire string (e.g. when relaying a peer's error).
@@ -271,5 +287,16 @@ mod tests {
         assert_eq!(ErrorCode::MethodNotAllowed.as_str(), "METHOD_NOT_ALLOWED");
         assert_eq!(ErrorCode::MethodNotAllowed.http_status(), 405);
         assert_eq!(ErrorCode::NotFound.error_type(), "invalid_request_error");
+    }
+
+    #[test]
+    fn envelope_shape() {
+        let body = ErrorCode::HandleTaken.envelope("taken", Some("pick another"));
+        assert_eq!(
+            body.to_string(),
+            r#"{"code":"HANDLE_TAKEN","hint":"pick another","message":"taken","object":"error","type":"invalid_request_error"}"#
+        );
+        let body = ErrorCode::NotFound.envelope("no", None);
+        assert!(body.get("hint").is_none());
     }
 }

@@ -8,6 +8,7 @@
 mod act;
 mod canonical;
 pub mod consent;
+pub mod did_doc;
 pub mod did_sync;
 mod error;
 mod hash;

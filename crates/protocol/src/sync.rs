@@ -316,14 +316,22 @@ impl PeerItem {
         })
     }
 
+    /// The actor, when only its own DID document can name the keys that sign for it
+    /// (did:web, directory did:sync): the caller resolves it before [`verify_items`].
+    pub fn actor_with_document(&self) -> Option<&str> {
+        let actor = self.envelope.actor.as_str();
+        has_document(actor).then_some(actor)
+    }
+
     /// The DID whose key must have signed this record (FEDERATION §1.1, §1.4):
     /// * a did:key actor signs for itself (`signer` may only repeat it);
-    /// * a did:web or directory did:sync actor must be signed by a key of its DID document,
-    ///   which needs a resolver this steward does not have yet: `SIGNER_UNRESOLVED`;
+    /// * a did:web or directory did:sync actor must be signed by a key of its DID document:
+    ///   `signer` must be one of the keys `resolved` holds for it (`SIGNATURE_INVALID` if not;
+    ///   `SIGNER_UNRESOLVED` while the document could not be had);
     /// * a typed local DID (`did:sync:user:…`, `did:sync:agent:…`, …) or any other method has
     ///   no document: its records are signed by their hosting steward's key, named in
     ///   `signer`, and taken as vouched for by the peer that served them.
-    fn signing_did(&self) -> Result<&str, Rejection> {
+    fn signing_did<'a>(&'a self, resolved: &'a ResolvedKeys) -> Result<&'a str, Rejection> {
         let actor = self.envelope.actor.as_str();
         if actor.starts_with("did:key:") {
             return match self.signer.as_deref() {
@@ -332,19 +340,38 @@ impl PeerItem {
                 Some(_) => Err(Rejection::SignatureInvalid),
             };
         }
-        if resolvable_elsewhere(actor) {
-            return Err(Rejection::SignerUnresolved);
+        if has_document(actor) {
+            let keys = resolved.get(actor).ok_or(Rejection::SignerUnresolved)?;
+            // Without `signer`, the document's first (current) key is the only candidate.
+            let signer = match self.signer.as_deref() {
+                Some(signer) => signer,
+                None => keys.first().ok_or(Rejection::SignatureInvalid)?,
+            };
+            return match keys.iter().any(|k| k == signer) {
+                true => Ok(signer),
+                false => Err(Rejection::SignatureInvalid),
+            };
         }
         match self.signer.as_deref() {
             Some(signer) if signer.starts_with("did:key:") => Ok(signer),
             _ => Err(Rejection::SignerUnresolved),
         }
     }
+
+    /// The did:key named in `signer`, if any.
+    pub fn signer(&self) -> Option<&str> {
+        self.signer.as_deref()
+    }
 }
+
+/// For each actor with a DID document: the did:keys that may sign its records (current and
+/// retired keys, never those withdrawn as compromised; FEDERATION §1.5). An actor missing from
+/// the map could not be resolved.
+pub type ResolvedKeys = HashMap<String, Vec<String>>;
 
 /// A DID whose keys only its own document can name: did:web, and a directory did:sync
 /// (`did:sync:<hash>`, no type segment).
-fn resolvable_elsewhere(did: &str) -> bool {
+pub fn has_document(did: &str) -> bool {
     did.starts_with("did:web:")
         || did
             .strip_prefix("did:sync:")
@@ -380,7 +407,7 @@ impl Rejection {
 /// the signing key. Signatures are verified as one batch (several times faster than one by one);
 /// only when the batch fails are they verified singly, strictly, to find which ones are bad.
 /// Weak keys are refused before batching, as strict verification would.
-pub fn verify_items(items: &[PeerItem]) -> Vec<Result<(), Rejection>> {
+pub fn verify_items(items: &[PeerItem], resolved: &ResolvedKeys) -> Vec<Result<(), Rejection>> {
     let mut outcomes: Vec<Result<(), Rejection>> = Vec::with_capacity(items.len());
     let mut pending: Vec<(usize, VerifyingKey, Signature)> = Vec::new();
     // A page is mostly signed by a few keys; decoding a key (a point decompression) costs about
@@ -391,7 +418,7 @@ pub fn verify_items(items: &[PeerItem]) -> Vec<Result<(), Rejection>> {
             outcomes.push(Ok(()));
             continue;
         }
-        match prepare(item, &mut keys) {
+        match prepare(item, resolved, &mut keys) {
             Ok((key, signature)) => {
                 pending.push((index, key, signature));
                 outcomes.push(Ok(()));
@@ -420,13 +447,14 @@ pub fn verify_items(items: &[PeerItem]) -> Vec<Result<(), Rejection>> {
 
 fn prepare<'a>(
     item: &'a PeerItem,
+    resolved: &'a ResolvedKeys,
     keys: &mut HashMap<&'a str, Option<VerifyingKey>>,
 ) -> Result<(VerifyingKey, Signature), Rejection> {
     if record_id(&item.canonical) != item.id {
         return Err(Rejection::IdMismatch);
     }
     let sig = item.sig.as_deref().ok_or(Rejection::SignatureRequired)?;
-    let did = item.signing_did()?;
+    let did = item.signing_did(resolved)?;
     let key = *keys.entry(did).or_insert_with(|| {
         public_key_from_did_key(did)
             .ok()
@@ -524,7 +552,7 @@ mod tests {
             .into_iter()
             .map(|v| PeerItem::from_value(v).unwrap())
             .collect();
-        verify_items(&parsed)
+        verify_items(&parsed, &ResolvedKeys::new())
     }
 
     #[test]
@@ -571,6 +599,41 @@ mod tests {
     }
 
     #[test]
+    fn actors_with_documents_verify_against_any_resolved_key() {
+        let (old, new, stranger) = (
+            Keypair::from_seed(&[4; 32]),
+            Keypair::from_seed(&[5; 32]),
+            Keypair::from_seed(&[6; 32]),
+        );
+        let did = "did:sync:abcdefghijklmnopqrstuvwx";
+        let signed_by = |key: &Keypair, clock| {
+            let mut item = signed_item(key, did, clock);
+            item["record"]["signer"] = json!(key.did_key());
+            item
+        };
+        let items: Vec<PeerItem> = [
+            signed_by(&old, 1),
+            signed_by(&new, 2),
+            signed_by(&stranger, 3),
+        ]
+        .into_iter()
+        .map(|v| PeerItem::from_value(v).unwrap())
+        .collect();
+        assert_eq!(items[0].actor_with_document(), Some(did));
+        let resolved = ResolvedKeys::from([(did.to_string(), vec![new.did_key(), old.did_key()])]);
+        assert_eq!(
+            verify_items(&items, &resolved),
+            vec![Ok(()), Ok(()), Err(Rejection::SignatureInvalid)]
+        );
+        // A key withdrawn as compromised is simply no longer in the resolved set.
+        let withdrawn = ResolvedKeys::from([(did.to_string(), vec![new.did_key()])]);
+        assert_eq!(
+            verify_items(&items[..1], &withdrawn),
+            vec![Err(Rejection::SignatureInvalid)]
+        );
+    }
+
+    #[test]
     fn actors_with_their_own_documents_wait_for_a_resolver() {
         let key = Keypair::from_seed(&[4; 32]);
         let items = vec![
@@ -610,7 +673,7 @@ mod tests {
             item.redaction.as_ref().unwrap().consent_grant.as_deref(),
             Some("cg_1")
         );
-        assert_eq!(verify_items(&[item]), vec![Ok(())]);
+        assert_eq!(verify_items(&[item], &ResolvedKeys::new()), vec![Ok(())]);
     }
 
     #[test]

@@ -81,6 +81,62 @@ pub enum Command {
     /// Operate this steward's links to other stewards
     #[command(subcommand)]
     Fleet(FleetCommand),
+    /// Show, publish (did:sync, did:web) and rotate this home's identity
+    #[command(subcommand)]
+    Identity(IdentityCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IdentityCommand {
+    /// Show the DID, its method, its keys and where it is published
+    Show,
+    /// Publish the identity as a did:sync (registered at a directory) or a did:web (served by
+    /// this steward); the signing key stays the same. Restart `spl serve` afterwards.
+    Upgrade(UpgradeArgs),
+    /// Replace the signing key of a published identity; records signed by the old key keep
+    /// verifying unless it is marked compromised. Restart `spl serve` afterwards.
+    Rotate(RotateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UpgradeArgs {
+    /// `sync` (a directory DID that can rotate and recover) or `web` (a document on your domain)
+    #[arg(long, value_parser = ["sync", "web"])]
+    pub method: String,
+    /// did:sync: the directory to register at
+    #[arg(
+        long,
+        env = "SPL_DIRECTORY",
+        value_name = "URL",
+        required_if_eq("method", "sync")
+    )]
+    pub directory: Option<String>,
+    /// did:sync: a handle to claim (3-32 of a-z 0-9 -; repeatable, at most 3)
+    #[arg(long = "handle", value_name = "HANDLE")]
+    pub handles: Vec<String>,
+    /// did:sync: a namespace to list this steward under for discovery (repeatable)
+    #[arg(long = "namespace", value_name = "NS")]
+    pub namespaces: Vec<String>,
+    /// did:sync: a did:key you keep offline, ranked above this home's rotation key so it can
+    /// override a compromised home within the recovery window
+    #[arg(long, value_name = "DID_KEY")]
+    pub recovery_key: Option<String>,
+    /// did:web: the host (and port) that serves the document, e.g. `spl.example.com`
+    #[arg(long, value_name = "HOST", required_if_eq("method", "web"))]
+    pub domain: Option<String>,
+    /// did:web: the path form (`teams/alice` gives did:web:<host>:teams:alice)
+    #[arg(long, value_name = "PATH")]
+    pub path: Option<String>,
+    /// The steward URL to publish as the `syncropel` service [default: the running steward's]
+    #[arg(long = "service-endpoint", value_name = "URL")]
+    pub service_endpoint: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RotateArgs {
+    /// The old key leaked: withdraw it, so records it signed no longer verify anywhere
+    #[arg(long)]
+    pub compromised: bool,
 }
 
 #[derive(Debug, Args)]
@@ -174,6 +230,47 @@ pub struct ServeArgs {
         value_parser = clap::value_parser!(u64).range(1..)
     )]
     pub sync_interval_secs: u64,
+
+    /// did:sync directory to resolve directory DIDs through (repeatable, asked in order; the
+    /// env variable takes a comma-separated list)
+    #[arg(
+        long = "directory",
+        env = "SPL_DIRECTORIES",
+        value_delimiter = ',',
+        value_name = "URL",
+        value_parser = NonEmptyStringValueParser::new()
+    )]
+    pub directories: Vec<String>,
+
+    /// Do not listen for stewards on the LAN (mDNS)
+    #[arg(long, env = "SPL_NO_MDNS")]
+    pub no_mdns: bool,
+
+    /// Announce this steward on the LAN over mDNS (off by default)
+    #[arg(long, env = "SPL_MDNS_BROADCAST")]
+    pub mdns_broadcast: bool,
+
+    /// Interfaces mDNS uses: `all`, or `loopback` to stay on this machine
+    #[arg(
+        long,
+        env = "SPL_MDNS_INTERFACES",
+        default_value = "all",
+        value_name = "all|loopback"
+    )]
+    pub mdns_interfaces: syncropel_discovery::MdnsInterfaces,
+
+    /// Handle announced over mDNS
+    #[arg(long, env = "SPL_MDNS_HANDLE", value_name = "HANDLE")]
+    pub mdns_handle: Option<String>,
+
+    /// Namespace announced over mDNS
+    #[arg(long, env = "SPL_MDNS_NAMESPACE", value_name = "NAMESPACE")]
+    pub mdns_namespace: Option<String>,
+
+    /// Introduce the peers of pairs marked introducible to paired peers that ask
+    /// (`GET /v1/federation/peers`; off by default)
+    #[arg(long, env = "SPL_INTRODUCE")]
+    pub introduce: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -430,6 +527,17 @@ pub enum FederationCommand {
         #[arg(long, value_name = "TEXT")]
         reason: Option<String>,
     },
+    /// Whether other paired peers may be introduced to this pair's peer (when `spl serve
+    /// --introduce` is on)
+    Introducible {
+        /// Pair id or peer DID
+        #[arg(value_parser = NonEmptyStringValueParser::new())]
+        peer: String,
+
+        /// `on` or `off`
+        #[arg(value_parser = clap::builder::PossibleValuesParser::new(["on", "off"]))]
+        state: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -594,6 +702,87 @@ pub enum FleetSyncCommand {
         #[arg(value_parser = NonEmptyStringValueParser::new())]
         id: String,
     },
+    /// Find stewards to pair with
+    #[command(subcommand)]
+    Peers(FleetPeersCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FleetPeersCommand {
+    /// List candidate stewards (unverified unless marked); nothing is paired
+    Discover(DiscoverArgs),
+}
+
+/// A discovery method of `spl fleet sync peers discover`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DiscoveryMethod {
+    /// Stewards announcing themselves on the LAN
+    Mdns,
+    /// The `_syncropel.<domain>` TXT record, checked against the signed manifest
+    Dns,
+    /// The peers a paired steward introduces
+    Transitive,
+    /// The `syncropel` service of a domain's did:web document, checked against the manifest
+    DidWeb,
+    /// The peers a did:sync directory lists under a namespace, each DID re-resolved
+    DidSync,
+}
+
+#[derive(Debug, Args)]
+pub struct DiscoverArgs {
+    /// Method to use [default: mdns, plus dns and did-web with --domain, transitive with --via,
+    /// did-sync with --namespace and a directory]
+    #[arg(long, env = "SPL_DISCOVER_METHOD", value_enum)]
+    pub method: Option<DiscoveryMethod>,
+
+    /// Domain whose `_syncropel` TXT record and did:web document to look up (HOST[:PORT])
+    #[arg(long, env = "SPL_DISCOVER_DOMAIN", value_name = "DOMAIN")]
+    pub domain: Option<String>,
+
+    /// did:web whose document to look up, instead of the one --domain gives
+    #[arg(long, value_name = "DID", value_parser = NonEmptyStringValueParser::new())]
+    pub did: Option<String>,
+
+    /// did:sync: the namespace whose listed peers to look up
+    #[arg(long, env = "SPL_DISCOVER_NAMESPACE", value_name = "NS")]
+    pub namespace: Option<String>,
+
+    /// did:sync directory to list peers at and resolve DIDs through (repeatable, asked in
+    /// order; the env variable takes a comma-separated list)
+    #[arg(
+        long = "directory",
+        env = "SPL_DIRECTORIES",
+        value_delimiter = ',',
+        value_name = "URL",
+        value_parser = NonEmptyStringValueParser::new()
+    )]
+    pub directories: Vec<String>,
+
+    /// DNS server to ask instead of the system's resolvers, as IP:PORT
+    #[arg(long, env = "SPL_DNS_SERVER", value_name = "IP:PORT")]
+    pub dns_server: Option<std::net::SocketAddr>,
+
+    /// DID of the paired peer to ask for introductions
+    #[arg(long, env = "SPL_DISCOVER_VIA", value_name = "DID")]
+    pub via: Option<String>,
+
+    /// How long to listen on the LAN, in milliseconds
+    #[arg(
+        long,
+        env = "SPL_DISCOVER_TIMEOUT_MS",
+        default_value_t = 1000,
+        value_name = "N"
+    )]
+    pub timeout_ms: u64,
+
+    /// Interfaces mDNS uses: `all`, or `loopback` to stay on this machine
+    #[arg(
+        long,
+        env = "SPL_MDNS_INTERFACES",
+        default_value = "all",
+        value_name = "all|loopback"
+    )]
+    pub mdns_interfaces: syncropel_discovery::MdnsInterfaces,
 }
 
 #[derive(Debug, Args)]

@@ -39,7 +39,7 @@ async fn apply(
         identity.clock.next(),
         body,
     );
-    let audit = seal(&envelope, &identity.key, &identity.did);
+    let audit = seal(&envelope, &identity.key, &identity.signer);
     Ok(store.apply_auth_change(tenant, change, audit).await?)
 }
 

@@ -97,7 +97,10 @@ pub fn router(state: AppState) -> Router {
             "/bootstrap/service-account",
             post(routes::accounts::bootstrap),
         )
-        .merge(crate::federation::routes());
+        .route("/identity", get(routes::identity::show))
+        .route("/identity/upgrade", post(routes::identity::upgrade))
+        .merge(crate::federation::routes())
+        .merge(crate::discovery::routes());
 
     let mut root = Router::new()
         .route("/health", get(routes::health::open))
@@ -107,7 +110,7 @@ pub fn router(state: AppState) -> Router {
     if matches!(state.tenancy, Tenancy::Hosted(_)) {
         root = root.merge(crate::hosted::provision::routes());
     }
-    root.fallback(routes::not_found)
+    root.fallback(routes::did_web::fallback)
         .method_not_allowed_fallback(routes::method_not_allowed)
         // Our own extractor enforces the configured limit with an ApiError; axum's default 2 MiB
         // cap must not cut in first.

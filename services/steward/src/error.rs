@@ -3,7 +3,7 @@
 
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use syncropel_protocol::{ErrorCode, ProtocolError};
 use syncropel_store::StoreError;
 
@@ -64,18 +64,13 @@ impl ApiError {
     }
 
     pub fn body(&self) -> Value {
-        let mut body = Map::new();
-        body.insert("object".into(), json!("error"));
-        body.insert("type".into(), json!(self.code.error_type()));
-        body.insert("code".into(), json!(self.code.as_str()));
-        body.insert("message".into(), json!(self.message));
-        if let Some(hint) = &self.hint {
-            body.insert("hint".into(), json!(hint));
+        let mut body = self.code.envelope(&self.message, self.hint.as_deref());
+        if let Value::Object(members) = &mut body {
+            for (k, v) in &self.extra {
+                members.insert(k.clone(), v.clone());
+            }
         }
-        for (k, v) in &self.extra {
-            body.insert(k.clone(), v.clone());
-        }
-        Value::Object(body)
+        body
     }
 }
 

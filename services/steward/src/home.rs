@@ -6,6 +6,9 @@
 //!
 //! ```text
 //! keys/identity.key   Ed25519 seed, 64 hex chars            dir 0700, file 0600
+//! keys/rotation.key   seed of the did:sync rotation key (after `spl identity upgrade --method sync`)
+//! keys/retired-<n>.key  signing keys replaced by `spl identity rotate`, kept, never used again
+//! identity.json       the did:sync or did:web the home is published under, if any
 //! config.toml         did, created_at (unix secs), env = "local"
 //! hub.db              SQLite store (opened by the store crate)
 //! steward.json        {"url","pid","started_at"} while `spl serve` runs
@@ -107,6 +110,38 @@ pub struct StewardInfo {
     pub started_at: u64,
 }
 
+/// `identity.json`: the DID a home is published under when it is not its key's did:key
+/// (FEDERATION §1.3, §1.4). Written by `spl identity upgrade` and `spl identity rotate`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishedIdentity {
+    pub did: String,
+    /// `sync` or `web`.
+    pub method: String,
+    /// did:sync: the directory it is registered at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub directory: Option<String>,
+    /// `(fragment, multibase)` of every signing key the DID has had, oldest first.
+    pub keys: Vec<(String, String)>,
+    /// Fragment of the key in force (the one in `keys/identity.key`).
+    pub current: String,
+    /// Fragments withdrawn as compromised: no longer valid even for old records.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub compromised: Vec<String>,
+    /// did:sync: cid of the last operation (the `prev` of the next one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head: Option<String>,
+    /// did:sync: rotation keys (did:key), highest priority first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rotation_keys: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub handles: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<String>,
+    /// The steward URL published as the `syncropel` service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+}
+
 /// Contents of `config.toml`. The key is the source of truth for the DID; the config records it
 /// for humans and tools that should not have to read key material.
 #[derive(Debug, Serialize, Deserialize)]
@@ -151,6 +186,18 @@ impl Home {
         self.keys_dir().join("identity.key")
     }
 
+    fn rotation_key_path(&self) -> PathBuf {
+        self.keys_dir().join("rotation.key")
+    }
+
+    fn next_key_path(&self) -> PathBuf {
+        self.keys_dir().join("next.key")
+    }
+
+    fn published_path(&self) -> PathBuf {
+        self.root.join("identity.json")
+    }
+
     fn config_path(&self) -> PathBuf {
         self.root.join("config.toml")
     }
@@ -180,7 +227,10 @@ impl Home {
 
         match existing {
             Some(Ok(keypair)) if !force => {
-                let did = keypair.did_key();
+                let did = match self.published()? {
+                    Some(published) => published.did,
+                    None => keypair.did_key(),
+                };
                 if self.config_did()?.as_deref() != Some(did.as_str()) {
                     self.write_config(&did)?;
                 }
@@ -194,11 +244,18 @@ impl Home {
             // would silently lose an identity that may be recoverable.
             Some(Err(err)) if !force => Err(err),
             existing => {
-                let previous_did = existing.and_then(Result::ok).map(|k| k.did_key());
+                let previous_did = match existing {
+                    Some(Ok(key)) => Some(self.published()?.map_or(key.did_key(), |p| p.did)),
+                    _ => None,
+                };
                 let keypair = Keypair::generate();
-                let mut encoded = hex::encode(keypair.seed());
-                encoded.push('\n');
-                write_atomic(&self.key_path(), encoded.as_bytes(), SECRET_FILE_MODE)?;
+                write_atomic(
+                    &self.key_path(),
+                    seed_text(&keypair).as_bytes(),
+                    SECRET_FILE_MODE,
+                )?;
+                // A new key is a new identity: a published DID named the old one.
+                remove_optional(&self.published_path())?;
                 let did = keypair.did_key();
                 self.write_config(&did)?;
                 Ok(InitOutcome {
@@ -239,9 +296,156 @@ impl Home {
         Ok(Keypair::from_seed(&seed))
     }
 
-    /// The home's DID (`did:key:…`), derived from the key so it can never disagree with it.
+    /// The home's DID: the did:sync or did:web it is published under, else its key's did:key
+    /// (derived from the key so that it can never disagree with it).
     pub fn did(&self) -> Result<String, HomeError> {
-        Ok(self.keypair()?.did_key())
+        match self.published()? {
+            Some(published) => Ok(published.did),
+            None => Ok(self.keypair()?.did_key()),
+        }
+    }
+
+    /// The identity a steward of this home signs as.
+    pub fn identity(&self) -> Result<crate::ingest::Identity, HomeError> {
+        let key = self.keypair()?;
+        let Some(published) = self.published()? else {
+            return Ok(crate::ingest::Identity::new(key));
+        };
+        let key = self.settle_rotation(&published, key)?;
+        let valid: Vec<&(String, String)> = published
+            .keys
+            .iter()
+            .rev()
+            .filter(|(fragment, _)| !published.compromised.contains(fragment))
+            .collect();
+        let retired = valid
+            .iter()
+            .map(|(_, mb)| format!("did:key:{mb}"))
+            .collect();
+        // A did:web is served by this steward itself; a did:sync by its directory.
+        let did_web = (published.method == "web").then(|| crate::ingest::DidWeb {
+            did: published.did.clone(),
+            keys: valid
+                .iter()
+                .map(|(f, mb)| (f.clone(), mb.clone()))
+                .collect(),
+            current: vec![published.current.clone()],
+            also_known_as: Vec::new(),
+            endpoint: published.endpoint.clone(),
+        });
+        Ok(crate::ingest::Identity::published(
+            key,
+            published.did,
+            retired,
+            did_web,
+        ))
+    }
+
+    /// The published identity, if the home has one.
+    pub fn published(&self) -> Result<Option<PublishedIdentity>, HomeError> {
+        let path = self.published_path();
+        let Some(bytes) = read_optional(&path)? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|source| HomeError::InvalidStewardInfo { path, source })
+    }
+
+    /// Records the published identity (and names its DID in `config.toml`).
+    pub fn publish(&self, published: &PublishedIdentity) -> Result<(), HomeError> {
+        let path = self.published_path();
+        let mut json = serde_json::to_vec_pretty(published).map_err(|e| {
+            io_error(
+                "encode",
+                &path,
+                io::Error::new(io::ErrorKind::InvalidData, e),
+            )
+        })?;
+        json.push(b'\n');
+        write_atomic(&path, &json, PLAIN_FILE_MODE)?;
+        self.write_config(&published.did)
+    }
+
+    /// The did:sync rotation key of this home, made on first use.
+    pub fn rotation_keypair(&self) -> Result<Keypair, HomeError> {
+        self.secret_key(&self.rotation_key_path())
+    }
+
+    /// The key a rotation in progress moves to (`keys/next.key`), made on first use, so that a
+    /// rotation retried after a crash offers the same key.
+    pub fn next_keypair(&self) -> Result<Keypair, HomeError> {
+        self.secret_key(&self.next_key_path())
+    }
+
+    /// Makes the next key (see [`Home::next_keypair`]) the signing key; the one it replaces is
+    /// kept as `keys/retired-<fragment>.key`.
+    pub fn replace_key(&self, retired_fragment: &str) -> Result<Keypair, HomeError> {
+        let (old, next) = (self.keypair()?, self.next_keypair()?);
+        let retired = self
+            .keys_dir()
+            .join(format!("retired-{retired_fragment}.key"));
+        write_atomic(&retired, seed_text(&old).as_bytes(), SECRET_FILE_MODE)?;
+        write_atomic(
+            &self.key_path(),
+            seed_text(&next).as_bytes(),
+            SECRET_FILE_MODE,
+        )?;
+        remove_optional(&self.next_key_path())?;
+        Ok(next)
+    }
+
+    /// `identity.json` is a rotation's commit point: once it names the next key as current, the
+    /// key files follow (here, if a crash came between the two).
+    fn settle_rotation(
+        &self,
+        published: &PublishedIdentity,
+        key: Keypair,
+    ) -> Result<Keypair, HomeError> {
+        let multibase_of = |k: &Keypair| k.did_key().trim_start_matches("did:key:").to_string();
+        let named = |fragment: &str| {
+            published
+                .keys
+                .iter()
+                .find(|(f, _)| f == fragment)
+                .map(|(_, mb)| mb.clone())
+        };
+        if named(&published.current) == Some(multibase_of(&key)) {
+            return Ok(key);
+        }
+        let pending = read_optional(&self.next_key_path())?.is_some();
+        if pending && named(&published.current) == Some(multibase_of(&self.next_keypair()?)) {
+            let retired = published
+                .keys
+                .iter()
+                .find(|(_, mb)| *mb == multibase_of(&key))
+                .map_or("unlisted".to_string(), |(f, _)| f.clone());
+            return self.replace_key(&retired);
+        }
+        Err(HomeError::InvalidKey {
+            path: self.key_path(),
+            reason: format!(
+                "identity.json names {} as the current key of {}, and this is not it",
+                published.current, published.did
+            ),
+        })
+    }
+
+    /// Loads the seed at `path`, or makes a new one there (mode 0600) if there is none.
+    fn secret_key(&self, path: &Path) -> Result<Keypair, HomeError> {
+        if let Some(bytes) = read_optional(path)? {
+            let seed = parse_seed(String::from_utf8_lossy(&bytes).trim()).map_err(|reason| {
+                HomeError::InvalidKey {
+                    path: path.to_owned(),
+                    reason,
+                }
+            })?;
+            return Ok(Keypair::from_seed(&seed));
+        }
+        create_private_dir(&self.keys_dir())?;
+        let key = Keypair::generate();
+        write_atomic(path, seed_text(&key).as_bytes(), SECRET_FILE_MODE)?;
+        Ok(key)
     }
 
     /// Records where the running steward listens.
@@ -349,6 +553,12 @@ fn unix_now() -> u64 {
         .unwrap_or_default()
 }
 
+fn seed_text(key: &Keypair) -> String {
+    let mut encoded = hex::encode(key.seed());
+    encoded.push('\n');
+    encoded
+}
+
 fn parse_seed(text: &str) -> Result<[u8; 32], String> {
     if text.len() != 64 {
         return Err(format!("expected 64 hex characters, found {}", text.len()));
@@ -366,6 +576,13 @@ fn create_private_dir(dir: &Path) -> Result<(), HomeError> {
         .mode(PRIVATE_DIR_MODE)
         .create(dir)
         .map_err(|e| io_error("create directory", dir, e))
+}
+
+fn remove_optional(path: &Path) -> Result<(), HomeError> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_error("remove", path, e)),
+        _ => Ok(()),
+    }
 }
 
 fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, HomeError> {
@@ -604,5 +821,72 @@ mod tests {
             .filter(|n| n.contains(".tmp-"))
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    fn published_web(home: &Home, keys: &[(&str, &Keypair)], current: &str) -> PublishedIdentity {
+        let published = PublishedIdentity {
+            did: "did:web:spl.example.com".into(),
+            method: "web".into(),
+            directory: None,
+            keys: keys
+                .iter()
+                .map(|(f, k)| (f.to_string(), k.did_key()["did:key:".len()..].to_string()))
+                .collect(),
+            current: current.into(),
+            compromised: vec![],
+            head: None,
+            rotation_keys: vec![],
+            handles: vec![],
+            namespaces: vec![],
+            endpoint: None,
+        };
+        home.publish(&published).unwrap();
+        published
+    }
+
+    #[test]
+    fn a_rotation_interrupted_after_its_commit_point_is_finished_on_load() {
+        let (_dir, home) = temp_home();
+        home.init(false).unwrap();
+        let old = home.keypair().unwrap();
+        published_web(&home, &[("key-1", &old)], "key-1");
+        assert_eq!(&*home.identity().unwrap().signer, old.did_key());
+
+        // identity.json names the next key, and then the process died.
+        let next = home.next_keypair().unwrap();
+        assert_eq!(
+            home.next_keypair().unwrap().did_key(),
+            next.did_key(),
+            "kept"
+        );
+        published_web(&home, &[("key-1", &old), ("key-2", &next)], "key-2");
+        let identity = home.identity().unwrap();
+        assert_eq!(&*identity.signer, next.did_key());
+        assert_eq!(&*identity.did, "did:web:spl.example.com");
+        assert_eq!(identity.keys.to_vec(), vec![next.did_key(), old.did_key()]);
+        assert_eq!(home.keypair().unwrap().did_key(), next.did_key());
+        assert!(home.root().join("keys/retired-key-1.key").is_file());
+        assert!(!home.root().join("keys/next.key").exists());
+
+        // A published key that is neither the key file nor the pending one is refused.
+        let stranger = Keypair::generate();
+        published_web(&home, &[("key-1", &stranger)], "key-1");
+        assert!(matches!(home.identity(), Err(HomeError::InvalidKey { .. })));
+    }
+
+    #[test]
+    fn forcing_a_new_key_drops_the_published_identity() {
+        let (_dir, home) = temp_home();
+        home.init(false).unwrap();
+        let key = home.keypair().unwrap();
+        published_web(&home, &[("key-1", &key)], "key-1");
+        assert_eq!(home.did().unwrap(), "did:web:spl.example.com");
+        let outcome = home.init(true).unwrap();
+        assert_eq!(
+            outcome.previous_did.as_deref(),
+            Some("did:web:spl.example.com")
+        );
+        assert!(home.published().unwrap().is_none());
+        assert_eq!(home.did().unwrap(), outcome.did);
     }
 }

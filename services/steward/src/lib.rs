@@ -4,10 +4,12 @@
 pub mod accounts;
 pub mod app;
 pub mod auth;
+pub mod discovery;
 pub mod error;
 pub mod federation;
 pub mod home;
 pub mod hosted;
+pub mod identity;
 pub mod ingest;
 pub mod local;
 pub mod manifest;

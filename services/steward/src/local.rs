@@ -13,7 +13,6 @@ use crate::app::{router, AppState, Limits};
 use crate::auth::{validate_scopes, TokenCache, LOCAL_TOKEN_CACHE_TTL};
 use crate::federation::{Federation, FederationConfig};
 use crate::home::{Home, StewardInfo};
-use crate::ingest::Identity;
 use crate::rate_limit::{RateLimiters, RateLimits};
 use crate::tenant::{Tenancy, Tenant, TenantStatus};
 use crate::{unix_now, StewardError};
@@ -73,7 +72,7 @@ pub async fn bootstrap_service_account(
     request: &BootstrapRequest,
 ) -> Result<BootstrapOutcome, StewardError> {
     validate_scopes(&request.scopes).map_err(|e| StewardError::Invalid(e.message))?;
-    let identity = Identity::new(home.keypair()?);
+    let identity = home.identity()?;
     let store = open_store(home, false).await?;
     let result = async {
         let sa = create_service_account(
@@ -121,7 +120,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), StewardError> {
             "--insecure-localhost turns authentication off and only binds a loopback address, not {ip}"
         )));
     }
-    let identity = Identity::new(options.home.keypair()?);
+    let identity = options.home.identity()?;
     let did = identity.did.clone();
     let addr = SocketAddr::new(ip, options.port);
     let listener = TcpListener::bind(addr).await.map_err(|e| match e.kind() {
@@ -160,6 +159,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), StewardError> {
             shutdown.clone(),
         )),
     };
+    crate::discovery::start(&state);
     // Pull jobs resume from their cursor rows.
     if let Tenancy::Single(tenant) = &state.tenancy {
         let (state, tenant) = (state.clone(), tenant.clone());

@@ -11,7 +11,9 @@ use syncropel_steward::app::Limits;
 use syncropel_steward::federation::FederationConfig;
 use syncropel_steward::hosted::jwt::{JwtKey, JwtVerifier};
 use syncropel_steward::hosted::kek::Kek;
-use syncropel_steward::hosted::{HostedOptions, PlatformConfig, DEFAULT_RESERVED_LABELS};
+use syncropel_steward::hosted::{
+    DirectoryRegistration, HostedOptions, PlatformConfig, DEFAULT_RESERVED_LABELS,
+};
 use syncropel_steward::rate_limit::{RateLimit, RateLimits};
 use syncropel_steward::tenant::Addressing;
 use syncropel_steward::StewardError;
@@ -108,6 +110,14 @@ struct ServeArgs {
     /// call into the platform's own network)
     #[arg(long, env = "STEWARD_ALLOW_PRIVATE_PEERS")]
     allow_private_peers: bool,
+    /// did:sync directories to resolve directory DIDs through, asked in order (comma-separated
+    /// in the env); new tenants are registered at the first when --directory-rotation-key is set
+    #[arg(long = "directory", env = "STEWARD_DIRECTORIES", value_delimiter = ',')]
+    directories: Vec<String>,
+    /// The platform's did:sync rotation key (32-byte seed, hex): registers each new tenant's
+    /// did:sync with it, ranked after the user's recovery key
+    #[arg(long, env = "STEWARD_DIRECTORY_ROTATION_KEY", hide_env_values = true)]
+    directory_rotation_key: Option<String>,
     /// Labels refused in addition to the built-in list (comma-separated).
     #[arg(long, env = "STEWARD_RESERVED_LABELS", value_delimiter = ',')]
     reserved_labels: Vec<String>,
@@ -193,6 +203,24 @@ async fn rotate_kek(args: ServeArgs) -> Result<(), StewardError> {
     Ok(())
 }
 
+/// Where new tenants' did:sync are registered: the first directory, with the platform's key.
+fn registration(args: &ServeArgs) -> Result<Option<DirectoryRegistration>, StewardError> {
+    let Some(seed) = &args.directory_rotation_key else {
+        return Ok(None);
+    };
+    let directory = args.directories.first().ok_or_else(|| {
+        StewardError::Invalid("--directory-rotation-key needs a --directory to register at".into())
+    })?;
+    let mut bytes = [0u8; 32];
+    hex::decode_to_slice(seed.trim(), &mut bytes).map_err(|_| {
+        StewardError::Invalid("--directory-rotation-key must be 32 bytes of hex".into())
+    })?;
+    Ok(Some(DirectoryRegistration {
+        directory: directory.clone(),
+        rotation_key: std::sync::Arc::new(syncropel_protocol::Keypair::from_seed(&bytes)),
+    }))
+}
+
 async fn serve(args: ServeArgs) -> Result<(), StewardError> {
     let database_url = database_url(&args)?;
     let kek = kek(&args)?;
@@ -224,6 +252,7 @@ async fn serve(args: ServeArgs) -> Result<(), StewardError> {
             .iter()
             .map(|s| s.trim().to_ascii_lowercase()),
     );
+    let registration = registration(&args)?;
     let options = HostedOptions {
         database_url,
         platform: PlatformConfig {
@@ -236,6 +265,7 @@ async fn serve(args: ServeArgs) -> Result<(), StewardError> {
             tenant_limit: args.tenant_limit,
             deletion_grace: args.deletion_grace,
             reserved_labels: reserved,
+            registration,
         },
         kek,
         jwt,
@@ -254,6 +284,7 @@ async fn serve(args: ServeArgs) -> Result<(), StewardError> {
             poll_interval: args.sync_interval,
             auto_approve: args.auto_approve_did.clone(),
             allow_private_peers: args.allow_private_peers,
+            directories: args.directories.clone(),
             ..FederationConfig::default()
         },
     };

@@ -85,11 +85,16 @@ pub enum ManifestError {
     BadSignature(String),
 }
 
-/// Verifies a manifest signed by a did:key in covered form.
-pub fn verify(manifest: &Value) -> Result<(), ManifestError> {
-    let did = manifest["daemon"]["did"]
-        .as_str()
-        .ok_or(ManifestError::Missing("daemon.did"))?;
+/// The DID a manifest speaks for (`daemon.did`).
+pub fn daemon_did(manifest: &Value) -> Option<&str> {
+    manifest["daemon"]["did"].as_str()
+}
+
+/// Verifies a manifest in covered form. A did:key steward signs with its own key; a did:sync or
+/// did:web steward with one of the keys its document names, which the caller resolved and passes
+/// as `document_keys` (did:keys).
+pub fn verify(manifest: &Value, document_keys: &[String]) -> Result<(), ManifestError> {
+    let did = daemon_did(manifest).ok_or(ManifestError::Missing("daemon.did"))?;
     let key_id = manifest["signature"]["key_id"]
         .as_str()
         .ok_or(ManifestError::Missing("signature.key_id"))?;
@@ -109,12 +114,21 @@ pub fn verify(manifest: &Value) -> Result<(), ManifestError> {
     if let Some(sig) = covered["signature"].as_object_mut() {
         sig.remove("signature");
     }
-    verify_signature(
-        did,
-        canonical_string(&covered).as_bytes(),
-        &hex::encode(raw),
-    )
-    .map_err(|e| ManifestError::BadSignature(e.to_string()))
+    let covered = canonical_string(&covered);
+    let own = [did.to_string()];
+    let keys = if did.starts_with("did:key:") {
+        &own[..]
+    } else {
+        document_keys
+    };
+    let mut last = String::from("no key of the DID document to check it with");
+    for key in keys {
+        match verify_signature(key, covered.as_bytes(), &hex::encode(&raw)) {
+            Ok(()) => return Ok(()),
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(ManifestError::BadSignature(last))
 }
 
 #[cfg(test)]
@@ -126,7 +140,7 @@ mod tests {
         let key = Keypair::generate();
         let did = key.did_key();
         let manifest = sign(&key, &did, "https://acme.example.com", SystemTime::now());
-        verify(&manifest).unwrap();
+        verify(&manifest, &[]).unwrap();
         assert!(!expires_before(&manifest, SystemTime::now()));
         assert!(expires_before(
             &manifest,
@@ -136,20 +150,30 @@ mod tests {
         let mut later = manifest.clone();
         later["signature"]["expires_at"] = json!("2099-01-01T00:00:00Z");
         assert!(matches!(
-            verify(&later),
+            verify(&later, &[]),
             Err(ManifestError::BadSignature(_))
         ));
 
         let mut moved = manifest.clone();
         moved["federation"]["sync_change_endpoint"] = json!("https://evil.example/v1/sync/changes");
-        assert!(verify(&moved).is_err());
+        assert!(verify(&moved, &[]).is_err());
 
         let other = Keypair::generate();
         let mut foreign = manifest;
         foreign["daemon"]["did"] = json!(other.did_key());
         assert!(matches!(
-            verify(&foreign),
+            verify(&foreign, &[]),
             Err(ManifestError::ForeignKey { .. })
         ));
+    }
+
+    #[test]
+    fn a_document_did_manifest_verifies_only_with_a_key_of_its_document() {
+        let (key, stranger) = (Keypair::generate(), Keypair::generate());
+        let did = "did:sync:abcdefghijklmnopqrstuvwx";
+        let manifest = sign(&key, did, "https://acme.example.com", SystemTime::now());
+        verify(&manifest, &[stranger.did_key(), key.did_key()]).unwrap();
+        assert!(verify(&manifest, &[stranger.did_key()]).is_err());
+        assert!(verify(&manifest, &[]).is_err());
     }
 }

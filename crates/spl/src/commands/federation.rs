@@ -41,6 +41,9 @@ pub async fn run(ctx: &Ctx, command: FederationCommand) -> Result<ExitCode> {
         FederationCommand::Reject { pair_id, reason } => {
             decide(ctx, &pair_id, "reject", reason).await
         }
+        FederationCommand::Introducible { peer, state } => {
+            introducible(ctx, &peer, state == "on").await
+        }
     }
 }
 
@@ -186,6 +189,27 @@ async fn change(ctx: &Ctx, peer: &str, action: &str, body: Value) -> Result<Exit
             "{done} pair {pair_id} with {}, state {}",
             display_field(&view, "peer_did"),
             display_field(&view, "state")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn introducible(ctx: &Ctx, peer: &str, on: bool) -> Result<ExitCode> {
+    let answer = ctx
+        .client()?
+        .post_json(
+            &pair_path(peer, Some("introducible")),
+            &json!({"introducible": on}),
+        )
+        .await?;
+    if ctx.json {
+        print_json(&answer);
+    } else {
+        println!(
+            "pair {} with {}: introducible {}",
+            display_field(&answer, "pair_id"),
+            display_field(&answer, "peer_did"),
+            if on { "on" } else { "off" }
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -3,13 +3,16 @@
 
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use serde_json::{json, Value};
 use syncropel_client::encode_segment;
+use syncropel_federation::{DidResolver, PeerClient, PeerClientOptions, PeerError};
 
 use super::federation::list_data;
 use super::Ctx;
-use crate::cli::{FleetCommand, FleetSyncCommand, SyncPairArgs};
+use crate::cli::{
+    DiscoverArgs, DiscoveryMethod, FleetCommand, FleetPeersCommand, FleetSyncCommand, SyncPairArgs,
+};
 use crate::output::{display_field, fields, print_json, str_field, table};
 
 pub async fn run(ctx: &Ctx, command: FleetCommand) -> Result<ExitCode> {
@@ -22,6 +25,7 @@ pub async fn run(ctx: &Ctx, command: FleetCommand) -> Result<ExitCode> {
         FleetSyncCommand::Resume { id } => action(ctx, &id, "resume").await,
         FleetSyncCommand::Kick { id } => action(ctx, &id, "kick").await,
         FleetSyncCommand::Remove { id } => remove(ctx, &id).await,
+        FleetSyncCommand::Peers(FleetPeersCommand::Discover(args)) => discover(ctx, args).await,
     }
 }
 
@@ -151,6 +155,292 @@ fn sync_pair_path(id: &str, action: Option<&str>) -> String {
     path
 }
 
+/// The methods a discover run uses: the one asked for, else mDNS plus whatever the flags allow.
+fn discovery_methods(args: &DiscoverArgs) -> Result<Vec<DiscoveryMethod>> {
+    Ok(match args.method {
+        Some(DiscoveryMethod::Dns) if args.domain.is_none() => bail!("--method dns needs --domain"),
+        Some(DiscoveryMethod::Transitive) if args.via.is_none() => {
+            bail!("--method transitive needs --via <peer-did>")
+        }
+        Some(DiscoveryMethod::DidWeb) if args.domain.is_none() && args.did.is_none() => {
+            bail!("--method did-web needs --domain or --did")
+        }
+        Some(DiscoveryMethod::DidSync) if !did_sync_possible(args) => {
+            bail!("--method did-sync needs --namespace and --directory")
+        }
+        Some(method) => vec![method],
+        None => {
+            let mut methods = vec![DiscoveryMethod::Mdns];
+            if args.domain.is_some() {
+                methods.push(DiscoveryMethod::Dns);
+            }
+            if args.domain.is_some() || args.did.is_some() {
+                methods.push(DiscoveryMethod::DidWeb);
+            }
+            if args.via.is_some() {
+                methods.push(DiscoveryMethod::Transitive);
+            }
+            if did_sync_possible(args) {
+                methods.push(DiscoveryMethod::DidSync);
+            }
+            methods
+        }
+    })
+}
+
+fn did_sync_possible(args: &DiscoverArgs) -> bool {
+    args.namespace.is_some() && !args.directories.is_empty()
+}
+
+/// `spl fleet sync peers discover`: candidates grouped by method, one entry per DID. Nothing
+/// here pairs: the operator pairs with a candidate afterwards.
+async fn discover(ctx: &Ctx, args: DiscoverArgs) -> Result<ExitCode> {
+    // The CLI runs on the operator's machine, where LAN and loopback stewards are fair game.
+    let client = PeerClient::new(PeerClientOptions {
+        allow_private: true,
+        ..Default::default()
+    });
+    let dids = DidResolver::new(client.clone(), args.directories.clone());
+    let mut groups = serde_json::Map::new();
+    for method in discovery_methods(&args)? {
+        let (name, found) = match method {
+            DiscoveryMethod::Mdns => ("mdns", mdns_candidates(&args).await?),
+            DiscoveryMethod::Dns => ("dns", dns_candidates(&args, &client, &dids).await?),
+            DiscoveryMethod::Transitive => (
+                "transitive",
+                transitive_candidates(ctx, args.via.as_deref().unwrap_or_default()).await?,
+            ),
+            DiscoveryMethod::DidWeb => {
+                ("did-web", did_web_candidates(&args, &client, &dids).await?)
+            }
+            DiscoveryMethod::DidSync => {
+                ("did-sync", did_sync_candidates(&args, &client, &dids).await)
+            }
+        };
+        groups.insert(name.to_string(), Value::Array(unique_by_did(found)));
+    }
+    if ctx.json {
+        print_json(&json!({"object": "discovery", "candidates": groups}));
+        return Ok(ExitCode::SUCCESS);
+    }
+    for (method, found) in &groups {
+        let found = found.as_array().map(Vec::as_slice).unwrap_or_default();
+        if found.is_empty() {
+            println!("{method}: nothing found");
+            continue;
+        }
+        let rows: Vec<Vec<String>> = found
+            .iter()
+            .map(|c| {
+                let url = ["url", "endpoint"]
+                    .iter()
+                    .map(|k| display_field(c, k))
+                    .find(|v| v != "-")
+                    .unwrap_or_else(|| "-".into());
+                vec![
+                    display_field(c, "did"),
+                    url,
+                    display_field(c, "manifest_verified"),
+                ]
+            })
+            .collect();
+        println!("{method}:");
+        print!("{}", table(&["DID", "URL", "VERIFIED"], &rows));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The first entry of each DID, verified ones first.
+fn unique_by_did(mut found: Vec<Value>) -> Vec<Value> {
+    found.sort_by_key(|c| c["manifest_verified"] != json!(true));
+    let mut seen = std::collections::BTreeSet::new();
+    found.retain(|c| seen.insert(str_field(c, "did").to_string()));
+    found
+}
+
+/// Browses from this process: no steward needs to be running.
+async fn mdns_candidates(args: &DiscoverArgs) -> Result<Vec<Value>> {
+    let config = syncropel_discovery::MdnsConfig {
+        interfaces: args.mdns_interfaces,
+        ..syncropel_discovery::MdnsConfig::default()
+    };
+    let timeout = std::time::Duration::from_millis(args.timeout_ms);
+    let peers =
+        tokio::task::spawn_blocking(move || syncropel_discovery::discover(&config, timeout))
+            .await??;
+    Ok(peers.iter().map(|p| json!(p)).collect())
+}
+
+/// Looks up the TXT record and keeps the candidates whose signed manifest names the same DID.
+async fn dns_candidates(
+    args: &DiscoverArgs,
+    client: &PeerClient,
+    dids: &DidResolver,
+) -> Result<Vec<Value>> {
+    let resolver = match args.dns_server {
+        Some(addr) => syncropel_discovery::TxtResolver::with_nameserver(addr),
+        None => syncropel_discovery::TxtResolver::system()?,
+    };
+    let domain = args.domain.as_deref().unwrap_or_default();
+    let mut found = Vec::new();
+    for candidate in resolver.lookup(domain).await? {
+        let mut entry = json!(candidate);
+        match verified_did(client, dids, &candidate.manifest_url).await {
+            Ok(did) if did == candidate.did => entry["manifest_verified"] = json!(true),
+            Ok(did) => {
+                eprintln!(
+                    "warning: ignoring {}: the TXT record names {} but the manifest is signed for {did}",
+                    candidate.url, candidate.did
+                );
+                continue;
+            }
+            Err(e) => {
+                entry["manifest_verified"] = json!(false);
+                entry["error"] = json!(e.to_string());
+            }
+        }
+        found.push(entry);
+    }
+    Ok(found)
+}
+
+/// The did:web document of `--did` (else of `--domain`), its `syncropel` endpoint and whether
+/// the manifest there is signed for that did:web. A domain without a document gives nothing.
+async fn did_web_candidates(
+    args: &DiscoverArgs,
+    client: &PeerClient,
+    dids: &DidResolver,
+) -> Result<Vec<Value>> {
+    let did = match (&args.did, &args.domain) {
+        (Some(did), _) if did.starts_with("did:web:") => did.clone(),
+        (Some(did), _) => bail!("--did {did} is not a did:web"),
+        (None, domain) => {
+            syncropel_protocol::did_doc::did_web_for(domain.as_deref().unwrap_or_default(), None)
+        }
+    };
+    match dids.resolve(&did).await {
+        Err(PeerError::DidNotFound(_)) => Ok(Vec::new()),
+        Err(e) => Ok(vec![unverified(json!({"did": did}), e)]),
+        Ok(resolved) => Ok(vec![
+            checked_candidate(client, dids, &did, resolved.endpoint.as_deref()).await,
+        ]),
+    }
+}
+
+/// The peers each directory lists under `--namespace`, each re-resolved from its own op log
+/// (the listing is only the DID's claim, relayed) and checked against its manifest.
+/// Candidates that fail a check stay listed, unverified, with the reason.
+async fn did_sync_candidates(
+    args: &DiscoverArgs,
+    client: &PeerClient,
+    dids: &DidResolver,
+) -> Vec<Value> {
+    const LISTING_MAX_BYTES: usize = 1 << 20;
+    let namespace = args.namespace.as_deref().unwrap_or_default();
+    let mut listed = Vec::new();
+    for directory in &args.directories {
+        let url = format!(
+            "{}/directory/namespace/{}/peers",
+            directory.trim_end_matches('/'),
+            encode_segment(namespace)
+        );
+        match client.get_document(&url, LISTING_MAX_BYTES).await {
+            Ok((body, _)) => listed.extend(
+                body["peers"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|p| p["did"].as_str())
+                    .map(|did| (did.to_string(), directory.clone())),
+            ),
+            // Another directory may still answer; the operator learns why this one did not.
+            Err(e) => eprintln!("warning: {directory}: {e}"),
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    listed.retain(|(did, _)| seen.insert(did.clone()));
+
+    let mut found = Vec::new();
+    for (did, directory) in listed {
+        let mut entry = match dids.resolve(&did).await {
+            Err(e) => unverified(json!({"did": did}), e),
+            Ok(resolved) if resolved.deactivated => {
+                unverified(json!({"did": did}), "the DID is deactivated")
+            }
+            Ok(resolved) => {
+                let mut entry =
+                    checked_candidate(client, dids, &did, resolved.endpoint.as_deref()).await;
+                entry["handles"] = json!(resolved.handles);
+                entry
+            }
+        };
+        entry["directory"] = json!(directory);
+        found.push(entry);
+    }
+    found
+}
+
+/// `{did, url, manifest_verified}` for a DID whose document names `endpoint`: verified when
+/// the manifest served there is validly signed for `did`.
+async fn checked_candidate(
+    client: &PeerClient,
+    dids: &DidResolver,
+    did: &str,
+    endpoint: Option<&str>,
+) -> Value {
+    let Some(endpoint) = endpoint else {
+        return unverified(
+            json!({"did": did}),
+            "the DID document names no syncropel service",
+        );
+    };
+    let entry = json!({"did": did, "url": endpoint});
+    let manifest_url = format!("{}/.well-known/syncropel", endpoint.trim_end_matches('/'));
+    match verified_did(client, dids, &manifest_url).await {
+        Ok(signed_for) if signed_for == did => {
+            let mut entry = entry;
+            entry["manifest_verified"] = json!(true);
+            entry
+        }
+        Ok(signed_for) => unverified(
+            entry,
+            format!("the manifest at {manifest_url} is signed for {signed_for}"),
+        ),
+        Err(e) => unverified(entry, e),
+    }
+}
+
+fn unverified(mut entry: Value, error: impl std::fmt::Display) -> Value {
+    entry["manifest_verified"] = json!(false);
+    entry["error"] = json!(error.to_string());
+    entry
+}
+
+/// Fetches the manifest at `url` and answers the DID it is validly signed for.
+async fn verified_did(client: &PeerClient, dids: &DidResolver, url: &str) -> Result<String> {
+    const MANIFEST_MAX_BYTES: usize = 1 << 20;
+    let (body, _) = client.get_document(url, MANIFEST_MAX_BYTES).await?;
+    let manifest = body.get("federation_manifest").unwrap_or(&body);
+    let Some(did) = syncropel_steward::manifest::daemon_did(manifest) else {
+        bail!("the manifest at {url} names no DID");
+    };
+    // A did:key signs for itself; other DIDs sign with a key their document lists.
+    let keys = if did.starts_with("did:key:") {
+        Vec::new()
+    } else {
+        dids.resolve(did).await?.keys.clone()
+    };
+    syncropel_steward::manifest::verify(manifest, &keys)?;
+    Ok(did.to_string())
+}
+
+/// Asks the local steward, which asks the paired peer `via` with the bearer it holds.
+async fn transitive_candidates(ctx: &Ctx, via: &str) -> Result<Vec<Value>> {
+    let path = format!("/v1/federation/introductions?via={}", encode_segment(via));
+    let answer = ctx.client()?.get_json(&path).await?;
+    Ok(answer["peers"].as_array().cloned().unwrap_or_default())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,5 +496,74 @@ mod tests {
             "/v1/sync/pairs/sp_1/kick"
         );
         assert_eq!(sync_pair_path("sp/1", None), "/v1/sync/pairs/sp%2F1");
+    }
+
+    fn discover_args(args: &[&str]) -> DiscoverArgs {
+        let cli = Cli::try_parse_from(
+            ["spl", "fleet", "sync", "peers", "discover"]
+                .iter()
+                .chain(args),
+        )
+        .unwrap();
+        let Command::Fleet(FleetCommand::Sync(FleetSyncCommand::Peers(
+            FleetPeersCommand::Discover(args),
+        ))) = cli.command
+        else {
+            panic!("parsed into the wrong command");
+        };
+        args
+    }
+
+    #[test]
+    fn discovery_methods_follow_the_flags() {
+        use DiscoveryMethod::*;
+        let methods = |args: &[&str]| discovery_methods(&discover_args(args)).unwrap();
+        assert_eq!(methods(&[]), [Mdns]);
+        assert_eq!(
+            methods(&["--domain", "a.dev", "--via", "did:web:b"]),
+            [Mdns, Dns, DidWeb, Transitive]
+        );
+        assert_eq!(methods(&["--method", "dns", "--domain", "a.dev"]), [Dns]);
+        assert_eq!(methods(&["--did", "did:web:a.dev"]), [Mdns, DidWeb]);
+        // did-sync needs a directory as well as the namespace.
+        assert_eq!(methods(&["--namespace", "team-x"]), [Mdns]);
+        assert_eq!(
+            methods(&[
+                "--namespace",
+                "team-x",
+                "--directory",
+                "http://d1,http://d2"
+            ]),
+            [Mdns, DidSync]
+        );
+        assert_eq!(
+            discover_args(&["--directory", "http://d1", "--directory", "http://d2"]).directories,
+            ["http://d1", "http://d2"]
+        );
+        assert_eq!(
+            methods(&["--method", "did-web", "--domain", "a.dev"]),
+            [DidWeb]
+        );
+        for args in [
+            &["--method", "transitive"][..],
+            &["--method", "did-web"],
+            &["--method", "did-sync", "--namespace", "team-x"],
+            &["--method", "did-sync", "--directory", "http://d1"],
+        ] {
+            assert!(discovery_methods(&discover_args(args)).is_err(), "{args:?}");
+        }
+        assert_eq!(discover_args(&[]).timeout_ms, 1000);
+    }
+
+    #[test]
+    fn candidates_are_unique_by_did_and_verified_ones_win() {
+        let found = unique_by_did(vec![
+            json!({"did": "did:web:a", "url": "https://old", "manifest_verified": false}),
+            json!({"did": "did:web:b", "url": "https://b"}),
+            json!({"did": "did:web:a", "url": "https://new", "manifest_verified": true}),
+        ]);
+        assert_eq!(found.len(), 2);
+        assert_eq!(found[0]["url"], "https://new");
+        assert_eq!(found[1]["did"], "did:web:b");
     }
 }

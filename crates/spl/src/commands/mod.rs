@@ -5,6 +5,7 @@ mod accounts;
 mod consent;
 mod federation;
 mod fleet;
+mod identity;
 mod init;
 mod namespaces;
 mod process;
@@ -80,6 +81,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Consent(command) => block_on(consent::run(&ctx, command)),
         Command::Sync(args) => block_on(federation::sync(&ctx, args)),
         Command::Fleet(command) => block_on(fleet::run(&ctx, command)),
+        Command::Identity(command) => block_on(identity::run(&ctx, command)),
     }
 }
 

@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 use syncropel_client::Client;
+use syncropel_discovery::MdnsConfig;
+use syncropel_steward::discovery::DiscoveryConfig;
 use syncropel_steward::federation::FederationConfig;
 use syncropel_steward::home::Home;
 use syncropel_steward::local::{self, ServeOptions};
@@ -56,6 +58,18 @@ pub fn run(ctx: Ctx, args: &ServeArgs) -> Result<ExitCode> {
         federation: FederationConfig {
             poll_interval: Duration::from_secs(args.sync_interval_secs),
             auto_approve: args.federation_auto_approve_dids.clone(),
+            directories: args.directories.clone(),
+            discovery: DiscoveryConfig {
+                mdns_listen: !args.no_mdns,
+                mdns_broadcast: args.mdns_broadcast,
+                mdns: MdnsConfig {
+                    interfaces: args.mdns_interfaces,
+                    ..MdnsConfig::default()
+                },
+                handle: args.mdns_handle.clone(),
+                namespace: args.mdns_namespace.clone(),
+                introduce: args.introduce,
+            },
             ..FederationConfig::default()
         },
     };

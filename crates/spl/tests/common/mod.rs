@@ -21,7 +21,9 @@ pub fn spl(home: &Path) -> Command {
         .env_remove("SPL_ENDPOINT")
         .env_remove("SPL_TOKEN")
         .env_remove("SPL_HOST")
-        .env_remove("SPL_PORT");
+        .env_remove("SPL_PORT")
+        // mDNS stays on this machine: tests send nothing onto a real network.
+        .env("SPL_MDNS_INTERFACES", "loopback");
     cmd
 }
 
@@ -96,8 +98,13 @@ impl Steward {
     /// Starts `spl serve --port 0 <extra_args>` on `home` and waits until `steward.json` names
     /// its pid.
     pub fn start(home: &Path, extra_args: &[&str]) -> Steward {
+        Steward::start_on(home, 0, extra_args)
+    }
+
+    /// [`Steward::start`] on a chosen port (0 picks a free one).
+    pub fn start_on(home: &Path, port: u16, extra_args: &[&str]) -> Steward {
         let child = spl(home)
-            .args(["serve", "--port", "0"])
+            .args(["serve", "--port", &port.to_string()])
             .args(extra_args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -23,7 +23,7 @@ use syncropel_protocol::pair::{
     UpdateOp,
 };
 use syncropel_protocol::signed::verify_object;
-use syncropel_protocol::sync::{sync_item, verify_items, PeerItem};
+use syncropel_protocol::sync::{sync_item, PeerItem};
 use syncropel_protocol::{
     pair_id, sha256_hex, ErrorCode, PairState, PAIRS_AUDIT_THREAD, PAIRS_THREAD,
 };
@@ -211,7 +211,11 @@ async fn verified_manifest(state: &AppState, url: &str) -> ApiResult<(Value, Str
             )
             .with_hint("create an identity on the peer (`spl init`) first")
         })?;
-    manifest::verify(&manifest).map_err(|e| {
+    let did = manifest::daemon_did(&manifest)
+        .unwrap_or_default()
+        .to_string();
+    let keys = state.federation.keys_of(&did).await?;
+    manifest::verify(&manifest, &keys).map_err(|e| {
         ApiError::new(
             ErrorCode::UnauthenticatedInitiator,
             format!("the manifest of {url} does not verify: {e}"),
@@ -223,10 +227,6 @@ async fn verified_manifest(state: &AppState, url: &str) -> ApiResult<(Value, Str
             format!("the manifest of {url} has expired"),
         ));
     }
-    let did = manifest["daemon"]["did"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
     Ok((manifest, did))
 }
 
@@ -268,7 +268,7 @@ pub async fn init(
         .as_object()
         .expect("a JSON object, since fields were read");
     let signer = verify_object(object).map_err(|e| unauthenticated(e.to_string()))?;
-    if signer != initiator {
+    if !state.federation.signs_for(&initiator, &signer).await {
         return Err(unauthenticated("the request is not signed by actor_did"));
     }
 
@@ -600,7 +600,8 @@ pub async fn confirm(
     }
     check_freshness(&body)?;
     let object = body.as_object().expect("a JSON object");
-    if verify_object(object).map_err(|e| unauthenticated(e.to_string()))? != row.peer_did {
+    let signer = verify_object(object).map_err(|e| unauthenticated(e.to_string()))?;
+    if !state.federation.signs_for(&row.peer_did, &signer).await {
         return Err(unauthenticated(
             "the confirm is not signed by the initiator",
         ));
@@ -953,13 +954,8 @@ async fn complete(
         .ok_or_else(|| bad("no issued_token"))?
         .to_string();
     let item = PeerItem::from_value(answer["genesis"].clone()).map_err(|e| bad(&e))?;
-    let signer = item
-        .signer
-        .clone()
-        .unwrap_or_else(|| item.envelope.actor.clone());
     let body = &item.envelope.body;
-    let genuine = verify_items(std::slice::from_ref(&item))[0].is_ok()
-        && signer == row.peer_did
+    let genuine = state.federation.signed_by(&item, &row.peer_did).await
         && body.get("pair_id").and_then(Value::as_str) == Some(row.pair_id.as_str())
         && body.get("nonce_sha256").and_then(Value::as_str) == Some(key)
         && item.envelope.thread == PAIRS_THREAD;

@@ -5,6 +5,7 @@
 pub mod changes;
 pub mod consent;
 pub mod handshake;
+pub mod identities;
 pub mod legacy;
 pub mod pairs;
 pub mod puller;
@@ -18,7 +19,7 @@ use std::time::Duration;
 use axum::routing::{delete, get, post};
 use axum::Router;
 use serde_json::{Map, Value};
-use syncropel_federation::{PeerClient, PeerClientOptions};
+use syncropel_federation::{DidResolver, PeerClient, PeerClientOptions};
 use syncropel_protocol::Act;
 use syncropel_store::StateChange;
 use tokio_util::sync::CancellationToken;
@@ -54,7 +55,15 @@ pub struct FederationConfig {
     /// How long the source holds a longpoll open before answering an empty page (30 s). It
     /// must stay below the pullers' longpoll deadline.
     pub longpoll_hold: Duration,
+    /// did:sync directories (base URLs) asked in order to resolve directory DIDs (§1.4).
+    pub directories: Vec<String>,
+    /// mDNS and introductions (all off unless the operator turns them on).
+    pub discovery: crate::discovery::DiscoveryConfig,
+    /// The clock the DID resolver's cache reads (tests move it past cache lifetimes).
+    pub resolver_clock: ResolverClock,
 }
+
+pub type ResolverClock = Arc<dyn Fn() -> std::time::Instant + Send + Sync>;
 
 /// Deadlines of calls to peers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,6 +97,9 @@ impl Default for FederationConfig {
             backoff_base: Duration::from_secs(2),
             backoff_cap: Duration::from_secs(300),
             longpoll_hold: Duration::from_secs(30),
+            directories: Vec::new(),
+            discovery: crate::discovery::DiscoveryConfig::default(),
+            resolver_clock: Arc::new(std::time::Instant::now),
         }
     }
 }
@@ -104,6 +116,7 @@ impl std::fmt::Debug for FederationConfig {
             .field("backoff_base", &self.backoff_base)
             .field("backoff_cap", &self.backoff_cap)
             .field("longpoll_hold", &self.longpoll_hold)
+            .field("directories", &self.directories)
             .finish_non_exhaustive()
     }
 }
@@ -122,9 +135,12 @@ pub trait JobPlacement: Send + Sync {
 pub struct Federation {
     pub config: FederationConfig,
     pub jobs: Arc<puller::Jobs>,
+    resolver: DidResolver,
     placement: Option<Arc<dyn JobPlacement>>,
     /// The last pair fold per tenant and the sequence it was folded up to (see [`pairs::load`]).
     pair_folds: std::sync::Mutex<HashMap<String, (i64, PairFold)>>,
+    /// The mDNS daemons, once [`crate::discovery::start`] ran.
+    pub discovery: crate::discovery::Discovery,
 }
 
 type PairFold = BTreeMap<String, syncropel_protocol::pair::PairView>;
@@ -139,6 +155,9 @@ impl Federation {
             ..PeerClientOptions::default()
         });
         let backoff = syncropel_federation::Backoff::new(config.backoff_base, config.backoff_cap);
+        let clock = config.resolver_clock.clone();
+        let resolver = DidResolver::new(client.clone(), config.directories.clone())
+            .with_clock(move || clock());
         let jobs = Arc::new(puller::Jobs::new(
             client,
             config.poll_interval,
@@ -148,8 +167,10 @@ impl Federation {
         Federation {
             config,
             jobs,
+            resolver,
             placement: None,
             pair_folds: std::sync::Mutex::default(),
+            discovery: crate::discovery::Discovery::default(),
         }
     }
 
@@ -259,6 +280,15 @@ pub async fn thread_records(
     tenant: &str,
     thread: &str,
 ) -> ApiResult<(Vec<Value>, i64)> {
+    stored_thread(state.store.as_ref(), tenant, thread).await
+}
+
+/// [`thread_records`] straight from a store.
+pub async fn stored_thread(
+    store: &dyn syncropel_store::RecordStore,
+    tenant: &str,
+    thread: &str,
+) -> ApiResult<(Vec<Value>, i64)> {
     let mut records = Vec::new();
     let mut after = 0;
     loop {
@@ -269,7 +299,7 @@ pub async fn thread_records(
             after_seq: after,
             limit: 1000,
         };
-        let page = state.store.list(tenant, &filter).await?;
+        let page = store.list(tenant, &filter).await?;
         let Some(last) = page.last() else { break };
         after = last.seq;
         for row in page {
@@ -299,7 +329,7 @@ pub fn own_record(
         body,
     );
     envelope.parents = parents;
-    seal(&envelope, &identity.key, &identity.did)
+    seal(&envelope, &identity.key, &identity.signer)
 }
 
 /// Signs and stores records the steward writes on its own account (pair, consent and sync

@@ -15,10 +15,11 @@ use syncropel_protocol::pair::{
     audit_body, fold_pairs, outbound_secret_handle, revoke_body, update_body, AuditChange,
     PairAudit, PairView, RevokeNotify, UpdateOp,
 };
-use syncropel_protocol::sync::PeerItem;
+use syncropel_protocol::sync::{has_document, PeerItem, ResolvedKeys};
 use syncropel_protocol::{validate_thread, ErrorCode, PairState, PAIRS_AUDIT_THREAD, PAIRS_THREAD};
 use syncropel_store::{ListFilter, StateChange};
 
+use super::identities::signature_holds;
 use super::puller::{pull_through, PullError, PullOutcome, Resolver, Source};
 use super::state as fstate;
 use crate::accounts;
@@ -29,15 +30,45 @@ use crate::routes::PathParam;
 use crate::tenant::Tenant;
 use crate::unix_now;
 
-/// A genesis counts only if the responder it names signed it.
-fn genesis_verifies(record: &Value) -> bool {
+/// A genesis counts only if the responder it names signed it. For a responder with a DID
+/// document, `documents` holds the keys resolved for it; one that could not be resolved now was
+/// checked against its document when the genesis was stored, and a document host being down
+/// must not make a pair vanish.
+fn genesis_verifies(record: &Value, documents: &ResolvedKeys) -> bool {
     let Ok(item) = PeerItem::from_value(json!({"id": record["id"], "record": record})) else {
         return false;
     };
     let responder = record["body"]["responder_did"].as_str().unwrap_or("");
-    let signer = item.signer.as_deref().unwrap_or(&item.envelope.actor);
-    signer == responder
-        && syncropel_protocol::sync::verify_items(std::slice::from_ref(&item))[0].is_ok()
+    let signer = item.signer().unwrap_or(&item.envelope.actor);
+    let responders_key = if has_document(responder) {
+        documents
+            .get(responder)
+            .is_none_or(|keys| keys.iter().any(|k| k == signer))
+    } else {
+        signer == responder
+    };
+    responders_key && signature_holds(&item, signer)
+}
+
+/// The keys of every responder with a DID document named by a genesis in `records`: this
+/// steward's own keys for itself, the resolver's (cached) answer for peers.
+async fn genesis_documents(state: &AppState, tenant: &Tenant, records: &[Value]) -> ResolvedKeys {
+    let mut documents = ResolvedKeys::new();
+    documents.insert(
+        tenant.identity.did.to_string(),
+        tenant.identity.keys.to_vec(),
+    );
+    for record in records {
+        let Some(responder) = record["body"]["responder_did"].as_str() else {
+            continue;
+        };
+        if has_document(responder) && !documents.contains_key(responder) {
+            if let Ok(keys) = state.federation.keys_of(responder).await {
+                documents.insert(responder.to_string(), keys);
+            }
+        }
+    }
+    documents
 }
 
 /// Every pair of the tenant, by pair id. The fold is kept per tenant and reused while no record
@@ -58,7 +89,10 @@ pub async fn load(state: &AppState, tenant: &Tenant) -> ApiResult<BTreeMap<Strin
         }
     }
     let (records, seq) = super::thread_records(state, &tenant.id, PAIRS_THREAD).await?;
-    let pairs = fold_pairs(&records, &tenant.identity.did, genesis_verifies);
+    let documents = genesis_documents(state, tenant, &records).await;
+    let pairs = fold_pairs(&records, &tenant.identity.did, |genesis| {
+        genesis_verifies(genesis, &documents)
+    });
     state.federation.cache_pairs(&tenant.id, seq, pairs.clone());
     Ok(pairs)
 }
@@ -556,12 +590,13 @@ pub async fn notify_revoke(
         .ok_or_else(|| ApiError::validation("the notice must be a JSON object"))?;
     let signer = syncropel_protocol::signed::verify_object(object)?;
     super::handshake::check_freshness(&body)?;
+    let signed_by_peer = state.federation.signs_for(&pair.peer_did, &signer).await;
     if body["generation"].as_u64() != Some(pair.generation) {
         return Err(ApiError::validation(
             "the notice is for another generation of this pair",
         ));
     }
-    if signer != pair.peer_did || body["pair_id"].as_str() != Some(pair.pair_id.as_str()) {
+    if !signed_by_peer || body["pair_id"].as_str() != Some(pair.pair_id.as_str()) {
         return Err(ApiError::new(
             ErrorCode::UnauthenticatedInitiator,
             "the notice is not signed by this pair's peer",

@@ -10,13 +10,17 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use syncropel_federation::{Backoff, ChangesPage, ChangesRequest, PeerClient, PeerError};
-use syncropel_protocol::sync::{verify_items, PeerItem, Rejection, SyncCursor, DEFAULT_PAGE};
+use syncropel_protocol::sync::{
+    verify_items, PeerItem, Rejection, ResolvedKeys, SyncCursor, DEFAULT_PAGE,
+};
 use syncropel_protocol::{is_config_thread, is_server_only_thread};
 use syncropel_store::{Appended, NewRecord, StateChange, StoreError};
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
+use super::identities::verify_with_documents;
 use super::state::{self, pull_cursor, put_cursor, PullCursor, QUARANTINE};
+use super::Federation;
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::ingest::stored_form;
@@ -105,9 +109,18 @@ pub async fn pull_once(
     let mut cursor = pull_cursor(state.store.as_ref(), &tenant.id, &source.id, thread)
         .await?
         .unwrap_or_default();
-    let page = fetch(client, source, thread, &cursor.cursor, longpoll).await?;
+    let page = fetch(
+        client,
+        &state.federation,
+        source,
+        thread,
+        &cursor.cursor,
+        longpoll,
+    )
+    .await?;
     let outcome = ingest(state, tenant, source, thread, page, &mut cursor).await?;
     fetch_parents(state, client, tenant, source, &outcome.missing_parents).await;
+    retry_unresolved(state, client, tenant, source, thread).await;
     Ok(outcome)
 }
 
@@ -128,6 +141,7 @@ pub async fn pull_through(
     let (pages, mut checked) = mpsc::channel(PIPELINE_PAGES);
     let producer = {
         let (client, source) = (client.clone(), source.clone());
+        let federation = state.federation.clone();
         let (thread, mut since) = (thread.to_string(), cursor.cursor.clone());
         tokio::spawn(async move {
             loop {
@@ -139,8 +153,9 @@ pub async fn pull_through(
                     }
                     Err(_) => false,
                 };
-                let thread = thread.clone();
-                let check = tokio::spawn(async move { check_page(page?, &thread).await });
+                let (thread, federation) = (thread.clone(), federation.clone());
+                let check =
+                    tokio::spawn(async move { check_page(page?, &thread, &federation).await });
                 if pages.send(check).await.is_err() || !more {
                     return;
                 }
@@ -168,6 +183,7 @@ pub async fn pull_through(
         total.cursor = outcome.cursor;
         total.has_more = outcome.has_more;
     }
+    retry_unresolved(state, client, tenant, source, thread).await;
     Ok(total)
 }
 
@@ -185,13 +201,14 @@ struct Fetched {
 
 async fn fetch(
     client: &PeerClient,
+    federation: &Federation,
     source: &Source,
     thread: &str,
     since: &str,
     longpoll: bool,
 ) -> Result<Fetched, PullError> {
     let page = fetch_page(client, source, thread, since, longpoll).await?;
-    check_page(page, thread).await
+    check_page(page, thread, federation).await
 }
 
 /// Asks the source for the page after `since` and checks the page as a whole (§5.5): the
@@ -253,8 +270,13 @@ fn violation(detail: String) -> PullError {
 }
 
 /// Parses a page's items and checks each id and signature: CPU work, done on the blocking pool
-/// unless the page is small.
-async fn check_page(page: ChangesPage, thread: &str) -> Result<Fetched, PullError> {
+/// unless the page is small. Records of actors with DID documents are then checked against
+/// their resolved keys.
+async fn check_page(
+    page: ChangesPage,
+    thread: &str,
+    federation: &Federation,
+) -> Result<Fetched, PullError> {
     let thread = thread.to_string();
     // A longpoll's page of a few records is checked in place; a catch-up page is not.
     let small = page.records.len() <= 32;
@@ -270,7 +292,7 @@ async fn check_page(page: ChangesPage, thread: &str) -> Result<Fetched, PullErro
             }
             items.push(item);
         }
-        let verdicts = verify_items(&items);
+        let verdicts = verify_items(&items, &ResolvedKeys::new());
         Ok(Fetched {
             items,
             verdicts,
@@ -278,13 +300,15 @@ async fn check_page(page: ChangesPage, thread: &str) -> Result<Fetched, PullErro
             has_more: page.has_more,
         })
     };
-    if small {
-        check()
+    let mut fetched = if small {
+        check()?
     } else {
         tokio::task::spawn_blocking(check)
             .await
-            .map_err(|e| ApiError::internal(format!("verification task failed: {e}")))?
-    }
+            .map_err(|e| ApiError::internal(format!("verification task failed: {e}")))??
+    };
+    verify_with_documents(federation, &fetched.items, &mut fetched.verdicts).await;
+    Ok(fetched)
 }
 
 /// Stores what passed the checks of a fetched page, with the cursor row, in one transaction.
@@ -337,39 +361,94 @@ pub async fn fetch_parents(
     if ids.is_empty() {
         return;
     }
-    let fetched = async {
-        let url = format!("{}/v1/sync/records", source.base_url.trim_end_matches('/'));
-        let (status, answer) = client
-            .post_json(
-                &url,
-                &serde_json::json!({ "ids": ids }),
-                Some(&source.token),
-                Some(&source.actor),
-            )
-            .await
-            .map_err(PullError::Peer)?;
-        if status != 200 {
-            return Err(violation(format!("fetching parents answered {status}")));
-        }
-        let Some(serde_json::Value::Array(records)) = answer.get("records").cloned() else {
-            return Err(violation("the answer has no records".into()));
-        };
-        let mut items = Vec::with_capacity(records.len());
-        for raw in records {
-            let item = PeerItem::from_value(raw).map_err(violation)?;
-            // Only what was asked for.
-            if ids.contains(&item.id) {
-                items.push(item);
-            }
-        }
-        let verdicts = verify_items(&items);
-        let admitted = admit(state, tenant, source, &items, verdicts).await?;
-        store_admitted(state, tenant, source, admitted, Vec::new()).await
-    }
-    .await;
-    if let Err(e) = fetched {
+    if let Err(e) = fetch_records(state, client, tenant, source, ids).await {
         tracing::debug!(source = %source.id, code = %e.code(), "fetching missing parents failed");
     }
+}
+
+/// Records of `source` on `thread` quarantined as `SIGNER_UNRESOLVED` are fetched again and
+/// checked anew on each pull (§1.1): admitted as soon as their actor's document names the key.
+/// The resolver's negative cache keeps an unreachable document host from being asked each time.
+/// Best effort, like fetching parents.
+async fn retry_unresolved(
+    state: &AppState,
+    client: &PeerClient,
+    tenant: &Tenant,
+    source: &Source,
+    thread: &str,
+) {
+    if let Err(e) = retry_unresolved_records(state, client, tenant, source, thread).await {
+        tracing::debug!(source = %source.id, code = %e.code(), "re-verifying quarantined records failed");
+    }
+}
+
+async fn retry_unresolved_records(
+    state: &AppState,
+    client: &PeerClient,
+    tenant: &Tenant,
+    source: &Source,
+    thread: &str,
+) -> Result<(), PullError> {
+    let prefix = format!("{}\n", source.id);
+    let waiting: Vec<String> = state
+        .store
+        .state_list(&tenant.id, QUARANTINE)
+        .await?
+        .into_iter()
+        .filter(|(key, _)| key.starts_with(&prefix))
+        .filter_map(|(_, entry)| serde_json::from_str::<serde_json::Value>(&entry).ok())
+        .filter(|e| e["code"] == Rejection::SignerUnresolved.code() && e["thread"] == thread)
+        .filter_map(|e| e["id"].as_str().map(str::to_string))
+        .take(MAX_PARENT_FETCH)
+        .collect();
+    if !waiting.is_empty() {
+        fetch_records(state, client, tenant, source, &waiting).await?;
+    }
+    Ok(())
+}
+
+/// Fetches records of `source` by id and stores those that pass the checks of a page; their
+/// quarantine entries, if any, leave in the same transaction.
+async fn fetch_records(
+    state: &AppState,
+    client: &PeerClient,
+    tenant: &Tenant,
+    source: &Source,
+    ids: &[String],
+) -> Result<PullOutcome, PullError> {
+    let url = format!("{}/v1/sync/records", source.base_url.trim_end_matches('/'));
+    let (status, answer) = client
+        .post_json(
+            &url,
+            &serde_json::json!({ "ids": ids }),
+            Some(&source.token),
+            Some(&source.actor),
+        )
+        .await
+        .map_err(PullError::Peer)?;
+    if status != 200 {
+        return Err(violation(format!("fetching records answered {status}")));
+    }
+    let Some(serde_json::Value::Array(records)) = answer.get("records").cloned() else {
+        return Err(violation("the answer has no records".into()));
+    };
+    let mut items = Vec::with_capacity(records.len());
+    for raw in records {
+        let item = PeerItem::from_value(raw).map_err(violation)?;
+        // Only what was asked for.
+        if ids.contains(&item.id) {
+            items.push(item);
+        }
+    }
+    let mut verdicts = verify_items(&items, &ResolvedKeys::new());
+    verify_with_documents(&state.federation, &items, &mut verdicts).await;
+    let admitted = admit(state, tenant, source, &items, verdicts).await?;
+    let settled: Vec<StateChange> = admitted
+        .items
+        .iter()
+        .map(|item| StateChange::delete(QUARANTINE, &format!("{}\n{}", source.id, item.id)))
+        .collect();
+    store_admitted(state, tenant, source, admitted, settled).await
 }
 
 /// Whether records of `thread` may come from a peer: never the steward's own bookkeeping

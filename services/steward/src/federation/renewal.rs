@@ -336,7 +336,9 @@ pub async fn refresh(
     super::handshake::check_freshness(&body)?;
     let pair_id = body["pair_id"].as_str().unwrap_or_default();
     let pair = find(&state, &tenant, pair_id).await?;
-    if signer != pair.peer_did || body["generation"].as_u64() != Some(pair.generation) {
+    if !state.federation.signs_for(&pair.peer_did, &signer).await
+        || body["generation"].as_u64() != Some(pair.generation)
+    {
         return Err(ApiError::new(
             ErrorCode::UnauthenticatedInitiator,
             "the refresh is not signed by this pair's peer",

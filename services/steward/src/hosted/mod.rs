@@ -51,6 +51,65 @@ pub struct PlatformConfig {
     pub deletion_grace: Duration,
     /// Labels no tenant may take.
     pub reserved_labels: Vec<String>,
+    /// Where new tenants' did:sync are registered, if anywhere (FEDERATION §1.4, §8.1).
+    pub registration: Option<DirectoryRegistration>,
+}
+
+/// The directory new tenants are registered at, and the platform's rotation key, listed after
+/// the user's recovery key in each tenant's did:sync so that the user can always leave unaided.
+#[derive(Clone)]
+pub struct DirectoryRegistration {
+    pub directory: String,
+    pub rotation_key: Arc<Keypair>,
+}
+
+impl DirectoryRegistration {
+    /// Registers a did:sync for a tenant whose records `key` signs, reachable at `url`. Its
+    /// rotation keys are the user's recovery key first, when given, then the platform's
+    /// (FEDERATION §1.4, §8.1). `created_at` pins the genesis time, so that a retry posts the
+    /// same operation and gets the same DID.
+    pub async fn register(
+        &self,
+        client: &syncropel_federation::PeerClient,
+        key: &Keypair,
+        recovery_key: Option<&str>,
+        url: &str,
+        created_at: Option<&str>,
+    ) -> Result<String, ApiError> {
+        use syncropel_protocol::did_sync::{did_from_genesis, sign_operation};
+        use syncropel_protocol::ErrorCode;
+        let mut rotation_keys: Vec<String> = recovery_key.map(str::to_string).into_iter().collect();
+        rotation_keys.push(self.rotation_key.did_key());
+        let mut genesis =
+            crate::identity::sync_genesis(key, rotation_keys, Vec::new(), Vec::new(), Some(url));
+        if let Some(created_at) = created_at {
+            genesis.created_at = created_at.to_string();
+        }
+        let signed = sign_operation(&genesis, &self.rotation_key);
+        let did = did_from_genesis(&signed);
+        let answer = crate::identity::submit(client, &self.directory, "genesis", &signed)
+            .await
+            .map_err(|e| ApiError::new(ErrorCode::PeerUnreachable, e.to_string()))?;
+        if answer["did"].as_str() != Some(did.as_str()) {
+            return Err(ApiError::new(
+                ErrorCode::PeerUnreachable,
+                format!(
+                    "the directory registered {} instead of {did}",
+                    answer["did"]
+                ),
+            ));
+        }
+        Ok(did)
+    }
+}
+
+impl std::fmt::Debug for DirectoryRegistration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DirectoryRegistration")
+            .field("directory", &self.directory)
+            .field("rotation_key", &self.rotation_key.did_key())
+            .finish()
+    }
 }
 
 /// Labels refused by default: names of the platform's own hosts and words that would mislead.
@@ -141,7 +200,7 @@ impl Platform {
             return Ok(Some(tenant));
         }
         let row = sqlx::query(
-            "SELECT id, status, did, key_nonce, key_sealed FROM tenants \
+            "SELECT id, label, status, did, key_nonce, key_sealed FROM tenants \
              WHERE label = $1 AND (status IN ('active', 'suspended') \
                 OR (status = 'deleted' AND deleted_at > now() - make_interval(secs => $2)))",
         )
@@ -170,20 +229,100 @@ impl Platform {
         Ok(Some(tenant))
     }
 
-    /// The identity of tenant `id` from its row (`did`, `key_nonce`, `key_sealed`): the sealed key
-    /// opened with the KEK, checked against the stored DID.
+    /// The identity of tenant `id` from its row (`label`, `did`, `key_nonce`, `key_sealed`): the
+    /// sealed key opened with the KEK, checked against the stored DID. A tenant registered at a
+    /// directory is known by its did:sync and also answers, on its host, for the did:web of that
+    /// host, whose document names the did:sync (§1.3: never the tenant's primary identity).
     pub(crate) fn identity(&self, id: &str, row: &PgRow) -> Result<Identity, ApiError> {
         let seed = self
             .kek
             .open(id, row.get("key_nonce"), row.get("key_sealed"))
             .map_err(ApiError::internal)?;
-        let identity = Identity::new(Keypair::from_seed(&seed));
-        if *identity.did != *row.get::<&str, _>("did") {
+        let key = Keypair::from_seed(&seed);
+        let did: &str = row.get("did");
+        if did == key.did_key() {
+            return Ok(Identity::new(key));
+        }
+        if !syncropel_protocol::sync::has_document(did) || !did.starts_with("did:sync:") {
             return Err(ApiError::internal(format!(
                 "tenant {id}: the stored DID does not match its key"
             )));
         }
-        Ok(identity)
+        let label: &str = row.get("label");
+        let did_web = self.tenant_host(label).map(|host| crate::ingest::DidWeb {
+            did: syncropel_protocol::did_doc::did_web_for(&host, None),
+            keys: vec![("key-1".into(), crate::identity::multibase(&key))],
+            current: vec!["key-1".into()],
+            also_known_as: vec![did.to_string()],
+            endpoint: None,
+        });
+        Ok(Identity::published(
+            key,
+            did.to_string(),
+            Vec::new(),
+            did_web,
+        ))
+    }
+
+    /// The tenant's own host (`<label>.<base-domain>`), when tenants are addressed by host.
+    fn tenant_host(&self, label: &str) -> Option<String> {
+        match &self.config.addressing.path_prefix {
+            Some(_) => None,
+            None => Some(format!("{label}.{}", self.config.addressing.base_domain)),
+        }
+    }
+
+    /// Registers a did:key tenant's did:sync at the platform's directory and makes it the
+    /// tenant's DID (FEDERATION §1.4: existing tenants can upgrade). Its pairs were made with
+    /// the old DID, so a tenant with live pairs is refused.
+    pub async fn upgrade_identity(
+        &self,
+        client: &syncropel_federation::PeerClient,
+        tenant: &Tenant,
+        recovery_key: Option<&str>,
+    ) -> Result<String, ApiError> {
+        use syncropel_protocol::ErrorCode;
+        let registration = self.config.registration.as_ref().ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::NotImplemented,
+                "this platform registers no DIDs (no directory configured)",
+            )
+        })?;
+        if *tenant.identity.did != *tenant.identity.signer {
+            return Err(ApiError::new(
+                ErrorCode::ValidationError,
+                format!("the tenant is already known as {}", tenant.identity.did),
+            ));
+        }
+        let row = sqlx::query("SELECT label, recovery_key FROM tenants WHERE id = $1")
+            .bind(&tenant.id)
+            .fetch_one(&self.pool)
+            .await?;
+        let label: String = row.get("label");
+        let stored: Option<String> = row.get("recovery_key");
+        let recovery_key = recovery_key.map(str::to_string).or(stored);
+        let did = registration
+            .register(
+                client,
+                &tenant.identity.key,
+                recovery_key.as_deref(),
+                &self.tenant_url(&label),
+                None,
+            )
+            .await?;
+        // The stored manifest names the old DID: the next request signs a new one.
+        sqlx::query(
+            "UPDATE tenants SET did = $2, manifest = NULL, recovery_key = $4 WHERE id = $1 AND did = $3",
+        )
+        .bind(&tenant.id)
+        .bind(&did)
+        .bind(&*tenant.identity.did)
+        .bind(&recovery_key)
+        .execute(&self.pool)
+        .await?;
+        self.forget(&label);
+        tracing::info!(tenant = %tenant.id, %did, "tenant upgraded to a did:sync");
+        Ok(did)
     }
 
     /// The live tenant with store id `id` (pull jobs know tenants by id).

@@ -19,12 +19,13 @@ use axum::{Json, Router};
 use rand::distributions::{Alphanumeric, DistString};
 use serde_json::{json, Value};
 use sqlx::{PgConnection, Row};
+use syncropel_federation::PeerClient;
 use syncropel_protocol::{
     canonical_string, public_key_from_did_key, sha256_hex, ErrorCode, Keypair,
 };
 use syncropel_store::RecordStore;
 
-use super::Platform;
+use super::{DirectoryRegistration, Platform};
 use crate::accounts::{create_service_account_with_id, install_token};
 use crate::app::{AppState, JsonBody};
 use crate::error::{ApiError, ApiResult};
@@ -33,10 +34,11 @@ use crate::tenant::{Addressed, Tenancy, Tenant, TenantStatus};
 
 /// The bootstrap service account of every hosted tenant (the upstream `SPL_BOOTSTRAP_TOKEN` name).
 pub const BOOTSTRAP_ACCOUNT: &str = "sa-bootstrap-env";
-const PHASES: [&str; 6] = [
+const PHASES: [&str; 7] = [
     "reserve",
     "tenant_create",
     "identity",
+    "directory",
     "bootstrap",
     "manifest",
     "ready",
@@ -229,7 +231,16 @@ async fn provision(
     let request_sha256 = sha256_hex(canonical_string(&body).as_bytes());
     let mut provision = reserve(platform, &call.account, &key, &request_sha256, &request).await?;
     if provision.phase != "ready" {
-        if let Err(e) = complete(platform, state.store.as_ref(), &mut provision, &request).await {
+        let client = state.federation.client();
+        if let Err(e) = complete(
+            platform,
+            client,
+            state.store.as_ref(),
+            &mut provision,
+            &request,
+        )
+        .await
+        {
             record_error(platform, &provision, &e).await;
             return Err(e);
         }
@@ -390,16 +401,37 @@ fn random_id() -> String {
 /// `bootstrap` and `manifest`, then the tenant opens. Each step checks what is already there.
 async fn complete(
     platform: &Platform,
+    client: &PeerClient,
     store: &dyn RecordStore,
     provision: &mut Provision,
     request: &ProvisionRequest,
 ) -> ApiResult<()> {
     // No lock is held across the steps (they run on the store's own connections, and a lock held
     // meanwhile could starve them): each step tolerates a concurrent attempt instead.
-    let row = sqlx::query("SELECT did, key_nonce, key_sealed FROM tenants WHERE id = $1")
-        .bind(&provision.tenant)
-        .fetch_one(&platform.pool)
-        .await?;
+    let id = provision.tenant.clone();
+    let tenant_row = || {
+        sqlx::query("SELECT label, did, key_nonce, key_sealed FROM tenants WHERE id = $1")
+            .bind(&id)
+            .fetch_one(&platform.pool)
+    };
+    let row = tenant_row().await?;
+    let started = SystemTime::now();
+    if let Some(registration) = &platform.config.registration {
+        let identity = platform.identity(&provision.tenant, &row)?;
+        if identity.did == identity.signer {
+            register_did(
+                platform,
+                registration,
+                client,
+                provision,
+                request,
+                &identity.key,
+            )
+            .await?;
+        }
+    }
+    provision.finish("directory", started);
+    let row = tenant_row().await?;
     let tenant = Tenant::new(
         provision.tenant.clone(),
         platform.identity(&provision.tenant, &row)?,
@@ -447,6 +479,35 @@ async fn complete(
     .await?;
     tx.commit().await?;
     tracing::info!(instance = %provision.instance_id, tenant = %provision.tenant, "tenant ready");
+    Ok(())
+}
+
+/// Registers the tenant's did:sync while it is provisioned. The genesis is built from the
+/// reservation alone (its time included), so a retry posts the same operation and the directory
+/// answers with the same DID.
+async fn register_did(
+    platform: &Platform,
+    registration: &DirectoryRegistration,
+    client: &PeerClient,
+    provision: &Provision,
+    request: &ProvisionRequest,
+    key: &Keypair,
+) -> ApiResult<()> {
+    let did = registration
+        .register(
+            client,
+            key,
+            request.recovery_key.as_deref(),
+            &platform.tenant_url(&provision.label),
+            provision.phases[0]["started_at"].as_str(),
+        )
+        .await?;
+    sqlx::query("UPDATE tenants SET did = $2 WHERE id = $1 AND status = 'provisioning'")
+        .bind(&provision.tenant)
+        .bind(&did)
+        .execute(&platform.pool)
+        .await?;
+    tracing::info!(tenant = %provision.tenant, %did, "tenant registered at the directory");
     Ok(())
 }
 

@@ -1,7 +1,9 @@
 //! HTTP handlers, one module per resource.
 
 pub mod accounts;
+pub mod did_web;
 pub mod health;
+pub mod identity;
 pub mod manifest;
 pub mod namespaces;
 pub mod query;

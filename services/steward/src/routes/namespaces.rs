@@ -58,7 +58,7 @@ async fn write_entry(
     );
     state
         .store
-        .append(&tenant.id, seal(&envelope, &identity.key, &identity.did))
+        .append(&tenant.id, seal(&envelope, &identity.key, &identity.signer))
         .await?;
     find(state, &tenant.id, id)
         .await?

@@ -193,7 +193,7 @@ fn authorize(caller: &Caller, claimed: Option<&str>, envelope: &Envelope) -> Api
 /// Signs a record with the tenant's key.
 fn seal_for(caller: &Caller, envelope: &Envelope) -> NewRecord {
     let identity = &caller.tenant.identity;
-    seal(envelope, &identity.key, &identity.did)
+    seal(envelope, &identity.key, &identity.signer)
 }
 
 pub async fn get_one(

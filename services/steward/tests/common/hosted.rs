@@ -12,7 +12,8 @@ use syncropel_steward::federation::FederationConfig;
 use syncropel_steward::hosted::jwt::{JwtKey, JwtVerifier};
 use syncropel_steward::hosted::kek::Kek;
 use syncropel_steward::hosted::{
-    build, Hosted, HostedOptions, Platform, PlatformConfig, DEFAULT_RESERVED_LABELS,
+    build, DirectoryRegistration, Hosted, HostedOptions, Platform, PlatformConfig,
+    DEFAULT_RESERVED_LABELS,
 };
 use syncropel_steward::rate_limit::RateLimits;
 use syncropel_steward::tenant::Addressing;
@@ -33,6 +34,8 @@ pub struct Config {
     pub tenant_limit: u32,
     pub deletion_grace: Duration,
     pub federation: FederationConfig,
+    /// Register new tenants' did:sync at a directory.
+    pub registration: Option<DirectoryRegistration>,
     /// With a path prefix: tenants' public URLs name this replica's own address
     /// (`http://127.0.0.1:PORT/t/<label>`), so that peers can call them.
     pub reachable_urls: bool,
@@ -47,6 +50,7 @@ impl Default for Config {
             tenant_limit: 3,
             deletion_grace: Duration::from_secs(30 * 24 * 3600),
             federation: FederationConfig::default(),
+            registration: None,
             reachable_urls: false,
         }
     }
@@ -107,6 +111,7 @@ impl Replica {
                     .iter()
                     .map(|s| s.to_string())
                     .collect(),
+                registration: config.registration.clone(),
             },
             kek: match &config.previous_kek {
                 Some(previous) => Kek::parse(&config.kek)

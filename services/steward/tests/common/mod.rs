@@ -42,6 +42,8 @@ pub struct Options {
     pub federation: FederationConfig,
     /// The identity key (default: a new one).
     pub keypair: Option<Keypair>,
+    /// A whole identity (a did:sync or did:web one); wins over `keypair`.
+    pub identity: Option<Identity>,
     /// The address to bind (default: 127.0.0.1:0).
     pub addr: Option<SocketAddr>,
     /// The directory of the store (default: a new temporary one); reusing one reopens its store.
@@ -63,6 +65,7 @@ impl Default for Options {
             rate_limits: RateLimits::default(),
             federation: FederationConfig::default(),
             keypair: None,
+            identity: None,
             addr: None,
             dir: None,
             resume_jobs: false,
@@ -100,7 +103,9 @@ impl TestSteward {
         let tenant = Arc::new(
             Tenant::new(
                 TENANT.to_string(),
-                Identity::new(options.keypair.unwrap_or_else(Keypair::generate)),
+                options.identity.unwrap_or_else(|| {
+                    Identity::new(options.keypair.unwrap_or_else(Keypair::generate))
+                }),
                 TenantStatus::Active,
                 false,
             )

@@ -1,0 +1,112 @@
+//! `spl identity show|upgrade|rotate`: the home's DID beyond its did:key (FEDERATION §1.3, §1.4).
+
+use std::process::ExitCode;
+
+use anyhow::{bail, Result};
+use serde_json::{json, Value};
+use syncropel_federation::{PeerClient, PeerClientOptions};
+use syncropel_steward::identity::{self, SyncRegistration};
+
+use super::Ctx;
+use crate::cli::IdentityCommand;
+use crate::output::print_json;
+
+pub async fn run(ctx: &Ctx, command: IdentityCommand) -> Result<ExitCode> {
+    // The CLI talks to the directory the operator names, wherever it is.
+    let client = PeerClient::new(PeerClientOptions {
+        allow_private: true,
+        ..PeerClientOptions::default()
+    });
+    let shown = match command {
+        IdentityCommand::Show => show(ctx)?,
+        IdentityCommand::Upgrade(args) => {
+            if ctx.home.published()?.is_some() {
+                bail!("this home is already published; see `spl identity show`");
+            }
+            identity::refuse_if_paired(&ctx.home).await?;
+            let endpoint = match args.service_endpoint {
+                Some(url) => Some(url),
+                None => ctx.home.read_steward_info()?.map(|info| info.url),
+            };
+            match args.method.as_str() {
+                "sync" => {
+                    let registration = SyncRegistration {
+                        directory: args.directory.unwrap_or_default(),
+                        handles: args.handles,
+                        namespaces: args.namespaces,
+                        endpoint,
+                        recovery_key: args.recovery_key,
+                    };
+                    identity::upgrade_to_sync(&ctx.home, &client, registration).await?;
+                }
+                _ => {
+                    let host = args.domain.unwrap_or_default();
+                    identity::upgrade_to_web(&ctx.home, &host, args.path.as_deref(), endpoint)?;
+                }
+            }
+            restart_note(ctx)?;
+            show(ctx)?
+        }
+        IdentityCommand::Rotate(args) => {
+            identity::rotate(&ctx.home, &client, args.compromised).await?;
+            restart_note(ctx)?;
+            show(ctx)?
+        }
+    };
+    if ctx.json {
+        print_json(&shown);
+    } else {
+        println!("did       {}", shown["did"].as_str().unwrap_or(""));
+        println!("method    {}", shown["method"].as_str().unwrap_or(""));
+        println!("signer    {}", shown["signer"].as_str().unwrap_or(""));
+        if let Some(directory) = shown["directory"].as_str() {
+            println!("directory {directory}");
+        }
+        for key in shown["keys"].as_array().into_iter().flatten() {
+            println!(
+                "key       {} {}{}",
+                key["id"].as_str().unwrap_or(""),
+                key["did_key"].as_str().unwrap_or(""),
+                if key["current"] == true {
+                    " (current)"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn show(ctx: &Ctx) -> Result<Value> {
+    let signer = ctx.home.keypair()?.did_key();
+    Ok(match ctx.home.published()? {
+        None => json!({
+            "did": signer, "method": "key", "signer": signer,
+            "keys": [{"id": "key-1", "did_key": signer, "current": true}],
+        }),
+        Some(published) => json!({
+            "did": published.did,
+            "method": published.method,
+            "signer": signer,
+            "directory": published.directory,
+            "handles": published.handles,
+            "namespaces": published.namespaces,
+            "service_endpoint": published.endpoint,
+            "rotation_keys": published.rotation_keys,
+            "keys": published.keys.iter().map(|(id, multibase)| json!({
+                "id": id,
+                "did_key": format!("did:key:{multibase}"),
+                "current": *id == published.current,
+                "compromised": published.compromised.contains(id),
+            })).collect::<Vec<_>>(),
+        }),
+    })
+}
+
+fn restart_note(ctx: &Ctx) -> Result<()> {
+    if ctx.home.read_steward_info()?.is_some() {
+        eprintln!("note: restart `spl serve` for the running steward to sign as the new identity");
+    }
+    Ok(())
+}

@@ -1,0 +1,415 @@
+//! `spl fleet sync peers discover`: the CLI browses the LAN itself (loopback here, see
+//! `common::spl`), with no steward of its own running, and pairs with nothing.
+
+mod common;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{bootstrap_admin, json, ok, run, spl, Steward};
+use hickory_proto::op::{Message, MessageType, ResponseCode};
+use hickory_proto::rr::rdata::TXT;
+use hickory_proto::rr::{RData, Record};
+use hickory_proto::serialize::binary::{BinDecodable, BinEncodable};
+
+/// A DNS server on 127.0.0.1 answering every query with `records` as TXT, on its own thread.
+fn dns_server(records: Vec<String>) -> SocketAddr {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = socket.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok((n, from)) = socket.recv_from(&mut buf) {
+            let Ok(query) = Message::from_bytes(&buf[..n]) else {
+                continue;
+            };
+            let mut reply = Message::new();
+            reply
+                .set_id(query.id())
+                .set_message_type(MessageType::Response)
+                .set_op_code(query.op_code())
+                .set_recursion_desired(query.recursion_desired())
+                .set_recursion_available(true)
+                .set_response_code(ResponseCode::NoError);
+            for q in query.queries() {
+                reply.add_query(q.clone());
+                for text in &records {
+                    let txt = RData::TXT(TXT::new(vec![text.clone()]));
+                    reply.add_answer(Record::from_rdata(q.name().clone(), 60, txt));
+                }
+            }
+            let _ = socket.send_to(&reply.to_bytes().unwrap(), from);
+        }
+    });
+    addr
+}
+
+#[test]
+fn mdns_discovery_finds_a_broadcasting_steward_without_a_local_daemon() {
+    let announcing = tempfile::tempdir().unwrap();
+    let silent = tempfile::tempdir().unwrap();
+    let looking = tempfile::tempdir().unwrap();
+    let did = ok(run(announcing.path(), &["init"]));
+    let silent_did = ok(run(silent.path(), &["init"]));
+    let a = Steward::start(
+        announcing.path(),
+        &["--mdns-broadcast", "--mdns-handle", "alice", "--no-mdns"],
+    );
+    let _c = Steward::start(silent.path(), &["--no-mdns"]);
+
+    // Right after start the announcer is still probing and announcing, so allow a few rounds.
+    let started = Instant::now();
+    let found = loop {
+        let answer = json(run(
+            looking.path(),
+            &[
+                "fleet", "sync", "peers", "discover", "--method", "mdns", "--json",
+            ],
+        ));
+        let peers = answer["candidates"]["mdns"].as_array().unwrap().clone();
+        if let Some(peer) = peers.iter().find(|p| p["did"] == did.as_str()) {
+            assert!(!peers.iter().any(|p| p["did"] == silent_did.as_str()));
+            break peer.clone();
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "{answer}");
+    };
+    assert_eq!(found["endpoint"], a.url.as_str());
+    assert_eq!(found["handle"], "alice");
+    assert_eq!(found["manifest_verified"], false);
+    // Discovery wrote nothing: the looking side has no steward, not even a store.
+    assert!(!looking.path().join("hub.db").exists());
+}
+
+#[test]
+fn dns_and_transitive_need_their_flags() {
+    let home = tempfile::tempdir().unwrap();
+    for (method, flag) in [("dns", "--domain"), ("transitive", "--via")] {
+        let output = run(
+            home.path(),
+            &["fleet", "sync", "peers", "discover", "--method", method],
+        );
+        assert!(!output.status.success());
+        assert!(String::from_utf8_lossy(&output.stderr).contains(flag));
+    }
+}
+
+#[test]
+fn dns_discovery_keeps_only_records_the_signed_manifest_backs() {
+    let alice = tempfile::tempdir().unwrap();
+    let mallory = tempfile::tempdir().unwrap();
+    let looking = tempfile::tempdir().unwrap();
+    let alice_did = ok(run(alice.path(), &["init"]));
+    let mallory_did = ok(run(mallory.path(), &["init"]));
+    let a = Steward::start(alice.path(), &["--no-mdns"]);
+    let m = Steward::start(mallory.path(), &["--no-mdns"]);
+    let server = dns_server(vec![
+        format!("v=spl1; did={alice_did}; url={}", a.url),
+        // Claims alice's DID, but the manifest at this URL is signed for mallory.
+        format!("v=spl1; did={alice_did}; url={}", m.url),
+        format!("v=spl1; did={mallory_did}; url={}; m=/nowhere", m.url),
+        "v=spf1 -all".to_string(),
+    ]);
+
+    let answer = json(run(
+        looking.path(),
+        &[
+            "fleet",
+            "sync",
+            "peers",
+            "discover",
+            "--method",
+            "dns",
+            "--domain",
+            "alice.test",
+            "--dns-server",
+            &server.to_string(),
+            "--json",
+        ],
+    ));
+    let found = answer["candidates"]["dns"].as_array().unwrap();
+    assert_eq!(found.len(), 2, "{answer}");
+    assert_eq!(found[0]["did"], alice_did.as_str());
+    assert_eq!(found[0]["url"], a.url.as_str());
+    assert_eq!(found[0]["manifest_verified"], true);
+    // A manifest that cannot be fetched leaves the candidate listed, unverified.
+    assert_eq!(found[1]["did"], mallory_did.as_str());
+    assert_eq!(found[1]["manifest_verified"], false);
+    assert!(found[1]["error"].is_string());
+}
+
+/// `spl --endpoint <url> --token <token> --json <args>` on `home`, which must succeed.
+fn as_operator(home: &Path, url: &str, token: &str, args: &[&str]) -> serde_json::Value {
+    json(
+        spl(home)
+            .args(["--endpoint", url, "--token", token, "--json"])
+            .args(args)
+            .output()
+            .unwrap(),
+    )
+}
+
+#[test]
+fn transitive_discovery_lists_what_the_paired_peer_introduces() {
+    let (hub, x, y) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let dids: Vec<String> = [&hub, &x, &y]
+        .iter()
+        .map(|h| ok(run(h.path(), &["init"])))
+        .collect();
+    let tokens: Vec<String> = [&hub, &x, &y]
+        .iter()
+        .map(|h| bootstrap_admin(h.path()))
+        .collect();
+    let members = format!("{},{}", dids[1], dids[2]);
+    let hub_steward = Steward::start(
+        hub.path(),
+        &["--introduce", "--auto-approve-did", &members, "--no-mdns"],
+    );
+    let x_steward = Steward::start(x.path(), &["--no-mdns"]);
+    let y_steward = Steward::start(y.path(), &["--no-mdns"]);
+    for (home, steward, token) in [(&x, &x_steward, &tokens[1]), (&y, &y_steward, &tokens[2])] {
+        let pair = as_operator(
+            home.path(),
+            &steward.url,
+            token,
+            &["federation", "pair", &hub_steward.url],
+        );
+        assert_eq!(pair["state"], "active", "{pair}");
+    }
+    for did in [&dids[1], &dids[2]] {
+        let marked = as_operator(
+            hub.path(),
+            &hub_steward.url,
+            &tokens[0],
+            &["federation", "introducible", did, "on"],
+        );
+        assert_eq!(marked["introducible"], true, "{marked}");
+    }
+    let pairs_before = as_operator(
+        x.path(),
+        &x_steward.url,
+        &tokens[1],
+        &["federation", "list"],
+    );
+
+    let answer = as_operator(
+        x.path(),
+        &x_steward.url,
+        &tokens[1],
+        &[
+            "fleet",
+            "sync",
+            "peers",
+            "discover",
+            "--method",
+            "transitive",
+            "--via",
+            &dids[0],
+        ],
+    );
+    let found = answer["candidates"]["transitive"].as_array().unwrap();
+    // Y only: the hub never introduces X to itself.
+    assert_eq!(found.len(), 1, "{answer}");
+    assert_eq!(found[0]["did"], dids[2].as_str());
+    assert_eq!(found[0]["url"], y_steward.url.as_str());
+
+    let pairs_after = as_operator(
+        x.path(),
+        &x_steward.url,
+        &tokens[1],
+        &["federation", "list"],
+    );
+    assert_eq!(pairs_before, pairs_after, "discovery changed the pairs");
+}
+
+/// A port nothing listens on right now, for a steward whose URL must be known before it starts.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `spl fleet sync peers discover --json <args>` on `home`, answering the `method` group.
+fn discover(home: &Path, method: &str, args: &[&str]) -> Vec<serde_json::Value> {
+    let answer = json(run(
+        home,
+        &[
+            &[
+                "fleet", "sync", "peers", "discover", "--json", "--method", method,
+            ][..],
+            args,
+        ]
+        .concat(),
+    ));
+    answer["candidates"][method]
+        .as_array()
+        .unwrap_or_else(|| panic!("no {method} group: {answer}"))
+        .clone()
+}
+
+/// The federation pairs of the steward on `home`, pending ones included.
+fn pairs(home: &Path, steward: &Steward, token: &str) -> serde_json::Value {
+    as_operator(home, &steward.url, token, &["federation", "list"])["data"].clone()
+}
+
+#[test]
+fn did_web_discovery_finds_the_steward_serving_the_domains_document() {
+    let home = tempfile::tempdir().unwrap();
+    let looking = tempfile::tempdir().unwrap();
+    ok(run(home.path(), &["init"]));
+    let token = bootstrap_admin(home.path());
+    let host = format!("127.0.0.1:{}", free_port());
+    let upgraded = json(run(
+        home.path(),
+        &[
+            "--json", "identity", "upgrade", "--method", "web", "--domain", &host,
+        ],
+    ));
+    let did = upgraded["did"].as_str().unwrap();
+    let port = host.rsplit(':').next().unwrap().parse().unwrap();
+    let steward = Steward::start_on(home.path(), port, &["--no-mdns"]);
+
+    let found = discover(looking.path(), "did-web", &["--domain", &host]);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0]["did"], did);
+    assert_eq!(found[0]["url"], steward.url.as_str());
+    assert_eq!(found[0]["manifest_verified"], true, "{found:?}");
+    // `--did` names the same document.
+    assert_eq!(discover(looking.path(), "did-web", &["--did", did]), found);
+
+    assert_eq!(pairs(home.path(), &steward, &token), serde_json::json!([]));
+    assert!(!looking.path().join("hub.db").exists());
+}
+
+/// A did:sync directory on its own thread and runtime, for as long as the test holds it.
+struct Directory {
+    url: String,
+    _dir: tempfile::TempDir,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl Directory {
+    fn start() -> Directory {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let db = format!("sqlite://{}?mode=rwc", dir.path().join("d.db").display());
+        let url = runtime.block_on(async move {
+            let state = syncropel_directory::AppState {
+                store: Arc::new(syncropel_directory::Store::open(&db).await.unwrap()),
+                rules: syncropel_directory::Rules::default(),
+                clock: syncropel_directory::Clock::system(),
+            };
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = format!("http://{}", listener.local_addr().unwrap());
+            tokio::spawn(async move {
+                axum::serve(listener, syncropel_directory::app(state))
+                    .await
+                    .unwrap()
+            });
+            url
+        });
+        Directory {
+            url,
+            _dir: dir,
+            _runtime: runtime,
+        }
+    }
+}
+
+#[test]
+fn did_sync_discovery_lists_the_namespaces_peers_as_their_own_logs_say() {
+    let directory = Directory::start();
+    let home = tempfile::tempdir().unwrap();
+    let looking = tempfile::tempdir().unwrap();
+    ok(run(home.path(), &["init"]));
+    let token = bootstrap_admin(home.path());
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let upgraded = json(run(
+        home.path(),
+        &[
+            "--json",
+            "identity",
+            "upgrade",
+            "--method",
+            "sync",
+            "--directory",
+            &directory.url,
+            "--namespace",
+            "team-x",
+            "--service-endpoint",
+            &url,
+        ],
+    ));
+    let did = upgraded["did"].as_str().unwrap();
+    let steward = Steward::start_on(
+        home.path(),
+        port,
+        &["--no-mdns", "--directory", &directory.url],
+    );
+    // Listed under the namespace too, but never served: it stays a candidate, unverified.
+    let offline = tempfile::tempdir().unwrap();
+    ok(run(offline.path(), &["init"]));
+    let offline_url = format!("http://127.0.0.1:{}", free_port());
+    let offline_did = json(run(
+        offline.path(),
+        &[
+            "--json",
+            "identity",
+            "upgrade",
+            "--method",
+            "sync",
+            "--directory",
+            &directory.url,
+            "--namespace",
+            "team-x",
+            "--service-endpoint",
+            &offline_url,
+        ],
+    ))["did"]
+        .clone();
+
+    let found = discover(
+        looking.path(),
+        "did-sync",
+        &["--namespace", "team-x", "--directory", &directory.url],
+    );
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert_eq!(found[0]["did"], did);
+    assert_eq!(found[0]["url"], url.as_str());
+    assert_eq!(found[0]["manifest_verified"], true, "{found:?}");
+    assert_eq!(found[0]["directory"], directory.url.as_str());
+    assert_eq!(found[1]["did"], offline_did);
+    assert_eq!(found[1]["url"], offline_url.as_str());
+    assert_eq!(found[1]["manifest_verified"], false);
+    assert!(found[1]["error"].is_string(), "{found:?}");
+
+    let nobody = discover(
+        looking.path(),
+        "did-sync",
+        &["--namespace", "team-y", "--directory", &directory.url],
+    );
+    assert!(nobody.is_empty(), "{nobody:?}");
+
+    assert_eq!(pairs(home.path(), &steward, &token), serde_json::json!([]));
+    assert!(!looking.path().join("hub.db").exists());
+}
+
+#[test]
+fn did_web_and_did_sync_need_their_flags() {
+    let home = tempfile::tempdir().unwrap();
+    for (method, flag) in [("did-web", "--domain"), ("did-sync", "--namespace")] {
+        let output = run(
+            home.path(),
+            &["fleet", "sync", "peers", "discover", "--method", method],
+        );
+        assert!(!output.status.success());
+        assert!(String::from_utf8_lossy(&output.stderr).contains(flag));
+    }
+}

@@ -1,0 +1,301 @@
+//! Publishing a home's identity beyond its did:key (FEDERATION §1.3, §1.4): registering a
+//! did:sync at a directory, taking a did:web this steward serves itself, and rotating the
+//! signing key of either. The key that signs records stays in `keys/identity.key`; a did:sync's
+//! operations are signed by a separate rotation key (`keys/rotation.key`), which never signs
+//! records.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+use syncropel_federation::PeerClient;
+use syncropel_protocol::did_doc::did_web_for;
+use syncropel_protocol::did_sync::{
+    cid, did_from_genesis, sign_operation, OpLog, OpType, Operation, Service,
+};
+use syncropel_protocol::{rfc3339_from_unix, Keypair};
+
+use crate::home::{Home, PublishedIdentity};
+use crate::{unix_now, StewardError};
+
+/// What `spl identity upgrade --method sync` registers.
+#[derive(Clone, Debug, Default)]
+pub struct SyncRegistration {
+    /// Base URL of the directory.
+    pub directory: String,
+    pub handles: Vec<String>,
+    pub namespaces: Vec<String>,
+    /// The steward URL published as the `syncropel` service.
+    pub endpoint: Option<String>,
+    /// A did:key the user holds offline, placed first among the rotation keys so that it can
+    /// override this home's own rotation key within the recovery window.
+    pub recovery_key: Option<String>,
+}
+
+/// The genesis of a did:sync whose records are signed by `signing_key` and whose operations
+/// may be signed by `rotation_keys` (highest priority first).
+pub fn sync_genesis(
+    signing_key: &Keypair,
+    rotation_keys: Vec<String>,
+    handles: Vec<String>,
+    namespaces: Vec<String>,
+    endpoint: Option<&str>,
+) -> Operation {
+    Operation {
+        kind: OpType::Genesis,
+        prev: None,
+        signing_keys: BTreeMap::from([("key-1".to_string(), multibase(signing_key))]),
+        rotation_keys,
+        handles,
+        namespaces,
+        services: services(endpoint),
+        compromised: Vec::new(),
+        created_at: rfc3339_from_unix(unix_now()),
+        sig: None,
+    }
+}
+
+/// Posts a signed operation to a directory and checks its answer; returns the answer's body.
+pub async fn submit(
+    client: &PeerClient,
+    directory: &str,
+    route: &str,
+    op: &Value,
+) -> Result<Value, StewardError> {
+    let url = format!("{}/directory/{route}", directory.trim_end_matches('/'));
+    let (status, answer) = client
+        .post_json(&url, op, None, None)
+        .await
+        .map_err(|e| StewardError::Invalid(format!("the directory at {directory}: {e}")))?;
+    if !(200..300).contains(&status) {
+        let code = answer["code"].as_str().unwrap_or("?");
+        let message = answer["message"].as_str().unwrap_or("");
+        return Err(StewardError::Invalid(format!(
+            "the directory refused the operation ({status} {code}): {message}"
+        )));
+    }
+    Ok(answer)
+}
+
+/// Registers the home's key under a new did:sync and makes it the home's DID.
+pub async fn upgrade_to_sync(
+    home: &Home,
+    client: &PeerClient,
+    registration: SyncRegistration,
+) -> Result<PublishedIdentity, StewardError> {
+    refuse_if_published(home)?;
+    let key = home.keypair()?;
+    let rotation = home.rotation_keypair()?;
+    let mut rotation_keys: Vec<String> = registration.recovery_key.into_iter().collect();
+    rotation_keys.push(rotation.did_key());
+    let genesis = sync_genesis(
+        &key,
+        rotation_keys.clone(),
+        registration.handles.clone(),
+        registration.namespaces.clone(),
+        registration.endpoint.as_deref(),
+    );
+    let signed = sign_operation(&genesis, &rotation);
+    let did = did_from_genesis(&signed);
+    let answer = submit(client, &registration.directory, "genesis", &signed).await?;
+    if answer["did"].as_str() != Some(did.as_str()) {
+        return Err(StewardError::Invalid(format!(
+            "the directory registered {} instead of {did}",
+            answer["did"]
+        )));
+    }
+    let published = PublishedIdentity {
+        did,
+        method: "sync".into(),
+        directory: Some(registration.directory),
+        keys: vec![("key-1".into(), multibase(&key))],
+        current: "key-1".into(),
+        compromised: Vec::new(),
+        head: Some(cid(&signed)),
+        rotation_keys,
+        handles: registration.handles,
+        namespaces: registration.namespaces,
+        endpoint: registration.endpoint,
+    };
+    home.publish(&published)?;
+    Ok(published)
+}
+
+/// Makes the home's DID a did:web of `host` (with port, e.g. `spl.example.com` or
+/// `127.0.0.1:9100`) and optional `path`; the steward serves its document from then on.
+pub fn upgrade_to_web(
+    home: &Home,
+    host: &str,
+    path: Option<&str>,
+    endpoint: Option<String>,
+) -> Result<PublishedIdentity, StewardError> {
+    refuse_if_published(home)?;
+    let key = home.keypair()?;
+    let published = PublishedIdentity {
+        did: did_web_for(host, path),
+        method: "web".into(),
+        directory: None,
+        keys: vec![("key-1".into(), multibase(&key))],
+        current: "key-1".into(),
+        compromised: Vec::new(),
+        head: None,
+        rotation_keys: Vec::new(),
+        handles: Vec::new(),
+        namespaces: Vec::new(),
+        endpoint,
+    };
+    home.publish(&published)?;
+    Ok(published)
+}
+
+/// Replaces the signing key of a published identity (§1.3 rotation, §1.4 `update`). The old key
+/// stays valid for the records it signed unless `compromised`, which withdraws it.
+pub async fn rotate(
+    home: &Home,
+    client: &PeerClient,
+    compromised: bool,
+) -> Result<PublishedIdentity, StewardError> {
+    let mut published = home.published()?.ok_or_else(|| {
+        StewardError::Invalid(
+            "a did:key cannot rotate (a new key is a new DID); run `spl identity upgrade` first"
+                .into(),
+        )
+    })?;
+    let retired = published.current.clone();
+    let fragment = format!("key-{}", published.keys.len() + 1);
+    // Kept in `keys/next.key` until the rotation is done: a retry offers the same key.
+    let key = home.next_keypair()?;
+    if compromised {
+        published.compromised.push(retired.clone());
+    }
+    if published.method == "sync" {
+        published.head = Some(register_rotation(home, client, &published, &fragment, &key).await?);
+    }
+    // `identity.json` is the commit point; the key files follow it (see `Home::identity`).
+    published.keys.push((fragment.clone(), multibase(&key)));
+    published.current = fragment;
+    home.publish(&published)?;
+    home.replace_key(&retired)?;
+    Ok(published)
+}
+
+/// Sends the `update` that makes `key` the signing key, and returns the new head. When an
+/// earlier attempt was accepted but its answer lost, the directory's log already has the key in
+/// force: that op's cid is the head.
+async fn register_rotation(
+    home: &Home,
+    client: &PeerClient,
+    published: &PublishedIdentity,
+    fragment: &str,
+    key: &Keypair,
+) -> Result<String, StewardError> {
+    let directory = published
+        .directory
+        .clone()
+        .ok_or_else(|| StewardError::Invalid("identity.json names no directory".into()))?;
+    let hash = published.did.trim_start_matches("did:sync:").to_string();
+    let update = Operation {
+        kind: OpType::Update,
+        prev: published.head.clone(),
+        signing_keys: BTreeMap::from([(fragment.to_string(), multibase(key))]),
+        rotation_keys: published.rotation_keys.clone(),
+        handles: published.handles.clone(),
+        namespaces: published.namespaces.clone(),
+        services: services(published.endpoint.as_deref()),
+        compromised: published.compromised.clone(),
+        created_at: rfc3339_from_unix(unix_now()),
+        sig: None,
+    };
+    let signed = sign_operation(&update, &home.rotation_keypair()?);
+    match submit(client, &directory, &format!("update/{hash}"), &signed).await {
+        Ok(_) => Ok(cid(&signed)),
+        Err(refused) => match head_naming(client, &directory, &hash, key).await {
+            Some(head) => Ok(head),
+            None => Err(refused),
+        },
+    }
+}
+
+/// The head of the DID's log at `directory` if its state in force signs with `key`.
+async fn head_naming(
+    client: &PeerClient,
+    directory: &str,
+    hash: &str,
+    key: &Keypair,
+) -> Option<String> {
+    let url = format!(
+        "{}/directory/{hash}/operations",
+        directory.trim_end_matches('/')
+    );
+    let (log, _) = client.get_document(&url, 1024 * 1024).await.ok()?;
+    let mut replayed = OpLog::new();
+    for entry in log["operations"].as_array()? {
+        replayed
+            .apply(&entry["op"], entry["received_at"].as_i64()?)
+            .ok()?;
+    }
+    let state = replayed.current()?;
+    state
+        .signing_keys
+        .values()
+        .any(|k| *k == multibase(key))
+        .then_some(state.head)
+}
+
+/// Pairs are made with a DID: a home with live pairs keeps its DID until they are revoked
+/// (peers would refuse the new one; FEDERATION §1.2).
+pub async fn refuse_if_paired(home: &Home) -> Result<(), StewardError> {
+    if !home.db_path().exists() {
+        return Ok(());
+    }
+    let did = home.did()?;
+    let store = crate::local::open_store(home, false).await?;
+    let records = crate::federation::stored_thread(
+        store.as_ref(),
+        crate::local::LOCAL_TENANT,
+        syncropel_protocol::PAIRS_THREAD,
+    )
+    .await;
+    store.close().await;
+    let (records, _) = records.map_err(|e| StewardError::Invalid(e.message))?;
+    let live = syncropel_protocol::pair::fold_pairs(&records, &did, |_| true)
+        .into_values()
+        .filter(|pair| pair.state != syncropel_protocol::PairState::Revoked)
+        .count();
+    match live {
+        0 => Ok(()),
+        n => Err(StewardError::Invalid(format!(
+            "{n} pairs were made with {did}; revoke them first (`spl federation revoke`) and pair \
+             again once the identity is published"
+        ))),
+    }
+}
+
+fn refuse_if_published(home: &Home) -> Result<(), StewardError> {
+    match home.published()? {
+        Some(published) => Err(StewardError::Invalid(format!(
+            "this home is already published as {}; use `spl identity rotate` to change its key",
+            published.did
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// The multibase form of a public key (`z6Mk…`): its did:key without the prefix.
+pub fn multibase(key: &Keypair) -> String {
+    key.did_key().trim_start_matches("did:key:").to_string()
+}
+
+fn services(endpoint: Option<&str>) -> BTreeMap<String, Service> {
+    endpoint
+        .map(|endpoint| {
+            (
+                "syncropel".to_string(),
+                Service {
+                    kind: "syncropel".into(),
+                    endpoint: endpoint.to_string(),
+                },
+            )
+        })
+        .into_iter()
+        .collect()
+}

@@ -1,0 +1,794 @@
+//! Identities beyond did:key between real stewards on 127.0.0.1 (FEDERATION §1.3-§1.5): a
+//! did:web steward serving its document, a did:sync steward registered at a real directory,
+//! records verified before and after a key rotation, compromised keys, signers that cannot be
+//! resolved yet, and hosted tenants registered at the directory when they are provisioned.
+
+mod common;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::hosted::{jwt, tenant_request, Config, Replica};
+use common::{error_code, Options, TestSteward, TENANT};
+use serde_json::{json, Value};
+use syncropel_directory::{AppState as DirectoryState, Clock, Rules, Store};
+use syncropel_federation::{PeerClient, PeerClientOptions};
+use syncropel_protocol::did_doc::did_web_for;
+use syncropel_protocol::did_sync::{cid, did_from_genesis, sign_operation, OpType, Operation};
+use syncropel_protocol::sync::{verify_items, PeerItem, ResolvedKeys};
+use syncropel_protocol::Keypair;
+use syncropel_steward::federation::state as fstate;
+use syncropel_steward::federation::{FederationConfig, ResolverClock};
+use syncropel_steward::hosted::DirectoryRegistration;
+use syncropel_steward::identity::{multibase, submit, sync_genesis};
+use syncropel_steward::ingest::Identity;
+use syncropel_store::testing::with_test_database;
+
+const DEADLINE: Duration = Duration::from_secs(10);
+
+/// A did:sync directory on 127.0.0.1 over its own SQLite file.
+struct Directory {
+    url: String,
+    addr: SocketAddr,
+    server: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+impl Directory {
+    async fn start() -> Directory {
+        Directory::start_at("127.0.0.1:0".parse().unwrap(), tempfile::tempdir().unwrap()).await
+    }
+
+    async fn start_at(addr: SocketAddr, dir: tempfile::TempDir) -> Directory {
+        let url = format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("directory.db").display()
+        );
+        let store = Store::open(&url).await.unwrap();
+        let state = DirectoryState {
+            store: Arc::new(store),
+            rules: Rules::default(),
+            clock: Clock::system(),
+        };
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = syncropel_directory::app(state);
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Directory {
+            url: format!("http://{addr}"),
+            addr,
+            server,
+            _dir: dir,
+        }
+    }
+
+    /// Stops answering; the store stays for a restart at the same address.
+    async fn stop(self) -> (SocketAddr, tempfile::TempDir) {
+        self.server.abort();
+        let _ = self.server.await;
+        (self.addr, self._dir)
+    }
+}
+
+fn client() -> PeerClient {
+    PeerClient::new(PeerClientOptions {
+        allow_private: true,
+        ..PeerClientOptions::default()
+    })
+}
+
+/// A DID registered at `directory` whose records `signing` signs and whose ops `rotation` signs.
+struct SyncDid {
+    did: String,
+    head: String,
+    rotation: Keypair,
+    directory: String,
+}
+
+impl SyncDid {
+    async fn register(directory: &str, signing: &Keypair) -> SyncDid {
+        let rotation = Keypair::generate();
+        let genesis = sync_genesis(signing, vec![rotation.did_key()], vec![], vec![], None);
+        let signed = sign_operation(&genesis, &rotation);
+        let did = did_from_genesis(&signed);
+        let answer = submit(&client(), directory, "genesis", &signed)
+            .await
+            .unwrap();
+        assert_eq!(answer["did"], did.as_str(), "{answer}");
+        SyncDid {
+            did,
+            head: cid(&signed),
+            rotation,
+            directory: directory.to_string(),
+        }
+    }
+
+    /// Replaces the signing keys with `keys` (name → key), withdrawing `compromised` names.
+    async fn update(&mut self, keys: &[(&str, &Keypair)], compromised: &[&str]) {
+        let op = Operation {
+            kind: OpType::Update,
+            prev: Some(self.head.clone()),
+            signing_keys: keys
+                .iter()
+                .map(|(name, key)| (name.to_string(), multibase(key)))
+                .collect(),
+            rotation_keys: vec![self.rotation.did_key()],
+            handles: vec![],
+            namespaces: vec![],
+            services: Default::default(),
+            compromised: compromised.iter().map(|s| s.to_string()).collect(),
+            created_at: syncropel_protocol::rfc3339_from_unix(1_800_000_000),
+            sig: None,
+        };
+        let signed = sign_operation(&op, &self.rotation);
+        let hash = self.did.trim_start_matches("did:sync:");
+        submit(
+            &client(),
+            &self.directory,
+            &format!("update/{hash}"),
+            &signed,
+        )
+        .await
+        .unwrap();
+        self.head = cid(&signed);
+    }
+}
+
+/// A steward with an operator token.
+struct Node {
+    s: TestSteward,
+    token: String,
+}
+
+impl Node {
+    async fn start(options: Options) -> Node {
+        let s = TestSteward::start_with(options).await;
+        let token = s.admin().await;
+        Node { s, token }
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.s.post(&self.token, path, body).await
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        self.s.get(&self.token, path).await
+    }
+
+    /// Writes a KNOW record as the steward's own DID and returns it as stored.
+    async fn emit(&self, thread: &str, clock: i64) -> Value {
+        let envelope = json!({"act": "KNOW", "actor": self.s.did(), "thread": thread,
+                              "clock": clock, "body": {"n": clock}});
+        let (status, record) = self.post("/v1/records", &envelope).await;
+        assert_eq!(status, 201, "{record}");
+        record
+    }
+
+    async fn has(&self, id: &str) -> bool {
+        self.get(&format!("/v1/records/{id}")).await.0 == 200
+    }
+
+    /// Pulls `thread` once from a peer without a pair, with a token the peer gave us.
+    async fn pull_from(&self, peer: &Node, thread: &str) -> Value {
+        let token = peer.s.token(&["federation:sync_pull"], &[]).await;
+        let (status, pulled) = self
+            .post(
+                "/v1/sync/pull",
+                &json!({"thread": thread, "peer": peer.s.url, "peer_token": token}),
+            )
+            .await;
+        assert_eq!(status, 200, "{pulled}");
+        pulled
+    }
+
+    /// Quarantined records (id → code).
+    async fn quarantine(&self) -> Vec<(String, String)> {
+        self.s
+            .state
+            .store
+            .state_list(TENANT, fstate::QUARANTINE)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(_, text)| {
+                let entry: Value = serde_json::from_str(&text).unwrap();
+                (
+                    entry["id"].as_str().unwrap().to_string(),
+                    entry["code"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+}
+
+fn federation(directories: &[&str]) -> FederationConfig {
+    FederationConfig {
+        poll_interval: Duration::from_millis(200),
+        directories: directories.iter().map(|s| s.to_string()).collect(),
+        ..FederationConfig::default()
+    }
+}
+
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// A resolver clock the test can move forward.
+fn movable_clock() -> (ResolverClock, Arc<AtomicU64>) {
+    let offset = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let shift = offset.clone();
+    let clock: ResolverClock =
+        Arc::new(move || start + Duration::from_secs(shift.load(Ordering::SeqCst)));
+    (clock, offset)
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// A did:web steward serves its document (domain form; another in path form), a peer pairs with
+/// it through the document's key, and the records it signs as its did:web verify at the peer.
+#[tokio::test]
+async fn a_did_web_steward_serves_its_document_and_its_records_verify_at_a_peer() {
+    let addr = free_addr();
+    let key = Keypair::generate();
+    let did = did_web_for(&addr.to_string(), None);
+    let web = syncropel_steward::ingest::DidWeb {
+        did: did.clone(),
+        keys: vec![("key-1".into(), multibase(&key))],
+        current: vec!["key-1".into()],
+        also_known_as: vec![],
+        endpoint: None,
+    };
+    let b_key = Keypair::generate();
+    let a = Node::start(Options {
+        identity: Some(Identity::published(
+            key.clone(),
+            did.clone(),
+            vec![],
+            Some(web),
+        )),
+        addr: Some(addr),
+        federation: FederationConfig {
+            auto_approve: vec![b_key.did_key()],
+            ..federation(&[])
+        },
+        ..Options::default()
+    })
+    .await;
+    assert!(did.starts_with("did:web:127.0.0.1%3A"), "{did}");
+
+    // The document, as any resolver fetches it: no token needed.
+    let document: Value = reqwest::get(format!("{}/.well-known/did.json", a.s.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(document["id"], did.as_str());
+    assert_eq!(
+        document["verificationMethod"][0]["publicKeyMultibase"],
+        multibase(&key).as_str()
+    );
+    assert_eq!(
+        document["verificationMethod"][0]["type"],
+        "Ed25519VerificationKey2020"
+    );
+    assert_eq!(
+        document["assertionMethod"][0],
+        format!("{did}#key-1").as_str()
+    );
+    assert_eq!(document["service"][0]["type"], "syncropel");
+    assert_eq!(document["service"][0]["serviceEndpoint"], a.s.url.as_str());
+    let (status, body) = a.get("/teams/alice/did.json").await;
+    assert_eq!(status, 404, "{body}");
+
+    // B pairs with A: it checks A's manifest against the keys of A's document.
+    let b = Node::start(Options {
+        keypair: Some(b_key),
+        federation: federation(&[]),
+        ..Options::default()
+    })
+    .await;
+    let (status, view) = b
+        .post("/v1/federation/pairs", &json!({"peer_url": a.s.url}))
+        .await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(view["state"], "active", "{view}");
+    assert_eq!(view["peer_did"], did.as_str(), "{view}");
+
+    let thread = "th_web_records";
+    let record = a.emit(thread, 1).await;
+    assert_eq!(record["signer"], key.did_key().as_str(), "{record}");
+    let (status, pulled) = b
+        .post("/v1/sync/pull", &json!({"thread": thread, "peer": did}))
+        .await;
+    assert_eq!(status, 200, "{pulled}");
+    assert_eq!(pulled["pulled"], 1, "{pulled}");
+    assert!(b.has(record["id"].as_str().unwrap()).await);
+    assert!(b.quarantine().await.is_empty());
+
+    // The path form: a document at /<path>/did.json, none at the well-known place.
+    let addr = free_addr();
+    let path_did = did_web_for(&addr.to_string(), Some("teams/alice"));
+    let c_key = Keypair::generate();
+    let c = Node::start(Options {
+        identity: Some(Identity::published(
+            c_key.clone(),
+            path_did.clone(),
+            vec![],
+            Some(syncropel_steward::ingest::DidWeb {
+                did: path_did.clone(),
+                keys: vec![("key-1".into(), multibase(&c_key))],
+                current: vec!["key-1".into()],
+                also_known_as: vec![],
+                endpoint: Some("https://spl.example.com".into()),
+            }),
+        )),
+        addr: Some(addr),
+        ..Options::default()
+    })
+    .await;
+    let (status, document) = c.get("/teams/alice/did.json").await;
+    assert_eq!(status, 200, "{document}");
+    assert_eq!(document["id"], path_did.as_str());
+    assert_eq!(
+        document["service"][0]["serviceEndpoint"],
+        "https://spl.example.com"
+    );
+    assert_eq!(c.get("/.well-known/did.json").await.0, 404);
+    let keys = b.s.state.federation.keys_of(&path_did).await.unwrap();
+    assert_eq!(keys, vec![c_key.did_key()]);
+
+    // A did:key steward has no document.
+    let (status, refusal) = b.get("/.well-known/did.json").await;
+    assert_eq!(status, 404, "{refusal}");
+    assert_eq!(error_code(&refusal), "NOT_FOUND");
+}
+
+/// A did:sync steward pairs through its directory; its records verify at the peer before and
+/// after it rotates its signing key (the peer's cached document lacks the new key and is fetched
+/// again), and the old records still verify against the rotated document.
+#[tokio::test]
+async fn records_of_a_did_sync_steward_verify_before_and_after_a_rotation() {
+    let directory = Directory::start().await;
+    let (k1, k2) = (Keypair::generate(), Keypair::generate());
+    let mut sync = SyncDid::register(&directory.url, &k1).await;
+    let b_key = Keypair::generate();
+    let addr = free_addr();
+    let a = Node::start(Options {
+        identity: Some(Identity::published(
+            k1.clone(),
+            sync.did.clone(),
+            vec![],
+            None,
+        )),
+        addr: Some(addr),
+        federation: FederationConfig {
+            auto_approve: vec![b_key.did_key()],
+            ..federation(&[&directory.url])
+        },
+        ..Options::default()
+    })
+    .await;
+    let b = Node::start(Options {
+        keypair: Some(b_key),
+        federation: federation(&[&directory.url]),
+        ..Options::default()
+    })
+    .await;
+    let (status, view) = b
+        .post("/v1/federation/pairs", &json!({"peer_url": a.s.url}))
+        .await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(view["state"], "active", "{view}");
+
+    let thread = "th_sync_rotation";
+    let before = a.emit(thread, 1).await;
+    let (status, pulled) = b
+        .post(
+            "/v1/sync/pull",
+            &json!({"thread": thread, "peer": sync.did}),
+        )
+        .await;
+    assert_eq!(status, 200, "{pulled}");
+    assert_eq!(pulled["pulled"], 1, "{pulled}");
+
+    // Rotate: key-2 replaces key-1 at the directory; A restarts signing with it.
+    sync.update(&[("key-2", &k2)], &[]).await;
+    let (dir, _) = a.s.stop().await;
+    let a = Node::start(Options {
+        identity: Some(Identity::published(
+            k2.clone(),
+            sync.did.clone(),
+            vec![k1.did_key()],
+            None,
+        )),
+        addr: Some(addr),
+        dir: Some(dir),
+        federation: federation(&[&directory.url]),
+        ..Options::default()
+    })
+    .await;
+    let after = a.emit(thread, 2).await;
+    assert_eq!(after["signer"], k2.did_key().as_str(), "{after}");
+    let (status, pulled) = b
+        .post(
+            "/v1/sync/pull",
+            &json!({"thread": thread, "peer": sync.did}),
+        )
+        .await;
+    assert_eq!(status, 200, "{pulled}");
+    let after_id = after["id"].as_str().unwrap().to_string();
+    eventually("the record signed by the new key", || async {
+        b.has(&after_id).await.then_some(())
+    })
+    .await;
+    assert!(
+        b.quarantine().await.is_empty(),
+        "{:?}",
+        b.quarantine().await
+    );
+
+    // The old record still verifies against the rotated document.
+    let keys = b.s.state.federation.keys_of(&sync.did).await.unwrap();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    let (_, stored) = b
+        .get(&format!("/v1/records/{}", before["id"].as_str().unwrap()))
+        .await;
+    let item = PeerItem::from_value(json!({"id": stored["id"], "record": stored})).unwrap();
+    let resolved = ResolvedKeys::from([(sync.did.clone(), keys)]);
+    assert_eq!(verify_items(&[item], &resolved), vec![Ok(())]);
+}
+
+/// Once a key is withdrawn as compromised, a peer that first sees records it signed refuses
+/// them (`SIGNATURE_INVALID`, final), while records of the key in force are admitted.
+#[tokio::test]
+async fn records_signed_by_a_compromised_key_are_refused_when_first_seen_after() {
+    let directory = Directory::start().await;
+    let (k1, k2) = (Keypair::generate(), Keypair::generate());
+    let mut sync = SyncDid::register(&directory.url, &k1).await;
+    let addr = free_addr();
+    let thread = "th_sync_compromised";
+    let a = Node::start(Options {
+        identity: Some(Identity::published(
+            k1.clone(),
+            sync.did.clone(),
+            vec![],
+            None,
+        )),
+        addr: Some(addr),
+        ..Options::default()
+    })
+    .await;
+    let leaked = a.emit(thread, 1).await;
+    sync.update(&[("key-2", &k2)], &["key-1"]).await;
+    let (dir, _) = a.s.stop().await;
+    let a = Node::start(Options {
+        identity: Some(Identity::published(
+            k2.clone(),
+            sync.did.clone(),
+            vec![],
+            None,
+        )),
+        addr: Some(addr),
+        dir: Some(dir),
+        ..Options::default()
+    })
+    .await;
+    let good = a.emit(thread, 2).await;
+
+    let b = Node::start(Options {
+        federation: federation(&[&directory.url]),
+        ..Options::default()
+    })
+    .await;
+    let pulled = b.pull_from(&a, thread).await;
+    assert_eq!(pulled["pulled"], 1, "{pulled}");
+    assert!(b.has(good["id"].as_str().unwrap()).await);
+    assert!(!b.has(leaked["id"].as_str().unwrap()).await);
+    assert_eq!(
+        b.quarantine().await,
+        vec![(
+            leaked["id"].as_str().unwrap().to_string(),
+            "SIGNATURE_INVALID".to_string()
+        )]
+    );
+}
+
+/// A record whose actor's document cannot be had is quarantined as `SIGNER_UNRESOLVED`, never
+/// admitted unverified; a later pull, once the directory answers, verifies and admits it and
+/// clears its quarantine entry.
+#[tokio::test]
+async fn unresolvable_signers_wait_in_quarantine_and_are_admitted_once_resolved() {
+    let directory = Directory::start().await;
+    let key = Keypair::generate();
+    let sync = SyncDid::register(&directory.url, &key).await;
+    let a = Node::start(Options {
+        identity: Some(Identity::published(
+            key.clone(),
+            sync.did.clone(),
+            vec![],
+            None,
+        )),
+        ..Options::default()
+    })
+    .await;
+    let thread = "th_sync_unresolved";
+    let record = a.emit(thread, 1).await;
+    let id = record["id"].as_str().unwrap().to_string();
+
+    let (clock, offset) = movable_clock();
+    let b = Node::start(Options {
+        federation: FederationConfig {
+            resolver_clock: clock,
+            ..federation(&[&directory.url])
+        },
+        ..Options::default()
+    })
+    .await;
+    let (addr, dir) = directory.stop().await;
+    let pulled = b.pull_from(&a, thread).await;
+    assert_eq!(pulled["pulled"], 0, "{pulled}");
+    assert_eq!(
+        b.quarantine().await,
+        vec![(id.clone(), "SIGNER_UNRESOLVED".into())]
+    );
+    assert!(!b.has(&id).await);
+
+    // The directory is back; past the resolver's memory of the failure, the next pull of the
+    // pair re-verifies the waiting record.
+    let _directory = Directory::start_at(addr, dir).await;
+    offset.store(60, Ordering::SeqCst);
+    a.emit(thread, 2).await;
+    b.pull_from(&a, thread).await;
+    assert!(b.has(&id).await);
+    assert!(
+        b.quarantine().await.is_empty(),
+        "{:?}",
+        b.quarantine().await
+    );
+}
+
+/// Hosted provisioning registers each tenant's did:sync (the user's recovery key first, then the
+/// platform's rotation key), serves the tenant's secondary did:web on its host naming the
+/// did:sync, and signs the tenant's manifest with a key of its did:sync document.
+#[tokio::test]
+async fn hosted_tenants_are_registered_at_the_directory_when_provisioned() {
+    let directory = Directory::start().await;
+    let platform_key = Keypair::generate();
+    let recovery = Keypair::generate();
+    let url = directory.url.clone();
+    with_test_database(|db| async move {
+        let replica = Replica::start(
+            &db,
+            Config {
+                registration: Some(DirectoryRegistration {
+                    directory: url.clone(),
+                    rotation_key: Arc::new(platform_key.clone()),
+                }),
+                federation: FederationConfig {
+                    directories: vec![url.clone()],
+                    ..FederationConfig::default()
+                },
+                ..Config::default()
+            },
+        )
+        .await;
+        let body = json!({"label": "acme", "bootstrap_token": "bootstrap-token-for-acme",
+                          "recovery_key": recovery.did_key()});
+        let (status, accepted) = replica.provision("acct-1", "k1", &body).await;
+        assert_eq!(status, 202, "{accepted}");
+        let id = accepted["instance_id"].as_str().unwrap();
+        let (status, described) = common::hosted::send(
+            replica
+                .platform_request(reqwest::Method::GET, &format!("/provision/{id}"))
+                .bearer_auth(jwt("acct-1")),
+        )
+        .await;
+        assert_eq!(status, 200, "{described}");
+        let did = described["did"].as_str().unwrap().to_string();
+        assert!(did.starts_with("did:sync:"), "{did}");
+        // A retry answers the same tenant; the directory keeps one DID.
+        let (status, again) = replica.provision("acct-1", "k1", &body).await;
+        assert_eq!(status, 202, "{again}");
+        assert_eq!(again["instance_id"], accepted["instance_id"]);
+
+        // The directory's log names the rotation keys in order.
+        let hash = did.trim_start_matches("did:sync:");
+        let log: Value = reqwest::get(format!("{url}/directory/{hash}/operations"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let genesis = &log["operations"][0]["op"];
+        assert_eq!(
+            genesis["rotation_keys"],
+            json!([recovery.did_key(), platform_key.did_key()])
+        );
+        assert_eq!(
+            genesis["services"]["syncropel"]["endpoint"],
+            "http://acme.steward.test"
+        );
+
+        // The manifest is signed with a key of the did:sync document.
+        let http = reqwest::Client::new();
+        let (status, manifest) = common::hosted::send(tenant_request(
+            &http,
+            &replica.url,
+            &replica.config,
+            "acme",
+            reqwest::Method::GET,
+            "/.well-known/syncropel",
+        ))
+        .await;
+        assert_eq!(status, 200, "{manifest}");
+        let manifest = &manifest["federation_manifest"];
+        assert_eq!(manifest["daemon"]["did"], did.as_str());
+        let keys = replica.hosted.state.federation.keys_of(&did).await.unwrap();
+        syncropel_steward::manifest::verify(manifest, &keys).unwrap();
+
+        // The secondary did:web of the tenant host names the did:sync.
+        let (status, document) = common::hosted::send(tenant_request(
+            &http,
+            &replica.url,
+            &replica.config,
+            "acme",
+            reqwest::Method::GET,
+            "/.well-known/did.json",
+        ))
+        .await;
+        assert_eq!(status, 200, "{document}");
+        assert_eq!(document["id"], "did:web:acme.steward.test");
+        assert_eq!(document["alsoKnownAs"], json!([did]));
+        replica.stop().await;
+    })
+    .await;
+}
+
+/// A hosted did:key tenant upgrades to a did:sync through any replica (here one that was
+/// started with the platform's directory); bad bodies change nothing; a local steward sends
+/// the operator to `spl identity upgrade`.
+#[tokio::test]
+async fn a_hosted_did_key_tenant_upgrades_to_a_did_sync() {
+    let directory = Directory::start().await;
+    let url = directory.url.clone();
+    with_test_database(|db| async move {
+        let plain = Replica::start(&db, Config::default()).await;
+        let token = plain.new_tenant("acct-1", "beta").await;
+        let (status, before) = plain.tenant_get("beta", &token, "/v1/identity").await;
+        assert_eq!(status, 200, "{before}");
+        assert_eq!(before["method"], "key", "{before}");
+        let (status, refusal) = plain
+            .tenant_post("beta", &token, "/v1/identity/upgrade", &json!({}))
+            .await;
+        assert_eq!(status, 501, "{refusal}");
+
+        let registering = Replica::start(
+            &db,
+            Config {
+                registration: Some(DirectoryRegistration {
+                    directory: url.clone(),
+                    rotation_key: Arc::new(Keypair::generate()),
+                }),
+                federation: FederationConfig {
+                    directories: vec![url.clone()],
+                    ..FederationConfig::default()
+                },
+                ..Config::default()
+            },
+        )
+        .await;
+        for bad in [
+            json!({"recovery_key": 5}),
+            json!({"recovery_key": "did:key:nope"}),
+            json!({"other": 1}),
+            json!([]),
+        ] {
+            let (status, refusal) = registering
+                .tenant_post("beta", &token, "/v1/identity/upgrade", &bad)
+                .await;
+            assert_eq!(status, 400, "{bad}: {refusal}");
+        }
+        let (_, unchanged) = registering.tenant_get("beta", &token, "/v1/identity").await;
+        assert_eq!(unchanged["did"], before["did"]);
+
+        let recovery = Keypair::generate();
+        let (status, upgraded) = registering
+            .tenant_post(
+                "beta",
+                &token,
+                "/v1/identity/upgrade",
+                &json!({"recovery_key": recovery.did_key()}),
+            )
+            .await;
+        assert_eq!(status, 200, "{upgraded}");
+        let did = upgraded["did"].as_str().unwrap().to_string();
+        assert!(did.starts_with("did:sync:"), "{upgraded}");
+        let (_, after) = registering.tenant_get("beta", &token, "/v1/identity").await;
+        assert_eq!(after["did"], did.as_str(), "{after}");
+        assert_eq!(after["signer"], before["signer"], "the key stays");
+        let keys = registering
+            .hosted
+            .state
+            .federation
+            .keys_of(&did)
+            .await
+            .unwrap();
+        assert_eq!(keys, vec![before["signer"].as_str().unwrap().to_string()]);
+        let (status, again) = registering
+            .tenant_post("beta", &token, "/v1/identity/upgrade", &json!({}))
+            .await;
+        assert_eq!(status, 400, "{again}");
+        plain.stop().await;
+        registering.stop().await;
+    })
+    .await;
+
+    let local = Node::start(Options::default()).await;
+    let (status, refusal) = local.post("/v1/identity/upgrade", &json!({})).await;
+    assert_eq!(status, 501, "{refusal}");
+    assert!(refusal["hint"]
+        .as_str()
+        .unwrap()
+        .contains("spl identity upgrade"));
+}
+
+/// A home whose steward has a live pair keeps its DID: upgrading is refused until the pair is
+/// revoked.
+#[tokio::test]
+async fn a_home_with_live_pairs_is_not_upgraded() {
+    let root = tempfile::tempdir().unwrap();
+    let home = syncropel_steward::home::Home::new(root.path().to_path_buf());
+    home.init(false).unwrap();
+    let b_key = Keypair::generate();
+    let a = Node::start(Options {
+        keypair: Some(home.keypair().unwrap()),
+        dir: Some(root),
+        federation: FederationConfig {
+            auto_approve: vec![b_key.did_key()],
+            ..federation(&[])
+        },
+        ..Options::default()
+    })
+    .await;
+    let b = Node::start(Options {
+        keypair: Some(b_key),
+        ..Options::default()
+    })
+    .await;
+    let (status, view) = b
+        .post("/v1/federation/pairs", &json!({"peer_url": a.s.url}))
+        .await;
+    assert_eq!(status, 200, "{view}");
+    let (root, _) = a.s.stop().await;
+    let home = syncropel_steward::home::Home::new(root.path().to_path_buf());
+    let refusal = syncropel_steward::identity::refuse_if_paired(&home)
+        .await
+        .unwrap_err();
+    assert!(refusal.to_string().contains("1 pairs"), "{refusal}");
+    assert!(home.published().unwrap().is_none());
+}

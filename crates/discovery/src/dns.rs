@@ -102,6 +102,17 @@ pub fn parse_txt_record(text: &str) -> Result<DnsCandidate, DiscoveryError> {
     })
 }
 
+/// Whether `a` and `b` are URLs of the same origin (scheme, host and port, default ports
+/// filled in). A candidate's signed manifest vouches only for the origin its endpoints name, so
+/// a copy served from elsewhere must not pass for it.
+pub fn same_origin(a: &str, b: &str) -> bool {
+    match (url::Url::parse(a), url::Url::parse(b)) {
+        // Opaque origins (non-http schemes) never compare equal, which is what refusing needs.
+        (Ok(a), Ok(b)) => a.origin() == b.origin(),
+        _ => false,
+    }
+}
+
 /// The record name for `domain`, fully qualified so no search domain is appended.
 pub fn txt_name(domain: &str) -> String {
     format!(
@@ -280,5 +291,25 @@ mod tests {
     fn name_is_fully_qualified() {
         assert_eq!(txt_name("Alice.dev."), "_syncropel.alice.dev.");
         assert_eq!(txt_name("alice.dev"), "_syncropel.alice.dev.");
+    }
+
+    #[test]
+    fn origins_compare_scheme_host_and_port() {
+        assert!(same_origin(
+            "https://a.dev/v1/sync/changes",
+            "https://A.dev:443/spl"
+        ));
+        assert!(same_origin(
+            "http://127.0.0.1:8080",
+            "http://127.0.0.1:8080/x"
+        ));
+        assert!(!same_origin("https://a.dev", "http://a.dev"));
+        assert!(!same_origin("https://a.dev", "https://evil.dev"));
+        assert!(!same_origin(
+            "http://127.0.0.1:8080",
+            "http://127.0.0.1:8081"
+        ));
+        assert!(!same_origin("https://a.dev", "not a url"));
+        assert!(!same_origin("data:text/plain,x", "data:text/plain,x"));
     }
 }

@@ -9,10 +9,11 @@ mod error;
 mod mdns;
 
 pub use dns::{
-    parse_txt_record, txt_name, DnsCandidate, TxtResolver, DEFAULT_MANIFEST_PATH, TXT_VERSION,
+    parse_txt_record, same_origin, txt_name, DnsCandidate, TxtResolver, DEFAULT_MANIFEST_PATH,
+    TXT_VERSION,
 };
 pub use error::DiscoveryError;
 pub use mdns::{
     discover, manifest_fingerprint, Announcement, Announcer, Browser, MdnsConfig, MdnsInterfaces,
-    MdnsPeer, MDNS_PORT, RECORD_TTL, ROSTER_EXPIRY, SERVICE_TYPE,
+    MdnsPeer, MDNS_PORT, RECORD_TTL, ROSTER_CAP, ROSTER_EXPIRY, SERVICE_TYPE,
 };

@@ -28,6 +28,10 @@ pub const MDNS_PORT: u16 = mdns_sd::MDNS_PORT;
 pub const RECORD_TTL: Duration = Duration::from_secs(120);
 /// A roster entry not seen for three TTLs is dropped.
 pub const ROSTER_EXPIRY: Duration = Duration::from_secs(3 * 120);
+/// The most peers a roster holds. Announcements are unauthenticated and `spl serve` listens by
+/// default, so a LAN host announcing ever new DIDs must not grow the steward's memory; this is
+/// far more stewards than one LAN segment carries.
+pub const ROSTER_CAP: usize = 1024;
 
 /// Which interfaces the mDNS daemon binds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -328,6 +332,18 @@ impl Roster {
         if self.own_did.as_deref() == Some(txt.did.as_str()) {
             return;
         }
+        self.prune(now);
+        if self.by_did.len() >= ROSTER_CAP && !self.by_did.contains_key(&txt.did) {
+            // The stalest peer gives way: a live one re-announces and comes back.
+            let oldest = self
+                .by_did
+                .iter()
+                .min_by_key(|(_, seen)| seen.last_seen)
+                .map(|(did, _)| did.clone());
+            if let Some(oldest) = oldest {
+                self.by_did.remove(&oldest);
+            }
+        }
         self.by_did.insert(
             txt.did.clone(),
             Seen {
@@ -342,11 +358,16 @@ impl Roster {
         self.by_did.retain(|_, seen| seen.fullname != fullname);
     }
 
-    fn peers(&mut self, now: SystemTime) -> Vec<MdnsPeer> {
+    /// Drops the entries not seen within [`ROSTER_EXPIRY`] of `now`.
+    fn prune(&mut self, now: SystemTime) {
         self.by_did.retain(|_, seen| {
             now.duration_since(seen.last_seen)
                 .map_or(true, |age| age <= ROSTER_EXPIRY)
         });
+    }
+
+    fn peers(&mut self, now: SystemTime) -> Vec<MdnsPeer> {
+        self.prune(now);
         let mut peers: Vec<MdnsPeer> = self
             .by_did
             .values()
@@ -474,6 +495,59 @@ mod tests {
         ("capabilities", "sync, handshake,,"),
         ("mf", "0123456789ABCDEF"),
     ];
+
+    /// A resolved announcement of `did`, as the daemon hands it to the roster.
+    fn announced(did: &str) -> ResolvedService {
+        let pairs = [
+            ("v", "1"),
+            ("did", did),
+            ("endpoint", "http://127.0.0.1:8080"),
+        ];
+        ServiceInfo::new(SERVICE_TYPE, did, "t.local.", (), 1, &pairs[..])
+            .unwrap()
+            .as_resolved_service()
+    }
+
+    fn dids(roster: &Roster) -> Vec<String> {
+        let mut dids: Vec<String> = roster.by_did.keys().cloned().collect();
+        dids.sort();
+        dids
+    }
+
+    #[test]
+    fn observing_prunes_expired_peers() {
+        let start = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let mut roster = Roster::default();
+        roster.observe(&announced("did:key:old"), start);
+        roster.observe(&announced("did:key:recent"), start + ROSTER_EXPIRY);
+        // Nobody reads the roster in between: observing alone drops what expired.
+        roster.observe(
+            &announced("did:key:new"),
+            start + ROSTER_EXPIRY + Duration::from_secs(1),
+        );
+        assert_eq!(dids(&roster), ["did:key:new", "did:key:recent"]);
+    }
+
+    #[test]
+    fn a_full_roster_drops_the_stalest_peer() {
+        let start = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let at = |i: usize| start + Duration::from_millis(i as u64);
+        let mut roster = Roster::default();
+        for i in 0..ROSTER_CAP {
+            roster.observe(&announced(&format!("did:key:z{i}")), at(i));
+        }
+        // Seen again, so no longer the stalest.
+        roster.observe(&announced("did:key:z0"), at(ROSTER_CAP));
+        roster.observe(&announced("did:key:extra"), at(ROSTER_CAP + 1));
+        assert_eq!(roster.by_did.len(), ROSTER_CAP);
+        assert!(roster.by_did.contains_key("did:key:extra"));
+        assert!(roster.by_did.contains_key("did:key:z0"));
+        assert!(!roster.by_did.contains_key("did:key:z1"));
+        // Re-announcing a DID already held evicts nobody.
+        roster.observe(&announced("did:key:z2"), at(ROSTER_CAP + 2));
+        assert_eq!(roster.by_did.len(), ROSTER_CAP);
+        assert!(roster.by_did.contains_key("did:key:z3"));
+    }
 
     #[test]
     fn txt_parses_and_normalizes() {

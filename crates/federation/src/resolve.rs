@@ -67,6 +67,9 @@ type Outcome = Result<Arc<ResolvedDid>, PeerError>;
 /// Share one per steward (e.g. in an `Arc`): concurrent resolves of one DID make one request.
 pub struct DidResolver {
     client: PeerClient,
+    /// Directories are the operator's own choice, so they may sit on a private network even
+    /// where peers' hosts may not (see [`DidResolver::with_directory_client`]).
+    directory_client: PeerClient,
     directories: Vec<String>,
     clock: Clock,
     cache: RwLock<HashMap<String, Entry>>,
@@ -128,11 +131,20 @@ impl DidResolver {
     /// hosts and directories alike) and asking the did:sync `directories` (base URLs) in order.
     pub fn new(client: PeerClient, directories: Vec<String>) -> DidResolver {
         DidResolver {
+            directory_client: client.clone(),
             client,
             directories,
             clock: Arc::new(Instant::now),
             cache: RwLock::new(HashMap::new()),
         }
+    }
+
+    /// Fetches did:sync logs from the configured directories through `client` instead: a
+    /// hosted steward refuses private addresses for peers, not for the directory its operator
+    /// configured.
+    pub fn with_directory_client(mut self, client: PeerClient) -> Self {
+        self.directory_client = client;
+        self
     }
 
     /// Replaces the clock cache expiry and the refresh limit are measured with (tests).
@@ -267,7 +279,7 @@ impl DidResolver {
                 "{}/directory/{hash}/operations",
                 directory.trim_end_matches('/')
             );
-            let outcome = match self.client.get_document(&url, OP_LOG_LIMIT).await {
+            let outcome = match self.directory_client.get_document(&url, OP_LOG_LIMIT).await {
                 Ok((body, _)) => replay(did, body),
                 Err(e) => Err(e),
             };

@@ -341,15 +341,22 @@ impl PeerItem {
             };
         }
         if has_document(actor) {
-            let keys = resolved.get(actor).ok_or(Rejection::SignerUnresolved)?;
-            // Without `signer`, the document's first (current) key is the only candidate.
+            let document = resolved.get(actor).ok_or(Rejection::SignerUnresolved)?;
+            // Without `signer`, the document's current key is the only candidate.
             let signer = match self.signer.as_deref() {
                 Some(signer) => signer,
-                None => keys.first().ok_or(Rejection::SignatureInvalid)?,
+                None => document
+                    .current
+                    .first()
+                    .ok_or(Rejection::SignatureInvalid)?,
             };
-            return match keys.iter().any(|k| k == signer) {
-                true => Ok(signer),
-                false => Err(Rejection::SignatureInvalid),
+            return if document.keys.iter().any(|k| k == signer) {
+                Ok(signer)
+            } else if document.fresh {
+                Err(Rejection::SignatureInvalid)
+            } else {
+                // A key the document may have gained since it was fetched: not a forgery yet.
+                Err(Rejection::SignerUnresolved)
             };
         }
         match self.signer.as_deref() {
@@ -364,10 +371,34 @@ impl PeerItem {
     }
 }
 
-/// For each actor with a DID document: the did:keys that may sign its records (current and
-/// retired keys, never those withdrawn as compromised; FEDERATION §1.5). An actor missing from
-/// the map could not be resolved.
-pub type ResolvedKeys = HashMap<String, Vec<String>>;
+/// For each actor with a DID document, the keys that may sign its records. An actor missing
+/// from the map could not be resolved.
+pub type ResolvedKeys = HashMap<String, DocumentKeys>;
+
+/// The keys of one DID document (FEDERATION §1.5), as did:keys.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DocumentKeys {
+    /// Every key valid for verifying: current and retired, never those withdrawn as
+    /// compromised.
+    pub keys: Vec<String>,
+    /// The keys in force.
+    pub current: Vec<String>,
+    /// Fetched after the records being checked arrived: a signer it lacks is not a key of the
+    /// DID (`SIGNATURE_INVALID`). From an older copy, the same miss only waits
+    /// (`SIGNER_UNRESOLVED`) until the document can be fetched again.
+    pub fresh: bool,
+}
+
+impl DocumentKeys {
+    /// A fresh document whose only key is `signer` (a record checked against a known key).
+    pub fn only(signer: &str) -> DocumentKeys {
+        DocumentKeys {
+            keys: vec![signer.to_string()],
+            current: vec![signer.to_string()],
+            fresh: true,
+        }
+    }
+}
 
 /// A DID whose keys only its own document can name: did:web, and a directory did:sync
 /// (`did:sync:<hash>`, no type segment).
@@ -620,16 +651,31 @@ mod tests {
         .map(|v| PeerItem::from_value(v).unwrap())
         .collect();
         assert_eq!(items[0].actor_with_document(), Some(did));
-        let resolved = ResolvedKeys::from([(did.to_string(), vec![new.did_key(), old.did_key()])]);
+        let document = |keys: Vec<String>, fresh| DocumentKeys {
+            current: keys[..1].to_vec(),
+            keys,
+            fresh,
+        };
+        let resolved = ResolvedKeys::from([(
+            did.to_string(),
+            document(vec![new.did_key(), old.did_key()], true),
+        )]);
         assert_eq!(
             verify_items(&items, &resolved),
             vec![Ok(()), Ok(()), Err(Rejection::SignatureInvalid)]
         );
         // A key withdrawn as compromised is simply no longer in the resolved set.
-        let withdrawn = ResolvedKeys::from([(did.to_string(), vec![new.did_key()])]);
+        let withdrawn =
+            ResolvedKeys::from([(did.to_string(), document(vec![new.did_key()], true))]);
         assert_eq!(
             verify_items(&items[..1], &withdrawn),
             vec![Err(Rejection::SignatureInvalid)]
+        );
+        // An older copy of the document lacking the signer proves nothing yet.
+        let stale = ResolvedKeys::from([(did.to_string(), document(vec![old.did_key()], false))]);
+        assert_eq!(
+            verify_items(&items[1..2], &stale),
+            vec![Err(Rejection::SignerUnresolved)]
         );
     }
 

@@ -91,10 +91,10 @@ pub enum IdentityCommand {
     /// Show the DID, its method, its keys and where it is published
     Show,
     /// Publish the identity as a did:sync (registered at a directory) or a did:web (served by
-    /// this steward); the signing key stays the same. Restart `spl serve` afterwards.
+    /// this steward); the signing key stays the same. Run it while `spl serve` is stopped.
     Upgrade(UpgradeArgs),
     /// Replace the signing key of a published identity; records signed by the old key keep
-    /// verifying unless it is marked compromised. Restart `spl serve` afterwards.
+    /// verifying unless it is marked compromised. Run it while `spl serve` is stopped.
     Rotate(RotateArgs),
 }
 
@@ -127,7 +127,8 @@ pub struct UpgradeArgs {
     /// did:web: the path form (`teams/alice` gives did:web:<host>:teams:alice)
     #[arg(long, value_name = "PATH")]
     pub path: Option<String>,
-    /// The steward URL to publish as the `syncropel` service [default: the running steward's]
+    /// The steward URL to publish as the `syncropel` service [did:web default: the URL the
+    /// steward serves the document at]
     #[arg(long = "service-endpoint", value_name = "URL")]
     pub service_endpoint: Option<String>,
 }

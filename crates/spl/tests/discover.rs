@@ -6,7 +6,7 @@ mod common;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use common::{bootstrap_admin, json, ok, run, spl, Steward};
 use hickory_proto::op::{Message, MessageType, ResponseCode};
@@ -136,6 +136,106 @@ fn dns_discovery_keeps_only_records_the_signed_manifest_backs() {
     assert_eq!(found[1]["did"], mallory_did.as_str());
     assert_eq!(found[1]["manifest_verified"], false);
     assert!(found[1]["error"].is_string());
+}
+
+/// An HTTP server on 127.0.0.1 whose `/.well-known/syncropel` serves `manifest(its own URL)`,
+/// on its own runtime for as long as the test holds it.
+struct ManifestServer {
+    url: String,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl ManifestServer {
+    fn start(manifest: impl FnOnce(&str) -> serde_json::Value) -> ManifestServer {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let body = serde_json::json!({ "federation_manifest": manifest(&url) });
+        let app = axum::Router::new().route(
+            "/.well-known/syncropel",
+            axum::routing::get(move || async move { axum::Json(body) }),
+        );
+        runtime.spawn(async move { axum::serve(listener, app).await.unwrap() });
+        ManifestServer {
+            url,
+            _runtime: runtime,
+        }
+    }
+}
+
+/// `spl fleet sync peers discover --method dns` on `home` against a DNS server answering
+/// `records`.
+fn discover_dns(home: &Path, records: Vec<String>) -> Vec<serde_json::Value> {
+    let server = dns_server(records);
+    discover(
+        home,
+        "dns",
+        &[
+            "--domain",
+            "alice.test",
+            "--dns-server",
+            &server.to_string(),
+        ],
+    )
+}
+
+#[test]
+fn dns_discovery_does_not_verify_a_manifest_copied_to_another_host() {
+    let alice = tempfile::tempdir().unwrap();
+    let looking = tempfile::tempdir().unwrap();
+    let alice_did = ok(run(alice.path(), &["init"]));
+    let a = Steward::start(alice.path(), &["--no-mdns"]);
+    let copy = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(async {
+            reqwest::get(format!("{}/.well-known/syncropel", a.url))
+                .await?
+                .json::<serde_json::Value>()
+                .await
+        })
+        .unwrap()["federation_manifest"]
+        .clone();
+    // Alice's manifest, validly signed and fresh, served by a host that is not Alice's.
+    let evil = ManifestServer::start(|_| copy);
+
+    let found = discover_dns(
+        looking.path(),
+        vec![format!("v=spl1; did={alice_did}; url={}", evil.url)],
+    );
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0]["did"], alice_did.as_str());
+    assert_eq!(found[0]["url"], evil.url.as_str());
+    assert_eq!(found[0]["manifest_verified"], false, "{found:?}");
+    assert!(
+        found[0]["error"].as_str().unwrap().contains(&a.url),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn dns_discovery_does_not_verify_an_expired_manifest() {
+    let looking = tempfile::tempdir().unwrap();
+    let key = syncropel_protocol::Keypair::generate();
+    let did = key.did_key();
+    let eight_days_ago = SystemTime::now() - Duration::from_secs(8 * 24 * 3600);
+    // Signed for the very origin serving it: only its age is wrong.
+    let server = ManifestServer::start(|origin| {
+        syncropel_steward::manifest::sign(&key, &did, origin, eight_days_ago)
+    });
+
+    let found = discover_dns(
+        looking.path(),
+        vec![format!("v=spl1; did={did}; url={}", server.url)],
+    );
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0]["did"], did.as_str());
+    assert_eq!(found[0]["manifest_verified"], false, "{found:?}");
+    assert!(
+        found[0]["error"].as_str().unwrap().contains("expired"),
+        "{found:?}"
+    );
 }
 
 /// `spl --endpoint <url> --token <token> --json <args>` on `home`, which must succeed.

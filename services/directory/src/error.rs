@@ -1,5 +1,6 @@
 //! The one place where a failure becomes an HTTP answer in the error envelope.
 
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use syncropel_protocol::{ErrorCode, ProtocolError};
@@ -57,6 +58,19 @@ impl DirectoryError {
             }
             _ => None,
         }
+    }
+}
+
+/// Axum's own rejections answer in plain text; these put them in the envelope.
+impl From<PathRejection> for DirectoryError {
+    fn from(rejection: PathRejection) -> DirectoryError {
+        DirectoryError::Validation(rejection.body_text())
+    }
+}
+
+impl From<QueryRejection> for DirectoryError {
+    fn from(rejection: QueryRejection) -> DirectoryError {
+        DirectoryError::Validation(rejection.body_text())
     }
 }
 

@@ -15,7 +15,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use error::DirectoryError;
 pub use routes::app;
-pub use store::Store;
+pub use store::{Store, DOCUMENT_LIFETIME};
 
 /// Largest request body; an op is at most 7,500 bytes of canonical JSON, so this leaves room
 /// for whitespace and still refuses floods early.

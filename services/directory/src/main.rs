@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use syncropel_directory::{app, AppState, Clock, DirectoryError, Rules, Store};
+use syncropel_protocol::did_sync;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -28,9 +29,29 @@ struct Cli {
     #[arg(long, env = "DIRECTORY_LISTEN", default_value = "127.0.0.1:9300")]
     listen: SocketAddr,
     /// How long after receipt an op can still be undone by a higher-priority rotation key
-    /// (e.g. `72h`).
-    #[arg(long, env = "DIRECTORY_RECOVERY_WINDOW", default_value = "72h")]
-    recovery_window: humantime::Duration,
+    /// (e.g. `24h`); at most 72 h.
+    #[arg(
+        long,
+        env = "DIRECTORY_RECOVERY_WINDOW",
+        default_value = "72h",
+        value_parser = recovery_window_secs
+    )]
+    recovery_window: i64,
+}
+
+/// The window in seconds. Resolvers replay logs with the fixed 72 h window, so a longer one would
+/// accept forks they reject and leave the DID unresolvable; a shorter one is merely stricter.
+fn recovery_window_secs(text: &str) -> Result<i64, String> {
+    let window = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    let max = did_sync::RECOVERY_WINDOW_SECS;
+    match i64::try_from(window.as_secs()) {
+        Ok(secs) if secs <= max => Ok(secs),
+        _ => Err(format!(
+            "at most {} (resolvers replay logs with that window, so forks accepted after it \
+             would make the DID unresolvable)",
+            humantime::format_duration(std::time::Duration::from_secs(max.unsigned_abs()))
+        )),
+    }
 }
 
 #[derive(Subcommand)]
@@ -63,13 +84,11 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(cli: &Cli) -> Result<(), DirectoryError> {
-    let window = i64::try_from(cli.recovery_window.as_secs())
-        .map_err(|_| DirectoryError::Validation("--recovery-window is too long".into()))?;
     let store = Arc::new(Store::open(&cli.database_url).await?);
     let state = AppState {
         store: store.clone(),
         rules: Rules {
-            recovery_window_secs: window,
+            recovery_window_secs: cli.recovery_window,
             ..Rules::default()
         },
         clock: Clock::system(),
@@ -104,4 +123,23 @@ async fn shutdown_signal() {
         _ = terminate => {}
     }
     tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recovery_window_is_at_most_72_hours() {
+        assert_eq!(recovery_window_secs("72h"), Ok(72 * 3600));
+        assert_eq!(recovery_window_secs("24h"), Ok(24 * 3600));
+        assert_eq!(recovery_window_secs("0s"), Ok(0));
+        for too_long in ["72h 1s", "4days", "100years"] {
+            let message = recovery_window_secs(too_long).unwrap_err();
+            assert!(message.contains("at most 3days"), "{too_long}: {message}");
+        }
+        assert!(recovery_window_secs("soon").is_err());
+        let cli = Cli::try_parse_from(["directory", "--recovery-window", "96h"]);
+        assert!(cli.is_err());
+    }
 }

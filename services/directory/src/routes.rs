@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use axum::body::{to_bytes, Body};
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -36,6 +36,17 @@ pub fn app(state: AppState) -> Router {
         .fallback(|| async { DirectoryError::NotFound("no such route".into()) })
         .with_state(state)
 }
+
+/// `axum::extract::Path` answering a malformed segment (say, percent-encoded invalid UTF-8) in
+/// the error envelope.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(DirectoryError))]
+struct Path<T>(T);
+
+/// `axum::extract::Query`, likewise.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(DirectoryError))]
+struct Query<T>(T);
 
 /// Reads at most [`MAX_BODY_BYTES`], parses strict JSON (duplicate keys refused) and checks the
 /// op on its own (size, members, signature), outside the per-DID serialization.

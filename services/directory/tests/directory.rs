@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -23,7 +24,11 @@ struct Server {
 
 impl Server {
     async fn start(database_url: &str) -> Server {
-        let store = Arc::new(Store::open(database_url).await.unwrap());
+        Server::with_store(Store::open(database_url).await.unwrap()).await
+    }
+
+    async fn with_store(store: Store) -> Server {
+        let store = Arc::new(store);
         let clock = Clock::manual(T0);
         let state = AppState {
             store,
@@ -677,6 +682,46 @@ async fn rate_limit(db: String) {
     s.update(&hash, &next(&head)).await;
 }
 
+/// A lower-priority key filling the quota cannot hold off the owner's recovery fork.
+async fn rate_limit_spares_recovery(db: String) {
+    let s = Server::start(&db).await;
+    let alice = Ident::new(1, "alice");
+    let genesis = alice.genesis();
+    let g = did_sync::cid(&genesis);
+    let hash = s.create(&genesis).await;
+    let path = format!("/directory/update/{hash}");
+    let mut head = g.clone();
+    let mut hijacks = Vec::new();
+    for n in 0..9 {
+        let op = with_endpoint(alice.update(&head), &format!("https://m{n}.example"));
+        head = s.update(&hash, &sign_operation(&op, &alice.host)).await;
+        hijacks.push(head.clone());
+    }
+    let op = with_endpoint(alice.update(&head), "https://m9.example");
+    let answer = s.post(&path, &sign_operation(&op, &alice.host)).await;
+    assert_error(&answer, ErrorCode::RateLimited);
+
+    s.clock.advance(600);
+    let mut fork = with_endpoint(alice.update(&g), "https://recovered.example");
+    fork.rotation_keys = vec![alice.user.did_key()];
+    let (status, body) = s.post(&path, &sign_operation(&fork, &alice.user)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["nullified"], json!(hijacks));
+    let recovered = body["cid"].as_str().unwrap().to_owned();
+    let doc = s.document(&hash).await;
+    assert_eq!(
+        doc["service"][0]["serviceEndpoint"],
+        "https://recovered.example"
+    );
+
+    // A plain update by the same key is still held to the quota.
+    let next = with_endpoint(alice.update(&recovered), "https://next.example");
+    let answer = s.post(&path, &sign_operation(&next, &alice.user)).await;
+    assert_error(&answer, ErrorCode::RateLimited);
+    assert_eq!(s.operations(&hash).await.len(), 11);
+    s.assert_replays(&hash).await;
+}
+
 async fn bad_input_changes_nothing(db: String) {
     let s = Server::start(&db).await;
     let genesis = Ident::new(1, "alice").genesis();
@@ -740,6 +785,33 @@ async fn bad_input_changes_nothing(db: String) {
     );
     assert!(s.export_all().await.is_empty());
     assert_error(&s.get("/directory/handle/alice").await, ErrorCode::NotFound);
+}
+
+/// Requests axum's extractors cannot parse are answered in the error envelope too.
+async fn malformed_requests(db: String) {
+    let s = Server::start(&db).await;
+    for path in [
+        "/directory/export?after=abc",
+        "/directory/export?count=",
+        "/directory/resolve",
+        "/directory/resolve?did=%ZZ",
+        "/directory/resolve?did=%FF",
+        "/directory/resolve?did",
+        "/directory/%FF/did.json",
+        "/directory/%FF/operations",
+        "/directory/handle/%C3%28",
+        "/directory/namespace/%FF/peers",
+    ] {
+        let answer = s.get(path).await;
+        assert_error(&answer, ErrorCode::ValidationError);
+    }
+    let update = sign_operation(
+        &Ident::new(1, "alice").update(&"0".repeat(64)),
+        &Ident::new(1, "alice").host,
+    );
+    for path in ["/directory/update/%FF", "/directory/revoke/%FF"] {
+        assert_error(&s.post(path, &update).await, ErrorCode::ValidationError);
+    }
 }
 
 /// Racing writers: one head, one handle holder, one genesis.
@@ -831,6 +903,51 @@ scenarios!(
     namespace_peers,
     export_paging,
     rate_limit,
+    rate_limit_spares_recovery,
     bad_input_changes_nothing,
+    malformed_requests,
     concurrent_writes_are_serialized,
 );
+
+/// Replicas over one Postgres database: each serves a document from memory for its lifetime,
+/// and the replica that wrote serves its own write at once.
+#[tokio::test]
+async fn postgres_replicas_share_documents() {
+    syncropel_store::testing::with_test_database(|db: String| async move {
+        let lasting = Duration::from_secs(3600);
+        let writer = Store::open_with_document_lifetime(&db, lasting)
+            .await
+            .unwrap();
+        let a = Server::with_store(writer).await;
+        let b = Server::with_store(
+            Store::open_with_document_lifetime(&db, lasting)
+                .await
+                .unwrap(),
+        )
+        .await;
+        let c = Server::with_store(
+            Store::open_with_document_lifetime(&db, Duration::ZERO)
+                .await
+                .unwrap(),
+        )
+        .await;
+        let alice = Ident::new(1, "alice");
+        let genesis = alice.genesis();
+        let hash = a.create(&genesis).await;
+        let endpoint = |doc: Value| doc["service"][0]["serviceEndpoint"].clone();
+        for s in [&a, &b, &c] {
+            assert_eq!(endpoint(s.document(&hash).await), "https://alice.example");
+        }
+
+        let op = with_endpoint(
+            alice.update(&did_sync::cid(&genesis)),
+            "https://moved.example",
+        );
+        a.update(&hash, &sign_operation(&op, &alice.host)).await;
+        assert_eq!(endpoint(a.document(&hash).await), "https://moved.example");
+        assert_eq!(endpoint(c.document(&hash).await), "https://moved.example");
+        // Within its lifetime, b's entry still holds the document it read.
+        assert_eq!(endpoint(b.document(&hash).await), "https://alice.example");
+    })
+    .await;
+}

@@ -8,7 +8,9 @@
 //! keys/identity.key   Ed25519 seed, 64 hex chars            dir 0700, file 0600
 //! keys/rotation.key   seed of the did:sync rotation key (after `spl identity upgrade --method sync`)
 //! keys/retired-<n>.key  signing keys replaced by `spl identity rotate`, kept, never used again
+//! keys/next.key       the key a rotation in progress moves to
 //! identity.json       the did:sync or did:web the home is published under, if any
+//! identity-genesis.json  a did:sync genesis sent but not yet known to be registered
 //! config.toml         did, created_at (unix secs), env = "local"
 //! hub.db              SQLite store (opened by the store crate)
 //! steward.json        {"url","pid","started_at"} while `spl serve` runs
@@ -190,6 +192,10 @@ impl Home {
         self.keys_dir().join("rotation.key")
     }
 
+    fn pending_genesis_path(&self) -> PathBuf {
+        self.root.join("identity-genesis.json")
+    }
+
     fn next_key_path(&self) -> PathBuf {
         self.keys_dir().join("next.key")
     }
@@ -248,14 +254,17 @@ impl Home {
                     Some(Ok(key)) => Some(self.published()?.map_or(key.did_key(), |p| p.did)),
                     _ => None,
                 };
+                // A new key is a new identity: a published DID named the old one. Removed first,
+                // so that a crash in between never leaves it naming a key that is gone.
+                remove_optional(&self.published_path())?;
+                remove_optional(&self.pending_genesis_path())?;
                 let keypair = Keypair::generate();
                 write_atomic(
                     &self.key_path(),
                     seed_text(&keypair).as_bytes(),
                     SECRET_FILE_MODE,
                 )?;
-                // A new key is a new identity: a published DID named the old one.
-                remove_optional(&self.published_path())?;
+
                 let did = keypair.did_key();
                 self.write_config(&did)?;
                 Ok(InitOutcome {
@@ -373,26 +382,49 @@ impl Home {
     }
 
     /// The key a rotation in progress moves to (`keys/next.key`), made on first use, so that a
-    /// rotation retried after a crash offers the same key.
+    /// rotation retried after a crash offers the same key. One equal to the signing key is left
+    /// from a finished rotation and is replaced.
     pub fn next_keypair(&self) -> Result<Keypair, HomeError> {
+        let next = self.secret_key(&self.next_key_path())?;
+        if next.did_key() != self.keypair()?.did_key() {
+            return Ok(next);
+        }
+        remove_optional(&self.next_key_path())?;
         self.secret_key(&self.next_key_path())
     }
 
     /// Makes the next key (see [`Home::next_keypair`]) the signing key; the one it replaces is
-    /// kept as `keys/retired-<fragment>.key`.
+    /// kept as `keys/retired-<fragment>.key`. The swap is one rename, so there is never a moment
+    /// with no signing key or a `next.key` equal to it.
     pub fn replace_key(&self, retired_fragment: &str) -> Result<Keypair, HomeError> {
         let (old, next) = (self.keypair()?, self.next_keypair()?);
         let retired = self
             .keys_dir()
             .join(format!("retired-{retired_fragment}.key"));
         write_atomic(&retired, seed_text(&old).as_bytes(), SECRET_FILE_MODE)?;
-        write_atomic(
-            &self.key_path(),
-            seed_text(&next).as_bytes(),
-            SECRET_FILE_MODE,
-        )?;
-        remove_optional(&self.next_key_path())?;
+        let from = self.next_key_path();
+        fs::rename(&from, self.key_path()).map_err(|e| io_error("rename", &from, e))?;
         Ok(next)
+    }
+
+    /// A did:sync genesis signed but not yet known to be registered (`spl identity upgrade`
+    /// retried after a lost answer sends these same bytes, so it gets the same DID).
+    pub fn pending_genesis(&self) -> Result<Option<serde_json::Value>, HomeError> {
+        let path = self.pending_genesis_path();
+        let Some(bytes) = read_optional(&path)? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|source| HomeError::InvalidStewardInfo { path, source })
+    }
+
+    pub fn set_pending_genesis(&self, op: Option<&serde_json::Value>) -> Result<(), HomeError> {
+        let path = self.pending_genesis_path();
+        match op {
+            Some(op) => write_atomic(&path, op.to_string().as_bytes(), PLAIN_FILE_MODE),
+            None => remove_optional(&path),
+        }
     }
 
     /// `identity.json` is a rotation's commit point: once it names the next key as current, the
@@ -888,5 +920,25 @@ mod tests {
         );
         assert!(home.published().unwrap().is_none());
         assert_eq!(home.did().unwrap(), outcome.did);
+    }
+
+    #[test]
+    fn a_next_key_left_equal_to_the_signing_key_is_replaced() {
+        let (_dir, home) = temp_home();
+        home.init(false).unwrap();
+        let current = home.keypair().unwrap();
+        // What a crash after the swap but before removing the file would have left.
+        write_atomic(
+            &home.root().join("keys/next.key"),
+            seed_text(&current).as_bytes(),
+            SECRET_FILE_MODE,
+        )
+        .unwrap();
+        let next = home.next_keypair().unwrap();
+        assert_ne!(next.did_key(), current.did_key());
+        assert_eq!(home.next_keypair().unwrap().did_key(), next.did_key());
+        assert_eq!(home.replace_key("key-1").unwrap().did_key(), next.did_key());
+        assert_eq!(home.keypair().unwrap().did_key(), next.did_key());
+        assert!(!home.root().join("keys/next.key").exists());
     }
 }

@@ -84,17 +84,28 @@ pub async fn upgrade_to_sync(
 ) -> Result<PublishedIdentity, StewardError> {
     refuse_if_published(home)?;
     let key = home.keypair()?;
-    let rotation = home.rotation_keypair()?;
-    let mut rotation_keys: Vec<String> = registration.recovery_key.into_iter().collect();
-    rotation_keys.push(rotation.did_key());
-    let genesis = sync_genesis(
-        &key,
-        rotation_keys.clone(),
-        registration.handles.clone(),
-        registration.namespaces.clone(),
-        registration.endpoint.as_deref(),
-    );
-    let signed = sign_operation(&genesis, &rotation);
+    // A genesis sent before whose answer was lost is sent again as it was: a new one (a new
+    // `created_at`) would register a second DID holding the same handles.
+    let signed = match home.pending_genesis()? {
+        Some(pending) => pending,
+        None => {
+            let rotation = home.rotation_keypair()?;
+            let mut rotation_keys: Vec<String> = registration.recovery_key.into_iter().collect();
+            rotation_keys.push(rotation.did_key());
+            let genesis = sync_genesis(
+                &key,
+                rotation_keys,
+                registration.handles,
+                registration.namespaces,
+                registration.endpoint.as_deref(),
+            );
+            let signed = sign_operation(&genesis, &rotation);
+            home.set_pending_genesis(Some(&signed))?;
+            signed
+        }
+    };
+    let genesis = Operation::from_value(&signed)
+        .map_err(|e| StewardError::Invalid(format!("identity-genesis.json: {e}")))?;
     let did = did_from_genesis(&signed);
     let answer = submit(client, &registration.directory, "genesis", &signed).await?;
     if answer["did"].as_str() != Some(did.as_str()) {
@@ -111,12 +122,16 @@ pub async fn upgrade_to_sync(
         current: "key-1".into(),
         compromised: Vec::new(),
         head: Some(cid(&signed)),
-        rotation_keys,
-        handles: registration.handles,
-        namespaces: registration.namespaces,
-        endpoint: registration.endpoint,
+        rotation_keys: genesis.rotation_keys,
+        handles: genesis.handles,
+        namespaces: genesis.namespaces,
+        endpoint: genesis
+            .services
+            .get("syncropel")
+            .map(|s| s.endpoint.clone()),
     };
     home.publish(&published)?;
+    home.set_pending_genesis(None)?;
     Ok(published)
 }
 

@@ -18,7 +18,7 @@ use syncropel_directory::{AppState as DirectoryState, Clock, Rules, Store};
 use syncropel_federation::{PeerClient, PeerClientOptions};
 use syncropel_protocol::did_doc::did_web_for;
 use syncropel_protocol::did_sync::{cid, did_from_genesis, sign_operation, OpType, Operation};
-use syncropel_protocol::sync::{verify_items, PeerItem, ResolvedKeys};
+use syncropel_protocol::sync::{verify_items, DocumentKeys, PeerItem, ResolvedKeys};
 use syncropel_protocol::Keypair;
 use syncropel_steward::federation::state as fstate;
 use syncropel_steward::federation::{FederationConfig, ResolverClock};
@@ -419,11 +419,13 @@ async fn records_of_a_did_sync_steward_verify_before_and_after_a_rotation() {
     // Rotate: key-2 replaces key-1 at the directory; A restarts signing with it.
     sync.update(&[("key-2", &k2)], &[]).await;
     let (dir, _) = a.s.stop().await;
+    // A's identity no longer lists key-1 (as after a compromise): the pair it answered as
+    // responder, whose genesis key-1 signed, stands all the same.
     let a = Node::start(Options {
         identity: Some(Identity::published(
             k2.clone(),
             sync.did.clone(),
-            vec![k1.did_key()],
+            vec![],
             None,
         )),
         addr: Some(addr),
@@ -432,6 +434,9 @@ async fn records_of_a_did_sync_steward_verify_before_and_after_a_rotation() {
         ..Options::default()
     })
     .await;
+    let (status, pairs) = a.get("/v1/federation/pairs").await;
+    assert_eq!(status, 200, "{pairs}");
+    assert_eq!(pairs["data"][0]["state"], "active", "{pairs}");
     let after = a.emit(thread, 2).await;
     assert_eq!(after["signer"], k2.did_key().as_str(), "{after}");
     let (status, pulled) = b
@@ -459,7 +464,12 @@ async fn records_of_a_did_sync_steward_verify_before_and_after_a_rotation() {
         .get(&format!("/v1/records/{}", before["id"].as_str().unwrap()))
         .await;
     let item = PeerItem::from_value(json!({"id": stored["id"], "record": stored})).unwrap();
-    let resolved = ResolvedKeys::from([(sync.did.clone(), keys)]);
+    let document = DocumentKeys {
+        current: keys[..1].to_vec(),
+        keys,
+        fresh: true,
+    };
+    let resolved = ResolvedKeys::from([(sync.did.clone(), document)]);
     assert_eq!(verify_items(&[item], &resolved), vec![Ok(())]);
 }
 
@@ -791,4 +801,97 @@ async fn a_home_with_live_pairs_is_not_upgraded() {
         .unwrap_err();
     assert!(refusal.to_string().contains("1 pairs"), "{refusal}");
     assert!(home.published().unwrap().is_none());
+}
+
+/// A record signed by a key the peer's cached document lacks, when the document cannot be
+/// fetched afresh yet (forced fetches are rationed per DID), waits as `SIGNER_UNRESOLVED`
+/// rather than being refused for good, and is admitted once the document is fetched again.
+#[tokio::test]
+async fn a_new_key_not_yet_in_a_cached_document_waits_instead_of_failing() {
+    let directory = Directory::start().await;
+    let (k1, k2) = (Keypair::generate(), Keypair::generate());
+    let mut sync = SyncDid::register(&directory.url, &k1).await;
+    let (clock, offset) = movable_clock();
+    let b = Node::start(Options {
+        federation: FederationConfig {
+            resolver_clock: clock,
+            ..federation(&[&directory.url])
+        },
+        ..Options::default()
+    })
+    .await;
+    // B holds key-1 only, and a stranger's signature has just used up the forced fetch.
+    let federation = &b.s.state.federation;
+    assert!(federation.signs_for(&sync.did, &k1.did_key()).await);
+    assert!(
+        !federation
+            .signs_for(&sync.did, &Keypair::generate().did_key())
+            .await
+    );
+
+    sync.update(&[("key-2", &k2)], &[]).await;
+    let a = Node::start(Options {
+        identity: Some(Identity::published(
+            k2.clone(),
+            sync.did.clone(),
+            vec![],
+            None,
+        )),
+        ..Options::default()
+    })
+    .await;
+    let thread = "th_sync_rationed";
+    let record = a.emit(thread, 1).await;
+    let id = record["id"].as_str().unwrap().to_string();
+    b.pull_from(&a, thread).await;
+    assert_eq!(
+        b.quarantine().await,
+        vec![(id.clone(), "SIGNER_UNRESOLVED".into())]
+    );
+
+    offset.store(31, Ordering::SeqCst);
+    b.pull_from(&a, thread).await;
+    assert!(b.has(&id).await);
+    assert!(
+        b.quarantine().await.is_empty(),
+        "{:?}",
+        b.quarantine().await
+    );
+}
+
+/// `spl identity upgrade` retried after the directory's answer was lost sends the same genesis
+/// and gets the same DID (a new genesis would register a second DID holding the handles).
+#[tokio::test]
+async fn a_retried_upgrade_registers_one_did() {
+    let directory = Directory::start().await;
+    let root = tempfile::tempdir().unwrap();
+    let home = syncropel_steward::home::Home::new(root.path().to_path_buf());
+    home.init(false).unwrap();
+    let registration = || syncropel_steward::identity::SyncRegistration {
+        directory: directory.url.clone(),
+        handles: vec!["retry-me".into()],
+        ..Default::default()
+    };
+    // The first attempt: its genesis reached the directory, its answer did not come back.
+    let rotation = home.rotation_keypair().unwrap();
+    let genesis = sync_genesis(
+        &home.keypair().unwrap(),
+        vec![rotation.did_key()],
+        vec!["retry-me".into()],
+        vec![],
+        None,
+    );
+    let signed = sign_operation(&genesis, &rotation);
+    home.set_pending_genesis(Some(&signed)).unwrap();
+    submit(&client(), &directory.url, "genesis", &signed)
+        .await
+        .unwrap();
+
+    let published = syncropel_steward::identity::upgrade_to_sync(&home, &client(), registration())
+        .await
+        .unwrap();
+    assert_eq!(published.did, did_from_genesis(&signed));
+    assert_eq!(published.handles, vec!["retry-me".to_string()]);
+    assert!(home.pending_genesis().unwrap().is_none());
+    assert_eq!(home.did().unwrap(), published.did);
 }

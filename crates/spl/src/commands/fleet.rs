@@ -2,6 +2,7 @@
 //! created on is the puller; records flow from the peer to it.
 
 use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Result};
 use serde_json::{json, Value};
@@ -264,7 +265,7 @@ async fn mdns_candidates(args: &DiscoverArgs) -> Result<Vec<Value>> {
         interfaces: args.mdns_interfaces,
         ..syncropel_discovery::MdnsConfig::default()
     };
-    let timeout = std::time::Duration::from_millis(args.timeout_ms);
+    let timeout = Duration::from_millis(args.timeout_ms);
     let peers =
         tokio::task::spawn_blocking(move || syncropel_discovery::discover(&config, timeout))
             .await??;
@@ -285,7 +286,7 @@ async fn dns_candidates(
     let mut found = Vec::new();
     for candidate in resolver.lookup(domain).await? {
         let mut entry = json!(candidate);
-        match verified_did(client, dids, &candidate.manifest_url).await {
+        match verified_did(client, dids, &candidate.manifest_url, &candidate.url).await {
             Ok(did) if did == candidate.did => entry["manifest_verified"] = json!(true),
             Ok(did) => {
                 eprintln!(
@@ -396,7 +397,7 @@ async fn checked_candidate(
     };
     let entry = json!({"did": did, "url": endpoint});
     let manifest_url = format!("{}/.well-known/syncropel", endpoint.trim_end_matches('/'));
-    match verified_did(client, dids, &manifest_url).await {
+    match verified_did(client, dids, &manifest_url, endpoint).await {
         Ok(signed_for) if signed_for == did => {
             let mut entry = entry;
             entry["manifest_verified"] = json!(true);
@@ -416,8 +417,19 @@ fn unverified(mut entry: Value, error: impl std::fmt::Display) -> Value {
     entry
 }
 
-/// Fetches the manifest at `url` and answers the DID it is validly signed for.
-async fn verified_did(client: &PeerClient, dids: &DidResolver, url: &str) -> Result<String> {
+/// How far behind our clock a manifest's `expires_at` may be before it is refused.
+const MANIFEST_EXPIRY_SKEW: Duration = Duration::from_secs(5 * 60);
+
+/// Fetches the manifest at `url` and answers the DID it is validly signed for, provided it is
+/// still fresh and its endpoints are at the origin of `listed_url`, the URL the candidate is
+/// listed with. A signature alone proves only authorship: a copy of someone's public manifest
+/// served from another host must not make that host pass for them.
+async fn verified_did(
+    client: &PeerClient,
+    dids: &DidResolver,
+    url: &str,
+    listed_url: &str,
+) -> Result<String> {
     const MANIFEST_MAX_BYTES: usize = 1 << 20;
     let (body, _) = client.get_document(url, MANIFEST_MAX_BYTES).await?;
     let manifest = body.get("federation_manifest").unwrap_or(&body);
@@ -431,6 +443,20 @@ async fn verified_did(client: &PeerClient, dids: &DidResolver, url: &str) -> Res
         dids.resolve(did).await?.keys.clone()
     };
     syncropel_steward::manifest::verify(manifest, &keys)?;
+    if syncropel_steward::manifest::expires_before(
+        manifest,
+        SystemTime::now() - MANIFEST_EXPIRY_SKEW,
+    ) {
+        bail!("the manifest at {url} has expired");
+    }
+    for key in ["sync_change_endpoint", "handshake_endpoint"] {
+        let Some(endpoint) = manifest["federation"][key].as_str() else {
+            bail!("the manifest at {url} names no {key}");
+        };
+        if !syncropel_discovery::same_origin(endpoint, listed_url) {
+            bail!("the manifest at {url} is for {endpoint}, not for {listed_url}");
+        }
+    }
     Ok(did.to_string())
 }
 

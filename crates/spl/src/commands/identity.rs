@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 use syncropel_federation::{PeerClient, PeerClientOptions};
 use syncropel_steward::identity::{self, SyncRegistration};
 
+use super::serve::refuse_if_running;
 use super::Ctx;
 use crate::cli::IdentityCommand;
 use crate::output::print_json;
@@ -20,14 +21,13 @@ pub async fn run(ctx: &Ctx, command: IdentityCommand) -> Result<ExitCode> {
     let shown = match command {
         IdentityCommand::Show => show(ctx)?,
         IdentityCommand::Upgrade(args) => {
+            // A running steward would go on signing as the old identity (and pairing with it).
+            refuse_if_running(&ctx.home)?;
             if ctx.home.published()?.is_some() {
                 bail!("this home is already published; see `spl identity show`");
             }
             identity::refuse_if_paired(&ctx.home).await?;
-            let endpoint = match args.service_endpoint {
-                Some(url) => Some(url),
-                None => ctx.home.read_steward_info()?.map(|info| info.url),
-            };
+            let endpoint = args.service_endpoint;
             match args.method.as_str() {
                 "sync" => {
                     let registration = SyncRegistration {
@@ -44,12 +44,11 @@ pub async fn run(ctx: &Ctx, command: IdentityCommand) -> Result<ExitCode> {
                     identity::upgrade_to_web(&ctx.home, &host, args.path.as_deref(), endpoint)?;
                 }
             }
-            restart_note(ctx)?;
             show(ctx)?
         }
         IdentityCommand::Rotate(args) => {
+            refuse_if_running(&ctx.home)?;
             identity::rotate(&ctx.home, &client, args.compromised).await?;
-            restart_note(ctx)?;
             show(ctx)?
         }
     };
@@ -102,11 +101,4 @@ fn show(ctx: &Ctx) -> Result<Value> {
             })).collect::<Vec<_>>(),
         }),
     })
-}
-
-fn restart_note(ctx: &Ctx) -> Result<()> {
-    if ctx.home.read_steward_info()?.is_some() {
-        eprintln!("note: restart `spl serve` for the running steward to sign as the new identity");
-    }
-    Ok(())
 }

@@ -82,7 +82,7 @@ pub fn run(ctx: Ctx, args: &ServeArgs) -> Result<ExitCode> {
 
 /// Two stewards on one home would fight over `steward.json` and the store, so refuse to start a
 /// second one. A stale file (its process gone) is ignored; the new steward overwrites it.
-fn refuse_if_running(home: &Home) -> Result<()> {
+pub(super) fn refuse_if_running(home: &Home) -> Result<()> {
     if let Some(info) = home.read_steward_info()? {
         if process::is_steward(process::pid(info.pid)?) {
             bail!(

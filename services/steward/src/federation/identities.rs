@@ -2,12 +2,24 @@
 //! directory did:sync through the keys its document names, resolved through the guarded client
 //! and cached by the resolver. Everything that checks a peer's signature asks here.
 
-use syncropel_federation::{DidResolver, PeerError};
-use syncropel_protocol::sync::{has_document, verify_items, PeerItem, Rejection, ResolvedKeys};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use syncropel_federation::{DidResolver, PeerError, ResolvedDid};
+use syncropel_protocol::sync::{
+    has_document, verify_items, DocumentKeys, PeerItem, Rejection, ResolvedKeys,
+};
 use syncropel_protocol::ErrorCode;
 
 use super::Federation;
 use crate::error::ApiError;
+
+/// Most actors with documents resolved for one page: a page naming more (a peer making us
+/// fetch from many hosts) leaves the rest `SIGNER_UNRESOLVED` until a later pull.
+const DOCUMENT_ACTORS_PER_PAGE: usize = 16;
+/// How long one page's resolutions may take together.
+const RESOLVE_DEADLINE: Duration = Duration::from_secs(10);
 
 impl Federation {
     pub fn resolver(&self) -> &DidResolver {
@@ -33,14 +45,10 @@ impl Federation {
         if !has_document(did) {
             return false;
         }
-        match self.resolver.resolve(did).await {
-            Ok(resolved) if resolved.accepts(signer) => true,
-            _ => self
-                .resolver
-                .refresh(did)
-                .await
-                .is_ok_and(|resolved| resolved.accepts(signer)),
-        }
+        let signers = BTreeSet::from([Some(signer)]);
+        self.document_keys(did, &signers)
+            .await
+            .is_some_and(|document| document.keys.iter().any(|k| k == signer))
     }
 
     /// Whether `item` is a record whose actor is `did`, signed by a key of `did`.
@@ -51,43 +59,70 @@ impl Federation {
             && signature_holds(item, signer)
     }
 
-    /// Resolves the actors of `items` that have DID documents, for [`verify_items`]. An actor
-    /// whose cached document does not name a signer of the page is fetched again once; an actor
+    /// Resolves the actors of `items` that have DID documents, for [`verify_items`]: at most
+    /// [`DOCUMENT_ACTORS_PER_PAGE`] of them, concurrently, within [`RESOLVE_DEADLINE`]. An actor
     /// that cannot be resolved is left out (its records wait as `SIGNER_UNRESOLVED`).
-    ///
-    /// [`verify_items`]: syncropel_protocol::sync::verify_items
     pub async fn resolve_actors(&self, items: &[PeerItem]) -> ResolvedKeys {
-        let mut resolved = ResolvedKeys::new();
+        let mut signers: BTreeMap<&str, BTreeSet<Option<&str>>> = BTreeMap::new();
         for item in items {
-            let Some(actor) = item.actor_with_document() else {
-                continue;
-            };
-            let known = resolved.get(actor);
-            let signer_known = match (known, item.signer()) {
-                (Some(keys), Some(signer)) => keys.iter().any(|k| k == signer),
-                (Some(_), None) => true,
-                (None, _) => false,
-            };
-            if signer_known {
-                continue;
-            }
-            let fetched = match known {
-                // Already resolved on this page and still missing the signer: fetch afresh.
-                Some(_) => self.resolver.refresh(actor).await,
-                None => match self.resolver.resolve(actor).await {
-                    Ok(doc) if item.signer().is_none_or(|s| doc.accepts(s)) => Ok(doc),
-                    Ok(_) => self.resolver.refresh(actor).await,
-                    Err(e) => Err(e),
-                },
-            };
-            match fetched {
-                Ok(doc) => {
-                    resolved.insert(actor.to_string(), doc.keys.clone());
-                }
-                Err(e) => tracing::debug!(actor, error = %e, "could not resolve a record's actor"),
+            if let Some(actor) = item.actor_with_document() {
+                signers.entry(actor).or_default().insert(item.signer());
             }
         }
-        resolved
+        let lookups =
+            signers
+                .iter()
+                .take(DOCUMENT_ACTORS_PER_PAGE)
+                .map(|(actor, signers)| async move {
+                    (actor.to_string(), self.document_keys(actor, signers).await)
+                });
+        let Ok(found) =
+            tokio::time::timeout(RESOLVE_DEADLINE, futures_util::future::join_all(lookups)).await
+        else {
+            tracing::debug!("resolving a page's actors took too long");
+            return ResolvedKeys::new();
+        };
+        found
+            .into_iter()
+            .filter_map(|(actor, document)| Some((actor, document?)))
+            .collect()
+    }
+
+    /// The keys of `did`'s document, covering `signers` if it can: a cached document that lacks
+    /// one is fetched again. Whether the answer is fresh decides what a still-missing signer
+    /// means (see [`DocumentKeys::fresh`]).
+    async fn document_keys(
+        &self,
+        did: &str,
+        signers: &BTreeSet<Option<&str>>,
+    ) -> Option<DocumentKeys> {
+        let covers = |doc: &ResolvedDid| signers.iter().flatten().all(|s| doc.accepts(s));
+        let cached = match self.resolver.resolve(did).await {
+            Ok(doc) => doc,
+            Err(e) => {
+                tracing::debug!(did, error = %e, "could not resolve a record's actor");
+                return None;
+            }
+        };
+        if covers(&cached) {
+            return Some(keys(&cached, true));
+        }
+        match self.resolver.refresh(did).await {
+            // The resolver limits forced fetches: the same answer back is not a fresh one.
+            Ok(again) => {
+                let fresh = !Arc::ptr_eq(&cached, &again);
+                Some(keys(&again, fresh))
+            }
+            Err(_) => Some(keys(&cached, false)),
+        }
+    }
+}
+
+fn keys(document: &ResolvedDid, fresh: bool) -> DocumentKeys {
+    DocumentKeys {
+        keys: document.keys.clone(),
+        current: document.current.clone(),
+        fresh,
     }
 }
 
@@ -120,6 +155,6 @@ pub async fn verify_with_documents(
 
 /// Whether `item`'s signature verifies under `signer`, taken as a key of its actor.
 pub fn signature_holds(item: &PeerItem, signer: &str) -> bool {
-    let keys = ResolvedKeys::from([(item.envelope.actor.clone(), vec![signer.to_string()])]);
+    let keys = ResolvedKeys::from([(item.envelope.actor.clone(), DocumentKeys::only(signer))]);
     verify_items(std::slice::from_ref(item), &keys)[0].is_ok()
 }

@@ -65,6 +65,10 @@ pub struct FederationConfig {
 
 pub type ResolverClock = Arc<dyn Fn() -> std::time::Instant + Send + Sync>;
 
+/// Spacing of fetches of quarantined `SIGNER_UNRESOLVED` records; the resolver remembers a
+/// failure as long, so an earlier retry could not succeed anyway.
+const UNRESOLVED_RETRY_INTERVAL: Duration = Duration::from_secs(30);
+
 /// Deadlines of calls to peers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PeerTimeouts {
@@ -136,6 +140,10 @@ pub struct Federation {
     pub config: FederationConfig,
     pub jobs: Arc<puller::Jobs>,
     resolver: DidResolver,
+    directory_client: PeerClient,
+    /// When the quarantined `SIGNER_UNRESOLVED` records of a (tenant, source, thread) were last
+    /// fetched again (see `puller::retry_unresolved`).
+    unresolved_retries: std::sync::Mutex<HashMap<(String, String, String), std::time::Instant>>,
     placement: Option<Arc<dyn JobPlacement>>,
     /// The last pair fold per tenant and the sequence it was folded up to (see [`pairs::load`]).
     pair_folds: std::sync::Mutex<HashMap<String, (i64, PairFold)>>,
@@ -155,8 +163,16 @@ impl Federation {
             ..PeerClientOptions::default()
         });
         let backoff = syncropel_federation::Backoff::new(config.backoff_base, config.backoff_cap);
+        // The directories are the operator's own: reachable wherever they are, unlike peers.
+        let directory_client = PeerClient::new(PeerClientOptions {
+            allow_private: true,
+            connect_timeout: config.peer_timeouts.connect,
+            request_timeout: config.peer_timeouts.request,
+            ..PeerClientOptions::default()
+        });
         let clock = config.resolver_clock.clone();
         let resolver = DidResolver::new(client.clone(), config.directories.clone())
+            .with_directory_client(directory_client.clone())
             .with_clock(move || clock());
         let jobs = Arc::new(puller::Jobs::new(
             client,
@@ -168,6 +184,8 @@ impl Federation {
             config,
             jobs,
             resolver,
+            directory_client,
+            unresolved_retries: std::sync::Mutex::default(),
             placement: None,
             pair_folds: std::sync::Mutex::default(),
             discovery: crate::discovery::Discovery::default(),
@@ -194,6 +212,33 @@ impl Federation {
 
     pub fn client(&self) -> &PeerClient {
         self.jobs.client()
+    }
+
+    /// The client for the operator's did:sync directories (registering tenants, resolving).
+    pub fn directory_client(&self) -> &PeerClient {
+        &self.directory_client
+    }
+
+    /// Whether the waiting `SIGNER_UNRESOLVED` records of a source's thread are due to be fetched
+    /// again (at most every 30 s, so a large quarantine is not re-read on every pull); marks
+    /// them as retried now when they are.
+    pub(crate) fn unresolved_retry_due(&self, tenant: &str, source: &str, thread: &str) -> bool {
+        let now = (self.config.resolver_clock)();
+        let mut retries = self
+            .unresolved_retries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if retries.len() > 100_000 {
+            retries.clear();
+        }
+        let key = (tenant.to_string(), source.to_string(), thread.to_string());
+        let due = retries
+            .get(&key)
+            .is_none_or(|at| now.saturating_duration_since(*at) >= UNRESOLVED_RETRY_INTERVAL);
+        if due {
+            retries.insert(key, now);
+        }
+        due
     }
 }
 

@@ -15,7 +15,7 @@ use syncropel_protocol::pair::{
     audit_body, fold_pairs, outbound_secret_handle, revoke_body, update_body, AuditChange,
     PairAudit, PairView, RevokeNotify, UpdateOp,
 };
-use syncropel_protocol::sync::{has_document, PeerItem, ResolvedKeys};
+use syncropel_protocol::sync::{has_document, PeerItem};
 use syncropel_protocol::{validate_thread, ErrorCode, PairState, PAIRS_AUDIT_THREAD, PAIRS_THREAD};
 use syncropel_store::{ListFilter, StateChange};
 
@@ -30,45 +30,22 @@ use crate::routes::PathParam;
 use crate::tenant::Tenant;
 use crate::unix_now;
 
-/// A genesis counts only if the responder it names signed it. For a responder with a DID
-/// document, `documents` holds the keys resolved for it; one that could not be resolved now was
-/// checked against its document when the genesis was stored, and a document host being down
-/// must not make a pair vanish.
-fn genesis_verifies(record: &Value, documents: &ResolvedKeys) -> bool {
+/// A genesis counts only if it is signed for the responder it names: by the responder's key for
+/// a did:key responder; for a responder with a DID document, by the key that was checked against
+/// that document when the genesis was stored (only this steward writes the pair thread, §3).
+/// Checking against today's document instead would make pairs vanish after a key rotation.
+fn genesis_verifies(record: &Value) -> bool {
     let Ok(item) = PeerItem::from_value(json!({"id": record["id"], "record": record})) else {
         return false;
     };
     let responder = record["body"]["responder_did"].as_str().unwrap_or("");
     let signer = item.signer().unwrap_or(&item.envelope.actor);
-    let responders_key = if has_document(responder) {
-        documents
-            .get(responder)
-            .is_none_or(|keys| keys.iter().any(|k| k == signer))
+    let for_responder = if has_document(responder) {
+        item.envelope.actor == responder
     } else {
         signer == responder
     };
-    responders_key && signature_holds(&item, signer)
-}
-
-/// The keys of every responder with a DID document named by a genesis in `records`: this
-/// steward's own keys for itself, the resolver's (cached) answer for peers.
-async fn genesis_documents(state: &AppState, tenant: &Tenant, records: &[Value]) -> ResolvedKeys {
-    let mut documents = ResolvedKeys::new();
-    documents.insert(
-        tenant.identity.did.to_string(),
-        tenant.identity.keys.to_vec(),
-    );
-    for record in records {
-        let Some(responder) = record["body"]["responder_did"].as_str() else {
-            continue;
-        };
-        if has_document(responder) && !documents.contains_key(responder) {
-            if let Ok(keys) = state.federation.keys_of(responder).await {
-                documents.insert(responder.to_string(), keys);
-            }
-        }
-    }
-    documents
+    for_responder && signature_holds(&item, signer)
 }
 
 /// Every pair of the tenant, by pair id. The fold is kept per tenant and reused while no record
@@ -89,10 +66,7 @@ pub async fn load(state: &AppState, tenant: &Tenant) -> ApiResult<BTreeMap<Strin
         }
     }
     let (records, seq) = super::thread_records(state, &tenant.id, PAIRS_THREAD).await?;
-    let documents = genesis_documents(state, tenant, &records).await;
-    let pairs = fold_pairs(&records, &tenant.identity.did, |genesis| {
-        genesis_verifies(genesis, &documents)
-    });
+    let pairs = fold_pairs(&records, &tenant.identity.did, genesis_verifies);
     state.federation.cache_pairs(&tenant.id, seq, pairs.clone());
     Ok(pairs)
 }

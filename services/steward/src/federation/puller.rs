@@ -346,6 +346,10 @@ async fn ingest(
     Ok(outcome)
 }
 
+/// Most quarantined records fetched again at once, so that their answer fits the client's 1 MiB
+/// limit for such calls in the common case of small records.
+const UNRESOLVED_RETRY_BATCH: usize = 100;
+
 /// Most missing parents asked for after one page.
 const MAX_PARENT_FETCH: usize = 1000;
 
@@ -389,6 +393,12 @@ async fn retry_unresolved_records(
     source: &Source,
     thread: &str,
 ) -> Result<(), PullError> {
+    if !state
+        .federation
+        .unresolved_retry_due(&tenant.id, &source.id, thread)
+    {
+        return Ok(());
+    }
     let prefix = format!("{}\n", source.id);
     let waiting: Vec<String> = state
         .store
@@ -399,7 +409,7 @@ async fn retry_unresolved_records(
         .filter_map(|(_, entry)| serde_json::from_str::<serde_json::Value>(&entry).ok())
         .filter(|e| e["code"] == Rejection::SignerUnresolved.code() && e["thread"] == thread)
         .filter_map(|e| e["id"].as_str().map(str::to_string))
-        .take(MAX_PARENT_FETCH)
+        .take(UNRESOLVED_RETRY_BATCH)
         .collect();
     if !waiting.is_empty() {
         fetch_records(state, client, tenant, source, &waiting).await?;
@@ -578,11 +588,13 @@ fn quarantined(source: &str, item: &PeerItem, code: &str) -> StateChange {
         "code": code,
         "at": unix_now(),
     });
-    StateChange::put(
-        QUARANTINE,
-        &format!("{source}\n{}", item.id),
-        entry.to_string(),
-    )
+    let key = format!("{source}\n{}", item.id);
+    // A record still waiting for its signer keeps the time it was first quarantined.
+    if code == Rejection::SignerUnresolved.code() {
+        StateChange::put_if_absent(QUARANTINE, &key, entry.to_string())
+    } else {
+        StateChange::put(QUARANTINE, &key, entry.to_string())
+    }
 }
 
 /// Health of one job, kept in memory (FEDERATION §5.5: not recorded per attempt).

@@ -294,24 +294,31 @@ impl Platform {
                 format!("the tenant is already known as {}", tenant.identity.did),
             ));
         }
-        let row = sqlx::query("SELECT label, recovery_key FROM tenants WHERE id = $1")
-            .bind(&tenant.id)
-            .fetch_one(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            "SELECT label, recovery_key, \
+             to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS created \
+             FROM tenants WHERE id = $1",
+        )
+        .bind(&tenant.id)
+        .fetch_one(&self.pool)
+        .await?;
         let label: String = row.get("label");
         let stored: Option<String> = row.get("recovery_key");
+        let created: String = row.get("created");
         let recovery_key = recovery_key.map(str::to_string).or(stored);
+        // Pinned to the tenant's creation, the genesis of a retried (or concurrent) upgrade is
+        // the same operation: the directory answers with the same DID.
         let did = registration
             .register(
                 client,
                 &tenant.identity.key,
                 recovery_key.as_deref(),
                 &self.tenant_url(&label),
-                None,
+                Some(&created),
             )
             .await?;
         // The stored manifest names the old DID: the next request signs a new one.
-        sqlx::query(
+        let changed = sqlx::query(
             "UPDATE tenants SET did = $2, manifest = NULL, recovery_key = $4 WHERE id = $1 AND did = $3",
         )
         .bind(&tenant.id)
@@ -319,8 +326,22 @@ impl Platform {
         .bind(&*tenant.identity.did)
         .bind(&recovery_key)
         .execute(&self.pool)
-        .await?;
+        .await?
+        .rows_affected();
         self.forget(&label);
+        if changed == 0 {
+            // Another upgrade got there first: its DID is the tenant's.
+            let current: String = sqlx::query_scalar("SELECT did FROM tenants WHERE id = $1")
+                .bind(&tenant.id)
+                .fetch_one(&self.pool)
+                .await?;
+            if current != did {
+                return Err(ApiError::new(
+                    ErrorCode::ValidationError,
+                    format!("the tenant was upgraded meanwhile and is known as {current}"),
+                ));
+            }
+        }
         tracing::info!(tenant = %tenant.id, %did, "tenant upgraded to a did:sync");
         Ok(did)
     }
@@ -347,16 +368,25 @@ impl Platform {
                 .await?
                 .flatten();
         let now = std::time::SystemTime::now();
-        if let Some(manifest) = stored.and_then(|m| serde_json::from_str(&m).ok()) {
-            if !crate::manifest::expires_before(&manifest, now + Duration::from_secs(24 * 3600)) {
+        if let Some(manifest) =
+            stored.and_then(|m| serde_json::from_str::<serde_json::Value>(&m).ok())
+        {
+            // One signed for another DID predates an identity upgrade.
+            let ours = crate::manifest::daemon_did(&manifest) == Some(&*tenant.identity.did);
+            if ours
+                && !crate::manifest::expires_before(&manifest, now + Duration::from_secs(24 * 3600))
+            {
                 return Ok(manifest);
             }
         }
         let url = tenant.url.as_deref().unwrap_or_default();
         let manifest = crate::manifest::sign(&tenant.identity.key, &tenant.identity.did, url, now);
-        sqlx::query("UPDATE tenants SET manifest = $2 WHERE id = $1")
+        // Only while the row still names that DID: a replica with a stale tenant must not
+        // store a manifest of the old identity.
+        sqlx::query("UPDATE tenants SET manifest = $2 WHERE id = $1 AND did = $3")
             .bind(&tenant.id)
             .bind(manifest.to_string())
+            .bind(&*tenant.identity.did)
             .execute(&self.pool)
             .await?;
         Ok(manifest)

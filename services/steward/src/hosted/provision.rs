@@ -231,7 +231,7 @@ async fn provision(
     let request_sha256 = sha256_hex(canonical_string(&body).as_bytes());
     let mut provision = reserve(platform, &call.account, &key, &request_sha256, &request).await?;
     if provision.phase != "ready" {
-        let client = state.federation.client();
+        let client = state.federation.directory_client();
         if let Err(e) = complete(
             platform,
             client,

@@ -76,7 +76,7 @@ pub async fn upgrade(
         .with_hint("revoke them first; pair again once the tenant is known by its did:sync"));
     }
     let did = platform
-        .upgrade_identity(state.federation.client(), tenant, recovery_key)
+        .upgrade_identity(state.federation.directory_client(), tenant, recovery_key)
         .await?;
     Ok(Json(
         json!({"object": "identity", "did": did, "method": "sync"}),

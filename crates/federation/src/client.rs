@@ -244,24 +244,8 @@ impl PeerClient {
     ) -> Result<(u16, Value), PeerError> {
         let url = self.checked_url(url)?;
         let headers = auth_headers(bearer, actor)?;
-        self.deadline(self.options.request_timeout, "post", async {
-            let resp = self
-                .send(self.http.post(url).headers(headers).json(body))
-                .await?;
-            let status = resp.status();
-            let bytes = read_limited(resp, SMALL_BODY_LIMIT).await?;
-            if bytes.iter().all(u8::is_ascii_whitespace) {
-                return Ok((status.as_u16(), Value::Null));
-            }
-            match serde_json::from_slice(&bytes) {
-                Ok(value) => Ok((status.as_u16(), value)),
-                Err(e) if status.is_success() => {
-                    Err(PeerError::Parse(format!("malformed JSON: {e}")))
-                }
-                Err(_) => Ok((status.as_u16(), Value::String(snippet(&bytes)))),
-            }
-        })
-        .await
+        self.exchange("post", self.http.post(url).headers(headers).json(body))
+            .await
     }
 
     /// GET an absolute URL with optional bearer + actor headers, ≤ 1 MiB answer,
@@ -274,8 +258,19 @@ impl PeerClient {
     ) -> Result<(u16, Value), PeerError> {
         let url = self.checked_url(url)?;
         let headers = auth_headers(bearer, actor)?;
-        self.deadline(self.options.request_timeout, "get", async {
-            let resp = self.send(self.http.get(url).headers(headers)).await?;
+        self.exchange("get", self.http.get(url).headers(headers))
+            .await
+    }
+
+    /// Sends `request` within request_timeout and reads a ≤ 1 MiB answer: `(status, JSON)`, an
+    /// empty body as `null`, a non-JSON error body as a string snippet.
+    async fn exchange(
+        &self,
+        what: &'static str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<(u16, Value), PeerError> {
+        self.deadline(self.options.request_timeout, what, async {
+            let resp = self.send(request).await?;
             let status = resp.status();
             let bytes = read_limited(resp, SMALL_BODY_LIMIT).await?;
             if bytes.iter().all(u8::is_ascii_whitespace) {

@@ -5,10 +5,9 @@ mod common;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{bootstrap_admin, json, ok, run, spl, Steward};
+use common::{bootstrap_admin, json, ok, run, spl, Directory, Steward};
 use hickory_proto::op::{Message, MessageType, ResponseCode};
 use hickory_proto::rr::rdata::TXT;
 use hickory_proto::rr::{RData, Record};
@@ -385,41 +384,6 @@ fn did_web_discovery_finds_the_steward_serving_the_domains_document() {
 
     assert_eq!(pairs(home.path(), &steward, &token), serde_json::json!([]));
     assert!(!looking.path().join("hub.db").exists());
-}
-
-/// A did:sync directory on its own thread and runtime, for as long as the test holds it.
-struct Directory {
-    url: String,
-    _dir: tempfile::TempDir,
-    _runtime: tokio::runtime::Runtime,
-}
-
-impl Directory {
-    fn start() -> Directory {
-        let dir = tempfile::tempdir().unwrap();
-        let runtime = tokio::runtime::Runtime::new().unwrap();
-        let db = format!("sqlite://{}?mode=rwc", dir.path().join("d.db").display());
-        let url = runtime.block_on(async move {
-            let state = syncropel_directory::AppState {
-                store: Arc::new(syncropel_directory::Store::open(&db).await.unwrap()),
-                rules: syncropel_directory::Rules::default(),
-                clock: syncropel_directory::Clock::system(),
-            };
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let url = format!("http://{}", listener.local_addr().unwrap());
-            tokio::spawn(async move {
-                axum::serve(listener, syncropel_directory::app(state))
-                    .await
-                    .unwrap()
-            });
-            url
-        });
-        Directory {
-            url,
-            _dir: dir,
-            _runtime: runtime,
-        }
-    }
 }
 
 #[test]

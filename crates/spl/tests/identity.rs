@@ -3,53 +3,11 @@
 //! served by the steward itself, and refusals that change nothing.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use serde_json::Value;
 
 mod common;
-use common::{json, run, Steward};
-
-/// A directory on its own thread and runtime, for as long as the test holds it.
-struct Directory {
-    url: String,
-    _dir: tempfile::TempDir,
-    _runtime: tokio::runtime::Runtime,
-}
-
-impl Directory {
-    fn start() -> Directory {
-        let dir = tempfile::tempdir().unwrap();
-        let runtime = tokio::runtime::Runtime::new().unwrap();
-        let db = format!("sqlite://{}?mode=rwc", dir.path().join("d.db").display());
-        let url = runtime.block_on(async move {
-            let state = syncropel_directory::AppState {
-                store: Arc::new(syncropel_directory::Store::open(&db).await.unwrap()),
-                rules: syncropel_directory::Rules::default(),
-                clock: syncropel_directory::Clock::system(),
-            };
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let url = format!("http://{}", listener.local_addr().unwrap());
-            tokio::spawn(async move {
-                axum::serve(listener, syncropel_directory::app(state))
-                    .await
-                    .unwrap()
-            });
-            url
-        });
-        Directory {
-            url,
-            _dir: dir,
-            _runtime: runtime,
-        }
-    }
-
-    fn get(&self, path: &str) -> Value {
-        let url = format!("{}{path}", self.url);
-        self._runtime
-            .block_on(async move { reqwest::get(url).await.unwrap().json().await.unwrap() })
-    }
-}
+use common::{json, run, Directory, Steward};
 
 fn show(home: &Path) -> Value {
     json(run(home, &["--json", "identity", "show"]))

@@ -71,9 +71,10 @@ pub enum HomeError {
         #[source]
         source: toml::de::Error,
     },
-    /// `steward.json` is not valid JSON of the expected shape.
-    #[error("invalid steward info {}: {source}", path.display())]
-    InvalidStewardInfo {
+    /// `steward.json`, `identity.json` or `identity-genesis.json` is not valid JSON of the
+    /// expected shape.
+    #[error("invalid {}: {source}", path.display())]
+    InvalidJsonFile {
         path: PathBuf,
         #[source]
         source: serde_json::Error,
@@ -352,13 +353,7 @@ impl Home {
 
     /// The published identity, if the home has one.
     pub fn published(&self) -> Result<Option<PublishedIdentity>, HomeError> {
-        let path = self.published_path();
-        let Some(bytes) = read_optional(&path)? else {
-            return Ok(None);
-        };
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|source| HomeError::InvalidStewardInfo { path, source })
+        read_json(&self.published_path())
     }
 
     /// Records the published identity (and names its DID in `config.toml`).
@@ -410,13 +405,7 @@ impl Home {
     /// A did:sync genesis signed but not yet known to be registered (`spl identity upgrade`
     /// retried after a lost answer sends these same bytes, so it gets the same DID).
     pub fn pending_genesis(&self) -> Result<Option<serde_json::Value>, HomeError> {
-        let path = self.pending_genesis_path();
-        let Some(bytes) = read_optional(&path)? else {
-            return Ok(None);
-        };
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|source| HomeError::InvalidStewardInfo { path, source })
+        read_json(&self.pending_genesis_path())
     }
 
     pub fn set_pending_genesis(&self, op: Option<&serde_json::Value>) -> Result<(), HomeError> {
@@ -497,13 +486,7 @@ impl Home {
     /// Where the steward listens, if `steward.json` exists. The file may be stale after a crash:
     /// callers that care check that `pid` is alive.
     pub fn read_steward_info(&self) -> Result<Option<StewardInfo>, HomeError> {
-        let path = self.steward_info_path();
-        let Some(bytes) = read_optional(&path)? else {
-            return Ok(None);
-        };
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|source| HomeError::InvalidStewardInfo { path, source })
+        read_json(&self.steward_info_path())
     }
 
     /// Removes `steward.json`. Best effort: it runs on shutdown paths where there is nobody left
@@ -608,6 +591,19 @@ fn create_private_dir(dir: &Path) -> Result<(), HomeError> {
         .mode(PRIVATE_DIR_MODE)
         .create(dir)
         .map_err(|e| io_error("create directory", dir, e))
+}
+
+/// A JSON file of the home, `None` if it does not exist.
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, HomeError> {
+    let Some(bytes) = read_optional(path)? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|source| HomeError::InvalidJsonFile {
+            path: path.to_owned(),
+            source,
+        })
 }
 
 fn remove_optional(path: &Path) -> Result<(), HomeError> {
@@ -807,7 +803,7 @@ mod tests {
         fs::write(home.root().join("steward.json"), "{").unwrap();
         assert!(matches!(
             home.read_steward_info(),
-            Err(HomeError::InvalidStewardInfo { .. })
+            Err(HomeError::InvalidJsonFile { .. })
         ));
     }
 

@@ -186,6 +186,11 @@ impl Node {
         pulled
     }
 
+    async fn assert_no_quarantine(&self) {
+        let quarantine = self.quarantine().await;
+        assert!(quarantine.is_empty(), "{quarantine:?}");
+    }
+
     /// Quarantined records (id → code).
     async fn quarantine(&self) -> Vec<(String, String)> {
         self.s
@@ -234,6 +239,25 @@ where
         assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+}
+
+/// A hosted replica that registers new tenants at `directory` with the platform's `key`.
+async fn registering_replica(db: &str, directory: &str, key: &Keypair) -> Replica {
+    Replica::start(
+        db,
+        Config {
+            registration: Some(DirectoryRegistration {
+                directory: directory.to_string(),
+                rotation_key: Arc::new(key.clone()),
+            }),
+            federation: FederationConfig {
+                directories: vec![directory.to_string()],
+                ..FederationConfig::default()
+            },
+            ..Config::default()
+        },
+    )
+    .await
 }
 
 /// A resolver clock the test can move forward.
@@ -451,11 +475,7 @@ async fn records_of_a_did_sync_steward_verify_before_and_after_a_rotation() {
         b.has(&after_id).await.then_some(())
     })
     .await;
-    assert!(
-        b.quarantine().await.is_empty(),
-        "{:?}",
-        b.quarantine().await
-    );
+    b.assert_no_quarantine().await;
 
     // The old record still verifies against the rotated document.
     let keys = b.s.state.federation.keys_of(&sync.did).await.unwrap();
@@ -575,11 +595,7 @@ async fn unresolvable_signers_wait_in_quarantine_and_are_admitted_once_resolved(
     a.emit(thread, 2).await;
     b.pull_from(&a, thread).await;
     assert!(b.has(&id).await);
-    assert!(
-        b.quarantine().await.is_empty(),
-        "{:?}",
-        b.quarantine().await
-    );
+    b.assert_no_quarantine().await;
 }
 
 /// Hosted provisioning registers each tenant's did:sync (the user's recovery key first, then the
@@ -592,21 +608,7 @@ async fn hosted_tenants_are_registered_at_the_directory_when_provisioned() {
     let recovery = Keypair::generate();
     let url = directory.url.clone();
     with_test_database(|db| async move {
-        let replica = Replica::start(
-            &db,
-            Config {
-                registration: Some(DirectoryRegistration {
-                    directory: url.clone(),
-                    rotation_key: Arc::new(platform_key.clone()),
-                }),
-                federation: FederationConfig {
-                    directories: vec![url.clone()],
-                    ..FederationConfig::default()
-                },
-                ..Config::default()
-            },
-        )
-        .await;
+        let replica = registering_replica(&db, &url, &platform_key).await;
         let body = json!({"label": "acme", "bootstrap_token": "bootstrap-token-for-acme",
                           "recovery_key": recovery.did_key()});
         let (status, accepted) = replica.provision("acct-1", "k1", &body).await;
@@ -697,21 +699,7 @@ async fn a_hosted_did_key_tenant_upgrades_to_a_did_sync() {
             .await;
         assert_eq!(status, 501, "{refusal}");
 
-        let registering = Replica::start(
-            &db,
-            Config {
-                registration: Some(DirectoryRegistration {
-                    directory: url.clone(),
-                    rotation_key: Arc::new(Keypair::generate()),
-                }),
-                federation: FederationConfig {
-                    directories: vec![url.clone()],
-                    ..FederationConfig::default()
-                },
-                ..Config::default()
-            },
-        )
-        .await;
+        let registering = registering_replica(&db, &url, &Keypair::generate()).await;
         for bad in [
             json!({"recovery_key": 5}),
             json!({"recovery_key": "did:key:nope"}),
@@ -852,11 +840,7 @@ async fn a_new_key_not_yet_in_a_cached_document_waits_instead_of_failing() {
     offset.store(31, Ordering::SeqCst);
     b.pull_from(&a, thread).await;
     assert!(b.has(&id).await);
-    assert!(
-        b.quarantine().await.is_empty(),
-        "{:?}",
-        b.quarantine().await
-    );
+    b.assert_no_quarantine().await;
 }
 
 /// `spl identity upgrade` retried after the directory's answer was lost sends the same genesis

@@ -154,3 +154,46 @@ impl Drop for Steward {
         let _ = self.child.wait();
     }
 }
+
+/// A did:sync directory on its own thread and runtime (SQLite in a temporary directory), for as
+/// long as the test holds it.
+pub struct Directory {
+    pub url: String,
+    _dir: tempfile::TempDir,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Directory {
+    pub fn start() -> Directory {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let db = format!("sqlite://{}?mode=rwc", dir.path().join("d.db").display());
+        let url = runtime.block_on(async move {
+            let state = syncropel_directory::AppState {
+                store: std::sync::Arc::new(syncropel_directory::Store::open(&db).await.unwrap()),
+                rules: syncropel_directory::Rules::default(),
+                clock: syncropel_directory::Clock::system(),
+            };
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = format!("http://{}", listener.local_addr().unwrap());
+            tokio::spawn(async move {
+                axum::serve(listener, syncropel_directory::app(state))
+                    .await
+                    .unwrap()
+            });
+            url
+        });
+        Directory {
+            url,
+            _dir: dir,
+            runtime,
+        }
+    }
+
+    /// `GET` a path of the directory as JSON.
+    pub fn get(&self, path: &str) -> Value {
+        let url = format!("{}{path}", self.url);
+        self.runtime
+            .block_on(async move { reqwest::get(url).await.unwrap().json().await.unwrap() })
+    }
+}

@@ -51,6 +51,9 @@ pub struct ResolvedDid {
     pub handles: Vec<String>,
     /// A did:sync whose log ends in a tombstone.
     pub deactivated: bool,
+    /// did:sync: the cid of the last live operation (the `prev` of the next one); none for
+    /// did:web.
+    pub head: Option<String>,
 }
 
 impl ResolvedDid {
@@ -266,6 +269,7 @@ impl DidResolver {
             also_known_as: parsed.also_known_as,
             handles: Vec::new(),
             deactivated: false,
+            head: None,
         };
         Ok((resolved, ttl))
     }
@@ -397,5 +401,6 @@ fn replay(did: &str, body: Value) -> Result<ResolvedDid, PeerError> {
         also_known_as: Vec::new(),
         handles: state.handles,
         deactivated: state.deactivated,
+        head: Some(state.head),
     })
 }

@@ -511,6 +511,7 @@ async fn did_sync_log_is_replayed_into_keys() {
     assert_eq!(resolved.did, did);
     assert_eq!(resolved.keys, [key(1).did_key(), key(3).did_key()]);
     assert_eq!(resolved.current, [key(3).did_key()]);
+    assert_eq!(resolved.head, log.entries.last().map(|e| e.cid.clone()));
     assert!(
         resolved.accepts(&key(1).did_key()),
         "a retired key still verifies old records"

@@ -358,16 +358,7 @@ impl Home {
 
     /// Records the published identity (and names its DID in `config.toml`).
     pub fn publish(&self, published: &PublishedIdentity) -> Result<(), HomeError> {
-        let path = self.published_path();
-        let mut json = serde_json::to_vec_pretty(published).map_err(|e| {
-            io_error(
-                "encode",
-                &path,
-                io::Error::new(io::ErrorKind::InvalidData, e),
-            )
-        })?;
-        json.push(b'\n');
-        write_atomic(&path, &json, PLAIN_FILE_MODE)?;
+        write_json(&self.published_path(), published)?;
         self.write_config(&published.did)
     }
 
@@ -411,7 +402,7 @@ impl Home {
     pub fn set_pending_genesis(&self, op: Option<&serde_json::Value>) -> Result<(), HomeError> {
         let path = self.pending_genesis_path();
         match op {
-            Some(op) => write_atomic(&path, op.to_string().as_bytes(), PLAIN_FILE_MODE),
+            Some(op) => write_json(&path, op),
             None => remove_optional(&path),
         }
     }
@@ -471,16 +462,7 @@ impl Home {
 
     /// Records where the running steward listens.
     pub fn write_steward_info(&self, info: &StewardInfo) -> Result<(), HomeError> {
-        let path = self.steward_info_path();
-        let mut json = serde_json::to_vec(info).map_err(|e| {
-            io_error(
-                "encode",
-                &path,
-                io::Error::new(io::ErrorKind::InvalidData, e),
-            )
-        })?;
-        json.push(b'\n');
-        write_atomic(&path, &json, PLAIN_FILE_MODE)
+        write_json(&self.steward_info_path(), info)
     }
 
     /// Where the steward listens, if `steward.json` exists. The file may be stale after a crash:
@@ -591,6 +573,19 @@ fn create_private_dir(dir: &Path) -> Result<(), HomeError> {
         .mode(PRIVATE_DIR_MODE)
         .create(dir)
         .map_err(|e| io_error("create directory", dir, e))
+}
+
+/// Writes a non-secret JSON file of the home atomically, with a final newline.
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), HomeError> {
+    let mut json = serde_json::to_vec_pretty(value).map_err(|e| {
+        io_error(
+            "encode",
+            path,
+            io::Error::new(io::ErrorKind::InvalidData, e),
+        )
+    })?;
+    json.push(b'\n');
+    write_atomic(path, &json, PLAIN_FILE_MODE)
 }
 
 /// A JSON file of the home, `None` if it does not exist.

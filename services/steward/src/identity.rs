@@ -7,10 +7,10 @@
 use std::collections::BTreeMap;
 
 use serde_json::Value;
-use syncropel_federation::PeerClient;
+use syncropel_federation::{DidResolver, PeerClient};
 use syncropel_protocol::did_doc::did_web_for;
 use syncropel_protocol::did_sync::{
-    cid, did_from_genesis, sign_operation, OpLog, OpType, Operation, Service,
+    cid, did_from_genesis, sign_operation, OpType, Operation, Service,
 };
 use syncropel_protocol::{rfc3339_from_unix, Keypair};
 
@@ -223,37 +223,29 @@ async fn register_rotation(
     let signed = sign_operation(&update, &home.rotation_keypair()?);
     match submit(client, &directory, &format!("update/{hash}"), &signed).await {
         Ok(_) => Ok(cid(&signed)),
-        Err(refused) => match head_naming(client, &directory, &hash, key).await {
+        Err(refused) => match head_naming(client, &directory, &published.did, key).await {
             Some(head) => Ok(head),
             None => Err(refused),
         },
     }
 }
 
-/// The head of the DID's log at `directory` if its state in force signs with `key`.
+/// The head of the DID's log at `directory` if its state in force signs with `key`, from the
+/// log replayed and checked by the resolver.
 async fn head_naming(
     client: &PeerClient,
     directory: &str,
-    hash: &str,
+    did: &str,
     key: &Keypair,
 ) -> Option<String> {
-    let url = format!(
-        "{}/directory/{hash}/operations",
-        directory.trim_end_matches('/')
-    );
-    let (log, _) = client.get_document(&url, 1024 * 1024).await.ok()?;
-    let mut replayed = OpLog::new();
-    for entry in log["operations"].as_array()? {
-        replayed
-            .apply(&entry["op"], entry["received_at"].as_i64()?)
-            .ok()?;
+    let resolver = DidResolver::new(client.clone(), vec![directory.to_string()]);
+    let resolved = resolver.resolve(did).await.ok()?;
+    let signer = key.did_key();
+    if resolved.current.contains(&signer) {
+        resolved.head.clone()
+    } else {
+        None
     }
-    let state = replayed.current()?;
-    state
-        .signing_keys
-        .values()
-        .any(|k| *k == multibase(key))
-        .then_some(state.head)
 }
 
 /// Pairs are made with a DID: a home with live pairs keeps its DID until they are revoked

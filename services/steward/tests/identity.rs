@@ -879,3 +879,43 @@ async fn a_retried_upgrade_registers_one_did() {
     assert!(home.pending_genesis().unwrap().is_none());
     assert_eq!(home.did().unwrap(), published.did);
 }
+
+/// `spl identity rotate` retried after the directory's answer to the update was lost: the key
+/// it offers is already in force there, so the retry takes that update's cid as the head
+/// instead of registering another.
+#[tokio::test]
+async fn a_retried_rotation_adopts_the_update_the_directory_holds() {
+    let directory = Directory::start().await;
+    let root = tempfile::tempdir().unwrap();
+    let home = syncropel_steward::home::Home::new(root.path().to_path_buf());
+    home.init(false).unwrap();
+    let registration = syncropel_steward::identity::SyncRegistration {
+        directory: directory.url.clone(),
+        ..Default::default()
+    };
+    let published = syncropel_steward::identity::upgrade_to_sync(&home, &client(), registration)
+        .await
+        .unwrap();
+    // The first attempt: its update reached the directory, its answer did not come back.
+    let next = home.next_keypair().unwrap();
+    let mut sync = SyncDid {
+        did: published.did.clone(),
+        head: published.head.clone().unwrap(),
+        rotation: home.rotation_keypair().unwrap(),
+        directory: directory.url.clone(),
+    };
+    sync.update(&[("key-2", &next)], &[]).await;
+
+    let rotated = syncropel_steward::identity::rotate(&home, &client(), false)
+        .await
+        .unwrap();
+    assert_eq!(rotated.head.as_deref(), Some(sync.head.as_str()));
+    assert_eq!(rotated.current, "key-2");
+    assert_eq!(home.keypair().unwrap().did_key(), next.did_key());
+    let resolved = syncropel_federation::DidResolver::new(client(), vec![directory.url.clone()])
+        .resolve(&published.did)
+        .await
+        .unwrap();
+    assert_eq!(resolved.current, vec![next.did_key()]);
+    assert_eq!(resolved.head, rotated.head);
+}

@@ -86,6 +86,7 @@ pub async fn directory(a: DirectoryArgs) -> Result<Value> {
         store: Arc::new(store),
         rules: Rules::default(),
         clock: Clock::system(),
+        stopping: Default::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);

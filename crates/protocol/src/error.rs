@@ -120,6 +120,10 @@ error_codes! {
     SearchDisabled => ("SEARCH_DISABLED", 503),
     PairingDisabled => ("PAIRING_DISABLED", 503),
     DidUnresolved => ("DID_UNRESOLVED", 503),
+    /// Readiness: the database does not answer or its migrations are behind this build.
+    NotReady => ("NOT_READY", 503),
+    /// Readiness while the server drains after SIGTERM.
+    ShuttingDown => ("SHUTTING_DOWN", 503),
     StoreCeilingReached => ("STORE_CEILING_REACHED", 507),
     QueueFull => ("QUEUE_FULL", 507),
 }

@@ -186,6 +186,9 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 10, value_name = "N")]
     pub shutdown_grace_secs: u64,
 
+    #[command(flatten)]
+    pub telemetry: syncropel_telemetry::TelemetryArgs,
+
     /// Switch full-text search off (`POST /v1/records/search` answers 503 SEARCH_DISABLED)
     #[arg(long, env = "SPL_NO_SEARCH")]
     pub no_search: bool,

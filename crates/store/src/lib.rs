@@ -52,6 +52,9 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is malformed: {0}")]
     Corrupt(String),
+    /// The database lacks migrations this build needs (readiness).
+    #[error("the database has migrations up to {applied}; this build needs {needed}")]
+    MigrationsBehind { applied: i64, needed: i64 },
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -282,6 +285,9 @@ pub trait RecordStore: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<(f64, StoredRecord)>>;
 
+    /// Readiness: the database answers and holds every migration this build knows.
+    async fn check_ready(&self) -> Result<()>;
+
     async fn has_service_accounts(&self, tenant: &str) -> Result<bool>;
     async fn service_accounts(&self, tenant: &str) -> Result<Vec<ServiceAccount>>;
     async fn service_account(&self, tenant: &str, id: &str) -> Result<Option<ServiceAccount>>;
@@ -296,6 +302,20 @@ pub trait RecordStore: Send + Sync + 'static {
     /// The backend's name, for health reports: `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
 }
+
+/// Compares the newest migration a database recorded as applied with the newest `migrator`
+/// knows; a database ahead of this build (a newer release migrated it) is fine.
+fn migrations_ready(migrator: &sqlx::migrate::Migrator, applied: Option<i64>) -> Result<()> {
+    let needed = migrator.iter().map(|m| m.version).max().unwrap_or(0);
+    let applied = applied.unwrap_or(0);
+    if applied < needed {
+        return Err(StoreError::MigrationsBehind { applied, needed });
+    }
+    Ok(())
+}
+
+/// The query [`migrations_ready`] reads, the same on both backends.
+const APPLIED_MIGRATION: &str = "SELECT MAX(version) FROM _sqlx_migrations WHERE success";
 
 /// Opens the backend named by the URL scheme.
 pub async fn open(url: &str) -> Result<std::sync::Arc<dyn RecordStore>> {

@@ -30,6 +30,9 @@ use crate::{
 };
 
 /// Most writes one transaction takes (see the SQLite backend).
+/// The migrations of this backend, applied at open and checked by readiness.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
+
 const MAX_BATCH: usize = 1024;
 /// Queue depth in front of the writer; callers wait (backpressure) when it is full.
 const QUEUE_DEPTH: usize = 8192;
@@ -124,9 +127,7 @@ impl PgStore {
             options.options([("plan_cache_mode", "force_custom_plan")]),
         )
         .await?;
-        sqlx::migrate!("../../migrations/postgres")
-            .run(&pool)
-            .await?;
+        MIGRATOR.run(&pool).await?;
 
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
         // Listening before `open` returns: a write made after it is announced to subscribers.
@@ -253,6 +254,7 @@ impl Drop for PgStore {
 
 #[async_trait]
 impl RecordStore for PgStore {
+    #[tracing::instrument(name = "store.append", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
     async fn append(&self, tenant: &str, record: NewRecord) -> Result<Appended> {
         refuse_nul(tenant, &record)?;
         let (reply, rx) = oneshot::channel();
@@ -264,6 +266,7 @@ impl RecordStore for PgStore {
         self.submit(tenant, op, rx).await
     }
 
+    #[tracing::instrument(name = "store.apply_auth_change", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
     async fn apply_auth_change(
         &self,
         tenant: &str,
@@ -296,6 +299,7 @@ impl RecordStore for PgStore {
         self.submit(tenant, op, rx).await
     }
 
+    #[tracing::instrument(name = "store.write", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
     async fn write(
         &self,
         tenant: &str,
@@ -329,6 +333,7 @@ impl RecordStore for PgStore {
         self.submit(tenant, op, rx).await
     }
 
+    #[tracing::instrument(name = "store.state_get", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
     async fn state_get(&self, tenant: &str, kind: &str, key: &str) -> Result<Option<String>> {
         if has_nul([Some(tenant), Some(kind), Some(key)]) {
             return Ok(None);
@@ -343,6 +348,7 @@ impl RecordStore for PgStore {
         .await?)
     }
 
+    #[tracing::instrument(name = "store.state_list", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
     async fn state_list(&self, tenant: &str, kind: &str) -> Result<Vec<(String, String)>> {
         if has_nul([Some(tenant), Some(kind)]) {
             return Ok(Vec::new());
@@ -360,6 +366,7 @@ impl RecordStore for PgStore {
             .collect())
     }
 
+    #[tracing::instrument(name = "store.head_seq", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
     async fn head_seq(&self, tenant: &str) -> Result<i64> {
         if tenant.contains('\0') {
             return Ok(0);
@@ -372,6 +379,7 @@ impl RecordStore for PgStore {
         Ok(last.unwrap_or(0))
     }
 
+    #[tracing::instrument(name = "store.get", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
     async fn get(&self, tenant: &str, id: &str) -> Result<Option<StoredRecord>> {
         if tenant.contains('\0') || id.contains('\0') {
             return Ok(None);
@@ -386,6 +394,7 @@ impl RecordStore for PgStore {
         Ok(row.map(|r| stored_from_row(&r)))
     }
 
+    #[tracing::instrument(name = "store.list", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
     async fn list(&self, tenant: &str, filter: &ListFilter) -> Result<Vec<StoredRecord>> {
         if has_nul([
             Some(tenant),
@@ -400,6 +409,7 @@ impl RecordStore for PgStore {
         Ok(rows.iter().map(stored_from_row).collect())
     }
 
+    #[tracing::instrument(name = "store.threads", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
     async fn threads(
         &self,
         tenant: &str,
@@ -430,6 +440,7 @@ impl RecordStore for PgStore {
             .collect())
     }
 
+    #[tracing::instrument(name = "store.scan", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
     async fn scan(
         &self,
         tenant: &str,
@@ -461,6 +472,7 @@ impl RecordStore for PgStore {
         Ok(rows.iter().map(stored_from_row).collect())
     }
 
+    #[tracing::instrument(name = "store.search", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
     async fn search(
         &self,
         tenant: &str,
@@ -487,6 +499,13 @@ impl RecordStore for PgStore {
             .iter()
             .map(|r| (r.get::<f64, _>("score").max(0.0), stored_from_row(r)))
             .collect())
+    }
+
+    async fn check_ready(&self) -> Result<()> {
+        let applied: Option<i64> = sqlx::query_scalar(crate::APPLIED_MIGRATION)
+            .fetch_one(&self.pool)
+            .await?;
+        crate::migrations_ready(&MIGRATOR, applied)
     }
 
     async fn has_service_accounts(&self, tenant: &str) -> Result<bool> {
@@ -532,6 +551,7 @@ impl RecordStore for PgStore {
 
     /// Looked up fresh on every call (a revocation holds at once on every replica); concurrent
     /// lookups share one query.
+    #[tracing::instrument(name = "store.token", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
     async fn token(&self, tenant: &str, token_id: &str) -> Result<Option<TokenGrant>> {
         if tenant.contains('\0') || token_id.contains('\0') {
             return Ok(None);

@@ -24,6 +24,9 @@ use crate::{
 
 /// Most writes one transaction takes. Large enough to amortise an fsync over a burst, small enough
 /// that the first waiter of a batch is not held long.
+/// The migrations of this backend, applied at open and checked by readiness.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
+
 const MAX_BATCH: usize = 1024;
 /// Queue depth in front of the writer; callers wait (backpressure) when it is full.
 const QUEUE_DEPTH: usize = 8192;
@@ -111,9 +114,7 @@ impl SqliteStore {
         // writes many of them twice. Memory is taken only as pages are touched.
         let mut writer =
             SqliteConnection::connect_with(&options.clone().pragma("cache_size", "-16384")).await?;
-        sqlx::migrate!("../../migrations/sqlite")
-            .run(&mut writer)
-            .await?;
+        MIGRATOR.run(&mut writer).await?;
         let checkpointer = if in_memory {
             None
         } else {
@@ -150,6 +151,7 @@ impl SqliteStore {
 
 #[async_trait]
 impl RecordStore for SqliteStore {
+    #[tracing::instrument(name = "store.append", skip_all, fields(otel.kind = "client", db.system = "sqlite"))]
     async fn append(&self, tenant: &str, record: NewRecord) -> Result<Appended> {
         let (reply, rx) = oneshot::channel();
         let op = WriteOp::Append {
@@ -160,6 +162,7 @@ impl RecordStore for SqliteStore {
         self.submit(op, rx).await
     }
 
+    #[tracing::instrument(name = "store.apply_auth_change", skip_all, fields(otel.kind = "client", db.system = "sqlite"))]
     async fn apply_auth_change(
         &self,
         tenant: &str,
@@ -176,6 +179,7 @@ impl RecordStore for SqliteStore {
         self.submit(op, rx).await
     }
 
+    #[tracing::instrument(name = "store.write", skip_all, fields(otel.kind = "client", db.system = "sqlite"))]
     async fn write(
         &self,
         tenant: &str,
@@ -192,6 +196,7 @@ impl RecordStore for SqliteStore {
         self.submit(op, rx).await
     }
 
+    #[tracing::instrument(name = "store.state_get", skip_all, fields(otel.kind = "client", db.system = "sqlite"))]
     async fn state_get(&self, tenant: &str, kind: &str, key: &str) -> Result<Option<String>> {
         Ok(sqlx::query_scalar(
             "SELECT value FROM federation_state WHERE tenant = ? AND kind = ? AND key = ?",
@@ -203,6 +208,7 @@ impl RecordStore for SqliteStore {
         .await?)
     }
 
+    #[tracing::instrument(name = "store.state_list", skip_all, fields(otel.kind = "client", db.system = "sqlite"))]
     async fn state_list(&self, tenant: &str, kind: &str) -> Result<Vec<(String, String)>> {
         let rows = sqlx::query(
             "SELECT key, value FROM federation_state WHERE tenant = ? AND kind = ? ORDER BY key",
@@ -217,6 +223,7 @@ impl RecordStore for SqliteStore {
             .collect())
     }
 
+    #[tracing::instrument(name = "store.head_seq", skip_all, fields(otel.kind = "client", db.system = "sqlite"))]
     async fn head_seq(&self, tenant: &str) -> Result<i64> {
         Ok(
             // Newest first by rowid: the first row of the tenant ends the scan (an aggregate
@@ -230,6 +237,7 @@ impl RecordStore for SqliteStore {
         )
     }
 
+    #[tracing::instrument(name = "store.get", skip_all, fields(otel.kind = "client", db.system = "sqlite"))]
     async fn get(&self, tenant: &str, id: &str) -> Result<Option<StoredRecord>> {
         let row = sqlx::query(
             "SELECT seq, id, thread, record_json FROM records WHERE tenant = ? AND id = ?",
@@ -241,6 +249,7 @@ impl RecordStore for SqliteStore {
         Ok(row.map(|r| stored_from_row(&r)))
     }
 
+    #[tracing::instrument(name = "store.list", skip_all, fields(otel.kind = "client", db.system = "sqlite"))]
     async fn list(&self, tenant: &str, filter: &ListFilter) -> Result<Vec<StoredRecord>> {
         let mut sql = QueryBuilder::<Sqlite>::new(
             "SELECT seq, id, thread, record_json FROM records WHERE tenant = ",
@@ -262,6 +271,7 @@ impl RecordStore for SqliteStore {
         Ok(rows.iter().map(stored_from_row).collect())
     }
 
+    #[tracing::instrument(name = "store.threads", skip_all, fields(otel.kind = "client", db.system = "sqlite"))]
     async fn threads(
         &self,
         tenant: &str,
@@ -289,6 +299,7 @@ impl RecordStore for SqliteStore {
             .collect())
     }
 
+    #[tracing::instrument(name = "store.scan", skip_all, fields(otel.kind = "client", db.system = "sqlite"))]
     async fn scan(
         &self,
         tenant: &str,
@@ -312,6 +323,7 @@ impl RecordStore for SqliteStore {
         Ok(rows.iter().map(stored_from_row).collect())
     }
 
+    #[tracing::instrument(name = "store.search", skip_all, fields(otel.kind = "client", db.system = "sqlite"))]
     async fn search(
         &self,
         tenant: &str,
@@ -338,6 +350,13 @@ impl RecordStore for SqliteStore {
             .iter()
             .map(|r| (r.get::<f64, _>("score").max(0.0), stored_from_row(r)))
             .collect())
+    }
+
+    async fn check_ready(&self) -> Result<()> {
+        let applied: Option<i64> = sqlx::query_scalar(crate::APPLIED_MIGRATION)
+            .fetch_one(&self.reader)
+            .await?;
+        crate::migrations_ready(&MIGRATOR, applied)
     }
 
     async fn has_service_accounts(&self, tenant: &str) -> Result<bool> {
@@ -372,6 +391,7 @@ impl RecordStore for SqliteStore {
         row.as_ref().map(service_account_from_row).transpose()
     }
 
+    #[tracing::instrument(name = "store.token", skip_all, fields(otel.kind = "client", db.system = "sqlite"))]
     async fn token(&self, tenant: &str, token_id: &str) -> Result<Option<TokenGrant>> {
         let row = sqlx::query(
             "SELECT t.token_id, t.sa_id, t.scopes, s.allowed_actors, t.created_at, t.expires_at, \

@@ -29,6 +29,12 @@ pub enum DirectoryError {
     /// Stored data that no longer parses, a stopped writer: our fault, never the caller's.
     #[error("{0}")]
     Internal(String),
+    /// Readiness: the database does not answer or lacks migrations.
+    #[error("not ready: {0}")]
+    NotReady(String),
+    /// Readiness while the server drains.
+    #[error("this server is shutting down; another replica takes the requests")]
+    ShuttingDown,
 }
 
 impl DirectoryError {
@@ -44,6 +50,8 @@ impl DirectoryError {
             DirectoryError::Database(_)
             | DirectoryError::Migrate(_)
             | DirectoryError::Internal(_) => ErrorCode::Internal,
+            DirectoryError::NotReady(_) => ErrorCode::NotReady,
+            DirectoryError::ShuttingDown => ErrorCode::ShuttingDown,
         }
     }
 

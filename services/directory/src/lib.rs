@@ -13,6 +13,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use tokio_util::sync::CancellationToken;
+
 pub use error::DirectoryError;
 pub use routes::app;
 pub use store::{Store, DOCUMENT_LIFETIME};
@@ -86,4 +88,6 @@ pub struct AppState {
     pub store: Arc<Store>,
     pub rules: Rules,
     pub clock: Clock,
+    /// Cancelled when the server begins to drain: `/ready` then answers 503.
+    pub stopping: CancellationToken,
 }

@@ -4,9 +4,14 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use clap::{Parser, Subcommand};
 use syncropel_directory::{app, AppState, Clock, DirectoryError, Rules, Store};
 use syncropel_protocol::did_sync;
+use syncropel_telemetry::serve::Drain;
+use syncropel_telemetry::TelemetryArgs;
+use tokio_util::sync::CancellationToken;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -37,6 +42,17 @@ struct Cli {
         value_parser = recovery_window_secs
     )]
     recovery_window: i64,
+    /// Internal address serving `GET /metrics` (Prometheus); none when unset.
+    #[arg(long, env = "DIRECTORY_METRICS_BIND")]
+    metrics_bind: Option<SocketAddr>,
+    /// After SIGTERM: how long to keep serving while `/ready` answers 503.
+    #[arg(long, env = "DIRECTORY_SHUTDOWN_DELAY", default_value = "0s", value_parser = humantime::parse_duration)]
+    shutdown_delay: Duration,
+    /// Then: how long in-flight requests get to finish.
+    #[arg(long, env = "DIRECTORY_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+    shutdown_grace: Duration,
+    #[command(flatten)]
+    telemetry: TelemetryArgs,
 }
 
 /// The window in seconds. Resolvers replay logs with the fixed 72 h window, so a longer one would
@@ -64,16 +80,19 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
     let cli = Cli::parse();
+    let telemetry = match syncropel_telemetry::init(&cli.telemetry, "directory") {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let outcome = match cli.command {
         Some(Command::Migrate) => Store::migrate(&cli.database_url).await,
         Some(Command::Serve) | None => serve(&cli).await,
     };
+    telemetry.shutdown();
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -84,7 +103,18 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(cli: &Cli) -> Result<(), DirectoryError> {
+    let bind = |addr: SocketAddr| async move {
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| DirectoryError::Internal(format!("binding {addr}: {e}")))
+    };
+    let listener = bind(cli.listen).await?;
+    let metrics = match cli.metrics_bind {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
     let store = Arc::new(Store::open(&cli.database_url).await?);
+    let stopping = CancellationToken::new();
     let state = AppState {
         store: store.clone(),
         rules: Rules {
@@ -92,37 +122,18 @@ async fn serve(cli: &Cli) -> Result<(), DirectoryError> {
             ..Rules::default()
         },
         clock: Clock::system(),
+        stopping: stopping.clone(),
     };
-    let listener = tokio::net::TcpListener::bind(cli.listen)
-        .await
-        .map_err(|e| DirectoryError::Internal(format!("binding {}: {e}", cli.listen)))?;
-    tracing::info!(listen = %cli.listen, "directory serving");
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown_signal())
+    tracing::info!(listen = %cli.listen, metrics = ?cli.metrics_bind, "directory serving");
+    let drain = Drain {
+        delay: cli.shutdown_delay,
+        grace: cli.shutdown_grace,
+    };
+    syncropel_telemetry::serve::serve(listener, app(state), metrics, stopping, drain)
         .await
         .map_err(|e| DirectoryError::Internal(format!("serving: {e}")))?;
     store.close().await;
     Ok(())
-}
-
-/// Resolves on SIGTERM or ctrl-c; in-flight requests then finish before the server stops.
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate => {}
-    }
-    tracing::info!("shutting down");
 }
 
 #[cfg(test)]

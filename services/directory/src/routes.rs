@@ -33,8 +33,27 @@ pub fn app(state: AppState) -> Router {
         .route("/directory/export", get(export))
         .route("/directory/namespace/{namespace}/peers", get(peers))
         .route("/directory/resolve", get(resolve))
+        .route("/health", get(health))
+        .route("/ready", get(ready))
         .fallback(|| async { DirectoryError::NotFound("no such route".into()) })
+        .layer(axum::middleware::from_fn(
+            syncropel_telemetry::http::trace_requests,
+        ))
         .with_state(state)
+}
+
+/// Liveness.
+async fn health() -> Json<Value> {
+    Json(json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}))
+}
+
+/// Readiness: not draining, the database answers, every migration applied.
+async fn ready(State(state): State<AppState>) -> Result<Json<Value>> {
+    if state.stopping.is_cancelled() {
+        return Err(DirectoryError::ShuttingDown);
+    }
+    state.store.check_ready().await?;
+    Ok(Json(json!({"status": "ready"})))
 }
 
 /// `axum::extract::Path` answering a malformed segment (say, percent-encoded invalid UTF-8) in

@@ -350,6 +350,30 @@ impl Store {
             .collect()
     }
 
+    /// Readiness: the database answers and holds every migration of this build (a database
+    /// a newer release migrated is fine).
+    pub async fn check_ready(&self) -> Result<()> {
+        const APPLIED: &str = "SELECT MAX(version) FROM _sqlx_migrations WHERE success";
+        let (applied, migrator): (Option<i64>, &Migrator) = match &self.0 {
+            Backend::Sqlite { reader, .. } => (
+                sqlx::query_scalar(APPLIED).fetch_one(reader).await?,
+                &SQLITE_MIGRATIONS,
+            ),
+            Backend::Postgres { pool, .. } => (
+                sqlx::query_scalar(APPLIED).fetch_one(pool).await?,
+                &POSTGRES_MIGRATIONS,
+            ),
+        };
+        let needed = migrator.iter().map(|m| m.version).max().unwrap_or(0);
+        let applied = applied.unwrap_or(0);
+        if applied < needed {
+            return Err(DirectoryError::NotReady(format!(
+                "the database has migrations up to {applied}; this build needs {needed}"
+            )));
+        }
+        Ok(())
+    }
+
     pub async fn close(&self) {
         match &self.0 {
             Backend::Sqlite { reader, .. } => reader.close().await,

@@ -34,6 +34,7 @@ impl Server {
             store,
             rules: Rules::default(),
             clock: clock.clone(),
+            stopping: Default::default(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

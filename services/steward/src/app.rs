@@ -109,6 +109,9 @@ pub fn router(state: AppState) -> Router {
         .nest("/v1", v1);
     if matches!(state.tenancy, Tenancy::Hosted(_)) {
         root = root.merge(crate::hosted::provision::routes());
+    } else {
+        // Hosted replicas serve metrics on an internal listener only, never on a tenant host.
+        root = root.route("/metrics", get(syncropel_telemetry::http::metrics));
     }
     root.fallback(routes::did_web::fallback)
         .method_not_allowed_fallback(routes::method_not_allowed)
@@ -122,6 +125,10 @@ pub fn router(state: AppState) -> Router {
             limit_by_address,
         ))
         .layer(CorsLayer::permissive())
+        // Outermost: every request gets its span and latency sample, refusals included.
+        .layer(axum::middleware::from_fn(
+            syncropel_telemetry::http::trace_requests,
+        ))
         .with_state(state)
 }
 

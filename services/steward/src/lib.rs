@@ -16,7 +16,6 @@ pub mod manifest;
 pub mod namespaces;
 pub mod rate_limit;
 pub mod routes;
-pub mod server;
 pub mod tenant;
 
 /// Errors that stop a steward from starting or running.
@@ -34,6 +33,8 @@ pub enum StewardError {
     Io(#[from] std::io::Error),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Telemetry(#[from] syncropel_telemetry::TelemetryError),
 }
 
 /// Seconds since the Unix epoch.

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use syncropel_store::{RecordStore, SqliteStore};
+use syncropel_telemetry::serve::Drain;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -33,8 +34,8 @@ pub struct ServeOptions {
     pub max_body_bytes: usize,
     pub max_json_depth: usize,
     pub heartbeat: Duration,
-    /// How long in-flight requests get to finish after SIGTERM.
-    pub shutdown_grace: Duration,
+    /// How the steward stops after SIGTERM.
+    pub drain: Drain,
     /// Serve `POST /v1/records/search`; off answers 503 SEARCH_DISABLED.
     pub search: bool,
     /// Rate limits per client address and per token; off by default in local mode (see
@@ -110,7 +111,7 @@ pub async fn bootstrap_service_account(
 }
 
 /// Runs the local steward until SIGTERM or SIGINT, then drains: watch streams get
-/// `server_shutdown`, in-flight requests get `shutdown_grace` to finish, queued writes commit.
+/// `server_shutdown`, in-flight requests get the drain's grace to finish, queued writes commit.
 pub async fn serve(options: ServeOptions) -> Result<(), StewardError> {
     let ip: IpAddr = options.host.parse().map_err(|_| {
         StewardError::Invalid(format!("--host '{}' is not an IP address", options.host))
@@ -195,7 +196,9 @@ pub async fn serve(options: ServeOptions) -> Result<(), StewardError> {
     tracing::info!(%url, %did, "steward listening");
 
     let outcome =
-        crate::server::run(listener, router(state), shutdown, options.shutdown_grace).await;
+        syncropel_telemetry::serve::serve(listener, router(state), None, shutdown, options.drain)
+            .await
+            .map_err(StewardError::Io);
     store.close().await;
     options.home.remove_steward_info();
     outcome

@@ -12,11 +12,13 @@ use syncropel_steward::federation::FederationConfig;
 use syncropel_steward::hosted::jwt::{JwtKey, JwtVerifier};
 use syncropel_steward::hosted::kek::Kek;
 use syncropel_steward::hosted::{
-    DirectoryRegistration, HostedOptions, PlatformConfig, DEFAULT_RESERVED_LABELS,
+    DirectoryRegistration, HostedOptions, Listeners, PlatformConfig, DEFAULT_RESERVED_LABELS,
 };
 use syncropel_steward::rate_limit::{RateLimit, RateLimits};
 use syncropel_steward::tenant::Addressing;
 use syncropel_steward::StewardError;
+use syncropel_telemetry::serve::Drain;
+use syncropel_telemetry::TelemetryArgs;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -49,6 +51,10 @@ struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "STEWARD_BIND", default_value = "0.0.0.0:8080")]
     bind: SocketAddr,
+    /// Internal address serving `GET /metrics` (Prometheus); none when unset. Tenant hosts
+    /// never serve metrics.
+    #[arg(long, env = "STEWARD_METRICS_BIND")]
+    metrics_bind: Option<SocketAddr>,
     /// Tenants are `<label>.<base-domain>`; the base domain itself is the platform host
     /// (provisioning).
     #[arg(long, env = "STEWARD_BASE_DOMAIN", default_value = "localhost")]
@@ -141,21 +147,29 @@ struct ServeArgs {
     /// Heartbeat interval of watch streams.
     #[arg(long, env = "STEWARD_HEARTBEAT", default_value = "15s", value_parser = humantime::parse_duration)]
     heartbeat: Duration,
-    /// How long in-flight requests get to finish after SIGTERM.
+    /// After SIGTERM: how long the replica keeps serving while `/ready` answers 503, so that
+    /// load balancers stop sending it requests before it stops accepting them.
+    #[arg(long, env = "STEWARD_SHUTDOWN_DELAY", default_value = "0s", value_parser = humantime::parse_duration)]
+    shutdown_delay: Duration,
+    /// Then: how long in-flight requests get to finish.
     #[arg(long, env = "STEWARD_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     shutdown_grace: Duration,
+    #[command(flatten)]
+    telemetry: TelemetryArgs,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    syncropel_steward::server::init_logging();
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
     let outcome = runtime.block_on(async {
-        match cli.command.unwrap_or(Command::Serve) {
+        let telemetry = syncropel_telemetry::init(&cli.serve.telemetry, "steward")?;
+        let outcome = match cli.command.unwrap_or(Command::Serve) {
             Command::Serve => serve(cli.serve).await,
             Command::Migrate => migrate(cli.serve).await,
             Command::RotateKek => rotate_kek(cli.serve).await,
-        }
+        };
+        telemetry.shutdown();
+        outcome
     });
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -288,5 +302,13 @@ async fn serve(args: ServeArgs) -> Result<(), StewardError> {
             ..FederationConfig::default()
         },
     };
-    syncropel_steward::hosted::serve(options, args.bind, args.shutdown_grace).await
+    let listeners = Listeners {
+        bind: args.bind,
+        metrics: args.metrics_bind,
+        drain: Drain {
+            delay: args.shutdown_delay,
+            grace: args.shutdown_grace,
+        },
+    };
+    syncropel_steward::hosted::serve(options, listeners).await
 }

@@ -52,6 +52,7 @@ impl Directory {
             store: Arc::new(store),
             rules: Rules::default(),
             clock: Clock::system(),
+            stopping: Default::default(),
         };
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();

@@ -22,6 +22,7 @@ use syncropel_steward::federation::FederationConfig;
 use syncropel_steward::home::Home;
 use syncropel_steward::local::{self, ServeOptions};
 use syncropel_steward::rate_limit::RateLimits;
+use syncropel_telemetry::serve::Drain;
 
 use super::{process, Ctx};
 use crate::cli::ServeArgs;
@@ -42,7 +43,6 @@ pub fn run(ctx: Ctx, args: &ServeArgs) -> Result<ExitCode> {
         return daemonize(&ctx);
     }
 
-    syncropel_steward::server::init_logging();
     let options = ServeOptions {
         home: ctx.home,
         host: args.host.clone(),
@@ -52,7 +52,10 @@ pub fn run(ctx: Ctx, args: &ServeArgs) -> Result<ExitCode> {
         max_body_bytes: args.max_body_bytes,
         max_json_depth: args.max_json_depth,
         heartbeat: Duration::from_secs(args.heartbeat_secs),
-        shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
+        drain: Drain {
+            delay: Duration::ZERO,
+            grace: Duration::from_secs(args.shutdown_grace_secs),
+        },
         search: !args.no_search,
         rate_limits: RateLimits::per_second(args.rate_limit_per_address, args.rate_limit_per_token),
         federation: FederationConfig {
@@ -76,7 +79,12 @@ pub fn run(ctx: Ctx, args: &ServeArgs) -> Result<ExitCode> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
-        .block_on(local::serve(options))?;
+        .block_on(async {
+            let telemetry = syncropel_telemetry::init(&args.telemetry, "spl-serve")?;
+            let outcome = local::serve(options).await;
+            telemetry.shutdown();
+            outcome
+        })?;
     Ok(ExitCode::SUCCESS)
 }
 

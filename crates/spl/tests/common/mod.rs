@@ -173,6 +173,7 @@ impl Directory {
                 store: std::sync::Arc::new(syncropel_directory::Store::open(&db).await.unwrap()),
                 rules: syncropel_directory::Rules::default(),
                 clock: syncropel_directory::Clock::system(),
+                stopping: Default::default(),
             };
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let url = format!("http://{}", listener.local_addr().unwrap());

@@ -41,6 +41,22 @@ impl Leases {
         &self.holder
     }
 
+    /// Hands every lease of this replica back, due at once, so that the others take the jobs
+    /// over at their next sweep instead of after the lease time (a graceful stop).
+    pub async fn release_all(&self) {
+        let released =
+            sqlx::query("UPDATE pull_leases SET holder = NULL, lease_until = 0 WHERE holder = $1")
+                .bind(&self.holder)
+                .execute(&self.pool)
+                .await;
+        match released {
+            Ok(done) => tracing::info!(leases = done.rows_affected(), "pull leases handed back"),
+            Err(e) => {
+                tracing::warn!(error = %e, "handing back pull leases failed; they expire instead")
+            }
+        }
+    }
+
     fn until(&self) -> i64 {
         unix_now() + self.ttl.as_secs().max(1) as i64
     }

@@ -19,6 +19,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 use syncropel_protocol::Keypair;
 use syncropel_store::{PgStore, RecordStore};
+use syncropel_telemetry::serve::Drain;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -559,32 +560,48 @@ pub async fn build(options: HostedOptions) -> Result<Hosted, StewardError> {
     })
 }
 
-/// Runs a hosted replica on `bind` until SIGTERM or SIGINT, then drains like the local steward.
-pub async fn serve(
-    options: HostedOptions,
-    bind: SocketAddr,
-    shutdown_grace: Duration,
-) -> Result<(), StewardError> {
-    let listener = TcpListener::bind(bind).await.map_err(|e| match e.kind() {
-        std::io::ErrorKind::AddrInUse => StewardError::PortInUse(bind),
-        _ => StewardError::Io(e),
-    })?;
+/// Where a hosted replica listens and how it stops.
+pub struct Listeners {
+    pub bind: SocketAddr,
+    /// The internal listener for `GET /metrics` (never reachable through a tenant host).
+    pub metrics: Option<SocketAddr>,
+    pub drain: Drain,
+}
+
+/// Runs a hosted replica until SIGTERM or SIGINT, then drains (see
+/// [`syncropel_telemetry::serve`]): not ready, leases handed back, streams told to reconnect.
+pub async fn serve(options: HostedOptions, listeners: Listeners) -> Result<(), StewardError> {
+    let bind = |addr: SocketAddr| async move {
+        TcpListener::bind(addr).await.map_err(|e| match e.kind() {
+            std::io::ErrorKind::AddrInUse => StewardError::PortInUse(addr),
+            _ => StewardError::Io(e),
+        })
+    };
+    let listener = bind(listeners.bind).await?;
+    let metrics = match listeners.metrics {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
     let hosted = build(options).await?;
     let config = hosted.platform.config();
     tracing::info!(
         addr = %listener.local_addr()?,
+        metrics = ?metrics.as_ref().and_then(|m| m.local_addr().ok()),
         base_domain = %config.addressing.base_domain,
         path_prefix = ?config.addressing.path_prefix,
         "hosted steward listening"
     );
     let store = hosted.state.store.clone();
-    let outcome = crate::server::run(
+    let outcome = syncropel_telemetry::serve::serve(
         listener,
         hosted.app,
+        metrics,
         hosted.state.shutdown.clone(),
-        shutdown_grace,
+        listeners.drain,
     )
-    .await;
+    .await
+    .map_err(StewardError::Io);
+    hosted.leases.release_all().await;
     store.close().await;
     outcome
 }

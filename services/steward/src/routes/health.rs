@@ -20,12 +20,18 @@ pub async fn open() -> Json<Value> {
     }))
 }
 
-/// Readiness: the store answers (any tenant key serves as the probe).
+/// Readiness: not draining, and the database answers with every migration applied.
 pub async fn ready(State(state): State<AppState>) -> ApiResult<Json<Value>> {
-    match state.store.has_service_accounts("-").await {
-        Ok(_) => Ok(Json(json!({"status": "ready"}))),
+    if state.shutdown.is_cancelled() {
+        return Err(ApiError::new(
+            ErrorCode::ShuttingDown,
+            "this server is shutting down; another replica takes the requests",
+        ));
+    }
+    match state.store.check_ready().await {
+        Ok(()) => Ok(Json(json!({"status": "ready"}))),
         Err(e) => Err(ApiError::new(
-            ErrorCode::Internal,
+            ErrorCode::NotReady,
             format!("store not ready: {e}"),
         )),
     }

@@ -122,7 +122,7 @@ fn events(
         loop {
             tokio::select! {
                 _ = state.shutdown.cancelled() => {
-                    yield Ok(Event::default().event("server_shutdown").data(json!({"retry_after_ms": 5000}).to_string()));
+                    yield Ok(shutdown_event());
                     return;
                 }
                 _ = heartbeat.tick() => {
@@ -140,7 +140,7 @@ fn events(
                         return;
                     }
                     Err(RecvError::Closed) => {
-                        yield Ok(Event::default().event("server_shutdown").data(json!({"retry_after_ms": 5000}).to_string()));
+                        yield Ok(shutdown_event());
                         return;
                     }
                 }
@@ -160,4 +160,14 @@ fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// Tells a watcher to reconnect after `retry_after_ms`: one to three seconds, spread so that
+/// the streams of a stopping replica do not all land on the others at once.
+fn shutdown_event() -> Event {
+    use rand::Rng;
+    let retry_after_ms: u64 = rand::thread_rng().gen_range(1000..3000);
+    Event::default()
+        .event("server_shutdown")
+        .data(json!({ "retry_after_ms": retry_after_ms }).to_string())
 }

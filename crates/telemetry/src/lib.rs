@@ -1,0 +1,143 @@
+//! Logs, traces and metrics of the Syncropel services, set up the same way in every binary.
+//!
+//! - Logs go to stderr as text or as JSON lines that carry the trace and span ids.
+//! - Traces are exported over OTLP/HTTP when an endpoint is configured (off otherwise); the
+//!   W3C `traceparent` is read from requests and written on outgoing ones ([`propagation`]).
+//! - Metrics are OpenTelemetry instruments ([`metrics::meter`]), always readable as Prometheus
+//!   text ([`metrics::render`], [`http::metrics_router`]) and pushed over OTLP when configured.
+
+pub mod http;
+mod logs;
+pub mod metrics;
+mod otlp;
+pub mod propagation;
+pub mod serve;
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::Resource;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+/// How each binary is told where its telemetry goes (flags with environment fallbacks).
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct TelemetryArgs {
+    /// Log lines as `text` or `json` (one object per line, with trace and span ids)
+    #[arg(long, env = "SYNCROPEL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// OTLP/HTTP collector to export traces and metrics to (e.g. `http://otel-collector:4318`);
+    /// nothing is exported when unset
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines; colours only on a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error("the OTLP exporter could not be built: {0}")]
+    Exporter(String),
+    #[error("the OTLP endpoint '{0}' is not an http:// or https:// URL")]
+    Endpoint(String),
+}
+
+/// What [`init`] set up; flushes the exporters when shut down (or dropped).
+pub struct Telemetry {
+    tracer: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Exports what is still buffered. Call before the process exits.
+    pub fn shutdown(mut self) {
+        self.flush();
+    }
+
+    fn flush(&mut self) {
+        if let Some(tracer) = self.tracer.take() {
+            if let Err(e) = tracer.shutdown() {
+                eprintln!("flushing traces failed: {e}");
+            }
+        }
+        metrics::shutdown();
+    }
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+/// Sets up logging, tracing and metrics for the process. `service` names it in traces unless
+/// `OTEL_SERVICE_NAME` says otherwise. With an OTLP endpoint this must run inside a Tokio
+/// runtime: exports are sent from it.
+pub fn init(args: &TelemetryArgs, service: &str) -> Result<Telemetry, TelemetryError> {
+    let resource = resource(service);
+    let tracer = match &args.otlp_endpoint {
+        Some(endpoint) => {
+            let endpoint = otlp::base(endpoint)?;
+            metrics::install(resource.clone(), Some(otlp::metric_exporter(&endpoint)?));
+            Some(
+                SdkTracerProvider::builder()
+                    .with_batch_exporter(otlp::span_exporter(&endpoint)?)
+                    .with_resource(resource)
+                    .build(),
+            )
+        }
+        None => {
+            metrics::install(resource, None);
+            None
+        }
+    };
+    install(tracer.clone(), args.log_format);
+    Ok(Telemetry { tracer })
+}
+
+/// Installs the process's subscriber: `RUST_LOG` filter (default `info`), log lines in
+/// `format`, and spans handed to `tracer` when given. A second call leaves the first in place
+/// (tests start several services in one process).
+pub fn install(tracer: Option<SdkTracerProvider>, format: LogFormat) {
+    use std::io::IsTerminal;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let lines = match format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .event_format(logs::JsonLines)
+            .with_writer(std::io::stderr)
+            .boxed(),
+    };
+    let spans = tracer.map(|provider| {
+        let tracer = provider.tracer("syncropel");
+        tracing_opentelemetry::layer().with_tracer(tracer)
+    });
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(lines)
+        .with(spans)
+        .try_init();
+}
+
+fn resource(service: &str) -> Resource {
+    let name = std::env::var("OTEL_SERVICE_NAME")
+        .ok()
+        .filter(|name| !name.trim().is_empty())
+        .unwrap_or_else(|| service.to_string());
+    Resource::builder()
+        .with_service_name(name)
+        .with_attribute(opentelemetry::KeyValue::new(
+            "service.version",
+            env!("CARGO_PKG_VERSION"),
+        ))
+        .build()
+}

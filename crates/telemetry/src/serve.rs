@@ -1,0 +1,102 @@
+//! Serving a router and stopping it gracefully, the same in every service.
+//!
+//! On SIGTERM (or SIGINT, or when `stop` is cancelled) a service:
+//! 1. cancels `stop`: it answers `/ready` with 503, tells open streams to reconnect elsewhere
+//!    and hands back its leases, but goes on serving requests;
+//! 2. after `delay` (the time load balancers need to notice), stops accepting connections;
+//! 3. gives in-flight requests `grace` to finish, then returns.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// The timing of a graceful stop.
+#[derive(Clone, Copy, Debug)]
+pub struct Drain {
+    /// How long the service keeps serving, not ready, after the signal.
+    pub delay: Duration,
+    /// How long in-flight requests then get to finish.
+    pub grace: Duration,
+}
+
+impl Default for Drain {
+    fn default() -> Drain {
+        Drain {
+            delay: Duration::ZERO,
+            grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Serves `app` (with the peer address as `ConnectInfo<SocketAddr>`) and, when `metrics` is
+/// given, `/metrics` on that second listener, until the drain above is done.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    metrics: Option<TcpListener>,
+    stop: CancellationToken,
+    drain: Drain,
+) -> std::io::Result<()> {
+    let metrics = metrics.map(|listener| {
+        let done = stop.clone();
+        tokio::spawn(crate::http::serve_metrics(listener, async move {
+            done.cancelled().await;
+            tokio::time::sleep(drain.delay + drain.grace).await;
+        }))
+    });
+    let signal = stop.clone();
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        tokio::select! {
+            _ = terminated() => {}
+            _ = signal.cancelled() => {}
+        }
+        signal.cancel();
+        tracing::info!(
+            delay_ms = drain.delay.as_millis() as u64,
+            "shutting down: not ready, still serving"
+        );
+        tokio::time::sleep(drain.delay).await;
+        tracing::info!("shutting down: no new connections, draining requests");
+    });
+    let stopped = stop.clone();
+    let outcome = tokio::select! {
+        result = server => result,
+        _ = async move {
+            stopped.cancelled().await;
+            tokio::time::sleep(drain.delay + drain.grace).await;
+        } => {
+            tracing::warn!("requests still open after the grace period; closing them");
+            Ok(())
+        }
+    };
+    if let Some(metrics) = metrics {
+        metrics.abort();
+    }
+    outcome
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn terminated() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = terminate => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -310,9 +310,15 @@ impl PeerClient {
         Ok(url)
     }
 
-    /// Sends a request, classifying transport failures.
+    /// Sends a request with the current trace context, classifying transport failures.
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<Response, PeerError> {
-        request.send().await.map_err(|e| classify(&e))
+        let mut trace = reqwest::header::HeaderMap::new();
+        syncropel_telemetry::propagation::inject(&mut trace);
+        request
+            .headers(trace)
+            .send()
+            .await
+            .map_err(|e| classify(&e))
     }
 
     /// Runs `work` under `timeout`; running out is TIMEOUT. Failures are logged at debug level.

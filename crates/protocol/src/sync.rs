@@ -247,6 +247,9 @@ pub struct PeerItem {
     /// Set for a consent stub (§6.3): its body is `{"redacted": true}` and it carries no
     /// signature; its id cannot be checked.
     pub redaction: Option<Redaction>,
+    /// The W3C `traceparent` of the span that wrote the record at the source, when it was
+    /// traced: the ingest here continues that trace. Advisory: a malformed one is dropped.
+    pub traceparent: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -254,6 +257,28 @@ pub struct Redaction {
     pub consent_grant: Option<String>,
     /// `{"l1": …, "l2": …, "l3": …}`, only the levels the grant allows.
     pub hash_levels: Map<String, Value>,
+}
+
+/// `00-<32 hex trace id>-<16 hex span id>-<2 hex flags>`, the only W3C version there is.
+pub fn is_traceparent(value: &str) -> bool {
+    let parts: Vec<&str> = value.split('-').collect();
+    let hex = |s: &str, len: usize| {
+        s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    };
+    parts.len() == 4
+        && parts[0] == "00"
+        && hex(parts[1], 32)
+        && hex(parts[2], 16)
+        && hex(parts[3], 2)
+        && parts[1].bytes().any(|b| b != b'0')
+        && parts[2].bytes().any(|b| b != b'0')
+}
+
+/// A sync item's JSON text with the record's `traceparent` added (the item ends in `}`).
+pub fn item_with_traceparent(item: &str, traceparent: &str) -> String {
+    debug_assert!(is_traceparent(traceparent));
+    let body = item.trim_end().strip_suffix('}').unwrap_or(item);
+    format!("{body},\"traceparent\":\"{traceparent}\"}}")
 }
 
 impl PeerItem {
@@ -306,6 +331,10 @@ impl PeerItem {
         let envelope = Envelope::from_value(Value::Object(record))
             .map_err(|e| format!("item {id} is not a valid record: {e}"))?;
         let canonical = envelope.canonical_json();
+        let traceparent = match item.remove("traceparent") {
+            Some(Value::String(value)) if is_traceparent(&value) => Some(value),
+            _ => None,
+        };
         Ok(PeerItem {
             id,
             envelope,
@@ -313,6 +342,7 @@ impl PeerItem {
             sig,
             signer,
             redaction,
+            traceparent,
         })
     }
 

@@ -25,7 +25,12 @@ pub fn extract(headers: &http::HeaderMap) -> Option<Context> {
 
 /// The current span as a `traceparent` value, when it is traced.
 pub fn current_traceparent() -> Option<String> {
-    let context = tracing::Span::current().context();
+    traceparent(&tracing::Span::current())
+}
+
+/// `span` as a `traceparent` value, when it is traced.
+pub fn traceparent(span: &tracing::Span) -> Option<String> {
+    let context = span.context();
     let ids = context.span().span_context().clone();
     ids.is_valid().then(|| {
         format!(

@@ -13,6 +13,7 @@ pub mod identity;
 pub mod ingest;
 pub mod local;
 pub mod manifest;
+pub mod metrics;
 pub mod namespaces;
 pub mod rate_limit;
 pub mod routes;

@@ -92,6 +92,11 @@ pub fn run(ctx: Ctx, args: &ServeArgs) -> Result<ExitCode> {
 /// second one. A stale file (its process gone) is ignored; the new steward overwrites it.
 pub(super) fn refuse_if_running(home: &Home) -> Result<()> {
     if let Some(info) = home.read_steward_info()? {
+        // A recorded pid of our own, or of init, is a stale file from an earlier run in this
+        // pid namespace (a container restarted after an unclean stop), not a running steward.
+        if info.pid <= 1 || info.pid == std::process::id() {
+            return Ok(());
+        }
         if process::is_steward(process::pid(info.pid)?) {
             bail!(
                 "a steward is already running at {} (pid {}); stop it with `spl stop`",

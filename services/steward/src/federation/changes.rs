@@ -9,7 +9,8 @@ use axum::response::Response;
 use serde_json::{json, Value};
 use syncropel_protocol::consent::Delivery;
 use syncropel_protocol::sync::{
-    sync_item, sync_item_text, CursorError, SyncCursor, DEFAULT_PAGE, MAX_PAGE,
+    item_with_traceparent, sync_item, sync_item_text, CursorError, SyncCursor, DEFAULT_PAGE,
+    MAX_PAGE,
 };
 use syncropel_protocol::{validate_thread, Envelope, ErrorCode, DEFAULT_NAMESPACE};
 use syncropel_store::ListFilter;
@@ -285,16 +286,24 @@ async fn render_page(
         }
         last_seq = Some(row.seq);
         // The common case, a record of the namespace asked for, is rendered as text directly.
+        let trace = state.federation.traces.get(&row.id);
         if let Some(item) = sync_item_text(&row.json).filter(|i| i.namespace == target) {
-            bytes += item.text.len();
-            items.push(item.text);
+            let text = match trace {
+                Some(trace) => item_with_traceparent(&item.text, &trace),
+                None => item.text,
+            };
+            bytes += text.len();
+            items.push(text);
             continue;
         }
         let stored: Value = serde_json::from_str(&row.json).map_err(|e| {
             ApiError::internal(format!("stored record {} is malformed: {e}", row.id))
         })?;
         if let Some(item) = deliver(state, caller, puller, target, grants, &stored).await? {
-            let item = item.to_string();
+            let item = match trace {
+                Some(trace) => item_with_traceparent(&item.to_string(), &trace),
+                None => item.to_string(),
+            };
             bytes += item.len();
             items.push(item);
         }

@@ -11,6 +11,7 @@ pub mod pairs;
 pub mod puller;
 pub mod renewal;
 pub mod state;
+pub mod traces;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -149,6 +150,8 @@ pub struct Federation {
     pair_folds: std::sync::Mutex<HashMap<String, (i64, PairFold)>>,
     /// The mDNS daemons, once [`crate::discovery::start`] ran.
     pub discovery: crate::discovery::Discovery,
+    /// The traces that wrote recent records, handed on to peers that pull them.
+    pub traces: traces::TraceIndex,
 }
 
 type PairFold = BTreeMap<String, syncropel_protocol::pair::PairView>;
@@ -186,6 +189,7 @@ impl Federation {
             resolver,
             directory_client,
             unresolved_retries: std::sync::Mutex::default(),
+            traces: traces::TraceIndex::default(),
             placement: None,
             pair_folds: std::sync::Mutex::default(),
             discovery: crate::discovery::Discovery::default(),

@@ -17,6 +17,7 @@ use syncropel_protocol::{is_config_thread, is_server_only_thread};
 use syncropel_store::{Appended, NewRecord, StateChange, StoreError};
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::identities::verify_with_documents;
 use super::state::{self, pull_cursor, put_cursor, PullCursor, QUARANTINE};
@@ -555,9 +556,32 @@ async fn store_admitted(
     };
     let mut changes = admitted.quarantine;
     changes.extend(extra);
+    // A record written in a traced request at the source is ingested in that same trace.
+    let spans: Vec<Option<tracing::Span>> = admitted
+        .items
+        .iter()
+        .map(|item| {
+            let traceparent = item.traceparent.as_deref()?;
+            let span = tracing::info_span!(
+                "sync.ingest",
+                otel.kind = "consumer",
+                record = %item.id,
+                source = %source.id,
+            );
+            syncropel_telemetry::propagation::set_parent(&span, traceparent);
+            syncropel_telemetry::propagation::link_current(&span);
+            Some(span)
+        })
+        .collect();
     let results = store.write(&tenant.id, admitted.records, changes).await?;
     let mut clashes = Vec::new();
-    for (item, result) in admitted.items.into_iter().zip(results) {
+    for ((item, result), span) in admitted.items.into_iter().zip(results).zip(spans) {
+        if let (Some(span), Ok(Appended::Inserted(_))) = (&span, &result) {
+            // A steward pulling from this one continues the trace from here.
+            if let Some(traceparent) = syncropel_telemetry::propagation::traceparent(span) {
+                state.federation.traces.note(&item.id, traceparent);
+            }
+        }
         match result {
             Ok(Appended::Inserted(_)) => outcome.pulled += 1,
             Ok(Appended::Existing(_)) => outcome.duplicates += 1,
@@ -565,6 +589,7 @@ async fn store_admitted(
             Err(_) => clashes.push(quarantined(&source.id, item, "DUPLICATE_CLOCK")),
         }
     }
+    crate::metrics::records_ingested("sync", outcome.pulled);
     if !clashes.is_empty() {
         outcome.quarantined += clashes.len();
         store.write(&tenant.id, Vec::new(), clashes).await?;
@@ -705,7 +730,11 @@ impl Jobs {
         jobs.insert(key, job.clone());
         let (jobs, state) = (self.clone(), state.clone());
         let (source, thread) = (source.to_string(), thread.to_string());
-        tokio::spawn(async move { jobs.run(state, tenant, source, thread, job, resolve).await });
+        tokio::spawn(async move {
+            jobs.run(state, tenant, source.clone(), thread.clone(), job, resolve)
+                .await;
+            crate::metrics::sync_stopped(&source, &thread);
+        });
     }
 
     /// Runs every job of a source now, whatever its schedule or backoff.
@@ -793,13 +822,21 @@ impl Jobs {
                 }
             };
             let started = Instant::now();
+            let span = tracing::info_span!(
+                "sync.pull",
+                otel.kind = "client",
+                pair = %source_id,
+                thread = %thread,
+                pulled = tracing::field::Empty,
+            );
             let result = tokio::select! {
                 _ = job.stop.cancelled() => return,
                 // A kick (pause, resume, revoke, a new credential) abandons a held longpoll so
                 // that the change holds from now on; a page being ingested commits whole or not
                 // at all, with its cursor.
                 _ = job.kick.notified() => continue,
-                result = pull_once(&state, &self.client, &tenant, &source, &thread, true) => result,
+                result = pull_once(&state, &self.client, &tenant, &source, &thread, true)
+                    .instrument(span.clone()) => result,
             };
             // Far behind: catch up with pipelined pages before going back to longpolls.
             let result = match result {
@@ -807,7 +844,8 @@ impl Jobs {
                     _ = job.stop.cancelled() => return,
                     // A pause during a long catch-up holds from the next page on.
                     _ = job.kick.notified() => continue,
-                    more = pull_through(&state, &self.client, &tenant, &source, &thread) => more.map(|more| PullOutcome {
+                    more = pull_through(&state, &self.client, &tenant, &source, &thread)
+                        .instrument(span.clone()) => more.map(|more| PullOutcome {
                         pulled: outcome.pulled + more.pulled,
                         duplicates: outcome.duplicates + more.duplicates,
                         quarantined: outcome.quarantined + more.quarantined,
@@ -816,6 +854,17 @@ impl Jobs {
                 },
                 other => other,
             };
+            match &result {
+                Ok(outcome) => {
+                    span.record("pulled", outcome.pulled);
+                    if outcome.has_more {
+                        crate::metrics::sync_behind(&source_id, &thread);
+                    } else {
+                        crate::metrics::sync_caught_up(&source_id, &thread);
+                    }
+                }
+                Err(_) => crate::metrics::sync_behind(&source_id, &thread),
+            }
             // Health first, so a pair state written below never shows beside stale health.
             let wait = match &result {
                 Ok(outcome) => {

@@ -407,6 +407,19 @@ impl Platform {
         cache.remove(label);
     }
 
+    /// Reports the number of active tenants to the metrics (a failure only leaves the last
+    /// figure in place).
+    pub async fn count_active_tenants(&self) {
+        let active: Result<i64, _> =
+            sqlx::query_scalar("SELECT count(*) FROM tenants WHERE status = 'active'")
+                .fetch_one(&self.pool)
+                .await;
+        match active {
+            Ok(active) => crate::metrics::active_tenants(active.max(0) as u64),
+            Err(e) => tracing::debug!(error = %e, "counting active tenants failed"),
+        }
+    }
+
     /// Purges tenants whose deletion grace period has ended: their records, accounts and tokens
     /// go; the tenant row stays as `purged` (its label is free again). Replicas share the work
     /// (`FOR UPDATE SKIP LOCKED`). Returns how many were purged.
@@ -550,6 +563,7 @@ pub async fn build(options: HostedOptions) -> Result<Hosted, StewardError> {
             if let Err(e) = sweeper.purge_expired().await {
                 tracing::warn!(error = %e, "purging deleted tenants failed; will retry");
             }
+            sweeper.count_active_tenants().await;
         }
     });
     Ok(Hosted {

@@ -225,12 +225,15 @@ async fn provision(
     headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
+    let started = std::time::Instant::now();
     let platform = &call.platform;
     let key = idempotency_key(&headers)?;
     let request = ProvisionRequest::parse(&body, platform)?;
     let request_sha256 = sha256_hex(canonical_string(&body).as_bytes());
     let mut provision = reserve(platform, &call.account, &key, &request_sha256, &request).await?;
-    if provision.phase != "ready" {
+    if provision.phase == "ready" {
+        crate::metrics::provisioned(started.elapsed(), "existing");
+    } else {
         let client = state.federation.directory_client();
         if let Err(e) = complete(
             platform,
@@ -242,8 +245,11 @@ async fn provision(
         .await
         {
             record_error(platform, &provision, &e).await;
+            crate::metrics::provisioned(started.elapsed(), "failed");
             return Err(e);
         }
+        crate::metrics::provisioned(started.elapsed(), "created");
+        platform.count_active_tenants().await;
     }
     Ok((StatusCode::ACCEPTED, Json(provision.accepted())))
 }

@@ -38,7 +38,11 @@ pub async fn create(
         .await?;
     let record = seal_for(&caller, &envelope);
     match state.store.append(&caller.tenant.id, record).await? {
-        Appended::Inserted(stored) => Ok(json_text(StatusCode::CREATED, stored.json)),
+        Appended::Inserted(stored) => {
+            state.federation.traces.note_current(&stored.id);
+            crate::metrics::records_ingested("api", 1);
+            Ok(json_text(StatusCode::CREATED, stored.json))
+        }
         Appended::Existing(stored) => Ok(json_text(StatusCode::OK, stored.json)),
     }
 }
@@ -115,6 +119,7 @@ pub async fn create_batch(
     }
 
     let (mut created, mut existing, mut failed) = (0, 0, 0);
+    let trace = syncropel_telemetry::propagation::current_traceparent();
     let mut out = String::with_capacity(256 * results.len() + 96);
     out.push_str("{\"object\":\"batch_result\",\"data\":[");
     for (index, result) in results.into_iter().enumerate() {
@@ -124,6 +129,9 @@ pub async fn create_batch(
         let item = match result.expect("every item has a result") {
             Ok(Appended::Inserted(stored)) => {
                 created += 1;
+                if let Some(trace) = &trace {
+                    state.federation.traces.note(&stored.id, trace.clone());
+                }
                 format!(
                     "{{\"index\":{index},\"status\":201,\"record\":{}}}",
                     stored.json
@@ -150,6 +158,7 @@ pub async fn create_batch(
     out.push_str(&format!(
         "],\"created\":{created},\"existing\":{existing},\"failed\":{failed}}}"
     ));
+    crate::metrics::records_ingested("api", created);
     Ok(json_text(StatusCode::OK, out))
 }
 

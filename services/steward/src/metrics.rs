@@ -1,0 +1,125 @@
+//! The steward's own metrics (request latency comes from [`syncropel_telemetry::http`]).
+//! Series are labelled by kind, never by tenant, so their number stays small on a platform
+//! of many tenants; sync lag is per pair, which a peer only has by pairing.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use opentelemetry::metrics::{Counter, Gauge, Histogram, ObservableGauge};
+use opentelemetry::KeyValue;
+
+struct Instruments {
+    ingested: Counter<u64>,
+    provisioning: Histogram<f64>,
+    active_tenants: Gauge<u64>,
+    _sync_lag: ObservableGauge<f64>,
+}
+
+fn instruments() -> &'static Instruments {
+    static INSTRUMENTS: OnceLock<Instruments> = OnceLock::new();
+    INSTRUMENTS.get_or_init(|| {
+        let meter = syncropel_telemetry::metrics::meter();
+        Instruments {
+            ingested: meter
+                .u64_counter("syncropel_records_ingested")
+                .with_description("Records stored for the first time, by how they came (api, sync)")
+                .build(),
+            provisioning: meter
+                .f64_histogram("syncropel_provisioning_duration")
+                .with_unit("s")
+                .with_description("Time to provision a tenant, by outcome")
+                .with_boundaries(vec![0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
+                .build(),
+            active_tenants: meter
+                .u64_gauge("syncropel_active_tenants")
+                .with_description("Tenants whose status is active")
+                .build(),
+            _sync_lag: meter
+                .f64_observable_gauge("syncropel_sync_lag")
+                .with_unit("s")
+                .with_description(
+                    "Per pair: how long since this steward last held everything the peer had \
+                     on its slowest thread (0 while caught up)",
+                )
+                .with_callback(|observer| {
+                    for (pair, lag) in sync_lag_by_pair() {
+                        observer.observe(lag.as_secs_f64(), &[KeyValue::new("pair", pair)]);
+                    }
+                })
+                .build(),
+        }
+    })
+}
+
+/// Counts records stored for the first time; `via` is `api` or `sync`.
+pub fn records_ingested(via: &'static str, count: usize) {
+    if count > 0 {
+        instruments()
+            .ingested
+            .add(count as u64, &[KeyValue::new("via", via)]);
+    }
+}
+
+/// Records how long a provisioning took; `outcome` is `created`, `existing` or `failed`.
+pub fn provisioned(elapsed: Duration, outcome: &'static str) {
+    instruments()
+        .provisioning
+        .record(elapsed.as_secs_f64(), &[KeyValue::new("outcome", outcome)]);
+}
+
+pub fn active_tenants(count: u64) {
+    instruments().active_tenants.record(count, &[]);
+}
+
+/// Where each pull job stands: `None` while caught up, else since when it has not been.
+#[derive(Default)]
+struct Lag {
+    jobs: HashMap<(String, String), Option<Instant>>,
+}
+
+static LAG: OnceLock<Mutex<Lag>> = OnceLock::new();
+
+/// The pull jobs' lag, with the gauge that reports it registered.
+fn lag() -> &'static Mutex<Lag> {
+    instruments();
+    LAG.get_or_init(Mutex::default)
+}
+
+/// A pull of `thread` through `pair` reached the end of what the peer had.
+pub fn sync_caught_up(pair: &str, thread: &str) {
+    let mut lag = lag().lock().unwrap_or_else(|e| e.into_inner());
+    lag.jobs
+        .insert((pair.to_string(), thread.to_string()), None);
+}
+
+/// A pull of `thread` through `pair` failed or left more to fetch: lag counts from the last
+/// time it was caught up (or from now, for a job never caught up).
+pub fn sync_behind(pair: &str, thread: &str) {
+    let mut lag = lag().lock().unwrap_or_else(|e| e.into_inner());
+    let since = lag
+        .jobs
+        .entry((pair.to_string(), thread.to_string()))
+        .or_insert(None);
+    since.get_or_insert_with(Instant::now);
+}
+
+/// The job stopped (pair revoked, lease moved): its lag is no longer this steward's to report.
+pub fn sync_stopped(pair: &str, thread: &str) {
+    let mut lag = lag().lock().unwrap_or_else(|e| e.into_inner());
+    lag.jobs.remove(&(pair.to_string(), thread.to_string()));
+}
+
+fn sync_lag_by_pair() -> Vec<(String, Duration)> {
+    let Some(lag) = LAG.get() else {
+        return Vec::new();
+    };
+    let lag = lag.lock().unwrap_or_else(|e| e.into_inner());
+    let mut worst: HashMap<&str, Duration> = HashMap::new();
+    for ((pair, _), since) in &lag.jobs {
+        let behind = since.map(|at| at.elapsed()).unwrap_or_default();
+        let entry = worst.entry(pair).or_default();
+        *entry = (*entry).max(behind);
+    }
+    worst.into_iter().map(|(p, d)| (p.to_string(), d)).collect()
+}

@@ -778,4 +778,34 @@ mod tests {
         assert_eq!(sync_item_text(&stub.to_string()), None);
         assert_eq!(sync_item_text("[]"), None);
     }
+
+    #[test]
+    fn a_traceparent_rides_with_an_item_and_a_malformed_one_is_dropped() {
+        let key = Keypair::from_seed(&[1; 32]);
+        let item = signed_item(&key, &key.did_key(), 1);
+        let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let text = item_with_traceparent(&item.to_string(), traceparent);
+        let carried = PeerItem::from_value(serde_json::from_str(&text).unwrap()).unwrap();
+        assert_eq!(carried.traceparent.as_deref(), Some(traceparent));
+        // The record and its verdict are untouched by it.
+        assert_eq!(carried.id, item["id"]);
+        assert_eq!(
+            check(vec![serde_json::from_str(&text).unwrap()]),
+            vec![Ok(())]
+        );
+        for bad in [
+            json!("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            json!("00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
+            json!("00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01"),
+            json!("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"),
+            json!("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7"),
+            json!("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-xx"),
+            json!(42),
+        ] {
+            let mut hostile = item.clone();
+            hostile["traceparent"] = bad.clone();
+            let parsed = PeerItem::from_value(hostile).expect("the record itself is fine");
+            assert_eq!(parsed.traceparent, None, "{bad}");
+        }
+    }
 }

@@ -107,13 +107,16 @@ pub fn init(args: &TelemetryArgs, service: &str) -> Result<Telemetry, TelemetryE
 pub fn install(tracer: Option<SdkTracerProvider>, format: LogFormat) {
     use std::io::IsTerminal;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let dispatch = logs::DispatchSlot::default();
     let lines = match format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_ansi(std::io::stderr().is_terminal())
             .with_writer(std::io::stderr)
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
-            .event_format(logs::JsonLines)
+            .event_format(logs::JsonLines {
+                dispatch: dispatch.clone(),
+            })
             .with_writer(std::io::stderr)
             .boxed(),
     };
@@ -123,6 +126,7 @@ pub fn install(tracer: Option<SdkTracerProvider>, format: LogFormat) {
     });
     let _ = tracing_subscriber::registry()
         .with(filter)
+        .with(dispatch)
         .with(lines)
         .with(spans)
         .try_init();

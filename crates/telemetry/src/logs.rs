@@ -2,18 +2,34 @@
 //! trace and span ids when the span is traced, so logs and traces can be joined.
 
 use std::fmt;
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use opentelemetry::trace::TraceContextExt;
 use serde_json::{Map, Value};
+use tracing::dispatcher::WeakDispatch;
 use tracing::field::{Field, Visit};
-use tracing::{Event, Subscriber};
-use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing::{Dispatch, Event, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::Layer;
 
-pub struct JsonLines;
+/// The subscriber [`JsonLines`] formats for, handed over when it is registered: a span's trace
+/// ids are read through it, and the usual current-dispatcher lookup answers nothing while an
+/// event is being formatted.
+#[derive(Clone, Default)]
+pub struct DispatchSlot(Arc<OnceLock<WeakDispatch>>);
+
+impl<S: Subscriber> Layer<S> for DispatchSlot {
+    fn on_register_dispatch(&self, subscriber: &Dispatch) {
+        let _ = self.0.set(subscriber.downgrade());
+    }
+}
+
+pub struct JsonLines {
+    pub dispatch: DispatchSlot,
+}
 
 impl<S, N> FormatEvent<S, N> for JsonLines
 where
@@ -39,20 +55,29 @@ where
         let mut fields = Fields(Map::new());
         event.record(&mut fields);
         line.extend(fields.0);
-        if let Some(scope) = ctx.event_scope() {
-            let spans: Vec<Value> = scope.from_root().map(|s| s.name().into()).collect();
-            if let Some(last) = spans.last() {
-                line.insert("span".into(), last.clone());
-            }
-            line.insert("spans".into(), Value::Array(spans));
+        let Some(scope) = ctx.event_scope() else {
+            return writeln!(writer, "{}", Value::Object(line));
+        };
+        let spans: Vec<_> = scope.from_root().collect();
+        let leaf = spans.last().map(|span| span.id());
+        line.insert(
+            "spans".into(),
+            spans.iter().map(|s| Value::from(s.name())).collect(),
+        );
+        if let Some(last) = spans.last() {
+            line.insert("span".into(), last.name().into());
         }
-        // Not while holding a span's extensions: reading the context takes them.
-        let context = tracing::Span::current().context();
-        let span = context.span();
-        let ids = span.span_context();
-        if ids.is_valid() {
-            line.insert("trace_id".into(), ids.trace_id().to_string().into());
-            line.insert("span_id".into(), ids.span_id().to_string().into());
+        drop(spans);
+        let dispatch = self.dispatch.0.get().and_then(WeakDispatch::upgrade);
+        if let (Some(id), Some(dispatch)) = (leaf, dispatch) {
+            if let Some(context) = tracing_opentelemetry::get_otel_context(&id, &dispatch) {
+                let span = context.span();
+                let ids = span.span_context();
+                if ids.is_valid() {
+                    line.insert("trace_id".into(), ids.trace_id().to_string().into());
+                    line.insert("span_id".into(), ids.span_id().to_string().into());
+                }
+            }
         }
         writeln!(writer, "{}", Value::Object(line))
     }
@@ -82,5 +107,76 @@ impl Visit for Fields {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         self.0
             .insert(field.name().into(), format!("{value:?}").into());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
+    use tracing_subscriber::layer::SubscriberExt;
+
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn json_lines_carry_fields_spans_and_the_trace_ids() {
+        let exporter = InMemorySpanExporter::default();
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(exporter.clone())
+            .build();
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let dispatch = DispatchSlot::default();
+        let subscriber = tracing_subscriber::registry()
+            .with(dispatch.clone())
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .event_format(JsonLines { dispatch })
+                    .with_writer(move || writer.clone()),
+            )
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("work", n = 1);
+            span.in_scope(|| tracing::warn!(answer = 42, ok = true, "inside \"quoted\""));
+            tracing::info!("outside");
+        });
+        provider.force_flush().unwrap();
+        let spans = exporter.get_finished_spans().unwrap();
+        let work = spans.iter().find(|s| s.name == "work").unwrap();
+
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        let inside = &lines[0];
+        assert_eq!(inside["message"], "inside \"quoted\"");
+        assert_eq!(inside["level"], "WARN");
+        assert_eq!(inside["answer"], 42);
+        assert_eq!(inside["ok"], true);
+        assert_eq!(inside["span"], "work");
+        assert_eq!(inside["trace_id"], work.span_context.trace_id().to_string());
+        assert_eq!(inside["span_id"], work.span_context.span_id().to_string());
+        assert!(inside["timestamp"].as_str().unwrap().ends_with('Z'));
+        let outside = &lines[1];
+        assert_eq!(outside["message"], "outside");
+        assert!(outside.get("trace_id").is_none() && outside.get("span").is_none());
     }
 }

@@ -80,3 +80,23 @@ impl HttpClient for Sender {
         sent.await?
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_collector_url_is_checked_and_trimmed() {
+        assert_eq!(
+            base(" http://otel-collector:4318/ ").unwrap(),
+            "http://otel-collector:4318"
+        );
+        assert_eq!(
+            base("https://otlp.example").unwrap(),
+            "https://otlp.example"
+        );
+        for bad in ["otel-collector:4318", "grpc://collector:4317", ""] {
+            assert!(base(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -20,6 +20,8 @@ struct Server {
     base: String,
     http: reqwest::Client,
     clock: Clock,
+    /// Cancelling it is what SIGTERM does first: the server drains.
+    stopping: tokio_util::sync::CancellationToken,
 }
 
 impl Server {
@@ -30,11 +32,12 @@ impl Server {
     async fn with_store(store: Store) -> Server {
         let store = Arc::new(store);
         let clock = Clock::manual(T0);
+        let stopping = tokio_util::sync::CancellationToken::new();
         let state = AppState {
             store,
             rules: Rules::default(),
             clock: clock.clone(),
-            stopping: Default::default(),
+            stopping: stopping.clone(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -43,6 +46,7 @@ impl Server {
             base: format!("http://{addr}"),
             http: reqwest::Client::new(),
             clock,
+            stopping,
         }
     }
 
@@ -908,7 +912,46 @@ scenarios!(
     bad_input_changes_nothing,
     malformed_requests,
     concurrent_writes_are_serialized,
+    probes_follow_the_database_and_the_drain,
 );
+
+/// `/health` always answers; `/ready` only while the database holds every migration and the
+/// server is not draining (Kubernetes' readiness probe).
+async fn probes_follow_the_database_and_the_drain(db: String) {
+    let server = Server::start(&db).await;
+    let (status, body) = server.get("/health").await;
+    assert_eq!((status, &body["status"]), (StatusCode::OK, &json!("ok")));
+    let (status, body) = server.get("/ready").await;
+    assert_eq!(
+        (status, &body["status"]),
+        (StatusCode::OK, &json!("ready")),
+        "{body}"
+    );
+
+    // Draining: not ready, but still answering requests.
+    server.stopping.cancel();
+    assert_error(&server.get("/ready").await, ErrorCode::ShuttingDown);
+    assert_eq!(
+        server.get("/directory/handle/nobody").await.0,
+        StatusCode::NOT_FOUND
+    );
+
+    // A database missing this build's newest migration is not ready; liveness is unmoved.
+    let server = Server::start(&db).await;
+    let forget = "DELETE FROM _sqlx_migrations \
+                  WHERE version = (SELECT MAX(version) FROM _sqlx_migrations)";
+    if db.starts_with("postgres") {
+        let pool = sqlx::PgPool::connect(&db).await.unwrap();
+        sqlx::query(forget).execute(&pool).await.unwrap();
+        pool.close().await;
+    } else {
+        let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
+        sqlx::query(forget).execute(&pool).await.unwrap();
+        pool.close().await;
+    }
+    assert_error(&server.get("/ready").await, ErrorCode::NotReady);
+    assert_eq!(server.get("/health").await.0, StatusCode::OK);
+}
 
 /// Replicas over one Postgres database: each serves a document from memory for its lifetime,
 /// and the replica that wrote serves its own write at once.

@@ -2,13 +2,18 @@
 //!
 //! On SIGTERM (or SIGINT, or when `stop` is cancelled) a service:
 //! 1. cancels `stop`: it answers `/ready` with 503, tells open streams to reconnect elsewhere
-//!    and hands back its leases, but goes on serving requests;
+//!    and hands back its leases, but goes on serving requests, each answer closing its
+//!    connection so that the client's next request goes through the load balancer;
 //! 2. after `delay` (the time load balancers need to notice), stops accepting connections;
 //! 3. gives in-flight requests `grace` to finish, then returns.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use axum::extract::Request;
+use axum::http::{header, HeaderValue};
+use axum::middleware::Next;
+use axum::response::Response;
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -47,6 +52,10 @@ pub async fn serve(
             tokio::time::sleep(drain.delay + drain.grace).await;
         }))
     });
+    let draining = stop.clone();
+    let app = app.layer(axum::middleware::from_fn(move |request, next| {
+        close_when_draining(draining.clone(), request, next)
+    }));
     let signal = stop.clone();
     let server = axum::serve(
         listener,
@@ -80,6 +89,20 @@ pub async fn serve(
         metrics.abort();
     }
     outcome
+}
+
+/// Once the drain has begun, every response closes its connection: a keep-alive client then
+/// reconnects through the load balancer (to a ready replica) instead of coming back on a
+/// connection the balancer cannot move, and no idle connection is left to race the close at the
+/// end of the delay.
+async fn close_when_draining(stop: CancellationToken, request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    if stop.is_cancelled() {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -12,6 +12,7 @@ use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
 use serde_json::json;
+use syncropel_protocol::ErrorCode;
 use syncropel_store::{ListFilter, StoredRecord};
 use tokio::sync::broadcast::error::RecvError;
 
@@ -41,6 +42,18 @@ pub async fn watch(
 ) -> ApiResult<Response> {
     checked_thread(&thread)?;
     caller.require_thread_read(&thread)?;
+    // A draining replica starts no stream (it would only replay and say `server_shutdown`
+    // again): the SDK retries any status >= 400 after a short jittered wait, on a new
+    // connection, which the load balancer sends to another replica.
+    if state.shutdown.is_cancelled() {
+        use rand::Rng;
+        let retry_after_ms: u64 = rand::thread_rng().gen_range(100..500);
+        return Err(ApiError::new(
+            ErrorCode::ShuttingDown,
+            "this server is shutting down; reconnect with Last-Event-ID",
+        )
+        .with_extra("retry_after_ms", retry_after_ms));
+    }
     let last_event_id = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())

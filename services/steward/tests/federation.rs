@@ -5,7 +5,6 @@
 mod common;
 
 use std::collections::{BTreeSet, HashMap};
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
-use common::{error_code, Options, TestSteward, TENANT};
+use common::{error_code, eventually, Options, TestSteward, TENANT};
 use futures_util::StreamExt as _;
 use serde_json::{json, Value};
 use syncropel_protocol::pair::outbound_secret_handle;
@@ -32,18 +31,7 @@ fn ms(n: u64) -> Duration {
 
 /// Short intervals everywhere: 200 ms polls, 50 ms → 400 ms backoff, 2 s longpoll holds.
 fn config() -> FederationConfig {
-    FederationConfig {
-        poll_interval: ms(200),
-        backoff_base: ms(50),
-        backoff_cap: ms(400),
-        peer_timeouts: PeerTimeouts {
-            connect: Duration::from_secs(2),
-            request: Duration::from_secs(5),
-            longpoll: Duration::from_secs(6),
-        },
-        longpoll_hold: Duration::from_secs(2),
-        ..FederationConfig::default()
-    }
+    common::quick_federation()
 }
 
 /// A steward with an operator token.
@@ -234,22 +222,6 @@ impl Node {
                 })
             })
             .collect()
-    }
-}
-
-/// Polls `check` until it yields a value, or fails the test after `deadline`.
-async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(ms(25)).await;
     }
 }
 

@@ -15,7 +15,7 @@ use common::{Options, TestSteward};
 use futures_util::FutureExt as _;
 use serde_json::{json, Value};
 use sqlx::Row;
-use syncropel_steward::federation::{FederationConfig, PeerTimeouts};
+use syncropel_steward::federation::FederationConfig;
 use syncropel_steward::tenant::Tenant;
 use syncropel_store::testing::TestDb;
 
@@ -28,18 +28,9 @@ fn ms(n: u64) -> Duration {
 /// Short intervals everywhere (as in `federation.rs`), leases of `lease_ttl`.
 fn config(auto_approve: Vec<String>, lease_ttl: Duration) -> FederationConfig {
     FederationConfig {
-        poll_interval: ms(200),
-        backoff_base: ms(50),
-        backoff_cap: ms(400),
-        peer_timeouts: PeerTimeouts {
-            connect: Duration::from_secs(2),
-            request: Duration::from_secs(5),
-            longpoll: Duration::from_secs(6),
-        },
-        longpoll_hold: Duration::from_secs(2),
         auto_approve,
         lease_ttl,
-        ..FederationConfig::default()
+        ..common::quick_federation()
     }
 }
 

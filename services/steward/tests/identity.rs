@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -225,21 +224,6 @@ fn free_addr() -> SocketAddr {
         .unwrap()
         .local_addr()
         .unwrap()
-}
-
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
 }
 
 /// A hosted replica that registers new tenants at `directory` with the platform's `key`.
@@ -472,7 +456,7 @@ async fn records_of_a_did_sync_steward_verify_before_and_after_a_rotation() {
         .await;
     assert_eq!(status, 200, "{pulled}");
     let after_id = after["id"].as_str().unwrap().to_string();
-    eventually("the record signed by the new key", || async {
+    common::eventually("the record signed by the new key", DEADLINE, || async {
         b.has(&after_id).await.then_some(())
     })
     .await;

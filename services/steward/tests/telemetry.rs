@@ -6,14 +6,14 @@ mod common;
 
 use std::future::Future;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::hosted::{jwt, send, BASE_DOMAIN, JWT_SECRET, KEK_HEX};
 use common::{Options, TestSteward};
 use opentelemetry::trace::{SpanId, TraceId};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
 use serde_json::{json, Value};
-use syncropel_steward::federation::{FederationConfig, PeerTimeouts};
+use syncropel_steward::federation::FederationConfig;
 use syncropel_telemetry::LogFormat;
 
 const DEADLINE: Duration = Duration::from_secs(15);
@@ -21,33 +21,17 @@ const DEADLINE: Duration = Duration::from_secs(15);
 /// Short polls and holds, so the pull job answers within a test's patience.
 fn federation(auto_approve: Vec<String>) -> FederationConfig {
     FederationConfig {
-        poll_interval: Duration::from_millis(200),
-        backoff_base: Duration::from_millis(50),
-        backoff_cap: Duration::from_millis(400),
-        peer_timeouts: PeerTimeouts {
-            connect: Duration::from_secs(2),
-            request: Duration::from_secs(5),
-            longpoll: Duration::from_secs(6),
-        },
-        longpoll_hold: Duration::from_secs(2),
         auto_approve,
-        ..FederationConfig::default()
+        ..common::quick_federation()
     }
 }
 
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+async fn eventually<T, F, Fut>(what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let start = Instant::now();
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::eventually(what, DEADLINE, check).await
 }
 
 /// Two stewards, B pairing with A (which approves B) and pulling thread `th_traced` from it.

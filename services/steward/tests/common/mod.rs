@@ -13,7 +13,7 @@ use syncropel_protocol::Keypair;
 use syncropel_steward::accounts::{create_service_account, mint};
 use syncropel_steward::app::{router, AppState, Limits};
 use syncropel_steward::auth::{TokenCache, LOCAL_TOKEN_CACHE_TTL};
-use syncropel_steward::federation::{Federation, FederationConfig};
+use syncropel_steward::federation::{Federation, FederationConfig, PeerTimeouts};
 use syncropel_steward::ingest::Identity;
 use syncropel_steward::rate_limit::{RateLimiters, RateLimits};
 use syncropel_steward::tenant::{Tenancy, Tenant, TenantStatus};
@@ -277,4 +277,38 @@ pub fn error_code(body: &Value) -> &str {
     assert!(body["type"].is_string(), "{body}");
     assert!(body["message"].is_string(), "{body}");
     body["code"].as_str().expect("code")
+}
+
+/// Short federation intervals for tests: 200 ms polls, 50 ms -> 400 ms backoff, 2 s longpoll
+/// holds, peer timeouts of 2 s (connect), 5 s (request) and 6 s (longpoll).
+pub fn quick_federation() -> FederationConfig {
+    let ms = Duration::from_millis;
+    FederationConfig {
+        poll_interval: ms(200),
+        backoff_base: ms(50),
+        backoff_cap: ms(400),
+        peer_timeouts: PeerTimeouts {
+            connect: Duration::from_secs(2),
+            request: Duration::from_secs(5),
+            longpoll: Duration::from_secs(6),
+        },
+        longpoll_hold: Duration::from_secs(2),
+        ..FederationConfig::default()
+    }
+}
+
+/// Polls `check` every 25 ms until it answers; fails the test after `deadline`.
+pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
 }

@@ -19,7 +19,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/usr/local/cargo/git,sharing=locked \
     --mount=type=cache,target=/src/target,sharing=locked \
     cargo build --release --locked -p syncropel-directory --bin directory \
-    && install -D -m 0755 target/release/directory /out/directory
+    && install -D -s -m 0755 target/release/directory /out/directory
 
 FROM ${RUNTIME_IMAGE}
 # The repository the image is built from (set with --build-arg SOURCE_URL=...).

@@ -22,8 +22,8 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/usr/local/cargo/git,sharing=locked \
     --mount=type=cache,target=/src/target,sharing=locked \
     cargo build --release --locked -p spl --bin spl \
-    && install -D -m 0755 target/release/spl /out/spl \
-    && install -d -m 0700 -o 65532 -g 65532 /out/data
+    && install -D -s -m 0755 target/release/spl /out/spl \
+    && install -d -m 0700 /out/rootfs/data
 
 FROM ${RUNTIME_IMAGE}
 # The repository the image is built from (set with --build-arg SOURCE_URL=...).
@@ -33,8 +33,9 @@ LABEL org.opencontainers.image.title="syncropel-spl" \
       org.opencontainers.image.source="${SOURCE_URL}" \
       org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=builder /out/spl /usr/local/bin/spl
-# A new named volume copies this directory, and with it the owner the non-root user needs.
-COPY --from=builder --chown=65532:65532 /out/data /data
+# /data is copied as an entry of a directory whose contents are copied, so --chown applies to
+# it (a copied directory's own entry would not be); a new named volume takes its owner and mode.
+COPY --from=builder --chown=65532:65532 /out/rootfs/ /
 # mDNS needs the host's LAN, which a container on a bridge network does not see; with
 # `--network host` turn it back on with `-e SPL_NO_MDNS=false`.
 ENV SYNCROPEL_HOME=/data \

@@ -254,7 +254,7 @@ impl Drop for PgStore {
 
 #[async_trait]
 impl RecordStore for PgStore {
-    #[tracing::instrument(name = "store.append", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
+    #[tracing::instrument(level = "debug", name = "store.append", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
     async fn append(&self, tenant: &str, record: NewRecord) -> Result<Appended> {
         refuse_nul(tenant, &record)?;
         let (reply, rx) = oneshot::channel();
@@ -266,7 +266,7 @@ impl RecordStore for PgStore {
         self.submit(tenant, op, rx).await
     }
 
-    #[tracing::instrument(name = "store.apply_auth_change", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
+    #[tracing::instrument(level = "debug", name = "store.apply_auth_change", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
     async fn apply_auth_change(
         &self,
         tenant: &str,
@@ -299,7 +299,7 @@ impl RecordStore for PgStore {
         self.submit(tenant, op, rx).await
     }
 
-    #[tracing::instrument(name = "store.write", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
+    #[tracing::instrument(level = "debug", name = "store.write", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
     async fn write(
         &self,
         tenant: &str,
@@ -333,7 +333,7 @@ impl RecordStore for PgStore {
         self.submit(tenant, op, rx).await
     }
 
-    #[tracing::instrument(name = "store.state_get", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
+    #[tracing::instrument(level = "debug", name = "store.state_get", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
     async fn state_get(&self, tenant: &str, kind: &str, key: &str) -> Result<Option<String>> {
         if has_nul([Some(tenant), Some(kind), Some(key)]) {
             return Ok(None);
@@ -348,7 +348,7 @@ impl RecordStore for PgStore {
         .await?)
     }
 
-    #[tracing::instrument(name = "store.state_list", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
+    #[tracing::instrument(level = "debug", name = "store.state_list", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
     async fn state_list(&self, tenant: &str, kind: &str) -> Result<Vec<(String, String)>> {
         if has_nul([Some(tenant), Some(kind)]) {
             return Ok(Vec::new());
@@ -366,7 +366,7 @@ impl RecordStore for PgStore {
             .collect())
     }
 
-    #[tracing::instrument(name = "store.head_seq", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
+    #[tracing::instrument(level = "debug", name = "store.head_seq", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
     async fn head_seq(&self, tenant: &str) -> Result<i64> {
         if tenant.contains('\0') {
             return Ok(0);
@@ -379,7 +379,7 @@ impl RecordStore for PgStore {
         Ok(last.unwrap_or(0))
     }
 
-    #[tracing::instrument(name = "store.get", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
+    #[tracing::instrument(level = "debug", name = "store.get", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
     async fn get(&self, tenant: &str, id: &str) -> Result<Option<StoredRecord>> {
         if tenant.contains('\0') || id.contains('\0') {
             return Ok(None);
@@ -394,7 +394,7 @@ impl RecordStore for PgStore {
         Ok(row.map(|r| stored_from_row(&r)))
     }
 
-    #[tracing::instrument(name = "store.list", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
+    #[tracing::instrument(level = "debug", name = "store.list", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
     async fn list(&self, tenant: &str, filter: &ListFilter) -> Result<Vec<StoredRecord>> {
         if has_nul([
             Some(tenant),
@@ -409,7 +409,7 @@ impl RecordStore for PgStore {
         Ok(rows.iter().map(stored_from_row).collect())
     }
 
-    #[tracing::instrument(name = "store.threads", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
+    #[tracing::instrument(level = "debug", name = "store.threads", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
     async fn threads(
         &self,
         tenant: &str,
@@ -440,7 +440,7 @@ impl RecordStore for PgStore {
             .collect())
     }
 
-    #[tracing::instrument(name = "store.scan", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
+    #[tracing::instrument(level = "debug", name = "store.scan", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
     async fn scan(
         &self,
         tenant: &str,
@@ -472,7 +472,7 @@ impl RecordStore for PgStore {
         Ok(rows.iter().map(stored_from_row).collect())
     }
 
-    #[tracing::instrument(name = "store.search", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
+    #[tracing::instrument(level = "debug", name = "store.search", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
     async fn search(
         &self,
         tenant: &str,
@@ -551,7 +551,7 @@ impl RecordStore for PgStore {
 
     /// Looked up fresh on every call (a revocation holds at once on every replica); concurrent
     /// lookups share one query.
-    #[tracing::instrument(name = "store.token", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
+    #[tracing::instrument(level = "debug", name = "store.token", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
     async fn token(&self, tenant: &str, token_id: &str) -> Result<Option<TokenGrant>> {
         if tenant.contains('\0') || token_id.contains('\0') {
             return Ok(None);

@@ -151,7 +151,7 @@ impl SqliteStore {
 
 #[async_trait]
 impl RecordStore for SqliteStore {
-    #[tracing::instrument(name = "store.append", skip_all, fields(otel.kind = "client", db.system = "sqlite"))]
+    #[tracing::instrument(level = "debug", name = "store.append", skip_all, fields(otel.kind = "client", db.system = "sqlite"))]
     async fn append(&self, tenant: &str, record: NewRecord) -> Result<Appended> {
         let (reply, rx) = oneshot::channel();
         let op = WriteOp::Append {
@@ -162,7 +162,7 @@ impl RecordStore for SqliteStore {
         self.submit(op, rx).await
     }
 
-    #[tracing::instrument(name = "store.apply_auth_change", skip_all, fields(otel.kind = "client", db.system = "sqlite"))]
+    #[tracing::instrument(level = "debug", name = "store.apply_auth_change", skip_all, fields(otel.kind = "client", db.system = "sqlite"))]
     async fn apply_auth_change(
         &self,
         tenant: &str,
@@ -179,7 +179,7 @@ impl RecordStore for SqliteStore {
         self.submit(op, rx).await
     }
 
-    #[tracing::instrument(name = "store.write", skip_all, fields(otel.kind = "client", db.system = "sqlite"))]
+    #[tracing::instrument(level = "debug", name = "store.write", skip_all, fields(otel.kind = "client", db.system = "sqlite"))]
     async fn write(
         &self,
         tenant: &str,
@@ -196,7 +196,7 @@ impl RecordStore for SqliteStore {
         self.submit(op, rx).await
     }
 
-    #[tracing::instrument(name = "store.state_get", skip_all, fields(otel.kind = "client", db.system = "sqlite"))]
+    #[tracing::instrument(level = "debug", name = "store.state_get", skip_all, fields(otel.kind = "client", db.system = "sqlite"))]
     async fn state_get(&self, tenant: &str, kind: &str, key: &str) -> Result<Option<String>> {
         Ok(sqlx::query_scalar(
             "SELECT value FROM federation_state WHERE tenant = ? AND kind = ? AND key = ?",
@@ -208,7 +208,7 @@ impl RecordStore for SqliteStore {
         .await?)
     }
 
-    #[tracing::instrument(name = "store.state_list", skip_all, fields(otel.kind = "client", db.system = "sqlite"))]
+    #[tracing::instrument(level = "debug", name = "store.state_list", skip_all, fields(otel.kind = "client", db.system = "sqlite"))]
     async fn state_list(&self, tenant: &str, kind: &str) -> Result<Vec<(String, String)>> {
         let rows = sqlx::query(
             "SELECT key, value FROM federation_state WHERE tenant = ? AND kind = ? ORDER BY key",
@@ -223,7 +223,7 @@ impl RecordStore for SqliteStore {
             .collect())
     }
 
-    #[tracing::instrument(name = "store.head_seq", skip_all, fields(otel.kind = "client", db.system = "sqlite"))]
+    #[tracing::instrument(level = "debug", name = "store.head_seq", skip_all, fields(otel.kind = "client", db.system = "sqlite"))]
     async fn head_seq(&self, tenant: &str) -> Result<i64> {
         Ok(
             // Newest first by rowid: the first row of the tenant ends the scan (an aggregate
@@ -237,7 +237,7 @@ impl RecordStore for SqliteStore {
         )
     }
 
-    #[tracing::instrument(name = "store.get", skip_all, fields(otel.kind = "client", db.system = "sqlite"))]
+    #[tracing::instrument(level = "debug", name = "store.get", skip_all, fields(otel.kind = "client", db.system = "sqlite"))]
     async fn get(&self, tenant: &str, id: &str) -> Result<Option<StoredRecord>> {
         let row = sqlx::query(
             "SELECT seq, id, thread, record_json FROM records WHERE tenant = ? AND id = ?",
@@ -249,7 +249,7 @@ impl RecordStore for SqliteStore {
         Ok(row.map(|r| stored_from_row(&r)))
     }
 
-    #[tracing::instrument(name = "store.list", skip_all, fields(otel.kind = "client", db.system = "sqlite"))]
+    #[tracing::instrument(level = "debug", name = "store.list", skip_all, fields(otel.kind = "client", db.system = "sqlite"))]
     async fn list(&self, tenant: &str, filter: &ListFilter) -> Result<Vec<StoredRecord>> {
         let mut sql = QueryBuilder::<Sqlite>::new(
             "SELECT seq, id, thread, record_json FROM records WHERE tenant = ",
@@ -271,7 +271,7 @@ impl RecordStore for SqliteStore {
         Ok(rows.iter().map(stored_from_row).collect())
     }
 
-    #[tracing::instrument(name = "store.threads", skip_all, fields(otel.kind = "client", db.system = "sqlite"))]
+    #[tracing::instrument(level = "debug", name = "store.threads", skip_all, fields(otel.kind = "client", db.system = "sqlite"))]
     async fn threads(
         &self,
         tenant: &str,
@@ -299,7 +299,7 @@ impl RecordStore for SqliteStore {
             .collect())
     }
 
-    #[tracing::instrument(name = "store.scan", skip_all, fields(otel.kind = "client", db.system = "sqlite"))]
+    #[tracing::instrument(level = "debug", name = "store.scan", skip_all, fields(otel.kind = "client", db.system = "sqlite"))]
     async fn scan(
         &self,
         tenant: &str,
@@ -323,7 +323,7 @@ impl RecordStore for SqliteStore {
         Ok(rows.iter().map(stored_from_row).collect())
     }
 
-    #[tracing::instrument(name = "store.search", skip_all, fields(otel.kind = "client", db.system = "sqlite"))]
+    #[tracing::instrument(level = "debug", name = "store.search", skip_all, fields(otel.kind = "client", db.system = "sqlite"))]
     async fn search(
         &self,
         tenant: &str,
@@ -391,7 +391,7 @@ impl RecordStore for SqliteStore {
         row.as_ref().map(service_account_from_row).transpose()
     }
 
-    #[tracing::instrument(name = "store.token", skip_all, fields(otel.kind = "client", db.system = "sqlite"))]
+    #[tracing::instrument(level = "debug", name = "store.token", skip_all, fields(otel.kind = "client", db.system = "sqlite"))]
     async fn token(&self, tenant: &str, token_id: &str) -> Result<Option<TokenGrant>> {
         let row = sqlx::query(
             "SELECT t.token_id, t.sa_id, t.scopes, s.allowed_actors, t.created_at, t.expires_at, \

@@ -40,8 +40,8 @@ pub async fn trace_requests(request: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
-    let method = request.method().as_str().to_owned();
-    let span = tracing::info_span!(
+    let method = method_label(request.method());
+    let span = tracing::debug_span!(
         "http.request",
         otel.name = %format_args!("{method} {route}"),
         otel.kind = "server",
@@ -65,6 +65,22 @@ pub async fn trace_requests(request: Request, next: Next) -> Response {
         ],
     );
     response
+}
+
+/// The method as a label: the standard ones by name, any other as `_OTHER`, so that a client
+/// inventing methods cannot grow the series without bound.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "_OTHER",
+    }
 }
 
 /// `GET /metrics`: Prometheus text. Serve it on an internal listener where the service is

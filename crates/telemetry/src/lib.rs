@@ -16,6 +16,7 @@ pub mod serve;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use opentelemetry_sdk::Resource;
+use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -101,35 +102,68 @@ pub fn init(args: &TelemetryArgs, service: &str) -> Result<Telemetry, TelemetryE
     Ok(Telemetry { tracer })
 }
 
-/// Installs the process's subscriber: `RUST_LOG` filter (default `info`), log lines in
-/// `format`, and spans handed to `tracer` when given. A second call leaves the first in place
-/// (tests start several services in one process).
+/// Installs the process's subscriber (see [`subscriber`]), writing log lines to stderr. A second
+/// call leaves the first in place (tests start several services in one process).
 pub fn install(tracer: Option<SdkTracerProvider>, format: LogFormat) {
     use std::io::IsTerminal;
+    let ansi = format == LogFormat::Text && std::io::stderr().is_terminal();
+    let traced = tracer.is_some();
+    if subscriber(tracer, format, ansi, std::io::stderr)
+        .try_init()
+        .is_ok()
+    {
+        propagation::TRACING.store(traced, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Log lines in `format` filtered by `RUST_LOG` (default `info`), written to `writer`, and
+/// spans handed to `tracer` when given.
+///
+/// The services' spans are at DEBUG and only the tracer takes them: with no tracer they are
+/// never even built, so a request pays for tracing only where traces are exported.
+pub fn subscriber<W>(
+    tracer: Option<SdkTracerProvider>,
+    format: LogFormat,
+    ansi: bool,
+    writer: W,
+) -> impl tracing::Subscriber + Send + Sync
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let dispatch = logs::DispatchSlot::default();
     let lines = match format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
-            .with_ansi(std::io::stderr().is_terminal())
-            .with_writer(std::io::stderr)
+            .with_ansi(ansi)
+            .with_writer(writer)
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .event_format(logs::JsonLines {
                 dispatch: dispatch.clone(),
             })
-            .with_writer(std::io::stderr)
+            .with_writer(writer)
             .boxed(),
     };
     let spans = tracer.map(|provider| {
         let tracer = provider.tracer("syncropel");
-        tracing_opentelemetry::layer().with_tracer(tracer)
+        tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_filter(filter_fn(traced))
     });
-    let _ = tracing_subscriber::registry()
-        .with(filter)
+    tracing_subscriber::registry()
         .with(dispatch)
-        .with(lines)
+        .with(lines.with_filter(filter))
         .with(spans)
-        .try_init();
+}
+
+/// What the tracer takes: the services' own spans, and events at INFO and above (they become
+/// span events).
+fn traced(meta: &tracing::Metadata<'_>) -> bool {
+    if meta.is_span() {
+        meta.target().starts_with("syncropel") && *meta.level() <= tracing::Level::DEBUG
+    } else {
+        *meta.level() <= tracing::Level::INFO
+    }
 }
 
 fn resource(service: &str) -> Resource {

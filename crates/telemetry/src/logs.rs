@@ -55,22 +55,21 @@ where
         let mut fields = Fields(Map::new());
         event.record(&mut fields);
         line.extend(fields.0);
-        let Some(scope) = ctx.event_scope() else {
-            return writeln!(writer, "{}", Value::Object(line));
-        };
-        let spans: Vec<_> = scope.from_root().collect();
-        let leaf = spans.last().map(|span| span.id());
-        line.insert(
-            "spans".into(),
-            spans.iter().map(|s| Value::from(s.name())).collect(),
-        );
-        if let Some(last) = spans.last() {
-            line.insert("span".into(), last.name().into());
+        if let Some(scope) = ctx.event_scope() {
+            let spans: Vec<Value> = scope.from_root().map(|s| s.name().into()).collect();
+            if let Some(last) = spans.last() {
+                line.insert("span".into(), last.clone());
+            }
+            line.insert("spans".into(), Value::Array(spans));
         }
-        drop(spans);
+        // The innermost span of any layer: the traced ones are not this layer's to see.
         let dispatch = self.dispatch.0.get().and_then(WeakDispatch::upgrade);
-        if let (Some(id), Some(dispatch)) = (leaf, dispatch) {
-            if let Some(context) = tracing_opentelemetry::get_otel_context(&id, &dispatch) {
+        if let Some(dispatch) = dispatch {
+            let current = dispatch.current_span();
+            let traced = current
+                .id()
+                .and_then(|id| tracing_opentelemetry::get_otel_context(id, &dispatch));
+            if let Some(context) = traced {
                 let span = context.span();
                 let ids = span.span_context();
                 if ids.is_valid() {
@@ -115,9 +114,7 @@ mod tests {
     use std::io::Write;
     use std::sync::{Arc, Mutex};
 
-    use opentelemetry::trace::TracerProvider as _;
     use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
-    use tracing_subscriber::layer::SubscriberExt;
 
     use super::*;
 
@@ -134,6 +131,8 @@ mod tests {
         }
     }
 
+    /// As installed: a DEBUG span (taken by the tracer only) is not among a line's `spans`, but
+    /// the trace it belongs to is on every line logged inside it.
     #[test]
     fn json_lines_carry_fields_spans_and_the_trace_ids() {
         let exporter = InMemorySpanExporter::default();
@@ -142,23 +141,26 @@ mod tests {
             .build();
         let captured = Captured::default();
         let writer = captured.clone();
-        let dispatch = DispatchSlot::default();
-        let subscriber = tracing_subscriber::registry()
-            .with(dispatch.clone())
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .event_format(JsonLines { dispatch })
-                    .with_writer(move || writer.clone()),
-            )
-            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        let subscriber = crate::subscriber(
+            Some(provider.clone()),
+            crate::LogFormat::Json,
+            false,
+            move || writer.clone(),
+        );
         tracing::subscriber::with_default(subscriber, || {
-            let span = tracing::info_span!("work", n = 1);
-            span.in_scope(|| tracing::warn!(answer = 42, ok = true, "inside \"quoted\""));
+            let traced = tracing::debug_span!("work", n = 1);
+            traced.in_scope(|| {
+                let logged = tracing::info_span!("step");
+                logged.in_scope(|| tracing::warn!(answer = 42, ok = true, "inside \"quoted\""))
+            });
             tracing::info!("outside");
+            tracing::debug!("below the default level");
         });
         provider.force_flush().unwrap();
         let spans = exporter.get_finished_spans().unwrap();
         let work = spans.iter().find(|s| s.name == "work").unwrap();
+        let step = spans.iter().find(|s| s.name == "step").unwrap();
+        assert_eq!(step.parent_span_id, work.span_context.span_id());
 
         let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
         let lines: Vec<Value> = text
@@ -171,9 +173,10 @@ mod tests {
         assert_eq!(inside["level"], "WARN");
         assert_eq!(inside["answer"], 42);
         assert_eq!(inside["ok"], true);
-        assert_eq!(inside["span"], "work");
+        assert_eq!(inside["span"], "step");
+        assert_eq!(inside["spans"], serde_json::json!(["step"]));
         assert_eq!(inside["trace_id"], work.span_context.trace_id().to_string());
-        assert_eq!(inside["span_id"], work.span_context.span_id().to_string());
+        assert_eq!(inside["span_id"], step.span_context.span_id().to_string());
         assert!(inside["timestamp"].as_str().unwrap().ends_with('Z'));
         let outside = &lines[1];
         assert_eq!(outside["message"], "outside");

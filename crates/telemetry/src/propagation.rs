@@ -1,6 +1,8 @@
 //! W3C trace context across stewards: read from incoming requests, written on outgoing ones,
 //! and carried with records a peer pulls, so an emit and its ingest elsewhere are one trace.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::TraceContextExt;
 use opentelemetry::Context;
@@ -8,9 +10,20 @@ use opentelemetry_http::{HeaderExtractor, HeaderInjector};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+/// Whether the process exports traces: without, no span has a context to hand on, and the
+/// helpers below return at once instead of looking.
+pub(crate) static TRACING: AtomicBool = AtomicBool::new(false);
+
+fn tracing_on() -> bool {
+    TRACING.load(Ordering::Relaxed)
+}
+
 /// Writes the current span's `traceparent` (and `tracestate`) into outgoing headers; nothing
 /// when the span is not traced.
 pub fn inject(headers: &mut http::HeaderMap) {
+    if !tracing_on() {
+        return;
+    }
     let context = tracing::Span::current().context();
     if context.span().span_context().is_valid() {
         TraceContextPropagator::new().inject_context(&context, &mut HeaderInjector(headers));
@@ -19,6 +32,9 @@ pub fn inject(headers: &mut http::HeaderMap) {
 
 /// The remote parent named by a request's `traceparent`, if any.
 pub fn extract(headers: &http::HeaderMap) -> Option<Context> {
+    if !tracing_on() {
+        return None;
+    }
     let context = TraceContextPropagator::new().extract(&HeaderExtractor(headers));
     context.span().span_context().is_valid().then_some(context)
 }
@@ -30,6 +46,9 @@ pub fn current_traceparent() -> Option<String> {
 
 /// `span` as a `traceparent` value, when it is traced.
 pub fn traceparent(span: &tracing::Span) -> Option<String> {
+    if !tracing_on() {
+        return None;
+    }
     let context = span.context();
     let ids = context.span().span_context().clone();
     ids.is_valid().then(|| {

@@ -124,15 +124,19 @@ async fn an_emit_and_its_ingest_on_the_peer_are_one_trace() {
     let pair = paired().await;
     let id = pair.emit_and_sync(1).await;
 
-    // The ingest span is ended once the page is stored, just before the record is readable.
-    let spans = eventually("the ingest span", || {
+    // The ingest span ends once the page is stored; the pull that carried it ends after.
+    let spans = eventually("the ingest span and the pull it links to", || {
         let exporter = exporter.clone();
         let id = id.clone();
         async move {
             let spans = exporter.get_finished_spans().unwrap();
+            let ingest = spans.iter().find(|s| {
+                s.name == "sync.ingest" && attribute(s, "record").as_deref() == Some(&id)
+            })?;
+            let pull = ingest.links.links.first()?.span_context.span_id();
             spans
                 .iter()
-                .any(|s| s.name == "sync.ingest" && attribute(s, "record").as_deref() == Some(&id))
+                .any(|s| s.span_context.span_id() == pull)
                 .then_some(spans)
         }
     })
@@ -200,8 +204,20 @@ async fn the_metrics_endpoint_names_the_series() {
             response.text().await.unwrap()
         }
     };
+    // A method of the caller's invention is counted, but not as a series of its own.
+    let brew = reqwest::Method::from_bytes(b"BREW").unwrap();
+    let response = pair
+        .b
+        .http
+        .request(brew, format!("{}/v1/records", pair.b.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 405);
     // Both stewards run in this process and share its meter: one scrape shows both sides.
     let text = metrics(&pair.b).await;
+    assert!(text.contains("method=\"_OTHER\""), "{text}");
+    assert!(!text.contains("BREW"), "{text}");
     for series in [
         "syncropel_http_request_duration_seconds_bucket{method=\"POST\",route=\"/v1/records\",status=\"201\"",
         "syncropel_http_request_duration_seconds_bucket{method=\"GET\",route=\"/v1/sync/changes\"",

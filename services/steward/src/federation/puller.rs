@@ -562,7 +562,7 @@ async fn store_admitted(
         .iter()
         .map(|item| {
             let traceparent = item.traceparent.as_deref()?;
-            let span = tracing::info_span!(
+            let span = tracing::debug_span!(
                 "sync.ingest",
                 otel.kind = "consumer",
                 record = %item.id,
@@ -822,7 +822,7 @@ impl Jobs {
                 }
             };
             let started = Instant::now();
-            let span = tracing::info_span!(
+            let span = tracing::debug_span!(
                 "sync.pull",
                 otel.kind = "client",
                 pair = %source_id,

@@ -3,9 +3,12 @@
 use std::sync::OnceLock;
 use std::time::Instant;
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use axum::extract::{MatchedPath, Request};
 use axum::http::{header, HeaderValue};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -30,41 +33,75 @@ fn latency() -> &'static Histogram<f64> {
     })
 }
 
-/// Middleware (add with `Router::layer`, so the matched route is known): opens the request's
+/// Layer (add with `Router::layer`, so the matched route is known): opens each request's
 /// server span, a child of the caller's `traceparent` if it sent one, and records its latency
 /// by method, route and status. Routes are the templates (`/v1/records/{id}`), never raw paths,
-/// so the series stay few.
-pub async fn trace_requests(request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
-    let method = method_label(request.method());
-    let span = tracing::debug_span!(
-        "http.request",
-        otel.name = %format_args!("{method} {route}"),
-        otel.kind = "server",
-        http.request.method = %method,
-        http.route = %route,
-        http.response.status_code = tracing::field::Empty,
-    );
-    if let Some(parent) = crate::propagation::extract(request.headers()) {
-        crate::propagation::adopt(&span, parent);
+/// so the series stay few. A plain tower layer rather than `from_fn`: it is on every request.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RequestTelemetry;
+
+impl<S> tower::Layer<S> for RequestTelemetry {
+    type Service = Measured<S>;
+
+    fn layer(&self, inner: S) -> Measured<S> {
+        Measured { inner }
     }
-    let started = Instant::now();
-    let response = next.run(request).instrument(span.clone()).await;
-    let status = response.status().as_u16();
-    span.record("http.response.status_code", status);
-    latency().record(
-        started.elapsed().as_secs_f64(),
-        &[
-            KeyValue::new("method", method),
-            KeyValue::new("route", route),
-            KeyValue::new("status", i64::from(status)),
-        ],
-    );
-    response
+}
+
+/// A service wrapped by [`RequestTelemetry`].
+#[derive(Clone, Debug)]
+pub struct Measured<S> {
+    inner: S,
+}
+
+impl<S> tower::Service<Request> for Measured<S>
+where
+    S: tower::Service<Request, Response = Response>,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let route = request
+            .extensions()
+            .get::<MatchedPath>()
+            .map(|p| p.as_str().to_owned())
+            .unwrap_or_else(|| "unmatched".to_owned());
+        let method = method_label(request.method());
+        let span = tracing::debug_span!(
+            "http.request",
+            otel.name = %format_args!("{method} {route}"),
+            otel.kind = "server",
+            http.request.method = %method,
+            http.route = %route,
+            http.response.status_code = tracing::field::Empty,
+        );
+        if let Some(parent) = crate::propagation::extract(request.headers()) {
+            crate::propagation::adopt(&span, parent);
+        }
+        let started = Instant::now();
+        let response = span.in_scope(|| self.inner.call(request));
+        Box::pin(async move {
+            let response = response.instrument(span.clone()).await?;
+            let status = response.status().as_u16();
+            span.record("http.response.status_code", status);
+            latency().record(
+                started.elapsed().as_secs_f64(),
+                &[
+                    KeyValue::new("method", method),
+                    KeyValue::new("route", route),
+                    KeyValue::new("status", i64::from(status)),
+                ],
+            );
+            Ok(response)
+        })
+    }
 }
 
 /// The method as a label: the standard ones by name, any other as `_OTHER`, so that a client

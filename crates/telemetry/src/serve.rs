@@ -7,12 +7,14 @@
 //! 2. after `delay` (the time load balancers need to notice), stops accepting connections;
 //! 3. gives in-flight requests `grace` to finish, then returns.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::Request;
 use axum::http::{header, HeaderValue};
-use axum::middleware::Next;
 use axum::response::Response;
 use axum::Router;
 use tokio::net::TcpListener;
@@ -52,10 +54,7 @@ pub async fn serve(
             tokio::time::sleep(drain.delay + drain.grace).await;
         }))
     });
-    let draining = stop.clone();
-    let app = app.layer(axum::middleware::from_fn(move |request, next| {
-        close_when_draining(draining.clone(), request, next)
-    }));
+    let app = app.layer(CloseWhenDraining(stop.clone()));
     let signal = stop.clone();
     let server = axum::serve(
         listener,
@@ -95,14 +94,52 @@ pub async fn serve(
 /// reconnects through the load balancer (to a ready replica) instead of coming back on a
 /// connection the balancer cannot move, and no idle connection is left to race the close at the
 /// end of the delay.
-async fn close_when_draining(stop: CancellationToken, request: Request, next: Next) -> Response {
-    let mut response = next.run(request).await;
-    if stop.is_cancelled() {
-        response
-            .headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+#[derive(Clone)]
+struct CloseWhenDraining(CancellationToken);
+
+impl<S> tower::Layer<S> for CloseWhenDraining {
+    type Service = Closing<S>;
+
+    fn layer(&self, inner: S) -> Closing<S> {
+        Closing {
+            inner,
+            stop: self.0.clone(),
+        }
     }
-    response
+}
+
+#[derive(Clone)]
+struct Closing<S> {
+    inner: S,
+    stop: CancellationToken,
+}
+
+impl<S> tower::Service<Request> for Closing<S>
+where
+    S: tower::Service<Request, Response = Response>,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let response = self.inner.call(request);
+        let stop = self.stop.clone();
+        Box::pin(async move {
+            let mut response = response.await?;
+            if stop.is_cancelled() {
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            Ok(response)
+        })
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.

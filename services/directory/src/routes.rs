@@ -36,9 +36,7 @@ pub fn app(state: AppState) -> Router {
         .route("/health", get(health))
         .route("/ready", get(ready))
         .fallback(|| async { DirectoryError::NotFound("no such route".into()) })
-        .layer(axum::middleware::from_fn(
-            syncropel_telemetry::http::trace_requests,
-        ))
+        .layer(syncropel_telemetry::http::RequestTelemetry)
         .with_state(state)
 }
 

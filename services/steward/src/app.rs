@@ -126,9 +126,7 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(CorsLayer::permissive())
         // Outermost: every request gets its span and latency sample, refusals included.
-        .layer(axum::middleware::from_fn(
-            syncropel_telemetry::http::trace_requests,
-        ))
+        .layer(syncropel_telemetry::http::RequestTelemetry)
         .with_state(state)
 }
 

@@ -35,7 +35,10 @@ BENCH=("$TARGET_DIR/release/syncropel-bench" --workers "$WORKERS")
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/spl-telemetry.XXXXXX")"
 PIDS=()
 cleanup() {
-  for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
   rm -rf "$WORK"
 }
 trap cleanup EXIT

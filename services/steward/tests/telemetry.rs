@@ -334,6 +334,23 @@ async fn a_hosted_replica_serves_metrics_internally_and_drains_on_sigterm() {
         assert_eq!(common::error_code(&body), "SHUTTING_DOWN", "{status} {body}");
         let (status, body) = send(write(2)).await;
         assert_eq!(status, 201, "a write during the delay is served: {body}");
+        // A watch opened now is sent elsewhere at once instead of being replayed and told to
+        // leave again.
+        let (status, body) = send(
+            http.get(format!("{base}/v1/threads/th_m/watch"))
+                .header("host", &tenant_host)
+                .bearer_auth(&token),
+        )
+        .await;
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(common::error_code(&body), "SHUTTING_DOWN");
+        let wait = body["retry_after_ms"].as_u64().expect("retry_after_ms");
+        assert!((100..500).contains(&wait), "{body}");
+        // Every answer while draining closes its connection, so that a client's next request
+        // goes through the load balancer to a replica that is ready.
+        let response = http.get(format!("{base}/health")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["connection"], "close");
         let exited = eventually("the replica to exit", || {
             let status = child.try_wait().unwrap();
             async move { status }

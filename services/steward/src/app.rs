@@ -16,7 +16,7 @@ use crate::auth::TokenCache;
 use crate::error::ApiError;
 use crate::federation::Federation;
 use crate::namespaces::Namespaces;
-use crate::rate_limit::{limit_by_address, RateLimiters};
+use crate::rate_limit::{AddressLimit, RateLimiters};
 use crate::routes;
 use crate::tenant::Tenancy;
 
@@ -120,10 +120,7 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::disable())
         // Before anything else runs, open routes and fallbacks included; inside CORS so that a
         // browser can read the 429.
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            limit_by_address,
-        ))
+        .layer(AddressLimit(state.rate_limits.clone()))
         .layer(CorsLayer::permissive())
         // Outermost: every request gets its span and latency sample, refusals included.
         .layer(syncropel_telemetry::http::RequestTelemetry)

@@ -13,15 +13,17 @@ use std::hash::Hash;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use crate::app::AppState;
-use crate::error::ApiError;
-use axum::extract::{ConnectInfo, Request, State};
-use axum::middleware::Next;
+use axum::extract::{ConnectInfo, Request};
 use axum::response::{IntoResponse, Response};
+use futures_util::future::{ready, Either, Ready};
 use governor::clock::Clock;
 use governor::{DefaultKeyedRateLimiter, Quota};
+
+use crate::error::ApiError;
 
 /// One token bucket: refills `per_second` requests each second and holds at most `burst`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -267,23 +269,70 @@ fn client_address(req: &Request, peer: IpAddr, trusted_proxies: u8) -> IpAddr {
         .unwrap_or(peer)
 }
 
-/// Middleware: the address limit, in front of every route.
-pub async fn limit_by_address(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    if state.rate_limits.per_address.is_some() {
-        let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>().copied()
-        else {
-            return ApiError::internal(
-                "the address rate limit is on but the server was not started with \
-                 into_make_service_with_connect_info::<SocketAddr>()",
-            )
-            .into_response();
-        };
-        let client = client_address(&req, peer.ip(), state.rate_limits.trusted_proxies);
-        if let Err(refusal) = state.rate_limits.check_address(client) {
-            return refusal.into_response();
+/// Layer: the address limit, in front of every route. A plain tower layer holding only the
+/// limiters: it runs on every request, where `from_fn_with_state` would clone the whole
+/// `AppState` and box the call.
+#[derive(Clone)]
+pub struct AddressLimit(pub Arc<RateLimiters>);
+
+impl<S> tower::Layer<S> for AddressLimit {
+    type Service = AddressLimited<S>;
+
+    fn layer(&self, inner: S) -> AddressLimited<S> {
+        AddressLimited {
+            inner,
+            limits: self.0.clone(),
         }
     }
-    next.run(req).await
+}
+
+/// A service behind [`AddressLimit`].
+#[derive(Clone)]
+pub struct AddressLimited<S> {
+    inner: S,
+    limits: Arc<RateLimiters>,
+}
+
+impl<S> AddressLimited<S> {
+    /// The answer for a request over its address's limit, if it is.
+    fn refusal(&self, req: &Request) -> Option<Response> {
+        self.limits.per_address.as_ref()?;
+        let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>().copied()
+        else {
+            return Some(
+                ApiError::internal(
+                    "the address rate limit is on but the server was not started with \
+                     into_make_service_with_connect_info::<SocketAddr>()",
+                )
+                .into_response(),
+            );
+        };
+        let client = client_address(req, peer.ip(), self.limits.trusted_proxies);
+        self.limits
+            .check_address(client)
+            .err()
+            .map(IntoResponse::into_response)
+    }
+}
+
+impl<S> tower::Service<Request> for AddressLimited<S>
+where
+    S: tower::Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Either<Ready<Result<Response, S::Error>>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        match self.refusal(&req) {
+            Some(refusal) => Either::Left(ready(Ok(refusal))),
+            None => Either::Right(self.inner.call(req)),
+        }
+    }
 }
 
 #[cfg(test)]

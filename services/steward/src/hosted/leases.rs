@@ -152,7 +152,11 @@ pub fn spawn(state: AppState, platform: Arc<Platform>, leases: Arc<Leases>) {
                 Err(e) => tracing::warn!(error = %e, "renewing pull leases failed; will retry"),
             }
             tokio::select! {
-                _ = state.shutdown.cancelled() => return,
+                // Draining: the jobs stop now, so their leases go back now, not after the drain.
+                _ = state.shutdown.cancelled() => {
+                    leases.release_all().await;
+                    return;
+                }
                 _ = tokio::time::sleep(every) => {}
             }
         }

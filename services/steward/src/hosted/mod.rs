@@ -615,7 +615,6 @@ pub async fn serve(options: HostedOptions, listeners: Listeners) -> Result<(), S
     )
     .await
     .map_err(StewardError::Io);
-    hosted.leases.release_all().await;
     store.close().await;
     outcome
 }

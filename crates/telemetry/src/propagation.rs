@@ -14,7 +14,8 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 /// helpers below return at once instead of looking.
 pub(crate) static TRACING: AtomicBool = AtomicBool::new(false);
 
-fn tracing_on() -> bool {
+/// Whether this process exports traces (set by [`crate::install`]).
+pub fn tracing_on() -> bool {
     TRACING.load(Ordering::Relaxed)
 }
 

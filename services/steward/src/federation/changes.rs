@@ -279,6 +279,7 @@ async fn render_page(
     let mut items = Vec::with_capacity(rows.len());
     let mut last_seq = None;
     let mut bytes = 0;
+    let traced = syncropel_telemetry::propagation::tracing_on();
     for row in rows {
         if bytes > MAX_PAGE_BYTES {
             has_more = true;
@@ -286,7 +287,10 @@ async fn render_page(
         }
         last_seq = Some(row.seq);
         // The common case, a record of the namespace asked for, is rendered as text directly.
-        let trace = state.federation.traces.get(&row.id);
+        // Without tracing no trace was noted: no lookup (and no lock) per row.
+        let trace = traced
+            .then(|| state.federation.traces.get(&row.id))
+            .flatten();
         if let Some(item) = sync_item_text(&row.json).filter(|i| i.namespace == target) {
             let text = match trace {
                 Some(trace) => item_with_traceparent(&item.text, &trace),

@@ -50,30 +50,20 @@ pub enum TelemetryError {
     Endpoint(String),
 }
 
-/// What [`init`] set up; flushes the exporters when shut down (or dropped).
+/// What [`init`] set up; [`Telemetry::shutdown`] flushes the exporters.
 pub struct Telemetry {
     tracer: Option<SdkTracerProvider>,
 }
 
 impl Telemetry {
     /// Exports what is still buffered. Call before the process exits.
-    pub fn shutdown(mut self) {
-        self.flush();
-    }
-
-    fn flush(&mut self) {
-        if let Some(tracer) = self.tracer.take() {
+    pub fn shutdown(self) {
+        if let Some(tracer) = self.tracer {
             if let Err(e) = tracer.shutdown() {
                 eprintln!("flushing traces failed: {e}");
             }
         }
         metrics::shutdown();
-    }
-}
-
-impl Drop for Telemetry {
-    fn drop(&mut self) {
-        self.flush();
     }
 }
 

@@ -166,6 +166,48 @@ impl std::fmt::Display for ErrorCode {
     }
 }
 
+/// A request refused for a reason its caller can act on: a stable code, what went wrong and,
+/// where it helps, what to do. The crates below the HTTP layer return it inside their own error
+/// enums; the steward renders it in the error envelope unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct Refusal {
+    pub code: ErrorCode,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl Refusal {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Refusal {
+        Refusal {
+            code,
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Refusal {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    /// `400 VALIDATION_ERROR`.
+    pub fn validation(message: impl Into<String>) -> Refusal {
+        Refusal::new(ErrorCode::ValidationError, message)
+    }
+
+    /// `404 NOT_FOUND`.
+    pub fn not_found(message: impl Into<String>) -> Refusal {
+        Refusal::new(ErrorCode::NotFound, message)
+    }
+}
+
+impl From<ProtocolError> for Refusal {
+    fn from(e: ProtocolError) -> Refusal {
+        Refusal::new(e.code(), e.to_string())
+    }
+}
+
 /// Every failure this crate reports. Each variant maps to exactly one
 /// [`ErrorCode`] via [`ProtocolError::code`]; `Display` is the human message
 /// that goes into the envelope's `message`.

@@ -1,7 +1,7 @@
 //! The Syncropel record protocol as pure data: strict JSON parsing, canonical
 //! JSON, envelopes and their validation, record ids, hash levels, Ed25519
 //! signing, `did:key` and the federation pair state machine. No I/O; every function is deterministic except
-//! [`Keypair::generate`].
+//! [`Keypair::generate`] and [`unix_now`].
 //!
 //! Section numbers (§) refer to the protocol specification.
 
@@ -27,7 +27,7 @@ mod timestamp;
 
 pub use act::{Act, DataType};
 pub use canonical::{canonical_string, canonicalize, parse_json, DEFAULT_MAX_DEPTH};
-pub use error::{ErrorCode, ProtocolError};
+pub use error::{ErrorCode, ProtocolError, Refusal};
 pub use hash::{
     hash_level_preimages, hash_levels, record_id, sha256_hex, HashLevelPreimages, HashLevels,
 };
@@ -51,4 +51,4 @@ pub use secrets::{check_secret_fields, is_credential_kind, CREDENTIAL_ALLOWED_FI
 pub use thread::{
     is_config_thread, is_server_only_thread, validate_thread, CONFIG_THREADS, MAX_THREAD_BYTES,
 };
-pub use timestamp::{rfc3339_from_unix, unix_from_rfc3339};
+pub use timestamp::{rfc3339_from_unix, unix_from_rfc3339, unix_now};

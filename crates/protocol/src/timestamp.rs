@@ -11,6 +11,14 @@ const DAYS_TO_UNIX_EPOCH: i64 = 719_468;
 /// Days in a 400-year Gregorian era.
 const DAYS_PER_ERA: i64 = 146_097;
 
+/// Seconds since the Unix epoch by the system clock (0 if the clock is before 1970).
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
 /// `unix_secs` as `YYYY-MM-DDTHH:MM:SSZ` (UTC, whole seconds). Meant for years
 /// 0000–9999; other years still format, but not as valid RFC 3339.
 pub fn rfc3339_from_unix(unix_secs: i64) -> String {

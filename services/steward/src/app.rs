@@ -15,10 +15,10 @@ use tower_http::cors::CorsLayer;
 use crate::auth::TokenCache;
 use crate::error::ApiError;
 use crate::federation::Federation;
-use crate::namespaces::Namespaces;
 use crate::rate_limit::{AddressLimit, RateLimiters};
 use crate::routes;
 use crate::tenant::Tenancy;
+use syncropel_tenant::Namespaces;
 
 /// Limits on what a request may carry.
 #[derive(Clone, Copy, Debug)]

@@ -11,84 +11,14 @@ use std::time::{Duration, Instant};
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use rand::distributions::{Alphanumeric, DistString};
 use subtle::ConstantTimeEq;
-use syncropel_protocol::{sha256_hex, ErrorCode};
+use syncropel_protocol::{sha256_hex, unix_now, ErrorCode};
 use syncropel_store::TokenGrant;
+use syncropel_tenant::{parse_grain, Scope};
 
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::tenant::{CurrentTenant, Tenant};
-use crate::unix_now;
-
-/// The scopes of PROTOCOL §10.2. Grains (`thread:<id>:read`, ...) narrow them to one resource.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Scope {
-    RecordsRead,
-    RecordsWrite,
-    ThreadsWrite,
-    FederationManage,
-    ConfigRead,
-    ConfigWrite,
-    Admin,
-}
-
-impl Scope {
-    pub const ALL: [Scope; 7] = [
-        Scope::RecordsRead,
-        Scope::RecordsWrite,
-        Scope::ThreadsWrite,
-        Scope::FederationManage,
-        Scope::ConfigRead,
-        Scope::ConfigWrite,
-        Scope::Admin,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Scope::RecordsRead => "records:read",
-            Scope::RecordsWrite => "records:write",
-            Scope::ThreadsWrite => "threads:write",
-            Scope::FederationManage => "federation:manage",
-            Scope::ConfigRead => "config:read",
-            Scope::ConfigWrite => "config:write",
-            Scope::Admin => "admin",
-        }
-    }
-}
-
-/// Checks that every requested scope is a known scope or a well-formed grain.
-pub fn validate_scopes(scopes: &[String]) -> Result<(), ApiError> {
-    if scopes.is_empty() {
-        return Err(ApiError::validation("scopes must not be empty"));
-    }
-    for scope in scopes {
-        let known = Scope::ALL.iter().any(|s| s.as_str() == scope);
-        let grain = parse_grain(scope).is_some()
-            || matches!(
-                scope.as_str(),
-                "federation:sync"
-                    | "federation:subscribe"
-                    | "federation:sync_pull"
-                    | "federation:sync_push"
-            );
-        if !known && !grain {
-            return Err(ApiError::validation(format!("unknown scope '{scope}'"))
-                .with_hint("scopes: records:read, records:write, threads:write, federation:manage, config:read, config:write, admin, thread:<id>:read|write, namespace:<ns>:read|write"));
-        }
-    }
-    Ok(())
-}
-
-/// `thread:<id>:read|write` or `namespace:<ns>:read|write` -> (kind, resource, access).
-fn parse_grain(scope: &str) -> Option<(&str, &str, &str)> {
-    let (kind, rest) = scope.split_once(':')?;
-    let (resource, access) = rest.rsplit_once(':')?;
-    let ok = matches!(kind, "thread" | "namespace")
-        && matches!(access, "read" | "write")
-        && !resource.is_empty();
-    ok.then_some((kind, resource, access))
-}
 
 /// The authenticated caller of a request, within its tenant.
 #[derive(Clone, Debug)]
@@ -338,50 +268,4 @@ impl FromRequestParts<AppState> for Caller {
 
 fn invalid_token(why: &str) -> ApiError {
     ApiError::new(ErrorCode::AuthInvalid, why.to_string())
-}
-
-/// A new service-account id: `sa_` + 16 lowercase alphanumerics.
-pub fn new_service_account_id() -> String {
-    let suffix = Alphanumeric
-        .sample_string(&mut rand::thread_rng(), 16)
-        .to_lowercase();
-    format!("sa_{suffix}")
-}
-
-/// Mints a token for an account: returns `(token, token_id)`. The plaintext is shown once.
-pub fn mint_token(env: &str, sa_id: &str) -> (String, String) {
-    let secret = Alphanumeric.sample_string(&mut rand::thread_rng(), 32);
-    let token = format!("spl_{env}_{sa_id}_{secret}");
-    let token_id = sha256_hex(token.as_bytes());
-    (token, token_id)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn grains_parse_and_unknown_scopes_are_refused() {
-        assert_eq!(
-            parse_grain("thread:th_a:read"),
-            Some(("thread", "th_a", "read"))
-        );
-        assert_eq!(
-            parse_grain("namespace:acme/payments:write"),
-            Some(("namespace", "acme/payments", "write"))
-        );
-        assert_eq!(parse_grain("thread::read"), None);
-        assert_eq!(parse_grain("records:read"), None);
-        assert!(validate_scopes(&["records:read".into(), "thread:x:write".into()]).is_ok());
-        assert!(validate_scopes(&["records:delete".into()]).is_err());
-        assert!(validate_scopes(&[]).is_err());
-    }
-
-    #[test]
-    fn minted_tokens_have_the_documented_shape() {
-        let (token, id) = mint_token("local", "sa_abc");
-        assert!(token.starts_with("spl_local_sa_abc_"));
-        assert_eq!(token.len(), "spl_local_sa_abc_".len() + 32);
-        assert_eq!(id, sha256_hex(token.as_bytes()));
-    }
 }

@@ -17,11 +17,12 @@ use syncropel_protocol::{ErrorCode, PairState};
 use syncropel_store::StateChange;
 
 use crate::app::{AppState, JsonBody};
-use crate::auth::{Caller, Scope};
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::federation::pairs;
 use crate::routes::{Params, PathParam};
 use crate::tenant::{Tenancy, Tenant};
+use syncropel_tenant::Scope;
 
 /// Federation state documents marking a pair introducible, keyed by pair id.
 const INTRODUCIBLE: &str = "introducible";

@@ -4,8 +4,9 @@
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
-use syncropel_protocol::{ErrorCode, ProtocolError};
+use syncropel_protocol::{ErrorCode, ProtocolError, Refusal};
 use syncropel_store::StoreError;
+use syncropel_tenant::TenantError;
 
 /// An error answer. Built from a stable [`ErrorCode`], so status and type always agree with the code.
 #[derive(Clone, Debug)]
@@ -94,6 +95,27 @@ impl IntoResponse for ApiError {
 impl From<ProtocolError> for ApiError {
     fn from(e: ProtocolError) -> ApiError {
         ApiError::new(e.code(), e.to_string())
+    }
+}
+
+impl From<Refusal> for ApiError {
+    fn from(e: Refusal) -> ApiError {
+        ApiError {
+            code: e.code,
+            message: e.message,
+            hint: e.hint,
+            extra: Map::new(),
+        }
+    }
+}
+
+impl From<TenantError> for ApiError {
+    fn from(e: TenantError) -> ApiError {
+        match e {
+            TenantError::Refused(refusal) => refusal.into(),
+            TenantError::Store(e) => e.into(),
+            TenantError::Corrupt(_) => ApiError::internal(e),
+        }
     }
 }
 

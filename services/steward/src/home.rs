@@ -316,10 +316,10 @@ impl Home {
     }
 
     /// The identity a steward of this home signs as.
-    pub fn identity(&self) -> Result<crate::ingest::Identity, HomeError> {
+    pub fn identity(&self) -> Result<syncropel_tenant::Identity, HomeError> {
         let key = self.keypair()?;
         let Some(published) = self.published()? else {
-            return Ok(crate::ingest::Identity::new(key));
+            return Ok(syncropel_tenant::Identity::new(key));
         };
         let key = self.settle_rotation(&published, key)?;
         let valid: Vec<&(String, String)> = published
@@ -333,7 +333,7 @@ impl Home {
             .map(|(_, mb)| format!("did:key:{mb}"))
             .collect();
         // A did:web is served by this steward itself; a did:sync by its directory.
-        let did_web = (published.method == "web").then(|| crate::ingest::DidWeb {
+        let did_web = (published.method == "web").then(|| syncropel_tenant::DidWeb {
             did: published.did.clone(),
             keys: valid
                 .iter()
@@ -343,7 +343,7 @@ impl Home {
             also_known_as: Vec::new(),
             endpoint: published.endpoint.clone(),
         });
-        Ok(crate::ingest::Identity::published(
+        Ok(syncropel_tenant::Identity::published(
             key,
             published.did,
             retired,

@@ -15,7 +15,8 @@ use syncropel_protocol::did_sync::{
 use syncropel_protocol::{rfc3339_from_unix, Keypair};
 
 use crate::home::{Home, PublishedIdentity};
-use crate::{unix_now, StewardError};
+use crate::StewardError;
+use syncropel_protocol::unix_now;
 
 /// What `spl identity upgrade --method sync` registers.
 #[derive(Clone, Debug, Default)]

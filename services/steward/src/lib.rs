@@ -1,7 +1,6 @@
 //! The Syncropel steward: the axum application that `spl serve` runs locally and the hosted binary
 //! (`steward`, see `main.rs`) runs for many tenants.
 
-pub mod accounts;
 pub mod app;
 pub mod auth;
 pub mod discovery;
@@ -10,11 +9,9 @@ pub mod federation;
 pub mod home;
 pub mod hosted;
 pub mod identity;
-pub mod ingest;
 pub mod local;
 pub mod manifest;
 pub mod metrics;
-pub mod namespaces;
 pub mod rate_limit;
 pub mod routes;
 pub mod tenant;
@@ -36,12 +33,4 @@ pub enum StewardError {
     Database(#[from] sqlx::Error),
     #[error(transparent)]
     Telemetry(#[from] syncropel_telemetry::TelemetryError),
-}
-
-/// Seconds since the Unix epoch.
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }

@@ -9,14 +9,16 @@ use syncropel_telemetry::serve::Drain;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::accounts::{create_service_account, mint};
 use crate::app::{router, AppState, Limits};
-use crate::auth::{validate_scopes, TokenCache, LOCAL_TOKEN_CACHE_TTL};
+use crate::auth::{TokenCache, LOCAL_TOKEN_CACHE_TTL};
 use crate::federation::{Federation, FederationConfig};
 use crate::home::{Home, StewardInfo};
 use crate::rate_limit::{RateLimiters, RateLimits};
 use crate::tenant::{Tenancy, Tenant, TenantStatus};
-use crate::{unix_now, StewardError};
+use crate::StewardError;
+use syncropel_protocol::unix_now;
+use syncropel_tenant::validate_scopes;
+use syncropel_tenant::{create_service_account, mint};
 
 /// The single tenant of a local steward.
 pub const LOCAL_TENANT: &str = "local";

@@ -5,7 +5,6 @@
 //! decided by [`Addressing`] before routing. Never from the body, a DID claim or the token: a token
 //! is looked up within the tenant the address names, so a token of another tenant is simply unknown.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, Request, State};
@@ -13,85 +12,11 @@ use axum::http::request::Parts;
 use axum::http::{header, Uri};
 use axum::middleware::Next;
 use axum::response::Response;
-use syncropel_protocol::ErrorCode;
 
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::hosted::Platform;
-use crate::ingest::Identity;
-
-/// A tenant's lifecycle as far as requests are concerned.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TenantStatus {
-    Active,
-    /// Read-only until the platform resumes it.
-    Suspended,
-    /// Read-only (export still works) until the deletion grace period ends.
-    Deleted,
-}
-
-/// One tenant: its partition key in the store and the identity that signs its records.
-pub struct Tenant {
-    /// The store's tenant key (`local` locally, `tn_…` hosted).
-    pub id: String,
-    pub identity: Identity,
-    pub status: TenantStatus,
-    /// The tenant's public URL (hosted); a local steward is reached at whatever host it is asked by.
-    pub url: Option<String>,
-    /// Set once the tenant has a service account; until then `/v1` answers 503 BOOTSTRAP_REQUIRED.
-    bootstrapped: AtomicBool,
-}
-
-/// Never prints the key; the id and DID say which tenant it is.
-impl std::fmt::Debug for Tenant {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tenant")
-            .field("id", &self.id)
-            .field("did", &self.identity.did)
-            .field("status", &self.status)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Tenant {
-    pub fn new(id: String, identity: Identity, status: TenantStatus, bootstrapped: bool) -> Tenant {
-        Tenant {
-            id,
-            identity,
-            status,
-            url: None,
-            bootstrapped: AtomicBool::new(bootstrapped),
-        }
-    }
-
-    pub fn with_url(mut self, url: String) -> Tenant {
-        self.url = Some(url);
-        self
-    }
-
-    pub fn is_bootstrapped(&self) -> bool {
-        self.bootstrapped.load(Ordering::Acquire)
-    }
-
-    pub fn mark_bootstrapped(&self) {
-        self.bootstrapped.store(true, Ordering::Release);
-    }
-
-    /// Writes are refused while the tenant is suspended or deleted; reads go on.
-    pub fn require_writable(&self) -> Result<(), ApiError> {
-        match self.status {
-            TenantStatus::Active => Ok(()),
-            TenantStatus::Suspended => Err(ApiError::new(
-                ErrorCode::TenantSuspended,
-                "this tenant is suspended: it can be read and exported but not written",
-            )),
-            TenantStatus::Deleted => Err(ApiError::new(
-                ErrorCode::TenantDeleted,
-                "this tenant has been deleted: it can be read and exported until its grace period ends",
-            )),
-        }
-    }
-}
+pub use syncropel_tenant::{Tenant, TenantStatus};
 
 /// Where tenants come from.
 #[derive(Clone)]

@@ -1171,8 +1171,8 @@ async fn prepared_store(key: &Keypair) -> (tempfile::TempDir, String) {
     let store = SqliteStore::open_file(&common::store_path(dir.path()))
         .await
         .unwrap();
-    let identity = syncropel_steward::ingest::Identity::new(key.clone());
-    let sa = syncropel_steward::accounts::create_service_account(
+    let identity = syncropel_tenant::Identity::new(key.clone());
+    let sa = syncropel_tenant::create_service_account(
         &store,
         TENANT,
         &identity,
@@ -1182,7 +1182,7 @@ async fn prepared_store(key: &Keypair) -> (tempfile::TempDir, String) {
     )
     .await
     .unwrap();
-    let token = syncropel_steward::accounts::mint(&store, TENANT, &identity, "test", &sa.id, None)
+    let token = syncropel_tenant::mint(&store, TENANT, &identity, "test", &sa.id, None)
         .await
         .unwrap()
         .token;
@@ -1527,7 +1527,7 @@ impl TestClock {
         let clock = self.clone();
         Arc::new(move || {
             clock.reads.fetch_add(1, Ordering::SeqCst);
-            syncropel_steward::unix_now()
+            syncropel_protocol::unix_now()
                 + clock.steady.load(Ordering::SeqCst)
                 + clock.once.swap(0, Ordering::SeqCst)
         })

@@ -333,7 +333,7 @@ async fn a_hosted_tenant_pairs_and_syncs_with_local_stewards_both_ways() {
             .await
             .expect("the hosted pull job has a lease row");
         assert_eq!(holder, replica.hosted.leases.holder());
-        assert!(until >= syncropel_steward::unix_now(), "{until}");
+        assert!(until >= syncropel_protocol::unix_now(), "{until}");
         assert!(runs(&replica, &hosted.tenant.id, &pair_id, thread));
         for clock in 2..=4 {
             sent.push(local.emit(thread, clock).await);
@@ -455,7 +455,7 @@ async fn a_dead_replicas_pull_jobs_move_to_a_surviving_replica() {
         assert!(took < 4 * ttl, "the takeover took {took:?}");
         let (holder, until) = lease(&second, &tenant, &pair_id, thread).await.unwrap();
         assert_eq!(holder, second.hosted.leases.holder());
-        assert!(until >= syncropel_steward::unix_now());
+        assert!(until >= syncropel_protocol::unix_now());
         assert!(runs(&second, &tenant, &pair_id, thread));
         // Nothing lost, nothing doubled, and the survivor's job stays in step.
         let expected: BTreeSet<String> = sent
@@ -509,7 +509,7 @@ async fn a_replica_holding_a_full_batch_of_jobs_still_takes_over_expired_ones() 
                 "SELECT count(*) FROM pull_leases WHERE holder = $1 AND lease_until >= $2",
             )
             .bind(&holder)
-            .bind(syncropel_steward::unix_now())
+            .bind(syncropel_protocol::unix_now())
             .fetch_one(replica.platform().pool())
             .await
             .unwrap()

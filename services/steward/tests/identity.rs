@@ -23,8 +23,8 @@ use syncropel_steward::federation::state as fstate;
 use syncropel_steward::federation::{FederationConfig, ResolverClock};
 use syncropel_steward::hosted::DirectoryRegistration;
 use syncropel_steward::identity::{multibase, submit, sync_genesis};
-use syncropel_steward::ingest::Identity;
 use syncropel_store::testing::with_test_database;
+use syncropel_tenant::Identity;
 
 const DEADLINE: Duration = Duration::from_secs(10);
 
@@ -264,7 +264,7 @@ async fn a_did_web_steward_serves_its_document_and_its_records_verify_at_a_peer(
     let addr = free_addr();
     let key = Keypair::generate();
     let did = did_web_for(&addr.to_string(), None);
-    let web = syncropel_steward::ingest::DidWeb {
+    let web = syncropel_tenant::DidWeb {
         did: did.clone(),
         keys: vec![("key-1".into(), multibase(&key))],
         current: vec!["key-1".into()],
@@ -348,7 +348,7 @@ async fn a_did_web_steward_serves_its_document_and_its_records_verify_at_a_peer(
             c_key.clone(),
             path_did.clone(),
             vec![],
-            Some(syncropel_steward::ingest::DidWeb {
+            Some(syncropel_tenant::DidWeb {
                 did: path_did.clone(),
                 keys: vec![("key-1".into(), multibase(&c_key))],
                 current: vec!["key-1".into()],

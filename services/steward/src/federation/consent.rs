@@ -17,10 +17,11 @@ use syncropel_protocol::{unix_from_rfc3339, validate_namespace_id, ErrorCode, DE
 
 use super::write_own;
 use crate::app::{AppState, JsonBody};
-use crate::auth::{Caller, Scope};
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::routes::{Params, PathParam};
-use crate::unix_now;
+use syncropel_protocol::unix_now;
+use syncropel_tenant::Scope;
 
 /// The grants of one tenant, loaded the first time a page needs them.
 pub struct Grants(Option<Vec<Grant>>);

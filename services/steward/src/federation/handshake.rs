@@ -31,15 +31,16 @@ use syncropel_store::{NewRecord, ServiceAccount, StateChange};
 
 use super::pairs::{self, find, transition};
 use super::state::{self as fstate, HANDSHAKE};
-use crate::accounts::{self, MintedToken};
 use crate::app::{AppState, JsonBody};
-use crate::auth::{Caller, Scope};
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::ingest::stored_form;
 use crate::manifest;
 use crate::routes::PathParam;
 use crate::tenant::{CurrentTenant, Tenant};
-use crate::unix_now;
+use syncropel_protocol::unix_now;
+use syncropel_tenant::stored_form;
+use syncropel_tenant::Scope;
+use syncropel_tenant::{self as accounts, MintedToken};
 
 /// Scopes of the account a pair's peer gets: the peer-facing grains only (§4.6).
 const PAIR_SCOPES: [&str; 3] = [

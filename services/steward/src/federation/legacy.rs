@@ -17,11 +17,12 @@ use syncropel_protocol::{validate_thread, ErrorCode};
 use super::puller::{PullError, Resolver, Source};
 use super::{pairs, state as fstate, write_own};
 use crate::app::{AppState, JsonBody};
-use crate::auth::{Caller, Scope};
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::routes::PathParam;
 use crate::tenant::Tenant;
-use crate::unix_now;
+use syncropel_protocol::unix_now;
+use syncropel_tenant::Scope;
 
 pub const CONTROL_THREAD: &str = "th_sync_control";
 const KIND: &str = "syncropel.sync.pair_state.v1";

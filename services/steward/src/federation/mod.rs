@@ -27,8 +27,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
-use crate::ingest::{seal, server_record};
 use crate::tenant::Tenant;
+use syncropel_tenant::{seal, server_record};
 
 /// How this steward federates.
 #[derive(Clone)]

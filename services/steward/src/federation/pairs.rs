@@ -22,13 +22,14 @@ use syncropel_store::{ListFilter, StateChange};
 use super::identities::signature_holds;
 use super::puller::{pull_through, PullError, PullOutcome, Resolver, Source};
 use super::state as fstate;
-use crate::accounts;
 use crate::app::{optional_json, AppState, JsonBody, LimitedBody};
-use crate::auth::{Caller, Scope};
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::routes::PathParam;
 use crate::tenant::Tenant;
-use crate::unix_now;
+use syncropel_protocol::unix_now;
+use syncropel_tenant as accounts;
+use syncropel_tenant::Scope;
 
 /// A genesis counts only if it is signed for the responder it names: by the responder's key for
 /// a did:key responder; for a responder with a DID document, by the key that was checked against

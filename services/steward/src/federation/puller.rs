@@ -24,9 +24,9 @@ use super::state::{self, pull_cursor, put_cursor, PullCursor, QUARANTINE};
 use super::Federation;
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::ingest::stored_form;
 use crate::tenant::Tenant;
-use crate::unix_now;
+use syncropel_protocol::unix_now;
+use syncropel_tenant::stored_form;
 
 /// Where one job pulls from: resolved afresh before every pull, so a pause, a revoke or a new
 /// token takes effect on the next one.

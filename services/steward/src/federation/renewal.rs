@@ -24,13 +24,14 @@ use syncropel_store::StateChange;
 
 use super::pairs::{self, find, transition};
 use super::state::{self as fstate, REFRESH};
-use crate::accounts;
 use crate::app::{AppState, JsonBody};
-use crate::auth::{mint_token, presented_token, Caller, Scope};
+use crate::auth::{presented_token, Caller};
 use crate::error::{ApiError, ApiResult};
 use crate::routes::PathParam;
 use crate::tenant::CurrentTenant;
 use crate::tenant::Tenant;
+use syncropel_tenant as accounts;
+use syncropel_tenant::{mint_token, Scope};
 
 /// Pair tokens live this long.
 pub const TOKEN_TTL_SECS: i64 = 90 * 24 * 3600;
@@ -45,7 +46,7 @@ const REPLAY_SECS: i64 = 600;
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
 
 pub fn system_clock() -> Clock {
-    Arc::new(crate::unix_now)
+    Arc::new(syncropel_protocol::unix_now)
 }
 
 /// Whether this side should renew the pair's tokens now.
@@ -130,7 +131,7 @@ pub async fn renew(state: &AppState, tenant: &Tenant, pair: &PairView) -> ApiRes
     let request = super::signed(
         json!({
             "pair_id": pair.pair_id, "generation": pair.generation, "nonce": nonce,
-            "issued_at_ms": crate::unix_now() * 1000, "issued_token": new_inbound,
+            "issued_at_ms": syncropel_protocol::unix_now() * 1000, "issued_token": new_inbound,
             "token_expires_at": rfc3339_from_unix(new_inbound_expires),
         }),
         &identity.key,
@@ -167,7 +168,7 @@ pub async fn renew(state: &AppState, tenant: &Tenant, pair: &PairView) -> ApiRes
     let new_outbound_expires = answer["token_expires_at"]
         .as_str()
         .and_then(unix_from_rfc3339)
-        .unwrap_or(crate::unix_now() + TOKEN_TTL_SECS);
+        .unwrap_or(syncropel_protocol::unix_now() + TOKEN_TTL_SECS);
     // Ours for the peer: the new one in, the old one out (no overlap).
     let minted = accounts::install_token(
         store,
@@ -223,7 +224,7 @@ async fn renewal_attempt(
 ) -> ApiResult<Attempt> {
     let store = state.store.as_ref();
     let key = format!("out/{pair_id}");
-    let now = crate::unix_now();
+    let now = syncropel_protocol::unix_now();
     if let Some(text) = store.state_get(&tenant.id, REFRESH, &key).await? {
         let saved: Value = fstate::parse(&text)?;
         let token = fstate::open_secret(store, &tenant.id, &tenant.identity.key, &key).await?;
@@ -272,7 +273,7 @@ async fn record_renewal(
     outbound: (&str, i64),
     mut changes: Vec<StateChange>,
 ) -> ApiResult<PairView> {
-    let now = crate::unix_now();
+    let now = syncropel_protocol::unix_now();
     let first = update_body(
         &pair.pair_id,
         pair.generation,
@@ -349,7 +350,7 @@ pub async fn refresh(
         .filter(|n| n.len() == 64)
         .ok_or_else(|| ApiError::validation("'nonce' must be 64 hex characters"))?;
     let key = format!("refresh/{}", sha256_hex(nonce.as_bytes()));
-    let now = crate::unix_now();
+    let now = syncropel_protocol::unix_now();
     // A retry of a refresh that went through (its answer was lost): the old bearer is already
     // revoked, so the peer's signature over the same nonce is what authenticates it.
     if let Some(text) = state.store.state_get(&tenant.id, REFRESH, &key).await? {

@@ -15,7 +15,7 @@ use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::federation::{self, JobPlacement};
 use crate::tenant::TenantStatus;
-use crate::unix_now;
+use syncropel_protocol::unix_now;
 
 /// Most jobs one replica claims per sweep.
 const CLAIM_BATCH: i64 = 500;

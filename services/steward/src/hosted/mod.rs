@@ -27,12 +27,12 @@ use crate::app::{router, AppState, Limits};
 use crate::auth::TokenCache;
 use crate::error::ApiError;
 use crate::federation::{Federation, FederationConfig};
-use crate::ingest::Identity;
 use crate::rate_limit::{RateLimiters, RateLimits};
 use crate::tenant::{address, Addressing, Tenancy, Tenant, TenantStatus};
 use crate::StewardError;
 use jwt::JwtVerifier;
 use kek::Kek;
+use syncropel_tenant::Identity;
 
 /// How long a replica trusts what it read about a tenant (status, key). A suspension made through
 /// another replica holds here after at most this long; through this replica, at once.
@@ -250,13 +250,15 @@ impl Platform {
             )));
         }
         let label: &str = row.get("label");
-        let did_web = self.tenant_host(label).map(|host| crate::ingest::DidWeb {
-            did: syncropel_protocol::did_doc::did_web_for(&host, None),
-            keys: vec![("key-1".into(), crate::identity::multibase(&key))],
-            current: vec!["key-1".into()],
-            also_known_as: vec![did.to_string()],
-            endpoint: None,
-        });
+        let did_web = self
+            .tenant_host(label)
+            .map(|host| syncropel_tenant::DidWeb {
+                did: syncropel_protocol::did_doc::did_web_for(&host, None),
+                keys: vec![("key-1".into(), crate::identity::multibase(&key))],
+                current: vec!["key-1".into()],
+                also_known_as: vec![did.to_string()],
+                endpoint: None,
+            });
         Ok(Identity::published(
             key,
             did.to_string(),

@@ -26,11 +26,11 @@ use syncropel_protocol::{
 use syncropel_store::RecordStore;
 
 use super::{DirectoryRegistration, Platform};
-use crate::accounts::{create_service_account_with_id, install_token};
 use crate::app::{AppState, JsonBody};
 use crate::error::{ApiError, ApiResult};
 use crate::routes::PathParam;
 use crate::tenant::{Addressed, Tenancy, Tenant, TenantStatus};
+use syncropel_tenant::{create_service_account_with_id, install_token};
 
 /// The bootstrap service account of every hosted tenant (the upstream `SPL_BOOTSTRAP_TOKEN` name).
 pub const BOOTSTRAP_ACCOUNT: &str = "sa-bootstrap-env";
@@ -548,7 +548,7 @@ async fn bootstrap(
                 .await?
                 .is_none()
             {
-                return Err(e);
+                return Err(e.into());
             }
         }
     }
@@ -566,7 +566,7 @@ async fn bootstrap(
         .await;
         if let Err(e) = installed {
             if store.token(&tenant.id, &token_id).await?.is_none() {
-                return Err(e);
+                return Err(e.into());
             }
         }
     }

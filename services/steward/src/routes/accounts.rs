@@ -7,11 +7,12 @@ use serde_json::{json, Value};
 use syncropel_protocol::ErrorCode;
 
 use super::PathParam;
-use crate::accounts::{create_service_account, mint, revoke as revoke_token, MintedToken};
 use crate::app::{AppState, JsonBody};
-use crate::auth::{Caller, Scope};
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::tenant::{CurrentTenant, Tenant};
+use syncropel_tenant::Scope;
+use syncropel_tenant::{create_service_account, mint, revoke as revoke_token, MintedToken};
 
 fn strings(body: &Value, name: &str) -> ApiResult<Vec<String>> {
     match body.get(name) {
@@ -104,6 +105,7 @@ pub async fn mint_for(
         ttl,
     )
     .await
+    .map_err(ApiError::from)
 }
 
 pub async fn mint_route(

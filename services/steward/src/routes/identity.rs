@@ -9,9 +9,10 @@ use serde_json::{json, Value};
 use syncropel_protocol::{public_key_from_did_key, ErrorCode, PairState};
 
 use crate::app::{optional_json, AppState, LimitedBody};
-use crate::auth::{Caller, Scope};
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::tenant::Tenancy;
+use syncropel_tenant::Scope;
 
 pub async fn show(caller: Caller) -> ApiResult<Json<Value>> {
     caller.require(Scope::ConfigRead)?;

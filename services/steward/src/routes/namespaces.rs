@@ -9,11 +9,12 @@ use syncropel_protocol::{validate_namespace_id, Act, DEFAULT_NAMESPACE};
 
 use super::PathParam;
 use crate::app::{AppState, JsonBody};
-use crate::auth::{Caller, Scope};
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::ingest::{seal, server_record};
-use crate::namespaces::{parent, NamespaceEntry, NamespaceState, ENTRY_TOPIC, REGISTRY_THREAD};
 use crate::tenant::Tenant;
+use syncropel_tenant::Scope;
+use syncropel_tenant::{parent, NamespaceEntry, NamespaceState, ENTRY_TOPIC, REGISTRY_THREAD};
+use syncropel_tenant::{seal, server_record};
 
 fn entry_json(entry: &NamespaceEntry) -> Value {
     json!({

@@ -10,8 +10,9 @@ use syncropel_store::{decode_cursor, encode_cursor};
 
 use super::json_text;
 use crate::app::{AppState, JsonBody};
-use crate::auth::{Caller, Scope};
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
+use syncropel_tenant::Scope;
 
 /// Rows fetched from the store per round while scanning.
 const SCAN_CHUNK: u32 = 2000;

@@ -13,9 +13,10 @@ use syncropel_store::{encode_cursor, Appended, ListFilter, NewRecord};
 
 use super::{json_text, record_list, Params, PathParam};
 use crate::app::{AppState, LimitedBody};
-use crate::auth::{Caller, Scope};
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::ingest::seal;
+use syncropel_tenant::seal;
+use syncropel_tenant::Scope;
 
 /// Ingest order of PROTOCOL §9: auth, parse and validate, claim and thread rules, id, sign, store
 /// (idempotency and DuplicateClock are decided atomically by the store's writer).
@@ -102,7 +103,8 @@ pub async fn create_batch(
             let checked = state
                 .namespaces
                 .check_writable(state.store.as_ref(), &caller.tenant.id, namespace)
-                .await;
+                .await
+                .map_err(ApiError::from);
             namespaces.insert(namespace.to_string(), checked);
         }
         if let Err(e) = &namespaces[namespace] {

@@ -9,8 +9,9 @@ use syncropel_protocol::ErrorCode;
 
 use super::json_text;
 use crate::app::{AppState, JsonBody};
-use crate::auth::{Caller, Scope};
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
+use syncropel_tenant::Scope;
 
 /// More words than this add cost, not relevance.
 const MAX_WORDS: usize = 64;

@@ -8,9 +8,10 @@ use syncropel_store::{encode_cursor, ListFilter};
 
 use super::{checked_thread, json_text, Params, PathParam};
 use crate::app::AppState;
-use crate::auth::{Caller, Scope};
+use crate::auth::Caller;
 use crate::error::ApiResult;
 use crate::routes::records::page;
+use syncropel_tenant::Scope;
 
 /// Threads, most recently written first.
 pub async fn list(

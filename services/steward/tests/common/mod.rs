@@ -10,14 +10,14 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use syncropel_protocol::Keypair;
-use syncropel_steward::accounts::{create_service_account, mint};
 use syncropel_steward::app::{router, AppState, Limits};
 use syncropel_steward::auth::{TokenCache, LOCAL_TOKEN_CACHE_TTL};
 use syncropel_steward::federation::{Federation, FederationConfig, PeerTimeouts};
-use syncropel_steward::ingest::Identity;
 use syncropel_steward::rate_limit::{RateLimiters, RateLimits};
 use syncropel_steward::tenant::{Tenancy, Tenant, TenantStatus};
 use syncropel_store::{RecordStore, SqliteStore};
+use syncropel_tenant::Identity;
+use syncropel_tenant::{create_service_account, mint};
 use tokio_util::sync::CancellationToken;
 
 pub const TENANT: &str = "local";

@@ -1,14 +1,14 @@
 //! Service accounts and tokens. Every change is also a record on `th_audit_tokens`, written in the
 //! same transaction (PROTOCOL §13.1); only token ids (hashes) ever appear in records.
 
+use rand::distributions::{Alphanumeric, DistString};
 use serde_json::{json, Map, Value};
-use syncropel_protocol::Act;
+use syncropel_protocol::{sha256_hex, unix_now, Act, Refusal};
 use syncropel_store::{AuthChange, RecordStore, ServiceAccount};
 
-use crate::auth::{mint_token, new_service_account_id, validate_scopes};
-use crate::error::{ApiError, ApiResult};
-use crate::ingest::{seal, server_record, Identity};
-use crate::unix_now;
+use crate::scopes::validate_scopes;
+use crate::seal::{seal, server_record};
+use crate::{Identity, Result};
 
 const AUDIT_THREAD: &str = "th_audit_tokens";
 const AUDIT_KIND: &str = "core.token_lifecycle_event.v1";
@@ -29,7 +29,7 @@ async fn apply(
     identity: &Identity,
     change: AuthChange,
     event: Map<String, Value>,
-) -> ApiResult<bool> {
+) -> Result<bool> {
     let mut body = event;
     body.insert("kind".into(), json!(AUDIT_KIND));
     let envelope = server_record(
@@ -57,7 +57,7 @@ pub async fn create_service_account(
     name: &str,
     scopes: Vec<String>,
     allowed_actors: Vec<String>,
-) -> ApiResult<ServiceAccount> {
+) -> Result<ServiceAccount> {
     let id = new_service_account_id();
     create_service_account_with_id(store, tenant, identity, id, name, scopes, allowed_actors).await
 }
@@ -71,9 +71,9 @@ pub async fn create_service_account_with_id(
     name: &str,
     scopes: Vec<String>,
     allowed_actors: Vec<String>,
-) -> ApiResult<ServiceAccount> {
+) -> Result<ServiceAccount> {
     if name.trim().is_empty() || name.len() > 128 {
-        return Err(ApiError::validation("name must be 1-128 characters"));
+        return Err(Refusal::validation("name must be 1-128 characters").into());
     }
     validate_scopes(&scopes)?;
     let sa = ServiceAccount {
@@ -108,7 +108,7 @@ pub async fn mint(
     env: &str,
     sa_id: &str,
     ttl_seconds: Option<i64>,
-) -> ApiResult<MintedToken> {
+) -> Result<MintedToken> {
     let (token, _) = mint_token(env, sa_id);
     install_token(store, tenant, identity, sa_id, token, ttl_seconds).await
 }
@@ -122,9 +122,9 @@ pub async fn install_token(
     sa_id: &str,
     token: String,
     ttl_seconds: Option<i64>,
-) -> ApiResult<MintedToken> {
+) -> Result<MintedToken> {
     if ttl_seconds.is_some_and(|t| t <= 0) {
-        return Err(ApiError::validation("ttl_seconds must be positive"));
+        return Err(Refusal::validation("ttl_seconds must be positive").into());
     }
     let token_id = syncropel_protocol::sha256_hex(token.as_bytes());
     let created_at = unix_now();
@@ -157,11 +157,40 @@ pub async fn revoke(
     tenant: &str,
     identity: &Identity,
     token_id: &str,
-) -> ApiResult<bool> {
+) -> Result<bool> {
     let event = object(json!({"event": "token_revoked", "token_id": token_id}));
     let change = AuthChange::RevokeToken {
         token_id: token_id.to_string(),
         revoked_at: unix_now(),
     };
     apply(store, tenant, identity, change, event).await
+}
+
+/// A new service-account id: `sa_` + 16 lowercase alphanumerics.
+pub fn new_service_account_id() -> String {
+    let suffix = Alphanumeric
+        .sample_string(&mut rand::thread_rng(), 16)
+        .to_lowercase();
+    format!("sa_{suffix}")
+}
+
+/// Mints a token for an account: returns `(token, token_id)`. The plaintext is shown once.
+pub fn mint_token(env: &str, sa_id: &str) -> (String, String) {
+    let secret = Alphanumeric.sample_string(&mut rand::thread_rng(), 32);
+    let token = format!("spl_{env}_{sa_id}_{secret}");
+    let token_id = sha256_hex(token.as_bytes());
+    (token, token_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minted_tokens_have_the_documented_shape() {
+        let (token, id) = mint_token("local", "sa_abc");
+        assert!(token.starts_with("spl_local_sa_abc_"));
+        assert_eq!(token.len(), "spl_local_sa_abc_".len() + 32);
+        assert_eq!(id, sha256_hex(token.as_bytes()));
+    }
 }

@@ -7,11 +7,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde_json::Value;
-use syncropel_protocol::{ErrorCode, DEFAULT_NAMESPACE};
+use syncropel_protocol::{ErrorCode, Refusal, DEFAULT_NAMESPACE};
 use syncropel_store::{ListFilter, RecordStore};
 use tokio::sync::Mutex;
 
-use crate::error::{ApiError, ApiResult};
+use crate::{Result, TenantError};
 
 pub const REGISTRY_THREAD: &str = "th_namespace_registry";
 pub const ENTRY_TOPIC: &str = "namespace_entry";
@@ -90,7 +90,7 @@ impl Namespaces {
         &self,
         store: &dyn RecordStore,
         tenant: &str,
-    ) -> ApiResult<Vec<NamespaceEntry>> {
+    ) -> Result<Vec<NamespaceEntry>> {
         let fold = self.fold(tenant);
         let mut fold = fold.lock().await;
         catch_up(store, tenant, &mut fold).await?;
@@ -105,7 +105,7 @@ impl Namespaces {
         store: &dyn RecordStore,
         tenant: &str,
         namespace: &str,
-    ) -> ApiResult<()> {
+    ) -> Result<()> {
         if namespace == DEFAULT_NAMESPACE {
             return Ok(());
         }
@@ -123,10 +123,11 @@ impl Namespaces {
                 } else {
                     format!("ancestor '{level}' is not Active in the registry")
                 };
-                return Err(ApiError::new(
+                return Err(Refusal::new(
                     ErrorCode::NamespaceRejected,
                     format!("namespace '{namespace}' rejected: {what}. Create it first with `spl namespace create {level}`."),
-                ));
+                )
+                .into());
             }
         }
         Ok(())
@@ -146,7 +147,7 @@ pub fn parent(namespace: &str) -> Option<&str> {
     namespace.rsplit_once('/').map(|(p, _)| p)
 }
 
-async fn catch_up(store: &dyn RecordStore, tenant: &str, fold: &mut Fold) -> ApiResult<()> {
+async fn catch_up(store: &dyn RecordStore, tenant: &str, fold: &mut Fold) -> Result<()> {
     loop {
         let filter = ListFilter {
             thread: Some(REGISTRY_THREAD.to_string()),
@@ -156,7 +157,7 @@ async fn catch_up(store: &dyn RecordStore, tenant: &str, fold: &mut Fold) -> Api
         };
         let page = store.list(tenant, &filter).await?;
         for stored in &page {
-            let record: Value = serde_json::from_str(&stored.json).map_err(ApiError::internal)?;
+            let record: Value = serde_json::from_str(&stored.json).map_err(TenantError::corrupt)?;
             fold.apply(&record);
             fold.last_seq = stored.seq;
         }

@@ -1,0 +1,119 @@
+//! A tenant of a steward as everything below the HTTP layer sees it: the identity that signs for
+//! it, the records sealed on its account, its service accounts and tokens, and its namespace
+//! registry. A local steward has one tenant; the hosted platform many.
+
+mod accounts;
+mod identity;
+mod namespaces;
+mod scopes;
+mod seal;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use syncropel_protocol::{ErrorCode, Refusal};
+use syncropel_store::StoreError;
+
+pub use accounts::{
+    create_service_account, create_service_account_with_id, install_token, mint, mint_token,
+    new_service_account_id, revoke, MintedToken,
+};
+pub use identity::{DidWeb, Identity, ServerClock};
+pub use namespaces::{
+    ancestors, parent, NamespaceEntry, NamespaceState, Namespaces, ENTRY_TOPIC, REGISTRY_THREAD,
+};
+pub use scopes::{parse_grain, validate_scopes, Scope};
+pub use seal::{seal, server_record, stored_form};
+
+/// What can go wrong with a tenant's accounts, namespaces or records.
+#[derive(Debug, thiserror::Error)]
+pub enum TenantError {
+    /// Refused for a reason the caller can act on.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Something stored cannot be read back.
+    #[error("stored data is malformed: {0}")]
+    Corrupt(String),
+}
+
+impl TenantError {
+    pub fn corrupt(e: impl std::fmt::Display) -> TenantError {
+        TenantError::Corrupt(e.to_string())
+    }
+}
+
+pub type Result<T, E = TenantError> = std::result::Result<T, E>;
+
+/// A tenant's lifecycle as far as requests are concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TenantStatus {
+    Active,
+    /// Read-only until the platform resumes it.
+    Suspended,
+    /// Read-only (export still works) until the deletion grace period ends.
+    Deleted,
+}
+
+/// One tenant: its partition key in the store and the identity that signs its records.
+pub struct Tenant {
+    /// The store's tenant key (`local` locally, `tn_…` hosted).
+    pub id: String,
+    pub identity: Identity,
+    pub status: TenantStatus,
+    /// The tenant's public URL (hosted); a local steward is reached at whatever host it is asked by.
+    pub url: Option<String>,
+    /// Set once the tenant has a service account; until then `/v1` answers 503 BOOTSTRAP_REQUIRED.
+    bootstrapped: AtomicBool,
+}
+
+/// Never prints the key; the id and DID say which tenant it is.
+impl std::fmt::Debug for Tenant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tenant")
+            .field("id", &self.id)
+            .field("did", &self.identity.did)
+            .field("status", &self.status)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Tenant {
+    pub fn new(id: String, identity: Identity, status: TenantStatus, bootstrapped: bool) -> Tenant {
+        Tenant {
+            id,
+            identity,
+            status,
+            url: None,
+            bootstrapped: AtomicBool::new(bootstrapped),
+        }
+    }
+
+    pub fn with_url(mut self, url: String) -> Tenant {
+        self.url = Some(url);
+        self
+    }
+
+    pub fn is_bootstrapped(&self) -> bool {
+        self.bootstrapped.load(Ordering::Acquire)
+    }
+
+    pub fn mark_bootstrapped(&self) {
+        self.bootstrapped.store(true, Ordering::Release);
+    }
+
+    /// Writes are refused while the tenant is suspended or deleted; reads go on.
+    pub fn require_writable(&self) -> std::result::Result<(), Refusal> {
+        match self.status {
+            TenantStatus::Active => Ok(()),
+            TenantStatus::Suspended => Err(Refusal::new(
+                ErrorCode::TenantSuspended,
+                "this tenant is suspended: it can be read and exported but not written",
+            )),
+            TenantStatus::Deleted => Err(Refusal::new(
+                ErrorCode::TenantDeleted,
+                "this tenant has been deleted: it can be read and exported until its grace period ends",
+            )),
+        }
+    }
+}

@@ -1,17 +1,44 @@
-//! Talking to federation peers over HTTP, safely (FEDERATION.md §2.1, §5.1, §5.4, §5.5).
+//! Federation between stewards (docs/federation-protocol.md), everything but HTTP routing: the
+//! steward's HTTP layer parses requests, checks scopes and renders answers; every decision is made
+//! here.
 //!
-//! [`PeerClient`] fetches change pages and manifests and posts JSON to peers with bounded
-//! response sizes, per-call deadlines and the §5.5 error classes ([`PeerError`]); [`Backoff`]
-//! is the full-jitter retry schedule the pull loop uses between failures. [`DidResolver`]
-//! resolves did:web and did:sync DIDs to their keys and endpoint (§1.3–1.5), with a cache.
+//! - Identity: which keys may sign for a DID ([`signers`]), resolved by [`DidResolver`] (did:web
+//!   documents, did:sync logs from the operator's directories), and the signed manifest
+//!   ([`manifest`]).
+//! - Pairing: the handshake that makes a pair ([`handshake`]), pairs as a fold over records
+//!   ([`pairs`]), token renewal ([`renewal`]), and the older one-thread sync pairs
+//!   ([`sync_pairs`]).
+//! - Sync: the source's changes feed with its consent filter ([`feed`], [`consent`]), and the
+//!   puller's jobs that fetch pages, verify every record and ingest them with their cursor
+//!   ([`puller`]).
+//! - Talking to peers safely: [`PeerClient`] bounds sizes and time and classifies failures
+//!   ([`PeerError`]); [`Backoff`] spaces retries.
+//! - Discovery on the LAN and introductions through pairs ([`discovery`]).
 
 mod backoff;
-mod client;
+pub mod config;
+pub mod consent;
+pub mod directory;
+pub mod discovery;
+mod engine;
 mod error;
+pub mod feed;
+pub mod handshake;
+pub mod manifest;
+pub mod pairs;
+mod peer;
+pub mod puller;
+pub mod renewal;
 mod resolve;
-mod target;
+pub mod signers;
+pub mod state;
+pub mod sync_pairs;
+mod traces;
 
 pub use backoff::Backoff;
-pub use client::{ChangesPage, ChangesRequest, PeerClient, PeerClientOptions};
-pub use error::PeerError;
+pub use config::{FederationConfig, PeerTimeouts};
+pub use engine::{own_record, signed, stored_thread, Federation, JobPlacement, Shared};
+pub use error::{FederationError, Result};
+pub use peer::{ChangesPage, ChangesRequest, PeerClient, PeerClientOptions, PeerError};
 pub use resolve::{DidResolver, ResolvedDid};
+pub use traces::TraceIndex;

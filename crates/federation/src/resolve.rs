@@ -13,8 +13,8 @@ use serde_json::Value;
 use syncropel_protocol::did_doc::{did_web_url, parse_document};
 use syncropel_protocol::did_sync::{LoggedOp, OpLog, DID_HASH_CHARS};
 
-use crate::client::PeerClient;
-use crate::error::PeerError;
+use crate::peer::PeerClient;
+use crate::peer::PeerError;
 
 /// Largest did:web document read.
 const DOCUMENT_LIMIT: usize = 64 * 1024;

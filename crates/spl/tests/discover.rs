@@ -221,7 +221,7 @@ fn dns_discovery_does_not_verify_an_expired_manifest() {
     let eight_days_ago = SystemTime::now() - Duration::from_secs(8 * 24 * 3600);
     // Signed for the very origin serving it: only its age is wrong.
     let server = ManifestServer::start(|origin| {
-        syncropel_steward::manifest::sign(&key, &did, origin, eight_days_ago)
+        syncropel_federation::manifest::sign(&key, &did, origin, eight_days_ago)
     });
 
     let found = discover_dns(

@@ -11,6 +11,7 @@ mod logs;
 pub mod metrics;
 mod otlp;
 pub mod propagation;
+pub mod series;
 pub mod serve;
 
 use opentelemetry::trace::TracerProvider as _;

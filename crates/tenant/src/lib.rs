@@ -7,6 +7,7 @@ mod identity;
 mod namespaces;
 mod scopes;
 mod seal;
+mod token_cache;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -23,6 +24,7 @@ pub use namespaces::{
 };
 pub use scopes::{parse_grain, validate_scopes, Scope};
 pub use seal::{seal, server_record, stored_form};
+pub use token_cache::{TokenCache, LOCAL_TOKEN_CACHE_TTL};
 
 /// What can go wrong with a tenant's accounts, namespaces or records.
 #[derive(Debug, thiserror::Error)]

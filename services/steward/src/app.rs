@@ -7,18 +7,17 @@ use axum::extract::{DefaultBodyLimit, FromRequest, Request};
 use axum::routing::{delete, get, post};
 use axum::Router;
 use bytes::Bytes;
+use syncropel_federation::Federation;
 use syncropel_protocol::ErrorCode;
 use syncropel_store::RecordStore;
+use syncropel_tenant::{Namespaces, TokenCache};
 use tokio_util::sync::CancellationToken;
 use tower_http::cors::CorsLayer;
 
-use crate::auth::TokenCache;
 use crate::error::ApiError;
-use crate::federation::Federation;
 use crate::rate_limit::{AddressLimit, RateLimiters};
 use crate::routes;
 use crate::tenant::Tenancy;
-use syncropel_tenant::Namespaces;
 
 /// Limits on what a request may carry.
 #[derive(Clone, Copy, Debug)]
@@ -99,8 +98,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/identity", get(routes::identity::show))
         .route("/identity/upgrade", post(routes::identity::upgrade))
-        .merge(crate::federation::routes())
-        .merge(crate::discovery::routes());
+        .merge(routes::federation::routes());
 
     let mut root = Router::new()
         .route("/health", get(routes::health::open))

@@ -4,6 +4,7 @@
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
+use syncropel_federation::FederationError;
 use syncropel_protocol::{ErrorCode, ProtocolError, Refusal};
 use syncropel_store::StoreError;
 use syncropel_tenant::TenantError;
@@ -129,6 +130,16 @@ impl From<StoreError> for ApiError {
                 ApiError::new(ErrorCode::ValidationError, e.to_string())
             }
             StoreError::UnknownServiceAccount(_) => ApiError::not_found(e.to_string()),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<FederationError> for ApiError {
+    fn from(e: FederationError) -> ApiError {
+        match e {
+            FederationError::Refused(refusal) => refusal.into(),
+            FederationError::Store(e) => e.into(),
             other => ApiError::internal(other),
         }
     }

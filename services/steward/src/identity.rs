@@ -257,14 +257,14 @@ pub async fn refuse_if_paired(home: &Home) -> Result<(), StewardError> {
     }
     let did = home.did()?;
     let store = crate::local::open_store(home, false).await?;
-    let records = crate::federation::stored_thread(
+    let records = syncropel_federation::stored_thread(
         store.as_ref(),
         crate::local::LOCAL_TENANT,
         syncropel_protocol::PAIRS_THREAD,
     )
     .await;
     store.close().await;
-    let (records, _) = records.map_err(|e| StewardError::Invalid(e.message))?;
+    let (records, _) = records.map_err(|e| StewardError::Invalid(e.message()))?;
     let live = syncropel_protocol::pair::fold_pairs(&records, &did, |_| true)
         .into_values()
         .filter(|pair| pair.state != syncropel_protocol::PairState::Revoked)

@@ -3,15 +3,11 @@
 
 pub mod app;
 pub mod auth;
-pub mod discovery;
 pub mod error;
-pub mod federation;
 pub mod home;
 pub mod hosted;
 pub mod identity;
 pub mod local;
-pub mod manifest;
-pub mod metrics;
 pub mod rate_limit;
 pub mod routes;
 pub mod tenant;

@@ -4,21 +4,21 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use syncropel_federation::{renewal, Federation, FederationConfig, Shared};
+use syncropel_protocol::unix_now;
 use syncropel_store::{RecordStore, SqliteStore};
 use syncropel_telemetry::serve::Drain;
+use syncropel_tenant::{
+    create_service_account, mint, validate_scopes, Namespaces, TokenCache, LOCAL_TOKEN_CACHE_TTL,
+};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{router, AppState, Limits};
-use crate::auth::{TokenCache, LOCAL_TOKEN_CACHE_TTL};
-use crate::federation::{Federation, FederationConfig};
 use crate::home::{Home, StewardInfo};
 use crate::rate_limit::{RateLimiters, RateLimits};
 use crate::tenant::{Tenancy, Tenant, TenantStatus};
 use crate::StewardError;
-use syncropel_protocol::unix_now;
-use syncropel_tenant::validate_scopes;
-use syncropel_tenant::{create_service_account, mint};
 
 /// The single tenant of a local steward.
 pub const LOCAL_TENANT: &str = "local";
@@ -102,19 +102,21 @@ pub async fn bootstrap_service_account(
         } else {
             None
         };
-        Ok::<_, crate::error::ApiError>(BootstrapOutcome {
+        Ok::<_, syncropel_tenant::TenantError>(BootstrapOutcome {
             sa_id: sa.id,
             token: token.map(|t| t.token),
         })
     }
     .await;
     store.close().await;
-    result.map_err(|e| StewardError::Invalid(e.message))
+    result.map_err(|e| match e {
+        syncropel_tenant::TenantError::Refused(refusal) => StewardError::Invalid(refusal.message),
+        other => StewardError::Invalid(other.to_string()),
+    })
 }
 
-/// Runs the local steward until SIGTERM or SIGINT, then drains: watch streams get
-/// `server_shutdown`, in-flight requests get the drain's grace to finish, queued writes commit.
-pub async fn serve(options: ServeOptions) -> Result<(), StewardError> {
+/// Binds the address the options name (`--port 0` picks a free port).
+pub async fn bind(options: &ServeOptions) -> Result<TcpListener, StewardError> {
     let ip: IpAddr = options.host.parse().map_err(|_| {
         StewardError::Invalid(format!("--host '{}' is not an IP address", options.host))
     })?;
@@ -123,32 +125,63 @@ pub async fn serve(options: ServeOptions) -> Result<(), StewardError> {
             "--insecure-localhost turns authentication off and only binds a loopback address, not {ip}"
         )));
     }
-    let identity = options.home.identity()?;
-    let did = identity.did.clone();
     let addr = SocketAddr::new(ip, options.port);
-    let listener = TcpListener::bind(addr).await.map_err(|e| match e.kind() {
+    TcpListener::bind(addr).await.map_err(|e| match e.kind() {
         std::io::ErrorKind::AddrInUse => StewardError::PortInUse(addr),
         _ => StewardError::Io(e),
-    })?;
+    })
+}
+
+/// A local steward built on its listener, ready to [`run`](LocalSteward::run).
+pub struct LocalSteward {
+    pub state: AppState,
+    /// `http://<bound address>`.
+    pub url: String,
+    listener: TcpListener,
+    home: Home,
+    drain: Drain,
+}
+
+/// Builds the local steward of a home on `listener`: opens its store, starts discovery, and
+/// resumes the pull jobs and token renewal in the background. Nothing is served yet.
+pub async fn start(
+    options: ServeOptions,
+    listener: TcpListener,
+) -> Result<LocalSteward, StewardError> {
+    let identity = options.home.identity()?;
     let bound = listener.local_addr()?;
     let store = open_store(&options.home, options.memory).await?;
-
-    let shutdown = CancellationToken::new();
+    let url = format!("http://{bound}");
     // The manifest names the address this steward bound, never one a caller's Host header claims.
-    let tenant = Tenant::new(
-        LOCAL_TENANT.to_string(),
-        identity,
-        TenantStatus::Active,
-        false,
-    )
-    .with_url(format!("http://{bound}"));
+    let tenant = Arc::new(
+        Tenant::new(
+            LOCAL_TENANT.to_string(),
+            identity,
+            TenantStatus::Active,
+            false,
+        )
+        .with_url(url.clone()),
+    );
+    let shutdown = CancellationToken::new();
+    let tokens = Arc::new(TokenCache::new(LOCAL_TOKEN_CACHE_TTL));
+    let namespaces = Arc::new(Namespaces::default());
+    let federation = Arc::new(Federation::new(
+        options.federation.clone(),
+        Shared {
+            store: store.clone(),
+            namespaces: namespaces.clone(),
+            tokens: tokens.clone(),
+            env: LOCAL_ENV.into(),
+            shutdown: shutdown.clone(),
+        },
+    ));
     let state = AppState {
         store: store.clone(),
-        tenancy: Tenancy::Single(Arc::new(tenant)),
+        tenancy: Tenancy::Single(tenant.clone()),
         env: LOCAL_ENV.into(),
         auth_enforced: !options.insecure_localhost,
-        tokens: Arc::new(TokenCache::new(LOCAL_TOKEN_CACHE_TTL)),
-        namespaces: Arc::default(),
+        tokens,
+        namespaces,
         limits: Limits {
             max_body_bytes: options.max_body_bytes,
             max_json_depth: options.max_json_depth,
@@ -156,24 +189,18 @@ pub async fn serve(options: ServeOptions) -> Result<(), StewardError> {
         rate_limits: Arc::new(RateLimiters::new(options.rate_limits)),
         search_enabled: options.search,
         heartbeat: options.heartbeat,
-        shutdown: shutdown.clone(),
-        federation: Arc::new(Federation::new(
-            options.federation.clone(),
-            shutdown.clone(),
-        )),
+        shutdown,
+        federation: federation.clone(),
     };
-    crate::discovery::start(&state);
+    syncropel_federation::discovery::start(&federation, &tenant);
     // Pull jobs resume from their cursor rows.
-    if let Tenancy::Single(tenant) = &state.tenancy {
-        let (state, tenant) = (state.clone(), tenant.clone());
-        tokio::spawn(async move {
-            if let Err(e) = crate::federation::resume_jobs(&state, tenant.clone()).await {
-                tracing::error!(error = %e.message, "could not resume the pull jobs");
-            }
-            let every = state.federation.config.renewal_interval;
-            crate::federation::renewal::spawn(state, tenant, every);
-        });
-    }
+    tokio::spawn(async move {
+        if let Err(e) = federation.resume_jobs(tenant.clone()).await {
+            tracing::error!(error = %e, "could not resume the pull jobs");
+        }
+        let every = federation.config.renewal_interval;
+        renewal::spawn(federation, tenant, every);
+    });
 
     if options.insecure_localhost {
         tracing::warn!("authentication is OFF (--insecure-localhost): anyone on this machine can read and write");
@@ -183,25 +210,54 @@ pub async fn serve(options: ServeOptions) -> Result<(), StewardError> {
             crate::auth::BOOTSTRAP_COMMAND
         );
     }
-
     let limits = options.rate_limits;
     if limits != RateLimits::default() {
         tracing::info!(per_address = ?limits.per_address, per_token = ?limits.per_token, "rate limits on");
     }
+    Ok(LocalSteward {
+        state,
+        url,
+        listener,
+        home: options.home,
+        drain: options.drain,
+    })
+}
 
-    let url = format!("http://{bound}");
-    options.home.write_steward_info(&StewardInfo {
-        url: url.clone(),
-        pid: std::process::id(),
-        started_at: unix_now() as u64,
-    })?;
-    tracing::info!(%url, %did, "steward listening");
+impl LocalSteward {
+    /// Serves until SIGTERM or SIGINT (or until `state.shutdown` is cancelled), then drains:
+    /// watch streams get `server_shutdown`, in-flight requests get the drain's grace to finish,
+    /// queued writes commit. `steward.json` names the steward while it runs.
+    pub async fn run(self) -> Result<(), StewardError> {
+        let LocalSteward {
+            state,
+            url,
+            listener,
+            home,
+            drain,
+        } = self;
+        home.write_steward_info(&StewardInfo {
+            url: url.clone(),
+            pid: std::process::id(),
+            started_at: unix_now() as u64,
+        })?;
+        let did = match &state.tenancy {
+            Tenancy::Single(tenant) => tenant.identity.did.to_string(),
+            Tenancy::Hosted(_) => String::new(),
+        };
+        tracing::info!(%url, %did, "steward listening");
+        let (store, shutdown) = (state.store.clone(), state.shutdown.clone());
+        let outcome =
+            syncropel_telemetry::serve::serve(listener, router(state), None, shutdown, drain)
+                .await
+                .map_err(StewardError::Io);
+        store.close().await;
+        home.remove_steward_info();
+        outcome
+    }
+}
 
-    let outcome =
-        syncropel_telemetry::serve::serve(listener, router(state), None, shutdown, options.drain)
-            .await
-            .map_err(StewardError::Io);
-    store.close().await;
-    options.home.remove_steward_info();
-    outcome
+/// Runs the local steward of a home until SIGTERM or SIGINT, then drains.
+pub async fn serve(options: ServeOptions) -> Result<(), StewardError> {
+    let listener = bind(&options).await?;
+    start(options, listener).await?.run().await
 }

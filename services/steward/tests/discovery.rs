@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use common::{error_code, Options, TestSteward};
 use serde_json::{json, Value};
 use syncropel_discovery::{MdnsConfig, MdnsInterfaces};
-use syncropel_steward::discovery::DiscoveryConfig;
-use syncropel_steward::federation::{pairs, FederationConfig};
+use syncropel_federation::discovery::DiscoveryConfig;
+use syncropel_federation::{pairs, FederationConfig};
 
 /// Loopback on a port of its own, so no LAN and no other test's stewards are involved.
 fn mdns(listen: bool, broadcast: bool) -> DiscoveryConfig {
@@ -41,7 +41,7 @@ impl Node {
         })
         .await;
         // What `spl serve` does once the steward is bound.
-        syncropel_steward::discovery::start(&s.state);
+        syncropel_federation::discovery::start(&s.state.federation, &s.tenant);
         let token = s.admin().await;
         Node { s, token }
     }
@@ -67,7 +67,7 @@ impl Node {
 
     /// The bearer `peer` issued us for the pair.
     async fn bearer(&self, pair_id: &str) -> String {
-        pairs::outbound_token(&self.s.state, &self.s.tenant, pair_id)
+        pairs::outbound_token(&self.s.state.federation, &self.s.tenant, pair_id)
             .await
             .unwrap()
             .unwrap()

@@ -15,12 +15,12 @@ use axum::response::{IntoResponse, Response};
 use common::{error_code, eventually, Options, TestSteward, TENANT};
 use futures_util::StreamExt as _;
 use serde_json::{json, Value};
+use syncropel_federation::state as fstate;
+use syncropel_federation::{config, FederationConfig, PeerTimeouts};
 use syncropel_protocol::pair::outbound_secret_handle;
 use syncropel_protocol::signed::sign_object;
 use syncropel_protocol::sync::SyncCursor;
 use syncropel_protocol::{record_id, sha256_hex, Envelope, Keypair};
-use syncropel_steward::federation::state as fstate;
-use syncropel_steward::federation::{renewal, FederationConfig, PeerTimeouts};
 use syncropel_store::{RecordStore, SqliteStore};
 
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -1523,7 +1523,7 @@ struct TestClock {
 }
 
 impl TestClock {
-    fn clock(&self) -> renewal::Clock {
+    fn clock(&self) -> config::Clock {
         let clock = self.clone();
         Arc::new(move || {
             clock.reads.fetch_add(1, Ordering::SeqCst);
@@ -2088,7 +2088,7 @@ async fn a_refresh_retried_after_a_lost_answer_gets_the_same_token() {
 /// next successful pull recovers it.
 #[tokio::test]
 async fn a_peer_unreachable_for_a_day_degrades_the_pair_and_recovers() {
-    use syncropel_steward::federation::state::{pull_cursor, put_cursor};
+    use syncropel_federation::state::{pull_cursor, put_cursor};
     let a = Node::start().await;
     let b = Node::approving(None, &[a.did()]).await;
     let view = a.pair_with(&b).await;

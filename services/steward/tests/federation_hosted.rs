@@ -15,7 +15,7 @@ use common::{Options, TestSteward};
 use futures_util::FutureExt as _;
 use serde_json::{json, Value};
 use sqlx::Row;
-use syncropel_steward::federation::FederationConfig;
+use syncropel_federation::FederationConfig;
 use syncropel_steward::tenant::Tenant;
 use syncropel_store::testing::TestDb;
 

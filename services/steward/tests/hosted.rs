@@ -90,7 +90,7 @@ async fn a_provisioned_tenant_takes_records_signed_by_its_own_key() {
             send(replica.tenant_request("acme", Method::GET, "/.well-known/syncropel")).await;
         assert_eq!(status, 200, "{well_known}");
         let manifest = &well_known["federation_manifest"];
-        syncropel_steward::manifest::verify(manifest, &[]).unwrap();
+        syncropel_federation::manifest::verify(manifest, &[]).unwrap();
         assert_eq!(manifest["daemon"]["did"], did);
         assert_eq!(
             manifest["federation"]["sync_change_endpoint"],

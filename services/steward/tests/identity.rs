@@ -14,13 +14,14 @@ use common::hosted::{jwt, tenant_request, Config, Replica};
 use common::{error_code, Options, TestSteward, TENANT};
 use serde_json::{json, Value};
 use syncropel_directory::{AppState as DirectoryState, Clock, Rules, Store};
+use syncropel_federation::config::ResolverClock;
+use syncropel_federation::state as fstate;
+use syncropel_federation::FederationConfig;
 use syncropel_federation::{PeerClient, PeerClientOptions};
 use syncropel_protocol::did_doc::did_web_for;
 use syncropel_protocol::did_sync::{cid, did_from_genesis, sign_operation, OpType, Operation};
 use syncropel_protocol::sync::{verify_items, DocumentKeys, PeerItem, ResolvedKeys};
 use syncropel_protocol::Keypair;
-use syncropel_steward::federation::state as fstate;
-use syncropel_steward::federation::{FederationConfig, ResolverClock};
 use syncropel_steward::hosted::DirectoryRegistration;
 use syncropel_steward::identity::{multibase, submit, sync_genesis};
 use syncropel_store::testing::with_test_database;
@@ -646,7 +647,7 @@ async fn hosted_tenants_are_registered_at_the_directory_when_provisioned() {
         let manifest = &manifest["federation_manifest"];
         assert_eq!(manifest["daemon"]["did"], did.as_str());
         let keys = replica.hosted.state.federation.keys_of(&did).await.unwrap();
-        syncropel_steward::manifest::verify(manifest, &keys).unwrap();
+        syncropel_federation::manifest::verify(manifest, &keys).unwrap();
 
         // The secondary did:web of the tenant host names the did:sync.
         let (status, document) = common::hosted::send(tenant_request(

@@ -527,7 +527,7 @@ async fn the_manifest_is_signed_for_the_bound_address_whatever_the_host_header_s
         .await;
     assert_eq!(status, 200, "{body}");
     let manifest = &body["federation_manifest"];
-    syncropel_steward::manifest::verify(manifest, &[]).unwrap();
+    syncropel_federation::manifest::verify(manifest, &[]).unwrap();
     assert_eq!(manifest["daemon"]["did"], *steward.tenant.identity.did);
     assert_eq!(
         manifest["federation"]["sync_change_endpoint"],

@@ -13,7 +13,7 @@ use common::{Options, TestSteward};
 use opentelemetry::trace::{SpanId, TraceId};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
 use serde_json::{json, Value};
-use syncropel_steward::federation::FederationConfig;
+use syncropel_federation::FederationConfig;
 use syncropel_telemetry::LogFormat;
 
 const DEADLINE: Duration = Duration::from_secs(15);

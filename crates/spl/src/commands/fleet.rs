@@ -433,7 +433,7 @@ async fn verified_did(
     const MANIFEST_MAX_BYTES: usize = 1 << 20;
     let (body, _) = client.get_document(url, MANIFEST_MAX_BYTES).await?;
     let manifest = body.get("federation_manifest").unwrap_or(&body);
-    let Some(did) = syncropel_steward::manifest::daemon_did(manifest) else {
+    let Some(did) = syncropel_federation::manifest::daemon_did(manifest) else {
         bail!("the manifest at {url} names no DID");
     };
     // A did:key signs for itself; other DIDs sign with a key their document lists.
@@ -442,8 +442,8 @@ async fn verified_did(
     } else {
         dids.resolve(did).await?.keys.clone()
     };
-    syncropel_steward::manifest::verify(manifest, &keys)?;
-    if syncropel_steward::manifest::expires_before(
+    syncropel_federation::manifest::verify(manifest, &keys)?;
+    if syncropel_federation::manifest::expires_before(
         manifest,
         SystemTime::now() - MANIFEST_EXPIRY_SKEW,
     ) {

@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 use rand::distributions::{Alphanumeric, DistString};
 use sqlx::{PgPool, Row};
 
-use super::Platform;
-use crate::app::AppState;
-use crate::error::{ApiError, ApiResult};
-use crate::federation::{self, JobPlacement};
-use crate::tenant::TenantStatus;
+use syncropel_federation::{renewal, Federation, FederationError, JobPlacement};
 use syncropel_protocol::unix_now;
+
+use super::Platform;
+use crate::error::ApiError;
+use crate::tenant::TenantStatus;
 
 /// Most jobs one replica claims per sweep.
 const CLAIM_BATCH: i64 = 500;
@@ -100,7 +100,12 @@ impl Leases {
 
 #[async_trait::async_trait]
 impl JobPlacement for Leases {
-    async fn claim(&self, tenant: &str, source: &str, thread: &str) -> ApiResult<bool> {
+    async fn claim(
+        &self,
+        tenant: &str,
+        source: &str,
+        thread: &str,
+    ) -> syncropel_federation::Result<bool> {
         let claimed: Option<i32> = sqlx::query_scalar(
             "INSERT INTO pull_leases (tenant, source, thread, holder, lease_until) \
              VALUES ($1, $2, $3, $4, $5) \
@@ -116,44 +121,46 @@ impl JobPlacement for Leases {
         .bind(self.until())
         .bind(unix_now())
         .fetch_optional(&self.pool)
-        .await?;
+        .await
+        .map_err(FederationError::internal)?;
         Ok(claimed.is_some())
     }
 
-    async fn release(&self, tenant: &str, source: &str) -> ApiResult<()> {
+    async fn release(&self, tenant: &str, source: &str) -> syncropel_federation::Result<()> {
         sqlx::query("DELETE FROM pull_leases WHERE tenant = $1 AND source = $2")
             .bind(tenant)
             .bind(source)
             .execute(&self.pool)
-            .await?;
+            .await
+            .map_err(FederationError::internal)?;
         Ok(())
     }
 }
 
 /// Runs this replica's share of the jobs until shutdown: sweeps every third of the lease time,
 /// starts the jobs it holds and stops those it no longer holds.
-pub fn spawn(state: AppState, platform: Arc<Platform>, leases: Arc<Leases>) {
+pub fn spawn(fed: Arc<Federation>, platform: Arc<Platform>, leases: Arc<Leases>) {
     tokio::spawn(async move {
         let every = leases.ttl / 3;
-        let renew_every = state.federation.config.renewal_interval;
+        let renew_every = fed.config.renewal_interval;
         let mut renewed_at: Option<Instant> = None;
         loop {
             match leases.sweep().await {
                 Ok(held) => {
-                    if let Err(e) = run_held(&state, &platform, &held).await {
+                    if let Err(e) = run_held(&fed, &platform, &held).await {
                         tracing::warn!(error = %e.message, "starting leased pull jobs failed");
                     }
                     // The tenants whose jobs run here also get their pair tokens renewed here.
                     if renewed_at.is_none_or(|at| at.elapsed() >= renew_every) {
                         renewed_at = Some(Instant::now());
-                        renew_tokens(&state, &platform, &held).await;
+                        renew_tokens(&fed, &platform, &held).await;
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "renewing pull leases failed; will retry"),
             }
             tokio::select! {
                 // Draining: the jobs stop now, so their leases go back now, not after the drain.
-                _ = state.shutdown.cancelled() => {
+                _ = fed.shutdown().cancelled() => {
                     leases.release_all().await;
                     return;
                 }
@@ -163,25 +170,25 @@ pub fn spawn(state: AppState, platform: Arc<Platform>, leases: Arc<Leases>) {
     });
 }
 
-async fn renew_tokens(state: &AppState, platform: &Platform, held: &[(String, String, String)]) {
+async fn renew_tokens(fed: &Federation, platform: &Platform, held: &[(String, String, String)]) {
     let tenants: BTreeSet<&str> = held.iter().map(|(tenant, _, _)| tenant.as_str()).collect();
     for id in tenants {
         let tenant = match platform.tenant_by_id(id).await {
             Ok(Some(tenant)) if tenant.status == TenantStatus::Active => tenant,
             _ => continue,
         };
-        if let Err(e) = federation::renewal::renew_due(state, &tenant).await {
-            tracing::warn!(tenant = %id, error = %e.message, "checking pair tokens failed");
+        if let Err(e) = renewal::renew_due(fed, &tenant).await {
+            tracing::warn!(tenant = %id, error = %e, "checking pair tokens failed");
         }
     }
 }
 
 async fn run_held(
-    state: &AppState,
+    fed: &Arc<Federation>,
     platform: &Platform,
     held: &[(String, String, String)],
 ) -> Result<(), ApiError> {
-    let jobs = &state.federation.jobs;
+    let jobs = &fed.jobs;
     let wanted: HashSet<(String, String, String)> = held.iter().cloned().collect();
     for key in jobs.running() {
         if !wanted.contains(&key) {
@@ -197,13 +204,7 @@ async fn run_held(
             jobs.stop_one(tenant_id, source, thread);
             continue;
         }
-        jobs.ensure(
-            state,
-            tenant,
-            source,
-            thread,
-            federation::resolver_for(source),
-        );
+        jobs.ensure(fed, tenant, source, thread);
     }
     Ok(())
 }

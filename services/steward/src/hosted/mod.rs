@@ -17,16 +17,16 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
+use syncropel_federation::{Federation, FederationConfig, Shared};
 use syncropel_protocol::Keypair;
 use syncropel_store::{PgStore, RecordStore};
 use syncropel_telemetry::serve::Drain;
+use syncropel_tenant::{Namespaces, TokenCache};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{router, AppState, Limits};
-use crate::auth::TokenCache;
 use crate::error::ApiError;
-use crate::federation::{Federation, FederationConfig};
 use crate::rate_limit::{RateLimiters, RateLimits};
 use crate::tenant::{address, Addressing, Tenancy, Tenant, TenantStatus};
 use crate::StewardError;
@@ -81,16 +81,21 @@ impl DirectoryRegistration {
         use syncropel_protocol::ErrorCode;
         let mut rotation_keys: Vec<String> = recovery_key.map(str::to_string).into_iter().collect();
         rotation_keys.push(self.rotation_key.did_key());
-        let mut genesis =
-            crate::identity::sync_genesis(key, rotation_keys, Vec::new(), Vec::new(), Some(url));
+        let mut genesis = syncropel_federation::directory::sync_genesis(
+            key,
+            rotation_keys,
+            Vec::new(),
+            Vec::new(),
+            Some(url),
+        );
         if let Some(created_at) = created_at {
             genesis.created_at = created_at.to_string();
         }
         let signed = sign_operation(&genesis, &self.rotation_key);
         let did = did_from_genesis(&signed);
-        let answer = crate::identity::submit(client, &self.directory, "genesis", &signed)
-            .await
-            .map_err(|e| ApiError::new(ErrorCode::PeerUnreachable, e.to_string()))?;
+        let answer =
+            syncropel_federation::directory::submit(client, &self.directory, "genesis", &signed)
+                .await?;
         if answer["did"].as_str() != Some(did.as_str()) {
             return Err(ApiError::new(
                 ErrorCode::PeerUnreachable,
@@ -254,7 +259,10 @@ impl Platform {
             .tenant_host(label)
             .map(|host| syncropel_tenant::DidWeb {
                 did: syncropel_protocol::did_doc::did_web_for(&host, None),
-                keys: vec![("key-1".into(), crate::identity::multibase(&key))],
+                keys: vec![(
+                    "key-1".into(),
+                    syncropel_federation::directory::multibase(&key),
+                )],
                 current: vec!["key-1".into()],
                 also_known_as: vec![did.to_string()],
                 endpoint: None,
@@ -375,15 +383,24 @@ impl Platform {
             stored.and_then(|m| serde_json::from_str::<serde_json::Value>(&m).ok())
         {
             // One signed for another DID predates an identity upgrade.
-            let ours = crate::manifest::daemon_did(&manifest) == Some(&*tenant.identity.did);
+            let ours = syncropel_federation::manifest::daemon_did(&manifest)
+                == Some(&*tenant.identity.did);
             if ours
-                && !crate::manifest::expires_before(&manifest, now + Duration::from_secs(24 * 3600))
+                && !syncropel_federation::manifest::expires_before(
+                    &manifest,
+                    now + Duration::from_secs(24 * 3600),
+                )
             {
                 return Ok(manifest);
             }
         }
         let url = tenant.url.as_deref().unwrap_or_default();
-        let manifest = crate::manifest::sign(&tenant.identity.key, &tenant.identity.did, url, now);
+        let manifest = syncropel_federation::manifest::sign(
+            &tenant.identity.key,
+            &tenant.identity.did,
+            url,
+            now,
+        );
         // Only while the row still names that DID: a replica with a stale tenant must not
         // store a manifest of the old identity.
         sqlx::query("UPDATE tenants SET manifest = $2 WHERE id = $1 AND did = $3")
@@ -417,7 +434,7 @@ impl Platform {
                 .fetch_one(&self.pool)
                 .await;
         match active {
-            Ok(active) => crate::metrics::active_tenants(active.max(0) as u64),
+            Ok(active) => syncropel_telemetry::series::active_tenants(active.max(0) as u64),
             Err(e) => tracing::debug!(error = %e, "counting active tenants failed"),
         }
     }
@@ -528,24 +545,37 @@ pub async fn build(options: HostedOptions) -> Result<Hosted, StewardError> {
         store.pool().clone(),
         options.federation.lease_ttl,
     ));
+    let store = store as Arc<dyn RecordStore>;
+    // No token cache: a revocation through any replica holds on every replica at once.
+    let tokens = Arc::new(TokenCache::new(Duration::ZERO));
+    let namespaces = Arc::new(Namespaces::default());
+    let env: Arc<str> = platform.config.env.as_str().into();
+    let federation = Federation::new(
+        options.federation,
+        Shared {
+            store: store.clone(),
+            namespaces: namespaces.clone(),
+            tokens: tokens.clone(),
+            env: env.clone(),
+            shutdown: shutdown.clone(),
+        },
+    )
+    .with_placement(leases.clone());
     let state = AppState {
-        store: store as Arc<dyn RecordStore>,
+        store,
         tenancy: Tenancy::Hosted(platform.clone()),
-        env: platform.config.env.as_str().into(),
+        env,
         auth_enforced: true,
-        // No token cache: a revocation through any replica holds on every replica at once.
-        tokens: Arc::new(TokenCache::new(Duration::ZERO)),
-        namespaces: Arc::default(),
+        tokens,
+        namespaces,
         limits: options.limits,
         rate_limits: Arc::new(RateLimiters::new(options.rate_limits)),
         search_enabled: true,
         heartbeat: options.heartbeat,
-        shutdown: shutdown.clone(),
-        federation: Arc::new(
-            Federation::new(options.federation, shutdown).with_placement(leases.clone()),
-        ),
+        shutdown,
+        federation: Arc::new(federation),
     };
-    leases::spawn(state.clone(), platform.clone(), leases.clone());
+    leases::spawn(state.federation.clone(), platform.clone(), leases.clone());
     let addressing = Arc::new(platform.config.addressing.clone());
     // The addressing middleware may rewrite the URI, so it wraps the whole router (a layer on the
     // router itself would run after routing).

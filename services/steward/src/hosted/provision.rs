@@ -232,7 +232,7 @@ async fn provision(
     let request_sha256 = sha256_hex(canonical_string(&body).as_bytes());
     let mut provision = reserve(platform, &call.account, &key, &request_sha256, &request).await?;
     if provision.phase == "ready" {
-        crate::metrics::provisioned(started.elapsed(), "existing");
+        syncropel_telemetry::series::provisioned(started.elapsed(), "existing");
     } else {
         let client = state.federation.directory_client();
         if let Err(e) = complete(
@@ -245,10 +245,10 @@ async fn provision(
         .await
         {
             record_error(platform, &provision, &e).await;
-            crate::metrics::provisioned(started.elapsed(), "failed");
+            syncropel_telemetry::series::provisioned(started.elapsed(), "failed");
             return Err(e);
         }
-        crate::metrics::provisioned(started.elapsed(), "created");
+        syncropel_telemetry::series::provisioned(started.elapsed(), "created");
         platform.count_active_tenants().await;
     }
     Ok((StatusCode::ACCEPTED, Json(provision.accepted())))
@@ -456,7 +456,7 @@ async fn complete(
     provision.finish("bootstrap", started);
 
     let started = SystemTime::now();
-    let manifest = crate::manifest::sign(
+    let manifest = syncropel_federation::manifest::sign(
         &tenant.identity.key,
         &tenant.identity.did,
         &platform.tenant_url(&provision.label),

@@ -64,7 +64,7 @@ pub async fn upgrade(
             ))
         }
     };
-    let live = crate::federation::pairs::load(&state, tenant)
+    let live = syncropel_federation::pairs::load(&state.federation, tenant)
         .await?
         .into_values()
         .filter(|pair| pair.state != PairState::Revoked)

@@ -1,4 +1,4 @@
-//! `GET /.well-known/syncropel`: the tenant's signed federation manifest (FEDERATION §2.1). Open
+//! `GET /.well-known/syncropel`: the tenant's signed federation manifest (federation-protocol.md §2.1). Open
 //! and CORS-enabled like the rest of discovery.
 
 use std::time::SystemTime;
@@ -9,8 +9,8 @@ use serde_json::{json, Value};
 
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
-use crate::manifest;
 use crate::tenant::{CurrentTenant, Tenancy};
+use syncropel_federation::manifest;
 
 pub async fn well_known(
     State(state): State<AppState>,

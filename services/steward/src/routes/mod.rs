@@ -2,6 +2,7 @@
 
 pub mod accounts;
 pub mod did_web;
+pub mod federation;
 pub mod health;
 pub mod identity;
 pub mod manifest;

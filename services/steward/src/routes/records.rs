@@ -41,7 +41,7 @@ pub async fn create(
     match state.store.append(&caller.tenant.id, record).await? {
         Appended::Inserted(stored) => {
             state.federation.traces.note_current(&stored.id);
-            crate::metrics::records_ingested("api", 1);
+            syncropel_telemetry::series::records_ingested("api", 1);
             Ok(json_text(StatusCode::CREATED, stored.json))
         }
         Appended::Existing(stored) => Ok(json_text(StatusCode::OK, stored.json)),
@@ -160,7 +160,7 @@ pub async fn create_batch(
     out.push_str(&format!(
         "],\"created\":{created},\"existing\":{existing},\"failed\":{failed}}}"
     ));
-    crate::metrics::records_ingested("api", created);
+    syncropel_telemetry::series::records_ingested("api", created);
     Ok(json_text(StatusCode::OK, out))
 }
 

@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{encode, EncodingKey, Header};
 use serde_json::{json, Value};
+use syncropel_federation::FederationConfig;
 use syncropel_steward::app::Limits;
-use syncropel_steward::federation::FederationConfig;
 use syncropel_steward::hosted::jwt::{JwtKey, JwtVerifier};
 use syncropel_steward::hosted::kek::Kek;
 use syncropel_steward::hosted::{

@@ -9,15 +9,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use syncropel_federation::{renewal, Federation, FederationConfig, PeerTimeouts, Shared};
 use syncropel_protocol::Keypair;
 use syncropel_steward::app::{router, AppState, Limits};
-use syncropel_steward::auth::{TokenCache, LOCAL_TOKEN_CACHE_TTL};
-use syncropel_steward::federation::{Federation, FederationConfig, PeerTimeouts};
 use syncropel_steward::rate_limit::{RateLimiters, RateLimits};
 use syncropel_steward::tenant::{Tenancy, Tenant, TenantStatus};
 use syncropel_store::{RecordStore, SqliteStore};
-use syncropel_tenant::Identity;
-use syncropel_tenant::{create_service_account, mint};
+use syncropel_tenant::{
+    create_service_account, mint, Identity, Namespaces, TokenCache, LOCAL_TOKEN_CACHE_TTL,
+};
 use tokio_util::sync::CancellationToken;
 
 pub const TENANT: &str = "local";
@@ -112,28 +112,38 @@ impl TestSteward {
             .with_url(url.clone()),
         );
         let shutdown = CancellationToken::new();
+        let tokens = Arc::new(TokenCache::new(LOCAL_TOKEN_CACHE_TTL));
+        let namespaces = Arc::new(Namespaces::default());
+        let federation = Arc::new(Federation::new(
+            options.federation,
+            Shared {
+                store: store.clone(),
+                namespaces: namespaces.clone(),
+                tokens: tokens.clone(),
+                env: "test".into(),
+                shutdown: shutdown.clone(),
+            },
+        ));
         let state = AppState {
             store,
             tenancy: Tenancy::Single(tenant.clone()),
             env: "test".into(),
             auth_enforced: options.auth,
-            tokens: Arc::new(TokenCache::new(LOCAL_TOKEN_CACHE_TTL)),
-            namespaces: Arc::default(),
+            tokens,
+            namespaces,
             limits: options.limits,
             rate_limits: Arc::new(RateLimiters::new(options.rate_limits)),
             search_enabled: options.search,
             heartbeat: options.heartbeat,
-            shutdown: shutdown.clone(),
-            federation: Arc::new(Federation::new(options.federation, shutdown)),
+            shutdown,
+            federation,
         };
         if options.resume_jobs {
-            syncropel_steward::federation::resume_jobs(&state, tenant.clone())
-                .await
-                .unwrap();
+            state.federation.resume_jobs(tenant.clone()).await.unwrap();
         }
         if options.renewal {
             let every = state.federation.config.renewal_interval;
-            syncropel_steward::federation::renewal::spawn(state.clone(), tenant.clone(), every);
+            renewal::spawn(state.federation.clone(), tenant.clone(), every);
         }
         let app = router(state.clone());
         let shutdown = state.shutdown.clone();

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use syncropel_protocol::Keypair;
 use syncropel_store::{RecordStore, StateChange};
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::{FederationError, Result};
 
 pub const SYNC_META: &str = "sync_meta";
 pub const CURSOR: &str = "cursor";
@@ -37,7 +37,7 @@ impl SyncMeta {
 }
 
 /// The store's cursor epoch and key, made on first use (the first writer wins, so replicas agree).
-pub async fn sync_meta(store: &dyn RecordStore, tenant: &str) -> ApiResult<SyncMeta> {
+pub async fn sync_meta(store: &dyn RecordStore, tenant: &str) -> Result<SyncMeta> {
     if let Some(text) = store.state_get(tenant, SYNC_META, "cursor").await? {
         return parse(&text);
     }
@@ -54,7 +54,7 @@ pub async fn sync_meta(store: &dyn RecordStore, tenant: &str) -> ApiResult<SyncM
     let text = store
         .state_get(tenant, SYNC_META, "cursor")
         .await?
-        .ok_or_else(|| ApiError::internal("the cursor key vanished after it was written"))?;
+        .ok_or_else(|| FederationError::corrupt("the cursor key vanished after it was written"))?;
     parse(&text)
 }
 
@@ -80,7 +80,7 @@ pub async fn pull_cursor(
     tenant: &str,
     source: &str,
     thread: &str,
-) -> ApiResult<Option<PullCursor>> {
+) -> Result<Option<PullCursor>> {
     match store
         .state_get(tenant, CURSOR, &cursor_key(source, thread))
         .await?
@@ -99,6 +99,7 @@ pub fn put_cursor(source: &str, thread: &str, cursor: &PullCursor) -> StateChang
 pub fn seal_secret(identity: &Keypair, handle: &str, plaintext: &str) -> StateChange {
     let mut nonce = [0u8; 24];
     rand::thread_rng().fill_bytes(&mut nonce);
+    #[allow(clippy::expect_used)] // Fails only for messages past the cipher's limit (~256 GiB).
     let sealed = cipher(identity)
         .encrypt(
             XNonce::from_slice(&nonce),
@@ -117,7 +118,7 @@ pub async fn open_secret(
     tenant: &str,
     identity: &Keypair,
     handle: &str,
-) -> ApiResult<Option<String>> {
+) -> Result<Option<String>> {
     let Some(text) = store.state_get(tenant, SECRET, handle).await? else {
         return Ok(None);
     };
@@ -125,7 +126,7 @@ pub async fn open_secret(
         .split_once('.')
         .and_then(|(n, s)| Some((hex::decode(n).ok()?, hex::decode(s).ok()?)))
         .filter(|(n, _)| n.len() == 24)
-        .ok_or_else(|| ApiError::internal(format!("secret {handle} is malformed")))?;
+        .ok_or_else(|| FederationError::corrupt(format!("secret {handle} is malformed")))?;
     let plain = cipher(identity)
         .decrypt(
             XNonce::from_slice(&nonce),
@@ -135,11 +136,11 @@ pub async fn open_secret(
             },
         )
         .map_err(|_| {
-            ApiError::internal(format!("secret {handle} does not open with this identity"))
+            FederationError::corrupt(format!("secret {handle} does not open with this identity"))
         })?;
     String::from_utf8(plain)
         .map(Some)
-        .map_err(|_| ApiError::internal(format!("secret {handle} is not text")))
+        .map_err(|_| FederationError::corrupt(format!("secret {handle} is not text")))
 }
 
 fn cipher(identity: &Keypair) -> XChaCha20Poly1305 {
@@ -150,11 +151,12 @@ fn cipher(identity: &Keypair) -> XChaCha20Poly1305 {
 }
 
 pub fn to_text<T: Serialize>(value: &T) -> String {
+    #[allow(clippy::expect_used)] // Documents are structs of strings, numbers and lists.
     serde_json::to_string(value).expect("state documents always serialize")
 }
 
-pub fn parse<T: for<'de> Deserialize<'de>>(text: &str) -> ApiResult<T> {
-    serde_json::from_str(text).map_err(|e| ApiError::internal(format!("state is malformed: {e}")))
+pub fn parse<T: for<'de> Deserialize<'de>>(text: &str) -> Result<T> {
+    serde_json::from_str(text).map_err(|e| FederationError::corrupt(format!("state: {e}")))
 }
 
 #[cfg(test)]

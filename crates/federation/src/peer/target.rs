@@ -174,7 +174,7 @@ mod tests {
             .unwrap();
         let err = http.get("http://localhost:1/").send().await.unwrap_err();
         assert_eq!(
-            crate::error::classify(&err).code(),
+            crate::peer::error::classify(&err).code(),
             "TARGET_FORBIDDEN",
             "{err:?}"
         );

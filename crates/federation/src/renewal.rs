@@ -1,4 +1,4 @@
-//! Pair token renewal (FEDERATION §4.6): pair tokens live 90 days; from day 83 the initiator
+//! Pair token renewal (federation-protocol.md §4.6): pair tokens live 90 days; from day 83 the initiator
 //! renews (the responder steps in from day 85 if the initiator has not). The renewer mints a new
 //! token for the peer and calls the peer's `/refresh` with the token being renewed plus an
 //! identity signature; the peer mints a new token for the renewer, revokes the old one at once
@@ -8,30 +8,23 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
-use axum::Json;
 use rand::RngCore;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use syncropel_protocol::pair::{
     outbound_secret_handle, token_renewed_fields, update_body, PairRole, PairView, TokenDirection,
     UpdateOp,
 };
 use syncropel_protocol::signed::verify_object;
-use syncropel_protocol::{rfc3339_from_unix, sha256_hex, unix_from_rfc3339, ErrorCode, PairState};
+use syncropel_protocol::{
+    rfc3339_from_unix, sha256_hex, unix_from_rfc3339, unix_now, ErrorCode, PairState, Refusal,
+};
 use syncropel_store::StateChange;
+use syncropel_tenant::{self as accounts, mint_token, Tenant};
 
-use super::pairs::{self, find, transition};
-use super::state::{self as fstate, REFRESH};
-use crate::app::{AppState, JsonBody};
-use crate::auth::{presented_token, Caller};
-use crate::error::{ApiError, ApiResult};
-use crate::routes::PathParam;
-use crate::tenant::CurrentTenant;
-use crate::tenant::Tenant;
-use syncropel_tenant as accounts;
-use syncropel_tenant::{mint_token, Scope};
+use crate::error::{FederationError, Result};
+use crate::pairs::{self, find, transition};
+use crate::state::{self as fstate, REFRESH};
+use crate::Federation;
 
 /// Pair tokens live this long.
 pub const TOKEN_TTL_SECS: i64 = 90 * 24 * 3600;
@@ -41,13 +34,6 @@ const INITIATOR_WINDOW_SECS: i64 = 7 * 24 * 3600;
 const RESPONDER_WINDOW_SECS: i64 = 5 * 24 * 3600;
 /// A refresh answer is kept this long for a retry with the same nonce.
 const REPLAY_SECS: i64 = 600;
-
-/// Seconds of the steward's clock (injectable, so tests can stand at day 84).
-pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
-
-pub fn system_clock() -> Clock {
-    Arc::new(syncropel_protocol::unix_now)
-}
 
 /// Whether this side should renew the pair's tokens now.
 fn due(pair: &PairView, now: i64) -> bool {
@@ -70,32 +56,30 @@ fn due(pair: &PairView, now: i64) -> bool {
 }
 
 /// Renews every pair of the tenant that is due; failures are logged and retried next time.
-pub async fn renew_due(state: &AppState, tenant: &Tenant) -> ApiResult<usize> {
-    let now = (state.federation.config.clock)();
+pub async fn renew_due(fed: &Federation, tenant: &Tenant) -> Result<usize> {
+    let now = (fed.config.clock)();
     let mut renewed = 0;
-    for pair in pairs::load(state, tenant).await?.into_values() {
+    for pair in pairs::load(fed, tenant).await?.into_values() {
         if !due(&pair, now) {
             continue;
         }
-        match renew(state, tenant, &pair).await {
+        match renew(fed, tenant, &pair).await {
             Ok(_) => renewed += 1,
-            Err(e) => {
-                tracing::warn!(pair = %pair.pair_id, error = %e.message, "token renewal failed")
-            }
+            Err(e) => tracing::warn!(pair = %pair.pair_id, error = %e, "token renewal failed"),
         }
     }
     Ok(renewed)
 }
 
 /// Checks for due renewals every `interval`, until shutdown.
-pub fn spawn(state: AppState, tenant: Arc<Tenant>, interval: Duration) {
+pub fn spawn(fed: Arc<Federation>, tenant: Arc<Tenant>, interval: Duration) {
     tokio::spawn(async move {
         loop {
-            if let Err(e) = renew_due(&state, &tenant).await {
-                tracing::warn!(error = %e.message, "checking pair tokens failed");
+            if let Err(e) = renew_due(&fed, &tenant).await {
+                tracing::warn!(error = %e, "checking pair tokens failed");
             }
             tokio::select! {
-                _ = state.shutdown.cancelled() => return,
+                _ = fed.shutdown.cancelled() => return,
                 _ = tokio::time::sleep(interval) => {}
             }
         }
@@ -103,17 +87,16 @@ pub fn spawn(state: AppState, tenant: Arc<Tenant>, interval: Duration) {
 }
 
 /// Renews one pair's tokens as the caller side.
-pub async fn renew(state: &AppState, tenant: &Tenant, pair: &PairView) -> ApiResult<PairView> {
-    let store = state.store.as_ref();
+pub async fn renew(fed: &Federation, tenant: &Tenant, pair: &PairView) -> Result<PairView> {
+    let store = fed.store.as_ref();
     let identity = &tenant.identity;
-    let inbound =
-        pair.tokens.inbound.clone().ok_or_else(|| {
-            ApiError::internal(format!("pair {} has no inbound token", pair.pair_id))
-        })?;
-    let old_outbound = pairs::outbound_token(state, tenant, &pair.pair_id)
+    let inbound = pair.tokens.inbound.clone().ok_or_else(|| {
+        FederationError::corrupt(format!("pair {} has no inbound token", pair.pair_id))
+    })?;
+    let old_outbound = pairs::outbound_token(fed, tenant, &pair.pair_id)
         .await?
         .ok_or_else(|| {
-            ApiError::new(
+            Refusal::new(
                 ErrorCode::AuthInvalid,
                 format!("pair {} has no outbound credential to renew", pair.pair_id),
             )
@@ -122,22 +105,21 @@ pub async fn renew(state: &AppState, tenant: &Tenant, pair: &PairView) -> ApiRes
     // The peer's new token for us, and the nonce of this renewal: kept before the call, so a
     // retry after a lost answer (or a crash) repeats the same renewal, which the peer answers
     // again from its replay cache instead of refusing our already revoked bearer.
-    let attempt = renewal_attempt(state, tenant, &pair.pair_id, &inbound.sa_id).await?;
+    let attempt = renewal_attempt(fed, tenant, &pair.pair_id, &inbound.sa_id).await?;
     let (new_inbound, nonce, new_inbound_expires) = (
         attempt.token.clone(),
         attempt.nonce.clone(),
         attempt.expires_at,
     );
-    let request = super::signed(
+    let request = crate::signed(
         json!({
             "pair_id": pair.pair_id, "generation": pair.generation, "nonce": nonce,
-            "issued_at_ms": syncropel_protocol::unix_now() * 1000, "issued_token": new_inbound,
+            "issued_at_ms": unix_now() * 1000, "issued_token": new_inbound,
             "token_expires_at": rfc3339_from_unix(new_inbound_expires),
         }),
         &identity.key,
     );
-    let (status, answer) = state
-        .federation
+    let (status, answer) = fed
         .client()
         .post_json(
             &format!("{}/v1/federation/pair/refresh", url.trim_end_matches('/')),
@@ -146,29 +128,21 @@ pub async fn renew(state: &AppState, tenant: &Tenant, pair: &PairView) -> ApiRes
             Some(&identity.did),
         )
         .await
-        .map_err(|e| ApiError::new(ErrorCode::PeerUnreachable, format!("refresh failed: {e}")))?;
+        .map_err(|e| FederationError::unreachable(format!("refresh failed: {e}")))?;
     if status != 200 {
-        return Err(ApiError::new(
-            ErrorCode::PeerUnreachable,
-            format!(
-                "the peer refused the refresh ({status}): {}",
-                answer["message"].as_str().unwrap_or("")
-            ),
-        ));
+        return Err(FederationError::unreachable(format!(
+            "the peer refused the refresh ({status}): {}",
+            answer["message"].as_str().unwrap_or("")
+        )));
     }
     let new_outbound = answer["issued_token"]
         .as_str()
-        .ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::PeerUnreachable,
-                "the refresh answer has no token",
-            )
-        })?
+        .ok_or_else(|| FederationError::unreachable("the refresh answer has no token"))?
         .to_string();
     let new_outbound_expires = answer["token_expires_at"]
         .as_str()
         .and_then(unix_from_rfc3339)
-        .unwrap_or(syncropel_protocol::unix_now() + TOKEN_TTL_SECS);
+        .unwrap_or(unix_now() + TOKEN_TTL_SECS);
     // Ours for the peer: the new one in, the old one out (no overlap).
     let minted = accounts::install_token(
         store,
@@ -180,9 +154,9 @@ pub async fn renew(state: &AppState, tenant: &Tenant, pair: &PairView) -> ApiRes
     )
     .await?;
     accounts::revoke(store, &tenant.id, identity, &inbound.token_id).await?;
-    state.tokens.evict(&tenant.id, &inbound.token_id);
+    fed.tokens.evict(&tenant.id, &inbound.token_id);
     record_renewal(
-        state,
+        fed,
         tenant,
         pair,
         (
@@ -217,14 +191,14 @@ impl Attempt {
 /// The renewal in progress for a pair if it is recent enough for the peer to answer it again,
 /// else a new one (stored before it is sent).
 async fn renewal_attempt(
-    state: &AppState,
+    fed: &Federation,
     tenant: &Tenant,
     pair_id: &str,
     sa_id: &str,
-) -> ApiResult<Attempt> {
-    let store = state.store.as_ref();
+) -> Result<Attempt> {
+    let store = fed.store.as_ref();
     let key = format!("out/{pair_id}");
-    let now = syncropel_protocol::unix_now();
+    let now = unix_now();
     if let Some(text) = store.state_get(&tenant.id, REFRESH, &key).await? {
         let saved: Value = fstate::parse(&text)?;
         let token = fstate::open_secret(store, &tenant.id, &tenant.identity.key, &key).await?;
@@ -243,7 +217,7 @@ async fn renewal_attempt(
     }
     let mut nonce = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut nonce);
-    let (token, _) = mint_token(&state.env, sa_id);
+    let (token, _) = mint_token(&fed.env, sa_id);
     let attempt = Attempt {
         pair_id: pair_id.to_string(),
         nonce: hex::encode(nonce),
@@ -266,14 +240,14 @@ async fn renewal_attempt(
 
 /// Writes both `token_renewed` records and keeps the new outbound bearer.
 async fn record_renewal(
-    state: &AppState,
+    fed: &Federation,
     tenant: &Tenant,
     pair: &PairView,
     inbound: (&str, i64),
     outbound: (&str, i64),
     mut changes: Vec<StateChange>,
-) -> ApiResult<PairView> {
-    let now = syncropel_protocol::unix_now();
+) -> Result<PairView> {
+    let now = unix_now();
     let first = update_body(
         &pair.pair_id,
         pair.generation,
@@ -288,7 +262,7 @@ async fn record_renewal(
         outbound.0,
     );
     let pair = transition(
-        state,
+        fed,
         tenant,
         pair,
         first,
@@ -309,108 +283,107 @@ async fn record_renewal(
         ),
         now,
     );
-    transition(state, tenant, &pair, second, None, Some("token_renewed"), {
+    transition(fed, tenant, &pair, second, None, Some("token_renewed"), {
         changes.push(secret);
         changes
     })
     .await
 }
 
+/// A token a peer renewed for us: the answer to its `/refresh`.
+#[derive(Clone, Debug)]
+pub struct Refreshed {
+    pub pair_id: String,
+    pub issued_token: Option<String>,
+    pub token_expires_at: Value,
+}
+
 /// `POST /v1/federation/pair/refresh`: the peer renews. Authenticated by the bearer being
-/// renewed and the peer's identity signature.
+/// renewed (its SHA-256 is `presented`) and the peer's identity signature over `request`.
 pub async fn refresh(
-    State(state): State<AppState>,
-    CurrentTenant(tenant): CurrentTenant,
-    headers: HeaderMap,
-    JsonBody(body): JsonBody,
-) -> ApiResult<Response> {
-    tenant.require_writable()?;
-    let object = body
-        .as_object()
-        .ok_or_else(|| ApiError::validation("the refresh must be a JSON object"))?;
-    let signer = verify_object(object).map_err(|e| {
-        ApiError::new(
+    fed: &Federation,
+    tenant: &Tenant,
+    presented: Option<&str>,
+    request: &Map<String, Value>,
+) -> Result<Refreshed> {
+    let signer = verify_object(request).map_err(|e| {
+        Refusal::new(
             ErrorCode::UnauthenticatedInitiator,
             format!("the refresh signature: {e}"),
         )
     })?;
-    super::handshake::check_freshness(&body)?;
-    let pair_id = body["pair_id"].as_str().unwrap_or_default();
-    let pair = find(&state, &tenant, pair_id).await?;
-    if !state.federation.signs_for(&pair.peer_did, &signer).await
-        || body["generation"].as_u64() != Some(pair.generation)
+    crate::handshake::check_freshness(request)?;
+    let field = |name: &str| request.get(name).and_then(Value::as_str);
+    let pair = find(fed, tenant, field("pair_id").unwrap_or_default()).await?;
+    if !fed.signs_for(&pair.peer_did, &signer).await
+        || request.get("generation").and_then(Value::as_u64) != Some(pair.generation)
     {
-        return Err(ApiError::new(
+        return Err(Refusal::new(
             ErrorCode::UnauthenticatedInitiator,
             "the refresh is not signed by this pair's peer",
-        ));
+        )
+        .into());
     }
-    let nonce = body["nonce"]
-        .as_str()
+    let nonce = field("nonce")
         .filter(|n| n.len() == 64)
-        .ok_or_else(|| ApiError::validation("'nonce' must be 64 hex characters"))?;
+        .ok_or_else(|| Refusal::validation("'nonce' must be 64 hex characters"))?;
     let key = format!("refresh/{}", sha256_hex(nonce.as_bytes()));
-    let now = syncropel_protocol::unix_now();
+    let now = unix_now();
     // A retry of a refresh that went through (its answer was lost): the old bearer is already
     // revoked, so the peer's signature over the same nonce is what authenticates it.
-    if let Some(text) = state.store.state_get(&tenant.id, REFRESH, &key).await? {
+    if let Some(text) = fed.store.state_get(&tenant.id, REFRESH, &key).await? {
         let cached: Value = fstate::parse(&text)?;
         if cached["at"]
             .as_i64()
             .is_some_and(|at| now - at < REPLAY_SECS)
         {
             let token =
-                fstate::open_secret(state.store.as_ref(), &tenant.id, &tenant.identity.key, &key)
+                fstate::open_secret(fed.store.as_ref(), &tenant.id, &tenant.identity.key, &key)
                     .await?;
-            return Ok(Json(json!({
-                "object": "pair_refresh", "pair_id": pair.pair_id, "issued_token": token,
-                "token_expires_at": cached["token_expires_at"],
-            }))
-            .into_response());
+            return Ok(Refreshed {
+                pair_id: pair.pair_id,
+                issued_token: token,
+                token_expires_at: cached["token_expires_at"].clone(),
+            });
         }
-        return Err(ApiError::new(
-            ErrorCode::NonceReused,
-            "this refresh nonce has been used",
-        ));
+        return Err(
+            Refusal::new(ErrorCode::NonceReused, "this refresh nonce has been used").into(),
+        );
     }
     // A first attempt presents the bearer being renewed: the pair's current inbound token.
     let inbound =
         pair.tokens.inbound.clone().ok_or_else(|| {
-            ApiError::new(ErrorCode::AuthInvalid, "this pair has no token to renew")
+            Refusal::new(ErrorCode::AuthInvalid, "this pair has no token to renew")
         })?;
-    let presented = presented_token(&headers).map(|t| sha256_hex(t.as_bytes()));
-    let current = state.store.token(&tenant.id, &inbound.token_id).await?;
-    let valid = current
-        .as_ref()
-        .is_some_and(|g| g.revoked_at.is_none() && g.expires_at.is_none_or(|at| at > now));
-    if presented.as_deref() != Some(inbound.token_id.as_str()) || !valid {
-        return Err(ApiError::new(
-            ErrorCode::AuthInvalid,
-            "present the pair's current token to renew it",
-        ));
-    }
-    let grant = current.expect("checked above");
-    let their_token = body["issued_token"]
-        .as_str()
-        .ok_or_else(|| ApiError::validation("'issued_token' is required"))?
+    let current = fed.store.token(&tenant.id, &inbound.token_id).await?;
+    let grant = current
+        .filter(|g| g.revoked_at.is_none() && g.expires_at.is_none_or(|at| at > now))
+        .filter(|_| presented == Some(inbound.token_id.as_str()))
+        .ok_or_else(|| {
+            Refusal::new(
+                ErrorCode::AuthInvalid,
+                "present the pair's current token to renew it",
+            )
+        })?;
+    let their_token = field("issued_token")
+        .ok_or_else(|| Refusal::validation("'issued_token' is required"))?
         .to_string();
-    let their_expires = body["token_expires_at"]
-        .as_str()
+    let their_expires = field("token_expires_at")
         .and_then(unix_from_rfc3339)
         .unwrap_or(now + TOKEN_TTL_SECS);
-    let store = state.store.as_ref();
+    let store = fed.store.as_ref();
     let identity = &tenant.identity;
     let minted = accounts::mint(
         store,
         &tenant.id,
         identity,
-        &state.env,
+        &fed.env,
         &grant.sa_id,
         Some(TOKEN_TTL_SECS),
     )
     .await?;
     accounts::revoke(store, &tenant.id, identity, &grant.token_id).await?;
-    state.tokens.evict(&tenant.id, &grant.token_id);
+    fed.tokens.evict(&tenant.id, &grant.token_id);
     let expires = minted.expires_at.unwrap_or(now + TOKEN_TTL_SECS);
     let replay = vec![
         StateChange::put(
@@ -420,32 +393,25 @@ pub async fn refresh(
         ),
         fstate::seal_secret(&identity.key, &key, &minted.token),
     ];
-    state.store.write(&tenant.id, Vec::new(), replay).await?;
+    fed.store.write(&tenant.id, Vec::new(), replay).await?;
     record_renewal(
-        &state,
-        &tenant,
+        fed,
+        tenant,
         &pair,
         (&minted.token_id, expires),
         (&their_token, their_expires),
         Vec::new(),
     )
     .await?;
-    Ok(Json(json!({
-        "object": "pair_refresh", "pair_id": pair.pair_id, "issued_token": minted.token,
-        "token_expires_at": rfc3339_from_unix(expires),
-    }))
-    .into_response())
+    Ok(Refreshed {
+        pair_id: pair.pair_id,
+        issued_token: Some(minted.token),
+        token_expires_at: Value::from(rfc3339_from_unix(expires)),
+    })
 }
 
-/// `POST /v1/federation/pairs/{id}/refresh`: the operator renews now (`spl federation refresh`).
-pub async fn refresh_now(
-    State(state): State<AppState>,
-    caller: Caller,
-    PathParam(key): PathParam,
-) -> ApiResult<Response> {
-    caller.require(Scope::FederationManage)?;
-    caller.tenant.require_writable()?;
-    let pair = find(&state, &caller.tenant, &key).await?;
-    let pair = renew(&state, &caller.tenant, &pair).await?;
-    Ok(Json(pairs::view(&state, &caller.tenant.id, &pair)).into_response())
+/// The operator renews a pair's tokens now.
+pub async fn refresh_now(fed: &Federation, tenant: &Tenant, key: &str) -> Result<PairView> {
+    let pair = find(fed, tenant, key).await?;
+    renew(fed, tenant, &pair).await
 }

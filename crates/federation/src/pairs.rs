@@ -1,35 +1,28 @@
-//! Record-bound pairs (FEDERATION §3): their state is a fold over `th_federation_pairs`, read
-//! afresh for every decision (no replica caches a pair), and every transition is a record written
-//! together with its audit record on `th_audit_federation_pairs` in one transaction.
+//! Record-bound pairs (federation-protocol.md §3): their state is a fold over
+//! `th_federation_pairs`, read afresh for every decision (no replica caches a pair), and every
+//! transition is a record written together with its audit record on
+//! `th_audit_federation_pairs` in one transaction.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::Json;
-use futures_util::FutureExt;
 use serde_json::{json, Map, Value};
 use syncropel_protocol::pair::{
     audit_body, fold_pairs, outbound_secret_handle, revoke_body, update_body, AuditChange,
     PairAudit, PairView, RevokeNotify, UpdateOp,
 };
 use syncropel_protocol::sync::{has_document, PeerItem};
-use syncropel_protocol::{validate_thread, ErrorCode, PairState, PAIRS_AUDIT_THREAD, PAIRS_THREAD};
+use syncropel_protocol::{
+    unix_now, validate_thread, ErrorCode, PairState, Refusal, PAIRS_AUDIT_THREAD, PAIRS_THREAD,
+};
 use syncropel_store::{ListFilter, StateChange};
+use syncropel_tenant::Tenant;
 
-use super::identities::signature_holds;
-use super::puller::{pull_through, PullError, PullOutcome, Resolver, Source};
-use super::state as fstate;
-use crate::app::{optional_json, AppState, JsonBody, LimitedBody};
-use crate::auth::Caller;
-use crate::error::{ApiError, ApiResult};
-use crate::routes::PathParam;
-use crate::tenant::Tenant;
-use syncropel_protocol::unix_now;
-use syncropel_tenant as accounts;
-use syncropel_tenant::Scope;
+use crate::error::{FederationError, Result};
+use crate::puller::{pull_through, PullError, PullOutcome, Source};
+use crate::signers::signature_holds;
+use crate::state as fstate;
+use crate::{own_record, Federation};
 
 /// A genesis counts only if it is signed for the responder it names: by the responder's key for
 /// a did:key responder; for a responder with a DID document, by the key that was checked against
@@ -52,8 +45,8 @@ fn genesis_verifies(record: &Value) -> bool {
 /// Every pair of the tenant, by pair id. The fold is kept per tenant and reused while no record
 /// has been added to `th_federation_pairs` since (one indexed read checks that), so every
 /// replica still decides on the current log.
-pub async fn load(state: &AppState, tenant: &Tenant) -> ApiResult<BTreeMap<String, PairView>> {
-    let cached = state.federation.cached_pairs(&tenant.id);
+pub async fn load(fed: &Federation, tenant: &Tenant) -> Result<BTreeMap<String, PairView>> {
+    let cached = fed.cached_pairs(&tenant.id);
     if let Some((seq, pairs)) = cached {
         let newer = ListFilter {
             thread: Some(PAIRS_THREAD.into()),
@@ -62,19 +55,19 @@ pub async fn load(state: &AppState, tenant: &Tenant) -> ApiResult<BTreeMap<Strin
             after_seq: seq,
             limit: 1,
         };
-        if state.store.list(&tenant.id, &newer).await?.is_empty() {
+        if fed.store.list(&tenant.id, &newer).await?.is_empty() {
             return Ok(pairs);
         }
     }
-    let (records, seq) = super::thread_records(state, &tenant.id, PAIRS_THREAD).await?;
+    let (records, seq) = fed.thread_records(&tenant.id, PAIRS_THREAD).await?;
     let pairs = fold_pairs(&records, &tenant.identity.did, genesis_verifies);
-    state.federation.cache_pairs(&tenant.id, seq, pairs.clone());
+    fed.cache_pairs(&tenant.id, seq, pairs.clone());
     Ok(pairs)
 }
 
 /// A pair named by its id or its peer's DID.
-pub async fn find(state: &AppState, tenant: &Tenant, key: &str) -> ApiResult<PairView> {
-    let mut pairs = load(state, tenant).await?;
+pub async fn find(fed: &Federation, tenant: &Tenant, key: &str) -> Result<PairView> {
+    let mut pairs = load(fed, tenant).await?;
     if let Some(pair) = pairs.remove(key) {
         return Ok(pair);
     }
@@ -82,18 +75,19 @@ pub async fn find(state: &AppState, tenant: &Tenant, key: &str) -> ApiResult<Pai
         .into_values()
         .find(|p| p.peer_did == key || p.peer_url.as_deref() == Some(key.trim_end_matches('/')))
         .ok_or_else(|| {
-            ApiError::new(ErrorCode::UnpairedPeer, format!("no pair with '{key}'"))
+            Refusal::new(ErrorCode::UnpairedPeer, format!("no pair with '{key}'"))
                 .with_hint("pair first: `spl federation pair <peer-url>`")
+                .into()
         })
 }
 
 /// The pair whose inbound service account is `sa_id` (the pair behind a peer's token).
 pub async fn by_inbound_account(
-    state: &AppState,
+    fed: &Federation,
     tenant: &Tenant,
     sa_id: &str,
-) -> ApiResult<Option<PairView>> {
-    Ok(load(state, tenant)
+) -> Result<Option<PairView>> {
+    Ok(load(fed, tenant)
         .await?
         .into_values()
         .find(|p| p.tokens.inbound.as_ref().is_some_and(|t| t.sa_id == sa_id)))
@@ -110,14 +104,14 @@ const UNREACHABLE_SECS: i64 = 24 * 3600;
 /// the next success recovers a degraded one, and the cursor is checkpointed as a record now and
 /// then so that the fold can rebuild it after a restore.
 pub async fn after_pull(
-    state: &AppState,
+    fed: &Federation,
     tenant: &Tenant,
     pair_id: &str,
     thread: &str,
-    result: &Result<PullOutcome, PullError>,
+    result: &std::result::Result<PullOutcome, PullError>,
     last_checkpoint: &mut Option<std::time::Instant>,
-) -> ApiResult<()> {
-    let pair = find(state, tenant, pair_id).await?;
+) -> Result<()> {
+    let pair = find(fed, tenant, pair_id).await?;
     let now = unix_now();
     // A 401 degrades at once; any other failure once nothing has come through for 24 hours
     // (the cursor row keeps the last success, so this survives restarts).
@@ -125,8 +119,7 @@ pub async fn after_pull(
         Err(PullError::Peer(e)) if e.http_status() == Some(401) => Some("auth_401"),
         Err(PullError::Peer(_)) => {
             let cursor =
-                super::state::pull_cursor(state.store.as_ref(), &tenant.id, pair_id, thread)
-                    .await?;
+                fstate::pull_cursor(fed.store.as_ref(), &tenant.id, pair_id, thread).await?;
             let last = cursor.and_then(|c| c.last_sync_at);
             last.is_some_and(|at| now - at > UNREACHABLE_SECS)
                 .then_some("unreachable_24h")
@@ -147,7 +140,7 @@ pub async fn after_pull(
                     now,
                 );
                 transition(
-                    state,
+                    fed,
                     tenant,
                     &pair,
                     body,
@@ -172,7 +165,7 @@ pub async fn after_pull(
                     now,
                 );
                 pair = transition(
-                    state,
+                    fed,
                     tenant,
                     &pair,
                     body,
@@ -197,7 +190,7 @@ pub async fn after_pull(
                     fields,
                     now,
                 );
-                transition(state, tenant, &pair, body, None, None, Vec::new()).await?;
+                transition(fed, tenant, &pair, body, None, None, Vec::new()).await?;
                 *last_checkpoint = Some(std::time::Instant::now());
             }
         }
@@ -206,15 +199,15 @@ pub async fn after_pull(
 }
 
 /// A pair serves its peer while active or degraded; paused answers `pair_paused`.
-pub fn require_serving(pair: &PairView) -> ApiResult<()> {
+pub fn require_serving(pair: &PairView) -> std::result::Result<(), Refusal> {
     match pair.state {
         PairState::Active | PairState::Degraded => Ok(()),
-        PairState::Paused => Err(ApiError::new(
+        PairState::Paused => Err(Refusal::new(
             ErrorCode::PairPaused,
             format!("pair {} is paused", pair.pair_id),
         )
         .with_hint("the operator resumes it with `spl federation resume`")),
-        PairState::Establishing | PairState::Revoked => Err(ApiError::new(
+        PairState::Establishing | PairState::Revoked => Err(Refusal::new(
             ErrorCode::AuthInvalid,
             format!("pair {} is not active", pair.pair_id),
         )),
@@ -234,27 +227,27 @@ pub fn target_namespaces(pair: &PairView) -> Vec<String> {
 
 /// The bearer an active pair with `peer_did` holds for us at the peer.
 pub async fn outbound_token_for_peer(
-    state: &AppState,
+    fed: &Federation,
     tenant: &Tenant,
     peer_did: &str,
-) -> ApiResult<Option<String>> {
-    let pair = load(state, tenant)
+) -> Result<Option<String>> {
+    let pair = load(fed, tenant)
         .await?
         .into_values()
         .find(|p| p.peer_did == peer_did && p.state == PairState::Active);
     match pair {
-        Some(pair) => outbound_token(state, tenant, &pair.pair_id).await,
+        Some(pair) => outbound_token(fed, tenant, &pair.pair_id).await,
         None => Ok(None),
     }
 }
 
 pub async fn outbound_token(
-    state: &AppState,
+    fed: &Federation,
     tenant: &Tenant,
     pair_id: &str,
-) -> ApiResult<Option<String>> {
+) -> Result<Option<String>> {
     fstate::open_secret(
-        state.store.as_ref(),
+        fed.store.as_ref(),
         &tenant.id,
         &tenant.identity.key,
         &outbound_secret_handle(pair_id),
@@ -262,48 +255,47 @@ pub async fn outbound_token(
     .await
 }
 
-/// Resolves a pair's pull source before each pull: only an active or degraded pair with a
-/// credential is pulled from.
-pub fn resolver() -> Resolver {
-    Arc::new(|state: AppState, tenant: Arc<Tenant>, pair_id: String| {
-        async move {
-            let pair = find(&state, &tenant, &pair_id).await?;
-            require_serving(&pair).map_err(PullError::Parked)?;
-            let token = outbound_token(&state, &tenant, &pair_id)
-                .await?
-                .ok_or_else(|| {
-                    PullError::Parked(ApiError::new(
-                        ErrorCode::AuthInvalid,
-                        format!("pair {pair_id} has no outbound credential"),
-                    ))
-                })?;
-            Ok(Source {
-                id: pair_id,
-                peer_did: pair.peer_did.clone(),
-                base_url: pair.peer_url.clone().unwrap_or_default(),
-                token,
-                actor: tenant.identity.did.to_string(),
-                target_namespace: None,
-            })
-        }
-        .boxed()
+/// The pull source of a pair, resolved before each pull: only an active or degraded pair with
+/// a credential is pulled from.
+pub(crate) async fn source(
+    fed: &Federation,
+    tenant: &Tenant,
+    pair_id: String,
+) -> std::result::Result<Source, PullError> {
+    let pair = find(fed, tenant, &pair_id).await?;
+    require_serving(&pair).map_err(PullError::Parked)?;
+    let token = outbound_token(fed, tenant, &pair_id)
+        .await?
+        .ok_or_else(|| {
+            PullError::Parked(Refusal::new(
+                ErrorCode::AuthInvalid,
+                format!("pair {pair_id} has no outbound credential"),
+            ))
+        })?;
+    Ok(Source {
+        id: pair_id,
+        peer_did: pair.peer_did.clone(),
+        base_url: pair.peer_url.clone().unwrap_or_default(),
+        token,
+        actor: tenant.identity.did.to_string(),
+        target_namespace: None,
     })
 }
 
 /// Writes one update (or revoke) of a pair with its audit record, in one transaction, and
 /// answers the pair as it now stands.
 pub async fn transition(
-    state: &AppState,
+    fed: &Federation,
     tenant: &Tenant,
     pair: &PairView,
     body: Map<String, Value>,
     to: Option<PairState>,
     reason: Option<&str>,
     changes: Vec<StateChange>,
-) -> ApiResult<PairView> {
+) -> Result<PairView> {
     let identity = &tenant.identity;
     // The audit names the state record, whose id is known once it is sealed.
-    let record = super::own_record(tenant, PAIRS_THREAD, body, pair.next_parents.clone());
+    let record = own_record(tenant, PAIRS_THREAD, body, pair.next_parents.clone());
     let change = match to {
         Some(to) => AuditChange::Transition {
             from: Some(pair.state),
@@ -321,75 +313,42 @@ pub async fn transition(
         actor: &identity.did,
         timestamp: unix_now(),
     });
-    let audit = super::own_record(tenant, PAIRS_AUDIT_THREAD, audit, Vec::new());
-    for result in state
+    let audit = own_record(tenant, PAIRS_AUDIT_THREAD, audit, Vec::new());
+    for result in fed
         .store
         .write(&tenant.id, vec![record, audit], changes)
         .await?
     {
-        result.map_err(ApiError::from)?;
+        result?;
     }
-    find(state, tenant, &pair.pair_id).await
+    find(fed, tenant, &pair.pair_id).await
 }
 
-pub fn view(state: &AppState, tenant: &str, pair: &PairView) -> Value {
-    let mut value = serde_json::to_value(pair).unwrap_or_default();
-    value["object"] = json!("federation_pair");
-    let health = state.federation.jobs.health(tenant, &pair.pair_id);
-    let failing = health.iter().find(|h| h.status == "failing");
-    value["sync_health"] = json!({
-        "status": if failing.is_some() { "failing" } else { "ok" },
-        "last_error": failing.and_then(|h| h.last_error.clone()),
-        "jobs": health,
-    });
-    value
-}
-
-pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Response> {
-    caller.require(Scope::FederationManage)?;
-    let pairs = load(&state, &caller.tenant).await?;
-    let data: Vec<Value> = pairs
-        .values()
-        .map(|p| view(&state, &caller.tenant.id, p))
-        .collect();
-    Ok(Json(json!({"object": "list", "data": data})).into_response())
-}
-
-pub async fn get_one(
-    State(state): State<AppState>,
-    caller: Caller,
-    PathParam(key): PathParam,
-) -> ApiResult<Response> {
-    caller.require(Scope::FederationManage)?;
-    let pair = find(&state, &caller.tenant, &key).await?;
-    Ok(Json(view(&state, &caller.tenant.id, &pair)).into_response())
-}
-
-fn reason_of(body: &Value) -> ApiResult<Option<String>> {
+/// The optional `reason` of an operator's request body.
+pub fn reason_of(body: &Value) -> std::result::Result<Option<String>, Refusal> {
     match body.get("reason") {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(r)) => Ok(Some(r.clone())),
-        Some(_) => Err(ApiError::validation("'reason' must be a string")),
+        Some(_) => Err(Refusal::validation("'reason' must be a string")),
     }
 }
 
-async fn operator_update(
-    state: AppState,
-    caller: Caller,
-    key: String,
-    body: Value,
+/// The operator pauses or resumes a pair (`op` leads to `to`; `body` may give a `reason`); its
+/// jobs hear of it at once.
+pub async fn operate(
+    fed: &Federation,
+    tenant: &Tenant,
+    key: &str,
     op: UpdateOp,
     to: PairState,
-) -> ApiResult<Response> {
-    caller.require(Scope::FederationManage)?;
-    caller.tenant.require_writable()?;
-    let pair = find(&state, &caller.tenant, &key).await?;
-    if PairState::after(
-        Some(pair.state),
-        op.event().expect("an operator op is an event"),
-    ) != Some(to)
-    {
-        return Err(ApiError::new(
+    body: &Value,
+) -> Result<PairView> {
+    let pair = find(fed, tenant, key).await?;
+    let allowed = op
+        .event()
+        .is_some_and(|event| PairState::after(Some(pair.state), event) == Some(to));
+    if !allowed {
+        return Err(Refusal::new(
             ErrorCode::PreconditionFailed,
             format!(
                 "pair {} is {}; it cannot {}",
@@ -397,78 +356,43 @@ async fn operator_update(
                 pair.state.as_str(),
                 op.as_str()
             ),
-        ));
+        )
+        .into());
     }
-    let reason = reason_of(&body)?;
+    let reason = reason_of(body)?;
+    let reason = reason.as_deref();
     let record = update_body(
         &pair.pair_id,
         pair.generation,
         op,
-        reason.as_deref(),
+        reason,
         Map::new(),
         unix_now(),
     );
-    let pair = transition(
-        &state,
-        &caller.tenant,
-        &pair,
-        record,
-        Some(to),
-        reason.as_deref(),
-        Vec::new(),
-    )
-    .await?;
-    state.federation.jobs.kick(&caller.tenant.id, &pair.pair_id);
-    Ok(Json(view(&state, &caller.tenant.id, &pair)).into_response())
-}
-
-pub async fn pause(
-    State(state): State<AppState>,
-    caller: Caller,
-    PathParam(key): PathParam,
-    LimitedBody(bytes): LimitedBody,
-) -> ApiResult<Response> {
-    let body = optional_json(&state, &bytes)?;
-    operator_update(state, caller, key, body, UpdateOp::Pause, PairState::Paused).await
-}
-
-pub async fn resume(
-    State(state): State<AppState>,
-    caller: Caller,
-    PathParam(key): PathParam,
-    LimitedBody(bytes): LimitedBody,
-) -> ApiResult<Response> {
-    let body = optional_json(&state, &bytes)?;
-    operator_update(
-        state,
-        caller,
-        key,
-        body,
-        UpdateOp::Resume,
-        PairState::Active,
-    )
-    .await
+    let pair = transition(fed, tenant, &pair, record, Some(to), reason, Vec::new()).await?;
+    fed.jobs.kick(&tenant.id, &pair.pair_id);
+    Ok(pair)
 }
 
 /// Revokes a pair on this side: the revoke record, the inbound tokens revoked and the outbound
 /// secret deleted in one go; then a best-effort notice to the peer (§4.8).
 pub async fn revoke_pair(
-    state: &AppState,
+    fed: &Federation,
     tenant: &Tenant,
     pair: &PairView,
     reason: &str,
     notify: bool,
-) -> ApiResult<PairView> {
+) -> Result<PairView> {
     let mut revoked = Vec::new();
     if let Some(inbound) = &pair.tokens.inbound {
-        accounts::revoke(
-            state.store.as_ref(),
+        syncropel_tenant::revoke(
+            fed.store.as_ref(),
             &tenant.id,
             &tenant.identity,
             &inbound.token_id,
         )
         .await?;
-        state.tokens.evict(&tenant.id, &inbound.token_id);
+        fed.tokens.evict(&tenant.id, &inbound.token_id);
         revoked.push(inbound.token_id.clone());
     }
     let mut outcome = RevokeNotify {
@@ -476,10 +400,10 @@ pub async fn revoke_pair(
         ok: false,
     };
     if notify {
-        let token: Option<String> = outbound_token(state, tenant, &pair.pair_id).await?;
+        let token: Option<String> = outbound_token(fed, tenant, &pair.pair_id).await?;
         if let (Some(url), Some(token)) = (pair.peer_url.as_deref(), token) {
             outcome.attempted = true;
-            let body = super::signed(
+            let body = crate::signed(
                 json!({
                     "pair_id": pair.pair_id, "generation": pair.generation, "reason": reason,
                     "issued_at_ms": unix_now() * 1000,
@@ -491,9 +415,7 @@ pub async fn revoke_pair(
                 url.trim_end_matches('/')
             );
             outcome.ok = matches!(
-                state
-                    .federation
-                    .client()
+                fed.client()
                     .post_json(&target, &body, Some(&token), Some(&tenant.identity.did))
                     .await,
                 Ok((200..=299, _))
@@ -513,7 +435,7 @@ pub async fn revoke_pair(
         &outbound_secret_handle(&pair.pair_id),
     )];
     let pair = transition(
-        state,
+        fed,
         tenant,
         pair,
         record,
@@ -522,164 +444,138 @@ pub async fn revoke_pair(
         changes,
     )
     .await?;
-    super::stop_jobs(state, &tenant.id, &pair.pair_id).await?;
+    fed.stop_jobs(&tenant.id, &pair.pair_id).await?;
     Ok(pair)
 }
 
+/// The operator revokes a pair (a revoked one stays as it is).
 pub async fn revoke(
-    State(state): State<AppState>,
-    caller: Caller,
-    PathParam(key): PathParam,
-    LimitedBody(bytes): LimitedBody,
-) -> ApiResult<Response> {
-    caller.require(Scope::FederationManage)?;
-    caller.tenant.require_writable()?;
-    let body = optional_json(&state, &bytes)?;
-    let reason = reason_of(&body)?.unwrap_or_else(|| "operator".into());
-    let pair = find(&state, &caller.tenant, &key).await?;
+    fed: &Federation,
+    tenant: &Tenant,
+    key: &str,
+    reason: &str,
+) -> Result<PairView> {
+    let pair = find(fed, tenant, key).await?;
     if pair.state == PairState::Revoked {
-        return Ok(Json(view(&state, &caller.tenant.id, &pair)).into_response());
+        return Ok(pair);
     }
-    let pair = revoke_pair(&state, &caller.tenant, &pair, &reason, true).await?;
-    Ok(Json(view(&state, &caller.tenant.id, &pair)).into_response())
+    revoke_pair(fed, tenant, &pair, reason, true).await
 }
 
 /// `POST /v1/federation/pair/notify-revoke`: the peer revoked; we revoke symmetrically. The
-/// caller is the peer, by its pair token, and signs the notice.
-pub async fn notify_revoke(
-    State(state): State<AppState>,
-    caller: Caller,
-    JsonBody(body): JsonBody,
-) -> ApiResult<Response> {
-    let grant = caller
-        .grant
-        .as_ref()
-        .ok_or_else(|| ApiError::new(ErrorCode::AuthRequired, "a pair token is required"))?;
-    let pair = by_inbound_account(&state, &caller.tenant, &grant.sa_id)
+/// caller is the peer, by its pair token (account `sa_id`), and signs the notice.
+pub async fn notified_revoke(
+    fed: &Federation,
+    tenant: &Tenant,
+    sa_id: &str,
+    notice: &Value,
+) -> Result<PairView> {
+    let pair = by_inbound_account(fed, tenant, sa_id)
         .await?
         .ok_or_else(|| {
-            ApiError::new(ErrorCode::PermissionDenied, "this token belongs to no pair")
+            Refusal::new(ErrorCode::PermissionDenied, "this token belongs to no pair")
         })?;
-    let object = body
+    let notice = notice
         .as_object()
-        .ok_or_else(|| ApiError::validation("the notice must be a JSON object"))?;
-    let signer = syncropel_protocol::signed::verify_object(object)?;
-    super::handshake::check_freshness(&body)?;
-    let signed_by_peer = state.federation.signs_for(&pair.peer_did, &signer).await;
-    if body["generation"].as_u64() != Some(pair.generation) {
-        return Err(ApiError::validation(
+        .ok_or_else(|| Refusal::validation("the notice must be a JSON object"))?;
+    let signer = syncropel_protocol::signed::verify_object(notice)?;
+    crate::handshake::check_freshness(notice)?;
+    let signed_by_peer = fed.signs_for(&pair.peer_did, &signer).await;
+    if notice.get("generation").and_then(Value::as_u64) != Some(pair.generation) {
+        return Err(FederationError::validation(
             "the notice is for another generation of this pair",
         ));
     }
-    if !signed_by_peer || body["pair_id"].as_str() != Some(pair.pair_id.as_str()) {
-        return Err(ApiError::new(
+    if !signed_by_peer || notice.get("pair_id").and_then(Value::as_str) != Some(&pair.pair_id) {
+        return Err(Refusal::new(
             ErrorCode::UnauthenticatedInitiator,
             "the notice is not signed by this pair's peer",
-        ));
+        )
+        .into());
     }
-    if pair.state != PairState::Revoked {
-        revoke_pair(&state, &caller.tenant, &pair, "peer_notified", false).await?;
+    if pair.state == PairState::Revoked {
+        return Ok(pair);
     }
-    Ok((
-        StatusCode::OK,
-        Json(json!({"object": "pair_revoked", "pair_id": pair.pair_id})),
-    )
-        .into_response())
+    revoke_pair(fed, tenant, &pair, "peer_notified", false).await
 }
 
-/// `POST /v1/sync/pull {thread, peer, peer_token?}` (`spl sync T from PEER`): a one-shot pull
-/// that pages until the peer has nothing more. Through a pair it also leaves the pair's job
-/// running for the thread; with `peer_token` and no pair it is the legacy one-shot path.
+/// Where a one-shot pull comes from: a peer named by pair id, DID or URL, or (with a token
+/// the peer issued and no pair) a peer URL.
+pub struct PullRequest<'a> {
+    pub thread: &'a str,
+    pub peer: &'a str,
+    pub peer_token: Option<&'a str>,
+}
+
+/// A one-shot pull (`spl sync T from PEER`) that pages until the peer has nothing more. Through
+/// a pair it also leaves the pair's job running for the thread; with a token and no pair it is
+/// the one-shot path of the older token-based sync.
 pub async fn pull(
-    State(state): State<AppState>,
-    caller: Caller,
-    JsonBody(body): JsonBody,
-) -> ApiResult<Response> {
-    caller.require(Scope::FederationManage)?;
-    caller.tenant.require_writable()?;
-    let text = |k: &str| body.get(k).and_then(Value::as_str).map(str::to_string);
-    let thread = text("thread").ok_or_else(|| ApiError::validation("'thread' is required"))?;
-    validate_thread(&thread)?;
-    refuse_unpullable(&thread)?;
-    let peer = text("peer").ok_or_else(|| ApiError::validation("'peer' is required"))?;
-    let tenant = caller.tenant.clone();
-    let source = match find(&state, &tenant, &peer).await {
+    fed: &Arc<Federation>,
+    tenant: &Arc<Tenant>,
+    request: PullRequest<'_>,
+) -> std::result::Result<PullOutcome, PullError> {
+    let PullRequest {
+        thread,
+        peer,
+        peer_token,
+    } = request;
+    validate_thread(thread).map_err(|e| PullError::Parked(e.into()))?;
+    refuse_unpullable(thread).map_err(PullError::Parked)?;
+    let source = match find(fed, tenant, peer).await {
         Ok(pair) => {
             match pair.state {
-                PairState::Paused => require_serving(&pair)?,
+                PairState::Paused => require_serving(&pair).map_err(PullError::Parked)?,
                 // The operator's call is fine; the pair is what cannot carry a pull (a 401
                 // here would read as the operator's own token being refused).
                 PairState::Establishing | PairState::Revoked => {
-                    return Err(ApiError::new(
-                        ErrorCode::PreconditionFailed,
-                        format!("pair {} is {}", pair.pair_id, pair.state.as_str()),
-                    )
-                    .with_hint("pair again: `spl federation pair <peer-url>`"))
+                    return Err(PullError::Parked(
+                        Refusal::new(
+                            ErrorCode::PreconditionFailed,
+                            format!("pair {} is {}", pair.pair_id, pair.state.as_str()),
+                        )
+                        .with_hint("pair again: `spl federation pair <peer-url>`"),
+                    ))
                 }
                 PairState::Active | PairState::Degraded => {}
             }
-            (resolver())(state.clone(), tenant.clone(), pair.pair_id.clone())
-                .await
-                .map_err(pull_error)?
+            source(fed, tenant, pair.pair_id.clone()).await?
         }
-        Err(unpaired) => match text("peer_token") {
+        Err(unpaired) => match peer_token {
             Some(token) if peer.starts_with("http://") || peer.starts_with("https://") => Source {
                 id: format!(
                     "once_{}",
                     &syncropel_protocol::sha256_hex(peer.as_bytes())[..16]
                 ),
                 peer_did: String::new(),
-                base_url: peer.clone(),
-                token,
+                base_url: peer.to_string(),
+                token: token.to_string(),
                 actor: tenant.identity.did.to_string(),
                 target_namespace: None,
             },
             Some(_) => {
-                return Err(ApiError::validation(
+                return Err(PullError::Parked(Refusal::validation(
                     "with --peer-token, name the peer by its URL",
-                ))
+                )))
             }
-            None => return Err(unpaired),
+            None => return Err(unpaired.into()),
         },
     };
-    let total = pull_through(&state, state.federation.client(), &tenant, &source, &thread)
-        .await
-        .map_err(pull_error)?;
+    let total = pull_through(fed, tenant, &source, thread).await?;
     if !source.id.starts_with("once_") {
-        super::start_job(&state, tenant.clone(), &source.id, &thread).await?;
+        fed.start_job(tenant.clone(), &source.id, thread).await?;
     }
-    Ok(Json(json!({
-        "object": "sync_result",
-        "thread": thread,
-        "peer": peer,
-        "pulled": total.pulled,
-        "duplicates": total.duplicates,
-        "quarantined": total.quarantined,
-        "cursor": total.cursor,
-    }))
-    .into_response())
+    Ok(total)
 }
 
-/// Threads no peer may fill (see [`super::puller::pullable_thread`]).
-pub fn refuse_unpullable(thread: &str) -> ApiResult<()> {
-    if super::puller::pullable_thread(thread) {
+/// Threads no peer may fill (see [`crate::puller::pullable_thread`]).
+pub fn refuse_unpullable(thread: &str) -> std::result::Result<(), Refusal> {
+    if crate::puller::pullable_thread(thread) {
         Ok(())
     } else {
-        Err(ApiError::new(
+        Err(Refusal::new(
             ErrorCode::ThreadNotAllowed,
             format!("thread '{thread}' is this steward's own; it is never pulled from a peer"),
         ))
-    }
-}
-
-/// A failed one-shot pull, as an answer to the operator.
-fn pull_error(e: PullError) -> ApiError {
-    match e {
-        PullError::Parked(e) | PullError::Local(e) => e,
-        PullError::Peer(e) => ApiError::new(
-            ErrorCode::PeerUnreachable,
-            format!("the peer could not be pulled from: {} ({})", e, e.code()),
-        )
-        .with_extra("peer_error", e.code()),
     }
 }

@@ -1,4 +1,4 @@
-//! The signed federation manifest served at `/.well-known/syncropel` (FEDERATION §2.1).
+//! The signed federation manifest served at `/.well-known/syncropel` (federation-protocol.md §2.1).
 //!
 //! Signed in "covered form": the canonical JSON of the manifest with only `signature.signature`
 //! removed, so `alg`, `key_id`, `signed_at` and `expires_at` are all covered by the signature.
@@ -9,11 +9,11 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 use syncropel_protocol::{canonical_string, verify_signature, Keypair};
 
-use crate::routes::health::VERSION;
-
 /// How long a manifest is valid after it is signed.
 pub const MANIFEST_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 pub const FEDERATION_PROTOCOL_VERSION: &str = "0.13";
+/// The steward's version, as the manifest announces it.
+const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Builds and signs the manifest of the steward at `origin` (`https://acme.example.com`, no
 /// trailing slash) whose identity is `did`, signed by `key`.

@@ -1,4 +1,4 @@
-//! Which keys may sign for a DID (FEDERATION §1.1, §1.5): a did:key signs for itself; a did:web or
+//! Which keys may sign for a DID (federation-protocol.md §1.1, §1.5): a did:key signs for itself; a did:web or
 //! directory did:sync through the keys its document names, resolved through the guarded client
 //! and cached by the resolver. Everything that checks a peer's signature asks here.
 
@@ -6,14 +6,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use syncropel_federation::{DidResolver, PeerError, ResolvedDid};
 use syncropel_protocol::sync::{
     has_document, verify_items, DocumentKeys, PeerItem, Rejection, ResolvedKeys,
 };
 use syncropel_protocol::ErrorCode;
+use syncropel_protocol::Refusal;
 
-use super::Federation;
-use crate::error::ApiError;
+use crate::peer::PeerError;
+use crate::resolve::ResolvedDid;
+use crate::Federation;
 
 /// Most actors with documents resolved for one page: a page naming more (a peer making us
 /// fetch from many hosts) leaves the rest `SIGNER_UNRESOLVED` until a later pull.
@@ -22,17 +23,13 @@ const DOCUMENT_ACTORS_PER_PAGE: usize = 16;
 const RESOLVE_DEADLINE: Duration = Duration::from_secs(10);
 
 impl Federation {
-    pub fn resolver(&self) -> &DidResolver {
-        &self.resolver
-    }
-
     /// The did:keys that may sign for `did`: itself for a did:key, the keys of its document for
     /// a did:web or directory did:sync (`503 DID_UNRESOLVED` while it cannot be resolved).
-    pub async fn keys_of(&self, did: &str) -> Result<Vec<String>, ApiError> {
+    pub async fn keys_of(&self, did: &str) -> Result<Vec<String>, Refusal> {
         if !has_document(did) {
             return Ok(vec![did.to_string()]);
         }
-        let resolved = self.resolver.resolve(did).await.map_err(unresolved)?;
+        let resolved = self.resolver().resolve(did).await.map_err(unresolved)?;
         Ok(resolved.keys.clone())
     }
 
@@ -97,7 +94,7 @@ impl Federation {
         signers: &BTreeSet<Option<&str>>,
     ) -> Option<DocumentKeys> {
         let covers = |doc: &ResolvedDid| signers.iter().flatten().all(|s| doc.accepts(s));
-        let cached = match self.resolver.resolve(did).await {
+        let cached = match self.resolver().resolve(did).await {
             Ok(doc) => doc,
             Err(e) => {
                 tracing::debug!(did, error = %e, "could not resolve a record's actor");
@@ -107,7 +104,7 @@ impl Federation {
         if covers(&cached) {
             return Some(keys(&cached, true));
         }
-        match self.resolver.refresh(did).await {
+        match self.resolver().refresh(did).await {
             // The resolver limits forced fetches: the same answer back is not a fresh one.
             Ok(again) => {
                 let fresh = !Arc::ptr_eq(&cached, &again);
@@ -126,8 +123,8 @@ fn keys(document: &ResolvedDid, fresh: bool) -> DocumentKeys {
     }
 }
 
-fn unresolved(e: PeerError) -> ApiError {
-    ApiError::new(ErrorCode::DidUnresolved, e.to_string())
+fn unresolved(e: PeerError) -> Refusal {
+    Refusal::new(ErrorCode::DidUnresolved, e.to_string())
 }
 
 /// Settles the verdicts a page got without documents: records of document-bearing actors that

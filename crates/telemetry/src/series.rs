@@ -1,6 +1,7 @@
-//! The steward's own metrics (request latency comes from [`syncropel_telemetry::http`]).
-//! Series are labelled by kind, never by tenant, so their number stays small on a platform
-//! of many tenants; sync lag is per pair, which a peer only has by pairing.
+//! The steward's named metric series, defined once so that their names and labels never drift
+//! between the parts that record them (request latency comes from [`crate::http`]). Series are
+//! labelled by kind, never by tenant, so their number stays small on a platform of many tenants;
+//! sync lag is per pair, which a peer only has by pairing.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
@@ -19,7 +20,7 @@ struct Instruments {
 fn instruments() -> &'static Instruments {
     static INSTRUMENTS: OnceLock<Instruments> = OnceLock::new();
     INSTRUMENTS.get_or_init(|| {
-        let meter = syncropel_telemetry::metrics::meter();
+        let meter = crate::metrics::meter();
         Instruments {
             ingested: meter
                 .u64_counter("syncropel_records_ingested")

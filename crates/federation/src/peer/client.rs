@@ -10,8 +10,8 @@ use reqwest::Response;
 use serde_json::Value;
 use url::Url;
 
-use crate::error::{classify, PeerError};
-use crate::target::{check_url, PublicOnlyResolver};
+use super::error::{classify, PeerError};
+use super::target::{check_url, PublicOnlyResolver};
 
 /// Header naming the acting principal on peer calls.
 const ACTOR_HEADER: &str = "x-syncropel-actor";

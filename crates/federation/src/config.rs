@@ -1,0 +1,107 @@
+//! How a steward federates: intervals, deadlines, the retry schedule, the operator's directories
+//! and discovery, and the clocks tests can move.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::discovery::DiscoveryConfig;
+use crate::peer::PeerClientOptions;
+
+#[derive(Clone)]
+pub struct FederationConfig {
+    /// Spacing of polls to a peer that answers longpolls at once, and after an error.
+    pub poll_interval: Duration,
+    /// Peer DIDs whose pair requests are approved without the operator (the responder's own
+    /// configuration; nothing an initiator sends can switch it on).
+    pub auto_approve: Vec<String>,
+    /// Whether peer URLs may be loopback or private addresses (local stewards: yes; hosted: no
+    /// unless configured).
+    pub allow_private_peers: bool,
+    /// How often pair tokens are checked for renewal.
+    pub renewal_interval: Duration,
+    /// The clock renewal decisions read (tests stand it at day 84 of a token).
+    pub clock: Clock,
+    /// Hosted: how long a replica's lease on a pull job lasts without renewal (a dead
+    /// replica's jobs move to the others after at most this long).
+    pub lease_ttl: Duration,
+    /// Deadlines of calls to peers (federation-protocol.md §5.5: connect 5 s, request 30 s,
+    /// longpoll 40 s).
+    pub peer_timeouts: PeerTimeouts,
+    /// The retry schedule of a failing pull job (§5.5: full jitter, base 2 s, cap 300 s).
+    pub backoff_base: Duration,
+    pub backoff_cap: Duration,
+    /// How long the source holds a longpoll open before answering an empty page (30 s). It
+    /// must stay below the pullers' longpoll deadline.
+    pub longpoll_hold: Duration,
+    /// did:sync directories (base URLs) asked in order to resolve directory DIDs (§1.4).
+    pub directories: Vec<String>,
+    /// mDNS and introductions (all off unless the operator turns them on).
+    pub discovery: DiscoveryConfig,
+    /// The clock the DID resolver's cache reads (tests move it past cache lifetimes).
+    pub resolver_clock: ResolverClock,
+}
+
+/// Seconds of the steward's clock (injectable, so tests can stand at day 84 of a token).
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+pub type ResolverClock = Arc<dyn Fn() -> std::time::Instant + Send + Sync>;
+
+pub fn system_clock() -> Clock {
+    Arc::new(syncropel_protocol::unix_now)
+}
+
+/// Deadlines of calls to peers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerTimeouts {
+    pub connect: Duration,
+    pub request: Duration,
+    pub longpoll: Duration,
+}
+
+impl Default for PeerTimeouts {
+    fn default() -> PeerTimeouts {
+        let defaults = PeerClientOptions::default();
+        PeerTimeouts {
+            connect: defaults.connect_timeout,
+            request: defaults.request_timeout,
+            longpoll: defaults.longpoll_timeout,
+        }
+    }
+}
+
+impl Default for FederationConfig {
+    fn default() -> FederationConfig {
+        FederationConfig {
+            poll_interval: Duration::from_secs(2),
+            auto_approve: Vec::new(),
+            allow_private_peers: true,
+            renewal_interval: Duration::from_secs(6 * 3600),
+            clock: system_clock(),
+            lease_ttl: Duration::from_secs(60),
+            peer_timeouts: PeerTimeouts::default(),
+            backoff_base: Duration::from_secs(2),
+            backoff_cap: Duration::from_secs(300),
+            longpoll_hold: Duration::from_secs(30),
+            directories: Vec::new(),
+            discovery: DiscoveryConfig::default(),
+            resolver_clock: Arc::new(std::time::Instant::now),
+        }
+    }
+}
+
+impl std::fmt::Debug for FederationConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FederationConfig")
+            .field("poll_interval", &self.poll_interval)
+            .field("auto_approve", &self.auto_approve)
+            .field("allow_private_peers", &self.allow_private_peers)
+            .field("renewal_interval", &self.renewal_interval)
+            .field("lease_ttl", &self.lease_ttl)
+            .field("peer_timeouts", &self.peer_timeouts)
+            .field("backoff_base", &self.backoff_base)
+            .field("backoff_cap", &self.backoff_cap)
+            .field("longpoll_hold", &self.longpoll_hold)
+            .field("directories", &self.directories)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,320 @@
+//! The engine: one [`Federation`] per steward process, holding what every part of federation
+//! shares (the store, the peer clients, the DID resolver, the running pull jobs), and the few
+//! operations that span parts: starting and stopping jobs, and the records the steward writes on
+//! its own account.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value};
+use syncropel_protocol::pair::PairView;
+use syncropel_protocol::{Act, Keypair, PairState};
+use syncropel_store::{ListFilter, NewRecord, RecordStore, StateChange};
+use syncropel_tenant::{seal, server_record, Namespaces, Tenant, TokenCache};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::FederationConfig;
+use crate::discovery::Discovery;
+use crate::error::{FederationError, Result};
+use crate::peer::{PeerClient, PeerClientOptions};
+use crate::puller::Jobs;
+use crate::resolve::DidResolver;
+use crate::traces::TraceIndex;
+use crate::{pairs, puller, sync_pairs, Backoff};
+
+/// What the engine works on, shared with the steward's HTTP layer.
+pub struct Shared {
+    pub store: Arc<dyn RecordStore>,
+    pub namespaces: Arc<Namespaces>,
+    /// Token lookups the HTTP layer caches; a revoked pair token is evicted here at once.
+    pub tokens: Arc<TokenCache>,
+    /// Token environment label of the tokens minted for peers (`spl_<env>_…`).
+    pub env: Arc<str>,
+    /// Cancelled when the steward begins to stop: jobs end, held longpolls answer.
+    pub shutdown: CancellationToken,
+}
+
+/// Where pull jobs run when a steward has several replicas: a job runs on the replica that
+/// claims it (hosted: leases in Postgres). Without one, every job runs here.
+#[async_trait::async_trait]
+pub trait JobPlacement: Send + Sync {
+    /// Whether this replica may run the job (it holds, or has just taken, its lease).
+    async fn claim(&self, tenant: &str, source: &str, thread: &str) -> Result<bool>;
+    /// Forgets every job of a source (removed or revoked).
+    async fn release(&self, tenant: &str, source: &str) -> Result<()>;
+}
+
+/// Spacing of fetches of quarantined `SIGNER_UNRESOLVED` records; the resolver remembers a
+/// failure as long, so an earlier retry could not succeed anyway.
+const UNRESOLVED_RETRY_INTERVAL: Duration = Duration::from_secs(30);
+
+type PairFold = BTreeMap<String, PairView>;
+
+/// The federation side of a steward.
+pub struct Federation {
+    pub config: FederationConfig,
+    pub(crate) store: Arc<dyn RecordStore>,
+    pub(crate) namespaces: Arc<Namespaces>,
+    pub(crate) tokens: Arc<TokenCache>,
+    pub(crate) env: Arc<str>,
+    pub(crate) shutdown: CancellationToken,
+    /// The running pull jobs of this process.
+    pub jobs: Jobs,
+    peers: PeerClient,
+    resolver: DidResolver,
+    directory_client: PeerClient,
+    /// When the quarantined `SIGNER_UNRESOLVED` records of a (tenant, source, thread) were last
+    /// fetched again (see `puller::ingest::retry_unresolved`).
+    unresolved_retries: Mutex<HashMap<(String, String, String), Instant>>,
+    placement: Option<Arc<dyn JobPlacement>>,
+    /// The last pair fold per tenant and the sequence it was folded up to (see [`pairs::load`]).
+    pair_folds: Mutex<HashMap<String, (i64, PairFold)>>,
+    /// The mDNS daemons, once [`crate::discovery::start`] ran.
+    pub discovery: Discovery,
+    /// The traces that wrote recent records, handed on to peers that pull them.
+    pub traces: TraceIndex,
+}
+
+impl Federation {
+    pub fn new(config: FederationConfig, shared: Shared) -> Federation {
+        let peers = PeerClient::new(PeerClientOptions {
+            allow_private: config.allow_private_peers,
+            connect_timeout: config.peer_timeouts.connect,
+            request_timeout: config.peer_timeouts.request,
+            longpoll_timeout: config.peer_timeouts.longpoll,
+            ..PeerClientOptions::default()
+        });
+        // The directories are the operator's own: reachable wherever they are, unlike peers.
+        let directory_client = PeerClient::new(PeerClientOptions {
+            allow_private: true,
+            connect_timeout: config.peer_timeouts.connect,
+            request_timeout: config.peer_timeouts.request,
+            ..PeerClientOptions::default()
+        });
+        let clock = config.resolver_clock.clone();
+        let resolver = DidResolver::new(peers.clone(), config.directories.clone())
+            .with_directory_client(directory_client.clone())
+            .with_clock(move || clock());
+        let jobs = Jobs::new(
+            config.poll_interval,
+            Backoff::new(config.backoff_base, config.backoff_cap),
+        );
+        Federation {
+            config,
+            store: shared.store,
+            namespaces: shared.namespaces,
+            tokens: shared.tokens,
+            env: shared.env,
+            shutdown: shared.shutdown,
+            jobs,
+            peers,
+            resolver,
+            directory_client,
+            unresolved_retries: Mutex::default(),
+            placement: None,
+            pair_folds: Mutex::default(),
+            discovery: Discovery::default(),
+            traces: TraceIndex::default(),
+        }
+    }
+
+    pub fn with_placement(mut self, placement: Arc<dyn JobPlacement>) -> Federation {
+        self.placement = Some(placement);
+        self
+    }
+
+    /// The guarded client for calls to peers.
+    pub fn client(&self) -> &PeerClient {
+        &self.peers
+    }
+
+    /// The client for the operator's did:sync directories (registering tenants, resolving).
+    pub fn directory_client(&self) -> &PeerClient {
+        &self.directory_client
+    }
+
+    pub fn resolver(&self) -> &DidResolver {
+        &self.resolver
+    }
+
+    /// Cancelled when the steward begins to stop.
+    pub fn shutdown(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    pub(crate) fn cached_pairs(&self, tenant: &str) -> Option<(i64, PairFold)> {
+        let folds = self.pair_folds.lock().unwrap_or_else(|e| e.into_inner());
+        folds.get(tenant).cloned()
+    }
+
+    pub(crate) fn cache_pairs(&self, tenant: &str, seq: i64, pairs: PairFold) {
+        let mut folds = self.pair_folds.lock().unwrap_or_else(|e| e.into_inner());
+        if folds.len() > 10_000 {
+            folds.clear();
+        }
+        folds.insert(tenant.to_string(), (seq, pairs));
+    }
+
+    /// Whether the waiting `SIGNER_UNRESOLVED` records of a source's thread are due to be fetched
+    /// again (at most every 30 s, so a large quarantine is not re-read on every pull); marks
+    /// them as retried now when they are.
+    pub(crate) fn unresolved_retry_due(&self, tenant: &str, source: &str, thread: &str) -> bool {
+        let now = (self.config.resolver_clock)();
+        let mut retries = self
+            .unresolved_retries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if retries.len() > 100_000 {
+            retries.clear();
+        }
+        let key = (tenant.to_string(), source.to_string(), thread.to_string());
+        let due = retries
+            .get(&key)
+            .is_none_or(|at| now.saturating_duration_since(*at) >= UNRESOLVED_RETRY_INTERVAL);
+        if due {
+            retries.insert(key, now);
+        }
+        due
+    }
+
+    /// Starts (or keeps) the pull job of `thread` from `source`, here or on whichever replica
+    /// holds it.
+    pub async fn start_job(
+        self: &Arc<Self>,
+        tenant: Arc<Tenant>,
+        source: &str,
+        thread: &str,
+    ) -> Result<()> {
+        let here = match &self.placement {
+            Some(placement) => placement.claim(&tenant.id, source, thread).await?,
+            None => true,
+        };
+        if here {
+            self.jobs.ensure(self, tenant, source, thread);
+        }
+        Ok(())
+    }
+
+    /// Stops every job of a source, on every replica.
+    pub async fn stop_jobs(&self, tenant: &str, source: &str) -> Result<()> {
+        self.jobs.stop(tenant, source);
+        if let Some(placement) = &self.placement {
+            placement.release(tenant, source).await?;
+        }
+        Ok(())
+    }
+
+    /// Starts the pull job of every cursor row of a tenant whose source still exists, and of
+    /// every one-thread sync pair (at start).
+    pub async fn resume_jobs(self: &Arc<Self>, tenant: Arc<Tenant>) -> Result<()> {
+        let sync_pairs = sync_pairs::registry(self, &tenant.id).await?;
+        let pairs = pairs::load(self, &tenant).await?;
+        let mut jobs = puller::cursor_rows(self, &tenant.id).await?;
+        // Removed sync pairs and revoked pairs keep their cursor rows (history) but pull no more.
+        jobs.retain(|(source, _)| {
+            sync_pairs
+                .get(source)
+                .is_some_and(|p| p.recorded != "stopped")
+                || pairs
+                    .get(source)
+                    .is_some_and(|p| p.state != PairState::Revoked)
+        });
+        jobs.extend(
+            sync_pairs
+                .values()
+                .filter(|p| p.recorded != "stopped")
+                .map(|p| (p.pair_id.clone(), p.thread_id.clone())),
+        );
+        for (source, thread) in jobs {
+            self.start_job(tenant.clone(), &source, &thread).await?;
+        }
+        Ok(())
+    }
+
+    /// Every record of a steward-written thread (pairs, consent, sync control), in commit order,
+    /// and the sequence of the last.
+    pub async fn thread_records(&self, tenant: &str, thread: &str) -> Result<(Vec<Value>, i64)> {
+        stored_thread(self.store.as_ref(), tenant, thread).await
+    }
+
+    /// Signs and stores records the steward writes on its own account (pair, consent and sync
+    /// control records with their audit), with state changes, in one transaction. Returns their
+    /// ids.
+    pub async fn write_own(
+        &self,
+        tenant: &Tenant,
+        entries: Vec<(&str, Map<String, Value>, Vec<String>)>,
+        changes: Vec<StateChange>,
+    ) -> Result<Vec<String>> {
+        let records: Vec<_> = entries
+            .into_iter()
+            .map(|(thread, body, parents)| own_record(tenant, thread, body, parents))
+            .collect();
+        let ids: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
+        for result in self.store.write(&tenant.id, records, changes).await? {
+            result?;
+        }
+        Ok(ids)
+    }
+}
+
+/// Every record of `thread` straight from a store, in commit order, and the sequence of the
+/// last.
+pub async fn stored_thread(
+    store: &dyn RecordStore,
+    tenant: &str,
+    thread: &str,
+) -> Result<(Vec<Value>, i64)> {
+    let mut records = Vec::new();
+    let mut after = 0;
+    loop {
+        let filter = ListFilter {
+            thread: Some(thread.into()),
+            actor: None,
+            since_clock: None,
+            after_seq: after,
+            limit: 1000,
+        };
+        let page = store.list(tenant, &filter).await?;
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        for row in page {
+            let value = serde_json::from_str(&row.json)
+                .map_err(|e| FederationError::corrupt(format!("stored record {}: {e}", row.id)))?;
+            records.push(value);
+        }
+    }
+    Ok((records, after))
+}
+
+/// A LEARN the steward writes on its own account (pair, consent, sync control, their audit),
+/// signed with the tenant's key.
+pub fn own_record(
+    tenant: &Tenant,
+    thread: &str,
+    body: Map<String, Value>,
+    parents: Vec<String>,
+) -> NewRecord {
+    let identity = &tenant.identity;
+    let mut envelope = server_record(
+        Act::Learn,
+        thread,
+        &identity.did,
+        identity.clock.next(),
+        body,
+    );
+    envelope.parents = parents;
+    seal(&envelope, &identity.key, &identity.signer)
+}
+
+/// A handshake or notice body signed with the tenant's identity key (federation-protocol.md
+/// §1.1: the `sig` object over the canonical JSON of the rest).
+pub fn signed(body: Value, key: &Keypair) -> Value {
+    let mut object = match body {
+        Value::Object(object) => object,
+        _ => Map::new(),
+    };
+    syncropel_protocol::signed::sign_object(&mut object, key);
+    Value::Object(object)
+}

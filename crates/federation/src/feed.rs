@@ -1,0 +1,371 @@
+//! The source side of sync (federation-protocol.md §5.1-5.3): the changes feed pages a thread
+//! in commit order behind an opaque cursor, holding a longpoll open until the next commit, and
+//! records are fetched by id. Both pass every record through the consent filter (§6.2) for the
+//! namespace the puller will land it in.
+
+use serde_json::{json, Value};
+use syncropel_protocol::consent::Delivery;
+use syncropel_protocol::sync::{
+    item_with_traceparent, sync_item, sync_item_text, CursorError, SyncCursor,
+};
+use syncropel_protocol::{validate_thread, Envelope, ErrorCode, Refusal, DEFAULT_NAMESPACE};
+use syncropel_store::{Committed, ListFilter, StoredRecord, TokenGrant};
+use syncropel_tenant::Tenant;
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::consent::Grants;
+use crate::error::{FederationError, Result};
+use crate::handshake::PAIR_ACCOUNT_PREFIX;
+use crate::pairs;
+use crate::state::sync_meta;
+use crate::Federation;
+
+/// A page stops growing past this many bytes (the puller reads at most 8 MiB).
+const MAX_PAGE_BYTES: usize = 6 * 1024 * 1024;
+
+/// Most ids one fetch may name.
+pub const MAX_FETCH_IDS: usize = 1000;
+
+/// Threads no grant ever opens (§5.1): the steward's own bookkeeping.
+pub fn never_served(thread: &str) -> bool {
+    thread.starts_with("th_audit_")
+        || matches!(
+            thread,
+            "th_federation_pairs"
+                | "th_consent"
+                | "th_engine_config"
+                | "th_secret_audit"
+                | "th_sync_control"
+                | "th_invites"
+                | "th_service_accounts"
+                | "th_tokens"
+        )
+}
+
+/// The credential a sync request came with: the token's grant (none when auth is off) and the
+/// DID it claims in `X-Syncropel-Actor`. The HTTP layer has checked its scopes and the claim.
+#[derive(Clone, Debug)]
+pub struct Access<'a> {
+    pub grant: Option<&'a TokenGrant>,
+    pub claimed: Option<&'a str>,
+}
+
+/// Who pulls and what they may ask for: the pair behind the token, or a token of the older
+/// token-based sync.
+pub struct Puller {
+    pub did: String,
+    /// Namespaces the puller may land records in; `None` = any (a token without namespace
+    /// grains, or an operator token).
+    pub targets: Option<Vec<String>>,
+}
+
+impl Puller {
+    /// The puller behind a sync request, with its pair's state checked (a paused pair is
+    /// refused).
+    pub async fn of(fed: &Federation, tenant: &Tenant, access: &Access<'_>) -> Result<Puller> {
+        let Some(grant) = access.grant else {
+            // Auth switched off: the operator's own tooling.
+            return Ok(Puller {
+                did: access.claimed.unwrap_or_default().to_string(),
+                targets: None,
+            });
+        };
+        if let Some(pair) = pairs::by_inbound_account(fed, tenant, &grant.sa_id).await? {
+            pairs::require_serving(&pair)?;
+            return Ok(Puller {
+                did: pair.peer_did.clone(),
+                targets: Some(pairs::target_namespaces(&pair)),
+            });
+        }
+        // An account made for a pair serves only through its live pair: a token of a pair that
+        // never finished (a lost confirm) or was superseded is refused, not taken as a plain
+        // sync token.
+        if fed
+            .store
+            .service_account(&tenant.id, &grant.sa_id)
+            .await?
+            .is_some_and(|sa| sa.name.starts_with(PAIR_ACCOUNT_PREFIX))
+        {
+            return Err(
+                Refusal::new(ErrorCode::AuthInvalid, "this token belongs to no live pair").into(),
+            );
+        }
+        let namespaces: Vec<String> = grant
+            .scopes
+            .iter()
+            .filter_map(|s| s.strip_prefix("namespace:")?.strip_suffix(":read"))
+            .map(str::to_string)
+            .collect();
+        Ok(Puller {
+            did: access
+                .claimed
+                .map(str::to_string)
+                .or_else(|| grant.allowed_actors.first().cloned())
+                .unwrap_or_default(),
+            targets: (!namespaces.is_empty()).then_some(namespaces),
+        })
+    }
+
+    /// Refuses a target namespace the pair did not agree on.
+    pub fn check_target(&self, target: &str) -> std::result::Result<(), Refusal> {
+        match &self.targets {
+            Some(targets) if !targets.iter().any(|t| t == target) => Err(Refusal::new(
+                ErrorCode::ConsentDenied,
+                format!("namespace '{target}' is not one this pair agreed on"),
+            )
+            .with_hint(format!("agreed namespaces: {}", targets.join(", ")))),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Refuses a thread that is malformed or never served to peers.
+pub fn check_thread(thread: &str) -> Result<()> {
+    validate_thread(thread)?;
+    if never_served(thread) {
+        return Err(Refusal::new(
+            ErrorCode::ThreadNotAllowed,
+            format!("thread '{thread}' is never served to peers"),
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// One request of the changes feed, parsed.
+#[derive(Clone, Debug)]
+pub struct ChangesQuery {
+    pub thread: String,
+    /// The namespace the puller lands the records in.
+    pub target: String,
+    /// The cursor the puller holds ("" from the start).
+    pub since: String,
+    pub limit: u32,
+    /// Hold the request open until a commit (or the hold ends) when there is nothing new.
+    pub longpoll: bool,
+}
+
+/// A page of the changes feed as JSON text: the records are stored as the text the feed serves,
+/// so they are spliced in, never parsed again, in the common case.
+pub async fn changes(
+    fed: &Federation,
+    tenant: &Tenant,
+    access: &Access<'_>,
+    puller: &Puller,
+    query: &ChangesQuery,
+) -> Result<String> {
+    let meta = sync_meta(fed.store.as_ref(), &tenant.id).await?;
+    let key = meta.mac_key();
+    let since = SyncCursor::decode(&query.since, &key, &meta.epoch).map_err(|e| match e {
+        CursorError::Invalid => {
+            Refusal::new(ErrorCode::InvalidCursor, "not a cursor of this steward")
+        }
+        CursorError::EpochMismatch => Refusal::new(
+            ErrorCode::CursorEpochMismatch,
+            "this cursor belongs to an earlier life of this store (it was re-imported)",
+        )
+        .with_hint("start again from an empty cursor; records de-duplicate by id"),
+    })?;
+    if since.seq > fed.store.head_seq(&tenant.id).await? {
+        return Err(Refusal::new(
+            ErrorCode::FutureCursor,
+            "this cursor is ahead of everything committed here",
+        )
+        .into());
+    }
+
+    // Subscribed before the first read, so a commit between the read and the wait is not missed.
+    let mut commits = query.longpoll.then(|| fed.store.subscribe());
+    let deadline = tokio::time::Instant::now() + fed.config.longpoll_hold;
+    let filter = ListFilter {
+        thread: Some(query.thread.clone()),
+        actor: None,
+        since_clock: None,
+        after_seq: since.seq,
+        limit: query.limit + 1,
+    };
+    loop {
+        let rows = fed.store.list(&tenant.id, &filter).await?;
+        let Some(commits) = commits.as_mut().filter(|_| rows.is_empty()) else {
+            let mut grants = Grants::lazy();
+            let page = render_page(fed, tenant, puller, query, &mut grants, rows).await?;
+            let next_cursor = match page.last_seq {
+                Some(seq) => SyncCursor {
+                    epoch: meta.epoch.clone(),
+                    seq,
+                }
+                .encode(&key),
+                None => query.since.clone(),
+            };
+            // Items are JSON text already (see `render_page`); the envelope is put around them.
+            let mut body =
+                String::with_capacity(page.items.iter().map(String::len).sum::<usize>() + 256);
+            body.push_str(&format!(
+                "{{\"object\":\"sync_changes\",\"thread\":{},\"records\":[",
+                Value::from(query.thread.as_str())
+            ));
+            body.push_str(&page.items.join(","));
+            body.push_str(&format!(
+                "],\"next_cursor\":{},\"has_more\":{}}}",
+                Value::from(next_cursor),
+                page.has_more
+            ));
+            return Ok(body);
+        };
+        // Wait for a commit on this thread, the end of the hold, or shutdown.
+        let woke = tokio::select! {
+            _ = fed.shutdown.cancelled() => false,
+            _ = tokio::time::sleep_until(deadline) => false,
+            woke = next_commit(commits, &tenant.id, &query.thread) => woke,
+        };
+        if !woke {
+            return Ok(json!({
+                "object": "sync_changes",
+                "thread": query.thread,
+                "records": [],
+                "next_cursor": query.since,
+                "has_more": false,
+            })
+            .to_string());
+        }
+        // The pair may have been paused or revoked while the request waited.
+        Puller::of(fed, tenant, access).await?;
+    }
+}
+
+/// Waits for a commit of `thread`; `true` also when announcements were lost (read again).
+async fn next_commit(
+    commits: &mut tokio::sync::broadcast::Receiver<Committed>,
+    tenant: &str,
+    thread: &str,
+) -> bool {
+    loop {
+        match commits.recv().await {
+            Ok(c) if c.tenant == tenant && c.record.thread == thread => return true,
+            Ok(_) => continue,
+            Err(RecvError::Lagged(_)) => return true,
+            Err(RecvError::Closed) => return false,
+        }
+    }
+}
+
+struct Page {
+    /// Each item as JSON text.
+    items: Vec<String>,
+    /// The sequence of the last record looked at (served or filtered out): the next cursor.
+    last_seq: Option<i64>,
+    has_more: bool,
+}
+
+async fn render_page(
+    fed: &Federation,
+    tenant: &Tenant,
+    puller: &Puller,
+    query: &ChangesQuery,
+    grants: &mut Grants,
+    mut rows: Vec<StoredRecord>,
+) -> Result<Page> {
+    let limit = query.limit as usize;
+    let mut has_more = rows.len() > limit;
+    rows.truncate(limit);
+    let mut items = Vec::with_capacity(rows.len());
+    let mut last_seq = None;
+    let mut bytes = 0;
+    let traced = syncropel_telemetry::propagation::tracing_on();
+    for row in rows {
+        if bytes > MAX_PAGE_BYTES {
+            has_more = true;
+            break;
+        }
+        last_seq = Some(row.seq);
+        // The common case, a record of the namespace asked for, is rendered as text directly.
+        // Without tracing no trace was noted: no lookup (and no lock) per row.
+        let trace = traced.then(|| fed.traces.get(&row.id)).flatten();
+        if let Some(item) = sync_item_text(&row.json).filter(|i| i.namespace == query.target) {
+            let text = match trace {
+                Some(trace) => item_with_traceparent(&item.text, &trace),
+                None => item.text,
+            };
+            bytes += text.len();
+            items.push(text);
+            continue;
+        }
+        let stored = parse_stored(&row)?;
+        if let Some(item) = deliver(fed, tenant, puller, &query.target, grants, &stored).await? {
+            let item = match trace {
+                Some(trace) => item_with_traceparent(&item.to_string(), &trace),
+                None => item.to_string(),
+            };
+            bytes += item.len();
+            items.push(item);
+        }
+    }
+    Ok(Page {
+        items,
+        last_seq,
+        has_more,
+    })
+}
+
+fn parse_stored(row: &StoredRecord) -> Result<Value> {
+    serde_json::from_str(&row.json)
+        .map_err(|e| FederationError::corrupt(format!("stored record {}: {e}", row.id)))
+}
+
+/// One record as this puller may see it: whole, as a redacted stub, or not at all (§6.2).
+async fn deliver(
+    fed: &Federation,
+    tenant: &Tenant,
+    puller: &Puller,
+    target: &str,
+    grants: &mut Grants,
+    stored: &Value,
+) -> Result<Option<Value>> {
+    let namespace = stored
+        .get("namespace")
+        .and_then(Value::as_str)
+        .unwrap_or(DEFAULT_NAMESPACE);
+    if namespace == target {
+        return Ok(sync_item(stored));
+    }
+    let thread = stored.get("thread").and_then(Value::as_str).unwrap_or("");
+    let grants = grants.load(fed, &tenant.id).await?;
+    match grants.decide(namespace, target, &puller.did, thread) {
+        Delivery::Full => Ok(sync_item(stored)),
+        Delivery::Omit => Ok(None),
+        Delivery::Redacted { grant_id, levels } => {
+            let id = stored.get("id").and_then(Value::as_str).unwrap_or("");
+            let envelope = Envelope::from_value(stored.clone())
+                .map_err(|e| FederationError::corrupt(format!("stored record {id}: {e}")))?;
+            Ok(Some(syncropel_protocol::consent::redacted_item(
+                &envelope, id, &grant_id, &levels,
+            )))
+        }
+    }
+}
+
+/// Specific records (a puller's missing parents), filtered like a page. Unknown ids and ids on
+/// threads never served are left out.
+pub async fn fetch(
+    fed: &Federation,
+    tenant: &Tenant,
+    puller: &Puller,
+    target: &str,
+    ids: &[String],
+) -> Result<Vec<Value>> {
+    let mut grants = Grants::lazy();
+    let mut items = Vec::new();
+    for id in ids {
+        let Some(row) = fed.store.get(&tenant.id, id).await? else {
+            continue;
+        };
+        if never_served(&row.thread) {
+            continue;
+        }
+        let stored = parse_stored(&row)?;
+        if let Some(item) = deliver(fed, tenant, puller, target, &mut grants, &stored).await? {
+            items.push(item);
+        }
+    }
+    Ok(items)
+}

@@ -1,0 +1,308 @@
+//! Storing what a pull brought: every record checked before anything is stored
+//! (federation-protocol.md §1.1), the admitted ones stored with their quarantine entries and the
+//! cursor in one transaction, and what failed kept in quarantine (fetched again when its signer
+//! may resolve later).
+
+use std::collections::{HashMap, HashSet};
+
+use syncropel_protocol::sync::{verify_items, PeerItem, Rejection, ResolvedKeys};
+use syncropel_protocol::{is_config_thread, is_server_only_thread, unix_now};
+use syncropel_store::{Appended, NewRecord, StateChange};
+use syncropel_tenant::{stored_form, Tenant};
+
+use super::{violation, Fetched, PullError, PullOutcome, Source};
+use crate::signers::verify_with_documents;
+use crate::state::{put_cursor, PullCursor, QUARANTINE};
+use crate::Federation;
+
+/// Stores what passed the checks of a fetched page, with the cursor row, in one transaction.
+pub(super) async fn store_page(
+    fed: &Federation,
+    tenant: &Tenant,
+    source: &Source,
+    thread: &str,
+    page: Fetched,
+    cursor: &mut PullCursor,
+) -> Result<PullOutcome, PullError> {
+    let admitted = admit(fed, tenant, source, &page.items, page.verdicts).await?;
+    cursor.cursor = page.next_cursor;
+    cursor.last_sync_at = Some(unix_now());
+    cursor.pulled += admitted.records.len() as u64;
+    let moved = put_cursor(&source.id, thread, cursor);
+    let mut outcome = store_admitted(fed, tenant, source, admitted, [moved]).await?;
+    outcome.has_more = page.has_more;
+    outcome.cursor = cursor.cursor.clone();
+    // Parents the page names but neither it nor this store holds (often on threads not pulled).
+    let held: HashSet<&str> = page.items.iter().map(|i| i.id.as_str()).collect();
+    let mut wanted: Vec<String> = Vec::new();
+    for parent in page.items.iter().flat_map(|i| &i.envelope.parents) {
+        if wanted.len() >= MAX_PARENT_FETCH {
+            break;
+        }
+        if !held.contains(parent.as_str())
+            && !wanted.contains(parent)
+            && fed.store.get(&tenant.id, parent).await?.is_none()
+        {
+            wanted.push(parent.clone());
+        }
+    }
+    outcome.missing_parents = wanted;
+    Ok(outcome)
+}
+
+/// Most quarantined records fetched again at once, so that their answer fits the client's 1 MiB
+/// limit for such calls in the common case of small records.
+const UNRESOLVED_RETRY_BATCH: usize = 100;
+
+/// Most missing parents asked for after one page.
+const MAX_PARENT_FETCH: usize = 1000;
+
+/// Asks the source for missing parents (`POST /v1/sync/records`) and stores those that pass
+/// the same checks as a page. Best effort: a failure is logged, never fails the pull.
+pub async fn fetch_parents(fed: &Federation, tenant: &Tenant, source: &Source, ids: &[String]) {
+    if ids.is_empty() {
+        return;
+    }
+    if let Err(e) = fetch_records(fed, tenant, source, ids).await {
+        tracing::debug!(source = %source.id, code = %e.code(), "fetching missing parents failed");
+    }
+}
+
+/// Records of `source` on `thread` quarantined as `SIGNER_UNRESOLVED` are fetched again and
+/// checked anew on each pull (§1.1): admitted as soon as their actor's document names the key.
+/// The resolver's negative cache keeps an unreachable document host from being asked each time.
+/// Best effort, like fetching parents.
+pub(super) async fn retry_unresolved(
+    fed: &Federation,
+    tenant: &Tenant,
+    source: &Source,
+    thread: &str,
+) {
+    if let Err(e) = retry_unresolved_records(fed, tenant, source, thread).await {
+        tracing::debug!(source = %source.id, code = %e.code(), "re-verifying quarantined records failed");
+    }
+}
+
+async fn retry_unresolved_records(
+    fed: &Federation,
+    tenant: &Tenant,
+    source: &Source,
+    thread: &str,
+) -> Result<(), PullError> {
+    if !fed.unresolved_retry_due(&tenant.id, &source.id, thread) {
+        return Ok(());
+    }
+    let prefix = format!("{}\n", source.id);
+    let waiting: Vec<String> = fed
+        .store
+        .state_list(&tenant.id, QUARANTINE)
+        .await?
+        .into_iter()
+        .filter(|(key, _)| key.starts_with(&prefix))
+        .filter_map(|(_, entry)| serde_json::from_str::<serde_json::Value>(&entry).ok())
+        .filter(|e| e["code"] == Rejection::SignerUnresolved.code() && e["thread"] == thread)
+        .filter_map(|e| e["id"].as_str().map(str::to_string))
+        .take(UNRESOLVED_RETRY_BATCH)
+        .collect();
+    if !waiting.is_empty() {
+        fetch_records(fed, tenant, source, &waiting).await?;
+    }
+    Ok(())
+}
+
+/// Fetches records of `source` by id and stores those that pass the checks of a page; their
+/// quarantine entries, if any, leave in the same transaction.
+async fn fetch_records(
+    fed: &Federation,
+    tenant: &Tenant,
+    source: &Source,
+    ids: &[String],
+) -> Result<PullOutcome, PullError> {
+    let url = format!("{}/v1/sync/records", source.base_url.trim_end_matches('/'));
+    let (status, answer) = fed
+        .client()
+        .post_json(
+            &url,
+            &serde_json::json!({ "ids": ids }),
+            Some(&source.token),
+            Some(&source.actor),
+        )
+        .await
+        .map_err(PullError::Peer)?;
+    if status != 200 {
+        return Err(violation(format!("fetching records answered {status}")));
+    }
+    let Some(serde_json::Value::Array(records)) = answer.get("records").cloned() else {
+        return Err(violation("the answer has no records".into()));
+    };
+    let mut items = Vec::with_capacity(records.len());
+    for raw in records {
+        let item = PeerItem::from_value(raw).map_err(violation)?;
+        // Only what was asked for.
+        if ids.contains(&item.id) {
+            items.push(item);
+        }
+    }
+    let mut verdicts = verify_items(&items, &ResolvedKeys::new());
+    verify_with_documents(fed, &items, &mut verdicts).await;
+    let admitted = admit(fed, tenant, source, &items, verdicts).await?;
+    let settled: Vec<StateChange> = admitted
+        .items
+        .iter()
+        .map(|item| StateChange::delete(QUARANTINE, &format!("{}\n{}", source.id, item.id)))
+        .collect();
+    store_admitted(fed, tenant, source, admitted, settled).await
+}
+
+/// Whether records of `thread` may come from a peer: never the steward's own bookkeeping
+/// (config, registry, pair, consent and audit threads).
+pub fn pullable_thread(thread: &str) -> bool {
+    !(is_config_thread(thread)
+        || is_server_only_thread(thread)
+        || crate::feed::never_served(thread))
+}
+
+/// Records of a page that passed every check, ready to store, and the quarantine entries of the
+/// others.
+struct Admitted<'a> {
+    records: Vec<NewRecord>,
+    /// The items behind `records`, in the same order.
+    items: Vec<&'a PeerItem>,
+    quarantine: Vec<StateChange>,
+}
+
+async fn admit<'a>(
+    fed: &Federation,
+    tenant: &Tenant,
+    source: &Source,
+    items: &'a [PeerItem],
+    verdicts: Vec<Result<(), Rejection>>,
+) -> Result<Admitted<'a>, PullError> {
+    let store = fed.store.as_ref();
+    let mut admitted = Admitted {
+        records: Vec::with_capacity(items.len()),
+        items: Vec::with_capacity(items.len()),
+        quarantine: Vec::new(),
+    };
+    // A page's records share a few namespaces: each is checked against the registry once.
+    let mut writable: HashMap<String, bool> = HashMap::new();
+    for (item, verdict) in items.iter().zip(verdicts) {
+        if let Err(rejection) = verdict {
+            admitted
+                .quarantine
+                .push(quarantined(&source.id, item, rejection.code()));
+            continue;
+        }
+        // Pair, consent, registry and audit threads are this steward's own: a peer's record
+        // there would change what its folds decide.
+        if !pullable_thread(&item.envelope.thread) {
+            admitted
+                .quarantine
+                .push(quarantined(&source.id, item, "THREAD_NOT_ALLOWED"));
+            continue;
+        }
+        let namespace = item.envelope.namespace();
+        let allowed = match writable.get(namespace) {
+            Some(allowed) => *allowed,
+            None => {
+                let allowed = fed
+                    .namespaces
+                    .check_writable(store, &tenant.id, namespace)
+                    .await
+                    .is_ok();
+                writable.insert(namespace.to_string(), allowed);
+                allowed
+            }
+        };
+        if !allowed {
+            admitted
+                .quarantine
+                .push(quarantined(&source.id, item, "NAMESPACE_REJECTED"));
+            continue;
+        }
+        admitted.records.push(stored_form(
+            &item.envelope,
+            &item.id,
+            item.sig.as_deref(),
+            item.signer.as_deref(),
+            item.redaction.as_ref(),
+        ));
+        admitted.items.push(item);
+    }
+    Ok(admitted)
+}
+
+/// Stores admitted records with the quarantine entries and `extra` state in one transaction;
+/// a record whose (thread, actor, clock) another record holds is quarantined after.
+async fn store_admitted(
+    fed: &Federation,
+    tenant: &Tenant,
+    source: &Source,
+    admitted: Admitted<'_>,
+    extra: impl IntoIterator<Item = StateChange>,
+) -> Result<PullOutcome, PullError> {
+    let store = fed.store.as_ref();
+    let mut outcome = PullOutcome {
+        quarantined: admitted.quarantine.len(),
+        ..PullOutcome::default()
+    };
+    let mut changes = admitted.quarantine;
+    changes.extend(extra);
+    // A record written in a traced request at the source is ingested in that same trace.
+    let spans: Vec<Option<tracing::Span>> = admitted
+        .items
+        .iter()
+        .map(|item| {
+            let traceparent = item.traceparent.as_deref()?;
+            let span = tracing::debug_span!(
+                "sync.ingest",
+                otel.kind = "consumer",
+                record = %item.id,
+                source = %source.id,
+            );
+            syncropel_telemetry::propagation::set_parent(&span, traceparent);
+            syncropel_telemetry::propagation::link_current(&span);
+            Some(span)
+        })
+        .collect();
+    let results = store.write(&tenant.id, admitted.records, changes).await?;
+    let mut clashes = Vec::new();
+    for ((item, result), span) in admitted.items.into_iter().zip(results).zip(spans) {
+        if let (Some(span), Ok(Appended::Inserted(_))) = (&span, &result) {
+            // A steward pulling from this one continues the trace from here.
+            if let Some(traceparent) = syncropel_telemetry::propagation::traceparent(span) {
+                fed.traces.note(&item.id, traceparent);
+            }
+        }
+        match result {
+            Ok(Appended::Inserted(_)) => outcome.pulled += 1,
+            Ok(Appended::Existing(_)) => outcome.duplicates += 1,
+            // Another record already holds this (thread, actor, clock): kept out of the log.
+            Err(_) => clashes.push(quarantined(&source.id, item, "DUPLICATE_CLOCK")),
+        }
+    }
+    syncropel_telemetry::series::records_ingested("sync", outcome.pulled);
+    if !clashes.is_empty() {
+        outcome.quarantined += clashes.len();
+        store.write(&tenant.id, Vec::new(), clashes).await?;
+    }
+    Ok(outcome)
+}
+
+fn quarantined(source: &str, item: &PeerItem, code: &str) -> StateChange {
+    let entry = serde_json::json!({
+        "source": source,
+        "id": item.id,
+        "thread": item.envelope.thread,
+        "actor": item.envelope.actor,
+        "code": code,
+        "at": unix_now(),
+    });
+    let key = format!("{source}\n{}", item.id);
+    // A record still waiting for its signer keeps the time it was first quarantined.
+    if code == Rejection::SignerUnresolved.code() {
+        StateChange::put_if_absent(QUARANTINE, &key, entry.to_string())
+    } else {
+        StateChange::put(QUARANTINE, &key, entry.to_string())
+    }
+}

@@ -1,0 +1,333 @@
+//! The running pull jobs of a steward, one task per (source, thread): each resolves its source,
+//! holds a longpoll open at the peer, catches up with pipelined pages when far behind, backs off
+//! after failures, and keeps its health in memory (federation-protocol.md §5.5: not recorded per
+//! attempt).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use syncropel_protocol::unix_now;
+use syncropel_tenant::Tenant;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::{pull_once, pull_through, source as resolve_source, PullError, PullOutcome};
+use crate::error::Result;
+use crate::state::{self, PullCursor};
+use crate::{pairs, Backoff, Federation};
+
+/// Health of one job, kept in memory (federation-protocol.md §5.5: not recorded per attempt).
+#[derive(Clone, Debug, Serialize)]
+pub struct JobHealth {
+    pub source: String,
+    pub thread: String,
+    /// `starting`, `ok`, `failing` or `parked`.
+    pub status: &'static str,
+    pub retries: u32,
+    pub last_error: Option<LastError>,
+    pub last_success_at: Option<i64>,
+    pub next_attempt_at: Option<i64>,
+    /// The current upper bound of the backoff delay, in milliseconds.
+    pub backoff_ceiling_ms: u64,
+    pub pulled: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct LastError {
+    pub code: String,
+    pub message: String,
+    pub http_status: Option<u16>,
+    pub at: i64,
+}
+
+/// The running jobs of this steward, one task per (source, thread).
+pub struct Jobs {
+    interval: Duration,
+    /// The schedule every job's backoff starts from.
+    backoff: Backoff,
+    jobs: Mutex<HashMap<(String, String, String), Arc<Job>>>,
+}
+
+struct Job {
+    kick: Notify,
+    stop: CancellationToken,
+    health: Mutex<JobHealth>,
+}
+
+impl Jobs {
+    pub fn new(interval: Duration, backoff: Backoff) -> Jobs {
+        Jobs {
+            interval,
+            backoff,
+            jobs: Mutex::default(),
+        }
+    }
+
+    /// The spacing of polls to a peer that does not hold longpolls.
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    /// Starts the job for (source, thread) unless it runs already.
+    pub fn ensure(&self, fed: &Arc<Federation>, tenant: Arc<Tenant>, source: &str, thread: &str) {
+        let key = (tenant.id.clone(), source.to_string(), thread.to_string());
+        let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        if jobs.contains_key(&key) {
+            return;
+        }
+        let job = Arc::new(Job {
+            kick: Notify::new(),
+            stop: fed.shutdown.child_token(),
+            health: Mutex::new(JobHealth {
+                source: source.to_string(),
+                thread: thread.to_string(),
+                status: "starting",
+                retries: 0,
+                last_error: None,
+                last_success_at: None,
+                next_attempt_at: None,
+                backoff_ceiling_ms: 0,
+                pulled: 0,
+            }),
+        });
+        jobs.insert(key, job.clone());
+        let fed = fed.clone();
+        let (source, thread) = (source.to_string(), thread.to_string());
+        tokio::spawn(async move {
+            fed.jobs
+                .run(&fed, tenant, source.clone(), thread.clone(), job)
+                .await;
+            syncropel_telemetry::series::sync_stopped(&source, &thread);
+        });
+    }
+
+    /// Runs every job of a source now, whatever its schedule or backoff.
+    pub fn kick(&self, tenant: &str, source: &str) {
+        for ((t, s, _), job) in self.jobs.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            if t == tenant && s == source {
+                job.kick.notify_one();
+            }
+        }
+    }
+
+    /// Stops and forgets every job of a source (a removed legacy pair, a revoked pair).
+    pub fn stop(&self, tenant: &str, source: &str) {
+        self.jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(t, s, _), job| {
+                let keep = !(t == tenant && s == source);
+                if !keep {
+                    job.stop.cancel();
+                }
+                keep
+            });
+    }
+
+    /// Stops one job.
+    pub fn stop_one(&self, tenant: &str, source: &str, thread: &str) {
+        let key = (tenant.to_string(), source.to_string(), thread.to_string());
+        if let Some(job) = self
+            .jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key)
+        {
+            job.stop.cancel();
+        }
+    }
+
+    /// Every job running here, as (tenant, source, thread).
+    pub fn running(&self) -> Vec<(String, String, String)> {
+        self.jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    pub fn health(&self, tenant: &str, source: &str) -> Vec<JobHealth> {
+        let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<JobHealth> = jobs
+            .iter()
+            .filter(|((t, s, _), _)| t == tenant && s == source)
+            .map(|(_, job)| job.health.lock().unwrap_or_else(|e| e.into_inner()).clone())
+            .collect();
+        out.sort_by(|a, b| a.thread.cmp(&b.thread));
+        out
+    }
+
+    async fn run(
+        &self,
+        fed: &Arc<Federation>,
+        tenant: Arc<Tenant>,
+        source_id: String,
+        thread: String,
+        job: Arc<Job>,
+    ) {
+        let mut backoff = self.backoff.clone();
+        let mut last_checkpoint = None;
+        loop {
+            if job.stop.is_cancelled() {
+                return;
+            }
+            let source = match resolve_source(fed, &tenant, &source_id).await {
+                Ok(source) => source,
+                Err(e) => {
+                    job.update(|h| {
+                        h.status = "parked";
+                        h.last_error = Some(last_error(&e));
+                    });
+                    // Parked until kicked (resume, approve) or a slow re-check.
+                    job.wait(self.interval.max(Duration::from_secs(2))).await;
+                    continue;
+                }
+            };
+            let started = Instant::now();
+            let span = tracing::debug_span!(
+                "sync.pull",
+                otel.kind = "client",
+                pair = %source_id,
+                thread = %thread,
+                pulled = tracing::field::Empty,
+            );
+            let result = tokio::select! {
+                _ = job.stop.cancelled() => return,
+                // A kick (pause, resume, revoke, a new credential) abandons a held longpoll so
+                // that the change holds from now on; a page being ingested commits whole or not
+                // at all, with its cursor.
+                _ = job.kick.notified() => continue,
+                result = pull_once(fed, &tenant, &source, &thread, true)
+                    .instrument(span.clone()) => result,
+            };
+            // Far behind: catch up with pipelined pages before going back to longpolls.
+            let result = match result {
+                Ok(outcome) if outcome.has_more => tokio::select! {
+                    _ = job.stop.cancelled() => return,
+                    // A pause during a long catch-up holds from the next page on.
+                    _ = job.kick.notified() => continue,
+                    more = pull_through(fed, &tenant, &source, &thread)
+                        .instrument(span.clone()) => more.map(|more| PullOutcome {
+                        pulled: outcome.pulled + more.pulled,
+                        duplicates: outcome.duplicates + more.duplicates,
+                        quarantined: outcome.quarantined + more.quarantined,
+                        ..more
+                    }),
+                },
+                other => other,
+            };
+            match &result {
+                Ok(outcome) => {
+                    span.record("pulled", outcome.pulled);
+                    if outcome.has_more {
+                        syncropel_telemetry::series::sync_behind(&source_id, &thread);
+                    } else {
+                        syncropel_telemetry::series::sync_caught_up(&source_id, &thread);
+                    }
+                }
+                Err(_) => syncropel_telemetry::series::sync_behind(&source_id, &thread),
+            }
+            // Health first, so a pair state written below never shows beside stale health.
+            let wait = match &result {
+                Ok(outcome) => {
+                    backoff.reset();
+                    job.update(|h| {
+                        h.status = "ok";
+                        h.retries = 0;
+                        h.last_success_at = Some(unix_now());
+                        h.next_attempt_at = None;
+                        h.backoff_ceiling_ms = 0;
+                        h.pulled += outcome.pulled as u64;
+                    });
+                    let held = started.elapsed() >= Duration::from_secs(1);
+                    let busy = outcome.has_more
+                        || outcome.pulled + outcome.duplicates + outcome.quarantined > 0;
+                    (!(busy || held)).then_some(self.interval)
+                }
+                Err(e) => {
+                    let delay = backoff.failed();
+                    let retries = backoff.failures();
+                    let ceiling = backoff.ceiling();
+                    tracing::debug!(source = %source_id, thread = %thread, code = %e.code(), "pull failed");
+                    job.update(|h| {
+                        h.status = "failing";
+                        h.retries = retries;
+                        h.last_error = Some(last_error(e));
+                        h.next_attempt_at = Some(unix_now() + delay.as_secs() as i64);
+                        h.backoff_ceiling_ms = ceiling.as_millis() as u64;
+                    });
+                    Some(delay)
+                }
+            };
+            if source_id.starts_with("fed_") {
+                let noted = pairs::after_pull(
+                    fed,
+                    &tenant,
+                    &source_id,
+                    &thread,
+                    &result,
+                    &mut last_checkpoint,
+                )
+                .await;
+                if let Err(e) = noted {
+                    tracing::warn!(source = %source_id, error = %e, "recording the pull on its pair failed");
+                }
+            }
+            if let Some(delay) = wait {
+                job.wait(delay).await;
+            }
+        }
+    }
+}
+
+impl Job {
+    fn update(&self, f: impl FnOnce(&mut JobHealth)) {
+        f(&mut self.health.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    /// Sleeps for `delay`, or less when kicked or stopped.
+    async fn wait(&self, delay: Duration) {
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = self.kick.notified() => {}
+            _ = self.stop.cancelled() => {}
+        }
+    }
+}
+
+fn last_error(e: &PullError) -> LastError {
+    LastError {
+        code: e.code(),
+        message: e.message(),
+        http_status: e.http_status(),
+        at: unix_now(),
+    }
+}
+
+/// The cursor row of a job, for views.
+pub async fn cursor_of(
+    fed: &Federation,
+    tenant: &str,
+    source: &str,
+    thread: &str,
+) -> Result<Option<PullCursor>> {
+    state::pull_cursor(fed.store.as_ref(), tenant, source, thread).await
+}
+
+/// Every (source, thread) that has a cursor row: the jobs to run at start.
+pub async fn cursor_rows(fed: &Federation, tenant: &str) -> Result<Vec<(String, String)>> {
+    Ok(fed
+        .store
+        .state_list(tenant, state::CURSOR)
+        .await?
+        .into_iter()
+        .filter_map(|(key, _)| {
+            let (source, thread) = state::split_cursor_key(&key)?;
+            Some((source.to_string(), thread.to_string()))
+        })
+        .collect())
+}

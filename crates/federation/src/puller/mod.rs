@@ -1,0 +1,332 @@
+//! The puller side of sync (federation-protocol.md §5.4-5.5): one job per (source, thread) pulls pages from
+//! the peer, checks every record before anything is stored (§1.1), and ingests a page together
+//! with the cursor that moves past it, in one transaction. Jobs hold a longpoll open at the peer,
+//! so a record committed there arrives here within milliseconds; the interval only spaces polls
+//! to a peer that does not hold longpolls, and backoff spaces retries after failures.
+
+mod ingest;
+mod jobs;
+
+use std::sync::Arc;
+
+use futures_util::FutureExt;
+use serde::Serialize;
+use syncropel_protocol::sync::{
+    verify_items, PeerItem, Rejection, ResolvedKeys, SyncCursor, DEFAULT_PAGE,
+};
+use syncropel_protocol::Refusal;
+use syncropel_tenant::Tenant;
+use tokio::sync::mpsc;
+
+use crate::error::FederationError;
+use crate::peer::{ChangesPage, ChangesRequest, PeerClient, PeerError};
+use crate::signers::verify_with_documents;
+use crate::state::pull_cursor;
+use crate::{pairs, sync_pairs, Federation};
+
+pub use ingest::{fetch_parents, pullable_thread};
+use ingest::{retry_unresolved, store_page};
+pub use jobs::{cursor_of, cursor_rows, JobHealth, Jobs, LastError};
+
+/// Where one job pulls from: resolved afresh before every pull, so a pause, a revoke or a new
+/// token takes effect on the next one.
+#[derive(Clone, Debug)]
+pub struct Source {
+    /// The pair id (record-bound, `fed_…`) or one-thread sync pair id (`sp_…`).
+    pub id: String,
+    pub peer_did: String,
+    pub base_url: String,
+    pub token: String,
+    /// Our DID, sent as `X-Syncropel-Actor` (pair tokens are bound to it).
+    pub actor: String,
+    pub target_namespace: Option<String>,
+}
+
+/// Why a pull did not happen or failed.
+#[derive(Debug)]
+pub enum PullError {
+    /// The peer failed or broke the protocol; classified (§5.5).
+    Peer(PeerError),
+    /// The source may not be pulled now (paused, revoked, unpaired, no credential).
+    Parked(Refusal),
+    /// This steward failed (its store, say).
+    Local(FederationError),
+}
+
+impl PullError {
+    pub fn code(&self) -> String {
+        match self {
+            PullError::Peer(e) => e.code().to_string(),
+            PullError::Parked(e) => e.code.as_str().to_string(),
+            PullError::Local(e) => e.code().as_str().to_string(),
+        }
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            PullError::Peer(e) => e.to_string(),
+            PullError::Parked(e) => e.message.clone(),
+            PullError::Local(e) => e.to_string(),
+        }
+    }
+
+    /// The HTTP status behind the failure, for a job's health.
+    pub fn http_status(&self) -> Option<u16> {
+        match self {
+            PullError::Peer(e) => e.http_status(),
+            PullError::Parked(e) => Some(e.code.http_status()),
+            PullError::Local(e) => Some(e.code().http_status()),
+        }
+    }
+}
+
+impl<E: Into<FederationError>> From<E> for PullError {
+    fn from(e: E) -> PullError {
+        PullError::Local(e.into())
+    }
+}
+
+/// What one pull did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PullOutcome {
+    /// Records stored for the first time.
+    pub pulled: usize,
+    /// Records of the page already held (re-delivery).
+    pub duplicates: usize,
+    pub quarantined: usize,
+    pub has_more: bool,
+    pub cursor: String,
+    /// Parents the page named that this store lacks, for [`fetch_parents`].
+    #[serde(skip)]
+    pub missing_parents: Vec<String>,
+}
+
+/// Pulls one page of `thread` from `source` and ingests it. Nothing from a page that breaks the
+/// protocol is stored and the cursor stays; a record that fails its checks is quarantined and
+/// the cursor moves past it, so one bad record cannot wedge the job.
+pub async fn pull_once(
+    fed: &Arc<Federation>,
+    tenant: &Tenant,
+    source: &Source,
+    thread: &str,
+    longpoll: bool,
+) -> Result<PullOutcome, PullError> {
+    let mut cursor = pull_cursor(fed.store.as_ref(), &tenant.id, &source.id, thread)
+        .await?
+        .unwrap_or_default();
+    let page = fetch(fed, source, thread, &cursor.cursor, longpoll).await?;
+    let outcome = store_page(fed, tenant, source, thread, page, &mut cursor).await?;
+    fetch_parents(fed, tenant, source, &outcome.missing_parents).await;
+    retry_unresolved(fed, tenant, source, thread).await;
+    Ok(outcome)
+}
+
+/// Pulls until the source has nothing more (a catch-up), as a pipeline: while one page is
+/// stored, the next ones are parsed and verified on the blocking pool and the one after them is
+/// being served by the source. At most [`PIPELINE_PAGES`] pages wait, so memory stays bounded;
+/// pages are stored in order, each with the cursor past it, and nothing after a failing page.
+pub async fn pull_through(
+    fed: &Arc<Federation>,
+    tenant: &Tenant,
+    source: &Source,
+    thread: &str,
+) -> Result<PullOutcome, PullError> {
+    let mut cursor = pull_cursor(fed.store.as_ref(), &tenant.id, &source.id, thread)
+        .await?
+        .unwrap_or_default();
+    let (pages, mut checked) = mpsc::channel(PIPELINE_PAGES);
+    let producer = {
+        let source = source.clone();
+        let federation = fed.clone();
+        let (thread, mut since) = (thread.to_string(), cursor.cursor.clone());
+        tokio::spawn(async move {
+            loop {
+                let page = fetch_page(federation.client(), &source, &thread, &since, false).await;
+                let more = match &page {
+                    Ok(page) => {
+                        since = page.next_cursor.clone();
+                        page.has_more
+                    }
+                    Err(_) => false,
+                };
+                let (thread, federation) = (thread.clone(), federation.clone());
+                let check =
+                    tokio::spawn(async move { check_page(page?, &thread, &federation).await });
+                if pages.send(check).await.is_err() || !more {
+                    return;
+                }
+            }
+        })
+    };
+    let mut total = PullOutcome::default();
+    while let Some(check) = checked.recv().await {
+        let stored = match check.await {
+            Ok(Ok(page)) => store_page(fed, tenant, source, thread, page, &mut cursor).await,
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(FederationError::internal(format!("checking a page failed: {e}")).into()),
+        };
+        let outcome = match stored {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                producer.abort();
+                return Err(e);
+            }
+        };
+        fetch_parents(fed, tenant, source, &outcome.missing_parents).await;
+        total.pulled += outcome.pulled;
+        total.duplicates += outcome.duplicates;
+        total.quarantined += outcome.quarantined;
+        total.cursor = outcome.cursor;
+        total.has_more = outcome.has_more;
+    }
+    retry_unresolved(fed, tenant, source, thread).await;
+    Ok(total)
+}
+
+/// Pages parsed and verified ahead of the one being stored.
+const PIPELINE_PAGES: usize = 2;
+
+/// A page fetched and checked against the protocol (§5.5), its items parsed and their ids and
+/// signatures checked (§1.1); not yet stored.
+struct Fetched {
+    items: Vec<PeerItem>,
+    verdicts: Vec<Result<(), Rejection>>,
+    next_cursor: String,
+    has_more: bool,
+}
+
+async fn fetch(
+    fed: &Federation,
+    source: &Source,
+    thread: &str,
+    since: &str,
+    longpoll: bool,
+) -> Result<Fetched, PullError> {
+    let page = fetch_page(fed.client(), source, thread, since, longpoll).await?;
+    check_page(page, thread, fed).await
+}
+
+/// Asks the source for the page after `since` and checks the page as a whole (§5.5): the
+/// thread, progress, a cursor that must not go backwards.
+async fn fetch_page(
+    client: &PeerClient,
+    source: &Source,
+    thread: &str,
+    since: &str,
+    longpoll: bool,
+) -> Result<ChangesPage, PullError> {
+    let request = ChangesRequest {
+        base: &source.base_url,
+        token: &source.token,
+        actor: &source.actor,
+        thread,
+        since,
+        limit: DEFAULT_PAGE,
+        longpoll,
+        target_namespace: source.target_namespace.as_deref(),
+    };
+    let mut held = since;
+    let mut page = client.changes(&request).await;
+    if is_epoch_mismatch(&page) && !since.is_empty() {
+        // The source's store was made anew (imported, restored): start again from its
+        // beginning; what we hold already de-duplicates by id (§5.4).
+        tracing::info!(source = %source.id, thread, "the source has a new store epoch; pulling again from the start");
+        held = "";
+        page = client
+            .changes(&ChangesRequest {
+                since: "",
+                ..request
+            })
+            .await;
+    }
+    let page = page.map_err(PullError::Peer)?;
+    if page.thread != thread {
+        return Err(violation(format!("page is for thread '{}'", page.thread)));
+    }
+    if page.has_more && page.records.is_empty() && page.next_cursor == held {
+        return Err(violation(
+            "has_more with no records and the same cursor".into(),
+        ));
+    }
+    if let (Some(held), Some(next)) = (SyncCursor::peek(held), SyncCursor::peek(&page.next_cursor))
+    {
+        if held.epoch == next.epoch && next.seq < held.seq {
+            return Err(violation(format!(
+                "the cursor went backwards ({} -> {})",
+                held.seq, next.seq
+            )));
+        }
+    }
+    Ok(page)
+}
+
+fn is_epoch_mismatch<T>(result: &Result<T, PeerError>) -> bool {
+    matches!(
+        result,
+        Err(PeerError::Http4xx { status: 409, code: Some(code), .. }) if code == "CURSOR_EPOCH_MISMATCH"
+    )
+}
+
+fn violation(detail: String) -> PullError {
+    PullError::Peer(PeerError::Parse(detail))
+}
+
+/// Parses a page's items and checks each id and signature: CPU work, done on the blocking pool
+/// unless the page is small. Records of actors with DID documents are then checked against
+/// their resolved keys.
+async fn check_page(
+    page: ChangesPage,
+    thread: &str,
+    federation: &Federation,
+) -> Result<Fetched, PullError> {
+    let thread = thread.to_string();
+    // A longpoll's page of a few records is checked in place; a catch-up page is not.
+    let small = page.records.len() <= 32;
+    let check = move || -> Result<Fetched, PullError> {
+        let mut items = Vec::with_capacity(page.records.len());
+        for raw in page.records {
+            let item = PeerItem::from_value(raw).map_err(violation)?;
+            if item.envelope.thread != thread {
+                return Err(violation(format!(
+                    "record {} is on thread '{}'",
+                    item.id, item.envelope.thread
+                )));
+            }
+            items.push(item);
+        }
+        let verdicts = verify_items(&items, &ResolvedKeys::new());
+        Ok(Fetched {
+            items,
+            verdicts,
+            next_cursor: page.next_cursor,
+            has_more: page.has_more,
+        })
+    };
+    let mut fetched = if small {
+        check()?
+    } else {
+        tokio::task::spawn_blocking(check)
+            .await
+            .map_err(|e| FederationError::internal(format!("verification task failed: {e}")))??
+    };
+    verify_with_documents(federation, &fetched.items, &mut fetched.verdicts).await;
+    Ok(fetched)
+}
+
+/// Resolves a job's source afresh before each pull: a pair (`fed_…`) or a one-thread sync pair
+/// (`sp_…`), with its current state, URL and credential.
+pub fn source(
+    fed: &Arc<Federation>,
+    tenant: &Arc<Tenant>,
+    id: &str,
+) -> futures_util::future::BoxFuture<'static, Result<Source, PullError>> {
+    let (fed, tenant, id) = (fed.clone(), tenant.clone(), id.to_string());
+    async move {
+        if id.starts_with("sp_") {
+            sync_pairs::source(&fed, &tenant, id).await
+        } else {
+            pairs::source(&fed, &tenant, id).await
+        }
+    }
+    .boxed()
+}

@@ -1,0 +1,126 @@
+//! Consent grants between namespaces: `POST/GET /v1/consent/grants`, `DELETE
+//! /v1/consent/grants/{id}`.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+use syncropel_federation::consent::{self, GrantRequest};
+use syncropel_protocol::consent::{grant_body, Grant, HashLevel};
+use syncropel_protocol::{unix_from_rfc3339, unix_now, validate_namespace_id, DEFAULT_NAMESPACE};
+use syncropel_tenant::Scope;
+
+use crate::app::{AppState, JsonBody};
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::routes::{Params, PathParam};
+
+fn view(grant: &Grant) -> Value {
+    let mut value = Value::Object(grant_body(grant));
+    value["object"] = json!("consent_grant");
+    value["active"] = json!(grant.is_active(unix_now()));
+    value
+}
+
+/// `POST /v1/consent/grants`
+pub async fn grant(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Response> {
+    caller.require(Scope::FederationManage)?;
+    caller.tenant.require_writable()?;
+    let text = |k: &str| -> ApiResult<Option<String>> {
+        match body.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(ApiError::validation(format!("'{k}' must be a string"))),
+        }
+    };
+    let source = text("source_namespace")?.unwrap_or_else(|| DEFAULT_NAMESPACE.into());
+    let target = text("target_namespace")?
+        .ok_or_else(|| ApiError::validation("'target_namespace' is required"))?;
+    validate_namespace_id(&source)?;
+    validate_namespace_id(&target)?;
+    let hash_levels = match body.get("hash_levels") {
+        None | Some(Value::Null) => HashLevel::ALL.to_vec(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| v.as_str().and_then(HashLevel::parse))
+            .collect::<Option<Vec<_>>>()
+            .filter(|l| !l.is_empty())
+            .ok_or_else(|| ApiError::validation("'hash_levels' must list L0, L1, L2 or L3"))?,
+        Some(_) => return Err(ApiError::validation("'hash_levels' must be an array")),
+    };
+    let threads = match body.get("threads") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(all)) if all == "*" => None,
+        Some(Value::Array(items)) => Some(
+            items
+                .iter()
+                .map(|v| v.as_str().map(str::to_string))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| ApiError::validation("'threads' must be thread ids"))?,
+        ),
+        Some(_) => return Err(ApiError::validation("'threads' must be an array or \"*\"")),
+    };
+    let expires_at = match text("expires_at")? {
+        None => None,
+        Some(t) => Some(unix_from_rfc3339(&t).ok_or_else(|| {
+            ApiError::validation(
+                "'expires_at' must be an RFC 3339 time such as 2026-12-01T00:00:00Z",
+            )
+        })?),
+    };
+    let request = GrantRequest {
+        source_namespace: source,
+        target_namespace: target,
+        hash_levels,
+        peer_did: text("peer_did")?,
+        threads,
+        purpose: text("purpose")?,
+        expires_at,
+        granted_by: caller
+            .grant
+            .as_ref()
+            .map(|g| g.sa_id.clone())
+            .unwrap_or_else(|| caller.tenant.identity.did.to_string()),
+    };
+    let grant = consent::grant(&state.federation, &caller.tenant, request).await?;
+    Ok((StatusCode::CREATED, Json(view(&grant))).into_response())
+}
+
+/// `GET /v1/consent/grants[?namespace=NS]`: grants whose source or target is NS.
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    params: Params,
+) -> ApiResult<Response> {
+    caller.require(Scope::FederationManage)?;
+    let namespace = params.str("namespace");
+    let data: Vec<Value> = consent::current(&state.federation, &caller.tenant.id)
+        .await?
+        .iter()
+        .filter(|g| namespace.is_none_or(|ns| g.source_namespace == ns || g.target_namespace == ns))
+        .map(view)
+        .collect();
+    Ok(Json(json!({"object": "list", "data": data})).into_response())
+}
+
+/// `DELETE /v1/consent/grants/{id}[?reason=…]`: effective from the next pull.
+pub async fn revoke(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParam(grant_id): PathParam,
+    params: Params,
+) -> ApiResult<Response> {
+    caller.require(Scope::FederationManage)?;
+    caller.tenant.require_writable()?;
+    let reason = params.str("reason").unwrap_or("operator");
+    consent::revoke(&state.federation, &caller.tenant, &grant_id, reason).await?;
+    Ok(
+        Json(json!({"object": "consent_grant", "grant_id": grant_id, "revoked": true}))
+            .into_response(),
+    )
+}

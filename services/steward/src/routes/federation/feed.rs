@@ -1,0 +1,119 @@
+//! The source side of sync over HTTP: `GET /v1/sync/changes` and `POST /v1/sync/records`,
+//! answered to a pair's token (or a sync token, or the operator).
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use serde_json::{json, Value};
+use syncropel_federation::feed::{self, Access, ChangesQuery, Puller, MAX_FETCH_IDS};
+use syncropel_protocol::sync::{DEFAULT_PAGE, MAX_PAGE};
+use syncropel_protocol::{ErrorCode, DEFAULT_NAMESPACE};
+
+use crate::app::{AppState, JsonBody};
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::routes::{json_text, Params};
+
+/// The DID a sync request claims in `X-Syncropel-Actor`.
+fn claimed(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get("x-syncropel-actor")
+        .and_then(|v| v.to_str().ok())
+}
+
+/// Checks what the caller's token may do before the engine looks at its pair: the pull scope,
+/// and the actor claim a pair token must make.
+fn access<'a>(caller: &'a Caller, headers: &'a HeaderMap) -> ApiResult<Access<'a>> {
+    caller.require_federation_pull()?;
+    let claimed = claimed(headers);
+    if let Some(grant) = &caller.grant {
+        if !grant.allowed_actors.is_empty() {
+            let Some(did) = claimed else {
+                return Err(ApiError::new(
+                    ErrorCode::DidClaimDenied,
+                    "a pair token must name its peer in X-Syncropel-Actor",
+                ));
+            };
+            caller.require_actor(did)?;
+        }
+    }
+    Ok(Access {
+        grant: caller.grant.as_deref(),
+        claimed,
+    })
+}
+
+/// `GET /v1/sync/changes?thread=T&since=C&limit=N&feed=normal|longpoll&target_namespace=NS`
+pub async fn changes(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    params: Params,
+) -> ApiResult<Response> {
+    let fed = &state.federation;
+    let access = access(&caller, &headers)?;
+    let puller = Puller::of(fed, &caller.tenant, &access).await?;
+    let thread = params
+        .str("thread")
+        .ok_or_else(|| ApiError::validation("thread is required"))?
+        .to_string();
+    feed::check_thread(&thread)?;
+    let target = params
+        .str("target_namespace")
+        .unwrap_or(DEFAULT_NAMESPACE)
+        .to_string();
+    puller.check_target(&target)?;
+    let limit = params.limit(DEFAULT_PAGE, MAX_PAGE)?;
+    let longpoll = match params.str("feed") {
+        None | Some("normal") => false,
+        Some("longpoll") => true,
+        Some(other) => {
+            return Err(ApiError::validation(format!(
+                "feed must be normal or longpoll, not '{other}'"
+            )))
+        }
+    };
+    let query = ChangesQuery {
+        thread,
+        target,
+        since: params.str("since").unwrap_or("").to_string(),
+        limit,
+        longpoll,
+    };
+    let body = feed::changes(fed, &caller.tenant, &access, &puller, &query).await?;
+    Ok(json_text(StatusCode::OK, body))
+}
+
+/// `POST /v1/sync/records {"ids": [...]}`: specific records (missing parents), filtered like a
+/// page. Unknown ids and ids on threads never served are left out.
+pub async fn fetch(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    params: Params,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Response> {
+    let fed = &state.federation;
+    let access = access(&caller, &headers)?;
+    let puller = Puller::of(fed, &caller.tenant, &access).await?;
+    let target = params.str("target_namespace").unwrap_or(DEFAULT_NAMESPACE);
+    puller.check_target(target)?;
+    let Some(Value::Array(ids)) = body.get("ids") else {
+        return Err(ApiError::validation("'ids' must be an array of record ids"));
+    };
+    if ids.len() > MAX_FETCH_IDS {
+        return Err(ApiError::validation(format!(
+            "at most {MAX_FETCH_IDS} ids per request"
+        )));
+    }
+    let ids = ids
+        .iter()
+        .map(|id| id.as_str().map(str::to_string))
+        .collect::<Option<Vec<String>>>()
+        .ok_or_else(|| ApiError::validation("every id must be a string"))?;
+    let items = feed::fetch(fed, &caller.tenant, &puller, target, &ids).await?;
+    Ok(json_text(
+        StatusCode::OK,
+        json!({"object": "sync_records", "records": items}).to_string(),
+    ))
+}

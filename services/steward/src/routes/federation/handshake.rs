@@ -1,0 +1,178 @@
+//! The pairing handshake over HTTP: the peer-facing init, poll and confirm (authenticated by the
+//! signatures they carry, not by a bearer), and the operator's side: starting a pairing,
+//! continuing it, and deciding pending requests.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+use syncropel_federation::handshake::{initiator, responder, Answer, POLL_AFTER_MS};
+use syncropel_federation::Federation;
+use syncropel_protocol::rfc3339_from_unix;
+use syncropel_tenant::Scope;
+
+use super::object;
+use super::pairs::view;
+use crate::app::{AppState, JsonBody};
+use crate::auth::Caller;
+use crate::error::ApiResult;
+use crate::routes::PathParam;
+use crate::tenant::CurrentTenant;
+
+/// How a handshake answer goes on the wire: 202 while pending, else 200.
+fn render(fed: &Federation, tenant: &str, answer: Answer) -> Response {
+    match answer {
+        Answer::Pending {
+            pair_id,
+            nonce,
+            expires_at,
+        } => (
+            StatusCode::ACCEPTED,
+            Json(json!({
+                "object": "pair_handshake", "state": "establishing", "status": "pending",
+                "pair_id": pair_id, "nonce": nonce, "poll_after_ms": POLL_AFTER_MS,
+                "expires_at": rfc3339_from_unix(expires_at),
+            })),
+        )
+            .into_response(),
+        Answer::Approved {
+            pair_id,
+            issued_token,
+            token_expires_at,
+            responder_manifest,
+            genesis,
+        } => Json(json!({
+            "object": "pair_handshake", "state": "establishing", "status": "approved",
+            "pair_id": pair_id, "issued_token": issued_token,
+            "token_expires_at": token_expires_at.map(rfc3339_from_unix),
+            "responder_manifest": responder_manifest, "mls_welcome": null, "genesis": genesis,
+        }))
+        .into_response(),
+        Answer::Active { pair_id } => Json(json!({
+            "object": "pair_handshake", "state": "active", "status": "active", "pair_id": pair_id,
+        }))
+        .into_response(),
+        Answer::Confirmed {
+            pair_id,
+            activated_record_id,
+        } => Json(json!({
+            "object": "pair_handshake", "status": "active", "pair_id": pair_id,
+            "activated_record_id": activated_record_id,
+        }))
+        .into_response(),
+        Answer::Paired(pair) => Json(view(fed, tenant, &pair)).into_response(),
+    }
+}
+
+/// `POST /v1/federation/pair` (and `/init`): a peer asks to pair with us.
+pub async fn init(
+    State(state): State<AppState>,
+    CurrentTenant(tenant): CurrentTenant,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Response> {
+    tenant.require_writable()?;
+    let fed = &state.federation;
+    let answer = responder::init(fed, &tenant, &object(body)).await?;
+    Ok(render(fed, &tenant.id, answer))
+}
+
+/// `POST /v1/federation/pair/poll {"nonce"}`
+pub async fn poll(
+    State(state): State<AppState>,
+    CurrentTenant(tenant): CurrentTenant,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Response> {
+    let fed = &state.federation;
+    let answer = responder::poll(fed, &tenant, &object(body)).await?;
+    Ok(render(fed, &tenant.id, answer))
+}
+
+/// `POST /v1/federation/pair/confirm`: the initiator's credential for us; the pair goes active.
+pub async fn confirm(
+    State(state): State<AppState>,
+    CurrentTenant(tenant): CurrentTenant,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Response> {
+    tenant.require_writable()?;
+    let fed = &state.federation;
+    let answer = responder::confirm(fed, &tenant, &object(body)).await?;
+    Ok(render(fed, &tenant.id, answer))
+}
+
+/// `GET /v1/federation/pending`: requests waiting for the operator.
+pub async fn pending(State(state): State<AppState>, caller: Caller) -> ApiResult<Response> {
+    caller.require(Scope::FederationManage)?;
+    let data: Vec<Value> = responder::pending(&state.federation, &caller.tenant)
+        .await?
+        .into_iter()
+        .map(|r| {
+            json!({
+                "object": "pair_pending", "pair_id": r.pair_id, "peer_did": r.peer_did,
+                "peer_url": r.peer_url, "namespace": r.namespaces.first(), "maps": r.maps,
+                "expires_at": rfc3339_from_unix(r.expires_at),
+            })
+        })
+        .collect();
+    Ok(Json(json!({"object": "list", "data": data})).into_response())
+}
+
+/// `POST /v1/federation/pending/{pair_id}/approve`
+pub async fn approve(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParam(pair_id): PathParam,
+) -> ApiResult<Response> {
+    caller.require(Scope::FederationManage)?;
+    caller.tenant.require_writable()?;
+    let approved_by = format!(
+        "operator:{}",
+        caller
+            .grant
+            .as_ref()
+            .map(|g| g.sa_id.as_str())
+            .unwrap_or("local")
+    );
+    let peer_did =
+        responder::approve(&state.federation, &caller.tenant, &pair_id, &approved_by).await?;
+    Ok(Json(json!({"object": "pair_pending", "pair_id": pair_id, "peer_did": peer_did, "status": "approved"})).into_response())
+}
+
+/// `POST /v1/federation/pending/{pair_id}/reject`
+pub async fn reject(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParam(pair_id): PathParam,
+) -> ApiResult<Response> {
+    caller.require(Scope::FederationManage)?;
+    caller.tenant.require_writable()?;
+    let peer_did = responder::reject(&state.federation, &caller.tenant, &pair_id).await?;
+    Ok(Json(json!({"object": "pair_pending", "pair_id": pair_id, "peer_did": peer_did, "status": "rejected"})).into_response())
+}
+
+/// `POST /v1/federation/pairs {"peer_url", "maps"?, "namespaces"?}`: starts pairing as the
+/// initiator (`spl federation pair <url>`).
+pub async fn start(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Response> {
+    caller.require(Scope::FederationManage)?;
+    caller.tenant.require_writable()?;
+    let fed = &state.federation;
+    let answer = initiator::start(fed, &caller.tenant, &object(body)).await?;
+    Ok(render(fed, &caller.tenant.id, answer))
+}
+
+/// `POST /v1/federation/pairs/{id}/poll`: asks the responder again about a pending request.
+pub async fn continue_pairing(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParam(pair_id): PathParam,
+) -> ApiResult<Response> {
+    caller.require(Scope::FederationManage)?;
+    caller.tenant.require_writable()?;
+    let fed = &state.federation;
+    let answer = initiator::continue_pairing(fed, &caller.tenant, &pair_id).await?;
+    Ok(render(fed, &caller.tenant.id, answer))
+}

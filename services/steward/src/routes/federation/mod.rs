@@ -1,0 +1,74 @@
+//! The federation routes under `/v1`: thin handlers over `syncropel_federation`, which makes
+//! every decision. Handlers check scopes, parse what the request carries and render answers.
+
+mod consent;
+mod discovery;
+mod feed;
+mod handshake;
+mod pairs;
+mod sync_pairs;
+
+use axum::routing::{delete, get, post};
+use axum::Router;
+use serde_json::{Map, Value};
+
+use crate::app::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/sync/changes", get(feed::changes))
+        .route("/federation/sync/changes", get(feed::changes))
+        .route("/sync/records", post(feed::fetch))
+        .route("/sync/pull", post(pairs::pull))
+        .route(
+            "/sync/pairs",
+            post(sync_pairs::create).get(sync_pairs::list),
+        )
+        .route(
+            "/sync/pairs/{id}",
+            get(sync_pairs::get_one).delete(sync_pairs::remove),
+        )
+        .route("/sync/pairs/{id}/pause", post(sync_pairs::pause))
+        .route("/sync/pairs/{id}/resume", post(sync_pairs::resume))
+        .route("/sync/pairs/{id}/kick", post(sync_pairs::kick))
+        .route("/federation/pair", post(handshake::init))
+        .route("/federation/pair/init", post(handshake::init))
+        .route("/federation/pair/poll", post(handshake::poll))
+        .route("/federation/pair/confirm", post(handshake::confirm))
+        .route("/federation/pair/notify-revoke", post(pairs::notify_revoke))
+        .route("/federation/pair/refresh", post(pairs::refresh))
+        .route("/federation/pairs/{id}/refresh", post(pairs::refresh_now))
+        .route("/federation/pairs", post(handshake::start).get(pairs::list))
+        .route("/federation/pairs/{id}", get(pairs::get_one))
+        .route(
+            "/federation/pairs/{id}/poll",
+            post(handshake::continue_pairing),
+        )
+        .route("/federation/pairs/{id}/pause", post(pairs::pause))
+        .route("/federation/pairs/{id}/resume", post(pairs::resume))
+        .route("/federation/pairs/{id}/revoke", post(pairs::revoke))
+        .route(
+            "/federation/pairs/{id}/introducible",
+            post(discovery::set_introducible),
+        )
+        .route("/federation/pending", get(handshake::pending))
+        .route("/federation/pending/{id}/approve", post(handshake::approve))
+        .route("/federation/pending/{id}/reject", post(handshake::reject))
+        .route("/federation/peers", get(discovery::introductions_for_peer))
+        .route(
+            "/federation/introductions",
+            get(discovery::introductions_via),
+        )
+        .route("/discovery/mdns", get(discovery::mdns_roster))
+        .route("/consent/grants", post(consent::grant).get(consent::list))
+        .route("/consent/grants/{id}", delete(consent::revoke))
+}
+
+/// A body that should be a JSON object; anything else reads as an empty one, so that the
+/// fields it lacks are named in the refusal.
+fn object(body: Value) -> Map<String, Value> {
+    match body {
+        Value::Object(object) => object,
+        _ => Map::new(),
+    }
+}

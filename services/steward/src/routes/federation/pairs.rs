@@ -1,0 +1,215 @@
+//! Record-bound pairs: the operator's view and controls, the peer's revoke notice and token
+//! refresh, and one-shot pulls.
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+use syncropel_federation::pairs::{self, PullRequest};
+use syncropel_federation::puller::PullError;
+use syncropel_federation::{renewal, Federation};
+use syncropel_protocol::pair::{PairView, UpdateOp};
+use syncropel_protocol::{sha256_hex, ErrorCode, PairState};
+use syncropel_tenant::Scope;
+
+use crate::app::{optional_json, AppState, JsonBody, LimitedBody};
+use crate::auth::{presented_token, Caller};
+use crate::error::{ApiError, ApiResult};
+use crate::routes::PathParam;
+use crate::tenant::CurrentTenant;
+
+/// A pair as the operator sees it: its fold and the health of its pull jobs.
+pub fn view(fed: &Federation, tenant: &str, pair: &PairView) -> Value {
+    let mut value = serde_json::to_value(pair).unwrap_or_default();
+    value["object"] = json!("federation_pair");
+    let health = fed.jobs.health(tenant, &pair.pair_id);
+    let failing = health.iter().find(|h| h.status == "failing");
+    value["sync_health"] = json!({
+        "status": if failing.is_some() { "failing" } else { "ok" },
+        "last_error": failing.and_then(|h| h.last_error.clone()),
+        "jobs": health,
+    });
+    value
+}
+
+pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Response> {
+    caller.require(Scope::FederationManage)?;
+    let fed = &state.federation;
+    let pairs = pairs::load(fed, &caller.tenant).await?;
+    let data: Vec<Value> = pairs
+        .values()
+        .map(|p| view(fed, &caller.tenant.id, p))
+        .collect();
+    Ok(Json(json!({"object": "list", "data": data})).into_response())
+}
+
+pub async fn get_one(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParam(key): PathParam,
+) -> ApiResult<Response> {
+    caller.require(Scope::FederationManage)?;
+    let pair = pairs::find(&state.federation, &caller.tenant, &key).await?;
+    Ok(Json(view(&state.federation, &caller.tenant.id, &pair)).into_response())
+}
+
+async fn operate(
+    state: AppState,
+    caller: Caller,
+    key: String,
+    bytes: &[u8],
+    op: UpdateOp,
+    to: PairState,
+) -> ApiResult<Response> {
+    let body = optional_json(&state, bytes)?;
+    caller.require(Scope::FederationManage)?;
+    caller.tenant.require_writable()?;
+    let fed = &state.federation;
+    let pair = pairs::operate(fed, &caller.tenant, &key, op, to, &body).await?;
+    Ok(Json(view(fed, &caller.tenant.id, &pair)).into_response())
+}
+
+pub async fn pause(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParam(key): PathParam,
+    LimitedBody(bytes): LimitedBody,
+) -> ApiResult<Response> {
+    operate(
+        state,
+        caller,
+        key,
+        &bytes,
+        UpdateOp::Pause,
+        PairState::Paused,
+    )
+    .await
+}
+
+pub async fn resume(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParam(key): PathParam,
+    LimitedBody(bytes): LimitedBody,
+) -> ApiResult<Response> {
+    operate(
+        state,
+        caller,
+        key,
+        &bytes,
+        UpdateOp::Resume,
+        PairState::Active,
+    )
+    .await
+}
+
+pub async fn revoke(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParam(key): PathParam,
+    LimitedBody(bytes): LimitedBody,
+) -> ApiResult<Response> {
+    caller.require(Scope::FederationManage)?;
+    caller.tenant.require_writable()?;
+    let body = optional_json(&state, &bytes)?;
+    let reason = pairs::reason_of(&body)?.unwrap_or_else(|| "operator".into());
+    let fed = &state.federation;
+    let pair = pairs::revoke(fed, &caller.tenant, &key, &reason).await?;
+    Ok(Json(view(fed, &caller.tenant.id, &pair)).into_response())
+}
+
+/// `POST /v1/federation/pair/notify-revoke`: the peer revoked; we revoke symmetrically. The
+/// caller is the peer, by its pair token, and signs the notice.
+pub async fn notify_revoke(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Response> {
+    let grant = caller
+        .grant
+        .as_ref()
+        .ok_or_else(|| ApiError::new(ErrorCode::AuthRequired, "a pair token is required"))?;
+    let pair =
+        pairs::notified_revoke(&state.federation, &caller.tenant, &grant.sa_id, &body).await?;
+    Ok(Json(json!({"object": "pair_revoked", "pair_id": pair.pair_id})).into_response())
+}
+
+/// `POST /v1/federation/pair/refresh`: the peer renews. Authenticated by the bearer being
+/// renewed and the peer's identity signature.
+pub async fn refresh(
+    State(state): State<AppState>,
+    CurrentTenant(tenant): CurrentTenant,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Response> {
+    tenant.require_writable()?;
+    let request = body
+        .as_object()
+        .ok_or_else(|| ApiError::validation("the refresh must be a JSON object"))?;
+    let presented = presented_token(&headers).map(|t| sha256_hex(t.as_bytes()));
+    let refreshed =
+        renewal::refresh(&state.federation, &tenant, presented.as_deref(), request).await?;
+    Ok(Json(json!({
+        "object": "pair_refresh", "pair_id": refreshed.pair_id,
+        "issued_token": refreshed.issued_token, "token_expires_at": refreshed.token_expires_at,
+    }))
+    .into_response())
+}
+
+/// `POST /v1/federation/pairs/{id}/refresh`: the operator renews now.
+pub async fn refresh_now(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParam(key): PathParam,
+) -> ApiResult<Response> {
+    caller.require(Scope::FederationManage)?;
+    caller.tenant.require_writable()?;
+    let fed = &state.federation;
+    let pair = renewal::refresh_now(fed, &caller.tenant, &key).await?;
+    Ok(Json(view(fed, &caller.tenant.id, &pair)).into_response())
+}
+
+/// `POST /v1/sync/pull {thread, peer, peer_token?}` (`spl sync T from PEER`).
+pub async fn pull(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Response> {
+    caller.require(Scope::FederationManage)?;
+    caller.tenant.require_writable()?;
+    let text = |k: &str| body.get(k).and_then(Value::as_str);
+    let thread = text("thread").ok_or_else(|| ApiError::validation("'thread' is required"))?;
+    let peer = text("peer").ok_or_else(|| ApiError::validation("'peer' is required"))?;
+    let request = PullRequest {
+        thread,
+        peer,
+        peer_token: text("peer_token"),
+    };
+    let total = pairs::pull(&state.federation, &caller.tenant, request)
+        .await
+        .map_err(pull_error)?;
+    Ok(Json(json!({
+        "object": "sync_result",
+        "thread": thread,
+        "peer": peer,
+        "pulled": total.pulled,
+        "duplicates": total.duplicates,
+        "quarantined": total.quarantined,
+        "cursor": total.cursor,
+    }))
+    .into_response())
+}
+
+/// A failed one-shot pull, as an answer to the operator.
+fn pull_error(e: PullError) -> ApiError {
+    match e {
+        PullError::Parked(refusal) => refusal.into(),
+        PullError::Local(e) => e.into(),
+        PullError::Peer(e) => ApiError::new(
+            ErrorCode::PeerUnreachable,
+            format!("the peer could not be pulled from: {} ({})", e, e.code()),
+        )
+        .with_extra("peer_error", e.code()),
+    }
+}

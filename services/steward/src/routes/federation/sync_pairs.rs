@@ -1,0 +1,147 @@
+//! One-thread sync pairs, the older token-based sync: `/v1/sync/pairs`.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+use syncropel_federation::sync_pairs::{self, SyncPair, SyncPairRequest};
+use syncropel_federation::Federation;
+use syncropel_tenant::Scope;
+
+use crate::app::{AppState, JsonBody};
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::routes::PathParam;
+
+/// A sync pair with the state of its job: running and failing come from the job's health.
+fn view(fed: &Federation, tenant: &str, pair: &SyncPair) -> Value {
+    let health = fed.jobs.health(tenant, &pair.pair_id).into_iter().next();
+    let status = match (pair.recorded.as_str(), &health) {
+        ("paused" | "stopped", _) => pair.recorded.clone(),
+        (_, Some(h)) if h.status == "ok" => "running".into(),
+        (_, Some(h)) if h.status == "failing" => "failing".into(),
+        _ => "starting".into(),
+    };
+    json!({
+        "object": "sync_pair",
+        "pair_id": pair.pair_id,
+        "peer_did": pair.peer_did,
+        "peer_url": pair.peer_url,
+        "thread_id": pair.thread_id,
+        "state": status,
+        "retries": health.as_ref().map(|h| h.retries).unwrap_or(0),
+        "poll_interval_secs": fed.jobs.interval().as_secs(),
+        "last_success_at": health.as_ref().and_then(|h| h.last_success_at),
+        "next_attempt_at": health.as_ref().and_then(|h| h.next_attempt_at),
+        "last_error": health.as_ref().and_then(|h| h.last_error.clone()),
+        "backoff_ceiling_ms": health.as_ref().map(|h| h.backoff_ceiling_ms).unwrap_or(0),
+        "pulled": health.as_ref().map(|h| h.pulled).unwrap_or(0),
+    })
+}
+
+/// `POST /v1/sync/pairs {peer_did, peer_url, thread_id, peer_token?}`
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Response> {
+    caller.require(Scope::FederationManage)?;
+    caller.tenant.require_writable()?;
+    let field = |k: &str| -> ApiResult<String> {
+        match body.get(k) {
+            Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+            _ => Err(ApiError::validation(format!(
+                "'{k}' must be a non-empty string"
+            ))),
+        }
+    };
+    let (peer_did, peer_url, thread_id) =
+        (field("peer_did")?, field("peer_url")?, field("thread_id")?);
+    let peer_token = match body.get("peer_token") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(t)) => Some(t.clone()),
+        Some(_) => return Err(ApiError::validation("'peer_token' must be a string")),
+    };
+    let request = SyncPairRequest {
+        peer_did,
+        peer_url,
+        thread_id,
+        peer_token,
+    };
+    let fed = &state.federation;
+    let (pair, uncredentialed) = sync_pairs::create(fed, &caller.tenant, request).await?;
+    let mut answer = view(fed, &caller.tenant.id, &pair);
+    if uncredentialed {
+        answer["warning"] = json!("no peer_token and no record-bound pair with this peer: pulls will be refused until one exists");
+    }
+    Ok((StatusCode::CREATED, Json(answer)).into_response())
+}
+
+pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Response> {
+    caller.require(Scope::FederationManage)?;
+    let fed = &state.federation;
+    let registry = sync_pairs::registry(fed, &caller.tenant.id).await?;
+    let data: Vec<Value> = registry
+        .values()
+        .filter(|p| p.recorded != "stopped")
+        .map(|p| view(fed, &caller.tenant.id, p))
+        .collect();
+    Ok(Json(json!({"object": "list", "data": data})).into_response())
+}
+
+pub async fn get_one(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParam(id): PathParam,
+) -> ApiResult<Response> {
+    caller.require(Scope::FederationManage)?;
+    let fed = &state.federation;
+    let pair = sync_pairs::find(fed, &caller.tenant.id, &id).await?;
+    Ok(Json(view(fed, &caller.tenant.id, &pair)).into_response())
+}
+
+pub async fn remove(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParam(id): PathParam,
+) -> ApiResult<Response> {
+    caller.require(Scope::FederationManage)?;
+    let fed = &state.federation;
+    let pair = sync_pairs::remove(fed, &caller.tenant, &id).await?;
+    Ok(Json(view(fed, &caller.tenant.id, &pair)).into_response())
+}
+
+pub async fn pause(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParam(id): PathParam,
+) -> ApiResult<Response> {
+    caller.require(Scope::FederationManage)?;
+    let fed = &state.federation;
+    let pair = sync_pairs::pause(fed, &caller.tenant, &id).await?;
+    Ok(Json(view(fed, &caller.tenant.id, &pair)).into_response())
+}
+
+pub async fn resume(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParam(id): PathParam,
+) -> ApiResult<Response> {
+    caller.require(Scope::FederationManage)?;
+    let fed = &state.federation;
+    let pair = sync_pairs::resume(fed, &caller.tenant, &id).await?;
+    Ok(Json(view(fed, &caller.tenant.id, &pair)).into_response())
+}
+
+pub async fn kick(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParam(id): PathParam,
+) -> ApiResult<Response> {
+    caller.require(Scope::FederationManage)?;
+    let fed = &state.federation;
+    let pair = sync_pairs::find(fed, &caller.tenant.id, &id).await?;
+    fed.jobs.kick(&caller.tenant.id, &id);
+    Ok(Json(view(fed, &caller.tenant.id, &pair)).into_response())
+}

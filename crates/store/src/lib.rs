@@ -7,6 +7,7 @@
 mod postgres;
 pub mod query;
 mod sqlite;
+#[cfg(feature = "testing")]
 pub mod testing;
 
 use async_trait::async_trait;

@@ -4,6 +4,7 @@
 //! the same trait, so the steward never knows which one it runs on. Backends are chosen once, by URL scheme
 //! ([`open`]).
 
+pub mod platform;
 mod postgres;
 pub mod query;
 mod sqlite;
@@ -45,6 +46,12 @@ pub enum StoreError {
     /// with one. Never reaches callers.
     #[error("the batch met stored records and is retried with a lookup")]
     Conflicted,
+    /// A row the caller named does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// A write broke a uniqueness rule; `constraint` names which.
+    #[error("conflict on {constraint}")]
+    Conflict { constraint: String },
     #[error("the store's writer has stopped")]
     WriterStopped,
     #[error("database error: {0}")]

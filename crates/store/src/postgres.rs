@@ -156,28 +156,12 @@ impl PgStore {
         })
     }
 
-    /// The connection pool, for the hosted platform's own tables (tenants, provisioning).
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
-
-    /// Deletes everything stored for `tenant` (records, thread summaries, its counter, service
-    /// accounts, tokens) inside the caller's transaction: the end of a deleted tenant's grace period.
-    pub async fn purge_tenant(conn: &mut PgConnection, tenant: &str) -> Result<(), sqlx::Error> {
-        for table in [
-            "records",
-            "threads",
-            "tenant_counters",
-            "service_accounts",
-            "tokens",
-            "federation_state",
-        ] {
-            sqlx::query(&format!("DELETE FROM {table} WHERE tenant = $1"))
-                .bind(tenant)
-                .execute(&mut *conn)
-                .await?;
+    /// The hosted platform's own tables (tenants, provisionings, pull leases), on this store's
+    /// pool of small-table connections.
+    pub fn platform(&self) -> crate::platform::PlatformStore {
+        crate::platform::PlatformStore {
+            pool: self.pool.clone(),
         }
-        Ok(())
     }
 
     /// `EXPLAIN (FORMAT JSON)` of the exact query [`RecordStore::list`] runs, for tests and

@@ -7,6 +7,7 @@
 pub mod platform;
 mod postgres;
 pub mod query;
+mod shared;
 mod sqlite;
 #[cfg(feature = "testing")]
 pub mod testing;

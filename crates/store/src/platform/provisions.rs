@@ -197,7 +197,7 @@ impl Reservation {
 
     /// Purges a tenant (see [`PlatformStore::purge_next_expired`]) as part of the reservation.
     pub async fn purge(&mut self, tenant: &str) -> Result<()> {
-        super::purge(&mut *self.tx, tenant).await
+        super::purge(&mut self.tx, tenant).await
     }
 
     /// How many tenants the account holds (provisioning, active or suspended).

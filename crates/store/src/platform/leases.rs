@@ -69,16 +69,16 @@ impl PlatformStore {
         rows.iter().map(LeasedJob::from_row).collect()
     }
 
-    /// Leases `job` to `holder` until `until`, creating it, unless another holder's lease on it
-    /// runs past `now`. Returns whether `holder` holds it.
+    /// Leases the job of `tenant` pulling `thread` from `source` to `holder` until `until`,
+    /// creating it, unless another holder's lease on it runs past `now`. Returns whether
+    /// `holder` holds it.
     pub async fn claim_lease(
         &self,
-        job: (&str, &str, &str),
+        (tenant, source, thread): (&str, &str, &str),
         holder: &str,
         now: i64,
         until: i64,
     ) -> Result<bool> {
-        let (tenant, source, thread) = job;
         let claimed: Option<i32> = sqlx::query_scalar(
             "INSERT INTO pull_leases (tenant, source, thread, holder, lease_until) \
              VALUES ($1, $2, $3, $4, $5) \

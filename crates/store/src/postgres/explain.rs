@@ -7,7 +7,7 @@ use super::PgStore;
 use crate::{ListFilter, Result};
 
 impl PgStore {
-    /// `EXPLAIN (FORMAT JSON)` of the exact query [`RecordStore::list`] runs, for tests and
+    /// `EXPLAIN (FORMAT JSON)` of the exact query [`crate::RecordStore::list`] runs, for tests and
     /// operators: the plan must touch exactly one `records_p*` partition. With `generic_plan` the
     /// query is planned as a cached statement is after a few executions: once, with the tenant
     /// a parameter (pruned at executor start, "Subplans Removed"); otherwise with its values.

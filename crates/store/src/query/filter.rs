@@ -162,7 +162,7 @@ impl Filter {
     }
 
     /// `self AND other`, flattening into an existing top-level AND so that
-    /// [`Filter::column_equalities`] and [`plan`] see the added condition directly.
+    /// [`Filter::column_equalities`] and [`super::plan`] see the added condition directly.
     pub(super) fn and(self, other: Filter) -> Filter {
         match self {
             Filter::And(mut parts) => {

@@ -79,9 +79,10 @@ impl Leases {
 impl JobPlacement for Leases {
     async fn claim(&self, tenant: &str, source: &str, thread: &str) -> ApiResult<bool> {
         let job = (tenant, source, thread);
+        let (now, until) = (unix_now(), self.until());
         Ok(self
             .store
-            .claim_lease(job, &self.holder, unix_now(), self.until())
+            .claim_lease(job, &self.holder, now, until)
             .await?)
     }
 

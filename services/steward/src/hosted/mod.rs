@@ -295,9 +295,7 @@ impl Platform {
             ));
         }
         let origin = self.store.tenant_origin(&tenant.id).await?;
-        let label: String = origin.label;
-        let stored: Option<String> = origin.recovery_key;
-        let created: String = origin.created;
+        let (label, stored, created) = (origin.label, origin.recovery_key, origin.created);
         let recovery_key = recovery_key.map(str::to_string).or(stored);
         // Pinned to the tenant's creation, the genesis of a retried (or concurrent) upgrade is
         // the same operation: the directory answers with the same DID.

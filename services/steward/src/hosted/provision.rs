@@ -322,7 +322,10 @@ async fn reserve(
         .await;
     if let Err(e) = inserted {
         // Another account took the label between our check and our insert.
-        let taken = matches!(&e, StoreError::Conflict { constraint } if constraint == LIVE_LABEL_CONSTRAINT);
+        let taken = matches!(
+            &e,
+            StoreError::Conflict { constraint } if constraint == LIVE_LABEL_CONSTRAINT
+        );
         return Err(if taken {
             label_taken(&request.label)
         } else {
@@ -352,10 +355,7 @@ async fn free_label(tx: &mut Reservation, platform: &Platform, label: &str) -> A
         .await?;
     match holder {
         None => Ok(()),
-        Some(row) if row.expired => {
-            let tenant: String = row.tenant;
-            tx.purge(&tenant).await.map_err(ApiError::internal)
-        }
+        Some(row) if row.expired => tx.purge(&row.tenant).await.map_err(ApiError::internal),
         Some(_) => Err(label_taken(label)),
     }
 }

@@ -2,8 +2,8 @@
 //!
 //! The local backend is SQLite ([`SqliteStore`]); the hosted Postgres backend ([`PgStore`]) implements
 //! the same trait, so the steward never knows which one it runs on. Backends are chosen once, by URL scheme
-//! ([`open`]). What the two do alike (the group-commit writer's core and the statements they run the
-//! same way) is written once, in `shared`.
+//! ([`open`]). What the two do alike (the group-commit writer's core and the statements they
+//! run the same way) is written once, in `shared`.
 //!
 //! Every other statement of the steward is here too: the hosted platform's tables (tenants,
 //! provisionings, pull leases) are [`platform::PlatformStore`]'s.

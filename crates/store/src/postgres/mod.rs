@@ -34,7 +34,7 @@ use tokio::task::JoinHandle;
 
 use crate::platform::PlatformStore;
 use crate::query::Column;
-use crate::shared::writer::{submit, Queued, Reply, WriteOp};
+use crate::shared::writer::{submit, Answer, Queued, WriteOp};
 use crate::shared::{text_column, EVENT_CAPACITY, QUEUE_DEPTH};
 use crate::{
     Appended, AuthChange, Committed, ListFilter, NewRecord, RecordStore, Result, ServiceAccount,
@@ -142,7 +142,7 @@ impl PgStore {
     }
 
     /// Queues `op` on the writer of `tenant` and waits for its answer.
-    async fn submit<T>(&self, tenant: &str, (op, answer): (WriteOp, Reply<T>)) -> Result<T> {
+    async fn submit<T>(&self, tenant: &str, (op, answer): (WriteOp, Answer<T>)) -> Result<T> {
         let mut hasher = std::hash::DefaultHasher::new();
         std::hash::Hash::hash(tenant, &mut hasher);
         let writer = std::hash::Hasher::finish(&hasher) as usize % self.writes.len();

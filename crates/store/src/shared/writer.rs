@@ -32,10 +32,10 @@ pub(crate) enum WriteOp {
 }
 
 /// The receiver of a write's answer.
-pub(crate) type Reply<T> = oneshot::Receiver<Result<T>>;
+pub(crate) type Answer<T> = oneshot::Receiver<Result<T>>;
 
 impl WriteOp {
-    pub(crate) fn append(tenant: &str, record: NewRecord) -> (WriteOp, Reply<Appended>) {
+    pub(crate) fn append(tenant: &str, record: NewRecord) -> (WriteOp, Answer<Appended>) {
         let (reply, answer) = oneshot::channel();
         let tenant = tenant.to_string();
         let op = WriteOp::Append {
@@ -50,7 +50,7 @@ impl WriteOp {
         tenant: &str,
         change: AuthChange,
         audit: NewRecord,
-    ) -> (WriteOp, Reply<bool>) {
+    ) -> (WriteOp, Answer<bool>) {
         let (reply, answer) = oneshot::channel();
         let tenant = tenant.to_string();
         let op = WriteOp::Auth {
@@ -66,7 +66,7 @@ impl WriteOp {
         tenant: &str,
         records: Vec<NewRecord>,
         state: Vec<StateChange>,
-    ) -> (WriteOp, Reply<Vec<Result<Appended>>>) {
+    ) -> (WriteOp, Answer<Vec<Result<Appended>>>) {
         let (reply, answer) = oneshot::channel();
         let tenant = tenant.to_string();
         let op = WriteOp::Write {
@@ -102,7 +102,7 @@ pub(crate) enum Queued<X> {
 pub(crate) async fn submit<T, X>(
     queue: &mpsc::Sender<Queued<X>>,
     op: WriteOp,
-    answer: Reply<T>,
+    answer: Answer<T>,
 ) -> Result<T> {
     queue
         .send(Queued::Write(op))

@@ -21,7 +21,7 @@ use tokio::sync::{broadcast, mpsc, Mutex};
 use tokio::task::JoinHandle;
 
 use crate::query::Column;
-use crate::shared::writer::{submit, Queued, Reply, WriteOp};
+use crate::shared::writer::{submit, Answer, Queued, WriteOp};
 use crate::shared::{EVENT_CAPACITY, QUEUE_DEPTH};
 use crate::{
     Appended, AuthChange, Committed, ListFilter, NewRecord, RecordStore, Result, ServiceAccount,
@@ -110,7 +110,7 @@ impl SqliteStore {
         })
     }
 
-    async fn submit<T>(&self, (op, answer): (WriteOp, Reply<T>)) -> Result<T> {
+    async fn submit<T>(&self, (op, answer): (WriteOp, Answer<T>)) -> Result<T> {
         submit(&self.writes, op, answer).await
     }
 }

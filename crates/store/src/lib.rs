@@ -2,11 +2,18 @@
 //!
 //! The local backend is SQLite ([`SqliteStore`]); the hosted Postgres backend ([`PgStore`]) implements
 //! the same trait, so the steward never knows which one it runs on. Backends are chosen once, by URL scheme
-//! ([`open`]).
+//! ([`open`]). What the two do alike (the group-commit writer's core and the statements they
+//! run the same way) is written once, in `shared`.
+//!
+//! Every other statement of the steward is here too: the hosted platform's tables (tenants,
+//! provisionings, pull leases) are [`platform::PlatformStore`]'s.
 
+pub mod platform;
 mod postgres;
 pub mod query;
+mod shared;
 mod sqlite;
+#[cfg(feature = "testing")]
 pub mod testing;
 
 use async_trait::async_trait;
@@ -44,6 +51,12 @@ pub enum StoreError {
     /// with one. Never reaches callers.
     #[error("the batch met stored records and is retried with a lookup")]
     Conflicted,
+    /// A row the caller named does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// A write broke a uniqueness rule; `constraint` names which.
+    #[error("conflict on {constraint}")]
+    Conflict { constraint: String },
     #[error("the store's writer has stopped")]
     WriterStopped,
     #[error("database error: {0}")]

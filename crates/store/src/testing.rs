@@ -1,5 +1,6 @@
 //! A Postgres database of its own for each test: created on the server of `DATABASE_URL` (default
-//! the local `test` database's server), dropped afterwards. Used by the tests of this workspace.
+//! the local `test` database's server), dropped afterwards; and [`Sql`], for the statements of a
+//! test's own on it. Used by the tests of this workspace (the `testing` feature).
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -118,5 +119,91 @@ where
     db.drop().await;
     if let Err(e) = outcome {
         std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+/// A parameter of a statement run by [`Sql`].
+#[derive(Clone, Copy, Debug)]
+pub enum Param<'a> {
+    Text(&'a str),
+    Int(i64),
+}
+
+impl<'a> From<&'a str> for Param<'a> {
+    fn from(text: &'a str) -> Param<'a> {
+        Param::Text(text)
+    }
+}
+
+impl<'a> From<&'a String> for Param<'a> {
+    fn from(text: &'a String) -> Param<'a> {
+        Param::Text(text)
+    }
+}
+
+impl From<i64> for Param<'_> {
+    fn from(n: i64) -> Self {
+        Param::Int(n)
+    }
+}
+
+/// Statements of a test's own on the database of a platform store: to check what was stored
+/// and to arrange states that no API reaches (a provisioning cut short, a dead replica's
+/// leases). Every failure panics, naming the statement.
+pub struct Sql {
+    pool: sqlx::PgPool,
+}
+
+impl Sql {
+    /// On the connections of `store` (closed with the record store it came from).
+    pub fn of(store: &crate::platform::PlatformStore) -> Sql {
+        Sql {
+            pool: store.pool.clone(),
+        }
+    }
+
+    fn query<'q>(
+        sql: &'q str,
+        params: &[Param<'q>],
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        params
+            .iter()
+            .fold(sqlx::query(sql), |query, param| match *param {
+                Param::Text(text) => query.bind(text),
+                Param::Int(n) => query.bind(n),
+            })
+    }
+
+    /// Runs a statement; returns how many rows it affected.
+    pub async fn execute(&self, sql: &str, params: &[Param<'_>]) -> u64 {
+        Sql::query(sql, params)
+            .execute(&self.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .rows_affected()
+    }
+
+    /// The first column of the one row a query answers.
+    pub async fn scalar<T>(&self, sql: &str, params: &[Param<'_>]) -> T
+    where
+        T: sqlx::Type<sqlx::Postgres> + for<'r> sqlx::Decode<'r, sqlx::Postgres> + Send + Unpin,
+    {
+        let row = Sql::query(sql, params)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        row.try_get(0).unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// The row a query answers, if any, as a tuple of its columns.
+    pub async fn row<T>(&self, sql: &str, params: &[Param<'_>]) -> Option<T>
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+    {
+        let row = Sql::query(sql, params)
+            .fetch_optional(&self.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))?;
+        Some(T::from_row(&row).unwrap_or_else(|e| panic!("{sql}: {e}")))
     }
 }

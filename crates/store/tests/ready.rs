@@ -26,10 +26,9 @@ async fn postgres_is_ready_only_with_every_migration() {
     syncropel_store::testing::with_test_database(|url| async move {
         let store = PgStore::open(&url).await.unwrap();
         store.check_ready().await.unwrap();
-        sqlx::query(FORGET_NEWEST)
-            .execute(store.pool())
-            .await
-            .unwrap();
+        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+        sqlx::query(FORGET_NEWEST).execute(&pool).await.unwrap();
+        pool.close().await;
         assert!(behind(store.check_ready().await));
         store.close().await;
     })

@@ -145,13 +145,6 @@ impl From<FederationError> for ApiError {
     }
 }
 
-/// The platform's own tables (tenants, provisioning) are queried directly; a failure there is ours.
-impl From<sqlx::Error> for ApiError {
-    fn from(e: sqlx::Error) -> ApiError {
-        ApiError::internal(e)
-    }
-}
-
 impl From<syncropel_store::query::QueryError> for ApiError {
     fn from(e: syncropel_store::query::QueryError) -> ApiError {
         ApiError::new(ErrorCode::InvalidFilter, e.to_string())

@@ -25,8 +25,6 @@ pub enum StewardError {
     Store(#[from] syncropel_store::StoreError),
     #[error(transparent)]
     Io(#[from] std::io::Error),
-    #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
     #[error(transparent)]
     Telemetry(#[from] syncropel_telemetry::TelemetryError),
 }

@@ -207,7 +207,7 @@ fn kek(args: &ServeArgs) -> Result<Kek, StewardError> {
 async fn rotate_kek(args: ServeArgs) -> Result<(), StewardError> {
     let kek = kek(&args)?;
     let store = syncropel_store::PgStore::open(&database_url(&args)?).await?;
-    let outcome = syncropel_steward::hosted::rotate_kek(store.pool(), &kek).await;
+    let outcome = syncropel_steward::hosted::rotate_kek(&store.platform(), &kek).await;
     syncropel_store::RecordStore::close(&store).await;
     let resealed = outcome?;
     tracing::info!(

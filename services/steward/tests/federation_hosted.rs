@@ -14,10 +14,9 @@ use common::hosted::{Config, Replica};
 use common::{Options, TestSteward};
 use futures_util::FutureExt as _;
 use serde_json::{json, Value};
-use sqlx::Row;
 use syncropel_federation::FederationConfig;
 use syncropel_steward::tenant::Tenant;
-use syncropel_store::testing::TestDb;
+use syncropel_store::testing::{Sql, TestDb};
 
 const DEADLINE: Duration = Duration::from_secs(15);
 
@@ -243,17 +242,13 @@ async fn lease(
     source: &str,
     thread: &str,
 ) -> Option<(String, i64)> {
-    sqlx::query(
-        "SELECT holder, lease_until FROM pull_leases \
-         WHERE tenant = $1 AND source = $2 AND thread = $3",
-    )
-    .bind(tenant)
-    .bind(source)
-    .bind(thread)
-    .fetch_optional(replica.platform().pool())
-    .await
-    .unwrap()
-    .map(|row| (row.get("holder"), row.get("lease_until")))
+    Sql::of(replica.platform().store())
+        .row(
+            "SELECT holder, lease_until FROM pull_leases \
+             WHERE tenant = $1 AND source = $2 AND thread = $3",
+            &[tenant.into(), source.into(), thread.into()],
+        )
+        .await
 }
 
 fn runs(replica: &Replica, tenant: &str, source: &str, thread: &str) -> bool {
@@ -495,24 +490,21 @@ async fn a_replica_holding_a_full_batch_of_jobs_still_takes_over_expired_ones() 
         let ttl = Duration::from_secs(2);
         let replica = replica(url.clone(), Vec::new(), ttl).await;
         // A dead replica's jobs: more than one sweep claims at once (500).
-        sqlx::query(
+        let sql = Sql::of(replica.platform().store());
+        sql.execute(
             "INSERT INTO pull_leases (tenant, source, thread, holder, lease_until) \
              SELECT 'ten_gone', 'fed_gone', 'th_' || n, 'rep_dead', 0 \
              FROM generate_series(1, 501) AS n",
+            &[],
         )
-        .execute(replica.platform().pool())
-        .await
-        .unwrap();
+        .await;
         let holder = replica.hosted.leases.holder().to_string();
         let held = || async {
-            sqlx::query_scalar::<_, i64>(
+            sql.scalar::<i64>(
                 "SELECT count(*) FROM pull_leases WHERE holder = $1 AND lease_until >= $2",
+                &[(&holder).into(), syncropel_protocol::unix_now().into()],
             )
-            .bind(&holder)
-            .bind(syncropel_protocol::unix_now())
-            .fetch_one(replica.platform().pool())
             .await
-            .unwrap()
         };
         eventually!("every job taken over", (held().await == 501).then_some(()));
         replica.stop().await;

@@ -14,15 +14,15 @@ use common::{envelope, error_code};
 use futures_util::StreamExt;
 use reqwest::Method;
 use serde_json::{json, Value};
-use sqlx::Row;
-use syncropel_store::testing::with_test_database;
+use syncropel_store::testing::{with_test_database, Sql};
 
-async fn count(replica: &Replica, sql: &str) -> i64 {
-    sqlx::query(sql)
-        .fetch_one(replica.platform().pool())
-        .await
-        .unwrap()
-        .get(0)
+/// Direct SQL on a replica's database.
+fn sql(replica: &Replica) -> Sql {
+    Sql::of(replica.platform().store())
+}
+
+async fn count(replica: &Replica, query: &str) -> i64 {
+    sql(replica).scalar(query, &[]).await
 }
 
 #[tokio::test]
@@ -185,14 +185,18 @@ async fn retries_with_the_same_idempotency_key_make_nothing_new() {
 
         // A provisioning that stopped after its first transaction (the replica died) resumes on
         // retry: the steps after it find what is already there and make nothing twice.
-        sqlx::query("UPDATE provisions SET phase = 'bootstrap' WHERE label = 'retry'")
-            .execute(replica.platform().pool())
-            .await
-            .unwrap();
-        sqlx::query("UPDATE tenants SET status = 'provisioning' WHERE label = 'retry'")
-            .execute(replica.platform().pool())
-            .await
-            .unwrap();
+        sql(&replica)
+            .execute(
+                "UPDATE provisions SET phase = 'bootstrap' WHERE label = 'retry'",
+                &[],
+            )
+            .await;
+        sql(&replica)
+            .execute(
+                "UPDATE tenants SET status = 'provisioning' WHERE label = 'retry'",
+                &[],
+            )
+            .await;
         let token = bootstrap_bearer("retry-bootstrap-token");
         replica.platform().forget("retry");
         let (status, _) = replica.tenant_get("retry", &token, "/v1/records").await;
@@ -286,10 +290,9 @@ async fn refused_provisioning_leaves_nothing_behind() {
             )
             .await;
         assert_eq!(status, 202, "{body}");
-        let stored: String = sqlx::query_scalar("SELECT recovery_key FROM tenants")
-            .fetch_one(replica.platform().pool())
-            .await
-            .unwrap();
+        let stored: String = sql(&replica)
+            .scalar("SELECT recovery_key FROM tenants", &[])
+            .await;
         assert_eq!(stored, recovery);
         replica.stop().await;
     })
@@ -387,11 +390,12 @@ async fn suspended_and_deleted_tenants_are_read_only_until_the_grace_period_ends
         let (status, _) = replica.write("brief", &token, "th_a", 2).await;
         assert_eq!(status, 201);
 
-        let swept_id: String =
-            sqlx::query_scalar("SELECT instance_id FROM provisions WHERE label = 'swept'")
-                .fetch_one(replica.platform().pool())
-                .await
-                .unwrap();
+        let swept_id: String = sql(&replica)
+            .scalar(
+                "SELECT instance_id FROM provisions WHERE label = 'swept'",
+                &[],
+            )
+            .await;
         let (status, _) = send(
             replica
                 .platform_request(Method::DELETE, &format!("/provision/{swept_id}"))
@@ -993,15 +997,15 @@ async fn the_key_encryption_key_rotates_without_losing_a_tenant() {
             .with_previous(
                 syncropel_steward::hosted::kek::Kek::parse(common::hosted::KEK_HEX).unwrap(),
             );
-        let pool = rotating.platform().pool();
+        let platform = rotating.platform().store();
         assert_eq!(
-            syncropel_steward::hosted::rotate_kek(pool, &kek)
+            syncropel_steward::hosted::rotate_kek(platform, &kek)
                 .await
                 .unwrap(),
             1
         );
         assert_eq!(
-            syncropel_steward::hosted::rotate_kek(pool, &kek)
+            syncropel_steward::hosted::rotate_kek(platform, &kek)
                 .await
                 .unwrap(),
             0

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::distributions::{Alphanumeric, DistString};
-use sqlx::{PgPool, Row};
-
-use syncropel_federation::{renewal, Federation, FederationError, JobPlacement};
+use syncropel_federation::{renewal, Federation, JobPlacement};
 use syncropel_protocol::unix_now;
+use syncropel_store::platform::PlatformStore;
+use syncropel_store::StoreError;
 
 use super::Platform;
 use crate::error::ApiError;
@@ -21,19 +21,19 @@ use crate::tenant::TenantStatus;
 const CLAIM_BATCH: i64 = 500;
 
 pub struct Leases {
-    pool: PgPool,
+    store: PlatformStore,
     /// This replica's name in `holder`.
     holder: String,
     ttl: Duration,
 }
 
 impl Leases {
-    pub fn new(pool: PgPool, ttl: Duration) -> Leases {
+    pub fn new(store: PlatformStore, ttl: Duration) -> Leases {
         let holder = format!(
             "rep_{}",
             Alphanumeric.sample_string(&mut rand::thread_rng(), 12)
         );
-        Leases { pool, holder, ttl }
+        Leases { store, holder, ttl }
     }
 
     /// This replica's name in `pull_leases.holder`.
@@ -44,13 +44,9 @@ impl Leases {
     /// Hands every lease of this replica back, due at once, so that the others take the jobs
     /// over at their next sweep instead of after the lease time (a graceful stop).
     pub async fn release_all(&self) {
-        let released =
-            sqlx::query("UPDATE pull_leases SET holder = NULL, lease_until = 0 WHERE holder = $1")
-                .bind(&self.holder)
-                .execute(&self.pool)
-                .await;
+        let released = self.store.release_leases(&self.holder).await;
         match released {
-            Ok(done) => tracing::info!(leases = done.rows_affected(), "pull leases handed back"),
+            Ok(leases) => tracing::info!(leases, "pull leases handed back"),
             Err(e) => {
                 tracing::warn!(error = %e, "handing back pull leases failed; they expire instead")
             }
@@ -64,36 +60,16 @@ impl Leases {
     /// Renews this replica's leases and claims expired ones; returns every job it now holds.
     /// Every lease held is renewed; only claims come in batches (a replica holding a full batch
     /// must neither drop its own nor stop taking over a dead replica's).
-    async fn sweep(&self) -> Result<Vec<(String, String, String)>, sqlx::Error> {
-        let mut rows = sqlx::query(
-            "UPDATE pull_leases SET lease_until = $2 WHERE holder = $1 \
-             RETURNING tenant, source, thread",
-        )
-        .bind(&self.holder)
-        .bind(self.until())
-        .fetch_all(&self.pool)
-        .await?;
-        let claimed = sqlx::query(
-            "WITH due AS ( \
-               SELECT tenant, source, thread FROM pull_leases \
-               WHERE lease_until < $2 AND holder IS DISTINCT FROM $1 \
-               ORDER BY lease_until \
-               LIMIT $4 FOR UPDATE SKIP LOCKED \
-             ) \
-             UPDATE pull_leases p SET holder = $1, lease_until = $3 FROM due \
-             WHERE p.tenant = due.tenant AND p.source = due.source AND p.thread = due.thread \
-             RETURNING p.tenant, p.source, p.thread",
-        )
-        .bind(&self.holder)
-        .bind(unix_now())
-        .bind(self.until())
-        .bind(CLAIM_BATCH)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.extend(claimed);
-        Ok(rows
-            .iter()
-            .map(|r| (r.get("tenant"), r.get("source"), r.get("thread")))
+    async fn sweep(&self) -> Result<Vec<(String, String, String)>, StoreError> {
+        let mut jobs = self.store.renew_leases(&self.holder, self.until()).await?;
+        let claimed = self
+            .store
+            .claim_expired_leases(&self.holder, unix_now(), self.until(), CLAIM_BATCH)
+            .await?;
+        jobs.extend(claimed);
+        Ok(jobs
+            .into_iter()
+            .map(|job| (job.tenant, job.source, job.thread))
             .collect())
     }
 }
@@ -106,34 +82,16 @@ impl JobPlacement for Leases {
         source: &str,
         thread: &str,
     ) -> syncropel_federation::Result<bool> {
-        let claimed: Option<i32> = sqlx::query_scalar(
-            "INSERT INTO pull_leases (tenant, source, thread, holder, lease_until) \
-             VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (tenant, source, thread) DO UPDATE \
-               SET holder = excluded.holder, lease_until = excluded.lease_until \
-               WHERE pull_leases.holder = excluded.holder OR pull_leases.lease_until < $6 \
-             RETURNING 1",
-        )
-        .bind(tenant)
-        .bind(source)
-        .bind(thread)
-        .bind(&self.holder)
-        .bind(self.until())
-        .bind(unix_now())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(FederationError::internal)?;
-        Ok(claimed.is_some())
+        let job = (tenant, source, thread);
+        let (now, until) = (unix_now(), self.until());
+        Ok(self
+            .store
+            .claim_lease(job, &self.holder, now, until)
+            .await?)
     }
 
     async fn release(&self, tenant: &str, source: &str) -> syncropel_federation::Result<()> {
-        sqlx::query("DELETE FROM pull_leases WHERE tenant = $1 AND source = $2")
-            .bind(tenant)
-            .bind(source)
-            .execute(&self.pool)
-            .await
-            .map_err(FederationError::internal)?;
-        Ok(())
+        Ok(self.store.delete_leases(tenant, source).await?)
     }
 }
 

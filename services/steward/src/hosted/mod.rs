@@ -15,11 +15,10 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use sqlx::postgres::PgRow;
-use sqlx::{PgPool, Row};
 use syncropel_federation::{Federation, FederationConfig, Shared};
 use syncropel_protocol::Keypair;
-use syncropel_store::{PgStore, RecordStore};
+use syncropel_store::platform::{PlatformStore, SealedTenant, TenantState};
+use syncropel_store::{PgStore, RecordStore, StoreError};
 use syncropel_telemetry::serve::Drain;
 use syncropel_tenant::{Namespaces, TokenCache};
 use tokio::net::TcpListener;
@@ -163,7 +162,7 @@ pub const DEFAULT_RESERVED_LABELS: &[&str] = &[
 
 /// The hosted platform: its database, keys and rules, and a short cache of tenants.
 pub struct Platform {
-    pool: PgPool,
+    store: PlatformStore,
     config: PlatformConfig,
     kek: Kek,
     jwt: JwtVerifier,
@@ -171,9 +170,14 @@ pub struct Platform {
 }
 
 impl Platform {
-    pub fn new(pool: PgPool, config: PlatformConfig, kek: Kek, jwt: JwtVerifier) -> Platform {
+    pub fn new(
+        store: PlatformStore,
+        config: PlatformConfig,
+        kek: Kek,
+        jwt: JwtVerifier,
+    ) -> Platform {
         Platform {
-            pool,
+            store,
             config,
             kek,
             jwt,
@@ -181,9 +185,9 @@ impl Platform {
         }
     }
 
-    /// The platform's database (tenants, provisioning), shared with the record store.
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
+    /// The platform's tables (tenants, provisioning), on the record store's database.
+    pub fn store(&self) -> &PlatformStore {
+        &self.store
     }
 
     pub fn config(&self) -> &PlatformConfig {
@@ -205,25 +209,20 @@ impl Platform {
         if let Some(tenant) = self.cached(label) {
             return Ok(Some(tenant));
         }
-        let row = sqlx::query(
-            "SELECT id, label, status, did, key_nonce, key_sealed FROM tenants \
-             WHERE label = $1 AND (status IN ('active', 'suspended') \
-                OR (status = 'deleted' AND deleted_at > now() - make_interval(secs => $2)))",
-        )
-        .bind(label)
-        .bind(self.config.deletion_grace.as_secs_f64())
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = self
+            .store
+            .live_tenant(label, self.config.deletion_grace)
+            .await?;
         let Some(row) = row else {
             return Ok(None);
         };
-        let id: String = row.get("id");
-        let status = match row.get::<&str, _>("status") {
-            "active" => TenantStatus::Active,
-            "suspended" => TenantStatus::Suspended,
+        let id = row.id;
+        let status = match row.status {
+            TenantState::Active => TenantStatus::Active,
+            TenantState::Suspended => TenantStatus::Suspended,
             _ => TenantStatus::Deleted,
         };
-        let identity = self.identity(&id, &row)?;
+        let identity = self.identity(&id, &row.sealed)?;
         // Every hosted tenant gets its bootstrap account while it is provisioned.
         let tenant =
             Arc::new(Tenant::new(id, identity, status, true).with_url(self.tenant_url(label)));
@@ -235,17 +234,17 @@ impl Platform {
         Ok(Some(tenant))
     }
 
-    /// The identity of tenant `id` from its row (`label`, `did`, `key_nonce`, `key_sealed`): the
+    /// The identity of tenant `id` from its row (label, DID, sealed key): the
     /// sealed key opened with the KEK, checked against the stored DID. A tenant registered at a
     /// directory is known by its did:sync and also answers, on its host, for the did:web of that
     /// host, whose document names the did:sync (§1.3: never the tenant's primary identity).
-    pub(crate) fn identity(&self, id: &str, row: &PgRow) -> Result<Identity, ApiError> {
+    pub(crate) fn identity(&self, id: &str, row: &SealedTenant) -> Result<Identity, ApiError> {
         let seed = self
             .kek
-            .open(id, row.get("key_nonce"), row.get("key_sealed"))
+            .open(id, &row.key_nonce, &row.key_sealed)
             .map_err(ApiError::internal)?;
         let key = Keypair::from_seed(&seed);
-        let did: &str = row.get("did");
+        let did: &str = &row.did;
         if did == key.did_key() {
             return Ok(Identity::new(key));
         }
@@ -254,7 +253,7 @@ impl Platform {
                 "tenant {id}: the stored DID does not match its key"
             )));
         }
-        let label: &str = row.get("label");
+        let label: &str = &row.label;
         let did_web = self
             .tenant_host(label)
             .map(|host| syncropel_tenant::DidWeb {
@@ -305,17 +304,8 @@ impl Platform {
                 format!("the tenant is already known as {}", tenant.identity.did),
             ));
         }
-        let row = sqlx::query(
-            "SELECT label, recovery_key, \
-             to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS created \
-             FROM tenants WHERE id = $1",
-        )
-        .bind(&tenant.id)
-        .fetch_one(&self.pool)
-        .await?;
-        let label: String = row.get("label");
-        let stored: Option<String> = row.get("recovery_key");
-        let created: String = row.get("created");
+        let origin = self.store.tenant_origin(&tenant.id).await?;
+        let (label, stored, created) = (origin.label, origin.recovery_key, origin.created);
         let recovery_key = recovery_key.map(str::to_string).or(stored);
         // Pinned to the tenant's creation, the genesis of a retried (or concurrent) upgrade is
         // the same operation: the directory answers with the same DID.
@@ -329,23 +319,19 @@ impl Platform {
             )
             .await?;
         // The stored manifest names the old DID: the next request signs a new one.
-        let changed = sqlx::query(
-            "UPDATE tenants SET did = $2, manifest = NULL, recovery_key = $4 WHERE id = $1 AND did = $3",
-        )
-        .bind(&tenant.id)
-        .bind(&did)
-        .bind(&*tenant.identity.did)
-        .bind(&recovery_key)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
+        let changed = self
+            .store
+            .change_did(
+                &tenant.id,
+                &tenant.identity.did,
+                &did,
+                recovery_key.as_deref(),
+            )
+            .await?;
         self.forget(&label);
-        if changed == 0 {
+        if !changed {
             // Another upgrade got there first: its DID is the tenant's.
-            let current: String = sqlx::query_scalar("SELECT did FROM tenants WHERE id = $1")
-                .bind(&tenant.id)
-                .fetch_one(&self.pool)
-                .await?;
+            let current = self.store.tenant_did(&tenant.id).await?;
             if current != did {
                 return Err(ApiError::new(
                     ErrorCode::ValidationError,
@@ -359,10 +345,7 @@ impl Platform {
 
     /// The live tenant with store id `id` (pull jobs know tenants by id).
     pub async fn tenant_by_id(&self, id: &str) -> Result<Option<Arc<Tenant>>, ApiError> {
-        let label: Option<String> = sqlx::query_scalar("SELECT label FROM tenants WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let label = self.store.tenant_label(id).await?;
         match label {
             Some(label) => self.tenant(&label).await,
             None => Ok(None),
@@ -372,12 +355,7 @@ impl Platform {
     /// The tenant's signed federation manifest: the stored one while it has more than a day to
     /// live, else a freshly signed one (stored for the other replicas).
     pub async fn manifest(&self, tenant: &Tenant) -> Result<serde_json::Value, ApiError> {
-        let stored: Option<String> =
-            sqlx::query_scalar("SELECT manifest FROM tenants WHERE id = $1")
-                .bind(&tenant.id)
-                .fetch_optional(&self.pool)
-                .await?
-                .flatten();
+        let stored = self.store.manifest(&tenant.id).await?;
         let now = std::time::SystemTime::now();
         if let Some(manifest) =
             stored.and_then(|m| serde_json::from_str::<serde_json::Value>(&m).ok())
@@ -403,11 +381,8 @@ impl Platform {
         );
         // Only while the row still names that DID: a replica with a stale tenant must not
         // store a manifest of the old identity.
-        sqlx::query("UPDATE tenants SET manifest = $2 WHERE id = $1 AND did = $3")
-            .bind(&tenant.id)
-            .bind(manifest.to_string())
-            .bind(&*tenant.identity.did)
-            .execute(&self.pool)
+        self.store
+            .store_manifest(&tenant.id, &tenant.identity.did, &manifest.to_string())
             .await?;
         Ok(manifest)
     }
@@ -429,10 +404,7 @@ impl Platform {
     /// Reports the number of active tenants to the metrics (a failure only leaves the last
     /// figure in place).
     pub async fn count_active_tenants(&self) {
-        let active: Result<i64, _> =
-            sqlx::query_scalar("SELECT count(*) FROM tenants WHERE status = 'active'")
-                .fetch_one(&self.pool)
-                .await;
+        let active = self.store.count_active_tenants().await;
         match active {
             Ok(active) => syncropel_telemetry::series::active_tenants(active.max(0) as u64),
             Err(e) => tracing::debug!(error = %e, "counting active tenants failed"),
@@ -442,70 +414,33 @@ impl Platform {
     /// Purges tenants whose deletion grace period has ended: their records, accounts and tokens
     /// go; the tenant row stays as `purged` (its label is free again). Replicas share the work
     /// (`FOR UPDATE SKIP LOCKED`). Returns how many were purged.
-    pub async fn purge_expired(&self) -> Result<usize, sqlx::Error> {
+    pub async fn purge_expired(&self) -> Result<usize, StoreError> {
         let mut purged = 0;
-        loop {
-            let mut tx = self.pool.begin().await?;
-            let due: Option<String> = sqlx::query_scalar(
-                "SELECT id FROM tenants WHERE status = 'deleted' \
-                 AND deleted_at <= now() - make_interval(secs => $1) \
-                 ORDER BY deleted_at LIMIT 1 FOR UPDATE SKIP LOCKED",
-            )
-            .bind(self.config.deletion_grace.as_secs_f64())
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some(tenant) = due else {
-                return Ok(purged);
-            };
-            purge(&mut tx, &tenant).await?;
-            tx.commit().await?;
+        while let Some(tenant) = self
+            .store
+            .purge_next_expired(self.config.deletion_grace)
+            .await?
+        {
             tracing::info!(%tenant, "purged a deleted tenant after its grace period");
             purged += 1;
         }
+        Ok(purged)
     }
 }
 
 /// Re-seals every tenant key that the current KEK did not seal, in one transaction: run it after
 /// every replica has the new KEK with the old one as previous (`with_previous`). Idempotent; if
 /// any key opens with neither, nothing changes. Returns how many keys were re-sealed.
-pub async fn rotate_kek(pool: &PgPool, kek: &Kek) -> Result<usize, StewardError> {
-    let mut tx = pool.begin().await?;
-    let rows = sqlx::query(
-        "SELECT id, key_nonce, key_sealed FROM tenants WHERE status <> 'purged' ORDER BY id FOR UPDATE",
-    )
-    .fetch_all(&mut *tx)
-    .await?;
-    let mut resealed = 0;
-    for row in rows {
-        let id: &str = row.get("id");
-        let (nonce, sealed): (&[u8], &[u8]) = (row.get("key_nonce"), row.get("key_sealed"));
-        if kek.sealed_by_current(id, nonce, sealed) {
-            continue;
-        }
-        let seed = kek.open(id, nonce, sealed)?;
-        let (nonce, sealed) = kek.seal(id, &seed);
-        sqlx::query("UPDATE tenants SET key_nonce = $2, key_sealed = $3 WHERE id = $1")
-            .bind(id)
-            .bind(nonce)
-            .bind(sealed)
-            .execute(&mut *tx)
-            .await?;
-        resealed += 1;
-    }
-    tx.commit().await?;
-    Ok(resealed)
-}
-
-/// Deletes everything a tenant stored and marks it purged, inside the caller's transaction.
-async fn purge(tx: &mut sqlx::PgConnection, tenant: &str) -> Result<(), sqlx::Error> {
-    syncropel_store::PgStore::purge_tenant(tx, tenant).await?;
-    sqlx::query(
-        "UPDATE tenants SET status = 'purged', key_sealed = '', key_nonce = '' WHERE id = $1",
-    )
-    .bind(tenant)
-    .execute(tx)
-    .await?;
-    Ok(())
+pub async fn rotate_kek(store: &PlatformStore, kek: &Kek) -> Result<usize, StewardError> {
+    store
+        .reseal_keys(|id, nonce, sealed| {
+            if kek.sealed_by_current(id, nonce, sealed) {
+                return Ok(None);
+            }
+            let seed = kek.open(id, nonce, sealed)?;
+            Ok(Some(kek.seal(id, &seed)))
+        })
+        .await
 }
 
 /// Everything a hosted steward is configured with.
@@ -535,14 +470,14 @@ pub struct Hosted {
 pub async fn build(options: HostedOptions) -> Result<Hosted, StewardError> {
     let store = Arc::new(PgStore::open(&options.database_url).await?);
     let platform = Arc::new(Platform::new(
-        store.pool().clone(),
+        store.platform(),
         options.platform,
         options.kek,
         options.jwt,
     ));
     let shutdown = CancellationToken::new();
     let leases = Arc::new(leases::Leases::new(
-        store.pool().clone(),
+        store.platform(),
         options.federation.lease_ttl,
     ));
     let store = store as Arc<dyn RecordStore>;

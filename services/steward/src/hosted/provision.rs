@@ -18,12 +18,14 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use rand::distributions::{Alphanumeric, DistString};
 use serde_json::{json, Value};
-use sqlx::{PgConnection, Row};
 use syncropel_federation::PeerClient;
 use syncropel_protocol::{
     canonical_string, public_key_from_did_key, sha256_hex, ErrorCode, Keypair,
 };
-use syncropel_store::RecordStore;
+use syncropel_store::platform::{
+    NewProvision, NewTenant, ProvisionRow, Reservation, TenantState, LIVE_LABEL_CONSTRAINT,
+};
+use syncropel_store::{RecordStore, StoreError};
 
 use super::{DirectoryRegistration, Platform};
 use crate::app::{AppState, JsonBody};
@@ -160,14 +162,14 @@ struct Provision {
 }
 
 impl Provision {
-    fn from_row(row: &sqlx::postgres::PgRow) -> Provision {
+    fn from_row(row: ProvisionRow) -> Provision {
         Provision {
-            instance_id: row.get("instance_id"),
-            label: row.get("label"),
-            tenant: row.get("tenant"),
-            phase: row.get("phase"),
-            phases: row.get("phases"),
-            error: row.get("error"),
+            instance_id: row.instance_id,
+            label: row.label,
+            tenant: row.tenant,
+            phase: row.phase,
+            phases: row.phases,
+            error: row.error,
         }
     }
 
@@ -216,8 +218,6 @@ fn idempotency_key(headers: &HeaderMap) -> ApiResult<String> {
     Ok(key.to_string())
 }
 
-const PROVISION_COLUMNS: &str = "instance_id, label, tenant, phase, phases, error";
-
 /// `POST /provision` -> 202 `{instance_id, label, phase}`.
 async fn provision(
     State(state): State<AppState>,
@@ -264,38 +264,21 @@ async fn reserve(
     request: &ProvisionRequest,
 ) -> ApiResult<Provision> {
     let started = SystemTime::now();
-    let mut tx = platform.pool.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 7))")
-        .bind(account)
-        .execute(&mut *tx)
-        .await?;
-    let existing = sqlx::query(&format!(
-        "SELECT {PROVISION_COLUMNS}, request_sha256 FROM provisions \
-         WHERE account = $1 AND idempotency_key = $2"
-    ))
-    .bind(account)
-    .bind(key)
-    .fetch_optional(&mut *tx)
-    .await?;
-    if let Some(row) = existing {
-        if row.get::<&str, _>("request_sha256") != request_sha256 {
+    let mut tx = platform.store.reserve(account).await?;
+    let existing = tx.replay(key).await?;
+    if let Some((row, stored_sha256)) = existing {
+        if stored_sha256 != request_sha256 {
             return Err(ApiError::new(
                 ErrorCode::IdempotencyConflict,
                 "this Idempotency-Key was used with another request",
             )
             .with_hint("use a new key for a new request"));
         }
-        return Ok(Provision::from_row(&row));
+        return Ok(Provision::from_row(row));
     }
 
     free_label(&mut tx, platform, &request.label).await?;
-    let held: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM tenants WHERE account = $1 \
-         AND status IN ('provisioning', 'active', 'suspended')",
-    )
-    .bind(account)
-    .fetch_one(&mut *tx)
-    .await?;
+    let held = tx.held_tenants().await?;
     let limit = platform.config.tenant_limit;
     if held >= i64::from(limit) {
         return Err(ApiError::new(
@@ -327,43 +310,37 @@ async fn reserve(
     for phase in ["reserve", "tenant_create", "identity"] {
         provision.finish(phase, started);
     }
-    let inserted = sqlx::query(
-        "INSERT INTO tenants (id, label, account, status, did, key_nonce, key_sealed, recovery_key) \
-         VALUES ($1, $2, $3, 'provisioning', $4, $5, $6, $7)",
-    )
-    .bind(&tenant)
-    .bind(&request.label)
-    .bind(account)
-    .bind(&did)
-    .bind(&nonce)
-    .bind(&sealed)
-    .bind(&request.recovery_key)
-    .execute(&mut *tx)
-    .await;
+    let inserted = tx
+        .insert_tenant(&NewTenant {
+            id: &tenant,
+            label: &request.label,
+            did: &did,
+            key_nonce: &nonce,
+            key_sealed: &sealed,
+            recovery_key: request.recovery_key.as_deref(),
+        })
+        .await;
     if let Err(e) = inserted {
         // Another account took the label between our check and our insert.
-        let taken = e
-            .as_database_error()
-            .is_some_and(|d| d.constraint() == Some("tenants_live_label"));
+        let taken = matches!(
+            &e,
+            StoreError::Conflict { constraint } if constraint == LIVE_LABEL_CONSTRAINT
+        );
         return Err(if taken {
             label_taken(&request.label)
         } else {
             ApiError::internal(e)
         });
     }
-    sqlx::query(
-        "INSERT INTO provisions (instance_id, account, idempotency_key, request_sha256, label, \
-         tenant, phase, phases) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-    )
-    .bind(&provision.instance_id)
-    .bind(account)
-    .bind(key)
-    .bind(request_sha256)
-    .bind(&provision.label)
-    .bind(&tenant)
-    .bind(&provision.phase)
-    .bind(&provision.phases)
-    .execute(&mut *tx)
+    tx.insert_provision(&NewProvision {
+        instance_id: &provision.instance_id,
+        idempotency_key: key,
+        request_sha256,
+        label: &provision.label,
+        tenant: &tenant,
+        phase: &provision.phase,
+        phases: &provision.phases,
+    })
     .await?;
     tx.commit().await?;
     tracing::info!(instance = %provision.instance_id, %tenant, label = %provision.label, "tenant reserved");
@@ -372,21 +349,13 @@ async fn reserve(
 
 /// Refuses a label held by a live tenant; a deleted tenant past its grace period is purged here
 /// rather than waiting for the sweeper.
-async fn free_label(tx: &mut PgConnection, platform: &Platform, label: &str) -> ApiResult<()> {
-    let holder = sqlx::query(
-        "SELECT id, status = 'deleted' AND deleted_at <= now() - make_interval(secs => $2) AS expired \
-         FROM tenants WHERE label = $1 AND status <> 'purged' FOR UPDATE",
-    )
-    .bind(label)
-    .bind(platform.config.deletion_grace.as_secs_f64())
-    .fetch_optional(&mut *tx)
-    .await?;
+async fn free_label(tx: &mut Reservation, platform: &Platform, label: &str) -> ApiResult<()> {
+    let holder = tx
+        .label_holder(label, platform.config.deletion_grace)
+        .await?;
     match holder {
         None => Ok(()),
-        Some(row) if row.get::<bool, _>("expired") => {
-            let tenant: String = row.get("id");
-            super::purge(tx, &tenant).await.map_err(ApiError::internal)
-        }
+        Some(row) if row.expired => tx.purge(&row.tenant).await.map_err(ApiError::internal),
         Some(_) => Err(label_taken(label)),
     }
 }
@@ -415,11 +384,7 @@ async fn complete(
     // No lock is held across the steps (they run on the store's own connections, and a lock held
     // meanwhile could starve them): each step tolerates a concurrent attempt instead.
     let id = provision.tenant.clone();
-    let tenant_row = || {
-        sqlx::query("SELECT label, did, key_nonce, key_sealed FROM tenants WHERE id = $1")
-            .bind(&id)
-            .fetch_one(&platform.pool)
-    };
+    let tenant_row = || platform.store.sealed_tenant(&id);
     let row = tenant_row().await?;
     let started = SystemTime::now();
     if let Some(registration) = &platform.config.registration {
@@ -467,23 +432,16 @@ async fn complete(
     provision.phase = "ready".into();
     provision.error = None;
 
-    let mut tx = platform.pool.begin().await?;
-    sqlx::query(
-        "UPDATE tenants SET manifest = $2, status = 'active' WHERE id = $1 AND status = 'provisioning'",
-    )
-    .bind(&provision.tenant)
-    .bind(manifest.to_string())
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(
-        "UPDATE provisions SET phase = $2, phases = $3, error = NULL WHERE instance_id = $1",
-    )
-    .bind(&provision.instance_id)
-    .bind(&provision.phase)
-    .bind(&provision.phases)
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
+    platform
+        .store
+        .finish_provision(
+            &provision.instance_id,
+            &provision.tenant,
+            &manifest.to_string(),
+            &provision.phase,
+            &provision.phases,
+        )
+        .await?;
     tracing::info!(instance = %provision.instance_id, tenant = %provision.tenant, "tenant ready");
     Ok(())
 }
@@ -508,10 +466,9 @@ async fn register_did(
             provision.phases[0]["started_at"].as_str(),
         )
         .await?;
-    sqlx::query("UPDATE tenants SET did = $2 WHERE id = $1 AND status = 'provisioning'")
-        .bind(&provision.tenant)
-        .bind(&did)
-        .execute(&platform.pool)
+    platform
+        .store
+        .set_provisioning_did(&provision.tenant, &did)
         .await?;
     tracing::info!(tenant = %provision.tenant, %did, "tenant registered at the directory");
     Ok(())
@@ -574,12 +531,10 @@ async fn bootstrap(
 }
 
 async fn record_error(platform: &Platform, provision: &Provision, error: &ApiError) {
-    let stored =
-        sqlx::query("UPDATE provisions SET error = $2 WHERE instance_id = $1 AND phase <> 'ready'")
-            .bind(&provision.instance_id)
-            .bind(error.body())
-            .execute(&platform.pool)
-            .await;
+    let stored = platform
+        .store
+        .record_provision_error(&provision.instance_id, &error.body())
+        .await;
     if let Err(e) = stored {
         tracing::warn!(error = %e, "could not record a provisioning failure");
     }
@@ -588,22 +543,13 @@ async fn record_error(platform: &Platform, provision: &Provision, error: &ApiErr
 /// The provisioning `id` of the calling account, or 404 (another account's is as unknown as one
 /// that never existed).
 async fn owned(platform: &Platform, account: &str, id: &str) -> ApiResult<Provision> {
-    let row = sqlx::query(&format!(
-        "SELECT {PROVISION_COLUMNS} FROM provisions WHERE instance_id = $1 AND account = $2"
-    ))
-    .bind(id)
-    .bind(account)
-    .fetch_optional(&platform.pool)
-    .await?;
-    row.map(|r| Provision::from_row(&r))
+    let row = platform.store.provision(id, account).await?;
+    row.map(Provision::from_row)
         .ok_or_else(|| ApiError::not_found(format!("no provisioning '{id}'")))
 }
 
 async fn describe(platform: &Platform, provision: &Provision) -> ApiResult<Json<Value>> {
-    let tenant = sqlx::query("SELECT status, did FROM tenants WHERE id = $1")
-        .bind(&provision.tenant)
-        .fetch_one(&platform.pool)
-        .await?;
+    let (status, did) = platform.store.status_and_did(&provision.tenant).await?;
     Ok(Json(json!({
         "object": "provision",
         "instance_id": provision.instance_id,
@@ -611,8 +557,8 @@ async fn describe(platform: &Platform, provision: &Provision) -> ApiResult<Json<
         "phase": provision.phase,
         "phases": provision.phases,
         "error": provision.error,
-        "tenant_status": tenant.get::<&str, _>("status"),
-        "did": tenant.get::<&str, _>("did"),
+        "tenant_status": status.as_str(),
+        "did": did,
         "url": platform.tenant_url(&provision.label),
     })))
 }
@@ -627,28 +573,17 @@ async fn status(call: PlatformCall, PathParam(id): PathParam) -> ApiResult<Json<
 async fn transition(
     call: &PlatformCall,
     id: &str,
-    from: &[&str],
-    to: &str,
+    from: &[TenantState],
+    to: TenantState,
 ) -> ApiResult<Json<Value>> {
     let platform = &call.platform;
     let provision = owned(platform, &call.account, id).await?;
-    let from: Vec<String> = from.iter().map(|s| s.to_string()).collect();
-    let changed = sqlx::query(
-        "UPDATE tenants SET status = $2, \
-         deleted_at = CASE WHEN $2 = 'deleted' THEN now() ELSE deleted_at END \
-         WHERE id = $1 AND status = ANY($3)",
-    )
-    .bind(&provision.tenant)
-    .bind(to)
-    .bind(&from)
-    .execute(&platform.pool)
-    .await?
-    .rows_affected();
-    let current: String = sqlx::query_scalar("SELECT status FROM tenants WHERE id = $1")
-        .bind(&provision.tenant)
-        .fetch_one(&platform.pool)
+    let changed = platform
+        .store
+        .change_state(&provision.tenant, from, to)
         .await?;
-    if changed == 0 && current != to {
+    let current = platform.store.tenant_state(&provision.tenant).await?;
+    if !changed && current != to {
         return Err(ApiError::new(
             ErrorCode::ValidationError,
             format!("a tenant that is {current} cannot become {to}"),
@@ -660,12 +595,12 @@ async fn transition(
 
 /// `POST /provision/{id}/suspend`: the tenant becomes read-only.
 async fn suspend(call: PlatformCall, PathParam(id): PathParam) -> ApiResult<Json<Value>> {
-    transition(&call, &id, &["active"], "suspended").await
+    transition(&call, &id, &[TenantState::Active], TenantState::Suspended).await
 }
 
 /// `POST /provision/{id}/resume`: a suspended tenant takes writes again.
 async fn resume(call: PlatformCall, PathParam(id): PathParam) -> ApiResult<Json<Value>> {
-    transition(&call, &id, &["suspended"], "active").await
+    transition(&call, &id, &[TenantState::Suspended], TenantState::Active).await
 }
 
 /// `DELETE /provision/{id}`: read-only (export works) for the grace period, then purged.
@@ -675,8 +610,12 @@ async fn delete(call: PlatformCall, PathParam(id): PathParam) -> ApiResult<Json<
     transition(
         &call,
         &id,
-        &["provisioning", "active", "suspended"],
-        "deleted",
+        &[
+            TenantState::Provisioning,
+            TenantState::Active,
+            TenantState::Suspended,
+        ],
+        TenantState::Deleted,
     )
     .await
 }

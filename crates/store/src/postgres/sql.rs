@@ -1,0 +1,14 @@
+//! The statements both backends share ([`crate::shared::statements!`]), for Postgres: lists of
+//! strings are `text[]` columns.
+
+use sqlx::postgres::PgRow;
+
+crate::shared::statements!(db: sqlx::Postgres, encode_list: encode_list, decode_list: decode_list);
+
+fn encode_list(values: &[String]) -> &[String] {
+    values
+}
+
+fn decode_list(row: &PgRow, column: &str) -> crate::Result<Vec<String>> {
+    Ok(row.try_get(column)?)
+}

@@ -1,0 +1,368 @@
+//! The statements both backends run the same way: reads of records, threads, state and service
+//! accounts, and the state and auth changes of the writer. Their text is the same on both (sqlx
+//! binds `$n` placeholders on SQLite too); only a list of strings is stored differently (a
+//! `text[]` in Postgres, JSON text in SQLite).
+//!
+//! They are written once, in a macro that each backend expands for its own `sqlx::Database`
+//! with its `encode_list` and `decode_list`: generic functions over
+//! `sqlx::Database` would have to repeat the encode, decode and executor bounds of every type
+//! they touch on every function.
+
+/// Expands, in the calling module, `pub(super)` functions over the database `db`:
+/// `encode_list: fn(&[String]) -> impl Encode` binds a list column and
+/// `decode_list: fn(&Row, &str) -> Result<Vec<String>>` decodes one.
+macro_rules! statements {
+    (db: $db:ty, encode_list: $encode_list:path, decode_list: $decode_list:path $(,)?) => {
+        use sqlx::Row as _;
+
+        /// A records row (`seq, id, thread, record_json`) as handed out.
+        pub(super) fn stored_from_row(
+            row: &<$db as sqlx::Database>::Row,
+        ) -> $crate::StoredRecord {
+            let seq: i64 = row.get("seq");
+            $crate::StoredRecord {
+                seq,
+                id: row.get("id"),
+                thread: row.get("thread"),
+                json: $crate::with_sequence(row.get("record_json"), seq),
+            }
+        }
+
+        pub(super) fn service_account_from_row(
+            row: &<$db as sqlx::Database>::Row,
+        ) -> $crate::Result<$crate::ServiceAccount> {
+            Ok($crate::ServiceAccount {
+                id: row.get("id"),
+                name: row.get("name"),
+                scopes: $decode_list(row, "scopes")?,
+                allowed_actors: $decode_list(row, "allowed_actors")?,
+                created_at: row.get("created_at"),
+            })
+        }
+
+        /// A token joined with its account's `allowed_actors`.
+        pub(super) fn token_from_row(
+            row: &<$db as sqlx::Database>::Row,
+        ) -> $crate::Result<$crate::TokenGrant> {
+            Ok($crate::TokenGrant {
+                token_id: row.get("token_id"),
+                sa_id: row.get("sa_id"),
+                scopes: $decode_list(row, "scopes")?,
+                allowed_actors: $decode_list(row, "allowed_actors")?,
+                created_at: row.get("created_at"),
+                expires_at: row.get("expires_at"),
+                revoked_at: row.get("revoked_at"),
+            })
+        }
+
+        pub(super) async fn apply_state(
+            conn: &mut <$db as sqlx::Database>::Connection,
+            tenant: &str,
+            change: &$crate::StateChange,
+        ) -> Result<(), sqlx::Error> {
+            use $crate::StateChange;
+            let now = $crate::unix_now();
+            match change {
+                StateChange::Put { kind, key, value }
+                | StateChange::PutIfAbsent { kind, key, value } => {
+                    let sql = if matches!(change, StateChange::PutIfAbsent { .. }) {
+                        "INSERT INTO federation_state (tenant, kind, key, value, updated_at) \
+                         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING"
+                    } else {
+                        "INSERT INTO federation_state (tenant, kind, key, value, updated_at) \
+                         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant, kind, key) \
+                         DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at"
+                    };
+                    sqlx::query(sql)
+                        .bind(tenant)
+                        .bind(kind)
+                        .bind(key)
+                        .bind(value)
+                        .bind(now)
+                        .execute(&mut *conn)
+                        .await?;
+                }
+                StateChange::Delete { kind, key } => {
+                    sqlx::query(
+                        "DELETE FROM federation_state WHERE tenant = $1 AND kind = $2 AND key = $3",
+                    )
+                    .bind(tenant)
+                    .bind(kind)
+                    .bind(key)
+                    .execute(&mut *conn)
+                    .await?;
+                }
+            }
+            Ok(())
+        }
+
+        pub(super) async fn apply_change(
+            conn: &mut <$db as sqlx::Database>::Connection,
+            tenant: &str,
+            change: &$crate::AuthChange,
+        ) -> $crate::Result<$crate::Result<bool>> {
+            use $crate::{AuthChange, StoreError};
+            Ok(match change {
+                AuthChange::CreateServiceAccount(sa) => {
+                    let done = sqlx::query(
+                        "INSERT INTO service_accounts \
+                         (tenant, id, name, scopes, allowed_actors, created_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(tenant)
+                    .bind(&sa.id)
+                    .bind(&sa.name)
+                    .bind($encode_list(&sa.scopes))
+                    .bind($encode_list(&sa.allowed_actors))
+                    .bind(sa.created_at)
+                    .execute(&mut *conn)
+                    .await?;
+                    if done.rows_affected() == 1 {
+                        Ok(true)
+                    } else {
+                        Err(StoreError::ServiceAccountExists(sa.id.clone()))
+                    }
+                }
+                AuthChange::MintToken {
+                    token_id,
+                    sa_id,
+                    created_at,
+                    expires_at,
+                } => {
+                    // The token snapshots the account's scopes at mint time.
+                    let done = sqlx::query(
+                        "INSERT INTO tokens (tenant, token_id, sa_id, scopes, created_at, expires_at) \
+                         SELECT tenant, $1, id, scopes, $2, $3 FROM service_accounts \
+                         WHERE tenant = $4 AND id = $5 ON CONFLICT DO NOTHING",
+                    )
+                    .bind(token_id)
+                    .bind(created_at)
+                    .bind(expires_at)
+                    .bind(tenant)
+                    .bind(sa_id)
+                    .execute(&mut *conn)
+                    .await?;
+                    if done.rows_affected() == 1 {
+                        Ok(true)
+                    } else {
+                        // A failed change must not fail the other writes of its batch: it is
+                        // refused alone.
+                        let exists: Option<i32> = sqlx::query_scalar(
+                            "SELECT 1 FROM tokens WHERE tenant = $1 AND token_id = $2",
+                        )
+                        .bind(tenant)
+                        .bind(token_id)
+                        .fetch_optional(&mut *conn)
+                        .await?;
+                        Err(match exists {
+                            Some(_) => StoreError::TokenExists(token_id.clone()),
+                            None => StoreError::UnknownServiceAccount(sa_id.clone()),
+                        })
+                    }
+                }
+                AuthChange::RevokeToken {
+                    token_id,
+                    revoked_at,
+                } => {
+                    let done = sqlx::query(
+                        "UPDATE tokens SET revoked_at = $1 \
+                         WHERE tenant = $2 AND token_id = $3 AND revoked_at IS NULL",
+                    )
+                    .bind(revoked_at)
+                    .bind(tenant)
+                    .bind(token_id)
+                    .execute(&mut *conn)
+                    .await?;
+                    Ok(done.rows_affected() == 1)
+                }
+            })
+        }
+
+        pub(super) async fn state_get(
+            pool: &sqlx::Pool<$db>,
+            tenant: &str,
+            kind: &str,
+            key: &str,
+        ) -> $crate::Result<Option<String>> {
+            Ok(sqlx::query_scalar(
+                "SELECT value FROM federation_state WHERE tenant = $1 AND kind = $2 AND key = $3",
+            )
+            .bind(tenant)
+            .bind(kind)
+            .bind(key)
+            .fetch_optional(pool)
+            .await?)
+        }
+
+        pub(super) async fn state_list(
+            pool: &sqlx::Pool<$db>,
+            tenant: &str,
+            kind: &str,
+        ) -> $crate::Result<Vec<(String, String)>> {
+            let rows = sqlx::query(
+                "SELECT key, value FROM federation_state WHERE tenant = $1 AND kind = $2 ORDER BY key",
+            )
+            .bind(tenant)
+            .bind(kind)
+            .fetch_all(pool)
+            .await?;
+            Ok(rows
+                .iter()
+                .map(|r| (r.get("key"), r.get("value")))
+                .collect())
+        }
+
+        pub(super) async fn get(
+            pool: &sqlx::Pool<$db>,
+            tenant: &str,
+            id: &str,
+        ) -> $crate::Result<Option<$crate::StoredRecord>> {
+            let row = sqlx::query(
+                "SELECT seq, id, thread, record_json FROM records WHERE tenant = $1 AND id = $2",
+            )
+            .bind(tenant)
+            .bind(id)
+            .fetch_optional(pool)
+            .await?;
+            Ok(row.map(|r| stored_from_row(&r)))
+        }
+
+        /// The query of [`crate::RecordStore::list`].
+        pub(super) fn push_list_query<'a>(
+            sql: &mut sqlx::QueryBuilder<'a, $db>,
+            tenant: &'a str,
+            filter: &'a $crate::ListFilter,
+        ) {
+            sql.push("SELECT seq, id, thread, record_json FROM records WHERE tenant = ");
+            sql.push_bind(tenant);
+            sql.push(" AND seq > ").push_bind(filter.after_seq);
+            if let Some(thread) = &filter.thread {
+                sql.push(" AND thread = ").push_bind(thread);
+            }
+            if let Some(actor) = &filter.actor {
+                sql.push(" AND actor = ").push_bind(actor);
+            }
+            if let Some(since) = filter.since_clock {
+                sql.push(" AND clock >= ").push_bind(since);
+            }
+            sql.push(" ORDER BY seq LIMIT ")
+                .push_bind(i64::from(filter.limit));
+        }
+
+        pub(super) async fn list(
+            pool: &sqlx::Pool<$db>,
+            tenant: &str,
+            filter: &$crate::ListFilter,
+        ) -> $crate::Result<Vec<$crate::StoredRecord>> {
+            let mut sql = sqlx::QueryBuilder::<$db>::new("");
+            push_list_query(&mut sql, tenant, filter);
+            let rows = sql.build().fetch_all(pool).await?;
+            Ok(rows.iter().map(stored_from_row).collect())
+        }
+
+        pub(super) async fn threads(
+            pool: &sqlx::Pool<$db>,
+            tenant: &str,
+            before_seq: Option<i64>,
+            limit: u32,
+        ) -> $crate::Result<Vec<$crate::ThreadSummary>> {
+            let rows = sqlx::query(
+                "SELECT thread, namespace, record_count, last_clock, last_seq FROM threads \
+                 WHERE tenant = $1 AND last_seq < $2 ORDER BY last_seq DESC LIMIT $3",
+            )
+            .bind(tenant)
+            .bind(before_seq.unwrap_or(i64::MAX))
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await?;
+            Ok(rows
+                .iter()
+                .map(|r| $crate::ThreadSummary {
+                    id: r.get("thread"),
+                    namespace: r.get("namespace"),
+                    record_count: r.get("record_count"),
+                    last_clock: r.get("last_clock"),
+                    last_seq: r.get("last_seq"),
+                })
+                .collect())
+        }
+
+        pub(super) async fn scan(
+            pool: &sqlx::Pool<$db>,
+            tenant: &str,
+            equalities: &[($crate::query::Column, String)],
+            after_seq: i64,
+            limit: u32,
+        ) -> $crate::Result<Vec<$crate::StoredRecord>> {
+            let mut sql = sqlx::QueryBuilder::<$db>::new(
+                "SELECT seq, id, thread, record_json FROM records WHERE tenant = ",
+            );
+            sql.push_bind(tenant);
+            sql.push(" AND seq > ").push_bind(after_seq);
+            for (column, value) in equalities {
+                let Some(name) = $crate::shared::text_column(*column) else {
+                    continue;
+                };
+                sql.push(format_args!(" AND {name} = ")).push_bind(value);
+            }
+            sql.push(" ORDER BY seq LIMIT ").push_bind(i64::from(limit));
+            let rows = sql.build().fetch_all(pool).await?;
+            Ok(rows.iter().map(stored_from_row).collect())
+        }
+
+        pub(super) async fn has_service_accounts(
+            pool: &sqlx::Pool<$db>,
+            tenant: &str,
+        ) -> $crate::Result<bool> {
+            let found: Option<i32> =
+                sqlx::query_scalar("SELECT 1 FROM service_accounts WHERE tenant = $1 LIMIT 1")
+                    .bind(tenant)
+                    .fetch_optional(pool)
+                    .await?;
+            Ok(found.is_some())
+        }
+
+        pub(super) async fn service_accounts(
+            pool: &sqlx::Pool<$db>,
+            tenant: &str,
+        ) -> $crate::Result<Vec<$crate::ServiceAccount>> {
+            let rows = sqlx::query(
+                "SELECT id, name, scopes, allowed_actors, created_at FROM service_accounts \
+                 WHERE tenant = $1 ORDER BY created_at, id",
+            )
+            .bind(tenant)
+            .fetch_all(pool)
+            .await?;
+            rows.iter().map(service_account_from_row).collect()
+        }
+
+        pub(super) async fn service_account(
+            pool: &sqlx::Pool<$db>,
+            tenant: &str,
+            id: &str,
+        ) -> $crate::Result<Option<$crate::ServiceAccount>> {
+            let row = sqlx::query(
+                "SELECT id, name, scopes, allowed_actors, created_at FROM service_accounts \
+                 WHERE tenant = $1 AND id = $2",
+            )
+            .bind(tenant)
+            .bind(id)
+            .fetch_optional(pool)
+            .await?;
+            row.as_ref().map(service_account_from_row).transpose()
+        }
+
+        /// Readiness: the database answers and holds every migration of `migrator`.
+        pub(super) async fn check_ready(
+            pool: &sqlx::Pool<$db>,
+            migrator: &sqlx::migrate::Migrator,
+        ) -> $crate::Result<()> {
+            let applied: Option<i64> = sqlx::query_scalar($crate::APPLIED_MIGRATION)
+                .fetch_one(pool)
+                .await?;
+            $crate::migrations_ready(migrator, applied)
+        }
+    };
+}
+
+pub(crate) use statements;

@@ -1,0 +1,276 @@
+//! The SQLite backend: the embedded default of `spl serve`.
+//!
+//! One writer connection owned by a task does every write ([`writer`]); concurrent appends queue on
+//! a channel and the writer commits whatever has queued in one transaction (group commit), so
+//! durable commits (WAL, `synchronous=FULL`) are shared. Readers use a separate pool and never
+//! block the writer. Search ([`search`]) is an FTS5 index the writer keeps up to date.
+
+mod search;
+mod sql;
+mod writer;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Connection, SqliteConnection};
+use tokio::sync::{broadcast, mpsc, Mutex};
+use tokio::task::JoinHandle;
+
+use crate::query::Column;
+use crate::shared::writer::{submit, Answer, Queued, WriteOp};
+use crate::shared::{EVENT_CAPACITY, QUEUE_DEPTH};
+use crate::{
+    Appended, AuthChange, Committed, ListFilter, NewRecord, RecordStore, Result, ServiceAccount,
+    StateChange, StoredRecord, ThreadSummary, TokenGrant,
+};
+
+/// The migrations of this backend, applied at open and checked by readiness.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
+
+const READ_CONNECTIONS: u32 = 4;
+/// How often the WAL is copied back into the database file.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
+
+pub struct SqliteStore {
+    reader: SqlitePool,
+    writes: mpsc::Sender<Queued<search::IndexSearch>>,
+    events: broadcast::Sender<Committed>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    checkpointer: Option<JoinHandle<()>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `url` and applies pending migrations.
+    pub async fn open(url: &str) -> Result<SqliteStore> {
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        SqliteStore::open_with(SqliteConnectOptions::from_str(url)?, in_memory).await
+    }
+
+    /// Opens (creating if needed) a database file: WAL, durable commits.
+    pub async fn open_file(path: &std::path::Path) -> Result<SqliteStore> {
+        SqliteStore::open_with(SqliteConnectOptions::new().filename(path), false).await
+    }
+
+    /// A private in-memory database, gone when the store is dropped.
+    pub async fn open_in_memory() -> Result<SqliteStore> {
+        SqliteStore::open_with(SqliteConnectOptions::from_str("sqlite::memory:")?, true).await
+    }
+
+    async fn open_with(base: SqliteConnectOptions, in_memory: bool) -> Result<SqliteStore> {
+        let base = base
+            .create_if_missing(true)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(false);
+        let options = if in_memory {
+            base.journal_mode(SqliteJournalMode::Memory)
+                .synchronous(SqliteSynchronous::Off)
+        } else {
+            base.journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Full)
+        };
+
+        // Checkpoints run beside the writer (below), not inside one of its commits.
+        let options = if in_memory {
+            options
+        } else {
+            options.pragma("wal_autocheckpoint", "0")
+        };
+        // The writer's page cache holds a whole ingested page's dirty index pages: with
+        // SQLite's 2 MiB default, a 1000-record transaction spills pages to the WAL mid-way and
+        // writes many of them twice. Memory is taken only as pages are touched.
+        let mut writer =
+            SqliteConnection::connect_with(&options.clone().pragma("cache_size", "-16384")).await?;
+        MIGRATOR.run(&mut writer).await?;
+        let checkpointer = if in_memory {
+            None
+        } else {
+            let conn = SqliteConnection::connect_with(&options).await?;
+            Some(tokio::spawn(run_checkpointer(conn)))
+        };
+
+        let reader = SqlitePoolOptions::new()
+            .max_connections(READ_CONNECTIONS)
+            .min_connections(1)
+            .connect_with(options)
+            .await?;
+
+        let (writes, queue) = mpsc::channel(QUEUE_DEPTH);
+        let (events, _) = broadcast::channel(EVENT_CAPACITY);
+        let task = tokio::spawn(writer::run_writer(writer, queue, events.clone()));
+        Ok(SqliteStore {
+            reader,
+            writes,
+            events,
+            writer: Mutex::new(Some(task)),
+            checkpointer,
+        })
+    }
+
+    async fn submit<T>(&self, (op, answer): (WriteOp, Answer<T>)) -> Result<T> {
+        submit(&self.writes, op, answer).await
+    }
+}
+
+#[async_trait]
+impl RecordStore for SqliteStore {
+    #[tracing::instrument(level = "debug", name = "store.append", skip_all, fields(otel.kind = "client", db.system = "sqlite"))]
+    async fn append(&self, tenant: &str, record: NewRecord) -> Result<Appended> {
+        self.submit(WriteOp::append(tenant, record)).await
+    }
+
+    #[tracing::instrument(level = "debug", name = "store.apply_auth_change", skip_all, fields(otel.kind = "client", db.system = "sqlite"))]
+    async fn apply_auth_change(
+        &self,
+        tenant: &str,
+        change: AuthChange,
+        audit: NewRecord,
+    ) -> Result<bool> {
+        self.submit(WriteOp::auth(tenant, change, audit)).await
+    }
+
+    #[tracing::instrument(level = "debug", name = "store.write", skip_all, fields(otel.kind = "client", db.system = "sqlite"))]
+    async fn write(
+        &self,
+        tenant: &str,
+        records: Vec<NewRecord>,
+        state: Vec<StateChange>,
+    ) -> Result<Vec<Result<Appended>>> {
+        self.submit(WriteOp::write(tenant, records, state)).await
+    }
+
+    #[tracing::instrument(level = "debug", name = "store.state_get", skip_all, fields(otel.kind = "client", db.system = "sqlite"))]
+    async fn state_get(&self, tenant: &str, kind: &str, key: &str) -> Result<Option<String>> {
+        sql::state_get(&self.reader, tenant, kind, key).await
+    }
+
+    #[tracing::instrument(level = "debug", name = "store.state_list", skip_all, fields(otel.kind = "client", db.system = "sqlite"))]
+    async fn state_list(&self, tenant: &str, kind: &str) -> Result<Vec<(String, String)>> {
+        sql::state_list(&self.reader, tenant, kind).await
+    }
+
+    #[tracing::instrument(level = "debug", name = "store.head_seq", skip_all, fields(otel.kind = "client", db.system = "sqlite"))]
+    async fn head_seq(&self, tenant: &str) -> Result<i64> {
+        Ok(
+            // Newest first by rowid: the first row of the tenant ends the scan (an aggregate
+            // would visit every row).
+            sqlx::query_scalar(
+                "SELECT coalesce((SELECT seq FROM records WHERE tenant = ? ORDER BY seq DESC LIMIT 1), 0)",
+            )
+                .bind(tenant)
+                .fetch_one(&self.reader)
+                .await?,
+        )
+    }
+
+    #[tracing::instrument(level = "debug", name = "store.get", skip_all, fields(otel.kind = "client", db.system = "sqlite"))]
+    async fn get(&self, tenant: &str, id: &str) -> Result<Option<StoredRecord>> {
+        sql::get(&self.reader, tenant, id).await
+    }
+
+    #[tracing::instrument(level = "debug", name = "store.list", skip_all, fields(otel.kind = "client", db.system = "sqlite"))]
+    async fn list(&self, tenant: &str, filter: &ListFilter) -> Result<Vec<StoredRecord>> {
+        sql::list(&self.reader, tenant, filter).await
+    }
+
+    #[tracing::instrument(level = "debug", name = "store.threads", skip_all, fields(otel.kind = "client", db.system = "sqlite"))]
+    async fn threads(
+        &self,
+        tenant: &str,
+        before_seq: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<ThreadSummary>> {
+        sql::threads(&self.reader, tenant, before_seq, limit).await
+    }
+
+    #[tracing::instrument(level = "debug", name = "store.scan", skip_all, fields(otel.kind = "client", db.system = "sqlite"))]
+    async fn scan(
+        &self,
+        tenant: &str,
+        equalities: &[(Column, String)],
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredRecord>> {
+        sql::scan(&self.reader, tenant, equalities, after_seq, limit).await
+    }
+
+    #[tracing::instrument(level = "debug", name = "store.search", skip_all, fields(otel.kind = "client", db.system = "sqlite"))]
+    async fn search(
+        &self,
+        tenant: &str,
+        words: &[String],
+        limit: u32,
+    ) -> Result<Vec<(f64, StoredRecord)>> {
+        search::search(self, tenant, words, limit).await
+    }
+
+    async fn check_ready(&self) -> Result<()> {
+        sql::check_ready(&self.reader, &MIGRATOR).await
+    }
+
+    async fn has_service_accounts(&self, tenant: &str) -> Result<bool> {
+        sql::has_service_accounts(&self.reader, tenant).await
+    }
+
+    async fn service_accounts(&self, tenant: &str) -> Result<Vec<ServiceAccount>> {
+        sql::service_accounts(&self.reader, tenant).await
+    }
+
+    async fn service_account(&self, tenant: &str, id: &str) -> Result<Option<ServiceAccount>> {
+        sql::service_account(&self.reader, tenant, id).await
+    }
+
+    #[tracing::instrument(level = "debug", name = "store.token", skip_all, fields(otel.kind = "client", db.system = "sqlite"))]
+    async fn token(&self, tenant: &str, token_id: &str) -> Result<Option<TokenGrant>> {
+        let row = sqlx::query(
+            "SELECT t.token_id, t.sa_id, t.scopes, s.allowed_actors, t.created_at, t.expires_at, \
+             t.revoked_at FROM tokens t JOIN service_accounts s ON s.tenant = t.tenant AND s.id = t.sa_id \
+             WHERE t.tenant = ? AND t.token_id = ?",
+        )
+        .bind(tenant)
+        .bind(token_id)
+        .fetch_optional(&self.reader)
+        .await?;
+        row.as_ref().map(sql::token_from_row).transpose()
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Committed> {
+        self.events.subscribe()
+    }
+
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn close(&self) {
+        let task = self.writer.lock().await.take();
+        if let Some(task) = task {
+            if self.writes.send(Queued::Close).await.is_ok() {
+                let _ = task.await;
+            }
+        }
+        if let Some(checkpointer) = &self.checkpointer {
+            checkpointer.abort();
+        }
+        self.reader.close().await;
+    }
+}
+
+/// Copies committed WAL frames into the database file on its own connection. PASSIVE never waits
+/// for the writer or readers, so commits do not pay for checkpoints; the WAL restarts from its
+/// beginning once a checkpoint has caught up.
+async fn run_checkpointer(mut conn: SqliteConnection) {
+    let mut tick = tokio::time::interval(CHECKPOINT_INTERVAL);
+    loop {
+        tick.tick().await;
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&mut conn)
+            .await
+        {
+            tracing::warn!(error = %e, "WAL checkpoint failed; will retry");
+        }
+    }
+}

@@ -112,7 +112,7 @@ pub struct PairRefreshed {
 }
 
 /// `202`: the responder's operator has not decided yet; poll again after `poll_after_ms`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "object", rename = "pair_handshake", default)]
 pub struct HandshakePending {
     /// `establishing`.
@@ -126,15 +126,30 @@ pub struct HandshakePending {
     pub expires_at: String,
 }
 
+/// How long to wait between polls when an answer does not say.
+const POLL_AFTER_MS: u64 = 2000;
+
 impl HandshakePending {
     pub fn new(pair_id: &str, nonce: &str, expires_at: String) -> HandshakePending {
         HandshakePending {
-            state: "establishing".to_owned(),
-            status: "pending".to_owned(),
             pair_id: pair_id.to_owned(),
             nonce: nonce.to_owned(),
-            poll_after_ms: 2000,
             expires_at,
+            ..HandshakePending::default()
+        }
+    }
+}
+
+/// An answer without `poll_after_ms` reads as the protocol's 2 s.
+impl Default for HandshakePending {
+    fn default() -> HandshakePending {
+        HandshakePending {
+            state: "establishing".to_owned(),
+            status: "pending".to_owned(),
+            pair_id: String::new(),
+            nonce: String::new(),
+            poll_after_ms: POLL_AFTER_MS,
+            expires_at: String::new(),
         }
     }
 }
@@ -245,6 +260,14 @@ mod tests {
         assert!(matches!(read, HandshakeAnswer::Confirmed(_)));
         assert_eq!(serde_json::to_value(&read).unwrap(), confirmed);
         assert!(serde_json::from_value::<HandshakeAnswer>(json!({"status": "odd"})).is_err());
+    }
+
+    #[test]
+    fn a_pending_answer_without_poll_after_ms_means_two_seconds() {
+        let pending: HandshakePending =
+            serde_json::from_value(json!({"status": "pending", "pair_id": "fed_1"})).unwrap();
+        assert_eq!(pending.poll_after_ms, 2000);
+        assert_eq!(pending.pair_id, "fed_1");
     }
 
     #[test]

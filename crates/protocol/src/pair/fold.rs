@@ -22,6 +22,15 @@ pub enum PairRole {
     Responder,
 }
 
+impl PairRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PairRole::Initiator => "initiator",
+            PairRole::Responder => "responder",
+        }
+    }
+}
+
 /// Where an `establishing` handshake stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -5,6 +5,8 @@
 //! (listing, batches, sync pages, watch streams). Each writer gives exactly what serializing its
 //! type would; the tests check it against serde.
 
+use std::fmt::Write as _;
+
 use crate::error::ErrorBody;
 
 /// A [`crate::ListPage`] of records, each given as its JSON text.
@@ -98,15 +100,16 @@ impl BatchWriter {
             self.out.push(',');
         }
         self.items += 1;
-        self.out
-            .push_str(&format!("{{\"index\":{index},\"status\":{status}"));
+        // Writing to a String cannot fail.
+        let _ = write!(self.out, "{{\"index\":{index},\"status\":{status}");
     }
 
     /// The whole answer, with the counts.
     pub fn finish(mut self, created: u64, existing: u64, failed: u64) -> String {
-        self.out.push_str(&format!(
+        let _ = write!(
+            self.out,
             "],\"created\":{created},\"existing\":{existing},\"failed\":{failed}}}"
-        ));
+        );
         self.out
     }
 }

@@ -12,6 +12,8 @@ mod resolve;
 mod target;
 
 pub use backoff::Backoff;
-pub use client::{ChangesPage, ChangesRequest, PeerClient, PeerClientOptions};
+pub use client::{ChangesRequest, PeerClient, PeerClientOptions};
 pub use error::PeerError;
 pub use resolve::{DidResolver, ResolvedDid};
+/// A parsed `sync_changes` page: the API contract's type, records kept as JSON for verification.
+pub use syncropel_api::ChangesPage;

@@ -25,6 +25,7 @@ use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use reqwest::header::{HeaderName, HeaderValue, AUTHORIZATION};
 use reqwest::{Method, RequestBuilder, StatusCode, Url};
 use serde::de::DeserializeOwned;
@@ -269,9 +270,9 @@ impl Client {
     }
 
     /// Sends a request and reads its whole 2xx body.
-    async fn call(&self, request: RequestBuilder) -> Result<(StatusCode, Vec<u8>), ClientError> {
+    async fn call(&self, request: RequestBuilder) -> Result<(StatusCode, Bytes), ClientError> {
         let (status, response) = self.exchange(request).await?;
-        Ok((status, response.bytes().await?.into()))
+        Ok((status, response.bytes().await?))
     }
 
     async fn get<T: DeserializeOwned>(&self, url: Url) -> Result<T, ClientError> {

@@ -112,6 +112,14 @@ impl Client {
         self.get(self.inner.health_url.clone()).await
     }
 
+    /// `GET /health` as a probe: succeeds when a steward answers, reading nothing of the answer
+    /// (a load generator's baseline, a readiness wait).
+    pub async fn probe(&self) -> Result<(), ClientError> {
+        self.call(self.request(Method::GET, self.inner.health_url.clone()))
+            .await
+            .map(drop)
+    }
+
     /// `GET /ready`: open readiness (not draining, store migrated).
     pub async fn ready(&self) -> Result<Ready, ClientError> {
         self.get(self.url("/ready", &[])).await
@@ -132,7 +140,7 @@ impl Client {
         let (_, body) = self
             .call(self.request(Method::GET, self.url("/metrics", &[])))
             .await?;
-        String::from_utf8(body).map_err(|e| ClientError::Decode(e.to_string()))
+        String::from_utf8(body.into()).map_err(|e| ClientError::Decode(e.to_string()))
     }
 
     /// The did:web document at `path`: `/.well-known/did.json`, or `/<path>/did.json` for a

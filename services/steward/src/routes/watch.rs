@@ -11,7 +11,7 @@ use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
-use syncropel_api::watch::{self, Heartbeat, ServerShutdown, WatchError};
+use syncropel_api::watch::{self as sse, Heartbeat, ServerShutdown, WatchError};
 use syncropel_protocol::ErrorCode;
 use syncropel_store::{ListFilter, StoredRecord};
 use tokio::sync::broadcast::error::RecvError;
@@ -76,7 +76,7 @@ pub async fn watch(
 
 fn record_event(record: &StoredRecord) -> Event {
     Event::default()
-        .event(watch::RECORD_CREATED)
+        .event(sse::RECORD_CREATED)
         .id(record.seq.to_string())
         .data(syncropel_api::splice::record_created(
             &record.id,
@@ -147,7 +147,7 @@ fn events(
                     return;
                 }
                 _ = heartbeat.tick() => {
-                    yield Ok(json_event(watch::HEARTBEAT, &Heartbeat { ts: now_ms() }));
+                    yield Ok(json_event(sse::HEARTBEAT, &Heartbeat { ts: now_ms() }));
                 }
                 received = live.recv() => match received {
                     Ok(committed) => {
@@ -172,7 +172,7 @@ fn events(
 
 fn error_event(code: &str, message: &str) -> Event {
     json_event(
-        watch::ERROR,
+        sse::ERROR,
         &WatchError {
             code: code.to_owned(),
             message: message.to_owned(),
@@ -192,5 +192,5 @@ fn now_ms() -> u64 {
 fn shutdown_event() -> Event {
     use rand::Rng;
     let retry_after_ms: u64 = rand::thread_rng().gen_range(1000..3000);
-    json_event(watch::SERVER_SHUTDOWN, &ServerShutdown { retry_after_ms })
+    json_event(sse::SERVER_SHUTDOWN, &ServerShutdown { retry_after_ms })
 }

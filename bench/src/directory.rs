@@ -8,14 +8,32 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use futures_util::{stream, StreamExt, TryStreamExt};
-use reqwest::{Client, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{json, Value};
 use syncropel_directory::{app, AppState, Clock, Rules, Store};
 use syncropel_protocol::did_sync::{self, sign_operation, OpType, Operation, Service};
 use syncropel_protocol::Keypair;
 use tokio::sync::Mutex;
 
-use super::{finish, http_client, merge, round3, self_cpu_secs, throughput, Outcome};
+use super::{http_client, merge, round3, self_cpu_secs, short, throughput, Outcome};
+
+/// Reads a directory answer fully (so the connection is reused) and classifies it.
+async fn finish(res: reqwest::Result<reqwest::Response>, expect: StatusCode) -> Outcome {
+    match res {
+        Ok(r) => {
+            let status = r.status();
+            match r.bytes().await {
+                Ok(_) if status == expect => Outcome::Ok,
+                Ok(body) => Outcome::Err(short(&format!(
+                    "HTTP {status}: {}",
+                    String::from_utf8_lossy(&body)
+                ))),
+                Err(e) => Outcome::Err(format!("reading body: {e}")),
+            }
+        }
+        Err(e) => Outcome::Err(format!("transport: {e}")),
+    }
+}
 
 /// Updates a DID can take in one hour besides its genesis (the directory allows 10 ops/h).
 const UPDATES_PER_DID: u64 = 9;
@@ -100,7 +118,8 @@ pub async fn directory(a: DirectoryArgs) -> Result<Value> {
         seed
     };
     let started = Instant::now();
-    let client = http_client()?;
+    // The directory has its own API, outside the steward's contract: plain HTTP here.
+    let client = http_client(a.clients)?;
     let dids: Vec<Did> = stream::iter(0..a.dids.max(1))
         .map(|i| {
             let (client, base, record) = (client.clone(), base.clone(), record.clone());
@@ -143,18 +162,19 @@ pub async fn directory(a: DirectoryArgs) -> Result<Value> {
     // would do for both; useful when other load skews the rates.
     let cpu0 = self_cpu_secs();
     let resolve = {
-        let (base, dids) = (base.clone(), dids.clone());
+        let (client, base, dids) = (client.clone(), base.clone(), dids.clone());
         throughput(
             "resolves",
             a.clients,
             a.warmup_secs,
             a.duration_secs,
-            move |client: Client, i: u64| {
+            move |i: u64| {
                 let url = format!(
                     "{base}/directory/{}/did.json",
                     dids[(i % dids.len() as u64) as usize].hash
                 );
-                async move { finish(client.get(url).send().await, StatusCode::OK).await }
+                let request = client.get(url);
+                async move { finish(request.send().await, StatusCode::OK).await }
             },
         )
         .await?
@@ -171,8 +191,9 @@ pub async fn directory(a: DirectoryArgs) -> Result<Value> {
         a.clients,
         a.warmup_secs,
         a.duration_secs,
-        move |client: Client, i: u64| {
-            let (base, dids, record) = (base.clone(), dids.clone(), record.clone());
+        move |i: u64| {
+            let (client, base, dids, record) =
+                (client.clone(), base.clone(), dids.clone(), record.clone());
             async move {
                 if i >= capacity {
                     return Outcome::Err("every DID took its 9 updates; pass more --dids".into());

@@ -8,11 +8,19 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use futures_util::StreamExt;
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
-use reqwest::StatusCode;
+use serde::de::IgnoredAny;
+use serde::Deserialize;
 use serde_json::{json, Value};
+use syncropel_api::WatchEvent;
+use syncropel_client::{Client, Emitted, WatchStart};
 
-use super::{base, bearer, http_client, new_histogram, RecordMaker, RecordShape};
+use super::{http_client, new_histogram, steward, RecordMaker, RecordShape};
+
+/// Of a stored record, only its id is read.
+#[derive(Deserialize)]
+struct Stored {
+    id: String,
+}
 
 #[derive(Args)]
 pub struct PropagationArgs {
@@ -42,36 +50,20 @@ pub struct PropagationArgs {
 /// commit). Latencies in microseconds.
 pub async fn propagation(a: PropagationArgs) -> Result<Value> {
     let arrived: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-    let watch_url = format!("{}/v1/threads/{}/watch", base(&a.sink_url), a.thread);
+    // The watch stream stays open, so it needs a client without the runs' request timeout.
+    let sink = Client::new(&a.sink_url, Some(a.sink_token.trim().to_owned()))?;
+    let events = sink
+        .watch::<IgnoredAny>(&a.thread, WatchStart::Live)
+        .await
+        .context("opening the sink's watch stream")?;
     let watcher = {
         let arrived = arrived.clone();
-        let response = reqwest::Client::new()
-            .get(&watch_url)
-            .header(AUTHORIZATION, bearer(&a.sink_token)?)
-            .send()
-            .await
-            .context("opening the sink's watch stream")?;
-        if response.status() != StatusCode::OK {
-            bail!("watch answered {}", response.status());
-        }
         tokio::spawn(async move {
-            let mut stream = response.bytes_stream();
-            let mut buffer = String::new();
-            while let Some(Ok(chunk)) = stream.next().await {
-                let now = Instant::now();
-                buffer.push_str(&String::from_utf8_lossy(&chunk));
-                while let Some(end) = buffer.find("\n\n") {
-                    let event: String = buffer.drain(..end + 2).collect();
-                    for line in event.lines() {
-                        let Some(data) = line.strip_prefix("data:") else {
-                            continue;
-                        };
-                        if let Ok(record) = serde_json::from_str::<Value>(data.trim()) {
-                            if let Some(id) = record["id"].as_str() {
-                                arrived.lock().unwrap().entry(id.to_string()).or_insert(now);
-                            }
-                        }
-                    }
+            let mut events = std::pin::pin!(events);
+            while let Some(Ok(event)) = events.next().await {
+                if let WatchEvent::Record { created, .. } = event {
+                    let now = Instant::now();
+                    arrived.lock().unwrap().entry(created.id).or_insert(now);
                 }
             }
         })
@@ -79,9 +71,7 @@ pub async fn propagation(a: PropagationArgs) -> Result<Value> {
     // Let the watch subscribe before the first emit.
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let client = http_client()?;
-    let url = format!("{}/v1/records", base(&a.source_url));
-    let auth = bearer(&a.source_token)?;
+    let source = steward(&http_client(1)?, &a.source_url, Some(&a.source_token))?;
     let maker = RecordMaker::new(&a.shape);
     let mut sent: Vec<(String, Instant)> = Vec::with_capacity(a.records as usize);
     let mut next = Instant::now();
@@ -89,19 +79,12 @@ pub async fn propagation(a: PropagationArgs) -> Result<Value> {
         tokio::time::sleep_until(next.into()).await;
         next += Duration::from_millis(a.interval_ms);
         let started = Instant::now();
-        let response = client
-            .post(&url)
-            .header(AUTHORIZATION, auth.clone())
-            .header(CONTENT_TYPE, "application/json")
-            .body(maker.make(i, &a.thread))
-            .send()
-            .await?;
-        if response.status() != StatusCode::CREATED {
-            bail!("emit {i} answered {}", response.status());
+        let Emitted { record, created }: Emitted<Stored> =
+            source.emit(&maker.make(i, &a.thread)).await?;
+        if !created {
+            bail!("emit {i} answered 200: the record was stored already");
         }
-        let record: Value = response.json().await?;
-        let id = record["id"].as_str().context("no id in the answer")?;
-        sent.push((id.to_string(), started));
+        sent.push((record.id, started));
     }
     // The last records get up to 5 s to arrive.
     let deadline = Instant::now() + Duration::from_secs(5);

@@ -19,14 +19,15 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use hdrhistogram::Histogram;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
-use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
-use reqwest::{Client, StatusCode};
-use serde::{Deserialize, Serialize};
+use serde::de::IgnoredAny;
+use serde::Serialize;
 use serde_json::json;
+use syncropel_api::{BatchResult, CreateRecords, ProvisionRequest};
+use syncropel_client::{Client, ClientError};
 
 use super::{
-    base, bearer, closed_loop, finish, http_client, merge, ms, new_histogram, now_micros, round3,
-    ErrorLog, Outcome, RecordMaker, RecordShape,
+    closed_loop, emitted, finish, http_client, merge, ms, new_histogram, now_micros, round3, short,
+    steward, ErrorLog, Outcome, RecordMaker, RecordShape,
 };
 
 /// `body.kind` of every generated record.
@@ -43,10 +44,11 @@ pub struct HostedTarget {
 }
 
 impl HostedTarget {
-    fn tenant_url(&self, label: &str, path: &str) -> String {
+    /// Where the tenant `label` answers: `<url><prefix>/<label>`.
+    fn tenant_url(&self, label: &str) -> String {
         format!(
-            "{}{}/{label}{path}",
-            base(&self.url),
+            "{}{}/{label}",
+            self.url.trim_end_matches('/'),
             self.path_prefix.trim_end_matches('/')
         )
     }
@@ -177,14 +179,12 @@ struct Claims<'a> {
     exp: u64,
 }
 
-/// One tenant as used by the load subcommands.
-struct TenantRef {
-    /// `<url><prefix>/<label>/v1/records` (`/batch` appended for batches).
-    records_url: String,
-    auth: HeaderValue,
-}
-
-fn load_tenants(target: &HostedTarget, file: &TenantFile) -> Result<Vec<TenantRef>> {
+/// A client of each tenant of the file, all over `http`.
+fn load_tenants(
+    http: &reqwest::Client,
+    target: &HostedTarget,
+    file: &TenantFile,
+) -> Result<Vec<Client>> {
     let (path, count) = (&file.tenants, file.tenant_count);
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading the tenants file {}", path.display()))?;
@@ -197,10 +197,7 @@ fn load_tenants(target: &HostedTarget, file: &TenantFile) -> Result<Vec<TenantRe
         let Some((label, token)) = line.split_once(' ') else {
             bail!("{}:{}: expected `label token`", path.display(), n + 1);
         };
-        out.push(TenantRef {
-            records_url: target.tenant_url(label, "/v1/records"),
-            auth: bearer(token)?,
-        });
+        out.push(steward(http, &target.tenant_url(label), Some(token))?);
         if out.len() == count {
             break;
         }
@@ -234,7 +231,7 @@ pub async fn provision(a: ProvisionArgs) -> Result<serde_json::Value> {
     }
     let a = Arc::new(a);
     let key = Arc::new(EncodingKey::from_secret(a.jwt_secret.as_bytes()));
-    let provision_url = Arc::new(format!("{}/provision", base(&a.target.url)));
+    let http = http_client(a.clients)?;
     let maker = Arc::new(RecordMaker::new(&a.shape).with_kind(KIND));
     // Distinguishes the secrets and idempotency keys of separate runs.
     let nonce = now_micros();
@@ -245,11 +242,10 @@ pub async fn provision(a: ProvisionArgs) -> Result<serde_json::Value> {
     let stop_at = (a.max_secs > 0).then(|| start + Duration::from_secs(a.max_secs));
     let mut tasks = Vec::new();
     for _ in 0..a.clients.max(1) {
-        let client = http_client()?;
-        let (a, key, provision_url, maker, next, stop, errors) = (
+        let (http, a, key, maker, next, stop, errors) = (
+            http.clone(),
             a.clone(),
             key.clone(),
-            provision_url.clone(),
             maker.clone(),
             next.clone(),
             stop.clone(),
@@ -300,26 +296,26 @@ pub async fn provision(a: ProvisionArgs) -> Result<serde_json::Value> {
                         break;
                     }
                 };
-                let (Ok(platform_auth), Ok(tenant_auth)) = (
-                    bearer(&jwt),
-                    bearer(&format!("spl_{}_sa-bootstrap-env_{secret}", a.token_env)),
+                let token = format!("spl_{}_sa-bootstrap-env_{secret}", a.token_env);
+                let (Ok(platform), Ok(tenant)) = (
+                    steward(&http, &a.target.url, Some(&jwt)),
+                    steward(&http, &a.target.tenant_url(&label), Some(&token)),
                 ) else {
                     errors.note("a token is not a valid header value".into());
                     t.errors += 1;
                     stop.store(true, Ordering::Relaxed);
                     break;
                 };
-                let body = json!({"label": label, "bootstrap_token": secret}).to_string();
+                let request = ProvisionRequest {
+                    label: label.clone(),
+                    bootstrap_token: secret,
+                    recovery_key: None,
+                };
                 let t0 = Instant::now();
-                let res = client
-                    .post(provision_url.as_str())
-                    .header(AUTHORIZATION, platform_auth)
-                    .header("Idempotency-Key", format!("bench-{nonce:x}-{label}"))
-                    .header(CONTENT_TYPE, "application/json")
-                    .body(body)
-                    .send()
+                let provisioned = platform
+                    .provision(&format!("bench-{nonce:x}-{label}"), &request)
                     .await;
-                if let Outcome::Err(msg) = finish(res, StatusCode::ACCEPTED).await {
+                if let Outcome::Err(msg) = finish(provisioned) {
                     errors.note(format!("POST /provision ({label}): {msg}"));
                     t.errors += 1;
                     continue;
@@ -328,16 +324,11 @@ pub async fn provision(a: ProvisionArgs) -> Result<serde_json::Value> {
                 // The first record, at once; retried (with a fresh clock) until
                 // accepted or the timeout, so a tenant that opens late shows up as
                 // retries and latency rather than as a failure.
-                let records_url = a.target.tenant_url(&label, "/v1/records");
                 let deadline = Instant::now() + Duration::from_secs(a.first_record_timeout_secs);
                 let mut attempt = 0u64;
                 let accepted = loop {
-                    let req = client
-                        .post(records_url.as_str())
-                        .header(AUTHORIZATION, tenant_auth.clone())
-                        .header(CONTENT_TYPE, "application/json")
-                        .body(maker.make(n * 1000 + attempt.min(999), "th_bench_first"));
-                    match finish(req.send().await, StatusCode::CREATED).await {
+                    let record = maker.make(n * 1000 + attempt.min(999), "th_bench_first");
+                    match emitted(tenant.emit(&record).await) {
                         Outcome::Ok => break true,
                         Outcome::Err(msg) => {
                             errors.note(format!("first record ({label}): {msg}"));
@@ -348,7 +339,7 @@ pub async fn provision(a: ProvisionArgs) -> Result<serde_json::Value> {
                             }
                             tokio::time::sleep(Duration::from_millis(5)).await;
                         }
-                        Outcome::Items { .. } => unreachable!("finish() answers Ok or Err"),
+                        Outcome::Items { .. } => unreachable!("emitted() answers Ok or Err"),
                     }
                 };
                 if !accepted {
@@ -360,7 +351,6 @@ pub async fn provision(a: ProvisionArgs) -> Result<serde_json::Value> {
                 t.provision.saturating_record(us(t_prov));
                 t.e2e.saturating_record(us(t_e2e));
                 t.first_record.saturating_record(us(t_e2e - t_prov));
-                let token = format!("spl_{}_sa-bootstrap-env_{secret}", a.token_env);
                 t.made.push((n, label, token));
             }
             t
@@ -409,20 +399,20 @@ pub async fn provision(a: ProvisionArgs) -> Result<serde_json::Value> {
 }
 
 pub async fn post(a: PostArgs) -> Result<serde_json::Value> {
-    let tenants = Arc::new(load_tenants(&a.target, &a.tenants)?);
+    let tenants = Arc::new(load_tenants(
+        &http_client(a.clients)?,
+        &a.target,
+        &a.tenants,
+    )?);
     let maker = Arc::new(RecordMaker::new(&a.shape).with_kind(KIND));
     let prefix = Arc::new(a.thread_prefix.clone());
     let threads = a.threads.max(1);
     let n = tenants.len() as u64;
-    let op = move |client: Client, i: u64| {
-        let tenant = &tenants[(i % n) as usize];
+    let op = move |i: u64| {
+        let tenant = tenants[(i % n) as usize].clone();
         let thread = format!("{prefix}{}", (i / n) % threads);
-        let req = client
-            .post(tenant.records_url.as_str())
-            .header(AUTHORIZATION, tenant.auth.clone())
-            .header(CONTENT_TYPE, "application/json")
-            .body(maker.make(i, &thread));
-        async move { finish(req.send().await, StatusCode::CREATED).await }
+        let record = maker.make(i, &thread);
+        async move { emitted(tenant.emit(&record).await) }
     };
     let (t, secs) = closed_loop(
         a.clients,
@@ -442,95 +432,65 @@ pub async fn post(a: PostArgs) -> Result<serde_json::Value> {
     Ok(merge(report, quantiles_json("latency", &t.hist)))
 }
 
-#[derive(Deserialize)]
-struct BatchResult {
-    data: Vec<BatchItem>,
-}
-
-#[derive(Deserialize)]
-struct BatchItem {
-    status: u16,
-    #[serde(default)]
-    error: Option<serde_json::Value>,
-}
-
-async fn send_batch(req: reqwest::RequestBuilder) -> Outcome {
-    let res = match req.send().await {
-        Ok(r) => r,
-        Err(e) => return Outcome::Err(format!("transport: {e}")),
-    };
-    let status = res.status();
-    let body = match res.bytes().await {
-        Ok(b) => b,
-        Err(e) => return Outcome::Err(format!("reading body: {e}")),
-    };
-    if status != StatusCode::OK {
-        let text: String = String::from_utf8_lossy(&body).chars().take(300).collect();
-        return Outcome::Err(format!("HTTP {status}: {text}"));
-    }
-    let parsed: BatchResult = match serde_json::from_slice(&body) {
-        Ok(p) => p,
-        Err(e) => return Outcome::Err(format!("parsing a batch result: {e}")),
+/// A batch answered as a whole: its items counted, the first refusal kept as a sample.
+fn batch_outcome(answer: Result<BatchResult<IgnoredAny>, ClientError>) -> Outcome {
+    let result = match answer {
+        Ok(result) => result,
+        Err(e) => return Outcome::Err(short(&e)),
     };
     let mut ok = 0;
     let mut sample = None;
-    for item in &parsed.data {
+    for item in &result.data {
         if item.status == 201 {
             ok += 1;
         } else if sample.is_none() {
-            let err = item
+            let error = item
                 .error
                 .as_ref()
-                .map(|e| e.to_string())
+                .and_then(|e| serde_json::to_string(e).ok())
                 .unwrap_or_default();
-            let err: String = err.chars().take(300).collect();
-            sample = Some(format!("batch item status {}: {err}", item.status));
+            sample = Some(format!(
+                "batch item status {}: {}",
+                item.status,
+                short(&error)
+            ));
         }
     }
     Outcome::Items {
         ok,
-        failed: parsed.data.len() as u64 - ok,
+        failed: result.data.len() as u64 - ok,
         sample,
     }
 }
 
 pub async fn batch(a: BatchArgs) -> Result<serde_json::Value> {
-    let tenants = Arc::new(load_tenants(&a.target, &a.tenants)?);
+    let tenants = Arc::new(load_tenants(
+        &http_client(a.clients)?,
+        &a.target,
+        &a.tenants,
+    )?);
     let maker = Arc::new(RecordMaker::new(&a.shape).with_kind(KIND));
     let prefix = Arc::new(a.thread_prefix.clone());
     let threads = a.threads.max(1);
     let size = a.batch.clamp(1, 1000);
     let n = tenants.len() as u64;
-    let batch_url: Arc<Vec<String>> = Arc::new(
-        tenants
-            .iter()
-            .map(|t| format!("{}/batch", t.records_url))
-            .collect(),
-    );
     let bytes_seen = Arc::new(Mutex::new(0usize));
     let op = {
         let bytes_seen = bytes_seen.clone();
-        move |client: Client, i: u64| {
-            let k = (i % n) as usize;
-            let mut body = Vec::with_capacity(size as usize * 256 + 16);
-            body.extend_from_slice(b"{\"records\":[");
-            for j in 0..size {
-                if j > 0 {
-                    body.push(b',');
+        move |i: u64| {
+            let tenant = tenants[(i % n) as usize].clone();
+            let records = (0..size)
+                .map(|j| maker.make(i * size + j, &format!("{prefix}{}", j % threads)))
+                .collect();
+            let batch = CreateRecords { records };
+            // Sized once: the batches differ only in a few digits of their counters, and
+            // serializing every one twice would take CPU from the steward.
+            if i == 0 {
+                if let (Ok(mut seen), Ok(body)) = (bytes_seen.lock(), serde_json::to_vec(&batch)) {
+                    *seen = body.len();
                 }
-                let thread = format!("{prefix}{}", j % threads);
-                body.extend_from_slice(&maker.make(i * size + j, &thread));
             }
-            body.extend_from_slice(b"]}");
-            if let Ok(mut b) = bytes_seen.lock() {
-                *b = (*b).max(body.len());
-            }
-            let req = client
-                .post(batch_url[k].as_str())
-                .header(AUTHORIZATION, tenants[k].auth.clone())
-                .header(CONTENT_TYPE, "application/json")
-                .body(body);
-            send_batch(req)
+            async move { batch_outcome(tenant.emit_batch(&batch).await) }
         }
     };
     let (t, secs) = closed_loop(

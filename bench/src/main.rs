@@ -30,11 +30,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use hdrhistogram::Histogram;
-use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
-use reqwest::{Client, StatusCode};
 use serde::de::IgnoredAny;
-use serde::Deserialize;
-use serde_json::json;
+use serde_json::{json, Value};
+use syncropel_client::{Client, ClientError, Emitted, ListParams};
 
 /// Highest latency the histograms track, in microseconds (60 s).
 const MAX_LATENCY_US: u64 = 60_000_000;
@@ -295,25 +293,22 @@ fn self_cpu_secs() -> Option<f64> {
 // ---------------------------------------------------------------------------
 // HTTP plumbing
 
-fn http_client() -> Result<Client> {
-    Client::builder()
+/// The one connection pool of a run: every closed loop shares it, and it keeps an idle
+/// keep-alive connection for each of them.
+fn http_client(clients: usize) -> Result<reqwest::Client> {
+    reqwest::Client::builder()
         .http1_only()
         .tcp_nodelay(true)
-        .pool_max_idle_per_host(4)
+        .pool_max_idle_per_host(clients.max(4))
         .timeout(Duration::from_secs(30))
         .build()
         .context("building the HTTP client")
 }
 
-fn base(url: &str) -> &str {
-    url.trim_end_matches('/')
-}
-
-fn bearer(token: &str) -> Result<HeaderValue> {
-    let mut v = HeaderValue::from_str(&format!("Bearer {}", token.trim()))
-        .context("token is not a valid header value")?;
-    v.set_sensitive(true);
-    Ok(v)
+/// A steward client over `http`, with `token` as its bearer.
+fn steward(http: &reqwest::Client, url: &str, token: Option<&str>) -> Result<Client> {
+    Client::with_http(http.clone(), url, token.map(str::trim))
+        .with_context(|| format!("a client for {url}"))
 }
 
 fn new_histogram() -> Histogram<u64> {
@@ -392,26 +387,26 @@ impl ErrorLog {
     }
 }
 
-/// Read a response fully (so the connection is reused) and classify it.
-async fn finish(res: reqwest::Result<reqwest::Response>, expect: StatusCode) -> Outcome {
-    match res {
-        Ok(r) => {
-            let status = r.status();
-            match r.bytes().await {
-                Ok(body) if status == expect => {
-                    let _ = body;
-                    Outcome::Ok
-                }
-                Ok(body) => {
-                    let text = String::from_utf8_lossy(&body);
-                    let text: String = text.chars().take(300).collect();
-                    Outcome::Err(format!("HTTP {status}: {text}"))
-                }
-                Err(e) => Outcome::Err(format!("reading body: {e}")),
-            }
-        }
-        Err(e) => Outcome::Err(format!("transport: {e}")),
+/// Classifies an answer read through the steward client.
+fn finish<T>(answer: Result<T, ClientError>) -> Outcome {
+    match answer {
+        Ok(_) => Outcome::Ok,
+        Err(e) => Outcome::Err(short(&e)),
     }
+}
+
+/// A single-record write: new (`201`) is the only success; a replay means a reused clock.
+fn emitted(answer: Result<Emitted<IgnoredAny>, ClientError>) -> Outcome {
+    match answer {
+        Ok(Emitted { created: true, .. }) => Outcome::Ok,
+        Ok(_) => Outcome::Err("HTTP 200: the record was stored already".into()),
+        Err(e) => Outcome::Err(short(&e)),
+    }
+}
+
+/// An error's first 300 characters.
+fn short(error: &dyn std::fmt::Display) -> String {
+    error.to_string().chars().take(300).collect()
 }
 
 /// A closed-loop run reported as `{<unit>, secs, <unit>_per_sec, errors, clients}` plus latencies.
@@ -423,7 +418,7 @@ async fn throughput<F, Fut>(
     op: F,
 ) -> Result<serde_json::Value>
 where
-    F: Fn(Client, u64) -> Fut + Clone + Send + Sync + 'static,
+    F: Fn(u64) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Outcome> + Send,
 {
     let (t, secs) = closed_loop(
@@ -446,7 +441,8 @@ where
 }
 
 /// Run `clients` closed loops for `warmup + duration`; only requests that
-/// complete inside the measured window are counted.
+/// complete inside the measured window are counted. `op(i)` makes request `i`
+/// (through the run's one shared client, which it holds).
 async fn closed_loop<F, Fut>(
     clients: usize,
     warmup: Duration,
@@ -454,7 +450,7 @@ async fn closed_loop<F, Fut>(
     op: F,
 ) -> Result<(Tally, f64)>
 where
-    F: Fn(Client, u64) -> Fut + Clone + Send + Sync + 'static,
+    F: Fn(u64) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Outcome> + Send,
 {
     let start = Instant::now();
@@ -464,7 +460,6 @@ where
     let errors = Arc::new(ErrorLog::default());
     let mut tasks = Vec::with_capacity(clients);
     for _ in 0..clients.max(1) {
-        let client = http_client()?;
         let op = op.clone();
         let seq = seq.clone();
         let errors = errors.clone();
@@ -476,7 +471,7 @@ where
                     break;
                 }
                 let i = seq.fetch_add(1, Ordering::Relaxed);
-                let outcome = op(client.clone(), i).await;
+                let outcome = op(i).await;
                 let done = Instant::now();
                 if done < measure_from || done > end {
                     continue;
@@ -578,12 +573,12 @@ impl RecordMaker {
         self
     }
 
-    fn make(&self, i: u64, thread: &str) -> Vec<u8> {
+    fn make(&self, i: u64, thread: &str) -> Value {
         let body = match &self.kind {
             Some(kind) => json!({"kind": kind, "text": self.filler, "n": i}),
             None => json!({"text": self.filler, "n": i}),
         };
-        let rec = json!({
+        json!({
             "act": "DO",
             "actor": self.actor,
             "body": body,
@@ -591,42 +586,43 @@ impl RecordMaker {
             "data_type": "SCALAR",
             "parents": [],
             "thread": thread,
-        });
-        serde_json::to_vec(&rec).expect("a JSON value serializes")
+        })
     }
 }
 
 async fn post_bench(a: PostArgs) -> Result<serde_json::Value> {
-    let url = format!("{}/v1/records", base(&a.target.url));
-    let auth = bearer(&a.target.token)?;
+    let client = steward(
+        &http_client(a.clients)?,
+        &a.target.url,
+        Some(&a.target.token),
+    )?;
     let maker = Arc::new(RecordMaker::new(&a.shape));
     let prefix = Arc::new(a.thread_prefix.clone());
     let threads = a.threads.max(1);
-    let op = move |client: Client, i: u64| {
+    let op = move |i: u64| {
         let thread = format!("{prefix}{}", i % threads);
-        let body = maker.make(i, &thread);
-        let req = client
-            .post(url.as_str())
-            .header(AUTHORIZATION, auth.clone())
-            .header(CONTENT_TYPE, "application/json")
-            .body(body);
-        async move { finish(req.send().await, StatusCode::CREATED).await }
+        let record = maker.make(i, &thread);
+        let client = client.clone();
+        async move { emitted(client.emit(&record).await) }
     };
     throughput("records", a.clients, a.warmup_secs, a.duration_secs, op).await
 }
 
 async fn health_bench(a: HealthArgs) -> Result<serde_json::Value> {
-    let url = format!("{}/health", base(&a.url));
-    let op = move |client: Client, _i: u64| {
-        let req = client.get(url.as_str());
-        async move { finish(req.send().await, StatusCode::OK).await }
+    let client = steward(&http_client(a.clients)?, &a.url, None)?;
+    let op = move |_i: u64| {
+        let client = client.clone();
+        async move { finish(client.probe().await) }
     };
     throughput("requests", a.clients, a.warmup_secs, a.duration_secs, op).await
 }
 
 async fn seed(a: SeedArgs) -> Result<serde_json::Value> {
-    let url = Arc::new(format!("{}/v1/records", base(&a.target.url)));
-    let auth = bearer(&a.target.token)?;
+    let client = steward(
+        &http_client(a.clients)?,
+        &a.target.url,
+        Some(&a.target.token),
+    )?;
     let maker = Arc::new(RecordMaker::new(&a.shape));
     let thread = Arc::new(a.thread.clone());
     let next = Arc::new(AtomicU64::new(0));
@@ -637,11 +633,9 @@ async fn seed(a: SeedArgs) -> Result<serde_json::Value> {
     let stop_at = (a.max_secs > 0).then(|| start + Duration::from_secs(a.max_secs));
     let mut tasks = Vec::new();
     for _ in 0..a.clients.max(1) {
-        let client = http_client()?;
         let written = written.clone();
-        let (url, auth, maker, thread, next, failed, errors) = (
-            url.clone(),
-            auth.clone(),
+        let (client, maker, thread, next, failed, errors) = (
+            client.clone(),
             maker.clone(),
             thread.clone(),
             next.clone(),
@@ -659,12 +653,7 @@ async fn seed(a: SeedArgs) -> Result<serde_json::Value> {
                 if i >= total {
                     break;
                 }
-                let req = client
-                    .post(url.as_str())
-                    .header(AUTHORIZATION, auth.clone())
-                    .header(CONTENT_TYPE, "application/json")
-                    .body(maker.make(i, &thread));
-                match finish(req.send().await, StatusCode::CREATED).await {
+                match emitted(client.emit(&maker.make(i, &thread)).await) {
                     Outcome::Ok => {
                         written.fetch_add(1, Ordering::Relaxed);
                     }
@@ -673,7 +662,7 @@ async fn seed(a: SeedArgs) -> Result<serde_json::Value> {
                         errors.note(msg);
                         failed.store(true, Ordering::Relaxed);
                     }
-                    Outcome::Items { .. } => unreachable!("finish() answers Ok or Err"),
+                    Outcome::Items { .. } => unreachable!("emitted() answers Ok or Err"),
                 }
             }
             n_err
@@ -698,15 +687,6 @@ async fn seed(a: SeedArgs) -> Result<serde_json::Value> {
     }))
 }
 
-#[derive(Deserialize)]
-struct ListPage {
-    data: Vec<IgnoredAny>,
-    #[serde(default)]
-    next_cursor: Option<String>,
-    #[serde(default)]
-    has_more: bool,
-}
-
 struct Pass {
     records: u64,
     pages: u64,
@@ -714,9 +694,11 @@ struct Pass {
     hist: Histogram<u64>,
 }
 
-async fn page_pass(client: &Client, url: &str, auth: &HeaderValue, limit: u64) -> Result<Pass> {
-    let limit_s = limit.to_string();
-    let mut cursor: Option<String> = None;
+async fn page_pass(client: &Client, thread: &str, limit: u64) -> Result<Pass> {
+    let mut params = ListParams {
+        limit: Some(u32::try_from(limit).context("--limit is too large")?),
+        ..ListParams::default()
+    };
     let mut pass = Pass {
         records: 0,
         pages: 0,
@@ -726,21 +708,11 @@ async fn page_pass(client: &Client, url: &str, auth: &HeaderValue, limit: u64) -
     let start = Instant::now();
     loop {
         let t0 = Instant::now();
-        let mut req = client
-            .get(url)
-            .header(AUTHORIZATION, auth.clone())
-            .query(&[("limit", limit_s.as_str())]);
-        if let Some(c) = &cursor {
-            req = req.query(&[("cursor", c.as_str())]);
-        }
-        let res = req.send().await.context("GET thread records")?;
-        let status = res.status();
-        let body = res.bytes().await.context("reading a page")?;
-        if status != StatusCode::OK {
-            let text: String = String::from_utf8_lossy(&body).chars().take(300).collect();
-            bail!("page {}: HTTP {status}: {text}", pass.pages + 1);
-        }
-        let page: ListPage = serde_json::from_slice(&body).context("parsing a page")?;
+        // Records are counted, not parsed: the generator must not compete with the steward.
+        let page = client
+            .thread_records::<IgnoredAny>(thread, &params)
+            .await
+            .with_context(|| format!("page {}", pass.pages + 1))?;
         pass.hist
             .saturating_record((t0.elapsed().as_micros() as u64).max(1));
         pass.pages += 1;
@@ -751,7 +723,7 @@ async fn page_pass(client: &Client, url: &str, auth: &HeaderValue, limit: u64) -
         if page.data.is_empty() {
             bail!("page {} is empty but has_more is true", pass.pages);
         }
-        cursor = Some(
+        params.cursor = Some(
             page.next_cursor
                 .ok_or_else(|| anyhow!("has_more is true but next_cursor is null"))?,
         );
@@ -761,12 +733,10 @@ async fn page_pass(client: &Client, url: &str, auth: &HeaderValue, limit: u64) -
 }
 
 async fn page_bench(a: PageArgs) -> Result<serde_json::Value> {
-    let url = format!("{}/v1/threads/{}/records", base(&a.target.url), a.thread);
-    let auth = bearer(&a.target.token)?;
-    let client = http_client()?;
+    let client = steward(&http_client(1)?, &a.target.url, Some(&a.target.token))?;
     let mut passes = Vec::new();
     for _ in 0..a.passes.max(1) {
-        let p = page_pass(&client, &url, &auth, a.limit).await?;
+        let p = page_pass(&client, &a.thread, a.limit).await?;
         if let Some(want) = a.expect {
             if p.records != want {
                 bail!("expected {want} records, the pass returned {}", p.records);
@@ -790,27 +760,25 @@ async fn page_bench(a: PageArgs) -> Result<serde_json::Value> {
 }
 
 async fn wait_ready(a: WaitArgs) -> Result<serde_json::Value> {
-    let url = format!("{}/health", base(&a.url));
-    let client = http_client()?;
+    let client = steward(&http_client(1)?, &a.url, None)?;
     let start = Instant::now();
     let deadline = start + Duration::from_secs(a.timeout_secs);
     let mut last = String::from("no attempt");
     while Instant::now() < deadline {
-        match client
-            .get(url.as_str())
-            .timeout(Duration::from_secs(2))
-            .send()
-            .await
-        {
-            Ok(r) if r.status() == StatusCode::OK => {
+        match tokio::time::timeout(Duration::from_secs(2), client.probe()).await {
+            Ok(Ok(())) => {
                 return Ok(json!({"ready": true, "secs": round3(start.elapsed().as_secs_f64())}));
             }
-            Ok(r) => last = format!("HTTP {}", r.status()),
-            Err(e) => last = e.to_string(),
+            Ok(Err(e)) => last = e.to_string(),
+            Err(_) => last = "no answer within 2 s".into(),
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    bail!("{url} not ready after {}s: {last}", a.timeout_secs)
+    bail!(
+        "{}/health not ready after {}s: {last}",
+        a.url.trim_end_matches('/'),
+        a.timeout_secs
+    )
 }
 
 // ---------------------------------------------------------------------------

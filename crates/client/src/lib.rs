@@ -1,25 +1,53 @@
 //! Typed async HTTP client for the Syncropel steward API.
 //!
-//! One client serves the `spl` CLI, the integration tests and the benchmarks, so every caller
-//! sees the same URL building, authentication and error decoding. Records travel as
-//! [`serde_json::Value`]: the protocol crate owns their typed form, and keeping the wire JSON
-//! untouched here means a client never drops members a newer steward adds.
+//! One method per route, taking and returning the `syncropel-api` types, so `spl`, tests, the
+//! bench and tools share one contract with the steward: its paths, bodies and answers. Records
+//! travel as a type parameter (`serde_json::Value` unless a caller picks another): the protocol
+//! crate owns their typed form, and keeping the wire JSON untouched means a client never drops
+//! members a newer steward adds.
+//!
+//! Administrative answers come as a [`Reply`]: the typed answer and the JSON as it was sent, for
+//! tools that show what the steward said (`spl --json`). The routes of the hot paths (records,
+//! batches, pages, health) return the typed answer alone, so a load generator pays for nothing
+//! else.
 //!
 //! Non-2xx answers are decoded from the ApiError envelope
 //! (`{"object":"error","type","code","message","hint"?}`) into [`ClientError::Api`].
 
+mod admin;
+mod federation;
+mod hosted;
+mod peer;
+mod records;
+mod watch;
+
+use std::ops::Deref;
+use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
-use reqwest::{Method, StatusCode, Url};
+use bytes::Bytes;
+use reqwest::header::{HeaderName, HeaderValue, AUTHORIZATION};
+use reqwest::{Method, RequestBuilder, StatusCode, Url};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::Value;
 
-/// The steward's own clients use a 30 s request timeout (PROTOCOL §10.3); so do we.
+pub use federation::Pairing;
+pub use records::Emitted;
+pub use syncropel_api as api;
+pub use syncropel_api::ListParams;
+pub use watch::WatchStart;
+
+/// The steward's own clients use a 30 s request timeout (PROTOCOL §10.3); so do we. Watch
+/// streams have none: they stay open.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How much of a non-JSON error body is kept in the message: enough to recognise a proxy's error
 /// page, not so much that a terminal fills with HTML.
 const RAW_ERROR_PREFIX: usize = 200;
+
+/// The header a caller names the actor it acts as in (pair tokens must; others may).
+const ACTOR_HEADER: HeaderName = HeaderName::from_static("x-syncropel-actor");
 
 /// Errors from talking to a steward.
 #[derive(Debug, thiserror::Error)]
@@ -44,42 +72,71 @@ pub enum ClientError {
     /// The bearer token cannot be sent.
     #[error("invalid token: {0}")]
     InvalidToken(&'static str),
+    /// An argument no request can carry (an actor that is no header value, a namespace id that
+    /// would change the route).
+    #[error("{0}")]
+    InvalidArgument(String),
 }
 
-/// Filters and paging for record listings (PROTOCOL §11.3, §11.5).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ListParams {
-    pub thread: Option<String>,
-    pub actor: Option<String>,
-    /// Inclusive lower bound on `clock`.
-    pub since: Option<i64>,
-    pub limit: Option<u32>,
-    /// Opaque cursor from a previous page's `next_cursor`.
-    pub cursor: Option<String>,
+/// A typed answer and the JSON it was read from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reply<T> {
+    value: T,
+    json: Value,
 }
 
-/// One page of a list answer (`{"object":"list","data","next_cursor","has_more"}`).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Page {
-    pub data: Vec<Value>,
-    pub next_cursor: Option<String>,
-    pub has_more: bool,
+impl<T> Reply<T> {
+    /// The answer as the steward sent it (`null` for an empty body).
+    pub fn json(&self) -> &Value {
+        &self.json
+    }
+
+    pub fn into_value(self) -> T {
+        self.value
+    }
+
+    pub fn into_json(self) -> Value {
+        self.json
+    }
+
+    pub fn into_parts(self) -> (T, Value) {
+        (self.value, self.json)
+    }
 }
 
-/// A steward API client. Cheap to clone: the connection pool is shared.
+impl<T> Deref for Reply<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+/// A steward API client. Cheap to clone: everything, the connection pool included, is shared.
 #[derive(Clone)]
 pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     base: Url,
-    token: Option<String>,
+    /// `Bearer <token>`, marked sensitive, built once.
+    auth: Option<HeaderValue>,
+    actor: Option<HeaderValue>,
     http: reqwest::Client,
+    /// The routes of the hot paths, resolved once.
+    records_url: Url,
+    batch_url: Url,
+    health_url: Url,
 }
 
 /// Never prints the token: clients end up in logs and panic messages.
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
-            .field("base", &self.base.as_str())
-            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("base", &self.inner.base.as_str())
+            .field("token", &self.inner.auth.as_ref().map(|_| "<redacted>"))
+            .field("actor", &self.inner.actor)
             .finish()
     }
 }
@@ -88,6 +145,20 @@ impl Client {
     /// A client for the steward at `base_url` (which may carry a path prefix, for stewards that
     /// select the tenant by path), sending `token` as a bearer when given.
     pub fn new(base_url: &str, token: Option<String>) -> Result<Client, ClientError> {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("syncropel-client/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Client::with_http(http, base_url, token.as_deref())
+    }
+
+    /// As [`Client::new`] over a given `reqwest` client: clients of many tenants (or stewards)
+    /// share its connection pool, and its caller tunes it. Requests other than watch streams
+    /// still time out after 30 s; a timeout set on `http` applies to watch streams too.
+    pub fn with_http(
+        http: reqwest::Client,
+        base_url: &str,
+        token: Option<&str>,
+    ) -> Result<Client, ClientError> {
         let invalid = |reason: &str| ClientError::InvalidUrl {
             url: base_url.to_owned(),
             reason: reason.to_owned(),
@@ -99,177 +170,195 @@ impl Client {
         if base.query().is_some() || base.fragment().is_some() {
             return Err(invalid("a base URL cannot have a query or fragment"));
         }
-
         // Checked once here so that every later request can send it without failing.
-        if let Some(token) = &token {
-            HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
-                ClientError::InvalidToken("it contains characters not allowed in a header")
-            })?;
-        }
-        let http = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .user_agent(concat!("syncropel-client/", env!("CARGO_PKG_VERSION")))
-            .build()?;
-        Ok(Client { base, token, http })
+        let auth = token
+            .map(|token| {
+                let mut value =
+                    HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+                        ClientError::InvalidToken("it contains characters not allowed in a header")
+                    })?;
+                value.set_sensitive(true);
+                Ok::<_, ClientError>(value)
+            })
+            .transpose()?;
+        let at = |path: &str| join(&base, path);
+        Ok(Client {
+            inner: Arc::new(Inner {
+                records_url: at("/v1/records"),
+                batch_url: at("/v1/records/batch"),
+                health_url: at("/health"),
+                base,
+                auth,
+                actor: None,
+                http,
+            }),
+        })
     }
 
-    /// `POST /v1/records`: emits one envelope and returns the stored record (new or replayed).
-    pub async fn emit(&self, envelope: &Value) -> Result<Value, ClientError> {
-        self.post_json("/v1/records", envelope).await
-    }
-
-    /// `GET /v1/records/{id}`.
-    pub async fn get_record(&self, id: &str) -> Result<Value, ClientError> {
-        self.get_json(&format!("/v1/records/{}", encode_segment(id)))
-            .await
-    }
-
-    /// `GET /v1/records`, filtered by `params`.
-    pub async fn list_records(&self, params: &ListParams) -> Result<Page, ClientError> {
-        let url = self.url("/v1/records", &list_query(params, true));
-        page(self.send(Method::GET, url, None).await?)
-    }
-
-    /// `GET /v1/threads/{thread}/records`. `params.thread` and `params.actor` are ignored: the
-    /// thread is in the path and this route has no actor filter.
-    pub async fn thread_records(
-        &self,
-        thread: &str,
-        params: &ListParams,
-    ) -> Result<Page, ClientError> {
-        let path = format!("/v1/threads/{}/records", encode_segment(thread));
-        let url = self.url(&path, &list_query(params, false));
-        page(self.send(Method::GET, url, None).await?)
-    }
-
-    /// `GET /v1/threads`: threads, most recently written first.
-    pub async fn threads(
-        &self,
-        limit: Option<u32>,
-        cursor: Option<&str>,
-    ) -> Result<Page, ClientError> {
-        let mut query = Vec::new();
-        if let Some(limit) = limit {
-            query.push(("limit", limit.to_string()));
-        }
-        if let Some(cursor) = cursor {
-            query.push(("cursor", cursor.to_owned()));
-        }
-        let url = self.url("/v1/threads", &query);
-        page(self.send(Method::GET, url, None).await?)
-    }
-
-    /// `POST /v1/records/query` (rich filter); returns the whole answer (`data`, `plan`, ...).
-    pub async fn query(&self, body: &Value) -> Result<Value, ClientError> {
-        self.post_json("/v1/records/query", body).await
-    }
-
-    /// `POST /v1/records/search` (lexical search); returns the whole answer.
-    pub async fn search(&self, body: &Value) -> Result<Value, ClientError> {
-        self.post_json("/v1/records/search", body).await
-    }
-
-    /// `GET /health`: open liveness report. Answers whether a steward is there at all.
-    pub async fn health(&self) -> Result<Value, ClientError> {
-        self.get_json("/health").await
-    }
-
-    /// `GET /v1/health`: the authenticated full report.
-    pub async fn status(&self) -> Result<Value, ClientError> {
-        self.get_json("/v1/health").await
-    }
-
-    /// `POST` JSON to any route, for admin routes without a typed method. `path` starts with `/`,
-    /// may carry a `?query`, and must already be percent-encoded (see [`encode_segment`]).
-    pub async fn post_json(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
-        let url = self.raw_url(path);
-        self.send(Method::POST, url, Some(body)).await
-    }
-
-    /// `GET` any route; `path` as for [`Client::post_json`].
-    pub async fn get_json(&self, path: &str) -> Result<Value, ClientError> {
-        let url = self.raw_url(path);
-        self.send(Method::GET, url, None).await
-    }
-
-    /// `DELETE` any route; `path` as for [`Client::post_json`]. An empty 2xx body yields `null`.
-    pub async fn delete_json(&self, path: &str) -> Result<Value, ClientError> {
-        let url = self.raw_url(path);
-        self.send(Method::DELETE, url, None).await
-    }
-
-    /// Like [`Client::post_json`], but also returns the 2xx status, for routes whose answer
-    /// differs by it (e.g. `200` done vs `202` accepted-and-pending).
-    pub async fn post_json_with_status(
-        &self,
-        path: &str,
-        body: &Value,
-    ) -> Result<(u16, Value), ClientError> {
-        let url = self.raw_url(path);
-        self.send_with_status(Method::POST, url, Some(body)).await
+    /// This client, naming `actor` in `X-Syncropel-Actor` on every request: a pair token's peer,
+    /// or the actor a record claims.
+    pub fn acting_as(&self, actor: &str) -> Result<Client, ClientError> {
+        let actor = HeaderValue::from_str(actor).map_err(|_| {
+            ClientError::InvalidArgument(format!("actor {actor:?} is not a valid header value"))
+        })?;
+        let inner = &self.inner;
+        Ok(Client {
+            inner: Arc::new(Inner {
+                base: inner.base.clone(),
+                auth: inner.auth.clone(),
+                actor: Some(actor),
+                http: inner.http.clone(),
+                records_url: inner.records_url.clone(),
+                batch_url: inner.batch_url.clone(),
+                health_url: inner.health_url.clone(),
+            }),
+        })
     }
 
     /// The base URL with `path` appended and `query` pairs form-encoded.
-    fn url(&self, path: &str, query: &[(&str, String)]) -> Url {
-        let mut url = self.base.clone();
-        let prefix = self.base.path().trim_end_matches('/');
-        url.set_path(&format!("{prefix}{path}"));
+    fn url(&self, path: &str, query: &[(&str, &str)]) -> Url {
+        let mut url = join(&self.inner.base, path);
         if !query.is_empty() {
             url.query_pairs_mut().extend_pairs(query);
         }
         url
     }
 
-    /// Like [`Client::url`] for a caller-supplied `path?query` string.
-    fn raw_url(&self, path_and_query: &str) -> Url {
-        let (path, query) = match path_and_query.split_once('?') {
-            Some((path, query)) => (path, Some(query)),
-            None => (path_and_query, None),
-        };
-        let mut url = self.url(path, &[]);
-        url.set_query(query);
+    /// As [`Client::url`], each value percent-encoded as [`encode_segment`] encodes (a space is
+    /// `%20`, not `+`): the encoding of the operator routes' parameters.
+    fn url_encoded(&self, path: &str, query: &[(&str, &str)]) -> Url {
+        let mut url = join(&self.inner.base, path);
+        if !query.is_empty() {
+            let query: Vec<String> = query
+                .iter()
+                .map(|(name, value)| format!("{name}={}", encode_segment(value)))
+                .collect();
+            url.set_query(Some(&query.join("&")));
+        }
         url
     }
 
-    async fn send(
-        &self,
-        method: Method,
-        url: Url,
-        body: Option<&Value>,
-    ) -> Result<Value, ClientError> {
-        let (_, value) = self.send_with_status(method, url, body).await?;
-        Ok(value)
+    /// A request with the client's credentials and the normal timeout.
+    fn request(&self, method: Method, url: Url) -> RequestBuilder {
+        self.open(method, url).timeout(REQUEST_TIMEOUT)
     }
 
-    /// Sends one request; a 2xx answer yields its status and JSON body (`null` when empty).
-    async fn send_with_status(
+    /// A request with the client's credentials and no timeout of its own.
+    fn open(&self, method: Method, url: Url) -> RequestBuilder {
+        let mut request = self.inner.http.request(method, url);
+        if let Some(auth) = &self.inner.auth {
+            request = request.header(AUTHORIZATION, auth.clone());
+        }
+        if let Some(actor) = &self.inner.actor {
+            request = request.header(ACTOR_HEADER, actor.clone());
+        }
+        request
+    }
+
+    /// Sends a request; a 2xx answer yields its status and body, anything else its error.
+    async fn exchange(
         &self,
-        method: Method,
-        url: Url,
-        body: Option<&Value>,
-    ) -> Result<(u16, Value), ClientError> {
-        let mut request = self.http.request(method, url);
-        if let Some(token) = &self.token {
-            request = request.header(AUTHORIZATION, format!("Bearer {token}"));
-        }
-        if let Some(body) = body {
-            let bytes = serde_json::to_vec(body)
-                .map_err(|e| ClientError::Decode(format!("cannot encode request: {e}")))?;
-            request = request.header(CONTENT_TYPE, "application/json").body(bytes);
-        }
+        request: RequestBuilder,
+    ) -> Result<(StatusCode, reqwest::Response), ClientError> {
         let response = request.send().await?;
         let status = response.status();
-        let bytes = response.bytes().await?;
         if !status.is_success() {
-            return Err(api_error(status, &bytes));
+            let body = response.bytes().await?;
+            return Err(api_error(status, &body));
         }
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok((status.as_u16(), Value::Null));
-        }
-        let value = serde_json::from_slice(&bytes)
-            .map_err(|e| ClientError::Decode(format!("response is not JSON: {e}")))?;
-        Ok((status.as_u16(), value))
+        Ok((status, response))
     }
+
+    /// Sends a request and reads its whole 2xx body.
+    async fn call(&self, request: RequestBuilder) -> Result<(StatusCode, Bytes), ClientError> {
+        let (status, response) = self.exchange(request).await?;
+        Ok((status, response.bytes().await?))
+    }
+
+    async fn get<T: DeserializeOwned>(&self, url: Url) -> Result<T, ClientError> {
+        let (_, body) = self.call(self.request(Method::GET, url)).await?;
+        decode(&body)
+    }
+
+    async fn post<T: DeserializeOwned>(
+        &self,
+        url: Url,
+        body: &impl Serialize,
+    ) -> Result<T, ClientError> {
+        let (_, body) = self
+            .call(with_json(self.request(Method::POST, url), body)?)
+            .await?;
+        decode(&body)
+    }
+
+    async fn get_reply<T: DeserializeOwned>(&self, url: Url) -> Result<Reply<T>, ClientError> {
+        let (_, body) = self.call(self.request(Method::GET, url)).await?;
+        reply(&body)
+    }
+
+    async fn post_reply<T: DeserializeOwned>(
+        &self,
+        url: Url,
+        body: &impl Serialize,
+    ) -> Result<Reply<T>, ClientError> {
+        let (_, body) = self
+            .call(with_json(self.request(Method::POST, url), body)?)
+            .await?;
+        reply(&body)
+    }
+
+    /// A `POST` to a route that takes no body.
+    async fn post_empty_reply<T: DeserializeOwned>(
+        &self,
+        url: Url,
+    ) -> Result<Reply<T>, ClientError> {
+        let (_, body) = self.call(self.request(Method::POST, url)).await?;
+        reply(&body)
+    }
+
+    async fn delete_reply<T: DeserializeOwned>(&self, url: Url) -> Result<Reply<T>, ClientError> {
+        let (_, body) = self.call(self.request(Method::DELETE, url)).await?;
+        reply(&body)
+    }
+}
+
+/// `request` with `body` as its JSON.
+fn with_json(
+    request: RequestBuilder,
+    body: &impl Serialize,
+) -> Result<RequestBuilder, ClientError> {
+    let bytes = serde_json::to_vec(body)
+        .map_err(|e| ClientError::Decode(format!("cannot encode request: {e}")))?;
+    Ok(request
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(bytes))
+}
+
+/// `base` with `path` appended to its own path.
+fn join(base: &Url, path: &str) -> Url {
+    let mut url = base.clone();
+    let prefix = base.path().trim_end_matches('/');
+    url.set_path(&format!("{prefix}{path}"));
+    url
+}
+
+/// A 2xx body as `T`; an empty body reads as `null` (so an `Option` answer is `None`).
+fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, ClientError> {
+    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+        b"null"
+    } else {
+        body
+    };
+    serde_json::from_slice(body)
+        .map_err(|e| ClientError::Decode(format!("cannot read the answer: {e}")))
+}
+
+/// A 2xx body as a [`Reply`].
+fn reply<T: DeserializeOwned>(body: &[u8]) -> Result<Reply<T>, ClientError> {
+    let json: Value = decode(body)?;
+    let value = T::deserialize(&json)
+        .map_err(|e| ClientError::Decode(format!("cannot read the answer: {e}")))?;
+    Ok(Reply { value, json })
 }
 
 /// Percent-encodes `segment` for use as one path segment: everything but RFC 3986 unreserved
@@ -284,63 +373,6 @@ pub fn encode_segment(segment: &str) -> String {
         }
     }
     out
-}
-
-fn list_query(params: &ListParams, with_filters: bool) -> Vec<(&'static str, String)> {
-    let mut query = Vec::new();
-    if with_filters {
-        if let Some(thread) = &params.thread {
-            query.push(("thread", thread.clone()));
-        }
-        if let Some(actor) = &params.actor {
-            query.push(("actor", actor.clone()));
-        }
-    }
-    if let Some(since) = params.since {
-        query.push(("since", since.to_string()));
-    }
-    if let Some(limit) = params.limit {
-        query.push(("limit", limit.to_string()));
-    }
-    if let Some(cursor) = &params.cursor {
-        query.push(("cursor", cursor.clone()));
-    }
-    query
-}
-
-/// Reads a list answer. A bare array is accepted too, as the Python SDK does.
-fn page(value: Value) -> Result<Page, ClientError> {
-    match value {
-        Value::Array(data) => Ok(Page {
-            data,
-            next_cursor: None,
-            has_more: false,
-        }),
-        Value::Object(mut object) => {
-            let data = match object.remove("data") {
-                Some(Value::Array(data)) => data,
-                _ => {
-                    return Err(ClientError::Decode(
-                        "list answer has no `data` array".into(),
-                    ))
-                }
-            };
-            let next_cursor = match object.remove("next_cursor") {
-                Some(Value::String(cursor)) => Some(cursor),
-                _ => None,
-            };
-            let has_more = matches!(object.get("has_more"), Some(Value::Bool(true)));
-            Ok(Page {
-                data,
-                next_cursor,
-                has_more,
-            })
-        }
-        other => Err(ClientError::Decode(format!(
-            "expected a list answer, got {}",
-            syncropel_protocol::json_type_name(&other)
-        ))),
-    }
 }
 
 /// Decodes a non-2xx answer. Reads `code`/`message` first and falls back to `error`/`detail`
@@ -379,6 +411,7 @@ fn api_error(status: StatusCode, body: &[u8]) -> ClientError {
 mod tests {
     use super::*;
     use serde_json::json;
+    use syncropel_api::ListPage;
 
     fn client(base: &str) -> Client {
         Client::new(base, None).unwrap()
@@ -400,6 +433,10 @@ mod tests {
         assert!(matches!(
             Client::new("http://host", Some("bad\ntoken".into())),
             Err(ClientError::InvalidToken(_))
+        ));
+        assert!(matches!(
+            client("http://host").acting_as("did:key:\n"),
+            Err(ClientError::InvalidArgument(_))
         ));
     }
 
@@ -423,14 +460,26 @@ mod tests {
             c.url("/v1/records", &[]).as_str(),
             "https://example.test/t/acme/v1/records"
         );
+        assert_eq!(
+            c.inner.batch_url.as_str(),
+            "https://example.test/t/acme/v1/records/batch"
+        );
     }
 
     #[test]
-    fn raw_paths_keep_their_query() {
+    fn query_parameters_are_encoded() {
         let c = client("http://h:1");
         assert_eq!(
-            c.raw_url("/v1/service-accounts?limit=5").as_str(),
-            "http://h:1/v1/service-accounts?limit=5"
+            c.url("/v1/threads", &[("cursor", "a b&c=")]).as_str(),
+            "http://h:1/v1/threads?cursor=a+b%26c%3D"
+        );
+        assert_eq!(
+            c.url_encoded(
+                "/v1/consent/grants",
+                &[("namespace", "a b&c"), ("x", "did:web:y")]
+            )
+            .as_str(),
+            "http://h:1/v1/consent/grants?namespace=a%20b%26c&x=did%3Aweb%3Ay"
         );
     }
 
@@ -444,32 +493,6 @@ mod tests {
         assert_eq!(
             c.url(&path, &[]).as_str(),
             "http://h:1/v1/threads/music%2Flibrary/records"
-        );
-    }
-
-    #[test]
-    fn list_params_become_query_pairs() {
-        let params = ListParams {
-            thread: Some("th_x".into()),
-            actor: Some("did:key:z6Mk+1".into()),
-            since: Some(5),
-            limit: Some(10),
-            cursor: Some("AAA=".into()),
-        };
-        let c = client("http://h:1");
-        assert_eq!(
-            c.url("/v1/records", &list_query(&params, true)).as_str(),
-            "http://h:1/v1/records?thread=th_x&actor=did%3Akey%3Az6Mk%2B1&since=5&limit=10&cursor=AAA%3D"
-        );
-        assert_eq!(
-            c.url("/v1/threads/th_x/records", &list_query(&params, false))
-                .as_str(),
-            "http://h:1/v1/threads/th_x/records?since=5&limit=10&cursor=AAA%3D"
-        );
-        assert_eq!(
-            c.url("/v1/records", &list_query(&ListParams::default(), true))
-                .as_str(),
-            "http://h:1/v1/records"
         );
     }
 
@@ -535,24 +558,45 @@ mod tests {
 
     #[test]
     fn reads_list_pages() {
-        let p =
-            page(json!({"object":"list","data":[{"id":"a"}],"next_cursor":"Mg","has_more":true}))
+        let page: ListPage<Value> =
+            decode(br#"{"object":"list","data":[{"id":"a"}],"next_cursor":"Mg","has_more":true}"#)
                 .unwrap();
-        assert_eq!(p.data, vec![json!({"id":"a"})]);
-        assert_eq!(p.next_cursor.as_deref(), Some("Mg"));
-        assert!(p.has_more);
+        assert_eq!(page.data, vec![json!({"id":"a"})]);
+        assert_eq!(page.next_cursor.as_deref(), Some("Mg"));
+        assert!(page.has_more);
 
-        let p =
-            page(json!({"object":"list","data":[],"next_cursor":null,"has_more":false})).unwrap();
-        assert_eq!(p, Page::default());
+        let page: ListPage<Value> =
+            decode(br#"{"object":"list","data":[],"next_cursor":null,"has_more":false}"#).unwrap();
+        assert_eq!(page, ListPage::default());
 
-        let p = page(json!([{"id":"b"}])).unwrap();
-        assert_eq!(p.data.len(), 1);
+        let page: ListPage<Value> = decode(br#"[{"id":"b"}]"#).unwrap();
+        assert_eq!(page.data.len(), 1);
 
         assert!(matches!(
-            page(json!({"object":"list"})),
+            decode::<ListPage<Value>>(br#"{"object":"list"}"#),
             Err(ClientError::Decode(_))
         ));
-        assert!(matches!(page(json!("x")), Err(ClientError::Decode(_))));
+        assert!(matches!(
+            decode::<ListPage<Value>>(br#""x""#),
+            Err(ClientError::Decode(_))
+        ));
+    }
+
+    #[test]
+    fn replies_keep_the_json_as_sent_and_empty_bodies_read_as_null() {
+        let answer: Reply<syncropel_api::SyncPair> =
+            reply(br#"{"object":"sync_pair","pair_id":"sp_1","state":"running"}"#).unwrap();
+        assert_eq!(answer.state, "running");
+        assert_eq!(
+            answer.json(),
+            &json!({"object":"sync_pair","pair_id":"sp_1","state":"running"})
+        );
+        let empty: Reply<Option<syncropel_api::SyncPair>> = reply(b"").unwrap();
+        assert_eq!(*empty, None);
+        assert_eq!(empty.json(), &Value::Null);
+        assert!(matches!(
+            reply::<syncropel_api::SyncPair>(b""),
+            Err(ClientError::Decode(_))
+        ));
     }
 }

@@ -44,7 +44,7 @@ pub fn pair_id(did_a: &str, did_b: &str) -> String {
 }
 
 /// The state of one generation of a pair (§3.4).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PairState {
     /// The handshake is in flight.

@@ -3,25 +3,25 @@
 //! `--json` output is one compact JSON document per command on stdout, so scripts can pipe it
 //! straight into `jq`; text output is meant for people and may change.
 
-use serde_json::{json, Value};
-use syncropel_client::Page;
+use serde::Serialize;
+use serde_json::Value;
+use syncropel_client::api::ThreadSummary;
 
 /// Bodies longer than this are cut in one-line listings; `spl records get` shows them whole.
 const BODY_PREVIEW_CHARS: usize = 80;
 
-/// Prints `value` as one line of JSON.
-pub fn print_json(value: &Value) {
-    println!("{value}");
+/// Prints `value` as one line of JSON. It goes through a JSON value, so members come out sorted
+/// whatever type holds them.
+pub fn print_json(value: &impl Serialize) {
+    match serde_json::to_value(value) {
+        Ok(value) => println!("{value}"),
+        Err(e) => eprintln!("error: cannot print the answer: {e}"),
+    }
 }
 
-/// The list envelope for a page (or for several pages joined by `--all`).
-pub fn list(page: Page) -> Value {
-    json!({
-        "object": "list",
-        "data": page.data,
-        "next_cursor": page.next_cursor,
-        "has_more": page.has_more,
-    })
+/// An optional member for text output: absent as `-`.
+pub fn or_dash(value: Option<&str>) -> String {
+    value.unwrap_or("-").to_owned()
 }
 
 /// A string member of `value`, or `""` so text output never fails on a missing field.
@@ -53,13 +53,10 @@ pub fn record_line(record: &Value) -> String {
 }
 
 /// One line per thread summary.
-pub fn thread_line(thread: &Value) -> String {
+pub fn thread_line(thread: &ThreadSummary) -> String {
     format!(
         "{}  {} records  last clock {}  namespace {}",
-        str_field(thread, "id"),
-        display_field(thread, "record_count"),
-        display_field(thread, "last_clock"),
-        display_field(thread, "namespace"),
+        thread.id, thread.record_count, thread.last_clock, thread.namespace,
     )
 }
 
@@ -121,6 +118,7 @@ fn truncate(text: &str, max_chars: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn record_lines_are_compact_and_tolerate_missing_fields() {
@@ -174,9 +172,12 @@ mod tests {
 
     #[test]
     fn thread_lines_name_counts() {
-        let line = thread_line(
-            &json!({"id":"th_1","namespace":"default","record_count":12,"last_clock":5}),
-        );
+        let line = thread_line(&ThreadSummary {
+            id: "th_1".into(),
+            namespace: "default".into(),
+            record_count: 12,
+            last_clock: 5,
+        });
         assert_eq!(line, "th_1  12 records  last clock 5  namespace default");
     }
 }

@@ -8,6 +8,7 @@ use futures_util::StreamExt;
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CACHE_CONTROL};
 use reqwest::Response;
 use serde_json::Value;
+use syncropel_api::ChangesPage;
 use url::Url;
 
 use super::error::{classify, PeerError};
@@ -96,19 +97,6 @@ impl std::fmt::Debug for ChangesRequest<'_> {
             .field("target_namespace", &self.target_namespace)
             .finish()
     }
-}
-
-/// A parsed `sync_changes` page (§5.1); records are kept as raw JSON for verification.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ChangesPage {
-    /// The thread the page is for (always the requested one).
-    pub thread: String,
-    /// Items as sent (`{"id", "record", …}` objects), in source commit order.
-    pub records: Vec<Value>,
-    /// Cursor to hold after storing this page.
-    pub next_cursor: String,
-    /// `true`: call again immediately.
-    pub has_more: bool,
 }
 
 impl PeerClient {

@@ -5,5 +5,5 @@ mod client;
 mod error;
 mod target;
 
-pub use client::{ChangesPage, ChangesRequest, PeerClient, PeerClientOptions};
+pub use client::{ChangesRequest, PeerClient, PeerClientOptions};
 pub use error::PeerError;

@@ -19,9 +19,10 @@ use syncropel_tenant::Tenant;
 use tokio::sync::mpsc;
 
 use crate::error::FederationError;
-use crate::peer::{ChangesPage, ChangesRequest, PeerClient, PeerError};
+use crate::peer::{ChangesRequest, PeerClient, PeerError};
 use crate::signers::verify_with_documents;
 use crate::state::pull_cursor;
+use crate::ChangesPage;
 use crate::{pairs, sync_pairs, Federation};
 
 pub use ingest::{fetch_parents, pullable_thread};

@@ -5,7 +5,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::{pair_id, GenesisMap, NamespaceMap, PairEvent, PairState, UpdateOp};
@@ -15,15 +15,24 @@ const DEFAULT_MODE: &str = "polling";
 const DEFAULT_POLL_INTERVAL_SECS: u64 = 2;
 
 /// Which side of the handshake this steward was, per generation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PairRole {
     Initiator,
     Responder,
 }
 
+impl PairRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PairRole::Initiator => "initiator",
+            PairRole::Responder => "responder",
+        }
+    }
+}
+
 /// Where an `establishing` handshake stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PairPhase {
     /// Init sent; the responder's operator (or policy) has not approved yet.
@@ -34,7 +43,7 @@ pub enum PairPhase {
 
 /// The bearer the peer minted for us; its value lives in the secret backend
 /// under `secret_handle`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutboundToken {
     pub token_id: String,
     /// RFC 3339, as the record states it.
@@ -43,7 +52,7 @@ pub struct OutboundToken {
 }
 
 /// The bearer we minted for the peer (its service account and hash).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InboundToken {
     pub token_id: String,
     pub sa_id: String,
@@ -51,21 +60,21 @@ pub struct InboundToken {
     pub expires_at: String,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PairTokens {
     pub outbound: Option<OutboundToken>,
     pub inbound: Option<InboundToken>,
 }
 
 /// The last `cursor_checkpoint` of one thread.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CursorCheckpoint {
     pub cursor: String,
 }
 
 /// One pair as its records describe it (§3.1). Sync health, lag and last
 /// contact are not in records; the steward adds them from its caches.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PairView {
     pub pair_id: String,
     /// The highest generation that has an init or a genesis.

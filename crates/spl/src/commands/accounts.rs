@@ -7,14 +7,14 @@
 use std::io::{self, BufRead};
 use std::process::ExitCode;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
-use syncropel_client::{encode_segment, ClientError};
+use syncropel_client::api::{CreateServiceAccount, MintToken};
 use syncropel_steward::local::{self, BootstrapRequest};
 
 use super::Ctx;
 use crate::cli::{CreateServiceAccountArgs, ServiceAccountCommand};
-use crate::output::{display_field, print_json, str_field};
+use crate::output::print_json;
 
 pub async fn service_account(ctx: &Ctx, command: ServiceAccountCommand) -> Result<ExitCode> {
     match command {
@@ -23,30 +23,35 @@ pub async fn service_account(ctx: &Ctx, command: ServiceAccountCommand) -> Resul
     }
 }
 
+/// A service account just made: its id and, when one was minted, its token's plaintext; and
+/// both as JSON to print.
+struct Created {
+    id: String,
+    account: Value,
+    token: Option<(String, Value)>,
+}
+
 async fn create(ctx: &Ctx, args: CreateServiceAccountArgs) -> Result<ExitCode> {
-    let (account, token) = if args.bootstrap {
+    let created = if args.bootstrap {
         create_local(ctx, args).await?
     } else {
         create_remote(ctx, args).await?
     };
 
     if ctx.json {
-        print_json(&json!({"service_account": account, "token": token}));
-    } else if let Some(token) = &token {
-        let plaintext = token
-            .get("token")
-            .and_then(Value::as_str)
-            .ok_or_else(|| anyhow!("the steward's token answer has no `token`"))?;
+        let token = created.token.map(|(_, json)| json);
+        print_json(&json!({"service_account": created.account, "token": token}));
+    } else if let Some((plaintext, _)) = &created.token {
         println!("{plaintext}");
     } else {
-        println!("{}", str_field(&account, "id"));
+        println!("{}", created.id);
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// `--bootstrap`: writes the account straight into the home's store. This is how the first
 /// account (and its admin token) comes to exist, since every API route needs one.
-async fn create_local(ctx: &Ctx, args: CreateServiceAccountArgs) -> Result<(Value, Option<Value>)> {
+async fn create_local(ctx: &Ctx, args: CreateServiceAccountArgs) -> Result<Created> {
     ctx.home.init(false)?;
     let request = BootstrapRequest {
         name: args.name,
@@ -63,76 +68,70 @@ async fn create_local(ctx: &Ctx, args: CreateServiceAccountArgs) -> Result<(Valu
         "allowed_actors": request.allowed_actors,
     });
     let token = match (request.with_token, outcome.token) {
-        (true, Some(token)) => Some(json!({"object": "token", "token": token})),
+        (true, Some(token)) => Some((token.clone(), json!({"object": "token", "token": token}))),
         (true, None) => bail!("the service account was created but no token was minted"),
         (false, _) => None,
     };
-    Ok((account, token))
+    Ok(Created {
+        id: outcome.sa_id,
+        account,
+        token,
+    })
 }
 
-async fn create_remote(
-    ctx: &Ctx,
-    args: CreateServiceAccountArgs,
-) -> Result<(Value, Option<Value>)> {
+async fn create_remote(ctx: &Ctx, args: CreateServiceAccountArgs) -> Result<Created> {
     let client = ctx.client()?;
-    let account = client
-        .post_json(
-            "/v1/service-accounts",
-            &json!({"name": args.name, "scopes": args.scopes, "allowed_actors": args.actors}),
-        )
-        .await?;
-    if !args.with_token {
-        return Ok((account, None));
-    }
-    let id = account
-        .get("id")
-        .and_then(Value::as_str)
-        .ok_or_else(|| ClientError::Decode("service account answer has no `id`".into()))?;
-    let body = match args.ttl_seconds {
-        Some(ttl) => json!({"ttl_seconds": ttl}),
-        None => json!({}),
+    let mint = MintToken {
+        ttl_seconds: args
+            .ttl_seconds
+            .map(i64::try_from)
+            .transpose()
+            .context("--ttl-seconds is too large")?,
     };
-    let token = client
-        .post_json(
-            &format!("/v1/service-accounts/{}/tokens", encode_segment(id)),
-            &body,
-        )
-        .await
-        .with_context(|| {
-            format!("service account {id} was created, but minting its token failed")
-        })?;
-    Ok((account, Some(token)))
+    let request = CreateServiceAccount {
+        name: args.name,
+        scopes: args.scopes,
+        allowed_actors: args.actors,
+    };
+    let account = client.create_service_account(&request).await?;
+    let id = account.id.clone();
+    if !args.with_token {
+        return Ok(Created {
+            id,
+            account: account.into_json(),
+            token: None,
+        });
+    }
+    let token = client.mint_token(&id, &mint).await.with_context(|| {
+        format!("service account {id} was created, but minting its token failed")
+    })?;
+    Ok(Created {
+        id,
+        account: account.into_json(),
+        token: Some((token.token.clone(), token.into_json())),
+    })
 }
 
 async fn list(ctx: &Ctx) -> Result<ExitCode> {
-    let answer = ctx.client()?.get_json("/v1/service-accounts").await?;
+    let answer = ctx.client()?.service_accounts().await?;
     if ctx.json {
-        print_json(&answer);
+        print_json(answer.json());
         return Ok(ExitCode::SUCCESS);
     }
-    let accounts = answer
-        .get("data")
-        .and_then(Value::as_array)
-        .ok_or_else(|| ClientError::Decode("service account list has no `data` array".into()))?;
-    for account in accounts {
+    for account in &answer.data {
         println!(
             "{}  {}  scopes {}  actors {}",
-            str_field(account, "id"),
-            display_field(account, "name"),
-            joined(account, "scopes"),
-            joined(account, "allowed_actors"),
+            account.id,
+            account.name,
+            joined(&account.scopes),
+            joined(&account.allowed_actors),
         );
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// A string array member as `a,b`, or `-` when absent or empty.
-fn joined(value: &Value, key: &str) -> String {
-    let items: Vec<&str> = value
-        .get(key)
-        .and_then(Value::as_array)
-        .map(|items| items.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
+/// A list as `a,b`, or `-` when empty.
+fn joined(items: &[String]) -> String {
     if items.is_empty() {
         "-".to_owned()
     } else {
@@ -160,15 +159,11 @@ pub fn save_token(ctx: &Ctx, token: &str) -> Result<ExitCode> {
 }
 
 pub async fn revoke_token(ctx: &Ctx, token_id: &str) -> Result<ExitCode> {
-    let answer = ctx
-        .client()?
-        .delete_json(&format!("/v1/tokens/{}", encode_segment(token_id)))
-        .await?;
+    let answer = ctx.client()?.revoke_token(token_id).await?;
     if ctx.json {
-        let answer = if answer.is_null() {
-            json!({"token_id": token_id, "revoked": true})
-        } else {
-            answer
+        let answer = match answer.into_json() {
+            Value::Null => json!({"token_id": token_id, "revoked": true}),
+            answer => answer,
         };
         print_json(&answer);
     } else {
@@ -183,9 +178,13 @@ mod tests {
 
     #[test]
     fn joins_string_arrays() {
-        let account = json!({"scopes":["records:read","admin"],"allowed_actors":[]});
-        assert_eq!(joined(&account, "scopes"), "records:read,admin");
-        assert_eq!(joined(&account, "allowed_actors"), "-");
-        assert_eq!(joined(&account, "missing"), "-");
+        let account: syncropel_client::api::ServiceAccount =
+            serde_json::from_value(json!({"scopes":["records:read","admin"],"allowed_actors":[]}))
+                .unwrap();
+        assert_eq!(joined(&account.scopes), "records:read,admin");
+        assert_eq!(joined(&account.allowed_actors), "-");
+        let missing: syncropel_client::api::ServiceAccount =
+            serde_json::from_value(json!({})).unwrap();
+        assert_eq!(joined(&missing.scopes), "-");
     }
 }

@@ -6,12 +6,12 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use serde_json::{json, Value};
-use syncropel_client::encode_segment;
+use syncropel_client::api::{ConsentGrant, CreateGrant, GrantThreads};
+use syncropel_protocol::consent::HashLevel;
 
-use super::federation::list_data;
 use super::Ctx;
 use crate::cli::{ConsentCommand, GrantArgs};
-use crate::output::{display_field, print_json, str_field, table};
+use crate::output::{print_json, table};
 
 pub async fn run(ctx: &Ctx, command: ConsentCommand) -> Result<ExitCode> {
     match command {
@@ -23,38 +23,32 @@ pub async fn run(ctx: &Ctx, command: ConsentCommand) -> Result<ExitCode> {
 
 /// The body of `POST /v1/consent/grants`; optional members are left out when not given
 /// (`threads` absent means every thread).
-fn grant_body(args: &GrantArgs) -> Value {
-    let mut body = json!({
-        "source_namespace": args.from_namespace,
-        "target_namespace": args.to_namespace,
-        "hash_levels": args.hash_levels,
-    });
-    if let Some(peer) = &args.peer {
-        body["peer_did"] = json!(peer);
+fn grant_body(args: &GrantArgs) -> CreateGrant {
+    CreateGrant {
+        source_namespace: Some(args.from_namespace.clone()),
+        target_namespace: args.to_namespace.clone(),
+        // The argument parser admits L0-L3 only.
+        hash_levels: Some(
+            args.hash_levels
+                .iter()
+                .filter_map(|l| HashLevel::parse(l))
+                .collect(),
+        ),
+        peer_did: args.peer.clone(),
+        threads: (!args.threads.is_empty()).then(|| GrantThreads::Only(args.threads.clone())),
+        purpose: args.purpose.clone(),
+        expires_at: args.expires.clone(),
     }
-    if !args.threads.is_empty() {
-        body["threads"] = json!(args.threads);
-    }
-    if let Some(purpose) = &args.purpose {
-        body["purpose"] = json!(purpose);
-    }
-    if let Some(expires) = &args.expires {
-        body["expires_at"] = json!(expires);
-    }
-    body
 }
 
 async fn grant(ctx: &Ctx, args: GrantArgs) -> Result<ExitCode> {
-    let grant = ctx
-        .client()?
-        .post_json("/v1/consent/grants", &grant_body(&args))
-        .await?;
+    let grant = ctx.client()?.grant_consent(&grant_body(&args)).await?;
     if ctx.json {
-        print_json(&grant);
+        print_json(grant.json());
     } else {
         println!(
             "granted {}: {} → {} at {}",
-            str_field(&grant, "grant_id"),
+            grant.grant_id,
             args.from_namespace,
             args.to_namespace,
             args.hash_levels.join(","),
@@ -63,27 +57,15 @@ async fn grant(ctx: &Ctx, args: GrantArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `/v1/consent/grants/{id}[?reason=…]`: the reason travels as a query parameter, since a
-/// DELETE carries no body.
-fn revoke_path(grant_id: &str, reason: Option<&str>) -> String {
-    let mut path = format!("/v1/consent/grants/{}", encode_segment(grant_id));
-    if let Some(reason) = reason {
-        path.push_str("?reason=");
-        path.push_str(&encode_segment(reason));
-    }
-    path
-}
-
 async fn revoke(ctx: &Ctx, grant_id: &str, reason: Option<String>) -> Result<ExitCode> {
     let answer = ctx
         .client()?
-        .delete_json(&revoke_path(grant_id, reason.as_deref()))
+        .revoke_grant(grant_id, reason.as_deref())
         .await?;
     if ctx.json {
-        let answer = if answer.is_null() {
-            json!({"grant_id": grant_id, "revoked": true})
-        } else {
-            answer
+        let answer = match answer.into_json() {
+            Value::Null => json!({"grant_id": grant_id, "revoked": true}),
+            answer => answer,
         };
         print_json(&answer);
     } else {
@@ -93,21 +75,16 @@ async fn revoke(ctx: &Ctx, grant_id: &str, reason: Option<String>) -> Result<Exi
 }
 
 async fn list(ctx: &Ctx, namespace: Option<&str>) -> Result<ExitCode> {
-    let path = match namespace {
-        Some(ns) => format!("/v1/consent/grants?namespace={}", encode_segment(ns)),
-        None => "/v1/consent/grants".to_owned(),
-    };
-    let answer = ctx.client()?.get_json(&path).await?;
+    let answer = ctx.client()?.consent_grants(namespace).await?;
     if ctx.json {
-        print_json(&answer);
+        print_json(answer.json());
         return Ok(ExitCode::SUCCESS);
     }
-    let grants = list_data(&answer, "consent grant list")?;
-    if grants.is_empty() {
+    if answer.data.is_empty() {
         println!("no consent grants");
         return Ok(ExitCode::SUCCESS);
     }
-    let rows: Vec<Vec<String>> = grants.iter().map(grant_row).collect();
+    let rows: Vec<Vec<String>> = answer.data.iter().map(grant_row).collect();
     println!(
         "{}",
         table(&["GRANT", "NAMESPACES", "LEVELS", "PEER", "ACTIVE"], &rows)
@@ -115,30 +92,18 @@ async fn list(ctx: &Ctx, namespace: Option<&str>) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn grant_row(grant: &Value) -> Vec<String> {
-    let levels: Vec<&str> = grant
-        .get("hash_levels")
-        .and_then(Value::as_array)
-        .map(|levels| levels.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
-    let peer = match grant.get("peer_did") {
-        None | Some(Value::Null) => "any".to_owned(),
-        Some(_) => display_field(grant, "peer_did"),
-    };
+fn grant_row(grant: &ConsentGrant) -> Vec<String> {
+    let levels: Vec<&str> = grant.hash_levels.iter().map(|l| l.as_str()).collect();
     vec![
-        display_field(grant, "grant_id"),
-        format!(
-            "{} → {}",
-            display_field(grant, "source_namespace"),
-            display_field(grant, "target_namespace")
-        ),
+        grant.grant_id.clone(),
+        format!("{} → {}", grant.source_namespace, grant.target_namespace),
         if levels.is_empty() {
             "-".to_owned()
         } else {
             levels.join(",")
         },
-        peer,
-        display_field(grant, "active"),
+        grant.peer_did.as_deref().unwrap_or("any").to_owned(),
+        grant.active.to_string(),
     ]
 }
 
@@ -158,10 +123,14 @@ mod tests {
         args
     }
 
+    fn body(args: &GrantArgs) -> Value {
+        serde_json::to_value(grant_body(args)).unwrap()
+    }
+
     #[test]
     fn grant_bodies_default_to_all_levels_from_default() {
         assert_eq!(
-            grant_body(&grant_args(&["--to-namespace", "my-team"])),
+            body(&grant_args(&["--to-namespace", "my-team"])),
             json!({"source_namespace": "default", "target_namespace": "my-team",
                    "hash_levels": ["L0", "L1", "L2", "L3"]})
         );
@@ -186,7 +155,7 @@ mod tests {
             "2026-12-31T00:00:00Z",
         ]);
         assert_eq!(
-            grant_body(&args),
+            body(&args),
             json!({"source_namespace": "research", "target_namespace": "my-team",
                    "hash_levels": ["L1", "L2"], "peer_did": "did:web:bob.example",
                    "threads": ["th_a", "th_b"], "purpose": "weekly telemetry",
@@ -195,19 +164,13 @@ mod tests {
     }
 
     #[test]
-    fn revoke_reasons_travel_in_the_query() {
-        assert_eq!(revoke_path("cg_1", None), "/v1/consent/grants/cg_1");
-        assert_eq!(
-            revoke_path("cg_1", Some("no longer needed")),
-            "/v1/consent/grants/cg_1?reason=no%20longer%20needed"
-        );
-    }
-
-    #[test]
     fn grant_rows_name_namespaces_levels_and_peer() {
-        let row = grant_row(&json!({"grant_id":"cg_1","source_namespace":"research",
-                                    "target_namespace":"my-team","hash_levels":["L1","L2"],
-                                    "peer_did":null,"active":true}));
+        let grant: ConsentGrant =
+            serde_json::from_value(json!({"grant_id":"cg_1","source_namespace":"research",
+                                          "target_namespace":"my-team","hash_levels":["L1","L2"],
+                                          "peer_did":null,"active":true}))
+            .unwrap();
+        let row = grant_row(&grant);
         assert_eq!(row, ["cg_1", "research → my-team", "L1,L2", "any", "true"]);
     }
 }

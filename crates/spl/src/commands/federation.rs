@@ -12,35 +12,43 @@ use std::time::Duration;
 
 use anyhow::Result;
 use serde_json::{json, Value};
-use syncropel_client::{encode_segment, ClientError};
+use syncropel_client::api::{
+    FederationPair, HandshakePending, PairReason, PullRequest, SetIntroducible, StartPair,
+};
+use syncropel_client::{ClientError, Pairing, Reply};
+use syncropel_protocol::NamespaceMap;
 use tokio::time::Instant;
 
 use super::Ctx;
 use crate::cli::{FederationCommand, PairArgs, SyncArgs};
-use crate::output::{display_field, fields, prefix, print_json, str_field, table};
+use crate::output::{fields, or_dash, prefix, print_json, table};
 
-/// How often to poll a pending pair when the steward does not say (`poll_after_ms`).
-const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(2000);
 /// Floor on the steward's `poll_after_ms`, so a zero cannot turn polling into a busy loop.
 const MIN_POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// Pair ids shown in `spl federation list` are cut to this many characters.
 const PAIR_ID_CHARS: usize = 16;
+
+/// What the operator does to a pair.
+#[derive(Clone, Copy)]
+enum Change {
+    Pause,
+    Resume,
+    Revoke,
+}
 
 pub async fn run(ctx: &Ctx, command: FederationCommand) -> Result<ExitCode> {
     match command {
         FederationCommand::Pair(args) => pair(ctx, args).await,
         FederationCommand::List => list(ctx).await,
         FederationCommand::Show { peer } => show(ctx, &peer).await,
-        FederationCommand::Pause { peer } => change(ctx, &peer, "pause", json!({})).await,
-        FederationCommand::Resume { peer } => change(ctx, &peer, "resume", json!({})).await,
+        FederationCommand::Pause { peer } => change(ctx, &peer, Change::Pause, None).await,
+        FederationCommand::Resume { peer } => change(ctx, &peer, Change::Resume, None).await,
         FederationCommand::Revoke { peer, reason } => {
-            change(ctx, &peer, "revoke", json!({"reason": reason})).await
+            change(ctx, &peer, Change::Revoke, Some(reason)).await
         }
         FederationCommand::Pending => pending(ctx).await,
-        FederationCommand::Approve { pair_id } => decide(ctx, &pair_id, "approve", None).await,
-        FederationCommand::Reject { pair_id, reason } => {
-            decide(ctx, &pair_id, "reject", reason).await
-        }
+        FederationCommand::Approve { pair_id } => decide(ctx, &pair_id, true, None).await,
+        FederationCommand::Reject { pair_id, reason } => decide(ctx, &pair_id, false, reason).await,
         FederationCommand::Introducible { peer, state } => {
             introducible(ctx, &peer, state == "on").await
         }
@@ -48,26 +56,30 @@ pub async fn run(ctx: &Ctx, command: FederationCommand) -> Result<ExitCode> {
 }
 
 /// The body of `POST /v1/federation/pairs`.
-fn pair_body(args: &PairArgs) -> Value {
-    let maps: Vec<Value> = args
-        .maps
-        .iter()
-        .map(|m| json!({"local": m.local, "peer": m.peer}))
-        .collect();
-    json!({"peer_url": args.peer_url, "maps": maps, "namespaces": args.namespaces})
+fn pair_body(args: &PairArgs) -> StartPair {
+    StartPair {
+        peer_url: args.peer_url.clone(),
+        maps: args
+            .maps
+            .iter()
+            .map(|m| NamespaceMap {
+                local: m.local.clone(),
+                peer: m.peer.clone(),
+            })
+            .collect(),
+        namespaces: args.namespaces.clone(),
+    }
 }
 
 async fn pair(ctx: &Ctx, args: PairArgs) -> Result<ExitCode> {
     let client = ctx.client()?;
     let deadline = Instant::now() + Duration::from_secs(args.wait_secs);
-    let (status, mut answer) = client
-        .post_json_with_status("/v1/federation/pairs", &pair_body(&args))
-        .await?;
-    if status != 202 {
-        return paired(ctx, &answer);
-    }
-
-    let pair_id = str_field(&answer, "pair_id").to_owned();
+    let (mut pending, mut answer) =
+        match client.start_pairing(&pair_body(&args)).await?.into_parts() {
+            (Pairing::Paired(pair), json) => return paired(ctx, &json, &pair),
+            (Pairing::Pending(pending), json) => (pending, json),
+        };
+    let pair_id = pending.pair_id.clone();
     if pair_id.is_empty() {
         return Err(ClientError::Decode("pending pair answer has no `pair_id`".into()).into());
     }
@@ -77,19 +89,17 @@ async fn pair(ctx: &Ctx, args: PairArgs) -> Result<ExitCode> {
             args.peer_url
         );
     }
-    let poll_path = format!("/v1/federation/pairs/{}/poll", encode_segment(&pair_id));
     loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
             break;
         }
-        tokio::time::sleep(poll_interval(&answer).min(remaining)).await;
+        tokio::time::sleep(poll_interval(&pending).min(remaining)).await;
         // A refusal (403 PAIR_REJECTED, 410 NONCE_EXPIRED, …) ends the wait as an error.
-        let (status, polled) = client.post_json_with_status(&poll_path, &json!({})).await?;
-        if status != 202 {
-            return paired(ctx, &polled);
+        match client.continue_pairing(&pair_id).await?.into_parts() {
+            (Pairing::Paired(pair), json) => return paired(ctx, &json, &pair),
+            (Pairing::Pending(polled), json) => (pending, answer) = (polled, json),
         }
-        answer = polled;
     }
 
     // Not an error: the request stays valid on the peer until its operator decides or it expires.
@@ -105,48 +115,44 @@ async fn pair(ctx: &Ctx, args: PairArgs) -> Result<ExitCode> {
 }
 
 /// The wait before the next poll: the steward's `poll_after_ms`, at least [`MIN_POLL_INTERVAL`].
-fn poll_interval(answer: &Value) -> Duration {
-    answer
-        .get("poll_after_ms")
-        .and_then(Value::as_u64)
-        .map_or(DEFAULT_POLL_INTERVAL, Duration::from_millis)
-        .max(MIN_POLL_INTERVAL)
+fn poll_interval(pending: &HandshakePending) -> Duration {
+    Duration::from_millis(pending.poll_after_ms).max(MIN_POLL_INTERVAL)
 }
 
-fn paired(ctx: &Ctx, view: &Value) -> Result<ExitCode> {
+fn paired(ctx: &Ctx, json: &Value, pair: &FederationPair) -> Result<ExitCode> {
     if ctx.json {
-        print_json(view);
+        print_json(json);
     } else {
         println!(
             "paired with {} ({}), state {}",
-            display_field(view, "peer_did"),
-            display_field(view, "pair_id"),
-            display_field(view, "state"),
+            pair.peer_did,
+            pair.pair_id,
+            pair.state.as_str(),
         );
     }
     Ok(ExitCode::SUCCESS)
 }
 
 async fn list(ctx: &Ctx) -> Result<ExitCode> {
-    let answer = ctx.client()?.get_json("/v1/federation/pairs").await?;
+    let answer = ctx.client()?.federation_pairs().await?;
     if ctx.json {
-        print_json(&answer);
+        print_json(answer.json());
         return Ok(ExitCode::SUCCESS);
     }
-    let pairs = list_data(&answer, "pair list")?;
-    if pairs.is_empty() {
+    if answer.data.is_empty() {
         println!("no federation pairs");
         return Ok(ExitCode::SUCCESS);
     }
-    let rows: Vec<Vec<String>> = pairs
+    let rows: Vec<Vec<String>> = answer
+        .data
         .iter()
         .map(|p| {
             vec![
-                prefix(&display_field(p, "pair_id"), PAIR_ID_CHARS),
-                display_field(p, "peer_did"),
-                display_field(p, "state"),
-                display_field(p, "role"),
-                display_field(p, "peer_url"),
+                prefix(&p.pair_id, PAIR_ID_CHARS),
+                p.peer_did.clone(),
+                p.state.as_str().to_owned(),
+                p.role.as_str().to_owned(),
+                or_dash(p.peer_url.as_deref()),
             ]
         })
         .collect();
@@ -158,37 +164,40 @@ async fn list(ctx: &Ctx) -> Result<ExitCode> {
 }
 
 async fn show(ctx: &Ctx, peer: &str) -> Result<ExitCode> {
-    let view = ctx.client()?.get_json(&pair_path(peer, None)).await?;
+    let view = ctx.client()?.federation_pair(peer).await?;
     if ctx.json {
-        print_json(&view);
+        print_json(view.json());
     } else {
-        println!("{}", fields(&view));
+        println!("{}", fields(view.json()));
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// `pause`, `resume` and `revoke`: `POST /v1/federation/pairs/{peer}/{action}`.
-async fn change(ctx: &Ctx, peer: &str, action: &str, body: Value) -> Result<ExitCode> {
-    let view = ctx
-        .client()?
-        .post_json(&pair_path(peer, Some(action)), &body)
-        .await?;
+async fn change(ctx: &Ctx, peer: &str, change: Change, reason: Option<String>) -> Result<ExitCode> {
+    let client = ctx.client()?;
+    let reason = PairReason { reason };
+    let view: Reply<FederationPair> = match change {
+        Change::Pause => client.pause_pair(peer, &reason).await?,
+        Change::Resume => client.resume_pair(peer, &reason).await?,
+        Change::Revoke => client.revoke_pair(peer, &reason).await?,
+    };
     if ctx.json {
-        print_json(&view);
+        print_json(view.json());
     } else {
-        let done = match action {
-            "pause" => "paused",
-            "resume" => "resumed",
-            _ => "revoked",
+        let done = match change {
+            Change::Pause => "paused",
+            Change::Resume => "resumed",
+            Change::Revoke => "revoked",
         };
-        let pair_id = match str_field(&view, "pair_id") {
+        let pair_id = match view.pair_id.as_str() {
             "" => peer,
             id => id,
         };
         println!(
             "{done} pair {pair_id} with {}, state {}",
-            display_field(&view, "peer_did"),
-            display_field(&view, "state")
+            view.peer_did,
+            view.state.as_str()
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -197,18 +206,15 @@ async fn change(ctx: &Ctx, peer: &str, action: &str, body: Value) -> Result<Exit
 async fn introducible(ctx: &Ctx, peer: &str, on: bool) -> Result<ExitCode> {
     let answer = ctx
         .client()?
-        .post_json(
-            &pair_path(peer, Some("introducible")),
-            &json!({"introducible": on}),
-        )
+        .set_introducible(peer, &SetIntroducible { introducible: on })
         .await?;
     if ctx.json {
-        print_json(&answer);
+        print_json(answer.json());
     } else {
         println!(
             "pair {} with {}: introducible {}",
-            display_field(&answer, "pair_id"),
-            display_field(&answer, "peer_did"),
+            answer.pair_id,
+            answer.peer_did,
             if on { "on" } else { "off" }
         );
     }
@@ -216,24 +222,27 @@ async fn introducible(ctx: &Ctx, peer: &str, on: bool) -> Result<ExitCode> {
 }
 
 async fn pending(ctx: &Ctx) -> Result<ExitCode> {
-    let answer = ctx.client()?.get_json("/v1/federation/pending").await?;
+    let answer = ctx.client()?.pending_pairs().await?;
     if ctx.json {
-        print_json(&answer);
+        print_json(answer.json());
         return Ok(ExitCode::SUCCESS);
     }
-    let requests = list_data(&answer, "pending list")?;
-    if requests.is_empty() {
+    if answer.data.is_empty() {
         println!("no pending pair requests");
         return Ok(ExitCode::SUCCESS);
     }
     // Pair ids in full: they are what `approve` and `reject` take.
-    let rows: Vec<Vec<String>> = requests
+    let rows: Vec<Vec<String>> = answer
+        .data
         .iter()
         .map(|r| {
-            ["pair_id", "peer_did", "peer_url", "namespace", "expires_at"]
-                .iter()
-                .map(|key| display_field(r, key))
-                .collect()
+            vec![
+                r.pair_id.clone(),
+                r.peer_did.clone(),
+                r.peer_url.clone(),
+                or_dash(r.namespace.as_deref()),
+                r.expires_at.clone(),
+            ]
         })
         .collect();
     println!(
@@ -250,83 +259,51 @@ async fn pending(ctx: &Ctx) -> Result<ExitCode> {
 async fn decide(
     ctx: &Ctx,
     pair_id: &str,
-    decision: &str,
+    approve: bool,
     reason: Option<String>,
 ) -> Result<ExitCode> {
-    let body = match reason {
-        Some(reason) => json!({"reason": reason}),
-        None => json!({}),
+    let client = ctx.client()?;
+    let reason = PairReason { reason };
+    let answer = if approve {
+        client.approve_pair(pair_id, &reason).await?
+    } else {
+        client.reject_pair(pair_id, &reason).await?
     };
-    let path = format!(
-        "/v1/federation/pending/{}/{decision}",
-        encode_segment(pair_id)
-    );
-    let answer = ctx.client()?.post_json(&path, &body).await?;
+    let decision = if approve { "approve" } else { "reject" };
     if ctx.json {
-        let answer = if answer.is_null() {
-            json!({"pair_id": pair_id, "decision": decision})
-        } else {
-            answer
+        let answer = match answer.into_json() {
+            Value::Null => json!({"pair_id": pair_id, "decision": decision}),
+            answer => answer,
         };
         print_json(&answer);
     } else {
-        let done = if decision == "approve" {
-            "approved"
-        } else {
-            "rejected"
-        };
+        let done = if approve { "approved" } else { "rejected" };
         println!("{done} pair request {pair_id}");
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// The body of `POST /v1/sync/pull`.
-fn pull_body(args: &SyncArgs) -> Value {
-    let mut body = json!({"thread": args.thread, "peer": args.peer});
-    if let Some(token) = &args.peer_token {
-        body["peer_token"] = Value::String(token.clone());
+fn pull_body(args: &SyncArgs) -> PullRequest {
+    PullRequest {
+        thread: args.thread.clone(),
+        peer: args.peer.clone(),
+        peer_token: args.peer_token.clone(),
     }
-    body
 }
 
 /// `spl sync <THREAD> from <PEER>`.
 pub async fn sync(ctx: &Ctx, args: SyncArgs) -> Result<ExitCode> {
-    let result = ctx
-        .client()?
-        .post_json("/v1/sync/pull", &pull_body(&args))
-        .await?;
+    let result = ctx.client()?.pull(&pull_body(&args)).await?;
     if ctx.json {
-        print_json(&result);
+        print_json(result.json());
     } else {
-        if let Some(warning) = result.get("warning").and_then(Value::as_str) {
-            eprintln!("warning: {warning}");
-        }
         println!(
             "pulled {} records of {} from {}",
-            display_field(&result, "pulled"),
-            args.thread,
-            args.peer
+            result.pulled, args.thread, args.peer
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// `/v1/federation/pairs/{peer}[/{action}]`, the pair id or DID as one encoded segment.
-fn pair_path(peer: &str, action: Option<&str>) -> String {
-    let mut path = format!("/v1/federation/pairs/{}", encode_segment(peer));
-    if let Some(action) = action {
-        path.push('/');
-        path.push_str(action);
-    }
-    path
-}
-
-/// The `data` array of a list answer.
-pub(super) fn list_data<'a>(answer: &'a Value, what: &str) -> Result<&'a Vec<Value>> {
-    Ok(answer
-        .get("data")
-        .and_then(Value::as_array)
-        .ok_or_else(|| ClientError::Decode(format!("{what} has no `data` array")))?)
 }
 
 #[cfg(test)]
@@ -354,7 +331,7 @@ mod tests {
             panic!("parsed into the wrong command");
         };
         assert_eq!(
-            pair_body(&args),
+            serde_json::to_value(pair_body(&args)).unwrap(),
             json!({"peer_url": "https://bob.example",
                    "maps": [{"local": "research", "peer": "my-team"}],
                    "namespaces": ["shared"]})
@@ -367,7 +344,7 @@ mod tests {
             panic!("parsed into the wrong command");
         };
         assert_eq!(
-            pull_body(&args),
+            serde_json::to_value(pull_body(&args)).unwrap(),
             json!({"thread": "th_x", "peer": "did:key:z6Mk1"})
         );
         let Command::Sync(args) = parse(&[
@@ -381,35 +358,31 @@ mod tests {
         ]) else {
             panic!("parsed into the wrong command");
         };
-        assert_eq!(pull_body(&args)["peer_token"], "t");
+        assert_eq!(pull_body(&args).peer_token.as_deref(), Some("t"));
+    }
+
+    fn pending(answer: Value) -> HandshakePending {
+        serde_json::from_value(answer).unwrap()
     }
 
     #[test]
     fn poll_interval_follows_the_steward_with_a_floor() {
         assert_eq!(
-            poll_interval(&json!({"poll_after_ms": 2000})),
+            poll_interval(&pending(json!({"poll_after_ms": 2000}))),
             Duration::from_secs(2)
         );
         assert_eq!(
-            poll_interval(&json!({"poll_after_ms": 500})),
+            poll_interval(&pending(json!({"poll_after_ms": 500}))),
             Duration::from_millis(500)
         );
         assert_eq!(
-            poll_interval(&json!({"poll_after_ms": 0})),
+            poll_interval(&pending(json!({"poll_after_ms": 0}))),
             MIN_POLL_INTERVAL
         );
-        assert_eq!(poll_interval(&json!({})), DEFAULT_POLL_INTERVAL);
-    }
-
-    #[test]
-    fn pair_paths_encode_dids_as_one_segment() {
+        // A steward that does not say: two seconds.
         assert_eq!(
-            pair_path("fed_01", Some("pause")),
-            "/v1/federation/pairs/fed_01/pause"
-        );
-        assert_eq!(
-            pair_path("did:web:example.com:alice", None),
-            "/v1/federation/pairs/did%3Aweb%3Aexample.com%3Aalice"
+            poll_interval(&pending(json!({}))),
+            Duration::from_millis(2000)
         );
     }
 }

@@ -5,11 +5,12 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Result};
+use serde::Deserialize;
 use serde_json::{json, Value};
-use syncropel_client::encode_segment;
+use syncropel_client::api::{CreateSyncPair, FederationManifest, SyncPair};
+use syncropel_client::{encode_segment, Reply};
 use syncropel_federation::{DidResolver, PeerClient, PeerClientOptions, PeerError};
 
-use super::federation::list_data;
 use super::Ctx;
 use crate::cli::{
     DiscoverArgs, DiscoveryMethod, FleetCommand, FleetPeersCommand, FleetSyncCommand, SyncPairArgs,
@@ -22,69 +23,79 @@ pub async fn run(ctx: &Ctx, command: FleetCommand) -> Result<ExitCode> {
         FleetSyncCommand::Add(args) => add(ctx, args).await,
         FleetSyncCommand::List => list(ctx).await,
         FleetSyncCommand::Status { id } => status(ctx, &id).await,
-        FleetSyncCommand::Pause { id } => action(ctx, &id, "pause").await,
-        FleetSyncCommand::Resume { id } => action(ctx, &id, "resume").await,
-        FleetSyncCommand::Kick { id } => action(ctx, &id, "kick").await,
+        FleetSyncCommand::Pause { id } => action(ctx, &id, Action::Pause).await,
+        FleetSyncCommand::Resume { id } => action(ctx, &id, Action::Resume).await,
+        FleetSyncCommand::Kick { id } => action(ctx, &id, Action::Kick).await,
         FleetSyncCommand::Remove { id } => remove(ctx, &id).await,
         FleetSyncCommand::Peers(FleetPeersCommand::Discover(args)) => discover(ctx, args).await,
     }
 }
 
+/// What the operator does to a sync pair.
+#[derive(Clone, Copy)]
+enum Action {
+    Pause,
+    Resume,
+    Kick,
+}
+
+impl Action {
+    fn name(self) -> &'static str {
+        match self {
+            Action::Pause => "pause",
+            Action::Resume => "resume",
+            Action::Kick => "kick",
+        }
+    }
+}
+
 /// The body of `POST /v1/sync/pairs`; without `--peer-url` the steward resolves the DID.
-fn add_body(args: &SyncPairArgs) -> Value {
-    let mut body = json!({"peer_did": args.peer_did, "thread_id": args.thread_id});
-    if let Some(url) = &args.peer_url {
-        body["peer_url"] = json!(url);
+fn add_body(args: &SyncPairArgs) -> CreateSyncPair {
+    CreateSyncPair {
+        peer_did: args.peer_did.clone(),
+        thread_id: args.thread_id.clone(),
+        peer_url: args.peer_url.clone(),
+        peer_token: args.peer_token.clone(),
     }
-    if let Some(token) = &args.peer_token {
-        body["peer_token"] = json!(token);
-    }
-    body
 }
 
 async fn add(ctx: &Ctx, args: SyncPairArgs) -> Result<ExitCode> {
-    let pair = ctx
-        .client()?
-        .post_json("/v1/sync/pairs", &add_body(&args))
-        .await?;
+    let pair = ctx.client()?.create_sync_pair(&add_body(&args)).await?;
     if ctx.json {
-        print_json(&pair);
+        print_json(pair.json());
         return Ok(ExitCode::SUCCESS);
     }
     // E.g. this steward listens on loopback only while the peer is remote: it says how to fix it.
-    if let Some(warning) = pair.get("warning").and_then(Value::as_str) {
+    if let Some(warning) = &pair.warning {
         eprintln!("warning: {warning}");
     }
     println!(
         "sync pair {}: pulling {} from {}, state {}",
-        str_field(&pair, "pair_id"),
-        args.thread_id,
-        args.peer_did,
-        display_field(&pair, "state"),
+        pair.pair_id, args.thread_id, args.peer_did, pair.state,
     );
     Ok(ExitCode::SUCCESS)
 }
 
 async fn list(ctx: &Ctx) -> Result<ExitCode> {
-    let answer = ctx.client()?.get_json("/v1/sync/pairs").await?;
+    let answer = ctx.client()?.sync_pairs().await?;
     if ctx.json {
-        print_json(&answer);
+        print_json(answer.json());
         return Ok(ExitCode::SUCCESS);
     }
-    let pairs = list_data(&answer, "sync pair list")?;
-    if pairs.is_empty() {
+    if answer.data.is_empty() {
         println!("no sync pairs");
         return Ok(ExitCode::SUCCESS);
     }
-    let rows: Vec<Vec<String>> = pairs
+    let rows: Vec<Vec<String>> = answer
+        .data
         .iter()
         .map(|p| {
             vec![
-                display_field(p, "pair_id"),
-                display_field(p, "state"),
-                display_field(p, "thread_id"),
-                display_field(p, "peer_did"),
-                display_field(p, "peer_url"),
+                p.pair_id.clone(),
+                p.state.clone(),
+                p.thread_id.clone(),
+                p.peer_did.clone(),
+                p.peer_url.clone(),
             ]
         })
         .collect();
@@ -96,35 +107,40 @@ async fn list(ctx: &Ctx) -> Result<ExitCode> {
 }
 
 async fn status(ctx: &Ctx, id: &str) -> Result<ExitCode> {
-    let pair = ctx.client()?.get_json(&sync_pair_path(id, None)).await?;
+    let pair = ctx.client()?.sync_pair(id).await?;
     if ctx.json {
-        print_json(&pair);
+        print_json(pair.json());
     } else {
-        println!("{}", fields(&pair));
+        println!("{}", fields(pair.json()));
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// `pause`, `resume` and `kick`: `POST /v1/sync/pairs/{id}/{action}`.
-async fn action(ctx: &Ctx, id: &str, action: &str) -> Result<ExitCode> {
-    let answer = ctx
-        .client()?
-        .post_json(&sync_pair_path(id, Some(action)), &json!({}))
-        .await?;
+async fn action(ctx: &Ctx, id: &str, action: Action) -> Result<ExitCode> {
+    let client = ctx.client()?;
+    let answer: Reply<Option<SyncPair>> = match action {
+        Action::Pause => client.pause_sync_pair(id).await?,
+        Action::Resume => client.resume_sync_pair(id).await?,
+        Action::Kick => client.kick_sync_pair(id).await?,
+    };
     if ctx.json {
-        let answer = if answer.is_null() {
-            json!({"pair_id": id, "action": action})
-        } else {
-            answer
+        let answer = match answer.into_json() {
+            Value::Null => json!({"pair_id": id, "action": action.name()}),
+            answer => answer,
         };
         print_json(&answer);
     } else {
         let done = match action {
-            "pause" => "paused",
-            "resume" => "resumed",
-            _ => "kicked",
+            Action::Pause => "paused",
+            Action::Resume => "resumed",
+            Action::Kick => "kicked",
         };
-        match answer.get("state").and_then(Value::as_str) {
+        match answer
+            .as_ref()
+            .map(|p| p.state.as_str())
+            .filter(|s| !s.is_empty())
+        {
             Some(state) => println!("{done} sync pair {id}, state {state}"),
             None => println!("{done} sync pair {id}"),
         }
@@ -133,27 +149,17 @@ async fn action(ctx: &Ctx, id: &str, action: &str) -> Result<ExitCode> {
 }
 
 async fn remove(ctx: &Ctx, id: &str) -> Result<ExitCode> {
-    let answer = ctx.client()?.delete_json(&sync_pair_path(id, None)).await?;
+    let answer = ctx.client()?.remove_sync_pair(id).await?;
     if ctx.json {
-        let answer = if answer.is_null() {
-            json!({"pair_id": id, "removed": true})
-        } else {
-            answer
+        let answer = match answer.into_json() {
+            Value::Null => json!({"pair_id": id, "removed": true}),
+            answer => answer,
         };
         print_json(&answer);
     } else {
         println!("removed sync pair {id}");
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn sync_pair_path(id: &str, action: Option<&str>) -> String {
-    let mut path = format!("/v1/sync/pairs/{}", encode_segment(id));
-    if let Some(action) = action {
-        path.push('/');
-        path.push_str(action);
-    }
-    path
 }
 
 /// The methods a discover run uses: the one asked for, else mDNS plus whatever the flags allow.
@@ -431,8 +437,20 @@ async fn verified_did(
     listed_url: &str,
 ) -> Result<String> {
     const MANIFEST_MAX_BYTES: usize = 1 << 20;
+    /// A steward's `/.well-known/syncropel`, or a manifest served bare.
+    #[derive(Deserialize)]
+    struct Document {
+        federation_manifest: Option<Value>,
+    }
     let (body, _) = client.get_document(url, MANIFEST_MAX_BYTES).await?;
-    let manifest = body.get("federation_manifest").unwrap_or(&body);
+    // Verified as received: the signature covers the JSON, not a typed copy of it.
+    let manifest = match Document::deserialize(&body) {
+        Ok(Document {
+            federation_manifest: Some(manifest),
+        }) => manifest,
+        _ => body,
+    };
+    let manifest = &manifest;
     let Some(did) = syncropel_federation::manifest::daemon_did(manifest) else {
         bail!("the manifest at {url} names no DID");
     };
@@ -449,10 +467,16 @@ async fn verified_did(
     ) {
         bail!("the manifest at {url} has expired");
     }
-    for key in ["sync_change_endpoint", "handshake_endpoint"] {
-        let Some(endpoint) = manifest["federation"][key].as_str() else {
+    let federation = FederationManifest::deserialize(manifest)
+        .map_err(|e| anyhow::anyhow!("the manifest at {url} is malformed: {e}"))?
+        .federation;
+    for (key, endpoint) in [
+        ("sync_change_endpoint", &federation.sync_change_endpoint),
+        ("handshake_endpoint", &federation.handshake_endpoint),
+    ] {
+        if endpoint.is_empty() {
             bail!("the manifest at {url} names no {key}");
-        };
+        }
         if !syncropel_discovery::same_origin(endpoint, listed_url) {
             bail!("the manifest at {url} is for {endpoint}, not for {listed_url}");
         }
@@ -462,9 +486,13 @@ async fn verified_did(
 
 /// Asks the local steward, which asks the paired peer `via` with the bearer it holds.
 async fn transitive_candidates(ctx: &Ctx, via: &str) -> Result<Vec<Value>> {
-    let path = format!("/v1/federation/introductions?via={}", encode_segment(via));
-    let answer = ctx.client()?.get_json(&path).await?;
-    Ok(answer["peers"].as_array().cloned().unwrap_or_default())
+    let answer = ctx.client()?.introductions(via).await?;
+    Ok(answer
+        .into_value()
+        .peers
+        .iter()
+        .map(|peer| json!(peer))
+        .collect())
 }
 
 #[cfg(test)]
@@ -488,7 +516,7 @@ mod tests {
             panic!("parsed into the wrong command");
         };
         assert_eq!(
-            add_body(&args),
+            serde_json::to_value(add_body(&args)).unwrap(),
             json!({"peer_did": "did:web:bob.example", "thread_id": "th_notes"})
         );
 
@@ -509,19 +537,10 @@ mod tests {
             panic!("parsed into the wrong command");
         };
         assert_eq!(
-            add_body(&args),
+            serde_json::to_value(add_body(&args)).unwrap(),
             json!({"peer_did": "did:web:bob.example", "thread_id": "th_notes",
                    "peer_url": "https://bob.example", "peer_token": "tok"})
         );
-    }
-
-    #[test]
-    fn sync_pair_paths_encode_the_id() {
-        assert_eq!(
-            sync_pair_path("sp_1", Some("kick")),
-            "/v1/sync/pairs/sp_1/kick"
-        );
-        assert_eq!(sync_pair_path("sp/1", None), "/v1/sync/pairs/sp%2F1");
     }
 
     fn discover_args(args: &[&str]) -> DiscoverArgs {

@@ -9,15 +9,17 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Result};
 use rand::RngCore;
+use serde::Serialize;
 use serde_json::{json, Map, Value};
-use syncropel_client::{ListParams, Page};
+use syncropel_client::api::ListPage;
+use syncropel_client::{Emitted, ListParams};
 use syncropel_steward::home::Home;
 
 use super::Ctx;
 use crate::cli::{
     ActArgs, EmitArgs, IntendArgs, ListArgs, RecordOptions, RecordsCommand, ThreadsArgs,
 };
-use crate::output::{list, print_json, record_line, str_field, thread_line};
+use crate::output::{print_json, record_line, str_field, thread_line};
 
 pub async fn intend(ctx: &Ctx, args: IntendArgs) -> Result<ExitCode> {
     let thread = args.thread.unwrap_or_else(new_thread_id);
@@ -110,7 +112,7 @@ impl Draft<'_> {
 }
 
 async fn send(ctx: &Ctx, envelope: &Value) -> Result<ExitCode> {
-    let record = ctx.client()?.emit(envelope).await?;
+    let Emitted { record, .. } = ctx.client()?.emit::<Value>(envelope).await?;
     if ctx.json {
         print_json(&record);
     } else {
@@ -140,7 +142,7 @@ pub async fn records(ctx: &Ctx, command: RecordsCommand) -> Result<ExitCode> {
     match command {
         RecordsCommand::List(args) => list_records(ctx, args).await,
         RecordsCommand::Get { id } => {
-            let record = ctx.client()?.get_record(&id).await?;
+            let record: Value = ctx.client()?.get_record(&id).await?;
             if ctx.json {
                 print_json(&record);
             } else {
@@ -160,7 +162,7 @@ async fn list_records(ctx: &Ctx, args: ListArgs) -> Result<ExitCode> {
         limit: args.limit,
         cursor: args.cursor,
     };
-    let mut page = client.list_records(&params).await?;
+    let mut page: ListPage<Value> = client.list_records(&params).await?;
     if args.all {
         let mut all = std::mem::take(&mut page.data);
         while page.has_more {
@@ -174,11 +176,7 @@ async fn list_records(ctx: &Ctx, args: ListArgs) -> Result<ExitCode> {
             page = client.list_records(&params).await?;
             all.append(&mut page.data);
         }
-        page = Page {
-            data: all,
-            next_cursor: None,
-            has_more: false,
-        };
+        page = ListPage::whole(all);
     }
     print_page(ctx, page, record_line);
     Ok(ExitCode::SUCCESS)
@@ -194,9 +192,9 @@ pub async fn threads(ctx: &Ctx, args: &ThreadsArgs) -> Result<ExitCode> {
 }
 
 /// Prints a page as JSON, or one line per item followed by how to get the next page.
-fn print_page(ctx: &Ctx, page: Page, line: fn(&Value) -> String) {
+fn print_page<T: Serialize>(ctx: &Ctx, page: ListPage<T>, line: fn(&T) -> String) {
     if ctx.json {
-        print_json(&list(page));
+        print_json(&page);
         return;
     }
     for item in &page.data {

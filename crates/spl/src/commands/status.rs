@@ -4,10 +4,11 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use serde_json::{json, Value};
+use syncropel_client::api::HealthReport;
 use syncropel_client::{Client, ClientError};
 
 use super::Ctx;
-use crate::output::{display_field, print_json};
+use crate::output::print_json;
 
 pub async fn run(ctx: &Ctx) -> Result<ExitCode> {
     let endpoint = ctx.endpoint()?;
@@ -41,14 +42,14 @@ pub async fn run(ctx: &Ctx) -> Result<ExitCode> {
         }
     };
     let report = if has_token {
-        Some(client.status().await)
+        Some(client.health_report().await)
     } else {
         None
     };
 
     if ctx.json {
         let (status, status_error) = match &report {
-            Some(Ok(status)) => (status.clone(), Value::Null),
+            Some(Ok(status)) => (serde_json::to_value(status)?, Value::Null),
             Some(Err(err)) => (Value::Null, error_json(err)),
             None => (Value::Null, Value::Null),
         };
@@ -65,11 +66,7 @@ pub async fn run(ctx: &Ctx) -> Result<ExitCode> {
     }
 
     println!("endpoint  {} ({})", endpoint.url, endpoint.source);
-    println!(
-        "health    {}, version {}",
-        display_field(&health, "status"),
-        display_field(&health, "version")
-    );
+    println!("health    {}, version {}", health.status, health.version);
     if let Some(did) = &did {
         println!("identity  {did}");
     }
@@ -84,15 +81,16 @@ pub async fn run(ctx: &Ctx) -> Result<ExitCode> {
 }
 
 /// `GET /v1/health` reports how many authorization deciders are live; that is the line worth
-/// showing. Other shapes are summarised by their `status`.
-fn authorization_summary(status: &Value) -> String {
-    match status.get("authorization") {
-        Some(auth) => format!(
+/// showing. A report without deciders is summarised by its `status`.
+fn authorization_summary(status: &HealthReport) -> String {
+    let auth = &status.authorization;
+    if auth.of == 0 {
+        format!("token accepted; status {}", status.status)
+    } else {
+        format!(
             "token accepted; {} of {} authorization deciders live",
-            display_field(auth, "live"),
-            display_field(auth, "of")
-        ),
-        None => format!("token accepted; status {}", display_field(status, "status")),
+            auth.live, auth.of
+        )
     }
 }
 
@@ -112,15 +110,19 @@ fn error_json(err: &ClientError) -> Value {
 mod tests {
     use super::*;
 
+    fn report(answer: Value) -> HealthReport {
+        serde_json::from_value(answer).unwrap()
+    }
+
     #[test]
     fn summarises_the_authorization_report() {
-        let status = json!({"status":"ok","authorization":{"live":3,"of":6,"deciders":[]}});
+        let status = report(json!({"status":"ok","authorization":{"live":3,"of":6,"deciders":[]}}));
         assert_eq!(
             authorization_summary(&status),
             "token accepted; 3 of 6 authorization deciders live"
         );
         assert_eq!(
-            authorization_summary(&json!({"status":"ok"})),
+            authorization_summary(&report(json!({"status":"ok"}))),
             "token accepted; status ok"
         );
     }

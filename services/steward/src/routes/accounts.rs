@@ -3,7 +3,8 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use serde_json::{json, Value};
+use serde_json::Value;
+use syncropel_api::{Bootstrapped, ListPage, MintedToken, ServiceAccount, TokenRevoked};
 use syncropel_protocol::ErrorCode;
 
 use super::PathParam;
@@ -11,8 +12,9 @@ use crate::app::{AppState, JsonBody};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::tenant::{CurrentTenant, Tenant};
-use syncropel_tenant::Scope;
-use syncropel_tenant::{create_service_account, mint, revoke as revoke_token, MintedToken};
+use syncropel_tenant::{
+    self as accounts, create_service_account, mint, revoke as revoke_token, Scope,
+};
 
 fn strings(body: &Value, name: &str) -> ApiResult<Vec<String>> {
     match body.get(name) {
@@ -43,22 +45,30 @@ fn account_request(body: &Value) -> ApiResult<(String, Vec<String>, Vec<String>)
     ))
 }
 
-fn account_json(sa: &syncropel_store::ServiceAccount) -> Value {
-    json!({
-        "object": "service_account",
-        "id": sa.id,
-        "name": sa.name,
-        "scopes": sa.scopes,
-        "allowed_actors": sa.allowed_actors,
-        "created_at": sa.created_at,
-    })
+fn account(sa: syncropel_store::ServiceAccount) -> ServiceAccount {
+    ServiceAccount {
+        id: sa.id,
+        name: sa.name,
+        scopes: sa.scopes,
+        allowed_actors: sa.allowed_actors,
+        created_at: sa.created_at,
+    }
+}
+
+fn minted(token: accounts::MintedToken) -> MintedToken {
+    MintedToken {
+        token: token.token,
+        token_id: token.token_id,
+        sa_id: token.sa_id,
+        expires_at: token.expires_at,
+    }
 }
 
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
     JsonBody(body): JsonBody,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<ServiceAccount>)> {
     caller.require(Scope::Admin)?;
     caller.tenant.require_writable()?;
     let (name, scopes, actors) = account_request(&body)?;
@@ -71,16 +81,18 @@ pub async fn create(
         actors,
     )
     .await?;
-    Ok((StatusCode::CREATED, Json(account_json(&sa))))
+    Ok((StatusCode::CREATED, Json(account(sa))))
 }
 
-pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<ListPage<ServiceAccount>>> {
     caller.require(Scope::Admin)?;
     let accounts = state.store.service_accounts(&caller.tenant.id).await?;
-    let data: Vec<Value> = accounts.iter().map(account_json).collect();
-    Ok(Json(
-        json!({"object": "list", "data": data, "next_cursor": null, "has_more": false}),
-    ))
+    Ok(Json(ListPage::whole(
+        accounts.into_iter().map(account).collect(),
+    )))
 }
 
 pub async fn mint_for(
@@ -88,7 +100,7 @@ pub async fn mint_for(
     tenant: &Tenant,
     sa_id: &str,
     body: &Value,
-) -> ApiResult<MintedToken> {
+) -> ApiResult<accounts::MintedToken> {
     let ttl = match body.get("ttl_seconds") {
         None | Some(Value::Null) => None,
         Some(v) => Some(
@@ -116,15 +128,15 @@ pub async fn mint_route(
 ) -> ApiResult<(StatusCode, Json<MintedToken>)> {
     caller.require(Scope::Admin)?;
     caller.tenant.require_writable()?;
-    let minted = mint_for(&state, &caller.tenant, &sa_id, &body).await?;
-    Ok((StatusCode::CREATED, Json(minted)))
+    let token = mint_for(&state, &caller.tenant, &sa_id, &body).await?;
+    Ok((StatusCode::CREATED, Json(minted(token))))
 }
 
 pub async fn revoke(
     State(state): State<AppState>,
     caller: Caller,
     PathParam(token_id): PathParam,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<TokenRevoked>> {
     caller.require(Scope::Admin)?;
     let revoked = revoke_token(
         state.store.as_ref(),
@@ -140,9 +152,10 @@ pub async fn revoke(
             "no live token with id '{token_id}'"
         )));
     }
-    Ok(Json(
-        json!({"object": "token", "token_id": token_id, "revoked": true}),
-    ))
+    Ok(Json(TokenRevoked {
+        token_id,
+        revoked: true,
+    }))
 }
 
 /// `POST /v1/bootstrap/service-account`: open until the first account exists, then 409.
@@ -150,7 +163,7 @@ pub async fn bootstrap(
     State(state): State<AppState>,
     CurrentTenant(tenant): CurrentTenant,
     JsonBody(body): JsonBody,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<Bootstrapped>)> {
     if state.store.has_service_accounts(&tenant.id).await? {
         return Err(ApiError::new(
             ErrorCode::BootstrapClosed,
@@ -168,9 +181,12 @@ pub async fn bootstrap(
     )
     .await?;
     tenant.mark_bootstrapped();
-    let minted = mint_for(&state, &tenant, &sa.id, &body).await?;
+    let token = mint_for(&state, &tenant, &sa.id, &body).await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({"service_account": account_json(&sa), "token": minted})),
+        Json(Bootstrapped {
+            service_account: account(sa),
+            token: minted(token),
+        }),
     ))
 }

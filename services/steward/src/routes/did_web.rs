@@ -5,6 +5,7 @@
 use axum::http::{Method, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use syncropel_api::DidDocument;
 use syncropel_protocol::did_doc::{did_web_document, did_web_url};
 
 use crate::error::ApiError;
@@ -25,10 +26,7 @@ pub async fn fallback(
     }
 }
 
-fn document(
-    tenant: &crate::tenant::Tenant,
-    path: &str,
-) -> Result<Json<serde_json::Value>, ApiError> {
+fn document(tenant: &crate::tenant::Tenant, path: &str) -> Result<Json<DidDocument>, ApiError> {
     let no_document = || ApiError::not_found("no did:web document at this address");
     let did_web = tenant.identity.did_web.as_ref().ok_or_else(no_document)?;
     let served_at = did_web_url(&did_web.did).map_err(|_| no_document())?;
@@ -39,11 +37,15 @@ fn document(
     if served_path != path {
         return Err(no_document());
     }
-    Ok(Json(did_web_document(
+    let document = did_web_document(
         &did_web.did,
         &did_web.keys,
         &did_web.current,
         did_web.endpoint.as_deref().or(tenant.url.as_deref()),
         &did_web.also_known_as,
-    )))
+    );
+    // The protocol builds the document as JSON; it must read as the contract's type.
+    let document = serde_json::from_value(document)
+        .map_err(|e| ApiError::internal(format!("the did:web document is malformed: {e}")))?;
+    Ok(Json(document))
 }

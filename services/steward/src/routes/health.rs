@@ -2,7 +2,7 @@
 
 use axum::extract::State;
 use axum::Json;
-use serde_json::{json, Value};
+use syncropel_api::{Authorization, Decider, Health, HealthReport, Ready};
 use syncropel_protocol::ErrorCode;
 
 use crate::app::AppState;
@@ -12,16 +12,16 @@ use crate::error::{ApiError, ApiResult};
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Liveness. Reveals nothing about authorization posture.
-pub async fn open() -> Json<Value> {
-    Json(json!({
-        "status": "ok",
-        "version": VERSION,
-        "proof_kinds_accepted": ["ed25519"],
-    }))
+pub async fn open() -> Json<Health> {
+    Json(Health {
+        status: "ok".to_owned(),
+        version: VERSION.to_owned(),
+        proof_kinds_accepted: vec!["ed25519".to_owned()],
+    })
 }
 
 /// Readiness: not draining, and the database answers with every migration applied.
-pub async fn ready(State(state): State<AppState>) -> ApiResult<Json<Value>> {
+pub async fn ready(State(state): State<AppState>) -> ApiResult<Json<Ready>> {
     if state.shutdown.is_cancelled() {
         return Err(ApiError::new(
             ErrorCode::ShuttingDown,
@@ -29,7 +29,9 @@ pub async fn ready(State(state): State<AppState>) -> ApiResult<Json<Value>> {
         ));
     }
     match state.store.check_ready().await {
-        Ok(()) => Ok(Json(json!({"status": "ready"}))),
+        Ok(()) => Ok(Json(Ready {
+            status: "ready".to_owned(),
+        })),
         Err(e) => Err(ApiError::new(
             ErrorCode::NotReady,
             format!("store not ready: {e}"),
@@ -38,13 +40,13 @@ pub async fn ready(State(state): State<AppState>) -> ApiResult<Json<Value>> {
 }
 
 /// The full report: which deciders are live (PROTOCOL §13.4). Needs any valid credential.
-pub async fn full(State(state): State<AppState>, caller: Caller) -> Json<Value> {
+pub async fn full(State(state): State<AppState>, caller: Caller) -> Json<HealthReport> {
     let enforced = state.auth_enforced;
     let decider = |name: &str, live: bool, because: &str| {
         if live {
-            json!({"decider": name, "state": "live", "fidelity": "full"})
+            Decider::live(name)
         } else {
-            json!({"decider": name, "state": "abstaining", "because": because, "fidelity": "none"})
+            Decider::abstaining(name, because)
         }
     };
     let off = "auth switched off by --insecure-localhost";
@@ -60,13 +62,22 @@ pub async fn full(State(state): State<AppState>, caller: Caller) -> Json<Value> 
             "no proof-of-possession configured",
         ),
     ];
-    let live = deciders.iter().filter(|d| d["state"] == "live").count();
-    Json(json!({
-        "status": "ok",
-        "version": VERSION,
-        "did": &*caller.tenant.identity.did,
-        "store": state.store.backend(),
-        "search": if state.search_enabled { "lexical" } else { "disabled" },
-        "authorization": {"live": live, "of": deciders.len(), "deciders": deciders},
-    }))
+    let live = deciders.iter().filter(|d| d.is_live()).count();
+    Json(HealthReport {
+        status: "ok".to_owned(),
+        version: VERSION.to_owned(),
+        did: caller.tenant.identity.did.to_string(),
+        store: state.store.backend().to_owned(),
+        search: if state.search_enabled {
+            "lexical"
+        } else {
+            "disabled"
+        }
+        .to_owned(),
+        authorization: Authorization {
+            live,
+            of: deciders.len(),
+            deciders,
+        },
+    })
 }

@@ -5,7 +5,8 @@
 
 use axum::extract::State;
 use axum::Json;
-use serde_json::{json, Value};
+use serde_json::Value;
+use syncropel_api::{Identity, IdentityUpgraded};
 use syncropel_protocol::{public_key_from_did_key, ErrorCode, PairState};
 
 use crate::app::{optional_json, AppState, LimitedBody};
@@ -14,25 +15,24 @@ use crate::error::{ApiError, ApiResult};
 use crate::tenant::Tenancy;
 use syncropel_tenant::Scope;
 
-pub async fn show(caller: Caller) -> ApiResult<Json<Value>> {
+pub async fn show(caller: Caller) -> ApiResult<Json<Identity>> {
     caller.require(Scope::ConfigRead)?;
     let identity = &caller.tenant.identity;
     let method = identity.did.split(':').nth(1).unwrap_or_default();
-    Ok(Json(json!({
-        "object": "identity",
-        "did": &*identity.did,
-        "method": method,
-        "signer": &*identity.signer,
-        "keys": &*identity.keys,
-        "did_web": identity.did_web.as_ref().map(|web| &web.did),
-    })))
+    Ok(Json(Identity {
+        did: identity.did.to_string(),
+        method: method.to_owned(),
+        signer: identity.signer.to_string(),
+        keys: identity.keys.to_vec(),
+        did_web: identity.did_web.as_ref().map(|web| web.did.clone()),
+    }))
 }
 
 pub async fn upgrade(
     State(state): State<AppState>,
     caller: Caller,
     LimitedBody(bytes): LimitedBody,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<IdentityUpgraded>> {
     caller.require(Scope::Admin)?;
     let tenant = &caller.tenant;
     tenant.require_writable()?;
@@ -79,7 +79,8 @@ pub async fn upgrade(
     let did = platform
         .upgrade_identity(state.federation.directory_client(), tenant, recovery_key)
         .await?;
-    Ok(Json(
-        json!({"object": "identity", "did": did, "method": "sync"}),
-    ))
+    Ok(Json(IdentityUpgraded {
+        did: did.to_string(),
+        method: "sync".to_owned(),
+    }))
 }

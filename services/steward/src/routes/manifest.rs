@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use axum::extract::State;
 use axum::Json;
-use serde_json::{json, Value};
+use syncropel_api::WellKnown;
 
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
@@ -15,7 +15,7 @@ use syncropel_federation::manifest;
 pub async fn well_known(
     State(state): State<AppState>,
     CurrentTenant(tenant): CurrentTenant,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<WellKnown>> {
     let manifest = match &state.tenancy {
         Tenancy::Hosted(platform) => platform.manifest(&tenant).await?,
         // The address the steward bound: a caller's Host header must not get the home's key to
@@ -29,5 +29,10 @@ pub async fn well_known(
             manifest::sign(&identity.key, &identity.did, url, SystemTime::now())
         }
     };
-    Ok(Json(json!({ "federation_manifest": manifest })))
+    // The manifest is built (and, hosted, stored) as JSON; it must read as the contract's type.
+    let federation_manifest = serde_json::from_value(manifest)
+        .map_err(|e| ApiError::internal(format!("the signed manifest is malformed: {e}")))?;
+    Ok(Json(WellKnown {
+        federation_manifest,
+    }))
 }

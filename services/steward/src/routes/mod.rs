@@ -17,6 +17,7 @@ use std::collections::HashMap;
 
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
+use syncropel_api::ErrorBody;
 use syncropel_protocol::ErrorCode;
 use syncropel_store::StoredRecord;
 
@@ -40,28 +41,22 @@ pub fn json_text(status: StatusCode, body: String) -> Response {
 
 /// The list envelope of PROTOCOL §10.3 around stored records, spliced without re-serializing them.
 pub fn record_list(records: &[StoredRecord], next_cursor: Option<String>) -> Response {
-    let size: usize = records.iter().map(|r| r.json.len() + 1).sum();
-    let mut body = String::with_capacity(size + 96);
-    body.push_str("{\"object\":\"list\",\"data\":[");
-    for (i, record) in records.iter().enumerate() {
-        if i > 0 {
-            body.push(',');
-        }
-        body.push_str(&record.json);
-    }
-    body.push_str("],\"next_cursor\":");
-    match &next_cursor {
-        Some(c) => body.push_str(&serde_json::Value::from(c.as_str()).to_string()),
-        None => body.push_str("null"),
-    }
-    body.push_str(",\"has_more\":");
-    body.push_str(if next_cursor.is_some() {
-        "true"
-    } else {
-        "false"
-    });
-    body.push('}');
+    let body = syncropel_api::splice::record_page(
+        records.iter().map(|r| r.json.as_str()),
+        next_cursor.as_deref(),
+    );
     json_text(StatusCode::OK, body)
+}
+
+/// The envelope `error` answers with, as a value inside another answer (a batch item).
+pub fn error_body(error: &ApiError) -> ErrorBody {
+    ErrorBody {
+        error_type: error.code.error_type().to_owned(),
+        code: error.code.as_str().to_owned(),
+        message: error.message.clone(),
+        hint: error.hint.clone(),
+        extra: error.extra.clone(),
+    }
 }
 
 /// Query-string parameters, parsed by hand so every mistake gets a clear VALIDATION_ERROR.
@@ -136,5 +131,25 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PathParam {
                 .await
                 .map_err(|e| ApiError::validation(format!("invalid path: {e}")))?;
         Ok(PathParam(value))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_bodies_are_the_envelope_the_error_answers_with() {
+        let error = ApiError::rate_limited("slow down", std::time::Duration::from_millis(1500))
+            .with_extra("scope", "records:write");
+        assert_eq!(
+            serde_json::to_value(error_body(&error)).unwrap(),
+            error.body()
+        );
+        let plain = ApiError::not_found("no such route");
+        assert_eq!(
+            serde_json::to_value(error_body(&plain)).unwrap(),
+            plain.body()
+        );
     }
 }

@@ -5,6 +5,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Map, Value};
+use syncropel_api::{ListPage, Namespace};
 use syncropel_protocol::{validate_namespace_id, Act, DEFAULT_NAMESPACE};
 
 use super::PathParam;
@@ -16,14 +17,18 @@ use syncropel_tenant::Scope;
 use syncropel_tenant::{parent, NamespaceEntry, NamespaceState, ENTRY_TOPIC, REGISTRY_THREAD};
 use syncropel_tenant::{seal, server_record};
 
-fn entry_json(entry: &NamespaceEntry) -> Value {
-    json!({
-        "object": "namespace",
-        "id": entry.id,
-        "state": entry.state,
-        "description": entry.description,
-        "record": entry.record,
-    })
+fn namespace(entry: NamespaceEntry) -> Namespace {
+    use syncropel_api::NamespaceState as Wire;
+    Namespace {
+        id: entry.id,
+        state: match entry.state {
+            NamespaceState::Active => Wire::Active,
+            NamespaceState::Archived => Wire::Archived,
+            NamespaceState::Deleted => Wire::Deleted,
+        },
+        description: entry.description,
+        record: entry.record,
+    }
 }
 
 async fn find(state: &AppState, tenant: &str, id: &str) -> ApiResult<Option<NamespaceEntry>> {
@@ -66,16 +71,18 @@ async fn write_entry(
         .ok_or_else(|| ApiError::internal("a registry entry just written is missing from the fold"))
 }
 
-pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<ListPage<Namespace>>> {
     caller.require(Scope::RecordsRead)?;
     let entries = state
         .namespaces
         .entries(state.store.as_ref(), &caller.tenant.id)
         .await?;
-    let data: Vec<Value> = entries.iter().map(entry_json).collect();
-    Ok(Json(
-        json!({"object": "list", "data": data, "next_cursor": null, "has_more": false}),
-    ))
+    Ok(Json(ListPage::whole(
+        entries.into_iter().map(namespace).collect(),
+    )))
 }
 
 /// Creates (or re-activates) a namespace. Its parent must exist and be active first.
@@ -83,7 +90,7 @@ pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
     JsonBody(body): JsonBody,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<Namespace>)> {
     caller.require(Scope::ConfigWrite)?;
     caller.tenant.require_writable()?;
     let id = body
@@ -109,7 +116,7 @@ pub async fn create(
     }
     if let Some(existing) = find(&state, &caller.tenant.id, id).await? {
         if existing.state == NamespaceState::Active {
-            return Ok((StatusCode::OK, Json(entry_json(&existing))));
+            return Ok((StatusCode::OK, Json(namespace(existing))));
         }
     }
     let entry = write_entry(
@@ -120,17 +127,17 @@ pub async fn create(
         description,
     )
     .await?;
-    Ok((StatusCode::CREATED, Json(entry_json(&entry))))
+    Ok((StatusCode::CREATED, Json(namespace(entry))))
 }
 
 pub async fn get_one(
     State(state): State<AppState>,
     caller: Caller,
     PathParam(id): PathParam,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Namespace>> {
     caller.require(Scope::RecordsRead)?;
     match find(&state, &caller.tenant.id, &id).await? {
-        Some(entry) => Ok(Json(entry_json(&entry))),
+        Some(entry) => Ok(Json(namespace(entry))),
         None => Err(ApiError::not_found(format!("no namespace '{id}'"))),
     }
 }
@@ -140,14 +147,14 @@ pub async fn archive(
     State(state): State<AppState>,
     caller: Caller,
     PathParam(id): PathParam,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Namespace>> {
     caller.require(Scope::ConfigWrite)?;
     caller.tenant.require_writable()?;
     let Some(existing) = find(&state, &caller.tenant.id, &id).await? else {
         return Err(ApiError::not_found(format!("no namespace '{id}'")));
     };
     if existing.state == NamespaceState::Archived {
-        return Ok(Json(entry_json(&existing)));
+        return Ok(Json(namespace(existing)));
     }
     let entry = write_entry(
         &state,
@@ -157,5 +164,5 @@ pub async fn archive(
         existing.description.as_deref(),
     )
     .await?;
-    Ok(Json(entry_json(&entry)))
+    Ok(Json(namespace(entry)))
 }

@@ -2,13 +2,12 @@
 //! rest of the filter runs here over the stored records, so both backends answer identically.
 
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::Response;
-use serde_json::{json, Value};
+use axum::Json;
+use serde_json::Value;
+use syncropel_api::{QueryAnswer, QueryPlan};
 use syncropel_store::query::{compare_records, plan, project, QueryRequest};
 use syncropel_store::{decode_cursor, encode_cursor};
 
-use super::json_text;
 use crate::app::{AppState, JsonBody};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
@@ -21,7 +20,7 @@ pub async fn query(
     State(state): State<AppState>,
     caller: Caller,
     JsonBody(body): JsonBody,
-) -> ApiResult<Response> {
+) -> ApiResult<Json<QueryAnswer>> {
     caller.require(Scope::RecordsRead)?;
     let request = QueryRequest::parse(&body)?;
     let start = match &request.cursor {
@@ -76,28 +75,25 @@ pub async fn query(
     if let Some(select) = &request.select {
         window = window.iter().map(|r| project(r, select)).collect();
     }
-    let mut answer = json!({
-        "object": "list",
-        "data": window,
-        "next_cursor": next_cursor,
-        "has_more": next_cursor.is_some(),
-        "capped": request.capped,
-        "matched_total": matched_total,
-    });
-    if request.explain {
-        let mut explained = plan(&request.filter);
-        let pushed: Vec<String> = equalities
+    let explained = if request.explain {
+        let pushed: String = equalities
             .iter()
-            .map(|(column, _)| format!("{} = ?", column.as_str()))
+            .map(|(column, _)| format!(" AND {} = ?", column.as_str()))
             .collect();
-        explained["sql"] = json!(format!(
-            "SELECT record_json FROM records WHERE tenant = ?{} ORDER BY seq",
-            pushed
-                .iter()
-                .map(|p| format!(" AND {p}"))
-                .collect::<String>()
-        ));
-        answer["plan"] = explained;
-    }
-    Ok(json_text(StatusCode::OK, answer.to_string()))
+        let mut explained: QueryPlan =
+            serde_json::from_value(plan(&request.filter)).map_err(ApiError::internal)?;
+        explained.sql =
+            format!("SELECT record_json FROM records WHERE tenant = ?{pushed} ORDER BY seq");
+        Some(explained)
+    } else {
+        None
+    };
+    Ok(Json(QueryAnswer {
+        data: window,
+        has_more: next_cursor.is_some(),
+        next_cursor,
+        capped: request.capped,
+        matched_total: matched_total as u64,
+        plan: explained,
+    }))
 }

@@ -8,10 +8,11 @@ use std::collections::HashMap;
 
 use futures_util::future::join_all;
 use serde_json::Value;
+use syncropel_api::splice::BatchWriter;
 use syncropel_protocol::{is_config_thread, is_server_only_thread, Envelope, ErrorCode};
 use syncropel_store::{encode_cursor, Appended, ListFilter, NewRecord};
 
-use super::{json_text, record_list, Params, PathParam};
+use super::{error_body, json_text, record_list, Params, PathParam};
 use crate::app::{AppState, LimitedBody};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
@@ -120,48 +121,33 @@ pub async fn create_batch(
         results[index] = Some(outcome.map_err(ApiError::from));
     }
 
-    let (mut created, mut existing, mut failed) = (0, 0, 0);
+    let (mut created, mut existing, mut failed) = (0usize, 0u64, 0u64);
     let trace = syncropel_telemetry::propagation::current_traceparent();
-    let mut out = String::with_capacity(256 * results.len() + 96);
-    out.push_str("{\"object\":\"batch_result\",\"data\":[");
+    let mut out = BatchWriter::new(results.len());
     for (index, result) in results.into_iter().enumerate() {
-        if index > 0 {
-            out.push(',');
-        }
-        let item = match result.expect("every item has a result") {
+        match result.expect("every item has a result") {
             Ok(Appended::Inserted(stored)) => {
                 created += 1;
                 if let Some(trace) = &trace {
                     state.federation.traces.note(&stored.id, trace.clone());
                 }
-                format!(
-                    "{{\"index\":{index},\"status\":201,\"record\":{}}}",
-                    stored.json
-                )
+                out.record(index, 201, &stored.json);
             }
             Ok(Appended::Existing(stored)) => {
                 existing += 1;
-                format!(
-                    "{{\"index\":{index},\"status\":200,\"record\":{}}}",
-                    stored.json
-                )
+                out.record(index, 200, &stored.json);
             }
             Err(e) => {
                 failed += 1;
-                let status = e.status().as_u16();
-                format!(
-                    "{{\"index\":{index},\"status\":{status},\"error\":{}}}",
-                    e.body()
-                )
+                out.error(index, e.status().as_u16(), &error_body(&e));
             }
-        };
-        out.push_str(&item);
+        }
     }
-    out.push_str(&format!(
-        "],\"created\":{created},\"existing\":{existing},\"failed\":{failed}}}"
-    ));
     syncropel_telemetry::series::records_ingested("api", created);
-    Ok(json_text(StatusCode::OK, out))
+    Ok(json_text(
+        StatusCode::OK,
+        out.finish(created as u64, existing, failed),
+    ))
 }
 
 fn claimed_actor(headers: &HeaderMap) -> Option<&str> {

@@ -2,12 +2,11 @@
 //! envelope filters. The query is plain words; no text can reach the index as syntax.
 
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::Response;
-use serde_json::{json, Value};
+use axum::Json;
+use serde_json::Value;
+use syncropel_api::{SearchAnswer, SearchHit};
 use syncropel_protocol::ErrorCode;
 
-use super::json_text;
 use crate::app::{AppState, JsonBody};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
@@ -103,7 +102,7 @@ pub async fn search(
     State(state): State<AppState>,
     caller: Caller,
     JsonBody(body): JsonBody,
-) -> ApiResult<Response> {
+) -> ApiResult<Json<SearchAnswer>> {
     caller.require(Scope::RecordsRead)?;
     if !state.search_enabled {
         return Err(ApiError::new(
@@ -120,15 +119,13 @@ pub async fn search(
     for (score, stored) in ranked {
         let record: Value = serde_json::from_str(&stored.json).map_err(ApiError::internal)?;
         if request.admits(&record) {
-            hits.push(json!({ "score": score, "record": record }));
+            hits.push(SearchHit { score, record });
         }
     }
-    let answer = json!({
-        "object": "list",
-        "embedder": "lexical",
-        "k": request.k,
-        "data": hits,
-        "hits": hits,
-    });
-    Ok(json_text(StatusCode::OK, answer.to_string()))
+    Ok(Json(SearchAnswer {
+        embedder: "lexical".to_owned(),
+        k: request.k,
+        data: hits.clone(),
+        hits,
+    }))
 }

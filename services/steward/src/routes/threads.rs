@@ -1,12 +1,12 @@
 //! `GET /v1/threads` and `GET /v1/threads/{id}/records` (PROTOCOL §11.4-11.5).
 
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::response::Response;
-use serde_json::json;
+use axum::Json;
+use syncropel_api::{ListPage, ThreadSummary};
 use syncropel_store::{encode_cursor, ListFilter};
 
-use super::{checked_thread, json_text, Params, PathParam};
+use super::{checked_thread, Params, PathParam};
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::error::ApiResult;
@@ -18,7 +18,7 @@ pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
     params: Params,
-) -> ApiResult<Response> {
+) -> ApiResult<Json<ListPage<ThreadSummary>>> {
     caller.require(Scope::RecordsRead)?;
     let limit = params.limit(100, 1000)?;
     let before = match params.cursor()? {
@@ -35,13 +35,20 @@ pub async fn list(
     } else {
         None
     };
-    let body = json!({
-        "object": "list",
-        "data": threads,
-        "next_cursor": next_cursor,
-        "has_more": next_cursor.is_some(),
-    });
-    Ok(json_text(StatusCode::OK, body.to_string()))
+    let data = threads
+        .into_iter()
+        .map(|t| ThreadSummary {
+            id: t.id,
+            namespace: t.namespace,
+            record_count: t.record_count,
+            last_clock: t.last_clock,
+        })
+        .collect();
+    Ok(Json(ListPage {
+        data,
+        has_more: next_cursor.is_some(),
+        next_cursor,
+    }))
 }
 
 /// A thread's records in ascending sequence; an unknown thread is an empty list.

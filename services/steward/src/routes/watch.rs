@@ -11,7 +11,7 @@ use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
-use serde_json::json;
+use syncropel_api::watch::{self as sse, Heartbeat, ServerShutdown, WatchError};
 use syncropel_protocol::ErrorCode;
 use syncropel_store::{ListFilter, StoredRecord};
 use tokio::sync::broadcast::error::RecvError;
@@ -76,12 +76,20 @@ pub async fn watch(
 
 fn record_event(record: &StoredRecord) -> Event {
     Event::default()
-        .event("record.created")
+        .event(sse::RECORD_CREATED)
         .id(record.seq.to_string())
-        .data(format!(
-            "{{\"id\":\"{}\",\"record\":{}}}",
-            record.id, record.json
+        .data(syncropel_api::splice::record_created(
+            &record.id,
+            &record.json,
         ))
+}
+
+/// An event whose data is `data` as JSON.
+fn json_event(name: &str, data: &impl serde::Serialize) -> Event {
+    // The data types are numbers and strings only; they always serialize.
+    Event::default()
+        .event(name)
+        .data(serde_json::to_string(data).unwrap_or_default())
 }
 
 fn events(
@@ -139,7 +147,7 @@ fn events(
                     return;
                 }
                 _ = heartbeat.tick() => {
-                    yield Ok(Event::default().event("heartbeat").data(json!({"ts": now_ms()}).to_string()));
+                    yield Ok(json_event(sse::HEARTBEAT, &Heartbeat { ts: now_ms() }));
                 }
                 received = live.recv() => match received {
                     Ok(committed) => {
@@ -163,9 +171,13 @@ fn events(
 }
 
 fn error_event(code: &str, message: &str) -> Event {
-    Event::default()
-        .event("error")
-        .data(json!({"code": code, "message": message}).to_string())
+    json_event(
+        sse::ERROR,
+        &WatchError {
+            code: code.to_owned(),
+            message: message.to_owned(),
+        },
+    )
 }
 
 fn now_ms() -> u64 {
@@ -180,7 +192,5 @@ fn now_ms() -> u64 {
 fn shutdown_event() -> Event {
     use rand::Rng;
     let retry_after_ms: u64 = rand::thread_rng().gen_range(1000..3000);
-    Event::default()
-        .event("server_shutdown")
-        .data(json!({ "retry_after_ms": retry_after_ms }).to_string())
+    json_event(sse::SERVER_SHUTDOWN, &ServerShutdown { retry_after_ms })
 }

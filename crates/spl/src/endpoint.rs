@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use syncropel_steward::home::{Home, HomeError};
+use syncropel_home::{Home, HomeError};
 
 /// Where `spl serve` listens unless told otherwise.
 pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:9100";
@@ -59,7 +59,7 @@ pub fn resolve(explicit: Option<&str>, home: &Home) -> Result<Endpoint, HomeErro
 #[cfg(test)]
 mod tests {
     use super::*;
-    use syncropel_steward::home::StewardInfo;
+    use syncropel_home::StewardInfo;
 
     #[test]
     fn option_then_steward_json_then_default() {

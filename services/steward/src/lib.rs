@@ -4,9 +4,7 @@
 pub mod app;
 pub mod auth;
 pub mod error;
-pub mod home;
 pub mod hosted;
-pub mod identity;
 pub mod local;
 pub mod rate_limit;
 pub mod routes;
@@ -20,7 +18,7 @@ pub enum StewardError {
     #[error("{0}")]
     Invalid(String),
     #[error(transparent)]
-    Home(#[from] home::HomeError),
+    Home(#[from] syncropel_home::HomeError),
     #[error(transparent)]
     Store(#[from] syncropel_store::StoreError),
     #[error(transparent)]

@@ -15,13 +15,12 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{router, AppState, Limits};
-use crate::home::{Home, StewardInfo};
 use crate::rate_limit::{RateLimiters, RateLimits};
 use crate::tenant::{Tenancy, Tenant, TenantStatus};
 use crate::StewardError;
+use syncropel_home::{Home, StewardInfo};
 
-/// The single tenant of a local steward.
-pub const LOCAL_TENANT: &str = "local";
+pub use syncropel_home::LOCAL_TENANT;
 /// The token environment label of local stewards (`spl_local_…`).
 pub const LOCAL_ENV: &str = "local";
 

@@ -15,6 +15,7 @@ use common::{error_code, Options, TestSteward, TENANT};
 use serde_json::{json, Value};
 use syncropel_directory::{AppState as DirectoryState, Clock, Rules, Store};
 use syncropel_federation::config::ResolverClock;
+use syncropel_federation::directory::{multibase, submit, sync_genesis};
 use syncropel_federation::state as fstate;
 use syncropel_federation::FederationConfig;
 use syncropel_federation::{PeerClient, PeerClientOptions};
@@ -23,7 +24,6 @@ use syncropel_protocol::did_sync::{cid, did_from_genesis, sign_operation, OpType
 use syncropel_protocol::sync::{verify_items, DocumentKeys, PeerItem, ResolvedKeys};
 use syncropel_protocol::Keypair;
 use syncropel_steward::hosted::DirectoryRegistration;
-use syncropel_steward::identity::{multibase, submit, sync_genesis};
 use syncropel_store::testing::with_test_database;
 use syncropel_tenant::Identity;
 
@@ -746,7 +746,7 @@ async fn a_hosted_did_key_tenant_upgrades_to_a_did_sync() {
 #[tokio::test]
 async fn a_home_with_live_pairs_is_not_upgraded() {
     let root = tempfile::tempdir().unwrap();
-    let home = syncropel_steward::home::Home::new(root.path().to_path_buf());
+    let home = syncropel_home::Home::new(root.path().to_path_buf());
     home.init(false).unwrap();
     let b_key = Keypair::generate();
     let a = Node::start(Options {
@@ -769,10 +769,8 @@ async fn a_home_with_live_pairs_is_not_upgraded() {
         .await;
     assert_eq!(status, 200, "{view}");
     let (root, _) = a.s.stop().await;
-    let home = syncropel_steward::home::Home::new(root.path().to_path_buf());
-    let refusal = syncropel_steward::identity::refuse_if_paired(&home)
-        .await
-        .unwrap_err();
+    let home = syncropel_home::Home::new(root.path().to_path_buf());
+    let refusal = syncropel_home::refuse_if_paired(&home).await.unwrap_err();
     assert!(refusal.to_string().contains("1 pairs"), "{refusal}");
     assert!(home.published().unwrap().is_none());
 }
@@ -835,9 +833,9 @@ async fn a_new_key_not_yet_in_a_cached_document_waits_instead_of_failing() {
 async fn a_retried_upgrade_registers_one_did() {
     let directory = Directory::start().await;
     let root = tempfile::tempdir().unwrap();
-    let home = syncropel_steward::home::Home::new(root.path().to_path_buf());
+    let home = syncropel_home::Home::new(root.path().to_path_buf());
     home.init(false).unwrap();
-    let registration = || syncropel_steward::identity::SyncRegistration {
+    let registration = || syncropel_home::SyncRegistration {
         directory: directory.url.clone(),
         handles: vec!["retry-me".into()],
         ..Default::default()
@@ -857,7 +855,7 @@ async fn a_retried_upgrade_registers_one_did() {
         .await
         .unwrap();
 
-    let published = syncropel_steward::identity::upgrade_to_sync(&home, &client(), registration())
+    let published = syncropel_home::upgrade_to_sync(&home, &client(), registration())
         .await
         .unwrap();
     assert_eq!(published.did, did_from_genesis(&signed));
@@ -873,13 +871,13 @@ async fn a_retried_upgrade_registers_one_did() {
 async fn a_retried_rotation_adopts_the_update_the_directory_holds() {
     let directory = Directory::start().await;
     let root = tempfile::tempdir().unwrap();
-    let home = syncropel_steward::home::Home::new(root.path().to_path_buf());
+    let home = syncropel_home::Home::new(root.path().to_path_buf());
     home.init(false).unwrap();
-    let registration = syncropel_steward::identity::SyncRegistration {
+    let registration = syncropel_home::SyncRegistration {
         directory: directory.url.clone(),
         ..Default::default()
     };
-    let published = syncropel_steward::identity::upgrade_to_sync(&home, &client(), registration)
+    let published = syncropel_home::upgrade_to_sync(&home, &client(), registration)
         .await
         .unwrap();
     // The first attempt: its update reached the directory, its answer did not come back.
@@ -892,7 +890,7 @@ async fn a_retried_rotation_adopts_the_update_the_directory_holds() {
     };
     sync.update(&[("key-2", &next)], &[]).await;
 
-    let rotated = syncropel_steward::identity::rotate(&home, &client(), false)
+    let rotated = syncropel_home::rotate(&home, &client(), false)
         .await
         .unwrap();
     assert_eq!(rotated.head.as_deref(), Some(sync.head.as_str()));

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Result};
 use serde_json::{json, Value};
 use syncropel_federation::{PeerClient, PeerClientOptions};
-use syncropel_steward::identity::{self, SyncRegistration};
+use syncropel_home::SyncRegistration;
 
 use super::serve::refuse_if_running;
 use super::Ctx;
@@ -26,7 +26,7 @@ pub async fn run(ctx: &Ctx, command: IdentityCommand) -> Result<ExitCode> {
             if ctx.home.published()?.is_some() {
                 bail!("this home is already published; see `spl identity show`");
             }
-            identity::refuse_if_paired(&ctx.home).await?;
+            syncropel_home::refuse_if_paired(&ctx.home).await?;
             let endpoint = args.service_endpoint;
             match args.method.as_str() {
                 "sync" => {
@@ -37,18 +37,23 @@ pub async fn run(ctx: &Ctx, command: IdentityCommand) -> Result<ExitCode> {
                         endpoint,
                         recovery_key: args.recovery_key,
                     };
-                    identity::upgrade_to_sync(&ctx.home, &client, registration).await?;
+                    syncropel_home::upgrade_to_sync(&ctx.home, &client, registration).await?;
                 }
                 _ => {
                     let host = args.domain.unwrap_or_default();
-                    identity::upgrade_to_web(&ctx.home, &host, args.path.as_deref(), endpoint)?;
+                    syncropel_home::upgrade_to_web(
+                        &ctx.home,
+                        &host,
+                        args.path.as_deref(),
+                        endpoint,
+                    )?;
                 }
             }
             show(ctx)?
         }
         IdentityCommand::Rotate(args) => {
             refuse_if_running(&ctx.home)?;
-            identity::rotate(&ctx.home, &client, args.compromised).await?;
+            syncropel_home::rotate(&ctx.home, &client, args.compromised).await?;
             show(ctx)?
         }
     };

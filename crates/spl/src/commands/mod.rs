@@ -18,7 +18,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use syncropel_client::Client;
-use syncropel_steward::home::{Home, HomeError};
+use syncropel_home::{Home, HomeError};
 
 use crate::cli::{Cli, Command, TokenCommand};
 use crate::endpoint;

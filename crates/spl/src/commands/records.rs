@@ -13,7 +13,7 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 use syncropel_client::api::ListPage;
 use syncropel_client::{Emitted, ListParams};
-use syncropel_steward::home::Home;
+use syncropel_home::Home;
 
 use super::Ctx;
 use crate::cli::{

@@ -19,7 +19,7 @@ use syncropel_client::Client;
 use syncropel_discovery::MdnsConfig;
 use syncropel_federation::discovery::DiscoveryConfig;
 use syncropel_federation::FederationConfig;
-use syncropel_steward::home::Home;
+use syncropel_home::Home;
 use syncropel_steward::local::{self, ServeOptions};
 use syncropel_steward::rate_limit::RateLimits;
 use syncropel_telemetry::serve::Drain;

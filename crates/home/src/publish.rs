@@ -1,4 +1,4 @@
-//! Publishing a home's identity beyond its did:key (FEDERATION §1.3, §1.4): registering a
+//! Publishing a home's identity beyond its did:key (federation-protocol.md §1.3, §1.4): registering a
 //! did:sync at a directory, taking a did:web this steward serves itself, and rotating the
 //! signing key of either. The key that signs records stays in `keys/identity.key`; a did:sync's
 //! operations are signed by a separate rotation key (`keys/rotation.key`), which never signs
@@ -6,17 +6,14 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::Value;
+use syncropel_federation::directory::{multibase, services, submit, sync_genesis};
 use syncropel_federation::{DidResolver, PeerClient};
 use syncropel_protocol::did_doc::did_web_for;
-use syncropel_protocol::did_sync::{
-    cid, did_from_genesis, sign_operation, OpType, Operation, Service,
-};
-use syncropel_protocol::{rfc3339_from_unix, Keypair};
+use syncropel_protocol::did_sync::{cid, did_from_genesis, sign_operation, OpType, Operation};
+use syncropel_protocol::{rfc3339_from_unix, unix_now, Keypair};
+use syncropel_store::RecordStore;
 
-use crate::home::{Home, PublishedIdentity};
-use crate::StewardError;
-use syncropel_protocol::unix_now;
+use crate::{Home, HomeError, PublishedIdentity, LOCAL_TENANT};
 
 /// What `spl identity upgrade --method sync` registers.
 #[derive(Clone, Debug, Default)]
@@ -32,57 +29,12 @@ pub struct SyncRegistration {
     pub recovery_key: Option<String>,
 }
 
-/// The genesis of a did:sync whose records are signed by `signing_key` and whose operations
-/// may be signed by `rotation_keys` (highest priority first).
-pub fn sync_genesis(
-    signing_key: &Keypair,
-    rotation_keys: Vec<String>,
-    handles: Vec<String>,
-    namespaces: Vec<String>,
-    endpoint: Option<&str>,
-) -> Operation {
-    Operation {
-        kind: OpType::Genesis,
-        prev: None,
-        signing_keys: BTreeMap::from([("key-1".to_string(), multibase(signing_key))]),
-        rotation_keys,
-        handles,
-        namespaces,
-        services: services(endpoint),
-        compromised: Vec::new(),
-        created_at: rfc3339_from_unix(unix_now()),
-        sig: None,
-    }
-}
-
-/// Posts a signed operation to a directory and checks its answer; returns the answer's body.
-pub async fn submit(
-    client: &PeerClient,
-    directory: &str,
-    route: &str,
-    op: &Value,
-) -> Result<Value, StewardError> {
-    let url = format!("{}/directory/{route}", directory.trim_end_matches('/'));
-    let (status, answer) = client
-        .post_json(&url, op, None, None)
-        .await
-        .map_err(|e| StewardError::Invalid(format!("the directory at {directory}: {e}")))?;
-    if !(200..300).contains(&status) {
-        let code = answer["code"].as_str().unwrap_or("?");
-        let message = answer["message"].as_str().unwrap_or("");
-        return Err(StewardError::Invalid(format!(
-            "the directory refused the operation ({status} {code}): {message}"
-        )));
-    }
-    Ok(answer)
-}
-
 /// Registers the home's key under a new did:sync and makes it the home's DID.
 pub async fn upgrade_to_sync(
     home: &Home,
     client: &PeerClient,
     registration: SyncRegistration,
-) -> Result<PublishedIdentity, StewardError> {
+) -> Result<PublishedIdentity, HomeError> {
     refuse_if_published(home)?;
     let key = home.keypair()?;
     // A genesis sent before whose answer was lost is sent again as it was: a new one (a new
@@ -106,11 +58,13 @@ pub async fn upgrade_to_sync(
         }
     };
     let genesis = Operation::from_value(&signed)
-        .map_err(|e| StewardError::Invalid(format!("identity-genesis.json: {e}")))?;
+        .map_err(|e| HomeError::Refused(format!("identity-genesis.json: {e}")))?;
     let did = did_from_genesis(&signed);
-    let answer = submit(client, &registration.directory, "genesis", &signed).await?;
+    let answer = submit(client, &registration.directory, "genesis", &signed)
+        .await
+        .map_err(|e| HomeError::Refused(e.message()))?;
     if answer["did"].as_str() != Some(did.as_str()) {
-        return Err(StewardError::Invalid(format!(
+        return Err(HomeError::Refused(format!(
             "the directory registered {} instead of {did}",
             answer["did"]
         )));
@@ -143,7 +97,7 @@ pub fn upgrade_to_web(
     host: &str,
     path: Option<&str>,
     endpoint: Option<String>,
-) -> Result<PublishedIdentity, StewardError> {
+) -> Result<PublishedIdentity, HomeError> {
     refuse_if_published(home)?;
     let key = home.keypair()?;
     let published = PublishedIdentity {
@@ -163,15 +117,15 @@ pub fn upgrade_to_web(
     Ok(published)
 }
 
-/// Replaces the signing key of a published identity (§1.3 rotation, §1.4 `update`). The old key
+/// Replaces the signing key of a published identity (federation-protocol.md §1.3 rotation, §1.4 `update`). The old key
 /// stays valid for the records it signed unless `compromised`, which withdraws it.
 pub async fn rotate(
     home: &Home,
     client: &PeerClient,
     compromised: bool,
-) -> Result<PublishedIdentity, StewardError> {
+) -> Result<PublishedIdentity, HomeError> {
     let mut published = home.published()?.ok_or_else(|| {
-        StewardError::Invalid(
+        HomeError::Refused(
             "a did:key cannot rotate (a new key is a new DID); run `spl identity upgrade` first"
                 .into(),
         )
@@ -203,11 +157,11 @@ async fn register_rotation(
     published: &PublishedIdentity,
     fragment: &str,
     key: &Keypair,
-) -> Result<String, StewardError> {
+) -> Result<String, HomeError> {
     let directory = published
         .directory
         .clone()
-        .ok_or_else(|| StewardError::Invalid("identity.json names no directory".into()))?;
+        .ok_or_else(|| HomeError::Refused("identity.json names no directory".into()))?;
     let hash = published.did.trim_start_matches("did:sync:").to_string();
     let update = Operation {
         kind: OpType::Update,
@@ -222,7 +176,10 @@ async fn register_rotation(
         sig: None,
     };
     let signed = sign_operation(&update, &home.rotation_keypair()?);
-    match submit(client, &directory, &format!("update/{hash}"), &signed).await {
+    match submit(client, &directory, &format!("update/{hash}"), &signed)
+        .await
+        .map_err(|e| HomeError::Refused(e.message()))
+    {
         Ok(_) => Ok(cid(&signed)),
         Err(refused) => match head_naming(client, &directory, &published.did, key).await {
             Some(head) => Ok(head),
@@ -250,60 +207,37 @@ async fn head_naming(
 }
 
 /// Pairs are made with a DID: a home with live pairs keeps its DID until they are revoked
-/// (peers would refuse the new one; FEDERATION §1.2).
-pub async fn refuse_if_paired(home: &Home) -> Result<(), StewardError> {
+/// (peers would refuse the new one; federation-protocol.md §1.2).
+pub async fn refuse_if_paired(home: &Home) -> Result<(), HomeError> {
     if !home.db_path().exists() {
         return Ok(());
     }
     let did = home.did()?;
-    let store = crate::local::open_store(home, false).await?;
-    let records = syncropel_federation::stored_thread(
-        store.as_ref(),
-        crate::local::LOCAL_TENANT,
-        syncropel_protocol::PAIRS_THREAD,
-    )
-    .await;
+    let store = syncropel_store::SqliteStore::open_file(&home.db_path()).await?;
+    let records =
+        syncropel_federation::stored_thread(&store, LOCAL_TENANT, syncropel_protocol::PAIRS_THREAD)
+            .await;
     store.close().await;
-    let (records, _) = records.map_err(|e| StewardError::Invalid(e.message()))?;
+    let (records, _) = records.map_err(|e| HomeError::Refused(e.message()))?;
     let live = syncropel_protocol::pair::fold_pairs(&records, &did, |_| true)
         .into_values()
         .filter(|pair| pair.state != syncropel_protocol::PairState::Revoked)
         .count();
     match live {
         0 => Ok(()),
-        n => Err(StewardError::Invalid(format!(
+        n => Err(HomeError::Refused(format!(
             "{n} pairs were made with {did}; revoke them first (`spl federation revoke`) and pair \
              again once the identity is published"
         ))),
     }
 }
 
-fn refuse_if_published(home: &Home) -> Result<(), StewardError> {
+fn refuse_if_published(home: &Home) -> Result<(), HomeError> {
     match home.published()? {
-        Some(published) => Err(StewardError::Invalid(format!(
+        Some(published) => Err(HomeError::Refused(format!(
             "this home is already published as {}; use `spl identity rotate` to change its key",
             published.did
         ))),
         None => Ok(()),
     }
-}
-
-/// The multibase form of a public key (`z6Mk…`): its did:key without the prefix.
-pub fn multibase(key: &Keypair) -> String {
-    key.did_key().trim_start_matches("did:key:").to_string()
-}
-
-fn services(endpoint: Option<&str>) -> BTreeMap<String, Service> {
-    endpoint
-        .map(|endpoint| {
-            (
-                "syncropel".to_string(),
-                Service {
-                    kind: "syncropel".into(),
-                    endpoint: endpoint.to_string(),
-                },
-            )
-        })
-        .into_iter()
-        .collect()
 }

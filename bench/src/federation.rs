@@ -63,7 +63,11 @@ pub async fn propagation(a: PropagationArgs) -> Result<Value> {
             while let Some(Ok(event)) = events.next().await {
                 if let WatchEvent::Record { created, .. } = event {
                     let now = Instant::now();
-                    arrived.lock().unwrap().entry(created.id).or_insert(now);
+                    arrived
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .entry(created.id)
+                        .or_insert(now);
                 }
             }
         })
@@ -89,14 +93,14 @@ pub async fn propagation(a: PropagationArgs) -> Result<Value> {
     // The last records get up to 5 s to arrive.
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
-        let seen = arrived.lock().unwrap().len();
+        let seen = arrived.lock().unwrap_or_else(|e| e.into_inner()).len();
         if seen >= sent.len() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     watcher.abort();
-    let arrived = arrived.lock().unwrap();
+    let arrived = arrived.lock().unwrap_or_else(|e| e.into_inner());
     let mut histogram = new_histogram();
     let mut missing = 0;
     for (id, started) in &sent {
@@ -144,14 +148,14 @@ pub fn verify(a: &VerifyArgs) -> Result<Value> {
                 "act": "DO", "actor": "did:example:bench", "thread": "th_bench_verify",
                 "clock": i, "body": {"text": "lorem ipsum dolor sit amet lorem ipsum dolor sit amet", "n": i},
             }))
-            .expect("a valid envelope");
+            .map_err(|e| anyhow::anyhow!("a bench envelope: {e}"))?;
             let canonical = envelope.canonical_json();
-            let mut record: Value = serde_json::from_str(&canonical).expect("canonical JSON parses");
+            let mut record: Value = serde_json::from_str(&canonical)?;
             record["sig"] = json!(key.sign_hex(canonical.as_bytes()));
             record["signer"] = json!(signer);
-            json!({"id": record_id(&canonical), "record": record})
+            Ok(json!({"id": record_id(&canonical), "record": record}))
         })
-        .collect();
+        .collect::<Result<_>>()?;
 
     let started = Instant::now();
     let mut parsed = Vec::with_capacity(items.len());

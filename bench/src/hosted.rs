@@ -500,7 +500,7 @@ pub async fn batch(a: BatchArgs) -> Result<serde_json::Value> {
         op,
     )
     .await?;
-    let body_bytes = *bytes_seen.lock().expect("body size lock");
+    let body_bytes = *bytes_seen.lock().unwrap_or_else(|e| e.into_inner());
     let report = json!({
         "records": t.items,
         "secs": secs,

@@ -97,6 +97,7 @@ impl SyncCursor {
 }
 
 fn mac(key: &[u8], data: &[u8]) -> [u8; 32] {
+    #[allow(clippy::expect_used)] // HMAC takes keys of any length.
     let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes keys of any length");
     mac.update(data);
     mac.finalize().into_bytes().into()

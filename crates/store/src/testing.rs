@@ -2,6 +2,9 @@
 //! the local `test` database's server), dropped afterwards; and [`Sql`], for the statements of a
 //! test's own on it. Used by the tests of this workspace (the `testing` feature).
 
+// A test helper fails its test with a panic when the database is not there.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};

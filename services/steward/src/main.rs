@@ -160,7 +160,13 @@ struct ServeArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let outcome = runtime.block_on(async {
         let telemetry = syncropel_telemetry::init(&cli.serve.telemetry, "steward")?;
         let outcome = match cli.command.unwrap_or(Command::Serve) {

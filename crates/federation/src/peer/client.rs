@@ -125,6 +125,9 @@ impl PeerClient {
         if !allow_private {
             builder = builder.dns_resolver(Arc::new(PublicOnlyResolver));
         }
+        // Building fails only when the TLS backend cannot start; rustls with its bundled roots
+        // always can, so this is a startup invariant, not a request-time failure.
+        #[allow(clippy::expect_used)]
         let http = builder.build().expect("building the peer HTTP client");
         PeerClient {
             http,

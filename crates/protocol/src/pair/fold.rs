@@ -320,7 +320,10 @@ fn chain_order<'r, 'a>(records: &BTreeMap<&'a str, &'r PairRecord<'a>>) -> Vec<&
     while let Some((_, record)) = ready.pop_first() {
         order.push(record);
         for child in children.get(record.id).into_iter().flatten() {
-            let left = pending.get_mut(child.id).expect("every record has a count");
+            // Every record has a count: it was entered in `pending` above.
+            let Some(left) = pending.get_mut(child.id) else {
+                continue;
+            };
             *left -= 1;
             if *left == 0 {
                 ready.insert(child.apply_key(), *child);

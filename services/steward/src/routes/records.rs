@@ -125,7 +125,10 @@ pub async fn create_batch(
     let trace = syncropel_telemetry::propagation::current_traceparent();
     let mut out = BatchWriter::new(results.len());
     for (index, result) in results.into_iter().enumerate() {
-        match result.expect("every item has a result") {
+        // Every item got its result above; one that did not is answered as our failure.
+        let result =
+            result.unwrap_or_else(|| Err(ApiError::internal("a batch item got no result")));
+        match result {
             Ok(Appended::Inserted(stored)) => {
                 created += 1;
                 if let Some(trace) = &trace {

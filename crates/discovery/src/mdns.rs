@@ -15,7 +15,6 @@ use mdns_sd::{
     IfKind, RecvTimeoutError, ResolvedService, ServiceDaemon, ServiceEvent, ServiceInfo,
     TxtProperties,
 };
-use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::DiscoveryError;
@@ -208,27 +207,8 @@ impl Drop for Announcer {
     }
 }
 
-/// One steward seen on the LAN.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct MdnsPeer {
-    /// The DID it announced.
-    pub did: String,
-    /// The endpoint it announced.
-    pub endpoint: String,
-    /// Its namespace, when announced.
-    pub namespace: Option<String>,
-    /// Its handle, when announced.
-    pub handle: Option<String>,
-    /// Its capabilities.
-    pub capabilities: Vec<String>,
-    /// When it last answered (RFC 3339).
-    pub last_seen: String,
-    /// Always false here: an announcement is not proof of the DID.
-    pub manifest_verified: bool,
-    /// The `mf` fingerprint it announced, to compare with the manifest once fetched.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub manifest_fingerprint: Option<String>,
-}
+/// One steward seen on the LAN, in the shape the roster answer shows it.
+pub use syncropel_api::MdnsPeer;
 
 /// The fields of a TXT record that passed [`parse_txt`].
 #[derive(Clone, Debug, PartialEq, Eq)]

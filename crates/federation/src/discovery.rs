@@ -6,7 +6,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use syncropel_api::{IntroducedPeer, Introductions};
 use syncropel_discovery::{Announcement, Announcer, Browser, MdnsConfig, MdnsPeer};
 use syncropel_protocol::pair::PairView;
 use syncropel_protocol::{ErrorCode, PairState, Refusal};
@@ -137,13 +137,6 @@ pub async fn set_introducible(
     Ok(pair)
 }
 
-/// Who introduces whom: the introducer's DID and the peers it lists (JSON objects with `did`,
-/// `url`, `handles`, `manifest_sha256`, `last_contact_at`).
-pub struct Introductions {
-    pub introduced_by: String,
-    pub peers: Vec<Value>,
-}
-
 /// The peers this steward's operator agreed to introduce, never the caller. `sa_id` is the
 /// caller's account (`None` when auth is off: the operator's own tooling, which is no peer).
 pub async fn introductions_for_peer(
@@ -181,14 +174,14 @@ pub async fn introductions_for_peer(
             .iter()
             .filter_map(|h| h.last_success_at)
             .max();
-        peers.push(json!({
-            "did": pair.peer_did,
-            "url": pair.peer_url,
+        peers.push(IntroducedPeer {
+            did: pair.peer_did,
+            url: pair.peer_url,
             // Pairs keep no handles or manifest digests of their peers yet.
-            "handles": [],
-            "manifest_sha256": Value::Null,
-            "last_contact_at": last_contact.map(syncropel_protocol::rfc3339_from_unix),
-        }));
+            handles: Vec::new(),
+            manifest_sha256: None,
+            last_contact_at: last_contact.map(syncropel_protocol::rfc3339_from_unix),
+        });
     }
     Ok(Introductions {
         introduced_by: tenant.identity.did.to_string(),
@@ -237,12 +230,12 @@ pub async fn introductions_via(
         )));
     }
     // Never ourselves, and only well-formed entries.
-    let peers: Vec<Value> = body["peers"]
+    let peers: Vec<IntroducedPeer> = body["peers"]
         .as_array()
         .into_iter()
         .flatten()
         .filter(|p| p["did"].as_str().is_some_and(|d| d != own))
-        .cloned()
+        .filter_map(|p| serde_json::from_value(p.clone()).ok())
         .collect();
     Ok(Introductions {
         introduced_by: pair.peer_did,

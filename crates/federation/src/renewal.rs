@@ -295,7 +295,8 @@ async fn record_renewal(
 pub struct Refreshed {
     pub pair_id: String,
     pub issued_token: Option<String>,
-    pub token_expires_at: Value,
+    /// RFC 3339.
+    pub token_expires_at: Option<String>,
 }
 
 /// `POST /v1/federation/pair/refresh`: the peer renews. Authenticated by the bearer being
@@ -343,7 +344,7 @@ pub async fn refresh(
             return Ok(Refreshed {
                 pair_id: pair.pair_id,
                 issued_token: token,
-                token_expires_at: cached["token_expires_at"].clone(),
+                token_expires_at: cached["token_expires_at"].as_str().map(str::to_string),
             });
         }
         return Err(
@@ -406,7 +407,7 @@ pub async fn refresh(
     Ok(Refreshed {
         pair_id: pair.pair_id,
         issued_token: Some(minted.token),
-        token_expires_at: Value::from(rfc3339_from_unix(expires)),
+        token_expires_at: Some(rfc3339_from_unix(expires)),
     })
 }
 

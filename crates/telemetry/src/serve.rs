@@ -10,6 +10,8 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -17,6 +19,7 @@ use axum::extract::Request;
 use axum::http::{header, HeaderValue};
 use axum::response::Response;
 use axum::Router;
+use http_body::Body as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -90,10 +93,13 @@ pub async fn serve(
     outcome
 }
 
-/// Once the drain has begun, every response closes its connection: a keep-alive client then
-/// reconnects through the load balancer (to a ready replica) instead of coming back on a
-/// connection the balancer cannot move, and no idle connection is left to race the close at the
-/// end of the delay.
+/// Says `Connection: close` on the answers whose connection cannot be reused, so that a
+/// keep-alive client does not send its next request on a connection about to close:
+/// - once the drain has begun, every answer: the client then reconnects through the load
+///   balancer (to a ready replica) instead of coming back on a connection the balancer cannot
+///   move, and no idle connection is left to race the close at the end of the delay;
+/// - an answer given before the request's body was read to its end (a refusal for a bad token,
+///   say): the server closes that connection rather than read what is left of the body.
 #[derive(Clone)]
 struct CloseWhenDraining(CancellationToken);
 
@@ -128,17 +134,66 @@ where
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
+        let (request, read) = track_body(request);
         let response = self.inner.call(request);
         let stop = self.stop.clone();
         Box::pin(async move {
             let mut response = response.await?;
-            if stop.is_cancelled() {
+            let unread = read.is_some_and(|read| !read.load(Ordering::Acquire));
+            if stop.is_cancelled() || unread {
                 response
                     .headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             Ok(response)
         })
+    }
+}
+
+/// A request that declares a body gets it wrapped so that its end is noticed; the flag says
+/// whether the body was read to its end.
+fn track_body(request: Request) -> (Request, Option<Arc<AtomicBool>>) {
+    if request.body().is_end_stream() {
+        return (request, None);
+    }
+    let read = Arc::new(AtomicBool::new(false));
+    let request = request.map(|inner| {
+        axum::body::Body::new(Tracked {
+            inner,
+            read: read.clone(),
+        })
+    });
+    (request, Some(read))
+}
+
+/// A request body that records when it has been read to its end.
+struct Tracked {
+    inner: axum::body::Body,
+    read: Arc<AtomicBool>,
+}
+
+impl http_body::Body for Tracked {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, axum::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None)) || this.inner.is_end_stream() {
+            this.read.store(true, Ordering::Release);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -158,5 +213,46 @@ pub async fn terminated() {
     tokio::select! {
         _ = terminate => {}
         _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::routing::post;
+
+    #[tokio::test]
+    async fn an_answer_before_the_body_is_read_closes_the_connection() {
+        let app = Router::new()
+            .route("/refuse", post(|| async { "refused unread" }))
+            .route("/read", post(|body: String| async move { body }));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(serve(listener, app, None, stop.clone(), Drain::default()));
+        let http = reqwest::Client::new();
+        let connection = |path: &'static str, body: &'static str| {
+            let request = http.post(format!("{url}{path}")).body(body);
+            async move {
+                let response = request.send().await.unwrap();
+                assert!(response.status().is_success());
+                response
+                    .headers()
+                    .get(header::CONNECTION)
+                    .map(|v| v.to_str().unwrap().to_string())
+            }
+        };
+        assert_eq!(
+            connection("/refuse", "a body").await.as_deref(),
+            Some("close")
+        );
+        assert_eq!(connection("/read", "a body").await, None);
+        assert_eq!(
+            connection("/refuse", "").await,
+            None,
+            "nothing was left unread"
+        );
+        stop.cancel();
+        server.await.unwrap().unwrap();
     }
 }

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use syncropel_api::{PullFailure, PullJobHealth};
 use syncropel_protocol::unix_now;
 use syncropel_tenant::Tenant;
 use tokio::sync::Notify;
@@ -19,29 +19,9 @@ use crate::error::Result;
 use crate::state::{self, PullCursor};
 use crate::{pairs, Backoff, Federation};
 
-/// Health of one job, kept in memory (federation-protocol.md §5.5: not recorded per attempt).
-#[derive(Clone, Debug, Serialize)]
-pub struct JobHealth {
-    pub source: String,
-    pub thread: String,
-    /// `starting`, `ok`, `failing` or `parked`.
-    pub status: &'static str,
-    pub retries: u32,
-    pub last_error: Option<LastError>,
-    pub last_success_at: Option<i64>,
-    pub next_attempt_at: Option<i64>,
-    /// The current upper bound of the backoff delay, in milliseconds.
-    pub backoff_ceiling_ms: u64,
-    pub pulled: u64,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct LastError {
-    pub code: String,
-    pub message: String,
-    pub http_status: Option<u16>,
-    pub at: i64,
-}
+/// Health of one job, kept in memory (federation-protocol.md §5.5: not recorded per attempt),
+/// in the shape the operator's views show it.
+pub type JobHealth = PullJobHealth;
 
 /// The running jobs of this steward, one task per (source, thread).
 pub struct Jobs {
@@ -84,7 +64,7 @@ impl Jobs {
             health: Mutex::new(JobHealth {
                 source: source.to_string(),
                 thread: thread.to_string(),
-                status: "starting",
+                status: "starting".into(),
                 retries: 0,
                 last_error: None,
                 last_success_at: None,
@@ -179,7 +159,7 @@ impl Jobs {
                 Ok(source) => source,
                 Err(e) => {
                     job.update(|h| {
-                        h.status = "parked";
+                        h.status = "parked".into();
                         h.last_error = Some(last_error(&e));
                     });
                     // Parked until kicked (resume, approve) or a slow re-check.
@@ -236,7 +216,7 @@ impl Jobs {
                 Ok(outcome) => {
                     backoff.reset();
                     job.update(|h| {
-                        h.status = "ok";
+                        h.status = "ok".into();
                         h.retries = 0;
                         h.last_success_at = Some(unix_now());
                         h.next_attempt_at = None;
@@ -254,7 +234,7 @@ impl Jobs {
                     let ceiling = backoff.ceiling();
                     tracing::debug!(source = %source_id, thread = %thread, code = %e.code(), "pull failed");
                     job.update(|h| {
-                        h.status = "failing";
+                        h.status = "failing".into();
                         h.retries = retries;
                         h.last_error = Some(last_error(e));
                         h.next_attempt_at = Some(unix_now() + delay.as_secs() as i64);
@@ -299,8 +279,8 @@ impl Job {
     }
 }
 
-fn last_error(e: &PullError) -> LastError {
-    LastError {
+fn last_error(e: &PullError) -> PullFailure {
+    PullFailure {
         code: e.code(),
         message: e.message(),
         http_status: e.http_status(),

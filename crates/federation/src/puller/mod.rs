@@ -27,7 +27,7 @@ use crate::{pairs, sync_pairs, Federation};
 
 pub use ingest::{fetch_parents, pullable_thread};
 use ingest::{retry_unresolved, store_page};
-pub use jobs::{cursor_of, cursor_rows, JobHealth, Jobs, LastError};
+pub use jobs::{cursor_of, cursor_rows, JobHealth, Jobs};
 
 /// Where one job pulls from: resolved afresh before every pull, so a pause, a revoke or a new
 /// token takes effect on the next one.

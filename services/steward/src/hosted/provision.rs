@@ -18,6 +18,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use rand::distributions::{Alphanumeric, DistString};
 use serde_json::{json, Value};
+use syncropel_api::{self as api, ProvisionAccepted};
 use syncropel_federation::PeerClient;
 use syncropel_protocol::{
     canonical_string, public_key_from_did_key, sha256_hex, ErrorCode, Keypair,
@@ -173,8 +174,12 @@ impl Provision {
         }
     }
 
-    fn accepted(&self) -> Value {
-        json!({"instance_id": self.instance_id, "label": self.label, "phase": self.phase})
+    fn accepted(&self) -> ProvisionAccepted {
+        ProvisionAccepted {
+            instance_id: self.instance_id.clone(),
+            label: self.label.clone(),
+            phase: self.phase.clone(),
+        }
     }
 
     /// Marks `name` done (and the next phase current) in the phase list.
@@ -224,7 +229,7 @@ async fn provision(
     call: PlatformCall,
     headers: HeaderMap,
     JsonBody(body): JsonBody,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<ProvisionAccepted>)> {
     let started = std::time::Instant::now();
     let platform = &call.platform;
     let key = idempotency_key(&headers)?;
@@ -548,23 +553,31 @@ async fn owned(platform: &Platform, account: &str, id: &str) -> ApiResult<Provis
         .ok_or_else(|| ApiError::not_found(format!("no provisioning '{id}'")))
 }
 
-async fn describe(platform: &Platform, provision: &Provision) -> ApiResult<Json<Value>> {
+async fn describe(platform: &Platform, provision: &Provision) -> ApiResult<Json<api::Provision>> {
     let (status, did) = platform.store.status_and_did(&provision.tenant).await?;
-    Ok(Json(json!({
-        "object": "provision",
-        "instance_id": provision.instance_id,
-        "label": provision.label,
-        "phase": provision.phase,
-        "phases": provision.phases,
-        "error": provision.error,
-        "tenant_status": status.as_str(),
-        "did": did,
-        "url": platform.tenant_url(&provision.label),
-    })))
+    // Both documents were written by this module; reading them back cannot fail but for a
+    // corrupted row, which is this platform's failure.
+    let phases = serde_json::from_value(provision.phases.clone()).map_err(ApiError::internal)?;
+    let error = provision
+        .error
+        .clone()
+        .map(serde_json::from_value)
+        .transpose()
+        .map_err(ApiError::internal)?;
+    Ok(Json(api::Provision {
+        instance_id: provision.instance_id.clone(),
+        label: provision.label.clone(),
+        phase: provision.phase.clone(),
+        phases,
+        error,
+        tenant_status: status.as_str().to_string(),
+        did,
+        url: platform.tenant_url(&provision.label),
+    }))
 }
 
 /// `GET /provision/{id}`: phases, error, and the tenant's status, DID and URL.
-async fn status(call: PlatformCall, PathParam(id): PathParam) -> ApiResult<Json<Value>> {
+async fn status(call: PlatformCall, PathParam(id): PathParam) -> ApiResult<Json<api::Provision>> {
     let provision = owned(&call.platform, &call.account, &id).await?;
     describe(&call.platform, &provision).await
 }
@@ -575,7 +588,7 @@ async fn transition(
     id: &str,
     from: &[TenantState],
     to: TenantState,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<api::Provision>> {
     let platform = &call.platform;
     let provision = owned(platform, &call.account, id).await?;
     let changed = platform
@@ -594,17 +607,17 @@ async fn transition(
 }
 
 /// `POST /provision/{id}/suspend`: the tenant becomes read-only.
-async fn suspend(call: PlatformCall, PathParam(id): PathParam) -> ApiResult<Json<Value>> {
+async fn suspend(call: PlatformCall, PathParam(id): PathParam) -> ApiResult<Json<api::Provision>> {
     transition(&call, &id, &[TenantState::Active], TenantState::Suspended).await
 }
 
 /// `POST /provision/{id}/resume`: a suspended tenant takes writes again.
-async fn resume(call: PlatformCall, PathParam(id): PathParam) -> ApiResult<Json<Value>> {
+async fn resume(call: PlatformCall, PathParam(id): PathParam) -> ApiResult<Json<api::Provision>> {
     transition(&call, &id, &[TenantState::Suspended], TenantState::Active).await
 }
 
 /// `DELETE /provision/{id}`: read-only (export works) for the grace period, then purged.
-async fn delete(call: PlatformCall, PathParam(id): PathParam) -> ApiResult<Json<Value>> {
+async fn delete(call: PlatformCall, PathParam(id): PathParam) -> ApiResult<Json<api::Provision>> {
     // A provisioning that failed and is not retried can be deleted too, freeing its label and
     // its place in the account's limit after the grace period.
     transition(

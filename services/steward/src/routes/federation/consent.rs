@@ -5,9 +5,10 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::{json, Value};
+use serde_json::Value;
+use syncropel_api::{ConsentGrant, GrantRevoked, List};
 use syncropel_federation::consent::{self, GrantRequest};
-use syncropel_protocol::consent::{grant_body, Grant, HashLevel};
+use syncropel_protocol::consent::{Grant, HashLevel};
 use syncropel_protocol::{unix_from_rfc3339, unix_now, validate_namespace_id, DEFAULT_NAMESPACE};
 use syncropel_tenant::Scope;
 
@@ -16,11 +17,8 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::routes::{Params, PathParam};
 
-fn view(grant: &Grant) -> Value {
-    let mut value = Value::Object(grant_body(grant));
-    value["object"] = json!("consent_grant");
-    value["active"] = json!(grant.is_active(unix_now()));
-    value
+fn view(grant: &Grant) -> ConsentGrant {
+    ConsentGrant::new(grant, grant.is_active(unix_now()))
 }
 
 /// `POST /v1/consent/grants`
@@ -99,13 +97,13 @@ pub async fn list(
 ) -> ApiResult<Response> {
     caller.require(Scope::FederationManage)?;
     let namespace = params.str("namespace");
-    let data: Vec<Value> = consent::current(&state.federation, &caller.tenant.id)
+    let data = consent::current(&state.federation, &caller.tenant.id)
         .await?
         .iter()
         .filter(|g| namespace.is_none_or(|ns| g.source_namespace == ns || g.target_namespace == ns))
         .map(view)
         .collect();
-    Ok(Json(json!({"object": "list", "data": data})).into_response())
+    Ok(Json(List { data }).into_response())
 }
 
 /// `DELETE /v1/consent/grants/{id}[?reason=…]`: effective from the next pull.
@@ -119,8 +117,9 @@ pub async fn revoke(
     caller.tenant.require_writable()?;
     let reason = params.str("reason").unwrap_or("operator");
     consent::revoke(&state.federation, &caller.tenant, &grant_id, reason).await?;
-    Ok(
-        Json(json!({"object": "consent_grant", "grant_id": grant_id, "revoked": true}))
-            .into_response(),
-    )
+    Ok(Json(GrantRevoked {
+        grant_id,
+        revoked: true,
+    })
+    .into_response())
 }

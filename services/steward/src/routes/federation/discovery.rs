@@ -5,8 +5,8 @@
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
-use syncropel_federation::discovery::{self, Introductions};
+use syncropel_api::{MdnsRoster, PairIntroducible};
+use syncropel_federation::discovery;
 use syncropel_tenant::Scope;
 
 use crate::app::{AppState, JsonBody};
@@ -14,20 +14,11 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::routes::{Params, PathParam};
 
-fn introductions(found: Introductions) -> Response {
-    Json(json!({
-        "object": "introductions",
-        "introduced_by": found.introduced_by,
-        "peers": found.peers,
-    }))
-    .into_response()
-}
-
 /// `GET /v1/discovery/mdns`: the stewards this one has heard on the LAN, unverified.
 pub async fn mdns_roster(State(state): State<AppState>, caller: Caller) -> ApiResult<Response> {
     caller.require(Scope::ConfigRead)?;
     let peers = discovery::roster(&state.federation);
-    Ok(Json(json!({"object": "mdns_roster", "peers": peers})).into_response())
+    Ok(Json(MdnsRoster { peers }).into_response())
 }
 
 /// `POST /v1/federation/pairs/{id}/introducible` `{"introducible": bool}`: whether this pair's
@@ -45,12 +36,11 @@ pub async fn set_introducible(
         .ok_or_else(|| ApiError::validation("`introducible` must be true or false"))?;
     let pair =
         discovery::set_introducible(&state.federation, &caller.tenant, &key, introducible).await?;
-    Ok(Json(json!({
-        "object": "pair_introducible",
-        "pair_id": pair.pair_id,
-        "peer_did": pair.peer_did,
-        "introducible": introducible,
-    }))
+    Ok(Json(PairIntroducible {
+        pair_id: pair.pair_id,
+        peer_did: pair.peer_did,
+        introducible,
+    })
     .into_response())
 }
 
@@ -62,7 +52,7 @@ pub async fn introductions_for_peer(
 ) -> ApiResult<Response> {
     let sa_id = caller.grant.as_ref().map(|g| g.sa_id.as_str());
     let found = discovery::introductions_for_peer(&state.federation, &caller.tenant, sa_id).await?;
-    Ok(introductions(found))
+    Ok(Json(found).into_response())
 }
 
 /// `GET /v1/federation/introductions?via=<did>`: asks the paired peer `via` whom it introduces.
@@ -76,5 +66,5 @@ pub async fn introductions_via(
         .get("via")
         .ok_or_else(|| ApiError::validation("`via` (a paired peer's DID) is required"))?;
     let found = discovery::introductions_via(&state.federation, &caller.tenant, via).await?;
-    Ok(introductions(found))
+    Ok(Json(found).into_response())
 }

@@ -3,8 +3,11 @@
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
 use axum::response::Response;
-use serde_json::{json, Value};
+use axum::Json;
+use serde_json::Value;
+use syncropel_api::SyncRecords;
 use syncropel_federation::feed::{self, Access, ChangesQuery, Puller, MAX_FETCH_IDS};
 use syncropel_protocol::sync::{DEFAULT_PAGE, MAX_PAGE};
 use syncropel_protocol::{ErrorCode, DEFAULT_NAMESPACE};
@@ -112,8 +115,5 @@ pub async fn fetch(
         .collect::<Option<Vec<String>>>()
         .ok_or_else(|| ApiError::validation("every id must be a string"))?;
     let items = feed::fetch(fed, &caller.tenant, &puller, target, &ids).await?;
-    Ok(json_text(
-        StatusCode::OK,
-        json!({"object": "sync_records", "records": items}).to_string(),
-    ))
+    Ok(Json(SyncRecords { records: items }).into_response())
 }

@@ -6,7 +6,10 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::{json, Value};
+use syncropel_api::{
+    HandshakeActive, HandshakeApproved, HandshakeConfirmed, HandshakePending, List,
+    PendingDecision, PendingPair,
+};
 use syncropel_federation::handshake::{initiator, responder, Answer, POLL_AFTER_MS};
 use syncropel_federation::Federation;
 use syncropel_protocol::rfc3339_from_unix;
@@ -16,53 +19,59 @@ use super::object;
 use super::pairs::view;
 use crate::app::{AppState, JsonBody};
 use crate::auth::Caller;
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::routes::PathParam;
 use crate::tenant::CurrentTenant;
 
 /// How a handshake answer goes on the wire: 202 while pending, else 200.
-fn render(fed: &Federation, tenant: &str, answer: Answer) -> Response {
-    match answer {
+fn render(fed: &Federation, tenant: &str, answer: Answer) -> ApiResult<Response> {
+    Ok(match answer {
         Answer::Pending {
             pair_id,
             nonce,
             expires_at,
-        } => (
-            StatusCode::ACCEPTED,
-            Json(json!({
-                "object": "pair_handshake", "state": "establishing", "status": "pending",
-                "pair_id": pair_id, "nonce": nonce, "poll_after_ms": POLL_AFTER_MS,
-                "expires_at": rfc3339_from_unix(expires_at),
-            })),
-        )
-            .into_response(),
+        } => {
+            let pending = HandshakePending {
+                poll_after_ms: POLL_AFTER_MS,
+                ..HandshakePending::new(&pair_id, &nonce, rfc3339_from_unix(expires_at))
+            };
+            (StatusCode::ACCEPTED, Json(pending)).into_response()
+        }
         Answer::Approved {
             pair_id,
             issued_token,
             token_expires_at,
             responder_manifest,
             genesis,
-        } => Json(json!({
-            "object": "pair_handshake", "state": "establishing", "status": "approved",
-            "pair_id": pair_id, "issued_token": issued_token,
-            "token_expires_at": token_expires_at.map(rfc3339_from_unix),
-            "responder_manifest": responder_manifest, "mls_welcome": null, "genesis": genesis,
-        }))
+        } => Json(HandshakeApproved {
+            state: "establishing".into(),
+            status: "approved".into(),
+            pair_id,
+            issued_token,
+            token_expires_at: token_expires_at.map(rfc3339_from_unix),
+            responder_manifest: serde_json::from_value(responder_manifest)
+                .map_err(ApiError::internal)?,
+            mls_welcome: None,
+            genesis,
+        })
         .into_response(),
-        Answer::Active { pair_id } => Json(json!({
-            "object": "pair_handshake", "state": "active", "status": "active", "pair_id": pair_id,
-        }))
+        Answer::Active { pair_id } => Json(HandshakeActive {
+            state: "active".into(),
+            status: "active".into(),
+            pair_id,
+        })
         .into_response(),
         Answer::Confirmed {
             pair_id,
             activated_record_id,
-        } => Json(json!({
-            "object": "pair_handshake", "status": "active", "pair_id": pair_id,
-            "activated_record_id": activated_record_id,
-        }))
+        } => Json(HandshakeConfirmed {
+            status: "active".into(),
+            pair_id,
+            activated_record_id,
+        })
         .into_response(),
-        Answer::Paired(pair) => Json(view(fed, tenant, &pair)).into_response(),
-    }
+        Answer::Paired(pair) => Json(view(fed, tenant, *pair)).into_response(),
+    })
 }
 
 /// `POST /v1/federation/pair` (and `/init`): a peer asks to pair with us.
@@ -74,7 +83,7 @@ pub async fn init(
     tenant.require_writable()?;
     let fed = &state.federation;
     let answer = responder::init(fed, &tenant, &object(body)).await?;
-    Ok(render(fed, &tenant.id, answer))
+    render(fed, &tenant.id, answer)
 }
 
 /// `POST /v1/federation/pair/poll {"nonce"}`
@@ -85,7 +94,7 @@ pub async fn poll(
 ) -> ApiResult<Response> {
     let fed = &state.federation;
     let answer = responder::poll(fed, &tenant, &object(body)).await?;
-    Ok(render(fed, &tenant.id, answer))
+    render(fed, &tenant.id, answer)
 }
 
 /// `POST /v1/federation/pair/confirm`: the initiator's credential for us; the pair goes active.
@@ -97,24 +106,25 @@ pub async fn confirm(
     tenant.require_writable()?;
     let fed = &state.federation;
     let answer = responder::confirm(fed, &tenant, &object(body)).await?;
-    Ok(render(fed, &tenant.id, answer))
+    render(fed, &tenant.id, answer)
 }
 
 /// `GET /v1/federation/pending`: requests waiting for the operator.
 pub async fn pending(State(state): State<AppState>, caller: Caller) -> ApiResult<Response> {
     caller.require(Scope::FederationManage)?;
-    let data: Vec<Value> = responder::pending(&state.federation, &caller.tenant)
+    let data = responder::pending(&state.federation, &caller.tenant)
         .await?
         .into_iter()
-        .map(|r| {
-            json!({
-                "object": "pair_pending", "pair_id": r.pair_id, "peer_did": r.peer_did,
-                "peer_url": r.peer_url, "namespace": r.namespaces.first(), "maps": r.maps,
-                "expires_at": rfc3339_from_unix(r.expires_at),
-            })
+        .map(|r| PendingPair {
+            namespace: r.namespaces.first().cloned(),
+            pair_id: r.pair_id,
+            peer_did: r.peer_did,
+            peer_url: r.peer_url,
+            maps: r.maps,
+            expires_at: rfc3339_from_unix(r.expires_at),
         })
         .collect();
-    Ok(Json(json!({"object": "list", "data": data})).into_response())
+    Ok(Json(List { data }).into_response())
 }
 
 /// `POST /v1/federation/pending/{pair_id}/approve`
@@ -135,7 +145,12 @@ pub async fn approve(
     );
     let peer_did =
         responder::approve(&state.federation, &caller.tenant, &pair_id, &approved_by).await?;
-    Ok(Json(json!({"object": "pair_pending", "pair_id": pair_id, "peer_did": peer_did, "status": "approved"})).into_response())
+    Ok(Json(PendingDecision {
+        pair_id,
+        peer_did,
+        status: "approved".into(),
+    })
+    .into_response())
 }
 
 /// `POST /v1/federation/pending/{pair_id}/reject`
@@ -147,7 +162,12 @@ pub async fn reject(
     caller.require(Scope::FederationManage)?;
     caller.tenant.require_writable()?;
     let peer_did = responder::reject(&state.federation, &caller.tenant, &pair_id).await?;
-    Ok(Json(json!({"object": "pair_pending", "pair_id": pair_id, "peer_did": peer_did, "status": "rejected"})).into_response())
+    Ok(Json(PendingDecision {
+        pair_id,
+        peer_did,
+        status: "rejected".into(),
+    })
+    .into_response())
 }
 
 /// `POST /v1/federation/pairs {"peer_url", "maps"?, "namespaces"?}`: starts pairing as the
@@ -161,7 +181,7 @@ pub async fn start(
     caller.tenant.require_writable()?;
     let fed = &state.federation;
     let answer = initiator::start(fed, &caller.tenant, &object(body)).await?;
-    Ok(render(fed, &caller.tenant.id, answer))
+    render(fed, &caller.tenant.id, answer)
 }
 
 /// `POST /v1/federation/pairs/{id}/poll`: asks the responder again about a pending request.
@@ -174,5 +194,5 @@ pub async fn continue_pairing(
     caller.tenant.require_writable()?;
     let fed = &state.federation;
     let answer = initiator::continue_pairing(fed, &caller.tenant, &pair_id).await?;
-    Ok(render(fed, &caller.tenant.id, answer))
+    render(fed, &caller.tenant.id, answer)
 }

@@ -5,7 +5,8 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::{json, Value};
+use serde_json::Value;
+use syncropel_api::{FederationPair, List, PairRefreshed, PairRevoked, PullResult, SyncHealth};
 use syncropel_federation::pairs::{self, PullRequest};
 use syncropel_federation::puller::PullError;
 use syncropel_federation::{renewal, Federation};
@@ -20,28 +21,26 @@ use crate::routes::PathParam;
 use crate::tenant::CurrentTenant;
 
 /// A pair as the operator sees it: its fold and the health of its pull jobs.
-pub fn view(fed: &Federation, tenant: &str, pair: &PairView) -> Value {
-    let mut value = serde_json::to_value(pair).unwrap_or_default();
-    value["object"] = json!("federation_pair");
-    let health = fed.jobs.health(tenant, &pair.pair_id);
-    let failing = health.iter().find(|h| h.status == "failing");
-    value["sync_health"] = json!({
-        "status": if failing.is_some() { "failing" } else { "ok" },
-        "last_error": failing.and_then(|h| h.last_error.clone()),
-        "jobs": health,
-    });
-    value
+pub fn view(fed: &Federation, tenant: &str, pair: PairView) -> FederationPair {
+    let jobs = fed.jobs.health(tenant, &pair.pair_id);
+    let failing = jobs.iter().find(|h| h.status == "failing");
+    let sync_health = SyncHealth {
+        status: if failing.is_some() { "failing" } else { "ok" }.into(),
+        last_error: failing.and_then(|h| h.last_error.clone()),
+        jobs,
+    };
+    FederationPair::new(pair, sync_health)
 }
 
 pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Response> {
     caller.require(Scope::FederationManage)?;
     let fed = &state.federation;
     let pairs = pairs::load(fed, &caller.tenant).await?;
-    let data: Vec<Value> = pairs
-        .values()
+    let data = pairs
+        .into_values()
         .map(|p| view(fed, &caller.tenant.id, p))
         .collect();
-    Ok(Json(json!({"object": "list", "data": data})).into_response())
+    Ok(Json(List { data }).into_response())
 }
 
 pub async fn get_one(
@@ -51,7 +50,7 @@ pub async fn get_one(
 ) -> ApiResult<Response> {
     caller.require(Scope::FederationManage)?;
     let pair = pairs::find(&state.federation, &caller.tenant, &key).await?;
-    Ok(Json(view(&state.federation, &caller.tenant.id, &pair)).into_response())
+    Ok(Json(view(&state.federation, &caller.tenant.id, pair)).into_response())
 }
 
 async fn operate(
@@ -67,7 +66,7 @@ async fn operate(
     caller.tenant.require_writable()?;
     let fed = &state.federation;
     let pair = pairs::operate(fed, &caller.tenant, &key, op, to, &body).await?;
-    Ok(Json(view(fed, &caller.tenant.id, &pair)).into_response())
+    Ok(Json(view(fed, &caller.tenant.id, pair)).into_response())
 }
 
 pub async fn pause(
@@ -116,7 +115,7 @@ pub async fn revoke(
     let reason = pairs::reason_of(&body)?.unwrap_or_else(|| "operator".into());
     let fed = &state.federation;
     let pair = pairs::revoke(fed, &caller.tenant, &key, &reason).await?;
-    Ok(Json(view(fed, &caller.tenant.id, &pair)).into_response())
+    Ok(Json(view(fed, &caller.tenant.id, pair)).into_response())
 }
 
 /// `POST /v1/federation/pair/notify-revoke`: the peer revoked; we revoke symmetrically. The
@@ -132,7 +131,10 @@ pub async fn notify_revoke(
         .ok_or_else(|| ApiError::new(ErrorCode::AuthRequired, "a pair token is required"))?;
     let pair =
         pairs::notified_revoke(&state.federation, &caller.tenant, &grant.sa_id, &body).await?;
-    Ok(Json(json!({"object": "pair_revoked", "pair_id": pair.pair_id})).into_response())
+    Ok(Json(PairRevoked {
+        pair_id: pair.pair_id,
+    })
+    .into_response())
 }
 
 /// `POST /v1/federation/pair/refresh`: the peer renews. Authenticated by the bearer being
@@ -150,10 +152,11 @@ pub async fn refresh(
     let presented = presented_token(&headers).map(|t| sha256_hex(t.as_bytes()));
     let refreshed =
         renewal::refresh(&state.federation, &tenant, presented.as_deref(), request).await?;
-    Ok(Json(json!({
-        "object": "pair_refresh", "pair_id": refreshed.pair_id,
-        "issued_token": refreshed.issued_token, "token_expires_at": refreshed.token_expires_at,
-    }))
+    Ok(Json(PairRefreshed {
+        pair_id: refreshed.pair_id,
+        issued_token: refreshed.issued_token,
+        token_expires_at: refreshed.token_expires_at,
+    })
     .into_response())
 }
 
@@ -167,7 +170,7 @@ pub async fn refresh_now(
     caller.tenant.require_writable()?;
     let fed = &state.federation;
     let pair = renewal::refresh_now(fed, &caller.tenant, &key).await?;
-    Ok(Json(view(fed, &caller.tenant.id, &pair)).into_response())
+    Ok(Json(view(fed, &caller.tenant.id, pair)).into_response())
 }
 
 /// `POST /v1/sync/pull {thread, peer, peer_token?}` (`spl sync T from PEER`).
@@ -189,15 +192,14 @@ pub async fn pull(
     let total = pairs::pull(&state.federation, &caller.tenant, request)
         .await
         .map_err(pull_error)?;
-    Ok(Json(json!({
-        "object": "sync_result",
-        "thread": thread,
-        "peer": peer,
-        "pulled": total.pulled,
-        "duplicates": total.duplicates,
-        "quarantined": total.quarantined,
-        "cursor": total.cursor,
-    }))
+    Ok(Json(PullResult {
+        thread: thread.to_string(),
+        peer: peer.to_string(),
+        pulled: total.pulled as u64,
+        duplicates: total.duplicates as u64,
+        quarantined: total.quarantined as u64,
+        cursor: total.cursor,
+    })
     .into_response())
 }
 

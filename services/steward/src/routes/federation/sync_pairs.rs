@@ -4,7 +4,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::{json, Value};
+use serde_json::Value;
+use syncropel_api::{List, SyncPair as SyncPairView};
 use syncropel_federation::sync_pairs::{self, SyncPair, SyncPairRequest};
 use syncropel_federation::Federation;
 use syncropel_tenant::Scope;
@@ -15,7 +16,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::routes::PathParam;
 
 /// A sync pair with the state of its job: running and failing come from the job's health.
-fn view(fed: &Federation, tenant: &str, pair: &SyncPair) -> Value {
+fn view(fed: &Federation, tenant: &str, pair: &SyncPair) -> SyncPairView {
     let health = fed.jobs.health(tenant, &pair.pair_id).into_iter().next();
     let status = match (pair.recorded.as_str(), &health) {
         ("paused" | "stopped", _) => pair.recorded.clone(),
@@ -23,21 +24,21 @@ fn view(fed: &Federation, tenant: &str, pair: &SyncPair) -> Value {
         (_, Some(h)) if h.status == "failing" => "failing".into(),
         _ => "starting".into(),
     };
-    json!({
-        "object": "sync_pair",
-        "pair_id": pair.pair_id,
-        "peer_did": pair.peer_did,
-        "peer_url": pair.peer_url,
-        "thread_id": pair.thread_id,
-        "state": status,
-        "retries": health.as_ref().map(|h| h.retries).unwrap_or(0),
-        "poll_interval_secs": fed.jobs.interval().as_secs(),
-        "last_success_at": health.as_ref().and_then(|h| h.last_success_at),
-        "next_attempt_at": health.as_ref().and_then(|h| h.next_attempt_at),
-        "last_error": health.as_ref().and_then(|h| h.last_error.clone()),
-        "backoff_ceiling_ms": health.as_ref().map(|h| h.backoff_ceiling_ms).unwrap_or(0),
-        "pulled": health.as_ref().map(|h| h.pulled).unwrap_or(0),
-    })
+    SyncPairView {
+        pair_id: pair.pair_id.clone(),
+        peer_did: pair.peer_did.clone(),
+        peer_url: pair.peer_url.clone(),
+        thread_id: pair.thread_id.clone(),
+        state: status,
+        retries: health.as_ref().map(|h| h.retries).unwrap_or(0),
+        poll_interval_secs: fed.jobs.interval().as_secs(),
+        last_success_at: health.as_ref().and_then(|h| h.last_success_at),
+        next_attempt_at: health.as_ref().and_then(|h| h.next_attempt_at),
+        last_error: health.as_ref().and_then(|h| h.last_error.clone()),
+        backoff_ceiling_ms: health.as_ref().map(|h| h.backoff_ceiling_ms).unwrap_or(0),
+        pulled: health.as_ref().map(|h| h.pulled).unwrap_or(0),
+        warning: None,
+    }
 }
 
 /// `POST /v1/sync/pairs {peer_did, peer_url, thread_id, peer_token?}`
@@ -73,7 +74,7 @@ pub async fn create(
     let (pair, uncredentialed) = sync_pairs::create(fed, &caller.tenant, request).await?;
     let mut answer = view(fed, &caller.tenant.id, &pair);
     if uncredentialed {
-        answer["warning"] = json!("no peer_token and no record-bound pair with this peer: pulls will be refused until one exists");
+        answer.warning = Some("no peer_token and no record-bound pair with this peer: pulls will be refused until one exists".into());
     }
     Ok((StatusCode::CREATED, Json(answer)).into_response())
 }
@@ -82,12 +83,12 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Re
     caller.require(Scope::FederationManage)?;
     let fed = &state.federation;
     let registry = sync_pairs::registry(fed, &caller.tenant.id).await?;
-    let data: Vec<Value> = registry
+    let data = registry
         .values()
         .filter(|p| p.recorded != "stopped")
         .map(|p| view(fed, &caller.tenant.id, p))
         .collect();
-    Ok(Json(json!({"object": "list", "data": data})).into_response())
+    Ok(Json(List { data }).into_response())
 }
 
 pub async fn get_one(

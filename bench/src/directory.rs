@@ -15,7 +15,7 @@ use syncropel_protocol::did_sync::{self, sign_operation, OpType, Operation, Serv
 use syncropel_protocol::Keypair;
 use tokio::sync::Mutex;
 
-use super::{http_client, merge, round3, self_cpu_secs, short, throughput, Outcome};
+use crate::load::{http_client, merge, round3, self_cpu_secs, short, throughput, Outcome};
 
 /// Reads a directory answer fully (so the connection is reused) and classifies it.
 async fn finish(res: reqwest::Result<reqwest::Response>, expect: StatusCode) -> Outcome {

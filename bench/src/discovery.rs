@@ -18,7 +18,7 @@ use syncropel_federation::{DidResolver, PeerClient, PeerClientOptions};
 use syncropel_protocol::did_doc::{did_web_document, did_web_for};
 use syncropel_protocol::Keypair;
 
-use super::round3;
+use crate::load::round3;
 
 /// How long one mDNS sample may take before the run is declared broken.
 const MDNS_SAMPLE_LIMIT: Duration = Duration::from_secs(10);

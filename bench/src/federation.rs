@@ -14,7 +14,8 @@ use serde_json::{json, Value};
 use syncropel_api::WatchEvent;
 use syncropel_client::{Client, Emitted, WatchStart};
 
-use super::{http_client, new_histogram, steward, RecordMaker, RecordShape};
+use crate::load::{http_client, new_histogram, steward, RecordMaker};
+use crate::RecordShape;
 
 /// Of a stored record, only its id is read.
 #[derive(Deserialize)]

@@ -25,10 +25,11 @@ use serde_json::json;
 use syncropel_api::{BatchResult, CreateRecords, ProvisionRequest};
 use syncropel_client::{Client, ClientError};
 
-use super::{
+use crate::load::{
     closed_loop, emitted, finish, http_client, merge, ms, new_histogram, now_micros, round3, short,
-    steward, ErrorLog, Outcome, RecordMaker, RecordShape,
+    steward, ErrorLog, Outcome, RecordMaker,
 };
+use crate::RecordShape;
 
 /// `body.kind` of every generated record.
 const KIND: &str = "bench.item.v1";

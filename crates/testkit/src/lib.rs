@@ -1,0 +1,100 @@
+//! Fixtures for tests that talk to real services over HTTP on 127.0.0.1.
+//!
+//! Every service starts through the startup code its binary runs: a local steward through
+//! `syncropel_steward::local::start` and `LocalSteward::run` (what `spl serve` does), a hosted
+//! replica through `hosted::build` and `Hosted::run`, the did:sync directory through its app and
+//! the shared drain. The kit binds each listener itself and hands it over, so a test knows the
+//! address before the service starts and no port is ever given up and taken again.
+//!
+//! - [`TestSteward`] / [`Node`]: a local steward in a temporary home; a [`Node`] adds an admin
+//!   token, a typed [`Client`](syncropel_client::Client) and the federation helpers tests share.
+//! - [`hosted`]: hosted [`Replica`](hosted::Replica)s in this process, `steward`
+//!   [`Process`](hosted::Process)es, and a [`Balancer`](hosted::Balancer) in front of them.
+//! - [`Directory`]: the did:sync directory on a SQLite file of its own.
+//! - [`Reserved`]: a port held without listening, so that callers are refused until a service
+//!   starts on it.
+
+mod directory;
+pub mod hosted;
+mod local;
+mod node;
+mod port;
+
+use std::future::Future;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use syncropel_federation::{FederationConfig, PeerTimeouts};
+
+pub use directory::{Directory, StoppedDirectory};
+pub use local::{Identity, Options, Stopped, TestSteward, TENANT};
+pub use node::Node;
+pub use port::Reserved;
+pub use syncropel_store::testing::{with_test_database, Sql, TestDb};
+
+/// A minimal valid envelope: `DO` by `did:example:test`.
+pub fn envelope(thread: &str, clock: i64, body: Value) -> Value {
+    json!({
+        "act": "DO",
+        "actor": "did:example:test",
+        "body": body,
+        "clock": clock,
+        "data_type": "SCALAR",
+        "parents": [],
+        "thread": thread,
+    })
+}
+
+/// A `KNOW` envelope by `actor`, as peers' records are written in the federation tests.
+pub fn know(thread: &str, actor: &str, clock: i64, body: Value) -> Value {
+    json!({"act": "KNOW", "actor": actor, "thread": thread, "clock": clock, "body": body})
+}
+
+/// Asserts the ApiError envelope and returns its code.
+pub fn error_code(body: &Value) -> &str {
+    assert_eq!(body["object"], "error", "{body}");
+    assert!(body["type"].is_string(), "{body}");
+    assert!(body["message"].is_string(), "{body}");
+    body["code"].as_str().expect("code")
+}
+
+/// Sends a request; its status and JSON body (`null` when the body is not JSON).
+pub async fn send(request: reqwest::RequestBuilder) -> (u16, Value) {
+    let resp = request.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// Short federation intervals for tests: 200 ms polls, 50 ms -> 400 ms backoff, 2 s longpoll
+/// holds, peer timeouts of 2 s (connect), 5 s (request) and 6 s (longpoll).
+pub fn quick_federation() -> FederationConfig {
+    let ms = Duration::from_millis;
+    FederationConfig {
+        poll_interval: ms(200),
+        backoff_base: ms(50),
+        backoff_cap: ms(400),
+        peer_timeouts: PeerTimeouts {
+            connect: Duration::from_secs(2),
+            request: Duration::from_secs(5),
+            longpoll: Duration::from_secs(6),
+        },
+        longpoll_hold: Duration::from_secs(2),
+        ..FederationConfig::default()
+    }
+}
+
+/// Polls `check` every 25 ms until it answers; fails the test after `deadline`.
+pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}

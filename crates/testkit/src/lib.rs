@@ -21,7 +21,10 @@ mod node;
 mod port;
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::time::Duration;
+
+use futures_util::FutureExt as _;
 
 use serde_json::{json, Value};
 use syncropel_federation::{FederationConfig, PeerTimeouts};
@@ -96,5 +99,23 @@ where
         }
         assert!(start.elapsed() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Runs `scenario` on a Postgres database of its own, dropped afterwards, in the calling task: as
+/// [`with_test_database`], which spawns it, for scenarios whose futures are not `Send` (a local
+/// steward's startup, with its SQLite store, is not).
+pub async fn with_test_database_here<F, Fut>(scenario: F)
+where
+    F: FnOnce(String) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let db = TestDb::create().await;
+    let outcome = AssertUnwindSafe(scenario(db.url.clone()))
+        .catch_unwind()
+        .await;
+    db.drop().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
     }
 }

@@ -18,8 +18,7 @@ use syncropel_steward::hosted::jwt::{JwtKey, JwtVerifier};
 use syncropel_steward::hosted::kek::Kek;
 use syncropel_steward::hosted::leases::Leases;
 use syncropel_steward::hosted::{
-    build, DirectoryRegistration, HostedOptions, Platform, PlatformConfig,
-    DEFAULT_RESERVED_LABELS,
+    build, DirectoryRegistration, HostedOptions, Platform, PlatformConfig, DEFAULT_RESERVED_LABELS,
 };
 use syncropel_steward::rate_limit::RateLimits;
 use syncropel_steward::tenant::Addressing;
@@ -266,11 +265,24 @@ impl Replica {
         .await
     }
 
-    /// Writes one record (`{"n": clock}`) to `thread` of a tenant: status and answer, for tests
-    /// that expect refusals too.
+    /// Writes one record (`{"n": clock}`) to `thread` of a tenant, raw: status and answer, for
+    /// tests that expect a refusal.
     pub async fn write(&self, label: &str, token: &str, thread: &str, clock: i64) -> (u16, Value) {
         let record = crate::envelope(thread, clock, json!({"n": clock}));
         self.tenant_post(label, token, "/v1/records", &record).await
+    }
+
+    /// Writes one record (`{"n": clock}`, which must be new) to `thread` of a tenant through the
+    /// typed client; the record as stored.
+    pub async fn emit(&self, label: &str, token: &str, thread: &str, clock: i64) -> Value {
+        let record = crate::envelope(thread, clock, json!({"n": clock}));
+        let emitted = self
+            .tenant_client(label, token)
+            .emit::<Value>(&record)
+            .await
+            .unwrap_or_else(|e| panic!("writing to {label}: {e}"));
+        assert!(emitted.created, "not new: {}", emitted.record);
+        emitted.record
     }
 
     /// How many records a thread of a tenant holds, as its token reads them.

@@ -79,7 +79,10 @@ impl Process {
                 return process;
             }
             if let Ok(Some(status)) = process.child.try_wait() {
-                panic!("the steward exited ({status}) before listening:\n{}", process.log());
+                panic!(
+                    "the steward exited ({status}) before listening:\n{}",
+                    process.log()
+                );
             }
             assert!(
                 tokio::time::Instant::now() < deadline,

@@ -24,7 +24,7 @@ pub struct Balancer {
 
 impl Balancer {
     /// How often backends are probed.
-    pub const PROBE_INTERVAL: Duration = Duration::from_millis(100);
+    const PROBE_INTERVAL: Duration = Duration::from_millis(100);
 
     /// Listens on 127.0.0.1:0 in front of `backends` (URLs `http://host:port`), once it has
     /// probed them.
@@ -62,19 +62,6 @@ impl Balancer {
             backends,
             tasks: vec![prober, proxy],
         }
-    }
-
-    /// Routes to these backends from now on (each one not ready until it has been probed).
-    pub fn set_backends(&self, urls: &[&str]) {
-        let mut backends = self.backends.lock().unwrap();
-        *backends = urls
-            .iter()
-            .map(|url| Backend {
-                url: url.to_string(),
-                ready: false,
-                connections: 0,
-            })
-            .collect();
     }
 
     /// Swaps backend `old` for `new` (not ready until it has been probed); connections already

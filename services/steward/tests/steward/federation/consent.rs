@@ -1,4 +1,4 @@
-//! 3. Namespaces and consent: what crosses between namespaces, in full or as stubs.
+//! Namespaces and consent (section 3): what crosses between namespaces, in full or as stubs.
 
 use std::collections::BTreeSet;
 

@@ -1,4 +1,5 @@
-//! 4. Star and mesh: five stewards converge on one thread, each copy keeping its signature.
+//! Star and mesh (section 4): five stewards converge on one thread, each copy keeping its
+//! signature.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};

@@ -1,6 +1,6 @@
-//! 8. What a peer may ask of the changes feed and of pulls: refusals, legacy sync pairs,
-//! one-shot pulls without a pair, missing parents, and our own threads. Refusals of the feed are
-//! read raw, as the error envelope; its pages go through the typed client, as a peer's puller.
+//! What a peer may ask (section 8): refusals of the changes feed, legacy sync pairs, one-shot
+//! pulls without a pair, missing parents, and our own threads. Refusals are read raw, as the
+//! error envelope; the feed's pages go through the typed client, as a peer's puller reads them.
 
 use std::collections::BTreeSet;
 

@@ -1,5 +1,5 @@
-//! 2. Handshake refusals and revocation: replayed and stale inits, impostors, revoked and
-//! paused pairs.
+//! Handshake refusals and revocation (section 2): replayed and stale inits, impostors, revoked
+//! and paused pairs.
 
 use serde_json::{json, Value};
 use syncropel_client::api::PairReason;

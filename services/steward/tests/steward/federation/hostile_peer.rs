@@ -1,5 +1,5 @@
-//! 5. A hostile peer: every way a changes page can be wrong gets a classified error, and
-//! nothing of a bad page is stored.
+//! A hostile peer (section 5): every way a changes page can be wrong gets a classified error,
+//! and nothing of a bad page is stored.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};

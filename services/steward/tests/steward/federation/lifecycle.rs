@@ -1,5 +1,5 @@
-//! 8. The pair lifecycle: pausing either side, a peer that revoked while we were away, failing
-//! and unreachable peers, and a source whose store was made anew.
+//! The pair lifecycle (section 8): pausing either side, a peer that revoked while we were away,
+//! failing and unreachable peers, and a source whose store was made anew.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -1,4 +1,4 @@
-//! 1. Two stewards end to end: auto-approved, operator-approved and rejected pairings.
+//! Two stewards end to end (section 1): auto-approved, operator-approved and rejected pairings.
 
 use serde_json::json;
 use syncropel_client::api::{PairReason, StartPair};
@@ -84,7 +84,7 @@ async fn auto_approved_pair_is_active_on_both_sides_with_reciprocal_tokens_and_r
     assert_eq!(again["pulled"], 0, "{again}");
     assert_eq!(a.ids(thread).await.len(), emitted.len());
     // The peer URL names the pair as well as the DID.
-    let by_url = a.pull(thread, &b.url()).await;
+    let by_url = a.pull(thread, b.url()).await;
     assert_eq!(by_url["pulled"], 0, "{by_url}");
 
     // The job's health shows on the pair.

@@ -1,4 +1,5 @@
-//! 6. A peer that is down, then comes up: backoff, then catching up without duplicates.
+//! A peer that is down, then comes up (section 6): backoff, then catching up without
+//! duplicates.
 
 use std::collections::BTreeSet;
 use std::time::Instant;

@@ -1,6 +1,6 @@
-//! 8. Pair token renewal: on demand, retried after a lost answer, and by each side on its own
-//! from day 83 (initiator) or 85 (responder). Every steward's startup runs the renewal loop;
-//! the tests here run it every 100 ms on a clock they move.
+//! Pair token renewal (section 8): on demand, retried after a lost answer, and by each side on
+//! its own from day 83 (initiator) or 85 (responder). Every steward's startup runs the renewal
+//! loop; the tests here run it every 100 ms on a clock they move.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -36,7 +36,7 @@ async fn renewing_pair_tokens_swaps_both_bearers_and_sync_goes_on() {
         (&a, &old_b, b.did(), 401),
         (&a, &new_b, b.did(), 200),
     ] {
-        let (status, body) = changes_as(&node, token, &actor, query).await;
+        let (status, body) = changes_as(node, token, &actor, query).await;
         assert_eq!(status, works, "{body}");
     }
     let ours = a.pair(&pair_id).await;
@@ -245,7 +245,7 @@ async fn assert_not_renewed(
     }
     let query = format!("thread={thread}&feed=normal");
     for (node, token, actor) in [(b, &before[0].1, a.did()), (a, &before[1].1, b.did())] {
-        let (status, body) = changes_as(&node, token, &actor, &query).await;
+        let (status, body) = changes_as(node, token, &actor, &query).await;
         assert_eq!(status, 200, "{body}");
     }
 }
@@ -296,7 +296,7 @@ async fn assert_renewed_once(
         (a, old_b, b.did(), 401),
         (a, new_b, b.did(), 200),
     ] {
-        let (status, body) = changes_as(&node, token, &actor, &query).await;
+        let (status, body) = changes_as(node, token, &actor, &query).await;
         assert_eq!(status, expected, "{body}");
     }
     // A's running job goes on with the new bearer; B pulls from A with its new one.

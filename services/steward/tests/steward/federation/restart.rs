@@ -1,5 +1,5 @@
-//! 7. Restart: pair state is a fold of records, and pull jobs resume from their cursor rows (the
-//! steward's startup resumes them).
+//! Restart (section 7): pair state is a fold of records, and pull jobs resume from their cursor
+//! rows (the steward's startup resumes them).
 
 use serde_json::{json, Value};
 use syncropel_client::api::PairReason;

@@ -27,6 +27,7 @@ use std::time::Duration;
 use futures_util::FutureExt as _;
 
 use serde_json::{json, Value};
+use syncropel_client::{Client, ListParams};
 use syncropel_federation::{FederationConfig, PeerTimeouts};
 
 pub use directory::{Directory, StoppedDirectory};
@@ -66,6 +67,21 @@ pub async fn send(request: reqwest::RequestBuilder) -> (u16, Value) {
     let resp = request.send().await.unwrap();
     let status = resp.status().as_u16();
     (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// Every record a listing holds, following its cursor (pages of 1000 unless `params` say
+/// otherwise).
+pub async fn all_records(client: &Client, mut params: ListParams) -> Vec<Value> {
+    params.limit = params.limit.or(Some(1000));
+    let mut records = Vec::new();
+    loop {
+        let page = client.list_records::<Value>(&params).await.unwrap();
+        records.extend(page.data);
+        match page.next_cursor {
+            Some(cursor) => params.cursor = Some(cursor),
+            None => return records,
+        }
+    }
 }
 
 /// Short federation intervals for tests: 200 ms polls, 50 ms -> 400 ms backoff, 2 s longpoll

@@ -246,6 +246,13 @@ impl TestSteward {
         self.send(request).await
     }
 
+    /// A POST with no credential at all: the handshake routes take none, and anonymous callers
+    /// are refused elsewhere.
+    pub async fn post_anonymous(&self, path: &str, body: &Value) -> (u16, Value) {
+        let request = self.http.post(format!("{}{path}", self.url)).json(body);
+        self.send(request).await
+    }
+
     pub async fn get(&self, token: &str, path: &str) -> (u16, Value) {
         let request = self
             .http

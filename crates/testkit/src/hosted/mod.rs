@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use jsonwebtoken::{encode, EncodingKey, Header};
 use reqwest::header::{HeaderMap, HeaderValue, HOST};
 use serde_json::{json, Value};
+use syncropel_client::api::Provision;
 use syncropel_client::Client;
 use syncropel_federation::FederationConfig;
 use syncropel_steward::app::{AppState, Limits};
@@ -217,6 +218,16 @@ impl Replica {
         }
     }
 
+    /// The provisioning `id` (phases, tenant status, DID and URL) as `account` sees it.
+    pub async fn provision_status(&self, account: &str, id: &str) -> Provision {
+        self.platform_client(account)
+            .provision_status(id)
+            .await
+            .unwrap_or_else(|e| panic!("provisioning {id}: {e}"))
+    }
+
+    /// `POST /provision` as `account` with the idempotency `key`, raw: its status tells a new
+    /// tenant from a retry and a refusal.
     pub async fn provision(&self, account: &str, key: &str, body: &Value) -> (u16, Value) {
         crate::send(
             self.platform_request(reqwest::Method::POST, "/provision")
@@ -229,17 +240,7 @@ impl Replica {
 
     /// Provisions `label` for `account` and returns the tenant's admin bearer.
     pub async fn new_tenant(&self, account: &str, label: &str) -> String {
-        let bootstrap = format!("bootstrap-token-for-{label}");
-        let (status, body) = self
-            .provision(
-                account,
-                &format!("key-{label}"),
-                &json!({"label": label, "bootstrap_token": bootstrap}),
-            )
-            .await;
-        assert_eq!(status, 202, "{body}");
-        assert_eq!(body["phase"], "ready", "{body}");
-        bootstrap_bearer(&bootstrap)
+        new_tenant_at(&self.url, account, label).await
     }
 
     pub async fn tenant_post(
@@ -298,6 +299,24 @@ impl Replica {
             .unwrap();
         page.data.len()
     }
+}
+
+/// Provisions `label` for `account` through the steward at `url` (a replica, a process or a
+/// balancer in front of them) and returns the tenant's admin bearer.
+pub async fn new_tenant_at(url: &str, account: &str, label: &str) -> String {
+    let bootstrap = format!("bootstrap-token-for-{label}");
+    let (status, body) = crate::send(
+        reqwest::Client::new()
+            .post(format!("{url}/provision"))
+            .header("host", BASE_DOMAIN)
+            .bearer_auth(jwt(account))
+            .header("idempotency-key", format!("key-{label}"))
+            .json(&json!({"label": label, "bootstrap_token": bootstrap})),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["phase"], "ready", "{body}");
+    bootstrap_bearer(&bootstrap)
 }
 
 /// A request to tenant `label` of the replica at `url`, by host or by path prefix as `config`

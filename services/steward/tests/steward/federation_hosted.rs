@@ -15,6 +15,8 @@ use syncropel_steward::tenant::Tenant;
 use syncropel_testkit::hosted::{Config, Replica};
 use syncropel_testkit::{know, with_test_database_here, Node, Options, Sql};
 
+use crate::federation::assert_reciprocal;
+
 const DEADLINE: Duration = Duration::from_secs(15);
 
 /// Short intervals everywhere (as in the federation tests), leases of `lease_ttl`.
@@ -194,11 +196,7 @@ async fn a_hosted_tenant_pairs_and_syncs_with_local_stewards_both_ways() {
         assert_eq!(theirs["state"], "active", "{theirs}");
         assert_eq!(theirs["role"], "responder");
         assert_eq!(theirs["peer_url"], local.url());
-        for (x, y) in [(&ours, &theirs), (&theirs, &ours)] {
-            let outbound = &x["tokens"]["outbound"]["token_id"];
-            assert!(outbound.is_string(), "{x}");
-            assert_eq!(outbound, &y["tokens"]["inbound"]["token_id"]);
-        }
+        assert_reciprocal(&ours, &theirs);
 
         // Hosted → local: a one-shot pull, then the job.
         let thread = "th_hosted_to_local";

@@ -111,11 +111,48 @@ async fn assert_no_quarantine(node: &Node) {
     assert!(quarantine.is_empty(), "{quarantine:?}");
 }
 
-/// A steward known by a did:sync whose current key is `key`.
-fn sync_identity(sync: &SyncDid) -> Identity {
-    Identity::Sync {
-        did: sync.did.clone(),
+/// `options` for a steward known by the did:sync `sync`, signing with `key`.
+fn as_sync(key: &Keypair, sync: &SyncDid, options: Options) -> Options {
+    Options {
+        keypair: Some(key.clone()),
+        identity: Identity::Sync {
+            did: sync.did.clone(),
+        },
+        ..options
     }
+}
+
+/// A steward resolving did:sync at `directory` on a resolver clock the test moves forward (by
+/// the seconds it stores).
+async fn resolving_peer(directory: &str) -> (Node, Arc<AtomicU64>) {
+    let offset = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let shift = offset.clone();
+    let clock: ResolverClock =
+        Arc::new(move || start + Duration::from_secs(shift.load(Ordering::SeqCst)));
+    let peer = Node::start(Options {
+        federation: FederationConfig {
+            resolver_clock: clock,
+            ..federation(&[directory])
+        },
+        ..Options::default()
+    })
+    .await;
+    (peer, offset)
+}
+
+/// `id` waits in `node`'s quarantine for its signer, and only it.
+async fn assert_waiting(node: &Node, id: &str) {
+    assert_eq!(
+        node.quarantine(None).await,
+        HashMap::from([(id.to_string(), "SIGNER_UNRESOLVED".into())])
+    );
+}
+
+/// `id` is stored, and nothing waits in quarantine.
+async fn assert_admitted(node: &Node, id: &str) {
+    assert!(has(node, id).await);
+    assert_no_quarantine(node).await;
 }
 
 fn federation(directories: &[&str]) -> FederationConfig {
@@ -143,16 +180,6 @@ async fn registering_replica(db: &str, directory: &str, key: &Keypair) -> Replic
         },
     )
     .await
-}
-
-/// A resolver clock the test can move forward.
-fn movable_clock() -> (ResolverClock, Arc<AtomicU64>) {
-    let offset = Arc::new(AtomicU64::new(0));
-    let start = Instant::now();
-    let shift = offset.clone();
-    let clock: ResolverClock =
-        Arc::new(move || start + Duration::from_secs(shift.load(Ordering::SeqCst)));
-    (clock, offset)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -263,16 +290,14 @@ async fn records_of_a_did_sync_steward_verify_before_and_after_a_rotation() {
     let (k1, k2) = (Keypair::generate(), Keypair::generate());
     let mut sync = SyncDid::register(&directory.url, &k1).await;
     let b_key = Keypair::generate();
-    let a = Node::start(Options {
-        keypair: Some(k1.clone()),
-        identity: sync_identity(&sync),
+    let approving = Options {
         federation: FederationConfig {
             auto_approve: vec![b_key.did_key()],
             ..federation(&[&directory.url])
         },
         ..Options::default()
-    })
-    .await;
+    };
+    let a = Node::start(as_sync(&k1, &sync, approving)).await;
     let b = Node::start(Options {
         keypair: Some(b_key),
         federation: federation(&[&directory.url]),
@@ -291,13 +316,11 @@ async fn records_of_a_did_sync_steward_verify_before_and_after_a_rotation() {
     let stopped = a.stop().await;
     // A's home no longer names key-1 (as after a compromise): the pair it answered as
     // responder, whose genesis key-1 signed, stands all the same.
-    let a = Node::start(Options {
-        keypair: Some(k2.clone()),
-        identity: sync_identity(&sync),
+    let restart = Options {
         federation: federation(&[&directory.url]),
         ..Options::restart(stopped)
-    })
-    .await;
+    };
+    let a = Node::start(as_sync(&k2, &sync, restart)).await;
     let pairs = a.client.federation_pairs().await.unwrap().into_json();
     assert_eq!(pairs["data"][0]["state"], "active", "{pairs}");
     let after = emit(&a, thread, 2).await;
@@ -329,21 +352,11 @@ async fn records_signed_by_a_compromised_key_are_refused_when_first_seen_after()
     let (k1, k2) = (Keypair::generate(), Keypair::generate());
     let mut sync = SyncDid::register(&directory.url, &k1).await;
     let thread = "th_sync_compromised";
-    let a = Node::start(Options {
-        keypair: Some(k1.clone()),
-        identity: sync_identity(&sync),
-        ..Options::default()
-    })
-    .await;
+    let a = Node::start(as_sync(&k1, &sync, Options::default())).await;
     let leaked = emit(&a, thread, 1).await;
     sync.update(&[("key-2", &k2)], &["key-1"]).await;
     let stopped = a.stop().await;
-    let a = Node::start(Options {
-        keypair: Some(k2.clone()),
-        identity: sync_identity(&sync),
-        ..Options::restart(stopped)
-    })
-    .await;
+    let a = Node::start(as_sync(&k2, &sync, Options::restart(stopped))).await;
     let good = emit(&a, thread, 2).await;
 
     let b = Node::start(Options {
@@ -372,32 +385,16 @@ async fn unresolvable_signers_wait_in_quarantine_and_are_admitted_once_resolved(
     let directory = Directory::start().await;
     let key = Keypair::generate();
     let sync = SyncDid::register(&directory.url, &key).await;
-    let a = Node::start(Options {
-        keypair: Some(key.clone()),
-        identity: sync_identity(&sync),
-        ..Options::default()
-    })
-    .await;
+    let a = Node::start(as_sync(&key, &sync, Options::default())).await;
     let thread = "th_sync_unresolved";
     let record = emit(&a, thread, 1).await;
     let id = record["id"].as_str().unwrap().to_string();
 
-    let (clock, offset) = movable_clock();
-    let b = Node::start(Options {
-        federation: FederationConfig {
-            resolver_clock: clock,
-            ..federation(&[&directory.url])
-        },
-        ..Options::default()
-    })
-    .await;
+    let (b, offset) = resolving_peer(&directory.url).await;
     let stopped = directory.stop().await;
     let pulled = pull_from(&b, &a, thread).await;
     assert_eq!(pulled["pulled"], 0, "{pulled}");
-    assert_eq!(
-        b.quarantine(None).await,
-        HashMap::from([(id.clone(), "SIGNER_UNRESOLVED".into())])
-    );
+    assert_waiting(&b, &id).await;
     assert!(!has(&b, &id).await);
 
     // The directory is back; past the resolver's memory of the failure, the next pull of the
@@ -406,8 +403,7 @@ async fn unresolvable_signers_wait_in_quarantine_and_are_admitted_once_resolved(
     offset.store(60, Ordering::SeqCst);
     emit(&a, thread, 2).await;
     pull_from(&b, &a, thread).await;
-    assert!(has(&b, &id).await);
-    assert_no_quarantine(&b).await;
+    assert_admitted(&b, &id).await;
 }
 
 /// Hosted provisioning registers each tenant's did:sync (the user's recovery key first, then the
@@ -426,11 +422,7 @@ async fn hosted_tenants_are_registered_at_the_directory_when_provisioned() {
         let (status, accepted) = replica.provision("acct-1", "k1", &body).await;
         assert_eq!(status, 202, "{accepted}");
         let id = accepted["instance_id"].as_str().unwrap();
-        let described = replica
-            .platform_client("acct-1")
-            .provision_status(id)
-            .await
-            .unwrap();
+        let described = replica.provision_status("acct-1", id).await;
         let did = described.did;
         assert!(did.starts_with("did:sync:"), "{did}");
         // A retry answers the same tenant; the directory keeps one DID.
@@ -580,15 +572,7 @@ async fn a_new_key_not_yet_in_a_cached_document_waits_instead_of_failing() {
     let directory = Directory::start().await;
     let (k1, k2) = (Keypair::generate(), Keypair::generate());
     let mut sync = SyncDid::register(&directory.url, &k1).await;
-    let (clock, offset) = movable_clock();
-    let b = Node::start(Options {
-        federation: FederationConfig {
-            resolver_clock: clock,
-            ..federation(&[&directory.url])
-        },
-        ..Options::default()
-    })
-    .await;
+    let (b, offset) = resolving_peer(&directory.url).await;
     // B holds key-1 only, and a stranger's signature has just used up the forced fetch.
     let federation = &b.steward.state.federation;
     assert!(federation.signs_for(&sync.did, &k1.did_key()).await);
@@ -599,25 +583,16 @@ async fn a_new_key_not_yet_in_a_cached_document_waits_instead_of_failing() {
     );
 
     sync.update(&[("key-2", &k2)], &[]).await;
-    let a = Node::start(Options {
-        keypair: Some(k2.clone()),
-        identity: sync_identity(&sync),
-        ..Options::default()
-    })
-    .await;
+    let a = Node::start(as_sync(&k2, &sync, Options::default())).await;
     let thread = "th_sync_rationed";
     let record = emit(&a, thread, 1).await;
     let id = record["id"].as_str().unwrap().to_string();
     pull_from(&b, &a, thread).await;
-    assert_eq!(
-        b.quarantine(None).await,
-        HashMap::from([(id.clone(), "SIGNER_UNRESOLVED".into())])
-    );
+    assert_waiting(&b, &id).await;
 
     offset.store(31, Ordering::SeqCst);
     pull_from(&b, &a, thread).await;
-    assert!(has(&b, &id).await);
-    assert_no_quarantine(&b).await;
+    assert_admitted(&b, &id).await;
 }
 
 /// `spl identity upgrade` retried after the directory's answer was lost sends the same genesis

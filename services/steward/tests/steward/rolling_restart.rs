@@ -12,10 +12,8 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use syncropel_client::ListParams;
-use syncropel_testkit::hosted::{
-    bootstrap_bearer, client_with_host, jwt, Balancer, Process, BASE_DOMAIN,
-};
-use syncropel_testkit::{envelope, send, with_test_database};
+use syncropel_testkit::hosted::{client_with_host, new_tenant_at, Balancer, Process, BASE_DOMAIN};
+use syncropel_testkit::{all_records, envelope, with_test_database};
 use tokio_util::sync::CancellationToken;
 
 use crate::STEWARD_BIN;
@@ -342,18 +340,7 @@ async fn a_rolling_restart_under_load_loses_no_write_and_fails_no_request() {
             until!("both replicas are ready", balancer.is_ready(&steward.url));
         }
 
-        let http = reqwest::Client::new();
-        let (status, body) = send(
-            http.post(format!("{}/provision", balancer.url))
-                .header("host", BASE_DOMAIN)
-                .bearer_auth(jwt("acct"))
-                .header("idempotency-key", "rolling")
-                .json(&json!({"label": LABEL, "bootstrap_token": "rolling-bootstrap-token"})),
-        )
-        .await;
-        assert_eq!(status, 202, "{body}");
-        assert_eq!(body["phase"], "ready", "{body}");
-        let token = bootstrap_bearer("rolling-bootstrap-token");
+        let token = new_tenant_at(&balancer.url, "acct", LABEL).await;
 
         let stop_watching = CancellationToken::new();
         let watched = Arc::new(Mutex::new(Watched::default()));
@@ -451,22 +438,15 @@ async fn a_rolling_restart_under_load_loses_no_write_and_fails_no_request() {
 
         // What the thread holds, read through the balancer.
         let reader = client_with_host(&balancer.url, &tenant_host(), &token);
-        let mut stored = Vec::new();
-        let mut params = ListParams {
+        let listing = ListParams {
             thread: Some(THREAD.into()),
-            limit: Some(1000),
             ..ListParams::default()
         };
-        loop {
-            let page = reader.list_records::<Value>(&params).await.unwrap();
-            for r in &page.data {
-                stored.push(r["id"].as_str().unwrap().to_string());
-            }
-            match page.next_cursor {
-                Some(next) => params.cursor = Some(next),
-                None => break,
-            }
-        }
+        let stored: Vec<String> = all_records(&reader, listing)
+            .await
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_string())
+            .collect();
 
         let replays = acked.iter().filter(|(_, status)| *status == 200).count();
         eprintln!(

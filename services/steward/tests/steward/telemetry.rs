@@ -13,7 +13,7 @@ use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData
 use serde_json::{json, Value};
 use syncropel_federation::FederationConfig;
 use syncropel_telemetry::LogFormat;
-use syncropel_testkit::hosted::{bootstrap_bearer, client_with_host, jwt, Process, BASE_DOMAIN};
+use syncropel_testkit::hosted::{client_with_host, new_tenant_at, Process, BASE_DOMAIN};
 use syncropel_testkit::{error_code, send, with_test_database, Node, Options};
 
 use crate::STEWARD_BIN;
@@ -221,17 +221,8 @@ async fn a_hosted_replica_serves_metrics_internally_and_drains_on_sigterm() {
         let metrics_url = process.metrics_url().expect("the metrics listener");
         let http = reqwest::Client::new();
 
-        let (status, body) = send(
-            http.post(format!("{base}/provision"))
-                .header("host", BASE_DOMAIN)
-                .bearer_auth(jwt("acct"))
-                .header("idempotency-key", "metrics")
-                .json(&json!({"label": "metered", "bootstrap_token": "metered-bootstrap-token"})),
-        )
-        .await;
-        assert_eq!(status, 202, "{body}");
+        let token = new_tenant_at(&base, "acct", "metered").await;
         let tenant_host = format!("metered.{BASE_DOMAIN}");
-        let token = bootstrap_bearer("metered-bootstrap-token");
         let tenant = client_with_host(&base, &tenant_host, &token);
         let write = |clock: i64| {
             let tenant = tenant.clone();

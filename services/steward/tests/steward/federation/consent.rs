@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use syncropel_client::api::CreateGrant;
 use syncropel_testkit::Node;
 
-use super::{approving, start};
+use super::paired;
 
 /// Grants consent as `body` describes; the grant as answered.
 async fn grant_consent(node: &Node, body: Value) -> Value {
@@ -20,9 +20,7 @@ async fn grant_consent(node: &Node, body: Value) -> Value {
 
 #[tokio::test]
 async fn consent_decides_what_crosses_namespaces() {
-    let a = start().await;
-    let b = approving(None, &[a.did()]).await;
-    a.pair_with(b.url()).await;
+    let (a, b, _) = paired().await;
     b.register_namespace("research").await;
     a.register_namespace("research").await;
     let thread = "th_fed_consent";
@@ -113,10 +111,7 @@ async fn consent_decides_what_crosses_namespaces() {
 
 #[tokio::test]
 async fn records_of_a_namespace_the_receiver_lacks_are_quarantined() {
-    let a = start().await;
-    let b = approving(None, &[a.did()]).await;
-    let view = a.pair_with(b.url()).await;
-    let pair_id = view["pair_id"].as_str().unwrap().to_string();
+    let (a, b, pair_id) = paired().await;
     b.register_namespace("research").await;
     grant_consent(&b, json!({"source_namespace": "research", "target_namespace": "default", "hash_levels": ["L0"]})).await;
     let record = b

@@ -13,7 +13,7 @@ use syncropel_federation::state as fstate;
 use syncropel_protocol::sync::SyncCursor;
 use syncropel_testkit::{error_code, eventually, Node, TENANT};
 
-use super::{approving, changes_as, legacy, ms, start, try_pull, DEADLINE};
+use super::{changes_as, legacy, ms, paired, start, try_pull, DEADLINE};
 
 /// A pull of `thread` from a URL with a token the peer gave, without a pair.
 fn pull_with_token(thread: &str, peer_url: &str, token: &str) -> PullRequest {
@@ -31,10 +31,7 @@ fn as_peer(node: &Node, token: &str, actor: &str) -> Client {
 
 #[tokio::test]
 async fn the_changes_feed_refuses_what_a_peer_may_not_ask() {
-    let a = start().await;
-    let b = approving(None, &[a.did()]).await;
-    let view = a.pair_with(b.url()).await;
-    let pair_id = view["pair_id"].as_str().unwrap().to_string();
+    let (a, b, pair_id) = paired().await;
     let token = a.outbound_token(&pair_id).await.unwrap();
     let me = a.did();
     let meta = fstate::sync_meta(b.steward.state.store.as_ref(), TENANT)
@@ -166,9 +163,7 @@ async fn the_changes_feed_refuses_what_a_peer_may_not_ask() {
 
 #[tokio::test]
 async fn a_legacy_pair_to_a_paired_peer_uses_the_pair_token() {
-    let a = start().await;
-    let b = approving(None, &[a.did()]).await;
-    a.pair_with(b.url()).await;
+    let (a, b, _) = paired().await;
     let thread = "th_fed_legacy_pair";
     // No token: the pair's own bearer is used.
     let request = CreateSyncPair {
@@ -259,9 +254,7 @@ async fn a_one_shot_pull_without_a_pair_needs_a_peer_token_and_a_url() {
 /// otherwise pulled.
 #[tokio::test]
 async fn missing_parents_are_fetched_from_the_source() {
-    let a = start().await;
-    let b = approving(None, &[a.did()]).await;
-    a.pair_with(b.url()).await;
+    let (a, b, _) = paired().await;
     let parent = b
         .emit(
             "th_fed_parent_side",
@@ -296,9 +289,7 @@ async fn missing_parents_are_fetched_from_the_source() {
 /// and a token of an account made for a pair that is not live is refused, not taken as legacy.
 #[tokio::test]
 async fn peers_cannot_write_our_own_threads_and_orphan_pair_tokens_are_refused() {
-    let a = start().await;
-    let b = approving(None, &[a.did()]).await;
-    a.pair_with(b.url()).await;
+    let (a, b, _) = paired().await;
     let grant: CreateGrant = serde_json::from_value(
         json!({"source_namespace": "default", "target_namespace": "team", "hash_levels": ["L0"]}),
     )

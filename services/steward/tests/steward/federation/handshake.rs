@@ -8,13 +8,11 @@ use syncropel_protocol::signed::sign_object;
 use syncropel_protocol::Keypair;
 use syncropel_testkit::{error_code, TENANT};
 
-use super::{approving, changes_as, handshake, init_request, now_ms, start, try_pull};
+use super::{changes_as, init_request, now_ms, paired, start, try_pull};
 
 #[tokio::test]
 async fn a_replayed_init_nonce_is_gone_after_confirm() {
-    let a = start().await;
-    let b = approving(None, &[a.did()]).await;
-    a.pair_with(b.url()).await;
+    let (a, b, _) = paired().await;
     // The init B confirmed, exactly as A sent it.
     let rows = b
         .steward
@@ -32,7 +30,7 @@ async fn a_replayed_init_nonce_is_gone_after_confirm() {
     assert_eq!(confirmed[0]["status"], "confirmed", "{}", confirmed[0]);
     let init = confirmed[0]["init"].clone();
     assert!(init.is_object());
-    let (status, refusal) = handshake(&b, "/v1/federation/pair", &init).await;
+    let (status, refusal) = b.steward.post_anonymous("/v1/federation/pair", &init).await;
     assert_eq!(status, 410, "{refusal}");
     assert_eq!(error_code(&refusal), "NONCE_REUSED");
     // The same nonce with another body conflicts.
@@ -40,7 +38,10 @@ async fn a_replayed_init_nonce_is_gone_after_confirm() {
     altered["labels"] = json!(["changed"]);
     let mut object = altered.as_object().cloned().unwrap();
     sign_object(&mut object, &a.steward.tenant.identity.key);
-    let (status, refusal) = handshake(&b, "/v1/federation/pair", &Value::Object(object)).await;
+    let (status, refusal) = b
+        .steward
+        .post_anonymous("/v1/federation/pair", &Value::Object(object))
+        .await;
     assert_eq!(status, 409, "{refusal}");
     assert_eq!(error_code(&refusal), "NONCE_CONFLICT");
 }
@@ -54,31 +55,46 @@ async fn init_refusals_freshness_and_unauthenticated_initiators() {
 
     // issued_at_ms two minutes ago.
     let stale = init_request(&key, &b.did(), impostor_url, now_ms() - 120_000);
-    let (status, refusal) = handshake(&b, "/v1/federation/pair", &stale).await;
+    let (status, refusal) = b
+        .steward
+        .post_anonymous("/v1/federation/pair", &stale)
+        .await;
     assert_eq!(status, 403, "{refusal}");
     assert_eq!(error_code(&refusal), "FRESHNESS_VIOLATION");
     // … or two minutes ahead.
     let future = init_request(&key, &b.did(), impostor_url, now_ms() + 120_000);
-    let (status, refusal) = handshake(&b, "/v1/federation/pair", &future).await;
+    let (status, refusal) = b
+        .steward
+        .post_anonymous("/v1/federation/pair", &future)
+        .await;
     assert_eq!(status, 403, "{refusal}");
     assert_eq!(error_code(&refusal), "FRESHNESS_VIOLATION");
 
     // A fresh, signed request whose peer_url is another steward's (its manifest names another DID).
     let claim = init_request(&key, &b.did(), impostor_url, now_ms());
-    let (status, refusal) = handshake(&b, "/v1/federation/pair", &claim).await;
+    let (status, refusal) = b
+        .steward
+        .post_anonymous("/v1/federation/pair", &claim)
+        .await;
     assert_eq!(status, 403, "{refusal}");
     assert_eq!(error_code(&refusal), "UNAUTHENTICATED_INITIATOR");
 
     // A request signed by someone other than actor_did.
     let mut forged = init_request(&key, &b.did(), impostor_url, now_ms());
     forged["actor_did"] = json!(other.did());
-    let (status, refusal) = handshake(&b, "/v1/federation/pair", &forged).await;
+    let (status, refusal) = b
+        .steward
+        .post_anonymous("/v1/federation/pair", &forged)
+        .await;
     assert_eq!(status, 403, "{refusal}");
     assert_eq!(error_code(&refusal), "UNAUTHENTICATED_INITIATOR");
 
     // A request addressed to another steward.
     let elsewhere = init_request(&key, &other.did(), impostor_url, now_ms());
-    let (status, refusal) = handshake(&b, "/v1/federation/pair", &elsewhere).await;
+    let (status, refusal) = b
+        .steward
+        .post_anonymous("/v1/federation/pair", &elsewhere)
+        .await;
     assert_eq!(status, 403, "{refusal}");
     assert_eq!(error_code(&refusal), "UNAUTHENTICATED_INITIATOR");
 
@@ -89,10 +105,7 @@ async fn init_refusals_freshness_and_unauthenticated_initiators() {
 
 #[tokio::test]
 async fn revoking_a_pair_refuses_both_tokens_and_the_peer_revokes_too() {
-    let a = start().await;
-    let b = approving(None, &[a.did()]).await;
-    let view = a.pair_with(b.url()).await;
-    let pair_id = view["pair_id"].as_str().unwrap().to_string();
+    let (a, b, pair_id) = paired().await;
     let a_at_b = a.outbound_token(&pair_id).await.unwrap();
     let b_at_a = b.outbound_token(&pair_id).await.unwrap();
     let query = "thread=th_fed_revoke&feed=normal";
@@ -135,10 +148,7 @@ async fn revoking_a_pair_refuses_both_tokens_and_the_peer_revokes_too() {
 
 #[tokio::test]
 async fn paused_pairs_refuse_the_peer_and_resume() {
-    let a = start().await;
-    let b = approving(None, &[a.did()]).await;
-    let view = a.pair_with(b.url()).await;
-    let pair_id = view["pair_id"].as_str().unwrap().to_string();
+    let (a, b, pair_id) = paired().await;
     let a_at_b = a.outbound_token(&pair_id).await.unwrap();
     let paused = b
         .client

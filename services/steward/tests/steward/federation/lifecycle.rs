@@ -8,14 +8,11 @@ use syncropel_client::api::PairReason;
 use syncropel_federation::state as fstate;
 use syncropel_testkit::{error_code, eventually, Node, Options, TENANT};
 
-use super::{approving, config, ms, start, try_pull, DEADLINE};
+use super::{config, ms, paired, try_pull, DEADLINE};
 
 #[tokio::test]
 async fn pausing_either_side_stops_the_flow_until_resume() {
-    let a = start().await;
-    let b = approving(None, &[a.did()]).await;
-    let view = a.pair_with(b.url()).await;
-    let pair_id = view["pair_id"].as_str().unwrap().to_string();
+    let (a, b, pair_id) = paired().await;
     let thread = "th_fed_pause_flow";
     let actor = "did:sync:user:bob";
     a.pull(thread, &b.did()).await;
@@ -45,10 +42,7 @@ async fn pausing_either_side_stops_the_flow_until_resume() {
 
 #[tokio::test]
 async fn a_peer_that_revoked_while_we_were_away_degrades_the_pair() {
-    let a = start().await;
-    let b = approving(None, &[a.did()]).await;
-    let view = a.pair_with(b.url()).await;
-    let pair_id = view["pair_id"].as_str().unwrap().to_string();
+    let (a, b, pair_id) = paired().await;
     let thread = "th_fed_away";
     a.pull(thread, &b.did()).await;
     let away = a.stop().await;
@@ -94,10 +88,7 @@ async fn a_peer_that_revoked_while_we_were_away_degrades_the_pair() {
 
 #[tokio::test]
 async fn a_failing_peer_shows_in_sync_health_and_the_pair_stays_active() {
-    let a = start().await;
-    let b = approving(None, &[a.did()]).await;
-    let view = a.pair_with(b.url()).await;
-    let pair_id = view["pair_id"].as_str().unwrap().to_string();
+    let (a, b, pair_id) = paired().await;
     a.pull("th_fed_health", &b.did()).await;
     b.stop().await;
     let pair = eventually("failing", DEADLINE, || async {
@@ -114,9 +105,7 @@ async fn a_failing_peer_shows_in_sync_health_and_the_pair_stays_active() {
 
 #[tokio::test]
 async fn a_source_whose_store_was_made_anew_is_pulled_again_from_the_start() {
-    let a = start().await;
-    let b = approving(None, &[a.did()]).await;
-    a.pair_with(b.url()).await;
+    let (a, b, _) = paired().await;
     let thread = "th_fed_epoch";
     let actor = "did:sync:user:bob";
     let first = b.emit(thread, actor, 1, json!({"c": 1})).await;
@@ -156,10 +145,7 @@ async fn a_source_whose_store_was_made_anew_is_pulled_again_from_the_start() {
 #[tokio::test]
 async fn a_peer_unreachable_for_a_day_degrades_the_pair_and_recovers() {
     use syncropel_federation::state::{pull_cursor, put_cursor};
-    let a = start().await;
-    let b = approving(None, &[a.did()]).await;
-    let view = a.pair_with(b.url()).await;
-    let pair_id = view["pair_id"].as_str().unwrap().to_string();
+    let (a, b, pair_id) = paired().await;
     let thread = "th_fed_unreachable";
     a.pull(thread, &b.did()).await;
     let store = a.steward.state.store.clone();

@@ -55,6 +55,24 @@ async fn approving(key: Option<Keypair>, dids: &[String]) -> Node {
     .await
 }
 
+/// A steward A paired with a steward B that approved it at once: A, B and the pair's id.
+async fn paired() -> (Node, Node, String) {
+    let a = start().await;
+    let b = approving(None, &[a.did()]).await;
+    let view = a.pair_with(b.url()).await;
+    let pair_id = view["pair_id"].as_str().unwrap().to_string();
+    (a, b, pair_id)
+}
+
+/// Each side's outbound token is the one the other side holds as inbound.
+pub(crate) fn assert_reciprocal(ours: &Value, theirs: &Value) {
+    for (x, y) in [(ours, theirs), (theirs, ours)] {
+        let outbound = &x["tokens"]["outbound"]["token_id"];
+        assert!(outbound.is_string(), "{x}");
+        assert_eq!(outbound, &y["tokens"]["inbound"]["token_id"]);
+    }
+}
+
 /// `POST /v1/sync/pull`, raw: for pulls that are refused.
 async fn try_pull(node: &Node, thread: &str, peer: &str) -> (u16, Value) {
     node.post("/v1/sync/pull", &json!({"thread": thread, "peer": peer}))
@@ -130,14 +148,4 @@ fn init_request(key: &Keypair, responder: &str, peer_url: &str, issued_at_ms: i6
     .unwrap();
     sign_object(&mut body, key);
     Value::Object(body)
-}
-
-/// Posts to a handshake route (no bearer).
-async fn handshake(node: &Node, path: &str, body: &Value) -> (u16, Value) {
-    let request = node
-        .steward
-        .http
-        .post(format!("{}{path}", node.url()))
-        .json(body);
-    node.steward.send(request).await
 }

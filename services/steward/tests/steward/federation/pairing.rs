@@ -6,7 +6,7 @@ use syncropel_client::Pairing;
 use syncropel_protocol::sha256_hex;
 use syncropel_testkit::{error_code, Node};
 
-use super::{approving, start, try_pull};
+use super::{approving, assert_reciprocal, start, try_pull};
 
 #[tokio::test]
 async fn auto_approved_pair_is_active_on_both_sides_with_reciprocal_tokens_and_records_flow() {
@@ -30,11 +30,7 @@ async fn auto_approved_pair_is_active_on_both_sides_with_reciprocal_tokens_and_r
     // The token each side issued is the one the other holds.
     let ours = a.pair(&pair_id).await;
     assert_eq!(ours["state"], "active");
-    for (x, y) in [(&ours, &theirs), (&theirs, &ours)] {
-        let outbound = &x["tokens"]["outbound"]["token_id"];
-        assert!(outbound.is_string(), "{x}");
-        assert_eq!(outbound, &y["tokens"]["inbound"]["token_id"]);
-    }
+    assert_reciprocal(&ours, &theirs);
     // The stored bearers hash to those token ids.
     let a_holds = a.outbound_token(&pair_id).await.expect("A holds B's token");
     let b_holds = b.outbound_token(&pair_id).await.expect("B holds A's token");

@@ -11,14 +11,11 @@ use syncropel_protocol::signed::sign_object;
 use syncropel_protocol::{sha256_hex, Keypair};
 use syncropel_testkit::{eventually, Node, Options};
 
-use super::{approving, changes_as, config as quick, ms, now_ms, start, DEADLINE};
+use super::{assert_reciprocal, changes_as, config as quick, ms, now_ms, paired, DEADLINE};
 
 #[tokio::test]
 async fn renewing_pair_tokens_swaps_both_bearers_and_sync_goes_on() {
-    let a = start().await;
-    let b = approving(None, &[a.did()]).await;
-    let view = a.pair_with(b.url()).await;
-    let pair_id = view["pair_id"].as_str().unwrap().to_string();
+    let (a, b, pair_id) = paired().await;
     let thread = "th_fed_renew";
     a.pull(thread, &b.did()).await;
     let old_a = a.outbound_token(&pair_id).await.unwrap();
@@ -29,24 +26,10 @@ async fn renewing_pair_tokens_swaps_both_bearers_and_sync_goes_on() {
     let new_b = b.outbound_token(&pair_id).await.unwrap();
     assert_ne!(new_a, old_a);
     assert_ne!(new_b, old_b);
-    let query = "thread=th_fed_renew&feed=normal";
-    for (node, token, actor, works) in [
-        (&b, &old_a, a.did(), 401),
-        (&b, &new_a, a.did(), 200),
-        (&a, &old_b, b.did(), 401),
-        (&a, &new_b, b.did(), 200),
-    ] {
-        let (status, body) = changes_as(node, token, &actor, query).await;
-        assert_eq!(status, works, "{body}");
-    }
+    assert_only_new_bearers(&a, &b, thread, [&old_a, &new_a], [&old_b, &new_b]).await;
     let ours = a.pair(&pair_id).await;
     let theirs = b.pair(&pair_id).await;
-    for (x, y) in [(&ours, &theirs), (&theirs, &ours)] {
-        assert_eq!(
-            x["tokens"]["outbound"]["token_id"],
-            y["tokens"]["inbound"]["token_id"]
-        );
-    }
+    assert_reciprocal(&ours, &theirs);
     assert_eq!(
         ours["tokens"]["outbound"]["token_id"],
         sha256_hex(new_a.as_bytes())
@@ -65,15 +48,33 @@ async fn renewing_pair_tokens_swaps_both_bearers_and_sync_goes_on() {
     assert_eq!(pair["state"], "active");
 }
 
+/// After a renewal, at each peer: the bearer held before (`[old, new]` of A's, then of B's) is
+/// refused, and the new one reads the feed.
+async fn assert_only_new_bearers(
+    a: &Node,
+    b: &Node,
+    thread: &str,
+    of_a: [&str; 2],
+    of_b: [&str; 2],
+) {
+    let query = format!("thread={thread}&feed=normal");
+    for (node, token, actor, expected) in [
+        (b, of_a[0], a.did(), 401),
+        (b, of_a[1], a.did(), 200),
+        (a, of_b[0], b.did(), 401),
+        (a, of_b[1], b.did(), 200),
+    ] {
+        let (status, body) = changes_as(node, token, &actor, &query).await;
+        assert_eq!(status, expected, "{body}");
+    }
+}
+
 /// A refresh whose answer was lost is retried with the same nonce: the bearer it presented is
 /// already revoked, yet the peer answers again with the same new token (authenticated by the
 /// signature over that nonce); another nonce without a valid bearer is refused.
 #[tokio::test]
 async fn a_refresh_retried_after_a_lost_answer_gets_the_same_token() {
-    let a = start().await;
-    let b = approving(None, &[a.did()]).await;
-    let view = a.pair_with(b.url()).await;
-    let pair_id = view["pair_id"].as_str().unwrap().to_string();
+    let (a, b, pair_id) = paired().await;
     let bearer = a.outbound_token(&pair_id).await.unwrap();
     let refresh = |nonce: &str| {
         let mut object = json!({
@@ -202,15 +203,37 @@ fn token_ids(view: &Value) -> (Value, Value) {
     )
 }
 
-/// A paired A (initiator, pulling `thread` from B) and B, both renewing on their own clocks;
-/// answers the pair id.
-async fn renewing_pair(a: &Node, b: &Node, thread: &str) -> String {
+/// A (the initiator, pulling a thread from B) and B, paired and each renewing on its own clock.
+struct Renewing {
+    a_clock: TestClock,
+    b_clock: TestClock,
+    a: Node,
+    b: Node,
+    pair_id: String,
+    thread: String,
+    /// Both sides as they stood once paired.
+    before: [(Value, String); 2],
+}
+
+async fn renewing_pair(thread: &str) -> Renewing {
+    let (a_clock, b_clock) = (TestClock::default(), TestClock::default());
+    let a = renewing(&a_clock, &[]).await;
+    let b = renewing(&b_clock, &[a.did()]).await;
     let view = a.pair_with(b.url()).await;
     let pair_id = view["pair_id"].as_str().unwrap().to_string();
     let first = b.emit(thread, "did:sync:user:bob", 1, json!({})).await;
     a.pull(thread, &b.did()).await;
     a.arrived(first["id"].as_str().unwrap()).await;
-    pair_id
+    let before = pair_sides(&a, &b, &pair_id).await;
+    Renewing {
+        a_clock,
+        b_clock,
+        a,
+        b,
+        pair_id,
+        thread: thread.into(),
+        before,
+    }
 }
 
 /// Both sides as they stand: their views and the bearers each holds for the other.
@@ -227,14 +250,24 @@ async fn pair_sides(a: &Node, b: &Node, pair_id: &str) -> [(Value, String); 2] {
     ]
 }
 
+impl Renewing {
+    /// Both clocks have run `n` more renewal checks.
+    async fn ticks(&self, n: u64) {
+        self.a_clock.ticks(n).await;
+        self.b_clock.ticks(n).await;
+    }
+}
+
 /// Nothing was renewed since `before`, and the bearers of then still work.
-async fn assert_not_renewed(
-    a: &Node,
-    b: &Node,
-    pair_id: &str,
-    thread: &str,
-    before: &[(Value, String); 2],
-) {
+async fn assert_not_renewed(r: &Renewing) {
+    let Renewing {
+        a,
+        b,
+        pair_id,
+        thread,
+        before,
+        ..
+    } = r;
     let now = pair_sides(a, b, pair_id).await;
     for ((then, old), (view, held)) in before.iter().zip(&now) {
         assert_eq!(token_ids(view), token_ids(then), "{view}");
@@ -253,13 +286,15 @@ async fn assert_not_renewed(
 /// One renewal happened since `before`: both sides show new token ids, each the other's; each
 /// side wrote one `token_renewed` record per direction; the old bearers are refused and the new
 /// ones work; records still flow both ways.
-async fn assert_renewed_once(
-    a: &Node,
-    b: &Node,
-    pair_id: &str,
-    thread: &str,
-    before: &[(Value, String); 2],
-) {
+async fn assert_renewed_once(r: &Renewing) {
+    let Renewing {
+        a,
+        b,
+        pair_id,
+        thread,
+        before,
+        ..
+    } = r;
     let now = eventually("both sides renewed", DEADLINE, || async {
         let now = pair_sides(a, b, pair_id).await;
         let all_new = before.iter().zip(&now).all(|((then, _), (view, _))| {
@@ -271,12 +306,7 @@ async fn assert_renewed_once(
     })
     .await;
     let [(ours, new_a), (theirs, new_b)] = &now;
-    for (x, y) in [(ours, theirs), (theirs, ours)] {
-        assert_eq!(
-            x["tokens"]["outbound"]["token_id"],
-            y["tokens"]["inbound"]["token_id"]
-        );
-    }
+    assert_reciprocal(ours, theirs);
     assert_eq!(
         ours["tokens"]["outbound"]["token_id"],
         sha256_hex(new_a.as_bytes())
@@ -288,17 +318,8 @@ async fn assert_renewed_once(
     for node in [a, b] {
         assert_eq!(renewals(node).await, ["inbound", "outbound"]);
     }
-    let query = format!("thread={thread}&feed=normal");
     let (old_a, old_b) = (&before[0].1, &before[1].1);
-    for (node, token, actor, expected) in [
-        (b, old_a, a.did(), 401),
-        (b, new_a, a.did(), 200),
-        (a, old_b, b.did(), 401),
-        (a, new_b, b.did(), 200),
-    ] {
-        let (status, body) = changes_as(node, token, &actor, &query).await;
-        assert_eq!(status, expected, "{body}");
-    }
+    assert_only_new_bearers(a, b, thread, [old_a, new_a], [old_b, new_b]).await;
     // A's running job goes on with the new bearer; B pulls from A with its new one.
     let record = b.emit(thread, "did:sync:user:bob", 2, json!({})).await;
     a.arrived(record["id"].as_str().unwrap()).await;
@@ -318,49 +339,36 @@ async fn assert_renewed_once(
 
 #[tokio::test]
 async fn the_initiator_renews_pair_tokens_by_itself_from_day_83() {
-    let (a_clock, b_clock) = (TestClock::default(), TestClock::default());
-    let a = renewing(&a_clock, &[]).await;
-    let b = renewing(&b_clock, &[a.did()]).await;
-    let thread = "th_fed_auto_renew";
-    let pair_id = renewing_pair(&a, &b, thread).await;
-    let before = pair_sides(&a, &b, &pair_id).await;
+    let r = renewing_pair("th_fed_auto_renew").await;
 
     // Day 82 on both sides: the tokens have eight days left; nobody renews.
-    a_clock.stand_at(82);
-    b_clock.stand_at(82);
-    a_clock.ticks(3).await;
-    b_clock.ticks(3).await;
-    assert_not_renewed(&a, &b, &pair_id, thread, &before).await;
+    r.a_clock.stand_at(82);
+    r.b_clock.stand_at(82);
+    r.ticks(3).await;
+    assert_not_renewed(&r).await;
 
     // Day 84 on A: the initiator renews both tokens, on its own.
-    a_clock.stand_at(0);
-    a_clock.once_at(84);
-    assert_renewed_once(&a, &b, &pair_id, thread, &before).await;
+    r.a_clock.stand_at(0);
+    r.a_clock.once_at(84);
+    assert_renewed_once(&r).await;
     // The new tokens are not due: nothing more is renewed.
-    a_clock.ticks(3).await;
-    b_clock.ticks(3).await;
-    for node in [&a, &b] {
+    r.ticks(3).await;
+    for node in [&r.a, &r.b] {
         assert_eq!(renewals(node).await, ["inbound", "outbound"]);
     }
 }
 
 #[tokio::test]
 async fn the_responder_renews_from_day_85_when_the_initiator_has_not() {
-    let (a_clock, b_clock) = (TestClock::default(), TestClock::default());
-    let a = renewing(&a_clock, &[]).await;
-    let b = renewing(&b_clock, &[a.did()]).await;
-    let thread = "th_fed_responder_renew";
-    let pair_id = renewing_pair(&a, &b, thread).await;
-    let before = pair_sides(&a, &b, &pair_id).await;
+    let r = renewing_pair("th_fed_responder_renew").await;
 
     // Day 84 on B (A on real time): the responder leaves days 83-85 to the initiator.
-    b_clock.stand_at(84);
-    a_clock.ticks(3).await;
-    b_clock.ticks(3).await;
-    assert_not_renewed(&a, &b, &pair_id, thread, &before).await;
+    r.b_clock.stand_at(84);
+    r.ticks(3).await;
+    assert_not_renewed(&r).await;
 
     // Day 86 on B: it renews itself.
-    b_clock.stand_at(0);
-    b_clock.once_at(86);
-    assert_renewed_once(&a, &b, &pair_id, thread, &before).await;
+    r.b_clock.stand_at(0);
+    r.b_clock.once_at(86);
+    assert_renewed_once(&r).await;
 }

@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 use syncropel_client::api::PairReason;
 use syncropel_testkit::{Node, Options};
 
-use super::{approving, config, start};
+use super::{config, paired};
 
 fn without_health(mut list: Value) -> Value {
     for pair in list["data"].as_array_mut().unwrap() {
@@ -16,10 +16,7 @@ fn without_health(mut list: Value) -> Value {
 
 #[tokio::test]
 async fn pair_state_is_rebuilt_from_records_after_a_restart_and_jobs_resume() {
-    let a = start().await;
-    let b = approving(None, &[a.did()]).await;
-    let view = a.pair_with(b.url()).await;
-    let pair_id = view["pair_id"].as_str().unwrap().to_string();
+    let (a, b, pair_id) = paired().await;
     let thread = "th_fed_restart";
     let first = b
         .emit(thread, "did:sync:user:bob", 1, json!({"c": 1}))

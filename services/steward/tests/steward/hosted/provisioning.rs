@@ -29,11 +29,7 @@ async fn a_provisioned_tenant_takes_records_signed_by_its_own_key() {
         assert_eq!(accepted["phase"], "ready");
         let id = accepted["instance_id"].as_str().unwrap();
 
-        let described = replica
-            .platform_client("acct-1")
-            .provision_status(id)
-            .await
-            .unwrap();
+        let described = replica.provision_status("acct-1", id).await;
         let phases: Vec<&str> = described
             .phases
             .iter()

@@ -10,10 +10,9 @@ use serde_json::{json, Value};
 use syncropel_client::api::MintToken;
 use syncropel_client::ListParams;
 use syncropel_testkit::hosted::{
-    bootstrap_bearer, client_with_host, jwt, tenant_request, Config, Process, Replica, BASE_DOMAIN,
-    KEK_HEX,
+    client_with_host, new_tenant_at, tenant_request, Config, Process, Replica, BASE_DOMAIN, KEK_HEX,
 };
-use syncropel_testkit::{envelope, error_code, send, with_test_database};
+use syncropel_testkit::{all_records, envelope, error_code, with_test_database};
 
 use crate::STEWARD_BIN;
 
@@ -94,16 +93,7 @@ async fn killing_a_replica_mid_burst_loses_no_acknowledged_record() {
         let request = |base: &str, method: Method, path: &str| {
             tenant_request(&http, base, &config, "burst", method, path)
         };
-        let (status, body) = send(
-            http.post(format!("{}/provision", writer.url))
-                .header("host", BASE_DOMAIN)
-                .bearer_auth(jwt("acct"))
-                .header("idempotency-key", "burst")
-                .json(&json!({"label": "burst", "bootstrap_token": "burst-bootstrap-token"})),
-        )
-        .await;
-        assert_eq!(status, 202, "{body}");
-        let token = bootstrap_bearer("burst-bootstrap-token");
+        let token = new_tenant_at(&writer.url, "acct", "burst").await;
 
         // A watch through the other process sees the burst as it happens.
         let watch = request(&reader.url, Method::GET, "/v1/threads/th_burst_0/watch")
@@ -165,23 +155,12 @@ async fn killing_a_replica_mid_burst_loses_no_acknowledged_record() {
         let survivor = client_with_host(&reader.url, &format!("burst.{BASE_DOMAIN}"), &token);
         let mut stored = Vec::new();
         let mut stored_threads = std::collections::HashMap::new();
-        let mut params = ListParams {
-            limit: Some(1000),
-            ..ListParams::default()
-        };
-        loop {
-            let page = survivor.list_records::<Value>(&params).await.unwrap();
-            for r in &page.data {
-                stored.push(r["id"].as_str().unwrap().to_string());
-                stored_threads.insert(
-                    r["id"].as_str().unwrap().to_string(),
-                    r["thread"].as_str().unwrap().to_string(),
-                );
-            }
-            match page.next_cursor {
-                Some(next) => params.cursor = Some(next),
-                None => break,
-            }
+        for r in all_records(&survivor, ListParams::default()).await {
+            stored.push(r["id"].as_str().unwrap().to_string());
+            stored_threads.insert(
+                r["id"].as_str().unwrap().to_string(),
+                r["thread"].as_str().unwrap().to_string(),
+            );
         }
         let unique: HashSet<&String> = stored.iter().collect();
         assert_eq!(unique.len(), stored.len(), "no record is stored twice");

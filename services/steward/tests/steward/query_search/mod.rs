@@ -58,16 +58,6 @@ async fn malformed_json_is_invalid_json() {
     }
 }
 
-/// POSTs `body` to `path` with no credential at all.
-async fn post_anonymous(node: &Node, path: &str, body: &Value) -> (u16, Value) {
-    let request = node
-        .steward
-        .http
-        .post(format!("{}{path}", node.url()))
-        .json(body);
-    node.steward.send(request).await
-}
-
 #[tokio::test]
 async fn query_and_search_need_the_read_scope() {
     let node = node().await;
@@ -93,7 +83,7 @@ async fn query_and_search_need_the_read_scope() {
         (SEARCH, serde_json::to_value(&search).unwrap()),
     ];
     for (path, request) in requests {
-        let (status, answer) = post_anonymous(&node, path, &request).await;
+        let (status, answer) = node.steward.post_anonymous(path, &request).await;
         assert_eq!(status, 401, "{path}: {answer}");
         assert_eq!(error_code(&answer), "AUTH_REQUIRED");
 

@@ -20,7 +20,7 @@ pub struct Directory {
 
 /// A stopped directory: its store and its port, held for a restart.
 pub struct StoppedDirectory {
-    pub port: Reserved,
+    port: Reserved,
     dir: tempfile::TempDir,
 }
 

@@ -54,8 +54,6 @@ pub struct Options {
     pub identity: Identity,
     /// Start again over what a stopped steward left: its home (key, identity, store) and port.
     pub restart: Option<Stopped>,
-    /// Serve on a port held beforehand (default: a new one).
-    pub port: Option<Reserved>,
 }
 
 impl Default for Options {
@@ -69,7 +67,6 @@ impl Default for Options {
             keypair: None,
             identity: Identity::Key,
             restart: None,
-            port: None,
         }
     }
 }
@@ -84,10 +81,11 @@ impl Options {
     }
 }
 
-/// What a stopped steward leaves: its home and its port, held so that it can start again there.
+/// What a stopped steward leaves: its home, and its port held (refusing connections) so that it
+/// can start again there.
 pub struct Stopped {
     pub home: tempfile::TempDir,
-    pub port: Reserved,
+    port: Reserved,
 }
 
 impl Stopped {
@@ -101,13 +99,12 @@ impl Stopped {
 pub struct TestSteward {
     /// `http://127.0.0.1:<port>`.
     pub url: String,
-    pub addr: SocketAddr,
     /// The state the running steward serves (its store, federation engine, shutdown token).
     pub state: AppState,
     /// The steward's one tenant (its identity signs every record).
     pub tenant: Arc<Tenant>,
-    pub home: Home,
     pub http: reqwest::Client,
+    addr: SocketAddr,
     server: tokio::task::JoinHandle<()>,
     dir: tempfile::TempDir,
 }
@@ -120,16 +117,13 @@ impl TestSteward {
     pub async fn start_with(options: Options) -> TestSteward {
         let (dir, port) = match options.restart {
             Some(stopped) => (stopped.home, stopped.port),
-            None => (
-                tempfile::tempdir().unwrap(),
-                options.port.unwrap_or_default(),
-            ),
+            None => (tempfile::tempdir().unwrap(), Reserved::new()),
         };
         let addr = port.addr();
         let home = Home::new(dir.path().to_path_buf());
         prepare_home(&home, options.keypair.as_ref(), &options.identity, addr);
         let serve = ServeOptions {
-            home: home.clone(),
+            home,
             host: addr.ip().to_string(),
             port: addr.port(),
             memory: false,
@@ -156,11 +150,10 @@ impl TestSteward {
         });
         TestSteward {
             url,
-            addr,
             state,
             tenant,
-            home,
             http: reqwest::Client::new(),
+            addr,
             server,
             dir,
         }

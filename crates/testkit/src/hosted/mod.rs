@@ -99,8 +99,8 @@ pub struct Replica {
     pub state: AppState,
     /// This replica's leases on pull jobs.
     pub leases: Arc<Leases>,
-    pub config: Config,
     pub http: reqwest::Client,
+    config: Config,
     platform: Arc<Platform>,
     server: tokio::task::JoinHandle<()>,
 }

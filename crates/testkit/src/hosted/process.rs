@@ -15,7 +15,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// address is read from the line that says it listens.
 pub struct Process {
     pub url: String,
-    pub child: Child,
+    child: Child,
     /// The `hosted steward listening` log line.
     listening: Value,
     log: tempfile::NamedTempFile,

@@ -14,7 +14,7 @@ pub struct Directory {
     pub url: String,
     stopping: CancellationToken,
     server: tokio::task::JoinHandle<()>,
-    port: std::net::SocketAddr,
+    addr: std::net::SocketAddr,
     dir: tempfile::TempDir,
 }
 
@@ -60,7 +60,7 @@ impl Directory {
             url: format!("http://{addr}"),
             stopping,
             server,
-            port: addr,
+            addr,
             dir,
         }
     }
@@ -70,7 +70,7 @@ impl Directory {
         self.stopping.cancel();
         self.server.await.unwrap();
         StoppedDirectory {
-            port: Reserved::at(self.port),
+            port: Reserved::at(self.addr),
             dir: self.dir,
         }
     }

@@ -4,15 +4,14 @@
 //! `syncropel_steward::local::start` and `LocalSteward::run` (what `spl serve` does), a hosted
 //! replica through `hosted::build` and `Hosted::run`, the did:sync directory through its app and
 //! the shared drain. The kit binds each listener itself and hands it over, so a test knows the
-//! address before the service starts and no port is ever given up and taken again.
+//! address before the service starts; a stopped service's port stays held, refusing
+//! connections, until it starts there again.
 //!
 //! - [`TestSteward`] / [`Node`]: a local steward in a temporary home; a [`Node`] adds an admin
 //!   token, a typed [`Client`](syncropel_client::Client) and the federation helpers tests share.
 //! - [`hosted`]: hosted [`Replica`](hosted::Replica)s in this process, `steward`
 //!   [`Process`](hosted::Process)es, and a [`Balancer`](hosted::Balancer) in front of them.
 //! - [`Directory`]: the did:sync directory on a SQLite file of its own.
-//! - [`Reserved`]: a port held without listening, so that callers are refused until a service
-//!   starts on it.
 
 mod directory;
 pub mod hosted;
@@ -25,7 +24,6 @@ use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
 use futures_util::FutureExt as _;
-
 use serde_json::{json, Value};
 use syncropel_client::{Client, ListParams};
 use syncropel_federation::{FederationConfig, PeerTimeouts};
@@ -33,7 +31,6 @@ use syncropel_federation::{FederationConfig, PeerTimeouts};
 pub use directory::{Directory, StoppedDirectory};
 pub use local::{Identity, Options, Stopped, TestSteward, TENANT};
 pub use node::Node;
-pub use port::Reserved;
 pub use syncropel_store::testing::{with_test_database, Sql, TestDb};
 
 /// A minimal valid envelope: `DO` by `did:example:test`.

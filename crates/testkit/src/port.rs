@@ -4,9 +4,9 @@ use std::net::SocketAddr;
 
 use tokio::net::{TcpListener, TcpSocket};
 
-/// A port on 127.0.0.1 bound but not listening: nobody else can take it, and connections to it
-/// are refused, as to a service that is down. [`Reserved::listen`] makes it the service's
-/// listener.
+/// A port on 127.0.0.1 bound but not listening: the system hands it to no socket that asks for
+/// a free port, and connections to it are refused, as to a service that is down.
+/// [`Reserved::listen`] makes it the service's listener.
 pub struct Reserved {
     socket: TcpSocket,
     addr: SocketAddr,

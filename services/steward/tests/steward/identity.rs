@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use syncropel_client::api::UpgradeIdentity;
+use syncropel_client::api::{PullRequest, UpgradeIdentity};
 use syncropel_federation::config::ResolverClock;
 use syncropel_federation::directory::{multibase, submit, sync_genesis};
 use syncropel_federation::FederationConfig;
@@ -98,7 +98,7 @@ async fn has(node: &Node, id: &str) -> bool {
 /// Pulls `thread` once from a peer without a pair, with a token the peer gave us.
 async fn pull_from(node: &Node, peer: &Node, thread: &str) -> Value {
     let token = peer.steward.token(&["federation:sync_pull"], &[]).await;
-    let request = syncropel_client::api::PullRequest {
+    let request = PullRequest {
         thread: thread.into(),
         peer: peer.url().into(),
         peer_token: Some(token),

@@ -549,8 +549,41 @@ pub struct Listeners {
     pub drain: Drain,
 }
 
-/// Runs a hosted replica until SIGTERM or SIGINT, then drains (see
-/// [`syncropel_telemetry::serve`]): not ready, leases handed back, streams told to reconnect.
+impl Hosted {
+    /// Serves on `listener` (and `GET /metrics` on `metrics`) until SIGTERM or SIGINT, or until
+    /// `state.shutdown` is cancelled, then drains (see [`syncropel_telemetry::serve`]): not
+    /// ready, leases handed back, streams told to reconnect. The listeners are bound by the
+    /// caller, so that whoever needs the address knows it before serving begins.
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        metrics: Option<TcpListener>,
+        drain: Drain,
+    ) -> Result<(), StewardError> {
+        let config = self.platform.config();
+        tracing::info!(
+            addr = %listener.local_addr()?,
+            metrics = ?metrics.as_ref().and_then(|m| m.local_addr().ok()),
+            base_domain = %config.addressing.base_domain,
+            path_prefix = ?config.addressing.path_prefix,
+            "hosted steward listening"
+        );
+        let store = self.state.store.clone();
+        let outcome = syncropel_telemetry::serve::serve(
+            listener,
+            self.app,
+            metrics,
+            self.state.shutdown.clone(),
+            drain,
+        )
+        .await
+        .map_err(StewardError::Io);
+        store.close().await;
+        outcome
+    }
+}
+
+/// Runs a hosted replica until SIGTERM or SIGINT, then drains (see [`Hosted::run`]).
 pub async fn serve(options: HostedOptions, listeners: Listeners) -> Result<(), StewardError> {
     let bind = |addr: SocketAddr| async move {
         TcpListener::bind(addr).await.map_err(|e| match e.kind() {
@@ -563,25 +596,8 @@ pub async fn serve(options: HostedOptions, listeners: Listeners) -> Result<(), S
         Some(addr) => Some(bind(addr).await?),
         None => None,
     };
-    let hosted = build(options).await?;
-    let config = hosted.platform.config();
-    tracing::info!(
-        addr = %listener.local_addr()?,
-        metrics = ?metrics.as_ref().and_then(|m| m.local_addr().ok()),
-        base_domain = %config.addressing.base_domain,
-        path_prefix = ?config.addressing.path_prefix,
-        "hosted steward listening"
-    );
-    let store = hosted.state.store.clone();
-    let outcome = syncropel_telemetry::serve::serve(
-        listener,
-        hosted.app,
-        metrics,
-        hosted.state.shutdown.clone(),
-        listeners.drain,
-    )
-    .await
-    .map_err(StewardError::Io);
-    store.close().await;
-    outcome
+    build(options)
+        .await?
+        .run(listener, metrics, listeners.drain)
+        .await
 }

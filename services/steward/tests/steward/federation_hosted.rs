@@ -3,33 +3,28 @@
 //! ways verified, hosted pull jobs run under a lease in `pull_leases`, and when the replica
 //! holding a lease dies the job moves to a surviving replica without losing or doubling a record.
 
-mod common;
-
 use std::collections::BTreeSet;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::hosted::{Config, Replica};
-use common::{Options, TestSteward};
-use futures_util::FutureExt as _;
 use serde_json::{json, Value};
+use syncropel_client::api::{PullRequest, StartPair};
+use syncropel_client::{Client, ClientError, ListParams, Pairing};
 use syncropel_federation::FederationConfig;
 use syncropel_steward::tenant::Tenant;
-use syncropel_store::testing::{Sql, TestDb};
+use syncropel_testkit::hosted::{Config, Replica};
+use syncropel_testkit::{know, with_test_database_here, Node, Options, Sql};
+
+use crate::federation::assert_reciprocal;
 
 const DEADLINE: Duration = Duration::from_secs(15);
 
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
-
-/// Short intervals everywhere (as in `federation.rs`), leases of `lease_ttl`.
+/// Short intervals everywhere (as in the federation tests), leases of `lease_ttl`.
 fn config(auto_approve: Vec<String>, lease_ttl: Duration) -> FederationConfig {
     FederationConfig {
         auto_approve,
         lease_ttl,
-        ..common::quick_federation()
+        ..syncropel_testkit::quick_federation()
     }
 }
 
@@ -47,65 +42,20 @@ async fn replica(database_url: String, auto_approve: Vec<String>, lease_ttl: Dur
     .await
 }
 
-/// A local steward with an operator token.
-struct Local {
-    s: TestSteward,
-    token: String,
+/// A local steward approving pair requests from `auto_approve`.
+async fn start_local(auto_approve: Vec<String>) -> Node {
+    Node::start(Options {
+        federation: config(auto_approve, Duration::from_secs(60)),
+        ..Options::default()
+    })
+    .await
 }
 
-impl Local {
-    async fn start(auto_approve: Vec<String>) -> Local {
-        let s = TestSteward::start_with(Options {
-            federation: config(auto_approve, Duration::from_secs(60)),
-            ..Options::default()
-        })
-        .await;
-        let token = s.admin().await;
-        Local { s, token }
-    }
-
-    fn did(&self) -> String {
-        self.s.did()
-    }
-
-    async fn get(&self, path: &str) -> (u16, Value) {
-        self.s.get(&self.token, path).await
-    }
-
-    async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        self.s.post(&self.token, path, body).await
-    }
-
-    async fn emit(&self, thread: &str, clock: i64) -> Value {
-        let envelope = json!({"act": "KNOW", "actor": "did:sync:user:lou", "thread": thread,
-            "clock": clock, "body": {"n": clock}});
-        let (status, record) = self.post("/v1/records", &envelope).await;
-        assert_eq!(status, 201, "{record}");
-        record
-    }
-
-    async fn record(&self, id: &str) -> Option<Value> {
-        let (status, body) = self.get(&format!("/v1/records/{id}")).await;
-        match status {
-            200 => Some(body),
-            404 => None,
-            _ => panic!("GET record {id}: {status} {body}"),
-        }
-    }
-
-    async fn ids(&self, thread: &str) -> BTreeSet<String> {
-        let (status, body) = self
-            .get(&format!("/v1/records?thread={thread}&limit=1000"))
-            .await;
-        assert_eq!(status, 200, "{body}");
-        ids(&body)
-    }
-
-    async fn pair(&self, key: &str) -> Value {
-        let (status, view) = self.get(&format!("/v1/federation/pairs/{key}")).await;
-        assert_eq!(status, 200, "{view}");
-        view
-    }
+/// A record of the local steward's user, as stored.
+async fn local_emit(local: &Node, thread: &str, clock: i64) -> Value {
+    local
+        .emit(thread, "did:sync:user:lou", clock, json!({"n": clock}))
+        .await
 }
 
 /// A provisioned hosted tenant and its admin bearer.
@@ -134,96 +84,67 @@ impl Hosted {
         self.tenant.url.clone().unwrap()
     }
 
-    async fn get(&self, via: &Replica, path: &str) -> (u16, Value) {
-        via.tenant_get(&self.label, &self.token, path).await
-    }
-
-    async fn post(&self, via: &Replica, path: &str, body: &Value) -> (u16, Value) {
-        via.tenant_post(&self.label, &self.token, path, body).await
+    /// The tenant's typed client through a replica.
+    fn via(&self, replica: &Replica) -> Client {
+        replica.tenant_client(&self.label, &self.token)
     }
 
     async fn emit(&self, via: &Replica, thread: &str, clock: i64) -> Value {
-        let envelope = json!({"act": "KNOW", "actor": "did:sync:user:hana", "thread": thread,
-            "clock": clock, "body": {"n": clock}});
-        let (status, record) = self.post(via, "/v1/records", &envelope).await;
-        assert_eq!(status, 201, "{record}");
-        record
+        let envelope = know(thread, "did:sync:user:hana", clock, json!({"n": clock}));
+        let emitted = self.via(via).emit::<Value>(&envelope).await.unwrap();
+        assert!(emitted.created, "{}", emitted.record);
+        emitted.record
     }
 
     async fn record(&self, via: &Replica, id: &str) -> Option<Value> {
-        let (status, body) = self.get(via, &format!("/v1/records/{id}")).await;
-        match status {
-            200 => Some(body),
-            404 => None,
-            _ => panic!("GET record {id}: {status} {body}"),
+        match self.via(via).get_record(id).await {
+            Ok(record) => Some(record),
+            Err(ClientError::Api { status: 404, .. }) => None,
+            Err(e) => panic!("GET record {id}: {e}"),
         }
+    }
+
+    /// Waits for the record `id` to be readable through `via`.
+    async fn arrived(&self, via: &Replica, id: &str, what: &str) -> Value {
+        syncropel_testkit::eventually(what, DEADLINE, || self.record(via, id)).await
     }
 
     async fn ids(&self, via: &Replica, thread: &str) -> BTreeSet<String> {
-        let (status, body) = self
-            .get(via, &format!("/v1/records?thread={thread}&limit=1000"))
-            .await;
-        assert_eq!(status, 200, "{body}");
-        ids(&body)
+        let params = ListParams {
+            thread: Some(thread.into()),
+            limit: Some(1000),
+            ..ListParams::default()
+        };
+        let data = self
+            .via(via)
+            .list_records::<Value>(&params)
+            .await
+            .unwrap()
+            .data;
+        let ids: BTreeSet<String> = data
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(ids.len(), data.len(), "a record is listed twice: {data:?}");
+        ids
     }
 
     async fn pull(&self, via: &Replica, thread: &str, peer: &str) -> Value {
-        let (status, result) = self
-            .post(
-                via,
-                "/v1/sync/pull",
-                &json!({"thread": thread, "peer": peer}),
-            )
-            .await;
-        assert_eq!(status, 200, "{result}");
-        result
+        let request = PullRequest {
+            thread: thread.into(),
+            peer: peer.into(),
+            peer_token: None,
+        };
+        self.via(via).pull(&request).await.unwrap().into_json()
     }
-}
 
-fn ids(list: &Value) -> BTreeSet<String> {
-    let data = list["data"].as_array().unwrap();
-    let ids: BTreeSet<String> = data
-        .iter()
-        .map(|r| r["id"].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(ids.len(), data.len(), "a record is listed twice: {list}");
-    ids
-}
-
-/// Runs `scenario` on a Postgres database of its own, dropped afterwards (as
-/// `with_test_database`, but in the test's own task: the scenarios here are not `Send`).
-async fn with_test_database<F, Fut>(scenario: F)
-where
-    F: FnOnce(String) -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    let db = TestDb::create().await;
-    let outcome = AssertUnwindSafe(scenario(db.url.clone()))
-        .catch_unwind()
-        .await;
-    db.drop().await;
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
+    async fn pair(&self, via: &Replica, key: &str) -> Value {
+        self.via(via)
+            .federation_pair(key)
+            .await
+            .unwrap()
+            .into_json()
     }
-}
-
-/// Evaluates `check` (an expression of type `Option<T>`, usually awaiting something) until it
-/// yields a value, or fails the test after [`DEADLINE`].
-macro_rules! eventually {
-    ($what:expr, $check:expr) => {{
-        let start = Instant::now();
-        loop {
-            if let Some(value) = $check {
-                break value;
-            }
-            assert!(
-                start.elapsed() < DEADLINE,
-                "timed out waiting for {}",
-                $what
-            );
-            tokio::time::sleep(ms(25)).await;
-        }
-    }};
 }
 
 /// A record as it arrived at a peer: the same id, signature and signer as at its source.
@@ -253,67 +174,40 @@ async fn lease(
 
 fn runs(replica: &Replica, tenant: &str, source: &str, thread: &str) -> bool {
     let key = (tenant.to_string(), source.to_string(), thread.to_string());
-    replica
-        .hosted
-        .state
-        .federation
-        .jobs
-        .running()
-        .contains(&key)
+    replica.state.federation.jobs.running().contains(&key)
 }
 
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_hosted_tenant_pairs_and_syncs_with_local_stewards_both_ways() {
-    with_test_database(|url| async move {
-        let local = Local::start(Vec::new()).await;
+    with_test_database_here(|url| async move {
+        let local = start_local(Vec::new()).await;
         let replica = replica(url.clone(), vec![local.did()], Duration::from_secs(60)).await;
         let hosted = Hosted::provision(&replica, "acme").await;
         assert_eq!(hosted.url(), format!("{}/t/acme", replica.url));
 
         // The local steward pairs with the tenant, which approves it by its own configuration.
-        let (status, ours) = local
-            .post("/v1/federation/pairs", &json!({"peer_url": hosted.url()}))
-            .await;
-        assert_eq!(status, 200, "{ours}");
-        assert_eq!(ours["state"], "active", "{ours}");
+        let ours = local.pair_with(&hosted.url()).await;
         assert_eq!(ours["peer_did"], hosted.did());
         let pair_id = ours["pair_id"].as_str().unwrap().to_string();
-        let (status, theirs) = hosted
-            .get(&replica, &format!("/v1/federation/pairs/{}", local.did()))
-            .await;
-        assert_eq!(status, 200, "{theirs}");
+        let theirs = hosted.pair(&replica, &local.did()).await;
         assert_eq!(theirs["pair_id"], pair_id);
         assert_eq!(theirs["state"], "active", "{theirs}");
         assert_eq!(theirs["role"], "responder");
-        assert_eq!(theirs["peer_url"], local.s.url);
-        for (x, y) in [(&ours, &theirs), (&theirs, &ours)] {
-            let outbound = &x["tokens"]["outbound"]["token_id"];
-            assert!(outbound.is_string(), "{x}");
-            assert_eq!(outbound, &y["tokens"]["inbound"]["token_id"]);
-        }
+        assert_eq!(theirs["peer_url"], local.url());
+        assert_reciprocal(&ours, &theirs);
 
         // Hosted → local: a one-shot pull, then the job.
         let thread = "th_hosted_to_local";
         let mut sent = vec![hosted.emit(&replica, thread, 1).await];
-        let (status, pulled) = local
-            .post(
-                "/v1/sync/pull",
-                &json!({"thread": thread, "peer": hosted.did()}),
-            )
-            .await;
-        assert_eq!(status, 200, "{pulled}");
+        let pulled = local.pull(thread, &hosted.did()).await;
         assert_eq!(pulled["pulled"], 1, "{pulled}");
         for clock in 2..=4 {
             sent.push(hosted.emit(&replica, thread, clock).await);
         }
         for record in &sent {
-            let id = record["id"].as_str().unwrap();
-            let got = eventually!(
-                &format!("{id} at the local steward"),
-                local.record(id).await
-            );
+            let got = local.arrived(record["id"].as_str().unwrap()).await;
             assert_verified_copy(&got, record, &hosted.did());
         }
         assert_eq!(local.ids(thread).await.len(), sent.len());
@@ -321,38 +215,39 @@ async fn a_hosted_tenant_pairs_and_syncs_with_local_stewards_both_ways() {
 
         // Local → hosted: the tenant's job runs under a lease held by this replica.
         let thread = "th_local_to_hosted";
-        let mut sent = vec![local.emit(thread, 1).await];
+        let mut sent = vec![local_emit(&local, thread, 1).await];
         let pulled = hosted.pull(&replica, thread, &local.did()).await;
         assert_eq!(pulled["pulled"], 1, "{pulled}");
         let (holder, until) = lease(&replica, &hosted.tenant.id, &pair_id, thread)
             .await
             .expect("the hosted pull job has a lease row");
-        assert_eq!(holder, replica.hosted.leases.holder());
+        assert_eq!(holder, replica.leases.holder());
         assert!(until >= syncropel_protocol::unix_now(), "{until}");
         assert!(runs(&replica, &hosted.tenant.id, &pair_id, thread));
         for clock in 2..=4 {
-            sent.push(local.emit(thread, clock).await);
+            sent.push(local_emit(&local, thread, clock).await);
         }
         for record in &sent {
             let id = record["id"].as_str().unwrap();
-            let got = eventually!(
-                &format!("{id} at the hosted tenant"),
-                hosted.record(&replica, id).await
-            );
+            let what = format!("{id} at the hosted tenant");
+            let got = hosted.arrived(&replica, id, &what).await;
             assert_verified_copy(&got, record, &local.did());
         }
         assert_eq!(hosted.ids(&replica, thread).await.len(), sent.len());
 
         // The other way round: the tenant initiates with a local steward that approves it.
-        let responder = Local::start(vec![hosted.did()]).await;
-        let (status, view) = hosted
-            .post(
-                &replica,
-                "/v1/federation/pairs",
-                &json!({"peer_url": responder.s.url}),
-            )
-            .await;
-        assert_eq!(status, 200, "{view}");
+        let responder = start_local(vec![hosted.did()]).await;
+        let request = StartPair {
+            peer_url: responder.url().into(),
+            ..StartPair::default()
+        };
+        let (pairing, view) = hosted
+            .via(&replica)
+            .start_pairing(&request)
+            .await
+            .unwrap()
+            .into_parts();
+        assert!(matches!(pairing, Pairing::Paired(_)), "{view}");
         assert_eq!(view["state"], "active", "{view}");
         assert_eq!(view["role"], "initiator");
         let theirs = responder.pair(&hosted.did()).await;
@@ -365,13 +260,7 @@ async fn a_hosted_tenant_pairs_and_syncs_with_local_stewards_both_ways() {
         // The responder reaches the tenant at the URL it paired from.
         let thread = "th_hosted_initiated";
         let record = hosted.emit(&replica, thread, 1).await;
-        let (status, pulled) = responder
-            .post(
-                "/v1/sync/pull",
-                &json!({"thread": thread, "peer": hosted.did()}),
-            )
-            .await;
-        assert_eq!(status, 200, "{pulled}");
+        let pulled = responder.pull(thread, &hosted.did()).await;
         assert_eq!(pulled["pulled"], 1, "{pulled}");
         let got = responder
             .record(record["id"].as_str().unwrap())
@@ -379,7 +268,7 @@ async fn a_hosted_tenant_pairs_and_syncs_with_local_stewards_both_ways() {
             .unwrap();
         assert_verified_copy(&got, &record, &hosted.did());
         // And the tenant pulls from it through the same pair, under a lease.
-        let back = responder.emit(thread, 2).await;
+        let back = local_emit(&responder, thread, 2).await;
         let pulled = hosted.pull(&replica, thread, &responder.did()).await;
         assert_eq!(pulled["pulled"], 1, "{pulled}");
         let source = view["pair_id"].as_str().unwrap();
@@ -399,57 +288,50 @@ async fn a_hosted_tenant_pairs_and_syncs_with_local_stewards_both_ways() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_dead_replicas_pull_jobs_move_to_a_surviving_replica() {
-    with_test_database(|url| async move {
+    with_test_database_here(|url| async move {
         let ttl = Duration::from_secs(2);
-        let local = Local::start(Vec::new()).await;
+        let local = start_local(Vec::new()).await;
         let first = replica(url.clone(), vec![local.did()], ttl).await;
         let second = replica(url.clone(), vec![local.did()], ttl).await;
         let hosted = Hosted::provision(&first, "lease").await;
-        let (status, view) = local
-            .post("/v1/federation/pairs", &json!({"peer_url": hosted.url()}))
-            .await;
-        assert_eq!(status, 200, "{view}");
+        let view = local.pair_with(&hosted.url()).await;
         let pair_id = view["pair_id"].as_str().unwrap().to_string();
         let tenant = hosted.tenant.id.clone();
 
         let thread = "th_leased";
-        let mut sent = vec![local.emit(thread, 1).await];
+        let mut sent = vec![local_emit(&local, thread, 1).await];
         let pulled = hosted.pull(&first, thread, &local.did()).await;
         assert_eq!(pulled["pulled"], 1, "{pulled}");
         let (holder, _) = lease(&first, &tenant, &pair_id, thread).await.unwrap();
-        assert_eq!(holder, first.hosted.leases.holder());
-        assert_ne!(first.hosted.leases.holder(), second.hosted.leases.holder());
+        assert_eq!(holder, first.leases.holder());
+        assert_ne!(first.leases.holder(), second.leases.holder());
         // A live holder keeps its lease through several sweeps of the other replica.
         tokio::time::sleep(ttl).await;
         let (holder, _) = lease(&first, &tenant, &pair_id, thread).await.unwrap();
-        assert_eq!(holder, first.hosted.leases.holder());
+        assert_eq!(holder, first.leases.holder());
         assert!(runs(&first, &tenant, &pair_id, thread));
         assert!(!runs(&second, &tenant, &pair_id, thread));
-        sent.push(local.emit(thread, 2).await);
+        sent.push(local_emit(&local, thread, 2).await);
         let id = sent[1]["id"].as_str().unwrap();
-        eventually!(
-            "the second record, pulled by the first replica",
-            hosted.record(&second, id).await
-        );
+        let what = "the second record, pulled by the first replica";
+        hosted.arrived(&second, id, what).await;
 
         // The holder dies; what the local steward writes next still arrives at the tenant.
         first.stop().await;
         let died = Instant::now();
         for clock in 3..=5 {
-            sent.push(local.emit(thread, clock).await);
+            sent.push(local_emit(&local, thread, clock).await);
         }
         for record in &sent {
             let id = record["id"].as_str().unwrap();
-            let got = eventually!(
-                &format!("{id} after the takeover"),
-                hosted.record(&second, id).await
-            );
+            let what = format!("{id} after the takeover");
+            let got = hosted.arrived(&second, id, &what).await;
             assert_verified_copy(&got, record, &local.did());
         }
         let took = died.elapsed();
         assert!(took < 4 * ttl, "the takeover took {took:?}");
         let (holder, until) = lease(&second, &tenant, &pair_id, thread).await.unwrap();
-        assert_eq!(holder, second.hosted.leases.holder());
+        assert_eq!(holder, second.leases.holder());
         assert!(until >= syncropel_protocol::unix_now());
         assert!(runs(&second, &tenant, &pair_id, thread));
         // Nothing lost, nothing doubled, and the survivor's job stays in step.
@@ -458,20 +340,16 @@ async fn a_dead_replicas_pull_jobs_move_to_a_surviving_replica() {
             .map(|r| r["id"].as_str().unwrap().to_string())
             .collect();
         assert_eq!(hosted.ids(&second, thread).await, expected);
-        let last = local.emit(thread, 6).await;
+        let last = local_emit(&local, thread, 6).await;
         let id = last["id"].as_str().unwrap();
-        eventually!(
-            "a record after the takeover",
-            hosted.record(&second, id).await
-        );
+        hosted
+            .arrived(&second, id, "a record after the takeover")
+            .await;
         assert_eq!(hosted.ids(&second, thread).await.len(), expected.len() + 1);
         let again = hosted.pull(&second, thread, &local.did()).await;
         assert_eq!(again["pulled"], 0, "{again}");
         // The pair on the tenant's side is intact (pull cursors moved through the survivor).
-        let (status, theirs) = hosted
-            .get(&second, &format!("/v1/federation/pairs/{pair_id}"))
-            .await;
-        assert_eq!(status, 200, "{theirs}");
+        let theirs = hosted.pair(&second, &pair_id).await;
         assert_eq!(theirs["state"], "active", "{theirs}");
         let ours = local.pair(&pair_id).await;
         assert_eq!(
@@ -486,7 +364,7 @@ async fn a_dead_replicas_pull_jobs_move_to_a_surviving_replica() {
 
 #[tokio::test]
 async fn a_replica_holding_a_full_batch_of_jobs_still_takes_over_expired_ones() {
-    with_test_database(|url| async move {
+    with_test_database_here(|url| async move {
         let ttl = Duration::from_secs(2);
         let replica = replica(url.clone(), Vec::new(), ttl).await;
         // A dead replica's jobs: more than one sweep claims at once (500).
@@ -498,7 +376,7 @@ async fn a_replica_holding_a_full_batch_of_jobs_still_takes_over_expired_ones() 
             &[],
         )
         .await;
-        let holder = replica.hosted.leases.holder().to_string();
+        let holder = replica.leases.holder().to_string();
         let held = || async {
             sql.scalar::<i64>(
                 "SELECT count(*) FROM pull_leases WHERE holder = $1 AND lease_until >= $2",
@@ -506,7 +384,10 @@ async fn a_replica_holding_a_full_batch_of_jobs_still_takes_over_expired_ones() 
             )
             .await
         };
-        eventually!("every job taken over", (held().await == 501).then_some(()));
+        syncropel_testkit::eventually("every job taken over", DEADLINE, || async {
+            (held().await == 501).then_some(())
+        })
+        .await;
         replica.stop().await;
     })
     .await;

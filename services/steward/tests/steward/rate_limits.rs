@@ -1,13 +1,13 @@
 //! Rate limits per token and per client address: 429 RATE_LIMITED with Retry-After, nothing changed
 //! by a refusal, and no throttling at all when the limits are off (the local default).
 
-mod common;
-
 use std::time::Duration;
 
-use common::{envelope, error_code, Options, TestSteward};
 use serde_json::{json, Value};
+use syncropel_client::api::CreateRecords;
+use syncropel_client::ListParams;
 use syncropel_steward::rate_limit::RateLimits;
+use syncropel_testkit::{envelope, error_code, Options, TestSteward};
 
 /// The answer to one request: status, `Retry-After` in seconds (if any), body.
 async fn send(req: reqwest::RequestBuilder) -> (u16, Option<u64>, Value) {
@@ -152,13 +152,17 @@ async fn a_refused_post_writes_no_record() {
     assert_eq!(error_code(&body), "RATE_LIMITED");
     // Only the accepted writes exist; the refused one (and its clock) left no trace.
     assert_eq!(steward.record_count(&reader).await, passed);
-    let (status, page) = steward
-        .get(&reader, "/v1/threads/th_limited/records?limit=100")
-        .await;
-    assert_eq!(status, 200, "{page}");
-    let clocks: Vec<i64> = page["data"]
-        .as_array()
-        .unwrap()
+    let params = ListParams {
+        limit: Some(100),
+        ..ListParams::default()
+    };
+    let page = steward
+        .client(&reader)
+        .thread_records::<Value>("th_limited", &params)
+        .await
+        .unwrap();
+    let clocks: Vec<i64> = page
+        .data
         .iter()
         .map(|r| r["clock"].as_i64().unwrap())
         .collect();
@@ -196,31 +200,32 @@ async fn a_batch_counts_each_record_against_its_token() {
     })
     .await;
     let token = steward.admin().await;
-    let batch = |from: i64, n: i64| {
-        let records: Vec<Value> = (from..from + n)
+    let batch = |from: i64, n: i64| CreateRecords {
+        records: (from..from + n)
             .map(|c| envelope("th_rl_batch", c, json!({})))
-            .collect();
-        json!({ "records": records })
+            .collect(),
+    };
+    let client = steward.client(&token);
+    let post = |batch: CreateRecords| {
+        let body = serde_json::to_value(batch).unwrap();
+        let (steward, token) = (&steward, &token);
+        async move { steward.post(token, "/v1/records/batch", &body).await }
     };
     // Larger than the burst: it could never pass, and says so.
-    let (status, body) = steward
-        .post(&token, "/v1/records/batch", &batch(100, 11))
-        .await;
+    let (status, body) = post(batch(100, 11)).await;
     assert_eq!((status, error_code(&body)), (400, "VALIDATION_ERROR"));
     assert!(body["message"].as_str().unwrap().contains("bursts of 10"));
     // Eight records take eight of the ten; the next batch of eight is refused and writes nothing.
-    let (status, body) = steward
-        .post(&token, "/v1/records/batch", &batch(1, 8))
-        .await;
-    assert_eq!((status, &body["created"]), (200, &json!(8)), "{body}");
-    let (status, body) = steward
-        .post(&token, "/v1/records/batch", &batch(9, 8))
-        .await;
+    let answer = client.emit_batch::<Value>(&batch(1, 8)).await.unwrap();
+    assert_eq!(answer.created, 8, "{answer:?}");
+    let (status, body) = post(batch(9, 8)).await;
     assert_eq!((status, error_code(&body)), (429, "RATE_LIMITED"));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let (status, listed) = steward
-        .get(&token, "/v1/records?thread=th_rl_batch&limit=100")
-        .await;
-    assert_eq!(status, 200);
-    assert_eq!(listed["data"].as_array().unwrap().len(), 8);
+    let params = ListParams {
+        thread: Some("th_rl_batch".into()),
+        limit: Some(100),
+        ..ListParams::default()
+    };
+    let listed = client.list_records::<Value>(&params).await.unwrap();
+    assert_eq!(listed.data.len(), 8);
 }

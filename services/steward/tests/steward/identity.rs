@@ -3,78 +3,23 @@
 //! records verified before and after a key rotation, compromised keys, signers that cannot be
 //! resolved yet, and hosted tenants registered at the directory when they are provisioned.
 
-mod common;
-
-use std::net::SocketAddr;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::hosted::{jwt, tenant_request, Config, Replica};
-use common::{error_code, Options, TestSteward, TENANT};
 use serde_json::{json, Value};
-use syncropel_directory::{AppState as DirectoryState, Clock, Rules, Store};
+use syncropel_client::api::{PullRequest, UpgradeIdentity};
 use syncropel_federation::config::ResolverClock;
 use syncropel_federation::directory::{multibase, submit, sync_genesis};
-use syncropel_federation::state as fstate;
 use syncropel_federation::FederationConfig;
 use syncropel_federation::{PeerClient, PeerClientOptions};
-use syncropel_protocol::did_doc::did_web_for;
 use syncropel_protocol::did_sync::{cid, did_from_genesis, sign_operation, OpType, Operation};
 use syncropel_protocol::sync::{verify_items, DocumentKeys, PeerItem, ResolvedKeys};
 use syncropel_protocol::Keypair;
 use syncropel_steward::hosted::DirectoryRegistration;
-use syncropel_store::testing::with_test_database;
-use syncropel_tenant::Identity;
-
-const DEADLINE: Duration = Duration::from_secs(10);
-
-/// A did:sync directory on 127.0.0.1 over its own SQLite file.
-struct Directory {
-    url: String,
-    addr: SocketAddr,
-    server: tokio::task::JoinHandle<()>,
-    _dir: tempfile::TempDir,
-}
-
-impl Directory {
-    async fn start() -> Directory {
-        Directory::start_at("127.0.0.1:0".parse().unwrap(), tempfile::tempdir().unwrap()).await
-    }
-
-    async fn start_at(addr: SocketAddr, dir: tempfile::TempDir) -> Directory {
-        let url = format!(
-            "sqlite://{}?mode=rwc",
-            dir.path().join("directory.db").display()
-        );
-        let store = Store::open(&url).await.unwrap();
-        let state = DirectoryState {
-            store: Arc::new(store),
-            rules: Rules::default(),
-            clock: Clock::system(),
-            stopping: Default::default(),
-        };
-        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let app = syncropel_directory::app(state);
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
-        });
-        Directory {
-            url: format!("http://{addr}"),
-            addr,
-            server,
-            _dir: dir,
-        }
-    }
-
-    /// Stops answering; the store stays for a restart at the same address.
-    async fn stop(self) -> (SocketAddr, tempfile::TempDir) {
-        self.server.abort();
-        let _ = self.server.await;
-        (self.addr, self._dir)
-    }
-}
+use syncropel_testkit::hosted::{Config, Replica};
+use syncropel_testkit::{error_code, send, with_test_database, Directory, Identity, Node, Options};
 
 fn client() -> PeerClient {
     PeerClient::new(PeerClientOptions {
@@ -140,76 +85,74 @@ impl SyncDid {
     }
 }
 
-/// A steward with an operator token.
-struct Node {
-    s: TestSteward,
-    token: String,
+/// A `KNOW` record (`{"n": clock}`) by the steward's own DID, as stored.
+async fn emit(node: &Node, thread: &str, clock: i64) -> Value {
+    node.emit(thread, &node.did(), clock, json!({"n": clock}))
+        .await
 }
 
-impl Node {
-    async fn start(options: Options) -> Node {
-        let s = TestSteward::start_with(options).await;
-        let token = s.admin().await;
-        Node { s, token }
-    }
+async fn has(node: &Node, id: &str) -> bool {
+    node.record(id).await.is_some()
+}
 
-    async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        self.s.post(&self.token, path, body).await
-    }
+/// Pulls `thread` once from a peer without a pair, with a token the peer gave us.
+async fn pull_from(node: &Node, peer: &Node, thread: &str) -> Value {
+    let token = peer.steward.token(&["federation:sync_pull"], &[]).await;
+    let request = PullRequest {
+        thread: thread.into(),
+        peer: peer.url().into(),
+        peer_token: Some(token),
+    };
+    node.client.pull(&request).await.unwrap().into_json()
+}
 
-    async fn get(&self, path: &str) -> (u16, Value) {
-        self.s.get(&self.token, path).await
-    }
+async fn assert_no_quarantine(node: &Node) {
+    let quarantine = node.quarantine(None).await;
+    assert!(quarantine.is_empty(), "{quarantine:?}");
+}
 
-    /// Writes a KNOW record as the steward's own DID and returns it as stored.
-    async fn emit(&self, thread: &str, clock: i64) -> Value {
-        let envelope = json!({"act": "KNOW", "actor": self.s.did(), "thread": thread,
-                              "clock": clock, "body": {"n": clock}});
-        let (status, record) = self.post("/v1/records", &envelope).await;
-        assert_eq!(status, 201, "{record}");
-        record
+/// `options` for a steward known by the did:sync `sync`, signing with `key`.
+fn as_sync(key: &Keypair, sync: &SyncDid, options: Options) -> Options {
+    Options {
+        keypair: Some(key.clone()),
+        identity: Identity::Sync {
+            did: sync.did.clone(),
+        },
+        ..options
     }
+}
 
-    async fn has(&self, id: &str) -> bool {
-        self.get(&format!("/v1/records/{id}")).await.0 == 200
-    }
+/// A steward resolving did:sync at `directory` on a resolver clock the test moves forward (by
+/// the seconds it stores).
+async fn resolving_peer(directory: &str) -> (Node, Arc<AtomicU64>) {
+    let offset = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let shift = offset.clone();
+    let clock: ResolverClock =
+        Arc::new(move || start + Duration::from_secs(shift.load(Ordering::SeqCst)));
+    let peer = Node::start(Options {
+        federation: FederationConfig {
+            resolver_clock: clock,
+            ..federation(&[directory])
+        },
+        ..Options::default()
+    })
+    .await;
+    (peer, offset)
+}
 
-    /// Pulls `thread` once from a peer without a pair, with a token the peer gave us.
-    async fn pull_from(&self, peer: &Node, thread: &str) -> Value {
-        let token = peer.s.token(&["federation:sync_pull"], &[]).await;
-        let (status, pulled) = self
-            .post(
-                "/v1/sync/pull",
-                &json!({"thread": thread, "peer": peer.s.url, "peer_token": token}),
-            )
-            .await;
-        assert_eq!(status, 200, "{pulled}");
-        pulled
-    }
+/// `id` waits in `node`'s quarantine for its signer, and only it.
+async fn assert_waiting(node: &Node, id: &str) {
+    assert_eq!(
+        node.quarantine(None).await,
+        HashMap::from([(id.to_string(), "SIGNER_UNRESOLVED".into())])
+    );
+}
 
-    async fn assert_no_quarantine(&self) {
-        let quarantine = self.quarantine().await;
-        assert!(quarantine.is_empty(), "{quarantine:?}");
-    }
-
-    /// Quarantined records (id → code).
-    async fn quarantine(&self) -> Vec<(String, String)> {
-        self.s
-            .state
-            .store
-            .state_list(TENANT, fstate::QUARANTINE)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|(_, text)| {
-                let entry: Value = serde_json::from_str(&text).unwrap();
-                (
-                    entry["id"].as_str().unwrap().to_string(),
-                    entry["code"].as_str().unwrap().to_string(),
-                )
-            })
-            .collect()
-    }
+/// `id` is stored, and nothing waits in quarantine.
+async fn assert_admitted(node: &Node, id: &str) {
+    assert!(has(node, id).await);
+    assert_no_quarantine(node).await;
 }
 
 fn federation(directories: &[&str]) -> FederationConfig {
@@ -218,13 +161,6 @@ fn federation(directories: &[&str]) -> FederationConfig {
         directories: directories.iter().map(|s| s.to_string()).collect(),
         ..FederationConfig::default()
     }
-}
-
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
 }
 
 /// A hosted replica that registers new tenants at `directory` with the platform's `key`.
@@ -246,41 +182,21 @@ async fn registering_replica(db: &str, directory: &str, key: &Keypair) -> Replic
     .await
 }
 
-/// A resolver clock the test can move forward.
-fn movable_clock() -> (ResolverClock, Arc<AtomicU64>) {
-    let offset = Arc::new(AtomicU64::new(0));
-    let start = Instant::now();
-    let shift = offset.clone();
-    let clock: ResolverClock =
-        Arc::new(move || start + Duration::from_secs(shift.load(Ordering::SeqCst)));
-    (clock, offset)
-}
-
 // ---------------------------------------------------------------------------------------------
 
 /// A did:web steward serves its document (domain form; another in path form), a peer pairs with
 /// it through the document's key, and the records it signs as its did:web verify at the peer.
 #[tokio::test]
 async fn a_did_web_steward_serves_its_document_and_its_records_verify_at_a_peer() {
-    let addr = free_addr();
     let key = Keypair::generate();
-    let did = did_web_for(&addr.to_string(), None);
-    let web = syncropel_tenant::DidWeb {
-        did: did.clone(),
-        keys: vec![("key-1".into(), multibase(&key))],
-        current: vec!["key-1".into()],
-        also_known_as: vec![],
-        endpoint: None,
-    };
     let b_key = Keypair::generate();
+    // The did:web names the address the steward binds.
     let a = Node::start(Options {
-        identity: Some(Identity::published(
-            key.clone(),
-            did.clone(),
-            vec![],
-            Some(web),
-        )),
-        addr: Some(addr),
+        keypair: Some(key.clone()),
+        identity: Identity::Web {
+            path: None,
+            endpoint: None,
+        },
         federation: FederationConfig {
             auto_approve: vec![b_key.did_key()],
             ..federation(&[])
@@ -288,10 +204,12 @@ async fn a_did_web_steward_serves_its_document_and_its_records_verify_at_a_peer(
         ..Options::default()
     })
     .await;
+    let did = a.did();
     assert!(did.starts_with("did:web:127.0.0.1%3A"), "{did}");
 
-    // The document, as any resolver fetches it: no token needed.
-    let document: Value = reqwest::get(format!("{}/.well-known/did.json", a.s.url))
+    // The document, as any resolver fetches it: no token needed. Read as sent: the member names
+    // are what is checked.
+    let document: Value = reqwest::get(format!("{}/.well-known/did.json", a.url()))
         .await
         .unwrap()
         .json()
@@ -311,7 +229,7 @@ async fn a_did_web_steward_serves_its_document_and_its_records_verify_at_a_peer(
         format!("{did}#key-1").as_str()
     );
     assert_eq!(document["service"][0]["type"], "syncropel");
-    assert_eq!(document["service"][0]["serviceEndpoint"], a.s.url.as_str());
+    assert_eq!(document["service"][0]["serviceEndpoint"], a.url());
     let (status, body) = a.get("/teams/alice/did.json").await;
     assert_eq!(status, 404, "{body}");
 
@@ -322,45 +240,30 @@ async fn a_did_web_steward_serves_its_document_and_its_records_verify_at_a_peer(
         ..Options::default()
     })
     .await;
-    let (status, view) = b
-        .post("/v1/federation/pairs", &json!({"peer_url": a.s.url}))
-        .await;
-    assert_eq!(status, 200, "{view}");
-    assert_eq!(view["state"], "active", "{view}");
+    let view = b.pair_with(a.url()).await;
     assert_eq!(view["peer_did"], did.as_str(), "{view}");
 
     let thread = "th_web_records";
-    let record = a.emit(thread, 1).await;
+    let record = emit(&a, thread, 1).await;
     assert_eq!(record["signer"], key.did_key().as_str(), "{record}");
-    let (status, pulled) = b
-        .post("/v1/sync/pull", &json!({"thread": thread, "peer": did}))
-        .await;
-    assert_eq!(status, 200, "{pulled}");
+    let pulled = b.pull(thread, &did).await;
     assert_eq!(pulled["pulled"], 1, "{pulled}");
-    assert!(b.has(record["id"].as_str().unwrap()).await);
-    assert!(b.quarantine().await.is_empty());
+    assert!(has(&b, record["id"].as_str().unwrap()).await);
+    assert!(b.quarantine(None).await.is_empty());
 
     // The path form: a document at /<path>/did.json, none at the well-known place.
-    let addr = free_addr();
-    let path_did = did_web_for(&addr.to_string(), Some("teams/alice"));
     let c_key = Keypair::generate();
     let c = Node::start(Options {
-        identity: Some(Identity::published(
-            c_key.clone(),
-            path_did.clone(),
-            vec![],
-            Some(syncropel_tenant::DidWeb {
-                did: path_did.clone(),
-                keys: vec![("key-1".into(), multibase(&c_key))],
-                current: vec!["key-1".into()],
-                also_known_as: vec![],
-                endpoint: Some("https://spl.example.com".into()),
-            }),
-        )),
-        addr: Some(addr),
+        keypair: Some(c_key.clone()),
+        identity: Identity::Web {
+            path: Some("teams/alice".into()),
+            endpoint: Some("https://spl.example.com".into()),
+        },
         ..Options::default()
     })
     .await;
+    let path_did = c.did();
+    assert!(path_did.ends_with(":teams:alice"), "{path_did}");
     let (status, document) = c.get("/teams/alice/did.json").await;
     assert_eq!(status, 200, "{document}");
     assert_eq!(document["id"], path_did.as_str());
@@ -369,7 +272,7 @@ async fn a_did_web_steward_serves_its_document_and_its_records_verify_at_a_peer(
         "https://spl.example.com"
     );
     assert_eq!(c.get("/.well-known/did.json").await.0, 404);
-    let keys = b.s.state.federation.keys_of(&path_did).await.unwrap();
+    let keys = b.steward.state.federation.keys_of(&path_did).await.unwrap();
     assert_eq!(keys, vec![c_key.did_key()]);
 
     // A did:key steward has no document.
@@ -387,88 +290,50 @@ async fn records_of_a_did_sync_steward_verify_before_and_after_a_rotation() {
     let (k1, k2) = (Keypair::generate(), Keypair::generate());
     let mut sync = SyncDid::register(&directory.url, &k1).await;
     let b_key = Keypair::generate();
-    let addr = free_addr();
-    let a = Node::start(Options {
-        identity: Some(Identity::published(
-            k1.clone(),
-            sync.did.clone(),
-            vec![],
-            None,
-        )),
-        addr: Some(addr),
+    let approving = Options {
         federation: FederationConfig {
             auto_approve: vec![b_key.did_key()],
             ..federation(&[&directory.url])
         },
         ..Options::default()
-    })
-    .await;
+    };
+    let a = Node::start(as_sync(&k1, &sync, approving)).await;
     let b = Node::start(Options {
         keypair: Some(b_key),
         federation: federation(&[&directory.url]),
         ..Options::default()
     })
     .await;
-    let (status, view) = b
-        .post("/v1/federation/pairs", &json!({"peer_url": a.s.url}))
-        .await;
-    assert_eq!(status, 200, "{view}");
-    assert_eq!(view["state"], "active", "{view}");
+    b.pair_with(a.url()).await;
 
     let thread = "th_sync_rotation";
-    let before = a.emit(thread, 1).await;
-    let (status, pulled) = b
-        .post(
-            "/v1/sync/pull",
-            &json!({"thread": thread, "peer": sync.did}),
-        )
-        .await;
-    assert_eq!(status, 200, "{pulled}");
+    let before = emit(&a, thread, 1).await;
+    let pulled = b.pull(thread, &sync.did).await;
     assert_eq!(pulled["pulled"], 1, "{pulled}");
 
-    // Rotate: key-2 replaces key-1 at the directory; A restarts signing with it.
+    // Rotate: key-2 replaces key-1 at the directory; A restarts on its address signing with it.
     sync.update(&[("key-2", &k2)], &[]).await;
-    let (dir, _) = a.s.stop().await;
-    // A's identity no longer lists key-1 (as after a compromise): the pair it answered as
+    let stopped = a.stop().await;
+    // A's home no longer names key-1 (as after a compromise): the pair it answered as
     // responder, whose genesis key-1 signed, stands all the same.
-    let a = Node::start(Options {
-        identity: Some(Identity::published(
-            k2.clone(),
-            sync.did.clone(),
-            vec![],
-            None,
-        )),
-        addr: Some(addr),
-        dir: Some(dir),
+    let restart = Options {
         federation: federation(&[&directory.url]),
-        ..Options::default()
-    })
-    .await;
-    let (status, pairs) = a.get("/v1/federation/pairs").await;
-    assert_eq!(status, 200, "{pairs}");
+        ..Options::restart(stopped)
+    };
+    let a = Node::start(as_sync(&k2, &sync, restart)).await;
+    let pairs = a.client.federation_pairs().await.unwrap().into_json();
     assert_eq!(pairs["data"][0]["state"], "active", "{pairs}");
-    let after = a.emit(thread, 2).await;
+    let after = emit(&a, thread, 2).await;
     assert_eq!(after["signer"], k2.did_key().as_str(), "{after}");
-    let (status, pulled) = b
-        .post(
-            "/v1/sync/pull",
-            &json!({"thread": thread, "peer": sync.did}),
-        )
-        .await;
-    assert_eq!(status, 200, "{pulled}");
+    b.pull(thread, &sync.did).await;
     let after_id = after["id"].as_str().unwrap().to_string();
-    common::eventually("the record signed by the new key", DEADLINE, || async {
-        b.has(&after_id).await.then_some(())
-    })
-    .await;
-    b.assert_no_quarantine().await;
+    b.arrived(&after_id).await;
+    assert_no_quarantine(&b).await;
 
     // The old record still verifies against the rotated document.
-    let keys = b.s.state.federation.keys_of(&sync.did).await.unwrap();
+    let keys = b.steward.state.federation.keys_of(&sync.did).await.unwrap();
     assert_eq!(keys.len(), 2, "{keys:?}");
-    let (_, stored) = b
-        .get(&format!("/v1/records/{}", before["id"].as_str().unwrap()))
-        .await;
+    let stored = b.record(before["id"].as_str().unwrap()).await.unwrap();
     let item = PeerItem::from_value(json!({"id": stored["id"], "record": stored})).unwrap();
     let document = DocumentKeys {
         current: keys[..1].to_vec(),
@@ -486,51 +351,29 @@ async fn records_signed_by_a_compromised_key_are_refused_when_first_seen_after()
     let directory = Directory::start().await;
     let (k1, k2) = (Keypair::generate(), Keypair::generate());
     let mut sync = SyncDid::register(&directory.url, &k1).await;
-    let addr = free_addr();
     let thread = "th_sync_compromised";
-    let a = Node::start(Options {
-        identity: Some(Identity::published(
-            k1.clone(),
-            sync.did.clone(),
-            vec![],
-            None,
-        )),
-        addr: Some(addr),
-        ..Options::default()
-    })
-    .await;
-    let leaked = a.emit(thread, 1).await;
+    let a = Node::start(as_sync(&k1, &sync, Options::default())).await;
+    let leaked = emit(&a, thread, 1).await;
     sync.update(&[("key-2", &k2)], &["key-1"]).await;
-    let (dir, _) = a.s.stop().await;
-    let a = Node::start(Options {
-        identity: Some(Identity::published(
-            k2.clone(),
-            sync.did.clone(),
-            vec![],
-            None,
-        )),
-        addr: Some(addr),
-        dir: Some(dir),
-        ..Options::default()
-    })
-    .await;
-    let good = a.emit(thread, 2).await;
+    let stopped = a.stop().await;
+    let a = Node::start(as_sync(&k2, &sync, Options::restart(stopped))).await;
+    let good = emit(&a, thread, 2).await;
 
     let b = Node::start(Options {
         federation: federation(&[&directory.url]),
         ..Options::default()
     })
     .await;
-    let pulled = b.pull_from(&a, thread).await;
+    let pulled = pull_from(&b, &a, thread).await;
     assert_eq!(pulled["pulled"], 1, "{pulled}");
-    assert!(b.has(good["id"].as_str().unwrap()).await);
-    assert!(!b.has(leaked["id"].as_str().unwrap()).await);
+    assert!(has(&b, good["id"].as_str().unwrap()).await);
+    assert!(!has(&b, leaked["id"].as_str().unwrap()).await);
     assert_eq!(
-        b.quarantine().await,
-        vec![(
+        b.quarantine(None).await,
+        HashMap::from([(
             leaked["id"].as_str().unwrap().to_string(),
             "SIGNATURE_INVALID".to_string()
-        )]
+        )])
     );
 }
 
@@ -542,46 +385,25 @@ async fn unresolvable_signers_wait_in_quarantine_and_are_admitted_once_resolved(
     let directory = Directory::start().await;
     let key = Keypair::generate();
     let sync = SyncDid::register(&directory.url, &key).await;
-    let a = Node::start(Options {
-        identity: Some(Identity::published(
-            key.clone(),
-            sync.did.clone(),
-            vec![],
-            None,
-        )),
-        ..Options::default()
-    })
-    .await;
+    let a = Node::start(as_sync(&key, &sync, Options::default())).await;
     let thread = "th_sync_unresolved";
-    let record = a.emit(thread, 1).await;
+    let record = emit(&a, thread, 1).await;
     let id = record["id"].as_str().unwrap().to_string();
 
-    let (clock, offset) = movable_clock();
-    let b = Node::start(Options {
-        federation: FederationConfig {
-            resolver_clock: clock,
-            ..federation(&[&directory.url])
-        },
-        ..Options::default()
-    })
-    .await;
-    let (addr, dir) = directory.stop().await;
-    let pulled = b.pull_from(&a, thread).await;
+    let (b, offset) = resolving_peer(&directory.url).await;
+    let stopped = directory.stop().await;
+    let pulled = pull_from(&b, &a, thread).await;
     assert_eq!(pulled["pulled"], 0, "{pulled}");
-    assert_eq!(
-        b.quarantine().await,
-        vec![(id.clone(), "SIGNER_UNRESOLVED".into())]
-    );
-    assert!(!b.has(&id).await);
+    assert_waiting(&b, &id).await;
+    assert!(!has(&b, &id).await);
 
     // The directory is back; past the resolver's memory of the failure, the next pull of the
     // pair re-verifies the waiting record.
-    let _directory = Directory::start_at(addr, dir).await;
+    let _directory = Directory::restart(stopped).await;
     offset.store(60, Ordering::SeqCst);
-    a.emit(thread, 2).await;
-    b.pull_from(&a, thread).await;
-    assert!(b.has(&id).await);
-    b.assert_no_quarantine().await;
+    emit(&a, thread, 2).await;
+    pull_from(&b, &a, thread).await;
+    assert_admitted(&b, &id).await;
 }
 
 /// Hosted provisioning registers each tenant's did:sync (the user's recovery key first, then the
@@ -600,14 +422,8 @@ async fn hosted_tenants_are_registered_at_the_directory_when_provisioned() {
         let (status, accepted) = replica.provision("acct-1", "k1", &body).await;
         assert_eq!(status, 202, "{accepted}");
         let id = accepted["instance_id"].as_str().unwrap();
-        let (status, described) = common::hosted::send(
-            replica
-                .platform_request(reqwest::Method::GET, &format!("/provision/{id}"))
-                .bearer_auth(jwt("acct-1")),
-        )
-        .await;
-        assert_eq!(status, 200, "{described}");
-        let did = described["did"].as_str().unwrap().to_string();
+        let described = replica.provision_status("acct-1", id).await;
+        let did = described.did;
         assert!(did.starts_with("did:sync:"), "{did}");
         // A retry answers the same tenant; the directory keeps one DID.
         let (status, again) = replica.provision("acct-1", "k1", &body).await;
@@ -632,33 +448,21 @@ async fn hosted_tenants_are_registered_at_the_directory_when_provisioned() {
             "http://acme.steward.test"
         );
 
-        // The manifest is signed with a key of the did:sync document.
-        let http = reqwest::Client::new();
-        let (status, manifest) = common::hosted::send(tenant_request(
-            &http,
-            &replica.url,
-            &replica.config,
-            "acme",
-            reqwest::Method::GET,
-            "/.well-known/syncropel",
-        ))
-        .await;
+        // The manifest is signed with a key of the did:sync document (read as sent: the signature
+        // covers its JSON).
+        let (status, manifest) =
+            send(replica.tenant_request("acme", reqwest::Method::GET, "/.well-known/syncropel"))
+                .await;
         assert_eq!(status, 200, "{manifest}");
         let manifest = &manifest["federation_manifest"];
         assert_eq!(manifest["daemon"]["did"], did.as_str());
-        let keys = replica.hosted.state.federation.keys_of(&did).await.unwrap();
+        let keys = replica.state.federation.keys_of(&did).await.unwrap();
         syncropel_federation::manifest::verify(manifest, &keys).unwrap();
 
         // The secondary did:web of the tenant host names the did:sync.
-        let (status, document) = common::hosted::send(tenant_request(
-            &http,
-            &replica.url,
-            &replica.config,
-            "acme",
-            reqwest::Method::GET,
-            "/.well-known/did.json",
-        ))
-        .await;
+        let (status, document) =
+            send(replica.tenant_request("acme", reqwest::Method::GET, "/.well-known/did.json"))
+                .await;
         assert_eq!(status, 200, "{document}");
         assert_eq!(document["id"], "did:web:acme.steward.test");
         assert_eq!(document["alsoKnownAs"], json!([did]));
@@ -677,9 +481,12 @@ async fn a_hosted_did_key_tenant_upgrades_to_a_did_sync() {
     with_test_database(|db| async move {
         let plain = Replica::start(&db, Config::default()).await;
         let token = plain.new_tenant("acct-1", "beta").await;
-        let (status, before) = plain.tenant_get("beta", &token, "/v1/identity").await;
-        assert_eq!(status, 200, "{before}");
-        assert_eq!(before["method"], "key", "{before}");
+        let before = plain
+            .tenant_client("beta", &token)
+            .identity()
+            .await
+            .unwrap();
+        assert_eq!(before.method, "key", "{before:?}");
         let (status, refusal) = plain
             .tenant_post("beta", &token, "/v1/identity/upgrade", &json!({}))
             .await;
@@ -697,32 +504,22 @@ async fn a_hosted_did_key_tenant_upgrades_to_a_did_sync() {
                 .await;
             assert_eq!(status, 400, "{bad}: {refusal}");
         }
-        let (_, unchanged) = registering.tenant_get("beta", &token, "/v1/identity").await;
-        assert_eq!(unchanged["did"], before["did"]);
+        let tenant = registering.tenant_client("beta", &token);
+        let unchanged = tenant.identity().await.unwrap();
+        assert_eq!(unchanged.did, before.did);
 
         let recovery = Keypair::generate();
-        let (status, upgraded) = registering
-            .tenant_post(
-                "beta",
-                &token,
-                "/v1/identity/upgrade",
-                &json!({"recovery_key": recovery.did_key()}),
-            )
-            .await;
-        assert_eq!(status, 200, "{upgraded}");
-        let did = upgraded["did"].as_str().unwrap().to_string();
-        assert!(did.starts_with("did:sync:"), "{upgraded}");
-        let (_, after) = registering.tenant_get("beta", &token, "/v1/identity").await;
-        assert_eq!(after["did"], did.as_str(), "{after}");
-        assert_eq!(after["signer"], before["signer"], "the key stays");
-        let keys = registering
-            .hosted
-            .state
-            .federation
-            .keys_of(&did)
-            .await
-            .unwrap();
-        assert_eq!(keys, vec![before["signer"].as_str().unwrap().to_string()]);
+        let upgrade = UpgradeIdentity {
+            recovery_key: Some(recovery.did_key()),
+        };
+        let upgraded = tenant.upgrade_identity(&upgrade).await.unwrap();
+        let did = upgraded.did;
+        assert!(did.starts_with("did:sync:"), "{did}");
+        let after = tenant.identity().await.unwrap();
+        assert_eq!(after.did, did, "{after:?}");
+        assert_eq!(after.signer, before.signer, "the key stays");
+        let keys = registering.state.federation.keys_of(&did).await.unwrap();
+        assert_eq!(keys, vec![before.signer.clone()]);
         let (status, again) = registering
             .tenant_post("beta", &token, "/v1/identity/upgrade", &json!({}))
             .await;
@@ -745,13 +542,8 @@ async fn a_hosted_did_key_tenant_upgrades_to_a_did_sync() {
 /// revoked.
 #[tokio::test]
 async fn a_home_with_live_pairs_is_not_upgraded() {
-    let root = tempfile::tempdir().unwrap();
-    let home = syncropel_home::Home::new(root.path().to_path_buf());
-    home.init(false).unwrap();
     let b_key = Keypair::generate();
     let a = Node::start(Options {
-        keypair: Some(home.keypair().unwrap()),
-        dir: Some(root),
         federation: FederationConfig {
             auto_approve: vec![b_key.did_key()],
             ..federation(&[])
@@ -764,12 +556,9 @@ async fn a_home_with_live_pairs_is_not_upgraded() {
         ..Options::default()
     })
     .await;
-    let (status, view) = b
-        .post("/v1/federation/pairs", &json!({"peer_url": a.s.url}))
-        .await;
-    assert_eq!(status, 200, "{view}");
-    let (root, _) = a.s.stop().await;
-    let home = syncropel_home::Home::new(root.path().to_path_buf());
+    b.pair_with(a.url()).await;
+    let stopped = a.stop().await;
+    let home = syncropel_home::Home::new(stopped.home.path().to_path_buf());
     let refusal = syncropel_home::refuse_if_paired(&home).await.unwrap_err();
     assert!(refusal.to_string().contains("1 pairs"), "{refusal}");
     assert!(home.published().unwrap().is_none());
@@ -783,17 +572,9 @@ async fn a_new_key_not_yet_in_a_cached_document_waits_instead_of_failing() {
     let directory = Directory::start().await;
     let (k1, k2) = (Keypair::generate(), Keypair::generate());
     let mut sync = SyncDid::register(&directory.url, &k1).await;
-    let (clock, offset) = movable_clock();
-    let b = Node::start(Options {
-        federation: FederationConfig {
-            resolver_clock: clock,
-            ..federation(&[&directory.url])
-        },
-        ..Options::default()
-    })
-    .await;
+    let (b, offset) = resolving_peer(&directory.url).await;
     // B holds key-1 only, and a stranger's signature has just used up the forced fetch.
-    let federation = &b.s.state.federation;
+    let federation = &b.steward.state.federation;
     assert!(federation.signs_for(&sync.did, &k1.did_key()).await);
     assert!(
         !federation
@@ -802,29 +583,16 @@ async fn a_new_key_not_yet_in_a_cached_document_waits_instead_of_failing() {
     );
 
     sync.update(&[("key-2", &k2)], &[]).await;
-    let a = Node::start(Options {
-        identity: Some(Identity::published(
-            k2.clone(),
-            sync.did.clone(),
-            vec![],
-            None,
-        )),
-        ..Options::default()
-    })
-    .await;
+    let a = Node::start(as_sync(&k2, &sync, Options::default())).await;
     let thread = "th_sync_rationed";
-    let record = a.emit(thread, 1).await;
+    let record = emit(&a, thread, 1).await;
     let id = record["id"].as_str().unwrap().to_string();
-    b.pull_from(&a, thread).await;
-    assert_eq!(
-        b.quarantine().await,
-        vec![(id.clone(), "SIGNER_UNRESOLVED".into())]
-    );
+    pull_from(&b, &a, thread).await;
+    assert_waiting(&b, &id).await;
 
     offset.store(31, Ordering::SeqCst);
-    b.pull_from(&a, thread).await;
-    assert!(b.has(&id).await);
-    b.assert_no_quarantine().await;
+    pull_from(&b, &a, thread).await;
+    assert_admitted(&b, &id).await;
 }
 
 /// `spl identity upgrade` retried after the directory's answer was lost sends the same genesis

@@ -1,28 +1,32 @@
 //! The records API over HTTP against a real steward (SQLite file, port 0).
 
-mod common;
-
-use common::{envelope, error_code, Options, TestSteward};
 use serde_json::{json, Value};
+use syncropel_client::api::CreateRecords;
+use syncropel_client::ListParams;
 use syncropel_steward::app::Limits;
+use syncropel_testkit::{envelope, error_code, Node, Options, TestSteward};
 
 const VECTORS: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../../crates/protocol/tests/vectors/records.json"
 ));
 
+/// A steward with the default options and an admin.
+async fn node() -> Node {
+    Node::start(Options::default()).await
+}
+
 #[tokio::test]
 async fn every_vector_gets_the_sdk_id_and_a_verifiable_signature() {
     let vectors: Value = serde_json::from_str(VECTORS).unwrap();
     // Some vectors share (thread, actor, clock) on purpose (NFC vs NFD), so each gets its own steward.
     for vector in vectors["records"].as_array().unwrap() {
-        let steward = TestSteward::start().await;
-        let token = steward.admin().await;
+        let node = node().await;
         let name = vector["name"].as_str().unwrap();
         // arbitrary_precision keeps every number literal as written in the file.
-        let raw = serde_json::to_string(&vector["input"]).unwrap();
-        let (status, record) = steward.post_raw(&token, "/v1/records", raw.clone()).await;
-        assert_eq!(status, 201, "{name}: {record}");
+        let emitted = node.client.emit::<Value>(&vector["input"]).await.unwrap();
+        let record = emitted.record;
+        assert!(emitted.created, "{name}: {record}");
         assert_eq!(record["id"], vector["record_id_7"], "{name}");
         assert_eq!(record["object"], "record");
         assert!(record["sequence"].as_i64().unwrap() >= 1, "{name}");
@@ -36,50 +40,33 @@ async fn every_vector_gets_the_sdk_id_and_a_verifiable_signature() {
             record["sig"].as_str().unwrap(),
         )
         .unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(signer, &*steward.tenant.identity.did);
+        assert_eq!(signer, &*node.steward.tenant.identity.did);
 
         // The stored record recomputes to its id.
-        let (status, fetched) = steward
-            .get(
-                &token,
-                &format!("/v1/records/{}", record["id"].as_str().unwrap()),
-            )
-            .await;
-        assert_eq!(status, 200);
+        let id = record["id"].as_str().unwrap();
+        let fetched: Value = node.client.get_record(id).await.unwrap();
         let reparsed =
             syncropel_protocol::Envelope::parse(fetched.to_string().as_bytes(), 128).unwrap();
         assert_eq!(
             syncropel_protocol::record_id(&reparsed.canonical_json()),
-            record["id"].as_str().unwrap(),
+            id,
             "{name}"
         );
 
         // An identical re-POST is a no-op answering the stored record.
-        let (status, replay) = steward.post_raw(&token, "/v1/records", raw).await;
-        assert_eq!(status, 200, "{name}");
-        assert_eq!(replay, fetched);
-        assert_eq!(steward.record_count(&token).await, 1, "{name}");
+        let replay = node.client.emit::<Value>(&vector["input"]).await.unwrap();
+        assert!(!replay.created, "{name}");
+        assert_eq!(replay.record, fetched);
+        assert_eq!(node.steward.record_count(&node.token).await, 1, "{name}");
     }
 }
 
 #[tokio::test]
 async fn duplicate_clock_is_refused_and_writes_nothing() {
-    let steward = TestSteward::start().await;
-    let token = steward.admin().await;
-    let (status, _) = steward
-        .post(
-            &token,
-            "/v1/records",
-            &envelope("th_dup", 7, json!({"v": 1})),
-        )
-        .await;
-    assert_eq!(status, 201);
-    let (status, body) = steward
-        .post(
-            &token,
-            "/v1/records",
-            &envelope("th_dup", 7, json!({"v": 2})),
-        )
+    let node = node().await;
+    node.write(&envelope("th_dup", 7, json!({"v": 1}))).await;
+    let (status, body) = node
+        .post("/v1/records", &envelope("th_dup", 7, json!({"v": 2})))
         .await;
     assert_eq!(status, 400);
     assert_eq!(error_code(&body), "INGEST_FAILED");
@@ -90,25 +77,24 @@ async fn duplicate_clock_is_refused_and_writes_nothing() {
             .starts_with("DuplicateClock: thread=th_dup actor=did:example:test clock=7"),
         "{body}"
     );
-    assert_eq!(steward.record_count(&token).await, 1);
+    assert_eq!(node.steward.record_count(&node.token).await, 1);
 }
 
 #[tokio::test]
 async fn missing_data_type_hashes_as_scalar() {
-    let steward = TestSteward::start().await;
-    let token = steward.admin().await;
+    let node = node().await;
     let mut with = envelope("th_dt", 1, json!({}));
-    let (_, a) = steward.post(&token, "/v1/records", &with).await;
+    let a = node.client.emit::<Value>(&with).await.unwrap().record;
     with.as_object_mut().unwrap().remove("data_type");
-    let (status, b) = steward.post(&token, "/v1/records", &with).await;
-    assert_eq!(status, 200, "same id, so a replay: {b}");
-    assert_eq!(a["id"], b["id"]);
-    assert_eq!(b["data_type"], "SCALAR");
+    let b = node.client.emit::<Value>(&with).await.unwrap();
+    assert!(!b.created, "same id, so a replay: {}", b.record);
+    assert_eq!(a["id"], b.record["id"]);
+    assert_eq!(b.record["data_type"], "SCALAR");
 }
 
 #[tokio::test]
 async fn bad_input_gets_a_clear_error_and_changes_nothing() {
-    let steward = TestSteward::start_with(Options {
+    let node = Node::start(Options {
         limits: Limits {
             max_body_bytes: 4096,
             max_json_depth: 16,
@@ -116,7 +102,6 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
         ..Options::default()
     })
     .await;
-    let token = steward.admin().await;
     let deep = format!("{}1{}", "[".repeat(40), "]".repeat(40));
     let cases: Vec<(&str, String, u16, &str)> = vec![
         ("malformed", "{\"act\":".into(), 400, "INVALID_JSON"),
@@ -137,20 +122,28 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
         ("audit thread", envelope("th_audit_tokens", 1, json!({})).to_string(), 403, "RESERVED_THREAD"),
     ];
     for (name, body, status, code) in cases {
-        let (got, answer) = steward.post_raw(&token, "/v1/records", body).await;
+        let (got, answer) = node
+            .steward
+            .post_raw(&node.token, "/v1/records", body)
+            .await;
         assert_eq!(got, status, "{name}: {answer}");
         assert_eq!(error_code(&answer), code, "{name}");
     }
     // Only the audit records of the token's creation exist; no refused record was stored.
-    let (_, all) = steward.get(&token, "/v1/records?limit=1000").await;
+    let all = list(&node, ListParams::default()).await;
     assert!(
-        all["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|r| r["thread"] == "th_audit_tokens"),
-        "{all}"
+        all.iter().all(|r| r["thread"] == "th_audit_tokens"),
+        "{all:?}"
     );
+}
+
+/// Up to 1000 records of a listing.
+async fn list(node: &Node, params: ListParams) -> Vec<Value> {
+    let params = ListParams {
+        limit: Some(1000),
+        ..params
+    };
+    node.client.list_records(&params).await.unwrap().data
 }
 
 #[tokio::test]
@@ -165,15 +158,10 @@ async fn auth_is_enforced_with_both_headers_scopes_and_actor_claims() {
         .unwrap()
         .contains("spl service-account create --bootstrap"));
     // /health stays open and says nothing about authorization.
-    let health: Value = steward
-        .http
-        .get(format!("{}/health", steward.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (status, health) = steward
+        .send(steward.http.get(format!("{}/health", steward.url)))
+        .await;
+    assert_eq!(status, 200);
     assert_eq!(health["status"], "ok");
     assert!(health.get("authorization").is_none());
 
@@ -213,8 +201,8 @@ async fn auth_is_enforced_with_both_headers_scopes_and_actor_claims() {
     assert_eq!((status, error_code(&body)), (403, "DID_CLAIM_DENIED"));
     let mut mine = envelope("th", 1, json!({}));
     mine["actor"] = json!("did:example:me");
-    let (status, _) = steward.post(&claimed, "/v1/records", &mine).await;
-    assert_eq!(status, 201);
+    let emitted = steward.client(&claimed).emit::<Value>(&mine).await.unwrap();
+    assert!(emitted.created);
 
     let mut config = envelope("th_engine_config", 1, json!({"topic": "x"}));
     config["actor"] = json!("did:example:me");
@@ -222,51 +210,37 @@ async fn auth_is_enforced_with_both_headers_scopes_and_actor_claims() {
     assert_eq!((status, error_code(&body)), (403, "SCOPE_FORBIDDEN"));
 
     // /v1/health needs a credential and reports the deciders.
-    let (status, full) = steward.get(&reader, "/v1/health").await;
-    assert_eq!(status, 200);
-    assert_eq!(full["authorization"]["of"], 6);
+    let full = steward.client(&reader).health_report().await.unwrap();
+    assert_eq!(full.authorization.of, 6);
 
     // Revocation takes effect at once, and is itself a record.
     let token_id = syncropel_protocol::sha256_hex(reader.as_bytes());
-    let resp = steward
-        .http
-        .delete(format!("{}/v1/tokens/{token_id}", steward.url))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 200);
+    let admin_client = steward.client(&admin);
+    admin_client.revoke_token(&token_id).await.unwrap();
     let (status, body) = steward.get(&reader, "/v1/threads").await;
     assert_eq!((status, error_code(&body)), (401, "AUTH_INVALID"));
-    let (_, audit) = steward
-        .get(&admin, "/v1/threads/th_audit_tokens/records")
-        .await;
-    let events: Vec<&str> = audit["data"]
-        .as_array()
+    let audit = admin_client
+        .thread_records::<Value>("th_audit_tokens", &ListParams::default())
+        .await
         .unwrap()
+        .data;
+    let events: Vec<&str> = audit
         .iter()
         .map(|r| r["body"]["event"].as_str().unwrap())
         .collect();
     assert!(events.contains(&"token_revoked"), "{events:?}");
     assert!(
-        !audit.to_string().contains(&reader),
+        !Value::from(audit.clone()).to_string().contains(&reader),
         "a plaintext token never appears in a record"
     );
 }
 
 #[tokio::test]
 async fn lists_page_with_opaque_cursors() {
-    let steward = TestSteward::start().await;
-    let token = steward.admin().await;
+    let node = node().await;
     for clock in 0..25 {
-        let (status, _) = steward
-            .post(
-                &token,
-                "/v1/records",
-                &envelope("th_page", clock, json!({"n": clock})),
-            )
+        node.write(&envelope("th_page", clock, json!({"n": clock})))
             .await;
-        assert_eq!(status, 201);
     }
     let mut seen = Vec::new();
     let mut cursor: Option<String> = None;
@@ -275,7 +249,8 @@ async fn lists_page_with_opaque_cursors() {
             Some(c) => format!("/v1/threads/th_page/records?limit=10&cursor={c}"),
             None => "/v1/threads/th_page/records?limit=10".to_string(),
         };
-        let (status, page) = steward.get(&token, &path).await;
+        // The page envelope itself is part of the contract: read it as sent.
+        let (status, page) = node.get(&path).await;
         assert_eq!(status, 200, "{page}");
         assert_eq!(page["object"], "list");
         seen.extend(
@@ -293,35 +268,45 @@ async fn lists_page_with_opaque_cursors() {
     }
     assert_eq!(seen, (0..25).collect::<Vec<_>>());
 
-    let (_, since) = steward
-        .get(&token, "/v1/records?thread=th_page&since=20")
-        .await;
-    assert_eq!(since["data"].as_array().unwrap().len(), 5);
-    let (status, unknown) = steward.get(&token, "/v1/threads/th_nothing/records").await;
-    assert_eq!((status, unknown["data"].clone()), (200, json!([])));
-    let (status, body) = steward.get(&token, "/v1/records?cursor=%%%").await;
+    let since = node
+        .client
+        .list_records::<Value>(&ListParams {
+            thread: Some("th_page".into()),
+            since: Some(20),
+            ..ListParams::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(since.data.len(), 5);
+    let unknown = node
+        .client
+        .thread_records::<Value>("th_nothing", &ListParams::default())
+        .await
+        .unwrap();
+    assert_eq!(unknown.data, Vec::<Value>::new());
+    let (status, body) = node.get("/v1/records?cursor=%%%").await;
     assert_eq!((status, error_code(&body)), (400, "VALIDATION_ERROR"));
-    let (status, body) = steward.get(&token, "/v1/records/doesnotexist").await;
+    let (status, body) = node.get("/v1/records/doesnotexist").await;
     assert_eq!((status, error_code(&body)), (404, "NOT_FOUND"));
 
-    let (_, threads) = steward.get(&token, "/v1/threads").await;
-    let first = &threads["data"][0];
-    assert_eq!(first["id"], "th_page");
-    assert_eq!(first["record_count"], 25);
-    assert_eq!(first["last_clock"], 24);
-    assert_eq!(first["namespace"], "default");
+    let threads = node.client.threads(None, None).await.unwrap();
+    let first = &threads.data[0];
+    assert_eq!(first.id, "th_page");
+    assert_eq!(first.record_count, 25);
+    assert_eq!(first.last_clock, 24);
+    assert_eq!(first.namespace, "default");
 }
 
 #[tokio::test]
 async fn unknown_routes_and_methods_answer_in_the_error_envelope() {
-    let steward = TestSteward::start().await;
-    let token = steward.admin().await;
-    let (status, body) = steward.get(&token, "/v1/nope").await;
+    let node = node().await;
+    let (status, body) = node.get("/v1/nope").await;
     assert_eq!((status, error_code(&body)), (404, "NOT_FOUND"));
-    let resp = steward
+    let resp = node
+        .steward
         .http
-        .put(format!("{}/v1/records", steward.url))
-        .bearer_auth(&token)
+        .put(format!("{}/v1/records", node.url()))
+        .bearer_auth(&node.token)
         .send()
         .await
         .unwrap();
@@ -334,8 +319,7 @@ async fn unknown_routes_and_methods_answer_in_the_error_envelope() {
 
 #[tokio::test]
 async fn namespaces_narrow_writes_and_are_folds_of_records() {
-    let steward = TestSteward::start().await;
-    let token = steward.admin().await;
+    let node = node().await;
     let payment = |clock| {
         envelope(
             "th_ns",
@@ -344,7 +328,7 @@ async fn namespaces_narrow_writes_and_are_folds_of_records() {
         )
     };
 
-    let (status, body) = steward.post(&token, "/v1/records", &payment(1)).await;
+    let (status, body) = node.post("/v1/records", &payment(1)).await;
     assert_eq!((status, error_code(&body)), (403, "NAMESPACE_REJECTED"));
     assert!(
         body["message"]
@@ -362,96 +346,82 @@ async fn namespaces_narrow_writes_and_are_folds_of_records() {
     );
 
     // A child before its parent is refused.
-    let (status, body) = steward
-        .post(&token, "/v1/namespaces", &json!({"id": "acme/payments"}))
+    let (status, body) = node
+        .post("/v1/namespaces", &json!({"id": "acme/payments"}))
         .await;
     assert_eq!((status, error_code(&body)), (403, "NAMESPACE_REJECTED"));
-    let (status, body) = steward
-        .post(&token, "/v1/namespaces", &json!({"id": "Bad Name"}))
+    let (status, body) = node
+        .post("/v1/namespaces", &json!({"id": "Bad Name"}))
         .await;
     assert_eq!((status, error_code(&body)), (400, "NAMESPACE_ID_INVALID"));
 
-    let (status, acme) = steward
-        .post(&token, "/v1/namespaces", &json!({"id": "acme"}))
-        .await;
+    // Creating answers 201, not the 200 of a re-activation: a raw request tells them apart.
+    let (status, acme) = node.post("/v1/namespaces", &json!({"id": "acme"})).await;
     assert_eq!(status, 201, "{acme}");
-    let (status, _) = steward
-        .post(&token, "/v1/namespaces", &json!({"id": "acme/payments"}))
+    let (status, _) = node
+        .post("/v1/namespaces", &json!({"id": "acme/payments"}))
         .await;
     assert_eq!(status, 201);
-    let (status, record) = steward.post(&token, "/v1/records", &payment(2)).await;
-    assert_eq!(status, 201, "{record}");
+    let record = node.write(&payment(2)).await;
     assert_eq!(record["namespace"], "acme/payments");
 
     // Archiving an ancestor closes the subtree to new writes; existing records stay readable.
-    let resp = steward
-        .http
-        .delete(format!("{}/v1/namespaces/acme", steward.url))
-        .bearer_auth(&token)
-        .send()
+    node.client.archive_namespace("acme").await.unwrap();
+    let (status, body) = node.post("/v1/records", &payment(3)).await;
+    assert_eq!((status, error_code(&body)), (403, "NAMESPACE_REJECTED"));
+    node.client
+        .get_record::<Value>(record["id"].as_str().unwrap())
         .await
         .unwrap();
-    assert_eq!(resp.status().as_u16(), 200);
-    let (status, body) = steward.post(&token, "/v1/records", &payment(3)).await;
-    assert_eq!((status, error_code(&body)), (403, "NAMESPACE_REJECTED"));
-    let (status, _) = steward
-        .get(
-            &token,
-            &format!("/v1/records/{}", record["id"].as_str().unwrap()),
-        )
-        .await;
-    assert_eq!(status, 200);
 
-    let (status, entry) = steward.get(&token, "/v1/namespaces/acme/payments").await;
-    assert_eq!((status, entry["state"].clone()), (200, json!("active")));
-    let (_, registry) = steward
-        .get(&token, "/v1/threads/th_namespace_registry/records")
-        .await;
-    assert_eq!(
-        registry["data"].as_array().unwrap().len(),
-        3,
-        "create, create, archive"
-    );
-    assert_eq!(steward.record_count(&token).await, 4);
+    let entry = node.client.namespace("acme/payments").await.unwrap();
+    assert_eq!(entry.json()["state"], "active");
+    let registry = node
+        .client
+        .thread_records::<Value>("th_namespace_registry", &ListParams::default())
+        .await
+        .unwrap();
+    assert_eq!(registry.data.len(), 3, "create, create, archive");
+    assert_eq!(node.steward.record_count(&node.token).await, 4);
 }
 
 #[tokio::test]
 async fn search_switched_off_answers_503_and_says_so_in_health() {
-    let steward = TestSteward::start_with(Options {
+    let node = Node::start(Options {
         search: false,
         ..Options::default()
     })
     .await;
-    let token = steward.admin().await;
-    let (status, body) = steward
-        .post(&token, "/v1/records/search", &json!({"query": "anything"}))
+    let (status, body) = node
+        .post("/v1/records/search", &json!({"query": "anything"}))
         .await;
     assert_eq!((status, error_code(&body)), (503, "SEARCH_DISABLED"));
-    let (_, health) = steward.get(&token, "/v1/health").await;
-    assert_eq!(health["search"], "disabled");
+    let health = node.client.health_report().await.unwrap();
+    assert_eq!(health.search, "disabled");
 }
 
 #[tokio::test]
 async fn a_batch_answers_each_record_in_order_and_stores_only_the_good_ones() {
-    let steward = TestSteward::start().await;
-    let token = steward.admin().await;
-    let (status, earlier) = steward
-        .post(&token, "/v1/records", &envelope("th_b", 1, json!({"n": 1})))
-        .await;
-    assert_eq!(status, 201);
+    let node = node().await;
+    let earlier = node.write(&envelope("th_b", 1, json!({"n": 1}))).await;
 
-    let batch = json!({"records": [
-        envelope("th_b", 2, json!({"n": 2})),
-        envelope("th_b", 1, json!({"n": 1})),                     // replay of the earlier record
-        envelope("th_b", 1, json!({"n": "other"})),               // clock clash with it
-        {"act": "SHOUT", "actor": "did:example:test", "clock": 3, "thread": "th_b"},
-        envelope("th_audit_tokens", 4, json!({})),               // steward-only thread
-        envelope("th_b", 5, json!({"namespace": "nowhere", "n": 5})),
-        envelope("th_b", 6, json!({"n": 6})),
-        envelope("th_b", 6, json!({"n": 6})),                     // the same record twice in one batch
-        "not a record",
-    ]});
-    let (status, answer) = steward.post(&token, "/v1/records/batch", &batch).await;
+    let batch = CreateRecords {
+        records: vec![
+            envelope("th_b", 2, json!({"n": 2})),
+            envelope("th_b", 1, json!({"n": 1})), // replay of the earlier record
+            envelope("th_b", 1, json!({"n": "other"})), // clock clash with it
+            json!({"act": "SHOUT", "actor": "did:example:test", "clock": 3, "thread": "th_b"}),
+            envelope("th_audit_tokens", 4, json!({})), // steward-only thread
+            envelope("th_b", 5, json!({"namespace": "nowhere", "n": 5})),
+            envelope("th_b", 6, json!({"n": 6})),
+            envelope("th_b", 6, json!({"n": 6})), // the same record twice in one batch
+            json!("not a record"),
+        ],
+    };
+    // Read as sent: the error bodies of the items are checked as envelopes.
+    let (status, answer) = node
+        .post("/v1/records/batch", &serde_json::to_value(&batch).unwrap())
+        .await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["object"], "batch_result");
     let items = answer["data"].as_array().unwrap();
@@ -476,10 +446,15 @@ async fn a_batch_answers_each_record_in_order_and_stores_only_the_good_ones() {
         (&answer["created"], &answer["existing"], &answer["failed"]),
         (&json!(2), &json!(2), &json!(5))
     );
-    let (_, listed) = steward.get(&token, "/v1/records?thread=th_b").await;
-    let clocks: Vec<i64> = listed["data"]
-        .as_array()
-        .unwrap()
+    let listed = list(
+        &node,
+        ListParams {
+            thread: Some("th_b".into()),
+            ..ListParams::default()
+        },
+    )
+    .await;
+    let clocks: Vec<i64> = listed
         .iter()
         .map(|r| r["clock"].as_i64().unwrap())
         .collect();
@@ -487,7 +462,7 @@ async fn a_batch_answers_each_record_in_order_and_stores_only_the_good_ones() {
 
     // The batch itself: not an object with a records array, too many records, no write scope.
     for bad in [json!({"records": "x"}), json!([]), json!({})] {
-        let (status, body) = steward.post(&token, "/v1/records/batch", &bad).await;
+        let (status, body) = node.post("/v1/records/batch", &bad).await;
         assert_eq!(
             (status, error_code(&body)),
             (400, "VALIDATION_ERROR"),
@@ -497,12 +472,13 @@ async fn a_batch_answers_each_record_in_order_and_stores_only_the_good_ones() {
     let too_many: Vec<Value> = (0..1001)
         .map(|i| envelope("th_many", i, json!({})))
         .collect();
-    let (status, body) = steward
-        .post(&token, "/v1/records/batch", &json!({"records": too_many}))
+    let (status, body) = node
+        .post("/v1/records/batch", &json!({"records": too_many}))
         .await;
     assert_eq!((status, error_code(&body)), (400, "VALIDATION_ERROR"));
-    let reader = steward.token(&["records:read"], &[]).await;
-    let (status, body) = steward
+    let reader = node.steward.token(&["records:read"], &[]).await;
+    let (status, body) = node
+        .steward
         .post(
             &reader,
             "/v1/records/batch",
@@ -511,7 +487,7 @@ async fn a_batch_answers_each_record_in_order_and_stores_only_the_good_ones() {
         .await;
     assert_eq!(status, 200);
     assert_eq!(error_code(&body["data"][0]["error"]), "SCOPE_FORBIDDEN");
-    assert_eq!(steward.record_count(&token).await, 3);
+    assert_eq!(node.steward.record_count(&node.token).await, 3);
 }
 
 #[tokio::test]

@@ -1,20 +1,22 @@
 //! Telemetry of real stewards on 127.0.0.1: one trace from an emit to its ingest on a peer
 //! (spans caught by an in-memory exporter), the named Prometheus series, and the hosted
 //! binary's internal metrics listener and drain.
-
-mod common;
+//!
+//! The subscriber and the meter are the process's: under `cargo test` other tests' stewards
+//! share them, so every span and series checked here is found through what this test did.
 
 use std::future::Future;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::hosted::{jwt, send, BASE_DOMAIN, JWT_SECRET, KEK_HEX};
-use common::{Options, TestSteward};
 use opentelemetry::trace::{SpanId, TraceId};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
 use serde_json::{json, Value};
 use syncropel_federation::FederationConfig;
 use syncropel_telemetry::LogFormat;
+use syncropel_testkit::hosted::{client_with_host, new_tenant_at, Process, BASE_DOMAIN};
+use syncropel_testkit::{error_code, send, with_test_database, Node, Options};
+
+use crate::STEWARD_BIN;
 
 const DEADLINE: Duration = Duration::from_secs(15);
 
@@ -22,7 +24,7 @@ const DEADLINE: Duration = Duration::from_secs(15);
 fn federation(auto_approve: Vec<String>) -> FederationConfig {
     FederationConfig {
         auto_approve,
-        ..common::quick_federation()
+        ..syncropel_testkit::quick_federation()
     }
 }
 
@@ -31,15 +33,13 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    common::eventually(what, DEADLINE, check).await
+    syncropel_testkit::eventually(what, DEADLINE, check).await
 }
 
 /// Two stewards, B pairing with A (which approves B) and pulling thread `th_traced` from it.
 struct Pair {
-    a: TestSteward,
-    a_token: String,
-    b: TestSteward,
-    b_token: String,
+    a: Node,
+    b: Node,
     pair_id: String,
 }
 
@@ -48,60 +48,32 @@ const THREAD: &str = "th_traced";
 async fn paired() -> Pair {
     let b_key = syncropel_protocol::Keypair::generate();
     let b_did = b_key.did_key();
-    let a = TestSteward::start_with(Options {
+    let a = Node::start(Options {
         federation: federation(vec![b_did]),
         ..Options::default()
     })
     .await;
-    let b = TestSteward::start_with(Options {
+    let b = Node::start(Options {
         federation: federation(Vec::new()),
         keypair: Some(b_key),
         ..Options::default()
     })
     .await;
-    let (a_token, b_token) = (a.admin().await, b.admin().await);
-    let (status, view) = b
-        .post(
-            &b_token,
-            "/v1/federation/pairs",
-            &json!({"peer_url": a.url}),
-        )
-        .await;
-    assert_eq!(status, 200, "{view}");
+    let view = b.pair_with(a.url()).await;
     let pair_id = view["pair_id"].as_str().unwrap().to_string();
-    let (status, pulled) = b
-        .post(
-            &b_token,
-            "/v1/sync/pull",
-            &json!({"thread": THREAD, "peer": a.did()}),
-        )
-        .await;
-    assert_eq!(status, 200, "{pulled}");
-    Pair {
-        a,
-        a_token,
-        b,
-        b_token,
-        pair_id,
-    }
+    b.pull(THREAD, &a.did()).await;
+    Pair { a, b, pair_id }
 }
 
 impl Pair {
     /// Emits a record on A and waits until B holds it; returns its id.
     async fn emit_and_sync(&self, clock: i64) -> String {
-        let envelope = json!({"act": "KNOW", "actor": self.a.did(), "thread": THREAD,
-                              "clock": clock, "body": {"n": clock}});
-        let (status, record) = self.a.post(&self.a_token, "/v1/records", &envelope).await;
-        assert_eq!(status, 201, "{record}");
+        let record = self
+            .a
+            .emit(THREAD, &self.a.did(), clock, json!({"n": clock}))
+            .await;
         let id = record["id"].as_str().unwrap().to_string();
-        eventually(&format!("record {id} on B"), || async {
-            let (status, _) = self
-                .b
-                .get(&self.b_token, &format!("/v1/records/{id}"))
-                .await;
-            (status == 200).then_some(())
-        })
-        .await;
+        self.b.arrived(&id).await;
         id
     }
 }
@@ -141,14 +113,15 @@ async fn an_emit_and_its_ingest_on_the_peer_are_one_trace() {
         }
     })
     .await;
-    let emit = spans
-        .iter()
-        .find(|s| s.name == "POST /v1/records")
-        .expect("the emit's server span");
     let ingest = spans
         .iter()
         .find(|s| s.name == "sync.ingest" && attribute(s, "record").as_deref() == Some(&id))
         .unwrap();
+    // The emit's server span is the ingest's parent (other tests' emits may share the exporter).
+    let emit = spans
+        .iter()
+        .find(|s| s.name == "POST /v1/records" && s.span_context.span_id() == ingest.parent_span_id)
+        .expect("the emit's server span, parent of the ingest on B");
     assert_ne!(emit.span_context.trace_id(), TraceId::INVALID);
     assert_eq!(
         ingest.span_context.trace_id(),
@@ -192,30 +165,28 @@ async fn an_emit_and_its_ingest_on_the_peer_are_one_trace() {
 async fn the_metrics_endpoint_names_the_series() {
     let pair = paired().await;
     let id = pair.emit_and_sync(1).await;
-    let metrics = |steward: &TestSteward| {
-        let request = steward.http.get(format!("{}/metrics", steward.url));
-        async move {
-            let response = request.send().await.unwrap();
-            assert_eq!(response.status(), 200);
-            assert!(response.headers()["content-type"]
-                .to_str()
-                .unwrap()
-                .starts_with("text/plain"));
-            response.text().await.unwrap()
-        }
-    };
     // A method of the caller's invention is counted, but not as a series of its own.
     let brew = reqwest::Method::from_bytes(b"BREW").unwrap();
-    let response = pair
-        .b
-        .http
-        .request(brew, format!("{}/v1/records", pair.b.url))
+    let http = &pair.b.steward.http;
+    let response = http
+        .request(brew, format!("{}/v1/records", pair.b.url()))
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 405);
-    // Both stewards run in this process and share its meter: one scrape shows both sides.
-    let text = metrics(&pair.b).await;
+    // Both stewards run in this process and share its meter: one scrape shows both sides. Read
+    // raw: the content type is part of what is checked.
+    let response = http
+        .get(format!("{}/metrics", pair.b.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    let text = response.text().await.unwrap();
     assert!(text.contains("method=\"_OTHER\""), "{text}");
     assert!(!text.contains("BREW"), "{text}");
     for series in [
@@ -236,72 +207,32 @@ async fn the_metrics_endpoint_names_the_series() {
 /// stops being ready, keeps serving through the delay, then exits cleanly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hosted_replica_serves_metrics_internally_and_drains_on_sigterm() {
-    syncropel_store::testing::with_test_database(|url| async move {
-        let log = tempfile::NamedTempFile::new().unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_steward"))
-            .args([
-                "--bind",
-                "127.0.0.1:0",
-                "--metrics-bind",
-                "127.0.0.1:0",
-                "--base-domain",
-                BASE_DOMAIN,
-                "--public-scheme",
-                "http",
-                "--jwt-issuer",
-                common::hosted::ISSUER,
-                "--shutdown-delay",
-                "2s",
-                "--shutdown-grace",
-                "5s",
-                "--log-format",
-                "json",
-            ])
-            .env("DATABASE_URL", &url)
-            .env("STEWARD_KEK", KEK_HEX)
-            .env("STEWARD_JWT_SECRET", JWT_SECRET)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log.reopen().unwrap())
-            .spawn()
-            .unwrap();
-        // JSON log lines: the listening line names both addresses.
-        let listening: Value = eventually("the listening log line", || async {
-            let text = std::fs::read_to_string(log.path()).unwrap();
-            text.lines()
-                .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-                .find(|line| line["message"] == "hosted steward listening")
-        })
-        .await;
-        let base = format!("http://{}", listening["addr"].as_str().unwrap());
-        let metrics_addr = listening["metrics"].as_str().unwrap();
-        let metrics_addr = metrics_addr
-            .trim_start_matches("Some(")
-            .trim_end_matches(')');
-        let metrics_url = format!("http://{metrics_addr}/metrics");
+    with_test_database(|url| async move {
+        let drain = [
+            "--metrics-bind",
+            "127.0.0.1:0",
+            "--shutdown-delay",
+            "2s",
+            "--shutdown-grace",
+            "5s",
+        ];
+        let mut process = Process::start_with(STEWARD_BIN, &url, &drain).await;
+        let base = process.url.clone();
+        let metrics_url = process.metrics_url().expect("the metrics listener");
         let http = reqwest::Client::new();
 
-        let (status, body) = send(
-            http.post(format!("{base}/provision"))
-                .header("host", BASE_DOMAIN)
-                .bearer_auth(jwt("acct"))
-                .header("idempotency-key", "metrics")
-                .json(&json!({"label": "metered", "bootstrap_token": "metered-bootstrap-token"})),
-        )
-        .await;
-        assert_eq!(status, 202, "{body}");
+        let token = new_tenant_at(&base, "acct", "metered").await;
         let tenant_host = format!("metered.{BASE_DOMAIN}");
-        let token = common::hosted::bootstrap_bearer("metered-bootstrap-token");
+        let tenant = client_with_host(&base, &tenant_host, &token);
         let write = |clock: i64| {
-            http.post(format!("{base}/v1/records"))
-                .header("host", &tenant_host)
-                .bearer_auth(&token)
-                .json(&json!({"act": "KNOW", "actor": "did:sync:user:m", "thread": "th_m",
-                              "clock": clock, "body": {}}))
+            let tenant = tenant.clone();
+            async move {
+                let record = json!({"act": "KNOW", "actor": "did:sync:user:m", "thread": "th_m",
+                                    "clock": clock, "body": {}});
+                tenant.emit::<Value>(&record).await.unwrap()
+            }
         };
-        let (status, body) = send(write(1)).await;
-        assert_eq!(status, 201, "{body}");
+        assert!(write(1).await.created);
 
         let text = http.get(&metrics_url).send().await.unwrap().text().await.unwrap();
         for series in [
@@ -317,23 +248,18 @@ async fn a_hosted_replica_serves_metrics_internally_and_drains_on_sigterm() {
             let (status, body) = send(http.get(format!("{base}/metrics")).header("host", host)).await;
             assert_eq!(status, 404, "{host}: {body}");
         }
-        let (status, body) = send(http.get(format!("{base}/ready"))).await;
-        assert_eq!((status, body["status"].as_str()), (200, Some("ready")));
+        let ready = syncropel_client::Client::new(&base, None).unwrap().ready().await.unwrap();
+        assert_eq!(ready.status, "ready");
 
         // SIGTERM: not ready at once, still serving during the delay, then gone.
-        let killed = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(killed.success());
+        process.terminate();
         let (status, body) = eventually("/ready to answer 503", || async {
             let (status, body) = send(http.get(format!("{base}/ready"))).await;
             (status == 503).then_some((status, body))
         })
         .await;
-        assert_eq!(common::error_code(&body), "SHUTTING_DOWN", "{status} {body}");
-        let (status, body) = send(write(2)).await;
-        assert_eq!(status, 201, "a write during the delay is served: {body}");
+        assert_eq!(error_code(&body), "SHUTTING_DOWN", "{status} {body}");
+        assert!(write(2).await.created, "a write during the delay is served");
         // A watch opened now is sent elsewhere at once instead of being replayed and told to
         // leave again.
         let (status, body) = send(
@@ -343,7 +269,7 @@ async fn a_hosted_replica_serves_metrics_internally_and_drains_on_sigterm() {
         )
         .await;
         assert_eq!(status, 503, "{body}");
-        assert_eq!(common::error_code(&body), "SHUTTING_DOWN");
+        assert_eq!(error_code(&body), "SHUTTING_DOWN");
         let wait = body["retry_after_ms"].as_u64().expect("retry_after_ms");
         assert!((100..500).contains(&wait), "{body}");
         // Every answer while draining closes its connection, so that a client's next request
@@ -351,15 +277,14 @@ async fn a_hosted_replica_serves_metrics_internally_and_drains_on_sigterm() {
         let response = http.get(format!("{base}/health")).send().await.unwrap();
         assert_eq!(response.status(), 200);
         assert_eq!(response.headers()["connection"], "close");
-        let exited = eventually("the replica to exit", || {
-            let status = child.try_wait().unwrap();
-            async move { status }
-        })
-        .await;
+        let exited = process
+            .wait_exit(DEADLINE)
+            .await
+            .expect("the replica to exit");
         assert!(exited.success(), "{exited}");
         // Its log lines carry trace ids for work done inside traced spans only when an
         // exporter is configured; here every line is still one JSON object.
-        let text = std::fs::read_to_string(log.path()).unwrap();
+        let text = process.log();
         for line in text.lines() {
             let line: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
             assert!(line["level"].is_string() && line["timestamp"].is_string(), "{line}");

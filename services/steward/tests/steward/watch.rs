@@ -1,15 +1,17 @@
 //! `GET /v1/threads/{id}/watch` (PROTOCOL §11.8, checklist 21-25) over real HTTP: frames are read
 //! off the wire with a small SSE parser, and every wait on the stream is bounded by a timeout.
 
-mod common;
+//! Records are written through the typed client; the streams are read raw, since the tests check
+//! the bytes of every frame.
 
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{envelope, error_code, Options, TestSteward};
 use futures_util::{Stream, StreamExt};
 use serde_json::{json, Value};
+use syncropel_client::ListParams;
+use syncropel_testkit::{envelope, error_code, Node, Options};
 use tokio::sync::oneshot;
 use tokio::time::timeout;
 
@@ -136,14 +138,15 @@ fn parse_frame(raw: &[u8]) -> Option<Frame> {
 
 /// Opens a watch; `path` is everything after `/v1/threads/` (thread and query string).
 async fn open(
-    steward: &TestSteward,
+    node: &Node,
     token: Option<&str>,
     path: &str,
     last_event_id: Option<&str>,
 ) -> reqwest::Response {
-    let mut request = steward
+    let mut request = node
+        .steward
         .http
-        .get(format!("{}/v1/threads/{path}", steward.url))
+        .get(format!("{}/v1/threads/{path}", node.url()))
         .header("accept", "text/event-stream")
         .header("cache-control", "no-cache");
     if let Some(token) = token {
@@ -159,28 +162,29 @@ async fn open(
 }
 
 /// Opens a watch that must succeed and returns its frame reader.
-async fn watch(
-    steward: &TestSteward,
-    token: &str,
-    path: &str,
-    last_event_id: Option<&str>,
-) -> EventStream {
-    let response = open(steward, Some(token), path, last_event_id).await;
+async fn watch(node: &Node, token: &str, path: &str, last_event_id: Option<&str>) -> EventStream {
+    let response = open(node, Some(token), path, last_event_id).await;
     assert_eq!(response.status(), 200);
     EventStream::new(response)
 }
 
-/// Writes a record (which must be new) and returns it as stored.
-async fn write(steward: &TestSteward, token: &str, thread: &str, clock: i64) -> Value {
-    let (status, record) = steward
-        .post(
-            token,
-            "/v1/records",
-            &envelope(thread, clock, json!({"n": clock})),
-        )
-        .await;
-    assert_eq!(status, 201, "{record}");
-    record
+/// Writes a record (`{"n": clock}`, which must be new) and returns it as stored.
+async fn write(node: &Node, thread: &str, clock: i64) -> Value {
+    node.write(&envelope(thread, clock, json!({"n": clock})))
+        .await
+}
+
+async fn node() -> Node {
+    Node::start(Options::default()).await
+}
+
+/// A steward sending heartbeats every 300 ms.
+async fn beating() -> Node {
+    Node::start(Options {
+        heartbeat: Duration::from_millis(300),
+        ..Options::default()
+    })
+    .await
 }
 
 fn seq(record: &Value) -> i64 {
@@ -197,9 +201,9 @@ fn assert_announces(frame: &Frame, record: &Value) {
 
 #[tokio::test]
 async fn live_records_arrive_within_a_second_on_their_own_thread_only() {
-    let steward = TestSteward::start().await;
-    let token = steward.admin().await;
-    let response = open(&steward, Some(&token), "th_live/watch", None).await;
+    let node = node().await;
+    let token = node.token.clone();
+    let response = open(&node, Some(&token), "th_live/watch", None).await;
     assert_eq!(response.status(), 200);
     let header = |name: &str| response.headers()[name].to_str().unwrap().to_string();
     assert!(
@@ -214,8 +218,8 @@ async fn live_records_arrive_within_a_second_on_their_own_thread_only() {
     for clock in 1..=3 {
         // A record on another thread first: frames come in sequence order, so if it leaked it
         // would arrive before the watched thread's record.
-        write(&steward, &token, "th_elsewhere", clock).await;
-        let record = write(&steward, &token, "th_live", clock).await;
+        write(&node, "th_elsewhere", clock).await;
+        let record = write(&node, "th_live", clock).await;
         let written = Instant::now();
         let frame = events.frame().await;
         assert!(
@@ -230,41 +234,39 @@ async fn live_records_arrive_within_a_second_on_their_own_thread_only() {
 
 #[tokio::test]
 async fn an_identical_replay_sends_no_event() {
-    let steward = TestSteward::start().await;
-    let token = steward.admin().await;
-    let mut events = watch(&steward, &token, "th_replay/watch", None).await;
-    let first = write(&steward, &token, "th_replay", 1).await;
+    let node = node().await;
+    let token = node.token.clone();
+    let mut events = watch(&node, &token, "th_replay/watch", None).await;
+    let first = write(&node, "th_replay", 1).await;
     assert_announces(&events.frame().await, &first);
 
-    let (status, _) = steward
-        .post(
-            &token,
-            "/v1/records",
-            &envelope("th_replay", 1, json!({"n": 1})),
-        )
-        .await;
-    assert_eq!(status, 200, "an identical re-POST is a replay");
-    let second = write(&steward, &token, "th_replay", 2).await;
+    let replay = node
+        .client
+        .emit::<Value>(&envelope("th_replay", 1, json!({"n": 1})))
+        .await
+        .unwrap();
+    assert!(!replay.created, "an identical re-POST is a replay");
+    let second = write(&node, "th_replay", 2).await;
     assert_announces(&events.frame().await, &second);
 }
 
 #[tokio::test]
 async fn last_event_id_replays_later_records_then_goes_live() {
-    let steward = TestSteward::start().await;
-    let token = steward.admin().await;
+    let node = node().await;
+    let token = node.token.clone();
     let mut written = Vec::new();
     for clock in 1..=5 {
-        written.push(write(&steward, &token, "th_resume", clock).await);
-        write(&steward, &token, "th_noise", clock).await;
+        written.push(write(&node, "th_resume", clock).await);
+        write(&node, "th_noise", clock).await;
     }
     let cursor = seq(&written[1]).to_string();
-    let mut events = watch(&steward, &token, "th_resume/watch", Some(&cursor)).await;
+    let mut events = watch(&node, &token, "th_resume/watch", Some(&cursor)).await;
     for record in &written[2..] {
         assert_announces(&events.frame().await, record);
     }
     // Live after the replay, with nothing repeated in between.
     for clock in 6..=7 {
-        let record = write(&steward, &token, "th_resume", clock).await;
+        let record = write(&node, "th_resume", clock).await;
         assert_announces(&events.frame().await, &record);
     }
 }
@@ -273,11 +275,11 @@ async fn last_event_id_replays_later_records_then_goes_live() {
 async fn resuming_while_records_are_being_written_has_no_gap_or_duplicate() {
     const BEFORE: i64 = 20;
     const DURING: i64 = 200;
-    let steward = TestSteward::start().await;
-    let token = steward.admin().await;
+    let node = node().await;
+    let token = node.token.clone();
     let mut before = Vec::new();
     for clock in 1..=BEFORE {
-        before.push(seq(&write(&steward, &token, "th_busy", clock).await));
+        before.push(seq(&write(&node, "th_busy", clock).await));
     }
     let cursor = before[9];
 
@@ -285,34 +287,19 @@ async fn resuming_while_records_are_being_written_has_no_gap_or_duplicate() {
     // thread now and then puts gaps into the sequence that the stream must skip.
     let (started, mut started_rx) = oneshot::channel();
     let writer = {
-        let http = steward.http.clone();
-        let url = steward.url.clone();
-        let token = token.clone();
+        let client = node.client.clone();
         tokio::spawn(async move {
             let mut started = Some(started);
             let mut sequences = Vec::new();
             for clock in BEFORE + 1..=BEFORE + DURING {
                 if clock % 10 == 0 {
                     let noise = envelope("th_quiet", clock, json!({}));
-                    let resp = http
-                        .post(format!("{url}/v1/records"))
-                        .bearer_auth(&token)
-                        .json(&noise)
-                        .send()
-                        .await
-                        .unwrap();
-                    assert_eq!(resp.status(), 201);
+                    assert!(client.emit::<Value>(&noise).await.unwrap().created);
                 }
-                let resp = http
-                    .post(format!("{url}/v1/records"))
-                    .bearer_auth(&token)
-                    .json(&envelope("th_busy", clock, json!({"n": clock})))
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(resp.status(), 201);
-                let record: Value = resp.json().await.unwrap();
-                sequences.push(seq(&record));
+                let busy = envelope("th_busy", clock, json!({"n": clock}));
+                let emitted = client.emit::<Value>(&busy).await.unwrap();
+                assert!(emitted.created);
+                sequences.push(seq(&emitted.record));
                 if clock == BEFORE + 50 {
                     started.take().unwrap().send(()).unwrap();
                 }
@@ -325,7 +312,7 @@ async fn resuming_while_records_are_being_written_has_no_gap_or_duplicate() {
         .expect("the writer is too slow")
         .unwrap();
 
-    let mut events = watch(&steward, &token, "th_busy/watch", Some(&cursor.to_string())).await;
+    let mut events = watch(&node, &token, "th_busy/watch", Some(&cursor.to_string())).await;
     let wanted = (BEFORE - 10 + DURING) as usize;
     let mut received = Vec::with_capacity(wanted);
     while received.len() < wanted {
@@ -342,34 +329,37 @@ async fn resuming_while_records_are_being_written_has_no_gap_or_duplicate() {
     assert_eq!(received, expected);
 
     // Nothing else is queued: the next frame is the next record.
-    let last = write(&steward, &token, "th_busy", 10_000).await;
+    let last = write(&node, "th_busy", 10_000).await;
     assert_announces(&events.frame().await, &last);
 }
 
 #[tokio::test]
 async fn a_replay_longer_than_one_page_is_complete() {
     const COUNT: i64 = 1205; // the replay reads 1000 records at a time
-    let steward = TestSteward::start().await;
-    let token = steward.admin().await;
+    let node = node().await;
+    let token = node.token.clone();
     futures_util::stream::iter(1..=COUNT)
         .for_each_concurrent(8, |clock| {
-            let steward = &steward;
-            let token = &token;
+            let node = &node;
             async move {
-                write(steward, token, "th_long", clock).await;
+                write(node, "th_long", clock).await;
             }
         })
         .await;
     let mut stored = Vec::new();
-    let mut path = "/v1/threads/th_long/records?limit=1000".to_string();
+    let mut params = ListParams {
+        limit: Some(1000),
+        ..ListParams::default()
+    };
     loop {
-        let (status, page) = steward.get(&token, &path).await;
-        assert_eq!(status, 200, "{page}");
-        stored.extend(page["data"].as_array().unwrap().iter().map(seq));
-        match page["next_cursor"].as_str() {
-            Some(cursor) => {
-                path = format!("/v1/threads/th_long/records?limit=1000&cursor={cursor}")
-            }
+        let page = node
+            .client
+            .thread_records::<Value>("th_long", &params)
+            .await
+            .unwrap();
+        stored.extend(page.data.iter().map(seq));
+        match page.next_cursor {
+            Some(cursor) => params.cursor = Some(cursor),
             None => break,
         }
     }
@@ -377,61 +367,51 @@ async fn a_replay_longer_than_one_page_is_complete() {
 
     // Resume just after the first record: everything else comes back, in order.
     let cursor = stored[0].to_string();
-    let mut events = watch(&steward, &token, "th_long/watch", Some(&cursor)).await;
+    let mut events = watch(&node, &token, "th_long/watch", Some(&cursor)).await;
     let mut received = Vec::new();
     while received.len() < stored.len() - 1 {
         received.push(events.frame().await.seq());
     }
     assert_eq!(received, stored[1..]);
-    let live = write(&steward, &token, "th_long", COUNT + 1).await;
+    let live = write(&node, "th_long", COUNT + 1).await;
     assert_announces(&events.frame().await, &live);
 }
 
 #[tokio::test]
 async fn since_clock_replays_records_at_or_after_the_clock() {
-    let steward = TestSteward::start().await;
-    let token = steward.admin().await;
+    let node = node().await;
+    let token = node.token.clone();
     let mut written = Vec::new();
     for clock in [5, 1, 9, 3, 7] {
-        written.push(write(&steward, &token, "th_clock", clock).await);
+        written.push(write(&node, "th_clock", clock).await);
     }
-    let mut events = watch(&steward, &token, "th_clock/watch?since_clock=5", None).await;
+    let mut events = watch(&node, &token, "th_clock/watch?since_clock=5", None).await;
     // Sequence order, clock >= 5 inclusive: the records with clocks 5, 9 and 7.
     for index in [0, 2, 4] {
         assert_announces(&events.frame().await, &written[index]);
     }
-    let live = write(&steward, &token, "th_clock", 11).await;
+    let live = write(&node, "th_clock", 11).await;
     assert_announces(&events.frame().await, &live);
 }
 
 #[tokio::test]
 async fn last_event_id_wins_over_since_clock() {
-    let steward = TestSteward::start().await;
-    let token = steward.admin().await;
+    let node = node().await;
+    let token = node.token.clone();
     let mut written = Vec::new();
     for clock in 1..=4 {
-        written.push(write(&steward, &token, "th_both", clock).await);
+        written.push(write(&node, "th_both", clock).await);
     }
     let cursor = seq(&written[2]).to_string();
-    let mut events = watch(
-        &steward,
-        &token,
-        "th_both/watch?since_clock=1",
-        Some(&cursor),
-    )
-    .await;
+    let mut events = watch(&node, &token, "th_both/watch?since_clock=1", Some(&cursor)).await;
     assert_announces(&events.frame().await, &written[3]);
 }
 
 #[tokio::test]
 async fn heartbeats_are_real_events_without_an_id() {
-    let steward = TestSteward::start_with(Options {
-        heartbeat: Duration::from_millis(300),
-        ..Options::default()
-    })
-    .await;
-    let token = steward.admin().await;
-    let mut events = watch(&steward, &token, "th_beat/watch", None).await;
+    let node = beating().await;
+    let token = node.token.clone();
+    let mut events = watch(&node, &token, "th_beat/watch", None).await;
     for _ in 0..2 {
         let frame = events.frame().await;
         assert_eq!(frame.event.as_deref(), Some("heartbeat"), "{frame:?}");
@@ -442,18 +422,18 @@ async fn heartbeats_are_real_events_without_an_id() {
 
 #[tokio::test]
 async fn shutdown_says_goodbye_and_ends_the_stream() {
-    let steward = TestSteward::start().await;
-    let token = steward.admin().await;
+    let node = node().await;
+    let token = node.token.clone();
     let mut streams = Vec::new();
     for thread in ["th_bye", "th_ciao"] {
-        let mut events = watch(&steward, &token, &format!("{thread}/watch"), None).await;
+        let mut events = watch(&node, &token, &format!("{thread}/watch"), None).await;
         // The stream is live once a record comes through.
-        let record = write(&steward, &token, thread, 1).await;
+        let record = write(&node, thread, 1).await;
         assert_announces(&events.frame().await, &record);
         streams.push(events);
     }
 
-    steward.state.shutdown.cancel();
+    node.steward.state.shutdown.cancel();
     // Every open stream gets the goodbye, then ends cleanly.
     for events in &mut streams {
         let frame = events.frame().await;
@@ -467,74 +447,63 @@ async fn shutdown_says_goodbye_and_ends_the_stream() {
 
 #[tokio::test]
 async fn watching_needs_a_read_credential() {
-    let steward = TestSteward::start().await;
-    let admin = steward.admin().await;
+    let node = node().await;
 
-    let response = open(&steward, None, "th_auth/watch", None).await;
+    let response = open(&node, None, "th_auth/watch", None).await;
     assert_eq!(response.status(), 401);
     let body: Value = response.json().await.unwrap();
     assert_eq!(error_code(&body), "AUTH_REQUIRED");
 
-    let response = open(
-        &steward,
-        Some("spl_test_sa_nobody_x"),
-        "th_auth/watch",
-        None,
-    )
-    .await;
+    let response = open(&node, Some("spl_test_sa_nobody_x"), "th_auth/watch", None).await;
     assert_eq!(response.status(), 401);
 
-    let writer = steward.token(&["records:write"], &[]).await;
-    let response = open(&steward, Some(&writer), "th_auth/watch", None).await;
+    let writer = node.steward.token(&["records:write"], &[]).await;
+    let response = open(&node, Some(&writer), "th_auth/watch", None).await;
     assert_eq!(response.status(), 403);
     let body: Value = response.json().await.unwrap();
     assert_eq!(error_code(&body), "SCOPE_FORBIDDEN");
 
     // A thread read grain opens that thread's feed and no other.
-    let grain = steward.token(&["thread:th_auth:read"], &[]).await;
-    let response = open(&steward, Some(&grain), "th_other/watch", None).await;
+    let grain = node.steward.token(&["thread:th_auth:read"], &[]).await;
+    let response = open(&node, Some(&grain), "th_other/watch", None).await;
     assert_eq!(response.status(), 403);
-    let mut events = watch(&steward, &grain, "th_auth/watch", None).await;
-    let record = write(&steward, &admin, "th_auth", 1).await;
+    let mut events = watch(&node, &grain, "th_auth/watch", None).await;
+    let record = write(&node, "th_auth", 1).await;
     assert_announces(&events.frame().await, &record);
 
-    let reader = steward.token(&["records:read"], &[]).await;
-    let mut events = watch(&steward, &reader, "th_auth/watch", None).await;
-    let record = write(&steward, &admin, "th_auth", 2).await;
+    let reader = node.steward.token(&["records:read"], &[]).await;
+    let mut events = watch(&node, &reader, "th_auth/watch", None).await;
+    let record = write(&node, "th_auth", 2).await;
     assert_announces(&events.frame().await, &record);
 }
 
 #[tokio::test]
 async fn an_unknown_thread_is_watched_and_gets_only_heartbeats() {
-    let steward = TestSteward::start_with(Options {
-        heartbeat: Duration::from_millis(300),
-        ..Options::default()
-    })
-    .await;
-    let token = steward.admin().await;
-    let mut events = watch(&steward, &token, "th_nobody_yet/watch", None).await;
-    write(&steward, &token, "th_somebody", 1).await;
+    let node = beating().await;
+    let token = node.token.clone();
+    let mut events = watch(&node, &token, "th_nobody_yet/watch", None).await;
+    write(&node, "th_somebody", 1).await;
     let mut heartbeats = 0;
     while heartbeats < 3 {
         let frame = events.frame().await;
         assert_eq!(frame.event.as_deref(), Some("heartbeat"), "{frame:?}");
         heartbeats += 1;
         if heartbeats == 1 {
-            write(&steward, &token, "th_somebody", 2).await;
+            write(&node, "th_somebody", 2).await;
         }
     }
 }
 
 #[tokio::test]
 async fn a_malformed_cursor_is_a_validation_error() {
-    let steward = TestSteward::start().await;
-    let token = steward.admin().await;
+    let node = node().await;
+    let token = node.token.clone();
     for (path, last_event_id) in [
         ("th_bad/watch", Some("not-a-number")),
         ("th_bad/watch", Some("12abc")),
         ("th_bad/watch?since_clock=yesterday", None),
     ] {
-        let response = open(&steward, Some(&token), path, last_event_id).await;
+        let response = open(&node, Some(&token), path, last_event_id).await;
         assert_eq!(response.status(), 400, "{path} {last_event_id:?}");
         let body: Value = response.json().await.unwrap();
         assert_eq!(error_code(&body), "VALIDATION_ERROR", "{body}");

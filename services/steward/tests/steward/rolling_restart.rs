@@ -1,21 +1,22 @@
 //! A rolling restart of two `steward` processes behind a load balancer, under a steady write load:
 //! every acknowledged write is stored and reaches a watcher, and clients that honour
 //! `retry_after_ms` (and resend an idempotent write after a broken connection) see no failed
-//! request.
-
-mod common;
+//! request. The load and the watcher are raw HTTP clients: what they check is how connections
+//! break and are retried.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::envelope;
-use common::hosted::{bootstrap_bearer, jwt, send, Balancer, Process, BASE_DOMAIN};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
-use syncropel_store::testing::with_test_database;
+use syncropel_client::ListParams;
+use syncropel_testkit::hosted::{client_with_host, new_tenant_at, Balancer, Process, BASE_DOMAIN};
+use syncropel_testkit::{all_records, envelope, with_test_database};
 use tokio_util::sync::CancellationToken;
+
+use crate::STEWARD_BIN;
 
 const LABEL: &str = "rolling";
 const THREAD: &str = "th_rolling";
@@ -331,26 +332,15 @@ async fn a_rolling_restart_under_load_loses_no_write_and_fails_no_request() {
     with_test_database(|url| async move {
         let run = Instant::now();
         let mut stewards = vec![
-            Process::start_with(&url, &DRAIN, &[]).await,
-            Process::start_with(&url, &DRAIN, &[]).await,
+            Process::start_with(STEWARD_BIN, &url, &DRAIN).await,
+            Process::start_with(STEWARD_BIN, &url, &DRAIN).await,
         ];
         let balancer = Balancer::start(&[&stewards[0].url, &stewards[1].url]).await;
         for steward in &stewards {
             until!("both replicas are ready", balancer.is_ready(&steward.url));
         }
 
-        let http = reqwest::Client::new();
-        let (status, body) = send(
-            http.post(format!("{}/provision", balancer.url))
-                .header("host", BASE_DOMAIN)
-                .bearer_auth(jwt("acct"))
-                .header("idempotency-key", "rolling")
-                .json(&json!({"label": LABEL, "bootstrap_token": "rolling-bootstrap-token"})),
-        )
-        .await;
-        assert_eq!(status, 202, "{body}");
-        assert_eq!(body["phase"], "ready", "{body}");
-        let token = bootstrap_bearer("rolling-bootstrap-token");
+        let token = new_tenant_at(&balancer.url, "acct", LABEL).await;
 
         let stop_watching = CancellationToken::new();
         let watched = Arc::new(Mutex::new(Watched::default()));
@@ -414,7 +404,7 @@ async fn a_rolling_restart_under_load_loses_no_write_and_fails_no_request() {
             );
             exits.push(took);
 
-            let replacement = Process::start_with(&url, &DRAIN, &[]).await;
+            let replacement = Process::start_with(STEWARD_BIN, &url, &DRAIN).await;
             until!("the replacement is ready", replacement.ready().await);
             balancer.replace(&old, &replacement.url);
             until!(
@@ -447,27 +437,16 @@ async fn a_rolling_restart_under_load_loses_no_write_and_fails_no_request() {
         let watched = std::mem::take(&mut *watched.lock().unwrap());
 
         // What the thread holds, read through the balancer.
-        let mut stored = Vec::new();
-        let mut cursor = String::new();
-        loop {
-            let (status, page) = send(
-                http.get(format!(
-                    "{}/v1/records?thread={THREAD}&limit=1000&cursor={cursor}",
-                    balancer.url
-                ))
-                .header("host", tenant_host())
-                .bearer_auth(&token),
-            )
-            .await;
-            assert_eq!(status, 200, "{page}");
-            for r in page["data"].as_array().unwrap() {
-                stored.push(r["id"].as_str().unwrap().to_string());
-            }
-            match page["next_cursor"].as_str() {
-                Some(next) => cursor = next.to_string(),
-                None => break,
-            }
-        }
+        let reader = client_with_host(&balancer.url, &tenant_host(), &token);
+        let listing = ListParams {
+            thread: Some(THREAD.into()),
+            ..ListParams::default()
+        };
+        let stored: Vec<String> = all_records(&reader, listing)
+            .await
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_string())
+            .collect();
 
         let replays = acked.iter().filter(|(_, status)| *status == 200).count();
         eprintln!(

@@ -1,0 +1,134 @@
+//! Namespaces and consent (section 3): what crosses between namespaces, in full or as stubs.
+
+use std::collections::BTreeSet;
+
+use serde_json::{json, Value};
+use syncropel_client::api::CreateGrant;
+use syncropel_testkit::Node;
+
+use super::paired;
+
+/// Grants consent as `body` describes; the grant as answered.
+async fn grant_consent(node: &Node, body: Value) -> Value {
+    let request: CreateGrant = serde_json::from_value(body).unwrap();
+    node.client
+        .grant_consent(&request)
+        .await
+        .unwrap()
+        .into_json()
+}
+
+#[tokio::test]
+async fn consent_decides_what_crosses_namespaces() {
+    let (a, b, _) = paired().await;
+    b.register_namespace("research").await;
+    a.register_namespace("research").await;
+    let thread = "th_fed_consent";
+    let actor = "did:sync:user:bob";
+    let research = |n: i64| json!({"namespace": "research", "n": n});
+
+    // No grant: nothing in `research` crosses into A's `default`.
+    let hidden = b.emit(thread, actor, 1, research(1)).await;
+    let pulled = a.pull(thread, &b.did()).await;
+    assert_eq!(pulled["pulled"], 0, "{pulled}");
+    // Records of the default namespace always cross.
+    let plain = b.emit(thread, actor, 2, json!({"n": 2})).await;
+    a.arrived(plain["id"].as_str().unwrap()).await;
+
+    // A grant for another peer opens nothing to this one.
+    grant_consent(&b, json!({"source_namespace": "research", "target_namespace": "default",
+                    "hash_levels": ["L0"], "peer_did": "did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK"})).await;
+    // … nor one for another thread.
+    grant_consent(
+        &b,
+        json!({"source_namespace": "research", "target_namespace": "default",
+                    "hash_levels": ["L0"], "threads": ["th_some_other"]}),
+    )
+    .await;
+    let elsewhere = b.emit(thread, actor, 20, research(20)).await;
+    let marker = b.emit(thread, actor, 21, json!({"n": 21})).await;
+    a.arrived(marker["id"].as_str().unwrap()).await;
+    assert!(a.record(elsewhere["id"].as_str().unwrap()).await.is_none());
+
+    // A grant with L0: full, signed records.
+    let grant = grant_consent(
+        &b,
+        json!({"source_namespace": "research", "target_namespace": "default",
+                    "hash_levels": ["L0", "L1"], "peer_did": a.did()}),
+    )
+    .await;
+    let full_id = grant["grant_id"].as_str().unwrap().to_string();
+    let full = b.emit(thread, actor, 3, research(3)).await;
+    let got = a.arrived(full["id"].as_str().unwrap()).await;
+    assert_eq!(got["body"], full["body"], "{got}");
+    assert_eq!(got["sig"], full["sig"]);
+    assert_eq!(got["signer"], b.did());
+    assert_eq!(got.get("redacted"), None, "{got}");
+    // What was hidden before is still behind A's cursor.
+    assert!(a.record(hidden["id"].as_str().unwrap()).await.is_none());
+
+    let listed = b.client.consent_grants(None).await.unwrap();
+    assert_eq!(listed.data.len(), 3, "{}", listed.json());
+
+    // Replace it with a grant without L0: stubs without a signature.
+    b.client.revoke_grant(&full_id, None).await.unwrap();
+    let grant = grant_consent(
+        &b,
+        json!({"source_namespace": "research", "target_namespace": "default",
+                    "hash_levels": ["L1", "L2", "L3"]}),
+    )
+    .await;
+    let stub_grant = grant["grant_id"].as_str().unwrap().to_string();
+    let secret = b.emit(thread, actor, 4, research(4)).await;
+    let stub = a.arrived(secret["id"].as_str().unwrap()).await;
+    assert_eq!(stub["body"], json!({"redacted": true}), "{stub}");
+    assert_eq!(stub["redacted"], true, "{stub}");
+    assert_eq!(
+        stub.get("sig").cloned().unwrap_or(Value::Null),
+        Value::Null,
+        "{stub}"
+    );
+    assert_eq!(stub["consent_grant"], stub_grant.as_str());
+    let levels = stub["hash_levels"].as_object().expect("hash_levels");
+    assert!(levels.contains_key("l1") && levels.contains_key("l2") && levels.contains_key("l3"));
+    assert!(!levels.contains_key("l0"), "{stub}");
+    assert_eq!(stub["clock"], 4);
+    assert_eq!(stub["actor"], actor);
+
+    // Revoked: records written afterwards stay home.
+    b.client.revoke_grant(&stub_grant, None).await.unwrap();
+    let after = b.emit(thread, actor, 5, research(5)).await;
+    let last = b.emit(thread, actor, 6, json!({"n": 6})).await;
+    a.arrived(last["id"].as_str().unwrap()).await;
+    assert!(a.record(after["id"].as_str().unwrap()).await.is_none());
+    let ids = a.ids(thread).await;
+    let expected: BTreeSet<String> = [&plain, &marker, &full, &secret, &last]
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, expected);
+}
+
+#[tokio::test]
+async fn records_of_a_namespace_the_receiver_lacks_are_quarantined() {
+    let (a, b, pair_id) = paired().await;
+    b.register_namespace("research").await;
+    grant_consent(&b, json!({"source_namespace": "research", "target_namespace": "default", "hash_levels": ["L0"]})).await;
+    let record = b
+        .emit(
+            "th_fed_ns",
+            "did:sync:user:bob",
+            1,
+            json!({"namespace": "research"}),
+        )
+        .await;
+    let pulled = a.pull("th_fed_ns", &b.did()).await;
+    assert_eq!(pulled["pulled"], 0, "{pulled}");
+    assert_eq!(pulled["quarantined"], 1, "{pulled}");
+    let held = a.quarantine(Some(&pair_id)).await;
+    assert_eq!(
+        held.get(record["id"].as_str().unwrap()).map(String::as_str),
+        Some("NAMESPACE_REJECTED")
+    );
+    assert!(a.ids("th_fed_ns").await.is_empty());
+}

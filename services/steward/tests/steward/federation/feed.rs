@@ -1,0 +1,327 @@
+//! What a peer may ask (section 8): refusals of the changes feed, legacy sync pairs, one-shot
+//! pulls without a pair, missing parents, and our own threads. Refusals are read raw, as the
+//! error envelope; the feed's pages go through the typed client, as a peer's puller reads them.
+
+use std::collections::BTreeSet;
+
+use serde_json::{json, Value};
+use syncropel_client::api::{
+    ChangesParams, CreateGrant, CreateSyncPair, FetchRecords, PullRequest,
+};
+use syncropel_client::{Client, ListParams};
+use syncropel_federation::state as fstate;
+use syncropel_protocol::sync::SyncCursor;
+use syncropel_testkit::{error_code, eventually, Node, TENANT};
+
+use super::{changes_as, legacy, ms, paired, start, try_pull, DEADLINE};
+
+/// A pull of `thread` from a URL with a token the peer gave, without a pair.
+fn pull_with_token(thread: &str, peer_url: &str, token: &str) -> PullRequest {
+    PullRequest {
+        thread: thread.into(),
+        peer: peer_url.into(),
+        peer_token: Some(token.into()),
+    }
+}
+
+/// `node`'s feed as the peer `actor` reads it with its pair `token`.
+fn as_peer(node: &Node, token: &str, actor: &str) -> Client {
+    node.steward.client(token).acting_as(actor).unwrap()
+}
+
+#[tokio::test]
+async fn the_changes_feed_refuses_what_a_peer_may_not_ask() {
+    let (a, b, pair_id) = paired().await;
+    let token = a.outbound_token(&pair_id).await.unwrap();
+    let me = a.did();
+    let meta = fstate::sync_meta(b.steward.state.store.as_ref(), TENANT)
+        .await
+        .unwrap();
+    let ahead = SyncCursor {
+        epoch: meta.epoch.clone(),
+        seq: 1_000_000,
+    }
+    .encode(&meta.mac_key());
+    let other_epoch = SyncCursor {
+        epoch: "ffffffffffffffff".into(),
+        seq: 1,
+    }
+    .encode(b"some other key");
+    for (query, status, code) in [
+        (
+            "thread=th_x&since=garbage".to_string(),
+            400,
+            "INVALID_CURSOR",
+        ),
+        (format!("thread=th_x&since={ahead}"), 400, "FUTURE_CURSOR"),
+        (
+            format!("thread=th_x&since={other_epoch}"),
+            409,
+            "CURSOR_EPOCH_MISMATCH",
+        ),
+        (
+            "thread=th_federation_pairs".into(),
+            403,
+            "THREAD_NOT_ALLOWED",
+        ),
+        ("thread=th_consent".into(), 403, "THREAD_NOT_ALLOWED"),
+        (
+            "thread=th_audit_federation_pairs".into(),
+            403,
+            "THREAD_NOT_ALLOWED",
+        ),
+        (
+            "thread=th_x&target_namespace=research".into(),
+            403,
+            "CONSENT_DENIED",
+        ),
+        ("thread=th_x&feed=sideways".into(), 400, "VALIDATION_ERROR"),
+    ] {
+        let (got, body) = changes_as(&b, &token, &me, &query).await;
+        assert_eq!(got, status, "{query}: {body}");
+        assert_eq!(error_code(&body), code, "{query}");
+    }
+    // No actor claim, or another actor's.
+    let request = b
+        .steward
+        .http
+        .get(format!("{}/v1/sync/changes?thread=th_x", b.url()))
+        .bearer_auth(&token);
+    let (status, body) = b.steward.send(request).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(error_code(&body), "DID_CLAIM_DENIED");
+    let (status, body) = changes_as(&b, &token, "did:sync:user:mallory", "thread=th_x").await;
+    assert_eq!(status, 403, "{body}");
+    // A pair token opens nothing else.
+    let (status, body) = b.steward.get(&token, "/v1/records?limit=10").await;
+    assert_eq!(status, 403, "{body}");
+
+    // An empty thread answers an empty page whose cursor is the one sent.
+    let peer = as_peer(&b, &token, &me);
+    let page = peer
+        .sync_changes::<Value>(&ChangesParams {
+            thread: "th_nothing_yet".into(),
+            ..ChangesParams::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.records, Vec::<Value>::new());
+    assert_eq!(page.next_cursor, "");
+    assert!(!page.has_more);
+    // Pages follow commit order, with has_more and a cursor that never skips.
+    for clock in 1..=5 {
+        b.emit(
+            "th_fed_pages",
+            "did:sync:user:bob",
+            clock,
+            json!({"c": clock}),
+        )
+        .await;
+    }
+    let mut params = ChangesParams {
+        thread: "th_fed_pages".into(),
+        limit: Some(2),
+        ..ChangesParams::default()
+    };
+    let mut seen = Vec::new();
+    loop {
+        let page = peer.sync_changes::<Value>(&params).await.unwrap();
+        for item in &page.records {
+            seen.push(item["record"]["clock"].as_i64().unwrap());
+            assert!(item["record"]["sig"].is_string());
+        }
+        params.since = page.next_cursor;
+        if !page.has_more {
+            break;
+        }
+    }
+    assert_eq!(seen, vec![1, 2, 3, 4, 5]);
+    // Fetching by id: served threads only.
+    let wanted = b.ids("th_fed_pages").await;
+    let mut ids: Vec<String> = wanted.iter().cloned().collect();
+    let pairs = b
+        .client
+        .list_records::<Value>(&ListParams {
+            thread: Some("th_federation_pairs".into()),
+            limit: Some(10),
+            ..ListParams::default()
+        })
+        .await
+        .unwrap();
+    ids.push(pairs.data[0]["id"].as_str().unwrap().to_string());
+    let fetched = peer
+        .sync_records::<Value>(&FetchRecords { ids }, None)
+        .await
+        .unwrap();
+    let got: BTreeSet<String> = fetched
+        .records
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(got, wanted);
+}
+
+#[tokio::test]
+async fn a_legacy_pair_to_a_paired_peer_uses_the_pair_token() {
+    let (a, b, _) = paired().await;
+    let thread = "th_fed_legacy_pair";
+    // No token: the pair's own bearer is used.
+    let request = CreateSyncPair {
+        peer_did: b.did(),
+        peer_url: Some(b.url().into()),
+        thread_id: thread.into(),
+        peer_token: None,
+    };
+    let created = a
+        .client
+        .create_sync_pair(&request)
+        .await
+        .unwrap()
+        .into_json();
+    assert!(created.get("warning").is_none(), "{created}");
+    let id = created["pair_id"].as_str().unwrap().to_string();
+    let record = b.emit(thread, "did:sync:user:bob", 1, json!({})).await;
+    a.arrived(record["id"].as_str().unwrap()).await;
+    let pair = eventually("running", DEADLINE, || async {
+        let pair = legacy(&a, &id).await;
+        (pair["state"] == "running").then_some(pair)
+    })
+    .await;
+    assert_eq!(pair["thread_id"], thread);
+    // Pause, then remove: nothing more crosses.
+    let paused = a.client.pause_sync_pair(&id).await.unwrap().into_json();
+    assert_eq!(paused["state"], "paused");
+    let removed = a.client.remove_sync_pair(&id).await.unwrap().into_json();
+    assert_eq!(removed["state"], "stopped");
+    let (status, _) = a.get(&format!("/v1/sync/pairs/{id}")).await;
+    assert_eq!(status, 404);
+    let late = b.emit(thread, "did:sync:user:bob", 2, json!({})).await;
+    tokio::time::sleep(ms(500)).await;
+    assert!(a.record(late["id"].as_str().unwrap()).await.is_none());
+
+    // Added again, it runs again and catches up.
+    let again = a.client.create_sync_pair(&request).await.unwrap();
+    assert_eq!(again.pair_id, id);
+    a.arrived(late["id"].as_str().unwrap()).await;
+    let pair = eventually("running again", DEADLINE, || async {
+        let pair = legacy(&a, &id).await;
+        (pair["state"] == "running").then_some(pair)
+    })
+    .await;
+    assert_eq!(pair["thread_id"], thread);
+    let list = a.client.sync_pairs().await.unwrap();
+    assert_eq!(list.data.len(), 1, "{}", list.json());
+}
+
+#[tokio::test]
+async fn a_one_shot_pull_without_a_pair_needs_a_peer_token_and_a_url() {
+    let a = start().await;
+    let b = start().await;
+    let thread = "th_fed_once";
+    let record = b.emit(thread, "did:sync:user:bob", 1, json!({})).await;
+    let (status, refusal) = try_pull(&a, thread, &b.did()).await;
+    assert_eq!(status, 404, "{refusal}");
+    assert_eq!(error_code(&refusal), "unpaired_peer");
+    let token = b.steward.token(&["federation:sync_pull"], &[]).await;
+    let (status, refusal) = a
+        .post(
+            "/v1/sync/pull",
+            &json!({"thread": thread, "peer": b.did(), "peer_token": token}),
+        )
+        .await;
+    assert_eq!(status, 400, "{refusal}");
+    let pulled = a
+        .client
+        .pull(&pull_with_token(thread, b.url(), &token))
+        .await
+        .unwrap();
+    assert_eq!(pulled.json()["pulled"], 1, "{}", pulled.json());
+    let got = a.arrived(record["id"].as_str().unwrap()).await;
+    assert_eq!(got["sig"], record["sig"]);
+    // A bad token is the peer's refusal, classified.
+    let (status, refusal) = a
+        .post(
+            "/v1/sync/pull",
+            &json!({"thread": thread, "peer": b.url(), "peer_token": "spl_test_sa_nobody_x"}),
+        )
+        .await;
+    assert_eq!(status, 502, "{refusal}");
+    assert_eq!(refusal["peer_error"], "HTTP_4XX", "{refusal}");
+}
+
+/// A pulled record whose parent lives on a thread the puller does not pull gets its parent
+/// fetched (`POST /v1/sync/records`), verified and stored; the parent's thread is not
+/// otherwise pulled.
+#[tokio::test]
+async fn missing_parents_are_fetched_from_the_source() {
+    let (a, b, _) = paired().await;
+    let parent = b
+        .emit(
+            "th_fed_parent_side",
+            "did:sync:user:bob",
+            1,
+            json!({"p": 1}),
+        )
+        .await;
+    let parent_id = parent["id"].as_str().unwrap();
+    let other = b
+        .emit(
+            "th_fed_parent_side",
+            "did:sync:user:bob",
+            2,
+            json!({"p": 2}),
+        )
+        .await;
+    let envelope = json!({"act": "DO", "actor": "did:sync:user:bob", "thread": "th_fed_child_side",
+        "clock": 1, "parents": [parent_id], "body": {"c": 1}});
+    b.write(&envelope).await;
+    let pulled = a.pull("th_fed_child_side", &b.did()).await;
+    assert_eq!(pulled["pulled"], 1, "{pulled}");
+    let held = a.arrived(parent_id).await;
+    assert_eq!(held["sig"], parent["sig"]);
+    assert_eq!(held["signer"], parent["signer"]);
+    // Only the parent: its thread was not pulled.
+    assert!(a.record(other["id"].as_str().unwrap()).await.is_none());
+}
+
+/// A peer can never fill this steward's own threads: a parent on the peer's `th_consent` is
+/// quarantined, not stored, so it cannot grant anything here; pulling such a thread is refused;
+/// and a token of an account made for a pair that is not live is refused, not taken as legacy.
+#[tokio::test]
+async fn peers_cannot_write_our_own_threads_and_orphan_pair_tokens_are_refused() {
+    let (a, b, _) = paired().await;
+    let grant: CreateGrant = serde_json::from_value(
+        json!({"source_namespace": "default", "target_namespace": "team", "hash_levels": ["L0"]}),
+    )
+    .unwrap();
+    b.client.grant_consent(&grant).await.unwrap();
+    let records = b.records("th_consent").await;
+    let grant_record = records[0]["id"].as_str().unwrap().to_string();
+    let envelope = json!({"act": "DO", "actor": "did:sync:user:bob", "thread": "th_fed_sneaky",
+        "clock": 1, "parents": [grant_record], "body": {}});
+    let child = b.write(&envelope).await;
+    let pulled = a.pull("th_fed_sneaky", &b.did()).await;
+    assert_eq!(pulled["pulled"], 1, "{pulled}");
+    a.arrived(child["id"].as_str().unwrap()).await;
+    tokio::time::sleep(ms(300)).await;
+    assert!(a.record(&grant_record).await.is_none());
+    let grants = a.client.consent_grants(None).await.unwrap();
+    assert!(grants.data.is_empty(), "{}", grants.json());
+
+    for thread in ["th_consent", "th_federation_pairs", "th_audit_tokens"] {
+        let (status, refused) = a
+            .post("/v1/sync/pull", &json!({"thread": thread, "peer": b.did()}))
+            .await;
+        assert_eq!(status, 403, "{refused}");
+        assert_eq!(refused["code"], "THREAD_NOT_ALLOWED");
+    }
+
+    // An account named as a pair's, with no pair behind it.
+    let orphan = a
+        .steward
+        .token_named("pair did:key:z6MkOrphan", &["federation:sync_pull"], &[])
+        .await;
+    let (status, refused) =
+        changes_as(&a, &orphan, "did:key:z6MkOrphan", "thread=th_fed_sneaky").await;
+    assert_eq!(status, 401, "{refused}");
+}

@@ -1,0 +1,314 @@
+//! A hostile peer (section 5): every way a changes page can be wrong gets a classified error,
+//! and nothing of a bad page is stored.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt as _;
+use serde_json::{json, Value};
+use syncropel_federation::{FederationConfig, PeerTimeouts};
+use syncropel_protocol::sync::SyncCursor;
+use syncropel_protocol::{Envelope, Keypair};
+use syncropel_testkit::{eventually, Node, Options};
+
+use super::{config, legacy, legacy_pair, ms, signed_item, DEADLINE};
+
+/// A fake peer whose `GET /v1/sync/changes` misbehaves according to the thread asked for.
+struct Fake {
+    key: Keypair,
+    /// The `since` of every request, per thread.
+    seen: Mutex<HashMap<String, Vec<String>>>,
+}
+
+const ANY_KEY: &[u8] = b"any key: the puller only peeks at cursors";
+
+fn cursor_at(seq: i64) -> String {
+    SyncCursor {
+        epoch: "00112233aabbccdd".into(),
+        seq,
+    }
+    .encode(ANY_KEY)
+}
+
+impl Fake {
+    fn item(&self, thread: &str, clock: i64) -> Value {
+        signed_item(
+            &self.key,
+            thread,
+            &self.key.did_key(),
+            clock,
+            json!({"c": clock}),
+        )
+    }
+
+    /// A record whose signature is by another key.
+    fn forged(&self, thread: &str, clock: i64) -> Value {
+        let mut item = self.item(thread, clock);
+        let other = Keypair::generate();
+        let record = item["record"].clone();
+        let canonical = Envelope::from_value(record).unwrap().canonical_json();
+        item["record"]["sig"] = json!(other.sign_hex(canonical.as_bytes()));
+        item
+    }
+
+    fn id(&self, thread: &str, clock: i64) -> String {
+        self.item(thread, clock)["id"].as_str().unwrap().to_string()
+    }
+
+    fn seen(&self, thread: &str) -> Vec<String> {
+        self.seen
+            .lock()
+            .unwrap()
+            .get(thread)
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+fn page(thread: &str, records: Vec<Value>, next: &str) -> Response {
+    json_response(
+        200,
+        json!({"object": "sync_changes", "thread": thread, "records": records,
+               "next_cursor": next, "has_more": false})
+        .to_string(),
+    )
+}
+
+fn json_response(status: u16, body: impl Into<axum::body::Body>) -> Response {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(body.into())
+        .unwrap()
+}
+
+async fn fake_changes(
+    State(fake): State<Arc<Fake>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let thread = query.get("thread").cloned().unwrap_or_default();
+    let since = query.get("since").cloned().unwrap_or_default();
+    fake.seen
+        .lock()
+        .unwrap()
+        .entry(thread.clone())
+        .or_default()
+        .push(since.clone());
+    let t = thread.as_str();
+    match t {
+        "th_bad_sig" if since.is_empty() => {
+            let mut tampered = fake.item(t, 3);
+            tampered["record"]["body"] = json!({"c": "changed"});
+            let mut unsigned = fake.item(t, 4);
+            unsigned["record"].as_object_mut().unwrap().remove("sig");
+            let mut stranger = signed_item(&Keypair::generate(), t, "did:sync:user:x", 5, json!({}));
+            stranger["record"]["signer"] = json!("did:web:example.com");
+            page(
+                t,
+                vec![fake.item(t, 1), fake.forged(t, 2), tampered, unsigned, stranger],
+                &cursor_at(2),
+            )
+        }
+        // The second record takes the (thread, actor, clock) of one the puller holds.
+        "th_clash" if since.is_empty() => page(
+            t,
+            vec![fake.item(t, 1), fake.item(t, 2)],
+            &cursor_at(2),
+        ),
+        "th_clash" => page(t, Vec::new(), &since),
+        "th_loop" => json_response(
+            200,
+            json!({"object": "sync_changes", "thread": t, "records": [], "next_cursor": since, "has_more": true})
+                .to_string(),
+        ),
+        "th_bad_sig" => page(t, Vec::new(), &since),
+        "th_other_thread" => page(
+            t,
+            vec![fake.item(t, 1), fake.item("th_elsewhere", 2)],
+            &cursor_at(2),
+        ),
+        "th_malformed" => json_response(
+            200,
+            format!(r#"{{"object": "sync_changes", "thread": "{t}", "records": [{}"#, fake.item(t, 1)),
+        ),
+        "th_not_a_page" => json_response(200, r#"{"hello": "world"}"#),
+        "th_backwards" if since.is_empty() => page(t, vec![fake.item(t, 1)], &cursor_at(10)),
+        "th_backwards" => page(t, vec![fake.item(t, 2)], &cursor_at(5)),
+        "th_oversize" => {
+            let padding = " ".repeat(9 * 1024 * 1024);
+            json_response(
+                200,
+                format!(
+                    r#"{{"object": "sync_changes", "thread": "{t}", "records": [{}], "next_cursor": "{}", "has_more": false}}{padding}"#,
+                    fake.item(t, 1),
+                    cursor_at(1)
+                ),
+            )
+        }
+        "th_endless" => {
+            let head = format!(
+                r#"{{"object": "sync_changes", "thread": "{t}", "records": [{}], "pad": ""#,
+                fake.item(t, 1)
+            );
+            let chunk = bytes::Bytes::from(vec![b'a'; 64 * 1024]);
+            let stream = futures_util::stream::once(async move { bytes::Bytes::from(head) })
+                .chain(futures_util::stream::repeat(chunk))
+                .map(Ok::<_, std::convert::Infallible>);
+            json_response(200, axum::body::Body::from_stream(stream))
+        }
+        "th_slow" => {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            page(t, vec![fake.item(t, 1)], &cursor_at(1))
+        }
+        "th_server_error" => json_response(500, r#"{"object":"error","code":"INTERNAL","message":"boom","type":"api_error"}"#),
+        "th_unauthorized" => json_response(401, r#"{"object":"error","code":"AUTH_INVALID","message":"who are you","type":"authentication_error"}"#),
+        _ => page(t, Vec::new(), &since),
+    }
+    .into_response()
+}
+
+async fn start_fake() -> (String, Arc<Fake>) {
+    let fake = Arc::new(Fake {
+        key: Keypair::generate(),
+        seen: Mutex::default(),
+    });
+    let app = axum::Router::new()
+        .route("/v1/sync/changes", axum::routing::get(fake_changes))
+        .with_state(fake.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, fake)
+}
+
+#[tokio::test]
+async fn a_hostile_peer_gets_classified_errors_and_stores_nothing_from_bad_pages() {
+    let (url, fake) = start_fake().await;
+    let a = Node::start(Options {
+        federation: FederationConfig {
+            peer_timeouts: PeerTimeouts {
+                connect: Duration::from_secs(1),
+                request: ms(1500),
+                longpoll: ms(1500),
+            },
+            ..config()
+        },
+        ..Options::default()
+    })
+    .await;
+    let did = fake.key.did_key();
+    let cases = [
+        ("th_other_thread", "PARSE_ERROR"),
+        ("th_malformed", "PARSE_ERROR"),
+        ("th_not_a_page", "PARSE_ERROR"),
+        ("th_loop", "PARSE_ERROR"),
+        ("th_backwards", "PARSE_ERROR"),
+        ("th_oversize", "PARSE_ERROR"),
+        ("th_endless", "PARSE_ERROR"),
+        ("th_slow", "TIMEOUT"),
+        ("th_server_error", "HTTP_5XX"),
+        ("th_unauthorized", "HTTP_4XX"),
+    ];
+    let mut ids = HashMap::new();
+    for (thread, _) in cases {
+        ids.insert(thread, legacy_pair(&a, &did, &url, thread, "x").await);
+    }
+    let bad_sig = legacy_pair(&a, &did, &url, "th_bad_sig", "x").await;
+
+    for (thread, code) in cases {
+        let pair = eventually(
+            &format!("{thread} failing with {code}"),
+            DEADLINE,
+            || async {
+                let pair = legacy(&a, &ids[thread]).await;
+                (pair["state"] == "failing" && pair["last_error"]["code"] == code).then_some(pair)
+            },
+        )
+        .await;
+        assert!(pair["retries"].as_u64().unwrap() >= 1, "{pair}");
+        assert!(pair["last_error"]["message"].is_string(), "{pair}");
+    }
+    assert_eq!(
+        legacy(&a, &ids["th_unauthorized"]).await["last_error"]["http_status"],
+        401
+    );
+
+    // A bad signature is no protocol violation: the record is quarantined, its neighbour stored,
+    // and the cursor moves past both.
+    let pair = eventually("th_bad_sig past its page", DEADLINE, || async {
+        let pair = legacy(&a, &bad_sig).await;
+        (fake.seen("th_bad_sig").iter().any(|s| *s == cursor_at(2))).then_some(pair)
+    })
+    .await;
+    assert_eq!(pair["state"], "running", "{pair}");
+    assert!(pair["last_error"].is_null(), "{pair}");
+    assert_eq!(
+        a.ids("th_bad_sig").await,
+        BTreeSet::from([fake.id("th_bad_sig", 1)])
+    );
+    let held = a.quarantine(Some(&bad_sig)).await;
+    let stranger_id = held
+        .iter()
+        .find(|(_, code)| *code == "SIGNER_UNRESOLVED")
+        .map(|(id, _)| id.clone());
+    let mut expected = HashMap::from([
+        (fake.id("th_bad_sig", 2), "SIGNATURE_INVALID".to_string()),
+        (fake.id("th_bad_sig", 3), "ID_MISMATCH".to_string()),
+        (fake.id("th_bad_sig", 4), "SIGNATURE_REQUIRED".to_string()),
+    ]);
+    expected.insert(
+        stranger_id.expect("the unresolvable signer is held"),
+        "SIGNER_UNRESOLVED".into(),
+    );
+    assert_eq!(held, expected);
+
+    // A record whose (thread, actor, clock) is taken here is held back; the rest goes in.
+    let taken = json!({"act": "KNOW", "actor": did, "thread": "th_clash", "clock": 2, "body": {"mine": true}});
+    let local = a.write(&taken).await;
+    let clash = legacy_pair(&a, &did, &url, "th_clash", "x").await;
+    eventually("th_clash past its page", DEADLINE, || async {
+        fake.seen("th_clash")
+            .iter()
+            .any(|s| *s == cursor_at(2))
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        a.ids("th_clash").await,
+        BTreeSet::from([
+            fake.id("th_clash", 1),
+            local["id"].as_str().unwrap().to_string()
+        ])
+    );
+    assert_eq!(
+        a.quarantine(Some(&clash)).await,
+        HashMap::from([(fake.id("th_clash", 2), "DUPLICATE_CLOCK".to_string())])
+    );
+
+    // Nothing from a bad page was stored, and the cursor stayed where it was.
+    for (thread, _) in cases {
+        let stored = a.ids(thread).await;
+        if thread == "th_backwards" {
+            // The first page was fine; the one going backwards is not stored.
+            assert_eq!(stored, BTreeSet::from([fake.id(thread, 1)]), "{thread}");
+            let seen = fake.seen(thread);
+            assert!(seen.len() >= 3, "{seen:?}");
+            assert!(seen[1..].iter().all(|s| *s == cursor_at(10)), "{seen:?}");
+        } else {
+            assert!(stored.is_empty(), "{thread}: {stored:?}");
+            if thread != "th_slow" {
+                let seen = fake.seen(thread);
+                assert!(seen.len() >= 2, "{thread}: {seen:?}");
+                assert!(seen.iter().all(String::is_empty), "{thread}: {seen:?}");
+            }
+        }
+        assert!(
+            a.quarantine(Some(&ids[thread])).await.is_empty(),
+            "{thread}"
+        );
+    }
+    assert!(a.ids("th_elsewhere").await.is_empty());
+}

@@ -1,0 +1,193 @@
+//! The pair lifecycle (section 8): pausing either side, a peer that revoked while we were away,
+//! failing and unreachable peers, and a source whose store was made anew.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+use syncropel_client::api::PairReason;
+use syncropel_federation::state as fstate;
+use syncropel_testkit::{error_code, eventually, Node, Options, TENANT};
+
+use super::{config, ms, paired, try_pull, DEADLINE};
+
+#[tokio::test]
+async fn pausing_either_side_stops_the_flow_until_resume() {
+    let (a, b, pair_id) = paired().await;
+    let thread = "th_fed_pause_flow";
+    let actor = "did:sync:user:bob";
+    a.pull(thread, &b.did()).await;
+    let first = b.emit(thread, actor, 1, json!({"c": 1})).await;
+    a.arrived(first["id"].as_str().unwrap()).await;
+
+    let reason = PairReason::default();
+    for (side, name) in [(&a, "puller"), (&b, "source")] {
+        side.client.pause_pair(&pair_id, &reason).await.unwrap();
+        let clock = if name == "puller" { 2 } else { 3 };
+        let held = b.emit(thread, actor, clock, json!({"c": clock})).await;
+        tokio::time::sleep(ms(800)).await;
+        assert!(
+            a.record(held["id"].as_str().unwrap()).await.is_none(),
+            "a record crossed a pair paused on the {name} side"
+        );
+        if name == "puller" {
+            let (status, refusal) = try_pull(&a, thread, &b.did()).await;
+            assert_eq!(status, 403, "{refusal}");
+            assert_eq!(error_code(&refusal), "pair_paused");
+        }
+        side.client.resume_pair(&pair_id, &reason).await.unwrap();
+        a.arrived(held["id"].as_str().unwrap()).await;
+    }
+    assert_eq!(a.ids(thread).await.len(), 3);
+}
+
+#[tokio::test]
+async fn a_peer_that_revoked_while_we_were_away_degrades_the_pair() {
+    let (a, b, pair_id) = paired().await;
+    let thread = "th_fed_away";
+    a.pull(thread, &b.did()).await;
+    let away = a.stop().await;
+
+    b.client
+        .revoke_pair(&pair_id, &PairReason::default())
+        .await
+        .unwrap();
+
+    // Back on its address, A resumes its pull job at startup.
+    let a = Node::start(Options {
+        federation: config(),
+        ..Options::restart(away)
+    })
+    .await;
+    let pair = eventually("degraded", DEADLINE, || async {
+        let pair = a.pair(&pair_id).await;
+        (pair["state"] == "degraded" && pair["sync_health"]["status"] == "failing").then_some(pair)
+    })
+    .await;
+    assert_eq!(pair["degraded_cause"], "auth_401", "{pair}");
+    assert_eq!(pair["sync_health"]["status"], "failing", "{pair}");
+    assert_eq!(
+        pair["sync_health"]["last_error"]["http_status"], 401,
+        "{pair}"
+    );
+
+    // Pairing again starts the generation after the revoked one, on both sides.
+    let again = a.pair_with(b.url()).await;
+    assert_eq!(again["generation"], 2, "{again}");
+    let theirs = b.pair(&pair_id).await;
+    assert_eq!(theirs["state"], "active", "{theirs}");
+    assert_eq!(theirs["generation"], 2, "{theirs}");
+    assert_eq!(
+        again["tokens"]["outbound"]["token_id"],
+        theirs["tokens"]["inbound"]["token_id"]
+    );
+    // The pull job of the old generation goes on with the new credential.
+    let record = b.emit(thread, "did:sync:user:bob", 1, json!({})).await;
+    a.pull(thread, &b.did()).await;
+    a.arrived(record["id"].as_str().unwrap()).await;
+}
+
+#[tokio::test]
+async fn a_failing_peer_shows_in_sync_health_and_the_pair_stays_active() {
+    let (a, b, pair_id) = paired().await;
+    a.pull("th_fed_health", &b.did()).await;
+    b.stop().await;
+    let pair = eventually("failing", DEADLINE, || async {
+        let pair = a.pair(&pair_id).await;
+        (pair["sync_health"]["status"] == "failing").then_some(pair)
+    })
+    .await;
+    assert_eq!(pair["state"], "active", "{pair}");
+    assert_eq!(
+        pair["sync_health"]["last_error"]["code"], "CONNECT_REFUSED",
+        "{pair}"
+    );
+}
+
+#[tokio::test]
+async fn a_source_whose_store_was_made_anew_is_pulled_again_from_the_start() {
+    let (a, b, _) = paired().await;
+    let thread = "th_fed_epoch";
+    let actor = "did:sync:user:bob";
+    let first = b.emit(thread, actor, 1, json!({"c": 1})).await;
+    let pulled = a.pull(thread, &b.did()).await;
+    assert_eq!(pulled["pulled"], 1, "{pulled}");
+    // B's store gets a new life (as after an import): another epoch and cursor key.
+    let fresh = json!({"epoch": "0123456789abcdef", "key": hex::encode([7u8; 32])}).to_string();
+    b.steward
+        .state
+        .store
+        .write(
+            TENANT,
+            Vec::new(),
+            vec![syncropel_store::StateChange::put(
+                fstate::SYNC_META,
+                "cursor",
+                fresh,
+            )],
+        )
+        .await
+        .unwrap();
+    let second = b.emit(thread, actor, 2, json!({"c": 2})).await;
+    // The held cursor is of the old life: refused as such (409), the puller starts again
+    // (its pull job may have been first; either way the pull succeeds).
+    let again = a.pull(thread, &b.did()).await;
+    assert_eq!(again["quarantined"], 0, "{again}");
+    a.arrived(second["id"].as_str().unwrap()).await;
+    let third = b.emit(thread, actor, 3, json!({"c": 3})).await;
+    a.arrived(third["id"].as_str().unwrap()).await;
+    assert_eq!(a.ids(thread).await.len(), 3);
+    assert!(a.record(first["id"].as_str().unwrap()).await.is_some());
+}
+
+/// A peer that has not answered for more than a day degrades the pair (`unreachable_24h`, read
+/// from the cursor row's last success, so it holds across restarts); when the peer is back the
+/// next successful pull recovers it.
+#[tokio::test]
+async fn a_peer_unreachable_for_a_day_degrades_the_pair_and_recovers() {
+    use syncropel_federation::state::{pull_cursor, put_cursor};
+    let (a, b, pair_id) = paired().await;
+    let thread = "th_fed_unreachable";
+    a.pull(thread, &b.did()).await;
+    let store = a.steward.state.store.clone();
+    let mut cursor = pull_cursor(store.as_ref(), TENANT, &pair_id, thread)
+        .await
+        .unwrap()
+        .unwrap();
+    let down = b.stop().await;
+    // The last success, a day and an hour ago.
+    cursor.last_sync_at = Some(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+            - 25 * 3600,
+    );
+    store
+        .write(
+            TENANT,
+            Vec::new(),
+            vec![put_cursor(&pair_id, thread, &cursor)],
+        )
+        .await
+        .unwrap();
+    let pair = eventually("degraded", DEADLINE, || async {
+        let pair = a.pair(&pair_id).await;
+        (pair["state"] == "degraded").then_some(pair)
+    })
+    .await;
+    assert_eq!(pair["degraded_cause"], "unreachable_24h", "{pair}");
+
+    let b = Node::start(Options {
+        federation: config(),
+        ..Options::restart(down)
+    })
+    .await;
+    let record = b.emit(thread, "did:sync:user:bob", 7, json!({})).await;
+    a.arrived(record["id"].as_str().unwrap()).await;
+    let pair = eventually("recovered", DEADLINE, || async {
+        let pair = a.pair(&pair_id).await;
+        (pair["state"] == "active").then_some(pair)
+    })
+    .await;
+    assert_eq!(pair["degraded_cause"], Value::Null, "{pair}");
+}

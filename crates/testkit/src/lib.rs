@@ -13,6 +13,9 @@
 //!   [`Process`](hosted::Process)es, and a [`Balancer`](hosted::Balancer) in front of them.
 //! - [`Directory`]: the did:sync directory on a SQLite file of its own.
 
+// A fixture that cannot set up fails its test, with the reason: that is what a panic is here.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod directory;
 pub mod hosted;
 mod local;

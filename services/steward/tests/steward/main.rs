@@ -3,6 +3,8 @@
 //! over HTTP on 127.0.0.1. Fixtures come from `syncropel-testkit`; the hosted tests need the
 //! Postgres server of `DATABASE_URL`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
+
 mod discovery;
 mod federation;
 mod federation_hosted;

@@ -1,14 +1,13 @@
 //! Every vector in `tests/vectors/records.json` (generated with the Python
 //! SDK 0.7.0) must pass.
 
-mod common;
-
-use common::{input_bytes, parse_input, record, records, str_of, vectors};
 use syncropel_protocol::{
     canonical_string, did_key_from_public, hash_level_preimages, parse_json,
     public_key_from_did_key, record_id, sha256_hex, validate_kind, verify_signature, Envelope,
     Keypair, DEFAULT_MAX_DEPTH,
 };
+
+use crate::common::{self, input_bytes, parse_input, record, records, str_of, vectors};
 
 #[test]
 fn input_bytes_are_non_canonical() {
@@ -67,17 +66,15 @@ fn hash_levels_and_preimages() {
         let name = str_of(&r, "name");
         let env = parse_input(&r);
         let levels = env.hash_levels();
-        let want = &r["hash_levels"];
-        assert_eq!(levels.l0, str_of(want, "l0"), "{name}");
-        assert_eq!(levels.l1, str_of(want, "l1"), "{name}");
-        assert_eq!(levels.l2, str_of(want, "l2"), "{name}");
-        assert_eq!(levels.l3, str_of(want, "l3"), "{name}");
         let pre = hash_level_preimages(env.act.as_str(), &env.body);
-        let want = &r["hash_level_preimages"];
-        assert_eq!(pre.l0, str_of(want, "l0"), "{name}");
-        assert_eq!(pre.l1, str_of(want, "l1"), "{name}");
-        assert_eq!(pre.l2, str_of(want, "l2"), "{name}");
-        assert_eq!(pre.l3, str_of(want, "l3"), "{name}");
+        for (key, got) in [
+            ("hash_levels", [levels.l0, levels.l1, levels.l2, levels.l3]),
+            ("hash_level_preimages", [pre.l0, pre.l1, pre.l2, pre.l3]),
+        ] {
+            for (level, got) in ["l0", "l1", "l2", "l3"].into_iter().zip(got) {
+                assert_eq!(got, str_of(&r[key], level), "{name} {key}.{level}");
+            }
+        }
     }
 }
 

@@ -15,7 +15,7 @@ fn canonical_f64(f: f64) -> String {
 /// patterns, human-scale magnitudes and halfway cases (ties to even).
 #[test]
 fn matches_cpython_table() {
-    let table = include_str!("fixtures/python_float_canonical.txt");
+    let table = include_str!("../fixtures/python_float_canonical.txt");
     let mut checked = 0;
     for line in table.lines().filter(|l| !l.starts_with('#')) {
         let (bits, want) = line.split_once(' ').unwrap();

@@ -1,13 +1,11 @@
 //! PROTOCOL §16 checklist items that belong to the protocol crate:
 //! 5–12, 27, 29 and 32.
 
-mod common;
-
-use common::{parse_input, record, records, str_of, vectors};
 use syncropel_protocol::{
-    canonical_string, parse_json, DataType, Envelope, ErrorCode, Keypair, ProtocolError,
-    DEFAULT_MAX_DEPTH,
+    canonical_string, parse_json, DataType, Envelope, ErrorCode, Keypair, DEFAULT_MAX_DEPTH,
 };
+
+use crate::common::{code_of, parse, parse_input, record, records, str_of, vectors};
 
 const THREAD: &str = "th_ee697f96a2c3ce510b21538e865de84a04cbd71057871b87956abe1113dce943";
 
@@ -15,17 +13,6 @@ fn envelope_with(members: &str) -> String {
     format!(
         r#"{{"act":"DO","actor":"did:sync:user:alice","clock":1,"thread":"{THREAD}",{members}}}"#
     )
-}
-
-fn parse(text: &str) -> Result<Envelope, ProtocolError> {
-    Envelope::parse(text.as_bytes(), DEFAULT_MAX_DEPTH)
-}
-
-fn code_of(text: &str) -> ErrorCode {
-    match parse(text) {
-        Ok(_) => panic!("accepted: {text}"),
-        Err(e) => e.code(),
-    }
 }
 
 /// §16.5: unsorted parents yield the sorted-list id and come back sorted.

@@ -1,13 +1,8 @@
 //! Refusals of malformed envelopes, with their stable codes.
 
-use syncropel_protocol::{parse_json, Envelope, ErrorCode, DEFAULT_MAX_DEPTH};
+use syncropel_protocol::{parse_json, ErrorCode};
 
-fn code(text: &str) -> ErrorCode {
-    match Envelope::parse(text.as_bytes(), DEFAULT_MAX_DEPTH) {
-        Ok(env) => panic!("accepted {text}: {env:?}"),
-        Err(e) => e.code(),
-    }
-}
+use crate::common::{code_of, parse};
 
 fn with_body(body: &str) -> String {
     format!(
@@ -40,10 +35,7 @@ fn json_level_refusals() {
         &with_body(&format!(r#"{{"x":{}}}"#, "1".repeat(4301))),
         r#"{"act":"PUT"} trailing"#,
     ] {
-        let got = match Envelope::parse(text.as_bytes(), DEFAULT_MAX_DEPTH) {
-            Ok(_) => panic!("accepted {text}"),
-            Err(e) => e.code(),
-        };
+        let got = code_of(text);
         // "null" is valid JSON but not an envelope.
         let want = if text == "null" {
             ErrorCode::ValidationError
@@ -58,8 +50,8 @@ fn json_level_refusals() {
 fn depth_128_accepted_129_refused() {
     // The envelope object is level 1, body level 2, so 126 more arrays is 128.
     let nested = |n: usize| with_body(&format!(r#"{{"x":{}{}}}"#, "[".repeat(n), "]".repeat(n)));
-    assert!(Envelope::parse(nested(126).as_bytes(), DEFAULT_MAX_DEPTH).is_ok());
-    assert_eq!(code(&nested(127)), ErrorCode::InvalidJson);
+    assert!(parse(&nested(126)).is_ok());
+    assert_eq!(code_of(&nested(127)), ErrorCode::InvalidJson);
     let bare = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
     assert!(parse_json(bare(128).as_bytes(), 128).is_ok());
     assert_eq!(
@@ -107,9 +99,9 @@ fn envelope_field_refusals() {
         with(r#""body":"{}""#),
         with(r#""judged_by":5"#),
     ] {
-        assert_eq!(code(&text), ErrorCode::ValidationError, "{text}");
+        assert_eq!(code_of(&text), ErrorCode::ValidationError, "{text}");
     }
-    assert!(Envelope::parse(with(r#""judged_by":null"#).as_bytes(), 128).is_ok());
+    assert!(parse(&with(r#""judged_by":null"#)).is_ok());
 }
 
 #[test]
@@ -124,12 +116,12 @@ fn invalid_kinds() {
         r#"["core.alias"]"#,
     ] {
         assert_eq!(
-            code(&with_body(&format!(r#"{{"kind":{kind}}}"#))),
+            code_of(&with_body(&format!(r#"{{"kind":{kind}}}"#))),
             ErrorCode::InvalidKind,
             "{kind}"
         );
     }
-    let ok = Envelope::parse(with_body(r#"{"kind":"core.alias"}"#).as_bytes(), 128).unwrap();
+    let ok = parse(&with_body(r#"{"kind":"core.alias"}"#)).unwrap();
     assert_eq!(ok.kind(), Some("core.alias"));
 }
 
@@ -153,26 +145,21 @@ fn invalid_namespaces() {
         (&format!("\"{long_id}\""), ErrorCode::NamespaceIdTooLong),
     ] {
         assert_eq!(
-            code(&with_body(&format!(r#"{{"namespace":{ns}}}"#))),
+            code_of(&with_body(&format!(r#"{{"namespace":{ns}}}"#))),
             want,
             "{ns}"
         );
     }
-    let env = Envelope::parse(
-        with_body(r#"{"namespace":"acme/payments"}"#).as_bytes(),
-        128,
-    )
-    .unwrap();
+    let env = parse(&with_body(r#"{"namespace":"acme/payments"}"#)).unwrap();
     assert_eq!(env.namespace(), "acme/payments");
 }
 
 #[test]
 fn error_messages_name_the_field() {
-    let err = Envelope::parse(with(r#""data_type":"BLOB""#).as_bytes(), 128).unwrap_err();
+    let err = parse(&with(r#""data_type":"BLOB""#)).unwrap_err();
     assert!(err.to_string().contains("data_type"), "{err}");
-    let err =
-        Envelope::parse(br#"{"act":"PUT","actor":"a","clock":-1,"thread":"t"}"#, 128).unwrap_err();
+    let err = parse(r#"{"act":"PUT","actor":"a","clock":-1,"thread":"t"}"#).unwrap_err();
     assert!(err.to_string().contains("clock"), "{err}");
-    let err = Envelope::parse(br#"{"a":1,"a":2}"#, 128).unwrap_err();
+    let err = parse(r#"{"a":1,"a":2}"#).unwrap_err();
     assert!(err.to_string().contains("duplicate"), "{err}");
 }

@@ -1,8 +1,7 @@
-//! Shared loading of the protocol vectors.
-#![allow(dead_code)] // each test binary uses a different subset
+//! Loading of the protocol vectors, and envelope parsing as the tests ask for it.
 
 use serde_json::Value;
-use syncropel_protocol::{Envelope, DEFAULT_MAX_DEPTH};
+use syncropel_protocol::{Envelope, ErrorCode, ProtocolError, DEFAULT_MAX_DEPTH};
 
 pub const VECTORS: &str = include_str!("../vectors/records.json");
 
@@ -38,4 +37,16 @@ pub fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
     v[key]
         .as_str()
         .unwrap_or_else(|| panic!("{key} is a string"))
+}
+
+pub fn parse(text: &str) -> Result<Envelope, ProtocolError> {
+    Envelope::parse(text.as_bytes(), DEFAULT_MAX_DEPTH)
+}
+
+/// The code `text` is refused with; panics if it is accepted.
+pub fn code_of(text: &str) -> ErrorCode {
+    match parse(text) {
+        Ok(env) => panic!("accepted {text}: {env:?}"),
+        Err(e) => e.code(),
+    }
 }

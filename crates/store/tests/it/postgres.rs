@@ -1,14 +1,14 @@
 //! What only the Postgres backend promises: partition pruning by tenant, and several stores
 //! (steward replicas) on one database seeing each other's writes.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{record, with_test_database};
+use syncropel_store::testing::with_test_database;
 use syncropel_store::{Appended, ListFilter, PgStore, RecordStore};
+
+use crate::common::record;
 
 /// The largest "Subplans Removed" of a plan: partitions pruned at executor start.
 fn subplans_removed(plan: &serde_json::Value) -> u64 {

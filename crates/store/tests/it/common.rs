@@ -1,15 +1,11 @@
-//! What the store test binaries share: record builders and one harness per backend. A scenario is
-//! an `async fn(Arc<dyn RecordStore>)`; `on_sqlite` and `on_postgres` give it a fresh store, close
-//! the store afterwards and clean up (the Postgres database is dropped even when the scenario
-//! panics).
-
-#![allow(dead_code)] // each test binary uses part of this module
+//! Record builders and one harness per backend. A scenario is an `async fn(Arc<dyn RecordStore>)`;
+//! `on_sqlite` and `on_postgres` give it a fresh store, close the store afterwards and clean up
+//! (the Postgres database is dropped even when the scenario panics).
 
 use std::future::Future;
 use std::sync::Arc;
 
-#[allow(unused_imports)] // not every test binary runs scenarios on a bare database
-pub use syncropel_store::testing::{with_test_database, TestDb};
+use syncropel_store::testing::TestDb;
 use syncropel_store::{NewRecord, RecordStore, SqliteStore};
 
 pub fn record(thread: &str, actor: &str, clock: i64, text: &str) -> NewRecord {

@@ -45,6 +45,11 @@ fn has(peers: &[MdnsPeer], did: &str) -> bool {
     peers.iter().any(|p| p.did == did)
 }
 
+/// The DIDs on the roster.
+fn roster(browser: &Browser) -> Vec<String> {
+    browser.peers().into_iter().map(|p| p.did).collect()
+}
+
 #[test]
 fn two_daemons_on_loopback_find_each_other() {
     let config = loopback(25_361);
@@ -65,22 +70,8 @@ fn two_daemons_on_loopback_find_each_other() {
     );
 
     // Each roster holds the other steward once and never itself.
-    assert_eq!(
-        b_browser
-            .peers()
-            .iter()
-            .map(|p| p.did.as_str())
-            .collect::<Vec<_>>(),
-        [a_did]
-    );
-    assert_eq!(
-        a_browser
-            .peers()
-            .iter()
-            .map(|p| p.did.as_str())
-            .collect::<Vec<_>>(),
-        [b_did]
-    );
+    assert_eq!(roster(&b_browser), [a_did]);
+    assert_eq!(roster(&a_browser), [b_did]);
 }
 
 #[test]
@@ -170,8 +161,7 @@ fn garbage_txt_is_ignored() {
     let browser = Browser::start(&config, None).unwrap();
     wait_for(&browser, Duration::from_secs(10), |p| has(p, good));
     std::thread::sleep(Duration::from_millis(500)); // give the garbage every chance to arrive
-    let dids: Vec<String> = browser.peers().into_iter().map(|p| p.did).collect();
-    assert_eq!(dids, [good]);
+    assert_eq!(roster(&browser), [good]);
     let _ = raw.shutdown();
 }
 

@@ -59,6 +59,15 @@ impl Host {
         (host, addr)
     }
 
+    /// A server holding the [`web_document`] of the domain-form did:web of its own address; that
+    /// DID.
+    async fn with_web_document() -> (Host, String) {
+        let (host, addr) = Host::start().await;
+        let did = did_web_for(&addr, None);
+        host.set(WELL_KNOWN, Reply::json(&web_document(&did)));
+        (host, did)
+    }
+
     async fn answer(&self, path: &str) -> Response {
         *self.hits.lock().unwrap().entry(path.into()).or_default() += 1;
         let reply = self.replies.lock().unwrap().get(path).cloned();
@@ -222,9 +231,7 @@ async fn cache_control_is_honoured_and_clamped() {
 
 #[tokio::test]
 async fn refresh_bypasses_the_cache_once_per_30_seconds() {
-    let (host, addr) = Host::start().await;
-    let did = did_web_for(&addr, None);
-    host.set(WELL_KNOWN, Reply::json(&web_document(&did)));
+    let (host, did) = Host::with_web_document().await;
     let (resolver, clock) = resolver(Vec::new());
     resolver.resolve(&did).await.unwrap();
     assert_eq!(host.hits(WELL_KNOWN), 1);
@@ -257,9 +264,7 @@ async fn refresh_bypasses_the_cache_once_per_30_seconds() {
 
 #[tokio::test]
 async fn hosted_policy_refuses_a_loopback_did_web() {
-    let (host, addr) = Host::start().await;
-    let did = did_web_for(&addr, None);
-    host.set(WELL_KNOWN, Reply::json(&web_document(&did)));
+    let (host, did) = Host::with_web_document().await;
     let resolver = DidResolver::new(client(false), Vec::new());
     let err = resolver.resolve(&did).await.unwrap_err();
     assert_eq!(err.code(), "TARGET_FORBIDDEN", "{err}");
@@ -374,9 +379,7 @@ async fn concurrent_resolves_share_one_request() {
 
 #[tokio::test]
 async fn repeated_resolves_are_served_from_the_cache() {
-    let (host, addr) = Host::start().await;
-    let did = did_web_for(&addr, None);
-    host.set(WELL_KNOWN, Reply::json(&web_document(&did)));
+    let (host, did) = Host::with_web_document().await;
     let resolver = DidResolver::new(client(true), Vec::new());
     let first = resolver.resolve(&did).await.unwrap();
     for _ in 0..1000 {

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -16,6 +17,7 @@ use serde_json::{json, Value};
 use syncropel_federation::{
     Backoff, ChangesPage, ChangesRequest, PeerClient, PeerClientOptions, PeerError,
 };
+use tokio::net::TcpSocket;
 
 /// Serves `app` on 127.0.0.1 port 0 and returns its base URL.
 async fn serve(app: Router) -> String {
@@ -25,10 +27,28 @@ async fn serve(app: Router) -> String {
     format!("http://{addr}")
 }
 
-/// A port nothing listens on (bound, then released).
-fn dead_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
+/// A port on 127.0.0.1 that refuses connections: bound but never listening, and held by the
+/// returned socket so no other test can take it meanwhile.
+fn refusing_port() -> (TcpSocket, u16) {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = socket.local_addr().unwrap().port();
+    (socket, port)
+}
+
+/// Awaits a request that must fail, and fail within `limit`; its error.
+async fn fails_within<T: std::fmt::Debug>(
+    limit: Duration,
+    request: impl Future<Output = Result<T, PeerError>>,
+) -> PeerError {
+    let started = Instant::now();
+    let err = request.await.unwrap_err();
+    assert!(
+        started.elapsed() < limit,
+        "took {:?}: {err}",
+        started.elapsed()
+    );
+    err
 }
 
 fn client(options: PeerClientOptions) -> PeerClient {
@@ -55,6 +75,12 @@ fn req<'a>(base: &'a str) -> ChangesRequest<'a> {
         longpoll: false,
         target_namespace: None,
     }
+}
+
+/// A handler that answers only after every test deadline has passed.
+async fn stall() -> &'static str {
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    "{}"
 }
 
 /// A server answering the changes route with a fixed status and JSON text.
@@ -114,7 +140,8 @@ fn error_codes_and_statuses() {
 
 #[tokio::test]
 async fn connection_refused() {
-    let base = format!("http://127.0.0.1:{}", dead_port());
+    let (_held, port) = refusing_port();
+    let base = format!("http://127.0.0.1:{port}");
     let c = client(short(2000));
     let err = c.changes(&req(&base)).await.unwrap_err();
     assert_eq!(err.code(), "CONNECT_REFUSED", "{err}");
@@ -134,22 +161,10 @@ async fn connection_refused() {
 
 #[tokio::test]
 async fn slow_handler_times_out() {
-    let app = Router::new().route(
-        "/v1/sync/changes",
-        get(|| async {
-            tokio::time::sleep(Duration::from_secs(10)).await;
-            "{}"
-        }),
-    );
-    let base = serve(app).await;
-    let started = Instant::now();
-    let err = client(short(300)).changes(&req(&base)).await.unwrap_err();
+    let base = serve(Router::new().route("/v1/sync/changes", get(stall))).await;
+    let client = client(short(300));
+    let err = fails_within(Duration::from_secs(3), client.changes(&req(&base))).await;
     assert_eq!(err.code(), "TIMEOUT", "{err}");
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "took {:?}",
-        started.elapsed()
-    );
 }
 
 #[tokio::test]
@@ -158,8 +173,7 @@ async fn longpoll_uses_the_longpoll_deadline() {
         "/v1/sync/changes",
         get(|Query(q): Query<HashMap<String, String>>| async move {
             assert_eq!(q.get("feed").map(String::as_str), Some("longpoll"));
-            tokio::time::sleep(Duration::from_secs(10)).await;
-            "{}"
+            stall().await
         }),
     );
     let base = serve(app).await;
@@ -168,20 +182,13 @@ async fn longpoll_uses_the_longpoll_deadline() {
         longpoll_timeout: Duration::from_millis(300),
         ..PeerClientOptions::default()
     };
-    let started = Instant::now();
-    let err = client(options)
-        .changes(&ChangesRequest {
-            longpoll: true,
-            ..req(&base)
-        })
-        .await
-        .unwrap_err();
+    let client = client(options);
+    let request = ChangesRequest {
+        longpoll: true,
+        ..req(&base)
+    };
+    let err = fails_within(Duration::from_secs(3), client.changes(&request)).await;
     assert_eq!(err.code(), "TIMEOUT", "{err}");
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "took {:?}",
-        started.elapsed()
-    );
 }
 
 #[tokio::test]
@@ -199,15 +206,10 @@ async fn endless_body_stops_at_the_page_limit() {
         max_page_bytes: 64 * 1024,
         ..short(5000)
     };
-    let started = Instant::now();
-    let err = client(options).changes(&req(&base)).await.unwrap_err();
+    let client = client(options);
+    let err = fails_within(Duration::from_secs(4), client.changes(&req(&base))).await;
     assert_eq!(err.code(), "PARSE_ERROR", "{err}");
     assert!(err.to_string().contains("larger than 65536"), "{err}");
-    assert!(
-        started.elapsed() < Duration::from_secs(4),
-        "took {:?}",
-        started.elapsed()
-    );
 }
 
 #[tokio::test]
@@ -419,24 +421,20 @@ async fn unknown_host_is_dns_failure() {
             allow_private,
             ..short(8000)
         });
-        let err = c
-            .changes(&req("http://no-such-host.invalid"))
-            .await
-            .unwrap_err();
-        assert_eq!(
-            err.code(),
-            "DNS_FAILURE",
-            "allow_private={allow_private}: {err}"
-        );
-        let err = c
-            .manifest("http://no-such-host.invalid/")
-            .await
-            .unwrap_err();
-        assert_eq!(
-            err.code(),
-            "DNS_FAILURE",
-            "allow_private={allow_private}: {err}"
-        );
+        for err in [
+            c.changes(&req("http://no-such-host.invalid"))
+                .await
+                .unwrap_err(),
+            c.manifest("http://no-such-host.invalid/")
+                .await
+                .unwrap_err(),
+        ] {
+            assert_eq!(
+                err.code(),
+                "DNS_FAILURE",
+                "allow_private={allow_private}: {err}"
+            );
+        }
     }
 }
 
@@ -557,13 +555,7 @@ async fn post_json_returns_status_and_body() {
         .route("/empty", post(|| async { StatusCode::NO_CONTENT }))
         .route("/bad", post(|| async { "not json" }))
         .route("/bad502", post(|| async { (StatusCode::BAD_GATEWAY, "<html>bad gateway</html>").into_response() }))
-        .route(
-            "/slow",
-            post(|| async {
-                tokio::time::sleep(Duration::from_secs(10)).await;
-                "{}"
-            }),
-        );
+        .route("/slow", post(stall));
     let base = serve(app).await;
     let c = client(short(500));
 
@@ -589,35 +581,22 @@ async fn post_json_returns_status_and_body() {
     assert_eq!(status, 200);
     assert_eq!(body, json!({"echo": null, "auth": null, "actor": null}));
 
-    let (status, body) = c
-        .post_json(&format!("{base}/conflict"), &json!({}), None, None)
-        .await
-        .unwrap();
+    // An empty object to one path of the server, no token or actor.
+    let post = |path: &str| {
+        let (c, url) = (&c, format!("{base}{path}"));
+        async move { c.post_json(&url, &json!({}), None, None).await }
+    };
+    let (status, body) = post("/conflict").await.unwrap();
     assert_eq!(status, 409);
     assert_eq!(body["code"], "PAIR_EXISTS");
-
-    let (status, body) = c
-        .post_json(&format!("{base}/empty"), &json!({}), None, None)
-        .await
-        .unwrap();
-    assert_eq!((status, body), (204, Value::Null));
-
-    let (status, body) = c
-        .post_json(&format!("{base}/bad502"), &json!({}), None, None)
-        .await
-        .unwrap();
-    assert_eq!((status, body), (502, json!("<html>bad gateway</html>")));
-
-    let err = c
-        .post_json(&format!("{base}/bad"), &json!({}), None, None)
-        .await
-        .unwrap_err();
+    assert_eq!(post("/empty").await.unwrap(), (204, Value::Null));
+    assert_eq!(
+        post("/bad502").await.unwrap(),
+        (502, json!("<html>bad gateway</html>"))
+    );
+    let err = post("/bad").await.unwrap_err();
     assert_eq!(err.code(), "PARSE_ERROR", "{err}");
-
-    let err = c
-        .post_json(&format!("{base}/slow"), &json!({}), None, None)
-        .await
-        .unwrap_err();
+    let err = post("/slow").await.unwrap_err();
     assert_eq!(err.code(), "TIMEOUT", "{err}");
 
     let err = c

@@ -1,4 +1,5 @@
-//! The client against a scripted HTTP server: what it sends, and how it reads what comes back.
+//! The client crate's integration tests, one binary: the client against a scripted HTTP server,
+//! what it sends and how it reads what comes back.
 
 use std::sync::{Arc, Mutex};
 

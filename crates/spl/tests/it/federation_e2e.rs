@@ -5,14 +5,15 @@
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::process::{Child, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use sqlx::Connection;
 
-mod common;
-use common::{bootstrap_admin, ok, run, spl, Steward};
+use crate::common::{
+    self, bootstrap_admin, checked_hub_db, eventually, exit_within, ok, run, spl, Steward,
+};
 
 /// How long a record committed on A may take to be stored on B while the pair is active.
 const ARRIVAL: Duration = Duration::from_secs(15);
@@ -136,20 +137,6 @@ fn ids(records: &[Value]) -> Vec<String> {
         .iter()
         .map(|r| r["id"].as_str().unwrap().to_owned())
         .collect()
-}
-
-/// Polls `held` every 50 ms until it is true or `within` passes; whether it became true.
-fn eventually(within: Duration, mut held: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + within;
-    loop {
-        if held() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Asserts that B's copy of each of A's `records` is the same record, signed by A.
@@ -334,17 +321,10 @@ async fn served_ids(http: &reqwest::Client, url: &str, token: &str, thread: &str
     }
 }
 
-/// What B's `hub.db` says of `thread` with no steward running: (rows, distinct ids), and
-/// `PRAGMA integrity_check`.
-async fn inspect_store(home: &Path, thread: &str) -> (i64, i64, String) {
-    let db = home.join("hub.db");
-    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
-        .await
-        .unwrap();
-    let check: String = sqlx::query_scalar("PRAGMA integrity_check")
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
+/// What B's `hub.db` says of `thread` with no steward running, once it passes
+/// `PRAGMA integrity_check` (`when` says which check failed): (rows, distinct ids).
+async fn inspect_store(home: &Path, thread: &str, when: &str) -> (i64, i64) {
+    let mut conn = checked_hub_db(home, when).await;
     let (rows, distinct): (i64, i64) =
         sqlx::query_as("SELECT COUNT(*), COUNT(DISTINCT id) FROM records WHERE thread = ?")
             .bind(thread)
@@ -352,21 +332,7 @@ async fn inspect_store(home: &Path, thread: &str) -> (i64, i64, String) {
             .await
             .unwrap();
     conn.close().await.unwrap();
-    (rows, distinct, check)
-}
-
-/// Waits for a child that should end on its own; kills it if it does not.
-fn reap(mut child: Child, within: Duration) {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if child.try_wait().unwrap().is_some() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("the background `spl sync` did not end after its steward died");
+    (rows, distinct)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -382,7 +348,7 @@ async fn a_puller_killed_mid_catch_up_loses_and_duplicates_nothing() {
     assert_eq!(a_ids, seeded.iter().cloned().collect::<HashSet<_>>());
 
     // B catches up in the background and is killed once it has stored a page.
-    let sync = b
+    let mut sync = b
         .command(&["sync", THREAD, "from", &a.did])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -395,10 +361,11 @@ async fn a_puller_killed_mid_catch_up_loses_and_duplicates_nothing() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     b.kill_9();
-    reap(sync, Duration::from_secs(10));
+    if exit_within(&mut sync, Duration::from_secs(10)).is_none() {
+        panic!("the background `spl sync` did not end after its steward died");
+    }
 
-    let (rows, distinct, check) = inspect_store(b.home(), THREAD).await;
-    assert_eq!(check, "ok", "hub.db after the kill");
+    let (rows, distinct) = inspect_store(b.home(), THREAD, "after the kill").await;
     assert_eq!(rows, distinct, "a record is stored twice after the kill");
     assert!(
         rows > 0 && (rows as usize) < BIG,
@@ -449,8 +416,7 @@ async fn a_puller_killed_mid_catch_up_loses_and_duplicates_nothing() {
     assert_eq!(sample["signer"], a.did.as_str(), "{sample}");
 
     b.kill_9();
-    let (rows, distinct, check) = inspect_store(b.home(), THREAD).await;
-    assert_eq!(check, "ok", "hub.db at the end");
+    let (rows, distinct) = inspect_store(b.home(), THREAD, "at the end").await;
     assert_eq!(
         (rows, distinct),
         (BIG as i64, BIG as i64),

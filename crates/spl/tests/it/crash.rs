@@ -7,8 +7,7 @@ use futures_util::future::join_all;
 use serde_json::{json, Value};
 use sqlx::Connection;
 
-mod common;
-use common::{bootstrap_admin, ok, run, Steward};
+use crate::common::{bootstrap_admin, checked_hub_db, ok, run, Steward};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_a_write_burst_loses_no_acknowledged_record() {
@@ -51,15 +50,7 @@ async fn kill_9_during_a_write_burst_loses_no_acknowledged_record() {
         acked.len()
     );
 
-    let db = home.path().join("hub.db");
-    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
-        .await
-        .unwrap();
-    let check: String = sqlx::query_scalar("PRAGMA integrity_check")
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(check, "ok");
+    let mut conn = checked_hub_db(home.path(), "after the kill").await;
     let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM records WHERE thread = 'th_crash'")
         .fetch_all(&mut conn)
         .await

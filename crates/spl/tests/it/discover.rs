@@ -1,47 +1,31 @@
 //! `spl fleet sync peers discover`: the CLI browses the LAN itself (loopback here, see
 //! `common::spl`), with no steward of its own running, and pairs with nothing.
 
-mod common;
-
-use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{bootstrap_admin, json, ok, run, spl, Directory, Steward};
-use hickory_proto::op::{Message, MessageType, ResponseCode};
-use hickory_proto::rr::rdata::TXT;
-use hickory_proto::rr::{RData, Record};
-use hickory_proto::serialize::binary::{BinDecodable, BinEncodable};
+use syncropel_discovery::testing::{DnsServer, Zone};
 
-/// A DNS server on 127.0.0.1 answering every query with `records` as TXT, on its own thread.
-fn dns_server(records: Vec<String>) -> SocketAddr {
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let addr = socket.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok((n, from)) = socket.recv_from(&mut buf) {
-            let Ok(query) = Message::from_bytes(&buf[..n]) else {
-                continue;
-            };
-            let mut reply = Message::new();
-            reply
-                .set_id(query.id())
-                .set_message_type(MessageType::Response)
-                .set_op_code(query.op_code())
-                .set_recursion_desired(query.recursion_desired())
-                .set_recursion_available(true)
-                .set_response_code(ResponseCode::NoError);
-            for q in query.queries() {
-                reply.add_query(q.clone());
-                for text in &records {
-                    let txt = RData::TXT(TXT::new(vec![text.clone()]));
-                    reply.add_answer(Record::from_rdata(q.name().clone(), 60, txt));
-                }
-            }
-            let _ = socket.send_to(&reply.to_bytes().unwrap(), from);
-        }
-    });
-    addr
+use crate::common::{
+    bootstrap_admin, json, ok, refusing_address, run, spl, upgrade_to_sync, Directory,
+    ReservedPort, Steward,
+};
+
+/// A DNS server answering `alice.test`'s `_syncropel` TXT query with `records`.
+fn dns_server(records: Vec<String>) -> DnsServer {
+    DnsServer::start(Zone::default().txt("alice.test", records.into_iter().map(|r| vec![r])))
+}
+
+/// Asserts that `spl fleet sync peers discover --method <method>` without `flag` fails, naming
+/// it.
+fn assert_needs_flag(method: &str, flag: &str) {
+    let home = tempfile::tempdir().unwrap();
+    let output = run(
+        home.path(),
+        &["fleet", "sync", "peers", "discover", "--method", method],
+    );
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains(flag));
 }
 
 #[test]
@@ -82,15 +66,8 @@ fn mdns_discovery_finds_a_broadcasting_steward_without_a_local_daemon() {
 
 #[test]
 fn dns_and_transitive_need_their_flags() {
-    let home = tempfile::tempdir().unwrap();
-    for (method, flag) in [("dns", "--domain"), ("transitive", "--via")] {
-        let output = run(
-            home.path(),
-            &["fleet", "sync", "peers", "discover", "--method", method],
-        );
-        assert!(!output.status.success());
-        assert!(String::from_utf8_lossy(&output.stderr).contains(flag));
-    }
+    assert_needs_flag("dns", "--domain");
+    assert_needs_flag("transitive", "--via");
 }
 
 #[test]
@@ -122,7 +99,7 @@ fn dns_discovery_keeps_only_records_the_signed_manifest_backs() {
             "--domain",
             "alice.test",
             "--dns-server",
-            &server.to_string(),
+            &server.addr().to_string(),
             "--json",
         ],
     ));
@@ -175,7 +152,7 @@ fn discover_dns(home: &Path, records: Vec<String>) -> Vec<serde_json::Value> {
             "--domain",
             "alice.test",
             "--dns-server",
-            &server.to_string(),
+            &server.addr().to_string(),
         ],
     )
 }
@@ -325,15 +302,6 @@ fn transitive_discovery_lists_what_the_paired_peer_introduces() {
     assert_eq!(pairs_before, pairs_after, "discovery changed the pairs");
 }
 
-/// A port nothing listens on right now, for a steward whose URL must be known before it starts.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// `spl fleet sync peers discover --json <args>` on `home`, answering the `method` group.
 fn discover(home: &Path, method: &str, args: &[&str]) -> Vec<serde_json::Value> {
     let answer = json(run(
@@ -352,9 +320,9 @@ fn discover(home: &Path, method: &str, args: &[&str]) -> Vec<serde_json::Value> 
         .clone()
 }
 
-/// The federation pairs of the steward on `home`, pending ones included.
-fn pairs(home: &Path, steward: &Steward, token: &str) -> serde_json::Value {
-    as_operator(home, &steward.url, token, &["federation", "list"])["data"].clone()
+/// The federation pairs of the steward of `home` at `url`, pending ones included.
+fn pairs(home: &Path, url: &str, token: &str) -> serde_json::Value {
+    as_operator(home, url, token, &["federation", "list"])["data"].clone()
 }
 
 #[test]
@@ -363,7 +331,8 @@ fn did_web_discovery_finds_the_steward_serving_the_domains_document() {
     let looking = tempfile::tempdir().unwrap();
     ok(run(home.path(), &["init"]));
     let token = bootstrap_admin(home.path());
-    let host = format!("127.0.0.1:{}", free_port());
+    let reserved = ReservedPort::bind();
+    let host = reserved.host();
     let upgraded = json(run(
         home.path(),
         &[
@@ -371,8 +340,7 @@ fn did_web_discovery_finds_the_steward_serving_the_domains_document() {
         ],
     ));
     let did = upgraded["did"].as_str().unwrap();
-    let port = host.rsplit(':').next().unwrap().parse().unwrap();
-    let steward = Steward::start_on(home.path(), port, &["--no-mdns"]);
+    let steward = reserved.serve(home.path(), &[]);
 
     let found = discover(looking.path(), "did-web", &["--domain", &host]);
     assert_eq!(found.len(), 1, "{found:?}");
@@ -382,7 +350,10 @@ fn did_web_discovery_finds_the_steward_serving_the_domains_document() {
     // `--did` names the same document.
     assert_eq!(discover(looking.path(), "did-web", &["--did", did]), found);
 
-    assert_eq!(pairs(home.path(), &steward, &token), serde_json::json!([]));
+    assert_eq!(
+        pairs(home.path(), &steward.url, &token),
+        serde_json::json!([])
+    );
     assert!(!looking.path().join("hub.db").exists());
 }
 
@@ -393,50 +364,25 @@ fn did_sync_discovery_lists_the_namespaces_peers_as_their_own_logs_say() {
     let looking = tempfile::tempdir().unwrap();
     ok(run(home.path(), &["init"]));
     let token = bootstrap_admin(home.path());
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let upgraded = json(run(
+    let reserved = ReservedPort::bind();
+    let url = format!("http://{}", reserved.host());
+    let upgraded = upgrade_to_sync(
         home.path(),
-        &[
-            "--json",
-            "identity",
-            "upgrade",
-            "--method",
-            "sync",
-            "--directory",
-            &directory.url,
-            "--namespace",
-            "team-x",
-            "--service-endpoint",
-            &url,
-        ],
-    ));
-    let did = upgraded["did"].as_str().unwrap();
-    let steward = Steward::start_on(
-        home.path(),
-        port,
-        &["--no-mdns", "--directory", &directory.url],
+        &directory.url,
+        &["--namespace", "team-x", "--service-endpoint", &url],
     );
+    let did = upgraded["did"].as_str().unwrap();
+    let steward = reserved.serve(home.path(), &[&directory.url]);
     // Listed under the namespace too, but never served: it stays a candidate, unverified.
     let offline = tempfile::tempdir().unwrap();
     ok(run(offline.path(), &["init"]));
-    let offline_url = format!("http://127.0.0.1:{}", free_port());
-    let offline_did = json(run(
+    let (_refusing, offline_addr) = refusing_address();
+    let offline_url = format!("http://{offline_addr}");
+    let offline_did = upgrade_to_sync(
         offline.path(),
-        &[
-            "--json",
-            "identity",
-            "upgrade",
-            "--method",
-            "sync",
-            "--directory",
-            &directory.url,
-            "--namespace",
-            "team-x",
-            "--service-endpoint",
-            &offline_url,
-        ],
-    ))["did"]
+        &directory.url,
+        &["--namespace", "team-x", "--service-endpoint", &offline_url],
+    )["did"]
         .clone();
 
     let found = discover(
@@ -461,19 +407,15 @@ fn did_sync_discovery_lists_the_namespaces_peers_as_their_own_logs_say() {
     );
     assert!(nobody.is_empty(), "{nobody:?}");
 
-    assert_eq!(pairs(home.path(), &steward, &token), serde_json::json!([]));
+    assert_eq!(
+        pairs(home.path(), &steward.url, &token),
+        serde_json::json!([])
+    );
     assert!(!looking.path().join("hub.db").exists());
 }
 
 #[test]
 fn did_web_and_did_sync_need_their_flags() {
-    let home = tempfile::tempdir().unwrap();
-    for (method, flag) in [("did-web", "--domain"), ("did-sync", "--namespace")] {
-        let output = run(
-            home.path(),
-            &["fleet", "sync", "peers", "discover", "--method", method],
-        );
-        assert!(!output.status.success());
-        assert!(String::from_utf8_lossy(&output.stderr).contains(flag));
-    }
+    assert_needs_flag("did-web", "--domain");
+    assert_needs_flag("did-sync", "--namespace");
 }

@@ -4,12 +4,11 @@
 
 use std::path::Path;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
-mod common;
-use common::{json, ok, run, spl, Steward};
+use crate::common::{exit_within, json, ok, run, spl, Steward};
 
 const MEMORY: &[&str] = &["--memory", "--insecure-localhost"];
 
@@ -111,14 +110,8 @@ fn insecure_localhost_refuses_a_non_loopback_address() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spl serve starts");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("spl serve --insecure-localhost --host 0.0.0.0 started");
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    if exit_within(&mut child, Duration::from_secs(20)).is_none() {
+        panic!("spl serve --insecure-localhost --host 0.0.0.0 started");
     }
     let output = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);

@@ -1,13 +1,12 @@
-//! `spl identity show|upgrade|rotate` against a real directory on 127.0.0.1 and a real
-//! `spl serve`: a did:sync registered and rotated (the directory's document follows), a did:web
-//! served by the steward itself, and refusals that change nothing.
+//! `spl identity show|upgrade|rotate` against a real directory on 127.0.0.1: a did:sync
+//! registered and rotated (the directory's document follows), a did:web served by the steward
+//! itself on the port it names, and refusals that change nothing.
 
 use std::path::Path;
 
 use serde_json::Value;
 
-mod common;
-use common::{json, run, Directory, Steward};
+use crate::common::{json, ok, run, upgrade_to_sync, Directory, ReservedPort};
 
 fn show(home: &Path) -> Value {
     json(run(home, &["--json", "identity", "show"]))
@@ -23,28 +22,22 @@ fn fails(home: &Path, args: &[&str]) -> String {
 fn a_did_sync_is_registered_and_rotated_and_the_directory_follows() {
     let directory = Directory::start();
     let home = tempfile::tempdir().unwrap();
-    let did_key = common::ok(run(home.path(), &["init"]));
+    let did_key = ok(run(home.path(), &["init"]));
     assert_eq!(show(home.path())["did"], did_key.as_str());
     // A did:key cannot rotate; nothing changes.
     assert!(fails(home.path(), &["identity", "rotate"]).contains("cannot rotate"));
     assert_eq!(show(home.path())["did"], did_key.as_str());
 
-    let upgraded = json(run(
+    let upgraded = upgrade_to_sync(
         home.path(),
+        &directory.url,
         &[
-            "--json",
-            "identity",
-            "upgrade",
-            "--method",
-            "sync",
-            "--directory",
-            &directory.url,
             "--handle",
             "alice-cli",
             "--service-endpoint",
             "https://spl.example.com",
         ],
-    ));
+    );
     let did = upgraded["did"].as_str().unwrap().to_string();
     assert!(did.starts_with("did:sync:"), "{upgraded}");
     assert_eq!(upgraded["signer"], did_key.as_str(), "the key stays");
@@ -59,7 +52,7 @@ fn a_did_sync_is_registered_and_rotated_and_the_directory_follows() {
         "https://spl.example.com"
     );
     // `spl init` keeps the published DID.
-    assert_eq!(common::ok(run(home.path(), &["init"])), did);
+    assert_eq!(ok(run(home.path(), &["init"])), did);
     // Upgrading twice is refused.
     assert!(fails(
         home.path(),
@@ -119,13 +112,9 @@ fn a_did_sync_is_registered_and_rotated_and_the_directory_follows() {
 #[test]
 fn a_did_web_is_served_by_the_steward_itself() {
     let home = tempfile::tempdir().unwrap();
-    common::ok(run(home.path(), &["init"]));
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let host = format!("127.0.0.1:{port}");
+    ok(run(home.path(), &["init"]));
+    let reserved = ReservedPort::bind();
+    let (host, port) = (reserved.host(), reserved.port());
     let upgraded = json(run(
         home.path(),
         &[
@@ -134,7 +123,7 @@ fn a_did_web_is_served_by_the_steward_itself() {
     ));
     let did = format!("did:web:127.0.0.1%3A{port}");
     assert_eq!(upgraded["did"], did.as_str());
-    let steward = Steward::start_on(home.path(), port, &[]);
+    let steward = reserved.serve(home.path(), &[]);
     let document: Value = tokio::runtime::Runtime::new().unwrap().block_on(async {
         reqwest::get(format!("{}/.well-known/did.json", steward.url))
             .await

@@ -5,8 +5,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-mod common;
-use common::{bootstrap_admin_acting_as, json, ok, run};
+use crate::common::{bootstrap_admin_acting_as, json, ok, run};
 
 /// Stops the daemon even when an assertion fails halfway (a no-op once it is stopped).
 struct Daemon<'a>(&'a Path);

@@ -1,8 +1,7 @@
 //! The namespace registry through the CLI: a write to an unregistered namespace is refused with
 //! a hint naming `spl namespace create`, which then makes it writable; archiving closes it again.
 
-mod common;
-use common::{bootstrap_admin_acting_as, failed, json, ok, run, Steward};
+use crate::common::{bootstrap_admin_acting_as, failed, json, ok, run, Steward};
 
 #[test]
 fn namespaces_gate_writes_until_created_and_again_once_archived() {

@@ -7,6 +7,8 @@
 mod dns;
 mod error;
 mod mdns;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use dns::{
     parse_txt_record, same_origin, txt_name, DnsCandidate, TxtResolver, DEFAULT_MANIFEST_PATH,

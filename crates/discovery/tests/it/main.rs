@@ -1,0 +1,5 @@
+//! The discovery crate's integration tests, one binary: TXT lookups against a DNS server on
+//! 127.0.0.1, and mDNS between daemons on the loopback interface.
+
+mod dns;
+mod mdns;

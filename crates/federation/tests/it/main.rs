@@ -1,0 +1,5 @@
+//! The federation crate's integration tests, one binary: the guarded peer client and the DID
+//! resolver against real tiny servers on 127.0.0.1.
+
+mod peer;
+mod resolve;

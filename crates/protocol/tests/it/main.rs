@@ -1,0 +1,9 @@
+//! The protocol crate's integration tests, one binary: every vector generated with the Python SDK,
+//! the PROTOCOL §16 checklist items of this crate, refusals of malformed input and property tests
+//! of the canonical form.
+
+mod bad_input;
+mod common;
+mod conformance;
+mod properties;
+mod vectors;

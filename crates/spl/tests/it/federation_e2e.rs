@@ -1,0 +1,425 @@
+//! Federation end to end: two real `spl serve` processes on 127.0.0.1, driven only through the
+//! `spl` CLI and plain HTTP. B pairs with A (A auto-approves B's DID), pulls threads from A with
+//! `spl sync`, follows new records, honours pause and resume, and survives a kill -9 in the
+//! middle of a catch-up without losing or duplicating a record.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use sqlx::Connection;
+
+use crate::common::{
+    self, bootstrap_admin, checked_hub_db, eventually, exit_within, ok, run, spl, Steward,
+};
+
+/// How long a record committed on A may take to be stored on B while the pair is active.
+const ARRIVAL: Duration = Duration::from_secs(15);
+/// How long a restarted B may take to finish a catch-up by itself (a debug build, on a machine
+/// running other tests) before the test pulls again with `spl sync`.
+const RESUME: Duration = Duration::from_secs(25);
+/// How long a paused pair must keep a new record away.
+const PAUSED_QUIET: Duration = Duration::from_secs(2);
+
+/// A steward's home, identity and admin token, and its running `spl serve`.
+struct Node {
+    // Dropped first: the steward is killed before its home is removed.
+    steward: Option<Steward>,
+    home: tempfile::TempDir,
+    did: String,
+    token: String,
+}
+
+impl Node {
+    /// `spl init` (prints the DID) and the bootstrap admin account (prints its token).
+    fn init() -> Node {
+        let home = tempfile::tempdir().unwrap();
+        let did = ok(run(home.path(), &["init"]));
+        assert!(did.starts_with("did:key:"), "{did}");
+        let token = bootstrap_admin(home.path());
+        Node {
+            steward: None,
+            home,
+            did,
+            token,
+        }
+    }
+
+    fn home(&self) -> &Path {
+        self.home.path()
+    }
+
+    /// `spl serve --port 0 <extra>`; a SIGKILLed predecessor's `steward.json` is cleared first.
+    fn serve(&mut self, extra: &[&str]) {
+        assert!(self.steward.is_none(), "already serving");
+        let _ = std::fs::remove_file(self.home().join("steward.json"));
+        self.steward = Some(Steward::start(self.home(), extra));
+    }
+
+    fn kill_9(&mut self) {
+        self.steward.take().expect("serving").kill_9();
+    }
+
+    fn url(&self) -> String {
+        self.steward.as_ref().expect("serving").url.clone()
+    }
+
+    /// `spl --endpoint <url> --token <admin> --json <args>`, which must succeed.
+    fn json(&self, args: &[&str]) -> Value {
+        common::json(self.output(args))
+    }
+
+    fn output(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("spl runs")
+    }
+
+    fn command(&self, args: &[&str]) -> std::process::Command {
+        let url = self.url();
+        let mut cmd = spl(self.home());
+        cmd.args(["--endpoint", &url, "--token", &self.token, "--json"])
+            .args(args);
+        cmd
+    }
+
+    /// Every record of `thread`, in order, through `spl records list --all`.
+    fn records(&self, thread: &str) -> Vec<Value> {
+        let listed = self.json(&[
+            "records", "list", "--thread", thread, "--limit", "1000", "--all",
+        ]);
+        assert_eq!(listed["has_more"], false, "{listed}");
+        listed["data"].as_array().unwrap().clone()
+    }
+
+    /// `spl emit --act <act> --thread <thread> --body <body>` as the home's DID; the record.
+    fn emit(&self, act: &str, thread: &str, body: Value) -> Value {
+        let record = self.json(&[
+            "emit",
+            "--act",
+            act,
+            "--thread",
+            thread,
+            "--body",
+            &body.to_string(),
+        ]);
+        assert_eq!(record["signer"], self.did.as_str(), "{record}");
+        record
+    }
+}
+
+/// A and B serving, B's DID on A's auto-approve list, B paired with A through the CLI.
+fn paired() -> (Node, Node, String) {
+    let mut a = Node::init();
+    let mut b = Node::init();
+    a.serve(&["--auto-approve-did", &b.did]);
+    b.serve(&[]);
+
+    let pair = b.json(&["federation", "pair", &a.url()]);
+    assert_eq!(pair["state"], "active", "{pair}");
+    assert_eq!(pair["peer_did"], a.did.as_str(), "{pair}");
+    assert_eq!(pair["role"], "initiator", "{pair}");
+    let pair_id = pair["pair_id"].as_str().unwrap().to_owned();
+    assert!(pair_id.starts_with("fed_"), "{pair_id}");
+    (a, b, pair_id)
+}
+
+/// The one pair `spl federation list` shows on `node`.
+fn only_pair(node: &Node) -> Value {
+    let listed = node.json(&["federation", "list"]);
+    let pairs = listed["data"].as_array().unwrap();
+    assert_eq!(pairs.len(), 1, "{listed}");
+    pairs[0].clone()
+}
+
+fn ids(records: &[Value]) -> Vec<String> {
+    records
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Asserts that B's copy of each of A's `records` is the same record, signed by A.
+fn assert_same_records(a: &Node, on_a: &[Value], on_b: &[Value]) {
+    for record in on_a {
+        let id = &record["id"];
+        let copy = on_b
+            .iter()
+            .find(|r| &r["id"] == id)
+            .unwrap_or_else(|| panic!("{id} is not on B"));
+        for field in [
+            "act",
+            "actor",
+            "thread",
+            "clock",
+            "body",
+            "parents",
+            "data_type",
+            "sig",
+        ] {
+            assert_eq!(copy[field], record[field], "{field} of {id}");
+        }
+        assert!(
+            copy["sig"].as_str().is_some_and(|s| s.len() == 128),
+            "{copy}"
+        );
+        assert_eq!(copy["signer"], a.did.as_str(), "{copy}");
+    }
+}
+
+#[test]
+fn two_stewards_pair_and_sync_through_the_cli() {
+    let (a, b, pair_id) = paired();
+
+    // Both sides list the same pair, active, naming each other.
+    let on_b = only_pair(&b);
+    assert_eq!(on_b["pair_id"], pair_id.as_str());
+    assert_eq!(on_b["state"], "active", "{on_b}");
+    assert_eq!(on_b["peer_did"], a.did.as_str());
+    let on_a = only_pair(&a);
+    assert_eq!(on_a["pair_id"], pair_id.as_str());
+    assert_eq!(on_a["state"], "active", "{on_a}");
+    assert_eq!(on_a["peer_did"], b.did.as_str());
+    assert_eq!(on_a["role"], "responder", "{on_a}");
+
+    // A record written before the sync is pulled by it; the rest arrive through the pull job
+    // the sync leaves running.
+    let mut written = vec![a.emit("DO", "th_x", json!({"n": 0}))];
+    let synced = b.json(&["sync", "th_x", "from", &a.did]);
+    assert_eq!(synced["object"], "sync_result", "{synced}");
+    assert_eq!(synced["pulled"], 1, "{synced}");
+    assert_eq!(synced["duplicates"], 0, "{synced}");
+    assert_eq!(synced["quarantined"], 0, "{synced}");
+    assert_eq!(ids(&b.records("th_x")), ids(&written));
+
+    written.push(a.json(&["intend", "--thread", "th_x", "ship the sync"]));
+    for n in 1..=4 {
+        written.push(a.emit("DO", "th_x", json!({"n": n})));
+    }
+    let written_ids: HashSet<String> = ids(&written).into_iter().collect();
+    assert_eq!(written_ids.len(), written.len());
+    let arrived = eventually(ARRIVAL, || {
+        let held: HashSet<String> = ids(&b.records("th_x")).into_iter().collect();
+        written_ids.is_subset(&held)
+    });
+    assert!(arrived, "A's records did not reach B within {ARRIVAL:?}");
+    let on_a = a.records("th_x");
+    let on_b = b.records("th_x");
+    assert_eq!(ids(&on_a).len(), written.len());
+    assert_eq!(
+        ids(&on_b).into_iter().collect::<HashSet<_>>(),
+        written_ids,
+        "B holds exactly A's records"
+    );
+    assert_eq!(on_b.len(), written.len(), "no record is listed twice on B");
+    assert_same_records(&a, &on_a, &on_b);
+
+    // Paused, B takes nothing more from A.
+    let paused = b.json(&["federation", "pause", &a.did]);
+    assert_eq!(paused["state"], "paused", "{paused}");
+    assert_eq!(only_pair(&b)["state"], "paused");
+    let late = a.emit("DO", "th_x", json!({"n": "late"}));
+    let late_id = late["id"].as_str().unwrap().to_owned();
+    let leaked = eventually(PAUSED_QUIET, || ids(&b.records("th_x")).contains(&late_id));
+    assert!(!leaked, "a record reached B while the pair was paused");
+
+    // Resumed, it arrives.
+    let resumed = b.json(&["federation", "resume", &a.did]);
+    assert_eq!(resumed["state"], "active", "{resumed}");
+    assert_eq!(only_pair(&b)["state"], "active");
+    let arrived = eventually(ARRIVAL, || ids(&b.records("th_x")).contains(&late_id));
+    assert!(
+        arrived,
+        "the record did not reach B within {ARRIVAL:?} of resume"
+    );
+    let on_b = b.records("th_x");
+    assert_eq!(
+        on_b.len(),
+        written.len() + 1,
+        "no record is listed twice on B"
+    );
+    assert_same_records(&a, &[late], &on_b);
+}
+
+/// Records A holds on the big thread.
+const BIG: usize = 3000;
+/// The most records `POST /v1/records/batch` takes at once.
+const BATCH: usize = 1000;
+
+/// Writes `BIG` records on `thread` on A through `POST /v1/records/batch`; their ids.
+async fn seed(http: &reqwest::Client, a: &Node, thread: &str) -> Vec<String> {
+    let mut ids = Vec::with_capacity(BIG);
+    for start in (0..BIG).step_by(BATCH) {
+        let records: Vec<Value> = (start..start + BATCH)
+            .map(|n| {
+                json!({"act": "DO", "actor": "did:example:t", "thread": thread, "clock": n,
+                       "body": {"n": n}})
+            })
+            .collect();
+        let resp = http
+            .post(format!("{}/v1/records/batch", a.url()))
+            .bearer_auth(&a.token)
+            .json(&json!({ "records": records }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        let answer: Value = resp.json().await.unwrap();
+        for item in answer["data"].as_array().unwrap() {
+            assert_eq!(item["status"], 201, "{item}");
+            ids.push(item["record"]["id"].as_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!(ids.len(), BIG);
+    ids
+}
+
+/// Whether B's steward answers with at least one record of `thread` (any failure: no).
+async fn holds_some(http: &reqwest::Client, url: &str, token: &str, thread: &str) -> bool {
+    let resp = http
+        .get(format!("{url}/v1/threads/{thread}/records?limit=1"))
+        .bearer_auth(token)
+        .send()
+        .await;
+    let Ok(resp) = resp else { return false };
+    if !resp.status().is_success() {
+        return false;
+    }
+    let page: Value = resp.json().await.unwrap_or_default();
+    page["data"].as_array().is_some_and(|d| !d.is_empty())
+}
+
+/// Every id of `thread` a steward serves, paging `GET /v1/threads/{thread}/records`.
+async fn served_ids(http: &reqwest::Client, url: &str, token: &str, thread: &str) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut query = vec![("limit", "1000".to_owned())];
+        if let Some(cursor) = &cursor {
+            query.push(("cursor", cursor.clone()));
+        }
+        let resp = http
+            .get(format!("{url}/v1/threads/{thread}/records"))
+            .query(&query)
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        let page: Value = resp.json().await.unwrap();
+        ids.extend(
+            page["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["id"].as_str().unwrap().to_owned()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(next) if page["has_more"] == true => cursor = Some(next.to_owned()),
+            _ => return ids,
+        }
+    }
+}
+
+/// What B's `hub.db` says of `thread` with no steward running, once it passes
+/// `PRAGMA integrity_check` (`when` says which check failed): (rows, distinct ids).
+async fn inspect_store(home: &Path, thread: &str, when: &str) -> (i64, i64) {
+    let mut conn = checked_hub_db(home, when).await;
+    let (rows, distinct): (i64, i64) =
+        sqlx::query_as("SELECT COUNT(*), COUNT(DISTINCT id) FROM records WHERE thread = ?")
+            .bind(thread)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    conn.close().await.unwrap();
+    (rows, distinct)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_puller_killed_mid_catch_up_loses_and_duplicates_nothing() {
+    const THREAD: &str = "th_big";
+    let (a, mut b, _) = paired();
+    let http = reqwest::Client::new();
+
+    let seeded = seed(&http, &a, THREAD).await;
+    let on_a = ids(&a.records(THREAD));
+    assert_eq!(on_a.len(), BIG);
+    let a_ids: HashSet<String> = on_a.into_iter().collect();
+    assert_eq!(a_ids, seeded.iter().cloned().collect::<HashSet<_>>());
+
+    // B catches up in the background and is killed once it has stored a page.
+    let mut sync = b
+        .command(&["sync", THREAD, "from", &a.did])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spl sync starts");
+    let (b_url, b_token) = (b.url(), b.token.clone());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !holds_some(&http, &b_url, &b_token, THREAD).await {
+        assert!(Instant::now() < deadline, "B stored nothing of {THREAD}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    b.kill_9();
+    if exit_within(&mut sync, Duration::from_secs(10)).is_none() {
+        panic!("the background `spl sync` did not end after its steward died");
+    }
+
+    let (rows, distinct) = inspect_store(b.home(), THREAD, "after the kill").await;
+    assert_eq!(rows, distinct, "a record is stored twice after the kill");
+    assert!(
+        rows > 0 && (rows as usize) < BIG,
+        "B was not killed mid catch-up: it held {rows} of {BIG}"
+    );
+
+    // Restarted on the same home, B resumes its pull job from its cursor row.
+    let restarted = Instant::now();
+    b.serve(&[]);
+    let b_url = b.url();
+    let mut resumed_alone = false;
+    let deadline = Instant::now() + RESUME;
+    while Instant::now() < deadline {
+        if served_ids(&http, &b_url, &b.token, THREAD).await.len() >= BIG {
+            resumed_alone = true;
+            eprintln!(
+                "B held {rows} of {BIG} records at the kill and finished the catch-up by itself \
+                 {:?} after its restart",
+                restarted.elapsed()
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if !resumed_alone {
+        eprintln!(
+            "B did not finish the catch-up by itself within {RESUME:?} of its restart \
+             (it held {rows} records at the kill); running `spl sync` again"
+        );
+        let synced = b.json(&["sync", THREAD, "from", &a.did]);
+        assert_eq!(synced["quarantined"], 0, "{synced}");
+    }
+
+    // Exactly A's records: the same set, each once.
+    let on_b = ids(&b.records(THREAD));
+    let b_ids: HashSet<String> = on_b.iter().cloned().collect();
+    assert_eq!(b_ids.len(), on_b.len(), "B lists a record twice");
+    assert_eq!(
+        on_b.len(),
+        BIG,
+        "B holds {} of A's {BIG} records",
+        on_b.len()
+    );
+    assert_eq!(b_ids, a_ids, "B holds other records than A");
+    assert_eq!(served_ids(&http, &b_url, &b.token, THREAD).await.len(), BIG);
+    let sample = ok(b.output(&["records", "get", &seeded[BIG / 2]]));
+    let sample: Value = serde_json::from_str(&sample).unwrap();
+    assert_eq!(sample["signer"], a.did.as_str(), "{sample}");
+
+    b.kill_9();
+    let (rows, distinct) = inspect_store(b.home(), THREAD, "at the end").await;
+    assert_eq!(
+        (rows, distinct),
+        (BIG as i64, BIG as i64),
+        "B's store holds each of A's records once"
+    );
+}

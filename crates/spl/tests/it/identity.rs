@@ -1,0 +1,147 @@
+//! `spl identity show|upgrade|rotate` against a real directory on 127.0.0.1: a did:sync
+//! registered and rotated (the directory's document follows), a did:web served by the steward
+//! itself on the port it names, and refusals that change nothing.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::common::{json, ok, run, upgrade_to_sync, Directory, ReservedPort};
+
+fn show(home: &Path) -> Value {
+    json(run(home, &["--json", "identity", "show"]))
+}
+
+fn fails(home: &Path, args: &[&str]) -> String {
+    let output = run(home, args);
+    assert!(!output.status.success(), "{args:?} succeeded");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn a_did_sync_is_registered_and_rotated_and_the_directory_follows() {
+    let directory = Directory::start();
+    let home = tempfile::tempdir().unwrap();
+    let did_key = ok(run(home.path(), &["init"]));
+    assert_eq!(show(home.path())["did"], did_key.as_str());
+    // A did:key cannot rotate; nothing changes.
+    assert!(fails(home.path(), &["identity", "rotate"]).contains("cannot rotate"));
+    assert_eq!(show(home.path())["did"], did_key.as_str());
+
+    let upgraded = upgrade_to_sync(
+        home.path(),
+        &directory.url,
+        &[
+            "--handle",
+            "alice-cli",
+            "--service-endpoint",
+            "https://spl.example.com",
+        ],
+    );
+    let did = upgraded["did"].as_str().unwrap().to_string();
+    assert!(did.starts_with("did:sync:"), "{upgraded}");
+    assert_eq!(upgraded["signer"], did_key.as_str(), "the key stays");
+    assert_eq!(
+        directory.get("/directory/handle/alice-cli")["did"],
+        did.as_str()
+    );
+    let hash = did.trim_start_matches("did:sync:");
+    let document = directory.get(&format!("/directory/{hash}/did.json"));
+    assert_eq!(
+        document["service"][0]["serviceEndpoint"],
+        "https://spl.example.com"
+    );
+    // `spl init` keeps the published DID.
+    assert_eq!(ok(run(home.path(), &["init"])), did);
+    // Upgrading twice is refused.
+    assert!(fails(
+        home.path(),
+        &[
+            "identity",
+            "upgrade",
+            "--method",
+            "sync",
+            "--directory",
+            &directory.url
+        ]
+    )
+    .contains("already published"));
+
+    let rotated = json(run(home.path(), &["--json", "identity", "rotate"]));
+    assert_eq!(rotated["did"], did.as_str());
+    let new_signer = rotated["signer"].as_str().unwrap();
+    assert_ne!(new_signer, did_key);
+    let document = directory.get(&format!("/directory/{hash}/did.json"));
+    let methods: Vec<&str> = document["verificationMethod"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["publicKeyMultibase"].as_str().unwrap())
+        .collect();
+    assert!(
+        methods.contains(&did_key.trim_start_matches("did:key:")),
+        "{document}"
+    );
+    assert!(
+        methods.contains(&new_signer.trim_start_matches("did:key:")),
+        "{document}"
+    );
+    assert_eq!(
+        document["assertionMethod"],
+        serde_json::json!([format!("{did}#key-2")])
+    );
+
+    // Compromised: the old key leaves the document altogether.
+    let rotated = json(run(
+        home.path(),
+        &["--json", "identity", "rotate", "--compromised"],
+    ));
+    assert_eq!(rotated["keys"][1]["compromised"], true, "{rotated}");
+    let document = directory.get(&format!("/directory/{hash}/did.json"));
+    let text = document.to_string();
+    assert!(
+        !text.contains(new_signer.trim_start_matches("did:key:")),
+        "{document}"
+    );
+    assert!(
+        text.contains(did_key.trim_start_matches("did:key:")),
+        "{document}"
+    );
+}
+
+#[test]
+fn a_did_web_is_served_by_the_steward_itself() {
+    let home = tempfile::tempdir().unwrap();
+    ok(run(home.path(), &["init"]));
+    let reserved = ReservedPort::bind();
+    let (host, port) = (reserved.host(), reserved.port());
+    let upgraded = json(run(
+        home.path(),
+        &[
+            "--json", "identity", "upgrade", "--method", "web", "--domain", &host,
+        ],
+    ));
+    let did = format!("did:web:127.0.0.1%3A{port}");
+    assert_eq!(upgraded["did"], did.as_str());
+    let steward = reserved.serve(home.path(), &[]);
+    let document: Value = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        reqwest::get(format!("{}/.well-known/did.json", steward.url))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
+    assert_eq!(document["id"], did.as_str(), "{document}");
+    assert_eq!(
+        document["verificationMethod"][0]["publicKeyMultibase"],
+        upgraded["signer"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("did:key:")
+    );
+    assert_eq!(
+        document["service"][0]["serviceEndpoint"],
+        steward.url.as_str()
+    );
+}

@@ -1,0 +1,17 @@
+//! The CLI's integration tests, one binary: the built `spl` against homes of its own, real
+//! stewards and directories on 127.0.0.1, and a scripted fake steward.
+
+// The grammar module is shared with the binary; these tests read only part of it.
+#[allow(dead_code)]
+#[path = "../../src/cli.rs"]
+mod cli;
+mod common;
+mod crash;
+mod discover;
+mod federation_cli;
+mod federation_e2e;
+mod identity;
+mod init;
+mod memory;
+mod namespace;
+mod serve;

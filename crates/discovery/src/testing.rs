@@ -1,6 +1,9 @@
 //! A DNS server for tests of `_syncropel` TXT discovery, here and in the CLI's tests (the
 //! `testing` feature; never part of a production build).
 
+// A test server that cannot start fails its test, with the reason.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::net::{SocketAddr, UdpSocket};

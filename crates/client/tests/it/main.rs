@@ -1,6 +1,8 @@
 //! The client crate's integration tests, one binary: the client against a scripted HTTP server,
 //! what it sends and how it reads what comes back.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
+
 use std::sync::{Arc, Mutex};
 
 use futures_util::StreamExt;

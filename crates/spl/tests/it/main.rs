@@ -1,6 +1,8 @@
 //! The CLI's integration tests, one binary: the built `spl` against homes of its own, real
 //! stewards and directories on 127.0.0.1, and a scripted fake steward.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
+
 // The grammar module is shared with the binary; these tests read only part of it.
 #[allow(dead_code)]
 #[path = "../../src/cli.rs"]

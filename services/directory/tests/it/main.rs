@@ -2,6 +2,8 @@
 //! against SQLite (a temporary file) and Postgres (a database of its own on the server of
 //! `DATABASE_URL`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
+
 mod ident;
 mod limits;
 mod log;

@@ -11,6 +11,7 @@
 # Environment knobs (defaults in brackets):
 #   BENCH_PROP_RECORDS [1000]  BENCH_PROP_INTERVAL_MS [20]  BENCH_CATCHUP_RECORDS [100000]
 #   BENCH_SEED_CLIENTS [32]  BENCH_WORKERS [2]  BENCH_SKIP_BUILD [0]
+#   BENCH_GENERATOR [<target>/release/syncropel-bench] (the load generator binary)
 #   BENCH_OUT [<repo>/BENCHMARKS.md]  BENCH_DATE [today, UTC]
 set -euo pipefail
 
@@ -35,7 +36,7 @@ if [[ "${BENCH_SKIP_BUILD:-0}" != 1 ]]; then
 fi
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 SPL="$TARGET_DIR/release/spl"
-BENCH=("$TARGET_DIR/release/syncropel-bench" --workers "$WORKERS")
+BENCH=("${BENCH_GENERATOR:-$TARGET_DIR/release/syncropel-bench}" --workers "$WORKERS")
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/spl-fed-bench.XXXXXX")"
 PIDS=()

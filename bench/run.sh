@@ -10,6 +10,7 @@
 #   BENCH_SEED_MAX_SECS [60]  BENCH_PAGE_LIMIT [1000]  BENCH_PAGE_PASSES [3]
 #   BENCH_INIT_RUNS [10]  BENCH_WORKERS [2] (generator tokio threads)
 #   BENCH_ACTOR [did:example:bench]  BENCH_SKIP_BUILD [0]
+#   BENCH_GENERATOR [<target>/release/syncropel-bench] (the load generator binary)
 #   BENCH_OUT [<repo>/BENCHMARKS.md]  BENCH_DATE [today, UTC]
 #   BENCH_SA_ARGS [] extra arguments for `spl service-account create`
 #
@@ -48,7 +49,7 @@ if [[ "${BENCH_SKIP_BUILD:-0}" != 1 ]]; then
 fi
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 SPL="$TARGET_DIR/release/spl"
-BENCH=("$TARGET_DIR/release/syncropel-bench" --workers "$WORKERS")
+BENCH=("${BENCH_GENERATOR:-$TARGET_DIR/release/syncropel-bench}" --workers "$WORKERS")
 [[ -x "$SPL" ]] || { echo "missing $SPL" >&2; exit 1; }
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/spl-bench.XXXXXX")"

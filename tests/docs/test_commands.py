@@ -10,6 +10,7 @@ its test, with clap's message.
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import tempfile
 
@@ -47,6 +48,6 @@ def test_the_binary_accepts_the_documented_command(command):
     assert cp.returncode == 0, (
         f"{command.id}: `{command.binary}` refuses the documented command\n"
         f"  as written: {command.source}\n"
-        f"  checked as: {command.binary} {' '.join(command.args)} --help\n"
+        f"  checked as: {shlex.join([command.binary, *command.args, '--help'])}\n"
         f"{cp.stderr.strip()}"
     )

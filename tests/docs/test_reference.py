@@ -227,3 +227,25 @@ def test_cli_md_flag_tables_match_the_binaries():
         for flag in sorted(set(sections) - documented - ignored):
             problems.append(f"{' '.join(argv)} {flag}: not in docs/cli.md")
     assert not problems, "\n".join(problems)
+
+
+def test_paths_the_docs_name_exist():
+    """Every repository path the docs write in backticks (`crates/…`, `services/…`, …) exists."""
+    pattern = re.compile(
+        r"`((?:crates|services|docs|tests|bench|deploy|helm|migrations|scripts|fuzz)/[^`\s]*)`"
+    )
+    missing: list[str] = []
+    checked = 0
+    for page in [*doc_files(), REPO_ROOT / "CONTRIBUTING.md"]:
+        for number, line in enumerate(page.read_text().split("\n"), 1):
+            for path in pattern.findall(line):
+                if any(c in path for c in "<*…"):
+                    continue  # a pattern, not a path
+                brace = re.search(r"\{([^}]*)\}", path)
+                options = [path[: brace.start()] + o + path[brace.end() :] for o in brace.group(1).split(",")] if brace else [path]
+                for option in options:
+                    checked += 1
+                    if not (REPO_ROOT / option).exists():
+                        missing.append(f"{page.relative_to(REPO_ROOT)}:{number}: {option}")
+    assert checked > 30
+    assert not missing, "\n".join(missing)

@@ -77,16 +77,16 @@ impl Client {
     }
 
     /// `GET /v1/identity`.
-    pub async fn identity(&self) -> Result<Identity, ClientError> {
-        self.get(self.url("/v1/identity", &[])).await
+    pub async fn identity(&self) -> Result<Reply<Identity>, ClientError> {
+        self.get_reply(self.url("/v1/identity", &[])).await
     }
 
     /// `POST /v1/identity/upgrade` (hosted): registers the tenant's did:sync.
     pub async fn upgrade_identity(
         &self,
         request: &UpgradeIdentity,
-    ) -> Result<IdentityUpgraded, ClientError> {
-        self.post(self.url("/v1/identity/upgrade", &[]), request)
+    ) -> Result<Reply<IdentityUpgraded>, ClientError> {
+        self.post_reply(self.url("/v1/identity/upgrade", &[]), request)
             .await
     }
 }

@@ -43,13 +43,17 @@ impl Client {
     ) -> Result<Reply<Pairing>, ClientError> {
         let (status, body) = self.call(request).await?;
         let (value, json) = if status == StatusCode::ACCEPTED {
-            let (pending, json) = reply::<HandshakePending>(&body)?.into_parts();
+            let (pending, json) = reply::<HandshakePending>(status, &body)?.into_parts();
             (Pairing::Pending(pending), json)
         } else {
-            let (pair, json) = reply::<FederationPair>(&body)?.into_parts();
+            let (pair, json) = reply::<FederationPair>(status, &body)?.into_parts();
             (Pairing::Paired(Box::new(pair)), json)
         };
-        Ok(Reply { value, json })
+        Ok(Reply {
+            value,
+            json,
+            status: status.as_u16(),
+        })
     }
 
     /// `GET /v1/federation/pairs`.
@@ -150,8 +154,8 @@ impl Client {
     }
 
     /// `GET /v1/discovery/mdns`: the stewards heard on the LAN.
-    pub async fn mdns_roster(&self) -> Result<MdnsRoster, ClientError> {
-        self.get(self.url("/v1/discovery/mdns", &[])).await
+    pub async fn mdns_roster(&self) -> Result<Reply<MdnsRoster>, ClientError> {
+        self.get_reply(self.url("/v1/discovery/mdns", &[])).await
     }
 
     /// `POST /v1/consent/grants`.

@@ -6,10 +6,11 @@
 //! crate owns their typed form, and keeping the wire JSON untouched means a client never drops
 //! members a newer steward adds.
 //!
-//! Administrative answers come as a [`Reply`]: the typed answer and the JSON as it was sent, for
-//! tools that show what the steward said (`spl --json`). The routes of the hot paths (records,
-//! batches, pages, health) return the typed answer alone, so a load generator pays for nothing
-//! else.
+//! Administrative answers come as a [`Reply`]: the typed answer, the JSON as it was sent and the
+//! HTTP status, for tools that show what the steward said (`spl --json`) and tests that check it.
+//! The routes of the hot paths (record writes and listings, batches, pages, health) return the
+//! typed answer alone, so a load generator pays for nothing else; a write's answer still tells a
+//! new record from a replay ([`Emitted::created`]).
 //!
 //! Non-2xx answers are decoded from the ApiError envelope
 //! (`{"object":"error","type","code","message","hint"?}`) into [`ClientError::Api`].
@@ -78,14 +79,22 @@ pub enum ClientError {
     InvalidArgument(String),
 }
 
-/// A typed answer and the JSON it was read from.
+/// A typed answer, the JSON it was read from and the HTTP status it came with (which tells, on
+/// some routes, a new resource (`201`) from one that was there already (`200`), or a request
+/// still waiting (`202`)).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Reply<T> {
     value: T,
     json: Value,
+    status: u16,
 }
 
 impl<T> Reply<T> {
+    /// The HTTP status of the answer (always a 2xx: anything else is a [`ClientError`]).
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
     /// The answer as the steward sent it (`null` for an empty body).
     pub fn json(&self) -> &Value {
         &self.json
@@ -292,8 +301,8 @@ impl Client {
     }
 
     async fn get_reply<T: DeserializeOwned>(&self, url: Url) -> Result<Reply<T>, ClientError> {
-        let (_, body) = self.call(self.request(Method::GET, url)).await?;
-        reply(&body)
+        let (status, body) = self.call(self.request(Method::GET, url)).await?;
+        reply(status, &body)
     }
 
     async fn post_reply<T: DeserializeOwned>(
@@ -301,10 +310,10 @@ impl Client {
         url: Url,
         body: &impl Serialize,
     ) -> Result<Reply<T>, ClientError> {
-        let (_, body) = self
+        let (status, body) = self
             .call(with_json(self.request(Method::POST, url), body)?)
             .await?;
-        reply(&body)
+        reply(status, &body)
     }
 
     /// A `POST` to a route that takes no body.
@@ -312,13 +321,13 @@ impl Client {
         &self,
         url: Url,
     ) -> Result<Reply<T>, ClientError> {
-        let (_, body) = self.call(self.request(Method::POST, url)).await?;
-        reply(&body)
+        let (status, body) = self.call(self.request(Method::POST, url)).await?;
+        reply(status, &body)
     }
 
     async fn delete_reply<T: DeserializeOwned>(&self, url: Url) -> Result<Reply<T>, ClientError> {
-        let (_, body) = self.call(self.request(Method::DELETE, url)).await?;
-        reply(&body)
+        let (status, body) = self.call(self.request(Method::DELETE, url)).await?;
+        reply(status, &body)
     }
 }
 
@@ -353,12 +362,16 @@ fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, ClientError> {
         .map_err(|e| ClientError::Decode(format!("cannot read the answer: {e}")))
 }
 
-/// A 2xx body as a [`Reply`].
-fn reply<T: DeserializeOwned>(body: &[u8]) -> Result<Reply<T>, ClientError> {
+/// A 2xx answer (its status and body) as a [`Reply`].
+fn reply<T: DeserializeOwned>(status: StatusCode, body: &[u8]) -> Result<Reply<T>, ClientError> {
     let json: Value = decode(body)?;
     let value = T::deserialize(&json)
         .map_err(|e| ClientError::Decode(format!("cannot read the answer: {e}")))?;
-    Ok(Reply { value, json })
+    Ok(Reply {
+        value,
+        json,
+        status: status.as_u16(),
+    })
 }
 
 /// Percent-encodes `segment` for use as one path segment: everything but RFC 3986 unreserved
@@ -584,18 +597,23 @@ mod tests {
 
     #[test]
     fn replies_keep_the_json_as_sent_and_empty_bodies_read_as_null() {
-        let answer: Reply<syncropel_api::SyncPair> =
-            reply(br#"{"object":"sync_pair","pair_id":"sp_1","state":"running"}"#).unwrap();
+        let answer: Reply<syncropel_api::SyncPair> = reply(
+            StatusCode::CREATED,
+            br#"{"object":"sync_pair","pair_id":"sp_1","state":"running"}"#,
+        )
+        .unwrap();
         assert_eq!(answer.state, "running");
         assert_eq!(
             answer.json(),
             &json!({"object":"sync_pair","pair_id":"sp_1","state":"running"})
         );
-        let empty: Reply<Option<syncropel_api::SyncPair>> = reply(b"").unwrap();
+        assert_eq!(answer.status(), 201);
+        let empty: Reply<Option<syncropel_api::SyncPair>> = reply(StatusCode::OK, b"").unwrap();
         assert_eq!(*empty, None);
         assert_eq!(empty.json(), &Value::Null);
+        assert_eq!(empty.status(), 200);
         assert!(matches!(
-            reply::<syncropel_api::SyncPair>(b""),
+            reply::<syncropel_api::SyncPair>(StatusCode::OK, b""),
             Err(ClientError::Decode(_))
         ));
     }

@@ -12,7 +12,7 @@ use syncropel_api::{
     PairInit, PairPoll, PairRefresh, PairRefreshed, PairRevoked, RevokeNotice, SyncRecords,
 };
 
-use crate::{decode, with_json, Client, ClientError};
+use crate::{decode, with_json, Client, ClientError, Reply};
 
 /// A longpoll is held up to 30 s by the steward; the request may take a little longer.
 const LONGPOLL_TIMEOUT: Duration = Duration::from_secs(40);
@@ -67,14 +67,20 @@ impl Client {
     }
 
     /// `POST /v1/federation/pair`: a signed request to pair with this steward.
-    pub async fn pair_init(&self, request: &PairInit) -> Result<HandshakeAnswer, ClientError> {
-        self.post(self.url("/v1/federation/pair", &[]), request)
+    pub async fn pair_init(
+        &self,
+        request: &PairInit,
+    ) -> Result<Reply<HandshakeAnswer>, ClientError> {
+        self.post_reply(self.url("/v1/federation/pair", &[]), request)
             .await
     }
 
     /// `POST /v1/federation/pair/poll`: the decision on a request, by its nonce.
-    pub async fn pair_poll(&self, request: &PairPoll) -> Result<HandshakeAnswer, ClientError> {
-        self.post(self.url("/v1/federation/pair/poll", &[]), request)
+    pub async fn pair_poll(
+        &self,
+        request: &PairPoll,
+    ) -> Result<Reply<HandshakeAnswer>, ClientError> {
+        self.post_reply(self.url("/v1/federation/pair/poll", &[]), request)
             .await
     }
 
@@ -82,8 +88,8 @@ impl Client {
     pub async fn pair_confirm(
         &self,
         request: &PairConfirm,
-    ) -> Result<HandshakeAnswer, ClientError> {
-        self.post(self.url("/v1/federation/pair/confirm", &[]), request)
+    ) -> Result<Reply<HandshakeAnswer>, ClientError> {
+        self.post_reply(self.url("/v1/federation/pair/confirm", &[]), request)
             .await
     }
 

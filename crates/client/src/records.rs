@@ -10,7 +10,7 @@ use syncropel_api::{
     QueryAnswer, QueryRequest, Ready, SearchAnswer, SearchRequest, ThreadSummary, WellKnown,
 };
 
-use crate::{decode, encode_segment, with_json, Client, ClientError};
+use crate::{decode, encode_segment, with_json, Client, ClientError, Reply};
 
 /// The answer to `POST /v1/records`: the stored record, and whether this request stored it
 /// (`201`) or found it stored already (`200`, a replay of the same envelope).
@@ -94,16 +94,17 @@ impl Client {
     pub async fn query<R: DeserializeOwned>(
         &self,
         request: &QueryRequest,
-    ) -> Result<QueryAnswer<R>, ClientError> {
-        self.post(self.url("/v1/records/query", &[]), request).await
+    ) -> Result<Reply<QueryAnswer<R>>, ClientError> {
+        self.post_reply(self.url("/v1/records/query", &[]), request)
+            .await
     }
 
     /// `POST /v1/records/search` (lexical search).
     pub async fn search<R: DeserializeOwned>(
         &self,
         request: &SearchRequest,
-    ) -> Result<SearchAnswer<R>, ClientError> {
-        self.post(self.url("/v1/records/search", &[]), request)
+    ) -> Result<Reply<SearchAnswer<R>>, ClientError> {
+        self.post_reply(self.url("/v1/records/search", &[]), request)
             .await
     }
 

@@ -28,7 +28,6 @@ use std::time::Duration;
 
 use futures_util::FutureExt as _;
 use serde_json::{json, Value};
-use syncropel_client::{Client, ListParams};
 use syncropel_federation::{FederationConfig, PeerTimeouts};
 
 pub use directory::{Directory, StoppedDirectory};
@@ -69,16 +68,28 @@ pub async fn send(request: reqwest::RequestBuilder) -> (u16, Value) {
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
-/// Every record a listing holds, following its cursor (pages of 1000 unless `params` say
-/// otherwise).
-pub async fn all_records(client: &Client, mut params: ListParams) -> Vec<Value> {
-    params.limit = params.limit.or(Some(1000));
+/// Every record a listing holds, following its cursor in pages of 1000: `listing` makes the
+/// `GET /v1/records` request (its address, host and bearer), `thread` narrows it. Read raw:
+/// every page must answer `200`.
+pub async fn all_records(
+    listing: impl Fn() -> reqwest::RequestBuilder,
+    thread: Option<&str>,
+) -> Vec<Value> {
     let mut records = Vec::new();
+    let mut cursor: Option<String> = None;
     loop {
-        let page = client.list_records::<Value>(&params).await.unwrap();
-        records.extend(page.data);
-        match page.next_cursor {
-            Some(cursor) => params.cursor = Some(cursor),
+        let mut query = vec![("limit", "1000".to_string())];
+        if let Some(thread) = thread {
+            query.push(("thread", thread.to_string()));
+        }
+        if let Some(cursor) = &cursor {
+            query.push(("cursor", cursor.clone()));
+        }
+        let (status, page) = send(listing().query(&query)).await;
+        assert_eq!(status, 200, "{page}");
+        records.extend(page["data"].as_array().unwrap().iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
             None => return records,
         }
     }

@@ -255,18 +255,13 @@ impl TestSteward {
     }
 
     /// How many client records the tenant holds (through the API, leaving out the steward's own
-    /// audit trail), to prove a refusal wrote nothing.
+    /// audit trail), to prove a refusal wrote nothing. Read raw: the listing answers `200`.
     pub async fn record_count(&self, token: &str) -> usize {
-        let params = syncropel_client::ListParams {
-            limit: Some(1000),
-            ..Default::default()
-        };
-        let page = self
-            .client(token)
-            .list_records::<Value>(&params)
-            .await
-            .unwrap();
-        page.data
+        let (status, body) = self.get(token, "/v1/records?limit=1000").await;
+        assert_eq!(status, 200, "{body}");
+        body["data"]
+            .as_array()
+            .unwrap()
             .iter()
             .filter(|r| !r["thread"].as_str().unwrap().starts_with("th_audit_"))
             .count()

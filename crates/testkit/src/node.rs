@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use syncropel_client::api::{CreateNamespace, PullRequest, StartPair};
-use syncropel_client::{Client, ClientError, ListParams, Pairing};
+use syncropel_client::{encode_segment, Client, Pairing};
 use syncropel_federation::state as fstate;
 use syncropel_protocol::pair::outbound_secret_handle;
 
@@ -80,12 +80,16 @@ impl Node {
         self.write(&crate::know(thread, actor, clock, body)).await
     }
 
-    /// The record `id`, if the steward holds it.
+    /// The record `id` (`200`), or `None` when the steward does not hold it (`404`); read raw,
+    /// so that any other status fails the test.
     pub async fn record(&self, id: &str) -> Option<Value> {
-        match self.client.get_record(id).await {
-            Ok(record) => Some(record),
-            Err(ClientError::Api { status: 404, .. }) => None,
-            Err(e) => panic!("GET record {id}: {e}"),
+        let (status, body) = self
+            .get(&format!("/v1/records/{}", encode_segment(id)))
+            .await;
+        match status {
+            200 => Some(body),
+            404 => None,
+            _ => panic!("GET record {id}: {status} {body}"),
         }
     }
 
@@ -95,14 +99,12 @@ impl Node {
         crate::eventually(&what, ARRIVAL, || self.record(id)).await
     }
 
-    /// The first 1000 records of `thread`.
+    /// The first 1000 records of `thread`, read raw: the listing answers `200`.
     pub async fn records(&self, thread: &str) -> Vec<Value> {
-        let params = ListParams {
-            thread: Some(thread.into()),
-            limit: Some(1000),
-            ..ListParams::default()
-        };
-        self.client.list_records(&params).await.unwrap().data
+        let path = format!("/v1/records?thread={}&limit=1000", encode_segment(thread));
+        let (status, page) = self.get(&path).await;
+        assert_eq!(status, 200, "{page}");
+        page["data"].as_array().unwrap().clone()
     }
 
     /// The ids of the first 1000 records of `thread`; none is listed twice.
@@ -116,45 +118,54 @@ impl Node {
         ids
     }
 
-    /// Creates (or re-activates) a namespace.
+    /// Creates (`201`) or re-activates (`200`) a namespace.
     pub async fn register_namespace(&self, id: &str) {
         let namespace = CreateNamespace {
             id: id.into(),
             description: None,
         };
-        self.client.create_namespace(&namespace).await.unwrap();
+        let created = self.client.create_namespace(&namespace).await.unwrap();
+        assert!(
+            matches!(created.status(), 200 | 201),
+            "{}: {}",
+            created.status(),
+            created.json()
+        );
     }
 
-    /// Pairs with the steward at `peer_url`, which approves at once; our view of the pair.
+    /// Pairs with the steward at `peer_url`, which approves at once (`200`); our view of the
+    /// pair.
     pub async fn pair_with(&self, peer_url: &str) -> Value {
         let request = StartPair {
             peer_url: peer_url.into(),
             ..StartPair::default()
         };
-        let (pairing, view) = self
-            .client
-            .start_pairing(&request)
-            .await
-            .unwrap()
-            .into_parts();
+        let started = self.client.start_pairing(&request).await.unwrap();
+        assert_eq!(started.status(), 200, "{}", started.json());
+        let (pairing, view) = started.into_parts();
         assert!(matches!(pairing, Pairing::Paired(_)), "{view}");
         assert_eq!(view["state"], "active", "{view}");
         view
     }
 
-    /// A pair by its id, its peer's DID or its peer's URL.
+    /// A pair by its id, its peer's DID or its peer's URL (`200`).
     pub async fn pair(&self, key: &str) -> Value {
-        self.client.federation_pair(key).await.unwrap().into_json()
+        let pair = self.client.federation_pair(key).await.unwrap();
+        assert_eq!(pair.status(), 200, "{}", pair.json());
+        pair.into_json()
     }
 
-    /// A one-shot pull of `thread` from `peer` through the pair (which also starts the job).
+    /// A one-shot pull of `thread` from `peer` through the pair (which also starts the job);
+    /// it answers `200`.
     pub async fn pull(&self, thread: &str, peer: &str) -> Value {
         let request = PullRequest {
             thread: thread.into(),
             peer: peer.into(),
             peer_token: None,
         };
-        self.client.pull(&request).await.unwrap().into_json()
+        let pulled = self.client.pull(&request).await.unwrap();
+        assert_eq!(pulled.status(), 200, "{}", pulled.json());
+        pulled.into_json()
     }
 
     /// The bearer the peer issued us for a pair, from our secret store.

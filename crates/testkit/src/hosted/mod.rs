@@ -12,7 +12,7 @@ use jsonwebtoken::{encode, EncodingKey, Header};
 use reqwest::header::{HeaderMap, HeaderValue, HOST};
 use serde_json::{json, Value};
 use syncropel_client::api::Provision;
-use syncropel_client::Client;
+use syncropel_client::{encode_segment, Client};
 use syncropel_federation::FederationConfig;
 use syncropel_steward::app::{AppState, Limits};
 use syncropel_steward::hosted::jwt::{JwtKey, JwtVerifier};
@@ -218,12 +218,15 @@ impl Replica {
         }
     }
 
-    /// The provisioning `id` (phases, tenant status, DID and URL) as `account` sees it.
+    /// The provisioning `id` (phases, tenant status, DID and URL) as `account` sees it (`200`).
     pub async fn provision_status(&self, account: &str, id: &str) -> Provision {
-        self.platform_client(account)
+        let described = self
+            .platform_client(account)
             .provision_status(id)
             .await
-            .unwrap_or_else(|e| panic!("provisioning {id}: {e}"))
+            .unwrap_or_else(|e| panic!("provisioning {id}: {e}"));
+        assert_eq!(described.status(), 200, "{}", described.json());
+        described.into_value()
     }
 
     /// `POST /provision` as `account` with the idempotency `key`, raw: its status tells a new
@@ -286,18 +289,13 @@ impl Replica {
         emitted.record
     }
 
-    /// How many records a thread of a tenant holds, as its token reads them.
+    /// How many records a thread of a tenant holds, as its token reads them (raw: the listing
+    /// answers `200`).
     pub async fn thread_len(&self, label: &str, token: &str, thread: &str) -> usize {
-        let params = syncropel_client::ListParams {
-            thread: Some(thread.into()),
-            ..Default::default()
-        };
-        let page = self
-            .tenant_client(label, token)
-            .list_records::<Value>(&params)
-            .await
-            .unwrap();
-        page.data.len()
+        let path = format!("/v1/records?thread={}", encode_segment(thread));
+        let (status, listed) = self.tenant_get(label, token, &path).await;
+        assert_eq!(status, 200, "{listed}");
+        listed["data"].as_array().unwrap().len()
     }
 }
 

@@ -60,6 +60,7 @@ async fn set_introducible(node: &Node, peer_did: &str, on: bool) {
         .set_introducible(peer_did, &request)
         .await
         .unwrap();
+    assert_eq!(answer.status(), 200, "{}", answer.json());
     assert_eq!(answer.introducible, on);
 }
 
@@ -72,6 +73,7 @@ async fn peers_as(node: &Node, bearer: &str, actor: &str) -> (u16, serde_json::V
 async fn pair_state(node: &Node) -> (usize, usize) {
     let records = node.records("th_federation_pairs").await;
     let list = node.client.federation_pairs().await.unwrap();
+    assert_eq!(list.status(), 200, "{}", list.json());
     (records.len(), list.data.len())
 }
 
@@ -91,6 +93,8 @@ async fn mdns_roster_lists_the_broadcasting_steward_and_not_the_silent_one() {
 
     let roster = loop {
         let roster = b.client.mdns_roster().await.unwrap();
+        assert_eq!(roster.status(), 200, "{}", roster.json());
+        assert_eq!(roster.json()["object"], "mdns_roster");
         if roster.peers.iter().any(|p| p.did == a.did()) {
             break roster;
         }
@@ -110,7 +114,10 @@ async fn mdns_roster_lists_the_broadcasting_steward_and_not_the_silent_one() {
     let entry = &roster.peers[0];
     assert_eq!(dids(&roster), [a.did()], "{roster:?}");
     assert_eq!(entry.endpoint, a.url());
-    assert!(!entry.manifest_verified);
+    // As sent: the members are there, not defaulted.
+    let sent = &roster.json()["peers"][0];
+    assert_eq!(sent["manifest_verified"], false, "{sent}");
+    assert!(sent["last_seen"].is_string(), "{sent}");
     assert!(!entry.last_seen.is_empty());
 
     // C listens but never announces; B never lists itself either.
@@ -120,6 +127,8 @@ async fn mdns_roster_lists_the_broadcasting_steward_and_not_the_silent_one() {
     assert!(!dids(&roster).contains(&b.did()));
     // A steward that does not listen answers an empty roster.
     let empty = a.client.mdns_roster().await.unwrap();
+    assert_eq!(empty.status(), 200);
+    assert_eq!(empty.json()["peers"], json!([]));
     assert!(empty.peers.is_empty());
 
     assert_eq!(pair_state(&b).await, before, "discovery wrote pair records");
@@ -178,6 +187,7 @@ async fn introductions_are_404_unless_enabled_and_list_only_introducible_pairs()
 
     // The same, asked through X's own steward with the bearer it holds.
     let introduced = x.client.introductions(&hub.did()).await.unwrap();
+    assert_eq!(introduced.status(), 200, "{}", introduced.json());
     assert_eq!(introduced.introduced_by, hub.did());
     let dids: Vec<&str> = introduced.peers.iter().map(|p| p.did.as_str()).collect();
     assert_eq!(dids, [y.did()]);

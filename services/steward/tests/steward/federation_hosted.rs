@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use syncropel_client::api::{PullRequest, StartPair};
-use syncropel_client::{Client, ClientError, ListParams, Pairing};
+use syncropel_client::{encode_segment, Client, Pairing};
 use syncropel_federation::FederationConfig;
 use syncropel_steward::tenant::Tenant;
 use syncropel_testkit::hosted::{Config, Replica};
@@ -96,11 +96,14 @@ impl Hosted {
         emitted.record
     }
 
+    /// The record `id` (`200`), or `None` (`404`); read raw, so that any other status fails.
     async fn record(&self, via: &Replica, id: &str) -> Option<Value> {
-        match self.via(via).get_record(id).await {
-            Ok(record) => Some(record),
-            Err(ClientError::Api { status: 404, .. }) => None,
-            Err(e) => panic!("GET record {id}: {e}"),
+        let path = format!("/v1/records/{}", encode_segment(id));
+        let (status, body) = via.tenant_get(&self.label, &self.token, &path).await;
+        match status {
+            200 => Some(body),
+            404 => None,
+            _ => panic!("GET record {id}: {status} {body}"),
         }
     }
 
@@ -109,18 +112,12 @@ impl Hosted {
         syncropel_testkit::eventually(what, DEADLINE, || self.record(via, id)).await
     }
 
+    /// The ids of the first 1000 records of `thread` (read raw: the listing answers `200`).
     async fn ids(&self, via: &Replica, thread: &str) -> BTreeSet<String> {
-        let params = ListParams {
-            thread: Some(thread.into()),
-            limit: Some(1000),
-            ..ListParams::default()
-        };
-        let data = self
-            .via(via)
-            .list_records::<Value>(&params)
-            .await
-            .unwrap()
-            .data;
+        let path = format!("/v1/records?thread={}&limit=1000", encode_segment(thread));
+        let (status, list) = via.tenant_get(&self.label, &self.token, &path).await;
+        assert_eq!(status, 200, "{list}");
+        let data = list["data"].as_array().unwrap();
         let ids: BTreeSet<String> = data
             .iter()
             .map(|r| r["id"].as_str().unwrap().to_string())
@@ -135,15 +132,15 @@ impl Hosted {
             peer: peer.into(),
             peer_token: None,
         };
-        self.via(via).pull(&request).await.unwrap().into_json()
+        let pulled = self.via(via).pull(&request).await.unwrap();
+        assert_eq!(pulled.status(), 200, "{}", pulled.json());
+        pulled.into_json()
     }
 
     async fn pair(&self, via: &Replica, key: &str) -> Value {
-        self.via(via)
-            .federation_pair(key)
-            .await
-            .unwrap()
-            .into_json()
+        let pair = self.via(via).federation_pair(key).await.unwrap();
+        assert_eq!(pair.status(), 200, "{}", pair.json());
+        pair.into_json()
     }
 }
 
@@ -241,12 +238,9 @@ async fn a_hosted_tenant_pairs_and_syncs_with_local_stewards_both_ways() {
             peer_url: responder.url().into(),
             ..StartPair::default()
         };
-        let (pairing, view) = hosted
-            .via(&replica)
-            .start_pairing(&request)
-            .await
-            .unwrap()
-            .into_parts();
+        let started = hosted.via(&replica).start_pairing(&request).await.unwrap();
+        assert_eq!(started.status(), 200, "{}", started.json());
+        let (pairing, view) = started.into_parts();
         assert!(matches!(pairing, Pairing::Paired(_)), "{view}");
         assert_eq!(view["state"], "active", "{view}");
         assert_eq!(view["role"], "initiator");

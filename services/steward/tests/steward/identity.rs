@@ -103,7 +103,9 @@ async fn pull_from(node: &Node, peer: &Node, thread: &str) -> Value {
         peer: peer.url().into(),
         peer_token: Some(token),
     };
-    node.client.pull(&request).await.unwrap().into_json()
+    let pulled = node.client.pull(&request).await.unwrap();
+    assert_eq!(pulled.status(), 200, "{}", pulled.json());
+    pulled.into_json()
 }
 
 async fn assert_no_quarantine(node: &Node) {
@@ -321,7 +323,9 @@ async fn records_of_a_did_sync_steward_verify_before_and_after_a_rotation() {
         ..Options::restart(stopped)
     };
     let a = Node::start(as_sync(&k2, &sync, restart)).await;
-    let pairs = a.client.federation_pairs().await.unwrap().into_json();
+    let pairs = a.client.federation_pairs().await.unwrap();
+    assert_eq!(pairs.status(), 200, "{}", pairs.json());
+    let pairs = pairs.into_json();
     assert_eq!(pairs["data"][0]["state"], "active", "{pairs}");
     let after = emit(&a, thread, 2).await;
     assert_eq!(after["signer"], k2.did_key().as_str(), "{after}");
@@ -486,6 +490,7 @@ async fn a_hosted_did_key_tenant_upgrades_to_a_did_sync() {
             .identity()
             .await
             .unwrap();
+        assert_eq!(before.status(), 200, "{}", before.json());
         assert_eq!(before.method, "key", "{before:?}");
         let (status, refusal) = plain
             .tenant_post("beta", &token, "/v1/identity/upgrade", &json!({}))
@@ -513,7 +518,8 @@ async fn a_hosted_did_key_tenant_upgrades_to_a_did_sync() {
             recovery_key: Some(recovery.did_key()),
         };
         let upgraded = tenant.upgrade_identity(&upgrade).await.unwrap();
-        let did = upgraded.did;
+        assert_eq!(upgraded.status(), 200, "{}", upgraded.json());
+        let did = upgraded.into_value().did;
         assert!(did.starts_with("did:sync:"), "{did}");
         let after = tenant.identity().await.unwrap();
         assert_eq!(after.did, did, "{after:?}");

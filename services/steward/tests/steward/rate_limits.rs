@@ -4,8 +4,7 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use syncropel_client::api::CreateRecords;
-use syncropel_client::ListParams;
+use syncropel_client::api::{BatchResult, CreateRecords};
 use syncropel_steward::rate_limit::RateLimits;
 use syncropel_testkit::{envelope, error_code, Options, TestSteward};
 
@@ -152,17 +151,13 @@ async fn a_refused_post_writes_no_record() {
     assert_eq!(error_code(&body), "RATE_LIMITED");
     // Only the accepted writes exist; the refused one (and its clock) left no trace.
     assert_eq!(steward.record_count(&reader).await, passed);
-    let params = ListParams {
-        limit: Some(100),
-        ..ListParams::default()
-    };
-    let page = steward
-        .client(&reader)
-        .thread_records::<Value>("th_limited", &params)
-        .await
-        .unwrap();
-    let clocks: Vec<i64> = page
-        .data
+    let (status, page) = steward
+        .get(&reader, "/v1/threads/th_limited/records?limit=100")
+        .await;
+    assert_eq!(status, 200, "{page}");
+    let clocks: Vec<i64> = page["data"]
+        .as_array()
+        .unwrap()
         .iter()
         .map(|r| r["clock"].as_i64().unwrap())
         .collect();
@@ -205,7 +200,6 @@ async fn a_batch_counts_each_record_against_its_token() {
             .map(|c| envelope("th_rl_batch", c, json!({})))
             .collect(),
     };
-    let client = steward.client(&token);
     let post = |batch: CreateRecords| {
         let body = serde_json::to_value(batch).unwrap();
         let (steward, token) = (&steward, &token);
@@ -216,16 +210,16 @@ async fn a_batch_counts_each_record_against_its_token() {
     assert_eq!((status, error_code(&body)), (400, "VALIDATION_ERROR"));
     assert!(body["message"].as_str().unwrap().contains("bursts of 10"));
     // Eight records take eight of the ten; the next batch of eight is refused and writes nothing.
-    let answer = client.emit_batch::<Value>(&batch(1, 8)).await.unwrap();
+    let (status, body) = post(batch(1, 8)).await;
+    assert_eq!((status, &body["created"]), (200, &json!(8)), "{body}");
+    let answer: BatchResult<Value> = serde_json::from_value(body).unwrap();
     assert_eq!(answer.created, 8, "{answer:?}");
     let (status, body) = post(batch(9, 8)).await;
     assert_eq!((status, error_code(&body)), (429, "RATE_LIMITED"));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let params = ListParams {
-        thread: Some("th_rl_batch".into()),
-        limit: Some(100),
-        ..ListParams::default()
-    };
-    let listed = client.list_records::<Value>(&params).await.unwrap();
-    assert_eq!(listed.data.len(), 8);
+    let (status, listed) = steward
+        .get(&token, "/v1/records?thread=th_rl_batch&limit=100")
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(listed["data"].as_array().unwrap().len(), 8);
 }

@@ -1,7 +1,7 @@
 //! The records API over HTTP against a real steward (SQLite file, port 0).
 
 use serde_json::{json, Value};
-use syncropel_client::api::CreateRecords;
+use syncropel_client::api::{CreateRecords, HealthReport};
 use syncropel_client::ListParams;
 use syncropel_steward::app::Limits;
 use syncropel_testkit::{envelope, error_code, Node, Options, TestSteward};
@@ -44,7 +44,7 @@ async fn every_vector_gets_the_sdk_id_and_a_verifiable_signature() {
 
         // The stored record recomputes to its id.
         let id = record["id"].as_str().unwrap();
-        let fetched: Value = node.client.get_record(id).await.unwrap();
+        let fetched = node.record(id).await.expect("the record is stored (200)");
         let reparsed =
             syncropel_protocol::Envelope::parse(fetched.to_string().as_bytes(), 128).unwrap();
         assert_eq!(
@@ -210,13 +210,17 @@ async fn auth_is_enforced_with_both_headers_scopes_and_actor_claims() {
     assert_eq!((status, error_code(&body)), (403, "SCOPE_FORBIDDEN"));
 
     // /v1/health needs a credential and reports the deciders.
-    let full = steward.client(&reader).health_report().await.unwrap();
-    assert_eq!(full.authorization.of, 6);
+    let (status, full) = steward.get(&reader, "/v1/health").await;
+    assert_eq!(status, 200, "{full}");
+    assert_eq!(full["authorization"]["of"], 6);
+    let report: HealthReport = serde_json::from_value(full).unwrap();
+    assert_eq!(report.authorization.of, 6);
 
     // Revocation takes effect at once, and is itself a record.
     let token_id = syncropel_protocol::sha256_hex(reader.as_bytes());
     let admin_client = steward.client(&admin);
-    admin_client.revoke_token(&token_id).await.unwrap();
+    let revoked = admin_client.revoke_token(&token_id).await.unwrap();
+    assert_eq!(revoked.status(), 200, "{}", revoked.json());
     let (status, body) = steward.get(&reader, "/v1/threads").await;
     assert_eq!((status, error_code(&body)), (401, "AUTH_INVALID"));
     let audit = admin_client
@@ -278,12 +282,8 @@ async fn lists_page_with_opaque_cursors() {
         .await
         .unwrap();
     assert_eq!(since.data.len(), 5);
-    let unknown = node
-        .client
-        .thread_records::<Value>("th_nothing", &ListParams::default())
-        .await
-        .unwrap();
-    assert_eq!(unknown.data, Vec::<Value>::new());
+    let (status, unknown) = node.get("/v1/threads/th_nothing/records").await;
+    assert_eq!((status, unknown["data"].clone()), (200, json!([])));
     let (status, body) = node.get("/v1/records?cursor=%%%").await;
     assert_eq!((status, error_code(&body)), (400, "VALIDATION_ERROR"));
     let (status, body) = node.get("/v1/records/doesnotexist").await;
@@ -366,16 +366,17 @@ async fn namespaces_narrow_writes_and_are_folds_of_records() {
     assert_eq!(record["namespace"], "acme/payments");
 
     // Archiving an ancestor closes the subtree to new writes; existing records stay readable.
-    node.client.archive_namespace("acme").await.unwrap();
+    let archived = node.client.archive_namespace("acme").await.unwrap();
+    assert_eq!(archived.status(), 200, "{}", archived.json());
     let (status, body) = node.post("/v1/records", &payment(3)).await;
     assert_eq!((status, error_code(&body)), (403, "NAMESPACE_REJECTED"));
-    node.client
-        .get_record::<Value>(record["id"].as_str().unwrap())
-        .await
-        .unwrap();
+    assert!(node.record(record["id"].as_str().unwrap()).await.is_some());
 
     let entry = node.client.namespace("acme/payments").await.unwrap();
-    assert_eq!(entry.json()["state"], "active");
+    assert_eq!(
+        (entry.status(), entry.json()["state"].clone()),
+        (200, json!("active"))
+    );
     let registry = node
         .client
         .thread_records::<Value>("th_namespace_registry", &ListParams::default())

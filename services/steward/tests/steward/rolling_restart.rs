@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use serde_json::{json, Value};
-use syncropel_client::ListParams;
-use syncropel_testkit::hosted::{client_with_host, new_tenant_at, Balancer, Process, BASE_DOMAIN};
+use syncropel_testkit::hosted::{new_tenant_at, Balancer, Process, BASE_DOMAIN};
 use syncropel_testkit::{all_records, envelope, with_test_database};
 use tokio_util::sync::CancellationToken;
 
@@ -437,12 +436,13 @@ async fn a_rolling_restart_under_load_loses_no_write_and_fails_no_request() {
         let watched = std::mem::take(&mut *watched.lock().unwrap());
 
         // What the thread holds, read through the balancer.
-        let reader = client_with_host(&balancer.url, &tenant_host(), &token);
-        let listing = ListParams {
-            thread: Some(THREAD.into()),
-            ..ListParams::default()
+        let http = reqwest::Client::new();
+        let listing = || {
+            http.get(format!("{}/v1/records", balancer.url))
+                .header("host", tenant_host())
+                .bearer_auth(&token)
         };
-        let stored: Vec<String> = all_records(&reader, listing)
+        let stored: Vec<String> = all_records(listing, Some(THREAD))
             .await
             .iter()
             .map(|r| r["id"].as_str().unwrap().to_string())

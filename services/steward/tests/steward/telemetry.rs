@@ -11,6 +11,7 @@ use std::time::Duration;
 use opentelemetry::trace::{SpanId, TraceId};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
 use serde_json::{json, Value};
+use syncropel_client::api::Ready;
 use syncropel_federation::FederationConfig;
 use syncropel_telemetry::LogFormat;
 use syncropel_testkit::hosted::{client_with_host, new_tenant_at, Process, BASE_DOMAIN};
@@ -248,7 +249,9 @@ async fn a_hosted_replica_serves_metrics_internally_and_drains_on_sigterm() {
             let (status, body) = send(http.get(format!("{base}/metrics")).header("host", host)).await;
             assert_eq!(status, 404, "{host}: {body}");
         }
-        let ready = syncropel_client::Client::new(&base, None).unwrap().ready().await.unwrap();
+        let (status, body) = send(http.get(format!("{base}/ready"))).await;
+        assert_eq!((status, body["status"].as_str()), (200, Some("ready")));
+        let ready: Ready = serde_json::from_value(body).unwrap();
         assert_eq!(ready.status, "ready");
 
         // SIGTERM: not ready at once, still serving during the delay, then gone.

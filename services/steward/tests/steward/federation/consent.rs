@@ -8,14 +8,18 @@ use syncropel_testkit::Node;
 
 use super::paired;
 
-/// Grants consent as `body` describes; the grant as answered.
+/// Grants consent as `body` describes (`201`); the grant as answered.
 async fn grant_consent(node: &Node, body: Value) -> Value {
     let request: CreateGrant = serde_json::from_value(body).unwrap();
-    node.client
-        .grant_consent(&request)
-        .await
-        .unwrap()
-        .into_json()
+    let grant = node.client.grant_consent(&request).await.unwrap();
+    assert_eq!(grant.status(), 201, "{}", grant.json());
+    grant.into_json()
+}
+
+/// Revokes a grant (`200`).
+async fn revoke_grant(node: &Node, grant_id: &str) {
+    let revoked = node.client.revoke_grant(grant_id, None).await.unwrap();
+    assert_eq!(revoked.status(), 200, "{}", revoked.json());
 }
 
 #[tokio::test]
@@ -68,10 +72,11 @@ async fn consent_decides_what_crosses_namespaces() {
     assert!(a.record(hidden["id"].as_str().unwrap()).await.is_none());
 
     let listed = b.client.consent_grants(None).await.unwrap();
+    assert_eq!(listed.status(), 200);
     assert_eq!(listed.data.len(), 3, "{}", listed.json());
 
     // Replace it with a grant without L0: stubs without a signature.
-    b.client.revoke_grant(&full_id, None).await.unwrap();
+    revoke_grant(&b, &full_id).await;
     let grant = grant_consent(
         &b,
         json!({"source_namespace": "research", "target_namespace": "default",
@@ -96,7 +101,7 @@ async fn consent_decides_what_crosses_namespaces() {
     assert_eq!(stub["actor"], actor);
 
     // Revoked: records written afterwards stay home.
-    b.client.revoke_grant(&stub_grant, None).await.unwrap();
+    revoke_grant(&b, &stub_grant).await;
     let after = b.emit(thread, actor, 5, research(5)).await;
     let last = b.emit(thread, actor, 6, json!({"n": 6})).await;
     a.arrived(last["id"].as_str().unwrap()).await;

@@ -1,19 +1,25 @@
 //! What a peer may ask (section 8): refusals of the changes feed, legacy sync pairs, one-shot
-//! pulls without a pair, missing parents, and our own threads. Refusals are read raw, as the
-//! error envelope; the feed's pages go through the typed client, as a peer's puller reads them.
+//! pulls without a pair, missing parents, and our own threads. The feed is read raw, as a peer
+//! calls it: refusals as the error envelope, pages with their status and every member.
 
 use std::collections::BTreeSet;
 
 use serde_json::{json, Value};
-use syncropel_client::api::{
-    ChangesParams, CreateGrant, CreateSyncPair, FetchRecords, PullRequest,
-};
-use syncropel_client::{Client, ListParams};
+use syncropel_client::api::{ChangesPage, CreateGrant, CreateSyncPair, PullRequest, SyncRecords};
+use syncropel_client::ListParams;
 use syncropel_federation::state as fstate;
 use syncropel_protocol::sync::SyncCursor;
-use syncropel_testkit::{error_code, eventually, Node, TENANT};
+use syncropel_testkit::{error_code, eventually, TENANT};
 
 use super::{changes_as, legacy, ms, paired, start, try_pull, DEADLINE};
+
+/// `page`, which must read as the contract's page of the changes feed for `thread`.
+fn typed_page(page: &Value, thread: &str) -> ChangesPage {
+    let typed: ChangesPage = serde_json::from_value(page.clone())
+        .unwrap_or_else(|e| panic!("not a page of the changes feed: {e}: {page}"));
+    assert_eq!(typed.thread, thread, "{page}");
+    typed
+}
 
 /// A pull of `thread` from a URL with a token the peer gave, without a pair.
 fn pull_with_token(thread: &str, peer_url: &str, token: &str) -> PullRequest {
@@ -22,11 +28,6 @@ fn pull_with_token(thread: &str, peer_url: &str, token: &str) -> PullRequest {
         peer: peer_url.into(),
         peer_token: Some(token.into()),
     }
-}
-
-/// `node`'s feed as the peer `actor` reads it with its pair `token`.
-fn as_peer(node: &Node, token: &str, actor: &str) -> Client {
-    node.steward.client(token).acting_as(actor).unwrap()
 }
 
 #[tokio::test]
@@ -97,17 +98,12 @@ async fn the_changes_feed_refuses_what_a_peer_may_not_ask() {
     assert_eq!(status, 403, "{body}");
 
     // An empty thread answers an empty page whose cursor is the one sent.
-    let peer = as_peer(&b, &token, &me);
-    let page = peer
-        .sync_changes::<Value>(&ChangesParams {
-            thread: "th_nothing_yet".into(),
-            ..ChangesParams::default()
-        })
-        .await
-        .unwrap();
-    assert_eq!(page.records, Vec::<Value>::new());
-    assert_eq!(page.next_cursor, "");
-    assert!(!page.has_more);
+    let (status, page) = changes_as(&b, &token, &me, "thread=th_nothing_yet").await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["records"], json!([]));
+    assert_eq!(page["next_cursor"], "");
+    assert_eq!(page["has_more"], false);
+    typed_page(&page, "th_nothing_yet");
     // Pages follow commit order, with has_more and a cursor that never skips.
     for clock in 1..=5 {
         b.emit(
@@ -118,27 +114,26 @@ async fn the_changes_feed_refuses_what_a_peer_may_not_ask() {
         )
         .await;
     }
-    let mut params = ChangesParams {
-        thread: "th_fed_pages".into(),
-        limit: Some(2),
-        ..ChangesParams::default()
-    };
+    let mut since = String::new();
     let mut seen = Vec::new();
     loop {
-        let page = peer.sync_changes::<Value>(&params).await.unwrap();
-        for item in &page.records {
+        let query = format!("thread=th_fed_pages&limit=2&since={since}");
+        let (status, page) = changes_as(&b, &token, &me, &query).await;
+        assert_eq!(status, 200, "{page}");
+        typed_page(&page, "th_fed_pages");
+        for item in page["records"].as_array().unwrap() {
             seen.push(item["record"]["clock"].as_i64().unwrap());
             assert!(item["record"]["sig"].is_string());
         }
-        params.since = page.next_cursor;
-        if !page.has_more {
+        since = page["next_cursor"].as_str().unwrap().to_string();
+        if page["has_more"] == false {
             break;
         }
     }
     assert_eq!(seen, vec![1, 2, 3, 4, 5]);
     // Fetching by id: served threads only.
     let wanted = b.ids("th_fed_pages").await;
-    let mut ids: Vec<String> = wanted.iter().cloned().collect();
+    let mut ids: Vec<Value> = wanted.iter().map(|id| json!(id)).collect();
     let pairs = b
         .client
         .list_records::<Value>(&ListParams {
@@ -148,13 +143,20 @@ async fn the_changes_feed_refuses_what_a_peer_may_not_ask() {
         })
         .await
         .unwrap();
-    ids.push(pairs.data[0]["id"].as_str().unwrap().to_string());
-    let fetched = peer
-        .sync_records::<Value>(&FetchRecords { ids }, None)
-        .await
-        .unwrap();
-    let got: BTreeSet<String> = fetched
-        .records
+    ids.push(pairs.data[0]["id"].clone());
+    let request = b
+        .steward
+        .http
+        .post(format!("{}/v1/sync/records", b.url()))
+        .bearer_auth(&token)
+        .header("x-syncropel-actor", &me)
+        .json(&json!({"ids": ids}));
+    let (status, fetched) = b.steward.send(request).await;
+    assert_eq!(status, 200, "{fetched}");
+    serde_json::from_value::<SyncRecords>(fetched.clone()).unwrap();
+    let got: BTreeSet<String> = fetched["records"]
+        .as_array()
+        .unwrap()
         .iter()
         .map(|i| i["id"].as_str().unwrap().to_string())
         .collect();
@@ -172,12 +174,9 @@ async fn a_legacy_pair_to_a_paired_peer_uses_the_pair_token() {
         thread_id: thread.into(),
         peer_token: None,
     };
-    let created = a
-        .client
-        .create_sync_pair(&request)
-        .await
-        .unwrap()
-        .into_json();
+    let created = a.client.create_sync_pair(&request).await.unwrap();
+    assert_eq!(created.status(), 201, "{}", created.json());
+    let created = created.into_json();
     assert!(created.get("warning").is_none(), "{created}");
     let id = created["pair_id"].as_str().unwrap().to_string();
     let record = b.emit(thread, "did:sync:user:bob", 1, json!({})).await;
@@ -189,10 +188,12 @@ async fn a_legacy_pair_to_a_paired_peer_uses_the_pair_token() {
     .await;
     assert_eq!(pair["thread_id"], thread);
     // Pause, then remove: nothing more crosses.
-    let paused = a.client.pause_sync_pair(&id).await.unwrap().into_json();
-    assert_eq!(paused["state"], "paused");
-    let removed = a.client.remove_sync_pair(&id).await.unwrap().into_json();
-    assert_eq!(removed["state"], "stopped");
+    let paused = a.client.pause_sync_pair(&id).await.unwrap();
+    assert_eq!(paused.status(), 200, "{}", paused.json());
+    assert_eq!(paused.json()["state"], "paused");
+    let removed = a.client.remove_sync_pair(&id).await.unwrap();
+    assert_eq!(removed.status(), 200, "{}", removed.json());
+    assert_eq!(removed.json()["state"], "stopped");
     let (status, _) = a.get(&format!("/v1/sync/pairs/{id}")).await;
     assert_eq!(status, 404);
     let late = b.emit(thread, "did:sync:user:bob", 2, json!({})).await;
@@ -201,6 +202,7 @@ async fn a_legacy_pair_to_a_paired_peer_uses_the_pair_token() {
 
     // Added again, it runs again and catches up.
     let again = a.client.create_sync_pair(&request).await.unwrap();
+    assert_eq!(again.status(), 201, "{}", again.json());
     assert_eq!(again.pair_id, id);
     a.arrived(late["id"].as_str().unwrap()).await;
     let pair = eventually("running again", DEADLINE, || async {
@@ -235,6 +237,7 @@ async fn a_one_shot_pull_without_a_pair_needs_a_peer_token_and_a_url() {
         .pull(&pull_with_token(thread, b.url(), &token))
         .await
         .unwrap();
+    assert_eq!(pulled.status(), 200, "{}", pulled.json());
     assert_eq!(pulled.json()["pulled"], 1, "{}", pulled.json());
     let got = a.arrived(record["id"].as_str().unwrap()).await;
     assert_eq!(got["sig"], record["sig"]);
@@ -294,7 +297,8 @@ async fn peers_cannot_write_our_own_threads_and_orphan_pair_tokens_are_refused()
         json!({"source_namespace": "default", "target_namespace": "team", "hash_levels": ["L0"]}),
     )
     .unwrap();
-    b.client.grant_consent(&grant).await.unwrap();
+    let granted = b.client.grant_consent(&grant).await.unwrap();
+    assert_eq!(granted.status(), 201, "{}", granted.json());
     let records = b.records("th_consent").await;
     let grant_record = records[0]["id"].as_str().unwrap().to_string();
     let envelope = json!({"act": "DO", "actor": "did:sync:user:bob", "thread": "th_fed_sneaky",
@@ -306,7 +310,8 @@ async fn peers_cannot_write_our_own_threads_and_orphan_pair_tokens_are_refused()
     tokio::time::sleep(ms(300)).await;
     assert!(a.record(&grant_record).await.is_none());
     let grants = a.client.consent_grants(None).await.unwrap();
-    assert!(grants.data.is_empty(), "{}", grants.json());
+    assert_eq!(grants.status(), 200);
+    assert_eq!(grants.json()["data"], json!([]), "{}", grants.json());
 
     for thread in ["th_consent", "th_federation_pairs", "th_audit_tokens"] {
         let (status, refused) = a

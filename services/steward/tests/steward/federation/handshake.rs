@@ -123,6 +123,7 @@ async fn revoking_a_pair_refuses_both_tokens_and_the_peer_revokes_too() {
         .revoke_pair(&pair_id, &PairReason::default())
         .await
         .unwrap();
+    assert_eq!(revoked.status(), 200, "{}", revoked.json());
     assert_eq!(revoked.json()["state"], "revoked");
     // The peer heard of it (notify-revoke) and revoked its side.
     let theirs = b.pair(&pair_id).await;
@@ -155,6 +156,7 @@ async fn paused_pairs_refuse_the_peer_and_resume() {
         .pause_pair(&pair_id, &PairReason::default())
         .await
         .unwrap();
+    assert_eq!(paused.status(), 200, "{}", paused.json());
     assert_eq!(paused.json()["state"], "paused");
     let (status, refusal) = changes_as(&b, &a_at_b, &a.did(), "thread=th_fed_pause").await;
     assert_eq!(status, 403, "{refusal}");
@@ -164,6 +166,7 @@ async fn paused_pairs_refuse_the_peer_and_resume() {
         .resume_pair(&pair_id, &PairReason::default())
         .await
         .unwrap();
+    assert_eq!(resumed.status(), 200, "{}", resumed.json());
     assert_eq!(resumed.json()["state"], "active");
     let (status, page) = changes_as(&b, &a_at_b, &a.did(), "thread=th_fed_pause").await;
     assert_eq!(status, 200, "{page}");

@@ -21,7 +21,8 @@ async fn pausing_either_side_stops_the_flow_until_resume() {
 
     let reason = PairReason::default();
     for (side, name) in [(&a, "puller"), (&b, "source")] {
-        side.client.pause_pair(&pair_id, &reason).await.unwrap();
+        let paused = side.client.pause_pair(&pair_id, &reason).await.unwrap();
+        assert_eq!(paused.status(), 200, "{}", paused.json());
         let clock = if name == "puller" { 2 } else { 3 };
         let held = b.emit(thread, actor, clock, json!({"c": clock})).await;
         tokio::time::sleep(ms(800)).await;
@@ -34,7 +35,8 @@ async fn pausing_either_side_stops_the_flow_until_resume() {
             assert_eq!(status, 403, "{refusal}");
             assert_eq!(error_code(&refusal), "pair_paused");
         }
-        side.client.resume_pair(&pair_id, &reason).await.unwrap();
+        let resumed = side.client.resume_pair(&pair_id, &reason).await.unwrap();
+        assert_eq!(resumed.status(), 200, "{}", resumed.json());
         a.arrived(held["id"].as_str().unwrap()).await;
     }
     assert_eq!(a.ids(thread).await.len(), 3);
@@ -47,10 +49,12 @@ async fn a_peer_that_revoked_while_we_were_away_degrades_the_pair() {
     a.pull(thread, &b.did()).await;
     let away = a.stop().await;
 
-    b.client
+    let revoked = b
+        .client
         .revoke_pair(&pair_id, &PairReason::default())
         .await
         .unwrap();
+    assert_eq!(revoked.status(), 200, "{}", revoked.json());
 
     // Back on its address, A resumes its pull job at startup.
     let a = Node::start(Options {

@@ -85,7 +85,7 @@ async fn changes_as(node: &Node, token: &str, actor: &str, query: &str) -> (u16,
         .await
 }
 
-/// A legacy sync pair pulling `thread` from `peer_url` with `token`; its id.
+/// A legacy sync pair pulling `thread` from `peer_url` with `token` (`201`); its id.
 async fn legacy_pair(
     node: &Node,
     peer_did: &str,
@@ -99,17 +99,16 @@ async fn legacy_pair(
         thread_id: thread.into(),
         peer_token: Some(token.into()),
     };
-    node.client
-        .create_sync_pair(&request)
-        .await
-        .unwrap()
-        .pair_id
-        .clone()
+    let created = node.client.create_sync_pair(&request).await.unwrap();
+    assert_eq!(created.status(), 201, "{}", created.json());
+    created.pair_id.clone()
 }
 
-/// A legacy sync pair as the steward shows it.
+/// A legacy sync pair as the steward shows it (`200`).
 async fn legacy(node: &Node, id: &str) -> Value {
-    node.client.sync_pair(id).await.unwrap().into_json()
+    let pair = node.client.sync_pair(id).await.unwrap();
+    assert_eq!(pair.status(), 200, "{}", pair.json());
+    pair.into_json()
 }
 
 fn now_ms() -> i64 {

@@ -45,6 +45,7 @@ async fn auto_approved_pair_is_active_on_both_sides_with_reciprocal_tokens_and_r
     // Both list it.
     for node in [&a, &b] {
         let list = node.client.federation_pairs().await.unwrap();
+        assert_eq!(list.status(), 200);
         assert_eq!(list.data.len(), 1, "{}", list.json());
     }
     // Pairing again is idempotent.
@@ -93,7 +94,8 @@ async fn a_manually_approved_pair_goes_active_after_the_operator_approves() {
     let a = start().await;
     let b = start().await;
 
-    let (pairing, pending) = start_pairing(&a, &b).await;
+    let (status, pairing, pending) = start_pairing(&a, &b).await;
+    assert_eq!(status, 202, "{pending}");
     assert!(matches!(pairing, Pairing::Pending(_)), "{pending}");
     assert_eq!(pending["status"], "pending");
     let pair_id = pending["pair_id"].as_str().unwrap().to_string();
@@ -102,28 +104,29 @@ async fn a_manually_approved_pair_goes_active_after_the_operator_approves() {
 
     // Nothing moves until B's operator decides.
     let again = a.client.continue_pairing(&pair_id).await.unwrap();
+    assert_eq!(again.status(), 202, "{}", again.json());
     assert!(matches!(*again, Pairing::Pending(_)), "{}", again.json());
 
     let list = b.client.pending_pairs().await.unwrap();
+    assert_eq!(list.status(), 200);
     let waiting = &list.data;
     assert_eq!(waiting.len(), 1, "{}", list.json());
     assert_eq!(waiting[0].pair_id, pair_id);
     assert_eq!(waiting[0].peer_did, a.did());
     assert_eq!(waiting[0].peer_url, a.url());
 
-    b.client
+    let approved = b
+        .client
         .approve_pair(&pair_id, &PairReason::default())
         .await
         .unwrap();
+    assert_eq!(approved.status(), 200, "{}", approved.json());
     let list = b.client.pending_pairs().await.unwrap();
     assert_eq!(list.data.len(), 0, "{}", list.json());
 
-    let (pairing, view) = a
-        .client
-        .continue_pairing(&pair_id)
-        .await
-        .unwrap()
-        .into_parts();
+    let polled = a.client.continue_pairing(&pair_id).await.unwrap();
+    assert_eq!(polled.status(), 200, "{}", polled.json());
+    let (pairing, view) = polled.into_parts();
     assert!(matches!(pairing, Pairing::Paired(_)), "{view}");
     assert_eq!(view["state"], "active", "{view}");
     let theirs = b.pair(&pair_id).await;
@@ -149,13 +152,16 @@ async fn a_manually_approved_pair_goes_active_after_the_operator_approves() {
 async fn a_rejected_pair_request_is_refused_with_pair_rejected() {
     let a = start().await;
     let b = start().await;
-    let (pairing, pending) = start_pairing(&a, &b).await;
+    let (status, pairing, pending) = start_pairing(&a, &b).await;
+    assert_eq!(status, 202, "{pending}");
     assert!(matches!(pairing, Pairing::Pending(_)), "{pending}");
     let pair_id = pending["pair_id"].as_str().unwrap().to_string();
-    b.client
+    let rejected = b
+        .client
         .reject_pair(&pair_id, &PairReason::default())
         .await
         .unwrap();
+    assert_eq!(rejected.status(), 200, "{}", rejected.json());
     let (status, refusal) = a
         .post(&format!("/v1/federation/pairs/{pair_id}/poll"), &json!({}))
         .await;
@@ -170,11 +176,14 @@ async fn a_rejected_pair_request_is_refused_with_pair_rejected() {
     assert_eq!(status, 409, "{none}");
 }
 
-/// `a` asks `b` to pair: how it stands, and the answer as sent.
-async fn start_pairing(a: &Node, b: &Node) -> (Pairing, serde_json::Value) {
+/// `a` asks `b` to pair: the answer's status, how it stands, and the answer as sent.
+async fn start_pairing(a: &Node, b: &Node) -> (u16, Pairing, serde_json::Value) {
     let request = StartPair {
         peer_url: b.url().into(),
         ..StartPair::default()
     };
-    a.client.start_pairing(&request).await.unwrap().into_parts()
+    let started = a.client.start_pairing(&request).await.unwrap();
+    let status = started.status();
+    let (pairing, json) = started.into_parts();
+    (status, pairing, json)
 }

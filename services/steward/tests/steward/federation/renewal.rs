@@ -21,7 +21,8 @@ async fn renewing_pair_tokens_swaps_both_bearers_and_sync_goes_on() {
     let old_a = a.outbound_token(&pair_id).await.unwrap();
     let old_b = b.outbound_token(&pair_id).await.unwrap();
 
-    a.client.refresh_pair(&pair_id).await.unwrap();
+    let renewed = a.client.refresh_pair(&pair_id).await.unwrap();
+    assert_eq!(renewed.status(), 200, "{}", renewed.json());
     let new_a = a.outbound_token(&pair_id).await.unwrap();
     let new_b = b.outbound_token(&pair_id).await.unwrap();
     assert_ne!(new_a, old_a);
@@ -36,7 +37,8 @@ async fn renewing_pair_tokens_swaps_both_bearers_and_sync_goes_on() {
     );
     // Pending requests still list (the renewal's bookkeeping is no handshake).
     for node in [&a, &b] {
-        node.client.pending_pairs().await.unwrap();
+        let pending = node.client.pending_pairs().await.unwrap();
+        assert_eq!(pending.status(), 200, "{}", pending.json());
     }
     let record = b.emit(thread, "did:sync:user:bob", 1, json!({})).await;
     a.arrived(record["id"].as_str().unwrap()).await;

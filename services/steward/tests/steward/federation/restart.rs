@@ -25,8 +25,10 @@ async fn pair_state_is_rebuilt_from_records_after_a_restart_and_jobs_resume() {
     a.arrived(first["id"].as_str().unwrap()).await;
     // Some history: a pause and a resume.
     let reason = PairReason::default();
-    a.client.pause_pair(&pair_id, &reason).await.unwrap();
-    a.client.resume_pair(&pair_id, &reason).await.unwrap();
+    let paused = a.client.pause_pair(&pair_id, &reason).await.unwrap();
+    assert_eq!(paused.status(), 200, "{}", paused.json());
+    let resumed = a.client.resume_pair(&pair_id, &reason).await.unwrap();
+    assert_eq!(resumed.status(), 200, "{}", resumed.json());
     let before = a.client.federation_pairs().await.unwrap().into_json();
     let stopped = a.stop().await;
 
@@ -35,7 +37,9 @@ async fn pair_state_is_rebuilt_from_records_after_a_restart_and_jobs_resume() {
         ..Options::restart(stopped)
     })
     .await;
-    let after = a.client.federation_pairs().await.unwrap().into_json();
+    let after = a.client.federation_pairs().await.unwrap();
+    assert_eq!(after.status(), 200);
+    let after = after.into_json();
     assert_eq!(without_health(after), without_health(before));
     assert_eq!(a.pair(&pair_id).await["state"], "active");
     // The pull job came back from its cursor row: new records arrive without another pull.

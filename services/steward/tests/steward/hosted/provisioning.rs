@@ -346,11 +346,19 @@ async fn suspended_and_deleted_tenants_are_read_only_until_the_grace_period_ends
         let platform = replica.platform_client("owner");
 
         let suspended = platform.suspend_tenant(&id).await.unwrap();
+        assert_eq!(
+            (
+                suspended.status(),
+                suspended.json()["tenant_status"].as_str()
+            ),
+            (200, Some("suspended"))
+        );
         assert_eq!(suspended.tenant_status, "suspended");
         let (status, refused) = replica.write("brief", &token, "th_a", 2).await;
         assert_eq!((status, error_code(&refused)), (403, "TENANT_SUSPENDED"));
         assert_eq!(replica.thread_len("brief", &token, "th_a").await, 1);
-        platform.resume_tenant(&id).await.unwrap();
+        let resumed = platform.resume_tenant(&id).await.unwrap();
+        assert_eq!(resumed.status(), 200, "{}", resumed.json());
         replica.emit("brief", &token, "th_a", 2).await;
 
         let swept_id: String = sql(&replica)
@@ -359,13 +367,18 @@ async fn suspended_and_deleted_tenants_are_read_only_until_the_grace_period_ends
                 &[],
             )
             .await;
-        platform.delete_tenant(&swept_id).await.unwrap();
+        let swept = platform.delete_tenant(&swept_id).await.unwrap();
+        assert_eq!(swept.status(), 200, "{}", swept.json());
         assert_eq!(
             replica.platform().purge_expired().await.unwrap(),
             0,
             "not yet"
         );
         let deleted = platform.delete_tenant(&id).await.unwrap();
+        assert_eq!(
+            (deleted.status(), deleted.json()["tenant_status"].as_str()),
+            (200, Some("deleted"))
+        );
         assert_eq!(deleted.tenant_status, "deleted");
         let (status, refused) = replica.write("brief", &token, "th_a", 3).await;
         assert_eq!((status, error_code(&refused)), (403, "TENANT_DELETED"));

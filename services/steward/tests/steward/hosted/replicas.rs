@@ -8,7 +8,6 @@ use futures_util::StreamExt;
 use reqwest::Method;
 use serde_json::{json, Value};
 use syncropel_client::api::MintToken;
-use syncropel_client::ListParams;
 use syncropel_testkit::hosted::{
     client_with_host, new_tenant_at, tenant_request, Config, Process, Replica, BASE_DOMAIN, KEK_HEX,
 };
@@ -29,15 +28,16 @@ async fn replicas_share_writes_watches_and_revocations() {
             .mint_token("sa-bootstrap-env", &MintToken::default())
             .await
             .unwrap();
+        assert_eq!(minted.status(), 201, "{}", minted.json());
         let extra = minted.token.as_str();
-        a.tenant_client("shared", extra)
-            .list_records::<Value>(&ListParams::default())
-            .await
-            .unwrap();
-        b.tenant_client("shared", &admin)
+        let (status, _) = a.tenant_get("shared", extra, "/v1/records").await;
+        assert_eq!(status, 200);
+        let revoked = b
+            .tenant_client("shared", &admin)
             .revoke_token(&minted.token_id)
             .await
             .unwrap();
+        assert_eq!(revoked.status(), 200, "{}", revoked.json());
         let (status, refused) = a.tenant_get("shared", extra, "/v1/records").await;
         assert_eq!((status, error_code(&refused)), (401, "AUTH_INVALID"));
 
@@ -155,7 +155,8 @@ async fn killing_a_replica_mid_burst_loses_no_acknowledged_record() {
         let survivor = client_with_host(&reader.url, &format!("burst.{BASE_DOMAIN}"), &token);
         let mut stored = Vec::new();
         let mut stored_threads = std::collections::HashMap::new();
-        for r in all_records(&survivor, ListParams::default()).await {
+        let listing = || request(&reader.url, Method::GET, "/v1/records").bearer_auth(&token);
+        for r in all_records(listing, None).await {
             stored.push(r["id"].as_str().unwrap().to_string());
             stored_threads.insert(
                 r["id"].as_str().unwrap().to_string(),

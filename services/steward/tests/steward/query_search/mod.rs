@@ -1,6 +1,7 @@
 //! `POST /v1/records/query` (PROTOCOL §11.6) and `POST /v1/records/search` (§11.7) over HTTP
-//! against a real steward (checklist 18-20). Queries go through the typed client; searches are
-//! read as sent, since their tests check the §11.7 shape and send what no typed request holds.
+//! against a real steward (checklist 18-20). Queries go through the typed client (its answer's
+//! status and JSON included); searches are read as sent, since their tests check the §11.7
+//! shape and send what no typed request holds.
 
 mod query;
 mod search;
@@ -76,8 +77,22 @@ async fn query_and_search_need_the_read_scope() {
         query: "visible".into(),
         ..SearchRequest::default()
     };
-    assert_eq!(reader.query::<Value>(&query).await.unwrap().data.len(), 1);
-    assert_eq!(reader.search::<Value>(&search).await.unwrap().data.len(), 1);
+    let found = reader.query::<Value>(&query).await.unwrap();
+    assert_eq!(found.status(), 200, "{}", found.json());
+    assert_eq!(
+        found.json()["data"].as_array().unwrap().len(),
+        1,
+        "{}",
+        found.json()
+    );
+    let found = reader.search::<Value>(&search).await.unwrap();
+    assert_eq!(found.status(), 200, "{}", found.json());
+    assert_eq!(
+        found.json()["data"].as_array().unwrap().len(),
+        1,
+        "{}",
+        found.json()
+    );
     let requests = [
         (QUERY, serde_json::to_value(&query).unwrap()),
         (SEARCH, serde_json::to_value(&search).unwrap()),

@@ -2,6 +2,7 @@
 
 use serde_json::{json, Value};
 use syncropel_client::api::{QueryAnswer, QueryRequest};
+use syncropel_client::Reply;
 use syncropel_testkit::{error_code, Node};
 
 use super::{node, record, write_many, ALICE, BOB, CAROL, QUERY};
@@ -71,16 +72,22 @@ async fn seed_query_fixture(node: &Node) -> Vec<Value> {
     stored
 }
 
-/// A successful query answer (a list: the typed answer reads its `object`).
-async fn query(node: &Node, request: Value) -> QueryAnswer {
+/// A successful query answer: `200`, and a list (the typed answer reads its `object`).
+async fn query(node: &Node, request: Value) -> Reply<QueryAnswer> {
     let typed: QueryRequest = serde_json::from_value(request.clone()).unwrap();
-    node.client
+    let answer = node
+        .client
         .query(&typed)
         .await
-        .unwrap_or_else(|e| panic!("{request}: {e}"))
+        .unwrap_or_else(|e| panic!("{request}: {e}"));
+    assert_eq!(answer.status(), 200, "{request}: {}", answer.json());
+    assert_eq!(answer.json()["object"], "list", "{}", answer.json());
+    answer
 }
 
-fn clocks(answer: &QueryAnswer) -> Vec<i64> {
+fn clocks(answer: &Reply<QueryAnswer>) -> Vec<i64> {
+    let sent = answer.json();
+    assert!(sent["data"].is_array(), "no data: {sent}");
     answer
         .data
         .iter()
@@ -246,7 +253,9 @@ async fn column_paths_filter_on_the_envelope() {
     .await;
 
     // Without the thread shorthand, `thread` and `namespace` select across the tenant.
-    let ids = |answer: QueryAnswer| -> Vec<Value> {
+    let ids = |answer: Reply<QueryAnswer>| -> Vec<Value> {
+        let sent = answer.json();
+        assert!(sent["data"].is_array(), "no data: {sent}");
         answer.data.iter().map(|r| r["id"].clone()).collect()
     };
     let answer = query(&node, json!({"filter": {"thread": "th_q2"}})).await;
@@ -315,10 +324,12 @@ async fn pages(node: &Node, request: Value) -> Vec<Vec<i64>> {
         assert!(pages.len() <= 10, "cursor paging does not end: {pages:?}");
         match &answer.next_cursor {
             Some(cursor) => {
+                assert_eq!(answer.json()["has_more"], true, "{}", answer.json());
                 assert!(answer.has_more, "{answer:?}");
                 request["cursor"] = json!(cursor);
             }
             None => {
+                assert_eq!(answer.json()["has_more"], false, "{}", answer.json());
                 assert!(!answer.has_more, "{answer:?}");
                 return pages;
             }
@@ -422,7 +433,7 @@ async fn explain_adds_a_plan_only_when_asked() {
 
     let answer = query(&node, json!({"filter": filter, "explain": true})).await;
     assert_eq!(clocks(&answer), [1], "explain still answers the query");
-    let plan = answer.plan.expect("a plan");
+    let plan = answer.plan.clone().expect("a plan");
     let sorted = |names: &[String]| -> Vec<String> {
         let mut names = names.to_vec();
         names.sort();
@@ -454,22 +465,29 @@ async fn a_large_limit_is_capped_at_1000() {
     assert_eq!(answer.data.len(), 1000);
     assert!(answer.capped);
     assert_eq!(answer.matched_total, 1005);
-    let cursor = answer.next_cursor.expect("more rows remain");
+    let cursor = answer.next_cursor.clone().expect("more rows remain");
     let rest = query(
         &node,
         json!({"thread": "th_big", "limit": 5000, "cursor": cursor}),
     )
     .await;
     assert_eq!(rest.data.len(), 5);
+    assert_eq!(rest.json()["next_cursor"], Value::Null);
     assert_eq!(rest.next_cursor, None);
 
+    // As sent: `capped` is there and false, not left out.
     let exact = query(&node, json!({"thread": "th_big", "limit": 1000})).await;
     assert_eq!(exact.data.len(), 1000);
-    assert!(!exact.capped);
+    assert_eq!(exact.json()["capped"], false, "{}", exact.json()["capped"]);
 
     let default = query(&node, json!({"thread": "th_big"})).await;
     assert_eq!(default.data.len(), 100);
-    assert!(!default.capped);
+    assert_eq!(
+        default.json()["capped"],
+        false,
+        "{}",
+        default.json()["capped"]
+    );
 }
 
 #[tokio::test]
@@ -487,9 +505,10 @@ async fn matched_total_counts_every_match_not_just_the_page() {
         assert!(answer.has_more, "{answer:?}");
     }
     let none = query(&node, json!({"filter": {"act": "SUBMIT_NOTHING"}})).await;
-    assert_eq!(none.matched_total, 0);
-    assert_eq!(none.data, Vec::<Value>::new());
-    assert_eq!(none.next_cursor, None);
+    // As sent: the members are there, not defaulted.
+    assert_eq!(none.json()["matched_total"], 0, "{}", none.json());
+    assert_eq!(none.json()["data"], json!([]), "{}", none.json());
+    assert_eq!(none.json()["next_cursor"], Value::Null, "{}", none.json());
 }
 
 // ---------------------------------------------------------------------------

@@ -7,8 +7,8 @@
 #
 # BASE_REF is built (release) in a worktree under target/compare/ (kept for later runs); this
 # tree is built as bench/run.sh builds it. Both sides are driven by this tree's load generator,
-# so only the stewards differ. Prints a Markdown table of every round, the medians and the
-# ratio this / base.
+# so only the stewards differ. Prints a Markdown table of every round, the medians, the ratio of
+# the medians and the median of the rounds' own ratios (this / base).
 #
 # Environment knobs (defaults in brackets): BENCH_COMPARE_SKIP_BUILD [0]
 #   BENCH_SEED_RECORDS [10000] (run.sh's paging thread; the POST rate does not depend on it)
@@ -77,4 +77,9 @@ echo "|---|---|---|---|"
 awk '{ printf "| %d | %s | %s | %s |\n", int((NR + 1) / 2), $1, $2, $3 }' "$WORK/figures"
 echo "| median | base (\`$BASE_REF\`) | $(fmt0 "$BASE_POST") | $(fmt0 "$BASE_CATCH") |"
 echo "| median | this | $(fmt0 "$THIS_POST") | $(fmt0 "$THIS_CATCH") |"
-echo "| ratio | this / base | $(ratio "$THIS_POST" "$BASE_POST") | $(ratio "$THIS_CATCH" "$BASE_CATCH") |"
+echo "| ratio of the medians | this / base | $(ratio "$THIS_POST" "$BASE_POST") | $(ratio "$THIS_CATCH" "$BASE_CATCH") |"
+# Each round's two runs sat side by side in time: their ratio cancels the drift between rounds.
+paired() {
+  awk -v c="$1" '{ v[$1] = $c } NR % 2 == 0 { printf "%.4f\n", v["this"] / v["base"] }' "$WORK/figures" | median
+}
+echo "| median of the rounds' ratios | this / base | $(printf '%.3g' "$(paired 2)") | $(printf '%.3g' "$(paired 3)") |"

@@ -1,4 +1,4 @@
-//! Service accounts and tokens (`admin` scope), and the one-time bootstrap (PROTOCOL §13.1).
+//! Service accounts and tokens (`admin` scope), and the one-time bootstrap (protocol.md §13.1).
 
 use serde::{Deserialize, Serialize};
 

@@ -1,4 +1,4 @@
-//! Consent between namespaces (FEDERATION §6): `POST|GET /v1/consent/grants`,
+//! Consent between namespaces (federation-protocol.md §6): `POST|GET /v1/consent/grants`,
 //! `DELETE /v1/consent/grants/{id}?reason=`.
 
 use std::fmt;

@@ -1,6 +1,6 @@
-//! The pairing handshake between stewards (FEDERATION §4): init, poll and confirm, authenticated
-//! by identity-key signatures and a single-use nonce; and the two signed notices of a live pair,
-//! revoke and token refresh (§4.6, §4.8).
+//! The pairing handshake between stewards (federation-protocol.md §4): init, poll and confirm,
+//! authenticated by identity-key signatures and a single-use nonce; and the two signed notices of a
+//! live pair, revoke and token refresh (federation-protocol.md §4.6, §4.8).
 //!
 //! Signed messages carry `sig` over the canonical JSON of the other members
 //! (`syncropel_protocol::signed`): serialize without `sig`, sign, and verify the object as

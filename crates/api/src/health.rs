@@ -1,5 +1,5 @@
 //! `GET /health` (open liveness), `GET /ready` (open readiness), `GET /v1/health` (the full
-//! report, PROTOCOL §13.4).
+//! report, protocol.md §13.4).
 
 use serde::{Deserialize, Serialize};
 

@@ -1,5 +1,6 @@
-//! The tenant's identity (FEDERATION §1): `GET /v1/identity`, `POST /v1/identity/upgrade`, and
-//! the did:web document served at `/.well-known/did.json` or `/<path>/did.json`.
+//! The tenant's identity (federation-protocol.md §1): `GET /v1/identity`, `POST
+//! /v1/identity/upgrade`, and the did:web document served at `/.well-known/did.json` or
+//! `/<path>/did.json`.
 
 use serde::{Deserialize, Serialize};
 

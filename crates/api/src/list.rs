@@ -6,7 +6,7 @@ use std::marker::PhantomData;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
-/// `{"object":"list","data":[…],"next_cursor","has_more"}` (PROTOCOL §10.3): records, threads,
+/// `{"object":"list","data":[…],"next_cursor","has_more"}` (protocol.md §10.3): records, threads,
 /// service accounts, namespaces. `next_cursor` is `null` on the last page.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "object", rename = "list")]

@@ -1,4 +1,5 @@
-//! `GET /.well-known/syncropel`: the tenant's signed federation manifest (FEDERATION §2.1).
+//! `GET /.well-known/syncropel`: the tenant's signed federation manifest
+//! (federation-protocol.md §2.1).
 //!
 //! The signature covers the canonical JSON of the manifest without `signature.signature`, so a
 //! verifier checks the document as it was received; these types are for building and reading it.

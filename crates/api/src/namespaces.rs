@@ -1,4 +1,4 @@
-//! The namespace registry (PROTOCOL §12.2): `GET|POST /v1/namespaces`,
+//! The namespace registry (protocol.md §12.2): `GET|POST /v1/namespaces`,
 //! `GET|DELETE /v1/namespaces/{id}`.
 
 use serde::{Deserialize, Serialize};

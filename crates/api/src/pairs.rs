@@ -1,5 +1,5 @@
-//! Record-bound pairs, as the operator manages them (FEDERATION §3, §4): starting a pairing,
-//! the pair views, pause/resume/revoke, and the requests waiting for approval.
+//! Record-bound pairs, as the operator manages them (federation-protocol.md §3, §4): starting a
+//! pairing, the pair views, pause/resume/revoke, and the requests waiting for approval.
 
 use std::collections::{BTreeMap, BTreeSet};
 

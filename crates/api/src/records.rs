@@ -1,5 +1,5 @@
 //! Records and threads: listing filters, batches, the rich query and lexical search (PROTOCOL
-//! §11). Records themselves are the protocol's JSON, carried as a type parameter.
+//! protocol.md §11). Records themselves are the protocol's JSON, carried as a type parameter.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -62,7 +62,7 @@ pub struct BatchItem<R = Value> {
     pub error: Option<ErrorBody>,
 }
 
-/// `POST /v1/records/query` (PROTOCOL §11.6). Unset members are left out; the steward reads an
+/// `POST /v1/records/query` (protocol.md §11.6). Unset members are left out; the steward reads an
 /// explicit `null` as unset too.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -117,7 +117,7 @@ pub struct QueryPlan {
     pub sql: String,
 }
 
-/// `POST /v1/records/search` (PROTOCOL §11.7): plain words, top `k` (default 10, at most 100),
+/// `POST /v1/records/search` (protocol.md §11.7): plain words, top `k` (default 10, at most 100),
 /// then the envelope filters.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]

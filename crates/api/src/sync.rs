@@ -1,5 +1,6 @@
-//! Sync between stewards (FEDERATION §5): the changes feed and fetch-by-id a peer pulls from,
-//! the operator's one-shot pull, and the older one-thread sync pairs (§5.7).
+//! Sync between stewards (federation-protocol.md §5): the changes feed and fetch-by-id a peer pulls
+//! from, the operator's one-shot pull, and the older one-thread sync pairs
+//! (federation-protocol.md §5.7).
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

@@ -1,4 +1,4 @@
-//! `GET /v1/threads/{id}/watch` (PROTOCOL §11.8): server-sent events. Each event has a name, a
+//! `GET /v1/threads/{id}/watch` (protocol.md §11.8): server-sent events. Each event has a name, a
 //! JSON `data` line and, for records, the record's sequence as its `id` (a reconnect sends it back
 //! as `Last-Event-ID`).
 

@@ -39,7 +39,7 @@ pub use syncropel_api as api;
 pub use syncropel_api::ListParams;
 pub use watch::WatchStart;
 
-/// The steward's own clients use a 30 s request timeout (PROTOCOL §10.3); so do we. Watch
+/// The steward's own clients use a 30 s request timeout (protocol.md §10.3); so do we. Watch
 /// streams have none: they stay open.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 

@@ -1,11 +1,11 @@
-//! Full-jitter exponential backoff (§5.5).
+//! Full-jitter exponential backoff (federation-protocol.md §5.5).
 
 use std::time::Duration;
 
 use rand::Rng;
 
-/// Full-jitter exponential backoff (§5.5): delay after the n-th consecutive failure =
-/// random(0, min(cap, base × 2^(n−1))), base 2 s, cap 300 s.
+/// Full-jitter exponential backoff (federation-protocol.md §5.5): delay after the n-th consecutive
+/// failure = random(0, min(cap, base × 2^(n−1))), base 2 s, cap 300 s.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Backoff {
     base: Duration,
@@ -14,7 +14,7 @@ pub struct Backoff {
 }
 
 impl Default for Backoff {
-    /// The §5.5 schedule: base 2 s, cap 300 s, no failures yet.
+    /// The federation-protocol.md §5.5 schedule: base 2 s, cap 300 s, no failures yet.
     fn default() -> Self {
         Backoff::new(Duration::from_secs(2), Duration::from_secs(300))
     }

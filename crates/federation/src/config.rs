@@ -27,13 +27,15 @@ pub struct FederationConfig {
     /// Deadlines of calls to peers (federation-protocol.md §5.5: connect 5 s, request 30 s,
     /// longpoll 40 s).
     pub peer_timeouts: PeerTimeouts,
-    /// The retry schedule of a failing pull job (§5.5: full jitter, base 2 s, cap 300 s).
+    /// The retry schedule of a failing pull job (federation-protocol.md §5.5: full jitter, base 2
+    /// s, cap 300 s).
     pub backoff_base: Duration,
     pub backoff_cap: Duration,
     /// How long the source holds a longpoll open before answering an empty page (30 s). It
     /// must stay below the pullers' longpoll deadline.
     pub longpoll_hold: Duration,
-    /// did:sync directories (base URLs) asked in order to resolve directory DIDs (§1.4).
+    /// did:sync directories (base URLs) asked in order to resolve directory DIDs
+    /// (federation-protocol.md §1.4).
     pub directories: Vec<String>,
     /// mDNS and introductions (all off unless the operator turns them on).
     pub discovery: DiscoveryConfig,

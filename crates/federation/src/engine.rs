@@ -309,7 +309,7 @@ pub fn own_record(
 }
 
 /// A handshake or notice body signed with the tenant's identity key (federation-protocol.md
-/// §1.1: the `sig` object over the canonical JSON of the rest).
+/// federation-protocol.md §1.1: the `sig` object over the canonical JSON of the rest).
 pub fn signed(body: Value, key: &Keypair) -> Value {
     let mut object = match body {
         Value::Object(object) => object,

@@ -1,7 +1,7 @@
 //! The source side of sync (federation-protocol.md §5.1-5.3): the changes feed pages a thread
 //! in commit order behind an opaque cursor, holding a longpoll open until the next commit, and
-//! records are fetched by id. Both pass every record through the consent filter (§6.2) for the
-//! namespace the puller will land it in.
+//! records are fetched by id. Both pass every record through the consent filter
+//! (federation-protocol.md §6.2) for the namespace the puller will land it in.
 
 use serde_json::{json, Value};
 use syncropel_protocol::consent::Delivery;
@@ -26,7 +26,7 @@ const MAX_PAGE_BYTES: usize = 6 * 1024 * 1024;
 /// Most ids one fetch may name.
 pub const MAX_FETCH_IDS: usize = 1000;
 
-/// Threads no grant ever opens (§5.1): the steward's own bookkeeping.
+/// Threads no grant ever opens (federation-protocol.md §5.1): the steward's own bookkeeping.
 pub fn never_served(thread: &str) -> bool {
     thread.starts_with("th_audit_")
         || matches!(
@@ -312,7 +312,8 @@ fn parse_stored(row: &StoredRecord) -> Result<Value> {
         .map_err(|e| FederationError::corrupt(format!("stored record {}: {e}", row.id)))
 }
 
-/// One record as this puller may see it: whole, as a redacted stub, or not at all (§6.2).
+/// One record as this puller may see it: whole, as a redacted stub, or not at all
+/// (federation-protocol.md §6.2).
 async fn deliver(
     fed: &Federation,
     tenant: &Tenant,

@@ -26,8 +26,9 @@ use crate::{own_record, Federation};
 
 /// A genesis counts only if it is signed for the responder it names: by the responder's key for
 /// a did:key responder; for a responder with a DID document, by the key that was checked against
-/// that document when the genesis was stored (only this steward writes the pair thread, §3).
-/// Checking against today's document instead would make pairs vanish after a key rotation.
+/// that document when the genesis was stored (only this steward writes the pair thread,
+/// federation-protocol.md §3). Checking against today's document instead would make pairs vanish
+/// after a key rotation.
 fn genesis_verifies(record: &Value) -> bool {
     let Ok(item) = PeerItem::from_value(json!({"id": record["id"], "record": record})) else {
         return false;
@@ -93,16 +94,16 @@ pub async fn by_inbound_account(
         .find(|p| p.tokens.inbound.as_ref().is_some_and(|t| t.sa_id == sa_id)))
 }
 
-/// How often a pull job records where it is (`cursor_checkpoint`, §3.2: at most once a minute;
-/// the live cursor row is what the job reads).
+/// How often a pull job records where it is (`cursor_checkpoint`, federation-protocol.md §3.2: at
+/// most once a minute; the live cursor row is what the job reads).
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// A pair whose peer has not answered a pull for this long degrades (`unreachable_24h`).
 const UNREACHABLE_SECS: i64 = 24 * 3600;
 
-/// What a pull says about its pair (§5.5): a 401 degrades an active pair at once (`auth_401`),
-/// the next success recovers a degraded one, and the cursor is checkpointed as a record now and
-/// then so that the fold can rebuild it after a restore.
+/// What a pull says about its pair (federation-protocol.md §5.5): a 401 degrades an active pair at
+/// once (`auth_401`), the next success recovers a degraded one, and the cursor is checkpointed as a
+/// record now and then so that the fold can rebuild it after a restore.
 pub async fn after_pull(
     fed: &Federation,
     tenant: &Tenant,
@@ -375,7 +376,7 @@ pub async fn operate(
 }
 
 /// Revokes a pair on this side: the revoke record, the inbound tokens revoked and the outbound
-/// secret deleted in one go; then a best-effort notice to the peer (§4.8).
+/// secret deleted in one go; then a best-effort notice to the peer (federation-protocol.md §4.8).
 pub async fn revoke_pair(
     fed: &Federation,
     tenant: &Tenant,

@@ -1,5 +1,6 @@
-//! [`DidResolver`]: the keys and endpoint of a did:web or did:sync (FEDERATION §1.3–1.5),
-//! cached so that verifying a record rarely waits on the network.
+//! [`DidResolver`]: the keys and endpoint of a did:web or did:sync
+//! (federation-protocol.md §1.3–1.5), cached so that verifying a record rarely waits on the
+//! network.
 //!
 //! did:web documents are trusted as served by their host (that is what did:web means);
 //! did:sync logs are not trusted at all: every op is replayed and re-verified here, so a

@@ -1,4 +1,4 @@
-//! The closed enums of the envelope: acts (§2.2) and data types (§2.3).
+//! The closed enums of the envelope: acts (protocol.md §2.2) and data types (§2.3).
 
 use std::str::FromStr;
 

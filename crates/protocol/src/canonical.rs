@@ -1,4 +1,4 @@
-//! Canonical JSON (§5): the exact bytes the Python SDK hashes.
+//! Canonical JSON (protocol.md §5): the exact bytes the Python SDK hashes.
 //!
 //! A `serde_json::Value` is "canonical" when every number in it holds its
 //! canonical text (see [`crate::number`]). [`parse_json`] and [`canonicalize`]

@@ -1,12 +1,12 @@
-//! Consent (FEDERATION §6): grants on `th_consent`, their fold, the filter a
+//! Consent (federation-protocol.md §6): grants on `th_consent`, their fold, the filter a
 //! source runs on every record of every pull, and the redacted stub it serves
 //! in place of a record a grant opens only by digest.
 //!
 //! Cross-namespace delivery is default-deny: only an active grant naming the
 //! record's namespace, the puller's target namespace, the caller (or nobody)
 //! and the thread (or `*`) opens a path. Checking that the target namespace
-//! is one the pair agreed on (`CONSENT_DENIED`, §6.2) is the caller's job and
-//! comes before [`decide`].
+//! is one the pair agreed on (`CONSENT_DENIED`, federation-protocol.md §6.2) is the caller's job
+//! and comes before [`decide`].
 
 use std::collections::HashMap;
 
@@ -27,7 +27,7 @@ pub const CONSENT_KIND: &str = "core.consent.v1";
 /// Body kind of the audit records on [`CONSENT_AUDIT_THREAD`].
 pub const CONSENT_AUDIT_KIND: &str = "core.consent_state_change.v1";
 
-/// A hash level (§6.3). L0 reveals everything and is only ever delivered as
+/// A hash level (federation-protocol.md §6.3). L0 reveals everything and is only ever delivered as
 /// the full record; L1–L3 are delivered as digests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum HashLevel {
@@ -85,7 +85,7 @@ pub enum ConsentOp {
 
 impl ConsentOp {
     /// Validates a consent body. Only `grant` and `revoke` are understood;
-    /// anything else (including §6.4's `accept`) is an error.
+    /// anything else (including federation-protocol.md §6.4's `accept`) is an error.
     pub fn parse(body: &Map<String, Value>) -> Result<ConsentOp, ProtocolError> {
         if body.get("kind").and_then(Value::as_str) != Some(CONSENT_KIND) {
             return Err(invalid("body.kind", format!("must be {CONSENT_KIND:?}")));
@@ -232,7 +232,7 @@ impl Grant {
     }
 
     /// Whether this grant opens records of `record_namespace` on `thread` to
-    /// `caller_did` pulling into `target_namespace` (§6.2 "matching grant").
+    /// `caller_did` pulling into `target_namespace` (federation-protocol.md §6.2 "matching grant").
     pub fn matches(
         &self,
         record_namespace: &str,
@@ -295,8 +295,8 @@ pub enum Delivery {
     Omit,
 }
 
-/// The §6.2 filter. Same namespace → full; otherwise the most recent matching
-/// grant decides (`grants` in [`fold_grants`] order): with L0 → full, without
+/// The federation-protocol.md §6.2 filter. Same namespace → full; otherwise the most recent
+/// matching grant decides (`grants` in [`fold_grants`] order): with L0 → full, without
 /// → redacted with its levels; no matching grant → omitted.
 pub fn decide(
     grants: &[Grant],
@@ -323,7 +323,7 @@ pub fn decide(
     }
 }
 
-/// The §6.3 stub for `envelope` (whose record id is `id`): the envelope with
+/// The federation-protocol.md §6.3 stub for `envelope` (whose record id is `id`): the envelope with
 /// body `{"redacted": true}`, no `sig`/`signer`, and the digests of the
 /// non-L0 `levels` only — an L0 digest is never sent.
 pub fn redacted_item(envelope: &Envelope, id: &str, grant_id: &str, levels: &[HashLevel]) -> Value {

@@ -1,4 +1,4 @@
-//! DID documents (FEDERATION §1.3–1.5): building the document a steward serves for its
+//! DID documents (federation-protocol.md §1.3–1.5): building the document a steward serves for its
 //! did:web, strictly parsing a fetched one, and mapping a did:web to its HTTPS URL.
 //!
 //! Pure data. A did:sync directory serves documents of the same shape, but resolvers replay

@@ -1,4 +1,4 @@
-//! did:sync operation logs (FEDERATION §1.4, [P-3]): a PLC-style chain of
+//! did:sync operation logs (federation-protocol.md §1.4, [P-3]): a PLC-style chain of
 //! signed operations whose genesis hash is the DID, so a directory can only
 //! serve what the rotation keys signed.
 //!
@@ -473,7 +473,7 @@ pub fn current(log: &[LoggedOp]) -> Option<DidState> {
     Some(state)
 }
 
-/// The DID document of `state`, in the did:web shape of §1.3:
+/// The DID document of `state`, in the did:web shape of federation-protocol.md §1.3:
 /// `verificationMethod` lists the current signing keys first, then the other
 /// historical ones (so old records still verify); `authentication` and
 /// `assertionMethod` name only the current ones. Key ids are `<did>#<name>`;

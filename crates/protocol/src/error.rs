@@ -1,4 +1,4 @@
-//! Stable error codes (PROTOCOL §10.4 plus the FEDERATION tables) and the
+//! Stable error codes (protocol.md §10.4 plus the FEDERATION tables) and the
 //! crate's single error type.
 //!
 //! The codes are part of the wire contract: clients branch on `code`, so the
@@ -47,7 +47,7 @@ error_codes! {
     NamespaceIdTooLong => ("NAMESPACE_ID_TOO_LONG", 400),
     NamespaceIdTooDeep => ("NAMESPACE_ID_TOO_DEEP", 400),
     NamespaceSegmentTooLong => ("NAMESPACE_SEGMENT_TOO_LONG", 400),
-    /// A plaintext secret in a record body (§14).
+    /// A plaintext secret in a record body (protocol.md §14).
     F16ViolationSensitiveField => ("F16_VIOLATION_SENSITIVE_FIELD", 400),
     InvalidCursor => ("INVALID_CURSOR", 400),
     FutureCursor => ("FUTURE_CURSOR", 400),
@@ -129,7 +129,7 @@ error_codes! {
 }
 
 impl ErrorCode {
-    /// The envelope's `type` member, derived from the status (§10.4).
+    /// The envelope's `type` member, derived from the status (protocol.md §10.4).
     pub fn error_type(self) -> &'static str {
         match self.http_status() {
             401 => "authentication_error",
@@ -213,7 +213,7 @@ impl From<ProtocolError> for Refusal {
 /// that goes into the envelope's `message`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProtocolError {
-    /// The bytes are not acceptable JSON (§5 rules 8–10, §10.4).
+    /// The bytes are not acceptable JSON (protocol.md §5 rules 8–10, §10.4).
     #[error("invalid JSON at byte {offset}: {reason}")]
     InvalidJson { offset: usize, reason: &'static str },
     /// A number in a Rust-built value cannot be put into canonical form.
@@ -222,10 +222,10 @@ pub enum ProtocolError {
     /// An envelope member is missing or malformed.
     #[error("invalid `{field}`: {reason}")]
     Validation { field: &'static str, reason: String },
-    /// `body.kind` is present but not a valid kind (§4.1).
+    /// `body.kind` is present but not a valid kind (protocol.md §4.1).
     #[error("invalid `body.kind` {kind}: {reason}")]
     InvalidKind { kind: String, reason: String },
-    /// Namespace id does not match the §12.1 grammar.
+    /// Namespace id does not match the protocol.md §12.1 grammar.
     #[error("invalid namespace id {namespace:?}: {reason}")]
     NamespaceIdInvalid { namespace: String, reason: String },
     /// Namespace id longer than 256 characters.
@@ -245,7 +245,7 @@ pub enum ProtocolError {
         len: usize,
         max: usize,
     },
-    /// A credential body carries a member that may hold a secret (§14).
+    /// A credential body carries a member that may hold a secret (protocol.md §14).
     #[error("F16: `{kind}` bodies hold handles, not values; member `{field}` is not allowed")]
     SensitiveField { kind: String, field: String },
     /// A `did:key` string that does not encode an Ed25519 public key.
@@ -257,7 +257,7 @@ pub enum ProtocolError {
     /// A well-formed signature that does not verify for the key and message.
     #[error("signature does not verify for {did}")]
     SignatureMismatch { did: String },
-    /// A signed object (FEDERATION §1.1) that carries no `sig`.
+    /// A signed object (federation-protocol.md §1.1) that carries no `sig`.
     #[error("`sig` is required")]
     SignatureRequired,
     /// 413 `OP_TOO_LARGE`: a did:sync operation over the size limit.

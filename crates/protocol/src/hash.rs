@@ -1,4 +1,4 @@
-//! Record ids (§6) and the SDK's hash levels L0–L3 (§7).
+//! Record ids (protocol.md §6) and the SDK's hash levels L0–L3 (§7).
 
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -47,8 +47,8 @@ impl HashLevelPreimages {
     }
 }
 
-/// Hash levels by the SDK's record formula (§7), which this server follows
-/// over the docs' effect variant (§15 #9). `body` must be canonical.
+/// Hash levels by the SDK's record formula (protocol.md §7), which this server follows
+/// over the docs' effect variant (protocol.md §15 #9). `body` must be canonical.
 pub fn hash_levels(act: &str, body: &Map<String, Value>) -> HashLevels {
     hash_level_preimages(act, body).digest()
 }
@@ -56,7 +56,7 @@ pub fn hash_levels(act: &str, body: &Map<String, Value>) -> HashLevels {
 /// Members that describe the effect's shape rather than its parameters.
 const SHAPE_KEYS: &[&str] = &["operation", "input_shape", "output_shape"];
 
-/// Builds the four preimages of §7. Member values are used verbatim (the SDK
+/// Builds the four preimages of protocol.md §7. Member values are used verbatim (the SDK
 /// does `body.get(...)`), so a non-string `domain` hashes as that JSON value.
 pub fn hash_level_preimages(act: &str, body: &Map<String, Value>) -> HashLevelPreimages {
     let void = Value::String("VOID".to_owned());

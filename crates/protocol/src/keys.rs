@@ -1,4 +1,4 @@
-//! Ed25519 keys, signatures and `did:key` identifiers (§8.2–8.4).
+//! Ed25519 keys, signatures and `did:key` identifiers (protocol.md §8.2–8.4).
 
 use base64::Engine as _;
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};

@@ -1,10 +1,10 @@
-//! `body.kind` grammar (§4.1), mirroring the SDK's `grammar.validate_kind`.
+//! `body.kind` grammar (protocol.md §4.1), mirroring the SDK's `grammar.validate_kind`.
 //!
 //! `scope.category.entity[.version]`: 2–4 dot-separated segments. Two
 //! segments only for the `core` and `@community` scopes; a fourth segment
 //! must be a version `v<digits>`. All character classes are ASCII.
 
-/// Checks `kind` against the §4.1 grammar; the error says which rule failed.
+/// Checks `kind` against the protocol.md §4.1 grammar; the error says which rule failed.
 pub fn validate_kind(kind: &str) -> Result<(), String> {
     let segments: Vec<&str> = kind.split('.').collect();
     if !(2..=4).contains(&segments.len()) {

@@ -1,9 +1,10 @@
 //! The Syncropel record protocol as pure data: strict JSON parsing, canonical
 //! JSON, envelopes and their validation, record ids, hash levels, Ed25519
-//! signing, `did:key` and the federation pair state machine. No I/O; every function is deterministic except
-//! [`Keypair::generate`] and [`unix_now`].
+//! signing, `did:key` and the federation pair state machine. No I/O; every function is
+//! deterministic except [`Keypair::generate`] and [`unix_now`].
 //!
-//! Section numbers (§) refer to the protocol specification.
+//! Section numbers (`protocol.md §N`, `federation-protocol.md §N`) refer to the documents of that
+//! name in `docs/`.
 
 mod act;
 mod canonical;

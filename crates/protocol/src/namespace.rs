@@ -1,4 +1,4 @@
-//! Namespace ids (§12.1): `default`, `org`, `org/project`, `org/project/env`,
+//! Namespace ids (protocol.md §12.1): `default`, `org`, `org/project`, `org/project/env`,
 //! `org/project/env/job`.
 
 use crate::error::ProtocolError;

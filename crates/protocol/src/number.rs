@@ -1,4 +1,4 @@
-//! Number rules of canonical JSON (§5 rules 7–8).
+//! Number rules of canonical JSON (protocol.md §5 rules 7–8).
 //!
 //! Ids are computed by the Python SDK from the values `json.loads` builds, so a
 //! number's canonical text is what Python prints for that value: integer

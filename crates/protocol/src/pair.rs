@@ -1,6 +1,6 @@
-//! Federation pairs as data (FEDERATION §3): the pair id both sides compute, the state machine,
-//! the record bodies on `th_federation_pairs` (`pair/body.rs`) and the fold that derives each
-//! pair's view from them (`pair/fold.rs`).
+//! Federation pairs as data (federation-protocol.md §3): the pair id both sides compute, the state
+//! machine, the record bodies on `th_federation_pairs` (`pair/body.rs`) and the fold that derives
+//! each pair's view from them (`pair/fold.rs`).
 
 mod body;
 mod fold;
@@ -22,7 +22,8 @@ pub const PAIRS_THREAD: &str = "th_federation_pairs";
 /// The thread of the human-readable audit of every pair transition.
 pub const PAIRS_AUDIT_THREAD: &str = "th_audit_federation_pairs";
 
-/// Record kinds we emit (§3.2, §3.5); the fold also accepts upstream's short names.
+/// Record kinds we emit (federation-protocol.md §3.2, §3.5); the fold also accepts upstream's short
+/// names.
 pub const PAIR_INIT_KIND: &str = "syncropel.federation.pair_init.v1";
 pub const PAIR_GENESIS_KIND: &str = "syncropel.federation.pair_genesis.v1";
 pub const PAIR_UPDATE_KIND: &str = "syncropel.federation.pair_update.v1";
@@ -32,8 +33,8 @@ pub const PAIR_STATE_CHANGE_KIND: &str = "syncropel.federation.pair_state_change
 /// The responder's pending decision, on the decision queue rather than the pair thread.
 pub const PAIR_PENDING_KIND: &str = "syncropel.federation.pair_pending.v1";
 
-/// `fed_` + SHA-256 of the two DIDs, lower-cased and sorted, joined by a newline (§3.1): both
-/// sides of a pair compute the same id, whichever of them asks.
+/// `fed_` + SHA-256 of the two DIDs, lower-cased and sorted, joined by a newline
+/// (federation-protocol.md §3.1): both sides of a pair compute the same id, whichever of them asks.
 pub fn pair_id(did_a: &str, did_b: &str) -> String {
     let (a, b) = (did_a.to_lowercase(), did_b.to_lowercase());
     let (first, second) = if a <= b { (a, b) } else { (b, a) };
@@ -43,7 +44,7 @@ pub fn pair_id(did_a: &str, did_b: &str) -> String {
     )
 }
 
-/// The state of one generation of a pair (§3.4).
+/// The state of one generation of a pair (federation-protocol.md §3.4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PairState {
@@ -82,8 +83,9 @@ impl PairState {
         }
     }
 
-    /// The state after `event`, or `None` when the table of §3.4 has no such transition (the
-    /// fold ignores such a record). `from` is `None` before the first record of a generation.
+    /// The state after `event`, or `None` when the table of federation-protocol.md §3.4 has no such
+    /// transition (the fold ignores such a record). `from` is `None` before the first record of a
+    /// generation.
     pub fn after(from: Option<PairState>, event: PairEvent) -> Option<PairState> {
         use PairEvent as E;
         use PairState as S;

@@ -1,7 +1,7 @@
 //! Strict JSON parser producing canonical values.
 //!
 //! serde_json cannot be used directly: it silently keeps the last of duplicate
-//! keys (an ambiguous id, §5 rule 9), its depth limit is fixed at 127, and it
+//! keys (an ambiguous id, protocol.md §5 rule 9), its depth limit is fixed at 127, and it
 //! would leave numbers in their wire spelling. This recursive-descent parser
 //! refuses all of that in one pass and emits numbers already canonical.
 
@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use crate::error::ProtocolError;
 use crate::number::{canonical_number, scan_token};
 
-/// Default nesting limit for request bodies (§10.4): 128 containers deep is
+/// Default nesting limit for request bodies (protocol.md §10.4): 128 containers deep is
 /// accepted, 129 is `INVALID_JSON`.
 pub const DEFAULT_MAX_DEPTH: usize = 128;
 
@@ -29,7 +29,7 @@ pub fn parse_json(bytes: &[u8], max_depth: usize) -> Result<Value, ProtocolError
 pub(crate) struct Document {
     pub value: Value,
     /// The top-level object's `clock` was written as a float token (`1.0`).
-    /// Canonical form turns that into `1`, yet §9 refuses float clocks.
+    /// Canonical form turns that into `1`, yet protocol.md §9 refuses float clocks.
     pub clock_is_float_token: bool,
 }
 
@@ -273,7 +273,7 @@ impl Parser<'_> {
     }
 
     /// Decodes `XXXX` after `\u`, joining surrogate pairs; a surrogate that is
-    /// not part of a pair cannot be UTF-8 encoded, so it is refused (§5 rule 10).
+    /// not part of a pair cannot be UTF-8 encoded, so it is refused (protocol.md §5 rule 10).
     fn unicode_escape(&mut self, at: usize) -> Result<char, ProtocolError> {
         let high = self.hex4()?;
         let code = match high {

@@ -1,4 +1,4 @@
-//! The record envelope (§2): validation and its 7-field canonical JSON.
+//! The record envelope (protocol.md §2): validation and its 7-field canonical JSON.
 
 use std::fmt::Write as _;
 
@@ -18,7 +18,7 @@ use crate::thread::validate_thread;
 ///
 /// Invariants (upheld by [`Envelope::parse`] / [`Envelope::from_value`]):
 /// `body` is canonical, `parents` is sorted by bytes with duplicates kept, and
-/// every rule of §2–4, §9, §12.1 and §14 holds.
+/// every rule of protocol.md §2–4, §9, §12.1 and §14 holds.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Envelope {
     pub act: Act,
@@ -51,7 +51,7 @@ impl Envelope {
     /// Validates an envelope value that came from [`crate::parse_json`] or
     /// [`crate::canonicalize`] (its numbers must be canonical). Unknown
     /// top-level members are ignored; missing `data_type`, `parents` and
-    /// `body` default to `SCALAR`, `[]` and `{}` (§6).
+    /// `body` default to `SCALAR`, `[]` and `{}` (protocol.md §6).
     pub fn from_value(value: Value) -> Result<Envelope, ProtocolError> {
         let Value::Object(mut map) = value else {
             return Err(ProtocolError::validation(
@@ -64,7 +64,8 @@ impl Envelope {
             other => return Err(wrong_type("act", other, "a string")),
         };
         let actor = match map.remove("actor") {
-            // A NUL cannot be stored as text by every backend (Postgres), so no steward accepts one.
+            // A NUL cannot be stored as text by every backend (Postgres), so no steward accepts
+            // one.
             Some(Value::String(s)) if !s.is_empty() && !s.contains('\0') => s,
             Some(Value::String(s)) if s.is_empty() => {
                 return Err(ProtocolError::validation("actor", "must not be empty"))
@@ -144,12 +145,12 @@ impl Envelope {
         out
     }
 
-    /// The record id (§6): SHA-256 of [`Envelope::canonical_json`].
+    /// The record id (protocol.md §6): SHA-256 of [`Envelope::canonical_json`].
     pub fn id(&self) -> String {
         hash::record_id(&self.canonical_json())
     }
 
-    /// `body.namespace`, or `"default"` when absent (§12.2).
+    /// `body.namespace`, or `"default"` when absent (protocol.md §12.2).
     pub fn namespace(&self) -> &str {
         self.body
             .get("namespace")
@@ -162,13 +163,13 @@ impl Envelope {
         self.body.get("kind").and_then(Value::as_str)
     }
 
-    /// Hash levels L0–L3 by the SDK formula (§7).
+    /// Hash levels L0–L3 by the SDK formula (protocol.md §7).
     pub fn hash_levels(&self) -> HashLevels {
         hash::hash_levels(self.act.as_str(), &self.body)
     }
 }
 
-/// §9: a JSON integer in `[0, 2^63-1]`. A canonical number parses as `i64`
+/// protocol.md §9: a JSON integer in `[0, 2^63-1]`. A canonical number parses as `i64`
 /// exactly when it is an integer in range; fractions and overflow fail.
 fn parse_clock(value: Option<&Value>) -> Result<i64, ProtocolError> {
     let range = "must be an integer in [0, 9223372036854775807]";
@@ -208,8 +209,8 @@ fn parse_parents(value: Option<Value>) -> Result<Vec<String>, ProtocolError> {
     Ok(parents)
 }
 
-/// The body rules the server enforces: `kind` grammar (§4.1), namespace id
-/// (§12.1) and the F16 secret rule (§14). The body is otherwise opaque.
+/// The body rules the server enforces: `kind` grammar (protocol.md §4.1), namespace id
+/// (protocol.md §12.1) and the F16 secret rule (§14). The body is otherwise opaque.
 fn validate_body(body: &Map<String, Value>) -> Result<(), ProtocolError> {
     match body.get("kind") {
         None => {}

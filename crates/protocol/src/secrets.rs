@@ -1,4 +1,4 @@
-//! The F16 rule (§14): records hold handles, backends hold values.
+//! The F16 rule (protocol.md §14): records hold handles, backends hold values.
 
 use serde_json::{Map, Value};
 

@@ -1,4 +1,4 @@
-//! Signed non-record objects (FEDERATION §1.1, last bullet): handshake bodies,
+//! Signed non-record objects (federation-protocol.md §1.1, last bullet): handshake bodies,
 //! relay envelopes and directory operations carry
 //! `"sig": {"alg": "Ed25519", "key_id": "<did>#key-n", "value": "<base64url>"}`
 //! over the canonical JSON of the object without `sig`.
@@ -26,7 +26,7 @@ pub const SIG_ALG: &str = "Ed25519";
 const SIG: &str = "sig";
 
 /// Signs `object` with `key`, inserting (or replacing) its `sig` member. The
-/// key id is `<did:key>#key-1`, the id a did:key's only key has (§1.2).
+/// key id is `<did:key>#key-1`, the id a did:key's only key has (federation-protocol.md §1.2).
 pub fn sign_object(object: &mut Map<String, Value>, key: &Keypair) {
     let signature = key.sign(signed_bytes(object).as_bytes());
     object.insert(

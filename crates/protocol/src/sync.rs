@@ -1,5 +1,6 @@
-//! The sync wire (FEDERATION §5): the opaque cursors of `GET /v1/sync/changes` and the checks a
-//! puller runs on every item a peer serves before anything reaches its store (§1.1).
+//! The sync wire (federation-protocol.md §5): the opaque cursors of `GET /v1/sync/changes` and the
+//! checks a puller runs on every item a peer serves before anything reaches its store
+//! (federation-protocol.md §1.1).
 
 use std::collections::HashMap;
 
@@ -84,8 +85,8 @@ impl SyncCursor {
     }
 
     /// Reads a cursor's position without checking its mac: a puller uses it only to notice a
-    /// source whose cursor goes backwards (§5.5), never to build one. `None` for a cursor of
-    /// another shape (peers' cursors are opaque).
+    /// source whose cursor goes backwards (federation-protocol.md §5.5), never to build one. `None`
+    /// for a cursor of another shape (peers' cursors are opaque).
     pub fn peek(cursor: &str) -> Option<SyncCursor> {
         let (payload, _) = cursor.split_once('.')?;
         parse_payload(&URL_SAFE_NO_PAD.decode(payload).ok()?)
@@ -118,8 +119,8 @@ fn parse_payload(bytes: &[u8]) -> Option<SyncCursor> {
 }
 
 /// Renders one stored record (the JSON object the records API serves) as a sync item
-/// `{"id", "record": {the seven hashed fields, judged_by, sig, signer}}` (§1.1). `None` when the
-/// stored JSON is not a record object.
+/// `{"id", "record": {the seven hashed fields, judged_by, sig, signer}}`
+/// (federation-protocol.md §1.1). `None` when the stored JSON is not a record object.
 pub fn sync_item(stored: &Value) -> Option<Value> {
     const FIELDS: [&str; 10] = [
         "parents",
@@ -245,8 +246,8 @@ pub struct PeerItem {
     pub canonical: String,
     pub sig: Option<String>,
     pub signer: Option<String>,
-    /// Set for a consent stub (§6.3): its body is `{"redacted": true}` and it carries no
-    /// signature; its id cannot be checked.
+    /// Set for a consent stub (federation-protocol.md §6.3): its body is `{"redacted": true}` and
+    /// it carries no signature; its id cannot be checked.
     pub redaction: Option<Redaction>,
     /// The W3C `traceparent` of the span that wrote the record at the source, when it was
     /// traced: the ingest here continues that trace. Advisory: a malformed one is dropped.
@@ -284,7 +285,7 @@ pub fn item_with_traceparent(item: &str, traceparent: &str) -> String {
 
 impl PeerItem {
     /// Parses one item; the error says what about its shape is wrong (the page it came in is
-    /// then a protocol violation, §5.5).
+    /// then a protocol violation, federation-protocol.md §5.5).
     pub fn from_value(item: Value) -> Result<PeerItem, String> {
         let Value::Object(mut item) = item else {
             return Err("an item is not a JSON object".into());
@@ -354,7 +355,7 @@ impl PeerItem {
         has_document(actor).then_some(actor)
     }
 
-    /// The DID whose key must have signed this record (FEDERATION §1.1, §1.4):
+    /// The DID whose key must have signed this record (federation-protocol.md §1.1, §1.4):
     /// * a did:key actor signs for itself (`signer` may only repeat it);
     /// * a did:web or directory did:sync actor must be signed by a key of its DID document:
     ///   `signer` must be one of the keys `resolved` holds for it (`SIGNATURE_INVALID` if not;
@@ -406,7 +407,7 @@ impl PeerItem {
 /// from the map could not be resolved.
 pub type ResolvedKeys = HashMap<String, DocumentKeys>;
 
-/// The keys of one DID document (FEDERATION §1.5), as did:keys.
+/// The keys of one DID document (federation-protocol.md §1.5), as did:keys.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DocumentKeys {
     /// Every key valid for verifying: current and retired, never those withdrawn as
@@ -440,7 +441,8 @@ pub fn has_document(did: &str) -> bool {
             .is_some_and(|rest| !rest.contains(':'))
 }
 
-/// Why a peer's record was not admitted (§1.1); the puller quarantines it under this code.
+/// Why a peer's record was not admitted (federation-protocol.md §1.1); the puller quarantines it
+/// under this code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Rejection {
     IdMismatch,

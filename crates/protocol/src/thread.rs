@@ -1,4 +1,4 @@
-//! Thread names (§3) and the reserved threads of §3.1.
+//! Thread names (protocol.md §3) and the reserved threads of §3.1.
 
 use crate::error::ProtocolError;
 
@@ -49,7 +49,7 @@ pub fn is_server_only_thread(thread: &str) -> bool {
     thread.starts_with("th_audit_") || thread == "th_secret_audit"
 }
 
-/// Config and registry threads of §3.1 (see [`CONFIG_THREADS`]).
+/// Config and registry threads of protocol.md §3.1 (see [`CONFIG_THREADS`]).
 pub fn is_config_thread(thread: &str) -> bool {
     CONFIG_THREADS.contains(&thread)
 }

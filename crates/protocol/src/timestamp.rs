@@ -1,7 +1,7 @@
 //! RFC 3339 timestamps for record bodies.
 //!
 //! Stewards count time in unix seconds, while federation bodies carry RFC 3339
-//! UTC strings (`"2026-05-02T09:00:00Z"`, FEDERATION §3.2, §6.1). The
+//! UTC strings (`"2026-05-02T09:00:00Z"`, federation-protocol.md §3.2, §6.1). The
 //! conversion lives here so that it stays pure and every writer spells a
 //! timestamp the same way. Days are converted with Howard Hinnant's
 //! proleptic-Gregorian `days_from_civil` / `civil_from_days` algorithms.

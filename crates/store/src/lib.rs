@@ -1,9 +1,10 @@
-//! The record store of a steward: one trait, [`RecordStore`], whose every method takes the tenant first.
+//! The record store of a steward: one trait, [`RecordStore`], whose every method takes the tenant
+//! first.
 //!
-//! The local backend is SQLite ([`SqliteStore`]); the hosted Postgres backend ([`PgStore`]) implements
-//! the same trait, so the steward never knows which one it runs on. Backends are chosen once, by URL scheme
-//! ([`open`]). What the two do alike (the group-commit writer's core and the statements they
-//! run the same way) is written once, in `shared`.
+//! The local backend is SQLite ([`SqliteStore`]); the hosted Postgres backend ([`PgStore`])
+//! implements the same trait, so the steward never knows which one it runs on. Backends are chosen
+//! once, by URL scheme ([`open`]). What the two do alike (the group-commit writer's core and the
+//! statements they run the same way) is written once, in `shared`.
 //!
 //! Every other statement of the steward is here too: the hosted platform's tables (tenants,
 //! provisionings, pull leases) are [`platform::PlatformStore`]'s.
@@ -353,10 +354,11 @@ pub fn with_sequence(json: &str, seq: i64) -> String {
     out
 }
 
-/// Whether `incoming` (a record from a peer) replaces `stored`: a consent stub (FEDERATION §6.3)
-/// is replaced by the full record of the same id once that has arrived verified, provided the
-/// stub's envelope (thread, actor, act, clock, parents) is the record's: a stub cannot be used to
-/// hold a slot the record would not. Nothing else stored is ever rewritten.
+/// Whether `incoming` (a record from a peer) replaces `stored`: a consent stub
+/// (federation-protocol.md §6.3) is replaced by the full record of the same id once that has
+/// arrived verified, provided the stub's envelope (thread, actor, act, clock, parents) is the
+/// record's: a stub cannot be used to hold a slot the record would not. Nothing else stored is ever
+/// rewritten.
 pub(crate) fn replaces_stub(stored: &str, incoming: &str) -> bool {
     let parse = |json: &str| serde_json::from_str::<serde_json::Value>(json).ok();
     let (Some(stored), Some(incoming)) = (parse(stored), parse(incoming)) else {

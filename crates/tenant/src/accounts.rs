@@ -1,5 +1,5 @@
 //! Service accounts and tokens. Every change is also a record on `th_audit_tokens`, written in the
-//! same transaction (PROTOCOL §13.1); only token ids (hashes) ever appear in records.
+//! same transaction (protocol.md §13.1); only token ids (hashes) ever appear in records.
 
 use rand::distributions::{Alphanumeric, DistString};
 use serde_json::{json, Map, Value};

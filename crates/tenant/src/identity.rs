@@ -14,11 +14,11 @@ pub struct Identity {
     /// did:web whose document names the key.
     pub did: Arc<str>,
     /// The did:key of `key`: the `signer` of every record it seals and the key id of every
-    /// object it signs, which peers check against `did`'s document (FEDERATION §1.1).
+    /// object it signs, which peers check against `did`'s document (federation-protocol.md §1.1).
     pub signer: Arc<str>,
     /// The did:key of every key that has signed for `did` and was not withdrawn, current first.
     pub keys: Arc<[String]>,
-    /// The did:web document this identity answers for, if any (FEDERATION §1.3).
+    /// The did:web document this identity answers for, if any (federation-protocol.md §1.3).
     pub did_web: Option<Arc<DidWeb>>,
     pub clock: Arc<ServerClock>,
 }

@@ -1,4 +1,4 @@
-//! The namespace registry (PROTOCOL §12.2): a fold over `namespace_entry` LEARN records on
+//! The namespace registry (protocol.md §12.2): a fold over `namespace_entry` LEARN records on
 //! `th_namespace_registry`, latest entry per id wins. The fold is cached per tenant and brought up
 //! to date incrementally (only records after the last one folded are read), so every replica sees
 //! every change without any invalidation channel.

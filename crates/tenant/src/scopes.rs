@@ -1,9 +1,9 @@
-//! Scopes (PROTOCOL §10.2): what a token may do. Grains (`thread:<id>:read`, ...) narrow a scope
+//! Scopes (protocol.md §10.2): what a token may do. Grains (`thread:<id>:read`, ...) narrow a scope
 //! to one resource.
 
 use syncropel_protocol::Refusal;
 
-/// The scopes of PROTOCOL §10.2. Grains (`thread:<id>:read`, ...) narrow them to one resource.
+/// The scopes of protocol.md §10.2. Grains (`thread:<id>:read`, ...) narrow them to one resource.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scope {
     RecordsRead,

@@ -1,4 +1,4 @@
-//! Turning a validated envelope into a signed record ready for the store (PROTOCOL §8.2, §9).
+//! Turning a validated envelope into a signed record ready for the store (protocol.md §8.2, §9).
 
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -25,7 +25,8 @@ struct RecordHead<'a> {
     sig: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     signer: Option<&'a str>,
-    /// Set on a consent stub from a peer (FEDERATION §6.3), with the digests it came with.
+    /// Set on a consent stub from a peer (federation-protocol.md §6.3), with the digests it came
+    /// with.
     #[serde(skip_serializing_if = "Option::is_none")]
     redacted: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]

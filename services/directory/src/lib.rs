@@ -1,5 +1,5 @@
-//! The did:sync directory (FEDERATION §1.4): stores signed operation logs, serves the DID
-//! documents they resolve to, and keeps handles unique.
+//! The did:sync directory (federation-protocol.md §1.4): stores signed operation logs, serves the
+//! DID documents they resolve to, and keeps handles unique.
 //!
 //! The directory is untrusted by design: every op is signed by a rotation key and chained by
 //! `prev`, and resolvers can download a DID's log and replay it themselves. The rules live in

@@ -1,4 +1,4 @@
-//! HTTP routes (FEDERATION §1.4).
+//! HTTP routes (federation-protocol.md §1.4).
 
 use std::collections::HashMap;
 

@@ -125,8 +125,8 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// A request body parsed as strict JSON (PROTOCOL §5): size limit first (413), then duplicate keys,
-/// NaN, lone surrogates and depth (400 INVALID_JSON). Numbers come out canonical.
+/// A request body parsed as strict JSON (protocol.md §5): size limit first (413), then duplicate
+/// keys, NaN, lone surrogates and depth (400 INVALID_JSON). Numbers come out canonical.
 pub struct JsonBody(pub serde_json::Value);
 
 /// The raw bytes of a request body, within the size limit.
@@ -154,7 +154,8 @@ impl FromRequest<AppState> for LimitedBody {
         match axum::body::to_bytes(req.into_body(), limit).await {
             Ok(bytes) => Ok(LimitedBody(bytes)),
             Err(e) => {
-                // to_bytes reports an over-limit body as a length-limit error somewhere in its chain.
+                // to_bytes reports an over-limit body as a length-limit error somewhere in its
+                // chain.
                 let over = std::error::Error::source(&e).is_some_and(|s| {
                     s.is::<http_body_util::LengthLimitError>()
                         || s.source()

@@ -30,7 +30,8 @@ use crate::error::{FederationError, Result};
 use crate::state::{self as fstate, HANDSHAKE};
 use crate::{manifest, own_record, Federation};
 
-/// Scopes of the account a pair's peer gets: the peer-facing grains only (§4.6).
+/// Scopes of the account a pair's peer gets: the peer-facing grains only
+/// (federation-protocol.md §4.6).
 const PAIR_SCOPES: [&str; 3] = [
     "federation:sync_pull",
     "federation:sync_push",

@@ -16,9 +16,9 @@ use super::target::{check_url, PublicOnlyResolver};
 
 /// Header naming the acting principal on peer calls.
 const ACTOR_HEADER: &str = "x-syncropel-actor";
-/// Manifest (§2.1) and DID document / operation log fetch deadline.
+/// Manifest (federation-protocol.md §2.1) and DID document / operation log fetch deadline.
 const MANIFEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// Largest manifest or `post_json` answer read (§2.1).
+/// Largest manifest or `post_json` answer read (federation-protocol.md §2.1).
 const SMALL_BODY_LIMIT: usize = 1024 * 1024;
 /// How much of an error body is read to find an ApiError.
 const ERROR_BODY_LIMIT: usize = 64 * 1024;
@@ -27,7 +27,7 @@ const ERROR_BODY_WAIT: Duration = Duration::from_secs(2);
 /// Redirects followed per call (each hop is re-checked when `allow_private` is false).
 const MAX_REDIRECTS: usize = 5;
 
-/// Timeouts, size limits and the target policy of a [`PeerClient`] (§5.5).
+/// Timeouts, size limits and the target policy of a [`PeerClient`] (federation-protocol.md §5.5).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerClientOptions {
     /// TCP (+ DNS + TLS) connect deadline; default 5 s.
@@ -63,7 +63,7 @@ pub struct PeerClient {
     options: Arc<PeerClientOptions>,
 }
 
-/// One `GET /v1/sync/changes` call (§5.1).
+/// One `GET /v1/sync/changes` call (federation-protocol.md §5.1).
 #[derive(Clone, Copy)]
 pub struct ChangesRequest<'a> {
     /// Peer base URL; a path prefix (e.g. `http://host/t/alice`) is kept.
@@ -145,7 +145,8 @@ impl PeerClient {
     /// streaming and stops with PARSE_ERROR once it exceeds max_page_bytes; a body still
     /// streaming at the timeout is TIMEOUT. Any shape problem (not an object, missing or
     /// mistyped `thread`/`records`/`next_cursor`/`has_more`, a non-object item, another
-    /// thread, or the `has_more` loop case of §5.5) is PARSE_ERROR with detail.
+    /// thread, or the `has_more` loop case of federation-protocol.md §5.5) is PARSE_ERROR with
+    /// detail.
     pub async fn changes(&self, req: &ChangesRequest<'_>) -> Result<ChangesPage, PeerError> {
         let mut url = self.endpoint(req.base, "/v1/sync/changes")?;
         {
@@ -472,7 +473,8 @@ fn snippet(bytes: &[u8]) -> String {
         .collect()
 }
 
-/// Checks the `sync_changes` shape (§5.1) and the page-level protocol rules of §5.5.
+/// Checks the `sync_changes` shape (federation-protocol.md §5.1) and the page-level protocol rules
+/// of §5.5.
 fn parse_page(value: Value, req: &ChangesRequest<'_>) -> Result<ChangesPage, PeerError> {
     let bad = |detail: String| PeerError::Parse(format!("changes page: {detail}"));
     let Value::Object(mut map) = value else {

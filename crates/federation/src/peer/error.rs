@@ -1,18 +1,22 @@
-//! The one error type of the crate and the classification of transport failures (§5.5).
+//! The one error type of the crate and the classification of transport failures
+//! (federation-protocol.md §5.5).
 
 use std::error::Error as StdError;
 use std::io;
 
 use super::target::ForbiddenTarget;
 
-/// A failed call to a peer, classified as in FEDERATION.md §5.5, or a DID that could not be
-/// resolved (§1.3–1.5; the `Did*` variants, plus the transport classes of the failed fetch).
+/// A failed call to a peer, classified as in federation-protocol.md §5.5, or a DID that could not
+/// be resolved (federation-protocol.md §1.3–1.5; the `Did*` variants, plus the transport classes of
+/// the failed fetch).
 #[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
 pub enum PeerError {
-    /// The peer is not listening, the connection failed, or the TLS handshake failed (message says `tls`).
+    /// The peer is not listening, the connection failed, or the TLS handshake failed (message says
+    /// `tls`).
     #[error("connect refused: {0}")]
     ConnectRefused(String),
-    /// Connect (5 s), request (30 s) or longpoll (40 s) deadline passed, including a body still streaming.
+    /// Connect (5 s), request (30 s) or longpoll (40 s) deadline passed, including a body still
+    /// streaming.
     #[error("timeout: {0}")]
     Timeout(String),
     /// The host name does not resolve (no such host / no addresses).
@@ -36,10 +40,12 @@ pub enum PeerError {
         /// The ApiError `message`, else a snippet of the body or the status reason.
         message: String,
     },
-    /// Malformed JSON, wrong response shape, oversize body, or another protocol violation (with detail).
+    /// Malformed JSON, wrong response shape, oversize body, or another protocol violation (with
+    /// detail).
     #[error("parse error: {0}")]
     Parse(String),
-    /// The target was refused by the `allow_private` policy (loopback/private/link-local/… or `localhost`).
+    /// The target was refused by the `allow_private` policy (loopback/private/link-local/… or
+    /// `localhost`).
     #[error("target forbidden: {0}")]
     Forbidden(String),
     /// A DID method or form the resolver cannot resolve (e.g. a typed `did:sync:user:alice`).
@@ -54,7 +60,8 @@ pub enum PeerError {
 }
 
 impl PeerError {
-    /// The §5.5 error-class code: `CONNECT_REFUSED`, `TIMEOUT`, `DNS_FAILURE`, `HTTP_4XX`,
+    /// The federation-protocol.md §5.5 error-class code: `CONNECT_REFUSED`, `TIMEOUT`,
+    /// `DNS_FAILURE`, `HTTP_4XX`,
     /// `HTTP_5XX`, `PARSE_ERROR` or `TARGET_FORBIDDEN`; for resolution failures
     /// `DID_UNSUPPORTED`, `DID_NOT_FOUND` or `DID_INVALID`.
     pub fn code(&self) -> &'static str {
@@ -103,7 +110,7 @@ fn chain<'a>(
     std::iter::successors(Some(err), |e: &&'a (dyn StdError + 'static)| (*e).source())
 }
 
-/// Classifies a reqwest failure into the §5.5 classes.
+/// Classifies a reqwest failure into the federation-protocol.md §5.5 classes.
 pub(crate) fn classify(err: &reqwest::Error) -> PeerError {
     let text = chain_text(err);
     if let Some(forbidden) = chain(err).find_map(|e| e.downcast_ref::<ForbiddenTarget>()) {

@@ -69,9 +69,9 @@ pub async fn fetch_parents(fed: &Federation, tenant: &Tenant, source: &Source, i
 }
 
 /// Records of `source` on `thread` quarantined as `SIGNER_UNRESOLVED` are fetched again and
-/// checked anew on each pull (§1.1): admitted as soon as their actor's document names the key.
-/// The resolver's negative cache keeps an unreachable document host from being asked each time.
-/// Best effort, like fetching parents.
+/// checked anew on each pull (federation-protocol.md §1.1): admitted as soon as their actor's
+/// document names the key. The resolver's negative cache keeps an unreachable document host from
+/// being asked each time. Best effort, like fetching parents.
 pub(super) async fn retry_unresolved(
     fed: &Federation,
     tenant: &Tenant,

@@ -1,8 +1,9 @@
-//! The puller side of sync (federation-protocol.md §5.4-5.5): one job per (source, thread) pulls pages from
-//! the peer, checks every record before anything is stored (§1.1), and ingests a page together
-//! with the cursor that moves past it, in one transaction. Jobs hold a longpoll open at the peer,
-//! so a record committed there arrives here within milliseconds; the interval only spaces polls
-//! to a peer that does not hold longpolls, and backoff spaces retries after failures.
+//! The puller side of sync (federation-protocol.md §5.4-5.5): one job per (source, thread) pulls
+//! pages from the peer, checks every record before anything is stored
+//! (federation-protocol.md §1.1), and ingests a page together with the cursor that moves past it,
+//! in one transaction. Jobs hold a longpoll open at the peer, so a record committed there arrives
+//! here within milliseconds; the interval only spaces polls to a peer that does not hold longpolls,
+//! and backoff spaces retries after failures.
 
 mod ingest;
 mod jobs;
@@ -46,7 +47,7 @@ pub struct Source {
 /// Why a pull did not happen or failed.
 #[derive(Debug)]
 pub enum PullError {
-    /// The peer failed or broke the protocol; classified (§5.5).
+    /// The peer failed or broke the protocol; classified (federation-protocol.md §5.5).
     Peer(PeerError),
     /// The source may not be pulled now (paused, revoked, unpaired, no credential).
     Parked(Refusal),
@@ -187,8 +188,8 @@ pub async fn pull_through(
 /// Pages parsed and verified ahead of the one being stored.
 const PIPELINE_PAGES: usize = 2;
 
-/// A page fetched and checked against the protocol (§5.5), its items parsed and their ids and
-/// signatures checked (§1.1); not yet stored.
+/// A page fetched and checked against the protocol (federation-protocol.md §5.5), its items parsed
+/// and their ids and signatures checked (federation-protocol.md §1.1); not yet stored.
 struct Fetched {
     items: Vec<PeerItem>,
     verdicts: Vec<Result<(), Rejection>>,
@@ -207,8 +208,8 @@ async fn fetch(
     check_page(page, thread, fed).await
 }
 
-/// Asks the source for the page after `since` and checks the page as a whole (§5.5): the
-/// thread, progress, a cursor that must not go backwards.
+/// Asks the source for the page after `since` and checks the page as a whole
+/// (federation-protocol.md §5.5): the thread, progress, a cursor that must not go backwards.
 async fn fetch_page(
     client: &PeerClient,
     source: &Source,
@@ -230,7 +231,7 @@ async fn fetch_page(
     let mut page = client.changes(&request).await;
     if is_epoch_mismatch(&page) && !since.is_empty() {
         // The source's store was made anew (imported, restored): start again from its
-        // beginning; what we hold already de-duplicates by id (§5.4).
+        // beginning; what we hold already de-duplicates by id (federation-protocol.md §5.4).
         tracing::info!(source = %source.id, thread, "the source has a new store epoch; pulling again from the start");
         held = "";
         page = client

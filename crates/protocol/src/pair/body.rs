@@ -1,4 +1,4 @@
-//! The bodies of pair records (FEDERATION §3.2) and of their audit (§3.5).
+//! The bodies of pair records (federation-protocol.md §3.2) and of their audit (§3.5).
 //!
 //! The steward writes each body as a LEARN record; the builders here keep every
 //! writer spelling the members the way [`super::fold_pairs`] reads them.
@@ -114,7 +114,7 @@ pub struct GenesisParams<'a> {
 }
 
 /// `syncropel.federation.pair_genesis.v1`. `mls` is always null: per-pair MLS
-/// (§10) is not built.
+/// (federation-protocol.md §10) is not built.
 pub fn genesis_body(p: &GenesisParams<'_>) -> Map<String, Value> {
     object(json!({
         "kind": PAIR_GENESIS_KIND,
@@ -140,7 +140,7 @@ pub fn genesis_body(p: &GenesisParams<'_>) -> Map<String, Value> {
     }))
 }
 
-/// The `op` of a `pair_update` record (the table of §3.2).
+/// The `op` of a `pair_update` record (the table of federation-protocol.md §3.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UpdateOp {
     /// The handshake finished on this side; `fields.initiator_issued`.
@@ -214,7 +214,7 @@ impl UpdateOp {
     }
 }
 
-/// `syncropel.federation.pair_update.v1`. `fields` per the §3.2 table
+/// `syncropel.federation.pair_update.v1`. `fields` per the federation-protocol.md §3.2 table
 /// ([`activate_fields`] and [`token_renewed_fields`] build the two that carry
 /// tokens); `reason` is written as null when absent.
 pub fn update_body(
@@ -272,7 +272,7 @@ pub fn token_renewed_fields(
     }))
 }
 
-/// Whether the peer was told about a revocation (`notify-revoke`, §4.8).
+/// Whether the peer was told about a revocation (`notify-revoke`, federation-protocol.md §4.8).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct RevokeNotify {
     pub attempted: bool,
@@ -331,7 +331,8 @@ pub struct PairAudit<'a> {
 }
 
 /// `syncropel.federation.pair_state_change.v1` for `th_audit_federation_pairs`
-/// (§3.5). A first transition reads `"none->establishing"` with `from: null`.
+/// (federation-protocol.md §3.5). A first transition reads `"none->establishing"` with `from:
+/// null`.
 pub fn audit_body(a: &PairAudit<'_>) -> Map<String, Value> {
     let mut body = object(json!({
         "kind": PAIR_STATE_CHANGE_KIND,

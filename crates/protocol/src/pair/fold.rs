@@ -1,4 +1,4 @@
-//! The pair fold (FEDERATION §3.3): the derived view of every pair from the
+//! The pair fold (federation-protocol.md §3.3): the derived view of every pair from the
 //! records on `th_federation_pairs`. Nothing here is stored as truth; a
 //! rebuild over the same records always yields the same views.
 
@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use super::{pair_id, GenesisMap, NamespaceMap, PairEvent, PairState, UpdateOp};
 
-/// Mode and poll interval when no record names them (§5.4 defaults).
+/// Mode and poll interval when no record names them (federation-protocol.md §5.4 defaults).
 const DEFAULT_MODE: &str = "polling";
 const DEFAULT_POLL_INTERVAL_SECS: u64 = 2;
 
@@ -72,7 +72,7 @@ pub struct CursorCheckpoint {
     pub cursor: String,
 }
 
-/// One pair as its records describe it (§3.1). Sync health, lag and last
+/// One pair as its records describe it (federation-protocol.md §3.1). Sync health, lag and last
 /// contact are not in records; the steward adds them from its caches.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PairView {
@@ -106,7 +106,7 @@ pub struct PairView {
     pub next_parents: Vec<String>,
 }
 
-/// Where the steward keeps the outbound bearer of a pair (§3.1).
+/// Where the steward keeps the outbound bearer of a pair (federation-protocol.md §3.1).
 pub fn outbound_secret_handle(pair_id: &str) -> String {
     format!("secret://federation/{pair_id}/outbound")
 }
@@ -152,7 +152,7 @@ pub fn fold_pairs(
         .collect()
 }
 
-/// What a pair record is, after mapping upstream's short kind names (§3.2).
+/// What a pair record is, after mapping upstream's short kind names (federation-protocol.md §3.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum RecordKind {
     Init,
@@ -212,7 +212,7 @@ impl<'a> PairRecord<'a> {
     }
 
     /// Application order among records that are ready at the same time:
-    /// init before genesis before the rest, then (§3.3 step 2, concurrent
+    /// init before genesis before the rest, then (federation-protocol.md §3.3 step 2, concurrent
     /// writers) revoke first, higher clock first, larger id first.
     fn apply_key(&self) -> (u8, bool, Reverse<i64>, Reverse<&'a str>) {
         let rank = match self.kind {
@@ -369,8 +369,8 @@ impl Walk {
         }
     }
 
-    /// Applies one record: its transition (§3.4) if it has one, then its data.
-    /// A record whose transition the table lacks is ignored entirely, as is
+    /// Applies one record: its transition (federation-protocol.md §3.4) if it has one, then its
+    /// data. A record whose transition the table lacks is ignored entirely, as is
     /// every record after revoke and every update before the pair began.
     fn apply(&mut self, record: &PairRecord<'_>) {
         if self.state == Some(PairState::Revoked) {

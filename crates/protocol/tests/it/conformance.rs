@@ -1,4 +1,4 @@
-//! PROTOCOL §16 checklist items that belong to the protocol crate:
+//! protocol.md §16 checklist items that belong to the protocol crate:
 //! 5–12, 27, 29 and 32.
 
 use syncropel_protocol::{
@@ -15,7 +15,7 @@ fn envelope_with(members: &str) -> String {
     )
 }
 
-/// §16.5: unsorted parents yield the sorted-list id and come back sorted.
+/// protocol.md §16.5: unsorted parents yield the sorted-list id and come back sorted.
 #[test]
 fn item_05_parents_sorted() {
     let r = record("parents_multiple_unsorted");
@@ -27,7 +27,7 @@ fn item_05_parents_sorted() {
     assert_eq!(env.parents, ["a", "b", "b"]);
 }
 
-/// §16.6: integral floats hash as integers; `1e-05` keeps Python's layout.
+/// protocol.md §16.6: integral floats hash as integers; `1e-05` keeps Python's layout.
 #[test]
 fn item_06_float_forms() {
     let v = parse_json(br#"{"a":1.0,"b":-0.0}"#, DEFAULT_MAX_DEPTH).unwrap();
@@ -41,7 +41,7 @@ fn item_06_float_forms() {
     }
 }
 
-/// §16.7: integers beyond 64 bits round-trip exactly.
+/// protocol.md §16.7: integers beyond 64 bits round-trip exactly.
 #[test]
 fn item_07_large_integers() {
     let env = parse_input(&record("large_integers"));
@@ -60,7 +60,7 @@ fn item_07_large_integers() {
     );
 }
 
-/// §16.8: no Unicode normalization.
+/// protocol.md §16.8: no Unicode normalization.
 #[test]
 fn item_08_nfc_nfd_differ() {
     let nfc = parse_input(&record("nfc_composed_e"));
@@ -70,7 +70,7 @@ fn item_08_nfc_nfd_differ() {
     assert_eq!(nfd.body["word"], "cafe\u{301}");
 }
 
-/// §16.9: code-point key order; only `"`, `\` and U+0000–U+001F escaped.
+/// protocol.md §16.9: code-point key order; only `"`, `\` and U+0000–U+001F escaped.
 #[test]
 fn item_09_key_order_and_escapes() {
     let keys = parse_input(&record("key_order_codepoint"));
@@ -88,7 +88,7 @@ fn item_09_key_order_and_escapes() {
     assert!(canonical.contains("del\u{7f} ls\u{2028} slash/"));
 }
 
-/// §16.10: NaN, Infinity, 1e400, duplicate keys, lone surrogate → INVALID_JSON.
+/// protocol.md §16.10: NaN, Infinity, 1e400, duplicate keys, lone surrogate → INVALID_JSON.
 #[test]
 fn item_10_invalid_json() {
     for body in [
@@ -106,7 +106,7 @@ fn item_10_invalid_json() {
     assert_eq!(code_of(&dup_top), ErrorCode::InvalidJson);
 }
 
-/// §16.11: bad act/data_type, negative or non-integer clock, non-object body.
+/// protocol.md §16.11: bad act/data_type, negative or non-integer clock, non-object body.
 #[test]
 fn item_11_validation_errors() {
     let base = |act: &str, clock: &str, rest: &str| {
@@ -134,7 +134,7 @@ fn item_11_validation_errors() {
     assert!(parse(&base(r#""DO""#, "0", "")).is_ok());
 }
 
-/// §16.12: a record without `data_type` is stored and hashed as SCALAR.
+/// protocol.md §16.12: a record without `data_type` is stored and hashed as SCALAR.
 #[test]
 fn item_12_default_data_type() {
     let r = record("ascii_basic");
@@ -145,7 +145,7 @@ fn item_12_default_data_type() {
     assert_eq!(env.id(), str_of(&r, "record_id_7"));
 }
 
-/// §16.27: the signing vector and its did:key.
+/// protocol.md §16.27: the signing vector and its did:key.
 #[test]
 fn item_27_signing() {
     let v = vectors();
@@ -160,7 +160,7 @@ fn item_27_signing() {
     );
 }
 
-/// §16.29: a credential body with `value` → F16_VIOLATION_SENSITIVE_FIELD.
+/// protocol.md §16.29: a credential body with `value` → F16_VIOLATION_SENSITIVE_FIELD.
 #[test]
 fn item_29_f16() {
     let ok = envelope_with(
@@ -184,7 +184,7 @@ fn item_29_f16() {
     }
 }
 
-/// §16.32: computed hash levels equal every vector's l0–l3.
+/// protocol.md §16.32: computed hash levels equal every vector's l0–l3.
 #[test]
 fn item_32_hash_levels() {
     for r in records() {

@@ -1,6 +1,6 @@
 //! `spl consent …`: grants that let records of one namespace reach a peer's namespace of another
-//! name (FEDERATION §6.1). Same-name namespaces need no grant; a grant without `L0` shares
-//! redacted stubs only.
+//! name (federation-protocol.md §6.1). Same-name namespaces need no grant; a grant without `L0`
+//! shares redacted stubs only.
 
 use std::process::ExitCode;
 

@@ -1,5 +1,5 @@
-//! `spl federation …` (record-bound pairs, FEDERATION §3.7, §4) and `spl sync <THREAD> from
-//! <PEER>` (one-shot pull, §5.8).
+//! `spl federation …` (record-bound pairs, federation-protocol.md §3.7, §4) and `spl sync <THREAD>
+//! from <PEER>` (one-shot pull, federation-protocol.md §5.8).
 //!
 //! All of them call the local steward, which talks to the peer itself: the CLI never holds a
 //! peer's token. `pair` answers 200 when the pair is active at once (the peer auto-approved, or

@@ -1,5 +1,5 @@
-//! `spl fleet sync …`: legacy per-thread sync pairs (FEDERATION §5.7). The steward the pair is
-//! created on is the puller; records flow from the peer to it.
+//! `spl fleet sync …`: legacy per-thread sync pairs (federation-protocol.md §5.7). The steward the
+//! pair is created on is the puller; records flow from the peer to it.
 
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};

@@ -1,4 +1,5 @@
-//! `spl identity show|upgrade|rotate`: the home's DID beyond its did:key (FEDERATION §1.3, §1.4).
+//! `spl identity show|upgrade|rotate`: the home's DID beyond its did:key
+//! (federation-protocol.md §1.3, §1.4).
 
 use std::process::ExitCode;
 

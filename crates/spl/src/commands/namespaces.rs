@@ -1,4 +1,5 @@
-//! `spl namespace …`: the registry a record's `body.namespace` must be active in (PROTOCOL §12.2).
+//! `spl namespace …`: the registry a record's `body.namespace` must be active in
+//! (protocol.md §12.2).
 //!
 //! A namespace id is `/`-separated (`acme/payments`); in the URL the slashes stay slashes and
 //! each segment is percent-encoded on its own.

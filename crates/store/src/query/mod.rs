@@ -1,4 +1,4 @@
-//! Rich-query engine for `POST /v1/records/query` (PROTOCOL.md §11.6).
+//! Rich-query engine for `POST /v1/records/query` (protocol.md §11.6).
 //!
 //! Pure and I/O-free on purpose: the store narrows candidate rows in SQL using the
 //! column equalities this module exposes ([`Filter::column_equalities`]), then this

@@ -6,7 +6,8 @@ use serde_json::Value;
 
 use super::QueryError;
 
-/// A filterable record column (§11.6). Private columns such as `sig` are absent on purpose.
+/// A filterable record column (protocol.md §11.6). Private columns such as `sig` are absent on
+/// purpose.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Column {
     Id,

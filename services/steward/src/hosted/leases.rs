@@ -1,4 +1,4 @@
-//! Pull jobs shared across hosted replicas (FEDERATION §5.4): every job is a row of
+//! Pull jobs shared across hosted replicas (federation-protocol.md §5.4): every job is a row of
 //! `pull_leases`; the replica holding a row's lease runs the job. Each replica renews its
 //! leases and claims expired ones every third of the lease time, so when a replica dies its
 //! jobs move to the others within one lease time.

@@ -1,8 +1,8 @@
 //! Hosted mode: many tenants on stateless replicas over one Postgres.
 //!
-//! Nothing a request needs lives only in one replica's memory: tenants, keys, tokens and records are
-//! in Postgres; the caches here (tenants for [`TENANT_CACHE_TTL`]) only save lookups, and committed
-//! records reach every replica's watchers through LISTEN/NOTIFY (see the store).
+//! Nothing a request needs lives only in one replica's memory: tenants, keys, tokens and records
+//! are in Postgres; the caches here (tenants for [`TENANT_CACHE_TTL`]) only save lookups, and
+//! committed records reach every replica's watchers through LISTEN/NOTIFY (see the store).
 
 pub mod jwt;
 pub mod kek;
@@ -51,7 +51,7 @@ pub struct PlatformConfig {
     pub deletion_grace: Duration,
     /// Labels no tenant may take.
     pub reserved_labels: Vec<String>,
-    /// Where new tenants' did:sync are registered, if anywhere (FEDERATION §1.4, §8.1).
+    /// Where new tenants' did:sync are registered, if anywhere (federation-protocol.md §1.4, §8.1).
     pub registration: Option<DirectoryRegistration>,
 }
 
@@ -66,8 +66,8 @@ pub struct DirectoryRegistration {
 impl DirectoryRegistration {
     /// Registers a did:sync for a tenant whose records `key` signs, reachable at `url`. Its
     /// rotation keys are the user's recovery key first, when given, then the platform's
-    /// (FEDERATION §1.4, §8.1). `created_at` pins the genesis time, so that a retry posts the
-    /// same operation and gets the same DID.
+    /// (federation-protocol.md §1.4, §8.1). `created_at` pins the genesis time, so that a retry
+    /// posts the same operation and gets the same DID.
     pub async fn register(
         &self,
         client: &syncropel_federation::PeerClient,
@@ -237,7 +237,8 @@ impl Platform {
     /// The identity of tenant `id` from its row (label, DID, sealed key): the
     /// sealed key opened with the KEK, checked against the stored DID. A tenant registered at a
     /// directory is known by its did:sync and also answers, on its host, for the did:web of that
-    /// host, whose document names the did:sync (§1.3: never the tenant's primary identity).
+    /// host, whose document names the did:sync (federation-protocol.md §1.3: never the tenant's
+    /// primary identity).
     pub(crate) fn identity(&self, id: &str, row: &SealedTenant) -> Result<Identity, ApiError> {
         let seed = self
             .kek
@@ -283,8 +284,8 @@ impl Platform {
     }
 
     /// Registers a did:key tenant's did:sync at the platform's directory and makes it the
-    /// tenant's DID (FEDERATION §1.4: existing tenants can upgrade). Its pairs were made with
-    /// the old DID, so a tenant with live pairs is refused.
+    /// tenant's DID (federation-protocol.md §1.4: existing tenants can upgrade). Its pairs were
+    /// made with the old DID, so a tenant with live pairs is refused.
     pub async fn upgrade_identity(
         &self,
         client: &syncropel_federation::PeerClient,

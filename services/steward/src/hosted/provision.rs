@@ -1,4 +1,4 @@
-//! The provisioning API of the signup platform (FEDERATION §8.1): `POST /provision`,
+//! The provisioning API of the signup platform (federation-protocol.md §8.1): `POST /provision`,
 //! `GET /provision/{id}`, suspend, resume and delete. These routes live on the platform host only.
 //!
 //! A tenant is one transaction away from usable: `reserve`, `tenant_create` and `identity` commit

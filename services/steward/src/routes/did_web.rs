@@ -1,6 +1,6 @@
-//! The did:web document of the tenant's identity (FEDERATION §1.3): `GET /.well-known/did.json`
-//! for a domain-form did:web, `GET /<path>/did.json` for the path form. A steward with no
-//! did:web for this address answers 404 (a did:key needs no document).
+//! The did:web document of the tenant's identity (federation-protocol.md §1.3): `GET
+//! /.well-known/did.json` for a domain-form did:web, `GET /<path>/did.json` for the path form. A
+//! steward with no did:web for this address answers 404 (a did:key needs no document).
 
 use axum::http::{Method, Uri};
 use axum::response::{IntoResponse, Response};

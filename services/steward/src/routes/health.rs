@@ -39,7 +39,7 @@ pub async fn ready(State(state): State<AppState>) -> ApiResult<Json<Ready>> {
     }
 }
 
-/// The full report: which deciders are live (PROTOCOL §13.4). Needs any valid credential.
+/// The full report: which deciders are live (protocol.md §13.4). Needs any valid credential.
 pub async fn full(State(state): State<AppState>, caller: Caller) -> Json<HealthReport> {
     let enforced = state.auth_enforced;
     let decider = |name: &str, live: bool, because: &str| {

@@ -1,5 +1,5 @@
-//! The tenant's identity (FEDERATION §1): `GET /v1/identity` shows the DID it is known by, the
-//! key that signs and the keys peers accept; `POST /v1/identity/upgrade` registers a hosted
+//! The tenant's identity (federation-protocol.md §1): `GET /v1/identity` shows the DID it is known
+//! by, the key that signs and the keys peers accept; `POST /v1/identity/upgrade` registers a hosted
 //! did:key tenant's did:sync at the platform's directory (locally, `spl identity upgrade` does it
 //! on the home).
 

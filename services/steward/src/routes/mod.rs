@@ -39,7 +39,8 @@ pub fn json_text(status: StatusCode, body: String) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-/// The list envelope of PROTOCOL §10.3 around stored records, spliced without re-serializing them.
+/// The list envelope of protocol.md §10.3 around stored records, spliced without re-serializing
+/// them.
 pub fn record_list(records: &[StoredRecord], next_cursor: Option<String>) -> Response {
     let body = syncropel_api::splice::record_page(
         records.iter().map(|r| r.json.as_str()),
@@ -77,7 +78,7 @@ impl Params {
             .transpose()
     }
 
-    /// `limit`: default and maximum per PROTOCOL §13; 0 or negative is refused.
+    /// `limit`: default and maximum per protocol.md §13; 0 or negative is refused.
     pub fn limit(&self, default: u32, max: u32) -> Result<u32, ApiError> {
         match self.int("limit")? {
             None => Ok(default),

@@ -1,5 +1,5 @@
-//! `GET|POST /v1/namespaces`, `GET|DELETE /v1/namespaces/{id}` (PROTOCOL §12.2). Every change is a
-//! LEARN record on `th_namespace_registry`; the registry is its fold.
+//! `GET|POST /v1/namespaces`, `GET|DELETE /v1/namespaces/{id}` (protocol.md §12.2). Every change is
+//! a LEARN record on `th_namespace_registry`; the registry is its fold.
 
 use axum::extract::State;
 use axum::http::StatusCode;

@@ -1,5 +1,5 @@
-//! `POST /v1/records/query` (PROTOCOL §11.6): column equalities are pushed down to the store, the
-//! rest of the filter runs here over the stored records, so both backends answer identically.
+//! `POST /v1/records/query` (protocol.md §11.6): column equalities are pushed down to the store,
+//! the rest of the filter runs here over the stored records, so both backends answer identically.
 
 use axum::extract::State;
 use axum::Json;

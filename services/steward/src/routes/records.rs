@@ -1,4 +1,4 @@
-//! `POST /v1/records`, `GET /v1/records`, `GET /v1/records/{id}` (PROTOCOL §11.1-11.3), and
+//! `POST /v1/records`, `GET /v1/records`, `GET /v1/records/{id}` (protocol.md §11.1-11.3), and
 //! `POST /v1/records/batch`, many records in one request.
 
 use axum::extract::State;
@@ -19,8 +19,8 @@ use crate::error::{ApiError, ApiResult};
 use syncropel_tenant::seal;
 use syncropel_tenant::Scope;
 
-/// Ingest order of PROTOCOL §9: auth, parse and validate, claim and thread rules, id, sign, store
-/// (idempotency and DuplicateClock are decided atomically by the store's writer).
+/// Ingest order of protocol.md §9: auth, parse and validate, claim and thread rules, id, sign,
+/// store (idempotency and DuplicateClock are decided atomically by the store's writer).
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,

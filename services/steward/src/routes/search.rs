@@ -1,4 +1,4 @@
-//! `POST /v1/records/search` (PROTOCOL §11.7): lexical full-text ranking, global top-k, then the
+//! `POST /v1/records/search` (protocol.md §11.7): lexical full-text ranking, global top-k, then the
 //! envelope filters. The query is plain words; no text can reach the index as syntax.
 
 use axum::extract::State;

@@ -1,4 +1,4 @@
-//! `GET /v1/threads` and `GET /v1/threads/{id}/records` (PROTOCOL §11.4-11.5).
+//! `GET /v1/threads` and `GET /v1/threads/{id}/records` (protocol.md §11.4-11.5).
 
 use axum::extract::State;
 use axum::response::Response;

@@ -1,4 +1,4 @@
-//! `GET /v1/threads/{id}/watch` (PROTOCOL §11.8): server-sent events.
+//! `GET /v1/threads/{id}/watch` (protocol.md §11.8): server-sent events.
 //!
 //! The stream subscribes to commits *before* it replays from the store, then skips live records it
 //! already replayed, so replay and live join with no gap and no duplicate. Commits are announced in

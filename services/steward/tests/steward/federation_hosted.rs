@@ -1,7 +1,8 @@
-//! Federation between hosted tenants and local stewards over HTTP on 127.0.0.1 (FEDERATION §4-§5):
-//! a tenant addressed by path prefix pairs with a local steward in either role, records flow both
-//! ways verified, hosted pull jobs run under a lease in `pull_leases`, and when the replica
-//! holding a lease dies the job moves to a surviving replica without losing or doubling a record.
+//! Federation between hosted tenants and local stewards over HTTP on 127.0.0.1
+//! (federation-protocol.md §4-§5): a tenant addressed by path prefix pairs with a local steward in
+//! either role, records flow both ways verified, hosted pull jobs run under a lease in
+//! `pull_leases`, and when the replica holding a lease dies the job moves to a surviving replica
+//! without losing or doubling a record.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

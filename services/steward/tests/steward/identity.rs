@@ -1,5 +1,5 @@
-//! Identities beyond did:key between real stewards on 127.0.0.1 (FEDERATION §1.3-§1.5): a
-//! did:web steward serving its document, a did:sync steward registered at a real directory,
+//! Identities beyond did:key between real stewards on 127.0.0.1 (federation-protocol.md §1.3-§1.5):
+//! a did:web steward serving its document, a did:sync steward registered at a real directory,
 //! records verified before and after a key rotation, compromised keys, signers that cannot be
 //! resolved yet, and hosted tenants registered at the directory when they are provisioned.
 

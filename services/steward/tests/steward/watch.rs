@@ -1,5 +1,5 @@
-//! `GET /v1/threads/{id}/watch` (PROTOCOL §11.8, checklist 21-25) over real HTTP: frames are read
-//! off the wire with a small SSE parser, and every wait on the stream is bounded by a timeout.
+//! `GET /v1/threads/{id}/watch` (protocol.md §11.8, checklist 21-25) over real HTTP: frames are
+//! read off the wire with a small SSE parser, and every wait on the stream is bounded by a timeout.
 
 //! Records are written through the typed client; the streams are read raw, since the tests check
 //! the bytes of every frame.

@@ -1,6 +1,6 @@
-//! Federation over HTTP between real stewards on 127.0.0.1 (FEDERATION §3-§6): pairing and its
-//! refusals, pulls through pairs, consent between namespaces, star and mesh convergence, hostile
-//! and absent peers, pair state surviving a restart, and the rest of the pair lifecycle.
+//! Federation over HTTP between real stewards on 127.0.0.1 (federation-protocol.md §3-§6): pairing
+//! and its refusals, pulls through pairs, consent between namespaces, star and mesh convergence,
+//! hostile and absent peers, pair state surviving a restart, and the rest of the pair lifecycle.
 
 mod consent;
 mod convergence;

@@ -1,7 +1,7 @@
-//! `POST /v1/records/query` (PROTOCOL §11.6) and `POST /v1/records/search` (§11.7) over HTTP
+//! `POST /v1/records/query` (protocol.md §11.6) and `POST /v1/records/search` (§11.7) over HTTP
 //! against a real steward (checklist 18-20). Queries go through the typed client (its answer's
-//! status and JSON included); searches are read as sent, since their tests check the §11.7
-//! shape and send what no typed request holds.
+//! status and JSON included); searches are read as sent, since their tests check the
+//! protocol.md §11.7 shape and send what no typed request holds.
 
 mod query;
 mod search;

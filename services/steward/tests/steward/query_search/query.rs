@@ -194,7 +194,7 @@ async fn logical_operators_combine_filters() {
                 ]}),
                 vec![2, 5],
             ),
-            // The request of §11.6, less the thread.
+            // The request of protocol.md §11.6, less the thread.
             (
                 json!({"act": "INTEND", "actor": ALICE,
                        "body.kind": {"$in": ["core.task.record", "core.task.record.v1"]},

@@ -44,7 +44,7 @@ async fn seed_search_fixture(node: &Node) -> Vec<Value> {
     stored
 }
 
-/// A successful search answer, checked for the §11.7 shape.
+/// A successful search answer, checked for the protocol.md §11.7 shape.
 async fn search(node: &Node, request: Value) -> Value {
     let (status, answer) = node.post(SEARCH, &request).await;
     assert_eq!(status, 200, "{request}: {answer}");

@@ -158,6 +158,26 @@ pub struct PublishedIdentity {
     pub endpoint: Option<String>,
 }
 
+impl PublishedIdentity {
+    /// `did`, published (`method` `sync` or `web`) with `key` as its one signing key (`key-1`),
+    /// no rotation yet.
+    pub fn first(did: String, method: &str, key: &Keypair, endpoint: Option<String>) -> Self {
+        PublishedIdentity {
+            did,
+            method: method.into(),
+            directory: None,
+            keys: vec![("key-1".into(), publish::multibase(key))],
+            current: "key-1".into(),
+            compromised: Vec::new(),
+            head: None,
+            rotation_keys: Vec::new(),
+            handles: Vec::new(),
+            namespaces: Vec::new(),
+            endpoint,
+        }
+    }
+}
+
 /// Contents of `config.toml`. The key is the source of truth for the DID; the config records it
 /// for humans and tools that should not have to read key material.
 #[derive(Debug, Serialize, Deserialize)]

@@ -6,7 +6,8 @@
 
 use std::collections::BTreeMap;
 
-use syncropel_federation::directory::{multibase, services, submit, sync_genesis};
+pub(crate) use syncropel_federation::directory::multibase;
+use syncropel_federation::directory::{services, submit, sync_genesis};
 use syncropel_federation::{DidResolver, PeerClient};
 use syncropel_protocol::did_doc::did_web_for;
 use syncropel_protocol::did_sync::{cid, did_from_genesis, sign_operation, OpType, Operation};
@@ -100,19 +101,7 @@ pub fn upgrade_to_web(
 ) -> Result<PublishedIdentity, HomeError> {
     refuse_if_published(home)?;
     let key = home.keypair()?;
-    let published = PublishedIdentity {
-        did: did_web_for(host, path),
-        method: "web".into(),
-        directory: None,
-        keys: vec![("key-1".into(), multibase(&key))],
-        current: "key-1".into(),
-        compromised: Vec::new(),
-        head: None,
-        rotation_keys: Vec::new(),
-        handles: Vec::new(),
-        namespaces: Vec::new(),
-        endpoint,
-    };
+    let published = PublishedIdentity::first(did_web_for(host, path), "web", &key, endpoint);
     home.publish(&published)?;
     Ok(published)
 }

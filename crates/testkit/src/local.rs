@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use syncropel_federation::directory::multibase;
 use syncropel_federation::FederationConfig;
 use syncropel_home::{Home, PublishedIdentity};
 use syncropel_protocol::did_doc::did_web_for;
@@ -285,20 +284,8 @@ fn prepare_home(home: &Home, key: Option<&Keypair>, identity: &Identity, addr: S
             endpoint.clone(),
         ),
     };
-    home.publish(&PublishedIdentity {
-        did,
-        method: method.into(),
-        directory: None,
-        keys: vec![("key-1".into(), multibase(&key))],
-        current: "key-1".into(),
-        compromised: Vec::new(),
-        head: None,
-        rotation_keys: Vec::new(),
-        handles: Vec::new(),
-        namespaces: Vec::new(),
-        endpoint,
-    })
-    .unwrap();
+    home.publish(&PublishedIdentity::first(did, method, &key, endpoint))
+        .unwrap();
 }
 
 /// `keys/identity.key` as `spl init` writes it: the seed in hex, readable by its owner only.

@@ -17,11 +17,11 @@ use tokio_util::sync::CancellationToken;
 use crate::config::FederationConfig;
 use crate::discovery::Discovery;
 use crate::error::{FederationError, Result};
+use crate::jobs::{self, Jobs};
 use crate::peer::{PeerClient, PeerClientOptions};
-use crate::puller::Jobs;
 use crate::resolve::DidResolver;
 use crate::traces::TraceIndex;
-use crate::{pairs, puller, sync_pairs, Backoff};
+use crate::{pairs, sync_pairs, Backoff};
 
 /// What the engine works on, shared with the steward's HTTP layer.
 pub struct Shared {
@@ -210,7 +210,7 @@ impl Federation {
     pub async fn resume_jobs(self: &Arc<Self>, tenant: Arc<Tenant>) -> Result<()> {
         let sync_pairs = sync_pairs::registry(self, &tenant.id).await?;
         let pairs = pairs::load(self, &tenant).await?;
-        let mut jobs = puller::cursor_rows(self, &tenant.id).await?;
+        let mut jobs = jobs::cursor_rows(self, &tenant.id).await?;
         // Removed sync pairs and revoked pairs keep their cursor rows (history) but pull no more.
         jobs.retain(|(source, _)| {
             sync_pairs

@@ -18,6 +18,7 @@ use crate::error::{FederationError, Result};
 use crate::handshake::PAIR_ACCOUNT_PREFIX;
 use crate::pairs;
 use crate::state::sync_meta;
+use crate::threads::never_served;
 use crate::Federation;
 
 /// A page stops growing past this many bytes (the puller reads at most 8 MiB).
@@ -25,22 +26,6 @@ const MAX_PAGE_BYTES: usize = 6 * 1024 * 1024;
 
 /// Most ids one fetch may name.
 pub const MAX_FETCH_IDS: usize = 1000;
-
-/// Threads no grant ever opens (federation-protocol.md §5.1): the steward's own bookkeeping.
-pub fn never_served(thread: &str) -> bool {
-    thread.starts_with("th_audit_")
-        || matches!(
-            thread,
-            "th_federation_pairs"
-                | "th_consent"
-                | "th_engine_config"
-                | "th_secret_audit"
-                | "th_sync_control"
-                | "th_invites"
-                | "th_service_accounts"
-                | "th_tokens"
-        )
-}
 
 /// The credential a sync request came with: the token's grant (none when auth is off) and the
 /// DID it claims in `X-Syncropel-Actor`. The HTTP layer has checked its scopes and the claim.

@@ -24,6 +24,7 @@ mod engine;
 mod error;
 pub mod feed;
 pub mod handshake;
+pub mod jobs;
 pub mod manifest;
 pub mod pairs;
 mod peer;
@@ -33,6 +34,7 @@ mod resolve;
 pub mod signers;
 pub mod state;
 pub mod sync_pairs;
+mod threads;
 mod traces;
 
 pub use backoff::Backoff;
@@ -43,4 +45,5 @@ pub use peer::{ChangesRequest, PeerClient, PeerClientOptions, PeerError};
 pub use resolve::{DidResolver, ResolvedDid};
 /// A parsed `sync_changes` page: the API contract's type, records kept as JSON for verification.
 pub use syncropel_api::ChangesPage;
+pub use threads::{never_served, pullable_thread, refuse_unpullable};
 pub use traces::TraceIndex;

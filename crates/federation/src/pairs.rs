@@ -22,6 +22,7 @@ use crate::error::{FederationError, Result};
 use crate::puller::{pull_through, PullError, PullOutcome, Source};
 use crate::signers::signature_holds;
 use crate::state as fstate;
+use crate::threads::refuse_unpullable;
 use crate::{own_record, Federation};
 
 /// A genesis counts only if it is signed for the responder it names: by the responder's key for
@@ -567,16 +568,4 @@ pub async fn pull(
         fed.start_job(tenant.clone(), &source.id, thread).await?;
     }
     Ok(total)
-}
-
-/// Threads no peer may fill (see [`crate::puller::pullable_thread`]).
-pub fn refuse_unpullable(thread: &str) -> std::result::Result<(), Refusal> {
-    if crate::puller::pullable_thread(thread) {
-        Ok(())
-    } else {
-        Err(Refusal::new(
-            ErrorCode::ThreadNotAllowed,
-            format!("thread '{thread}' is this steward's own; it is never pulled from a peer"),
-        ))
-    }
 }

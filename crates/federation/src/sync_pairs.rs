@@ -13,6 +13,7 @@ use syncropel_tenant::Tenant;
 
 use crate::error::Result;
 use crate::puller::{PullError, Source};
+use crate::threads::refuse_unpullable;
 use crate::{pairs, state as fstate, Federation};
 
 pub const CONTROL_THREAD: &str = "th_sync_control";
@@ -158,7 +159,7 @@ pub async fn create(
     request: SyncPairRequest,
 ) -> Result<(SyncPair, bool)> {
     validate_thread(&request.thread_id)?;
-    pairs::refuse_unpullable(&request.thread_id)?;
+    refuse_unpullable(&request.thread_id)?;
     if !(request.peer_url.starts_with("http://") || request.peer_url.starts_with("https://")) {
         return Err(Refusal::validation("peer_url must be an http(s) URL").into());
     }

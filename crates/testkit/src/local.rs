@@ -12,10 +12,11 @@ use syncropel_federation::FederationConfig;
 use syncropel_home::{Home, PublishedIdentity};
 use syncropel_protocol::did_doc::did_web_for;
 use syncropel_protocol::Keypair;
-use syncropel_steward::app::{AppState, Limits};
 use syncropel_steward::local::{self, ServeOptions, LOCAL_ENV};
 use syncropel_steward::rate_limit::RateLimits;
-use syncropel_steward::tenant::{Tenancy, Tenant};
+use syncropel_steward::state::Tenancy;
+use syncropel_steward::state::{AppState, Limits};
+use syncropel_steward::tenant::Tenant;
 use syncropel_telemetry::serve::Drain;
 use syncropel_tenant::{create_service_account, mint};
 

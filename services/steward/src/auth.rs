@@ -14,8 +14,8 @@ use syncropel_protocol::{sha256_hex, unix_now, ErrorCode};
 use syncropel_store::TokenGrant;
 use syncropel_tenant::{parse_grain, Scope};
 
-use crate::app::AppState;
 use crate::error::ApiError;
+use crate::state::AppState;
 use crate::tenant::{CurrentTenant, Tenant};
 
 /// The authenticated caller of a request, within its tenant.

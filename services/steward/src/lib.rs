@@ -8,6 +8,7 @@ pub mod hosted;
 pub mod local;
 pub mod rate_limit;
 pub mod routes;
+pub mod state;
 pub mod tenant;
 
 /// Errors that stop a steward from starting or running.

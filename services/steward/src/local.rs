@@ -14,9 +14,11 @@ use syncropel_tenant::{
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::{router, AppState, Limits};
+use crate::app::router;
 use crate::rate_limit::{RateLimiters, RateLimits};
-use crate::tenant::{Tenancy, Tenant, TenantStatus};
+use crate::state::Tenancy;
+use crate::state::{AppState, Limits};
+use crate::tenant::{Tenant, TenantStatus};
 use crate::StewardError;
 use syncropel_home::{Home, StewardInfo};
 

@@ -8,14 +8,14 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use syncropel_federation::FederationConfig;
-use syncropel_steward::app::Limits;
+use syncropel_steward::hosted::addressing::Addressing;
 use syncropel_steward::hosted::jwt::{JwtKey, JwtVerifier};
 use syncropel_steward::hosted::kek::Kek;
 use syncropel_steward::hosted::{
     DirectoryRegistration, HostedOptions, Listeners, PlatformConfig, DEFAULT_RESERVED_LABELS,
 };
 use syncropel_steward::rate_limit::{RateLimit, RateLimits};
-use syncropel_steward::tenant::Addressing;
+use syncropel_steward::state::Limits;
 use syncropel_steward::StewardError;
 use syncropel_telemetry::serve::Drain;
 use syncropel_telemetry::TelemetryArgs;

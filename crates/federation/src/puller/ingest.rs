@@ -6,13 +6,14 @@
 use std::collections::{HashMap, HashSet};
 
 use syncropel_protocol::sync::{verify_items, PeerItem, Rejection, ResolvedKeys};
-use syncropel_protocol::{is_config_thread, is_server_only_thread, unix_now};
+use syncropel_protocol::unix_now;
 use syncropel_store::{Appended, NewRecord, StateChange};
 use syncropel_tenant::{stored_form, Tenant};
 
 use super::{violation, Fetched, PullError, PullOutcome, Source};
 use crate::signers::verify_with_documents;
 use crate::state::{put_cursor, PullCursor, QUARANTINE};
+use crate::threads::pullable_thread;
 use crate::Federation;
 
 /// Stores what passed the checks of a fetched page, with the cursor row, in one transaction.
@@ -152,14 +153,6 @@ async fn fetch_records(
         .map(|item| StateChange::delete(QUARANTINE, &format!("{}\n{}", source.id, item.id)))
         .collect();
     store_admitted(fed, tenant, source, admitted, settled).await
-}
-
-/// Whether records of `thread` may come from a peer: never the steward's own bookkeeping
-/// (config, registry, pair, consent and audit threads).
-pub fn pullable_thread(thread: &str) -> bool {
-    !(is_config_thread(thread)
-        || is_server_only_thread(thread)
-        || crate::feed::never_served(thread))
 }
 
 /// Records of a page that passed every check, ready to store, and the quarantine entries of the

@@ -6,11 +6,9 @@
 //! and backoff spaces retries after failures.
 
 mod ingest;
-mod jobs;
 
 use std::sync::Arc;
 
-use futures_util::FutureExt;
 use serde::Serialize;
 use syncropel_protocol::sync::{
     verify_items, PeerItem, Rejection, ResolvedKeys, SyncCursor, DEFAULT_PAGE,
@@ -23,12 +21,10 @@ use crate::error::FederationError;
 use crate::peer::{ChangesRequest, PeerClient, PeerError};
 use crate::signers::verify_with_documents;
 use crate::state::pull_cursor;
-use crate::ChangesPage;
-use crate::{pairs, sync_pairs, Federation};
+use crate::{ChangesPage, Federation};
 
-pub use ingest::{fetch_parents, pullable_thread};
+pub use ingest::fetch_parents;
 use ingest::{retry_unresolved, store_page};
-pub use jobs::{cursor_of, cursor_rows, JobHealth, Jobs};
 
 /// Where one job pulls from: resolved afresh before every pull, so a pause, a revoke or a new
 /// token takes effect on the next one.
@@ -313,22 +309,4 @@ async fn check_page(
     };
     verify_with_documents(federation, &fetched.items, &mut fetched.verdicts).await;
     Ok(fetched)
-}
-
-/// Resolves a job's source afresh before each pull: a pair (`fed_…`) or a one-thread sync pair
-/// (`sp_…`), with its current state, URL and credential.
-pub fn source(
-    fed: &Arc<Federation>,
-    tenant: &Arc<Tenant>,
-    id: &str,
-) -> futures_util::future::BoxFuture<'static, Result<Source, PullError>> {
-    let (fed, tenant, id) = (fed.clone(), tenant.clone(), id.to_string());
-    async move {
-        if id.starts_with("sp_") {
-            sync_pairs::source(&fed, &tenant, id).await
-        } else {
-            pairs::source(&fed, &tenant, id).await
-        }
-    }
-    .boxed()
 }

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use syncropel_client::api::Provision;
 use syncropel_client::{encode_segment, Client};
 use syncropel_federation::FederationConfig;
-use syncropel_steward::app::{AppState, Limits};
+use syncropel_steward::hosted::addressing::Addressing;
 use syncropel_steward::hosted::jwt::{JwtKey, JwtVerifier};
 use syncropel_steward::hosted::kek::Kek;
 use syncropel_steward::hosted::leases::Leases;
@@ -22,7 +22,7 @@ use syncropel_steward::hosted::{
     build, DirectoryRegistration, HostedOptions, Platform, PlatformConfig, DEFAULT_RESERVED_LABELS,
 };
 use syncropel_steward::rate_limit::RateLimits;
-use syncropel_steward::tenant::Addressing;
+use syncropel_steward::state::{AppState, Limits};
 use syncropel_telemetry::serve::Drain;
 
 pub use balancer::Balancer;

@@ -13,7 +13,7 @@ use syncropel_protocol::unix_now;
 use syncropel_store::platform::PlatformStore;
 use syncropel_store::StoreError;
 
-use super::Platform;
+use super::platform::Platform;
 use crate::error::ApiError;
 use crate::tenant::TenantStatus;
 

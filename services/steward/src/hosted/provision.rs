@@ -28,11 +28,14 @@ use syncropel_store::platform::{
 };
 use syncropel_store::{RecordStore, StoreError};
 
-use super::{DirectoryRegistration, Platform};
-use crate::app::{AppState, JsonBody};
+use super::platform::{DirectoryRegistration, Platform};
 use crate::error::{ApiError, ApiResult};
+use crate::hosted::addressing::Addressed;
+use crate::routes::JsonBody;
 use crate::routes::PathParam;
-use crate::tenant::{Addressed, Tenancy, Tenant, TenantStatus};
+use crate::state::AppState;
+use crate::state::Tenancy;
+use crate::tenant::{Tenant, TenantStatus};
 use syncropel_tenant::{create_service_account_with_id, install_token};
 
 /// The bootstrap service account of every hosted tenant (the upstream `SPL_BOOTSTRAP_TOKEN` name).

@@ -8,9 +8,10 @@ use syncropel_api::{Bootstrapped, ListPage, MintedToken, ServiceAccount, TokenRe
 use syncropel_protocol::ErrorCode;
 
 use super::PathParam;
-use crate::app::{AppState, JsonBody};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
+use crate::routes::JsonBody;
+use crate::state::AppState;
 use crate::tenant::{CurrentTenant, Tenant};
 use syncropel_tenant::{
     self as accounts, create_service_account, mint, revoke as revoke_token, Scope,

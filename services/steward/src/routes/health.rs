@@ -5,9 +5,9 @@ use axum::Json;
 use syncropel_api::{Authorization, Decider, Health, HealthReport, Ready};
 use syncropel_protocol::ErrorCode;
 
-use crate::app::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 

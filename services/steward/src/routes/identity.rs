@@ -9,10 +9,11 @@ use serde_json::Value;
 use syncropel_api::{Identity, IdentityUpgraded};
 use syncropel_protocol::{public_key_from_did_key, ErrorCode, PairState};
 
-use crate::app::{optional_json, AppState, LimitedBody};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::tenant::Tenancy;
+use crate::routes::{optional_json, LimitedBody};
+use crate::state::AppState;
+use crate::state::Tenancy;
 use syncropel_tenant::Scope;
 
 pub async fn show(caller: Caller) -> ApiResult<Json<Identity>> {

@@ -7,9 +7,10 @@ use axum::extract::State;
 use axum::Json;
 use syncropel_api::WellKnown;
 
-use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
-use crate::tenant::{CurrentTenant, Tenancy};
+use crate::state::AppState;
+use crate::state::Tenancy;
+use crate::tenant::CurrentTenant;
 use syncropel_federation::manifest;
 
 pub async fn well_known(

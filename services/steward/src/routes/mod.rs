@@ -15,13 +15,17 @@ pub mod watch;
 
 use std::collections::HashMap;
 
+use axum::extract::{FromRequest, Request};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde_json::{Map, Value};
 use syncropel_api::ErrorBody;
 use syncropel_protocol::ErrorCode;
 use syncropel_store::StoredRecord;
 
 use crate::error::ApiError;
+use crate::state::AppState;
 
 pub async fn not_found() -> ApiError {
     ApiError::not_found("no such route")
@@ -132,6 +136,85 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PathParam {
                 .await
                 .map_err(|e| ApiError::validation(format!("invalid path: {e}")))?;
         Ok(PathParam(value))
+    }
+}
+
+/// A request body parsed as strict JSON (protocol.md §5): size limit first (413), then duplicate
+/// keys, NaN, lone surrogates and depth (400 INVALID_JSON). Numbers come out canonical.
+pub struct JsonBody(pub serde_json::Value);
+
+/// The raw bytes of a request body, within the size limit.
+pub struct LimitedBody(pub Bytes);
+
+impl FromRequest<AppState> for LimitedBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<LimitedBody, ApiError> {
+        let limit = state.limits.max_body_bytes;
+        let too_large = || {
+            ApiError::new(
+                ErrorCode::PayloadTooLarge,
+                format!("request body exceeds the limit of {limit} bytes"),
+            )
+        };
+        let declared = req
+            .headers()
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|len| len > limit) {
+            return Err(too_large());
+        }
+        match axum::body::to_bytes(req.into_body(), limit).await {
+            Ok(bytes) => Ok(LimitedBody(bytes)),
+            Err(e) => {
+                // to_bytes reports an over-limit body as a length-limit error somewhere in its
+                // chain.
+                let over = std::error::Error::source(&e).is_some_and(|s| {
+                    s.is::<http_body_util::LengthLimitError>()
+                        || s.source()
+                            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+                });
+                if over {
+                    Err(too_large())
+                } else {
+                    Err(ApiError::new(
+                        ErrorCode::InvalidJson,
+                        format!("could not read the request body: {e}"),
+                    ))
+                }
+            }
+        }
+    }
+}
+
+/// A body that may be empty: `null` then, else strict JSON as [`JsonBody`].
+pub fn optional_json(state: &AppState, bytes: &[u8]) -> Result<serde_json::Value, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(serde_json::Value::Null);
+    }
+    Ok(syncropel_protocol::parse_json(
+        bytes,
+        state.limits.max_json_depth,
+    )?)
+}
+
+impl FromRequest<AppState> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<JsonBody, ApiError> {
+        let LimitedBody(bytes) = LimitedBody::from_request(req, state).await?;
+        let value = syncropel_protocol::parse_json(&bytes, state.limits.max_json_depth)?;
+        Ok(JsonBody(value))
+    }
+}
+
+/// A body that should be a JSON object; anything else reads as an empty one, so that the
+/// fields it lacks are named in the refusal.
+fn object(body: Value) -> Map<String, Value> {
+    match body {
+        Value::Object(object) => object,
+        _ => Map::new(),
     }
 }
 

@@ -9,9 +9,10 @@ use syncropel_api::{ListPage, Namespace};
 use syncropel_protocol::{validate_namespace_id, Act, DEFAULT_NAMESPACE};
 
 use super::PathParam;
-use crate::app::{AppState, JsonBody};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
+use crate::routes::JsonBody;
+use crate::state::AppState;
 use crate::tenant::Tenant;
 use syncropel_tenant::Scope;
 use syncropel_tenant::{parent, NamespaceEntry, NamespaceState, ENTRY_TOPIC, REGISTRY_THREAD};

@@ -8,9 +8,10 @@ use syncropel_api::{QueryAnswer, QueryPlan};
 use syncropel_store::query::{compare_records, plan, project, QueryRequest};
 use syncropel_store::{decode_cursor, encode_cursor};
 
-use crate::app::{AppState, JsonBody};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
+use crate::routes::JsonBody;
+use crate::state::AppState;
 use syncropel_tenant::Scope;
 
 /// Rows fetched from the store per round while scanning.

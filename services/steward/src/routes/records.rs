@@ -13,9 +13,10 @@ use syncropel_protocol::{is_config_thread, is_server_only_thread, Envelope, Erro
 use syncropel_store::{encode_cursor, Appended, ListFilter, NewRecord};
 
 use super::{error_body, json_text, record_list, Params, PathParam};
-use crate::app::{AppState, LimitedBody};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
+use crate::routes::LimitedBody;
+use crate::state::AppState;
 use syncropel_tenant::seal;
 use syncropel_tenant::Scope;
 

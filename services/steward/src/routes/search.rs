@@ -7,9 +7,10 @@ use serde_json::Value;
 use syncropel_api::{SearchAnswer, SearchHit};
 use syncropel_protocol::ErrorCode;
 
-use crate::app::{AppState, JsonBody};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
+use crate::routes::JsonBody;
+use crate::state::AppState;
 use syncropel_tenant::Scope;
 
 /// More words than this add cost, not relevance.

@@ -7,10 +7,10 @@ use syncropel_api::{ListPage, ThreadSummary};
 use syncropel_store::{encode_cursor, ListFilter};
 
 use super::{checked_thread, Params, PathParam};
-use crate::app::AppState;
 use crate::auth::Caller;
 use crate::error::ApiResult;
 use crate::routes::records::page;
+use crate::state::AppState;
 use syncropel_tenant::Scope;
 
 /// Threads, most recently written first.

@@ -17,9 +17,9 @@ use syncropel_store::{ListFilter, StoredRecord};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::{checked_thread, Params, PathParam};
-use crate::app::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
 
 /// Replay pages are this large.
 const REPLAY_PAGE: u32 = 1000;

@@ -3,7 +3,7 @@
 use serde_json::{json, Value};
 use syncropel_client::api::{CreateRecords, HealthReport};
 use syncropel_client::ListParams;
-use syncropel_steward::app::Limits;
+use syncropel_steward::state::Limits;
 use syncropel_testkit::{envelope, error_code, Node, Options, TestSteward};
 
 const VECTORS: &str = include_str!(concat!(

@@ -12,10 +12,11 @@ use syncropel_protocol::consent::{Grant, HashLevel};
 use syncropel_protocol::{unix_from_rfc3339, unix_now, validate_namespace_id, DEFAULT_NAMESPACE};
 use syncropel_tenant::Scope;
 
-use crate::app::{AppState, JsonBody};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
+use crate::routes::JsonBody;
 use crate::routes::{Params, PathParam};
+use crate::state::AppState;
 
 fn view(grant: &Grant) -> ConsentGrant {
     ConsentGrant::new(grant, grant.is_active(unix_now()))

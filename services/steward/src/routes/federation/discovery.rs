@@ -9,10 +9,11 @@ use syncropel_api::{MdnsRoster, PairIntroducible};
 use syncropel_federation::discovery;
 use syncropel_tenant::Scope;
 
-use crate::app::{AppState, JsonBody};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
+use crate::routes::JsonBody;
 use crate::routes::{Params, PathParam};
+use crate::state::AppState;
 
 /// `GET /v1/discovery/mdns`: the stewards this one has heard on the LAN, unverified.
 pub async fn mdns_roster(State(state): State<AppState>, caller: Caller) -> ApiResult<Response> {

@@ -12,10 +12,11 @@ use syncropel_federation::feed::{self, Access, ChangesQuery, Puller, MAX_FETCH_I
 use syncropel_protocol::sync::{DEFAULT_PAGE, MAX_PAGE};
 use syncropel_protocol::{ErrorCode, DEFAULT_NAMESPACE};
 
-use crate::app::{AppState, JsonBody};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
+use crate::routes::JsonBody;
 use crate::routes::{json_text, Params};
+use crate::state::AppState;
 
 /// The DID a sync request claims in `X-Syncropel-Actor`.
 fn claimed(headers: &HeaderMap) -> Option<&str> {

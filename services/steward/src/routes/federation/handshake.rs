@@ -15,12 +15,12 @@ use syncropel_federation::Federation;
 use syncropel_protocol::rfc3339_from_unix;
 use syncropel_tenant::Scope;
 
-use super::object;
 use super::pairs::view;
-use crate::app::{AppState, JsonBody};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::routes::PathParam;
+use crate::routes::JsonBody;
+use crate::routes::{object, PathParam};
+use crate::state::AppState;
 use crate::tenant::CurrentTenant;
 
 /// How a handshake answer goes on the wire: 202 while pending, else 200.

@@ -10,9 +10,8 @@ mod sync_pairs;
 
 use axum::routing::{delete, get, post};
 use axum::Router;
-use serde_json::{Map, Value};
 
-use crate::app::AppState;
+use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -62,13 +61,4 @@ pub fn routes() -> Router<AppState> {
         .route("/discovery/mdns", get(discovery::mdns_roster))
         .route("/consent/grants", post(consent::grant).get(consent::list))
         .route("/consent/grants/{id}", delete(consent::revoke))
-}
-
-/// A body that should be a JSON object; anything else reads as an empty one, so that the
-/// fields it lacks are named in the refusal.
-fn object(body: Value) -> Map<String, Value> {
-    match body {
-        Value::Object(object) => object,
-        _ => Map::new(),
-    }
 }

@@ -14,10 +14,11 @@ use syncropel_protocol::pair::{PairView, UpdateOp};
 use syncropel_protocol::{sha256_hex, ErrorCode, PairState};
 use syncropel_tenant::Scope;
 
-use crate::app::{optional_json, AppState, JsonBody, LimitedBody};
 use crate::auth::{presented_token, Caller};
 use crate::error::{ApiError, ApiResult};
 use crate::routes::PathParam;
+use crate::routes::{optional_json, JsonBody, LimitedBody};
+use crate::state::AppState;
 use crate::tenant::CurrentTenant;
 
 /// A pair as the operator sees it: its fold and the health of its pull jobs.

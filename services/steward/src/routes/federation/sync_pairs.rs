@@ -10,10 +10,11 @@ use syncropel_federation::sync_pairs::{self, SyncPair, SyncPairRequest};
 use syncropel_federation::Federation;
 use syncropel_tenant::Scope;
 
-use crate::app::{AppState, JsonBody};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
+use crate::routes::JsonBody;
 use crate::routes::PathParam;
+use crate::state::AppState;
 
 /// A sync pair with the state of its job: running and failing come from the job's health.
 fn view(fed: &Federation, tenant: &str, pair: &SyncPair) -> SyncPairView {

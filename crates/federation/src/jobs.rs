@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
 use syncropel_api::{PullFailure, PullJobHealth};
 use syncropel_protocol::unix_now;
 use syncropel_tenant::Tenant;
@@ -14,10 +15,10 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::{pull_once, pull_through, source as resolve_source, PullError, PullOutcome};
 use crate::error::Result;
+use crate::puller::{pull_once, pull_through, PullError, PullOutcome, Source};
 use crate::state::{self, PullCursor};
-use crate::{pairs, Backoff, Federation};
+use crate::{pairs, sync_pairs, Backoff, Federation};
 
 /// Health of one job, kept in memory (federation-protocol.md §5.5: not recorded per attempt),
 /// in the shape the operator's views show it.
@@ -310,4 +311,22 @@ pub async fn cursor_rows(fed: &Federation, tenant: &str) -> Result<Vec<(String, 
             Some((source.to_string(), thread.to_string()))
         })
         .collect())
+}
+
+/// Resolves a job's source afresh before each pull: a pair (`fed_…`) or a one-thread sync pair
+/// (`sp_…`), with its current state, URL and credential.
+fn resolve_source(
+    fed: &Arc<Federation>,
+    tenant: &Arc<Tenant>,
+    id: &str,
+) -> futures_util::future::BoxFuture<'static, Result<Source, PullError>> {
+    let (fed, tenant, id) = (fed.clone(), tenant.clone(), id.to_string());
+    async move {
+        if id.starts_with("sp_") {
+            sync_pairs::source(&fed, &tenant, id).await
+        } else {
+            pairs::source(&fed, &tenant, id).await
+        }
+    }
+    .boxed()
 }

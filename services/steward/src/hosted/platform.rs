@@ -1,0 +1,413 @@
+//! The hosted platform: its database, keys and rules, and a short cache of tenants. Nothing a
+//! request needs lives only in one replica's memory: tenants, keys and tokens are in Postgres, and
+//! the cache (tenants for [`TENANT_CACHE_TTL`]) only saves lookups.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use syncropel_protocol::Keypair;
+use syncropel_store::platform::{PlatformStore, SealedTenant, TenantState};
+use syncropel_store::StoreError;
+use syncropel_tenant::{Identity, Tenant, TenantStatus};
+
+use super::addressing::Addressing;
+use super::jwt::JwtVerifier;
+use super::kek::Kek;
+use crate::error::ApiError;
+
+/// How long a replica trusts what it read about a tenant (status, key). A suspension made through
+/// another replica holds here after at most this long; through this replica, at once.
+pub const TENANT_CACHE_TTL: Duration = Duration::from_secs(2);
+
+/// The platform's rules for tenants.
+#[derive(Clone, Debug)]
+pub struct PlatformConfig {
+    pub addressing: Addressing,
+    /// Scheme of the tenants' public URLs (`https` behind a TLS ingress).
+    pub public_scheme: String,
+    /// Token environment label: tokens read `spl_<env>_…`.
+    pub env: String,
+    /// Tenants one account may hold at once.
+    pub tenant_limit: u32,
+    /// How long a deleted tenant stays readable (and its label unavailable) before it is purged.
+    pub deletion_grace: Duration,
+    /// Labels no tenant may take.
+    pub reserved_labels: Vec<String>,
+    /// Where new tenants' did:sync are registered, if anywhere (federation-protocol.md §1.4, §8.1).
+    pub registration: Option<DirectoryRegistration>,
+}
+
+/// The directory new tenants are registered at, and the platform's rotation key, listed after
+/// the user's recovery key in each tenant's did:sync so that the user can always leave unaided.
+#[derive(Clone)]
+pub struct DirectoryRegistration {
+    pub directory: String,
+    pub rotation_key: Arc<Keypair>,
+}
+
+impl DirectoryRegistration {
+    /// Registers a did:sync for a tenant whose records `key` signs, reachable at `url`. Its
+    /// rotation keys are the user's recovery key first, when given, then the platform's
+    /// (federation-protocol.md §1.4, §8.1). `created_at` pins the genesis time, so that a retry
+    /// posts the same operation and gets the same DID.
+    pub async fn register(
+        &self,
+        client: &syncropel_federation::PeerClient,
+        key: &Keypair,
+        recovery_key: Option<&str>,
+        url: &str,
+        created_at: Option<&str>,
+    ) -> Result<String, ApiError> {
+        use syncropel_protocol::did_sync::{did_from_genesis, sign_operation};
+        use syncropel_protocol::ErrorCode;
+        let mut rotation_keys: Vec<String> = recovery_key.map(str::to_string).into_iter().collect();
+        rotation_keys.push(self.rotation_key.did_key());
+        let mut genesis = syncropel_federation::directory::sync_genesis(
+            key,
+            rotation_keys,
+            Vec::new(),
+            Vec::new(),
+            Some(url),
+        );
+        if let Some(created_at) = created_at {
+            genesis.created_at = created_at.to_string();
+        }
+        let signed = sign_operation(&genesis, &self.rotation_key);
+        let did = did_from_genesis(&signed);
+        let answer =
+            syncropel_federation::directory::submit(client, &self.directory, "genesis", &signed)
+                .await?;
+        if answer["did"].as_str() != Some(did.as_str()) {
+            return Err(ApiError::new(
+                ErrorCode::PeerUnreachable,
+                format!(
+                    "the directory registered {} instead of {did}",
+                    answer["did"]
+                ),
+            ));
+        }
+        Ok(did)
+    }
+}
+
+impl std::fmt::Debug for DirectoryRegistration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DirectoryRegistration")
+            .field("directory", &self.directory)
+            .field("rotation_key", &self.rotation_key.did_key())
+            .finish()
+    }
+}
+
+/// Labels refused by default: names of the platform's own hosts and words that would mislead.
+pub const DEFAULT_RESERVED_LABELS: &[&str] = &[
+    "admin",
+    "api",
+    "app",
+    "auth",
+    "billing",
+    "blog",
+    "cdn",
+    "dashboard",
+    "directory",
+    "dns",
+    "docs",
+    "ftp",
+    "help",
+    "imap",
+    "internal",
+    "login",
+    "mail",
+    "metrics",
+    "mx",
+    "ns1",
+    "ns2",
+    "platform",
+    "pop",
+    "provision",
+    "relay",
+    "root",
+    "security",
+    "signup",
+    "smtp",
+    "ssl",
+    "staging",
+    "static",
+    "status",
+    "steward",
+    "support",
+    "syncropel",
+    "system",
+    "test",
+    "www",
+];
+
+/// The hosted platform: its database, keys and rules, and a short cache of tenants.
+pub struct Platform {
+    pub(super) store: PlatformStore,
+    pub(super) config: PlatformConfig,
+    pub(super) kek: Kek,
+    pub(super) jwt: JwtVerifier,
+    tenants: RwLock<HashMap<String, (Arc<Tenant>, Instant)>>,
+}
+
+impl Platform {
+    pub fn new(
+        store: PlatformStore,
+        config: PlatformConfig,
+        kek: Kek,
+        jwt: JwtVerifier,
+    ) -> Platform {
+        Platform {
+            store,
+            config,
+            kek,
+            jwt,
+            tenants: RwLock::default(),
+        }
+    }
+
+    /// The platform's tables (tenants, provisioning), on the record store's database.
+    pub fn store(&self) -> &PlatformStore {
+        &self.store
+    }
+
+    pub fn config(&self) -> &PlatformConfig {
+        &self.config
+    }
+
+    /// The public URL of a tenant, without a trailing slash.
+    pub fn tenant_url(&self, label: &str) -> String {
+        let scheme = &self.config.public_scheme;
+        let base = &self.config.addressing.base_domain;
+        match &self.config.addressing.path_prefix {
+            Some(prefix) => format!("{scheme}://{base}{prefix}/{label}"),
+            None => format!("{scheme}://{label}.{base}"),
+        }
+    }
+
+    /// The live tenant behind a label: active, suspended, or deleted within its grace period.
+    pub async fn tenant(&self, label: &str) -> Result<Option<Arc<Tenant>>, ApiError> {
+        if let Some(tenant) = self.cached(label) {
+            return Ok(Some(tenant));
+        }
+        let row = self
+            .store
+            .live_tenant(label, self.config.deletion_grace)
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let id = row.id;
+        let status = match row.status {
+            TenantState::Active => TenantStatus::Active,
+            TenantState::Suspended => TenantStatus::Suspended,
+            _ => TenantStatus::Deleted,
+        };
+        let identity = self.identity(&id, &row.sealed)?;
+        // Every hosted tenant gets its bootstrap account while it is provisioned.
+        let tenant =
+            Arc::new(Tenant::new(id, identity, status, true).with_url(self.tenant_url(label)));
+        let mut cache = self.tenants.write().unwrap_or_else(|e| e.into_inner());
+        if cache.len() > 100_000 {
+            cache.retain(|_, (_, at)| at.elapsed() < TENANT_CACHE_TTL);
+        }
+        cache.insert(label.to_string(), (tenant.clone(), Instant::now()));
+        Ok(Some(tenant))
+    }
+
+    /// The identity of tenant `id` from its row (label, DID, sealed key): the
+    /// sealed key opened with the KEK, checked against the stored DID. A tenant registered at a
+    /// directory is known by its did:sync and also answers, on its host, for the did:web of that
+    /// host, whose document names the did:sync (federation-protocol.md §1.3: never the tenant's
+    /// primary identity).
+    pub(crate) fn identity(&self, id: &str, row: &SealedTenant) -> Result<Identity, ApiError> {
+        let seed = self
+            .kek
+            .open(id, &row.key_nonce, &row.key_sealed)
+            .map_err(ApiError::internal)?;
+        let key = Keypair::from_seed(&seed);
+        let did: &str = &row.did;
+        if did == key.did_key() {
+            return Ok(Identity::new(key));
+        }
+        if !syncropel_protocol::sync::has_document(did) || !did.starts_with("did:sync:") {
+            return Err(ApiError::internal(format!(
+                "tenant {id}: the stored DID does not match its key"
+            )));
+        }
+        let label: &str = &row.label;
+        let did_web = self
+            .tenant_host(label)
+            .map(|host| syncropel_tenant::DidWeb {
+                did: syncropel_protocol::did_doc::did_web_for(&host, None),
+                keys: vec![(
+                    "key-1".into(),
+                    syncropel_federation::directory::multibase(&key),
+                )],
+                current: vec!["key-1".into()],
+                also_known_as: vec![did.to_string()],
+                endpoint: None,
+            });
+        Ok(Identity::published(
+            key,
+            did.to_string(),
+            Vec::new(),
+            did_web,
+        ))
+    }
+
+    /// The tenant's own host (`<label>.<base-domain>`), when tenants are addressed by host.
+    fn tenant_host(&self, label: &str) -> Option<String> {
+        match &self.config.addressing.path_prefix {
+            Some(_) => None,
+            None => Some(format!("{label}.{}", self.config.addressing.base_domain)),
+        }
+    }
+
+    /// Registers a did:key tenant's did:sync at the platform's directory and makes it the
+    /// tenant's DID (federation-protocol.md §1.4: existing tenants can upgrade). Its pairs were
+    /// made with the old DID, so a tenant with live pairs is refused.
+    pub async fn upgrade_identity(
+        &self,
+        client: &syncropel_federation::PeerClient,
+        tenant: &Tenant,
+        recovery_key: Option<&str>,
+    ) -> Result<String, ApiError> {
+        use syncropel_protocol::ErrorCode;
+        let registration = self.config.registration.as_ref().ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::NotImplemented,
+                "this platform registers no DIDs (no directory configured)",
+            )
+        })?;
+        if *tenant.identity.did != *tenant.identity.signer {
+            return Err(ApiError::new(
+                ErrorCode::ValidationError,
+                format!("the tenant is already known as {}", tenant.identity.did),
+            ));
+        }
+        let origin = self.store.tenant_origin(&tenant.id).await?;
+        let (label, stored, created) = (origin.label, origin.recovery_key, origin.created);
+        let recovery_key = recovery_key.map(str::to_string).or(stored);
+        // Pinned to the tenant's creation, the genesis of a retried (or concurrent) upgrade is
+        // the same operation: the directory answers with the same DID.
+        let did = registration
+            .register(
+                client,
+                &tenant.identity.key,
+                recovery_key.as_deref(),
+                &self.tenant_url(&label),
+                Some(&created),
+            )
+            .await?;
+        // The stored manifest names the old DID: the next request signs a new one.
+        let changed = self
+            .store
+            .change_did(
+                &tenant.id,
+                &tenant.identity.did,
+                &did,
+                recovery_key.as_deref(),
+            )
+            .await?;
+        self.forget(&label);
+        if !changed {
+            // Another upgrade got there first: its DID is the tenant's.
+            let current = self.store.tenant_did(&tenant.id).await?;
+            if current != did {
+                return Err(ApiError::new(
+                    ErrorCode::ValidationError,
+                    format!("the tenant was upgraded meanwhile and is known as {current}"),
+                ));
+            }
+        }
+        tracing::info!(tenant = %tenant.id, %did, "tenant upgraded to a did:sync");
+        Ok(did)
+    }
+
+    /// The live tenant with store id `id` (pull jobs know tenants by id).
+    pub async fn tenant_by_id(&self, id: &str) -> Result<Option<Arc<Tenant>>, ApiError> {
+        let label = self.store.tenant_label(id).await?;
+        match label {
+            Some(label) => self.tenant(&label).await,
+            None => Ok(None),
+        }
+    }
+
+    /// The tenant's signed federation manifest: the stored one while it has more than a day to
+    /// live, else a freshly signed one (stored for the other replicas).
+    pub async fn manifest(&self, tenant: &Tenant) -> Result<serde_json::Value, ApiError> {
+        let stored = self.store.manifest(&tenant.id).await?;
+        let now = std::time::SystemTime::now();
+        if let Some(manifest) =
+            stored.and_then(|m| serde_json::from_str::<serde_json::Value>(&m).ok())
+        {
+            // One signed for another DID predates an identity upgrade.
+            let ours = syncropel_federation::manifest::daemon_did(&manifest)
+                == Some(&*tenant.identity.did);
+            if ours
+                && !syncropel_federation::manifest::expires_before(
+                    &manifest,
+                    now + Duration::from_secs(24 * 3600),
+                )
+            {
+                return Ok(manifest);
+            }
+        }
+        let url = tenant.url.as_deref().unwrap_or_default();
+        let manifest = syncropel_federation::manifest::sign(
+            &tenant.identity.key,
+            &tenant.identity.did,
+            url,
+            now,
+        );
+        // Only while the row still names that DID: a replica with a stale tenant must not
+        // store a manifest of the old identity.
+        self.store
+            .store_manifest(&tenant.id, &tenant.identity.did, &manifest.to_string())
+            .await?;
+        Ok(manifest)
+    }
+
+    fn cached(&self, label: &str) -> Option<Arc<Tenant>> {
+        let cache = self.tenants.read().unwrap_or_else(|e| e.into_inner());
+        cache
+            .get(label)
+            .filter(|(_, at)| at.elapsed() < TENANT_CACHE_TTL)
+            .map(|(t, _)| t.clone())
+    }
+
+    /// Forgets what this replica knows of a label (after its status changed here).
+    pub fn forget(&self, label: &str) {
+        let mut cache = self.tenants.write().unwrap_or_else(|e| e.into_inner());
+        cache.remove(label);
+    }
+
+    /// Reports the number of active tenants to the metrics (a failure only leaves the last
+    /// figure in place).
+    pub async fn count_active_tenants(&self) {
+        let active = self.store.count_active_tenants().await;
+        match active {
+            Ok(active) => syncropel_telemetry::series::active_tenants(active.max(0) as u64),
+            Err(e) => tracing::debug!(error = %e, "counting active tenants failed"),
+        }
+    }
+
+    /// Purges tenants whose deletion grace period has ended: their records, accounts and tokens
+    /// go; the tenant row stays as `purged` (its label is free again). Replicas share the work
+    /// (`FOR UPDATE SKIP LOCKED`). Returns how many were purged.
+    pub async fn purge_expired(&self) -> Result<usize, StoreError> {
+        let mut purged = 0;
+        while let Some(tenant) = self
+            .store
+            .purge_next_expired(self.config.deletion_grace)
+            .await?
+        {
+            tracing::info!(%tenant, "purged a deleted tenant after its grace period");
+            purged += 1;
+        }
+        Ok(purged)
+    }
+}

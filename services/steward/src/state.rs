@@ -1,0 +1,62 @@
+//! What every handler gets: the steward's state, the limits on what a request may carry, and
+//! where tenants come from.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use syncropel_federation::Federation;
+use syncropel_store::RecordStore;
+use syncropel_tenant::{Namespaces, Tenant, TokenCache};
+use tokio_util::sync::CancellationToken;
+
+use crate::hosted::platform::Platform;
+use crate::rate_limit::RateLimiters;
+
+/// Limits on what a request may carry.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Bodies over this many bytes are refused with 413 before they are parsed.
+    pub max_body_bytes: usize,
+    /// JSON nested deeper than this is refused with 400 INVALID_JSON.
+    pub max_json_depth: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_body_bytes: 1024 * 1024,
+            max_json_depth: syncropel_protocol::DEFAULT_MAX_DEPTH,
+        }
+    }
+}
+
+/// Everything a handler needs. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn RecordStore>,
+    /// Where each request's tenant (and the identity that signs its records) comes from.
+    pub tenancy: Tenancy,
+    /// Token environment label (`spl_<env>_…`).
+    pub env: Arc<str>,
+    pub auth_enforced: bool,
+    pub tokens: Arc<TokenCache>,
+    pub namespaces: Arc<Namespaces>,
+    pub limits: Limits,
+    /// Token buckets per client address and per token (see [`crate::rate_limit`]).
+    pub rate_limits: Arc<RateLimiters>,
+    pub search_enabled: bool,
+    pub heartbeat: Duration,
+    /// Cancelled when the steward begins a graceful shutdown; watch streams say goodbye.
+    pub shutdown: CancellationToken,
+    /// Pairing, consent and the pull jobs.
+    pub federation: Arc<Federation>,
+}
+
+/// Where tenants come from.
+#[derive(Clone)]
+pub enum Tenancy {
+    /// `spl serve`: the home's one tenant.
+    Single(Arc<Tenant>),
+    /// The hosted platform: tenants live in Postgres and are found by address.
+    Hosted(Arc<Platform>),
+}

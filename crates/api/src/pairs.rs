@@ -174,8 +174,10 @@ pub struct PendingPair {
     pub pair_id: String,
     pub peer_did: String,
     pub peer_url: String,
-    /// The first namespace the peer asked to share.
+    /// The first namespace the peer asked to share (upstream's field).
     pub namespace: Option<String>,
+    /// Every namespace the peer asked to share: approving grants exactly these and `maps`.
+    pub namespaces: Vec<String>,
     pub maps: Vec<NamespaceMap>,
     /// RFC 3339.
     pub expires_at: String,
@@ -287,14 +289,16 @@ mod tests {
             pair_id: "fed_9".into(),
             peer_did: "did:web:carol.example".into(),
             peer_url: "https://carol.example".into(),
-            namespace: None,
+            namespace: Some("default".into()),
+            namespaces: vec!["default".into(), "finance".into()],
             maps: vec![],
             expires_at: "2026-05-02T12:00:00Z".into(),
         };
         assert_eq!(
             serde_json::to_value(&pending).unwrap(),
             json!({"object": "pair_pending", "pair_id": "fed_9", "peer_did": "did:web:carol.example",
-                   "peer_url": "https://carol.example", "namespace": null, "maps": [],
+                   "peer_url": "https://carol.example", "namespace": "default",
+                   "namespaces": ["default", "finance"], "maps": [],
                    "expires_at": "2026-05-02T12:00:00Z"})
         );
         let decision: PendingDecision = serde_json::from_value(json!({})).unwrap();

@@ -5,6 +5,7 @@
 
 use serde_json::{json, Value};
 use syncropel_protocol::consent::Delivery;
+use syncropel_protocol::pair::NamespaceMap;
 use syncropel_protocol::sync::{
     item_with_traceparent, sync_item, sync_item_text, CursorError, SyncCursor,
 };
@@ -42,6 +43,8 @@ pub struct Puller {
     /// Namespaces the puller may land records in; `None` = any (a token without namespace
     /// grains, or an operator token).
     pub targets: Option<Vec<String>>,
+    /// The maps its pair agreed: our namespace `local` lands in the puller's `peer`.
+    pub maps: Vec<NamespaceMap>,
 }
 
 impl Puller {
@@ -53,6 +56,7 @@ impl Puller {
             return Ok(Puller {
                 did: access.claimed.unwrap_or_default().to_string(),
                 targets: None,
+                maps: Vec::new(),
             });
         };
         if let Some(pair) = pairs::by_inbound_account(fed, tenant, &grant.sa_id).await? {
@@ -60,6 +64,7 @@ impl Puller {
             return Ok(Puller {
                 did: pair.peer_did.clone(),
                 targets: Some(pairs::target_namespaces(&pair)),
+                maps: pair.maps.clone(),
             });
         }
         // An account made for a pair serves only through its live pair: a token of a pair that
@@ -81,14 +86,26 @@ impl Puller {
             .filter_map(|s| s.strip_prefix("namespace:")?.strip_suffix(":read"))
             .map(str::to_string)
             .collect();
+        // Only a DID the token is bound to counts: a token bound to none may claim any actor, and
+        // a claim it cannot back must not match consent scoped to a peer.
+        let bound = access
+            .claimed
+            .filter(|claimed| grant.allowed_actors.iter().any(|a| a == claimed))
+            .or_else(|| grant.allowed_actors.first().map(String::as_str));
         Ok(Puller {
-            did: access
-                .claimed
-                .map(str::to_string)
-                .or_else(|| grant.allowed_actors.first().cloned())
-                .unwrap_or_default(),
+            did: bound.unwrap_or_default().to_string(),
             targets: (!namespaces.is_empty()).then_some(namespaces),
+            maps: Vec::new(),
         })
+    }
+
+    /// Our namespace whose records land whole in `target`: the one an agreed map lands there,
+    /// else the one of the same name. Any other namespace crosses only as consent allows.
+    pub fn source_for<'a>(&'a self, target: &'a str) -> &'a str {
+        self.maps
+            .iter()
+            .find(|m| m.peer == target)
+            .map_or(target, |m| m.local.as_str())
     }
 
     /// Refuses a target namespace the pair did not agree on.
@@ -257,16 +274,18 @@ async fn render_page(
     let mut last_seq = None;
     let mut bytes = 0;
     let traced = syncropel_telemetry::propagation::tracing_on();
+    let whole = puller.source_for(&query.target);
     for row in rows {
         if bytes > MAX_PAGE_BYTES {
             has_more = true;
             break;
         }
         last_seq = Some(row.seq);
-        // The common case, a record of the namespace asked for, is rendered as text directly.
+        // The common case, a record of the namespace the pair lands whole in the one asked for, is
+        // rendered as text directly.
         // Without tracing no trace was noted: no lookup (and no lock) per row.
         let trace = traced.then(|| fed.traces.get(&row.id)).flatten();
-        if let Some(item) = sync_item_text(&row.json).filter(|i| i.namespace == query.target) {
+        if let Some(item) = sync_item_text(&row.json).filter(|i| i.namespace == whole) {
             let text = match trace {
                 Some(trace) => item_with_traceparent(&item.text, &trace),
                 None => item.text,
@@ -297,7 +316,8 @@ fn parse_stored(row: &StoredRecord) -> Result<Value> {
         .map_err(|e| FederationError::corrupt(format!("stored record {}: {e}", row.id)))
 }
 
-/// One record as this puller may see it: whole, as a redacted stub, or not at all
+/// One record as this puller may see it: whole when it is of the namespace the pair lands in
+/// `target`, else as consent decides: whole, as a redacted stub, or not at all
 /// (federation-protocol.md §6.2).
 async fn deliver(
     fed: &Federation,
@@ -311,7 +331,7 @@ async fn deliver(
         .get("namespace")
         .and_then(Value::as_str)
         .unwrap_or(DEFAULT_NAMESPACE);
-    if namespace == target {
+    if namespace == puller.source_for(target) {
         return Ok(sync_item(stored));
     }
     let thread = stored.get("thread").and_then(Value::as_str).unwrap_or("");

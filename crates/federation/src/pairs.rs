@@ -227,16 +227,21 @@ pub fn target_namespaces(pair: &PairView) -> Vec<String> {
     targets
 }
 
-/// The bearer an active pair with `peer_did` holds for us at the peer.
+/// The bearer an active pair with `peer_did` holds for us at the peer, for a request to
+/// `peer_url`: only when that is the pair's own verified peer URL, so the bearer never goes
+/// anywhere else whoever names the URL.
 pub async fn outbound_token_for_peer(
     fed: &Federation,
     tenant: &Tenant,
     peer_did: &str,
+    peer_url: &str,
 ) -> Result<Option<String>> {
-    let pair = load(fed, tenant)
-        .await?
-        .into_values()
-        .find(|p| p.peer_did == peer_did && p.state == PairState::Active);
+    let peer_url = peer_url.trim_end_matches('/');
+    let pair = load(fed, tenant).await?.into_values().find(|p| {
+        p.peer_did == peer_did
+            && p.state == PairState::Active
+            && p.peer_url.as_deref().map(|url| url.trim_end_matches('/')) == Some(peer_url)
+    });
     match pair {
         Some(pair) => outbound_token(fed, tenant, &pair.pair_id).await,
         None => Ok(None),

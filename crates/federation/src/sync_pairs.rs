@@ -74,7 +74,7 @@ fn secret_handle(pair_id: &str) -> String {
 }
 
 /// The pull source of a sync pair: its peer's URL, and the outbound token of an active
-/// record-bound pair with the same peer if there is one, else its own token.
+/// record-bound pair with the same peer at the same URL if there is one, else its own token.
 pub(crate) async fn source(
     fed: &Federation,
     tenant: &Tenant,
@@ -90,17 +90,18 @@ pub(crate) async fn source(
         "stopped" => return Err(parked(format!("{id} was removed"))),
         _ => {}
     }
-    let token = match pairs::outbound_token_for_peer(fed, tenant, &pair.peer_did).await? {
-        Some(token) => token,
-        None => fstate::open_secret(
-            fed.store.as_ref(),
-            &tenant.id,
-            &tenant.identity.key,
-            &secret_handle(&id),
-        )
-        .await?
-        .unwrap_or_default(),
-    };
+    let token =
+        match pairs::outbound_token_for_peer(fed, tenant, &pair.peer_did, &pair.peer_url).await? {
+            Some(token) => token,
+            None => fstate::open_secret(
+                fed.store.as_ref(),
+                &tenant.id,
+                &tenant.identity.key,
+                &secret_handle(&id),
+            )
+            .await?
+            .unwrap_or_default(),
+        };
     Ok(Source {
         id,
         peer_did: pair.peer_did.clone(),
@@ -146,7 +147,7 @@ pub struct SyncPairRequest {
     pub peer_url: String,
     pub thread_id: String,
     /// The token the peer issued for this thread; without one, the bearer of a record-bound
-    /// pair with the same peer is used.
+    /// pair with the same peer at the same URL is used.
     pub peer_token: Option<String>,
 }
 
@@ -201,7 +202,7 @@ pub async fn create(
     .await?;
     fed.start_job(tenant.clone(), &pair_id, &thread_id).await?;
     let uncredentialed = peer_token.is_none()
-        && pairs::outbound_token_for_peer(fed, tenant, &pair.peer_did)
+        && pairs::outbound_token_for_peer(fed, tenant, &pair.peer_did, &pair.peer_url)
             .await?
             .is_none();
     Ok((pair, uncredentialed))

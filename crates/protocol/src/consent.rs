@@ -295,9 +295,10 @@ pub enum Delivery {
     Omit,
 }
 
-/// The federation-protocol.md §6.2 filter. Same namespace → full; otherwise the most recent
-/// matching grant decides (`grants` in [`fold_grants`] order): with L0 → full, without
-/// → redacted with its levels; no matching grant → omitted.
+/// The federation-protocol.md §6.2 filter for a record outside the namespace the pair agreed to
+/// land whole in `target_namespace` (the caller serves that one unchanged, since it knows the
+/// pair's maps): the most recent matching grant decides (`grants` in [`fold_grants`] order):
+/// with L0 → full, without → redacted with its levels; no matching grant → omitted.
 pub fn decide(
     grants: &[Grant],
     record_namespace: &str,
@@ -306,9 +307,6 @@ pub fn decide(
     thread: &str,
     now: i64,
 ) -> Delivery {
-    if record_namespace == target_namespace {
-        return Delivery::Full;
-    }
     let matching = grants
         .iter()
         .rev()
@@ -394,10 +392,10 @@ mod tests {
 
     #[test]
     fn the_filter_follows_the_table() {
-        // Same namespace: unchanged, with or without grants.
+        // A namespace of the target's name is no exception: a map may land another one there.
         assert_eq!(
             decide(&[], "research", "research", BOB, "th_a", NOW),
-            Delivery::Full
+            Delivery::Omit
         );
         // Different namespace, no grant: omitted.
         assert_eq!(decide_for(&[], "th_a", BOB), Delivery::Omit);

@@ -110,6 +110,9 @@ error_codes! {
     SignatureInvalid => ("SIGNATURE_INVALID", 422),
     IdMismatch => ("ID_MISMATCH", 422),
     AggregationCapExceeded => ("AGGREGATION_CAP_EXCEEDED", 422),
+    /// A rich query would scan more rows, take longer or reach further into a sorted order
+    /// than the steward allows one query.
+    QueryBudgetExceeded => ("QUERY_BUDGET_EXCEEDED", 422),
     RateLimited => ("RATE_LIMITED", 429),
     PairRateLimited => ("PAIR_RATE_LIMITED", 429),
     Internal => ("INTERNAL_ERROR", 500),

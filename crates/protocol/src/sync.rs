@@ -67,13 +67,8 @@ impl SyncCursor {
         let given = URL_SAFE_NO_PAD
             .decode(given)
             .map_err(|_| CursorError::Invalid)?;
-        let parsed = parse_payload(&payload).ok_or(CursorError::Invalid)?;
-        // A store made anew (import, restore) has a new epoch and a new key, so a cursor of its
-        // earlier life cannot pass the mac; its epoch alone says it names no position here, and
-        // the puller must start again (a forged one gains nothing: it only resets the puller).
-        if parsed.epoch != epoch {
-            return Err(CursorError::EpochMismatch);
-        }
+        // The mac is checked before anything inside the cursor is believed: an edited epoch or
+        // another tenant's cursor is tampering, not another life of this store.
         let mut check = HmacSha256::new_from_slice(key).map_err(|_| CursorError::Invalid)?;
         check.update(&payload);
         check
@@ -81,6 +76,13 @@ impl SyncCursor {
             .ok()
             .filter(|_| given.len() == 16)
             .ok_or(CursorError::Invalid)?;
+        let parsed = parse_payload(&payload).ok_or(CursorError::Invalid)?;
+        // A store made anew from an export (import, restore) keeps its key and takes a new
+        // epoch: a cursor of its earlier life names no position here, and the puller must start
+        // again.
+        if parsed.epoch != epoch {
+            return Err(CursorError::EpochMismatch);
+        }
         Ok(parsed)
     }
 

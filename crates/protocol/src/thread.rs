@@ -12,9 +12,6 @@ pub const CONFIG_THREADS: &[&str] = &[
     "th_instance_registry",
     "th_fleet_control",
     "th_namespace_registry",
-    "th_consent",
-    "th_federation_pairs",
-    "th_sync_control",
     "th_invites",
     "th_invite_templates",
     "th_queries",
@@ -43,10 +40,17 @@ pub fn validate_thread(thread: &str) -> Result<(), ProtocolError> {
     Err(ProtocolError::validation("thread", reason))
 }
 
-/// Threads only the server writes (`th_audit_*`, `th_secret_audit`); a client
-/// write is `403 RESERVED_THREAD`.
+/// The threads the steward's federation state is folded from: only its own federation code
+/// writes them, since a record there moves pairs, bearers and consent.
+pub const STEWARD_STATE_THREADS: &[&str] =
+    &["th_federation_pairs", "th_consent", "th_sync_control"];
+
+/// Threads only the server writes (`th_audit_*`, `th_secret_audit` and the
+/// [`STEWARD_STATE_THREADS`]); a client write is `403 RESERVED_THREAD` whatever its scopes.
 pub fn is_server_only_thread(thread: &str) -> bool {
-    thread.starts_with("th_audit_") || thread == "th_secret_audit"
+    thread.starts_with("th_audit_")
+        || thread == "th_secret_audit"
+        || STEWARD_STATE_THREADS.contains(&thread)
 }
 
 /// Config and registry threads of protocol.md §3.1 (see [`CONFIG_THREADS`]).
@@ -87,6 +91,9 @@ mod tests {
         assert!(is_server_only_thread("th_audit_graph_traversal_acme"));
         assert!(is_server_only_thread("th_secret_audit"));
         assert!(!is_server_only_thread("th_engine_config"));
+        for state in ["th_federation_pairs", "th_consent", "th_sync_control"] {
+            assert!(is_server_only_thread(state), "{state}");
+        }
         assert!(is_config_thread("th_engine_config"));
         assert!(is_config_thread("th_queries"));
         assert!(!is_config_thread("th_audit_security"));

@@ -188,6 +188,14 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 128, value_name = "N")]
     pub max_json_depth: usize,
 
+    /// Stored rows one rich query may read before it is refused
+    #[arg(long, default_value_t = 500_000, value_name = "N")]
+    pub query_max_rows: u64,
+
+    /// Milliseconds one rich query may take before it is refused
+    #[arg(long, default_value_t = 5_000, value_name = "MS")]
+    pub query_max_ms: u64,
+
     /// Seconds between SSE heartbeat events
     #[arg(long, default_value_t = 30, value_name = "N",
           value_parser = clap::value_parser!(u64).range(1..))]

@@ -34,8 +34,7 @@ pub struct ServeOptions {
     pub memory: bool,
     /// Switch authentication off; only allowed on a loopback address.
     pub insecure_localhost: bool,
-    pub max_body_bytes: usize,
-    pub max_json_depth: usize,
+    pub limits: Limits,
     pub heartbeat: Duration,
     /// How the steward stops after SIGTERM.
     pub drain: Drain,
@@ -183,10 +182,7 @@ pub async fn start(
         auth_enforced: !options.insecure_localhost,
         tokens,
         namespaces,
-        limits: Limits {
-            max_body_bytes: options.max_body_bytes,
-            max_json_depth: options.max_json_depth,
-        },
+        limits: options.limits,
         rate_limits: Arc::new(RateLimiters::new(options.rate_limits)),
         search_enabled: options.search,
         heartbeat: options.heartbeat,

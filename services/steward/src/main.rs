@@ -15,7 +15,7 @@ use syncropel_steward::hosted::{
     DirectoryRegistration, HostedOptions, Listeners, PlatformConfig, DEFAULT_RESERVED_LABELS,
 };
 use syncropel_steward::rate_limit::{RateLimit, RateLimits};
-use syncropel_steward::state::Limits;
+use syncropel_steward::state::{Limits, QueryBudget};
 use syncropel_steward::StewardError;
 use syncropel_telemetry::serve::Drain;
 use syncropel_telemetry::TelemetryArgs;
@@ -133,6 +133,12 @@ struct ServeArgs {
     /// Deepest JSON nesting accepted.
     #[arg(long, env = "STEWARD_MAX_JSON_DEPTH", default_value_t = syncropel_protocol::DEFAULT_MAX_DEPTH)]
     max_json_depth: usize,
+    /// Stored rows one rich query may read before it is refused (422 QUERY_BUDGET_EXCEEDED).
+    #[arg(long, env = "STEWARD_QUERY_MAX_ROWS", default_value_t = QueryBudget::default().max_rows_scanned)]
+    query_max_rows: u64,
+    /// Time one rich query may take before it is refused (422 QUERY_BUDGET_EXCEEDED).
+    #[arg(long, env = "STEWARD_QUERY_MAX_TIME", default_value = "5s", value_parser = humantime::parse_duration)]
+    query_max_time: Duration,
     /// Requests per second per client address (burst twice that); 0 switches it off.
     #[arg(long, env = "STEWARD_RATE_LIMIT_PER_ADDRESS", default_value_t = 200)]
     rate_limit_per_address: u32,
@@ -292,6 +298,10 @@ async fn serve(args: ServeArgs) -> Result<(), StewardError> {
         limits: Limits {
             max_body_bytes: args.max_body_bytes,
             max_json_depth: args.max_json_depth,
+            query: QueryBudget {
+                max_rows_scanned: args.query_max_rows,
+                max_time: args.query_max_time,
+            },
         },
         rate_limits: RateLimits {
             per_address: RateLimit::per_second(args.rate_limit_per_address),

@@ -12,13 +12,14 @@ use tokio_util::sync::CancellationToken;
 use crate::hosted::platform::Platform;
 use crate::rate_limit::RateLimiters;
 
-/// Limits on what a request may carry.
+/// Limits on what a request may carry and what it may cost.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
     /// Bodies over this many bytes are refused with 413 before they are parsed.
     pub max_body_bytes: usize,
     /// JSON nested deeper than this is refused with 400 INVALID_JSON.
     pub max_json_depth: usize,
+    pub query: QueryBudget,
 }
 
 impl Default for Limits {
@@ -26,6 +27,26 @@ impl Default for Limits {
         Limits {
             max_body_bytes: 1024 * 1024,
             max_json_depth: syncropel_protocol::DEFAULT_MAX_DEPTH,
+            query: QueryBudget::default(),
+        }
+    }
+}
+
+/// What one rich query may cost: past either bound it is refused with
+/// `422 QUERY_BUDGET_EXCEEDED` rather than hold a replica's CPU.
+#[derive(Clone, Copy, Debug)]
+pub struct QueryBudget {
+    /// Stored rows one query may read (after the column equalities narrowed them in SQL).
+    pub max_rows_scanned: u64,
+    /// Time one query may take.
+    pub max_time: Duration,
+}
+
+impl Default for QueryBudget {
+    fn default() -> QueryBudget {
+        QueryBudget {
+            max_rows_scanned: 500_000,
+            max_time: Duration::from_secs(5),
         }
     }
 }

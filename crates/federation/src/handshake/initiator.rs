@@ -5,7 +5,9 @@
 
 use rand::RngCore;
 use serde_json::{json, Map, Value};
-use syncropel_protocol::pair::{init_body, outbound_secret_handle, InitParams, IssuedToken};
+use syncropel_protocol::pair::{
+    init_body, outbound_secret_handle, GenesisMap, InitParams, IssuedToken,
+};
 use syncropel_protocol::sync::PeerItem;
 use syncropel_protocol::{
     pair_id, rfc3339_from_unix, sha256_hex, unix_now, ErrorCode, PairState, Refusal, PAIRS_THREAD,
@@ -184,6 +186,37 @@ async fn decided(
     }
 }
 
+/// Whether a genesis names the namespaces and maps of our init, in any order (absent means none
+/// asked: `default` and no maps).
+fn grants_what_was_asked(genesis: &Map<String, Value>, row: &Handshake) -> bool {
+    let namespaces = match genesis.get("namespaces") {
+        None | Some(Value::Null) => Some(vec![syncropel_protocol::DEFAULT_NAMESPACE.to_string()]),
+        Some(list) => serde_json::from_value::<Vec<String>>(list.clone()).ok(),
+    };
+    let maps = match genesis.get("maps") {
+        None | Some(Value::Null) => Some(Vec::new()),
+        Some(list) => serde_json::from_value::<Vec<GenesisMap>>(list.clone()).ok(),
+    };
+    let (Some(mut namespaces), Some(maps)) = (namespaces, maps) else {
+        return false;
+    };
+    let mut asked = row.namespaces.clone();
+    asked.sort();
+    namespaces.sort();
+    let mut maps: Vec<(String, String)> = maps
+        .into_iter()
+        .map(|m| (m.initiator, m.responder))
+        .collect();
+    let mut asked_maps: Vec<(String, String)> = row
+        .maps
+        .iter()
+        .map(|m| (m.local.clone(), m.peer.clone()))
+        .collect();
+    maps.sort();
+    asked_maps.sort();
+    namespaces == asked && maps == asked_maps
+}
+
 /// Approved: verify and store the genesis, keep the responder's token, mint ours, confirm.
 async fn complete(
     fed: &Federation,
@@ -207,6 +240,13 @@ async fn complete(
     if !genuine {
         return Err(bad(
             "the genesis is not signed by the peer for this handshake",
+        ));
+    }
+    // The genesis is what the pair grants: exactly the namespaces and maps we asked for, or the
+    // peer could read namespaces our operator never agreed to share.
+    if !grants_what_was_asked(body, &row) {
+        return Err(bad(
+            "the genesis names other namespaces or maps than this steward asked for",
         ));
     }
     // The responder numbers the generation: a pair it revoked while we did not hear of it

@@ -17,8 +17,10 @@ impl std::fmt::Display for ForbiddenTarget {
 impl std::error::Error for ForbiddenTarget {}
 
 /// True for addresses a hosted steward must not contact: loopback, private, link-local,
-/// unspecified, broadcast, shared (100.64/10), "this network" (0/8), unique-local IPv6, and
-/// IPv4-mapped IPv6 forms of those.
+/// unspecified, broadcast, shared (100.64/10), "this network" (0/8), IETF protocol assignments
+/// (192.0.0/24), benchmarking (198.18/15), reserved (240/4), unique-local IPv6, and the
+/// IPv4-mapped (::ffff:0:0/96) and NAT64 (64:ff9b::/96, reached through a translator) IPv6 forms
+/// of those.
 pub(crate) fn is_forbidden_ip(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => is_forbidden_v4(v4),
@@ -27,7 +29,7 @@ pub(crate) fn is_forbidden_ip(ip: IpAddr) -> bool {
 }
 
 fn is_forbidden_v4(ip: Ipv4Addr) -> bool {
-    let [a, b, ..] = ip.octets();
+    let [a, b, c, _] = ip.octets();
     ip.is_loopback()
         || ip.is_private()
         || ip.is_link_local()
@@ -35,13 +37,21 @@ fn is_forbidden_v4(ip: Ipv4Addr) -> bool {
         || ip.is_broadcast()
         || a == 0
         || (a == 100 && (64..128).contains(&b))
+        || (a, b, c) == (192, 0, 0)
+        || (a == 198 && (b == 18 || b == 19))
+        || a >= 240
 }
 
 fn is_forbidden_v6(ip: Ipv6Addr) -> bool {
     if let Some(v4) = ip.to_ipv4_mapped() {
         return is_forbidden_v4(v4);
     }
-    let first = ip.segments()[0];
+    let segments = ip.segments();
+    let first = segments[0];
+    if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        let [.., high, low] = segments;
+        return is_forbidden_v4(Ipv4Addr::from((u32::from(high) << 16) | u32::from(low)));
+    }
     ip.is_loopback()
         || ip.is_unspecified()
         || (first & 0xfe00) == 0xfc00 // unique local fc00::/7
@@ -125,6 +135,13 @@ mod tests {
             "fe80::1",
             "fd00::1",
             "::ffff:127.0.0.1",
+            "192.0.0.8",
+            "198.18.0.1",
+            "198.19.255.254",
+            "240.0.0.1",
+            "255.255.255.254",
+            "64:ff9b::a00:1",
+            "64:ff9b::7f00:1",
         ] {
             assert!(is_forbidden_ip(ip.parse().unwrap()), "{ip}");
         }
@@ -133,6 +150,9 @@ mod tests {
             "93.184.216.34",
             "2606:4700::1111",
             "::ffff:8.8.8.8",
+            "64:ff9b::808:808",
+            "192.0.2.1",
+            "198.20.0.1",
         ] {
             assert!(!is_forbidden_ip(ip.parse().unwrap()), "{ip}");
         }

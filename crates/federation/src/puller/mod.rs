@@ -225,10 +225,12 @@ async fn fetch_page(
     };
     let mut held = since;
     let mut page = client.changes(&request).await;
-    if is_epoch_mismatch(&page) && !since.is_empty() {
-        // The source's store was made anew (imported, restored): start again from its
-        // beginning; what we hold already de-duplicates by id (federation-protocol.md §5.4).
-        tracing::info!(source = %source.id, thread, "the source has a new store epoch; pulling again from the start");
+    if refuses_our_cursor(&page) && !since.is_empty() {
+        // The source's store was made anew (imported, restored; with its cursor key or without):
+        // start again from its beginning; what we hold already de-duplicates by id
+        // (federation-protocol.md §5.4). A source could force this any time, so believing it
+        // costs nothing but the pull.
+        tracing::info!(source = %source.id, thread, "the source refuses our cursor (a new store epoch or key); pulling again from the start");
         held = "";
         page = client
             .changes(&ChangesRequest {
@@ -258,10 +260,11 @@ async fn fetch_page(
     Ok(page)
 }
 
-fn is_epoch_mismatch<T>(result: &Result<T, PeerError>) -> bool {
+fn refuses_our_cursor<T>(result: &Result<T, PeerError>) -> bool {
     matches!(
         result,
-        Err(PeerError::Http4xx { status: 409, code: Some(code), .. }) if code == "CURSOR_EPOCH_MISMATCH"
+        Err(PeerError::Http4xx { status: 409 | 400, code: Some(code), .. })
+            if code == "CURSOR_EPOCH_MISMATCH" || code == "INVALID_CURSOR"
     )
 }
 

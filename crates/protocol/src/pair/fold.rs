@@ -119,7 +119,8 @@ pub fn outbound_secret_handle(pair_id: &str) -> String {
 /// `signer`; it must check the record's signature against the body's
 /// `responder_did` (key resolution is I/O, so it stays with the caller). A
 /// genesis it refuses, or whose DIDs do not hash to its `pair_id` or do not
-/// include `self_did`, is ignored, as is an init whose `peer_did` does not.
+/// include `self_did`, is ignored, as is an init whose `peer_did` does not and
+/// an update or revoke whose actor is not `self_did`.
 pub fn fold_pairs(
     records: &[Value],
     self_did: &str,
@@ -137,7 +138,9 @@ pub fn fold_pairs(
                 genesis_matches(&record, self_did)
                     && (!carries_signature(value) || verify_genesis(value))
             }
-            RecordKind::Update(_) | RecordKind::Revoke => true,
+            // Only this steward moves its pairs: an update or revoke by anyone else (a record
+            // that reached the thread some other way) changes nothing.
+            RecordKind::Update(_) | RecordKind::Revoke => authored_by(value, self_did),
         };
         if admissible {
             by_pair
@@ -239,6 +242,13 @@ fn genesis_matches(record: &PairRecord<'_>, self_did: &str) -> bool {
     let me = self_did.to_lowercase();
     pair_id(initiator, responder) == record.pair_id
         && (initiator.to_lowercase() == me || responder.to_lowercase() == me)
+}
+
+fn authored_by(value: &Value, did: &str) -> bool {
+    value
+        .get("actor")
+        .and_then(Value::as_str)
+        .is_some_and(|actor| actor.eq_ignore_ascii_case(did))
 }
 
 fn carries_signature(value: &Value) -> bool {

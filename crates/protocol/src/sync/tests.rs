@@ -49,16 +49,24 @@ fn cursors_round_trip_and_refuse_forgeries() {
         SyncCursor::decode(&old, KEY, EPOCH),
         Err(CursorError::EpochMismatch)
     );
-    // A store made anew has another key as well: its old cursors still read as another
-    // epoch (start again), not as garbage.
-    let before_import = SyncCursor {
+    // An edited epoch with the mac of the genuine cursor is tampering, not another life.
+    let edited = format!(
+        "{}.{mac}",
+        URL_SAFE_NO_PAD.encode(r#"{"v":1,"e":"ffffffffffffffff","s":42}"#)
+    );
+    assert_eq!(
+        SyncCursor::decode(&edited, KEY, EPOCH),
+        Err(CursorError::Invalid)
+    );
+    // Another tenant's (or another store's) cursor, whatever its epoch, is not ours.
+    let elsewhere = SyncCursor {
         epoch: "ffffffffffffffff".into(),
         seq: 9,
     }
-    .encode(b"the key of the store before the import");
+    .encode(b"the key of another tenant's store");
     assert_eq!(
-        SyncCursor::decode(&before_import, KEY, EPOCH),
-        Err(CursorError::EpochMismatch)
+        SyncCursor::decode(&elsewhere, KEY, EPOCH),
+        Err(CursorError::Invalid)
     );
 }
 

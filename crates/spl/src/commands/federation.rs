@@ -240,19 +240,39 @@ async fn pending(ctx: &Ctx) -> Result<ExitCode> {
                 r.pair_id.clone(),
                 r.peer_did.clone(),
                 r.peer_url.clone(),
-                or_dash(r.namespace.as_deref()),
+                r.namespaces.join(","),
+                shown_maps(&r.maps),
                 r.expires_at.clone(),
             ]
         })
         .collect();
+    // Every namespace and map: approving grants exactly what this shows.
     println!(
         "{}",
         table(
-            &["PAIR", "PEER DID", "PEER URL", "NAMESPACE", "EXPIRES"],
+            &[
+                "PAIR",
+                "PEER DID",
+                "PEER URL",
+                "NAMESPACES",
+                "MAPS (HERE=THERE)",
+                "EXPIRES"
+            ],
             &rows
         )
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// A request's maps as `here=there`: the requester names its side `local` and ours `peer`.
+fn shown_maps(maps: &[NamespaceMap]) -> String {
+    if maps.is_empty() {
+        return "-".into();
+    }
+    maps.iter()
+        .map(|m| format!("{}={}", m.peer, m.local))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// `approve` and `reject`: `POST /v1/federation/pending/{pair_id}/{decision}`.

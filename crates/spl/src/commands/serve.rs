@@ -22,6 +22,7 @@ use syncropel_federation::FederationConfig;
 use syncropel_home::Home;
 use syncropel_steward::local::{self, ServeOptions};
 use syncropel_steward::rate_limit::RateLimits;
+use syncropel_steward::state::{Limits, QueryBudget};
 use syncropel_telemetry::serve::Drain;
 
 use super::{process, Ctx};
@@ -49,8 +50,14 @@ pub fn run(ctx: Ctx, args: &ServeArgs) -> Result<ExitCode> {
         port: args.port,
         memory: args.memory,
         insecure_localhost: args.insecure_localhost,
-        max_body_bytes: args.max_body_bytes,
-        max_json_depth: args.max_json_depth,
+        limits: Limits {
+            max_body_bytes: args.max_body_bytes,
+            max_json_depth: args.max_json_depth,
+            query: QueryBudget {
+                max_rows_scanned: args.query_max_rows,
+                max_time: Duration::from_millis(args.query_max_ms),
+            },
+        },
         heartbeat: Duration::from_secs(args.heartbeat_secs),
         drain: Drain {
             delay: Duration::ZERO,

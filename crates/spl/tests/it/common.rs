@@ -13,6 +13,7 @@ use syncropel_federation::FederationConfig;
 use syncropel_home::Home;
 use syncropel_steward::local::{self, ServeOptions};
 use syncropel_steward::rate_limit::RateLimits;
+use syncropel_steward::state::Limits;
 use syncropel_telemetry::serve::Drain;
 
 /// How long a steward gets to start, or to exit once told to.
@@ -220,8 +221,7 @@ impl ReservedPort {
             port: self.port(),
             memory: false,
             insecure_localhost: false,
-            max_body_bytes: 1_048_576,
-            max_json_depth: 128,
+            limits: Limits::default(),
             heartbeat: Duration::from_secs(30),
             drain: Drain {
                 delay: Duration::ZERO,

@@ -5,7 +5,8 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
-use super::values::{json_equal, like_values, typed_order};
+use super::like::LikePattern;
+use super::values::{json_equal, typed_order};
 use super::{Column, FieldPath, QueryError};
 
 /// A parsed filter: a tree of logical nodes over single-path conditions.
@@ -22,6 +23,11 @@ pub enum Filter {
         path: FieldPath,
         op: Op,
         value: Value,
+    },
+    /// `$like` / `$ilike` at one path, its pattern compiled when the filter was parsed.
+    Like {
+        path: FieldPath,
+        pattern: LikePattern,
     },
 }
 
@@ -99,6 +105,10 @@ impl Filter {
             Filter::Or(parts) => parts.iter().any(|part| part.matches(record)),
             Filter::Not(inner) => !inner.matches(record),
             Filter::Cond { path, op, value } => condition_holds(path.resolve(record), *op, value),
+            // Only a stored string can match a pattern.
+            Filter::Like { path, pattern } => {
+                matches!(path.resolve(record), Some(Value::String(text)) if pattern.matches(text))
+            }
         }
     }
 
@@ -153,7 +163,7 @@ impl Filter {
                 }
             }
             Filter::Not(inner) => inner.collect_fields(fields),
-            Filter::Cond { path, .. } => {
+            Filter::Cond { path, .. } | Filter::Like { path, .. } => {
                 if !fields.contains(path) {
                     fields.push(path.clone());
                 }
@@ -259,6 +269,12 @@ fn parse_condition(path: &FieldPath, name: &str, operand: &Value) -> Result<Filt
     if let Some(required) = required {
         return Err(QueryError(format!("{op} on {path} requires {required}")));
     }
+    if let (Op::Like | Op::Ilike, Value::String(pattern)) = (op, operand) {
+        return Ok(Filter::Like {
+            path: path.clone(),
+            pattern: LikePattern::new(pattern, op == Op::Ilike)?,
+        });
+    }
     Ok(Filter::Cond {
         path: path.clone(),
         op,
@@ -301,7 +317,7 @@ fn condition_holds(stored: Option<&Value>, op: Op, operand: &Value) -> bool {
             typed_order(stored, operand),
             Some(Ordering::Less | Ordering::Equal)
         ),
-        Op::Like => like_values(stored, operand, false),
-        Op::Ilike => like_values(stored, operand, true),
+        // Parsed into `Filter::Like`.
+        Op::Like | Op::Ilike => false,
     }
 }

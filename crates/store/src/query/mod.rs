@@ -20,6 +20,7 @@
 //! "first mention" in [`Filter::fields`] and [`plan`] means that order.
 
 mod filter;
+mod like;
 mod order;
 mod path;
 mod project;
@@ -30,7 +31,8 @@ mod values;
 use serde_json::{Map, Value};
 
 pub use filter::{Filter, Op};
-pub use order::{compare_records, Sort};
+pub use like::{LikePattern, MAX_LIKE_PATTERN_CHARS};
+pub use order::{compare_records, Candidate, Sort, TopK};
 pub use path::{Column, FieldPath};
 pub use project::{plan, project};
 

@@ -43,13 +43,103 @@ impl Sort {
 /// Absent values come first ascending; values of different types order
 /// null < bool < number < string < array < object.
 pub fn compare_records(a: &Value, b: &Value, sort: &Sort) -> Ordering {
-    let by_path = compare_optional(sort.path.resolve(a), sort.path.resolve(b));
-    let by_path = if sort.descending {
+    compare_keys(sort.path.resolve(a), sort.path.resolve(b), sort)
+        .then_with(|| compare_optional(a.get("sequence"), b.get("sequence")))
+}
+
+/// The sort's order of two values at its path, direction applied.
+fn compare_keys(a: Option<&Value>, b: Option<&Value>, sort: &Sort) -> Ordering {
+    let by_path = compare_optional(a, b);
+    if sort.descending {
         by_path.reverse()
     } else {
         by_path
-    };
-    by_path.then_with(|| compare_optional(a.get("sequence"), b.get("sequence")))
+    }
+}
+
+/// The first `k` matches of a sort, kept while scanning without holding every match or any
+/// record: each candidate is its sort key, sequence and id, and the caller reads the winning
+/// records again. Memory is at most twice `k` candidates.
+#[derive(Debug)]
+pub struct TopK {
+    sort: Sort,
+    k: usize,
+    kept: Vec<Candidate>,
+    key_bytes: usize,
+}
+
+/// A record that may be among the first `k`.
+#[derive(Clone, Debug)]
+pub struct Candidate {
+    pub key: Option<Value>,
+    pub seq: i64,
+    pub id: String,
+}
+
+impl TopK {
+    pub fn new(sort: Sort, k: usize) -> TopK {
+        TopK {
+            sort,
+            k,
+            kept: Vec::new(),
+            key_bytes: 0,
+        }
+    }
+
+    /// Considers one matching record.
+    pub fn offer(&mut self, record: &Value, seq: i64, id: &str) {
+        let key = self.sort.path.resolve(record).cloned();
+        self.key_bytes += key.as_ref().map_or(0, approximate_bytes);
+        self.kept.push(Candidate {
+            key,
+            seq,
+            id: id.to_owned(),
+        });
+        if self.kept.len() >= 2 * self.k.max(1) {
+            self.trim();
+        }
+    }
+
+    /// About how many bytes the kept sort keys hold.
+    pub fn key_bytes(&self) -> usize {
+        self.key_bytes
+    }
+
+    /// The first `k` candidates, in order.
+    pub fn finish(mut self) -> Vec<Candidate> {
+        self.trim();
+        self.kept
+    }
+
+    fn trim(&mut self) {
+        let sort = &self.sort;
+        let order = |a: &Candidate, b: &Candidate| {
+            compare_keys(a.key.as_ref(), b.key.as_ref(), sort).then(a.seq.cmp(&b.seq))
+        };
+        self.kept.sort_by(order);
+        self.kept.truncate(self.k);
+        self.key_bytes = self
+            .kept
+            .iter()
+            .filter_map(|c| c.key.as_ref())
+            .map(approximate_bytes)
+            .sum();
+    }
+}
+
+/// About the size of a JSON value in memory, to bound what sort keys may hold.
+fn approximate_bytes(value: &Value) -> usize {
+    match value {
+        Value::String(text) => 24 + text.len(),
+        Value::Array(items) => 24 + items.iter().map(approximate_bytes).sum::<usize>(),
+        Value::Object(members) => {
+            24 + members
+                .iter()
+                .map(|(k, v)| 24 + k.len() + approximate_bytes(v))
+                .sum::<usize>()
+        }
+        _ => 24,
+    }
 }
 
 fn compare_optional(a: Option<&Value>, b: Option<&Value>) -> Ordering {

@@ -131,8 +131,9 @@ impl ProvisionRequest {
     }
 }
 
-/// 3-32 characters of `a-z 0-9 -`, not starting or ending with `-` (it is a DNS label), and not
-/// reserved.
+/// 3-32 characters of `a-z 0-9 -`, not starting or ending with `-` (it is a DNS label), not
+/// reserved, and without `--` in third and fourth place: such labels are reserved for encodings
+/// (`xn--` is punycode), which would let a tenant look like another.
 pub fn check_label(label: &str, reserved: &[String]) -> ApiResult<()> {
     let shaped = (3..=32).contains(&label.len())
         && label
@@ -144,6 +145,12 @@ pub fn check_label(label: &str, reserved: &[String]) -> ApiResult<()> {
         return Err(ApiError::new(
             ErrorCode::LabelInvalid,
             format!("label '{label}' must be 3-32 characters of a-z, 0-9 and '-', not starting or ending with '-'"),
+        ));
+    }
+    if label.get(2..4) == Some("--") {
+        return Err(ApiError::new(
+            ErrorCode::LabelInvalid,
+            format!("label '{label}' has '--' in third and fourth place, which DNS keeps for encoded names such as 'xn--'"),
         ));
     }
     if reserved.iter().any(|r| r == label) {

@@ -32,10 +32,14 @@ pub async fn ready(State(state): State<AppState>) -> ApiResult<Json<Ready>> {
         Ok(()) => Ok(Json(Ready {
             status: "ready".to_owned(),
         })),
-        Err(e) => Err(ApiError::new(
-            ErrorCode::NotReady,
-            format!("store not ready: {e}"),
-        )),
+        // The cause goes to the log; an unauthenticated caller learns only that it is not ready.
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness: the store is not ready");
+            Err(ApiError::new(
+                ErrorCode::NotReady,
+                "the store is not ready (database unreachable or migrations behind)",
+            ))
+        }
     }
 }
 

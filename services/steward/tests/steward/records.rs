@@ -98,6 +98,7 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
         limits: Limits {
             max_body_bytes: 4096,
             max_json_depth: 16,
+            ..Limits::default()
         },
         ..Options::default()
     })

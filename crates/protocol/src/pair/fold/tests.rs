@@ -595,3 +595,22 @@ fn data_updates_reach_the_view() {
 fn object(value: Value) -> Map<String, Value> {
     value.as_object().unwrap().clone()
 }
+
+#[test]
+fn updates_and_revokes_by_anyone_else_change_nothing() {
+    let p = Pair::new();
+    let mallory = Keypair::from_seed(&[0x66; 32]);
+    let genesis = stored(&p.bob, 1, &[], p.genesis(1));
+    let activate = stored(&p.bob, 2, &[&genesis], p.activate(1));
+    let moved = object(json!({"peer_url": "http://attacker.example:8000"}));
+    let forged_url = stored(
+        &mallory,
+        3,
+        &[&activate],
+        p.update(1, UpdateOp::UrlRefreshed, moved),
+    );
+    let forged_revoke = stored(&mallory, 4, &[&activate], p.revoke(1));
+    let v = view(&[genesis, activate, forged_url, forged_revoke], &p.bob);
+    assert_eq!(v.state, PairState::Active);
+    assert_eq!(v.peer_url.as_deref(), Some(ALICE_URL));
+}

@@ -191,10 +191,31 @@ fn like_and_ilike() {
 
 #[test]
 fn like_matcher_handles_adversarial_patterns() {
+    let like = |text: &str, pattern: &str| LikePattern::new(pattern, false).unwrap().matches(text);
     let text = "a".repeat(2000);
     let pattern = format!("{}b", "%a".repeat(50));
     assert!(!like(&text, &pattern));
     assert!(like(&text, &"%a".repeat(50)));
+    // The review's attack, at the longest pattern accepted: linear in the text, so this
+    // finishes at once rather than after O(text x pattern) steps.
+    let text = "a".repeat(900_000);
+    let pattern = format!("%{}b", "a".repeat(MAX_LIKE_PATTERN_CHARS - 2));
+    assert!(!like(&text, &pattern));
+    // Regex syntax in a pattern is literal text.
+    assert!(like("a.b(c)*", "a.b(c)*"));
+    assert!(!like("axb(c)", "a.b(c)*"));
+    assert!(like("line\nnext", "line%"));
+    assert!(like("line\nnext", "line_next"));
+}
+
+#[test]
+fn like_patterns_are_bounded() {
+    let longest = "a".repeat(MAX_LIKE_PATTERN_CHARS);
+    assert!(LikePattern::new(&longest, false).is_ok());
+    let error = parse_error(json!({"body.s": {"$like": format!("{longest}a")}}));
+    assert!(error.contains("at most 256 characters"), "{error}");
+    let error = parse_error(json!({"body.s": {"$ilike": format!("{longest}%")}}));
+    assert!(error.contains("at most 256 characters"), "{error}");
 }
 
 #[test]

@@ -6,7 +6,6 @@ mod parsing;
 
 use serde_json::{json, Value};
 
-use super::values::like;
 use super::*;
 
 /// A full stored record with the given body and sequence.

@@ -15,6 +15,35 @@ fn sorted_sequences(records: &[Value], sort: Value) -> Vec<u64> {
 }
 
 #[test]
+fn top_k_keeps_the_first_k_of_the_full_sort() {
+    // Keys repeat (ties by sequence), some are absent, types mix.
+    let records: Vec<Value> = (1..=500u64)
+        .map(|seq| {
+            let body = match seq % 7 {
+                0 => json!({}),
+                1 => json!({"p": "text"}),
+                _ => json!({"p": (seq * 37) % 11}),
+            };
+            record(seq, body)
+        })
+        .collect();
+    for (sort, k) in [
+        (json!({"body.p": 1}), 10),
+        (json!({"body.p": -1}), 25),
+        (json!({"clock": -1}), 1),
+    ] {
+        let full = sorted_sequences(&records, sort.clone());
+        let mut top = TopK::new(Sort::parse(&sort).unwrap(), k);
+        for r in &records {
+            let seq = r["sequence"].as_i64().unwrap();
+            top.offer(r, seq, r["id"].as_str().unwrap());
+        }
+        let kept: Vec<u64> = top.finish().iter().map(|c| c.seq as u64).collect();
+        assert_eq!(kept, full[..k], "{sort}");
+    }
+}
+
+#[test]
 fn sort_both_directions_with_ties_by_sequence() {
     let records = [
         record(4, json!({"p": 2})),

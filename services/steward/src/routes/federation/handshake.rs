@@ -117,6 +117,7 @@ pub async fn pending(State(state): State<AppState>, caller: Caller) -> ApiResult
         .into_iter()
         .map(|r| PendingPair {
             namespace: r.namespaces.first().cloned(),
+            namespaces: r.namespaces,
             pair_id: r.pair_id,
             peer_did: r.peer_did,
             peer_url: r.peer_url,

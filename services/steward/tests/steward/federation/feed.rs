@@ -4,6 +4,8 @@
 
 use std::collections::BTreeSet;
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use serde_json::{json, Value};
 use syncropel_client::api::{ChangesPage, CreateGrant, CreateSyncPair, PullRequest, SyncRecords};
 use syncropel_client::ListParams;
@@ -43,11 +45,28 @@ async fn the_changes_feed_refuses_what_a_peer_may_not_ask() {
         seq: 1_000_000,
     }
     .encode(&meta.mac_key());
+    // A cursor of an earlier life of this store (its key, another epoch), one of another store
+    // (another key), and a genuine cursor with its epoch edited.
     let other_epoch = SyncCursor {
         epoch: "ffffffffffffffff".into(),
         seq: 1,
     }
+    .encode(&meta.mac_key());
+    let other_store = SyncCursor {
+        epoch: meta.epoch.clone(),
+        seq: 1,
+    }
     .encode(b"some other key");
+    let genuine = SyncCursor {
+        epoch: meta.epoch.clone(),
+        seq: 1,
+    }
+    .encode(&meta.mac_key());
+    let (_, mac) = genuine.split_once('.').unwrap();
+    let edited = format!(
+        "{}.{mac}",
+        URL_SAFE_NO_PAD.encode(r#"{"v":1,"e":"ffffffffffffffff","s":1}"#)
+    );
     for (query, status, code) in [
         (
             "thread=th_x&since=garbage".to_string(),
@@ -60,6 +79,12 @@ async fn the_changes_feed_refuses_what_a_peer_may_not_ask() {
             409,
             "CURSOR_EPOCH_MISMATCH",
         ),
+        (
+            format!("thread=th_x&since={other_store}"),
+            400,
+            "INVALID_CURSOR",
+        ),
+        (format!("thread=th_x&since={edited}"), 400, "INVALID_CURSOR"),
         (
             "thread=th_federation_pairs".into(),
             403,

@@ -132,8 +132,9 @@ async fn a_source_whose_store_was_made_anew_is_pulled_again_from_the_start() {
         .await
         .unwrap();
     let second = b.emit(thread, actor, 2, json!({"c": 2})).await;
-    // The held cursor is of the old life: refused as such (409), the puller starts again
-    // (its pull job may have been first; either way the pull succeeds).
+    // The held cursor is of the old life, under another key: refused (400 INVALID_CURSOR, as the
+    // mac is checked first), the puller starts again (its pull job may have been first; either
+    // way the pull succeeds). With the store's key kept it is 409 CURSOR_EPOCH_MISMATCH (feed.rs).
     let again = a.pull(thread, &b.did()).await;
     assert_eq!(again["quarantined"], 0, "{again}");
     a.arrived(second["id"].as_str().unwrap()).await;

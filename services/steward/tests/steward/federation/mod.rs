@@ -2,6 +2,8 @@
 //! and its refusals, pulls through pairs, consent between namespaces, star and mesh convergence,
 //! hostile and absent peers, pair state surviving a restart, and the rest of the pair lifecycle.
 
+mod agreement;
+mod bearers;
 mod consent;
 mod convergence;
 mod feed;
@@ -12,6 +14,7 @@ mod pairing;
 mod peer_down;
 mod renewal;
 mod restart;
+mod state_threads;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

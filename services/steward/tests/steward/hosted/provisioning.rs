@@ -226,6 +226,8 @@ async fn refused_provisioning_leaves_nothing_behind() {
             (Some(jwt("a")), Some("k"), json!({"label": "Acme", "bootstrap_token": "a-good-bootstrap-token"}), 400, "LABEL_INVALID"),
             (Some(jwt("a")), Some("k"), json!({"label": "ac_me", "bootstrap_token": "a-good-bootstrap-token"}), 400, "LABEL_INVALID"),
             (Some(jwt("a")), Some("k"), json!({"label": "-acme", "bootstrap_token": "a-good-bootstrap-token"}), 400, "LABEL_INVALID"),
+            (Some(jwt("a")), Some("k"), json!({"label": "xn--acme-9qa", "bootstrap_token": "a-good-bootstrap-token"}), 400, "LABEL_INVALID"),
+            (Some(jwt("a")), Some("k"), json!({"label": "ab--cd", "bootstrap_token": "a-good-bootstrap-token"}), 400, "LABEL_INVALID"),
             (Some(jwt("a")), Some("k"), json!({"label": "www", "bootstrap_token": "a-good-bootstrap-token"}), 400, "LABEL_RESERVED"),
             (Some(jwt("a")), Some("k"), json!({"label": "admin", "bootstrap_token": "a-good-bootstrap-token"}), 400, "LABEL_RESERVED"),
             (Some(jwt("a")), Some("k"), json!({"label": "fine", "bootstrap_token": "short"}), 400, "VALIDATION_ERROR"),

@@ -3,6 +3,7 @@
 //! status and JSON included); searches are read as sent, since their tests check the
 //! protocol.md §11.7 shape and send what no typed request holds.
 
+mod budget;
 mod query;
 mod search;
 

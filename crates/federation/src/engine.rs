@@ -275,6 +275,7 @@ pub async fn stored_thread(
             since_clock: None,
             after_seq: after,
             limit: 1000,
+            max_bytes: None,
         };
         let page = store.list(tenant, &filter).await?;
         let Some(last) = page.last() else { break };

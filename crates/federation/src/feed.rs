@@ -22,7 +22,8 @@ use crate::state::sync_meta;
 use crate::threads::never_served;
 use crate::Federation;
 
-/// A page stops growing past this many bytes (the puller reads at most 8 MiB).
+/// A page stops growing past this many bytes of stored records, cut in the store before they are
+/// read (the puller reads at most 8 MiB; one record past the budget fits under that).
 const MAX_PAGE_BYTES: usize = 6 * 1024 * 1024;
 
 /// Most ids one fetch may name.
@@ -185,12 +186,14 @@ pub async fn changes(
         since_clock: None,
         after_seq: since.seq,
         limit: query.limit + 1,
+        max_bytes: Some(MAX_PAGE_BYTES),
     };
     loop {
         let rows = fed.store.list(&tenant.id, &filter).await?;
         let Some(commits) = commits.as_mut().filter(|_| rows.is_empty()) else {
             let mut grants = Grants::lazy();
-            let page = render_page(fed, tenant, puller, query, &mut grants, rows).await?;
+            let cut = filter.cut_by_bytes(&rows);
+            let page = render_page(fed, tenant, puller, query, &mut grants, rows, cut).await?;
             let next_cursor = match page.last_seq {
                 Some(seq) => SyncCursor {
                     epoch: meta.epoch.clone(),
@@ -243,7 +246,7 @@ async fn next_commit(
 ) -> bool {
     loop {
         match commits.recv().await {
-            Ok(c) if c.tenant == tenant && c.record.thread == thread => return true,
+            Ok(c) if c.tenant == tenant && c.thread == thread => return true,
             Ok(_) => continue,
             Err(RecvError::Lagged(_)) => return true,
             Err(RecvError::Closed) => return false,
@@ -266,9 +269,10 @@ async fn render_page(
     query: &ChangesQuery,
     grants: &mut Grants,
     mut rows: Vec<StoredRecord>,
+    cut_by_bytes: bool,
 ) -> Result<Page> {
     let limit = query.limit as usize;
-    let mut has_more = rows.len() > limit;
+    let mut has_more = rows.len() > limit || cut_by_bytes;
     rows.truncate(limit);
     let mut items = Vec::with_capacity(rows.len());
     let mut last_seq = None;

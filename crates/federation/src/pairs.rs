@@ -56,6 +56,7 @@ pub async fn load(fed: &Federation, tenant: &Tenant) -> Result<BTreeMap<String, 
             since_clock: None,
             after_seq: seq,
             limit: 1,
+            max_bytes: None,
         };
         if fed.store.list(&tenant.id, &newer).await?.is_empty() {
             return Ok(pairs);

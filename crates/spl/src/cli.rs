@@ -188,6 +188,18 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 128, value_name = "N")]
     pub max_json_depth: usize,
 
+    /// A page of records stops at the first record that reaches this many bytes
+    #[arg(long, default_value_t = 4 * 1024 * 1024, value_name = "N")]
+    pub max_page_bytes: usize,
+
+    /// Watches and longpolls one token may hold open
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    pub max_streams_per_token: usize,
+
+    /// Watches and longpolls one client address may hold open
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    pub max_streams_per_address: usize,
+
     /// Stored rows one rich query may read before it is refused
     #[arg(long, default_value_t = 500_000, value_name = "N")]
     pub query_max_rows: u64,

@@ -118,11 +118,24 @@ impl Appended {
     }
 }
 
-/// A record that has just been committed, as announced to watchers (in sequence order).
-#[derive(Clone, Debug)]
+/// That a record has just been committed, as announced to watchers (in sequence order): where,
+/// never the record itself, so that a subscriber that stops reading pins a few bytes per commit,
+/// not the platform's newest records. Subscribers read what they need from the store.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Committed {
     pub tenant: String,
-    pub record: StoredRecord,
+    pub thread: String,
+    pub seq: i64,
+}
+
+impl Committed {
+    fn of(tenant: &str, record: &StoredRecord) -> Committed {
+        Committed {
+            tenant: tenant.to_owned(),
+            thread: record.thread.clone(),
+            seq: record.seq,
+        }
+    }
 }
 
 /// Filters of the list endpoints. All conditions AND.
@@ -135,6 +148,19 @@ pub struct ListFilter {
     /// Only records with a greater sequence (the decoded cursor).
     pub after_seq: i64,
     pub limit: u32,
+    /// The page stops at the first record that reaches this many bytes of record JSON (so it
+    /// holds at least one record, and at most one record more than the budget); the cut is made
+    /// in the database, before any record is loaded. `None` for the steward's own folds.
+    pub max_bytes: Option<usize>,
+}
+
+impl ListFilter {
+    /// Whether a page read with this filter may have been cut by [`ListFilter::max_bytes`]
+    /// rather than by its end: more records may follow it.
+    pub fn cut_by_bytes(&self, page: &[StoredRecord]) -> bool {
+        self.max_bytes
+            .is_some_and(|max| page.iter().map(|r| r.json.len()).sum::<usize>() >= max)
+    }
 }
 
 /// One entry of `GET /v1/threads`.

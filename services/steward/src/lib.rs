@@ -9,6 +9,7 @@ pub mod local;
 pub mod rate_limit;
 pub mod routes;
 pub mod state;
+pub mod streams;
 pub mod tenant;
 
 /// Errors that stop a steward from starting or running.

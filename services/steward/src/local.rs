@@ -18,6 +18,7 @@ use crate::app::router;
 use crate::rate_limit::{RateLimiters, RateLimits};
 use crate::state::Tenancy;
 use crate::state::{AppState, Limits};
+use crate::streams::StreamSlots;
 use crate::tenant::{Tenant, TenantStatus};
 use crate::StewardError;
 use syncropel_home::{Home, StewardInfo};
@@ -184,6 +185,7 @@ pub async fn start(
         namespaces,
         limits: options.limits,
         rate_limits: Arc::new(RateLimiters::new(options.rate_limits)),
+        streams: Arc::new(StreamSlots::new(options.limits.streams)),
         search_enabled: options.search,
         heartbeat: options.heartbeat,
         shutdown,

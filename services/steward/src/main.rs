@@ -16,6 +16,7 @@ use syncropel_steward::hosted::{
 };
 use syncropel_steward::rate_limit::{RateLimit, RateLimits};
 use syncropel_steward::state::{Limits, QueryBudget};
+use syncropel_steward::streams::StreamLimits;
 use syncropel_steward::StewardError;
 use syncropel_telemetry::serve::Drain;
 use syncropel_telemetry::TelemetryArgs;
@@ -133,6 +134,18 @@ struct ServeArgs {
     /// Deepest JSON nesting accepted.
     #[arg(long, env = "STEWARD_MAX_JSON_DEPTH", default_value_t = syncropel_protocol::DEFAULT_MAX_DEPTH)]
     max_json_depth: usize,
+    /// A page of records stops at the first record that reaches this many bytes.
+    #[arg(long, env = "STEWARD_MAX_PAGE_BYTES", default_value_t = Limits::default().max_page_bytes)]
+    max_page_bytes: usize,
+    /// Watches and longpolls one token may hold open on a replica (429 beyond).
+    #[arg(long, env = "STEWARD_MAX_STREAMS_PER_TOKEN", default_value_t = StreamLimits::default().per_token)]
+    max_streams_per_token: usize,
+    /// Watches and longpolls one tenant may hold open on a replica (429 beyond).
+    #[arg(long, env = "STEWARD_MAX_STREAMS_PER_TENANT", default_value_t = StreamLimits::default().per_tenant)]
+    max_streams_per_tenant: usize,
+    /// Watches and longpolls one client address may hold open on a replica (429 beyond).
+    #[arg(long, env = "STEWARD_MAX_STREAMS_PER_ADDRESS", default_value_t = StreamLimits::default().per_address)]
+    max_streams_per_address: usize,
     /// Stored rows one rich query may read before it is refused (422 QUERY_BUDGET_EXCEEDED).
     #[arg(long, env = "STEWARD_QUERY_MAX_ROWS", default_value_t = QueryBudget::default().max_rows_scanned)]
     query_max_rows: u64,
@@ -298,6 +311,12 @@ async fn serve(args: ServeArgs) -> Result<(), StewardError> {
         limits: Limits {
             max_body_bytes: args.max_body_bytes,
             max_json_depth: args.max_json_depth,
+            max_page_bytes: args.max_page_bytes,
+            streams: StreamLimits {
+                per_token: args.max_streams_per_token,
+                per_tenant: args.max_streams_per_tenant,
+                per_address: args.max_streams_per_address,
+            },
             query: QueryBudget {
                 max_rows_scanned: args.query_max_rows,
                 max_time: args.query_max_time,

@@ -293,12 +293,23 @@ pub struct AddressLimited<S> {
     limits: Arc<RateLimiters>,
 }
 
+/// The client's address as the rate limits see it (see [`client_address`]), for handlers that
+/// count per address too (the stream caps).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientAddress(pub IpAddr);
+
 impl<S> AddressLimited<S> {
-    /// The answer for a request over its address's limit, if it is.
-    fn refusal(&self, req: &Request) -> Option<Response> {
+    /// Notes the client's address on the request, and answers a request over its address's
+    /// limit, if it is.
+    fn refusal(&self, req: &mut Request) -> Option<Response> {
+        let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().copied();
+        let client = peer
+            .map(|ConnectInfo(peer)| client_address(req, peer.ip(), self.limits.trusted_proxies));
+        if let Some(client) = client {
+            req.extensions_mut().insert(ClientAddress(client));
+        }
         self.limits.per_address.as_ref()?;
-        let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>().copied()
-        else {
+        let Some(client) = client else {
             return Some(
                 ApiError::internal(
                     "the address rate limit is on but the server was not started with \
@@ -307,7 +318,6 @@ impl<S> AddressLimited<S> {
                 .into_response(),
             );
         };
-        let client = client_address(req, peer.ip(), self.limits.trusted_proxies);
         self.limits
             .check_address(client)
             .err()
@@ -327,8 +337,8 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request) -> Self::Future {
-        match self.refusal(&req) {
+    fn call(&mut self, mut req: Request) -> Self::Future {
+        match self.refusal(&mut req) {
             Some(refusal) => Either::Left(ready(Ok(refusal))),
             None => Either::Right(self.inner.call(req)),
         }

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::hosted::platform::Platform;
 use crate::rate_limit::RateLimiters;
+use crate::streams::{StreamLimits, StreamSlots};
 
 /// Limits on what a request may carry and what it may cost.
 #[derive(Clone, Copy, Debug)]
@@ -19,7 +20,12 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// JSON nested deeper than this is refused with 400 INVALID_JSON.
     pub max_json_depth: usize,
+    /// A page of records (listings, thread pages, watch replay, query results) stops at the
+    /// first record that reaches this many bytes, cut in the store before it is read; the cursor
+    /// carries on.
+    pub max_page_bytes: usize,
     pub query: QueryBudget,
+    pub streams: StreamLimits,
 }
 
 impl Default for Limits {
@@ -27,7 +33,9 @@ impl Default for Limits {
         Limits {
             max_body_bytes: 1024 * 1024,
             max_json_depth: syncropel_protocol::DEFAULT_MAX_DEPTH,
+            max_page_bytes: 4 * 1024 * 1024,
             query: QueryBudget::default(),
+            streams: StreamLimits::default(),
         }
     }
 }
@@ -65,6 +73,8 @@ pub struct AppState {
     pub limits: Limits,
     /// Token buckets per client address and per token (see [`crate::rate_limit`]).
     pub rate_limits: Arc<RateLimiters>,
+    /// The watches and longpolls open on this replica (see [`crate::streams`]).
+    pub streams: Arc<StreamSlots>,
     pub search_enabled: bool,
     pub heartbeat: Duration,
     /// Cancelled when the steward begins a graceful shutdown; watch streams say goodbye.

@@ -23,6 +23,7 @@ use syncropel_home::Home;
 use syncropel_steward::local::{self, ServeOptions};
 use syncropel_steward::rate_limit::RateLimits;
 use syncropel_steward::state::{Limits, QueryBudget};
+use syncropel_steward::streams::StreamLimits;
 use syncropel_telemetry::serve::Drain;
 
 use super::{process, Ctx};
@@ -53,6 +54,12 @@ pub fn run(ctx: Ctx, args: &ServeArgs) -> Result<ExitCode> {
         limits: Limits {
             max_body_bytes: args.max_body_bytes,
             max_json_depth: args.max_json_depth,
+            max_page_bytes: args.max_page_bytes,
+            streams: StreamLimits {
+                per_token: args.max_streams_per_token,
+                per_address: args.max_streams_per_address,
+                ..StreamLimits::default()
+            },
             query: QueryBudget {
                 max_rows_scanned: args.query_max_rows,
                 max_time: Duration::from_millis(args.query_max_ms),

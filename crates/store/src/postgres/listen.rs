@@ -5,9 +5,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use sqlx::postgres::{PgListener, PgPool};
+use sqlx::Row;
 use tokio::sync::broadcast;
 
-use super::sql::stored_from_row;
 use crate::{Committed, Result};
 
 /// Rows the listener reads per query when it catches a tenant up.
@@ -71,7 +71,8 @@ fn parse_payload(payload: &str) -> Option<(&str, i64, i64)> {
     Some((tenant, first, last))
 }
 
-/// Broadcasts every committed record of `tenant` after `*done`, advancing `*done`.
+/// Announces every committed record of `tenant` after `*done` (by sequence and thread only),
+/// advancing `*done`.
 async fn announce(
     pool: &PgPool,
     events: &broadcast::Sender<Committed>,
@@ -80,7 +81,7 @@ async fn announce(
 ) -> Result<()> {
     loop {
         let rows = sqlx::query(
-            "SELECT seq, id, thread, record_json FROM records \
+            "SELECT seq, thread FROM records \
              WHERE tenant = $1 AND seq > $2 ORDER BY seq LIMIT $3",
         )
         .bind(tenant)
@@ -90,11 +91,12 @@ async fn announce(
         .await?;
         let full = rows.len() as i64 == ANNOUNCE_PAGE;
         for row in &rows {
-            let record = stored_from_row(row);
-            *done = record.seq;
+            let seq: i64 = row.get("seq");
+            *done = seq;
             let _ = events.send(Committed {
                 tenant: tenant.to_string(),
-                record,
+                thread: row.get("thread"),
+                seq,
             });
         }
         if !full {

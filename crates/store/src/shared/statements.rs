@@ -233,7 +233,18 @@ macro_rules! statements {
             tenant: &'a str,
             filter: &'a $crate::ListFilter,
         ) {
-            sql.push("SELECT seq, id, thread, record_json FROM records WHERE tenant = ");
+            // With a byte budget, the rows are cut in the database by the running total of their
+            // sizes (OCTET_LENGTH reads a stored value's size without loading it), so no more than
+            // one record past the budget is ever read.
+            if filter.max_bytes.is_some() {
+                sql.push(
+                    "SELECT seq, id, thread, record_json FROM (SELECT seq, id, thread, record_json, \
+                     SUM(OCTET_LENGTH(record_json)) OVER (ORDER BY seq) \
+                     - OCTET_LENGTH(record_json) AS bytes_before FROM records WHERE tenant = ",
+                );
+            } else {
+                sql.push("SELECT seq, id, thread, record_json FROM records WHERE tenant = ");
+            }
             sql.push_bind(tenant);
             sql.push(" AND seq > ").push_bind(filter.after_seq);
             if let Some(thread) = &filter.thread {
@@ -247,6 +258,11 @@ macro_rules! statements {
             }
             sql.push(" ORDER BY seq LIMIT ")
                 .push_bind(i64::from(filter.limit));
+            if let Some(max) = filter.max_bytes {
+                sql.push(") AS page WHERE bytes_before < ")
+                    .push_bind(i64::try_from(max).unwrap_or(i64::MAX))
+                    .push(" ORDER BY seq");
+            }
         }
 
         pub(super) async fn list(

@@ -281,16 +281,13 @@ pub(crate) fn answer(
                 if let (Some(committed), Ok(Appended::Inserted(record))) =
                     (committed.as_deref_mut(), &result)
                 {
-                    committed.push(Committed {
-                        tenant,
-                        record: record.clone(),
-                    });
+                    committed.push(Committed::of(&tenant, record));
                 }
                 let _ = reply.send(result);
             }
             (WriteOp::Auth { tenant, reply, .. }, OpOutcome::Auth(result, audit)) => {
                 if let (Some(committed), Some(record)) = (committed.as_deref_mut(), audit) {
-                    committed.push(Committed { tenant, record });
+                    committed.push(Committed::of(&tenant, &record));
                 }
                 let _ = reply.send(result);
             }
@@ -298,10 +295,7 @@ pub(crate) fn answer(
                 if let Some(committed) = committed.as_deref_mut() {
                     for result in &results {
                         if let Ok(Appended::Inserted(record)) = result {
-                            committed.push(Committed {
-                                tenant: tenant.clone(),
-                                record: record.clone(),
-                            });
+                            committed.push(Committed::of(&tenant, record));
                         }
                     }
                 }

@@ -10,6 +10,7 @@ mod sql;
 mod writer;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -34,13 +35,23 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqli
 const READ_CONNECTIONS: u32 = 4;
 /// How often the WAL is copied back into the database file.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
+/// Past this much WAL content the checkpointer waits for readers to let go, so the next commit
+/// starts the WAL over; a reset WAL file is also cut back to this size. Readers that never pause
+/// would otherwise let the WAL grow by gigabytes under sustained writes.
+const WAL_LIMIT_BYTES: i64 = 64 * 1024 * 1024;
 
 pub struct SqliteStore {
     reader: SqlitePool,
     writes: mpsc::Sender<Queued<search::IndexSearch>>,
     events: broadcast::Sender<Committed>,
     writer: Mutex<Option<JoinHandle<()>>>,
-    checkpointer: Option<JoinHandle<()>>,
+    checkpointer: Option<Checkpointer>,
+}
+
+/// The checkpointing task and its connection, which `close` uses for the last checkpoint.
+struct Checkpointer {
+    task: JoinHandle<()>,
+    conn: Arc<Mutex<SqliteConnection>>,
 }
 
 impl SqliteStore {
@@ -77,7 +88,9 @@ impl SqliteStore {
         let options = if in_memory {
             options
         } else {
-            options.pragma("wal_autocheckpoint", "0")
+            options
+                .pragma("wal_autocheckpoint", "0")
+                .pragma("journal_size_limit", WAL_LIMIT_BYTES.to_string())
         };
         // The writer's page cache holds a whole ingested page's dirty index pages: with
         // SQLite's 2 MiB default, a 1000-record transaction spills pages to the WAL mid-way and
@@ -88,8 +101,11 @@ impl SqliteStore {
         let checkpointer = if in_memory {
             None
         } else {
-            let conn = SqliteConnection::connect_with(&options).await?;
-            Some(tokio::spawn(run_checkpointer(conn)))
+            let conn = Arc::new(Mutex::new(SqliteConnection::connect_with(&options).await?));
+            Some(Checkpointer {
+                task: tokio::spawn(run_checkpointer(conn.clone())),
+                conn,
+            })
         };
 
         let reader = SqlitePoolOptions::new()
@@ -252,25 +268,50 @@ impl RecordStore for SqliteStore {
                 let _ = task.await;
             }
         }
-        if let Some(checkpointer) = &self.checkpointer {
-            checkpointer.abort();
-        }
         self.reader.close().await;
+        // Everything is written and nobody reads: the WAL goes into the database file and the
+        // file is emptied, so a clean stop leaves no WAL behind.
+        if let Some(checkpointer) = &self.checkpointer {
+            checkpointer.task.abort();
+            let mut conn = checkpointer.conn.lock().await;
+            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(&mut *conn)
+                .await
+            {
+                tracing::warn!(error = %e, "the last WAL checkpoint failed");
+            }
+        }
     }
 }
 
 /// Copies committed WAL frames into the database file on its own connection. PASSIVE never waits
 /// for the writer or readers, so commits do not pay for checkpoints; the WAL restarts from its
-/// beginning once a checkpoint has caught up.
-async fn run_checkpointer(mut conn: SqliteConnection) {
+/// beginning once a checkpoint has caught up and no reader holds an older snapshot. When the WAL
+/// has grown past [`WAL_LIMIT_BYTES`] anyway (readers always busy), a RESTART checkpoint waits
+/// for the readers of the moment to finish and holds new commits back meanwhile, so it starts over.
+async fn run_checkpointer(conn: Arc<Mutex<SqliteConnection>>) {
     let mut tick = tokio::time::interval(CHECKPOINT_INTERVAL);
     loop {
         tick.tick().await;
-        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .execute(&mut conn)
-            .await
-        {
+        let mut conn = conn.lock().await;
+        if let Err(e) = checkpoint(&mut conn).await {
             tracing::warn!(error = %e, "WAL checkpoint failed; will retry");
         }
     }
+}
+
+async fn checkpoint(conn: &mut SqliteConnection) -> Result<()> {
+    // (busy, frames in the WAL, frames checkpointed)
+    let (_, frames, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+        .fetch_one(&mut *conn)
+        .await?;
+    let page_size: i64 = sqlx::query_scalar("PRAGMA page_size")
+        .fetch_one(&mut *conn)
+        .await?;
+    if frames.saturating_mul(page_size) > WAL_LIMIT_BYTES {
+        sqlx::query("PRAGMA wal_checkpoint(RESTART)")
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
 }

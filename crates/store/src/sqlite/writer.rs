@@ -71,7 +71,7 @@ async fn commit_batch(
     let mut committed = Vec::new();
     answer(batch, result, Some(&mut committed));
     // Watchers rely on announcements in sequence order.
-    committed.sort_by_key(|c| c.record.seq);
+    committed.sort_by_key(|c| c.seq);
     for c in committed {
         let _ = events.send(c);
     }

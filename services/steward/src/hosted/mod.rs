@@ -32,6 +32,7 @@ use crate::app::router;
 use crate::rate_limit::{RateLimiters, RateLimits};
 use crate::state::Tenancy;
 use crate::state::{AppState, Limits};
+use crate::streams::StreamSlots;
 use crate::StewardError;
 use addressing::address;
 use jwt::JwtVerifier;
@@ -114,6 +115,7 @@ pub async fn build(options: HostedOptions) -> Result<Hosted, StewardError> {
         namespaces,
         limits: options.limits,
         rate_limits: Arc::new(RateLimiters::new(options.rate_limits)),
+        streams: Arc::new(StreamSlots::new(options.limits.streams)),
         search_enabled: true,
         heartbeat: options.heartbeat,
         shutdown,

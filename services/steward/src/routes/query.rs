@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::routes::JsonBody;
-use crate::state::{AppState, QueryBudget};
+use crate::state::{AppState, Limits, QueryBudget};
 use syncropel_tenant::Scope;
 
 /// Rows fetched from the store per round while scanning.
@@ -29,8 +29,6 @@ const SCAN_CHUNK: u32 = 500;
 const MAX_SORTED_REACH: usize = 10_000;
 /// The sort keys a sorted query holds while scanning, about.
 const MAX_SORT_KEY_BYTES: usize = 64 * 1024 * 1024;
-/// A page of results stops growing past this many bytes of records; the cursor continues it.
-const MAX_PAGE_BYTES: usize = 4 * 1024 * 1024;
 
 fn over_budget(message: impl Into<String>) -> ApiError {
     ApiError::new(ErrorCode::QueryBudgetExceeded, message).with_hint(
@@ -57,8 +55,7 @@ pub async fn query(
         )));
     }
     let tenant = &caller.tenant.id;
-    let budget = state.limits.query;
-    let mut scan = Scan::new(&request, start, budget);
+    let mut scan = Scan::new(&request, start, &state.limits);
     let equalities = request.filter.column_equalities();
     let mut after_seq = 0;
     loop {
@@ -84,7 +81,7 @@ pub async fn query(
                 let Some(stored) = state.store.get(tenant, &candidate.id).await? else {
                     continue;
                 };
-                if !window.is_empty() && bytes + stored.json.len() > MAX_PAGE_BYTES {
+                if !window.is_empty() && bytes + stored.json.len() > state.limits.max_page_bytes {
                     break;
                 }
                 bytes += stored.json.len();
@@ -128,10 +125,11 @@ struct Scan {
     start: usize,
     limit: usize,
     budget: QueryBudget,
+    max_page_bytes: usize,
     deadline: Instant,
     scanned: u64,
     matched_total: usize,
-    /// Unsorted: the requested window, cut at [`MAX_PAGE_BYTES`].
+    /// Unsorted: the requested window, cut at the page byte budget.
     window: Vec<Value>,
     window_bytes: usize,
     window_closed: bool,
@@ -140,11 +138,13 @@ struct Scan {
 }
 
 impl Scan {
-    fn new(request: &QueryRequest, start: usize, budget: QueryBudget) -> Scan {
+    fn new(request: &QueryRequest, start: usize, limits: &Limits) -> Scan {
+        let budget = limits.query;
         Scan {
             start,
             limit: request.limit,
             budget,
+            max_page_bytes: limits.max_page_bytes,
             deadline: Instant::now() + budget.max_time,
             scanned: 0,
             matched_total: 0,
@@ -205,7 +205,8 @@ impl Scan {
             top.offer(&record, row.seq, &row.id);
         } else if self.matched_total >= self.start && !self.window_closed {
             let full = self.window.len() >= self.limit
-                || (!self.window.is_empty() && self.window_bytes + row.json.len() > MAX_PAGE_BYTES);
+                || (!self.window.is_empty()
+                    && self.window_bytes + row.json.len() > self.max_page_bytes);
             if full {
                 self.window_closed = true;
             } else {

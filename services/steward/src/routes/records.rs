@@ -226,17 +226,21 @@ pub async fn list(
         since_clock: params.int("since")?,
         after_seq: params.cursor()?,
         limit: params.limit(100, 1000)?,
+        max_bytes: None,
     };
     page(&state, &caller.tenant.id, filter).await
 }
 
-/// One page of a listing: asks for one extra row to learn whether there is more.
+/// One page of a listing, cut at the page byte budget: asks for one extra row to learn whether
+/// there is more.
 pub async fn page(state: &AppState, tenant: &str, mut filter: ListFilter) -> ApiResult<Response> {
     let limit = filter.limit as usize;
     filter.limit += 1;
+    filter.max_bytes = Some(state.limits.max_page_bytes);
     let mut records = state.store.list(tenant, &filter).await?;
-    let next_cursor = if records.len() > limit {
-        records.truncate(limit);
+    let more = records.len() > limit || filter.cut_by_bytes(&records);
+    records.truncate(limit);
+    let next_cursor = if more {
         records.last().map(|r| encode_cursor(r.seq))
     } else {
         None

@@ -66,6 +66,7 @@ pub async fn records(
         since_clock: params.int("since")?,
         after_seq: params.cursor()?,
         limit: params.limit(100, 1000)?,
+        max_bytes: None,
     };
     page(&state, &caller.tenant.id, filter).await
 }

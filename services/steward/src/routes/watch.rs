@@ -1,8 +1,10 @@
 //! `GET /v1/threads/{id}/watch` (protocol.md §11.8): server-sent events.
 //!
-//! The stream subscribes to commits *before* it replays from the store, then skips live records it
-//! already replayed, so replay and live join with no gap and no duplicate. Commits are announced in
-//! sequence order by the store, which makes "skip what is not newer" exact.
+//! The stream subscribes to commit announcements *before* it replays from the store; at each
+//! announcement of a newer record of its thread it reads what follows the last record it sent, so
+//! replay and live join with no gap and no duplicate. A stream counts against its token's, tenant's
+//! and address's limits while open, and ends when its token is revoked or expires or its tenant is
+//! suspended or deleted (see [`crate::streams`]).
 
 use std::convert::Infallible;
 
@@ -10,19 +12,22 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use futures_util::Stream;
 use syncropel_api::watch::{self as sse, Heartbeat, ServerShutdown, WatchError};
 use syncropel_protocol::ErrorCode;
-use syncropel_store::{ListFilter, StoredRecord};
-use tokio::sync::broadcast::error::RecvError;
+use syncropel_store::{Committed, ListFilter, StoredRecord};
+use tokio::sync::broadcast::{self, error::RecvError};
 
 use super::{checked_thread, Params, PathParam};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
+use crate::rate_limit::ClientAddress;
 use crate::state::AppState;
+use crate::streams::{require_active, still_allowed, StreamSlot, RECHECK};
 
-/// Replay pages are this large.
-const REPLAY_PAGE: u32 = 1000;
+/// Records read from the store at a time (replay and live), at most.
+const READ_PAGE: u32 = 1000;
 
 /// Where a new stream starts.
 enum Start {
@@ -30,7 +35,9 @@ enum Start {
     AfterSeq(i64),
     /// `since_clock` on a first connection: records with `clock >= C`.
     SinceClock(i64),
-    LiveOnly,
+    /// Records committed from now on: after this head (read before subscribing, so a record
+    /// committed in between is read once and sent too).
+    LiveOnly(i64),
 }
 
 pub async fn watch(
@@ -38,8 +45,10 @@ pub async fn watch(
     caller: Caller,
     PathParam(thread): PathParam,
     headers: HeaderMap,
+    address: Option<Extension<ClientAddress>>,
     params: Params,
 ) -> ApiResult<Response> {
+    let address = address.map(|Extension(address)| address);
     checked_thread(&thread)?;
     caller.require_thread_read(&thread)?;
     // A draining replica starts no stream (it would only replay and say `server_shutdown`
@@ -64,9 +73,16 @@ pub async fn watch(
             ApiError::validation("Last-Event-ID must be a sequence number from this stream")
         })?),
         (None, Some(clock)) => Start::SinceClock(clock),
-        (None, None) => Start::LiveOnly,
+        (None, None) => Start::LiveOnly(state.store.head_seq(&caller.tenant.id).await?),
     };
-    let stream = events(state.clone(), caller.tenant.id.clone(), thread, start);
+    require_active(&caller.tenant)?;
+    let slot = state
+        .streams
+        .acquire(&caller, address.map(|ClientAddress(ip)| ip))?;
+    // Subscribed here, before the answer's headers go out: a record written once the client
+    // sees them is announced to this stream.
+    let live = state.store.subscribe();
+    let stream = events(state.clone(), caller, slot, live, thread, start);
     let mut response = Sse::new(stream).into_response();
     let h = response.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
@@ -94,53 +110,66 @@ fn json_event(name: &str, data: &impl serde::Serialize) -> Event {
 
 fn events(
     state: AppState,
-    tenant: String,
+    caller: Caller,
+    slot: StreamSlot,
+    mut live: broadcast::Receiver<Committed>,
     thread: String,
     start: Start,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     async_stream::stream! {
-        let mut live = state.store.subscribe();
+        // Held for the life of the stream: its place in the per-token, tenant and address counts.
+        let _slot = slot;
+        let tenant = caller.tenant.id.clone();
         let mut last_sent: i64 = 0;
 
-        // Replay. A replay ordered by sequence means the last replayed sequence bounds what live
-        // frames may repeat.
-        let replay = match start {
-            Start::AfterSeq(seq) => Some((seq, None)),
+        // What is still to be read from the store: after a sequence, from a clock on. The replay
+        // first; then, at each announcement of a newer record of this thread, what follows the
+        // last one sent. Announcements carry no records, so a watcher reads its own, a page (cut
+        // at the byte budget) at a time, and everything goes out in sequence order exactly once.
+        let mut unread = match start {
+            Start::AfterSeq(seq) => {
+                last_sent = seq;
+                Some((seq, None))
+            }
             Start::SinceClock(clock) => Some((0, Some(clock))),
-            Start::LiveOnly => None,
+            Start::LiveOnly(head) => {
+                last_sent = head;
+                Some((head, None))
+            }
         };
-        if let Some((mut after_seq, since_clock)) = replay {
-            last_sent = after_seq;
-            loop {
+        let mut heartbeat = tokio::time::interval(state.heartbeat);
+        heartbeat.tick().await;
+        let mut recheck = tokio::time::interval(RECHECK);
+        recheck.tick().await;
+        loop {
+            if let Some((after_seq, since_clock)) = unread.take() {
                 let filter = ListFilter {
                     thread: Some(thread.clone()),
                     actor: None,
                     since_clock,
                     after_seq,
-                    limit: REPLAY_PAGE,
+                    limit: READ_PAGE,
+                    max_bytes: Some(state.limits.max_page_bytes),
                 };
                 let page = match state.store.list(&tenant, &filter).await {
                     Ok(page) => page,
                     Err(e) => {
-                        tracing::error!(error = %e, "watch replay failed");
+                        tracing::error!(error = %e, "watch read failed");
                         yield Ok(error_event("replay_failed", "could not read the thread; reconnect with Last-Event-ID"));
                         return;
                     }
                 };
                 for record in &page {
-                    yield Ok(record_event(record));
-                    last_sent = record.seq;
+                    if record.seq > last_sent {
+                        yield Ok(record_event(record));
+                        last_sent = record.seq;
+                    }
                 }
-                match page.last() {
-                    Some(last) if page.len() == REPLAY_PAGE as usize => after_seq = last.seq,
-                    _ => break,
+                if page.len() == READ_PAGE as usize || filter.cut_by_bytes(&page) {
+                    unread = Some((last_sent, since_clock));
+                    continue;
                 }
             }
-        }
-
-        let mut heartbeat = tokio::time::interval(state.heartbeat);
-        heartbeat.tick().await;
-        loop {
             tokio::select! {
                 _ = state.shutdown.cancelled() => {
                     yield Ok(shutdown_event());
@@ -149,11 +178,16 @@ fn events(
                 _ = heartbeat.tick() => {
                     yield Ok(json_event(sse::HEARTBEAT, &Heartbeat { ts: now_ms() }));
                 }
+                _ = recheck.tick() => {
+                    if let Err(refused) = still_allowed(&state, &caller).await {
+                        yield Ok(error_event(refused.code.as_str(), &refused.message));
+                        return;
+                    }
+                }
                 received = live.recv() => match received {
                     Ok(committed) => {
-                        if committed.tenant == tenant && committed.record.thread == thread && committed.record.seq > last_sent {
-                            last_sent = committed.record.seq;
-                            yield Ok(record_event(&committed.record));
+                        if committed.tenant == tenant && committed.thread == thread && committed.seq > last_sent {
+                            unread = Some((last_sent, None));
                         }
                     }
                     Err(RecvError::Lagged(_)) => {

@@ -512,3 +512,72 @@ async fn the_manifest_is_signed_for_the_bound_address_whatever_the_host_header_s
         format!("{}/v1/sync/changes", steward.url)
     );
 }
+
+/// Pages are cut by bytes in the store, before records are read: a listing, a thread's page and
+/// the changes feed of large records hold a bounded number of them, say `has_more`, and their
+/// cursors reach every record once.
+#[tokio::test]
+async fn pages_of_large_records_stop_at_the_byte_budget() {
+    let node = Node::start(Options {
+        limits: Limits {
+            max_page_bytes: 64 * 1024,
+            ..Limits::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    for clock in 1..=10 {
+        node.write(&envelope(
+            "th_heavy",
+            clock,
+            json!({"s": "x".repeat(20_000)}),
+        ))
+        .await;
+    }
+    for base in [
+        "/v1/records?thread=th_heavy",
+        "/v1/threads/th_heavy/records?x=1",
+    ] {
+        let mut clocks = Vec::new();
+        let mut cursor = String::new();
+        loop {
+            let path = format!("{base}&limit=1000&cursor={cursor}");
+            let (status, page) = node.steward.get(&node.token, &path).await;
+            assert_eq!(status, 200, "{path}: {page}");
+            let data = page["data"].as_array().unwrap();
+            // 64 KiB: three records of 20 KB, and the fourth that reaches the budget.
+            assert!(data.len() <= 4, "{path}: {} records", data.len());
+            clocks.extend(data.iter().map(|r| r["clock"].as_i64().unwrap()));
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = next.to_string(),
+                None => break,
+            }
+        }
+        assert_eq!(clocks, (1..=10).collect::<Vec<i64>>(), "{base}");
+    }
+
+    // The changes feed, at its own 6 MiB budget: 900 KB records, seven to a page at most.
+    for clock in 1..=9 {
+        node.write(&envelope(
+            "th_huge",
+            clock,
+            json!({"s": "y".repeat(900_000)}),
+        ))
+        .await;
+    }
+    let mut clocks = Vec::new();
+    let mut since = String::new();
+    loop {
+        let path = format!("/v1/sync/changes?thread=th_huge&limit=1000&since={since}");
+        let (status, page) = node.steward.get(&node.token, &path).await;
+        assert_eq!(status, 200, "{page}");
+        let items = page["records"].as_array().unwrap();
+        assert!(items.len() <= 7, "{} records in one page", items.len());
+        clocks.extend(items.iter().map(|i| i["record"]["clock"].as_i64().unwrap()));
+        since = page["next_cursor"].as_str().unwrap().to_string();
+        if page["has_more"] == false {
+            break;
+        }
+    }
+    assert_eq!(clocks, (1..=9).collect::<Vec<i64>>());
+}

@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use serde_json::{json, Value};
-use syncropel_testkit::{envelope, error_code, Node, Options};
+use syncropel_steward::state::Limits;
+use syncropel_steward::streams::StreamLimits;
+use syncropel_testkit::hosted::{Config, Replica};
+use syncropel_testkit::{envelope, error_code, with_test_database, Node, Options, Sql};
 use tokio::sync::oneshot;
 use tokio::time::timeout;
 
@@ -503,4 +506,150 @@ async fn a_malformed_cursor_is_a_validation_error() {
         let body: Value = response.json().await.unwrap();
         assert_eq!(error_code(&body), "VALIDATION_ERROR", "{body}");
     }
+}
+
+/// Each token, tenant and client address holds a bounded number of streams open; a stream that
+/// ends gives its place back. Longpolls count with watches.
+#[tokio::test]
+async fn open_streams_are_capped_per_token_tenant_and_address() {
+    let node = Node::start(Options {
+        limits: Limits {
+            streams: StreamLimits {
+                per_token: 2,
+                per_tenant: 5,
+                per_address: 4,
+            },
+            ..Limits::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    let token = node
+        .steward
+        .token(&["records:read", "federation:manage"], &[])
+        .await;
+    let first = watch(&node, &token, "th_cap/watch", None).await;
+    let _second = watch(&node, &token, "th_cap/watch", None).await;
+    let refused = open(&node, Some(&token), "th_cap/watch", None).await;
+    assert_eq!(refused.status(), 429);
+    assert!(refused.headers().contains_key("retry-after"));
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(error_code(&body), "RATE_LIMITED", "{body}");
+    // A longpoll with the same token is a third stream too.
+    let (status, body) = node
+        .steward
+        .get(&token, "/v1/sync/changes?thread=th_cap&feed=longpoll")
+        .await;
+    assert_eq!((status, error_code(&body)), (429, "RATE_LIMITED"), "{body}");
+    // A stream that ends gives its place back.
+    drop(first);
+    let reopened = async {
+        loop {
+            let response = open(&node, Some(&token), "th_cap/watch", None).await;
+            if response.status() == 200 {
+                return response;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let _third = timeout(WAIT, reopened)
+        .await
+        .expect("a place was given back");
+    // The address: two more streams of another token reach its limit of four.
+    let other = node.steward.token(&["records:read"], &[]).await;
+    let _fourth = watch(&node, &other, "th_cap/watch", None).await;
+    let _fifth = watch(&node, &other, "th_cap/watch", None).await;
+    let fresh = node.steward.token(&["records:read"], &[]).await;
+    let refused = open(&node, Some(&fresh), "th_cap/watch", None).await;
+    assert_eq!(refused.status(), 429);
+    let body: Value = refused.json().await.unwrap();
+    assert!(
+        body["message"].as_str().unwrap().contains("this address"),
+        "{body}"
+    );
+}
+
+/// Revoking a token ends its open watch (with an `error` frame) and its waiting longpoll
+/// (`401`) within a second or so, long before either would end by itself.
+#[tokio::test]
+async fn revocation_closes_open_streams() {
+    let node = node().await;
+    let token = node
+        .steward
+        .token(&["records:read", "federation:manage"], &[])
+        .await;
+    let mut events = watch(&node, &token, "th_revoked/watch", None).await;
+    let record = write(&node, "th_revoked", 1).await;
+    assert_announces(&events.frame().await, &record);
+    let waiting = {
+        let request = node
+            .steward
+            .http
+            .get(format!(
+                "{}/v1/sync/changes?thread=th_quiet&feed=longpoll",
+                node.url()
+            ))
+            .bearer_auth(&token)
+            .send();
+        tokio::spawn(request)
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let revoked = node
+        .client
+        .revoke_token(&syncropel_protocol::sha256_hex(token.as_bytes()))
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 200);
+
+    let frame = events.frame().await;
+    assert_eq!(frame.event.as_deref(), Some("error"), "{frame:?}");
+    assert_eq!(frame.json()["code"], "AUTH_INVALID", "{frame:?}");
+    assert!(events.next().await.is_none(), "the stream must end");
+    // The longpoll would hold 30 s; it is answered 401 instead.
+    let answer = timeout(WAIT, waiting)
+        .await
+        .expect("the longpoll ended with its token")
+        .unwrap()
+        .unwrap();
+    assert_eq!(answer.status(), 401);
+    let body: Value = answer.json().await.unwrap();
+    assert_eq!(error_code(&body), "AUTH_INVALID", "{body}");
+}
+
+/// A hosted tenant's suspension ends its open watches; a suspended tenant opens none.
+#[tokio::test]
+async fn suspension_closes_a_hosted_tenants_watches() {
+    with_test_database(|url| async move {
+        let replica = Replica::start(&url, Config::default()).await;
+        let token = replica.new_tenant("owner", "watched").await;
+        let request = replica
+            .tenant_request("watched", reqwest::Method::GET, "/v1/threads/th_w/watch")
+            .bearer_auth(&token)
+            .header("accept", "text/event-stream");
+        let response = timeout(WAIT, request.send()).await.unwrap().unwrap();
+        assert_eq!(response.status(), 200);
+        let mut events = EventStream::new(response);
+        let (status, _) = replica.write("watched", &token, "th_w", 1).await;
+        assert_eq!(status, 201);
+        assert_eq!(
+            events.frame().await.event.as_deref(),
+            Some("record.created")
+        );
+
+        let id: String = Sql::of(replica.platform().store())
+            .scalar(
+                "SELECT instance_id FROM provisions WHERE label = 'watched'",
+                &[],
+            )
+            .await;
+        let platform = replica.platform_client("owner");
+        let suspended = platform.suspend_tenant(&id).await.unwrap();
+        assert_eq!(suspended.status(), 200);
+        let frame = events.frame().await;
+        assert_eq!(frame.event.as_deref(), Some("error"), "{frame:?}");
+        assert_eq!(frame.json()["code"], "TENANT_SUSPENDED", "{frame:?}");
+        assert!(events.next().await.is_none(), "the stream must end");
+        replica.stop().await;
+    })
+    .await;
 }

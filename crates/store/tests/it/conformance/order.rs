@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use syncropel_store::query::Column;
-use syncropel_store::{ListFilter, RecordStore, StoredRecord};
+use syncropel_store::{Committed, ListFilter, RecordStore};
 
 use super::{all, two_threads};
 use crate::common::record;
@@ -130,20 +130,27 @@ pub async fn committed_records_are_announced_in_sequence_order(store: Arc<dyn Re
     acked.push(last_one.record().clone());
     acked.sort_by_key(|r| r.seq);
 
-    let mut announced: Vec<StoredRecord> = Vec::new();
+    let mut announced: Vec<Committed> = Vec::new();
     for _ in 0..acked.len() {
         let c = tokio::time::timeout(Duration::from_secs(10), events.recv())
             .await
             .expect("announcement within 10 s")
             .unwrap();
-        assert_eq!(c.tenant, "t");
         if let Some(prev) = announced.last() {
-            assert!(c.record.seq > prev.seq, "announced in sequence order");
+            assert!(c.seq > prev.seq, "announced in sequence order");
         }
-        announced.push(c.record);
+        announced.push(c);
     }
+    let expected: Vec<Committed> = acked
+        .iter()
+        .map(|r| Committed {
+            tenant: "t".into(),
+            thread: r.thread.clone(),
+            seq: r.seq,
+        })
+        .collect();
     assert_eq!(
-        announced, acked,
-        "every committed record announced once, as stored"
+        announced, expected,
+        "every committed record announced once, by tenant, thread and sequence"
     );
 }

@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::response::Response;
-use axum::Json;
+use axum::{Extension, Json};
 use serde_json::Value;
 use syncropel_api::SyncRecords;
 use syncropel_federation::feed::{self, Access, ChangesQuery, Puller, MAX_FETCH_IDS};
@@ -14,9 +14,11 @@ use syncropel_protocol::{ErrorCode, DEFAULT_NAMESPACE};
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
+use crate::rate_limit::ClientAddress;
 use crate::routes::JsonBody;
 use crate::routes::{json_text, Params};
 use crate::state::AppState;
+use crate::streams::{require_active, still_allowed, RECHECK};
 
 /// The DID a sync request claims in `X-Syncropel-Actor`.
 fn claimed(headers: &HeaderMap) -> Option<&str> {
@@ -48,10 +50,14 @@ fn access<'a>(caller: &'a Caller, headers: &'a HeaderMap) -> ApiResult<Access<'a
 }
 
 /// `GET /v1/sync/changes?thread=T&since=C&limit=N&feed=normal|longpoll&target_namespace=NS`
+///
+/// A longpoll is a stream (see [`crate::streams`]): it counts against its caller's limits while
+/// it waits, and ends when the token is revoked or the tenant suspended meanwhile.
 pub async fn changes(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
+    address: Option<Extension<ClientAddress>>,
     params: Params,
 ) -> ApiResult<Response> {
     let fed = &state.federation;
@@ -84,8 +90,24 @@ pub async fn changes(
         limit,
         longpoll,
     };
-    let body = feed::changes(fed, &caller.tenant, &access, &puller, &query).await?;
-    Ok(json_text(StatusCode::OK, body))
+    if !query.longpoll {
+        let body = feed::changes(fed, &caller.tenant, &access, &puller, &query).await?;
+        return Ok(json_text(StatusCode::OK, body));
+    }
+    require_active(&caller.tenant)?;
+    let _slot = state
+        .streams
+        .acquire(&caller, address.map(|Extension(ClientAddress(ip))| ip))?;
+    let answer = feed::changes(fed, &caller.tenant, &access, &puller, &query);
+    tokio::pin!(answer);
+    let mut recheck = tokio::time::interval(RECHECK);
+    recheck.tick().await;
+    loop {
+        tokio::select! {
+            body = &mut answer => return Ok(json_text(StatusCode::OK, body?)),
+            _ = recheck.tick() => still_allowed(&state, &caller).await?,
+        }
+    }
 }
 
 /// `POST /v1/sync/records {"ids": [...]}`: specific records (missing parents), filtered like a

@@ -61,6 +61,8 @@ HEX128 = re.compile(r"^[0-9a-f]{128}$")
 
 STARTUP_TIMEOUT_S = float(os.environ.get("SPL_SDK_STARTUP_TIMEOUT", "30"))
 CLI_TIMEOUT_S = 60.0
+# The one browser origin the stewards under test allow (CORS is off for any other).
+CORS_ORIGIN = "https://app.example"
 
 
 # ---------------------------------------------------------------------------
@@ -331,6 +333,7 @@ class Steward:
                 [
                     str(spl_bin()), "--home", str(self.home), "serve",
                     "--port", "0", "--heartbeat-secs", str(self.heartbeat_secs),
+                    "--cors-origin", CORS_ORIGIN,
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -529,6 +532,7 @@ class HostedSteward(Steward):
                     "--jwt-issuer", JWT_ISSUER, "--jwt-audience", JWT_AUDIENCE,
                     "--rate-limit-per-address", "0", "--rate-limit-per-token", "0",
                     "--heartbeat", f"{self.heartbeat_secs}s",
+                    "--cors-origin", CORS_ORIGIN,
                 ],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
             )

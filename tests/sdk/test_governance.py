@@ -1,11 +1,11 @@
 """Governance visible over HTTP (§10.3, §13, §14): token mints are records,
-tokens never appear in them, CORS is permissive on /v1."""
+tokens never appear in them, CORS allows the configured origin only."""
 
 from __future__ import annotations
 
 import hashlib
 
-from harness import assert_record
+from harness import CORS_ORIGIN, assert_record
 
 
 def test_token_mint_leaves_an_audit_record_without_the_token(steward):
@@ -33,17 +33,21 @@ def test_no_record_anywhere_holds_a_plaintext_token(steward, reader_token, write
         assert tok not in text and tok.rsplit("_", 1)[-1] not in text
 
 
-def test_cors_is_permissive_on_v1(steward):
-    with steward.http(None) as h:
-        pre = h.request("OPTIONS", "/v1/records", headers={
-            "origin": "https://app.example",
+def test_cors_allows_the_configured_origin_only(steward):
+    def preflight(h, origin):
+        return h.request("OPTIONS", "/v1/records", headers={
+            "origin": origin,
             "access-control-request-method": "POST",
             "access-control-request-headers": "x-api-key,content-type",
         })
+
+    with steward.http(None) as h:
+        pre = preflight(h, CORS_ORIGIN)
         assert pre.status_code in (200, 204), pre.text
-        allow = pre.headers.get("access-control-allow-origin")
-        assert allow in ("*", "https://app.example"), dict(pre.headers)
+        assert pre.headers.get("access-control-allow-origin") == CORS_ORIGIN, dict(pre.headers)
+        other = preflight(h, "https://elsewhere.example")
+        assert other.headers.get("access-control-allow-origin") is None, dict(other.headers)
     with steward.http() as h:
-        r = h.get("/v1/records", params={"limit": 1}, headers={"origin": "https://app.example"})
+        r = h.get("/v1/records", params={"limit": 1}, headers={"origin": CORS_ORIGIN})
         assert r.status_code == 200
-        assert r.headers.get("access-control-allow-origin") in ("*", "https://app.example")
+        assert r.headers.get("access-control-allow-origin") == CORS_ORIGIN

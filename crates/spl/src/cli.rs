@@ -200,6 +200,20 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 64, value_name = "N")]
     pub max_streams_per_address: usize,
 
+    /// The secret `POST /v1/bootstrap/service-account` asks for (in x-bootstrap-secret); without
+    /// one, that route is open on a loopback address only
+    #[arg(
+        long,
+        env = "SPL_BOOTSTRAP_SECRET",
+        hide_env_values = true,
+        value_name = "SECRET"
+    )]
+    pub bootstrap_secret: Option<String>,
+
+    /// A browser origin allowed to call this steward (CORS); repeat for more. None: no CORS
+    #[arg(long = "cors-origin", value_name = "ORIGIN")]
+    pub cors_origins: Vec<String>,
+
     /// Stored rows one rich query may read before it is refused
     #[arg(long, default_value_t = 500_000, value_name = "N")]
     pub query_max_rows: u64,

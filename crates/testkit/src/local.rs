@@ -54,6 +54,9 @@ pub struct Options {
     pub identity: Identity,
     /// Start again over what a stopped steward left: its home (key, identity, store) and port.
     pub restart: Option<Stopped>,
+    /// `--bootstrap-secret` and `--cors-origin`.
+    pub bootstrap_secret: Option<String>,
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for Options {
@@ -67,6 +70,8 @@ impl Default for Options {
             keypair: None,
             identity: Identity::Key,
             restart: None,
+            bootstrap_secret: None,
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -133,6 +138,8 @@ impl TestSteward {
             drain: Drain::default(),
             search: options.search,
             rate_limits: options.rate_limits,
+            bootstrap_secret: options.bootstrap_secret,
+            cors_origins: options.cors_origins,
             federation: options.federation,
         };
         let steward = local::start(serve, port.listen())

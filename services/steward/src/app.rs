@@ -1,9 +1,10 @@
 //! The router: every route of the steward in one table.
 
 use axum::extract::DefaultBodyLimit;
+use axum::http::HeaderValue;
 use axum::routing::{delete, get, post};
 use axum::Router;
-use tower_http::cors::CorsLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::rate_limit::AddressLimit;
 use crate::routes;
@@ -42,13 +43,17 @@ pub fn router(state: AppState) -> Router {
             "/namespaces/{*id}",
             get(routes::namespaces::get_one).delete(routes::namespaces::archive),
         )
-        .route(
-            "/bootstrap/service-account",
-            post(routes::accounts::bootstrap),
-        )
         .route("/identity", get(routes::identity::show))
         .route("/identity/upgrade", post(routes::identity::upgrade))
         .merge(routes::federation::routes());
+    // Hosted tenants get their first account while they are provisioned.
+    let v1 = match state.tenancy {
+        Tenancy::Single(_) => v1.route(
+            "/bootstrap/service-account",
+            post(routes::accounts::bootstrap),
+        ),
+        Tenancy::Hosted(_) => v1,
+    };
 
     let mut root = Router::new()
         .route("/health", get(routes::health::open))
@@ -61,16 +66,30 @@ pub fn router(state: AppState) -> Router {
         // Hosted replicas serve metrics on an internal listener only, never on a tenant host.
         root = root.route("/metrics", get(syncropel_telemetry::http::metrics));
     }
-    root.fallback(routes::did_web::fallback)
+    let root = root
+        .fallback(routes::did_web::fallback)
         .method_not_allowed_fallback(routes::method_not_allowed)
         // Our own extractor enforces the configured limit with an ApiError; axum's default 2 MiB
         // cap must not cut in first.
         .layer(DefaultBodyLimit::disable())
         // Before anything else runs, open routes and fallbacks included; inside CORS so that a
         // browser can read the 429.
-        .layer(AddressLimit(state.rate_limits.clone()))
-        .layer(CorsLayer::permissive())
-        // Outermost: every request gets its span and latency sample, refusals included.
-        .layer(syncropel_telemetry::http::RequestTelemetry)
+        .layer(AddressLimit(state.rate_limits.clone()));
+    let root = match cors(&state.cors_origins) {
+        Some(cors) => root.layer(cors),
+        None => root,
+    };
+    // Outermost: every request gets its span and latency sample, refusals included.
+    root.layer(syncropel_telemetry::http::RequestTelemetry)
         .with_state(state)
+}
+
+/// CORS for the configured origins only: without any, no web page may read this steward's
+/// answers (a page could otherwise use a browser on the steward's machine to reach it).
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    let origins: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|origin| HeaderValue::from_str(origin.trim_end_matches('/')).ok())
+        .collect();
+    (!origins.is_empty()).then(|| CorsLayer::permissive().allow_origin(AllowOrigin::list(origins)))
 }

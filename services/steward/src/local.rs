@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::app::router;
 use crate::rate_limit::{RateLimiters, RateLimits};
 use crate::state::Tenancy;
-use crate::state::{AppState, Limits};
+use crate::state::{AppState, BootstrapDoor, Limits};
 use crate::streams::StreamSlots;
 use crate::tenant::{Tenant, TenantStatus};
 use crate::StewardError;
@@ -44,6 +44,11 @@ pub struct ServeOptions {
     /// Rate limits per client address and per token; off by default in local mode (see
     /// [`RateLimits`]).
     pub rate_limits: RateLimits,
+    /// The secret `POST /v1/bootstrap/service-account` asks for; without one the route is open
+    /// on a loopback listener only.
+    pub bootstrap_secret: Option<String>,
+    /// Browser origins allowed by CORS; none sends no CORS headers.
+    pub cors_origins: Vec<String>,
     pub federation: FederationConfig,
 }
 
@@ -186,6 +191,12 @@ pub async fn start(
         limits: options.limits,
         rate_limits: Arc::new(RateLimiters::new(options.rate_limits)),
         streams: Arc::new(StreamSlots::new(options.limits.streams)),
+        bootstrap: match (&options.bootstrap_secret, bound.ip().is_loopback()) {
+            (Some(secret), _) => BootstrapDoor::Secret(secret.as_str().into()),
+            (None, true) => BootstrapDoor::Open,
+            (None, false) => BootstrapDoor::Closed,
+        },
+        cors_origins: options.cors_origins.clone().into(),
         search_enabled: options.search,
         heartbeat: options.heartbeat,
         shutdown,

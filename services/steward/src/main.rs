@@ -163,6 +163,13 @@ struct ServeArgs {
     /// steward cannot be reached except through those proxies: a direct caller writes the header.
     #[arg(long, env = "STEWARD_TRUSTED_PROXIES", default_value_t = 0)]
     trusted_proxies: u8,
+    /// Browser origins allowed to call tenants (CORS), comma-separated; none sends no CORS headers.
+    #[arg(
+        long = "cors-origin",
+        env = "STEWARD_CORS_ORIGINS",
+        value_delimiter = ','
+    )]
+    cors_origins: Vec<String>,
     /// Heartbeat interval of watch streams.
     #[arg(long, env = "STEWARD_HEARTBEAT", default_value = "15s", value_parser = humantime::parse_duration)]
     heartbeat: Duration,
@@ -327,6 +334,7 @@ async fn serve(args: ServeArgs) -> Result<(), StewardError> {
             per_token: RateLimit::per_second(args.rate_limit_per_token),
             trusted_proxies: args.trusted_proxies,
         },
+        cors_origins: args.cors_origins.clone(),
         heartbeat: args.heartbeat,
         purge_interval: args.purge_interval,
         federation: FederationConfig {

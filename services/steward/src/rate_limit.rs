@@ -133,20 +133,41 @@ impl<K: Hash + Eq + Clone> Keyed<K> {
     }
 }
 
+/// Unauthenticated pair requests per client address (federation-protocol.md §4.2), always on:
+/// each one makes the steward fetch and verify a manifest.
+const PAIR_INITS_PER_MINUTE: u32 = 10;
+
 /// The live limiters of a steward. Cheap to share behind an `Arc`.
 pub struct RateLimiters {
     per_address: Option<Keyed<IpAddr>>,
     per_token: Option<Keyed<(String, String)>>,
+    pair_inits: DefaultKeyedRateLimiter<IpAddr>,
     trusted_proxies: u8,
 }
 
 impl RateLimiters {
     pub fn new(limits: RateLimits) -> RateLimiters {
+        let per_minute = NonZeroU32::new(PAIR_INITS_PER_MINUTE).unwrap_or(NonZeroU32::MIN);
         RateLimiters {
             per_address: limits.per_address.map(Keyed::new),
             per_token: limits.per_token.map(Keyed::new),
+            pair_inits: DefaultKeyedRateLimiter::keyed(Quota::per_minute(per_minute)),
             trusted_proxies: limits.trusted_proxies,
         }
+    }
+
+    /// Counts one pair request from `addr`: at most ten a minute, `429 PAIR_RATE_LIMITED` beyond.
+    pub fn check_pair_init(&self, addr: IpAddr) -> Result<(), ApiError> {
+        let key = address_key(addr);
+        self.pair_inits.check_key(&key).map_err(|not_until| {
+            let wait = not_until.wait_time_from(self.pair_inits.clock().now());
+            let mut refusal = ApiError::rate_limited(
+                format!("at most {PAIR_INITS_PER_MINUTE} pair requests a minute from one address"),
+                wait,
+            );
+            refusal.code = syncropel_protocol::ErrorCode::PairRateLimited;
+            refusal
+        })
     }
 
     pub fn limits(&self) -> RateLimits {
@@ -218,6 +239,7 @@ impl RateLimiters {
         if let Some(keyed) = &self.per_token {
             keyed.sweep();
         }
+        self.pair_inits.retain_recent();
     }
 
     /// How many keys each limiter holds: `(addresses, tokens)`.
@@ -237,7 +259,7 @@ impl Default for RateLimiters {
 
 /// The bucket an address counts against. An IPv6 host usually holds a whole /64, so its addresses
 /// share one bucket; an IPv4-mapped IPv6 address counts as its IPv4 address.
-fn address_key(addr: IpAddr) -> IpAddr {
+pub fn address_key(addr: IpAddr) -> IpAddr {
     match addr.to_canonical() {
         IpAddr::V6(v6) => {
             let network = u128::from(v6) & !((1u128 << 64) - 1);

@@ -75,12 +75,28 @@ pub struct AppState {
     pub rate_limits: Arc<RateLimiters>,
     /// The watches and longpolls open on this replica (see [`crate::streams`]).
     pub streams: Arc<StreamSlots>,
+    /// Who may create a local steward's first service account over HTTP.
+    pub bootstrap: BootstrapDoor,
+    /// Browser origins allowed to call this steward (CORS); none means no CORS headers at all.
+    pub cors_origins: Arc<[String]>,
     pub search_enabled: bool,
     pub heartbeat: Duration,
     /// Cancelled when the steward begins a graceful shutdown; watch streams say goodbye.
     pub shutdown: CancellationToken,
     /// Pairing, consent and the pull jobs.
     pub federation: Arc<Federation>,
+}
+
+/// `POST /v1/bootstrap/service-account`, open until the first account exists, hands out an admin
+/// token to whoever calls first, so it is open only where nobody else can call: on a loopback
+/// listener, or to a caller who presents the configured secret (`x-bootstrap-secret`).
+#[derive(Clone, Debug)]
+pub enum BootstrapDoor {
+    Open,
+    Secret(Arc<str>),
+    /// Listening beyond loopback without a secret (and hosted, where tenants are bootstrapped by
+    /// provisioning): the first account is made with `spl service-account create --bootstrap`.
+    Closed,
 }
 
 /// Where tenants come from.

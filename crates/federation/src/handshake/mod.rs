@@ -48,8 +48,13 @@ const PENDING_TTL_SECS: i64 = 24 * 3600;
 const TOKEN_RETRIEVABLE_SECS: i64 = 600;
 /// Clocks of the two sides may disagree by this much.
 const FRESHNESS_MS: i64 = 60_000;
-/// Most requests waiting for the operator at once.
-const MAX_PENDING: usize = 20;
+/// Most requests waiting for the operator at once, and from one client address. A new request
+/// from a DID that already waits replaces its older one, so a DID holds one place at most.
+const MAX_PENDING: usize = 100;
+const MAX_PENDING_PER_ADDRESS: usize = 3;
+/// Decided and expired handshakes are deleted this long after their end (their nonces can no
+/// longer be replayed by then: a request is fresh for a minute).
+const KEEP_ENDED_SECS: i64 = 3600;
 /// How long an initiator should wait before polling a pending request again.
 pub const POLL_AFTER_MS: u64 = 2000;
 
@@ -97,13 +102,18 @@ struct Handshake {
     expires_at: i64,
     namespaces: Vec<String>,
     maps: Vec<NamespaceMap>,
-    /// Responder: the signed init as received (a replay must match it), the genesis item,
-    /// when the token was issued, and the confirm accepted.
-    init: Option<Value>,
+    /// Responder: the SHA-256 of the signed init's canonical JSON (a replay must match it; the
+    /// init itself, which holds the nonce, is not kept), the address it came from, the genesis
+    /// item, when the token was issued, and the SHA-256 of the confirm accepted.
+    #[serde(default)]
+    init_sha256: Option<String>,
+    #[serde(default)]
+    from_address: Option<String>,
     genesis: Option<Value>,
     token_issued_at: Option<i64>,
     token_expires_at: Option<i64>,
-    confirm: Option<Value>,
+    #[serde(default)]
+    confirm_sha256: Option<String>,
     /// Initiator: the nonce itself and where the responder takes handshake calls.
     nonce: Option<String>,
     endpoint: Option<String>,
@@ -111,6 +121,11 @@ struct Handshake {
 }
 
 impl Handshake {
+    /// Whether the row may be deleted at `now`: expired (a rejection expires it) long enough ago.
+    fn ended(&self, now: i64) -> bool {
+        self.expires_at + KEEP_ENDED_SECS <= now
+    }
+
     fn pending(&self, nonce: &str) -> Answer {
         Answer::Pending {
             pair_id: self.pair_id.clone(),

@@ -10,7 +10,8 @@ use syncropel_protocol::pair::{
 };
 use syncropel_protocol::signed::verify_object;
 use syncropel_protocol::{
-    pair_id, sha256_hex, unix_from_rfc3339, unix_now, ErrorCode, PairState, Refusal, PAIRS_THREAD,
+    canonical_string, pair_id, sha256_hex, unix_from_rfc3339, unix_now, ErrorCode, PairState,
+    Refusal, PAIRS_THREAD,
 };
 use syncropel_store::StateChange;
 use syncropel_tenant::Tenant;
@@ -18,19 +19,21 @@ use syncropel_tenant::Tenant;
 use super::{
     activate_body, audit_record, check_freshness, handshake, handshakes, item_of, manifest_sha,
     maps_field, namespaces_field, nonce_field, pair_credential, put, text_field, token_handle,
-    unauthenticated, verified_manifest, Answer, Handshake, MAX_PENDING, PAIR_SCOPES,
-    PENDING_TTL_SECS, RENEW_AFTER_SECS, TOKEN_RETRIEVABLE_SECS, TOKEN_TTL_SECS,
+    unauthenticated, verified_manifest, Answer, Handshake, MAX_PENDING, MAX_PENDING_PER_ADDRESS,
+    PAIR_SCOPES, PENDING_TTL_SECS, RENEW_AFTER_SECS, TOKEN_RETRIEVABLE_SECS, TOKEN_TTL_SECS,
 };
 use crate::error::{FederationError, Result};
 use crate::pairs::{self, find, transition};
-use crate::state as fstate;
+use crate::state::{self as fstate, HANDSHAKE};
 use crate::{manifest, own_record, Federation};
 
-/// `POST /v1/federation/pair` (and `/init`): a peer asks to pair with us.
+/// `POST /v1/federation/pair` (and `/init`): a peer asks to pair with us. `from` is the client
+/// address the request came from, which holds few requests pending at once.
 pub async fn init(
     fed: &Federation,
     tenant: &Tenant,
     request: &Map<String, Value>,
+    from: Option<&str>,
 ) -> Result<Answer> {
     let initiator = text_field(request, "actor_did")?;
     let peer_url = text_field(request, "peer_url")?;
@@ -47,11 +50,15 @@ pub async fn init(
     if !fed.signs_for(&initiator, &signer).await {
         return Err(unauthenticated("the request is not signed by actor_did"));
     }
-    let body = Value::Object(request.clone());
+    let init_sha256 = sha256_hex(canonical_string(&Value::Object(request.clone())).as_bytes());
 
     let key = sha256_hex(nonce.as_bytes());
     if let Some(row) = handshake(fed, &tenant.id, &key).await? {
-        if row.init.as_ref() != Some(&body) {
+        if row
+            .init_sha256
+            .as_deref()
+            .is_some_and(|known| known != init_sha256)
+        {
             return Err(Refusal::new(
                 ErrorCode::NonceConflict,
                 "this nonce came with another request",
@@ -76,35 +83,52 @@ pub async fn init(
         // Pairing is idempotent: the pair stands, no new tokens.
         return Ok(Answer::Active { pair_id: id });
     }
-    // The URL must be the initiator's own: its manifest there names the same DID.
-    let (_, manifest_did) = verified_manifest(fed, &peer_url)
-        .await
-        .map_err(|e| unauthenticated(e.message()))?;
-    if manifest_did != initiator {
-        return Err(unauthenticated(format!(
-            "{peer_url} is the steward of {manifest_did}, not of {initiator}"
-        )));
-    }
-    let waiting = handshakes(fed, &tenant.id)
-        .await?
+    let now = unix_now();
+    let rows = handshakes(fed, &tenant.id).await?;
+    // Ended handshakes go with this write; a request from the same DID replaces its older one.
+    let mut changes: Vec<StateChange> = rows
         .iter()
         .filter(|(_, r)| {
-            r.role == "responder" && r.status == "pending" && r.expires_at > unix_now()
+            r.ended(now)
+                || (r.role == "responder" && r.status == "pending" && r.peer_did == initiator)
         })
+        .map(|(key, _)| StateChange::delete(HANDSHAKE, key))
+        .collect();
+    let waiting: Vec<&Handshake> = rows
+        .iter()
+        .map(|(_, r)| r)
+        .filter(|r| {
+            r.role == "responder"
+                && r.status == "pending"
+                && r.expires_at > now
+                && r.peer_did != initiator
+        })
+        .collect();
+    let from_here = waiting
+        .iter()
+        .filter(|r| from.is_some() && r.from_address.as_deref() == from)
         .count();
-    if waiting >= MAX_PENDING {
+    if waiting.len() >= MAX_PENDING || from_here >= MAX_PENDING_PER_ADDRESS {
         return Err(Refusal::new(
             ErrorCode::PairRateLimited,
             "too many pair requests are waiting for the operator",
         )
+        .with_hint("ask the operator to decide the requests waiting (`spl federation pending`)")
         .into());
+    }
+    // The URL must be the initiator's own: its manifest there names the same DID. Whatever went
+    // wrong, the answer is the same, so that a request cannot probe what answers at a URL.
+    let verified = verified_manifest(fed, &peer_url).await;
+    if !matches!(&verified, Ok((_, did)) if *did == initiator) {
+        return Err(unauthenticated(format!(
+            "no manifest of {initiator} could be verified at {peer_url}"
+        )));
     }
     let generation = match &existing {
         Some(pair) if pair.state == PairState::Revoked => pair.generation + 1,
         Some(pair) => pair.generation.max(1),
         None => 1,
     };
-    let now = unix_now();
     let row = Handshake {
         role: "responder".into(),
         pair_id: id,
@@ -116,18 +140,18 @@ pub async fn init(
         expires_at: now + PENDING_TTL_SECS,
         namespaces,
         maps,
-        init: Some(body),
+        init_sha256: Some(init_sha256),
+        from_address: from.map(str::to_string),
         genesis: None,
         token_issued_at: None,
         token_expires_at: None,
-        confirm: None,
+        confirm_sha256: None,
         nonce: None,
         endpoint: None,
         peer_manifest_sha256: None,
     };
-    fed.store
-        .write(&tenant.id, Vec::new(), vec![put(&key, &row)])
-        .await?;
+    changes.push(put(&key, &row));
+    fed.store.write(&tenant.id, Vec::new(), changes).await?;
     if fed.config.auto_approve.contains(&initiator) {
         let row = approve_row(fed, tenant, &key, row, "policy:auto_approve_dids").await?;
         return decision(fed, tenant, &key, &row, &nonce).await;
@@ -304,9 +328,9 @@ pub async fn confirm(
     else {
         return Err(Refusal::not_found("no pair request with this nonce").into());
     };
-    let body = Value::Object(request.clone());
+    let body_sha256 = sha256_hex(canonical_string(&Value::Object(request.clone())).as_bytes());
     if row.status == "confirmed" {
-        return if row.confirm.as_ref() == Some(&body) {
+        return if row.confirm_sha256.as_deref() == Some(body_sha256.as_str()) {
             confirmed(fed, tenant, &row.pair_id).await
         } else {
             Err(Refusal::new(
@@ -355,7 +379,7 @@ pub async fn confirm(
     };
     let record = activate_body(&row, &issued);
     row.status = "confirmed".into();
-    row.confirm = Some(body);
+    row.confirm_sha256 = Some(body_sha256);
     let changes = vec![
         put(&key, &row),
         fstate::seal_secret(
@@ -450,6 +474,7 @@ pub async fn approve(
 pub async fn reject(fed: &Federation, tenant: &Tenant, pair_id: &str) -> Result<String> {
     let (key, mut row) = pending_row(fed, tenant, pair_id).await?;
     row.status = "rejected".into();
+    row.expires_at = unix_now();
     fed.store
         .write(&tenant.id, Vec::new(), vec![put(&key, &row)])
         .await?;

@@ -229,6 +229,8 @@ impl ReservedPort {
             },
             search: true,
             rate_limits: RateLimits::default(),
+            bootstrap_secret: None,
+            cors_origins: Vec::new(),
             federation: FederationConfig {
                 directories: directories.iter().map(|d| d.to_string()).collect(),
                 ..FederationConfig::default()

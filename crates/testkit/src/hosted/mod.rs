@@ -49,6 +49,7 @@ pub struct Config {
     /// With a path prefix: tenants' public URLs name this replica's own address
     /// (`http://127.0.0.1:PORT/t/<label>`), so that peers can call them.
     pub reachable_urls: bool,
+    pub limits: Limits,
 }
 
 impl Default for Config {
@@ -62,6 +63,7 @@ impl Default for Config {
             federation: FederationConfig::default(),
             registration: None,
             reachable_urls: false,
+            limits: Limits::default(),
         }
     }
 }
@@ -143,8 +145,9 @@ impl Replica {
                 AUDIENCE,
             )
             .unwrap(),
-            limits: Limits::default(),
+            limits: config.limits,
             rate_limits: RateLimits::default(),
+            cors_origins: Vec::new(),
             heartbeat: Duration::from_secs(30),
             purge_interval: Duration::from_secs(3600),
             federation: config.federation.clone(),

@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use crate::app::router;
 use crate::rate_limit::{RateLimiters, RateLimits};
 use crate::state::Tenancy;
-use crate::state::{AppState, Limits};
+use crate::state::{AppState, BootstrapDoor, Limits};
 use crate::streams::StreamSlots;
 use crate::StewardError;
 use addressing::address;
@@ -61,6 +61,8 @@ pub struct HostedOptions {
     pub jwt: JwtVerifier,
     pub limits: Limits,
     pub rate_limits: RateLimits,
+    /// Browser origins allowed by CORS; none sends no CORS headers.
+    pub cors_origins: Vec<String>,
     pub heartbeat: Duration,
     /// How often each replica looks for deleted tenants past their grace period.
     pub purge_interval: Duration,
@@ -116,6 +118,8 @@ pub async fn build(options: HostedOptions) -> Result<Hosted, StewardError> {
         limits: options.limits,
         rate_limits: Arc::new(RateLimiters::new(options.rate_limits)),
         streams: Arc::new(StreamSlots::new(options.limits.streams)),
+        bootstrap: BootstrapDoor::Closed,
+        cors_origins: options.cors_origins.clone().into(),
         search_enabled: true,
         heartbeat: options.heartbeat,
         shutdown,

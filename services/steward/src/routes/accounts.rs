@@ -1,20 +1,23 @@
 //! Service-account and token administration (`admin` scope), and the one-time bootstrap route.
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use serde_json::Value;
 use syncropel_api::{Bootstrapped, ListPage, MintedToken, ServiceAccount, TokenRevoked};
 use syncropel_protocol::ErrorCode;
 
 use super::PathParam;
-use crate::auth::Caller;
+use crate::auth::{Caller, BOOTSTRAP_COMMAND};
 use crate::error::{ApiError, ApiResult};
 use crate::routes::JsonBody;
-use crate::state::AppState;
+use crate::state::{AppState, BootstrapDoor};
 use crate::tenant::{CurrentTenant, Tenant};
+use subtle::ConstantTimeEq;
+use syncropel_store::StoreError;
 use syncropel_tenant::{
-    self as accounts, create_service_account, mint, revoke as revoke_token, Scope,
+    self as accounts, create_service_account, create_service_account_with_id, mint,
+    revoke as revoke_token, Scope, TenantError,
 };
 
 fn strings(body: &Value, name: &str) -> ApiResult<Vec<String>> {
@@ -159,28 +162,65 @@ pub async fn revoke(
     }))
 }
 
-/// `POST /v1/bootstrap/service-account`: open until the first account exists, then 409.
+/// The id of the account made through the bootstrap route: one id, so that of two concurrent
+/// bootstraps the store takes exactly one.
+const BOOTSTRAP_ACCOUNT_ID: &str = "sa_bootstrap";
+
+/// `POST /v1/bootstrap/service-account`: open until the first account exists, then 409; only
+/// where [`BootstrapDoor`] lets the caller in.
 pub async fn bootstrap(
     State(state): State<AppState>,
     CurrentTenant(tenant): CurrentTenant,
+    headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> ApiResult<(StatusCode, Json<Bootstrapped>)> {
-    if state.store.has_service_accounts(&tenant.id).await? {
-        return Err(ApiError::new(
+    let presented = headers
+        .get("x-bootstrap-secret")
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
+    match &state.bootstrap {
+        BootstrapDoor::Open => {}
+        BootstrapDoor::Secret(secret) if bool::from(secret.as_bytes().ct_eq(presented)) => {}
+        BootstrapDoor::Secret(_) => {
+            return Err(ApiError::new(
+                ErrorCode::PermissionDenied,
+                "this steward's bootstrap needs its secret in x-bootstrap-secret",
+            ))
+        }
+        BootstrapDoor::Closed => {
+            return Err(ApiError::new(
+                ErrorCode::PermissionDenied,
+                "bootstrap over HTTP is off on a steward that listens beyond loopback",
+            )
+            .with_hint(format!(
+            "run `{BOOTSTRAP_COMMAND}` where the steward runs, or start it with --bootstrap-secret"
+        )))
+        }
+    }
+    let closed = || {
+        ApiError::new(
             ErrorCode::BootstrapClosed,
             "this steward already has a service account",
-        ));
+        )
+    };
+    if state.store.has_service_accounts(&tenant.id).await? {
+        return Err(closed());
     }
     let (name, scopes, actors) = account_request(&body)?;
-    let sa = create_service_account(
+    let sa = match create_service_account_with_id(
         state.store.as_ref(),
         &tenant.id,
         &tenant.identity,
+        BOOTSTRAP_ACCOUNT_ID.to_string(),
         &name,
         scopes,
         actors,
     )
-    .await?;
+    .await
+    {
+        Err(TenantError::Store(StoreError::ServiceAccountExists(_))) => return Err(closed()),
+        created => created?,
+    };
     tenant.mark_bootstrapped();
     let token = mint_for(&state, &tenant, &sa.id, &body).await?;
     Ok((

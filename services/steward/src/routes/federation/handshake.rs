@@ -5,7 +5,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use syncropel_api::{
     HandshakeActive, HandshakeApproved, HandshakeConfirmed, HandshakePending, List,
     PendingDecision, PendingPair,
@@ -18,6 +18,7 @@ use syncropel_tenant::Scope;
 use super::pairs::view;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
+use crate::rate_limit::{address_key, ClientAddress};
 use crate::routes::JsonBody;
 use crate::routes::{object, PathParam};
 use crate::state::AppState;
@@ -74,15 +75,22 @@ fn render(fed: &Federation, tenant: &str, answer: Answer) -> ApiResult<Response>
     })
 }
 
-/// `POST /v1/federation/pair` (and `/init`): a peer asks to pair with us.
+/// `POST /v1/federation/pair` (and `/init`): a peer asks to pair with us. Anyone may ask, so
+/// each address asks at most ten times a minute and holds few requests pending.
 pub async fn init(
     State(state): State<AppState>,
     CurrentTenant(tenant): CurrentTenant,
+    address: Option<Extension<ClientAddress>>,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
+    let from = address.map(|Extension(ClientAddress(ip))| address_key(ip));
+    if let Some(from) = from {
+        state.rate_limits.check_pair_init(from)?;
+    }
     tenant.require_writable()?;
     let fed = &state.federation;
-    let answer = responder::init(fed, &tenant, &object(body)).await?;
+    let from = from.map(|ip| ip.to_string());
+    let answer = responder::init(fed, &tenant, &object(body), from.as_deref()).await?;
     render(fed, &tenant.id, answer)
 }
 

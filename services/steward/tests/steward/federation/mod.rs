@@ -6,6 +6,7 @@ mod agreement;
 mod bearers;
 mod consent;
 mod convergence;
+mod doors;
 mod feed;
 mod handshake;
 mod hostile_peer;

@@ -100,12 +100,12 @@ pub async fn directory(a: DirectoryArgs) -> Result<Value> {
         ),
     };
     let store = Store::open(&url).await.context("opening the directory")?;
-    let state = AppState {
-        store: Arc::new(store),
-        rules: Rules::default(),
-        clock: Clock::system(),
-        stopping: Default::default(),
-    };
+    let state = AppState::new(
+        Arc::new(store),
+        Rules::default(),
+        Clock::system(),
+        Default::default(),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     tokio::spawn(async move { axum::serve(listener, app(state)).await });

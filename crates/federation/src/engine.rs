@@ -12,6 +12,7 @@ use syncropel_protocol::pair::PairView;
 use syncropel_protocol::{Act, Keypair, PairState};
 use syncropel_store::{ListFilter, NewRecord, RecordStore, StateChange};
 use syncropel_tenant::{seal, server_record, Namespaces, Tenant, TokenCache};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::FederationConfig;
@@ -51,6 +52,10 @@ const UNRESOLVED_RETRY_INTERVAL: Duration = Duration::from_secs(30);
 
 type PairFold = BTreeMap<String, PairView>;
 
+/// Pull jobs of one tenant that fetch, verify and ingest at once on a replica
+/// (federation-protocol.md §5.4); a job waiting in a longpoll holds no place.
+pub const ACTIVE_PULLS_PER_TENANT: usize = 4;
+
 /// The federation side of a steward.
 pub struct Federation {
     pub config: FederationConfig,
@@ -70,6 +75,8 @@ pub struct Federation {
     placement: Option<Arc<dyn JobPlacement>>,
     /// The last pair fold per tenant and the sequence it was folded up to (see [`pairs::load`]).
     pair_folds: Mutex<HashMap<String, (i64, PairFold)>>,
+    /// The places of each tenant's working pulls (see [`ACTIVE_PULLS_PER_TENANT`]).
+    working: Mutex<HashMap<String, Arc<Semaphore>>>,
     /// The mDNS daemons, once [`crate::discovery::start`] ran.
     pub discovery: Discovery,
     /// The traces that wrote recent records, handed on to peers that pull them.
@@ -114,6 +121,7 @@ impl Federation {
             unresolved_retries: Mutex::default(),
             placement: None,
             pair_folds: Mutex::default(),
+            working: Mutex::default(),
             discovery: Discovery::default(),
             traces: TraceIndex::default(),
         }
@@ -141,6 +149,22 @@ impl Federation {
     /// Cancelled when the steward begins to stop.
     pub fn shutdown(&self) -> &CancellationToken {
         &self.shutdown
+    }
+
+    /// Waits for one of `tenant`'s places to work on a pull (see [`ACTIVE_PULLS_PER_TENANT`]),
+    /// held until the permit is dropped.
+    pub(crate) async fn work_permit(&self, tenant: &str) -> Result<OwnedSemaphorePermit> {
+        let places = {
+            let mut working = self.working.lock().unwrap_or_else(|e| e.into_inner());
+            working
+                .entry(tenant.to_owned())
+                .or_insert_with(|| Arc::new(Semaphore::new(ACTIVE_PULLS_PER_TENANT)))
+                .clone()
+        };
+        places
+            .acquire_owned()
+            .await
+            .map_err(|_| FederationError::internal("the pull places were closed"))
     }
 
     pub(crate) fn cached_pairs(&self, tenant: &str) -> Option<(i64, PairFold)> {

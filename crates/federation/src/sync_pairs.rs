@@ -17,6 +17,8 @@ use crate::threads::refuse_unpullable;
 use crate::{pairs, state as fstate, Federation};
 
 pub const CONTROL_THREAD: &str = "th_sync_control";
+/// Sync pairs one tenant may hold: each runs a pull job against a URL its creator chose.
+pub const MAX_SYNC_PAIRS: usize = 64;
 const KIND: &str = "syncropel.sync.pair_state.v1";
 
 /// One sync pair, as folded from its records.
@@ -175,6 +177,19 @@ pub async fn create(
         &syncropel_protocol::sha256_hex(format!("{peer_did}\n{peer_url}\n{thread_id}").as_bytes())
             [..16]
     );
+    let live = registry(fed, &tenant.id)
+        .await?
+        .into_values()
+        .filter(|p| p.recorded != "stopped" && p.pair_id != pair_id)
+        .count();
+    if live >= MAX_SYNC_PAIRS {
+        return Err(Refusal::new(
+            ErrorCode::TenantLimitReached,
+            format!("a tenant holds at most {MAX_SYNC_PAIRS} sync pairs"),
+        )
+        .with_hint("remove one first (`DELETE /v1/sync/pairs/{id}`), or pair with the peer instead")
+        .into());
+    }
     let pair = SyncPair {
         pair_id: pair_id.clone(),
         peer_did,

@@ -210,6 +210,10 @@ pub struct ServeArgs {
     )]
     pub bootstrap_secret: Option<String>,
 
+    /// Serve GET /metrics (unauthenticated) also when listening beyond loopback
+    #[arg(long)]
+    pub public_metrics: bool,
+
     /// A browser origin allowed to call this steward (CORS); repeat for more. None: no CORS
     #[arg(long = "cors-origin", value_name = "ORIGIN")]
     pub cors_origins: Vec<String>,

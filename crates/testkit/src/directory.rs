@@ -41,12 +41,12 @@ impl Directory {
         );
         let store = Store::open(&url).await.unwrap();
         let stopping = CancellationToken::new();
-        let state = AppState {
-            store: Arc::new(store),
-            rules: Rules::default(),
-            clock: Clock::system(),
-            stopping: stopping.clone(),
-        };
+        let state = AppState::new(
+            Arc::new(store),
+            Rules::default(),
+            Clock::system(),
+            stopping.clone(),
+        );
         let addr = port.addr();
         let listener = port.listen();
         let app = syncropel_directory::app(state);

@@ -140,6 +140,7 @@ impl TestSteward {
             rate_limits: options.rate_limits,
             bootstrap_secret: options.bootstrap_secret,
             cors_origins: options.cors_origins,
+            public_metrics: false,
             federation: options.federation,
         };
         let steward = local::start(serve, port.listen())

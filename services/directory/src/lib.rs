@@ -9,10 +9,14 @@ mod error;
 mod routes;
 mod store;
 
+use std::net::{IpAddr, Ipv6Addr};
+use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use governor::clock::Clock as _;
+use governor::{DefaultKeyedRateLimiter, Quota};
 use tokio_util::sync::CancellationToken;
 
 pub use error::DirectoryError;
@@ -31,6 +35,9 @@ pub struct Rules {
     /// Ops accepted per DID in any hour and in any day.
     pub ops_per_hour: usize,
     pub ops_per_day: usize,
+    /// New DIDs one client address may create per hour (0: no limit). Genesis needs no prior
+    /// identity, so this is what stops one machine from minting DIDs and taking handles in bulk.
+    pub geneses_per_address_per_hour: u32,
 }
 
 impl Default for Rules {
@@ -39,6 +46,7 @@ impl Default for Rules {
             recovery_window_secs: syncropel_protocol::did_sync::RECOVERY_WINDOW_SECS,
             ops_per_hour: 10,
             ops_per_day: 30,
+            geneses_per_address_per_hour: 100,
         }
     }
 }
@@ -90,4 +98,49 @@ pub struct AppState {
     pub clock: Clock,
     /// Cancelled when the server begins to drain: `/ready` then answers 503.
     pub stopping: CancellationToken,
+    /// Geneses per client address (see [`Rules::geneses_per_address_per_hour`]).
+    pub geneses: Arc<GenesisLimit>,
+}
+
+impl AppState {
+    pub fn new(
+        store: Arc<Store>,
+        rules: Rules,
+        clock: Clock,
+        stopping: CancellationToken,
+    ) -> AppState {
+        AppState {
+            store,
+            rules,
+            clock,
+            stopping,
+            geneses: Arc::new(GenesisLimit::per_hour(rules.geneses_per_address_per_hour)),
+        }
+    }
+}
+
+/// A token bucket of geneses per client address (an IPv6 /64 counts as one address).
+pub struct GenesisLimit(Option<DefaultKeyedRateLimiter<IpAddr>>);
+
+impl GenesisLimit {
+    pub fn per_hour(n: u32) -> GenesisLimit {
+        GenesisLimit(NonZeroU32::new(n).map(|n| DefaultKeyedRateLimiter::keyed(Quota::per_hour(n))))
+    }
+
+    /// Counts one genesis from `addr`; `Err(seconds)` to wait when over the limit.
+    pub fn check(&self, addr: IpAddr) -> Result<(), u64> {
+        let Some(limiter) = &self.0 else {
+            return Ok(());
+        };
+        let key = match addr.to_canonical() {
+            IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+            v4 => v4,
+        };
+        limiter.check_key(&key).map_err(|not_until| {
+            not_until
+                .wait_time_from(limiter.clock().now())
+                .as_secs()
+                .max(1)
+        })
+    }
 }

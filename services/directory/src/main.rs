@@ -42,6 +42,10 @@ struct Cli {
         value_parser = recovery_window_secs
     )]
     recovery_window: i64,
+    /// New DIDs one client address may create per hour; 0 switches the limit off. A platform
+    /// that registers its tenants' DIDs from one address raises it.
+    #[arg(long, env = "DIRECTORY_GENESES_PER_ADDRESS_PER_HOUR", default_value_t = Rules::default().geneses_per_address_per_hour)]
+    geneses_per_address_per_hour: u32,
     /// Internal address serving `GET /metrics` (Prometheus); none when unset.
     #[arg(long, env = "DIRECTORY_METRICS_BIND")]
     metrics_bind: Option<SocketAddr>,
@@ -115,15 +119,16 @@ async fn serve(cli: &Cli) -> Result<(), DirectoryError> {
     };
     let store = Arc::new(Store::open(&cli.database_url).await?);
     let stopping = CancellationToken::new();
-    let state = AppState {
-        store: store.clone(),
-        rules: Rules {
+    let state = AppState::new(
+        store.clone(),
+        Rules {
             recovery_window_secs: cli.recovery_window,
+            geneses_per_address_per_hour: cli.geneses_per_address_per_hour,
             ..Rules::default()
         },
-        clock: Clock::system(),
-        stopping: stopping.clone(),
-    };
+        Clock::system(),
+        stopping.clone(),
+    );
     tracing::info!(listen = %cli.listen, metrics = ?cli.metrics_bind, "directory serving");
     let drain = Drain {
         delay: cli.shutdown_delay,

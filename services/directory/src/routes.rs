@@ -1,13 +1,14 @@
 //! HTTP routes (federation-protocol.md §1.4).
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 
 use axum::body::{to_bytes, Body};
-use axum::extract::{FromRequestParts, State};
+use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde_json::{json, Value};
 use syncropel_protocol::did_sync::{did_from_genesis, CheckedOp, OpType, DID_HASH_CHARS};
 use syncropel_protocol::{parse_json, rfc3339_from_unix, validate_namespace_id};
@@ -19,6 +20,8 @@ type Result<T, E = DirectoryError> = std::result::Result<T, E>;
 
 /// Most ops one export page returns.
 const MAX_EXPORT_COUNT: i64 = 1000;
+/// Most peers one namespace page returns.
+const MAX_PEERS_PAGE: i64 = 1000;
 /// Ops carry no deep nesting; a small limit refuses pathological bodies cheaply.
 const MAX_JSON_DEPTH: usize = 16;
 
@@ -129,8 +132,19 @@ async fn submit(state: &AppState, submission: Submission) -> Result<Response> {
     Ok((status, Json(body)).into_response())
 }
 
-/// `POST /directory/genesis`: 201 with the new DID, 200 for a byte-identical retry.
-async fn genesis(State(state): State<AppState>, body: Body) -> Result<Response> {
+/// `POST /directory/genesis`: 201 with the new DID, 200 for a byte-identical retry. Each client
+/// address makes a bounded number an hour.
+async fn genesis(
+    State(state): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    body: Body,
+) -> Result<Response> {
+    if let Some(Extension(ConnectInfo(peer))) = peer {
+        state
+            .geneses
+            .check(peer.ip())
+            .map_err(|retry_after_secs| DirectoryError::RateLimited { retry_after_secs })?;
+    }
     let op = read_op(body, OpType::Genesis).await?;
     let did = did_from_genesis(op.value());
     let hash = did.trim_start_matches("did:sync:").to_owned();
@@ -260,12 +274,29 @@ async fn export(
 }
 
 /// `GET /directory/namespace/{ns}/peers`: live DIDs that listed the namespace.
-async fn peers(State(state): State<AppState>, Path(namespace): Path<String>) -> Result<Response> {
+/// `GET /directory/namespace/{ns}/peers?after=<did>&limit=<n>`: live DIDs that opted into the
+/// namespace, in DID order, a page (at most [`MAX_PEERS_PAGE`]) at a time; page on with
+/// `next_cursor` as `after`, so no DID is out of reach however many are listed.
+async fn peers(
+    State(state): State<AppState>,
+    Path(namespace): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response> {
     validate_namespace_id(&namespace)?;
-    let peers: Vec<Value> = state
-        .store
-        .peers(&namespace)
-        .await?
+    let limit = int_param(&query, "limit", MAX_PEERS_PAGE)?;
+    if !(1..=MAX_PEERS_PAGE).contains(&limit) {
+        return Err(DirectoryError::Validation(format!(
+            "`limit` must be 1 to {MAX_PEERS_PAGE}"
+        )));
+    }
+    let after = query.get("after").map(String::as_str).unwrap_or("");
+    let mut found = state.store.peers(&namespace, after, limit + 1).await?;
+    let has_more = found.len() as i64 > limit;
+    found.truncate(limit as usize);
+    let next_cursor = has_more
+        .then(|| found.last().map(|p| p.did.clone()))
+        .flatten();
+    let peers: Vec<Value> = found
         .into_iter()
         .map(|p| {
             json!({
@@ -276,5 +307,9 @@ async fn peers(State(state): State<AppState>, Path(namespace): Path<String>) -> 
             })
         })
         .collect();
-    Ok(Json(json!({"namespace": namespace, "peers": peers})).into_response())
+    Ok(Json(
+        json!({"namespace": namespace, "peers": peers, "next_cursor": next_cursor,
+        "has_more": has_more}),
+    )
+    .into_response())
 }

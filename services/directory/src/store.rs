@@ -42,8 +42,6 @@ const CACHED_DOCUMENTS: usize = 100_000;
 /// for minutes anyway, so serving one up to a second old after another replica's write changes
 /// nothing they can observe; the replica that made the write updates its own entry after commit.
 pub const DOCUMENT_LIFETIME: Duration = Duration::from_secs(1);
-/// Most peers one namespace listing returns.
-const MAX_PEERS: i64 = 1000;
 
 type Result<T, E = DirectoryError> = std::result::Result<T, E>;
 
@@ -315,24 +313,26 @@ impl Store {
             .collect()
     }
 
-    /// Live DIDs that opted into `namespace`.
-    pub async fn peers(&self, namespace: &str) -> Result<Vec<Peer>> {
+    /// Live DIDs that opted into `namespace`, in DID order after `after`, at most `limit`.
+    pub async fn peers(&self, namespace: &str, after: &str, limit: i64) -> Result<Vec<Peer>> {
         const SQL: &str = "SELECT d.did, d.endpoint, d.handles, d.updated_at \
                            FROM namespaces n JOIN dids d ON d.did = n.did \
-                           WHERE n.namespace = $1 AND NOT d.deactivated \
-                           ORDER BY d.did LIMIT $2";
+                           WHERE n.namespace = $1 AND n.did > $2 AND NOT d.deactivated \
+                           ORDER BY d.did LIMIT $3";
         let rows: Vec<(String, Option<String>, String, i64)> = match &self.0 {
             Backend::Sqlite { reader, .. } => {
                 sqlx::query_as(SQL)
                     .bind(namespace)
-                    .bind(MAX_PEERS)
+                    .bind(after)
+                    .bind(limit)
                     .fetch_all(reader)
                     .await?
             }
             Backend::Postgres { pool, .. } => {
                 sqlx::query_as(SQL)
                     .bind(namespace)
-                    .bind(MAX_PEERS)
+                    .bind(after)
+                    .bind(limit)
                     .fetch_all(pool)
                     .await?
             }

@@ -62,8 +62,9 @@ pub fn router(state: AppState) -> Router {
         .nest("/v1", v1);
     if matches!(state.tenancy, Tenancy::Hosted(_)) {
         root = root.merge(crate::hosted::provision::routes());
-    } else {
-        // Hosted replicas serve metrics on an internal listener only, never on a tenant host.
+    }
+    // Unauthenticated, so only where the machine's own users reach it unless asked for.
+    if state.metrics_on_main {
         root = root.route("/metrics", get(syncropel_telemetry::http::metrics));
     }
     let root = root

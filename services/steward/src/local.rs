@@ -49,6 +49,8 @@ pub struct ServeOptions {
     pub bootstrap_secret: Option<String>,
     /// Browser origins allowed by CORS; none sends no CORS headers.
     pub cors_origins: Vec<String>,
+    /// Serve `GET /metrics` (unauthenticated) also when listening beyond loopback.
+    pub public_metrics: bool,
     pub federation: FederationConfig,
 }
 
@@ -197,6 +199,7 @@ pub async fn start(
             (None, false) => BootstrapDoor::Closed,
         },
         cors_origins: options.cors_origins.clone().into(),
+        metrics_on_main: options.public_metrics || bound.ip().is_loopback(),
         search_enabled: options.search,
         heartbeat: options.heartbeat,
         shutdown,

@@ -79,6 +79,8 @@ pub struct AppState {
     pub bootstrap: BootstrapDoor,
     /// Browser origins allowed to call this steward (CORS); none means no CORS headers at all.
     pub cors_origins: Arc<[String]>,
+    /// Serve `GET /metrics` on the main listener (a local steward on loopback, or asked to).
+    pub metrics_on_main: bool,
     pub search_enabled: bool,
     pub heartbeat: Duration,
     /// Cancelled when the steward begins a graceful shutdown; watch streams say goodbye.

@@ -34,16 +34,20 @@ pub(super) async fn store_page(
     outcome.has_more = page.has_more;
     outcome.cursor = cursor.cursor.clone();
     // Parents the page names but neither it nor this store holds (often on threads not pulled).
-    let held: HashSet<&str> = page.items.iter().map(|i| i.id.as_str()).collect();
+    // Each distinct parent is looked up once, and at most MAX_PARENT_LOOKUPS of them: a page
+    // naming a hundred thousand parents costs no more than one naming a thousand.
+    let mut seen: HashSet<&str> = page.items.iter().map(|i| i.id.as_str()).collect();
     let mut wanted: Vec<String> = Vec::new();
+    let mut lookups = 0;
     for parent in page.items.iter().flat_map(|i| &i.envelope.parents) {
-        if wanted.len() >= MAX_PARENT_FETCH {
+        if lookups >= MAX_PARENT_LOOKUPS {
             break;
         }
-        if !held.contains(parent.as_str())
-            && !wanted.contains(parent)
-            && fed.store.get(&tenant.id, parent).await?.is_none()
-        {
+        if !seen.insert(parent.as_str()) {
+            continue;
+        }
+        lookups += 1;
+        if fed.store.get(&tenant.id, parent).await?.is_none() {
             wanted.push(parent.clone());
         }
     }
@@ -55,8 +59,8 @@ pub(super) async fn store_page(
 /// limit for such calls in the common case of small records.
 const UNRESOLVED_RETRY_BATCH: usize = 100;
 
-/// Most missing parents asked for after one page.
-const MAX_PARENT_FETCH: usize = 1000;
+/// Most parents of one page looked up in the store (so also most asked for).
+const MAX_PARENT_LOOKUPS: usize = 1000;
 
 /// Asks the source for missing parents (`POST /v1/sync/records`) and stores those that pass
 /// the same checks as a page. Best effort: a failure is logged, never fails the pull.

@@ -113,6 +113,7 @@ pub async fn pull_once(
         .await?
         .unwrap_or_default();
     let page = fetch(fed, source, thread, &cursor.cursor, longpoll).await?;
+    let _working = fed.work_permit(&tenant.id).await?;
     let outcome = store_page(fed, tenant, source, thread, page, &mut cursor).await?;
     fetch_parents(fed, tenant, source, &outcome.missing_parents).await;
     retry_unresolved(fed, tenant, source, thread).await;
@@ -129,6 +130,8 @@ pub async fn pull_through(
     source: &Source,
     thread: &str,
 ) -> Result<PullOutcome, PullError> {
+    // A catch-up works from start to end: it holds one of the tenant's places throughout.
+    let _working = fed.work_permit(&tenant.id).await?;
     let mut cursor = pull_cursor(fed.store.as_ref(), &tenant.id, &source.id, thread)
         .await?
         .unwrap_or_default();

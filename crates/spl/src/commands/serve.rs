@@ -74,6 +74,7 @@ pub fn run(ctx: Ctx, args: &ServeArgs) -> Result<ExitCode> {
         rate_limits: RateLimits::per_second(args.rate_limit_per_address, args.rate_limit_per_token),
         bootstrap_secret: args.bootstrap_secret.clone(),
         cors_origins: args.cors_origins.clone(),
+        public_metrics: args.public_metrics,
         federation: FederationConfig {
             poll_interval: Duration::from_secs(args.sync_interval_secs),
             auto_approve: args.federation_auto_approve_dids.clone(),

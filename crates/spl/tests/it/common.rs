@@ -231,6 +231,7 @@ impl ReservedPort {
             rate_limits: RateLimits::default(),
             bootstrap_secret: None,
             cors_origins: Vec::new(),
+            public_metrics: false,
             federation: FederationConfig {
                 directories: directories.iter().map(|d| d.to_string()).collect(),
                 ..FederationConfig::default()
@@ -283,12 +284,12 @@ impl Directory {
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let db = format!("sqlite://{}?mode=rwc", dir.path().join("d.db").display());
         let url = runtime.block_on(async move {
-            let state = syncropel_directory::AppState {
-                store: std::sync::Arc::new(syncropel_directory::Store::open(&db).await.unwrap()),
-                rules: syncropel_directory::Rules::default(),
-                clock: syncropel_directory::Clock::system(),
-                stopping: Default::default(),
-            };
+            let state = syncropel_directory::AppState::new(
+                std::sync::Arc::new(syncropel_directory::Store::open(&db).await.unwrap()),
+                syncropel_directory::Rules::default(),
+                syncropel_directory::Clock::system(),
+                Default::default(),
+            );
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let url = format!("http://{}", listener.local_addr().unwrap());
             tokio::spawn(async move {

@@ -233,10 +233,12 @@ macro_rules! statements {
             tenant: &'a str,
             filter: &'a $crate::ListFilter,
         ) {
-            // With a byte budget, the rows are cut in the database by the running total of their
-            // sizes (OCTET_LENGTH reads a stored value's size without loading it), so no more than
-            // one record past the budget is ever read.
-            if filter.max_bytes.is_some() {
+            // With a byte budget, Postgres cuts the rows itself by the running total of their
+            // sizes (OCTET_LENGTH reads a stored value's size without loading it), so no record
+            // past the budget is read or sent. SQLite hands rows over one at a time, and `list`
+            // stops reading at the budget; a window there would only cost a copy of every row.
+            let cut_in_sql = <$db as sqlx::Database>::NAME == "PostgreSQL";
+            if filter.max_bytes.is_some() && cut_in_sql {
                 sql.push(
                     "SELECT seq, id, thread, record_json FROM (SELECT seq, id, thread, record_json, \
                      SUM(OCTET_LENGTH(record_json)) OVER (ORDER BY seq) \
@@ -258,7 +260,7 @@ macro_rules! statements {
             }
             sql.push(" ORDER BY seq LIMIT ")
                 .push_bind(i64::from(filter.limit));
-            if let Some(max) = filter.max_bytes {
+            if let Some(max) = filter.max_bytes.filter(|_| cut_in_sql) {
                 sql.push(") AS page WHERE bytes_before < ")
                     .push_bind(i64::try_from(max).unwrap_or(i64::MAX))
                     .push(" ORDER BY seq");
@@ -270,10 +272,22 @@ macro_rules! statements {
             tenant: &str,
             filter: &$crate::ListFilter,
         ) -> $crate::Result<Vec<$crate::StoredRecord>> {
+            use futures_util::TryStreamExt as _;
             let mut sql = sqlx::QueryBuilder::<$db>::new("");
             push_list_query(&mut sql, tenant, filter);
-            let rows = sql.build().fetch_all(pool).await?;
-            Ok(rows.iter().map(stored_from_row).collect())
+            // Rows are taken one at a time, up to the first that reaches the byte budget.
+            let mut rows = sql.build().fetch(pool);
+            let mut page = Vec::new();
+            let mut bytes = 0;
+            while let Some(row) = rows.try_next().await? {
+                let record = stored_from_row(&row);
+                bytes += record.json.len();
+                page.push(record);
+                if filter.max_bytes.is_some_and(|max| bytes >= max) {
+                    break;
+                }
+            }
+            Ok(page)
         }
 
         pub(super) async fn threads(

@@ -5,6 +5,8 @@ use serde_json::json;
 use syncropel_protocol::did_sync::{self, sign_operation, OpType};
 use syncropel_protocol::ErrorCode;
 
+use syncropel_directory::{Rules, Store};
+
 use crate::ident::{with_endpoint, Ident};
 use crate::server::{assert_error, Server};
 use crate::{HOUR, T0};
@@ -178,4 +180,31 @@ pub async fn malformed_requests(db: String) {
     for path in ["/directory/update/%FF", "/directory/revoke/%FF"] {
         assert_error(&s.post(path, &update).await, ErrorCode::ValidationError);
     }
+}
+
+/// Geneses need no prior identity, so each client address creates a bounded number an hour:
+/// one machine cannot mint DIDs and take handles in bulk.
+pub async fn geneses_per_address(db: String) {
+    let rules = Rules {
+        geneses_per_address_per_hour: 3,
+        ..Rules::default()
+    };
+    let s = Server::with_rules(Store::open(&db).await.unwrap(), rules).await;
+    for seed in 1..=3 {
+        s.create(&Ident::new(seed, &format!("squatter{seed}")).genesis())
+            .await;
+    }
+    let response = s
+        .http
+        .post(format!("{}/directory/genesis", s.base))
+        .body(Ident::new(4, "squatter4").genesis().to_string())
+        .send()
+        .await
+        .unwrap();
+    assert!(response.headers().contains_key("retry-after"));
+    assert_error(&Server::answer(response).await, ErrorCode::RateLimited);
+    assert_error(
+        &s.get("/directory/handle/squatter4").await,
+        ErrorCode::NotFound,
+    );
 }

@@ -53,6 +53,7 @@ scenarios!(
     names::namespace_peers,
     serving::export_paging,
     limits::rate_limit,
+    limits::geneses_per_address,
     limits::rate_limit_spares_recovery,
     limits::bad_input_changes_nothing,
     limits::malformed_requests,

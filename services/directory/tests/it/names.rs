@@ -1,7 +1,7 @@
 //! Handles, tombstones and namespace listings.
 
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{json, Value};
 use syncropel_protocol::did_sync::{self, sign_operation, OpLog, OpType};
 use syncropel_protocol::ErrorCode;
 
@@ -136,6 +136,26 @@ pub async fn namespace_peers(db: String) {
         assert_eq!(peer["handles"], json!([id.handle]));
         assert_eq!(peer["updated_at"], "2026-05-01T12:00:00Z");
     }
+    // Page by page, in DID order, with a cursor.
+    let (status, first) = s.get("/directory/namespace/acme/peers?limit=1").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(first["peers"].as_array().unwrap().len(), 1);
+    assert_eq!(first["has_more"], true);
+    let cursor = first["next_cursor"].as_str().unwrap();
+    assert_eq!(first["peers"][0]["did"], cursor);
+    let (_, second) = s
+        .get(&format!(
+            "/directory/namespace/acme/peers?limit=1&after={cursor}"
+        ))
+        .await;
+    assert_eq!(second["peers"].as_array().unwrap().len(), 1);
+    assert!(second["peers"][0]["did"].as_str().unwrap() > cursor);
+    assert_eq!(second["has_more"], false);
+    assert_eq!(second["next_cursor"], Value::Null);
+    assert_error(
+        &s.get("/directory/namespace/acme/peers?limit=0").await,
+        ErrorCode::ValidationError,
+    );
     // A tombstoned DID drops out.
     let (alice, genesis, hash) = &ids[0];
     let tomb = alice.tombstone(&did_sync::cid(genesis));

@@ -25,18 +25,19 @@ impl Server {
     }
 
     pub async fn with_store(store: Store) -> Server {
+        Server::with_rules(store, Rules::default()).await
+    }
+
+    /// Served as the `directory` binary serves it: with each connection's peer address.
+    pub async fn with_rules(store: Store, rules: Rules) -> Server {
         let store = Arc::new(store);
         let clock = Clock::manual(T0);
         let stopping = tokio_util::sync::CancellationToken::new();
-        let state = AppState {
-            store,
-            rules: Rules::default(),
-            clock: clock.clone(),
-            stopping: stopping.clone(),
-        };
+        let state = AppState::new(store, rules, clock.clone(), stopping.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app(state)).await.unwrap() });
+        let service = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+        tokio::spawn(async move { axum::serve(listener, service).await.unwrap() });
         Server {
             base: format!("http://{addr}"),
             http: reqwest::Client::new(),

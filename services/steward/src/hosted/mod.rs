@@ -120,6 +120,8 @@ pub async fn build(options: HostedOptions) -> Result<Hosted, StewardError> {
         streams: Arc::new(StreamSlots::new(options.limits.streams)),
         bootstrap: BootstrapDoor::Closed,
         cors_origins: options.cors_origins.clone().into(),
+        // Replicas serve metrics on an internal listener only, never on a tenant host.
+        metrics_on_main: false,
         search_enabled: true,
         heartbeat: options.heartbeat,
         shutdown,

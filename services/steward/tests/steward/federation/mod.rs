@@ -4,6 +4,7 @@
 
 mod agreement;
 mod bearers;
+mod caps;
 mod consent;
 mod convergence;
 mod doors;

@@ -14,9 +14,9 @@ seconds while the honest tenant reads a small thread in a loop:
   like        one `$like` query per core and more: 900 KB text, the longest pattern
   watchers    three watches that never read while the attacker writes 100 more big records
 
-It prints, per attack, the replica's peak resident memory (sampled every 50 ms from /proc) and
-the honest tenant's request count, p50 and p99, with a quiet run first as the baseline, as a
-Markdown table. The database is dropped at the end.
+It prints, per attack, the replica's resident memory before it (after 5 s of rest) and at its
+peak (sampled every 50 ms from /proc), and the honest tenant's request count, p50 and p99, with
+a quiet run first as the baseline, as a Markdown table. The database is dropped at the end.
 """
 
 from __future__ import annotations
@@ -203,7 +203,10 @@ def run(replica: Replica, args) -> None:
         latencies: list[float] = []
         errors: list[str] = []
         reader = threading.Thread(target=honest.run, args=(stop, latencies, errors))
-        peak = replica.rss_kib()
+        # Memory freed by the attack before goes back to the system first.
+        time.sleep(5)
+        before = replica.rss_kib()
+        peak = before
         workers = start(args.seconds)
         reader.start()
         for w in workers:
@@ -216,12 +219,13 @@ def run(replica: Replica, args) -> None:
         reader.join()
         latencies.sort()
         p99 = latencies[int(len(latencies) * 0.99) - 1] if latencies else float("nan")
-        rows.append((name, peak / 1024, len(latencies), statistics.median(latencies), p99, len(errors)))
+        rows.append((name, before / 1024, peak / 1024, len(latencies), statistics.median(latencies), p99,
+                     len(errors)))
         print(f"[attacks] {name}: peak {peak / 1024:.0f} MiB, honest p99 {p99:.1f} ms", file=sys.stderr)
-    print("| Attack | replica peak RSS (MiB) | honest requests | honest p50 ms | honest p99 ms | honest errors |")
-    print("|---|---|---|---|---|---|")
-    for name, peak, count, p50, p99, errors in rows:
-        print(f"| {name} | {peak:.0f} | {count} | {p50:.1f} | {p99:.1f} | {errors} |")
+    print("| Attack | replica RSS before (MiB) | peak RSS (MiB) | honest requests | honest p50 ms | honest p99 ms | honest errors |")
+    print("|---|---|---|---|---|---|---|")
+    for name, before, peak, count, p50, p99, errors in rows:
+        print(f"| {name} | {before:.0f} | {peak:.0f} | {count} | {p50:.1f} | {p99:.1f} | {errors} |")
 
 
 def watchers(url: str, token: str, written: int):

@@ -19,6 +19,7 @@
 #   BENCH_HEALTH_CLIENTS [32]  BENCH_HEALTH_SECS [5]  BENCH_PG_SECS [3]  BENCH_IDLE_SECS [3]
 #   BENCH_WORKERS [2] (generator tokio threads)  BENCH_ACTOR [did:example:bench]
 #   BENCH_SKIP_BUILD [0]  BENCH_OUT [<repo>/BENCHMARKS.md]  BENCH_DATE [today, UTC]
+#   BENCH_GENERATOR [<target>/release/syncropel-bench] (the load generator binary)
 #
 # Everything runs on loopback. Runtime: about 1.5 min plus the bulk provisioning
 # to BENCH_TOTAL_TENANTS, which stops after BENCH_BULK_MAX_SECS.
@@ -80,7 +81,7 @@ if [[ "${BENCH_SKIP_BUILD:-0}" != 1 ]]; then
 fi
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 STEWARD="$TARGET_DIR/release/steward"
-BENCH=("$TARGET_DIR/release/syncropel-bench" --workers "$WORKERS")
+BENCH=("${BENCH_GENERATOR:-$TARGET_DIR/release/syncropel-bench}" --workers "$WORKERS")
 [[ -x "$STEWARD" ]] || { echo "missing $STEWARD" >&2; exit 1; }
 command -v psql >/dev/null || { echo "psql is needed" >&2; exit 1; }
 

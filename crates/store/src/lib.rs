@@ -138,6 +138,9 @@ impl Committed {
     }
 }
 
+/// What one [`RecordStore::scan`] call reads at most, in record bytes (plus one record).
+pub const SCAN_PAGE_BYTES: usize = 4 * 1024 * 1024;
+
 /// Filters of the list endpoints. All conditions AND.
 #[derive(Clone, Debug, Default)]
 pub struct ListFilter {
@@ -307,7 +310,9 @@ pub trait RecordStore: Send + Sync + 'static {
     ) -> Result<Vec<ThreadSummary>>;
 
     /// Candidate rows for a rich query, ascending sequence after `after_seq`: the column equalities
-    /// are pushed down, the rest of the filter is evaluated by the caller.
+    /// are pushed down, the rest of the filter is evaluated by the caller. At most `limit` rows,
+    /// and no more after the first that reaches [`SCAN_PAGE_BYTES`]: the scan is over when a call
+    /// answers none.
     async fn scan(
         &self,
         tenant: &str,

@@ -227,18 +227,26 @@ macro_rules! statements {
             Ok(row.map(|r| stored_from_row(&r)))
         }
 
-        /// The query of [`crate::RecordStore::list`].
-        pub(super) fn push_list_query<'a>(
+        /// Postgres cuts a page at its byte budget itself, by the running total of the rows'
+        /// sizes (OCTET_LENGTH reads a stored value's size without loading it), so no row past
+        /// the budget is read or sent; dropping a result early would not stop the server from
+        /// sending it. SQLite hands rows over one at a time and [`read_page`] stops at the
+        /// budget; a window there would only cost a copy of every row.
+        fn cuts_in_sql(max_bytes: Option<usize>) -> Option<i64> {
+            let postgres = <$db as sqlx::Database>::NAME == "PostgreSQL";
+            max_bytes
+                .filter(|_| postgres)
+                .map(|max| i64::try_from(max).unwrap_or(i64::MAX))
+        }
+
+        /// `SELECT seq, id, thread, record_json FROM records WHERE tenant = $tenant` (the caller
+        /// adds conditions, then `ORDER BY seq LIMIT n` and [`close_select`]).
+        fn open_select<'a>(
             sql: &mut sqlx::QueryBuilder<'a, $db>,
             tenant: &'a str,
-            filter: &'a $crate::ListFilter,
+            cut: Option<i64>,
         ) {
-            // With a byte budget, Postgres cuts the rows itself by the running total of their
-            // sizes (OCTET_LENGTH reads a stored value's size without loading it), so no record
-            // past the budget is read or sent. SQLite hands rows over one at a time, and `list`
-            // stops reading at the budget; a window there would only cost a copy of every row.
-            let cut_in_sql = <$db as sqlx::Database>::NAME == "PostgreSQL";
-            if filter.max_bytes.is_some() && cut_in_sql {
+            if cut.is_some() {
                 sql.push(
                     "SELECT seq, id, thread, record_json FROM (SELECT seq, id, thread, record_json, \
                      SUM(OCTET_LENGTH(record_json)) OVER (ORDER BY seq) \
@@ -248,6 +256,45 @@ macro_rules! statements {
                 sql.push("SELECT seq, id, thread, record_json FROM records WHERE tenant = ");
             }
             sql.push_bind(tenant);
+        }
+
+        fn close_select(sql: &mut sqlx::QueryBuilder<'_, $db>, cut: Option<i64>) {
+            if let Some(max) = cut {
+                sql.push(") AS page WHERE bytes_before < ")
+                    .push_bind(max)
+                    .push(" ORDER BY seq");
+            }
+        }
+
+        /// The rows of `query`, up to the first that reaches `max_bytes` of record JSON.
+        async fn read_page(
+            pool: &sqlx::Pool<$db>,
+            mut sql: sqlx::QueryBuilder<'_, $db>,
+            max_bytes: Option<usize>,
+        ) -> $crate::Result<Vec<$crate::StoredRecord>> {
+            use futures_util::TryStreamExt as _;
+            let mut rows = sql.build().fetch(pool);
+            let mut page = Vec::new();
+            let mut bytes = 0;
+            while let Some(row) = rows.try_next().await? {
+                let record = stored_from_row(&row);
+                bytes += record.json.len();
+                page.push(record);
+                if max_bytes.is_some_and(|max| bytes >= max) {
+                    break;
+                }
+            }
+            Ok(page)
+        }
+
+        /// The query of [`crate::RecordStore::list`].
+        pub(super) fn push_list_query<'a>(
+            sql: &mut sqlx::QueryBuilder<'a, $db>,
+            tenant: &'a str,
+            filter: &'a $crate::ListFilter,
+        ) {
+            let cut = cuts_in_sql(filter.max_bytes);
+            open_select(sql, tenant, cut);
             sql.push(" AND seq > ").push_bind(filter.after_seq);
             if let Some(thread) = &filter.thread {
                 sql.push(" AND thread = ").push_bind(thread);
@@ -260,11 +307,7 @@ macro_rules! statements {
             }
             sql.push(" ORDER BY seq LIMIT ")
                 .push_bind(i64::from(filter.limit));
-            if let Some(max) = filter.max_bytes.filter(|_| cut_in_sql) {
-                sql.push(") AS page WHERE bytes_before < ")
-                    .push_bind(i64::try_from(max).unwrap_or(i64::MAX))
-                    .push(" ORDER BY seq");
-            }
+            close_select(sql, cut);
         }
 
         pub(super) async fn list(
@@ -272,22 +315,9 @@ macro_rules! statements {
             tenant: &str,
             filter: &$crate::ListFilter,
         ) -> $crate::Result<Vec<$crate::StoredRecord>> {
-            use futures_util::TryStreamExt as _;
             let mut sql = sqlx::QueryBuilder::<$db>::new("");
             push_list_query(&mut sql, tenant, filter);
-            // Rows are taken one at a time, up to the first that reaches the byte budget.
-            let mut rows = sql.build().fetch(pool);
-            let mut page = Vec::new();
-            let mut bytes = 0;
-            while let Some(row) = rows.try_next().await? {
-                let record = stored_from_row(&row);
-                bytes += record.json.len();
-                page.push(record);
-                if filter.max_bytes.is_some_and(|max| bytes >= max) {
-                    break;
-                }
-            }
-            Ok(page)
+            read_page(pool, sql, filter.max_bytes).await
         }
 
         pub(super) async fn threads(
@@ -324,10 +354,10 @@ macro_rules! statements {
             after_seq: i64,
             limit: u32,
         ) -> $crate::Result<Vec<$crate::StoredRecord>> {
-            let mut sql = sqlx::QueryBuilder::<$db>::new(
-                "SELECT seq, id, thread, record_json FROM records WHERE tenant = ",
-            );
-            sql.push_bind(tenant);
+            let max_bytes = Some($crate::SCAN_PAGE_BYTES);
+            let cut = cuts_in_sql(max_bytes);
+            let mut sql = sqlx::QueryBuilder::<$db>::new("");
+            open_select(&mut sql, tenant, cut);
             sql.push(" AND seq > ").push_bind(after_seq);
             for (column, value) in equalities {
                 let Some(name) = $crate::shared::text_column(*column) else {
@@ -336,8 +366,8 @@ macro_rules! statements {
                 sql.push(format_args!(" AND {name} = ")).push_bind(value);
             }
             sql.push(" ORDER BY seq LIMIT ").push_bind(i64::from(limit));
-            let rows = sql.build().fetch_all(pool).await?;
-            Ok(rows.iter().map(stored_from_row).collect())
+            close_select(&mut sql, cut);
+            read_page(pool, sql, max_bytes).await
         }
 
         pub(super) async fn has_service_accounts(

@@ -40,8 +40,9 @@ fn conflict(e: sqlx::Error) -> StoreError {
 }
 
 /// Deletes everything stored for `tenant` (records, thread summaries, its counter, service
-/// accounts, tokens, federation state) and marks it purged, inside the caller's transaction:
-/// the end of a deleted tenant's grace period.
+/// accounts, tokens, federation state, pull leases) and marks it purged, inside the caller's
+/// transaction: the end of a deleted tenant's grace period. A lease left behind would run its
+/// job under whichever tenant takes the label next.
 async fn purge(conn: &mut sqlx::PgConnection, tenant: &str) -> Result<()> {
     for table in [
         "records",
@@ -50,6 +51,7 @@ async fn purge(conn: &mut sqlx::PgConnection, tenant: &str) -> Result<()> {
         "service_accounts",
         "tokens",
         "federation_state",
+        "pull_leases",
     ] {
         sqlx::query(&format!("DELETE FROM {table} WHERE tenant = $1"))
             .bind(tenant)

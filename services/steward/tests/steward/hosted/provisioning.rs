@@ -345,6 +345,14 @@ async fn suspended_and_deleted_tenants_are_read_only_until_the_grace_period_ends
         // A second tenant, deleted too, is left to the sweeper.
         let other = replica.new_tenant("owner", "swept").await;
         replica.emit("swept", &other, "th_s", 1).await;
+        // A pull job's lease, as a pair of this tenant would hold.
+        sql(&replica)
+            .execute(
+                "INSERT INTO pull_leases (tenant, source, thread) \
+                 SELECT id, 'fed_gone', 'th_s' FROM tenants WHERE label = 'swept'",
+                &[],
+            )
+            .await;
         let platform = replica.platform_client("owner");
 
         let suspended = platform.suspend_tenant(&id).await.unwrap();
@@ -414,7 +422,14 @@ async fn suspended_and_deleted_tenants_are_read_only_until_the_grace_period_ends
         // The sweeper takes the other one: its records, accounts and tokens are gone.
         assert_eq!(replica.platform().purge_expired().await.unwrap(), 1);
         let swept = "(SELECT id FROM tenants WHERE label = 'swept')";
-        for table in ["records", "service_accounts", "tokens", "threads"] {
+        for table in [
+            "records",
+            "service_accounts",
+            "tokens",
+            "threads",
+            "pull_leases",
+            "federation_state",
+        ] {
             let sql = format!("SELECT count(*) FROM {table} WHERE tenant = {swept}");
             assert_eq!(count(&replica, &sql).await, 0, "{table}");
         }

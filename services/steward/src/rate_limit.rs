@@ -24,6 +24,7 @@ use governor::clock::Clock;
 use governor::{DefaultKeyedRateLimiter, Quota};
 
 use crate::error::ApiError;
+use crate::hosted::addressing::Addressed;
 
 /// One token bucket: refills `per_second` requests each second and holds at most `burst`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,7 +54,9 @@ impl RateLimit {
 /// of `spl` commands). The hosted steward, which faces the internet, turns them on.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RateLimits {
-    /// Per client address (IPv4 address, or IPv6 /64 network), on every route.
+    /// Per client address (IPv4 address, or IPv6 /64 network) and tenant host, on every route:
+    /// a client flooding one tenant (or every client behind one address) exhausts the bucket of
+    /// that tenant only, never the other tenants' answers to the same address.
     pub per_address: Option<RateLimit>,
     /// Per authenticated token (tenant + token id), on every authenticated route.
     pub per_token: Option<RateLimit>,
@@ -139,7 +142,7 @@ const PAIR_INITS_PER_MINUTE: u32 = 10;
 
 /// The live limiters of a steward. Cheap to share behind an `Arc`.
 pub struct RateLimiters {
-    per_address: Option<Keyed<IpAddr>>,
+    per_address: Option<Keyed<(Option<String>, IpAddr)>>,
     per_token: Option<Keyed<(String, String)>>,
     pair_inits: DefaultKeyedRateLimiter<IpAddr>,
     trusted_proxies: u8,
@@ -178,13 +181,14 @@ impl RateLimiters {
         }
     }
 
-    /// Counts one request from `addr` against the address limit.
-    pub fn check_address(&self, addr: IpAddr) -> Result<(), ApiError> {
+    /// Counts one request from `addr` to `tenant` (its label; `None` for the platform host, a
+    /// local steward and unknown hosts) against the address limit.
+    pub fn check_address(&self, tenant: Option<&str>, addr: IpAddr) -> Result<(), ApiError> {
         let Some(keyed) = &self.per_address else {
             return Ok(());
         };
         keyed
-            .check(&address_key(addr))
+            .check(&(tenant.map(str::to_owned), address_key(addr)))
             .map_err(|wait| keyed.refusal("address", wait))
     }
 
@@ -340,8 +344,12 @@ impl<S> AddressLimited<S> {
                 .into_response(),
             );
         };
+        let tenant = match req.extensions().get::<Addressed>() {
+            Some(Addressed::Tenant(label)) => Some(label.as_str()),
+            _ => None,
+        };
         self.limits
-            .check_address(client)
+            .check_address(tenant, client)
             .err()
             .map(IntoResponse::into_response)
     }
@@ -420,8 +428,17 @@ mod tests {
         assert!(limiters.check_token("other", "a").is_ok());
         // The address limit is off.
         for _ in 0..100 {
-            assert!(limiters.check_address([127, 0, 0, 1].into()).is_ok());
+            assert!(limiters.check_address(None, [127, 0, 0, 1].into()).is_ok());
         }
+    }
+
+    #[test]
+    fn an_address_has_a_bucket_per_tenant() {
+        let limiters = RateLimiters::new(RateLimits::per_second(1, 0));
+        let client: IpAddr = [192, 0, 2, 7].into();
+        while limiters.check_address(Some("junk"), client).is_ok() {}
+        assert!(limiters.check_address(Some("acme"), client).is_ok());
+        assert!(limiters.check_address(None, client).is_ok());
     }
 
     #[test]
@@ -439,7 +456,7 @@ mod tests {
     fn sweeping_forgets_idle_keys() {
         let limiters = RateLimiters::new(RateLimits::per_second(1000, 0));
         for i in 0..=255u8 {
-            limiters.check_address([10, 0, 0, i].into()).unwrap();
+            limiters.check_address(None, [10, 0, 0, i].into()).unwrap();
         }
         assert_eq!(limiters.tracked().0, 256);
         // One request out of a 2000 burst refills in 1 ms.
@@ -453,12 +470,12 @@ mod tests {
         let limiters = RateLimiters::new(RateLimits::per_second(1000, 0));
         for i in 0..SWEEP_EVERY - 1 {
             let [a, b, ..] = i.to_le_bytes();
-            limiters.check_address([10, 1, b, a].into()).unwrap();
+            limiters.check_address(None, [10, 1, b, a].into()).unwrap();
         }
         assert_eq!(limiters.tracked().0, SWEEP_EVERY as usize - 1);
         std::thread::sleep(Duration::from_millis(20));
         // The next check sweeps first: only its own key is left.
-        limiters.check_address([192, 0, 2, 1].into()).unwrap();
+        limiters.check_address(None, [192, 0, 2, 1].into()).unwrap();
         assert_eq!(limiters.tracked().0, 1);
     }
 }

@@ -50,6 +50,7 @@ pub struct Config {
     /// (`http://127.0.0.1:PORT/t/<label>`), so that peers can call them.
     pub reachable_urls: bool,
     pub limits: Limits,
+    pub rate_limits: RateLimits,
 }
 
 impl Default for Config {
@@ -64,6 +65,7 @@ impl Default for Config {
             registration: None,
             reachable_urls: false,
             limits: Limits::default(),
+            rate_limits: RateLimits::default(),
         }
     }
 }
@@ -146,7 +148,7 @@ impl Replica {
             )
             .unwrap(),
             limits: config.limits,
-            rate_limits: RateLimits::default(),
+            rate_limits: config.rate_limits,
             cors_origins: Vec::new(),
             heartbeat: Duration::from_secs(30),
             purge_interval: Duration::from_secs(3600),

@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use syncropel_client::api::{BatchResult, CreateRecords};
 use syncropel_steward::rate_limit::RateLimits;
+use syncropel_testkit::hosted::{Config, Replica};
 use syncropel_testkit::{envelope, error_code, Options, TestSteward};
 
 /// The answer to one request: status, `Retry-After` in seconds (if any), body.
@@ -222,4 +223,28 @@ async fn a_batch_counts_each_record_against_its_token() {
         .await;
     assert_eq!(status, 200);
     assert_eq!(listed["data"].as_array().unwrap().len(), 8);
+}
+
+/// Behind one address (an ingress counted as the client, or many users behind one NAT), a flood
+/// against one tenant empties that tenant's bucket only: the others still answer.
+#[tokio::test]
+async fn a_flood_against_one_tenant_leaves_the_others_served() {
+    syncropel_testkit::with_test_database(|url| async move {
+        let config = Config {
+            rate_limits: RateLimits::per_second(5, 0),
+            ..Config::default()
+        };
+        let replica = Replica::start(&url, config).await;
+        let honest = replica.new_tenant("owner", "acme").await;
+        let (passed, _, refused) = until_refused(200, 404, || {
+            replica.tenant_request("junk", reqwest::Method::GET, "/health/nothing")
+        })
+        .await;
+        assert!(passed >= 5, "{passed}");
+        assert_eq!(error_code(&refused), "RATE_LIMITED");
+        let (status, _) = replica.tenant_get("acme", &honest, "/v1/records").await;
+        assert_eq!(status, 200);
+        replica.stop().await;
+    })
+    .await;
 }

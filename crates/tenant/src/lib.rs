@@ -57,6 +57,27 @@ pub enum TenantStatus {
     Deleted,
 }
 
+impl TenantStatus {
+    /// Refuses what only an active tenant may do (`doing`, e.g. "written"): a suspended or
+    /// deleted one can still be read and exported.
+    pub fn require_active(self, doing: &str) -> std::result::Result<(), Refusal> {
+        match self {
+            TenantStatus::Active => Ok(()),
+            TenantStatus::Suspended => Err(Refusal::new(
+                ErrorCode::TenantSuspended,
+                format!("this tenant is suspended: it can be read and exported but not {doing}"),
+            )),
+            TenantStatus::Deleted => Err(Refusal::new(
+                ErrorCode::TenantDeleted,
+                format!(
+                    "this tenant has been deleted: it can be read and exported but not {doing}, \
+                     until its grace period ends"
+                ),
+            )),
+        }
+    }
+}
+
 /// One tenant: its partition key in the store and the identity that signs its records.
 pub struct Tenant {
     /// The store's tenant key (`local` locally, `tn_…` hosted).
@@ -106,16 +127,6 @@ impl Tenant {
 
     /// Writes are refused while the tenant is suspended or deleted; reads go on.
     pub fn require_writable(&self) -> std::result::Result<(), Refusal> {
-        match self.status {
-            TenantStatus::Active => Ok(()),
-            TenantStatus::Suspended => Err(Refusal::new(
-                ErrorCode::TenantSuspended,
-                "this tenant is suspended: it can be read and exported but not written",
-            )),
-            TenantStatus::Deleted => Err(Refusal::new(
-                ErrorCode::TenantDeleted,
-                "this tenant has been deleted: it can be read and exported until its grace period ends",
-            )),
-        }
+        self.status.require_active("written")
     }
 }

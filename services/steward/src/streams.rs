@@ -8,11 +8,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use syncropel_protocol::{unix_now, ErrorCode};
-use syncropel_store::platform::TenantState;
-use syncropel_tenant::{Tenant, TenantStatus};
+use syncropel_tenant::Tenant;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
+use crate::hosted::platform::status_of;
 use crate::state::{AppState, Tenancy};
 
 /// How often an open stream checks that its caller may still hold it.
@@ -131,17 +131,7 @@ impl Drop for StreamSlot {
 /// A stream is for an active tenant only: a suspended or deleted one can still be read and
 /// exported, but holds nothing open.
 pub fn require_active(tenant: &Tenant) -> ApiResult<()> {
-    match tenant.status {
-        TenantStatus::Active => Ok(()),
-        TenantStatus::Suspended => Err(ApiError::new(
-            ErrorCode::TenantSuspended,
-            "this tenant is suspended: it can be read and exported, but not watched",
-        )),
-        TenantStatus::Deleted => Err(ApiError::new(
-            ErrorCode::TenantDeleted,
-            "this tenant has been deleted: it can be read and exported, but not watched",
-        )),
-    }
+    Ok(tenant.status.require_active("watched")?)
 }
 
 /// Whether `caller` may keep its stream open: its token neither revoked, expired nor gone (read
@@ -149,21 +139,8 @@ pub fn require_active(tenant: &Tenant) -> ApiResult<()> {
 pub async fn still_allowed(state: &AppState, caller: &Caller) -> ApiResult<()> {
     let tenant = &caller.tenant;
     if let Tenancy::Hosted(platform) = &state.tenancy {
-        match platform.store().tenant_state(&tenant.id).await? {
-            TenantState::Active => {}
-            TenantState::Suspended => {
-                return Err(ApiError::new(
-                    ErrorCode::TenantSuspended,
-                    "this tenant was suspended; its streams are closed",
-                ))
-            }
-            _ => {
-                return Err(ApiError::new(
-                    ErrorCode::TenantDeleted,
-                    "this tenant was deleted; its streams are closed",
-                ))
-            }
-        }
+        let current = platform.store().tenant_state(&tenant.id).await?;
+        status_of(current).require_active("watched")?;
     }
     let Some(grant) = &caller.grant else {
         return Ok(());

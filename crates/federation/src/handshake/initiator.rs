@@ -15,8 +15,8 @@ use syncropel_protocol::{
 use syncropel_tenant::{stored_form, Tenant};
 
 use super::{
-    activate_body, audit_record, handshakes, manifest_sha, maps_field, namespaces_field, now_ms,
-    pair_credential, peer_refusal, put, text_field, verified_manifest, Answer, Handshake,
+    activate_body, audit_record, canonical_sha256, handshakes, maps_field, namespaces_field,
+    now_ms, pair_credential, peer_refusal, put, text_field, verified_manifest, Answer, Handshake,
     PENDING_TTL_SECS,
 };
 use crate::error::{FederationError, Result};
@@ -59,7 +59,7 @@ pub async fn start(
     rand::thread_rng().fill_bytes(&mut nonce);
     let nonce = hex::encode(nonce);
     let key = sha256_hex(nonce.as_bytes());
-    let manifest_sha256 = manifest_sha(&manifest);
+    let manifest_sha256 = canonical_sha256(&manifest);
     let own_url = tenant.url.clone().unwrap_or_default();
     let now = unix_now();
     let row = Handshake {

@@ -274,8 +274,10 @@ async fn verified_manifest(fed: &Federation, url: &str) -> Result<(Value, String
     Ok((manifest, did))
 }
 
-fn manifest_sha(manifest: &Value) -> String {
-    sha256_hex(syncropel_protocol::canonical_string(manifest).as_bytes())
+/// SHA-256 (hex) of a JSON value's canonical form: how manifests and stored handshake
+/// messages are named by digest.
+fn canonical_sha256(value: &Value) -> String {
+    sha256_hex(syncropel_protocol::canonical_string(value).as_bytes())
 }
 
 /// The peer's side of a pair here: an account bound to its DID with the peer-facing grains

@@ -10,14 +10,13 @@ use syncropel_protocol::pair::{
 };
 use syncropel_protocol::signed::verify_object;
 use syncropel_protocol::{
-    canonical_string, pair_id, sha256_hex, unix_from_rfc3339, unix_now, ErrorCode, PairState,
-    Refusal, PAIRS_THREAD,
+    pair_id, sha256_hex, unix_from_rfc3339, unix_now, ErrorCode, PairState, Refusal, PAIRS_THREAD,
 };
 use syncropel_store::StateChange;
 use syncropel_tenant::Tenant;
 
 use super::{
-    activate_body, audit_record, check_freshness, handshake, handshakes, item_of, manifest_sha,
+    activate_body, audit_record, canonical_sha256, check_freshness, handshake, handshakes, item_of,
     maps_field, namespaces_field, nonce_field, pair_credential, put, text_field, token_handle,
     unauthenticated, verified_manifest, Answer, Handshake, MAX_PENDING, MAX_PENDING_PER_ADDRESS,
     PAIR_SCOPES, PENDING_TTL_SECS, RENEW_AFTER_SECS, TOKEN_RETRIEVABLE_SECS, TOKEN_TTL_SECS,
@@ -50,7 +49,7 @@ pub async fn init(
     if !fed.signs_for(&initiator, &signer).await {
         return Err(unauthenticated("the request is not signed by actor_did"));
     }
-    let init_sha256 = sha256_hex(canonical_string(&Value::Object(request.clone())).as_bytes());
+    let init_sha256 = canonical_sha256(&Value::Object(request.clone()));
 
     let key = sha256_hex(nonce.as_bytes());
     if let Some(row) = handshake(fed, &tenant.id, &key).await? {
@@ -259,7 +258,7 @@ async fn approve_row(
         responder_issued: &issued,
         token_ttl_secs: TOKEN_TTL_SECS as u64,
         renew_after_secs: RENEW_AFTER_SECS as u64,
-        responder_manifest_sha256: &manifest_sha(&own_manifest),
+        responder_manifest_sha256: &canonical_sha256(&own_manifest),
         created_at: unix_now(),
     });
     let genesis = own_record(tenant, PAIRS_THREAD, body, Vec::new());
@@ -328,7 +327,7 @@ pub async fn confirm(
     else {
         return Err(Refusal::not_found("no pair request with this nonce").into());
     };
-    let body_sha256 = sha256_hex(canonical_string(&Value::Object(request.clone())).as_bytes());
+    let body_sha256 = canonical_sha256(&Value::Object(request.clone()));
     if row.status == "confirmed" {
         return if row.confirm_sha256.as_deref() == Some(body_sha256.as_str()) {
             confirmed(fed, tenant, &row.pair_id).await

@@ -200,11 +200,7 @@ impl Platform {
             return Ok(None);
         };
         let id = row.id;
-        let status = match row.status {
-            TenantState::Active => TenantStatus::Active,
-            TenantState::Suspended => TenantStatus::Suspended,
-            _ => TenantStatus::Deleted,
-        };
+        let status = status_of(row.status);
         let identity = self.identity(&id, &row.sealed)?;
         // Every hosted tenant gets its bootstrap account while it is provisioned.
         let tenant =
@@ -409,5 +405,14 @@ impl Platform {
             purged += 1;
         }
         Ok(purged)
+    }
+}
+
+/// A live tenant's state as requests see it (a purged one is never looked up).
+pub fn status_of(state: TenantState) -> TenantStatus {
+    match state {
+        TenantState::Active => TenantStatus::Active,
+        TenantState::Suspended => TenantStatus::Suspended,
+        _ => TenantStatus::Deleted,
     }
 }

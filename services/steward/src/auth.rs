@@ -15,7 +15,8 @@ use syncropel_store::TokenGrant;
 use syncropel_tenant::{parse_grain, Scope};
 
 use crate::error::ApiError;
-use crate::state::AppState;
+use crate::hosted::platform::status_of;
+use crate::state::{AppState, Tenancy};
 use crate::tenant::{CurrentTenant, Tenant};
 
 /// The authenticated caller of a request, within its tenant.
@@ -96,6 +97,32 @@ impl Caller {
         } else {
             Err(scope_forbidden("federation:sync_pull"))
         }
+    }
+
+    /// Whether this caller may keep a stream open: its token neither revoked, expired nor gone
+    /// (read from the store, never from a cache) and its tenant still active.
+    pub async fn still_allowed(&self, state: &AppState) -> Result<(), ApiError> {
+        let tenant = &self.tenant;
+        if let Tenancy::Hosted(platform) = &state.tenancy {
+            let current = platform.store().tenant_state(&tenant.id).await?;
+            status_of(current).require_active("watched")?;
+        }
+        let Some(grant) = &self.grant else {
+            return Ok(());
+        };
+        match state.store.token(&tenant.id, &grant.token_id).await? {
+            None => Err(invalid_token("this token no longer exists")),
+            Some(g) if g.revoked_at.is_some() => Err(invalid_token("this token has been revoked")),
+            Some(g) if g.expires_at.is_some_and(|at| at <= unix_now()) => {
+                Err(invalid_token("this token has expired"))
+            }
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// The token this caller presented (none when authentication is off).
+    pub fn token_id(&self) -> Option<&str> {
+        self.grant.as_deref().map(|g| g.token_id.as_str())
     }
 
     /// Writes to config and registry threads need `admin` or `config:write`.

@@ -1,19 +1,14 @@
 //! Live streams (watch SSE, sync longpolls): how many one token, tenant and client address may
-//! hold open on a replica, and that an open stream still obeys revocation, expiry and the
-//! tenant's state (checked every [`RECHECK`], so a revoked token's stream ends within a second).
+//! hold open on a replica. An open stream also checks every [`RECHECK`] that its caller may still
+//! hold it ([`crate::auth::Caller::still_allowed`]), so a revoked token's stream ends within a
+//! second.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use syncropel_protocol::{unix_now, ErrorCode};
-use syncropel_tenant::Tenant;
-
-use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::hosted::platform::status_of;
-use crate::state::{AppState, Tenancy};
 
 /// How often an open stream checks that its caller may still hold it.
 pub const RECHECK: Duration = Duration::from_secs(1);
@@ -66,20 +61,18 @@ impl StreamSlots {
         }
     }
 
-    /// Takes a slot for a new stream of `caller` from `address`, or refuses it when one of its
-    /// keys is at its limit.
+    /// Takes a slot for a new stream of `tenant`, made with the token `token_id` (none when
+    /// authentication is off) from `address`, or refuses it when one of its keys is at its limit.
     pub fn acquire(
         self: &Arc<Self>,
-        caller: &Caller,
+        tenant: &str,
+        token_id: Option<&str>,
         address: Option<IpAddr>,
     ) -> ApiResult<StreamSlot> {
-        let mut keys = vec![(
-            Key::Tenant(caller.tenant.id.clone()),
-            self.limits.per_tenant,
-        )];
-        if let Some(grant) = &caller.grant {
+        let mut keys = vec![(Key::Tenant(tenant.to_owned()), self.limits.per_tenant)];
+        if let Some(token_id) = token_id {
             keys.push((
-                Key::Token(caller.tenant.id.clone(), grant.token_id.clone()),
+                Key::Token(tenant.to_owned(), token_id.to_owned()),
                 self.limits.per_token,
             ));
         }
@@ -125,34 +118,5 @@ impl Drop for StreamSlot {
                 }
             }
         }
-    }
-}
-
-/// A stream is for an active tenant only: a suspended or deleted one can still be read and
-/// exported, but holds nothing open.
-pub fn require_active(tenant: &Tenant) -> ApiResult<()> {
-    Ok(tenant.status.require_active("watched")?)
-}
-
-/// Whether `caller` may keep its stream open: its token neither revoked, expired nor gone (read
-/// from the store, never from a cache) and its tenant still active.
-pub async fn still_allowed(state: &AppState, caller: &Caller) -> ApiResult<()> {
-    let tenant = &caller.tenant;
-    if let Tenancy::Hosted(platform) = &state.tenancy {
-        let current = platform.store().tenant_state(&tenant.id).await?;
-        status_of(current).require_active("watched")?;
-    }
-    let Some(grant) = &caller.grant else {
-        return Ok(());
-    };
-    let current = state.store.token(&tenant.id, &grant.token_id).await?;
-    let refused = |why: &str| ApiError::new(ErrorCode::AuthInvalid, why.to_owned());
-    match current {
-        None => Err(refused("this token no longer exists")),
-        Some(g) if g.revoked_at.is_some() => Err(refused("this token has been revoked")),
-        Some(g) if g.expires_at.is_some_and(|at| at <= unix_now()) => {
-            Err(refused("this token has expired"))
-        }
-        Some(_) => Ok(()),
     }
 }

@@ -24,7 +24,7 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::rate_limit::ClientAddress;
 use crate::state::AppState;
-use crate::streams::{require_active, still_allowed, StreamSlot, RECHECK};
+use crate::streams::{StreamSlot, RECHECK};
 
 /// Records read from the store at a time (replay and live), at most.
 const READ_PAGE: u32 = 1000;
@@ -75,10 +75,13 @@ pub async fn watch(
         (None, Some(clock)) => Start::SinceClock(clock),
         (None, None) => Start::LiveOnly(state.store.head_seq(&caller.tenant.id).await?),
     };
-    require_active(&caller.tenant)?;
-    let slot = state
-        .streams
-        .acquire(&caller, address.map(|ClientAddress(ip)| ip))?;
+    // A suspended or deleted tenant can still be read and exported, but holds nothing open.
+    caller.tenant.status.require_active("watched")?;
+    let slot = state.streams.acquire(
+        &caller.tenant.id,
+        caller.token_id(),
+        address.map(|ClientAddress(ip)| ip),
+    )?;
     // Subscribed here, before the answer's headers go out: a record written once the client
     // sees them is announced to this stream.
     let live = state.store.subscribe();
@@ -179,7 +182,7 @@ fn events(
                     yield Ok(json_event(sse::HEARTBEAT, &Heartbeat { ts: now_ms() }));
                 }
                 _ = recheck.tick() => {
-                    if let Err(refused) = still_allowed(&state, &caller).await {
+                    if let Err(refused) = caller.still_allowed(&state).await {
                         yield Ok(error_event(refused.code.as_str(), &refused.message));
                         return;
                     }

@@ -18,7 +18,7 @@ use crate::rate_limit::ClientAddress;
 use crate::routes::JsonBody;
 use crate::routes::{json_text, Params};
 use crate::state::AppState;
-use crate::streams::{require_active, still_allowed, RECHECK};
+use crate::streams::RECHECK;
 
 /// The DID a sync request claims in `X-Syncropel-Actor`.
 fn claimed(headers: &HeaderMap) -> Option<&str> {
@@ -94,10 +94,12 @@ pub async fn changes(
         let body = feed::changes(fed, &caller.tenant, &access, &puller, &query).await?;
         return Ok(json_text(StatusCode::OK, body));
     }
-    require_active(&caller.tenant)?;
-    let _slot = state
-        .streams
-        .acquire(&caller, address.map(|Extension(ClientAddress(ip))| ip))?;
+    caller.tenant.status.require_active("watched")?;
+    let _slot = state.streams.acquire(
+        &caller.tenant.id,
+        caller.token_id(),
+        address.map(|Extension(ClientAddress(ip))| ip),
+    )?;
     let answer = feed::changes(fed, &caller.tenant, &access, &puller, &query);
     tokio::pin!(answer);
     let mut recheck = tokio::time::interval(RECHECK);
@@ -105,7 +107,7 @@ pub async fn changes(
     loop {
         tokio::select! {
             body = &mut answer => return Ok(json_text(StatusCode::OK, body?)),
-            _ = recheck.tick() => still_allowed(&state, &caller).await?,
+            _ = recheck.tick() => caller.still_allowed(&state).await?,
         }
     }
 }

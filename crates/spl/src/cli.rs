@@ -236,6 +236,9 @@ pub struct ServeArgs {
     pub shutdown_grace_secs: u64,
 
     #[command(flatten)]
+    pub connections: syncropel_telemetry::connections::ConnectionLimits,
+
+    #[command(flatten)]
     pub telemetry: syncropel_telemetry::TelemetryArgs,
 
     /// Switch full-text search off (`POST /v1/records/search` answers 503 SEARCH_DISABLED)

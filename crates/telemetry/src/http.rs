@@ -138,12 +138,14 @@ pub async fn metrics() -> Response {
         .into_response()
 }
 
-/// Serves [`metrics_router`] on `listener` until `stop` resolves.
-pub async fn serve_metrics(
+/// Serves [`metrics_router`] on `listener`, within `limits`, until `stop` resolves.
+pub(crate) async fn serve_metrics(
     listener: tokio::net::TcpListener,
+    limits: crate::connections::ConnectionLimits,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, metrics_router())
-        .with_graceful_shutdown(stop)
+) {
+    crate::connections::accept_until(listener, metrics_router(), limits, stop)
         .await
+        .shutdown()
+        .await;
 }

@@ -6,6 +6,7 @@
 //! - Metrics are OpenTelemetry instruments ([`metrics::meter`]), always readable as Prometheus
 //!   text ([`metrics::render`], [`http::metrics_router`]) and pushed over OTLP when configured.
 
+pub mod connections;
 pub mod http;
 mod logs;
 pub mod metrics;

@@ -14,6 +14,7 @@ struct Instruments {
     ingested: Counter<u64>,
     provisioning: Histogram<f64>,
     active_tenants: Gauge<u64>,
+    connections_refused: Counter<u64>,
     _sync_lag: ObservableGauge<f64>,
 }
 
@@ -35,6 +36,12 @@ fn instruments() -> &'static Instruments {
             active_tenants: meter
                 .u64_gauge("syncropel_active_tenants")
                 .with_description("Tenants whose status is active")
+                .build(),
+            connections_refused: meter
+                .u64_counter("syncropel_connections_refused")
+                .with_description(
+                    "Connections closed as they arrived, by the cap they met (total, address)",
+                )
                 .build(),
             _sync_lag: meter
                 .f64_observable_gauge("syncropel_sync_lag")
@@ -71,6 +78,13 @@ pub fn provisioned(elapsed: Duration, outcome: &'static str) {
 
 pub fn active_tenants(count: u64) {
     instruments().active_tenants.record(count, &[]);
+}
+
+/// Counts a connection closed at a cap; `cap` is `total` or `address`.
+pub fn connection_refused(cap: &'static str) {
+    instruments()
+        .connections_refused
+        .add(1, &[KeyValue::new("cap", cap)]);
 }
 
 /// Where each pull job stands: `None` while caught up, else since when it has not been.

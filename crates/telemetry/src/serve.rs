@@ -8,7 +8,6 @@
 //! 3. gives in-flight requests `grace` to finish, then returns.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -22,6 +21,8 @@ use axum::Router;
 use http_body::Body as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+use crate::connections::{accept_until, ConnectionLimits};
 
 /// The timing of a graceful stop.
 #[derive(Clone, Copy, Debug)]
@@ -42,55 +43,58 @@ impl Default for Drain {
 }
 
 /// Serves `app` (with the peer address as `ConnectInfo<SocketAddr>`) and, when `metrics` is
-/// given, `/metrics` on that second listener, until the drain above is done.
+/// given, `/metrics` on that second listener, both within `limits`, until the drain above is
+/// done.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     metrics: Option<TcpListener>,
     stop: CancellationToken,
     drain: Drain,
+    limits: ConnectionLimits,
 ) -> std::io::Result<()> {
     let metrics = metrics.map(|listener| {
         let done = stop.clone();
-        tokio::spawn(crate::http::serve_metrics(listener, async move {
+        tokio::spawn(crate::http::serve_metrics(listener, limits, async move {
             done.cancelled().await;
             tokio::time::sleep(drain.delay + drain.grace).await;
         }))
     });
     let app = app.layer(CloseWhenDraining(stop.clone()));
     let signal = stop.clone();
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        tokio::select! {
-            _ = terminated() => {}
-            _ = signal.cancelled() => {}
-        }
-        signal.cancel();
-        tracing::info!(
-            delay_ms = drain.delay.as_millis() as u64,
-            "shutting down: not ready, still serving"
-        );
-        tokio::time::sleep(drain.delay).await;
-        tracing::info!("shutting down: no new connections, draining requests");
-    });
+    let server = async move {
+        let stopped_accepting = async move {
+            tokio::select! {
+                _ = terminated() => {}
+                _ = signal.cancelled() => {}
+            }
+            signal.cancel();
+            tracing::info!(
+                delay_ms = drain.delay.as_millis() as u64,
+                "shutting down: not ready, still serving"
+            );
+            tokio::time::sleep(drain.delay).await;
+            tracing::info!("shutting down: no new connections, draining requests");
+        };
+        accept_until(listener, app, limits, stopped_accepting)
+            .await
+            .shutdown()
+            .await;
+    };
     let stopped = stop.clone();
-    let outcome = tokio::select! {
-        result = server => result,
+    tokio::select! {
+        _ = server => {}
         _ = async move {
             stopped.cancelled().await;
             tokio::time::sleep(drain.delay + drain.grace).await;
         } => {
             tracing::warn!("requests still open after the grace period; closing them");
-            Ok(())
         }
-    };
+    }
     if let Some(metrics) = metrics {
         metrics.abort();
     }
-    outcome
+    Ok(())
 }
 
 /// Says `Connection: close` on the answers whose connection cannot be reused, so that a
@@ -229,7 +233,14 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let stop = CancellationToken::new();
-        let server = tokio::spawn(serve(listener, app, None, stop.clone(), Drain::default()));
+        let server = tokio::spawn(serve(
+            listener,
+            app,
+            None,
+            stop.clone(),
+            Drain::default(),
+            ConnectionLimits::default(),
+        ));
         let http = reqwest::Client::new();
         let connection = |path: &'static str, body: &'static str| {
             let request = http.post(format!("{url}{path}")).body(body);

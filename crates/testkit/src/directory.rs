@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use syncropel_directory::{AppState, Clock, Rules, Store};
+use syncropel_telemetry::connections::ConnectionLimits;
 use syncropel_telemetry::serve::Drain;
 use tokio_util::sync::CancellationToken;
 
@@ -52,9 +53,16 @@ impl Directory {
         let app = syncropel_directory::app(state);
         let stop = stopping.clone();
         let server = tokio::spawn(async move {
-            syncropel_telemetry::serve::serve(listener, app, None, stop, Drain::default())
-                .await
-                .unwrap();
+            syncropel_telemetry::serve::serve(
+                listener,
+                app,
+                None,
+                stop,
+                Drain::default(),
+                ConnectionLimits::default(),
+            )
+            .await
+            .unwrap();
         });
         Directory {
             url: format!("http://{addr}"),

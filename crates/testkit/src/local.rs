@@ -17,6 +17,7 @@ use syncropel_steward::rate_limit::RateLimits;
 use syncropel_steward::state::Tenancy;
 use syncropel_steward::state::{AppState, Limits};
 use syncropel_steward::tenant::Tenant;
+use syncropel_telemetry::connections::ConnectionLimits;
 use syncropel_telemetry::serve::Drain;
 use syncropel_tenant::{create_service_account, mint};
 
@@ -57,6 +58,7 @@ pub struct Options {
     /// `--bootstrap-secret` and `--cors-origin`.
     pub bootstrap_secret: Option<String>,
     pub cors_origins: Vec<String>,
+    pub connections: ConnectionLimits,
 }
 
 impl Default for Options {
@@ -72,6 +74,7 @@ impl Default for Options {
             restart: None,
             bootstrap_secret: None,
             cors_origins: Vec::new(),
+            connections: ConnectionLimits::default(),
         }
     }
 }
@@ -136,6 +139,7 @@ impl TestSteward {
             limits: options.limits,
             heartbeat: options.heartbeat,
             drain: Drain::default(),
+            connections: options.connections,
             search: options.search,
             rate_limits: options.rate_limits,
             bootstrap_secret: options.bootstrap_secret,

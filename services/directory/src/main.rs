@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use syncropel_directory::{app, AppState, Clock, DirectoryError, Rules, Store};
 use syncropel_protocol::did_sync;
+use syncropel_telemetry::connections::ConnectionLimits;
 use syncropel_telemetry::serve::Drain;
 use syncropel_telemetry::TelemetryArgs;
 use tokio_util::sync::CancellationToken;
@@ -55,6 +56,8 @@ struct Cli {
     /// Then: how long in-flight requests get to finish.
     #[arg(long, env = "DIRECTORY_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     shutdown_grace: Duration,
+    #[command(flatten)]
+    connections: ConnectionLimits,
     #[command(flatten)]
     telemetry: TelemetryArgs,
 }
@@ -134,9 +137,16 @@ async fn serve(cli: &Cli) -> Result<(), DirectoryError> {
         delay: cli.shutdown_delay,
         grace: cli.shutdown_grace,
     };
-    syncropel_telemetry::serve::serve(listener, app(state), metrics, stopping, drain)
-        .await
-        .map_err(|e| DirectoryError::Internal(format!("serving: {e}")))?;
+    syncropel_telemetry::serve::serve(
+        listener,
+        app(state),
+        metrics,
+        stopping,
+        drain,
+        cli.connections,
+    )
+    .await
+    .map_err(|e| DirectoryError::Internal(format!("serving: {e}")))?;
     store.close().await;
     Ok(())
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use syncropel_federation::{renewal, Federation, FederationConfig, Shared};
 use syncropel_protocol::unix_now;
 use syncropel_store::{RecordStore, SqliteStore};
+use syncropel_telemetry::connections::ConnectionLimits;
 use syncropel_telemetry::serve::Drain;
 use syncropel_tenant::{
     create_service_account, mint, validate_scopes, Namespaces, TokenCache, LOCAL_TOKEN_CACHE_TTL,
@@ -39,6 +40,8 @@ pub struct ServeOptions {
     pub heartbeat: Duration,
     /// How the steward stops after SIGTERM.
     pub drain: Drain,
+    /// What one client may hold of the listener.
+    pub connections: ConnectionLimits,
     /// Serve `POST /v1/records/search`; off answers 503 SEARCH_DISABLED.
     pub search: bool,
     /// Rate limits per client address and per token; off by default in local mode (see
@@ -148,6 +151,7 @@ pub struct LocalSteward {
     listener: TcpListener,
     home: Home,
     drain: Drain,
+    connections: ConnectionLimits,
 }
 
 /// Builds the local steward of a home on `listener`: opens its store, starts discovery, and
@@ -233,6 +237,7 @@ pub async fn start(
         listener,
         home: options.home,
         drain: options.drain,
+        connections: options.connections,
     })
 }
 
@@ -247,6 +252,7 @@ impl LocalSteward {
             listener,
             home,
             drain,
+            connections,
         } = self;
         home.write_steward_info(&StewardInfo {
             url: url.clone(),
@@ -259,10 +265,16 @@ impl LocalSteward {
         };
         tracing::info!(%url, %did, "steward listening");
         let (store, shutdown) = (state.store.clone(), state.shutdown.clone());
-        let outcome =
-            syncropel_telemetry::serve::serve(listener, router(state), None, shutdown, drain)
-                .await
-                .map_err(StewardError::Io);
+        let outcome = syncropel_telemetry::serve::serve(
+            listener,
+            router(state),
+            None,
+            shutdown,
+            drain,
+            connections,
+        )
+        .await
+        .map_err(StewardError::Io);
         store.close().await;
         home.remove_steward_info();
         outcome

@@ -18,6 +18,7 @@ use syncropel_steward::rate_limit::{RateLimit, RateLimits};
 use syncropel_steward::state::{Limits, QueryBudget};
 use syncropel_steward::streams::StreamLimits;
 use syncropel_steward::StewardError;
+use syncropel_telemetry::connections::ConnectionLimits;
 use syncropel_telemetry::serve::Drain;
 use syncropel_telemetry::TelemetryArgs;
 
@@ -180,6 +181,8 @@ struct ServeArgs {
     /// Then: how long in-flight requests get to finish.
     #[arg(long, env = "STEWARD_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     shutdown_grace: Duration,
+    #[command(flatten)]
+    connections: ConnectionLimits,
     #[command(flatten)]
     telemetry: TelemetryArgs,
 }
@@ -352,6 +355,7 @@ async fn serve(args: ServeArgs) -> Result<(), StewardError> {
             delay: args.shutdown_delay,
             grace: args.shutdown_grace,
         },
+        connections: args.connections,
     };
     syncropel_steward::hosted::serve(options, listeners).await
 }

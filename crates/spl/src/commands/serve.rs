@@ -70,6 +70,7 @@ pub fn run(ctx: Ctx, args: &ServeArgs) -> Result<ExitCode> {
             delay: Duration::ZERO,
             grace: Duration::from_secs(args.shutdown_grace_secs),
         },
+        connections: args.connections,
         search: !args.no_search,
         rate_limits: RateLimits::per_second(args.rate_limit_per_address, args.rate_limit_per_token),
         bootstrap_secret: args.bootstrap_secret.clone(),

@@ -14,6 +14,7 @@ use syncropel_home::Home;
 use syncropel_steward::local::{self, ServeOptions};
 use syncropel_steward::rate_limit::RateLimits;
 use syncropel_steward::state::Limits;
+use syncropel_telemetry::connections::ConnectionLimits;
 use syncropel_telemetry::serve::Drain;
 
 /// How long a steward gets to start, or to exit once told to.
@@ -227,6 +228,7 @@ impl ReservedPort {
                 delay: Duration::ZERO,
                 grace: Duration::from_secs(10),
             },
+            connections: ConnectionLimits::default(),
             search: true,
             rate_limits: RateLimits::default(),
             bootstrap_secret: None,

@@ -23,6 +23,7 @@ use syncropel_steward::hosted::{
 };
 use syncropel_steward::rate_limit::RateLimits;
 use syncropel_steward::state::{AppState, Limits};
+use syncropel_telemetry::connections::ConnectionLimits;
 use syncropel_telemetry::serve::Drain;
 
 pub use balancer::Balancer;
@@ -162,7 +163,12 @@ impl Replica {
         );
         let server = tokio::spawn(async move {
             hosted
-                .run(listener, None, Drain::default())
+                .run(
+                    listener,
+                    None,
+                    Drain::default(),
+                    ConnectionLimits::default(),
+                )
                 .await
                 .expect("the replica stops cleanly");
         });

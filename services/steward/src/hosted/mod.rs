@@ -23,6 +23,7 @@ use axum::Router;
 use syncropel_federation::{Federation, FederationConfig, Shared};
 use syncropel_store::platform::PlatformStore;
 use syncropel_store::{PgStore, RecordStore};
+use syncropel_telemetry::connections::ConnectionLimits;
 use syncropel_telemetry::serve::Drain;
 use syncropel_tenant::{Namespaces, TokenCache};
 use tokio::net::TcpListener;
@@ -164,6 +165,7 @@ pub struct Listeners {
     /// The internal listener for `GET /metrics` (never reachable through a tenant host).
     pub metrics: Option<SocketAddr>,
     pub drain: Drain,
+    pub connections: ConnectionLimits,
 }
 
 impl Hosted {
@@ -176,6 +178,7 @@ impl Hosted {
         listener: TcpListener,
         metrics: Option<TcpListener>,
         drain: Drain,
+        connections: ConnectionLimits,
     ) -> Result<(), StewardError> {
         let config = self.platform.config();
         tracing::info!(
@@ -192,6 +195,7 @@ impl Hosted {
             metrics,
             self.state.shutdown.clone(),
             drain,
+            connections,
         )
         .await
         .map_err(StewardError::Io);
@@ -215,6 +219,6 @@ pub async fn serve(options: HostedOptions, listeners: Listeners) -> Result<(), S
     };
     build(options)
         .await?
-        .run(listener, metrics, listeners.drain)
+        .run(listener, metrics, listeners.drain, listeners.connections)
         .await
 }

@@ -17,7 +17,7 @@ impl PgStore {
         filter: &ListFilter,
         generic_plan: bool,
     ) -> Result<String> {
-        let mut pooled = self.records_pool.acquire().await?;
+        let mut pooled = super::bound::bound(&self.records_pool, tenant).await?;
         let conn: &mut PgConnection = &mut pooled;
         let mut list = QueryBuilder::<Postgres>::new("");
         push_list_query(&mut list, tenant, filter);

@@ -87,7 +87,7 @@ async fn announce(
         .bind(tenant)
         .bind(*done)
         .bind(ANNOUNCE_PAGE)
-        .fetch_all(pool)
+        .fetch_all(&mut *super::bound::bound(pool, tenant).await?)
         .await?;
         let full = rows.len() as i64 == ANNOUNCE_PAGE;
         for row in &rows {

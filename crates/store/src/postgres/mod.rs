@@ -16,6 +16,7 @@
 //!
 //! Token lookups ([`tokens`]) are batched; search ([`search`]) uses a `tsvector` column.
 
+mod bound;
 mod explain;
 mod listen;
 mod search;
@@ -32,6 +33,7 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use tokio::sync::{broadcast, mpsc, oneshot, Mutex};
 use tokio::task::JoinHandle;
 
+use self::bound::bound;
 use crate::platform::PlatformStore;
 use crate::query::Column;
 use crate::shared::writer::{submit, Answer, Queued, WriteOp};
@@ -48,17 +50,26 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/post
 /// different tenants' batches commit in parallel, overlapping one batch's fsync with the next
 /// one's work.
 const WRITERS: usize = 4;
-/// Connections of each of the two reading pools; with the writers' and the listener's, a replica
-/// opens at most `2 × POOL_CONNECTIONS + WRITERS + 1`.
+/// Connections of each of the two pools of tenant reads; with the platform's, the writers' and
+/// the listener's, a replica opens at most `2 × POOL_CONNECTIONS + PLATFORM_CONNECTIONS +
+/// WRITERS + 1`.
 const POOL_CONNECTIONS: u32 = 8;
+/// Connections for the work that spans tenants: migrations, batched token lookups, the
+/// platform's tables.
+const PLATFORM_CONNECTIONS: u32 = 4;
 /// The NOTIFY channel of committed records.
 const CHANNEL: &str = "records";
 
 pub struct PgStore {
-    /// Everything but `records`: small tables keyed by tenant, where cached plans are right.
+    /// Tenant reads of everything but `records`: small tables keyed by tenant, where cached
+    /// plans are right. Its connections are [`bound`](bound::bound) to the tenant they read for.
     pool: PgPool,
-    /// Reads of `records` (and the listener's), planned per execution (see [`PgStore::open_with`]).
+    /// Tenant reads of `records` (and the listener's), planned per execution (see
+    /// [`PgStore::open_with`]); bound like `pool`'s.
     records_pool: PgPool,
+    /// Work that spans tenants, as the steward's own role: migrations, batched token lookups,
+    /// the platform's tables.
+    platform_pool: PgPool,
     /// The writer tasks' connections (cached plans).
     writer_pool: PgPool,
     /// One queue per writer task; a tenant's writes always take the same one.
@@ -86,24 +97,28 @@ impl PgStore {
         // statistics. Everything else keeps cached plans: the small tables' key lookups plan
         // the same either way, and planning them per request would cost more than the lookup.
         // The writers' one lookup in `records` asks for custom plans itself.
-        let connect = |connections: u32, options: PgConnectOptions| {
+        let pool_options = |connections: u32| {
             PgPoolOptions::new()
                 .max_connections(connections)
                 .acquire_timeout(Duration::from_secs(30))
-                .connect_with(options)
         };
-        let writer_pool = connect(WRITERS as u32, options.clone()).await?;
-        let pool = connect(POOL_CONNECTIONS, options.clone()).await?;
-        let records_pool = connect(
-            POOL_CONNECTIONS,
-            options.options([("plan_cache_mode", "force_custom_plan")]),
-        )
-        .await?;
-        MIGRATOR.run(&pool).await?;
+        let platform_pool = pool_options(PLATFORM_CONNECTIONS)
+            .connect_with(options.clone())
+            .await?;
+        MIGRATOR.run(&platform_pool).await?;
+        let writer_pool = pool_options(WRITERS as u32)
+            .connect_with(options.clone())
+            .await?;
+        let pool = bound::unbinding(pool_options(POOL_CONNECTIONS))
+            .connect_with(options.clone())
+            .await?;
+        let records_pool = bound::unbinding(pool_options(POOL_CONNECTIONS))
+            .connect_with(options.options([("plan_cache_mode", "force_custom_plan")]))
+            .await?;
 
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
         // Listening before `open` returns: a write made after it is announced to subscribers.
-        let mut listener = PgListener::connect_with(&pool).await?;
+        let mut listener = PgListener::connect_with(&platform_pool).await?;
         listener.eager_reconnect(true);
         listener.listen(CHANNEL).await?;
         let listener = tokio::spawn(listen::run_listener(
@@ -120,10 +135,11 @@ impl PgStore {
             })
             .unzip();
         let (token_lookups, lookups) = mpsc::channel(QUEUE_DEPTH);
-        tokio::spawn(tokens::run_token_lookups(pool.clone(), lookups));
+        tokio::spawn(tokens::run_token_lookups(platform_pool.clone(), lookups));
         Ok(PgStore {
             token_lookups,
             pool,
+            platform_pool,
             records_pool,
             writer_pool,
             writes,
@@ -134,10 +150,10 @@ impl PgStore {
     }
 
     /// The hosted platform's own tables (tenants, provisionings, pull leases), on this store's
-    /// pool of small-table connections.
+    /// pool of work that spans tenants.
     pub fn platform(&self) -> PlatformStore {
         PlatformStore {
-            pool: self.pool.clone(),
+            pool: self.platform_pool.clone(),
         }
     }
 
@@ -225,7 +241,7 @@ impl RecordStore for PgStore {
         if has_nul([Some(tenant), Some(kind), Some(key)]) {
             return Ok(None);
         }
-        sql::state_get(&self.pool, tenant, kind, key).await
+        sql::state_get(&mut *bound(&self.pool, tenant).await?, tenant, kind, key).await
     }
 
     #[tracing::instrument(level = "debug", name = "store.state_list", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
@@ -233,7 +249,7 @@ impl RecordStore for PgStore {
         if has_nul([Some(tenant), Some(kind)]) {
             return Ok(Vec::new());
         }
-        sql::state_list(&self.pool, tenant, kind).await
+        sql::state_list(&mut *bound(&self.pool, tenant).await?, tenant, kind).await
     }
 
     #[tracing::instrument(level = "debug", name = "store.head_seq", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
@@ -244,7 +260,7 @@ impl RecordStore for PgStore {
         let last: Option<i64> =
             sqlx::query_scalar("SELECT last_seq FROM tenant_counters WHERE tenant = $1")
                 .bind(tenant)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *bound(&self.pool, tenant).await?)
                 .await?;
         Ok(last.unwrap_or(0))
     }
@@ -254,7 +270,7 @@ impl RecordStore for PgStore {
         if tenant.contains('\0') || id.contains('\0') {
             return Ok(None);
         }
-        sql::get(&self.records_pool, tenant, id).await
+        sql::get(&mut *bound(&self.records_pool, tenant).await?, tenant, id).await
     }
 
     #[tracing::instrument(level = "debug", name = "store.list", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
@@ -266,7 +282,12 @@ impl RecordStore for PgStore {
         ]) {
             return Ok(Vec::new());
         }
-        sql::list(&self.records_pool, tenant, filter).await
+        sql::list(
+            &mut *bound(&self.records_pool, tenant).await?,
+            tenant,
+            filter,
+        )
+        .await
     }
 
     #[tracing::instrument(level = "debug", name = "store.threads", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
@@ -279,7 +300,13 @@ impl RecordStore for PgStore {
         if tenant.contains('\0') {
             return Ok(Vec::new());
         }
-        sql::threads(&self.pool, tenant, before_seq, limit).await
+        sql::threads(
+            &mut *bound(&self.pool, tenant).await?,
+            tenant,
+            before_seq,
+            limit,
+        )
+        .await
     }
 
     #[tracing::instrument(level = "debug", name = "store.scan", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
@@ -298,7 +325,8 @@ impl RecordStore for PgStore {
         {
             return Ok(Vec::new());
         }
-        sql::scan(&self.records_pool, tenant, equalities, after_seq, limit).await
+        let mut conn = bound(&self.records_pool, tenant).await?;
+        sql::scan(&mut *conn, tenant, equalities, after_seq, limit).await
     }
 
     #[tracing::instrument(level = "debug", name = "store.search", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
@@ -312,28 +340,28 @@ impl RecordStore for PgStore {
     }
 
     async fn check_ready(&self) -> Result<()> {
-        sql::check_ready(&self.pool, &MIGRATOR).await
+        sql::check_ready(&self.platform_pool, &MIGRATOR).await
     }
 
     async fn has_service_accounts(&self, tenant: &str) -> Result<bool> {
         if tenant.contains('\0') {
             return Ok(false);
         }
-        sql::has_service_accounts(&self.pool, tenant).await
+        sql::has_service_accounts(&mut *bound(&self.pool, tenant).await?, tenant).await
     }
 
     async fn service_accounts(&self, tenant: &str) -> Result<Vec<ServiceAccount>> {
         if tenant.contains('\0') {
             return Ok(Vec::new());
         }
-        sql::service_accounts(&self.pool, tenant).await
+        sql::service_accounts(&mut *bound(&self.pool, tenant).await?, tenant).await
     }
 
     async fn service_account(&self, tenant: &str, id: &str) -> Result<Option<ServiceAccount>> {
         if tenant.contains('\0') || id.contains('\0') {
             return Ok(None);
         }
-        sql::service_account(&self.pool, tenant, id).await
+        sql::service_account(&mut *bound(&self.pool, tenant).await?, tenant, id).await
     }
 
     /// Looked up fresh on every call (a revocation holds at once on every replica); concurrent
@@ -375,6 +403,7 @@ impl RecordStore for PgStore {
         self.writer_pool.close().await;
         self.records_pool.close().await;
         self.pool.close().await;
+        self.platform_pool.close().await;
     }
 }
 

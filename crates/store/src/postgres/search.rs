@@ -32,7 +32,7 @@ pub(super) async fn search(
     .bind(tenant)
     .bind(expression)
     .bind(i64::from(limit))
-    .fetch_all(pool)
+    .fetch_all(&mut *super::bound::bound(pool, tenant).await?)
     .await?;
     Ok(rows
         .iter()

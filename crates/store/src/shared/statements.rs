@@ -179,7 +179,7 @@ macro_rules! statements {
         }
 
         pub(super) async fn state_get(
-            pool: &sqlx::Pool<$db>,
+            db: impl sqlx::Executor<'_, Database = $db>,
             tenant: &str,
             kind: &str,
             key: &str,
@@ -190,12 +190,12 @@ macro_rules! statements {
             .bind(tenant)
             .bind(kind)
             .bind(key)
-            .fetch_optional(pool)
+            .fetch_optional(db)
             .await?)
         }
 
         pub(super) async fn state_list(
-            pool: &sqlx::Pool<$db>,
+            db: impl sqlx::Executor<'_, Database = $db>,
             tenant: &str,
             kind: &str,
         ) -> $crate::Result<Vec<(String, String)>> {
@@ -204,7 +204,7 @@ macro_rules! statements {
             )
             .bind(tenant)
             .bind(kind)
-            .fetch_all(pool)
+            .fetch_all(db)
             .await?;
             Ok(rows
                 .iter()
@@ -213,7 +213,7 @@ macro_rules! statements {
         }
 
         pub(super) async fn get(
-            pool: &sqlx::Pool<$db>,
+            db: impl sqlx::Executor<'_, Database = $db>,
             tenant: &str,
             id: &str,
         ) -> $crate::Result<Option<$crate::StoredRecord>> {
@@ -222,7 +222,7 @@ macro_rules! statements {
             )
             .bind(tenant)
             .bind(id)
-            .fetch_optional(pool)
+            .fetch_optional(db)
             .await?;
             Ok(row.map(|r| stored_from_row(&r)))
         }
@@ -268,12 +268,12 @@ macro_rules! statements {
 
         /// The rows of `query`, up to the first that reaches `max_bytes` of record JSON.
         async fn read_page(
-            pool: &sqlx::Pool<$db>,
+            db: impl sqlx::Executor<'_, Database = $db>,
             mut sql: sqlx::QueryBuilder<'_, $db>,
             max_bytes: Option<usize>,
         ) -> $crate::Result<Vec<$crate::StoredRecord>> {
             use futures_util::TryStreamExt as _;
-            let mut rows = sql.build().fetch(pool);
+            let mut rows = sql.build().fetch(db);
             let mut page = Vec::new();
             let mut bytes = 0;
             while let Some(row) = rows.try_next().await? {
@@ -311,17 +311,17 @@ macro_rules! statements {
         }
 
         pub(super) async fn list(
-            pool: &sqlx::Pool<$db>,
+            db: impl sqlx::Executor<'_, Database = $db>,
             tenant: &str,
             filter: &$crate::ListFilter,
         ) -> $crate::Result<Vec<$crate::StoredRecord>> {
             let mut sql = sqlx::QueryBuilder::<$db>::new("");
             push_list_query(&mut sql, tenant, filter);
-            read_page(pool, sql, filter.max_bytes).await
+            read_page(db, sql, filter.max_bytes).await
         }
 
         pub(super) async fn threads(
-            pool: &sqlx::Pool<$db>,
+            db: impl sqlx::Executor<'_, Database = $db>,
             tenant: &str,
             before_seq: Option<i64>,
             limit: u32,
@@ -333,7 +333,7 @@ macro_rules! statements {
             .bind(tenant)
             .bind(before_seq.unwrap_or(i64::MAX))
             .bind(i64::from(limit))
-            .fetch_all(pool)
+            .fetch_all(db)
             .await?;
             Ok(rows
                 .iter()
@@ -348,7 +348,7 @@ macro_rules! statements {
         }
 
         pub(super) async fn scan(
-            pool: &sqlx::Pool<$db>,
+            db: impl sqlx::Executor<'_, Database = $db>,
             tenant: &str,
             equalities: &[($crate::query::Column, String)],
             after_seq: i64,
@@ -367,23 +367,23 @@ macro_rules! statements {
             }
             sql.push(" ORDER BY seq LIMIT ").push_bind(i64::from(limit));
             close_select(&mut sql, cut);
-            read_page(pool, sql, max_bytes).await
+            read_page(db, sql, max_bytes).await
         }
 
         pub(super) async fn has_service_accounts(
-            pool: &sqlx::Pool<$db>,
+            db: impl sqlx::Executor<'_, Database = $db>,
             tenant: &str,
         ) -> $crate::Result<bool> {
             let found: Option<i32> =
                 sqlx::query_scalar("SELECT 1 FROM service_accounts WHERE tenant = $1 LIMIT 1")
                     .bind(tenant)
-                    .fetch_optional(pool)
+                    .fetch_optional(db)
                     .await?;
             Ok(found.is_some())
         }
 
         pub(super) async fn service_accounts(
-            pool: &sqlx::Pool<$db>,
+            db: impl sqlx::Executor<'_, Database = $db>,
             tenant: &str,
         ) -> $crate::Result<Vec<$crate::ServiceAccount>> {
             let rows = sqlx::query(
@@ -391,13 +391,13 @@ macro_rules! statements {
                  WHERE tenant = $1 ORDER BY created_at, id",
             )
             .bind(tenant)
-            .fetch_all(pool)
+            .fetch_all(db)
             .await?;
             rows.iter().map(service_account_from_row).collect()
         }
 
         pub(super) async fn service_account(
-            pool: &sqlx::Pool<$db>,
+            db: impl sqlx::Executor<'_, Database = $db>,
             tenant: &str,
             id: &str,
         ) -> $crate::Result<Option<$crate::ServiceAccount>> {
@@ -407,18 +407,18 @@ macro_rules! statements {
             )
             .bind(tenant)
             .bind(id)
-            .fetch_optional(pool)
+            .fetch_optional(db)
             .await?;
             row.as_ref().map(service_account_from_row).transpose()
         }
 
         /// Readiness: the database answers and holds every migration of `migrator`.
         pub(super) async fn check_ready(
-            pool: &sqlx::Pool<$db>,
+            db: impl sqlx::Executor<'_, Database = $db>,
             migrator: &sqlx::migrate::Migrator,
         ) -> $crate::Result<()> {
             let applied: Option<i64> = sqlx::query_scalar($crate::APPLIED_MIGRATION)
-                .fetch_one(pool)
+                .fetch_one(db)
                 .await?;
             $crate::migrations_ready(migrator, applied)
         }

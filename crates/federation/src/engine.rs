@@ -19,7 +19,7 @@ use crate::config::FederationConfig;
 use crate::discovery::Discovery;
 use crate::error::{FederationError, Result};
 use crate::jobs::{self, Jobs};
-use crate::peer::{PeerClient, PeerClientOptions};
+use crate::peer::{PeerClient, PeerClientOptions, Reach};
 use crate::resolve::DidResolver;
 use crate::traces::TraceIndex;
 use crate::{pairs, sync_pairs, Backoff};
@@ -68,6 +68,9 @@ pub struct Federation {
     pub jobs: Jobs,
     peers: PeerClient,
     resolver: DidResolver,
+    /// The client and resolver of [`Reach::PublicOnly`] fetches, where `peers` may reach
+    /// private addresses (else `peers` and `resolver` serve both).
+    public_only: Option<(PeerClient, DidResolver)>,
     directory_client: PeerClient,
     /// When the quarantined `SIGNER_UNRESOLVED` records of a (tenant, source, thread) were last
     /// fetched again (see `puller::ingest::retry_unresolved`).
@@ -85,13 +88,16 @@ pub struct Federation {
 
 impl Federation {
     pub fn new(config: FederationConfig, shared: Shared) -> Federation {
-        let peers = PeerClient::new(PeerClientOptions {
-            allow_private: config.allow_private_peers,
-            connect_timeout: config.peer_timeouts.connect,
-            request_timeout: config.peer_timeouts.request,
-            longpoll_timeout: config.peer_timeouts.longpoll,
-            ..PeerClientOptions::default()
-        });
+        let peer_client = |allow_private: bool| {
+            PeerClient::new(PeerClientOptions {
+                allow_private,
+                connect_timeout: config.peer_timeouts.connect,
+                request_timeout: config.peer_timeouts.request,
+                longpoll_timeout: config.peer_timeouts.longpoll,
+                ..PeerClientOptions::default()
+            })
+        };
+        let peers = peer_client(config.allow_private_peers);
         // The directories are the operator's own: reachable wherever they are, unlike peers.
         let directory_client = PeerClient::new(PeerClientOptions {
             allow_private: true,
@@ -99,10 +105,18 @@ impl Federation {
             request_timeout: config.peer_timeouts.request,
             ..PeerClientOptions::default()
         });
-        let clock = config.resolver_clock.clone();
-        let resolver = DidResolver::new(peers.clone(), config.directories.clone())
-            .with_directory_client(directory_client.clone())
-            .with_clock(move || clock());
+        let resolver_over = |client: &PeerClient| {
+            let clock = config.resolver_clock.clone();
+            DidResolver::new(client.clone(), config.directories.clone())
+                .with_directory_client(directory_client.clone())
+                .with_clock(move || clock())
+        };
+        let resolver = resolver_over(&peers);
+        let public_only = config.allow_private_peers.then(|| {
+            let client = peer_client(false);
+            let resolver = resolver_over(&client);
+            (client, resolver)
+        });
         let jobs = Jobs::new(
             config.poll_interval,
             Backoff::new(config.backoff_base, config.backoff_cap),
@@ -117,6 +131,7 @@ impl Federation {
             jobs,
             peers,
             resolver,
+            public_only,
             directory_client,
             unresolved_retries: Mutex::default(),
             placement: None,
@@ -144,6 +159,14 @@ impl Federation {
 
     pub fn resolver(&self) -> &DidResolver {
         &self.resolver
+    }
+
+    /// The client and resolver for fetches within `reach`.
+    pub(crate) fn reaching(&self, reach: Reach) -> (&PeerClient, &DidResolver) {
+        match (&self.public_only, reach) {
+            (Some((client, resolver)), Reach::PublicOnly) => (client, resolver),
+            _ => (&self.peers, &self.resolver),
+        }
     }
 
     /// Cancelled when the steward begins to stop.

@@ -41,7 +41,7 @@ pub use backoff::Backoff;
 pub use config::{FederationConfig, PeerTimeouts};
 pub use engine::{own_record, signed, stored_thread, Federation, JobPlacement, Shared};
 pub use error::{FederationError, Result};
-pub use peer::{ChangesRequest, PeerClient, PeerClientOptions, PeerError};
+pub use peer::{ChangesRequest, PeerClient, PeerClientOptions, PeerError, Reach};
 pub use resolve::{DidResolver, ResolvedDid};
 /// A parsed `sync_changes` page: the API contract's type, records kept as JSON for verification.
 pub use syncropel_api::ChangesPage;

@@ -12,8 +12,8 @@ use syncropel_protocol::sync::{
 use syncropel_protocol::ErrorCode;
 use syncropel_protocol::Refusal;
 
-use crate::peer::PeerError;
-use crate::resolve::ResolvedDid;
+use crate::peer::{PeerError, Reach};
+use crate::resolve::{DidResolver, ResolvedDid};
 use crate::Federation;
 
 /// Most actors with documents resolved for one page: a page naming more (a peer making us
@@ -26,16 +26,31 @@ impl Federation {
     /// The did:keys that may sign for `did`: itself for a did:key, the keys of its document for
     /// a did:web or directory did:sync (`503 DID_UNRESOLVED` while it cannot be resolved).
     pub async fn keys_of(&self, did: &str) -> Result<Vec<String>, Refusal> {
+        self.keys_reaching(Reach::Peers, did).await
+    }
+
+    /// [`Federation::keys_of`], fetching within `reach`.
+    pub(crate) async fn keys_reaching(
+        &self,
+        reach: Reach,
+        did: &str,
+    ) -> Result<Vec<String>, Refusal> {
         if !has_document(did) {
             return Ok(vec![did.to_string()]);
         }
-        let resolved = self.resolver().resolve(did).await.map_err(unresolved)?;
+        let (_, resolver) = self.reaching(reach);
+        let resolved = resolver.resolve(did).await.map_err(unresolved)?;
         Ok(resolved.keys.clone())
     }
 
     /// Whether the did:key `signer` may sign for `did`. A signer the cached document does not
     /// name makes one fresh fetch (the key may have just been rotated in).
     pub async fn signs_for(&self, did: &str, signer: &str) -> bool {
+        self.signs_for_reaching(Reach::Peers, did, signer).await
+    }
+
+    /// [`Federation::signs_for`], fetching within `reach`.
+    pub(crate) async fn signs_for_reaching(&self, reach: Reach, did: &str, signer: &str) -> bool {
         if did == signer {
             return true;
         }
@@ -43,7 +58,7 @@ impl Federation {
             return false;
         }
         let signers = BTreeSet::from([Some(signer)]);
-        self.document_keys(did, &signers)
+        self.document_keys(self.reaching(reach).1, did, &signers)
             .await
             .is_some_and(|document| document.keys.iter().any(|k| k == signer))
     }
@@ -71,7 +86,10 @@ impl Federation {
                 .iter()
                 .take(DOCUMENT_ACTORS_PER_PAGE)
                 .map(|(actor, signers)| async move {
-                    (actor.to_string(), self.document_keys(actor, signers).await)
+                    (
+                        actor.to_string(),
+                        self.document_keys(self.resolver(), actor, signers).await,
+                    )
                 });
         let Ok(found) =
             tokio::time::timeout(RESOLVE_DEADLINE, futures_util::future::join_all(lookups)).await
@@ -90,11 +108,12 @@ impl Federation {
     /// means (see [`DocumentKeys::fresh`]).
     async fn document_keys(
         &self,
+        resolver: &DidResolver,
         did: &str,
         signers: &BTreeSet<Option<&str>>,
     ) -> Option<DocumentKeys> {
         let covers = |doc: &ResolvedDid| signers.iter().flatten().all(|s| doc.accepts(s));
-        let cached = match self.resolver().resolve(did).await {
+        let cached = match resolver.resolve(did).await {
             Ok(doc) => doc,
             Err(e) => {
                 tracing::debug!(did, error = %e, "could not resolve a record's actor");
@@ -104,7 +123,7 @@ impl Federation {
         if covers(&cached) {
             return Some(keys(&cached, true));
         }
-        match self.resolver().refresh(did).await {
+        match resolver.refresh(did).await {
             // The resolver limits forced fetches: the same answer back is not a fresh one.
             Ok(again) => {
                 let fresh = !Arc::ptr_eq(&cached, &again);

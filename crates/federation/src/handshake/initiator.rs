@@ -21,6 +21,7 @@ use super::{
 };
 use crate::error::{FederationError, Result};
 use crate::pairs::{self, find, transition};
+use crate::peer::Reach;
 use crate::state as fstate;
 use crate::{own_record, signed, Federation};
 
@@ -35,7 +36,8 @@ pub async fn start(
         .to_string();
     let maps = maps_field(request)?;
     let namespaces = namespaces_field(request, "namespaces")?;
-    let (manifest, responder) = verified_manifest(fed, &peer_url).await?;
+    // The operator's own request: the peer may be wherever peers may be.
+    let (manifest, responder) = verified_manifest(fed, &peer_url, Reach::Peers).await?;
     if responder == *tenant.identity.did {
         return Err(FederationError::validation(
             "that URL is this steward itself",

@@ -27,6 +27,7 @@ use syncropel_store::{NewRecord, ServiceAccount, StateChange};
 use syncropel_tenant::{self as accounts, MintedToken, Tenant};
 
 use crate::error::{FederationError, Result};
+use crate::peer::Reach;
 use crate::state::{self as fstate, HANDSHAKE};
 use crate::{manifest, own_record, Federation};
 
@@ -240,8 +241,9 @@ fn namespaces_field(body: &Map<String, Value>, name: &str) -> Result<Vec<String>
 }
 
 /// Fetches a peer's manifest and checks it is signed by the DID it names and still fresh.
-async fn verified_manifest(fed: &Federation, url: &str) -> Result<(Value, String)> {
-    let document = fed.client().manifest(url).await.map_err(|e| {
+async fn verified_manifest(fed: &Federation, url: &str, reach: Reach) -> Result<(Value, String)> {
+    let (client, _) = fed.reaching(reach);
+    let document = client.manifest(url).await.map_err(|e| {
         FederationError::unreachable(format!("could not fetch the manifest of {url}: {e}"))
     })?;
     let manifest = document
@@ -257,7 +259,7 @@ async fn verified_manifest(fed: &Federation, url: &str) -> Result<(Value, String
     let did = manifest::daemon_did(&manifest)
         .unwrap_or_default()
         .to_string();
-    let keys = fed.keys_of(&did).await?;
+    let keys = fed.keys_reaching(reach, &did).await?;
     manifest::verify(&manifest, &keys).map_err(|e| {
         Refusal::new(
             ErrorCode::UnauthenticatedInitiator,

@@ -23,6 +23,7 @@ use super::{
 };
 use crate::error::{FederationError, Result};
 use crate::pairs::{self, find, transition};
+use crate::peer::Reach;
 use crate::state::{self as fstate, HANDSHAKE};
 use crate::{manifest, own_record, Federation};
 
@@ -33,6 +34,7 @@ pub async fn init(
     tenant: &Tenant,
     request: &Map<String, Value>,
     from: Option<&str>,
+    reach: Reach,
 ) -> Result<Answer> {
     let initiator = text_field(request, "actor_did")?;
     let peer_url = text_field(request, "peer_url")?;
@@ -46,7 +48,7 @@ pub async fn init(
         ));
     }
     let signer = verify_object(request).map_err(|e| unauthenticated(e.to_string()))?;
-    if !fed.signs_for(&initiator, &signer).await {
+    if !fed.signs_for_reaching(reach, &initiator, &signer).await {
         return Err(unauthenticated("the request is not signed by actor_did"));
     }
     let init_sha256 = canonical_sha256(&Value::Object(request.clone()));
@@ -117,7 +119,7 @@ pub async fn init(
     }
     // The URL must be the initiator's own: its manifest there names the same DID. Whatever went
     // wrong, the answer is the same, so that a request cannot probe what answers at a URL.
-    let verified = verified_manifest(fed, &peer_url).await;
+    let verified = verified_manifest(fed, &peer_url, reach).await;
     if !matches!(&verified, Ok((_, did)) if *did == initiator) {
         return Err(unauthenticated(format!(
             "no manifest of {initiator} could be verified at {peer_url}"
@@ -318,6 +320,7 @@ pub async fn confirm(
     fed: &Federation,
     tenant: &Tenant,
     request: &Map<String, Value>,
+    reach: Reach,
 ) -> Result<Answer> {
     let nonce = nonce_field(request)?;
     let key = sha256_hex(nonce.as_bytes());
@@ -344,7 +347,7 @@ pub async fn confirm(
     }
     check_freshness(request)?;
     let signer = verify_object(request).map_err(|e| unauthenticated(e.to_string()))?;
-    if !fed.signs_for(&row.peer_did, &signer).await {
+    if !fed.signs_for_reaching(reach, &row.peer_did, &signer).await {
         return Err(unauthenticated(
             "the confirm is not signed by the initiator",
         ));

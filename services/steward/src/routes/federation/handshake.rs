@@ -11,7 +11,7 @@ use syncropel_api::{
     PendingDecision, PendingPair,
 };
 use syncropel_federation::handshake::{initiator, responder, Answer, POLL_AFTER_MS};
-use syncropel_federation::Federation;
+use syncropel_federation::{Federation, Reach};
 use syncropel_protocol::rfc3339_from_unix;
 use syncropel_tenant::Scope;
 
@@ -76,21 +76,24 @@ fn render(fed: &Federation, tenant: &str, answer: Answer) -> ApiResult<Response>
 }
 
 /// `POST /v1/federation/pair` (and `/init`): a peer asks to pair with us. Anyone may ask, so
-/// each address asks at most ten times a minute and holds few requests pending.
+/// each address asks at most ten times a minute and holds few requests pending, and a caller on
+/// a public address makes us fetch from public addresses only.
 pub async fn init(
     State(state): State<AppState>,
     CurrentTenant(tenant): CurrentTenant,
     address: Option<Extension<ClientAddress>>,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
-    let from = address.map(|Extension(ClientAddress(ip))| address_key(ip));
+    let address = address.map(|Extension(ClientAddress(ip))| ip);
+    let from = address.map(address_key);
     if let Some(from) = from {
         state.rate_limits.check_pair_init(from)?;
     }
     tenant.require_writable()?;
     let fed = &state.federation;
     let from = from.map(|ip| ip.to_string());
-    let answer = responder::init(fed, &tenant, &object(body), from.as_deref()).await?;
+    let reach = Reach::of_caller(address);
+    let answer = responder::init(fed, &tenant, &object(body), from.as_deref(), reach).await?;
     render(fed, &tenant.id, answer)
 }
 
@@ -109,11 +112,13 @@ pub async fn poll(
 pub async fn confirm(
     State(state): State<AppState>,
     CurrentTenant(tenant): CurrentTenant,
+    address: Option<Extension<ClientAddress>>,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
     tenant.require_writable()?;
     let fed = &state.federation;
-    let answer = responder::confirm(fed, &tenant, &object(body)).await?;
+    let reach = Reach::of_caller(address.map(|Extension(ClientAddress(ip))| ip));
+    let answer = responder::confirm(fed, &tenant, &object(body), reach).await?;
     render(fed, &tenant.id, answer)
 }
 

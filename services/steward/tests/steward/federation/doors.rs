@@ -4,6 +4,7 @@
 //! keeps no nonce.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -13,17 +14,21 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 use syncropel_federation::state::HANDSHAKE;
 use syncropel_protocol::Keypair;
-use syncropel_testkit::{error_code, Node, TENANT};
+use syncropel_steward::rate_limit::RateLimits;
+use syncropel_testkit::{error_code, Node, Options, TENANT};
 
-use super::{init_request, now_ms, start};
+use super::{config, init_request, now_ms, start};
 
 /// Serves, under `/<name>/`, the manifest of the key called `name`, and odd answers elsewhere.
 struct Manifests {
     origin: String,
     keys: HashMap<String, Keypair>,
+    /// Requests served.
+    hits: AtomicUsize,
 }
 
 async fn manifest(State(site): State<Arc<Manifests>>, Path(name): Path<String>) -> Response {
+    site.hits.fetch_add(1, Ordering::SeqCst);
     match name.as_str() {
         "broken" => (StatusCode::INTERNAL_SERVER_ERROR, "secret-internal-text").into_response(),
         _ => match site.keys.get(&name) {
@@ -44,6 +49,12 @@ async fn manifest(State(site): State<Arc<Manifests>>, Path(name): Path<String>) 
 
 /// Starts the manifest site for `count` keys named `k0`, `k1`, …; its origin and the keys.
 async fn manifest_site(count: usize) -> (String, HashMap<String, Keypair>) {
+    let (origin, site) = counted_manifest_site(count).await;
+    (origin, site.keys.clone())
+}
+
+/// [`manifest_site`], and the site itself (to count its requests).
+async fn counted_manifest_site(count: usize) -> (String, Arc<Manifests>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let origin = format!("http://{}", listener.local_addr().unwrap());
     let keys: HashMap<String, Keypair> = (0..count)
@@ -51,16 +62,17 @@ async fn manifest_site(count: usize) -> (String, HashMap<String, Keypair>) {
         .collect();
     let site = Arc::new(Manifests {
         origin: origin.clone(),
-        keys: keys.clone(),
+        keys,
+        hits: AtomicUsize::new(0),
     });
     let app = axum::Router::new()
         .route(
             "/{name}/.well-known/syncropel",
             axum::routing::get(manifest),
         )
-        .with_state(site);
+        .with_state(site.clone());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (origin, keys)
+    (origin, site)
 }
 
 async fn ask(b: &Node, request: &Value) -> (u16, Value) {
@@ -155,4 +167,51 @@ async fn a_failed_manifest_fetch_tells_the_asker_nothing_of_what_answered() {
         messages.push(message);
     }
     assert!(messages.windows(2).all(|w| w[0] == w[1]), "{messages:?}");
+}
+
+/// A pair request from a public address may make the steward fetch from public addresses only,
+/// even where its peers may be private (a local steward on its LAN): the caller cannot use it to
+/// reach hosts of the steward's network. A caller already inside that network may.
+#[tokio::test]
+async fn a_caller_on_a_public_address_cannot_make_the_steward_fetch_from_its_network() {
+    // Behind one proxy, so that the test can speak from any address.
+    let b = Node::start(Options {
+        federation: config(),
+        rate_limits: RateLimits {
+            trusted_proxies: 1,
+            ..RateLimits::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    let (origin, site) = counted_manifest_site(2).await;
+    let ask_from = |address: &'static str, name: &str| {
+        let request = init_request(
+            &site.keys[name],
+            &b.did(),
+            &format!("{origin}/{name}"),
+            now_ms(),
+        );
+        let sent = b
+            .steward
+            .http
+            .post(format!("{}/v1/federation/pair", b.url()))
+            .header("x-forwarded-for", address)
+            .json(&request);
+        b.steward.send(sent)
+    };
+
+    let (status, refused) = ask_from("203.0.113.7", "k0").await;
+    assert_eq!(
+        (status, error_code(&refused)),
+        (403, "UNAUTHENTICATED_INITIATOR"),
+        "{refused}"
+    );
+    assert_eq!(site.hits.load(Ordering::SeqCst), 0, "nothing was fetched");
+    assert!(b.client.pending_pairs().await.unwrap().data.is_empty());
+
+    let (status, answer) = ask_from("192.168.1.20", "k1").await;
+    assert_eq!(status, 202, "a caller on the LAN: {answer}");
+    assert_eq!(site.hits.load(Ordering::SeqCst), 1);
+    assert_eq!(b.client.pending_pairs().await.unwrap().data.len(), 1);
 }

@@ -41,7 +41,15 @@ pub struct FederationConfig {
     pub discovery: DiscoveryConfig,
     /// The clock the DID resolver's cache reads (tests move it past cache lifetimes).
     pub resolver_clock: ResolverClock,
+    /// Most quarantined records a tenant keeps; past it the oldest entries are dropped.
+    pub quarantine_cap: usize,
+    /// A tenant whose store takes this many bytes takes no more records from peers (their pull
+    /// jobs wait with `TENANT_LIMIT_REACHED`), so a peer that always has more cannot fill it.
+    pub store_ceiling: u64,
 }
+
+/// The default of [`FederationConfig::store_ceiling`]: 10 GiB.
+pub const DEFAULT_STORE_CEILING: u64 = 10 << 30;
 
 /// Seconds of the steward's clock (injectable, so tests can stand at day 84 of a token).
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
@@ -87,6 +95,8 @@ impl Default for FederationConfig {
             directories: Vec::new(),
             discovery: DiscoveryConfig::default(),
             resolver_clock: Arc::new(std::time::Instant::now),
+            quarantine_cap: 10_000,
+            store_ceiling: DEFAULT_STORE_CEILING,
         }
     }
 }
@@ -104,6 +114,8 @@ impl std::fmt::Debug for FederationConfig {
             .field("backoff_cap", &self.backoff_cap)
             .field("longpoll_hold", &self.longpoll_hold)
             .field("directories", &self.directories)
+            .field("quarantine_cap", &self.quarantine_cap)
+            .field("store_ceiling", &self.store_ceiling)
             .finish_non_exhaustive()
     }
 }

@@ -38,7 +38,7 @@ mod threads;
 mod traces;
 
 pub use backoff::Backoff;
-pub use config::{FederationConfig, PeerTimeouts};
+pub use config::{FederationConfig, PeerTimeouts, DEFAULT_STORE_CEILING};
 pub use engine::{own_record, signed, stored_thread, Federation, JobPlacement, Shared};
 pub use error::{FederationError, Result};
 pub use peer::{ChangesRequest, PeerClient, PeerClientOptions, PeerError, Reach};

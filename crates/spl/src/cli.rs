@@ -287,6 +287,10 @@ pub struct ServeArgs {
     )]
     pub sync_interval_secs: u64,
 
+    /// Bytes the store may take before pull jobs stop taking records from peers
+    #[arg(long, env = "SPL_SYNC_STORE_CEILING", default_value_t = syncropel_federation::DEFAULT_STORE_CEILING)]
+    pub sync_store_ceiling: u64,
+
     /// did:sync directory to resolve directory DIDs through (repeatable, asked in order; the
     /// env variable takes a comma-separated list)
     #[arg(

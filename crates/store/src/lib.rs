@@ -293,8 +293,15 @@ pub trait RecordStore: Send + Sync + 'static {
     /// Every state document of a kind, ordered by key.
     async fn state_list(&self, tenant: &str, kind: &str) -> Result<Vec<(String, String)>>;
 
+    /// How many state documents of a kind the tenant holds (without reading them).
+    async fn state_count(&self, tenant: &str, kind: &str) -> Result<u64>;
+
     /// The highest sequence committed for the tenant (0 when it has no records).
     async fn head_seq(&self, tenant: &str) -> Result<i64>;
+
+    /// About how many bytes the tenant's store takes: its records' JSON (Postgres), the whole
+    /// database file (SQLite, one tenant). Read without a scan.
+    async fn stored_bytes(&self, tenant: &str) -> Result<u64>;
 
     async fn get(&self, tenant: &str, id: &str) -> Result<Option<StoredRecord>>;
 

@@ -15,6 +15,7 @@ struct Instruments {
     provisioning: Histogram<f64>,
     active_tenants: Gauge<u64>,
     connections_refused: Counter<u64>,
+    quarantine_dropped: Counter<u64>,
     _sync_lag: ObservableGauge<f64>,
 }
 
@@ -41,6 +42,12 @@ fn instruments() -> &'static Instruments {
                 .u64_counter("syncropel_connections_refused")
                 .with_description(
                     "Connections closed as they arrived, by the cap they met (total, address)",
+                )
+                .build(),
+            quarantine_dropped: meter
+                .u64_counter("syncropel_quarantine_dropped")
+                .with_description(
+                    "Quarantined records dropped, oldest first, from tenants past their cap",
                 )
                 .build(),
             _sync_lag: meter
@@ -78,6 +85,13 @@ pub fn provisioned(elapsed: Duration, outcome: &'static str) {
 
 pub fn active_tenants(count: u64) {
     instruments().active_tenants.record(count, &[]);
+}
+
+/// Counts quarantined records dropped to keep a tenant's quarantine within its cap.
+pub fn quarantine_dropped(count: usize) {
+    if count > 0 {
+        instruments().quarantine_dropped.add(count as u64, &[]);
+    }
 }
 
 /// Counts a connection closed at a cap; `cap` is `total` or `address`.

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use syncropel_federation::FederationConfig;
+use syncropel_federation::{FederationConfig, DEFAULT_STORE_CEILING};
 use syncropel_steward::hosted::addressing::Addressing;
 use syncropel_steward::hosted::jwt::{JwtKey, JwtVerifier};
 use syncropel_steward::hosted::kek::Kek;
@@ -109,6 +109,10 @@ struct ServeArgs {
     /// Spacing of pull-job polls to peers that do not hold longpolls, and after errors
     #[arg(long, env = "STEWARD_SYNC_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
     sync_interval: Duration,
+
+    /// Bytes a tenant's records may take before its pull jobs stop taking records from peers
+    #[arg(long, env = "STEWARD_SYNC_STORE_CEILING", default_value_t = DEFAULT_STORE_CEILING)]
+    sync_store_ceiling: u64,
 
     /// Peer DIDs whose pair requests are approved without an operator (comma-separated in the env)
     #[arg(long, env = "STEWARD_AUTO_APPROVE_DIDS", value_delimiter = ',')]
@@ -342,6 +346,7 @@ async fn serve(args: ServeArgs) -> Result<(), StewardError> {
         purge_interval: args.purge_interval,
         federation: FederationConfig {
             poll_interval: args.sync_interval,
+            store_ceiling: args.sync_store_ceiling,
             auto_approve: args.auto_approve_did.clone(),
             allow_private_peers: args.allow_private_peers,
             directories: args.directories.clone(),

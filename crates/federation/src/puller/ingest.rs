@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 
 use syncropel_protocol::sync::{verify_items, PeerItem, Rejection, ResolvedKeys};
-use syncropel_protocol::unix_now;
+use syncropel_protocol::{unix_now, ErrorCode, Refusal};
 use syncropel_store::{Appended, NewRecord, StateChange};
 use syncropel_tenant::{stored_form, Tenant};
 
@@ -239,6 +239,19 @@ async fn store_admitted(
     extra: impl IntoIterator<Item = StateChange>,
 ) -> Result<PullOutcome, PullError> {
     let store = fed.store.as_ref();
+    if !admitted.records.is_empty() {
+        let incoming: usize = admitted.records.iter().map(|r| r.json.len()).sum();
+        let held = store.stored_bytes(&tenant.id).await?;
+        if held.saturating_add(incoming as u64) > fed.config.store_ceiling {
+            return Err(PullError::Parked(Refusal::new(
+                ErrorCode::TenantLimitReached,
+                format!(
+                    "the store holds {held} bytes; records from peers stop at {}",
+                    fed.config.store_ceiling
+                ),
+            )));
+        }
+    }
     let mut outcome = PullOutcome {
         quarantined: admitted.quarantine.len(),
         ..PullOutcome::default()
@@ -283,7 +296,50 @@ async fn store_admitted(
         outcome.quarantined += clashes.len();
         store.write(&tenant.id, Vec::new(), clashes).await?;
     }
+    if outcome.quarantined > 0 {
+        trim_quarantine(fed, &tenant.id).await?;
+    }
     Ok(outcome)
+}
+
+/// Keeps a tenant's quarantine within [`FederationConfig::quarantine_cap`]: past it, the oldest
+/// entries go, down to nine tenths of the cap, so that a peer sending bad records forever costs
+/// a count per page and a trim per tenth of the cap.
+///
+/// [`FederationConfig::quarantine_cap`]: crate::FederationConfig::quarantine_cap
+async fn trim_quarantine(fed: &Federation, tenant: &str) -> Result<(), PullError> {
+    let cap = fed.config.quarantine_cap;
+    if fed.store.state_count(tenant, QUARANTINE).await? <= cap as u64 {
+        return Ok(());
+    }
+    let mut held: Vec<(i64, String)> = fed
+        .store
+        .state_list(tenant, QUARANTINE)
+        .await?
+        .into_iter()
+        .map(|(key, entry)| {
+            let at = serde_json::from_str::<serde_json::Value>(&entry)
+                .ok()
+                .and_then(|e| e["at"].as_i64())
+                .unwrap_or(0);
+            (at, key)
+        })
+        .collect();
+    held.sort_unstable();
+    let dropped = held.len().saturating_sub(cap - cap / 10);
+    let deletes = held
+        .into_iter()
+        .take(dropped)
+        .map(|(_, key)| StateChange::delete(QUARANTINE, &key))
+        .collect();
+    fed.store.write(tenant, Vec::new(), deletes).await?;
+    syncropel_telemetry::series::quarantine_dropped(dropped);
+    tracing::warn!(
+        tenant,
+        dropped,
+        "quarantine past its cap: its oldest entries were dropped"
+    );
+    Ok(())
 }
 
 fn quarantined(source: &str, item: &PeerItem, code: &str) -> StateChange {

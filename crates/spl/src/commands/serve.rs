@@ -78,6 +78,7 @@ pub fn run(ctx: Ctx, args: &ServeArgs) -> Result<ExitCode> {
         public_metrics: args.public_metrics,
         federation: FederationConfig {
             poll_interval: Duration::from_secs(args.sync_interval_secs),
+            store_ceiling: args.sync_store_ceiling,
             auto_approve: args.federation_auto_approve_dids.clone(),
             directories: args.directories.clone(),
             discovery: DiscoveryConfig {

@@ -252,6 +252,13 @@ impl RecordStore for PgStore {
         sql::state_list(&mut *bound(&self.pool, tenant).await?, tenant, kind).await
     }
 
+    async fn state_count(&self, tenant: &str, kind: &str) -> Result<u64> {
+        if has_nul([Some(tenant), Some(kind)]) {
+            return Ok(0);
+        }
+        sql::state_count(&mut *bound(&self.pool, tenant).await?, tenant, kind).await
+    }
+
     #[tracing::instrument(level = "debug", name = "store.head_seq", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]
     async fn head_seq(&self, tenant: &str) -> Result<i64> {
         if tenant.contains('\0') {
@@ -263,6 +270,18 @@ impl RecordStore for PgStore {
                 .fetch_optional(&mut *bound(&self.pool, tenant).await?)
                 .await?;
         Ok(last.unwrap_or(0))
+    }
+
+    async fn stored_bytes(&self, tenant: &str) -> Result<u64> {
+        if tenant.contains('\0') {
+            return Ok(0);
+        }
+        let bytes: Option<i64> =
+            sqlx::query_scalar("SELECT bytes FROM tenant_counters WHERE tenant = $1")
+                .bind(tenant)
+                .fetch_optional(&mut *bound(&self.pool, tenant).await?)
+                .await?;
+        Ok(bytes.map_or(0, |b| u64::try_from(b).unwrap_or(0)))
     }
 
     #[tracing::instrument(level = "debug", name = "store.get", skip_all, fields(otel.kind = "client", db.system = "postgresql"))]

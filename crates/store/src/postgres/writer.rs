@@ -317,6 +317,14 @@ async fn flush(conn: &mut PgConnection, pending: &Pending<'_>, checked: bool) ->
         .iter()
         .map(|t| pending.counters[*t])
         .collect();
+    let mut bytes: HashMap<&str, i64> = HashMap::new();
+    for (tenant, record, _) in rows {
+        *bytes.entry(tenant).or_default() += record.json.len() as i64;
+    }
+    let counter_bytes: Vec<i64> = counter_tenants
+        .iter()
+        .map(|t| bytes.get(t).copied().unwrap_or(0))
+        .collect();
 
     let payloads: Vec<String> = counter_tenants
         .iter()
@@ -343,8 +351,8 @@ async fn flush(conn: &mut PgConnection, pending: &Pending<'_>, checked: bool) ->
              last_clock = greatest(threads.last_clock, excluded.last_clock), \
              last_seq = greatest(threads.last_seq, excluded.last_seq) \
          ), cnt AS ( \
-           UPDATE tenant_counters c SET last_seq = u.s \
-           FROM UNNEST($23::text[], $24::int8[]) AS u(t, s) WHERE c.tenant = u.t \
+           UPDATE tenant_counters c SET last_seq = u.s, bytes = c.bytes + u.b \
+           FROM UNNEST($23::text[], $24::int8[], $27::int8[]) AS u(t, s, b) WHERE c.tenant = u.t \
          ), ntf AS ( \
            SELECT pg_notify($25, p) FROM UNNEST($26::text[]) AS p \
          ) \
@@ -376,6 +384,7 @@ async fn flush(conn: &mut PgConnection, pending: &Pending<'_>, checked: bool) ->
     .bind(&counter_values)
     .bind(CHANNEL)
     .bind(&payloads)
+    .bind(&counter_bytes)
     .fetch_one(&mut *conn)
     .await?;
     if inserted != rows.len() as i64 {

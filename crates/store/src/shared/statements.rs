@@ -212,6 +212,21 @@ macro_rules! statements {
                 .collect())
         }
 
+        pub(super) async fn state_count(
+            db: impl sqlx::Executor<'_, Database = $db>,
+            tenant: &str,
+            kind: &str,
+        ) -> $crate::Result<u64> {
+            let count: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM federation_state WHERE tenant = $1 AND kind = $2",
+            )
+            .bind(tenant)
+            .bind(kind)
+            .fetch_one(db)
+            .await?;
+            Ok(u64::try_from(count).unwrap_or(0))
+        }
+
         pub(super) async fn get(
             db: impl sqlx::Executor<'_, Database = $db>,
             tenant: &str,

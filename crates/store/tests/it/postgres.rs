@@ -293,6 +293,17 @@ async fn a_connection_without_its_tenant_set_sees_no_rows_of_any_tenant_table() 
                 .unwrap();
             assert!(all >= 2, "{table} holds rows of both tenants");
         }
+        // The writer keeps each tenant's bytes beside its counter.
+        for tenant in ["t", "u"] {
+            let summed: i64 = sqlx::query_scalar(
+                "SELECT sum(octet_length(record_json))::int8 FROM records WHERE tenant = $1",
+            )
+            .bind(tenant)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+            assert_eq!(store.stored_bytes(tenant).await.unwrap(), summed as u64);
+        }
         conn.execute("SET ROLE syncropel_tenant").await.unwrap();
         for table in &tables {
             let seen: i64 = sqlx::query_scalar(&count(table))

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use syncropel_federation::{FederationConfig, PeerTimeouts};
 use syncropel_protocol::sync::SyncCursor;
 use syncropel_protocol::{Envelope, Keypair};
-use syncropel_testkit::{eventually, Node, Options};
+use syncropel_testkit::{eventually, Node, Options, TENANT};
 
 use super::{config, legacy, legacy_pair, ms, signed_item, DEADLINE};
 
@@ -98,7 +98,26 @@ async fn fake_changes(
         .or_default()
         .push(since.clone());
     let t = thread.as_str();
+    // The endless threads: page n holds clocks 10n..10n+9, and there is always more.
+    let n = fake.seen(t).len() as i64 - 1;
+    let endless = |records: Vec<Value>| {
+        json_response(
+            200,
+            json!({"object": "sync_changes", "thread": t, "records": records,
+                   "next_cursor": cursor_at(10 * (n + 1)), "has_more": true})
+            .to_string(),
+        )
+    };
     match t {
+        "th_flood" => endless(
+            (10 * n..10 * n + 10)
+                .map(|clock| {
+                    let body = json!({"c": clock, "pad": "x".repeat(2048)});
+                    signed_item(&fake.key, t, &fake.key.did_key(), clock, body)
+                })
+                .collect(),
+        ),
+        "th_forgeries" => endless((10 * n..10 * n + 10).map(|c| fake.forged(t, c)).collect()),
         "th_bad_sig" if since.is_empty() => {
             let mut tampered = fake.item(t, 3);
             tampered["record"]["body"] = json!({"c": "changed"});
@@ -311,4 +330,79 @@ async fn a_hostile_peer_gets_classified_errors_and_stores_nothing_from_bad_pages
         );
     }
     assert!(a.ids("th_elsewhere").await.is_empty());
+}
+
+/// A peer that always has more cannot fill the store: past the tenant's ceiling its pull job
+/// takes nothing more and says why.
+#[tokio::test]
+async fn a_peer_that_always_has_more_stops_at_the_store_ceiling() {
+    const CEILING: u64 = 1 << 20;
+    let (url, fake) = start_fake().await;
+    let a = Node::start(Options {
+        federation: FederationConfig {
+            store_ceiling: CEILING,
+            ..config()
+        },
+        ..Options::default()
+    })
+    .await;
+    let store = a.steward.state.store.clone();
+    assert!(
+        store.stored_bytes(TENANT).await.unwrap() < CEILING / 2,
+        "room for a few hundred records of 2 KiB"
+    );
+    let pair = legacy_pair(&a, &fake.key.did_key(), &url, "th_flood", "x").await;
+    let stopped = eventually("the flood stopped at the ceiling", DEADLINE, || async {
+        let pair = legacy(&a, &pair).await;
+        (pair["last_error"]["code"] == "TENANT_LIMIT_REACHED").then_some(pair)
+    })
+    .await;
+    assert!(
+        stopped["last_error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("bytes"),
+        "{stopped}"
+    );
+    let held = a.ids("th_flood").await.len();
+    assert!(held > 0, "records came in until the ceiling");
+    assert!(store.stored_bytes(TENANT).await.unwrap() <= CEILING + 64 * 1024);
+    // The peer keeps offering; nothing more is taken.
+    let asked = fake.seen("th_flood").len();
+    eventually("the job asks again", DEADLINE, || async {
+        (fake.seen("th_flood").len() > asked).then_some(())
+    })
+    .await;
+    assert_eq!(a.ids("th_flood").await.len(), held);
+}
+
+/// A peer sending bad records forever keeps at most the tenant's quarantine cap of them; the
+/// oldest go.
+#[tokio::test]
+async fn a_peer_sending_bad_records_forever_fills_at_most_the_quarantine_cap() {
+    const CAP: usize = 30;
+    let (url, fake) = start_fake().await;
+    let a = Node::start(Options {
+        federation: FederationConfig {
+            quarantine_cap: CAP,
+            ..config()
+        },
+        ..Options::default()
+    })
+    .await;
+    let pair = legacy_pair(&a, &fake.key.did_key(), &url, "th_forgeries", "x").await;
+    eventually("ten pages of forgeries", DEADLINE, || async {
+        (fake.seen("th_forgeries").len() > 10).then_some(())
+    })
+    .await;
+    let paused = a.client.pause_sync_pair(&pair).await.unwrap();
+    assert_eq!(paused.status(), 200, "{}", paused.json());
+    // A page's entries are written before the trim that follows them.
+    let held = a.quarantine(Some(&pair)).await;
+    assert!(!held.is_empty());
+    assert!(held.len() <= CAP + 10, "{} held", held.len());
+    assert!(
+        held.values().all(|code| code == "SIGNATURE_INVALID"),
+        "{held:?}"
+    );
 }

@@ -72,7 +72,8 @@ class Replica:
         self.secret = secrets.token_hex(32)
         self.log = tempfile.NamedTemporaryFile(prefix="steward-", suffix=".log", delete=False)
         env = dict(os.environ, DATABASE_URL=f"{base}/{self.database}", STEWARD_KEK=secrets.token_hex(32),
-                   STEWARD_JWT_SECRET=self.secret, RUST_LOG="warn,syncropel_steward=info")
+                   STEWARD_JWT_SECRET=self.secret, STEWARD_RATE_LIMIT_PER_TENANT="0",
+                   RUST_LOG="warn,syncropel_steward=info")
         self.proc = subprocess.Popen(
             [str(binary), "--bind", "127.0.0.1:0", "--base-domain", PLATFORM_HOST, "--path-prefix", "/t",
              "--public-scheme", "http", "--jwt-issuer", ISSUER, "--jwt-audience", AUDIENCE,

@@ -170,7 +170,8 @@ T0=$(now_ns)
 MIGRATE_MS=$(( ($(now_ns) - T0) / 1000000 ))
 
 log "starting the hosted steward"
-"$STEWARD" --bind 127.0.0.1:0 --base-domain localhost --path-prefix "$PREFIX" \
+# Through the environment, which a baseline build older than the per-tenant limit ignores.
+STEWARD_RATE_LIMIT_PER_TENANT=0 "$STEWARD" --bind 127.0.0.1:0 --base-domain localhost --path-prefix "$PREFIX" \
   --public-scheme http --jwt-issuer "$JWT_ISSUER" --jwt-audience "$JWT_AUDIENCE" \
   --rate-limit-per-address 0 --rate-limit-per-token 0 --tenant-limit 100000 \
   >"$WORK/steward.log" 2>&1 &

@@ -163,6 +163,10 @@ struct ServeArgs {
     /// Requests per second per token (burst twice that); 0 switches it off.
     #[arg(long, env = "STEWARD_RATE_LIMIT_PER_TOKEN", default_value_t = 500)]
     rate_limit_per_token: u32,
+    /// Requests per second per tenant, from all its addresses and tokens together (burst twice
+    /// that); 0 switches it off.
+    #[arg(long, env = "STEWARD_RATE_LIMIT_PER_TENANT", default_value_t = 2000)]
+    rate_limit_per_tenant: u32,
     /// Reverse proxies in front that append to X-Forwarded-For (the client is that many entries
     /// from the right); 0 keys the address limit on the connection's peer. Only set it when the
     /// steward cannot be reached except through those proxies: a direct caller writes the header.
@@ -339,6 +343,7 @@ async fn serve(args: ServeArgs) -> Result<(), StewardError> {
         rate_limits: RateLimits {
             per_address: RateLimit::per_second(args.rate_limit_per_address),
             per_token: RateLimit::per_second(args.rate_limit_per_token),
+            per_tenant: RateLimit::per_second(args.rate_limit_per_tenant),
             trusted_proxies: args.trusted_proxies,
         },
         cors_origins: args.cors_origins.clone(),

@@ -60,6 +60,9 @@ pub struct RateLimits {
     pub per_address: Option<RateLimit>,
     /// Per authenticated token (tenant + token id), on every authenticated route.
     pub per_token: Option<RateLimit>,
+    /// Per tenant host, every request to it from any address or token: however many addresses
+    /// and tokens one tenant uses, it gets at most this share of a replica.
+    pub per_tenant: Option<RateLimit>,
     /// Reverse proxies in front of the steward that append the address they saw to
     /// `X-Forwarded-For`. With `n > 0` the client is the `n`-th address from the right of that
     /// header (entries further left are whatever the client chose to send, so they are never
@@ -73,6 +76,7 @@ impl RateLimits {
         RateLimits {
             per_address: RateLimit::per_second(per_address),
             per_token: RateLimit::per_second(per_token),
+            per_tenant: None,
             trusted_proxies: 0,
         }
     }
@@ -144,6 +148,7 @@ const PAIR_INITS_PER_MINUTE: u32 = 10;
 pub struct RateLimiters {
     per_address: Option<Keyed<(Option<String>, IpAddr)>>,
     per_token: Option<Keyed<(String, String)>>,
+    per_tenant: Option<Keyed<String>>,
     pair_inits: DefaultKeyedRateLimiter<IpAddr>,
     trusted_proxies: u8,
 }
@@ -154,6 +159,7 @@ impl RateLimiters {
         RateLimiters {
             per_address: limits.per_address.map(Keyed::new),
             per_token: limits.per_token.map(Keyed::new),
+            per_tenant: limits.per_tenant.map(Keyed::new),
             pair_inits: DefaultKeyedRateLimiter::keyed(Quota::per_minute(per_minute)),
             trusted_proxies: limits.trusted_proxies,
         }
@@ -177,6 +183,7 @@ impl RateLimiters {
         RateLimits {
             per_address: self.per_address.as_ref().map(|k| k.limit),
             per_token: self.per_token.as_ref().map(|k| k.limit),
+            per_tenant: self.per_tenant.as_ref().map(|k| k.limit),
             trusted_proxies: self.trusted_proxies,
         }
     }
@@ -190,6 +197,16 @@ impl RateLimiters {
         keyed
             .check(&(tenant.map(str::to_owned), address_key(addr)))
             .map_err(|wait| keyed.refusal("address", wait))
+    }
+
+    /// Counts one request to the tenant host `tenant` (its label) against the tenant limit.
+    pub fn check_tenant(&self, tenant: &str) -> Result<(), ApiError> {
+        let Some(keyed) = &self.per_tenant else {
+            return Ok(());
+        };
+        keyed
+            .check(&tenant.to_string())
+            .map_err(|wait| keyed.refusal("tenant", wait))
     }
 
     /// Counts one request made with the token `token_id` of `tenant` against the token limit.
@@ -241,6 +258,9 @@ impl RateLimiters {
             keyed.sweep();
         }
         if let Some(keyed) = &self.per_token {
+            keyed.sweep();
+        }
+        if let Some(keyed) = &self.per_tenant {
             keyed.sweep();
         }
         self.pair_inits.retain_recent();
@@ -326,7 +346,8 @@ pub struct ClientAddress(pub IpAddr);
 
 impl<S> AddressLimited<S> {
     /// Notes the client's address on the request, and answers a request over its address's
-    /// limit, if it is.
+    /// limit or its tenant's, if it is. The address goes first: an address refused for flooding
+    /// takes nothing from its tenant's bucket.
     fn refusal(&self, req: &mut Request) -> Option<Response> {
         let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().copied();
         let client = peer
@@ -334,22 +355,21 @@ impl<S> AddressLimited<S> {
         if let Some(client) = client {
             req.extensions_mut().insert(ClientAddress(client));
         }
-        self.limits.per_address.as_ref()?;
-        let Some(client) = client else {
-            return Some(
-                ApiError::internal(
-                    "the address rate limit is on but the server was not started with \
-                     into_make_service_with_connect_info::<SocketAddr>()",
-                )
-                .into_response(),
-            );
-        };
         let tenant = match req.extensions().get::<Addressed>() {
             Some(Addressed::Tenant(label)) => Some(label.as_str()),
             _ => None,
         };
-        self.limits
-            .check_address(tenant, client)
+        let limits = &self.limits;
+        let checked = match (&limits.per_address, client) {
+            (None, _) => Ok(()),
+            (Some(_), Some(client)) => limits.check_address(tenant, client),
+            (Some(_), None) => Err(ApiError::internal(
+                "the address rate limit is on but the server was not started with \
+                 the peer address of each connection",
+            )),
+        };
+        checked
+            .and_then(|()| tenant.map_or(Ok(()), |tenant| limits.check_tenant(tenant)))
             .err()
             .map(IntoResponse::into_response)
     }
@@ -430,6 +450,23 @@ mod tests {
         for _ in 0..100 {
             assert!(limiters.check_address(None, [127, 0, 0, 1].into()).is_ok());
         }
+    }
+
+    #[test]
+    fn a_tenant_has_one_bucket_for_all_its_addresses_and_tokens() {
+        let limiters = RateLimiters::new(RateLimits {
+            per_tenant: RateLimit::per_second(1),
+            ..RateLimits::default()
+        });
+        assert!(limiters.check_tenant("acme").is_ok());
+        assert!(limiters.check_tenant("acme").is_ok());
+        let refusal = limiters.check_tenant("acme").unwrap_err();
+        assert_eq!(refusal.code, ErrorCode::RateLimited);
+        assert_eq!(refusal.extra["limit"], "per_tenant");
+        assert!(
+            limiters.check_tenant("other").is_ok(),
+            "another tenant's bucket"
+        );
     }
 
     #[test]

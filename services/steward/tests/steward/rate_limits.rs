@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use syncropel_client::api::{BatchResult, CreateRecords};
-use syncropel_steward::rate_limit::RateLimits;
+use syncropel_steward::rate_limit::{RateLimit, RateLimits};
 use syncropel_testkit::hosted::{Config, Replica};
 use syncropel_testkit::{envelope, error_code, Options, TestSteward};
 
@@ -244,6 +244,43 @@ async fn a_flood_against_one_tenant_leaves_the_others_served() {
         assert_eq!(error_code(&refused), "RATE_LIMITED");
         let (status, _) = replica.tenant_get("acme", &honest, "/v1/records").await;
         assert_eq!(status, 200);
+        replica.stop().await;
+    })
+    .await;
+}
+
+/// One tenant, however many addresses it comes from, gets at most its share of a replica: its
+/// requests from everywhere count against one bucket, and the other tenants are served.
+#[tokio::test]
+async fn a_tenant_flooding_from_many_addresses_is_held_to_its_share() {
+    syncropel_testkit::with_test_database(|url| async move {
+        let config = Config {
+            rate_limits: RateLimits {
+                per_tenant: RateLimit::per_second(10),
+                trusted_proxies: 1,
+                ..RateLimits::default()
+            },
+            ..Config::default()
+        };
+        let replica = Replica::start(&url, config).await;
+        let noisy = replica.new_tenant("owner-a", "noisy").await;
+        let quiet = replica.new_tenant("owner-b", "quiet").await;
+        let sent = std::sync::atomic::AtomicU32::new(0);
+        let (passed, retry_after, refused) = until_refused(200, 200, || {
+            // Each request from an address of its own.
+            let n = sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let address = format!("198.51.{}.{}", n / 250, n % 250 + 1);
+            replica
+                .tenant_request("noisy", reqwest::Method::GET, "/v1/records?limit=1")
+                .bearer_auth(&noisy)
+                .header("x-forwarded-for", address)
+        })
+        .await;
+        assert!(passed >= 10, "{passed}");
+        assert!(retry_after >= 1);
+        assert_eq!(refused["limit"], "per_tenant", "{refused}");
+        let (status, body) = replica.tenant_get("quiet", &quiet, "/v1/records").await;
+        assert_eq!(status, 200, "{body}");
         replica.stop().await;
     })
     .await;

@@ -402,11 +402,19 @@ pub(crate) fn replaces_stub(stored: &str, incoming: &str) -> bool {
     let (Some(stored), Some(incoming)) = (parse(stored), parse(incoming)) else {
         return false;
     };
-    let is_stub = |v: &serde_json::Value| v.get("redacted") == Some(&serde_json::Value::Bool(true));
     let same_envelope = ["thread", "actor", "act", "clock", "parents"]
         .iter()
         .all(|field| stored.get(field) == incoming.get(field));
-    is_stub(&stored) && !is_stub(&incoming) && same_envelope
+    stub_value(&stored) && !stub_value(&incoming) && same_envelope
+}
+
+/// Whether a record's JSON is a consent stub (`"redacted": true`), which nobody signed.
+pub(crate) fn is_stub(json: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(json).is_ok_and(|value| stub_value(&value))
+}
+
+fn stub_value(record: &serde_json::Value) -> bool {
+    record.get("redacted") == Some(&serde_json::Value::Bool(true))
 }
 
 /// Seconds since the Unix epoch, for `updated_at` columns.

@@ -9,7 +9,7 @@ use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
 use tokio::sync::mpsc;
 
 use super::search::search_text;
-use super::sql::{apply_change, apply_state, stored_from_row};
+use super::sql::{apply_change, apply_state, remove_stubs_blocking, stored_from_row};
 use super::CHANNEL;
 use crate::shared::writer::{answer, take, write_ops, Batch, OpOutcome, Queued, WriteOp};
 use crate::shared::MAX_BATCH;
@@ -96,6 +96,10 @@ impl<'a> Batch<'a> for PgBatch<'a, '_> {
 
     async fn apply_state(&mut self, tenant: &str, change: &StateChange) -> Result<()> {
         Ok(apply_state(self.conn, tenant, change).await?)
+    }
+
+    async fn remove_stubs_blocking(&mut self, tenant: &str, record: &NewRecord) -> Result<bool> {
+        remove_stubs_blocking(self.conn, tenant, record).await
     }
 }
 

@@ -178,6 +178,57 @@ macro_rules! statements {
             })
         }
 
+        /// Removes the stored stubs holding `record`'s id or `(thread, actor, clock)`, with
+        /// their share of the thread summary (and, in Postgres, of the tenant's bytes).
+        pub(super) async fn remove_stubs_blocking(
+            conn: &mut <$db as sqlx::Database>::Connection,
+            tenant: &str,
+            record: &$crate::NewRecord,
+        ) -> $crate::Result<bool> {
+            let rows = sqlx::query(
+                "SELECT seq, thread, record_json FROM records WHERE tenant = $1 \
+                 AND (id = $2 OR (thread = $3 AND actor = $4 AND clock = $5))",
+            )
+            .bind(tenant)
+            .bind(&record.id)
+            .bind(&record.thread)
+            .bind(&record.actor)
+            .bind(record.clock)
+            .fetch_all(&mut *conn)
+            .await?;
+            let mut removed = false;
+            for row in rows {
+                let json: String = row.get("record_json");
+                if !$crate::is_stub(&json) {
+                    continue;
+                }
+                let seq: i64 = row.get("seq");
+                let thread: String = row.get("thread");
+                sqlx::query("DELETE FROM records WHERE tenant = $1 AND seq = $2")
+                    .bind(tenant)
+                    .bind(seq)
+                    .execute(&mut *conn)
+                    .await?;
+                sqlx::query(
+                    "UPDATE threads SET record_count = record_count - 1 \
+                     WHERE tenant = $1 AND thread = $2",
+                )
+                .bind(tenant)
+                .bind(&thread)
+                .execute(&mut *conn)
+                .await?;
+                if <$db as sqlx::Database>::NAME == "PostgreSQL" {
+                    sqlx::query("UPDATE tenant_counters SET bytes = bytes - $2 WHERE tenant = $1")
+                        .bind(tenant)
+                        .bind(json.len() as i64)
+                        .execute(&mut *conn)
+                        .await?;
+                }
+                removed = true;
+            }
+            Ok(removed)
+        }
+
         pub(super) async fn state_get(
             db: impl sqlx::Executor<'_, Database = $db>,
             tenant: &str,

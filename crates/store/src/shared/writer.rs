@@ -178,6 +178,14 @@ pub(crate) trait Batch<'a>: Send {
         tenant: &str,
         change: &StateChange,
     ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Removes the stored consent stubs that hold `record`'s id or its `(thread, actor,
+    /// clock)`; whether there were any.
+    fn remove_stubs_blocking(
+        &mut self,
+        tenant: &str,
+        record: &NewRecord,
+    ) -> impl Future<Output = Result<bool>> + Send;
 }
 
 /// Applies a batch of writes in one transaction: every append first (in one go), then each
@@ -233,7 +241,19 @@ pub(crate) fn write_ops<'a, 't, B: Batch<'a>>(
                     let records: Vec<(&str, &NewRecord)> =
                         records.iter().map(|r| (tenant.as_str(), r)).collect();
                     // Peers' records: a full record may replace a consent stub of the same id.
-                    let results = tx.insert(&records, true).await?;
+                    let mut results = tx.insert(&records, true).await?;
+                    // A stub is unsigned: one that holds a verified record's id under another
+                    // envelope, or its (thread, actor, clock), goes, and the record is stored.
+                    for (result, &(tenant, record)) in results.iter_mut().zip(&records) {
+                        if blocked_by_stub(result, record)
+                            && tx.remove_stubs_blocking(tenant, record).await?
+                        {
+                            if let Some(stored) = tx.insert(&[(tenant, record)], true).await?.pop()
+                            {
+                                *result = stored;
+                            }
+                        }
+                    }
                     for change in state {
                         tx.apply_state(tenant, change).await?;
                     }
@@ -244,6 +264,17 @@ pub(crate) fn write_ops<'a, 't, B: Batch<'a>>(
         }
         Ok(outcomes)
     }
+}
+
+/// Whether a full record from a peer was kept out by what may be a stub: its id stored as a stub
+/// it did not replace, or its `(thread, actor, clock)` taken.
+fn blocked_by_stub(outcome: &Result<Appended>, record: &NewRecord) -> bool {
+    !crate::is_stub(&record.json)
+        && match outcome {
+            Ok(Appended::Existing(stored)) => crate::is_stub(&stored.json),
+            Err(StoreError::DuplicateClock { .. }) => true,
+            _ => false,
+        }
 }
 
 /// Answers every write of a batch with its outcome, or all of them with the batch's failure.

@@ -7,7 +7,7 @@ use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqliteConnection};
 use tokio::sync::{broadcast, mpsc};
 
 use super::search::{index_for_search, IndexSearch, SEARCH_INDEX_EVERY};
-use super::sql::{apply_change, apply_state, stored_from_row};
+use super::sql::{apply_change, apply_state, remove_stubs_blocking, stored_from_row};
 use crate::shared::writer::{answer, take, write_ops, Batch, OpOutcome, Queued, WriteOp};
 use crate::shared::MAX_BATCH;
 use crate::{
@@ -115,6 +115,10 @@ impl<'a> Batch<'a> for SqliteBatch<'_> {
 
     async fn apply_state(&mut self, tenant: &str, change: &StateChange) -> Result<()> {
         Ok(apply_state(self.conn, tenant, change).await?)
+    }
+
+    async fn remove_stubs_blocking(&mut self, tenant: &str, record: &NewRecord) -> Result<bool> {
+        remove_stubs_blocking(self.conn, tenant, record).await
     }
 }
 

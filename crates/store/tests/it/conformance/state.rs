@@ -39,14 +39,60 @@ pub async fn writes_move_state_with_their_records_and_replace_only_stubs(
     assert_eq!(cursor().await.as_deref(), Some("c1"));
     let seq = store.get("t", "r1").await.unwrap().unwrap().seq;
 
-    // A stub whose envelope is not the record's is not replaced by it.
-    let mut odd = record_with_body("r2", "th", "a", 3, r#"{"redacted":true}"#);
-    odd.json =
-        r#"{"id":"r2","thread":"th","clock":3,"body":{"redacted":true},"redacted":true}"#.into();
-    store.write("t", vec![odd], Vec::new()).await.unwrap();
+    // A stub is unsigned: one holding a record's id under another envelope, or holding its
+    // (thread, actor, clock), goes, and the peer's verified record is stored in its own place.
+    let stub_of = |id: &str, clock: i64| {
+        let mut stub = record_with_body(id, "th", "a", clock, r#"{"redacted":true}"#);
+        stub.json = format!(
+            r#"{{"id":"{id}","thread":"th","clock":{clock},"body":{{"redacted":true}},"redacted":true}}"#
+        );
+        stub
+    };
+    store
+        .write("t", vec![stub_of("r2", 3), stub_of("r3", 4)], Vec::new())
+        .await
+        .unwrap();
     let elsewhere = record_with_body("r2", "th_other", "a", 3, r#"{"text":"x"}"#);
-    store.write("t", vec![elsewhere], Vec::new()).await.unwrap();
-    assert!(stored_json("r2").await.contains("redacted"));
+    let rightful = record_with_body("r4", "th", "a", 4, r#"{"text":"mine"}"#);
+    let results = store
+        .write("t", vec![elsewhere, rightful], Vec::new())
+        .await
+        .unwrap();
+    assert!(
+        results
+            .iter()
+            .all(|r| matches!(r, Ok(Appended::Inserted(_)))),
+        "{results:?}"
+    );
+    assert!(!stored_json("r2").await.contains("redacted"));
+    assert!(stored_json("r4").await.contains("mine"));
+    assert!(
+        store.get("t", "r3").await.unwrap().is_none(),
+        "the squatter went"
+    );
+    let th = store
+        .threads("t", None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|t| t.id == "th")
+        .unwrap();
+    let on_th = store
+        .list(
+            "t",
+            &syncropel_store::ListFilter {
+                thread: Some("th".into()),
+                limit: 100,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        th.record_count,
+        on_th.len() as i64,
+        "the summary counts what is there"
+    );
 
     // Through append (a local client) the stub stays.
     let full = record_with_body("r1", "th", "a", 1, r#"{"text":"glowing marmot"}"#);

@@ -54,6 +54,17 @@ impl Fake {
         item
     }
 
+    /// An unsigned consent stub claiming the id `id` on an envelope at `clock`.
+    fn stub(&self, thread: &str, clock: i64, id: &str) -> Value {
+        let mut item = self.item(thread, clock);
+        let record = item["record"].as_object_mut().unwrap();
+        record.remove("sig");
+        record.insert("body".into(), json!({"redacted": true}));
+        item["id"] = json!(id);
+        item["redacted"] = json!(true);
+        item
+    }
+
     fn id(&self, thread: &str, clock: i64) -> String {
         self.item(thread, clock)["id"].as_str().unwrap().to_string()
     }
@@ -117,6 +128,20 @@ async fn fake_changes(
                 })
                 .collect(),
         ),
+        // Stubs that claim the id of the record at clock 1 (on another envelope) and the slot of
+        // the one at clock 2; the real records follow.
+        "th_squat" if since.is_empty() => page(
+            t,
+            vec![
+                fake.stub(t, 9, &fake.id(t, 1)),
+                fake.stub(t, 2, &"5".repeat(64)),
+            ],
+            &cursor_at(2),
+        ),
+        "th_squat" if since == cursor_at(2) => {
+            page(t, vec![fake.item(t, 1), fake.item(t, 2)], &cursor_at(4))
+        }
+        "th_squat" => page(t, Vec::new(), &since),
         "th_forgeries" => endless((10 * n..10 * n + 10).map(|c| fake.forged(t, c)).collect()),
         "th_bad_sig" if since.is_empty() => {
             let mut tampered = fake.item(t, 3);
@@ -405,4 +430,24 @@ async fn a_peer_sending_bad_records_forever_fills_at_most_the_quarantine_cap() {
         held.values().all(|code| code == "SIGNATURE_INVALID"),
         "{held:?}"
     );
+}
+
+/// A peer's unsigned stub never keeps the verified record out: stubs claiming a record's id (on
+/// another envelope) or its (thread, actor, clock) go when the record comes, and it is stored.
+#[tokio::test]
+async fn stubs_that_claim_a_records_id_or_slot_give_way_to_the_record() {
+    let (url, fake) = start_fake().await;
+    let a = Node::start(Options {
+        federation: config(),
+        ..Options::default()
+    })
+    .await;
+    let pair = legacy_pair(&a, &fake.key.did_key(), &url, "th_squat", "x").await;
+    let real = BTreeSet::from([fake.id("th_squat", 1), fake.id("th_squat", 2)]);
+    eventually("the real records stored", DEADLINE, || async {
+        (a.ids("th_squat").await == real).then_some(())
+    })
+    .await;
+    let held = a.quarantine(Some(&pair)).await;
+    assert!(held.is_empty(), "{held:?}");
 }

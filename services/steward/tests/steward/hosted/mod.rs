@@ -5,6 +5,7 @@
 mod isolation;
 mod provisioning;
 mod replicas;
+mod sweep;
 
 use syncropel_testkit::hosted::Replica;
 use syncropel_testkit::Sql;

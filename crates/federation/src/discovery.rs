@@ -196,6 +196,14 @@ pub async fn introductions_via(
     via: &str,
 ) -> Result<Introductions> {
     let pair = pairs::find(fed, tenant, via).await?;
+    // The operator's own call: a pair not (or no longer) active is no fault of its token.
+    if matches!(pair.state, PairState::Establishing | PairState::Revoked) {
+        return Err(Refusal::new(
+            ErrorCode::UnpairedPeer,
+            format!("the pair with {via} is not active"),
+        )
+        .into());
+    }
     pairs::require_serving(&pair)?;
     let url = pair.peer_url.clone().ok_or_else(|| {
         Refusal::new(

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use syncropel_client::api::SetIntroducible;
+use syncropel_client::api::{PairReason, SetIntroducible};
 use syncropel_client::ClientError;
 use syncropel_discovery::{MdnsConfig, MdnsInterfaces};
 use syncropel_federation::discovery::DiscoveryConfig;
@@ -201,5 +201,18 @@ async fn introductions_are_404_unless_enabled_and_list_only_introducible_pairs()
         pair_state(&hub).await,
         hub_pairs,
         "discovery wrote pair records"
+    );
+
+    // Through a pair no longer active the operator is told so, not that its token is bad.
+    let revoked = x
+        .client
+        .revoke_pair(&x_closed, &PairReason::default())
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 200, "{}", revoked.json());
+    let refused = x.client.introductions(&closed.did()).await.unwrap_err();
+    assert!(
+        matches!(&refused, ClientError::Api { status: 404, code, .. } if code == "unpaired_peer"),
+        "{refused}"
     );
 }

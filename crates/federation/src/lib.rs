@@ -39,7 +39,9 @@ mod traces;
 
 pub use backoff::Backoff;
 pub use config::{FederationConfig, PeerTimeouts, DEFAULT_STORE_CEILING};
-pub use engine::{own_record, signed, stored_thread, Federation, JobPlacement, Shared};
+pub use engine::{
+    own_record, signed, stored_thread, Federation, JobPlacement, Shared, ACTIVE_PULLS_PER_TENANT,
+};
 pub use error::{FederationError, Result};
 pub use peer::{ChangesRequest, PeerClient, PeerClientOptions, PeerError, Reach};
 pub use resolve::{DidResolver, ResolvedDid};

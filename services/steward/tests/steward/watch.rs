@@ -653,3 +653,49 @@ async fn suspension_closes_a_hosted_tenants_watches() {
     })
     .await;
 }
+
+/// A watcher that stops reading pins nothing: announcements carry no records, and once more
+/// commits than the announcement channel holds (16,384) have passed it by, it is told `lagged`
+/// (after what its connection had buffered) and the stream ends, to be resumed from its last id.
+#[tokio::test]
+async fn a_watcher_that_stops_reading_is_told_it_lagged() {
+    let node = node().await;
+    let mut stream = watch(&node, &node.token, "th_lag/watch", None).await;
+    // Large records on the watched thread fill the connection's buffers while nobody reads.
+    let big = "x".repeat(60 * 1024);
+    for batch in 0..20 {
+        let records: Vec<Value> = (0..15)
+            .map(|i| envelope("th_lag", batch * 15 + i, json!({"pad": big})))
+            .collect();
+        let (status, answer) = node
+            .post("/v1/records/batch", &json!({"records": records}))
+            .await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    // Then more commits than the channel holds, elsewhere.
+    for batch in 0..34 {
+        let records: Vec<Value> = (0..500)
+            .map(|i| envelope("th_elsewhere", batch * 500 + i, json!({})))
+            .collect();
+        let (status, answer) = node
+            .post("/v1/records/batch", &json!({"records": records}))
+            .await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    let mut records = 0;
+    let last = loop {
+        let frame = stream.frame().await;
+        match frame.event.as_deref() {
+            Some("record.created") => records += 1,
+            Some("heartbeat") => {}
+            _ => break frame,
+        }
+    };
+    assert_eq!(last.event.as_deref(), Some("error"), "{last:?}");
+    assert_eq!(last.json()["code"], "lagged", "{last:?}");
+    assert!(
+        records < 300,
+        "the watcher fell behind ({records} records sent)"
+    );
+    assert!(stream.next().await.is_none(), "the stream ends");
+}

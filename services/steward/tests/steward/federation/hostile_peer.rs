@@ -10,27 +10,16 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt as _;
 use serde_json::{json, Value};
 use syncropel_federation::{FederationConfig, PeerTimeouts};
-use syncropel_protocol::sync::SyncCursor;
 use syncropel_protocol::{Envelope, Keypair};
 use syncropel_testkit::{eventually, Node, Options, TENANT};
 
-use super::{config, legacy, legacy_pair, ms, signed_item, DEADLINE};
+use super::{config, cursor_at, legacy, legacy_pair, ms, signed_item, DEADLINE};
 
 /// A fake peer whose `GET /v1/sync/changes` misbehaves according to the thread asked for.
 struct Fake {
     key: Keypair,
     /// The `since` of every request, per thread.
     seen: Mutex<HashMap<String, Vec<String>>>,
-}
-
-const ANY_KEY: &[u8] = b"any key: the puller only peeks at cursors";
-
-fn cursor_at(seq: i64) -> String {
-    SyncCursor {
-        epoch: "00112233aabbccdd".into(),
-        seq,
-    }
-    .encode(ANY_KEY)
 }
 
 impl Fake {

@@ -123,11 +123,33 @@ fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
+/// A cursor at `seq`, as a fake peer hands it out: pullers only peek at cursors, so any key
+/// will do.
+fn cursor_at(seq: i64) -> String {
+    syncropel_protocol::sync::SyncCursor {
+        epoch: "00112233aabbccdd".into(),
+        seq,
+    }
+    .encode(b"any key")
+}
+
 /// The seven hashed fields of a record, signed by `key` as a sync item.
 fn signed_item(key: &Keypair, thread: &str, actor: &str, clock: i64, body: Value) -> Value {
+    signed_item_with_parents(key, thread, actor, clock, body, &[])
+}
+
+/// [`signed_item`], naming `parents`.
+fn signed_item_with_parents(
+    key: &Keypair,
+    thread: &str,
+    actor: &str,
+    clock: i64,
+    body: Value,
+    parents: &[String],
+) -> Value {
     let envelope = Envelope::from_value(json!({
         "act": "KNOW", "actor": actor, "body": body, "clock": clock,
-        "thread": thread, "parents": [], "data_type": "SCALAR"
+        "thread": thread, "parents": parents, "data_type": "SCALAR"
     }))
     .unwrap();
     let canonical = envelope.canonical_json();

@@ -13,10 +13,13 @@ seconds while the honest tenant reads a small thread in a loop:
   sorted      three concurrent sorted rich queries over the whole tenant
   like        one `$like` query per core and more: 900 KB text, the longest pattern
   watchers    three watches that never read while the attacker writes 100 more big records
+  slowloris   up to 2,000 connections from one address that send their headers a byte a second
+              (the honest tenant connects from 127.0.0.2, another address)
 
 It prints, per attack, the replica's resident memory before it (after 5 s of rest) and at its
-peak (sampled every 50 ms from /proc), and the honest tenant's request count, p50 and p99, with
-a quiet run first as the baseline, as a Markdown table. The database is dropped at the end.
+peak, the most connections it held open (both sampled every 50 ms from /proc), and the honest
+tenant's request count, p50 and p99, with a quiet run first as the baseline, as a Markdown table.
+The database is dropped at the end.
 """
 
 from __future__ import annotations
@@ -97,6 +100,17 @@ class Replica:
         r.raise_for_status()
         return f"{self.origin}/t/{label}", f"spl_prod_sa-bootstrap-env_{bootstrap}"
 
+    def sockets(self) -> int:
+        """Sockets the replica holds open (its listeners' and connections')."""
+        fds = Path(f"/proc/{self.proc.pid}/fd")
+        count = 0
+        for fd in fds.iterdir():
+            try:
+                count += os.readlink(fd).startswith("socket:")
+            except OSError:
+                pass
+        return count
+
     def rss_kib(self) -> int:
         status = Path(f"/proc/{self.proc.pid}/status").read_text()
         return int(re.search(r"VmRSS:\s+(\d+)", status).group(1))
@@ -132,7 +146,10 @@ class Honest:
     """Reads a small thread in a loop and keeps each request's latency."""
 
     def __init__(self, url: str, token: str):
-        self.client = httpx.Client(headers={"authorization": f"Bearer {token}"}, timeout=30)
+        # From another loopback address than the attackers', as another client would be.
+        transport = httpx.HTTPTransport(local_address="127.0.0.2")
+        self.client = httpx.Client(headers={"authorization": f"Bearer {token}"}, timeout=30,
+                                   transport=transport)
         self.url = url
 
     def run(self, stop: threading.Event, latencies: list[float], errors: list[str]) -> None:
@@ -197,6 +214,7 @@ def run(replica: Replica, args) -> None:
             attacker_url + "/v1/records/query",
             json={"filter": {"body.s": {"$like": "%" + "x" * 254 + "b"}}}, headers=auth).content),
         "watchers": watchers(attacker_url, attacker, args.big_records),
+        "slowloris": slowloris(attacker_url),
     }
     rows = []
     for name, start in attacks.items():
@@ -208,6 +226,7 @@ def run(replica: Replica, args) -> None:
         time.sleep(5)
         before = replica.rss_kib()
         peak = before
+        most_sockets = replica.sockets()
         workers = start(args.seconds)
         reader.start()
         for w in workers:
@@ -215,18 +234,19 @@ def run(replica: Replica, args) -> None:
         deadline = time.monotonic() + args.seconds
         while time.monotonic() < deadline or any(w.is_alive() for w in workers):
             peak = max(peak, replica.rss_kib())
+            most_sockets = max(most_sockets, replica.sockets())
             time.sleep(0.05)
         stop.set()
         reader.join()
         latencies.sort()
         p99 = latencies[int(len(latencies) * 0.99) - 1] if latencies else float("nan")
-        rows.append((name, before / 1024, peak / 1024, len(latencies), statistics.median(latencies), p99,
-                     len(errors)))
+        rows.append((name, before / 1024, peak / 1024, most_sockets, len(latencies),
+                     statistics.median(latencies), p99, len(errors)))
         print(f"[attacks] {name}: peak {peak / 1024:.0f} MiB, honest p99 {p99:.1f} ms", file=sys.stderr)
-    print("| Attack | replica RSS before (MiB) | peak RSS (MiB) | honest requests | honest p50 ms | honest p99 ms | honest errors |")
-    print("|---|---|---|---|---|---|---|")
-    for name, before, peak, count, p50, p99, errors in rows:
-        print(f"| {name} | {before:.0f} | {peak:.0f} | {count} | {p50:.1f} | {p99:.1f} | {errors} |")
+    print("| Attack | replica RSS before (MiB) | peak RSS (MiB) | most sockets held | honest requests | honest p50 ms | honest p99 ms | honest errors |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, before, peak, sockets, count, p50, p99, errors in rows:
+        print(f"| {name} | {before:.0f} | {peak:.0f} | {sockets} | {count} | {p50:.1f} | {p99:.1f} | {errors} |")
 
 
 def watchers(url: str, token: str, written: int):
@@ -248,6 +268,38 @@ def watchers(url: str, token: str, written: int):
             for s in sockets:
                 s.close()
         return [threading.Thread(target=write)]
+    return start
+
+
+def slowloris(url: str):
+    """Up to 2,000 connections from 127.0.0.1 that never finish their headers: each sends a
+    header line a second, and one the replica closed is opened again."""
+    host, port = url.split("//", 1)[1].split("/", 1)[0].split(":")
+
+    def start(seconds: float) -> list[threading.Thread]:
+        def attack() -> None:
+            deadline = time.monotonic() + seconds
+            held: list[socket.socket] = []
+            while time.monotonic() < deadline:
+                while len(held) < 2000 and time.monotonic() < deadline:
+                    try:
+                        s = socket.create_connection((host, int(port)), timeout=1)
+                        s.sendall(f"GET / HTTP/1.1\r\nHost: {host}\r\n".encode())
+                        held.append(s)
+                    except OSError:
+                        break
+                alive = []
+                for s in held:
+                    try:
+                        s.sendall(b"X-Slow: a\r\n")
+                        alive.append(s)
+                    except OSError:
+                        s.close()
+                held = alive
+                time.sleep(1)
+            for s in held:
+                s.close()
+        return [threading.Thread(target=attack)]
     return start
 
 

@@ -3,6 +3,8 @@
 //! records are fetched by id. Both pass every record through the consent filter
 //! (federation-protocol.md §6.2) for the namespace the puller will land it in.
 
+use std::collections::BTreeSet;
+
 use serde_json::{json, Value};
 use syncropel_protocol::consent::Delivery;
 use syncropel_protocol::pair::NamespaceMap;
@@ -46,6 +48,9 @@ pub struct Puller {
     pub targets: Option<Vec<String>>,
     /// The maps its pair agreed: our namespace `local` lands in the puller's `peer`.
     pub maps: Vec<NamespaceMap>,
+    /// The threads its pair limits it to (empty: any), and the pair's thread rule.
+    pub thread_allow: BTreeSet<String>,
+    pub thread_rule: Option<String>,
 }
 
 impl Puller {
@@ -58,6 +63,8 @@ impl Puller {
                 did: access.claimed.unwrap_or_default().to_string(),
                 targets: None,
                 maps: Vec::new(),
+                thread_allow: BTreeSet::new(),
+                thread_rule: None,
             });
         };
         if let Some(pair) = pairs::by_inbound_account(fed, tenant, &grant.sa_id).await? {
@@ -66,6 +73,8 @@ impl Puller {
                 did: pair.peer_did.clone(),
                 targets: Some(pairs::target_namespaces(&pair)),
                 maps: pair.maps.clone(),
+                thread_allow: pair.thread_allow.clone(),
+                thread_rule: pair.thread_rule.clone(),
             });
         }
         // An account made for a pair serves only through its live pair: a token of a pair that
@@ -97,6 +106,8 @@ impl Puller {
             did: bound.unwrap_or_default().to_string(),
             targets: (!namespaces.is_empty()).then_some(namespaces),
             maps: Vec::new(),
+            thread_allow: BTreeSet::new(),
+            thread_rule: None,
         })
     }
 
@@ -107,6 +118,25 @@ impl Puller {
             .iter()
             .find(|m| m.peer == target)
             .map_or(target, |m| m.local.as_str())
+    }
+
+    /// Refuses a thread outside the pair's scope (federation-protocol.md §5.6): once the pair
+    /// allows named threads, only those; a thread rule, which this steward cannot evaluate,
+    /// serves nothing rather than everything.
+    pub fn check_scope(&self, thread: &str) -> std::result::Result<(), Refusal> {
+        if self.thread_rule.is_some() {
+            return Err(Refusal::new(
+                ErrorCode::ThreadNotAllowed,
+                "this pair has a thread rule, which this steward does not evaluate: it serves no thread",
+            ));
+        }
+        if !self.thread_allow.is_empty() && !self.thread_allow.contains(thread) {
+            return Err(Refusal::new(
+                ErrorCode::ThreadNotAllowed,
+                format!("thread '{thread}' is not one this pair allows"),
+            ));
+        }
+        Ok(())
     }
 
     /// Refuses a target namespace the pair did not agree on.
@@ -157,6 +187,7 @@ pub async fn changes(
     puller: &Puller,
     query: &ChangesQuery,
 ) -> Result<String> {
+    puller.check_scope(&query.thread)?;
     let meta = sync_meta(fed.store.as_ref(), &tenant.id).await?;
     let key = meta.mac_key();
     let since = SyncCursor::decode(&query.since, &key, &meta.epoch).map_err(|e| match e {
@@ -369,7 +400,7 @@ pub async fn fetch(
         let Some(row) = fed.store.get(&tenant.id, id).await? else {
             continue;
         };
-        if never_served(&row.thread) {
+        if never_served(&row.thread) || puller.check_scope(&row.thread).is_err() {
             continue;
         }
         let stored = parse_stored(&row)?;

@@ -13,7 +13,11 @@ use syncropel_client::api::{PairReason, StartPair};
 use syncropel_client::ClientError;
 use syncropel_protocol::{record_id, Envelope, Keypair, NamespaceMap};
 
-use super::{approving, changes_as, start};
+use syncropel_federation::pairs;
+use syncropel_protocol::pair::{update_body, UpdateOp};
+use syncropel_testkit::error_code;
+
+use super::{approving, changes_as, paired, start};
 
 fn map(local: &str, peer: &str) -> NamespaceMap {
     NamespaceMap {
@@ -195,4 +199,67 @@ async fn the_initiator_refuses_a_genesis_naming_what_it_did_not_ask_for() {
         assert!(a.outbound_token(pair_id).await.is_none());
     }
     drop(b);
+}
+
+/// The source serves a pair only the threads it allows (federation-protocol.md §5.6): once the
+/// pair names threads, the others are refused, by page and by id; a thread rule, which this
+/// steward cannot evaluate, serves nothing rather than everything.
+#[tokio::test]
+async fn a_pair_that_names_its_threads_is_served_those_alone() {
+    let (a, b, pair_id) = paired().await;
+    let allowed = b.emit("th_allowed", &b.did(), 1, json!({"n": 1})).await;
+    let other = b.emit("th_other", &b.did(), 1, json!({"n": 2})).await;
+    let configure = |fields: Value| {
+        let (fed, tenant) = (&b.steward.state.federation, &b.steward.tenant);
+        let pair_id = pair_id.clone();
+        async move {
+            let pair = pairs::find(fed, tenant, &pair_id).await.unwrap();
+            let body = update_body(
+                &pair.pair_id,
+                pair.generation,
+                UpdateOp::Config,
+                None,
+                fields.as_object().unwrap().clone(),
+                0,
+            );
+            pairs::transition(fed, tenant, &pair, body, None, None, Vec::new())
+                .await
+                .unwrap();
+        }
+    };
+    configure(json!({"thread_allow_add": ["th_allowed"]})).await;
+    let token = a.outbound_token(&pair_id).await.unwrap();
+    let (status, page) = changes_as(&b, &token, &a.did(), "thread=th_allowed").await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["records"][0]["id"], allowed["id"], "{page}");
+    let (status, refused) = changes_as(&b, &token, &a.did(), "thread=th_other").await;
+    assert_eq!(
+        (status, error_code(&refused)),
+        (403, "THREAD_NOT_ALLOWED"),
+        "{refused}"
+    );
+    let request = b
+        .steward
+        .http
+        .post(format!("{}/v1/sync/records", b.url()))
+        .bearer_auth(&token)
+        .header("x-syncropel-actor", a.did())
+        .json(&json!({"ids": [allowed["id"], other["id"]]}));
+    let (status, fetched) = b.steward.send(request).await;
+    assert_eq!(status, 200, "{fetched}");
+    let ids: Vec<&Value> = fetched["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| &item["id"])
+        .collect();
+    assert_eq!(ids, [&allowed["id"]], "{fetched}");
+
+    configure(json!({"thread_rule": "thread() == 'th_allowed'"})).await;
+    let (status, refused) = changes_as(&b, &token, &a.did(), "thread=th_allowed").await;
+    assert_eq!(
+        (status, error_code(&refused)),
+        (403, "THREAD_NOT_ALLOWED"),
+        "{refused}"
+    );
 }

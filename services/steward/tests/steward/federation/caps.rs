@@ -17,7 +17,9 @@ use syncropel_federation::ACTIVE_PULLS_PER_TENANT;
 use syncropel_protocol::Keypair;
 use syncropel_testkit::eventually;
 
-use super::{cursor_at, legacy_pair, signed_item, signed_item_with_parents, start, DEADLINE};
+use super::{
+    cursor_at, legacy_pair, serve_fake, signed_item, signed_item_with_parents, start, DEADLINE,
+};
 
 #[tokio::test]
 async fn a_tenant_holds_a_bounded_number_of_sync_pairs() {
@@ -127,10 +129,7 @@ async fn start_busy() -> (String, Arc<Busy>) {
         .route("/v1/sync/changes", axum::routing::get(busy_changes))
         .route("/v1/sync/records", axum::routing::post(busy_records))
         .with_state(busy.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (url, busy)
+    (serve_fake(app).await, busy)
 }
 
 #[tokio::test]

@@ -13,7 +13,7 @@ use syncropel_federation::{FederationConfig, PeerTimeouts};
 use syncropel_protocol::{Envelope, Keypair};
 use syncropel_testkit::{eventually, Node, Options, TENANT};
 
-use super::{config, cursor_at, legacy, legacy_pair, ms, signed_item, DEADLINE};
+use super::{config, cursor_at, legacy, legacy_pair, ms, serve_fake, signed_item, DEADLINE};
 
 /// A fake peer whose `GET /v1/sync/changes` misbehaves according to the thread asked for.
 struct Fake {
@@ -211,10 +211,7 @@ async fn start_fake() -> (String, Arc<Fake>) {
     let app = axum::Router::new()
         .route("/v1/sync/changes", axum::routing::get(fake_changes))
         .with_state(fake.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (url, fake)
+    (serve_fake(app).await, fake)
 }
 
 #[tokio::test]

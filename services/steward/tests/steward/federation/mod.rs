@@ -123,6 +123,14 @@ fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
+/// Serves `app` on a port of its own on 127.0.0.1 (a fake peer); its URL.
+async fn serve_fake(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
 /// A cursor at `seq`, as a fake peer hands it out: pullers only peek at cursors, so any key
 /// will do.
 fn cursor_at(seq: i64) -> String {

@@ -2,6 +2,8 @@
 """Resource attacks on one hosted replica, and what an honest tenant sees meanwhile.
 
     .venv/bin/python bench/attacks.py [--steward target/release/steward] [--big-records 1100]
+                                      [--attacks quiet,slowloris]   # some of them only
+                                      [--fd-limit 1024]   # the replica's open-file limit
 
 Starts the hosted `steward` (release build) on a Postgres database of its own (DATABASE_URL's
 server), provisions an attacker tenant and an honest one, and fills the attacker's `th_big`
@@ -18,7 +20,7 @@ seconds while the honest tenant reads a small thread in a loop:
 
 It prints, per attack, the replica's resident memory before it (after 5 s of rest) and at its
 peak, the most connections it held open (both sampled every 50 ms from /proc), and the honest
-tenant's request count, p50 and p99, with a quiet run first as the baseline, as a Markdown table.
+tenant's request count, p50 and p99 (each of its requests on a new connection), with a quiet run first as the baseline, as a Markdown table.
 The database is dropped at the end.
 """
 
@@ -31,6 +33,7 @@ import hmac
 import json
 import os
 import re
+import resource
 import secrets
 import socket
 import statistics
@@ -67,7 +70,7 @@ def psql(url: str, sql: str) -> None:
 
 
 class Replica:
-    def __init__(self, binary: Path, admin_url: str):
+    def __init__(self, binary: Path, admin_url: str, fd_limit: int | None = None):
         self.admin_url = admin_url
         self.database = f"bench_attacks_{os.getpid()}_{secrets.token_hex(3)}"
         psql(admin_url, f"CREATE DATABASE {self.database}")
@@ -81,7 +84,9 @@ class Replica:
             [str(binary), "--bind", "127.0.0.1:0", "--base-domain", PLATFORM_HOST, "--path-prefix", "/t",
              "--public-scheme", "http", "--jwt-issuer", ISSUER, "--jwt-audience", AUDIENCE,
              "--rate-limit-per-address", "0", "--rate-limit-per-token", "0", "--tenant-limit", "10"],
-            stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log, env=env)
+            stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log, env=env,
+            preexec_fn=(lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (fd_limit, fd_limit)))
+            if fd_limit else None)
         deadline = time.monotonic() + 30
         self.origin = ""
         while not self.origin:
@@ -146,8 +151,10 @@ class Honest:
     """Reads a small thread in a loop and keeps each request's latency."""
 
     def __init__(self, url: str, token: str):
-        # From another loopback address than the attackers', as another client would be.
-        transport = httpx.HTTPTransport(local_address="127.0.0.2")
+        # From another loopback address than the attackers', and each request on a connection
+        # of its own: the honest tenant stands for clients that keep arriving.
+        transport = httpx.HTTPTransport(local_address="127.0.0.2",
+                                        limits=httpx.Limits(max_keepalive_connections=0))
         self.client = httpx.Client(headers={"authorization": f"Bearer {token}"}, timeout=30,
                                    transport=transport)
         self.url = url
@@ -183,9 +190,11 @@ def main() -> None:
     parser.add_argument("--steward", default=str(ROOT / "target/release/steward"))
     parser.add_argument("--big-records", type=int, default=1100)
     parser.add_argument("--seconds", type=float, default=8)
+    parser.add_argument("--fd-limit", type=int, help="the replica's open-file limit (as a service manager sets it)")
+    parser.add_argument("--attacks", help="comma-separated names (first words) of the attacks to run; all by default")
     args = parser.parse_args()
     admin_url = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
-    replica = Replica(Path(args.steward), admin_url)
+    replica = Replica(Path(args.steward), admin_url, args.fd_limit)
     try:
         run(replica, args)
     finally:
@@ -216,6 +225,9 @@ def run(replica: Replica, args) -> None:
         "watchers": watchers(attacker_url, attacker, args.big_records),
         "slowloris": slowloris(attacker_url),
     }
+    if args.attacks:
+        wanted = args.attacks.split(",")
+        attacks = {name: start for name, start in attacks.items() if name.split()[0] in wanted}
     rows = []
     for name, start in attacks.items():
         stop = threading.Event()

@@ -257,6 +257,9 @@ pub enum ProtocolError {
     /// A signature that is neither 64 bytes of hex nor of standard base64.
     #[error("malformed signature: {reason}")]
     MalformedSignature { reason: &'static str },
+    /// An `Authorization: DIDSig` header that cannot be read (see [`crate::didsig`]).
+    #[error("malformed DIDSig authorization: {reason}")]
+    MalformedAuthorization { reason: &'static str },
     /// A well-formed signature that does not verify for the key and message.
     #[error("signature does not verify for {did}")]
     SignatureMismatch { did: String },
@@ -295,6 +298,7 @@ impl ProtocolError {
                 ErrorCode::SignatureInvalid
             }
             ProtocolError::SignatureRequired => ErrorCode::SignatureRequired,
+            ProtocolError::MalformedAuthorization { .. } => ErrorCode::AuthInvalid,
             ProtocolError::OpTooLarge { .. } => ErrorCode::OpTooLarge,
             ProtocolError::PrevMismatch { .. } => ErrorCode::PrevMismatch,
             ProtocolError::KeyNotAuthorized { .. } => ErrorCode::KeyNotAuthorized,

@@ -11,6 +11,7 @@ mod canonical;
 pub mod consent;
 pub mod did_doc;
 pub mod did_sync;
+pub mod didsig;
 mod error;
 mod hash;
 mod keys;

@@ -1,0 +1,37 @@
+//! The relay (federation-protocol.md §7): queues of signed envelopes that a source deposits while
+//! its peers cannot reach it, and its peers pull. This crate holds the envelopes' checks
+//! ([`envelope`]) and their Postgres store ([`store`]).
+
+pub mod envelope;
+pub mod store;
+
+/// What can go wrong at the relay; each maps to one error code of §7.3.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// `400 VALIDATION_ERROR`
+    #[error("{0}")]
+    Invalid(String),
+    /// `413 PAYLOAD_TOO_LARGE`
+    #[error("{0}")]
+    TooLarge(String),
+    /// `422 SIGNATURE_INVALID`
+    #[error("{0}")]
+    Signature(String),
+    /// `507 QUEUE_FULL`: nothing was stored.
+    #[error("the deposit would pass the {limit} bound: {queued} queued of at most {max}")]
+    QueueFull {
+        limit: &'static str,
+        queued: i64,
+        max: i64,
+    },
+    /// `410 QUEUE_CLOSED`: its destination deleted the queue.
+    #[error("the queue was closed by its destination")]
+    QueueClosed,
+    /// `404 NOT_FOUND`
+    #[error("no such queue")]
+    NotFound,
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}

@@ -1,0 +1,395 @@
+//! The relay's Postgres store (schema and reasons: `migrations/relay`). Every change to a queue
+//! happens under its row lock (`FOR UPDATE`): deposits number their envelopes in commit order,
+//! and acks delete under the same lock, so counters and the bounds stay exact across replicas.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{PgConnection, Row};
+
+use crate::envelope::{Envelope, Queue};
+use crate::RelayError;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/relay");
+
+/// What one source may keep queued (federation-protocol.md §7.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Items and bytes per (source, destination), over all their queues.
+    pub items_per_destination: i64,
+    pub bytes_per_destination: i64,
+    /// Bytes per source, over all its destinations.
+    pub bytes_per_source: i64,
+    /// How long an envelope is kept unless its queue asks for less (at least an hour).
+    pub ttl_secs: i64,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            items_per_destination: 100_000,
+            bytes_per_destination: 256 << 20,
+            bytes_per_source: 4 << 30,
+            ttl_secs: 30 * 24 * 3600,
+        }
+    }
+}
+
+/// The outcome of a deposit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Deposited {
+    pub envelope_id: String,
+    /// The envelope was queued already (a re-sent deposit).
+    pub duplicate: bool,
+    pub rseq: i64,
+}
+
+/// One envelope of a page, as deposited.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Queued {
+    pub rseq: i64,
+    pub envelope_id: String,
+    pub body: Vec<u8>,
+}
+
+/// What an ack removed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Acked {
+    pub envelopes: i64,
+    pub items: i64,
+}
+
+pub struct RelayStore {
+    pool: PgPool,
+    limits: Limits,
+}
+
+impl RelayStore {
+    /// Connects to `url` and applies pending migrations (serialized across replicas).
+    pub async fn open(url: &str, limits: Limits) -> Result<RelayStore, RelayError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(PgConnectOptions::from_str(url)?)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(RelayStore { pool, limits })
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Opens `queue` (idempotent), for `opened_by`, keeping envelopes `ttl_secs` (the relay's
+    /// default when `None`; at least an hour, at most the default). A destination reopens a
+    /// queue it closed.
+    pub async fn open_queue(
+        &self,
+        queue: &Queue,
+        opened_by: &str,
+        ttl_secs: Option<i64>,
+    ) -> Result<(), RelayError> {
+        let mut tx = self.pool.begin().await?;
+        let ttl = ttl_secs
+            .unwrap_or(self.limits.ttl_secs)
+            .clamp(3600, self.limits.ttl_secs);
+        insert_queue(&mut tx, queue, opened_by, ttl).await?;
+        if opened_by == queue.dest_did {
+            sqlx::query("UPDATE relay_queues SET closed_at = NULL WHERE queue_id = $1")
+                .bind(queue.id())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Queues a checked envelope (opening its queue if need be): a re-sent one is answered as a
+    /// duplicate; one that would pass a bound is refused whole with [`RelayError::QueueFull`].
+    pub async fn deposit(&self, envelope: &Envelope, now: i64) -> Result<Deposited, RelayError> {
+        let queue = &envelope.queue;
+        let mut tx = self.pool.begin().await?;
+        insert_queue(&mut tx, queue, &queue.source_did, self.limits.ttl_secs).await?;
+        let row = sqlx::query(
+            "SELECT next_rseq, ttl_secs, closed_at FROM relay_queues WHERE queue_id = $1 FOR UPDATE",
+        )
+        .bind(&envelope.queue_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        if row.get::<Option<i64>, _>("closed_at").is_some() {
+            return Err(RelayError::QueueClosed);
+        }
+        let known: Option<i64> = sqlx::query_scalar(
+            "SELECT rseq FROM relay_envelopes WHERE queue_id = $1 AND envelope_id = $2",
+        )
+        .bind(&envelope.queue_id)
+        .bind(&envelope.envelope_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(rseq) = known {
+            return Ok(Deposited {
+                envelope_id: envelope.envelope_id.clone(),
+                duplicate: true,
+                rseq,
+            });
+        }
+        let items = envelope.ids.len() as i64;
+        let bytes = envelope.bytes.len() as i64;
+        self.check_room(&mut tx, queue, items, bytes).await?;
+        let rseq: i64 = row.get("next_rseq");
+        let ttl: i64 = row.get("ttl_secs");
+        sqlx::query(
+            "INSERT INTO relay_envelopes (queue_id, rseq, envelope_id, source_epoch, first_sseq, \
+             last_sseq, items, bytes, body, enqueued_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(&envelope.queue_id)
+        .bind(rseq)
+        .bind(&envelope.envelope_id)
+        .bind(&envelope.source_epoch)
+        .bind(envelope.first_sseq)
+        .bind(envelope.last_sseq)
+        .bind(items)
+        .bind(bytes)
+        .bind(&envelope.bytes)
+        .bind(now)
+        .bind(now + ttl)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE relay_queues SET next_rseq = next_rseq + 1, envelopes = envelopes + 1, \
+             items = items + $2, bytes = bytes + $3, head_sseq = greatest(head_sseq, $4), \
+             last_deposit_at = $5 WHERE queue_id = $1",
+        )
+        .bind(&envelope.queue_id)
+        .bind(items)
+        .bind(bytes)
+        .bind(envelope.last_sseq)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        add_usage(&mut tx, queue, items, bytes).await?;
+        tx.commit().await?;
+        Ok(Deposited {
+            envelope_id: envelope.envelope_id.clone(),
+            duplicate: false,
+            rseq,
+        })
+    }
+
+    /// Refuses a deposit of `items` and `bytes` that would pass a bound.
+    async fn check_room(
+        &self,
+        tx: &mut PgConnection,
+        queue: &Queue,
+        items: i64,
+        bytes: i64,
+    ) -> Result<(), RelayError> {
+        // The usage rows are locked too, so two queues of one pair cannot both take the last room.
+        let used = sqlx::query(
+            "INSERT INTO relay_usage (source_did, dest_did) VALUES ($1, $2) \
+             ON CONFLICT (source_did, dest_did) DO UPDATE SET items = relay_usage.items \
+             RETURNING items, bytes",
+        )
+        .bind(&queue.source_did)
+        .bind(&queue.dest_did)
+        .fetch_one(&mut *tx)
+        .await?;
+        let source_bytes: i64 = sqlx::query_scalar(
+            "SELECT coalesce(sum(bytes), 0)::int8 FROM relay_usage WHERE source_did = $1",
+        )
+        .bind(&queue.source_did)
+        .fetch_one(&mut *tx)
+        .await?;
+        let limits = self.limits;
+        let checks = [
+            (
+                "items",
+                used.get::<i64, _>("items"),
+                items,
+                limits.items_per_destination,
+            ),
+            (
+                "bytes",
+                used.get::<i64, _>("bytes"),
+                bytes,
+                limits.bytes_per_destination,
+            ),
+            ("source_bytes", source_bytes, bytes, limits.bytes_per_source),
+        ];
+        for (limit, queued, adding, max) in checks {
+            if queued + adding > max {
+                return Err(RelayError::QueueFull { limit, queued, max });
+            }
+        }
+        Ok(())
+    }
+
+    /// The envelopes of `queue_id` after `after_rseq`, in order: the first (if any), then more
+    /// while the page stays within `max_items` and `max_bytes`.
+    pub async fn changes(
+        &self,
+        queue_id: &str,
+        after_rseq: i64,
+        max_items: i64,
+        max_bytes: i64,
+    ) -> Result<Vec<Queued>, RelayError> {
+        // The running totals are read from the stored sizes, so no body past the page is read.
+        let rows = sqlx::query(
+            "SELECT rseq, envelope_id, body FROM ( \
+               SELECT rseq, envelope_id, body, \
+                 row_number() OVER (ORDER BY rseq) AS n, \
+                 sum(items) OVER (ORDER BY rseq) AS items_through, \
+                 sum(bytes) OVER (ORDER BY rseq) AS bytes_through \
+               FROM relay_envelopes WHERE queue_id = $1 AND rseq > $2) AS page \
+             WHERE n = 1 OR (items_through <= $3 AND bytes_through <= $4) \
+             ORDER BY rseq",
+        )
+        .bind(queue_id)
+        .bind(after_rseq)
+        .bind(max_items)
+        .bind(max_bytes)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|row| Queued {
+                rseq: row.get("rseq"),
+                envelope_id: row.get("envelope_id"),
+                body: row.get("body"),
+            })
+            .collect())
+    }
+
+    /// The destination's ack: removes every envelope of `queue_id` up to `through_rseq`.
+    pub async fn ack_through(
+        &self,
+        queue_id: &str,
+        through_rseq: i64,
+    ) -> Result<Acked, RelayError> {
+        let mut tx = self.pool.begin().await?;
+        let acked = remove_through(&mut tx, queue_id, through_rseq).await?;
+        tx.commit().await?;
+        Ok(acked)
+    }
+}
+
+impl RelayStore {
+    /// Deletes a queue's envelopes. From its destination the queue stays, closed to deposits
+    /// until the destination opens it again; from its source the queue goes too.
+    pub async fn delete_queue(
+        &self,
+        queue_id: &str,
+        by_destination: bool,
+        now: i64,
+    ) -> Result<Acked, RelayError> {
+        let mut tx = self.pool.begin().await?;
+        let acked = remove_through(&mut tx, queue_id, i64::MAX).await?;
+        let closing = if by_destination {
+            sqlx::query("UPDATE relay_queues SET closed_at = $2 WHERE queue_id = $1")
+                .bind(queue_id)
+                .bind(now)
+        } else {
+            sqlx::query("DELETE FROM relay_queues WHERE queue_id = $1").bind(queue_id)
+        };
+        closing.execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(acked)
+    }
+}
+
+/// Removes the envelopes of `queue_id` up to `through_rseq` under the queue's lock, with their
+/// share of the queue's counters and of the usage the bounds read.
+async fn remove_through(
+    tx: &mut PgConnection,
+    queue_id: &str,
+    through_rseq: i64,
+) -> Result<Acked, RelayError> {
+    let queue =
+        sqlx::query("SELECT source_did, dest_did FROM relay_queues WHERE queue_id = $1 FOR UPDATE")
+            .bind(queue_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(RelayError::NotFound)?;
+    let removed = sqlx::query(
+        "WITH gone AS (DELETE FROM relay_envelopes WHERE queue_id = $1 AND rseq <= $2 \
+         RETURNING items, bytes) \
+         SELECT count(*)::int8 AS envelopes, coalesce(sum(items), 0)::int8 AS items, \
+         coalesce(sum(bytes), 0)::int8 AS bytes FROM gone",
+    )
+    .bind(queue_id)
+    .bind(through_rseq)
+    .fetch_one(&mut *tx)
+    .await?;
+    let (envelopes, items, bytes): (i64, i64, i64) = (
+        removed.get("envelopes"),
+        removed.get("items"),
+        removed.get("bytes"),
+    );
+    sqlx::query(
+        "UPDATE relay_queues SET envelopes = envelopes - $2, items = items - $3, \
+         bytes = bytes - $4 WHERE queue_id = $1",
+    )
+    .bind(queue_id)
+    .bind(envelopes)
+    .bind(items)
+    .bind(bytes)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "UPDATE relay_usage SET items = items - $3, bytes = bytes - $4 \
+         WHERE source_did = $1 AND dest_did = $2",
+    )
+    .bind(queue.get::<String, _>("source_did"))
+    .bind(queue.get::<String, _>("dest_did"))
+    .bind(items)
+    .bind(bytes)
+    .execute(&mut *tx)
+    .await?;
+    Ok(Acked { envelopes, items })
+}
+
+async fn insert_queue(
+    tx: &mut PgConnection,
+    queue: &Queue,
+    opened_by: &str,
+    ttl_secs: i64,
+) -> Result<(), RelayError> {
+    sqlx::query(
+        "INSERT INTO relay_queues (queue_id, source_did, dest_did, pair_id, generation, thread, \
+         target_namespace, opened_by, ttl_secs) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+         ON CONFLICT (queue_id) DO NOTHING",
+    )
+    .bind(queue.id())
+    .bind(&queue.source_did)
+    .bind(&queue.dest_did)
+    .bind(&queue.pair_id)
+    .bind(i64::try_from(queue.generation).unwrap_or(i64::MAX))
+    .bind(&queue.thread)
+    .bind(&queue.target_namespace)
+    .bind(opened_by)
+    .bind(ttl_secs)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+async fn add_usage(
+    tx: &mut PgConnection,
+    queue: &Queue,
+    items: i64,
+    bytes: i64,
+) -> Result<(), RelayError> {
+    sqlx::query(
+        "UPDATE relay_usage SET items = items + $3, bytes = bytes + $4 \
+         WHERE source_did = $1 AND dest_did = $2",
+    )
+    .bind(&queue.source_did)
+    .bind(&queue.dest_did)
+    .bind(items)
+    .bind(bytes)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}

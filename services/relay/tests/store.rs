@@ -1,0 +1,200 @@
+//! The relay's store on a real Postgres database of its own: deposits numbered in order and
+//! de-duplicated, bounds that refuse a deposit whole, pages within their limits, acks and
+//! deletes that free room, and a queue its destination closed.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
+
+use serde_json::json;
+use syncropel_protocol::Keypair;
+use syncropel_relay::envelope::{self, Envelope, Queue};
+use syncropel_relay::store::{Limits, RelayStore};
+use syncropel_relay::RelayError;
+use syncropel_store::testing::with_test_database;
+
+const NOW: i64 = 1_800_000_000;
+
+struct Source {
+    key: Keypair,
+    queue: Queue,
+    sseq: i64,
+}
+
+impl Source {
+    fn new() -> Source {
+        let key = Keypair::generate();
+        let queue = Queue {
+            source_did: key.did_key(),
+            dest_did: Keypair::generate().did_key(),
+            pair_id: "fed_1".into(),
+            generation: 1,
+            thread: "th_inbox".into(),
+            target_namespace: "default".into(),
+        };
+        Source {
+            key,
+            queue,
+            sseq: 0,
+        }
+    }
+
+    /// The next envelope of `n` items, checked as the relay checks a deposit.
+    fn envelope(&mut self, n: i64) -> Envelope {
+        let first = self.sseq + 1;
+        self.sseq += n;
+        let items = (first..=self.sseq)
+            .map(|s| json!({"id": format!("r{s}"), "record": {"n": s}}))
+            .collect();
+        let key_id = format!("{}#key-1", self.key.did_key());
+        let signed = envelope::sign(
+            &self.key,
+            &key_id,
+            &self.queue,
+            "ep1",
+            (first, self.sseq),
+            items,
+        );
+        Envelope::check(
+            signed.to_string().into_bytes(),
+            &self.queue.id(),
+            &self.key.did_key(),
+        )
+        .unwrap()
+    }
+}
+
+async fn store(url: &str, limits: Limits) -> RelayStore {
+    RelayStore::open(url, limits).await.unwrap()
+}
+
+#[tokio::test]
+async fn deposits_are_numbered_in_order_and_a_resent_one_is_no_second_copy() {
+    with_test_database(|url| async move {
+        let relay = store(&url, Limits::default()).await;
+        let mut source = Source::new();
+        let first = source.envelope(2);
+        let second = source.envelope(3);
+        let a = relay.deposit(&first, NOW).await.unwrap();
+        let b = relay.deposit(&second, NOW).await.unwrap();
+        assert_eq!(
+            (a.rseq, a.duplicate, b.rseq, b.duplicate),
+            (1, false, 2, false)
+        );
+        let again = relay.deposit(&first, NOW).await.unwrap();
+        assert_eq!((again.rseq, again.duplicate), (1, true));
+
+        let queue_id = source.queue.id();
+        let page = relay.changes(&queue_id, 0, 1000, 8 << 20).await.unwrap();
+        let ids: Vec<&str> = page.iter().map(|q| q.envelope_id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [first.envelope_id.as_str(), second.envelope_id.as_str()]
+        );
+        assert_eq!(page[0].body, first.bytes, "the exact bytes deposited");
+        assert!(relay
+            .changes(&queue_id, 2, 1000, 8 << 20)
+            .await
+            .unwrap()
+            .is_empty());
+        relay.close().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_page_keeps_within_its_limits_but_always_holds_one_envelope() {
+    with_test_database(|url| async move {
+        let relay = store(&url, Limits::default()).await;
+        let mut source = Source::new();
+        for _ in 0..3 {
+            relay.deposit(&source.envelope(2), NOW).await.unwrap();
+        }
+        let queue_id = source.queue.id();
+        let rseqs = |page: Vec<syncropel_relay::store::Queued>| -> Vec<i64> {
+            page.iter().map(|q| q.rseq).collect()
+        };
+        assert_eq!(
+            rseqs(relay.changes(&queue_id, 0, 3, 8 << 20).await.unwrap()),
+            [1]
+        );
+        assert_eq!(
+            rseqs(relay.changes(&queue_id, 0, 4, 8 << 20).await.unwrap()),
+            [1, 2]
+        );
+        assert_eq!(
+            rseqs(relay.changes(&queue_id, 1, 1, 8 << 20).await.unwrap()),
+            [2]
+        );
+        assert_eq!(
+            rseqs(relay.changes(&queue_id, 0, 1000, 1).await.unwrap()),
+            [1]
+        );
+        relay.close().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_deposit_past_a_bound_is_refused_whole_until_acks_free_room() {
+    with_test_database(|url| async move {
+        let limits = Limits {
+            items_per_destination: 4,
+            ..Limits::default()
+        };
+        let relay = store(&url, limits).await;
+        let mut source = Source::new();
+        relay.deposit(&source.envelope(3), NOW).await.unwrap();
+        let refused = relay.deposit(&source.envelope(2), NOW).await.unwrap_err();
+        assert!(
+            matches!(
+                refused,
+                RelayError::QueueFull {
+                    limit: "items",
+                    queued: 3,
+                    max: 4
+                }
+            ),
+            "{refused}"
+        );
+        let queue_id = source.queue.id();
+        assert_eq!(
+            relay
+                .changes(&queue_id, 0, 1000, 8 << 20)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+
+        let acked = relay.ack_through(&queue_id, 1).await.unwrap();
+        assert_eq!((acked.envelopes, acked.items), (1, 3));
+        source.sseq -= 2;
+        let retried = relay.deposit(&source.envelope(2), NOW).await.unwrap();
+        assert_eq!((retried.rseq, retried.duplicate), (2, false));
+        relay.close().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_queue_its_destination_deleted_takes_no_deposit_until_it_reopens_it() {
+    with_test_database(|url| async move {
+        let relay = store(&url, Limits::default()).await;
+        let mut source = Source::new();
+        relay.deposit(&source.envelope(2), NOW).await.unwrap();
+        let queue_id = source.queue.id();
+        let deleted = relay.delete_queue(&queue_id, true, NOW).await.unwrap();
+        assert_eq!((deleted.envelopes, deleted.items), (1, 2));
+        let refused = relay.deposit(&source.envelope(1), NOW).await.unwrap_err();
+        assert!(matches!(refused, RelayError::QueueClosed), "{refused}");
+
+        let dest = source.queue.dest_did.clone();
+        relay.open_queue(&source.queue, &dest, None).await.unwrap();
+        relay.deposit(&source.envelope(1), NOW).await.unwrap();
+        // From the source the queue goes altogether.
+        relay.delete_queue(&queue_id, false, NOW).await.unwrap();
+        let gone = relay.ack_through(&queue_id, 10).await.unwrap_err();
+        assert!(matches!(gone, RelayError::NotFound), "{gone}");
+        relay.close().await;
+    })
+    .await;
+}

@@ -186,7 +186,13 @@ impl RelayStore {
         items: i64,
         bytes: i64,
     ) -> Result<(), RelayError> {
-        // The usage rows are locked too, so two queues of one pair cannot both take the last room.
+        // One source's deposits check its room one at a time (a lock on its DID, taken after
+        // the queue's and never before it, so no two deposits wait on each other in a circle):
+        // two deposits to different queues cannot both take the last room.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(&queue.source_did)
+            .execute(&mut *tx)
+            .await?;
         let used = sqlx::query(
             "INSERT INTO relay_usage (source_did, dest_did) VALUES ($1, $2) \
              ON CONFLICT (source_did, dest_did) DO UPDATE SET items = relay_usage.items \

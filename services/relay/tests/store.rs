@@ -42,7 +42,7 @@ impl Source {
         let first = self.sseq + 1;
         self.sseq += n;
         let items = (first..=self.sseq)
-            .map(|s| json!({"id": format!("r{s}"), "record": {"n": s}}))
+            .map(|s| json!({"id": format!("r{s:04}"), "record": {"n": format!("{s:04}")}}))
             .collect();
         let key_id = format!("{}#key-1", self.key.did_key());
         let signed = envelope::sign(
@@ -194,6 +194,50 @@ async fn a_queue_its_destination_deleted_takes_no_deposit_until_it_reopens_it() 
         relay.delete_queue(&queue_id, false, NOW).await.unwrap();
         let gone = relay.ack_through(&queue_id, 10).await.unwrap_err();
         assert!(matches!(gone, RelayError::NotFound), "{gone}");
+        relay.close().await;
+    })
+    .await;
+}
+
+/// The source's bytes are summed over all its destinations; deposits race to the bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_deposits_to_several_destinations_never_pass_the_sources_bound() {
+    with_test_database(|url| async move {
+        let mut first = Source::new();
+        let mut second = Source::new();
+        second.key = Keypair::from_seed(&first.key.seed());
+        second.queue = Queue {
+            dest_did: Keypair::generate().did_key(),
+            ..first.queue.clone()
+        };
+        let mut envelopes = Vec::new();
+        for _ in 0..40 {
+            envelopes.push(first.envelope(1));
+            envelopes.push(second.envelope(1));
+        }
+        // Room for ten of the eighty (of one size: they differ only in their queues' digests).
+        let size = envelopes.iter().map(|e| e.bytes.len()).max().unwrap() as i64;
+        let limits = Limits {
+            bytes_per_source: 10 * size,
+            ..Limits::default()
+        };
+        let relay = std::sync::Arc::new(store(&url, limits).await);
+        let deposits = envelopes.into_iter().map(|envelope| {
+            let relay = relay.clone();
+            tokio::spawn(async move { relay.deposit(&envelope, NOW).await })
+        });
+        let mut stored = 0;
+        for deposit in deposits {
+            match deposit.await.unwrap() {
+                Ok(_) => stored += 1,
+                Err(RelayError::QueueFull {
+                    limit: "source_bytes",
+                    ..
+                }) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(stored, 10, "exactly the bound, over both destinations");
         relay.close().await;
     })
     .await;

@@ -18,9 +18,19 @@ BEGIN
             NULL; -- the migration of another database made it meanwhile
         END;
     END IF;
-    IF NOT pg_has_role(current_user, 'syncropel_tenant', 'MEMBER') THEN
-        EXECUTE format('GRANT syncropel_tenant TO %I', current_user);
-    END IF;
+    -- What the steward does with the role is SET ROLE: try it, and grant it when refused. (From
+    -- Postgres 16 a role that created another holds it with ADMIN only, which does not let it
+    -- switch to it; its membership must say SET.)
+    BEGIN
+        SET LOCAL ROLE syncropel_tenant;
+        RESET ROLE;
+    EXCEPTION WHEN insufficient_privilege THEN
+        IF current_setting('server_version_num')::int >= 160000 THEN
+            EXECUTE format('GRANT syncropel_tenant TO %I WITH SET TRUE', current_user);
+        ELSE
+            EXECUTE format('GRANT syncropel_tenant TO %I', current_user);
+        END IF;
+    END;
 END
 $$;
 

@@ -83,7 +83,7 @@ pub(crate) async fn accept_until(
             },
             _ = &mut stop => break,
         };
-        let Some(slot) = counts.admit(address.ip()) else {
+        let Some(slot) = counts.admit(address_key(address.ip())) else {
             drop(stream);
             continue;
         };
@@ -124,6 +124,19 @@ async fn accept_failed(e: std::io::Error) {
     }
     tracing::error!(error = %e, "accepting a connection failed; retrying in a second");
     tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+/// What counts as one client address, for connection caps and rate limits alike: an IPv6 host
+/// usually holds a whole /64, so its addresses count as one; an IPv4-mapped IPv6 address counts
+/// as its IPv4 address.
+pub fn address_key(addr: IpAddr) -> IpAddr {
+    match addr.to_canonical() {
+        IpAddr::V6(v6) => {
+            let network = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(std::net::Ipv6Addr::from(network))
+        }
+        v4 => v4,
+    }
 }
 
 /// Open connections, overall and per client address.

@@ -9,7 +9,7 @@ mod error;
 mod routes;
 mod store;
 
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -132,15 +132,13 @@ impl GenesisLimit {
         let Some(limiter) = &self.0 else {
             return Ok(());
         };
-        let key = match addr.to_canonical() {
-            IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
-            v4 => v4,
-        };
-        limiter.check_key(&key).map_err(|not_until| {
-            not_until
-                .wait_time_from(limiter.clock().now())
-                .as_secs()
-                .max(1)
-        })
+        limiter
+            .check_key(&syncropel_telemetry::connections::address_key(addr))
+            .map_err(|not_until| {
+                not_until
+                    .wait_time_from(limiter.clock().now())
+                    .as_secs()
+                    .max(1)
+            })
     }
 }

@@ -230,8 +230,11 @@ impl FromRequestParts<AppState> for Caller {
         if grant.expires_at.is_some_and(|at| at <= unix_now()) {
             return Err(invalid_token("this token has expired"));
         }
-        // Only authenticated tokens get a bucket; bad credentials count against the address.
+        // Only authenticated tokens get a bucket, and only their requests count against their
+        // tenant's (anonymous ones cannot use up a tenant's share); bad credentials count
+        // against the address.
         state.rate_limits.check_token(&tenant.id, &token_id)?;
+        state.rate_limits.check_tenant(&tenant.id)?;
         Ok(Caller {
             tenant,
             grant: Some(grant),

@@ -10,7 +10,7 @@
 //! runs, so a refused request changes nothing. A refused check takes nothing from the bucket.
 
 use std::hash::Hash;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -60,8 +60,9 @@ pub struct RateLimits {
     pub per_address: Option<RateLimit>,
     /// Per authenticated token (tenant + token id), on every authenticated route.
     pub per_token: Option<RateLimit>,
-    /// Per tenant host, every request to it from any address or token: however many addresses
-    /// and tokens one tenant uses, it gets at most this share of a replica.
+    /// Per tenant, every authenticated request from any of its tokens and addresses: however many
+    /// it uses, a tenant gets at most this share of a replica (anonymous requests count against
+    /// their address only, so that strangers cannot use up a tenant's share).
     pub per_tenant: Option<RateLimit>,
     /// Reverse proxies in front of the steward that append the address they saw to
     /// `X-Forwarded-For`. With `n > 0` the client is the `n`-th address from the right of that
@@ -199,7 +200,7 @@ impl RateLimiters {
             .map_err(|wait| keyed.refusal("address", wait))
     }
 
-    /// Counts one request to the tenant host `tenant` (its label) against the tenant limit.
+    /// Counts one authenticated request to `tenant` against the tenant limit.
     pub fn check_tenant(&self, tenant: &str) -> Result<(), ApiError> {
         let Some(keyed) = &self.per_tenant else {
             return Ok(());
@@ -281,17 +282,7 @@ impl Default for RateLimiters {
     }
 }
 
-/// The bucket an address counts against. An IPv6 host usually holds a whole /64, so its addresses
-/// share one bucket; an IPv4-mapped IPv6 address counts as its IPv4 address.
-pub fn address_key(addr: IpAddr) -> IpAddr {
-    match addr.to_canonical() {
-        IpAddr::V6(v6) => {
-            let network = u128::from(v6) & !((1u128 << 64) - 1);
-            IpAddr::V6(Ipv6Addr::from(network))
-        }
-        v4 => v4,
-    }
-}
+pub use syncropel_telemetry::connections::address_key;
 
 /// The client's address: the peer, or with `trusted_proxies > 0` the address the outermost trusted
 /// proxy saw (see [`RateLimits::trusted_proxies`]). A request that did not pass through that many
@@ -346,8 +337,7 @@ pub struct ClientAddress(pub IpAddr);
 
 impl<S> AddressLimited<S> {
     /// Notes the client's address on the request, and answers a request over its address's
-    /// limit or its tenant's, if it is. The address goes first: an address refused for flooding
-    /// takes nothing from its tenant's bucket.
+    /// limit, if it is.
     fn refusal(&self, req: &mut Request) -> Option<Response> {
         let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().copied();
         let client = peer
@@ -359,19 +349,15 @@ impl<S> AddressLimited<S> {
             Some(Addressed::Tenant(label)) => Some(label.as_str()),
             _ => None,
         };
-        let limits = &self.limits;
-        let checked = match (&limits.per_address, client) {
+        let checked = match (&self.limits.per_address, client) {
             (None, _) => Ok(()),
-            (Some(_), Some(client)) => limits.check_address(tenant, client),
+            (Some(_), Some(client)) => self.limits.check_address(tenant, client),
             (Some(_), None) => Err(ApiError::internal(
                 "the address rate limit is on but the server was not started with \
                  the peer address of each connection",
             )),
         };
-        checked
-            .and_then(|()| tenant.map_or(Ok(()), |tenant| limits.check_tenant(tenant)))
-            .err()
-            .map(IntoResponse::into_response)
+        checked.err().map(IntoResponse::into_response)
     }
 }
 

@@ -78,7 +78,7 @@ impl StreamSlots {
         }
         if let Some(address) = address {
             keys.push((
-                Key::Address(address.to_canonical()),
+                Key::Address(crate::rate_limit::address_key(address)),
                 self.limits.per_address,
             ));
         }

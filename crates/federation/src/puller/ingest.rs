@@ -297,47 +297,51 @@ async fn store_admitted(
         store.write(&tenant.id, Vec::new(), clashes).await?;
     }
     if outcome.quarantined > 0 {
-        trim_quarantine(fed, &tenant.id).await?;
+        trim_quarantine(fed, &tenant.id, &source.id).await?;
     }
     Ok(outcome)
 }
 
-/// Keeps a tenant's quarantine within [`FederationConfig::quarantine_cap`]: past it, the oldest
-/// entries go, down to nine tenths of the cap, so that a peer sending bad records forever costs
-/// a count per page and a trim per tenth of the cap.
+/// Keeps a tenant's quarantine within [`FederationConfig::quarantine_cap`]: past it, entries go,
+/// down to nine tenths of the cap, so that a peer sending bad records forever costs a count per
+/// page and a trim per tenth of the cap. The source that filled it pays first (its oldest
+/// entries); then others' oldest, but never another source's records still waiting for their
+/// signer (the only ones fetched again), so a flood cannot make a good peer's records be lost.
 ///
 /// [`FederationConfig::quarantine_cap`]: crate::FederationConfig::quarantine_cap
-async fn trim_quarantine(fed: &Federation, tenant: &str) -> Result<(), PullError> {
+async fn trim_quarantine(fed: &Federation, tenant: &str, source: &str) -> Result<(), PullError> {
     let cap = fed.config.quarantine_cap;
     if fed.store.state_count(tenant, QUARANTINE).await? <= cap as u64 {
         return Ok(());
     }
-    let mut held: Vec<(i64, String)> = fed
-        .store
-        .state_list(tenant, QUARANTINE)
-        .await?
+    let held = fed.store.state_list(tenant, QUARANTINE).await?;
+    let over = held.len().saturating_sub(cap - cap / 10);
+    let mut candidates: Vec<(bool, i64, String)> = held
         .into_iter()
-        .map(|(key, entry)| {
-            let at = serde_json::from_str::<serde_json::Value>(&entry)
-                .ok()
-                .and_then(|e| e["at"].as_i64())
-                .unwrap_or(0);
-            (at, key)
+        .filter_map(|(key, entry)| {
+            let entry = serde_json::from_str::<serde_json::Value>(&entry).ok();
+            let at = entry.as_ref().and_then(|e| e["at"].as_i64()).unwrap_or(0);
+            let theirs = entry.as_ref().is_none_or(|e| e["source"] == source);
+            let waiting = entry
+                .as_ref()
+                .is_some_and(|e| e["code"] == Rejection::SignerUnresolved.code());
+            (theirs || !waiting).then_some((!theirs, at, key))
         })
         .collect();
-    held.sort_unstable();
-    let dropped = held.len().saturating_sub(cap - cap / 10);
-    let deletes = held
+    candidates.sort_unstable();
+    let deletes: Vec<StateChange> = candidates
         .into_iter()
-        .take(dropped)
-        .map(|(_, key)| StateChange::delete(QUARANTINE, &key))
+        .take(over)
+        .map(|(_, _, key)| StateChange::delete(QUARANTINE, &key))
         .collect();
+    let dropped = deletes.len();
     fed.store.write(tenant, Vec::new(), deletes).await?;
     syncropel_telemetry::series::quarantine_dropped(dropped);
     tracing::warn!(
         tenant,
+        source,
         dropped,
-        "quarantine past its cap: its oldest entries were dropped"
+        "quarantine past its cap: entries were dropped"
     );
     Ok(())
 }

@@ -115,6 +115,9 @@ impl PgStore {
         let records_pool = bound::unbinding(pool_options(POOL_CONNECTIONS))
             .connect_with(options.options([("plan_cache_mode", "force_custom_plan")]))
             .await?;
+        // A login role that may not act as `syncropel_tenant` would fail every tenant read:
+        // fail here instead, with Postgres's own reason.
+        drop(bound(&pool, "").await?);
 
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
         // Listening before `open` returns: a write made after it is announced to subscribers.

@@ -415,6 +415,17 @@ async fn replace_stub(
     record: &NewRecord,
     seq: i64,
 ) -> Result<(), sqlx::Error> {
+    // The tenant's bytes take the difference, read before the row changes.
+    sqlx::query(
+        "UPDATE tenant_counters SET bytes = bytes + octet_length($3) - \
+         (SELECT octet_length(record_json) FROM records WHERE tenant = $1 AND seq = $2) \
+         WHERE tenant = $1",
+    )
+    .bind(tenant)
+    .bind(seq)
+    .bind(&record.json)
+    .execute(&mut *conn)
+    .await?;
     sqlx::query(
         "UPDATE records SET record_json = $3, l0 = $4, l1 = $5, l2 = $6, l3 = $7, \
          search = to_tsvector('simple', $8), namespace = $9 WHERE tenant = $1 AND seq = $2",

@@ -172,7 +172,6 @@ impl RecordStore for SqliteStore {
         sql::state_count(&self.reader, tenant, kind).await
     }
 
-    #[tracing::instrument(level = "debug", name = "store.head_seq", skip_all, fields(otel.kind = "client", db.system = "sqlite"))]
     async fn stored_bytes(&self, _tenant: &str) -> Result<u64> {
         let bytes: i64 = sqlx::query_scalar(
             "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
@@ -182,6 +181,7 @@ impl RecordStore for SqliteStore {
         Ok(u64::try_from(bytes).unwrap_or(0))
     }
 
+    #[tracing::instrument(level = "debug", name = "store.head_seq", skip_all, fields(otel.kind = "client", db.system = "sqlite"))]
     async fn head_seq(&self, tenant: &str) -> Result<i64> {
         Ok(
             // Newest first by rowid: the first row of the tenant ends the scan (an aggregate

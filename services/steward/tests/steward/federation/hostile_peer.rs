@@ -9,8 +9,10 @@ use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt as _;
 use serde_json::{json, Value};
+use syncropel_federation::state::QUARANTINE;
 use syncropel_federation::{FederationConfig, PeerTimeouts};
 use syncropel_protocol::{Envelope, Keypair};
+use syncropel_store::StateChange;
 use syncropel_testkit::{eventually, Node, Options, TENANT};
 
 use super::{config, cursor_at, legacy, legacy_pair, ms, serve_fake, signed_item, DEADLINE};
@@ -401,6 +403,16 @@ async fn a_peer_sending_bad_records_forever_fills_at_most_the_quarantine_cap() {
         ..Options::default()
     })
     .await;
+    // Another source's record waiting for its signer, older than any forgery: it stays.
+    let waiting = json!({"source": "fed_other", "id": "r_waiting", "thread": "th_x",
+                         "actor": "did:web:example.com", "code": "SIGNER_UNRESOLVED", "at": 0});
+    let put = StateChange::put(QUARANTINE, "fed_other\nr_waiting", waiting.to_string());
+    a.steward
+        .state
+        .store
+        .write(TENANT, Vec::new(), vec![put])
+        .await
+        .unwrap();
     let pair = legacy_pair(&a, &fake.key.did_key(), &url, "th_forgeries", "x").await;
     eventually("ten pages of forgeries", DEADLINE, || async {
         (fake.seen("th_forgeries").len() > 10).then_some(())
@@ -415,6 +427,12 @@ async fn a_peer_sending_bad_records_forever_fills_at_most_the_quarantine_cap() {
     assert!(
         held.values().all(|code| code == "SIGNATURE_INVALID"),
         "{held:?}"
+    );
+    let others = a.quarantine(Some("fed_other")).await;
+    assert_eq!(
+        others.len(),
+        1,
+        "another source's waiting record stays: {others:?}"
     );
 }
 

@@ -1,4 +1,4 @@
--- The relay's queues (federation-protocol.md §7.3). A queue carries one thread of one pair to
+-- The relay's queues and the nonces of signed calls (federation-protocol.md §7.3). A queue carries one thread of one pair to
 -- one destination; its envelopes are kept as the exact bytes the source deposited, numbered by
 -- `rseq` under the queue's row lock, so the numbers commit in order and a relay cursor never
 -- skips one. `relay_usage` holds what the bounds apply to: per (source, destination), summed
@@ -47,4 +47,13 @@ CREATE TABLE relay_usage (
     items      bigint NOT NULL DEFAULT 0,
     bytes      bigint NOT NULL DEFAULT 0,
     PRIMARY KEY (source_did, dest_did)
+);
+
+-- Nonces of signed calls, once per DID for as long as a call could still be fresh, shared by
+-- every replica: a replayed call finds its nonce here.
+CREATE TABLE relay_nonces (
+    did        text   NOT NULL,
+    nonce      text   NOT NULL,
+    expires_at bigint NOT NULL,
+    PRIMARY KEY (did, nonce)
 );

@@ -1,7 +1,8 @@
 //! The relay (federation-protocol.md §7): queues of signed envelopes that a source deposits while
-//! its peers cannot reach it, and its peers pull. This crate holds the envelopes' checks
-//! ([`envelope`]) and their Postgres store ([`store`]).
+//! its peers cannot reach it, and its peers pull. This crate holds who may call ([`auth`]), the
+//! envelopes' checks ([`envelope`]) and their Postgres store ([`store`]).
 
+pub mod auth;
 pub mod envelope;
 pub mod store;
 
@@ -30,6 +31,21 @@ pub enum RelayError {
     /// `404 NOT_FOUND`
     #[error("no such queue")]
     NotFound,
+    /// `401 AUTH_REQUIRED`
+    #[error("this call needs an `Authorization: DIDSig` header")]
+    AuthRequired,
+    /// `401 AUTH_INVALID`: a bad, unverifiable or replayed signature.
+    #[error("{0}")]
+    AuthInvalid(String),
+    /// `403 FRESHNESS_VIOLATION`
+    #[error("the call's time is more than a minute from the relay's")]
+    Freshness,
+    /// `403 RELAY_FORBIDDEN`
+    #[error("{0}")]
+    Forbidden(String),
+    /// `503 DID_UNRESOLVED`: not an authentication failure; retry later.
+    #[error("the caller's DID cannot be resolved now: {0}")]
+    DidUnresolved(String),
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
     #[error("migrations: {0}")]

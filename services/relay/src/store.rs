@@ -268,6 +268,30 @@ impl RelayStore {
             .collect())
     }
 
+    /// Records a call's nonce for `did` until `expires_at`; `false` when it was seen already (a
+    /// replay). The DID's expired nonces go in the same statement, so the table holds only those
+    /// of the last two minutes.
+    pub async fn first_use(
+        &self,
+        did: &str,
+        nonce: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<bool, RelayError> {
+        let fresh: Option<i32> = sqlx::query_scalar(
+            "WITH gone AS (DELETE FROM relay_nonces WHERE did = $1 AND expires_at < $4) \
+             INSERT INTO relay_nonces (did, nonce, expires_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (did, nonce) DO NOTHING RETURNING 1",
+        )
+        .bind(did)
+        .bind(nonce)
+        .bind(expires_at)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(fresh.is_some())
+    }
+
     /// The destination's ack: removes every envelope of `queue_id` up to `through_rseq`.
     pub async fn ack_through(
         &self,

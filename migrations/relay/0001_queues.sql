@@ -5,6 +5,9 @@
 -- over their queues.
 CREATE TABLE relay_queues (
     queue_id         text    PRIMARY KEY,
+    -- Names this life of the queue: relay cursors carry it, so one kept across a drop and a
+    -- reopen is refused (`409 CURSOR_EPOCH_MISMATCH`) instead of skipping envelopes.
+    incarnation      text    NOT NULL DEFAULT substr(md5(random()::text || clock_timestamp()::text), 1, 16),
     source_did       text    NOT NULL,
     dest_did         text    NOT NULL,
     pair_id          text    NOT NULL,

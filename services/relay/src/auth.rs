@@ -28,14 +28,14 @@ impl Authenticator {
         Authenticator { resolver, allow }
     }
 
-    /// The DID that signed `request` with `header` (the `Authorization` value), at `now_ms`.
+    /// Who signed `request` with `header` (the `Authorization` value), at `now_ms`.
     pub async fn caller(
         &self,
         store: &RelayStore,
         header: Option<&str>,
         request: Signed<'_>,
         now_ms: i64,
-    ) -> Result<String, RelayError> {
+    ) -> Result<Caller, RelayError> {
         let header = header.ok_or(RelayError::AuthRequired)?;
         let call = DidSig::parse(header).map_err(|e| RelayError::AuthInvalid(e.to_string()))?;
         if (call.ts_ms - now_ms).abs() > FRESHNESS_MS {
@@ -57,12 +57,15 @@ impl Authenticator {
                 .map_err(|e| RelayError::DidUnresolved(e.to_string()))?;
             resolved.current.clone()
         };
-        if !keys.iter().any(|key| call.verify(key, request).is_ok()) {
+        let Some(key) = keys
+            .into_iter()
+            .find(|key| call.verify(key, request).is_ok())
+        else {
             return Err(RelayError::AuthInvalid(format!(
                 "the call is not signed by a current key of {}",
                 call.did
             )));
-        }
+        };
         let now = now_ms / 1000;
         if !store
             .first_use(&call.did, &call.nonce, now + NONCE_SECS, now)
@@ -72,6 +75,13 @@ impl Authenticator {
                 "this nonce was used already".into(),
             ));
         }
-        Ok(call.did)
+        Ok(Caller { did: call.did, key })
     }
+}
+
+/// An authenticated caller: its DID and the did:key that signed the call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caller {
+    pub did: String,
+    pub key: String,
 }

@@ -1,10 +1,16 @@
 //! The relay (federation-protocol.md §7): queues of signed envelopes that a source deposits while
 //! its peers cannot reach it, and its peers pull. This crate holds who may call ([`auth`]), the
-//! envelopes' checks ([`envelope`]) and their Postgres store ([`store`]).
+//! envelopes' checks ([`envelope`]), their Postgres store ([`store`]) and the routes
+//! ([`routes`]); [`RelayError`] is the one place a failure becomes an answer.
 
 pub mod auth;
 pub mod envelope;
+pub mod routes;
 pub mod store;
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use syncropel_protocol::ErrorCode;
 
 /// What can go wrong at the relay; each maps to one error code of §7.3.
 #[derive(Debug, thiserror::Error)]
@@ -46,8 +52,70 @@ pub enum RelayError {
     /// `503 DID_UNRESOLVED`: not an authentication failure; retry later.
     #[error("the caller's DID cannot be resolved now: {0}")]
     DidUnresolved(String),
+    /// `400 INVALID_CURSOR`
+    #[error("not a cursor of this queue")]
+    InvalidCursor,
+    /// `409 CURSOR_EPOCH_MISMATCH`: the queue was dropped and opened again since.
+    #[error("this cursor is of an earlier life of the queue; start again from an empty one")]
+    CursorEpochMismatch,
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
     #[error("migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+impl RelayError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            RelayError::Invalid(_) => ErrorCode::ValidationError,
+            RelayError::TooLarge(_) => ErrorCode::PayloadTooLarge,
+            RelayError::Signature(_) => ErrorCode::SignatureInvalid,
+            RelayError::QueueFull { .. } => ErrorCode::QueueFull,
+            RelayError::QueueClosed => ErrorCode::QueueClosed,
+            RelayError::NotFound => ErrorCode::NotFound,
+            RelayError::AuthRequired => ErrorCode::AuthRequired,
+            RelayError::AuthInvalid(_) => ErrorCode::AuthInvalid,
+            RelayError::Freshness => ErrorCode::FreshnessViolation,
+            RelayError::Forbidden(_) => ErrorCode::RelayForbidden,
+            RelayError::DidUnresolved(_) => ErrorCode::DidUnresolved,
+            RelayError::InvalidCursor => ErrorCode::InvalidCursor,
+            RelayError::CursorEpochMismatch => ErrorCode::CursorEpochMismatch,
+            RelayError::Database(_) | RelayError::Migrate(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+/// Seconds a refused caller should wait: room frees as destinations pull, and DIDs resolve again.
+const RETRY_AFTER_SECS: u32 = 30;
+
+impl IntoResponse for RelayError {
+    fn into_response(self) -> Response {
+        let code = self.code();
+        let message = if code == ErrorCode::Internal {
+            tracing::error!(error = %self, "internal error");
+            "internal error; see the relay's log".to_owned()
+        } else {
+            self.to_string()
+        };
+        let mut body = code.envelope(&message, None);
+        if let (RelayError::QueueFull { limit, queued, max }, Some(members)) =
+            (&self, body.as_object_mut())
+        {
+            members.insert("limit".into(), (*limit).into());
+            members.insert("queued".into(), (*queued).into());
+            members.insert("max".into(), (*max).into());
+        }
+        let status =
+            StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = (status, axum::Json(body)).into_response();
+        if matches!(
+            self,
+            RelayError::QueueFull { .. } | RelayError::DidUnresolved(_)
+        ) {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        }
+        response
+    }
 }

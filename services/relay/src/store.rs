@@ -53,6 +53,21 @@ pub struct Queued {
     pub body: Vec<u8>,
 }
 
+/// A queue as stored: what it carries and how full it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueRow {
+    pub queue: Queue,
+    pub incarnation: String,
+    pub opened_by: String,
+    pub ttl_secs: i64,
+    pub closed: bool,
+    pub envelopes: i64,
+    pub items: i64,
+    pub bytes: i64,
+    pub head_sseq: i64,
+    pub last_deposit_at: Option<i64>,
+}
+
 /// What an ack removed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Acked {
@@ -266,6 +281,37 @@ impl RelayStore {
                 body: row.get("body"),
             })
             .collect())
+    }
+
+    /// The queue `queue_id`, if it exists.
+    pub async fn queue(&self, queue_id: &str) -> Result<Option<QueueRow>, RelayError> {
+        let row = sqlx::query(
+            "SELECT source_did, dest_did, pair_id, generation, thread, target_namespace, \
+             incarnation, opened_by, ttl_secs, closed_at, envelopes, items, bytes, head_sseq, \
+             last_deposit_at FROM relay_queues WHERE queue_id = $1",
+        )
+        .bind(queue_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|row| QueueRow {
+            queue: Queue {
+                source_did: row.get("source_did"),
+                dest_did: row.get("dest_did"),
+                pair_id: row.get("pair_id"),
+                generation: u64::try_from(row.get::<i64, _>("generation")).unwrap_or(0),
+                thread: row.get("thread"),
+                target_namespace: row.get("target_namespace"),
+            },
+            incarnation: row.get("incarnation"),
+            opened_by: row.get("opened_by"),
+            ttl_secs: row.get("ttl_secs"),
+            closed: row.get::<Option<i64>, _>("closed_at").is_some(),
+            envelopes: row.get("envelopes"),
+            items: row.get("items"),
+            bytes: row.get("bytes"),
+            head_sseq: row.get("head_sseq"),
+            last_deposit_at: row.get("last_deposit_at"),
+        }))
     }
 
     /// Records a call's nonce for `did` until `expires_at`; `false` when it was seen already (a

@@ -55,7 +55,10 @@ async fn a_fresh_call_signed_by_the_callers_key_passes_once() {
             .caller(&store, Some(&header), request(b"{}"), NOW_MS + 5_000)
             .await
             .unwrap();
-        assert_eq!(caller, did);
+        assert_eq!(
+            (caller.did.as_str(), caller.key.as_str()),
+            (did.as_str(), did.as_str())
+        );
         let replayed = auth
             .caller(&store, Some(&header), request(b"{}"), NOW_MS + 6_000)
             .await

@@ -1,0 +1,338 @@
+//! The relay's HTTP routes (federation-protocol.md §7.3). Every queue route authenticates its
+//! caller first ([`crate::auth`]) and then checks the caller's part: only a queue's source
+//! deposits, only its destination pulls and acks, either opens, reads and deletes.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, OriginalUri, Path, Query, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use syncropel_protocol::didsig::Signed;
+use syncropel_protocol::sync::{CursorError, SyncCursor};
+
+use crate::auth::{Authenticator, Caller};
+use crate::envelope::{Envelope, Queue, MAX_BYTES};
+use crate::store::{QueueRow, RelayStore};
+use crate::RelayError;
+
+/// Items of a page unless the caller asks for fewer or more, and the most it may ask for.
+const DEFAULT_ITEMS: i64 = 1000;
+const MAX_ITEMS: i64 = 10_000;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<RelayStore>,
+    pub auth: Arc<Authenticator>,
+    /// The relay's secret for its cursors (each queue's cursors are keyed apart).
+    pub cursor_key: Arc<str>,
+    /// Unix milliseconds now (tests move it).
+    pub clock: fn() -> i64,
+}
+
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
+        .route(
+            "/v1/relay/queues/{queue_id}",
+            put(open).get(status).delete(delete),
+        )
+        .route("/v1/relay/queues/{queue_id}/deposit", post(deposit))
+        .route("/v1/relay/queues/{queue_id}/changes", get(changes))
+        .route("/v1/relay/queues/{queue_id}/ack", post(ack))
+        // An envelope at its largest, and the headers around it.
+        .layer(DefaultBodyLimit::max(MAX_BYTES + 64 * 1024))
+        .with_state(state)
+}
+
+/// What every queue route receives: the call, as its signature covers it.
+struct Call {
+    method: Method,
+    headers: HeaderMap,
+    uri: OriginalUri,
+    body: Bytes,
+}
+
+impl Call {
+    async fn caller(&self, state: &AppState) -> Result<Caller, RelayError> {
+        let host = self
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or_default();
+        let path = self.uri.path_and_query().map_or("/", |p| p.as_str());
+        let target = format!("{host}{path}");
+        let authorization = self
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|h| h.to_str().ok());
+        let request = Signed {
+            method: self.method.as_str(),
+            target: &target,
+            body: &self.body,
+        };
+        state
+            .auth
+            .caller(&state.store, authorization, request, (state.clock)())
+            .await
+    }
+}
+
+/// The queue and the caller's part in it.
+async fn queue_of(state: &AppState, queue_id: &str) -> Result<QueueRow, RelayError> {
+    state
+        .store
+        .queue(queue_id)
+        .await?
+        .ok_or(RelayError::NotFound)
+}
+
+fn forbidden(what: &str) -> RelayError {
+    RelayError::Forbidden(format!("only the queue's {what}"))
+}
+
+fn cursor_key(state: &AppState, queue_id: &str) -> Vec<u8> {
+    format!("{}\n{queue_id}", state.cursor_key).into_bytes()
+}
+
+fn status_body(queue_id: &str, row: &QueueRow) -> Value {
+    json!({
+        "object": "relay_queue", "queue_id": queue_id, "queue": row.queue,
+        "opened_by": row.opened_by, "ttl_seconds": row.ttl_secs, "closed": row.closed,
+        "envelopes": row.envelopes, "items": row.items, "bytes": row.bytes,
+        "head_sseq": row.head_sseq, "last_deposit_at": row.last_deposit_at,
+    })
+}
+
+#[derive(Deserialize)]
+struct OpenQueue {
+    queue: Queue,
+    ttl_seconds: Option<i64>,
+}
+
+/// `PUT /v1/relay/queues/{queue_id}`: opens (or, from its destination, reopens) a queue.
+async fn open(
+    State(state): State<AppState>,
+    Path(queue_id): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+    uri: OriginalUri,
+    body: Bytes,
+) -> Result<Response, RelayError> {
+    let call = Call {
+        method,
+        headers,
+        uri,
+        body,
+    };
+    let caller = call.caller(&state).await?;
+    let request: OpenQueue = serde_json::from_slice(&call.body)
+        .map_err(|e| RelayError::Invalid(format!("body: {e}")))?;
+    if request.queue.id() != queue_id {
+        return Err(RelayError::Invalid(
+            "the queue is not the one its id names".into(),
+        ));
+    }
+    if caller.did != request.queue.source_did && caller.did != request.queue.dest_did {
+        return Err(forbidden("source or destination may open it"));
+    }
+    state
+        .store
+        .open_queue(&request.queue, &caller.did, request.ttl_seconds)
+        .await?;
+    let row = queue_of(&state, &queue_id).await?;
+    Ok(Json(status_body(&queue_id, &row)).into_response())
+}
+
+/// `POST /v1/relay/queues/{queue_id}/deposit`: the source queues a signed envelope.
+async fn deposit(
+    State(state): State<AppState>,
+    Path(queue_id): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+    uri: OriginalUri,
+    body: Bytes,
+) -> Result<Response, RelayError> {
+    let call = Call {
+        method,
+        headers,
+        uri,
+        body,
+    };
+    let caller = call.caller(&state).await?;
+    // The envelope must be signed by the key that signed the call, a current key of its DID.
+    let envelope = Envelope::check(call.body.to_vec(), &queue_id, &caller.key)?;
+    if envelope.queue.source_did != caller.did {
+        return Err(forbidden("source deposits"));
+    }
+    let deposited = state
+        .store
+        .deposit(&envelope, (state.clock)() / 1000)
+        .await?;
+    let status = if deposited.duplicate {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    let body = json!({"object": "relay_deposit", "envelope_id": deposited.envelope_id,
+                      "duplicate": deposited.duplicate});
+    Ok((status, Json(body)).into_response())
+}
+
+#[derive(Deserialize)]
+struct ChangesQuery {
+    since: Option<String>,
+    limit: Option<i64>,
+}
+
+/// `GET /v1/relay/queues/{queue_id}/changes`: the destination pulls, after its relay cursor.
+async fn changes(
+    State(state): State<AppState>,
+    Path(queue_id): Path<String>,
+    Query(query): Query<ChangesQuery>,
+    method: Method,
+    headers: HeaderMap,
+    uri: OriginalUri,
+    body: Bytes,
+) -> Result<Response, RelayError> {
+    let call = Call {
+        method,
+        headers,
+        uri,
+        body,
+    };
+    let caller = call.caller(&state).await?;
+    let row = queue_of(&state, &queue_id).await?;
+    if caller.did != row.queue.dest_did {
+        return Err(forbidden("destination pulls"));
+    }
+    let key = cursor_key(&state, &queue_id);
+    let since = decode(query.since.as_deref().unwrap_or(""), &key, &row.incarnation)?;
+    let limit = query.limit.unwrap_or(DEFAULT_ITEMS).clamp(1, MAX_ITEMS);
+    let page = state
+        .store
+        .changes(&queue_id, since, limit, MAX_BYTES as i64)
+        .await?;
+    let next = page.last().map_or(since, |q| q.rseq);
+    let has_more = !state.store.changes(&queue_id, next, 1, 1).await?.is_empty();
+    let mut envelopes = Vec::with_capacity(page.len());
+    for queued in page {
+        // Stored as the source sent it, and checked then: parsed only to be embedded.
+        let envelope: Value = serde_json::from_slice(&queued.body)
+            .map_err(|e| RelayError::Invalid(format!("a stored envelope: {e}")))?;
+        envelopes.push(json!({"envelope_id": queued.envelope_id, "envelope": envelope}));
+    }
+    let cursor = SyncCursor {
+        epoch: row.incarnation.clone(),
+        seq: next,
+    };
+    Ok(Json(
+        json!({"object": "relay_changes", "queue_id": queue_id, "envelopes": envelopes,
+                   "next_cursor": cursor.encode(&key), "has_more": has_more}),
+    )
+    .into_response())
+}
+
+fn decode(cursor: &str, key: &[u8], incarnation: &str) -> Result<i64, RelayError> {
+    SyncCursor::decode(cursor, key, incarnation)
+        .map(|c| c.seq)
+        .map_err(|e| match e {
+            CursorError::Invalid => RelayError::InvalidCursor,
+            CursorError::EpochMismatch => RelayError::CursorEpochMismatch,
+        })
+}
+
+#[derive(Deserialize)]
+struct AckBody {
+    through: String,
+}
+
+/// `POST /v1/relay/queues/{queue_id}/ack`: the destination confirms what it ingested.
+async fn ack(
+    State(state): State<AppState>,
+    Path(queue_id): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+    uri: OriginalUri,
+    body: Bytes,
+) -> Result<Response, RelayError> {
+    let call = Call {
+        method,
+        headers,
+        uri,
+        body,
+    };
+    let caller = call.caller(&state).await?;
+    let row = queue_of(&state, &queue_id).await?;
+    if caller.did != row.queue.dest_did {
+        return Err(forbidden("destination acks"));
+    }
+    let request: AckBody = serde_json::from_slice(&call.body)
+        .map_err(|e| RelayError::Invalid(format!("body: {e}")))?;
+    let through = decode(
+        &request.through,
+        &cursor_key(&state, &queue_id),
+        &row.incarnation,
+    )?;
+    let acked = state.store.ack_through(&queue_id, through).await?;
+    Ok(Json(
+        json!({"object": "relay_ack", "deleted_envelopes": acked.envelopes,
+                   "deleted_items": acked.items}),
+    )
+    .into_response())
+}
+
+/// `GET /v1/relay/queues/{queue_id}`: either side reads how the queue stands.
+async fn status(
+    State(state): State<AppState>,
+    Path(queue_id): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+    uri: OriginalUri,
+    body: Bytes,
+) -> Result<Response, RelayError> {
+    let call = Call {
+        method,
+        headers,
+        uri,
+        body,
+    };
+    let caller = call.caller(&state).await?;
+    let row = queue_of(&state, &queue_id).await?;
+    if caller.did != row.queue.source_did && caller.did != row.queue.dest_did {
+        return Err(forbidden("source or destination reads it"));
+    }
+    Ok(Json(status_body(&queue_id, &row)).into_response())
+}
+
+/// `DELETE /v1/relay/queues/{queue_id}`: either side empties it; the destination also closes it.
+async fn delete(
+    State(state): State<AppState>,
+    Path(queue_id): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+    uri: OriginalUri,
+    body: Bytes,
+) -> Result<Response, RelayError> {
+    let call = Call {
+        method,
+        headers,
+        uri,
+        body,
+    };
+    let caller = call.caller(&state).await?;
+    let row = queue_of(&state, &queue_id).await?;
+    let by_destination = caller.did == row.queue.dest_did;
+    if !by_destination && caller.did != row.queue.source_did {
+        return Err(forbidden("source or destination deletes it"));
+    }
+    let deleted = state
+        .store
+        .delete_queue(&queue_id, by_destination, (state.clock)() / 1000)
+        .await?;
+    Ok(Json(json!({"deleted_items": deleted.items})).into_response())
+}

@@ -1,0 +1,273 @@
+//! The relay over HTTP on 127.0.0.1, on a Postgres database of its own: a source deposits, its
+//! destination pulls by relay cursor and acks; every other party is refused, and nothing changes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+use syncropel_federation::{DidResolver, PeerClient, PeerClientOptions};
+use syncropel_protocol::didsig::{self, Signed};
+use syncropel_protocol::Keypair;
+use syncropel_relay::auth::Authenticator;
+use syncropel_relay::envelope::{self, Queue};
+use syncropel_relay::routes::{app, AppState};
+use syncropel_relay::store::{Limits, RelayStore};
+use syncropel_store::testing::with_test_database;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+struct Relay {
+    origin: String,
+    http: reqwest::Client,
+}
+
+/// A steward identity calling the relay.
+struct Party {
+    key: Keypair,
+}
+
+impl Party {
+    fn new() -> Party {
+        Party {
+            key: Keypair::generate(),
+        }
+    }
+
+    fn did(&self) -> String {
+        self.key.did_key()
+    }
+
+    /// Sends a signed call; its status and JSON answer.
+    async fn call(
+        &self,
+        relay: &Relay,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+        let host = relay.origin.trim_start_matches("http://");
+        let signed = Signed {
+            method,
+            target: &format!("{host}{path}"),
+            body: &bytes,
+        };
+        let did = self.did();
+        let header = didsig::sign(
+            &self.key,
+            &did,
+            &format!("{did}#key-1"),
+            signed,
+            now_ms(),
+            &didsig::nonce(),
+        );
+        let request = relay
+            .http
+            .request(method.parse().unwrap(), format!("{}{path}", relay.origin))
+            .header("authorization", header)
+            .body(bytes);
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+}
+
+async fn start(url: &str) -> Relay {
+    let store = RelayStore::open(url, Limits::default()).await.unwrap();
+    let resolver = DidResolver::new(PeerClient::new(PeerClientOptions::default()), Vec::new());
+    let state = AppState {
+        store: Arc::new(store),
+        auth: Arc::new(Authenticator::new(resolver, Default::default())),
+        cursor_key: "a relay-wide secret".into(),
+        clock: now_ms,
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app(state)).await.unwrap() });
+    Relay {
+        origin,
+        http: reqwest::Client::new(),
+    }
+}
+
+fn queue_of(source: &Party, dest: &Party) -> Queue {
+    Queue {
+        source_did: source.did(),
+        dest_did: dest.did(),
+        pair_id: "fed_1".into(),
+        generation: 1,
+        thread: "th_inbox".into(),
+        target_namespace: "default".into(),
+    }
+}
+
+fn envelope_of(source: &Party, queue: &Queue, first: i64, n: i64) -> Value {
+    let items = (first..first + n)
+        .map(|s| json!({"id": format!("r{s}"), "record": {"n": s}}))
+        .collect();
+    let key_id = format!("{}#key-1", source.did());
+    envelope::sign(
+        &source.key,
+        &key_id,
+        queue,
+        "ep1",
+        (first, first + n - 1),
+        items,
+    )
+}
+
+fn code(answer: &Value) -> &str {
+    answer["code"].as_str().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_source_deposits_and_its_destination_pulls_and_acks() {
+    with_test_database(|url| async move {
+        let relay = start(&url).await;
+        let (source, dest) = (Party::new(), Party::new());
+        let queue = queue_of(&source, &dest);
+        let id = queue.id();
+        let base = format!("/v1/relay/queues/{id}");
+
+        let first = envelope_of(&source, &queue, 1, 2);
+        let (status, deposited) = source
+            .call(&relay, "POST", &format!("{base}/deposit"), Some(&first))
+            .await;
+        assert_eq!(status, 201, "{deposited}");
+        let (status, again) = source
+            .call(&relay, "POST", &format!("{base}/deposit"), Some(&first))
+            .await;
+        assert_eq!(
+            (status, &again["duplicate"]),
+            (200, &json!(true)),
+            "{again}"
+        );
+        let second = envelope_of(&source, &queue, 3, 1);
+        let (status, _) = source
+            .call(&relay, "POST", &format!("{base}/deposit"), Some(&second))
+            .await;
+        assert_eq!(status, 201);
+
+        let (status, page) = dest
+            .call(&relay, "GET", &format!("{base}/changes?limit=2"), None)
+            .await;
+        assert_eq!(status, 200, "{page}");
+        assert_eq!(page["envelopes"].as_array().unwrap().len(), 1, "{page}");
+        assert_eq!(
+            page["envelopes"][0]["envelope"], first,
+            "the envelope as deposited"
+        );
+        assert_eq!(page["has_more"], true);
+        let cursor = page["next_cursor"].as_str().unwrap().to_string();
+        let (status, rest) = dest
+            .call(
+                &relay,
+                "GET",
+                &format!("{base}/changes?since={cursor}"),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{rest}");
+        assert_eq!(rest["envelopes"][0]["envelope"], second);
+        assert_eq!(rest["has_more"], false);
+
+        let through = json!({"through": rest["next_cursor"]});
+        let (status, acked) = dest
+            .call(&relay, "POST", &format!("{base}/ack"), Some(&through))
+            .await;
+        assert_eq!(status, 200, "{acked}");
+        assert_eq!(
+            (&acked["deleted_envelopes"], &acked["deleted_items"]),
+            (&json!(2), &json!(3))
+        );
+        let (status, standing) = source.call(&relay, "GET", &base, None).await;
+        assert_eq!(status, 200, "{standing}");
+        assert_eq!(
+            (&standing["envelopes"], &standing["items"]),
+            (&json!(0), &json!(0))
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn only_each_party_does_its_part_and_strangers_nothing() {
+    with_test_database(|url| async move {
+        let relay = start(&url).await;
+        let (source, dest, stranger) = (Party::new(), Party::new(), Party::new());
+        let queue = queue_of(&source, &dest);
+        let id = queue.id();
+        let base = format!("/v1/relay/queues/{id}");
+        let envelope = envelope_of(&source, &queue, 1, 1);
+        let (status, _) = source
+            .call(&relay, "POST", &format!("{base}/deposit"), Some(&envelope))
+            .await;
+        assert_eq!(status, 201);
+
+        // The destination's own envelope naming the queue: not the source.
+        let forged = envelope_of(&dest, &queue, 2, 1);
+        let (status, refused) = dest
+            .call(&relay, "POST", &format!("{base}/deposit"), Some(&forged))
+            .await;
+        assert_eq!(
+            (status, code(&refused)),
+            (403, "RELAY_FORBIDDEN"),
+            "{refused}"
+        );
+        // The source's envelope, sent by someone else: its signature is not the caller's.
+        let (status, refused) = stranger
+            .call(&relay, "POST", &format!("{base}/deposit"), Some(&envelope))
+            .await;
+        assert_eq!(
+            (status, code(&refused)),
+            (422, "SIGNATURE_INVALID"),
+            "{refused}"
+        );
+        for party in [&source, &stranger] {
+            let (status, refused) = party
+                .call(&relay, "GET", &format!("{base}/changes"), None)
+                .await;
+            assert_eq!(
+                (status, code(&refused)),
+                (403, "RELAY_FORBIDDEN"),
+                "{refused}"
+            );
+        }
+        let (status, refused) = stranger.call(&relay, "GET", &base, None).await;
+        assert_eq!((status, code(&refused)), (403, "RELAY_FORBIDDEN"));
+        let (status, refused) = stranger.call(&relay, "DELETE", &base, None).await;
+        assert_eq!((status, code(&refused)), (403, "RELAY_FORBIDDEN"));
+        let bad = json!({"through": "not-a-cursor"});
+        let (status, refused) = dest
+            .call(&relay, "POST", &format!("{base}/ack"), Some(&bad))
+            .await;
+        assert_eq!(
+            (status, code(&refused)),
+            (400, "INVALID_CURSOR"),
+            "{refused}"
+        );
+        // No signature at all.
+        let unsigned = relay
+            .http
+            .get(format!("{}{base}", relay.origin))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(unsigned.status(), 401);
+
+        let (status, standing) = dest.call(&relay, "GET", &base, None).await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            (&standing["envelopes"], &standing["items"]),
+            (&json!(1), &json!(1)),
+            "nothing changed"
+        );
+    })
+    .await;
+}

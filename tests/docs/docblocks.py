@@ -16,7 +16,7 @@ README = REPO_ROOT / "README.md"
 # of pseudo-code there never starts with a binary of ours).
 SHELL_LANGS = {"", "sh", "bash", "shell", "console"}
 # The binaries this workspace builds, by the name a command line calls them.
-BINARIES = ("spl", "steward", "directory")
+BINARIES = ("spl", "steward", "directory", "relay")
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Every command line of `spl`, `steward` and `directory` in the fenced blocks of README.md and
+"""Every command line of `spl`, `steward`, `directory` and `relay` in the fenced blocks of README.md and
 docs/*.md is one the binary accepts.
 
 Each is run with `--help` appended, after its placeholders (`<url>`, `th_…`, `$TOKEN`, an option
@@ -26,13 +26,13 @@ def test_the_docs_have_commands_to_check():
     per_file = {path: [c for c in COMMANDS if c.block.path == path] for path in doc_files()}
     assert len(per_file[README]) >= 10, [c.source for c in per_file[README]]
     assert sum(len(found) for found in per_file.values()) >= 30
-    assert {c.binary for c in COMMANDS} == {"spl", "steward", "directory"}
+    assert {c.binary for c in COMMANDS} == {"spl", "steward", "directory", "relay"}
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=[c.id for c in COMMANDS])
 def test_the_binary_accepts_the_documented_command(command):
     exe = binary(command.binary)
-    assert exe.exists(), f"{exe} is not built (cargo build -p spl -p syncropel-steward -p syncropel-directory)"
+    assert exe.exists(), f"{exe} is not built (cargo build -p spl -p syncropel-steward -p syncropel-directory -p syncropel-relay)"
     with tempfile.TemporaryDirectory(prefix="docs-cli-") as home:
         # Nothing from the caller's environment may fill in a flag the line leaves out.
         env = {"PATH": os.environ.get("PATH", ""), "HOME": home, "SYNCROPEL_HOME": home}

@@ -153,6 +153,7 @@ CLI_TABLES = {
     "Federation": ["spl", "fleet", "sync", "peers", "discover"],
     "`steward` (hosted)": ["steward"],
     "`directory`": ["directory"],
+    "`relay`": ["relay"],
 }
 GLOBAL_SPL_FLAGS = {"--home", "--endpoint", "--token", "--json"}
 

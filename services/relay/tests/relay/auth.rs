@@ -1,8 +1,6 @@
 //! Who may call the relay: a fresh call signed with a current key of the caller's DID, its nonce
 //! new on every replica (kept in Postgres), from a DID the relay serves.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
-
 use std::collections::BTreeSet;
 
 use syncropel_federation::{DidResolver, PeerClient, PeerClientOptions};

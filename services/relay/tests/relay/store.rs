@@ -2,8 +2,6 @@
 //! de-duplicated, bounds that refuse a deposit whole, pages within their limits, acks and
 //! deletes that free room, and a queue its destination closed.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
-
 use serde_json::json;
 use syncropel_protocol::Keypair;
 use syncropel_relay::envelope::{self, Envelope, Queue};

@@ -1,8 +1,6 @@
 //! The relay over HTTP on 127.0.0.1, on a Postgres database of its own: a source deposits, its
 //! destination pulls by relay cursor and acks; every other party is refused, and nothing changes.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
-
 use std::sync::Arc;
 
 use serde_json::{json, Value};

@@ -1,0 +1,196 @@
+//! `relay`: the relay server (federation-protocol.md §7.3). Every flag has an environment fallback.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use syncropel_federation::{DidResolver, PeerClient, PeerClientOptions};
+use syncropel_relay::auth::Authenticator;
+use syncropel_relay::routes::{app, AppState};
+use syncropel_relay::store::{Limits, RelayStore};
+use syncropel_relay::RelayError;
+use syncropel_telemetry::connections::ConnectionLimits;
+use syncropel_telemetry::serve::Drain;
+use syncropel_telemetry::TelemetryArgs;
+use tokio_util::sync::CancellationToken;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(
+    name = "relay",
+    version,
+    about = "The relay for peers whose source is offline"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// The relay's Postgres database (`postgres://…`); any number of replicas share it.
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    database_url: Option<String>,
+    /// Address to listen on.
+    #[arg(long, env = "RELAY_LISTEN", default_value = "127.0.0.1:9400")]
+    listen: SocketAddr,
+    /// Internal address for `GET /metrics`.
+    #[arg(long, env = "RELAY_METRICS_BIND")]
+    metrics_bind: Option<SocketAddr>,
+    /// The secret relay cursors are signed with; every replica must have the same.
+    #[arg(long, env = "RELAY_CURSOR_KEY", hide_env_values = true)]
+    cursor_key: Option<String>,
+    /// DIDs this relay serves (repeatable; comma-separated in the env); none: anyone
+    #[arg(long = "allow-did", env = "RELAY_ALLOW_DIDS", value_delimiter = ',')]
+    allow_dids: Vec<String>,
+    /// did:sync directories to resolve callers' directory DIDs through (comma-separated in the env)
+    #[arg(long = "directory", env = "RELAY_DIRECTORIES", value_delimiter = ',')]
+    directories: Vec<String>,
+    /// Let callers' did:web documents be fetched from loopback or private addresses
+    #[arg(long, env = "RELAY_ALLOW_PRIVATE_PEERS")]
+    allow_private_peers: bool,
+    /// Items one source may keep queued for one destination
+    #[arg(long, env = "RELAY_MAX_ITEMS_PER_DESTINATION", default_value_t = Limits::default().items_per_destination)]
+    max_items_per_destination: i64,
+    /// Bytes one source may keep queued for one destination
+    #[arg(long, env = "RELAY_MAX_BYTES_PER_DESTINATION", default_value_t = Limits::default().bytes_per_destination)]
+    max_bytes_per_destination: i64,
+    /// Bytes one source may keep queued in all
+    #[arg(long, env = "RELAY_MAX_BYTES_PER_SOURCE", default_value_t = Limits::default().bytes_per_source)]
+    max_bytes_per_source: i64,
+    /// How long an envelope is kept (a queue may ask for less, at least an hour)
+    #[arg(long, env = "RELAY_TTL", default_value = "30d", value_parser = humantime::parse_duration)]
+    ttl: Duration,
+    /// After SIGTERM: how long to keep serving before it stops taking connections.
+    #[arg(long, env = "RELAY_SHUTDOWN_DELAY", default_value = "0s", value_parser = humantime::parse_duration)]
+    shutdown_delay: Duration,
+    /// Then: how long in-flight requests get to finish.
+    #[arg(long, env = "RELAY_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+    shutdown_grace: Duration,
+    #[command(flatten)]
+    connections: ConnectionLimits,
+    #[command(flatten)]
+    telemetry: TelemetryArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the relay (the default).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let telemetry = match syncropel_telemetry::init(&cli.telemetry, "relay") {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = match (&cli.command, &cli.database_url) {
+        (_, None) => Err("--database-url (DATABASE_URL) is required".to_string()),
+        (Some(Command::Migrate), Some(url)) => match RelayStore::open(url, limits(&cli)).await {
+            Ok(store) => {
+                store.close().await;
+                Ok(())
+            }
+            Err(e) => Err(e.to_string()),
+        },
+        (Some(Command::Serve) | None, Some(url)) => serve(&cli, url).await,
+    };
+    telemetry.shutdown();
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "relay failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn limits(cli: &Cli) -> Limits {
+    Limits {
+        items_per_destination: cli.max_items_per_destination,
+        bytes_per_destination: cli.max_bytes_per_destination,
+        bytes_per_source: cli.max_bytes_per_source,
+        ttl_secs: i64::try_from(cli.ttl.as_secs()).unwrap_or(i64::MAX),
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+async fn serve(cli: &Cli, database_url: &str) -> Result<(), String> {
+    let Some(cursor_key) = cli.cursor_key.clone().filter(|k| k.len() >= 32) else {
+        return Err(
+            "--cursor-key (RELAY_CURSOR_KEY) must be a secret of 32 characters or more, \
+                    the same on every replica"
+                .into(),
+        );
+    };
+    let bind = |addr: SocketAddr| async move {
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("binding {addr}: {e}"))
+    };
+    let listener = bind(cli.listen).await?;
+    let metrics = match cli.metrics_bind {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
+    let store = Arc::new(
+        RelayStore::open(database_url, limits(cli))
+            .await
+            .map_err(|e: RelayError| e.to_string())?,
+    );
+    let client = PeerClient::new(PeerClientOptions {
+        allow_private: cli.allow_private_peers,
+        ..PeerClientOptions::default()
+    });
+    let resolver = DidResolver::new(client, cli.directories.clone());
+    let state = AppState {
+        store: store.clone(),
+        auth: Arc::new(Authenticator::new(
+            resolver,
+            cli.allow_dids.iter().cloned().collect(),
+        )),
+        cursor_key: cursor_key.into(),
+        clock: now_ms,
+    };
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(%addr, metrics = ?cli.metrics_bind, "relay serving");
+    let drain = Drain {
+        delay: cli.shutdown_delay,
+        grace: cli.shutdown_grace,
+    };
+    syncropel_telemetry::serve::serve(
+        listener,
+        app(state),
+        metrics,
+        CancellationToken::new(),
+        drain,
+        cli.connections,
+    )
+    .await
+    .map_err(|e| format!("serving: {e}"))?;
+    store.close().await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_flags_hold_together() {
+        Cli::command().debug_assert();
+    }
+}

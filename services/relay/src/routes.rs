@@ -3,6 +3,7 @@
 //! deposits, only its destination pulls and acks, either opens, reads and deletes.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, OriginalUri, Path, Query, State};
@@ -14,6 +15,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use syncropel_protocol::didsig::Signed;
 use syncropel_protocol::sync::{CursorError, SyncCursor};
+use syncropel_protocol::ErrorCode;
+use tokio::sync::broadcast;
+use tokio::time::Instant;
 
 use crate::auth::{Authenticator, Caller};
 use crate::envelope::{Envelope, Queue, MAX_BYTES};
@@ -23,6 +27,8 @@ use crate::RelayError;
 /// Items of a page unless the caller asks for fewer or more, and the most it may ask for.
 const DEFAULT_ITEMS: i64 = 1000;
 const MAX_ITEMS: i64 = 10_000;
+/// Longest a pull may wait for a deposit (`wait`, seconds).
+const MAX_WAIT_SECS: u64 = 25;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -37,6 +43,7 @@ pub struct AppState {
 pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/ready", get(ready))
         .route(
             "/v1/relay/queues/{queue_id}",
             put(open).get(status).delete(delete),
@@ -47,6 +54,16 @@ pub fn app(state: AppState) -> Router {
         // An envelope at its largest, and the headers around it.
         .layer(DefaultBodyLimit::max(MAX_BYTES + 64 * 1024))
         .with_state(state)
+}
+
+/// `GET /ready`: `200` while the database answers with every migration of this build.
+async fn ready(State(state): State<AppState>) -> Response {
+    if state.store.ready().await {
+        Json(json!({"status": "ready"})).into_response()
+    } else {
+        let body = ErrorCode::NotReady.envelope("the relay's database is not ready", None);
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    }
 }
 
 /// What every queue route receives: the call, as its signature covers it.
@@ -187,6 +204,8 @@ async fn deposit(
 struct ChangesQuery {
     since: Option<String>,
     limit: Option<i64>,
+    /// Seconds to hold an empty page open for a deposit (at most [`MAX_WAIT_SECS`]).
+    wait: Option<u64>,
 }
 
 /// `GET /v1/relay/queues/{queue_id}/changes`: the destination pulls, after its relay cursor.
@@ -213,10 +232,23 @@ async fn changes(
     let key = cursor_key(&state, &queue_id);
     let since = decode(query.since.as_deref().unwrap_or(""), &key, &row.incarnation)?;
     let limit = query.limit.unwrap_or(DEFAULT_ITEMS).clamp(1, MAX_ITEMS);
-    let page = state
-        .store
-        .changes(&queue_id, since, limit, MAX_BYTES as i64)
-        .await?;
+    let wait = Duration::from_secs(query.wait.unwrap_or(0).min(MAX_WAIT_SECS));
+    // Subscribed before the first read, so no deposit slips between the read and the wait.
+    let mut deposits = state.store.deposits();
+    let deadline = Instant::now() + wait;
+    let page = loop {
+        let page = state
+            .store
+            .changes(&queue_id, since, limit, MAX_BYTES as i64)
+            .await?;
+        if !page.is_empty() || wait.is_zero() {
+            break page;
+        }
+        let woken = tokio::time::timeout_at(deadline, deposit_to(&mut deposits, &queue_id));
+        if !matches!(woken.await, Ok(true)) {
+            break page;
+        }
+    };
     let next = page.last().map_or(since, |q| q.rseq);
     let has_more = !state.store.changes(&queue_id, next, 1, 1).await?.is_empty();
     let mut envelopes = Vec::with_capacity(page.len());
@@ -235,6 +267,19 @@ async fn changes(
                    "next_cursor": cursor.encode(&key), "has_more": has_more}),
     )
     .into_response())
+}
+
+/// Waits for a deposit to `queue_id` (or for news that announcements were missed: look again);
+/// `false` when the relay is stopping.
+async fn deposit_to(deposits: &mut broadcast::Receiver<String>, queue_id: &str) -> bool {
+    loop {
+        match deposits.recv().await {
+            Ok(queue) if queue == queue_id || queue.is_empty() => return true,
+            Ok(_) => {}
+            Err(broadcast::error::RecvError::Lagged(_)) => return true,
+            Err(broadcast::error::RecvError::Closed) => return false,
+        }
+    }
 }
 
 fn decode(cursor: &str, key: &[u8], incarnation: &str) -> Result<i64, RelayError> {

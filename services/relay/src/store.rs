@@ -5,13 +5,20 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use sqlx::{PgConnection, Row};
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
 
 use crate::envelope::{Envelope, Queue};
 use crate::RelayError;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/relay");
+
+/// The channel a deposit's commit is announced on (payload: the queue id), to every replica.
+const DEPOSITS: &str = "relay_deposits";
+/// Announcements a replica holds for slow waiters before they must look again.
+const ANNOUNCED: usize = 4096;
 
 /// What one source may keep queued (federation-protocol.md §7.3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,6 +85,9 @@ pub struct Acked {
 pub struct RelayStore {
     pool: PgPool,
     limits: Limits,
+    /// Queue ids of committed deposits, from every replica.
+    deposits: broadcast::Sender<String>,
+    listener: JoinHandle<()>,
 }
 
 impl RelayStore {
@@ -89,11 +99,38 @@ impl RelayStore {
             .connect_with(PgConnectOptions::from_str(url)?)
             .await?;
         MIGRATOR.run(&pool).await?;
-        Ok(RelayStore { pool, limits })
+        let (deposits, _) = broadcast::channel(ANNOUNCED);
+        // Listening before `open` returns: a deposit committed after it is announced.
+        let mut listener = PgListener::connect_with(&pool).await?;
+        listener.listen(DEPOSITS).await?;
+        let listener = tokio::spawn(announce(listener, deposits.clone()));
+        Ok(RelayStore {
+            pool,
+            limits,
+            deposits,
+            listener,
+        })
     }
 
     pub async fn close(&self) {
+        self.listener.abort();
         self.pool.close().await;
+    }
+
+    /// Whether the database answers and holds every migration of this build.
+    pub async fn ready(&self) -> bool {
+        let applied: Result<Option<i64>, sqlx::Error> =
+            sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
+                .fetch_one(&self.pool)
+                .await;
+        let needed = MIGRATOR.iter().map(|m| m.version).max();
+        matches!(applied, Ok(applied) if applied >= needed)
+    }
+
+    /// Queue ids of deposits committed from now on, by any replica. A receiver that lags has
+    /// missed some: it looks again.
+    pub fn deposits(&self) -> broadcast::Receiver<String> {
+        self.deposits.subscribe()
     }
 
     /// Opens `queue` (idempotent), for `opened_by`, keeping envelopes `ttl_secs` (the relay's
@@ -185,6 +222,12 @@ impl RelayStore {
         .execute(&mut *tx)
         .await?;
         add_usage(&mut tx, queue, items, bytes).await?;
+        // Delivered to every replica's listener when the deposit commits.
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(DEPOSITS)
+            .bind(&envelope.queue_id)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(Deposited {
             envelope_id: envelope.envelope_id.clone(),
@@ -468,4 +511,26 @@ async fn add_usage(
     .execute(&mut *tx)
     .await?;
     Ok(())
+}
+
+/// Passes the deposits Postgres announces on to this replica's waiters. A lost connection is
+/// re-established by the listener; waiters then see a lag and look again.
+async fn announce(mut listener: PgListener, deposits: broadcast::Sender<String>) {
+    loop {
+        match listener.try_recv().await {
+            Ok(Some(notification)) => {
+                let _ = deposits.send(notification.payload().to_string());
+            }
+            // The connection was lost and is back: what was announced meanwhile is unknown,
+            // so every waiter is woken to look again.
+            Ok(None) => {
+                let _ = deposits.send(String::new());
+            }
+            Err(sqlx::Error::PoolClosed) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "deposit announcements failed; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
 }

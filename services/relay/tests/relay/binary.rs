@@ -44,8 +44,12 @@ async fn the_binary_migrates_then_serves() {
             break rest.split_whitespace().next().unwrap().to_string();
         }
     };
-    let health = reqwest::get(format!("http://{addr}/health")).await.unwrap();
-    assert_eq!(health.status(), 200);
+    for probe in ["health", "ready"] {
+        let answer = reqwest::get(format!("http://{addr}/{probe}"))
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200, "{probe}");
+    }
     let unsigned = reqwest::get(format!("http://{addr}/v1/relay/queues/rq_x"))
         .await
         .unwrap();

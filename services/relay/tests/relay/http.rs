@@ -269,3 +269,34 @@ async fn only_each_party_does_its_part_and_strangers_nothing() {
     })
     .await;
 }
+
+/// A pull that finds nothing waits for a deposit, made through another replica of the relay.
+#[tokio::test]
+async fn a_waiting_pull_is_woken_by_a_deposit_through_another_replica() {
+    with_test_database(|url| async move {
+        let (a, b) = (start(&url).await, start(&url).await);
+        let (source, dest) = (Party::new(), Party::new());
+        let queue = queue_of(&source, &dest);
+        let base = format!("/v1/relay/queues/{}", queue.id());
+        let (status, _) = dest
+            .call(&b, "PUT", &base, Some(&json!({"queue": queue})))
+            .await;
+        assert_eq!(status, 200);
+        let envelope = envelope_of(&source, &queue, 1, 1);
+        let waiting = async {
+            dest.call(&b, "GET", &format!("{base}/changes?wait=20"), None)
+                .await
+        };
+        let depositing = async {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            source
+                .call(&a, "POST", &format!("{base}/deposit"), Some(&envelope))
+                .await
+        };
+        let ((status, page), (deposited, _)) = tokio::join!(waiting, depositing);
+        assert_eq!((status, deposited), (200, 201), "{page}");
+        // Woken, not timed out: the page holds the deposit.
+        assert_eq!(page["envelopes"][0]["envelope"], envelope, "{page}");
+    })
+    .await;
+}

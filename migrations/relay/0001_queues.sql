@@ -22,6 +22,9 @@ CREATE TABLE relay_queues (
     items            bigint  NOT NULL DEFAULT 0,
     bytes            bigint  NOT NULL DEFAULT 0,
     head_sseq        bigint  NOT NULL DEFAULT 0,
+    -- What expired before anyone pulled it, seen by both sides.
+    expired_items        bigint NOT NULL DEFAULT 0,
+    expired_through_sseq bigint NOT NULL DEFAULT 0,
     last_deposit_at  bigint
 );
 CREATE INDEX relay_queues_source ON relay_queues (source_did);

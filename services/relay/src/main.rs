@@ -121,6 +121,24 @@ fn limits(cli: &Cli) -> Limits {
     }
 }
 
+/// How often each replica deletes expired envelopes (the replicas share the queues).
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+async fn sweep(store: Arc<RelayStore>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match store.sweep_expired(now_ms() / 1000).await {
+            Ok(0) => {}
+            Ok(items) => tracing::info!(items, "expired envelopes deleted"),
+            Err(e) => tracing::warn!(error = %e, "deleting expired envelopes failed; will retry"),
+        }
+    }
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -150,6 +168,8 @@ async fn serve(cli: &Cli, database_url: &str) -> Result<(), String> {
             .await
             .map_err(|e: RelayError| e.to_string())?,
     );
+    let stop = CancellationToken::new();
+    tokio::spawn(sweep(store.clone(), stop.clone()));
     let client = PeerClient::new(PeerClientOptions {
         allow_private: cli.allow_private_peers,
         ..PeerClientOptions::default()
@@ -170,16 +190,9 @@ async fn serve(cli: &Cli, database_url: &str) -> Result<(), String> {
         delay: cli.shutdown_delay,
         grace: cli.shutdown_grace,
     };
-    syncropel_telemetry::serve::serve(
-        listener,
-        app(state),
-        metrics,
-        CancellationToken::new(),
-        drain,
-        cli.connections,
-    )
-    .await
-    .map_err(|e| format!("serving: {e}"))?;
+    syncropel_telemetry::serve::serve(listener, app(state), metrics, stop, drain, cli.connections)
+        .await
+        .map_err(|e| format!("serving: {e}"))?;
     store.close().await;
     Ok(())
 }

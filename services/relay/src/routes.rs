@@ -121,7 +121,8 @@ fn status_body(queue_id: &str, row: &QueueRow) -> Value {
         "object": "relay_queue", "queue_id": queue_id, "queue": row.queue,
         "opened_by": row.opened_by, "ttl_seconds": row.ttl_secs, "closed": row.closed,
         "envelopes": row.envelopes, "items": row.items, "bytes": row.bytes,
-        "head_sseq": row.head_sseq, "last_deposit_at": row.last_deposit_at,
+        "head_sseq": row.head_sseq, "expired_items": row.expired_items,
+        "expired_through_sseq": row.expired_through_sseq, "last_deposit_at": row.last_deposit_at,
     })
 }
 

@@ -72,6 +72,8 @@ pub struct QueueRow {
     pub items: i64,
     pub bytes: i64,
     pub head_sseq: i64,
+    pub expired_items: i64,
+    pub expired_through_sseq: i64,
     pub last_deposit_at: Option<i64>,
 }
 
@@ -115,6 +117,69 @@ impl RelayStore {
     pub async fn close(&self) {
         self.listener.abort();
         self.pool.close().await;
+    }
+
+    /// Deletes the envelopes past their time, a queue at a time under its lock, counting them in
+    /// the queue (both sides see it) and freeing their room. Replicas share the work: a queue
+    /// another replica is sweeping (or writing) is skipped this time. The items expired.
+    pub async fn sweep_expired(&self, now: i64) -> Result<i64, RelayError> {
+        let mut expired = 0;
+        loop {
+            let mut tx = self.pool.begin().await?;
+            let queue: Option<String> = sqlx::query_scalar(
+                "SELECT q.queue_id FROM relay_queues q WHERE EXISTS (SELECT 1 FROM relay_envelopes e \
+                 WHERE e.queue_id = q.queue_id AND e.expires_at < $1) \
+                 LIMIT 1 FOR UPDATE SKIP LOCKED",
+            )
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(queue_id) = queue else {
+                return Ok(expired);
+            };
+            let gone = sqlx::query(
+                "WITH gone AS (DELETE FROM relay_envelopes WHERE queue_id = $1 AND expires_at < $2 \
+                 RETURNING items, bytes, last_sseq) \
+                 SELECT count(*)::int8 AS envelopes, coalesce(sum(items), 0)::int8 AS items, \
+                 coalesce(sum(bytes), 0)::int8 AS bytes, coalesce(max(last_sseq), 0)::int8 AS through \
+                 FROM gone",
+            )
+            .bind(&queue_id)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+            let (envelopes, items, bytes, through): (i64, i64, i64, i64) = (
+                gone.get("envelopes"),
+                gone.get("items"),
+                gone.get("bytes"),
+                gone.get("through"),
+            );
+            let queue = sqlx::query(
+                "UPDATE relay_queues SET envelopes = envelopes - $2, items = items - $3, \
+                 bytes = bytes - $4, expired_items = expired_items + $3, \
+                 expired_through_sseq = greatest(expired_through_sseq, $5) \
+                 WHERE queue_id = $1 RETURNING source_did, dest_did",
+            )
+            .bind(&queue_id)
+            .bind(envelopes)
+            .bind(items)
+            .bind(bytes)
+            .bind(through)
+            .fetch_one(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE relay_usage SET items = items - $3, bytes = bytes - $4 \
+                 WHERE source_did = $1 AND dest_did = $2",
+            )
+            .bind(queue.get::<String, _>("source_did"))
+            .bind(queue.get::<String, _>("dest_did"))
+            .bind(items)
+            .bind(bytes)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            expired += items;
+        }
     }
 
     /// Whether the database answers and holds every migration of this build.
@@ -331,7 +396,8 @@ impl RelayStore {
         let row = sqlx::query(
             "SELECT source_did, dest_did, pair_id, generation, thread, target_namespace, \
              incarnation, opened_by, ttl_secs, closed_at, envelopes, items, bytes, head_sseq, \
-             last_deposit_at FROM relay_queues WHERE queue_id = $1",
+             expired_items, expired_through_sseq, last_deposit_at \
+             FROM relay_queues WHERE queue_id = $1",
         )
         .bind(queue_id)
         .fetch_optional(&self.pool)
@@ -353,6 +419,8 @@ impl RelayStore {
             items: row.get("items"),
             bytes: row.get("bytes"),
             head_sseq: row.get("head_sseq"),
+            expired_items: row.get("expired_items"),
+            expired_through_sseq: row.get("expired_through_sseq"),
             last_deposit_at: row.get("last_deposit_at"),
         }))
     }

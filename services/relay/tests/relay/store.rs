@@ -240,3 +240,41 @@ async fn concurrent_deposits_to_several_destinations_never_pass_the_sources_boun
     })
     .await;
 }
+
+#[tokio::test]
+async fn expired_envelopes_go_counted_and_free_their_room() {
+    with_test_database(|url| async move {
+        let limits = Limits {
+            items_per_destination: 3,
+            ..Limits::default()
+        };
+        let relay = store(&url, limits).await;
+        let mut source = Source::new();
+        let short = Some(3600);
+        let dest = source.queue.dest_did.clone();
+        relay.open_queue(&source.queue, &dest, short).await.unwrap();
+        relay.deposit(&source.envelope(2), NOW).await.unwrap();
+        relay
+            .deposit(&source.envelope(1), NOW + 1800)
+            .await
+            .unwrap();
+        assert_eq!(
+            relay.sweep_expired(NOW + 3599).await.unwrap(),
+            0,
+            "none is due yet"
+        );
+        assert_eq!(relay.sweep_expired(NOW + 3601).await.unwrap(), 2);
+        let queue = relay.queue(&source.queue.id()).await.unwrap().unwrap();
+        assert_eq!(
+            (queue.items, queue.expired_items, queue.expired_through_sseq),
+            (1, 2, 2)
+        );
+        // Their room is free again.
+        relay
+            .deposit(&source.envelope(2), NOW + 3601)
+            .await
+            .unwrap();
+        relay.close().await;
+    })
+    .await;
+}

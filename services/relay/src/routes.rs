@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{DefaultBodyLimit, OriginalUri, Path, Query, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -21,7 +22,7 @@ use tokio::time::Instant;
 
 use crate::auth::{Authenticator, Caller};
 use crate::envelope::{Envelope, Queue, MAX_BYTES};
-use crate::store::{QueueRow, RelayStore};
+use crate::store::{QueueRow, RelayStore, Role};
 use crate::RelayError;
 
 /// Items of a page unless the caller asks for fewer or more, and the most it may ask for.
@@ -44,6 +45,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/ready", get(ready))
+        .route("/v1/relay/queues", get(list))
         .route(
             "/v1/relay/queues/{queue_id}",
             put(open).get(status).delete(delete),
@@ -106,6 +108,11 @@ async fn queue_of(state: &AppState, queue_id: &str) -> Result<QueueRow, RelayErr
         .queue(queue_id)
         .await?
         .ok_or(RelayError::NotFound)
+}
+
+/// Axum answers a bad query string in plain text; this puts it in the envelope.
+fn invalid_query(rejection: QueryRejection) -> RelayError {
+    RelayError::Invalid(rejection.body_text())
 }
 
 fn forbidden(what: &str) -> RelayError {
@@ -213,12 +220,13 @@ struct ChangesQuery {
 async fn changes(
     State(state): State<AppState>,
     Path(queue_id): Path<String>,
-    Query(query): Query<ChangesQuery>,
+    query: Result<Query<ChangesQuery>, QueryRejection>,
     method: Method,
     headers: HeaderMap,
     uri: OriginalUri,
     body: Bytes,
 ) -> Result<Response, RelayError> {
+    let Query(query) = query.map_err(invalid_query)?;
     let call = Call {
         method,
         headers,
@@ -328,6 +336,55 @@ async fn ack(
     Ok(Json(
         json!({"object": "relay_ack", "deleted_envelopes": acked.envelopes,
                    "deleted_items": acked.items}),
+    )
+    .into_response())
+}
+
+/// Queues a list page holds, at most.
+const LIST_PAGE: i64 = 100;
+
+#[derive(Deserialize)]
+struct ListQuery {
+    role: Role,
+    /// The last queue id of the page before.
+    cursor: Option<String>,
+}
+
+/// `GET /v1/relay/queues?role=source|destination`: the caller's queues, a page at a time.
+async fn list(
+    State(state): State<AppState>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+    method: Method,
+    headers: HeaderMap,
+    uri: OriginalUri,
+    body: Bytes,
+) -> Result<Response, RelayError> {
+    let Query(query) = query.map_err(invalid_query)?;
+    let call = Call {
+        method,
+        headers,
+        uri,
+        body,
+    };
+    let caller = call.caller(&state).await?;
+    let after = query.cursor.unwrap_or_default();
+    let mut ids = state
+        .store
+        .queue_ids(&caller.did, query.role, &after, LIST_PAGE + 1)
+        .await?;
+    let has_more = ids.len() as i64 > LIST_PAGE;
+    ids.truncate(LIST_PAGE as usize);
+    let mut data = Vec::with_capacity(ids.len());
+    for id in &ids {
+        // A queue deleted since it was listed is left out.
+        if let Some(row) = state.store.queue(id).await? {
+            data.push(status_body(id, &row));
+        }
+    }
+    let next_cursor = if has_more { ids.last().cloned() } else { None };
+    Ok(Json(
+        json!({"object": "list", "data": data, "next_cursor": next_cursor,
+                   "has_more": has_more}),
     )
     .into_response())
 }

@@ -60,6 +60,14 @@ pub struct Queued {
     pub body: Vec<u8>,
 }
 
+/// A caller's part in its queues.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Source,
+    Destination,
+}
+
 /// A queue as stored: what it carries and how full it is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QueueRow {
@@ -423,6 +431,33 @@ impl RelayStore {
             expired_through_sseq: row.get("expired_through_sseq"),
             last_deposit_at: row.get("last_deposit_at"),
         }))
+    }
+
+    /// The ids of `did`'s queues as `role` (`source` or `destination`), in id order after
+    /// `after`, at most `limit`.
+    pub async fn queue_ids(
+        &self,
+        did: &str,
+        role: Role,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<String>, RelayError> {
+        let sql = match role {
+            Role::Source => {
+                "SELECT queue_id FROM relay_queues WHERE source_did = $1 AND queue_id > $2 \
+                 ORDER BY queue_id LIMIT $3"
+            }
+            Role::Destination => {
+                "SELECT queue_id FROM relay_queues WHERE dest_did = $1 AND queue_id > $2 \
+                 ORDER BY queue_id LIMIT $3"
+            }
+        };
+        Ok(sqlx::query_scalar(sql)
+            .bind(did)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     /// Records a call's nonce for `did` until `expires_at`; `false` when it was seen already (a

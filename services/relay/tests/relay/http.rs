@@ -300,3 +300,44 @@ async fn a_waiting_pull_is_woken_by_a_deposit_through_another_replica() {
     })
     .await;
 }
+
+/// A party lists its queues by role, and no one else's.
+#[tokio::test]
+async fn a_party_lists_its_own_queues_by_role() {
+    with_test_database(|url| async move {
+        let relay = start(&url).await;
+        let (source, dest, other) = (Party::new(), Party::new(), Party::new());
+        for party in [&dest, &other] {
+            let queue = queue_of(&source, party);
+            let path = format!("/v1/relay/queues/{}", queue.id());
+            let (status, _) = party
+                .call(&relay, "PUT", &path, Some(&json!({"queue": queue})))
+                .await;
+            assert_eq!(status, 200);
+        }
+        let (status, mine) = source
+            .call(&relay, "GET", "/v1/relay/queues?role=source", None)
+            .await;
+        assert_eq!(status, 200, "{mine}");
+        assert_eq!(mine["object"], "list");
+        assert_eq!(mine["data"].as_array().unwrap().len(), 2);
+        let (_, theirs) = dest
+            .call(&relay, "GET", "/v1/relay/queues?role=destination", None)
+            .await;
+        assert_eq!(theirs["data"].as_array().unwrap().len(), 1, "{theirs}");
+        assert_eq!(theirs["data"][0]["queue"]["dest_did"], dest.did());
+        let (_, none) = dest
+            .call(&relay, "GET", "/v1/relay/queues?role=source", None)
+            .await;
+        assert_eq!(none["data"], json!([]));
+        let (status, refused) = dest
+            .call(&relay, "GET", "/v1/relay/queues?role=owner", None)
+            .await;
+        assert_eq!(
+            (status, code(&refused)),
+            (400, "VALIDATION_ERROR"),
+            "{refused}"
+        );
+    })
+    .await;
+}

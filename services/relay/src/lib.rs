@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod envelope;
+pub mod metrics;
 pub mod routes;
 pub mod store;
 

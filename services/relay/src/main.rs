@@ -133,7 +133,10 @@ async fn sweep(store: Arc<RelayStore>, stop: CancellationToken) {
         }
         match store.sweep_expired(now_ms() / 1000).await {
             Ok(0) => {}
-            Ok(items) => tracing::info!(items, "expired envelopes deleted"),
+            Ok(items) => {
+                syncropel_relay::metrics::items_expired(items);
+                tracing::info!(items, "expired envelopes deleted");
+            }
             Err(e) => tracing::warn!(error = %e, "deleting expired envelopes failed; will retry"),
         }
     }

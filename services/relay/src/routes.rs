@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use crate::auth::{Authenticator, Caller};
 use crate::envelope::{Envelope, Queue, MAX_BYTES};
 use crate::store::{QueueRow, RelayStore, Role};
-use crate::RelayError;
+use crate::{metrics, RelayError};
 
 /// Items of a page unless the caller asks for fewer or more, and the most it may ask for.
 const DEFAULT_ITEMS: i64 = 1000;
@@ -94,10 +94,14 @@ impl Call {
             target: &target,
             body: &self.body,
         };
-        state
+        let caller = state
             .auth
             .caller(&state.store, authorization, request, (state.clock)())
-            .await
+            .await;
+        if let Err(e) = &caller {
+            metrics::auth_failure(e.code().as_str());
+        }
+        caller
     }
 }
 
@@ -190,14 +194,30 @@ async fn deposit(
     };
     let caller = call.caller(&state).await?;
     // The envelope must be signed by the key that signed the call, a current key of its DID.
-    let envelope = Envelope::check(call.body.to_vec(), &queue_id, &caller.key)?;
+    let checked = Envelope::check(call.body.to_vec(), &queue_id, &caller.key);
+    if let Err(RelayError::TooLarge(_)) = &checked {
+        metrics::limit_hit("payload_too_large");
+    }
+    let envelope = checked.inspect_err(|_| metrics::deposit("refused"))?;
     if envelope.queue.source_did != caller.did {
+        metrics::deposit("refused");
         return Err(forbidden("source deposits"));
     }
     let deposited = state
         .store
         .deposit(&envelope, (state.clock)() / 1000)
-        .await?;
+        .await
+        .inspect_err(|e| {
+            if let RelayError::QueueFull { .. } = e {
+                metrics::limit_hit("queue_full");
+            }
+            metrics::deposit("refused");
+        })?;
+    metrics::deposit(if deposited.duplicate {
+        "duplicate"
+    } else {
+        "created"
+    });
     let status = if deposited.duplicate {
         StatusCode::OK
     } else {
@@ -258,6 +278,7 @@ async fn changes(
             break page;
         }
     };
+    metrics::pull();
     let next = page.last().map_or(since, |q| q.rseq);
     let has_more = !state.store.changes(&queue_id, next, 1, 1).await?.is_empty();
     let mut envelopes = Vec::with_capacity(page.len());
@@ -333,6 +354,7 @@ async fn ack(
         &row.incarnation,
     )?;
     let acked = state.store.ack_through(&queue_id, through).await?;
+    metrics::ack("destination");
     Ok(Json(
         json!({"object": "relay_ack", "deleted_envelopes": acked.envelopes,
                    "deleted_items": acked.items}),

@@ -190,6 +190,17 @@ async fn a_source_deposits_and_its_destination_pulls_and_acks() {
             (&standing["envelopes"], &standing["items"]),
             (&json!(0), &json!(0))
         );
+
+        // What happened is counted, by outcome.
+        let metrics = syncropel_telemetry::metrics::render();
+        for series in [
+            r#"relay_deposits_total{result="created"}"#,
+            r#"relay_deposits_total{result="duplicate"}"#,
+            "relay_pulls_total",
+            r#"relay_acks_total{by="destination"}"#,
+        ] {
+            assert!(metrics.contains(series), "{series} in\n{metrics}");
+        }
     })
     .await;
 }

@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod envelope;
+pub mod limits;
 pub mod metrics;
 pub mod routes;
 pub mod store;
@@ -56,6 +57,12 @@ pub enum RelayError {
     /// `400 INVALID_CURSOR`
     #[error("not a cursor of this queue")]
     InvalidCursor,
+    /// `429 RATE_LIMITED`, with `Retry-After`.
+    #[error("rate limit per {which} exceeded")]
+    RateLimited {
+        which: String,
+        wait: std::time::Duration,
+    },
     /// `409 CURSOR_EPOCH_MISMATCH`: the queue was dropped and opened again since.
     #[error("this cursor is of an earlier life of the queue; start again from an empty one")]
     CursorEpochMismatch,
@@ -80,6 +87,7 @@ impl RelayError {
             RelayError::Forbidden(_) => ErrorCode::RelayForbidden,
             RelayError::DidUnresolved(_) => ErrorCode::DidUnresolved,
             RelayError::InvalidCursor => ErrorCode::InvalidCursor,
+            RelayError::RateLimited { .. } => ErrorCode::RateLimited,
             RelayError::CursorEpochMismatch => ErrorCode::CursorEpochMismatch,
             RelayError::Database(_) | RelayError::Migrate(_) => ErrorCode::Internal,
         }
@@ -109,13 +117,18 @@ impl IntoResponse for RelayError {
         let status =
             StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut response = (status, axum::Json(body)).into_response();
-        if matches!(
-            self,
-            RelayError::QueueFull { .. } | RelayError::DidUnresolved(_)
-        ) {
+        let retry_after = match &self {
+            RelayError::QueueFull { .. } | RelayError::DidUnresolved(_) => Some(RETRY_AFTER_SECS),
+            // Whole seconds, rounded up: at least one.
+            RelayError::RateLimited { wait, .. } => {
+                Some(u32::try_from(wait.as_secs() + 1).unwrap_or(u32::MAX))
+            }
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }

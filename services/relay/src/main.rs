@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use syncropel_federation::{DidResolver, PeerClient, PeerClientOptions};
 use syncropel_relay::auth::Authenticator;
+use syncropel_relay::limits::{CallLimits, Limiters};
 use syncropel_relay::routes::{app, AppState};
 use syncropel_relay::store::{Limits, RelayStore};
 use syncropel_relay::RelayError;
@@ -58,6 +59,15 @@ struct Cli {
     /// Bytes one source may keep queued in all
     #[arg(long, env = "RELAY_MAX_BYTES_PER_SOURCE", default_value_t = Limits::default().bytes_per_source)]
     max_bytes_per_source: i64,
+    /// Requests per second one DID may make, bursts of twice that; 0 = no limit
+    #[arg(long, env = "RELAY_RATE_LIMIT_PER_DID", default_value_t = CallLimits::default().per_did)]
+    rate_limit_per_did: u32,
+    /// Requests per second from one client address, bursts of twice that; 0 = no limit
+    #[arg(long, env = "RELAY_RATE_LIMIT_PER_ADDRESS", default_value_t = CallLimits::default().per_address)]
+    rate_limit_per_address: u32,
+    /// Pulls one DID may hold open waiting for deposits
+    #[arg(long, env = "RELAY_MAX_WAITS_PER_DID", default_value_t = CallLimits::default().waits_per_did)]
+    max_waits_per_did: usize,
     /// How long an envelope is kept (a queue may ask for less, at least an hour)
     #[arg(long, env = "RELAY_TTL", default_value = "30d", value_parser = humantime::parse_duration)]
     ttl: Duration,
@@ -186,6 +196,11 @@ async fn serve(cli: &Cli, database_url: &str) -> Result<(), String> {
         )),
         cursor_key: cursor_key.into(),
         clock: now_ms,
+        limits: Arc::new(Limiters::new(CallLimits {
+            per_did: cli.rate_limit_per_did,
+            per_address: cli.rate_limit_per_address,
+            waits_per_did: cli.max_waits_per_did,
+        })),
     };
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%addr, metrics = ?cli.metrics_bind, "relay serving");

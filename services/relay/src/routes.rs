@@ -7,8 +7,11 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{DefaultBodyLimit, OriginalUri, Path, Query, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, DefaultBodyLimit, OriginalUri, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
@@ -22,6 +25,7 @@ use tokio::time::Instant;
 
 use crate::auth::{Authenticator, Caller};
 use crate::envelope::{Envelope, Queue, MAX_BYTES};
+use crate::limits::Limiters;
 use crate::store::{QueueRow, RelayStore, Role};
 use crate::{metrics, RelayError};
 
@@ -39,6 +43,7 @@ pub struct AppState {
     pub cursor_key: Arc<str>,
     /// Unix milliseconds now (tests move it).
     pub clock: fn() -> i64,
+    pub limits: Arc<Limiters>,
 }
 
 pub fn app(state: AppState) -> Router {
@@ -55,7 +60,23 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/relay/queues/{queue_id}/ack", post(ack))
         // An envelope at its largest, and the headers around it.
         .layer(DefaultBodyLimit::max(MAX_BYTES + 64 * 1024))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            address_limit,
+        ))
         .with_state(state)
+}
+
+/// Every request counts against its client address first, before any signature is checked.
+async fn address_limit(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let address = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(peer)| peer.ip());
+    if let Some(Err(refused)) = address.map(|ip| state.limits.check_address(ip)) {
+        return refused.into_response();
+    }
+    next.run(request).await
 }
 
 /// `GET /ready`: `200` while the database answers with every migration of this build.
@@ -101,7 +122,9 @@ impl Call {
         if let Err(e) = &caller {
             metrics::auth_failure(e.code().as_str());
         }
-        caller
+        let caller = caller?;
+        state.limits.check_did(&caller.did)?;
+        Ok(caller)
     }
 }
 
@@ -262,6 +285,11 @@ async fn changes(
     let since = decode(query.since.as_deref().unwrap_or(""), &key, &row.incarnation)?;
     let limit = query.limit.unwrap_or(DEFAULT_ITEMS).clamp(1, MAX_ITEMS);
     let wait = Duration::from_secs(query.wait.unwrap_or(0).min(MAX_WAIT_SECS));
+    // A pull that may wait holds one of its DID's places for open pulls meanwhile.
+    let _slot = match wait.is_zero() {
+        true => None,
+        false => Some(state.limits.wait_slot(&caller.did)?),
+    };
     // Subscribed before the first read, so no deposit slips between the read and the wait.
     let mut deposits = state.store.deposits();
     let deadline = Instant::now() + wait;

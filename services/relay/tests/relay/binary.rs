@@ -30,6 +30,7 @@ async fn the_binary_migrates_then_serves() {
         .env("DATABASE_URL", &db.url)
         .env("RELAY_LISTEN", "127.0.0.1:0")
         .env("RELAY_CURSOR_KEY", "a cursor key long enough for a relay")
+        .env("RELAY_RATE_LIMIT_PER_ADDRESS", "2")
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
         .stderr(Stdio::piped())
@@ -54,6 +55,13 @@ async fn the_binary_migrates_then_serves() {
         .await
         .unwrap();
     assert_eq!(unsigned.status(), 401);
+    // Past its address's burst (4), a client is refused before anything is checked.
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let answer = reqwest::get(format!("http://{addr}/health")).await.unwrap();
+        statuses.push(answer.status().as_u16());
+    }
+    assert!(statuses.contains(&429), "{statuses:?}");
     relay.kill().unwrap();
     relay.wait().unwrap();
     db.drop().await;

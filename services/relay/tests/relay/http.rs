@@ -9,6 +9,7 @@ use syncropel_protocol::didsig::{self, Signed};
 use syncropel_protocol::Keypair;
 use syncropel_relay::auth::Authenticator;
 use syncropel_relay::envelope::{self, Queue};
+use syncropel_relay::limits::{CallLimits, Limiters};
 use syncropel_relay::routes::{app, AppState};
 use syncropel_relay::store::{Limits, RelayStore};
 use syncropel_store::testing::with_test_database;
@@ -77,6 +78,10 @@ impl Party {
 }
 
 async fn start(url: &str) -> Relay {
+    start_with(url, CallLimits::default()).await
+}
+
+async fn start_with(url: &str, limits: CallLimits) -> Relay {
     let store = RelayStore::open(url, Limits::default()).await.unwrap();
     let resolver = DidResolver::new(PeerClient::new(PeerClientOptions::default()), Vec::new());
     let state = AppState {
@@ -84,6 +89,7 @@ async fn start(url: &str) -> Relay {
         auth: Arc::new(Authenticator::new(resolver, Default::default())),
         cursor_key: "a relay-wide secret".into(),
         clock: now_ms,
+        limits: Arc::new(Limiters::new(limits)),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let origin = format!("http://{}", listener.local_addr().unwrap());
@@ -348,6 +354,50 @@ async fn a_party_lists_its_own_queues_by_role() {
             (status, code(&refused)),
             (400, "VALIDATION_ERROR"),
             "{refused}"
+        );
+    })
+    .await;
+}
+
+/// One DID's calls count against its own share, and it holds a bounded number of pulls open.
+#[tokio::test]
+async fn a_did_is_held_to_its_rate_and_its_open_pulls() {
+    with_test_database(|url| async move {
+        let limits = CallLimits {
+            per_did: 5,
+            waits_per_did: 1,
+            ..CallLimits::default()
+        };
+        let relay = start_with(&url, limits).await;
+        let (source, dest) = (Party::new(), Party::new());
+        let queue = queue_of(&source, &dest);
+        let base = format!("/v1/relay/queues/{}", queue.id());
+        let (status, _) = dest
+            .call(&relay, "PUT", &base, Some(&json!({"queue": queue})))
+            .await;
+        assert_eq!(status, 200);
+
+        // One pull waits; a second one of the same DID is refused meanwhile.
+        let pull = format!("{base}/changes?wait=2");
+        let waiting = dest.call(&relay, "GET", &pull, None);
+        let second = async {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            dest.call(&relay, "GET", &pull, None).await
+        };
+        let ((first, _), (refused, answer)) = tokio::join!(waiting, second);
+        assert_eq!((first, refused), (200, 429), "{answer}");
+        assert_eq!(code(&answer), "RATE_LIMITED");
+
+        // Past its burst the DID is refused; another DID is not.
+        let mut statuses = Vec::new();
+        for _ in 0..12 {
+            statuses.push(source.call(&relay, "GET", &base, None).await.0);
+        }
+        assert!(statuses.contains(&429), "{statuses:?}");
+        let (status, _) = Party::new().call(&relay, "GET", &base, None).await;
+        assert_eq!(
+            status, 403,
+            "a stranger has its own share (and no part in the queue)"
         );
     })
     .await;

@@ -26,7 +26,7 @@ use tokio::time::Instant;
 use crate::auth::{Authenticator, Caller};
 use crate::envelope::{Envelope, Queue, MAX_BYTES};
 use crate::limits::Limiters;
-use crate::store::{QueueRow, RelayStore, Role};
+use crate::store::{QueueRow, RelayStore, Role, Through};
 use crate::{metrics, RelayError};
 
 /// Items of a page unless the caller asks for fewer or more, and the most it may ask for.
@@ -349,12 +349,21 @@ fn decode(cursor: &str, key: &[u8], incarnation: &str) -> Result<i64, RelayError
         })
 }
 
+/// The destination acks by relay cursor; the source trims by its own sequence.
 #[derive(Deserialize)]
-struct AckBody {
-    through: String,
+#[serde(untagged)]
+enum AckBody {
+    Destination {
+        through: String,
+    },
+    Source {
+        source_epoch: String,
+        through_sseq: i64,
+    },
 }
 
-/// `POST /v1/relay/queues/{queue_id}/ack`: the destination confirms what it ingested.
+/// `POST /v1/relay/queues/{queue_id}/ack`: the destination confirms what it ingested, or the
+/// source trims what the destination confirmed by pulling it directly.
 async fn ack(
     State(state): State<AppState>,
     Path(queue_id): Path<String>,
@@ -371,18 +380,35 @@ async fn ack(
     };
     let caller = call.caller(&state).await?;
     let row = queue_of(&state, &queue_id).await?;
-    if caller.did != row.queue.dest_did {
-        return Err(forbidden("destination acks"));
-    }
-    let request: AckBody = serde_json::from_slice(&call.body)
-        .map_err(|e| RelayError::Invalid(format!("body: {e}")))?;
-    let through = decode(
-        &request.through,
-        &cursor_key(&state, &queue_id),
-        &row.incarnation,
-    )?;
-    let acked = state.store.ack_through(&queue_id, through).await?;
-    metrics::ack("destination");
+    let request: AckBody = serde_json::from_slice(&call.body).map_err(|_| {
+        RelayError::Invalid(
+            "body: {\"through\": <relay cursor>} or {\"source_epoch\", \"through_sseq\"}".into(),
+        )
+    })?;
+    let (acked, by) = match &request {
+        AckBody::Destination { through } if caller.did == row.queue.dest_did => {
+            let key = cursor_key(&state, &queue_id);
+            let rseq = decode(through, &key, &row.incarnation)?;
+            let acked = state
+                .store
+                .ack_through(&queue_id, Through::Rseq(rseq))
+                .await?;
+            (acked, "destination")
+        }
+        AckBody::Source {
+            source_epoch,
+            through_sseq,
+        } if caller.did == row.queue.source_did => {
+            let through = Through::SourceSeq {
+                epoch: source_epoch,
+                sseq: *through_sseq,
+            };
+            (state.store.ack_through(&queue_id, through).await?, "source")
+        }
+        AckBody::Destination { .. } => return Err(forbidden("destination acks by cursor")),
+        AckBody::Source { .. } => return Err(forbidden("source trims")),
+    };
+    metrics::ack(by);
     Ok(Json(
         json!({"object": "relay_ack", "deleted_envelopes": acked.envelopes,
                    "deleted_items": acked.items}),

@@ -484,14 +484,14 @@ impl RelayStore {
         Ok(fresh.is_some())
     }
 
-    /// The destination's ack: removes every envelope of `queue_id` up to `through_rseq`.
+    /// An ack: removes every envelope of `queue_id` as far as `through` reaches.
     pub async fn ack_through(
         &self,
         queue_id: &str,
-        through_rseq: i64,
+        through: Through<'_>,
     ) -> Result<Acked, RelayError> {
         let mut tx = self.pool.begin().await?;
-        let acked = remove_through(&mut tx, queue_id, through_rseq).await?;
+        let acked = remove_through(&mut tx, queue_id, through).await?;
         tx.commit().await?;
         Ok(acked)
     }
@@ -507,7 +507,7 @@ impl RelayStore {
         now: i64,
     ) -> Result<Acked, RelayError> {
         let mut tx = self.pool.begin().await?;
-        let acked = remove_through(&mut tx, queue_id, i64::MAX).await?;
+        let acked = remove_through(&mut tx, queue_id, Through::Rseq(i64::MAX)).await?;
         let closing = if by_destination {
             sqlx::query("UPDATE relay_queues SET closed_at = $2 WHERE queue_id = $1")
                 .bind(queue_id)
@@ -521,12 +521,20 @@ impl RelayStore {
     }
 }
 
+/// How far an ack reaches: the destination's, by relay sequence; the source's (a trim, for what
+/// the destination confirmed by pulling the source directly), by the source's own sequence.
+#[derive(Clone, Copy, Debug)]
+pub enum Through<'a> {
+    Rseq(i64),
+    SourceSeq { epoch: &'a str, sseq: i64 },
+}
+
 /// Removes the envelopes of `queue_id` up to `through_rseq` under the queue's lock, with their
 /// share of the queue's counters and of the usage the bounds read.
 async fn remove_through(
     tx: &mut PgConnection,
     queue_id: &str,
-    through_rseq: i64,
+    through: Through<'_>,
 ) -> Result<Acked, RelayError> {
     let queue =
         sqlx::query("SELECT source_did, dest_did FROM relay_queues WHERE queue_id = $1 FOR UPDATE")
@@ -534,16 +542,31 @@ async fn remove_through(
             .fetch_optional(&mut *tx)
             .await?
             .ok_or(RelayError::NotFound)?;
-    let removed = sqlx::query(
-        "WITH gone AS (DELETE FROM relay_envelopes WHERE queue_id = $1 AND rseq <= $2 \
-         RETURNING items, bytes) \
-         SELECT count(*)::int8 AS envelopes, coalesce(sum(items), 0)::int8 AS items, \
-         coalesce(sum(bytes), 0)::int8 AS bytes FROM gone",
-    )
-    .bind(queue_id)
-    .bind(through_rseq)
-    .fetch_one(&mut *tx)
-    .await?;
+    let totals = "SELECT count(*)::int8 AS envelopes, coalesce(sum(items), 0)::int8 AS items, \
+                  coalesce(sum(bytes), 0)::int8 AS bytes FROM gone";
+    let removed = match through {
+        Through::Rseq(rseq) => {
+            sqlx::query(&format!(
+                "WITH gone AS (DELETE FROM relay_envelopes WHERE queue_id = $1 AND rseq <= $2 \
+             RETURNING items, bytes) {totals}"
+            ))
+            .bind(queue_id)
+            .bind(rseq)
+            .fetch_one(&mut *tx)
+            .await?
+        }
+        Through::SourceSeq { epoch, sseq } => {
+            sqlx::query(&format!(
+                "WITH gone AS (DELETE FROM relay_envelopes WHERE queue_id = $1 \
+             AND source_epoch = $2 AND last_sseq <= $3 RETURNING items, bytes) {totals}"
+            ))
+            .bind(queue_id)
+            .bind(epoch)
+            .bind(sseq)
+            .fetch_one(&mut *tx)
+            .await?
+        }
+    };
     let (envelopes, items, bytes): (i64, i64, i64) = (
         removed.get("envelopes"),
         removed.get("items"),

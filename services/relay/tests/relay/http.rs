@@ -402,3 +402,64 @@ async fn a_did_is_held_to_its_rate_and_its_open_pulls() {
     })
     .await;
 }
+
+/// The source trims what its destination confirmed by pulling it directly: by its own sequence,
+/// within one epoch of its store.
+#[tokio::test]
+async fn the_source_trims_by_its_own_sequence_and_epoch() {
+    with_test_database(|url| async move {
+        let relay = start(&url).await;
+        let (source, dest) = (Party::new(), Party::new());
+        let queue = queue_of(&source, &dest);
+        let base = format!("/v1/relay/queues/{}", queue.id());
+        for (first, n) in [(1, 2), (3, 1)] {
+            let envelope = envelope_of(&source, &queue, first, n);
+            let (status, _) = source
+                .call(&relay, "POST", &format!("{base}/deposit"), Some(&envelope))
+                .await;
+            assert_eq!(status, 201);
+        }
+        let trim = |epoch: &str, sseq: i64| json!({"source_epoch": epoch, "through_sseq": sseq});
+        let (status, refused) = dest
+            .call(
+                &relay,
+                "POST",
+                &format!("{base}/ack"),
+                Some(&trim("ep1", 9)),
+            )
+            .await;
+        assert_eq!(
+            (status, code(&refused)),
+            (403, "RELAY_FORBIDDEN"),
+            "{refused}"
+        );
+        let (_, other) = source
+            .call(
+                &relay,
+                "POST",
+                &format!("{base}/ack"),
+                Some(&trim("ep0", 9)),
+            )
+            .await;
+        assert_eq!(
+            other["deleted_envelopes"], 0,
+            "another life of the store: {other}"
+        );
+        let (status, trimmed) = source
+            .call(
+                &relay,
+                "POST",
+                &format!("{base}/ack"),
+                Some(&trim("ep1", 2)),
+            )
+            .await;
+        assert_eq!(status, 200, "{trimmed}");
+        assert_eq!(
+            (&trimmed["deleted_envelopes"], &trimmed["deleted_items"]),
+            (&json!(1), &json!(2))
+        );
+        let (_, standing) = dest.call(&relay, "GET", &base, None).await;
+        assert_eq!(standing["items"], 1);
+    })
+    .await;
+}

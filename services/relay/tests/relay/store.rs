@@ -5,7 +5,7 @@
 use serde_json::json;
 use syncropel_protocol::Keypair;
 use syncropel_relay::envelope::{self, Envelope, Queue};
-use syncropel_relay::store::{Limits, RelayStore};
+use syncropel_relay::store::{Limits, RelayStore, Through};
 use syncropel_relay::RelayError;
 use syncropel_store::testing::with_test_database;
 
@@ -163,7 +163,10 @@ async fn a_deposit_past_a_bound_is_refused_whole_until_acks_free_room() {
             1
         );
 
-        let acked = relay.ack_through(&queue_id, 1).await.unwrap();
+        let acked = relay
+            .ack_through(&queue_id, Through::Rseq(1))
+            .await
+            .unwrap();
         assert_eq!((acked.envelopes, acked.items), (1, 3));
         source.sseq -= 2;
         let retried = relay.deposit(&source.envelope(2), NOW).await.unwrap();
@@ -190,7 +193,10 @@ async fn a_queue_its_destination_deleted_takes_no_deposit_until_it_reopens_it() 
         relay.deposit(&source.envelope(1), NOW).await.unwrap();
         // From the source the queue goes altogether.
         relay.delete_queue(&queue_id, false, NOW).await.unwrap();
-        let gone = relay.ack_through(&queue_id, 10).await.unwrap_err();
+        let gone = relay
+            .ack_through(&queue_id, Through::Rseq(10))
+            .await
+            .unwrap_err();
         assert!(matches!(gone, RelayError::NotFound), "{gone}");
         relay.close().await;
     })

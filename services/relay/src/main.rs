@@ -131,7 +131,8 @@ fn limits(cli: &Cli) -> Limits {
     }
 }
 
-/// How often each replica deletes expired envelopes (the replicas share the queues).
+/// How often each replica deletes expired envelopes (the replicas share the queues) and reads
+/// what the relay holds for its gauges.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 async fn sweep(store: Arc<RelayStore>, stop: CancellationToken) {
@@ -141,7 +142,16 @@ async fn sweep(store: Arc<RelayStore>, stop: CancellationToken) {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        match store.sweep_expired(now_ms() / 1000).await {
+        let now = now_ms() / 1000;
+        match store.totals().await {
+            Ok(held) => syncropel_relay::metrics::holding(
+                held.items,
+                held.bytes,
+                held.oldest_enqueued_at.map_or(0, |at| now - at),
+            ),
+            Err(e) => tracing::warn!(error = %e, "reading what the relay holds failed"),
+        }
+        match store.sweep_expired(now).await {
             Ok(0) => {}
             Ok(items) => {
                 syncropel_relay::metrics::items_expired(items);

@@ -3,7 +3,7 @@
 
 use std::sync::OnceLock;
 
-use opentelemetry::metrics::Counter;
+use opentelemetry::metrics::{Counter, Gauge};
 use opentelemetry::KeyValue;
 
 struct Instruments {
@@ -13,6 +13,9 @@ struct Instruments {
     auth_failures: Counter<u64>,
     limit_hits: Counter<u64>,
     items_expired: Counter<u64>,
+    queue_items: Gauge<u64>,
+    queue_bytes: Gauge<u64>,
+    oldest_seconds: Gauge<f64>,
 }
 
 fn instruments() -> &'static Instruments {
@@ -44,6 +47,19 @@ fn instruments() -> &'static Instruments {
                 "relay_items_expired",
                 "Items deleted unpulled at their time",
             ),
+            queue_items: meter
+                .u64_gauge("relay_queue_items")
+                .with_description("Items queued, over every queue")
+                .build(),
+            queue_bytes: meter
+                .u64_gauge("relay_queue_bytes")
+                .with_description("Bytes queued, over every queue")
+                .build(),
+            oldest_seconds: meter
+                .f64_gauge("relay_oldest_envelope")
+                .with_unit("s")
+                .with_description("Age of the oldest queued envelope (0 when none)")
+                .build(),
         }
     })
 }
@@ -78,4 +94,18 @@ pub fn items_expired(items: i64) {
     if let Ok(items) = u64::try_from(items) {
         instruments().items_expired.add(items, &[]);
     }
+}
+
+/// What the relay holds, as read by the last sweep: items, bytes, age of the oldest envelope.
+pub fn holding(items: i64, bytes: i64, oldest_secs: i64) {
+    let instruments = instruments();
+    instruments
+        .queue_items
+        .record(u64::try_from(items).unwrap_or(0), &[]);
+    instruments
+        .queue_bytes
+        .record(u64::try_from(bytes).unwrap_or(0), &[]);
+    instruments
+        .oldest_seconds
+        .record(oldest_secs.max(0) as f64, &[]);
 }

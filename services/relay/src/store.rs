@@ -85,6 +85,14 @@ pub struct QueueRow {
     pub last_deposit_at: Option<i64>,
 }
 
+/// What the relay holds in all (see [`RelayStore::totals`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Totals {
+    pub items: i64,
+    pub bytes: i64,
+    pub oldest_enqueued_at: Option<i64>,
+}
+
 /// What an ack removed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Acked {
@@ -188,6 +196,22 @@ impl RelayStore {
             tx.commit().await?;
             expired += items;
         }
+    }
+
+    /// What the relay holds in all: items, bytes, and when the oldest envelope came (unix
+    /// seconds; `None` when it holds nothing).
+    pub async fn totals(&self) -> Result<Totals, RelayError> {
+        let row = sqlx::query(
+            "SELECT coalesce(sum(items), 0)::int8 AS items, coalesce(sum(bytes), 0)::int8 AS bytes, \
+             min(enqueued_at) AS oldest FROM relay_envelopes",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Totals {
+            items: row.get("items"),
+            bytes: row.get("bytes"),
+            oldest_enqueued_at: row.get("oldest"),
+        })
     }
 
     /// Whether the database answers and holds every migration of this build.

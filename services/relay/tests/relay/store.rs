@@ -275,6 +275,8 @@ async fn expired_envelopes_go_counted_and_free_their_room() {
             (queue.items, queue.expired_items, queue.expired_through_sseq),
             (1, 2, 2)
         );
+        let held = relay.totals().await.unwrap();
+        assert_eq!((held.items, held.oldest_enqueued_at), (1, Some(NOW + 1800)));
         // Their room is free again.
         relay
             .deposit(&source.envelope(2), NOW + 3601)

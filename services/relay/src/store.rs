@@ -153,48 +153,19 @@ impl RelayStore {
             let Some(queue_id) = queue else {
                 return Ok(expired);
             };
-            let gone = sqlx::query(
-                "WITH gone AS (DELETE FROM relay_envelopes WHERE queue_id = $1 AND expires_at < $2 \
-                 RETURNING items, bytes, last_sseq) \
-                 SELECT count(*)::int8 AS envelopes, coalesce(sum(items), 0)::int8 AS items, \
-                 coalesce(sum(bytes), 0)::int8 AS bytes, coalesce(max(last_sseq), 0)::int8 AS through \
-                 FROM gone",
-            )
-            .bind(&queue_id)
-            .bind(now)
-            .fetch_one(&mut *tx)
-            .await?;
-            let (envelopes, items, bytes, through): (i64, i64, i64, i64) = (
-                gone.get("envelopes"),
-                gone.get("items"),
-                gone.get("bytes"),
-                gone.get("through"),
-            );
-            let queue = sqlx::query(
-                "UPDATE relay_queues SET envelopes = envelopes - $2, items = items - $3, \
-                 bytes = bytes - $4, expired_items = expired_items + $3, \
-                 expired_through_sseq = greatest(expired_through_sseq, $5) \
-                 WHERE queue_id = $1 RETURNING source_did, dest_did",
-            )
-            .bind(&queue_id)
-            .bind(envelopes)
-            .bind(items)
-            .bind(bytes)
-            .bind(through)
-            .fetch_one(&mut *tx)
-            .await?;
+            let (gone, through) =
+                remove_through(&mut tx, &queue_id, Through::ExpiredBefore(now)).await?;
             sqlx::query(
-                "UPDATE relay_usage SET items = items - $3, bytes = bytes - $4 \
-                 WHERE source_did = $1 AND dest_did = $2",
+                "UPDATE relay_queues SET expired_items = expired_items + $2, \
+                 expired_through_sseq = greatest(expired_through_sseq, $3) WHERE queue_id = $1",
             )
-            .bind(queue.get::<String, _>("source_did"))
-            .bind(queue.get::<String, _>("dest_did"))
-            .bind(items)
-            .bind(bytes)
+            .bind(&queue_id)
+            .bind(gone.items)
+            .bind(through)
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
-            expired += items;
+            expired += gone.items;
         }
     }
 
@@ -318,7 +289,7 @@ impl RelayStore {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        add_usage(&mut tx, queue, items, bytes).await?;
+        add_usage(&mut tx, &queue.source_did, &queue.dest_did, items, bytes).await?;
         // Delivered to every replica's listener when the deposit commits.
         sqlx::query("SELECT pg_notify($1, $2)")
             .bind(DEPOSITS)
@@ -515,7 +486,7 @@ impl RelayStore {
         through: Through<'_>,
     ) -> Result<Acked, RelayError> {
         let mut tx = self.pool.begin().await?;
-        let acked = remove_through(&mut tx, queue_id, through).await?;
+        let (acked, _) = remove_through(&mut tx, queue_id, through).await?;
         tx.commit().await?;
         Ok(acked)
     }
@@ -531,7 +502,7 @@ impl RelayStore {
         now: i64,
     ) -> Result<Acked, RelayError> {
         let mut tx = self.pool.begin().await?;
-        let acked = remove_through(&mut tx, queue_id, Through::Rseq(i64::MAX)).await?;
+        let (acked, _) = remove_through(&mut tx, queue_id, Through::Rseq(i64::MAX)).await?;
         let closing = if by_destination {
             sqlx::query("UPDATE relay_queues SET closed_at = $2 WHERE queue_id = $1")
                 .bind(queue_id)
@@ -546,49 +517,60 @@ impl RelayStore {
 }
 
 /// How far an ack reaches: the destination's, by relay sequence; the source's (a trim, for what
-/// the destination confirmed by pulling the source directly), by the source's own sequence.
+/// the destination confirmed by pulling the source directly), by the source's own sequence; the
+/// sweep's, every envelope past its time.
 #[derive(Clone, Copy, Debug)]
 pub enum Through<'a> {
     Rseq(i64),
     SourceSeq { epoch: &'a str, sseq: i64 },
+    ExpiredBefore(i64),
 }
 
-/// Removes the envelopes of `queue_id` up to `through_rseq` under the queue's lock, with their
-/// share of the queue's counters and of the usage the bounds read.
+/// Removes the envelopes of `queue_id` as far as `through` reaches, under the queue's lock, with
+/// their share of the queue's counters and of the usage the bounds read. Also the highest
+/// source sequence removed.
 async fn remove_through(
     tx: &mut PgConnection,
     queue_id: &str,
     through: Through<'_>,
-) -> Result<Acked, RelayError> {
+) -> Result<(Acked, i64), RelayError> {
     let queue =
         sqlx::query("SELECT source_did, dest_did FROM relay_queues WHERE queue_id = $1 FOR UPDATE")
             .bind(queue_id)
             .fetch_optional(&mut *tx)
             .await?
             .ok_or(RelayError::NotFound)?;
-    let totals = "SELECT count(*)::int8 AS envelopes, coalesce(sum(items), 0)::int8 AS items, \
-                  coalesce(sum(bytes), 0)::int8 AS bytes FROM gone";
+    let removing = |condition: &str| {
+        format!(
+            "WITH gone AS (DELETE FROM relay_envelopes WHERE queue_id = $1 AND {condition} \
+             RETURNING items, bytes, last_sseq) \
+             SELECT count(*)::int8 AS envelopes, coalesce(sum(items), 0)::int8 AS items, \
+             coalesce(sum(bytes), 0)::int8 AS bytes, coalesce(max(last_sseq), 0)::int8 AS through \
+             FROM gone"
+        )
+    };
     let removed = match through {
         Through::Rseq(rseq) => {
-            sqlx::query(&format!(
-                "WITH gone AS (DELETE FROM relay_envelopes WHERE queue_id = $1 AND rseq <= $2 \
-             RETURNING items, bytes) {totals}"
-            ))
-            .bind(queue_id)
-            .bind(rseq)
-            .fetch_one(&mut *tx)
-            .await?
+            sqlx::query(&removing("rseq <= $2"))
+                .bind(queue_id)
+                .bind(rseq)
+                .fetch_one(&mut *tx)
+                .await?
         }
         Through::SourceSeq { epoch, sseq } => {
-            sqlx::query(&format!(
-                "WITH gone AS (DELETE FROM relay_envelopes WHERE queue_id = $1 \
-             AND source_epoch = $2 AND last_sseq <= $3 RETURNING items, bytes) {totals}"
-            ))
-            .bind(queue_id)
-            .bind(epoch)
-            .bind(sseq)
-            .fetch_one(&mut *tx)
-            .await?
+            sqlx::query(&removing("source_epoch = $2 AND last_sseq <= $3"))
+                .bind(queue_id)
+                .bind(epoch)
+                .bind(sseq)
+                .fetch_one(&mut *tx)
+                .await?
+        }
+        Through::ExpiredBefore(now) => {
+            sqlx::query(&removing("expires_at < $2"))
+                .bind(queue_id)
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await?
         }
     };
     let (envelopes, items, bytes): (i64, i64, i64) = (
@@ -606,17 +588,9 @@ async fn remove_through(
     .bind(bytes)
     .execute(&mut *tx)
     .await?;
-    sqlx::query(
-        "UPDATE relay_usage SET items = items - $3, bytes = bytes - $4 \
-         WHERE source_did = $1 AND dest_did = $2",
-    )
-    .bind(queue.get::<String, _>("source_did"))
-    .bind(queue.get::<String, _>("dest_did"))
-    .bind(items)
-    .bind(bytes)
-    .execute(&mut *tx)
-    .await?;
-    Ok(Acked { envelopes, items })
+    let (source, dest): (String, String) = (queue.get("source_did"), queue.get("dest_did"));
+    add_usage(&mut *tx, &source, &dest, -items, -bytes).await?;
+    Ok((Acked { envelopes, items }, removed.get("through")))
 }
 
 async fn insert_queue(
@@ -644,9 +618,12 @@ async fn insert_queue(
     Ok(())
 }
 
+/// Moves the usage the bounds read for (`source`, `dest`) by `items` and `bytes` (negative when
+/// envelopes go).
 async fn add_usage(
     tx: &mut PgConnection,
-    queue: &Queue,
+    source: &str,
+    dest: &str,
     items: i64,
     bytes: i64,
 ) -> Result<(), RelayError> {
@@ -654,8 +631,8 @@ async fn add_usage(
         "UPDATE relay_usage SET items = items + $3, bytes = bytes + $4 \
          WHERE source_did = $1 AND dest_did = $2",
     )
-    .bind(&queue.source_did)
-    .bind(&queue.dest_did)
+    .bind(source)
+    .bind(dest)
     .bind(items)
     .bind(bytes)
     .execute(&mut *tx)

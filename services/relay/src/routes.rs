@@ -2,15 +2,16 @@
 //! caller first ([`crate::auth`]) and then checks the caller's part: only a queue's source
 //! deposits, only its destination pulls and acks, either opens, reads and deletes.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
-use std::net::SocketAddr;
-
-use axum::extract::{ConnectInfo, DefaultBodyLimit, OriginalUri, Path, Query, Request, State};
-use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::extract::{
+    ConnectInfo, DefaultBodyLimit, FromRequest, OriginalUri, Path, Query, Request, State,
+};
+use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -89,12 +90,38 @@ async fn ready(State(state): State<AppState>) -> Response {
     }
 }
 
-/// What every queue route receives: the call, as its signature covers it.
+/// What every queue route receives: the call, as its signature covers it. Extracted last, as it
+/// takes the body.
 struct Call {
     method: Method,
     headers: HeaderMap,
-    uri: OriginalUri,
+    uri: Uri,
     body: Bytes,
+}
+
+impl<S: Send + Sync> FromRequest<S> for Call {
+    type Rejection = RelayError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Call, RelayError> {
+        let uri = match request.extensions().get::<OriginalUri>() {
+            Some(OriginalUri(uri)) => uri.clone(),
+            None => request.uri().clone(),
+        };
+        let (method, headers) = (request.method().clone(), request.headers().clone());
+        let body =
+            Bytes::from_request(request, state)
+                .await
+                .map_err(|rejection| match rejection.status() {
+                    StatusCode::PAYLOAD_TOO_LARGE => RelayError::TooLarge(rejection.body_text()),
+                    _ => RelayError::Invalid(rejection.body_text()),
+                })?;
+        Ok(Call {
+            method,
+            headers,
+            uri,
+            body,
+        })
+    }
 }
 
 impl Call {
@@ -170,17 +197,8 @@ struct OpenQueue {
 async fn open(
     State(state): State<AppState>,
     Path(queue_id): Path<String>,
-    method: Method,
-    headers: HeaderMap,
-    uri: OriginalUri,
-    body: Bytes,
+    call: Call,
 ) -> Result<Response, RelayError> {
-    let call = Call {
-        method,
-        headers,
-        uri,
-        body,
-    };
     let caller = call.caller(&state).await?;
     let request: OpenQueue = serde_json::from_slice(&call.body)
         .map_err(|e| RelayError::Invalid(format!("body: {e}")))?;
@@ -204,17 +222,8 @@ async fn open(
 async fn deposit(
     State(state): State<AppState>,
     Path(queue_id): Path<String>,
-    method: Method,
-    headers: HeaderMap,
-    uri: OriginalUri,
-    body: Bytes,
+    call: Call,
 ) -> Result<Response, RelayError> {
-    let call = Call {
-        method,
-        headers,
-        uri,
-        body,
-    };
     let caller = call.caller(&state).await?;
     // The envelope must be signed by the key that signed the call, a current key of its DID.
     let checked = Envelope::check(call.body.to_vec(), &queue_id, &caller.key);
@@ -264,18 +273,9 @@ async fn changes(
     State(state): State<AppState>,
     Path(queue_id): Path<String>,
     query: Result<Query<ChangesQuery>, QueryRejection>,
-    method: Method,
-    headers: HeaderMap,
-    uri: OriginalUri,
-    body: Bytes,
+    call: Call,
 ) -> Result<Response, RelayError> {
     let Query(query) = query.map_err(invalid_query)?;
-    let call = Call {
-        method,
-        headers,
-        uri,
-        body,
-    };
     let caller = call.caller(&state).await?;
     let row = queue_of(&state, &queue_id).await?;
     if caller.did != row.queue.dest_did {
@@ -367,17 +367,8 @@ enum AckBody {
 async fn ack(
     State(state): State<AppState>,
     Path(queue_id): Path<String>,
-    method: Method,
-    headers: HeaderMap,
-    uri: OriginalUri,
-    body: Bytes,
+    call: Call,
 ) -> Result<Response, RelayError> {
-    let call = Call {
-        method,
-        headers,
-        uri,
-        body,
-    };
     let caller = call.caller(&state).await?;
     let row = queue_of(&state, &queue_id).await?;
     let request: AckBody = serde_json::from_slice(&call.body).map_err(|_| {
@@ -430,18 +421,9 @@ struct ListQuery {
 async fn list(
     State(state): State<AppState>,
     query: Result<Query<ListQuery>, QueryRejection>,
-    method: Method,
-    headers: HeaderMap,
-    uri: OriginalUri,
-    body: Bytes,
+    call: Call,
 ) -> Result<Response, RelayError> {
     let Query(query) = query.map_err(invalid_query)?;
-    let call = Call {
-        method,
-        headers,
-        uri,
-        body,
-    };
     let caller = call.caller(&state).await?;
     let after = query.cursor.unwrap_or_default();
     let mut ids = state
@@ -469,17 +451,8 @@ async fn list(
 async fn status(
     State(state): State<AppState>,
     Path(queue_id): Path<String>,
-    method: Method,
-    headers: HeaderMap,
-    uri: OriginalUri,
-    body: Bytes,
+    call: Call,
 ) -> Result<Response, RelayError> {
-    let call = Call {
-        method,
-        headers,
-        uri,
-        body,
-    };
     let caller = call.caller(&state).await?;
     let row = queue_of(&state, &queue_id).await?;
     if caller.did != row.queue.source_did && caller.did != row.queue.dest_did {
@@ -492,17 +465,8 @@ async fn status(
 async fn delete(
     State(state): State<AppState>,
     Path(queue_id): Path<String>,
-    method: Method,
-    headers: HeaderMap,
-    uri: OriginalUri,
-    body: Bytes,
+    call: Call,
 ) -> Result<Response, RelayError> {
-    let call = Call {
-        method,
-        headers,
-        uri,
-        body,
-    };
     let caller = call.caller(&state).await?;
     let row = queue_of(&state, &queue_id).await?;
     let by_destination = caller.did == row.queue.dest_did;

@@ -45,6 +45,8 @@ pub struct ManifestFederation {
     pub sync_record_endpoint: String,
     pub handshake_endpoint: String,
     pub relays: Vec<String>,
+    /// Peers turn to `relays` at the first failed pull (federation-protocol.md §7.2).
+    pub offline_capable: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

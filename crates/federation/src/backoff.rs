@@ -38,6 +38,12 @@ impl Backoff {
         Duration::from_nanos(rand::thread_rng().gen_range(0..=ceiling))
     }
 
+    /// The schedule after `failures` consecutive failures (a retry schedule kept in a store).
+    pub fn after(mut self, failures: u32) -> Backoff {
+        self.failures = failures;
+        self
+    }
+
     /// Success (or hearing from the peer): the next failure starts from `base` again.
     pub fn reset(&mut self) {
         self.failures = 0;

@@ -46,6 +46,38 @@ pub struct FederationConfig {
     /// A tenant whose store takes this many bytes takes no more records from peers (their pull
     /// jobs wait with `TENANT_LIMIT_REACHED`), so a peer that always has more cannot fill it.
     pub store_ceiling: u64,
+    /// Relays (federation-protocol.md §7): where this steward deposits what its peers pull, and
+    /// when its pull jobs turn to a source's relays.
+    pub relay: RelayConfig,
+}
+
+/// How a steward uses relays.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RelayConfig {
+    /// This steward's relays, in order (at most three): it deposits there, for each peer, what
+    /// that peer pulls, so that the peer gets it while this steward is unreachable.
+    pub urls: Vec<String>,
+    /// Announced in the manifest: peers turn to the relays at the first failure (a laptop or a
+    /// steward behind NAT), not after `after_failures`.
+    pub offline_capable: bool,
+    /// Reachability failures in a row after which a pull job turns to its source's relays.
+    pub after_failures: u32,
+    /// How soon a job pulling from a relay asks its source again; later on the job's backoff.
+    pub probe_after: Duration,
+    /// How long a pull from a relay waits for a deposit (at most 25 s).
+    pub wait: Duration,
+}
+
+impl Default for RelayConfig {
+    fn default() -> RelayConfig {
+        RelayConfig {
+            urls: Vec::new(),
+            offline_capable: false,
+            after_failures: 3,
+            probe_after: Duration::from_secs(30),
+            wait: Duration::from_secs(25),
+        }
+    }
 }
 
 /// The default of [`FederationConfig::store_ceiling`]: 10 GiB.
@@ -97,6 +129,7 @@ impl Default for FederationConfig {
             resolver_clock: Arc::new(std::time::Instant::now),
             quarantine_cap: 10_000,
             store_ceiling: DEFAULT_STORE_CEILING,
+            relay: RelayConfig::default(),
         }
     }
 }
@@ -116,6 +149,7 @@ impl std::fmt::Debug for FederationConfig {
             .field("directories", &self.directories)
             .field("quarantine_cap", &self.quarantine_cap)
             .field("store_ceiling", &self.store_ceiling)
+            .field("relay", &self.relay)
             .finish_non_exhaustive()
     }
 }

@@ -68,7 +68,13 @@ pub fn start(fed: &std::sync::Arc<Federation>, tenant: &Tenant) {
             tracing::warn!("mdns: no bound URL to announce");
             return;
         };
-        let manifest = manifest::sign(&tenant.identity.key, &did, &url, SystemTime::now());
+        let manifest = manifest::sign_with_relays(
+            &tenant.identity.key,
+            &did,
+            &url,
+            SystemTime::now(),
+            &fed.config.relay,
+        );
         let announcement = Announcement {
             did,
             endpoint: url,

@@ -12,7 +12,7 @@ use syncropel_protocol::pair::PairView;
 use syncropel_protocol::{Act, Keypair, PairState};
 use syncropel_store::{ListFilter, NewRecord, RecordStore, StateChange};
 use syncropel_tenant::{seal, server_record, Namespaces, Tenant, TokenCache};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::FederationConfig;
@@ -20,6 +20,7 @@ use crate::discovery::Discovery;
 use crate::error::{FederationError, Result};
 use crate::jobs::{self, Jobs};
 use crate::peer::{PeerClient, PeerClientOptions, Reach};
+use crate::relay::{outbox, Outbox};
 use crate::resolve::DidResolver;
 use crate::traces::TraceIndex;
 use crate::{pairs, sync_pairs, Backoff};
@@ -84,6 +85,9 @@ pub struct Federation {
     pub discovery: Discovery,
     /// The traces that wrote recent records, handed on to peers that pull them.
     pub traces: TraceIndex,
+    /// The direct pulls noted for the relay outbox, and what wakes it when one is written.
+    pub(crate) relay_outbox: Outbox,
+    pub(crate) outbox_kick: Arc<Notify>,
 }
 
 impl Federation {
@@ -139,6 +143,8 @@ impl Federation {
             working: Mutex::default(),
             discovery: Discovery::default(),
             traces: TraceIndex::default(),
+            relay_outbox: Outbox::default(),
+            outbox_kick: Arc::new(Notify::new()),
         }
     }
 
@@ -273,6 +279,9 @@ impl Federation {
                 .filter(|p| p.recorded != "stopped")
                 .map(|p| (p.pair_id.clone(), p.thread_id.clone())),
         );
+        if !self.config.relay.urls.is_empty() {
+            jobs.push((outbox::JOB.to_string(), outbox::JOB_THREAD.to_string()));
+        }
         for (source, thread) in jobs {
             self.start_job(tenant.clone(), &source, &thread).await?;
         }

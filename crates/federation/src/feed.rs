@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use serde_json::{json, Value};
 use syncropel_protocol::consent::Delivery;
-use syncropel_protocol::pair::NamespaceMap;
+use syncropel_protocol::pair::{NamespaceMap, PairView};
 use syncropel_protocol::sync::{
     item_with_traceparent, sync_item, sync_item_text, CursorError, SyncCursor,
 };
@@ -51,9 +51,23 @@ pub struct Puller {
     /// The threads its pair limits it to (empty: any), and the pair's thread rule.
     pub thread_allow: BTreeSet<String>,
     pub thread_rule: Option<String>,
+    /// The pair (id, generation) behind the token, if any: what relay queues are named by.
+    pub pair: Option<(String, u64)>,
 }
 
 impl Puller {
+    /// The peer of `pair`, pulling as the pair allows.
+    pub fn of_pair(pair: &PairView) -> Puller {
+        Puller {
+            did: pair.peer_did.clone(),
+            targets: Some(pairs::target_namespaces(pair)),
+            maps: pair.maps.clone(),
+            thread_allow: pair.thread_allow.clone(),
+            thread_rule: pair.thread_rule.clone(),
+            pair: Some((pair.pair_id.clone(), pair.generation)),
+        }
+    }
+
     /// The puller behind a sync request, with its pair's state checked (a paused pair is
     /// refused).
     pub async fn of(fed: &Federation, tenant: &Tenant, access: &Access<'_>) -> Result<Puller> {
@@ -65,17 +79,12 @@ impl Puller {
                 maps: Vec::new(),
                 thread_allow: BTreeSet::new(),
                 thread_rule: None,
+                pair: None,
             });
         };
         if let Some(pair) = pairs::by_inbound_account(fed, tenant, &grant.sa_id).await? {
             pairs::require_serving(&pair)?;
-            return Ok(Puller {
-                did: pair.peer_did.clone(),
-                targets: Some(pairs::target_namespaces(&pair)),
-                maps: pair.maps.clone(),
-                thread_allow: pair.thread_allow.clone(),
-                thread_rule: pair.thread_rule.clone(),
-            });
+            return Ok(Puller::of_pair(&pair));
         }
         // An account made for a pair serves only through its live pair: a token of a pair that
         // never finished (a lost confirm) or was superseded is refused, not taken as a plain
@@ -108,6 +117,7 @@ impl Puller {
             maps: Vec::new(),
             thread_allow: BTreeSet::new(),
             thread_rule: None,
+            pair: None,
         })
     }
 
@@ -207,6 +217,9 @@ pub async fn changes(
         )
         .into());
     }
+    // The peer holds everything up to `since`: what its relay queue may lose (§7.4).
+    fed.relay_outbox
+        .note_served(fed, tenant, puller, query, since.seq);
 
     // Subscribed before the first read, so a commit between the read and the wait is not missed.
     let mut commits = query.longpoll.then(|| fed.store.subscribe());
@@ -283,6 +296,41 @@ async fn next_commit(
             Err(RecvError::Closed) => return false,
         }
     }
+}
+
+/// What a changes page after `after_seq` serves `puller` for `target`, without its cursor: the
+/// relay outbox deposits exactly this (federation-protocol.md §7.4).
+pub(crate) async fn items_after(
+    fed: &Federation,
+    tenant: &Tenant,
+    puller: &Puller,
+    query: &ChangesQuery,
+    after_seq: i64,
+) -> Result<Served> {
+    let filter = ListFilter {
+        thread: Some(query.thread.clone()),
+        actor: None,
+        since_clock: None,
+        after_seq,
+        limit: query.limit + 1,
+        max_bytes: Some(MAX_PAGE_BYTES),
+    };
+    let rows = fed.store.list(&tenant.id, &filter).await?;
+    let first_seq = rows.first().map(|row| row.seq);
+    let cut = filter.cut_by_bytes(&rows);
+    let page = render_page(fed, tenant, puller, query, &mut Grants::lazy(), rows, cut).await?;
+    Ok(Served {
+        items: page.items,
+        seqs: first_seq.zip(page.last_seq),
+        has_more: page.has_more,
+    })
+}
+
+/// Items as a page serves them, and the sequences of the first and last record looked at.
+pub(crate) struct Served {
+    pub items: Vec<String>,
+    pub seqs: Option<(i64, i64)>,
+    pub has_more: bool,
 }
 
 struct Page {

@@ -16,7 +16,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::error::Result;
+use crate::peer::PeerError;
 use crate::puller::{pull_once, pull_through, PullError, PullOutcome, Source};
+use crate::relay::{fallback, outbox};
 use crate::state::{self, PullCursor};
 use crate::{pairs, sync_pairs, Backoff, Federation};
 
@@ -78,6 +80,10 @@ impl Jobs {
         let fed = fed.clone();
         let (source, thread) = (source.to_string(), thread.to_string());
         tokio::spawn(async move {
+            if source == outbox::JOB {
+                outbox::run(&fed, tenant, &job.stop, &job.kick).await;
+                return;
+            }
             fed.jobs
                 .run(&fed, tenant, source.clone(), thread.clone(), job)
                 .await;
@@ -152,6 +158,7 @@ impl Jobs {
     ) {
         let mut backoff = self.backoff.clone();
         let mut last_checkpoint = None;
+        let mut route = Route::Source { failures: 0 };
         loop {
             if job.stop.is_cancelled() {
                 return;
@@ -176,6 +183,32 @@ impl Jobs {
                 thread = %thread,
                 pulled = tracing::field::Empty,
             );
+            if let Route::Relay(relay) = &mut route {
+                let result = tokio::select! {
+                    _ = job.stop.cancelled() => return,
+                    _ = job.kick.notified() => continue,
+                    result = relay.pull(fed, &tenant, &source, &thread)
+                        .instrument(span.clone()) => result,
+                };
+                match result {
+                    Pulled::Relay(result) => {
+                        let wait = self.after_relay_pull(&job, &mut backoff, &result);
+                        if let Err(e) = &result {
+                            tracing::debug!(source = %source_id, thread = %thread, code = %e.code(), "pull from a relay failed");
+                        }
+                        if let Some(delay) = wait {
+                            job.wait(delay).await;
+                        }
+                        continue;
+                    }
+                    // The source answers again: back to it, from the cursor it gave.
+                    Pulled::Source => {
+                        tracing::info!(source = %source_id, thread = %thread, "the source answers again: pulling from it, not its relays");
+                        route = Route::Source { failures: 0 };
+                        continue;
+                    }
+                }
+            }
             let result = tokio::select! {
                 _ = job.stop.cancelled() => return,
                 // A kick (pause, resume, revoke, a new credential) abandons a held longpoll so
@@ -258,10 +291,154 @@ impl Jobs {
                     tracing::warn!(source = %source_id, error = %e, "recording the pull on its pair failed");
                 }
             }
+            route = route.after(fed, &tenant, &source, &result).await;
+            if let Route::Relay(_) = &route {
+                tracing::info!(source = %source_id, thread = %thread, "the source is unreachable: pulling from its relays");
+                continue;
+            }
             if let Some(delay) = wait {
                 job.wait(delay).await;
             }
         }
+    }
+
+    /// Health and the wait after a pull from a relay (as after a pull from the source).
+    fn after_relay_pull(
+        &self,
+        job: &Job,
+        backoff: &mut Backoff,
+        result: &Result<PullOutcome, PullError>,
+    ) -> Option<Duration> {
+        match result {
+            Ok(outcome) => {
+                backoff.reset();
+                job.update(|h| {
+                    h.status = "relay".into();
+                    h.retries = 0;
+                    h.last_success_at = Some(unix_now());
+                    h.next_attempt_at = None;
+                    h.pulled += outcome.pulled as u64;
+                });
+                None
+            }
+            Err(e) => {
+                let delay = backoff.failed();
+                job.update(|h| {
+                    h.status = "failing".into();
+                    h.retries = backoff.failures();
+                    h.last_error = Some(last_error(e));
+                    h.next_attempt_at = Some(unix_now() + delay.as_secs() as i64);
+                });
+                Some(delay)
+            }
+        }
+    }
+}
+
+/// Where a job pulls from (federation-protocol.md §7.5).
+enum Route {
+    /// The source itself; `failures` counts reachability failures in a row.
+    Source { failures: u32 },
+    /// The source's relays, until the source answers a probe.
+    Relay(RelayRoute),
+}
+
+impl Route {
+    /// The route after a pull from the source: to the relays after enough reachability
+    /// failures (at the first when the source says it is often offline) if it names any.
+    async fn after(
+        self,
+        fed: &Federation,
+        tenant: &Tenant,
+        source: &Source,
+        result: &Result<PullOutcome, PullError>,
+    ) -> Route {
+        let Route::Source { failures } = self else {
+            return self;
+        };
+        let unreachable = matches!(result, Err(PullError::Peer(e)) if unreachable(e));
+        if !unreachable || !source.id.starts_with("fed_") {
+            return Route::Source { failures: 0 };
+        }
+        let failures = failures + 1;
+        let config = &fed.config.relay;
+        let named = fallback::relays_of(fed, &tenant.id, source).await;
+        let after = if named.offline_capable {
+            1
+        } else {
+            config.after_failures
+        };
+        if failures < after || named.relays.is_empty() {
+            return Route::Source { failures };
+        }
+        Route::Relay(RelayRoute {
+            relays: named.relays,
+            at: 0,
+            probe_at: Instant::now() + config.probe_after,
+            probes: Backoff::new(config.probe_after, fed.config.backoff_cap),
+        })
+    }
+}
+
+/// Only these failures send a pull to a relay; a 4xx or a broken answer never does: a relay is
+/// no way around authentication, consent or a broken source.
+fn unreachable(e: &PeerError) -> bool {
+    matches!(
+        e,
+        PeerError::ConnectRefused(_)
+            | PeerError::Timeout(_)
+            | PeerError::DnsFailure(_)
+            | PeerError::Http5xx { .. }
+    )
+}
+
+/// A job pulling from its source's relays.
+struct RelayRoute {
+    relays: Vec<String>,
+    /// The relay pulled from; a failing one moves the job to the next.
+    at: usize,
+    /// When the source is asked again.
+    probe_at: Instant,
+    probes: Backoff,
+}
+
+/// What one turn of a relayed job did.
+enum Pulled {
+    Relay(Result<PullOutcome, PullError>),
+    /// The source answered its probe (its page was stored as any).
+    Source,
+}
+
+impl RelayRoute {
+    async fn pull(
+        &mut self,
+        fed: &Arc<Federation>,
+        tenant: &Tenant,
+        source: &Source,
+        thread: &str,
+    ) -> Pulled {
+        let now = Instant::now();
+        if now >= self.probe_at {
+            match pull_once(fed, tenant, source, thread, false).await {
+                Ok(_) => return Pulled::Source,
+                Err(PullError::Peer(e)) if unreachable(&e) => {
+                    self.probe_at = now + self.probes.failed().max(Duration::from_secs(1));
+                }
+                // The source answers, if not well: back to it, where the failure shows.
+                Err(_) => return Pulled::Source,
+            }
+        }
+        let wait = fed
+            .config
+            .relay
+            .wait
+            .min(self.probe_at.saturating_duration_since(Instant::now()));
+        let relay = &self.relays[self.at % self.relays.len()];
+        let result = fallback::pull(fed, tenant, source, thread, relay, wait).await;
+        if result.is_err() {
+            self.at = (self.at + 1) % self.relays.len();
+        }
+        Pulled::Relay(result)
     }
 }
 

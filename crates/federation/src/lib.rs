@@ -13,6 +13,8 @@
 //!   ([`puller`]).
 //! - Talking to peers safely: [`PeerClient`] bounds sizes and time and classifies failures
 //!   ([`PeerError`]); [`Backoff`] spaces retries.
+//! - Relays for peers that cannot be reached: the outbox that deposits and the fallback that pulls
+//!   there ([`relay`]).
 //! - Discovery on the LAN and introductions through pairs ([`discovery`]).
 
 mod backoff;
@@ -29,6 +31,7 @@ pub mod manifest;
 pub mod pairs;
 mod peer;
 pub mod puller;
+pub mod relay;
 pub mod renewal;
 mod resolve;
 pub mod signers;
@@ -38,7 +41,7 @@ mod threads;
 mod traces;
 
 pub use backoff::Backoff;
-pub use config::{FederationConfig, PeerTimeouts, DEFAULT_STORE_CEILING};
+pub use config::{FederationConfig, PeerTimeouts, RelayConfig, DEFAULT_STORE_CEILING};
 pub use engine::{
     own_record, signed, stored_thread, Federation, JobPlacement, Shared, ACTIVE_PULLS_PER_TENANT,
 };

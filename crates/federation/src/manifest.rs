@@ -9,6 +9,8 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 use syncropel_protocol::{canonical_string, verify_signature, Keypair};
 
+use crate::config::RelayConfig;
+
 /// How long a manifest is valid after it is signed.
 pub const MANIFEST_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 pub const FEDERATION_PROTOCOL_VERSION: &str = "0.13";
@@ -18,6 +20,18 @@ const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Builds and signs the manifest of the steward at `origin` (`https://acme.example.com`, no
 /// trailing slash) whose identity is `did`, signed by `key`.
 pub fn sign(key: &Keypair, did: &str, origin: &str, now: SystemTime) -> Value {
+    sign_with_relays(key, did, origin, now, &RelayConfig::default())
+}
+
+/// [`sign`], naming the steward's relays (federation-protocol.md §7.2): `federation.relays` in
+/// order, and `federation.offline_capable` when peers should turn to them at the first failure.
+pub fn sign_with_relays(
+    key: &Keypair,
+    did: &str,
+    origin: &str,
+    now: SystemTime,
+    relay: &RelayConfig,
+) -> Value {
     let rfc3339 = |t: SystemTime| humantime::format_rfc3339_seconds(t).to_string();
     let mut manifest = json!({
         "object": "federation_manifest",
@@ -33,7 +47,8 @@ pub fn sign(key: &Keypair, did: &str, origin: &str, now: SystemTime) -> Value {
             "sync_change_endpoint": format!("{origin}/v1/sync/changes"),
             "sync_record_endpoint": format!("{origin}/v1/sync/records"),
             "handshake_endpoint": format!("{origin}/v1/federation/pair"),
-            "relays": [],
+            "relays": relay.urls,
+            "offline_capable": relay.offline_capable && !relay.urls.is_empty(),
         },
         "advertises": {"kinds": [], "refs": [], "namespaces": []},
         "consent_policy": {

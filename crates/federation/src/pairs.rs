@@ -287,6 +287,7 @@ pub(crate) async fn source(
         token,
         actor: tenant.identity.did.to_string(),
         target_namespace: None,
+        generation: pair.generation,
     })
 }
 
@@ -560,6 +561,7 @@ pub async fn pull(
                 token: token.to_string(),
                 actor: tenant.identity.did.to_string(),
                 target_namespace: None,
+                generation: 0,
             },
             Some(_) => {
                 return Err(PullError::Parked(Refusal::validation(

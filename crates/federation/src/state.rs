@@ -21,6 +21,14 @@ pub const HANDSHAKE: &str = "handshake";
 pub const REFRESH: &str = "refresh";
 pub const QUARANTINE: &str = "quarantine";
 pub const LEGACY_PAIR: &str = "legacy_pair";
+/// Relays (federation-protocol.md §7): the queues peers pulled directly (source side, keyed by
+/// queue id), the outbox's position at each relay (keyed `relay\nqueue id`), the relay cursors of
+/// pull jobs (keyed `source\nthread\nrelay`), and the relays a peer's manifest named (keyed by
+/// pair id).
+pub const RELAY_SERVED: &str = "relay_served";
+pub const OUTBOX: &str = "outbox";
+pub const RELAY_CURSOR: &str = "relay_cursor";
+pub const PEER_RELAYS: &str = "peer_relays";
 
 /// What makes this store's cursors: an epoch naming this life of the store and the HMAC key.
 #[derive(Clone, Serialize, Deserialize)]

@@ -111,6 +111,7 @@ pub(crate) async fn source(
         token,
         actor: tenant.identity.did.to_string(),
         target_namespace: None,
+        generation: 0,
     })
 }
 

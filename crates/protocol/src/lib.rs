@@ -21,6 +21,7 @@ mod number;
 pub mod pair;
 mod parse;
 mod record;
+pub mod relay;
 mod secrets;
 pub mod signed;
 pub mod sync;

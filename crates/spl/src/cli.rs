@@ -276,6 +276,17 @@ pub struct ServeArgs {
     )]
     pub federation_auto_approve_dids: Vec<String>,
 
+    /// Relay to deposit at what peers pull from this steward, so they get it while it is offline
+    /// (repeatable, in order, at most three; the env variable takes a comma-separated list)
+    #[arg(
+        long = "relay",
+        env = "SPL_RELAYS",
+        value_delimiter = ',',
+        value_name = "URL",
+        value_parser = NonEmptyStringValueParser::new()
+    )]
+    pub relays: Vec<String>,
+
     /// Seconds between sync polls to a peer (when its changes feed answers at once, and after an
     /// error)
     #[arg(

@@ -16,6 +16,10 @@ struct Instruments {
     active_tenants: Gauge<u64>,
     connections_refused: Counter<u64>,
     quarantine_dropped: Counter<u64>,
+    relay_outbox_refusals: Counter<u64>,
+    relay_envelopes_rejected: Counter<u64>,
+    relay_pulled: Counter<u64>,
+    relay_duplicates: Counter<u64>,
     _sync_lag: ObservableGauge<f64>,
 }
 
@@ -49,6 +53,24 @@ fn instruments() -> &'static Instruments {
                 .with_description(
                     "Quarantined records dropped, oldest first, from tenants past their cap",
                 )
+                .build(),
+            relay_outbox_refusals: meter
+                .u64_counter("relay_outbox_refusals")
+                .with_description(
+                    "Deposits at a relay that failed, by the relay's code or the failure's class",
+                )
+                .build(),
+            relay_envelopes_rejected: meter
+                .u64_counter("relay_envelopes_rejected")
+                .with_description("Envelopes pulled from a relay and discarded whole, by why")
+                .build(),
+            relay_pulled: meter
+                .u64_counter("relay_pulled_records")
+                .with_description("Records stored for the first time from a relay")
+                .build(),
+            relay_duplicates: meter
+                .u64_counter("relay_duplicate_records")
+                .with_description("Records a relay delivered that this steward held already")
                 .build(),
             _sync_lag: meter
                 .f64_observable_gauge("syncropel_sync_lag")
@@ -92,6 +114,28 @@ pub fn quarantine_dropped(count: usize) {
     if count > 0 {
         instruments().quarantine_dropped.add(count as u64, &[]);
     }
+}
+
+/// Counts a deposit at a relay that failed; `code` is the relay's error code or the class of
+/// the failure.
+pub fn relay_outbox_refused(code: &str) {
+    instruments()
+        .relay_outbox_refusals
+        .add(1, &[KeyValue::new("code", code.to_string())]);
+}
+
+/// Counts an envelope pulled from a relay and discarded whole.
+pub fn relay_envelope_rejected(code: &'static str) {
+    instruments()
+        .relay_envelopes_rejected
+        .add(1, &[KeyValue::new("code", code)]);
+}
+
+/// Counts what one pull from a relay stored and what it held already.
+pub fn relay_pulled(stored: usize, duplicates: usize) {
+    let instruments = instruments();
+    instruments.relay_pulled.add(stored as u64, &[]);
+    instruments.relay_duplicates.add(duplicates as u64, &[]);
 }
 
 /// Counts a connection closed at a cap; `cap` is `total` or `address`.

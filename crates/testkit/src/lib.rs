@@ -12,6 +12,7 @@
 //! - [`hosted`]: hosted [`Replica`](hosted::Replica)s in this process, `steward`
 //!   [`Process`](hosted::Process)es, and a [`Balancer`](hosted::Balancer) in front of them.
 //! - [`Directory`]: the did:sync directory on a SQLite file of its own.
+//! - [`Relay`]: the relay on a Postgres database of its own.
 
 // A fixture that cannot set up fails its test, with the reason: that is what a panic is here.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -21,6 +22,7 @@ pub mod hosted;
 mod local;
 mod node;
 mod port;
+mod relay;
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -33,6 +35,7 @@ use syncropel_federation::{FederationConfig, PeerTimeouts};
 pub use directory::{Directory, StoppedDirectory};
 pub use local::{Identity, Options, Stopped, TestSteward, TENANT};
 pub use node::Node;
+pub use relay::{Relay, StoppedRelay};
 pub use syncropel_store::testing::{with_test_database, Sql, TestDb};
 
 /// A minimal valid envelope: `DO` by `did:example:test`.

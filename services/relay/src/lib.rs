@@ -4,7 +4,6 @@
 //! ([`routes`]); [`RelayError`] is the one place a failure becomes an answer.
 
 pub mod auth;
-pub mod envelope;
 pub mod limits;
 pub mod metrics;
 pub mod routes;
@@ -12,6 +11,7 @@ pub mod store;
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use syncropel_protocol::relay::EnvelopeError;
 use syncropel_protocol::ErrorCode;
 
 /// What can go wrong at the relay; each maps to one error code of §7.3.
@@ -70,6 +70,16 @@ pub enum RelayError {
     Database(#[from] sqlx::Error),
     #[error("migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+impl From<EnvelopeError> for RelayError {
+    fn from(e: EnvelopeError) -> RelayError {
+        match e {
+            EnvelopeError::TooLarge(why) => RelayError::TooLarge(why),
+            EnvelopeError::Invalid(_) => RelayError::Invalid(e.to_string()),
+            EnvelopeError::Signature => RelayError::Signature(e.to_string()),
+        }
+    }
 }
 
 impl RelayError {

@@ -19,16 +19,17 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use syncropel_protocol::didsig::Signed;
+use syncropel_protocol::relay::EnvelopeError;
 use syncropel_protocol::sync::{CursorError, SyncCursor};
 use syncropel_protocol::ErrorCode;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
 use crate::auth::{Authenticator, Caller};
-use crate::envelope::{Envelope, Queue, MAX_BYTES};
 use crate::limits::Limiters;
 use crate::store::{QueueRow, RelayStore, Role, Through};
 use crate::{metrics, RelayError};
+use syncropel_protocol::relay::{Envelope, Queue, MAX_BYTES};
 
 /// Items of a page unless the caller asks for fewer or more, and the most it may ask for.
 const DEFAULT_ITEMS: i64 = 1000;
@@ -227,7 +228,7 @@ async fn deposit(
     let caller = call.caller(&state).await?;
     // The envelope must be signed by the key that signed the call, a current key of its DID.
     let checked = Envelope::check(call.body.to_vec(), &queue_id, &caller.key);
-    if let Err(RelayError::TooLarge(_)) = &checked {
+    if let Err(EnvelopeError::TooLarge(_)) = &checked {
         metrics::limit_hit("payload_too_large");
     }
     let envelope = checked.inspect_err(|_| metrics::deposit("refused"))?;

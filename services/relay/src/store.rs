@@ -10,8 +10,8 @@ use sqlx::{PgConnection, Row};
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
-use crate::envelope::{Envelope, Queue};
 use crate::RelayError;
+use syncropel_protocol::relay::{Envelope, Queue};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/relay");
 

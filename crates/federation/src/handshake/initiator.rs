@@ -22,6 +22,7 @@ use super::{
 use crate::error::{FederationError, Result};
 use crate::pairs::{self, find, transition};
 use crate::peer::Reach;
+use crate::relay::PeerRelays;
 use crate::state as fstate;
 use crate::{own_record, signed, Federation};
 
@@ -110,7 +111,14 @@ pub async fn start(
     );
     for result in fed
         .store
-        .write(&tenant.id, vec![init_sealed, audit], vec![put(&key, &row)])
+        .write(
+            &tenant.id,
+            vec![init_sealed, audit],
+            vec![
+                put(&key, &row),
+                PeerRelays::of_manifest(&manifest).cache(&id),
+            ],
+        )
         .await?
     {
         result?;

@@ -24,6 +24,7 @@ use super::{
 use crate::error::{FederationError, Result};
 use crate::pairs::{self, find, transition};
 use crate::peer::Reach;
+use crate::relay::PeerRelays;
 use crate::state::{self as fstate, HANDSHAKE};
 use crate::{manifest, own_record, Federation};
 
@@ -120,11 +121,14 @@ pub async fn init(
     // The URL must be the initiator's own: its manifest there names the same DID. Whatever went
     // wrong, the answer is the same, so that a request cannot probe what answers at a URL.
     let verified = verified_manifest(fed, &peer_url, reach).await;
-    if !matches!(&verified, Ok((_, did)) if *did == initiator) {
-        return Err(unauthenticated(format!(
-            "no manifest of {initiator} could be verified at {peer_url}"
-        )));
-    }
+    let manifest = match verified {
+        Ok((manifest, did)) if did == initiator => manifest,
+        _ => {
+            return Err(unauthenticated(format!(
+                "no manifest of {initiator} could be verified at {peer_url}"
+            )))
+        }
+    };
     let generation = match &existing {
         Some(pair) if pair.state == PairState::Revoked => pair.generation + 1,
         Some(pair) => pair.generation.max(1),
@@ -152,6 +156,7 @@ pub async fn init(
         peer_manifest_sha256: None,
     };
     changes.push(put(&key, &row));
+    changes.push(PeerRelays::of_manifest(&manifest).cache(&row.pair_id));
     fed.store.write(&tenant.id, Vec::new(), changes).await?;
     if fed.config.auto_approve.contains(&initiator) {
         let row = approve_row(fed, tenant, &key, row, "policy:auto_approve_dids").await?;
@@ -197,11 +202,12 @@ async fn decision(
                 None
             };
             let url = tenant.url.clone().unwrap_or_default();
-            let responder_manifest = manifest::sign(
+            let responder_manifest = manifest::sign_with_relays(
                 &tenant.identity.key,
                 &tenant.identity.did,
                 &url,
                 SystemTime::now(),
+                &fed.config.relay,
             );
             Ok(Answer::Approved {
                 pair_id: row.pair_id.clone(),
@@ -242,7 +248,13 @@ async fn approve_row(
         })
         .collect();
     let url = tenant.url.clone().unwrap_or_default();
-    let own_manifest = manifest::sign(&identity.key, &identity.did, &url, SystemTime::now());
+    let own_manifest = manifest::sign_with_relays(
+        &identity.key,
+        &identity.did,
+        &url,
+        SystemTime::now(),
+        &fed.config.relay,
+    );
     let body = genesis_body(&GenesisParams {
         pair_id: &row.pair_id,
         generation: row.generation,

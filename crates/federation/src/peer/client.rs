@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CACHE_CONTROL};
+use reqwest::header::{
+    HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER,
+};
 use reqwest::Response;
 use serde_json::Value;
 use syncropel_api::ChangesPage;
@@ -252,6 +254,46 @@ impl PeerClient {
         let headers = auth_headers(bearer, actor)?;
         self.exchange("get", self.http.get(url).headers(headers))
             .await
+    }
+
+    /// A call to a relay (federation-protocol.md §7.3): `method` on an absolute URL with the
+    /// given `Authorization` value and body, under `timeout`, reading at most `max` bytes of a
+    /// JSON answer. 2xx answers its JSON; anything else is the classified failure and the
+    /// `Retry-After` the relay asked for.
+    pub async fn signed_call(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        authorization: &str,
+        body: Vec<u8>,
+        (timeout, max): (Duration, usize),
+    ) -> Result<Value, (PeerError, Option<Duration>)> {
+        let url = self.checked_url(url).map_err(|e| (e, None))?;
+        let mut headers = auth_headers(None, None).map_err(|e| (e, None))?;
+        let mut value = HeaderValue::from_str(authorization).map_err(|_| {
+            let e = PeerError::Parse("request: the signature is not a valid header value".into());
+            (e, None)
+        })?;
+        value.set_sensitive(true);
+        headers.insert(AUTHORIZATION, value);
+        if !body.is_empty() {
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+        let request = self.http.request(method, url).headers(headers).body(body);
+        let mut retry_after = None;
+        let answer = self
+            .deadline(timeout, "relay", async {
+                let resp = self.send(request).await?;
+                retry_after = resp
+                    .headers()
+                    .get(RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok()?.trim().parse().ok())
+                    .map(Duration::from_secs);
+                let resp = success_or_error(resp).await?;
+                parse_json(&read_limited(resp, max).await?)
+            })
+            .await;
+        answer.map_err(|e| (e, retry_after))
     }
 
     /// Sends `request` within request_timeout and reads a ≤ 1 MiB answer: `(status, JSON)`, an

@@ -55,6 +55,19 @@ pub(super) async fn store_page(
     Ok(outcome)
 }
 
+/// Stores what passed the checks of items that came another way than a page (a relay), with
+/// `moved` in the same transaction.
+pub(super) async fn store_checked(
+    fed: &Federation,
+    tenant: &Tenant,
+    source: &Source,
+    checked: Fetched,
+    moved: StateChange,
+) -> Result<PullOutcome, PullError> {
+    let admitted = admit(fed, tenant, source, &checked.items, checked.verdicts).await?;
+    store_admitted(fed, tenant, source, admitted, [moved]).await
+}
+
 /// Most quarantined records fetched again at once, so that their answer fits the client's 1 MiB
 /// limit for such calls in the common case of small records.
 const UNRESOLVED_RETRY_BATCH: usize = 100;

@@ -14,6 +14,7 @@ use syncropel_protocol::sync::{
     verify_items, PeerItem, Rejection, ResolvedKeys, SyncCursor, DEFAULT_PAGE,
 };
 use syncropel_protocol::Refusal;
+use syncropel_store::StateChange;
 use syncropel_tenant::Tenant;
 use tokio::sync::mpsc;
 
@@ -24,7 +25,7 @@ use crate::state::pull_cursor;
 use crate::{ChangesPage, Federation};
 
 pub use ingest::fetch_parents;
-use ingest::{retry_unresolved, store_page};
+use ingest::{retry_unresolved, store_checked, store_page};
 
 /// Where one job pulls from: resolved afresh before every pull, so a pause, a revoke or a new
 /// token takes effect on the next one.
@@ -38,6 +39,8 @@ pub struct Source {
     /// Our DID, sent as `X-Syncropel-Actor` (pair tokens are bound to it).
     pub actor: String,
     pub target_namespace: Option<String>,
+    /// The pair's generation (names its relay queues; 0 for sources that are not pairs).
+    pub generation: u64,
 }
 
 /// Why a pull did not happen or failed.
@@ -182,6 +185,26 @@ pub async fn pull_through(
     }
     retry_unresolved(fed, tenant, source, thread).await;
     Ok(total)
+}
+
+/// Checks items that came through a relay as a page's items are checked, and stores those that
+/// pass with `moved` (the relay cursor) in one transaction. The source cursor does not move.
+pub(crate) async fn ingest_relayed(
+    fed: &Federation,
+    tenant: &Tenant,
+    source: &Source,
+    thread: &str,
+    items: Vec<serde_json::Value>,
+    moved: StateChange,
+) -> Result<PullOutcome, PullError> {
+    let page = ChangesPage {
+        thread: thread.to_string(),
+        records: items,
+        next_cursor: String::new(),
+        has_more: false,
+    };
+    let checked = check_page(page, thread, fed).await?;
+    store_checked(fed, tenant, source, checked, moved).await
 }
 
 /// Pages parsed and verified ahead of the one being stored.

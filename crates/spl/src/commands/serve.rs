@@ -18,7 +18,7 @@ use serde_json::json;
 use syncropel_client::Client;
 use syncropel_discovery::MdnsConfig;
 use syncropel_federation::discovery::DiscoveryConfig;
-use syncropel_federation::FederationConfig;
+use syncropel_federation::{FederationConfig, RelayConfig};
 use syncropel_home::Home;
 use syncropel_steward::local::{self, ServeOptions};
 use syncropel_steward::rate_limit::RateLimits;
@@ -80,6 +80,12 @@ pub fn run(ctx: Ctx, args: &ServeArgs) -> Result<ExitCode> {
             poll_interval: Duration::from_secs(args.sync_interval_secs),
             store_ceiling: args.sync_store_ceiling,
             auto_approve: args.federation_auto_approve_dids.clone(),
+            // A steward on a laptop or behind NAT: peers should turn to its relays at once.
+            relay: RelayConfig {
+                urls: args.relays.clone(),
+                offline_capable: !args.relays.is_empty(),
+                ..RelayConfig::default()
+            },
             directories: args.directories.clone(),
             discovery: DiscoveryConfig {
                 mdns_listen: !args.no_mdns,

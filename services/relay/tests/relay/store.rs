@@ -3,8 +3,8 @@
 //! deletes that free room, and a queue its destination closed.
 
 use serde_json::json;
+use syncropel_protocol::relay::{self as envelope, Envelope, Queue};
 use syncropel_protocol::Keypair;
-use syncropel_relay::envelope::{self, Envelope, Queue};
 use syncropel_relay::store::{Limits, RelayStore, Through};
 use syncropel_relay::RelayError;
 use syncropel_store::testing::with_test_database;

@@ -27,7 +27,13 @@ pub async fn well_known(
                 .as_deref()
                 .ok_or_else(|| ApiError::internal("the local tenant has no URL"))?;
             let identity = &tenant.identity;
-            manifest::sign(&identity.key, &identity.did, url, SystemTime::now())
+            manifest::sign_with_relays(
+                &identity.key,
+                &identity.did,
+                url,
+                SystemTime::now(),
+                &state.federation.config.relay,
+            )
         }
     };
     // The manifest is built (and, hosted, stored) as JSON; it must read as the contract's type.

@@ -14,6 +14,7 @@ mod hostile_peer;
 mod lifecycle;
 mod pairing;
 mod peer_down;
+mod relay;
 mod renewal;
 mod restart;
 mod state_threads;

@@ -1,11 +1,26 @@
-//! Relay envelopes (federation-protocol.md §7.3): a batch of one queue's items, signed by the
-//! source over its canonical form, so that a relay can delay or lose items but never invent,
-//! alter or move them (a stub carries no signature of its own; the envelope's covers it).
+//! Relay queues and envelopes (federation-protocol.md §7.2-7.3): a batch of one queue's items,
+//! signed by the source over its canonical form, so that a relay can delay or lose items but
+//! never invent, alter or move them (a stub carries no signature of its own; the envelope's
+//! covers it). The relay checks an envelope before it queues it, and the destination again
+//! before it ingests a single item.
 
 use serde_json::{json, Map, Value};
-use syncropel_protocol::{canonical_string, sha256_hex, verify_signature, Keypair};
 
-use crate::RelayError;
+use crate::{canonical_string, sha256_hex, verify_signature, Keypair};
+
+/// Why an envelope is refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EnvelopeError {
+    /// Past [`MAX_ITEMS`] or [`MAX_BYTES`].
+    #[error("{0}")]
+    TooLarge(String),
+    /// Not an envelope of this queue.
+    #[error("envelope: {0}")]
+    Invalid(String),
+    /// Not signed by the queue's source.
+    #[error("the envelope is not signed by its source")]
+    Signature,
+}
 
 /// Most items in one envelope.
 pub const MAX_ITEMS: usize = 1000;
@@ -42,6 +57,8 @@ pub struct Envelope {
     pub last_sseq: i64,
     /// The ids of its items, in order.
     pub ids: Vec<String>,
+    /// Its items as sent: whole signed records or redacted stubs (federation-protocol.md §6.3).
+    pub items: Vec<Value>,
     /// sha256 hex of the canonical `{encoding, ids, queue_id, source_epoch}`.
     pub envelope_id: String,
     pub bytes: Vec<u8>,
@@ -50,13 +67,13 @@ pub struct Envelope {
 impl Envelope {
     /// Reads and checks an envelope for `queue_id`: its shape, its bounds and that the source's
     /// key `signer` (a did:key that may sign for `queue.source_did`) signed it.
-    pub fn check(bytes: Vec<u8>, queue_id: &str, signer: &str) -> Result<Envelope, RelayError> {
+    pub fn check(bytes: Vec<u8>, queue_id: &str, signer: &str) -> Result<Envelope, EnvelopeError> {
         if bytes.len() > MAX_BYTES {
-            return Err(RelayError::TooLarge(format!(
+            return Err(EnvelopeError::TooLarge(format!(
                 "an envelope holds at most {MAX_BYTES} bytes"
             )));
         }
-        let invalid = |why: &str| RelayError::Invalid(format!("envelope: {why}"));
+        let invalid = |why: &str| EnvelopeError::Invalid(why.to_string());
         let Ok(Value::Object(mut object)) = serde_json::from_slice::<Value>(&bytes) else {
             return Err(invalid("not a JSON object"));
         };
@@ -73,9 +90,8 @@ impl Envelope {
             .filter(|_| sig.get("alg") == Some(&json!("Ed25519")))
             .ok_or_else(|| invalid("`sig` is not {alg: Ed25519, value}"))?;
         let canonical = canonical_string(&Value::Object(object.clone()));
-        verify_signature(signer, canonical.as_bytes(), value).map_err(|_| {
-            RelayError::Signature("the envelope is not signed by its source".into())
-        })?;
+        verify_signature(signer, canonical.as_bytes(), value)
+            .map_err(|_| EnvelopeError::Signature)?;
         let queue: Queue = serde_json::from_value(object.get("queue").cloned().unwrap_or_default())
             .map_err(|e| invalid(&format!("`queue`: {e}")))?;
         if object.get("queue_id").and_then(Value::as_str) != Some(queue_id)
@@ -99,13 +115,12 @@ impl Envelope {
                 "`first_sseq` must be 1 or more and at most `last_sseq`",
             ));
         }
-        let items = object
-            .get("items")
-            .and_then(Value::as_array)
-            .filter(|items| !items.is_empty())
-            .ok_or_else(|| invalid("`items` must be a non-empty array"))?;
+        let items = match object.remove("items") {
+            Some(Value::Array(items)) if !items.is_empty() => items,
+            _ => return Err(invalid("`items` must be a non-empty array")),
+        };
         if items.len() > MAX_ITEMS {
-            return Err(RelayError::TooLarge(format!(
+            return Err(EnvelopeError::TooLarge(format!(
                 "an envelope holds at most {MAX_ITEMS} items"
             )));
         }
@@ -122,6 +137,7 @@ impl Envelope {
             first_sseq,
             last_sseq,
             ids,
+            items,
             envelope_id,
             bytes,
         })
@@ -213,14 +229,14 @@ mod tests {
         let stranger = Keypair::generate().did_key();
         assert!(matches!(
             Envelope::check(bytes.clone(), &id, &stranger),
-            Err(RelayError::Signature(_))
+            Err(EnvelopeError::Signature)
         ));
         let altered = String::from_utf8(bytes.clone())
             .unwrap()
             .replace("\"n\":1", "\"n\":2");
         assert!(matches!(
             Envelope::check(altered.into_bytes(), &id, &source.did_key()),
-            Err(RelayError::Signature(_))
+            Err(EnvelopeError::Signature)
         ));
         let elsewhere = Queue {
             thread: "th_other".into(),
@@ -228,17 +244,17 @@ mod tests {
         };
         assert!(matches!(
             Envelope::check(bytes, &elsewhere.id(), &source.did_key()),
-            Err(RelayError::Invalid(_))
+            Err(EnvelopeError::Invalid(_))
         ));
         let empty = sign(&source, "k", &queue, "00aa", (1, 1), Vec::new()).to_string();
         assert!(matches!(
             Envelope::check(empty.into_bytes(), &id, &source.did_key()),
-            Err(RelayError::Invalid(_))
+            Err(EnvelopeError::Invalid(_))
         ));
         let backwards = sign(&source, "k", &queue, "00aa", (5, 4), items()).to_string();
         assert!(matches!(
             Envelope::check(backwards.into_bytes(), &id, &source.did_key()),
-            Err(RelayError::Invalid(_))
+            Err(EnvelopeError::Invalid(_))
         ));
         let many: Vec<Value> = (0..=MAX_ITEMS)
             .map(|i| json!({"id": i.to_string()}))
@@ -246,7 +262,7 @@ mod tests {
         let many = sign(&source, "k", &queue, "00aa", (1, 2000), many).to_string();
         assert!(matches!(
             Envelope::check(many.into_bytes(), &id, &source.did_key()),
-            Err(RelayError::TooLarge(_))
+            Err(EnvelopeError::TooLarge(_))
         ));
     }
 }

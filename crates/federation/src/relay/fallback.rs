@@ -1,0 +1,226 @@
+//! The puller side of relaying (federation-protocol.md §7.5): a job whose source stays
+//! unreachable pulls the same thread from the source's relays, checks every envelope and every
+//! record as on a direct pull, and stores them with that relay's cursor. The source cursor never
+//! moves on relay data, so a relay that loses or withholds records delays them and nothing more:
+//! the job returns to its source as soon as it answers and pulls from where it was.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use syncropel_protocol::relay::{Envelope, EnvelopeError, Queue};
+use syncropel_protocol::DEFAULT_NAMESPACE;
+use syncropel_store::StateChange;
+use syncropel_tenant::Tenant;
+
+use super::client::{RelayClient, RelayFailure};
+use crate::peer::PeerError;
+use crate::puller::{ingest_relayed, PullError, PullOutcome, Source};
+use crate::state::{parse, pull_cursor, to_text, PEER_RELAYS, RELAY_CURSOR};
+use crate::Federation;
+
+/// The relays a peer's manifest named, cached with its pair (federation-protocol.md §7.2):
+/// asked while the peer is down, even once the manifest has expired (a stale relay can only
+/// lack data, never inject it).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerRelays {
+    pub relays: Vec<String>,
+    pub offline_capable: bool,
+}
+
+impl PeerRelays {
+    /// The relays a verified manifest names (at most three, http(s) only).
+    pub fn of_manifest(manifest: &Value) -> PeerRelays {
+        let federation = &manifest["federation"];
+        let relays = federation["relays"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .filter(|url| url.starts_with("https://") || url.starts_with("http://"))
+            .take(3)
+            .map(str::to_string)
+            .collect();
+        PeerRelays {
+            relays,
+            offline_capable: federation["offline_capable"].as_bool().unwrap_or(false),
+        }
+    }
+
+    /// The state change that caches them for `pair_id`.
+    pub fn cache(&self, pair_id: &str) -> StateChange {
+        StateChange::put(PEER_RELAYS, pair_id, to_text(self))
+    }
+}
+
+/// The relays cached for a source's pair.
+pub async fn relays_of(fed: &Federation, tenant: &str, source: &Source) -> PeerRelays {
+    match fed.store.state_get(tenant, PEER_RELAYS, &source.id).await {
+        Ok(Some(text)) => parse(&text).unwrap_or_default(),
+        _ => PeerRelays::default(),
+    }
+}
+
+/// Where a job is in one relay's queue.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct RelayCursor {
+    cursor: String,
+}
+
+/// The queue of `thread` from `source` to this steward.
+pub fn queue_of(tenant: &Tenant, source: &Source, thread: &str) -> Queue {
+    Queue {
+        source_did: source.peer_did.clone(),
+        dest_did: tenant.identity.did.to_string(),
+        pair_id: source.id.clone(),
+        generation: source.generation,
+        thread: thread.to_string(),
+        target_namespace: source
+            .target_namespace
+            .clone()
+            .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string()),
+    }
+}
+
+/// Pulls one page of `thread` from `source`'s queue at `relay` (opening the queue there first,
+/// from the source cursor held), checks and stores it, then acks it.
+pub async fn pull(
+    fed: &Federation,
+    tenant: &Tenant,
+    source: &Source,
+    thread: &str,
+    relay: &str,
+    wait: Duration,
+) -> Result<PullOutcome, PullError> {
+    let queue = queue_of(tenant, source, thread);
+    let queue_id = queue.id();
+    let key = format!("{}\n{thread}\n{relay}", source.id);
+    let client = RelayClient {
+        client: fed.client(),
+        identity: &tenant.identity,
+        base: relay,
+    };
+    let held: Option<RelayCursor> =
+        match fed.store.state_get(&tenant.id, RELAY_CURSOR, &key).await? {
+            Some(text) => Some(parse(&text)?),
+            None => None,
+        };
+    let cursor = match held {
+        Some(held) => held.cursor,
+        None => {
+            open(fed, tenant, source, thread, &client, &queue).await?;
+            String::new()
+        }
+    };
+    let page = match client.changes(&queue_id, &cursor, wait).await {
+        // The queue was dropped and opened again, or never opened here: from its start.
+        Err(f) if restarts(&f) => {
+            open(fed, tenant, source, thread, &client, &queue).await?;
+            client.changes(&queue_id, "", wait).await
+        }
+        page => page,
+    }
+    .map_err(|f| PullError::Peer(f.error))?;
+    let (envelopes, next_cursor, has_more) = parse_page(&page)?;
+    let signers = signers_of(fed, &source.peer_did).await?;
+    let mut items = Vec::new();
+    for envelope in envelopes {
+        let bytes = serde_json::to_vec(&envelope["envelope"]).unwrap_or_default();
+        match checked(bytes, &queue_id, &signers) {
+            Ok(envelope) => items.extend(envelope.items),
+            Err(e) => {
+                let code = match e {
+                    EnvelopeError::Signature => "SIGNATURE_INVALID",
+                    EnvelopeError::TooLarge(_) => "PAYLOAD_TOO_LARGE",
+                    EnvelopeError::Invalid(_) => "VALIDATION_ERROR",
+                };
+                syncropel_telemetry::series::relay_envelope_rejected(code);
+                tracing::warn!(source = %source.id, relay, %code, error = %e, "an envelope from a relay was discarded");
+            }
+        }
+    }
+    let moved = StateChange::put(
+        RELAY_CURSOR,
+        &key,
+        to_text(&RelayCursor {
+            cursor: next_cursor.clone(),
+        }),
+    );
+    let mut outcome = ingest_relayed(fed, tenant, source, thread, items, moved).await?;
+    syncropel_telemetry::series::relay_pulled(outcome.pulled, outcome.duplicates);
+    if next_cursor != cursor {
+        // Best effort: a lost ack costs a delivery again, dropped by id.
+        if let Err(f) = client.ack(&queue_id, &next_cursor).await {
+            tracing::debug!(relay, error = %f, "acking a relay page failed");
+        }
+    }
+    outcome.has_more = has_more;
+    Ok(outcome)
+}
+
+fn restarts(failure: &RelayFailure) -> bool {
+    failure.status() == Some(404)
+        || matches!(
+            failure.code(),
+            Some("CURSOR_EPOCH_MISMATCH" | "INVALID_CURSOR")
+        )
+}
+
+/// Opens the queue at the relay, from the source cursor this job holds, and forgets any relay
+/// cursor of an earlier life of the queue.
+async fn open(
+    fed: &Federation,
+    tenant: &Tenant,
+    source: &Source,
+    thread: &str,
+    client: &RelayClient<'_>,
+    queue: &Queue,
+) -> Result<(), PullError> {
+    let since = pull_cursor(fed.store.as_ref(), &tenant.id, &source.id, thread)
+        .await?
+        .map(|c| c.cursor);
+    client
+        .open(queue, since.as_deref())
+        .await
+        .map_err(|f| PullError::Peer(f.error))?;
+    Ok(())
+}
+
+fn parse_page(page: &Value) -> Result<(Vec<Value>, String, bool), PullError> {
+    let broken = |why: &str| PullError::Peer(PeerError::Parse(format!("relay page: {why}")));
+    if page["object"] != "relay_changes" {
+        return Err(broken("not a relay_changes object"));
+    }
+    let envelopes = page["envelopes"]
+        .as_array()
+        .cloned()
+        .ok_or_else(|| broken("no `envelopes`"))?;
+    let next = page["next_cursor"]
+        .as_str()
+        .ok_or_else(|| broken("no `next_cursor`"))?;
+    Ok((
+        envelopes,
+        next.to_string(),
+        page["has_more"].as_bool().unwrap_or(false),
+    ))
+}
+
+/// The keys that may sign for the source: a did:key is its own; others as resolved.
+async fn signers_of(fed: &Federation, did: &str) -> Result<Vec<String>, PullError> {
+    if did.starts_with("did:key:") {
+        return Ok(vec![did.to_string()]);
+    }
+    let resolved = fed.resolver().resolve(did).await.map_err(PullError::Peer)?;
+    Ok(resolved.keys.clone())
+}
+
+/// The envelope as any of `signers` signed it for `queue_id`.
+fn checked(bytes: Vec<u8>, queue_id: &str, signers: &[String]) -> Result<Envelope, EnvelopeError> {
+    for signer in signers {
+        match Envelope::check(bytes.clone(), queue_id, signer) {
+            Err(EnvelopeError::Signature) => continue,
+            checked => return checked,
+        }
+    }
+    Err(EnvelopeError::Signature)
+}

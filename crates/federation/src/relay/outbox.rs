@@ -1,0 +1,510 @@
+//! The source side of relaying (federation-protocol.md §7.4): for every queue a peer pulled
+//! directly in the last 30 days, the outbox deposits at each of this steward's relays exactly what
+//! a `changes` pull would serve that peer, so the peer gets it while this steward is unreachable.
+//!
+//! The outbox holds positions, not copies: the records stay in the log, so it survives restarts
+//! and cannot drop anything. One job per tenant (leased like pull jobs where replicas share
+//! them) is woken by commits and by the peers' own pulls; a failing relay keeps its position and
+//! backs off, honouring `Retry-After`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use syncropel_protocol::pair::PairView;
+use syncropel_protocol::relay::{self, Queue, MAX_ITEMS};
+use syncropel_protocol::{canonical_string, sha256_hex, unix_now, PairState};
+use syncropel_store::{Committed, StateChange};
+use syncropel_tenant::Tenant;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::client::{RelayClient, RelayFailure};
+use crate::error::{FederationError, Result};
+use crate::feed::{self, ChangesQuery, Puller};
+use crate::state::{self, parse, sync_meta, to_text, OUTBOX, RELAY_SERVED};
+use crate::{consent, pairs, Backoff, Federation};
+
+/// The source id of the outbox job among the pull jobs (its "thread" is [`JOB_THREAD`]).
+pub const JOB: &str = "relay-outbox";
+pub const JOB_THREAD: &str = "*";
+
+/// A queue served for this long without a direct pull is no longer deposited.
+const SERVED_FOR_SECS: i64 = 30 * 24 * 3600;
+/// A row without progress this long is flagged stalled (upstream's outbox horizon).
+const STALLED_AFTER_SECS: i64 = 7 * 24 * 3600;
+/// Trims of one queue at one relay are at least this far apart.
+const TRIM_EVERY_SECS: i64 = 10;
+/// A served queue's position is written at most this often per replica.
+const NOTE_EVERY: Duration = Duration::from_secs(10);
+/// Envelopes one row deposits in one pass before the others get their turn.
+const ENVELOPES_PER_PASS: usize = 20;
+/// How long the job sleeps with nothing to do and nothing waking it.
+const IDLE: Duration = Duration::from_secs(30);
+
+/// A queue a peer pulled directly, and how far it has confirmed holding it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ServedQueue {
+    pub queue: Queue,
+    /// The source sequence the peer's last direct pull started from: it holds everything up to
+    /// here.
+    pub confirmed_through: i64,
+    pub served_at: i64,
+}
+
+/// Where the outbox is with one queue at one relay.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxRow {
+    pub relay: String,
+    pub queue_id: String,
+    pub peer_did: String,
+    pub thread: String,
+    /// Deposited (acknowledged by the relay) up to this source sequence.
+    pub deposited_through: i64,
+    /// The destination holds everything up to here (it pulled from here directly).
+    pub confirmed_through: i64,
+    /// The relay was told it may drop what is confirmed, up to here, at `trimmed_at`.
+    pub trimmed_through: i64,
+    pub trimmed_at: i64,
+    /// The relay's `expired_through_sseq` already deposited again.
+    pub expired_seen_through: i64,
+    /// `active`, `purging` (the queue must be emptied at the relay first) or `closed` (the
+    /// destination deleted it).
+    pub state: String,
+    /// What the deposits were filtered by: a change of pair scope or consent purges the queue.
+    pub filter: String,
+    pub deposited_items: u64,
+    pub attempts: u32,
+    pub next_attempt_at: i64,
+    pub last_error: Option<String>,
+    pub last_progress_at: i64,
+    pub stalled_since: Option<i64>,
+}
+
+impl OutboxRow {
+    fn key(&self) -> String {
+        format!("{}\n{}", self.relay, self.queue_id)
+    }
+}
+
+/// The direct pulls noted since they were last written, per (tenant, queue).
+#[derive(Default)]
+pub struct Outbox {
+    noted: Mutex<HashMap<(String, String), (i64, Instant)>>,
+}
+
+impl Outbox {
+    /// Notes that a peer pulled `query` directly from `since` (a sequence it holds everything
+    /// up to): its queue is deposited from now on, and trimmed to `since`. Written at most every
+    /// ten seconds per queue, off the request's path.
+    pub(crate) fn note_served(
+        &self,
+        fed: &Federation,
+        tenant: &Tenant,
+        puller: &Puller,
+        query: &ChangesQuery,
+        since: i64,
+    ) {
+        let Some((pair_id, generation)) = &puller.pair else {
+            return;
+        };
+        if fed.config.relay.urls.is_empty() {
+            return;
+        }
+        let queue = Queue {
+            source_did: tenant.identity.did.to_string(),
+            dest_did: puller.did.clone(),
+            pair_id: pair_id.clone(),
+            generation: *generation,
+            thread: query.thread.clone(),
+            target_namespace: query.target.clone(),
+        };
+        let queue_id = queue.id();
+        {
+            let mut noted = self.noted.lock().unwrap_or_else(|e| e.into_inner());
+            let key = (tenant.id.clone(), queue_id.clone());
+            let due = noted.get(&key).is_none_or(|(held, at)| {
+                (since > *held && at.elapsed() >= NOTE_EVERY) || at.elapsed() >= NOTE_EVERY * 360
+            });
+            if !due {
+                return;
+            }
+            if noted.len() > 100_000 {
+                noted.clear();
+            }
+            noted.insert(key, (since, Instant::now()));
+        }
+        let served = ServedQueue {
+            queue,
+            confirmed_through: since,
+            served_at: unix_now(),
+        };
+        let change = StateChange::put(RELAY_SERVED, &queue_id, to_text(&served));
+        let (store, tenant_id) = (fed.store.clone(), tenant.id.clone());
+        let jobs_kick = fed.outbox_kick.clone();
+        tokio::spawn(async move {
+            match store.write(&tenant_id, Vec::new(), vec![change]).await {
+                Ok(_) => jobs_kick.notify_one(),
+                Err(e) => tracing::warn!(error = %e, "noting a served relay queue failed"),
+            }
+        });
+    }
+}
+
+/// Runs the outbox of `tenant` until stopped: a pass over every row, then a wait for a commit,
+/// a direct pull noted, a kick, or the earliest retry.
+pub(crate) async fn run(
+    fed: &Arc<Federation>,
+    tenant: Arc<Tenant>,
+    stop: &CancellationToken,
+    kick: &Notify,
+) {
+    loop {
+        let mut commits = fed.store.subscribe();
+        let wait = match pass(fed, &tenant).await {
+            Ok(wait) => wait,
+            Err(e) => {
+                tracing::warn!(tenant = %tenant.id, error = %e, "the relay outbox pass failed");
+                IDLE
+            }
+        };
+        if wait.is_zero() {
+            continue;
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = kick.notified() => {}
+            _ = fed.outbox_kick.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+            _ = next_commit(&mut commits, &tenant.id) => {}
+        }
+    }
+}
+
+async fn next_commit(commits: &mut tokio::sync::broadcast::Receiver<Committed>, tenant: &str) {
+    loop {
+        match commits.recv().await {
+            Ok(c) if c.tenant == tenant => return,
+            Ok(_) => continue,
+            Err(RecvError::Lagged(_)) => return,
+            Err(RecvError::Closed) => std::future::pending().await,
+        }
+    }
+}
+
+/// Every row once: how long until the next one is due (zero: more is waiting now).
+async fn pass(fed: &Federation, tenant: &Tenant) -> Result<Duration> {
+    let relays = &fed.config.relay.urls;
+    let store = fed.store.as_ref();
+    let served: Vec<ServedQueue> = store
+        .state_list(&tenant.id, RELAY_SERVED)
+        .await?
+        .into_iter()
+        .filter_map(|(_, text)| parse(&text).ok())
+        .collect();
+    let mut rows: HashMap<String, OutboxRow> = store
+        .state_list(&tenant.id, OUTBOX)
+        .await?
+        .into_iter()
+        .filter_map(|(key, text)| Some((key, parse(&text).ok()?)))
+        .collect();
+    if served.is_empty() && rows.is_empty() {
+        return Ok(IDLE);
+    }
+    let pairs = pairs::load(fed, tenant).await?;
+    let epoch = sync_meta(store, &tenant.id).await?.epoch;
+    let grants = format!("{:?}", consent::current(fed, &tenant.id).await?);
+    let now = unix_now();
+    let mut next = IDLE;
+    let mut changes = Vec::new();
+    for served in &served {
+        let queue_id = served.queue.id();
+        if now - served.served_at > SERVED_FOR_SECS {
+            changes.push(StateChange::delete(RELAY_SERVED, &queue_id));
+            continue;
+        }
+        for relay in relays {
+            let key = format!("{relay}\n{queue_id}");
+            let mut row = rows.remove(&key).unwrap_or_else(|| OutboxRow {
+                relay: relay.clone(),
+                queue_id: queue_id.clone(),
+                peer_did: served.queue.dest_did.clone(),
+                thread: served.queue.thread.clone(),
+                deposited_through: served.confirmed_through,
+                state: "active".into(),
+                last_progress_at: now,
+                ..OutboxRow::default()
+            });
+            row.confirmed_through = row.confirmed_through.max(served.confirmed_through);
+            if row.next_attempt_at > now {
+                next = next.min(Duration::from_secs((row.next_attempt_at - now) as u64));
+                continue;
+            }
+            let before = row.clone();
+            let work = Work {
+                fed,
+                tenant,
+                queue: &served.queue,
+                epoch: &epoch,
+                grants: &grants,
+            };
+            let outcome = work.drive(pairs.get(&served.queue.pair_id), &mut row).await;
+            match outcome {
+                Drive::Removed => {
+                    changes.push(StateChange::delete(OUTBOX, &key));
+                    changes.push(StateChange::delete(RELAY_SERVED, &queue_id));
+                    continue;
+                }
+                Drive::More => next = Duration::ZERO,
+                Drive::Done => {}
+            }
+            if row.next_attempt_at > now {
+                next = next.min(Duration::from_secs(
+                    (row.next_attempt_at - now).max(1) as u64
+                ));
+            }
+            if row != before {
+                changes.push(StateChange::put(OUTBOX, &row.key(), to_text(&row)));
+            }
+        }
+    }
+    // Rows of relays no longer configured, or of queues no longer served.
+    changes.extend(rows.keys().map(|key| StateChange::delete(OUTBOX, key)));
+    if !changes.is_empty() {
+        store.write(&tenant.id, Vec::new(), changes).await?;
+    }
+    Ok(next)
+}
+
+enum Drive {
+    /// Nothing more now (caught up, waiting, paused, or backing off).
+    Done,
+    /// More is waiting: run again at once.
+    More,
+    /// The queue is gone at the relay and the row goes too (its pair was revoked or no longer
+    /// allows the thread).
+    Removed,
+}
+
+struct Work<'a> {
+    fed: &'a Federation,
+    tenant: &'a Tenant,
+    queue: &'a Queue,
+    epoch: &'a str,
+    /// The tenant's consent grants as they stand (part of each row's filter).
+    grants: &'a str,
+}
+
+impl Work<'_> {
+    fn relay<'r>(&'r self, row: &'r OutboxRow) -> RelayClient<'r> {
+        RelayClient {
+            client: self.fed.client(),
+            identity: &self.tenant.identity,
+            base: &row.relay,
+        }
+    }
+
+    async fn drive(&self, pair: Option<&PairView>, row: &mut OutboxRow) -> Drive {
+        let pair = pair.filter(|p| p.generation == self.queue.generation);
+        let puller = match pair {
+            Some(pair) if pair.state == PairState::Paused => return Drive::Done,
+            Some(pair) if pair.state != PairState::Revoked => Some(Puller::of_pair(pair)),
+            _ => None,
+        };
+        let allowed = puller.as_ref().filter(|p| {
+            p.check_scope(&self.queue.thread).is_ok()
+                && p.check_target(&self.queue.target_namespace).is_ok()
+        });
+        let Some(puller) = allowed else {
+            // Revoked, re-paired, or the thread left its scope: the queue is emptied, the row
+            // goes. What the destination pulled already stays with it.
+            return match self.relay(row).delete(&row.queue_id).await {
+                Ok(_) => Drive::Removed,
+                Err(f) if f.status() == Some(404) => Drive::Removed,
+                Err(f) => self.failed(row, f),
+            };
+        };
+        let filter = self.filter(puller);
+        if !row.filter.is_empty() && row.filter != filter {
+            row.state = "purging".into();
+        }
+        if row.state == "purging" {
+            match self.relay(row).delete(&row.queue_id).await {
+                Ok(_) => {}
+                Err(f) if f.status() == Some(404) => {}
+                Err(f) => return self.failed(row, f),
+            }
+            row.state = "active".into();
+            row.deposited_through = row.confirmed_through;
+        }
+        row.filter = filter;
+        if row.state == "closed" {
+            return Drive::Done;
+        }
+        self.trim(row).await;
+        self.deposit(puller, row).await
+    }
+
+    /// What the deposits depend on besides the log: the pair's scope and maps, and consent.
+    fn filter(&self, puller: &Puller) -> String {
+        let value = serde_json::json!({
+            "targets": puller.targets,
+            "maps": format!("{:?}", puller.maps),
+            "thread_allow": puller.thread_allow,
+            "thread_rule": puller.thread_rule,
+            "grants": self.grants,
+        });
+        sha256_hex(canonical_string(&value).as_bytes())[..16].to_string()
+    }
+
+    /// Tells the relay it may drop what the destination confirmed by pulling directly.
+    async fn trim(&self, row: &mut OutboxRow) {
+        let now = unix_now();
+        if row.confirmed_through <= row.trimmed_through || now - row.trimmed_at < TRIM_EVERY_SECS {
+            return;
+        }
+        let trimmed = self
+            .relay(row)
+            .trim(&row.queue_id, self.epoch, row.confirmed_through)
+            .await;
+        match trimmed {
+            Ok(_) => {}
+            // Nothing was ever deposited there.
+            Err(f) if f.status() == Some(404) => {}
+            Err(f) => {
+                tracing::debug!(relay = %row.relay, error = %f, "trimming a relay queue failed");
+                return;
+            }
+        }
+        row.trimmed_through = row.confirmed_through;
+        row.trimmed_at = now;
+    }
+
+    async fn deposit(&self, puller: &Puller, row: &mut OutboxRow) -> Drive {
+        let query = ChangesQuery {
+            thread: self.queue.thread.clone(),
+            target: self.queue.target_namespace.clone(),
+            since: String::new(),
+            limit: MAX_ITEMS as u32,
+            longpoll: false,
+        };
+        for _ in 0..ENVELOPES_PER_PASS {
+            let from = row.deposited_through.max(row.confirmed_through);
+            let served = match feed::items_after(self.fed, self.tenant, puller, &query, from).await
+            {
+                Ok(served) => served,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading records to deposit failed");
+                    return Drive::Done;
+                }
+            };
+            let Some((first, last)) = served.seqs else {
+                return Drive::Done;
+            };
+            if !served.items.is_empty() {
+                let envelope = match self.envelope(served.items, (first, last)) {
+                    Ok(envelope) => envelope,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "a record to deposit does not parse");
+                        return Drive::Done;
+                    }
+                };
+                match self.relay(row).deposit(&row.queue_id, &envelope).await {
+                    Ok(answer) => {
+                        let items = envelope["items"].as_array().map_or(0, Vec::len);
+                        row.deposited_items += items as u64;
+                        self.rewind_if_expired(row, &answer["status"]);
+                    }
+                    Err(f) if f.code() == Some("QUEUE_CLOSED") => {
+                        row.state = "closed".into();
+                        return Drive::Done;
+                    }
+                    Err(f) => return self.failed(row, f),
+                }
+            }
+            if row.deposited_through < last {
+                row.deposited_through = last;
+            }
+            row.attempts = 0;
+            row.last_error = None;
+            row.last_progress_at = unix_now();
+            row.stalled_since = None;
+            if !served.has_more {
+                return Drive::Done;
+            }
+        }
+        Drive::More
+    }
+
+    fn envelope(&self, items: Vec<String>, seqs: (i64, i64)) -> Result<Value> {
+        let items = items
+            .iter()
+            .map(|text| serde_json::from_str(text))
+            .collect::<std::result::Result<Vec<Value>, _>>()
+            .map_err(|e| FederationError::corrupt(format!("a stored record: {e}")))?;
+        let identity = &self.tenant.identity;
+        Ok(relay::sign(
+            &identity.key,
+            &identity.signer,
+            self.queue,
+            self.epoch,
+            seqs,
+            items,
+        ))
+    }
+
+    /// Records the relay let expire before the destination had them are deposited again while
+    /// the pair is active (§7.4): the position goes back to what the destination holds.
+    fn rewind_if_expired(&self, row: &mut OutboxRow, status: &Value) {
+        let expired = status["expired_through_sseq"].as_i64().unwrap_or(0);
+        let acked = status["acked_through_sseq"].as_i64().unwrap_or(0);
+        let held = acked.max(row.confirmed_through);
+        if expired > held.max(row.expired_seen_through) {
+            tracing::info!(relay = %row.relay, queue = %row.queue_id, expired, "the relay let records expire before their destination had them: depositing them again");
+            row.expired_seen_through = expired;
+            row.deposited_through = held;
+        }
+    }
+
+    /// Keeps the position and backs off: full jitter from 2 s doubling to 300 s, never sooner
+    /// than the relay's `Retry-After`.
+    fn failed(&self, row: &mut OutboxRow, failure: RelayFailure) -> Drive {
+        let code = failure
+            .code()
+            .unwrap_or_else(|| failure.error.code())
+            .to_string();
+        syncropel_telemetry::series::relay_outbox_refused(&code);
+        let config = &self.fed.config;
+        let mut backoff = Backoff::new(config.backoff_base, config.backoff_cap).after(row.attempts);
+        let delay = backoff
+            .failed()
+            .max(failure.retry_after.unwrap_or_default());
+        let now = unix_now();
+        row.attempts = backoff.failures();
+        row.next_attempt_at = now + delay.as_secs().max(1) as i64;
+        row.last_error = Some(format!("{code}: {failure}"));
+        if now - row.last_progress_at > STALLED_AFTER_SECS {
+            row.stalled_since.get_or_insert(now);
+        }
+        tracing::debug!(relay = %row.relay, queue = %row.queue_id, %code, "depositing at a relay failed");
+        Drive::Done
+    }
+}
+
+/// The outbox rows of a tenant, for `spl relay status`.
+pub async fn rows(fed: &Federation, tenant: &str) -> Result<Vec<OutboxRow>> {
+    let mut rows: Vec<OutboxRow> = fed
+        .store
+        .state_list(tenant, OUTBOX)
+        .await?
+        .into_iter()
+        .filter_map(|(_, text)| state::parse(&text).ok())
+        .collect();
+    rows.sort_by(|a, b| {
+        (&a.peer_did, &a.thread, &a.relay).cmp(&(&b.peer_did, &b.thread, &b.relay))
+    });
+    Ok(rows)
+}

@@ -45,8 +45,11 @@ pub struct ManifestFederation {
     pub sync_record_endpoint: String,
     pub handshake_endpoint: String,
     pub relays: Vec<String>,
-    /// Peers turn to `relays` at the first failed pull (federation-protocol.md §7.2).
-    pub offline_capable: bool,
+    /// Peers turn to `relays` at the first failed pull (federation-protocol.md §7.2); absent
+    /// from manifests without relays, and a served manifest must keep exactly the members
+    /// signed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offline_capable: Option<bool>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

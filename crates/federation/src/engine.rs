@@ -279,9 +279,8 @@ impl Federation {
                 .filter(|p| p.recorded != "stopped")
                 .map(|p| (p.pair_id.clone(), p.thread_id.clone())),
         );
-        if !self.config.relay.urls.is_empty() {
-            jobs.push((outbox::JOB.to_string(), outbox::JOB_THREAD.to_string()));
-        }
+        // Idle until a peer pulls a queue that has a relay (ours or the peer's).
+        jobs.push((outbox::JOB.to_string(), outbox::JOB_THREAD.to_string()));
         for (source, thread) in jobs {
             self.start_job(tenant.clone(), &source, &thread).await?;
         }

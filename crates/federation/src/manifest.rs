@@ -48,7 +48,6 @@ pub fn sign_with_relays(
             "sync_record_endpoint": format!("{origin}/v1/sync/records"),
             "handshake_endpoint": format!("{origin}/v1/federation/pair"),
             "relays": relay.urls,
-            "offline_capable": relay.offline_capable && !relay.urls.is_empty(),
         },
         "advertises": {"kinds": [], "refs": [], "namespaces": []},
         "consent_policy": {
@@ -67,6 +66,9 @@ pub fn sign_with_relays(
             "expires_at": rfc3339(now + MANIFEST_TTL),
         },
     });
+    if !relay.urls.is_empty() {
+        manifest["federation"]["offline_capable"] = json!(relay.offline_capable);
+    }
     let covered = canonical_string(&manifest);
     let signature = base64::engine::general_purpose::STANDARD.encode(key.sign(covered.as_bytes()));
     manifest["signature"]["signature"] = json!(signature);
@@ -180,6 +182,29 @@ mod tests {
             verify(&foreign, &[]),
             Err(ManifestError::ForeignKey { .. })
         ));
+    }
+
+    #[test]
+    fn relays_are_named_in_order_and_covered_and_absent_without_them() {
+        let key = Keypair::generate();
+        let did = key.did_key();
+        let relay = RelayConfig {
+            urls: vec!["https://r1.example".into(), "https://r2.example".into()],
+            offline_capable: true,
+            ..RelayConfig::default()
+        };
+        let now = SystemTime::now();
+        let manifest = sign_with_relays(&key, &did, "https://acme.example.com", now, &relay);
+        verify(&manifest, &[]).unwrap();
+        let named = crate::relay::PeerRelays::of_manifest(&manifest);
+        assert_eq!(named.relays, relay.urls);
+        assert!(named.offline_capable);
+        let mut moved = manifest.clone();
+        moved["federation"]["relays"] = json!(["https://elsewhere.example"]);
+        assert!(verify(&moved, &[]).is_err());
+        // Without relays the manifest is as it always was: no `offline_capable` member.
+        let plain = sign(&key, &did, "https://acme.example.com", now);
+        assert!(plain["federation"].get("offline_capable").is_none());
     }
 
     #[test]

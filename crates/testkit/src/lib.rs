@@ -36,6 +36,7 @@ pub use directory::{Directory, StoppedDirectory};
 pub use local::{Identity, Options, Stopped, TestSteward, TENANT};
 pub use node::Node;
 pub use relay::{Relay, StoppedRelay};
+pub use syncropel_relay::store::Limits as RelayLimits;
 pub use syncropel_store::testing::{with_test_database, Sql, TestDb};
 
 /// A minimal valid envelope: `DO` by `did:example:test`.

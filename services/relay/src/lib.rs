@@ -32,6 +32,8 @@ pub enum RelayError {
         limit: &'static str,
         queued: i64,
         max: i64,
+        /// Seconds the source should wait.
+        retry_after: u32,
     },
     /// `410 QUEUE_CLOSED`: its destination deleted the queue.
     #[error("the queue was closed by its destination")]
@@ -104,7 +106,7 @@ impl RelayError {
     }
 }
 
-/// Seconds a refused caller should wait: room frees as destinations pull, and DIDs resolve again.
+/// Seconds a caller whose DID did not resolve should wait before it tries again.
 const RETRY_AFTER_SECS: u32 = 30;
 
 impl IntoResponse for RelayError {
@@ -117,8 +119,12 @@ impl IntoResponse for RelayError {
             self.to_string()
         };
         let mut body = code.envelope(&message, None);
-        if let (RelayError::QueueFull { limit, queued, max }, Some(members)) =
-            (&self, body.as_object_mut())
+        if let (
+            RelayError::QueueFull {
+                limit, queued, max, ..
+            },
+            Some(members),
+        ) = (&self, body.as_object_mut())
         {
             members.insert("limit".into(), (*limit).into());
             members.insert("queued".into(), (*queued).into());
@@ -128,7 +134,8 @@ impl IntoResponse for RelayError {
             StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut response = (status, axum::Json(body)).into_response();
         let retry_after = match &self {
-            RelayError::QueueFull { .. } | RelayError::DidUnresolved(_) => Some(RETRY_AFTER_SECS),
+            RelayError::QueueFull { retry_after, .. } => Some(*retry_after),
+            RelayError::DidUnresolved(_) => Some(RETRY_AFTER_SECS),
             // Whole seconds, rounded up: at least one.
             RelayError::RateLimited { wait, .. } => {
                 Some(u32::try_from(wait.as_secs() + 1).unwrap_or(u32::MAX))

@@ -68,6 +68,9 @@ struct Cli {
     /// Pulls one DID may hold open waiting for deposits
     #[arg(long, env = "RELAY_MAX_WAITS_PER_DID", default_value_t = CallLimits::default().waits_per_did)]
     max_waits_per_did: usize,
+    /// The Retry-After of a deposit refused because a queue is full
+    #[arg(long, env = "RELAY_QUEUE_FULL_RETRY_AFTER", default_value = "30s", value_parser = humantime::parse_duration)]
+    queue_full_retry_after: Duration,
     /// How long an envelope is kept (a queue may ask for less, at least an hour)
     #[arg(long, env = "RELAY_TTL", default_value = "30d", value_parser = humantime::parse_duration)]
     ttl: Duration,
@@ -128,6 +131,8 @@ fn limits(cli: &Cli) -> Limits {
         bytes_per_destination: cli.max_bytes_per_destination,
         bytes_per_source: cli.max_bytes_per_source,
         ttl_secs: i64::try_from(cli.ttl.as_secs()).unwrap_or(i64::MAX),
+        full_retry_after_secs: u32::try_from(cli.queue_full_retry_after.as_secs().max(1))
+            .unwrap_or(u32::MAX),
     }
 }
 

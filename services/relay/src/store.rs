@@ -30,6 +30,8 @@ pub struct Limits {
     pub bytes_per_source: i64,
     /// How long an envelope is kept unless its queue asks for less (at least an hour).
     pub ttl_secs: i64,
+    /// The `Retry-After` of a full queue: about how long its destination takes to make room.
+    pub full_retry_after_secs: u32,
 }
 
 impl Default for Limits {
@@ -39,6 +41,7 @@ impl Default for Limits {
             bytes_per_destination: 256 << 20,
             bytes_per_source: 4 << 30,
             ttl_secs: 30 * 24 * 3600,
+            full_retry_after_secs: 30,
         }
     }
 }
@@ -352,7 +355,12 @@ impl RelayStore {
         ];
         for (limit, queued, adding, max) in checks {
             if queued + adding > max {
-                return Err(RelayError::QueueFull { limit, queued, max });
+                return Err(RelayError::QueueFull {
+                    limit,
+                    queued,
+                    max,
+                    retry_after: self.limits.full_retry_after_secs,
+                });
             }
         }
         Ok(())

@@ -257,9 +257,9 @@ impl PeerClient {
     }
 
     /// A call to a relay (federation-protocol.md §7.3): `method` on an absolute URL with the
-    /// given `Authorization` value and body, under `timeout`, reading at most `max` bytes of a
-    /// JSON answer. 2xx answers its JSON; anything else is the classified failure and the
-    /// `Retry-After` the relay asked for.
+    /// given `Authorization` value and body, under `timeout`, reading at most `max` bytes of
+    /// answer. Any answer is `(status, Retry-After, JSON)` (a non-JSON error body as a string
+    /// snippet); only transport failures and a 2xx that is not JSON are errors.
     pub async fn signed_call(
         &self,
         method: reqwest::Method,
@@ -267,12 +267,11 @@ impl PeerClient {
         authorization: &str,
         body: Vec<u8>,
         (timeout, max): (Duration, usize),
-    ) -> Result<Value, (PeerError, Option<Duration>)> {
-        let url = self.checked_url(url).map_err(|e| (e, None))?;
-        let mut headers = auth_headers(None, None).map_err(|e| (e, None))?;
+    ) -> Result<(u16, Option<Duration>, Value), PeerError> {
+        let url = self.checked_url(url)?;
+        let mut headers = auth_headers(None, None)?;
         let mut value = HeaderValue::from_str(authorization).map_err(|_| {
-            let e = PeerError::Parse("request: the signature is not a valid header value".into());
-            (e, None)
+            PeerError::Parse("request: the signature is not a valid header value".into())
         })?;
         value.set_sensitive(true);
         headers.insert(AUTHORIZATION, value);
@@ -280,20 +279,24 @@ impl PeerClient {
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         }
         let request = self.http.request(method, url).headers(headers).body(body);
-        let mut retry_after = None;
-        let answer = self
-            .deadline(timeout, "relay", async {
-                let resp = self.send(request).await?;
-                retry_after = resp
-                    .headers()
-                    .get(RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok()?.trim().parse().ok())
-                    .map(Duration::from_secs);
-                let resp = success_or_error(resp).await?;
-                parse_json(&read_limited(resp, max).await?)
-            })
-            .await;
-        answer.map_err(|e| (e, retry_after))
+        self.deadline(timeout, "relay", async {
+            let resp = self.send(request).await?;
+            let status = resp.status();
+            let retry_after = resp
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok()?.trim().parse().ok())
+                .map(Duration::from_secs);
+            let bytes = read_limited(resp, max).await?;
+            match serde_json::from_slice(&bytes) {
+                Ok(value) => Ok((status.as_u16(), retry_after, value)),
+                Err(e) if status.is_success() => {
+                    Err(PeerError::Parse(format!("malformed JSON: {e}")))
+                }
+                Err(_) => Ok((status.as_u16(), retry_after, Value::String(snippet(&bytes)))),
+            }
+        })
+        .await
     }
 
     /// Sends `request` within request_timeout and reads a ≤ 1 MiB answer: `(status, JSON)`, an

@@ -19,20 +19,31 @@ const SMALL_ANSWER: usize = 1 << 20;
 /// Largest page of envelopes read: the relay's page bound (8 MiB) and its wrapping.
 const PAGE_ANSWER: usize = 9 << 20;
 
-/// A failed relay call: the classified failure and the `Retry-After` the relay asked for.
+/// A failed relay call: the classified failure, the relay's error code and answer, and the
+/// `Retry-After` it asked for.
 #[derive(Debug)]
 pub struct RelayFailure {
     pub error: PeerError,
+    pub code: Option<String>,
+    /// The error body (`QUEUE_FULL` names its `limit`, `queued` and `max`); `null` after a
+    /// transport failure.
+    pub answer: Value,
     pub retry_after: Option<Duration>,
 }
 
 impl RelayFailure {
+    fn transport(error: PeerError) -> RelayFailure {
+        RelayFailure {
+            error,
+            code: None,
+            answer: Value::Null,
+            retry_after: None,
+        }
+    }
+
     /// The relay's error code, when it answered with one.
     pub fn code(&self) -> Option<&str> {
-        match &self.error {
-            PeerError::Http4xx { code, .. } => code.as_deref(),
-            _ => None,
-        }
+        self.code.as_deref()
     }
 
     pub fn status(&self) -> Option<u16> {
@@ -44,6 +55,45 @@ impl std::fmt::Display for RelayFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.error.fmt(f)
     }
+}
+
+/// A relay's answer: its JSON when 2xx, else the failure it names.
+fn answered(
+    status: u16,
+    retry_after: Option<Duration>,
+    answer: Value,
+) -> Result<Value, RelayFailure> {
+    if (200..300).contains(&status) {
+        return Ok(answer);
+    }
+    let code = answer["code"].as_str().map(str::to_string);
+    let message = match (&answer["message"], &answer) {
+        (Value::String(message), _) => message.clone(),
+        (_, Value::String(snippet)) => snippet.clone(),
+        _ => format!("HTTP {status}"),
+    };
+    let error = if (400..500).contains(&status) {
+        PeerError::Http4xx {
+            status,
+            code: code.clone(),
+            message,
+        }
+    } else if status >= 500 {
+        PeerError::Http5xx {
+            status,
+            message: code
+                .as_ref()
+                .map_or(message.clone(), |c| format!("{c}: {message}")),
+        }
+    } else {
+        PeerError::Parse(format!("unexpected HTTP status {status}"))
+    };
+    Err(RelayFailure {
+        error,
+        code,
+        answer,
+        retry_after,
+    })
 }
 
 /// One relay, called as one steward identity.
@@ -150,20 +200,12 @@ impl RelayClient<'_> {
     /// `GET /health`, unsigned.
     pub async fn health(&self) -> Result<Value, RelayFailure> {
         let url = format!("{}/health", self.base.trim_end_matches('/'));
-        self.client
+        let (status, body) = self
+            .client
             .get_json(&url, None, None)
             .await
-            .map_err(|error| RelayFailure {
-                error,
-                retry_after: None,
-            })
-            .and_then(|(status, body)| match status {
-                200 => Ok(body),
-                _ => Err(RelayFailure {
-                    error: PeerError::Parse(format!("/health answered {status}")),
-                    retry_after: None,
-                }),
-            })
+            .map_err(RelayFailure::transport)?;
+        answered(status, None, body)
     }
 
     async fn call(
@@ -185,10 +227,7 @@ impl RelayClient<'_> {
         timeout: Duration,
         max: usize,
     ) -> Result<Value, RelayFailure> {
-        let parse = |why: String| RelayFailure {
-            error: PeerError::Parse(why),
-            retry_after: None,
-        };
+        let parse = |why: String| RelayFailure::transport(PeerError::Parse(why));
         let url = format!("{}{path}", self.base.trim_end_matches('/'));
         let parsed = Url::parse(&url).map_err(|e| parse(format!("relay URL '{url}': {e}")))?;
         let host = match (parsed.host_str(), parsed.port()) {
@@ -214,10 +253,12 @@ impl RelayClient<'_> {
             now_ms(),
             &didsig::nonce(),
         );
-        self.client
+        let (status, retry_after, answer) = self
+            .client
             .signed_call(method, &url, &authorization, bytes, (timeout, max))
             .await
-            .map_err(|(error, retry_after)| RelayFailure { error, retry_after })
+            .map_err(RelayFailure::transport)?;
+        answered(status, retry_after, answer)
     }
 }
 

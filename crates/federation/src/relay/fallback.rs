@@ -53,12 +53,19 @@ impl PeerRelays {
     }
 }
 
-/// The relays cached for a source's pair.
+/// Where to look for a source's records while it is down: the relays its manifest named, then
+/// this steward's own (where a source deposits for a peer that names them: the mailbox of §7.6).
 pub async fn relays_of(fed: &Federation, tenant: &str, source: &Source) -> PeerRelays {
-    match fed.store.state_get(tenant, PEER_RELAYS, &source.id).await {
+    let mut named: PeerRelays = match fed.store.state_get(tenant, PEER_RELAYS, &source.id).await {
         Ok(Some(text)) => parse(&text).unwrap_or_default(),
         _ => PeerRelays::default(),
+    };
+    for own in &fed.config.relay.urls {
+        if !named.relays.contains(own) {
+            named.relays.push(own.clone());
+        }
     }
+    named
 }
 
 /// Where a job is in one relay's queue.

@@ -1,6 +1,8 @@
 //! The source side of relaying (federation-protocol.md §7.4): for every queue a peer pulled
 //! directly in the last 30 days, the outbox deposits at each of this steward's relays exactly what
-//! a `changes` pull would serve that peer, so the peer gets it while this steward is unreachable.
+//! a `changes` pull would serve that peer, so the peer gets it while this steward is unreachable;
+//! and at the peer's own relays (its manifest's), so that it finds there what was written while
+//! it was away, even when this steward is gone again by then (the mailbox of §7.6).
 //!
 //! The outbox holds positions, not copies: the records stay in the log, so it survives restarts
 //! and cannot drop anything. One job per tenant (leased like pull jobs where replicas share
@@ -16,16 +18,17 @@ use serde_json::Value;
 use syncropel_protocol::pair::PairView;
 use syncropel_protocol::relay::{self, Queue, MAX_ITEMS};
 use syncropel_protocol::{canonical_string, sha256_hex, unix_now, PairState};
-use syncropel_store::{Committed, StateChange};
+use syncropel_store::{Committed, RecordStore, StateChange};
 use syncropel_tenant::Tenant;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::client::{RelayClient, RelayFailure};
+use super::PeerRelays;
 use crate::error::{FederationError, Result};
 use crate::feed::{self, ChangesQuery, Puller};
-use crate::state::{self, parse, sync_meta, to_text, OUTBOX, RELAY_SERVED};
+use crate::state::{self, parse, sync_meta, to_text, OUTBOX, PEER_RELAYS, RELAY_SERVED};
 use crate::{consent, pairs, Backoff, Federation};
 
 /// The source id of the outbox job among the pull jobs (its "thread" is [`JOB_THREAD`]).
@@ -77,6 +80,9 @@ pub struct OutboxRow {
     /// What the deposits were filtered by: a change of pair scope or consent purges the queue.
     pub filter: String,
     pub deposited_items: u64,
+    /// Items per envelope (0: the most, [`MAX_ITEMS`]); smaller after a full queue, so that what
+    /// fits still goes.
+    pub batch: u32,
     pub attempts: u32,
     pub next_attempt_at: i64,
     pub last_error: Option<String>,
@@ -111,9 +117,6 @@ impl Outbox {
         let Some((pair_id, generation)) = &puller.pair else {
             return;
         };
-        if fed.config.relay.urls.is_empty() {
-            return;
-        }
         let queue = Queue {
             source_did: tenant.identity.did.to_string(),
             dest_did: puller.did.clone(),
@@ -137,15 +140,24 @@ impl Outbox {
             }
             noted.insert(key, (since, Instant::now()));
         }
+        let (store, tenant_id) = (fed.store.clone(), tenant.id.clone());
+        let jobs_kick = fed.outbox_kick.clone();
+        let own_relays = !fed.config.relay.urls.is_empty();
         let served = ServedQueue {
             queue,
             confirmed_through: since,
             served_at: unix_now(),
         };
         let change = StateChange::put(RELAY_SERVED, &queue_id, to_text(&served));
-        let (store, tenant_id) = (fed.store.clone(), tenant.id.clone());
-        let jobs_kick = fed.outbox_kick.clone();
         tokio::spawn(async move {
+            // Deposited only where there is a relay: ours or the peer's.
+            let relayed = own_relays
+                || !peer_relays(store.as_ref(), &tenant_id, &served.queue.pair_id)
+                    .await
+                    .is_empty();
+            if !relayed {
+                return;
+            }
             match store.write(&tenant_id, Vec::new(), vec![change]).await {
                 Ok(_) => jobs_kick.notify_one(),
                 Err(e) => tracing::warn!(error = %e, "noting a served relay queue failed"),
@@ -164,22 +176,29 @@ pub(crate) async fn run(
 ) {
     loop {
         let mut commits = fed.store.subscribe();
-        let wait = match pass(fed, &tenant).await {
-            Ok(wait) => wait,
+        let (wait, serving) = match pass(fed, &tenant).await {
+            Ok(next) => next,
             Err(e) => {
                 tracing::warn!(tenant = %tenant.id, error = %e, "the relay outbox pass failed");
-                IDLE
+                (IDLE, true)
             }
         };
         if wait.is_zero() {
             continue;
         }
+        // Commits wake the outbox only while it has queues to deposit to.
+        let commit = async {
+            match serving {
+                true => next_commit(&mut commits, &tenant.id).await,
+                false => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = kick.notified() => {}
             _ = fed.outbox_kick.notified() => {}
             _ = tokio::time::sleep(wait) => {}
-            _ = next_commit(&mut commits, &tenant.id) => {}
+            _ = commit => {}
         }
     }
 }
@@ -195,9 +214,17 @@ async fn next_commit(commits: &mut tokio::sync::broadcast::Receiver<Committed>, 
     }
 }
 
-/// Every row once: how long until the next one is due (zero: more is waiting now).
-async fn pass(fed: &Federation, tenant: &Tenant) -> Result<Duration> {
-    let relays = &fed.config.relay.urls;
+/// The relays a peer named in its manifest, cached with its pair.
+async fn peer_relays(store: &dyn RecordStore, tenant: &str, pair_id: &str) -> Vec<String> {
+    match store.state_get(tenant, PEER_RELAYS, pair_id).await {
+        Ok(Some(text)) => parse::<PeerRelays>(&text).unwrap_or_default().relays,
+        _ => Vec::new(),
+    }
+}
+
+/// Every row once: how long until the next one is due (zero: more is waiting now), and whether
+/// any queue is served at all.
+async fn pass(fed: &Federation, tenant: &Tenant) -> Result<(Duration, bool)> {
     let store = fed.store.as_ref();
     let served: Vec<ServedQueue> = store
         .state_list(&tenant.id, RELAY_SERVED)
@@ -212,7 +239,7 @@ async fn pass(fed: &Federation, tenant: &Tenant) -> Result<Duration> {
         .filter_map(|(key, text)| Some((key, parse(&text).ok()?)))
         .collect();
     if served.is_empty() && rows.is_empty() {
-        return Ok(IDLE);
+        return Ok((IDLE, false));
     }
     let pairs = pairs::load(fed, tenant).await?;
     let epoch = sync_meta(store, &tenant.id).await?.epoch;
@@ -226,10 +253,16 @@ async fn pass(fed: &Federation, tenant: &Tenant) -> Result<Duration> {
             changes.push(StateChange::delete(RELAY_SERVED, &queue_id));
             continue;
         }
-        for relay in relays {
+        let mut relays = fed.config.relay.urls.clone();
+        for theirs in peer_relays(store, &tenant.id, &served.queue.pair_id).await {
+            if !relays.contains(&theirs) {
+                relays.push(theirs);
+            }
+        }
+        for relay in &relays {
             let key = format!("{relay}\n{queue_id}");
             let mut row = rows.remove(&key).unwrap_or_else(|| OutboxRow {
-                relay: relay.clone(),
+                relay: relay.to_string(),
                 queue_id: queue_id.clone(),
                 peer_did: served.queue.dest_did.clone(),
                 thread: served.queue.thread.clone(),
@@ -276,7 +309,7 @@ async fn pass(fed: &Federation, tenant: &Tenant) -> Result<Duration> {
     if !changes.is_empty() {
         store.write(&tenant.id, Vec::new(), changes).await?;
     }
-    Ok(next)
+    Ok((next, !served.is_empty()))
 }
 
 enum Drive {
@@ -384,7 +417,7 @@ impl Work<'_> {
     }
 
     async fn deposit(&self, puller: &Puller, row: &mut OutboxRow) -> Drive {
-        let query = ChangesQuery {
+        let mut query = ChangesQuery {
             thread: self.queue.thread.clone(),
             target: self.queue.target_namespace.clone(),
             since: String::new(),
@@ -392,6 +425,7 @@ impl Work<'_> {
             longpoll: false,
         };
         for _ in 0..ENVELOPES_PER_PASS {
+            query.limit = batch_of(row);
             let from = row.deposited_through.max(row.confirmed_through);
             let served = match feed::items_after(self.fed, self.tenant, puller, &query, from).await
             {
@@ -422,12 +456,17 @@ impl Work<'_> {
                         row.state = "closed".into();
                         return Drive::Done;
                     }
+                    Err(f) if f.code() == Some("QUEUE_FULL") => {
+                        row.batch = smaller_batch(batch_of(row), &f.answer);
+                        return self.failed(row, f);
+                    }
                     Err(f) => return self.failed(row, f),
                 }
             }
             if row.deposited_through < last {
                 row.deposited_through = last;
             }
+            row.batch = (batch_of(row) * 2).min(MAX_ITEMS as u32);
             row.attempts = 0;
             row.last_error = None;
             row.last_progress_at = unix_now();
@@ -492,6 +531,24 @@ impl Work<'_> {
         tracing::debug!(relay = %row.relay, queue = %row.queue_id, %code, "depositing at a relay failed");
         Drive::Done
     }
+}
+
+fn batch_of(row: &OutboxRow) -> u32 {
+    match row.batch {
+        0 => MAX_ITEMS as u32,
+        n => n,
+    }
+}
+
+/// The envelope size after a full queue answered `answer`: what the items bound has room for,
+/// else half (a bytes bound does not say how many items fit).
+fn smaller_batch(batch: u32, answer: &Value) -> u32 {
+    let room = answer["max"].as_i64().unwrap_or(0) - answer["queued"].as_i64().unwrap_or(0);
+    let fits = match answer["limit"].as_str() {
+        Some("items") if room > 0 => u32::try_from(room).unwrap_or(u32::MAX),
+        _ => batch / 2,
+    };
+    fits.clamp(1, batch)
 }
 
 /// The outbox rows of a tenant, for `spl relay status`.

@@ -41,6 +41,16 @@ const LOG_TAIL_LINES: usize = 20;
 pub fn run(ctx: Ctx, args: &ServeArgs) -> Result<ExitCode> {
     ctx.home.init(false)?;
     refuse_if_running(&ctx.home)?;
+    if args.relays.len() > 3 {
+        bail!("at most three relays (--relay), not {}", args.relays.len());
+    }
+    if let Some(bad) = args
+        .relays
+        .iter()
+        .find(|url| !(url.starts_with("https://") || url.starts_with("http://")))
+    {
+        bail!("--relay {bad}: a relay is an http(s) URL");
+    }
     if args.daemon {
         return daemonize(&ctx);
     }

@@ -148,7 +148,8 @@ async fn a_deposit_past_a_bound_is_refused_whole_until_acks_free_room() {
                 RelayError::QueueFull {
                     limit: "items",
                     queued: 3,
-                    max: 4
+                    max: 4,
+                    ..
                 }
             ),
             "{refused}"

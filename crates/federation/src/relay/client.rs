@@ -19,12 +19,11 @@ const SMALL_ANSWER: usize = 1 << 20;
 /// Largest page of envelopes read: the relay's page bound (8 MiB) and its wrapping.
 const PAGE_ANSWER: usize = 9 << 20;
 
-/// A failed relay call: the classified failure, the relay's error code and answer, and the
-/// `Retry-After` it asked for.
+/// A failed relay call: the classified failure, the relay's answer, and the `Retry-After` it
+/// asked for.
 #[derive(Debug)]
 pub struct RelayFailure {
     pub error: PeerError,
-    pub code: Option<String>,
     /// The error body (`QUEUE_FULL` names its `limit`, `queued` and `max`); `null` after a
     /// transport failure.
     pub answer: Value,
@@ -35,7 +34,6 @@ impl RelayFailure {
     fn transport(error: PeerError) -> RelayFailure {
         RelayFailure {
             error,
-            code: None,
             answer: Value::Null,
             retry_after: None,
         }
@@ -43,7 +41,7 @@ impl RelayFailure {
 
     /// The relay's error code, when it answered with one.
     pub fn code(&self) -> Option<&str> {
-        self.code.as_deref()
+        self.answer["code"].as_str()
     }
 
     pub fn status(&self) -> Option<u16> {
@@ -66,7 +64,7 @@ fn answered(
     if (200..300).contains(&status) {
         return Ok(answer);
     }
-    let code = answer["code"].as_str().map(str::to_string);
+    let code: Option<String> = answer["code"].as_str().map(str::to_string);
     let message = match (&answer["message"], &answer) {
         (Value::String(message), _) => message.clone(),
         (_, Value::String(snippet)) => snippet.clone(),
@@ -75,7 +73,7 @@ fn answered(
     let error = if (400..500).contains(&status) {
         PeerError::Http4xx {
             status,
-            code: code.clone(),
+            code,
             message,
         }
     } else if status >= 500 {
@@ -90,7 +88,6 @@ fn answered(
     };
     Err(RelayFailure {
         error,
-        code,
         answer,
         retry_after,
     })

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::json;
 use syncropel_federation::relay::{OutboxRow, RelayClient};
 use syncropel_federation::{FederationConfig, PeerClient, PeerClientOptions, RelayConfig};
 use syncropel_protocol::relay::Queue;

@@ -3,6 +3,8 @@
 //! to the source once it answers, with no gap and nothing twice.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
@@ -266,4 +268,309 @@ async fn a_destination_finds_at_its_own_relay_what_was_written_while_it_was_away
     .await;
     assert!(dest.quarantine(None).await.is_empty());
     relay.remove().await;
+}
+
+/// Every item queued at `relay` for the destination `identity` in `queue_id`, read without
+/// acknowledging: (id, item).
+async fn queued(
+    relay: &Relay,
+    identity: &Identity,
+    queue_id: &str,
+) -> Vec<(String, serde_json::Value)> {
+    let client = PeerClient::new(PeerClientOptions::default());
+    let as_dest = RelayClient {
+        client: &client,
+        identity,
+        base: &relay.url,
+    };
+    let page = as_dest.changes(queue_id, "", Duration::ZERO).await.unwrap();
+    page["envelopes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|e| e["envelope"]["items"].as_array().unwrap().clone())
+        .map(|item| (item["id"].as_str().unwrap().to_string(), item))
+        .collect()
+}
+
+#[tokio::test]
+async fn without_l0_a_relay_carries_stubs_and_a_revoked_grant_purges_the_queue() {
+    let relay = Relay::start().await;
+    let dest_key = Keypair::generate();
+    let identity = Identity::new(dest_key.clone());
+    let dest = Node::start(Options {
+        federation: relaying(Vec::new()),
+        keypair: Some(dest_key),
+        ..Options::default()
+    })
+    .await;
+    let source_config = || FederationConfig {
+        auto_approve: vec![identity.did.to_string()],
+        ..relaying(vec![relay.url.clone()])
+    };
+    let source = Node::start(Options {
+        federation: source_config(),
+        ..Options::default()
+    })
+    .await;
+    for node in [&source, &dest] {
+        node.register_namespace("research").await;
+    }
+    let view = dest.pair_with(source.url()).await;
+    let pair_id = view["pair_id"].as_str().unwrap().to_string();
+    let grant = json!({"source_namespace": "research", "target_namespace": "default",
+                       "hash_levels": ["L1"], "peer_did": dest.did()});
+    let grant = source
+        .client
+        .grant_consent(&serde_json::from_value(grant).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(grant.status(), 201, "{}", grant.json());
+    let grant_id = grant.json()["grant_id"].as_str().unwrap().to_string();
+    let thread = "th_relay_consent";
+    let actor = "did:sync:user:alice";
+    source.emit(thread, actor, 1, json!({"n": 1})).await;
+    dest.pull(thread, &source.did()).await;
+    let dest_stopped = dest.stop().await;
+
+    let mut research = BTreeSet::new();
+    for n in 2..=4 {
+        let record = source
+            .emit(thread, actor, n, json!({"namespace": "research", "n": n}))
+            .await;
+        research.insert(record["id"].as_str().unwrap().to_string());
+    }
+    let plain = source.emit(thread, actor, 5, json!({"n": 5})).await;
+    let plain = plain["id"].as_str().unwrap().to_string();
+    let queue_id = queue(&source, &identity.did, &pair_id, thread).id();
+    let items = eventually("the deposits", DEADLINE, || async {
+        let items = queued(&relay, &identity, &queue_id).await;
+        items.iter().any(|(id, _)| *id == plain).then_some(items)
+    })
+    .await;
+    // The relay holds stubs of what the grant lets through without L0: no body, no signature.
+    for (id, item) in &items {
+        if research.contains(id) {
+            assert_eq!(item["redacted"], true, "{item}");
+            assert_eq!(item["record"]["body"], json!({"redacted": true}), "{item}");
+            assert!(item["record"].get("sig").is_none(), "{item}");
+        }
+    }
+    assert!(research.iter().all(|id| items.iter().any(|(i, _)| i == id)));
+
+    // The destination, its source gone, stores them as stubs (the envelope's signature
+    // vouching for them).
+    let source_stopped = source.stop().await;
+    let dest = Node::start(Options {
+        federation: relaying(Vec::new()),
+        ..Options::restart(dest_stopped)
+    })
+    .await;
+    for id in &research {
+        let stored = eventually("a stub through the relay", DEADLINE * 2, || async {
+            dest.record(id).await
+        })
+        .await;
+        assert_eq!(stored["body"], json!({"redacted": true}), "{stored}");
+    }
+    let _dest_stopped = dest.stop().await;
+
+    // The grant is revoked: the source empties the queue and deposits again what is still
+    // allowed, and nothing of `research` is queued any more.
+    let source = Node::start(Options {
+        federation: source_config(),
+        ..Options::restart(source_stopped)
+    })
+    .await;
+    let later = source
+        .emit(thread, actor, 6, json!({"namespace": "research", "n": 6}))
+        .await;
+    let marker = source.emit(thread, actor, 7, json!({"n": 7})).await;
+    let revoked = source.client.revoke_grant(&grant_id, None).await.unwrap();
+    assert_eq!(revoked.status(), 200, "{}", revoked.json());
+    let marker = marker["id"].as_str().unwrap().to_string();
+    let after = eventually("the queue deposited again", DEADLINE, || async {
+        let items = queued(&relay, &identity, &queue_id).await;
+        let refiltered = items.iter().any(|(id, _)| *id == marker)
+            && items.iter().all(|(_, item)| item.get("redacted").is_none());
+        refiltered.then_some(items)
+    })
+    .await;
+    assert!(
+        after.iter().all(|(id, _)| !research.contains(id)),
+        "{after:?}"
+    );
+    assert!(after
+        .iter()
+        .all(|(id, _)| Some(id.as_str()) != later["id"].as_str()));
+    relay.remove().await;
+}
+
+/// A relay that keeps what the source deposits and serves the destination what the test says:
+/// the genuine envelopes, or tampered ones.
+#[derive(Clone, Default)]
+struct Hostile {
+    deposits: Arc<Mutex<Vec<serde_json::Value>>>,
+    /// What the queue named here is served (other queues get nothing).
+    serve: Arc<Mutex<(String, Vec<serde_json::Value>)>>,
+    pulls: Arc<AtomicUsize>,
+}
+
+impl Hostile {
+    async fn start(&self) -> String {
+        let kept = self.clone();
+        let served = self.clone();
+        let app = axum::Router::new()
+            .route(
+                "/v1/relay/queues/{id}",
+                axum::routing::put(|| async { axum::Json(json!({"object": "relay_queue"})) }),
+            )
+            .route(
+                "/v1/relay/queues/{id}/deposit",
+                axum::routing::post(move |axum::Json(envelope): axum::Json<serde_json::Value>| {
+                    let kept = kept.clone();
+                    async move {
+                        kept.deposits.lock().unwrap().push(envelope);
+                        (
+                            axum::http::StatusCode::CREATED,
+                            axum::Json(json!({"object": "relay_deposit", "status": {}})),
+                        )
+                    }
+                }),
+            )
+            .route(
+                "/v1/relay/queues/{id}/changes",
+                axum::routing::get(move |axum::extract::Path(id): axum::extract::Path<String>| {
+                    let served = served.clone();
+                    async move {
+                        let serve = served.serve.lock().unwrap().clone();
+                        let n = served.pulls.fetch_add(usize::from(serve.0 == id), Ordering::SeqCst);
+                        let envelopes: Vec<_> = serve
+                            .1
+                            .iter()
+                            .filter(|_| serve.0 == id)
+                            .enumerate()
+                            .map(|(i, e)| json!({"envelope_id": format!("e{n}_{i}"), "envelope": e}))
+                            .collect();
+                        axum::Json(json!({"object": "relay_changes", "queue_id": "",
+                            "envelopes": envelopes, "next_cursor": format!("c{n}"), "has_more": false}))
+                    }
+                }),
+            )
+            .route(
+                "/v1/relay/queues/{id}/ack",
+                axum::routing::post(|| async { axum::Json(json!({"object": "relay_ack"})) }),
+            );
+        super::serve_fake(app).await
+    }
+
+    /// The genuine envelopes deposited for `thread`, in order.
+    fn deposited(&self, thread: &str) -> Vec<serde_json::Value> {
+        let deposits = self.deposits.lock().unwrap();
+        deposits
+            .iter()
+            .filter(|e| e["queue"]["thread"] == thread)
+            .cloned()
+            .collect()
+    }
+}
+
+/// The ids of the items of `envelopes`.
+fn item_ids(envelopes: &[serde_json::Value]) -> BTreeSet<String> {
+    envelopes
+        .iter()
+        .flat_map(|e| e["items"].as_array().unwrap().clone())
+        .map(|item| item["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn forged_altered_and_moved_envelopes_from_a_relay_store_nothing() {
+    let hostile = Hostile::default();
+    let relay_url = hostile.start().await;
+    let dest = Node::start(Options {
+        federation: relaying(Vec::new()),
+        ..Options::default()
+    })
+    .await;
+    let source = Node::start(Options {
+        federation: FederationConfig {
+            auto_approve: vec![dest.did()],
+            ..relaying(vec![relay_url])
+        },
+        ..Options::default()
+    })
+    .await;
+    dest.pair_with(source.url()).await;
+    let (thread, other) = ("th_relay_hostile", "th_relay_hostile_other");
+    source
+        .emit(thread, "did:sync:user:alice", 1, json!({"n": 1}))
+        .await;
+    source
+        .emit(other, "did:sync:user:alice", 1, json!({"n": 1}))
+        .await;
+    dest.pull(thread, &source.did()).await;
+    dest.pull(other, &source.did()).await;
+    let dest_stopped = dest.stop().await;
+    let ids = emit_many(&source, thread, 2..=4).await;
+    emit_many(&source, other, 2..=4).await;
+    let (deposits, elsewhere) = eventually("the deposits", DEADLINE, || async {
+        let deposits = hostile.deposited(thread);
+        item_ids(&deposits).is_superset(&ids).then_some(())?;
+        Some((deposits, hostile.deposited(other).pop()?))
+    })
+    .await;
+    let genuine = deposits.last().unwrap().clone();
+    let _source_stopped = source.stop().await;
+
+    // Forged (signed by another key), altered (a body changed under the source's signature) and
+    // moved (the source's envelope of another thread): each discarded whole.
+    let stranger = Keypair::generate();
+    let queue: Queue = serde_json::from_value(genuine["queue"].clone()).unwrap();
+    let forged = syncropel_protocol::relay::sign(
+        &stranger,
+        &stranger.did_key(),
+        &queue,
+        genuine["source_epoch"].as_str().unwrap(),
+        (
+            genuine["first_sseq"].as_i64().unwrap(),
+            genuine["last_sseq"].as_i64().unwrap(),
+        ),
+        genuine["items"].as_array().unwrap().clone(),
+    );
+    let mut altered = genuine.clone();
+    altered["items"][0]["record"]["body"]["n"] = json!(999);
+    *hostile.serve.lock().unwrap() = (queue.id(), vec![forged, altered, elsewhere]);
+    let dest = Node::start(Options {
+        federation: relaying(Vec::new()),
+        ..Options::restart(dest_stopped)
+    })
+    .await;
+    let pulls = hostile.pulls.load(Ordering::SeqCst);
+    eventually("pulls from the hostile relay", DEADLINE * 2, || async {
+        (hostile.pulls.load(Ordering::SeqCst) >= pulls + 3).then_some(())
+    })
+    .await;
+    assert_eq!(
+        dest.ids(thread).await.len(),
+        1,
+        "nothing of a tampered envelope"
+    );
+    assert_eq!(
+        dest.ids(other).await.len(),
+        1,
+        "nothing moved in from another queue"
+    );
+
+    // The genuine envelopes, each served twice, are stored once, as signed.
+    *hostile.serve.lock().unwrap() = (queue.id(), [deposits.clone(), deposits].concat());
+    eventually("the genuine records", DEADLINE * 2, || async {
+        dest.ids(thread).await.is_superset(&ids).then_some(())
+    })
+    .await;
+    assert_eq!(dest.records(thread).await.len(), ids.len() + 1);
+    for record in dest.records(thread).await {
+        assert_ne!(record["body"]["n"], 999, "{record}");
+    }
+    assert!(dest.quarantine(None).await.is_empty());
 }

@@ -184,7 +184,8 @@ fn status_body(queue_id: &str, row: &QueueRow) -> Value {
         "opened_by": row.opened_by, "ttl_seconds": row.ttl_secs, "closed": row.closed,
         "envelopes": row.envelopes, "items": row.items, "bytes": row.bytes,
         "head_sseq": row.head_sseq, "expired_items": row.expired_items,
-        "expired_through_sseq": row.expired_through_sseq, "last_deposit_at": row.last_deposit_at,
+        "expired_through_sseq": row.expired_through_sseq,
+        "acked_through_sseq": row.acked_through_sseq, "last_deposit_at": row.last_deposit_at,
     })
 }
 
@@ -256,8 +257,10 @@ async fn deposit(
     } else {
         StatusCode::CREATED
     };
+    let queued = state.store.queue(&queue_id).await?;
     let body = json!({"object": "relay_deposit", "envelope_id": deposited.envelope_id,
-                      "duplicate": deposited.duplicate});
+                      "duplicate": deposited.duplicate,
+                      "status": queued.map(|row| status_body(&queue_id, &row))});
     Ok((status, Json(body)).into_response())
 }
 
@@ -401,9 +404,11 @@ async fn ack(
         AckBody::Source { .. } => return Err(forbidden("source trims")),
     };
     metrics::ack(by);
+    let queued = state.store.queue(&queue_id).await?;
     Ok(Json(
         json!({"object": "relay_ack", "deleted_envelopes": acked.envelopes,
-                   "deleted_items": acked.items}),
+                   "deleted_items": acked.items,
+                   "status": queued.map(|row| status_body(&queue_id, &row))}),
     )
     .into_response())
 }

@@ -85,6 +85,7 @@ pub struct QueueRow {
     pub head_sseq: i64,
     pub expired_items: i64,
     pub expired_through_sseq: i64,
+    pub acked_through_sseq: i64,
     pub last_deposit_at: Option<i64>,
 }
 
@@ -214,9 +215,11 @@ impl RelayStore {
         ttl_secs: Option<i64>,
     ) -> Result<(), RelayError> {
         let mut tx = self.pool.begin().await?;
+        // A relay configured below an hour keeps that (a clamp with min above max panics).
+        let floor = self.limits.ttl_secs.min(3600);
         let ttl = ttl_secs
             .unwrap_or(self.limits.ttl_secs)
-            .clamp(3600, self.limits.ttl_secs);
+            .clamp(floor, self.limits.ttl_secs);
         insert_queue(&mut tx, queue, opened_by, ttl).await?;
         if opened_by == queue.dest_did {
             sqlx::query("UPDATE relay_queues SET closed_at = NULL WHERE queue_id = $1")
@@ -407,7 +410,7 @@ impl RelayStore {
         let row = sqlx::query(
             "SELECT source_did, dest_did, pair_id, generation, thread, target_namespace, \
              incarnation, opened_by, ttl_secs, closed_at, envelopes, items, bytes, head_sseq, \
-             expired_items, expired_through_sseq, last_deposit_at \
+             expired_items, expired_through_sseq, acked_through_sseq, last_deposit_at \
              FROM relay_queues WHERE queue_id = $1",
         )
         .bind(queue_id)
@@ -432,6 +435,7 @@ impl RelayStore {
             head_sseq: row.get("head_sseq"),
             expired_items: row.get("expired_items"),
             expired_through_sseq: row.get("expired_through_sseq"),
+            acked_through_sseq: row.get("acked_through_sseq"),
             last_deposit_at: row.get("last_deposit_at"),
         }))
     }
@@ -494,7 +498,19 @@ impl RelayStore {
         through: Through<'_>,
     ) -> Result<Acked, RelayError> {
         let mut tx = self.pool.begin().await?;
-        let (acked, _) = remove_through(&mut tx, queue_id, through).await?;
+        let (acked, removed_through) = remove_through(&mut tx, queue_id, through).await?;
+        let confirmed = match through {
+            Through::SourceSeq { sseq, .. } => sseq.max(removed_through),
+            _ => removed_through,
+        };
+        sqlx::query(
+            "UPDATE relay_queues SET acked_through_sseq = greatest(acked_through_sseq, $2) \
+             WHERE queue_id = $1",
+        )
+        .bind(queue_id)
+        .bind(confirmed)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(acked)
     }

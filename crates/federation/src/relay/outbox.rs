@@ -404,7 +404,9 @@ impl Work<'_> {
             .trim(&row.queue_id, self.epoch, row.confirmed_through)
             .await;
         match trimmed {
-            Ok(_) => {}
+            Ok(answer) => {
+                self.rewind_if_expired(row, &answer["status"]);
+            }
             // Nothing was ever deposited there.
             Err(f) if f.status() == Some(404) => {}
             Err(f) => {
@@ -450,7 +452,9 @@ impl Work<'_> {
                     Ok(answer) => {
                         let items = envelope["items"].as_array().map_or(0, Vec::len);
                         row.deposited_items += items as u64;
-                        self.rewind_if_expired(row, &answer["status"]);
+                        if self.rewind_if_expired(row, &answer["status"]) {
+                            continue;
+                        }
                     }
                     Err(f) if f.code() == Some("QUEUE_CLOSED") => {
                         row.state = "closed".into();
@@ -497,15 +501,18 @@ impl Work<'_> {
 
     /// Records the relay let expire before the destination had them are deposited again while
     /// the pair is active (§7.4): the position goes back to what the destination holds.
-    fn rewind_if_expired(&self, row: &mut OutboxRow, status: &Value) {
+    /// Whether it went back.
+    fn rewind_if_expired(&self, row: &mut OutboxRow, status: &Value) -> bool {
         let expired = status["expired_through_sseq"].as_i64().unwrap_or(0);
         let acked = status["acked_through_sseq"].as_i64().unwrap_or(0);
         let held = acked.max(row.confirmed_through);
-        if expired > held.max(row.expired_seen_through) {
-            tracing::info!(relay = %row.relay, queue = %row.queue_id, expired, "the relay let records expire before their destination had them: depositing them again");
-            row.expired_seen_through = expired;
-            row.deposited_through = held;
+        if expired <= held.max(row.expired_seen_through) {
+            return false;
         }
+        tracing::info!(relay = %row.relay, queue = %row.queue_id, expired, "the relay let records expire before their destination had them: depositing them again");
+        row.expired_seen_through = expired;
+        row.deposited_through = held;
+        true
     }
 
     /// Keeps the position and backs off: full jitter from 2 s doubling to 300 s, never sooner

@@ -283,7 +283,12 @@ async fn queued(
         identity,
         base: &relay.url,
     };
-    let page = as_dest.changes(queue_id, "", Duration::ZERO).await.unwrap();
+    let page = match as_dest.changes(queue_id, "", Duration::ZERO).await {
+        Ok(page) => page,
+        // Deleted (purged) and not deposited to again yet.
+        Err(f) if f.status() == Some(404) => return Vec::new(),
+        Err(f) => panic!("{f}"),
+    };
     page["envelopes"]
         .as_array()
         .unwrap()
@@ -573,4 +578,70 @@ async fn forged_altered_and_moved_envelopes_from_a_relay_store_nothing() {
         assert_ne!(record["body"]["n"], 999, "{record}");
     }
     assert!(dest.quarantine(None).await.is_empty());
+}
+
+#[tokio::test]
+async fn records_that_expire_at_the_relay_are_counted_and_deposited_again() {
+    let relay = Relay::start().await;
+    let dest = Node::start(Options {
+        federation: relaying(Vec::new()),
+        ..Options::default()
+    })
+    .await;
+    let source = Node::start(Options {
+        federation: FederationConfig {
+            auto_approve: vec![dest.did()],
+            ..relaying(vec![relay.url.clone()])
+        },
+        ..Options::default()
+    })
+    .await;
+    let view = dest.pair_with(source.url()).await;
+    let pair_id = view["pair_id"].as_str().unwrap().to_string();
+    let thread = "th_relay_ttl";
+    let dest_did = dest.did();
+    let mut expected = emit_many(&source, thread, 1..=1).await;
+    dest.pull(thread, &source.did()).await;
+    let dest_stopped = dest.stop().await;
+    let lost = emit_many(&source, thread, 2..=5).await;
+    expected.extend(lost.clone());
+    eventually("the deposits", DEADLINE, || async {
+        (relay.store.totals().await.unwrap().items >= 4).then_some(())
+    })
+    .await;
+
+    // The relay lets them expire before the destination came (its sweep run as at a time past
+    // their TTL): counted on the queue…
+    let past_ttl = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        + RelayLimits::default().ttl_secs
+        + 1;
+    assert!(relay.store.sweep_expired(past_ttl).await.unwrap() >= 4);
+    let queue_id = queue(&source, &dest_did, &pair_id, thread).id();
+    let status = relay.store.queue(&queue_id).await.unwrap().unwrap();
+    assert!(status.expired_items >= 4, "{status:?}");
+
+    // … and by the source, which deposits them again with its next deposit.
+    expected.extend(emit_many(&source, thread, 6..=6).await);
+    let row = eventually("the source depositing again", DEADLINE, || async {
+        let rows = outbox_rows(&source).await;
+        rows.into_iter().find(|r| r.expired_seen_through > 0)
+    })
+    .await;
+    assert_eq!(row.expired_seen_through, status.expired_through_sseq);
+    let _source_stopped = source.stop().await;
+    let dest = Node::start(Options {
+        federation: relaying(Vec::new()),
+        ..Options::restart(dest_stopped)
+    })
+    .await;
+    eventually(
+        "everything, the expired records too",
+        DEADLINE * 2,
+        || async { (dest.ids(thread).await == expected).then_some(()) },
+    )
+    .await;
+    relay.remove().await;
 }

@@ -27,6 +27,7 @@ pub mod namespaces;
 pub mod pairs;
 pub mod provision;
 pub mod records;
+pub mod relay;
 pub mod splice;
 pub mod sync;
 pub mod watch;
@@ -60,6 +61,7 @@ pub use records::{
     BatchItem, BatchResult, CreateRecords, ListParams, QueryAnswer, QueryPlan, QueryRequest,
     SearchAnswer, SearchHit, SearchRequest, ThreadSummary,
 };
+pub use relay::{OutboxRow, RelayEndpoint, RelayKicked, RelayPurge, RelayQueues, RelayStatus};
 pub use sync::{
     ChangesPage, ChangesParams, CreateSyncPair, FetchRecords, PullRequest, PullResult, SyncPair,
     SyncRecords,

@@ -6,7 +6,8 @@ use reqwest::{Method, StatusCode};
 use syncropel_api::{
     ConsentGrant, CreateGrant, CreateSyncPair, FederationPair, GrantRevoked, HandshakePending,
     Introductions, List, MdnsRoster, PairIntroducible, PairReason, PendingDecision, PendingPair,
-    PullRequest, PullResult, SetIntroducible, StartPair, SyncPair,
+    PullRequest, PullResult, RelayKicked, RelayPurge, RelayQueues, RelayStatus, SetIntroducible,
+    StartPair, SyncPair,
 };
 
 use crate::{reply, with_json, Client, ClientError, Reply};
@@ -156,6 +157,39 @@ impl Client {
     /// `GET /v1/discovery/mdns`: the stewards heard on the LAN.
     pub async fn mdns_roster(&self) -> Result<Reply<MdnsRoster>, ClientError> {
         self.get_reply(self.url("/v1/discovery/mdns", &[])).await
+    }
+
+    /// `GET /v1/federation/relay`: this steward's relays, each asked for its health, and its
+    /// outbox.
+    pub async fn relay_status(&self) -> Result<Reply<RelayStatus>, ClientError> {
+        self.get_reply(self.url("/v1/federation/relay", &[])).await
+    }
+
+    /// `GET /v1/federation/relay/queues?peer=&thread=`.
+    pub async fn relay_queues(
+        &self,
+        peer: Option<&str>,
+        thread: Option<&str>,
+    ) -> Result<Reply<RelayQueues>, ClientError> {
+        let query: Vec<(&str, &str)> = [("peer", peer), ("thread", thread)]
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, v?)))
+            .collect();
+        self.get_reply(self.url("/v1/federation/relay/queues", &query))
+            .await
+    }
+
+    /// `POST /v1/federation/relay/kick`: every outbox row retried now.
+    pub async fn relay_kick(&self) -> Result<Reply<RelayKicked>, ClientError> {
+        self.post_empty_reply(self.url("/v1/federation/relay/kick", &[]))
+            .await
+    }
+
+    /// `POST /v1/federation/relay/purge`: a peer's queues emptied and deposited again.
+    pub async fn relay_purge(&self, peer: &str) -> Result<Reply<RelayKicked>, ClientError> {
+        let body = RelayPurge { peer: peer.into() };
+        self.post_reply(self.url("/v1/federation/relay/purge", &[]), &body)
+            .await
     }
 
     /// `POST /v1/consent/grants`.

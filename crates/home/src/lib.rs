@@ -185,6 +185,21 @@ struct Config {
     did: String,
     created_at: u64,
     env: String,
+    /// `[relay] urls`: where `spl serve` deposits for its peers (`spl config relay set`).
+    #[serde(default, skip_serializing_if = "RelaySection::is_empty")]
+    relay: RelaySection,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct RelaySection {
+    #[serde(default)]
+    urls: Vec<String>,
+}
+
+impl RelaySection {
+    fn is_empty(&self) -> bool {
+        self.urls.is_empty()
+    }
 }
 
 impl Home {
@@ -540,6 +555,10 @@ impl Home {
 
     /// The DID named by `config.toml`, or `None` if the file does not exist.
     fn config_did(&self) -> Result<Option<String>, HomeError> {
+        Ok(self.read_config()?.map(|config| config.did))
+    }
+
+    fn read_config(&self) -> Result<Option<Config>, HomeError> {
         let path = self.config_path();
         let Some(bytes) = read_optional(&path)? else {
             return Ok(None);
@@ -547,17 +566,49 @@ impl Home {
         let text = String::from_utf8_lossy(&bytes);
         let config: Config =
             toml::from_str(&text).map_err(|source| HomeError::InvalidConfig { path, source })?;
-        Ok(Some(config.did))
+        Ok(Some(config))
+    }
+
+    /// The relays `config.toml` names (`[relay] urls`), in order.
+    pub fn relays(&self) -> Result<Vec<String>, HomeError> {
+        Ok(self
+            .read_config()?
+            .map(|config| config.relay.urls)
+            .unwrap_or_default())
+    }
+
+    /// Names the relays in `config.toml` (none: the section goes). The home must exist.
+    pub fn set_relays(&self, urls: Vec<String>) -> Result<(), HomeError> {
+        let path = self.config_path();
+        let Some(mut config) = self.read_config()? else {
+            return Err(io_error(
+                "read",
+                &path,
+                io::Error::new(io::ErrorKind::NotFound, "run `spl init` first"),
+            ));
+        };
+        config.relay.urls = urls;
+        self.save_config(&config)
     }
 
     fn write_config(&self, did: &str) -> Result<(), HomeError> {
-        let path = self.config_path();
+        // The relays stay when the identity is made anew.
+        let relay = match self.read_config() {
+            Ok(Some(old)) => old.relay,
+            _ => RelaySection::default(),
+        };
         let config = Config {
             did: did.to_owned(),
             created_at: unix_now(),
             env: "local".to_owned(),
+            relay,
         };
-        let text = toml::to_string(&config).map_err(|e| {
+        self.save_config(&config)
+    }
+
+    fn save_config(&self, config: &Config) -> Result<(), HomeError> {
+        let path = self.config_path();
+        let text = toml::to_string(config).map_err(|e| {
             io_error(
                 "encode",
                 &path,

@@ -95,6 +95,62 @@ pub enum Command {
     /// Show, publish (did:sync, did:web) and rotate this home's identity
     #[command(subcommand)]
     Identity(IdentityCommand),
+    /// What this steward deposits at relays for peers that cannot reach it, and what waits there
+    #[command(subcommand)]
+    Relay(RelayCommand),
+    /// Settings kept in the home's config.toml
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RelayCommand {
+    /// The relays (each asked for its health) and the outbox: per peer, thread and relay, how
+    /// far it deposited, its state and last error
+    Status,
+    /// The queues the relays hold for and from this steward
+    Queues {
+        /// Only queues with this peer (a DID or a pair id)
+        #[arg(long, value_name = "PEER")]
+        peer: Option<String>,
+        /// Only queues of this thread
+        #[arg(long, value_name = "THREAD")]
+        thread: Option<String>,
+    },
+    /// Retry every outbox row now, whatever its backoff
+    Kick,
+    /// Empty a peer's queues at every relay and deposit again what it may still see
+    Purge {
+        /// The peer: a DID or a pair id
+        #[arg(value_parser = NonEmptyStringValueParser::new())]
+        peer: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// The relays `spl serve` deposits at (`[relay] urls`; `--relay` overrides them)
+    #[command(subcommand)]
+    Relay(ConfigRelayCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigRelayCommand {
+    /// Name the relays, in order (at most three); each is asked for its health and a signed
+    /// call first. Takes effect when `spl serve` next starts
+    Set {
+        #[arg(required = true, num_args = 1..=3, value_name = "URL")]
+        urls: Vec<String>,
+        /// Save them without asking them first
+        #[arg(long)]
+        no_check: bool,
+    },
+    /// The relays config.toml names
+    Show,
+    /// Ask each relay named for its health and a signed call, now
+    Status,
+    /// Name no relays
+    Clear,
 }
 
 #[derive(Debug, Subcommand)]

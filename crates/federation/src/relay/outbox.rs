@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use syncropel_api::OutboxRow;
 use syncropel_protocol::pair::PairView;
 use syncropel_protocol::relay::{self, Queue, MAX_ITEMS};
 use syncropel_protocol::{canonical_string, sha256_hex, unix_now, PairState};
@@ -58,42 +59,8 @@ pub struct ServedQueue {
     pub served_at: i64,
 }
 
-/// Where the outbox is with one queue at one relay.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OutboxRow {
-    pub relay: String,
-    pub queue_id: String,
-    pub peer_did: String,
-    pub thread: String,
-    /// Deposited (acknowledged by the relay) up to this source sequence.
-    pub deposited_through: i64,
-    /// The destination holds everything up to here (it pulled from here directly).
-    pub confirmed_through: i64,
-    /// The relay was told it may drop what is confirmed, up to here, at `trimmed_at`.
-    pub trimmed_through: i64,
-    pub trimmed_at: i64,
-    /// The relay's `expired_through_sseq` already deposited again.
-    pub expired_seen_through: i64,
-    /// `active`, `purging` (the queue must be emptied at the relay first) or `closed` (the
-    /// destination deleted it).
-    pub state: String,
-    /// What the deposits were filtered by: a change of pair scope or consent purges the queue.
-    pub filter: String,
-    pub deposited_items: u64,
-    /// Items per envelope (0: the most, [`MAX_ITEMS`]); smaller after a full queue, so that what
-    /// fits still goes.
-    pub batch: u32,
-    pub attempts: u32,
-    pub next_attempt_at: i64,
-    pub last_error: Option<String>,
-    pub last_progress_at: i64,
-    pub stalled_since: Option<i64>,
-}
-
-impl OutboxRow {
-    fn key(&self) -> String {
-        format!("{}\n{}", self.relay, self.queue_id)
-    }
+fn row_key(row: &OutboxRow) -> String {
+    format!("{}\n{}", row.relay, row.queue_id)
 }
 
 /// The direct pulls noted since they were last written, per (tenant, queue).
@@ -300,7 +267,7 @@ async fn pass(fed: &Federation, tenant: &Tenant) -> Result<(Duration, bool)> {
                 ));
             }
             if row != before {
-                changes.push(StateChange::put(OUTBOX, &row.key(), to_text(&row)));
+                changes.push(StateChange::put(OUTBOX, &row_key(&row), to_text(&row)));
             }
         }
     }

@@ -10,6 +10,7 @@ mod init;
 mod namespaces;
 mod process;
 mod records;
+mod relay;
 mod serve;
 mod status;
 
@@ -20,7 +21,7 @@ use anyhow::Result;
 use syncropel_client::Client;
 use syncropel_home::{Home, HomeError};
 
-use crate::cli::{Cli, Command, TokenCommand};
+use crate::cli::{Cli, Command, ConfigCommand, TokenCommand};
 use crate::endpoint;
 
 /// What every command may need: the home and the global options.
@@ -82,6 +83,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Sync(args) => block_on(federation::sync(&ctx, args)),
         Command::Fleet(command) => block_on(fleet::run(&ctx, command)),
         Command::Identity(command) => block_on(identity::run(&ctx, command)),
+        Command::Relay(command) => block_on(relay::run(&ctx, command)),
+        Command::Config(ConfigCommand::Relay(command)) => block_on(relay::config(&ctx, command)),
     }
 }
 

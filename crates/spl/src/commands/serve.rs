@@ -41,16 +41,12 @@ const LOG_TAIL_LINES: usize = 20;
 pub fn run(ctx: Ctx, args: &ServeArgs) -> Result<ExitCode> {
     ctx.home.init(false)?;
     refuse_if_running(&ctx.home)?;
-    if args.relays.len() > 3 {
-        bail!("at most three relays (--relay), not {}", args.relays.len());
-    }
-    if let Some(bad) = args
-        .relays
-        .iter()
-        .find(|url| !(url.starts_with("https://") || url.starts_with("http://")))
-    {
-        bail!("--relay {bad}: a relay is an http(s) URL");
-    }
+    // `--relay` wins over the home's `[relay] urls` (`spl config relay set`).
+    let relays = match args.relays.is_empty() {
+        true => ctx.home.relays()?,
+        false => args.relays.clone(),
+    };
+    check_relays(&relays)?;
     if args.daemon {
         return daemonize(&ctx);
     }
@@ -92,8 +88,8 @@ pub fn run(ctx: Ctx, args: &ServeArgs) -> Result<ExitCode> {
             auto_approve: args.federation_auto_approve_dids.clone(),
             // A steward on a laptop or behind NAT: peers should turn to its relays at once.
             relay: RelayConfig {
-                urls: args.relays.clone(),
-                offline_capable: !args.relays.is_empty(),
+                offline_capable: !relays.is_empty(),
+                urls: relays,
                 ..RelayConfig::default()
             },
             directories: args.directories.clone(),
@@ -121,6 +117,20 @@ pub fn run(ctx: Ctx, args: &ServeArgs) -> Result<ExitCode> {
             outcome
         })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// At most three relays, each an http(s) URL (federation-protocol.md §7.2).
+pub fn check_relays(relays: &[String]) -> Result<()> {
+    if relays.len() > 3 {
+        bail!("at most three relays, not {}", relays.len());
+    }
+    if let Some(bad) = relays
+        .iter()
+        .find(|url| !(url.starts_with("https://") || url.starts_with("http://")))
+    {
+        bail!("{bad}: a relay is an http(s) URL");
+    }
+    Ok(())
 }
 
 /// Two stewards on one home would fight over `steward.json` and the store, so refuse to start a

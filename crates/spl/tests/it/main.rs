@@ -16,4 +16,5 @@ mod identity;
 mod init;
 mod memory;
 mod namespace;
+mod relay;
 mod serve;

@@ -6,6 +6,7 @@ mod discovery;
 mod feed;
 mod handshake;
 mod pairs;
+mod relay;
 mod sync_pairs;
 
 use axum::routing::{delete, get, post};
@@ -59,6 +60,10 @@ pub fn routes() -> Router<AppState> {
             get(discovery::introductions_via),
         )
         .route("/discovery/mdns", get(discovery::mdns_roster))
+        .route("/federation/relay", get(relay::status))
+        .route("/federation/relay/queues", get(relay::queues))
+        .route("/federation/relay/kick", post(relay::kick))
+        .route("/federation/relay/purge", post(relay::purge))
         .route("/consent/grants", post(consent::grant).get(consent::list))
         .route("/consent/grants/{id}", delete(consent::revoke))
 }

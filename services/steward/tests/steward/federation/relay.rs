@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
-use syncropel_federation::relay::{OutboxRow, RelayClient};
+use syncropel_api::OutboxRow;
+use syncropel_federation::relay::RelayClient;
 use syncropel_federation::{FederationConfig, PeerClient, PeerClientOptions, RelayConfig};
 use syncropel_protocol::relay::Queue;
 use syncropel_protocol::Keypair;
@@ -643,5 +644,93 @@ async fn records_that_expire_at_the_relay_are_counted_and_deposited_again() {
         || async { (dest.ids(thread).await == expected).then_some(()) },
     )
     .await;
+    relay.remove().await;
+}
+
+#[tokio::test]
+async fn the_operator_sees_the_relays_and_the_outbox_and_can_kick_and_purge() {
+    let relay = Relay::start().await;
+    let dest = Node::start(Options {
+        federation: relaying(Vec::new()),
+        ..Options::default()
+    })
+    .await;
+    let source = Node::start(Options {
+        federation: FederationConfig {
+            auto_approve: vec![dest.did()],
+            // The second relay is not there: shown unreachable, its rows failing.
+            ..relaying(vec![relay.url.clone(), "http://127.0.0.1:9".into()])
+        },
+        ..Options::default()
+    })
+    .await;
+    dest.pair_with(source.url()).await;
+    let thread = "th_relay_operator";
+    emit_many(&source, thread, 1..=3).await;
+    dest.pull(thread, &source.did()).await;
+
+    let status = eventually("both outbox rows", DEADLINE, || async {
+        let status = source.client.relay_status().await.unwrap();
+        let deposited = status
+            .outbox
+            .iter()
+            .any(|r| r.relay == relay.url && r.deposited_through > 0);
+        (status.outbox.len() == 2 && deposited).then(|| status.into_json())
+    })
+    .await;
+    assert_eq!(status["object"], "relay_status");
+    assert_eq!(status["offline_capable"], true);
+    assert_eq!(status["relays"][0]["reachable"], true, "{status}");
+    assert_eq!(status["relays"][1]["reachable"], false, "{status}");
+    let failing = eventually("the absent relay's error", DEADLINE, || async {
+        let status = source.client.relay_status().await.unwrap();
+        status
+            .outbox
+            .iter()
+            .find(|r| r.relay != relay.url && r.last_error.is_some())
+            .cloned()
+    })
+    .await;
+    assert!(failing.attempts > 0, "{failing:?}");
+    assert!(failing.last_error.unwrap().starts_with("CONNECT_REFUSED"));
+
+    // The queues as the relays answer them, narrowed by peer and thread.
+    let queues = source
+        .client
+        .relay_queues(Some(&dest.did()), Some(thread))
+        .await
+        .unwrap();
+    assert_eq!(queues.data.len(), 1, "{}", queues.json());
+    assert_eq!(queues.data[0]["relay"], relay.url);
+    assert_eq!(queues.data[0]["queue"]["thread"], thread);
+    assert_eq!(queues.unreachable.len(), 1);
+    let none = source
+        .client
+        .relay_queues(None, Some("th_no_such_thread"))
+        .await
+        .unwrap();
+    assert!(none.data.is_empty());
+
+    // Kick: every row due now; purge: the peer's rows emptied and deposited again.
+    let kicked = source.client.relay_kick().await.unwrap();
+    assert_eq!(kicked.rows, 2);
+    let purged = source.client.relay_purge(&dest.did()).await.unwrap();
+    assert_eq!(purged.rows, 2);
+    eventually("deposited again after the purge", DEADLINE, || async {
+        let status = source.client.relay_status().await.unwrap();
+        status
+            .outbox
+            .iter()
+            .any(|r| r.relay == relay.url && r.state == "active" && r.deposited_through > 0)
+            .then_some(())
+    })
+    .await;
+    let unknown = source.client.relay_purge("did:key:z6MkNobody").await;
+    assert!(unknown.is_err());
+
+    // Reading needs `config:read`, acting `federation:manage`.
+    let reader = source.steward.token(&["records:read"], &[]).await;
+    let (status, body) = source.get_as(&reader, "", "/v1/federation/relay").await;
+    assert_eq!(status, 403, "{body}");
     relay.remove().await;
 }

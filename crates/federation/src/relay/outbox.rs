@@ -427,7 +427,7 @@ impl Work<'_> {
                         row.state = "closed".into();
                         return Drive::Done;
                     }
-                    Err(f) if f.code() == Some("QUEUE_FULL") => {
+                    Err(f) if matches!(f.code(), Some("QUEUE_FULL" | "PAYLOAD_TOO_LARGE")) => {
                         row.batch = smaller_batch(batch_of(row), &f.answer);
                         return self.failed(row, f);
                     }
@@ -514,8 +514,8 @@ fn batch_of(row: &OutboxRow) -> u32 {
     }
 }
 
-/// The envelope size after a full queue answered `answer`: what the items bound has room for,
-/// else half (a bytes bound does not say how many items fit).
+/// The envelope size after a full queue (or a too large envelope) answered `answer`: what the
+/// items bound has room for, else half (a bytes bound does not say how many items fit).
 fn smaller_batch(batch: u32, answer: &Value) -> u32 {
     let room = answer["max"].as_i64().unwrap_or(0) - answer["queued"].as_i64().unwrap_or(0);
     let fits = match answer["limit"].as_str() {

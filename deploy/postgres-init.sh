@@ -7,8 +7,10 @@ set -eu
 psql -v ON_ERROR_STOP=1 --username postgres --dbname postgres <<SQL
 CREATE ROLE steward LOGIN PASSWORD '${STEWARD_DB_PASSWORD}';
 CREATE ROLE directory LOGIN PASSWORD '${DIRECTORY_DB_PASSWORD}';
+CREATE ROLE relay LOGIN PASSWORD '${RELAY_DB_PASSWORD}';
 CREATE ROLE syncropel_tenant NOLOGIN;
 GRANT syncropel_tenant TO steward;
 CREATE DATABASE steward OWNER steward;
 CREATE DATABASE directory OWNER directory;
+CREATE DATABASE relay OWNER relay;
 SQL

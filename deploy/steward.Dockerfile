@@ -15,7 +15,7 @@ ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
 FROM ${RUST_IMAGE} AS builder
 WORKDIR /src
 COPY . .
-# The registry and target directories are BuildKit caches shared by the three images, so a
+# The registry and target directories are BuildKit caches shared by the images, so a
 # rebuild only compiles what changed. The binary is copied out of the cache in the same step,
 # stripped: the debug info the release profile keeps for profiling would make it seven times larger.
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \

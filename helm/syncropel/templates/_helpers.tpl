@@ -62,6 +62,18 @@ app.kubernetes.io/component: {{ .component }}
 {{- printf "%s-directory" (include "syncropel.fullname" .) }}
 {{- end }}
 
+{{- define "syncropel.relay.fullname" -}}
+{{- printf "%s-relay" (include "syncropel.fullname" .) }}
+{{- end }}
+
+{{/*
+"true" when the relay's callers reach it through the chart's Ingress: every connection then comes
+from the ingress controller, and per-address limits would count all callers as one.
+*/}}
+{{- define "syncropel.relay.behindIngress" -}}
+{{- if and .Values.relay.enabled .Values.ingress.enabled .Values.ingress.relay.host -}}true{{- end -}}
+{{- end }}
+
 {{- define "syncropel.secretName" -}}
 {{- printf "%s-secrets" (include "syncropel.fullname" .) }}
 {{- end }}
@@ -86,6 +98,8 @@ jwtSecret: jwt-secret
 jwtPublicKey: jwt-public-key.pem
 directoryRotationKey: directory-rotation-key
 directoryDatabaseUrl: directory-database-url
+relayDatabaseUrl: relay-database-url
+relayCursorKey: relay-cursor-key
 {{- end }}
 
 {{/* "true" when the entry named .name of .root.Values.secrets has a value or an existingSecret. */}}
@@ -150,14 +164,30 @@ Checks of values that the schema cannot express; fails the render with a message
 {{- if and $v.directory.enabled (not (include "syncropel.secretIsSet" (dict "root" . "name" "directoryDatabaseUrl"))) }}
 {{- fail "secrets.directoryDatabaseUrl: set value or existingSecret.name while directory.enabled (a postgres:// URL)" }}
 {{- end }}
-{{- range $component := list "steward" "directory" }}
+{{- if $v.relay.enabled }}
+{{- if not (include "syncropel.secretIsSet" (dict "root" . "name" "relayDatabaseUrl")) }}
+{{- fail "secrets.relayDatabaseUrl: set value or existingSecret.name while relay.enabled (a postgres:// URL)" }}
+{{- end }}
+{{- if not (include "syncropel.secretIsSet" (dict "root" . "name" "relayCursorKey")) }}
+{{- fail "secrets.relayCursorKey: set value or existingSecret.name while relay.enabled (32 characters or more: openssl rand -base64 32)" }}
+{{- end }}
+{{- with $v.secrets.relayCursorKey.value }}
+{{- if and (not $v.secrets.relayCursorKey.existingSecret.name) (lt (len .) 32) }}
+{{- fail "secrets.relayCursorKey.value: at least 32 characters (openssl rand -base64 32); the relay refuses to serve with less" }}
+{{- end }}
+{{- end }}
+{{- if gt (int $v.relay.autoscaling.minReplicas) (int $v.relay.autoscaling.maxReplicas) }}
+{{- fail "relay.autoscaling.minReplicas must not exceed relay.autoscaling.maxReplicas" }}
+{{- end }}
+{{- end }}
+{{- range $component := list "steward" "directory" "relay" }}
 {{- $c := index $v $component }}
 {{- $drain := add $c.shutdown.delaySeconds $c.shutdown.graceSeconds | int }}
 {{- if lt (int $c.terminationGracePeriodSeconds) (add $drain 5 | int) }}
 {{- fail (printf "%s.terminationGracePeriodSeconds (%v) must be at least shutdown.delaySeconds + shutdown.graceSeconds + 5 (%d): otherwise the kubelet kills the pod before it has drained" $component $c.terminationGracePeriodSeconds (add $drain 5)) }}
 {{- end }}
 {{- range $name, $_ := $c.extraEnv }}
-{{- if has $name (list "DATABASE_URL" "STEWARD_KEK" "STEWARD_PREVIOUS_KEK" "STEWARD_JWT_SECRET" "STEWARD_DIRECTORY_ROTATION_KEY") }}
+{{- if has $name (list "DATABASE_URL" "STEWARD_KEK" "STEWARD_PREVIOUS_KEK" "STEWARD_JWT_SECRET" "STEWARD_DIRECTORY_ROTATION_KEY" "RELAY_CURSOR_KEY") }}
 {{- fail (printf "%s.extraEnv.%s: secret values belong in secrets.* (extraEnv goes into a ConfigMap)" $component $name) }}
 {{- end }}
 {{- end }}

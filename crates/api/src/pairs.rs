@@ -143,7 +143,8 @@ pub struct SyncHealth {
 pub struct PullJobHealth {
     pub source: String,
     pub thread: String,
-    /// `starting`, `ok`, `failing` or `parked`.
+    /// `starting`, `ok`, `relay` (its source unreachable, pulling from the source's relays),
+    /// `failing` or `parked`.
     pub status: String,
     pub retries: u32,
     pub last_error: Option<PullFailure>,

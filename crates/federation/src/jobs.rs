@@ -186,7 +186,11 @@ impl Jobs {
             if let Route::Relay(relay) = &mut route {
                 let result = tokio::select! {
                     _ = job.stop.cancelled() => return,
-                    _ = job.kick.notified() => continue,
+                    // A kick (resume, a new credential, the operator) asks the source at once.
+                    _ = job.kick.notified() => {
+                        relay.probe_at = Instant::now();
+                        continue;
+                    }
                     result = relay.pull(fed, &tenant, &source, &thread)
                         .instrument(span.clone()) => result,
                 };

@@ -61,20 +61,36 @@ pub struct Envelope {
     pub items: Vec<Value>,
     /// sha256 hex of the canonical `{encoding, ids, queue_id, source_epoch}`.
     pub envelope_id: String,
+    /// The bytes it came as (empty when it was checked as a value).
     pub bytes: Vec<u8>,
 }
 
 impl Envelope {
-    /// Reads and checks an envelope for `queue_id`: its shape, its bounds and that the source's
-    /// key `signer` (a did:key that may sign for `queue.source_did`) signed it.
+    /// Reads and checks an envelope for `queue_id` as deposited: its size, and then as
+    /// [`Envelope::check_value`].
     pub fn check(bytes: Vec<u8>, queue_id: &str, signer: &str) -> Result<Envelope, EnvelopeError> {
         if bytes.len() > MAX_BYTES {
             return Err(EnvelopeError::TooLarge(format!(
                 "an envelope holds at most {MAX_BYTES} bytes"
             )));
         }
+        let value = serde_json::from_slice::<Value>(&bytes)
+            .map_err(|_| EnvelopeError::Invalid("not a JSON object".into()))?;
+        let mut envelope = Envelope::check_value(value, queue_id, signer)?;
+        envelope.bytes = bytes;
+        Ok(envelope)
+    }
+
+    /// Checks an envelope for `queue_id` already parsed (as a destination reads it in a page):
+    /// its shape, its item bound and that the source's key `signer` (a did:key that may sign
+    /// for `queue.source_did`) signed it.
+    pub fn check_value(
+        value: Value,
+        queue_id: &str,
+        signer: &str,
+    ) -> Result<Envelope, EnvelopeError> {
         let invalid = |why: &str| EnvelopeError::Invalid(why.to_string());
-        let Ok(Value::Object(mut object)) = serde_json::from_slice::<Value>(&bytes) else {
+        let Value::Object(mut object) = value else {
             return Err(invalid("not a JSON object"));
         };
         if object.get("object") != Some(&json!("relay_envelope")) {
@@ -139,7 +155,7 @@ impl Envelope {
             ids,
             items,
             envelope_id,
-            bytes,
+            bytes: Vec::new(),
         })
     }
 }

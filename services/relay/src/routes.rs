@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use syncropel_protocol::didsig::Signed;
 use syncropel_protocol::relay::EnvelopeError;
@@ -315,20 +316,48 @@ async fn changes(
     let has_more = !state.store.changes(&queue_id, next, 1, 1).await?.is_empty();
     let mut envelopes = Vec::with_capacity(page.len());
     for queued in page {
-        // Stored as the source sent it, and checked then: parsed only to be embedded.
-        let envelope: Value = serde_json::from_slice(&queued.body)
-            .map_err(|e| RelayError::Invalid(format!("a stored envelope: {e}")))?;
-        envelopes.push(json!({"envelope_id": queued.envelope_id, "envelope": envelope}));
+        // Stored as the source sent it, and checked then: embedded as those bytes, not parsed
+        // into a tree and written out again.
+        let envelope = String::from_utf8(queued.body)
+            .map_err(|e| RelayError::Invalid(format!("a stored envelope: {e}")))
+            .and_then(|text| {
+                RawValue::from_string(text)
+                    .map_err(|e| RelayError::Invalid(format!("a stored envelope: {e}")))
+            })?;
+        envelopes.push(PageEnvelope {
+            envelope_id: queued.envelope_id,
+            envelope,
+        });
     }
     let cursor = SyncCursor {
         epoch: row.incarnation.clone(),
         seq: next,
     };
-    Ok(Json(
-        json!({"object": "relay_changes", "queue_id": queue_id, "envelopes": envelopes,
-                   "next_cursor": cursor.encode(&key), "has_more": has_more}),
-    )
+    Ok(Json(ChangesPage {
+        object: "relay_changes",
+        queue_id,
+        envelopes,
+        next_cursor: cursor.encode(&key),
+        has_more,
+    })
     .into_response())
+}
+
+/// A `relay_changes` page, serialized as is: a `json!` tree would parse every envelope again.
+#[derive(serde::Serialize)]
+struct ChangesPage {
+    object: &'static str,
+    queue_id: String,
+    envelopes: Vec<PageEnvelope>,
+    next_cursor: String,
+    has_more: bool,
+}
+
+/// One envelope of a `relay_changes` page.
+#[derive(serde::Serialize)]
+struct PageEnvelope {
+    envelope_id: String,
+    envelope: Box<RawValue>,
 }
 
 /// Waits for a deposit to `queue_id` (or for news that announcements were missed: look again);

@@ -131,9 +131,8 @@ pub async fn pull(
     let (envelopes, next_cursor, has_more) = parse_page(&page)?;
     let signers = signers_of(fed, &source.peer_did).await?;
     let mut items = Vec::new();
-    for envelope in envelopes {
-        let bytes = serde_json::to_vec(&envelope["envelope"]).unwrap_or_default();
-        match checked(bytes, &queue_id, &signers) {
+    for mut envelope in envelopes {
+        match checked(envelope["envelope"].take(), &queue_id, &signers) {
             Ok(envelope) => items.extend(envelope.items),
             Err(e) => {
                 let code = match e {
@@ -156,10 +155,20 @@ pub async fn pull(
     let mut outcome = ingest_relayed(fed, tenant, source, thread, items, moved).await?;
     syncropel_telemetry::series::relay_pulled(outcome.pulled, outcome.duplicates);
     if next_cursor != cursor {
-        // Best effort: a lost ack costs a delivery again, dropped by id.
-        if let Err(f) = client.ack(&queue_id, &next_cursor).await {
-            tracing::debug!(relay, error = %f, "acking a relay page failed");
-        }
+        // Off the pull's path, and best effort: a lost ack costs a delivery again, dropped by
+        // id; acks are cumulative, so one arriving after a later one removes nothing more.
+        let (peers, identity) = (fed.client().clone(), tenant.identity.clone());
+        let (relay, queue_id) = (relay.to_string(), queue_id.clone());
+        tokio::spawn(async move {
+            let client = RelayClient {
+                client: &peers,
+                identity: &identity,
+                base: &relay,
+            };
+            if let Err(f) = client.ack(&queue_id, &next_cursor).await {
+                tracing::debug!(relay, error = %f, "acking a relay page failed");
+            }
+        });
     }
     outcome.has_more = has_more;
     Ok(outcome)
@@ -222,12 +231,15 @@ async fn signers_of(fed: &Federation, did: &str) -> Result<Vec<String>, PullErro
 }
 
 /// The envelope as any of `signers` signed it for `queue_id`.
-fn checked(bytes: Vec<u8>, queue_id: &str, signers: &[String]) -> Result<Envelope, EnvelopeError> {
-    for signer in signers {
-        match Envelope::check(bytes.clone(), queue_id, signer) {
+fn checked(envelope: Value, queue_id: &str, signers: &[String]) -> Result<Envelope, EnvelopeError> {
+    let Some((last, others)) = signers.split_last() else {
+        return Err(EnvelopeError::Signature);
+    };
+    for signer in others {
+        match Envelope::check_value(envelope.clone(), queue_id, signer) {
             Err(EnvelopeError::Signature) => continue,
             checked => return checked,
         }
     }
-    Err(EnvelopeError::Signature)
+    Envelope::check_value(envelope, queue_id, last)
 }

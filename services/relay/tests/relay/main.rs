@@ -6,4 +6,5 @@
 mod auth;
 mod binary;
 mod http;
+mod replicas;
 mod store;

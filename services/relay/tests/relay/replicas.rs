@@ -1,0 +1,175 @@
+//! Two `relay` processes on one database behind a balancer, between two real stewards: one is
+//! killed with SIGKILL while the source deposits and started again, the other while the
+//! destination pulls. Nothing is lost and nothing arrives twice.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use syncropel_federation::{FederationConfig, RelayConfig};
+use syncropel_store::testing::TestDb;
+use syncropel_testkit::hosted::Balancer;
+use syncropel_testkit::{eventually, Node, Options};
+
+const RELAY: &str = env!("CARGO_BIN_EXE_relay");
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// A `relay` process; killed with SIGKILL when dropped.
+struct RelayProcess {
+    child: Child,
+    addr: String,
+}
+
+impl RelayProcess {
+    /// Serves `db` on `listen` (`127.0.0.1:0` for any port).
+    fn start(db: &TestDb, listen: &str) -> RelayProcess {
+        let mut child = Command::new(RELAY)
+            .env("DATABASE_URL", &db.url)
+            .env("RELAY_LISTEN", listen)
+            .env("RELAY_CURSOR_KEY", "the cursor key both replicas share")
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let deadline = Instant::now() + DEADLINE;
+        let addr = loop {
+            assert!(Instant::now() < deadline, "the relay did not start");
+            let line = lines.next().unwrap().unwrap();
+            if let Some(rest) = line.split("addr=").nth(1) {
+                break rest.split_whitespace().next().unwrap().to_string();
+            }
+        };
+        // Its log is read to the end, so that a full pipe never stops it.
+        std::thread::spawn(move || lines.for_each(drop));
+        RelayProcess { child, addr }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// SIGKILL, as a crash would.
+    fn kill_9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for RelayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn relaying(urls: Vec<String>) -> FederationConfig {
+    FederationConfig {
+        relay: RelayConfig {
+            offline_capable: !urls.is_empty(),
+            urls,
+            probe_after: Duration::from_secs(2),
+            wait: Duration::from_secs(1),
+            ..RelayConfig::default()
+        },
+        ..syncropel_testkit::quick_federation()
+    }
+}
+
+async fn queued(pool: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar("SELECT coalesce(sum(items), 0)::int8 FROM relay_envelopes")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn replicas_killed_while_depositing_and_delivering_lose_and_double_nothing() {
+    let db = TestDb::create().await;
+    let migrated = Command::new(RELAY)
+        .arg("migrate")
+        .env("DATABASE_URL", &db.url)
+        .status()
+        .unwrap();
+    assert!(migrated.success());
+    let mut first = RelayProcess::start(&db, "127.0.0.1:0");
+    let mut second = RelayProcess::start(&db, "127.0.0.1:0");
+    let balancer = Balancer::start(&[&first.url(), &second.url()]).await;
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+
+    let dest = Node::start(Options {
+        federation: relaying(Vec::new()),
+        ..Options::default()
+    })
+    .await;
+    let source_config = FederationConfig {
+        auto_approve: vec![dest.did()],
+        ..relaying(vec![balancer.url.clone()])
+    };
+    let source = Node::start(Options {
+        federation: source_config,
+        ..Options::default()
+    })
+    .await;
+    dest.pair_with(source.url()).await;
+    let thread = "th_relay_replicas";
+    let actor = "did:sync:user:alice";
+    let mut expected = BTreeSet::new();
+    let mut emit = |clock: i64| {
+        let source = &source;
+        async move {
+            let record = source.emit(thread, actor, clock, json!({"c": clock})).await;
+            record["id"].as_str().unwrap().to_string()
+        }
+    };
+    expected.insert(emit(1).await);
+    dest.pull(thread, &source.did()).await;
+    let dest_stopped = dest.stop().await;
+
+    // One replica dies with SIGKILL while the source deposits, and comes back on its port.
+    for clock in 2..=60 {
+        expected.insert(emit(clock).await);
+    }
+    let first_addr = first.addr.clone();
+    first.kill_9();
+    for clock in 61..=120 {
+        expected.insert(emit(clock).await);
+    }
+    let first = RelayProcess::start(&db, &first_addr);
+    for clock in 121..=180 {
+        expected.insert(emit(clock).await);
+    }
+    eventually("every record deposited", DEADLINE, || async {
+        (queued(&pool).await >= 179).then_some(())
+    })
+    .await;
+    let _source_stopped = source.stop().await;
+
+    // The other dies while the destination pulls.
+    let dest = Node::start(Options {
+        federation: relaying(Vec::new()),
+        ..Options::restart(dest_stopped)
+    })
+    .await;
+    second.kill_9();
+    eventually("everything at the destination", DEADLINE, || async {
+        (dest.ids(thread).await == expected).then_some(())
+    })
+    .await;
+    assert_eq!(
+        dest.records(thread).await.len(),
+        expected.len(),
+        "nothing twice"
+    );
+    assert!(dest.quarantine(None).await.is_empty());
+    eventually("the queue emptied by acks", DEADLINE, || async {
+        (queued(&pool).await == 0).then_some(())
+    })
+    .await;
+    drop(first);
+    pool.close().await;
+    db.drop().await;
+}

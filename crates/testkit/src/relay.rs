@@ -50,6 +50,7 @@ impl Relay {
     async fn serve(port: Reserved, db: TestDb, limits: Limits) -> Relay {
         let store = Arc::new(RelayStore::open(&db.url, limits).await.unwrap());
         let resolver = DidResolver::new(PeerClient::new(PeerClientOptions::default()), Vec::new());
+        let stopping = CancellationToken::new();
         let state = AppState {
             store: store.clone(),
             auth: Arc::new(Authenticator::new(resolver, Default::default())),
@@ -60,8 +61,8 @@ impl Relay {
                     .map_or(0, |d| d.as_millis() as i64)
             },
             limits: Arc::new(Limiters::new(CallLimits::default())),
+            stopping: stopping.clone(),
         };
-        let stopping = CancellationToken::new();
         let addr = port.addr();
         let listener = port.listen();
         let stop = stopping.clone();

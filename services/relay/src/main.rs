@@ -202,7 +202,14 @@ async fn serve(cli: &Cli, database_url: &str) -> Result<(), String> {
         allow_private: cli.allow_private_peers,
         ..PeerClientOptions::default()
     });
-    let resolver = DidResolver::new(client, cli.directories.clone());
+    // The directories are the operator's own: reachable wherever they are (an in-cluster
+    // Service), unlike callers' did:web hosts.
+    let directory_client = PeerClient::new(PeerClientOptions {
+        allow_private: true,
+        ..PeerClientOptions::default()
+    });
+    let resolver =
+        DidResolver::new(client, cli.directories.clone()).with_directory_client(directory_client);
     let state = AppState {
         store: store.clone(),
         auth: Arc::new(Authenticator::new(
@@ -216,6 +223,7 @@ async fn serve(cli: &Cli, database_url: &str) -> Result<(), String> {
             per_address: cli.rate_limit_per_address,
             waits_per_did: cli.max_waits_per_did,
         })),
+        stopping: stop.clone(),
     };
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%addr, metrics = ?cli.metrics_bind, "relay serving");

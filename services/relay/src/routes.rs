@@ -25,6 +25,7 @@ use syncropel_protocol::sync::{CursorError, SyncCursor};
 use syncropel_protocol::ErrorCode;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Authenticator, Caller};
 use crate::limits::Limiters;
@@ -47,6 +48,8 @@ pub struct AppState {
     /// Unix milliseconds now (tests move it).
     pub clock: fn() -> i64,
     pub limits: Arc<Limiters>,
+    /// Cancelled when the relay begins to stop: not ready any more, held pulls answer.
+    pub stopping: CancellationToken,
 }
 
 pub fn app(state: AppState) -> Router {
@@ -82,8 +85,13 @@ async fn address_limit(State(state): State<AppState>, request: Request, next: Ne
     next.run(request).await
 }
 
-/// `GET /ready`: `200` while the database answers with every migration of this build.
+/// `GET /ready`: `200` while the relay is not stopping and the database answers with every
+/// migration of this build.
 async fn ready(State(state): State<AppState>) -> Response {
+    if state.stopping.is_cancelled() {
+        let body = ErrorCode::NotReady.envelope("the relay is stopping", None);
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    }
     if state.store.ready().await {
         Json(json!({"status": "ready"})).into_response()
     } else {
@@ -307,7 +315,11 @@ async fn changes(
             break page;
         }
         let woken = tokio::time::timeout_at(deadline, deposit_to(&mut deposits, &queue_id));
-        if !matches!(woken.await, Ok(true)) {
+        let woken = tokio::select! {
+            woken = woken => matches!(woken, Ok(true)),
+            _ = state.stopping.cancelled() => false,
+        };
+        if !woken {
             break page;
         }
     };

@@ -24,6 +24,7 @@ fn now_ms() -> i64 {
 struct Relay {
     origin: String,
     http: reqwest::Client,
+    stopping: tokio_util::sync::CancellationToken,
 }
 
 /// A steward identity calling the relay.
@@ -84,12 +85,14 @@ async fn start(url: &str) -> Relay {
 async fn start_with(url: &str, limits: CallLimits) -> Relay {
     let store = RelayStore::open(url, Limits::default()).await.unwrap();
     let resolver = DidResolver::new(PeerClient::new(PeerClientOptions::default()), Vec::new());
+    let stopping = tokio_util::sync::CancellationToken::new();
     let state = AppState {
         store: Arc::new(store),
         auth: Arc::new(Authenticator::new(resolver, Default::default())),
         cursor_key: "a relay-wide secret".into(),
         clock: now_ms,
         limits: Arc::new(Limiters::new(limits)),
+        stopping: stopping.clone(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let origin = format!("http://{}", listener.local_addr().unwrap());
@@ -97,6 +100,7 @@ async fn start_with(url: &str, limits: CallLimits) -> Relay {
     Relay {
         origin,
         http: reqwest::Client::new(),
+        stopping,
     }
 }
 
@@ -460,6 +464,51 @@ async fn the_source_trims_by_its_own_sequence_and_epoch() {
         );
         let (_, standing) = dest.call(&relay, "GET", &base, None).await;
         assert_eq!(standing["items"], 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_stopping_relay_is_not_ready_and_answers_held_pulls_at_once() {
+    with_test_database(|url| async move {
+        let relay = start(&url).await;
+        let (source, dest) = (Party::new(), Party::new());
+        let queue = queue_of(&source, &dest);
+        let id = queue.id();
+        let ready = reqwest::get(format!("{}/ready", relay.origin))
+            .await
+            .unwrap();
+        assert_eq!(ready.status(), 200);
+        let (status, _) = dest
+            .call(
+                &relay,
+                "PUT",
+                &format!("/v1/relay/queues/{id}"),
+                Some(&json!({"queue": queue})),
+            )
+            .await;
+        assert_eq!(status, 200);
+        let started = std::time::Instant::now();
+        let held = {
+            let path = format!("/v1/relay/queues/{id}/changes?wait=25");
+            let (dest, relay) = (&dest, &relay);
+            async move { dest.call(relay, "GET", &path, None).await }
+        };
+        let stop = async {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            relay.stopping.cancel();
+        };
+        let ((status, page), ()) = tokio::join!(held, stop);
+        assert_eq!(status, 200, "{page}");
+        assert_eq!(page["envelopes"], json!([]));
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "the pull was held on"
+        );
+        let ready = reqwest::get(format!("{}/ready", relay.origin))
+            .await
+            .unwrap();
+        assert_eq!(ready.status(), 503);
     })
     .await;
 }

@@ -118,7 +118,7 @@ async fn replicas_killed_while_depositing_and_delivering_lose_and_double_nothing
     let thread = "th_relay_replicas";
     let actor = "did:sync:user:alice";
     let mut expected = BTreeSet::new();
-    let mut emit = |clock: i64| {
+    let emit = |clock: i64| {
         let source = &source;
         async move {
             let record = source.emit(thread, actor, clock, json!({"c": clock})).await;

@@ -12,7 +12,7 @@ use syncropel_protocol::pair::PairView;
 use syncropel_protocol::{Act, Keypair, PairState};
 use syncropel_store::{ListFilter, NewRecord, RecordStore, StateChange};
 use syncropel_tenant::{seal, server_record, Namespaces, Tenant, TokenCache};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::FederationConfig;
@@ -23,7 +23,7 @@ use crate::peer::{PeerClient, PeerClientOptions, Reach};
 use crate::relay::{outbox, Outbox};
 use crate::resolve::DidResolver;
 use crate::traces::TraceIndex;
-use crate::{pairs, sync_pairs, Backoff};
+use crate::{pairs, state, sync_pairs, Backoff};
 
 /// What the engine works on, shared with the steward's HTTP layer.
 pub struct Shared {
@@ -50,6 +50,9 @@ pub trait JobPlacement: Send + Sync {
 /// Spacing of fetches of quarantined `SIGNER_UNRESOLVED` records; the resolver remembers a
 /// failure as long, so an earlier retry could not succeed anyway.
 const UNRESOLVED_RETRY_INTERVAL: Duration = Duration::from_secs(30);
+
+/// How often a tenant whose outbox is not running is looked at again.
+const OUTBOX_LOOK_EVERY: Duration = Duration::from_secs(60);
 
 type PairFold = BTreeMap<String, PairView>;
 
@@ -85,9 +88,10 @@ pub struct Federation {
     pub discovery: Discovery,
     /// The traces that wrote recent records, handed on to peers that pull them.
     pub traces: TraceIndex,
-    /// The direct pulls noted for the relay outbox, and what wakes it when one is written.
+    /// The direct pulls noted for the relay outbox.
     pub(crate) relay_outbox: Outbox,
-    pub(crate) outbox_kick: Arc<Notify>,
+    /// Per tenant: whether its outbox job was started, or when that was last looked at.
+    outbox_started: Mutex<HashMap<String, Option<Instant>>>,
 }
 
 impl Federation {
@@ -144,7 +148,7 @@ impl Federation {
             discovery: Discovery::default(),
             traces: TraceIndex::default(),
             relay_outbox: Outbox::default(),
-            outbox_kick: Arc::new(Notify::new()),
+            outbox_started: Mutex::default(),
         }
     }
 
@@ -247,6 +251,46 @@ impl Federation {
             self.jobs.ensure(self, tenant, source, thread);
         }
         Ok(())
+    }
+
+    /// Starts the relay outbox of `tenant` (hosted: on whichever replica claims it, as a pull
+    /// job) once its peers' direct pulls gave it a queue to deposit to; looked at, from a peer's
+    /// pull, at most once a minute per tenant. A local steward starts it with its jobs.
+    pub fn ensure_outbox(self: &Arc<Self>, tenant: &Arc<Tenant>) {
+        {
+            let mut started = self
+                .outbox_started
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            match started.get(&tenant.id) {
+                Some(None) => return,
+                Some(Some(at)) if at.elapsed() < OUTBOX_LOOK_EVERY => return,
+                _ => {}
+            }
+            if started.len() > 100_000 {
+                started.clear();
+            }
+            started.insert(tenant.id.clone(), Some(Instant::now()));
+        }
+        let (fed, tenant) = (self.clone(), tenant.clone());
+        tokio::spawn(async move {
+            let served = fed.store.state_count(&tenant.id, state::RELAY_SERVED).await;
+            if !matches!(served, Ok(n) if n > 0) {
+                return;
+            }
+            match fed
+                .start_job(tenant.clone(), outbox::JOB, outbox::JOB_THREAD)
+                .await
+            {
+                Ok(()) => {
+                    let mut started = fed.outbox_started.lock().unwrap_or_else(|e| e.into_inner());
+                    started.insert(tenant.id.clone(), None);
+                }
+                Err(e) => {
+                    tracing::warn!(tenant = %tenant.id, error = %e, "starting the relay outbox failed")
+                }
+            }
+        });
     }
 
     /// Stops every job of a source, on every replica.

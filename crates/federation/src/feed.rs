@@ -219,7 +219,8 @@ pub async fn changes(
     }
     // The peer holds everything up to `since`: what its relay queue may lose (§7.4).
     fed.relay_outbox
-        .note_served(fed, tenant, puller, query, since.seq);
+        .note_served(fed, tenant, puller, query, since.seq)
+        .await;
 
     // Subscribed before the first read, so a commit between the read and the wait is not missed.
     let mut commits = query.longpoll.then(|| fed.store.subscribe());

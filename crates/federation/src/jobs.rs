@@ -438,7 +438,16 @@ impl RelayRoute {
             .wait
             .min(self.probe_at.saturating_duration_since(Instant::now()));
         let relay = &self.relays[self.at % self.relays.len()];
-        let result = fallback::pull(fed, tenant, source, thread, relay, wait).await;
+        let span = tracing::debug_span!(
+            "relay.pull",
+            otel.kind = "client",
+            pair = %source.id,
+            thread,
+            relay = %relay,
+        );
+        let result = fallback::pull(fed, tenant, source, thread, relay, wait)
+            .instrument(span)
+            .await;
         if result.is_err() {
             self.at = (self.at + 1) % self.relays.len();
         }

@@ -151,6 +151,6 @@ async fn touch(
     }
     let touched = changes.len();
     fed.store.write(&tenant.id, Vec::new(), changes).await?;
-    fed.outbox_kick.notify_one();
+    fed.jobs.kick(&tenant.id, outbox::JOB);
     Ok(touched)
 }

@@ -24,6 +24,7 @@ use syncropel_tenant::Tenant;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::client::{RelayClient, RelayFailure};
 use super::PeerRelays;
@@ -72,8 +73,8 @@ pub struct Outbox {
 impl Outbox {
     /// Notes that a peer pulled `query` directly from `since` (a sequence it holds everything
     /// up to): its queue is deposited from now on, and trimmed to `since`. Written at most every
-    /// ten seconds per queue, off the request's path.
-    pub(crate) fn note_served(
+    /// ten seconds per queue.
+    pub(crate) async fn note_served(
         &self,
         fed: &Federation,
         tenant: &Tenant,
@@ -107,29 +108,23 @@ impl Outbox {
             }
             noted.insert(key, (since, Instant::now()));
         }
-        let (store, tenant_id) = (fed.store.clone(), tenant.id.clone());
-        let jobs_kick = fed.outbox_kick.clone();
-        let own_relays = !fed.config.relay.urls.is_empty();
+        // Deposited only where there is a relay: ours or the peer's.
+        let store = fed.store.as_ref();
+        let relayed = !fed.config.relay.urls.is_empty()
+            || !peer_relays(store, &tenant.id, pair_id).await.is_empty();
+        if !relayed {
+            return;
+        }
         let served = ServedQueue {
             queue,
             confirmed_through: since,
             served_at: unix_now(),
         };
         let change = StateChange::put(RELAY_SERVED, &queue_id, to_text(&served));
-        tokio::spawn(async move {
-            // Deposited only where there is a relay: ours or the peer's.
-            let relayed = own_relays
-                || !peer_relays(store.as_ref(), &tenant_id, &served.queue.pair_id)
-                    .await
-                    .is_empty();
-            if !relayed {
-                return;
-            }
-            match store.write(&tenant_id, Vec::new(), vec![change]).await {
-                Ok(_) => jobs_kick.notify_one(),
-                Err(e) => tracing::warn!(error = %e, "noting a served relay queue failed"),
-            }
-        });
+        match store.write(&tenant.id, Vec::new(), vec![change]).await {
+            Ok(_) => fed.jobs.kick(&tenant.id, JOB),
+            Err(e) => tracing::warn!(error = %e, "noting a served relay queue failed"),
+        }
     }
 }
 
@@ -163,7 +158,6 @@ pub(crate) async fn run(
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = kick.notified() => {}
-            _ = fed.outbox_kick.notified() => {}
             _ = tokio::time::sleep(wait) => {}
             _ = commit => {}
         }
@@ -415,7 +409,20 @@ impl Work<'_> {
                         return Drive::Done;
                     }
                 };
-                match self.relay(row).deposit(&row.queue_id, &envelope).await {
+                let span = tracing::debug_span!(
+                    "relay.deposit",
+                    otel.kind = "client",
+                    relay = %row.relay,
+                    queue = %row.queue_id,
+                    first_sseq = first,
+                    last_sseq = last,
+                );
+                let deposited = self
+                    .relay(row)
+                    .deposit(&row.queue_id, &envelope)
+                    .instrument(span)
+                    .await;
+                match deposited {
                     Ok(answer) => {
                         let items = envelope["items"].as_array().map_or(0, Vec::len);
                         row.deposited_items += items as u64;

@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use syncropel_client::api::{PullRequest, StartPair};
 use syncropel_client::{encode_segment, Client, Pairing};
-use syncropel_federation::FederationConfig;
+use syncropel_federation::{FederationConfig, RelayConfig};
 use syncropel_steward::tenant::Tenant;
 use syncropel_testkit::hosted::{Config, Replica};
-use syncropel_testkit::{know, with_test_database_here, Node, Options, Sql};
+use syncropel_testkit::{know, with_test_database_here, Node, Options, Relay, Sql};
 
 use crate::federation::assert_reciprocal;
 
@@ -384,6 +384,68 @@ async fn a_replica_holding_a_full_batch_of_jobs_still_takes_over_expired_ones() 
         })
         .await;
         replica.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hosted_tenant_deposits_at_its_peers_relay_under_a_lease() {
+    with_test_database_here(|url| async move {
+        // The local steward is the one often offline: it names a relay, which the hosted tenant
+        // caches when they pair and deposits at for it (the mailbox).
+        let relay = Relay::start().await;
+        let relaying = |urls: Vec<String>| FederationConfig {
+            relay: RelayConfig {
+                offline_capable: !urls.is_empty(),
+                urls,
+                probe_after: Duration::from_secs(2),
+                wait: Duration::from_secs(1),
+                ..RelayConfig::default()
+            },
+            ..config(Vec::new(), Duration::from_secs(60))
+        };
+        let local = Node::start(Options {
+            federation: relaying(vec![relay.url.clone()]),
+            ..Options::default()
+        })
+        .await;
+        let replica = replica(url.clone(), vec![local.did()], Duration::from_secs(60)).await;
+        let hosted = Hosted::provision(&replica, "acme").await;
+        local.pair_with(&hosted.url()).await;
+        let thread = "th_hosted_mailbox";
+        let mut expected = BTreeSet::new();
+        let first = hosted.emit(&replica, thread, 1).await;
+        expected.insert(first["id"].as_str().unwrap().to_string());
+        local.pull(thread, &hosted.did()).await;
+
+        // The tenant's outbox runs as a job under a lease, like its pull jobs.
+        let tenant = hosted.tenant.id.clone();
+        syncropel_testkit::eventually("the outbox's lease", DEADLINE, || async {
+            lease(&replica, &tenant, "relay-outbox", "*").await
+        })
+        .await;
+        let stopped = local.stop().await;
+        for clock in 2..=10 {
+            let record = hosted.emit(&replica, thread, clock).await;
+            expected.insert(record["id"].as_str().unwrap().to_string());
+        }
+        syncropel_testkit::eventually("deposits at the peer's relay", DEADLINE, || async {
+            (relay.store.totals().await.unwrap().items >= 9).then_some(())
+        })
+        .await;
+
+        // The platform is unreachable when the local steward comes back: its own relay has it all.
+        replica.stop().await;
+        let local = Node::start(Options {
+            federation: relaying(vec![relay.url.clone()]),
+            ..Options::restart(stopped)
+        })
+        .await;
+        syncropel_testkit::eventually("everything from the mailbox", DEADLINE * 2, || async {
+            (local.ids(thread).await == expected).then_some(())
+        })
+        .await;
+        relay.remove().await;
     })
     .await;
 }

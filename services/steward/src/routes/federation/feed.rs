@@ -90,9 +90,17 @@ pub async fn changes(
         limit,
         longpoll,
     };
+    // A peer's direct pull is what gives the relay outbox its queues (noted as the page is
+    // read): looked at once it is answered.
+    let served = |body: String| {
+        if puller.pair.is_some() {
+            fed.ensure_outbox(&caller.tenant);
+        }
+        json_text(StatusCode::OK, body)
+    };
     if !query.longpoll {
         let body = feed::changes(fed, &caller.tenant, &access, &puller, &query).await?;
-        return Ok(json_text(StatusCode::OK, body));
+        return Ok(served(body));
     }
     caller.tenant.status.require_active("watched")?;
     let _slot = state.streams.acquire(
@@ -106,7 +114,7 @@ pub async fn changes(
     recheck.tick().await;
     loop {
         tokio::select! {
-            body = &mut answer => return Ok(json_text(StatusCode::OK, body?)),
+            body = &mut answer => return Ok(served(body?)),
             _ = recheck.tick() => caller.still_allowed(&state).await?,
         }
     }

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use serde_json::Value;
+use syncropel_protocol::did_doc::RELAY_SERVICE;
 use syncropel_protocol::did_sync::{OpType, Operation, Service};
 use syncropel_protocol::{rfc3339_from_unix, unix_now, Keypair};
 
@@ -61,17 +62,33 @@ pub fn multibase(key: &Keypair) -> String {
     key.did_key().trim_start_matches("did:key:").to_string()
 }
 
+/// The `services` of a did:sync operation: the steward's endpoint as `syncropel`.
 pub fn services(endpoint: Option<&str>) -> BTreeMap<String, Service> {
-    endpoint
-        .map(|endpoint| {
-            (
-                "syncropel".to_string(),
-                Service {
-                    kind: "syncropel".into(),
-                    endpoint: endpoint.to_string(),
-                },
-            )
-        })
-        .into_iter()
-        .collect()
+    services_with_relays(endpoint, &[])
+}
+
+/// [`services`], and a `syncropel-relay` service per relay, in order (`relay-1`, …).
+pub fn services_with_relays(
+    endpoint: Option<&str>,
+    relays: &[String],
+) -> BTreeMap<String, Service> {
+    let steward = endpoint.map(|endpoint| {
+        (
+            "syncropel".to_string(),
+            Service {
+                kind: "syncropel".into(),
+                endpoint: endpoint.to_string(),
+            },
+        )
+    });
+    let relays = relays.iter().enumerate().map(|(n, relay)| {
+        (
+            format!("relay-{}", n + 1),
+            Service {
+                kind: RELAY_SERVICE.into(),
+                endpoint: relay.clone(),
+            },
+        )
+    });
+    steward.into_iter().chain(relays).collect()
 }

@@ -11,7 +11,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use syncropel_protocol::did_doc::{did_web_url, parse_document};
+use syncropel_protocol::did_doc::{did_web_url, parse_document, RELAY_SERVICE};
 use syncropel_protocol::did_sync::{LoggedOp, OpLog, DID_HASH_CHARS};
 
 use crate::peer::PeerClient;
@@ -47,6 +47,8 @@ pub struct ResolvedDid {
     pub current: Vec<String>,
     /// The `syncropel` service endpoint.
     pub endpoint: Option<String>,
+    /// The `syncropel-relay` service endpoints, in order (federation-protocol.md §7.2).
+    pub relays: Vec<String>,
     pub also_known_as: Vec<String>,
     /// did:sync handles (empty for did:web).
     pub handles: Vec<String>,
@@ -267,6 +269,7 @@ impl DidResolver {
                 .collect(),
             keys: parsed.keys.into_iter().map(|k| k.did_key).collect(),
             endpoint: parsed.endpoint,
+            relays: parsed.relays,
             also_known_as: parsed.also_known_as,
             handles: Vec::new(),
             deactivated: false,
@@ -399,6 +402,13 @@ fn replay(did: &str, body: Value) -> Result<ResolvedDid, PeerError> {
         },
         current: state.signing_keys.values().map(did_key).collect(),
         endpoint: state.services.get("syncropel").map(|s| s.endpoint.clone()),
+        // Named `relay-1`, `relay-2`, …: in that order.
+        relays: state
+            .services
+            .values()
+            .filter(|s| s.kind == RELAY_SERVICE)
+            .map(|s| s.endpoint.clone())
+            .collect(),
         also_known_as: Vec::new(),
         handles: state.handles,
         deactivated: state.deactivated,

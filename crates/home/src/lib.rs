@@ -35,7 +35,9 @@ use syncropel_protocol::Keypair;
 
 mod publish;
 
-pub use publish::{refuse_if_paired, rotate, upgrade_to_sync, upgrade_to_web, SyncRegistration};
+pub use publish::{
+    publish_relays, refuse_if_paired, rotate, upgrade_to_sync, upgrade_to_web, SyncRegistration,
+};
 
 /// The store key of a home's one tenant.
 pub const LOCAL_TENANT: &str = "local";

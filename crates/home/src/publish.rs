@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 pub(crate) use syncropel_federation::directory::multibase;
-use syncropel_federation::directory::{services, submit, sync_genesis};
+use syncropel_federation::directory::{services_with_relays, submit, sync_genesis};
 use syncropel_federation::{DidResolver, PeerClient};
 use syncropel_protocol::did_doc::did_web_for;
 use syncropel_protocol::did_sync::{cid, did_from_genesis, sign_operation, OpType, Operation};
@@ -46,13 +46,16 @@ pub async fn upgrade_to_sync(
             let rotation = home.rotation_keypair()?;
             let mut rotation_keys: Vec<String> = registration.recovery_key.into_iter().collect();
             rotation_keys.push(rotation.did_key());
-            let genesis = sync_genesis(
+            let mut genesis = sync_genesis(
                 &key,
                 rotation_keys,
                 registration.handles,
                 registration.namespaces,
                 registration.endpoint.as_deref(),
             );
+            // The relays named in config.toml are services of the DID (§7.2).
+            genesis.services =
+                services_with_relays(registration.endpoint.as_deref(), &home.relays()?);
             let signed = sign_operation(&genesis, &rotation);
             home.set_pending_genesis(Some(&signed))?;
             signed
@@ -159,7 +162,7 @@ async fn register_rotation(
         rotation_keys: published.rotation_keys.clone(),
         handles: published.handles.clone(),
         namespaces: published.namespaces.clone(),
-        services: services(published.endpoint.as_deref()),
+        services: services_with_relays(published.endpoint.as_deref(), &home.relays()?),
         compromised: published.compromised.clone(),
         created_at: rfc3339_from_unix(unix_now()),
         sig: None,
@@ -175,6 +178,44 @@ async fn register_rotation(
             None => Err(refused),
         },
     }
+}
+
+/// Publishes the relays config.toml names as the services of the home's did:sync (an `update`
+/// op signed by its rotation key), so that peers find them while this steward is down
+/// (federation-protocol.md §7.2). A did:web's document names them as the steward serves it,
+/// and a did:key has no document: for those nothing is sent (`None`).
+pub async fn publish_relays(
+    home: &Home,
+    client: &PeerClient,
+) -> Result<Option<PublishedIdentity>, HomeError> {
+    let Some(mut published) = home.published()?.filter(|p| p.method == "sync") else {
+        return Ok(None);
+    };
+    let directory = published
+        .directory
+        .clone()
+        .ok_or_else(|| HomeError::Refused("identity.json names no directory".into()))?;
+    let hash = published.did.trim_start_matches("did:sync:").to_string();
+    let key = home.keypair()?;
+    let update = Operation {
+        kind: OpType::Update,
+        prev: published.head.clone(),
+        signing_keys: BTreeMap::from([(published.current.clone(), multibase(&key))]),
+        rotation_keys: published.rotation_keys.clone(),
+        handles: published.handles.clone(),
+        namespaces: published.namespaces.clone(),
+        services: services_with_relays(published.endpoint.as_deref(), &home.relays()?),
+        compromised: published.compromised.clone(),
+        created_at: rfc3339_from_unix(unix_now()),
+        sig: None,
+    };
+    let signed = sign_operation(&update, &home.rotation_keypair()?);
+    submit(client, &directory, &format!("update/{hash}"), &signed)
+        .await
+        .map_err(|e| HomeError::Refused(e.message()))?;
+    published.head = Some(cid(&signed));
+    home.publish(&published)?;
+    Ok(Some(published))
 }
 
 /// The head of the DID's log at `directory` if its state in force signs with `key`, from the

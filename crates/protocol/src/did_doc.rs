@@ -42,6 +42,35 @@ pub struct ParsedDocument {
     /// `serviceEndpoint` of the `syncropel` service.
     pub endpoint: Option<String>,
     pub also_known_as: Vec<String>,
+    /// `serviceEndpoint`s of the `syncropel-relay` services, in document order: where the
+    /// steward deposits for peers that cannot reach it (federation-protocol.md §7.2).
+    pub relays: Vec<String>,
+}
+
+/// The `service` type naming one of a steward's relays.
+pub const RELAY_SERVICE: &str = "syncropel-relay";
+
+/// Adds a `syncropel-relay` service per relay, in order (`<did>#relay-1`, …), to a document
+/// built by [`did_web_document`].
+pub fn add_relay_services(doc: &mut Value, did: &str, relays: &[String]) {
+    if relays.is_empty() {
+        return;
+    }
+    let Some(doc) = doc.as_object_mut() else {
+        return;
+    };
+    let services = doc
+        .entry("service")
+        .or_insert_with(|| Value::Array(Vec::new()));
+    if let Value::Array(services) = services {
+        for (n, relay) in relays.iter().enumerate() {
+            services.push(json!({
+                "id": format!("{did}#relay-{}", n + 1),
+                "type": RELAY_SERVICE,
+                "serviceEndpoint": relay,
+            }));
+        }
+    }
 }
 
 /// The document a steward serves for `did` (its did:web, or a hosted tenant's secondary
@@ -163,10 +192,18 @@ pub fn parse_document(expected_did: &str, doc: &Value) -> Result<ParsedDocument,
     }
 
     let mut endpoint = None;
+    let mut relays = Vec::new();
     for service in array(doc, "service")? {
         let Some(service) = service.as_object() else {
             return bad("service", "entries must be objects".into());
         };
+        if service.get("type").and_then(Value::as_str) == Some(RELAY_SERVICE) {
+            // A relay is only ever asked for what a source signed: a strange entry is skipped.
+            if let Some(url) = service.get("serviceEndpoint").and_then(Value::as_str) {
+                relays.push(url.to_owned());
+            }
+            continue;
+        }
         if service.get("type").and_then(Value::as_str) != Some(SYNCROPEL_SERVICE) {
             continue;
         }
@@ -192,6 +229,7 @@ pub fn parse_document(expected_did: &str, doc: &Value) -> Result<ParsedDocument,
         keys,
         endpoint,
         also_known_as,
+        relays,
     })
 }
 
@@ -415,8 +453,28 @@ mod tests {
                 ],
                 endpoint: Some("https://spl.alice.dev".into()),
                 also_known_as: vec!["did:sync:abcdefghijklmnopqrstuvwx".into()],
+                relays: Vec::new(),
             }
         );
+    }
+
+    #[test]
+    fn relays_are_services_of_their_own_read_back_in_order() {
+        let mut doc = two_key_document();
+        let relays = vec![
+            "https://r1.example".to_string(),
+            "https://r2.example".into(),
+        ];
+        add_relay_services(&mut doc, DID, &relays);
+        assert_eq!(doc["service"][1]["id"], "did:web:alice.dev#relay-1");
+        assert_eq!(doc["service"][2]["type"], RELAY_SERVICE);
+        let parsed = parse_document(DID, &doc).unwrap();
+        assert_eq!(parsed.relays, relays);
+        // The steward's own endpoint is still the one `syncropel` service.
+        assert_eq!(parsed.endpoint.as_deref(), Some("https://spl.alice.dev"));
+        let mut bare = did_web_document(DID, &[("key-1".into(), multibase(1))], &[], None, &[]);
+        add_relay_services(&mut bare, DID, &[]);
+        assert!(bare.get("service").is_none());
     }
 
     #[test]

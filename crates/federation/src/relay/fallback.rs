@@ -53,16 +53,33 @@ impl PeerRelays {
     }
 }
 
-/// Where to look for a source's records while it is down: the relays its manifest named, then
-/// this steward's own (where a source deposits for a peer that names them: the mailbox of §7.6).
+/// Where to look for a source's records while it is down (federation-protocol.md §7.2): the
+/// relays its DID document names (did:web and did:sync resolve without the source), then those
+/// of its last verified manifest, then this steward's own (where a source deposits for a peer
+/// that names them: the mailbox of §7.6).
 pub async fn relays_of(fed: &Federation, tenant: &str, source: &Source) -> PeerRelays {
-    let mut named: PeerRelays = match fed.store.state_get(tenant, PEER_RELAYS, &source.id).await {
+    let cached: PeerRelays = match fed.store.state_get(tenant, PEER_RELAYS, &source.id).await {
         Ok(Some(text)) => parse(&text).unwrap_or_default(),
         _ => PeerRelays::default(),
     };
-    for own in &fed.config.relay.urls {
-        if !named.relays.contains(own) {
-            named.relays.push(own.clone());
+    let documented = match source.peer_did.starts_with("did:key:") {
+        true => Vec::new(),
+        false => match fed.resolver().resolve(&source.peer_did).await {
+            Ok(resolved) => resolved.relays.clone(),
+            Err(_) => Vec::new(),
+        },
+    };
+    let mut named = PeerRelays {
+        relays: Vec::new(),
+        offline_capable: cached.offline_capable,
+    };
+    let everywhere = documented
+        .iter()
+        .chain(&cached.relays)
+        .chain(&fed.config.relay.urls);
+    for relay in everywhere {
+        if !named.relays.contains(relay) {
+            named.relays.push(relay.clone());
         }
     }
     named

@@ -167,9 +167,18 @@ async fn did_web_domain_and_path_forms_resolve() {
     let domain = did_web_for(&addr, None);
     assert!(domain.contains("%3A"), "{domain}");
     let path = did_web_for(&addr, Some("teams/alice"));
+    // The path form's document names two relays too (federation-protocol.md §7.2).
+    let relays = [
+        "https://r1.example".to_string(),
+        "https://r2.example".into(),
+    ];
+    let mut with_relays = web_document(&path);
+    syncropel_protocol::did_doc::add_relay_services(&mut with_relays, &path, &relays);
     host.set(WELL_KNOWN, Reply::json(&web_document(&domain)));
-    host.set("/teams/alice/did.json", Reply::json(&web_document(&path)));
+    host.set("/teams/alice/did.json", Reply::json(&with_relays));
     let (resolver, _) = resolver(Vec::new());
+    assert!(resolver.resolve(&domain).await.unwrap().relays.is_empty());
+    assert_eq!(resolver.resolve(&path).await.unwrap().relays, relays);
 
     for did in [&domain, &path] {
         let resolved = resolver.resolve(did).await.unwrap();

@@ -98,8 +98,9 @@ pub async fn config(ctx: &Ctx, command: ConfigRelayCommand) -> Result<ExitCode> 
                 }
             }
             ctx.home.set_relays(urls.clone())?;
+            let published = publish(ctx).await?;
             if ctx.json {
-                print_json(&json!({"relays": urls}));
+                print_json(&json!({"relays": urls, "published_in": published}));
             } else {
                 println!(
                     "relays: {} (takes effect when `spl serve` next starts)",
@@ -130,14 +131,28 @@ pub async fn config(ctx: &Ctx, command: ConfigRelayCommand) -> Result<ExitCode> 
         }
         ConfigRelayCommand::Clear => {
             ctx.home.set_relays(Vec::new())?;
+            let published = publish(ctx).await?;
             if ctx.json {
-                print_json(&json!({"relays": Value::Array(Vec::new())}));
+                print_json(&json!({"relays": Value::Array(Vec::new()), "published_in": published}));
             } else {
                 println!("no relays (takes effect when `spl serve` next starts)");
             }
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A did:sync home names its relays in its DID document too (an `update` at its directory):
+/// the DID it did so for, if any. A did:web's document names them as `spl serve` serves it.
+async fn publish(ctx: &Ctx) -> Result<Option<String>> {
+    // The directory is the operator's own: reachable wherever it is.
+    let client = PeerClient::new(PeerClientOptions::default());
+    let published = syncropel_home::publish_relays(&ctx.home, &client).await?;
+    let did = published.map(|p| p.did);
+    if let (Some(did), false) = (&did, ctx.json) {
+        println!("published in the DID document of {did}");
+    }
+    Ok(did)
 }
 
 /// Each relay asked for its health and for a call signed with this home's identity (which it

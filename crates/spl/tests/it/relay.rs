@@ -89,3 +89,67 @@ fn relays_are_named_checked_served_and_shown() {
     );
     runtime.block_on(relay.remove());
 }
+
+#[test]
+fn a_did_sync_home_names_its_relays_in_its_did_document() {
+    let directory = crate::common::Directory::start();
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    ok(run(&home, &["init"]));
+    // Relays named before the upgrade are in the genesis.
+    ok(run(
+        &home,
+        &["config", "relay", "set", "https://r1.example", "--no-check"],
+    ));
+    let upgraded = crate::common::upgrade_to_sync(
+        &home,
+        &directory.url,
+        &["--service-endpoint", "https://spl.example.com"],
+    );
+    let did = upgraded["did"].as_str().unwrap().to_string();
+    let hash = did.trim_start_matches("did:sync:").to_string();
+    let relays = |document: &serde_json::Value| -> Vec<String> {
+        document["service"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["type"] == "syncropel-relay")
+            .map(|s| s["serviceEndpoint"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let document = directory.get(&format!("/directory/{hash}/did.json"));
+    assert_eq!(relays(&document), ["https://r1.example"], "{document}");
+
+    // Set again, and cleared: an `update` each time, the steward's own service kept.
+    let set = json(run(
+        &home,
+        &[
+            "--json",
+            "config",
+            "relay",
+            "set",
+            "https://r2.example",
+            "https://r3.example",
+            "--no-check",
+        ],
+    ));
+    assert_eq!(set["published_in"], did.as_str());
+    let document = directory.get(&format!("/directory/{hash}/did.json"));
+    assert_eq!(
+        relays(&document),
+        ["https://r2.example", "https://r3.example"]
+    );
+    assert!(document["service"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["serviceEndpoint"] == "https://spl.example.com"));
+    ok(run(&home, &["config", "relay", "clear"]));
+    let document = directory.get(&format!("/directory/{hash}/did.json"));
+    assert!(relays(&document).is_empty(), "{document}");
+    // Records are still signed with the same key.
+    assert_eq!(
+        json(run(&home, &["--json", "identity", "show"]))["signer"],
+        upgraded["signer"]
+    );
+}

@@ -2,17 +2,20 @@
 //! /.well-known/did.json` for a domain-form did:web, `GET /<path>/did.json` for the path form. A
 //! steward with no did:web for this address answers 404 (a did:key needs no document).
 
+use axum::extract::State;
 use axum::http::{Method, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use syncropel_api::DidDocument;
-use syncropel_protocol::did_doc::{did_web_document, did_web_url};
+use syncropel_protocol::did_doc::{add_relay_services, did_web_document, did_web_url};
 
 use crate::error::ApiError;
+use crate::state::AppState;
 use crate::tenant::CurrentTenant;
 
 /// Routes that match no other: a did:web document if the path names one, else 404.
 pub async fn fallback(
+    State(state): State<AppState>,
     method: Method,
     uri: Uri,
     tenant: Result<CurrentTenant, ApiError>,
@@ -21,12 +24,20 @@ pub async fn fallback(
         return super::not_found().await.into_response();
     }
     match tenant {
-        Ok(CurrentTenant(tenant)) => document(&tenant, uri.path()).into_response(),
+        Ok(CurrentTenant(tenant)) => {
+            let relays = &state.federation.config.relay.urls;
+            document(&tenant, uri.path(), relays).into_response()
+        }
         Err(e) => e.into_response(),
     }
 }
 
-fn document(tenant: &crate::tenant::Tenant, path: &str) -> Result<Json<DidDocument>, ApiError> {
+/// The document, naming this steward's relays as services (federation-protocol.md §7.2).
+fn document(
+    tenant: &crate::tenant::Tenant,
+    path: &str,
+    relays: &[String],
+) -> Result<Json<DidDocument>, ApiError> {
     let no_document = || ApiError::not_found("no did:web document at this address");
     let did_web = tenant.identity.did_web.as_ref().ok_or_else(no_document)?;
     let served_at = did_web_url(&did_web.did).map_err(|_| no_document())?;
@@ -37,13 +48,14 @@ fn document(tenant: &crate::tenant::Tenant, path: &str) -> Result<Json<DidDocume
     if served_path != path {
         return Err(no_document());
     }
-    let document = did_web_document(
+    let mut document = did_web_document(
         &did_web.did,
         &did_web.keys,
         &did_web.current,
         did_web.endpoint.as_deref().or(tenant.url.as_deref()),
         &did_web.also_known_as,
     );
+    add_relay_services(&mut document, &did_web.did, relays);
     // The protocol builds the document as JSON; it must read as the contract's type.
     let document = serde_json::from_value(document)
         .map_err(|e| ApiError::internal(format!("the did:web document is malformed: {e}")))?;

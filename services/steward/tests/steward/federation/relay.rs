@@ -734,3 +734,36 @@ async fn the_operator_sees_the_relays_and_the_outbox_and_can_kick_and_purge() {
     assert_eq!(status, 403, "{body}");
     relay.remove().await;
 }
+
+#[tokio::test]
+async fn a_did_web_steward_names_its_relays_in_its_document() {
+    let relays = vec![
+        "https://r1.example".to_string(),
+        "https://r2.example".into(),
+    ];
+    let node = Node::start(Options {
+        federation: relaying(relays.clone()),
+        identity: syncropel_testkit::Identity::Web {
+            path: None,
+            endpoint: None,
+        },
+        ..Options::default()
+    })
+    .await;
+    let document: serde_json::Value = reqwest::get(format!("{}/.well-known/did.json", node.url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let named: Vec<&str> = document["service"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["type"] == "syncropel-relay")
+        .map(|s| s["serviceEndpoint"].as_str().unwrap())
+        .collect();
+    assert_eq!(named, relays, "{document}");
+    let parsed = syncropel_protocol::did_doc::parse_document(&node.did(), &document).unwrap();
+    assert_eq!(parsed.relays, relays);
+}

@@ -161,7 +161,7 @@ wait_for() { # wait_for SECONDS DESCRIPTION COMMAND...: until COMMAND succeeds
   done
 }
 
-# --- throughput ---------------------------------------------------------------------------
+# --- setup: B pulls both threads once directly, so that A deposits them for it ---------------
 T="th_bench_relay"
 L="th_bench_relay_latency"
 for thread in "$T" "$L"; do
@@ -172,6 +172,23 @@ sleep 1
 log "A moves to another port: the URL B holds for it refuses connections"
 move_a "$(free_port)"
 wait_for 60 "B pulling from the relay" on_relay
+# --- latency: through the relay, then directly ----------------------------------------------
+propagation() {
+  SPL_BENCH_SOURCE_TOKEN="$A_TOKEN" SPL_BENCH_SINK_TOKEN="$B_TOKEN" "${BENCH[@]}" propagation \
+    --source-url "$A_URL" --sink-url "$B_URL" --thread "$1" \
+    --records "$PROP_RECORDS" --interval-ms "$PROP_INTERVAL_MS" --actor "$ACTOR"
+}
+log "latency through the relay: $PROP_RECORDS records ${PROP_INTERVAL_MS} ms apart"
+VIA_RELAY=$(propagation "$L")
+log "via the relay: $VIA_RELAY"
+back_to_source
+DIRECT=$(propagation "$L")
+log "direct: $DIRECT"
+log "A moves away again, for the throughput run"
+move_a "$(free_port)"
+wait_for 60 "B pulling from the relay" on_relay
+
+# --- throughput ---------------------------------------------------------------------------
 spla federation pause "$B_DID" >/dev/null
 log "seeding $RECORDS records on A while its pair with B is paused"
 SEED_JSON=$(SPL_BENCH_TOKEN="$A_TOKEN" "${BENCH[@]}" seed --url "$A_URL" --thread "$T" \
@@ -200,18 +217,6 @@ A_CORES=$(cores "$A_T0" "$A_T1" "$T0" "$T1"); B_CORES=$(cores "$B_T0" "$B_T1" "$
 wait_for 60 "the relay emptied by B's acks" relay_empty
 log "through the relay: $RECORDS records in $SECS s = $RPS rec/s; CPU µs/record: A $A_US, relay $R_US, B $B_US; peak queued $PEAK_QUEUED"
 
-# --- latency: through the relay, then directly ----------------------------------------------
-propagation() {
-  SPL_BENCH_SOURCE_TOKEN="$A_TOKEN" SPL_BENCH_SINK_TOKEN="$B_TOKEN" "${BENCH[@]}" propagation \
-    --source-url "$A_URL" --sink-url "$B_URL" --thread "$1" \
-    --records "$PROP_RECORDS" --interval-ms "$PROP_INTERVAL_MS" --actor "$ACTOR"
-}
-log "latency through the relay: $PROP_RECORDS records ${PROP_INTERVAL_MS} ms apart"
-VIA_RELAY=$(propagation "$L")
-log "via the relay: $VIA_RELAY"
-back_to_source
-DIRECT=$(propagation "$L")
-log "direct: $DIRECT"
 ms() { awk -v u="$(jget "$1" "$2")" 'BEGIN { if (u == "") print "n/a"; else printf "%.2f", u / 1000 }'; }
 R50=$(ms "$VIA_RELAY" p50_us); R99=$(ms "$VIA_RELAY" p99_us); RMAX=$(ms "$VIA_RELAY" max_us)
 D50=$(ms "$DIRECT" p50_us); D99=$(ms "$DIRECT" p99_us); DMAX=$(ms "$DIRECT" max_us)

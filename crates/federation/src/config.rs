@@ -66,6 +66,9 @@ pub struct RelayConfig {
     pub probe_after: Duration,
     /// How long a pull from a relay waits for a deposit (at most 25 s).
     pub wait: Duration,
+    /// Items a pull from a relay asks for per page: the relay's most (10,000) by default, so that
+    /// a destination far behind makes few round trips (the relay's 8 MiB bound still holds).
+    pub page_items: u32,
 }
 
 impl Default for RelayConfig {
@@ -76,6 +79,7 @@ impl Default for RelayConfig {
             after_failures: 3,
             probe_after: Duration::from_secs(30),
             wait: Duration::from_secs(25),
+            page_items: 10_000,
         }
     }
 }

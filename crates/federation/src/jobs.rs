@@ -432,11 +432,14 @@ impl RelayRoute {
                 Err(_) => return Pulled::Source,
             }
         }
+        // Held until the next probe, but never for less than a second: an empty answer at once
+        // would have the job ask again and again (and meet the relay's rate limit) until then.
         let wait = fed
             .config
             .relay
             .wait
-            .min(self.probe_at.saturating_duration_since(Instant::now()));
+            .min(self.probe_at.saturating_duration_since(Instant::now()))
+            .max(Duration::from_secs(1));
         let relay = &self.relays[self.at % self.relays.len()];
         let span = tracing::debug_span!(
             "relay.pull",

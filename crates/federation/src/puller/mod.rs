@@ -187,25 +187,36 @@ pub async fn pull_through(
     Ok(total)
 }
 
-/// Checks items that came through a relay as a page's items are checked, and stores those that
-/// pass with `moved` (the relay cursor) in one transaction. The source cursor does not move.
-pub(crate) async fn ingest_relayed(
+/// Checks items that came through a relay as a page's items are checked (ids, signatures,
+/// thread); not yet stored.
+pub(crate) async fn check_relayed(
     fed: &Federation,
-    tenant: &Tenant,
-    source: &Source,
     thread: &str,
     items: Vec<serde_json::Value>,
-    moved: StateChange,
-) -> Result<PullOutcome, PullError> {
+) -> Result<Checked, PullError> {
     let page = ChangesPage {
         thread: thread.to_string(),
         records: items,
         next_cursor: String::new(),
         has_more: false,
     };
-    let checked = check_page(page, thread, fed).await?;
-    store_checked(fed, tenant, source, checked, moved).await
+    check_page(page, thread, fed).await.map(Checked)
 }
+
+/// Stores the records of checked relay items that pass, with `moved` (the relay cursor) in one
+/// transaction. The source cursor does not move.
+pub(crate) async fn store_relayed(
+    fed: &Federation,
+    tenant: &Tenant,
+    source: &Source,
+    checked: Checked,
+    moved: StateChange,
+) -> Result<PullOutcome, PullError> {
+    store_checked(fed, tenant, source, checked.0, moved).await
+}
+
+/// Items checked by [`check_relayed`].
+pub(crate) struct Checked(Fetched);
 
 /// Pages parsed and verified ahead of the one being stored.
 const PIPELINE_PAGES: usize = 2;

@@ -18,9 +18,6 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 const SMALL_ANSWER: usize = 1 << 20;
 /// Largest page of envelopes read: the relay's page bound (8 MiB) and its wrapping.
 const PAGE_ANSWER: usize = 9 << 20;
-/// Items asked for per page: the relay's most, so that a destination far behind makes few round
-/// trips (the 8 MiB bound still holds).
-const PAGE_ITEMS: u32 = 10_000;
 
 /// A failed relay call: the classified failure, the relay's answer, and the `Retry-After` it
 /// asked for.
@@ -128,16 +125,18 @@ impl RelayClient<'_> {
             .await
     }
 
-    /// `GET …/changes`: the envelopes after `since`, waiting up to `wait` for a deposit.
+    /// `GET …/changes`: the envelopes after `since` (about `limit` items), waiting up to `wait`
+    /// for a deposit.
     pub async fn changes(
         &self,
         queue_id: &str,
         since: &str,
+        limit: u32,
         wait: Duration,
     ) -> Result<Value, RelayFailure> {
         let query = url::form_urlencoded::Serializer::new(String::new())
             .append_pair("since", since)
-            .append_pair("limit", &PAGE_ITEMS.to_string())
+            .append_pair("limit", &limit.to_string())
             .append_pair("wait", &wait.as_secs().to_string())
             .finish();
         let path = format!("{}?{query}", queue_path(queue_id, "/changes"));

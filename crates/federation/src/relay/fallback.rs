@@ -4,6 +4,7 @@
 //! moves on relay data, so a relay that loses or withholds records delays them and nothing more:
 //! the job returns to its source as soon as it answers and pulls from where it was.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -12,10 +13,11 @@ use syncropel_protocol::relay::{Envelope, EnvelopeError, Queue};
 use syncropel_protocol::DEFAULT_NAMESPACE;
 use syncropel_store::StateChange;
 use syncropel_tenant::Tenant;
+use tokio::sync::mpsc;
 
 use super::client::{RelayClient, RelayFailure};
 use crate::peer::PeerError;
-use crate::puller::{ingest_relayed, PullError, PullOutcome, Source};
+use crate::puller::{check_relayed, store_relayed, Checked, PullError, PullOutcome, Source};
 use crate::state::{parse, pull_cursor, to_text, PEER_RELAYS, RELAY_CURSOR};
 use crate::Federation;
 
@@ -106,10 +108,12 @@ pub fn queue_of(tenant: &Tenant, source: &Source, thread: &str) -> Queue {
     }
 }
 
-/// Pulls one page of `thread` from `source`'s queue at `relay` (opening the queue there first,
-/// from the source cursor held), checks and stores it, then acks it.
+/// Pulls `thread` from `source`'s queue at `relay` (opening the queue there first, from the
+/// source cursor held): a page, or, when the destination is far behind, pages in a pipeline
+/// (the next one fetched and checked while this one is stored), each stored with the relay
+/// cursor past it and then acked.
 pub async fn pull(
-    fed: &Federation,
+    fed: &Arc<Federation>,
     tenant: &Tenant,
     source: &Source,
     thread: &str,
@@ -118,17 +122,26 @@ pub async fn pull(
 ) -> Result<PullOutcome, PullError> {
     let queue = queue_of(tenant, source, thread);
     let queue_id = queue.id();
-    let key = format!("{}\n{thread}\n{relay}", source.id);
     let client = RelayClient {
         client: fed.client(),
         identity: &tenant.identity,
         base: relay,
     };
-    let held: Option<RelayCursor> =
-        match fed.store.state_get(&tenant.id, RELAY_CURSOR, &key).await? {
-            Some(text) => Some(parse(&text)?),
-            None => None,
-        };
+    let at = Place {
+        key: format!("{}\n{thread}\n{relay}", source.id),
+        queue_id: queue_id.clone(),
+        relay: relay.to_string(),
+        thread: thread.to_string(),
+        signers: signers_of(fed, &source.peer_did).await?,
+    };
+    let held: Option<RelayCursor> = match fed
+        .store
+        .state_get(&tenant.id, RELAY_CURSOR, &at.key)
+        .await?
+    {
+        Some(text) => Some(parse(&text)?),
+        None => None,
+    };
     let cursor = match held {
         Some(held) => held.cursor,
         None => {
@@ -136,59 +149,185 @@ pub async fn pull(
             String::new()
         }
     };
-    let page = match client.changes(&queue_id, &cursor, wait).await {
+    let limit = fed.config.relay.page_items;
+    let page = match client.changes(&queue_id, &cursor, limit, wait).await {
         // The queue was dropped and opened again, or never opened here: from its start.
         Err(f) if restarts(&f) => {
             open(fed, tenant, source, thread, &client, &queue).await?;
-            client.changes(&queue_id, "", wait).await
+            client.changes(&queue_id, "", limit, wait).await
         }
         page => page,
     }
     .map_err(|f| PullError::Peer(f.error))?;
-    let (envelopes, next_cursor, has_more) = parse_page(&page)?;
-    let signers = signers_of(fed, &source.peer_did).await?;
-    let mut items = Vec::new();
-    for mut envelope in envelopes {
-        match checked(envelope["envelope"].take(), &queue_id, &signers) {
-            Ok(envelope) => items.extend(envelope.items),
-            Err(e) => {
-                let code = match e {
-                    EnvelopeError::Signature => "SIGNATURE_INVALID",
-                    EnvelopeError::TooLarge(_) => "PAYLOAD_TOO_LARGE",
-                    EnvelopeError::Invalid(_) => "VALIDATION_ERROR",
-                };
-                syncropel_telemetry::series::relay_envelope_rejected(code);
-                tracing::warn!(source = %source.id, relay, %code, error = %e, "an envelope from a relay was discarded");
+    let first = at.check(fed, page).await?;
+    let (more, next) = (first.has_more, first.next_cursor.clone());
+    let mut outcome = at.store(fed, tenant, source, first, &cursor).await?;
+    if more {
+        let rest = at.pull_through(fed, tenant, source, next).await;
+        let rest = rest?;
+        outcome.pulled += rest.pulled;
+        outcome.duplicates += rest.duplicates;
+        outcome.quarantined += rest.quarantined;
+        outcome.has_more = rest.has_more;
+    }
+    Ok(outcome)
+}
+
+/// Pages a catch-up pulls before its job looks at its source again.
+const PAGES_PER_PULL: usize = 50;
+/// Pages fetched and checked ahead of the one being stored.
+const PIPELINE_PAGES: usize = 2;
+
+/// Which queue at which relay a job pulls, and who may sign its envelopes.
+#[derive(Clone)]
+struct Place {
+    /// Of the job's relay cursor row.
+    key: String,
+    queue_id: String,
+    relay: String,
+    thread: String,
+    signers: Vec<String>,
+}
+
+/// A page whose envelopes and records were checked; not yet stored.
+struct CheckedPage {
+    checked: Checked,
+    next_cursor: String,
+    has_more: bool,
+}
+
+impl Place {
+    /// Checks every envelope of a page (a failing one is discarded whole and counted) and every
+    /// record of those that pass, as on a direct pull.
+    async fn check(&self, fed: &Federation, page: Value) -> Result<CheckedPage, PullError> {
+        let (envelopes, next_cursor, has_more) = parse_page(&page)?;
+        let mut items = Vec::new();
+        for mut envelope in envelopes {
+            match checked(envelope["envelope"].take(), &self.queue_id, &self.signers) {
+                Ok(envelope) => items.extend(envelope.items),
+                Err(e) => {
+                    let code = match e {
+                        EnvelopeError::Signature => "SIGNATURE_INVALID",
+                        EnvelopeError::TooLarge(_) => "PAYLOAD_TOO_LARGE",
+                        EnvelopeError::Invalid(_) => "VALIDATION_ERROR",
+                    };
+                    syncropel_telemetry::series::relay_envelope_rejected(code);
+                    tracing::warn!(relay = %self.relay, %code, error = %e, "an envelope from a relay was discarded");
+                }
             }
         }
+        Ok(CheckedPage {
+            checked: check_relayed(fed, &self.thread, items).await?,
+            next_cursor,
+            has_more,
+        })
     }
-    let moved = StateChange::put(
-        RELAY_CURSOR,
-        &key,
-        to_text(&RelayCursor {
-            cursor: next_cursor.clone(),
-        }),
-    );
-    let mut outcome = ingest_relayed(fed, tenant, source, thread, items, moved).await?;
-    syncropel_telemetry::series::relay_pulled(outcome.pulled, outcome.duplicates);
-    if next_cursor != cursor {
-        // Off the pull's path, and best effort: a lost ack costs a delivery again, dropped by
-        // id; acks are cumulative, so one arriving after a later one removes nothing more.
-        let (peers, identity) = (fed.client().clone(), tenant.identity.clone());
-        let (relay, queue_id) = (relay.to_string(), queue_id.clone());
-        tokio::spawn(async move {
-            let client = RelayClient {
-                client: &peers,
-                identity: &identity,
-                base: &relay,
+
+    /// Stores a checked page with the relay cursor past it, then acks it (off the pull's path).
+    async fn store(
+        &self,
+        fed: &Federation,
+        tenant: &Tenant,
+        source: &Source,
+        page: CheckedPage,
+        held: &str,
+    ) -> Result<PullOutcome, PullError> {
+        let moved = StateChange::put(
+            RELAY_CURSOR,
+            &self.key,
+            to_text(&RelayCursor {
+                cursor: page.next_cursor.clone(),
+            }),
+        );
+        let mut outcome = store_relayed(fed, tenant, source, page.checked, moved).await?;
+        syncropel_telemetry::series::relay_pulled(outcome.pulled, outcome.duplicates);
+        if page.next_cursor != held {
+            // Best effort: a lost ack costs a delivery again, dropped by id; acks are
+            // cumulative, so one arriving after a later one removes nothing more.
+            let (peers, identity) = (fed.client().clone(), tenant.identity.clone());
+            let (relay, queue_id) = (self.relay.clone(), self.queue_id.clone());
+            let through = page.next_cursor;
+            tokio::spawn(async move {
+                let client = RelayClient {
+                    client: &peers,
+                    identity: &identity,
+                    base: &relay,
+                };
+                if let Err(f) = client.ack(&queue_id, &through).await {
+                    tracing::debug!(relay, error = %f, "acking a relay page failed");
+                }
+            });
+        }
+        outcome.has_more = page.has_more;
+        Ok(outcome)
+    }
+
+    /// The pages after `cursor`, fetched and checked ahead on a task of their own while each
+    /// is stored in order; nothing after a page that fails.
+    async fn pull_through(
+        &self,
+        fed: &Arc<Federation>,
+        tenant: &Tenant,
+        source: &Source,
+        mut cursor: String,
+    ) -> Result<PullOutcome, PullError> {
+        let (pages, mut checked) = mpsc::channel(PIPELINE_PAGES);
+        let producer = {
+            let (fed, at, identity) = (fed.clone(), self.clone(), tenant.identity.clone());
+            let mut since = cursor.clone();
+            tokio::spawn(async move {
+                let client = RelayClient {
+                    client: fed.client(),
+                    identity: &identity,
+                    base: &at.relay,
+                };
+                let limit = fed.config.relay.page_items;
+                for _ in 0..PAGES_PER_PULL {
+                    let page = match client
+                        .changes(&at.queue_id, &since, limit, Duration::ZERO)
+                        .await
+                    {
+                        Ok(page) => at.check(&fed, page).await,
+                        Err(f) => Err(PullError::Peer(f.error)),
+                    };
+                    let more = match &page {
+                        Ok(page) => {
+                            since = page.next_cursor.clone();
+                            page.has_more
+                        }
+                        Err(_) => false,
+                    };
+                    if pages.send(page).await.is_err() || !more {
+                        return;
+                    }
+                }
+            })
+        };
+        let mut total = PullOutcome::default();
+        while let Some(page) = checked.recv().await {
+            let stored = match page {
+                Ok(page) => {
+                    let next = page.next_cursor.clone();
+                    let stored = self.store(fed, tenant, source, page, &cursor).await;
+                    cursor = next;
+                    stored
+                }
+                Err(e) => Err(e),
             };
-            if let Err(f) = client.ack(&queue_id, &next_cursor).await {
-                tracing::debug!(relay, error = %f, "acking a relay page failed");
-            }
-        });
+            let outcome = match stored {
+                Ok(outcome) => outcome,
+                Err(e) => {
+                    producer.abort();
+                    return Err(e);
+                }
+            };
+            total.pulled += outcome.pulled;
+            total.duplicates += outcome.duplicates;
+            total.quarantined += outcome.quarantined;
+            total.has_more = outcome.has_more;
+        }
+        Ok(total)
     }
-    outcome.has_more = has_more;
-    Ok(outcome)
 }
 
 fn restarts(failure: &RelayFailure) -> bool {

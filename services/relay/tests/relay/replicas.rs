@@ -73,6 +73,7 @@ fn relaying(urls: Vec<String>) -> FederationConfig {
             urls,
             probe_after: Duration::from_secs(2),
             wait: Duration::from_secs(1),
+            page_items: 25,
             ..RelayConfig::default()
         },
         ..syncropel_testkit::quick_federation()

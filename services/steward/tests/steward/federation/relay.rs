@@ -26,6 +26,8 @@ fn relaying(urls: Vec<String>) -> FederationConfig {
             urls,
             probe_after: Duration::from_secs(2),
             wait: Duration::from_secs(1),
+            // Small pages: a destination behind pulls several, pipelined.
+            page_items: 7,
             ..RelayConfig::default()
         },
         ..config()
@@ -202,7 +204,7 @@ async fn a_full_queue_refuses_deposits_and_the_source_delivers_everything_once_r
     {
         assert!(start.elapsed() < DEADLINE * 3, "delivered {delivered:?}");
         let page = as_dest
-            .changes(&queue_id, &cursor, Duration::from_secs(1))
+            .changes(&queue_id, &cursor, 10_000, Duration::from_secs(1))
             .await
             .unwrap();
         for envelope in page["envelopes"].as_array().unwrap() {
@@ -284,7 +286,7 @@ async fn queued(
         identity,
         base: &relay.url,
     };
-    let page = match as_dest.changes(queue_id, "", Duration::ZERO).await {
+    let page = match as_dest.changes(queue_id, "", 10_000, Duration::ZERO).await {
         Ok(page) => page,
         // Deleted (purged) and not deposited to again yet.
         Err(f) if f.status() == Some(404) => return Vec::new(),

@@ -69,6 +69,10 @@ pub struct RelayConfig {
     /// Items a pull from a relay asks for per page: the relay's most (10,000) by default, so that
     /// a destination far behind makes few round trips (the relay's 8 MiB bound still holds).
     pub page_items: u32,
+    /// How often a job pulling from a relay asks the source's other relays how far their queue
+    /// goes: one ahead of what the relay pulled has delivered is pulled instead, so a relay that
+    /// withholds records is bypassed (10 min).
+    pub compare_every: Duration,
 }
 
 impl Default for RelayConfig {
@@ -80,6 +84,7 @@ impl Default for RelayConfig {
             probe_after: Duration::from_secs(30),
             wait: Duration::from_secs(25),
             page_items: 10_000,
+            compare_every: Duration::from_secs(600),
         }
     }
 }

@@ -380,6 +380,8 @@ impl Route {
             at: 0,
             probe_at: Instant::now() + config.probe_after,
             probes: Backoff::new(config.probe_after, fed.config.backoff_cap),
+            received_through: 0,
+            compare_at: Instant::now() + config.compare_every,
         })
     }
 }
@@ -404,6 +406,10 @@ struct RelayRoute {
     /// When the source is asked again.
     probe_at: Instant,
     probes: Backoff,
+    /// The highest source sequence verified envelopes brought, from any relay.
+    received_through: i64,
+    /// When the other relays are asked how far their queue goes.
+    compare_at: Instant,
 }
 
 /// What one turn of a relayed job did.
@@ -440,6 +446,10 @@ impl RelayRoute {
             .wait
             .min(self.probe_at.saturating_duration_since(Instant::now()))
             .max(Duration::from_secs(1));
+        if now >= self.compare_at {
+            self.compare_at = now + fed.config.relay.compare_every;
+            self.bypass_withholding(fed, tenant, source, thread).await;
+        }
         let relay = &self.relays[self.at % self.relays.len()];
         let span = tracing::debug_span!(
             "relay.pull",
@@ -451,10 +461,40 @@ impl RelayRoute {
         let result = fallback::pull(fed, tenant, source, thread, relay, wait)
             .instrument(span)
             .await;
-        if result.is_err() {
-            self.at = (self.at + 1) % self.relays.len();
+        match &result {
+            Ok(outcome) => {
+                self.received_through = self.received_through.max(outcome.relayed_through);
+            }
+            Err(_) => self.at = (self.at + 1) % self.relays.len(),
         }
         Pulled::Relay(result)
+    }
+
+    /// Moves to the relay whose queue goes furthest past what has been received, if any does: a
+    /// relay that withholds envelopes (or lost them) is bypassed, whatever its own answers say.
+    async fn bypass_withholding(
+        &mut self,
+        fed: &Federation,
+        tenant: &Tenant,
+        source: &Source,
+        thread: &str,
+    ) {
+        let mut ahead: Option<(usize, i64)> = None;
+        for (n, relay) in self.relays.iter().enumerate() {
+            if n == self.at % self.relays.len() {
+                continue;
+            }
+            let Some(head) = fallback::head_at(fed, tenant, source, thread, relay).await else {
+                continue;
+            };
+            if head > self.received_through && ahead.is_none_or(|(_, best)| head > best) {
+                ahead = Some((n, head));
+            }
+        }
+        if let Some((n, head)) = ahead {
+            tracing::info!(source = %source.id, thread, relay = %self.relays[n], head, received = self.received_through, "another relay holds more than the one pulled: pulling there");
+            self.at = n;
+        }
     }
 }
 

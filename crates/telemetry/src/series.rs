@@ -20,6 +20,8 @@ struct Instruments {
     relay_envelopes_rejected: Counter<u64>,
     relay_pulled: Counter<u64>,
     relay_duplicates: Counter<u64>,
+    _relay_outbox_behind: ObservableGauge<u64>,
+    _relay_outbox_stalled: ObservableGauge<u64>,
     _sync_lag: ObservableGauge<f64>,
 }
 
@@ -71,6 +73,19 @@ fn instruments() -> &'static Instruments {
             relay_duplicates: meter
                 .u64_counter("relay_duplicate_records")
                 .with_description("Records a relay delivered that this steward held already")
+                .build(),
+            _relay_outbox_behind: meter
+                .u64_observable_gauge("relay_outbox_behind")
+                .with_description(
+                    "Relay outbox rows (a peer's thread at a relay) not deposited up to the log's end: \
+                     more waiting, or failing and backing off",
+                )
+                .with_callback(|observer| observer.observe(relay_outbox_totals().0, &[]))
+                .build(),
+            _relay_outbox_stalled: meter
+                .u64_observable_gauge("relay_outbox_stalled")
+                .with_description("Relay outbox rows without progress for 7 days (still retrying)")
+                .with_callback(|observer| observer.observe(relay_outbox_totals().1, &[]))
                 .build(),
             _sync_lag: meter
                 .f64_observable_gauge("syncropel_sync_lag")
@@ -136,6 +151,35 @@ pub fn relay_pulled(stored: usize, duplicates: usize) {
     let instruments = instruments();
     instruments.relay_pulled.add(stored as u64, &[]);
     instruments.relay_duplicates.add(duplicates as u64, &[]);
+}
+
+/// The relay outbox rows of each tenant (kept here, summed when read, so that no series is
+/// labelled by tenant): how many are behind, and how many stalled.
+fn relay_outbox_rows() -> &'static Mutex<HashMap<String, (u64, u64)>> {
+    static ROWS: OnceLock<Mutex<HashMap<String, (u64, u64)>>> = OnceLock::new();
+    ROWS.get_or_init(Mutex::default)
+}
+
+fn relay_outbox_totals() -> (u64, u64) {
+    let rows = relay_outbox_rows()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    rows.values().fold((0, 0), |(behind, stalled), (b, s)| {
+        (behind + b, stalled + s)
+    })
+}
+
+/// Records a tenant's relay outbox after a pass: rows behind, rows stalled.
+pub fn relay_outbox(tenant: &str, behind: u64, stalled: u64) {
+    instruments();
+    let mut rows = relay_outbox_rows()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if behind == 0 && stalled == 0 {
+        rows.remove(tenant);
+    } else {
+        rows.insert(tenant.to_string(), (behind, stalled));
+    }
 }
 
 /// Counts a connection closed at a cap; `cap` is `total` or `address`.

@@ -100,6 +100,9 @@ pub struct PullOutcome {
     /// Parents the page named that this store lacks, for [`fetch_parents`].
     #[serde(skip)]
     pub missing_parents: Vec<String>,
+    /// From a relay: the highest source sequence its verified envelopes reached.
+    #[serde(skip)]
+    pub relayed_through: i64,
 }
 
 /// Pulls one page of `thread` from `source` and ingests it. Nothing from a page that breaks the

@@ -169,6 +169,7 @@ pub async fn pull(
         outcome.duplicates += rest.duplicates;
         outcome.quarantined += rest.quarantined;
         outcome.has_more = rest.has_more;
+        outcome.relayed_through = outcome.relayed_through.max(rest.relayed_through);
     }
     Ok(outcome)
 }
@@ -194,6 +195,8 @@ struct CheckedPage {
     checked: Checked,
     next_cursor: String,
     has_more: bool,
+    /// The highest `last_sseq` of its envelopes that passed.
+    through: i64,
 }
 
 impl Place {
@@ -202,9 +205,13 @@ impl Place {
     async fn check(&self, fed: &Federation, page: Value) -> Result<CheckedPage, PullError> {
         let (envelopes, next_cursor, has_more) = parse_page(&page)?;
         let mut items = Vec::new();
+        let mut through = 0;
         for mut envelope in envelopes {
             match checked(envelope["envelope"].take(), &self.queue_id, &self.signers) {
-                Ok(envelope) => items.extend(envelope.items),
+                Ok(envelope) => {
+                    through = through.max(envelope.last_sseq);
+                    items.extend(envelope.items);
+                }
                 Err(e) => {
                     let code = match e {
                         EnvelopeError::Signature => "SIGNATURE_INVALID",
@@ -220,6 +227,7 @@ impl Place {
             checked: check_relayed(fed, &self.thread, items).await?,
             next_cursor,
             has_more,
+            through,
         })
     }
 
@@ -259,6 +267,7 @@ impl Place {
             });
         }
         outcome.has_more = page.has_more;
+        outcome.relayed_through = page.through;
         Ok(outcome)
     }
 
@@ -325,9 +334,28 @@ impl Place {
             total.duplicates += outcome.duplicates;
             total.quarantined += outcome.quarantined;
             total.has_more = outcome.has_more;
+            total.relayed_through = total.relayed_through.max(outcome.relayed_through);
         }
         Ok(total)
     }
+}
+
+/// The `head_sseq` of `source`'s queue at `relay` (what was deposited there), if it answers.
+pub async fn head_at(
+    fed: &Federation,
+    tenant: &Tenant,
+    source: &Source,
+    thread: &str,
+    relay: &str,
+) -> Option<i64> {
+    let client = RelayClient {
+        client: fed.client(),
+        identity: &tenant.identity,
+        base: relay,
+    };
+    let queue_id = queue_of(tenant, source, thread).id();
+    let status = client.status(&queue_id).await.ok()?;
+    status["head_sseq"].as_i64()
 }
 
 fn restarts(failure: &RelayFailure) -> bool {

@@ -208,6 +208,7 @@ async fn pass(fed: &Federation, tenant: &Tenant) -> Result<(Duration, bool)> {
     let now = unix_now();
     let mut next = IDLE;
     let mut changes = Vec::new();
+    let (mut behind, mut stalled) = (0, 0);
     for served in &served {
         let queue_id = served.queue.id();
         if now - served.served_at > SERVED_FOR_SECS {
@@ -235,6 +236,8 @@ async fn pass(fed: &Federation, tenant: &Tenant) -> Result<(Duration, bool)> {
             row.confirmed_through = row.confirmed_through.max(served.confirmed_through);
             if row.next_attempt_at > now {
                 next = next.min(Duration::from_secs((row.next_attempt_at - now) as u64));
+                behind += 1;
+                stalled += u64::from(row.stalled_since.is_some());
                 continue;
             }
             let before = row.clone();
@@ -252,9 +255,13 @@ async fn pass(fed: &Federation, tenant: &Tenant) -> Result<(Duration, bool)> {
                     changes.push(StateChange::delete(RELAY_SERVED, &queue_id));
                     continue;
                 }
-                Drive::More => next = Duration::ZERO,
-                Drive::Done => {}
+                Drive::More => {
+                    next = Duration::ZERO;
+                    behind += 1;
+                }
+                Drive::Done => behind += u64::from(row.last_error.is_some()),
             }
+            stalled += u64::from(row.stalled_since.is_some());
             if row.next_attempt_at > now {
                 next = next.min(Duration::from_secs(
                     (row.next_attempt_at - now).max(1) as u64
@@ -270,6 +277,7 @@ async fn pass(fed: &Federation, tenant: &Tenant) -> Result<(Duration, bool)> {
     if !changes.is_empty() {
         store.write(&tenant.id, Vec::new(), changes).await?;
     }
+    syncropel_telemetry::series::relay_outbox(&tenant.id, behind, stalled);
     Ok((next, !served.is_empty()))
 }
 

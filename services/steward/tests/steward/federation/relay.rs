@@ -28,6 +28,7 @@ fn relaying(urls: Vec<String>) -> FederationConfig {
             wait: Duration::from_secs(1),
             // Small pages: a destination behind pulls several, pipelined.
             page_items: 7,
+            compare_every: Duration::from_secs(1),
             ..RelayConfig::default()
         },
         ..config()
@@ -768,4 +769,50 @@ async fn a_did_web_steward_names_its_relays_in_its_document() {
     assert_eq!(named, relays, "{document}");
     let parsed = syncropel_protocol::did_doc::parse_document(&node.did(), &document).unwrap();
     assert_eq!(parsed.relays, relays);
+}
+
+#[tokio::test]
+async fn a_relay_that_withholds_records_is_bypassed_for_one_that_has_them() {
+    // The source names two relays; the first takes its deposits and serves nothing.
+    let withholding = Hostile::default();
+    let withholding_url = withholding.start().await;
+    let relay = Relay::start().await;
+    let dest = Node::start(Options {
+        federation: relaying(Vec::new()),
+        ..Options::default()
+    })
+    .await;
+    let source = Node::start(Options {
+        federation: FederationConfig {
+            auto_approve: vec![dest.did()],
+            ..relaying(vec![withholding_url, relay.url.clone()])
+        },
+        ..Options::default()
+    })
+    .await;
+    dest.pair_with(source.url()).await;
+    let thread = "th_relay_withheld";
+    let mut expected = emit_many(&source, thread, 1..=1).await;
+    dest.pull(thread, &source.did()).await;
+    let dest_stopped = dest.stop().await;
+    expected.extend(emit_many(&source, thread, 2..=12).await);
+    eventually("deposits at both relays", DEADLINE, || async {
+        let real = relay.store.totals().await.unwrap().items >= 11;
+        (real && !withholding.deposited(thread).is_empty()).then_some(())
+    })
+    .await;
+    let _source_stopped = source.stop().await;
+    let dest = Node::start(Options {
+        federation: relaying(Vec::new()),
+        ..Options::restart(dest_stopped)
+    })
+    .await;
+    eventually(
+        "everything, from the relay that has it",
+        DEADLINE * 2,
+        || async { (dest.ids(thread).await == expected).then_some(()) },
+    )
+    .await;
+    assert!(dest.quarantine(None).await.is_empty());
+    relay.remove().await;
 }

@@ -2,7 +2,6 @@
 //! asked for its health, the outbox rows, the queues the relays hold for and from this steward,
 //! a kick that retries every row now, and a purge of one peer's queues.
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use futures_util::future::join_all;
@@ -20,6 +19,8 @@ use crate::{pairs, Federation};
 
 /// How long a relay gets to answer an operator's question.
 const ASK_TIMEOUT: Duration = Duration::from_secs(3);
+/// Most relays one listing of queues asks (each twice, at once).
+const MAX_RELAYS_ASKED: usize = 16;
 
 /// The steward's relays, each asked for its health now, and the outbox.
 pub async fn status(fed: &Federation, tenant: &Tenant) -> Result<RelayStatus> {
@@ -61,10 +62,16 @@ pub async fn queues(
         Some(key) => Some(pairs::find(fed, tenant, key).await?.peer_did),
         None => None,
     };
-    let mut relays: BTreeSet<String> = fed.config.relay.urls.iter().cloned().collect();
+    // Ours first, then peers', and a bounded number of them: one request asks each twice.
+    let mut relays: Vec<String> = fed.config.relay.urls.clone();
     for (_, text) in fed.store.state_list(&tenant.id, PEER_RELAYS).await? {
-        relays.extend(parse::<PeerRelays>(&text).unwrap_or_default().relays);
+        for relay in parse::<PeerRelays>(&text).unwrap_or_default().relays {
+            if !relays.contains(&relay) {
+                relays.push(relay);
+            }
+        }
     }
+    relays.truncate(MAX_RELAYS_ASKED);
     let asked = join_all(relays.iter().map(|url| async move {
         let client = RelayClient {
             client: fed.client(),

@@ -443,6 +443,15 @@ fn routes(to: &Aim, from: &Aim, rng: &mut Rng) -> Vec<Route> {
         Route::new(M::GET, "/v1/federation/introductions", Token)
             .at(format!("/v1/federation/introductions?via={}", to.peer_did)),
         Route::new(M::GET, "/v1/discovery/mdns", Token).at("/v1/discovery/mdns"),
+        // Relays.
+        Route::new(M::GET, "/v1/federation/relay", Token).at("/v1/federation/relay"),
+        Route::new(M::GET, "/v1/federation/relay/queues", Token)
+            .at("/v1/federation/relay/queues")
+            .at(format!("/v1/federation/relay/queues?peer={pair_key}")),
+        Route::new(M::POST, "/v1/federation/relay/kick", Token).at("/v1/federation/relay/kick"),
+        Route::new(M::POST, "/v1/federation/relay/purge", Token)
+            .with("/v1/federation/relay/purge", json!({"peer": pair_key}))
+            .with("/v1/federation/relay/purge", json!({"peer": to.peer_did})),
         // Consent.
         Route::new(M::POST, "/v1/consent/grants", Token)
             .with(

@@ -50,29 +50,6 @@ trap cleanup EXIT
 START_TS=$(date +%s)
 LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
 
-# start_steward NAME ARGS...: inits a home, makes an admin token, serves; sets <NAME>_URL,
-# <NAME>_PID, <NAME>_TOKEN and <NAME>_DID.
-start_steward() {
-  local name="$1" home="$WORK/$1" did token pid url
-  shift
-  did=$("$SPL" --home "$home" init | tr -d '[:space:]')
-  token=$("$SPL" --home "$home" service-account create --bootstrap --name bench --scopes admin \
-    --with-token | tr -d '[:space:]')
-  "$SPL" --home "$home" serve --port 0 "$@" >"$WORK/$name.log" 2>&1 &
-  PIDS+=($!)
-  for _ in $(seq 1 300); do
-    [[ -s "$home/steward.json" ]] && grep -q '"url"' "$home/steward.json" && break
-    sleep 0.1
-  done
-  url=$(jget "$(tr -d '\n' <"$home/steward.json")" url)
-  pid=$(jget "$(tr -d '\n' <"$home/steward.json")" pid)
-  "${BENCH[@]}" wait-ready --url "$url" --timeout-secs 30 >/dev/null
-  printf -v "${name}_URL" '%s' "$url"
-  printf -v "${name}_PID" '%s' "$pid"
-  printf -v "${name}_TOKEN" '%s' "$token"
-  printf -v "${name}_DID" '%s' "$did"
-}
-
 # --- baselines on this machine, in this run ----------------------------------------------
 log "baselines: parse + signature checks on one core, raw SQLite 1000-row commits"
 VERIFY_JSON=$("${BENCH[@]}" verify --records 100000)
@@ -84,8 +61,8 @@ rm -f "$WORK"/baseline.db*
 # B's DID must be known to A before A starts (A approves B's request by its own allow-list).
 B_HOME="$WORK/B"
 B_DID_EARLY=$("$SPL" --home "$B_HOME" init | tr -d '[:space:]')
-start_steward A --auto-approve-did "$B_DID_EARLY"
-start_steward B
+start_steward A --port 0 --auto-approve-did "$B_DID_EARLY"
+start_steward B --port 0
 log "A $A_URL ($A_DID), B $B_URL ($B_DID)"
 splb() { "$SPL" --home "$B_HOME" --endpoint "$B_URL" --token "$B_TOKEN" "$@"; }
 

@@ -53,3 +53,36 @@ stop_steward() {
   wait "$pid" 2>/dev/null && RC=0 || RC=$?
   STOP_MS=$(( ($(now_ns) - t0) / 1000000 ))
 }
+
+# The scripts that start stewards set SPL (the binary), WORK (a scratch directory), BENCH (the
+# generator and its flags) and PIDS (what their cleanup stops) before calling these.
+
+# start_steward NAME ARGS...: inits a home, makes an admin token and serves it with ARGS (give
+# `--port 0` for any port); sets <NAME>_URL, <NAME>_PID, <NAME>_TOKEN and <NAME>_DID.
+start_steward() {
+  local name="$1" home="$WORK/$1" did token
+  shift
+  did=$("$SPL" --home "$home" init | tr -d '[:space:]')
+  token=$("$SPL" --home "$home" service-account create --bootstrap --name bench --scopes admin \
+    --with-token | tr -d '[:space:]')
+  printf -v "${name}_TOKEN" '%s' "$token"
+  printf -v "${name}_DID" '%s' "$did"
+  serve "$name" "$@"
+}
+# serve NAME ARGS...: `spl serve` on NAME's home; sets <NAME>_URL and <NAME>_PID.
+serve() {
+  local name="$1" home="$WORK/$1" pid url
+  shift
+  rm -f "$home/steward.json"
+  "$SPL" --home "$home" serve "$@" >>"$WORK/$name.log" 2>&1 &
+  PIDS+=($!)
+  for _ in $(seq 1 300); do
+    [[ -s "$home/steward.json" ]] && grep -q '"url"' "$home/steward.json" && break
+    sleep 0.1
+  done
+  url=$(jget "$(tr -d '\n' <"$home/steward.json")" url)
+  pid=$(jget "$(tr -d '\n' <"$home/steward.json")" pid)
+  "${BENCH[@]}" wait-ready --url "$url" --timeout-secs 30 >/dev/null
+  printf -v "${name}_URL" '%s' "$url"
+  printf -v "${name}_PID" '%s' "$pid"
+}

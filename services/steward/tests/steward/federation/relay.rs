@@ -35,6 +35,36 @@ fn relaying(urls: Vec<String>) -> FederationConfig {
     }
 }
 
+/// A steward depositing at `relays` (none: it only pulls through relays).
+async fn node(relays: Vec<String>) -> Node {
+    Node::start(Options {
+        federation: relaying(relays),
+        ..Options::default()
+    })
+    .await
+}
+
+/// A stopped steward started again, depositing at `relays`.
+async fn restart(stopped: syncropel_testkit::Stopped, relays: Vec<String>) -> Node {
+    Node::start(Options {
+        federation: relaying(relays),
+        ..Options::restart(stopped)
+    })
+    .await
+}
+
+/// A source depositing at `relays` that approves `dest`'s pair request without its operator.
+async fn source_for(dest: &Node, relays: Vec<String>) -> Node {
+    Node::start(Options {
+        federation: FederationConfig {
+            auto_approve: vec![dest.did()],
+            ..relaying(relays)
+        },
+        ..Options::default()
+    })
+    .await
+}
+
 async fn emit_many(
     node: &Node,
     thread: &str,
@@ -53,11 +83,7 @@ async fn emit_many(
 #[tokio::test]
 async fn a_peer_gets_an_offline_sources_records_through_its_relay_then_returns_to_it() {
     let relay = Relay::start().await;
-    let dest = Node::start(Options {
-        federation: relaying(Vec::new()),
-        ..Options::default()
-    })
-    .await;
+    let dest = node(Vec::new()).await;
     let dest_did = dest.did();
     // The source approves the destination's pair request without its operator.
     let source_config = || FederationConfig {
@@ -85,11 +111,7 @@ async fn a_peer_gets_an_offline_sources_records_through_its_relay_then_returns_t
 
     // The source goes away; the destination comes back and gets everything from the relay.
     let source_stopped = source.stop().await;
-    let dest = Node::start(Options {
-        federation: relaying(Vec::new()),
-        ..Options::restart(dest_stopped)
-    })
-    .await;
+    let dest = restart(dest_stopped, Vec::new()).await;
     eventually("everything through the relay", DEADLINE * 2, || async {
         (dest.ids(thread).await == expected).then_some(())
     })
@@ -154,14 +176,7 @@ async fn a_full_queue_refuses_deposits_and_the_source_delivers_everything_once_r
         ..Options::default()
     })
     .await;
-    let source = Node::start(Options {
-        federation: FederationConfig {
-            auto_approve: vec![dest.did()],
-            ..relaying(vec![relay.url.clone()])
-        },
-        ..Options::default()
-    })
-    .await;
+    let source = source_for(&dest, vec![relay.url.clone()]).await;
     let view = dest.pair_with(source.url()).await;
     let pair_id = view["pair_id"].as_str().unwrap().to_string();
     let thread = "th_relay_full";
@@ -236,19 +251,8 @@ async fn a_destination_finds_at_its_own_relay_what_was_written_while_it_was_away
     // The mailbox (§7.6): the relay is the destination's, named in its manifest; the source
     // names none, and deposits there for that peer.
     let relay = Relay::start().await;
-    let dest = Node::start(Options {
-        federation: relaying(vec![relay.url.clone()]),
-        ..Options::default()
-    })
-    .await;
-    let source = Node::start(Options {
-        federation: FederationConfig {
-            auto_approve: vec![dest.did()],
-            ..relaying(Vec::new())
-        },
-        ..Options::default()
-    })
-    .await;
+    let dest = node(vec![relay.url.clone()]).await;
+    let source = source_for(&dest, Vec::new()).await;
     dest.pair_with(source.url()).await;
     let thread = "th_relay_mailbox";
     let mut expected = emit_many(&source, thread, 1..=1).await;
@@ -261,11 +265,7 @@ async fn a_destination_finds_at_its_own_relay_what_was_written_while_it_was_away
     .await;
     let _source_stopped = source.stop().await;
 
-    let dest = Node::start(Options {
-        federation: relaying(vec![relay.url.clone()]),
-        ..Options::restart(dest_stopped)
-    })
-    .await;
+    let dest = restart(dest_stopped, vec![relay.url.clone()]).await;
     eventually("everything from the mailbox", DEADLINE * 2, || async {
         (dest.ids(thread).await == expected).then_some(())
     })
@@ -370,11 +370,7 @@ async fn without_l0_a_relay_carries_stubs_and_a_revoked_grant_purges_the_queue()
     // The destination, its source gone, stores them as stubs (the envelope's signature
     // vouching for them).
     let source_stopped = source.stop().await;
-    let dest = Node::start(Options {
-        federation: relaying(Vec::new()),
-        ..Options::restart(dest_stopped)
-    })
-    .await;
+    let dest = restart(dest_stopped, Vec::new()).await;
     for id in &research {
         let stored = eventually("a stub through the relay", DEADLINE * 2, || async {
             dest.record(id).await
@@ -497,19 +493,8 @@ fn item_ids(envelopes: &[serde_json::Value]) -> BTreeSet<String> {
 async fn forged_altered_and_moved_envelopes_from_a_relay_store_nothing() {
     let hostile = Hostile::default();
     let relay_url = hostile.start().await;
-    let dest = Node::start(Options {
-        federation: relaying(Vec::new()),
-        ..Options::default()
-    })
-    .await;
-    let source = Node::start(Options {
-        federation: FederationConfig {
-            auto_approve: vec![dest.did()],
-            ..relaying(vec![relay_url])
-        },
-        ..Options::default()
-    })
-    .await;
+    let dest = node(Vec::new()).await;
+    let source = source_for(&dest, vec![relay_url]).await;
     dest.pair_with(source.url()).await;
     let (thread, other) = ("th_relay_hostile", "th_relay_hostile_other");
     source
@@ -550,11 +535,7 @@ async fn forged_altered_and_moved_envelopes_from_a_relay_store_nothing() {
     let mut altered = genuine.clone();
     altered["items"][0]["record"]["body"]["n"] = json!(999);
     *hostile.serve.lock().unwrap() = (queue.id(), vec![forged, altered, elsewhere]);
-    let dest = Node::start(Options {
-        federation: relaying(Vec::new()),
-        ..Options::restart(dest_stopped)
-    })
-    .await;
+    let dest = restart(dest_stopped, Vec::new()).await;
     let pulls = hostile.pulls.load(Ordering::SeqCst);
     eventually("pulls from the hostile relay", DEADLINE * 2, || async {
         (hostile.pulls.load(Ordering::SeqCst) >= pulls + 3).then_some(())
@@ -587,19 +568,8 @@ async fn forged_altered_and_moved_envelopes_from_a_relay_store_nothing() {
 #[tokio::test]
 async fn records_that_expire_at_the_relay_are_counted_and_deposited_again() {
     let relay = Relay::start().await;
-    let dest = Node::start(Options {
-        federation: relaying(Vec::new()),
-        ..Options::default()
-    })
-    .await;
-    let source = Node::start(Options {
-        federation: FederationConfig {
-            auto_approve: vec![dest.did()],
-            ..relaying(vec![relay.url.clone()])
-        },
-        ..Options::default()
-    })
-    .await;
+    let dest = node(Vec::new()).await;
+    let source = source_for(&dest, vec![relay.url.clone()]).await;
     let view = dest.pair_with(source.url()).await;
     let pair_id = view["pair_id"].as_str().unwrap().to_string();
     let thread = "th_relay_ttl";
@@ -636,11 +606,7 @@ async fn records_that_expire_at_the_relay_are_counted_and_deposited_again() {
     .await;
     assert_eq!(row.expired_seen_through, status.expired_through_sseq);
     let _source_stopped = source.stop().await;
-    let dest = Node::start(Options {
-        federation: relaying(Vec::new()),
-        ..Options::restart(dest_stopped)
-    })
-    .await;
+    let dest = restart(dest_stopped, Vec::new()).await;
     eventually(
         "everything, the expired records too",
         DEADLINE * 2,
@@ -653,11 +619,7 @@ async fn records_that_expire_at_the_relay_are_counted_and_deposited_again() {
 #[tokio::test]
 async fn the_operator_sees_the_relays_and_the_outbox_and_can_kick_and_purge() {
     let relay = Relay::start().await;
-    let dest = Node::start(Options {
-        federation: relaying(Vec::new()),
-        ..Options::default()
-    })
-    .await;
+    let dest = node(Vec::new()).await;
     let source = Node::start(Options {
         federation: FederationConfig {
             auto_approve: vec![dest.did()],
@@ -777,19 +739,8 @@ async fn a_relay_that_withholds_records_is_bypassed_for_one_that_has_them() {
     let withholding = Hostile::default();
     let withholding_url = withholding.start().await;
     let relay = Relay::start().await;
-    let dest = Node::start(Options {
-        federation: relaying(Vec::new()),
-        ..Options::default()
-    })
-    .await;
-    let source = Node::start(Options {
-        federation: FederationConfig {
-            auto_approve: vec![dest.did()],
-            ..relaying(vec![withholding_url, relay.url.clone()])
-        },
-        ..Options::default()
-    })
-    .await;
+    let dest = node(Vec::new()).await;
+    let source = source_for(&dest, vec![withholding_url, relay.url.clone()]).await;
     dest.pair_with(source.url()).await;
     let thread = "th_relay_withheld";
     let mut expected = emit_many(&source, thread, 1..=1).await;
@@ -802,11 +753,7 @@ async fn a_relay_that_withholds_records_is_bypassed_for_one_that_has_them() {
     })
     .await;
     let _source_stopped = source.stop().await;
-    let dest = Node::start(Options {
-        federation: relaying(Vec::new()),
-        ..Options::restart(dest_stopped)
-    })
-    .await;
+    let dest = restart(dest_stopped, Vec::new()).await;
     eventually(
         "everything, from the relay that has it",
         DEADLINE * 2,

@@ -73,7 +73,8 @@ pub fn start(fed: &std::sync::Arc<Federation>, tenant: &Tenant) {
             &did,
             &url,
             SystemTime::now(),
-            &fed.config.relay,
+            &fed.config.relay.urls,
+            fed.config.relay.offline_capable,
         );
         let announcement = Announcement {
             did,

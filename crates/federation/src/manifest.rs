@@ -9,8 +9,6 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 use syncropel_protocol::{canonical_string, verify_signature, Keypair};
 
-use crate::config::RelayConfig;
-
 /// How long a manifest is valid after it is signed.
 pub const MANIFEST_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 pub const FEDERATION_PROTOCOL_VERSION: &str = "0.13";
@@ -20,7 +18,7 @@ const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Builds and signs the manifest of the steward at `origin` (`https://acme.example.com`, no
 /// trailing slash) whose identity is `did`, signed by `key`.
 pub fn sign(key: &Keypair, did: &str, origin: &str, now: SystemTime) -> Value {
-    sign_with_relays(key, did, origin, now, &RelayConfig::default())
+    sign_with_relays(key, did, origin, now, &[], false)
 }
 
 /// [`sign`], naming the steward's relays (federation-protocol.md §7.2): `federation.relays` in
@@ -30,7 +28,8 @@ pub fn sign_with_relays(
     did: &str,
     origin: &str,
     now: SystemTime,
-    relay: &RelayConfig,
+    relays: &[String],
+    offline_capable: bool,
 ) -> Value {
     let rfc3339 = |t: SystemTime| humantime::format_rfc3339_seconds(t).to_string();
     let mut manifest = json!({
@@ -47,7 +46,7 @@ pub fn sign_with_relays(
             "sync_change_endpoint": format!("{origin}/v1/sync/changes"),
             "sync_record_endpoint": format!("{origin}/v1/sync/records"),
             "handshake_endpoint": format!("{origin}/v1/federation/pair"),
-            "relays": relay.urls,
+            "relays": relays,
         },
         "advertises": {"kinds": [], "refs": [], "namespaces": []},
         "consent_policy": {
@@ -66,8 +65,8 @@ pub fn sign_with_relays(
             "expires_at": rfc3339(now + MANIFEST_TTL),
         },
     });
-    if !relay.urls.is_empty() {
-        manifest["federation"]["offline_capable"] = json!(relay.offline_capable);
+    if !relays.is_empty() {
+        manifest["federation"]["offline_capable"] = json!(offline_capable);
     }
     let covered = canonical_string(&manifest);
     let signature = base64::engine::general_purpose::STANDARD.encode(key.sign(covered.as_bytes()));
@@ -188,16 +187,15 @@ mod tests {
     fn relays_are_named_in_order_and_covered_and_absent_without_them() {
         let key = Keypair::generate();
         let did = key.did_key();
-        let relay = RelayConfig {
-            urls: vec!["https://r1.example".into(), "https://r2.example".into()],
-            offline_capable: true,
-            ..RelayConfig::default()
-        };
+        let relays = vec![
+            "https://r1.example".to_string(),
+            "https://r2.example".into(),
+        ];
         let now = SystemTime::now();
-        let manifest = sign_with_relays(&key, &did, "https://acme.example.com", now, &relay);
+        let manifest = sign_with_relays(&key, &did, "https://acme.example.com", now, &relays, true);
         verify(&manifest, &[]).unwrap();
         let named = crate::relay::PeerRelays::of_manifest(&manifest);
-        assert_eq!(named.relays, relay.urls);
+        assert_eq!(named.relays, relays);
         assert!(named.offline_capable);
         let mut moved = manifest.clone();
         moved["federation"]["relays"] = json!(["https://elsewhere.example"]);

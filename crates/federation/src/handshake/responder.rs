@@ -207,7 +207,8 @@ async fn decision(
                 &tenant.identity.did,
                 &url,
                 SystemTime::now(),
-                &fed.config.relay,
+                &fed.config.relay.urls,
+                fed.config.relay.offline_capable,
             );
             Ok(Answer::Approved {
                 pair_id: row.pair_id.clone(),
@@ -253,7 +254,8 @@ async fn approve_row(
         &identity.did,
         &url,
         SystemTime::now(),
-        &fed.config.relay,
+        &fed.config.relay.urls,
+        fed.config.relay.offline_capable,
     );
     let body = genesis_body(&GenesisParams {
         pair_id: &row.pair_id,

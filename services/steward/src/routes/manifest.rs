@@ -32,7 +32,8 @@ pub async fn well_known(
                 &identity.did,
                 url,
                 SystemTime::now(),
-                &state.federation.config.relay,
+                &state.federation.config.relay.urls,
+                state.federation.config.relay.offline_capable,
             )
         }
     };

@@ -60,6 +60,8 @@ pub struct FederationPair {
     #[serde(default)]
     pub thread_rule: Option<String>,
     #[serde(default)]
+    pub relays: Vec<String>,
+    #[serde(default)]
     pub cursors: BTreeMap<String, CursorCheckpoint>,
     #[serde(default)]
     pub peer_manifest_sha256: Option<String>,
@@ -94,6 +96,7 @@ impl FederationPair {
             maps,
             thread_allow,
             thread_rule,
+            relays,
             cursors,
             peer_manifest_sha256,
             degraded_cause,
@@ -117,6 +120,7 @@ impl FederationPair {
             maps,
             thread_allow,
             thread_rule,
+            relays,
             cursors,
             peer_manifest_sha256,
             degraded_cause,
@@ -227,6 +231,7 @@ mod tests {
             }],
             thread_allow: BTreeSet::new(),
             thread_rule: None,
+            relays: Vec::new(),
             cursors: BTreeMap::from([("th_x".to_owned(), CursorCheckpoint { cursor: "c".into() })]),
             peer_manifest_sha256: Some("ab".into()),
             degraded_cause: Some("auth_401".into()),

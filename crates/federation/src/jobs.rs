@@ -366,7 +366,7 @@ impl Route {
         }
         let failures = failures + 1;
         let config = &fed.config.relay;
-        let named = fallback::relays_of(fed, &tenant.id, source).await;
+        let named = fallback::relays_of(fed, tenant, source).await;
         let after = if named.offline_capable {
             1
         } else {

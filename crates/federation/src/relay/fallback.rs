@@ -19,7 +19,7 @@ use super::client::{RelayClient, RelayFailure};
 use crate::peer::PeerError;
 use crate::puller::{check_relayed, store_relayed, Checked, PullError, PullOutcome, Source};
 use crate::state::{parse, pull_cursor, to_text, PEER_RELAYS, RELAY_CURSOR};
-use crate::Federation;
+use crate::{pairs, Federation};
 
 /// The relays a peer's manifest named, cached with its pair (federation-protocol.md §7.2):
 /// asked while the peer is down, even once the manifest has expired (a stale relay can only
@@ -56,10 +56,15 @@ impl PeerRelays {
 }
 
 /// Where to look for a source's records while it is down (federation-protocol.md §7.2): the
-/// relays its DID document names (did:web and did:sync resolve without the source), then those
-/// of its last verified manifest, then this steward's own (where a source deposits for a peer
-/// that names them: the mailbox of §7.6).
-pub async fn relays_of(fed: &Federation, tenant: &str, source: &Source) -> PeerRelays {
+/// relays the operator named for the pair, then those its DID document names (did:web and
+/// did:sync resolve without the source), then those of its last verified manifest, then this
+/// steward's own (where a source deposits for a peer that names them: the mailbox of §7.6).
+pub async fn relays_of(fed: &Federation, tenant: &Tenant, source: &Source) -> PeerRelays {
+    let configured = match pairs::find(fed, tenant, &source.id).await {
+        Ok(pair) => pair.relays,
+        Err(_) => Vec::new(),
+    };
+    let tenant = tenant.id.as_str();
     let cached: PeerRelays = match fed.store.state_get(tenant, PEER_RELAYS, &source.id).await {
         Ok(Some(text)) => parse(&text).unwrap_or_default(),
         _ => PeerRelays::default(),
@@ -75,8 +80,9 @@ pub async fn relays_of(fed: &Federation, tenant: &str, source: &Source) -> PeerR
         relays: Vec::new(),
         offline_capable: cached.offline_capable,
     };
-    let everywhere = documented
+    let everywhere = configured
         .iter()
+        .chain(&documented)
         .chain(&cached.relays)
         .chain(&fed.config.relay.urls);
     for relay in everywhere {

@@ -93,6 +93,9 @@ pub struct PairView {
     pub maps: Vec<NamespaceMap>,
     pub thread_allow: BTreeSet<String>,
     pub thread_rule: Option<String>,
+    /// Relays the operator named for this pair's peer (a `config` update's `relays`): asked
+    /// first while the peer is unreachable (federation-protocol.md §7.2).
+    pub relays: Vec<String>,
     pub cursors: BTreeMap<String, CursorCheckpoint>,
     pub peer_manifest_sha256: Option<String>,
     /// `fields.cause` of the `degrade` that holds; only while `degraded`.
@@ -368,6 +371,7 @@ impl Walk {
                 maps: Vec::new(),
                 thread_allow: BTreeSet::new(),
                 thread_rule: None,
+                relays: Vec::new(),
                 cursors: BTreeMap::new(),
                 peer_manifest_sha256: None,
                 degraded_cause: None,
@@ -518,6 +522,17 @@ impl Walk {
                     Some(Value::String(rule)) => view.thread_rule = Some(rule.clone()),
                     Some(Value::Null) => view.thread_rule = None,
                     _ => {}
+                }
+                if let Some(relays) = fields.get("relays") {
+                    // At most three http(s) URLs, in order; anything else names none.
+                    view.relays = parse_list(Some(relays))
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter(|url: &String| {
+                            url.starts_with("https://") || url.starts_with("http://")
+                        })
+                        .take(3)
+                        .collect();
                 }
             }
             UpdateOp::CursorCheckpoint => {

@@ -614,3 +614,39 @@ fn updates_and_revokes_by_anyone_else_change_nothing() {
     assert_eq!(v.state, PairState::Active);
     assert_eq!(v.peer_url.as_deref(), Some(ALICE_URL));
 }
+
+#[test]
+fn a_config_update_names_the_peers_relays_in_order() {
+    let p = Pair::new();
+    let init = stored(&p.alice, 1, &[], p.init(1));
+    let genesis = stored(&p.bob, 1, &[], p.genesis(1));
+    let activate = stored(&p.alice, 2, &[&init, &genesis], p.activate(1));
+    let relays =
+        json!({"relays": ["https://r2.example", "ftp://no.example", "https://r1.example"]});
+    let config = stored(
+        &p.alice,
+        3,
+        &[&activate],
+        p.update(1, UpdateOp::Config, object(relays)),
+    );
+    let records = vec![init, genesis, activate, config.clone()];
+    let v = view(&records, &p.alice);
+    assert_eq!(v.relays, ["https://r2.example", "https://r1.example"]);
+    // A later config without `relays` keeps them; `relays: []` names none.
+    let mode = stored(
+        &p.alice,
+        4,
+        &[&config],
+        p.update(1, UpdateOp::Config, object(json!({"mode": "on-demand"}))),
+    );
+    let kept = [records.clone(), vec![mode.clone()]].concat();
+    assert_eq!(view(&kept, &p.alice).relays.len(), 2);
+    let none = stored(
+        &p.alice,
+        5,
+        &[&mode],
+        p.update(1, UpdateOp::Config, object(json!({"relays": []}))),
+    );
+    let cleared = [kept, vec![none]].concat();
+    assert!(view(&cleared, &p.alice).relays.is_empty());
+}

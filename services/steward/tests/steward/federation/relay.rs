@@ -9,8 +9,10 @@ use std::time::Duration;
 
 use serde_json::json;
 use syncropel_api::OutboxRow;
+use syncropel_federation::pairs;
 use syncropel_federation::relay::RelayClient;
 use syncropel_federation::{FederationConfig, PeerClient, PeerClientOptions, RelayConfig};
+use syncropel_protocol::pair::{update_body, UpdateOp};
 use syncropel_protocol::relay::Queue;
 use syncropel_protocol::Keypair;
 use syncropel_tenant::Identity;
@@ -761,5 +763,56 @@ async fn a_relay_that_withholds_records_is_bypassed_for_one_that_has_them() {
     )
     .await;
     assert!(dest.quarantine(None).await.is_empty());
+    relay.remove().await;
+}
+
+#[tokio::test]
+async fn relays_named_in_the_pairs_config_are_asked_first() {
+    let relay = Relay::start().await;
+    let dest = node(Vec::new()).await;
+    let source = source_for(&dest, vec![relay.url.clone()]).await;
+    let view = dest.pair_with(source.url()).await;
+    let pair_id = view["pair_id"].as_str().unwrap().to_string();
+    // The destination forgets what the source's manifest said; its operator names the relay in
+    // the pair's config instead.
+    let (fed, tenant) = (&dest.steward.state.federation, &dest.steward.tenant);
+    let forget = syncropel_store::StateChange::delete("peer_relays", &pair_id);
+    dest.steward
+        .state
+        .store
+        .write(&tenant.id, Vec::new(), vec![forget])
+        .await
+        .unwrap();
+    let pair = pairs::find(fed, tenant, &pair_id).await.unwrap();
+    let body = update_body(
+        &pair.pair_id,
+        pair.generation,
+        UpdateOp::Config,
+        None,
+        json!({"relays": [relay.url]}).as_object().unwrap().clone(),
+        0,
+    );
+    pairs::transition(fed, tenant, &pair, body, None, None, Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(dest.pair(&pair_id).await["relays"], json!([relay.url]));
+
+    let thread = "th_relay_configured";
+    let mut expected = emit_many(&source, thread, 1..=1).await;
+    dest.pull(thread, &source.did()).await;
+    let dest_stopped = dest.stop().await;
+    expected.extend(emit_many(&source, thread, 2..=8).await);
+    eventually("the deposits", DEADLINE, || async {
+        (relay.store.totals().await.unwrap().items >= 7).then_some(())
+    })
+    .await;
+    let _source_stopped = source.stop().await;
+    let dest = restart(dest_stopped, Vec::new()).await;
+    eventually(
+        "everything, from the configured relay",
+        DEADLINE * 2,
+        || async { (dest.ids(thread).await == expected).then_some(()) },
+    )
+    .await;
     relay.remove().await;
 }

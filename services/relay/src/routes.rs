@@ -195,6 +195,7 @@ fn status_body(queue_id: &str, row: &QueueRow) -> Value {
         "head_sseq": row.head_sseq, "expired_items": row.expired_items,
         "expired_through_sseq": row.expired_through_sseq,
         "acked_through_sseq": row.acked_through_sseq, "last_deposit_at": row.last_deposit_at,
+        "since": row.since,
     })
 }
 
@@ -202,6 +203,8 @@ fn status_body(queue_id: &str, row: &QueueRow) -> Value {
 struct OpenQueue {
     queue: Queue,
     ttl_seconds: Option<i64>,
+    /// From a destination: the source cursor it holds.
+    since: Option<String>,
 }
 
 /// `PUT /v1/relay/queues/{queue_id}`: opens (or, from its destination, reopens) a queue.
@@ -223,7 +226,12 @@ async fn open(
     }
     state
         .store
-        .open_queue(&request.queue, &caller.did, request.ttl_seconds)
+        .open_queue(
+            &request.queue,
+            &caller.did,
+            request.ttl_seconds,
+            request.since.as_deref(),
+        )
         .await?;
     let row = queue_of(&state, &queue_id).await?;
     Ok(Json(status_body(&queue_id, &row)).into_response())

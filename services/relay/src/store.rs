@@ -87,6 +87,8 @@ pub struct QueueRow {
     pub expired_through_sseq: i64,
     pub acked_through_sseq: i64,
     pub last_deposit_at: Option<i64>,
+    /// The source cursor its destination held when it opened the queue, if it did.
+    pub since: Option<String>,
 }
 
 /// What the relay holds in all (see [`RelayStore::totals`]).
@@ -213,6 +215,7 @@ impl RelayStore {
         queue: &Queue,
         opened_by: &str,
         ttl_secs: Option<i64>,
+        since: Option<&str>,
     ) -> Result<(), RelayError> {
         let mut tx = self.pool.begin().await?;
         // A relay configured below an hour keeps that (a clamp with min above max panics).
@@ -222,10 +225,15 @@ impl RelayStore {
             .clamp(floor, self.limits.ttl_secs);
         insert_queue(&mut tx, queue, opened_by, ttl).await?;
         if opened_by == queue.dest_did {
-            sqlx::query("UPDATE relay_queues SET closed_at = NULL WHERE queue_id = $1")
-                .bind(queue.id())
-                .execute(&mut *tx)
-                .await?;
+            // The cursor it holds at the source, kept for the source to deposit from.
+            sqlx::query(
+                "UPDATE relay_queues SET closed_at = NULL, since = coalesce($2, since) \
+                 WHERE queue_id = $1",
+            )
+            .bind(queue.id())
+            .bind(since)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -410,7 +418,7 @@ impl RelayStore {
         let row = sqlx::query(
             "SELECT source_did, dest_did, pair_id, generation, thread, target_namespace, \
              incarnation, opened_by, ttl_secs, closed_at, envelopes, items, bytes, head_sseq, \
-             expired_items, expired_through_sseq, acked_through_sseq, last_deposit_at \
+             expired_items, expired_through_sseq, acked_through_sseq, last_deposit_at, since \
              FROM relay_queues WHERE queue_id = $1",
         )
         .bind(queue_id)
@@ -437,6 +445,7 @@ impl RelayStore {
             expired_through_sseq: row.get("expired_through_sseq"),
             acked_through_sseq: row.get("acked_through_sseq"),
             last_deposit_at: row.get("last_deposit_at"),
+            since: row.get("since"),
         }))
     }
 

@@ -9,7 +9,7 @@
 //! them) is woken by commits and by the peers' own pulls; a failing relay keeps its position and
 //! backs off, honouring `Retry-After`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,6 +18,7 @@ use serde_json::Value;
 use syncropel_api::OutboxRow;
 use syncropel_protocol::pair::PairView;
 use syncropel_protocol::relay::{self, Queue, MAX_ITEMS};
+use syncropel_protocol::sync::SyncCursor;
 use syncropel_protocol::{canonical_string, sha256_hex, unix_now, PairState};
 use syncropel_store::{Committed, RecordStore, StateChange};
 use syncropel_tenant::Tenant;
@@ -49,6 +50,8 @@ const NOTE_EVERY: Duration = Duration::from_secs(10);
 const ENVELOPES_PER_PASS: usize = 20;
 /// How long the job sleeps with nothing to do and nothing waking it.
 const IDLE: Duration = Duration::from_secs(30);
+/// How often the queues at our relays are listed for ones a peer opened itself (and at start).
+const LIST_EVERY: Duration = Duration::from_secs(300);
 
 /// A queue a peer pulled directly, and how far it has confirmed holding it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -136,7 +139,14 @@ pub(crate) async fn run(
     stop: &CancellationToken,
     kick: &Notify,
 ) {
+    let mut listed_at: Option<Instant> = None;
     loop {
+        if listed_at.is_none_or(|at| at.elapsed() >= LIST_EVERY) {
+            listed_at = Some(Instant::now());
+            if let Err(e) = adopt_opened(fed, &tenant).await {
+                tracing::warn!(tenant = %tenant.id, error = %e, "listing the queues at our relays failed");
+            }
+        }
         let mut commits = fed.store.subscribe();
         let (wait, serving) = match pass(fed, &tenant).await {
             Ok(next) => next,
@@ -162,6 +172,81 @@ pub(crate) async fn run(
             _ = commit => {}
         }
     }
+}
+
+/// Queues a destination opened at our relays itself (it turned to a relay without a direct pull
+/// here having noted the queue: our relays are newer than its last pull): admitted as a
+/// `changes` request from its pair would be, and deposited from the cursor it holds; a queue no
+/// live pair may have is deleted (federation-protocol.md §7.2).
+async fn adopt_opened(fed: &Federation, tenant: &Tenant) -> Result<()> {
+    if fed.config.relay.urls.is_empty() {
+        return Ok(());
+    }
+    let store = fed.store.as_ref();
+    let served: HashSet<String> = store
+        .state_list(&tenant.id, RELAY_SERVED)
+        .await?
+        .into_iter()
+        .map(|(queue_id, _)| queue_id)
+        .collect();
+    let pairs = pairs::load(fed, tenant).await?;
+    let meta = sync_meta(store, &tenant.id).await?;
+    let mut adopted = Vec::new();
+    for relay in &fed.config.relay.urls {
+        let client = RelayClient {
+            client: fed.client(),
+            identity: &tenant.identity,
+            base: relay,
+        };
+        let Ok(listed) = client.list("source").await else {
+            continue;
+        };
+        for status in listed["data"].as_array().into_iter().flatten() {
+            let Ok(queue) = serde_json::from_value::<Queue>(status["queue"].clone()) else {
+                continue;
+            };
+            let queue_id = queue.id();
+            if served.contains(&queue_id) || status["opened_by"] != queue.dest_did.as_str() {
+                continue;
+            }
+            let pair = pairs
+                .get(&queue.pair_id)
+                .filter(|p| p.generation == queue.generation && p.peer_did == queue.dest_did);
+            if pair.is_some_and(|p| p.state == PairState::Paused) {
+                continue;
+            }
+            let admitted = pair
+                .filter(|p| pairs::require_serving(p).is_ok())
+                .map(Puller::of_pair)
+                .is_some_and(|puller| {
+                    feed::check_thread(&queue.thread).is_ok()
+                        && puller.check_scope(&queue.thread).is_ok()
+                        && puller.check_target(&queue.target_namespace).is_ok()
+                });
+            if !admitted || queue.source_did != *tenant.identity.did {
+                if let Err(f) = client.delete(&queue_id).await {
+                    tracing::debug!(relay, error = %f, "deleting a queue no pair may have failed");
+                }
+                continue;
+            }
+            // From the cursor it holds, when it is one of ours; else from the start.
+            let since = status["since"]
+                .as_str()
+                .and_then(|c| SyncCursor::decode(c, &meta.mac_key(), &meta.epoch).ok())
+                .map_or(0, |cursor| cursor.seq);
+            let served = ServedQueue {
+                queue,
+                confirmed_through: since,
+                served_at: unix_now(),
+            };
+            adopted.push(StateChange::put(RELAY_SERVED, &queue_id, to_text(&served)));
+        }
+    }
+    if !adopted.is_empty() {
+        tracing::info!(tenant = %tenant.id, queues = adopted.len(), "depositing to queues peers opened at our relays");
+        store.write(&tenant.id, Vec::new(), adopted).await?;
+    }
+    Ok(())
 }
 
 async fn next_commit(commits: &mut tokio::sync::broadcast::Receiver<Committed>, tenant: &str) {

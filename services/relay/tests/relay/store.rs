@@ -190,7 +190,10 @@ async fn a_queue_its_destination_deleted_takes_no_deposit_until_it_reopens_it() 
         assert!(matches!(refused, RelayError::QueueClosed), "{refused}");
 
         let dest = source.queue.dest_did.clone();
-        relay.open_queue(&source.queue, &dest, None).await.unwrap();
+        relay
+            .open_queue(&source.queue, &dest, None, None)
+            .await
+            .unwrap();
         relay.deposit(&source.envelope(1), NOW).await.unwrap();
         // From the source the queue goes altogether.
         relay.delete_queue(&queue_id, false, NOW).await.unwrap();
@@ -259,7 +262,10 @@ async fn expired_envelopes_go_counted_and_free_their_room() {
         let mut source = Source::new();
         let short = Some(3600);
         let dest = source.queue.dest_did.clone();
-        relay.open_queue(&source.queue, &dest, short).await.unwrap();
+        relay
+            .open_queue(&source.queue, &dest, short, None)
+            .await
+            .unwrap();
         relay.deposit(&source.envelope(2), NOW).await.unwrap();
         relay
             .deposit(&source.envelope(1), NOW + 1800)

@@ -816,3 +816,78 @@ async fn relays_named_in_the_pairs_config_are_asked_first() {
     .await;
     relay.remove().await;
 }
+
+#[tokio::test]
+async fn a_queue_the_destination_opened_itself_is_adopted_by_its_source() {
+    // The source names its relay only after the destination last pulled from it, so no direct
+    // pull ever noted the queue: the destination opens it at the relay, and the source finds it
+    // there when it starts.
+    let relay = Relay::start().await;
+    let dest = node(Vec::new()).await;
+    let source = source_for(&dest, Vec::new()).await;
+    let view = dest.pair_with(source.url()).await;
+    let pair_id = view["pair_id"].as_str().unwrap().to_string();
+    let thread = "th_relay_opened";
+    let mut expected = emit_many(&source, thread, 1..=1).await;
+    dest.pull(thread, &source.did()).await;
+    let source_stopped = source.stop().await;
+
+    // The destination's operator names the relay for the pair, and the URL it holds for the
+    // source goes dead: it turns to the relay and opens the queue there, from its cursor.
+    let (fed, tenant) = (&dest.steward.state.federation, &dest.steward.tenant);
+    for fields in [
+        json!({"relays": [relay.url]}),
+        json!({"peer_url": "http://127.0.0.1:9"}),
+    ] {
+        let pair = pairs::find(fed, tenant, &pair_id).await.unwrap();
+        let op = match fields.get("relays") {
+            Some(_) => UpdateOp::Config,
+            None => UpdateOp::UrlRefreshed,
+        };
+        let body = update_body(
+            &pair.pair_id,
+            pair.generation,
+            op,
+            None,
+            fields.as_object().unwrap().clone(),
+            0,
+        );
+        pairs::transition(fed, tenant, &pair, body, None, None, Vec::new())
+            .await
+            .unwrap();
+    }
+    dest.steward
+        .state
+        .federation
+        .jobs
+        .kick(&tenant.id, &pair_id);
+    let source_did = dest.pair(&pair_id).await["peer_did"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let queue_id = Queue {
+        source_did,
+        dest_did: dest.did(),
+        pair_id: pair_id.clone(),
+        generation: 1,
+        thread: thread.to_string(),
+        target_namespace: "default".into(),
+    }
+    .id();
+    eventually("the queue opened by the destination", DEADLINE, || async {
+        relay.store.queue(&queue_id).await.unwrap()
+    })
+    .await;
+
+    // The source comes back with the relay named: it adopts the queue and deposits there.
+    let source = restart(source_stopped, vec![relay.url.clone()]).await;
+    expected.extend(emit_many(&source, thread, 2..=6).await);
+    eventually(
+        "the records, through the adopted queue",
+        DEADLINE * 2,
+        || async { (dest.ids(thread).await == expected).then_some(()) },
+    )
+    .await;
+    assert!(dest.quarantine(None).await.is_empty());
+    relay.remove().await;
+}

@@ -53,8 +53,8 @@ impl<W: Write> BundleWriter<W> {
     }
 
     /// Names every file's hash in `manifest`, signs its exact bytes with `key` and ends the
-    /// archive; the output it was writing to.
-    pub fn finish(mut self, mut manifest: Manifest, key: &Keypair) -> Result<W> {
+    /// archive; the output it was writing to, and the manifest as written.
+    pub fn finish(mut self, mut manifest: Manifest, key: &Keypair) -> Result<(W, Manifest)> {
         manifest.bundle_version = BUNDLE_VERSION;
         manifest.bundle_sha256 = bundle_sha256(self.files.iter());
         let bytes = serde_json::to_vec_pretty(&manifest)
@@ -63,7 +63,7 @@ impl<W: Write> BundleWriter<W> {
         self.append(MANIFEST, &bytes)?;
         self.append(MANIFEST_SIG, sig.as_bytes())?;
         let encoder = self.tar.into_inner()?;
-        Ok(encoder.finish()?)
+        Ok((encoder.finish()?, manifest))
     }
 
     /// One regular file, its header fixed (no times, owners or modes of this machine), so that

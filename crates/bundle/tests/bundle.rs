@@ -49,7 +49,7 @@ fn bundle(key: &Keypair, sealed: &[u8]) -> (Vec<u8>, Vec<(String, Vec<u8>)>) {
         tokens: "federation-only".into(),
         ..Manifest::default()
     };
-    (writer.finish(manifest, key).unwrap(), files)
+    (writer.finish(manifest, key).unwrap().0, files)
 }
 
 /// Every entry of a bundle, as read.

@@ -33,8 +33,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use syncropel_protocol::Keypair;
 
+mod export;
 mod publish;
 
+pub use export::{export_offline, ExportSummary};
 pub use publish::{
     publish_relays, refuse_if_paired, rotate, upgrade_to_sync, upgrade_to_web, SyncRegistration,
 };

@@ -101,6 +101,22 @@ pub enum Command {
     /// Settings kept in the home's config.toml
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Write this home (identity, DID document, every record) as one signed bundle, to move it
+    /// elsewhere; reads the store directly, so the steward must be stopped
+    Export(ExportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Where to write the bundle (`.tar.zst`)
+    #[arg(long, alias = "output", value_name = "PATH")]
+    pub out: PathBuf,
+    /// Leave the identity key out: the records move, the DID cannot
+    #[arg(long)]
+    pub no_identity: bool,
+    /// A file whose first line is the passphrase the identity key is sealed under
+    #[arg(long, value_name = "FILE", conflicts_with = "no_identity")]
+    pub passphrase_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

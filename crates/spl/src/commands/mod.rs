@@ -3,6 +3,7 @@
 
 mod accounts;
 mod consent;
+mod export;
 mod federation;
 mod fleet;
 mod identity;
@@ -84,6 +85,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Fleet(command) => block_on(fleet::run(&ctx, command)),
         Command::Identity(command) => block_on(identity::run(&ctx, command)),
         Command::Relay(command) => block_on(relay::run(&ctx, command)),
+        Command::Export(args) => block_on(export::run(&ctx, &args)),
         Command::Config(ConfigCommand::Relay(command)) => block_on(relay::config(&ctx, command)),
     }
 }

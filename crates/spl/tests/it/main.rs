@@ -10,6 +10,7 @@ mod cli;
 mod common;
 mod crash;
 mod discover;
+mod export;
 mod federation_cli;
 mod federation_e2e;
 mod identity;

@@ -12,7 +12,7 @@ use crate::manifest::{bundle_sha256, hex};
 use crate::{safe_path, BundleError, Manifest, Result, BUNDLE_VERSION, MANIFEST, MANIFEST_SIG};
 
 /// zstd's level: fast, and well ahead of gzip on JSON.
-const LEVEL: i32 = 3;
+const LEVEL: i32 = 1;
 
 pub struct BundleWriter<W: Write> {
     tar: tar::Builder<zstd::Encoder<'static, W>>,

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::io::Write;
+use std::sync::Arc;
 
 use serde::Serialize;
 use syncropel_bundle::seal::seal_seed;
@@ -77,8 +78,8 @@ pub async fn export_offline<W: Write>(
             .map_err(bundled)?;
     }
 
-    let store = syncropel_store::SqliteStore::open_file(&home.db_path()).await?;
-    let written = write_records(&store, &mut writer).await;
+    let store = Arc::new(syncropel_store::SqliteStore::open_file(&home.db_path()).await?);
+    let written = write_records(store.clone(), &mut writer).await;
     store.close().await;
     let (records, threads) = written?;
     let manifest = Manifest {
@@ -112,26 +113,38 @@ pub async fn export_offline<W: Write>(
 }
 
 /// Every record as `records/<thread>/<id>.json` (`{id, record}`), in sequence order; the
-/// records and threads written.
+/// records and threads written. The next page is read while this one is written.
 async fn write_records<W: Write>(
-    store: &dyn RecordStore,
+    store: Arc<syncropel_store::SqliteStore>,
     writer: &mut BundleWriter<W>,
 ) -> Result<(u64, u64), HomeError> {
+    let (pages, mut read) = tokio::sync::mpsc::channel(2);
+    let reader = tokio::spawn(async move {
+        let mut after = 0;
+        loop {
+            let filter = ListFilter {
+                thread: None,
+                actor: None,
+                since_clock: None,
+                after_seq: after,
+                limit: PAGE,
+                max_bytes: None,
+            };
+            let page = store.list(LOCAL_TENANT, &filter).await;
+            let last = page.as_ref().ok().and_then(|p| p.last().map(|r| r.seq));
+            if pages.send(page).await.is_err() {
+                return;
+            }
+            match last {
+                Some(seq) => after = seq,
+                None => return,
+            }
+        }
+    });
     let mut threads = BTreeSet::new();
-    let (mut records, mut after) = (0, 0);
-    loop {
-        let filter = ListFilter {
-            thread: None,
-            actor: None,
-            since_clock: None,
-            after_seq: after,
-            limit: PAGE,
-            max_bytes: None,
-        };
-        let page = store.list(LOCAL_TENANT, &filter).await?;
-        let Some(last) = page.last() else { break };
-        after = last.seq;
-        for row in &page {
+    let mut records = 0;
+    while let Some(page) = read.recv().await {
+        for row in page? {
             // The stored text is spliced in as is: the record exactly as it was signed.
             let item = format!(
                 "{{\"id\":{},\"record\":{}}}",
@@ -142,9 +155,14 @@ async fn write_records<W: Write>(
             writer
                 .add(&path, item.as_bytes())
                 .map_err(|e| HomeError::Refused(e.to_string()))?;
-            threads.insert(row.thread.clone());
+            if !threads.contains(&row.thread) {
+                threads.insert(row.thread);
+            }
             records += 1;
         }
     }
+    reader
+        .await
+        .map_err(|e| HomeError::Refused(format!("reading the store: {e}")))?;
     Ok((records, threads.len() as u64))
 }

@@ -88,6 +88,23 @@ impl Relay {
         }
     }
 
+    /// Whether every record of `ids` is in an envelope queued here (a count of items would
+    /// also count a record queued before).
+    pub async fn holds(&self, ids: &std::collections::BTreeSet<String>) -> bool {
+        let pool = sqlx::PgPool::connect(&self.db.url).await.unwrap();
+        let bodies: Vec<Vec<u8>> = sqlx::query_scalar("SELECT body FROM relay_envelopes")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        let queued: Vec<String> = bodies
+            .into_iter()
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .collect();
+        ids.iter()
+            .all(|id| queued.iter().any(|body| body.contains(id.as_str())))
+    }
+
     /// Stops answering; the database stays for a restart at the same address.
     pub async fn stop(self) -> StoppedRelay {
         self.stopping.cancel();

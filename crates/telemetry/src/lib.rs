@@ -69,6 +69,31 @@ impl Telemetry {
     }
 }
 
+/// Runs a service binary's `work` with telemetry set up for `service` and shut down after it:
+/// the process's exit code, a failure logged (or printed, when telemetry itself cannot start).
+pub async fn run_service<E: std::fmt::Display>(
+    args: &TelemetryArgs,
+    service: &str,
+    work: impl std::future::Future<Output = Result<(), E>>,
+) -> std::process::ExitCode {
+    let telemetry = match init(args, service) {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let outcome = work.await;
+    telemetry.shutdown();
+    match outcome {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "{service} failed");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// Sets up logging, tracing and metrics for the process. `service` names it in traces unless
 /// `OTEL_SERVICE_NAME` says otherwise. With an OTLP endpoint this must run inside a Tokio
 /// runtime: exports are sent from it.

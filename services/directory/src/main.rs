@@ -88,25 +88,13 @@ enum Command {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let telemetry = match syncropel_telemetry::init(&cli.telemetry, "directory") {
-        Ok(telemetry) => telemetry,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
+    let work = async {
+        match cli.command {
+            Some(Command::Migrate) => Store::migrate(&cli.database_url).await,
+            Some(Command::Serve) | None => serve(&cli).await,
         }
     };
-    let outcome = match cli.command {
-        Some(Command::Migrate) => Store::migrate(&cli.database_url).await,
-        Some(Command::Serve) | None => serve(&cli).await,
-    };
-    telemetry.shutdown();
-    match outcome {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %e, "directory failed");
-            ExitCode::FAILURE
-        }
-    }
+    syncropel_telemetry::run_service(&cli.telemetry, "directory", work).await
 }
 
 async fn serve(cli: &Cli) -> Result<(), DirectoryError> {

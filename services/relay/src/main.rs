@@ -97,32 +97,22 @@ enum Command {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let telemetry = match syncropel_telemetry::init(&cli.telemetry, "relay") {
-        Ok(telemetry) => telemetry,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let outcome = match (&cli.command, &cli.database_url) {
-        (_, None) => Err("--database-url (DATABASE_URL) is required".to_string()),
-        (Some(Command::Migrate), Some(url)) => match RelayStore::open(url, limits(&cli)).await {
-            Ok(store) => {
-                store.close().await;
-                Ok(())
+    let work = async {
+        match (&cli.command, &cli.database_url) {
+            (_, None) => Err("--database-url (DATABASE_URL) is required".to_string()),
+            (Some(Command::Migrate), Some(url)) => {
+                match RelayStore::open(url, limits(&cli)).await {
+                    Ok(store) => {
+                        store.close().await;
+                        Ok(())
+                    }
+                    Err(e) => Err(e.to_string()),
+                }
             }
-            Err(e) => Err(e.to_string()),
-        },
-        (Some(Command::Serve) | None, Some(url)) => serve(&cli, url).await,
-    };
-    telemetry.shutdown();
-    match outcome {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %e, "relay failed");
-            ExitCode::FAILURE
+            (Some(Command::Serve) | None, Some(url)) => serve(&cli, url).await,
         }
-    }
+    };
+    syncropel_telemetry::run_service(&cli.telemetry, "relay", work).await
 }
 
 fn limits(cli: &Cli) -> Limits {

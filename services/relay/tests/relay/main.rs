@@ -6,5 +6,6 @@
 mod auth;
 mod binary;
 mod http;
+mod process;
 mod replicas;
 mod store;

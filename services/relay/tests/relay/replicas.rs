@@ -3,9 +3,7 @@
 //! destination pulls. Nothing is lost and nothing arrives twice.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 use syncropel_federation::{FederationConfig, RelayConfig};
@@ -13,58 +11,9 @@ use syncropel_store::testing::TestDb;
 use syncropel_testkit::hosted::Balancer;
 use syncropel_testkit::{eventually, Node, Options};
 
-const RELAY: &str = env!("CARGO_BIN_EXE_relay");
+use crate::process::{migrate, RelayProcess};
+
 const DEADLINE: Duration = Duration::from_secs(30);
-
-/// A `relay` process; killed with SIGKILL when dropped.
-struct RelayProcess {
-    child: Child,
-    addr: String,
-}
-
-impl RelayProcess {
-    /// Serves `db` on `listen` (`127.0.0.1:0` for any port).
-    fn start(db: &TestDb, listen: &str) -> RelayProcess {
-        let mut child = Command::new(RELAY)
-            .env("DATABASE_URL", &db.url)
-            .env("RELAY_LISTEN", listen)
-            .env("RELAY_CURSOR_KEY", "the cursor key both replicas share")
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let deadline = Instant::now() + DEADLINE;
-        let addr = loop {
-            assert!(Instant::now() < deadline, "the relay did not start");
-            let line = lines.next().unwrap().unwrap();
-            if let Some(rest) = line.split("addr=").nth(1) {
-                break rest.split_whitespace().next().unwrap().to_string();
-            }
-        };
-        // Its log is read to the end, so that a full pipe never stops it.
-        std::thread::spawn(move || lines.for_each(drop));
-        RelayProcess { child, addr }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// SIGKILL, as a crash would.
-    fn kill_9(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for RelayProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn relaying(urls: Vec<String>) -> FederationConfig {
     FederationConfig {
@@ -90,14 +39,9 @@ async fn queued(pool: &sqlx::PgPool) -> i64 {
 #[tokio::test]
 async fn replicas_killed_while_depositing_and_delivering_lose_and_double_nothing() {
     let db = TestDb::create().await;
-    let migrated = Command::new(RELAY)
-        .arg("migrate")
-        .env("DATABASE_URL", &db.url)
-        .status()
-        .unwrap();
-    assert!(migrated.success());
-    let mut first = RelayProcess::start(&db, "127.0.0.1:0");
-    let mut second = RelayProcess::start(&db, "127.0.0.1:0");
+    assert!(migrate(&db).success());
+    let mut first = RelayProcess::start(&db, "127.0.0.1:0", &[]);
+    let mut second = RelayProcess::start(&db, "127.0.0.1:0", &[]);
     let balancer = Balancer::start(&[&first.url(), &second.url()]).await;
     let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
 
@@ -140,7 +84,7 @@ async fn replicas_killed_while_depositing_and_delivering_lose_and_double_nothing
     for clock in 61..=120 {
         expected.insert(emit(clock).await);
     }
-    let first = RelayProcess::start(&db, &first_addr);
+    let first = RelayProcess::start(&db, &first_addr, &[]);
     for clock in 121..=180 {
         expected.insert(emit(clock).await);
     }

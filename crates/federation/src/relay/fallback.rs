@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use syncropel_protocol::relay::{Envelope, EnvelopeError, Queue};
 use syncropel_protocol::DEFAULT_NAMESPACE;
-use syncropel_store::StateChange;
+use syncropel_store::{RecordStore, StateChange};
 use syncropel_tenant::Tenant;
 use tokio::sync::mpsc;
 
@@ -53,6 +53,14 @@ impl PeerRelays {
     pub fn cache(&self, pair_id: &str) -> StateChange {
         StateChange::put(PEER_RELAYS, pair_id, to_text(self))
     }
+
+    /// Those cached for `pair_id` (none when nothing is, or the store cannot say).
+    pub async fn cached(store: &dyn RecordStore, tenant: &str, pair_id: &str) -> PeerRelays {
+        match store.state_get(tenant, PEER_RELAYS, pair_id).await {
+            Ok(Some(text)) => parse(&text).unwrap_or_default(),
+            _ => PeerRelays::default(),
+        }
+    }
 }
 
 /// Where to look for a source's records while it is down (federation-protocol.md §7.2): the
@@ -65,10 +73,7 @@ pub async fn relays_of(fed: &Federation, tenant: &Tenant, source: &Source) -> Pe
         Err(_) => Vec::new(),
     };
     let tenant = tenant.id.as_str();
-    let cached: PeerRelays = match fed.store.state_get(tenant, PEER_RELAYS, &source.id).await {
-        Ok(Some(text)) => parse(&text).unwrap_or_default(),
-        _ => PeerRelays::default(),
-    };
+    let cached = PeerRelays::cached(fed.store.as_ref(), tenant, &source.id).await;
     let documented = match source.peer_did.starts_with("did:key:") {
         true => Vec::new(),
         false => match fed.resolver().resolve(&source.peer_did).await {

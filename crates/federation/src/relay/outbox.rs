@@ -20,7 +20,7 @@ use syncropel_protocol::pair::PairView;
 use syncropel_protocol::relay::{self, Queue, MAX_ITEMS};
 use syncropel_protocol::sync::SyncCursor;
 use syncropel_protocol::{canonical_string, sha256_hex, unix_now, PairState};
-use syncropel_store::{Committed, RecordStore, StateChange};
+use syncropel_store::{Committed, StateChange};
 use syncropel_tenant::Tenant;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::Notify;
@@ -31,7 +31,7 @@ use super::client::{RelayClient, RelayFailure};
 use super::PeerRelays;
 use crate::error::{FederationError, Result};
 use crate::feed::{self, ChangesQuery, Puller};
-use crate::state::{self, parse, sync_meta, to_text, OUTBOX, PEER_RELAYS, RELAY_SERVED};
+use crate::state::{self, parse, sync_meta, to_text, OUTBOX, RELAY_SERVED};
 use crate::{consent, pairs, Backoff, Federation};
 
 /// The source id of the outbox job among the pull jobs (its "thread" is [`JOB_THREAD`]).
@@ -114,7 +114,10 @@ impl Outbox {
         // Deposited only where there is a relay: ours or the peer's.
         let store = fed.store.as_ref();
         let relayed = !fed.config.relay.urls.is_empty()
-            || !peer_relays(store, &tenant.id, pair_id).await.is_empty();
+            || !PeerRelays::cached(store, &tenant.id, pair_id)
+                .await
+                .relays
+                .is_empty();
         if !relayed {
             return;
         }
@@ -260,14 +263,6 @@ async fn next_commit(commits: &mut tokio::sync::broadcast::Receiver<Committed>, 
     }
 }
 
-/// The relays a peer named in its manifest, cached with its pair.
-async fn peer_relays(store: &dyn RecordStore, tenant: &str, pair_id: &str) -> Vec<String> {
-    match store.state_get(tenant, PEER_RELAYS, pair_id).await {
-        Ok(Some(text)) => parse::<PeerRelays>(&text).unwrap_or_default().relays,
-        _ => Vec::new(),
-    }
-}
-
 /// Every row once: how long until the next one is due (zero: more is waiting now), and whether
 /// any queue is served at all.
 async fn pass(fed: &Federation, tenant: &Tenant) -> Result<(Duration, bool)> {
@@ -301,7 +296,10 @@ async fn pass(fed: &Federation, tenant: &Tenant) -> Result<(Duration, bool)> {
             continue;
         }
         let mut relays = fed.config.relay.urls.clone();
-        for theirs in peer_relays(store, &tenant.id, &served.queue.pair_id).await {
+        for theirs in PeerRelays::cached(store, &tenant.id, &served.queue.pair_id)
+            .await
+            .relays
+        {
             if !relays.contains(&theirs) {
                 relays.push(theirs);
             }

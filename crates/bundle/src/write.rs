@@ -20,6 +20,14 @@ pub struct BundleWriter<W: Write> {
     files: BTreeMap<String, String>,
 }
 
+/// A bundle written to memory and handed out as it grows (a file or an HTTP body streams it).
+impl BundleWriter<Vec<u8>> {
+    /// The compressed bytes written since the last call.
+    pub fn take_written(&mut self) -> Vec<u8> {
+        std::mem::take(self.tar.get_mut().get_mut())
+    }
+}
+
 impl<W: Write> BundleWriter<W> {
     pub fn new(out: W) -> Result<BundleWriter<W>> {
         let encoder = zstd::Encoder::new(out, LEVEL)?;

@@ -49,6 +49,21 @@ pub async fn sync_meta(store: &dyn RecordStore, tenant: &str) -> Result<SyncMeta
     if let Some(text) = store.state_get(tenant, SYNC_META, "cursor").await? {
         return parse(&text);
     }
+    let change = match new_epoch() {
+        StateChange::Put { kind, key, value } => StateChange::PutIfAbsent { kind, key, value },
+        other => other,
+    };
+    store.write(tenant, Vec::new(), vec![change]).await?;
+    let text = store
+        .state_get(tenant, SYNC_META, "cursor")
+        .await?
+        .ok_or_else(|| FederationError::corrupt("the cursor key vanished after it was written"))?;
+    parse(&text)
+}
+
+/// A new epoch and key for this store's cursors, replacing the old (an import begins a new life
+/// of the store: cursors issued before name no position in it).
+pub fn new_epoch() -> StateChange {
     let mut epoch = [0u8; 8];
     let mut key = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut epoch);
@@ -57,13 +72,7 @@ pub async fn sync_meta(store: &dyn RecordStore, tenant: &str) -> Result<SyncMeta
         epoch: hex::encode(epoch),
         key: hex::encode(key),
     };
-    let change = StateChange::put_if_absent(SYNC_META, "cursor", to_text(&fresh));
-    store.write(tenant, Vec::new(), vec![change]).await?;
-    let text = store
-        .state_get(tenant, SYNC_META, "cursor")
-        .await?
-        .ok_or_else(|| FederationError::corrupt("the cursor key vanished after it was written"))?;
-    parse(&text)
+    StateChange::put(SYNC_META, "cursor", to_text(&fresh))
 }
 
 /// Where a puller is in one source's thread.

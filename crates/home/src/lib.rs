@@ -33,10 +33,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use syncropel_protocol::Keypair;
 
-mod export;
+mod portability;
 mod publish;
 
-pub use export::{export_offline, ExportSummary};
+pub use portability::{export_offline, import_offline};
 pub use publish::{
     publish_relays, refuse_if_paired, rotate, upgrade_to_sync, upgrade_to_web, SyncRegistration,
 };

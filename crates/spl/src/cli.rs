@@ -104,6 +104,10 @@ pub enum Command {
     /// Write this home (identity, DID document, every record) as one signed bundle, to move it
     /// elsewhere; reads the store directly, so the steward must be stopped
     Export(ExportArgs),
+    /// Take a bundle made by `spl export` into this home: checked whole, its identity opened and
+    /// installed, every record stored; rerun after an interruption to finish. The steward must
+    /// be stopped
+    Import(ImportArgs),
 }
 
 #[derive(Debug, Args)]
@@ -116,6 +120,25 @@ pub struct ExportArgs {
     pub no_identity: bool,
     /// A file whose first line is the passphrase the identity key is sealed under
     #[arg(long, value_name = "FILE", conflicts_with = "no_identity")]
+    pub passphrase_file: Option<PathBuf>,
+    /// Rebuild every token on import, not only those peers hold for their pairs
+    #[arg(long)]
+    pub carry_tokens: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The bundle (`.tar.zst`) `spl export` wrote
+    #[arg(value_name = "BUNDLE")]
+    pub bundle: PathBuf,
+    /// Check the bundle and count what the import would do; write nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Import into a home whose store already holds records of its own
+    #[arg(long)]
+    pub force_overwrite: bool,
+    /// A file whose first line is the passphrase the identity key was sealed under
+    #[arg(long, value_name = "FILE")]
     pub passphrase_file: Option<PathBuf>,
 }
 

@@ -53,7 +53,19 @@ pub fn stored_form(
     signer: Option<&str>,
     redaction: Option<&Redaction>,
 ) -> NewRecord {
-    let created_at = unix_now();
+    stored_form_at(envelope, id, sig, signer, redaction, unix_now())
+}
+
+/// [`stored_form`] as stored at `created_at`: a record moved between stewards keeps the time
+/// its first store took it.
+pub fn stored_form_at(
+    envelope: &Envelope,
+    id: &str,
+    sig: Option<&str>,
+    signer: Option<&str>,
+    redaction: Option<&Redaction>,
+    created_at: i64,
+) -> NewRecord {
     let namespace = envelope.namespace();
     let head = RecordHead {
         object: "record",

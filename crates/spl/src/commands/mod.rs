@@ -3,12 +3,12 @@
 
 mod accounts;
 mod consent;
-mod export;
 mod federation;
 mod fleet;
 mod identity;
 mod init;
 mod namespaces;
+mod portability;
 mod process;
 mod records;
 mod relay;
@@ -85,7 +85,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Fleet(command) => block_on(fleet::run(&ctx, command)),
         Command::Identity(command) => block_on(identity::run(&ctx, command)),
         Command::Relay(command) => block_on(relay::run(&ctx, command)),
-        Command::Export(args) => block_on(export::run(&ctx, &args)),
+        Command::Export(args) => block_on(portability::export(&ctx, &args)),
+        Command::Import(args) => block_on(portability::import(&ctx, &args)),
         Command::Config(ConfigCommand::Relay(command)) => block_on(relay::config(&ctx, command)),
     }
 }

@@ -14,6 +14,7 @@ mod export;
 mod federation_cli;
 mod federation_e2e;
 mod identity;
+mod import;
 mod init;
 mod memory;
 mod namespace;

@@ -1,0 +1,497 @@
+//! Taking a bundle into a store (federation-protocol.md §8.4). [`open`] checks the whole bundle
+//! and opens its identity before anything is written; [`import`] then streams it again: every
+//! record checked (its id, its signature) on a blocking thread while the batch before is stored,
+//! in the bundle's order. Every write is idempotent and the import's progress is a state
+//! document, so a rerun after a kill goes on where it stopped and ends in the same store.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::{json, Value};
+use syncropel_bundle::seal::open_seed;
+use syncropel_bundle::{entries, verify, Limits, Manifest};
+use syncropel_federation::state::{new_epoch, SECRET};
+use syncropel_protocol::did_doc::parse_document;
+use syncropel_protocol::sync::{
+    has_document, sync_item, verify_items, DocumentKeys, PeerItem, ResolvedKeys,
+};
+use syncropel_protocol::Keypair;
+use syncropel_store::{
+    Appended, AuthChange, ListFilter, NewRecord, RecordStore, StateChange, StoreError,
+};
+use syncropel_tenant::stored_form_at;
+use tokio::sync::mpsc;
+
+use crate::replay::{Replay, TOKENS_THREAD};
+use crate::{PortabilityError, Result, CREDENTIALS, IMPORTS};
+
+/// Records checked and stored together.
+const BATCH: usize = 1000;
+
+/// Threads a steward writes on its own before anything is imported (its bootstrap token and
+/// the audit of it): a store holding only these counts as empty.
+const SEED_THREADS: [&str; 2] = [TOKENS_THREAD, crate::audit::THREAD];
+
+/// A bundle checked whole, its identity opened.
+pub struct Opened {
+    pub path: PathBuf,
+    pub manifest: Manifest,
+    pub did_document: Value,
+    /// The identity key, when the bundle carries it (opened with the passphrase).
+    pub key: Option<Keypair>,
+}
+
+impl Opened {
+    pub fn did(&self) -> &str {
+        &self.manifest.source_did
+    }
+}
+
+/// Checks the bundle at `path` (every hash, the signature by a current key of the DID document
+/// it carries) and opens the identity it seals. Blocking: it reads the whole file and runs
+/// Argon2id.
+pub fn open(path: &Path, passphrase: Option<&str>, limits: &Limits) -> Result<Opened> {
+    let file = File::open(path).map_err(syncropel_bundle::BundleError::Io)?;
+    let verified = verify(BufReader::with_capacity(1 << 16, file), limits)?;
+    let key = match (&verified.sealed_key, passphrase) {
+        (Some(sealed), Some(passphrase)) => {
+            let key = Keypair::from_seed(&open_seed(sealed, passphrase)?);
+            if key.did_key() != verified.signer {
+                return Err(PortabilityError::Refused(
+                    "the sealed identity key is not the key that signed the bundle".into(),
+                ));
+            }
+            Some(key)
+        }
+        (Some(_), None) => {
+            return Err(PortabilityError::Refused(
+                "the bundle seals its identity under a passphrase: give the passphrase".into(),
+            ))
+        }
+        (None, _) => None,
+    };
+    Ok(Opened {
+        path: path.to_path_buf(),
+        manifest: verified.manifest,
+        did_document: verified.did_document,
+        key,
+    })
+}
+
+#[derive(Clone, Debug)]
+pub struct ImportOptions {
+    /// Import into a store that already holds records of its own.
+    pub force_overwrite: bool,
+    /// Count what would happen; write nothing.
+    pub dry_run: bool,
+    pub limits: Limits,
+}
+
+/// What an import did (federation-protocol.md §8.4). `records_inspected` is always
+/// `records_inserted + records_deduplicated + records_skipped + records_failed`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ImportSummary {
+    pub object: &'static str,
+    pub source_did: String,
+    pub bundle_sha256: String,
+    pub dry_run: bool,
+    pub records_inspected: u64,
+    pub records_inserted: u64,
+    pub records_deduplicated: u64,
+    /// Another record already held its (thread, actor, clock): a fresh home's own seed record.
+    pub records_skipped: u64,
+    /// Refused: its id or signature did not check.
+    pub records_failed: u64,
+    pub refusals_by_reason: BTreeMap<String, u64>,
+    /// Set by the caller, which installs the identity.
+    pub identity_restored: bool,
+    pub identity_note: Option<String>,
+    pub pairs: u64,
+    pub consent_grants: u64,
+    pub credentials: u64,
+}
+
+/// What the reading thread hands over.
+enum Read {
+    Records(Vec<Checked>),
+    Credentials(Vec<StateChange>),
+}
+
+struct Checked {
+    /// `Err(code)`: refused, with why.
+    record: std::result::Result<NewRecord, &'static str>,
+    /// A token record's body and time: the change it states is made once it is stored.
+    token_event: Option<(Value, i64)>,
+}
+
+/// Takes the bundle `opened` into `tenant`'s store. The caller installs the identity after.
+pub async fn import(
+    store: Arc<dyn RecordStore>,
+    tenant: &str,
+    opened: &Opened,
+    options: &ImportOptions,
+) -> Result<ImportSummary> {
+    let bundle = opened.manifest.bundle_sha256.clone();
+    let mut summary = ImportSummary {
+        object: "import_summary",
+        source_did: opened.did().to_string(),
+        bundle_sha256: bundle.clone(),
+        dry_run: options.dry_run,
+        pairs: opened.manifest.counts.pairs,
+        consent_grants: opened.manifest.counts.consent_grants,
+        ..ImportSummary::default()
+    };
+    let begun = store.state_get(tenant, IMPORTS, &bundle).await?.is_some();
+    if !begun && !options.force_overwrite {
+        let own = own_records(store.as_ref(), tenant).await?;
+        if own > 0 {
+            return Err(PortabilityError::Refused(format!(
+                "the store has {own} records; pass --force-overwrite to import anyway"
+            )));
+        }
+    }
+    if !options.dry_run && !begun {
+        let progress = json!({"state": "in_progress", "source_did": opened.did()}).to_string();
+        store
+            .write(
+                tenant,
+                Vec::new(),
+                vec![StateChange::put(IMPORTS, &bundle, progress)],
+            )
+            .await?;
+    }
+
+    let (batches, mut read) = mpsc::channel(2);
+    let reader = {
+        let path = opened.path.clone();
+        let limits = options.limits;
+        let resolved = source_keys(opened)?;
+        tokio::task::spawn_blocking(move || read_bundle(&path, &limits, resolved, batches))
+    };
+    let mut replay = Replay::new(opened.manifest.tokens == "all");
+    while let Some(batch) = read.recv().await {
+        match batch {
+            Read::Credentials(secrets) => {
+                summary.credentials = secrets.len() as u64;
+                if !options.dry_run {
+                    store.write(tenant, Vec::new(), secrets).await?;
+                }
+            }
+            Read::Records(checked) => {
+                let stored = store_batch(
+                    store.as_ref(),
+                    tenant,
+                    checked,
+                    options.dry_run,
+                    &mut summary,
+                )
+                .await?;
+                if !options.dry_run {
+                    apply_token_events(store.as_ref(), tenant, stored, &mut replay).await?;
+                }
+            }
+        }
+    }
+    reader
+        .await
+        .map_err(|e| PortabilityError::Refused(format!("reading the bundle: {e}")))??;
+    if !options.dry_run {
+        let done = json!({
+            "state": "done",
+            "source_did": opened.did(),
+            "records_inspected": summary.records_inspected,
+        })
+        .to_string();
+        store
+            .write(
+                tenant,
+                Vec::new(),
+                vec![new_epoch(), StateChange::put(IMPORTS, &bundle, done)],
+            )
+            .await?;
+    }
+    Ok(summary)
+}
+
+/// Records of the store's own, not counting a fresh steward's seed records (counted up to a
+/// bound: the answer only has to say that there are some and roughly how many).
+async fn own_records(store: &dyn RecordStore, tenant: &str) -> Result<u64> {
+    const COUNTED: u64 = 100_000;
+    let mut own = 0;
+    let mut after = 0;
+    loop {
+        let filter = ListFilter {
+            thread: None,
+            actor: None,
+            since_clock: None,
+            after_seq: after,
+            limit: 1000,
+            max_bytes: None,
+        };
+        let page = store.list(tenant, &filter).await?;
+        let Some(last) = page.last() else {
+            return Ok(own);
+        };
+        after = last.seq;
+        own += page
+            .iter()
+            .filter(|r| !SEED_THREADS.contains(&r.thread.as_str()))
+            .count() as u64;
+        if own >= COUNTED {
+            return Ok(own);
+        }
+    }
+}
+
+/// The keys the source DID's records may be signed with: those of the DID document the bundle
+/// carries (the one its signature was checked against).
+fn source_keys(opened: &Opened) -> Result<ResolvedKeys> {
+    let parsed = parse_document(opened.did(), &opened.did_document)
+        .map_err(|e| PortabilityError::Refused(format!("the bundled DID document: {e}")))?;
+    let mut resolved = ResolvedKeys::new();
+    resolved.insert(
+        opened.did().to_string(),
+        DocumentKeys {
+            keys: parsed.keys.iter().map(|k| k.did_key.clone()).collect(),
+            current: parsed
+                .keys
+                .iter()
+                .filter(|k| k.current)
+                .map(|k| k.did_key.clone())
+                .collect(),
+            fresh: true,
+        },
+    );
+    Ok(resolved)
+}
+
+/// Reads the bundle again (it was checked whole by [`open`]; a file changed since fails here
+/// as it would have there), checking records a batch at a time.
+fn read_bundle(
+    path: &Path,
+    limits: &Limits,
+    resolved: ResolvedKeys,
+    out: mpsc::Sender<Read>,
+) -> Result<()> {
+    let file = File::open(path).map_err(syncropel_bundle::BundleError::Io)?;
+    let mut pending: Vec<(PeerItem, i64)> = Vec::with_capacity(BATCH);
+    let mut refused: Vec<Checked> = Vec::new();
+    let gone = || PortabilityError::Refused("the import stopped".into());
+    entries(
+        BufReader::with_capacity(1 << 16, file),
+        limits,
+        |path, bytes| {
+            if path == CREDENTIALS {
+                let secrets = credentials(bytes)?;
+                out.blocking_send(Read::Credentials(secrets))
+                    .map_err(|_| malformed("the import stopped"))?;
+                return Ok(());
+            }
+            let Some(name) = path.strip_prefix("records/") else {
+                return Ok(());
+            };
+            match parse_item(name, bytes) {
+                Ok(item) => pending.push(item),
+                Err(code) => refused.push(Checked {
+                    record: Err(code),
+                    token_event: None,
+                }),
+            }
+            if pending.len() >= BATCH {
+                let batch = check(std::mem::take(&mut pending), &resolved, &mut refused);
+                out.blocking_send(Read::Records(batch))
+                    .map_err(|_| malformed("the import stopped"))?;
+            }
+            Ok(())
+        },
+    )?;
+    let batch = check(pending, &resolved, &mut refused);
+    out.blocking_send(Read::Records(batch))
+        .map_err(|_| gone())?;
+    Ok(())
+}
+
+fn malformed(what: &str) -> syncropel_bundle::BundleError {
+    syncropel_bundle::BundleError::Malformed(what.into())
+}
+
+/// The secret documents of `federation/credentials.sealed`.
+fn credentials(bytes: &[u8]) -> syncropel_bundle::Result<Vec<StateChange>> {
+    let text = std::str::from_utf8(bytes).map_err(|_| malformed("credentials are not text"))?;
+    text.lines()
+        .filter(|line| !line.is_empty())
+        .map(|line| {
+            let value: Value =
+                serde_json::from_str(line).map_err(|e| malformed(&format!("credentials: {e}")))?;
+            match (value["handle"].as_str(), value["sealed"].as_str()) {
+                (Some(handle), Some(sealed)) => Ok(StateChange::put(SECRET, handle, sealed)),
+                _ => Err(malformed("a credential lacks its handle or value")),
+            }
+        })
+        .collect()
+}
+
+/// One `records/<thread>/<id>.json` item as the peer item it renders to, with the time the
+/// source stored it; a record whose path does not name it is refused.
+fn parse_item(name: &str, bytes: &[u8]) -> std::result::Result<(PeerItem, i64), &'static str> {
+    let item: Value = serde_json::from_slice(bytes).map_err(|_| "MALFORMED")?;
+    let stored = item.get("record").ok_or("MALFORMED")?;
+    let created_at = stored
+        .get("created_at")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    let rendered = sync_item(stored).ok_or("MALFORMED")?;
+    let peer = PeerItem::from_value(rendered).map_err(|_| "MALFORMED")?;
+    let expected = format!("{}/{}.json", peer.envelope.thread, peer.id);
+    if item.get("id").and_then(Value::as_str) != Some(peer.id.as_str()) || name != expected {
+        return Err("PATH_MISMATCH");
+    }
+    Ok((peer, created_at))
+}
+
+/// Checks a batch's ids and signatures. Records of the source DID are checked against its
+/// bundled document; those of other DIDs with documents arrived from peers, which the source
+/// checked then and vouches for by signing the bundle: their signatures are still checked
+/// against the key they name.
+fn check(
+    items: Vec<(PeerItem, i64)>,
+    source: &ResolvedKeys,
+    refused: &mut Vec<Checked>,
+) -> Vec<Checked> {
+    let mut resolved = source.clone();
+    let mut named: HashMap<String, Vec<String>> = HashMap::new();
+    for (item, _) in &items {
+        let actor = &item.envelope.actor;
+        if has_document(actor) && !source.contains_key(actor) {
+            if let Some(signer) = item.signer() {
+                named.entry(actor.clone()).or_default().push(signer.into());
+            }
+        }
+    }
+    for (actor, mut keys) in named {
+        keys.sort();
+        keys.dedup();
+        resolved.insert(
+            actor,
+            DocumentKeys {
+                current: keys.clone(),
+                keys,
+                fresh: true,
+            },
+        );
+    }
+    let (peer_items, times): (Vec<PeerItem>, Vec<i64>) = items.into_iter().unzip();
+    let verdicts = verify_items(&peer_items, &resolved);
+    let mut checked = std::mem::take(refused);
+    for ((item, created_at), verdict) in peer_items.iter().zip(times).zip(verdicts) {
+        let record = match verdict {
+            Ok(()) => Ok(stored_form_at(
+                &item.envelope,
+                &item.id,
+                item.sig.as_deref(),
+                item.signer.as_deref(),
+                item.redaction.as_ref(),
+                created_at,
+            )),
+            Err(rejection) => Err(rejection.code()),
+        };
+        let token_event = (item.envelope.thread == TOKENS_THREAD && record.is_ok())
+            .then(|| (Value::Object(item.envelope.body.clone()), created_at));
+        checked.push(Checked {
+            record,
+            token_event,
+        });
+    }
+    checked
+}
+
+/// Stores one batch in one transaction and counts what happened; the token records that are
+/// now stored, with their events, in order.
+async fn store_batch(
+    store: &dyn RecordStore,
+    tenant: &str,
+    checked: Vec<Checked>,
+    dry_run: bool,
+    summary: &mut ImportSummary,
+) -> Result<Vec<(NewRecord, Value, i64)>> {
+    let mut records = Vec::with_capacity(checked.len());
+    let mut events = Vec::with_capacity(checked.len());
+    for item in checked {
+        summary.records_inspected += 1;
+        match item.record {
+            Ok(record) => {
+                records.push(record);
+                events.push(item.token_event);
+            }
+            Err(code) => {
+                summary.records_failed += 1;
+                *summary.refusals_by_reason.entry(code.into()).or_default() += 1;
+            }
+        }
+    }
+    if dry_run {
+        for record in &records {
+            match store.get(tenant, &record.id).await? {
+                Some(_) => summary.records_deduplicated += 1,
+                None => summary.records_inserted += 1,
+            }
+        }
+        return Ok(Vec::new());
+    }
+    let results = store.write(tenant, records.clone(), Vec::new()).await?;
+    let mut tokens = Vec::new();
+    for ((record, event), result) in records.into_iter().zip(events).zip(results) {
+        let stored = match result {
+            Ok(Appended::Inserted(_)) => {
+                summary.records_inserted += 1;
+                true
+            }
+            Ok(Appended::Existing(_)) => {
+                summary.records_deduplicated += 1;
+                true
+            }
+            Err(StoreError::DuplicateClock { .. }) => {
+                summary.records_skipped += 1;
+                false
+            }
+            Err(e) => {
+                summary.records_failed += 1;
+                let reason = e.to_string();
+                *summary.refusals_by_reason.entry(reason).or_default() += 1;
+                false
+            }
+        };
+        if let (true, Some((body, at))) = (stored, event) {
+            tokens.push((record, body, at));
+        }
+    }
+    Ok(tokens)
+}
+
+/// Makes the account and token changes stored token records state. Each is applied with its
+/// own record (stored already, so only the change is new); one made before (a rerun) is done.
+async fn apply_token_events(
+    store: &dyn RecordStore,
+    tenant: &str,
+    stored: Vec<(NewRecord, Value, i64)>,
+    replay: &mut Replay,
+) -> Result<()> {
+    for (record, body, at) in stored {
+        let Some(change) = replay.change(&body, at) else {
+            continue;
+        };
+        let revoke = matches!(change, AuthChange::RevokeToken { .. });
+        match store.apply_auth_change(tenant, change, record).await {
+            Ok(_) => {}
+            Err(StoreError::ServiceAccountExists(_) | StoreError::TokenExists(_)) => {}
+            // A token of an account left behind (federation-only): nothing to revoke here.
+            Err(StoreError::UnknownServiceAccount(_)) if !revoke => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}

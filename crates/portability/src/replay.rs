@@ -1,0 +1,76 @@
+//! Service accounts and tokens rebuilt from their records (protocol.md §13.1: every change to
+//! them is a record on `th_audit_tokens`, holding token ids, never tokens). An import applies
+//! each change with the record that states it, so the store ends as the source's was.
+
+use std::collections::HashSet;
+
+use serde_json::Value;
+use syncropel_federation::handshake::PAIR_ACCOUNT_PREFIX;
+use syncropel_store::{AuthChange, ServiceAccount};
+
+pub const TOKENS_THREAD: &str = "th_audit_tokens";
+
+/// Which tokens come back: all (`--carry-tokens`), or only those of pair accounts, the ones
+/// peers hold and must keep using after a move (federation-protocol.md §8.3).
+pub struct Replay {
+    all_tokens: bool,
+    pair_accounts: HashSet<String>,
+}
+
+impl Replay {
+    pub fn new(all_tokens: bool) -> Replay {
+        Replay {
+            all_tokens,
+            pair_accounts: HashSet::new(),
+        }
+    }
+
+    /// The change a token record states, if it is one to make here. `created_at` is the
+    /// record's (when the source stored it).
+    pub fn change(&mut self, body: &Value, created_at: i64) -> Option<AuthChange> {
+        let text = |field: &str| body.get(field).and_then(Value::as_str).map(str::to_string);
+        let list = |field: &str| -> Vec<String> {
+            body.get(field)
+                .and_then(Value::as_array)
+                .map(|items| {
+                    items
+                        .iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        match body.get("event").and_then(Value::as_str)? {
+            "service_account_created" => {
+                let sa = ServiceAccount {
+                    id: text("sa_id")?,
+                    name: text("name")?,
+                    scopes: list("scopes"),
+                    allowed_actors: list("allowed_actors"),
+                    created_at,
+                };
+                if sa.name.starts_with(PAIR_ACCOUNT_PREFIX) {
+                    self.pair_accounts.insert(sa.id.clone());
+                }
+                Some(AuthChange::CreateServiceAccount(sa))
+            }
+            "token_minted" => {
+                let sa_id = text("sa_id")?;
+                if !self.all_tokens && !self.pair_accounts.contains(&sa_id) {
+                    return None;
+                }
+                Some(AuthChange::MintToken {
+                    token_id: text("token_id")?,
+                    sa_id,
+                    created_at,
+                    expires_at: body.get("expires_at").and_then(Value::as_i64),
+                })
+            }
+            "token_revoked" => Some(AuthChange::RevokeToken {
+                token_id: text("token_id")?,
+                revoked_at: created_at,
+            }),
+            _ => None,
+        }
+    }
+}

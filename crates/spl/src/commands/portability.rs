@@ -1,0 +1,135 @@
+//! `spl export` and `spl import` (federation-protocol.md §8.3–8.4): a stopped home written as
+//! one signed bundle, its identity sealed under a passphrase unless `--no-identity`, and such a
+//! bundle taken into a stopped home. The bundle file appears whole or not at all; an import
+//! stopped midway is finished by running it again.
+
+use std::io::BufWriter;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use syncropel_portability::ExportOptions;
+
+use super::serve::refuse_if_running;
+use super::Ctx;
+use crate::cli::{ExportArgs, ImportArgs};
+use crate::output::print_json;
+
+/// The passphrases, when no file names them.
+const EXPORT_PASSPHRASE_ENV: &str = "SPL_EXPORT_PASSPHRASE";
+const IMPORT_PASSPHRASE_ENV: &str = "SPL_IMPORT_PASSPHRASE";
+
+/// Shorter passphrases are refused: the sealed key is only as strong as this.
+const MIN_PASSPHRASE: usize = 12;
+
+pub async fn export(ctx: &Ctx, args: &ExportArgs) -> Result<ExitCode> {
+    refuse_if_running(&ctx.home)?;
+    let passphrase = match args.no_identity {
+        true => None,
+        false => passphrase(args.passphrase_file.as_deref(), EXPORT_PASSPHRASE_ENV)?,
+    };
+    if let Some(passphrase) = &passphrase {
+        if passphrase.chars().count() < MIN_PASSPHRASE {
+            bail!("the passphrase must have {MIN_PASSPHRASE} characters or more");
+        }
+    } else if !args.no_identity {
+        bail!(
+            "give the passphrase the identity key is sealed under (--passphrase-file or \
+             {EXPORT_PASSPHRASE_ENV}), or --no-identity to leave the key (and so the DID) behind"
+        );
+    }
+    let options = ExportOptions {
+        passphrase,
+        carry_tokens: args.carry_tokens,
+        intent: None,
+    };
+    // Written beside its destination, then renamed: a cut export leaves no half bundle.
+    let partial = args.out.with_extension("partial");
+    let file = std::fs::File::create(&partial)
+        .with_context(|| format!("creating {}", partial.display()))?;
+    let exported = syncropel_home::export_offline(&ctx.home, BufWriter::new(file), &options).await;
+    let (out, summary) = match exported {
+        Ok(done) => done,
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(e.into());
+        }
+    };
+    let file = out.into_inner().context("flushing the bundle")?;
+    file.sync_all().context("syncing the bundle")?;
+    std::fs::rename(&partial, &args.out)
+        .with_context(|| format!("moving the bundle to {}", args.out.display()))?;
+    if ctx.json {
+        print_json(&summary);
+    } else {
+        println!(
+            "exported {} records on {} threads of {} to {} (identity {}, bundle sha256 {})",
+            summary.records,
+            summary.threads,
+            summary.source_did,
+            args.out.display(),
+            if summary.identity_included {
+                "included"
+            } else {
+                "left out"
+            },
+            summary.bundle_sha256,
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn import(ctx: &Ctx, args: &ImportArgs) -> Result<ExitCode> {
+    refuse_if_running(&ctx.home)?;
+    let passphrase = passphrase(args.passphrase_file.as_deref(), IMPORT_PASSPHRASE_ENV)?;
+    let summary = syncropel_home::import_offline(
+        &ctx.home,
+        &args.bundle,
+        passphrase,
+        args.force_overwrite,
+        args.dry_run,
+    )
+    .await?;
+    if ctx.json {
+        print_json(&summary);
+    } else {
+        let verb = if summary.dry_run {
+            "would import"
+        } else {
+            "imported"
+        };
+        println!(
+            "{verb} {} records of {}: {} inserted, {} already here, {} skipped, {} refused; \
+             identity {}",
+            summary.records_inspected,
+            summary.source_did,
+            summary.records_inserted,
+            summary.records_deduplicated,
+            summary.records_skipped,
+            summary.records_failed,
+            if summary.identity_restored {
+                "restored"
+            } else if summary.dry_run {
+                "not installed (dry run)"
+            } else {
+                "not in the bundle"
+            },
+        );
+        for (reason, count) in &summary.refusals_by_reason {
+            println!("  refused {count}: {reason}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The first line of `file`, else the variable `env`.
+fn passphrase(file: Option<&Path>, env: &str) -> Result<Option<String>> {
+    match file {
+        Some(file) => {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            Ok(Some(text.lines().next().unwrap_or_default().to_string()))
+        }
+        None => Ok(std::env::var(env).ok()),
+    }
+}

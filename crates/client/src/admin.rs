@@ -81,6 +81,16 @@ impl Client {
         self.get_reply(self.url("/v1/identity", &[])).await
     }
 
+    /// `POST /v1/portability/fence` at the steward this identity moved away from, with the
+    /// notice its new home signed (federation-protocol.md §8.5).
+    pub async fn fence(
+        &self,
+        notice: &serde_json::Value,
+    ) -> Result<Reply<serde_json::Value>, ClientError> {
+        self.post_reply(self.url("/v1/portability/fence", &[]), notice)
+            .await
+    }
+
     /// `POST /v1/identity/upgrade` (hosted): registers the tenant's did:sync.
     pub async fn upgrade_identity(
         &self,

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use futures_util::FutureExt;
 use syncropel_api::{PullFailure, PullJobHealth};
 use syncropel_protocol::unix_now;
-use syncropel_tenant::Tenant;
+use syncropel_tenant::{Departure, Tenant};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -114,6 +114,19 @@ impl Jobs {
             });
     }
 
+    /// Stops and forgets every job of a tenant (one that moved away).
+    pub fn stop_tenant(&self, tenant: &str) {
+        self.jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(t, _, _), job| {
+                if t == tenant {
+                    job.stop.cancel();
+                }
+                t != tenant
+            });
+    }
+
     /// Stops one job.
     pub fn stop_one(&self, tenant: &str, source: &str, thread: &str) {
         let key = (tenant.to_string(), source.to_string(), thread.to_string());
@@ -160,7 +173,8 @@ impl Jobs {
         let mut last_checkpoint = None;
         let mut route = Route::Source { failures: 0 };
         loop {
-            if job.stop.is_cancelled() {
+            // A tenant that moved away pulls nothing more: its new home does.
+            if job.stop.is_cancelled() || matches!(tenant.departure(), Departure::Moved { .. }) {
                 return;
             }
             let source = match resolve_source(fed, &tenant, &source_id).await {

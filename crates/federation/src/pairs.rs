@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
+use syncropel_protocol::moved::check_moved;
 use syncropel_protocol::pair::{
     audit_body, fold_pairs, outbound_secret_handle, revoke_body, update_body, AuditChange,
     PairAudit, PairView, RevokeNotify, UpdateOp,
@@ -19,6 +20,8 @@ use syncropel_store::{ListFilter, StateChange};
 use syncropel_tenant::Tenant;
 
 use crate::error::{FederationError, Result};
+use crate::handshake::verified_manifest;
+use crate::peer::{PeerError, Reach};
 use crate::puller::{pull_through, PullError, PullOutcome, Source};
 use crate::signers::signature_holds;
 use crate::state as fstate;
@@ -129,6 +132,13 @@ pub async fn after_pull(
         }
         _ => None,
     };
+    if let Err(PullError::Peer(PeerError::Moved { notice, .. })) = result {
+        // Followed, or refused and tried again at the next pull; not a reason to degrade.
+        if let Err(e) = follow_move(fed, tenant, &pair, notice).await {
+            tracing::warn!(pair = %pair.pair_id, error = %e, "not following the peer's move");
+        }
+        return Ok(());
+    }
     match result {
         Err(_) => {
             if let Some(cause) = cause.filter(|_| pair.state == PairState::Active) {
@@ -198,6 +208,68 @@ pub async fn after_pull(
             }
         }
     }
+    Ok(())
+}
+
+/// A peer that answered `410 INSTANCE_MOVED` (federation-protocol.md §8.5). Its notice must be
+/// signed by a key of the pair's peer DID and name a URL that serves a manifest of that DID;
+/// then the pair follows it (`url_refreshed`, via `moved_to`) with the same tokens. The old
+/// store's cursors are refused there once and the pulls start over, de-duplicating.
+async fn follow_move(
+    fed: &Federation,
+    tenant: &Tenant,
+    pair: &PairView,
+    notice: &Value,
+) -> Result<()> {
+    let refused =
+        |why: String| FederationError::Refused(Refusal::new(ErrorCode::SignatureInvalid, why));
+    let checked = check_moved(notice).map_err(refused)?;
+    if checked.did != pair.peer_did {
+        return Err(refused(format!(
+            "the notice is for {}, not the peer",
+            checked.did
+        )));
+    }
+    let keys = fed.keys_reaching(Reach::Peers, &pair.peer_did).await?;
+    if !keys.contains(&checked.signer) {
+        return Err(refused(format!(
+            "{} is not a key of the peer",
+            checked.signer
+        )));
+    }
+    if pair.peer_url.as_deref().map(|u| u.trim_end_matches('/')) == Some(checked.moved_to.as_str())
+    {
+        return Ok(());
+    }
+    let (_, did) = verified_manifest(fed, &checked.moved_to, Reach::Peers).await?;
+    if did != pair.peer_did {
+        return Err(refused(format!(
+            "{} serves {did}, not the peer",
+            checked.moved_to
+        )));
+    }
+    let mut fields = Map::new();
+    fields.insert("peer_url".into(), json!(checked.moved_to));
+    fields.insert("via".into(), json!("moved_to"));
+    let body = update_body(
+        &pair.pair_id,
+        pair.generation,
+        UpdateOp::UrlRefreshed,
+        None,
+        fields,
+        unix_now(),
+    );
+    transition(
+        fed,
+        tenant,
+        pair,
+        body,
+        None,
+        Some("url_refreshed"),
+        Vec::new(),
+    )
+    .await?;
+    tracing::info!(pair = %pair.pair_id, moved_to = %checked.moved_to, "followed the peer's move");
     Ok(())
 }
 

@@ -14,10 +14,10 @@ use syncropel_federation::state::{sync_meta, SECRET};
 use syncropel_protocol::consent::{CONSENT_KIND, CONSENT_THREAD};
 use syncropel_protocol::{rfc3339_from_unix, unix_now, PAIRS_THREAD, PAIR_GENESIS_KIND};
 use syncropel_store::{ListFilter, RecordStore, StoredRecord};
-use syncropel_tenant::Identity;
+use syncropel_tenant::{Departure, Identity};
 use tokio::sync::mpsc;
 
-use crate::{audit, PortabilityError, Result, CREDENTIALS};
+use crate::{audit, departure, PortabilityError, Result, CREDENTIALS};
 
 /// Records read from the store at a time.
 const PAGE: u32 = 1000;
@@ -75,6 +75,16 @@ pub async fn export(
     } else {
         "federation-only"
     };
+    if options.intent.as_deref() == Some("leave") {
+        // Writes are refused from here on; reads and peer pulls go on until the fence.
+        store
+            .write(
+                tenant,
+                Vec::new(),
+                vec![departure::save(&Departure::Leaving)],
+            )
+            .await?;
+    }
     let audit_record = audit::record(
         store.as_ref(),
         tenant,

@@ -10,8 +10,10 @@
 //!   bundle's order, accounts and tokens rebuilt from their records, the bearers installed and
 //!   a new cursor epoch begun. Idempotent: a rerun after an interruption ends in the same store.
 //! - [`audit`]: the `core.portability.event.v1` record of every export and import.
+//! - [`departure`]: `leaving` and `moved`, the source's side of a move, and the fence.
 
 pub mod audit;
+pub mod departure;
 mod export;
 mod import;
 mod replay;

@@ -16,6 +16,7 @@ mod error;
 mod hash;
 mod keys;
 mod kind;
+pub mod moved;
 mod namespace;
 mod number;
 pub mod pair;

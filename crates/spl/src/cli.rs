@@ -108,6 +108,9 @@ pub enum Command {
     /// installed, every record stored; rerun after an interruption to finish. The steward must
     /// be stopped
     Import(ImportArgs),
+    /// After a move: tell the steward this identity left that it now lives here. It answers
+    /// every route with `410 INSTANCE_MOVED` and this home's signed notice, which peers follow
+    Fence(FenceArgs),
 }
 
 #[derive(Debug, Args)]
@@ -124,6 +127,20 @@ pub struct ExportArgs {
     /// Rebuild every token on import, not only those peers hold for their pairs
     #[arg(long)]
     pub carry_tokens: bool,
+    /// Export to move: the home refuses writes from now on (reads and peer pulls go on) until
+    /// its new home fences it
+    #[arg(long)]
+    pub leave: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct FenceArgs {
+    /// The URL of the steward this identity moved away from
+    #[arg(value_name = "OLD_URL")]
+    pub old_url: String,
+    /// Where peers find this home now [default: the running steward's URL]
+    #[arg(long, value_name = "URL")]
+    pub moved_to: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -10,6 +10,7 @@ mod seal;
 mod token_cache;
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::RwLock;
 
 use syncropel_protocol::{ErrorCode, Refusal};
 use syncropel_store::StoreError;
@@ -46,6 +47,21 @@ impl TenantError {
 }
 
 pub type Result<T, E = TenantError> = std::result::Result<T, E>;
+
+/// Where a tenant is in a move to another steward (federation-protocol.md §8.5).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum Departure {
+    #[default]
+    Staying,
+    /// Exported to move: reads and peer pulls go on, writes answer `409 INSTANCE_LEAVING`.
+    Leaving,
+    /// Fenced by its new home: every `/v1` route answers `410 INSTANCE_MOVED` with `moved_to`
+    /// and the new home's signed notice, which peers follow.
+    Moved {
+        moved_to: String,
+        notice: serde_json::Value,
+    },
+}
 
 /// A tenant's lifecycle as far as requests are concerned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,6 +104,8 @@ pub struct Tenant {
     pub url: Option<String>,
     /// Set once the tenant has a service account; until then `/v1` answers 503 BOOTSTRAP_REQUIRED.
     bootstrapped: AtomicBool,
+    /// Kept in the store (`syncropel_portability::departure`); this is the copy requests see.
+    departure: RwLock<Departure>,
 }
 
 /// Never prints the key; the id and DID say which tenant it is.
@@ -109,6 +127,7 @@ impl Tenant {
             status,
             url: None,
             bootstrapped: AtomicBool::new(bootstrapped),
+            departure: RwLock::new(Departure::Staying),
         }
     }
 
@@ -125,8 +144,31 @@ impl Tenant {
         self.bootstrapped.store(true, Ordering::Release);
     }
 
-    /// Writes are refused while the tenant is suspended or deleted; reads go on.
+    /// Writes are refused while the tenant is suspended, deleted or moving away; reads go on.
     pub fn require_writable(&self) -> std::result::Result<(), Refusal> {
-        self.status.require_active("written")
+        self.status.require_active("written")?;
+        match self.departure() {
+            Departure::Staying => Ok(()),
+            Departure::Leaving => Err(Refusal::new(
+                ErrorCode::InstanceLeaving,
+                "this steward is moving to another home: it can be read and pulled from, not \
+                 written; write to the new home once it is serving",
+            )),
+            Departure::Moved { moved_to, .. } => Err(Refusal::new(
+                ErrorCode::InstanceMoved,
+                format!("this steward has moved to {moved_to}"),
+            )),
+        }
+    }
+
+    pub fn departure(&self) -> Departure {
+        self.departure
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn set_departure(&self, departure: Departure) {
+        *self.departure.write().unwrap_or_else(|e| e.into_inner()) = departure;
     }
 }

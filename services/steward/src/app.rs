@@ -45,6 +45,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/identity", get(routes::identity::show))
         .route("/identity/upgrade", post(routes::identity::upgrade))
+        .route("/portability/export", post(routes::portability::export))
+        .route("/portability/fence", post(routes::portability::fence))
         .merge(routes::federation::routes());
     // Hosted tenants get their first account while they are provisioned.
     let v1 = match state.tenancy {
@@ -54,6 +56,10 @@ pub fn router(state: AppState) -> Router {
         ),
         Tenancy::Hosted(_) => v1,
     };
+    let v1 = v1.layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        routes::portability::moved_gate,
+    ));
 
     let mut root = Router::new()
         .route("/health", get(routes::health::open))

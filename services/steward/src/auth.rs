@@ -100,9 +100,12 @@ impl Caller {
     }
 
     /// Whether this caller may keep a stream open: its token neither revoked, expired nor gone
-    /// (read from the store, never from a cache) and its tenant still active.
+    /// (read from the store, never from a cache) and its tenant still active and here.
     pub async fn still_allowed(&self, state: &AppState) -> Result<(), ApiError> {
         let tenant = &self.tenant;
+        if let syncropel_tenant::Departure::Moved { moved_to, notice } = tenant.departure() {
+            return Err(crate::routes::portability::moved_error(moved_to, notice));
+        }
         if let Tenancy::Hosted(platform) = &state.tenancy {
             let current = platform.store().tenant_state(&tenant.id).await?;
             status_of(current).require_active("watched")?;

@@ -174,6 +174,13 @@ pub async fn start(
         )
         .with_url(url.clone()),
     );
+    tenant.set_departure(
+        syncropel_portability::departure::load(store.as_ref(), LOCAL_TENANT)
+            .await
+            .map_err(|e| {
+                StewardError::Invalid(format!("reading where this home is moving: {e}"))
+            })?,
+    );
     let shutdown = CancellationToken::new();
     let tokens = Arc::new(TokenCache::new(LOCAL_TOKEN_CACHE_TTL));
     let namespaces = Arc::new(Namespaces::default());
@@ -197,6 +204,7 @@ pub async fn start(
         limits: options.limits,
         rate_limits: Arc::new(RateLimiters::new(options.rate_limits)),
         streams: Arc::new(StreamSlots::new(options.limits.streams)),
+        exports: Arc::new(StreamSlots::new(crate::streams::EXPORT_LIMITS)),
         bootstrap: match (&options.bootstrap_secret, bound.ip().is_loopback()) {
             (Some(secret), _) => BootstrapDoor::Secret(secret.as_str().into()),
             (None, true) => BootstrapDoor::Open,

@@ -75,6 +75,8 @@ pub struct AppState {
     pub rate_limits: Arc<RateLimiters>,
     /// The watches and longpolls open on this replica (see [`crate::streams`]).
     pub streams: Arc<StreamSlots>,
+    /// Exports running on this replica: one per tenant and token, each reads the whole store.
+    pub exports: Arc<StreamSlots>,
     /// Who may create a local steward's first service account over HTTP.
     pub bootstrap: BootstrapDoor,
     /// Browser origins allowed to call this steward (CORS); none means no CORS headers at all.

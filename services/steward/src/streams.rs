@@ -32,6 +32,14 @@ impl Default for StreamLimits {
     }
 }
 
+/// Exports (`POST /v1/portability/export`) run at once: one per tenant and token, each reads
+/// the whole store.
+pub const EXPORT_LIMITS: StreamLimits = StreamLimits {
+    per_token: 1,
+    per_tenant: 1,
+    per_address: 2,
+};
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum Key {
     Token(String, String),

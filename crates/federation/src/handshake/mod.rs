@@ -241,7 +241,11 @@ fn namespaces_field(body: &Map<String, Value>, name: &str) -> Result<Vec<String>
 }
 
 /// Fetches a peer's manifest and checks it is signed by the DID it names and still fresh.
-async fn verified_manifest(fed: &Federation, url: &str, reach: Reach) -> Result<(Value, String)> {
+pub(crate) async fn verified_manifest(
+    fed: &Federation,
+    url: &str,
+    reach: Reach,
+) -> Result<(Value, String)> {
     let (client, _) = fed.reaching(reach);
     let document = client.manifest(url).await.map_err(|e| {
         FederationError::unreachable(format!("could not fetch the manifest of {url}: {e}"))

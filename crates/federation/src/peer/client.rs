@@ -408,6 +408,11 @@ async fn success_or_error(resp: Response) -> Result<Response, PeerError> {
         return Err(PeerError::Parse(format!("unexpected HTTP status {status}")));
     }
     let body = read_prefix(resp, ERROR_BODY_LIMIT).await;
+    if status.as_u16() == 410 {
+        if let Some(moved) = moved(&body) {
+            return Err(moved);
+        }
+    }
     let (code, message) = api_error(&body).unwrap_or_else(|| {
         let text = snippet(&body);
         let message = if text.is_empty() {
@@ -428,6 +433,18 @@ async fn success_or_error(resp: Response) -> Result<Response, PeerError> {
             status: status.as_u16(),
             message: code.map_or(message.clone(), |c| format!("{c}: {message}")),
         }
+    })
+}
+
+/// `410 INSTANCE_MOVED` with `moved_to` and the `notice` to check.
+fn moved(body: &[u8]) -> Option<PeerError> {
+    let value: Value = serde_json::from_slice(body).ok()?;
+    if value.get("code").and_then(Value::as_str) != Some("INSTANCE_MOVED") {
+        return None;
+    }
+    Some(PeerError::Moved {
+        moved_to: value.get("moved_to")?.as_str()?.to_string(),
+        notice: Box::new(value.get("notice")?.clone()),
     })
 }
 

@@ -32,6 +32,13 @@ pub enum PeerError {
         /// The ApiError `message`, else a snippet of the body or the status reason.
         message: String,
     },
+    /// The peer answered `410 INSTANCE_MOVED` with its new home's signed notice
+    /// (federation-protocol.md §8.5), not yet checked.
+    #[error("http 410 INSTANCE_MOVED: the peer moved to {moved_to}")]
+    Moved {
+        moved_to: String,
+        notice: Box<serde_json::Value>,
+    },
     /// The peer answered 5xx.
     #[error("http {status}: {message}")]
     Http5xx {
@@ -69,7 +76,7 @@ impl PeerError {
             PeerError::ConnectRefused(_) => "CONNECT_REFUSED",
             PeerError::Timeout(_) => "TIMEOUT",
             PeerError::DnsFailure(_) => "DNS_FAILURE",
-            PeerError::Http4xx { .. } => "HTTP_4XX",
+            PeerError::Http4xx { .. } | PeerError::Moved { .. } => "HTTP_4XX",
             PeerError::Http5xx { .. } => "HTTP_5XX",
             PeerError::Parse(_) => "PARSE_ERROR",
             PeerError::Forbidden(_) => "TARGET_FORBIDDEN",
@@ -83,6 +90,7 @@ impl PeerError {
     pub fn http_status(&self) -> Option<u16> {
         match self {
             PeerError::Http4xx { status, .. } | PeerError::Http5xx { status, .. } => Some(*status),
+            PeerError::Moved { .. } => Some(410),
             _ => None,
         }
     }

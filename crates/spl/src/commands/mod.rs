@@ -87,6 +87,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Relay(command) => block_on(relay::run(&ctx, command)),
         Command::Export(args) => block_on(portability::export(&ctx, &args)),
         Command::Import(args) => block_on(portability::import(&ctx, &args)),
+        Command::Fence(args) => block_on(portability::fence(&ctx, &args)),
         Command::Config(ConfigCommand::Relay(command)) => block_on(relay::config(&ctx, command)),
     }
 }

@@ -12,7 +12,7 @@ use syncropel_portability::ExportOptions;
 
 use super::serve::refuse_if_running;
 use super::Ctx;
-use crate::cli::{ExportArgs, ImportArgs};
+use crate::cli::{ExportArgs, FenceArgs, ImportArgs};
 use crate::output::print_json;
 
 /// The passphrases, when no file names them.
@@ -41,7 +41,7 @@ pub async fn export(ctx: &Ctx, args: &ExportArgs) -> Result<ExitCode> {
     let options = ExportOptions {
         passphrase,
         carry_tokens: args.carry_tokens,
-        intent: None,
+        intent: args.leave.then(|| "leave".to_string()),
     };
     // Written beside its destination, then renamed: a cut export leaves no half bundle.
     let partial = args.out.with_extension("partial");
@@ -132,4 +132,39 @@ fn passphrase(file: Option<&Path>, env: &str) -> Result<Option<String>> {
         }
         None => Ok(std::env::var(env).ok()),
     }
+}
+
+/// Signs the notice that this home is where the identity lives now and hands it to the old
+/// home (federation-protocol.md §8.5, step 4).
+pub async fn fence(ctx: &Ctx, args: &FenceArgs) -> Result<ExitCode> {
+    let moved_to =
+        match &args.moved_to {
+            Some(url) => url.clone(),
+            None => ctx.home.read_steward_info()?.map(|info| info.url).context(
+                "no steward runs in this home: start it (`spl serve`) or give --moved-to",
+            )?,
+        };
+    let key = ctx.home.keypair()?;
+    let did = ctx.home.did()?;
+    let notice = syncropel_protocol::moved::sign_moved(
+        &did,
+        &moved_to,
+        syncropel_protocol::unix_now(),
+        &key,
+    );
+    let old = syncropel_client::Client::new(&args.old_url, None)?;
+    let answer = old
+        .fence(&notice)
+        .await
+        .with_context(|| format!("fencing {}", args.old_url))?;
+    if ctx.json {
+        print_json(answer.json());
+    } else {
+        println!(
+            "{} now answers that {did} moved to {}",
+            args.old_url,
+            moved_to.trim_end_matches('/')
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -145,8 +145,13 @@ impl Steward {
     /// Starts `spl serve --port 0 <extra_args>` on `home` and waits until `steward.json` names
     /// its pid.
     pub fn start(home: &Path, extra_args: &[&str]) -> Steward {
+        Steward::start_on(home, 0, extra_args)
+    }
+
+    /// [`Steward::start`] on `port` (0: any free one).
+    pub fn start_on(home: &Path, port: u16, extra_args: &[&str]) -> Steward {
         let child = spl(home)
-            .args(["serve", "--port", "0"])
+            .args(["serve", "--port", &port.to_string()])
             .args(extra_args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -24,17 +24,17 @@ const RESUME: Duration = Duration::from_secs(25);
 const PAUSED_QUIET: Duration = Duration::from_secs(2);
 
 /// A steward's home, identity and admin token, and its running `spl serve`.
-struct Node {
+pub(crate) struct Node {
     // Dropped first: the steward is killed before its home is removed.
     steward: Option<Steward>,
     home: tempfile::TempDir,
-    did: String,
-    token: String,
+    pub did: String,
+    pub token: String,
 }
 
 impl Node {
     /// `spl init` (prints the DID) and the bootstrap admin account (prints its token).
-    fn init() -> Node {
+    pub(crate) fn init() -> Node {
         let home = tempfile::tempdir().unwrap();
         let did = ok(run(home.path(), &["init"]));
         assert!(did.starts_with("did:key:"), "{did}");
@@ -47,35 +47,57 @@ impl Node {
         }
     }
 
-    fn home(&self) -> &Path {
+    pub(crate) fn home(&self) -> &Path {
         self.home.path()
     }
 
     /// `spl serve --port 0 <extra>`; a SIGKILLed predecessor's `steward.json` is cleared first.
-    fn serve(&mut self, extra: &[&str]) {
-        assert!(self.steward.is_none(), "already serving");
-        let _ = std::fs::remove_file(self.home().join("steward.json"));
-        self.steward = Some(Steward::start(self.home(), extra));
+    pub(crate) fn serve(&mut self, extra: &[&str]) {
+        self.serve_on(0, extra);
     }
 
-    fn kill_9(&mut self) {
+    /// [`Node::serve`] on `port` (0: any free one).
+    pub(crate) fn serve_on(&mut self, port: u16, extra: &[&str]) {
+        assert!(self.steward.is_none(), "already serving");
+        let _ = std::fs::remove_file(self.home().join("steward.json"));
+        self.steward = Some(Steward::start_on(self.home(), port, extra));
+    }
+
+    pub(crate) fn kill_9(&mut self) {
         self.steward.take().expect("serving").kill_9();
     }
 
-    fn url(&self) -> String {
+    /// `spl stop`, and the steward gone.
+    pub(crate) fn stop(&mut self) {
+        ok(run(self.home(), &["stop"]));
+        self.steward.take().expect("serving").wait_for_exit();
+    }
+
+    /// A node for a home made elsewhere (an import), with its admin token.
+    pub(crate) fn adopt(home: tempfile::TempDir, token: String) -> Node {
+        let did = ok(run(home.path(), &["init"]));
+        Node {
+            steward: None,
+            home,
+            did,
+            token,
+        }
+    }
+
+    pub(crate) fn url(&self) -> String {
         self.steward.as_ref().expect("serving").url.clone()
     }
 
     /// `spl --endpoint <url> --token <admin> --json <args>`, which must succeed.
-    fn json(&self, args: &[&str]) -> Value {
+    pub(crate) fn json(&self, args: &[&str]) -> Value {
         common::json(self.output(args))
     }
 
-    fn output(&self, args: &[&str]) -> Output {
+    pub(crate) fn output(&self, args: &[&str]) -> Output {
         self.command(args).output().expect("spl runs")
     }
 
-    fn command(&self, args: &[&str]) -> std::process::Command {
+    pub(crate) fn command(&self, args: &[&str]) -> std::process::Command {
         let url = self.url();
         let mut cmd = spl(self.home());
         cmd.args(["--endpoint", &url, "--token", &self.token, "--json"])
@@ -84,7 +106,7 @@ impl Node {
     }
 
     /// Every record of `thread`, in order, through `spl records list --all`.
-    fn records(&self, thread: &str) -> Vec<Value> {
+    pub(crate) fn records(&self, thread: &str) -> Vec<Value> {
         let listed = self.json(&[
             "records", "list", "--thread", thread, "--limit", "1000", "--all",
         ]);
@@ -93,7 +115,7 @@ impl Node {
     }
 
     /// `spl emit --act <act> --thread <thread> --body <body>` as the home's DID; the record.
-    fn emit(&self, act: &str, thread: &str, body: Value) -> Value {
+    pub(crate) fn emit(&self, act: &str, thread: &str, body: Value) -> Value {
         let record = self.json(&[
             "emit",
             "--act",
@@ -109,7 +131,7 @@ impl Node {
 }
 
 /// A and B serving, B's DID on A's auto-approve list, B paired with A through the CLI.
-fn paired() -> (Node, Node, String) {
+pub(crate) fn paired() -> (Node, Node, String) {
     let mut a = Node::init();
     let mut b = Node::init();
     a.serve(&["--auto-approve-did", &b.did]);
@@ -132,7 +154,7 @@ fn only_pair(node: &Node) -> Value {
     pairs[0].clone()
 }
 
-fn ids(records: &[Value]) -> Vec<String> {
+pub(crate) fn ids(records: &[Value]) -> Vec<String> {
     records
         .iter()
         .map(|r| r["id"].as_str().unwrap().to_owned())

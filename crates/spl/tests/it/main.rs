@@ -17,6 +17,7 @@ mod identity;
 mod import;
 mod init;
 mod memory;
+mod moving;
 mod namespace;
 mod relay;
 mod serve;

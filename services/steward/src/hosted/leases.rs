@@ -158,7 +158,12 @@ async fn run_held(
             continue;
         };
         // A suspended or deleted tenant is read-only: its jobs wait until it is active again.
-        if tenant.status != TenantStatus::Active {
+        if tenant.status != TenantStatus::Active
+            || matches!(
+                tenant.departure(),
+                syncropel_tenant::Departure::Moved { .. }
+            )
+        {
             jobs.stop_one(tenant_id, source, thread);
             continue;
         }

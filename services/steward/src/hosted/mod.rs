@@ -87,6 +87,7 @@ pub async fn build(options: HostedOptions) -> Result<Hosted, StewardError> {
         options.platform,
         options.kek,
         options.jwt,
+        store.clone(),
     ));
     let shutdown = CancellationToken::new();
     let leases = Arc::new(leases::Leases::new(
@@ -119,6 +120,7 @@ pub async fn build(options: HostedOptions) -> Result<Hosted, StewardError> {
         limits: options.limits,
         rate_limits: Arc::new(RateLimiters::new(options.rate_limits)),
         streams: Arc::new(StreamSlots::new(options.limits.streams)),
+        exports: Arc::new(StreamSlots::new(crate::streams::EXPORT_LIMITS)),
         bootstrap: BootstrapDoor::Closed,
         cors_origins: options.cors_origins.clone().into(),
         // Replicas serve metrics on an internal listener only, never on a tenant host.

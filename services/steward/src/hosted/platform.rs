@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use syncropel_protocol::Keypair;
 use syncropel_store::platform::{PlatformStore, SealedTenant, TenantState};
+use syncropel_store::RecordStore;
 use syncropel_store::StoreError;
 use syncropel_tenant::{Identity, Tenant, TenantStatus};
 
@@ -150,6 +151,8 @@ pub struct Platform {
     pub(super) kek: Kek,
     pub(super) jwt: JwtVerifier,
     tenants: RwLock<HashMap<String, (Arc<Tenant>, Instant)>>,
+    /// The record store, for what of a tenant lives there (where it is moving).
+    records: Arc<dyn RecordStore>,
 }
 
 impl Platform {
@@ -158,8 +161,10 @@ impl Platform {
         config: PlatformConfig,
         kek: Kek,
         jwt: JwtVerifier,
+        records: Arc<dyn RecordStore>,
     ) -> Platform {
         Platform {
+            records,
             store,
             config,
             kek,
@@ -205,6 +210,10 @@ impl Platform {
         // Every hosted tenant gets its bootstrap account while it is provisioned.
         let tenant =
             Arc::new(Tenant::new(id, identity, status, true).with_url(self.tenant_url(label)));
+        let departure = syncropel_portability::departure::load(self.records.as_ref(), &tenant.id)
+            .await
+            .map_err(|e| ApiError::internal(format!("reading where the tenant is moving: {e}")))?;
+        tenant.set_departure(departure);
         let mut cache = self.tenants.write().unwrap_or_else(|e| e.into_inner());
         if cache.len() > 100_000 {
             cache.retain(|_, (_, at)| at.elapsed() < TENANT_CACHE_TTL);

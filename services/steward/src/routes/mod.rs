@@ -7,6 +7,7 @@ pub mod health;
 pub mod identity;
 pub mod manifest;
 pub mod namespaces;
+pub mod portability;
 pub mod query;
 pub mod records;
 pub mod search;

@@ -1,0 +1,118 @@
+//! Export-and-leave between real stewards (federation-protocol.md §8.5): A, paired with C which
+//! pulls a thread from it, exports to move (`--leave`: writes refused, pulls go on), is imported
+//! into a new home A2 with the same DID, and A2 fences A. A then answers `410 INSTANCE_MOVED`
+//! with A2's signed notice; C follows it with no re-pair and keeps receiving the thread, now
+//! written on A2, with no gap and no duplicate.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::common::{bootstrap_admin, eventually, failed, json, ok, run, spl};
+use crate::federation_e2e::{ids, paired, Node};
+
+const PASSPHRASE: &str = "a passphrase long enough";
+/// How long C may take to notice the move and pull what A2 holds (a longpoll in flight at A
+/// ends within a second of the fence).
+const FOLLOW: Duration = Duration::from_secs(60);
+
+#[test]
+fn a_home_moves_and_its_peer_follows_without_a_gap_or_a_duplicate() {
+    let (mut a, c, _pair) = paired();
+    let mut written = Vec::new();
+    for n in 0..3 {
+        written.push(a.emit("DO", "th_move", json!({"n": n})));
+    }
+    let synced = c.json(&["sync", "th_move", "from", &a.did]);
+    assert_eq!(synced["pulled"], 3, "{synced}");
+
+    // A exports to leave; restarted where C knows it, it refuses writes but still serves C.
+    let url = a.url();
+    let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
+    a.stop();
+    let bundle = a
+        .home()
+        .join("..")
+        .join(format!("move-{}.tar.zst", std::process::id()));
+    ok(spl(a.home())
+        .env("SPL_EXPORT_PASSPHRASE", PASSPHRASE)
+        .args(["export", "--leave", "--out", bundle.to_str().unwrap()])
+        .output()
+        .unwrap());
+    a.serve_on(port, &[]);
+    assert_eq!(a.url(), url);
+    let refused = failed(a.output(&[
+        "emit",
+        "--act",
+        "DO",
+        "--thread",
+        "th_move",
+        "--body",
+        r#"{"n":99}"#,
+    ]));
+    assert!(refused.contains("INSTANCE_LEAVING"), "{refused}");
+
+    // The new home: the same DID, every record, its own admin token.
+    let home = tempfile::tempdir().unwrap();
+    ok(run(home.path(), &["init"]));
+    let summary = json(
+        spl(home.path())
+            .env("SPL_IMPORT_PASSPHRASE", PASSPHRASE)
+            .args(["--json", "import", bundle.to_str().unwrap()])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(summary["identity_restored"], true, "{summary}");
+    assert_eq!(summary["pairs"], 1, "{summary}");
+    let token = bootstrap_admin(home.path());
+    let mut a2 = Node::adopt(home, token);
+    assert_eq!(a2.did, a.did, "the DID moved");
+    a2.serve(&[]);
+    assert_eq!(ids(&a2.records("th_move")), ids(&written));
+
+    // A2 fences A: A answers every route with 410 and A2's signed notice.
+    let fenced = json(
+        spl(a2.home())
+            .args(["--json", "fence", &a.url()])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(fenced["moved_to"], a2.url().as_str(), "{fenced}");
+    let (status, body) = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let answer = reqwest::Client::new()
+            .get(format!("{}/v1/records?thread=th_move", a.url()))
+            .bearer_auth(&a.token)
+            .send()
+            .await
+            .unwrap();
+        (answer.status(), answer.json::<Value>().await.unwrap())
+    });
+    assert_eq!(status, 410);
+    assert_eq!(body["code"], "INSTANCE_MOVED", "{body}");
+    assert_eq!(body["moved_to"], a2.url().as_str());
+    let notice = syncropel_protocol::moved::check_moved(&body["notice"]).unwrap();
+    assert_eq!(notice.did, a.did);
+
+    // A2 writes on; C, still paired, follows the move and receives it all once.
+    for n in 3..6 {
+        written.push(a2.emit("DO", "th_move", json!({"n": n})));
+    }
+    let expected: HashSet<String> = ids(&written).into_iter().collect();
+    let followed = eventually(FOLLOW, || {
+        let held: HashSet<String> = ids(&c.records("th_move")).into_iter().collect();
+        expected.is_subset(&held)
+    });
+    assert!(followed, "C did not receive A2's records within {FOLLOW:?}");
+    let on_c = c.records("th_move");
+    assert_eq!(on_c.len(), written.len(), "no record twice on C");
+    assert_eq!(
+        ids(&on_c).into_iter().collect::<HashSet<_>>(),
+        expected,
+        "exactly A's and A2's records"
+    );
+    let pair = &c.json(&["federation", "list"])["data"][0];
+    assert_eq!(pair["peer_url"], a2.url().as_str(), "{pair}");
+    assert_eq!(pair["state"], "active", "{pair}");
+    let _ = std::fs::remove_file(&bundle);
+}

@@ -30,7 +30,11 @@ fn config(auto_approve: Vec<String>, lease_ttl: Duration) -> FederationConfig {
 }
 
 /// A hosted replica whose tenants live at `http://127.0.0.1:PORT/t/<label>`.
-async fn replica(database_url: String, auto_approve: Vec<String>, lease_ttl: Duration) -> Replica {
+pub(crate) async fn replica(
+    database_url: String,
+    auto_approve: Vec<String>,
+    lease_ttl: Duration,
+) -> Replica {
     Replica::start(
         &database_url,
         Config {
@@ -44,7 +48,7 @@ async fn replica(database_url: String, auto_approve: Vec<String>, lease_ttl: Dur
 }
 
 /// A local steward approving pair requests from `auto_approve`.
-async fn start_local(auto_approve: Vec<String>) -> Node {
+pub(crate) async fn start_local(auto_approve: Vec<String>) -> Node {
     Node::start(Options {
         federation: config(auto_approve, Duration::from_secs(60)),
         ..Options::default()
@@ -60,14 +64,14 @@ async fn local_emit(local: &Node, thread: &str, clock: i64) -> Value {
 }
 
 /// A provisioned hosted tenant and its admin bearer.
-struct Hosted {
-    label: String,
-    token: String,
-    tenant: Arc<Tenant>,
+pub(crate) struct Hosted {
+    pub label: String,
+    pub token: String,
+    pub tenant: Arc<Tenant>,
 }
 
 impl Hosted {
-    async fn provision(replica: &Replica, label: &str) -> Hosted {
+    pub(crate) async fn provision(replica: &Replica, label: &str) -> Hosted {
         let token = replica.new_tenant("acct", label).await;
         let tenant = replica.platform().tenant(label).await.unwrap().unwrap();
         Hosted {
@@ -77,20 +81,20 @@ impl Hosted {
         }
     }
 
-    fn did(&self) -> String {
+    pub(crate) fn did(&self) -> String {
         self.tenant.identity.did.to_string()
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         self.tenant.url.clone().unwrap()
     }
 
     /// The tenant's typed client through a replica.
-    fn via(&self, replica: &Replica) -> Client {
+    pub(crate) fn via(&self, replica: &Replica) -> Client {
         replica.tenant_client(&self.label, &self.token)
     }
 
-    async fn emit(&self, via: &Replica, thread: &str, clock: i64) -> Value {
+    pub(crate) async fn emit(&self, via: &Replica, thread: &str, clock: i64) -> Value {
         let envelope = know(thread, "did:sync:user:hana", clock, json!({"n": clock}));
         let emitted = self.via(via).emit::<Value>(&envelope).await.unwrap();
         assert!(emitted.created, "{}", emitted.record);
@@ -98,7 +102,7 @@ impl Hosted {
     }
 
     /// The record `id` (`200`), or `None` (`404`); read raw, so that any other status fails.
-    async fn record(&self, via: &Replica, id: &str) -> Option<Value> {
+    pub(crate) async fn record(&self, via: &Replica, id: &str) -> Option<Value> {
         let path = format!("/v1/records/{}", encode_segment(id));
         let (status, body) = via.tenant_get(&self.label, &self.token, &path).await;
         match status {
@@ -109,12 +113,12 @@ impl Hosted {
     }
 
     /// Waits for the record `id` to be readable through `via`.
-    async fn arrived(&self, via: &Replica, id: &str, what: &str) -> Value {
+    pub(crate) async fn arrived(&self, via: &Replica, id: &str, what: &str) -> Value {
         syncropel_testkit::eventually(what, DEADLINE, || self.record(via, id)).await
     }
 
     /// The ids of the first 1000 records of `thread` (read raw: the listing answers `200`).
-    async fn ids(&self, via: &Replica, thread: &str) -> BTreeSet<String> {
+    pub(crate) async fn ids(&self, via: &Replica, thread: &str) -> BTreeSet<String> {
         let path = format!("/v1/records?thread={}&limit=1000", encode_segment(thread));
         let (status, list) = via.tenant_get(&self.label, &self.token, &path).await;
         assert_eq!(status, 200, "{list}");
@@ -127,7 +131,7 @@ impl Hosted {
         ids
     }
 
-    async fn pull(&self, via: &Replica, thread: &str, peer: &str) -> Value {
+    pub(crate) async fn pull(&self, via: &Replica, thread: &str, peer: &str) -> Value {
         let request = PullRequest {
             thread: thread.into(),
             peer: peer.into(),
@@ -138,7 +142,7 @@ impl Hosted {
         pulled.into_json()
     }
 
-    async fn pair(&self, via: &Replica, key: &str) -> Value {
+    pub(crate) async fn pair(&self, via: &Replica, key: &str) -> Value {
         let pair = self.via(via).federation_pair(key).await.unwrap();
         assert_eq!(pair.status(), 200, "{}", pair.json());
         pair.into_json()

@@ -12,6 +12,7 @@ mod federation;
 mod federation_hosted;
 mod hosted;
 mod identity;
+mod moving;
 mod query_search;
 mod rate_limits;
 mod records;

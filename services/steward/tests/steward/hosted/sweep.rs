@@ -326,6 +326,24 @@ fn routes(to: &Aim, from: &Aim, rng: &mut Rng) -> Vec<Route> {
         Route::new(M::POST, "/v1/identity/upgrade", Token)
             .at("/v1/identity/upgrade")
             .with("/v1/identity/upgrade", json!({})),
+        // Moving a tenant: its bundle for its own admin only; a fence only with a notice signed
+        // by its own key.
+        Route::new(M::POST, "/v1/portability/export", Token)
+            .with("/v1/portability/export", json!({"no_identity": true}))
+            .with(
+                "/v1/portability/export",
+                json!({"passphrase": "a passphrase long enough"}),
+            ),
+        Route::new(
+            M::POST,
+            "/v1/portability/fence",
+            Signed((422, "SIGNATURE_INVALID")),
+        )
+        .with(
+            "/v1/portability/fence",
+            json!({"object": "instance_moved", "did": to.did, "moved_to": from.url,
+                   "at": "2026-01-01T00:00:00Z", "sig": forged_sig(&from.signer)}),
+        ),
         // The sync feed and one-thread sync pairs.
         Route::new(M::GET, "/v1/sync/changes", Token)
             .at(format!("/v1/sync/changes?thread={THREAD}"))

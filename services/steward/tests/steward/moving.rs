@@ -1,0 +1,238 @@
+//! A hosted tenant leaves for a local home (federation-protocol.md §8.3–8.5), on real Postgres:
+//! 3 threads, 2,000 records, a consent grant and a pair with a third steward C, which pulls the
+//! threads. The tenant's bundle is streamed by `POST /v1/portability/export` (one at a time),
+//! imported into a new local home with the same DID, and the new home fences the tenant, which
+//! then answers `410 INSTANCE_MOVED`. C follows with no re-pair and keeps receiving, now from the
+//! local home, with no gap and no duplicate.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use syncropel_home::Home;
+use syncropel_protocol::moved::sign_moved;
+use syncropel_protocol::unix_now;
+use syncropel_testkit::{know, quick_federation, with_test_database_here, Node, Options};
+
+use crate::federation_hosted::{replica, start_local, Hosted};
+
+const PASSPHRASE: &str = "a passphrase long enough";
+const THREADS: [&str; 3] = ["th_move_a", "th_move_b", "th_move_c"];
+/// How long C may take to follow the move and pull what the new home wrote.
+const FOLLOW: Duration = Duration::from_secs(60);
+
+/// Every id of `thread` at `node`, in order, paging past 1000.
+async fn all_ids(node: &Node, thread: &str) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let path = format!("/v1/records?thread={thread}&limit=1000&cursor={cursor}");
+        let (status, page) = node.get(&path).await;
+        assert_eq!(status, 200, "{page}");
+        for record in page["data"].as_array().unwrap() {
+            ids.push(record["id"].as_str().unwrap().to_string());
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) if page["has_more"] == true => cursor = next.to_string(),
+            _ => return ids,
+        }
+    }
+}
+
+async fn export(hosted: &Hosted, body: &Value) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{}/v1/portability/export", hosted.url()))
+        .bearer_auth(&hosted.token)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hosted_tenant_moves_home_and_its_peer_keeps_syncing() {
+    with_test_database_here(|url| async move {
+        let c = start_local(Vec::new()).await;
+        let replica = replica(url.clone(), vec![c.did()], Duration::from_secs(60)).await;
+        let hosted = Hosted::provision(&replica, "leaver").await;
+        let ours = c.pair_with(&hosted.url()).await;
+        assert_eq!(ours["peer_did"], hosted.did());
+
+        // 2,000 records on 3 threads, a consent grant; C pulls every thread.
+        for batch in 0..2 {
+            let records: Vec<Value> = (0..1000)
+                .map(|n| {
+                    let n = batch * 1000 + n;
+                    know(
+                        THREADS[n % 3],
+                        "did:sync:user:hana",
+                        n as i64 + 1,
+                        json!({"n": n}),
+                    )
+                })
+                .collect();
+            let (status, body) = replica
+                .tenant_post(
+                    &hosted.label,
+                    &hosted.token,
+                    "/v1/records/batch",
+                    &json!({"records": records}),
+                )
+                .await;
+            assert_eq!(status, 200, "{body}");
+        }
+        let grant = json!({"target_namespace": "default", "peer_did": c.did()});
+        let (status, body) = replica
+            .tenant_post(&hosted.label, &hosted.token, "/v1/consent/grants", &grant)
+            .await;
+        assert!(status == 200 || status == 201, "{status} {body}");
+        for thread in THREADS {
+            c.pull(thread, &hosted.did()).await;
+        }
+        let mut before = Vec::new();
+        for thread in THREADS {
+            let ids = all_ids(&c, thread).await;
+            assert!(ids.len() >= 666, "{thread}: {}", ids.len());
+            before.push(ids);
+        }
+
+        // One export at a time; a passphrase too short to seal the key under is refused.
+        let short = export(&hosted, &json!({"passphrase": "short"})).await;
+        assert_eq!(short.status(), 400);
+        let held = export(&hosted, &json!({"no_identity": true})).await;
+        assert_eq!(held.status(), 200);
+        let second = export(&hosted, &json!({"no_identity": true})).await;
+        assert_eq!(second.status(), 429, "{:?}", second.text().await);
+        drop(held);
+
+        // The export to leave: streamed, then writes refused.
+        let dir = tempfile::tempdir().unwrap();
+        let bundle = dir.path().join("leaver.tar.zst");
+        let leave = json!({"passphrase": PASSPHRASE, "intent": "leave"});
+        let answer =
+            syncropel_testkit::eventually("the export slot", Duration::from_secs(10), || async {
+                let answer = export(&hosted, &leave).await;
+                (answer.status() == 200).then_some(answer)
+            })
+            .await;
+        assert_eq!(answer.headers()["content-type"], "application/zstd");
+        std::fs::write(&bundle, answer.bytes().await.unwrap()).unwrap();
+        let write = know(
+            THREADS[0],
+            "did:sync:user:hana",
+            5000,
+            json!({"late": true}),
+        );
+        let (status, body) = replica
+            .tenant_post(&hosted.label, &hosted.token, "/v1/records", &write)
+            .await;
+        assert_eq!(status, 409, "{body}");
+        assert_eq!(body["code"], "INSTANCE_LEAVING");
+
+        // The new home: a local steward's home, stopped, the bundle imported into it.
+        let fresh = Node::start(Options {
+            federation: quick_federation(),
+            ..Options::default()
+        })
+        .await;
+        let stopped = fresh.stop().await;
+        let home = Home::new(stopped.home.path().to_path_buf());
+        let summary =
+            syncropel_home::import_offline(&home, &bundle, Some(PASSPHRASE.into()), false, false)
+                .await
+                .unwrap();
+        assert!(summary.identity_restored);
+        assert_eq!(summary.records_failed, 0, "{summary:?}");
+        assert_eq!(summary.pairs, 1);
+        assert_eq!(summary.consent_grants, 1);
+        assert_eq!(
+            summary.credentials, 1,
+            "the bearer C issued to the tenant moves too"
+        );
+        let a2 = Node::start(Options {
+            federation: quick_federation(),
+            ..Options::restart(stopped)
+        })
+        .await;
+        assert_eq!(a2.did(), hosted.did(), "the DID moved");
+        for (thread, ids) in THREADS.iter().zip(&before) {
+            assert_eq!(
+                &all_ids(&a2, thread).await,
+                ids,
+                "{thread}: every id, in order"
+            );
+        }
+        let (status, grants) = a2.get("/v1/consent/grants").await;
+        assert_eq!(status, 200, "{grants}");
+        assert_eq!(grants["data"].as_array().unwrap().len(), 1, "{grants}");
+
+        // The fence: signed by the DID's key; the old home answers 410 with the notice.
+        let key = a2.steward.tenant.identity.key.clone();
+        let notice = sign_moved(&hosted.did(), a2.url(), unix_now(), &key);
+        let forged = sign_moved(
+            &hosted.did(),
+            "https://elsewhere.example",
+            unix_now(),
+            &syncropel_protocol::Keypair::generate(),
+        );
+        let fence = |notice: Value| {
+            let url = format!("{}/v1/portability/fence", hosted.url());
+            async move {
+                let answer = reqwest::Client::new()
+                    .post(url)
+                    .json(&notice)
+                    .send()
+                    .await
+                    .unwrap();
+                (
+                    answer.status().as_u16(),
+                    answer.json::<Value>().await.unwrap(),
+                )
+            }
+        };
+        let (status, body) = fence(forged).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (422, Some("SIGNATURE_INVALID")),
+            "{body}"
+        );
+        let (status, body) = fence(notice).await;
+        assert_eq!(status, 200, "{body}");
+        let (status, body) = replica
+            .tenant_get(&hosted.label, &hosted.token, "/v1/records")
+            .await;
+        assert_eq!(status, 410, "{body}");
+        assert_eq!(body["code"], "INSTANCE_MOVED");
+        assert_eq!(body["moved_to"], a2.url());
+
+        // The new home writes on; C follows and receives it all, each record once.
+        let mut sent = Vec::new();
+        for clock in 0..3 {
+            let record = a2
+                .emit(
+                    THREADS[0],
+                    "did:sync:user:hana",
+                    10_000 + clock,
+                    json!({"after": clock}),
+                )
+                .await;
+            sent.push(record["id"].as_str().unwrap().to_string());
+        }
+        let expected: BTreeSet<String> = before[0].iter().cloned().chain(sent.clone()).collect();
+        syncropel_testkit::eventually("C to follow the move", FOLLOW, || async {
+            let held: BTreeSet<String> = all_ids(&c, THREADS[0]).await.into_iter().collect();
+            expected.is_subset(&held).then_some(())
+        })
+        .await;
+        let after = all_ids(&c, THREADS[0]).await;
+        assert_eq!(after.len(), expected.len(), "no record twice, none missing");
+        assert_eq!(after.into_iter().collect::<BTreeSet<_>>(), expected);
+        for (thread, ids) in THREADS.iter().zip(&before).skip(1) {
+            assert_eq!(&all_ids(&c, thread).await, ids, "{thread} kept as it was");
+        }
+        let pair = c.pair(&hosted.did()).await;
+        assert_eq!(pair["peer_url"], a2.url(), "{pair}");
+        assert_eq!(pair["state"], "active", "{pair}");
+    })
+    .await;
+}

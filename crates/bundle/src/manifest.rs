@@ -13,7 +13,7 @@ pub struct Manifest {
     pub source_did: String,
     pub record_count: u64,
     /// sha256 of the lines `"<sha256 hex of file>  <path>\n"` of every file but `manifest.*`,
-    /// sorted by path.
+    /// in archive order.
     pub bundle_sha256: String,
     pub created_at: String,
     pub store_epoch: String,
@@ -42,13 +42,43 @@ pub struct Counts {
     pub blobs: u64,
 }
 
-/// The bundle hash over `(path, sha256 hex)` pairs, which must be sorted by path.
-pub(crate) fn bundle_sha256<'a>(files: impl Iterator<Item = (&'a String, &'a String)>) -> String {
-    let mut hasher = Sha256::new();
-    for (path, hash) in files {
-        hasher.update(format!("{hash}  {path}\n").as_bytes());
+/// The bundle hash, fed every file but `manifest.*` in archive order: sha256 of the lines
+/// `"<sha256 hex of file>  <path>\n"`. Memory stays constant whatever the number of files: a
+/// path added twice is told by a 64-bit keyed digest of each path (the key is drawn per process,
+/// so the one-in-ten-million chance of a false refusal at a million files never repeats).
+pub(crate) struct BundleHash {
+    hasher: Sha256,
+    paths: std::collections::HashSet<u64>,
+    keys: std::collections::hash_map::RandomState,
+}
+
+impl BundleHash {
+    pub(crate) fn new() -> BundleHash {
+        BundleHash {
+            hasher: Sha256::new(),
+            paths: std::collections::HashSet::new(),
+            keys: std::collections::hash_map::RandomState::new(),
+        }
     }
-    hex(&hasher.finalize())
+
+    /// Adds one file; `false` when its path was added before.
+    pub(crate) fn add(&mut self, path: &str, bytes: &[u8]) -> bool {
+        use std::hash::BuildHasher;
+        if !self.paths.insert(self.keys.hash_one(path)) {
+            return false;
+        }
+        let line = format!("{}  {path}\n", hex(&Sha256::digest(bytes)));
+        self.hasher.update(line.as_bytes());
+        true
+    }
+
+    pub(crate) fn files(&self) -> u64 {
+        self.paths.len() as u64
+    }
+
+    pub(crate) fn finish(self) -> String {
+        hex(&self.hasher.finalize())
+    }
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {

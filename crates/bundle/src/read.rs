@@ -3,17 +3,15 @@
 //! [`verify`] checks every file's hash and the manifest's signature before [`entries`] is asked
 //! to hand anything over for use.
 
-use std::collections::BTreeMap;
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use syncropel_protocol::did_doc::parse_document;
 use syncropel_protocol::verify_signature;
 
-use crate::manifest::{bundle_sha256, hex};
+use crate::manifest::BundleHash;
 use crate::{
     safe_path, BundleError, Manifest, Result, BUNDLE_VERSION, DID_DOCUMENT, MANIFEST, MANIFEST_SIG,
     PRIVATE_KEY,
@@ -55,7 +53,7 @@ pub struct Verified {
 /// Checks a whole bundle: its entries, every file against the manifest's hash, and the
 /// manifest's signature against the DID document it carries, for the DID it names.
 pub fn verify<R: Read>(input: R, limits: &Limits) -> Result<Verified> {
-    let mut files: BTreeMap<String, String> = BTreeMap::new();
+    let mut hash = BundleHash::new();
     let (mut manifest, mut sig, mut document, mut sealed_key) = (None, None, None, None);
     entries(input, limits, |path, bytes| {
         match path {
@@ -68,10 +66,7 @@ pub fn verify<R: Read>(input: R, limits: &Limits) -> Result<Verified> {
                 if path == PRIVATE_KEY {
                     sealed_key = Some(bytes.to_vec());
                 }
-                if files
-                    .insert(path.to_string(), hex(&Sha256::digest(bytes)))
-                    .is_some()
-                {
+                if !hash.add(path, bytes) {
                     return Err(BundleError::Malformed(format!("`{path}` is in it twice")));
                 }
             }
@@ -109,7 +104,8 @@ pub fn verify<R: Read>(input: R, limits: &Limits) -> Result<Verified> {
                 parsed.source_did
             ))
         })?;
-    let hashed = bundle_sha256(files.iter());
+    let files = hash.files();
+    let hashed = hash.finish();
     if hashed != parsed.bundle_sha256 {
         return Err(BundleError::Altered(format!(
             "its files hash to {hashed}, the manifest names {}",
@@ -121,7 +117,7 @@ pub fn verify<R: Read>(input: R, limits: &Limits) -> Result<Verified> {
         did_document,
         signer,
         sealed_key,
-        files: files.len() as u64,
+        files,
     })
 }
 

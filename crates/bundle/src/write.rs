@@ -1,14 +1,12 @@
 //! Writing a bundle: files are added as they are read from the store (streamed through zstd),
 //! each hashed; the manifest, which names every hash, is signed and added last.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 
 use base64::Engine as _;
-use sha2::{Digest, Sha256};
 use syncropel_protocol::Keypair;
 
-use crate::manifest::{bundle_sha256, hex};
+use crate::manifest::BundleHash;
 use crate::{safe_path, BundleError, Manifest, Result, BUNDLE_VERSION, MANIFEST, MANIFEST_SIG};
 
 /// zstd's level: fast, and well ahead of gzip on JSON.
@@ -16,8 +14,8 @@ const LEVEL: i32 = 1;
 
 pub struct BundleWriter<W: Write> {
     tar: tar::Builder<zstd::Encoder<'static, W>>,
-    /// sha256 hex of every file added, by path.
-    files: BTreeMap<String, String>,
+    /// The bundle hash of the files added so far.
+    hash: BundleHash,
 }
 
 /// A bundle written to memory and handed out as it grows (a file or an HTTP body streams it).
@@ -33,7 +31,7 @@ impl<W: Write> BundleWriter<W> {
         let encoder = zstd::Encoder::new(out, LEVEL)?;
         Ok(BundleWriter {
             tar: tar::Builder::new(encoder),
-            files: BTreeMap::new(),
+            hash: BundleHash::new(),
         })
     }
 
@@ -42,29 +40,27 @@ impl<W: Write> BundleWriter<W> {
         if !safe_path(path) || path == MANIFEST || path == MANIFEST_SIG {
             return Err(BundleError::UnsafePath(path.to_string()));
         }
-        if self.files.contains_key(path) {
+        if !self.hash.add(path, bytes) {
             return Err(BundleError::Malformed(format!("`{path}` added twice")));
         }
-        self.append(path, bytes)?;
-        self.files
-            .insert(path.to_string(), hex(&Sha256::digest(bytes)));
-        Ok(())
+        self.append(path, bytes)
     }
 
     /// Files added so far.
-    pub fn len(&self) -> usize {
-        self.files.len()
+    pub fn len(&self) -> u64 {
+        self.hash.files()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.files.is_empty()
+        self.len() == 0
     }
 
     /// Names every file's hash in `manifest`, signs its exact bytes with `key` and ends the
     /// archive; the output it was writing to, and the manifest as written.
     pub fn finish(mut self, mut manifest: Manifest, key: &Keypair) -> Result<(W, Manifest)> {
         manifest.bundle_version = BUNDLE_VERSION;
-        manifest.bundle_sha256 = bundle_sha256(self.files.iter());
+        let hash = std::mem::replace(&mut self.hash, BundleHash::new());
+        manifest.bundle_sha256 = hash.finish();
         let bytes = serde_json::to_vec_pretty(&manifest)
             .map_err(|e| BundleError::Malformed(format!("manifest: {e}")))?;
         let sig = base64::engine::general_purpose::STANDARD.encode(key.sign(&bytes));

@@ -46,6 +46,7 @@ pub fn router(state: AppState) -> Router {
         .route("/identity", get(routes::identity::show))
         .route("/identity/upgrade", post(routes::identity::upgrade))
         .route("/portability/export", post(routes::portability::export))
+        .route("/portability/import", post(routes::portability::import))
         .route("/portability/fence", post(routes::portability::fence))
         .merge(routes::federation::routes());
     // Hosted tenants get their first account while they are provisioned.

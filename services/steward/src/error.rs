@@ -5,6 +5,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
 use syncropel_federation::FederationError;
+use syncropel_portability::PortabilityError;
 use syncropel_protocol::{ErrorCode, ProtocolError, Refusal};
 use syncropel_store::StoreError;
 use syncropel_tenant::TenantError;
@@ -141,6 +142,26 @@ impl From<FederationError> for ApiError {
             FederationError::Refused(refusal) => refusal.into(),
             FederationError::Store(e) => e.into(),
             other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<PortabilityError> for ApiError {
+    fn from(e: PortabilityError) -> ApiError {
+        use syncropel_bundle::BundleError;
+        match e {
+            PortabilityError::Store(e) => e.into(),
+            PortabilityError::Federation(e) => e.into(),
+            PortabilityError::Bundle(BundleError::Signature(_)) => {
+                ApiError::new(ErrorCode::SignatureInvalid, e.to_string())
+            }
+            PortabilityError::Bundle(BundleError::TooLarge(_)) => {
+                ApiError::new(ErrorCode::PayloadTooLarge, e.to_string())
+            }
+            PortabilityError::Bundle(_) | PortabilityError::Refused(_) => {
+                ApiError::validation(e.to_string())
+            }
+            PortabilityError::Abandoned => ApiError::internal(e),
         }
     }
 }

@@ -142,6 +142,9 @@ struct ServeArgs {
     /// A page of records stops at the first record that reaches this many bytes.
     #[arg(long, env = "STEWARD_MAX_PAGE_BYTES", default_value_t = Limits::default().max_page_bytes)]
     max_page_bytes: usize,
+    /// The largest bundle a tenant may import (`POST /v1/portability/import`), in bytes.
+    #[arg(long, env = "STEWARD_MAX_IMPORT_BYTES", default_value_t = Limits::default().max_import_bytes)]
+    max_import_bytes: u64,
     /// Watches and longpolls one token may hold open on a replica (429 beyond).
     #[arg(long, env = "STEWARD_MAX_STREAMS_PER_TOKEN", default_value_t = StreamLimits::default().per_token)]
     max_streams_per_token: usize,
@@ -339,6 +342,7 @@ async fn serve(args: ServeArgs) -> Result<(), StewardError> {
                 max_rows_scanned: args.query_max_rows,
                 max_time: args.query_max_time,
             },
+            max_import_bytes: args.max_import_bytes,
         },
         rate_limits: RateLimits {
             per_address: RateLimit::per_second(args.rate_limit_per_address),

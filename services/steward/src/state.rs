@@ -26,6 +26,8 @@ pub struct Limits {
     pub max_page_bytes: usize,
     pub query: QueryBudget,
     pub streams: StreamLimits,
+    /// Hosted: the largest bundle `POST /v1/portability/import` takes (413 beyond).
+    pub max_import_bytes: u64,
 }
 
 impl Default for Limits {
@@ -36,6 +38,7 @@ impl Default for Limits {
             max_page_bytes: 4 * 1024 * 1024,
             query: QueryBudget::default(),
             streams: StreamLimits::default(),
+            max_import_bytes: 1 << 30,
         }
     }
 }

@@ -70,6 +70,7 @@ pub fn run(ctx: Ctx, args: &ServeArgs) -> Result<ExitCode> {
                 max_rows_scanned: args.query_max_rows,
                 max_time: Duration::from_millis(args.query_max_ms),
             },
+            ..Limits::default()
         },
         heartbeat: Duration::from_secs(args.heartbeat_secs),
         drain: Drain {

@@ -337,8 +337,8 @@ fn rewrite(from: &Path, to: &Path, mut change: impl FnMut(&str, &[u8]) -> Vec<u8
     tar.into_inner().unwrap().finish().unwrap();
 }
 
-/// `altered` with its manifest's `bundle_sha256` made to match its files (as a forger would),
-/// the signature left as it was.
+/// `altered` with its manifest's `bundle_sha256` made to match its files in archive order, as a
+/// forger would, and the signature left as it was.
 fn resigned_manifest(dir: &Path, altered: &Path) -> PathBuf {
     let mut hashes = Vec::new();
     let input = std::fs::read(altered).unwrap();
@@ -358,7 +358,6 @@ fn resigned_manifest(dir: &Path, altered: &Path) -> PathBuf {
         },
     )
     .unwrap();
-    hashes.sort_by(|a, b| a.split("  ").nth(1).cmp(&b.split("  ").nth(1)));
     use sha2::Digest;
     let total: String = sha2::Sha256::digest(hashes.concat().as_bytes())
         .iter()

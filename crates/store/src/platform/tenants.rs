@@ -182,6 +182,28 @@ impl PlatformStore {
         Ok(changed > 0)
     }
 
+    /// Makes an imported identity tenant `id`'s (its DID and its key, sealed), dropping the
+    /// manifest signed for the one before (federation-protocol.md §8.4).
+    pub async fn replace_identity(
+        &self,
+        id: &str,
+        did: &str,
+        key_nonce: &[u8],
+        key_sealed: &[u8],
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE tenants SET did = $2, key_nonce = $3, key_sealed = $4, manifest = NULL, \
+             recovery_key = NULL WHERE id = $1",
+        )
+        .bind(id)
+        .bind(did)
+        .bind(key_nonce)
+        .bind(key_sealed)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// The DID a tenant registered at the directory while it is still provisioned.
     pub async fn set_provisioning_did(&self, id: &str, did: &str) -> Result<()> {
         sqlx::query("UPDATE tenants SET did = $2 WHERE id = $1 AND status = 'provisioning'")

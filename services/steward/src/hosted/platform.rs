@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use syncropel_protocol::sync::has_document;
 use syncropel_protocol::Keypair;
 use syncropel_store::platform::{PlatformStore, SealedTenant, TenantState};
 use syncropel_store::RecordStore;
@@ -237,7 +238,7 @@ impl Platform {
         if did == key.did_key() {
             return Ok(Identity::new(key));
         }
-        if !syncropel_protocol::sync::has_document(did) || !did.starts_with("did:sync:") {
+        if !has_document(did) || !did.starts_with("did:sync:") {
             return Err(ApiError::internal(format!(
                 "tenant {id}: the stored DID does not match its key"
             )));
@@ -382,6 +383,29 @@ impl Platform {
             .get(label)
             .filter(|(_, at)| at.elapsed() < TENANT_CACHE_TTL)
             .map(|(t, _)| t.clone())
+    }
+
+    /// Makes `key`, and `did` (its did:key, or a did:sync naming it), the identity of tenant
+    /// `id` at `label`: an identity moved in by an import (federation-protocol.md §8.4).
+    pub async fn install_identity(
+        &self,
+        id: &str,
+        label: &str,
+        did: &str,
+        key: &Keypair,
+    ) -> Result<(), ApiError> {
+        if did != key.did_key() && !(did.starts_with("did:sync:") && has_document(did)) {
+            return Err(ApiError::validation(format!(
+                "a hosted tenant is its key's did:key or a directory did:sync, not {did}: \
+                 move a did:web home to another home you serve the document from"
+            )));
+        }
+        let (nonce, sealed) = self.kek.seal(id, &key.seed());
+        self.store
+            .replace_identity(id, did, &nonce, &sealed)
+            .await?;
+        self.forget(label);
+        Ok(())
     }
 
     /// Forgets what this replica knows of a label (after its status changed here).

@@ -1,18 +1,19 @@
-//! Moving a tenant (federation-protocol.md §8.3, §8.5): `POST /v1/portability/export` streams
+//! Moving a tenant (federation-protocol.md §8.3–8.5): `POST /v1/portability/export` streams
 //! its bundle (admin scope; `"intent": "leave"` also puts it in `leaving`), `POST
+//! /v1/portability/import` takes one into an empty hosted tenant, identity included, `POST
 //! /v1/portability/fence` takes its new home's signed notice (no bearer: the notice is signed by
 //! the tenant's own identity key), after which [`moved_gate`] answers every `/v1` route with
 //! `410 INSTANCE_MOVED` and the notice, for peers to follow.
 
 use axum::body::Body;
 use axum::extract::{FromRequestParts, Request, State};
-use axum::http::{header, HeaderValue};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use bytes::Bytes;
 use serde_json::{json, Value};
-use syncropel_portability::{audit, departure, ExportOptions, ExportSource, PortabilityError};
+use syncropel_portability::{audit, departure, ExportOptions, ExportSource, ImportOptions};
 use syncropel_protocol::did_doc::did_web_document;
 use syncropel_protocol::{unix_now, ErrorCode};
 use syncropel_tenant::{Departure, Scope, Tenant};
@@ -20,12 +21,15 @@ use syncropel_tenant::{Departure, Scope, Tenant};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::rate_limit::ClientAddress;
-use crate::routes::JsonBody;
-use crate::state::AppState;
+use crate::routes::{JsonBody, Params};
+use crate::state::{AppState, Tenancy};
 use crate::tenant::CurrentTenant;
 
 /// Shorter passphrases are refused: the sealed key is only as strong as this.
 const MIN_PASSPHRASE: usize = 12;
+
+/// Where an import's passphrase goes: not in the URL, which logs keep.
+const PASSPHRASE_HEADER: &str = "x-bundle-passphrase";
 
 /// The route a moved tenant still answers: its new home may fence it again (a later move).
 const FENCE_PATH: &str = "/portability/fence";
@@ -93,6 +97,121 @@ pub async fn export(
         headers.insert(header::CONTENT_DISPOSITION, value);
     }
     Ok(response)
+}
+
+/// `POST /v1/portability/import` (hosted): a bundle (`application/zstd` body, passphrase in
+/// `x-bundle-passphrase`) taken into this tenant, which must hold nothing of its own yet; its
+/// identity becomes the tenant's. `?dry_run=true` counts and writes nothing.
+pub async fn import(
+    State(state): State<AppState>,
+    caller: Caller,
+    address: Option<Extension<ClientAddress>>,
+    params: Params,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    caller.require(Scope::Admin)?;
+    let Tenancy::Hosted(platform) = &state.tenancy else {
+        return Err(ApiError::new(
+            ErrorCode::NotImplemented,
+            "a local home imports with `spl import` while its steward is stopped",
+        ));
+    };
+    let tenant = caller.tenant.clone();
+    tenant.require_writable()?;
+    let dry_run = params.str("dry_run") == Some("true");
+    let _slot = state.exports.acquire(
+        &tenant.id,
+        caller.token_id(),
+        address.map(|Extension(ClientAddress(ip))| ip),
+    )?;
+    let passphrase = headers
+        .get(PASSPHRASE_HEADER)
+        .map(|v| v.to_str().map(str::to_string))
+        .transpose()
+        .map_err(|_| ApiError::validation(format!("`{PASSPHRASE_HEADER}` must be text")))?;
+    let file = received(body, state.limits.max_import_bytes).await?;
+    let path = file.path().to_path_buf();
+    let limits = syncropel_bundle::Limits::default();
+    let opened = tokio::task::spawn_blocking(move || {
+        syncropel_portability::open(&path, passphrase.as_deref(), &limits)
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    let options = ImportOptions {
+        force_overwrite: false,
+        dry_run,
+        limits,
+    };
+    let mut summary =
+        syncropel_portability::import(state.store.clone(), &tenant.id, &opened, &options).await?;
+    drop(file);
+    if dry_run {
+        return Ok(Json(summary).into_response());
+    }
+    let label = platform
+        .store()
+        .tenant_label(&tenant.id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("the tenant is gone"))?;
+    match &opened.key {
+        Some(key) => {
+            platform
+                .install_identity(&tenant.id, &label, opened.did(), key)
+                .await?;
+            summary.identity_restored = true;
+        }
+        None => {
+            summary.identity_note = Some(
+                "the bundle carries no identity: its records keep their DID, the tenant keeps \
+                 its own"
+                    .into(),
+            )
+        }
+    }
+    let now = platform
+        .tenant(&label)
+        .await?
+        .ok_or_else(|| ApiError::not_found("the tenant is gone"))?;
+    let fields = json!({
+        "source_did": summary.source_did,
+        "bundle_sha256": summary.bundle_sha256,
+        "records_inserted": summary.records_inserted,
+        "identity_restored": summary.identity_restored,
+    });
+    audit::record(
+        state.store.as_ref(),
+        &now.id,
+        &now.identity,
+        "import",
+        fields,
+    )
+    .await?;
+    Ok(Json(summary).into_response())
+}
+
+/// The request body, written to a temporary file (the bundle is read twice: checked whole,
+/// then taken in); refused past `limit` bytes.
+async fn received(body: Body, limit: u64) -> ApiResult<tempfile::NamedTempFile> {
+    use futures_util::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    let file = tempfile::NamedTempFile::new().map_err(ApiError::internal)?;
+    let mut out = tokio::fs::File::from_std(file.reopen().map_err(ApiError::internal)?);
+    let mut stream = body.into_data_stream();
+    let mut held = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ApiError::validation(format!("reading the body: {e}")))?;
+        held += chunk.len() as u64;
+        if held > limit {
+            return Err(ApiError::new(
+                ErrorCode::PayloadTooLarge,
+                format!("a bundle to import holds at most {limit} bytes"),
+            ));
+        }
+        out.write_all(&chunk).await.map_err(ApiError::internal)?;
+    }
+    out.flush().await.map_err(ApiError::internal)?;
+    Ok(file)
 }
 
 fn export_options(body: &Value) -> ApiResult<ExportOptions> {
@@ -177,8 +296,7 @@ pub async fn fence(
         "fenced",
         fields,
     )
-    .await
-    .map_err(portability_error)?;
+    .await?;
     tenant.set_departure(moved);
     // Its pull and outbox jobs stop here; other replicas' at their next turn.
     state.federation.jobs.stop_tenant(&tenant.id);
@@ -188,14 +306,6 @@ pub async fn fence(
         "moved_to": checked.moved_to,
     }))
     .into_response())
-}
-
-fn portability_error(e: PortabilityError) -> ApiError {
-    match e {
-        PortabilityError::Store(e) => e.into(),
-        PortabilityError::Federation(e) => e.into(),
-        other => ApiError::internal(other),
-    }
 }
 
 /// Answers every `/v1` route of a moved tenant with `410 INSTANCE_MOVED`, `moved_to` and the

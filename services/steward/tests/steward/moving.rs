@@ -236,3 +236,178 @@ async fn a_hosted_tenant_moves_home_and_its_peer_keeps_syncing() {
     })
     .await;
 }
+
+/// The way back: a local home, pulled from by C, exports to leave over HTTP and is imported into
+/// a new hosted tenant (`POST /v1/portability/import`), which becomes its DID; the local home is
+/// fenced and C follows to the tenant. Bundles past the replica's limit, a wrong passphrase and
+/// a second bundle into a tenant that holds records are refused and change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_local_home_moves_into_a_new_hosted_tenant() {
+    with_test_database_here(|url| async move {
+        let c = start_local(Vec::new()).await;
+        let a = start_local(vec![c.did()]).await;
+        c.pair_with(a.url()).await;
+        let thread = "th_way_back";
+        let mut before = Vec::new();
+        for clock in 1..=50 {
+            let record = a
+                .emit(thread, "did:sync:user:lou", clock, json!({"n": clock}))
+                .await;
+            before.push(record["id"].as_str().unwrap().to_string());
+        }
+        c.pull(thread, &a.did()).await;
+        assert_eq!(all_ids(&c, thread).await, before);
+
+        let bundle = reqwest::Client::new()
+            .post(format!("{}/v1/portability/export", a.url()))
+            .bearer_auth(&a.token)
+            .json(&json!({"passphrase": PASSPHRASE, "intent": "leave"}))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+
+        let replica = syncropel_testkit::hosted::Replica::start(
+            &url,
+            syncropel_testkit::hosted::Config {
+                path_prefix: Some("/t".into()),
+                reachable_urls: true,
+                federation: quick_federation(),
+                limits: syncropel_steward::state::Limits {
+                    max_import_bytes: bundle.len() as u64 + 1024,
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .await;
+        let token = replica.new_tenant("acct", "returner").await;
+        let tenant_url = format!("{}/t/returner", replica.url);
+        let import = |body: Vec<u8>, passphrase: &'static str, query: &'static str| {
+            let url = format!("{tenant_url}/v1/portability/import{query}");
+            let token = token.clone();
+            async move {
+                let answer = reqwest::Client::new()
+                    .post(url)
+                    .bearer_auth(token)
+                    .header("content-type", "application/zstd")
+                    .header("x-bundle-passphrase", passphrase)
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
+                (
+                    answer.status().as_u16(),
+                    answer.json::<Value>().await.unwrap(),
+                )
+            }
+        };
+        let (status, body) = import(vec![0; bundle.len() + 4096], PASSPHRASE, "").await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (413, Some("PAYLOAD_TOO_LARGE")),
+            "{body}"
+        );
+        let (status, body) = import(bundle.to_vec(), "not the passphrase at all", "").await;
+        assert_eq!(status, 400, "{body}");
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("wrong passphrase"),
+            "{body}"
+        );
+        let (status, dry) = import(bundle.to_vec(), PASSPHRASE, "?dry_run=true").await;
+        assert_eq!(status, 200, "{dry}");
+        assert_eq!(dry["dry_run"], true);
+        let tenant = replica
+            .platform()
+            .tenant("returner")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_ne!(
+            *tenant.identity.did,
+            a.did(),
+            "nothing installed by the failures"
+        );
+
+        let (status, summary) = import(bundle.to_vec(), PASSPHRASE, "").await;
+        assert_eq!(status, 200, "{summary}");
+        assert_eq!(summary["identity_restored"], true, "{summary}");
+        assert_eq!(summary["records_failed"], 0, "{summary}");
+        let tenant = replica
+            .platform()
+            .tenant("returner")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            *tenant.identity.did,
+            a.did(),
+            "the tenant is the home's DID now"
+        );
+        let path = format!("/v1/records?thread={thread}&limit=1000");
+        let (status, page) = replica.tenant_get("returner", &token, &path).await;
+        assert_eq!(status, 200, "{page}");
+        let held: Vec<&str> = page["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(held, before, "every id, in order");
+
+        // Another home's bundle into a tenant that now holds records: refused.
+        let other = start_local(Vec::new()).await;
+        other
+            .emit("th_other", "did:sync:user:ola", 1, json!({}))
+            .await;
+        let foreign = reqwest::Client::new()
+            .post(format!("{}/v1/portability/export", other.url()))
+            .bearer_auth(&other.token)
+            .json(&json!({"passphrase": PASSPHRASE}))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let (status, body) = import(foreign.to_vec(), PASSPHRASE, "").await;
+        assert_eq!(status, 400, "{body}");
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("--force-overwrite"),
+            "{body}"
+        );
+
+        // The fence, then C follows to the tenant.
+        let notice = sign_moved(
+            &a.did(),
+            &tenant_url,
+            unix_now(),
+            &a.steward.tenant.identity.key,
+        );
+        let (status, body) = a.post("/v1/portability/fence", &notice).await;
+        assert_eq!(status, 200, "{body}");
+        let record = know(thread, "did:sync:user:lou", 100, json!({"after": true}));
+        let (status, written) = replica
+            .tenant_post("returner", &token, "/v1/records", &record)
+            .await;
+        assert_eq!(status, 201, "{written}");
+        assert_eq!(written["signer"], a.did(), "signed by the moved key");
+        let id = written["id"].as_str().unwrap().to_string();
+        syncropel_testkit::eventually("C to follow to the tenant", FOLLOW, || async {
+            all_ids(&c, thread).await.contains(&id).then_some(())
+        })
+        .await;
+        let after = all_ids(&c, thread).await;
+        assert_eq!(after.len(), before.len() + 1, "no record twice");
+        assert_eq!(c.pair(&a.did()).await["peer_url"], tenant_url.as_str());
+    })
+    .await;
+}

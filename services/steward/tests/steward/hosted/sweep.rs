@@ -334,6 +334,9 @@ fn routes(to: &Aim, from: &Aim, rng: &mut Rng) -> Vec<Route> {
                 "/v1/portability/export",
                 json!({"passphrase": "a passphrase long enough"}),
             ),
+        Route::new(M::POST, "/v1/portability/import", Token)
+            .with("/v1/portability/import", json!({}))
+            .at("/v1/portability/import?dry_run=true"),
         Route::new(
             M::POST,
             "/v1/portability/fence",

@@ -103,6 +103,17 @@ impl Client {
             .await
     }
 
+    /// `POST /v1/federation/pairs/{key}/url`: the peer's new URL (checked by the steward).
+    pub async fn set_pair_url(
+        &self,
+        key: &str,
+        url: &str,
+    ) -> Result<Reply<FederationPair>, ClientError> {
+        let body = serde_json::json!({ "url": url });
+        self.post_reply(self.url(&pair_path(key, Some("url")), &[]), &body)
+            .await
+    }
+
     /// `POST /v1/federation/pairs/{key}/introducible`.
     pub async fn set_introducible(
         &self,

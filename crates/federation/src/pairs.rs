@@ -237,20 +237,40 @@ async fn follow_move(
             checked.signer
         )));
     }
-    if pair.peer_url.as_deref().map(|u| u.trim_end_matches('/')) == Some(checked.moved_to.as_str())
-    {
-        return Ok(());
+    move_to(fed, tenant, pair, &checked.moved_to, "moved_to").await?;
+    tracing::info!(pair = %pair.pair_id, moved_to = %checked.moved_to, "followed the peer's move");
+    Ok(())
+}
+
+/// `spl federation refresh <peer> --url <new>`: the operator names where the peer lives now,
+/// for when its old home is gone and cannot say (federation-protocol.md §8.5).
+pub async fn set_url(fed: &Federation, tenant: &Tenant, key: &str, url: &str) -> Result<PairView> {
+    let pair = find(fed, tenant, key).await?;
+    move_to(fed, tenant, &pair, url.trim_end_matches('/'), "operator").await
+}
+
+/// Points `pair` at `url` (`url_refreshed`) once `url` serves a manifest signed for the pair's
+/// peer DID; the tokens stay.
+async fn move_to(
+    fed: &Federation,
+    tenant: &Tenant,
+    pair: &PairView,
+    url: &str,
+    via: &str,
+) -> Result<PairView> {
+    if pair.peer_url.as_deref().map(|u| u.trim_end_matches('/')) == Some(url) {
+        return Ok(pair.clone());
     }
-    let (_, did) = verified_manifest(fed, &checked.moved_to, Reach::Peers).await?;
+    let (_, did) = verified_manifest(fed, url, Reach::Peers).await?;
     if did != pair.peer_did {
-        return Err(refused(format!(
-            "{} serves {did}, not the peer",
-            checked.moved_to
+        return Err(FederationError::Refused(Refusal::new(
+            ErrorCode::SignatureInvalid,
+            format!("{url} serves {did}, not the peer {}", pair.peer_did),
         )));
     }
     let mut fields = Map::new();
-    fields.insert("peer_url".into(), json!(checked.moved_to));
-    fields.insert("via".into(), json!("moved_to"));
+    fields.insert("peer_url".into(), json!(url));
+    fields.insert("via".into(), json!(via));
     let body = update_body(
         &pair.pair_id,
         pair.generation,
@@ -259,7 +279,7 @@ async fn follow_move(
         fields,
         unix_now(),
     );
-    transition(
+    let moved = transition(
         fed,
         tenant,
         pair,
@@ -269,8 +289,8 @@ async fn follow_move(
         Vec::new(),
     )
     .await?;
-    tracing::info!(pair = %pair.pair_id, moved_to = %checked.moved_to, "followed the peer's move");
-    Ok(())
+    fed.jobs.kick(&tenant.id, &pair.pair_id);
+    Ok(moved)
 }
 
 /// A pair serves its peer while active or degraded; paused answers `pair_paused`.

@@ -28,6 +28,16 @@ pub enum FederationCommand {
         #[arg(value_parser = NonEmptyStringValueParser::new())]
         peer: String,
     },
+    /// Renew the pair's tokens now; with --url, follow a peer that moved to a new URL (its
+    /// manifest there must be signed by the same DID)
+    Refresh {
+        /// Pair id or peer DID
+        #[arg(value_parser = NonEmptyStringValueParser::new())]
+        peer: String,
+        /// Where the peer lives now
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+    },
     /// End a pair for good: its tokens stop working on both sides
     Revoke {
         /// Pair id or peer DID

@@ -43,6 +43,7 @@ pub async fn run(ctx: &Ctx, command: FederationCommand) -> Result<ExitCode> {
         FederationCommand::Show { peer } => show(ctx, &peer).await,
         FederationCommand::Pause { peer } => change(ctx, &peer, Change::Pause, None).await,
         FederationCommand::Resume { peer } => change(ctx, &peer, Change::Resume, None).await,
+        FederationCommand::Refresh { peer, url } => refresh(ctx, &peer, url.as_deref()).await,
         FederationCommand::Revoke { peer, reason } => {
             change(ctx, &peer, Change::Revoke, Some(reason)).await
         }
@@ -198,6 +199,29 @@ async fn change(ctx: &Ctx, peer: &str, change: Change, reason: Option<String>) -
             "{done} pair {pair_id} with {}, state {}",
             view.peer_did,
             view.state.as_str()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn refresh(ctx: &Ctx, peer: &str, url: Option<&str>) -> Result<ExitCode> {
+    let client = ctx.client()?;
+    let view = match url {
+        Some(url) => client.set_pair_url(peer, url).await?,
+        None => client.refresh_pair(peer).await?,
+    };
+    if ctx.json {
+        print_json(view.json());
+    } else {
+        let done = match url {
+            Some(_) => "now reached",
+            None => "tokens renewed, reached",
+        };
+        println!(
+            "pair {} with {}: {done} at {}",
+            view.pair_id,
+            view.peer_did,
+            view.peer_url.as_deref().unwrap_or("(no URL)")
         );
     }
     Ok(ExitCode::SUCCESS)

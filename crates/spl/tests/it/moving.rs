@@ -116,3 +116,46 @@ fn a_home_moves_and_its_peer_follows_without_a_gap_or_a_duplicate() {
     assert_eq!(pair["state"], "active", "{pair}");
     let _ = std::fs::remove_file(&bundle);
 }
+
+/// When the old home is gone before it could be fenced, the peer's operator names the new URL
+/// (`spl federation refresh <peer> --url`): taken only where the manifest is the same DID's.
+#[test]
+fn a_peer_is_pointed_at_a_home_that_moved_while_the_old_one_is_gone() {
+    let (mut a, c, _pair) = paired();
+    let first = a.emit("DO", "th_gone", json!({"n": 0}));
+    c.json(&["sync", "th_gone", "from", &a.did]);
+    a.stop();
+    let bundle = a
+        .home()
+        .join("..")
+        .join(format!("gone-{}.tar.zst", std::process::id()));
+    ok(spl(a.home())
+        .env("SPL_EXPORT_PASSPHRASE", PASSPHRASE)
+        .args(["export", "--out", bundle.to_str().unwrap()])
+        .output()
+        .unwrap());
+    let home = tempfile::tempdir().unwrap();
+    ok(run(home.path(), &["init"]));
+    ok(spl(home.path())
+        .env("SPL_IMPORT_PASSPHRASE", PASSPHRASE)
+        .args(["import", bundle.to_str().unwrap()])
+        .output()
+        .unwrap());
+    let token = bootstrap_admin(home.path());
+    let mut a2 = Node::adopt(home, token);
+    a2.serve(&[]);
+
+    // A URL that serves another DID is refused; the new home's is taken.
+    let wrong = failed(c.output(&["federation", "refresh", &a.did, "--url", &c.url()]));
+    assert!(wrong.contains("not the peer"), "{wrong}");
+    let pair = c.json(&["federation", "refresh", &a.did, "--url", &a2.url()]);
+    assert_eq!(pair["peer_url"], a2.url().as_str(), "{pair}");
+    let next = a2.emit("DO", "th_gone", json!({"n": 1}));
+    let expected: HashSet<String> = ids(&[first, next]).into_iter().collect();
+    let arrived = eventually(FOLLOW, || {
+        let held: HashSet<String> = ids(&c.records("th_gone")).into_iter().collect();
+        held == expected
+    });
+    assert!(arrived, "C did not pull from the new URL within {FOLLOW:?}");
+    let _ = std::fs::remove_file(&bundle);
+}

@@ -38,6 +38,7 @@ pub fn routes() -> Router<AppState> {
         .route("/federation/pair/notify-revoke", post(pairs::notify_revoke))
         .route("/federation/pair/refresh", post(pairs::refresh))
         .route("/federation/pairs/{id}/refresh", post(pairs::refresh_now))
+        .route("/federation/pairs/{id}/url", post(pairs::set_url))
         .route("/federation/pairs", post(handshake::start).get(pairs::list))
         .route("/federation/pairs/{id}", get(pairs::get_one))
         .route(

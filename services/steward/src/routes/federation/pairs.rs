@@ -174,6 +174,25 @@ pub async fn refresh_now(
     Ok(Json(view(fed, &caller.tenant.id, pair)).into_response())
 }
 
+/// `POST /v1/federation/pairs/{id}/url {"url"}`: where the peer lives now, taken once that URL
+/// serves a manifest of the peer's DID (`spl federation refresh <peer> --url`).
+pub async fn set_url(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParam(key): PathParam,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Response> {
+    caller.require(Scope::FederationManage)?;
+    caller.tenant.require_writable()?;
+    let url = body["url"]
+        .as_str()
+        .filter(|u| u.starts_with("http://") || u.starts_with("https://"))
+        .ok_or_else(|| ApiError::validation("`url` (http or https) is required"))?;
+    let fed = &state.federation;
+    let pair = pairs::set_url(fed, &caller.tenant, &key, url).await?;
+    Ok(Json(view(fed, &caller.tenant.id, pair)).into_response())
+}
+
 /// `POST /v1/sync/pull {thread, peer, peer_token?}` (`spl sync T from PEER`).
 pub async fn pull(
     State(state): State<AppState>,

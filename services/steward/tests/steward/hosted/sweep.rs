@@ -441,6 +441,8 @@ fn routes(to: &Aim, from: &Aim, rng: &mut Rng) -> Vec<Route> {
             ),
         Route::new(M::POST, "/v1/federation/pairs/{id}/refresh", Token)
             .at(format!("/v1/federation/pairs/{pair}/refresh")),
+        Route::new(M::POST, "/v1/federation/pairs/{id}/url", Token)
+            .with(format!("/v1/federation/pairs/{pair}/url"), json!({"url": from.url})),
         Route::new(M::POST, "/v1/federation/pairs/{id}/introducible", Token)
             .with(
                 format!("/v1/federation/pairs/{pair_key}/introducible"),

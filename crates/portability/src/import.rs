@@ -165,7 +165,7 @@ pub async fn import(
             .await?;
     }
 
-    let (batches, mut read) = mpsc::channel(2);
+    let (batches, mut read) = mpsc::channel(1);
     let reader = {
         let path = opened.path.clone();
         let limits = options.limits;
@@ -278,41 +278,51 @@ fn read_bundle(
     out: mpsc::Sender<Read>,
 ) -> Result<()> {
     let file = File::open(path).map_err(syncropel_bundle::BundleError::Io)?;
-    let mut pending: Vec<(PeerItem, i64)> = Vec::with_capacity(BATCH);
-    let mut refused: Vec<Checked> = Vec::new();
-    let gone = || PortabilityError::Refused("the import stopped".into());
+    let mut raw: Vec<(String, Vec<u8>)> = Vec::with_capacity(BATCH);
+    let stopped = || malformed("the import stopped");
     entries(
         BufReader::with_capacity(1 << 16, file),
         limits,
         |path, bytes| {
             if path == CREDENTIALS {
                 let secrets = credentials(bytes)?;
-                out.blocking_send(Read::Credentials(secrets))
-                    .map_err(|_| malformed("the import stopped"))?;
-                return Ok(());
+                return out
+                    .blocking_send(Read::Credentials(secrets))
+                    .map_err(|_| stopped());
             }
             let Some(name) = path.strip_prefix("records/") else {
                 return Ok(());
             };
-            match parse_item(name, bytes) {
-                Ok(item) => pending.push(item),
-                Err(code) => refused.push(Checked {
-                    record: Err(code),
-                    token_event: None,
-                }),
-            }
-            if pending.len() >= BATCH {
-                let batch = check(std::mem::take(&mut pending), &resolved, &mut refused);
+            raw.push((name.to_string(), bytes.to_vec()));
+            if raw.len() >= BATCH {
+                let batch = check_batch(&std::mem::take(&mut raw), &resolved);
                 out.blocking_send(Read::Records(batch))
-                    .map_err(|_| malformed("the import stopped"))?;
+                    .map_err(|_| stopped())?;
             }
             Ok(())
         },
     )?;
-    let batch = check(pending, &resolved, &mut refused);
+    let batch = check_batch(&raw, &resolved);
     out.blocking_send(Read::Records(batch))
-        .map_err(|_| gone())?;
+        .map_err(|_| stopped())?;
     Ok(())
+}
+
+/// Parses and checks a batch, in its order. One thread does it: checking on more cores did not
+/// shorten an import (the store's writer takes the other) and held more memory.
+fn check_batch(chunk: &[(String, Vec<u8>)], resolved: &ResolvedKeys) -> Vec<Checked> {
+    let mut items = Vec::with_capacity(chunk.len());
+    let mut refused = Vec::new();
+    for (name, bytes) in chunk {
+        match parse_item(name, bytes) {
+            Ok(item) => items.push(item),
+            Err(code) => refused.push(Checked {
+                record: Err(code),
+                token_event: None,
+            }),
+        }
+    }
+    check(items, resolved, &mut refused)
 }
 
 fn malformed(what: &str) -> syncropel_bundle::BundleError {
@@ -442,9 +452,15 @@ async fn store_batch(
         }
         return Ok(Vec::new());
     }
-    let results = store.write(tenant, records.clone(), Vec::new()).await?;
+    // Only token records are needed after the write: the rest go to the store without a copy.
+    let token_records: Vec<Option<NewRecord>> = events
+        .iter()
+        .zip(&records)
+        .map(|(event, record)| event.as_ref().map(|_| record.clone()))
+        .collect();
+    let results = store.write(tenant, records, Vec::new()).await?;
     let mut tokens = Vec::new();
-    for ((record, event), result) in records.into_iter().zip(events).zip(results) {
+    for ((record, event), result) in token_records.into_iter().zip(events).zip(results) {
         let stored = match result {
             Ok(Appended::Inserted(_)) => {
                 summary.records_inserted += 1;
@@ -465,7 +481,7 @@ async fn store_batch(
                 false
             }
         };
-        if let (true, Some((body, at))) = (stored, event) {
+        if let (true, Some((body, at)), Some(record)) = (stored, event, record) {
             tokens.push((record, body, at));
         }
     }

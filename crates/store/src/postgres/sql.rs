@@ -3,7 +3,13 @@
 
 use sqlx::postgres::PgRow;
 
-crate::shared::statements!(db: sqlx::Postgres, encode_list: encode_list, decode_list: decode_list);
+// The primary key (tenant, seq) serves `tenant = ? AND seq > ? ORDER BY seq` as it is.
+crate::shared::statements!(
+    db: sqlx::Postgres,
+    encode_list: encode_list,
+    decode_list: decode_list,
+    by_seq: "records",
+);
 
 fn encode_list(values: &[String]) -> &[String] {
     values

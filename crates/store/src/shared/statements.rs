@@ -12,7 +12,12 @@
 /// `encode_list: fn(&[String]) -> impl Encode` binds a list column and
 /// `decode_list: fn(&Row, &str) -> Result<Vec<String>>` decodes one.
 macro_rules! statements {
-    (db: $db:ty, encode_list: $encode_list:path, decode_list: $decode_list:path $(,)?) => {
+    (
+        db: $db:ty,
+        encode_list: $encode_list:path,
+        decode_list: $decode_list:path,
+        by_seq: $by_seq:expr $(,)?
+    ) => {
         use sqlx::Row as _;
 
         /// A records row (`seq, id, thread, record_json`) as handed out.
@@ -307,19 +312,26 @@ macro_rules! statements {
 
         /// `SELECT seq, id, thread, record_json FROM records WHERE tenant = $tenant` (the caller
         /// adds conditions, then `ORDER BY seq LIMIT n` and [`close_select`]).
+        /// `SELECT … FROM records WHERE tenant = <tenant>`; `by_seq` when no thread narrows the
+        /// rows, so that the backend walks them in sequence order from the cursor on (see the
+        /// macro's `by_seq`).
         fn open_select<'a>(
             sql: &mut sqlx::QueryBuilder<'a, $db>,
             tenant: &'a str,
             cut: Option<i64>,
+            by_seq: bool,
         ) {
+            let from = if by_seq { $by_seq } else { "records" };
             if cut.is_some() {
-                sql.push(
+                sql.push(format_args!(
                     "SELECT seq, id, thread, record_json FROM (SELECT seq, id, thread, record_json, \
                      SUM(OCTET_LENGTH(record_json)) OVER (ORDER BY seq) \
-                     - OCTET_LENGTH(record_json) AS bytes_before FROM records WHERE tenant = ",
-                );
+                     - OCTET_LENGTH(record_json) AS bytes_before FROM {from} WHERE tenant = "
+                ));
             } else {
-                sql.push("SELECT seq, id, thread, record_json FROM records WHERE tenant = ");
+                sql.push(format_args!(
+                    "SELECT seq, id, thread, record_json FROM {from} WHERE tenant = "
+                ));
             }
             sql.push_bind(tenant);
         }
@@ -360,7 +372,7 @@ macro_rules! statements {
             filter: &'a $crate::ListFilter,
         ) {
             let cut = cuts_in_sql(filter.max_bytes);
-            open_select(sql, tenant, cut);
+            open_select(sql, tenant, cut, filter.thread.is_none());
             sql.push(" AND seq > ").push_bind(filter.after_seq);
             if let Some(thread) = &filter.thread {
                 sql.push(" AND thread = ").push_bind(thread);
@@ -423,7 +435,11 @@ macro_rules! statements {
             let max_bytes = Some($crate::SCAN_PAGE_BYTES);
             let cut = cuts_in_sql(max_bytes);
             let mut sql = sqlx::QueryBuilder::<$db>::new("");
-            open_select(&mut sql, tenant, cut);
+            // A thread or an id is looked up by its index; anything else walks in order.
+            let indexed = equalities.iter().any(|(column, _)| {
+                matches!(column, $crate::query::Column::Thread | $crate::query::Column::Id)
+            });
+            open_select(&mut sql, tenant, cut, !indexed);
             sql.push(" AND seq > ").push_bind(after_seq);
             for (column, value) in equalities {
                 let Some(name) = $crate::shared::text_column(*column) else {

@@ -103,12 +103,17 @@ impl Caller {
     /// (read from the store, never from a cache) and its tenant still active and here.
     pub async fn still_allowed(&self, state: &AppState) -> Result<(), ApiError> {
         let tenant = &self.tenant;
-        if let syncropel_tenant::Departure::Moved { moved_to, notice } = tenant.departure() {
+        // Hosted, the fence may have reached another replica: what is stored decides.
+        let departure = match &state.tenancy {
+            Tenancy::Hosted(platform) => {
+                let current = platform.store().tenant_state(&tenant.id).await?;
+                status_of(current).require_active("watched")?;
+                syncropel_portability::departure::load(state.store.as_ref(), &tenant.id).await?
+            }
+            Tenancy::Single(_) => tenant.departure(),
+        };
+        if let syncropel_tenant::Departure::Moved { moved_to, notice } = departure {
             return Err(crate::routes::portability::moved_error(moved_to, notice));
-        }
-        if let Tenancy::Hosted(platform) = &state.tenancy {
-            let current = platform.store().tenant_state(&tenant.id).await?;
-            status_of(current).require_active("watched")?;
         }
         let Some(grant) = &self.grant else {
             return Ok(());

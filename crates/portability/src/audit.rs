@@ -4,7 +4,7 @@
 use serde_json::{json, Map, Value};
 use syncropel_protocol::Act;
 use syncropel_store::RecordStore;
-use syncropel_tenant::{seal, server_record, Identity};
+use syncropel_tenant::{sealed_own, Identity};
 
 use crate::Result;
 
@@ -26,14 +26,7 @@ pub async fn record(
     if let Value::Object(fields) = fields {
         body.extend(fields);
     }
-    let envelope = server_record(
-        Act::Know,
-        THREAD,
-        &identity.did,
-        identity.clock.next(),
-        body,
-    );
-    let record = seal(&envelope, &identity.key, &identity.signer);
+    let record = sealed_own(identity, Act::Know, THREAD, body);
     let appended = store.append(tenant, record).await?;
     Ok(appended.record().id.clone())
 }

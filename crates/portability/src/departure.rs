@@ -76,3 +76,52 @@ pub fn check_fence(
     }
     Ok(checked)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use syncropel_protocol::moved::sign_moved;
+    use syncropel_protocol::Keypair;
+
+    #[test]
+    fn a_fence_holds_only_for_this_did_its_keys_and_now() {
+        let key = Keypair::generate();
+        let identity = Identity::new(key.clone());
+        let now = 1_800_000_000;
+        let notice = sign_moved(&identity.did, "https://new.example", now, &key);
+        assert_eq!(
+            check_fence(&identity, &notice, now + 5).unwrap().moved_to,
+            "https://new.example"
+        );
+
+        let other = Keypair::generate();
+        let foreign = sign_moved(&other.did_key(), "https://new.example", now, &other);
+        assert!(check_fence(&identity, &foreign, now)
+            .unwrap_err()
+            .contains("is for"));
+        let by_other = sign_moved(&identity.did, "https://new.example", now, &other);
+        assert!(check_fence(&identity, &by_other, now)
+            .unwrap_err()
+            .contains("not a key"));
+        let stale = check_fence(&identity, &notice, now + FENCE_SKEW_SECS + 1).unwrap_err();
+        assert!(stale.contains("clocks"), "{stale}");
+    }
+
+    #[test]
+    fn departures_are_stored_as_they_are_read() {
+        let moved = Departure::Moved {
+            moved_to: "https://new.example".into(),
+            notice: json!({"object": "instance_moved"}),
+        };
+        let StateChange::Put { value, .. } = save(&moved) else {
+            panic!("a move is stored");
+        };
+        let parsed: Value = serde_json::from_str(&value).unwrap();
+        assert_eq!(parsed["state"], "moved");
+        assert_eq!(parsed["moved_to"], "https://new.example");
+        assert!(matches!(
+            save(&Departure::Staying),
+            StateChange::Delete { .. }
+        ));
+    }
+}

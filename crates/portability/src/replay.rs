@@ -74,3 +74,40 @@ impl Replay {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn created(sa_id: &str, name: &str) -> Value {
+        json!({"event": "service_account_created", "sa_id": sa_id, "name": name,
+               "scopes": ["admin"], "allowed_actors": []})
+    }
+
+    fn minted(sa_id: &str) -> Value {
+        json!({"event": "token_minted", "sa_id": sa_id, "token_id": format!("t-{sa_id}"),
+               "expires_at": 99})
+    }
+
+    #[test]
+    fn only_pair_tokens_come_back_unless_all_were_carried() {
+        let pair = format!("{PAIR_ACCOUNT_PREFIX}did:key:z6Mkpeer");
+        let mut replay = Replay::new(false);
+        assert!(replay.change(&created("sa_pair", &pair), 1).is_some());
+        assert!(replay.change(&created("sa_admin", "admin"), 1).is_some());
+        match replay.change(&minted("sa_pair"), 2) {
+            Some(AuthChange::MintToken { expires_at, .. }) => assert_eq!(expires_at, Some(99)),
+            other => panic!("{other:?}"),
+        }
+        assert!(replay.change(&minted("sa_admin"), 2).is_none());
+        let revoked = json!({"event": "token_revoked", "token_id": "t-x"});
+        assert!(replay.change(&revoked, 3).is_some());
+
+        let mut all = Replay::new(true);
+        all.change(&created("sa_admin", "admin"), 1);
+        assert!(all.change(&minted("sa_admin"), 2).is_some());
+        assert!(all.change(&json!({"event": "something_else"}), 2).is_none());
+    }
+}

@@ -7,7 +7,7 @@ use syncropel_protocol::{sha256_hex, unix_now, Act, Refusal};
 use syncropel_store::{AuthChange, RecordStore, ServiceAccount};
 
 use crate::scopes::validate_scopes;
-use crate::seal::{seal, server_record};
+use crate::seal::sealed_own;
 use crate::{Identity, Result};
 
 const AUDIT_THREAD: &str = "th_audit_tokens";
@@ -32,14 +32,7 @@ async fn apply(
 ) -> Result<bool> {
     let mut body = event;
     body.insert("kind".into(), json!(AUDIT_KIND));
-    let envelope = server_record(
-        Act::Know,
-        AUDIT_THREAD,
-        &identity.did,
-        identity.clock.next(),
-        body,
-    );
-    let audit = seal(&envelope, &identity.key, &identity.signer);
+    let audit = sealed_own(identity, Act::Know, AUDIT_THREAD, body);
     Ok(store.apply_auth_change(tenant, change, audit).await?)
 }
 

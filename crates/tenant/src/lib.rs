@@ -24,7 +24,7 @@ pub use namespaces::{
     ancestors, parent, NamespaceEntry, NamespaceState, Namespaces, ENTRY_TOPIC, REGISTRY_THREAD,
 };
 pub use scopes::{parse_grain, validate_scopes, Scope};
-pub use seal::{seal, server_record, stored_form, stored_form_at};
+pub use seal::{seal, sealed_own, server_record, stored_form, stored_form_at};
 pub use token_cache::{TokenCache, LOCAL_TOKEN_CACHE_TTL};
 
 /// What can go wrong with a tenant's accounts, namespaces or records.

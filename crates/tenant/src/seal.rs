@@ -6,6 +6,8 @@ use syncropel_protocol::sync::Redaction;
 use syncropel_protocol::{record_id, unix_now, Act, DataType, Envelope, Keypair};
 use syncropel_store::NewRecord;
 
+use crate::Identity;
+
 /// The record as the API serves it, minus `sequence`, which the store assigns and splices in.
 #[derive(Serialize)]
 struct RecordHead<'a> {
@@ -117,6 +119,18 @@ pub fn stored_form_at(
         hash_levels,
         json,
     }
+}
+
+/// A record the steward writes on its own account (an audit or registry record), signed by
+/// `identity`.
+pub fn sealed_own(
+    identity: &Identity,
+    act: Act,
+    thread: &str,
+    body: Map<String, Value>,
+) -> NewRecord {
+    let envelope = server_record(act, thread, &identity.did, identity.clock.next(), body);
+    seal(&envelope, &identity.key, &identity.signer)
 }
 
 /// A record the steward writes on its own account (actor = its DID).

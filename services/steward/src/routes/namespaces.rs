@@ -14,9 +14,9 @@ use crate::error::{ApiError, ApiResult};
 use crate::routes::JsonBody;
 use crate::state::AppState;
 use crate::tenant::Tenant;
+use syncropel_tenant::sealed_own;
 use syncropel_tenant::Scope;
 use syncropel_tenant::{parent, NamespaceEntry, NamespaceState, ENTRY_TOPIC, REGISTRY_THREAD};
-use syncropel_tenant::{seal, server_record};
 
 fn namespace(entry: NamespaceEntry) -> Namespace {
     use syncropel_api::NamespaceState as Wire;
@@ -55,18 +55,8 @@ async fn write_entry(
     if let Some(d) = description {
         body.insert("description".into(), json!(d));
     }
-    let identity = &tenant.identity;
-    let envelope = server_record(
-        Act::Learn,
-        REGISTRY_THREAD,
-        &identity.did,
-        identity.clock.next(),
-        body,
-    );
-    state
-        .store
-        .append(&tenant.id, seal(&envelope, &identity.key, &identity.signer))
-        .await?;
+    let record = sealed_own(&tenant.identity, Act::Learn, REGISTRY_THREAD, body);
+    state.store.append(&tenant.id, record).await?;
     find(state, &tenant.id, id)
         .await?
         .ok_or_else(|| ApiError::internal("a registry entry just written is missing from the fold"))

@@ -39,14 +39,19 @@ async fn all_ids(node: &Node, thread: &str) -> Vec<String> {
     }
 }
 
-async fn export(hosted: &Hosted, body: &Value) -> reqwest::Response {
+/// `POST {url}/v1/portability/export` with `token`.
+async fn export_from(url: &str, token: &str, body: &Value) -> reqwest::Response {
     reqwest::Client::new()
-        .post(format!("{}/v1/portability/export", hosted.url()))
-        .bearer_auth(&hosted.token)
+        .post(format!("{url}/v1/portability/export"))
+        .bearer_auth(token)
         .json(body)
         .send()
         .await
         .unwrap()
+}
+
+async fn export(hosted: &Hosted, body: &Value) -> reqwest::Response {
+    export_from(&hosted.url(), &hosted.token, body).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -258,16 +263,15 @@ async fn a_local_home_moves_into_a_new_hosted_tenant() {
         c.pull(thread, &a.did()).await;
         assert_eq!(all_ids(&c, thread).await, before);
 
-        let bundle = reqwest::Client::new()
-            .post(format!("{}/v1/portability/export", a.url()))
-            .bearer_auth(&a.token)
-            .json(&json!({"passphrase": PASSPHRASE, "intent": "leave"}))
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
+        let bundle = export_from(
+            a.url(),
+            &a.token,
+            &json!({"passphrase": PASSPHRASE, "intent": "leave"}),
+        )
+        .await
+        .bytes()
+        .await
+        .unwrap();
 
         let replica = syncropel_testkit::hosted::Replica::start(
             &url,
@@ -365,16 +369,15 @@ async fn a_local_home_moves_into_a_new_hosted_tenant() {
         other
             .emit("th_other", "did:sync:user:ola", 1, json!({}))
             .await;
-        let foreign = reqwest::Client::new()
-            .post(format!("{}/v1/portability/export", other.url()))
-            .bearer_auth(&other.token)
-            .json(&json!({"passphrase": PASSPHRASE}))
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
+        let foreign = export_from(
+            other.url(),
+            &other.token,
+            &json!({"passphrase": PASSPHRASE}),
+        )
+        .await
+        .bytes()
+        .await
+        .unwrap();
         let (status, body) = import(foreign.to_vec(), PASSPHRASE, "").await;
         assert_eq!(status, 400, "{body}");
         assert!(

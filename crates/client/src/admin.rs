@@ -6,7 +6,7 @@ use syncropel_api::{
     UpgradeIdentity,
 };
 
-use crate::{encode_segment, Client, ClientError, Reply};
+use crate::{encode_segment, with_json, Client, ClientError, Reply};
 
 impl Client {
     /// `POST /v1/service-accounts`.
@@ -79,6 +79,19 @@ impl Client {
     /// `GET /v1/identity`.
     pub async fn identity(&self) -> Result<Reply<Identity>, ClientError> {
         self.get_reply(self.url("/v1/identity", &[])).await
+    }
+
+    /// `POST /v1/portability/export`: the answer, whose body is the bundle, to be streamed (no
+    /// timeout: a large store takes its time).
+    pub async fn export_bundle(
+        &self,
+        request: &serde_json::Value,
+    ) -> Result<reqwest::Response, ClientError> {
+        let url = self.url("/v1/portability/export", &[]);
+        let (_, response) = self
+            .exchange(with_json(self.open(reqwest::Method::POST, url), request)?)
+            .await?;
+        Ok(response)
     }
 
     /// `POST /v1/portability/fence` at the steward this identity moved away from, with the

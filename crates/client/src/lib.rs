@@ -253,7 +253,7 @@ impl Client {
     }
 
     /// A request with the client's credentials and no timeout of its own.
-    fn open(&self, method: Method, url: Url) -> RequestBuilder {
+    pub(crate) fn open(&self, method: Method, url: Url) -> RequestBuilder {
         let mut request = self.inner.http.request(method, url);
         if let Some(auth) = &self.inner.auth {
             request = request.header(AUTHORIZATION, auth.clone());
@@ -265,7 +265,7 @@ impl Client {
     }
 
     /// Sends a request; a 2xx answer yields its status and body, anything else its error.
-    async fn exchange(
+    pub(crate) async fn exchange(
         &self,
         request: RequestBuilder,
     ) -> Result<(StatusCode, reqwest::Response), ClientError> {
@@ -332,7 +332,7 @@ impl Client {
 }
 
 /// `request` with `body` as its JSON.
-fn with_json(
+pub(crate) fn with_json(
     request: RequestBuilder,
     body: &impl Serialize,
 ) -> Result<RequestBuilder, ClientError> {

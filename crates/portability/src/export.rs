@@ -51,8 +51,26 @@ pub struct ExportSummary {
     pub tokens: String,
     pub counts: Counts,
     pub bundle_sha256: String,
-    /// The `core.portability.event.v1` this export wrote (it is in the bundle too).
-    pub audit_record: String,
+    /// The `core.portability.event.v1` this export wrote (it is in the bundle too); not known
+    /// to a client that had a steward export over HTTP.
+    pub audit_record: Option<String>,
+}
+
+impl ExportSummary {
+    /// The summary of a bundle made elsewhere, from its manifest.
+    pub fn of(manifest: syncropel_bundle::Manifest) -> ExportSummary {
+        ExportSummary {
+            object: "export_summary",
+            source_did: manifest.source_did,
+            records: manifest.record_count,
+            threads: manifest.counts.threads,
+            identity_included: manifest.identity_included,
+            tokens: manifest.tokens,
+            counts: manifest.counts,
+            bundle_sha256: manifest.bundle_sha256,
+            audit_record: None,
+        }
+    }
 }
 
 /// Writes the bundle of `source`, sending its bytes to `out` as they are made (the channel
@@ -142,15 +160,8 @@ pub async fn export(
     let (rest, manifest) = writer.finish(manifest, &identity.key)?;
     send(out, rest).await?;
     Ok(ExportSummary {
-        object: "export_summary",
-        source_did: manifest.source_did,
-        records,
-        threads: manifest.counts.threads,
-        identity_included: manifest.identity_included,
-        tokens: manifest.tokens,
-        counts: manifest.counts,
-        bundle_sha256: manifest.bundle_sha256,
-        audit_record,
+        audit_record: Some(audit_record),
+        ..ExportSummary::of(manifest)
     })
 }
 

@@ -1,16 +1,17 @@
-//! `spl export` and `spl import` (federation-protocol.md §8.3–8.4): a stopped home written as
-//! one signed bundle, its identity sealed under a passphrase unless `--no-identity`, and such a
-//! bundle taken into a stopped home. The bundle file appears whole or not at all; an import
+//! `spl export` and `spl import` (federation-protocol.md §8.3–8.4): a home written as one signed
+//! bundle (read directly when stopped, through the steward's route while it runs), its identity
+//! sealed under a passphrase unless `--no-identity`, and such a bundle taken into a stopped home. The bundle file appears whole or not at all; an import
 //! stopped midway is finished by running it again.
 
-use std::io::BufWriter;
+use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use syncropel_portability::ExportOptions;
+use serde_json::json;
+use syncropel_portability::{ExportOptions, ExportSummary};
 
-use super::serve::refuse_if_running;
+use super::serve::{refuse_if_running, running};
 use super::Ctx;
 use crate::cli::{ExportArgs, FenceArgs, ImportArgs};
 use crate::output::print_json;
@@ -23,7 +24,6 @@ const IMPORT_PASSPHRASE_ENV: &str = "SPL_IMPORT_PASSPHRASE";
 const MIN_PASSPHRASE: usize = 12;
 
 pub async fn export(ctx: &Ctx, args: &ExportArgs) -> Result<ExitCode> {
-    refuse_if_running(&ctx.home)?;
     let passphrase = match args.no_identity {
         true => None,
         false => passphrase(args.passphrase_file.as_deref(), EXPORT_PASSPHRASE_ENV)?,
@@ -45,18 +45,17 @@ pub async fn export(ctx: &Ctx, args: &ExportArgs) -> Result<ExitCode> {
     };
     // Written beside its destination, then renamed: a cut export leaves no half bundle.
     let partial = args.out.with_extension("partial");
-    let file = std::fs::File::create(&partial)
-        .with_context(|| format!("creating {}", partial.display()))?;
-    let exported = syncropel_home::export_offline(&ctx.home, BufWriter::new(file), &options).await;
-    let (out, summary) = match exported {
-        Ok(done) => done,
+    let written = match running(&ctx.home)? {
+        Some(steward) => through_steward(ctx, &steward.url, &options, &partial).await,
+        None => offline(ctx, &options, &partial).await,
+    };
+    let summary = match written {
+        Ok(summary) => summary,
         Err(e) => {
             let _ = std::fs::remove_file(&partial);
-            return Err(e.into());
+            return Err(e);
         }
     };
-    let file = out.into_inner().context("flushing the bundle")?;
-    file.sync_all().context("syncing the bundle")?;
     std::fs::rename(&partial, &args.out)
         .with_context(|| format!("moving the bundle to {}", args.out.display()))?;
     if ctx.json {
@@ -77,6 +76,53 @@ pub async fn export(ctx: &Ctx, args: &ExportArgs) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A stopped home's store, read directly.
+async fn offline(ctx: &Ctx, options: &ExportOptions, partial: &Path) -> Result<ExportSummary> {
+    let file = std::fs::File::create(partial)
+        .with_context(|| format!("creating {}", partial.display()))?;
+    let (out, summary) =
+        syncropel_home::export_offline(&ctx.home, BufWriter::new(file), options).await?;
+    let file = out.into_inner().context("flushing the bundle")?;
+    file.sync_all().context("syncing the bundle")?;
+    Ok(summary)
+}
+
+/// The running steward's `POST /v1/portability/export`, streamed to the file, then checked
+/// whole (what arrived is what the steward signed).
+async fn through_steward(
+    ctx: &Ctx,
+    url: &str,
+    options: &ExportOptions,
+    partial: &Path,
+) -> Result<ExportSummary> {
+    let mut request = json!({"carry_tokens": options.carry_tokens, "intent": options.intent});
+    match &options.passphrase {
+        Some(passphrase) => request["passphrase"] = json!(passphrase),
+        None => request["no_identity"] = json!(true),
+    }
+    let client = syncropel_client::Client::new(url, ctx.token()?)?;
+    let mut response = client.export_bundle(&request).await?;
+    let mut file = std::fs::File::create(partial)
+        .with_context(|| format!("creating {}", partial.display()))?;
+    while let Some(chunk) = response.chunk().await.context("receiving the bundle")? {
+        file.write_all(&chunk).context("writing the bundle")?;
+    }
+    file.sync_all().context("syncing the bundle")?;
+    let path = partial.to_path_buf();
+    let verified = tokio::task::spawn_blocking(move || {
+        let file = std::fs::File::open(&path)?;
+        syncropel_bundle::verify(
+            std::io::BufReader::new(file),
+            &syncropel_bundle::Limits::default(),
+        )
+        .map_err(anyhow::Error::from)
+    })
+    .await
+    .context("checking the bundle")?
+    .context("the bundle the steward sent does not check")?;
+    Ok(ExportSummary::of(verified.manifest))
 }
 
 pub async fn import(ctx: &Ctx, args: &ImportArgs) -> Result<ExitCode> {

@@ -19,7 +19,7 @@ use syncropel_client::Client;
 use syncropel_discovery::MdnsConfig;
 use syncropel_federation::discovery::DiscoveryConfig;
 use syncropel_federation::{FederationConfig, RelayConfig};
-use syncropel_home::Home;
+use syncropel_home::{Home, StewardInfo};
 use syncropel_steward::local::{self, ServeOptions};
 use syncropel_steward::rate_limit::RateLimits;
 use syncropel_steward::state::{Limits, QueryBudget};
@@ -137,21 +137,27 @@ pub fn check_relays(relays: &[String]) -> Result<()> {
 /// Two stewards on one home would fight over `steward.json` and the store, so refuse to start a
 /// second one. A stale file (its process gone) is ignored; the new steward overwrites it.
 pub(super) fn refuse_if_running(home: &Home) -> Result<()> {
-    if let Some(info) = home.read_steward_info()? {
-        // A recorded pid of our own, or of init, is a stale file from an earlier run in this
-        // pid namespace (a container restarted after an unclean stop), not a running steward.
-        if info.pid <= 1 || info.pid == std::process::id() {
-            return Ok(());
-        }
-        if process::is_steward(process::pid(info.pid)?) {
-            bail!(
-                "a steward is already running at {} (pid {}); stop it with `spl stop`",
-                info.url,
-                info.pid
-            );
-        }
+    if let Some(info) = running(home)? {
+        bail!(
+            "a steward is already running at {} (pid {}); stop it with `spl stop`",
+            info.url,
+            info.pid
+        );
     }
     Ok(())
+}
+
+/// The steward running in this home, if one is.
+pub(super) fn running(home: &Home) -> Result<Option<StewardInfo>> {
+    let Some(info) = home.read_steward_info()? else {
+        return Ok(None);
+    };
+    // A recorded pid of our own, or of init, is a stale file from an earlier run in this pid
+    // namespace (a container restarted after an unclean stop), not a running steward.
+    if info.pid <= 1 || info.pid == std::process::id() {
+        return Ok(None);
+    }
+    Ok(process::is_steward(process::pid(info.pid)?).then_some(info))
 }
 
 fn daemonize(ctx: &Ctx) -> Result<ExitCode> {

@@ -7,7 +7,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use serde_json::{json, Value};
-use syncropel_bundle::Limits;
 use syncropel_portability::{
     ExportOptions, ExportSource, ExportSummary, ImportOptions, ImportSummary, Opened,
     PortabilityError,
@@ -95,11 +94,11 @@ pub async fn import_offline(
     home: &Home,
     bundle: &Path,
     passphrase: Option<String>,
-    force_overwrite: bool,
-    dry_run: bool,
+    options: ImportOptions,
 ) -> Result<ImportSummary, HomeError> {
     let path = bundle.to_path_buf();
-    let limits = Limits::default();
+    let limits = options.limits;
+    let dry_run = options.dry_run;
     let opened = tokio::task::spawn_blocking(move || {
         syncropel_portability::open(&path, passphrase.as_deref(), &limits)
     })
@@ -108,11 +107,6 @@ pub async fn import_offline(
     .map_err(moved)?;
     create_private_dir(home.root())?;
     let store: Arc<dyn RecordStore> = Arc::new(SqliteStore::open_file(&home.db_path()).await?);
-    let options = ImportOptions {
-        force_overwrite,
-        dry_run,
-        limits,
-    };
     let imported = syncropel_portability::import(store.clone(), LOCAL_TENANT, &opened, &options)
         .await
         .map_err(moved);

@@ -17,7 +17,7 @@ use syncropel_store::{ListFilter, RecordStore, StoredRecord};
 use syncropel_tenant::{Departure, Identity};
 use tokio::sync::mpsc;
 
-use crate::{audit, departure, PortabilityError, Result, CREDENTIALS};
+use crate::{audit, departure, PortabilityError, Progress, Result, CREDENTIALS};
 
 /// Records read from the store at a time.
 const PAGE: u32 = 1000;
@@ -38,6 +38,7 @@ pub struct ExportOptions {
     pub carry_tokens: bool,
     /// `leave` when the export is the first step of a move (federation-protocol.md §8.5).
     pub intent: Option<String>,
+    pub progress: Option<Arc<Progress>>,
 }
 
 /// What an export wrote.
@@ -116,6 +117,10 @@ pub async fn export(
     )
     .await?;
     let head = store.head_seq(tenant).await?;
+    if let Some(progress) = &options.progress {
+        // Sequences are dense but for records replaced in place: about the number to write.
+        progress.set_total(u64::try_from(head).unwrap_or(0));
+    }
     let epoch = sync_meta(store.as_ref(), tenant).await?.epoch;
 
     let mut writer = BundleWriter::new(Vec::new())?;
@@ -142,7 +147,9 @@ pub async fn export(
     send(out, writer.take_written()).await?;
 
     let mut counts = Counts::default();
-    let records = write_records(store, tenant, head, &mut writer, &mut counts, out).await?;
+    let progress = options.progress.as_deref();
+    let records =
+        write_records(store, tenant, head, &mut writer, &mut counts, out, progress).await?;
     let manifest = Manifest {
         source_did: identity.did.to_string(),
         record_count: records,
@@ -183,6 +190,7 @@ async fn write_records(
     writer: &mut BundleWriter<Vec<u8>>,
     counts: &mut Counts,
     out: &mpsc::Sender<Vec<u8>>,
+    progress: Option<&Progress>,
 ) -> Result<u64> {
     let (pages, mut read) = mpsc::channel(2);
     let tenant_id = tenant.to_string();
@@ -232,6 +240,9 @@ async fn write_records(
             records += 1;
         }
         send(out, writer.take_written()).await?;
+        if let Some(progress) = progress {
+            progress.add(records - progress.done());
+        }
     }
     reader
         .await

@@ -27,7 +27,7 @@ use syncropel_tenant::stored_form_at;
 use tokio::sync::mpsc;
 
 use crate::replay::{Replay, TOKENS_THREAD};
-use crate::{PortabilityError, Result, CREDENTIALS, IMPORTS};
+use crate::{PortabilityError, Progress, Result, CREDENTIALS, IMPORTS};
 
 /// Records checked and stored together.
 const BATCH: usize = 1000;
@@ -82,13 +82,14 @@ pub fn open(path: &Path, passphrase: Option<&str>, limits: &Limits) -> Result<Op
     })
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct ImportOptions {
     /// Import into a store that already holds records of its own.
     pub force_overwrite: bool,
     /// Count what would happen; write nothing.
     pub dry_run: bool,
     pub limits: Limits,
+    pub progress: Option<Arc<Progress>>,
 }
 
 /// What an import did (federation-protocol.md §8.4). `records_inspected` is always
@@ -165,6 +166,9 @@ pub async fn import(
             .await?;
     }
 
+    if let Some(progress) = &options.progress {
+        progress.set_total(opened.manifest.record_count);
+    }
     let (batches, mut read) = mpsc::channel(1);
     let reader = {
         let path = opened.path.clone();
@@ -192,6 +196,9 @@ pub async fn import(
                 .await?;
                 if !options.dry_run {
                     apply_token_events(store.as_ref(), tenant, stored, &mut replay).await?;
+                }
+                if let Some(progress) = &options.progress {
+                    progress.add(summary.records_inspected - progress.done());
                 }
             }
         }

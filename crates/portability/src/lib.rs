@@ -21,6 +21,8 @@ mod replay;
 pub use export::{export, ExportOptions, ExportSource, ExportSummary};
 pub use import::{import, open, ImportOptions, ImportSummary, Opened};
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use syncropel_bundle::BundleError;
 use syncropel_store::StoreError;
 
@@ -32,6 +34,32 @@ pub const CREDENTIALS: &str = "federation/credentials.sealed";
 /// State documents of the import in progress and of those done (keyed by bundle hash): what
 /// lets a rerun of the same bundle go on in a store that is no longer empty.
 pub const IMPORTS: &str = "portability_import";
+
+/// How far an export or import is, for a caller that shows it (a progress bar): records done of
+/// about how many.
+#[derive(Debug, Default)]
+pub struct Progress {
+    done: AtomicU64,
+    total: AtomicU64,
+}
+
+impl Progress {
+    pub fn done(&self) -> u64 {
+        self.done.load(Ordering::Relaxed)
+    }
+
+    pub fn total(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    fn set_total(&self, total: u64) {
+        self.total.store(total, Ordering::Relaxed);
+    }
+
+    fn add(&self, done: u64) {
+        self.done.fetch_add(done, Ordering::Relaxed);
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum PortabilityError {

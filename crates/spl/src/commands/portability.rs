@@ -3,13 +3,15 @@
 //! sealed under a passphrase unless `--no-identity`, and such a bundle taken into a stopped home. The bundle file appears whole or not at all; an import
 //! stopped midway is finished by running it again.
 
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, IsTerminal, Write};
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
-use syncropel_portability::{ExportOptions, ExportSummary};
+use syncropel_portability::{ExportOptions, ExportSummary, ImportOptions, Progress};
 
 use super::serve::{refuse_if_running, running};
 use super::Ctx;
@@ -38,16 +40,18 @@ pub async fn export(ctx: &Ctx, args: &ExportArgs) -> Result<ExitCode> {
              {EXPORT_PASSPHRASE_ENV}), or --no-identity to leave the key (and so the DID) behind"
         );
     }
+    let progress = Arc::new(Progress::default());
     let options = ExportOptions {
         passphrase,
         carry_tokens: args.carry_tokens,
         intent: args.leave.then(|| "leave".to_string()),
+        progress: Some(progress.clone()),
     };
     // Written beside its destination, then renamed: a cut export leaves no half bundle.
     let partial = args.out.with_extension("partial");
     let written = match running(&ctx.home)? {
         Some(steward) => through_steward(ctx, &steward.url, &options, &partial).await,
-        None => offline(ctx, &options, &partial).await,
+        None => with_bar(ctx, "exporting", progress, offline(ctx, &options, &partial)).await,
     };
     let summary = match written {
         Ok(summary) => summary,
@@ -128,14 +132,15 @@ async fn through_steward(
 pub async fn import(ctx: &Ctx, args: &ImportArgs) -> Result<ExitCode> {
     refuse_if_running(&ctx.home)?;
     let passphrase = passphrase(args.passphrase_file.as_deref(), IMPORT_PASSPHRASE_ENV)?;
-    let summary = syncropel_home::import_offline(
-        &ctx.home,
-        &args.bundle,
-        passphrase,
-        args.force_overwrite,
-        args.dry_run,
-    )
-    .await?;
+    let progress = Arc::new(Progress::default());
+    let options = ImportOptions {
+        force_overwrite: args.force_overwrite,
+        dry_run: args.dry_run,
+        progress: Some(progress.clone()),
+        ..ImportOptions::default()
+    };
+    let importing = syncropel_home::import_offline(&ctx.home, &args.bundle, passphrase, options);
+    let summary = with_bar(ctx, "importing", progress, importing).await?;
     if ctx.json {
         print_json(&summary);
     } else {
@@ -166,6 +171,38 @@ pub async fn import(ctx: &Ctx, args: &ImportArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `work` with a bar of its `progress` on stderr, when that is a terminal and the output is
+/// for people.
+async fn with_bar<T>(
+    ctx: &Ctx,
+    what: &'static str,
+    progress: Arc<Progress>,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    if ctx.json || !std::io::stderr().is_terminal() {
+        return work.await;
+    }
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    if let Ok(style) =
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} records, {per_sec}, {eta} left")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(what);
+    let drawn = bar.clone();
+    let ticker = tokio::spawn(async move {
+        loop {
+            drawn.set_length(progress.total().max(progress.done()));
+            drawn.set_position(progress.done());
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    });
+    let done = work.await;
+    ticker.abort();
+    bar.finish_and_clear();
+    done
 }
 
 /// The first line of `file`, else the variable `env`.

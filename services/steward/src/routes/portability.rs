@@ -139,9 +139,9 @@ pub async fn import(
     .await
     .map_err(ApiError::internal)??;
     let options = ImportOptions {
-        force_overwrite: false,
         dry_run,
         limits,
+        ..ImportOptions::default()
     };
     let mut summary =
         syncropel_portability::import(state.store.clone(), &tenant.id, &opened, &options).await?;
@@ -240,6 +240,7 @@ fn export_options(body: &Value) -> ApiResult<ExportOptions> {
         passphrase,
         carry_tokens: body["carry_tokens"].as_bool().unwrap_or(false),
         intent,
+        progress: None,
     })
 }
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use syncropel_home::Home;
+use syncropel_portability::ImportOptions;
 use syncropel_protocol::moved::sign_moved;
 use syncropel_protocol::unix_now;
 use syncropel_testkit::{know, quick_federation, with_test_database_here, Node, Options};
@@ -142,10 +143,14 @@ async fn a_hosted_tenant_moves_home_and_its_peer_keeps_syncing() {
         .await;
         let stopped = fresh.stop().await;
         let home = Home::new(stopped.home.path().to_path_buf());
-        let summary =
-            syncropel_home::import_offline(&home, &bundle, Some(PASSPHRASE.into()), false, false)
-                .await
-                .unwrap();
+        let summary = syncropel_home::import_offline(
+            &home,
+            &bundle,
+            Some(PASSPHRASE.into()),
+            ImportOptions::default(),
+        )
+        .await
+        .unwrap();
         assert!(summary.identity_restored);
         assert_eq!(summary.records_failed, 0, "{summary:?}");
         assert_eq!(summary.pairs, 1);

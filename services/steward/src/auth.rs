@@ -113,7 +113,7 @@ impl Caller {
             Tenancy::Single(_) => tenant.departure(),
         };
         if let syncropel_tenant::Departure::Moved { moved_to, notice } = departure {
-            return Err(crate::routes::portability::moved_error(moved_to, notice));
+            return Err(ApiError::moved(moved_to, notice));
         }
         let Some(grant) = &self.grant else {
             return Ok(());

@@ -57,6 +57,18 @@ impl ApiError {
             .with_extra("retry_after_secs", secs.max(1))
     }
 
+    /// `410 INSTANCE_MOVED` with `moved_to` and the new home's signed notice
+    /// (federation-protocol.md §8.5), which peers check and follow.
+    pub fn moved(moved_to: String, notice: Value) -> ApiError {
+        ApiError::new(
+            ErrorCode::InstanceMoved,
+            format!("this steward has moved to {moved_to}"),
+        )
+        .with_hint("follow `moved_to`: the notice is signed by the steward's DID")
+        .with_extra("moved_to", moved_to)
+        .with_extra("notice", notice)
+    }
+
     pub fn internal(message: impl std::fmt::Display) -> ApiError {
         tracing::error!(error = %message, "internal error");
         ApiError::new(ErrorCode::Internal, "internal error; see the steward's log")

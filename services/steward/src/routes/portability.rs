@@ -318,19 +318,8 @@ pub async fn moved_gate(State(state): State<AppState>, request: Request, next: N
     let (mut parts, body) = request.into_parts();
     if let Ok(CurrentTenant(tenant)) = CurrentTenant::from_request_parts(&mut parts, &state).await {
         if let Departure::Moved { moved_to, notice } = tenant.departure() {
-            return moved_error(moved_to, notice).into_response();
+            return ApiError::moved(moved_to, notice).into_response();
         }
     }
     next.run(Request::from_parts(parts, body)).await
-}
-
-/// `410 INSTANCE_MOVED` with `moved_to` and the new home's signed notice.
-pub fn moved_error(moved_to: String, notice: Value) -> ApiError {
-    ApiError::new(
-        ErrorCode::InstanceMoved,
-        format!("this steward has moved to {moved_to}"),
-    )
-    .with_hint("follow `moved_to`: the notice is signed by the steward's DID")
-    .with_extra("moved_to", moved_to)
-    .with_extra("notice", notice)
 }

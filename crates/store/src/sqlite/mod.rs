@@ -26,7 +26,7 @@ use crate::shared::writer::{submit, Answer, Queued, WriteOp};
 use crate::shared::{EVENT_CAPACITY, QUEUE_DEPTH};
 use crate::{
     Appended, AuthChange, Committed, ListFilter, NewRecord, RecordStore, Result, ServiceAccount,
-    StateChange, StoredRecord, ThreadSummary, TokenGrant,
+    StateChange, StoreError, StoredRecord, ThreadSummary, TokenGrant,
 };
 
 /// The migrations of this backend, applied at open and checked by readiness.
@@ -95,9 +95,8 @@ impl SqliteStore {
         // The writer's page cache holds a whole ingested page's dirty index pages: with
         // SQLite's 2 MiB default, a 1000-record transaction spills pages to the WAL mid-way and
         // writes many of them twice. Memory is taken only as pages are touched.
-        let mut writer =
-            SqliteConnection::connect_with(&options.clone().pragma("cache_size", "-16384")).await?;
-        MIGRATOR.run(&mut writer).await?;
+        let writer = options.clone().pragma("cache_size", "-16384");
+        let writer = open_migrated(&writer).await?;
         let checkpointer = if in_memory {
             None
         } else {
@@ -128,6 +127,43 @@ impl SqliteStore {
 
     async fn submit<T>(&self, (op, answer): (WriteOp, Answer<T>)) -> Result<T> {
         submit(&self.writes, op, answer).await
+    }
+}
+
+/// The writer's connection, the migrations applied. Two processes opening a new home at once
+/// (a `spl` command while `spl serve` makes its store) contend for it: switching the new file to
+/// WAL answers `SQLITE_BUSY` at once, and the second to run a migration fails on what the first
+/// made. Each migration commits whole, so trying again a moment later goes on where the other
+/// left off.
+async fn open_migrated(options: &SqliteConnectOptions) -> Result<SqliteConnection> {
+    const ATTEMPTS: u32 = 10;
+    let mut attempt = 1;
+    loop {
+        let opened = async {
+            let mut conn = SqliteConnection::connect_with(options).await?;
+            MIGRATOR.run(&mut conn).await?;
+            Ok::<_, StoreError>(conn)
+        }
+        .await;
+        match opened {
+            Err(e) if attempt < ATTEMPTS && contended(&e) => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            opened => return opened,
+        }
+    }
+}
+
+/// Whether opening failed because another connection was making the same store.
+fn contended(e: &StoreError) -> bool {
+    use sqlx::migrate::MigrateError;
+    match e {
+        StoreError::Database(sqlx::Error::Database(db)) => {
+            matches!(db.code().as_deref(), Some("5" | "6"))
+        }
+        StoreError::Migrate(MigrateError::Execute(_) | MigrateError::ExecuteMigration(..)) => true,
+        _ => false,
     }
 }
 

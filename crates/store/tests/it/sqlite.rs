@@ -67,3 +67,21 @@ async fn the_wal_stays_bounded_under_sustained_writes_and_is_gone_after_a_clean_
     assert_eq!(reopened.head_seq("t").await.unwrap(), 400);
     reopened.close().await;
 }
+
+/// Two stores opening one new file at the same moment (a `spl` command while `spl serve` makes
+/// its store) both migrate it: the second goes on where the first left off instead of failing on
+/// a table the first made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_stores_opening_a_new_file_at_once_both_open_it() {
+    for _ in 0..10 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hub.db");
+        let (first, second) =
+            tokio::join!(SqliteStore::open_file(&path), SqliteStore::open_file(&path));
+        let (first, second) = (first.unwrap(), second.unwrap());
+        first.check_ready().await.unwrap();
+        second.check_ready().await.unwrap();
+        first.close().await;
+        second.close().await;
+    }
+}

@@ -61,6 +61,19 @@ pub async fn sync_meta(store: &dyn RecordStore, tenant: &str) -> Result<SyncMeta
     parse(&text)
 }
 
+/// A new epoch for cursors under `meta`'s key: a store made anew from another's export keeps
+/// that store's key, so that peers' cursors of it answer `CURSOR_EPOCH_MISMATCH` (start again),
+/// not `INVALID_CURSOR`.
+pub fn next_epoch(meta: &SyncMeta) -> StateChange {
+    let mut epoch = [0u8; 8];
+    rand::thread_rng().fill_bytes(&mut epoch);
+    let next = SyncMeta {
+        epoch: hex::encode(epoch),
+        key: meta.key.clone(),
+    };
+    StateChange::put(SYNC_META, "cursor", to_text(&next))
+}
+
 /// A new epoch and key for this store's cursors, replacing the old (an import begins a new life
 /// of the store: cursors issued before name no position in it).
 pub fn new_epoch() -> StateChange {

@@ -10,14 +10,14 @@ use serde_json::{json, Value};
 use syncropel_bundle::seal::seal_seed;
 use syncropel_bundle::{BundleWriter, Counts, Manifest, Producer};
 use syncropel_federation::handshake::PAIR_ACCOUNT_PREFIX;
-use syncropel_federation::state::{sync_meta, SECRET};
+use syncropel_federation::state::{seal_secret, sync_meta, to_text, SECRET};
 use syncropel_protocol::consent::{CONSENT_KIND, CONSENT_THREAD};
 use syncropel_protocol::{rfc3339_from_unix, unix_now, PAIRS_THREAD, PAIR_GENESIS_KIND};
-use syncropel_store::{ListFilter, RecordStore, StoredRecord};
+use syncropel_store::{ListFilter, RecordStore, StateChange, StoredRecord};
 use syncropel_tenant::{Departure, Identity};
 use tokio::sync::mpsc;
 
-use crate::{audit, departure, PortabilityError, Progress, Result, CREDENTIALS};
+use crate::{audit, departure, PortabilityError, Progress, Result, CREDENTIALS, CURSOR_KEY_HANDLE};
 
 /// Records read from the store at a time.
 const PAGE: u32 = 1000;
@@ -121,7 +121,7 @@ pub async fn export(
         // Sequences are dense but for records replaced in place: about the number to write.
         progress.set_total(u64::try_from(head).unwrap_or(0));
     }
-    let epoch = sync_meta(store.as_ref(), tenant).await?.epoch;
+    let meta = sync_meta(store.as_ref(), tenant).await?;
 
     let mut writer = BundleWriter::new(Vec::new())?;
     let document = serde_json::to_vec_pretty(did_document)
@@ -135,15 +135,18 @@ pub async fn export(
             .map_err(|e| PortabilityError::Refused(format!("sealing the identity: {e}")))??;
         writer.add(syncropel_bundle::PRIVATE_KEY, &sealed)?;
     }
-    let secrets = store.state_list(tenant, SECRET).await?;
-    if !secrets.is_empty() {
-        let mut lines = String::new();
-        for (handle, sealed) in secrets {
-            lines.push_str(&json!({"handle": handle, "sealed": sealed}).to_string());
-            lines.push('\n');
-        }
-        writer.add(CREDENTIALS, lines.as_bytes())?;
+    let mut secrets = store.state_list(tenant, SECRET).await?;
+    if let StateChange::Put { key, value, .. } =
+        seal_secret(&identity.key, CURSOR_KEY_HANDLE, &to_text(&meta))
+    {
+        secrets.push((key, value));
     }
+    let mut lines = String::new();
+    for (handle, sealed) in secrets {
+        lines.push_str(&json!({"handle": handle, "sealed": sealed}).to_string());
+        lines.push('\n');
+    }
+    writer.add(CREDENTIALS, lines.as_bytes())?;
     send(out, writer.take_written()).await?;
 
     let mut counts = Counts::default();
@@ -154,7 +157,7 @@ pub async fn export(
         source_did: identity.did.to_string(),
         record_count: records,
         created_at: rfc3339_from_unix(unix_now()),
-        store_epoch: epoch,
+        store_epoch: meta.epoch.clone(),
         producer: Producer {
             implementation: "syncropel-steward-rs".into(),
             version: env!("CARGO_PKG_VERSION").into(),

@@ -14,7 +14,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use syncropel_bundle::seal::open_seed;
 use syncropel_bundle::{entries, verify, Limits, Manifest};
-use syncropel_federation::state::{new_epoch, SECRET};
+use syncropel_federation::state::{new_epoch, next_epoch, open_secret, parse, SyncMeta, SECRET};
 use syncropel_protocol::did_doc::parse_document;
 use syncropel_protocol::sync::{
     has_document, sync_item, verify_items, DocumentKeys, PeerItem, ResolvedKeys,
@@ -27,7 +27,7 @@ use syncropel_tenant::stored_form_at;
 use tokio::sync::mpsc;
 
 use crate::replay::{Replay, TOKENS_THREAD};
-use crate::{PortabilityError, Progress, Result, CREDENTIALS, IMPORTS};
+use crate::{PortabilityError, Progress, Result, CREDENTIALS, CURSOR_KEY_HANDLE, IMPORTS};
 
 /// Records checked and stored together.
 const BATCH: usize = 1000;
@@ -180,7 +180,8 @@ pub async fn import(
     while let Some(batch) = read.recv().await {
         match batch {
             Read::Credentials(secrets) => {
-                summary.credentials = secrets.len() as u64;
+                let bearer = |change: &&StateChange| !matches!(change, StateChange::Put { key, .. } if key == CURSOR_KEY_HANDLE);
+                summary.credentials = secrets.iter().filter(bearer).count() as u64;
                 if !options.dry_run {
                     store.write(tenant, Vec::new(), secrets).await?;
                 }
@@ -207,6 +208,7 @@ pub async fn import(
         .await
         .map_err(|e| PortabilityError::Refused(format!("reading the bundle: {e}")))??;
     if !options.dry_run {
+        let epoch = carried_epoch(store.as_ref(), tenant, opened).await?;
         let done = json!({
             "state": "done",
             "source_did": opened.did(),
@@ -217,11 +219,34 @@ pub async fn import(
             .write(
                 tenant,
                 Vec::new(),
-                vec![new_epoch(), StateChange::put(IMPORTS, &bundle, done)],
+                vec![
+                    epoch,
+                    StateChange::delete(SECRET, CURSOR_KEY_HANDLE),
+                    StateChange::put(IMPORTS, &bundle, done),
+                ],
             )
             .await?;
     }
     Ok(summary)
+}
+
+/// The store's next cursor epoch: under the source's cursor key when the bundle carries it and
+/// the identity that sealed it came along, else under a new key.
+async fn carried_epoch(
+    store: &dyn RecordStore,
+    tenant: &str,
+    opened: &Opened,
+) -> Result<StateChange> {
+    let Some(key) = &opened.key else {
+        return Ok(new_epoch());
+    };
+    let carried = open_secret(store, tenant, key, CURSOR_KEY_HANDLE).await?;
+    Ok(
+        match carried.and_then(|text| parse::<SyncMeta>(&text).ok()) {
+            Some(meta) => next_epoch(&meta),
+            None => new_epoch(),
+        },
+    )
 }
 
 /// Records of the store's own, not counting a fresh steward's seed records (counted up to a

@@ -31,6 +31,10 @@ use syncropel_store::StoreError;
 /// line `{"handle", "sealed"}` each.
 pub const CREDENTIALS: &str = "federation/credentials.sealed";
 
+/// The credential that carries the store's cursor key (its `sync_meta`), sealed like the
+/// bearers: the new home keeps the key and takes a new epoch.
+pub(crate) const CURSOR_KEY_HANDLE: &str = "portability:sync_meta";
+
 /// State documents of the import in progress and of those done (keyed by bundle hash): what
 /// lets a rerun of the same bundle go on in a store that is no longer empty.
 pub const IMPORTS: &str = "portability_import";

@@ -165,6 +165,23 @@ async fn a_hosted_tenant_moves_home_and_its_peer_keeps_syncing() {
         })
         .await;
         assert_eq!(a2.did(), hosted.did(), "the DID moved");
+        // C's cursors of the old store name no place in the new one: it starts over, once.
+        let bearer = c
+            .outbound_token(ours["pair_id"].as_str().unwrap())
+            .await
+            .unwrap();
+        let held = c.pair(&hosted.did()).await["cursors"][THREADS[1]]["cursor"].clone();
+        let path = format!(
+            "/v1/sync/changes?thread={}&since={}",
+            THREADS[1],
+            held.as_str().unwrap()
+        );
+        let (status, body) = a2.get_as(&bearer, &c.did(), &path).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (409, Some("CURSOR_EPOCH_MISMATCH")),
+            "{body}"
+        );
         for (thread, ids) in THREADS.iter().zip(&before) {
             assert_eq!(
                 &all_ids(&a2, thread).await,

@@ -50,6 +50,9 @@ pub struct ManifestFederation {
     /// signed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub offline_capable: Option<bool>,
+    /// Where the steward lives now, once its new home fenced it (federation-protocol.md §8.5).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub moved_to: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -68,6 +68,21 @@ pub fn sign_with_relays(
     if !relays.is_empty() {
         manifest["federation"]["offline_capable"] = json!(offline_capable);
     }
+    seal(manifest, key)
+}
+
+/// `manifest` naming the new home of its steward (`federation.moved_to`, federation-protocol.md
+/// §8.5), signed again by `key`.
+pub fn moved(mut manifest: Value, moved_to: &str, key: &Keypair) -> Value {
+    manifest["federation"]["moved_to"] = json!(moved_to);
+    if let Some(signature) = manifest["signature"].as_object_mut() {
+        signature.remove("signature");
+    }
+    seal(manifest, key)
+}
+
+/// Signs the covered form (everything but `signature.signature`) and adds the signature.
+fn seal(mut manifest: Value, key: &Keypair) -> Value {
     let covered = canonical_string(&manifest);
     let signature = base64::engine::general_purpose::STANDARD.encode(key.sign(covered.as_bytes()));
     manifest["signature"]["signature"] = json!(signature);
@@ -162,6 +177,10 @@ mod tests {
             &manifest,
             SystemTime::now() + MANIFEST_TTL + Duration::from_secs(60)
         ));
+
+        let forwarding = moved(manifest.clone(), "https://new.example", &key);
+        verify(&forwarding, &[]).unwrap();
+        assert_eq!(forwarding["federation"]["moved_to"], "https://new.example");
 
         let mut later = manifest.clone();
         later["signature"]["expires_at"] = json!("2099-01-01T00:00:00Z");

@@ -12,6 +12,7 @@ use crate::state::AppState;
 use crate::state::Tenancy;
 use crate::tenant::CurrentTenant;
 use syncropel_federation::manifest;
+use syncropel_tenant::Departure;
 
 pub async fn well_known(
     State(state): State<AppState>,
@@ -36,6 +37,13 @@ pub async fn well_known(
                 state.federation.config.relay.offline_capable,
             )
         }
+    };
+    // A fenced steward points to its new home, under its own signature.
+    let manifest = match tenant.departure() {
+        Departure::Moved { moved_to, .. } => {
+            manifest::moved(manifest, &moved_to, &tenant.identity.key)
+        }
+        _ => manifest,
     };
     // The manifest is built (and, hosted, stored) as JSON; it must read as the contract's type.
     let federation_manifest = serde_json::from_value(manifest)

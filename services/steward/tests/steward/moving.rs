@@ -231,6 +231,13 @@ async fn a_hosted_tenant_moves_home_and_its_peer_keeps_syncing() {
         assert_eq!(status, 410, "{body}");
         assert_eq!(body["code"], "INSTANCE_MOVED");
         assert_eq!(body["moved_to"], a2.url());
+        let (status, known) = replica
+            .tenant_get(&hosted.label, &hosted.token, "/.well-known/syncropel")
+            .await;
+        assert_eq!(status, 200, "{known}");
+        let forwarding = &known["federation_manifest"];
+        assert_eq!(forwarding["federation"]["moved_to"], a2.url(), "{known}");
+        syncropel_federation::manifest::verify(forwarding, &[]).unwrap();
 
         // The new home writes on; C follows and receives it all, each record once.
         let mut sent = Vec::new();

@@ -138,6 +138,7 @@ pub async fn import_offline(
                     "records_deduplicated": summary.records_deduplicated,
                     "identity_restored": summary.identity_restored,
                 }),
+                Vec::new(),
             )
             .await
             .map_err(moved)?;

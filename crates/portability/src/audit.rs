@@ -3,22 +3,23 @@
 
 use serde_json::{json, Map, Value};
 use syncropel_protocol::Act;
-use syncropel_store::RecordStore;
+use syncropel_store::{RecordStore, StateChange, StoreError};
 use syncropel_tenant::{sealed_own, Identity};
 
-use crate::Result;
+use crate::{PortabilityError, Result};
 
 pub const THREAD: &str = "th_audit_portability";
 pub const KIND: &str = "core.portability.event.v1";
 
-/// Writes one `core.portability.event.v1` (`event` is `export`, `import`, `leaving`, `fenced`)
-/// with `fields`; its record id.
+/// Writes one `core.portability.event.v1` (`event` is `export`, `import`, `fenced`) with
+/// `fields`, and `state` in the same transaction (the departure it records, say); its record id.
 pub async fn record(
     store: &dyn RecordStore,
     tenant: &str,
     identity: &Identity,
     event: &str,
     fields: Value,
+    state: Vec<StateChange>,
 ) -> Result<String> {
     let mut body = Map::new();
     body.insert("kind".into(), json!(KIND));
@@ -27,6 +28,9 @@ pub async fn record(
         body.extend(fields);
     }
     let record = sealed_own(identity, Act::Know, THREAD, body);
-    let appended = store.append(tenant, record).await?;
+    let written = store.write(tenant, vec![record], state).await?;
+    let appended = written.into_iter().next().ok_or_else(|| {
+        PortabilityError::Store(StoreError::Corrupt("a write answered no record".into()))
+    })??;
     Ok(appended.record().id.clone())
 }

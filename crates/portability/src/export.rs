@@ -94,16 +94,6 @@ pub async fn export(
     } else {
         "federation-only"
     };
-    if options.intent.as_deref() == Some("leave") {
-        // Writes are refused from here on; reads and peer pulls go on until the fence.
-        store
-            .write(
-                tenant,
-                Vec::new(),
-                vec![departure::save(&Departure::Leaving)],
-            )
-            .await?;
-    }
     let audit_record = audit::record(
         store.as_ref(),
         tenant,
@@ -114,6 +104,11 @@ pub async fn export(
             "tokens": tokens,
             "intent": options.intent,
         }),
+        // Leaving, writes are refused from here on; reads and peer pulls go on until the fence.
+        match options.intent.as_deref() {
+            Some("leave") => vec![departure::save(&Departure::Leaving)],
+            _ => Vec::new(),
+        },
     )
     .await?;
     let head = store.head_seq(tenant).await?;
@@ -201,12 +196,9 @@ async fn write_records(
         let mut after = 0;
         while after < head {
             let filter = ListFilter {
-                thread: None,
-                actor: None,
-                since_clock: None,
                 after_seq: after,
                 limit: PAGE,
-                max_bytes: None,
+                ..ListFilter::default()
             };
             let page = store.list(&tenant_id, &filter).await;
             let last = page.as_ref().ok().and_then(|p| p.last().map(|r| r.seq));

@@ -257,12 +257,9 @@ async fn own_records(store: &dyn RecordStore, tenant: &str) -> Result<u64> {
     let mut after = 0;
     loop {
         let filter = ListFilter {
-            thread: None,
-            actor: None,
-            since_clock: None,
             after_seq: after,
             limit: 1000,
-            max_bytes: None,
+            ..ListFilter::default()
         };
         let page = store.list(tenant, &filter).await?;
         let Some(last) = page.last() else {

@@ -61,12 +61,9 @@ fn stored(home: &Path) -> Vec<(String, String)> {
         let mut after = 0;
         loop {
             let filter = ListFilter {
-                thread: None,
-                actor: None,
-                since_clock: None,
                 after_seq: after,
                 limit: 1000,
-                max_bytes: None,
+                ..ListFilter::default()
             };
             let page = store.list("local", &filter).await.unwrap();
             let Some(last) = page.last() else { break };

@@ -185,6 +185,7 @@ pub async fn import(
         &now.identity,
         "import",
         fields,
+        Vec::new(),
     )
     .await?;
     Ok(Json(summary).into_response())
@@ -285,17 +286,15 @@ pub async fn fence(
         moved_to: checked.moved_to.clone(),
         notice: notice.clone(),
     };
-    state
-        .store
-        .write(&tenant.id, Vec::new(), vec![departure::save(&moved)])
-        .await?;
     let fields = json!({"moved_to": checked.moved_to});
+    let stored = vec![departure::save(&moved)];
     audit::record(
         state.store.as_ref(),
         &tenant.id,
         &tenant.identity,
         "fenced",
         fields,
+        stored,
     )
     .await?;
     tenant.set_departure(moved);

@@ -132,7 +132,11 @@ pub async fn import(
         .map_err(|_| ApiError::validation(format!("`{PASSPHRASE_HEADER}` must be text")))?;
     let file = received(body, state.limits.max_import_bytes).await?;
     let path = file.path().to_path_buf();
-    let limits = syncropel_bundle::Limits::default();
+    // Unpacked, a bundle may not hold more than the tenant may store: a zstd bomb stops there.
+    let limits = syncropel_bundle::Limits {
+        max_total: state.federation.config.store_ceiling,
+        ..syncropel_bundle::Limits::default()
+    };
     let opened = tokio::task::spawn_blocking(move || {
         syncropel_portability::open(&path, passphrase.as_deref(), &limits)
     })

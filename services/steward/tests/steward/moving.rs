@@ -40,6 +40,41 @@ async fn all_ids(node: &Node, thread: &str) -> Vec<String> {
     }
 }
 
+/// The store ceiling of the tenant the way back imports into.
+const CEILING: u64 = 4 << 20;
+
+/// A signed bundle whose one record file unpacks to more than [`CEILING`], compressed to a few
+/// KiB.
+fn bomb() -> Vec<u8> {
+    let key = syncropel_protocol::Keypair::generate();
+    let did = key.did_key();
+    let mut writer = syncropel_bundle::BundleWriter::new(Vec::new()).unwrap();
+    let document = syncropel_protocol::did_doc::did_web_document(
+        &did,
+        &[("key-1".into(), did.trim_start_matches("did:key:").into())],
+        &["key-1".into()],
+        None,
+        &[],
+    );
+    writer
+        .add(
+            syncropel_bundle::DID_DOCUMENT,
+            document.to_string().as_bytes(),
+        )
+        .unwrap();
+    let path = format!("records/th_bomb/{}.json", "0".repeat(64));
+    writer
+        .add(&path, &vec![b' '; 2 * CEILING as usize])
+        .unwrap();
+    let manifest = syncropel_bundle::Manifest {
+        source_did: did,
+        ..Default::default()
+    };
+    let (bytes, _) = writer.finish(manifest, &key).unwrap();
+    assert!(bytes.len() < 64 << 10, "{} bytes", bytes.len());
+    bytes
+}
+
 /// `POST {url}/v1/portability/export` with `token`.
 async fn export_from(url: &str, token: &str, body: &Value) -> reqwest::Response {
     reqwest::Client::new()
@@ -307,7 +342,10 @@ async fn a_local_home_moves_into_a_new_hosted_tenant() {
             syncropel_testkit::hosted::Config {
                 path_prefix: Some("/t".into()),
                 reachable_urls: true,
-                federation: quick_federation(),
+                federation: syncropel_federation::FederationConfig {
+                    store_ceiling: CEILING,
+                    ..quick_federation()
+                },
                 limits: syncropel_steward::state::Limits {
                     max_import_bytes: bundle.len() as u64 + 1024,
                     ..Default::default()
@@ -338,6 +376,13 @@ async fn a_local_home_moves_into_a_new_hosted_tenant() {
             }
         };
         let (status, body) = import(vec![0; bundle.len() + 4096], PASSPHRASE, "").await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (413, Some("PAYLOAD_TOO_LARGE")),
+            "{body}"
+        );
+        // A bundle that unpacks past what the tenant may store (a few bytes of zstd) stops there.
+        let (status, body) = import(bomb(), PASSPHRASE, "").await;
         assert_eq!(
             (status, body["code"].as_str()),
             (413, Some("PAYLOAD_TOO_LARGE")),

@@ -22,6 +22,10 @@ pub struct Manifest {
     /// `federation-only` (pair tokens, which peers hold) or `all` (`--carry-tokens`).
     pub tokens: String,
     pub counts: Counts,
+    /// A snapshot (`spl thread snapshot`): the records of these threads only, and neither the
+    /// identity nor credentials. Absent: the whole store.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threads: Option<Vec<String>>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

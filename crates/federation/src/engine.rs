@@ -302,11 +302,18 @@ impl Federation {
         Ok(())
     }
 
-    /// Starts the pull job of every cursor row of a tenant whose source still exists, and of
-    /// every one-thread sync pair (at start).
+    /// Starts the pull job of every cursor row of a tenant whose source still exists, of every
+    /// thread a pair checkpointed (the cursor rows are a cache: after a restore the pairs'
+    /// `cursor_checkpoint` records say where to go on), and of every one-thread sync pair (at
+    /// start). A pair whose bearer is gone degrades here, before its jobs run.
     pub async fn resume_jobs(self: &Arc<Self>, tenant: Arc<Tenant>) -> Result<()> {
         let sync_pairs = sync_pairs::registry(self, &tenant.id).await?;
-        let pairs = pairs::load(self, &tenant).await?;
+        let mut pairs = pairs::load(self, &tenant).await?;
+        for pair in pairs.values() {
+            pairs::degrade_without_credential(self, &tenant, pair).await?;
+        }
+        pairs = pairs::load(self, &tenant).await?;
+        self.seed_cursors(&tenant, &pairs).await?;
         let mut jobs = jobs::cursor_rows(self, &tenant.id).await?;
         // Removed sync pairs and revoked pairs keep their cursor rows (history) but pull no more.
         jobs.retain(|(source, _)| {
@@ -327,6 +334,33 @@ impl Federation {
         jobs.push((outbox::JOB.to_string(), outbox::JOB_THREAD.to_string()));
         for (source, thread) in jobs {
             self.start_job(tenant.clone(), &source, &thread).await?;
+        }
+        Ok(())
+    }
+
+    /// A cursor row for every thread a live pair checkpointed and has no row for.
+    async fn seed_cursors(
+        &self,
+        tenant: &Tenant,
+        pairs: &std::collections::BTreeMap<String, PairView>,
+    ) -> Result<()> {
+        let mut seeds = Vec::new();
+        for pair in pairs.values().filter(|p| p.state != PairState::Revoked) {
+            for (thread, checkpoint) in &pair.cursors {
+                let row =
+                    state::pull_cursor(self.store.as_ref(), &tenant.id, &pair.pair_id, thread)
+                        .await?;
+                if row.is_none() {
+                    let cursor = state::PullCursor {
+                        cursor: checkpoint.cursor.clone(),
+                        ..state::PullCursor::default()
+                    };
+                    seeds.push(state::put_cursor(&pair.pair_id, thread, &cursor));
+                }
+            }
+        }
+        if !seeds.is_empty() {
+            self.store.write(&tenant.id, Vec::new(), seeds).await?;
         }
         Ok(())
     }

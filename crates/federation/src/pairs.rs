@@ -142,52 +142,11 @@ pub async fn after_pull(
     match result {
         Err(_) => {
             if let Some(cause) = cause.filter(|_| pair.state == PairState::Active) {
-                let mut fields = Map::new();
-                fields.insert("cause".into(), json!(cause));
-                let body = update_body(
-                    &pair.pair_id,
-                    pair.generation,
-                    UpdateOp::Degrade,
-                    Some(cause),
-                    fields,
-                    now,
-                );
-                transition(
-                    fed,
-                    tenant,
-                    &pair,
-                    body,
-                    Some(PairState::Degraded),
-                    Some(cause),
-                    Vec::new(),
-                )
-                .await?;
+                degrade(fed, tenant, &pair, cause).await?;
             }
         }
         Ok(outcome) => {
-            let mut pair = pair;
-            if pair.state == PairState::Degraded {
-                let mut fields = Map::new();
-                fields.insert("after".into(), json!(pair.degraded_cause));
-                let body = update_body(
-                    &pair.pair_id,
-                    pair.generation,
-                    UpdateOp::Recover,
-                    None,
-                    fields,
-                    now,
-                );
-                pair = transition(
-                    fed,
-                    tenant,
-                    &pair,
-                    body,
-                    Some(PairState::Active),
-                    Some("recovered"),
-                    Vec::new(),
-                )
-                .await?;
-            }
+            let pair = recover(fed, tenant, pair).await?;
             let moved = pair.cursors.get(thread).map(|c| c.cursor.as_str())
                 != Some(outcome.cursor.as_str());
             let due = last_checkpoint.is_none_or(|at| at.elapsed() >= CHECKPOINT_EVERY);
@@ -210,6 +169,83 @@ pub async fn after_pull(
     }
     Ok(())
 }
+
+/// A degraded pair's `recover`, after the first success since (a pull, a renewal); the pair as
+/// it now stands.
+pub async fn recover(fed: &Federation, tenant: &Tenant, pair: PairView) -> Result<PairView> {
+    if pair.state != PairState::Degraded {
+        return Ok(pair);
+    }
+    let mut fields = Map::new();
+    fields.insert("after".into(), json!(pair.degraded_cause));
+    let body = update_body(
+        &pair.pair_id,
+        pair.generation,
+        UpdateOp::Recover,
+        None,
+        fields,
+        unix_now(),
+    );
+    transition(
+        fed,
+        tenant,
+        &pair,
+        body,
+        Some(PairState::Active),
+        Some("recovered"),
+        Vec::new(),
+    )
+    .await
+}
+
+/// Writes an active pair's `degrade` with its `cause`.
+async fn degrade(
+    fed: &Federation,
+    tenant: &Tenant,
+    pair: &PairView,
+    cause: &str,
+) -> Result<PairView> {
+    let mut fields = Map::new();
+    fields.insert("cause".into(), json!(cause));
+    let body = update_body(
+        &pair.pair_id,
+        pair.generation,
+        UpdateOp::Degrade,
+        Some(cause),
+        fields,
+        unix_now(),
+    );
+    transition(
+        fed,
+        tenant,
+        pair,
+        body,
+        Some(PairState::Degraded),
+        Some(cause),
+        Vec::new(),
+    )
+    .await
+}
+
+/// An active pair whose bearer at the peer is gone (a restore brought its records back but not
+/// its secret, federation-protocol.md §3.6) degrades with `credential_missing`, until `spl
+/// federation refresh` gets a new one by the identity's signature. Whether it did now.
+pub async fn degrade_without_credential(
+    fed: &Federation,
+    tenant: &Tenant,
+    pair: &PairView,
+) -> Result<bool> {
+    if pair.state != PairState::Active
+        || outbound_token(fed, tenant, &pair.pair_id).await?.is_some()
+    {
+        return Ok(false);
+    }
+    degrade(fed, tenant, pair, CREDENTIAL_MISSING).await?;
+    Ok(true)
+}
+
+/// The `degrade` cause of a pair whose bearer is gone.
+pub const CREDENTIAL_MISSING: &str = "credential_missing";
 
 /// A peer that answered `410 INSTANCE_MOVED` (federation-protocol.md §8.5). Its notice must be
 /// signed by a key of the pair's peer DID and name a URL that serves a manifest of that DID;
@@ -364,14 +400,16 @@ pub(crate) async fn source(
 ) -> std::result::Result<Source, PullError> {
     let pair = find(fed, tenant, &pair_id).await?;
     require_serving(&pair).map_err(PullError::Parked)?;
-    let token = outbound_token(fed, tenant, &pair_id)
-        .await?
-        .ok_or_else(|| {
-            PullError::Parked(Refusal::new(
+    let Some(token) = outbound_token(fed, tenant, &pair_id).await? else {
+        degrade_without_credential(fed, tenant, &pair).await?;
+        return Err(PullError::Parked(
+            Refusal::new(
                 ErrorCode::AuthInvalid,
                 format!("pair {pair_id} has no outbound credential"),
-            ))
-        })?;
+            )
+            .with_hint("get a new one from the peer: `spl federation refresh <peer>`"),
+        ));
+    };
     Ok(Source {
         id: pair_id,
         peer_did: pair.peer_did.clone(),

@@ -93,14 +93,10 @@ pub async fn renew(fed: &Federation, tenant: &Tenant, pair: &PairView) -> Result
     let inbound = pair.tokens.inbound.clone().ok_or_else(|| {
         FederationError::corrupt(format!("pair {} has no inbound token", pair.pair_id))
     })?;
-    let old_outbound = pairs::outbound_token(fed, tenant, &pair.pair_id)
-        .await?
-        .ok_or_else(|| {
-            Refusal::new(
-                ErrorCode::AuthInvalid,
-                format!("pair {} has no outbound credential to renew", pair.pair_id),
-            )
-        })?;
+    // Gone after a restore (`credential_missing`): the identity's signature alone then
+    // authenticates the renewal (federation-protocol.md §3.6, §4.6).
+    let old_outbound = pairs::outbound_token(fed, tenant, &pair.pair_id).await?;
+    crate::handshake::ensure_pair_account(fed, tenant, &inbound.sa_id, &pair.peer_did).await?;
     let url = pair.peer_url.clone().unwrap_or_default();
     // The peer's new token for us, and the nonce of this renewal: kept before the call, so a
     // retry after a lost answer (or a crash) repeats the same renewal, which the peer answers
@@ -124,7 +120,7 @@ pub async fn renew(fed: &Federation, tenant: &Tenant, pair: &PairView) -> Result
         .post_json(
             &format!("{}/v1/federation/pair/refresh", url.trim_end_matches('/')),
             &request,
-            Some(&old_outbound),
+            old_outbound.as_deref(),
             Some(&identity.did),
         )
         .await
@@ -155,7 +151,7 @@ pub async fn renew(fed: &Federation, tenant: &Tenant, pair: &PairView) -> Result
     .await?;
     accounts::revoke(store, &tenant.id, identity, &inbound.token_id).await?;
     fed.tokens.evict(&tenant.id, &inbound.token_id);
-    record_renewal(
+    let renewed = record_renewal(
         fed,
         tenant,
         pair,
@@ -166,7 +162,8 @@ pub async fn renew(fed: &Federation, tenant: &Tenant, pair: &PairView) -> Result
         (&new_outbound, new_outbound_expires),
         attempt.done(),
     )
-    .await
+    .await?;
+    pairs::recover(fed, tenant, renewed).await
 }
 
 /// One renewal in progress on the renewer's side.
@@ -299,12 +296,13 @@ pub struct Refreshed {
     pub token_expires_at: Option<String>,
 }
 
-/// `POST /v1/federation/pair/refresh`: the peer renews. Authenticated by the bearer being
-/// renewed (its SHA-256 is `presented`) and the peer's identity signature over `request`.
+/// `POST /v1/federation/pair/refresh`: the peer renews, authenticated by its identity signature
+/// over `request` (fresh, its nonce never used before). The bearer being renewed is not needed:
+/// it proves nothing the signature does not, and a peer that restored its pair records without
+/// their secrets no longer has it.
 pub async fn refresh(
     fed: &Federation,
     tenant: &Tenant,
-    presented: Option<&str>,
     request: &Map<String, Value>,
 ) -> Result<Refreshed> {
     let signer = verify_object(request).map_err(|e| {
@@ -351,21 +349,18 @@ pub async fn refresh(
             Refusal::new(ErrorCode::NonceReused, "this refresh nonce has been used").into(),
         );
     }
-    // A first attempt presents the bearer being renewed: the pair's current inbound token.
+    if pair.state == PairState::Revoked {
+        return Err(Refusal::new(
+            ErrorCode::AuthInvalid,
+            format!("pair {} is revoked: pair again", pair.pair_id),
+        )
+        .into());
+    }
     let inbound =
         pair.tokens.inbound.clone().ok_or_else(|| {
             Refusal::new(ErrorCode::AuthInvalid, "this pair has no token to renew")
         })?;
-    let current = fed.store.token(&tenant.id, &inbound.token_id).await?;
-    let grant = current
-        .filter(|g| g.revoked_at.is_none() && g.expires_at.is_none_or(|at| at > now))
-        .filter(|_| presented == Some(inbound.token_id.as_str()))
-        .ok_or_else(|| {
-            Refusal::new(
-                ErrorCode::AuthInvalid,
-                "present the pair's current token to renew it",
-            )
-        })?;
+    crate::handshake::ensure_pair_account(fed, tenant, &inbound.sa_id, &pair.peer_did).await?;
     let their_token = field("issued_token")
         .ok_or_else(|| Refusal::validation("'issued_token' is required"))?
         .to_string();
@@ -379,12 +374,12 @@ pub async fn refresh(
         &tenant.id,
         identity,
         &fed.env,
-        &grant.sa_id,
+        &inbound.sa_id,
         Some(TOKEN_TTL_SECS),
     )
     .await?;
-    accounts::revoke(store, &tenant.id, identity, &grant.token_id).await?;
-    fed.tokens.evict(&tenant.id, &grant.token_id);
+    accounts::revoke(store, &tenant.id, identity, &inbound.token_id).await?;
+    fed.tokens.evict(&tenant.id, &inbound.token_id);
     let expires = minted.expires_at.unwrap_or(now + TOKEN_TTL_SECS);
     let replay = vec![
         StateChange::put(

@@ -36,7 +36,7 @@ use syncropel_protocol::Keypair;
 mod portability;
 mod publish;
 
-pub use portability::{export_offline, import_offline};
+pub use portability::{export_offline, import_offline, restore_offline};
 pub use publish::{
     publish_relays, refuse_if_paired, rotate, upgrade_to_sync, upgrade_to_web, SyncRegistration,
 };

@@ -130,7 +130,7 @@ pub async fn import_offline(
                 store.as_ref(),
                 LOCAL_TENANT,
                 &identity,
-                "import",
+                (syncropel_portability::audit::THREAD, "import"),
                 json!({
                     "source_did": summary.source_did,
                     "bundle_sha256": summary.bundle_sha256,
@@ -148,6 +148,37 @@ pub async fn import_offline(
     };
     store.close().await;
     finished
+}
+
+/// Takes a snapshot made by `spl thread snapshot` back into this stopped home (checked against
+/// the home's own DID document; its identity stays as it is).
+pub async fn restore_offline(
+    home: &Home,
+    snapshot: &Path,
+    options: ImportOptions,
+) -> Result<ImportSummary, HomeError> {
+    let identity = home.identity()?;
+    let document = home.did_document()?;
+    let path = snapshot.to_path_buf();
+    let limits = options.limits;
+    let opened =
+        tokio::task::spawn_blocking(move || syncropel_portability::open(&path, None, &limits))
+            .await
+            .map_err(|e| HomeError::Refused(format!("checking the snapshot: {e}")))?
+            .map_err(moved)?;
+    let store: Arc<dyn RecordStore> = Arc::new(SqliteStore::open_file(&home.db_path()).await?);
+    let restored = syncropel_portability::restore(
+        store.clone(),
+        LOCAL_TENANT,
+        &identity,
+        &document,
+        &opened,
+        &options,
+    )
+    .await
+    .map_err(moved);
+    store.close().await;
+    restored
 }
 
 impl Home {

@@ -9,15 +9,18 @@ use syncropel_tenant::{sealed_own, Identity};
 use crate::{PortabilityError, Result};
 
 pub const THREAD: &str = "th_audit_portability";
+/// Where snapshots and restores of threads are recorded (`spl thread snapshot|restore`).
+pub const SNAPSHOT_THREAD: &str = "th_audit_snapshots";
 pub const KIND: &str = "core.portability.event.v1";
 
-/// Writes one `core.portability.event.v1` (`event` is `export`, `import`, `fenced`) with
-/// `fields`, and `state` in the same transaction (the departure it records, say); its record id.
+/// Writes one `core.portability.event.v1` on `thread` (`event` is `export`, `import`, `fenced`
+/// on [`THREAD`], `snapshot`, `restore` on [`SNAPSHOT_THREAD`]) with `fields`, and `state` in
+/// the same transaction (the departure it records, say); its record id.
 pub async fn record(
     store: &dyn RecordStore,
     tenant: &str,
     identity: &Identity,
-    event: &str,
+    (thread, event): (&str, &str),
     fields: Value,
     state: Vec<StateChange>,
 ) -> Result<String> {
@@ -27,7 +30,7 @@ pub async fn record(
     if let Value::Object(fields) = fields {
         body.extend(fields);
     }
-    let record = sealed_own(identity, Act::Know, THREAD, body);
+    let record = sealed_own(identity, Act::Know, thread, body);
     let written = store.write(tenant, vec![record], state).await?;
     let appended = written.into_iter().next().ok_or_else(|| {
         PortabilityError::Store(StoreError::Corrupt("a write answered no record".into()))

@@ -10,9 +10,11 @@ use serde_json::{json, Value};
 use syncropel_bundle::seal::seal_seed;
 use syncropel_bundle::{BundleWriter, Counts, Manifest, Producer};
 use syncropel_federation::handshake::PAIR_ACCOUNT_PREFIX;
-use syncropel_federation::state::{seal_secret, sync_meta, to_text, SECRET};
+use syncropel_federation::state::{seal_secret, sync_meta, to_text, SyncMeta, SECRET};
 use syncropel_protocol::consent::{CONSENT_KIND, CONSENT_THREAD};
-use syncropel_protocol::{rfc3339_from_unix, unix_now, PAIRS_THREAD, PAIR_GENESIS_KIND};
+use syncropel_protocol::{
+    rfc3339_from_unix, unix_now, validate_thread, PAIRS_THREAD, PAIR_GENESIS_KIND,
+};
 use syncropel_store::{ListFilter, RecordStore, StateChange, StoredRecord};
 use syncropel_tenant::{Departure, Identity};
 use tokio::sync::mpsc;
@@ -38,7 +40,34 @@ pub struct ExportOptions {
     pub carry_tokens: bool,
     /// `leave` when the export is the first step of a move (federation-protocol.md §8.5).
     pub intent: Option<String>,
+    /// A snapshot (`spl thread snapshot`): the records of these threads only, without the
+    /// identity or credentials (federation-protocol.md §3.6).
+    pub threads: Option<Vec<String>>,
     pub progress: Option<Arc<Progress>>,
+}
+
+/// At most this many threads in one snapshot.
+pub const MAX_SNAPSHOT_THREADS: usize = 100;
+
+impl ExportOptions {
+    /// Refuses options that do not go together, before anything is written: why, if so.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        let Some(threads) = &self.threads else {
+            return Ok(());
+        };
+        if self.passphrase.is_some() || self.carry_tokens || self.intent.is_some() {
+            return Err("a snapshot holds records only: no identity, tokens or move".into());
+        }
+        if threads.is_empty() || threads.len() > MAX_SNAPSHOT_THREADS {
+            return Err(format!(
+                "a snapshot names 1 to {MAX_SNAPSHOT_THREADS} threads"
+            ));
+        }
+        for thread in threads {
+            validate_thread(thread).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
 }
 
 /// What an export wrote.
@@ -82,6 +111,7 @@ pub async fn export(
     options: &ExportOptions,
     out: mpsc::Sender<Vec<u8>>,
 ) -> Result<ExportSummary> {
+    options.check().map_err(PortabilityError::Invalid)?;
     let out = &out;
     let ExportSource {
         store,
@@ -94,16 +124,28 @@ pub async fn export(
     } else {
         "federation-only"
     };
+    let (audit_thread, event, fields) = match &options.threads {
+        Some(threads) => (
+            audit::SNAPSHOT_THREAD,
+            "snapshot",
+            json!({ "threads": threads }),
+        ),
+        None => (
+            audit::THREAD,
+            "export",
+            json!({
+                "identity_included": options.passphrase.is_some(),
+                "tokens": tokens,
+                "intent": options.intent,
+            }),
+        ),
+    };
     let audit_record = audit::record(
         store.as_ref(),
         tenant,
         identity,
-        "export",
-        json!({
-            "identity_included": options.passphrase.is_some(),
-            "tokens": tokens,
-            "intent": options.intent,
-        }),
+        (audit_thread, event),
+        fields,
         // Leaving, writes are refused from here on; reads and peer pulls go on until the fence.
         match options.intent.as_deref() {
             Some("leave") => vec![departure::save(&Departure::Leaving)],
@@ -130,24 +172,28 @@ pub async fn export(
             .map_err(|e| PortabilityError::Refused(format!("sealing the identity: {e}")))??;
         writer.add(syncropel_bundle::PRIVATE_KEY, &sealed)?;
     }
-    let mut secrets = store.state_list(tenant, SECRET).await?;
-    if let StateChange::Put { key, value, .. } =
-        seal_secret(&identity.key, CURSOR_KEY_HANDLE, &to_text(&meta))
-    {
-        secrets.push((key, value));
+    if options.threads.is_none() {
+        let credentials = credentials(store.as_ref(), tenant, identity, &meta).await?;
+        writer.add(CREDENTIALS, credentials.as_bytes())?;
     }
-    let mut lines = String::new();
-    for (handle, sealed) in secrets {
-        lines.push_str(&json!({"handle": handle, "sealed": sealed}).to_string());
-        lines.push('\n');
-    }
-    writer.add(CREDENTIALS, lines.as_bytes())?;
     send(out, writer.take_written()).await?;
 
     let mut counts = Counts::default();
+    let scope = Scope {
+        threads: options.threads.clone(),
+        head,
+    };
     let progress = options.progress.as_deref();
-    let records =
-        write_records(store, tenant, head, &mut writer, &mut counts, out, progress).await?;
+    let records = write_records(
+        store,
+        tenant,
+        scope,
+        &mut writer,
+        &mut counts,
+        out,
+        progress,
+    )
+    .await?;
     let manifest = Manifest {
         source_did: identity.did.to_string(),
         record_count: records,
@@ -160,6 +206,7 @@ pub async fn export(
         identity_included: options.passphrase.is_some(),
         tokens: tokens.into(),
         counts,
+        threads: options.threads.clone(),
         ..Manifest::default()
     };
     let (rest, manifest) = writer.finish(manifest, &identity.key)?;
@@ -168,6 +215,34 @@ pub async fn export(
         audit_record: Some(audit_record),
         ..ExportSummary::of(manifest)
     })
+}
+
+/// `federation/credentials.sealed`: the bearers peers issued (as the store seals them) and the
+/// store's cursor key, one JSON line each.
+async fn credentials(
+    store: &dyn RecordStore,
+    tenant: &str,
+    identity: &Identity,
+    meta: &SyncMeta,
+) -> Result<String> {
+    let mut secrets = store.state_list(tenant, SECRET).await?;
+    if let StateChange::Put { key, value, .. } =
+        seal_secret(&identity.key, CURSOR_KEY_HANDLE, &to_text(meta))
+    {
+        secrets.push((key, value));
+    }
+    let mut lines = String::new();
+    for (handle, sealed) in secrets {
+        lines.push_str(&json!({"handle": handle, "sealed": sealed}).to_string());
+        lines.push('\n');
+    }
+    Ok(lines)
+}
+
+/// Which records go in: those stored up to `head`, of every thread or of these.
+struct Scope {
+    threads: Option<Vec<String>>,
+    head: i64,
 }
 
 async fn send(out: &mpsc::Sender<Vec<u8>>, chunk: Vec<u8>) -> Result<()> {
@@ -179,12 +254,13 @@ async fn send(out: &mpsc::Sender<Vec<u8>>, chunk: Vec<u8>) -> Result<()> {
         .map_err(|_| PortabilityError::Abandoned)
 }
 
-/// Every record up to `head` as `records/<thread>/<id>.json` (`{id, record}`), in sequence
-/// order; the number written. The next page is read while this one is written.
+/// Every record of `scope` as `records/<thread>/<id>.json` (`{id, record}`), in sequence
+/// order (thread after thread for a snapshot); the number written. The next page is read while
+/// this one is written.
 async fn write_records(
     store: Arc<dyn RecordStore>,
     tenant: &str,
-    head: i64,
+    scope: Scope,
     writer: &mut BundleWriter<Vec<u8>>,
     counts: &mut Counts,
     out: &mpsc::Sender<Vec<u8>>,
@@ -192,22 +268,30 @@ async fn write_records(
 ) -> Result<u64> {
     let (pages, mut read) = mpsc::channel(2);
     let tenant_id = tenant.to_string();
+    let Scope { threads, head } = scope;
     let reader = tokio::spawn(async move {
-        let mut after = 0;
-        while after < head {
-            let filter = ListFilter {
-                after_seq: after,
-                limit: PAGE,
-                ..ListFilter::default()
-            };
-            let page = store.list(&tenant_id, &filter).await;
-            let last = page.as_ref().ok().and_then(|p| p.last().map(|r| r.seq));
-            if pages.send(page).await.is_err() {
-                return;
-            }
-            match last {
-                Some(seq) => after = seq,
-                None => return,
+        let threads: Vec<Option<String>> = match threads {
+            Some(threads) => threads.into_iter().map(Some).collect(),
+            None => vec![None],
+        };
+        for thread in threads {
+            let mut after = 0;
+            while after < head {
+                let filter = ListFilter {
+                    thread: thread.clone(),
+                    after_seq: after,
+                    limit: PAGE,
+                    ..ListFilter::default()
+                };
+                let page = store.list(&tenant_id, &filter).await;
+                let last = page.as_ref().ok().and_then(|p| p.last().map(|r| r.seq));
+                if pages.send(page).await.is_err() {
+                    return;
+                }
+                match last {
+                    Some(seq) => after = seq,
+                    None => break,
+                }
             }
         }
     });
@@ -216,7 +300,7 @@ async fn write_records(
     while let Some(page) = read.recv().await {
         for row in page? {
             if row.seq > head {
-                break;
+                continue;
             }
             count(&row, counts);
             // The stored text is spliced in as is: the record exactly as it was signed.

@@ -23,7 +23,7 @@ use syncropel_protocol::Keypair;
 use syncropel_store::{
     Appended, AuthChange, ListFilter, NewRecord, RecordStore, StateChange, StoreError,
 };
-use syncropel_tenant::stored_form_at;
+use syncropel_tenant::{stored_form_at, Identity};
 use tokio::sync::mpsc;
 
 use crate::replay::{Replay, TOKENS_THREAD};
@@ -41,6 +41,8 @@ pub struct Opened {
     pub path: PathBuf,
     pub manifest: Manifest,
     pub did_document: Value,
+    /// The did:key that signed the manifest.
+    pub signer: String,
     /// The identity key, when the bundle carries it (opened with the passphrase).
     pub key: Option<Keypair>,
 }
@@ -78,6 +80,7 @@ pub fn open(path: &Path, passphrase: Option<&str>, limits: &Limits) -> Result<Op
         path: path.to_path_buf(),
         manifest: verified.manifest,
         did_document: verified.did_document,
+        signer: verified.signer,
         key,
     })
 }
@@ -146,6 +149,13 @@ pub async fn import(
         consent_grants: opened.manifest.counts.consent_grants,
         ..ImportSummary::default()
     };
+    if opened.manifest.threads.is_some() {
+        return Err(PortabilityError::Refused(
+            "this bundle is a snapshot of threads, not a whole store: restore it with \
+             `spl thread restore`"
+                .into(),
+        ));
+    }
     let begun = store.state_get(tenant, IMPORTS, &bundle).await?.is_some();
     if !begun && !options.force_overwrite {
         let own = own_records(store.as_ref(), tenant).await?;
@@ -166,47 +176,16 @@ pub async fn import(
             .await?;
     }
 
-    if let Some(progress) = &options.progress {
-        progress.set_total(opened.manifest.record_count);
-    }
-    let (batches, mut read) = mpsc::channel(1);
-    let reader = {
-        let path = opened.path.clone();
-        let limits = options.limits;
-        let resolved = source_keys(opened)?;
-        tokio::task::spawn_blocking(move || read_bundle(&path, &limits, resolved, batches))
-    };
-    let mut replay = Replay::new(opened.manifest.tokens == "all");
-    while let Some(batch) = read.recv().await {
-        match batch {
-            Read::Credentials(secrets) => {
-                let bearer = |change: &&StateChange| !matches!(change, StateChange::Put { key, .. } if key == CURSOR_KEY_HANDLE);
-                summary.credentials = secrets.iter().filter(bearer).count() as u64;
-                if !options.dry_run {
-                    store.write(tenant, Vec::new(), secrets).await?;
-                }
-            }
-            Read::Records(checked) => {
-                let stored = store_batch(
-                    store.as_ref(),
-                    tenant,
-                    checked,
-                    options.dry_run,
-                    &mut summary,
-                )
-                .await?;
-                if !options.dry_run {
-                    apply_token_events(store.as_ref(), tenant, stored, &mut replay).await?;
-                }
-                if let Some(progress) = &options.progress {
-                    progress.add(summary.records_inspected - progress.done());
-                }
-            }
-        }
-    }
-    reader
-        .await
-        .map_err(|e| PortabilityError::Refused(format!("reading the bundle: {e}")))??;
+    let resolved = document_keys(opened.did(), &opened.did_document)?;
+    ingest(
+        store.clone(),
+        tenant,
+        opened,
+        resolved,
+        options,
+        &mut summary,
+    )
+    .await?;
     if !options.dry_run {
         let epoch = carried_epoch(store.as_ref(), tenant, opened).await?;
         let done = json!({
@@ -226,6 +205,130 @@ pub async fn import(
                 ],
             )
             .await?;
+    }
+    Ok(summary)
+}
+
+/// Streams the bundle's records into the store, checked against `resolved` for the source DID:
+/// the part of an import and a restore that is the same.
+async fn ingest(
+    store: Arc<dyn RecordStore>,
+    tenant: &str,
+    opened: &Opened,
+    resolved: ResolvedKeys,
+    options: &ImportOptions,
+    summary: &mut ImportSummary,
+) -> Result<()> {
+    if let Some(progress) = &options.progress {
+        progress.set_total(opened.manifest.record_count);
+    }
+    let (batches, mut read) = mpsc::channel(1);
+    let reader = {
+        let path = opened.path.clone();
+        let limits = options.limits;
+        tokio::task::spawn_blocking(move || read_bundle(&path, &limits, resolved, batches))
+    };
+    let mut replay = Replay::new(opened.manifest.tokens == "all");
+    while let Some(batch) = read.recv().await {
+        match batch {
+            // A snapshot's restore takes records only.
+            Read::Credentials(_) if opened.manifest.threads.is_some() => {}
+            Read::Credentials(secrets) => {
+                let bearer = |change: &&StateChange| !matches!(change, StateChange::Put { key, .. } if key == CURSOR_KEY_HANDLE);
+                summary.credentials = secrets.iter().filter(bearer).count() as u64;
+                if !options.dry_run {
+                    store.write(tenant, Vec::new(), secrets).await?;
+                }
+            }
+            Read::Records(checked) => {
+                let stored =
+                    store_batch(store.as_ref(), tenant, checked, options.dry_run, summary).await?;
+                if !options.dry_run {
+                    apply_token_events(store.as_ref(), tenant, stored, &mut replay).await?;
+                }
+                if let Some(progress) = &options.progress {
+                    progress.add(summary.records_inspected - progress.done());
+                }
+            }
+        }
+    }
+    reader
+        .await
+        .map_err(|e| PortabilityError::Refused(format!("reading the bundle: {e}")))??;
+    Ok(())
+}
+
+/// Takes a snapshot (`spl thread snapshot`, federation-protocol.md §3.6) back into the store of
+/// the identity that made it: its records checked against that identity's own DID document
+/// (`own_document`, not the one the snapshot carries) and stored, those already there
+/// de-duplicated, and the accounts and tokens its token records state rebuilt. Nothing else
+/// changes: neither the identity nor the cursor epoch, and a snapshot carries no bearers (a pair
+/// it brings back whose bearer is gone degrades with `credential_missing`).
+pub async fn restore(
+    store: Arc<dyn RecordStore>,
+    tenant: &str,
+    identity: &Identity,
+    own_document: &Value,
+    opened: &Opened,
+    options: &ImportOptions,
+) -> Result<ImportSummary> {
+    let Some(threads) = &opened.manifest.threads else {
+        return Err(PortabilityError::Refused(
+            "this bundle is a whole store's export, not a snapshot of threads: take it in with \
+             `spl import`"
+                .into(),
+        ));
+    };
+    let own = identity.did.to_string();
+    if opened.did() != own {
+        return Err(PortabilityError::Refused(format!(
+            "the snapshot is of {}; this store's identity is {own}",
+            opened.did()
+        )));
+    }
+    let resolved = document_keys(&own, own_document)?;
+    if !resolved
+        .values()
+        .any(|keys| keys.keys.contains(&opened.signer))
+    {
+        return Err(PortabilityError::Refused(format!(
+            "the snapshot is signed by {}, which is not a key of {own}",
+            opened.signer
+        )));
+    }
+    let mut summary = ImportSummary {
+        object: "restore_summary",
+        source_did: own,
+        bundle_sha256: opened.manifest.bundle_sha256.clone(),
+        dry_run: options.dry_run,
+        pairs: opened.manifest.counts.pairs,
+        consent_grants: opened.manifest.counts.consent_grants,
+        ..ImportSummary::default()
+    };
+    ingest(
+        store.clone(),
+        tenant,
+        opened,
+        resolved,
+        options,
+        &mut summary,
+    )
+    .await?;
+    if !options.dry_run {
+        crate::audit::record(
+            store.as_ref(),
+            tenant,
+            identity,
+            (crate::audit::SNAPSHOT_THREAD, "restore"),
+            json!({
+                "threads": threads,
+                "bundle_sha256": summary.bundle_sha256,
+                "records_inserted": summary.records_inserted,
+                "records_deduplicated": summary.records_deduplicated,
+            }),
+            Vec::new(),
+        )
+        .await?;
     }
     Ok(summary)
 }
@@ -276,14 +379,14 @@ async fn own_records(store: &dyn RecordStore, tenant: &str) -> Result<u64> {
     }
 }
 
-/// The keys the source DID's records may be signed with: those of the DID document the bundle
-/// carries (the one its signature was checked against).
-fn source_keys(opened: &Opened) -> Result<ResolvedKeys> {
-    let parsed = parse_document(opened.did(), &opened.did_document)
-        .map_err(|e| PortabilityError::Refused(format!("the bundled DID document: {e}")))?;
+/// The keys `did`'s records may be signed with: those of `document` (for an import, the DID
+/// document the bundle carries, which its signature was checked against).
+fn document_keys(did: &str, document: &Value) -> Result<ResolvedKeys> {
+    let parsed = parse_document(did, document)
+        .map_err(|e| PortabilityError::Refused(format!("the DID document: {e}")))?;
     let mut resolved = ResolvedKeys::new();
     resolved.insert(
-        opened.did().to_string(),
+        did.to_string(),
         DocumentKeys {
             keys: parsed.keys.iter().map(|k| k.did_key.clone()).collect(),
             current: parsed

@@ -19,7 +19,7 @@ mod import;
 mod replay;
 
 pub use export::{export, ExportOptions, ExportSource, ExportSummary};
-pub use import::{import, open, ImportOptions, ImportSummary, Opened};
+pub use import::{import, open, restore, ImportOptions, ImportSummary, Opened};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -73,6 +73,9 @@ pub enum PortabilityError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Federation(#[from] syncropel_federation::FederationError),
+    /// Options that do not go together.
+    #[error("{0}")]
+    Invalid(String),
     /// The store or the bundle is not one this import may go ahead with.
     #[error("import refused: {0}")]
     Refused(String),

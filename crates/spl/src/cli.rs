@@ -81,6 +81,9 @@ pub enum Command {
     Records(RecordsCommand),
     /// List threads, most recently written first
     Threads(ThreadsArgs),
+    /// Snapshot threads to a signed file and restore them from one
+    #[command(subcommand)]
+    Thread(ThreadCommand),
     /// Pair this steward with other stewards and decide their pair requests
     #[command(subcommand)]
     Federation(FederationCommand),
@@ -102,7 +105,7 @@ pub enum Command {
     #[command(subcommand)]
     Config(ConfigCommand),
     /// Write this home (identity, DID document, every record) as one signed bundle, to move it
-    /// elsewhere; reads the store directly, so the steward must be stopped
+    /// elsewhere: through the running steward, else read from the store
     Export(ExportArgs),
     /// Take a bundle made by `spl export` into this home: checked whole, its identity opened and
     /// installed, every record stored; rerun after an interruption to finish. The steward must
@@ -131,6 +134,42 @@ pub struct ExportArgs {
     /// its new home fences it
     #[arg(long)]
     pub leave: bool,
+    /// Read the stopped home's store directly; refused while its steward runs
+    #[arg(long)]
+    pub offline: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ThreadCommand {
+    /// Write threads' records as a signed snapshot (no identity, no bearers): a backup of, say,
+    /// `th_federation_pairs`, which `spl thread restore` takes back
+    Snapshot(SnapshotArgs),
+    /// Take a snapshot of this home's threads back into its stopped store; records already
+    /// there are kept once
+    Restore(RestoreArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotArgs {
+    /// The threads to snapshot
+    #[arg(value_name = "THREAD", required = true)]
+    pub threads: Vec<String>,
+    /// Where to write the snapshot (`.tar.zst`)
+    #[arg(long, alias = "output", value_name = "PATH")]
+    pub out: PathBuf,
+    /// Read the stopped home's store directly; refused while its steward runs
+    #[arg(long)]
+    pub offline: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The snapshot `spl thread snapshot` wrote
+    #[arg(value_name = "SNAPSHOT")]
+    pub snapshot: PathBuf,
+    /// Check the snapshot and count what the restore would do; write nothing
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

@@ -163,6 +163,7 @@ impl From<PortabilityError> for ApiError {
         use syncropel_bundle::BundleError;
         match e {
             PortabilityError::Store(e) => e.into(),
+            PortabilityError::Invalid(why) => ApiError::validation(why),
             PortabilityError::Federation(e) => e.into(),
             PortabilityError::Bundle(BundleError::Signature(_)) => {
                 ApiError::new(ErrorCode::SignatureInvalid, e.to_string())

@@ -315,6 +315,31 @@ async fn pair_credential(
     Ok((sa, minted))
 }
 
+/// The pair account `sa_id` for `peer_did`, made again under its id if the store lacks it (a
+/// restore of the pair's records without the token records), so that a renewal has an account
+/// to mint the peer's new token under.
+pub(crate) async fn ensure_pair_account(
+    fed: &Federation,
+    tenant: &Tenant,
+    sa_id: &str,
+    peer_did: &str,
+) -> Result<()> {
+    let store = fed.store.as_ref();
+    if store.service_account(&tenant.id, sa_id).await?.is_none() {
+        accounts::create_service_account_with_id(
+            store,
+            &tenant.id,
+            &tenant.identity,
+            sa_id.to_string(),
+            &format!("{PAIR_ACCOUNT_PREFIX}{peer_did}"),
+            PAIR_SCOPES.iter().map(|s| s.to_string()).collect(),
+            vec![peer_did.to_string()],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 fn item_of(record: &NewRecord) -> Result<Value> {
     let stored: Value = serde_json::from_str(&record.json).map_err(FederationError::internal)?;
     sync_item(&stored)

@@ -22,7 +22,7 @@ use anyhow::Result;
 use syncropel_client::Client;
 use syncropel_home::{Home, HomeError};
 
-use crate::cli::{Cli, Command, ConfigCommand, TokenCommand};
+use crate::cli::{Cli, Command, ConfigCommand, ThreadCommand, TokenCommand};
 use crate::endpoint;
 
 /// What every command may need: the home and the global options.
@@ -79,6 +79,12 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Emit(args) => block_on(records::emit(&ctx, args)),
         Command::Records(command) => block_on(records::records(&ctx, command)),
         Command::Threads(args) => block_on(records::threads(&ctx, &args)),
+        Command::Thread(ThreadCommand::Snapshot(args)) => {
+            block_on(portability::snapshot(&ctx, &args))
+        }
+        Command::Thread(ThreadCommand::Restore(args)) => {
+            block_on(portability::restore(&ctx, &args))
+        }
         Command::Federation(command) => block_on(federation::run(&ctx, command)),
         Command::Consent(command) => block_on(consent::run(&ctx, command)),
         Command::Sync(args) => block_on(federation::sync(&ctx, args)),

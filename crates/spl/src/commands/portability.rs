@@ -1,7 +1,9 @@
 //! `spl export` and `spl import` (federation-protocol.md §8.3–8.4): a home written as one signed
-//! bundle (read directly when stopped, through the steward's route while it runs), its identity
-//! sealed under a passphrase unless `--no-identity`, and such a bundle taken into a stopped home. The bundle file appears whole or not at all; an import
-//! stopped midway is finished by running it again.
+//! bundle (through the steward's route while it runs, read directly when stopped or with
+//! `--offline`), its identity sealed under a passphrase unless `--no-identity`, and such a bundle
+//! taken into a stopped home. `spl thread snapshot|restore` (§3.6) write and take back the same
+//! kind of bundle for a few threads, without identity or bearers. A bundle file appears whole
+//! or not at all; an import or restore stopped midway is finished by running it again.
 
 use std::io::{BufWriter, IsTerminal, Write};
 use std::path::Path;
@@ -15,7 +17,7 @@ use syncropel_portability::{ExportOptions, ExportSummary, ImportOptions, Progres
 
 use super::serve::{refuse_if_running, running};
 use super::Ctx;
-use crate::cli::{ExportArgs, FenceArgs, ImportArgs};
+use crate::cli::{ExportArgs, FenceArgs, ImportArgs, RestoreArgs, SnapshotArgs};
 use crate::output::print_json;
 
 /// The passphrases, when no file names them.
@@ -40,28 +42,13 @@ pub async fn export(ctx: &Ctx, args: &ExportArgs) -> Result<ExitCode> {
              {EXPORT_PASSPHRASE_ENV}), or --no-identity to leave the key (and so the DID) behind"
         );
     }
-    let progress = Arc::new(Progress::default());
     let options = ExportOptions {
         passphrase,
         carry_tokens: args.carry_tokens,
         intent: args.leave.then(|| "leave".to_string()),
-        progress: Some(progress.clone()),
+        ..ExportOptions::default()
     };
-    // Written beside its destination, then renamed: a cut export leaves no half bundle.
-    let partial = args.out.with_extension("partial");
-    let written = match running(&ctx.home)? {
-        Some(steward) => through_steward(ctx, &steward.url, &options, &partial).await,
-        None => with_bar(ctx, "exporting", progress, offline(ctx, &options, &partial)).await,
-    };
-    let summary = match written {
-        Ok(summary) => summary,
-        Err(e) => {
-            let _ = std::fs::remove_file(&partial);
-            return Err(e);
-        }
-    };
-    std::fs::rename(&partial, &args.out)
-        .with_context(|| format!("moving the bundle to {}", args.out.display()))?;
+    let summary = write_bundle(ctx, options, &args.out, args.offline).await?;
     if ctx.json {
         print_json(&summary);
     } else {
@@ -82,8 +69,73 @@ pub async fn export(ctx: &Ctx, args: &ExportArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `spl thread snapshot`: the threads' records as a signed bundle (federation-protocol.md §3.6).
+pub async fn snapshot(ctx: &Ctx, args: &SnapshotArgs) -> Result<ExitCode> {
+    let options = ExportOptions {
+        threads: Some(args.threads.clone()),
+        ..ExportOptions::default()
+    };
+    let summary = write_bundle(ctx, options, &args.out, args.offline).await?;
+    if ctx.json {
+        print_json(&summary);
+    } else {
+        println!(
+            "snapshot of {} records on {} threads written to {} (bundle sha256 {})",
+            summary.records,
+            summary.threads,
+            args.out.display(),
+            summary.bundle_sha256,
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes the bundle `options` describe to `out`: through the running steward's route (and
+/// checked whole), else (or with `offline`) read from the stopped home's store. It is written
+/// beside `out` and renamed, so a cut export leaves no half bundle.
+async fn write_bundle(
+    ctx: &Ctx,
+    mut options: ExportOptions,
+    out: &Path,
+    offline: bool,
+) -> Result<ExportSummary> {
+    options.check().map_err(anyhow::Error::msg)?;
+    if offline {
+        refuse_if_running(&ctx.home)?;
+    }
+    let progress = Arc::new(Progress::default());
+    options.progress = Some(progress.clone());
+    let partial = out.with_extension("partial");
+    let written = match running(&ctx.home)? {
+        Some(steward) => through_steward(ctx, &steward.url, &options, &partial).await,
+        None => {
+            with_bar(
+                ctx,
+                "exporting",
+                progress,
+                offline_export(ctx, &options, &partial),
+            )
+            .await
+        }
+    };
+    let summary = match written {
+        Ok(summary) => summary,
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(e);
+        }
+    };
+    std::fs::rename(&partial, out)
+        .with_context(|| format!("moving the bundle to {}", out.display()))?;
+    Ok(summary)
+}
+
 /// A stopped home's store, read directly.
-async fn offline(ctx: &Ctx, options: &ExportOptions, partial: &Path) -> Result<ExportSummary> {
+async fn offline_export(
+    ctx: &Ctx,
+    options: &ExportOptions,
+    partial: &Path,
+) -> Result<ExportSummary> {
     let file = std::fs::File::create(partial)
         .with_context(|| format!("creating {}", partial.display()))?;
     let (out, summary) =
@@ -102,6 +154,9 @@ async fn through_steward(
     partial: &Path,
 ) -> Result<ExportSummary> {
     let mut request = json!({"carry_tokens": options.carry_tokens, "intent": options.intent});
+    if let Some(threads) = &options.threads {
+        request["threads"] = json!(threads);
+    }
     match &options.passphrase {
         Some(passphrase) => request["passphrase"] = json!(passphrase),
         None => request["no_identity"] = json!(true),
@@ -165,6 +220,40 @@ pub async fn import(ctx: &Ctx, args: &ImportArgs) -> Result<ExitCode> {
             } else {
                 "not in the bundle"
             },
+        );
+        for (reason, count) in &summary.refusals_by_reason {
+            println!("  refused {count}: {reason}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `spl thread restore`: a snapshot of this home's threads taken back into its stopped store.
+pub async fn restore(ctx: &Ctx, args: &RestoreArgs) -> Result<ExitCode> {
+    refuse_if_running(&ctx.home)?;
+    let progress = Arc::new(Progress::default());
+    let options = ImportOptions {
+        dry_run: args.dry_run,
+        progress: Some(progress.clone()),
+        ..ImportOptions::default()
+    };
+    let restoring = syncropel_home::restore_offline(&ctx.home, &args.snapshot, options);
+    let summary = with_bar(ctx, "restoring", progress, restoring).await?;
+    if ctx.json {
+        print_json(&summary);
+    } else {
+        println!(
+            "{} {} records: {} inserted, {} already here, {} skipped, {} refused",
+            if summary.dry_run {
+                "would restore"
+            } else {
+                "restored"
+            },
+            summary.records_inspected,
+            summary.records_inserted,
+            summary.records_deduplicated,
+            summary.records_skipped,
+            summary.records_failed,
         );
         for (reason, count) in &summary.refusals_by_reason {
             println!("  refused {count}: {reason}");

@@ -21,3 +21,4 @@ mod moving;
 mod namespace;
 mod relay;
 mod serve;
+mod snapshot;

@@ -1,5 +1,6 @@
 //! Moving a tenant (federation-protocol.md §8.3–8.5): `POST /v1/portability/export` streams
-//! its bundle (admin scope; `"intent": "leave"` also puts it in `leaving`), `POST
+//! its bundle (admin scope; `"intent": "leave"` also puts it in `leaving`; `"threads": [...]`
+//! makes it a snapshot of those threads, §3.6), `POST
 //! /v1/portability/import` takes one into an empty hosted tenant, identity included, `POST
 //! /v1/portability/fence` takes its new home's signed notice (no bearer: the notice is signed by
 //! the tenant's own identity key), after which [`moved_gate`] answers every `/v1` route with
@@ -187,7 +188,7 @@ pub async fn import(
         state.store.as_ref(),
         &now.id,
         &now.identity,
-        "import",
+        (audit::THREAD, "import"),
         fields,
         Vec::new(),
     )
@@ -220,8 +221,25 @@ async fn received(body: Body, limit: u64) -> ApiResult<tempfile::NamedTempFile> 
 }
 
 fn export_options(body: &Value) -> ApiResult<ExportOptions> {
-    let no_identity = body["no_identity"].as_bool().unwrap_or(false);
+    // A snapshot of threads (`spl thread snapshot`) never carries the identity.
+    let threads = match &body["threads"] {
+        Value::Null => None,
+        Value::Array(threads) => Some(
+            threads
+                .iter()
+                .map(|t| t.as_str().map(str::to_string))
+                .collect::<Option<Vec<String>>>()
+                .ok_or_else(|| ApiError::validation("`threads` is an array of thread ids"))?,
+        ),
+        _ => return Err(ApiError::validation("`threads` is an array of thread ids")),
+    };
+    let no_identity = threads.is_some() || body["no_identity"].as_bool().unwrap_or(false);
     let passphrase = match (&body["passphrase"], no_identity) {
+        (Value::String(_), true) if threads.is_some() => {
+            return Err(ApiError::validation(
+                "a snapshot of threads never carries the identity: leave out `passphrase`",
+            ))
+        }
         (_, true) => None,
         (Value::String(p), false) if p.chars().count() >= MIN_PASSPHRASE => Some(p.clone()),
         (Value::String(_), false) => {
@@ -241,12 +259,15 @@ fn export_options(body: &Value) -> ApiResult<ExportOptions> {
         Value::String(intent) if intent == "leave" => Some(intent.clone()),
         _ => return Err(ApiError::validation("`intent` is \"leave\" or absent")),
     };
-    Ok(ExportOptions {
+    let options = ExportOptions {
         passphrase,
         carry_tokens: body["carry_tokens"].as_bool().unwrap_or(false),
         intent,
+        threads,
         progress: None,
-    })
+    };
+    options.check().map_err(ApiError::validation)?;
+    Ok(options)
 }
 
 /// The DID document of a tenant's identity: its keys, current first.
@@ -296,7 +317,7 @@ pub async fn fence(
         state.store.as_ref(),
         &tenant.id,
         &tenant.identity,
-        "fenced",
+        (audit::THREAD, "fenced"),
         fields,
         stored,
     )

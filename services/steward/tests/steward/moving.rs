@@ -146,6 +146,35 @@ async fn a_hosted_tenant_moves_home_and_its_peer_keeps_syncing() {
         assert_eq!(second.status(), 429, "{:?}", second.text().await);
         drop(held);
 
+        // A snapshot of one thread (federation-protocol.md §3.6): its records only, no identity;
+        // a snapshot asked with a passphrase, or of no valid threads, is refused.
+        for bad in [
+            json!({"threads": [THREADS[0]], "passphrase": PASSPHRASE}),
+            json!({"threads": THREADS[0]}),
+            json!({"threads": []}),
+            json!({"threads": ["not a thread"]}),
+            json!({"threads": (0..101).map(|n| format!("th_{n}")).collect::<Vec<_>>()}),
+        ] {
+            let refused = export(&hosted, &bad).await;
+            assert_eq!(refused.status(), 400, "{bad}");
+        }
+        let snapshot = json!({"threads": [THREADS[0]]});
+        let answer =
+            syncropel_testkit::eventually("the export slot", Duration::from_secs(10), || async {
+                let answer = export(&hosted, &snapshot).await;
+                (answer.status() == 200).then_some(answer)
+            })
+            .await;
+        let bytes = answer.bytes().await.unwrap();
+        let verified =
+            syncropel_bundle::verify(&bytes[..], &syncropel_bundle::Limits::default()).unwrap();
+        assert_eq!(
+            verified.manifest.threads,
+            Some(vec![THREADS[0].to_string()])
+        );
+        assert_eq!(verified.manifest.record_count, before[0].len() as u64);
+        assert!(verified.sealed_key.is_none() && !verified.manifest.identity_included);
+
         // The export to leave: streamed, then writes refused.
         let dir = tempfile::tempdir().unwrap();
         let bundle = dir.path().join("leaver.tar.zst");

@@ -2,7 +2,6 @@
 //! refresh, and one-shot pulls.
 
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::Value;
@@ -11,10 +10,10 @@ use syncropel_federation::pairs::{self, PullRequest};
 use syncropel_federation::puller::PullError;
 use syncropel_federation::{renewal, Federation};
 use syncropel_protocol::pair::{PairView, UpdateOp};
-use syncropel_protocol::{sha256_hex, ErrorCode, PairState};
+use syncropel_protocol::{ErrorCode, PairState};
 use syncropel_tenant::Scope;
 
-use crate::auth::{presented_token, Caller};
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::routes::PathParam;
 use crate::routes::{optional_json, JsonBody, LimitedBody};
@@ -138,21 +137,18 @@ pub async fn notify_revoke(
     .into_response())
 }
 
-/// `POST /v1/federation/pair/refresh`: the peer renews. Authenticated by the bearer being
-/// renewed and the peer's identity signature.
+/// `POST /v1/federation/pair/refresh`: the peer renews, authenticated by its identity signature
+/// (also without the bearer being renewed, which a peer that restored its pairs lacks).
 pub async fn refresh(
     State(state): State<AppState>,
     CurrentTenant(tenant): CurrentTenant,
-    headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
     tenant.require_writable()?;
     let request = body
         .as_object()
         .ok_or_else(|| ApiError::validation("the refresh must be a JSON object"))?;
-    let presented = presented_token(&headers).map(|t| sha256_hex(t.as_bytes()));
-    let refreshed =
-        renewal::refresh(&state.federation, &tenant, presented.as_deref(), request).await?;
+    let refreshed = renewal::refresh(&state.federation, &tenant, request).await?;
     Ok(Json(PairRefreshed {
         pair_id: refreshed.pair_id,
         issued_token: refreshed.issued_token,

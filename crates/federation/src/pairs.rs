@@ -139,6 +139,14 @@ pub async fn after_pull(
         }
         return Ok(());
     }
+    if let Err(PullError::Peer(
+        PeerError::ConnectRefused(_) | PeerError::DnsFailure(_) | PeerError::Timeout(_),
+    )) = result
+    {
+        if let Err(e) = follow_resolution(fed, tenant, &pair).await {
+            tracing::debug!(pair = %pair.pair_id, error = %e, "the peer's DID names no other home");
+        }
+    }
     match result {
         Err(_) => {
             if let Some(cause) = cause.filter(|_| pair.state == PairState::Active) {
@@ -275,6 +283,31 @@ async fn follow_move(
     }
     move_to(fed, tenant, pair, &checked.moved_to, "moved_to").await?;
     tracing::info!(pair = %pair.pair_id, moved_to = %checked.moved_to, "followed the peer's move");
+    Ok(())
+}
+
+/// A peer that cannot be reached where the pair knows it, whose DID has a document (did:sync,
+/// did:web): resolved afresh (at most once per 30 s per DID), and followed (`url_refreshed`, via
+/// `did_resolution`) when it names another home that serves a manifest of the same DID, as the
+/// new home of a moved peer publishes (federation-protocol.md §8.5, steps 3 and 5).
+async fn follow_resolution(fed: &Federation, tenant: &Tenant, pair: &PairView) -> Result<()> {
+    if !has_document(&pair.peer_did) {
+        return Ok(());
+    }
+    let resolved = fed
+        .resolver()
+        .refresh(&pair.peer_did)
+        .await
+        .map_err(|e| FederationError::unreachable(e.to_string()))?;
+    let Some(endpoint) = resolved.endpoint.as_deref() else {
+        return Ok(());
+    };
+    let endpoint = endpoint.trim_end_matches('/');
+    if pair.peer_url.as_deref().map(|u| u.trim_end_matches('/')) == Some(endpoint) {
+        return Ok(());
+    }
+    move_to(fed, tenant, pair, endpoint, "did_resolution").await?;
+    tracing::info!(pair = %pair.pair_id, url = %endpoint, "followed the peer's DID to its new home");
     Ok(())
 }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use syncropel_protocol::did_doc::{did_web_url, parse_document, RELAY_SERVICE};
-use syncropel_protocol::did_sync::{LoggedOp, OpLog, DID_HASH_CHARS};
+use syncropel_protocol::did_sync::{DidState, LoggedOp, OpLog, DID_HASH_CHARS};
 
 use crate::peer::PeerClient;
 use crate::peer::PeerError;
@@ -20,7 +20,7 @@ use crate::peer::PeerError;
 /// Largest did:web document read.
 const DOCUMENT_LIMIT: usize = 64 * 1024;
 /// Largest did:sync operation log read.
-const OP_LOG_LIMIT: usize = 1024 * 1024;
+pub(crate) const OP_LOG_LIMIT: usize = 1024 * 1024;
 /// did:web cache lifetime without a `Cache-Control` max-age.
 const WEB_DEFAULT_TTL: Duration = Duration::from_secs(5 * 60);
 /// Bounds on a served max-age: short enough to see rotations, long enough to spare the host.
@@ -351,9 +351,40 @@ fn not_found_on_404(did: &str, e: PeerError) -> PeerError {
     }
 }
 
+/// Replays a served `did_operations` log into what the DID says.
+fn replay(did: &str, body: Value) -> Result<ResolvedDid, PeerError> {
+    let state = replay_state(did, body)?;
+    let did_key = |multibase: &String| format!("did:key:{multibase}");
+    Ok(ResolvedDid {
+        did: state.did,
+        keys: if state.deactivated {
+            Vec::new()
+        } else {
+            state
+                .historical_signing_keys
+                .iter()
+                .map(|(_, key)| did_key(key))
+                .collect()
+        },
+        current: state.signing_keys.values().map(did_key).collect(),
+        endpoint: state.services.get("syncropel").map(|s| s.endpoint.clone()),
+        // Named `relay-1`, `relay-2`, …: in that order.
+        relays: state
+            .services
+            .values()
+            .filter(|s| s.kind == RELAY_SERVICE)
+            .map(|s| s.endpoint.clone())
+            .collect(),
+        also_known_as: Vec::new(),
+        handles: state.handles,
+        deactivated: state.deactivated,
+        head: Some(state.head),
+    })
+}
+
 /// Replays a served `did_operations` log, re-verifying every op, and folds it into the DID's
 /// state. The directory's cids and `nullified` flags must match what the replay computes.
-fn replay(did: &str, body: Value) -> Result<ResolvedDid, PeerError> {
+pub(crate) fn replay_state(did: &str, body: Value) -> Result<DidState, PeerError> {
     let invalid = |why: String| PeerError::DidInvalid(format!("{did}: {why}"));
     let Value::Object(mut body) = body else {
         return Err(invalid("answer is not an object".into()));
@@ -385,33 +416,6 @@ fn replay(did: &str, body: Value) -> Result<ResolvedDid, PeerError> {
     if let Some(i) = (0..served.len()).find(|&i| served[i].nullified != log.entries[i].nullified) {
         return Err(invalid(format!("operation {i}: nullified flag is wrong")));
     }
-    let state = log
-        .current()
-        .ok_or_else(|| invalid("the log has no live genesis".into()))?;
-    let did_key = |multibase: &String| format!("did:key:{multibase}");
-    Ok(ResolvedDid {
-        did: state.did,
-        keys: if state.deactivated {
-            Vec::new()
-        } else {
-            state
-                .historical_signing_keys
-                .iter()
-                .map(|(_, key)| did_key(key))
-                .collect()
-        },
-        current: state.signing_keys.values().map(did_key).collect(),
-        endpoint: state.services.get("syncropel").map(|s| s.endpoint.clone()),
-        // Named `relay-1`, `relay-2`, …: in that order.
-        relays: state
-            .services
-            .values()
-            .filter(|s| s.kind == RELAY_SERVICE)
-            .map(|s| s.endpoint.clone())
-            .collect(),
-        also_known_as: Vec::new(),
-        handles: state.handles,
-        deactivated: state.deactivated,
-        head: Some(state.head),
-    })
+    log.current()
+        .ok_or_else(|| invalid("the log has no live genesis".into()))
 }

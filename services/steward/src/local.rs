@@ -22,6 +22,7 @@ use crate::state::{AppState, BootstrapDoor, Limits};
 use crate::streams::StreamSlots;
 use crate::tenant::{Tenant, TenantStatus};
 use crate::StewardError;
+use syncropel_federation::directory::Publisher;
 use syncropel_home::{Home, StewardInfo};
 
 pub use syncropel_home::LOCAL_TENANT;
@@ -154,6 +155,21 @@ pub struct LocalSteward {
     connections: ConnectionLimits,
 }
 
+/// A home published as a did:sync signs its operations with its own rotation key, at its
+/// directory.
+fn did_publisher(home: &Home) -> Result<Option<Publisher>, StewardError> {
+    let Some(published) = home.published()? else {
+        return Ok(None);
+    };
+    match (published.method.as_str(), published.directory) {
+        ("sync", Some(directory)) => Ok(Some(Publisher {
+            directory,
+            rotation_key: Arc::new(home.rotation_keypair()?),
+        })),
+        _ => Ok(None),
+    }
+}
+
 /// Builds the local steward of a home on `listener`: opens its store, starts discovery, and
 /// resumes the pull jobs and token renewal in the background. Nothing is served yet.
 pub async fn start(
@@ -216,6 +232,7 @@ pub async fn start(
         heartbeat: options.heartbeat,
         shutdown,
         federation: federation.clone(),
+        did_publisher: did_publisher(&options.home)?,
     };
     syncropel_federation::discovery::start(&federation, &tenant);
     // Pull jobs resume from their cursor rows.

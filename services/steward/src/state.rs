@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use syncropel_federation::directory::Publisher;
 use syncropel_federation::Federation;
 use syncropel_store::RecordStore;
 use syncropel_tenant::{Namespaces, Tenant, TokenCache};
@@ -92,6 +93,10 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Pairing, consent and the pull jobs.
     pub federation: Arc<Federation>,
+    /// The rotation key this steward may sign its tenants' did:sync operations with (a home's
+    /// own; the platform's, listed in every tenant DID it registered): after a fence, it points
+    /// the DID at the new home.
+    pub did_publisher: Option<Publisher>,
 }
 
 /// `POST /v1/bootstrap/service-account`, open until the first account exists, hands out an admin

@@ -337,6 +337,16 @@ pub async fn fence(ctx: &Ctx, args: &FenceArgs) -> Result<ExitCode> {
             args.old_url,
             moved_to.trim_end_matches('/')
         );
+        let published = &answer.json()["endpoint_published"];
+        match published["ok"].as_bool() {
+            Some(true) => println!("{did} now names {moved_to} at its directory"),
+            Some(false) => println!(
+                "{did} still names its old home at its directory ({}): fence again, or \
+                 publish the new endpoint with the recovery key",
+                published["error"].as_str().unwrap_or("refused")
+            ),
+            None => {}
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

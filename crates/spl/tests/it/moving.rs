@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::common::{bootstrap_admin, eventually, failed, json, ok, run, spl};
+use crate::common::{
+    bootstrap_admin, eventually, failed, json, ok, run, spl, upgrade_to_sync, Directory,
+};
 use crate::federation_e2e::{ids, paired, Node};
 
 const PASSPHRASE: &str = "a passphrase long enough";
@@ -158,4 +160,105 @@ fn a_peer_is_pointed_at_a_home_that_moved_while_the_old_one_is_gone() {
     });
     assert!(arrived, "C did not pull from the new URL within {FOLLOW:?}");
     let _ = std::fs::remove_file(&bundle);
+}
+
+/// A did:sync home moves: fenced, the old steward points the DID at the new home with its
+/// rotation key (federation-protocol.md §8.5 step 3). A peer that was not pulling then (paused)
+/// finds the old home gone, resolves the DID at the directory and follows it there
+/// (`url_refreshed` via `did_resolution`), with no re-pair.
+#[test]
+fn a_did_sync_home_moves_and_its_peer_finds_it_through_the_directory() {
+    let directory = Directory::start();
+    let mut a = Node::init();
+    let upgraded = upgrade_to_sync(a.home(), &directory.url, &[]);
+    a.did = upgraded["did"].as_str().unwrap().to_string();
+    let mut c = Node::init();
+    a.serve(&["--directory", &directory.url, "--auto-approve-did", &c.did]);
+    c.serve(&["--directory", &directory.url]);
+    let pair = c.json(&["federation", "pair", &a.url()]);
+    assert_eq!(pair["state"], "active", "{pair}");
+    let mut written = vec![emit(&a, 0)];
+    assert_eq!(c.json(&["sync", "th_dir", "from", &a.did])["pulled"], 1);
+
+    // Exported to leave through A's running steward, imported into A2.
+    let bundle = a
+        .home()
+        .join("..")
+        .join(format!("dir-{}.tar.zst", std::process::id()));
+    let exported = a
+        .command(&["export", "--leave", "--out", bundle.to_str().unwrap()])
+        .env("SPL_EXPORT_PASSPHRASE", PASSPHRASE)
+        .output()
+        .unwrap();
+    ok(exported);
+    let home = tempfile::tempdir().unwrap();
+    ok(run(home.path(), &["init"]));
+    ok(spl(home.path())
+        .env("SPL_IMPORT_PASSPHRASE", PASSPHRASE)
+        .args(["import", bundle.to_str().unwrap()])
+        .output()
+        .unwrap());
+    let token = bootstrap_admin(home.path());
+    let mut a2 = Node::adopt(home, token);
+    assert_eq!(a2.did, a.did);
+    a2.serve(&["--directory", &directory.url]);
+
+    // C is paused: only the directory will tell it where A went.
+    c.json(&["federation", "pause", &a.did]);
+    let fenced = json(
+        spl(a2.home())
+            .args(["--json", "fence", &a.url()])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(fenced["endpoint_published"]["ok"], true, "{fenced}");
+    let hash = a.did.trim_start_matches("did:sync:");
+    let log = directory.get(&format!("/directory/{hash}/operations"));
+    let last = log["operations"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(
+        last["op"]["services"]["syncropel"]["endpoint"],
+        a2.url().as_str(),
+        "{last}"
+    );
+    a.stop();
+
+    written.push(emit(&a2, 1));
+    c.json(&["federation", "resume", &a.did]);
+    let expected: HashSet<String> = ids(&written).into_iter().collect();
+    let followed = eventually(FOLLOW, || {
+        let held: HashSet<String> = ids(&c.records("th_dir")).into_iter().collect();
+        expected.is_subset(&held)
+    });
+    assert!(followed, "C did not find A2 within {FOLLOW:?}");
+    assert_eq!(c.records("th_dir").len(), written.len(), "no record twice");
+    let pair = c.json(&["federation", "show", &a.did]);
+    assert_eq!(pair["peer_url"], a2.url().as_str(), "{pair}");
+    let refreshed: Vec<Value> = c
+        .records("th_federation_pairs")
+        .into_iter()
+        .filter(|r| r["body"]["op"] == "url_refreshed")
+        .collect();
+    assert_eq!(refreshed.len(), 1, "{refreshed:?}");
+    assert_eq!(refreshed[0]["body"]["fields"]["via"], "did_resolution");
+    let _ = std::fs::remove_file(&bundle);
+}
+
+/// A record on `th_dir` written as the node's did:sync (signed by its key).
+fn emit(node: &Node, n: u64) -> Value {
+    let record = node.json(&[
+        "emit",
+        "--act",
+        "DO",
+        "--thread",
+        "th_dir",
+        "--body",
+        &json!({"n": n}).to_string(),
+    ]);
+    assert_eq!(record["actor"], node.did.as_str(), "{record}");
+    record
 }

@@ -129,6 +129,11 @@ pub async fn build(options: HostedOptions) -> Result<Hosted, StewardError> {
         heartbeat: options.heartbeat,
         shutdown,
         federation: Arc::new(federation),
+        did_publisher: platform
+            .config
+            .registration
+            .as_ref()
+            .map(DirectoryRegistration::publisher),
     };
     leases::spawn(state.federation.clone(), platform.clone(), leases.clone());
     let addressing = Arc::new(platform.config.addressing.clone());

@@ -49,6 +49,15 @@ pub struct DirectoryRegistration {
 }
 
 impl DirectoryRegistration {
+    /// The same key and directory, for the operations that follow a tenant's registration (its
+    /// new endpoint after a move).
+    pub fn publisher(&self) -> syncropel_federation::directory::Publisher {
+        syncropel_federation::directory::Publisher {
+            directory: self.directory.clone(),
+            rotation_key: self.rotation_key.clone(),
+        }
+    }
+
     /// Registers a did:sync for a tenant whose records `key` signs, reachable at `url`. Its
     /// rotation keys are the user's recovery key first, when given, then the platform's
     /// (federation-protocol.md §1.4, §8.1). `created_at` pins the genesis time, so that a retry

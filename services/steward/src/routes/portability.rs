@@ -325,12 +325,36 @@ pub async fn fence(
     tenant.set_departure(moved);
     // Its pull and outbox jobs stop here; other replicas' at their next turn.
     state.federation.jobs.stop_tenant(&tenant.id);
+    let published = publish_endpoint(&state, &checked.did, &checked.moved_to).await;
     Ok(Json(json!({
         "object": "fence",
         "did": checked.did,
         "moved_to": checked.moved_to,
+        "endpoint_published": published,
     }))
     .into_response())
+}
+
+/// Step 3 of a move (federation-protocol.md §8.5), done by the steward left, which holds the
+/// rotation key: a did:sync is pointed at its new home, so that peers re-resolving it find it
+/// there; the identity-signed fence is the consent. `{"ok": true, "head"}`, or why not (the fence
+/// holds regardless: rerun it, or publish with the recovery key). A did:key or did:web has
+/// nothing here to publish (`null`).
+async fn publish_endpoint(state: &AppState, did: &str, moved_to: &str) -> Value {
+    if !did.starts_with("did:sync:") {
+        return Value::Null;
+    }
+    let Some(publisher) = &state.did_publisher else {
+        return json!({"ok": false, "error": "this steward holds no rotation key of the DID"});
+    };
+    let client = state.federation.directory_client();
+    match publisher.publish_endpoint(client, did, moved_to).await {
+        Ok(head) => json!({"ok": true, "head": head}),
+        Err(e) => {
+            tracing::warn!(%did, error = %e, "publishing the new endpoint failed");
+            json!({"ok": false, "error": e.to_string()})
+        }
+    }
 }
 
 /// Answers every `/v1` route of a moved tenant with `410 INSTANCE_MOVED`, `moved_to` and the

@@ -677,3 +677,93 @@ async fn a_retried_rotation_adopts_the_update_the_directory_holds() {
     assert_eq!(resolved.current, vec![next.did_key()]);
     assert_eq!(resolved.head, rotated.head);
 }
+
+/// A hosted did:sync tenant that moves away is pointed at its new home by the platform's rotation
+/// key when that home fences it (federation-protocol.md §8.5 step 3): the directory's log then
+/// names the new endpoint, everything else kept; fencing again sends nothing more.
+#[tokio::test]
+async fn a_fenced_hosted_did_sync_is_published_at_its_new_home() {
+    let directory = Directory::start().await;
+    let url = directory.url.clone();
+    with_test_database(|db| async move {
+        let replica = registering_replica(&db, &url, &Keypair::generate()).await;
+        let token = replica.new_tenant("acct-1", "mover").await;
+        // Registered at provisioning, with the platform's rotation key.
+        let did = replica
+            .tenant_client("mover", &token)
+            .identity()
+            .await
+            .unwrap()
+            .into_value()
+            .did;
+        assert!(did.starts_with("did:sync:"), "{did}");
+        let hash = did.trim_start_matches("did:sync:").to_string();
+        let log = || {
+            let url = format!("{url}/directory/{hash}/operations");
+            async move {
+                let log: Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+                log["operations"].as_array().unwrap().clone()
+            }
+        };
+        let before = log().await;
+
+        // The identity key, as the new home has it from the bundle.
+        let passphrase = "a passphrase long enough";
+        let bundle = replica
+            .tenant_request("mover", reqwest::Method::POST, "/v1/portability/export")
+            .bearer_auth(&token)
+            .json(&json!({"passphrase": passphrase, "intent": "leave"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(bundle.status(), 200);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mover.tar.zst");
+        std::fs::write(&path, bundle.bytes().await.unwrap()).unwrap();
+        let opened = syncropel_portability::open(
+            &path,
+            Some(passphrase),
+            &syncropel_bundle::Limits::default(),
+        )
+        .unwrap();
+        let key = opened.key.unwrap();
+
+        let new_home = "http://127.0.0.1:9/new-home";
+        let notice = syncropel_protocol::moved::sign_moved(
+            &did,
+            new_home,
+            syncropel_protocol::unix_now(),
+            &key,
+        );
+        let (status, fenced) = replica
+            .tenant_post("mover", &token, "/v1/portability/fence", &notice)
+            .await;
+        assert_eq!(status, 200, "{fenced}");
+        assert_eq!(fenced["endpoint_published"]["ok"], true, "{fenced}");
+        let after = log().await;
+        assert_eq!(after.len(), before.len() + 1);
+        let (last, previous) = (
+            &after[after.len() - 1]["op"],
+            &before[before.len() - 1]["op"],
+        );
+        assert_eq!(last["type"], "update", "{last}");
+        assert_eq!(last["services"]["syncropel"]["endpoint"], new_home);
+        for kept in ["signing_keys", "rotation_keys", "handles", "namespaces"] {
+            assert_eq!(last[kept], previous[kept], "{kept}");
+        }
+        assert_eq!(
+            fenced["endpoint_published"]["head"],
+            after[after.len() - 1]["cid"]
+        );
+
+        // Again (a retried fence): the DID already names the new home.
+        let (status, again) = replica
+            .tenant_post("mover", &token, "/v1/portability/fence", &notice)
+            .await;
+        assert_eq!(status, 200, "{again}");
+        assert_eq!(again["endpoint_published"]["ok"], true, "{again}");
+        assert_eq!(log().await.len(), after.len());
+        replica.stop().await;
+    })
+    .await;
+}

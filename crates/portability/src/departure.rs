@@ -9,18 +9,24 @@ use syncropel_tenant::{Departure, Identity};
 
 use crate::{PortabilityError, Result};
 
-const KIND: &str = "portability";
-const KEY: &str = "departure";
+/// The state document (kind, key) a departure is kept in.
+pub const KIND: &str = "portability";
+pub const KEY: &str = "departure";
 
 /// How far a fence notice's time may be from ours: a notice is signed just before it is sent.
 pub const FENCE_SKEW_SECS: i64 = 600;
 
 /// The departure stored for `tenant` (staying when none is).
 pub async fn load(store: &dyn RecordStore, tenant: &str) -> Result<Departure> {
-    let Some(text) = store.state_get(tenant, KIND, KEY).await? else {
-        return Ok(Departure::Staying);
-    };
-    let value: Value = serde_json::from_str(&text).map_err(|e| {
+    match store.state_get(tenant, KIND, KEY).await? {
+        Some(text) => parse(&text),
+        None => Ok(Departure::Staying),
+    }
+}
+
+/// A stored departure document.
+pub fn parse(text: &str) -> Result<Departure> {
+    let value: Value = serde_json::from_str(text).map_err(|e| {
         PortabilityError::Store(syncropel_store::StoreError::Corrupt(format!(
             "the departure document: {e}"
         )))

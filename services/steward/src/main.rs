@@ -102,6 +102,10 @@ struct ServeArgs {
     /// How long a deleted tenant stays readable (and its label unavailable), e.g. `30d`.
     #[arg(long, env = "STEWARD_DELETION_GRACE", default_value = "30d", value_parser = humantime::parse_duration)]
     deletion_grace: Duration,
+    /// How long a tenant that moved away answers `410 INSTANCE_MOVED` after its fence before it
+    /// is deleted (its deletion grace follows), e.g. `30d`.
+    #[arg(long, env = "STEWARD_MOVED_KEPT", default_value = "30d", value_parser = humantime::parse_duration)]
+    moved_kept: Duration,
     /// How often to purge tenants whose grace period has ended.
     #[arg(long, env = "STEWARD_PURGE_INTERVAL", default_value = "1m", value_parser = humantime::parse_duration)]
     purge_interval: Duration,
@@ -324,6 +328,7 @@ async fn serve(args: ServeArgs) -> Result<(), StewardError> {
             env: args.token_env,
             tenant_limit: args.tenant_limit,
             deletion_grace: args.deletion_grace,
+            moved_kept: args.moved_kept,
             reserved_labels: reserved,
             registration,
         },

@@ -289,6 +289,31 @@ impl PlatformStore {
         Ok(changed > 0)
     }
 
+    /// Live (active or suspended) tenants whose state document `kind`/`key` was last written
+    /// before `before` (unix seconds), with its value: at most `limit`, oldest first.
+    pub async fn live_with_state_before(
+        &self,
+        kind: &str,
+        key: &str,
+        before: i64,
+        limit: u32,
+    ) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query(
+            "SELECT s.tenant, s.value FROM federation_state s JOIN tenants t ON t.id = s.tenant \
+             WHERE s.kind = $1 AND s.key = $2 AND s.updated_at < $3 \
+             AND t.status IN ('active', 'suspended') ORDER BY s.updated_at LIMIT $4",
+        )
+        .bind(kind)
+        .bind(key)
+        .bind(before)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("tenant")?, row.try_get("value")?)))
+            .collect()
+    }
+
     /// Purges one tenant whose deletion is older than `grace` (its records, accounts and tokens
     /// go; the row stays as `purged`, and its label is free again) and returns its id; `None`
     /// when none is due. Replicas share the work (`FOR UPDATE SKIP LOCKED`).

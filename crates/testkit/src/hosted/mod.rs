@@ -44,6 +44,7 @@ pub struct Config {
     pub previous_kek: Option<String>,
     pub tenant_limit: u32,
     pub deletion_grace: Duration,
+    pub moved_kept: Duration,
     pub federation: FederationConfig,
     /// Register new tenants' did:sync at a directory.
     pub registration: Option<DirectoryRegistration>,
@@ -62,6 +63,7 @@ impl Default for Config {
             previous_kek: None,
             tenant_limit: 3,
             deletion_grace: Duration::from_secs(30 * 24 * 3600),
+            moved_kept: Duration::from_secs(30 * 24 * 3600),
             federation: FederationConfig::default(),
             registration: None,
             reachable_urls: false,
@@ -132,6 +134,7 @@ impl Replica {
                 env: "prod".into(),
                 tenant_limit: config.tenant_limit,
                 deletion_grace: config.deletion_grace,
+                moved_kept: config.moved_kept,
                 reserved_labels: DEFAULT_RESERVED_LABELS
                     .iter()
                     .map(|s| s.to_string())

@@ -152,6 +152,9 @@ pub async fn build(options: HostedOptions) -> Result<Hosted, StewardError> {
                 _ = stop.cancelled() => return,
                 _ = tick.tick() => {}
             }
+            if let Err(e) = sweeper.delete_moved().await {
+                tracing::warn!(error = %e, "deleting tenants that moved away failed; will retry");
+            }
             if let Err(e) = sweeper.purge_expired().await {
                 tracing::warn!(error = %e, "purging deleted tenants failed; will retry");
             }

@@ -34,6 +34,9 @@ pub struct PlatformConfig {
     pub tenant_limit: u32,
     /// How long a deleted tenant stays readable (and its label unavailable) before it is purged.
     pub deletion_grace: Duration,
+    /// How long a tenant that moved away answers `410 INSTANCE_MOVED` after its fence before it
+    /// is deleted (then `deletion_grace` applies; federation-protocol.md §8.5 step 4).
+    pub moved_kept: Duration,
     /// Labels no tenant may take.
     pub reserved_labels: Vec<String>,
     /// Where new tenants' did:sync are registered, if anywhere (federation-protocol.md §1.4, §8.1).
@@ -431,6 +434,38 @@ impl Platform {
             Ok(active) => syncropel_telemetry::series::active_tenants(active.max(0) as u64),
             Err(e) => tracing::debug!(error = %e, "counting active tenants failed"),
         }
+    }
+
+    /// Deletes tenants fenced longer than `moved_kept` ago (their new home has had that long to
+    /// reach every peer); their deletion grace period starts then. Returns how many.
+    pub async fn delete_moved(&self) -> Result<usize, StoreError> {
+        use syncropel_portability::departure;
+        let before = syncropel_protocol::unix_now()
+            .saturating_sub(i64::try_from(self.config.moved_kept.as_secs()).unwrap_or(i64::MAX));
+        let mut deleted = 0;
+        let fenced = self
+            .store
+            .live_with_state_before(departure::KIND, departure::KEY, before, 1000)
+            .await?;
+        for (tenant, document) in fenced {
+            if !matches!(
+                departure::parse(&document),
+                Ok(syncropel_tenant::Departure::Moved { .. })
+            ) {
+                continue;
+            }
+            let live = [TenantState::Active, TenantState::Suspended];
+            if self
+                .store
+                .change_state(&tenant, &live, TenantState::Deleted)
+                .await?
+            {
+                // Other replicas, and this one, see it once their cached tenant expires.
+                tracing::info!(%tenant, "deleted a tenant that moved away");
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
     }
 
     /// Purges tenants whose deletion grace period has ended: their records, accounts and tokens

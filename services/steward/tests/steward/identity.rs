@@ -18,6 +18,7 @@ use syncropel_protocol::did_sync::{cid, did_from_genesis, sign_operation, OpType
 use syncropel_protocol::sync::{verify_items, DocumentKeys, PeerItem, ResolvedKeys};
 use syncropel_protocol::Keypair;
 use syncropel_steward::hosted::DirectoryRegistration;
+use syncropel_store::platform::TenantState;
 use syncropel_testkit::hosted::{Config, Replica};
 use syncropel_testkit::{error_code, send, with_test_database, Directory, Identity, Node, Options};
 
@@ -680,9 +681,10 @@ async fn a_retried_rotation_adopts_the_update_the_directory_holds() {
 
 /// A hosted did:sync tenant that moves away is pointed at its new home by the platform's rotation
 /// key when that home fences it (federation-protocol.md §8.5 step 3): the directory's log then
-/// names the new endpoint, everything else kept; fencing again sends nothing more.
+/// names the new endpoint, everything else kept; fencing again sends nothing more. The fenced
+/// tenant is deleted once `moved_kept` has passed; a tenant that was not fenced stays.
 #[tokio::test]
-async fn a_fenced_hosted_did_sync_is_published_at_its_new_home() {
+async fn a_fenced_hosted_did_sync_is_published_at_its_new_home_then_deleted() {
     let directory = Directory::start().await;
     let url = directory.url.clone();
     with_test_database(|db| async move {
@@ -763,6 +765,32 @@ async fn a_fenced_hosted_did_sync_is_published_at_its_new_home() {
         assert_eq!(status, 200, "{again}");
         assert_eq!(again["endpoint_published"]["ok"], true, "{again}");
         assert_eq!(log().await.len(), after.len());
+
+        // Kept 30 days after the fence, then deleted (its deletion grace starts then).
+        let platform = replica.platform();
+        assert_eq!(platform.delete_moved().await.unwrap(), 0);
+        let stays = replica.new_tenant("acct-2", "stays").await;
+        let impatient = Replica::start(
+            &db,
+            Config {
+                moved_kept: Duration::ZERO,
+                ..Config::default()
+            },
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert_eq!(impatient.platform().delete_moved().await.unwrap(), 1);
+        let deleted = replica
+            .platform()
+            .store()
+            .live_tenant("mover", Duration::from_secs(3600))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(deleted.status, TenantState::Deleted);
+        let (status, _) = replica.tenant_get("stays", &stays, "/v1/records").await;
+        assert_eq!(status, 200, "an unfenced tenant stays");
+        impatient.stop().await;
         replica.stop().await;
     })
     .await;

@@ -174,6 +174,9 @@ struct ServeArgs {
     /// that); 0 switches it off.
     #[arg(long, env = "STEWARD_RATE_LIMIT_PER_TENANT", default_value_t = 2000)]
     rate_limit_per_tenant: u32,
+    /// Exports one tenant may start per hour (each reads its whole store); 0 switches it off.
+    #[arg(long, env = "STEWARD_EXPORTS_PER_HOUR", default_value_t = 12)]
+    exports_per_hour: u32,
     /// Reverse proxies in front that append to X-Forwarded-For (the client is that many entries
     /// from the right); 0 keys the address limit on the connection's peer. Only set it when the
     /// steward cannot be reached except through those proxies: a direct caller writes the header.
@@ -353,6 +356,7 @@ async fn serve(args: ServeArgs) -> Result<(), StewardError> {
             per_address: RateLimit::per_second(args.rate_limit_per_address),
             per_token: RateLimit::per_second(args.rate_limit_per_token),
             per_tenant: RateLimit::per_second(args.rate_limit_per_tenant),
+            exports_per_hour: std::num::NonZeroU32::new(args.exports_per_hour),
             trusted_proxies: args.trusted_proxies,
         },
         cors_origins: args.cors_origins.clone(),

@@ -64,6 +64,9 @@ pub struct RateLimits {
     /// it uses, a tenant gets at most this share of a replica (anonymous requests count against
     /// their address only, so that strangers cannot use up a tenant's share).
     pub per_tenant: Option<RateLimit>,
+    /// Exports (`POST /v1/portability/export`) one tenant may start per hour, each of which reads
+    /// its whole store; the hour's allowance may be used at once.
+    pub exports_per_hour: Option<NonZeroU32>,
     /// Reverse proxies in front of the steward that append the address they saw to
     /// `X-Forwarded-For`. With `n > 0` the client is the `n`-th address from the right of that
     /// header (entries further left are whatever the client chose to send, so they are never
@@ -78,6 +81,7 @@ impl RateLimits {
             per_address: RateLimit::per_second(per_address),
             per_token: RateLimit::per_second(per_token),
             per_tenant: None,
+            exports_per_hour: None,
             trusted_proxies: 0,
         }
     }
@@ -151,6 +155,7 @@ pub struct RateLimiters {
     per_token: Option<Keyed<(String, String)>>,
     per_tenant: Option<Keyed<String>>,
     pair_inits: DefaultKeyedRateLimiter<IpAddr>,
+    exports: Option<(NonZeroU32, DefaultKeyedRateLimiter<String>)>,
     trusted_proxies: u8,
 }
 
@@ -162,8 +167,28 @@ impl RateLimiters {
             per_token: limits.per_token.map(Keyed::new),
             per_tenant: limits.per_tenant.map(Keyed::new),
             pair_inits: DefaultKeyedRateLimiter::keyed(Quota::per_minute(per_minute)),
+            exports: limits
+                .exports_per_hour
+                .map(|n| (n, DefaultKeyedRateLimiter::keyed(Quota::per_hour(n)))),
             trusted_proxies: limits.trusted_proxies,
         }
+    }
+
+    /// Counts one export of `tenant`: `429 RATE_LIMITED` past its hourly allowance.
+    pub fn check_export(&self, tenant: &str) -> Result<(), ApiError> {
+        let Some((per_hour, limiter)) = &self.exports else {
+            return Ok(());
+        };
+        limiter.check_key(&tenant.to_string()).map_err(|not_until| {
+            let wait = not_until.wait_time_from(limiter.clock().now());
+            ApiError::rate_limited(
+                format!(
+                    "at most {per_hour} exports an hour per tenant: each reads the whole store"
+                ),
+                wait,
+            )
+            .with_extra("limit", "exports_per_hour")
+        })
     }
 
     /// Counts one pair request from `addr`: at most ten a minute, `429 PAIR_RATE_LIMITED` beyond.
@@ -185,6 +210,7 @@ impl RateLimiters {
             per_address: self.per_address.as_ref().map(|k| k.limit),
             per_token: self.per_token.as_ref().map(|k| k.limit),
             per_tenant: self.per_tenant.as_ref().map(|k| k.limit),
+            exports_per_hour: self.exports.as_ref().map(|(n, _)| *n),
             trusted_proxies: self.trusted_proxies,
         }
     }

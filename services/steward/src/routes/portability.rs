@@ -49,6 +49,8 @@ pub async fn export(
         caller.token_id(),
         address.map(|Extension(ClientAddress(ip))| ip),
     )?;
+    // Counted once it may run: a refusal for concurrency costs the tenant nothing.
+    state.rate_limits.check_export(&caller.tenant.id)?;
     let tenant = caller.tenant.clone();
     if options.intent.as_deref() == Some("leave") {
         // The export stores it before it reads a record; requests here see it at once.
@@ -59,6 +61,7 @@ pub async fn export(
     let (chunks, bytes) = tokio::sync::mpsc::channel(4);
     let store = state.store.clone();
     let task_tenant = tenant.clone();
+    let (failed, failure) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
         let _slot = slot;
         let source = ExportSource {
@@ -74,15 +77,13 @@ pub async fn export(
                 bundle = %summary.bundle_sha256,
                 "exported"
             ),
-            // The body ends cut short: the bundle does not verify, so nobody mistakes it.
-            Err(e) => tracing::warn!(tenant = %task_tenant.id, error = %e, "export failed"),
+            Err(e) => {
+                tracing::warn!(tenant = %task_tenant.id, error = %e, "export failed");
+                let _ = failed.send(e.to_string());
+            }
         }
     });
-    let stream = futures_util::stream::unfold(bytes, |mut bytes| async move {
-        let chunk = bytes.recv().await?;
-        Some((Ok::<_, std::io::Error>(Bytes::from(chunk)), bytes))
-    });
-    let mut response = Body::from_stream(stream).into_response();
+    let mut response = Body::from_stream(bundle_stream(bytes, failure)).into_response();
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
@@ -98,6 +99,26 @@ pub async fn export(
         headers.insert(header::CONTENT_DISPOSITION, value);
     }
     Ok(response)
+}
+
+/// The chunks of an export as a body. An export that fails midway ends it with an error, so the
+/// connection is cut (no clean end of a chunked body): a client sees a failed download, not a
+/// short file that only a check would catch.
+fn bundle_stream(
+    chunks: tokio::sync::mpsc::Receiver<Vec<u8>>,
+    failure: tokio::sync::oneshot::Receiver<String>,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
+    futures_util::stream::unfold(
+        (chunks, Some(failure)),
+        |(mut chunks, failure)| async move {
+            if let Some(chunk) = chunks.recv().await {
+                return Some((Ok(Bytes::from(chunk)), (chunks, failure)));
+            }
+            // The export is over: the failure, once, if it failed.
+            let why = failure?.await.ok()?;
+            Some((Err(std::io::Error::other(why)), (chunks, None)))
+        },
+    )
 }
 
 /// `POST /v1/portability/import` (hosted): a bundle (`application/zstd` body, passphrase in
@@ -370,4 +391,32 @@ pub async fn moved_gate(State(state): State<AppState>, request: Request, next: N
         }
     }
     next.run(Request::from_parts(parts, body)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::StreamExt;
+
+    use super::bundle_stream;
+
+    #[tokio::test]
+    async fn a_failed_export_ends_its_body_with_an_error_and_a_whole_one_cleanly() {
+        for fails in [true, false] {
+            let (chunks, read) = tokio::sync::mpsc::channel(4);
+            let (failed, failure) = tokio::sync::oneshot::channel();
+            chunks.send(b"first".to_vec()).await.unwrap();
+            drop(chunks);
+            if fails {
+                failed.send("the store went away".to_string()).unwrap();
+            } else {
+                drop(failed);
+            }
+            let items: Vec<_> = bundle_stream(read, failure).collect().await;
+            assert_eq!(items[0].as_ref().unwrap().as_ref(), b"first");
+            assert_eq!(items.len(), if fails { 2 } else { 1 });
+            if fails {
+                assert!(items[1].is_err());
+            }
+        }
+    }
 }

@@ -517,3 +517,69 @@ async fn a_local_home_moves_into_a_new_hosted_tenant() {
     })
     .await;
 }
+
+/// Each export reads a tenant's whole store: past its hourly allowance a tenant's next one is
+/// refused (`429 RATE_LIMITED`, with the wait), whichever token asks; another tenant's are not.
+#[tokio::test]
+async fn exports_past_a_tenants_hourly_allowance_are_refused() {
+    use syncropel_testkit::hosted::{Config, Replica};
+    with_test_database_here(|db| async move {
+        let replica = Replica::start(
+            &db,
+            Config {
+                rate_limits: syncropel_steward::rate_limit::RateLimits {
+                    exports_per_hour: std::num::NonZeroU32::new(2),
+                    ..Default::default()
+                },
+                ..Config::default()
+            },
+        )
+        .await;
+        let token = replica.new_tenant("acct-1", "busy").await;
+        let other = replica.new_tenant("acct-2", "calm").await;
+        let export = |label: &'static str, token: String| {
+            let request = replica
+                .tenant_request(label, reqwest::Method::POST, "/v1/portability/export")
+                .bearer_auth(token)
+                .json(&json!({"no_identity": true}));
+            async move {
+                let answer = request.send().await.unwrap();
+                let status = answer.status().as_u16();
+                let body = answer.bytes().await.unwrap();
+                (status, body)
+            }
+        };
+        for _ in 0..2 {
+            // The slot of the one before may not be free yet (429 for concurrency).
+            let status = syncropel_testkit::eventually(
+                "the export slot",
+                Duration::from_secs(10),
+                || async {
+                    let (status, _) = export("busy", token.clone()).await;
+                    (status != 429).then_some(status)
+                },
+            )
+            .await;
+            assert_eq!(status, 200);
+        }
+        let refused = syncropel_testkit::eventually(
+            "the allowance refusal",
+            Duration::from_secs(10),
+            || async {
+                let (status, body) = export("busy", token.clone()).await;
+                let body: Value = serde_json::from_slice(&body).ok()?;
+                (status == 429 && body["limit"] == "exports_per_hour").then_some(body)
+            },
+        )
+        .await;
+        assert_eq!(refused["code"], "RATE_LIMITED", "{refused}");
+        assert!(
+            refused["retry_after_secs"].as_u64().unwrap() > 60,
+            "{refused}"
+        );
+        let (status, _) = export("calm", other).await;
+        assert_eq!(status, 200, "another tenant's allowance is its own");
+        replica.stop().await;
+    })
+    .await;
+}

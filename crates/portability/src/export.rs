@@ -43,6 +43,10 @@ pub struct ExportOptions {
     /// A snapshot (`spl thread snapshot`): the records of these threads only, without the
     /// identity or credentials (federation-protocol.md §3.6).
     pub threads: Option<Vec<String>>,
+    /// Leaving: how long to wait, once `leaving` is stored, before the store is read. Writers
+    /// that checked the departure just before (another hosted replica's cached tenant, a write
+    /// in flight) commit within it, so that the bundle holds every write that was accepted.
+    pub settle: std::time::Duration,
     pub progress: Option<Arc<Progress>>,
 }
 
@@ -153,6 +157,9 @@ pub async fn export(
         },
     )
     .await?;
+    if options.intent.is_some() {
+        tokio::time::sleep(options.settle).await;
+    }
     let head = store.head_seq(tenant).await?;
     if let Some(progress) = &options.progress {
         // Sequences are dense but for records replaced in place: about the number to write.

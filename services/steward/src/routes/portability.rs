@@ -32,6 +32,9 @@ const MIN_PASSPHRASE: usize = 12;
 /// Where an import's passphrase goes: not in the URL, which logs keep.
 const PASSPHRASE_HEADER: &str = "x-bundle-passphrase";
 
+/// How long an export to leave lets writes already accepted land before it reads the store.
+const LEAVE_SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The route a moved tenant still answers: its new home may fence it again (a later move).
 const FENCE_PATH: &str = "/portability/fence";
 
@@ -42,7 +45,12 @@ pub async fn export(
     JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
     caller.require(Scope::Admin)?;
-    let options = export_options(&body)?;
+    let mut options = export_options(&body)?;
+    options.settle = match state.tenancy {
+        // Every replica's cached tenant has expired, and its writes in flight have landed.
+        Tenancy::Hosted(_) => crate::hosted::TENANT_CACHE_TTL + LEAVE_SETTLE,
+        Tenancy::Single(_) => LEAVE_SETTLE,
+    };
     // One export at a time per tenant and token: each reads the whole store.
     let slot = state.exports.acquire(
         &caller.tenant.id,
@@ -285,7 +293,7 @@ fn export_options(body: &Value) -> ApiResult<ExportOptions> {
         carry_tokens: body["carry_tokens"].as_bool().unwrap_or(false),
         intent,
         threads,
-        progress: None,
+        ..ExportOptions::default()
     };
     options.check().map_err(ApiError::validation)?;
     Ok(options)

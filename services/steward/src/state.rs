@@ -10,7 +10,7 @@ use syncropel_store::RecordStore;
 use syncropel_tenant::{Namespaces, Tenant, TokenCache};
 use tokio_util::sync::CancellationToken;
 
-use crate::hosted::platform::Platform;
+use crate::hosted::platform::{Platform, TENANT_CACHE_TTL};
 use crate::rate_limit::RateLimiters;
 use crate::streams::{StreamLimits, StreamSlots};
 
@@ -118,4 +118,16 @@ pub enum Tenancy {
     Single(Arc<Tenant>),
     /// The hosted platform: tenants live in Postgres and are found by address.
     Hosted(Arc<Platform>),
+}
+
+impl Tenancy {
+    /// How long a change to a tenant (its status, its departure) may go unseen by a request
+    /// somewhere: a hosted replica trusts its cached tenant this long; the one local tenant is
+    /// shared.
+    pub fn staleness(&self) -> Duration {
+        match self {
+            Tenancy::Single(_) => Duration::ZERO,
+            Tenancy::Hosted(_) => TENANT_CACHE_TTL,
+        }
+    }
 }

@@ -46,11 +46,8 @@ pub async fn export(
 ) -> ApiResult<Response> {
     caller.require(Scope::Admin)?;
     let mut options = export_options(&body)?;
-    options.settle = match state.tenancy {
-        // Every replica's cached tenant has expired, and its writes in flight have landed.
-        Tenancy::Hosted(_) => crate::hosted::TENANT_CACHE_TTL + LEAVE_SETTLE,
-        Tenancy::Single(_) => LEAVE_SETTLE,
-    };
+    // Every replica's cached tenant has expired, and its writes in flight have landed.
+    options.settle = state.tenancy.staleness() + LEAVE_SETTLE;
     // One export at a time per tenant and token: each reads the whole store.
     let slot = state.exports.acquire(
         &caller.tenant.id,

@@ -258,6 +258,22 @@ pub enum IdentityCommand {
     /// Replace the signing key of a published identity; records signed by the old key keep
     /// verifying unless it is marked compromised. Run it while `spl serve` is stopped.
     Rotate(RotateArgs),
+    /// Point this home's did:sync at a steward URL, signed by a rotation key of the DID you hold
+    /// (the recovery key, say, when the home that was fenced is gone)
+    Endpoint(EndpointArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EndpointArgs {
+    /// The steward URL to publish as the `syncropel` service
+    #[arg(value_name = "URL")]
+    pub url: String,
+    /// A file holding the 64-hex-character seed of a rotation key of the DID
+    #[arg(long, value_name = "FILE")]
+    pub key_file: PathBuf,
+    /// The directory the DID lives at [default: the one this home published it at]
+    #[arg(long, env = "SPL_DIRECTORY", value_name = "URL")]
+    pub directory: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -1,16 +1,19 @@
-//! `spl identity show|upgrade|rotate`: the home's DID beyond its did:key
-//! (federation-protocol.md §1.3, §1.4).
+//! `spl identity show|upgrade|rotate|endpoint`: the home's DID beyond its did:key
+//! (federation-protocol.md §1.3, §1.4, §8.5).
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
+use syncropel_federation::directory::Publisher;
 use syncropel_federation::{PeerClient, PeerClientOptions};
 use syncropel_home::SyncRegistration;
+use syncropel_protocol::Keypair;
 
 use super::serve::refuse_if_running;
 use super::Ctx;
-use crate::cli::IdentityCommand;
+use crate::cli::{EndpointArgs, IdentityCommand};
 use crate::output::print_json;
 
 pub async fn run(ctx: &Ctx, command: IdentityCommand) -> Result<ExitCode> {
@@ -52,6 +55,7 @@ pub async fn run(ctx: &Ctx, command: IdentityCommand) -> Result<ExitCode> {
             }
             show(ctx)?
         }
+        IdentityCommand::Endpoint(args) => return endpoint(ctx, &client, &args).await,
         IdentityCommand::Rotate(args) => {
             refuse_if_running(&ctx.home)?;
             syncropel_home::rotate(&ctx.home, &client, args.compromised).await?;
@@ -107,4 +111,42 @@ fn show(ctx: &Ctx) -> Result<Value> {
             })).collect::<Vec<_>>(),
         }),
     })
+}
+
+/// Points the home's did:sync at `args.url` with the rotation key in `args.key_file`
+/// (federation-protocol.md §8.5 step 3, when no fenced home did it), and keeps what it published.
+async fn endpoint(ctx: &Ctx, client: &PeerClient, args: &EndpointArgs) -> Result<ExitCode> {
+    let did = ctx.home.did()?;
+    if !did.starts_with("did:sync:") {
+        bail!("{did} is not a did:sync: a did:key names no endpoint, a did:web's document does");
+    }
+    let mut published = ctx.home.published()?;
+    let directory = args
+        .directory
+        .clone()
+        .or_else(|| published.as_ref().and_then(|p| p.directory.clone()))
+        .context("name the directory the DID lives at: --directory")?;
+    let text = std::fs::read_to_string(&args.key_file)
+        .with_context(|| format!("reading {}", args.key_file.display()))?;
+    let mut seed = [0u8; 32];
+    hex::decode_to_slice(text.trim(), &mut seed)
+        .with_context(|| format!("{}: not a 64-hex-character seed", args.key_file.display()))?;
+    let publisher = Publisher {
+        directory: directory.clone(),
+        rotation_key: Arc::new(Keypair::from_seed(&seed)),
+    };
+    let head = publisher.publish_endpoint(client, &did, &args.url).await?;
+    if let Some(published) = published.as_mut() {
+        published.endpoint = Some(args.url.clone());
+        published.directory = Some(directory);
+        published.head = Some(head.clone());
+        ctx.home.publish(published)?;
+    }
+    let answer = json!({"did": did, "endpoint": args.url, "head": head});
+    if ctx.json {
+        print_json(&answer);
+    } else {
+        println!("{did} now names {} (head {head})", args.url);
+    }
+    Ok(ExitCode::SUCCESS)
 }

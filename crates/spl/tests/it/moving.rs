@@ -262,3 +262,71 @@ fn emit(node: &Node, n: u64) -> Value {
     assert_eq!(record["actor"], node.did.as_str(), "{record}");
     record
 }
+
+/// When the home that held the rotation key is gone before it could be fenced, the owner points
+/// the did:sync at its new home with the recovery key (`spl identity endpoint`); a key that is
+/// not a rotation key of the DID changes nothing.
+#[test]
+fn the_recovery_key_points_a_did_sync_at_its_new_home() {
+    let directory = Directory::start();
+    let home = tempfile::tempdir().unwrap();
+    ok(run(home.path(), &["init"]));
+    let recovery = syncropel_protocol::Keypair::generate();
+    let upgraded = upgrade_to_sync(
+        home.path(),
+        &directory.url,
+        &["--recovery-key", &recovery.did_key()],
+    );
+    let did = upgraded["did"].as_str().unwrap().to_string();
+    let hash = did.trim_start_matches("did:sync:").to_string();
+    let operations =
+        || directory.get(&format!("/directory/{hash}/operations"))["operations"].clone();
+    let keys = tempfile::tempdir().unwrap();
+    let write_key = |name: &str, key: &syncropel_protocol::Keypair| {
+        let path = keys.path().join(name);
+        std::fs::write(&path, format!("{}\n", hex::encode(key.seed()))).unwrap();
+        path
+    };
+
+    let stranger = write_key("stranger.key", &syncropel_protocol::Keypair::generate());
+    let refused = failed(
+        spl(home.path())
+            .args(["identity", "endpoint", "http://127.0.0.1:9/new"])
+            .arg("--key-file")
+            .arg(&stranger)
+            .output()
+            .unwrap(),
+    );
+    assert!(refused.contains("holds no rotation key"), "{refused}");
+    assert_eq!(operations().as_array().unwrap().len(), 1);
+
+    let key = write_key("recovery.key", &recovery);
+    let published = json(
+        spl(home.path())
+            .args(["--json", "identity", "endpoint", "http://127.0.0.1:9/new"])
+            .arg("--key-file")
+            .arg(&key)
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(published["did"], did.as_str(), "{published}");
+    let log = operations();
+    let last = log.as_array().unwrap().last().unwrap();
+    assert_eq!(last["cid"], published["head"]);
+    assert_eq!(
+        last["op"]["services"]["syncropel"]["endpoint"],
+        "http://127.0.0.1:9/new"
+    );
+
+    let plain = tempfile::tempdir().unwrap();
+    ok(run(plain.path(), &["init"]));
+    let not_sync = failed(
+        spl(plain.path())
+            .args(["identity", "endpoint", "http://127.0.0.1:9/new"])
+            .arg("--key-file")
+            .arg(&key)
+            .output()
+            .unwrap(),
+    );
+    assert!(not_sync.contains("is not a did:sync"), "{not_sync}");
+}

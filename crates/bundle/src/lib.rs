@@ -51,6 +51,8 @@ pub const MANIFEST: &str = "manifest.json";
 pub const MANIFEST_SIG: &str = "manifest.sig";
 pub const DID_DOCUMENT: &str = "identity/did_document.json";
 pub const PRIVATE_KEY: &str = "identity/private_key.enc";
+/// A did:sync's operation log, one logged operation (`{cid, op, received_at, nullified}`) a line.
+pub const DID_OPERATIONS: &str = "directory/ops.jsonl";
 
 /// Whether `path` may be a member of a bundle: relative, plain segments, under one of its
 /// directories (or one of its top-level files).

@@ -13,8 +13,8 @@ use syncropel_protocol::verify_signature;
 
 use crate::manifest::BundleHash;
 use crate::{
-    safe_path, BundleError, Manifest, Result, BUNDLE_VERSION, DID_DOCUMENT, MANIFEST, MANIFEST_SIG,
-    PRIVATE_KEY,
+    safe_path, BundleError, Manifest, Result, BUNDLE_VERSION, DID_DOCUMENT, DID_OPERATIONS,
+    MANIFEST, MANIFEST_SIG, PRIVATE_KEY,
 };
 
 /// Bounds of what a bundle may unpack to.
@@ -46,6 +46,8 @@ pub struct Verified {
     pub signer: String,
     /// `identity/private_key.enc`, when the identity was included.
     pub sealed_key: Option<Vec<u8>>,
+    /// `directory/ops.jsonl`, when the source's DID is a did:sync whose log it had.
+    pub did_operations: Option<Vec<u8>>,
     /// Files other than the manifest and its signature.
     pub files: u64,
 }
@@ -55,6 +57,7 @@ pub struct Verified {
 pub fn verify<R: Read>(input: R, limits: &Limits) -> Result<Verified> {
     let mut hash = BundleHash::new();
     let (mut manifest, mut sig, mut document, mut sealed_key) = (None, None, None, None);
+    let mut did_operations = None;
     entries(input, limits, |path, bytes| {
         match path {
             MANIFEST => manifest = Some(bytes.to_vec()),
@@ -65,6 +68,9 @@ pub fn verify<R: Read>(input: R, limits: &Limits) -> Result<Verified> {
                 }
                 if path == PRIVATE_KEY {
                     sealed_key = Some(bytes.to_vec());
+                }
+                if path == DID_OPERATIONS {
+                    did_operations = Some(bytes.to_vec());
                 }
                 if !hash.add(path, bytes) {
                     return Err(BundleError::Malformed(format!("`{path}` is in it twice")));
@@ -117,6 +123,7 @@ pub fn verify<R: Read>(input: R, limits: &Limits) -> Result<Verified> {
         did_document,
         signer,
         sealed_key,
+        did_operations,
         files,
     })
 }

@@ -47,7 +47,7 @@ pub use engine::{
 };
 pub use error::{FederationError, Result};
 pub use peer::{ChangesRequest, PeerClient, PeerClientOptions, PeerError, Reach};
-pub use resolve::{DidResolver, ResolvedDid};
+pub use resolve::{replay_log, DidResolver, ResolvedDid};
 /// A parsed `sync_changes` page: the API contract's type, records kept as JSON for verification.
 pub use syncropel_api::ChangesPage;
 pub use threads::{never_served, pullable_thread, refuse_unpullable};

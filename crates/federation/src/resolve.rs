@@ -192,6 +192,32 @@ impl DidResolver {
         }
     }
 
+    /// A did:sync's operation log from the first configured directory that holds it, checked
+    /// by replaying it (what an export carries as `directory/ops.jsonl`).
+    pub async fn sync_log(&self, did: &str) -> Result<Vec<LoggedOp>, PeerError> {
+        let Source::Sync(hash) = source(did)? else {
+            return Err(PeerError::DidUnsupported(format!("{did}: not a did:sync")));
+        };
+        let mut first_error = None;
+        for directory in &self.directories {
+            let url = format!(
+                "{}/directory/{hash}/operations",
+                directory.trim_end_matches('/')
+            );
+            let fetched = match self.directory_client.get_document(&url, OP_LOG_LIMIT).await {
+                Ok((body, _)) => served_log(did, body),
+                Err(e) => Err(e),
+            };
+            match fetched.and_then(|log| replay_log(did, &log).map(|_| log)) {
+                Ok(log) => return Ok(log),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        Err(first_error.unwrap_or_else(|| PeerError::DidNotFound(did.to_owned())))
+    }
+
     /// The cached, unexpired resolution of `did`, without any I/O.
     pub fn cached(&self, did: &str) -> Option<Arc<ResolvedDid>> {
         let now = (self.clock)();
@@ -382,9 +408,13 @@ fn replay(did: &str, body: Value) -> Result<ResolvedDid, PeerError> {
     })
 }
 
-/// Replays a served `did_operations` log, re-verifying every op, and folds it into the DID's
-/// state. The directory's cids and `nullified` flags must match what the replay computes.
+/// Replays a served `did_operations` answer into the DID's state ([`replay_log`]).
 pub(crate) fn replay_state(did: &str, body: Value) -> Result<DidState, PeerError> {
+    replay_log(did, &served_log(did, body)?)
+}
+
+/// The operations of a served `did_operations` answer for `did`, unchecked.
+fn served_log(did: &str, body: Value) -> Result<Vec<LoggedOp>, PeerError> {
     let invalid = |why: String| PeerError::DidInvalid(format!("{did}: {why}"));
     let Value::Object(mut body) = body else {
         return Err(invalid("answer is not an object".into()));
@@ -395,10 +425,14 @@ pub(crate) fn replay_state(did: &str, body: Value) -> Result<DidState, PeerError
     if body.get("did").and_then(Value::as_str) != Some(did) {
         return Err(invalid("the directory answered for another DID".into()));
     }
-    let served: Vec<LoggedOp> =
-        serde_json::from_value(body.remove("operations").unwrap_or(Value::Null))
-            .map_err(|e| invalid(format!("operations: {e}")))?;
+    serde_json::from_value(body.remove("operations").unwrap_or(Value::Null))
+        .map_err(|e| invalid(format!("operations: {e}")))
+}
 
+/// Replays a did:sync's logged operations, re-verifying every op, and folds them into the DID's
+/// state. The log's cids and `nullified` flags must match what the replay computes.
+pub fn replay_log(did: &str, served: &[LoggedOp]) -> Result<DidState, PeerError> {
+    let invalid = |why: String| PeerError::DidInvalid(format!("{did}: {why}"));
     let mut log = OpLog::new();
     for (i, entry) in served.iter().enumerate() {
         let applied = log

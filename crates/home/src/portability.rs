@@ -7,11 +7,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use serde_json::{json, Value};
+use syncropel_federation::{DidResolver, PeerClient, PeerClientOptions};
 use syncropel_portability::{
     ExportOptions, ExportSource, ExportSummary, ImportOptions, ImportSummary, Opened,
     PortabilityError,
 };
 use syncropel_protocol::did_doc::{did_web_document, parse_document};
+use syncropel_protocol::did_sync::LoggedOp;
 use syncropel_store::{RecordStore, SqliteStore};
 
 use crate::publish::multibase;
@@ -64,6 +66,7 @@ pub async fn export_offline<W: Write>(
 ) -> Result<(W, ExportSummary), HomeError> {
     let identity = home.identity()?;
     let document = home.did_document()?;
+    let did_operations = did_operations(home).await?;
     let store: Arc<dyn RecordStore> = Arc::new(SqliteStore::open_file(&home.db_path()).await?);
     let (chunks, mut written) = tokio::sync::mpsc::channel(4);
     let source = ExportSource {
@@ -71,6 +74,7 @@ pub async fn export_offline<W: Write>(
         tenant: LOCAL_TENANT,
         identity: &identity,
         did_document: &document,
+        did_operations,
     };
     let export = syncropel_portability::export(source, options, chunks);
     let write = async {
@@ -85,6 +89,24 @@ pub async fn export_offline<W: Write>(
     let summary = exported.map_err(moved)?;
     wrote?;
     Ok((out, summary))
+}
+
+/// A did:sync home's operation log, from the directory it published at (checked); `None` for
+/// other DIDs and when the directory cannot be reached (the summary says whether it went in):
+/// the move does not depend on it.
+async fn did_operations(home: &Home) -> Result<Option<Vec<LoggedOp>>, HomeError> {
+    let Some(published) = home.published()?.filter(|p| p.method == "sync") else {
+        return Ok(None);
+    };
+    let Some(directory) = published.directory else {
+        return Ok(None);
+    };
+    let client = PeerClient::new(PeerClientOptions {
+        allow_private: true,
+        ..PeerClientOptions::default()
+    });
+    let resolver = DidResolver::new(client, vec![directory]);
+    Ok(resolver.sync_log(&published.did).await.ok())
 }
 
 /// Takes the bundle at `bundle` into a stopped home: checked whole, the identity opened with
@@ -234,6 +256,14 @@ impl Home {
             let mut published = PublishedIdentity::first(did.to_string(), method, key, None);
             published.keys = keys;
             published.current = current;
+            // What the DID's log says it is now; its directory is not in it.
+            if let Some((_, state)) = &opened.did_log {
+                published.head = Some(state.head.clone());
+                published.rotation_keys = state.rotation_keys.clone();
+                published.handles = state.handles.clone();
+                published.namespaces = state.namespaces.clone();
+                published.endpoint = state.services.get("syncropel").map(|s| s.endpoint.clone());
+            }
             self.publish(&published)?;
         }
         write_atomic(

@@ -12,6 +12,7 @@ use syncropel_bundle::{BundleWriter, Counts, Manifest, Producer};
 use syncropel_federation::handshake::PAIR_ACCOUNT_PREFIX;
 use syncropel_federation::state::{seal_secret, sync_meta, to_text, SyncMeta, SECRET};
 use syncropel_protocol::consent::{CONSENT_KIND, CONSENT_THREAD};
+use syncropel_protocol::did_sync::LoggedOp;
 use syncropel_protocol::{
     rfc3339_from_unix, unix_now, validate_thread, PAIRS_THREAD, PAIR_GENESIS_KIND,
 };
@@ -30,6 +31,9 @@ pub struct ExportSource<'a> {
     pub tenant: &'a str,
     pub identity: &'a Identity,
     pub did_document: &'a Value,
+    /// A did:sync's operation log, as its directory served it (checked): the new home learns
+    /// the DID's state from it. `None` for other DIDs, or when the directory was out of reach.
+    pub did_operations: Option<Vec<LoggedOp>>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -85,14 +89,23 @@ pub struct ExportSummary {
     pub tokens: String,
     pub counts: Counts,
     pub bundle_sha256: String,
+    /// A did:sync's operation log went in (`directory/ops.jsonl`).
+    pub did_log_included: bool,
     /// The `core.portability.event.v1` this export wrote (it is in the bundle too); not known
     /// to a client that had a steward export over HTTP.
     pub audit_record: Option<String>,
 }
 
 impl ExportSummary {
-    /// The summary of a bundle made elsewhere, from its manifest.
-    pub fn of(manifest: syncropel_bundle::Manifest) -> ExportSummary {
+    /// The summary of a bundle made elsewhere, from what was verified of it.
+    pub fn of(verified: syncropel_bundle::Verified) -> ExportSummary {
+        ExportSummary {
+            did_log_included: verified.did_operations.is_some(),
+            ..ExportSummary::of_manifest(verified.manifest)
+        }
+    }
+
+    fn of_manifest(manifest: syncropel_bundle::Manifest) -> ExportSummary {
         ExportSummary {
             object: "export_summary",
             source_did: manifest.source_did,
@@ -102,6 +115,7 @@ impl ExportSummary {
             tokens: manifest.tokens,
             counts: manifest.counts,
             bundle_sha256: manifest.bundle_sha256,
+            did_log_included: false,
             audit_record: None,
         }
     }
@@ -122,6 +136,7 @@ pub async fn export(
         tenant,
         identity,
         did_document,
+        did_operations,
     } = source;
     let tokens = if options.carry_tokens {
         "all"
@@ -171,6 +186,16 @@ pub async fn export(
     let document = serde_json::to_vec_pretty(did_document)
         .map_err(|e| PortabilityError::Refused(format!("the DID document: {e}")))?;
     writer.add(syncropel_bundle::DID_DOCUMENT, &document)?;
+    if let Some(operations) = &did_operations {
+        let mut lines = String::new();
+        for operation in operations {
+            let line = serde_json::to_string(operation)
+                .map_err(|e| PortabilityError::Invalid(format!("the DID's log: {e}")))?;
+            lines.push_str(&line);
+            lines.push('\n');
+        }
+        writer.add(syncropel_bundle::DID_OPERATIONS, lines.as_bytes())?;
+    }
     if let Some(passphrase) = options.passphrase.clone() {
         // Argon2id is made to be slow: off the async workers.
         let seed = identity.key.seed();
@@ -220,7 +245,8 @@ pub async fn export(
     send(out, rest).await?;
     Ok(ExportSummary {
         audit_record: Some(audit_record),
-        ..ExportSummary::of(manifest)
+        did_log_included: did_operations.is_some(),
+        ..ExportSummary::of_manifest(manifest)
     })
 }
 

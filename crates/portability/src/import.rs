@@ -14,8 +14,10 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use syncropel_bundle::seal::open_seed;
 use syncropel_bundle::{entries, verify, Limits, Manifest};
+use syncropel_federation::replay_log;
 use syncropel_federation::state::{new_epoch, next_epoch, open_secret, parse, SyncMeta, SECRET};
 use syncropel_protocol::did_doc::parse_document;
+use syncropel_protocol::did_sync::{DidState, LoggedOp};
 use syncropel_protocol::sync::{
     has_document, sync_item, verify_items, DocumentKeys, PeerItem, ResolvedKeys,
 };
@@ -43,6 +45,9 @@ pub struct Opened {
     pub did_document: Value,
     /// The did:key that signed the manifest.
     pub signer: String,
+    /// A did:sync's operation log (`directory/ops.jsonl`), replayed and checked, and the state
+    /// it comes to.
+    pub did_log: Option<(Vec<LoggedOp>, DidState)>,
     /// The identity key, when the bundle carries it (opened with the passphrase).
     pub key: Option<Keypair>,
 }
@@ -76,13 +81,45 @@ pub fn open(path: &Path, passphrase: Option<&str>, limits: &Limits) -> Result<Op
         }
         (None, _) => None,
     };
+    let did_log = match &verified.did_operations {
+        Some(bytes) => Some(did_log(
+            &verified.manifest.source_did,
+            &verified.signer,
+            bytes,
+        )?),
+        None => None,
+    };
     Ok(Opened {
         path: path.to_path_buf(),
+        did_log,
         manifest: verified.manifest,
         did_document: verified.did_document,
         signer: verified.signer,
         key,
     })
+}
+
+/// The bundled operation log of `did`, checked: every operation replays, and `signer` (the
+/// manifest's) is one of the signing keys it ever named.
+fn did_log(did: &str, signer: &str, bytes: &[u8]) -> Result<(Vec<LoggedOp>, DidState)> {
+    let refused = |why: String| PortabilityError::Refused(format!("the bundled DID log: {why}"));
+    let text = std::str::from_utf8(bytes).map_err(|_| refused("not text".into()))?;
+    let log = text
+        .lines()
+        .filter(|line| !line.is_empty())
+        .map(|line| serde_json::from_str::<LoggedOp>(line).map_err(|e| refused(e.to_string())))
+        .collect::<Result<Vec<_>>>()?;
+    let state = replay_log(did, &log).map_err(|e| refused(e.to_string()))?;
+    let named = state
+        .historical_signing_keys
+        .iter()
+        .any(|(_, key)| format!("did:key:{key}") == signer);
+    if !named {
+        return Err(refused(format!(
+            "it never names the key that signed, {signer}"
+        )));
+    }
+    Ok((log, state))
 }
 
 #[derive(Clone, Debug, Default)]
@@ -642,4 +679,40 @@ async fn apply_token_events(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use syncropel_federation::directory::sync_genesis;
+    use syncropel_protocol::did_sync::{apply, did_from_genesis, sign_operation};
+    use syncropel_protocol::Keypair;
+
+    use super::did_log;
+
+    #[test]
+    fn a_bundled_did_log_must_replay_and_name_the_key_that_signed() {
+        let (key, rotation) = (Keypair::generate(), Keypair::generate());
+        let genesis = sign_operation(
+            &sync_genesis(&key, vec![rotation.did_key()], Vec::new(), Vec::new(), None),
+            &rotation,
+        );
+        let did = did_from_genesis(&genesis);
+        let entry = apply(&[], &genesis, 1_800_000_000).unwrap().entry;
+        let line = serde_json::to_string(&entry).unwrap();
+
+        let (log, state) = did_log(&did, &key.did_key(), line.as_bytes()).unwrap();
+        assert_eq!((log.len(), state.head), (1, entry.cid.clone()));
+        let stranger = Keypair::generate().did_key();
+        assert!(did_log(&did, &stranger, line.as_bytes()).is_err());
+        assert!(did_log(
+            "did:sync:aaaaaaaaaaaaaaaaaaaaaaaa",
+            &key.did_key(),
+            line.as_bytes()
+        )
+        .is_err());
+        let tampered = line.replacen("\"genesis\"", "\"update\"", 1);
+        assert_ne!(tampered, line);
+        assert!(did_log(&did, &key.did_key(), tampered.as_bytes()).is_err());
+        assert!(did_log(&did, &key.did_key(), b"not json").is_err());
+    }
 }

@@ -181,7 +181,7 @@ async fn through_steward(
     .await
     .context("checking the bundle")?
     .context("the bundle the steward sent does not check")?;
-    Ok(ExportSummary::of(verified.manifest))
+    Ok(ExportSummary::of(verified))
 }
 
 pub async fn import(ctx: &Ctx, args: &ImportArgs) -> Result<ExitCode> {

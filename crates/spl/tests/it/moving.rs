@@ -185,12 +185,13 @@ fn a_did_sync_home_moves_and_its_peer_finds_it_through_the_directory() {
         .home()
         .join("..")
         .join(format!("dir-{}.tar.zst", std::process::id()));
-    let exported = a
-        .command(&["export", "--leave", "--out", bundle.to_str().unwrap()])
-        .env("SPL_EXPORT_PASSPHRASE", PASSPHRASE)
-        .output()
-        .unwrap();
-    ok(exported);
+    let exported = json(
+        a.command(&["export", "--leave", "--out", bundle.to_str().unwrap()])
+            .env("SPL_EXPORT_PASSPHRASE", PASSPHRASE)
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(exported["did_log_included"], true, "{exported}");
     let home = tempfile::tempdir().unwrap();
     ok(run(home.path(), &["init"]));
     ok(spl(home.path())
@@ -198,6 +199,19 @@ fn a_did_sync_home_moves_and_its_peer_finds_it_through_the_directory() {
         .args(["import", bundle.to_str().unwrap()])
         .output()
         .unwrap());
+    // The DID's state came with its log: the head the next operation follows, its rotation key.
+    let hash = a.did.trim_start_matches("did:sync:").to_string();
+    let log = directory.get(&format!("/directory/{hash}/operations"));
+    let installed: Value =
+        serde_json::from_slice(&std::fs::read(home.path().join("identity.json")).unwrap()).unwrap();
+    assert_eq!(
+        installed["head"],
+        log["operations"].as_array().unwrap().last().unwrap()["cid"]
+    );
+    assert_eq!(
+        installed["rotation_keys"],
+        log["operations"][0]["op"]["rotation_keys"]
+    );
     let token = bootstrap_admin(home.path());
     let mut a2 = Node::adopt(home, token);
     assert_eq!(a2.did, a.did);
@@ -212,7 +226,6 @@ fn a_did_sync_home_moves_and_its_peer_finds_it_through_the_directory() {
             .unwrap(),
     );
     assert_eq!(fenced["endpoint_published"]["ok"], true, "{fenced}");
-    let hash = a.did.trim_start_matches("did:sync:");
     let log = directory.get(&format!("/directory/{hash}/operations"));
     let last = log["operations"]
         .as_array()

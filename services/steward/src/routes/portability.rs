@@ -16,6 +16,7 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 use syncropel_portability::{audit, departure, ExportOptions, ExportSource, ImportOptions};
 use syncropel_protocol::did_doc::did_web_document;
+use syncropel_protocol::did_sync::LoggedOp;
 use syncropel_protocol::{unix_now, ErrorCode};
 use syncropel_tenant::{Departure, Scope, Tenant};
 
@@ -63,6 +64,7 @@ pub async fn export(
         tenant.set_departure(Departure::Leaving);
     }
     let document = did_document(&tenant);
+    let did_operations = did_operations(&state, &tenant.identity.did).await;
     let (chunks, bytes) = tokio::sync::mpsc::channel(4);
     let store = state.store.clone();
     let task_tenant = tenant.clone();
@@ -74,6 +76,7 @@ pub async fn export(
             tenant: &task_tenant.id,
             identity: &task_tenant.identity,
             did_document: &document,
+            did_operations,
         };
         match syncropel_portability::export(source, &options, chunks).await {
             Ok(summary) => tracing::info!(
@@ -104,6 +107,21 @@ pub async fn export(
         headers.insert(header::CONTENT_DISPOSITION, value);
     }
     Ok(response)
+}
+
+/// A did:sync's operation log from the directories this steward resolves through (checked);
+/// `None` for other DIDs and, logged, when none answers: an export does not depend on it.
+async fn did_operations(state: &AppState, did: &str) -> Option<Vec<LoggedOp>> {
+    if !did.starts_with("did:sync:") {
+        return None;
+    }
+    match state.federation.resolver().sync_log(did).await {
+        Ok(log) => Some(log),
+        Err(e) => {
+            tracing::warn!(%did, error = %e, "the bundle goes without the DID's log");
+            None
+        }
+    }
 }
 
 /// The chunks of an export as a body. An export that fails midway ends it with an error, so the

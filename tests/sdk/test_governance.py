@@ -1,5 +1,6 @@
 """Governance visible over HTTP (§10.3, §13, §14): token mints are records,
-tokens never appear in them, CORS allows the configured origin only."""
+tokens never appear in them, refusals name the record that logs them, CORS allows the
+configured origin only."""
 
 from __future__ import annotations
 
@@ -22,6 +23,25 @@ def test_token_mint_leaves_an_audit_record_without_the_token(steward):
     assert token_id in blob, "the audit record names the token by its id (sha256 of the token)"
     secret = tok.rsplit("_", 1)[-1]
     assert tok not in blob and secret not in blob, "plaintext tokens never appear in records"
+
+
+def test_a_refusal_names_the_record_that_logs_it(steward, reader_token):
+    from dataclasses import fields
+
+    from syncropel.types_generated import ApiError
+
+    with steward.http(reader_token) as h:
+        r = h.post("/v1/service-accounts", json={"name": "escalate", "scopes": ["admin"]})
+    assert r.status_code == 403, r.text
+    envelope = r.json()
+    error = ApiError(**{f.name: envelope.get(f.name) for f in fields(ApiError) if f.name in envelope})
+    assert error.audit_record, envelope
+    logged = steward.get_record(error.audit_record)
+    assert logged["thread"] == "th_audit_security", logged
+    assert logged["body"]["status"] == 403 and logged["body"]["code"] == error.code, logged
+    token_id = hashlib.sha256(reader_token.encode()).hexdigest()
+    assert logged["body"]["token_id"] == token_id
+    assert reader_token not in repr(logged)
 
 
 def test_no_record_anywhere_holds_a_plaintext_token(steward, reader_token, writer_token):

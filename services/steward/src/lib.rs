@@ -7,6 +7,7 @@ pub mod error;
 pub mod hosted;
 pub mod local;
 pub mod rate_limit;
+pub mod refusals;
 pub mod routes;
 pub mod state;
 pub mod streams;

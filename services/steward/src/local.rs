@@ -233,6 +233,7 @@ pub async fn start(
         shutdown,
         federation: federation.clone(),
         did_publisher: did_publisher(&options.home)?,
+        refusals: Arc::default(),
     };
     syncropel_federation::discovery::start(&federation, &tenant);
     // Pull jobs resume from their cursor rows.

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::hosted::platform::{Platform, TENANT_CACHE_TTL};
 use crate::rate_limit::RateLimiters;
+use crate::refusals::RefusalLog;
 use crate::streams::{StreamLimits, StreamSlots};
 
 /// Limits on what a request may carry and what it may cost.
@@ -97,6 +98,8 @@ pub struct AppState {
     /// own; the platform's, listed in every tenant DID it registered): after a fence, it points
     /// the DID at the new home.
     pub did_publisher: Option<Publisher>,
+    /// The buckets that bound how many refusals are recorded (protocol.md §13.3).
+    pub refusals: Arc<RefusalLog>,
 }
 
 /// `POST /v1/bootstrap/service-account`, open until the first account exists, hands out an admin

@@ -134,6 +134,7 @@ pub async fn build(options: HostedOptions) -> Result<Hosted, StewardError> {
             .registration
             .as_ref()
             .map(DirectoryRegistration::publisher),
+        refusals: Arc::default(),
     };
     leases::spawn(state.federation.clone(), platform.clone(), leases.clone());
     let addressing = Arc::new(platform.config.addressing.clone());

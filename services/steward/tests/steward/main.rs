@@ -10,6 +10,7 @@ mod discovery;
 mod doors;
 mod federation;
 mod federation_hosted;
+mod governance;
 mod hosted;
 mod identity;
 mod moving;

@@ -1,0 +1,194 @@
+//! Refusals are recorded (protocol.md §13.3): a `401` or `403` answered on a tenant's route is
+//! written as a `core.security.refusal.v1` record on its `th_audit_security` before the answer
+//! goes, and the answer names it (`audit_record`). A flood of refusals must not become a flood
+//! of writes: each tenant has a bucket of records per second on each replica; past it, refusals
+//! are counted, not recorded, and the next record says how many went unrecorded since the last
+//! (`suppressed`). Its answer then has no `audit_record`.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::Mutex;
+
+use axum::body::Body;
+use axum::extract::{FromRequestParts, OriginalUri, Request, State};
+use axum::http::{header, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::Response;
+use governor::{DefaultKeyedRateLimiter, Quota};
+use serde_json::{json, Map, Value};
+use syncropel_protocol::{sha256_hex, Act};
+use syncropel_tenant::{sealed_own, Tenant};
+
+use crate::auth::presented_token;
+use crate::rate_limit::ClientAddress;
+use crate::state::AppState;
+use crate::tenant::CurrentTenant;
+
+pub const THREAD: &str = "th_audit_security";
+pub const KIND: &str = "core.security.refusal.v1";
+
+/// Refusal records one tenant may cost a replica each second, and in one burst.
+const PER_SECOND: u32 = 10;
+const BURST: u32 = 50;
+/// An error body is read this far to be named; ours are far smaller.
+const MAX_ERROR_BODY: usize = 64 << 10;
+/// Request fields are cut to this many characters in the record.
+const MAX_FIELD: usize = 200;
+
+/// The per-tenant buckets and the refusals counted past them.
+pub struct RefusalLog {
+    bucket: DefaultKeyedRateLimiter<String>,
+    suppressed: Mutex<HashMap<String, u64>>,
+}
+
+impl Default for RefusalLog {
+    fn default() -> RefusalLog {
+        let per_second = NonZeroU32::new(PER_SECOND).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(BURST).unwrap_or(NonZeroU32::MIN);
+        RefusalLog {
+            bucket: DefaultKeyedRateLimiter::keyed(
+                Quota::per_second(per_second).allow_burst(burst),
+            ),
+            suppressed: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl RefusalLog {
+    /// Whether this refusal of `tenant` is recorded; if so, how many were not since the last.
+    fn admit(&self, tenant: &str) -> Option<u64> {
+        let mut suppressed = self.suppressed.lock().unwrap_or_else(|e| e.into_inner());
+        if self.bucket.check_key(&tenant.to_string()).is_ok() {
+            return Some(suppressed.remove(tenant).unwrap_or(0));
+        }
+        if suppressed.len() > 100_000 {
+            suppressed.clear();
+            self.bucket.retain_recent();
+        }
+        *suppressed.entry(tenant.to_string()).or_default() += 1;
+        None
+    }
+}
+
+/// What a refused request was, for its record: never the bearer itself, only its hash.
+struct Refused {
+    method: Method,
+    path: String,
+    token_id: Option<String>,
+    actor: Option<String>,
+    address: Option<String>,
+}
+
+/// Middleware on the `/v1` routes: records their `401` and `403` answers.
+pub async fn record_refusals(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (mut parts, body) = request.into_parts();
+    let tenant = CurrentTenant::from_request_parts(&mut parts, &state)
+        .await
+        .ok();
+    let refused = Refused {
+        method: parts.method.clone(),
+        // Nested under `/v1`, the request's own URI has lost its prefix.
+        path: cut(parts
+            .extensions
+            .get::<OriginalUri>()
+            .map_or(parts.uri.path(), |OriginalUri(uri)| uri.path())),
+        token_id: presented_token(&parts.headers).map(|t| sha256_hex(t.as_bytes())),
+        actor: parts
+            .headers
+            .get("x-syncropel-actor")
+            .and_then(|v| v.to_str().ok())
+            .map(cut),
+        address: parts
+            .extensions
+            .get::<ClientAddress>()
+            .map(|ClientAddress(ip)| ip.to_string()),
+    };
+    let response = next.run(Request::from_parts(parts, body)).await;
+    let status = response.status();
+    match tenant {
+        Some(CurrentTenant(tenant))
+            if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN =>
+        {
+            record(&state, &tenant, refused, response).await
+        }
+        _ => response,
+    }
+}
+
+/// Writes the refusal's record (when the tenant's bucket admits it) and names it in the answer.
+async fn record(
+    state: &AppState,
+    tenant: &Tenant,
+    refused: Refused,
+    response: Response,
+) -> Response {
+    let Some(suppressed) = state.refusals.admit(&tenant.id) else {
+        return response;
+    };
+    let (mut parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_ERROR_BODY).await else {
+        return Response::from_parts(parts, Body::empty());
+    };
+    let mut answer: Map<String, Value> = match serde_json::from_slice(&bytes) {
+        Ok(Value::Object(answer)) => answer,
+        _ => return Response::from_parts(parts, Body::from(bytes)),
+    };
+    let mut fields = json!({
+        "kind": KIND,
+        "status": parts.status.as_u16(),
+        "code": answer.get("code"),
+        "message": answer.get("message").and_then(Value::as_str).map(cut),
+        "method": refused.method.as_str(),
+        "path": refused.path,
+        "token_id": refused.token_id,
+        "actor": refused.actor,
+        "address": refused.address,
+        "suppressed": suppressed,
+    });
+    let body = fields
+        .as_object_mut()
+        .map(std::mem::take)
+        .unwrap_or_default();
+    let sealed = sealed_own(&tenant.identity, Act::Know, THREAD, body);
+    let id = sealed.id.clone();
+    match state
+        .store
+        .write(&tenant.id, vec![sealed], Vec::new())
+        .await
+    {
+        Ok(written) if written.iter().all(Result::is_ok) => {
+            answer.insert("audit_record".into(), json!(id));
+        }
+        Ok(_) | Err(_) => tracing::warn!(tenant = %tenant.id, "a refusal could not be recorded"),
+    }
+    let text = Value::Object(answer).to_string();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(text))
+}
+
+fn cut(text: &str) -> String {
+    text.chars().take(MAX_FIELD).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{RefusalLog, BURST};
+
+    #[test]
+    fn past_its_burst_a_tenant_is_counted_and_the_next_record_says_how_many() {
+        let log = RefusalLog::default();
+        for _ in 0..BURST {
+            assert_eq!(log.admit("a"), Some(0));
+        }
+        for _ in 0..7 {
+            assert_eq!(log.admit("a"), None);
+        }
+        assert_eq!(log.admit("b"), Some(0), "another tenant has its own bucket");
+        std::thread::sleep(std::time::Duration::from_millis(150));
+        assert_eq!(log.admit("a"), Some(7));
+    }
+}

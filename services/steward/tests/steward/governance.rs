@@ -1,0 +1,141 @@
+//! Governance (protocol.md §13): refusals that reach a tenant are recorded on
+//! `th_audit_security` before the answer goes, and the answer names the record; a flood of them
+//! costs a bounded number of records, and the next record counts those left out.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use syncropel_protocol::sha256_hex;
+use syncropel_testkit::hosted::{Config, Replica};
+use syncropel_testkit::{error_code, know, with_test_database, TestSteward};
+
+const AUDIT: &str = "th_audit_security";
+
+/// Every record of `thread`, through the admin token.
+async fn thread_records(steward: &TestSteward, admin: &str, thread: &str) -> Vec<Value> {
+    let (status, page) = steward
+        .get(admin, &format!("/v1/records?thread={thread}&limit=1000"))
+        .await;
+    assert_eq!(status, 200, "{page}");
+    page["data"].as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn a_refusal_is_recorded_before_its_answer_and_names_its_record() {
+    let steward = TestSteward::start().await;
+    let admin = steward.admin().await;
+    let reader = steward.token(&["records:read"], &[]).await;
+
+    // No credential: 401, recorded without a token.
+    let (status, refused) = steward.post_anonymous("/v1/records", &json!({})).await;
+    assert_eq!(status, 401, "{refused}");
+    let first = refused["audit_record"].as_str().expect("named").to_string();
+    let (status, record) = steward.get(&admin, &format!("/v1/records/{first}")).await;
+    assert_eq!(status, 200, "{record}");
+    assert_eq!(record["thread"], AUDIT);
+    assert_eq!(record["body"]["kind"], "core.security.refusal.v1");
+    assert_eq!(record["body"]["status"], 401);
+    assert_eq!(record["body"]["code"], error_code(&refused));
+    assert_eq!(record["body"]["path"], "/v1/records");
+    assert_eq!(record["body"]["token_id"], Value::Null);
+
+    // A reader writing: 403, recorded with the hash of its token, never the token.
+    let write = know("th_refused", "did:sync:user:ana", 1, json!({"n": 1}));
+    let (status, refused) = steward.post(&reader, "/v1/records", &write).await;
+    assert_eq!(status, 403, "{refused}");
+    let second = refused["audit_record"].as_str().expect("named").to_string();
+    let (_, record) = steward.get(&admin, &format!("/v1/records/{second}")).await;
+    assert_eq!(record["body"]["status"], 403);
+    assert_eq!(record["body"]["method"], "POST");
+    assert_eq!(
+        record["body"]["token_id"],
+        sha256_hex(reader.as_bytes()).as_str()
+    );
+    assert!(
+        !record.to_string().contains(&reader),
+        "the bearer is never recorded"
+    );
+
+    // Only the refusals: an allowed request writes nothing there, and nobody writes there.
+    let (status, _) = steward.get(&admin, "/v1/records?thread=th_refused").await;
+    assert_eq!(status, 200);
+    let audit = thread_records(&steward, &admin, AUDIT).await;
+    assert_eq!(audit.len(), 2, "{audit:?}");
+    let forged = know(
+        AUDIT,
+        "did:sync:user:ana",
+        1,
+        json!({"kind": "core.security.refusal.v1"}),
+    );
+    let (status, refused) = steward.post(&admin, "/v1/records", &forged).await;
+    assert_eq!(status, 403, "{refused}");
+}
+
+/// 1,000 refusals as fast as one client can send them: the records written stay within the
+/// bucket (its burst and its rate over the time taken), and a later record counts the rest.
+#[tokio::test]
+async fn a_flood_of_refusals_writes_a_bounded_number_of_records() {
+    let steward = TestSteward::start().await;
+    let admin = steward.admin().await;
+    let started = Instant::now();
+    let mut named = 0;
+    for _ in 0..1000 {
+        let (status, refused) = steward.post_anonymous("/v1/records", &json!({})).await;
+        assert_eq!(status, 401);
+        named += usize::from(refused["audit_record"].is_string());
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let bound = 50 + (10.0 * elapsed).ceil() as usize + 1;
+    let audit = thread_records(&steward, &admin, AUDIT).await;
+    assert_eq!(audit.len(), named);
+    assert!(
+        named <= bound,
+        "{named} records in {elapsed:.1} s (bound {bound})"
+    );
+    assert!(named < 1000, "{named}");
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let (_, refused) = steward.post_anonymous("/v1/records", &json!({})).await;
+    let id = refused["audit_record"]
+        .as_str()
+        .expect("the bucket refilled");
+    let (_, record) = steward.get(&admin, &format!("/v1/records/{id}")).await;
+    let suppressed = record["body"]["suppressed"].as_u64().unwrap();
+    assert!(suppressed >= 1, "{record}");
+    let counted: u64 = thread_records(&steward, &admin, AUDIT)
+        .await
+        .iter()
+        .map(|r| r["body"]["suppressed"].as_u64().unwrap() + 1)
+        .sum();
+    assert_eq!(counted, 1001, "every refusal is a record or counted in one");
+}
+
+/// Hosted: a refusal is recorded on the tenant it was addressed to, and no other.
+#[tokio::test]
+async fn a_hosted_refusal_is_recorded_on_its_tenant() {
+    with_test_database(|db| async move {
+        let replica = Replica::start(&db, Config::default()).await;
+        let one = replica.new_tenant("acct-1", "one").await;
+        let two = replica.new_tenant("acct-2", "two").await;
+        let (status, refused) = replica
+            .tenant_post(
+                "one",
+                "spl_prod_sa_nobody_00000000000000000000000000000000",
+                "/v1/records",
+                &json!({}),
+            )
+            .await;
+        assert_eq!(status, 401, "{refused}");
+        let id = refused["audit_record"].as_str().expect("named");
+        let (status, record) = replica
+            .tenant_get("one", &one, &format!("/v1/records/{id}"))
+            .await;
+        assert_eq!(status, 200, "{record}");
+        assert_eq!(record["thread"], AUDIT);
+        let (status, _) = replica
+            .tenant_get("two", &two, &format!("/v1/records/{id}"))
+            .await;
+        assert_eq!(status, 404);
+        replica.stop().await;
+    })
+    .await;
+}

@@ -3,6 +3,7 @@
 //! registry. A local steward has one tenant; the hosted platform many.
 
 mod accounts;
+pub mod config;
 mod identity;
 mod namespaces;
 mod scopes;
@@ -106,6 +107,8 @@ pub struct Tenant {
     bootstrapped: AtomicBool,
     /// Kept in the store (`syncropel_portability::departure`); this is the copy requests see.
     departure: RwLock<Departure>,
+    /// The fold of its `th_engine_config` records (`config::load`); this is the copy requests see.
+    config: RwLock<config::EngineConfig>,
 }
 
 /// Never prints the key; the id and DID say which tenant it is.
@@ -128,6 +131,7 @@ impl Tenant {
             url: None,
             bootstrapped: AtomicBool::new(bootstrapped),
             departure: RwLock::new(Departure::Staying),
+            config: RwLock::new(config::EngineConfig::default()),
         }
     }
 
@@ -170,5 +174,16 @@ impl Tenant {
 
     pub fn set_departure(&self, departure: Departure) {
         *self.departure.write().unwrap_or_else(|e| e.into_inner()) = departure;
+    }
+
+    pub fn config(&self) -> config::EngineConfig {
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn set_config(&self, config: config::EngineConfig) {
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = config;
     }
 }

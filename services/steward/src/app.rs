@@ -43,6 +43,8 @@ pub fn router(state: AppState) -> Router {
             "/namespaces/{*id}",
             get(routes::namespaces::get_one).delete(routes::namespaces::archive),
         )
+        .route("/config", get(routes::config::show))
+        .route("/config/{topic}", post(routes::config::set))
         .route("/identity", get(routes::identity::show))
         .route("/identity/upgrade", post(routes::identity::upgrade))
         .route("/portability/export", post(routes::portability::export))

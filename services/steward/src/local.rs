@@ -197,6 +197,11 @@ pub async fn start(
                 StewardError::Invalid(format!("reading where this home is moving: {e}"))
             })?,
     );
+    tenant.set_config(
+        syncropel_tenant::config::load(store.as_ref(), LOCAL_TENANT)
+            .await
+            .map_err(|e| StewardError::Invalid(format!("reading the engine config: {e}")))?,
+    );
     let shutdown = CancellationToken::new();
     let tokens = Arc::new(TokenCache::new(LOCAL_TOKEN_CACHE_TTL));
     let namespaces = Arc::new(Namespaces::default());

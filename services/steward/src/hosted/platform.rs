@@ -227,6 +227,7 @@ impl Platform {
             .await
             .map_err(|e| ApiError::internal(format!("reading where the tenant is moving: {e}")))?;
         tenant.set_departure(departure);
+        tenant.set_config(syncropel_tenant::config::load(self.records.as_ref(), &tenant.id).await?);
         let mut cache = self.tenants.write().unwrap_or_else(|e| e.into_inner());
         if cache.len() > 100_000 {
             cache.retain(|_, (_, at)| at.elapsed() < TENANT_CACHE_TTL);

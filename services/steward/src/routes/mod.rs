@@ -1,6 +1,7 @@
 //! HTTP handlers, one module per resource.
 
 pub mod accounts;
+pub mod config;
 pub mod did_web;
 pub mod federation;
 pub mod health;

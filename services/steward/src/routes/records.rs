@@ -17,8 +17,7 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::routes::LimitedBody;
 use crate::state::AppState;
-use syncropel_tenant::seal;
-use syncropel_tenant::Scope;
+use syncropel_tenant::{config, seal, Scope, Tenant};
 
 /// Ingest order of protocol.md §9: auth, parse and validate, claim and thread rules, id, sign,
 /// store (idempotency and DuplicateClock are decided atomically by the store's writer).
@@ -39,8 +38,13 @@ pub async fn create(
             envelope.namespace(),
         )
         .await?;
+    within_bounds(&state, &caller.tenant, &mut None, &envelope.thread).await?;
     let record = seal_for(&caller, &envelope);
-    match state.store.append(&caller.tenant.id, record).await? {
+    let appended = state.store.append(&caller.tenant.id, record).await?;
+    if envelope.thread == config::THREAD {
+        reload_config(&state, &caller.tenant).await?;
+    }
+    match appended {
         Appended::Inserted(stored) => {
             state.federation.traces.note_current(&stored.id);
             syncropel_telemetry::series::records_ingested("api", 1);
@@ -48,6 +52,45 @@ pub async fn create(
         }
         Appended::Existing(stored) => Ok(json_text(StatusCode::OK, stored.json)),
     }
+}
+
+/// Past its `store_bounds.max_total_bytes` (protocol.md §13), a tenant's records are refused with
+/// `507 STORE_CEILING_REACHED`; config records still pass, since they are how the bound is
+/// raised. `held` keeps the store's size for the other records of a batch.
+async fn within_bounds(
+    state: &AppState,
+    tenant: &Tenant,
+    held: &mut Option<u64>,
+    thread: &str,
+) -> ApiResult<()> {
+    let Some(max) = tenant.config().store_bounds.max_total_bytes else {
+        return Ok(());
+    };
+    if thread == config::THREAD {
+        return Ok(());
+    }
+    let bytes = match *held {
+        Some(bytes) => bytes,
+        None => *held.insert(state.store.stored_bytes(&tenant.id).await?),
+    };
+    if bytes < max {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        ErrorCode::StoreCeilingReached,
+        format!(
+            "the store holds {bytes} bytes, at or past its bound of {max} (`store_bounds` on \
+             th_engine_config): reads and deletes go on; raise the bound to write again"
+        ),
+    ))
+}
+
+/// The tenant's configuration again, after a config record was stored through this steward
+/// (other hosted replicas read it with the tenant, within its cache time).
+pub async fn reload_config(state: &AppState, tenant: &Tenant) -> ApiResult<()> {
+    let loaded = config::load(state.store.as_ref(), &tenant.id).await?;
+    tenant.set_config(loaded);
+    Ok(())
 }
 
 /// Most records one batch may carry.
@@ -88,6 +131,7 @@ pub async fn create_batch(
     // Each namespace is checked against the registry once per batch, not once per record.
     let mut namespaces: HashMap<String, Result<(), ApiError>> = HashMap::new();
     let mut appends = Vec::new();
+    let (mut held, mut configures) = (None, false);
     for (index, item) in items.into_iter().enumerate() {
         let envelope = match Envelope::from_value(item) {
             Ok(envelope) => envelope,
@@ -113,6 +157,11 @@ pub async fn create_batch(
             results.push(Some(Err(e.clone())));
             continue;
         }
+        if let Err(e) = within_bounds(&state, &caller.tenant, &mut held, &envelope.thread).await {
+            results.push(Some(Err(e)));
+            continue;
+        }
+        configures |= envelope.thread == config::THREAD;
         results.push(None);
         let record = seal_for(&caller, &envelope);
         appends.push((index, state.store.append(&caller.tenant.id, record)));
@@ -120,6 +169,9 @@ pub async fn create_batch(
     let (indices, futures): (Vec<usize>, Vec<_>) = appends.into_iter().unzip();
     for (index, outcome) in indices.into_iter().zip(join_all(futures).await) {
         results[index] = Some(outcome.map_err(ApiError::from));
+    }
+    if configures {
+        reload_config(&state, &caller.tenant).await?;
     }
 
     let (mut created, mut existing, mut failed) = (0usize, 0u64, 0u64);
@@ -187,6 +239,9 @@ fn authorize(caller: &Caller, claimed: Option<&str>, envelope: &Envelope) -> Api
     }
     if is_config_thread(&envelope.thread) {
         caller.require_config_write()?;
+    }
+    if envelope.thread == config::THREAD {
+        config::check(&envelope.body).map_err(ApiError::validation)?;
     }
     Ok(())
 }

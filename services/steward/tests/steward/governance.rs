@@ -139,3 +139,135 @@ async fn a_hosted_refusal_is_recorded_on_its_tenant() {
     })
     .await;
 }
+
+/// `store_bounds` (protocol.md §13): past its bound a tenant keeps reading, its writes answer
+/// `507 STORE_CEILING_REACHED`, a restart keeps the bound (it is a fold of config records), and a
+/// config record raising it lets writes in again.
+#[tokio::test]
+async fn past_its_store_bound_a_tenant_reads_but_writes_only_once_the_bound_is_raised() {
+    let steward = TestSteward::start().await;
+    let admin = steward.admin().await;
+    let writer = steward.token(&["records:read", "records:write"], &[]).await;
+    let actor = "did:sync:user:ana";
+    for n in 1..=3 {
+        let (status, body) = steward
+            .post(
+                &writer,
+                "/v1/records",
+                &know("th_bound", actor, n, json!({"n": n})),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let (status, shown) = steward.get(&admin, "/v1/config").await;
+    assert_eq!(status, 200, "{shown}");
+    assert_eq!(
+        shown["config"]["store_bounds"]["max_total_bytes"],
+        Value::Null
+    );
+    let stored = shown["stored_bytes"].as_u64().unwrap();
+    assert!(stored > 0, "{shown}");
+
+    // Who may set it, and in what shape.
+    let (status, refused) = steward
+        .post(
+            &writer,
+            "/v1/config/store_bounds",
+            &json!({"max_total_bytes": 1}),
+        )
+        .await;
+    assert_eq!(
+        (status, error_code(&refused)),
+        (403, "SCOPE_FORBIDDEN"),
+        "{refused}"
+    );
+    for bad in [
+        json!({"max_total_bytes": -5}),
+        json!({"max_total_bytes": "1"}),
+        json!([1]),
+    ] {
+        let (status, refused) = steward.post(&admin, "/v1/config/store_bounds", &bad).await;
+        assert_eq!(status, 400, "{bad}: {refused}");
+    }
+    let (status, set) = steward
+        .post(
+            &admin,
+            "/v1/config/store_bounds",
+            &json!({"max_total_bytes": 1}),
+        )
+        .await;
+    assert_eq!(status, 201, "{set}");
+    assert_eq!(set["thread"], "th_engine_config");
+    assert_eq!(set["act"], "LEARN");
+
+    let (status, refused) = write(&steward, &writer, 10).await;
+    assert_eq!(
+        (status, error_code(&refused)),
+        (507, "STORE_CEILING_REACHED"),
+        "{refused}"
+    );
+    let batch = json!({"records": [know("th_bound", actor, 11, json!({}))]});
+    let (status, answer) = steward.post(&writer, "/v1/records/batch", &batch).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["data"][0]["status"], 507, "{answer}");
+    let (status, page) = steward.get(&writer, "/v1/records?thread=th_bound").await;
+    assert_eq!(status, 200);
+    assert_eq!(page["data"].as_array().unwrap().len(), 3, "reads go on");
+
+    // The bound is a fold of records: a restart keeps it.
+    let stopped = steward.stop().await;
+    let steward = TestSteward::start_with(syncropel_testkit::Options::restart(stopped)).await;
+    let (status, refused) = write(&steward, &writer, 12).await;
+    assert_eq!(
+        (status, error_code(&refused)),
+        (507, "STORE_CEILING_REACHED"),
+        "{refused}"
+    );
+
+    // Raised by a config record a client writes itself (with config:write).
+    let raise = json!({"act": "LEARN", "actor": actor, "thread": "th_engine_config", "clock": 1,
+                       "body": {"topic": "store_bounds", "max_total_bytes": stored * 1000}});
+    let (status, body) = steward.post(&admin, "/v1/records", &raise).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = write(&steward, &writer, 13).await;
+    assert_eq!(status, 201, "writes again: {body}");
+}
+
+/// A record on `th_bound` at `clock`, written with `token`.
+async fn write(steward: &TestSteward, token: &str, clock: i64) -> (u16, Value) {
+    let record = know("th_bound", "did:sync:user:ana", clock, json!({"n": clock}));
+    steward.post(token, "/v1/records", &record).await
+}
+
+/// Hosted: one tenant's bound is its own.
+#[tokio::test]
+async fn a_hosted_tenants_store_bound_is_its_own() {
+    with_test_database(|db| async move {
+        let replica = Replica::start(&db, Config::default()).await;
+        let full = replica.new_tenant("acct-1", "full").await;
+        let free = replica.new_tenant("acct-2", "free").await;
+        let (status, set) = replica
+            .tenant_post(
+                "full",
+                &full,
+                "/v1/config/store_bounds",
+                &json!({"max_total_bytes": 1}),
+            )
+            .await;
+        assert_eq!(status, 201, "{set}");
+        let record = know("th_bound", "did:sync:user:ana", 1, json!({}));
+        let (status, refused) = replica
+            .tenant_post("full", &full, "/v1/records", &record)
+            .await;
+        assert_eq!(
+            (status, error_code(&refused)),
+            (507, "STORE_CEILING_REACHED")
+        );
+        let (status, body) = replica
+            .tenant_post("free", &free, "/v1/records", &record)
+            .await;
+        assert_eq!(status, 201, "{body}");
+        replica.stop().await;
+    })
+    .await;
+}

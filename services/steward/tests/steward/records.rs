@@ -130,12 +130,19 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
         assert_eq!(got, status, "{name}: {answer}");
         assert_eq!(error_code(&answer), code, "{name}");
     }
-    // Only the audit records of the token's creation exist; no refused record was stored.
+    // Only the audit records of the token's creation exist, and the one record of the 403
+    // (refusals are recorded, protocol.md §13.3); no refused record was stored.
     let all = list(&node, ListParams::default()).await;
     assert!(
-        all.iter().all(|r| r["thread"] == "th_audit_tokens"),
+        all.iter()
+            .all(|r| r["thread"] == "th_audit_tokens" || r["thread"] == "th_audit_security"),
         "{all:?}"
     );
+    let refusals = all
+        .iter()
+        .filter(|r| r["thread"] == "th_audit_security")
+        .count();
+    assert_eq!(refusals, 1, "{all:?}");
 }
 
 /// Up to 1000 records of a listing.

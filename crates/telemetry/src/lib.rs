@@ -8,7 +8,7 @@
 
 pub mod connections;
 pub mod http;
-mod logs;
+pub mod logs;
 pub mod metrics;
 mod otlp;
 pub mod propagation;
@@ -119,13 +119,14 @@ pub fn init(args: &TelemetryArgs, service: &str) -> Result<Telemetry, TelemetryE
     Ok(Telemetry { tracer })
 }
 
-/// Installs the process's subscriber (see [`subscriber`]), writing log lines to stderr. A second
-/// call leaves the first in place (tests start several services in one process).
+/// Installs the process's subscriber (see [`subscriber`]), writing log lines to stderr with
+/// every credential-shaped string redacted ([`logs::Redacting`]). A second call leaves the first
+/// in place (tests start several services in one process).
 pub fn install(tracer: Option<SdkTracerProvider>, format: LogFormat) {
     use std::io::IsTerminal;
     let ansi = format == LogFormat::Text && std::io::stderr().is_terminal();
     let traced = tracer.is_some();
-    if subscriber(tracer, format, ansi, std::io::stderr)
+    if subscriber(tracer, format, ansi, logs::Redacting(std::io::stderr))
         .try_init()
         .is_ok()
     {

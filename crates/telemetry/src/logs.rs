@@ -1,9 +1,10 @@
 //! JSON log lines: one object per event with its fields, the span it happened in, and the
-//! trace and span ids when the span is traced, so logs and traces can be joined.
+//! trace and span ids when the span is traced, so logs and traces can be joined. Lines of either
+//! format pass through [`Redacting`] on their way out.
 
-use std::fmt;
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
+use std::{fmt, io};
 
 use opentelemetry::trace::TraceContextExt;
 use serde_json::{Map, Value};
@@ -11,7 +12,7 @@ use tracing::dispatcher::WeakDispatch;
 use tracing::field::{Field, Visit};
 use tracing::{Dispatch, Event, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
-use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer;
 
@@ -79,6 +80,34 @@ where
             }
         }
         writeln!(writer, "{}", Value::Object(line))
+    }
+}
+
+/// A log writer that redacts credential-shaped strings (keys, tokens, JWTs, `Bearer …`) from
+/// every line before it reaches `W`'s writer, whatever logged them (protocol.md §14).
+pub struct Redacting<W>(pub W);
+
+/// One line's writer: the formatter writes each event whole, so each write is redacted whole.
+pub struct RedactingWriter<W>(W);
+
+impl<'a, W: MakeWriter<'a>> MakeWriter<'a> for Redacting<W> {
+    type Writer = RedactingWriter<W::Writer>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        RedactingWriter(self.0.make_writer())
+    }
+}
+
+impl<W: io::Write> io::Write for RedactingWriter<W> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        let text = String::from_utf8_lossy(bytes);
+        self.0
+            .write_all(syncropel_shapes::redact(&text).as_bytes())?;
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
     }
 }
 

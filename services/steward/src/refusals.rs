@@ -74,6 +74,8 @@ impl RefusalLog {
 struct Refused {
     method: Method,
     path: String,
+    /// Path and query, for the log line (which redacts credential-shaped strings).
+    uri: String,
     token_id: Option<String>,
     actor: Option<String>,
     address: Option<String>,
@@ -89,13 +91,15 @@ pub async fn record_refusals(
     let tenant = CurrentTenant::from_request_parts(&mut parts, &state)
         .await
         .ok();
+    let original = parts
+        .extensions
+        .get::<OriginalUri>()
+        .map_or_else(|| parts.uri.clone(), |OriginalUri(uri)| uri.clone());
     let refused = Refused {
         method: parts.method.clone(),
         // Nested under `/v1`, the request's own URI has lost its prefix.
-        path: cut(parts
-            .extensions
-            .get::<OriginalUri>()
-            .map_or(parts.uri.path(), |OriginalUri(uri)| uri.path())),
+        path: cut(original.path()),
+        uri: original.to_string(),
         token_id: presented_token(&parts.headers).map(|t| sha256_hex(t.as_bytes())),
         actor: parts
             .headers
@@ -155,6 +159,15 @@ async fn record(
         .unwrap_or_default();
     let sealed = sealed_own(&tenant.identity, Act::Know, THREAD, body);
     let id = sealed.id.clone();
+    tracing::info!(
+        tenant = %tenant.id,
+        status = parts.status.as_u16(),
+        code = answer.get("code").and_then(serde_json::Value::as_str).unwrap_or_default(),
+        method = %refused.method,
+        uri = %refused.uri,
+        record = %id,
+        "refused"
+    );
     match state
         .store
         .write(&tenant.id, vec![sealed], Vec::new())

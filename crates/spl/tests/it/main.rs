@@ -19,6 +19,7 @@ mod init;
 mod memory;
 mod moving;
 mod namespace;
+mod redaction;
 mod relay;
 mod serve;
 mod snapshot;

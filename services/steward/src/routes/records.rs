@@ -243,6 +243,17 @@ fn authorize(caller: &Caller, claimed: Option<&str>, envelope: &Envelope) -> Api
     if envelope.thread == config::THREAD {
         config::check(&envelope.body).map_err(ApiError::validation)?;
     }
+    // Records hold handles, backends hold values (protocol.md §14).
+    if let Some((at, shape)) = syncropel_shapes::find_key_shaped(&envelope.body) {
+        return Err(ApiError::new(
+            ErrorCode::F16ViolationSensitiveField,
+            format!("body.{at} holds a string shaped like a credential ({shape})"),
+        )
+        .with_hint(
+            "keep the value in a secret backend (`POST /v1/secrets/set`) and put its handle in \
+             the record",
+        ));
+    }
     Ok(())
 }
 

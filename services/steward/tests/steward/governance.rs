@@ -271,3 +271,47 @@ async fn a_hosted_tenants_store_bound_is_its_own() {
     })
     .await;
 }
+
+/// A record body holding a string shaped like a key or token is refused, wherever it sits, and
+/// nothing is stored (protocol.md §14); the same words without a key pass.
+#[tokio::test]
+async fn a_body_holding_a_credential_shaped_string_is_refused() {
+    let steward = TestSteward::start().await;
+    let admin = steward.admin().await;
+    let keys = [
+        "sk-ant-api03-AbCdEfGhIjKlMnOpQrStUv",
+        "ghp_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789",
+        "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjMifQ.c2lnbmF0dXJl",
+        "AKIAABCDEFGHIJKLMNOP",
+    ];
+    for (n, key) in keys.iter().enumerate() {
+        let body = json!({"config": {"providers": [{"name": "x", "auth": format!("use {key}")}]}});
+        let record = know("th_keys", "did:sync:user:ana", n as i64 + 1, body);
+        let (status, refused) = steward.post(&admin, "/v1/records", &record).await;
+        assert_eq!(
+            (status, error_code(&refused)),
+            (400, "F16_VIOLATION_SENSITIVE_FIELD"),
+            "{key}: {refused}"
+        );
+        assert!(
+            refused["message"]
+                .as_str()
+                .unwrap()
+                .contains("config.providers[0].auth"),
+            "{refused}"
+        );
+        assert!(
+            !refused.to_string().contains(key),
+            "the answer does not echo it"
+        );
+    }
+    let plain = know(
+        "th_keys",
+        "did:sync:user:ana",
+        9,
+        json!({"note": "pass it as a Bearer token"}),
+    );
+    let (status, body) = steward.post(&admin, "/v1/records", &plain).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(thread_records(&steward, &admin, "th_keys").await.len(), 1);
+}

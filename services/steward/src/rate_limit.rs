@@ -9,11 +9,12 @@
 //! A refusal is `429 RATE_LIMITED` with a `Retry-After` header and happens before the handler
 //! runs, so a refused request changes nothing. A refused check takes nothing from the bucket.
 
+use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -407,6 +408,46 @@ where
     }
 }
 
+/// Refusal records one tenant may cost a replica each second, and in one burst.
+const REFUSALS_PER_SECOND: u32 = 10;
+pub const REFUSAL_BURST: u32 = 50;
+
+/// How many refusals are recorded (protocol.md §13.3, `crate::refusals`): a bucket per tenant,
+/// and the refusals counted past it.
+pub struct RefusalLog {
+    bucket: DefaultKeyedRateLimiter<String>,
+    suppressed: Mutex<HashMap<String, u64>>,
+}
+
+impl Default for RefusalLog {
+    fn default() -> RefusalLog {
+        let per_second = NonZeroU32::new(REFUSALS_PER_SECOND).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(REFUSAL_BURST).unwrap_or(NonZeroU32::MIN);
+        RefusalLog {
+            bucket: DefaultKeyedRateLimiter::keyed(
+                Quota::per_second(per_second).allow_burst(burst),
+            ),
+            suppressed: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl RefusalLog {
+    /// Whether this refusal of `tenant` is recorded; if so, how many were not since the last.
+    pub fn admit(&self, tenant: &str) -> Option<u64> {
+        let mut suppressed = self.suppressed.lock().unwrap_or_else(|e| e.into_inner());
+        if self.bucket.check_key(&tenant.to_string()).is_ok() {
+            return Some(suppressed.remove(tenant).unwrap_or(0));
+        }
+        if suppressed.len() > 100_000 {
+            suppressed.clear();
+            self.bucket.retain_recent();
+        }
+        *suppressed.entry(tenant.to_string()).or_default() += 1;
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use syncropel_protocol::ErrorCode;
@@ -526,5 +567,19 @@ mod tests {
         // The next check sweeps first: only its own key is left.
         limiters.check_address(None, [192, 0, 2, 1].into()).unwrap();
         assert_eq!(limiters.tracked().0, 1);
+    }
+
+    #[test]
+    fn past_its_burst_a_tenant_is_counted_and_the_next_record_says_how_many() {
+        let log = super::RefusalLog::default();
+        for _ in 0..super::REFUSAL_BURST {
+            assert_eq!(log.admit("a"), Some(0));
+        }
+        for _ in 0..7 {
+            assert_eq!(log.admit("a"), None);
+        }
+        assert_eq!(log.admit("b"), Some(0), "another tenant has its own bucket");
+        std::thread::sleep(std::time::Duration::from_millis(150));
+        assert_eq!(log.admit("a"), Some(7));
     }
 }

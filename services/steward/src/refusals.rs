@@ -3,18 +3,14 @@
 //! goes, and the answer names it (`audit_record`). A flood of refusals must not become a flood
 //! of writes: each tenant has a bucket of records per second on each replica; past it, refusals
 //! are counted, not recorded, and the next record says how many went unrecorded since the last
-//! (`suppressed`). Its answer then has no `audit_record`.
-
-use std::collections::HashMap;
-use std::num::NonZeroU32;
-use std::sync::Mutex;
+//! (`suppressed`). Its answer then has no `audit_record`. The buckets are
+//! [`crate::rate_limit::RefusalLog`].
 
 use axum::body::Body;
 use axum::extract::{FromRequestParts, OriginalUri, Request, State};
 use axum::http::{header, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
-use governor::{DefaultKeyedRateLimiter, Quota};
 use serde_json::{json, Map, Value};
 use syncropel_protocol::{sha256_hex, Act};
 use syncropel_tenant::{sealed_own, Tenant};
@@ -27,48 +23,10 @@ use crate::tenant::CurrentTenant;
 pub const THREAD: &str = "th_audit_security";
 pub const KIND: &str = "core.security.refusal.v1";
 
-/// Refusal records one tenant may cost a replica each second, and in one burst.
-const PER_SECOND: u32 = 10;
-const BURST: u32 = 50;
 /// An error body is read this far to be named; ours are far smaller.
 const MAX_ERROR_BODY: usize = 64 << 10;
 /// Request fields are cut to this many characters in the record.
 const MAX_FIELD: usize = 200;
-
-/// The per-tenant buckets and the refusals counted past them.
-pub struct RefusalLog {
-    bucket: DefaultKeyedRateLimiter<String>,
-    suppressed: Mutex<HashMap<String, u64>>,
-}
-
-impl Default for RefusalLog {
-    fn default() -> RefusalLog {
-        let per_second = NonZeroU32::new(PER_SECOND).unwrap_or(NonZeroU32::MIN);
-        let burst = NonZeroU32::new(BURST).unwrap_or(NonZeroU32::MIN);
-        RefusalLog {
-            bucket: DefaultKeyedRateLimiter::keyed(
-                Quota::per_second(per_second).allow_burst(burst),
-            ),
-            suppressed: Mutex::new(HashMap::new()),
-        }
-    }
-}
-
-impl RefusalLog {
-    /// Whether this refusal of `tenant` is recorded; if so, how many were not since the last.
-    fn admit(&self, tenant: &str) -> Option<u64> {
-        let mut suppressed = self.suppressed.lock().unwrap_or_else(|e| e.into_inner());
-        if self.bucket.check_key(&tenant.to_string()).is_ok() {
-            return Some(suppressed.remove(tenant).unwrap_or(0));
-        }
-        if suppressed.len() > 100_000 {
-            suppressed.clear();
-            self.bucket.retain_recent();
-        }
-        *suppressed.entry(tenant.to_string()).or_default() += 1;
-        None
-    }
-}
 
 /// What a refused request was, for its record: never the bearer itself, only its hash.
 struct Refused {
@@ -185,23 +143,4 @@ async fn record(
 
 fn cut(text: &str) -> String {
     text.chars().take(MAX_FIELD).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{RefusalLog, BURST};
-
-    #[test]
-    fn past_its_burst_a_tenant_is_counted_and_the_next_record_says_how_many() {
-        let log = RefusalLog::default();
-        for _ in 0..BURST {
-            assert_eq!(log.admit("a"), Some(0));
-        }
-        for _ in 0..7 {
-            assert_eq!(log.admit("a"), None);
-        }
-        assert_eq!(log.admit("b"), Some(0), "another tenant has its own bucket");
-        std::thread::sleep(std::time::Duration::from_millis(150));
-        assert_eq!(log.admit("a"), Some(7));
-    }
 }

@@ -11,8 +11,7 @@ use syncropel_tenant::{Namespaces, Tenant, TokenCache};
 use tokio_util::sync::CancellationToken;
 
 use crate::hosted::platform::{Platform, TENANT_CACHE_TTL};
-use crate::rate_limit::RateLimiters;
-use crate::refusals::RefusalLog;
+use crate::rate_limit::{RateLimiters, RefusalLog};
 use crate::streams::{StreamLimits, StreamSlots};
 
 /// Limits on what a request may carry and what it may cost.

@@ -13,6 +13,7 @@ pub fn never_served(thread: &str) -> bool {
                 | "th_consent"
                 | "th_engine_config"
                 | "th_secret_audit"
+                | "th_credentials"
                 | "th_sync_control"
                 | "th_invites"
                 | "th_service_accounts"

@@ -45,11 +45,12 @@ pub fn validate_thread(thread: &str) -> Result<(), ProtocolError> {
 pub const STEWARD_STATE_THREADS: &[&str] =
     &["th_federation_pairs", "th_consent", "th_sync_control"];
 
-/// Threads only the server writes (`th_audit_*`, `th_secret_audit` and the
-/// [`STEWARD_STATE_THREADS`]); a client write is `403 RESERVED_THREAD` whatever its scopes.
+/// Threads only the server writes (`th_audit_*`, `th_secret_audit`, `th_credentials`, whose
+/// records say where each secret's value lives, and the [`STEWARD_STATE_THREADS`]); a client
+/// write is `403 RESERVED_THREAD` whatever its scopes.
 pub fn is_server_only_thread(thread: &str) -> bool {
     thread.starts_with("th_audit_")
-        || thread == "th_secret_audit"
+        || matches!(thread, "th_secret_audit" | "th_credentials")
         || STEWARD_STATE_THREADS.contains(&thread)
 }
 

@@ -43,6 +43,7 @@ pub fn router(state: AppState) -> Router {
             "/namespaces/{*id}",
             get(routes::namespaces::get_one).delete(routes::namespaces::archive),
         )
+        .route("/secrets/{operation}", post(routes::secrets::call))
         .route("/config", get(routes::config::show))
         .route("/config/{topic}", post(routes::config::set))
         .route("/identity", get(routes::identity::show))

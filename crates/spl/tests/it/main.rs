@@ -21,5 +21,6 @@ mod moving;
 mod namespace;
 mod redaction;
 mod relay;
+mod secrets;
 mod serve;
 mod snapshot;

@@ -12,6 +12,7 @@ pub mod portability;
 pub mod query;
 pub mod records;
 pub mod search;
+pub mod secrets;
 pub mod threads;
 pub mod watch;
 

@@ -18,6 +18,7 @@ mod query_search;
 mod rate_limits;
 mod records;
 mod rolling_restart;
+mod secrets;
 mod telemetry;
 mod watch;
 

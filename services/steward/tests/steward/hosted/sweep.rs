@@ -322,6 +322,11 @@ fn routes(to: &Aim, from: &Aim, rng: &mut Rng) -> Vec<Route> {
         Route::new(M::GET, "/v1/namespaces/{*id}", Token).at(format!("/v1/namespaces/{namespace}")),
         Route::new(M::DELETE, "/v1/namespaces/{*id}", Token)
             .at(format!("/v1/namespaces/{namespace}")),
+        Route::new(M::POST, "/v1/secrets/{operation}", Token)
+            .with("/v1/secrets/list", json!({}))
+            .with("/v1/secrets/get", json!({"handle": "anything"}))
+            .with("/v1/secrets/set", json!({"handle": "planted", "value": "x"}))
+            .with("/v1/secrets/delete", json!({"handle": "anything"})),
         Route::new(M::GET, "/v1/config", Token).at("/v1/config"),
         Route::new(M::POST, "/v1/config/{topic}", Token)
             .at("/v1/config/store_bounds")

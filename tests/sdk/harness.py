@@ -435,7 +435,8 @@ class Steward:
         return body["data"]
 
     def count_all(self) -> int:
-        """Total records visible tenant-wide, following list cursors."""
+        """Total records visible tenant-wide, following list cursors, but for the refusal records
+        on th_audit_security: a refused request leaves one there by design (§13.3)."""
         total = 0
         cursor = None
         with self.http() as h:
@@ -446,7 +447,7 @@ class Steward:
                 r = h.get("/v1/records", params=params)
                 assert r.status_code == 200, f"{r.status_code}: {r.text[:300]}"
                 body = r.json()
-                total += len(body["data"])
+                total += sum(1 for r in body["data"] if r.get("thread") != "th_audit_security")
                 cursor = body.get("next_cursor")
                 if not body.get("has_more") or not cursor:
                     return total

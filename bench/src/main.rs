@@ -68,6 +68,9 @@ enum Cmd {
     Page(PageArgs),
     /// Concurrent `GET /health` for a fixed duration (HTTP stack baseline).
     Health(HealthArgs),
+    /// A refusal flood: concurrent `POST /v1/records` with a bearer nobody issued, each
+    /// answered `401` (the outcome counted as a success), for a fixed duration.
+    Refused(HealthArgs),
     /// Raw SQLite durable commit rate (WAL, synchronous=FULL), store baseline.
     Sqlite(SqliteArgs),
     /// Time a whole command over several runs; `{i}` in an argument is
@@ -256,6 +259,7 @@ fn main() -> Result<()> {
                     Cmd::Seed(a) => seed(a).await,
                     Cmd::Page(a) => page_bench(a).await,
                     Cmd::Health(a) => health_bench(a).await,
+                    Cmd::Refused(a) => refused_bench(a).await,
                     Cmd::WaitReady(a) => wait_ready(a).await,
                     Cmd::HostedProvision(a) => hosted::provision(a).await,
                     Cmd::HostedPost(a) => hosted::post(a).await,
@@ -308,6 +312,32 @@ async fn health_bench(a: HealthArgs) -> Result<serde_json::Value> {
         async move { finish(client.probe().await) }
     };
     throughput("requests", a.clients, a.warmup_secs, a.duration_secs, op).await
+}
+
+async fn refused_bench(a: HealthArgs) -> Result<serde_json::Value> {
+    let http = http_client(a.clients)?;
+    let url = format!("{}/v1/records", a.url.trim_end_matches('/'));
+    let op = move |i: u64| {
+        let request = http
+            .post(&url)
+            .bearer_auth("spl_prod_sa_nobody_00000000000000000000000000000000")
+            .json(&serde_json::json!({"act": "DO", "actor": "did:example:flood",
+                                      "thread": "th_flood", "clock": i + 1, "body": {}}));
+        async move {
+            match request.send().await {
+                Ok(answer) if answer.status() == reqwest::StatusCode::UNAUTHORIZED => {
+                    // Read to the end, as a client would, so the connection is reused.
+                    match answer.bytes().await {
+                        Ok(_) => Outcome::Ok,
+                        Err(e) => Outcome::Err(e.to_string()),
+                    }
+                }
+                Ok(answer) => Outcome::Err(format!("HTTP {}", answer.status())),
+                Err(e) => Outcome::Err(e.to_string()),
+            }
+        }
+    };
+    throughput("refusals", a.clients, a.warmup_secs, a.duration_secs, op).await
 }
 
 async fn seed(a: SeedArgs) -> Result<serde_json::Value> {

@@ -321,8 +321,10 @@ async fn refused_bench(a: HealthArgs) -> Result<serde_json::Value> {
         let request = http
             .post(&url)
             .bearer_auth("spl_prod_sa_nobody_00000000000000000000000000000000")
-            .json(&serde_json::json!({"act": "DO", "actor": "did:example:flood",
-                                      "thread": "th_flood", "clock": i + 1, "body": {}}));
+            .json(
+                &serde_json::json!({"act": "DO", "actor": "did:example:flood",
+                                      "thread": "th_flood", "clock": i + 1, "body": {}}),
+            );
         async move {
             match request.send().await {
                 Ok(answer) if answer.status() == reqwest::StatusCode::UNAUTHORIZED => {

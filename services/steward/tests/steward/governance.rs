@@ -315,3 +315,119 @@ async fn a_body_holding_a_credential_shaped_string_is_refused() {
     assert_eq!(status, 201, "{body}");
     assert_eq!(thread_records(&steward, &admin, "th_keys").await.len(), 1);
 }
+
+/// Replaying a tenant's records into an empty store rebuilds what they state (protocol.md
+/// §13.1): its service accounts and tokens (the same hashes, so every bearer opens the new store),
+/// namespaces, consent grants, pairs and config. The records travel in an export bundle; the
+/// import replays them.
+#[tokio::test]
+async fn replaying_a_tenants_records_rebuilds_its_accounts_tokens_grants_pairs_namespaces_and_config(
+) {
+    use syncropel_testkit::{quick_federation, Node, Options};
+    let b = Node::start(Options {
+        federation: quick_federation(),
+        ..Options::default()
+    })
+    .await;
+    let a = Node::start(Options {
+        federation: syncropel_federation::FederationConfig {
+            auto_approve: vec![b.did()],
+            ..quick_federation()
+        },
+        ..Options::default()
+    })
+    .await;
+    let pair = b.pair_with(a.url()).await;
+    assert_eq!(pair["state"], "active", "{pair}");
+    a.register_namespace("acme").await;
+    let reader = a.steward.token(&["records:read"], &[]).await;
+    let grant = json!({"target_namespace": "default", "peer_did": b.did()});
+    let (status, body) = a.post("/v1/consent/grants", &grant).await;
+    assert!(status == 200 || status == 201, "{status} {body}");
+    let (status, body) = a
+        .post(
+            "/v1/config/store_bounds",
+            &json!({"max_total_bytes": 1u64 << 30}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+
+    let before = tenant_views(&a).await;
+
+    let exported = a
+        .steward
+        .http
+        .post(format!("{}/v1/portability/export", a.url()))
+        .bearer_auth(&a.token)
+        .json(&json!({"passphrase": "a passphrase long enough", "carry_tokens": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(exported.status(), 200);
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("a.tar.zst");
+    std::fs::write(&bundle, exported.bytes().await.unwrap()).unwrap();
+
+    let empty = Node::start(Options::default()).await;
+    let stopped = empty.stop().await;
+    let home = syncropel_home::Home::new(stopped.home.path().to_path_buf());
+    let summary = syncropel_home::import_offline(
+        &home,
+        &bundle,
+        Some("a passphrase long enough".into()),
+        syncropel_portability::ImportOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(summary.records_failed, 0, "{summary:?}");
+    let a2 = Node::start(Options::restart(stopped)).await;
+    let after = tenant_views(&a2).await;
+
+    let names = |accounts: &Value| -> Vec<Value> {
+        let mut listed: Vec<Value> = accounts
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|sa| json!([sa["id"], sa["name"], sa["scopes"], sa["allowed_actors"]]))
+            .collect();
+        listed.sort_by_key(|v| v.to_string());
+        listed
+    };
+    let (was, is) = (names(&before.0), names(&after.0));
+    assert!(
+        was.iter().all(|sa| is.contains(sa)),
+        "{was:?} within {is:?}"
+    );
+    assert_eq!(after.1, before.1, "namespaces");
+    assert_eq!(after.2, before.2, "consent grants");
+    assert_eq!(after.3, before.3, "pairs");
+    assert_eq!(after.4, before.4, "config");
+    // The same token hashes: the bearers issued on A open A2.
+    for token in [&a.token, &reader] {
+        let (status, body) = a2.steward.get(token, "/v1/records?limit=1").await;
+        assert_eq!(status, 200, "{body}");
+    }
+}
+
+/// What a tenant's folds say, through its admin token: service accounts, namespaces, consent
+/// grants, pairs (id, peer, state, token ids) and config.
+async fn tenant_views(node: &syncropel_testkit::Node) -> (Value, Value, Value, Vec<Value>, Value) {
+    let (_, accounts) = node.get("/v1/service-accounts").await;
+    let (_, namespaces) = node.get("/v1/namespaces").await;
+    let (_, grants) = node.get("/v1/consent/grants").await;
+    let (_, pairs) = node.get("/v1/federation/pairs").await;
+    let (_, config) = node.get("/v1/config").await;
+    let pairs: Vec<Value> = pairs["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| json!([p["pair_id"], p["peer_did"], p["state"], p["tokens"]]))
+        .collect();
+    (
+        accounts["data"].clone(),
+        namespaces,
+        grants,
+        pairs,
+        config["config"].clone(),
+    )
+}

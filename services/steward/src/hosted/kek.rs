@@ -9,6 +9,7 @@
 use base64::Engine as _;
 use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use sha2::{Digest, Sha256};
 
 use crate::StewardError;
 
@@ -16,6 +17,9 @@ pub struct Kek {
     current: XChaCha20Poly1305,
     /// Opens keys sealed before a rotation; never seals.
     previous: Option<XChaCha20Poly1305>,
+    /// The seed of the platform's own signing key, derived from the current key: every replica
+    /// signs the platform's records with the same key.
+    platform_seed: [u8; 32],
 }
 
 /// A sealed seed: `(nonce, ciphertext)`.
@@ -43,9 +47,13 @@ impl Kek {
             })?;
         let current = XChaCha20Poly1305::new_from_slice(&bytes)
             .map_err(|_| StewardError::Invalid("the key-encryption key must be 32 bytes".into()))?;
+        let mut derived = Sha256::new();
+        derived.update(b"syncropel platform signing key v1\n");
+        derived.update(&bytes);
         Ok(Kek {
             current,
             previous: None,
+            platform_seed: derived.finalize().into(),
         })
     }
 
@@ -53,6 +61,12 @@ impl Kek {
     pub fn with_previous(mut self, previous: Kek) -> Kek {
         self.previous = Some(previous.current);
         self
+    }
+
+    /// The platform's signing key (its audit records), derived from the current key: a KEK
+    /// rotation gives it a new key, and records signed before still verify by their signer.
+    pub fn platform_key(&self) -> syncropel_protocol::Keypair {
+        syncropel_protocol::Keypair::from_seed(&self.platform_seed)
     }
 
     pub fn seal(&self, tenant: &str, seed: &[u8; 32]) -> Sealed {

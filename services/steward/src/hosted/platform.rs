@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use serde_json::{json, Value};
 use syncropel_protocol::sync::has_document;
 use syncropel_protocol::Keypair;
 use syncropel_store::platform::{PlatformStore, SealedTenant, TenantState};
@@ -166,6 +167,17 @@ pub struct Platform {
     tenants: RwLock<HashMap<String, (Arc<Tenant>, Instant)>>,
     /// The record store, for what of a tenant lives there (where it is moving).
     records: Arc<dyn RecordStore>,
+    /// Signs the platform's own records (its audit of tenants' lifecycles).
+    signer: Identity,
+}
+
+/// The record store's partition of the platform itself: its audit threads, one per tenant
+/// (`th_audit_provisioning_<tenant id>`), which outlive a purge of the tenant.
+pub const PLATFORM_PARTITION: &str = "_platform";
+
+/// The platform's audit thread of one tenant.
+pub fn lifecycle_thread(tenant: &str) -> String {
+    format!("th_audit_provisioning_{tenant}")
 }
 
 impl Platform {
@@ -180,10 +192,44 @@ impl Platform {
             records,
             store,
             config,
+            signer: Identity::new(kek.platform_key()),
             kek,
             jwt,
             tenants: RwLock::default(),
         }
+    }
+
+    /// Records one event of a tenant's lifecycle (`provisioned`, `suspended`, `resumed`,
+    /// `deleted`, `purged`) on the platform's audit thread of it (protocol.md §13.1), before the
+    /// answer that reports it.
+    pub async fn record_lifecycle(
+        &self,
+        tenant: &str,
+        event: &str,
+        fields: Value,
+    ) -> Result<String, StoreError> {
+        let mut body = serde_json::Map::new();
+        body.insert("kind".into(), json!("core.provisioning.event.v1"));
+        body.insert("event".into(), json!(event));
+        body.insert("tenant".into(), json!(tenant));
+        if let Value::Object(fields) = fields {
+            body.extend(fields);
+        }
+        let record = syncropel_tenant::sealed_own(
+            &self.signer,
+            syncropel_protocol::Act::Know,
+            &lifecycle_thread(tenant),
+            body,
+        );
+        let id = record.id.clone();
+        for written in self
+            .records
+            .write(PLATFORM_PARTITION, vec![record], Vec::new())
+            .await?
+        {
+            written?;
+        }
+        Ok(id)
     }
 
     /// The platform's tables (tenants, provisioning), on the record store's database.
@@ -463,6 +509,8 @@ impl Platform {
             {
                 // Other replicas, and this one, see it once their cached tenant expires.
                 tracing::info!(%tenant, "deleted a tenant that moved away");
+                self.record_lifecycle(&tenant, "deleted", json!({"cause": "moved"}))
+                    .await?;
                 deleted += 1;
             }
         }
@@ -480,6 +528,7 @@ impl Platform {
             .await?
         {
             tracing::info!(%tenant, "purged a deleted tenant after its grace period");
+            self.record_lifecycle(&tenant, "purged", json!({})).await?;
             purged += 1;
         }
         Ok(purged)

@@ -292,7 +292,7 @@ async fn reserve(
         return Ok(Provision::from_row(row));
     }
 
-    free_label(&mut tx, platform, &request.label).await?;
+    let purged = free_label(&mut tx, platform, &request.label).await?;
     let held = tx.held_tenants().await?;
     let limit = platform.config.tenant_limit;
     if held >= i64::from(limit) {
@@ -358,19 +358,34 @@ async fn reserve(
     })
     .await?;
     tx.commit().await?;
+    // Recorded once the purge is committed with the reservation, never for one rolled back.
+    if let Some(old) = purged {
+        platform
+            .record_lifecycle(&old, "purged", json!({"cause": "label taken again"}))
+            .await?;
+    }
     tracing::info!(instance = %provision.instance_id, %tenant, label = %provision.label, "tenant reserved");
     Ok(provision)
 }
 
 /// Refuses a label held by a live tenant; a deleted tenant past its grace period is purged here
 /// rather than waiting for the sweeper.
-async fn free_label(tx: &mut Reservation, platform: &Platform, label: &str) -> ApiResult<()> {
+/// Frees `label` of a tenant deleted longer than the grace period ago, purging it in `tx`: the
+/// tenant purged, if one was.
+async fn free_label(
+    tx: &mut Reservation,
+    platform: &Platform,
+    label: &str,
+) -> ApiResult<Option<String>> {
     let holder = tx
         .label_holder(label, platform.config.deletion_grace)
         .await?;
     match holder {
-        None => Ok(()),
-        Some(row) if row.expired => tx.purge(&row.tenant).await.map_err(ApiError::internal),
+        None => Ok(None),
+        Some(row) if row.expired => {
+            tx.purge(&row.tenant).await.map_err(ApiError::internal)?;
+            Ok(Some(row.tenant))
+        }
         Some(_) => Err(label_taken(label)),
     }
 }
@@ -447,6 +462,16 @@ async fn complete(
     provision.phase = "ready".into();
     provision.error = None;
 
+    // Before the provisioning is marked ready: a retry after a failure here records it again
+    // rather than never.
+    platform
+        .record_lifecycle(
+            &provision.tenant,
+            "provisioned",
+            json!({"label": provision.label, "instance_id": provision.instance_id,
+                   "did": &*tenant.identity.did}),
+        )
+        .await?;
     platform
         .store
         .finish_provision(
@@ -611,6 +636,20 @@ async fn transition(
             ErrorCode::ValidationError,
             format!("a tenant that is {current} cannot become {to}"),
         ));
+    }
+    if changed {
+        let event = match to {
+            TenantState::Suspended => "suspended",
+            TenantState::Active => "resumed",
+            _ => "deleted",
+        };
+        platform
+            .record_lifecycle(
+                &provision.tenant,
+                event,
+                json!({"label": provision.label, "instance_id": id, "account": call.account}),
+            )
+            .await?;
     }
     platform.forget(&provision.label);
     describe(platform, &provision).await

@@ -421,6 +421,35 @@ async fn suspended_and_deleted_tenants_are_read_only_until_the_grace_period_ends
         );
         // The sweeper takes the other one: its records, accounts and tokens are gone.
         assert_eq!(replica.platform().purge_expired().await.unwrap(), 1);
+        // Every step of both lifecycles is a record on the platform's audit thread of the
+        // tenant, which outlives its purge, each signed by the platform's key.
+        for (label, events) in [
+            (
+                "brief",
+                vec!["provisioned", "suspended", "resumed", "deleted", "purged"],
+            ),
+            ("swept", vec!["provisioned", "deleted", "purged"]),
+        ] {
+            let query = format!(
+                "SELECT coalesce(string_agg(r.record_json, '\n' ORDER BY r.seq), '') \
+                 FROM records r JOIN tenants t ON r.thread = 'th_audit_provisioning_' || t.id \
+                 WHERE r.tenant = '_platform' AND t.label = '{label}' AND t.status = 'purged'"
+            );
+            let text: String = sql(&replica).scalar(&query, &[]).await;
+            let records: Vec<Value> = text
+                .lines()
+                .map(|line| serde_json::from_str(line).unwrap())
+                .collect();
+            let got: Vec<&str> = records
+                .iter()
+                .map(|r| r["body"]["event"].as_str().unwrap())
+                .collect();
+            assert_eq!(got, events, "{label}");
+            assert!(records
+                .iter()
+                .all(|r| r["body"]["kind"] == "core.provisioning.event.v1"
+                    && r["signer"] == records[0]["signer"]));
+        }
         let swept = "(SELECT id FROM tenants WHERE label = 'swept')";
         for table in [
             "records",

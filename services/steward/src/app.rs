@@ -60,16 +60,11 @@ pub fn router(state: AppState) -> Router {
         ),
         Tenancy::Hosted(_) => v1,
     };
-    // The moved gate first: a moved tenant's answers are 410, never refusals to record.
-    let v1 = v1
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            crate::refusals::record_refusals,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            routes::portability::moved_gate,
-        ));
+    // The tenant gate: a moved tenant answers 410; a refusal is recorded on its way out.
+    let v1 = v1.layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        routes::portability::moved_gate,
+    ));
 
     let mut root = Router::new()
         .route("/health", get(routes::health::open))

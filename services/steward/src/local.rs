@@ -157,15 +157,15 @@ pub struct LocalSteward {
 
 /// A home published as a did:sync signs its operations with its own rotation key, at its
 /// directory.
-fn did_publisher(home: &Home) -> Result<Option<Publisher>, StewardError> {
+fn did_publisher(home: &Home) -> Result<Option<Arc<Publisher>>, StewardError> {
     let Some(published) = home.published()? else {
         return Ok(None);
     };
     match (published.method.as_str(), published.directory) {
-        ("sync", Some(directory)) => Ok(Some(Publisher {
+        ("sync", Some(directory)) => Ok(Some(Arc::new(Publisher {
             directory,
             rotation_key: Arc::new(home.rotation_keypair()?),
-        })),
+        }))),
         _ => Ok(None),
     }
 }

@@ -4,12 +4,16 @@
 //! of writes: each tenant has a bucket of records per second on each replica; past it, refusals
 //! are counted, not recorded, and the next record says how many went unrecorded since the last
 //! (`suppressed`). Its answer then has no `audit_record`. The buckets are
-//! [`crate::rate_limit::RefusalLog`].
+//! [`crate::rate_limit::RefusalLog`]; the `/v1` gate (`routes::portability::moved_gate`) hands
+//! every answer here.
+
+use std::net::IpAddr;
 
 use axum::body::Body;
-use axum::extract::{FromRequestParts, OriginalUri, Request, State};
-use axum::http::{header, Method, StatusCode};
-use axum::middleware::Next;
+use axum::extract::OriginalUri;
+use axum::http::header::{self, AUTHORIZATION};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::Response;
 use serde_json::{json, Map, Value};
 use syncropel_protocol::{sha256_hex, Act};
@@ -18,7 +22,6 @@ use syncropel_tenant::{sealed_own, Tenant};
 use crate::auth::presented_token;
 use crate::rate_limit::ClientAddress;
 use crate::state::AppState;
-use crate::tenant::CurrentTenant;
 
 pub const THREAD: &str = "th_audit_security";
 pub const KIND: &str = "core.security.refusal.v1";
@@ -28,66 +31,57 @@ const MAX_ERROR_BODY: usize = 64 << 10;
 /// Request fields are cut to this many characters in the record.
 const MAX_FIELD: usize = 200;
 
-/// What a refused request was, for its record: never the bearer itself, only its hash.
-struct Refused {
+/// What of a request its refusal record names, taken before the request is handed on: cheap
+/// clones of its method, URI and a few headers; nothing is computed unless it is refused.
+pub struct Asked {
     method: Method,
-    path: String,
-    /// Path and query, for the log line (which redacts credential-shaped strings).
-    uri: String,
-    token_id: Option<String>,
-    actor: Option<String>,
-    address: Option<String>,
+    uri: Uri,
+    credentials: HeaderMap,
+    address: Option<IpAddr>,
 }
 
-/// Middleware on the `/v1` routes: records their `401` and `403` answers.
-pub async fn record_refusals(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let (mut parts, body) = request.into_parts();
-    let tenant = CurrentTenant::from_request_parts(&mut parts, &state)
-        .await
-        .ok();
-    let original = parts
-        .extensions
-        .get::<OriginalUri>()
-        .map_or_else(|| parts.uri.clone(), |OriginalUri(uri)| uri.clone());
-    let refused = Refused {
-        method: parts.method.clone(),
-        // Nested under `/v1`, the request's own URI has lost its prefix.
-        path: cut(original.path()),
-        uri: original.to_string(),
-        token_id: presented_token(&parts.headers).map(|t| sha256_hex(t.as_bytes())),
-        actor: parts
-            .headers
-            .get("x-syncropel-actor")
-            .and_then(|v| v.to_str().ok())
-            .map(cut),
-        address: parts
-            .extensions
-            .get::<ClientAddress>()
-            .map(|ClientAddress(ip)| ip.to_string()),
-    };
-    let response = next.run(Request::from_parts(parts, body)).await;
-    let status = response.status();
-    match tenant {
-        Some(CurrentTenant(tenant))
-            if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN =>
-        {
-            record(&state, &tenant, refused, response).await
+impl Asked {
+    pub fn of(parts: &Parts) -> Asked {
+        let mut credentials = HeaderMap::new();
+        for name in [AUTHORIZATION.as_str(), "x-api-key", "x-syncropel-actor"] {
+            if let Some(value) = parts.headers.get(name) {
+                credentials.insert(name, value.clone());
+            }
         }
-        _ => response,
+        Asked {
+            method: parts.method.clone(),
+            // Nested under `/v1`, the request's own URI has lost its prefix.
+            uri: parts
+                .extensions
+                .get::<OriginalUri>()
+                .map_or_else(|| parts.uri.clone(), |OriginalUri(uri)| uri.clone()),
+            credentials,
+            address: parts
+                .extensions
+                .get::<ClientAddress>()
+                .map(|ClientAddress(ip)| *ip),
+        }
+    }
+}
+
+/// `response` as it goes to a request `asked` of `tenant`: recorded first if it is a refusal
+/// (401, 403).
+pub async fn recorded(
+    state: &AppState,
+    tenant: &Tenant,
+    asked: Asked,
+    response: Response,
+) -> Response {
+    let status = response.status();
+    if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+        record(state, tenant, asked, response).await
+    } else {
+        response
     }
 }
 
 /// Writes the refusal's record (when the tenant's bucket admits it) and names it in the answer.
-async fn record(
-    state: &AppState,
-    tenant: &Tenant,
-    refused: Refused,
-    response: Response,
-) -> Response {
+async fn record(state: &AppState, tenant: &Tenant, asked: Asked, response: Response) -> Response {
     let Some(suppressed) = state.refusals.admit(&tenant.id) else {
         return response;
     };
@@ -104,11 +98,15 @@ async fn record(
         "status": parts.status.as_u16(),
         "code": answer.get("code"),
         "message": answer.get("message").and_then(Value::as_str).map(cut),
-        "method": refused.method.as_str(),
-        "path": refused.path,
-        "token_id": refused.token_id,
-        "actor": refused.actor,
-        "address": refused.address,
+        "method": asked.method.as_str(),
+        "path": cut(asked.uri.path()),
+        "token_id": presented_token(&asked.credentials).map(|t| sha256_hex(t.as_bytes())),
+        "actor": asked
+            .credentials
+            .get("x-syncropel-actor")
+            .and_then(|v| v.to_str().ok())
+            .map(cut),
+        "address": asked.address.map(|ip| ip.to_string()),
         "suppressed": suppressed,
     });
     let body = fields
@@ -121,8 +119,8 @@ async fn record(
         tenant = %tenant.id,
         status = parts.status.as_u16(),
         code = answer.get("code").and_then(serde_json::Value::as_str).unwrap_or_default(),
-        method = %refused.method,
-        uri = %refused.uri,
+        method = %asked.method,
+        uri = %asked.uri,
         record = %id,
         "refused"
     );

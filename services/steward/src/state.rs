@@ -96,7 +96,7 @@ pub struct AppState {
     /// The rotation key this steward may sign its tenants' did:sync operations with (a home's
     /// own; the platform's, listed in every tenant DID it registered): after a fence, it points
     /// the DID at the new home.
-    pub did_publisher: Option<Publisher>,
+    pub did_publisher: Option<Arc<Publisher>>,
     /// The buckets that bound how many refusals are recorded (protocol.md §13.3).
     pub refusals: Arc<RefusalLog>,
 }

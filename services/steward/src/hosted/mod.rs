@@ -133,7 +133,7 @@ pub async fn build(options: HostedOptions) -> Result<Hosted, StewardError> {
             .config
             .registration
             .as_ref()
-            .map(DirectoryRegistration::publisher),
+            .map(|registration| Arc::new(registration.publisher())),
         refusals: Arc::default(),
     };
     leases::spawn(state.federation.clone(), platform.clone(), leases.clone());

@@ -404,16 +404,26 @@ async fn publish_endpoint(state: &AppState, did: &str, moved_to: &str) -> Value 
 /// Answers every `/v1` route of a moved tenant with `410 INSTANCE_MOVED`, `moved_to` and the
 /// signed notice, before authentication: its tokens no longer open anything here.
 pub async fn moved_gate(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if request.uri().path().ends_with(FENCE_PATH) {
-        return next.run(request).await;
-    }
     let (mut parts, body) = request.into_parts();
-    if let Ok(CurrentTenant(tenant)) = CurrentTenant::from_request_parts(&mut parts, &state).await {
+    let tenant = CurrentTenant::from_request_parts(&mut parts, &state)
+        .await
+        .ok();
+    if let Some(CurrentTenant(tenant)) = &tenant {
         if let Departure::Moved { moved_to, notice } = tenant.departure() {
-            return ApiError::moved(moved_to, notice).into_response();
+            if !parts.uri.path().ends_with(FENCE_PATH) {
+                return ApiError::moved(moved_to, notice).into_response();
+            }
         }
     }
-    next.run(Request::from_parts(parts, body)).await
+    // One gate for both: a refusal of a tenant's route is recorded on its way out.
+    let asked = crate::refusals::Asked::of(&parts);
+    let response = next.run(Request::from_parts(parts, body)).await;
+    match tenant {
+        Some(CurrentTenant(tenant)) => {
+            crate::refusals::recorded(&state, &tenant, asked, response).await
+        }
+        None => response,
+    }
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
+use axum::http::HeaderValue;
 use subtle::ConstantTimeEq;
 use syncropel_protocol::{sha256_hex, unix_now, ErrorCode};
 use syncropel_store::TokenGrant;
@@ -165,8 +166,18 @@ fn scope_forbidden(required: &str) -> ApiError {
 
 /// The token a request presents: `Authorization: Bearer` wins over `x-api-key`.
 pub fn presented_token(headers: &axum::http::HeaderMap) -> Option<&str> {
-    let bearer = headers
-        .get(axum::http::header::AUTHORIZATION)
+    token_of(
+        headers.get(axum::http::header::AUTHORIZATION),
+        headers.get("x-api-key"),
+    )
+}
+
+/// [`presented_token`] from the two headers that may carry it.
+pub fn token_of<'a>(
+    authorization: Option<&'a HeaderValue>,
+    api_key: Option<&'a HeaderValue>,
+) -> Option<&'a str> {
+    let bearer = authorization
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
             v.strip_prefix("Bearer ")
@@ -174,12 +185,7 @@ pub fn presented_token(headers: &axum::http::HeaderMap) -> Option<&str> {
         })
         .map(str::trim);
     bearer
-        .or_else(|| {
-            headers
-                .get("x-api-key")
-                .and_then(|v| v.to_str().ok())
-                .map(str::trim)
-        })
+        .or_else(|| api_key.and_then(|v| v.to_str().ok()).map(str::trim))
         .filter(|t| !t.is_empty())
 }
 

@@ -13,13 +13,13 @@ use axum::body::Body;
 use axum::extract::OriginalUri;
 use axum::http::header::{self, AUTHORIZATION};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::http::{HeaderValue, Method, StatusCode, Uri};
 use axum::response::Response;
 use serde_json::{json, Map, Value};
 use syncropel_protocol::{sha256_hex, Act};
 use syncropel_tenant::{sealed_own, Tenant};
 
-use crate::auth::presented_token;
+use crate::auth::token_of;
 use crate::rate_limit::ClientAddress;
 use crate::state::AppState;
 
@@ -36,26 +36,25 @@ const MAX_FIELD: usize = 200;
 pub struct Asked {
     method: Method,
     uri: Uri,
-    credentials: HeaderMap,
+    authorization: Option<HeaderValue>,
+    api_key: Option<HeaderValue>,
+    actor: Option<HeaderValue>,
     address: Option<IpAddr>,
 }
 
 impl Asked {
     pub fn of(parts: &Parts) -> Asked {
-        let mut credentials = HeaderMap::new();
-        for name in [AUTHORIZATION.as_str(), "x-api-key", "x-syncropel-actor"] {
-            if let Some(value) = parts.headers.get(name) {
-                credentials.insert(name, value.clone());
-            }
-        }
+        let header = |name: &str| parts.headers.get(name).cloned();
         Asked {
+            authorization: header(AUTHORIZATION.as_str()),
+            api_key: header("x-api-key"),
+            actor: header("x-syncropel-actor"),
             method: parts.method.clone(),
             // Nested under `/v1`, the request's own URI has lost its prefix.
             uri: parts
                 .extensions
                 .get::<OriginalUri>()
                 .map_or_else(|| parts.uri.clone(), |OriginalUri(uri)| uri.clone()),
-            credentials,
             address: parts
                 .extensions
                 .get::<ClientAddress>()
@@ -100,12 +99,9 @@ async fn record(state: &AppState, tenant: &Tenant, asked: Asked, response: Respo
         "message": answer.get("message").and_then(Value::as_str).map(cut),
         "method": asked.method.as_str(),
         "path": cut(asked.uri.path()),
-        "token_id": presented_token(&asked.credentials).map(|t| sha256_hex(t.as_bytes())),
-        "actor": asked
-            .credentials
-            .get("x-syncropel-actor")
-            .and_then(|v| v.to_str().ok())
-            .map(cut),
+        "token_id": token_of(asked.authorization.as_ref(), asked.api_key.as_ref())
+            .map(|t| sha256_hex(t.as_bytes())),
+        "actor": asked.actor.as_ref().and_then(|v| v.to_str().ok()).map(cut),
         "address": asked.address.map(|ip| ip.to_string()),
         "suppressed": suppressed,
     });

@@ -150,11 +150,35 @@ impl Steward {
 
     /// [`Steward::start`] on `port` (0: any free one).
     pub fn start_on(home: &Path, port: u16, extra_args: &[&str]) -> Steward {
-        let child = spl(home)
+        let mut serve = spl(home);
+        serve
             .args(["serve", "--port", &port.to_string()])
             .args(extra_args)
+            .stderr(Stdio::null());
+        Steward::spawned(home, serve)
+    }
+
+    /// `spl serve --port 0 <extra_args>` with its log lines (stderr) written to `log`.
+    pub fn start_logging(
+        home: &Path,
+        extra_args: &[&str],
+        envs: &[(&str, &str)],
+        log: &Path,
+    ) -> Steward {
+        let _ = std::fs::remove_file(home.join("steward.json"));
+        let mut serve = spl(home);
+        serve
+            .args(["serve", "--port", "0"])
+            .args(extra_args)
+            .envs(envs.iter().copied())
+            .stderr(Stdio::from(std::fs::File::create(log).unwrap()));
+        Steward::spawned(home, serve)
+    }
+
+    /// Spawns `serve` and waits until `steward.json` names its pid.
+    fn spawned(home: &Path, mut serve: Command) -> Steward {
+        let child = serve
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
             .spawn()
             .expect("spl serve starts");
         let mut steward = Steward {

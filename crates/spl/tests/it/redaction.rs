@@ -2,12 +2,7 @@
 //! serve` where it ends up in a log line (the refusal it earns, with its URI) appears there only
 //! as `<redacted:N-chars>`.
 
-use std::process::Stdio;
-use std::time::Duration;
-
-use serde_json::Value;
-
-use crate::common::{bootstrap_admin, eventually, ok, run, spl};
+use crate::common::{bootstrap_admin, ok, run, Steward};
 
 const KEYS: &[&str] = &[
     "sk-ant-api03-AbCdEfGhIjKlMnOpQrStUv",
@@ -26,28 +21,9 @@ fn credential_shaped_strings_never_reach_the_logs() {
     bootstrap_admin(home.path());
     let log_path = home.path().join("serve.log");
     for format in ["text", "json"] {
-        let log = std::fs::File::create(&log_path).unwrap();
-        let _ = std::fs::remove_file(home.path().join("steward.json"));
-        let mut child = spl(home.path())
-            .args(["serve", "--port", "0", "--log-format", format])
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .unwrap();
-        let mut url = String::new();
-        let started = eventually(Duration::from_secs(20), || {
-            let Ok(text) = std::fs::read_to_string(home.path().join("steward.json")) else {
-                return false;
-            };
-            match serde_json::from_str::<Value>(&text) {
-                Ok(info) if info["pid"] == child.id() => {
-                    url = info["url"].as_str().unwrap().to_string();
-                    true
-                }
-                _ => false,
-            }
-        });
-        assert!(started, "spl serve did not start");
+        let mut steward =
+            Steward::start_logging(home.path(), &["--log-format", format], &[], &log_path);
+        let url = steward.url.clone();
         let runtime = tokio::runtime::Runtime::new().unwrap();
         runtime.block_on(async {
             let http = reqwest::Client::new();
@@ -62,8 +38,7 @@ fn credential_shaped_strings_never_reach_the_logs() {
                 assert_eq!(answer.status(), 401);
             }
         });
-        child.kill().unwrap();
-        child.wait().unwrap();
+        steward.kill_9();
         let logged = std::fs::read_to_string(&log_path).unwrap();
         let refusals = logged.lines().filter(|l| l.contains("refused")).count();
         assert!(refusals >= KEYS.len(), "{format}: {logged}");

@@ -1,12 +1,9 @@
 //! A secret set and read back through `spl serve` never appears in the store file, the logs
 //! (at debug level) or an export bundle (protocol.md §14): only its sealed form is stored.
 
-use std::process::Stdio;
-use std::time::Duration;
-
 use serde_json::{json, Value};
 
-use crate::common::{bootstrap_admin, eventually, json as json_of, ok, run, spl};
+use crate::common::{bootstrap_admin, json as json_of, ok, run, spl, Steward};
 
 /// Not shaped like a key: redaction cannot be what hides it.
 const VALUE: &str = "correct horse battery staple 9137";
@@ -17,26 +14,8 @@ fn a_secret_never_reaches_the_store_file_the_logs_or_a_bundle() {
     ok(run(home.path(), &["init"]));
     let token = bootstrap_admin(home.path());
     let log_path = home.path().join("serve.log");
-    let mut child = spl(home.path())
-        .args(["serve", "--port", "0"])
-        .env("RUST_LOG", "debug")
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(std::fs::File::create(&log_path).unwrap()))
-        .spawn()
-        .unwrap();
-    let mut url = String::new();
-    assert!(eventually(Duration::from_secs(20), || {
-        let Ok(text) = std::fs::read_to_string(home.path().join("steward.json")) else {
-            return false;
-        };
-        match serde_json::from_str::<Value>(&text) {
-            Ok(info) if info["pid"] == child.id() => {
-                url = info["url"].as_str().unwrap().to_string();
-                true
-            }
-            _ => false,
-        }
-    }));
+    let mut steward = Steward::start_logging(home.path(), &[], &[("RUST_LOG", "debug")], &log_path);
+    let url = steward.url.clone();
     tokio::runtime::Runtime::new().unwrap().block_on(async {
         let http = reqwest::Client::new();
         let call = |operation: &str, body: Value| {
@@ -76,7 +55,7 @@ fn a_secret_never_reaches_the_store_file_the_logs_or_a_bundle() {
     );
     assert!(exported["records"].as_u64().unwrap() > 0, "{exported}");
     ok(run(home.path(), &["stop"]));
-    let _ = child.wait();
+    steward.wait_for_exit();
 
     let needle = VALUE.as_bytes();
     let holds = |bytes: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);

@@ -2,6 +2,8 @@
 //! `topic`; the latest record of a topic replaces that topic's whole policy. The configuration in
 //! force is their fold, rebuilt from the records after a restart or a move.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 use serde_json::{Map, Value};
 use syncropel_store::{ListFilter, RecordStore};
@@ -12,11 +14,72 @@ pub const THREAD: &str = "th_engine_config";
 
 /// The topics this steward reads; a record of another topic is stored and left alone.
 pub const STORE_BOUNDS: &str = "store_bounds";
+pub const KIND_FIELDS: &str = "kind_fields";
 
 /// The configuration in force.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct EngineConfig {
     pub store_bounds: StoreBounds,
+    /// `kind_fields {kinds: {<kind>: {<field>: public|sensitive|ciphertext_permitted}}}`
+    /// (protocol.md §14): how a body kind's top-level fields may be written.
+    pub kind_fields: BTreeMap<String, BTreeMap<String, FieldClass>>,
+}
+
+/// What a body kind declares of one of its fields.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FieldClass {
+    Public,
+    /// Never in a record: refused at ingest.
+    Sensitive,
+    /// Only as a wrapped envelope naming the key that unwraps it.
+    CiphertextPermitted,
+}
+
+impl EngineConfig {
+    /// Checks a record body against its kind's declared fields: why not, if it may not be
+    /// stored.
+    pub fn check_fields(&self, body: &Map<String, Value>) -> Result<(), String> {
+        let Some(kind) = body.get("kind").and_then(Value::as_str) else {
+            return Ok(());
+        };
+        let Some(fields) = self.kind_fields.get(kind) else {
+            return Ok(());
+        };
+        for (field, class) in fields {
+            let Some(value) = body.get(field) else {
+                continue;
+            };
+            match class {
+                FieldClass::Public => {}
+                FieldClass::Sensitive => {
+                    return Err(format!(
+                        "`{field}` of {kind} is declared sensitive: keep it in a secret backend \
+                         and record its handle"
+                    ))
+                }
+                FieldClass::CiphertextPermitted if !is_wrapped(value) => {
+                    return Err(format!(
+                        "`{field}` of {kind} may only hold a wrapped envelope \
+                         ({{\"ciphertext\", \"unwrap_key\"}}, strings)"
+                    ))
+                }
+                FieldClass::CiphertextPermitted => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A wrapped envelope: `ciphertext` and the `unwrap_key` that opens it, both strings.
+fn is_wrapped(value: &Value) -> bool {
+    let text = |name: &str| {
+        value
+            .get(name)
+            .and_then(Value::as_str)
+            .is_some_and(|t| !t.is_empty())
+    };
+    text("ciphertext") && text("unwrap_key")
 }
 
 /// `store_bounds {max_total_bytes?, max_embedding_bytes?}`: past `max_total_bytes` of stored
@@ -31,10 +94,18 @@ pub struct StoreBounds {
 impl EngineConfig {
     /// Applies one config record's body (later records after earlier ones).
     pub fn apply(&mut self, body: &Map<String, Value>) {
-        if body.get("topic").and_then(Value::as_str) == Some(STORE_BOUNDS) {
-            if let Ok(bounds) = store_bounds(body) {
-                self.store_bounds = bounds;
+        match body.get("topic").and_then(Value::as_str) {
+            Some(STORE_BOUNDS) => {
+                if let Ok(bounds) = store_bounds(body) {
+                    self.store_bounds = bounds;
+                }
             }
+            Some(KIND_FIELDS) => {
+                if let Ok(kinds) = kind_fields(body) {
+                    self.kind_fields = kinds;
+                }
+            }
+            _ => {}
         }
     }
 }
@@ -44,6 +115,7 @@ impl EngineConfig {
 pub fn check(body: &Map<String, Value>) -> Result<(), String> {
     match body.get("topic") {
         Some(Value::String(topic)) if topic == STORE_BOUNDS => store_bounds(body).map(|_| ()),
+        Some(Value::String(topic)) if topic == KIND_FIELDS => kind_fields(body).map(|_| ()),
         Some(Value::String(_)) => Ok(()),
         _ => Err("a record on th_engine_config names its `topic` (a string)".into()),
     }
@@ -61,6 +133,37 @@ fn store_bounds(body: &Map<String, Value>) -> Result<StoreBounds, String> {
         max_total_bytes: bound("max_total_bytes")?,
         max_embedding_bytes: bound("max_embedding_bytes")?,
     })
+}
+
+fn kind_fields(
+    body: &Map<String, Value>,
+) -> Result<BTreeMap<String, BTreeMap<String, FieldClass>>, String> {
+    let shape = || {
+        "kind_fields: `kinds` maps kinds to {field: public|sensitive|ciphertext_permitted}"
+            .to_string()
+    };
+    let Some(kinds) = body.get("kinds").and_then(Value::as_object) else {
+        return Err(shape());
+    };
+    kinds
+        .iter()
+        .map(|(kind, fields)| {
+            let fields = fields.as_object().ok_or_else(shape)?;
+            let classes = fields
+                .iter()
+                .map(|(field, class)| {
+                    let class = match class.as_str() {
+                        Some("public") => FieldClass::Public,
+                        Some("sensitive") => FieldClass::Sensitive,
+                        Some("ciphertext_permitted") => FieldClass::CiphertextPermitted,
+                        _ => return Err(shape()),
+                    };
+                    Ok((field.clone(), class))
+                })
+                .collect::<Result<BTreeMap<_, _>, String>>()?;
+            Ok((kind.clone(), classes))
+        })
+        .collect()
 }
 
 /// The configuration `tenant`'s records put in force.
@@ -123,6 +226,29 @@ mod tests {
             StoreBounds::default(),
             "no bound at all"
         );
+    }
+
+    #[test]
+    fn a_kinds_declared_fields_decide_what_its_bodies_may_hold() {
+        let mut config = EngineConfig::default();
+        let policy = json!({"topic": "kind_fields", "kinds": {"acme.payment.v1": {
+            "card": "sensitive", "blob": "ciphertext_permitted", "amount": "public"}}});
+        assert!(check(&body(policy.clone())).is_ok());
+        config.apply(&body(policy));
+        let ok = |b: Value| config.check_fields(&body(b));
+        assert!(ok(json!({"kind": "acme.payment.v1", "amount": 5})).is_ok());
+        assert!(ok(json!({"kind": "acme.payment.v1", "card": "4111"})).is_err());
+        assert!(ok(json!({"kind": "acme.payment.v1", "blob": "plain"})).is_err());
+        assert!(ok(json!({"kind": "acme.payment.v1", "blob": {"ciphertext": "x"}})).is_err());
+        let wrapped = json!({"kind": "acme.payment.v1",
+                             "blob": {"ciphertext": "q1w2", "unwrap_key": "secret://kms/k1"}});
+        assert!(ok(wrapped).is_ok());
+        assert!(ok(json!({"kind": "other.kind.v1", "card": "4111"})).is_ok());
+        assert!(check(&body(
+            json!({"topic": "kind_fields", "kinds": {"k": {"f": "secret"}}})
+        ))
+        .is_err());
+        assert!(check(&body(json!({"topic": "kind_fields"}))).is_err());
     }
 
     #[test]

@@ -12,7 +12,7 @@ pub mod secrets;
 mod token_cache;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use syncropel_protocol::{ErrorCode, Refusal};
 use syncropel_store::StoreError;
@@ -109,7 +109,7 @@ pub struct Tenant {
     /// Kept in the store (`syncropel_portability::departure`); this is the copy requests see.
     departure: RwLock<Departure>,
     /// The fold of its `th_engine_config` records (`config::load`); this is the copy requests see.
-    config: RwLock<config::EngineConfig>,
+    config: RwLock<Arc<config::EngineConfig>>,
 }
 
 /// Never prints the key; the id and DID say which tenant it is.
@@ -132,7 +132,7 @@ impl Tenant {
             url: None,
             bootstrapped: AtomicBool::new(bootstrapped),
             departure: RwLock::new(Departure::Staying),
-            config: RwLock::new(config::EngineConfig::default()),
+            config: RwLock::default(),
         }
     }
 
@@ -177,7 +177,8 @@ impl Tenant {
         *self.departure.write().unwrap_or_else(|e| e.into_inner()) = departure;
     }
 
-    pub fn config(&self) -> config::EngineConfig {
+    /// The configuration in force (shared: every write reads it).
+    pub fn config(&self) -> Arc<config::EngineConfig> {
         self.config
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -185,6 +186,6 @@ impl Tenant {
     }
 
     pub fn set_config(&self, config: config::EngineConfig) {
-        *self.config.write().unwrap_or_else(|e| e.into_inner()) = config;
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
     }
 }

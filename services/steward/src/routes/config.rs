@@ -22,7 +22,7 @@ pub async fn show(State(state): State<AppState>, caller: Caller) -> ApiResult<Re
     let stored_bytes = state.store.stored_bytes(&caller.tenant.id).await?;
     let answer = json!({
         "object": "engine_config",
-        "config": caller.tenant.config(),
+        "config": &*caller.tenant.config(),
         "stored_bytes": stored_bytes,
     });
     Ok(json_text(StatusCode::OK, answer.to_string()))

@@ -244,6 +244,11 @@ fn authorize(caller: &Caller, claimed: Option<&str>, envelope: &Envelope) -> Api
         config::check(&envelope.body).map_err(ApiError::validation)?;
     }
     // Records hold handles, backends hold values (protocol.md §14).
+    caller
+        .tenant
+        .config()
+        .check_fields(&envelope.body)
+        .map_err(|why| ApiError::new(ErrorCode::F16ViolationSensitiveField, why))?;
     if let Some((at, shape)) = syncropel_shapes::find_key_shaped(&envelope.body) {
         return Err(ApiError::new(
             ErrorCode::F16ViolationSensitiveField,

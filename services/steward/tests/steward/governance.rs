@@ -431,3 +431,48 @@ async fn tenant_views(node: &syncropel_testkit::Node) -> (Value, Value, Value, V
         config["config"].clone(),
     )
 }
+
+/// Per-kind field classes (protocol.md §14), declared by a `kind_fields` config record: a
+/// `sensitive` field is refused at ingest, a `ciphertext_permitted` one only as a wrapped envelope
+/// naming its unwrap key; other kinds and public fields pass.
+#[tokio::test]
+async fn a_kinds_declared_fields_decide_what_its_records_may_hold() {
+    let steward = TestSteward::start().await;
+    let admin = steward.admin().await;
+    let policy = json!({"kinds": {"acme.payment.v1": {
+        "card": "sensitive", "blob": "ciphertext_permitted", "amount": "public"}}});
+    let (status, body) = steward
+        .post(&admin, "/v1/config/kind_fields", &policy)
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let bad = json!({"kinds": {"acme.payment.v1": {"card": "secret"}}});
+    let (status, _) = steward.post(&admin, "/v1/config/kind_fields", &bad).await;
+    assert_eq!(status, 400);
+
+    let cases = [
+        (json!({"kind": "acme.payment.v1", "card": "4111 1111"}), 400),
+        (
+            json!({"kind": "acme.payment.v1", "blob": "plain text"}),
+            400,
+        ),
+        (
+            json!({"kind": "acme.payment.v1", "blob": {"ciphertext": "q1w2"}}),
+            400,
+        ),
+        (
+            json!({"kind": "acme.payment.v1", "amount": 5,
+                   "blob": {"ciphertext": "q1w2", "unwrap_key": "secret://kms/k1"}}),
+            201,
+        ),
+        (json!({"kind": "acme.other.v1", "card": "4111 1111"}), 201),
+    ];
+    for (n, (body, status)) in cases.into_iter().enumerate() {
+        let record = know("th_kinds", "did:sync:user:ana", n as i64 + 1, body.clone());
+        let (got, answer) = steward.post(&admin, "/v1/records", &record).await;
+        assert_eq!(got, status, "{body}: {answer}");
+        if status == 400 {
+            assert_eq!(error_code(&answer), "F16_VIOLATION_SENSITIVE_FIELD");
+        }
+    }
+    assert_eq!(thread_records(&steward, &admin, "th_kinds").await.len(), 2);
+}

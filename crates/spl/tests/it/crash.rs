@@ -90,3 +90,136 @@ async fn kill_9_during_a_write_burst_loses_no_acknowledged_record() {
     assert_eq!(resp.status().as_u16(), 201);
     steward.kill_9();
 }
+
+/// Every privileged act writes its record before it answers (protocol.md §13.1): for each act,
+/// `spl serve` is killed with SIGKILL as soon as the answer arrives, and the record is in
+/// `hub.db`, on its thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_privileged_acts_record_is_stored_before_its_answer() {
+    let home = tempfile::tempdir().unwrap();
+    ok(run(home.path(), &["init"]));
+    let token = bootstrap_admin(home.path());
+    let http = reqwest::Client::new();
+    let reader = {
+        let mut steward = Steward::start(home.path(), &[]);
+        let made: Value = http
+            .post(format!("{}/v1/service-accounts", steward.url))
+            .bearer_auth(&token)
+            .json(&json!({"name": "reader", "scopes": ["records:read"]}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let sa = made["id"].as_str().unwrap();
+        let minted: Value = http
+            .post(format!("{}/v1/service-accounts/{sa}/tokens", steward.url))
+            .bearer_auth(&token)
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        steward.kill_9();
+        let _ = std::fs::remove_file(home.path().join("steward.json"));
+        minted["token"].as_str().unwrap().to_string()
+    };
+    // (what, method, path, body, token, the thread its record is on, what the record's body says)
+    let acts: Vec<(
+        &str,
+        reqwest::Method,
+        String,
+        Value,
+        &str,
+        &str,
+        (&str, &str),
+    )> = vec![
+        (
+            "account",
+            reqwest::Method::POST,
+            "/v1/service-accounts".into(),
+            json!({"name": "made", "scopes": ["records:read"]}),
+            &token,
+            "th_audit_tokens",
+            ("event", "service_account_created"),
+        ),
+        (
+            "namespace",
+            reqwest::Method::POST,
+            "/v1/namespaces".into(),
+            json!({"id": "acme"}),
+            &token,
+            "th_namespace_registry",
+            ("id", "acme"),
+        ),
+        (
+            "grant",
+            reqwest::Method::POST,
+            "/v1/consent/grants".into(),
+            json!({"target_namespace": "default", "peer_did": "did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK"}),
+            &token,
+            "th_consent",
+            ("kind", "core.consent.v1"),
+        ),
+        (
+            "config",
+            reqwest::Method::POST,
+            "/v1/config/store_bounds".into(),
+            json!({"max_total_bytes": 1u64 << 40}),
+            &token,
+            "th_engine_config",
+            ("topic", "store_bounds"),
+        ),
+        (
+            "secret",
+            reqwest::Method::POST,
+            "/v1/secrets/set".into(),
+            json!({"handle": "db", "value": "not in any record"}),
+            &token,
+            "th_secret_audit",
+            ("operation", "set"),
+        ),
+        (
+            "refusal",
+            reqwest::Method::POST,
+            "/v1/service-accounts".into(),
+            json!({"name": "escalate", "scopes": ["admin"]}),
+            &reader,
+            "th_audit_security",
+            ("kind", "core.security.refusal.v1"),
+        ),
+    ];
+    for (what, method, path, body, bearer, thread, (field, value)) in acts {
+        let mut steward = Steward::start(home.path(), &[]);
+        let answer = http
+            .request(method, format!("{}{path}", steward.url))
+            .bearer_auth(bearer)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = answer.status().as_u16();
+        steward.kill_9();
+        assert!(status < 300 || what == "refusal", "{what}: {status}");
+        let _ = std::fs::remove_file(home.path().join("steward.json"));
+        let mut conn = checked_hub_db(home.path(), what).await;
+        let bodies: Vec<String> =
+            sqlx::query_scalar("SELECT record_json FROM records WHERE thread = ?")
+                .bind(thread)
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+        conn.close().await.unwrap();
+        let found = bodies.iter().any(|json| {
+            let record: Value = serde_json::from_str(json).unwrap();
+            record["body"][field] == value
+        });
+        assert!(
+            found,
+            "{what}: no record on {thread} with {field} = {value}"
+        );
+    }
+}

@@ -91,6 +91,17 @@ async fn kill_9_during_a_write_burst_loses_no_acknowledged_record() {
     steward.kill_9();
 }
 
+/// One privileged act: what it is, the request, and the record it must have left (its thread
+/// and a member of its body).
+struct Act<'a> {
+    what: &'a str,
+    path: &'a str,
+    body: Value,
+    bearer: &'a str,
+    thread: &'a str,
+    says: (&'a str, &'a str),
+}
+
 /// Every privileged act writes its record before it answers (protocol.md §13.1): for each act,
 /// `spl serve` is killed with SIGKILL as soon as the answer arrives, and the record is in
 /// `hub.db`, on its thread.
@@ -127,75 +138,68 @@ async fn each_privileged_acts_record_is_stored_before_its_answer() {
         let _ = std::fs::remove_file(home.path().join("steward.json"));
         minted["token"].as_str().unwrap().to_string()
     };
-    // (what, method, path, body, token, the thread its record is on, what the record's body says)
-    let acts: Vec<(
-        &str,
-        reqwest::Method,
-        String,
-        Value,
-        &str,
-        &str,
-        (&str, &str),
-    )> = vec![
-        (
-            "account",
-            reqwest::Method::POST,
-            "/v1/service-accounts".into(),
-            json!({"name": "made", "scopes": ["records:read"]}),
-            &token,
-            "th_audit_tokens",
-            ("event", "service_account_created"),
-        ),
-        (
-            "namespace",
-            reqwest::Method::POST,
-            "/v1/namespaces".into(),
-            json!({"id": "acme"}),
-            &token,
-            "th_namespace_registry",
-            ("id", "acme"),
-        ),
-        (
-            "grant",
-            reqwest::Method::POST,
-            "/v1/consent/grants".into(),
-            json!({"target_namespace": "default", "peer_did": "did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK"}),
-            &token,
-            "th_consent",
-            ("kind", "core.consent.v1"),
-        ),
-        (
-            "config",
-            reqwest::Method::POST,
-            "/v1/config/store_bounds".into(),
-            json!({"max_total_bytes": 1u64 << 40}),
-            &token,
-            "th_engine_config",
-            ("topic", "store_bounds"),
-        ),
-        (
-            "secret",
-            reqwest::Method::POST,
-            "/v1/secrets/set".into(),
-            json!({"handle": "db", "value": "not in any record"}),
-            &token,
-            "th_secret_audit",
-            ("operation", "set"),
-        ),
-        (
-            "refusal",
-            reqwest::Method::POST,
-            "/v1/service-accounts".into(),
-            json!({"name": "escalate", "scopes": ["admin"]}),
-            &reader,
-            "th_audit_security",
-            ("kind", "core.security.refusal.v1"),
-        ),
+    let acts = [
+        Act {
+            what: "account",
+            path: "/v1/service-accounts",
+            body: json!({"name": "made", "scopes": ["records:read"]}),
+            bearer: &token,
+            thread: "th_audit_tokens",
+            says: ("event", "service_account_created"),
+        },
+        Act {
+            what: "namespace",
+            path: "/v1/namespaces",
+            body: json!({"id": "acme"}),
+            bearer: &token,
+            thread: "th_namespace_registry",
+            says: ("id", "acme"),
+        },
+        Act {
+            what: "grant",
+            path: "/v1/consent/grants",
+            body: json!({"target_namespace": "default", "peer_did": "did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK"}),
+            bearer: &token,
+            thread: "th_consent",
+            says: ("kind", "core.consent.v1"),
+        },
+        Act {
+            what: "config",
+            path: "/v1/config/store_bounds",
+            body: json!({"max_total_bytes": 1u64 << 40}),
+            bearer: &token,
+            thread: "th_engine_config",
+            says: ("topic", "store_bounds"),
+        },
+        Act {
+            what: "secret",
+            path: "/v1/secrets/set",
+            body: json!({"handle": "db", "value": "not in any record"}),
+            bearer: &token,
+            thread: "th_secret_audit",
+            says: ("operation", "set"),
+        },
+        Act {
+            what: "refusal",
+            path: "/v1/service-accounts",
+            body: json!({"name": "escalate", "scopes": ["admin"]}),
+            bearer: &reader,
+            thread: "th_audit_security",
+            says: ("kind", "core.security.refusal.v1"),
+        },
     ];
-    for (what, method, path, body, bearer, thread, (field, value)) in acts {
+    for Act {
+        what,
+        path,
+        body,
+        bearer,
+        thread,
+        says: (field, value),
+    } in acts
+    {
         let mut steward = Steward::start(home.path(), &[]);
         let answer = http
-            .request(method, format!("{}{path}", steward.url))
+            .post(format!("{}{path}", steward.url))
             .bearer_auth(bearer)
             .json(&body)
             .send()

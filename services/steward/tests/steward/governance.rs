@@ -476,3 +476,70 @@ async fn a_kinds_declared_fields_decide_what_its_records_may_hold() {
     }
     assert_eq!(thread_records(&steward, &admin, "th_kinds").await.len(), 2);
 }
+
+/// The routes of governance and portability against every scope of protocol.md §10.2: each
+/// opens to `admin` and to the scope the table names, and answers every other scope
+/// `403 SCOPE_FORBIDDEN` (recorded, like every refusal).
+#[tokio::test]
+async fn each_governance_route_opens_to_its_scope_and_no_other() {
+    const SCOPES: [&str; 7] = [
+        "records:read",
+        "records:write",
+        "threads:write",
+        "federation:manage",
+        "config:read",
+        "config:write",
+        "admin",
+    ];
+    let steward = TestSteward::start().await;
+    let mut tokens = Vec::new();
+    for scope in SCOPES {
+        tokens.push((scope, steward.token(&[scope], &[]).await));
+    }
+    let routes: [(&str, Option<Value>, &str); 6] = [
+        ("/v1/config", None, "config:read"),
+        (
+            "/v1/config/telemetry_retention",
+            Some(json!({"days": 3})),
+            "config:write",
+        ),
+        ("/v1/secrets/list", Some(json!({})), "admin"),
+        (
+            "/v1/secrets/set",
+            Some(json!({"handle": "h", "value": "v"})),
+            "admin",
+        ),
+        (
+            "/v1/portability/export",
+            Some(json!({"threads": ["th_x"]})),
+            "admin",
+        ),
+        (
+            "/v1/service-accounts",
+            Some(json!({"name": "n", "scopes": ["records:read"]})),
+            "admin",
+        ),
+    ];
+    for (path, body, opens) in routes {
+        for (scope, token) in &tokens {
+            let (status, answer) = match &body {
+                None => steward.get(token, path).await,
+                Some(body) => steward.post(token, path, body).await,
+            };
+            let allowed = *scope == "admin" || *scope == opens;
+            if allowed {
+                assert!(status < 300, "{path} with {scope}: {status} {answer}");
+            } else {
+                assert_eq!(
+                    (status, error_code(&answer)),
+                    (403, "SCOPE_FORBIDDEN"),
+                    "{path} with {scope}"
+                );
+                assert!(
+                    answer["audit_record"].is_string(),
+                    "{path} with {scope}: {answer}"
+                );
+            }
+        }
+    }
+}

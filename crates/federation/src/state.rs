@@ -2,13 +2,11 @@
 //! `federation_state` documents): the cursor epoch and key of this store, pull cursors, secrets
 //! peers issued to us, handshakes in flight and quarantined records.
 
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use syncropel_protocol::Keypair;
 use syncropel_store::{RecordStore, StateChange};
+use syncropel_tenant::sealed::{SealingKey, Unsealed};
 
 use crate::error::{FederationError, Result};
 
@@ -125,22 +123,10 @@ pub fn put_cursor(source: &str, thread: &str, cursor: &PullCursor) -> StateChang
 }
 
 /// Secrets (bearers a peer issued to us) are sealed with a key derived from the tenant's identity
-/// key, which is itself sealed at rest in hosted mode: a database dump alone reveals no bearer.
+/// key (`syncropel_tenant::sealed`), which is itself sealed at rest in hosted mode: a database
+/// dump alone reveals no bearer.
 pub fn seal_secret(identity: &Keypair, handle: &str, plaintext: &str) -> StateChange {
-    let mut nonce = [0u8; 24];
-    rand::thread_rng().fill_bytes(&mut nonce);
-    #[allow(clippy::expect_used)] // Fails only for messages past the cipher's limit (~256 GiB).
-    let sealed = cipher(identity)
-        .encrypt(
-            XNonce::from_slice(&nonce),
-            Payload {
-                msg: plaintext.as_bytes(),
-                aad: handle.as_bytes(),
-            },
-        )
-        .expect("sealing in memory cannot fail");
-    let text = format!("{}.{}", hex::encode(nonce), hex::encode(sealed));
-    StateChange::put(SECRET, handle, text)
+    StateChange::put(SECRET, handle, key(identity).seal(handle, plaintext))
 }
 
 pub async fn open_secret(
@@ -152,32 +138,17 @@ pub async fn open_secret(
     let Some(text) = store.state_get(tenant, SECRET, handle).await? else {
         return Ok(None);
     };
-    let (nonce, sealed) = text
-        .split_once('.')
-        .and_then(|(n, s)| Some((hex::decode(n).ok()?, hex::decode(s).ok()?)))
-        .filter(|(n, _)| n.len() == 24)
-        .ok_or_else(|| FederationError::corrupt(format!("secret {handle} is malformed")))?;
-    let plain = cipher(identity)
-        .decrypt(
-            XNonce::from_slice(&nonce),
-            Payload {
-                msg: &sealed,
-                aad: handle.as_bytes(),
-            },
-        )
-        .map_err(|_| {
-            FederationError::corrupt(format!("secret {handle} does not open with this identity"))
-        })?;
-    String::from_utf8(plain)
-        .map(Some)
-        .map_err(|_| FederationError::corrupt(format!("secret {handle} is not text")))
+    let why = match key(identity).open(handle, &text) {
+        Ok(plain) => return Ok(Some(plain)),
+        Err(Unsealed::Malformed) => "is malformed",
+        Err(Unsealed::WrongKey) => "does not open with this identity",
+        Err(Unsealed::NotText) => "is not text",
+    };
+    Err(FederationError::corrupt(format!("secret {handle} {why}")))
 }
 
-fn cipher(identity: &Keypair) -> XChaCha20Poly1305 {
-    let mut hasher = Sha256::new();
-    hasher.update(b"syncropel federation secrets v1\n");
-    hasher.update(identity.seed());
-    XChaCha20Poly1305::new(&hasher.finalize())
+fn key(identity: &Keypair) -> SealingKey {
+    SealingKey::derive(b"syncropel federation secrets v1\n", identity)
 }
 
 pub fn to_text<T: Serialize>(value: &T) -> String {

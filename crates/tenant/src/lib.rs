@@ -8,6 +8,7 @@ mod identity;
 mod namespaces;
 mod scopes;
 mod seal;
+pub mod sealed;
 pub mod secrets;
 mod token_cache;
 

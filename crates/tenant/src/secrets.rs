@@ -13,15 +13,13 @@
 //!   replica's environment is the platform's, not a tenant's). `promote` copies its value into
 //!   the store.
 
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use rand::RngCore;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
-use sha2::{Digest, Sha256};
 use syncropel_protocol::{Act, ErrorCode, Refusal};
 use syncropel_store::{ListFilter, NewRecord, RecordStore, StateChange};
 
+use crate::sealed::SealingKey;
 use crate::{sealed_own, Identity, TenantError};
 
 pub const AUDIT_THREAD: &str = "th_secret_audit";
@@ -399,57 +397,23 @@ impl Secrets<'_> {
     }
 
     fn seal(&self, handle: &str, value: &str) -> StateChange {
-        let mut nonce = [0u8; 24];
-        rand::thread_rng().fill_bytes(&mut nonce);
-        #[allow(clippy::expect_used)] // Fails only past the cipher's limit (~256 GiB).
-        let sealed = self
-            .cipher()
-            .encrypt(
-                XNonce::from_slice(&nonce),
-                Payload {
-                    msg: value.as_bytes(),
-                    aad: handle.as_bytes(),
-                },
-            )
-            .expect("sealing in memory cannot fail");
-        StateChange::put(
-            VALUES,
-            handle,
-            format!("{}.{}", hex::encode(nonce), hex::encode(sealed)),
-        )
+        StateChange::put(VALUES, handle, self.key().seal(handle, value))
     }
 
     async fn open(&self, handle: &str) -> Result<Option<String>, TenantError> {
         let Some(text) = self.store.state_get(self.tenant, VALUES, handle).await? else {
             return Ok(None);
         };
-        let corrupt = || TenantError::Corrupt(format!("the sealed value of '{handle}'"));
-        let (nonce, sealed) = text
-            .split_once('.')
-            .and_then(|(n, s)| Some((hex::decode(n).ok()?, hex::decode(s).ok()?)))
-            .filter(|(n, _)| n.len() == 24)
-            .ok_or_else(corrupt)?;
-        let plain = self
-            .cipher()
-            .decrypt(
-                XNonce::from_slice(&nonce),
-                Payload {
-                    msg: &sealed,
-                    aad: handle.as_bytes(),
-                },
-            )
-            .map_err(|_| corrupt())?;
-        String::from_utf8(plain).map(Some).map_err(|_| corrupt())
+        self.key()
+            .open(handle, &text)
+            .map(Some)
+            .map_err(|_| TenantError::Corrupt(format!("the sealed value of '{handle}'")))
     }
 
-    /// The tenant's secrets key: derived from its identity key, for this purpose only.
-    fn cipher(&self) -> XChaCha20Poly1305 {
-        let mut hasher = Sha256::new();
-        hasher.update(b"syncropel secret values v1\n");
-        hasher.update(self.tenant.as_bytes());
-        hasher.update(b"\n");
-        hasher.update(self.identity.key.seed());
-        XChaCha20Poly1305::new(&hasher.finalize())
+    /// The tenant's key for secret values: derived from its identity key, for this use only.
+    fn key(&self) -> SealingKey {
+        let label = format!("syncropel secret values v1\n{}\n", self.tenant);
+        SealingKey::derive(label.as_bytes(), &self.identity.key)
     }
 }
 

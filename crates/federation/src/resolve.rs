@@ -198,24 +198,7 @@ impl DidResolver {
         let Source::Sync(hash) = source(did)? else {
             return Err(PeerError::DidUnsupported(format!("{did}: not a did:sync")));
         };
-        let mut first_error = None;
-        for directory in &self.directories {
-            let url = format!(
-                "{}/directory/{hash}/operations",
-                directory.trim_end_matches('/')
-            );
-            let fetched = match self.directory_client.get_document(&url, OP_LOG_LIMIT).await {
-                Ok((body, _)) => served_log(did, body),
-                Err(e) => Err(e),
-            };
-            match fetched.and_then(|log| replay_log(did, &log).map(|_| log)) {
-                Ok(log) => return Ok(log),
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
-        Err(first_error.unwrap_or_else(|| PeerError::DidNotFound(did.to_owned())))
+        Ok(self.fetch_log(did, &hash).await?.0)
     }
 
     /// The cached, unexpired resolution of `did`, without any I/O.
@@ -307,6 +290,18 @@ impl DidResolver {
     /// Asks each directory in turn; a 404 or a failure moves on to the next. With no good
     /// answer, the first failure other than 404 is reported, else `DID_NOT_FOUND`.
     async fn fetch_sync(&self, did: &str, hash: &str) -> Result<ResolvedDid, PeerError> {
+        let (_, state) = self.fetch_log(did, hash).await?;
+        Ok(resolved(state))
+    }
+
+    /// The DID's operation log from the first directory that serves one that checks (replayed),
+    /// and the state it comes to. A 404 or a failure moves on to the next directory; with no good
+    /// answer, the first failure other than 404 is reported, else `DID_NOT_FOUND`.
+    async fn fetch_log(
+        &self,
+        did: &str,
+        hash: &str,
+    ) -> Result<(Vec<LoggedOp>, DidState), PeerError> {
         let mut first_error = None;
         for directory in &self.directories {
             let url = format!(
@@ -314,11 +309,12 @@ impl DidResolver {
                 directory.trim_end_matches('/')
             );
             let outcome = match self.directory_client.get_document(&url, OP_LOG_LIMIT).await {
-                Ok((body, _)) => replay(did, body),
+                Ok((body, _)) => served_log(did, body)
+                    .and_then(|log| replay_log(did, &log).map(|state| (log, state))),
                 Err(e) => Err(e),
             };
             match outcome {
-                Ok(resolved) => return Ok(resolved),
+                Ok(checked) => return Ok(checked),
                 Err(e) if e.http_status() == Some(404) => {}
                 Err(e) => {
                     tracing::debug!(%did, %directory, code = e.code(), error = %e, "directory failed");
@@ -377,11 +373,10 @@ fn not_found_on_404(did: &str, e: PeerError) -> PeerError {
     }
 }
 
-/// Replays a served `did_operations` log into what the DID says.
-fn replay(did: &str, body: Value) -> Result<ResolvedDid, PeerError> {
-    let state = replay_state(did, body)?;
+/// What a DID's state in force says of it.
+fn resolved(state: DidState) -> ResolvedDid {
     let did_key = |multibase: &String| format!("did:key:{multibase}");
-    Ok(ResolvedDid {
+    ResolvedDid {
         did: state.did,
         keys: if state.deactivated {
             Vec::new()
@@ -405,7 +400,7 @@ fn replay(did: &str, body: Value) -> Result<ResolvedDid, PeerError> {
         handles: state.handles,
         deactivated: state.deactivated,
         head: Some(state.head),
-    })
+    }
 }
 
 /// Replays a served `did_operations` answer into the DID's state ([`replay_log`]).

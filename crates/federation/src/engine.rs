@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value};
 use syncropel_protocol::pair::PairView;
 use syncropel_protocol::{Act, Keypair, PairState};
-use syncropel_store::{ListFilter, NewRecord, RecordStore, StateChange};
+use syncropel_store::{NewRecord, RecordStore, StateChange};
 use syncropel_tenant::{seal, server_record, Namespaces, Tenant, TokenCache};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -368,7 +368,7 @@ impl Federation {
     /// Every record of a steward-written thread (pairs, consent, sync control), in commit order,
     /// and the sequence of the last.
     pub async fn thread_records(&self, tenant: &str, thread: &str) -> Result<(Vec<Value>, i64)> {
-        stored_thread(self.store.as_ref(), tenant, thread).await
+        Ok(syncropel_tenant::stored_thread(self.store.as_ref(), tenant, thread).await?)
     }
 
     /// Signs and stores records the steward writes on its own account (pair, consent and sync
@@ -390,36 +390,6 @@ impl Federation {
         }
         Ok(ids)
     }
-}
-
-/// Every record of `thread` straight from a store, in commit order, and the sequence of the
-/// last.
-pub async fn stored_thread(
-    store: &dyn RecordStore,
-    tenant: &str,
-    thread: &str,
-) -> Result<(Vec<Value>, i64)> {
-    let mut records = Vec::new();
-    let mut after = 0;
-    loop {
-        let filter = ListFilter {
-            thread: Some(thread.into()),
-            actor: None,
-            since_clock: None,
-            after_seq: after,
-            limit: 1000,
-            max_bytes: None,
-        };
-        let page = store.list(tenant, &filter).await?;
-        let Some(last) = page.last() else { break };
-        after = last.seq;
-        for row in page {
-            let value = serde_json::from_str(&row.json)
-                .map_err(|e| FederationError::corrupt(format!("stored record {}: {e}", row.id)))?;
-            records.push(value);
-        }
-    }
-    Ok((records, after))
 }
 
 /// A LEARN the steward writes on its own account (pair, consent, sync control, their audit),

@@ -42,9 +42,7 @@ mod traces;
 
 pub use backoff::Backoff;
 pub use config::{FederationConfig, PeerTimeouts, RelayConfig, DEFAULT_STORE_CEILING};
-pub use engine::{
-    own_record, signed, stored_thread, Federation, JobPlacement, Shared, ACTIVE_PULLS_PER_TENANT,
-};
+pub use engine::{own_record, signed, Federation, JobPlacement, Shared, ACTIVE_PULLS_PER_TENANT};
 pub use error::{FederationError, Result};
 pub use peer::{ChangesRequest, PeerClient, PeerClientOptions, PeerError, Reach};
 pub use resolve::{replay_log, DidResolver, ResolvedDid};

@@ -245,10 +245,10 @@ pub async fn refuse_if_paired(home: &Home) -> Result<(), HomeError> {
     let did = home.did()?;
     let store = syncropel_store::SqliteStore::open_file(&home.db_path()).await?;
     let records =
-        syncropel_federation::stored_thread(&store, LOCAL_TENANT, syncropel_protocol::PAIRS_THREAD)
+        syncropel_tenant::stored_thread(&store, LOCAL_TENANT, syncropel_protocol::PAIRS_THREAD)
             .await;
     store.close().await;
-    let (records, _) = records.map_err(|e| HomeError::Refused(e.message()))?;
+    let (records, _) = records.map_err(|e| HomeError::Refused(e.to_string()))?;
     let live = syncropel_protocol::pair::fold_pairs(&records, &did, |_| true)
         .into_values()
         .filter(|pair| pair.state != syncropel_protocol::PairState::Revoked)

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 use serde_json::{Map, Value};
-use syncropel_store::{ListFilter, RecordStore};
+use syncropel_store::RecordStore;
 
 use crate::TenantError;
 
@@ -169,27 +169,12 @@ fn kind_fields(
 /// The configuration `tenant`'s records put in force.
 pub async fn load(store: &dyn RecordStore, tenant: &str) -> Result<EngineConfig, TenantError> {
     let mut config = EngineConfig::default();
-    let mut after = 0;
-    loop {
-        let filter = ListFilter {
-            thread: Some(THREAD.into()),
-            after_seq: after,
-            limit: 1000,
-            ..ListFilter::default()
-        };
-        let page = store.list(tenant, &filter).await?;
-        let Some(last) = page.last() else {
-            return Ok(config);
-        };
-        after = last.seq;
-        for row in &page {
-            let record: Value = serde_json::from_str(&row.json)
-                .map_err(|e| TenantError::Corrupt(format!("a config record: {e}")))?;
-            if let Some(body) = record.get("body").and_then(Value::as_object) {
-                config.apply(body);
-            }
+    for record in crate::stored_thread(store, tenant, THREAD).await?.0 {
+        if let Some(body) = record.get("body").and_then(Value::as_object) {
+            config.apply(body);
         }
     }
+    Ok(config)
 }
 
 #[cfg(test)]

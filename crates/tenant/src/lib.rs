@@ -10,6 +10,7 @@ mod scopes;
 mod seal;
 pub mod sealed;
 pub mod secrets;
+mod stored;
 mod token_cache;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,6 +29,7 @@ pub use namespaces::{
 };
 pub use scopes::{parse_grain, validate_scopes, Scope};
 pub use seal::{seal, sealed_own, server_record, stored_form, stored_form_at};
+pub use stored::stored_thread;
 pub use token_cache::{TokenCache, LOCAL_TOKEN_CACHE_TTL};
 
 /// What can go wrong with a tenant's accounts, namespaces or records.

@@ -17,7 +17,7 @@ use rand::RngCore;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 use syncropel_protocol::{Act, ErrorCode, Refusal};
-use syncropel_store::{ListFilter, NewRecord, RecordStore, StateChange};
+use syncropel_store::{NewRecord, RecordStore, StateChange};
 
 use crate::sealed::SealingKey;
 use crate::{sealed_own, Identity, TenantError};
@@ -119,40 +119,29 @@ pub async fn credentials(
     tenant: &str,
 ) -> Result<Vec<Credential>, TenantError> {
     let mut latest: std::collections::BTreeMap<String, Credential> = Default::default();
-    let mut after = 0;
-    loop {
-        let filter = ListFilter {
-            thread: Some(CREDENTIALS_THREAD.into()),
-            after_seq: after,
-            limit: 1000,
-            ..ListFilter::default()
-        };
-        let page = store.list(tenant, &filter).await?;
-        let Some(last) = page.last() else {
-            return Ok(latest.into_values().collect());
-        };
-        after = last.seq;
-        for row in &page {
-            let record: Value = serde_json::from_str(&row.json)
-                .map_err(|e| TenantError::Corrupt(format!("a credential record: {e}")))?;
-            let body = &record["body"];
-            if let (Some(handle), Some(backend_ref), Some(lifecycle)) = (
-                body["handle"].as_str(),
-                body["backend_ref"].as_str(),
-                body["lifecycle"].as_str(),
-            ) {
-                latest.insert(
-                    handle.to_string(),
-                    Credential {
-                        handle: handle.to_string(),
-                        backend_ref: backend_ref.to_string(),
-                        lifecycle: lifecycle.to_string(),
-                        record: row.id.clone(),
-                    },
-                );
-            }
+    for record in crate::stored_thread(store, tenant, CREDENTIALS_THREAD)
+        .await?
+        .0
+    {
+        let body = &record["body"];
+        if let (Some(id), Some(handle), Some(backend_ref), Some(lifecycle)) = (
+            record["id"].as_str(),
+            body["handle"].as_str(),
+            body["backend_ref"].as_str(),
+            body["lifecycle"].as_str(),
+        ) {
+            latest.insert(
+                handle.to_string(),
+                Credential {
+                    handle: handle.to_string(),
+                    backend_ref: backend_ref.to_string(),
+                    lifecycle: lifecycle.to_string(),
+                    record: id.to_string(),
+                },
+            );
         }
     }
+    Ok(latest.into_values().collect())
 }
 
 /// A tenant's secrets, through one identity.

@@ -7,6 +7,7 @@ use syncropel_protocol::{is_config_thread, is_server_only_thread, ErrorCode, Ref
 /// Threads no grant ever opens (federation-protocol.md §5.1): the steward's own bookkeeping.
 pub fn never_served(thread: &str) -> bool {
     thread.starts_with("th_audit_")
+        || thread.starts_with(syncropel_protocol::IDENTITY_THREAD_PREFIX)
         || matches!(
             thread,
             "th_federation_pairs"

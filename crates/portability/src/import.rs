@@ -25,7 +25,7 @@ use syncropel_protocol::Keypair;
 use syncropel_store::{
     Appended, AuthChange, ListFilter, NewRecord, RecordStore, StateChange, StoreError,
 };
-use syncropel_tenant::{stored_form_at, Identity};
+use syncropel_tenant::{membership, stored_form_at, Identity};
 use tokio::sync::mpsc;
 
 use crate::replay::{Replay, TOKENS_THREAD};
@@ -167,6 +167,8 @@ struct Checked {
     record: std::result::Result<NewRecord, &'static str>,
     /// A token record's body and time: the change it states is made once it is stored.
     token_event: Option<(Value, i64)>,
+    /// The membership state a member, grant or invite record leaves (made once it is stored).
+    membership: Vec<StateChange>,
 }
 
 /// Takes the bundle `opened` into `tenant`'s store. The caller installs the identity after.
@@ -488,6 +490,7 @@ fn check_batch(chunk: &[(String, Vec<u8>)], resolved: &ResolvedKeys) -> Vec<Chec
             Err(code) => refused.push(Checked {
                 record: Err(code),
                 token_event: None,
+                membership: Vec::new(),
             }),
         }
     }
@@ -580,9 +583,18 @@ fn check(
         };
         let token_event = (item.envelope.thread == TOKENS_THREAD && record.is_ok())
             .then(|| (Value::Object(item.envelope.body.clone()), created_at));
+        let membership = match &record {
+            Ok(record) if membership::replays(&record.thread) => membership::replay(
+                &record.id,
+                &record.thread,
+                &Value::Object(item.envelope.body.clone()),
+            ),
+            _ => Vec::new(),
+        };
         checked.push(Checked {
             record,
             token_event,
+            membership,
         });
     }
     checked
@@ -599,12 +611,14 @@ async fn store_batch(
 ) -> Result<Vec<(NewRecord, Value, i64)>> {
     let mut records = Vec::with_capacity(checked.len());
     let mut events = Vec::with_capacity(checked.len());
+    let mut membership = Vec::with_capacity(checked.len());
     for item in checked {
         summary.records_inspected += 1;
         match item.record {
             Ok(record) => {
                 records.push(record);
                 events.push(item.token_event);
+                membership.push(item.membership);
             }
             Err(code) => {
                 summary.records_failed += 1;
@@ -629,7 +643,9 @@ async fn store_batch(
         .collect();
     let results = store.write(tenant, records, Vec::new()).await?;
     let mut tokens = Vec::new();
-    for ((record, event), result) in token_records.into_iter().zip(events).zip(results) {
+    let mut state = Vec::new();
+    let outcomes = token_records.into_iter().zip(events).zip(membership);
+    for (((record, event), changes), result) in outcomes.zip(results) {
         let stored = match result {
             Ok(Appended::Inserted(_)) => {
                 summary.records_inserted += 1;
@@ -653,6 +669,13 @@ async fn store_batch(
         if let (true, Some((body, at)), Some(record)) = (stored, event, record) {
             tokens.push((record, body, at));
         }
+        if stored {
+            state.extend(changes);
+        }
+    }
+    // Rebuilt after their records: a rerun after a crash between the two redoes it.
+    if !state.is_empty() {
+        store.write(tenant, Vec::new(), state).await?;
     }
     Ok(tokens)
 }

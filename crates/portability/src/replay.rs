@@ -64,8 +64,13 @@ impl Replay {
                     sa_id,
                     created_at,
                     expires_at: body.get("expires_at").and_then(Value::as_i64),
+                    grant_id: text("grant_id"),
                 })
             }
+            "tokens_parented" => Some(AuthChange::ParentTokens {
+                sa_id: text("sa_id")?,
+                grant_id: text("grant_id")?,
+            }),
             "token_revoked" => Some(AuthChange::RevokeToken {
                 token_id: text("token_id")?,
                 revoked_at: created_at,

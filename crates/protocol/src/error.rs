@@ -70,6 +70,8 @@ error_codes! {
     PairRejected => ("PAIR_REJECTED", 403),
     RelayForbidden => ("RELAY_FORBIDDEN", 403),
     ThreadNotAllowed => ("THREAD_NOT_ALLOWED", 403),
+    /// An invite redeemed by a kind of holder it does not accept.
+    HolderTypeMismatch => ("HOLDER_TYPE_MISMATCH", 403),
     ConsentDenied => ("CONSENT_DENIED", 403),
     UnauthenticatedInitiator => ("UNAUTHENTICATED_INITIATOR", 403),
     TenantLimitReached => ("TENANT_LIMIT_REACHED", 403),
@@ -80,6 +82,7 @@ error_codes! {
     /// Sync through a pair the operator paused (upstream spells it in lower case).
     PairPaused => ("pair_paused", 403),
     NotFound => ("NOT_FOUND", 404),
+    InviteNotFound => ("INVITE_NOT_FOUND", 404),
     /// `spl sync` named a peer with no pair (upstream spelling).
     UnpairedPeer => ("unpaired_peer", 404),
     MethodNotAllowed => ("METHOD_NOT_ALLOWED", 405),
@@ -99,6 +102,9 @@ error_codes! {
     /// The identity cannot change while pairs made with it stand.
     PairsExist => ("PAIRS_EXIST", 409),
     NonceReused => ("NONCE_REUSED", 410),
+    InviteExpired => ("INVITE_EXPIRED", 410),
+    InviteRevoked => ("INVITE_REVOKED", 410),
+    InviteExhausted => ("INVITE_EXHAUSTED", 410),
     NonceExpired => ("NONCE_EXPIRED", 410),
     InstanceMoved => ("INSTANCE_MOVED", 410),
     QueueClosed => ("QUEUE_CLOSED", 410),

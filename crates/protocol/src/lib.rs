@@ -53,6 +53,7 @@ pub use pair::{
 pub use record::{json_type_name, Envelope};
 pub use secrets::{check_secret_fields, is_credential_kind, CREDENTIAL_ALLOWED_FIELDS};
 pub use thread::{
-    is_config_thread, is_server_only_thread, validate_thread, CONFIG_THREADS, MAX_THREAD_BYTES,
+    is_config_thread, is_server_only_thread, validate_thread, CONFIG_THREADS,
+    IDENTITY_THREAD_PREFIX, MAX_THREAD_BYTES,
 };
 pub use timestamp::{rfc3339_from_unix, unix_from_rfc3339, unix_now};

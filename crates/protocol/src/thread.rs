@@ -45,11 +45,16 @@ pub fn validate_thread(thread: &str) -> Result<(), ProtocolError> {
 pub const STEWARD_STATE_THREADS: &[&str] =
     &["th_federation_pairs", "th_consent", "th_sync_control"];
 
+/// The prefix of a member's identity thread (`th_identity_<label>`): its binding, grants,
+/// acceptance and revocations, which the steward's membership state is rebuilt from.
+pub const IDENTITY_THREAD_PREFIX: &str = "th_identity_";
+
 /// Threads only the server writes (`th_audit_*`, `th_secret_audit`, `th_credentials`, whose
-/// records say where each secret's value lives, and the [`STEWARD_STATE_THREADS`]); a client
-/// write is `403 RESERVED_THREAD` whatever its scopes.
+/// records say where each secret's value lives, members' identity threads, and the
+/// [`STEWARD_STATE_THREADS`]); a client write is `403 RESERVED_THREAD` whatever its scopes.
 pub fn is_server_only_thread(thread: &str) -> bool {
     thread.starts_with("th_audit_")
+        || thread.starts_with(IDENTITY_THREAD_PREFIX)
         || matches!(thread, "th_secret_audit" | "th_credentials")
         || STEWARD_STATE_THREADS.contains(&thread)
 }
@@ -92,6 +97,7 @@ mod tests {
         assert!(is_server_only_thread("th_audit_graph_traversal_acme"));
         assert!(is_server_only_thread("th_secret_audit"));
         assert!(!is_server_only_thread("th_engine_config"));
+        assert!(is_server_only_thread("th_identity_mora"));
         for state in ["th_federation_pairs", "th_consent", "th_sync_control"] {
             assert!(is_server_only_thread(state), "{state}");
         }

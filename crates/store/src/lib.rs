@@ -198,6 +198,9 @@ pub struct TokenGrant {
     pub created_at: i64,
     pub expires_at: Option<i64>,
     pub revoked_at: Option<i64>,
+    /// The grant this token was minted under (membership and agent credentials), whose liveness
+    /// is checked on every request.
+    pub grant_id: Option<String>,
 }
 
 /// A change to service accounts or tokens; applied in the same transaction as its audit record.
@@ -209,10 +212,17 @@ pub enum AuthChange {
         sa_id: String,
         created_at: i64,
         expires_at: Option<i64>,
+        grant_id: Option<String>,
     },
     RevokeToken {
         token_id: String,
         revoked_at: i64,
+    },
+    /// Puts an account's live tokens that have no grant under `grant_id` (a member adopted with
+    /// its existing credential): the bearer stays the same, its liveness now follows the grant.
+    ParentTokens {
+        sa_id: String,
+        grant_id: String,
     },
 }
 

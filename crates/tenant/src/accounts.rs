@@ -106,6 +106,21 @@ pub async fn mint(
     install_token(store, tenant, identity, sa_id, token, ttl_seconds).await
 }
 
+/// [`mint`] under a grant: the token lives only as long as the grant and its ancestors do.
+pub async fn mint_under_grant(
+    store: &dyn RecordStore,
+    tenant: &str,
+    identity: &Identity,
+    env: &str,
+    sa_id: &str,
+    ttl_seconds: Option<i64>,
+    grant_id: &str,
+) -> Result<MintedToken> {
+    let (token, _) = mint_token(env, sa_id);
+    let grant_id = Some(grant_id.to_string());
+    install(store, tenant, identity, sa_id, token, ttl_seconds, grant_id).await
+}
+
 /// Records a token whose plaintext was chosen elsewhere (the platform's bootstrap token); only
 /// its hash is stored.
 pub async fn install_token(
@@ -116,23 +131,39 @@ pub async fn install_token(
     token: String,
     ttl_seconds: Option<i64>,
 ) -> Result<MintedToken> {
+    install(store, tenant, identity, sa_id, token, ttl_seconds, None).await
+}
+
+async fn install(
+    store: &dyn RecordStore,
+    tenant: &str,
+    identity: &Identity,
+    sa_id: &str,
+    token: String,
+    ttl_seconds: Option<i64>,
+    grant_id: Option<String>,
+) -> Result<MintedToken> {
     if ttl_seconds.is_some_and(|t| t <= 0) {
         return Err(Refusal::validation("ttl_seconds must be positive").into());
     }
     let token_id = syncropel_protocol::sha256_hex(token.as_bytes());
     let created_at = unix_now();
     let expires_at = ttl_seconds.map(|t| created_at.saturating_add(t));
-    let event = object(json!({
+    let mut event = object(json!({
         "event": "token_minted",
         "sa_id": sa_id,
         "token_id": token_id,
         "expires_at": expires_at,
     }));
+    if let Some(grant_id) = &grant_id {
+        event.insert("grant_id".into(), json!(grant_id));
+    }
     let change = AuthChange::MintToken {
         token_id: token_id.clone(),
         sa_id: sa_id.to_string(),
         created_at,
         expires_at,
+        grant_id,
     };
     apply(store, tenant, identity, change, event).await?;
     Ok(MintedToken {
@@ -142,6 +173,27 @@ pub async fn install_token(
         sa_id: sa_id.to_string(),
         expires_at,
     })
+}
+
+/// Puts an account's live, grantless tokens under a grant (an adopted member keeps its bearer).
+pub async fn parent_tokens(
+    store: &dyn RecordStore,
+    tenant: &str,
+    identity: &Identity,
+    sa_id: &str,
+    grant_id: &str,
+) -> Result<()> {
+    let event = object(json!({
+        "event": "tokens_parented",
+        "sa_id": sa_id,
+        "grant_id": grant_id,
+    }));
+    let change = AuthChange::ParentTokens {
+        sa_id: sa_id.to_string(),
+        grant_id: grant_id.to_string(),
+    };
+    apply(store, tenant, identity, change, event).await?;
+    Ok(())
 }
 
 /// Revokes a token; `false` when it was unknown or already revoked.

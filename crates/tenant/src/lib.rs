@@ -5,6 +5,7 @@
 mod accounts;
 pub mod config;
 mod identity;
+pub mod membership;
 mod namespaces;
 mod scopes;
 mod seal;
@@ -21,7 +22,7 @@ use syncropel_store::StoreError;
 
 pub use accounts::{
     create_service_account, create_service_account_with_id, install_token, mint, mint_token,
-    new_service_account_id, revoke, MintedToken,
+    mint_under_grant, new_service_account_id, parent_tokens, revoke, MintedToken,
 };
 pub use identity::{DidWeb, Identity, ServerClock};
 pub use namespaces::{

@@ -44,6 +44,27 @@ pub fn router(state: AppState) -> Router {
             get(routes::namespaces::get_one).delete(routes::namespaces::archive),
         )
         .route("/secrets/{operation}", post(routes::secrets::call))
+        .route("/scope_presets", get(routes::membership::presets))
+        .route("/invites", post(routes::membership::issue))
+        .route(
+            "/invites/{id}",
+            get(routes::membership::preview).delete(routes::membership::revoke_invite),
+        )
+        .route("/invites/{id}/redeem", post(routes::membership::redeem))
+        .route("/members", get(routes::membership::list))
+        .route("/members/adopt", post(routes::membership::adopt))
+        .route(
+            "/members/{label}",
+            delete(routes::membership::revoke_member),
+        )
+        .route(
+            "/members/{label}/grants",
+            post(routes::membership::mint_agent),
+        )
+        .route(
+            "/members/{label}/grants/{grant_id}",
+            delete(routes::membership::revoke_agent),
+        )
         .route("/config", get(routes::config::show))
         .route("/config/{topic}", post(routes::config::set))
         .route("/identity", get(routes::identity::show))

@@ -13,6 +13,7 @@ use axum::http::HeaderValue;
 use subtle::ConstantTimeEq;
 use syncropel_protocol::{sha256_hex, unix_now, ErrorCode};
 use syncropel_store::TokenGrant;
+use syncropel_tenant::membership::check_chain;
 use syncropel_tenant::{parse_grain, Scope};
 
 use crate::error::ApiError;
@@ -125,6 +126,10 @@ impl Caller {
             Some(g) if g.expires_at.is_some_and(|at| at <= unix_now()) => {
                 Err(invalid_token("this token has expired"))
             }
+            Some(TokenGrant {
+                grant_id: Some(grant_id),
+                ..
+            }) => Ok(check_chain(state.store.as_ref(), &tenant.id, &grant_id).await?),
             Some(_) => Ok(()),
         }
     }
@@ -243,6 +248,9 @@ impl FromRequestParts<AppState> for Caller {
         }
         if grant.expires_at.is_some_and(|at| at <= unix_now()) {
             return Err(invalid_token("this token has expired"));
+        }
+        if let Some(grant_id) = &grant.grant_id {
+            check_chain(state.store.as_ref(), &tenant.id, grant_id).await?;
         }
         // Only authenticated tokens get a bucket, and only their requests count against their
         // tenant's (anonymous ones cannot use up a tenant's share); bad credentials count

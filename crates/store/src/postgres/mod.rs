@@ -200,9 +200,17 @@ impl RecordStore for PgStore {
                 .map(String::as_str)
                 .collect(),
             AuthChange::MintToken {
-                token_id, sa_id, ..
-            } => vec![token_id, sa_id],
+                token_id,
+                sa_id,
+                grant_id,
+                ..
+            } => [token_id, sa_id]
+                .into_iter()
+                .chain(grant_id)
+                .map(String::as_str)
+                .collect(),
             AuthChange::RevokeToken { token_id, .. } => vec![token_id],
+            AuthChange::ParentTokens { sa_id, grant_id } => vec![sa_id, grant_id],
         };
         if texts.iter().any(|t| t.contains('\0')) {
             return Err(nul_error());

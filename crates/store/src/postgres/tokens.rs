@@ -51,7 +51,7 @@ async fn lookup(
     let ids: Vec<&str> = batch.iter().map(|l| l.token_id.as_str()).collect();
     let rows = sqlx::query(
         "SELECT t.tenant, t.token_id, t.sa_id, t.scopes, s.allowed_actors, t.created_at, \
-                t.expires_at, t.revoked_at \
+                t.expires_at, t.revoked_at, t.grant_id \
          FROM UNNEST($1::text[], $2::text[]) AS k(tenant, token_id) \
          JOIN tokens t ON t.tenant = k.tenant AND t.token_id = k.token_id \
          JOIN service_accounts s ON s.tenant = t.tenant AND s.id = t.sa_id",

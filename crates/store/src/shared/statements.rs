@@ -57,6 +57,7 @@ macro_rules! statements {
                 created_at: row.get("created_at"),
                 expires_at: row.get("expires_at"),
                 revoked_at: row.get("revoked_at"),
+                grant_id: row.get("grant_id"),
             })
         }
 
@@ -133,16 +134,19 @@ macro_rules! statements {
                     sa_id,
                     created_at,
                     expires_at,
+                    grant_id,
                 } => {
                     // The token snapshots the account's scopes at mint time.
                     let done = sqlx::query(
-                        "INSERT INTO tokens (tenant, token_id, sa_id, scopes, created_at, expires_at) \
-                         SELECT tenant, $1, id, scopes, $2, $3 FROM service_accounts \
-                         WHERE tenant = $4 AND id = $5 ON CONFLICT DO NOTHING",
+                        "INSERT INTO tokens \
+                         (tenant, token_id, sa_id, scopes, created_at, expires_at, grant_id) \
+                         SELECT tenant, $1, id, scopes, $2, $3, $4 FROM service_accounts \
+                         WHERE tenant = $5 AND id = $6 ON CONFLICT DO NOTHING",
                     )
                     .bind(token_id)
                     .bind(created_at)
                     .bind(expires_at)
+                    .bind(grant_id)
                     .bind(tenant)
                     .bind(sa_id)
                     .execute(&mut *conn)
@@ -179,6 +183,18 @@ macro_rules! statements {
                     .execute(&mut *conn)
                     .await?;
                     Ok(done.rows_affected() == 1)
+                }
+                AuthChange::ParentTokens { sa_id, grant_id } => {
+                    sqlx::query(
+                        "UPDATE tokens SET grant_id = $1 WHERE tenant = $2 AND sa_id = $3 \
+                         AND revoked_at IS NULL AND grant_id IS NULL",
+                    )
+                    .bind(grant_id)
+                    .bind(tenant)
+                    .bind(sa_id)
+                    .execute(&mut *conn)
+                    .await?;
+                    Ok(true)
                 }
             })
         }

@@ -292,7 +292,7 @@ impl RecordStore for SqliteStore {
     async fn token(&self, tenant: &str, token_id: &str) -> Result<Option<TokenGrant>> {
         let row = sqlx::query(
             "SELECT t.token_id, t.sa_id, t.scopes, s.allowed_actors, t.created_at, t.expires_at, \
-             t.revoked_at FROM tokens t JOIN service_accounts s ON s.tenant = t.tenant AND s.id = t.sa_id \
+             t.revoked_at, t.grant_id FROM tokens t JOIN service_accounts s ON s.tenant = t.tenant AND s.id = t.sa_id \
              WHERE t.tenant = ? AND t.token_id = ?",
         )
         .bind(tenant)

@@ -251,6 +251,7 @@ async fn a_connection_without_its_tenant_set_sees_no_rows_of_any_tenant_table() 
                 sa_id: "sa".into(),
                 created_at: 0,
                 expires_at: None,
+                grant_id: None,
             };
             let audit = record("th_audit", "steward", clock + 10, "minted");
             store.apply_auth_change(tenant, mint, audit).await.unwrap();

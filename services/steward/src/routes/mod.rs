@@ -7,6 +7,7 @@ pub mod federation;
 pub mod health;
 pub mod identity;
 pub mod manifest;
+pub mod membership;
 pub mod namespaces;
 pub mod portability;
 pub mod query;
@@ -139,6 +140,24 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PathParam {
                 .await
                 .map_err(|e| ApiError::validation(format!("invalid path: {e}")))?;
         Ok(PathParam(value))
+    }
+}
+
+/// Two path parameters, with the same refusal as [`PathParam`].
+pub struct PathPair(pub String, pub String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PathPair {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<PathPair, ApiError> {
+        let axum::extract::Path((first, second)) =
+            axum::extract::Path::<(String, String)>::from_request_parts(parts, state)
+                .await
+                .map_err(|e| ApiError::validation(format!("invalid path: {e}")))?;
+        Ok(PathPair(first, second))
     }
 }
 

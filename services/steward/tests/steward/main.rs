@@ -13,6 +13,7 @@ mod federation_hosted;
 mod governance;
 mod hosted;
 mod identity;
+mod membership;
 mod moving;
 mod query_search;
 mod rate_limits;

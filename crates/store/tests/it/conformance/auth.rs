@@ -67,6 +67,7 @@ pub async fn auth_changes_apply_with_their_audit_record(store: Arc<dyn RecordSto
                 sa_id: "nobody".into(),
                 created_at: 11,
                 expires_at: None,
+                grant_id: None,
             },
             audit(3),
         )
@@ -86,6 +87,7 @@ pub async fn auth_changes_apply_with_their_audit_record(store: Arc<dyn RecordSto
                 sa_id: "sa1".into(),
                 created_at: 12,
                 expires_at: Some(99),
+                grant_id: None,
             },
             audit(4),
         )
@@ -104,6 +106,21 @@ pub async fn auth_changes_apply_with_their_audit_record(store: Arc<dyn RecordSto
         None,
         "tokens belong to one tenant"
     );
+    assert_eq!(grant.grant_id, None);
+    let parent = AuthChange::ParentTokens {
+        sa_id: "sa1".into(),
+        grant_id: "gr_1".into(),
+    };
+    assert!(store
+        .apply_auth_change("t", parent, audit(7))
+        .await
+        .unwrap());
+    let grant = store.token("t", "tok1").await.unwrap().unwrap();
+    assert_eq!(
+        grant.grant_id.as_deref(),
+        Some("gr_1"),
+        "live tokens are parented"
+    );
 
     let revoke = |clock: i64| AuthChange::RevokeToken {
         token_id: "tok1".into(),
@@ -121,7 +138,7 @@ pub async fn auth_changes_apply_with_their_audit_record(store: Arc<dyn RecordSto
         store.token("t", "tok1").await.unwrap().unwrap().revoked_at,
         Some(25)
     );
-    assert_eq!(audits(store.clone()).await, 3);
+    assert_eq!(audits(store.clone()).await, 4);
 
     // Auth changes and appends queued together share batches and keep their own outcomes.
     let mut tasks = Vec::new();
@@ -160,6 +177,7 @@ pub async fn concurrent_token_lookups_each_get_their_own_answer(store: Arc<dyn R
             sa_id: "sa1".into(),
             created_at: 12,
             expires_at: None,
+            grant_id: None,
         };
         assert!(store
             .apply_auth_change(tenant, mint, audit(clock + 1))

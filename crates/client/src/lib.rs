@@ -18,6 +18,7 @@
 mod admin;
 mod federation;
 mod hosted;
+mod membership;
 mod peer;
 mod records;
 mod watch;
@@ -363,7 +364,10 @@ fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, ClientError> {
 }
 
 /// A 2xx answer (its status and body) as a [`Reply`].
-fn reply<T: DeserializeOwned>(status: StatusCode, body: &[u8]) -> Result<Reply<T>, ClientError> {
+pub(crate) fn reply<T: DeserializeOwned>(
+    status: StatusCode,
+    body: &[u8],
+) -> Result<Reply<T>, ClientError> {
     let json: Value = decode(body)?;
     let value = T::deserialize(&json)
         .map_err(|e| ClientError::Decode(format!("cannot read the answer: {e}")))?;

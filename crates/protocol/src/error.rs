@@ -70,8 +70,6 @@ error_codes! {
     PairRejected => ("PAIR_REJECTED", 403),
     RelayForbidden => ("RELAY_FORBIDDEN", 403),
     ThreadNotAllowed => ("THREAD_NOT_ALLOWED", 403),
-    /// An invite redeemed by a kind of holder it does not accept.
-    HolderTypeMismatch => ("HOLDER_TYPE_MISMATCH", 403),
     ConsentDenied => ("CONSENT_DENIED", 403),
     UnauthenticatedInitiator => ("UNAUTHENTICATED_INITIATOR", 403),
     TenantLimitReached => ("TENANT_LIMIT_REACHED", 403),

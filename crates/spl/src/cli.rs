@@ -66,6 +66,12 @@ pub enum Command {
     /// Manage the namespace registry that gates writes to `body.namespace`
     #[command(subcommand)]
     Namespace(NamespaceCommand),
+    /// Issue, show, redeem and revoke invites
+    #[command(subcommand)]
+    Invite(InviteCommand),
+    /// Manage members and their agents' sub-grants
+    #[command(subcommand)]
+    Member(MemberCommand),
     /// State a goal (opens a new thread unless --thread is given)
     Intend(IntendArgs),
     /// Record an action taken on a thread
@@ -577,6 +583,128 @@ pub enum NamespaceCommand {
         #[arg(value_parser = NonEmptyStringValueParser::new())]
         id: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InviteCommand {
+    /// Issue an invite and print its id (shown once): plain with --scopes, else a membership
+    Issue(IssueInviteArgs),
+    /// Show what redeeming an invite would give (needs no token)
+    Show {
+        #[arg(value_parser = NonEmptyStringValueParser::new())]
+        id: String,
+    },
+    /// Redeem an invite as this home's key and print the bearer (needs no token)
+    Redeem(RedeemInviteArgs),
+    /// Revoke an invite
+    Revoke {
+        #[arg(value_parser = NonEmptyStringValueParser::new())]
+        id: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct IssueInviteArgs {
+    /// A plain invite for these scopes, comma-separated (instead of a membership)
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["preset", "label", "grant_ttl_seconds", "max_depth", "max_fanout", "budget"])]
+    pub scopes: Vec<String>,
+
+    /// What a member gets: reader, contributor or admin [default: reader]
+    #[arg(long)]
+    pub preset: Option<String>,
+
+    /// Pin the member's label (an existing member's label makes the invite a renewal)
+    #[arg(long)]
+    pub label: Option<String>,
+
+    /// How many times it may be redeemed [default: 1]
+    #[arg(long, value_name = "N")]
+    pub max_uses: Option<u32>,
+
+    /// How long the invite stays redeemable, in seconds [default: 86400]
+    #[arg(long, value_name = "N")]
+    pub ttl_seconds: Option<u64>,
+
+    /// How long the member's grant lasts, in seconds [default: 180 days]
+    #[arg(long, value_name = "N")]
+    pub grant_ttl_seconds: Option<u64>,
+
+    #[command(flatten)]
+    pub caveats: CaveatArgs,
+}
+
+/// The caveats of a grant: limits its sub-grants inherit and may only tighten.
+#[derive(Debug, Args)]
+pub struct CaveatArgs {
+    /// Hops of delegation allowed below the grant
+    #[arg(long, value_name = "N")]
+    pub max_depth: Option<u32>,
+
+    /// Sub-grants the grant may have
+    #[arg(long, value_name = "N")]
+    pub max_fanout: Option<u32>,
+
+    /// Spend ceiling carried to services that meter it
+    #[arg(long, value_name = "N")]
+    pub budget: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct RedeemInviteArgs {
+    #[arg(value_parser = NonEmptyStringValueParser::new())]
+    pub id: String,
+
+    /// The member label to join as (membership invites)
+    #[arg(long)]
+    pub label: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MemberCommand {
+    /// List members (an admin sees all, anyone else their own row)
+    List,
+    /// Make the operator (no --sa-id) or an existing service account a member
+    Adopt {
+        label: String,
+        /// The service account to adopt; its tokens keep working
+        #[arg(long, value_name = "ID")]
+        sa_id: Option<String>,
+        /// How long the grant lasts, in seconds [default: 180 days]
+        #[arg(long, value_name = "N")]
+        ttl_seconds: Option<u64>,
+    },
+    /// Revoke a member: its bearer and its agents' stop working at once
+    Revoke {
+        label: String,
+        /// Why, kept on the revocation record
+        #[arg(long, value_name = "TEXT")]
+        note: Option<String>,
+    },
+    /// Mint an agent sub-grant below a member's grant and print its bearer
+    Grant(AgentGrantArgs),
+    /// Revoke one agent sub-grant
+    RevokeGrant { label: String, grant_id: String },
+}
+
+#[derive(Debug, Args)]
+pub struct AgentGrantArgs {
+    /// The member whose grant it narrows
+    pub label: String,
+
+    /// The agent's DID (its bearer may write only as it)
+    #[arg(long, value_name = "DID")]
+    pub aud: String,
+
+    /// Scopes, comma-separated, within the member's [default: the member's]
+    #[arg(long, value_delimiter = ',')]
+    pub scopes: Vec<String>,
+
+    /// Lifetime in seconds, at most the member's grant's [default: the same]
+    #[arg(long, value_name = "N")]
+    pub ttl_seconds: Option<u64>,
+
+    #[command(flatten)]
+    pub caveats: CaveatArgs,
 }
 
 #[derive(Debug, Args)]

@@ -7,6 +7,7 @@ mod federation;
 mod fleet;
 mod identity;
 mod init;
+mod membership;
 mod namespaces;
 mod portability;
 mod process;
@@ -72,6 +73,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             block_on(accounts::revoke_token(&ctx, &token_id))
         }
         Command::Namespace(command) => block_on(namespaces::run(&ctx, command)),
+        Command::Invite(command) => block_on(membership::invite(&ctx, command)),
+        Command::Member(command) => block_on(membership::member(&ctx, command)),
         Command::Intend(args) => block_on(records::intend(&ctx, args)),
         Command::Do(args) => block_on(records::act(&ctx, "DO", args)),
         Command::Know(args) => block_on(records::act(&ctx, "KNOW", args)),

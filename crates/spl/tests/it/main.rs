@@ -16,6 +16,7 @@ mod federation_e2e;
 mod identity;
 mod import;
 mod init;
+mod membership;
 mod memory;
 mod moving;
 mod namespace;

@@ -351,6 +351,45 @@ async fn replaying_a_tenants_records_rebuilds_its_accounts_tokens_grants_pairs_n
         )
         .await;
     assert_eq!(status, 201, "{body}");
+    // A member with two agents, one of them revoked, and an invite still open.
+    let (_, invite) = a
+        .post(
+            "/v1/invites",
+            &json!({"membership": {"preset": "contributor"}}),
+        )
+        .await;
+    let redeem = json!({"holder_type": "guest", "holder_pubkey": "ab".repeat(32), "member_label": "mora", "custody": "custodial"});
+    let path = format!(
+        "/v1/invites/{}/redeem",
+        invite["invite_id"].as_str().unwrap()
+    );
+    let (status, member) = a.steward.post_anonymous(&path, &redeem).await;
+    assert_eq!(status, 201, "{member}");
+    let mut agents = Vec::new();
+    for aud in ["did:sync:agent:one", "did:sync:agent:two"] {
+        let (status, agent) = a
+            .post("/v1/members/mora/grants", &json!({"aud": aud}))
+            .await;
+        assert_eq!(status, 201, "{agent}");
+        agents.push(agent);
+    }
+    let revoked = format!(
+        "/v1/members/mora/grants/{}",
+        agents[1]["grant_id"].as_str().unwrap()
+    );
+    let request = a
+        .steward
+        .http
+        .delete(format!("{}{revoked}", a.url()))
+        .bearer_auth(&a.token);
+    assert_eq!(a.steward.send(request).await.0, 200);
+    let (_, open_invite) = a
+        .post(
+            "/v1/invites",
+            &json!({"scopes": ["records:read"], "max_uses": 2}),
+        )
+        .await;
+    let (_, members_before) = a.get("/v1/members").await;
 
     let before = tenant_views(&a).await;
 
@@ -403,10 +442,30 @@ async fn replaying_a_tenants_records_rebuilds_its_accounts_tokens_grants_pairs_n
     assert_eq!(after.3, before.3, "pairs");
     assert_eq!(after.4, before.4, "config");
     // The same token hashes: the bearers issued on A open A2.
-    for token in [&a.token, &reader] {
+    let member_bearer = member["bearer"].as_str().unwrap();
+    let live_agent = agents[0]["bearer"].as_str().unwrap();
+    for token in [&a.token, &reader, member_bearer, live_agent] {
         let (status, body) = a2.steward.get(token, "/v1/records?limit=1").await;
         assert_eq!(status, 200, "{body}");
     }
+    // Members, grants and invites: the same roster, the revoked agent still refused, the open
+    // invite still redeemable.
+    let (_, members_after) = a2.get("/v1/members").await;
+    assert_eq!(members_after, members_before, "members");
+    let dead_agent = agents[1]["bearer"].as_str().unwrap();
+    let (status, body) = a2.steward.get(dead_agent, "/v1/records?limit=1").await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (401, "GRANT_REVOKED"),
+        "{body}"
+    );
+    let path = format!(
+        "/v1/invites/{}/redeem",
+        open_invite["invite_id"].as_str().unwrap()
+    );
+    let guest = json!({"holder_type": "guest", "holder_pubkey": "cd".repeat(32)});
+    let (status, body) = a2.steward.post_anonymous(&path, &guest).await;
+    assert_eq!(status, 201, "{body}");
 }
 
 /// What a tenant's folds say, through its admin token: service accounts, namespaces, consent

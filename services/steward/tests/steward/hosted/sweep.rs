@@ -40,6 +40,7 @@ const OWN_READ_FOR: Duration = Duration::from_millis(300);
 /// The refusal of a token the addressed tenant does not know.
 const AUTH_INVALID: (u16, &str) = (401, "AUTH_INVALID");
 const NOT_FOUND: (u16, &str) = (404, "NOT_FOUND");
+const INVITE_NOT_FOUND: (u16, &str) = (404, "INVITE_NOT_FOUND");
 const UNAUTHENTICATED_INITIATOR: (u16, &str) = (403, "UNAUTHENTICATED_INITIATOR");
 
 /// A small xorshift64 generator: reproducible choices with no extra crate.
@@ -86,6 +87,9 @@ enum Door {
     /// Open by design, authenticated by the signature a federation message carries: a message
     /// not signed by the right key is refused with this (status, code).
     Signed((u16, &'static str)),
+    /// Open by design, the id in its path is the credential (an invite): an id another tenant
+    /// issued is unknown here, refused with this (status, code).
+    Held((u16, &'static str)),
     /// Not served at a tenant's address of a hosted steward (platform or `spl serve` routes, or
     /// a did:web document a did:key tenant does not have): `404 NOT_FOUND`.
     NotHere,
@@ -183,6 +187,10 @@ struct Aim {
     /// A federation pair (active, or a pending request) of this tenant, and its peer.
     pair: String,
     peer_did: String,
+    /// An open invite of this tenant, a member and one of its agent sub-grants.
+    invite: String,
+    member: String,
+    agent_grant: String,
 }
 
 /// A signature over nothing this tenant ever signed: right shape, wrong bytes.
@@ -327,6 +335,38 @@ fn routes(to: &Aim, from: &Aim, rng: &mut Rng) -> Vec<Route> {
             .with("/v1/secrets/get", json!({"handle": "anything"}))
             .with("/v1/secrets/set", json!({"handle": "planted", "value": "x"}))
             .with("/v1/secrets/delete", json!({"handle": "anything"})),
+        // Members and invites: an invite's id opens its routes, but only at its own tenant.
+        Route::new(M::GET, "/v1/scope_presets", Public).at("/v1/scope_presets"),
+        Route::new(M::POST, "/v1/invites", Token)
+            .with("/v1/invites", json!({"scopes": ["admin"], "max_uses": 5}))
+            .with(
+                "/v1/invites",
+                json!({"membership": {"preset": "admin", "label": "intruder"}}),
+            ),
+        Route::new(M::GET, "/v1/invites/{id}", Held(INVITE_NOT_FOUND))
+            .at(format!("/v1/invites/{}", from.invite)),
+        Route::new(M::DELETE, "/v1/invites/{id}", Token).at(format!("/v1/invites/{}", to.invite)),
+        Route::new(M::POST, "/v1/invites/{id}/redeem", Held(INVITE_NOT_FOUND)).with(
+            format!("/v1/invites/{}/redeem", from.invite),
+            json!({"holder_type": "guest", "holder_pubkey": rng.hex64(), "member_label": "intruder", "custody": "custodial"}),
+        ),
+        Route::new(M::GET, "/v1/members", Token).at("/v1/members"),
+        Route::new(M::POST, "/v1/members/adopt", Token)
+            .with("/v1/members/adopt", json!({"label": "intruder"}))
+            .with(
+                "/v1/members/adopt",
+                json!({"label": "intruder", "sa_id": sa.clone()}),
+            ),
+        Route::new(M::DELETE, "/v1/members/{label}", Token)
+            .at(format!("/v1/members/{}", to.member)),
+        Route::new(M::POST, "/v1/members/{label}/grants", Token).with(
+            format!("/v1/members/{}/grants", to.member),
+            json!({"aud": from.did, "scopes": ["records:read"]}),
+        ),
+        Route::new(M::DELETE, "/v1/members/{label}/grants/{grant_id}", Token).at(format!(
+            "/v1/members/{}/grants/{}",
+            to.member, to.agent_grant
+        )),
         Route::new(M::GET, "/v1/config", Token).at("/v1/config"),
         Route::new(M::POST, "/v1/config/{topic}", Token)
             .at("/v1/config/store_bounds")
@@ -636,6 +676,9 @@ fn dummy_aim(label: &str) -> Aim {
         sync_pair: "sp".into(),
         pair: "pair".into(),
         peer_did: "did:key:z6Mkpeer".into(),
+        invite: "inv_dummy".into(),
+        member: "member".into(),
+        agent_grant: "grant".into(),
     }
 }
 
@@ -794,7 +837,7 @@ fn judge(door: Door, answer: &Answer) -> Result<(), String> {
     match door {
         Door::Token => refused(AUTH_INVALID),
         Door::NotHere => refused(NOT_FOUND),
-        Door::Signed(expected) => refused(expected),
+        Door::Signed(expected) | Door::Held(expected) => refused(expected),
         Door::Public if answer.status == 200 && !answer.open => Ok(()),
         Door::Public => Err("expected 200".into()),
     }
@@ -962,6 +1005,18 @@ async fn populate(replica: &Replica, label: &str) -> (Aim, String, String) {
     aim.sync_pair = sync_pair["pair_id"].as_str().unwrap().to_string();
     let path = format!("/v1/sync/pairs/{}/pause", aim.sync_pair);
     post(replica, &aim, &admin, &path, json!({}), 200).await;
+    // A member with an agent, and an invite still open.
+    let membership = json!({"membership": {"preset": "reader"}, "max_uses": 2});
+    let invite = post(replica, &aim, &admin, "/v1/invites", membership, 201).await;
+    aim.invite = invite["invite_id"].as_str().unwrap().to_string();
+    aim.member = format!("{marker}-m");
+    let redeem = json!({"holder_type": "guest", "holder_pubkey": "ab".repeat(32), "member_label": aim.member, "custody": "custodial"});
+    let path = format!("/v1/invites/{}/redeem", aim.invite);
+    post(replica, &aim, &admin, &path, redeem, 201).await;
+    let path = format!("/v1/members/{}/grants", aim.member);
+    let agent = json!({"aud": format!("did:example:{marker}-agent")});
+    let agent = post(replica, &aim, &admin, &path, agent, 201).await;
+    aim.agent_grant = agent["grant_id"].as_str().unwrap().to_string();
     (aim, admin, reader)
 }
 

@@ -19,6 +19,7 @@ mod query_search;
 mod rate_limits;
 mod records;
 mod rolling_restart;
+mod scopes;
 mod secrets;
 mod telemetry;
 mod watch;

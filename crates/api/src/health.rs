@@ -54,7 +54,13 @@ pub struct Decider {
     pub state: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub because: Option<String>,
+    /// What turns it on or off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub switch: Option<String>,
     pub fidelity: String,
+    /// Which requests it decides, when not all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coverage: Option<String>,
 }
 
 impl Decider {
@@ -63,7 +69,9 @@ impl Decider {
             decider: name.to_owned(),
             state: "live".to_owned(),
             because: None,
+            switch: None,
             fidelity: "full".to_owned(),
+            coverage: None,
         }
     }
 
@@ -72,8 +80,20 @@ impl Decider {
             decider: name.to_owned(),
             state: "abstaining".to_owned(),
             because: Some(because.to_owned()),
+            switch: None,
             fidelity: "none".to_owned(),
+            coverage: None,
         }
+    }
+
+    pub fn switched_by(mut self, switch: &str) -> Decider {
+        self.switch = Some(switch.to_owned());
+        self
+    }
+
+    pub fn covering(mut self, coverage: &str) -> Decider {
+        self.coverage = Some(coverage.to_owned());
+        self
     }
 
     pub fn is_live(&self) -> bool {

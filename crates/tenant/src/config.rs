@@ -15,6 +15,7 @@ pub const THREAD: &str = "th_engine_config";
 /// The topics this steward reads; a record of another topic is stored and left alone.
 pub const STORE_BOUNDS: &str = "store_bounds";
 pub const KIND_FIELDS: &str = "kind_fields";
+pub const AUTH_REQUIRED: &str = "auth_required";
 
 /// The configuration in force.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -23,6 +24,17 @@ pub struct EngineConfig {
     /// `kind_fields {kinds: {<kind>: {<field>: public|sensitive|ciphertext_permitted}}}`
     /// (protocol.md §14): how a body kind's top-level fields may be written.
     pub kind_fields: BTreeMap<String, BTreeMap<String, FieldClass>>,
+    /// `auth_required {enabled}`. It can only add authentication to a steward its operator
+    /// started without (`--insecure-localhost`): a record never switches authentication off,
+    /// since whoever may write it would then open the steward to everyone.
+    pub auth_required: Option<bool>,
+}
+
+impl EngineConfig {
+    /// Whether callers must authenticate, given whether the operator asked for it.
+    pub fn auth_enforced(&self, by_operator: bool) -> bool {
+        by_operator || self.auth_required == Some(true)
+    }
 }
 
 /// What a body kind declares of one of its fields.
@@ -105,6 +117,11 @@ impl EngineConfig {
                     self.kind_fields = kinds;
                 }
             }
+            Some(AUTH_REQUIRED) => {
+                if let Ok(enabled) = auth_required(body) {
+                    self.auth_required = Some(enabled);
+                }
+            }
             _ => {}
         }
     }
@@ -116,9 +133,16 @@ pub fn check(body: &Map<String, Value>) -> Result<(), String> {
     match body.get("topic") {
         Some(Value::String(topic)) if topic == STORE_BOUNDS => store_bounds(body).map(|_| ()),
         Some(Value::String(topic)) if topic == KIND_FIELDS => kind_fields(body).map(|_| ()),
+        Some(Value::String(topic)) if topic == AUTH_REQUIRED => auth_required(body).map(|_| ()),
         Some(Value::String(_)) => Ok(()),
         _ => Err("a record on th_engine_config names its `topic` (a string)".into()),
     }
+}
+
+fn auth_required(body: &Map<String, Value>) -> Result<bool, String> {
+    body.get("enabled")
+        .and_then(Value::as_bool)
+        .ok_or_else(|| "auth_required: `enabled` is true or false".to_string())
 }
 
 fn store_bounds(body: &Map<String, Value>) -> Result<StoreBounds, String> {
@@ -185,6 +209,18 @@ mod tests {
 
     fn body(value: Value) -> Map<String, Value> {
         value.as_object().cloned().unwrap()
+    }
+
+    #[test]
+    fn a_record_adds_authentication_but_never_removes_it() {
+        let mut config = EngineConfig::default();
+        assert!(!config.auth_enforced(false));
+        assert!(check(&body(json!({"topic": "auth_required", "enabled": "yes"}))).is_err());
+        config.apply(&body(json!({"topic": "auth_required", "enabled": true})));
+        assert!(config.auth_enforced(false));
+        config.apply(&body(json!({"topic": "auth_required", "enabled": false})));
+        assert!(!config.auth_enforced(false));
+        assert!(config.auth_enforced(true), "the operator's choice stands");
     }
 
     #[test]

@@ -202,7 +202,7 @@ impl FromRequestParts<AppState> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Caller, ApiError> {
         let CurrentTenant(tenant) = CurrentTenant::from_request_parts(parts, state).await?;
-        if !state.auth_enforced {
+        if !tenant.config().auth_enforced(state.auth_enforced) {
             return Ok(Caller {
                 tenant,
                 grant: None,

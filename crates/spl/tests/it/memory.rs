@@ -119,3 +119,62 @@ fn insecure_localhost_refuses_a_non_loopback_address() {
     assert!(stderr.contains("loopback"), "{stderr}");
     assert!(!home.join("steward.json").exists());
 }
+
+/// An `auth_required` record (protocol.md §13) turns authentication on for a steward started
+/// without it; a record turning it off is stored but changes nothing a flag did not.
+#[test]
+fn an_auth_required_record_turns_authentication_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let mut steward = Steward::start(&home, MEMORY);
+    let url = steward.url.clone();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let http = reqwest::Client::new();
+        let records = || http.get(format!("{url}/v1/records?limit=1")).send();
+        assert_eq!(records().await.unwrap().status(), 200, "open at first");
+        let config = |enabled: bool| {
+            http.post(format!("{url}/v1/config/auth_required"))
+                .json(&serde_json::json!({"enabled": enabled}))
+                .send()
+        };
+        assert_eq!(config(true).await.unwrap().status(), 201);
+        let refused = records().await.unwrap();
+        assert_eq!(refused.status(), 503, "no account yet: BOOTSTRAP_REQUIRED");
+        let made: Value = http
+            .post(format!("{url}/v1/bootstrap/service-account"))
+            .json(&serde_json::json!({"name": "admin", "scopes": ["admin"]}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let token = made["token"]["token"].as_str().unwrap().to_string();
+        assert_eq!(records().await.unwrap().status(), 401);
+        let health: Value = http
+            .get(format!("{url}/v1/health"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let scope = &health["authorization"]["deciders"][0];
+        assert_eq!(
+            (&scope["decider"], &scope["state"]),
+            (&"scope".into(), &"live".into()),
+            "{health}"
+        );
+        let off = http
+            .post(format!("{url}/v1/config/auth_required"))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({"enabled": "no"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(off.status(), 400, "enabled is a boolean");
+    });
+    ok(run(&home, &["stop"]));
+    steward.wait_for_exit();
+}

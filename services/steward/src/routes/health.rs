@@ -45,7 +45,7 @@ pub async fn ready(State(state): State<AppState>) -> ApiResult<Json<Ready>> {
 
 /// The full report: which deciders are live (protocol.md §13.4). Needs any valid credential.
 pub async fn full(State(state): State<AppState>, caller: Caller) -> Json<HealthReport> {
-    let enforced = state.auth_enforced;
+    let enforced = caller.tenant.config().auth_enforced(state.auth_enforced);
     let decider = |name: &str, live: bool, because: &str| {
         if live {
             Decider::live(name)
@@ -54,10 +54,13 @@ pub async fn full(State(state): State<AppState>, caller: Caller) -> Json<HealthR
         }
     };
     let off = "auth switched off by --insecure-localhost";
+    let switch = "--insecure-localhost turns it off; an auth_required record on th_engine_config turns it back on";
     let deciders = vec![
-        decider("scope", enforced, off),
-        decider("actor_claim", enforced, off),
-        decider("capability_grant", false, "not configured on this steward"),
+        decider("scope", enforced, off).switched_by(switch),
+        decider("actor_claim", enforced, off).switched_by(switch),
+        decider("capability_grant", enforced, off)
+            .switched_by(switch)
+            .covering("credentials minted under a grant (members and their agents): every grant on the chain must be live"),
         decider("permission_rules", false, "no permission rules configured"),
         decider("impersonation", false, "impersonation is not offered"),
         decider(

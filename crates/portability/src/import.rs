@@ -276,6 +276,8 @@ async fn ingest(
                 let bearer = |change: &&StateChange| !matches!(change, StateChange::Put { key, .. } if key == CURSOR_KEY_HANDLE);
                 summary.credentials = secrets.iter().filter(bearer).count() as u64;
                 if !options.dry_run {
+                    let mut secrets = secrets;
+                    secrets.push(syncropel_tenant::secrets::reindex());
                     store.write(tenant, Vec::new(), secrets).await?;
                 }
             }

@@ -28,6 +28,13 @@ pub const CREDENTIALS_THREAD: &str = "th_credentials";
 pub const CREDENTIAL_KIND: &str = "core.credential.v1";
 /// The state documents holding sealed values, by handle.
 const VALUES: &str = "secret_values";
+/// The live handles, by handle: the fold of `th_credentials` kept beside it, so that no call
+/// reads the whole thread. Written with every credential record; built once from the thread
+/// where it is missing (a store from before it, an import), which its marker records.
+const HANDLES: &str = "secret_handles";
+const HANDLES_BUILT: (&str, &str) = ("secret_handles_built", "v1");
+/// Live handles one tenant may hold: `list` answers them all.
+pub const MAX_HANDLES: u64 = 1_000;
 /// Largest value a backend takes.
 pub const MAX_VALUE_BYTES: usize = 64 << 10;
 
@@ -67,7 +74,7 @@ impl Backend {
 }
 
 /// A handle as its latest credential record describes it.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct Credential {
     pub handle: String,
     pub backend_ref: String,
@@ -196,8 +203,18 @@ impl Secrets<'_> {
                 changes.push(StateChange::delete(VALUES, handle));
             }
         }
+        let known = self.indexed(handle).await?.is_some();
+        if !known && self.store.state_count(self.tenant, HANDLES).await? >= MAX_HANDLES {
+            return Err(Refusal::new(
+                ErrorCode::TenantLimitReached,
+                format!("this tenant holds {MAX_HANDLES} secrets"),
+            )
+            .with_hint("delete secrets no longer needed")
+            .into());
+        }
         let credential = self.credential(handle, &backend, "active");
         let described = describe(&credential, handle, &backend, "active");
+        changes.push(index(&described));
         let audit = self.audit(access, "allowed", "stored", Some(&backend.uri(handle)));
         let audit_record = audit.id.clone();
         self.write(vec![audit, credential], changes).await?;
@@ -244,11 +261,17 @@ impl Secrets<'_> {
 
     /// Every live handle, never a value.
     pub async fn list(&self, access: &Access) -> Result<Done<Vec<Credential>>, TenantError> {
-        let live: Vec<Credential> = credentials(self.store, self.tenant)
+        self.build_index().await?;
+        let live = self
+            .store
+            .state_list(self.tenant, HANDLES)
             .await?
             .into_iter()
-            .filter(|c| c.lifecycle != "erased")
-            .collect();
+            .map(|(key, text)| {
+                serde_json::from_str::<Credential>(&text)
+                    .map_err(|e| TenantError::corrupt(format!("secret handle {key}: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let audit = self.audit(access, "allowed", &format!("{} handles", live.len()), None);
         let audit_record = audit.id.clone();
         self.write(vec![audit], Vec::new()).await?;
@@ -269,7 +292,10 @@ impl Secrets<'_> {
         let audit_record = audit.id.clone();
         self.write(
             vec![audit, erased],
-            vec![StateChange::delete(VALUES, handle)],
+            vec![
+                StateChange::delete(VALUES, handle),
+                StateChange::delete(HANDLES, handle),
+            ],
         )
         .await?;
         Ok(Done {
@@ -300,8 +326,8 @@ impl Secrets<'_> {
         let described = describe(&promoted, handle, &Backend::Store, "active");
         let audit = self.audit(access, "allowed", "promoted", Some(&format!("env://{var}")));
         let audit_record = audit.id.clone();
-        self.write(vec![audit, promoted], vec![self.seal(handle, &value)])
-            .await?;
+        let changes = vec![self.seal(handle, &value), index(&described)];
+        self.write(vec![audit, promoted], changes).await?;
         Ok(Done {
             answer: described,
             audit_record,
@@ -328,13 +354,49 @@ impl Secrets<'_> {
     }
 
     async fn live(&self, handle: &str) -> Result<Credential, TenantError> {
-        credentials(self.store, self.tenant)
+        self.indexed(handle).await?.ok_or_else(|| {
+            Refusal::new(ErrorCode::NotFound, format!("no secret '{handle}'")).into()
+        })
+    }
+
+    /// A live handle, from the index.
+    async fn indexed(&self, handle: &str) -> Result<Option<Credential>, TenantError> {
+        self.build_index().await?;
+        match self.store.state_get(self.tenant, HANDLES, handle).await? {
+            None => Ok(None),
+            Some(text) => serde_json::from_str(&text)
+                .map(Some)
+                .map_err(|e| TenantError::corrupt(format!("secret handle {handle}: {e}"))),
+        }
+    }
+
+    /// Builds the index of live handles from `th_credentials` if it was never built here.
+    async fn build_index(&self) -> Result<(), TenantError> {
+        let (kind, key) = HANDLES_BUILT;
+        if self
+            .store
+            .state_get(self.tenant, kind, key)
+            .await?
+            .is_some()
+        {
+            return Ok(());
+        }
+        let mut changes: Vec<StateChange> = self
+            .store
+            .state_list(self.tenant, HANDLES)
             .await?
             .into_iter()
-            .find(|c| c.handle == handle && c.lifecycle != "erased")
-            .ok_or_else(|| {
-                Refusal::new(ErrorCode::NotFound, format!("no secret '{handle}'")).into()
-            })
+            .map(|(handle, _)| StateChange::delete(HANDLES, &handle))
+            .collect();
+        changes.extend(
+            credentials(self.store, self.tenant)
+                .await?
+                .iter()
+                .filter(|c| c.lifecycle != "erased")
+                .map(index),
+        );
+        changes.push(StateChange::put(kind, key, "built"));
+        self.write(Vec::new(), changes).await
     }
 
     fn audit(
@@ -404,6 +466,16 @@ impl Secrets<'_> {
         let label = format!("syncropel secret values v1\n{}\n", self.tenant);
         SealingKey::derive(label.as_bytes(), &self.identity.key)
     }
+}
+
+/// Marks the index of live handles for a rebuild from `th_credentials` (after an import has
+/// stored credential records the index has not seen).
+pub fn reindex() -> StateChange {
+    StateChange::delete(HANDLES_BUILT.0, HANDLES_BUILT.1)
+}
+
+fn index(credential: &Credential) -> StateChange {
+    StateChange::put(HANDLES, &credential.handle, json!(credential).to_string())
 }
 
 /// The credential a record just made describes.

@@ -230,3 +230,64 @@ async fn a_hosted_tenants_secrets_are_its_own() {
     })
     .await;
 }
+
+/// A tenant holds at most `MAX_HANDLES` live secrets, so that `list` is bounded; the index
+/// `get` and `list` read is rebuilt from `th_credentials` where it is missing.
+#[tokio::test]
+async fn a_tenants_secrets_are_bounded_and_their_index_rebuilds_from_its_records() {
+    use syncropel_tenant::secrets::MAX_HANDLES;
+    let steward = TestSteward::start().await;
+    let admin = steward.admin().await;
+    let set = |handle: String| {
+        let (steward, admin) = (&steward, &admin);
+        async move {
+            let body = json!({"handle": handle, "value": "v"});
+            steward.post(admin, "/v1/secrets/set", &body).await
+        }
+    };
+    for chunk in (0..MAX_HANDLES).collect::<Vec<_>>().chunks(50) {
+        let sets = chunk.iter().map(|n| set(format!("h{n}")));
+        for (status, body) in futures_util::future::join_all(sets).await {
+            assert_eq!(status, 200, "{body}");
+        }
+    }
+    let (status, body) = set("one-more".into()).await;
+    assert_eq!((status, error_code(&body)), (403, "TENANT_LIMIT_REACHED"));
+    let (status, _) = set("h7".into()).await;
+    assert_eq!(status, 200, "a held handle takes a new value");
+    let (status, _) = steward
+        .post(&admin, "/v1/secrets/delete", &json!({"handle": "h7"}))
+        .await;
+    assert_eq!(status, 200);
+    let (status, body) = set("one-more".into()).await;
+    assert_eq!(status, 200, "{body}");
+
+    // The index gone (a store from before it): rebuilt from the records, erased ones left out.
+    let store = steward.state.store.as_ref();
+    let tenant = syncropel_testkit::TENANT;
+    let mut gone = vec![syncropel_store::StateChange::delete(
+        "secret_handles_built",
+        "v1",
+    )];
+    for (handle, _) in store.state_list(tenant, "secret_handles").await.unwrap() {
+        gone.push(syncropel_store::StateChange::delete(
+            "secret_handles",
+            &handle,
+        ));
+    }
+    store.write(tenant, Vec::new(), gone).await.unwrap();
+    let (status, listed) = steward.post(&admin, "/v1/secrets/list", &json!({})).await;
+    assert_eq!(status, 200, "{listed}");
+    let handles: Vec<&str> = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["handle"].as_str().unwrap())
+        .collect();
+    assert_eq!(handles.len() as u64, MAX_HANDLES, "{}", handles.len());
+    assert!(handles.contains(&"one-more") && !handles.contains(&"h7"));
+    let (status, got) = steward
+        .post(&admin, "/v1/secrets/get", &json!({"handle": "h999"}))
+        .await;
+    assert_eq!((status, &got["value"]), (200, &json!("v")), "{got}");
+}

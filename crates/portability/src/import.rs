@@ -25,7 +25,7 @@ use syncropel_protocol::Keypair;
 use syncropel_store::{
     Appended, AuthChange, ListFilter, NewRecord, RecordStore, StateChange, StoreError,
 };
-use syncropel_tenant::{membership, stored_form_at, Identity};
+use syncropel_tenant::{membership, stored_form_at, threads, Identity};
 use tokio::sync::mpsc;
 
 use crate::replay::{Replay, TOKENS_THREAD};
@@ -167,7 +167,8 @@ struct Checked {
     record: std::result::Result<NewRecord, &'static str>,
     /// A token record's body and time: the change it states is made once it is stored.
     token_event: Option<(Value, i64)>,
-    /// The membership state a member, grant or invite record leaves (made once it is stored).
+    /// The state a member, grant, invite or thread-closing record leaves (made once it is
+    /// stored).
     membership: Vec<StateChange>,
 }
 
@@ -591,6 +592,9 @@ fn check(
                 &record.thread,
                 &Value::Object(item.envelope.body.clone()),
             ),
+            Ok(record) if record.thread == threads::AUDIT_THREAD => {
+                threads::replay(&record.thread, &Value::Object(item.envelope.body.clone()))
+            }
             _ => Vec::new(),
         };
         checked.push(Checked {

@@ -12,6 +12,7 @@ mod seal;
 pub mod sealed;
 pub mod secrets;
 mod stored;
+pub mod threads;
 mod token_cache;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -114,6 +115,8 @@ pub struct Tenant {
     departure: RwLock<Departure>,
     /// The fold of its `th_engine_config` records (`config::load`); this is the copy requests see.
     config: RwLock<Arc<config::EngineConfig>>,
+    /// Its closed threads, read on its first write (`threads::closed`).
+    closed_threads: RwLock<Option<Arc<std::collections::HashSet<String>>>>,
 }
 
 /// Never prints the key; the id and DID say which tenant it is.
@@ -137,6 +140,7 @@ impl Tenant {
             bootstrapped: AtomicBool::new(bootstrapped),
             departure: RwLock::new(Departure::Staying),
             config: RwLock::default(),
+            closed_threads: RwLock::default(),
         }
     }
 
@@ -191,5 +195,19 @@ impl Tenant {
 
     pub fn set_config(&self, config: config::EngineConfig) {
         *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
+    }
+
+    pub fn closed_threads(&self) -> Option<Arc<std::collections::HashSet<String>>> {
+        self.closed_threads
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn set_closed_threads(&self, closed: Arc<std::collections::HashSet<String>>) {
+        *self
+            .closed_threads
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Some(closed);
     }
 }

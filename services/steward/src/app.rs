@@ -22,7 +22,11 @@ pub fn router(state: AppState) -> Router {
         .route("/records/query", post(routes::query::query))
         .route("/records/search", post(routes::search::search))
         .route("/records/{id}", get(routes::records::get_one))
-        .route("/threads", get(routes::threads::list))
+        .route(
+            "/threads",
+            get(routes::threads::list).post(routes::threads::open),
+        )
+        .route("/threads/{id}", delete(routes::threads::close))
         .route("/threads/{id}/records", get(routes::threads::records))
         .route("/threads/{id}/watch", get(routes::watch::watch))
         .route("/health", get(routes::health::full))

@@ -17,7 +17,7 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::routes::LimitedBody;
 use crate::state::AppState;
-use syncropel_tenant::{config, seal, Scope, Tenant};
+use syncropel_tenant::{config, seal, threads, Scope, Tenant};
 
 /// Ingest order of protocol.md §9: auth, parse and validate, claim and thread rules, id, sign,
 /// store (idempotency and DuplicateClock are decided atomically by the store's writer).
@@ -38,6 +38,7 @@ pub async fn create(
             envelope.namespace(),
         )
         .await?;
+    threads::require_open(state.store.as_ref(), &caller.tenant, &envelope.thread).await?;
     within_bounds(&state, &caller.tenant, &mut None, &envelope.thread).await?;
     let record = seal_for(&caller, &envelope);
     let appended = state.store.append(&caller.tenant.id, record).await?;
@@ -155,6 +156,12 @@ pub async fn create_batch(
         }
         if let Err(e) = &namespaces[namespace] {
             results.push(Some(Err(e.clone())));
+            continue;
+        }
+        if let Err(e) =
+            threads::require_open(state.store.as_ref(), &caller.tenant, &envelope.thread).await
+        {
+            results.push(Some(Err(e.into())));
             continue;
         }
         if let Err(e) = within_bounds(&state, &caller.tenant, &mut held, &envelope.thread).await {

@@ -22,6 +22,7 @@ mod rolling_restart;
 mod scopes;
 mod secrets;
 mod telemetry;
+mod threads;
 mod watch;
 
 /// The hosted binary, for the tests that run it as a process.

@@ -152,6 +152,10 @@ async fn every_route_opens_to_the_scopes_and_grains_its_row_names_and_no_other()
         .await;
     assert_eq!(status, 201, "{stored}");
     let record = stored["id"].as_str().unwrap().to_string();
+    let (status, body) = steward
+        .post(&admin, "/v1/records", &record_on("th_closing", None)())
+        .await;
+    assert_eq!(status, 201, "{body}");
 
     let routes = vec![
         // Records and threads.
@@ -160,6 +164,13 @@ async fn every_route_opens_to_the_scopes_and_grains_its_row_names_and_no_other()
         route(M::GET, "/v1/records?thread=th_other", READ),
         route(M::GET, format!("/v1/records/{record}"), READ),
         route(M::GET, "/v1/threads", READ),
+        with(
+            M::POST,
+            "/v1/threads",
+            Scope("threads:write"),
+            || json!({"title": "t"}),
+        ),
+        route(M::DELETE, "/v1/threads/th_closing", Scope("threads:write")),
         route(M::GET, "/v1/threads/th_m/records", THREAD_READ),
         route(M::GET, "/v1/threads/th_other/records", READ),
         route(M::GET, "/v1/threads/th_m/watch", THREAD_READ),

@@ -295,6 +295,10 @@ fn routes(to: &Aim, from: &Aim, rng: &mut Rng) -> Vec<Route> {
         Route::new(M::GET, "/v1/threads", Token)
             .at("/v1/threads")
             .at("/v1/threads?limit=5"),
+        Route::new(M::POST, "/v1/threads", Token)
+            .with("/v1/threads", json!({"title": "intruder"}))
+            .with("/v1/threads", json!({"id": THREAD})),
+        Route::new(M::DELETE, "/v1/threads/{id}", Token).at(format!("/v1/threads/{THREAD}")),
         Route::new(M::GET, "/v1/threads/{id}/records", Token)
             .at(format!("/v1/threads/{THREAD}/records"))
             .at(format!("/v1/threads/{THREAD}/records?limit=2")),

@@ -390,6 +390,20 @@ async fn replaying_a_tenants_records_rebuilds_its_accounts_tokens_grants_pairs_n
         )
         .await;
     let (_, members_before) = a.get("/v1/members").await;
+    // A closed thread.
+    let (status, _) = a
+        .post(
+            "/v1/records",
+            &know("th_done", "did:sync:user:ana", 1, json!({})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let close = a
+        .steward
+        .http
+        .delete(format!("{}/v1/threads/th_done", a.url()))
+        .bearer_auth(&a.token);
+    assert_eq!(a.steward.send(close).await.0, 200);
 
     let before = tenant_views(&a).await;
 
@@ -466,6 +480,13 @@ async fn replaying_a_tenants_records_rebuilds_its_accounts_tokens_grants_pairs_n
     let guest = json!({"holder_type": "guest", "holder_pubkey": "cd".repeat(32)});
     let (status, body) = a2.steward.post_anonymous(&path, &guest).await;
     assert_eq!(status, 201, "{body}");
+    let late = know("th_done", "did:sync:user:ana", 2, json!({}));
+    let (status, body) = a2.post("/v1/records", &late).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (409, "precondition_failed"),
+        "still closed"
+    );
 }
 
 /// What a tenant's folds say, through its admin token: service accounts, namespaces, consent

@@ -129,7 +129,10 @@ impl Caller {
             Some(TokenGrant {
                 grant_id: Some(grant_id),
                 ..
-            }) => Ok(check_chain(state.store.as_ref(), &tenant.id, &grant_id).await?),
+            }) => {
+                check_chain(state.store.as_ref(), &tenant.id, &grant_id).await?;
+                Ok(())
+            }
             Some(_) => Ok(()),
         }
     }
@@ -250,7 +253,10 @@ impl FromRequestParts<AppState> for Caller {
             return Err(invalid_token("this token has expired"));
         }
         if let Some(grant_id) = &grant.grant_id {
-            check_chain(state.store.as_ref(), &tenant.id, grant_id).await?;
+            if !state.tokens.chain_live(&tenant.id, grant_id, unix_now()) {
+                let until = check_chain(state.store.as_ref(), &tenant.id, grant_id).await?;
+                state.tokens.put_chain(&tenant.id, grant_id, until);
+            }
         }
         // Only authenticated tokens get a bucket, and only their requests count against their
         // tenant's (anonymous ones cannot use up a tenant's share); bad credentials count

@@ -134,15 +134,17 @@ pub(super) fn check_narrows(asked: &[String], parents: &[String]) -> Result<()> 
 
 /// Whether the grant `grant_id` and every ancestor is alive: `401 GRANT_REVOKED` for a revoked
 /// (or unknown) one, `401 GRANT_EXPIRED` for an expired one. Walks at most [`MAX_CHAIN`] hops.
+/// Live, it answers when the first grant of the chain expires (unix seconds).
 pub async fn check_chain(
     store: &dyn RecordStore,
     tenant: &str,
     grant_id: &str,
-) -> std::result::Result<(), TenantError> {
+) -> std::result::Result<i64, TenantError> {
     let now = unix_now();
     let mut next = Some(grant_id.to_string());
+    let mut until = i64::MAX;
     for _ in 0..MAX_CHAIN {
-        let Some(id) = next else { return Ok(()) };
+        let Some(id) = next else { return Ok(until) };
         let grant: Grant = match store.state_get(tenant, GRANT_DOC, &id).await? {
             Some(text) => serde_json::from_str(&text).map_err(TenantError::corrupt)?,
             None => {
@@ -169,6 +171,7 @@ pub async fn check_chain(
             .with_hint("ask an admin for a renewal invite pinned to your label")
             .into());
         }
+        until = until.min(grant.expires_at);
         next = grant.parent;
     }
     Err(Refusal::new(

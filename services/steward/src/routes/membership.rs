@@ -107,6 +107,8 @@ pub async fn redeem(
     tenant.require_writable()?;
     let redemption = Redemption::parse(&body)?;
     let redeemed = membership(&state, &tenant).redeem(&id, redemption).await?;
+    // A renewal closed the member's old grant.
+    state.tokens.evict_chains(&tenant.id);
     Ok((StatusCode::CREATED, Json(json!(redeemed))))
 }
 
@@ -181,6 +183,7 @@ pub async fn revoke_member(
     let revoked = membership(&state, &caller.tenant)
         .revoke_member(&label, &asker(&caller), note.as_deref())
         .await?;
+    state.tokens.evict_chains(&caller.tenant.id);
     Ok(Json(json!(revoked)))
 }
 
@@ -223,5 +226,6 @@ pub async fn revoke_agent(
     let revoked = membership(&state, &caller.tenant)
         .revoke_agent(&label, &grant_id, &asker(&caller))
         .await?;
+    state.tokens.evict_chains(&caller.tenant.id);
     Ok(Json(json!(revoked)))
 }

@@ -147,8 +147,25 @@ pub async fn open_secret(
     Err(FederationError::corrupt(format!("secret {handle} {why}")))
 }
 
+const SECRETS_LABEL: &[u8] = b"syncropel federation secrets v1\n";
+
 fn key(identity: &Keypair) -> SealingKey {
-    SealingKey::derive(b"syncropel federation secrets v1\n", identity)
+    SealingKey::derive(SECRETS_LABEL, identity)
+}
+
+/// Seals again under the current key the bearers sealed under a retired one (after a rotation
+/// of the identity key); how many.
+pub async fn reseal(
+    store: &dyn RecordStore,
+    tenant: &str,
+    identity: &syncropel_tenant::Identity,
+) -> Result<usize> {
+    let (current, retired) = (&identity.key, &identity.retired_keys);
+    let kind = SECRET;
+    Ok(
+        syncropel_tenant::sealed::reseal(store, tenant, kind, SECRETS_LABEL, current, retired)
+            .await?,
+    )
 }
 
 pub fn to_text<T: Serialize>(value: &T) -> String {

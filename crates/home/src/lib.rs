@@ -395,12 +395,10 @@ impl Home {
             also_known_as: Vec::new(),
             endpoint: published.endpoint.clone(),
         });
-        Ok(syncropel_tenant::Identity::published(
-            key,
-            published.did,
-            retired,
-            did_web,
-        ))
+        Ok(
+            syncropel_tenant::Identity::published(key, published.did, retired, did_web)
+                .with_retired_keys(self.retired_keypairs()?),
+        )
     }
 
     /// The published identity, if the home has one.
@@ -429,6 +427,36 @@ impl Home {
         }
         remove_optional(&self.next_key_path())?;
         self.secret_key(&self.next_key_path())
+    }
+
+    /// The signing keys `spl identity rotate` replaced (`keys/retired-*.key`), oldest first: what
+    /// was sealed or derived under them is still opened with them.
+    pub fn retired_keypairs(&self) -> Result<Vec<Keypair>, HomeError> {
+        let dir = self.keys_dir();
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_error("read", &dir, e)),
+        };
+        let mut paths: Vec<PathBuf> = entries
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|path| {
+                path.file_name()
+                    .and_then(|name| name.to_str())
+                    .is_some_and(|name| name.starts_with("retired-") && name.ends_with(".key"))
+            })
+            .collect();
+        paths.sort();
+        let mut keys = Vec::with_capacity(paths.len());
+        for path in paths {
+            let text = fs::read_to_string(&path).map_err(|e| io_error("read", &path, e))?;
+            let seed = parse_seed(text.trim()).map_err(|reason| HomeError::InvalidKey {
+                path: path.clone(),
+                reason,
+            })?;
+            keys.push(Keypair::from_seed(&seed));
+        }
+        Ok(keys)
     }
 
     /// Makes the next key (see [`Home::next_keypair`]) the signing key; the one it replaces is

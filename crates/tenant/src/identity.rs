@@ -21,6 +21,9 @@ pub struct Identity {
     /// The did:web document this identity answers for, if any (federation-protocol.md §1.3).
     pub did_web: Option<Arc<DidWeb>>,
     pub clock: Arc<ServerClock>,
+    /// The signing keys this identity had before rotations (a local home keeps them): what was
+    /// sealed or derived under one of them still opens with it.
+    pub retired_keys: Arc<[Keypair]>,
 }
 
 /// What a steward serves at `/.well-known/did.json` (or the path form) for a did:web it holds:
@@ -63,7 +66,21 @@ impl Identity {
             keys: keys.into(),
             did_web: did_web.map(Arc::new),
             clock: Arc::new(ServerClock::default()),
+            retired_keys: Arc::new([]),
         }
+    }
+
+    pub fn with_retired_keys(mut self, retired: Vec<Keypair>) -> Identity {
+        self.retired_keys = retired.into();
+        self
+    }
+
+    /// The private key of `did_key`, if it is this identity's current or a retired one.
+    pub fn key_for(&self, did_key: &str) -> Option<&Keypair> {
+        if *self.signer == *did_key {
+            return Some(&self.key);
+        }
+        self.retired_keys.iter().find(|k| k.did_key() == did_key)
     }
 }
 

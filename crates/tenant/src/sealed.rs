@@ -9,6 +9,9 @@ use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use syncropel_protocol::Keypair;
+use syncropel_store::{RecordStore, StateChange};
+
+use crate::TenantError;
 
 /// One use's key.
 pub struct SealingKey(XChaCha20Poly1305);
@@ -66,6 +69,44 @@ impl SealingKey {
             .map_err(|_| Unsealed::WrongKey)?;
         String::from_utf8(plain).map_err(|_| Unsealed::NotText)
     }
+}
+
+/// Seals again, under `current`, every value of the state documents of `kind` that opens only
+/// under a `retired` key (after `spl identity rotate`), in one transaction. The key of each use
+/// is [`SealingKey::derive`] of `label`; a value's name is its document's key. Answers how many
+/// it sealed again; a value no key opens is left as it is.
+pub async fn reseal(
+    store: &dyn RecordStore,
+    tenant: &str,
+    kind: &str,
+    label: &[u8],
+    current: &Keypair,
+    retired: &[Keypair],
+) -> Result<usize, TenantError> {
+    if retired.is_empty() {
+        return Ok(0);
+    }
+    let now = SealingKey::derive(label, current);
+    let before: Vec<SealingKey> = retired
+        .iter()
+        .map(|key| SealingKey::derive(label, key))
+        .collect();
+    let mut changes = Vec::new();
+    for (name, text) in store.state_list(tenant, kind).await? {
+        if now.open(&name, &text).is_ok() {
+            continue;
+        }
+        if let Some(plain) = before.iter().find_map(|key| key.open(&name, &text).ok()) {
+            changes.push(StateChange::put(kind, &name, now.seal(&name, &plain)));
+        }
+    }
+    let resealed = changes.len();
+    if resealed > 0 {
+        for written in store.write(tenant, Vec::new(), changes).await? {
+            written?;
+        }
+    }
+    Ok(resealed)
 }
 
 #[cfg(test)]

@@ -463,9 +463,23 @@ impl Secrets<'_> {
 
     /// The tenant's key for secret values: derived from its identity key, for this use only.
     fn key(&self) -> SealingKey {
-        let label = format!("syncropel secret values v1\n{}\n", self.tenant);
-        SealingKey::derive(label.as_bytes(), &self.identity.key)
+        SealingKey::derive(&label(self.tenant), &self.identity.key)
     }
+}
+
+fn label(tenant: &str) -> Vec<u8> {
+    format!("syncropel secret values v1\n{tenant}\n").into_bytes()
+}
+
+/// Seals again under the current key the values sealed under a retired one (after a rotation
+/// of the identity key); how many.
+pub async fn reseal(
+    store: &dyn RecordStore,
+    tenant: &str,
+    identity: &Identity,
+) -> Result<usize, TenantError> {
+    let (current, retired) = (&identity.key, &identity.retired_keys);
+    crate::sealed::reseal(store, tenant, VALUES, &label(tenant), current, retired).await
 }
 
 /// Marks the index of live handles for a rebuild from `th_credentials` (after an import has

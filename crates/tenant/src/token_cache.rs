@@ -108,7 +108,10 @@ mod tests {
         assert!(!cache.chain_live("t", "g", 100));
         cache.put_chain("t", "g", 200);
         assert!(cache.chain_live("t", "g", 199));
-        assert!(!cache.chain_live("t", "g", 200), "past the chain's first expiry");
+        assert!(
+            !cache.chain_live("t", "g", 200),
+            "past the chain's first expiry"
+        );
         assert!(!cache.chain_live("u", "g", 100), "per tenant");
         cache.evict_chains("t");
         assert!(!cache.chain_live("t", "g", 100));

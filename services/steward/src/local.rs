@@ -202,6 +202,7 @@ pub async fn start(
             .await
             .map_err(|e| StewardError::Invalid(format!("reading the engine config: {e}")))?,
     );
+    reseal_after_rotation(store.as_ref(), &tenant.identity).await?;
     let shutdown = CancellationToken::new();
     let tokens = Arc::new(TokenCache::new(LOCAL_TOKEN_CACHE_TTL));
     let namespaces = Arc::new(Namespaces::default());
@@ -316,4 +317,33 @@ impl LocalSteward {
 pub async fn serve(options: ServeOptions) -> Result<(), StewardError> {
     let listener = bind(&options).await?;
     start(options, listener).await?.run().await
+}
+
+/// After `spl identity rotate`, the values sealed at rest under the retired key (secret values,
+/// the bearers peers issued) are sealed again under the current one before anything reads them.
+/// Retired keys stay in the home, so this also finishes a restart interrupted midway.
+async fn reseal_after_rotation(
+    store: &dyn RecordStore,
+    identity: &syncropel_tenant::Identity,
+) -> Result<(), StewardError> {
+    if identity.retired_keys.is_empty() {
+        return Ok(());
+    }
+    let failed = |e: &dyn std::fmt::Display| {
+        StewardError::Invalid(format!("sealing values again after a key rotation: {e}"))
+    };
+    let secrets = syncropel_tenant::secrets::reseal(store, LOCAL_TENANT, identity)
+        .await
+        .map_err(|e| failed(&e))?;
+    let bearers = syncropel_federation::state::reseal(store, LOCAL_TENANT, identity)
+        .await
+        .map_err(|e| failed(&e))?;
+    if secrets + bearers > 0 {
+        tracing::info!(
+            secrets,
+            bearers,
+            "values sealed under a retired identity key are sealed under the current one"
+        );
+    }
+    Ok(())
 }

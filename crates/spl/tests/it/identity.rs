@@ -145,3 +145,112 @@ fn a_did_web_is_served_by_the_steward_itself() {
         steward.url.as_str()
     );
 }
+
+/// A rotation keeps what was sealed or derived under the old key: the next start seals secret
+/// values again under the new key (they read back the same, and open with no retired key after),
+/// and a member renewed after it keeps its master DID, its acceptance signed by that key.
+#[test]
+fn a_rotation_loses_no_secret_and_changes_no_members_master_did() {
+    use crate::common::{bootstrap_admin, Steward};
+    use serde_json::json as j;
+    let directory = Directory::start();
+    let home = tempfile::tempdir().unwrap();
+    ok(run(home.path(), &["init"]));
+    upgrade_to_sync(home.path(), &directory.url, &[]);
+    let admin = bootstrap_admin(home.path());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let http = reqwest::Client::new();
+    let call = |url: &str, path: &str, body: Value| {
+        let request = http
+            .post(format!("{url}{path}"))
+            .bearer_auth(&admin)
+            .json(&body);
+        runtime.block_on(async {
+            let answer = request.send().await.unwrap();
+            (
+                answer.status().as_u16(),
+                answer.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        })
+    };
+
+    let mut steward = Steward::start(home.path(), &[]);
+    let (status, _) = call(
+        &steward.url,
+        "/v1/secrets/set",
+        j!({"handle": "db", "value": "v1 value"}),
+    );
+    assert_eq!(status, 200);
+    let (_, invite) = call(
+        &steward.url,
+        "/v1/invites",
+        j!({"membership": {"preset": "reader"}}),
+    );
+    let redeem = j!({"holder_type": "guest", "holder_pubkey": "ab".repeat(32), "member_label": "mora", "custody": "custodial"});
+    let path = format!(
+        "/v1/invites/{}/redeem",
+        invite["invite_id"].as_str().unwrap()
+    );
+    let (status, joined) = call(&steward.url, &path, redeem.clone());
+    assert_eq!(status, 201, "{joined}");
+    ok(run(home.path(), &["stop"]));
+    steward.wait_for_exit();
+
+    ok(run(home.path(), &["identity", "rotate"]));
+    let mut steward = Steward::start(home.path(), &[]);
+    let (status, got) = call(&steward.url, "/v1/secrets/get", j!({"handle": "db"}));
+    assert_eq!((status, &got["value"]), (200, &j!("v1 value")), "{got}");
+    let pinned = j!({"membership": {"preset": "reader", "label": "mora"}});
+    let (_, invite) = call(&steward.url, "/v1/invites", pinned);
+    let path = format!(
+        "/v1/invites/{}/redeem",
+        invite["invite_id"].as_str().unwrap()
+    );
+    let (status, renewed) = call(&steward.url, &path, redeem);
+    assert_eq!(status, 201, "{renewed}");
+    let master = joined["membership"]["master_did"].clone();
+    assert_eq!(renewed["membership"]["master_did"], master);
+    let records = runtime.block_on(async {
+        http.get(format!(
+            "{}/v1/records?thread=th_identity_mora",
+            steward.url
+        ))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap()
+    });
+    let acceptances: Vec<&Value> = records["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["body"]["kind"] == "core.identity.acceptance.v1")
+        .collect();
+    assert_eq!(acceptances.len(), 2, "{records}");
+    for acceptance in acceptances {
+        assert_eq!(acceptance["actor"], master, "{acceptance}");
+        assert_eq!(acceptance["signer"], master, "signed by the custodial key");
+    }
+    ok(run(home.path(), &["stop"]));
+    steward.wait_for_exit();
+
+    // Sealed again under the new key: it opens with the retired keys gone.
+    for entry in std::fs::read_dir(home.path().join("keys")).unwrap() {
+        let path = entry.unwrap().path();
+        if path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("retired-")
+        {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    let steward = Steward::start(home.path(), &[]);
+    let (status, got) = call(&steward.url, "/v1/secrets/get", j!({"handle": "db"}));
+    assert_eq!((status, &got["value"]), (200, &j!("v1 value")), "{got}");
+    ok(run(home.path(), &["stop"]));
+}

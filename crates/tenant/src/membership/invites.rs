@@ -525,10 +525,8 @@ impl Membership<'_> {
         }
         let scopes = preset_scopes(&terms.preset).unwrap_or_default();
         let member_did = format!("did:sync:user:{label}");
-        let master_did = match &existing {
-            Some(member) => member.master_did.clone(),
-            None => self.custodial_key(label).did_key(),
-        };
+        let custodian = self.custodian(existing.as_ref());
+        let master_did = self.custodial_key(label, &custodian).did_key();
         let now = unix_now();
         let sa = create_service_account(
             self.store,
@@ -561,6 +559,7 @@ impl Membership<'_> {
             grant_id: grant.grant_id.clone(),
             sa_id: Some(sa.id.clone()),
             custody: "custodial".into(),
+            custodian: Some(custodian),
             preset: Some(terms.preset.clone()),
             scopes: scopes.clone(),
             caveats: terms.caveats.clone(),

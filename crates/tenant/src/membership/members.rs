@@ -122,8 +122,12 @@ impl Membership<'_> {
             )
             .into());
         }
-        let (scopes, master_did) = match sa_id {
-            None => (vec!["admin".to_string()], self.identity.did.to_string()),
+        let (scopes, master_did, custodian) = match sa_id {
+            None => (
+                vec!["admin".to_string()],
+                self.identity.did.to_string(),
+                None,
+            ),
             Some(sa_id) => {
                 let sa = self
                     .store
@@ -143,7 +147,9 @@ impl Membership<'_> {
                     )
                     .into());
                 }
-                (sa.scopes, self.custodial_key(label).did_key())
+                let custodian = self.custodian(None);
+                let master_did = self.custodial_key(label, &custodian).did_key();
+                (sa.scopes, master_did, Some(custodian))
             }
         };
         if !self.claim(&format!("label:{label}#0")).await? {
@@ -177,6 +183,7 @@ impl Membership<'_> {
             grant_id: grant.grant_id.clone(),
             sa_id: sa_id.map(str::to_string),
             custody: "custodial".into(),
+            custodian,
             preset: None,
             scopes,
             caveats: Caveats::default(),

@@ -110,6 +110,10 @@ pub struct Member {
     pub grant_id: String,
     pub sa_id: Option<String>,
     pub custody: String,
+    /// The tenant signing key (did:key) its custodial key is derived from; none for the
+    /// operator, whose master DID is the tenant's own.
+    #[serde(default)]
+    pub custodian: Option<String>,
     pub preset: Option<String>,
     pub scopes: Vec<String>,
     pub caveats: Caveats,
@@ -258,15 +262,30 @@ impl Membership<'_> {
         sealed_own(self.identity, Act::Know, thread, body)
     }
 
-    /// The custodial key of `label`: derived from the tenant's key, so the steward holds it
-    /// without storing it.
-    fn custodial_key(&self, label: &str) -> Keypair {
+    /// The custodial key of `label`, derived from the tenant's signing key `custodian` (a
+    /// did:key; the current key if this identity no longer holds that one), so the steward holds
+    /// it without storing it. Members keep the custodian they joined under, so a rotation of the
+    /// tenant's key changes no member's master DID.
+    fn custodial_key(&self, label: &str, custodian: &str) -> Keypair {
+        let base = self
+            .identity
+            .key_for(custodian)
+            .unwrap_or(&self.identity.key);
         let mut hasher = Sha256::new();
         hasher.update(b"syncropel member key\0");
         hasher.update(label.as_bytes());
         hasher.update(b"\0");
-        hasher.update(self.identity.key.seed());
+        hasher.update(base.seed());
         Keypair::from_seed(&hasher.finalize().into())
+    }
+
+    /// The custodian a member of `label` is (or stays) under: its own, while this identity holds
+    /// that key, else the current one.
+    fn custodian(&self, existing: Option<&Member>) -> String {
+        existing
+            .and_then(|m| m.custodian.clone())
+            .filter(|c| self.identity.key_for(c).is_some())
+            .unwrap_or_else(|| self.identity.signer.to_string())
     }
 
     /// The member's acceptance of its grant, signed by its custodial key (or, for the
@@ -280,7 +299,8 @@ impl Membership<'_> {
         if member.master_did == *self.identity.did {
             return sealed_own(self.identity, Act::Know, &thread, body);
         }
-        let key = self.custodial_key(&member.label);
+        let custodian = self.custodian(Some(member));
+        let key = self.custodial_key(&member.label, &custodian);
         let envelope = server_record(
             Act::Know,
             &thread,

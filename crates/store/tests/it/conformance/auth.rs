@@ -162,7 +162,7 @@ pub async fn auth_changes_apply_with_their_audit_record(store: Arc<dyn RecordSto
         t.await.unwrap().unwrap();
     }
     assert_eq!(store.service_accounts("t").await.unwrap().len(), 11);
-    assert_eq!(audits(store.clone()).await, 13);
+    assert_eq!(audits(store.clone()).await, 14);
 }
 
 pub async fn concurrent_token_lookups_each_get_their_own_answer(store: Arc<dyn RecordStore>) {

@@ -118,12 +118,7 @@ pub async fn open(
         AUDIT_THREAD,
         body(EVENT_KIND, event),
     );
-    for written in store
-        .write(&tenant.id, vec![opened.clone(), audit], Vec::new())
-        .await?
-    {
-        written?;
-    }
+    write(store, tenant, vec![opened.clone(), audit], Vec::new()).await?;
     Ok(opened)
 }
 
@@ -163,16 +158,24 @@ pub async fn close(
         body(EVENT_KIND, event),
     );
     let state = vec![StateChange::put(CLOSED_DOC, thread, "closed")];
-    for written in store
-        .write(&tenant.id, vec![marker.clone(), audit], state)
-        .await?
-    {
-        written?;
-    }
+    write(store, tenant, vec![marker.clone(), audit], state).await?;
     let mut now = (*held).clone();
     now.insert(thread.to_string());
     tenant.set_closed_threads(Arc::new(now));
     Ok(Some(marker))
+}
+
+/// Stores a thread's records and state in one transaction, each record refused on its own.
+async fn write(
+    store: &dyn RecordStore,
+    tenant: &Tenant,
+    records: Vec<NewRecord>,
+    state: Vec<StateChange>,
+) -> Result<()> {
+    for written in store.write(&tenant.id, records, state).await? {
+        written?;
+    }
+    Ok(())
 }
 
 /// The state a stored `th_audit_threads` record leaves (import).

@@ -68,6 +68,21 @@ pub(super) fn strings(
     }
 }
 
+/// A member label, if the field is there.
+fn optional_label(
+    value: Option<&Value>,
+    name: &str,
+) -> std::result::Result<Option<String>, Refusal> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(label)) => {
+            check_label(label)?;
+            Ok(Some(label.clone()))
+        }
+        Some(_) => Err(Refusal::validation(format!("'{name}' must be a string"))),
+    }
+}
+
 impl InviteRequest {
     pub fn parse(body: &Value) -> std::result::Result<InviteRequest, Refusal> {
         if !body.is_object() {
@@ -117,14 +132,7 @@ impl InviteRequest {
             3_600,
             10 * 365 * 86_400,
         )?;
-        let label = match terms.get("label") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(label)) => {
-                check_label(label)?;
-                Some(label.clone())
-            }
-            Some(_) => return Err(Refusal::validation("'membership.label' must be a string")),
-        };
+        let label = optional_label(terms.get("label"), "membership.label")?;
         Ok(InviteRequest {
             max_uses,
             scopes,
@@ -172,14 +180,7 @@ impl Redemption {
             .and_then(Value::as_str)
             .ok_or_else(|| Refusal::validation("'holder_pubkey' must be a string"))?;
         let holder_did = holder_did(holder_pubkey)?;
-        let member_label = match body.get("member_label") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(label)) => {
-                check_label(label)?;
-                Some(label.clone())
-            }
-            Some(_) => return Err(Refusal::validation("'member_label' must be a string")),
-        };
+        let member_label = optional_label(body.get("member_label"), "member_label")?;
         match body.get("custody").and_then(Value::as_str) {
             None | Some("custodial") => {}
             Some("device") => {
@@ -313,6 +314,26 @@ impl Membership<'_> {
             fields.extend(extra);
         }
         self.record(INVITES_AUDIT_THREAD, INVITE_EVENT_KIND, fields)
+    }
+
+    /// The `redeemed` event of use `used` of `invite`, with what the redemption made.
+    fn redeemed(
+        &self,
+        invite: &Invite,
+        used: u32,
+        redemption: &Redemption,
+        made: Value,
+    ) -> syncropel_store::NewRecord {
+        let mut fields = json!({
+            "use": used,
+            "holder_type": "guest",
+            "holder_did": redemption.holder_did,
+            "holder_pubkey": redemption.holder_pubkey,
+        });
+        if let (Some(fields), Value::Object(made)) = (fields.as_object_mut(), made) {
+            fields.extend(made);
+        }
+        self.invite_event("redeemed", invite, fields)
     }
 
     /// The invite an id names.
@@ -472,17 +493,11 @@ impl Membership<'_> {
             Some(GUEST_BEARER_TTL),
         )
         .await?;
-        let audit = self.invite_event(
-            "redeemed",
+        let audit = self.redeemed(
             invite,
-            json!({
-                "use": used,
-                "holder_type": "guest",
-                "holder_did": redemption.holder_did,
-                "holder_pubkey": redemption.holder_pubkey,
-                "bearer_token_id": token.token_id,
-                "bearer_sa_id": sa.id,
-            }),
+            used,
+            redemption,
+            json!({"bearer_token_id": token.token_id, "bearer_sa_id": sa.id}),
         );
         self.write(
             vec![audit],
@@ -586,14 +601,11 @@ impl Membership<'_> {
             json!({ "member": member }),
         ));
         records.push(self.acceptance(&member));
-        records.push(self.invite_event(
-            "redeemed",
+        records.push(self.redeemed(
             invite,
+            used,
+            redemption,
             json!({
-                "use": used,
-                "holder_type": "guest",
-                "holder_did": redemption.holder_did,
-                "holder_pubkey": redemption.holder_pubkey,
                 "member_label": label,
                 "bearer_sa_id": sa.id,
                 "grant_id": grant.grant_id,

@@ -562,18 +562,9 @@ async fn a_kinds_declared_fields_decide_what_its_records_may_hold() {
 /// `403 SCOPE_FORBIDDEN` (recorded, like every refusal).
 #[tokio::test]
 async fn each_governance_route_opens_to_its_scope_and_no_other() {
-    const SCOPES: [&str; 7] = [
-        "records:read",
-        "records:write",
-        "threads:write",
-        "federation:manage",
-        "config:read",
-        "config:write",
-        "admin",
-    ];
     let steward = TestSteward::start().await;
     let mut tokens = Vec::new();
-    for scope in SCOPES {
+    for scope in syncropel_tenant::Scope::ALL.map(syncropel_tenant::Scope::as_str) {
         tokens.push((scope, steward.token(&[scope], &[]).await));
     }
     let routes: [(&str, Option<Value>, &str); 6] = [

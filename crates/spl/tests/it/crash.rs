@@ -95,12 +95,83 @@ async fn kill_9_during_a_write_burst_loses_no_acknowledged_record() {
 /// and a member of its body).
 struct Act<'a> {
     what: &'a str,
-    path: &'a str,
-    body: Value,
+    method: reqwest::Method,
+    path: String,
+    /// `None`: a request without a body (a DELETE).
+    body: Option<Value>,
     bearer: &'a str,
     thread: &'a str,
     /// A JSON pointer into the record's body and the string it must find there.
     says: (&'a str, &'a str),
+}
+
+impl<'a> Act<'a> {
+    fn post(what: &'a str, path: &str, body: Value, bearer: &'a str) -> Act<'a> {
+        Act {
+            what,
+            method: reqwest::Method::POST,
+            path: path.to_string(),
+            body: Some(body),
+            bearer,
+            thread: "",
+            says: ("", ""),
+        }
+    }
+
+    fn delete(what: &'a str, path: &str, bearer: &'a str) -> Act<'a> {
+        Act {
+            method: reqwest::Method::DELETE,
+            body: None,
+            ..Act::post(what, path, Value::Null, bearer)
+        }
+    }
+
+    fn leaves(self, thread: &'a str, pointer: &'a str, value: &'a str) -> Act<'a> {
+        Act {
+            thread,
+            says: (pointer, value),
+            ..self
+        }
+    }
+}
+
+/// What the acts need made first: a reader's token, an account and a token to revoke, an open
+/// invite and a thread to close.
+struct Prepared {
+    reader: String,
+    account: String,
+    doomed_token: String,
+    invite: String,
+}
+
+async fn prepare(home: &std::path::Path, admin: &str, http: &reqwest::Client) -> Prepared {
+    let mut steward = Steward::start(home, &[]);
+    let post = |path: &str, body: Value| {
+        let request = http
+            .post(format!("{}{path}", steward.url))
+            .bearer_auth(admin)
+            .json(&body);
+        async move { request.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let made = post(
+        "/v1/service-accounts",
+        json!({"name": "reader", "scopes": ["records:read"]}),
+    )
+    .await;
+    let sa = made["id"].as_str().unwrap().to_string();
+    let reader = post(&format!("/v1/service-accounts/{sa}/tokens"), json!({})).await;
+    let doomed = post(&format!("/v1/service-accounts/{sa}/tokens"), json!({})).await;
+    let invite = post("/v1/invites", json!({"scopes": ["records:read"]})).await;
+    let record = json!({"act": "KNOW", "actor": "did:sync:user:ana", "thread": "th_closing", "clock": 1, "body": {}});
+    post("/v1/records", record).await;
+    steward.kill_9();
+    let _ = std::fs::remove_file(home.join("steward.json"));
+    Prepared {
+        reader: reader["token"].as_str().unwrap().to_string(),
+        account: sa,
+        doomed_token: doomed["token_id"].as_str().unwrap().to_string(),
+        invite: invite["invite_id"].as_str().unwrap().to_string(),
+    }
 }
 
 /// Every privileged act writes its record before it answers (protocol.md §13.1): for each act,
@@ -112,109 +183,112 @@ async fn each_privileged_acts_record_is_stored_before_its_answer() {
     ok(run(home.path(), &["init"]));
     let token = bootstrap_admin(home.path());
     let http = reqwest::Client::new();
-    let reader = {
-        let mut steward = Steward::start(home.path(), &[]);
-        let made: Value = http
-            .post(format!("{}/v1/service-accounts", steward.url))
-            .bearer_auth(&token)
-            .json(&json!({"name": "reader", "scopes": ["records:read"]}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let sa = made["id"].as_str().unwrap();
-        let minted: Value = http
-            .post(format!("{}/v1/service-accounts/{sa}/tokens", steward.url))
-            .bearer_auth(&token)
-            .json(&json!({}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        steward.kill_9();
-        let _ = std::fs::remove_file(home.path().join("steward.json"));
-        minted["token"].as_str().unwrap().to_string()
-    };
+    let made = prepare(home.path(), &token, &http).await;
+    let peer = "did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK";
+    let guest = json!({"holder_type": "guest", "holder_pubkey": "ab".repeat(32)});
     let acts = [
-        Act {
-            what: "account",
-            path: "/v1/service-accounts",
-            body: json!({"name": "made", "scopes": ["records:read"]}),
-            bearer: &token,
-            thread: "th_audit_tokens",
-            says: ("/event", "service_account_created"),
-        },
-        Act {
-            what: "namespace",
-            path: "/v1/namespaces",
-            body: json!({"id": "acme"}),
-            bearer: &token,
-            thread: "th_namespace_registry",
-            says: ("/id", "acme"),
-        },
-        Act {
-            what: "grant",
-            path: "/v1/consent/grants",
-            body: json!({"target_namespace": "default", "peer_did": "did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK"}),
-            bearer: &token,
-            thread: "th_consent",
-            says: ("/kind", "core.consent.v1"),
-        },
-        Act {
-            what: "config",
-            path: "/v1/config/store_bounds",
-            body: json!({"max_total_bytes": 1u64 << 40}),
-            bearer: &token,
-            thread: "th_engine_config",
-            says: ("/topic", "store_bounds"),
-        },
-        Act {
-            what: "secret",
-            path: "/v1/secrets/set",
-            body: json!({"handle": "db", "value": "not in any record"}),
-            bearer: &token,
-            thread: "th_secret_audit",
-            says: ("/operation", "set"),
-        },
-        Act {
-            what: "invite",
-            path: "/v1/invites",
-            body: json!({"membership": {"preset": "reader"}}),
-            bearer: &token,
-            thread: "th_audit_invites",
-            says: ("/event_kind", "issued"),
-        },
-        Act {
-            what: "adoption",
-            path: "/v1/members/adopt",
-            body: json!({"label": "owner"}),
-            bearer: &token,
-            thread: "th_identity_owner",
-            says: ("/member/label", "owner"),
-        },
-        Act {
-            what: "agent grant",
-            path: "/v1/members/owner/grants",
-            body: json!({"aud": "did:sync:agent:crash"}),
-            bearer: &token,
-            thread: "th_identity_owner",
-            says: ("/grant/aud", "did:sync:agent:crash"),
-        },
-        Act {
-            what: "refusal",
-            path: "/v1/service-accounts",
-            body: json!({"name": "escalate", "scopes": ["admin"]}),
-            bearer: &reader,
-            thread: "th_audit_security",
-            says: ("/kind", "core.security.refusal.v1"),
-        },
+        Act::post(
+            "account",
+            "/v1/service-accounts",
+            json!({"name": "made", "scopes": ["records:read"]}),
+            &token,
+        )
+        .leaves("th_audit_tokens", "/event", "service_account_created"),
+        Act::post(
+            "token",
+            &format!("/v1/service-accounts/{}/tokens", made.account),
+            json!({}),
+            &token,
+        )
+        .leaves("th_audit_tokens", "/event", "token_minted"),
+        Act::delete(
+            "token revocation",
+            &format!("/v1/tokens/{}", made.doomed_token),
+            &token,
+        )
+        .leaves("th_audit_tokens", "/event", "token_revoked"),
+        Act::post("namespace", "/v1/namespaces", json!({"id": "acme"}), &token).leaves(
+            "th_namespace_registry",
+            "/id",
+            "acme",
+        ),
+        Act::post(
+            "grant",
+            "/v1/consent/grants",
+            json!({"target_namespace": "default", "peer_did": peer}),
+            &token,
+        )
+        .leaves("th_consent", "/kind", "core.consent.v1"),
+        Act::post(
+            "sync pair",
+            "/v1/sync/pairs",
+            json!({"peer_did": peer, "peer_url": "http://127.0.0.1:9", "thread_id": "th_x"}),
+            &token,
+        )
+        .leaves("th_sync_control", "/topic", "pair_state"),
+        Act::post(
+            "config",
+            "/v1/config/store_bounds",
+            json!({"max_total_bytes": 1u64 << 40}),
+            &token,
+        )
+        .leaves("th_engine_config", "/topic", "store_bounds"),
+        Act::post(
+            "secret",
+            "/v1/secrets/set",
+            json!({"handle": "db", "value": "not in any record"}),
+            &token,
+        )
+        .leaves("th_secret_audit", "/operation", "set"),
+        Act::post(
+            "invite",
+            "/v1/invites",
+            json!({"membership": {"preset": "reader"}}),
+            &token,
+        )
+        .leaves("th_audit_invites", "/event_kind", "issued"),
+        Act::post(
+            "redemption",
+            &format!("/v1/invites/{}/redeem", made.invite),
+            guest,
+            &token,
+        )
+        .leaves("th_audit_invites", "/event_kind", "redeemed"),
+        Act::post(
+            "adoption",
+            "/v1/members/adopt",
+            json!({"label": "owner"}),
+            &token,
+        )
+        .leaves("th_identity_owner", "/member/label", "owner"),
+        Act::post(
+            "agent grant",
+            "/v1/members/owner/grants",
+            json!({"aud": "did:sync:agent:crash"}),
+            &token,
+        )
+        .leaves("th_identity_owner", "/grant/aud", "did:sync:agent:crash"),
+        Act::delete("member revocation", "/v1/members/owner", &token).leaves(
+            "th_identity_owner",
+            "/reason",
+            "member-revoked",
+        ),
+        Act::delete("thread closing", "/v1/threads/th_closing", &token).leaves(
+            "th_audit_threads",
+            "/event",
+            "closed",
+        ),
+        Act::post(
+            "refusal",
+            "/v1/service-accounts",
+            json!({"name": "escalate", "scopes": ["admin"]}),
+            &made.reader,
+        )
+        .leaves("th_audit_security", "/kind", "core.security.refusal.v1"),
     ];
     for Act {
         what,
+        method,
         path,
         body,
         bearer,
@@ -223,13 +297,13 @@ async fn each_privileged_acts_record_is_stored_before_its_answer() {
     } in acts
     {
         let mut steward = Steward::start(home.path(), &[]);
-        let answer = http
-            .post(format!("{}{path}", steward.url))
-            .bearer_auth(bearer)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let mut request = http
+            .request(method, format!("{}{path}", steward.url))
+            .bearer_auth(bearer);
+        if let Some(body) = &body {
+            request = request.json(body);
+        }
+        let answer = request.send().await.unwrap();
         let status = answer.status().as_u16();
         steward.kill_9();
         assert!(status < 300 || what == "refusal", "{what}: {status}");

@@ -77,6 +77,17 @@ impl Client {
             .await
     }
 
+    /// `POST /v1/federation/pairs/{key}/config`: what the pair's peer is served
+    /// (`thread_allow_add`, `thread_allow_remove`, `thread_rule`).
+    pub async fn configure_pair(
+        &self,
+        key: &str,
+        fields: &serde_json::Value,
+    ) -> Result<Reply<FederationPair>, ClientError> {
+        self.post_reply(self.url(&pair_path(key, Some("config")), &[]), fields)
+            .await
+    }
+
     /// `POST /v1/federation/pairs/{key}/resume`.
     pub async fn resume_pair(
         &self,

@@ -21,6 +21,7 @@ use crate::error::{FederationError, Result};
 use crate::handshake::PAIR_ACCOUNT_PREFIX;
 use crate::pairs;
 use crate::state::sync_meta;
+use crate::thread_rule::ThreadRule;
 use crate::threads::never_served;
 use crate::Federation;
 
@@ -37,6 +38,22 @@ pub const MAX_FETCH_IDS: usize = 1000;
 pub struct Access<'a> {
     pub grant: Option<&'a TokenGrant>,
     pub claimed: Option<&'a str>,
+}
+
+/// What of a thread a pull is served.
+pub enum Scope {
+    Whole,
+    /// The records the pair's thread rule answers `true` for.
+    Ruled(ThreadRule),
+}
+
+impl Scope {
+    fn serves(&self, thread: &str, stored: &Value) -> bool {
+        match self {
+            Scope::Whole => true,
+            Scope::Ruled(rule) => rule.admits(thread, stored),
+        }
+    }
 }
 
 /// Who pulls and what they may ask for: the pair behind the token, or a token of the older
@@ -130,23 +147,37 @@ impl Puller {
             .map_or(target, |m| m.local.as_str())
     }
 
-    /// Refuses a thread outside the pair's scope (federation-protocol.md §5.6): once the pair
-    /// allows named threads, only those; a thread rule, which this steward cannot evaluate,
-    /// serves nothing rather than everything.
-    pub fn check_scope(&self, thread: &str) -> std::result::Result<(), Refusal> {
-        if self.thread_rule.is_some() {
-            return Err(Refusal::new(
-                ErrorCode::ThreadNotAllowed,
-                "this pair has a thread rule, which this steward does not evaluate: it serves no thread",
-            ));
+    /// What of `thread` the pair's scope serves (federation-protocol.md §5.6): every thread
+    /// while the pair names none and has no rule; once it does, a thread it allows whole, any
+    /// other only the records its rule answers `true` for, and none without a rule
+    /// (`403 THREAD_NOT_ALLOWED`). A rule that no longer compiles serves nothing.
+    pub fn scope(&self, thread: &str) -> std::result::Result<Scope, Refusal> {
+        if self.thread_allow.contains(thread) {
+            return Ok(Scope::Whole);
         }
-        if !self.thread_allow.is_empty() && !self.thread_allow.contains(thread) {
+        if let Some(source) = &self.thread_rule {
+            return ThreadRule::compile(source).map(Scope::Ruled).map_err(|e| {
+                Refusal::new(
+                    ErrorCode::ThreadNotAllowed,
+                    format!(
+                        "this pair's thread rule does not compile ({}): it serves no thread",
+                        e.message
+                    ),
+                )
+            });
+        }
+        if !self.thread_allow.is_empty() {
             return Err(Refusal::new(
                 ErrorCode::ThreadNotAllowed,
                 format!("thread '{thread}' is not one this pair allows"),
             ));
         }
-        Ok(())
+        Ok(Scope::Whole)
+    }
+
+    /// Refuses a thread of which the pair's scope serves nothing.
+    pub fn check_scope(&self, thread: &str) -> std::result::Result<(), Refusal> {
+        self.scope(thread).map(|_| ())
     }
 
     /// Refuses a target namespace the pair did not agree on.
@@ -197,7 +228,7 @@ pub async fn changes(
     puller: &Puller,
     query: &ChangesQuery,
 ) -> Result<String> {
-    puller.check_scope(&query.thread)?;
+    let scope = puller.scope(&query.thread)?;
     let meta = sync_meta(fed.store.as_ref(), &tenant.id).await?;
     let key = meta.mac_key();
     let since = SyncCursor::decode(&query.since, &key, &meta.epoch).map_err(|e| match e {
@@ -238,7 +269,8 @@ pub async fn changes(
         let Some(commits) = commits.as_mut().filter(|_| rows.is_empty()) else {
             let mut grants = Grants::lazy();
             let cut = filter.cut_by_bytes(&rows);
-            let page = render_page(fed, tenant, puller, query, &mut grants, rows, cut).await?;
+            let page =
+                render_page(fed, tenant, puller, query, &scope, &mut grants, rows, cut).await?;
             let next_cursor = match page.last_seq {
                 Some(seq) => SyncCursor {
                     epoch: meta.epoch.clone(),
@@ -316,10 +348,12 @@ pub(crate) async fn items_after(
         limit: query.limit + 1,
         max_bytes: Some(MAX_PAGE_BYTES),
     };
+    let scope = puller.scope(&query.thread)?;
     let rows = fed.store.list(&tenant.id, &filter).await?;
     let first_seq = rows.first().map(|row| row.seq);
     let cut = filter.cut_by_bytes(&rows);
-    let page = render_page(fed, tenant, puller, query, &mut Grants::lazy(), rows, cut).await?;
+    let mut grants = Grants::lazy();
+    let page = render_page(fed, tenant, puller, query, &scope, &mut grants, rows, cut).await?;
     Ok(Served {
         items: page.items,
         seqs: first_seq.zip(page.last_seq),
@@ -342,11 +376,13 @@ struct Page {
     has_more: bool,
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn render_page(
     fed: &Federation,
     tenant: &Tenant,
     puller: &Puller,
     query: &ChangesQuery,
+    scope: &Scope,
     grants: &mut Grants,
     mut rows: Vec<StoredRecord>,
     cut_by_bytes: bool,
@@ -365,6 +401,11 @@ async fn render_page(
             break;
         }
         last_seq = Some(row.seq);
+        if let Scope::Ruled(_) = scope {
+            if !scope.serves(&query.thread, &parse_stored(&row)?) {
+                continue;
+            }
+        }
         // The common case, a record of the namespace the pair lands whole in the one asked for, is
         // rendered as text directly.
         // Without tracing no trace was noted: no lookup (and no lock) per row.
@@ -449,10 +490,16 @@ pub async fn fetch(
         let Some(row) = fed.store.get(&tenant.id, id).await? else {
             continue;
         };
-        if never_served(&row.thread) || puller.check_scope(&row.thread).is_err() {
+        if never_served(&row.thread) {
             continue;
         }
+        let Ok(scope) = puller.scope(&row.thread) else {
+            continue;
+        };
         let stored = parse_stored(&row)?;
+        if !scope.serves(&row.thread, &stored) {
+            continue;
+        }
         if let Some(item) = deliver(fed, tenant, puller, target, &mut grants, &stored).await? {
             items.push(item);
         }

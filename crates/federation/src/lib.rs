@@ -37,6 +37,7 @@ mod resolve;
 pub mod signers;
 pub mod state;
 pub mod sync_pairs;
+mod thread_rule;
 mod threads;
 mod traces;
 
@@ -48,5 +49,6 @@ pub use peer::{ChangesRequest, PeerClient, PeerClientOptions, PeerError, Reach};
 pub use resolve::{replay_log, DidResolver, ResolvedDid};
 /// A parsed `sync_changes` page: the API contract's type, records kept as JSON for verification.
 pub use syncropel_api::ChangesPage;
+pub use thread_rule::ThreadRule;
 pub use threads::{never_served, pullable_thread, refuse_unpullable};
 pub use traces::TraceIndex;

@@ -546,6 +546,104 @@ pub async fn operate(
     Ok(pair)
 }
 
+/// Threads one pair may name in its allow list.
+pub const MAX_ALLOWED_THREADS: usize = 1000;
+
+/// The operator changes what a pair's peer is served (federation-protocol.md §5.6):
+/// `thread_allow_add` and `thread_allow_remove` (a thread or a list), `thread_rule` (CEL, or
+/// `null` to drop it). Written as a `config` update with its audit record; the peer's next
+/// request is served the new scope.
+pub async fn configure(
+    fed: &Federation,
+    tenant: &Tenant,
+    key: &str,
+    body: &Value,
+) -> Result<PairView> {
+    let pair = find(fed, tenant, key).await?;
+    if pair.state == PairState::Revoked {
+        return Err(Refusal::new(
+            ErrorCode::PreconditionFailed,
+            format!("pair {} is revoked", pair.pair_id),
+        )
+        .into());
+    }
+    let Some(asked) = body.as_object() else {
+        return Err(Refusal::validation("the body must be a JSON object").into());
+    };
+    let mut fields = Map::new();
+    for (name, value) in asked {
+        match name.as_str() {
+            "thread_allow_add" | "thread_allow_remove" => {
+                let threads: Vec<&str> = match value {
+                    Value::String(thread) => vec![thread.as_str()],
+                    Value::Array(items) => items.iter().filter_map(Value::as_str).collect(),
+                    _ => Vec::new(),
+                };
+                if threads.is_empty()
+                    || matches!(value, Value::Array(a) if a.len() != threads.len())
+                {
+                    return Err(Refusal::validation(format!(
+                        "'{name}' is a thread or a non-empty list of threads"
+                    ))
+                    .into());
+                }
+                for thread in &threads {
+                    validate_thread(thread).map_err(|e| Refusal::validation(e.to_string()))?;
+                    refuse_unpullable(thread)?;
+                }
+                fields.insert(name.clone(), json!(threads));
+            }
+            "thread_rule" => {
+                match value {
+                    Value::Null => {}
+                    Value::String(rule) => {
+                        crate::ThreadRule::compile(rule)?;
+                    }
+                    _ => {
+                        return Err(Refusal::validation(
+                            "'thread_rule' is a CEL expression, or null to drop it",
+                        )
+                        .into())
+                    }
+                }
+                fields.insert(name.clone(), value.clone());
+            }
+            "reason" => {}
+            other => {
+                return Err(Refusal::validation(format!(
+                    "'{other}' is not a setting of a pair here (thread_allow_add, \
+                     thread_allow_remove, thread_rule)"
+                ))
+                .into())
+            }
+        }
+    }
+    if fields.is_empty() {
+        return Err(Refusal::validation("nothing to change").into());
+    }
+    let added = fields
+        .get("thread_allow_add")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    if pair.thread_allow.len() + added > MAX_ALLOWED_THREADS {
+        return Err(Refusal::validation(format!(
+            "a pair allows at most {MAX_ALLOWED_THREADS} named threads (use a thread rule)"
+        ))
+        .into());
+    }
+    let reason = reason_of(body)?;
+    let reason = reason.as_deref();
+    let record = update_body(
+        &pair.pair_id,
+        pair.generation,
+        UpdateOp::Config,
+        reason,
+        fields,
+        unix_now(),
+    );
+    transition(fed, tenant, &pair, record, None, reason, Vec::new()).await
+}
+
 /// Revokes a pair on this side: the revoke record, the inbound tokens revoked and the outbound
 /// secret deleted in one go; then a best-effort notice to the peer (federation-protocol.md §4.8).
 pub async fn revoke_pair(

@@ -66,6 +66,41 @@ pub enum FederationCommand {
         #[arg(long, value_name = "TEXT")]
         reason: Option<String>,
     },
+    /// Serve the pair's peer these threads whole; once a pair names threads, other threads are
+    /// served only as its rule admits (`--remove` takes threads off the list)
+    ThreadAllow {
+        /// Pair id or peer DID
+        #[arg(value_parser = NonEmptyStringValueParser::new())]
+        peer: String,
+
+        /// A thread (repeatable)
+        #[arg(long = "thread", required = true, value_name = "THREAD", value_parser = NonEmptyStringValueParser::new())]
+        threads: Vec<String>,
+
+        /// Take the threads off the list instead
+        #[arg(long)]
+        remove: bool,
+    },
+    /// Serve the pair's peer, of threads it does not name, the records a CEL expression over
+    /// `record` and `thread()` answers true for
+    ThreadRule {
+        /// Pair id or peer DID
+        #[arg(value_parser = NonEmptyStringValueParser::new())]
+        peer: String,
+
+        /// The rule, e.g. 'record.body.kind == "note"'
+        #[arg(
+            long,
+            value_name = "CEL",
+            required_unless_present = "clear",
+            conflicts_with = "clear"
+        )]
+        expression: Option<String>,
+
+        /// Drop the pair's rule
+        #[arg(long)]
+        clear: bool,
+    },
     /// Whether other paired peers may be introduced to this pair's peer (when `spl serve
     /// --introduce` is on)
     Introducible {

@@ -53,7 +53,54 @@ pub async fn run(ctx: &Ctx, command: FederationCommand) -> Result<ExitCode> {
         FederationCommand::Introducible { peer, state } => {
             introducible(ctx, &peer, state == "on").await
         }
+        FederationCommand::ThreadAllow {
+            peer,
+            threads,
+            remove,
+        } => {
+            let field = if remove {
+                "thread_allow_remove"
+            } else {
+                "thread_allow_add"
+            };
+            configure(ctx, &peer, serde_json::json!({ field: threads })).await
+        }
+        FederationCommand::ThreadRule {
+            peer, expression, ..
+        } => configure(ctx, &peer, serde_json::json!({ "thread_rule": expression })).await,
     }
+}
+
+/// `POST /v1/federation/pairs/{id}/config`: prints what the pair's peer is served now.
+async fn configure(ctx: &Ctx, peer: &str, fields: serde_json::Value) -> Result<ExitCode> {
+    let answer = ctx.client()?.configure_pair(peer, &fields).await?;
+    if ctx.json {
+        print_json(answer.json());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let pair = answer.json();
+    let allowed: Vec<&str> = pair["thread_allow"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t.as_str())
+        .collect();
+    println!(
+        "pair {} with {}",
+        pair["pair_id"].as_str().unwrap_or("-"),
+        pair["peer_did"].as_str().unwrap_or("-")
+    );
+    if allowed.is_empty() && pair["thread_rule"].is_null() {
+        println!("threads      every thread");
+    } else {
+        let named = allowed.join(", ");
+        println!(
+            "threads      {}",
+            or_dash(Some(named.as_str()).filter(|n| !n.is_empty()))
+        );
+        println!("thread rule  {}", or_dash(pair["thread_rule"].as_str()));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The body of `POST /v1/federation/pairs`.

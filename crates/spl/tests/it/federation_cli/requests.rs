@@ -460,3 +460,81 @@ fn fleet_sync_commands_send_the_documented_requests() {
                "peer_url":"https://bob.example"})
     );
 }
+
+#[test]
+fn thread_allow_and_thread_rule_send_a_pair_config() {
+    let steward = FakeSteward::start(|_, index| {
+        let mut view = pair_view("active");
+        if index == 0 {
+            view["thread_allow"] = json!(["th_a", "th_b"]);
+        } else {
+            view["thread_rule"] = json!("record.body.n > 1");
+        }
+        (200, view)
+    });
+    let home = tempfile::tempdir().unwrap();
+    let out = common::ok(spl_at(
+        &steward,
+        home.path(),
+        &[
+            "federation",
+            "thread-allow",
+            "did:web:bob.example",
+            "--thread",
+            "th_a",
+            "--thread",
+            "th_b",
+        ],
+    ));
+    assert!(out.contains("threads      th_a, th_b"), "{out}");
+    let out = common::ok(spl_at(
+        &steward,
+        home.path(),
+        &[
+            "federation",
+            "thread-rule",
+            "did:web:bob.example",
+            "--expression",
+            "record.body.n > 1",
+        ],
+    ));
+    assert!(out.contains("thread rule  record.body.n > 1"), "{out}");
+    common::ok(spl_at(
+        &steward,
+        home.path(),
+        &[
+            "federation",
+            "thread-allow",
+            "did:web:bob.example",
+            "--thread",
+            "th_a",
+            "--remove",
+        ],
+    ));
+    common::ok(spl_at(
+        &steward,
+        home.path(),
+        &[
+            "federation",
+            "thread-rule",
+            "did:web:bob.example",
+            "--clear",
+        ],
+    ));
+    let seen = steward.seen();
+    let path = "/v1/federation/pairs/did%3Aweb%3Abob.example/config";
+    let bodies: Vec<&Value> = seen.iter().map(|r| &r.body).collect();
+    assert!(
+        seen.iter().all(|r| r.method == "POST" && r.path == path),
+        "{seen:?}"
+    );
+    assert_eq!(
+        bodies,
+        [
+            &json!({"thread_allow_add": ["th_a", "th_b"]}),
+            &json!({"thread_rule": "record.body.n > 1"}),
+            &json!({"thread_allow_remove": ["th_a"]}),
+            &json!({"thread_rule": null}),
+        ]
+    );
+}

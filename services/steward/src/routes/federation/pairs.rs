@@ -69,6 +69,21 @@ async fn operate(
     Ok(Json(view(fed, &caller.tenant.id, pair)).into_response())
 }
 
+/// `POST /v1/federation/pairs/{id}/config` (`federation:manage`): what the pair's peer is
+/// served, `{thread_allow_add?, thread_allow_remove?, thread_rule?, reason?}`.
+pub async fn config(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParam(key): PathParam,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Response> {
+    caller.require(Scope::FederationManage)?;
+    caller.tenant.require_writable()?;
+    let fed = &state.federation;
+    let pair = pairs::configure(fed, &caller.tenant, &key, &body).await?;
+    Ok(Json(view(fed, &caller.tenant.id, pair)).into_response())
+}
+
 pub async fn pause(
     State(state): State<AppState>,
     caller: Caller,

@@ -13,8 +13,6 @@ use syncropel_client::api::{PairReason, StartPair};
 use syncropel_client::ClientError;
 use syncropel_protocol::{record_id, Envelope, Keypair, NamespaceMap};
 
-use syncropel_federation::pairs;
-use syncropel_protocol::pair::{update_body, UpdateOp};
 use syncropel_testkit::error_code;
 
 use super::{approving, changes_as, paired, start};
@@ -201,33 +199,48 @@ async fn the_initiator_refuses_a_genesis_naming_what_it_did_not_ask_for() {
     drop(b);
 }
 
-/// The source serves a pair only the threads it allows (federation-protocol.md §5.6): once the
-/// pair names threads, the others are refused, by page and by id; a thread rule, which this
-/// steward cannot evaluate, serves nothing rather than everything.
+/// The source serves a pair only what its scope allows (federation-protocol.md §5.6), set by the
+/// operator through `POST /v1/federation/pairs/{id}/config`: once the pair names threads, those
+/// whole; with a thread rule, the records of other threads the rule answers `true` for; nothing
+/// else, by page, by id or through a pull.
 #[tokio::test]
-async fn a_pair_that_names_its_threads_is_served_those_alone() {
+async fn a_pair_is_served_the_threads_it_names_and_the_records_its_rule_admits() {
     let (a, b, pair_id) = paired().await;
     let allowed = b.emit("th_allowed", &b.did(), 1, json!({"n": 1})).await;
-    let other = b.emit("th_other", &b.did(), 1, json!({"n": 2})).await;
+    let small = b.emit("th_other", &b.did(), 1, json!({"n": 1})).await;
+    let large = b.emit("th_other", &b.did(), 2, json!({"n": 2})).await;
+    let path = format!("/v1/federation/pairs/{pair_id}/config");
     let configure = |fields: Value| {
-        let (fed, tenant) = (&b.steward.state.federation, &b.steward.tenant);
-        let pair_id = pair_id.clone();
-        async move {
-            let pair = pairs::find(fed, tenant, &pair_id).await.unwrap();
-            let body = update_body(
-                &pair.pair_id,
-                pair.generation,
-                UpdateOp::Config,
-                None,
-                fields.as_object().unwrap().clone(),
-                0,
-            );
-            pairs::transition(fed, tenant, &pair, body, None, None, Vec::new())
-                .await
-                .unwrap();
-        }
+        let (b, path) = (&b, path.clone());
+        async move { b.post(&path, &fields).await }
     };
-    configure(json!({"thread_allow_add": ["th_allowed"]})).await;
+    for (bad, code) in [
+        (
+            json!({"thread_rule": "record.body.n >"}),
+            "VALIDATION_ERROR",
+        ),
+        (json!({"thread_rule": 7}), "VALIDATION_ERROR"),
+        (json!({"mode": "sideways"}), "VALIDATION_ERROR"),
+        (json!({"thread_allow_add": []}), "VALIDATION_ERROR"),
+        (
+            json!({"thread_allow_add": ["th_consent"]}),
+            "THREAD_NOT_ALLOWED",
+        ),
+        (json!({}), "VALIDATION_ERROR"),
+    ] {
+        let (status, body) = configure(bad.clone()).await;
+        assert_eq!(error_code(&body), code, "{bad}: {status} {body}");
+    }
+    let reader = b.steward.token(&["records:read"], &[]).await;
+    let (status, _) = b
+        .steward
+        .post(&reader, &path, &json!({"thread_allow_add": "th_allowed"}))
+        .await;
+    assert_eq!(status, 403, "federation:manage is needed");
+
+    let (status, view) = configure(json!({"thread_allow_add": "th_allowed"})).await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(view["thread_allow"], json!(["th_allowed"]), "{view}");
     let token = a.outbound_token(&pair_id).await.unwrap();
     let (status, page) = changes_as(&b, &token, &a.did(), "thread=th_allowed").await;
     assert_eq!(status, 200, "{page}");
@@ -238,25 +251,56 @@ async fn a_pair_that_names_its_threads_is_served_those_alone() {
         (403, "THREAD_NOT_ALLOWED"),
         "{refused}"
     );
-    let request = b
-        .steward
-        .http
-        .post(format!("{}/v1/sync/records", b.url()))
-        .bearer_auth(&token)
-        .header("x-syncropel-actor", a.did())
-        .json(&json!({"ids": [allowed["id"], other["id"]]}));
-    let (status, fetched) = b.steward.send(request).await;
+    let fetch = |ids: Value| {
+        let request = b
+            .steward
+            .http
+            .post(format!("{}/v1/sync/records", b.url()))
+            .bearer_auth(&token)
+            .header("x-syncropel-actor", a.did())
+            .json(&json!({"ids": ids}));
+        b.steward.send(request)
+    };
+    let ids = |page: &Value, member: &str| -> Vec<Value> {
+        page[member]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|item| item["id"].clone())
+            .collect()
+    };
+    let (status, fetched) = fetch(json!([allowed["id"], small["id"], large["id"]])).await;
     assert_eq!(status, 200, "{fetched}");
-    let ids: Vec<&Value> = fetched["records"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|item| &item["id"])
-        .collect();
-    assert_eq!(ids, [&allowed["id"]], "{fetched}");
+    assert_eq!(
+        ids(&fetched, "records"),
+        [allowed["id"].clone()],
+        "{fetched}"
+    );
 
-    configure(json!({"thread_rule": "thread() == 'th_allowed'"})).await;
-    let (status, refused) = changes_as(&b, &token, &a.did(), "thread=th_allowed").await;
+    // A rule: other threads serve the records it admits, by page, by id and through a pull.
+    let (status, view) =
+        configure(json!({"thread_rule": "record.body.n > 1 && thread() == 'th_other'"})).await;
+    assert_eq!(status, 200, "{view}");
+    let (status, page) = changes_as(&b, &token, &a.did(), "thread=th_other").await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(ids(&page, "records"), [large["id"].clone()], "{page}");
+    let (_, fetched) = fetch(json!([small["id"], large["id"]])).await;
+    assert_eq!(ids(&fetched, "records"), [large["id"].clone()], "{fetched}");
+    let (_, page) = changes_as(&b, &token, &a.did(), "thread=th_allowed").await;
+    assert_eq!(
+        page["records"][0]["id"], allowed["id"],
+        "allowed threads stay whole"
+    );
+    a.pull("th_other", &b.did()).await;
+    let arrived = a.ids("th_other").await;
+    let expected: std::collections::BTreeSet<String> =
+        [large["id"].as_str().unwrap().to_string()].into();
+    assert_eq!(arrived, expected, "only what the rule admits crosses");
+
+    // The rule dropped: the other thread is refused again.
+    let (status, _) = configure(json!({"thread_rule": null})).await;
+    assert_eq!(status, 200);
+    let (status, refused) = changes_as(&b, &token, &a.did(), "thread=th_other").await;
     assert_eq!(
         (status, error_code(&refused)),
         (403, "THREAD_NOT_ALLOWED"),

@@ -478,6 +478,15 @@ fn routes(to: &Aim, from: &Aim, rng: &mut Rng) -> Vec<Route> {
             .at(format!("/v1/federation/pairs/{pair_key}")),
         Route::new(M::POST, "/v1/federation/pairs/{id}/poll", Token)
             .at(format!("/v1/federation/pairs/{pair}/poll")),
+        Route::new(M::POST, "/v1/federation/pairs/{id}/config", Token)
+            .with(
+                format!("/v1/federation/pairs/{pair_key}/config"),
+                json!({"thread_allow_add": THREAD}),
+            )
+            .with(
+                format!("/v1/federation/pairs/{pair_key}/config"),
+                json!({"thread_rule": "true"}),
+            ),
         Route::new(M::POST, "/v1/federation/pairs/{id}/pause", Token)
             .at(format!("/v1/federation/pairs/{pair_key}/pause"))
             .with(

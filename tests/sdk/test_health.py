@@ -66,3 +66,18 @@ def test_steward_json_describes_the_running_server(steward):
     assert sj["url"].rstrip("/") == steward.url
     assert sj["pid"] == steward.proc.pid
     assert isinstance(sj["started_at"], (int, str)) and sj["started_at"]
+
+
+def test_capabilities_carry_the_manifest_version_the_sdk_pins(steward):
+    from syncropel import MANIFEST_VERSION
+
+    with steward.http(None) as h:
+        caps = h.get("/v1/capabilities")
+        well_known = h.get("/.well-known/syncropel")
+    assert caps.status_code == 200, caps.text
+    body = caps.json()
+    assert body["object"] == "capabilities_manifest"
+    assert body["manifest_version"] == MANIFEST_VERSION
+    assert body["tier"] in ("local", "hosted")
+    assert all(isinstance(v, (bool, list)) for v in body["capabilities"].values()), body
+    assert well_known.json()["capabilities_manifest"] == body

@@ -50,7 +50,7 @@ pub use identity::{
     DidDocument, DidService, Identity, IdentityUpgraded, UpgradeIdentity, VerificationMethod,
 };
 pub use list::{List, ListPage};
-pub use manifest::{FederationManifest, WellKnown};
+pub use manifest::{Capabilities, CapabilityFlags, FederationManifest, WellKnown};
 pub use namespaces::{CreateNamespace, Namespace, NamespaceState};
 pub use pairs::{
     FederationPair, PairReason, PairRevoked, PendingDecision, PendingPair, PullFailure,

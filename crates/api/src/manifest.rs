@@ -10,7 +10,45 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct WellKnown {
+    pub capabilities_manifest: Capabilities,
     pub federation_manifest: FederationManifest,
+}
+
+/// What this steward can do (`GET /v1/capabilities`, and `capabilities_manifest` in
+/// `/.well-known/syncropel`): each flag says whether the feature is served here now.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "object", rename = "capabilities_manifest", default)]
+pub struct Capabilities {
+    /// The capability manifest's version the SDK pins (`MANIFEST_VERSION`).
+    pub manifest_version: String,
+    pub kernel_version: String,
+    /// `local` (`spl serve`) or `hosted`.
+    pub tier: String,
+    pub capabilities: CapabilityFlags,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CapabilityFlags {
+    pub records: bool,
+    pub batch: bool,
+    pub rich_query: bool,
+    pub search: bool,
+    pub watch: bool,
+    pub namespaces: bool,
+    pub membership: bool,
+    pub secrets: bool,
+    pub config_records: bool,
+    pub federation: bool,
+    /// Changes feed modes served: `normal`, `longpoll`.
+    pub sync_feeds: Vec<String>,
+    pub sync_push: bool,
+    pub thread_rules: bool,
+    pub consent: bool,
+    pub relay: bool,
+    pub portability: bool,
+    pub data_plane: bool,
+    pub mls: bool,
 }
 
 /// Who the steward is, where its federation endpoints are and how it takes pair requests.
@@ -135,7 +173,15 @@ mod tests {
 
     #[test]
     fn a_signed_manifest_round_trips_member_for_member() {
-        let document = json!({"federation_manifest": signed()});
+        let capabilities = Capabilities {
+            manifest_version: "2".into(),
+            tier: "local".into(),
+            ..Capabilities::default()
+        };
+        let document = json!({
+            "capabilities_manifest": serde_json::to_value(capabilities).unwrap(),
+            "federation_manifest": signed(),
+        });
         let typed: WellKnown = serde_json::from_value(document.clone()).unwrap();
         assert_eq!(typed.federation_manifest.daemon.did, "did:key:z6Mk1");
         assert_eq!(serde_json::to_value(&typed).unwrap(), document);

@@ -30,6 +30,7 @@ pub fn router(state: AppState) -> Router {
         .route("/threads/{id}/records", get(routes::threads::records))
         .route("/threads/{id}/watch", get(routes::watch::watch))
         .route("/health", get(routes::health::full))
+        .route("/capabilities", get(routes::manifest::show_capabilities))
         .route(
             "/service-accounts",
             post(routes::accounts::create).get(routes::accounts::list),

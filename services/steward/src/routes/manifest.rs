@@ -1,11 +1,12 @@
-//! `GET /.well-known/syncropel`: the tenant's signed federation manifest (federation-protocol.md §2.1). Open
-//! and CORS-enabled like the rest of discovery.
+//! `GET /.well-known/syncropel`: what the steward can do and the tenant's signed federation
+//! manifest (federation-protocol.md §2.1); `GET /v1/capabilities`: the first alone. Open and
+//! CORS-enabled like the rest of discovery.
 
 use std::time::SystemTime;
 
 use axum::extract::State;
 use axum::Json;
-use syncropel_api::WellKnown;
+use syncropel_api::{Capabilities, CapabilityFlags, WellKnown};
 
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -49,6 +50,45 @@ pub async fn well_known(
     let federation_manifest = serde_json::from_value(manifest)
         .map_err(|e| ApiError::internal(format!("the signed manifest is malformed: {e}")))?;
     Ok(Json(WellKnown {
+        capabilities_manifest: capabilities(&state),
         federation_manifest,
     }))
+}
+
+/// `GET /v1/capabilities` (open).
+pub async fn show_capabilities(State(state): State<AppState>) -> Json<Capabilities> {
+    Json(capabilities(&state))
+}
+
+/// The flags say what this steward serves now, never what the protocol could.
+fn capabilities(state: &AppState) -> Capabilities {
+    Capabilities {
+        manifest_version: "2".into(),
+        kernel_version: crate::routes::health::VERSION.into(),
+        tier: match state.tenancy {
+            Tenancy::Single(_) => "local",
+            Tenancy::Hosted(_) => "hosted",
+        }
+        .into(),
+        capabilities: CapabilityFlags {
+            records: true,
+            batch: true,
+            rich_query: true,
+            search: state.search_enabled,
+            watch: true,
+            namespaces: true,
+            membership: true,
+            secrets: true,
+            config_records: true,
+            federation: true,
+            sync_feeds: vec!["normal".into(), "longpoll".into()],
+            sync_push: false,
+            thread_rules: true,
+            consent: true,
+            relay: !state.federation.config.relay.urls.is_empty(),
+            portability: true,
+            data_plane: false,
+            mls: false,
+        },
+    }
 }

@@ -407,6 +407,27 @@ async fn search_switched_off_answers_503_and_says_so_in_health() {
     assert_eq!((status, error_code(&body)), (503, "SEARCH_DISABLED"));
     let health = node.client.health_report().await.unwrap();
     assert_eq!(health.search, "disabled");
+    // The capabilities say so too, in the well-known document and at their own route, openly.
+    let open = |path: &'static str| {
+        let request = node.steward.http.get(format!("{}{path}", node.url()));
+        node.steward.send(request)
+    };
+    let (status, capabilities) = open("/v1/capabilities").await;
+    assert_eq!(status, 200, "{capabilities}");
+    assert_eq!(capabilities["object"], "capabilities_manifest");
+    assert_eq!(
+        capabilities["manifest_version"], "2",
+        "the SDK's MANIFEST_VERSION"
+    );
+    assert_eq!(capabilities["tier"], "local");
+    assert_eq!(capabilities["capabilities"]["search"], false);
+    assert_eq!(capabilities["capabilities"]["membership"], true);
+    let (_, well_known) = open("/.well-known/syncropel").await;
+    assert_eq!(well_known["capabilities_manifest"], capabilities);
+    assert_eq!(
+        well_known["federation_manifest"]["object"],
+        "federation_manifest"
+    );
 }
 
 #[tokio::test]

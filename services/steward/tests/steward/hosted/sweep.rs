@@ -306,6 +306,7 @@ fn routes(to: &Aim, from: &Aim, rng: &mut Rng) -> Vec<Route> {
             .streaming_at(format!("/v1/threads/{THREAD}/watch"))
             .streaming_at(format!("/v1/threads/{THREAD}/watch?since_clock=0")),
         Route::new(M::GET, "/v1/health", Token).at("/v1/health"),
+        Route::new(M::GET, "/v1/capabilities", Public).at("/v1/capabilities"),
         // Accounts, tokens, namespaces, identity.
         Route::new(M::POST, "/v1/service-accounts", Token)
             .with(

@@ -105,6 +105,8 @@ const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(300
 
 /// A pair whose peer has not answered a pull for this long degrades (`unreachable_24h`).
 const UNREACHABLE_SECS: i64 = 24 * 3600;
+/// A degraded pair with no contact for this long is revoked (`auto_archive_90d`, §3.4).
+const ARCHIVE_SECS: i64 = 90 * 24 * 3600;
 
 /// What a pull says about its pair (federation-protocol.md §5.5): a 401 degrades an active pair at
 /// once (`auth_401`), the next success recovers a degraded one, and the cursor is checkpointed as a
@@ -120,16 +122,32 @@ pub async fn after_pull(
     let pair = find(fed, tenant, pair_id).await?;
     let now = unix_now();
     // A 401 degrades at once; any other failure once nothing has come through for 24 hours
-    // (the cursor row keeps the last success, so this survives restarts).
-    let cause = match result {
-        Err(PullError::Peer(e)) if e.http_status() == Some(401) => Some("auth_401"),
+    // (the cursor row keeps the last success, so this survives restarts), and a degraded pair
+    // that has heard nothing for 90 days is revoked.
+    let silent_for = match result {
         Err(PullError::Peer(_)) => {
-            let cursor =
-                fstate::pull_cursor(fed.store.as_ref(), &tenant.id, pair_id, thread).await?;
-            let last = cursor.and_then(|c| c.last_sync_at);
-            last.is_some_and(|at| now - at > UNREACHABLE_SECS)
-                .then_some("unreachable_24h")
+            fstate::pull_cursor(fed.store.as_ref(), &tenant.id, pair_id, thread)
+                .await?
+                .and_then(|c| c.last_sync_at)
+                .map(|at| now - at)
         }
+        _ => None,
+    };
+    if pair.state == PairState::Degraded && silent_for.is_some_and(|s| s > ARCHIVE_SECS) {
+        revoke_pair(fed, tenant, &pair, "auto_archive_90d", false).await?;
+        fed.jobs.kick(&tenant.id, &pair.pair_id);
+        return Ok(());
+    }
+    let cause = match result {
+        Err(PullError::Peer(PeerError::Http4xx {
+            status: 401,
+            code: Some(code),
+            ..
+        })) if code == ErrorCode::TokenExpiredRenewPair.as_str() => Some("token_expired"),
+        Err(PullError::Peer(e)) if e.http_status() == Some(401) => Some("auth_401"),
+        Err(PullError::Peer(_)) => silent_for
+            .is_some_and(|s| s > UNREACHABLE_SECS)
+            .then_some("unreachable_24h"),
         _ => None,
     };
     if let Err(PullError::Peer(PeerError::Moved { notice, .. })) = result {
@@ -207,7 +225,7 @@ pub async fn recover(fed: &Federation, tenant: &Tenant, pair: PairView) -> Resul
 }
 
 /// Writes an active pair's `degrade` with its `cause`.
-async fn degrade(
+pub(crate) async fn degrade(
     fed: &Federation,
     tenant: &Tenant,
     pair: &PairView,

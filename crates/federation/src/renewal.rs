@@ -37,7 +37,8 @@ const REPLAY_SECS: i64 = 600;
 
 /// Whether this side should renew the pair's tokens now.
 fn due(pair: &PairView, now: i64) -> bool {
-    if pair.state != PairState::Active {
+    // A degraded pair keeps trying: a renewal is how one whose token expired comes back.
+    if !matches!(pair.state, PairState::Active | PairState::Degraded) {
         return false;
     }
     let Some(expires) = pair
@@ -65,11 +66,68 @@ pub async fn renew_due(fed: &Federation, tenant: &Tenant) -> Result<usize> {
         }
         match renew(fed, tenant, &pair).await {
             Ok(_) => renewed += 1,
-            Err(e) => tracing::warn!(pair = %pair.pair_id, error = %e, "token renewal failed"),
+            Err(e) => {
+                tracing::warn!(pair = %pair.pair_id, error = %e, "token renewal failed");
+                if let Err(e) = renewal_failed(fed, tenant, &pair, now).await {
+                    tracing::warn!(pair = %pair.pair_id, error = %e, "recording a failed renewal");
+                }
+            }
         }
     }
     Ok(renewed)
 }
+
+/// A failed renewal is a `renewal_failed` update `{attempts, expires_at}` (one per check, the
+/// attempts counted since the last renewal); once the outbound token has expired the pair also
+/// degrades with `token_expired`.
+async fn renewal_failed(
+    fed: &Federation,
+    tenant: &Tenant,
+    pair: &PairView,
+    now: i64,
+) -> Result<()> {
+    let Some(outbound) = &pair.tokens.outbound else {
+        return Ok(());
+    };
+    let expires = unix_from_rfc3339(&outbound.expires_at);
+    let key = format!("{}:{}", pair.pair_id, outbound.token_id);
+    let attempts = fed
+        .store
+        .state_get(&tenant.id, RENEWAL_FAILURES, &key)
+        .await?
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(0)
+        + 1;
+    let mut fields = Map::new();
+    fields.insert("attempts".into(), json!(attempts));
+    fields.insert("expires_at".into(), json!(outbound.expires_at));
+    let body = update_body(
+        &pair.pair_id,
+        pair.generation,
+        UpdateOp::RenewalFailed,
+        None,
+        fields,
+        unix_now(),
+    );
+    let count = StateChange::put(RENEWAL_FAILURES, &key, attempts.to_string());
+    let pair = transition(
+        fed,
+        tenant,
+        pair,
+        body,
+        None,
+        Some("renewal_failed"),
+        vec![count],
+    )
+    .await?;
+    if expires.is_some_and(|at| now >= at) && pair.state == PairState::Active {
+        pairs::degrade(fed, tenant, &pair, "token_expired").await?;
+    }
+    Ok(())
+}
+
+/// Failed renewals per (pair, outbound token): a renewed token starts counting again.
+const RENEWAL_FAILURES: &str = "renewal_failures";
 
 /// Checks for due renewals every `interval`, until shutdown.
 pub fn spawn(fed: Arc<Federation>, tenant: Arc<Tenant>, interval: Duration) {

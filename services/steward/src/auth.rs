@@ -123,9 +123,7 @@ impl Caller {
         match state.store.token(&tenant.id, &grant.token_id).await? {
             None => Err(invalid_token("this token no longer exists")),
             Some(g) if g.revoked_at.is_some() => Err(invalid_token("this token has been revoked")),
-            Some(g) if g.expires_at.is_some_and(|at| at <= unix_now()) => {
-                Err(invalid_token("this token has expired"))
-            }
+            Some(g) if g.expires_at.is_some_and(|at| at <= unix_now()) => Err(expired(&g)),
             Some(TokenGrant {
                 grant_id: Some(grant_id),
                 ..
@@ -250,7 +248,7 @@ impl FromRequestParts<AppState> for Caller {
             return Err(invalid_token("this token has been revoked"));
         }
         if grant.expires_at.is_some_and(|at| at <= unix_now()) {
-            return Err(invalid_token("this token has expired"));
+            return Err(expired(&grant));
         }
         if let Some(grant_id) = &grant.grant_id {
             if !state.tokens.chain_live(&tenant.id, grant_id, unix_now()) {
@@ -268,6 +266,22 @@ impl FromRequestParts<AppState> for Caller {
             grant: Some(grant),
         })
     }
+}
+
+/// An expired token's refusal: a pair's token says how to get a new one (the upstream code).
+fn expired(grant: &TokenGrant) -> ApiError {
+    if grant
+        .scopes
+        .iter()
+        .any(|s| s.starts_with("federation:sync"))
+    {
+        return ApiError::new(
+            ErrorCode::TokenExpiredRenewPair,
+            "this pair's token has expired",
+        )
+        .with_hint("renew it: POST /v1/federation/pair/refresh, signed by the pair's peer");
+    }
+    invalid_token("this token has expired")
 }
 
 fn invalid_token(why: &str) -> ApiError {

@@ -355,3 +355,41 @@ async fn peers_cannot_write_our_own_threads_and_orphan_pair_tokens_are_refused()
         changes_as(&a, &orphan, "did:key:z6MkOrphan", "thread=th_fed_sneaky").await;
     assert_eq!(status, 401, "{refused}");
 }
+
+/// An expired pair token is refused with the upstream `401 token_expired_renew_pair`, which a
+/// puller takes as `token_expired`; an expired token of any other account stays `AUTH_INVALID`.
+#[tokio::test]
+async fn an_expired_pair_token_says_to_renew_the_pair() {
+    let node = start().await;
+    let steward = &node.steward;
+    let admin = &steward.admin().await;
+    let mint = |scopes: Value| async move {
+        let (status, sa) = steward
+            .post(
+                &admin,
+                "/v1/service-accounts",
+                &json!({"name": "short", "scopes": scopes}),
+            )
+            .await;
+        assert_eq!(status, 201, "{sa}");
+        let path = format!("/v1/service-accounts/{}/tokens", sa["id"].as_str().unwrap());
+        let (status, minted) = steward
+            .post(&admin, &path, &json!({"ttl_seconds": 1}))
+            .await;
+        assert_eq!(status, 201, "{minted}");
+        minted["token"].as_str().unwrap().to_string()
+    };
+    let pair_token = mint(json!(["federation:sync_pull"])).await;
+    let reader = mint(json!(["records:read"])).await;
+    tokio::time::sleep(ms(1100)).await;
+    let (status, body) = steward
+        .get(&pair_token, "/v1/sync/changes?thread=th_x")
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (401, "token_expired_renew_pair"),
+        "{body}"
+    );
+    let (status, body) = steward.get(&reader, "/v1/records?limit=1").await;
+    assert_eq!((status, error_code(&body)), (401, "AUTH_INVALID"), "{body}");
+}

@@ -196,3 +196,53 @@ async fn a_peer_unreachable_for_a_day_degrades_the_pair_and_recovers() {
     .await;
     assert_eq!(pair["degraded_cause"], Value::Null, "{pair}");
 }
+
+/// A degraded pair that has heard nothing from its peer for 90 days is revoked on this side
+/// (`auto_archive_90d`, federation-protocol.md §3.4), its revoke record saying so.
+#[tokio::test]
+async fn a_pair_silent_for_ninety_days_is_archived() {
+    use syncropel_federation::state::{pull_cursor, put_cursor};
+    let (a, b, pair_id) = paired().await;
+    let thread = "th_fed_archived";
+    a.pull(thread, &b.did()).await;
+    let store = a.steward.state.store.clone();
+    let mut cursor = pull_cursor(store.as_ref(), TENANT, &pair_id, thread)
+        .await
+        .unwrap()
+        .unwrap();
+    let _down = b.stop().await;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    cursor.last_sync_at = Some(now - 91 * 24 * 3600);
+    store
+        .write(
+            TENANT,
+            Vec::new(),
+            vec![put_cursor(&pair_id, thread, &cursor)],
+        )
+        .await
+        .unwrap();
+    let pair = eventually("archived", DEADLINE, || async {
+        let pair = a.pair(&pair_id).await;
+        (pair["state"] == "revoked").then_some(pair)
+    })
+    .await;
+    assert_eq!(pair["state"], "revoked", "{pair}");
+    let (_, records) = a
+        .get("/v1/records?thread=th_federation_pairs&limit=1000")
+        .await;
+    let reasons: Vec<&Value> = records["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["body"]["kind"] == "syncropel.federation.pair_revoke.v1")
+        .map(|r| &r["body"]["reason"])
+        .collect();
+    assert_eq!(reasons, [&json!("auto_archive_90d")], "{records}");
+    let (_, audit) = a
+        .get("/v1/records?thread=th_audit_federation_pairs&limit=1000")
+        .await;
+    assert!(audit.to_string().contains("auto_archive_90d"), "{audit}");
+}

@@ -376,3 +376,42 @@ async fn the_responder_renews_from_day_85_when_the_initiator_has_not() {
     r.b_clock.once_at(86);
     assert_renewed_once(&r).await;
 }
+
+/// A renewal that fails is recorded (`renewal_failed`, its attempts counted), and once the
+/// outbound token has expired the pair degrades with `token_expired` (federation-protocol.md
+/// §3.4); it keeps trying.
+#[tokio::test]
+async fn a_failed_renewal_is_recorded_and_an_expired_token_degrades_the_pair() {
+    let Renewing {
+        a_clock,
+        b_clock,
+        a,
+        b,
+        pair_id,
+        ..
+    } = renewing_pair("th_fed_renew_fails").await;
+    b_clock.stand_at(0);
+    let _down = b.stop().await;
+    a_clock.stand_at(84);
+    let failures = eventually("two failed renewals", DEADLINE, || async {
+        let failed: Vec<Value> = a
+            .records(syncropel_protocol::PAIRS_THREAD)
+            .await
+            .into_iter()
+            .filter(|r| r["body"]["op"] == "renewal_failed")
+            .collect();
+        (failed.len() >= 2).then_some(failed)
+    })
+    .await;
+    assert_eq!(failures[0]["body"]["fields"]["attempts"], 1, "{failures:?}");
+    assert_eq!(failures[1]["body"]["fields"]["attempts"], 2, "{failures:?}");
+    assert_eq!(a.pair(&pair_id).await["state"], "active", "not expired yet");
+
+    a_clock.stand_at(91);
+    let pair = eventually("degraded", DEADLINE, || async {
+        let pair = a.pair(&pair_id).await;
+        (pair["state"] == "degraded").then_some(pair)
+    })
+    .await;
+    assert_eq!(pair["degraded_cause"], "token_expired", "{pair}");
+}

@@ -196,10 +196,60 @@ pub async fn after_pull(
     Ok(())
 }
 
+/// How long a record may wait in quarantine for its signer before its pair degrades.
+const SIGNER_WAIT_SECS: i64 = 24 * 3600;
+const SIGNER_UNRESOLVED: &str = "SIGNER_UNRESOLVED";
+
+/// The pairs (by id) whose peers sent a record still waiting for its signer after 24 hours.
+async fn unresolved_sources(
+    fed: &Federation,
+    tenant: &Tenant,
+) -> Result<std::collections::BTreeSet<String>> {
+    let now = unix_now();
+    let held = fed.store.state_list(&tenant.id, fstate::QUARANTINE).await?;
+    Ok(held
+        .iter()
+        .filter_map(|(_, text)| serde_json::from_str::<Value>(text).ok())
+        .filter(|entry| {
+            entry["code"] == SIGNER_UNRESOLVED
+                && entry["at"]
+                    .as_i64()
+                    .is_some_and(|at| now - at > SIGNER_WAIT_SECS)
+        })
+        .filter_map(|entry| entry["source"].as_str().map(str::to_string))
+        .collect())
+}
+
+/// Degrades every active pair whose peer sent a record that has waited more than 24 hours for
+/// its signer to resolve (`SIGNER_UNRESOLVED`, federation-protocol.md §1.1); run with the
+/// periodic renewal checks. How many it degraded.
+pub async fn degrade_unresolved(fed: &Federation, tenant: &Tenant) -> Result<usize> {
+    let stale = unresolved_sources(fed, tenant).await?;
+    if stale.is_empty() {
+        return Ok(0);
+    }
+    let mut degraded = 0;
+    for pair in load(fed, tenant).await?.into_values() {
+        if pair.state == PairState::Active && stale.contains(&pair.pair_id) {
+            degrade(fed, tenant, &pair, SIGNER_UNRESOLVED).await?;
+            degraded += 1;
+        }
+    }
+    Ok(degraded)
+}
+
 /// A degraded pair's `recover`, after the first success since (a pull, a renewal); the pair as
-/// it now stands.
+/// it now stands. A pair degraded for an unresolved signer recovers only once no record of its
+/// peer still waits past the day.
 pub async fn recover(fed: &Federation, tenant: &Tenant, pair: PairView) -> Result<PairView> {
     if pair.state != PairState::Degraded {
+        return Ok(pair);
+    }
+    if pair.degraded_cause.as_deref() == Some(SIGNER_UNRESOLVED)
+        && unresolved_sources(fed, tenant)
+            .await?
+            .contains(&pair.pair_id)
+    {
         return Ok(pair);
     }
     let mut fields = Map::new();

@@ -129,11 +129,19 @@ async fn renewal_failed(
 /// Failed renewals per (pair, outbound token): a renewed token starts counting again.
 const RENEWAL_FAILURES: &str = "renewal_failures";
 
-/// Checks for due renewals every `interval`, until shutdown.
+/// The periodic check of a tenant's pairs: tokens due for renewal are renewed, and pairs whose
+/// peer's records have waited a day for their signer degrade.
+pub async fn check(fed: &Federation, tenant: &Tenant) -> Result<()> {
+    renew_due(fed, tenant).await?;
+    pairs::degrade_unresolved(fed, tenant).await?;
+    Ok(())
+}
+
+/// Runs [`check`] every `interval`, until shutdown.
 pub fn spawn(fed: Arc<Federation>, tenant: Arc<Tenant>, interval: Duration) {
     tokio::spawn(async move {
         loop {
-            if let Err(e) = renew_due(&fed, &tenant).await {
+            if let Err(e) = check(&fed, &tenant).await {
                 tracing::warn!(error = %e, "checking pair tokens failed");
             }
             tokio::select! {

@@ -135,7 +135,7 @@ async fn renew_tokens(fed: &Federation, platform: &Platform, held: &[(String, St
             Ok(Some(tenant)) if tenant.status == TenantStatus::Active => tenant,
             _ => continue,
         };
-        if let Err(e) = renewal::renew_due(fed, &tenant).await {
+        if let Err(e) = renewal::check(fed, &tenant).await {
             tracing::warn!(tenant = %id, error = %e, "checking pair tokens failed");
         }
     }

@@ -246,3 +246,70 @@ async fn a_pair_silent_for_ninety_days_is_archived() {
         .await;
     assert!(audit.to_string().contains("auto_archive_90d"), "{audit}");
 }
+
+/// A record of the peer that has waited more than a day in quarantine for its signer degrades
+/// the pair (`SIGNER_UNRESOLVED`) at the periodic check; while it waits, a successful pull does
+/// not recover the pair; once it is gone, the next one does.
+#[tokio::test]
+async fn a_signer_unresolved_for_a_day_degrades_the_pair_until_it_resolves() {
+    use syncropel_federation::renewal;
+    use syncropel_store::StateChange;
+    let (a, b, pair_id) = paired().await;
+    let thread = "th_fed_unresolved";
+    a.pull(thread, &b.did()).await;
+    let (fed, tenant) = (&a.steward.state.federation, &a.steward.tenant);
+    let store = a.steward.state.store.clone();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let key = format!("{pair_id}\nrecord-waiting");
+    let entry = json!({"source": pair_id, "id": "record-waiting", "thread": thread,
+                       "actor": "did:sync:user:someone", "code": "SIGNER_UNRESOLVED",
+                       "at": now - 3600});
+    let wait = |entry: Value| StateChange::put(fstate::QUARANTINE, &key, entry.to_string());
+    store
+        .write(TENANT, Vec::new(), vec![wait(entry.clone())])
+        .await
+        .unwrap();
+    renewal::check(fed, tenant).await.unwrap();
+    assert_eq!(
+        a.pair(&pair_id).await["state"],
+        "active",
+        "an hour is not a day"
+    );
+
+    let mut old = entry;
+    old["at"] = json!(now - 25 * 3600);
+    store
+        .write(TENANT, Vec::new(), vec![wait(old)])
+        .await
+        .unwrap();
+    renewal::check(fed, tenant).await.unwrap();
+    let pair = a.pair(&pair_id).await;
+    assert_eq!(
+        (&pair["state"], &pair["degraded_cause"]),
+        (&json!("degraded"), &json!("SIGNER_UNRESOLVED")),
+        "{pair}"
+    );
+    let record = b.emit(thread, "did:sync:user:bob", 1, json!({})).await;
+    a.arrived(record["id"].as_str().unwrap()).await;
+    assert_eq!(a.pair(&pair_id).await["state"], "degraded", "still waiting");
+
+    store
+        .write(
+            TENANT,
+            Vec::new(),
+            vec![StateChange::delete(fstate::QUARANTINE, &key)],
+        )
+        .await
+        .unwrap();
+    let record = b.emit(thread, "did:sync:user:bob", 2, json!({})).await;
+    a.arrived(record["id"].as_str().unwrap()).await;
+    let pair = eventually("recovered", DEADLINE, || async {
+        let pair = a.pair(&pair_id).await;
+        (pair["state"] == "active").then_some(pair)
+    })
+    .await;
+    assert_eq!(pair["degraded_cause"], Value::Null, "{pair}");
+}

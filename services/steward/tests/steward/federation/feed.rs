@@ -366,7 +366,7 @@ async fn an_expired_pair_token_says_to_renew_the_pair() {
     let mint = |scopes: Value| async move {
         let (status, sa) = steward
             .post(
-                &admin,
+                admin,
                 "/v1/service-accounts",
                 &json!({"name": "short", "scopes": scopes}),
             )
@@ -374,7 +374,7 @@ async fn an_expired_pair_token_says_to_renew_the_pair() {
         assert_eq!(status, 201, "{sa}");
         let path = format!("/v1/service-accounts/{}/tokens", sa["id"].as_str().unwrap());
         let (status, minted) = steward
-            .post(&admin, &path, &json!({"ttl_seconds": 1}))
+            .post(admin, &path, &json!({"ttl_seconds": 1}))
             .await;
         assert_eq!(status, 201, "{minted}");
         minted["token"].as_str().unwrap().to_string()

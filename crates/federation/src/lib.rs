@@ -31,6 +31,7 @@ pub mod manifest;
 pub mod pairs;
 mod peer;
 pub mod puller;
+pub mod push;
 pub mod relay;
 pub mod renewal;
 mod resolve;

@@ -101,6 +101,20 @@ impl Caller {
         }
     }
 
+    /// Pushing records: a pair's `federation:sync_push` grain (the operator's coarse scopes do
+    /// not push: a push is a pair's act).
+    pub fn require_federation_push(&self) -> Result<(), ApiError> {
+        let pushes = match &self.grant {
+            None => true,
+            Some(g) => g.scopes.iter().any(|s| s == "federation:sync_push"),
+        };
+        if pushes {
+            Ok(())
+        } else {
+            Err(scope_forbidden("federation:sync_push"))
+        }
+    }
+
     /// Whether this caller may keep a stream open: its token neither revoked, expired nor gone
     /// (read from the store, never from a cache) and its tenant still active and here.
     pub async fn still_allowed(&self, state: &AppState) -> Result<(), ApiError> {

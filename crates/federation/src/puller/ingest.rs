@@ -62,10 +62,10 @@ pub(super) async fn store_checked(
     tenant: &Tenant,
     source: &Source,
     checked: Fetched,
-    moved: StateChange,
+    moved: Option<StateChange>,
 ) -> Result<PullOutcome, PullError> {
     let admitted = admit(fed, tenant, source, &checked.items, checked.verdicts).await?;
-    store_admitted(fed, tenant, source, admitted, [moved]).await
+    store_admitted(fed, tenant, source, admitted, moved).await
 }
 
 /// Most quarantined records fetched again at once, so that their answer fits the client's 1 MiB

@@ -213,9 +213,39 @@ pub(crate) async fn store_relayed(
     tenant: &Tenant,
     source: &Source,
     checked: Checked,
-    moved: StateChange,
+    moved: Option<StateChange>,
 ) -> Result<PullOutcome, PullError> {
     store_checked(fed, tenant, source, checked.0, moved).await
+}
+
+impl Checked {
+    /// The first item that is forged (an id that is not its hash, a signature missing or not
+    /// holding), with its code: a push carrying one is refused whole.
+    pub(crate) fn forged(&self) -> Option<(&str, Rejection)> {
+        self.0
+            .items
+            .iter()
+            .zip(&self.0.verdicts)
+            .find_map(|(item, verdict)| match verdict {
+                Err(r) if r.is_final() => Some((item.id.as_str(), *r)),
+                _ => None,
+            })
+    }
+
+    /// The items held back, with why (a signer not resolvable yet, say).
+    pub(crate) fn held(&self) -> Vec<(String, String)> {
+        self.0
+            .items
+            .iter()
+            .zip(&self.0.verdicts)
+            .filter_map(|(item, verdict)| {
+                verdict
+                    .as_ref()
+                    .err()
+                    .map(|r| (item.id.clone(), r.code().to_string()))
+            })
+            .collect()
+    }
 }
 
 /// Items checked by [`check_relayed`].

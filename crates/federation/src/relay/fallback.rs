@@ -258,7 +258,7 @@ impl Place {
                 cursor: page.next_cursor.clone(),
             }),
         );
-        let mut outcome = store_relayed(fed, tenant, source, page.checked, moved).await?;
+        let mut outcome = store_relayed(fed, tenant, source, page.checked, Some(moved)).await?;
         syncropel_telemetry::series::relay_pulled(outcome.pulled, outcome.duplicates);
         if page.next_cursor != held {
             // Best effort: a lost ack costs a delivery again, dropped by id; acks are

@@ -82,7 +82,7 @@ fn capabilities(state: &AppState) -> Capabilities {
             config_records: true,
             federation: true,
             sync_feeds: vec!["normal".into(), "longpoll".into()],
-            sync_push: false,
+            sync_push: true,
             thread_rules: true,
             consent: true,
             relay: !state.federation.config.relay.urls.is_empty(),

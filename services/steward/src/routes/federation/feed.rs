@@ -9,6 +9,7 @@ use axum::{Extension, Json};
 use serde_json::Value;
 use syncropel_api::SyncRecords;
 use syncropel_federation::feed::{self, Access, ChangesQuery, Puller, MAX_FETCH_IDS};
+use syncropel_federation::{pairs, push};
 use syncropel_protocol::sync::{DEFAULT_PAGE, MAX_PAGE};
 use syncropel_protocol::{ErrorCode, DEFAULT_NAMESPACE};
 
@@ -129,6 +130,9 @@ pub async fn fetch(
     params: Params,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
+    if body.get("records").is_some() {
+        return push(&state, &caller, &headers, body).await;
+    }
     let fed = &state.federation;
     let access = access(&caller, &headers)?;
     let puller = Puller::of(fed, &caller.tenant, &access).await?;
@@ -149,4 +153,41 @@ pub async fn fetch(
         .ok_or_else(|| ApiError::validation("every id must be a string"))?;
     let items = feed::fetch(fed, &caller.tenant, &puller, target, &ids).await?;
     Ok(Json(SyncRecords { records: items }).into_response())
+}
+
+/// `POST /v1/sync/records {"records": [...]}` with `x-syncropel-federation: 1`: a pair's peer
+/// pushes records (federation-protocol.md §5.3), with its pair token and the
+/// `federation:sync_push` grain.
+async fn push(
+    state: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    body: Value,
+) -> ApiResult<Response> {
+    caller.require_federation_push()?;
+    caller.tenant.require_writable()?;
+    if headers
+        .get("x-syncropel-federation")
+        .is_none_or(|v| v.as_bytes() != b"1")
+    {
+        return Err(ApiError::validation(
+            "a push is sent with `x-syncropel-federation: 1`",
+        ));
+    }
+    let Some(Value::Array(records)) = body.get("records") else {
+        return Err(ApiError::validation(
+            "'records' must be an array of sync items",
+        ));
+    };
+    let fed = &state.federation;
+    let sa_id = caller
+        .grant
+        .as_ref()
+        .map(|g| g.sa_id.as_str())
+        .unwrap_or("");
+    let pair = pairs::by_inbound_account(fed, &caller.tenant, sa_id)
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::PermissionDenied, "a push needs a pair's token"))?;
+    let pushed = push::receive(fed, &caller.tenant, &pair, records.clone()).await?;
+    Ok(Json(pushed).into_response())
 }

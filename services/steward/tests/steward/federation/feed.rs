@@ -373,9 +373,7 @@ async fn an_expired_pair_token_says_to_renew_the_pair() {
             .await;
         assert_eq!(status, 201, "{sa}");
         let path = format!("/v1/service-accounts/{}/tokens", sa["id"].as_str().unwrap());
-        let (status, minted) = steward
-            .post(admin, &path, &json!({"ttl_seconds": 1}))
-            .await;
+        let (status, minted) = steward.post(admin, &path, &json!({"ttl_seconds": 1})).await;
         assert_eq!(status, 201, "{minted}");
         minted["token"].as_str().unwrap().to_string()
     };
@@ -392,4 +390,83 @@ async fn an_expired_pair_token_says_to_renew_the_pair() {
     );
     let (status, body) = steward.get(&reader, "/v1/records?limit=1").await;
     assert_eq!((status, error_code(&body)), (401, "AUTH_INVALID"), "{body}");
+}
+
+/// A pair's peer pushes records (`POST /v1/sync/records {"records"}`, federation-protocol.md
+/// §5.3): they pass the checks of pulled records and are stored; a replay de-duplicates; one
+/// forged item refuses the whole push and stores nothing of it; only a pair's push grain, with
+/// the federation header, may push, and never onto this steward's own threads.
+#[tokio::test]
+async fn a_peer_pushes_signed_records_all_or_nothing() {
+    let (a, b, pair_id) = paired().await;
+    let thread = "th_fed_pushed";
+    let first = b.emit(thread, &b.did(), 1, json!({"n": 1})).await;
+    let second = b.emit(thread, &b.did(), 2, json!({"n": 2})).await;
+    let a_token = a.outbound_token(&pair_id).await.unwrap();
+    let (_, page) = changes_as(&b, &a_token, &a.did(), &format!("thread={thread}")).await;
+    let items = page["records"].as_array().unwrap().clone();
+    assert_eq!(items.len(), 2, "{page}");
+
+    // B pushes to A with the bearer A issued it.
+    let b_token = b.outbound_token(&pair_id).await.unwrap();
+    let push = |token: &str, body: Value, header: bool| {
+        let mut request = a
+            .steward
+            .http
+            .post(format!("{}/v1/sync/records", a.url()))
+            .bearer_auth(token)
+            .json(&body);
+        if header {
+            request = request.header("x-syncropel-federation", "1");
+        }
+        a.steward.send(request)
+    };
+    let (status, body) = push(&b_token, json!({"records": items}), false).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (400, "VALIDATION_ERROR"),
+        "{body}"
+    );
+    let admin = a.steward.admin().await;
+    let (status, body) = push(&admin, json!({"records": items}), true).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (403, "SCOPE_FORBIDDEN"),
+        "{body}"
+    );
+
+    let mut forged = items.clone();
+    forged[1]["record"]["body"]["n"] = json!(3);
+    let (status, body) = push(&b_token, json!({"records": forged}), true).await;
+    assert_eq!((status, error_code(&body)), (422, "ID_MISMATCH"), "{body}");
+    assert!(
+        a.record(first["id"].as_str().unwrap()).await.is_none(),
+        "nothing of it"
+    );
+
+    let (status, pushed) = push(&b_token, json!({"records": items}), true).await;
+    assert_eq!(status, 200, "{pushed}");
+    assert_eq!(
+        (&pushed["accepted"], &pushed["duplicates"]),
+        (&json!(2), &json!(0)),
+        "{pushed}"
+    );
+    for record in [&first, &second] {
+        assert!(a.record(record["id"].as_str().unwrap()).await.is_some());
+    }
+    let (_, again) = push(&b_token, json!({"records": items}), true).await;
+    assert_eq!(
+        (&again["accepted"], &again["duplicates"]),
+        (&json!(0), &json!(2)),
+        "{again}"
+    );
+
+    let mut own = items[0].clone();
+    own["record"]["thread"] = json!("th_consent");
+    let (status, body) = push(&b_token, json!({"records": [own]}), true).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (403, "THREAD_NOT_ALLOWED"),
+        "{body}"
+    );
 }

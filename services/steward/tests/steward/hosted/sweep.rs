@@ -415,6 +415,7 @@ fn routes(to: &Aim, from: &Aim, rng: &mut Rng) -> Vec<Route> {
         Route::new(M::POST, "/v1/sync/records", Token)
             .with("/v1/sync/records", json!({"ids": [record]}))
             .with("/v1/sync/records", json!({"ids": to.records}))
+            .with("/v1/sync/records", json!({"records": []}))
             .reads(),
         Route::new(M::POST, "/v1/sync/pull", Token)
             .with(

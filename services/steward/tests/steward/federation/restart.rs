@@ -56,3 +56,89 @@ async fn pair_state_is_rebuilt_from_records_after_a_restart_and_jobs_resume() {
     assert_eq!(pulled["pulled"], 1, "{pulled}");
     b.arrived(mine["id"].as_str().unwrap()).await;
 }
+
+/// A legacy one-thread pair is rebuilt from `th_sync_control` after a restart: paused stays
+/// paused, and once resumed (or kicked) its job runs again and catches up from its cursor.
+#[tokio::test]
+async fn legacy_pairs_survive_a_restart_and_a_kick_runs_their_job_now() {
+    use syncropel_client::api::CreateSyncPair;
+    use syncropel_testkit::eventually;
+    let (a, b, _) = paired().await;
+    let (live, held) = ("th_fed_legacy_live", "th_fed_legacy_held");
+    let mut ids = Vec::new();
+    for thread in [live, held] {
+        let request = CreateSyncPair {
+            peer_did: b.did(),
+            peer_url: Some(b.url().into()),
+            thread_id: thread.into(),
+            peer_token: None,
+        };
+        let created = a.client.create_sync_pair(&request).await.unwrap();
+        assert_eq!(created.status(), 201, "{}", created.json());
+        ids.push(created.pair_id.clone());
+    }
+    let first = b.emit(live, "did:sync:user:bob", 1, json!({})).await;
+    a.arrived(first["id"].as_str().unwrap()).await;
+    let paused = a.client.pause_sync_pair(&ids[1]).await.unwrap();
+    assert_eq!(paused.status(), 200, "{}", paused.json());
+    let before: Vec<(Value, Value, Value)> = {
+        let list = a.client.sync_pairs().await.unwrap().into_json();
+        let mut rows: Vec<(Value, Value, Value)> = list["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["pair_id"].clone(),
+                    p["thread_id"].clone(),
+                    p["peer_did"].clone(),
+                )
+            })
+            .collect();
+        rows.sort_by_key(|r| r.0.to_string());
+        rows
+    };
+    let stopped = a.stop().await;
+    let second = b.emit(live, "did:sync:user:bob", 2, json!({})).await;
+    let waiting = b.emit(held, "did:sync:user:bob", 1, json!({})).await;
+
+    let a = Node::start(Options {
+        federation: config(),
+        ..Options::restart(stopped)
+    })
+    .await;
+    let list = a.client.sync_pairs().await.unwrap().into_json();
+    let mut after: Vec<(Value, Value, Value)> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["pair_id"].clone(),
+                p["thread_id"].clone(),
+                p["peer_did"].clone(),
+            )
+        })
+        .collect();
+    after.sort_by_key(|r| r.0.to_string());
+    assert_eq!(after, before, "the same legacy pairs");
+    a.arrived(second["id"].as_str().unwrap()).await;
+    let held_pair = a.client.sync_pair(&ids[1]).await.unwrap().into_json();
+    assert_eq!(held_pair["state"], "paused", "{held_pair}");
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert!(a.record(waiting["id"].as_str().unwrap()).await.is_none());
+
+    let resumed = a.client.resume_sync_pair(&ids[1]).await.unwrap();
+    assert_eq!(resumed.status(), 200, "{}", resumed.json());
+    let kicked = a.client.kick_sync_pair(&ids[1]).await.unwrap();
+    assert_eq!(kicked.status(), 200, "{}", kicked.json());
+    a.arrived(waiting["id"].as_str().unwrap()).await;
+    let pair = eventually("running", std::time::Duration::from_secs(20), || async {
+        let pair = a.client.sync_pair(&ids[1]).await.unwrap().into_json();
+        (pair["state"] == "running").then_some(pair)
+    })
+    .await;
+    assert_eq!(pair["thread_id"], held);
+    let (status, _) = a.post("/v1/sync/pairs/sp_unknown/kick", &json!({})).await;
+    assert_eq!(status, 404, "kicking no pair");
+}

@@ -66,6 +66,41 @@ pub enum FederationCommand {
         #[arg(long, value_name = "TEXT")]
         reason: Option<String>,
     },
+    /// Let a namespace's records reach the pair's peer in namespaces of other names (a consent
+    /// grant bound to that peer, one per target)
+    Grant {
+        /// Pair id or peer DID
+        #[arg(value_parser = NonEmptyStringValueParser::new())]
+        peer: String,
+
+        /// The namespace shared from here
+        #[arg(long, value_name = "NS", value_parser = NonEmptyStringValueParser::new())]
+        namespace: String,
+
+        /// The peer's namespaces it lands in, comma-separated [default: the same name]
+        #[arg(long, value_delimiter = ',', value_name = "NS1,NS2", value_parser = NonEmptyStringValueParser::new())]
+        maps: Vec<String>,
+
+        /// Hash levels granted, comma-separated; without L0 the peer gets redacted stubs
+        #[arg(
+            long = "hash-level",
+            value_delimiter = ',',
+            value_name = "LEVELS",
+            default_values = ["L0", "L1", "L2", "L3"],
+            value_parser = parse_hash_level
+        )]
+        hash_levels: Vec<String>,
+    },
+    /// Revoke one of the pair's peer's consent grants
+    RevokeGrant {
+        /// Pair id or peer DID
+        #[arg(value_parser = NonEmptyStringValueParser::new())]
+        peer: String,
+
+        /// The grant, from `spl consent list`
+        #[arg(long, value_name = "ID", value_parser = NonEmptyStringValueParser::new())]
+        grant_id: String,
+    },
     /// Serve the pair's peer these threads whole; once a pair names threads, other threads are
     /// served only as its rule admits (`--remove` takes threads off the list)
     ThreadAllow {

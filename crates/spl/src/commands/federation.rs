@@ -13,9 +13,11 @@ use std::time::Duration;
 use anyhow::Result;
 use serde_json::{json, Value};
 use syncropel_client::api::{
-    FederationPair, HandshakePending, PairReason, PullRequest, SetIntroducible, StartPair,
+    CreateGrant, FederationPair, HandshakePending, PairReason, PullRequest, SetIntroducible,
+    StartPair,
 };
 use syncropel_client::{ClientError, Pairing, Reply};
+use syncropel_protocol::consent::HashLevel;
 use syncropel_protocol::NamespaceMap;
 use tokio::time::Instant;
 
@@ -53,6 +55,15 @@ pub async fn run(ctx: &Ctx, command: FederationCommand) -> Result<ExitCode> {
         FederationCommand::Introducible { peer, state } => {
             introducible(ctx, &peer, state == "on").await
         }
+        FederationCommand::Grant {
+            peer,
+            namespace,
+            maps,
+            hash_levels,
+        } => grant(ctx, &peer, &namespace, maps, &hash_levels).await,
+        FederationCommand::RevokeGrant { peer, grant_id } => {
+            revoke_grant(ctx, &peer, &grant_id).await
+        }
         FederationCommand::ThreadAllow {
             peer,
             threads,
@@ -69,6 +80,79 @@ pub async fn run(ctx: &Ctx, command: FederationCommand) -> Result<ExitCode> {
             peer, expression, ..
         } => configure(ctx, &peer, serde_json::json!({ "thread_rule": expression })).await,
     }
+}
+
+/// Consent grants bound to the pair's peer: `namespace` here into each of `maps` there.
+async fn grant(
+    ctx: &Ctx,
+    peer: &str,
+    namespace: &str,
+    maps: Vec<String>,
+    hash_levels: &[String],
+) -> Result<ExitCode> {
+    let client = ctx.client()?;
+    let pair = client.federation_pair(peer).await?;
+    let targets = if maps.is_empty() {
+        vec![namespace.to_string()]
+    } else {
+        maps
+    };
+    let mut granted = Vec::new();
+    for target in targets {
+        let request = CreateGrant {
+            source_namespace: Some(namespace.to_string()),
+            target_namespace: target.clone(),
+            hash_levels: Some(
+                hash_levels
+                    .iter()
+                    .filter_map(|l| HashLevel::parse(l))
+                    .collect(),
+            ),
+            peer_did: Some(pair.peer_did.clone()),
+            threads: None,
+            purpose: Some(format!("pair {}", pair.pair_id)),
+            expires_at: None,
+        };
+        let answer = client.grant_consent(&request).await?;
+        if !ctx.json {
+            println!(
+                "granted {}: {namespace} → {target} for {} at {}",
+                answer.grant_id,
+                pair.peer_did,
+                hash_levels.join(",")
+            );
+        }
+        granted.push(answer.into_json());
+    }
+    if ctx.json {
+        print_json(&serde_json::json!({"object": "list", "data": granted}));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Revokes a consent grant, if it is one bound to the pair's peer.
+async fn revoke_grant(ctx: &Ctx, peer: &str, grant_id: &str) -> Result<ExitCode> {
+    let client = ctx.client()?;
+    let pair = client.federation_pair(peer).await?;
+    let grants = client.consent_grants(None).await?;
+    let theirs = grants
+        .data
+        .iter()
+        .any(|g| g.grant_id == grant_id && g.peer_did.as_deref() == Some(pair.peer_did.as_str()));
+    if !theirs {
+        anyhow::bail!("{grant_id} is no consent grant of {}", pair.peer_did);
+    }
+    let answer = client.revoke_grant(grant_id, None).await?;
+    if ctx.json {
+        let answer = match answer.into_json() {
+            serde_json::Value::Null => serde_json::json!({"grant_id": grant_id, "revoked": true}),
+            answer => answer,
+        };
+        print_json(&answer);
+    } else {
+        println!("revoked consent grant {grant_id} of {}", pair.peer_did);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `POST /v1/federation/pairs/{id}/config`: prints what the pair's peer is served now.

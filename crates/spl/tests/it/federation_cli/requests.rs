@@ -538,3 +538,97 @@ fn thread_allow_and_thread_rule_send_a_pair_config() {
         ]
     );
 }
+
+#[test]
+fn grant_and_revoke_grant_bind_consent_to_the_pairs_peer() {
+    let grant = |id: &str, target: &str| {
+        json!({"object":"consent_grant","kind":"core.consent.v1","op":"grant","grant_id":id,
+               "source_namespace":"research","target_namespace":target,"hash_levels":["L1"],
+               "peer_did":"did:web:bob.example","threads":"*","active":true})
+    };
+    let steward =
+        FakeSteward::start(
+            move |seen, _| match (seen.method.as_str(), seen.path.as_str()) {
+                ("GET", path) if path.starts_with("/v1/federation/pairs/") => {
+                    (200, pair_view("active"))
+                }
+                ("POST", "/v1/consent/grants") => {
+                    let target = seen.body["target_namespace"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string();
+                    (201, grant(&format!("cg_{target}"), &target))
+                }
+                ("GET", path) if path.starts_with("/v1/consent/grants") => (
+                    200,
+                    json!({"object":"list","data":[grant("cg_team", "team")]}),
+                ),
+                ("DELETE", _) => (200, json!({"grant_id":"cg_team","revoked":true})),
+                _ => (404, api_error("NOT_FOUND", "no", "none")),
+            },
+        );
+    let home = tempfile::tempdir().unwrap();
+    let out = common::ok(spl_at(
+        &steward,
+        home.path(),
+        &[
+            "federation",
+            "grant",
+            "did:web:bob.example",
+            "--namespace",
+            "research",
+            "--maps",
+            "team,lab",
+            "--hash-level",
+            "L1",
+        ],
+    ));
+    assert!(
+        out.contains("granted cg_team: research → team for did:web:bob.example at L1"),
+        "{out}"
+    );
+    let posted: Vec<Value> = steward
+        .seen()
+        .into_iter()
+        .filter(|s| s.method == "POST")
+        .map(|s| s.body)
+        .collect();
+    assert_eq!(posted.len(), 2);
+    assert_eq!(posted[1]["target_namespace"], "lab");
+    assert_eq!(posted[0]["peer_did"], "did:web:bob.example");
+    assert_eq!(posted[0]["hash_levels"], json!(["L1"]));
+
+    common::ok(spl_at(
+        &steward,
+        home.path(),
+        &[
+            "federation",
+            "revoke-grant",
+            "did:web:bob.example",
+            "--grant-id",
+            "cg_team",
+        ],
+    ));
+    let failed = spl_at(
+        &steward,
+        home.path(),
+        &[
+            "federation",
+            "revoke-grant",
+            "did:web:bob.example",
+            "--grant-id",
+            "cg_other",
+        ],
+    );
+    assert!(
+        String::from_utf8_lossy(&failed.stderr).contains("no consent grant of"),
+        "{failed:?}"
+    );
+    assert!(!failed.status.success());
+    let deletes = steward
+        .seen()
+        .into_iter()
+        .filter(|s| s.method == "DELETE")
+        .count();
+    assert_eq!(deletes, 1, "only the peer's own grant is revoked");
+}

@@ -160,6 +160,10 @@ pub struct PublishedIdentity {
     /// The steward URL published as the `syncropel` service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    /// Whether `endpoint` is the address `spl serve` published for itself (nobody named one), so
+    /// that a start at another address publishes that one instead.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub endpoint_auto: bool,
 }
 
 impl PublishedIdentity {
@@ -178,6 +182,7 @@ impl PublishedIdentity {
             handles: Vec::new(),
             namespaces: Vec::new(),
             endpoint,
+            endpoint_auto: false,
         }
     }
 }

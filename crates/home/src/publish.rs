@@ -88,6 +88,7 @@ pub async fn upgrade_to_sync(
             .services
             .get("syncropel")
             .map(|s| s.endpoint.clone()),
+        endpoint_auto: false,
     };
     home.publish(&published)?;
     home.set_pending_genesis(None)?;

@@ -242,6 +242,7 @@ pub async fn start(
         refusals: Arc::default(),
     };
     syncropel_federation::discovery::start(&federation, &tenant);
+    publish_own_url(&options.home, &state, &url);
     // Pull jobs resume from their cursor rows.
     tokio::spawn(async move {
         if let Err(e) = federation.resume_jobs(tenant.clone()).await {
@@ -346,4 +347,44 @@ async fn reseal_after_rotation(
         );
     }
     Ok(())
+}
+
+/// A did:sync nobody named an endpoint for (`spl identity upgrade` without
+/// `--service-endpoint`) names this steward's own URL as its `syncropel` service at its
+/// directory, so that peers resolving it find the steward; a start at another address publishes
+/// that one. An endpoint the operator chose is left alone. In the background: a directory that
+/// does not answer delays nothing (the next start tries again).
+fn publish_own_url(home: &Home, state: &AppState, url: &str) {
+    let Ok(Some(published)) = home.published() else {
+        return;
+    };
+    let Some(publisher) = state.did_publisher.clone() else {
+        return;
+    };
+    let named_elsewhere = published.endpoint.is_some() && !published.endpoint_auto;
+    if published.method != "sync" || named_elsewhere || published.endpoint.as_deref() == Some(url) {
+        return;
+    }
+    let (home, fed, url) = (home.clone(), state.federation.clone(), url.to_string());
+    tokio::spawn(async move {
+        let client = fed.directory_client();
+        match publisher
+            .publish_endpoint(client, &published.did, &url)
+            .await
+        {
+            Ok(head) => {
+                let mut published = published;
+                published.endpoint = Some(url.clone());
+                published.endpoint_auto = true;
+                published.head = Some(head);
+                match home.publish(&published) {
+                    Ok(()) => {
+                        tracing::info!(%url, did = %published.did, "published this steward's URL as the DID's service")
+                    }
+                    Err(e) => tracing::warn!(error = %e, "recording the published endpoint"),
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "publishing this steward's URL at the directory"),
+        }
+    });
 }

@@ -254,3 +254,57 @@ fn a_rotation_loses_no_secret_and_changes_no_members_master_did() {
     assert_eq!((status, &got["value"]), (200, &j!("v1 value")), "{got}");
     ok(run(home.path(), &["stop"]));
 }
+
+/// A did:sync published without an endpoint names the steward's own URL as its `syncropel`
+/// service once `spl serve` starts, and the address of a later start; one the operator named
+/// stays as named.
+#[test]
+fn a_did_sync_names_its_stewards_url_unless_told_otherwise() {
+    use crate::common::Steward;
+    let directory = Directory::start();
+    let service_of = |did: &str| {
+        let hash = did.trim_start_matches("did:sync:");
+        directory.get(&format!("/directory/{hash}/did.json"))["service"][0]["serviceEndpoint"]
+            .clone()
+    };
+    let wait_for = |did: &str, url: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while service_of(did) != url {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{did} never named {url}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+
+    let home = tempfile::tempdir().unwrap();
+    ok(run(home.path(), &["init"]));
+    let did = upgrade_to_sync(home.path(), &directory.url, &[])["did"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(service_of(&did), Value::Null, "no service yet");
+    let mut steward = Steward::start(home.path(), &[]);
+    wait_for(&did, &steward.url);
+    ok(run(home.path(), &["stop"]));
+    steward.wait_for_exit();
+    let mut steward = Steward::start(home.path(), &[]);
+    wait_for(&did, &steward.url);
+    ok(run(home.path(), &["stop"]));
+    steward.wait_for_exit();
+
+    let named = tempfile::tempdir().unwrap();
+    ok(run(named.path(), &["init"]));
+    let upgraded = upgrade_to_sync(
+        named.path(),
+        &directory.url,
+        &["--service-endpoint", "https://spl.example.com"],
+    );
+    let did = upgraded["did"].as_str().unwrap().to_string();
+    let mut steward = Steward::start(named.path(), &[]);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(service_of(&did), "https://spl.example.com");
+    ok(run(named.path(), &["stop"]));
+    steward.wait_for_exit();
+}

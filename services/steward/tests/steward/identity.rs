@@ -779,7 +779,8 @@ async fn a_fenced_hosted_did_sync_is_published_at_its_new_home_then_deleted() {
         )
         .await;
         tokio::time::sleep(Duration::from_millis(1100)).await;
-        assert_eq!(impatient.platform().delete_moved().await.unwrap(), 1);
+        // The replica's own sweep may have deleted it already: between the two, once.
+        assert!(impatient.platform().delete_moved().await.unwrap() <= 1);
         let deleted = replica
             .platform()
             .store()

@@ -202,6 +202,7 @@ fn published_web(home: &Home, keys: &[(&str, &Keypair)], current: &str) -> Publi
         handles: vec![],
         namespaces: vec![],
         endpoint: None,
+        endpoint_auto: false,
     };
     home.publish(&published).unwrap();
     published

@@ -465,20 +465,24 @@ macro_rules! backend {
             rules: Rules,
         ) -> Result<Outcome> {
             let mut log = $load(conn, &sub.did).await?;
-            if sub.kind == OpType::Genesis {
-                let cid = sub.op.cid().to_owned();
-                if let Some(first) = log.first().filter(|first| first.cid == cid) {
-                    return Ok(Outcome {
-                        did: sub.did.clone(),
-                        cid,
-                        received_at: first.received_at,
-                        created: false,
-                        nullified: Vec::new(),
-                        document: None,
-                    });
-                }
-            } else if log.is_empty() {
+            if sub.kind != OpType::Genesis && log.is_empty() {
                 return Err(DirectoryError::NotFound(format!("no DID {}", sub.did)));
+            }
+            // A byte-identical op again (a retry after a lost answer), genesis or not, is
+            // answered as it was taken: `200`, nothing new.
+            let cid = sub.op.cid().to_owned();
+            if let Some(taken) = log.iter().find(|entry| entry.cid == cid) {
+                return Ok(Outcome {
+                    did: sub.did.clone(),
+                    cid,
+                    received_at: taken.received_at,
+                    created: false,
+                    nullified: Vec::new(),
+                    document: None,
+                });
+            }
+            if did_sync::current(&log).is_some_and(|state| state.deactivated) {
+                return Err(DirectoryError::Deactivated(sub.did.clone()));
             }
             let applied = apply_checked(&log, &sub.op, now, rules.recovery_window_secs)?;
             // An op that displaces others is signed by a key outranking all of them (or

@@ -88,6 +88,22 @@ pub async fn tombstone(db: String) {
     assert_error(&answer, ErrorCode::ValidationError);
     let (status, body) = s.post(&format!("/directory/revoke/{hash}"), &tomb).await;
     assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, again) = s.post(&format!("/directory/revoke/{hash}"), &tomb).await;
+    assert_eq!(
+        (status, &again["cid"]),
+        (StatusCode::OK, &body["cid"]),
+        "a replay"
+    );
+    // Anything new for a tombstoned DID: 410.
+    let tomb_cid = body["cid"].as_str().unwrap().to_string();
+    let late = with_endpoint(alice.update(&tomb_cid), "https://late.example");
+    let answer = s
+        .post(
+            &format!("/directory/update/{hash}"),
+            &sign_operation(&late, &alice.host),
+        )
+        .await;
+    assert_error(&answer, ErrorCode::DidDeactivated);
 
     assert_error(
         &s.get(&format!("/directory/{hash}/did.json")).await,

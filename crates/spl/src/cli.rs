@@ -14,7 +14,8 @@ mod federation;
 #[allow(unused_imports)]
 pub use federation::{
     ConsentCommand, DiscoverArgs, DiscoveryMethod, FederationCommand, FleetCommand,
-    FleetPeersCommand, FleetSyncCommand, GrantArgs, NamespaceMap, PairArgs, SyncArgs, SyncPairArgs,
+    FleetPeersCommand, FleetSyncCommand, GrantArgs, NamespaceMap, PairArgs, PeerDiscoverArgs,
+    SyncArgs, SyncPairArgs,
 };
 
 /// The Syncropel CLI: identity, a local steward, records, namespaces and service accounts.
@@ -101,6 +102,8 @@ pub enum Command {
     /// Operate this steward's links to other stewards
     #[command(subcommand)]
     Fleet(FleetCommand),
+    /// Verify the steward at a URL: its signed manifest, and optionally a body kind it advertises
+    Discover(PeerDiscoverArgs),
     /// Show, publish (did:sync, did:web) and rotate this home's identity
     #[command(subcommand)]
     Identity(IdentityCommand),

@@ -322,6 +322,28 @@ pub enum FleetPeersCommand {
     Discover(DiscoverArgs),
 }
 
+/// `spl discover --peer-url URL`: verify one steward.
+#[derive(Debug, Args)]
+pub struct PeerDiscoverArgs {
+    /// Base URL of the steward, e.g. https://bob.example
+    #[arg(long, value_name = "URL", value_parser = NonEmptyStringValueParser::new())]
+    pub peer_url: String,
+
+    /// Fail unless its manifest advertises this body kind
+    #[arg(long, value_name = "KIND", value_parser = NonEmptyStringValueParser::new())]
+    pub kind: Option<String>,
+
+    /// did:sync directory to resolve its DID through (repeatable)
+    #[arg(
+        long = "directory",
+        env = "SPL_DIRECTORIES",
+        value_delimiter = ',',
+        value_name = "URL",
+        value_parser = NonEmptyStringValueParser::new()
+    )]
+    pub directories: Vec<String>,
+}
+
 /// A discovery method of `spl fleet sync peers discover`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum DiscoveryMethod {

@@ -13,7 +13,8 @@ use syncropel_federation::{DidResolver, PeerClient, PeerClientOptions, PeerError
 
 use super::Ctx;
 use crate::cli::{
-    DiscoverArgs, DiscoveryMethod, FleetCommand, FleetPeersCommand, FleetSyncCommand, SyncPairArgs,
+    DiscoverArgs, DiscoveryMethod, FleetCommand, FleetPeersCommand, FleetSyncCommand,
+    PeerDiscoverArgs, SyncPairArgs,
 };
 use crate::output::{display_field, fields, print_json, str_field, table};
 
@@ -436,6 +437,17 @@ async fn verified_did(
     url: &str,
     listed_url: &str,
 ) -> Result<String> {
+    Ok(verified_manifest(client, dids, url, listed_url).await?.0)
+}
+
+/// The signed manifest at `url` and the DID it is verified for: signed by a key of that DID,
+/// not expired, its endpoints at `listed_url`'s origin.
+async fn verified_manifest(
+    client: &PeerClient,
+    dids: &DidResolver,
+    url: &str,
+    listed_url: &str,
+) -> Result<(String, Value)> {
     const MANIFEST_MAX_BYTES: usize = 1 << 20;
     /// A steward's `/.well-known/syncropel`, or a manifest served bare.
     #[derive(Deserialize)]
@@ -481,7 +493,51 @@ async fn verified_did(
             bail!("the manifest at {url} is for {endpoint}, not for {listed_url}");
         }
     }
-    Ok(did.to_string())
+    Ok((did.to_string(), manifest.clone()))
+}
+
+/// `spl discover --peer-url URL [--kind K]`: the steward at URL proves who it is (its signed
+/// manifest, verified as pairing would) and, with `--kind`, that it advertises that body kind.
+/// Any failure exits non-zero.
+pub async fn discover_peer(ctx: &Ctx, args: PeerDiscoverArgs) -> Result<ExitCode> {
+    let client = PeerClient::new(PeerClientOptions {
+        allow_private: true,
+        ..Default::default()
+    });
+    let dids = DidResolver::new(client.clone(), args.directories.clone());
+    let base = args.peer_url.trim_end_matches('/');
+    let url = format!("{base}/.well-known/syncropel");
+    let (did, manifest) = verified_manifest(&client, &dids, &url, base).await?;
+    let kinds: Vec<String> = manifest["advertises"]["kinds"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|k| k.as_str().map(str::to_string))
+        .collect();
+    if let Some(kind) = &args.kind {
+        if !kinds.contains(kind) {
+            bail!("{did} at {base} does not advertise the kind {kind}");
+        }
+    }
+    if ctx.json {
+        print_json(&json!({
+            "url": base,
+            "did": did,
+            "manifest_verified": true,
+            "advertises": manifest["advertises"],
+        }));
+    } else {
+        println!("{did} at {base}: manifest verified");
+        println!(
+            "kinds        {}",
+            if kinds.is_empty() {
+                "-".to_string()
+            } else {
+                kinds.join(", ")
+            }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Asks the local steward, which asks the paired peer `via` with the bearer it holds.

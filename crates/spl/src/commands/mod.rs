@@ -92,6 +92,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Consent(command) => block_on(consent::run(&ctx, command)),
         Command::Sync(args) => block_on(federation::sync(&ctx, args)),
         Command::Fleet(command) => block_on(fleet::run(&ctx, command)),
+        Command::Discover(args) => block_on(fleet::discover_peer(&ctx, args)),
         Command::Identity(command) => block_on(identity::run(&ctx, command)),
         Command::Relay(command) => block_on(relay::run(&ctx, command)),
         Command::Export(args) => block_on(portability::export(&ctx, &args)),

@@ -419,3 +419,45 @@ fn did_web_and_did_sync_need_their_flags() {
     assert_needs_flag("did-web", "--domain");
     assert_needs_flag("did-sync", "--namespace");
 }
+
+/// `spl discover --peer-url URL` verifies one steward's signed manifest (exit 0, its DID), and
+/// fails for a kind it does not advertise or a URL where no steward answers.
+#[test]
+fn discover_verifies_one_steward_by_url() {
+    let home = tempfile::tempdir().unwrap();
+    let did = ok(run(home.path(), &["init"]));
+    let mut steward = Steward::start(home.path(), &[]);
+    let caller = tempfile::tempdir().unwrap();
+    let found = json(run(
+        caller.path(),
+        &["--json", "discover", "--peer-url", &steward.url],
+    ));
+    assert_eq!(found["did"], did.as_str(), "{found}");
+    assert_eq!(found["manifest_verified"], true);
+    let text = ok(run(
+        caller.path(),
+        &["discover", "--peer-url", &steward.url],
+    ));
+    assert!(text.contains("manifest verified"), "{text}");
+
+    let unadvertised = run(
+        caller.path(),
+        &[
+            "discover",
+            "--peer-url",
+            &steward.url,
+            "--kind",
+            "music.catalog.track",
+        ],
+    );
+    assert!(!unadvertised.status.success());
+    assert!(String::from_utf8_lossy(&unadvertised.stderr).contains("does not advertise"));
+    let (_held, refusing) = refusing_address();
+    let nobody = run(
+        caller.path(),
+        &["discover", "--peer-url", &format!("http://{refusing}")],
+    );
+    assert!(!nobody.status.success());
+    ok(run(home.path(), &["stop"]));
+    steward.wait_for_exit();
+}

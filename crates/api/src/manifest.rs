@@ -40,7 +40,7 @@ pub struct CapabilityFlags {
     pub secrets: bool,
     pub config_records: bool,
     pub federation: bool,
-    /// Changes feed modes served: `normal`, `longpoll`.
+    /// Changes feed modes served: `normal`, `longpoll`, `continuous`.
     pub sync_feeds: Vec<String>,
     pub sync_push: bool,
     pub thread_rules: bool,

@@ -81,7 +81,7 @@ fn capabilities(state: &AppState) -> Capabilities {
             secrets: true,
             config_records: true,
             federation: true,
-            sync_feeds: vec!["normal".into(), "longpoll".into()],
+            sync_feeds: vec!["normal".into(), "longpoll".into(), "continuous".into()],
             sync_push: true,
             thread_rules: true,
             consent: true,

@@ -104,7 +104,7 @@ fn record_event(record: &StoredRecord) -> Event {
 }
 
 /// An event whose data is `data` as JSON.
-fn json_event(name: &str, data: &impl serde::Serialize) -> Event {
+pub(crate) fn json_event(name: &str, data: &impl serde::Serialize) -> Event {
     // The data types are numbers and strings only; they always serialize.
     Event::default()
         .event(name)
@@ -207,7 +207,7 @@ fn events(
     }
 }
 
-fn error_event(code: &str, message: &str) -> Event {
+pub(crate) fn error_event(code: &str, message: &str) -> Event {
     json_event(
         sse::ERROR,
         &WatchError {
@@ -217,7 +217,7 @@ fn error_event(code: &str, message: &str) -> Event {
     )
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -226,7 +226,7 @@ fn now_ms() -> u64 {
 
 /// Tells a watcher to reconnect after `retry_after_ms`: one to three seconds, spread so that
 /// the streams of a stopping replica do not all land on the others at once.
-fn shutdown_event() -> Event {
+pub(crate) fn shutdown_event() -> Event {
     use rand::Rng;
     let retry_after_ms: u64 = rand::thread_rng().gen_range(1000..3000);
     json_event(sse::SERVER_SHUTDOWN, &ServerShutdown { retry_after_ms })

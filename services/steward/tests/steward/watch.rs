@@ -22,14 +22,14 @@ const WAIT: Duration = Duration::from_secs(5);
 
 /// One server-sent event.
 #[derive(Debug)]
-struct Frame {
-    event: Option<String>,
-    id: Option<String>,
-    data: String,
+pub(crate) struct Frame {
+    pub(crate) event: Option<String>,
+    pub(crate) id: Option<String>,
+    pub(crate) data: String,
 }
 
 impl Frame {
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_str(&self.data)
             .unwrap_or_else(|e| panic!("frame data is not JSON ({e}): {self:?}"))
     }
@@ -45,13 +45,13 @@ impl Frame {
 }
 
 /// Reads frames (blank-line separated, per the SDK's parser rules) from a streaming response.
-struct EventStream {
+pub(crate) struct EventStream {
     body: Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>,
     buffer: Vec<u8>,
 }
 
 impl EventStream {
-    fn new(response: reqwest::Response) -> EventStream {
+    pub(crate) fn new(response: reqwest::Response) -> EventStream {
         EventStream {
             body: Box::pin(response.bytes_stream()),
             buffer: Vec::new(),
@@ -59,14 +59,14 @@ impl EventStream {
     }
 
     /// The next frame, or `None` when the server ended the stream. Panics after [`WAIT`].
-    async fn next(&mut self) -> Option<Frame> {
+    pub(crate) async fn next(&mut self) -> Option<Frame> {
         timeout(WAIT, self.read_frame())
             .await
             .unwrap_or_else(|_| panic!("no SSE frame within {WAIT:?}"))
     }
 
     /// The next frame, which must exist.
-    async fn frame(&mut self) -> Frame {
+    pub(crate) async fn frame(&mut self) -> Frame {
         self.next().await.expect("the stream ended early")
     }
 

@@ -2,11 +2,13 @@
 //! answered to a pair's token (or a sync token, or the operator).
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::sse::{Event, Sse};
 use axum::response::IntoResponse;
 use axum::response::Response;
 use axum::{Extension, Json};
 use serde_json::Value;
+use syncropel_api::watch::{self as sse, Heartbeat};
 use syncropel_api::SyncRecords;
 use syncropel_federation::feed::{self, Access, ChangesQuery, Puller, MAX_FETCH_IDS};
 use syncropel_federation::{pairs, push};
@@ -16,10 +18,11 @@ use syncropel_protocol::{ErrorCode, DEFAULT_NAMESPACE};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::rate_limit::ClientAddress;
+use crate::routes::watch;
 use crate::routes::JsonBody;
 use crate::routes::{json_text, Params};
 use crate::state::AppState;
-use crate::streams::RECHECK;
+use crate::streams::{StreamSlot, RECHECK};
 
 /// The DID a sync request claims in `X-Syncropel-Actor`.
 fn claimed(headers: &HeaderMap) -> Option<&str> {
@@ -75,22 +78,46 @@ pub async fn changes(
         .to_string();
     puller.check_target(&target)?;
     let limit = params.limit(DEFAULT_PAGE, MAX_PAGE)?;
-    let longpoll = match params.str("feed") {
-        None | Some("normal") => false,
-        Some("longpoll") => true,
+    let (longpoll, continuous) = match params.str("feed") {
+        None | Some("normal") => (false, false),
+        Some("longpoll") => (true, false),
+        Some("continuous") => (true, true),
         Some(other) => {
             return Err(ApiError::validation(format!(
-                "feed must be normal or longpoll, not '{other}'"
+                "feed must be normal, longpoll or continuous, not '{other}'"
             )))
         }
     };
+    // A continuous feed resumes after the cursor of the last event it sent.
+    let resumed = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|_| continuous);
     let query = ChangesQuery {
         thread,
         target,
-        since: params.str("since").unwrap_or("").to_string(),
+        since: resumed.or(params.str("since")).unwrap_or("").to_string(),
         limit,
         longpoll,
     };
+    if continuous {
+        caller.tenant.status.require_active("watched")?;
+        let slot = state.streams.acquire(
+            &caller.tenant.id,
+            caller.token_id(),
+            address.map(|Extension(ClientAddress(ip))| ip),
+        )?;
+        if puller.pair.is_some() {
+            fed.ensure_outbox(&caller.tenant);
+        }
+        let claimed = claimed(&headers).map(str::to_string);
+        let stream = continuous_feed(state.clone(), caller, claimed, query, slot);
+        let mut response = Sse::new(stream).into_response();
+        let h = response.headers_mut();
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+        return Ok(response);
+    }
     // A peer's direct pull is what gives the relay outbox its queues (noted as the page is
     // read): looked at once it is answered.
     let served = |body: String| {
@@ -190,4 +217,84 @@ async fn push(
         .ok_or_else(|| ApiError::new(ErrorCode::PermissionDenied, "a push needs a pair's token"))?;
     let pushed = push::receive(fed, &caller.tenant, &pair, records.clone()).await?;
     Ok(Json(pushed).into_response())
+}
+
+/// `feed=continuous` (federation-protocol.md §5.1): the changes feed as server-sent events, one
+/// `record.created` per record (its data the sync item, its id the cursor after it, so a
+/// reconnect with `Last-Event-ID` resumes with no gap and no duplicate), `heartbeat`s, and an
+/// `error` or `server_shutdown` before it ends. The pair is checked again before every record
+/// (a pause or revoke ends the stream); the stream counts against its caller's limits.
+fn continuous_feed(
+    state: AppState,
+    caller: Caller,
+    claimed: Option<String>,
+    query: ChangesQuery,
+    slot: StreamSlot,
+) -> impl futures_util::Stream<Item = Result<Event, std::convert::Infallible>> {
+    async_stream::stream! {
+        let _slot = slot;
+        let fed = &state.federation;
+        let access = Access {
+            grant: caller.grant.as_deref(),
+            claimed: claimed.as_deref(),
+        };
+        let mut since = query.since.clone();
+        let mut heartbeat = tokio::time::interval(state.heartbeat);
+        heartbeat.tick().await;
+        let mut recheck = tokio::time::interval(RECHECK);
+        recheck.tick().await;
+        loop {
+            let puller = match Puller::of(fed, &caller.tenant, &access).await {
+                Ok(puller) => puller,
+                Err(e) => {
+                    let refused = ApiError::from(e);
+                    yield Ok(watch::error_event(refused.code.as_str(), &refused.message));
+                    return;
+                }
+            };
+            // One record a page: every event carries the cursor just after its record.
+            let next = ChangesQuery {
+                since: since.clone(),
+                limit: 1,
+                ..query.clone()
+            };
+            let page = feed::changes(fed, &caller.tenant, &access, &puller, &next);
+            tokio::select! {
+                _ = state.shutdown.cancelled() => {
+                    yield Ok(watch::shutdown_event());
+                    return;
+                }
+                _ = heartbeat.tick() => {
+                    yield Ok(watch::json_event(sse::HEARTBEAT, &Heartbeat { ts: watch::now_ms() }));
+                }
+                _ = recheck.tick() => {
+                    if let Err(refused) = caller.still_allowed(&state).await {
+                        yield Ok(watch::error_event(refused.code.as_str(), &refused.message));
+                        return;
+                    }
+                }
+                page = page => match page.map(|text| serde_json::from_str::<Value>(&text)) {
+                    Ok(Ok(page)) => {
+                        let cursor = page["next_cursor"].as_str().unwrap_or_default().to_string();
+                        for item in page["records"].as_array().into_iter().flatten() {
+                            yield Ok(Event::default()
+                                .event(sse::RECORD_CREATED)
+                                .id(cursor.clone())
+                                .data(item.to_string()));
+                        }
+                        since = cursor;
+                    }
+                    Ok(Err(e)) => {
+                        yield Ok(watch::error_event("INTERNAL_ERROR", &format!("a page did not read: {e}")));
+                        return;
+                    }
+                    Err(e) => {
+                        let refused = ApiError::from(e);
+                        yield Ok(watch::error_event(refused.code.as_str(), &refused.message));
+                        return;
+                    }
+                }
+            }
+        }
+    }
 }

@@ -470,3 +470,70 @@ async fn a_peer_pushes_signed_records_all_or_nothing() {
         "{body}"
     );
 }
+
+/// `feed=continuous` (federation-protocol.md §5.1): one `record.created` event per record, its
+/// id the cursor after it; a reconnect with `Last-Event-ID` resumes with no gap and no duplicate;
+/// pausing the pair ends the stream with the pause's code.
+#[tokio::test]
+async fn the_continuous_feed_streams_records_and_resumes_from_its_last_event() {
+    use crate::watch::EventStream;
+    let (a, b, pair_id) = paired().await;
+    let thread = "th_fed_continuous";
+    let token = a.outbound_token(&pair_id).await.unwrap();
+    let open = |last_event_id: Option<String>| {
+        let mut request = b
+            .steward
+            .http
+            .get(format!(
+                "{}/v1/sync/changes?thread={thread}&feed=continuous",
+                b.url()
+            ))
+            .bearer_auth(&token)
+            .header("x-syncropel-actor", a.did());
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            assert_eq!(
+                response.headers()["content-type"].to_str().unwrap(),
+                "text/event-stream"
+            );
+            EventStream::new(response)
+        }
+    };
+    let first = b.emit(thread, &b.did(), 1, json!({"n": 1})).await;
+    let mut stream = open(None).await;
+    let frame = stream.frame().await;
+    assert_eq!(frame.event.as_deref(), Some("record.created"), "{frame:?}");
+    assert_eq!(frame.json()["id"], first["id"]);
+    let after_first = frame.id.clone().unwrap();
+    // Live: records written after the stream opened arrive on it, in order.
+    let second = b.emit(thread, &b.did(), 2, json!({"n": 2})).await;
+    let third = b.emit(thread, &b.did(), 3, json!({"n": 3})).await;
+    for record in [&second, &third] {
+        let frame = stream.frame().await;
+        assert_eq!(frame.json()["id"], record["id"], "{frame:?}");
+    }
+    drop(stream);
+
+    // Resumed after the first: the second and third, once each.
+    let mut resumed = open(Some(after_first)).await;
+    for record in [&second, &third] {
+        let frame = resumed.frame().await;
+        assert_eq!(frame.json()["id"], record["id"], "{frame:?}");
+    }
+    // The pair paused at the source: the stream says so and ends.
+    let paused = b
+        .client
+        .pause_pair(&pair_id, &syncropel_client::api::PairReason::default())
+        .await
+        .unwrap();
+    assert_eq!(paused.status(), 200);
+    b.emit(thread, &b.did(), 4, json!({"n": 4})).await;
+    let frame = resumed.frame().await;
+    assert_eq!(frame.event.as_deref(), Some("error"), "{frame:?}");
+    assert_eq!(frame.json()["code"], "pair_paused", "{frame:?}");
+    assert!(resumed.next().await.is_none(), "the stream ends");
+}

@@ -406,7 +406,8 @@ fn routes(to: &Aim, from: &Aim, rng: &mut Rng) -> Vec<Route> {
             .at(format!("/v1/sync/changes?thread={THREAD}"))
             .streaming_at(format!(
                 "/v1/sync/changes?thread={THREAD}&feed=longpoll&limit=10"
-            )),
+            ))
+            .streaming_at(format!("/v1/sync/changes?thread={THREAD}&feed=continuous")),
         Route::new(M::GET, "/v1/federation/sync/changes", Token)
             .at(format!("/v1/federation/sync/changes?thread={THREAD}"))
             .streaming_at(format!(

@@ -149,32 +149,12 @@ async fn a_source_whose_store_was_made_anew_is_pulled_again_from_the_start() {
 /// next successful pull recovers it.
 #[tokio::test]
 async fn a_peer_unreachable_for_a_day_degrades_the_pair_and_recovers() {
-    use syncropel_federation::state::{pull_cursor, put_cursor};
     let (a, b, pair_id) = paired().await;
     let thread = "th_fed_unreachable";
     a.pull(thread, &b.did()).await;
-    let store = a.steward.state.store.clone();
-    let mut cursor = pull_cursor(store.as_ref(), TENANT, &pair_id, thread)
-        .await
-        .unwrap()
-        .unwrap();
     let down = b.stop().await;
     // The last success, a day and an hour ago.
-    cursor.last_sync_at = Some(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64
-            - 25 * 3600,
-    );
-    store
-        .write(
-            TENANT,
-            Vec::new(),
-            vec![put_cursor(&pair_id, thread, &cursor)],
-        )
-        .await
-        .unwrap();
+    last_pulled_ago(&a, &pair_id, thread, 25 * 3600).await;
     let pair = eventually("degraded", DEADLINE, || async {
         let pair = a.pair(&pair_id).await;
         (pair["state"] == "degraded").then_some(pair)
@@ -201,29 +181,11 @@ async fn a_peer_unreachable_for_a_day_degrades_the_pair_and_recovers() {
 /// (`auto_archive_90d`, federation-protocol.md §3.4), its revoke record saying so.
 #[tokio::test]
 async fn a_pair_silent_for_ninety_days_is_archived() {
-    use syncropel_federation::state::{pull_cursor, put_cursor};
     let (a, b, pair_id) = paired().await;
     let thread = "th_fed_archived";
     a.pull(thread, &b.did()).await;
-    let store = a.steward.state.store.clone();
-    let mut cursor = pull_cursor(store.as_ref(), TENANT, &pair_id, thread)
-        .await
-        .unwrap()
-        .unwrap();
     let _down = b.stop().await;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    cursor.last_sync_at = Some(now - 91 * 24 * 3600);
-    store
-        .write(
-            TENANT,
-            Vec::new(),
-            vec![put_cursor(&pair_id, thread, &cursor)],
-        )
-        .await
-        .unwrap();
+    last_pulled_ago(&a, &pair_id, thread, 91 * 24 * 3600).await;
     let pair = eventually("archived", DEADLINE, || async {
         let pair = a.pair(&pair_id).await;
         (pair["state"] == "revoked").then_some(pair)
@@ -312,4 +274,28 @@ async fn a_signer_unresolved_for_a_day_degrades_the_pair_until_it_resolves() {
     })
     .await;
     assert_eq!(pair["degraded_cause"], Value::Null, "{pair}");
+}
+
+/// Makes the last successful pull of `thread` through the pair `secs` old (the cursor row the
+/// lifecycle reads it from).
+async fn last_pulled_ago(node: &Node, pair_id: &str, thread: &str, secs: i64) {
+    use syncropel_federation::state::{pull_cursor, put_cursor};
+    let store = node.steward.state.store.clone();
+    let mut cursor = pull_cursor(store.as_ref(), TENANT, pair_id, thread)
+        .await
+        .unwrap()
+        .unwrap();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    cursor.last_sync_at = Some(now - secs);
+    store
+        .write(
+            TENANT,
+            Vec::new(),
+            vec![put_cursor(pair_id, thread, &cursor)],
+        )
+        .await
+        .unwrap();
 }

@@ -81,23 +81,7 @@ async fn legacy_pairs_survive_a_restart_and_a_kick_runs_their_job_now() {
     a.arrived(first["id"].as_str().unwrap()).await;
     let paused = a.client.pause_sync_pair(&ids[1]).await.unwrap();
     assert_eq!(paused.status(), 200, "{}", paused.json());
-    let before: Vec<(Value, Value, Value)> = {
-        let list = a.client.sync_pairs().await.unwrap().into_json();
-        let mut rows: Vec<(Value, Value, Value)> = list["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| {
-                (
-                    p["pair_id"].clone(),
-                    p["thread_id"].clone(),
-                    p["peer_did"].clone(),
-                )
-            })
-            .collect();
-        rows.sort_by_key(|r| r.0.to_string());
-        rows
-    };
+    let before = legacy_rows(&a).await;
     let stopped = a.stop().await;
     let second = b.emit(live, "did:sync:user:bob", 2, json!({})).await;
     let waiting = b.emit(held, "did:sync:user:bob", 1, json!({})).await;
@@ -107,20 +91,7 @@ async fn legacy_pairs_survive_a_restart_and_a_kick_runs_their_job_now() {
         ..Options::restart(stopped)
     })
     .await;
-    let list = a.client.sync_pairs().await.unwrap().into_json();
-    let mut after: Vec<(Value, Value, Value)> = list["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            (
-                p["pair_id"].clone(),
-                p["thread_id"].clone(),
-                p["peer_did"].clone(),
-            )
-        })
-        .collect();
-    after.sort_by_key(|r| r.0.to_string());
+    let after = legacy_rows(&a).await;
     assert_eq!(after, before, "the same legacy pairs");
     a.arrived(second["id"].as_str().unwrap()).await;
     let held_pair = a.client.sync_pair(&ids[1]).await.unwrap().into_json();
@@ -141,4 +112,17 @@ async fn legacy_pairs_survive_a_restart_and_a_kick_runs_their_job_now() {
     assert_eq!(pair["thread_id"], held);
     let (status, _) = a.post("/v1/sync/pairs/sp_unknown/kick", &json!({})).await;
     assert_eq!(status, 404, "kicking no pair");
+}
+
+/// Each legacy pair of `node` as `[pair_id, thread_id, peer_did]`, sorted.
+async fn legacy_rows(node: &Node) -> Vec<Value> {
+    let list = node.client.sync_pairs().await.unwrap().into_json();
+    let mut rows: Vec<Value> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| json!([p["pair_id"], p["thread_id"], p["peer_did"]]))
+        .collect();
+    rows.sort_by_key(|r| r.to_string());
+    rows
 }

@@ -159,6 +159,9 @@ pub struct PullJobHealth {
     /// The current upper bound of the backoff delay.
     pub backoff_ceiling_ms: u64,
     pub pulled: u64,
+    /// How it waits for new records: `longpoll`, or `continuous` while it holds the source's
+    /// continuous feed open.
+    pub feed: String,
 }
 
 /// Why the last pull of a job failed.
@@ -258,6 +261,7 @@ mod tests {
                 next_attempt_at: Some(9),
                 backoff_ceiling_ms: 8000,
                 pulled: 0,
+                feed: "longpoll".into(),
             }],
         };
         // As the steward builds it: the view's members, then `object` and `sync_health`.

@@ -16,8 +16,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::error::Result;
+use crate::peer::LiveFeed;
 use crate::peer::PeerError;
-use crate::puller::{pull_once, pull_through, PullError, PullOutcome, Source};
+use crate::puller::{
+    open_live, pull_live, pull_once, pull_through, PullError, PullOutcome, Source,
+};
 use crate::relay::{fallback, outbox};
 use crate::state::{self, PullCursor};
 use crate::{pairs, sync_pairs, Backoff, Federation};
@@ -74,6 +77,7 @@ impl Jobs {
                 next_attempt_at: None,
                 backoff_ceiling_ms: 0,
                 pulled: 0,
+                feed: "longpoll".into(),
             }),
         });
         jobs.insert(key, job.clone());
@@ -172,6 +176,10 @@ impl Jobs {
         let mut backoff = self.backoff.clone();
         let mut last_checkpoint = None;
         let mut route = Route::Source { failures: 0 };
+        // The continuous feed held open for a pair in `continuous` mode, and whether the source
+        // refused to open one (a steward without it: longpolls then).
+        let mut live: Option<LiveFeed> = None;
+        let mut live_refused = false;
         loop {
             // A tenant that moved away pulls nothing more: its new home does.
             if job.stop.is_cancelled() || matches!(tenant.departure(), Departure::Moved { .. }) {
@@ -227,15 +235,68 @@ impl Jobs {
                     }
                 }
             }
-            let result = tokio::select! {
-                _ = job.stop.cancelled() => return,
-                // A kick (pause, resume, revoke, a new credential) abandons a held longpoll so
-                // that the change holds from now on; a page being ingested commits whole or not
-                // at all, with its cursor.
-                _ = job.kick.notified() => continue,
-                result = pull_once(fed, &tenant, &source, &thread, true)
-                    .instrument(span.clone()) => result,
+            let continuous = source.continuous && !live_refused;
+            if !continuous {
+                live = None;
+            }
+            let result = match live.as_mut() {
+                // Continuous: the next record of the open feed.
+                Some(feed) => {
+                    let next = tokio::select! {
+                        _ = job.stop.cancelled() => return,
+                        _ = job.kick.notified() => {
+                            live = None;
+                            continue;
+                        }
+                        next = pull_live(fed, &tenant, &source, &thread, feed)
+                            .instrument(span.clone()) => next,
+                    };
+                    match next {
+                        Ok(Some(outcome)) => Ok(outcome),
+                        // The source ended the feed: pages again, then a new feed.
+                        Ok(None) => {
+                            live = None;
+                            job.wait(self.interval).await;
+                            continue;
+                        }
+                        Err(e) => {
+                            live = None;
+                            Err(e)
+                        }
+                    }
+                }
+                None => tokio::select! {
+                    _ = job.stop.cancelled() => return,
+                    // A kick (pause, resume, revoke, a new credential) abandons a held longpoll so
+                    // that the change holds from now on; a page being ingested commits whole or
+                    // not at all, with its cursor.
+                    _ = job.kick.notified() => continue,
+                    // A continuous pair catches up by pages, then holds its feed open.
+                    result = pull_once(fed, &tenant, &source, &thread, !continuous)
+                        .instrument(span.clone()) => result,
+                },
             };
+            let feed = if live.is_some() {
+                "continuous"
+            } else {
+                "longpoll"
+            };
+            job.update(|h| h.feed = feed.into());
+            if continuous && live.is_none() && matches!(&result, Ok(o) if !o.has_more) {
+                match open_live(fed, &tenant, &source, &thread).await {
+                    Ok(feed) => {
+                        live = Some(feed);
+                        job.update(|h| h.feed = "continuous".into());
+                    }
+                    Err(PullError::Peer(PeerError::Http4xx { status: 400, .. })) => {
+                        tracing::info!(source = %source_id, thread = %thread, "the source serves no continuous feed: pulling with longpolls");
+                        live_refused = true;
+                    }
+                    Err(e) => {
+                        tracing::debug!(source = %source_id, thread = %thread, code = %e.code(), "opening the continuous feed failed; pulling by pages");
+                    }
+                }
+            }
             // Far behind: catch up with pipelined pages before going back to longpolls.
             let result = match result {
                 Ok(outcome) if outcome.has_more => tokio::select! {

@@ -46,7 +46,9 @@ pub use backoff::Backoff;
 pub use config::{FederationConfig, PeerTimeouts, RelayConfig, DEFAULT_STORE_CEILING};
 pub use engine::{own_record, signed, Federation, JobPlacement, Shared, ACTIVE_PULLS_PER_TENANT};
 pub use error::{FederationError, Result};
-pub use peer::{ChangesRequest, PeerClient, PeerClientOptions, PeerError, Reach};
+pub use peer::{
+    ChangesRequest, LiveFeed, LiveRecord, PeerClient, PeerClientOptions, PeerError, Reach,
+};
 pub use resolve::{replay_log, DidResolver, ResolvedDid};
 /// A parsed `sync_changes` page: the API contract's type, records kept as JSON for verification.
 pub use syncropel_api::ChangesPage;

@@ -519,6 +519,7 @@ pub(crate) async fn source(
         actor: tenant.identity.did.to_string(),
         target_namespace: None,
         generation: pair.generation,
+        continuous: pair.mode == CONTINUOUS,
     })
 }
 
@@ -614,6 +615,9 @@ pub async fn operate(
     Ok(pair)
 }
 
+/// The pair `mode` whose jobs pull over the continuous feed.
+pub const CONTINUOUS: &str = "continuous";
+
 /// Threads one pair may name in its allow list.
 pub const MAX_ALLOWED_THREADS: usize = 1000;
 
@@ -676,10 +680,23 @@ pub async fn configure(
                 }
                 fields.insert(name.clone(), value.clone());
             }
+            "mode" => match value.as_str() {
+                Some("polling" | CONTINUOUS) => {
+                    fields.insert(name.clone(), value.clone());
+                }
+                Some("on-demand") => {
+                    return Err(Refusal::new(
+                        ErrorCode::NotImplemented,
+                        "the on-demand mode is not implemented: polling or continuous",
+                    )
+                    .into())
+                }
+                _ => return Err(Refusal::validation("'mode' is polling or continuous").into()),
+            },
             "reason" => {}
             other => {
                 return Err(Refusal::validation(format!(
-                    "'{other}' is not a setting of a pair here (thread_allow_add, \
+                    "'{other}' is not a setting of a pair here (mode, thread_allow_add, \
                      thread_allow_remove, thread_rule)"
                 ))
                 .into())
@@ -709,7 +726,10 @@ pub async fn configure(
         fields,
         unix_now(),
     );
-    transition(fed, tenant, &pair, record, None, reason, Vec::new()).await
+    let pair = transition(fed, tenant, &pair, record, None, reason, Vec::new()).await?;
+    // Its jobs take a new mode at once.
+    fed.jobs.kick(&tenant.id, &pair.pair_id);
+    Ok(pair)
 }
 
 /// Revokes a pair on this side: the revoke record, the inbound tokens revoked and the outbound
@@ -891,6 +911,7 @@ pub async fn pull(
                 actor: tenant.identity.did.to_string(),
                 target_namespace: None,
                 generation: 0,
+                continuous: false,
             },
             Some(_) => {
                 return Err(PullError::Parked(Refusal::validation(

@@ -112,6 +112,7 @@ pub(crate) async fn source(
         actor: tenant.identity.did.to_string(),
         target_namespace: None,
         generation: 0,
+        continuous: false,
     })
 }
 

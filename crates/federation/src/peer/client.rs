@@ -14,6 +14,7 @@ use syncropel_api::ChangesPage;
 use url::Url;
 
 use super::error::{classify, PeerError};
+use super::live::LiveFeed;
 use super::target::{check_url, PublicOnlyResolver};
 
 /// Header naming the acting principal on peer calls.
@@ -177,6 +178,36 @@ impl PeerClient {
             })
             .await?;
         parse_page(value, req)
+    }
+
+    /// Opens `feed=continuous` (federation-protocol.md §5.1) from `req.since`: its records come
+    /// one at a time from the [`LiveFeed`], each event at most `max_page_bytes`, the feed ended
+    /// after a `longpoll_timeout` of silence (the source sends a heartbeat every 30 s).
+    pub async fn changes_live(&self, req: &ChangesRequest<'_>) -> Result<LiveFeed, PeerError> {
+        let mut url = self.endpoint(req.base, "/v1/sync/changes")?;
+        {
+            let mut query = url.query_pairs_mut();
+            query
+                .append_pair("thread", req.thread)
+                .append_pair("since", req.since)
+                .append_pair("feed", "continuous");
+            if let Some(ns) = req.target_namespace {
+                query.append_pair("target_namespace", ns);
+            }
+        }
+        let mut headers = auth_headers(Some(req.token), Some(req.actor))?;
+        headers.insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
+        let resp = self
+            .deadline(self.options.request_timeout, "changes", async {
+                let resp = self.send(self.http.get(url).headers(headers)).await?;
+                success_or_error(resp).await
+            })
+            .await?;
+        Ok(LiveFeed::new(
+            resp,
+            self.options.longpoll_timeout.max(Duration::from_secs(60)),
+            self.options.max_page_bytes,
+        ))
     }
 
     /// GET {base}/.well-known/syncropel, ≤ 1 MiB, 10 s (or `request_timeout` if shorter);

@@ -3,10 +3,12 @@
 
 mod client;
 mod error;
+mod live;
 mod target;
 
 pub use client::{ChangesRequest, PeerClient, PeerClientOptions};
 pub use error::PeerError;
+pub use live::{LiveFeed, LiveRecord};
 
 use std::net::IpAddr;
 

@@ -19,7 +19,7 @@ use syncropel_tenant::Tenant;
 use tokio::sync::mpsc;
 
 use crate::error::FederationError;
-use crate::peer::{ChangesRequest, PeerClient, PeerError};
+use crate::peer::{ChangesRequest, LiveFeed, PeerClient, PeerError};
 use crate::signers::verify_with_documents;
 use crate::state::pull_cursor;
 use crate::{ChangesPage, Federation};
@@ -41,6 +41,8 @@ pub struct Source {
     pub target_namespace: Option<String>,
     /// The pair's generation (names its relay queues; 0 for sources that are not pairs).
     pub generation: u64,
+    /// Pull over the continuous feed (the pair's `mode` is `continuous`) instead of longpolls.
+    pub continuous: bool,
 }
 
 /// Why a pull did not happen or failed.
@@ -124,6 +126,61 @@ pub async fn pull_once(
     fetch_parents(fed, tenant, source, &outcome.missing_parents).await;
     retry_unresolved(fed, tenant, source, thread).await;
     Ok(outcome)
+}
+
+/// Opens the continuous feed of `thread` at `source` from the cursor held (federation-protocol.md
+/// §5.1).
+pub async fn open_live(
+    fed: &Arc<Federation>,
+    tenant: &Tenant,
+    source: &Source,
+    thread: &str,
+) -> Result<LiveFeed, PullError> {
+    let cursor = pull_cursor(fed.store.as_ref(), &tenant.id, &source.id, thread)
+        .await?
+        .unwrap_or_default();
+    let request = ChangesRequest {
+        base: &source.base_url,
+        token: &source.token,
+        actor: &source.actor,
+        thread,
+        since: &cursor.cursor,
+        limit: DEFAULT_PAGE,
+        longpoll: true,
+        target_namespace: source.target_namespace.as_deref(),
+    };
+    fed.client()
+        .changes_live(&request)
+        .await
+        .map_err(PullError::Peer)
+}
+
+/// The next record of an open continuous feed, checked and ingested as a page of one with the
+/// cursor after it; `None` when the source ended the feed.
+pub async fn pull_live(
+    fed: &Arc<Federation>,
+    tenant: &Tenant,
+    source: &Source,
+    thread: &str,
+    feed: &mut LiveFeed,
+) -> Result<Option<PullOutcome>, PullError> {
+    let Some(record) = feed.next().await.map_err(PullError::Peer)? else {
+        return Ok(None);
+    };
+    let mut cursor = pull_cursor(fed.store.as_ref(), &tenant.id, &source.id, thread)
+        .await?
+        .unwrap_or_default();
+    let page = ChangesPage {
+        thread: thread.to_string(),
+        records: vec![record.item],
+        next_cursor: record.cursor,
+        has_more: false,
+    };
+    let page = check_page(page, thread, fed).await?;
+    let _working = fed.work_permit(&tenant.id).await?;
+    let outcome = store_page(fed, tenant, source, thread, page, &mut cursor).await?;
+    fetch_parents(fed, tenant, source, &outcome.missing_parents).await;
+    Ok(Some(outcome))
 }
 
 /// Pulls until the source has nothing more (a catch-up), as a pipeline: while one page is

@@ -101,6 +101,16 @@ pub enum FederationCommand {
         #[arg(long, value_name = "ID", value_parser = NonEmptyStringValueParser::new())]
         grant_id: String,
     },
+    /// How this side pulls from the pair's peer: `polling` (longpolls) or `continuous` (the
+    /// peer's continuous feed, held open)
+    SetMode {
+        /// Pair id or peer DID
+        #[arg(value_parser = NonEmptyStringValueParser::new())]
+        peer: String,
+
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(["polling", "continuous"]))]
+        mode: String,
+    },
     /// Serve the pair's peer these threads whole; once a pair names threads, other threads are
     /// served only as its rule admits (`--remove` takes threads off the list)
     ThreadAllow {

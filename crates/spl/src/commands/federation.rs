@@ -64,6 +64,9 @@ pub async fn run(ctx: &Ctx, command: FederationCommand) -> Result<ExitCode> {
         FederationCommand::RevokeGrant { peer, grant_id } => {
             revoke_grant(ctx, &peer, &grant_id).await
         }
+        FederationCommand::SetMode { peer, mode } => {
+            configure(ctx, &peer, serde_json::json!({ "mode": mode })).await
+        }
         FederationCommand::ThreadAllow {
             peer,
             threads,
@@ -174,6 +177,7 @@ async fn configure(ctx: &Ctx, peer: &str, fields: serde_json::Value) -> Result<E
         pair["pair_id"].as_str().unwrap_or("-"),
         pair["peer_did"].as_str().unwrap_or("-")
     );
+    println!("mode         {}", pair["mode"].as_str().unwrap_or("-"));
     if allowed.is_empty() && pair["thread_rule"].is_null() {
         println!("threads      every thread");
     } else {

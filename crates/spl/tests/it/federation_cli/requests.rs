@@ -521,6 +521,18 @@ fn thread_allow_and_thread_rule_send_a_pair_config() {
             "--clear",
         ],
     ));
+    let out = common::ok(spl_at(
+        &steward,
+        home.path(),
+        &[
+            "federation",
+            "set-mode",
+            "did:web:bob.example",
+            "--mode",
+            "continuous",
+        ],
+    ));
+    assert!(out.contains("mode"), "{out}");
     let seen = steward.seen();
     let path = "/v1/federation/pairs/did%3Aweb%3Abob.example/config";
     let bodies: Vec<&Value> = seen.iter().map(|r| &r.body).collect();
@@ -535,6 +547,7 @@ fn thread_allow_and_thread_rule_send_a_pair_config() {
             &json!({"thread_rule": "record.body.n > 1"}),
             &json!({"thread_allow_remove": ["th_a"]}),
             &json!({"thread_rule": null}),
+            &json!({"mode": "continuous"}),
         ]
     );
 }

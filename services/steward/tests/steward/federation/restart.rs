@@ -126,3 +126,79 @@ async fn legacy_rows(node: &Node) -> Vec<Value> {
     rows.sort_by_key(|r| r.to_string());
     rows
 }
+
+/// A pair set to `continuous` pulls over the source's continuous feed (its job says so), and
+/// survives the source restarting mid-stream: everything written before and after arrives, once.
+#[tokio::test]
+async fn a_continuous_pair_survives_its_source_restarting_mid_stream() {
+    use syncropel_testkit::eventually;
+    let (a, b, pair_id) = paired().await;
+    let thread = "th_fed_continuous_restart";
+    let (status, view) = a
+        .post(
+            &format!("/v1/federation/pairs/{pair_id}/config"),
+            &json!({"mode": "continuous"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(view["mode"], "continuous");
+    let (status, refused) = a
+        .post(
+            &format!("/v1/federation/pairs/{pair_id}/config"),
+            &json!({"mode": "on-demand"}),
+        )
+        .await;
+    assert_eq!(status, 501, "{refused}");
+    let first = b
+        .emit(thread, "did:sync:user:bob", 1, json!({"n": 1}))
+        .await;
+    a.pull(thread, &b.did()).await;
+    a.arrived(first["id"].as_str().unwrap()).await;
+    let deadline = std::time::Duration::from_secs(20);
+    eventually("a continuous feed", deadline, || async {
+        (feed_of(&a, &pair_id).await == "continuous").then_some(())
+    })
+    .await;
+    let mut ids = vec![first["id"].clone()];
+    for n in 2..=3 {
+        let record = b
+            .emit(thread, "did:sync:user:bob", n, json!({"n": n}))
+            .await;
+        a.arrived(record["id"].as_str().unwrap()).await;
+        ids.push(record["id"].clone());
+    }
+
+    let stopped = b.stop().await;
+    let b = Node::start(Options {
+        federation: config(),
+        ..Options::restart(stopped)
+    })
+    .await;
+    for n in 4..=5 {
+        let record = b
+            .emit(thread, "did:sync:user:bob", n, json!({"n": n}))
+            .await;
+        a.arrived(record["id"].as_str().unwrap()).await;
+        ids.push(record["id"].clone());
+    }
+    eventually("the feed again", deadline, || async {
+        (feed_of(&a, &pair_id).await == "continuous").then_some(())
+    })
+    .await;
+    let held: Vec<Value> = a
+        .records(thread)
+        .await
+        .iter()
+        .map(|r| r["id"].clone())
+        .collect();
+    assert_eq!(held, ids, "every record, once, in order");
+}
+
+/// How the first pull job of the pair waits for records (`longpoll` or `continuous`).
+async fn feed_of(node: &Node, pair_id: &str) -> String {
+    let pair = node.pair(pair_id).await;
+    pair["sync_health"]["jobs"][0]["feed"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}

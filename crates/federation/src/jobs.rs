@@ -339,7 +339,8 @@ impl Jobs {
                     let held = started.elapsed() >= Duration::from_secs(1);
                     let busy = outcome.has_more
                         || outcome.pulled + outcome.duplicates + outcome.quarantined > 0;
-                    (!(busy || held)).then_some(self.interval)
+                    // A feed held open waits for its next record itself.
+                    (!(busy || held || live.is_some())).then_some(self.interval)
                 }
                 Err(e) => {
                     let delay = backoff.failed();

@@ -273,7 +273,7 @@ mod tests {
             "jobs": [{"source": "fed_1", "thread": "th_x", "status": "failing", "retries": 3,
                       "last_error": {"code": "HTTP_4XX", "message": "m", "http_status": 401, "at": 5},
                       "last_success_at": null, "next_attempt_at": 9, "backoff_ceiling_ms": 8000,
-                      "pulled": 0}],
+                      "pulled": 0, "feed": "longpoll"}],
         });
         let pair = FederationPair::new(view, health);
         assert_eq!(serde_json::to_value(&pair).unwrap(), expected);

@@ -2,8 +2,8 @@
 //! federation-protocol.md §5.3): the same checks as pulled records (ids, signatures against the
 //! actor's DID, our own threads refused, namespaces, quarantine), all or nothing for forged
 //! input: one item whose id is not its hash or whose signature is missing or does not hold
-//! refuses the whole push (`422` with its code) and nothing from it is stored. Replays
-//! de-duplicate by id.
+//! refuses the whole push (`422` with its code) and nothing from it is stored. Only threads this
+//! steward pulls from that peer are taken. Replays de-duplicate by id.
 
 use std::collections::BTreeMap;
 
@@ -17,6 +17,7 @@ use syncropel_tenant::Tenant;
 use crate::error::{FederationError, Result};
 use crate::pairs;
 use crate::puller::{check_relayed, store_relayed, PullError};
+use crate::state as fstate;
 use crate::threads::refuse_unpullable;
 use crate::Federation;
 
@@ -66,6 +67,18 @@ pub async fn receive(
     }
     let mut checked = Vec::with_capacity(threads.len());
     for (thread, items) in threads {
+        // Only threads this steward pulls from that peer: a push fills what a pull would.
+        let pulled = fstate::pull_cursor(fed.store.as_ref(), &tenant.id, &pair.pair_id, &thread)
+            .await?
+            .is_some();
+        if !pulled {
+            return Err(Refusal::new(
+                ErrorCode::ThreadNotAllowed,
+                format!("this steward does not pull thread '{thread}' from you"),
+            )
+            .with_hint("push only the threads the steward pulls through this pair")
+            .into());
+        }
         let page = check_relayed(fed, &thread, items).await.map_err(pushed)?;
         if let Some((id, rejection)) = page.forged() {
             let code = match rejection.code() {

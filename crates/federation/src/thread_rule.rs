@@ -13,6 +13,33 @@ use syncropel_protocol::Refusal;
 
 /// Longest rule accepted, in bytes.
 pub const MAX_RULE_BYTES: usize = 4096;
+/// Deepest nesting accepted: brackets, and unary operators in a row.
+const MAX_NESTING: usize = 32;
+
+/// How deep `source` nests: the most brackets open at once, or the longest run of unary `!` and
+/// `-` (each a level of the interpreter's recursion), whichever is more.
+fn nesting(source: &str) -> usize {
+    let (mut depth, mut deepest, mut run, mut longest) = (0usize, 0usize, 0usize, 0usize);
+    for c in source.chars() {
+        match c {
+            '(' | '[' | '{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            ')' | ']' | '}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        match c {
+            '!' | '-' => {
+                run += 1;
+                longest = longest.max(run);
+            }
+            c if c.is_whitespace() => {}
+            _ => run = 0,
+        }
+    }
+    deepest.max(longest)
+}
 
 /// A compiled thread rule.
 pub struct ThreadRule {
@@ -33,18 +60,38 @@ impl ThreadRule {
                 "a thread rule holds at most {MAX_RULE_BYTES} bytes"
             )));
         }
-        let program = Program::compile(source)
-            .map_err(|e| Refusal::validation(format!("the thread rule is not CEL: {e}")))?;
+        // The interpreter recurses once per level of nesting, on a worker's stack.
+        if nesting(source) > MAX_NESTING {
+            return Err(Refusal::validation(format!(
+                "a thread rule nests at most {MAX_NESTING} levels"
+            )));
+        }
+        // The parser panics on some malformed literals (an integer out of range, an unknown
+        // escape): such a rule is refused like any other that does not parse.
+        let parsed = std::panic::catch_unwind(|| Program::compile(source));
+        let program = match parsed {
+            Ok(Ok(program)) => program,
+            Ok(Err(e)) => {
+                return Err(Refusal::validation(format!(
+                    "the thread rule is not CEL: {e}"
+                )))
+            }
+            Err(_) => return Err(Refusal::validation("the thread rule is not CEL")),
+        };
         Ok(ThreadRule { program })
     }
 
-    /// Whether the rule serves `record` (a stored record, as JSON) of `thread`.
+    /// Whether the rule serves `record` (a stored record, as JSON) of `thread`. An evaluation
+    /// that fails, or panics (the interpreter divides unchecked), serves nothing.
     pub fn admits(&self, thread: &str, record: &Value) -> bool {
         let mut context = Context::default();
         context.add_variable_from_value("record", cel(record));
         let thread = thread.to_string();
         context.add_function("thread", move || thread.clone());
-        matches!(self.program.execute(&context), Ok(Cel::Bool(true)))
+        let program = std::panic::AssertUnwindSafe(&self.program);
+        let context = std::panic::AssertUnwindSafe(&context);
+        let answer = std::panic::catch_unwind(|| program.execute(&context));
+        matches!(answer, Ok(Ok(Cel::Bool(true))))
     }
 }
 
@@ -107,5 +154,23 @@ mod tests {
             assert!(ThreadRule::compile(broken).is_err(), "{broken:?} compiles");
         }
         assert!(ThreadRule::compile(&"a".repeat(MAX_RULE_BYTES + 1)).is_err());
+        // Inputs the interpreter does not survive on its own.
+        for hostile in [
+            "99999999999999999999 == 1",
+            "'\\q' == ''",
+            &format!("{}true", "!".repeat(64)),
+            &format!("{}1{}", "(".repeat(64), ")".repeat(64)),
+        ] {
+            assert!(
+                ThreadRule::compile(hostile).is_err(),
+                "{hostile:?} compiles"
+            );
+        }
+        let zero = json!({"body": {"n": 0}});
+        let rule = ThreadRule::compile("1 / record.body.n > 0").unwrap();
+        assert!(
+            !rule.admits("th_a", &zero),
+            "a division by zero serves nothing"
+        );
     }
 }

@@ -115,8 +115,9 @@ pub struct Tenant {
     departure: RwLock<Departure>,
     /// The fold of its `th_engine_config` records (`config::load`); this is the copy requests see.
     config: RwLock<Arc<config::EngineConfig>>,
-    /// Its closed threads, read on its first write (`threads::closed`).
-    closed_threads: RwLock<Option<Arc<std::collections::HashSet<String>>>>,
+    /// Its closed threads, read on its first write (`threads::closed`), and how many closes
+    /// this object has seen (a read older than a close must not replace what the close left).
+    closed_threads: RwLock<(u64, Option<Arc<std::collections::HashSet<String>>>)>,
 }
 
 /// Never prints the key; the id and DID say which tenant it is.
@@ -197,17 +198,34 @@ impl Tenant {
         *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
     }
 
-    pub fn closed_threads(&self) -> Option<Arc<std::collections::HashSet<String>>> {
+    /// The closed threads as read, and the count of closes they reflect.
+    pub fn closed_threads(&self) -> (u64, Option<Arc<std::collections::HashSet<String>>>) {
         self.closed_threads
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
     }
 
-    pub fn set_closed_threads(&self, closed: Arc<std::collections::HashSet<String>>) {
-        *self
+    /// Keeps a read of the closed threads, unless a close happened since it began (`seen`).
+    pub fn set_closed_threads(&self, seen: u64, closed: Arc<std::collections::HashSet<String>>) {
+        let mut held = self
             .closed_threads
             .write()
-            .unwrap_or_else(|e| e.into_inner()) = Some(closed);
+            .unwrap_or_else(|e| e.into_inner());
+        if held.0 == seen {
+            held.1 = Some(closed);
+        }
+    }
+
+    /// Notes a thread closed through this object.
+    pub fn note_closed(&self, thread: &str) {
+        let mut held = self
+            .closed_threads
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        held.0 += 1;
+        if let Some(closed) = held.1.as_mut() {
+            Arc::make_mut(closed).insert(thread.to_string());
+        }
     }
 }

@@ -28,7 +28,8 @@ pub const MAX_CLOSED: u64 = 10_000;
 
 /// The threads of `tenant` that are closed.
 pub async fn closed(store: &dyn RecordStore, tenant: &Tenant) -> Result<Arc<HashSet<String>>> {
-    if let Some(closed) = tenant.closed_threads() {
+    let (seen, held) = tenant.closed_threads();
+    if let Some(closed) = held {
         return Ok(closed);
     }
     let closed: HashSet<String> = store
@@ -38,7 +39,7 @@ pub async fn closed(store: &dyn RecordStore, tenant: &Tenant) -> Result<Arc<Hash
         .map(|(thread, _)| thread)
         .collect();
     let closed = Arc::new(closed);
-    tenant.set_closed_threads(closed.clone());
+    tenant.set_closed_threads(seen, closed.clone());
     Ok(closed)
 }
 
@@ -159,9 +160,7 @@ pub async fn close(
     );
     let state = vec![StateChange::put(CLOSED_DOC, thread, "closed")];
     write(store, tenant, vec![marker.clone(), audit], state).await?;
-    let mut now = (*held).clone();
-    now.insert(thread.to_string());
-    tenant.set_closed_threads(Arc::new(now));
+    tenant.note_closed(thread);
     Ok(Some(marker))
 }
 

@@ -19,6 +19,9 @@ pub struct TokenCache {
     ttl: Duration,
     entries: RwLock<CachedGrants>,
     chains: RwLock<LiveChains>,
+    /// Per tenant, how many times its chains were evicted: a check that began before an
+    /// eviction must not put back what the eviction removed.
+    chain_epochs: RwLock<HashMap<String, u64>>,
 }
 
 /// How long a local steward trusts a looked-up token.
@@ -30,6 +33,7 @@ impl TokenCache {
             ttl,
             entries: RwLock::default(),
             chains: RwLock::default(),
+            chain_epochs: RwLock::default(),
         }
     }
 
@@ -75,12 +79,22 @@ impl TokenCache {
             .is_some_and(|(until, at)| at.elapsed() < self.ttl && now < *until)
     }
 
-    /// Notes the chain of `grant_id` live until `until` (its first grant to expire).
-    pub fn put_chain(&self, tenant: &str, grant_id: &str, until: i64) {
+    /// The tenant's eviction count, read before a chain is checked (see [`TokenCache::put_chain`]).
+    pub fn chain_epoch(&self, tenant: &str) -> u64 {
+        let epochs = self.chain_epochs.read().unwrap_or_else(|e| e.into_inner());
+        epochs.get(tenant).copied().unwrap_or(0)
+    }
+
+    /// Notes the chain of `grant_id` live until `until` (its first grant to expire), as checked
+    /// from `epoch` on: not if the tenant's chains were evicted since.
+    pub fn put_chain(&self, tenant: &str, grant_id: &str, until: i64, epoch: u64) {
         if self.ttl.is_zero() {
             return;
         }
         let mut chains = self.chains.write().unwrap_or_else(|e| e.into_inner());
+        if self.chain_epoch(tenant) != epoch {
+            return;
+        }
         if chains.len() > 10_000 {
             let ttl = self.ttl;
             chains.retain(|_, (_, at)| at.elapsed() < ttl);
@@ -94,6 +108,12 @@ impl TokenCache {
     /// Forgets every live chain of `tenant`: one of its grants was just revoked.
     pub fn evict_chains(&self, tenant: &str) {
         let mut chains = self.chains.write().unwrap_or_else(|e| e.into_inner());
+        *self
+            .chain_epochs
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(tenant.to_string())
+            .or_insert(0) += 1;
         chains.retain(|(t, _), _| t != tenant);
     }
 }
@@ -106,17 +126,23 @@ mod tests {
     fn a_live_chain_is_trusted_until_it_expires_or_is_evicted() {
         let cache = TokenCache::new(Duration::from_secs(60));
         assert!(!cache.chain_live("t", "g", 100));
-        cache.put_chain("t", "g", 200);
+        cache.put_chain("t", "g", 200, cache.chain_epoch("t"));
         assert!(cache.chain_live("t", "g", 199));
         assert!(
             !cache.chain_live("t", "g", 200),
             "past the chain's first expiry"
         );
         assert!(!cache.chain_live("u", "g", 100), "per tenant");
+        let before = cache.chain_epoch("t");
         cache.evict_chains("t");
         assert!(!cache.chain_live("t", "g", 100));
+        cache.put_chain("t", "g", 200, before);
+        assert!(
+            !cache.chain_live("t", "g", 100),
+            "a check older than the eviction"
+        );
         let off = TokenCache::new(Duration::ZERO);
-        off.put_chain("t", "g", 200);
+        off.put_chain("t", "g", 200, 0);
         assert!(!off.chain_live("t", "g", 100), "hosted caches nothing");
     }
 }

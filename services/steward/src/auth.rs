@@ -266,8 +266,9 @@ impl FromRequestParts<AppState> for Caller {
         }
         if let Some(grant_id) = &grant.grant_id {
             if !state.tokens.chain_live(&tenant.id, grant_id, unix_now()) {
+                let epoch = state.tokens.chain_epoch(&tenant.id);
                 let until = check_chain(state.store.as_ref(), &tenant.id, grant_id).await?;
-                state.tokens.put_chain(&tenant.id, grant_id, until);
+                state.tokens.put_chain(&tenant.id, grant_id, until, epoch);
             }
         }
         // Only authenticated tokens get a bucket, and only their requests count against their

@@ -242,7 +242,13 @@ pub async fn start(
         refusals: Arc::default(),
     };
     syncropel_federation::discovery::start(&federation, &tenant);
-    publish_own_url(&options.home, &state, &url);
+    let moved = matches!(
+        tenant.departure(),
+        syncropel_tenant::Departure::Moved { .. }
+    );
+    if !bound.ip().is_unspecified() && !moved {
+        publish_own_url(&options.home, &state, &url);
+    }
     // Pull jobs resume from their cursor rows.
     tokio::spawn(async move {
         if let Err(e) = federation.resume_jobs(tenant.clone()).await {
@@ -352,8 +358,9 @@ async fn reseal_after_rotation(
 /// A did:sync nobody named an endpoint for (`spl identity upgrade` without
 /// `--service-endpoint`) names this steward's own URL as its `syncropel` service at its
 /// directory, so that peers resolving it find the steward; a start at another address publishes
-/// that one. An endpoint the operator chose is left alone. In the background: a directory that
-/// does not answer delays nothing (the next start tries again).
+/// that one. An endpoint the operator chose is left alone, and so is the DID of a home that
+/// moved away (its new home publishes) or that listens on every address (no URL names that). In
+/// the background: a directory that does not answer delays nothing (the next start tries again).
 fn publish_own_url(home: &Home, state: &AppState, url: &str) {
     let Ok(Some(published)) = home.published() else {
         return;

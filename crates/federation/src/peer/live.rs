@@ -15,6 +15,8 @@ use super::error::PeerError;
 pub struct LiveFeed {
     body: Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>,
     buffer: Vec<u8>,
+    /// How much of `buffer` holds no event end: chunks are searched once.
+    scanned: usize,
     /// Longest silence taken: the source sends a heartbeat every 30 s.
     idle: Duration,
     /// Largest event taken.
@@ -32,6 +34,7 @@ impl LiveFeed {
         LiveFeed {
             body: Box::pin(response.bytes_stream()),
             buffer: Vec::new(),
+            scanned: 0,
             idle,
             max_event,
         }
@@ -65,13 +68,17 @@ impl LiveFeed {
     /// The next event's fields, `None` at the end of the stream.
     async fn frame(&mut self) -> Result<Option<Frame>, PeerError> {
         loop {
-            if let Some(end) = self.buffer.windows(2).position(|w| w == b"\n\n") {
+            let from = self.scanned.saturating_sub(1);
+            if let Some(at) = self.buffer[from..].windows(2).position(|w| w == b"\n\n") {
+                let end = from + at;
                 let raw: Vec<u8> = self.buffer.drain(..end + 2).collect();
+                self.scanned = 0;
                 if let Some(frame) = Frame::parse(&raw[..end])? {
                     return Ok(Some(frame));
                 }
                 continue;
             }
+            self.scanned = self.buffer.len();
             if self.buffer.len() > self.max_event {
                 return Err(PeerError::Parse(format!(
                     "an event of the feed is over {} bytes",
@@ -142,7 +149,11 @@ fn refusal(data: &str) -> PeerError {
     let code = value["code"].as_str().unwrap_or("error").to_string();
     let message = value["message"].as_str().unwrap_or(data).to_string();
     let status = match code.as_str() {
-        "AUTH_INVALID" | "AUTH_REQUIRED" | "token_expired_renew_pair" => 401,
+        "AUTH_INVALID"
+        | "AUTH_REQUIRED"
+        | "GRANT_REVOKED"
+        | "GRANT_EXPIRED"
+        | "token_expired_renew_pair" => 401,
         _ => 403,
     };
     PeerError::Http4xx {

@@ -11,7 +11,7 @@ use syncropel_store::StateChange;
 use super::grants::Caveats;
 use super::{
     check_label, identity_thread, new_id, preset_scopes, put, Grant, Invite, Member, Membership,
-    Terms, BINDING_KIND, DEFAULT_GRANT_TTL, DEFAULT_INVITE_TTL, GUEST_BEARER_TTL,
+    Terms, BINDING_KIND, CLAIM_DOC, DEFAULT_GRANT_TTL, DEFAULT_INVITE_TTL, GUEST_BEARER_TTL,
     INVITES_AUDIT_THREAD, INVITES_THREAD, INVITE_DOC, INVITE_EVENT_KIND, INVITE_KIND, MAX_INVITES,
     MAX_INVITE_USES, MAX_MEMBERS, MEMBER_DOC,
 };
@@ -203,6 +203,11 @@ impl Redemption {
     }
 }
 
+/// The key of an invite's revocation mark.
+pub(super) fn revoked_mark(invite_ref: &str) -> String {
+    format!("invite:{invite_ref}#revoked")
+}
+
 /// An Ed25519 public key (did:key, 64 hex characters or base64 of 32 bytes) as a did:key.
 fn holder_did(key: &str) -> std::result::Result<String, Refusal> {
     let bytes: Option<[u8; 32]> = if key.starts_with("did:key:") {
@@ -336,11 +341,25 @@ impl Membership<'_> {
         self.invite_event("redeemed", invite, fields)
     }
 
-    /// The invite an id names.
+    /// The invite an id names, revoked if its revocation mark says so.
     pub async fn invite(&self, id: &str) -> Result<Invite> {
-        self.doc(INVITE_DOC, &sha256_hex(id.as_bytes()))
+        let invite_ref = sha256_hex(id.as_bytes());
+        let mut invite: Invite = self
+            .doc(INVITE_DOC, &invite_ref)
             .await?
-            .ok_or_else(|| Refusal::new(ErrorCode::InviteNotFound, "no such invite").into())
+            .ok_or_else(|| Refusal::new(ErrorCode::InviteNotFound, "no such invite"))?;
+        if invite.revoked_at.is_none() {
+            invite.revoked_at = self.revoked_at(&invite_ref).await?;
+        }
+        Ok(invite)
+    }
+
+    /// When the invite was revoked, from its revocation mark: a document of its own that a
+    /// redemption in flight never writes, so a revocation cannot be undone by one.
+    async fn revoked_at(&self, invite_ref: &str) -> Result<Option<i64>> {
+        let key = revoked_mark(invite_ref);
+        let mark = self.store.state_get(self.tenant, CLAIM_DOC, &key).await?;
+        Ok(mark.and_then(|at| at.parse().ok()))
     }
 
     /// What anyone holding the id may see before redeeming it.
@@ -372,11 +391,13 @@ impl Membership<'_> {
         if invite.revoked_at.is_some() {
             return Ok(invite);
         }
-        invite.revoked_at = Some(unix_now());
+        let at = unix_now();
+        invite.revoked_at = Some(at);
         let audit = self.invite_event("revoked", &invite, json!({}));
+        let mark = StateChange::put(CLAIM_DOC, &revoked_mark(&invite.invite_ref), at.to_string());
         self.write(
             vec![audit],
-            vec![put(INVITE_DOC, &invite.invite_ref, &invite)],
+            vec![put(INVITE_DOC, &invite.invite_ref, &invite), mark],
         )
         .await?;
         Ok(invite)
@@ -439,14 +460,25 @@ impl Membership<'_> {
             .into());
         }
         let used = self.claim_use(&invite).await?;
+        // Revoked while this redemption got its use: refused.
+        if let Some(at) = self.revoked_at(&invite.invite_ref).await? {
+            invite.revoked_at = Some(at);
+            return Err(Refusal::new(ErrorCode::InviteRevoked, "this invite was revoked").into());
+        }
         invite.uses = invite.uses.max(used + 1);
-        match (label, invite.membership.clone()) {
+        let redeemed = match (label, invite.membership.clone()) {
             (Some(label), Some(terms)) => {
                 self.join(id, &invite, used, &redemption, &label, &terms, existing)
                     .await
             }
             _ => self.guest(id, &invite, used, &redemption).await,
+        };
+        // A redemption that failed gives its use back.
+        if redeemed.is_err() {
+            self.release(&format!("invite:{}#{used}", invite.invite_ref))
+                .await;
         }
+        redeemed
     }
 
     /// Takes the first free use of `invite`; `410 INVITE_EXHAUSTED` when none is left.
@@ -531,13 +563,38 @@ impl Membership<'_> {
         existing: Option<Member>,
     ) -> Result<Redeemed> {
         let generation = existing.as_ref().map_or(0, |m| m.generation + 1);
-        if !self.claim(&format!("label:{label}#{generation}")).await? {
+        let label_claim = format!("label:{label}#{generation}");
+        if !self.claim(&label_claim).await? {
             return Err(Refusal::new(
                 ErrorCode::MemberLabelTaken,
                 format!("the label '{label}' was just taken"),
             )
             .into());
         }
+        let joined = self
+            .bind(
+                id, invite, used, redemption, label, terms, existing, generation,
+            )
+            .await;
+        if joined.is_err() {
+            self.release(&label_claim).await;
+        }
+        joined
+    }
+
+    /// [`Membership::join`] once the label is claimed.
+    #[allow(clippy::too_many_arguments)]
+    async fn bind(
+        &self,
+        id: &str,
+        invite: &Invite,
+        used: u32,
+        redemption: &Redemption,
+        label: &str,
+        terms: &Terms,
+        existing: Option<Member>,
+        generation: u32,
+    ) -> Result<Redeemed> {
         let scopes = preset_scopes(&terms.preset).unwrap_or_default();
         let member_did = format!("did:sync:user:{label}");
         let custodian = self.custodian(existing.as_ref());

@@ -88,6 +88,19 @@ impl Membership<'_> {
         Ok(rows)
     }
 
+    /// The grant of the member whose account `sa_id` is, if it is one's: a token minted for it
+    /// later is parented to that grant too, so revoking the member ends it as well.
+    pub async fn grant_of_account(&self, sa_id: &str) -> Result<Option<String>> {
+        for (_, text) in self.store.state_list(self.tenant, MEMBER_DOC).await? {
+            if let Ok(member) = serde_json::from_str::<Member>(&text) {
+                if member.sa_id.as_deref() == Some(sa_id) {
+                    return Ok(Some(member.grant_id));
+                }
+            }
+        }
+        Ok(None)
+    }
+
     /// Makes an existing principal a member: the operator (no `sa_id`: the tenant's own key, an
     /// admin grant) or an existing account, whose live tokens are put under the new grant so
     /// its bearer keeps working. Adopting the same binding again answers it unchanged.
@@ -298,6 +311,9 @@ impl Membership<'_> {
             .grant(&member.grant_id)
             .await?
             .ok_or_else(|| TenantError::corrupt(format!("member {label} has no grant")))?;
+        if !asker.admin {
+            self.refuse_borrowed_actor(label, &request.aud).await?;
+        }
         let scopes = request.scopes.unwrap_or_else(|| parent.scopes.clone());
         validate_scopes(&scopes)?;
         check_narrows(&scopes, &parent.scopes)?;
@@ -371,6 +387,41 @@ impl Membership<'_> {
         )
         .await?;
         Ok((grant, token))
+    }
+
+    /// An agent writes as its `aud`: a member may not name the tenant, a member (`did:sync:user:`
+    /// DIDs, or any member's master DID) or anyone another account already writes as (its own
+    /// agents aside), since its agent would write as them.
+    async fn refuse_borrowed_actor(&self, label: &str, aud: &str) -> Result<()> {
+        let taken = || {
+            Refusal::new(
+                ErrorCode::PermissionDenied,
+                format!("an agent may not write as {aud}: that actor is another principal's"),
+            )
+            .with_hint("name the agent by a DID of its own, e.g. did:sync:agent:<name>")
+            .into()
+        };
+        if aud == &*self.identity.did || aud.starts_with("did:sync:user:") {
+            return Err(taken());
+        }
+        for (_, text) in self.store.state_list(self.tenant, MEMBER_DOC).await? {
+            if let Ok(member) = serde_json::from_str::<Member>(&text) {
+                if member.master_did == aud || member.member_did == aud {
+                    return Err(taken());
+                }
+            }
+        }
+        let claimed = self
+            .store
+            .service_accounts(self.tenant)
+            .await?
+            .iter()
+            .filter(|sa| !sa.name.starts_with(&format!("agent:{label}:")))
+            .any(|sa| sa.allowed_actors.iter().any(|a| a == aud));
+        if claimed {
+            return Err(taken());
+        }
+        Ok(())
     }
 
     /// Revokes one sub-grant below a member's grant (the member stays).

@@ -252,6 +252,22 @@ impl Membership<'_> {
         Ok(self.store.state_get(self.tenant, CLAIM_DOC, key).await? == Some(nonce))
     }
 
+    /// Gives back a claim taken by an act that then failed (best effort: a claim left behind
+    /// only refuses what it stood for, it breaks nothing).
+    async fn release(&self, key: &str) {
+        let given_back = self
+            .store
+            .write(
+                self.tenant,
+                Vec::new(),
+                vec![StateChange::delete(CLAIM_DOC, key)],
+            )
+            .await;
+        if let Err(e) = given_back {
+            tracing::warn!(error = %e, claim = key, "giving back a membership claim");
+        }
+    }
+
     /// A record on the tenant's account.
     fn record(&self, thread: &str, kind: &str, fields: Value) -> NewRecord {
         let mut body = match fields {
@@ -404,6 +420,10 @@ pub fn replay(record_id: &str, thread: &str, body: &Value) -> Vec<StateChange> {
         if let Ok(invite) = serde_json::from_value::<Invite>(body["invite"].clone()) {
             if let Some(used) = body.get("use").and_then(Value::as_u64) {
                 changes.push(claim(format!("invite:{}#{used}", invite.invite_ref)));
+            }
+            if let (Some("revoked"), Some(at)) = (body["event_kind"].as_str(), invite.revoked_at) {
+                let mark = invites::revoked_mark(&invite.invite_ref);
+                changes.push(StateChange::put(CLAIM_DOC, &mark, at.to_string()));
             }
             changes.push(put(INVITE_DOC, &invite.invite_ref, &invite));
         }

@@ -15,9 +15,10 @@ use crate::state::{AppState, BootstrapDoor};
 use crate::tenant::{CurrentTenant, Tenant};
 use subtle::ConstantTimeEq;
 use syncropel_store::StoreError;
+use syncropel_tenant::membership::Membership;
 use syncropel_tenant::{
     self as accounts, create_service_account, create_service_account_with_id, mint,
-    revoke as revoke_token, Scope, TenantError,
+    mint_under_grant, revoke as revoke_token, Scope, TenantError,
 };
 
 fn strings(body: &Value, name: &str) -> ApiResult<Vec<String>> {
@@ -112,16 +113,39 @@ pub async fn mint_for(
                 .ok_or_else(|| ApiError::validation("'ttl_seconds' must be an integer"))?,
         ),
     };
-    mint(
-        state.store.as_ref(),
-        &tenant.id,
-        &tenant.identity,
-        &state.env,
-        sa_id,
-        ttl,
-    )
-    .await
-    .map_err(ApiError::from)
+    let membership = Membership {
+        store: state.store.as_ref(),
+        tenant: &tenant.id,
+        identity: &tenant.identity,
+        env: &state.env,
+    };
+    // A member's account gets tokens under the member's grant: they end with the membership.
+    let minted = match membership.grant_of_account(sa_id).await? {
+        Some(grant_id) => {
+            mint_under_grant(
+                state.store.as_ref(),
+                &tenant.id,
+                &tenant.identity,
+                &state.env,
+                sa_id,
+                ttl,
+                &grant_id,
+            )
+            .await
+        }
+        None => {
+            mint(
+                state.store.as_ref(),
+                &tenant.id,
+                &tenant.identity,
+                &state.env,
+                sa_id,
+                ttl,
+            )
+            .await
+        }
+    };
+    minted.map_err(ApiError::from)
 }
 
 pub async fn mint_route(

@@ -162,6 +162,22 @@ async fn an_invite_makes_a_member_whose_credentials_die_with_its_grant() {
         .post(&bearer, "/v1/members/mora/grants", &wider_caveat)
         .await;
     assert_eq!(status, 403);
+    // An agent writes as its aud: never as another principal.
+    for borrowed in [
+        "did:sync:user:ana".to_string(),
+        steward.did(),
+        master.clone(),
+    ] {
+        let body = json!({"aud": borrowed, "scopes": ["records:read"]});
+        let (status, refused) = steward
+            .post(&bearer, "/v1/members/mora/grants", &body)
+            .await;
+        assert_eq!(
+            (status, error_code(&refused)),
+            (403, "PERMISSION_DENIED"),
+            "{borrowed}"
+        );
+    }
     let narrow = json!({"aud": "did:sync:agent:helper", "scopes": ["records:read"]});
     let (status, agent) = steward
         .post(&bearer, "/v1/members/mora/grants", &narrow)
@@ -455,6 +471,16 @@ async fn a_pinned_invite_renews_a_member_and_adoption_keeps_a_bearer() {
     assert_eq!((status, error_code(&body)), (409, "MEMBER_LABEL_TAKEN"));
     let (status, _) = steward.get(ci, "/v1/records?limit=1").await;
     assert_eq!(status, 200, "the adopted bearer still opens");
+    // A token minted for the account later is the member's too.
+    let (status, later) = steward
+        .post(
+            &admin,
+            &format!("/v1/service-accounts/{sa_id}/tokens"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 201, "{later}");
+    let later = later["token"].as_str().unwrap().to_string();
     let (_, own) = steward.get(ci, "/v1/members").await;
     assert_eq!(own["data"][0]["label"], "ci", "{own}");
     // The member itself may leave.
@@ -469,8 +495,10 @@ async fn a_pinned_invite_renews_a_member_and_adoption_keeps_a_bearer() {
     assert_eq!(status, 200, "{body}");
     let (status, _) = delete(&steward, &admin, "/v1/members/ci", None).await;
     assert_eq!(status, 200);
-    let (status, body) = steward.get(ci, "/v1/records?limit=1").await;
-    assert_eq!((status, error_code(&body)), (401, "GRANT_REVOKED"));
+    for token in [ci, later.as_str()] {
+        let (status, body) = steward.get(token, "/v1/records?limit=1").await;
+        assert_eq!((status, error_code(&body)), (401, "GRANT_REVOKED"));
+    }
 }
 
 #[tokio::test]

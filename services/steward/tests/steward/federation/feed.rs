@@ -407,7 +407,8 @@ async fn a_peer_pushes_signed_records_all_or_nothing() {
     let items = page["records"].as_array().unwrap().clone();
     assert_eq!(items.len(), 2, "{page}");
 
-    // B pushes to A with the bearer A issued it.
+    // B pushes to A with the bearer A issued it, a thread A pulls from B (its cursor row, with
+    // no job running, so that only the push brings records).
     let b_token = b.outbound_token(&pair_id).await.unwrap();
     let push = |token: &str, body: Value, header: bool| {
         let mut request = a
@@ -435,6 +436,15 @@ async fn a_peer_pushes_signed_records_all_or_nothing() {
         "{body}"
     );
 
+    let (status, body) = push(&b_token, json!({"records": items}), true).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (403, "THREAD_NOT_ALLOWED"),
+        "not pulled: {body}"
+    );
+    let cursor = fstate::put_cursor(&pair_id, thread, &fstate::PullCursor::default());
+    let store = a.steward.state.store.as_ref();
+    store.write(TENANT, Vec::new(), vec![cursor]).await.unwrap();
     let mut forged = items.clone();
     forged[1]["record"]["body"]["n"] = json!(3);
     let (status, body) = push(&b_token, json!({"records": forged}), true).await;

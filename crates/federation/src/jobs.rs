@@ -3,7 +3,7 @@
 //! after failures, and keeps its health in memory (federation-protocol.md §5.5: not recorded per
 //! attempt).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -35,6 +35,16 @@ pub struct Jobs {
     /// The schedule every job's backoff starts from.
     backoff: Backoff,
     jobs: Mutex<HashMap<(String, String, String), Arc<Job>>>,
+    /// Records pulled per (tenant, source), by minute, over the last hour (at most 60 buckets
+    /// each): what `/v1/sync/health` and a pair's stats count. In memory, per replica.
+    pulled: Mutex<HashMap<(String, String), VecDeque<(u64, u64)>>>,
+}
+
+/// Minutes the pull tally keeps.
+const TALLY_MINUTES: u64 = 60;
+
+fn minute_now() -> u64 {
+    u64::try_from(unix_now() / 60).unwrap_or(0)
 }
 
 struct Job {
@@ -49,7 +59,60 @@ impl Jobs {
             interval,
             backoff,
             jobs: Mutex::default(),
+            pulled: Mutex::default(),
         }
+    }
+
+    /// Counts records pulled from `source` now.
+    fn tally(&self, tenant: &str, source: &str, records: usize) {
+        if records == 0 {
+            return;
+        }
+        let now = minute_now();
+        let mut pulled = self.pulled.lock().unwrap_or_else(|e| e.into_inner());
+        let buckets = pulled
+            .entry((tenant.to_string(), source.to_string()))
+            .or_default();
+        match buckets.back_mut() {
+            Some((minute, count)) if *minute == now => *count += records as u64,
+            _ => buckets.push_back((now, records as u64)),
+        }
+        while buckets
+            .front()
+            .is_some_and(|(minute, _)| minute + TALLY_MINUTES <= now)
+        {
+            buckets.pop_front();
+        }
+    }
+
+    /// Records pulled from each source of `tenant` in the last hour, by source.
+    pub fn pulled_last_hour(&self, tenant: &str) -> HashMap<String, u64> {
+        let since = minute_now().saturating_sub(TALLY_MINUTES - 1);
+        let pulled = self.pulled.lock().unwrap_or_else(|e| e.into_inner());
+        pulled
+            .iter()
+            .filter(|((t, _), _)| t == tenant)
+            .map(|((_, source), buckets)| {
+                let count = buckets
+                    .iter()
+                    .filter(|(minute, _)| *minute >= since)
+                    .map(|(_, n)| n)
+                    .sum();
+                (source.clone(), count)
+            })
+            .collect()
+    }
+
+    /// The health of every job of `tenant`.
+    pub fn all_health(&self, tenant: &str) -> Vec<JobHealth> {
+        let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<JobHealth> = jobs
+            .iter()
+            .filter(|((t, _, _), _)| t == tenant)
+            .map(|(_, job)| job.health.lock().unwrap_or_else(|e| e.into_inner()).clone())
+            .collect();
+        out.sort_by(|a, b| (&a.source, &a.thread).cmp(&(&b.source, &b.thread)));
+        out
     }
 
     /// The spacing of polls to a peer that does not hold longpolls.
@@ -219,6 +282,9 @@ impl Jobs {
                 match result {
                     Pulled::Relay(result) => {
                         let wait = self.after_relay_pull(&job, &mut backoff, &result);
+                        if let Ok(outcome) = &result {
+                            self.tally(&tenant.id, &source_id, outcome.pulled);
+                        }
                         if let Err(e) = &result {
                             tracing::debug!(source = %source_id, thread = %thread, code = %e.code(), "pull from a relay failed");
                         }
@@ -336,6 +402,7 @@ impl Jobs {
                         h.backoff_ceiling_ms = 0;
                         h.pulled += outcome.pulled as u64;
                     });
+                    self.tally(&tenant.id, &source_id, outcome.pulled);
                     let held = started.elapsed() >= Duration::from_secs(1);
                     let busy = outcome.has_more
                         || outcome.pulled + outcome.duplicates + outcome.quarantined > 0;

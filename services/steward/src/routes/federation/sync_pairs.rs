@@ -147,3 +147,91 @@ pub async fn kick(
     fed.jobs.kick(&caller.tenant.id, &id);
     Ok(Json(view(fed, &caller.tenant.id, &pair)).into_response())
 }
+
+/// `GET /v1/sync/health` (`federation:manage`): the tenant's sync at a glance, from this
+/// replica's memory (federation-protocol.md §5.9): pairs by state, jobs by status, records pulled
+/// in the last hour, and the jobs failing most.
+pub async fn health(State(state): State<AppState>, caller: Caller) -> ApiResult<Response> {
+    caller.require(Scope::FederationManage)?;
+    let fed = &state.federation;
+    let tenant = &caller.tenant;
+    let pairs = syncropel_federation::pairs::load(fed, tenant).await?;
+    let mut pairs_by_state = serde_json::Map::new();
+    for pair in pairs.values() {
+        let count = pairs_by_state
+            .entry(pair.state.as_str())
+            .or_insert(serde_json::json!(0));
+        *count = serde_json::json!(count.as_u64().unwrap_or(0) + 1);
+    }
+    let legacy = sync_pairs::registry(fed, &tenant.id)
+        .await?
+        .values()
+        .filter(|p| p.recorded != "stopped")
+        .count();
+    let jobs = fed.jobs.all_health(&tenant.id);
+    let mut jobs_by_status = serde_json::Map::new();
+    for job in &jobs {
+        let count = jobs_by_status
+            .entry(job.status.clone())
+            .or_insert(serde_json::json!(0));
+        *count = serde_json::json!(count.as_u64().unwrap_or(0) + 1);
+    }
+    let mut failing: Vec<_> = jobs.iter().filter(|j| j.status == "failing").collect();
+    failing.sort_by(|a, b| b.retries.cmp(&a.retries));
+    let most_errored: Vec<Value> = failing
+        .iter()
+        .take(5)
+        .map(|j| {
+            serde_json::json!({"source": j.source, "thread": j.thread, "retries": j.retries,
+                               "last_error": j.last_error})
+        })
+        .collect();
+    let pulled: u64 = fed.jobs.pulled_last_hour(&tenant.id).values().sum();
+    Ok(Json(serde_json::json!({
+        "object": "sync_health",
+        "window_secs": 3600,
+        "pairs_total": pairs.len(),
+        "pairs_by_state": pairs_by_state,
+        "legacy_pairs_total": legacy,
+        "jobs_total": jobs.len(),
+        "jobs_by_status": jobs_by_status,
+        "records_pulled_last_hour": pulled,
+        "most_errored_pairs": most_errored,
+    }))
+    .into_response())
+}
+
+/// `GET /v1/sync/pairs/{id}/stats` (`federation:manage`): one pair's jobs (a record-bound pair's
+/// or a legacy pair's) and what they pulled, in all and in the last hour, on this replica.
+pub async fn stats(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParam(id): PathParam,
+) -> ApiResult<Response> {
+    caller.require(Scope::FederationManage)?;
+    let fed = &state.federation;
+    let tenant = &caller.tenant;
+    let pair_id = if id.starts_with("sp_") {
+        sync_pairs::find(fed, &tenant.id, &id).await?.pair_id
+    } else {
+        syncropel_federation::pairs::find(fed, tenant, &id)
+            .await?
+            .pair_id
+    };
+    let jobs = fed.jobs.health(&tenant.id, &pair_id);
+    let last_hour = fed
+        .jobs
+        .pulled_last_hour(&tenant.id)
+        .get(&pair_id)
+        .copied()
+        .unwrap_or(0);
+    Ok(Json(serde_json::json!({
+        "object": "sync_pair_stats",
+        "pair_id": pair_id,
+        "window_secs": 3600,
+        "records_pulled_last_hour": last_hour,
+        "pulled_total": jobs.iter().map(|j| j.pulled).sum::<u64>(),
+        "jobs": jobs,
+    }))
+    .into_response())
+}

@@ -299,3 +299,42 @@ async fn last_pulled_ago(node: &Node, pair_id: &str, thread: &str, secs: i64) {
         .await
         .unwrap();
 }
+
+/// `GET /v1/sync/health` and a pair's `/stats` count what the jobs pulled in the last hour and
+/// how the pairs and jobs stand (federation-protocol.md §5.9).
+#[tokio::test]
+async fn sync_health_and_pair_stats_count_what_was_pulled() {
+    let (a, b, pair_id) = paired().await;
+    let thread = "th_fed_health";
+    a.pull(thread, &b.did()).await;
+    for n in 1..=3 {
+        let record = b
+            .emit(thread, "did:sync:user:bob", n, json!({"n": n}))
+            .await;
+        a.arrived(record["id"].as_str().unwrap()).await;
+    }
+    let (status, health) = eventually("counted", DEADLINE, || async {
+        let (status, health) = a.get("/v1/sync/health").await;
+        (health["records_pulled_last_hour"].as_u64() >= Some(3)).then_some((status, health))
+    })
+    .await;
+    assert_eq!(status, 200, "{health}");
+    assert_eq!(health["object"], "sync_health");
+    assert_eq!(health["pairs_total"], 1);
+    assert_eq!(health["pairs_by_state"]["active"], 1, "{health}");
+    assert!(health["jobs_total"].as_u64() >= Some(1), "{health}");
+
+    let (status, stats) = a.get(&format!("/v1/sync/pairs/{pair_id}/stats")).await;
+    assert_eq!(status, 200, "{stats}");
+    assert_eq!(stats["pair_id"], pair_id.as_str());
+    assert!(
+        stats["records_pulled_last_hour"].as_u64() >= Some(3),
+        "{stats}"
+    );
+    assert_eq!(stats["jobs"][0]["thread"], thread, "{stats}");
+    let (status, _) = a.get("/v1/sync/pairs/fed_unknown/stats").await;
+    assert_eq!(status, 404);
+    let reader = a.steward.token(&["records:read"], &[]).await;
+    let (status, _) = a.steward.get(&reader, "/v1/sync/health").await;
+    assert_eq!(status, 403);
+}

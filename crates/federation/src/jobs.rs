@@ -37,8 +37,11 @@ pub struct Jobs {
     jobs: Mutex<HashMap<(String, String, String), Arc<Job>>>,
     /// Records pulled per (tenant, source), by minute, over the last hour (at most 60 buckets
     /// each): what `/v1/sync/health` and a pair's stats count. In memory, per replica.
-    pulled: Mutex<HashMap<(String, String), VecDeque<(u64, u64)>>>,
+    pulled: Mutex<HashMap<(String, String), Tally>>,
 }
+
+/// `(minute, records)` buckets, oldest first.
+type Tally = VecDeque<(u64, u64)>;
 
 /// Minutes the pull tally keeps.
 const TALLY_MINUTES: u64 = 60;

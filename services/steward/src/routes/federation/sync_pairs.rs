@@ -177,7 +177,7 @@ pub async fn health(State(state): State<AppState>, caller: Caller) -> ApiResult<
         *count = serde_json::json!(count.as_u64().unwrap_or(0) + 1);
     }
     let mut failing: Vec<_> = jobs.iter().filter(|j| j.status == "failing").collect();
-    failing.sort_by(|a, b| b.retries.cmp(&a.retries));
+    failing.sort_by_key(|j| std::cmp::Reverse(j.retries));
     let most_errored: Vec<Value> = failing
         .iter()
         .take(5)

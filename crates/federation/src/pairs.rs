@@ -14,7 +14,8 @@ use syncropel_protocol::pair::{
 };
 use syncropel_protocol::sync::{has_document, PeerItem};
 use syncropel_protocol::{
-    unix_now, validate_thread, ErrorCode, PairState, Refusal, PAIRS_AUDIT_THREAD, PAIRS_THREAD,
+    unix_from_rfc3339, unix_now, validate_thread, ErrorCode, PairState, Refusal,
+    PAIRS_AUDIT_THREAD, PAIRS_THREAD,
 };
 use syncropel_store::{ListFilter, StateChange};
 use syncropel_tenant::Tenant;
@@ -236,6 +237,26 @@ pub async fn degrade_unresolved(fed: &Federation, tenant: &Tenant) -> Result<usi
         }
     }
     Ok(degraded)
+}
+
+/// How long a handshake may stay unfinished (awaiting the peer's approval or confirm).
+const HANDSHAKE_WAIT_SECS: i64 = 24 * 3600;
+
+/// Revokes every pair whose handshake has not finished within a day (`handshake_rejected`,
+/// federation-protocol.md §3.4): an approval or a confirm that never came. Run with the periodic
+/// pair check; how many it revoked.
+pub async fn expire_handshakes(fed: &Federation, tenant: &Tenant) -> Result<usize> {
+    let now = unix_now();
+    let mut expired = 0;
+    for pair in load(fed, tenant).await?.into_values() {
+        let started = pair.created_at.as_deref().and_then(unix_from_rfc3339);
+        let stale = started.is_some_and(|at| now - at > HANDSHAKE_WAIT_SECS);
+        if pair.state == PairState::Establishing && stale {
+            revoke_pair(fed, tenant, &pair, "handshake_rejected", false).await?;
+            expired += 1;
+        }
+    }
+    Ok(expired)
 }
 
 /// A degraded pair's `recover`, after the first success since (a pull, a renewal); the pair as

@@ -129,11 +129,13 @@ async fn renewal_failed(
 /// Failed renewals per (pair, outbound token): a renewed token starts counting again.
 const RENEWAL_FAILURES: &str = "renewal_failures";
 
-/// The periodic check of a tenant's pairs: tokens due for renewal are renewed, and pairs whose
-/// peer's records have waited a day for their signer degrade.
+/// The periodic check of a tenant's pairs: tokens due for renewal are renewed, pairs whose
+/// peer's records have waited a day for their signer degrade, and handshakes unfinished after a
+/// day are revoked.
 pub async fn check(fed: &Federation, tenant: &Tenant) -> Result<()> {
     renew_due(fed, tenant).await?;
     pairs::degrade_unresolved(fed, tenant).await?;
+    pairs::expire_handshakes(fed, tenant).await?;
     Ok(())
 }
 

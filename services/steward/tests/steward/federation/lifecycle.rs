@@ -338,3 +338,57 @@ async fn sync_health_and_pair_stats_count_what_was_pulled() {
     let (status, _) = a.steward.get(&reader, "/v1/sync/health").await;
     assert_eq!(status, 403);
 }
+
+/// A handshake unfinished after a day (an approval or a confirm that never came) is revoked at
+/// the periodic pair check (`handshake_rejected`); a younger one waits on.
+#[tokio::test]
+async fn a_handshake_unfinished_after_a_day_is_revoked() {
+    use syncropel_federation::{own_record, renewal};
+    use syncropel_protocol::pair::{init_body, pair_id, InitParams};
+    use syncropel_protocol::{Keypair, PAIRS_THREAD};
+    let a = Node::start(Options {
+        federation: config(),
+        ..Options::default()
+    })
+    .await;
+    let (fed, tenant) = (&a.steward.state.federation, &a.steward.tenant);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let mut ids = Vec::new();
+    for age in [25 * 3600, 3600] {
+        let peer = Keypair::generate().did_key();
+        let id = pair_id(&a.did(), &peer);
+        let body = init_body(&InitParams {
+            pair_id: &id,
+            generation: 1,
+            peer_did: &peer,
+            peer_url: "http://127.0.0.1:9",
+            nonce_sha256: &"0".repeat(64),
+            peer_manifest_sha256: &"0".repeat(64),
+            maps: &[],
+            mode: "polling",
+            created_at: now - age,
+        });
+        let record = own_record(tenant, PAIRS_THREAD, body, Vec::new());
+        a.steward
+            .state
+            .store
+            .write(TENANT, vec![record], Vec::new())
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    // The steward's own periodic check may get there first; either way the check revokes.
+    renewal::check(fed, tenant).await.unwrap();
+    assert_eq!(a.pair(&ids[0]).await["state"], "revoked");
+    assert_eq!(a.pair(&ids[1]).await["state"], "establishing");
+    let (_, records) = a
+        .get("/v1/records?thread=th_federation_pairs&limit=1000")
+        .await;
+    assert!(
+        records.to_string().contains("handshake_rejected"),
+        "{records}"
+    );
+}

@@ -15,6 +15,7 @@ use syncropel_tenant::{seal, server_record, Namespaces, Tenant, TokenCache};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use crate::actor_keys::VouchCache;
 use crate::config::FederationConfig;
 use crate::discovery::Discovery;
 use crate::error::{FederationError, Result};
@@ -92,6 +93,8 @@ pub struct Federation {
     pub(crate) relay_outbox: Outbox,
     /// Per tenant: whether its outbox job was started, or when that was last looked at.
     outbox_started: Mutex<HashMap<String, Option<Instant>>>,
+    /// Peers' answers on the keys of typed actors, and the vouches stored here.
+    pub(crate) vouches: VouchCache,
 }
 
 impl Federation {
@@ -149,6 +152,7 @@ impl Federation {
             traces: TraceIndex::default(),
             relay_outbox: Outbox::default(),
             outbox_started: Mutex::default(),
+            vouches: VouchCache::default(),
         }
     }
 

@@ -3,8 +3,8 @@
 //! here.
 //!
 //! - Identity: which keys may sign for a DID ([`signers`]), resolved by [`DidResolver`] (did:web
-//!   documents, did:sync logs from the operator's directories), and the signed manifest
-//!   ([`manifest`]).
+//!   documents, did:sync logs from the operator's directories), typed actors vouched for by the
+//!   peer that served them ([`actor_keys`]), and the signed manifest ([`manifest`]).
 //! - Pairing: the handshake that makes a pair ([`handshake`]), pairs as a fold over records
 //!   ([`pairs`]), token renewal ([`renewal`]), and the older one-thread sync pairs
 //!   ([`sync_pairs`]).
@@ -17,6 +17,7 @@
 //!   there ([`relay`]).
 //! - Discovery on the LAN and introductions through pairs ([`discovery`]).
 
+pub mod actor_keys;
 mod backoff;
 pub mod config;
 pub mod consent;

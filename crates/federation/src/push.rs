@@ -79,7 +79,9 @@ pub async fn receive(
             .with_hint("push only the threads the steward pulls through this pair")
             .into());
         }
-        let page = check_relayed(fed, &thread, items).await.map_err(pushed)?;
+        let page = check_relayed(fed, &thread, items, BTreeMap::new())
+            .await
+            .map_err(pushed)?;
         if let Some((id, rejection)) = page.forged() {
             let code = match rejection.code() {
                 "ID_MISMATCH" => ErrorCode::IdMismatch,

@@ -4,6 +4,8 @@
 //! covers it). The relay checks an envelope before it queues it, and the destination again
 //! before it ingests a single item.
 
+use std::collections::BTreeMap;
+
 use serde_json::{json, Map, Value};
 
 use crate::{canonical_string, sha256_hex, verify_signature, Keypair};
@@ -59,6 +61,10 @@ pub struct Envelope {
     pub ids: Vec<String>,
     /// Its items as sent: whole signed records or redacted stubs (federation-protocol.md §6.3).
     pub items: Vec<Value>,
+    /// The keys the source vouches for each typed actor of its items (federation-protocol.md
+    /// §1.4), covered by the envelope's signature: a destination that cannot reach the source
+    /// takes them as the source's `actor-keys` answers.
+    pub actor_keys: BTreeMap<String, Vec<String>>,
     /// sha256 hex of the canonical `{encoding, ids, queue_id, source_epoch}`.
     pub envelope_id: String,
     /// The bytes it came as (empty when it was checked as a value).
@@ -140,6 +146,11 @@ impl Envelope {
                 "an envelope holds at most {MAX_ITEMS} items"
             )));
         }
+        let actor_keys = match object.remove("actor_keys") {
+            None => BTreeMap::new(),
+            Some(keys) => serde_json::from_value::<BTreeMap<String, Vec<String>>>(keys)
+                .map_err(|_| invalid("`actor_keys` maps actors to lists of did:keys"))?,
+        };
         let ids = items
             .iter()
             .map(|item| item.get("id").and_then(Value::as_str).map(str::to_string))
@@ -154,6 +165,7 @@ impl Envelope {
             last_sseq,
             ids,
             items,
+            actor_keys,
             envelope_id,
             bytes: Vec::new(),
         })
@@ -166,8 +178,9 @@ pub fn envelope_id(queue_id: &str, source_epoch: &str, ids: &[String]) -> String
     sha256_hex(canonical_string(&value).as_bytes())
 }
 
-/// Signs an envelope of `items` for `queue` with the source's `key` (whose id is `key_id`):
-/// what a source deposits.
+/// Signs an envelope of `items` for `queue` with the source's `key` (whose id is `key_id`),
+/// vouching for their typed actors' keys (`actor_keys`, left out when empty): what a source
+/// deposits.
 pub fn sign(
     key: &Keypair,
     key_id: &str,
@@ -175,6 +188,7 @@ pub fn sign(
     source_epoch: &str,
     (first_sseq, last_sseq): (i64, i64),
     items: Vec<Value>,
+    actor_keys: &BTreeMap<String, Vec<String>>,
 ) -> Value {
     let mut object = Map::new();
     object.insert("object".into(), json!("relay_envelope"));
@@ -185,6 +199,9 @@ pub fn sign(
     object.insert("queue".into(), json!(queue));
     object.insert("encoding".into(), json!("plain"));
     object.insert("items".into(), Value::Array(items));
+    if !actor_keys.is_empty() {
+        object.insert("actor_keys".into(), json!(actor_keys));
+    }
     let canonical = canonical_string(&Value::Object(object.clone()));
     let value = key.sign_hex(canonical.as_bytes());
     object.insert(
@@ -218,9 +235,17 @@ mod tests {
 
     fn deposit(source: &Keypair, queue: &Queue) -> Vec<u8> {
         let key_id = format!("{}#key-1", source.did_key());
-        sign(source, &key_id, queue, "00aa", (10, 11), items())
-            .to_string()
-            .into_bytes()
+        sign(
+            source,
+            &key_id,
+            queue,
+            "00aa",
+            (10, 11),
+            items(),
+            &BTreeMap::new(),
+        )
+        .to_string()
+        .into_bytes()
     }
 
     #[test]
@@ -233,6 +258,25 @@ mod tests {
         assert_eq!(checked.ids, ["a1", "a2"]);
         assert_eq!((checked.first_sseq, checked.last_sseq), (10, 11));
         assert_eq!(checked.envelope_id, envelope_id(&id, "00aa", &checked.ids));
+    }
+
+    #[test]
+    fn the_sources_vouches_for_typed_actors_are_covered_by_its_signature() {
+        let source = Keypair::generate();
+        let queue = queue(&source);
+        let id = queue.id();
+        let key_id = format!("{}#key-1", source.did_key());
+        let vouches = BTreeMap::from([("did:sync:user:alice".to_string(), vec![source.did_key()])]);
+        let signed = sign(&source, &key_id, &queue, "00aa", (1, 2), items(), &vouches);
+        let checked =
+            Envelope::check(signed.to_string().into_bytes(), &id, &source.did_key()).unwrap();
+        assert_eq!(checked.actor_keys, vouches);
+        let mut widened = signed;
+        widened["actor_keys"]["did:sync:user:alice"] = json!([Keypair::generate().did_key()]);
+        assert!(matches!(
+            Envelope::check(widened.to_string().into_bytes(), &id, &source.did_key()),
+            Err(EnvelopeError::Signature)
+        ));
     }
 
     #[test]
@@ -262,12 +306,30 @@ mod tests {
             Envelope::check(bytes, &elsewhere.id(), &source.did_key()),
             Err(EnvelopeError::Invalid(_))
         ));
-        let empty = sign(&source, "k", &queue, "00aa", (1, 1), Vec::new()).to_string();
+        let empty = sign(
+            &source,
+            "k",
+            &queue,
+            "00aa",
+            (1, 1),
+            Vec::new(),
+            &BTreeMap::new(),
+        )
+        .to_string();
         assert!(matches!(
             Envelope::check(empty.into_bytes(), &id, &source.did_key()),
             Err(EnvelopeError::Invalid(_))
         ));
-        let backwards = sign(&source, "k", &queue, "00aa", (5, 4), items()).to_string();
+        let backwards = sign(
+            &source,
+            "k",
+            &queue,
+            "00aa",
+            (5, 4),
+            items(),
+            &BTreeMap::new(),
+        )
+        .to_string();
         assert!(matches!(
             Envelope::check(backwards.into_bytes(), &id, &source.did_key()),
             Err(EnvelopeError::Invalid(_))
@@ -275,7 +337,16 @@ mod tests {
         let many: Vec<Value> = (0..=MAX_ITEMS)
             .map(|i| json!({"id": i.to_string()}))
             .collect();
-        let many = sign(&source, "k", &queue, "00aa", (1, 2000), many).to_string();
+        let many = sign(
+            &source,
+            "k",
+            &queue,
+            "00aa",
+            (1, 2000),
+            many,
+            &BTreeMap::new(),
+        )
+        .to_string();
         assert!(matches!(
             Envelope::check(many.into_bytes(), &id, &source.did_key()),
             Err(EnvelopeError::TooLarge(_))

@@ -3,7 +3,7 @@
 //! cursor in one transaction, and what failed kept in quarantine (fetched again when its signer
 //! may resolve later).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use syncropel_protocol::sync::{verify_items, PeerItem, Rejection, ResolvedKeys};
 use syncropel_protocol::{unix_now, ErrorCode, Refusal};
@@ -11,6 +11,7 @@ use syncropel_store::{Appended, NewRecord, StateChange};
 use syncropel_tenant::{stored_form, Tenant};
 
 use super::{violation, Fetched, PullError, PullOutcome, Source};
+use crate::actor_keys;
 use crate::signers::verify_with_documents;
 use crate::state::{put_cursor, PullCursor, QUARANTINE};
 use crate::threads::pullable_thread;
@@ -25,7 +26,15 @@ pub(super) async fn store_page(
     page: Fetched,
     cursor: &mut PullCursor,
 ) -> Result<PullOutcome, PullError> {
-    let admitted = admit(fed, tenant, source, &page.items, page.verdicts).await?;
+    let admitted = admit(
+        fed,
+        tenant,
+        source,
+        &page.items,
+        page.verdicts,
+        &page.carried,
+    )
+    .await?;
     cursor.cursor = page.next_cursor;
     cursor.last_sync_at = Some(unix_now());
     cursor.pulled += admitted.records.len() as u64;
@@ -64,7 +73,15 @@ pub(super) async fn store_checked(
     checked: Fetched,
     moved: Option<StateChange>,
 ) -> Result<PullOutcome, PullError> {
-    let admitted = admit(fed, tenant, source, &checked.items, checked.verdicts).await?;
+    let admitted = admit(
+        fed,
+        tenant,
+        source,
+        &checked.items,
+        checked.verdicts,
+        &checked.carried,
+    )
+    .await?;
     store_admitted(fed, tenant, source, admitted, moved).await
 }
 
@@ -163,7 +180,7 @@ async fn fetch_records(
     }
     let mut verdicts = verify_items(&items, &ResolvedKeys::new());
     verify_with_documents(fed, &items, &mut verdicts).await;
-    let admitted = admit(fed, tenant, source, &items, verdicts).await?;
+    let admitted = admit(fed, tenant, source, &items, verdicts, &BTreeMap::new()).await?;
     let settled: Vec<StateChange> = admitted
         .items
         .iter()
@@ -179,6 +196,9 @@ struct Admitted<'a> {
     /// The items behind `records`, in the same order.
     items: Vec<&'a PeerItem>,
     quarantine: Vec<StateChange>,
+    /// Which peer vouched for the typed actors' signers admitted (see [`actor_keys`]).
+    vouches: Vec<StateChange>,
+    vouch_markers: Vec<actor_keys::Marker>,
 }
 
 async fn admit<'a>(
@@ -187,20 +207,40 @@ async fn admit<'a>(
     source: &Source,
     items: &'a [PeerItem],
     verdicts: Vec<Result<(), Rejection>>,
+    carried: &BTreeMap<String, Vec<String>>,
 ) -> Result<Admitted<'a>, PullError> {
     let store = fed.store.as_ref();
     let mut admitted = Admitted {
         records: Vec::with_capacity(items.len()),
         items: Vec::with_capacity(items.len()),
         quarantine: Vec::new(),
+        vouches: Vec::new(),
+        vouch_markers: Vec::new(),
     };
     // A page's records share a few namespaces: each is checked against the registry once.
     let mut writable: HashMap<String, bool> = HashMap::new();
+    let signed: Vec<&PeerItem> = items
+        .iter()
+        .zip(&verdicts)
+        .filter(|(_, verdict)| verdict.is_ok())
+        .map(|(item, _)| item)
+        .collect();
+    let vouched = actor_keys::vouched(fed, tenant, source, &signed, carried).await;
     for (item, verdict) in items.iter().zip(verdicts) {
         if let Err(rejection) = verdict {
             admitted
                 .quarantine
                 .push(quarantined(&source.id, item, rejection.code()));
+            continue;
+        }
+        // A typed actor's signer counts only as its serving peer vouches for it.
+        let typed = actor_keys::is_typed(&item.envelope.actor) && item.redaction.is_none();
+        if typed && !vouched.admits(item) {
+            admitted.quarantine.push(quarantined(
+                &source.id,
+                item,
+                Rejection::SignerUnresolved.code(),
+            ));
             continue;
         }
         // Pair, consent, registry and audit threads are this steward's own: a peer's record
@@ -239,6 +279,8 @@ async fn admit<'a>(
         ));
         admitted.items.push(item);
     }
+    (admitted.vouches, admitted.vouch_markers) =
+        vouched.records(fed, tenant, &admitted.items).await?;
     Ok(admitted)
 }
 
@@ -270,6 +312,7 @@ async fn store_admitted(
         ..PullOutcome::default()
     };
     let mut changes = admitted.quarantine;
+    changes.extend(admitted.vouches);
     changes.extend(extra);
     // A record written in a traced request at the source is ingested in that same trace.
     let spans: Vec<Option<tracing::Span>> = admitted
@@ -289,6 +332,7 @@ async fn store_admitted(
         })
         .collect();
     let results = store.write(&tenant.id, admitted.records, changes).await?;
+    fed.vouches.remember(admitted.vouch_markers);
     let mut clashes = Vec::new();
     for ((item, result), span) in admitted.items.into_iter().zip(results).zip(spans) {
         if let (Some(span), Ok(Appended::Inserted(_))) = (&span, &result) {

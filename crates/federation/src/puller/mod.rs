@@ -7,6 +7,7 @@
 
 mod ingest;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -253,6 +254,7 @@ pub(crate) async fn check_relayed(
     fed: &Federation,
     thread: &str,
     items: Vec<serde_json::Value>,
+    carried: BTreeMap<String, Vec<String>>,
 ) -> Result<Checked, PullError> {
     let page = ChangesPage {
         thread: thread.to_string(),
@@ -260,7 +262,9 @@ pub(crate) async fn check_relayed(
         next_cursor: String::new(),
         has_more: false,
     };
-    check_page(page, thread, fed).await.map(Checked)
+    let mut checked = check_page(page, thread, fed).await?;
+    checked.carried = carried;
+    Ok(Checked(checked))
 }
 
 /// Stores the records of checked relay items that pass, with `moved` (the relay cursor) in one
@@ -316,6 +320,8 @@ const PIPELINE_PAGES: usize = 2;
 struct Fetched {
     items: Vec<PeerItem>,
     verdicts: Vec<Result<(), Rejection>>,
+    /// The source's vouches for typed actors that came with the items (a relay envelope's).
+    carried: BTreeMap<String, Vec<String>>,
     next_cursor: String,
     has_more: bool,
 }
@@ -426,6 +432,7 @@ async fn check_page(
         Ok(Fetched {
             items,
             verdicts,
+            carried: BTreeMap::new(),
             next_cursor: page.next_cursor,
             has_more: page.has_more,
         })

@@ -4,6 +4,7 @@
 //! moves on relay data, so a relay that loses or withholds records delays them and nothing more:
 //! the job returns to its source as soon as it answers and pulls from where it was.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -216,12 +217,14 @@ impl Place {
     async fn check(&self, fed: &Federation, page: Value) -> Result<CheckedPage, PullError> {
         let (envelopes, next_cursor, has_more) = parse_page(&page)?;
         let mut items = Vec::new();
+        let mut vouches = BTreeMap::new();
         let mut through = 0;
         for mut envelope in envelopes {
             match checked(envelope["envelope"].take(), &self.queue_id, &self.signers) {
                 Ok(envelope) => {
                     through = through.max(envelope.last_sseq);
                     items.extend(envelope.items);
+                    vouches.extend(envelope.actor_keys);
                 }
                 Err(e) => {
                     let code = match e {
@@ -235,7 +238,7 @@ impl Place {
             }
         }
         Ok(CheckedPage {
-            checked: check_relayed(fed, &self.thread, items).await?,
+            checked: check_relayed(fed, &self.thread, items, vouches).await?,
             next_cursor,
             has_more,
             through,

@@ -32,7 +32,7 @@ use super::PeerRelays;
 use crate::error::{FederationError, Result};
 use crate::feed::{self, ChangesQuery, Puller};
 use crate::state::{self, parse, sync_meta, to_text, OUTBOX, RELAY_SERVED};
-use crate::{consent, pairs, Backoff, Federation};
+use crate::{actor_keys, consent, pairs, Backoff, Federation};
 
 /// The source id of the outbox job among the pull jobs (its "thread" is [`JOB_THREAD`]).
 pub const JOB: &str = "relay-outbox";
@@ -493,7 +493,7 @@ impl Work<'_> {
                 return Drive::Done;
             };
             if !served.items.is_empty() {
-                let envelope = match self.envelope(served.items, (first, last)) {
+                let envelope = match self.envelope(served.items, (first, last)).await {
                     Ok(envelope) => envelope,
                     Err(e) => {
                         tracing::warn!(error = %e, "a record to deposit does not parse");
@@ -547,12 +547,14 @@ impl Work<'_> {
         Drive::More
     }
 
-    fn envelope(&self, items: Vec<String>, seqs: (i64, i64)) -> Result<Value> {
+    async fn envelope(&self, items: Vec<String>, seqs: (i64, i64)) -> Result<Value> {
         let items = items
             .iter()
             .map(|text| serde_json::from_str(text))
             .collect::<std::result::Result<Vec<Value>, _>>()
             .map_err(|e| FederationError::corrupt(format!("a stored record: {e}")))?;
+        // The destination may never reach us to ask who signs for a typed actor: say it here.
+        let vouches = actor_keys::envelope_vouches(self.fed, self.tenant, &items).await?;
         let identity = &self.tenant.identity;
         Ok(relay::sign(
             &identity.key,
@@ -561,6 +563,7 @@ impl Work<'_> {
             self.epoch,
             seqs,
             items,
+            &vouches,
         ))
     }
 

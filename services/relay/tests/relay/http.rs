@@ -127,6 +127,7 @@ fn envelope_of(source: &Party, queue: &Queue, first: i64, n: i64) -> Value {
         "ep1",
         (first, first + n - 1),
         items,
+        &Default::default(),
     )
 }
 

@@ -50,6 +50,7 @@ impl Source {
             "ep1",
             (first, self.sseq),
             items,
+            &Default::default(),
         );
         Envelope::check(
             signed.to_string().into_bytes(),

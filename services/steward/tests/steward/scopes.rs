@@ -257,6 +257,11 @@ async fn every_route_opens_to_the_scopes_and_grains_its_row_names_and_no_other()
         route(M::GET, "/v1/consent/grants", FEDERATION),
         route(M::GET, "/v1/sync/pairs", FEDERATION),
         route(M::GET, "/v1/sync/changes?thread=th_m", PULL),
+        route(
+            M::GET,
+            "/v1/federation/actor-keys?did=did:sync:user:m",
+            PULL,
+        ),
     ];
 
     let mut tokens = Vec::new();

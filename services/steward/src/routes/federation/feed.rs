@@ -11,7 +11,7 @@ use serde_json::Value;
 use syncropel_api::watch::{self as sse, Heartbeat};
 use syncropel_api::SyncRecords;
 use syncropel_federation::feed::{self, Access, ChangesQuery, Puller, MAX_FETCH_IDS};
-use syncropel_federation::{pairs, push};
+use syncropel_federation::{actor_keys, pairs, push};
 use syncropel_protocol::sync::{DEFAULT_PAGE, MAX_PAGE};
 use syncropel_protocol::{ErrorCode, DEFAULT_NAMESPACE};
 
@@ -51,6 +51,24 @@ fn access<'a>(caller: &'a Caller, headers: &'a HeaderMap) -> ApiResult<Access<'a
         grant: caller.grant.as_deref(),
         claimed,
     })
+}
+
+/// `GET /v1/federation/actor-keys?did=D`: the keys that sign for the typed actor `D` here,
+/// signed by this steward (federation-protocol.md §1.4), to a caller that may pull from it.
+pub async fn actor_keys(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    params: Params,
+) -> ApiResult<Response> {
+    let fed = &state.federation;
+    let access = access(&caller, &headers)?;
+    Puller::of(fed, &caller.tenant, &access).await?;
+    let did = params
+        .str("did")
+        .ok_or_else(|| ApiError::validation("did is required"))?;
+    let answer = actor_keys::answer(fed, &caller.tenant, did).await?;
+    Ok(Json(answer).into_response())
 }
 
 /// `GET /v1/sync/changes?thread=T&since=C&limit=N&feed=normal|longpoll&target_namespace=NS`

@@ -59,6 +59,7 @@ pub fn routes() -> Router<AppState> {
         .route("/federation/pending/{id}/approve", post(handshake::approve))
         .route("/federation/pending/{id}/reject", post(handshake::reject))
         .route("/federation/peers", get(discovery::introductions_for_peer))
+        .route("/federation/actor-keys", get(feed::actor_keys))
         .route(
             "/federation/introductions",
             get(discovery::introductions_via),

@@ -18,6 +18,7 @@ mod relay;
 mod renewal;
 mod restart;
 mod state_threads;
+mod typed_actors;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -534,6 +534,7 @@ async fn forged_altered_and_moved_envelopes_from_a_relay_store_nothing() {
             genuine["last_sseq"].as_i64().unwrap(),
         ),
         genuine["items"].as_array().unwrap().clone(),
+        &Default::default(),
     );
     let mut altered = genuine.clone();
     altered["items"][0]["record"]["body"]["n"] = json!(999);

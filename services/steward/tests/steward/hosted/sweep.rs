@@ -531,6 +531,8 @@ fn routes(to: &Aim, from: &Aim, rng: &mut Rng) -> Vec<Route> {
                 json!({"reason": "intruder"}),
             ),
         Route::new(M::GET, "/v1/federation/peers", Token).at("/v1/federation/peers"),
+        Route::new(M::GET, "/v1/federation/actor-keys", Token)
+            .at("/v1/federation/actor-keys?did=did:sync:user:alice"),
         Route::new(M::GET, "/v1/federation/introductions", Token)
             .at(format!("/v1/federation/introductions?via={}", to.peer_did)),
         Route::new(M::GET, "/v1/discovery/mdns", Token).at("/v1/discovery/mdns"),

@@ -23,7 +23,7 @@ use crate::peer::{PeerClient, PeerClientOptions, Reach};
 use crate::relay::{outbox, Outbox};
 use crate::resolve::DidResolver;
 use crate::traces::TraceIndex;
-use crate::{pairs, state, sync_pairs, Backoff};
+use crate::{manifest, pairs, state, sync_pairs, Backoff};
 
 /// What the engine works on, shared with the steward's HTTP layer.
 pub struct Shared {
@@ -92,6 +92,8 @@ pub struct Federation {
     pub(crate) relay_outbox: Outbox,
     /// Per tenant: whether its outbox job was started, or when that was last looked at.
     outbox_started: Mutex<HashMap<String, Option<Instant>>>,
+    /// Checks peers' manifests, remembering when it first saw upstream-form signatures.
+    pub(crate) manifests: manifest::Verifier,
 }
 
 impl Federation {
@@ -149,6 +151,7 @@ impl Federation {
             traces: TraceIndex::default(),
             relay_outbox: Outbox::default(),
             outbox_started: Mutex::default(),
+            manifests: manifest::Verifier::default(),
         }
     }
 

@@ -419,7 +419,7 @@ async fn move_to(
     if pair.peer_url.as_deref().map(|u| u.trim_end_matches('/')) == Some(url) {
         return Ok(pair.clone());
     }
-    let (_, did) = verified_manifest(fed, url, Reach::Peers).await?;
+    let (_, did) = verified_manifest(fed, url, Reach::Peers, true).await?;
     if did != pair.peer_did {
         return Err(FederationError::Refused(Refusal::new(
             ErrorCode::SignatureInvalid,

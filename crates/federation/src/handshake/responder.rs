@@ -120,7 +120,7 @@ pub async fn init(
     }
     // The URL must be the initiator's own: its manifest there names the same DID. Whatever went
     // wrong, the answer is the same, so that a request cannot probe what answers at a URL.
-    let verified = verified_manifest(fed, &peer_url, reach).await;
+    let verified = verified_manifest(fed, &peer_url, reach, true).await;
     let manifest = match verified {
         Ok((manifest, did)) if did == initiator => manifest,
         _ => {

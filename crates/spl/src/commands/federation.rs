@@ -204,6 +204,7 @@ fn pair_body(args: &PairArgs) -> StartPair {
             })
             .collect(),
         namespaces: args.namespaces.clone(),
+        no_strict: args.no_strict,
     }
 }
 
@@ -514,6 +515,20 @@ mod tests {
             json!({"peer_url": "https://bob.example",
                    "maps": [{"local": "research", "peer": "my-team"}],
                    "namespaces": ["shared"]})
+        );
+        let Command::Federation(FederationCommand::Pair(args)) = parse(&[
+            "spl",
+            "federation",
+            "pair",
+            "https://bob.example",
+            "--no-strict",
+        ]) else {
+            panic!("parsed into the wrong command");
+        };
+        assert_eq!(
+            serde_json::to_value(pair_body(&args)).unwrap(),
+            json!({"peer_url": "https://bob.example", "maps": [], "namespaces": [],
+                   "no_strict": true})
         );
     }
 

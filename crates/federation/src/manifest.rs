@@ -15,6 +15,8 @@ use syncropel_protocol::{canonical_string, verify_signature, Keypair};
 
 /// How long a manifest is valid after it is signed.
 pub const MANIFEST_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// A steward signs its manifest again once it is this old.
+pub const RESIGN_AFTER: Duration = Duration::from_secs(24 * 3600);
 pub const FEDERATION_PROTOCOL_VERSION: &str = "0.13";
 /// The steward's version, as the manifest announces it.
 const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -353,8 +353,14 @@ async fn refresh(ctx: &Ctx, peer: &str, url: Option<&str>) -> Result<ExitCode> {
             Some(_) => "now reached",
             None => "tokens renewed, reached",
         };
+        // A refresh verifies the peer's manifest again, which may have degraded the pair.
+        let degraded = view
+            .degraded_cause
+            .as_deref()
+            .map(|cause| format!(" (degraded: {cause})"))
+            .unwrap_or_default();
         println!(
-            "pair {} with {}: {done} at {}",
+            "pair {} with {}: {done} at {}{degraded}",
             view.pair_id,
             view.peer_did,
             view.peer_url.as_deref().unwrap_or("(no URL)")

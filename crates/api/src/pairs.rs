@@ -16,6 +16,10 @@ pub struct StartPair {
     pub peer_url: String,
     pub maps: Vec<NamespaceMap>,
     pub namespaces: Vec<String>,
+    /// Take the peer's manifest even if it has expired (`--no-strict`); its signature must
+    /// still verify.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub no_strict: bool,
 }
 
 /// The body of pause, resume and revoke of a pair, and of approve and reject of a request:

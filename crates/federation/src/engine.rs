@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Map, Value};
 use syncropel_protocol::pair::PairView;
@@ -24,7 +24,7 @@ use crate::peer::{PeerClient, PeerClientOptions, Reach};
 use crate::relay::{outbox, Outbox};
 use crate::resolve::DidResolver;
 use crate::traces::TraceIndex;
-use crate::{pairs, state, sync_pairs, Backoff};
+use crate::{manifest, pairs, state, sync_pairs, Backoff};
 
 /// What the engine works on, shared with the steward's HTTP layer.
 pub struct Shared {
@@ -95,6 +95,10 @@ pub struct Federation {
     outbox_started: Mutex<HashMap<String, Option<Instant>>>,
     /// Peers' answers on the keys of typed actors, and the vouches stored here.
     pub(crate) vouches: VouchCache,
+    /// Checks peers' manifests, remembering when it first saw upstream-form signatures.
+    pub(crate) manifests: manifest::Verifier,
+    /// Per tenant: its own signed manifest and what it was signed for (see [`Self::own_manifest`]).
+    own_manifests: Mutex<HashMap<String, (String, Value)>>,
 }
 
 impl Federation {
@@ -153,6 +157,8 @@ impl Federation {
             relay_outbox: Outbox::default(),
             outbox_started: Mutex::default(),
             vouches: VouchCache::default(),
+            manifests: manifest::Verifier::default(),
+            own_manifests: Mutex::default(),
         }
     }
 
@@ -202,6 +208,39 @@ impl Federation {
             .acquire_owned()
             .await
             .map_err(|_| FederationError::internal("the pull places were closed"))
+    }
+
+    /// The tenant's signed manifest, with this steward's relays (federation-protocol.md §2.1):
+    /// signed once and served until it is a day old or the DID, key or URL it was signed for
+    /// changed, so that a peer comparing manifests by digest sees a change only when there is one.
+    pub fn own_manifest(&self, tenant: &Tenant) -> Value {
+        let identity = &tenant.identity;
+        let url = tenant.url.as_deref().unwrap_or_default();
+        let signed_for = format!("{}\n{}\n{url}", identity.did, identity.key.did_key());
+        let now = SystemTime::now();
+        let mut kept = self.own_manifests.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((kept_for, manifest)) = kept.get(&tenant.id) {
+            let young = !manifest::expires_before(
+                manifest,
+                now + manifest::MANIFEST_TTL - manifest::RESIGN_AFTER,
+            );
+            if *kept_for == signed_for && young {
+                return manifest.clone();
+            }
+        }
+        let manifest = manifest::sign_with_relays(
+            &identity.key,
+            &identity.did,
+            url,
+            now,
+            &self.config.relay.urls,
+            self.config.relay.offline_capable,
+        );
+        if kept.len() > 10_000 {
+            kept.clear();
+        }
+        kept.insert(tenant.id.clone(), (signed_for, manifest.clone()));
+        manifest
     }
 
     pub(crate) fn cached_pairs(&self, tenant: &str) -> Option<(i64, PairFold)> {

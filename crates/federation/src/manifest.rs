@@ -2,7 +2,11 @@
 //!
 //! Signed in "covered form": the canonical JSON of the manifest with only `signature.signature`
 //! removed, so `alg`, `key_id`, `signed_at` and `expires_at` are all covered by the signature.
+//! Verifiers also take upstream's form (the whole `signature` member removed), whose `expires_at`
+//! is unsigned: [`Verifier`] then caps its freshness at 7 days after first sight.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
@@ -11,6 +15,8 @@ use syncropel_protocol::{canonical_string, verify_signature, Keypair};
 
 /// How long a manifest is valid after it is signed.
 pub const MANIFEST_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// A steward signs its manifest again once it is this old.
+pub const RESIGN_AFTER: Duration = Duration::from_secs(24 * 3600);
 pub const FEDERATION_PROTOCOL_VERSION: &str = "0.13";
 /// The steward's version, as the manifest announces it.
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -114,6 +120,13 @@ pub enum ManifestError {
     ForeignKey { key_id: String, did: String },
     #[error("the manifest's signature does not verify: {0}")]
     BadSignature(String),
+    #[error("the manifest has expired")]
+    Expired,
+    #[error(
+        "the manifest is signed in upstream form (its expiry unsigned) and was first seen more \
+         than 7 days ago"
+    )]
+    StaleUpstream,
 }
 
 /// The DID a manifest speaks for (`daemon.did`).
@@ -121,10 +134,20 @@ pub fn daemon_did(manifest: &Value) -> Option<&str> {
     manifest["daemon"]["did"].as_str()
 }
 
-/// Verifies a manifest in covered form. A did:key steward signs with its own key; a did:sync or
-/// did:web steward with one of the keys its document names, which the caller resolved and passes
-/// as `document_keys` (did:keys).
-pub fn verify(manifest: &Value, document_keys: &[String]) -> Result<(), ManifestError> {
+/// What a manifest's signature covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Form {
+    /// Ours: everything but `signature.signature`, `expires_at` included.
+    Covered,
+    /// Upstream's: everything but the `signature` member, so `expires_at` is not signed.
+    Upstream,
+}
+
+/// Verifies a manifest's signature, in covered form, else in upstream form; answers the form
+/// that verified. A did:key steward signs with its own key; a did:sync or did:web steward with
+/// one of the keys its document names, which the caller resolved and passes as `document_keys`
+/// (did:keys). Freshness is [`Verifier::check`]'s.
+pub fn verify(manifest: &Value, document_keys: &[String]) -> Result<Form, ManifestError> {
     let did = daemon_did(manifest).ok_or(ManifestError::Missing("daemon.did"))?;
     let key_id = manifest["signature"]["key_id"]
         .as_str()
@@ -145,21 +168,91 @@ pub fn verify(manifest: &Value, document_keys: &[String]) -> Result<(), Manifest
     if let Some(sig) = covered["signature"].as_object_mut() {
         sig.remove("signature");
     }
-    let covered = canonical_string(&covered);
+    let mut upstream = manifest.clone();
+    if let Some(object) = upstream.as_object_mut() {
+        object.remove("signature");
+    }
+    let forms = [
+        (Form::Covered, canonical_string(&covered)),
+        (Form::Upstream, canonical_string(&upstream)),
+    ];
     let own = [did.to_string()];
     let keys = if did.starts_with("did:key:") {
         &own[..]
     } else {
         document_keys
     };
+    let signature = hex::encode(&raw);
     let mut last = String::from("no key of the DID document to check it with");
-    for key in keys {
-        match verify_signature(key, covered.as_bytes(), &hex::encode(&raw)) {
-            Ok(()) => return Ok(()),
-            Err(e) => last = e.to_string(),
+    for (form, signed) in &forms {
+        for key in keys {
+            match verify_signature(key, signed.as_bytes(), &signature) {
+                Ok(()) => return Ok(*form),
+                Err(e) => last = e.to_string(),
+            }
         }
     }
     Err(ManifestError::BadSignature(last))
+}
+
+/// How far past its `expires_at` a manifest is still taken (clocks disagree).
+pub const EXPIRY_SKEW: Duration = Duration::from_secs(5 * 60);
+/// How long after first sight an upstream-form signature is taken: its `expires_at` is not
+/// signed, so anyone could have moved it.
+pub const UPSTREAM_FRESH_FOR: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Upstream-form signatures remembered at most; past that the one seen longest ago is forgotten.
+const MAX_SIGHTINGS: usize = 10_000;
+
+/// Verifies manifests and checks their freshness, remembering in memory when it first saw each
+/// upstream-form signature (a restart, or a one-shot CLI, starts counting afresh).
+#[derive(Debug, Default)]
+pub struct Verifier {
+    first_seen: Mutex<HashMap<String, SystemTime>>,
+}
+
+impl Verifier {
+    /// [`verify`], then, when `strict`, freshness at `now`: not past `expires_at` by more than
+    /// [`EXPIRY_SKEW`], and an upstream-form signature first seen at most [`UPSTREAM_FRESH_FOR`]
+    /// ago. Without `strict` (`--no-strict`) only freshness is waived, never the signature.
+    pub fn check(
+        &self,
+        manifest: &Value,
+        document_keys: &[String],
+        now: SystemTime,
+        strict: bool,
+    ) -> Result<Form, ManifestError> {
+        let form = verify(manifest, document_keys)?;
+        if form == Form::Upstream {
+            let signature = manifest["signature"]["signature"].as_str().unwrap_or("");
+            let first = self.first_sight(signature, now);
+            if strict && now > first + UPSTREAM_FRESH_FOR {
+                return Err(ManifestError::StaleUpstream);
+            }
+        }
+        if strict && expires_before(manifest, now - EXPIRY_SKEW) {
+            return Err(ManifestError::Expired);
+        }
+        Ok(form)
+    }
+
+    /// When `signature` was first seen, noting `now` if never.
+    fn first_sight(&self, signature: &str, now: SystemTime) -> SystemTime {
+        let mut seen = self.first_seen.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(first) = seen.get(signature) {
+            return *first;
+        }
+        if seen.len() >= MAX_SIGHTINGS {
+            let oldest = seen
+                .iter()
+                .min_by_key(|(_, first)| **first)
+                .map(|(s, _)| s.clone());
+            if let Some(oldest) = oldest {
+                seen.remove(&oldest);
+            }
+        }
+        seen.insert(signature.to_string(), now);
+        now
+    }
 }
 
 #[cfg(test)]
@@ -200,6 +293,115 @@ mod tests {
             verify(&foreign, &[]),
             Err(ManifestError::ForeignKey { .. })
         ));
+    }
+
+    /// `manifest` signed as upstream signs: everything but the `signature` member.
+    fn sign_upstream(mut manifest: Value, key: &Keypair) -> Value {
+        let mut signed = manifest.clone();
+        signed.as_object_mut().unwrap().remove("signature");
+        let signature = key.sign(canonical_string(&signed).as_bytes());
+        manifest["signature"]["signature"] =
+            json!(base64::engine::general_purpose::STANDARD.encode(signature));
+        manifest
+    }
+
+    #[test]
+    fn an_upstream_form_manifest_verifies_and_only_its_signature_block_is_unsigned() {
+        let key = Keypair::generate();
+        let did = key.did_key();
+        let covered = sign(&key, &did, "https://acme.example.com", SystemTime::now());
+        assert_eq!(verify(&covered, &[]).unwrap(), Form::Covered);
+        let upstream = sign_upstream(covered.clone(), &key);
+        assert_ne!(
+            upstream["signature"]["signature"],
+            covered["signature"]["signature"]
+        );
+        assert_eq!(verify(&upstream, &[]).unwrap(), Form::Upstream);
+
+        for (path, value) in [
+            (
+                "/federation/sync_change_endpoint",
+                json!("https://evil.example/v1/sync/changes"),
+            ),
+            ("/daemon/version", json!("9.9.9")),
+            ("/advertises/kinds", json!(["music.catalog.track"])),
+            ("/consent_policy/accepts_pair_requests", json!(false)),
+        ] {
+            let mut tampered = upstream.clone();
+            *tampered.pointer_mut(path).unwrap() = value;
+            assert!(
+                matches!(verify(&tampered, &[]), Err(ManifestError::BadSignature(_))),
+                "{path}"
+            );
+        }
+
+        // `expires_at` is covered in our form, not in upstream's.
+        let later = |mut manifest: Value| {
+            manifest["signature"]["expires_at"] = json!("2099-01-01T00:00:00Z");
+            manifest
+        };
+        assert!(verify(&later(covered), &[]).is_err());
+        assert_eq!(verify(&later(upstream), &[]).unwrap(), Form::Upstream);
+    }
+
+    #[test]
+    fn upstream_form_freshness_is_capped_at_seven_days_after_first_sight() {
+        let key = Keypair::generate();
+        let did = key.did_key();
+        let now = SystemTime::now();
+        let mut upstream = sign_upstream(sign(&key, &did, "https://acme.example.com", now), &key);
+        // Unsigned in this form, so it promises nothing.
+        upstream["signature"]["expires_at"] = json!("2099-01-01T00:00:00Z");
+        let verifier = Verifier::default();
+        let day = Duration::from_secs(24 * 3600);
+        assert_eq!(
+            verifier.check(&upstream, &[], now, true).unwrap(),
+            Form::Upstream
+        );
+        verifier.check(&upstream, &[], now + 6 * day, true).unwrap();
+        assert!(matches!(
+            verifier.check(&upstream, &[], now + 7 * day + Duration::from_secs(1), true),
+            Err(ManifestError::StaleUpstream)
+        ));
+        // `--no-strict` waives freshness; another verifier first sees it now.
+        verifier
+            .check(&upstream, &[], now + 8 * day, false)
+            .unwrap();
+        Verifier::default()
+            .check(&upstream, &[], now + 8 * day, true)
+            .unwrap();
+
+        // A covered-form manifest is as fresh as its own signed `expires_at` says.
+        let covered = sign(&key, &did, "https://acme.example.com", now);
+        verifier.check(&covered, &[], now + 6 * day, true).unwrap();
+        assert!(matches!(
+            verifier.check(&covered, &[], now + 8 * day, true),
+            Err(ManifestError::Expired)
+        ));
+        verifier.check(&covered, &[], now + 8 * day, false).unwrap();
+        // A signature that does not verify is never waived.
+        let mut forged = covered;
+        forged["federation"]["relays"] = json!(["https://elsewhere.example"]);
+        assert!(matches!(
+            verifier.check(&forged, &[], now, false),
+            Err(ManifestError::BadSignature(_))
+        ));
+    }
+
+    #[test]
+    fn first_sightings_are_bounded_forgetting_the_oldest() {
+        let verifier = Verifier::default();
+        let start = SystemTime::now();
+        let later = start + Duration::from_secs(60);
+        verifier.first_sight("oldest", start);
+        for n in 1..MAX_SIGHTINGS {
+            verifier.first_sight(&n.to_string(), later);
+        }
+        assert_eq!(verifier.first_sight("oldest", later), start);
+        verifier.first_sight("one more", later);
+        assert_eq!(verifier.first_seen.lock().unwrap().len(), MAX_SIGHTINGS);
+        assert_eq!(verifier.first_sight("1", start), later, "still known");
+        assert_eq!(verifier.first_sight("oldest", later), later, "forgotten");
     }
 
     #[test]

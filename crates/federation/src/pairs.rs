@@ -21,9 +21,10 @@ use syncropel_store::{ListFilter, StateChange};
 use syncropel_tenant::Tenant;
 
 use crate::error::{FederationError, Result};
-use crate::handshake::verified_manifest;
+use crate::handshake::{canonical_sha256, peer_manifest, verified_manifest, PeerManifest};
 use crate::peer::{PeerError, Reach};
 use crate::puller::{pull_through, PullError, PullOutcome, Source};
+use crate::relay::PeerRelays;
 use crate::signers::signature_holds;
 use crate::state as fstate;
 use crate::threads::refuse_unpullable;
@@ -261,9 +262,11 @@ pub async fn expire_handshakes(fed: &Federation, tenant: &Tenant) -> Result<usiz
 
 /// A degraded pair's `recover`, after the first success since (a pull, a renewal); the pair as
 /// it now stands. A pair degraded for an unresolved signer recovers only once no record of its
-/// peer still waits past the day.
+/// peer still waits past the day, and one degraded for its peer's manifest only at a check that
+/// finds the manifest verifying again ([`check_manifest`]).
 pub async fn recover(fed: &Federation, tenant: &Tenant, pair: PairView) -> Result<PairView> {
-    if pair.state != PairState::Degraded {
+    if pair.state != PairState::Degraded || pair.degraded_cause.as_deref() == Some(MANIFEST_INVALID)
+    {
         return Ok(pair);
     }
     if pair.degraded_cause.as_deref() == Some(SIGNER_UNRESOLVED)
@@ -273,6 +276,11 @@ pub async fn recover(fed: &Federation, tenant: &Tenant, pair: PairView) -> Resul
     {
         return Ok(pair);
     }
+    write_recover(fed, tenant, pair).await
+}
+
+/// Writes a degraded pair's `recover` (`{"after": <cause>}`).
+async fn write_recover(fed: &Federation, tenant: &Tenant, pair: PairView) -> Result<PairView> {
     let mut fields = Map::new();
     fields.insert("after".into(), json!(pair.degraded_cause));
     let body = update_body(
@@ -343,6 +351,88 @@ pub async fn degrade_without_credential(
 
 /// The `degrade` cause of a pair whose bearer is gone.
 pub const CREDENTIAL_MISSING: &str = "credential_missing";
+
+/// The `degrade` cause of a pair whose peer's manifest no longer verifies.
+pub const MANIFEST_INVALID: &str = "manifest_invalid";
+
+/// Fetches the manifest of a live pair's peer again (at a refresh and at the periodic pair check,
+/// federation-protocol.md §3.4, §5.5) and records what changed: one that no longer verifies for
+/// the peer's DID (or has expired) degrades an active pair (`manifest_invalid`); one that verifies
+/// recovers a pair degraded for that, and, when its digest is not the one the pair holds, is
+/// recorded as `manifest_changed` (its relays cached as the peer's). A peer that cannot be reached,
+/// or whose DID cannot be resolved, changes nothing. The pair as it now stands.
+pub async fn check_manifest(fed: &Federation, tenant: &Tenant, pair: PairView) -> Result<PairView> {
+    let live = matches!(pair.state, PairState::Active | PairState::Degraded);
+    let Some(url) = pair.peer_url.clone().filter(|_| live) else {
+        return Ok(pair);
+    };
+    let refused = match peer_manifest(fed, &url, Reach::Peers, true).await {
+        Err(e) => {
+            tracing::debug!(pair = %pair.pair_id, error = %e, "the peer's manifest is out of reach");
+            return Ok(pair);
+        }
+        Ok(PeerManifest::Verified { manifest, did }) if did == pair.peer_did => {
+            return manifest_verified(fed, tenant, pair, &manifest).await;
+        }
+        Ok(PeerManifest::Verified { did, .. }) => format!("{url} serves a manifest of {did}"),
+        Ok(PeerManifest::Invalid(e)) => e.message(),
+    };
+    tracing::warn!(pair = %pair.pair_id, why = %refused, "the peer's manifest no longer verifies");
+    if pair.state != PairState::Active {
+        return Ok(pair);
+    }
+    degrade(fed, tenant, &pair, MANIFEST_INVALID).await
+}
+
+/// The peer's manifest verified: recovers a pair degraded because it did not, and records a
+/// manifest the pair does not know yet.
+async fn manifest_verified(
+    fed: &Federation,
+    tenant: &Tenant,
+    pair: PairView,
+    manifest: &Value,
+) -> Result<PairView> {
+    let pair = if pair.state == PairState::Degraded
+        && pair.degraded_cause.as_deref() == Some(MANIFEST_INVALID)
+    {
+        write_recover(fed, tenant, pair).await?
+    } else {
+        pair
+    };
+    let digest = canonical_sha256(manifest);
+    if pair.peer_manifest_sha256.as_deref() == Some(digest.as_str()) {
+        return Ok(pair);
+    }
+    let mut fields = Map::new();
+    fields.insert("peer_manifest_sha256".into(), json!(digest));
+    let body = update_body(
+        &pair.pair_id,
+        pair.generation,
+        UpdateOp::ManifestChanged,
+        None,
+        fields,
+        unix_now(),
+    );
+    let relays = PeerRelays::of_manifest(manifest).cache(&pair.pair_id);
+    transition(
+        fed,
+        tenant,
+        &pair,
+        body,
+        None,
+        Some("manifest_changed"),
+        vec![relays],
+    )
+    .await
+}
+
+/// [`check_manifest`] for every live pair of the tenant; run with the periodic pair check.
+pub async fn check_manifests(fed: &Federation, tenant: &Tenant) -> Result<()> {
+    for pair in load(fed, tenant).await?.into_values() {
+        check_manifest(fed, tenant, pair).await?;
+    }
+    Ok(())
+}
 
 /// A peer that answered `410 INSTANCE_MOVED` (federation-protocol.md §8.5). Its notice must be
 /// signed by a key of the pair's peer DID and name a URL that serves a manifest of that DID;
@@ -419,7 +509,7 @@ async fn move_to(
     if pair.peer_url.as_deref().map(|u| u.trim_end_matches('/')) == Some(url) {
         return Ok(pair.clone());
     }
-    let (_, did) = verified_manifest(fed, url, Reach::Peers).await?;
+    let (_, did) = verified_manifest(fed, url, Reach::Peers, true).await?;
     if did != pair.peer_did {
         return Err(FederationError::Refused(Refusal::new(
             ErrorCode::SignatureInvalid,

@@ -130,12 +130,13 @@ async fn renewal_failed(
 const RENEWAL_FAILURES: &str = "renewal_failures";
 
 /// The periodic check of a tenant's pairs: tokens due for renewal are renewed, pairs whose
-/// peer's records have waited a day for their signer degrade, and handshakes unfinished after a
-/// day are revoked.
+/// peer's records have waited a day for their signer degrade, handshakes unfinished after a
+/// day are revoked, and the peers' manifests are verified again.
 pub async fn check(fed: &Federation, tenant: &Tenant) -> Result<()> {
     renew_due(fed, tenant).await?;
     pairs::degrade_unresolved(fed, tenant).await?;
     pairs::expire_handshakes(fed, tenant).await?;
+    pairs::check_manifests(fed, tenant).await?;
     Ok(())
 }
 
@@ -474,8 +475,9 @@ pub async fn refresh(
     })
 }
 
-/// The operator renews a pair's tokens now.
+/// The operator refreshes a pair now: its peer's manifest verified again, its tokens renewed.
 pub async fn refresh_now(fed: &Federation, tenant: &Tenant, key: &str) -> Result<PairView> {
     let pair = find(fed, tenant, key).await?;
+    let pair = pairs::check_manifest(fed, tenant, pair).await?;
     renew(fed, tenant, &pair).await
 }

@@ -26,7 +26,9 @@ use crate::relay::PeerRelays;
 use crate::state as fstate;
 use crate::{own_record, signed, Federation};
 
-/// Starts pairing with the steward at `peer_url` (`{"peer_url", "maps"?, "namespaces"?}`).
+/// Starts pairing with the steward at `peer_url` (`{"peer_url", "maps"?, "namespaces"?,
+/// "no_strict"?}`); `no_strict` takes a manifest that has expired, never one whose signature
+/// does not verify.
 pub async fn start(
     fed: &Federation,
     tenant: &Tenant,
@@ -37,8 +39,13 @@ pub async fn start(
         .to_string();
     let maps = maps_field(request)?;
     let namespaces = namespaces_field(request, "namespaces")?;
+    let no_strict = match request.get("no_strict") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(no_strict)) => *no_strict,
+        Some(_) => return Err(FederationError::validation("'no_strict' must be a boolean")),
+    };
     // The operator's own request: the peer may be wherever peers may be.
-    let (manifest, responder) = verified_manifest(fed, &peer_url, Reach::Peers).await?;
+    let (manifest, responder) = verified_manifest(fed, &peer_url, Reach::Peers, !no_strict).await?;
     if responder == *tenant.identity.did {
         return Err(FederationError::validation(
             "that URL is this steward itself",

@@ -11,7 +11,7 @@
 pub mod initiator;
 pub mod responder;
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -240,49 +240,75 @@ fn namespaces_field(body: &Map<String, Value>, name: &str) -> Result<Vec<String>
     }
 }
 
-/// Fetches a peer's manifest and checks it is signed by the DID it names and still fresh.
-pub(crate) async fn verified_manifest(
+/// A peer's manifest, as fetched from its URL.
+pub(crate) enum PeerManifest {
+    /// Signed by the DID it names (`daemon.did`), and fresh unless that was waived.
+    Verified { manifest: Value, did: String },
+    /// The peer answered, but not with a manifest that verifies; the refusal says why.
+    Invalid(FederationError),
+}
+
+/// Fetches a peer's manifest and checks that it is signed by the DID it names and, when
+/// `strict`, still fresh (`--no-strict` waives freshness only). An error says nothing about the
+/// manifest: the peer could not be reached, or its DID not resolved (a resolution failure never
+/// counts as forgery).
+pub(crate) async fn peer_manifest(
     fed: &Federation,
     url: &str,
     reach: Reach,
-) -> Result<(Value, String)> {
+    strict: bool,
+) -> Result<PeerManifest> {
     let (client, _) = fed.reaching(reach);
     let document = client.manifest(url).await.map_err(|e| {
         FederationError::unreachable(format!("could not fetch the manifest of {url}: {e}"))
     })?;
-    let manifest = document
-        .get("federation_manifest")
-        .cloned()
-        .ok_or_else(|| {
+    let Some(manifest) = document.get("federation_manifest").cloned() else {
+        return Ok(PeerManifest::Invalid(
             Refusal::new(
                 ErrorCode::PeerUnreachable,
                 format!("{url} has no `federation_manifest` key"),
             )
             .with_hint("create an identity on the peer (`spl init`) first")
-        })?;
+            .into(),
+        ));
+    };
     let did = manifest::daemon_did(&manifest)
         .unwrap_or_default()
         .to_string();
     let keys = fed.keys_reaching(reach, &did).await?;
-    manifest::verify(&manifest, &keys).map_err(|e| {
-        Refusal::new(
-            ErrorCode::UnauthenticatedInitiator,
-            format!("the manifest of {url} does not verify: {e}"),
-        )
-    })?;
-    if manifest::expires_before(&manifest, SystemTime::now() - Duration::from_secs(300)) {
-        return Err(Refusal::new(
-            ErrorCode::UnauthenticatedInitiator,
-            format!("the manifest of {url} has expired"),
-        )
-        .into());
+    Ok(
+        match fed
+            .manifests
+            .check(&manifest, &keys, SystemTime::now(), strict)
+        {
+            Ok(_) => PeerManifest::Verified { manifest, did },
+            Err(e) => PeerManifest::Invalid(
+                Refusal::new(
+                    ErrorCode::UnauthenticatedInitiator,
+                    format!("the manifest of {url} is refused: {e}"),
+                )
+                .into(),
+            ),
+        },
+    )
+}
+
+/// [`peer_manifest`], refusing one that does not verify: the manifest and its DID.
+pub(crate) async fn verified_manifest(
+    fed: &Federation,
+    url: &str,
+    reach: Reach,
+    strict: bool,
+) -> Result<(Value, String)> {
+    match peer_manifest(fed, url, reach, strict).await? {
+        PeerManifest::Verified { manifest, did } => Ok((manifest, did)),
+        PeerManifest::Invalid(refused) => Err(refused),
     }
-    Ok((manifest, did))
 }
 
 /// SHA-256 (hex) of a JSON value's canonical form: how manifests and stored handshake
 /// messages are named by digest.
-fn canonical_sha256(value: &Value) -> String {
+pub(crate) fn canonical_sha256(value: &Value) -> String {
     sha256_hex(syncropel_protocol::canonical_string(value).as_bytes())
 }
 

@@ -2,8 +2,6 @@
 //! queued for the operator (or approved by this steward's own allow-list), poll answers the
 //! decision, confirm records the initiator's credential and makes the pair active.
 
-use std::time::SystemTime;
-
 use serde_json::{Map, Value};
 use syncropel_protocol::pair::{
     genesis_body, outbound_secret_handle, GenesisMap, GenesisParams, IssuedToken, NamespaceMap,
@@ -26,7 +24,7 @@ use crate::pairs::{self, find, transition};
 use crate::peer::Reach;
 use crate::relay::PeerRelays;
 use crate::state::{self as fstate, HANDSHAKE};
-use crate::{manifest, own_record, Federation};
+use crate::{own_record, Federation};
 
 /// `POST /v1/federation/pair` (and `/init`): a peer asks to pair with us. `from` is the client
 /// address the request came from, which holds few requests pending at once.
@@ -120,7 +118,7 @@ pub async fn init(
     }
     // The URL must be the initiator's own: its manifest there names the same DID. Whatever went
     // wrong, the answer is the same, so that a request cannot probe what answers at a URL.
-    let verified = verified_manifest(fed, &peer_url, reach).await;
+    let verified = verified_manifest(fed, &peer_url, reach, true).await;
     let manifest = match verified {
         Ok((manifest, did)) if did == initiator => manifest,
         _ => {
@@ -201,15 +199,7 @@ async fn decision(
             } else {
                 None
             };
-            let url = tenant.url.clone().unwrap_or_default();
-            let responder_manifest = manifest::sign_with_relays(
-                &tenant.identity.key,
-                &tenant.identity.did,
-                &url,
-                SystemTime::now(),
-                &fed.config.relay.urls,
-                fed.config.relay.offline_capable,
-            );
+            let responder_manifest = fed.own_manifest(tenant);
             Ok(Answer::Approved {
                 pair_id: row.pair_id.clone(),
                 issued_token,
@@ -249,14 +239,7 @@ async fn approve_row(
         })
         .collect();
     let url = tenant.url.clone().unwrap_or_default();
-    let own_manifest = manifest::sign_with_relays(
-        &identity.key,
-        &identity.did,
-        &url,
-        SystemTime::now(),
-        &fed.config.relay.urls,
-        fed.config.relay.offline_capable,
-    );
+    let own_manifest = fed.own_manifest(tenant);
     let body = genesis_body(&GenesisParams {
         pair_id: &row.pair_id,
         generation: row.generation,

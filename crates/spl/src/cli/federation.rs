@@ -177,6 +177,10 @@ pub struct PairArgs {
     )]
     pub namespaces: Vec<String>,
 
+    /// Take the peer's manifest even if it has expired (its signature must still verify)
+    #[arg(long)]
+    pub no_strict: bool,
+
     /// Seconds to wait for the peer's operator before giving up (the request stays pending)
     #[arg(long, hide = true, default_value_t = 60, value_name = "N")]
     pub wait_secs: u64,
@@ -352,6 +356,10 @@ pub struct PeerDiscoverArgs {
         value_parser = NonEmptyStringValueParser::new()
     )]
     pub directories: Vec<String>,
+
+    /// Take a manifest even if it has expired (its signature must still verify)
+    #[arg(long)]
+    pub no_strict: bool,
 }
 
 /// A discovery method of `spl fleet sync peers discover`.

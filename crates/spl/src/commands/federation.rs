@@ -204,6 +204,7 @@ fn pair_body(args: &PairArgs) -> StartPair {
             })
             .collect(),
         namespaces: args.namespaces.clone(),
+        no_strict: args.no_strict,
     }
 }
 
@@ -352,8 +353,14 @@ async fn refresh(ctx: &Ctx, peer: &str, url: Option<&str>) -> Result<ExitCode> {
             Some(_) => "now reached",
             None => "tokens renewed, reached",
         };
+        // A refresh verifies the peer's manifest again, which may have degraded the pair.
+        let degraded = view
+            .degraded_cause
+            .as_deref()
+            .map(|cause| format!(" (degraded: {cause})"))
+            .unwrap_or_default();
         println!(
-            "pair {} with {}: {done} at {}",
+            "pair {} with {}: {done} at {}{degraded}",
             view.pair_id,
             view.peer_did,
             view.peer_url.as_deref().unwrap_or("(no URL)")
@@ -514,6 +521,20 @@ mod tests {
             json!({"peer_url": "https://bob.example",
                    "maps": [{"local": "research", "peer": "my-team"}],
                    "namespaces": ["shared"]})
+        );
+        let Command::Federation(FederationCommand::Pair(args)) = parse(&[
+            "spl",
+            "federation",
+            "pair",
+            "https://bob.example",
+            "--no-strict",
+        ]) else {
+            panic!("parsed into the wrong command");
+        };
+        assert_eq!(
+            serde_json::to_value(pair_body(&args)).unwrap(),
+            json!({"peer_url": "https://bob.example", "maps": [], "namespaces": [],
+                   "no_strict": true})
         );
     }
 

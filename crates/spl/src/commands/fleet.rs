@@ -424,9 +424,6 @@ fn unverified(mut entry: Value, error: impl std::fmt::Display) -> Value {
     entry
 }
 
-/// How far behind our clock a manifest's `expires_at` may be before it is refused.
-const MANIFEST_EXPIRY_SKEW: Duration = Duration::from_secs(5 * 60);
-
 /// Fetches the manifest at `url` and answers the DID it is validly signed for, provided it is
 /// still fresh and its endpoints are at the origin of `listed_url`, the URL the candidate is
 /// listed with. A signature alone proves only authorship: a copy of someone's public manifest
@@ -437,16 +434,19 @@ async fn verified_did(
     url: &str,
     listed_url: &str,
 ) -> Result<String> {
-    Ok(verified_manifest(client, dids, url, listed_url).await?.0)
+    Ok(verified_manifest(client, dids, url, listed_url, true)
+        .await?
+        .0)
 }
 
 /// The signed manifest at `url` and the DID it is verified for: signed by a key of that DID,
-/// not expired, its endpoints at `listed_url`'s origin.
+/// not expired (unless not `strict`), its endpoints at `listed_url`'s origin.
 async fn verified_manifest(
     client: &PeerClient,
     dids: &DidResolver,
     url: &str,
     listed_url: &str,
+    strict: bool,
 ) -> Result<(String, Value)> {
     const MANIFEST_MAX_BYTES: usize = 1 << 20;
     /// A steward's `/.well-known/syncropel`, or a manifest served bare.
@@ -472,13 +472,10 @@ async fn verified_manifest(
     } else {
         dids.resolve(did).await?.keys.clone()
     };
-    syncropel_federation::manifest::verify(manifest, &keys)?;
-    if syncropel_federation::manifest::expires_before(
-        manifest,
-        SystemTime::now() - MANIFEST_EXPIRY_SKEW,
-    ) {
-        bail!("the manifest at {url} has expired");
-    }
+    // One call has no history: an upstream-form signature counts as first seen now.
+    syncropel_federation::manifest::Verifier::default()
+        .check(manifest, &keys, SystemTime::now(), strict)
+        .map_err(|e| anyhow::anyhow!("the manifest at {url} is refused: {e}"))?;
     let federation = FederationManifest::deserialize(manifest)
         .map_err(|e| anyhow::anyhow!("the manifest at {url} is malformed: {e}"))?
         .federation;
@@ -507,7 +504,7 @@ pub async fn discover_peer(ctx: &Ctx, args: PeerDiscoverArgs) -> Result<ExitCode
     let dids = DidResolver::new(client.clone(), args.directories.clone());
     let base = args.peer_url.trim_end_matches('/');
     let url = format!("{base}/.well-known/syncropel");
-    let (did, manifest) = verified_manifest(&client, &dids, &url, base).await?;
+    let (did, manifest) = verified_manifest(&client, &dids, &url, base, !args.no_strict).await?;
     let kinds: Vec<String> = manifest["advertises"]["kinds"]
         .as_array()
         .into_iter()

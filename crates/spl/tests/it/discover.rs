@@ -214,6 +214,46 @@ fn dns_discovery_does_not_verify_an_expired_manifest() {
     );
 }
 
+/// `spl discover --peer-url` refuses an expired manifest unless `--no-strict`, which waives its
+/// age and nothing else: a manifest altered after signing is refused all the same.
+#[test]
+fn discover_takes_an_expired_manifest_only_with_no_strict() {
+    let caller = tempfile::tempdir().unwrap();
+    let key = syncropel_protocol::Keypair::generate();
+    let did = key.did_key();
+    let eight_days_ago = SystemTime::now() - Duration::from_secs(8 * 24 * 3600);
+    let expired = ManifestServer::start(|origin| {
+        syncropel_federation::manifest::sign(&key, &did, origin, eight_days_ago)
+    });
+    let refused = run(caller.path(), &["discover", "--peer-url", &expired.url]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("expired"));
+    let found = json(run(
+        caller.path(),
+        &[
+            "--json",
+            "discover",
+            "--peer-url",
+            &expired.url,
+            "--no-strict",
+        ],
+    ));
+    assert_eq!(found["did"], did.as_str(), "{found}");
+    assert_eq!(found["manifest_verified"], true, "{found}");
+
+    let forged = ManifestServer::start(|origin| {
+        let mut manifest = syncropel_federation::manifest::sign(&key, &did, origin, eight_days_ago);
+        manifest["advertises"]["kinds"] = serde_json::json!(["music.catalog.track"]);
+        manifest
+    });
+    let refused = run(
+        caller.path(),
+        &["discover", "--peer-url", &forged.url, "--no-strict"],
+    );
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("does not verify"));
+}
+
 /// `spl --endpoint <url> --token <token> --json <args>` on `home`, which must succeed.
 fn as_operator(home: &Path, url: &str, token: &str, args: &[&str]) -> serde_json::Value {
     json(

@@ -2,8 +2,6 @@
 //! manifest (federation-protocol.md §2.1); `GET /v1/capabilities`: the first alone. Open and
 //! CORS-enabled like the rest of discovery.
 
-use std::time::SystemTime;
-
 use axum::extract::State;
 use axum::Json;
 use syncropel_api::{Capabilities, CapabilityFlags, WellKnown};
@@ -24,19 +22,10 @@ pub async fn well_known(
         // The address the steward bound: a caller's Host header must not get the home's key to
         // vouch for an origin of the caller's choosing.
         Tenancy::Single(_) => {
-            let url = tenant
-                .url
-                .as_deref()
-                .ok_or_else(|| ApiError::internal("the local tenant has no URL"))?;
-            let identity = &tenant.identity;
-            manifest::sign_with_relays(
-                &identity.key,
-                &identity.did,
-                url,
-                SystemTime::now(),
-                &state.federation.config.relay.urls,
-                state.federation.config.relay.offline_capable,
-            )
+            if tenant.url.is_none() {
+                return Err(ApiError::internal("the local tenant has no URL"));
+            }
+            state.federation.own_manifest(&tenant)
         }
     };
     // A fenced steward points to its new home, under its own signature.

@@ -35,6 +35,7 @@ async fn a_pair_grants_exactly_what_the_approver_saw() {
         peer_url: b.url().into(),
         namespaces: vec!["default".into(), "finance".into()],
         maps: vec![map("inbox", "research")],
+        ..StartPair::default()
     };
     let started = a.client.start_pairing(&request).await.unwrap();
     assert_eq!(started.status(), 202, "{}", started.json());

@@ -12,6 +12,7 @@ mod feed;
 mod handshake;
 mod hostile_peer;
 mod lifecycle;
+mod manifests;
 mod pairing;
 mod peer_down;
 mod relay;

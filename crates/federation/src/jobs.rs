@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::error::Result;
+use crate::pairs::ON_DEMAND;
 use crate::peer::LiveFeed;
 use crate::peer::PeerError;
 use crate::puller::{
@@ -45,6 +46,8 @@ type Tally = VecDeque<(u64, u64)>;
 
 /// Minutes the pull tally keeps.
 const TALLY_MINUTES: u64 = 60;
+/// How often a job of an on-demand pair looks at its pair again, unkicked.
+const ON_DEMAND_RECHECK: Duration = Duration::from_secs(60);
 
 fn minute_now() -> u64 {
     u64::try_from(unix_now() / 60).unwrap_or(0)
@@ -263,6 +266,18 @@ impl Jobs {
                     continue;
                 }
             };
+            // On demand: only `spl sync` pulls; the job waits for a change of mode.
+            if source.on_demand {
+                live = None;
+                job.update(|h| {
+                    h.status = "idle".into();
+                    h.feed = ON_DEMAND.into();
+                    h.next_attempt_at = None;
+                });
+                job.wait(ON_DEMAND_RECHECK).await;
+                continue;
+            }
+            let interval = source.poll_interval.unwrap_or(self.interval);
             let started = Instant::now();
             let span = tracing::debug_span!(
                 "sync.pull",
@@ -325,7 +340,7 @@ impl Jobs {
                         // The source ended the feed: pages again, then a new feed.
                         Ok(None) => {
                             live = None;
-                            job.wait(self.interval).await;
+                            job.wait(interval).await;
                             continue;
                         }
                         Err(e) => {
@@ -410,7 +425,7 @@ impl Jobs {
                     let busy = outcome.has_more
                         || outcome.pulled + outcome.duplicates + outcome.quarantined > 0;
                     // A feed held open waits for its next record itself.
-                    (!(busy || held || live.is_some())).then_some(self.interval)
+                    (!(busy || held || live.is_some())).then_some(interval)
                 }
                 Err(e) => {
                     let delay = backoff.failed();

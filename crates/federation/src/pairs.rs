@@ -5,12 +5,13 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 use syncropel_protocol::moved::check_moved;
 use syncropel_protocol::pair::{
     audit_body, fold_pairs, outbound_secret_handle, revoke_body, update_body, AuditChange,
-    PairAudit, PairView, RevokeNotify, UpdateOp,
+    PairAudit, PairView, RevokeNotify, UpdateOp, DEFAULT_POLL_INTERVAL_SECS,
 };
 use syncropel_protocol::sync::{has_document, PeerItem};
 use syncropel_protocol::{
@@ -631,6 +632,9 @@ pub(crate) async fn source(
         target_namespace: None,
         generation: pair.generation,
         continuous: pair.mode == CONTINUOUS,
+        on_demand: pair.mode == ON_DEMAND,
+        poll_interval: (pair.poll_interval_secs != DEFAULT_POLL_INTERVAL_SECS)
+            .then(|| Duration::from_secs(pair.poll_interval_secs)),
     })
 }
 
@@ -728,6 +732,10 @@ pub async fn operate(
 
 /// The pair `mode` whose jobs pull over the continuous feed.
 pub const CONTINUOUS: &str = "continuous";
+/// The mode of a pair pulled only when asked (`spl sync`).
+pub const ON_DEMAND: &str = "on-demand";
+/// The longest poll interval a pair may set: a day.
+const MAX_POLL_INTERVAL_SECS: u64 = 24 * 3600;
 
 /// Threads one pair may name in its allow list.
 pub const MAX_ALLOWED_THREADS: usize = 1000;
@@ -792,23 +800,32 @@ pub async fn configure(
                 fields.insert(name.clone(), value.clone());
             }
             "mode" => match value.as_str() {
-                Some("polling" | CONTINUOUS) => {
+                Some("polling" | CONTINUOUS | ON_DEMAND) => {
                     fields.insert(name.clone(), value.clone());
                 }
-                Some("on-demand") => {
-                    return Err(Refusal::new(
-                        ErrorCode::NotImplemented,
-                        "the on-demand mode is not implemented: polling or continuous",
+                _ => {
+                    return Err(Refusal::validation(
+                        "'mode' is polling, continuous or on-demand",
                     )
                     .into())
                 }
-                _ => return Err(Refusal::validation("'mode' is polling or continuous").into()),
+            },
+            "poll_interval_secs" => match value.as_u64() {
+                Some(secs @ 1..=MAX_POLL_INTERVAL_SECS) => {
+                    fields.insert(name.clone(), json!(secs));
+                }
+                _ => {
+                    return Err(Refusal::validation(format!(
+                        "'poll_interval_secs' is a whole number of seconds from 1 to {MAX_POLL_INTERVAL_SECS}"
+                    ))
+                    .into())
+                }
             },
             "reason" => {}
             other => {
                 return Err(Refusal::validation(format!(
-                    "'{other}' is not a setting of a pair here (mode, thread_allow_add, \
-                     thread_allow_remove, thread_rule)"
+                    "'{other}' is not a setting of a pair here (mode, poll_interval_secs, \
+                     thread_allow_add, thread_allow_remove, thread_rule)"
                 ))
                 .into())
             }
@@ -1023,6 +1040,8 @@ pub async fn pull(
                 target_namespace: None,
                 generation: 0,
                 continuous: false,
+                on_demand: false,
+                poll_interval: None,
             },
             Some(_) => {
                 return Err(PullError::Parked(Refusal::validation(

@@ -113,6 +113,8 @@ pub(crate) async fn source(
         target_namespace: None,
         generation: 0,
         continuous: false,
+        on_demand: false,
+        poll_interval: None,
     })
 }
 

@@ -12,7 +12,7 @@ pub use body::{
 };
 pub use fold::{
     fold_pairs, outbound_secret_handle, CursorCheckpoint, InboundToken, OutboundToken, PairPhase,
-    PairRole, PairTokens, PairView,
+    PairRole, PairTokens, PairView, DEFAULT_POLL_INTERVAL_SECS,
 };
 
 use crate::hash::sha256_hex;

@@ -9,6 +9,7 @@ mod ingest;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Serialize;
 use syncropel_protocol::sync::{
@@ -44,6 +45,10 @@ pub struct Source {
     pub generation: u64,
     /// Pull over the continuous feed (the pair's `mode` is `continuous`) instead of longpolls.
     pub continuous: bool,
+    /// Pull only when asked (`spl sync`, the pair's `mode` is `on-demand`): its job waits.
+    pub on_demand: bool,
+    /// The pair's own poll interval, when its operator set one (else the steward's).
+    pub poll_interval: Option<Duration>,
 }
 
 /// Why a pull did not happen or failed.

@@ -10,9 +10,10 @@ use serde_json::{Map, Value};
 
 use super::{pair_id, GenesisMap, NamespaceMap, PairEvent, PairState, UpdateOp};
 
-/// Mode and poll interval when no record names them (federation-protocol.md §5.4 defaults).
+/// Mode when no record names one (federation-protocol.md §5.4 defaults).
 const DEFAULT_MODE: &str = "polling";
-const DEFAULT_POLL_INTERVAL_SECS: u64 = 2;
+/// A pair's `poll_interval_secs` until its operator sets another (federation-protocol.md §5.4).
+pub const DEFAULT_POLL_INTERVAL_SECS: u64 = 2;
 
 /// Which side of the handshake this steward was, per generation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

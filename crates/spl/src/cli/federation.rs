@@ -101,15 +101,26 @@ pub enum FederationCommand {
         #[arg(long, value_name = "ID", value_parser = NonEmptyStringValueParser::new())]
         grant_id: String,
     },
-    /// How this side pulls from the pair's peer: `polling` (longpolls) or `continuous` (the
-    /// peer's continuous feed, held open)
+    /// How this side pulls from the pair's peer: `polling` (longpolls), `continuous` (the
+    /// peer's continuous feed, held open) or `on-demand` (only `spl sync`)
     SetMode {
         /// Pair id or peer DID
         #[arg(value_parser = NonEmptyStringValueParser::new())]
         peer: String,
 
-        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(["polling", "continuous"]))]
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(["polling", "continuous", "on-demand"]))]
         mode: String,
+    },
+    /// How long this side waits between polls of the pair's peer when the peer answers at once
+    /// (polls are longpolls, so a peer that holds them is asked again as soon as it answers)
+    SetPollInterval {
+        /// Pair id or peer DID
+        #[arg(value_parser = NonEmptyStringValueParser::new())]
+        peer: String,
+
+        /// `30s`, `1m`, `2h`: from 1 s to 24 h
+        #[arg(long, value_name = "DURATION", value_parser = poll_interval)]
+        interval: u64,
     },
     /// Serve the pair's peer these threads whole; once a pair names threads, other threads are
     /// served only as its rule admits (`--remove` takes threads off the list)
@@ -473,5 +484,14 @@ fn parse_hash_level(text: &str) -> Result<String, String> {
         Ok(level)
     } else {
         Err("expected L0, L1, L2 or L3".to_owned())
+    }
+}
+
+/// A poll interval in whole seconds, from 1 s to a day.
+fn poll_interval(text: &str) -> Result<u64, String> {
+    let duration = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    match duration.as_secs() {
+        secs @ 1..=86_400 if duration.subsec_nanos() == 0 => Ok(secs),
+        _ => Err("a whole number of seconds from 1s to 24h".into()),
     }
 }

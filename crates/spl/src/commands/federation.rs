@@ -67,6 +67,10 @@ pub async fn run(ctx: &Ctx, command: FederationCommand) -> Result<ExitCode> {
         FederationCommand::SetMode { peer, mode } => {
             configure(ctx, &peer, serde_json::json!({ "mode": mode })).await
         }
+        FederationCommand::SetPollInterval { peer, interval } => {
+            let fields = serde_json::json!({ "poll_interval_secs": interval });
+            configure(ctx, &peer, fields).await
+        }
         FederationCommand::ThreadAllow {
             peer,
             threads,

@@ -222,6 +222,9 @@ async fn a_pair_is_served_the_threads_it_names_and_the_records_its_rule_admits()
         ),
         (json!({"thread_rule": 7}), "VALIDATION_ERROR"),
         (json!({"mode": "sideways"}), "VALIDATION_ERROR"),
+        (json!({"poll_interval_secs": 0}), "VALIDATION_ERROR"),
+        (json!({"poll_interval_secs": 86_401}), "VALIDATION_ERROR"),
+        (json!({"poll_interval_secs": "1m"}), "VALIDATION_ERROR"),
         (json!({"thread_allow_add": []}), "VALIDATION_ERROR"),
         (
             json!({"thread_allow_add": ["th_consent"]}),

@@ -392,3 +392,45 @@ async fn a_handshake_unfinished_after_a_day_is_revoked() {
         "{records}"
     );
 }
+
+/// An on-demand pair pulls only when asked: its job waits, `POST /v1/sync/pull` brings what is
+/// new, and back in `polling` the job pulls by itself again. A pair's own poll interval shows in
+/// its view.
+#[tokio::test]
+async fn an_on_demand_pair_pulls_only_when_asked() {
+    let (a, b, pair_id) = paired().await;
+    let thread = "th_fed_on_demand";
+    a.pull(thread, &b.did()).await;
+    let config = format!("/v1/federation/pairs/{pair_id}/config");
+    let (status, view) = a.post(&config, &json!({"mode": "on-demand"})).await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(view["mode"], "on-demand");
+    eventually("the job waits", DEADLINE, || async {
+        let jobs = a.pair(&pair_id).await["sync_health"]["jobs"].clone();
+        (jobs[0]["feed"] == "on-demand" && jobs[0]["status"] == "idle").then_some(())
+    })
+    .await;
+
+    let held = b
+        .emit(thread, "did:sync:user:bob", 1, json!({"n": 1}))
+        .await;
+    let held = held["id"].as_str().unwrap();
+    tokio::time::sleep(ms(1500)).await;
+    assert!(a.record(held).await.is_none(), "pulled without being asked");
+    let pulled = a.pull(thread, &b.did()).await;
+    assert_eq!(pulled["pulled"], 1, "{pulled}");
+    assert!(a.record(held).await.is_some());
+
+    let (status, view) = a
+        .post(
+            &config,
+            &json!({"mode": "polling", "poll_interval_secs": 30}),
+        )
+        .await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(view["poll_interval_secs"], 30);
+    let next = b
+        .emit(thread, "did:sync:user:bob", 2, json!({"n": 2}))
+        .await;
+    a.arrived(next["id"].as_str().unwrap()).await;
+}

@@ -142,13 +142,6 @@ async fn a_continuous_pair_survives_its_source_restarting_mid_stream() {
         .await;
     assert_eq!(status, 200, "{view}");
     assert_eq!(view["mode"], "continuous");
-    let (status, refused) = a
-        .post(
-            &format!("/v1/federation/pairs/{pair_id}/config"),
-            &json!({"mode": "on-demand"}),
-        )
-        .await;
-    assert_eq!(status, 501, "{refused}");
     let first = b
         .emit(thread, "did:sync:user:bob", 1, json!({"n": 1}))
         .await;

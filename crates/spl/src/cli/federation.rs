@@ -386,12 +386,14 @@ pub enum DiscoveryMethod {
     DidWeb,
     /// The peers a did:sync directory lists under a namespace, each DID re-resolved
     DidSync,
+    /// The peers listed in the operator's peers file, each checked against its manifest
+    Static,
 }
 
 #[derive(Debug, Args)]
 pub struct DiscoverArgs {
     /// Method to use [default: mdns, plus dns and did-web with --domain, transitive with --via,
-    /// did-sync with --namespace and a directory]
+    /// did-sync with --namespace and a directory, static when the peers file exists]
     #[arg(long, env = "SPL_DISCOVER_METHOD", value_enum)]
     pub method: Option<DiscoveryMethod>,
 
@@ -421,6 +423,11 @@ pub struct DiscoverArgs {
     /// DNS server to ask instead of the system's resolvers, as IP:PORT
     #[arg(long, env = "SPL_DNS_SERVER", value_name = "IP:PORT")]
     pub dns_server: Option<std::net::SocketAddr>,
+
+    /// The peers file of `--method static`: TOML, one `[[peer]]` table per peer with its `url`
+    /// and optionally the `did` expected there [default: peers.toml in the home]
+    #[arg(long, env = "SPL_PEERS_FILE", value_name = "PATH")]
+    pub peers_file: Option<std::path::PathBuf>,
 
     /// DID of the paired peer to ask for introductions
     #[arg(long, env = "SPL_DISCOVER_VIA", value_name = "DID")]

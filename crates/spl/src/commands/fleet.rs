@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context as _, Result};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use syncropel_client::api::{CreateSyncPair, FederationManifest, SyncPair};
@@ -163,8 +163,9 @@ async fn remove(ctx: &Ctx, id: &str) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The methods a discover run uses: the one asked for, else mDNS plus whatever the flags allow.
-fn discovery_methods(args: &DiscoverArgs) -> Result<Vec<DiscoveryMethod>> {
+/// The methods a discover run uses: the one asked for, else mDNS plus whatever the flags allow
+/// (`peers_file_exists`: whether the static peers file is there).
+fn discovery_methods(args: &DiscoverArgs, peers_file_exists: bool) -> Result<Vec<DiscoveryMethod>> {
     Ok(match args.method {
         Some(DiscoveryMethod::Dns) if args.domain.is_none() => bail!("--method dns needs --domain"),
         Some(DiscoveryMethod::Transitive) if args.via.is_none() => {
@@ -191,6 +192,9 @@ fn discovery_methods(args: &DiscoverArgs) -> Result<Vec<DiscoveryMethod>> {
             if did_sync_possible(args) {
                 methods.push(DiscoveryMethod::DidSync);
             }
+            if peers_file_exists {
+                methods.push(DiscoveryMethod::Static);
+            }
             methods
         }
     })
@@ -209,8 +213,12 @@ async fn discover(ctx: &Ctx, args: DiscoverArgs) -> Result<ExitCode> {
         ..Default::default()
     });
     let dids = DidResolver::new(client.clone(), args.directories.clone());
+    let peers_file = args
+        .peers_file
+        .clone()
+        .unwrap_or_else(|| ctx.home.root().join(PEERS_FILE));
     let mut groups = serde_json::Map::new();
-    for method in discovery_methods(&args)? {
+    for method in discovery_methods(&args, peers_file.exists())? {
         let (name, found) = match method {
             DiscoveryMethod::Mdns => ("mdns", mdns_candidates(&args).await?),
             DiscoveryMethod::Dns => ("dns", dns_candidates(&args, &client, &dids).await?),
@@ -224,6 +232,10 @@ async fn discover(ctx: &Ctx, args: DiscoverArgs) -> Result<ExitCode> {
             DiscoveryMethod::DidSync => {
                 ("did-sync", did_sync_candidates(&args, &client, &dids).await)
             }
+            DiscoveryMethod::Static => (
+                "static",
+                static_candidates(&peers_file, &client, &dids).await?,
+            ),
         };
         groups.insert(name.to_string(), Value::Array(unique_by_did(found)));
     }
@@ -386,6 +398,66 @@ async fn did_sync_candidates(
         found.push(entry);
     }
     found
+}
+
+/// The peers file in the home that `--method static` reads unless told another.
+const PEERS_FILE: &str = "peers.toml";
+/// Most peers a peers file may list (each costs a manifest fetch).
+const MAX_STATIC_PEERS: usize = 1000;
+
+/// A peers file: `[[peer]]` tables.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PeersFile {
+    #[serde(default)]
+    peer: Vec<StaticPeer>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StaticPeer {
+    url: String,
+    /// The DID the operator expects there: a manifest signed for another is not taken.
+    did: Option<String>,
+}
+
+/// The peers the operator listed, each checked against the manifest at its URL (and against
+/// the DID listed with it, if any). A peer that fails a check stays listed, unverified.
+async fn static_candidates(
+    path: &std::path::Path,
+    client: &PeerClient,
+    dids: &DidResolver,
+) -> Result<Vec<Value>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the peers file {}", path.display()))?;
+    let file: PeersFile = toml::from_str(&text)
+        .with_context(|| format!("the peers file {} is not valid", path.display()))?;
+    if file.peer.len() > MAX_STATIC_PEERS {
+        bail!(
+            "the peers file {} lists more than {MAX_STATIC_PEERS} peers",
+            path.display()
+        );
+    }
+    let mut found = Vec::new();
+    for peer in file.peer {
+        let url = peer.url.trim_end_matches('/');
+        let mut entry = json!({"url": url});
+        if let Some(did) = &peer.did {
+            entry["did"] = json!(did);
+        }
+        let manifest_url = format!("{url}/.well-known/syncropel");
+        entry = match verified_did(client, dids, &manifest_url, url).await {
+            Ok(did) if peer.did.as_deref().is_none_or(|listed| listed == did) => {
+                entry["did"] = json!(did);
+                entry["manifest_verified"] = json!(true);
+                entry
+            }
+            Ok(did) => unverified(entry, format!("the manifest at {url} is signed for {did}")),
+            Err(e) => unverified(entry, e),
+        };
+        found.push(entry);
+    }
+    Ok(found)
 }
 
 /// `{did, url, manifest_verified}` for a DID whose document names `endpoint`: verified when
@@ -615,8 +687,13 @@ mod tests {
     #[test]
     fn discovery_methods_follow_the_flags() {
         use DiscoveryMethod::*;
-        let methods = |args: &[&str]| discovery_methods(&discover_args(args)).unwrap();
+        let methods = |args: &[&str]| discovery_methods(&discover_args(args), false).unwrap();
         assert_eq!(methods(&[]), [Mdns]);
+        assert_eq!(
+            discovery_methods(&discover_args(&[]), true).unwrap(),
+            [Mdns, Static]
+        );
+        assert_eq!(methods(&["--method", "static"]), [Static]);
         assert_eq!(
             methods(&["--domain", "a.dev", "--via", "did:web:b"]),
             [Mdns, Dns, DidWeb, Transitive]
@@ -648,7 +725,10 @@ mod tests {
             &["--method", "did-sync", "--namespace", "team-x"],
             &["--method", "did-sync", "--directory", "http://d1"],
         ] {
-            assert!(discovery_methods(&discover_args(args)).is_err(), "{args:?}");
+            assert!(
+                discovery_methods(&discover_args(args), false).is_err(),
+                "{args:?}"
+            );
         }
         assert_eq!(discover_args(&[]).timeout_ms, 1000);
     }

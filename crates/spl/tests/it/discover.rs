@@ -501,3 +501,64 @@ fn discover_verifies_one_steward_by_url() {
     ok(run(home.path(), &["stop"]));
     steward.wait_for_exit();
 }
+
+#[test]
+fn static_discovery_checks_each_peer_the_operator_listed() {
+    let home = tempfile::tempdir().unwrap();
+    let did = ok(run(home.path(), &["init"]));
+    let steward = Steward::start(home.path(), &[]);
+    let looking = tempfile::tempdir().unwrap();
+    let (_held, refusing) = refusing_address();
+    let stranger = "did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK";
+    let peers = format!(
+        "[[peer]]\nurl = \"{url}/\"\n\n[[peer]]\nurl = \"{url}\"\ndid = \"{stranger}\"\n\n\
+         [[peer]]\nurl = \"http://{refusing}\"\n",
+        url = steward.url
+    );
+    std::fs::write(looking.path().join("peers.toml"), peers).unwrap();
+
+    let found = discover(looking.path(), "static", &[]);
+    assert_eq!(found.len(), 3, "{found:?}");
+    assert_eq!(found[0]["did"], did.as_str());
+    assert_eq!(found[0]["url"], steward.url.as_str());
+    assert_eq!(found[0]["manifest_verified"], true, "{found:?}");
+    // Listed for another DID: the manifest there does not make it so.
+    assert_eq!(found[1]["did"], stranger);
+    assert_eq!(found[1]["manifest_verified"], false);
+    assert!(found[1]["error"].as_str().unwrap().contains(did.as_str()));
+    assert_eq!(found[2]["manifest_verified"], false, "{found:?}");
+
+    // Without --method, the peers file in the home is read along with the LAN.
+    let all = json(run(
+        looking.path(),
+        &[
+            "fleet",
+            "sync",
+            "peers",
+            "discover",
+            "--json",
+            "--timeout-ms",
+            "100",
+        ],
+    ));
+    assert!(all["candidates"]["static"].is_array(), "{all}");
+
+    // Another file by flag; a malformed one is an error naming it.
+    let other = looking.path().join("other.toml");
+    std::fs::write(&other, "[[peer]]\nadress = \"typo\"\n").unwrap();
+    let refused = run(
+        looking.path(),
+        &[
+            "fleet",
+            "sync",
+            "peers",
+            "discover",
+            "--method",
+            "static",
+            "--peers-file",
+            other.to_str().unwrap(),
+        ],
+    );
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("other.toml"));
+}

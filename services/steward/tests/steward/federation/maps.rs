@@ -2,14 +2,15 @@
 //! may name one of our namespaces the pair agreed on, the source filters for it, and every record
 //! the thread's job admits is stored there, whatever its body names, with its id, body and
 //! signature unchanged; the job keeps the namespace across a restart. Other namespaces are
-//! refused, and a pull that names none behaves as before.
+//! refused, and a pull that names none behaves as before. A push fills a thread as its pull would.
 
 use serde_json::{json, Value};
 use syncropel_client::api::StartPair;
+use syncropel_federation::state as fstate;
 use syncropel_protocol::NamespaceMap;
-use syncropel_testkit::{error_code, Node, Options};
+use syncropel_testkit::{error_code, Node, Options, TENANT};
 
-use super::{approving, config, start};
+use super::{approving, changes_as, config, start};
 
 const BOB: &str = "did:sync:user:bob";
 
@@ -171,4 +172,42 @@ async fn a_pull_that_names_no_namespace_stores_records_in_their_own() {
     same_record_in(&ours, &plain, "default");
     // `my-team` lands whole only in `research`, and only when the pull names it.
     assert_eq!(a.record(mapped["id"].as_str().unwrap()).await, None);
+}
+
+#[tokio::test]
+async fn a_push_is_stored_where_the_pull_of_its_thread_stores_records() {
+    let (a, b, pair_id) = mapped().await;
+    let thread = "th_fed_mapped_pushed";
+    let sent = b
+        .emit(thread, &b.did(), 1, json!({"namespace": "my-team"}))
+        .await;
+    let a_token = a.outbound_token(&pair_id).await.unwrap();
+    let query = format!("thread={thread}&target_namespace=research");
+    let (status, page) = changes_as(&b, &a_token, &a.did(), &query).await;
+    assert_eq!(status, 200, "{page}");
+    let items = page["records"].clone();
+    assert_eq!(items.as_array().unwrap().len(), 1, "{page}");
+
+    // A pulls the thread into `research` (its cursor row, with no job running, so that only the
+    // push brings the record).
+    let row = fstate::PullCursor {
+        target_namespace: Some("research".into()),
+        ..fstate::PullCursor::default()
+    };
+    let cursor = fstate::put_cursor(&pair_id, thread, &row);
+    let store = a.steward.state.store.as_ref();
+    store.write(TENANT, Vec::new(), vec![cursor]).await.unwrap();
+    let b_token = b.outbound_token(&pair_id).await.unwrap();
+    let request = a
+        .steward
+        .http
+        .post(format!("{}/v1/sync/records", a.url()))
+        .bearer_auth(&b_token)
+        .header("x-syncropel-federation", "1")
+        .json(&json!({"records": items}));
+    let (status, pushed) = a.steward.send(request).await;
+    assert_eq!(status, 200, "{pushed}");
+    assert_eq!(pushed["accepted"], 1, "{pushed}");
+    let ours = a.record(sent["id"].as_str().unwrap()).await.unwrap();
+    same_record_in(&ours, &sent, "research");
 }

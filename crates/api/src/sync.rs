@@ -51,7 +51,8 @@ pub struct SyncRecords<I = Value> {
 }
 
 /// `POST /v1/sync/pull` (`spl sync <THREAD> from <PEER>`): pull a thread now, through the pair
-/// with `peer` (id, DID or URL), or from a URL with `peer_token` and no pair.
+/// with `peer` (id, DID or URL), or from a URL with `peer_token` and no pair. Through a pair,
+/// `namespace` names our namespace the thread's records land in (federation-protocol.md §6.2).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct PullRequest {
@@ -59,6 +60,8 @@ pub struct PullRequest {
     pub peer: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peer_token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
 }
 
 /// What a one-shot pull did.
@@ -165,10 +168,21 @@ mod tests {
             serde_json::to_value(PullRequest {
                 thread: "th_x".into(),
                 peer: "did:key:z6Mk1".into(),
-                peer_token: None
+                peer_token: None,
+                namespace: None,
             })
             .unwrap(),
             json!({"thread": "th_x", "peer": "did:key:z6Mk1"})
+        );
+        assert_eq!(
+            serde_json::to_value(PullRequest {
+                thread: "th_x".into(),
+                peer: "did:key:z6Mk1".into(),
+                peer_token: None,
+                namespace: Some("research".into()),
+            })
+            .unwrap(),
+            json!({"thread": "th_x", "peer": "did:key:z6Mk1", "namespace": "research"})
         );
     }
 }

@@ -254,7 +254,7 @@ impl Jobs {
             if job.stop.is_cancelled() || matches!(tenant.departure(), Departure::Moved { .. }) {
                 return;
             }
-            let source = match resolve_source(fed, &tenant, &source_id).await {
+            let source = match resolve_source(fed, &tenant, &source_id, &thread).await {
                 Ok(source) => source,
                 Err(e) => {
                     job.update(|h| {
@@ -708,19 +708,27 @@ pub async fn cursor_rows(fed: &Federation, tenant: &str) -> Result<Vec<(String, 
 }
 
 /// Resolves a job's source afresh before each pull: a pair (`fed_…`) or a one-thread sync pair
-/// (`sp_…`), with its current state, URL and credential.
+/// (`sp_…`), with its current state, URL and credential, aimed at the namespace the job's
+/// cursor row names.
 fn resolve_source(
     fed: &Arc<Federation>,
     tenant: &Arc<Tenant>,
     id: &str,
+    thread: &str,
 ) -> futures_util::future::BoxFuture<'static, Result<Source, PullError>> {
-    let (fed, tenant, id) = (fed.clone(), tenant.clone(), id.to_string());
+    let (fed, tenant, id, thread) = (
+        fed.clone(),
+        tenant.clone(),
+        id.to_string(),
+        thread.to_string(),
+    );
     async move {
-        if id.starts_with("sp_") {
-            sync_pairs::source(&fed, &tenant, id).await
+        let source = if id.starts_with("sp_") {
+            sync_pairs::source(&fed, &tenant, id).await?
         } else {
-            pairs::source(&fed, &tenant, id).await
-        }
+            pairs::source(&fed, &tenant, id).await?
+        };
+        source.for_thread(&fed, &tenant.id, &thread).await
     }
     .boxed()
 }

@@ -569,6 +569,60 @@ pub fn target_namespaces(pair: &PairView) -> Vec<String> {
     targets
 }
 
+/// Our namespaces a pull through the pair may land records in: the agreed same-name namespaces
+/// and the local side of each map (`default` when the pair lists neither). The peer serves each
+/// as [`target_namespaces`] lists it on its side.
+pub fn local_namespaces(pair: &PairView) -> Vec<String> {
+    let mut locals = pair.namespaces.clone();
+    locals.extend(pair.maps.iter().map(|m| m.local.clone()));
+    if locals.is_empty() {
+        locals.push(syncropel_protocol::DEFAULT_NAMESPACE.into());
+    }
+    locals
+}
+
+/// The namespace a pull of `thread` through `pair` lands its records in. `named` must be one the
+/// pair agreed on from our side (`403 CONSENT_DENIED`) and writable here
+/// (`403 NAMESPACE_REJECTED`); a job keeps the namespace it started with, since what it stored
+/// stays where it is (`409 precondition_failed` for another). Naming none keeps the job's.
+async fn aim(
+    fed: &Federation,
+    tenant: &Tenant,
+    pair: &PairView,
+    thread: &str,
+    named: Option<&str>,
+) -> std::result::Result<Option<String>, PullError> {
+    let row = fstate::pull_cursor(fed.store.as_ref(), &tenant.id, &pair.pair_id, thread).await?;
+    let held = row.as_ref().and_then(|row| row.target_namespace.clone());
+    let Some(named) = named else {
+        return Ok(held);
+    };
+    let agreed = local_namespaces(pair);
+    if !agreed.iter().any(|ns| ns == named) {
+        return Err(PullError::Parked(
+            Refusal::new(
+                ErrorCode::ConsentDenied,
+                format!("namespace '{named}' is not one this pair agreed on"),
+            )
+            .with_hint(format!("agreed namespaces here: {}", agreed.join(", "))),
+        ));
+    }
+    fed.namespaces
+        .check_writable(fed.store.as_ref(), &tenant.id, named)
+        .await?;
+    if row.is_some() && held.as_deref() != Some(named) {
+        let now = held.as_deref().map_or_else(
+            || "each record's own namespace".to_string(),
+            |ns| format!("namespace '{ns}'"),
+        );
+        return Err(PullError::Parked(Refusal::new(
+            ErrorCode::PreconditionFailed,
+            format!("thread '{thread}' from this peer is already pulled into {now}"),
+        )));
+    }
+    Ok(Some(named.to_string()))
+}
+
 /// The bearer an active pair with `peer_did` holds for us at the peer, for a request to
 /// `peer_url`: only when that is the pair's own verified peer URL, so the bearer never goes
 /// anywhere else whoever names the URL.
@@ -991,6 +1045,8 @@ pub struct PullRequest<'a> {
     pub thread: &'a str,
     pub peer: &'a str,
     pub peer_token: Option<&'a str>,
+    /// Our namespace the records land in (only through a pair); none: the job's, if it has one.
+    pub namespace: Option<&'a str>,
 }
 
 /// A one-shot pull (`spl sync T from PEER`) that pages until the peer has nothing more. Through
@@ -1005,6 +1061,7 @@ pub async fn pull(
         thread,
         peer,
         peer_token,
+        namespace,
     } = request;
     validate_thread(thread).map_err(|e| PullError::Parked(e.into()))?;
     refuse_unpullable(thread).map_err(PullError::Parked)?;
@@ -1025,7 +1082,16 @@ pub async fn pull(
                 }
                 PairState::Active | PairState::Degraded => {}
             }
-            source(fed, tenant, pair.pair_id.clone()).await?
+            let target_namespace = aim(fed, tenant, &pair, thread, namespace).await?;
+            Source {
+                target_namespace,
+                ..source(fed, tenant, pair.pair_id.clone()).await?
+            }
+        }
+        Err(_) if namespace.is_some() => {
+            return Err(PullError::Parked(Refusal::validation(
+                "a namespace to pull into is named only through a pair",
+            )))
         }
         Err(unpaired) => match peer_token {
             Some(token) if peer.starts_with("http://") || peer.starts_with("https://") => Source {

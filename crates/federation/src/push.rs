@@ -1,6 +1,7 @@
 //! Records a pair's peer pushes to us (`POST /v1/sync/records {"records": [...]}`,
 //! federation-protocol.md §5.3): the same checks as pulled records (ids, signatures against the
-//! actor's DID, our own threads refused, namespaces, quarantine), all or nothing for forged
+//! actor's DID, our own threads refused, namespaces, quarantine), stored where the pull of
+//! their thread stores its records (its cursor row's namespace), all or nothing for forged
 //! input: one item whose id is not its hash or whose signature is missing or does not hold
 //! refuses the whole push (`422` with its code) and nothing from it is stored. Only threads this
 //! steward pulls from that peer are taken. Replays de-duplicate by id.
@@ -16,7 +17,7 @@ use syncropel_tenant::Tenant;
 
 use crate::error::{FederationError, Result};
 use crate::pairs;
-use crate::puller::{check_relayed, store_relayed, PullError};
+use crate::puller::{check_relayed, store_relayed, PullError, Source};
 use crate::state as fstate;
 use crate::threads::refuse_unpullable;
 use crate::Federation;
@@ -68,17 +69,16 @@ pub async fn receive(
     let mut checked = Vec::with_capacity(threads.len());
     for (thread, items) in threads {
         // Only threads this steward pulls from that peer: a push fills what a pull would.
-        let pulled = fstate::pull_cursor(fed.store.as_ref(), &tenant.id, &pair.pair_id, &thread)
-            .await?
-            .is_some();
-        if !pulled {
+        let row =
+            fstate::pull_cursor(fed.store.as_ref(), &tenant.id, &pair.pair_id, &thread).await?;
+        let Some(row) = row else {
             return Err(Refusal::new(
                 ErrorCode::ThreadNotAllowed,
                 format!("this steward does not pull thread '{thread}' from you"),
             )
             .with_hint("push only the threads the steward pulls through this pair")
             .into());
-        }
+        };
         let page = check_relayed(fed, &thread, items, BTreeMap::new())
             .await
             .map_err(pushed)?;
@@ -94,18 +94,23 @@ pub async fn receive(
             )
             .into());
         }
-        checked.push(page);
+        // Stored where the pull of the thread stores its records.
+        checked.push((page, row.target_namespace));
     }
     let source = pairs::source(fed, tenant, pair.pair_id.clone())
         .await
         .map_err(pushed)?;
     let mut answer = Pushed::default();
-    for page in checked {
+    for (page, target_namespace) in checked {
         answer.rejected.extend(
             page.held()
                 .into_iter()
                 .map(|(id, code)| Rejected { id, code }),
         );
+        let source = Source {
+            target_namespace,
+            ..source.clone()
+        };
         let stored = store_relayed(fed, tenant, &source, page, None)
             .await
             .map_err(pushed)?;

@@ -92,6 +92,10 @@ pub struct PullCursor {
     pub cursor: String,
     pub last_sync_at: Option<i64>,
     pub pulled: u64,
+    /// Our namespace the job's records are stored in, named when it started
+    /// (federation-protocol.md §6.2); none: each record's own. Rows from before it read as none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_namespace: Option<String>,
 }
 
 /// The key of a cursor row: the source (pair or legacy pair id) and the thread.
@@ -203,6 +207,19 @@ mod tests {
         let other = Keypair::from_seed(&[5; 32]);
         assert!(open_secret(&store, "t", &other, "h1").await.is_err());
         assert_eq!(open_secret(&store, "t", &key, "h2").await.unwrap(), None);
+    }
+
+    #[test]
+    fn a_cursor_row_keeps_its_target_namespace_and_older_rows_still_read() {
+        let old: PullCursor = parse(r#"{"cursor":"c1","last_sync_at":5,"pulled":2}"#).unwrap();
+        assert_eq!(old.target_namespace, None);
+        assert!(!to_text(&old).contains("target_namespace"));
+        let aimed = PullCursor {
+            target_namespace: Some("research".into()),
+            ..old
+        };
+        let again: PullCursor = parse(&to_text(&aimed)).unwrap();
+        assert_eq!(again, aimed);
     }
 
     #[tokio::test]

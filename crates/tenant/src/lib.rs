@@ -30,7 +30,7 @@ pub use namespaces::{
     ancestors, parent, NamespaceEntry, NamespaceState, Namespaces, ENTRY_TOPIC, REGISTRY_THREAD,
 };
 pub use scopes::{parse_grain, validate_scopes, Scope};
-pub use seal::{seal, sealed_own, server_record, stored_form, stored_form_at};
+pub use seal::{seal, sealed_own, server_record, stored_form, stored_form_at, stored_form_in};
 pub use stored::stored_thread;
 pub use token_cache::{TokenCache, LOCAL_TOKEN_CACHE_TTL};
 

@@ -58,6 +58,20 @@ pub fn stored_form(
     stored_form_at(envelope, id, sig, signer, redaction, unix_now())
 }
 
+/// [`stored_form`] stored under `namespace`, whatever the body names: a peer's record pulled
+/// into the namespace a pair maps it to (federation-protocol.md §6.2). The body, and so the id
+/// and signature, stay as signed.
+pub fn stored_form_in(
+    envelope: &Envelope,
+    id: &str,
+    sig: Option<&str>,
+    signer: Option<&str>,
+    redaction: Option<&Redaction>,
+    namespace: &str,
+) -> NewRecord {
+    render(envelope, id, sig, signer, redaction, unix_now(), namespace)
+}
+
 /// [`stored_form`] as stored at `created_at`: a record moved between stewards keeps the time
 /// its first store took it.
 pub fn stored_form_at(
@@ -69,6 +83,18 @@ pub fn stored_form_at(
     created_at: i64,
 ) -> NewRecord {
     let namespace = envelope.namespace();
+    render(envelope, id, sig, signer, redaction, created_at, namespace)
+}
+
+fn render(
+    envelope: &Envelope,
+    id: &str,
+    sig: Option<&str>,
+    signer: Option<&str>,
+    redaction: Option<&Redaction>,
+    created_at: i64,
+    namespace: &str,
+) -> NewRecord {
     let head = RecordHead {
         object: "record",
         id,
@@ -150,5 +176,37 @@ pub fn server_record(
         parents: Vec::new(),
         thread: thread.to_string(),
         judged_by: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_record_stored_in_another_namespace_keeps_its_body_and_id() {
+        let mut body = Map::new();
+        body.insert("namespace".into(), json!("my-team"));
+        let envelope = server_record(Act::Know, "th_x", "did:sync:user:bob", 1, body);
+        let id = record_id(&envelope.canonical_json());
+        let own = stored_form(&envelope, &id, Some("sig"), Some("did:key:z"), None);
+        let mapped = stored_form_in(
+            &envelope,
+            &id,
+            Some("sig"),
+            Some("did:key:z"),
+            None,
+            "research",
+        );
+        assert_eq!(own.namespace, "my-team");
+        assert_eq!(mapped.namespace, "research");
+        assert_eq!(mapped.id, own.id);
+        assert_eq!(mapped.hash_levels, own.hash_levels);
+        let stored: Value = serde_json::from_str(&mapped.json).unwrap();
+        assert_eq!(stored["namespace"], "research");
+        assert_eq!(stored["body"]["namespace"], "my-team");
+        assert_eq!(stored["sig"], "sig");
     }
 }

@@ -158,11 +158,26 @@ impl Node {
     /// A one-shot pull of `thread` from `peer` through the pair (which also starts the job);
     /// it answers `200`.
     pub async fn pull(&self, thread: &str, peer: &str) -> Value {
-        let request = PullRequest {
+        self.pull_request(PullRequest {
             thread: thread.into(),
             peer: peer.into(),
-            peer_token: None,
-        };
+            ..PullRequest::default()
+        })
+        .await
+    }
+
+    /// [`Node::pull`] into our `namespace` (federation-protocol.md §6.2).
+    pub async fn pull_into(&self, thread: &str, peer: &str, namespace: &str) -> Value {
+        self.pull_request(PullRequest {
+            thread: thread.into(),
+            peer: peer.into(),
+            namespace: Some(namespace.into()),
+            ..PullRequest::default()
+        })
+        .await
+    }
+
+    async fn pull_request(&self, request: PullRequest) -> Value {
         let pulled = self.client.pull(&request).await.unwrap();
         assert_eq!(pulled.status(), 200, "{}", pulled.json());
         pulled.into_json()

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use syncropel_protocol::sync::{verify_items, PeerItem, Rejection, ResolvedKeys};
 use syncropel_protocol::{unix_now, ErrorCode, Refusal};
 use syncropel_store::{Appended, NewRecord, StateChange};
-use syncropel_tenant::{stored_form, Tenant};
+use syncropel_tenant::{stored_form, stored_form_in, Tenant};
 
 use super::{violation, Fetched, PullError, PullOutcome, Source};
 use crate::actor_keys;
@@ -36,6 +36,8 @@ pub(super) async fn store_page(
     )
     .await?;
     cursor.cursor = page.next_cursor;
+    // The row keeps the namespace its job lands records in, so the job keeps it after a restart.
+    cursor.target_namespace.clone_from(&source.target_namespace);
     cursor.last_sync_at = Some(unix_now());
     cursor.pulled += admitted.records.len() as u64;
     let moved = put_cursor(&source.id, thread, cursor);
@@ -153,7 +155,15 @@ async fn fetch_records(
     source: &Source,
     ids: &[String],
 ) -> Result<PullOutcome, PullError> {
-    let url = format!("{}/v1/sync/records", source.base_url.trim_end_matches('/'));
+    let mut url = format!("{}/v1/sync/records", source.base_url.trim_end_matches('/'));
+    // Filtered for the namespace they land in here, as the job's pages are.
+    if let Some(target) = &source.target_namespace {
+        let query: String = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("target_namespace", target)
+            .finish();
+        url.push('?');
+        url.push_str(&query);
+    }
     let (status, answer) = fed
         .client()
         .post_json(
@@ -251,7 +261,12 @@ async fn admit<'a>(
                 .push(quarantined(&source.id, item, "THREAD_NOT_ALLOWED"));
             continue;
         }
-        let namespace = item.envelope.namespace();
+        // A pull aimed at one of our namespaces stores all it brings there
+        // (federation-protocol.md §6.2); otherwise each record lands in its own.
+        let namespace = source
+            .target_namespace
+            .as_deref()
+            .unwrap_or_else(|| item.envelope.namespace());
         let allowed = match writable.get(namespace) {
             Some(allowed) => *allowed,
             None => {
@@ -270,13 +285,24 @@ async fn admit<'a>(
                 .push(quarantined(&source.id, item, "NAMESPACE_REJECTED"));
             continue;
         }
-        admitted.records.push(stored_form(
-            &item.envelope,
-            &item.id,
-            item.sig.as_deref(),
-            item.signer.as_deref(),
-            item.redaction.as_ref(),
-        ));
+        let (sig, signer) = (item.sig.as_deref(), item.signer.as_deref());
+        admitted.records.push(match &source.target_namespace {
+            Some(target) => stored_form_in(
+                &item.envelope,
+                &item.id,
+                sig,
+                signer,
+                item.redaction.as_ref(),
+                target,
+            ),
+            None => stored_form(
+                &item.envelope,
+                &item.id,
+                sig,
+                signer,
+                item.redaction.as_ref(),
+            ),
+        });
         admitted.items.push(item);
     }
     (admitted.vouches, admitted.vouch_markers) =

@@ -40,6 +40,8 @@ pub struct Source {
     pub token: String,
     /// Our DID, sent as `X-Syncropel-Actor` (pair tokens are bound to it).
     pub actor: String,
+    /// Our namespace the records land in, sent to the source as `target_namespace`; none: the
+    /// source filters for `default` and each record is stored in its own.
     pub target_namespace: Option<String>,
     /// The pair's generation (names its relay queues; 0 for sources that are not pairs).
     pub generation: u64,
@@ -49,6 +51,22 @@ pub struct Source {
     pub on_demand: bool,
     /// The pair's own poll interval, when its operator set one (else the steward's).
     pub poll_interval: Option<Duration>,
+}
+
+impl Source {
+    /// This source for the job of `thread`: aimed at the namespace the job's cursor row names
+    /// (federation-protocol.md §6.2), none when it names none.
+    pub(crate) async fn for_thread(
+        mut self,
+        fed: &Federation,
+        tenant: &str,
+        thread: &str,
+    ) -> Result<Source, PullError> {
+        self.target_namespace = pull_cursor(fed.store.as_ref(), tenant, &self.id, thread)
+            .await?
+            .and_then(|row| row.target_namespace);
+        Ok(self)
+    }
 }
 
 /// Why a pull did not happen or failed.

@@ -291,6 +291,11 @@ pub struct SyncArgs {
     /// Bearer for a peer with no pair here (legacy; an existing pair's token always wins)
     #[arg(long, value_name = "TOKEN")]
     pub peer_token: Option<String>,
+
+    /// Our namespace the thread's records land in, one the pair agreed on (a same-name
+    /// namespace or the local side of a map); kept by the thread's job
+    #[arg(long, value_name = "NS")]
+    pub namespace: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -479,6 +479,7 @@ fn pull_body(args: &SyncArgs) -> PullRequest {
         thread: args.thread.clone(),
         peer: args.peer.clone(),
         peer_token: args.peer_token.clone(),
+        namespace: args.namespace.clone(),
     }
 }
 
@@ -563,6 +564,21 @@ mod tests {
             panic!("parsed into the wrong command");
         };
         assert_eq!(pull_body(&args).peer_token.as_deref(), Some("t"));
+        let Command::Sync(args) = parse(&[
+            "spl",
+            "sync",
+            "th_x",
+            "from",
+            "did:key:z6Mk1",
+            "--namespace",
+            "research",
+        ]) else {
+            panic!("parsed into the wrong command");
+        };
+        assert_eq!(
+            serde_json::to_value(pull_body(&args)).unwrap(),
+            json!({"thread": "th_x", "peer": "did:key:z6Mk1", "namespace": "research"})
+        );
     }
 
     fn pending(answer: Value) -> HandshakePending {

@@ -136,6 +136,7 @@ impl Hosted {
             thread: thread.into(),
             peer: peer.into(),
             peer_token: None,
+            namespace: None,
         };
         let pulled = self.via(via).pull(&request).await.unwrap();
         assert_eq!(pulled.status(), 200, "{}", pulled.json());

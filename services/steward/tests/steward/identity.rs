@@ -103,6 +103,7 @@ async fn pull_from(node: &Node, peer: &Node, thread: &str) -> Value {
         thread: thread.into(),
         peer: peer.url().into(),
         peer_token: Some(token),
+        namespace: None,
     };
     let pulled = node.client.pull(&request).await.unwrap();
     assert_eq!(pulled.status(), 200, "{}", pulled.json());

@@ -204,7 +204,7 @@ pub async fn set_url(
     Ok(Json(view(fed, &caller.tenant.id, pair)).into_response())
 }
 
-/// `POST /v1/sync/pull {thread, peer, peer_token?}` (`spl sync T from PEER`).
+/// `POST /v1/sync/pull {thread, peer, peer_token?, namespace?}` (`spl sync T from PEER`).
 pub async fn pull(
     State(state): State<AppState>,
     caller: Caller,
@@ -215,10 +215,16 @@ pub async fn pull(
     let text = |k: &str| body.get(k).and_then(Value::as_str);
     let thread = text("thread").ok_or_else(|| ApiError::validation("'thread' is required"))?;
     let peer = text("peer").ok_or_else(|| ApiError::validation("'peer' is required"))?;
+    let namespace = match body.get("namespace") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(ns)) => Some(ns.as_str()),
+        Some(_) => return Err(ApiError::validation("'namespace' must be a string")),
+    };
     let request = PullRequest {
         thread,
         peer,
         peer_token: text("peer_token"),
+        namespace,
     };
     let total = pairs::pull(&state.federation, &caller.tenant, request)
         .await

@@ -29,6 +29,7 @@ fn pull_with_token(thread: &str, peer_url: &str, token: &str) -> PullRequest {
         thread: thread.into(),
         peer: peer_url.into(),
         peer_token: Some(token.into()),
+        namespace: None,
     }
 }
 

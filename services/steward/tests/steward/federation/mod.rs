@@ -1,6 +1,7 @@
 //! Federation over HTTP between real stewards on 127.0.0.1 (federation-protocol.md §3-§6): pairing
-//! and its refusals, pulls through pairs, consent between namespaces, star and mesh convergence,
-//! hostile and absent peers, pair state surviving a restart, and the rest of the pair lifecycle.
+//! and its refusals, pulls through pairs, consent between namespaces and namespace maps, star and
+//! mesh convergence, hostile and absent peers, pair state surviving a restart, and the rest of the
+//! pair lifecycle.
 
 mod agreement;
 mod bearers;
@@ -13,6 +14,7 @@ mod handshake;
 mod hostile_peer;
 mod lifecycle;
 mod manifests;
+mod maps;
 mod pairing;
 mod peer_down;
 mod relay;

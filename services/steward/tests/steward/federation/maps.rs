@@ -34,6 +34,7 @@ async fn mapped() -> (Node, Node, String) {
         peer_url: b.url().into(),
         namespaces: vec!["default".into()],
         maps: vec![map("research", "my-team"), map("inbox", "archive")],
+        ..StartPair::default()
     };
     let started = a.client.start_pairing(&request).await.unwrap();
     assert_eq!(started.status(), 200, "{}", started.json());

@@ -54,7 +54,7 @@ pub use manifest::{Capabilities, CapabilityFlags, FederationManifest, WellKnown}
 pub use namespaces::{CreateNamespace, Namespace, NamespaceState};
 pub use pairs::{
     FederationPair, PairReason, PairRevoked, PendingDecision, PendingPair, PullFailure,
-    PullJobHealth, StartPair, SyncHealth,
+    PullJobHealth, StartPair, SyncEvent, SyncHealth, SyncTrace,
 };
 pub use provision::{Provision, ProvisionAccepted, ProvisionPhase, ProvisionRequest};
 pub use records::{

@@ -168,6 +168,39 @@ pub struct PullJobHealth {
     pub feed: String,
 }
 
+/// A pair's recent sync events, newest first (`GET /v1/sync/pairs/{id}/trace`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "object", rename = "sync_trace", default)]
+pub struct SyncTrace {
+    pub pair_id: String,
+    pub events: Vec<SyncEvent>,
+}
+
+/// One event of a pair's recent sync (`GET /v1/sync/pairs/{id}/trace`): a pull and what it
+/// did. Consecutive alike events (the same thread, route and outcome with nothing pulled: empty
+/// longpolls, say) are one event with a `count`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SyncEvent {
+    /// Unix seconds of the first of them.
+    pub at: i64,
+    /// Unix seconds of the last of them.
+    pub last_at: i64,
+    pub count: u64,
+    pub thread: String,
+    /// `source` (pages and longpolls), `feed` (the continuous feed) or `relay`.
+    pub via: String,
+    /// `pulled` (records came), `empty`, `failed`, `parked` (the pair may not be pulled now)
+    /// or `idle` (an on-demand pair waiting to be asked).
+    pub outcome: String,
+    pub pulled: u64,
+    pub duplicates: u64,
+    pub quarantined: u64,
+    pub error: Option<PullFailure>,
+    /// How long the pull took, a held longpoll included (of the last of them).
+    pub duration_ms: u64,
+}
+
 /// Why the last pull of a job failed.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]

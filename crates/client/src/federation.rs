@@ -7,7 +7,7 @@ use syncropel_api::{
     ConsentGrant, CreateGrant, CreateSyncPair, FederationPair, GrantRevoked, HandshakePending,
     Introductions, List, MdnsRoster, PairIntroducible, PairReason, PendingDecision, PendingPair,
     PullRequest, PullResult, RelayKicked, RelayPurge, RelayQueues, RelayStatus, SetIntroducible,
-    StartPair, SyncPair,
+    StartPair, SyncPair, SyncTrace,
 };
 
 use crate::{reply, with_json, Client, ClientError, Reply};
@@ -261,6 +261,18 @@ impl Client {
     /// `GET /v1/sync/pairs/{id}`.
     pub async fn sync_pair(&self, id: &str) -> Result<Reply<SyncPair>, ClientError> {
         self.get_reply(self.url(&sync_pair_path(id, None), &[]))
+            .await
+    }
+
+    /// `GET /v1/sync/pairs/{id}/trace?limit=N`: a pair's recent sync events, newest first.
+    pub async fn sync_trace(
+        &self,
+        id: &str,
+        limit: Option<u32>,
+    ) -> Result<Reply<SyncTrace>, ClientError> {
+        let limit = limit.map(|n| n.to_string());
+        let query: Vec<(&str, &str)> = limit.iter().map(|n| ("limit", n.as_str())).collect();
+        self.get_reply(self.url(&sync_pair_path(id, Some("trace")), &query))
             .await
     }
 

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
-use syncropel_api::{PullFailure, PullJobHealth};
+use syncropel_api::{PullFailure, PullJobHealth, SyncEvent};
 use syncropel_protocol::unix_now;
 use syncropel_tenant::{Departure, Tenant};
 use tokio::sync::Notify;
@@ -24,6 +24,7 @@ use crate::puller::{
 };
 use crate::relay::{fallback, outbox};
 use crate::state::{self, PullCursor};
+use crate::sync_trace::SyncTrace;
 use crate::{pairs, sync_pairs, Backoff, Federation};
 
 /// Health of one job, kept in memory (federation-protocol.md §5.5: not recorded per attempt),
@@ -39,6 +40,8 @@ pub struct Jobs {
     /// Records pulled per (tenant, source), by minute, over the last hour (at most 60 buckets
     /// each): what `/v1/sync/health` and a pair's stats count. In memory, per replica.
     pulled: Mutex<HashMap<(String, String), Tally>>,
+    /// What each source's jobs did lately (`GET /v1/sync/pairs/{id}/trace`).
+    pub trace: SyncTrace,
 }
 
 /// `(minute, records)` buckets, oldest first.
@@ -66,6 +69,7 @@ impl Jobs {
             backoff,
             jobs: Mutex::default(),
             pulled: Mutex::default(),
+            trace: SyncTrace::default(),
         }
     }
 
@@ -261,6 +265,14 @@ impl Jobs {
                         h.status = "parked".into();
                         h.last_error = Some(last_error(&e));
                     });
+                    let parked = SyncEvent {
+                        thread: thread.clone(),
+                        via: "source".into(),
+                        outcome: "parked".into(),
+                        error: Some(last_error(&e)),
+                        ..SyncEvent::default()
+                    };
+                    self.trace.note(&tenant.id, &source_id, parked);
                     // Parked until kicked (resume, approve) or a slow re-check.
                     job.wait(self.interval.max(Duration::from_secs(2))).await;
                     continue;
@@ -274,6 +286,13 @@ impl Jobs {
                     h.feed = ON_DEMAND.into();
                     h.next_attempt_at = None;
                 });
+                let idle = SyncEvent {
+                    thread: thread.clone(),
+                    via: "source".into(),
+                    outcome: "idle".into(),
+                    ..SyncEvent::default()
+                };
+                self.trace.note(&tenant.id, &source_id, idle);
                 job.wait(ON_DEMAND_RECHECK).await;
                 continue;
             }
@@ -299,6 +318,8 @@ impl Jobs {
                 };
                 match result {
                     Pulled::Relay(result) => {
+                        let event = event_of(&thread, "relay", &result, started.elapsed());
+                        self.trace.note(&tenant.id, &source_id, event);
                         let wait = self.after_relay_pull(&job, &mut backoff, &result);
                         if let Ok(outcome) = &result {
                             self.tally(&tenant.id, &source_id, outcome.pulled);
@@ -323,6 +344,7 @@ impl Jobs {
             if !continuous {
                 live = None;
             }
+            let via = if live.is_some() { "feed" } else { "source" };
             let result = match live.as_mut() {
                 // Continuous: the next record of the open feed.
                 Some(feed) => {
@@ -408,6 +430,8 @@ impl Jobs {
                 }
                 Err(_) => syncropel_telemetry::series::sync_behind(&source_id, &thread),
             }
+            let event = event_of(&thread, via, &result, started.elapsed());
+            self.trace.note(&tenant.id, &source_id, event);
             // Health first, so a pair state written below never shows beside stale health.
             let wait = match &result {
                 Ok(outcome) => {
@@ -672,6 +696,39 @@ impl Job {
             _ = self.stop.cancelled() => {}
         }
     }
+}
+
+/// The trace event of one pull (see [`SyncTrace`]).
+fn event_of(
+    thread: &str,
+    via: &str,
+    result: &std::result::Result<PullOutcome, PullError>,
+    took: Duration,
+) -> SyncEvent {
+    let mut event = SyncEvent {
+        thread: thread.to_string(),
+        via: via.to_string(),
+        duration_ms: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+        ..SyncEvent::default()
+    };
+    match result {
+        Ok(outcome) => {
+            event.outcome = if outcome.pulled + outcome.duplicates + outcome.quarantined > 0 {
+                "pulled"
+            } else {
+                "empty"
+            }
+            .into();
+            event.pulled = outcome.pulled as u64;
+            event.duplicates = outcome.duplicates as u64;
+            event.quarantined = outcome.quarantined as u64;
+        }
+        Err(e) => {
+            event.outcome = "failed".into();
+            event.error = Some(last_error(e));
+        }
+    }
+    event
 }
 
 fn last_error(e: &PullError) -> PullFailure {

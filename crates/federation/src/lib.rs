@@ -39,6 +39,7 @@ mod resolve;
 pub mod signers;
 pub mod state;
 pub mod sync_pairs;
+pub mod sync_trace;
 mod thread_rule;
 mod threads;
 mod traces;

@@ -317,6 +317,17 @@ pub enum FleetSyncCommand {
         #[arg(value_parser = NonEmptyStringValueParser::new())]
         id: String,
     },
+    /// Recent sync events of a pair, newest first: each pull, what it brought or why it failed
+    /// (in the steward's memory; alike idle polls in a row are one event with a count)
+    Trace {
+        /// Sync pair id (sp_…), or a pair's id or peer DID
+        #[arg(value_parser = NonEmptyStringValueParser::new())]
+        id: String,
+
+        /// Most events to show (at most 100)
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
+        limit: Option<u32>,
+    },
     /// Stop pulling until `resume`
     Pause {
         /// Sync pair id (sp_…)

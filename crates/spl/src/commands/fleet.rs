@@ -24,6 +24,7 @@ pub async fn run(ctx: &Ctx, command: FleetCommand) -> Result<ExitCode> {
         FleetSyncCommand::Add(args) => add(ctx, args).await,
         FleetSyncCommand::List => list(ctx).await,
         FleetSyncCommand::Status { id } => status(ctx, &id).await,
+        FleetSyncCommand::Trace { id, limit } => trace(ctx, &id, limit).await,
         FleetSyncCommand::Pause { id } => action(ctx, &id, Action::Pause).await,
         FleetSyncCommand::Resume { id } => action(ctx, &id, Action::Resume).await,
         FleetSyncCommand::Kick { id } => action(ctx, &id, Action::Kick).await,
@@ -114,6 +115,54 @@ async fn status(ctx: &Ctx, id: &str) -> Result<ExitCode> {
     } else {
         println!("{}", fields(pair.json()));
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `spl fleet sync trace`: a pair's recent sync events, newest first.
+async fn trace(ctx: &Ctx, id: &str, limit: Option<u32>) -> Result<ExitCode> {
+    let trace = ctx.client()?.sync_trace(id, limit).await?;
+    if ctx.json {
+        print_json(trace.json());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let trace = trace.into_value();
+    if trace.events.is_empty() {
+        println!(
+            "no sync events of {} in this steward's memory",
+            trace.pair_id
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<Vec<String>> = trace
+        .events
+        .iter()
+        .map(|e| {
+            let detail = match &e.error {
+                Some(error) => format!("{}: {}", error.code, error.message),
+                None if e.outcome == "pulled" => format!(
+                    "{} new, {} held, {} quarantined",
+                    e.pulled, e.duplicates, e.quarantined
+                ),
+                None => String::new(),
+            };
+            vec![
+                syncropel_protocol::rfc3339_from_unix(e.last_at),
+                e.thread.clone(),
+                e.via.clone(),
+                e.outcome.clone(),
+                e.count.to_string(),
+                format!("{} ms", e.duration_ms),
+                detail,
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(
+            &["LAST", "THREAD", "VIA", "OUTCOME", "TIMES", "TOOK", "DETAIL"],
+            &rows
+        )
+    );
     Ok(ExitCode::SUCCESS)
 }
 

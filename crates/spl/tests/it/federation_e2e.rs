@@ -261,6 +261,25 @@ fn two_stewards_pair_and_sync_through_the_cli() {
         "no record is listed twice on B"
     );
     assert_same_records(&a, &[late], &on_b);
+
+    // The trace of the pair, by the peer's DID: the job's pulls, newest first.
+    let trace = b.json(&["fleet", "sync", "trace", &a.did]);
+    assert_eq!(trace["pair_id"], pair_id.as_str(), "{trace}");
+    let events = trace["events"].as_array().unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["thread"] == "th_x" && e["outcome"] == "pulled"),
+        "{trace}"
+    );
+    let url = b.url();
+    let printed = spl(b.home())
+        .args(["--endpoint", &url, "--token", &b.token])
+        .args(["fleet", "sync", "trace", &pair_id, "--limit", "5"])
+        .output()
+        .expect("spl runs");
+    let text = ok(printed);
+    assert!(text.contains("OUTCOME") && text.contains("th_x"), "{text}");
 }
 
 /// Records A holds on the big thread.

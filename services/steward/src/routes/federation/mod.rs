@@ -32,6 +32,7 @@ pub fn routes() -> Router<AppState> {
         .route("/sync/pairs/{id}/resume", post(sync_pairs::resume))
         .route("/sync/pairs/{id}/kick", post(sync_pairs::kick))
         .route("/sync/pairs/{id}/stats", get(sync_pairs::stats))
+        .route("/sync/pairs/{id}/trace", get(sync_pairs::trace))
         .route("/sync/health", get(sync_pairs::health))
         .route("/federation/pair", post(handshake::init))
         .route("/federation/pair/init", post(handshake::init))

@@ -5,15 +5,16 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::Value;
-use syncropel_api::{List, SyncPair as SyncPairView};
+use syncropel_api::{List, SyncPair as SyncPairView, SyncTrace};
 use syncropel_federation::sync_pairs::{self, SyncPair, SyncPairRequest};
+use syncropel_federation::sync_trace::EVENTS_PER_SOURCE;
 use syncropel_federation::Federation;
 use syncropel_tenant::Scope;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::routes::JsonBody;
-use crate::routes::PathParam;
+use crate::routes::{Params, PathParam};
 use crate::state::AppState;
 
 /// A sync pair with the state of its job: running and failing come from the job's health.
@@ -211,13 +212,7 @@ pub async fn stats(
     caller.require(Scope::FederationManage)?;
     let fed = &state.federation;
     let tenant = &caller.tenant;
-    let pair_id = if id.starts_with("sp_") {
-        sync_pairs::find(fed, &tenant.id, &id).await?.pair_id
-    } else {
-        syncropel_federation::pairs::find(fed, tenant, &id)
-            .await?
-            .pair_id
-    };
+    let pair_id = any_pair_id(&state, &caller, &id).await?;
     let jobs = fed.jobs.health(&tenant.id, &pair_id);
     let last_hour = fed
         .jobs
@@ -234,4 +229,36 @@ pub async fn stats(
         "jobs": jobs,
     }))
     .into_response())
+}
+
+/// The id of a legacy pair (`sp_…`) or of a pair (its id or its peer's DID): `404` unless known.
+async fn any_pair_id(state: &AppState, caller: &Caller, id: &str) -> ApiResult<String> {
+    let fed = &state.federation;
+    Ok(if id.starts_with("sp_") {
+        sync_pairs::find(fed, &caller.tenant.id, id).await?.pair_id
+    } else {
+        syncropel_federation::pairs::find(fed, &caller.tenant, id)
+            .await?
+            .pair_id
+    })
+}
+
+/// `GET /v1/sync/pairs/{id}/trace?limit=N`: the pair's recent sync events, newest first (at
+/// most 100, kept in this replica's memory).
+pub async fn trace(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParam(id): PathParam,
+    params: Params,
+) -> ApiResult<Response> {
+    caller.require(Scope::FederationManage)?;
+    let pair_id = any_pair_id(&state, &caller, &id).await?;
+    let kept = EVENTS_PER_SOURCE as u32;
+    let limit = params.limit(kept, kept)? as usize;
+    let events = state
+        .federation
+        .jobs
+        .trace
+        .recent(&caller.tenant.id, &pair_id, limit);
+    Ok(Json(SyncTrace { pair_id, events }).into_response())
 }

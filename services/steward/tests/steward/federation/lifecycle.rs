@@ -434,3 +434,64 @@ async fn an_on_demand_pair_pulls_only_when_asked() {
         .await;
     a.arrived(next["id"].as_str().unwrap()).await;
 }
+
+/// A pair's trace lists its recent pulls, newest first: what each brought, idle polls folded
+/// into one event, and why the job stopped when the pair was paused (`spl fleet sync trace`).
+#[tokio::test]
+async fn a_pairs_trace_shows_its_recent_pulls() {
+    let (a, b, pair_id) = paired().await;
+    let thread = "th_fed_trace";
+    a.pull(thread, &b.did()).await;
+    for n in 1..=2 {
+        let record = b
+            .emit(thread, "did:sync:user:bob", n, json!({"n": n}))
+            .await;
+        a.arrived(record["id"].as_str().unwrap()).await;
+    }
+    let trace_path = format!("/v1/sync/pairs/{pair_id}/trace");
+    let trace = eventually("pulls traced", DEADLINE, || async {
+        let (status, trace) = a.get(&trace_path).await;
+        assert_eq!(status, 200, "{trace}");
+        let events = trace["events"].as_array().unwrap().clone();
+        let pulled: u64 = events.iter().filter_map(|e| e["pulled"].as_u64()).sum();
+        (pulled >= 2).then_some(trace)
+    })
+    .await;
+    assert_eq!(trace["object"], "sync_trace");
+    assert_eq!(trace["pair_id"], pair_id.as_str());
+    let events = trace["events"].as_array().unwrap();
+    assert!(events.len() <= 100);
+    let pulled = events.iter().find(|e| e["outcome"] == "pulled").unwrap();
+    assert_eq!(pulled["thread"], thread);
+    assert_eq!(pulled["via"], "source");
+    // Newest first; idle polls in a row are one event.
+    let times: Vec<i64> = events
+        .iter()
+        .map(|e| e["last_at"].as_i64().unwrap())
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] >= w[1]), "{times:?}");
+    for pair in events.windows(2) {
+        let idle = |e: &Value| e["outcome"] == "empty";
+        assert!(!(idle(&pair[0]) && idle(&pair[1])), "{trace}");
+    }
+
+    let reason = PairReason::default();
+    let paused = a.client.pause_pair(&pair_id, &reason).await.unwrap();
+    assert_eq!(paused.status(), 200, "{}", paused.json());
+    eventually("the parked job traced", DEADLINE, || async {
+        let (_, trace) = a.get(&format!("{trace_path}?limit=1")).await;
+        let newest = &trace["events"][0];
+        (newest["outcome"] == "parked" && newest["error"]["code"] == "pair_paused").then_some(())
+    })
+    .await;
+    let (_, one) = a.get(&format!("{trace_path}?limit=1")).await;
+    assert_eq!(one["events"].as_array().unwrap().len(), 1);
+
+    let (status, _) = a.get("/v1/sync/pairs/fed_unknown/trace").await;
+    assert_eq!(status, 404);
+    let (status, body) = a.get(&format!("{trace_path}?limit=0")).await;
+    assert_eq!((status, error_code(&body)), (400, "VALIDATION_ERROR"));
+    let reader = a.steward.token(&["records:read"], &[]).await;
+    let (status, _) = a.steward.get(&reader, &trace_path).await;
+    assert_eq!(status, 403);
+}

@@ -443,6 +443,8 @@ fn routes(to: &Aim, from: &Aim, rng: &mut Rng) -> Vec<Route> {
             .at(format!("/v1/sync/pairs/{sync_pair}/kick")),
         Route::new(M::GET, "/v1/sync/pairs/{id}/stats", Token)
             .at(format!("/v1/sync/pairs/{sync_pair}/stats")),
+        Route::new(M::GET, "/v1/sync/pairs/{id}/trace", Token)
+            .at(format!("/v1/sync/pairs/{sync_pair}/trace")),
         Route::new(M::GET, "/v1/sync/health", Token).at("/v1/sync/health"),
         // The pairing handshake: peer-facing, signed rather than authenticated by a token.
         Route::new(M::POST, "/v1/federation/pair", Signed(UNAUTHENTICATED_INITIATOR))

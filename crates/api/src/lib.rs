@@ -63,7 +63,7 @@ pub use records::{
 };
 pub use relay::{OutboxRow, RelayEndpoint, RelayKicked, RelayPurge, RelayQueues, RelayStatus};
 pub use sync::{
-    ChangesPage, ChangesParams, CreateSyncPair, FetchRecords, PullRequest, PullResult, SyncPair,
-    SyncRecords,
+    ChangesPage, ChangesParams, CreateSyncPair, FetchRecords, PullRequest, PullResult,
+    PushRejected, PushSent, PushThread, SyncPair, SyncRecords,
 };
 pub use watch::{RecordCreated, WatchEvent};

@@ -64,6 +64,39 @@ pub struct PullRequest {
     pub namespace: Option<String>,
 }
 
+/// The body of `POST /v1/federation/pairs/{id}/push`: a thread to send the pair's peer.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushThread {
+    pub thread: String,
+    /// The peer's namespace the records land in (default `default`), as its pull would name it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_namespace: Option<String>,
+}
+
+/// What pushing a thread to a pair's peer did there.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "object", rename = "sync_push", default)]
+pub struct PushSent {
+    pub thread: String,
+    /// Items sent.
+    pub pushed: u64,
+    /// Requests it took.
+    pub requests: u64,
+    pub accepted: u64,
+    pub duplicates: u64,
+    pub quarantined: u64,
+    /// Held back by the peer, with why: it need not be sent again.
+    pub rejected: Vec<PushRejected>,
+}
+
+/// A pushed record the receiver holds in quarantine.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PushRejected {
+    pub id: String,
+    pub code: String,
+}
+
 /// What a one-shot pull did.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "object", rename = "sync_result", default)]

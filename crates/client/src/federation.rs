@@ -6,8 +6,8 @@ use reqwest::{Method, StatusCode};
 use syncropel_api::{
     ConsentGrant, CreateGrant, CreateSyncPair, FederationPair, GrantRevoked, HandshakePending,
     Introductions, List, MdnsRoster, PairIntroducible, PairReason, PendingDecision, PendingPair,
-    PullRequest, PullResult, RelayKicked, RelayPurge, RelayQueues, RelayStatus, SetIntroducible,
-    StartPair, SyncPair, SyncTrace,
+    PullRequest, PullResult, PushSent, PushThread, RelayKicked, RelayPurge, RelayQueues,
+    RelayStatus, SetIntroducible, StartPair, SyncPair, SyncTrace,
 };
 
 use crate::{reply, with_json, Client, ClientError, Reply};
@@ -85,6 +85,16 @@ impl Client {
         fields: &serde_json::Value,
     ) -> Result<Reply<FederationPair>, ClientError> {
         self.post_reply(self.url(&pair_path(key, Some("config")), &[]), fields)
+            .await
+    }
+
+    /// `POST /v1/federation/pairs/{key}/push`: sends the pair's peer a thread.
+    pub async fn push_thread(
+        &self,
+        key: &str,
+        request: &PushThread,
+    ) -> Result<Reply<PushSent>, ClientError> {
+        self.post_reply(self.url(&pair_path(key, Some("push")), &[]), request)
             .await
     }
 

@@ -9,18 +9,21 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{json, Value};
+use syncropel_api::{PushRejected, PushSent};
 use syncropel_protocol::pair::PairView;
 use syncropel_protocol::sync::PeerItem;
 use syncropel_protocol::{ErrorCode, Refusal};
 use syncropel_tenant::Tenant;
 
 use crate::error::{FederationError, Result};
+use crate::feed::{self, ChangesQuery, Puller};
 use crate::pairs;
 use crate::puller::{check_relayed, store_relayed, PullError, Source};
 use crate::state as fstate;
 use crate::threads::refuse_unpullable;
 use crate::Federation;
+use crate::PeerError;
 
 /// Most records one push carries.
 pub const MAX_PUSH_RECORDS: usize = 1000;
@@ -38,11 +41,8 @@ pub struct Pushed {
     pub rejected: Vec<Rejected>,
 }
 
-#[derive(Debug, Serialize)]
-pub struct Rejected {
-    pub id: String,
-    pub code: String,
-}
+/// A pushed record held in quarantine here, with why.
+pub type Rejected = PushRejected;
 
 /// Stores what `pair`'s peer pushed.
 pub async fn receive(
@@ -128,4 +128,118 @@ fn pushed(e: PullError) -> FederationError {
         PullError::Local(e) => e,
         PullError::Peer(e) => Refusal::validation(format!("the push does not hold: {e}")).into(),
     }
+}
+
+/// Most bytes of items one push request carries: under a receiver's default 1 MiB body limit.
+const PUSH_BATCH_BYTES: usize = 768 * 1024;
+
+/// Pushes to `pair`'s peer every record of `thread` its pull into `target` would be served
+/// (scope, maps and consent as on the changes feed), in batches of at most 1000 items and
+/// [`PUSH_BATCH_BYTES`]. The peer takes it only for a thread it pulls from us.
+pub async fn send(
+    fed: &Federation,
+    tenant: &Tenant,
+    pair: &PairView,
+    thread: &str,
+    target: &str,
+) -> std::result::Result<PushSent, PullError> {
+    pairs::require_serving(pair).map_err(PullError::Parked)?;
+    let puller = Puller::of_pair(pair);
+    puller.check_target(target).map_err(PullError::Parked)?;
+    let url = pair.peer_url.as_deref().unwrap_or_default();
+    let token = pairs::outbound_token(fed, tenant, &pair.pair_id)
+        .await?
+        .ok_or_else(|| {
+            PullError::Parked(
+                Refusal::new(
+                    ErrorCode::AuthInvalid,
+                    format!("pair {} has no outbound credential", pair.pair_id),
+                )
+                .with_hint("get a new one from the peer: `spl federation refresh <peer>`"),
+            )
+        })?;
+    let endpoint = format!("{}/v1/sync/records", url.trim_end_matches('/'));
+    let query = ChangesQuery {
+        thread: thread.to_string(),
+        target: target.to_string(),
+        since: String::new(),
+        limit: MAX_PUSH_RECORDS as u32,
+        longpoll: false,
+    };
+    let mut sent = PushSent {
+        thread: thread.to_string(),
+        ..PushSent::default()
+    };
+    let mut after = 0;
+    loop {
+        let served = feed::items_after(fed, tenant, &puller, &query, after)
+            .await
+            .map_err(PullError::Local)?;
+        let Some((_, last)) = served.seqs else {
+            break;
+        };
+        for batch in batches(&served.items) {
+            let records = batch
+                .iter()
+                .map(|text| serde_json::from_str::<Value>(text))
+                .collect::<std::result::Result<Vec<Value>, _>>()
+                .map_err(|e| FederationError::corrupt(format!("a stored record: {e}")))?;
+            let (status, answer) = fed
+                .client()
+                .push(
+                    &endpoint,
+                    &json!({ "records": records }),
+                    &token,
+                    &tenant.identity.did,
+                )
+                .await
+                .map_err(PullError::Peer)?;
+            if status != 200 {
+                let message = answer["message"].as_str().unwrap_or_default().to_string();
+                return Err(PullError::Peer(if status >= 500 {
+                    PeerError::Http5xx { status, message }
+                } else {
+                    PeerError::Http4xx {
+                        status,
+                        code: answer["code"].as_str().map(str::to_string),
+                        message,
+                    }
+                }));
+            }
+            let count = |field: &str| answer[field].as_u64().unwrap_or(0);
+            sent.pushed += batch.len() as u64;
+            sent.requests += 1;
+            sent.accepted += count("accepted");
+            sent.duplicates += count("duplicates");
+            sent.quarantined += count("quarantined");
+            if let Some(rejected) = answer["rejected"].as_array() {
+                sent.rejected.extend(rejected.iter().map(|r| Rejected {
+                    id: r["id"].as_str().unwrap_or_default().to_string(),
+                    code: r["code"].as_str().unwrap_or_default().to_string(),
+                }));
+            }
+        }
+        after = last;
+        if !served.has_more {
+            break;
+        }
+    }
+    Ok(sent)
+}
+
+/// `items` cut into pushes of at most [`PUSH_BATCH_BYTES`] (one item at least).
+fn batches(items: &[String]) -> Vec<&[String]> {
+    let mut batches = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, item) in items.iter().enumerate() {
+        if i > start && bytes + item.len() > PUSH_BATCH_BYTES {
+            batches.push(&items[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += item.len() + 1;
+    }
+    if start < items.len() {
+        batches.push(&items[start..]);
+    }
+    batches
 }

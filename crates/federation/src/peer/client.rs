@@ -19,6 +19,8 @@ use super::target::{check_url, PublicOnlyResolver};
 
 /// Header naming the acting principal on peer calls.
 const ACTOR_HEADER: &str = "x-syncropel-actor";
+/// Marks a request as one steward's to another (a push).
+const FEDERATION_HEADER: &str = "x-syncropel-federation";
 /// Manifest (federation-protocol.md §2.1) and DID document / operation log fetch deadline.
 const MANIFEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest manifest or `post_json` answer read (federation-protocol.md §2.1).
@@ -270,6 +272,23 @@ impl PeerClient {
         let url = self.checked_url(url)?;
         let headers = auth_headers(bearer, actor)?;
         self.exchange("post", self.http.post(url).headers(headers).json(body))
+            .await
+    }
+
+    /// Pushes `body` (`{"records": [...]}`) to a peer's `POST /v1/sync/records` with the pair's
+    /// bearer, our DID and `x-syncropel-federation: 1` (federation-protocol.md §5.3); answered
+    /// as [`PeerClient::post_json`] answers.
+    pub async fn push(
+        &self,
+        url: &str,
+        body: &Value,
+        bearer: &str,
+        actor: &str,
+    ) -> Result<(u16, Value), PeerError> {
+        let url = self.checked_url(url)?;
+        let mut headers = auth_headers(Some(bearer), Some(actor))?;
+        headers.insert(FEDERATION_HEADER, HeaderValue::from_static("1"));
+        self.exchange("push", self.http.post(url).headers(headers).json(body))
             .await
     }
 

@@ -122,6 +122,20 @@ pub enum FederationCommand {
         #[arg(long, value_name = "DURATION", value_parser = poll_interval)]
         interval: u64,
     },
+    /// Send the pair's peer a thread now: every record its pull would be served, in batches
+    /// (it takes them only for a thread it pulls from here, an on-demand pair's say)
+    Push {
+        /// Pair id or peer DID
+        #[arg(value_parser = NonEmptyStringValueParser::new())]
+        peer: String,
+
+        #[arg(long, value_name = "THREAD", value_parser = NonEmptyStringValueParser::new())]
+        thread: String,
+
+        /// The peer's namespace the records land in, as its pull names it [default: default]
+        #[arg(long, value_name = "NS")]
+        namespace: Option<String>,
+    },
     /// Serve the pair's peer these threads whole; once a pair names threads, other threads are
     /// served only as its rule admits (`--remove` takes threads off the list)
     ThreadAllow {

@@ -13,8 +13,8 @@ use std::time::Duration;
 use anyhow::Result;
 use serde_json::{json, Value};
 use syncropel_client::api::{
-    CreateGrant, FederationPair, HandshakePending, PairReason, PullRequest, SetIntroducible,
-    StartPair,
+    CreateGrant, FederationPair, HandshakePending, PairReason, PullRequest, PushThread,
+    SetIntroducible, StartPair,
 };
 use syncropel_client::{ClientError, Pairing, Reply};
 use syncropel_protocol::consent::HashLevel;
@@ -67,6 +67,11 @@ pub async fn run(ctx: &Ctx, command: FederationCommand) -> Result<ExitCode> {
         FederationCommand::SetMode { peer, mode } => {
             configure(ctx, &peer, serde_json::json!({ "mode": mode })).await
         }
+        FederationCommand::Push {
+            peer,
+            thread,
+            namespace,
+        } => push(ctx, &peer, thread, namespace).await,
         FederationCommand::SetPollInterval { peer, interval } => {
             let fields = serde_json::json!({ "poll_interval_secs": interval });
             configure(ctx, &peer, fields).await
@@ -163,6 +168,30 @@ async fn revoke_grant(ctx: &Ctx, peer: &str, grant_id: &str) -> Result<ExitCode>
 }
 
 /// `POST /v1/federation/pairs/{id}/config`: prints what the pair's peer is served now.
+/// `spl federation push`: one thread to the pair's peer, now.
+async fn push(
+    ctx: &Ctx,
+    peer: &str,
+    thread: String,
+    target_namespace: Option<String>,
+) -> Result<ExitCode> {
+    let request = PushThread {
+        thread,
+        target_namespace,
+    };
+    let answer = ctx.client()?.push_thread(peer, &request).await?;
+    if ctx.json {
+        print_json(answer.json());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let sent = answer.into_value();
+    println!(
+        "pushed {} records of {} in {} requests: {} new at the peer, {} it held, {} quarantined",
+        sent.pushed, sent.thread, sent.requests, sent.accepted, sent.duplicates, sent.quarantined
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn configure(ctx: &Ctx, peer: &str, fields: serde_json::Value) -> Result<ExitCode> {
     let answer = ctx.client()?.configure_pair(peer, &fields).await?;
     if ctx.json {

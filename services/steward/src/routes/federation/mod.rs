@@ -49,6 +49,7 @@ pub fn routes() -> Router<AppState> {
             post(handshake::continue_pairing),
         )
         .route("/federation/pairs/{id}/config", post(pairs::config))
+        .route("/federation/pairs/{id}/push", post(pairs::push))
         .route("/federation/pairs/{id}/pause", post(pairs::pause))
         .route("/federation/pairs/{id}/resume", post(pairs::resume))
         .route("/federation/pairs/{id}/revoke", post(pairs::revoke))

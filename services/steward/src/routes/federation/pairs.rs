@@ -84,6 +84,34 @@ pub async fn config(
     Ok(Json(view(fed, &caller.tenant.id, pair)).into_response())
 }
 
+/// `POST /v1/federation/pairs/{id}/push {"thread", "target_namespace"?}`: sends the pair's
+/// peer the records of `thread` its pull would be served (federation-protocol.md §5.3); the
+/// peer takes them only for a thread it pulls from us.
+pub async fn push(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParam(key): PathParam,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Response> {
+    caller.require(Scope::FederationManage)?;
+    let fed = &state.federation;
+    let thread = body
+        .get("thread")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::validation("'thread' is required"))?;
+    syncropel_protocol::validate_thread(thread).map_err(|e| ApiError::validation(e.to_string()))?;
+    let target = match body.get("target_namespace") {
+        None | Some(Value::Null) => syncropel_protocol::DEFAULT_NAMESPACE,
+        Some(Value::String(ns)) => ns.as_str(),
+        Some(_) => return Err(ApiError::validation("'target_namespace' must be a string")),
+    };
+    let pair = pairs::find(fed, &caller.tenant, &key).await?;
+    let sent = syncropel_federation::push::send(fed, &caller.tenant, &pair, thread, target)
+        .await
+        .map_err(|e| peer_failure(e, "the peer refused the push or failed"))?;
+    Ok(Json(sent).into_response())
+}
+
 pub async fn pause(
     State(state): State<AppState>,
     caller: Caller,
@@ -242,12 +270,17 @@ pub async fn pull(
 
 /// A failed one-shot pull, as an answer to the operator.
 fn pull_error(e: PullError) -> ApiError {
+    peer_failure(e, "the peer could not be pulled from")
+}
+
+/// A failed pull or push (`what` failed at the peer), as an answer to the operator.
+fn peer_failure(e: PullError, what: &str) -> ApiError {
     match e {
         PullError::Parked(refusal) => refusal.into(),
         PullError::Local(e) => e.into(),
         PullError::Peer(e) => ApiError::new(
             ErrorCode::PeerUnreachable,
-            format!("the peer could not be pulled from: {} ({})", e, e.code()),
+            format!("{what}: {e} ({})", e.code()),
         )
         .with_extra("peer_error", e.code()),
     }

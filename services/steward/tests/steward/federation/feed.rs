@@ -485,6 +485,85 @@ async fn a_peer_pushes_signed_records_all_or_nothing() {
 /// `feed=continuous` (federation-protocol.md §5.1): one `record.created` event per record, its
 /// id the cursor after it; a reconnect with `Last-Event-ID` resumes with no gap and no duplicate;
 /// pausing the pair ends the stream with the pause's code.
+/// The operator pushes a thread to a pair's peer (`POST /v1/federation/pairs/{id}/push`): an
+/// on-demand peer that pulls nothing by itself holds every record after, a second push finds
+/// them held, and a thread the peer does not pull is refused by the peer.
+#[tokio::test]
+async fn an_operator_pushes_a_thread_to_a_peer_that_pulls_on_demand() {
+    let (a, b, pair_id) = paired().await;
+    let thread = "th_fed_push_sent";
+    a.pull(thread, &b.did()).await;
+    let config = format!("/v1/federation/pairs/{pair_id}/config");
+    let (status, view) = a.post(&config, &json!({"mode": "on-demand"})).await;
+    assert_eq!(status, 200, "{view}");
+    let mut ids = BTreeSet::new();
+    for n in 1..=5 {
+        let record = b
+            .emit(
+                thread,
+                "did:sync:user:bob",
+                n,
+                json!({"n": n, "pad": "x".repeat(300)}),
+            )
+            .await;
+        ids.insert(record["id"].as_str().unwrap().to_string());
+    }
+    tokio::time::sleep(ms(600)).await;
+    assert!(a.ids(thread).await.is_empty(), "pulled while on demand");
+
+    let push = format!("/v1/federation/pairs/{pair_id}/push");
+    let (status, sent) = b.post(&push, &json!({"thread": thread})).await;
+    assert_eq!(status, 200, "{sent}");
+    assert_eq!(sent["object"], "sync_push");
+    assert_eq!(
+        (&sent["pushed"], &sent["accepted"], &sent["duplicates"]),
+        (&json!(5), &json!(5), &json!(0)),
+        "{sent}"
+    );
+    assert_eq!(a.ids(thread).await, ids);
+    let (status, again) = b.post(&push, &json!({"thread": thread})).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(
+        (&again["accepted"], &again["duplicates"]),
+        (&json!(0), &json!(5))
+    );
+
+    // The peer pulls nothing of this thread from us: it refuses the push.
+    b.emit("th_fed_push_unpulled", "did:sync:user:bob", 1, json!({}))
+        .await;
+    let (status, refused) = b
+        .post(&push, &json!({"thread": "th_fed_push_unpulled"}))
+        .await;
+    assert_eq!(status, 502, "{refused}");
+    assert_eq!(refused["peer_error"], "HTTP_4XX", "{refused}");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("THREAD_NOT_ALLOWED"),
+        "{refused}"
+    );
+    for bad in [
+        json!({}),
+        json!({"thread": 7}),
+        json!({"thread": "th_x", "target_namespace": 1}),
+    ] {
+        let (status, body) = b.post(&push, &bad).await;
+        assert_eq!(
+            (status, error_code(&body)),
+            (400, "VALIDATION_ERROR"),
+            "{bad}"
+        );
+    }
+    let (status, _) = b
+        .post(
+            "/v1/federation/pairs/fed_unknown/push",
+            &json!({"thread": thread}),
+        )
+        .await;
+    assert_eq!(status, 404);
+}
+
 #[tokio::test]
 async fn the_continuous_feed_streams_records_and_resumes_from_its_last_event() {
     use crate::watch::EventStream;

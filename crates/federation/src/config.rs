@@ -49,6 +49,37 @@ pub struct FederationConfig {
     /// Relays (federation-protocol.md §7): where this steward deposits what its peers pull, and
     /// when its pull jobs turn to a source's relays.
     pub relay: RelayConfig,
+    /// Who may ask to pair, what is approved unattended, and what the manifest announces of it.
+    pub pairing: PairingPolicy,
+}
+
+/// The responder's pairing policy (federation-protocol.md §2.1 `consent_policy`, §3.7): the
+/// manifest announces it and the handshake enforces it.
+#[derive(Clone, Debug, Default)]
+pub struct PairingPolicy {
+    /// Pair requests are refused (`503 PAIRING_DISABLED`); announced as
+    /// `accepts_pair_requests: false`, posture `closed`.
+    pub refuse_requests: bool,
+    /// DID methods (`key`, `web`, `sync`) an initiator must use; empty takes any.
+    pub requires_did_method: Vec<String>,
+    /// DID methods refused whatever `requires_did_method` says.
+    pub rejects_did_method: Vec<String>,
+    /// A CEL rule that approves a pending request without the operator when it answers true,
+    /// over `record.body` = the request (`pair_id`, `peer_did`, `peer_url`, `namespaces`,
+    /// `maps`, and `aitl.kind` = `pair_pending.v1`).
+    pub approve_rule: Option<Arc<crate::ThreadRule>>,
+    /// Body kinds announced under `advertises.kinds`.
+    pub advertised_kinds: Vec<String>,
+}
+
+impl PairingPolicy {
+    /// Whether an initiator of `did` may ask at all.
+    pub fn admits_method(&self, did: &str) -> bool {
+        let method = did.split(':').nth(1).unwrap_or_default();
+        let required = self.requires_did_method.is_empty()
+            || self.requires_did_method.iter().any(|m| m == method);
+        required && !self.rejects_did_method.iter().any(|m| m == method)
+    }
 }
 
 /// How a steward uses relays.
@@ -139,6 +170,7 @@ impl Default for FederationConfig {
             quarantine_cap: 10_000,
             store_ceiling: DEFAULT_STORE_CEILING,
             relay: RelayConfig::default(),
+            pairing: PairingPolicy::default(),
         }
     }
 }

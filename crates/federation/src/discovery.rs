@@ -68,13 +68,12 @@ pub fn start(fed: &std::sync::Arc<Federation>, tenant: &Tenant) {
             tracing::warn!("mdns: no bound URL to announce");
             return;
         };
-        let manifest = manifest::sign_with_relays(
+        let manifest = manifest::sign_announcing(
             &tenant.identity.key,
             &did,
             &url,
             SystemTime::now(),
-            &fed.config.relay.urls,
-            fed.config.relay.offline_capable,
+            &fed.config,
         );
         let announcement = Announcement {
             did,

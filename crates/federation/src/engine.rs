@@ -228,14 +228,8 @@ impl Federation {
                 return manifest.clone();
             }
         }
-        let manifest = manifest::sign_with_relays(
-            &identity.key,
-            &identity.did,
-            url,
-            now,
-            &self.config.relay.urls,
-            self.config.relay.offline_capable,
-        );
+        let manifest =
+            manifest::sign_announcing(&identity.key, &identity.did, url, now, &self.config);
         if kept.len() > 10_000 {
             kept.clear();
         }

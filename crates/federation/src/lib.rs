@@ -45,7 +45,9 @@ mod threads;
 mod traces;
 
 pub use backoff::Backoff;
-pub use config::{FederationConfig, PeerTimeouts, RelayConfig, DEFAULT_STORE_CEILING};
+pub use config::{
+    FederationConfig, PairingPolicy, PeerTimeouts, RelayConfig, DEFAULT_STORE_CEILING,
+};
 pub use engine::{own_record, signed, Federation, JobPlacement, Shared, ACTIVE_PULLS_PER_TENANT};
 pub use error::{FederationError, Result};
 pub use peer::{

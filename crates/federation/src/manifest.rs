@@ -13,6 +13,8 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 use syncropel_protocol::{canonical_string, verify_signature, Keypair};
 
+use crate::FederationConfig;
+
 /// How long a manifest is valid after it is signed.
 pub const MANIFEST_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// A steward signs its manifest again once it is this old.
@@ -24,19 +26,21 @@ const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Builds and signs the manifest of the steward at `origin` (`https://acme.example.com`, no
 /// trailing slash) whose identity is `did`, signed by `key`.
 pub fn sign(key: &Keypair, did: &str, origin: &str, now: SystemTime) -> Value {
-    sign_with_relays(key, did, origin, now, &[], false)
+    sign_announcing(key, did, origin, now, &FederationConfig::default())
 }
 
-/// [`sign`], naming the steward's relays (federation-protocol.md §7.2): `federation.relays` in
-/// order, and `federation.offline_capable` when peers should turn to them at the first failure.
-pub fn sign_with_relays(
+/// [`sign`], announcing what `config` sets: the steward's relays (federation-protocol.md §7.2:
+/// `federation.relays` in order, and `federation.offline_capable` when peers should turn to them
+/// at the first failure) and its pairing policy (§2.1 `consent_policy`, `advertises.kinds`).
+pub fn sign_announcing(
     key: &Keypair,
     did: &str,
     origin: &str,
     now: SystemTime,
-    relays: &[String],
-    offline_capable: bool,
+    config: &FederationConfig,
 ) -> Value {
+    let (relays, offline_capable) = (&config.relay.urls, config.relay.offline_capable);
+    let policy = &config.pairing;
     let rfc3339 = |t: SystemTime| humantime::format_rfc3339_seconds(t).to_string();
     let mut manifest = json!({
         "object": "federation_manifest",
@@ -54,12 +58,12 @@ pub fn sign_with_relays(
             "handshake_endpoint": format!("{origin}/v1/federation/pair"),
             "relays": relays,
         },
-        "advertises": {"kinds": [], "refs": [], "namespaces": []},
+        "advertises": {"kinds": policy.advertised_kinds, "refs": [], "namespaces": []},
         "consent_policy": {
-            "default_posture": "pair-then-ask",
-            "accepts_pair_requests": true,
-            "requires_did_method": [],
-            "rejects_did_method": [],
+            "default_posture": if policy.refuse_requests { "closed" } else { "pair-then-ask" },
+            "accepts_pair_requests": !policy.refuse_requests,
+            "requires_did_method": policy.requires_did_method,
+            "rejects_did_method": policy.rejects_did_method,
         },
         "capabilities_ref": {"url": format!("{origin}/.well-known/syncropel"), "key": "capabilities_manifest"},
         "responders_ref": {"url": format!("{origin}/.well-known/syncropel"), "key": "responders_manifest"},
@@ -413,7 +417,15 @@ mod tests {
             "https://r2.example".into(),
         ];
         let now = SystemTime::now();
-        let manifest = sign_with_relays(&key, &did, "https://acme.example.com", now, &relays, true);
+        let config = FederationConfig {
+            relay: crate::RelayConfig {
+                urls: relays.clone(),
+                offline_capable: true,
+                ..crate::RelayConfig::default()
+            },
+            ..FederationConfig::default()
+        };
+        let manifest = sign_announcing(&key, &did, "https://acme.example.com", now, &config);
         verify(&manifest, &[]).unwrap();
         let named = crate::relay::PeerRelays::of_manifest(&manifest);
         assert_eq!(named.relays, relays);

@@ -53,7 +53,7 @@ pub enum Command {
     /// Create the home and its identity key (idempotent)
     Init(InitArgs),
     /// Run the local steward
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Stop the local steward started with `spl serve`
     Stop,
     /// Show which steward answers and how it is doing
@@ -451,6 +451,9 @@ pub struct ServeArgs {
         value_parser = NonEmptyStringValueParser::new()
     )]
     pub federation_auto_approve_dids: Vec<String>,
+
+    #[command(flatten)]
+    pub pairing: syncropel_steward::pairing::PairingArgs,
 
     /// Relay to deposit at what peers pull from this steward, so they get it while it is offline
     /// (repeatable, in order, at most three; the env variable takes a comma-separated list)

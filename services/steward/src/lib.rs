@@ -6,6 +6,7 @@ pub mod auth;
 pub mod error;
 pub mod hosted;
 pub mod local;
+pub mod pairing;
 pub mod rate_limit;
 pub mod refusals;
 pub mod routes;

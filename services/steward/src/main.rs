@@ -122,6 +122,9 @@ struct ServeArgs {
     #[arg(long, env = "STEWARD_AUTO_APPROVE_DIDS", value_delimiter = ',')]
     auto_approve_did: Vec<String>,
 
+    #[command(flatten)]
+    pairing: syncropel_steward::pairing::PairingArgs,
+
     /// Let peer URLs be loopback or private addresses (off: a tenant cannot make the steward
     /// call into the platform's own network)
     #[arg(long, env = "STEWARD_ALLOW_PRIVATE_PEERS")]
@@ -366,6 +369,7 @@ async fn serve(args: ServeArgs) -> Result<(), StewardError> {
             poll_interval: args.sync_interval,
             store_ceiling: args.sync_store_ceiling,
             auto_approve: args.auto_approve_did.clone(),
+            pairing: args.pairing.policy().map_err(StewardError::Invalid)?,
             allow_private_peers: args.allow_private_peers,
             directories: args.directories.clone(),
             ..FederationConfig::default()

@@ -35,6 +35,14 @@ pub async fn init(
     from: Option<&str>,
     reach: Reach,
 ) -> Result<Answer> {
+    let policy = &fed.config.pairing;
+    if policy.refuse_requests {
+        return Err(Refusal::new(
+            ErrorCode::PairingDisabled,
+            "this steward takes no pair requests",
+        )
+        .into());
+    }
     let initiator = text_field(request, "actor_did")?;
     let peer_url = text_field(request, "peer_url")?;
     let nonce = nonce_field(request)?;
@@ -49,6 +57,13 @@ pub async fn init(
     let signer = verify_object(request).map_err(|e| unauthenticated(e.to_string()))?;
     if !fed.signs_for_reaching(reach, &initiator, &signer).await {
         return Err(unauthenticated("the request is not signed by actor_did"));
+    }
+    if !policy.admits_method(&initiator) {
+        return Err(Refusal::new(
+            ErrorCode::PairRejected,
+            format!("this steward takes no pair requests from {initiator}'s DID method"),
+        )
+        .into());
     }
     let init_sha256 = canonical_sha256(&Value::Object(request.clone()));
 
@@ -156,11 +171,40 @@ pub async fn init(
     changes.push(put(&key, &row));
     changes.push(PeerRelays::of_manifest(&manifest).cache(&row.pair_id));
     fed.store.write(&tenant.id, Vec::new(), changes).await?;
-    if fed.config.auto_approve.contains(&initiator) {
-        let row = approve_row(fed, tenant, &key, row, "policy:auto_approve_dids").await?;
+    let approved_by = if fed.config.auto_approve.contains(&initiator) {
+        Some("policy:auto_approve_dids")
+    } else if policy
+        .approve_rule
+        .as_ref()
+        .is_some_and(|rule| rule.admits(DECISION_THREAD, &decision_record(&row)))
+    {
+        Some("policy:approve_rule")
+    } else {
+        None
+    };
+    if let Some(policy) = approved_by {
+        let row = approve_row(fed, tenant, &key, row, policy).await?;
         return decision(fed, tenant, &key, &row, &nonce).await;
     }
     Ok(row.pending(&nonce))
+}
+
+/// The thread an approval rule sees as `thread()`: pair decisions are the operator's.
+const DECISION_THREAD: &str = "th_aitl";
+
+/// A pending request as an approval rule sees it (`record.body`, federation-protocol.md §3.7).
+fn decision_record(row: &Handshake) -> Value {
+    serde_json::json!({
+        "body": {
+            "kind": "syncropel.federation.pair_pending.v1",
+            "aitl": {"kind": "pair_pending.v1"},
+            "pair_id": row.pair_id,
+            "peer_did": row.peer_did,
+            "peer_url": row.peer_url,
+            "namespaces": row.namespaces,
+            "maps": row.maps,
+        }
+    })
 }
 
 /// The answer to init or poll for a request in `row`'s state.

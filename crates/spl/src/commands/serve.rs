@@ -47,6 +47,7 @@ pub fn run(ctx: Ctx, args: &ServeArgs) -> Result<ExitCode> {
         false => args.relays.clone(),
     };
     check_relays(&relays)?;
+    let pairing = args.pairing.policy().map_err(anyhow::Error::msg)?;
     if args.daemon {
         return daemonize(&ctx);
     }
@@ -87,6 +88,7 @@ pub fn run(ctx: Ctx, args: &ServeArgs) -> Result<ExitCode> {
             poll_interval: Duration::from_secs(args.sync_interval_secs),
             store_ceiling: args.sync_store_ceiling,
             auto_approve: args.federation_auto_approve_dids.clone(),
+            pairing,
             // A steward on a laptop or behind NAT: peers should turn to its relays at once.
             relay: RelayConfig {
                 offline_capable: !relays.is_empty(),

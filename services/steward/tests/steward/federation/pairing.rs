@@ -187,3 +187,99 @@ async fn start_pairing(a: &Node, b: &Node) -> (u16, Pairing, serde_json::Value) 
     let (pairing, json) = started.into_parts();
     (status, pairing, json)
 }
+
+/// The responder's pairing policy (federation-protocol.md §2.1, §3.7): announced in its manifest
+/// and enforced at init. Refusing requests is `503 PAIRING_DISABLED`; a DID method it does not
+/// take is `403 PAIR_REJECTED`; an approval rule approves what it answers true for, and only that.
+#[tokio::test]
+async fn the_responders_pairing_policy_is_announced_and_enforced() {
+    use std::sync::Arc;
+    use syncropel_federation::{FederationConfig, PairingPolicy, ThreadRule};
+    use syncropel_testkit::Options;
+
+    let responder = |pairing: PairingPolicy| {
+        Node::start(Options {
+            federation: FederationConfig {
+                pairing,
+                ..super::config()
+            },
+            ..Options::default()
+        })
+    };
+    let a = start().await;
+    let ask = |b: &Node| {
+        let request = StartPair {
+            peer_url: b.url().into(),
+            ..StartPair::default()
+        };
+        let client = a.client.clone();
+        async move { client.start_pairing(&request).await }
+    };
+    let refusal = |answer: Result<_, syncropel_client::ClientError>| match answer {
+        Err(syncropel_client::ClientError::Api { status, code, .. }) => (status, code),
+        Ok(reply) => panic!(
+            "not refused: {}",
+            syncropel_client::Reply::<Pairing>::json(&reply)
+        ),
+        Err(e) => panic!("{e}"),
+    };
+
+    let closed = responder(PairingPolicy {
+        refuse_requests: true,
+        advertised_kinds: vec!["music.catalog.track".into()],
+        ..PairingPolicy::default()
+    })
+    .await;
+    let (_, manifest) = closed.get("/.well-known/syncropel").await;
+    let manifest = &manifest["federation_manifest"];
+    assert_eq!(manifest["consent_policy"]["accepts_pair_requests"], false);
+    assert_eq!(manifest["consent_policy"]["default_posture"], "closed");
+    assert_eq!(
+        manifest["advertises"]["kinds"],
+        json!(["music.catalog.track"])
+    );
+    assert_eq!(
+        refusal(ask(&closed).await),
+        (503, "PAIRING_DISABLED".into())
+    );
+
+    let no_did_key = responder(PairingPolicy {
+        rejects_did_method: vec!["key".into()],
+        ..PairingPolicy::default()
+    })
+    .await;
+    let (_, manifest) = no_did_key.get("/.well-known/syncropel").await;
+    assert_eq!(
+        manifest["federation_manifest"]["consent_policy"]["rejects_did_method"],
+        json!(["key"])
+    );
+    assert_eq!(
+        refusal(ask(&no_did_key).await),
+        (403, "PAIR_REJECTED".into())
+    );
+
+    // A rule that names A approves it at once; one that does not leaves the request pending.
+    let rule = |source: &str| Some(Arc::new(ThreadRule::compile(source).unwrap()));
+    let naming_a = responder(PairingPolicy {
+        approve_rule: rule(&format!(
+            "record.body.aitl.kind == 'pair_pending.v1' && record.body.peer_did == '{}'",
+            a.did()
+        )),
+        ..PairingPolicy::default()
+    })
+    .await;
+    let approved = ask(&naming_a).await.unwrap();
+    assert_eq!(approved.status(), 200, "{}", approved.json());
+    assert_eq!(naming_a.pair(&a.did()).await["state"], "active");
+    let elsewhere = responder(PairingPolicy {
+        approve_rule: rule("record.body.peer_did.startsWith('did:web:')"),
+        ..PairingPolicy::default()
+    })
+    .await;
+    let pending = ask(&elsewhere).await.unwrap();
+    let shown = pending.json().to_string();
+    assert!(
+        matches!(pending.into_value(), Pairing::Pending(_)),
+        "{shown}"
+    );
+}

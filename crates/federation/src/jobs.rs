@@ -4,6 +4,7 @@
 //! attempt).
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -42,7 +43,12 @@ pub struct Jobs {
     pulled: Mutex<HashMap<(String, String), Tally>>,
     /// What each source's jobs did lately (`GET /v1/sync/pairs/{id}/trace`).
     pub trace: SyncTrace,
+    /// When each (tenant, source) was last heard from another way (see [`Jobs::heard_from`]).
+    heard: Mutex<HashMap<(String, String), Instant>>,
 }
+
+/// A peer heard from again within this long does not look at its jobs again.
+const HEARD_AGAIN_AFTER: Duration = Duration::from_secs(5);
 
 /// `(minute, records)` buckets, oldest first.
 type Tally = VecDeque<(u64, u64)>;
@@ -60,6 +66,8 @@ struct Job {
     kick: Notify,
     stop: CancellationToken,
     health: Mutex<JobHealth>,
+    /// The peer was heard from another way since the last round: the backoff starts over.
+    heard: AtomicBool,
 }
 
 impl Jobs {
@@ -70,6 +78,7 @@ impl Jobs {
             jobs: Mutex::default(),
             pulled: Mutex::default(),
             trace: SyncTrace::default(),
+            heard: Mutex::default(),
         }
     }
 
@@ -138,6 +147,7 @@ impl Jobs {
             return;
         }
         let job = Arc::new(Job {
+            heard: AtomicBool::new(false),
             kick: Notify::new(),
             stop: fed.shutdown.child_token(),
             health: Mutex::new(JobHealth {
@@ -172,6 +182,34 @@ impl Jobs {
     pub fn kick(&self, tenant: &str, source: &str) {
         for ((t, s, _), job) in self.jobs.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             if t == tenant && s == source {
+                job.kick.notify_one();
+            }
+        }
+    }
+
+    /// The peer of `source` was heard from another way (it pulled from us): its failing jobs
+    /// stop waiting out their backoff and try now (federation-protocol.md §5.5). Jobs that are
+    /// well are left alone, so a held longpoll is not abandoned. Looks at the jobs at most once
+    /// per [`HEARD_AGAIN_AFTER`] per source.
+    pub fn heard_from(&self, tenant: &str, source: &str) {
+        {
+            let mut heard = self.heard.lock().unwrap_or_else(|e| e.into_inner());
+            let key = (tenant.to_string(), source.to_string());
+            if heard
+                .get(&key)
+                .is_some_and(|at| at.elapsed() < HEARD_AGAIN_AFTER)
+            {
+                return;
+            }
+            if heard.len() >= 100_000 {
+                heard.clear();
+            }
+            heard.insert(key, Instant::now());
+        }
+        for ((t, s, _), job) in self.jobs.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let failing = job.health.lock().unwrap_or_else(|e| e.into_inner()).status == "failing";
+            if t == tenant && s == source && failing {
+                job.heard.store(true, Ordering::Relaxed);
                 job.kick.notify_one();
             }
         }
@@ -257,6 +295,9 @@ impl Jobs {
             // A tenant that moved away pulls nothing more: its new home does.
             if job.stop.is_cancelled() || matches!(tenant.departure(), Departure::Moved { .. }) {
                 return;
+            }
+            if job.heard.swap(false, Ordering::Relaxed) {
+                backoff.reset();
             }
             let source = match resolve_source(fed, &tenant, &source_id, &thread).await {
                 Ok(source) => source,

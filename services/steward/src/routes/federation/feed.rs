@@ -85,6 +85,10 @@ pub async fn changes(
     let fed = &state.federation;
     let access = access(&caller, &headers)?;
     let puller = Puller::of(fed, &caller.tenant, &access).await?;
+    if let Some((pair_id, _)) = &puller.pair {
+        // The peer is up: our own pulls from it need not wait out their backoff.
+        fed.jobs.heard_from(&caller.tenant.id, pair_id);
+    }
     let thread = params
         .str("thread")
         .ok_or_else(|| ApiError::validation("thread is required"))?

@@ -90,3 +90,42 @@ async fn a_peer_that_is_down_backs_off_then_catches_up_without_duplicates() {
     assert_eq!(a.records(thread).await.len(), 8);
     assert!(a.quarantine(Some(&id)).await.is_empty());
 }
+
+/// A pull job far into its backoff tries again at once when the peer is heard from another way:
+/// the peer pulled from us, so it is up (federation-protocol.md §5.5).
+#[tokio::test]
+async fn hearing_from_a_peer_ends_the_backoff_of_the_pulls_from_it() {
+    use syncropel_federation::FederationConfig;
+    // Full jitter over an hour: without the reset, a retry within the test's deadline is rare.
+    let a = Node::start(Options {
+        federation: FederationConfig {
+            backoff_base: std::time::Duration::from_secs(3600),
+            backoff_cap: std::time::Duration::from_secs(3600),
+            ..config()
+        },
+        ..Options::default()
+    })
+    .await;
+    let b = super::approving(None, &[a.did()]).await;
+    let view = a.pair_with(b.url()).await;
+    let pair_id = view["pair_id"].as_str().unwrap().to_string();
+    let thread = "th_fed_heard_from";
+    a.pull(thread, &b.did()).await;
+
+    let down = b.stop().await;
+    eventually("the pull failing", DEADLINE, || async {
+        let jobs = a.pair(&pair_id).await["sync_health"]["jobs"].clone();
+        (jobs[0]["status"] == "failing").then_some(())
+    })
+    .await;
+    let b = Node::start(Options {
+        federation: config(),
+        ..Options::restart(down)
+    })
+    .await;
+    b.pull("th_fed_heard_from_back", &a.did()).await;
+    let record = b
+        .emit(thread, "did:sync:user:bob", 1, json!({"c": 1}))
+        .await;
+    a.arrived(record["id"].as_str().unwrap()).await;
+}

@@ -81,12 +81,13 @@ pub enum FederationCommand {
         #[arg(long, value_delimiter = ',', value_name = "NS1,NS2", value_parser = NonEmptyStringValueParser::new())]
         maps: Vec<String>,
 
-        /// Hash levels granted, comma-separated; without L0 the peer gets redacted stubs
+        /// Hash levels granted, comma-separated; without L0 the peer gets redacted stubs, so
+        /// bodies cross only when a grant names L0 (pair-scoped grants default to L1, §6.4)
         #[arg(
             long = "hash-level",
             value_delimiter = ',',
             value_name = "LEVELS",
-            default_values = ["L0", "L1", "L2", "L3"],
+            default_values = ["L1"],
             value_parser = parse_hash_level
         )]
         hash_levels: Vec<String>,

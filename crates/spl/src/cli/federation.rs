@@ -210,6 +210,14 @@ pub struct PairArgs {
     /// Seconds to wait for the peer's operator before giving up (the request stays pending)
     #[arg(long, hide = true, default_value_t = 60, value_name = "N")]
     pub wait_secs: u64,
+
+    /// Create this home's identity key first if it has none, as `spl init` does
+    #[arg(long)]
+    pub auto_generate_identity: bool,
+
+    /// Does nothing: only the peer's operator (or the peer's own allow-list) approves a pair
+    #[arg(long)]
+    pub auto_approve: bool,
 }
 
 /// A `--map LOCAL:PEER` pair of namespaces.

@@ -17,6 +17,7 @@ use syncropel_client::api::{
     SetIntroducible, StartPair,
 };
 use syncropel_client::{ClientError, Pairing, Reply};
+use syncropel_home::Home;
 use syncropel_protocol::consent::HashLevel;
 use syncropel_protocol::NamespaceMap;
 use tokio::time::Instant;
@@ -242,6 +243,17 @@ fn pair_body(args: &PairArgs) -> StartPair {
 }
 
 async fn pair(ctx: &Ctx, args: PairArgs) -> Result<ExitCode> {
+    if args.auto_approve {
+        // The initiator cannot bypass the responder's decision, so the flag changes no request.
+        eprintln!(
+            "note: --auto-approve does nothing: approving a pair is the peer's operator's decision"
+        );
+    }
+    if args.auto_generate_identity {
+        if let Some(did) = ensure_identity(&ctx.home)? {
+            eprintln!("created identity {did}");
+        }
+    }
     let client = ctx.client()?;
     let deadline = Instant::now() + Duration::from_secs(args.wait_secs);
     let (mut pending, mut answer) =
@@ -282,6 +294,15 @@ async fn pair(ctx: &Ctx, args: PairArgs) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--auto-generate-identity`: creates the home's identity key, as `spl init` does, unless one
+/// exists (an existing key, even an unreadable one, is left alone). Answers the new DID.
+fn ensure_identity(home: &Home) -> Result<Option<String>> {
+    if home.is_initialized() {
+        return Ok(None);
+    }
+    Ok(Some(home.init(false)?.did))
 }
 
 /// The wait before the next poll: the steward's `poll_after_ms`, at least [`MIN_POLL_INTERVAL`].
@@ -608,6 +629,37 @@ mod tests {
             serde_json::to_value(pull_body(&args)).unwrap(),
             json!({"thread": "th_x", "peer": "did:key:z6Mk1", "namespace": "research"})
         );
+    }
+
+    #[test]
+    fn auto_approve_is_accepted_and_changes_nothing_sent() {
+        let body = |extra: &[&str]| {
+            let mut args = vec!["spl", "federation", "pair", "https://bob.example"];
+            args.extend_from_slice(extra);
+            let Command::Federation(FederationCommand::Pair(args)) = parse(&args) else {
+                panic!("parsed into the wrong command");
+            };
+            (
+                args.auto_approve,
+                serde_json::to_value(pair_body(&args)).unwrap(),
+            )
+        };
+        let (flagged, with) = body(&["--auto-approve", "--namespace", "shared"]);
+        let (unflagged, without) = body(&["--namespace", "shared"]);
+        assert!(flagged && !unflagged);
+        assert_eq!(with, without);
+    }
+
+    #[test]
+    fn auto_generate_identity_creates_a_missing_key_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::new(dir.path().join("home"));
+        let did = ensure_identity(&home).unwrap().expect("a new identity");
+        assert!(home.is_initialized());
+        assert_eq!(home.did().unwrap(), did);
+        // An existing key is kept: no new DID.
+        assert_eq!(ensure_identity(&home).unwrap(), None);
+        assert_eq!(home.did().unwrap(), did);
     }
 
     fn pending(answer: Value) -> HandshakePending {

@@ -537,6 +537,10 @@ fn routes(to: &Aim, from: &Aim, rng: &mut Rng) -> Vec<Route> {
                 format!("/v1/federation/pairs/{pair_key}/revoke"),
                 json!({"reason": "intruder"}),
             ),
+        Route::new(M::POST, "/v1/federation/pairs/{id}/push", Token).with(
+            format!("/v1/federation/pairs/{pair_key}/push"),
+            json!({"thread": THREAD}),
+        ),
         Route::new(M::POST, "/v1/federation/pairs/{id}/refresh", Token)
             .at(format!("/v1/federation/pairs/{pair}/refresh")),
         Route::new(M::POST, "/v1/federation/pairs/{id}/url", Token)

@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::Result;
 use serde_json::{json, Value};
 use syncropel_client::api::{
-    CreateGrant, FederationPair, HandshakePending, PairReason, PullRequest, PushThread,
+    FederationPair, HandshakePending, PairGrant, PairReason, PullRequest, PushThread,
     SetIntroducible, StartPair,
 };
 use syncropel_client::{ClientError, Pairing, Reply};
@@ -95,7 +95,8 @@ pub async fn run(ctx: &Ctx, command: FederationCommand) -> Result<ExitCode> {
     }
 }
 
-/// Consent grants bound to the pair's peer: `namespace` here into each of `maps` there.
+/// `POST /v1/federation/pairs/{id}/grants`: consent grants bound to the pair's peer,
+/// `namespace` here into each of `maps` there.
 async fn grant(
     ctx: &Ctx,
     peer: &str,
@@ -103,59 +104,39 @@ async fn grant(
     maps: Vec<String>,
     hash_levels: &[String],
 ) -> Result<ExitCode> {
-    let client = ctx.client()?;
-    let pair = client.federation_pair(peer).await?;
-    let targets = if maps.is_empty() {
-        vec![namespace.to_string()]
-    } else {
-        maps
+    let request = PairGrant {
+        namespace: namespace.to_string(),
+        maps,
+        hash_levels: Some(
+            hash_levels
+                .iter()
+                .filter_map(|l| HashLevel::parse(l))
+                .collect(),
+        ),
     };
-    let mut granted = Vec::new();
-    for target in targets {
-        let request = CreateGrant {
-            source_namespace: Some(namespace.to_string()),
-            target_namespace: target.clone(),
-            hash_levels: Some(
-                hash_levels
-                    .iter()
-                    .filter_map(|l| HashLevel::parse(l))
-                    .collect(),
-            ),
-            peer_did: Some(pair.peer_did.clone()),
-            threads: None,
-            purpose: Some(format!("pair {}", pair.pair_id)),
-            expires_at: None,
-        };
-        let answer = client.grant_consent(&request).await?;
-        if !ctx.json {
-            println!(
-                "granted {}: {namespace} → {target} for {} at {}",
-                answer.grant_id,
-                pair.peer_did,
-                hash_levels.join(",")
-            );
-        }
-        granted.push(answer.into_json());
-    }
+    let answer = ctx.client()?.grant_to_pair(peer, &request).await?;
     if ctx.json {
-        print_json(&serde_json::json!({"object": "list", "data": granted}));
+        print_json(answer.json());
+        return Ok(ExitCode::SUCCESS);
+    }
+    for granted in &answer.data {
+        let levels: Vec<&str> = granted.hash_levels.iter().map(|l| l.as_str()).collect();
+        println!(
+            "granted {}: {} → {} for {} at {}",
+            granted.grant_id,
+            granted.source_namespace,
+            granted.target_namespace,
+            granted.peer_did.as_deref().unwrap_or(peer),
+            levels.join(",")
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Revokes a consent grant, if it is one bound to the pair's peer.
+/// `DELETE /v1/federation/pairs/{id}/grants/{grant_id}`: the steward refuses a grant that is not
+/// bound to the pair's peer.
 async fn revoke_grant(ctx: &Ctx, peer: &str, grant_id: &str) -> Result<ExitCode> {
-    let client = ctx.client()?;
-    let pair = client.federation_pair(peer).await?;
-    let grants = client.consent_grants(None).await?;
-    let theirs = grants
-        .data
-        .iter()
-        .any(|g| g.grant_id == grant_id && g.peer_did.as_deref() == Some(pair.peer_did.as_str()));
-    if !theirs {
-        anyhow::bail!("{grant_id} is no consent grant of {}", pair.peer_did);
-    }
-    let answer = client.revoke_grant(grant_id, None).await?;
+    let answer = ctx.client()?.revoke_pair_grant(peer, grant_id).await?;
     if ctx.json {
         let answer = match answer.into_json() {
             serde_json::Value::Null => serde_json::json!({"grant_id": grant_id, "revoked": true}),
@@ -163,7 +144,7 @@ async fn revoke_grant(ctx: &Ctx, peer: &str, grant_id: &str) -> Result<ExitCode>
         };
         print_json(&answer);
     } else {
-        println!("revoked consent grant {grant_id} of {}", pair.peer_did);
+        println!("revoked consent grant {grant_id} of {peer}");
     }
     Ok(ExitCode::SUCCESS)
 }

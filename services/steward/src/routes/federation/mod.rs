@@ -74,6 +74,14 @@ pub fn routes() -> Router<AppState> {
         .route("/federation/pairs/{id}/resume", post(pairs::resume))
         .route("/federation/pairs/{id}/revoke", post(pairs::revoke))
         .route(
+            "/federation/pairs/{id}/grants",
+            post(consent::grant_to_pair),
+        )
+        .route(
+            "/federation/pairs/{id}/grants/{grant_id}",
+            delete(consent::revoke_pair_grant),
+        )
+        .route(
             "/federation/pairs/{id}/introducible",
             post(discovery::set_introducible),
         )

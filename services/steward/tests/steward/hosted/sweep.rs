@@ -541,6 +541,20 @@ fn routes(to: &Aim, from: &Aim, rng: &mut Rng) -> Vec<Route> {
             format!("/v1/federation/pairs/{pair_key}/push"),
             json!({"thread": THREAD}),
         ),
+        Route::new(M::POST, "/v1/federation/pairs/{id}/grants", Token)
+            .with(
+                format!("/v1/federation/pairs/{pair_key}/grants"),
+                json!({"namespace": "intruder"}),
+            )
+            .with(
+                format!("/v1/federation/pairs/{pair_key}/grants"),
+                json!({"namespace": namespace, "maps": ["intruder"], "hash_levels": ["L0"]}),
+            ),
+        Route::new(M::DELETE, "/v1/federation/pairs/{id}/grants/{grant_id}", Token)
+            .at(format!("/v1/federation/pairs/{pair_key}/grants/{grant}"))
+            .at(format!(
+                "/v1/federation/pairs/{pair_key}/grants/{grant}?reason=intruder"
+            )),
         Route::new(M::POST, "/v1/federation/pairs/{id}/refresh", Token)
             .at(format!("/v1/federation/pairs/{pair}/refresh")),
         Route::new(M::POST, "/v1/federation/pairs/{id}/url", Token)

@@ -155,7 +155,7 @@ CLI_TABLES = {
     "`directory`": ["directory"],
     "`relay`": ["relay"],
 }
-GLOBAL_SPL_FLAGS = {"--home", "--endpoint", "--token", "--json"}
+GLOBAL_SPL_FLAGS = {"--home", "--endpoint", "--token", "--json", "--output-format"}
 
 
 def _flag_tables() -> dict[str, list[list[str]]]:

@@ -1,5 +1,6 @@
 //! Consent between namespaces (federation-protocol.md §6): `POST|GET /v1/consent/grants`,
-//! `DELETE /v1/consent/grants/{id}?reason=`.
+//! `DELETE /v1/consent/grants/{id}?reason=`, and a pair's: `POST
+//! /v1/federation/pairs/{id}/grants`, `DELETE /v1/federation/pairs/{id}/grants/{grant_id}`.
 
 use std::fmt;
 
@@ -28,6 +29,18 @@ pub struct CreateGrant {
     /// RFC 3339.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
+}
+
+/// `POST /v1/federation/pairs/{id}/grants`: let records of `namespace` reach each of `maps` at
+/// the pair's peer (default: the same name), at `hash_levels` (default `L1`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PairGrant {
+    pub namespace: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub maps: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hash_levels: Option<Vec<HashLevel>>,
 }
 
 /// A grant in force (its record's body) and whether it is still active (not expired).

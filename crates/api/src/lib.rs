@@ -36,7 +36,7 @@ pub use accounts::{
     BootstrapServiceAccount, Bootstrapped, CreateServiceAccount, MintToken, MintedToken,
     ServiceAccount, TokenRevoked,
 };
-pub use consent::{ConsentGrant, CreateGrant, GrantRevoked, GrantThreads};
+pub use consent::{ConsentGrant, CreateGrant, GrantRevoked, GrantThreads, PairGrant};
 pub use discovery::{
     IntroducedPeer, Introductions, MdnsPeer, MdnsRoster, PairIntroducible, SetIntroducible,
 };

@@ -5,9 +5,9 @@
 use reqwest::{Method, StatusCode};
 use syncropel_api::{
     ConsentGrant, CreateGrant, CreateSyncPair, FederationPair, GrantRevoked, HandshakePending,
-    Introductions, List, MdnsRoster, PairIntroducible, PairReason, PendingDecision, PendingPair,
-    PullRequest, PullResult, PushSent, PushThread, RelayKicked, RelayPurge, RelayQueues,
-    RelayStatus, SetIntroducible, StartPair, SyncPair, SyncTrace,
+    Introductions, List, MdnsRoster, PairGrant, PairIntroducible, PairReason, PendingDecision,
+    PendingPair, PullRequest, PullResult, PushSent, PushThread, RelayKicked, RelayPurge,
+    RelayQueues, RelayStatus, SetIntroducible, StartPair, SyncPair, SyncTrace,
 };
 
 use crate::{reply, with_json, Client, ClientError, Reply};
@@ -86,6 +86,32 @@ impl Client {
     ) -> Result<Reply<FederationPair>, ClientError> {
         self.post_reply(self.url(&pair_path(key, Some("config")), &[]), fields)
             .await
+    }
+
+    /// `POST /v1/federation/pairs/{key}/grants`: consent grants bound to the pair's peer, one
+    /// per target namespace.
+    pub async fn grant_to_pair(
+        &self,
+        key: &str,
+        request: &PairGrant,
+    ) -> Result<Reply<List<ConsentGrant>>, ClientError> {
+        self.post_reply(self.url(&pair_path(key, Some("grants")), &[]), request)
+            .await
+    }
+
+    /// `DELETE /v1/federation/pairs/{key}/grants/{grant_id}`: revokes a grant bound to the
+    /// pair's peer; `None` for an empty answer.
+    pub async fn revoke_pair_grant(
+        &self,
+        key: &str,
+        grant_id: &str,
+    ) -> Result<Reply<Option<GrantRevoked>>, ClientError> {
+        let path = format!(
+            "{}/{}",
+            pair_path(key, Some("grants")),
+            crate::encode_segment(grant_id)
+        );
+        self.delete_reply(self.url(&path, &[])).await
     }
 
     /// `POST /v1/federation/pairs/{key}/push`: sends the pair's peer a thread.

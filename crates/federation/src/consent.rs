@@ -121,6 +121,95 @@ pub async fn grant(fed: &Federation, tenant: &Tenant, request: GrantRequest) -> 
     Ok(grant)
 }
 
+/// The levels of a pair-scoped grant that names none (federation-protocol.md §6.4): the peer
+/// gets bodies only from a grant that names L0.
+pub const PAIR_GRANT_LEVELS: [HashLevel; 1] = [HashLevel::L1];
+/// The most namespaces of the peer one pair grant request may name.
+pub const MAX_PAIR_GRANT_MAPS: usize = 32;
+
+/// Grants bound to a pair's peer (`POST /v1/federation/pairs/{id}/grants`, `spl federation
+/// grant`): records of `namespace` here reach each of `maps` at the peer (its own name when
+/// `maps` is empty).
+#[derive(Clone, Debug)]
+pub struct PairGrantRequest {
+    pub namespace: String,
+    pub maps: Vec<String>,
+    /// `None`: [`PAIR_GRANT_LEVELS`].
+    pub hash_levels: Option<Vec<HashLevel>>,
+    /// Who grants them: the operator's service account, or the steward's DID.
+    pub granted_by: String,
+}
+
+/// Records one grant per target namespace, each bound to the peer of the pair `key` (a pair
+/// id, peer DID or peer URL). Every namespace is checked before any grant is written; the grants
+/// are separate records, so a failed write leaves the earlier ones in force (asking again adds
+/// grants alike, which is harmless).
+pub async fn grant_to_pair(
+    fed: &Federation,
+    tenant: &Tenant,
+    key: &str,
+    request: PairGrantRequest,
+) -> Result<Vec<Grant>> {
+    let pair = crate::pairs::find(fed, tenant, key).await?;
+    let targets = if request.maps.is_empty() {
+        vec![request.namespace.clone()]
+    } else {
+        request.maps
+    };
+    if targets.len() > MAX_PAIR_GRANT_MAPS {
+        return Err(Refusal::validation(format!(
+            "at most {MAX_PAIR_GRANT_MAPS} target namespaces per request"
+        ))
+        .into());
+    }
+    validate_namespace_id(&request.namespace)?;
+    for target in &targets {
+        validate_namespace_id(target)?;
+    }
+    let hash_levels = request
+        .hash_levels
+        .unwrap_or_else(|| PAIR_GRANT_LEVELS.to_vec());
+    let mut granted = Vec::with_capacity(targets.len());
+    for target in targets {
+        let one = GrantRequest {
+            source_namespace: request.namespace.clone(),
+            target_namespace: target,
+            hash_levels: hash_levels.clone(),
+            peer_did: Some(pair.peer_did.clone()),
+            threads: None,
+            purpose: Some(format!("pair {}", pair.pair_id)),
+            expires_at: None,
+            granted_by: request.granted_by.clone(),
+        };
+        granted.push(grant(fed, tenant, one).await?);
+    }
+    Ok(granted)
+}
+
+/// Revokes a grant in force bound to the peer of the pair `key`; any other grant is `404`, so
+/// a pair's controls cannot revoke what was granted to someone else.
+pub async fn revoke_pair_grant(
+    fed: &Federation,
+    tenant: &Tenant,
+    key: &str,
+    grant_id: &str,
+    reason: &str,
+) -> Result<()> {
+    let pair = crate::pairs::find(fed, tenant, key).await?;
+    let theirs = current(fed, &tenant.id)
+        .await?
+        .iter()
+        .any(|g| g.grant_id == grant_id && g.peer_did.as_deref() == Some(pair.peer_did.as_str()));
+    if !theirs {
+        return Err(Refusal::new(
+            ErrorCode::NotFound,
+            format!("no grant '{grant_id}' bound to {} in force", pair.peer_did),
+        )
+        .into());
+    }
+    revoke(fed, tenant, grant_id, reason).await
+}
+
 /// Revokes a grant in force, effective from the next pull.
 pub async fn revoke(fed: &Federation, tenant: &Tenant, grant_id: &str, reason: &str) -> Result<()> {
     let grants = current(fed, &tenant.id).await?;

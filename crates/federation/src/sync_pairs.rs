@@ -157,6 +157,23 @@ pub struct SyncPairRequest {
     pub peer_token: Option<String>,
 }
 
+/// Whether `peer_url` names this machine (`localhost`, a loopback address): the only peers a
+/// steward that listens on loopback can sync with both ways.
+pub fn is_loopback_url(peer_url: &str) -> bool {
+    let Ok(url) = url::Url::parse(peer_url) else {
+        return false;
+    };
+    match url.host() {
+        Some(url::Host::Domain(name)) => {
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            name == "localhost" || name.ends_with(".localhost")
+        }
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
 /// Creates (or re-creates) a sync pair and starts its job. Also answers whether it lacks any
 /// credential (no token given and no record-bound pair with the peer): its pulls are refused
 /// until one exists.
@@ -262,4 +279,32 @@ pub async fn resume(fed: &Arc<Federation>, tenant: &Arc<Tenant>, id: &str) -> Re
     fed.jobs.kick(&tenant.id, id);
     pair.recorded = "starting".into();
     Ok(pair)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_loopback_url;
+
+    #[test]
+    fn loopback_urls_name_this_machine() {
+        for url in [
+            "http://127.0.0.1:9100",
+            "http://127.8.0.1",
+            "http://[::1]:9100",
+            "http://localhost:9100",
+            "http://LocalHost.",
+            "http://bob.localhost",
+        ] {
+            assert!(is_loopback_url(url), "{url}");
+        }
+        for url in [
+            "https://bob.example",
+            "http://10.0.0.2:9100",
+            "http://[::2]",
+            "http://localhost.example",
+            "not a url",
+        ] {
+            assert!(!is_loopback_url(url), "{url}");
+        }
+    }
 }

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::builder::NonEmptyStringValueParser;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::{Map, Value};
 
 // A path of its own: the federation CLI tests compile this file directly.
@@ -44,8 +44,32 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub json: bool,
 
+    /// `json` is `--json`; `text` is the default. Not `--output`: `spl export` and `spl thread
+    /// snapshot` take that as their `--out`
+    #[arg(
+        short = 'o',
+        long = "output-format",
+        global = true,
+        value_name = "FORMAT"
+    )]
+    pub output: Option<OutputFormat>,
+
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// What `-o`/`--output` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Json,
+    Text,
+}
+
+impl Cli {
+    /// Whether to print JSON: `--json` or `-o json`.
+    pub fn wants_json(&self) -> bool {
+        self.json || self.output == Some(OutputFormat::Json)
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -865,6 +889,18 @@ mod tests {
     #[test]
     fn grammar_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn output_json_is_an_alias_of_json() {
+        let wants_json = |args: &[&str]| Cli::try_parse_from(args).unwrap().wants_json();
+        assert!(!wants_json(&["spl", "status"]));
+        assert!(wants_json(&["spl", "--json", "status"]));
+        assert!(wants_json(&["spl", "-o", "json", "status"]));
+        assert!(wants_json(&["spl", "status", "--output-format", "json"]));
+        assert!(!wants_json(&["spl", "status", "-o", "text"]));
+        let err = Cli::try_parse_from(["spl", "status", "-o", "yaml"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
     }
 
     #[test]

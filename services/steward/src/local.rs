@@ -234,6 +234,7 @@ pub async fn start(
         },
         cors_origins: options.cors_origins.clone().into(),
         metrics_on_main: options.public_metrics || bound.ip().is_loopback(),
+        loopback_only: bound.ip().is_loopback(),
         search_enabled: options.search,
         heartbeat: options.heartbeat,
         shutdown,

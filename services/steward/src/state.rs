@@ -87,6 +87,8 @@ pub struct AppState {
     pub cors_origins: Arc<[String]>,
     /// Serve `GET /metrics` on the main listener (a local steward on loopback, or asked to).
     pub metrics_on_main: bool,
+    /// A local steward bound to a loopback address: peers elsewhere cannot reach it.
+    pub loopback_only: bool,
     pub search_enabled: bool,
     pub heartbeat: Duration,
     /// Cancelled when the steward begins a graceful shutdown; watch streams say goodbye.

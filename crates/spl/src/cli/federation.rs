@@ -81,12 +81,13 @@ pub enum FederationCommand {
         #[arg(long, value_delimiter = ',', value_name = "NS1,NS2", value_parser = NonEmptyStringValueParser::new())]
         maps: Vec<String>,
 
-        /// Hash levels granted, comma-separated; without L0 the peer gets redacted stubs
+        /// Hash levels granted, comma-separated; without L0 the peer gets redacted stubs, so
+        /// bodies cross only when a grant names L0 (pair-scoped grants default to L1, §6.4)
         #[arg(
             long = "hash-level",
             value_delimiter = ',',
             value_name = "LEVELS",
-            default_values = ["L0", "L1", "L2", "L3"],
+            default_values = ["L1"],
             value_parser = parse_hash_level
         )]
         hash_levels: Vec<String>,
@@ -209,6 +210,14 @@ pub struct PairArgs {
     /// Seconds to wait for the peer's operator before giving up (the request stays pending)
     #[arg(long, hide = true, default_value_t = 60, value_name = "N")]
     pub wait_secs: u64,
+
+    /// Create this home's identity key first if it has none, as `spl init` does
+    #[arg(long)]
+    pub auto_generate_identity: bool,
+
+    /// Does nothing: only the peer's operator (or the peer's own allow-list) approves a pair
+    #[arg(long)]
+    pub auto_approve: bool,
 }
 
 /// A `--map LOCAL:PEER` pair of namespaces.

@@ -13,10 +13,11 @@ use std::time::Duration;
 use anyhow::Result;
 use serde_json::{json, Value};
 use syncropel_client::api::{
-    CreateGrant, FederationPair, HandshakePending, PairReason, PullRequest, PushThread,
+    FederationPair, HandshakePending, PairGrant, PairReason, PullRequest, PushThread,
     SetIntroducible, StartPair,
 };
 use syncropel_client::{ClientError, Pairing, Reply};
+use syncropel_home::Home;
 use syncropel_protocol::consent::HashLevel;
 use syncropel_protocol::NamespaceMap;
 use tokio::time::Instant;
@@ -94,7 +95,8 @@ pub async fn run(ctx: &Ctx, command: FederationCommand) -> Result<ExitCode> {
     }
 }
 
-/// Consent grants bound to the pair's peer: `namespace` here into each of `maps` there.
+/// `POST /v1/federation/pairs/{id}/grants`: consent grants bound to the pair's peer,
+/// `namespace` here into each of `maps` there.
 async fn grant(
     ctx: &Ctx,
     peer: &str,
@@ -102,59 +104,39 @@ async fn grant(
     maps: Vec<String>,
     hash_levels: &[String],
 ) -> Result<ExitCode> {
-    let client = ctx.client()?;
-    let pair = client.federation_pair(peer).await?;
-    let targets = if maps.is_empty() {
-        vec![namespace.to_string()]
-    } else {
-        maps
+    let request = PairGrant {
+        namespace: namespace.to_string(),
+        maps,
+        hash_levels: Some(
+            hash_levels
+                .iter()
+                .filter_map(|l| HashLevel::parse(l))
+                .collect(),
+        ),
     };
-    let mut granted = Vec::new();
-    for target in targets {
-        let request = CreateGrant {
-            source_namespace: Some(namespace.to_string()),
-            target_namespace: target.clone(),
-            hash_levels: Some(
-                hash_levels
-                    .iter()
-                    .filter_map(|l| HashLevel::parse(l))
-                    .collect(),
-            ),
-            peer_did: Some(pair.peer_did.clone()),
-            threads: None,
-            purpose: Some(format!("pair {}", pair.pair_id)),
-            expires_at: None,
-        };
-        let answer = client.grant_consent(&request).await?;
-        if !ctx.json {
-            println!(
-                "granted {}: {namespace} → {target} for {} at {}",
-                answer.grant_id,
-                pair.peer_did,
-                hash_levels.join(",")
-            );
-        }
-        granted.push(answer.into_json());
-    }
+    let answer = ctx.client()?.grant_to_pair(peer, &request).await?;
     if ctx.json {
-        print_json(&serde_json::json!({"object": "list", "data": granted}));
+        print_json(answer.json());
+        return Ok(ExitCode::SUCCESS);
+    }
+    for granted in &answer.data {
+        let levels: Vec<&str> = granted.hash_levels.iter().map(|l| l.as_str()).collect();
+        println!(
+            "granted {}: {} → {} for {} at {}",
+            granted.grant_id,
+            granted.source_namespace,
+            granted.target_namespace,
+            granted.peer_did.as_deref().unwrap_or(peer),
+            levels.join(",")
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Revokes a consent grant, if it is one bound to the pair's peer.
+/// `DELETE /v1/federation/pairs/{id}/grants/{grant_id}`: the steward refuses a grant that is not
+/// bound to the pair's peer.
 async fn revoke_grant(ctx: &Ctx, peer: &str, grant_id: &str) -> Result<ExitCode> {
-    let client = ctx.client()?;
-    let pair = client.federation_pair(peer).await?;
-    let grants = client.consent_grants(None).await?;
-    let theirs = grants
-        .data
-        .iter()
-        .any(|g| g.grant_id == grant_id && g.peer_did.as_deref() == Some(pair.peer_did.as_str()));
-    if !theirs {
-        anyhow::bail!("{grant_id} is no consent grant of {}", pair.peer_did);
-    }
-    let answer = client.revoke_grant(grant_id, None).await?;
+    let answer = ctx.client()?.revoke_pair_grant(peer, grant_id).await?;
     if ctx.json {
         let answer = match answer.into_json() {
             serde_json::Value::Null => serde_json::json!({"grant_id": grant_id, "revoked": true}),
@@ -162,7 +144,7 @@ async fn revoke_grant(ctx: &Ctx, peer: &str, grant_id: &str) -> Result<ExitCode>
         };
         print_json(&answer);
     } else {
-        println!("revoked consent grant {grant_id} of {}", pair.peer_did);
+        println!("revoked consent grant {grant_id} of {peer}");
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -242,6 +224,17 @@ fn pair_body(args: &PairArgs) -> StartPair {
 }
 
 async fn pair(ctx: &Ctx, args: PairArgs) -> Result<ExitCode> {
+    if args.auto_approve {
+        // The initiator cannot bypass the responder's decision, so the flag changes no request.
+        eprintln!(
+            "note: --auto-approve does nothing: approving a pair is the peer's operator's decision"
+        );
+    }
+    if args.auto_generate_identity {
+        if let Some(did) = ensure_identity(&ctx.home)? {
+            eprintln!("created identity {did}");
+        }
+    }
     let client = ctx.client()?;
     let deadline = Instant::now() + Duration::from_secs(args.wait_secs);
     let (mut pending, mut answer) =
@@ -282,6 +275,15 @@ async fn pair(ctx: &Ctx, args: PairArgs) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--auto-generate-identity`: creates the home's identity key, as `spl init` does, unless one
+/// exists (an existing key, even an unreadable one, is left alone). Answers the new DID.
+fn ensure_identity(home: &Home) -> Result<Option<String>> {
+    if home.is_initialized() {
+        return Ok(None);
+    }
+    Ok(Some(home.init(false)?.did))
 }
 
 /// The wait before the next poll: the steward's `poll_after_ms`, at least [`MIN_POLL_INTERVAL`].
@@ -608,6 +610,37 @@ mod tests {
             serde_json::to_value(pull_body(&args)).unwrap(),
             json!({"thread": "th_x", "peer": "did:key:z6Mk1", "namespace": "research"})
         );
+    }
+
+    #[test]
+    fn auto_approve_is_accepted_and_changes_nothing_sent() {
+        let body = |extra: &[&str]| {
+            let mut args = vec!["spl", "federation", "pair", "https://bob.example"];
+            args.extend_from_slice(extra);
+            let Command::Federation(FederationCommand::Pair(args)) = parse(&args) else {
+                panic!("parsed into the wrong command");
+            };
+            (
+                args.auto_approve,
+                serde_json::to_value(pair_body(&args)).unwrap(),
+            )
+        };
+        let (flagged, with) = body(&["--auto-approve", "--namespace", "shared"]);
+        let (unflagged, without) = body(&["--namespace", "shared"]);
+        assert!(flagged && !unflagged);
+        assert_eq!(with, without);
+    }
+
+    #[test]
+    fn auto_generate_identity_creates_a_missing_key_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::new(dir.path().join("home"));
+        let did = ensure_identity(&home).unwrap().expect("a new identity");
+        assert!(home.is_initialized());
+        assert_eq!(home.did().unwrap(), did);
+        // An existing key is kept: no new DID.
+        assert_eq!(ensure_identity(&home).unwrap(), None);
+        assert_eq!(home.did().unwrap(), did);
     }
 
     fn pending(answer: Value) -> HandshakePending {

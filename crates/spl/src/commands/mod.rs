@@ -57,10 +57,10 @@ impl Ctx {
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
     let ctx = Ctx {
+        json: cli.wants_json(),
         home: Home::new(cli.home.unwrap_or_else(Home::default_root)),
         endpoint: cli.endpoint,
         token: cli.token,
-        json: cli.json,
     };
     match cli.command {
         Command::Init(args) => init::run(&ctx, &args),

@@ -125,6 +125,8 @@ pub async fn build(options: HostedOptions) -> Result<Hosted, StewardError> {
         cors_origins: options.cors_origins.clone().into(),
         // Replicas serve metrics on an internal listener only, never on a tenant host.
         metrics_on_main: false,
+        // Tenants are reached through their hosts, whatever address a replica binds.
+        loopback_only: false,
         search_enabled: true,
         heartbeat: options.heartbeat,
         shutdown,

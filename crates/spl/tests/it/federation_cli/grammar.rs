@@ -263,6 +263,44 @@ fn consent_grant_defaults_and_validates_levels() {
 }
 
 #[test]
+fn federation_grant_defaults_to_l1_and_takes_named_levels() {
+    let Command::Federation(FederationCommand::Grant {
+        namespace,
+        maps,
+        hash_levels,
+        ..
+    }) = parse(&[
+        "spl",
+        "federation",
+        "grant",
+        "fed_1",
+        "--namespace",
+        "research",
+    ])
+    else {
+        panic!("parsed into the wrong command");
+    };
+    assert_eq!(namespace, "research");
+    assert!(maps.is_empty());
+    // Pair-scoped: L0 (bodies) is shared only by a grant that names it.
+    assert_eq!(hash_levels, ["L1"]);
+
+    let Command::Federation(FederationCommand::Grant { hash_levels, .. }) = parse(&[
+        "spl",
+        "federation",
+        "grant",
+        "fed_1",
+        "--namespace",
+        "research",
+        "--hash-level",
+        "l0,L1",
+    ]) else {
+        panic!("parsed into the wrong command");
+    };
+    assert_eq!(hash_levels, ["L0", "L1"]);
+}
+
+#[test]
 fn consent_revoke_and_list() {
     let Command::Consent(ConsentCommand::Revoke { grant_id, reason }) =
         parse(&["spl", "consent", "revoke", "cg_1", "--reason", "done"])

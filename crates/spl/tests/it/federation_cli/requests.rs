@@ -553,31 +553,34 @@ fn thread_allow_and_thread_rule_send_a_pair_config() {
 }
 
 #[test]
-fn grant_and_revoke_grant_bind_consent_to_the_pairs_peer() {
+fn grant_and_revoke_grant_go_through_the_pairs_grant_routes() {
     let grant = |id: &str, target: &str| {
         json!({"object":"consent_grant","kind":"core.consent.v1","op":"grant","grant_id":id,
                "source_namespace":"research","target_namespace":target,"hash_levels":["L1"],
                "peer_did":"did:web:bob.example","threads":"*","active":true})
     };
+    let pair_grants = "/v1/federation/pairs/did%3Aweb%3Abob.example/grants";
     let steward =
         FakeSteward::start(
             move |seen, _| match (seen.method.as_str(), seen.path.as_str()) {
-                ("GET", path) if path.starts_with("/v1/federation/pairs/") => {
-                    (200, pair_view("active"))
+                ("POST", path) if path == pair_grants => {
+                    let data: Vec<Value> = seen.body["maps"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_str)
+                        .map(|target| grant(&format!("cg_{target}"), target))
+                        .collect();
+                    (201, json!({"object":"list","data":data}))
                 }
-                ("POST", "/v1/consent/grants") => {
-                    let target = seen.body["target_namespace"]
-                        .as_str()
-                        .unwrap_or("")
-                        .to_string();
-                    (201, grant(&format!("cg_{target}"), &target))
-                }
-                ("GET", path) if path.starts_with("/v1/consent/grants") => (
+                ("DELETE", path) if path == format!("{pair_grants}/cg_team") => (
                     200,
-                    json!({"object":"list","data":[grant("cg_team", "team")]}),
+                    json!({"object":"consent_grant","grant_id":"cg_team","revoked":true}),
                 ),
-                ("DELETE", _) => (200, json!({"grant_id":"cg_team","revoked":true})),
-                _ => (404, api_error("NOT_FOUND", "no", "none")),
+                _ => (
+                    404,
+                    api_error("NOT_FOUND", "no grant bound to did:web:bob.example", "none"),
+                ),
             },
         );
     let home = tempfile::tempdir().unwrap();
@@ -592,12 +595,11 @@ fn grant_and_revoke_grant_bind_consent_to_the_pairs_peer() {
             "research",
             "--maps",
             "team,lab",
-            "--hash-level",
-            "L1",
         ],
     ));
     assert!(
-        out.contains("granted cg_team: research → team for did:web:bob.example at L1"),
+        out.contains("granted cg_team: research → team for did:web:bob.example at L1")
+            && out.contains("granted cg_lab: research → lab"),
         "{out}"
     );
     let posted: Vec<Value> = steward
@@ -606,10 +608,11 @@ fn grant_and_revoke_grant_bind_consent_to_the_pairs_peer() {
         .filter(|s| s.method == "POST")
         .map(|s| s.body)
         .collect();
-    assert_eq!(posted.len(), 2);
-    assert_eq!(posted[1]["target_namespace"], "lab");
-    assert_eq!(posted[0]["peer_did"], "did:web:bob.example");
-    assert_eq!(posted[0]["hash_levels"], json!(["L1"]));
+    // One request; the default levels are sent as L1.
+    assert_eq!(
+        posted,
+        [json!({"namespace": "research", "maps": ["team", "lab"], "hash_levels": ["L1"]})]
+    );
 
     common::ok(spl_at(
         &steward,
@@ -634,14 +637,21 @@ fn grant_and_revoke_grant_bind_consent_to_the_pairs_peer() {
         ],
     );
     assert!(
-        String::from_utf8_lossy(&failed.stderr).contains("no consent grant of"),
+        String::from_utf8_lossy(&failed.stderr).contains("NOT_FOUND"),
         "{failed:?}"
     );
     assert!(!failed.status.success());
-    let deletes = steward
+    let deletes: Vec<String> = steward
         .seen()
         .into_iter()
         .filter(|s| s.method == "DELETE")
-        .count();
-    assert_eq!(deletes, 1, "only the peer's own grant is revoked");
+        .map(|s| s.path)
+        .collect();
+    assert_eq!(
+        deletes,
+        [
+            format!("{pair_grants}/cg_team"),
+            format!("{pair_grants}/cg_other")
+        ]
+    );
 }

@@ -34,6 +34,26 @@ pub fn routes() -> Router<AppState> {
         .route("/sync/pairs/{id}/stats", get(sync_pairs::stats))
         .route("/sync/pairs/{id}/trace", get(sync_pairs::trace))
         .route("/sync/health", get(sync_pairs::health))
+        // The same routes under `/v1/federation/sync` (federation-protocol.md §5.7).
+        .route("/federation/sync/records", post(feed::fetch))
+        .route("/federation/sync/pull", post(pairs::pull))
+        .route(
+            "/federation/sync/pairs",
+            post(sync_pairs::create).get(sync_pairs::list),
+        )
+        .route(
+            "/federation/sync/pairs/{id}",
+            get(sync_pairs::get_one).delete(sync_pairs::remove),
+        )
+        .route("/federation/sync/pairs/{id}/pause", post(sync_pairs::pause))
+        .route(
+            "/federation/sync/pairs/{id}/resume",
+            post(sync_pairs::resume),
+        )
+        .route("/federation/sync/pairs/{id}/kick", post(sync_pairs::kick))
+        .route("/federation/sync/pairs/{id}/stats", get(sync_pairs::stats))
+        .route("/federation/sync/pairs/{id}/trace", get(sync_pairs::trace))
+        .route("/federation/sync/health", get(sync_pairs::health))
         .route("/federation/pair", post(handshake::init))
         .route("/federation/pair/init", post(handshake::init))
         .route("/federation/pair/poll", post(handshake::poll))
@@ -53,6 +73,14 @@ pub fn routes() -> Router<AppState> {
         .route("/federation/pairs/{id}/pause", post(pairs::pause))
         .route("/federation/pairs/{id}/resume", post(pairs::resume))
         .route("/federation/pairs/{id}/revoke", post(pairs::revoke))
+        .route(
+            "/federation/pairs/{id}/grants",
+            post(consent::grant_to_pair),
+        )
+        .route(
+            "/federation/pairs/{id}/grants/{grant_id}",
+            delete(consent::revoke_pair_grant),
+        )
         .route(
             "/federation/pairs/{id}/introducible",
             post(discovery::set_introducible),

@@ -75,8 +75,19 @@ pub async fn create(
     let fed = &state.federation;
     let (pair, uncredentialed) = sync_pairs::create(fed, &caller.tenant, request).await?;
     let mut answer = view(fed, &caller.tenant.id, &pair);
+    let mut warnings = Vec::new();
     if uncredentialed {
-        answer.warning = Some("no peer_token and no record-bound pair with this peer: pulls will be refused until one exists".into());
+        warnings.push("no peer_token and no record-bound pair with this peer: pulls will be refused until one exists".to_string());
+    }
+    if state.loopback_only && !sync_pairs::is_loopback_url(&pair.peer_url) {
+        warnings.push(format!(
+            "this steward listens on loopback only, where the peer at {} cannot reach it: \
+             serve on an address the peer can reach (`spl serve --host 0.0.0.0`)",
+            pair.peer_url
+        ));
+    }
+    if !warnings.is_empty() {
+        answer.warning = Some(warnings.join("; "));
     }
     Ok((StatusCode::CREATED, Json(answer)).into_response())
 }

@@ -3,7 +3,9 @@
 use std::collections::BTreeSet;
 
 use serde_json::{json, Value};
-use syncropel_client::api::CreateGrant;
+use syncropel_client::api::{CreateGrant, PairGrant};
+use syncropel_client::ClientError;
+use syncropel_protocol::consent::HashLevel;
 use syncropel_testkit::Node;
 
 use super::paired;
@@ -136,4 +138,84 @@ async fn records_of_a_namespace_the_receiver_lacks_are_quarantined() {
         Some("NAMESPACE_REJECTED")
     );
     assert!(a.ids("th_fed_ns").await.is_empty());
+}
+
+#[tokio::test]
+async fn a_pairs_grant_routes_bind_grants_to_its_peer_only() {
+    let (a, b, _) = paired().await;
+    let request = PairGrant {
+        namespace: "research".into(),
+        maps: vec!["team".into(), "lab".into()],
+        hash_levels: None,
+    };
+    let granted = b.client.grant_to_pair(&a.did(), &request).await.unwrap();
+    assert_eq!(granted.status(), 201, "{}", granted.json());
+    let targets: Vec<&str> = granted
+        .data
+        .iter()
+        .map(|g| g.target_namespace.as_str())
+        .collect();
+    assert_eq!(targets, ["team", "lab"]);
+    for grant in &granted.data {
+        assert_eq!(grant.source_namespace, "research");
+        assert_eq!(grant.peer_did.as_deref(), Some(a.did().as_str()));
+        // Pair-scoped: L1 unless the request names levels.
+        assert_eq!(grant.hash_levels, [HashLevel::L1], "{}", granted.json());
+    }
+
+    // A bad target namespace: refused before anything is written.
+    let bad = PairGrant {
+        namespace: "research".into(),
+        maps: vec!["fine".into(), "Not A Namespace".into()],
+        hash_levels: Some(vec![HashLevel::L0]),
+    };
+    let refused = b.client.grant_to_pair(&a.did(), &bad).await.unwrap_err();
+    assert!(
+        matches!(&refused, ClientError::Api { status: 400, .. }),
+        "{refused}"
+    );
+    let listed = b.client.consent_grants(None).await.unwrap();
+    assert_eq!(listed.data.len(), 2, "{}", listed.json());
+
+    // A grant not bound to the pair's peer cannot be revoked through the pair.
+    let other = grant_consent(&b, json!({"target_namespace": "team"})).await;
+    let other_id = other["grant_id"].as_str().unwrap();
+    let refused = b
+        .client
+        .revoke_pair_grant(&a.did(), other_id)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&refused, ClientError::Api { status: 404, code, .. } if code == "NOT_FOUND"),
+        "{refused}"
+    );
+    // Nor through a pair that does not exist.
+    let refused = b
+        .client
+        .revoke_pair_grant("fed_nobody", &granted.data[0].grant_id)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&refused, ClientError::Api { status: 404, .. }),
+        "{refused}"
+    );
+
+    let revoked = b
+        .client
+        .revoke_pair_grant(&a.did(), &granted.data[0].grant_id)
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 200, "{}", revoked.json());
+    let left: BTreeSet<String> = b
+        .client
+        .consent_grants(None)
+        .await
+        .unwrap()
+        .data
+        .iter()
+        .map(|g| g.grant_id.clone())
+        .collect();
+    let expected: BTreeSet<String> =
+        [granted.data[1].grant_id.clone(), other_id.to_string()].into();
+    assert_eq!(left, expected);
 }

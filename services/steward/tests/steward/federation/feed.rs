@@ -190,6 +190,40 @@ async fn the_changes_feed_refuses_what_a_peer_may_not_ask() {
 }
 
 #[tokio::test]
+async fn a_loopback_steward_warns_of_a_legacy_pair_to_a_peer_elsewhere() {
+    // The test stewards listen on 127.0.0.1.
+    let a = start().await;
+    let request = |peer_url: &str| CreateSyncPair {
+        peer_did: "did:key:z6MkpTHR8VNsBxYAAWHut2Geadd9jSwuBV8xRoAnwWsdvktH".into(),
+        peer_url: Some(peer_url.into()),
+        thread_id: "th_loopback_warning".into(),
+        peer_token: Some("spl_prod_sa_x_secret".into()),
+    };
+    let created = a
+        .client
+        .create_sync_pair(&request("http://peer.invalid"))
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201, "{}", created.json());
+    let warning = created.json()["warning"].as_str().unwrap_or_default();
+    assert!(
+        warning.contains("loopback") && warning.contains("--host"),
+        "{}",
+        created.json()
+    );
+    a.client.remove_sync_pair(&created.pair_id).await.unwrap();
+
+    let local = a
+        .client
+        .create_sync_pair(&request("http://localhost:9"))
+        .await
+        .unwrap();
+    assert_eq!(local.status(), 201, "{}", local.json());
+    assert!(local.json().get("warning").is_none(), "{}", local.json());
+    a.client.remove_sync_pair(&local.pair_id).await.unwrap();
+}
+
+#[tokio::test]
 async fn a_legacy_pair_to_a_paired_peer_uses_the_pair_token() {
     let (a, b, _) = paired().await;
     let thread = "th_fed_legacy_pair";

@@ -446,6 +446,34 @@ fn routes(to: &Aim, from: &Aim, rng: &mut Rng) -> Vec<Route> {
         Route::new(M::GET, "/v1/sync/pairs/{id}/trace", Token)
             .at(format!("/v1/sync/pairs/{sync_pair}/trace")),
         Route::new(M::GET, "/v1/sync/health", Token).at("/v1/sync/health"),
+        // Their mirror under /v1/federation/sync.
+        Route::new(M::POST, "/v1/federation/sync/records", Token)
+            .with("/v1/federation/sync/records", json!({"ids": to.records}))
+            .reads(),
+        Route::new(M::POST, "/v1/federation/sync/pull", Token).with(
+            "/v1/federation/sync/pull",
+            json!({"thread": THREAD, "peer": to.peer_did}),
+        ),
+        Route::new(M::POST, "/v1/federation/sync/pairs", Token).with(
+            "/v1/federation/sync/pairs",
+            json!({"peer_did": from.did, "peer_url": from.url, "thread_id": THREAD}),
+        ),
+        Route::new(M::GET, "/v1/federation/sync/pairs", Token).at("/v1/federation/sync/pairs"),
+        Route::new(M::GET, "/v1/federation/sync/pairs/{id}", Token)
+            .at(format!("/v1/federation/sync/pairs/{sync_pair}")),
+        Route::new(M::DELETE, "/v1/federation/sync/pairs/{id}", Token)
+            .at(format!("/v1/federation/sync/pairs/{sync_pair}")),
+        Route::new(M::POST, "/v1/federation/sync/pairs/{id}/pause", Token)
+            .at(format!("/v1/federation/sync/pairs/{sync_pair}/pause")),
+        Route::new(M::POST, "/v1/federation/sync/pairs/{id}/resume", Token)
+            .at(format!("/v1/federation/sync/pairs/{sync_pair}/resume")),
+        Route::new(M::POST, "/v1/federation/sync/pairs/{id}/kick", Token)
+            .at(format!("/v1/federation/sync/pairs/{sync_pair}/kick")),
+        Route::new(M::GET, "/v1/federation/sync/pairs/{id}/stats", Token)
+            .at(format!("/v1/federation/sync/pairs/{sync_pair}/stats")),
+        Route::new(M::GET, "/v1/federation/sync/pairs/{id}/trace", Token)
+            .at(format!("/v1/federation/sync/pairs/{sync_pair}/trace")),
+        Route::new(M::GET, "/v1/federation/sync/health", Token).at("/v1/federation/sync/health"),
         // The pairing handshake: peer-facing, signed rather than authenticated by a token.
         Route::new(M::POST, "/v1/federation/pair", Signed(UNAUTHENTICATED_INITIATOR))
             .with("/v1/federation/pair", init(rng.hex64(), false))
@@ -509,6 +537,24 @@ fn routes(to: &Aim, from: &Aim, rng: &mut Rng) -> Vec<Route> {
                 format!("/v1/federation/pairs/{pair_key}/revoke"),
                 json!({"reason": "intruder"}),
             ),
+        Route::new(M::POST, "/v1/federation/pairs/{id}/push", Token).with(
+            format!("/v1/federation/pairs/{pair_key}/push"),
+            json!({"thread": THREAD}),
+        ),
+        Route::new(M::POST, "/v1/federation/pairs/{id}/grants", Token)
+            .with(
+                format!("/v1/federation/pairs/{pair_key}/grants"),
+                json!({"namespace": "intruder"}),
+            )
+            .with(
+                format!("/v1/federation/pairs/{pair_key}/grants"),
+                json!({"namespace": namespace, "maps": ["intruder"], "hash_levels": ["L0"]}),
+            ),
+        Route::new(M::DELETE, "/v1/federation/pairs/{id}/grants/{grant_id}", Token)
+            .at(format!("/v1/federation/pairs/{pair_key}/grants/{grant}"))
+            .at(format!(
+                "/v1/federation/pairs/{pair_key}/grants/{grant}?reason=intruder"
+            )),
         Route::new(M::POST, "/v1/federation/pairs/{id}/refresh", Token)
             .at(format!("/v1/federation/pairs/{pair}/refresh")),
         Route::new(M::POST, "/v1/federation/pairs/{id}/url", Token)

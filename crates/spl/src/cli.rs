@@ -14,8 +14,8 @@ mod federation;
 #[allow(unused_imports)]
 pub use federation::{
     ConsentCommand, DiscoverArgs, DiscoveryMethod, FederationCommand, FleetCommand,
-    FleetPeersCommand, FleetSyncCommand, GrantArgs, NamespaceMap, PairArgs, PeerDiscoverArgs,
-    SyncArgs, SyncPairArgs,
+    FleetPeersCommand, FleetSyncCommand, GrantArgs, InviteArgs, NamespaceMap, PairArgs,
+    PeerDiscoverArgs, SyncArgs, SyncPairArgs,
 };
 
 /// The Syncropel CLI: identity, a local steward, records, namespaces and service accounts.

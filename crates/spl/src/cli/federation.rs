@@ -8,6 +8,9 @@ use clap::{Args, Subcommand};
 pub enum FederationCommand {
     /// Pair with the steward at PEER_URL; waits up to 60 s for its operator to approve
     Pair(PairArgs),
+    /// Pair (or take the pair already made) and share in one go: namespaces at L1, threads
+    /// whole; running it again changes nothing more
+    Invite(InviteArgs),
     /// List federation pairs
     List,
     /// Show one pair
@@ -218,6 +221,31 @@ pub struct PairArgs {
     /// Does nothing: only the peer's operator (or the peer's own allow-list) approves a pair
     #[arg(long)]
     pub auto_approve: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InviteArgs {
+    /// The peer's base URL (paired with, unless a live pair with it exists), or a pair's id or
+    /// peer DID
+    #[arg(value_parser = NonEmptyStringValueParser::new())]
+    pub peer: String,
+
+    /// Let the peer have this namespace's records as L1 digests (redacted stubs) in the
+    /// namespace its pulls land in by default (repeatable)
+    #[arg(long = "grant-namespace", value_name = "NS", value_parser = NonEmptyStringValueParser::new())]
+    pub grant_namespaces: Vec<String>,
+
+    /// Serve the peer this thread whole (repeatable)
+    #[arg(long = "grant-thread", value_name = "THREAD", value_parser = NonEmptyStringValueParser::new())]
+    pub grant_threads: Vec<String>,
+
+    /// Map a local namespace onto a differently named one of the peer, when pairing (repeatable)
+    #[arg(long = "map", value_name = "LOCAL:PEER", value_parser = parse_namespace_map)]
+    pub maps: Vec<NamespaceMap>,
+
+    /// Seconds to wait for the peer's operator before giving up (the request stays pending)
+    #[arg(long, hide = true, default_value_t = 60, value_name = "N")]
+    pub wait_secs: u64,
 }
 
 /// A `--map LOCAL:PEER` pair of namespaces.

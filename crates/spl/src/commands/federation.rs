@@ -19,11 +19,11 @@ use syncropel_client::api::{
 use syncropel_client::{ClientError, Pairing, Reply};
 use syncropel_home::Home;
 use syncropel_protocol::consent::HashLevel;
-use syncropel_protocol::NamespaceMap;
+use syncropel_protocol::{NamespaceMap, DEFAULT_NAMESPACE};
 use tokio::time::Instant;
 
 use super::Ctx;
-use crate::cli::{FederationCommand, PairArgs, SyncArgs};
+use crate::cli::{FederationCommand, InviteArgs, PairArgs, SyncArgs};
 use crate::output::{fields, or_dash, prefix, print_json, table};
 
 /// Floor on the steward's `poll_after_ms`, so a zero cannot turn polling into a busy loop.
@@ -42,6 +42,7 @@ enum Change {
 pub async fn run(ctx: &Ctx, command: FederationCommand) -> Result<ExitCode> {
     match command {
         FederationCommand::Pair(args) => pair(ctx, args).await,
+        FederationCommand::Invite(args) => invite(ctx, args).await,
         FederationCommand::List => list(ctx).await,
         FederationCommand::Show { peer } => show(ctx, &peer).await,
         FederationCommand::Pause { peer } => change(ctx, &peer, Change::Pause, None).await,
@@ -235,13 +236,39 @@ async fn pair(ctx: &Ctx, args: PairArgs) -> Result<ExitCode> {
             eprintln!("created identity {did}");
         }
     }
+    match start_and_wait(ctx, &pair_body(&args), args.wait_secs).await? {
+        Waited::Paired(json, pair) => paired(ctx, &json, &pair),
+        Waited::Pending(json, pair_id) => {
+            // Not an error: the request stays valid on the peer until its operator decides.
+            if ctx.json {
+                print_json(&json);
+            } else {
+                println!(
+                    "still pending after {}s: ask the peer's operator to run `spl federation approve {pair_id}`",
+                    args.wait_secs
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// How a pairing stood when the wait ended.
+enum Waited {
+    Paired(Value, Box<FederationPair>),
+    /// Still waiting for the peer's operator: the answer and the pair id.
+    Pending(Value, String),
+}
+
+/// Starts pairing and polls the handshake for up to `wait_secs` while the peer's operator
+/// decides. A refusal (`403 PAIR_REJECTED`, `410 NONCE_EXPIRED`, …) ends the wait as an error.
+async fn start_and_wait(ctx: &Ctx, request: &StartPair, wait_secs: u64) -> Result<Waited> {
     let client = ctx.client()?;
-    let deadline = Instant::now() + Duration::from_secs(args.wait_secs);
-    let (mut pending, mut answer) =
-        match client.start_pairing(&pair_body(&args)).await?.into_parts() {
-            (Pairing::Paired(pair), json) => return paired(ctx, &json, &pair),
-            (Pairing::Pending(pending), json) => (pending, json),
-        };
+    let deadline = Instant::now() + Duration::from_secs(wait_secs);
+    let (mut pending, mut answer) = match client.start_pairing(request).await?.into_parts() {
+        (Pairing::Paired(pair), json) => return Ok(Waited::Paired(json, pair)),
+        (Pairing::Pending(pending), json) => (pending, json),
+    };
     let pair_id = pending.pair_id.clone();
     if pair_id.is_empty() {
         return Err(ClientError::Decode("pending pair answer has no `pair_id`".into()).into());
@@ -249,29 +276,135 @@ async fn pair(ctx: &Ctx, args: PairArgs) -> Result<ExitCode> {
     if !ctx.json {
         eprintln!(
             "waiting for the operator of {} to approve pair {pair_id} …",
-            args.peer_url
+            request.peer_url
         );
     }
     loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
-            break;
+            return Ok(Waited::Pending(answer, pair_id));
         }
         tokio::time::sleep(poll_interval(&pending).min(remaining)).await;
-        // A refusal (403 PAIR_REJECTED, 410 NONCE_EXPIRED, …) ends the wait as an error.
         match client.continue_pairing(&pair_id).await?.into_parts() {
-            (Pairing::Paired(pair), json) => return paired(ctx, &json, &pair),
+            (Pairing::Paired(pair), json) => return Ok(Waited::Paired(json, pair)),
             (Pairing::Pending(polled), json) => (pending, answer) = (polled, json),
         }
     }
+}
 
-    // Not an error: the request stays valid on the peer until its operator decides or it expires.
+/// `spl federation invite`: pairs (or takes the live pair already made), then grants each
+/// `--grant-namespace` at L1 into the peer's `default` namespace (where its pulls land unless
+/// they name another) and serves each `--grant-thread` whole. Each step is skipped when already
+/// done, so running it again changes nothing; a failure stops it with what was done kept.
+async fn invite(ctx: &Ctx, args: InviteArgs) -> Result<ExitCode> {
+    let client = ctx.client()?;
+    let live = match client.federation_pair(&args.peer).await {
+        Ok(pair) => {
+            let pair = pair.into_value();
+            matches!(pair.state.as_str(), "active" | "degraded" | "paused").then_some(pair)
+        }
+        Err(ClientError::Api { status: 404, .. }) => None,
+        Err(e) => return Err(e.into()),
+    };
+    let pair = match live {
+        Some(pair) => pair,
+        None if args.peer.starts_with("http://") || args.peer.starts_with("https://") => {
+            let request = StartPair {
+                peer_url: args.peer.clone(),
+                maps: args
+                    .maps
+                    .iter()
+                    .map(|m| NamespaceMap {
+                        local: m.local.clone(),
+                        peer: m.peer.clone(),
+                    })
+                    .collect(),
+                ..StartPair::default()
+            };
+            match start_and_wait(ctx, &request, args.wait_secs).await? {
+                Waited::Paired(_, pair) => *pair,
+                Waited::Pending(json, pair_id) => {
+                    if ctx.json {
+                        print_json(&json);
+                    } else {
+                        println!(
+                            "pair {pair_id} is still pending: once the peer's operator approves it, run the invite again to share"
+                        );
+                    }
+                    return Ok(ExitCode::SUCCESS);
+                }
+            }
+        }
+        None => anyhow::bail!(
+            "no live pair with {}: name the peer by its URL to pair with it",
+            args.peer
+        ),
+    };
+
+    let held = client.consent_grants(None).await?.into_value().data;
+    let mut granted = Vec::new();
+    for namespace in &args.grant_namespaces {
+        let done = held.iter().any(|g| {
+            g.active
+                && g.peer_did.as_deref() == Some(pair.peer_did.as_str())
+                && g.source_namespace == *namespace
+                && g.target_namespace == DEFAULT_NAMESPACE
+                && g.hash_levels == [HashLevel::L1]
+        });
+        if done {
+            continue;
+        }
+        let request = PairGrant {
+            namespace: namespace.clone(),
+            maps: vec![DEFAULT_NAMESPACE.to_string()],
+            hash_levels: Some(vec![HashLevel::L1]),
+        };
+        let answer = client.grant_to_pair(&pair.pair_id, &request).await?;
+        granted.extend(answer.into_value().data);
+    }
+    let mut pair_view = pair.clone();
+    let new_threads: Vec<&String> = args
+        .grant_threads
+        .iter()
+        .filter(|t| !pair.thread_allow.contains(*t))
+        .collect();
+    if !new_threads.is_empty() {
+        let fields = serde_json::json!({ "thread_allow_add": new_threads });
+        pair_view = client
+            .configure_pair(&pair.pair_id, &fields)
+            .await?
+            .into_value();
+    }
     if ctx.json {
-        print_json(&answer);
-    } else {
+        print_json(&serde_json::json!({
+            "object": "federation_invite",
+            "pair": pair_view,
+            "granted": granted,
+            "thread_allow": pair_view.thread_allow,
+        }));
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "pair {} with {}, state {}",
+        pair_view.pair_id,
+        pair_view.peer_did,
+        pair_view.state.as_str()
+    );
+    for grant in &granted {
         println!(
-            "still pending after {}s: ask the peer's operator to run `spl federation approve {pair_id}`",
-            args.wait_secs
+            "granted {}: {} → {} at L1",
+            grant.grant_id, grant.source_namespace, grant.target_namespace
+        );
+    }
+    if !pair_view.thread_allow.is_empty() {
+        println!(
+            "threads served whole: {}",
+            pair_view
+                .thread_allow
+                .iter()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     Ok(ExitCode::SUCCESS)

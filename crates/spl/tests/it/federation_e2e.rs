@@ -464,3 +464,46 @@ async fn a_puller_killed_mid_catch_up_loses_and_duplicates_nothing() {
         "B's store holds each of A's records once"
     );
 }
+
+/// `spl federation invite` takes the live pair with the peer's URL, grants a namespace at L1
+/// into the peer's default namespace and serves a thread whole; run again, it changes nothing.
+#[test]
+fn an_invite_shares_over_the_live_pair_and_is_idempotent() {
+    let (a, b, pair_id) = paired();
+    b.json(&["namespace", "create", "research"]);
+    let args = [
+        "federation",
+        "invite",
+        &a.url(),
+        "--grant-namespace",
+        "research",
+        "--grant-thread",
+        "th_invited",
+    ];
+    let first = b.json(&args);
+    assert_eq!(first["object"], "federation_invite", "{first}");
+    assert_eq!(first["pair"]["pair_id"], pair_id.as_str(), "{first}");
+    let granted = first["granted"].as_array().unwrap();
+    assert_eq!(granted.len(), 1, "{first}");
+    assert_eq!(granted[0]["source_namespace"], "research");
+    assert_eq!(granted[0]["target_namespace"], "default");
+    assert_eq!(granted[0]["hash_levels"], json!(["L1"]));
+    assert_eq!(granted[0]["peer_did"], a.did.as_str());
+    assert_eq!(first["thread_allow"], json!(["th_invited"]));
+
+    let again = b.json(&args);
+    assert_eq!(again["granted"], json!([]), "{again}");
+    assert_eq!(again["thread_allow"], json!(["th_invited"]));
+    let grants = b.json(&["consent", "list"]);
+    assert_eq!(grants["data"].as_array().unwrap().len(), 1, "{grants}");
+
+    // A pair named by an id that is no pair, without a URL to pair with: refused.
+    let refused = b.output(&[
+        "federation",
+        "invite",
+        "fed_nothing",
+        "--grant-thread",
+        "th_x",
+    ]);
+    assert!(!refused.status.success());
+}

@@ -233,6 +233,11 @@ impl Home {
         self.root.join("hub.db")
     }
 
+    /// Path of the did:sync directory's SQLite store (`spl serve --directory-enabled`).
+    pub fn directory_db_path(&self) -> PathBuf {
+        self.root.join("directory.db")
+    }
+
     /// Path of the log a daemonized steward writes to.
     pub fn log_path(&self) -> PathBuf {
         self.root.join("steward.log")

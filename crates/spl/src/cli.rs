@@ -545,6 +545,10 @@ pub struct ServeArgs {
     /// (`GET /v1/federation/peers`; off by default)
     #[arg(long, env = "SPL_INTRODUCE")]
     pub introduce: bool,
+
+    /// Serve a did:sync directory at /directory/* (its store: directory.db in the home)
+    #[arg(long, env = "SPL_DIRECTORY_ENABLED", conflicts_with = "memory")]
+    pub directory_enabled: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -59,6 +59,8 @@ pub struct Options {
     pub bootstrap_secret: Option<String>,
     pub cors_origins: Vec<String>,
     pub connections: ConnectionLimits,
+    /// `--directory-enabled`: serve a did:sync directory at `/directory/*`.
+    pub directory: bool,
 }
 
 impl Default for Options {
@@ -75,6 +77,7 @@ impl Default for Options {
             bootstrap_secret: None,
             cors_origins: Vec::new(),
             connections: ConnectionLimits::default(),
+            directory: false,
         }
     }
 }
@@ -146,6 +149,7 @@ impl TestSteward {
             cors_origins: options.cors_origins,
             public_metrics: false,
             federation: options.federation,
+            directory: options.directory,
         };
         let steward = local::start(serve, port.listen())
             .await

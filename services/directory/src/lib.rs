@@ -20,7 +20,7 @@ use governor::{DefaultKeyedRateLimiter, Quota};
 use tokio_util::sync::CancellationToken;
 
 pub use error::DirectoryError;
-pub use routes::app;
+pub use routes::{app, routes};
 pub use store::{Store, DOCUMENT_LIFETIME};
 
 /// Largest request body; an op is at most 7,500 bytes of canonical JSON, so this leaves room

@@ -25,7 +25,22 @@ const MAX_PEERS_PAGE: i64 = 1000;
 /// Ops carry no deep nesting; a small limit refuses pathological bodies cheaply.
 const MAX_JSON_DEPTH: usize = 16;
 
+/// The directory server: the `/directory/*` routes, probes, and its own 404 and telemetry.
 pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .with_state(state.clone())
+        .merge(routes(state))
+        .fallback(|| async { DirectoryError::NotFound("no such route".into()) })
+        .layer(syncropel_telemetry::http::RequestTelemetry)
+}
+
+/// The `/directory/*` routes alone, for a router of any state: a steward mounts them beside its
+/// own (`spl serve --directory-enabled`), under its own fallback, probes and telemetry. Every
+/// bound of the directory (body size, JSON depth, op and genesis rate limits) is enforced here,
+/// so it holds wherever the routes are mounted.
+pub fn routes<S: Clone + Send + Sync + 'static>(state: AppState) -> Router<S> {
     Router::new()
         .route("/directory/genesis", post(genesis))
         .route("/directory/update/{hash}", post(update))
@@ -36,10 +51,6 @@ pub fn app(state: AppState) -> Router {
         .route("/directory/export", get(export))
         .route("/directory/namespace/{namespace}/peers", get(peers))
         .route("/directory/resolve", get(resolve))
-        .route("/health", get(health))
-        .route("/ready", get(ready))
-        .fallback(|| async { DirectoryError::NotFound("no such route".into()) })
-        .layer(syncropel_telemetry::http::RequestTelemetry)
         .with_state(state)
 }
 

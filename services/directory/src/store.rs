@@ -11,6 +11,7 @@
 //! each replica keeps documents in memory for [`DOCUMENT_LIFETIME`].
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::str::FromStr;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -126,8 +127,17 @@ impl Store {
                 cache: DocumentCache::new(Some(lifetime)),
             }));
         }
-        Store::migrate(url).await?;
-        let options = sqlite_options(url)?;
+        Store::open_sqlite(sqlite_options(url)?).await
+    }
+
+    /// A SQLite store in the file at `path`, created if missing: the path is used as it is, never
+    /// read as a URL (a home directory may hold `?`, `#` or `%`).
+    pub async fn open_file(path: &Path) -> Result<Store> {
+        Store::open_sqlite(durable(SqliteConnectOptions::new().filename(path))).await
+    }
+
+    async fn open_sqlite(options: SqliteConnectOptions) -> Result<Store> {
+        migrate_sqlite(&options).await?;
         let writer = SqliteConnection::connect_with(&options).await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(SQLITE_READERS)
@@ -166,12 +176,7 @@ impl Store {
             POSTGRES_MIGRATIONS.run(&pool).await?;
             pool.close().await;
         } else {
-            let pool = SqlitePoolOptions::new()
-                .max_connections(1)
-                .connect_with(sqlite_options(url)?)
-                .await?;
-            SQLITE_MIGRATIONS.run(&pool).await?;
-            pool.close().await;
+            migrate_sqlite(&sqlite_options(url)?).await?;
         }
         Ok(())
     }
@@ -386,13 +391,27 @@ fn is_postgres(url: &str) -> bool {
     url.starts_with("postgres:") || url.starts_with("postgresql:")
 }
 
-/// WAL with durable commits, as the record store uses: readers never block the writer.
+async fn migrate_sqlite(options: &SqliteConnectOptions) -> Result<()> {
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(options.clone())
+        .await?;
+    SQLITE_MIGRATIONS.run(&pool).await?;
+    pool.close().await;
+    Ok(())
+}
+
 fn sqlite_options(url: &str) -> Result<SqliteConnectOptions> {
-    Ok(SqliteConnectOptions::from_str(url)?
+    Ok(durable(SqliteConnectOptions::from_str(url)?))
+}
+
+/// WAL with durable commits, as the record store uses: readers never block the writer.
+fn durable(options: SqliteConnectOptions) -> SqliteConnectOptions {
+    options
         .create_if_missing(true)
         .busy_timeout(Duration::from_secs(10))
         .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Full))
+        .synchronous(SqliteSynchronous::Full)
 }
 
 fn logged(cid: String, op: &str, received_at: i64, nullified: bool) -> Result<LoggedOp> {

@@ -100,6 +100,10 @@ pub fn router(state: AppState) -> Router {
     if matches!(state.tenancy, Tenancy::Hosted(_)) {
         root = root.merge(crate::hosted::provision::routes());
     }
+    // Open like the directory service itself: its ops are signed, and it bounds them on its own.
+    if let Some(directory) = &state.directory {
+        root = root.merge(syncropel_directory::routes(directory.clone()));
+    }
     // Unauthenticated, so only where the machine's own users reach it unless asked for.
     if state.metrics_on_main {
         root = root.route("/metrics", get(syncropel_telemetry::http::metrics));

@@ -29,4 +29,6 @@ pub enum StewardError {
     Io(#[from] std::io::Error),
     #[error(transparent)]
     Telemetry(#[from] syncropel_telemetry::TelemetryError),
+    #[error("the did:sync directory's store: {0}")]
+    Directory(#[from] syncropel_directory::DirectoryError),
 }

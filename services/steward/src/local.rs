@@ -56,6 +56,8 @@ pub struct ServeOptions {
     /// Serve `GET /metrics` (unauthenticated) also when listening beyond loopback.
     pub public_metrics: bool,
     pub federation: FederationConfig,
+    /// Serve a did:sync directory at `/directory/*`, its store `directory.db` in the home.
+    pub directory: bool,
 }
 
 pub struct BootstrapRequest {
@@ -78,6 +80,23 @@ pub async fn open_store(home: &Home, memory: bool) -> Result<Arc<dyn RecordStore
         SqliteStore::open_file(&home.db_path()).await?
     };
     Ok(Arc::new(store))
+}
+
+/// Opens the directory the steward serves at `/directory/*`: `directory.db` in the home (WAL,
+/// durable commits), with the standalone directory's rules.
+async fn open_directory(
+    home: &Home,
+    stopping: CancellationToken,
+) -> Result<syncropel_directory::AppState, StewardError> {
+    let path = home.directory_db_path();
+    let store = syncropel_directory::Store::open_file(&path).await?;
+    tracing::info!(store = %path.display(), "serving a did:sync directory at /directory");
+    Ok(syncropel_directory::AppState::new(
+        Arc::new(store),
+        syncropel_directory::Rules::default(),
+        syncropel_directory::Clock::system(),
+        stopping,
+    ))
 }
 
 /// Creates a service account directly in the home's store, whether or not a steward is running
@@ -176,6 +195,13 @@ pub async fn start(
     options: ServeOptions,
     listener: TcpListener,
 ) -> Result<LocalSteward, StewardError> {
+    // DIDs registered at a directory must outlive its process, or they stop resolving.
+    if options.directory && options.memory {
+        return Err(StewardError::Invalid(
+            "--directory-enabled keeps its DIDs in directory.db in the home; it cannot run with --memory"
+                .into(),
+        ));
+    }
     let identity = options.home.identity()?;
     let bound = listener.local_addr()?;
     let store = open_store(&options.home, options.memory).await?;
@@ -204,6 +230,10 @@ pub async fn start(
     );
     reseal_after_rotation(store.as_ref(), &tenant.identity).await?;
     let shutdown = CancellationToken::new();
+    let directory = match options.directory {
+        true => Some(open_directory(&options.home, shutdown.clone()).await?),
+        false => None,
+    };
     let tokens = Arc::new(TokenCache::new(LOCAL_TOKEN_CACHE_TTL));
     let namespaces = Arc::new(Namespaces::default());
     let federation = Arc::new(Federation::new(
@@ -241,6 +271,7 @@ pub async fn start(
         federation: federation.clone(),
         did_publisher: did_publisher(&options.home)?,
         refusals: Arc::default(),
+        directory,
     };
     syncropel_federation::discovery::start(&federation, &tenant);
     let moved = matches!(
@@ -305,6 +336,7 @@ impl LocalSteward {
         };
         tracing::info!(%url, %did, "steward listening");
         let (store, shutdown) = (state.store.clone(), state.shutdown.clone());
+        let directory = state.directory.as_ref().map(|d| d.store.clone());
         let outcome = syncropel_telemetry::serve::serve(
             listener,
             router(state),
@@ -316,6 +348,9 @@ impl LocalSteward {
         .await
         .map_err(StewardError::Io);
         store.close().await;
+        if let Some(directory) = directory {
+            directory.close().await;
+        }
         home.remove_steward_info();
         outcome
     }

@@ -101,6 +101,9 @@ pub struct AppState {
     pub did_publisher: Option<Arc<Publisher>>,
     /// The buckets that bound how many refusals are recorded (protocol.md §13.3).
     pub refusals: Arc<RefusalLog>,
+    /// The did:sync directory this steward serves at `/directory/*` (`spl serve
+    /// --directory-enabled`); none answers there 404.
+    pub directory: Option<syncropel_directory::AppState>,
 }
 
 /// `POST /v1/bootstrap/service-account`, open until the first account exists, hands out an admin

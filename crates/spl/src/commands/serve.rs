@@ -84,6 +84,7 @@ pub fn run(ctx: Ctx, args: &ServeArgs) -> Result<ExitCode> {
         bootstrap_secret: args.bootstrap_secret.clone(),
         cors_origins: args.cors_origins.clone(),
         public_metrics: args.public_metrics,
+        directory: args.directory_enabled,
         federation: FederationConfig {
             poll_interval: Duration::from_secs(args.sync_interval_secs),
             store_ceiling: args.sync_store_ceiling,

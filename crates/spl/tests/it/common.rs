@@ -263,6 +263,7 @@ impl ReservedPort {
             bootstrap_secret: None,
             cors_origins: Vec::new(),
             public_metrics: false,
+            directory: false,
             federation: FederationConfig {
                 directories: directories.iter().map(|d| d.to_string()).collect(),
                 ..FederationConfig::default()

@@ -9,6 +9,7 @@
 mod cli;
 mod common;
 mod crash;
+mod directory;
 mod discover;
 mod export;
 mod federation_cli;

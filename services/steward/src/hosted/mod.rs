@@ -137,6 +137,8 @@ pub async fn build(options: HostedOptions) -> Result<Hosted, StewardError> {
             .as_ref()
             .map(|registration| Arc::new(registration.publisher())),
         refusals: Arc::default(),
+        // The platform runs the directory as a service of its own.
+        directory: None,
     };
     leases::spawn(state.federation.clone(), platform.clone(), leases.clone());
     let addressing = Arc::new(platform.config.addressing.clone());

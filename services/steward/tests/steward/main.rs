@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
 mod connections;
+mod directory;
 mod discovery;
 mod doors;
 mod federation;

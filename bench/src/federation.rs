@@ -42,12 +42,16 @@ pub struct PropagationArgs {
     /// Pause between emits, in milliseconds.
     #[arg(long, default_value_t = 20)]
     interval_ms: u64,
+    /// Time each record from its write's acknowledgement instead of from just before its POST
+    /// (how `couch-propagation` measures, for a like-for-like comparison).
+    #[arg(long)]
+    from_ack: bool,
     #[command(flatten)]
     shape: RecordShape,
 }
 
 /// Emits `records` records on the source, `interval_ms` apart, and times each from just before
-/// its POST to its `record.created` event on the sink's watch stream (sent after the sink's
+/// its POST (or its acknowledgement, `--from-ack`) to its `record.created` event on the sink's watch stream (sent after the sink's
 /// commit). Latencies in microseconds.
 pub async fn propagation(a: PropagationArgs) -> Result<Value> {
     let arrived: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
@@ -89,7 +93,7 @@ pub async fn propagation(a: PropagationArgs) -> Result<Value> {
         if !created {
             bail!("emit {i} answered 200: the record was stored already");
         }
-        sent.push((record.id, started));
+        sent.push((record.id, if a.from_ack { Instant::now() } else { started }));
     }
     // The last records get up to 5 s to arrive.
     let deadline = Instant::now() + Duration::from_secs(5);

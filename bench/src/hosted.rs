@@ -434,7 +434,7 @@ pub async fn post(a: PostArgs) -> Result<serde_json::Value> {
 }
 
 /// A batch answered as a whole: its items counted, the first refusal kept as a sample.
-fn batch_outcome(answer: Result<BatchResult<IgnoredAny>, ClientError>) -> Outcome {
+pub(crate) fn batch_outcome(answer: Result<BatchResult<IgnoredAny>, ClientError>) -> Outcome {
     let result = match answer {
         Ok(result) => result,
         Err(e) => return Outcome::Err(short(&e)),

@@ -263,6 +263,24 @@ where
     Ok((total, duration.as_secs_f64()))
 }
 
+/// A closed-loop run of multi-record requests: records (the items accepted) per second, then
+/// requests and latencies.
+pub(crate) fn batch_report(t: &Tally, secs: f64, clients: usize, batch: u64) -> serde_json::Value {
+    merge(
+        json!({
+            "records": t.items,
+            "secs": secs,
+            "records_per_sec": round3(t.items as f64 / secs),
+            "record_errors": t.item_errors,
+            "requests": t.ok,
+            "errors": t.errors,
+            "clients": clients,
+            "batch": batch,
+        }),
+        latency_json(&t.hist),
+    )
+}
+
 pub(crate) fn latency_json(h: &Histogram<u64>) -> serde_json::Value {
     if h.is_empty() {
         return json!({"p50_ms": null, "p99_ms": null, "max_ms": null});

@@ -4,6 +4,7 @@
 //! stderr), so `bench/run.sh` can collect figures without extra tooling.
 //!
 //! - `post`: closed-loop concurrent `POST /v1/records` for a fixed duration.
+//! - `batch`: closed-loop concurrent `POST /v1/records/batch` for a fixed duration.
 //! - `seed`: concurrent fill of one thread with a fixed number of records.
 //! - `page`: page through one thread with `limit`/`cursor` until `has_more` is false.
 //! - `health`: closed-loop `GET /health`, the ceiling of the HTTP stack.
@@ -14,8 +15,11 @@
 //!   tenants over Postgres), see [`hosted`].
 //! - `directory`: the did:sync directory in-process: resolves/s and signed ops/s.
 //! - `discovery`: cached DID resolution and loopback mDNS discovery, see [`discovery`].
+//! - `couch-post`, `couch-batch`, `couch-seed`, `couch-propagation`: the same shapes against a
+//!   CouchDB-protocol server, for `bench/peers.sh`, see [`couch`].
 
 mod baseline;
+mod couch;
 mod directory;
 mod discovery;
 mod federation;
@@ -62,6 +66,8 @@ struct Cli {
 enum Cmd {
     /// Concurrent single-record `POST /v1/records` for a fixed duration.
     Post(PostArgs),
+    /// Concurrent `POST /v1/records/batch` for a fixed duration.
+    Batch(BatchArgs),
     /// Fill one thread with a fixed number of records, concurrently.
     Seed(SeedArgs),
     /// Page through one thread's records following `next_cursor`.
@@ -98,6 +104,14 @@ enum Cmd {
     Directory(directory::DirectoryArgs),
     /// Identity and discovery: cached DID resolution (ns/hit) and loopback mDNS discovery (ms).
     Discovery(discovery::DiscoveryArgs),
+    /// CouchDB protocol: concurrent single-document `POST /{db}` for a fixed duration.
+    CouchPost(couch::PostArgs),
+    /// CouchDB protocol: concurrent `POST /{db}/_bulk_docs` for a fixed duration.
+    CouchBatch(couch::BatchArgs),
+    /// CouchDB protocol: fill a database through `_bulk_docs`.
+    CouchSeed(couch::SeedArgs),
+    /// CouchDB protocol: write-acknowledged to arrival on a continuously replicated database.
+    CouchPropagation(couch::PropagationArgs),
 }
 
 #[derive(Args, Clone)]
@@ -145,6 +159,26 @@ struct PostArgs {
     /// Prefix of the thread names.
     #[arg(long, default_value = "th_bench_")]
     thread_prefix: String,
+}
+
+#[derive(Args)]
+struct BatchArgs {
+    #[command(flatten)]
+    target: Target,
+    #[command(flatten)]
+    shape: RecordShape,
+    #[arg(long, default_value_t = 4)]
+    clients: usize,
+    /// Records per request (the steward takes at most 1000).
+    #[arg(long, default_value_t = 1000)]
+    batch: u64,
+    #[arg(long, default_value_t = 10)]
+    duration_secs: u64,
+    #[arg(long, default_value_t = 2)]
+    warmup_secs: u64,
+    /// Thread of the records.
+    #[arg(long, default_value = "th_batch")]
+    thread: String,
 }
 
 #[derive(Args)]
@@ -256,6 +290,7 @@ fn main() -> Result<()> {
             rt.block_on(async move {
                 match cmd {
                     Cmd::Post(a) => post_bench(a).await,
+                    Cmd::Batch(a) => batch_bench(a).await,
                     Cmd::Seed(a) => seed(a).await,
                     Cmd::Page(a) => page_bench(a).await,
                     Cmd::Health(a) => health_bench(a).await,
@@ -267,6 +302,10 @@ fn main() -> Result<()> {
                     Cmd::Propagation(a) => federation::propagation(a).await,
                     Cmd::Directory(a) => directory::directory(a).await,
                     Cmd::Discovery(a) => discovery::discovery(a).await,
+                    Cmd::CouchPost(a) => couch::post(a).await,
+                    Cmd::CouchBatch(a) => couch::batch(a).await,
+                    Cmd::CouchSeed(a) => couch::seed(a).await,
+                    Cmd::CouchPropagation(a) => couch::propagation(a).await,
                     Cmd::Sqlite(_) | Cmd::Exec(_) | Cmd::Verify(_) => unreachable!("handled above"),
                 }
             })?
@@ -303,6 +342,35 @@ async fn post_bench(a: PostArgs) -> Result<serde_json::Value> {
         async move { emitted(client.emit(&record).await) }
     };
     throughput("records", a.clients, a.warmup_secs, a.duration_secs, op).await
+}
+
+async fn batch_bench(a: BatchArgs) -> Result<serde_json::Value> {
+    let client = steward(
+        &http_client(a.clients)?,
+        &a.target.url,
+        Some(&a.target.token),
+    )?;
+    let maker = Arc::new(RecordMaker::new(&a.shape));
+    let thread = Arc::new(a.thread.clone());
+    let size = a.batch.clamp(1, 1000);
+    let op = move |i: u64| {
+        let records = (0..size)
+            .map(|j| maker.make(i * size + j, &thread))
+            .collect();
+        let client = client.clone();
+        async move {
+            let batch = syncropel_api::CreateRecords { records };
+            hosted::batch_outcome(client.emit_batch(&batch).await)
+        }
+    };
+    let (t, secs) = load::closed_loop(
+        a.clients,
+        Duration::from_secs(a.warmup_secs),
+        Duration::from_secs(a.duration_secs.max(1)),
+        op,
+    )
+    .await?;
+    Ok(load::batch_report(&t, secs, a.clients, size))
 }
 
 async fn health_bench(a: HealthArgs) -> Result<serde_json::Value> {

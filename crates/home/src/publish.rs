@@ -11,6 +11,7 @@ use syncropel_federation::directory::{services_with_relays, submit, sync_genesis
 use syncropel_federation::{DidResolver, PeerClient};
 use syncropel_protocol::did_doc::did_web_for;
 use syncropel_protocol::did_sync::{cid, did_from_genesis, sign_operation, OpType, Operation};
+use syncropel_protocol::pair::PairView;
 use syncropel_protocol::{rfc3339_from_unix, unix_now, Keypair};
 use syncropel_store::RecordStore;
 
@@ -240,27 +241,34 @@ async fn head_naming(
 /// Pairs are made with a DID: a home with live pairs keeps its DID until they are revoked
 /// (peers would refuse the new one; federation-protocol.md §1.2).
 pub async fn refuse_if_paired(home: &Home) -> Result<(), HomeError> {
-    if !home.db_path().exists() {
-        return Ok(());
-    }
     let did = home.did()?;
-    let store = syncropel_store::SqliteStore::open_file(&home.db_path()).await?;
-    let records =
-        syncropel_tenant::stored_thread(&store, LOCAL_TENANT, syncropel_protocol::PAIRS_THREAD)
-            .await;
-    store.close().await;
-    let (records, _) = records.map_err(|e| HomeError::Refused(e.to_string()))?;
-    let live = syncropel_protocol::pair::fold_pairs(&records, &did, |_| true)
-        .into_values()
-        .filter(|pair| pair.state != syncropel_protocol::PairState::Revoked)
-        .count();
-    match live {
+    match live_pairs(home, &did).await?.len() {
         0 => Ok(()),
         n => Err(HomeError::Refused(format!(
             "{n} pairs were made with {did}; revoke them first (`spl federation revoke`) and pair \
              again once the identity is published"
         ))),
     }
+}
+
+/// The pairs of the home's store that `did` made and has not revoked, read from a stopped or a
+/// running home alike (none without a store).
+pub async fn live_pairs(home: &Home, did: &str) -> Result<Vec<PairView>, HomeError> {
+    if !home.db_path().exists() {
+        return Ok(Vec::new());
+    }
+    let store = syncropel_store::SqliteStore::open_file(&home.db_path()).await?;
+    let records =
+        syncropel_tenant::stored_thread(&store, LOCAL_TENANT, syncropel_protocol::PAIRS_THREAD)
+            .await;
+    store.close().await;
+    let (records, _) = records.map_err(|e| HomeError::Refused(e.to_string()))?;
+    Ok(
+        syncropel_protocol::pair::fold_pairs(&records, did, |_| true)
+            .into_values()
+            .filter(|pair| pair.state != syncropel_protocol::PairState::Revoked)
+            .collect(),
+    )
 }
 
 fn refuse_if_published(home: &Home) -> Result<(), HomeError> {

@@ -356,6 +356,9 @@ pub struct InitArgs {
     /// Replace an existing identity key with a new one
     #[arg(long)]
     pub force: bool,
+    /// With --force: replace it even though pairs made with the current identity would break
+    #[arg(long, requires = "force")]
+    pub yes: bool,
 }
 
 #[derive(Debug, Args)]

@@ -342,6 +342,12 @@ pub struct UpgradeArgs {
     /// steward serves the document at]
     #[arg(long = "service-endpoint", value_name = "URL")]
     pub service_endpoint: Option<String>,
+    /// did:web: also write the DID document to FILE, to publish at
+    /// https://<host>/.well-known/did.json (or /<path>/did.json) where the steward does not
+    /// answer itself. Run again after `spl identity rotate` to write it anew
+    // Not named `output`: that is the id of the global `--output-format`.
+    #[arg(long = "output", value_name = "FILE")]
+    pub did_json: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

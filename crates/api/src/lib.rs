@@ -64,6 +64,6 @@ pub use records::{
 pub use relay::{OutboxRow, RelayEndpoint, RelayKicked, RelayPurge, RelayQueues, RelayStatus};
 pub use sync::{
     ChangesPage, ChangesParams, CreateSyncPair, FetchRecords, PullRequest, PullResult,
-    PushRejected, PushSent, PushThread, SyncPair, SyncRecords,
+    PushRejected, PushSent, PushThread, QuarantinedRecord, SyncPair, SyncRecords,
 };
 pub use watch::{RecordCreated, WatchEvent};

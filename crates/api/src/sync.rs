@@ -97,6 +97,23 @@ pub struct PushRejected {
     pub code: String,
 }
 
+/// A record a peer sent that is held in quarantine here, never stored in the log
+/// (`GET /v1/sync/quarantine`, federation-protocol.md §5.9).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct QuarantinedRecord {
+    /// What it came through: a pair's id, a legacy sync pair's (`sp_…`), or `once_…` for a
+    /// one-shot pull with a peer token.
+    pub source: String,
+    pub id: String,
+    pub thread: String,
+    pub actor: String,
+    /// Why it is held: `SIGNER_UNRESOLVED`, `NAMESPACE_REJECTED`, `SIGNATURE_INVALID`, ….
+    pub code: String,
+    /// Unix seconds it was quarantined; for `SIGNER_UNRESOLVED`, when it first was.
+    pub at: i64,
+}
+
 /// What a one-shot pull did.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "object", rename = "sync_result", default)]

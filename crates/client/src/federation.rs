@@ -5,9 +5,10 @@
 use reqwest::{Method, StatusCode};
 use syncropel_api::{
     ConsentGrant, CreateGrant, CreateSyncPair, FederationPair, GrantRevoked, HandshakePending,
-    Introductions, List, MdnsRoster, PairGrant, PairIntroducible, PairReason, PendingDecision,
-    PendingPair, PullRequest, PullResult, PushSent, PushThread, RelayKicked, RelayPurge,
-    RelayQueues, RelayStatus, SetIntroducible, StartPair, SyncPair, SyncTrace,
+    Introductions, List, ListPage, MdnsRoster, PairGrant, PairIntroducible, PairReason,
+    PendingDecision, PendingPair, PullRequest, PullResult, PushSent, PushThread, QuarantinedRecord,
+    RelayKicked, RelayPurge, RelayQueues, RelayStatus, SetIntroducible, StartPair, SyncPair,
+    SyncTrace,
 };
 
 use crate::{reply, with_json, Client, ClientError, Reply};
@@ -309,6 +310,27 @@ impl Client {
         let limit = limit.map(|n| n.to_string());
         let query: Vec<(&str, &str)> = limit.iter().map(|n| ("limit", n.as_str())).collect();
         self.get_reply(self.url(&sync_pair_path(id, Some("trace")), &query))
+            .await
+    }
+
+    /// `GET /v1/sync/quarantine[?pair=ID&limit=N&cursor=C]`: a page of the records peers sent
+    /// that are held in quarantine, of one pair (its id or peer DID) or of all.
+    pub async fn sync_quarantine(
+        &self,
+        pair: Option<&str>,
+        limit: Option<u32>,
+        cursor: Option<&str>,
+    ) -> Result<Reply<ListPage<QuarantinedRecord>>, ClientError> {
+        let limit = limit.map(|n| n.to_string());
+        let query: Vec<(&str, &str)> = [
+            pair.map(|p| ("pair", p)),
+            limit.as_deref().map(|n| ("limit", n)),
+            cursor.map(|c| ("cursor", c)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        self.get_reply(self.url_encoded("/v1/sync/quarantine", &query))
             .await
     }
 

@@ -33,6 +33,7 @@ pub mod pairs;
 mod peer;
 pub mod puller;
 pub mod push;
+pub mod quarantine;
 pub mod relay;
 pub mod renewal;
 mod resolve;

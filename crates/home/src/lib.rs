@@ -38,7 +38,8 @@ mod publish;
 
 pub use portability::{export_offline, import_offline, restore_offline};
 pub use publish::{
-    publish_relays, refuse_if_paired, rotate, upgrade_to_sync, upgrade_to_web, SyncRegistration,
+    did_web_file, live_pairs, publish_relays, refuse_if_paired, rotate, upgrade_to_sync,
+    upgrade_to_web, SyncRegistration,
 };
 
 /// The store key of a home's one tenant.

@@ -9,8 +9,9 @@ use std::collections::BTreeMap;
 pub(crate) use syncropel_federation::directory::multibase;
 use syncropel_federation::directory::{services_with_relays, submit, sync_genesis};
 use syncropel_federation::{DidResolver, PeerClient};
-use syncropel_protocol::did_doc::did_web_for;
+use syncropel_protocol::did_doc::{add_relay_services, did_web_document, did_web_for, did_web_url};
 use syncropel_protocol::did_sync::{cid, did_from_genesis, sign_operation, OpType, Operation};
+use syncropel_protocol::pair::PairView;
 use syncropel_protocol::{rfc3339_from_unix, unix_now, Keypair};
 use syncropel_store::RecordStore;
 
@@ -108,6 +109,39 @@ pub fn upgrade_to_web(
     let published = PublishedIdentity::first(did_web_for(host, path), "web", &key, endpoint);
     home.publish(&published)?;
     Ok(published)
+}
+
+/// The home's did:web document, as `spl serve` would serve it, for the operator to publish at
+/// [`did_web_url`] where the steward does not answer itself: every key not withdrawn (current
+/// first), a `syncropel` service at the published endpoint (else the origin the document is
+/// fetched from) and the relays `config.toml` names. Also where it is to be published.
+pub fn did_web_file(home: &Home) -> Result<(serde_json::Value, String), HomeError> {
+    let published = home
+        .published()?
+        .filter(|p| p.method == "web")
+        .ok_or_else(|| HomeError::Refused("this home's DID is not a did:web".into()))?;
+    let url = did_web_url(&published.did).map_err(|e| HomeError::Refused(e.to_string()))?;
+    // `scheme://authority`, the part before the path.
+    let authority_at = url.find("://").map_or(0, |i| i + 3);
+    let origin = url[authority_at..]
+        .find('/')
+        .map_or(url.as_str(), |end| &url[..authority_at + end]);
+    let keys: Vec<(String, String)> = published
+        .keys
+        .iter()
+        .rev()
+        .filter(|(fragment, _)| !published.compromised.contains(fragment))
+        .cloned()
+        .collect();
+    let mut document = did_web_document(
+        &published.did,
+        &keys,
+        std::slice::from_ref(&published.current),
+        Some(published.endpoint.as_deref().unwrap_or(origin)),
+        &[],
+    );
+    add_relay_services(&mut document, &published.did, &home.relays()?);
+    Ok((document, url))
 }
 
 /// Replaces the signing key of a published identity (federation-protocol.md §1.3 rotation, §1.4 `update`). The old key
@@ -240,27 +274,34 @@ async fn head_naming(
 /// Pairs are made with a DID: a home with live pairs keeps its DID until they are revoked
 /// (peers would refuse the new one; federation-protocol.md §1.2).
 pub async fn refuse_if_paired(home: &Home) -> Result<(), HomeError> {
-    if !home.db_path().exists() {
-        return Ok(());
-    }
     let did = home.did()?;
-    let store = syncropel_store::SqliteStore::open_file(&home.db_path()).await?;
-    let records =
-        syncropel_tenant::stored_thread(&store, LOCAL_TENANT, syncropel_protocol::PAIRS_THREAD)
-            .await;
-    store.close().await;
-    let (records, _) = records.map_err(|e| HomeError::Refused(e.to_string()))?;
-    let live = syncropel_protocol::pair::fold_pairs(&records, &did, |_| true)
-        .into_values()
-        .filter(|pair| pair.state != syncropel_protocol::PairState::Revoked)
-        .count();
-    match live {
+    match live_pairs(home, &did).await?.len() {
         0 => Ok(()),
         n => Err(HomeError::Refused(format!(
             "{n} pairs were made with {did}; revoke them first (`spl federation revoke`) and pair \
              again once the identity is published"
         ))),
     }
+}
+
+/// The pairs of the home's store that `did` made and has not revoked, read from a stopped or a
+/// running home alike (none without a store).
+pub async fn live_pairs(home: &Home, did: &str) -> Result<Vec<PairView>, HomeError> {
+    if !home.db_path().exists() {
+        return Ok(Vec::new());
+    }
+    let store = syncropel_store::SqliteStore::open_file(&home.db_path()).await?;
+    let records =
+        syncropel_tenant::stored_thread(&store, LOCAL_TENANT, syncropel_protocol::PAIRS_THREAD)
+            .await;
+    store.close().await;
+    let (records, _) = records.map_err(|e| HomeError::Refused(e.to_string()))?;
+    Ok(
+        syncropel_protocol::pair::fold_pairs(&records, did, |_| true)
+            .into_values()
+            .filter(|pair| pair.state != syncropel_protocol::PairState::Revoked)
+            .collect(),
+    )
 }
 
 fn refuse_if_published(home: &Home) -> Result<(), HomeError> {

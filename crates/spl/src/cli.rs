@@ -342,6 +342,12 @@ pub struct UpgradeArgs {
     /// steward serves the document at]
     #[arg(long = "service-endpoint", value_name = "URL")]
     pub service_endpoint: Option<String>,
+    /// did:web: also write the DID document to FILE, to publish at
+    /// https://<host>/.well-known/did.json (or /<path>/did.json) where the steward does not
+    /// answer itself. Run again after `spl identity rotate` to write it anew
+    // Not named `output`: that is the id of the global `--output-format`.
+    #[arg(long = "output", value_name = "FILE")]
+    pub did_json: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -356,6 +362,9 @@ pub struct InitArgs {
     /// Replace an existing identity key with a new one
     #[arg(long)]
     pub force: bool,
+    /// With --force: replace it even though pairs made with the current identity would break
+    #[arg(long, requires = "force")]
+    pub yes: bool,
 }
 
 #[derive(Debug, Args)]

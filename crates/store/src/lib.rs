@@ -303,6 +303,17 @@ pub trait RecordStore: Send + Sync + 'static {
     /// Every state document of a kind, ordered by key.
     async fn state_list(&self, tenant: &str, kind: &str) -> Result<Vec<(String, String)>>;
 
+    /// At most `limit` state documents of a kind whose keys start with `prefix` (`""`: all) and
+    /// sort after `after`, ordered by key: a page of a kind too large to read whole.
+    async fn state_page(
+        &self,
+        tenant: &str,
+        kind: &str,
+        prefix: &str,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<(String, String)>>;
+
     /// How many state documents of a kind the tenant holds (without reading them).
     async fn state_count(&self, tenant: &str, kind: &str) -> Result<u64>;
 

@@ -379,6 +379,21 @@ pub enum FleetSyncCommand {
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
         limit: Option<u32>,
     },
+    /// Records peers sent that are held in quarantine, never stored: why (the code), from which
+    /// pair, since when
+    Quarantine {
+        /// Only those of this pair: its id (or a legacy pair's `sp_…`) or its peer's DID
+        #[arg(long, value_name = "ID", value_parser = NonEmptyStringValueParser::new())]
+        pair: Option<String>,
+
+        /// Most entries to show (at most 500) [default: 50]
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=500))]
+        limit: Option<u32>,
+
+        /// Where to go on from: the `next_cursor` of the page before
+        #[arg(long, value_name = "CURSOR", value_parser = NonEmptyStringValueParser::new())]
+        cursor: Option<String>,
+    },
     /// Stop pulling until `resume`
     Pause {
         /// Sync pair id (sp_…)

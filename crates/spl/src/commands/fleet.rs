@@ -25,6 +25,11 @@ pub async fn run(ctx: &Ctx, command: FleetCommand) -> Result<ExitCode> {
         FleetSyncCommand::List => list(ctx).await,
         FleetSyncCommand::Status { id } => status(ctx, &id).await,
         FleetSyncCommand::Trace { id, limit } => trace(ctx, &id, limit).await,
+        FleetSyncCommand::Quarantine {
+            pair,
+            limit,
+            cursor,
+        } => quarantine(ctx, pair.as_deref(), limit, cursor.as_deref()).await,
         FleetSyncCommand::Pause { id } => action(ctx, &id, Action::Pause).await,
         FleetSyncCommand::Resume { id } => action(ctx, &id, Action::Resume).await,
         FleetSyncCommand::Kick { id } => action(ctx, &id, Action::Kick).await,
@@ -163,6 +168,50 @@ async fn trace(ctx: &Ctx, id: &str, limit: Option<u32>) -> Result<ExitCode> {
             &rows
         )
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `spl fleet sync quarantine`: one page of the records held in quarantine.
+async fn quarantine(
+    ctx: &Ctx,
+    pair: Option<&str>,
+    limit: Option<u32>,
+    cursor: Option<&str>,
+) -> Result<ExitCode> {
+    let page = ctx.client()?.sync_quarantine(pair, limit, cursor).await?;
+    if ctx.json {
+        print_json(page.json());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let page = page.into_value();
+    if page.data.is_empty() && cursor.is_none() {
+        println!("nothing is held in quarantine");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<Vec<String>> = page
+        .data
+        .iter()
+        .map(|e| {
+            vec![
+                syncropel_protocol::rfc3339_from_unix(e.at),
+                e.code.clone(),
+                e.source.clone(),
+                e.thread.clone(),
+                e.actor.clone(),
+                e.id.clone(),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(
+            &["SINCE", "CODE", "PAIR", "THREAD", "ACTOR", "RECORD"],
+            &rows
+        )
+    );
+    if let Some(next) = &page.next_cursor {
+        eprintln!("more: --cursor {next}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

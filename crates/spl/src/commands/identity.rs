@@ -9,11 +9,12 @@ use serde_json::{json, Value};
 use syncropel_federation::directory::Publisher;
 use syncropel_federation::{PeerClient, PeerClientOptions};
 use syncropel_home::SyncRegistration;
+use syncropel_protocol::did_doc::did_web_for;
 use syncropel_protocol::Keypair;
 
 use super::serve::refuse_if_running;
 use super::Ctx;
-use crate::cli::{EndpointArgs, IdentityCommand};
+use crate::cli::{EndpointArgs, IdentityCommand, UpgradeArgs};
 use crate::output::print_json;
 
 pub async fn run(ctx: &Ctx, command: IdentityCommand) -> Result<ExitCode> {
@@ -25,35 +26,34 @@ pub async fn run(ctx: &Ctx, command: IdentityCommand) -> Result<ExitCode> {
     let shown = match command {
         IdentityCommand::Show => show(ctx)?,
         IdentityCommand::Upgrade(args) => {
-            // A running steward would go on signing as the old identity (and pairing with it).
-            refuse_if_running(&ctx.home)?;
-            if ctx.home.published()?.is_some() {
-                bail!("this home is already published; see `spl identity show`");
+            if args.did_json.is_some() && args.method != "web" {
+                bail!("--output writes a did:web document: it goes with --method web");
             }
-            syncropel_home::refuse_if_paired(&ctx.home).await?;
-            let endpoint = args.service_endpoint;
-            match args.method.as_str() {
-                "sync" => {
-                    let registration = SyncRegistration {
-                        directory: args.directory.unwrap_or_default(),
-                        handles: args.handles,
-                        namespaces: args.namespaces,
-                        endpoint,
-                        recovery_key: args.recovery_key,
-                    };
-                    syncropel_home::upgrade_to_sync(&ctx.home, &client, registration).await?;
-                }
-                _ => {
-                    let host = args.domain.unwrap_or_default();
-                    syncropel_home::upgrade_to_web(
-                        &ctx.home,
-                        &host,
-                        args.path.as_deref(),
-                        endpoint,
-                    )?;
-                }
+            let web = (args.method == "web").then(|| {
+                did_web_for(
+                    args.domain.as_deref().unwrap_or_default(),
+                    args.path.as_deref(),
+                )
+            });
+            // The same command run again with --output (after a rotation, say) only writes the
+            // document anew.
+            let rewrite = args.did_json.is_some()
+                && ctx
+                    .home
+                    .published()?
+                    .is_some_and(|p| Some(&p.did) == web.as_ref());
+            if !rewrite {
+                upgrade(ctx, &client, &args).await?;
             }
-            show(ctx)?
+            let mut shown = show(ctx)?;
+            if let Some(path) = &args.did_json {
+                let (document, url) = syncropel_home::did_web_file(&ctx.home)?;
+                let text = serde_json::to_string_pretty(&document)? + "\n";
+                std::fs::write(path, text)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                shown["did_document"] = json!({"path": path, "publish_at": url});
+            }
+            shown
         }
         IdentityCommand::Endpoint(args) => return endpoint(ctx, &client, &args).await,
         IdentityCommand::Rotate(args) => {
@@ -71,6 +71,12 @@ pub async fn run(ctx: &Ctx, command: IdentityCommand) -> Result<ExitCode> {
         if let Some(directory) = shown["directory"].as_str() {
             println!("directory {directory}");
         }
+        if let Some(path) = shown["did_document"]["path"].as_str() {
+            println!(
+                "document  {path}, to publish at {}",
+                shown["did_document"]["publish_at"].as_str().unwrap_or("")
+            );
+        }
         for key in shown["keys"].as_array().into_iter().flatten() {
             println!(
                 "key       {} {}{}",
@@ -85,6 +91,34 @@ pub async fn run(ctx: &Ctx, command: IdentityCommand) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Publishes the home's did:key as a did:sync or a did:web.
+async fn upgrade(ctx: &Ctx, client: &PeerClient, args: &UpgradeArgs) -> Result<()> {
+    // A running steward would go on signing as the old identity (and pairing with it).
+    refuse_if_running(&ctx.home)?;
+    if ctx.home.published()?.is_some() {
+        bail!("this home is already published; see `spl identity show`");
+    }
+    syncropel_home::refuse_if_paired(&ctx.home).await?;
+    let endpoint = args.service_endpoint.clone();
+    match args.method.as_str() {
+        "sync" => {
+            let registration = SyncRegistration {
+                directory: args.directory.clone().unwrap_or_default(),
+                handles: args.handles.clone(),
+                namespaces: args.namespaces.clone(),
+                endpoint,
+                recovery_key: args.recovery_key.clone(),
+            };
+            syncropel_home::upgrade_to_sync(&ctx.home, client, registration).await?;
+        }
+        _ => {
+            let host = args.domain.as_deref().unwrap_or_default();
+            syncropel_home::upgrade_to_web(&ctx.home, host, args.path.as_deref(), endpoint)?;
+        }
+    }
+    Ok(())
 }
 
 fn show(ctx: &Ctx) -> Result<Value> {

@@ -507,3 +507,68 @@ fn an_invite_shares_over_the_live_pair_and_is_idempotent() {
     ]);
     assert!(!refused.status.success());
 }
+
+/// A record the puller held back (a namespace it never registered) is what `spl fleet sync
+/// quarantine` shows: as JSON with its pair, code and id, as a table, narrowed to the pair by
+/// its id or the peer's DID; a limit past 500 is refused before any request.
+#[test]
+fn spl_fleet_sync_quarantine_shows_what_a_pull_held_back() {
+    let (a, b, pair_id) = paired();
+    a.json(&["namespace", "create", "research"]);
+    a.json(&[
+        "consent",
+        "grant",
+        "--from-namespace",
+        "research",
+        "--to-namespace",
+        "default",
+        "--hash-levels",
+        "L0,L1",
+    ]);
+    let record = a.emit("KNOW", "th_held", json!({"namespace": "research", "n": 1}));
+    let pulled = b.json(&["sync", "th_held", "from", &a.did]);
+    assert_eq!(pulled["quarantined"], 1, "{pulled}");
+
+    for pair in [&pair_id, &a.did] {
+        let listed = b.json(&[
+            "fleet",
+            "sync",
+            "quarantine",
+            "--pair",
+            pair,
+            "--limit",
+            "10",
+        ]);
+        assert_eq!(listed["object"], "list", "{listed}");
+        assert_eq!(listed["has_more"], false, "{listed}");
+        let held = listed["data"].as_array().unwrap();
+        assert_eq!(held.len(), 1, "{listed}");
+        assert_eq!(held[0]["id"], record["id"], "{listed}");
+        assert_eq!(held[0]["source"], pair_id.as_str(), "{listed}");
+        assert_eq!(held[0]["code"], "NAMESPACE_REJECTED", "{listed}");
+        assert_eq!(held[0]["thread"], "th_held", "{listed}");
+    }
+    assert!(b.records("th_held").is_empty());
+
+    let url = b.url();
+    let table = ok(spl(b.home())
+        .args(["--endpoint", &url, "--token", &b.token])
+        .args(["fleet", "sync", "quarantine"])
+        .output()
+        .unwrap());
+    assert!(table.contains("NAMESPACE_REJECTED"), "{table}");
+    assert!(table.contains(record["id"].as_str().unwrap()), "{table}");
+    assert!(table.contains(&pair_id), "{table}");
+    // The steward it came from holds nothing back.
+    let none = ok(spl(a.home())
+        .args(["--endpoint", &a.url(), "--token", &a.token])
+        .args(["fleet", "sync", "quarantine"])
+        .output()
+        .unwrap());
+    assert_eq!(none, "nothing is held in quarantine");
+
+    for limit in ["0", "501", "100000"] {
+        let refused = b.output(&["fleet", "sync", "quarantine", "--limit", limit]);
+        assert!(!refused.status.success(), "--limit {limit}");
+    }
+}

@@ -146,6 +146,149 @@ fn a_did_web_is_served_by_the_steward_itself() {
     );
 }
 
+/// `--output` writes the did:web document for the operator to publish: a DID document of that
+/// did:web whose one key is the home's signing key, the very document the steward serves at the
+/// DID's address; the path form and a named endpoint are honoured, running the command again
+/// writes it anew, and `--output` goes with `--method web` only.
+#[test]
+fn a_did_web_document_is_written_for_the_operator_to_publish() {
+    use syncropel_protocol::did_doc::parse_document;
+    let home = tempfile::tempdir().unwrap();
+    let signer = ok(run(home.path(), &["init"]));
+    let out = home.path().join("did.json");
+    let out_arg = out.to_str().unwrap();
+    assert!(fails(
+        home.path(),
+        &[
+            "identity",
+            "upgrade",
+            "--method",
+            "sync",
+            "--directory",
+            "http://127.0.0.1:9",
+            "--output",
+            out_arg
+        ],
+    )
+    .contains("--method web"));
+    assert!(!out.exists());
+    assert_eq!(
+        show(home.path())["did"],
+        signer.as_str(),
+        "nothing was upgraded"
+    );
+
+    let reserved = ReservedPort::bind();
+    let (host, port) = (reserved.host(), reserved.port());
+    let upgrade = [
+        "--json", "identity", "upgrade", "--method", "web", "--domain", &host, "--output", out_arg,
+    ];
+    let upgraded = json(run(home.path(), &upgrade));
+    let did = format!("did:web:127.0.0.1%3A{port}");
+    assert_eq!(upgraded["did"], did.as_str(), "{upgraded}");
+    assert_eq!(upgraded["did_document"]["path"], out_arg, "{upgraded}");
+    let publish_at = format!("http://127.0.0.1:{port}/.well-known/did.json");
+    assert_eq!(upgraded["did_document"]["publish_at"], publish_at.as_str());
+
+    let written: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let parsed = parse_document(&did, &written).unwrap();
+    assert_eq!(parsed.keys.len(), 1, "{written}");
+    assert_eq!(parsed.keys[0].did_key, signer, "the steward's own key");
+    assert!(parsed.keys[0].current, "{written}");
+    assert_eq!(
+        parsed.endpoint.as_deref(),
+        Some(format!("http://127.0.0.1:{port}").as_str())
+    );
+
+    // Run again, it only writes the document anew: the same one.
+    std::fs::remove_file(&out).unwrap();
+    let again = json(run(home.path(), &upgrade));
+    assert_eq!(again["did"], did.as_str());
+    let rewritten: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(rewritten, written);
+    // Another did:web is still an upgrade of a published home, refused.
+    assert!(fails(
+        home.path(),
+        &[
+            "identity",
+            "upgrade",
+            "--method",
+            "web",
+            "--domain",
+            "other.example",
+            "--output",
+            out_arg
+        ],
+    )
+    .contains("already published"));
+
+    // The steward serves that very document at the DID's address.
+    let steward = reserved.serve(home.path(), &[]);
+    let served: Value = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        reqwest::get(&publish_at)
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
+    assert_eq!(served, written);
+    drop(steward);
+
+    // After a rotation, the same command writes the new key first, in force, the old one kept.
+    ok(run(home.path(), &["identity", "rotate"]));
+    let rotated_signer = show(home.path())["signer"].as_str().unwrap().to_string();
+    assert_ne!(rotated_signer, signer);
+    json(run(home.path(), &upgrade));
+    let rotated: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let parsed = parse_document(&did, &rotated).unwrap();
+    let keys: Vec<(&str, bool)> = parsed
+        .keys
+        .iter()
+        .map(|k| (k.did_key.as_str(), k.current))
+        .collect();
+    assert_eq!(
+        keys,
+        [(rotated_signer.as_str(), true), (signer.as_str(), false)]
+    );
+
+    // The path form, with an endpoint named.
+    let home = tempfile::tempdir().unwrap();
+    let signer = ok(run(home.path(), &["init"]));
+    let out = home.path().join("alice.json");
+    let upgraded = json(run(
+        home.path(),
+        &[
+            "--json",
+            "identity",
+            "upgrade",
+            "--method",
+            "web",
+            "--domain",
+            "spl.example.com",
+            "--path",
+            "teams/alice",
+            "--service-endpoint",
+            "https://steward.example.com",
+            "--output",
+            out.to_str().unwrap(),
+        ],
+    ));
+    let did = "did:web:spl.example.com:teams:alice";
+    assert_eq!(upgraded["did"], did);
+    assert_eq!(
+        upgraded["did_document"]["publish_at"],
+        "https://spl.example.com/teams/alice/did.json"
+    );
+    let written: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let parsed = parse_document(did, &written).unwrap();
+    assert_eq!(parsed.keys[0].did_key, signer);
+    assert_eq!(
+        parsed.endpoint.as_deref(),
+        Some("https://steward.example.com")
+    );
+}
+
 /// A rotation keeps what was sealed or derived under the old key: the next start seals secret
 /// values again under the new key (they read back the same, and open with no retired key after),
 /// and a member renewed after it keeps its master DID, its acceptance signed by that key.

@@ -66,3 +66,38 @@ fn force_replaces_the_identity_and_warns() {
     // The new key is the one that stays.
     assert_eq!(ok(run(&home, &["init"])), new);
 }
+
+/// `--force` over a home whose store holds live pairs lists them and refuses (the peers would
+/// refuse the new DID); `--yes` goes ahead. A home with a store but no pairs is replaced as ever.
+#[test]
+fn force_lists_the_pairs_it_would_break_and_needs_yes() {
+    let (a, mut b, pair_id) = crate::federation_e2e::paired();
+    b.stop();
+    let home = b.home();
+    let refused = run(home, &["init", "--force"]);
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    for expected in [
+        pair_id.as_str(),
+        a.did.as_str(),
+        "active",
+        "--yes",
+        b.did.as_str(),
+    ] {
+        assert!(said.contains(expected), "{expected}: {said}");
+    }
+    assert!(refused.stdout.is_empty());
+    assert_eq!(ok(run(home, &["init"])), b.did, "the identity stays");
+    // `--yes` means nothing without `--force`.
+    assert!(!run(home, &["init", "--yes"]).status.success());
+
+    let forced = run(home, &["--json", "init", "--force", "--yes"]);
+    let forced: serde_json::Value = serde_json::from_str(&ok(forced)).unwrap();
+    assert_eq!(forced["previous_did"], b.did.as_str());
+    assert_ne!(forced["did"], b.did.as_str());
+
+    // A store without pairs: replaced without asking.
+    let lone = crate::federation_e2e::Node::init();
+    let forced = ok(run(lone.home(), &["init", "--force"]));
+    assert_ne!(forced, lone.did);
+}

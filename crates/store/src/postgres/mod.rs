@@ -263,6 +263,21 @@ impl RecordStore for PgStore {
         sql::state_list(&mut *bound(&self.pool, tenant).await?, tenant, kind).await
     }
 
+    async fn state_page(
+        &self,
+        tenant: &str,
+        kind: &str,
+        prefix: &str,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<(String, String)>> {
+        if has_nul([Some(tenant), Some(kind), Some(prefix), Some(after)]) {
+            return Ok(Vec::new());
+        }
+        let mut conn = bound(&self.pool, tenant).await?;
+        sql::state_page(&mut *conn, tenant, kind, prefix, after, limit).await
+    }
+
     async fn state_count(&self, tenant: &str, kind: &str) -> Result<u64> {
         if has_nul([Some(tenant), Some(kind)]) {
             return Ok(0);

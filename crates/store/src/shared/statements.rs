@@ -284,6 +284,33 @@ macro_rules! statements {
                 .collect())
         }
 
+        pub(super) async fn state_page(
+            db: impl sqlx::Executor<'_, Database = $db>,
+            tenant: &str,
+            kind: &str,
+            prefix: &str,
+            after: &str,
+            limit: u32,
+        ) -> $crate::Result<Vec<(String, String)>> {
+            // A prefix compared with `substr`, not as a key range: under a linguistic collation
+            // the keys starting with a prefix need not sort next to it.
+            let rows = sqlx::query(
+                "SELECT key, value FROM federation_state WHERE tenant = $1 AND kind = $2 \
+                 AND substr(key, 1, length($3)) = $3 AND key > $4 ORDER BY key LIMIT $5",
+            )
+            .bind(tenant)
+            .bind(kind)
+            .bind(prefix)
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(db)
+            .await?;
+            Ok(rows
+                .iter()
+                .map(|r| (r.get("key"), r.get("value")))
+                .collect())
+        }
+
         pub(super) async fn state_count(
             db: impl sqlx::Executor<'_, Database = $db>,
             tenant: &str,

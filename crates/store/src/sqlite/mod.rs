@@ -204,6 +204,17 @@ impl RecordStore for SqliteStore {
         sql::state_list(&self.reader, tenant, kind).await
     }
 
+    async fn state_page(
+        &self,
+        tenant: &str,
+        kind: &str,
+        prefix: &str,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<(String, String)>> {
+        sql::state_page(&self.reader, tenant, kind, prefix, after, limit).await
+    }
+
     async fn state_count(&self, tenant: &str, kind: &str) -> Result<u64> {
         sql::state_count(&self.reader, tenant, kind).await
     }

@@ -256,6 +256,7 @@ async fn every_route_opens_to_the_scopes_and_grains_its_row_names_and_no_other()
         route(M::GET, "/v1/federation/pending", FEDERATION),
         route(M::GET, "/v1/consent/grants", FEDERATION),
         route(M::GET, "/v1/sync/pairs", FEDERATION),
+        route(M::GET, "/v1/sync/quarantine", FEDERATION),
         route(M::GET, "/v1/sync/changes?thread=th_m", PULL),
         route(
             M::GET,

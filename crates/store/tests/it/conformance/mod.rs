@@ -46,6 +46,7 @@ conformance!(
     auth::auth_changes_apply_with_their_audit_record,
     auth::concurrent_token_lookups_each_get_their_own_answer,
     state::writes_move_state_with_their_records_and_replace_only_stubs,
+    state::state_pages_follow_key_order_prefix_and_tenant,
 );
 
 fn all(limit: u32) -> ListFilter {

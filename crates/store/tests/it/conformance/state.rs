@@ -161,3 +161,40 @@ pub async fn writes_move_state_with_their_records_and_replace_only_stubs(
     );
     assert_eq!(store.head_seq("u").await.unwrap(), 0);
 }
+
+/// `state_page` reads a kind in key order, a page at a time after a key, only the keys with a
+/// prefix when given one, and only the tenant's own.
+pub async fn state_pages_follow_key_order_prefix_and_tenant(store: Arc<dyn RecordStore>) {
+    let keys = ["p1\na", "p1\nb", "p1\nc", "p2\na", "p2\nb"];
+    let changes = keys
+        .iter()
+        .map(|k| StateChange::put("quarantine", k, format!("v {k}")))
+        .collect();
+    store.write("t", Vec::new(), changes).await.unwrap();
+    let elsewhere = vec![StateChange::put("quarantine", "p1\nz", "theirs")];
+    store.write("u", Vec::new(), elsewhere).await.unwrap();
+    let page = |prefix: &'static str, after: &'static str, limit: u32| {
+        let store = store.clone();
+        async move {
+            store
+                .state_page("t", "quarantine", prefix, after, limit)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|(key, _)| key)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(page("", "", 2).await, ["p1\na", "p1\nb"]);
+    assert_eq!(page("", "p1\nb", 2).await, ["p1\nc", "p2\na"]);
+    assert_eq!(page("", "p2\na", 10).await, ["p2\nb"]);
+    assert!(page("", "p2\nb", 10).await.is_empty());
+    assert_eq!(page("p2\n", "", 10).await, ["p2\na", "p2\nb"]);
+    assert_eq!(page("p1\n", "p1\na", 1).await, ["p1\nb"]);
+    assert!(page("p3\n", "", 10).await.is_empty());
+    let value = store
+        .state_page("t", "quarantine", "p2\n", "", 1)
+        .await
+        .unwrap();
+    assert_eq!(value, [("p2\na".to_string(), "v p2\na".to_string())]);
+}

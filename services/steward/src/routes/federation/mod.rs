@@ -34,6 +34,7 @@ pub fn routes() -> Router<AppState> {
         .route("/sync/pairs/{id}/stats", get(sync_pairs::stats))
         .route("/sync/pairs/{id}/trace", get(sync_pairs::trace))
         .route("/sync/health", get(sync_pairs::health))
+        .route("/sync/quarantine", get(sync_pairs::quarantine))
         // The same routes under `/v1/federation/sync` (federation-protocol.md §5.7).
         .route("/federation/sync/records", post(feed::fetch))
         .route("/federation/sync/pull", post(pairs::pull))

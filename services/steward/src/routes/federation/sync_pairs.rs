@@ -5,7 +5,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::Value;
-use syncropel_api::{List, SyncPair as SyncPairView, SyncTrace};
+use syncropel_api::{List, ListPage, SyncPair as SyncPairView, SyncTrace};
+use syncropel_federation::quarantine;
 use syncropel_federation::sync_pairs::{self, SyncPair, SyncPairRequest};
 use syncropel_federation::sync_trace::EVENTS_PER_SOURCE;
 use syncropel_federation::Federation;
@@ -272,4 +273,54 @@ pub async fn trace(
         .trace
         .recent(&caller.tenant.id, &pair_id, limit);
     Ok(Json(SyncTrace { pair_id, events }).into_response())
+}
+
+/// Longest `pair` or `cursor` accepted: ids and cursors are far shorter, and the store would
+/// compare a longer one with every key.
+const MAX_PARAM_CHARS: usize = 512;
+
+/// `GET /v1/sync/quarantine?pair=ID&limit=N&cursor=C` (`federation:manage`): the records peers
+/// sent that are held in quarantine (federation-protocol.md §5.9), in key order (by pair, then
+/// record id), at most `limit` (default 50, at most 500) and `max_page_bytes` a page. `pair` is
+/// an entry's `source` as shown, or a pair's peer DID.
+pub async fn quarantine(
+    State(state): State<AppState>,
+    caller: Caller,
+    params: Params,
+) -> ApiResult<Response> {
+    caller.require(Scope::FederationManage)?;
+    let limit = params.limit(50, 500)?;
+    let source = match bounded(&params, "pair")? {
+        Some(did) if did.starts_with("did:") => Some(any_pair_id(&state, &caller, did).await?),
+        other => other.map(str::to_string),
+    };
+    let after = bounded(&params, "cursor")?
+        .map(|c| quarantine::decode_cursor(c).ok_or_else(|| ApiError::validation("invalid cursor")))
+        .transpose()?;
+    let page = quarantine::page(
+        &state.federation,
+        &caller.tenant.id,
+        source.as_deref(),
+        after.as_deref(),
+        limit,
+        state.limits.max_page_bytes,
+    )
+    .await?;
+    Ok(Json(ListPage {
+        data: page.entries,
+        has_more: page.next_cursor.is_some(),
+        next_cursor: page.next_cursor,
+    })
+    .into_response())
+}
+
+/// A query parameter of at most [`MAX_PARAM_CHARS`]; empty counts as absent.
+fn bounded<'a>(params: &'a Params, name: &str) -> ApiResult<Option<&'a str>> {
+    match params.str(name) {
+        None | Some("") => Ok(None),
+        Some(v) if v.len() > MAX_PARAM_CHARS => Err(ApiError::validation(format!(
+            "'{name}' is longer than {MAX_PARAM_CHARS} characters"
+        ))),
+        Some(v) => Ok(Some(v)),
+    }
 }

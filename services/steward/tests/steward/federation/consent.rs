@@ -11,7 +11,7 @@ use syncropel_testkit::Node;
 use super::paired;
 
 /// Grants consent as `body` describes (`201`); the grant as answered.
-async fn grant_consent(node: &Node, body: Value) -> Value {
+pub(super) async fn grant_consent(node: &Node, body: Value) -> Value {
     let request: CreateGrant = serde_json::from_value(body).unwrap();
     let grant = node.client.grant_consent(&request).await.unwrap();
     assert_eq!(grant.status(), 201, "{}", grant.json());

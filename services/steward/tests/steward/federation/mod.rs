@@ -17,6 +17,7 @@ mod manifests;
 mod maps;
 mod pairing;
 mod peer_down;
+mod quarantine;
 mod relay;
 mod renewal;
 mod restart;

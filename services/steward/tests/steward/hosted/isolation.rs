@@ -8,6 +8,8 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use syncropel_client::api::{Health, QueryRequest, SearchRequest};
 use syncropel_client::ListParams;
+use syncropel_federation::state::QUARANTINE;
+use syncropel_store::StateChange;
 use syncropel_testkit::hosted::{jwt, Config, Replica};
 use syncropel_testkit::{envelope, error_code, send, with_test_database};
 
@@ -57,6 +59,7 @@ fn tenant_routes() -> Vec<(Method, &'static str, Option<Value>)> {
         (Method::DELETE, "/v1/tokens/{token_id}", None),
         (Method::GET, "/v1/namespaces", None),
         (Method::POST, "/v1/namespaces", Some(json!({"id": "acme"}))),
+        (Method::GET, "/v1/sync/quarantine", None),
     ]
 }
 
@@ -267,6 +270,72 @@ async fn a_path_prefix_addresses_tenants_on_any_host() {
             well_known["federation_manifest"]["federation"]["pair_endpoint"],
             "http://steward.test/t/pathy/v1/sync"
         );
+        replica.stop().await;
+    })
+    .await;
+}
+
+/// Each hosted tenant reads its own quarantine (Postgres, row-level security): the other
+/// tenant's token is unknown at its address, its own finds none of the other's entries, and a
+/// cursor cut from the other's page leads nowhere but its own.
+#[tokio::test]
+async fn a_tenants_quarantine_is_its_own() {
+    with_test_database(|url| async move {
+        let replica = Replica::start(&url, Config::default()).await;
+        let mut tokens = Vec::new();
+        for label in ["quar-a", "quar-b"] {
+            tokens.push(replica.new_tenant(&format!("acct-{label}"), label).await);
+            let tenant = replica.platform().tenant(label).await.unwrap().unwrap();
+            let changes = (0..3)
+                .map(|n| {
+                    let id = format!("{label}-held-{n}");
+                    let entry = json!({"source": "fed_same", "id": id, "thread": "th_q",
+                                       "actor": "did:sync:user:q", "code": "SIGNATURE_INVALID",
+                                       "at": 1_777_000_000});
+                    StateChange::put(QUARANTINE, &format!("fed_same\n{id}"), entry.to_string())
+                })
+                .collect();
+            replica
+                .state
+                .store
+                .write(&tenant.id, Vec::new(), changes)
+                .await
+                .unwrap();
+        }
+        let (token_a, token_b) = (&tokens[0], &tokens[1]);
+
+        let (status, page) = replica
+            .tenant_get(
+                "quar-a",
+                token_a,
+                "/v1/sync/quarantine?pair=fed_same&limit=2",
+            )
+            .await;
+        assert_eq!(status, 200, "{page}");
+        let ids: Vec<&str> = page["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["quar-a-held-0", "quar-a-held-1"]);
+        let cursor = page["next_cursor"].as_str().unwrap().to_string();
+
+        // A's token at B's address is unknown there.
+        let (status, refused) = replica
+            .tenant_get("quar-b", token_a, "/v1/sync/quarantine")
+            .await;
+        assert_eq!((status, error_code(&refused)), (401, "AUTH_INVALID"));
+        // B's own token with A's cursor: only B's entries, after A's key.
+        let path = format!("/v1/sync/quarantine?cursor={cursor}");
+        let (status, page) = replica.tenant_get("quar-b", token_b, &path).await;
+        assert_eq!(status, 200, "{page}");
+        assert!(!page.to_string().contains("quar-a"), "{page}");
+        let (_, page) = replica
+            .tenant_get("quar-b", token_b, "/v1/sync/quarantine?limit=500")
+            .await;
+        assert_eq!(page["data"].as_array().unwrap().len(), 3, "{page}");
+        assert!(!page.to_string().contains("quar-a"), "{page}");
         replica.stop().await;
     })
     .await;

@@ -23,6 +23,7 @@ use syncropel_client::encode_segment;
 use syncropel_federation::state as fstate;
 use syncropel_protocol::pair::outbound_secret_handle;
 use syncropel_protocol::sha256_hex;
+use syncropel_store::StateChange;
 use syncropel_testkit::hosted::{tenant_request, Config, Replica};
 use syncropel_testkit::{envelope, error_code, with_test_database};
 
@@ -446,6 +447,9 @@ fn routes(to: &Aim, from: &Aim, rng: &mut Rng) -> Vec<Route> {
         Route::new(M::GET, "/v1/sync/pairs/{id}/trace", Token)
             .at(format!("/v1/sync/pairs/{sync_pair}/trace")),
         Route::new(M::GET, "/v1/sync/health", Token).at("/v1/sync/health"),
+        Route::new(M::GET, "/v1/sync/quarantine", Token)
+            .at("/v1/sync/quarantine")
+            .at(format!("/v1/sync/quarantine?pair={sync_pair}&limit=5")),
         // Their mirror under /v1/federation/sync.
         Route::new(M::POST, "/v1/federation/sync/records", Token)
             .with("/v1/federation/sync/records", json!({"ids": to.records}))
@@ -1074,6 +1078,19 @@ async fn populate(replica: &Replica, label: &str) -> (Aim, String, String) {
     aim.sync_pair = sync_pair["pair_id"].as_str().unwrap().to_string();
     let path = format!("/v1/sync/pairs/{}/pause", aim.sync_pair);
     post(replica, &aim, &admin, &path, json!({}), 200).await;
+    // A record held in quarantine, as a pull through the sync pair would leave it.
+    let held = format!("{marker}-held");
+    let entry = json!({"source": aim.sync_pair, "id": held, "thread": THREAD,
+                       "actor": format!("did:example:{marker}-peer"), "code": "SIGNATURE_INVALID",
+                       "at": 1_777_000_000});
+    let key = format!("{}\n{held}", aim.sync_pair);
+    let change = StateChange::put(fstate::QUARANTINE, &key, entry.to_string());
+    replica
+        .state
+        .store
+        .write(&tenant.id, Vec::new(), vec![change])
+        .await
+        .unwrap();
     // A member with an agent, and an invite still open.
     let membership = json!({"membership": {"preset": "reader"}, "max_uses": 2});
     let invite = post(replica, &aim, &admin, "/v1/invites", membership, 201).await;
@@ -1419,6 +1436,7 @@ async fn no_credential_of_one_tenant_reaches_another_on_any_route() {
                 vec!["/v1/service-accounts".to_string()],
                 vec![format!("/v1/sync/pairs/{}", aim.sync_pair)],
                 vec!["/v1/consent/grants".to_string()],
+                vec!["/v1/sync/quarantine".to_string()],
             ];
             aimed.push(
                 aim.records

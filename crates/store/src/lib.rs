@@ -85,8 +85,6 @@ pub struct NewRecord {
     pub data_type: String,
     pub namespace: String,
     pub created_at: i64,
-    /// Hash levels L0-L3.
-    pub hash_levels: [String; 4],
     /// The record's JSON object as the API serves it, except `sequence`: the store assigns that
     /// number at insert and splices it in whenever it hands the record out.
     pub json: String,

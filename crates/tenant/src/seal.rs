@@ -116,23 +116,6 @@ fn render(
     };
     #[allow(clippy::expect_used)] // Strings, integers and a map with string keys: cannot fail.
     let json = serde_json::to_string(&head).expect("a record always serializes");
-    // A stub's levels are the digests it came with; the body we hold is not the one hashed.
-    let hash_levels = match redaction {
-        None => {
-            let levels = envelope.hash_levels();
-            [levels.l0, levels.l1, levels.l2, levels.l3]
-        }
-        Some(r) => {
-            let level = |name: &str| {
-                r.hash_levels
-                    .get(name)
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string()
-            };
-            [String::new(), level("l1"), level("l2"), level("l3")]
-        }
-    };
     NewRecord {
         id: id.to_string(),
         thread: envelope.thread.clone(),
@@ -142,7 +125,6 @@ fn render(
         data_type: envelope.data_type.as_str().to_string(),
         namespace: namespace.to_string(),
         created_at,
-        hash_levels,
         json,
     }
 }
@@ -203,7 +185,6 @@ mod tests {
         assert_eq!(own.namespace, "my-team");
         assert_eq!(mapped.namespace, "research");
         assert_eq!(mapped.id, own.id);
-        assert_eq!(mapped.hash_levels, own.hash_levels);
         let stored: Value = serde_json::from_str(&mapped.json).unwrap();
         assert_eq!(stored["namespace"], "research");
         assert_eq!(stored["body"]["namespace"], "my-team");

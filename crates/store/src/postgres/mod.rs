@@ -472,12 +472,7 @@ fn refuse_nul(tenant: &str, record: &NewRecord) -> Result<()> {
         &record.namespace,
         &record.json,
     ];
-    if has_nul(
-        texts
-            .into_iter()
-            .chain(record.hash_levels.iter().map(String::as_str))
-            .map(Some),
-    ) {
+    if has_nul(texts.into_iter().map(Some)) {
         return Err(nul_error());
     }
     Ok(())

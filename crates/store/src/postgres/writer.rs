@@ -339,26 +339,25 @@ async fn flush(conn: &mut PgConnection, pending: &Pending<'_>, checked: bool) ->
     let inserted: i64 = sqlx::query_scalar(
         "WITH ins AS ( \
            INSERT INTO records (tenant, seq, id, thread, actor, clock, act, data_type, namespace, \
-                                created_at, l0, l1, l2, l3, record_json, search) \
-           SELECT t, s, i, th, a, c, ac, dt, ns, ca, h0, h1, h2, h3, j, to_tsvector('simple', x) \
+                                created_at, record_json, search) \
+           SELECT t, s, i, th, a, c, ac, dt, ns, ca, j, to_tsvector('simple', x) \
            FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[], $6::int8[], \
-                       $7::text[], $8::text[], $9::text[], $10::int8[], $11::text[], $12::text[], \
-                       $13::text[], $14::text[], $15::text[], $16::text[]) \
-                AS u(t, s, i, th, a, c, ac, dt, ns, ca, h0, h1, h2, h3, j, x) \
+                       $7::text[], $8::text[], $9::text[], $10::int8[], $11::text[], $12::text[]) \
+                AS u(t, s, i, th, a, c, ac, dt, ns, ca, j, x) \
            ON CONFLICT DO NOTHING RETURNING 1 \
          ), thr AS ( \
            INSERT INTO threads (tenant, thread, namespace, record_count, last_clock, last_seq) \
-           SELECT * FROM UNNEST($17::text[], $18::text[], $19::text[], $20::int8[], $21::int8[], \
-                                $22::int8[]) \
+           SELECT * FROM UNNEST($13::text[], $14::text[], $15::text[], $16::int8[], $17::int8[], \
+                                $18::int8[]) \
            ON CONFLICT (tenant, thread) DO UPDATE SET \
              record_count = threads.record_count + excluded.record_count, \
              last_clock = greatest(threads.last_clock, excluded.last_clock), \
              last_seq = greatest(threads.last_seq, excluded.last_seq) \
          ), cnt AS ( \
            UPDATE tenant_counters c SET last_seq = u.s, bytes = c.bytes + u.b \
-           FROM UNNEST($23::text[], $24::int8[], $27::int8[]) AS u(t, s, b) WHERE c.tenant = u.t \
+           FROM UNNEST($19::text[], $20::int8[], $23::int8[]) AS u(t, s, b) WHERE c.tenant = u.t \
          ), ntf AS ( \
-           SELECT pg_notify($25, p) FROM UNNEST($26::text[]) AS p \
+           SELECT pg_notify($21, p) FROM UNNEST($22::text[]) AS p \
          ) \
          SELECT (SELECT count(*) FROM ins) + 0 * (SELECT count(*) FROM ntf)",
     )
@@ -372,10 +371,6 @@ async fn flush(conn: &mut PgConnection, pending: &Pending<'_>, checked: bool) ->
     .bind(col(|r| &r.data_type))
     .bind(col(|r| &r.namespace))
     .bind(&created)
-    .bind(col(|r| &r.hash_levels[0]))
-    .bind(col(|r| &r.hash_levels[1]))
-    .bind(col(|r| &r.hash_levels[2]))
-    .bind(col(|r| &r.hash_levels[3]))
     .bind(col(|r| &r.json))
     .bind(&texts)
     .bind(&th_tenants)
@@ -427,16 +422,12 @@ async fn replace_stub(
     .execute(&mut *conn)
     .await?;
     sqlx::query(
-        "UPDATE records SET record_json = $3, l0 = $4, l1 = $5, l2 = $6, l3 = $7, \
-         search = to_tsvector('simple', $8), namespace = $9 WHERE tenant = $1 AND seq = $2",
+        "UPDATE records SET record_json = $3, search = to_tsvector('simple', $4), namespace = $5 \
+         WHERE tenant = $1 AND seq = $2",
     )
     .bind(tenant)
     .bind(seq)
     .bind(&record.json)
-    .bind(&record.hash_levels[0])
-    .bind(&record.hash_levels[1])
-    .bind(&record.hash_levels[2])
-    .bind(&record.hash_levels[3])
     .bind(search_text(&record.json))
     .bind(&record.namespace)
     .execute(&mut *conn)

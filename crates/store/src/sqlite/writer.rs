@@ -122,7 +122,7 @@ impl<'a> Batch<'a> for SqliteBatch<'_> {
     }
 }
 
-/// Records per multi-row INSERT; 15 columns each stays far below SQLite's 32766 parameters.
+/// Records per multi-row INSERT; 11 columns each stays far below SQLite's 32766 parameters.
 const INSERT_CHUNK: usize = 512;
 
 /// Inserts records, or finds why one could not be: same id (an idempotent replay) or another
@@ -136,7 +136,7 @@ async fn insert_records(
     for chunk in records.chunks(INSERT_CHUNK) {
         let mut sql = QueryBuilder::<Sqlite>::new(
             "INSERT INTO records (tenant, id, thread, actor, clock, act, data_type, namespace, \
-             created_at, l0, l1, l2, l3, record_json) ",
+             created_at, record_json) ",
         );
         sql.push_values(chunk, |mut row, (tenant, record)| {
             row.push_bind(*tenant)
@@ -148,10 +148,6 @@ async fn insert_records(
                 .push_bind(&record.data_type)
                 .push_bind(&record.namespace)
                 .push_bind(record.created_at)
-                .push_bind(&record.hash_levels[0])
-                .push_bind(&record.hash_levels[1])
-                .push_bind(&record.hash_levels[2])
-                .push_bind(&record.hash_levels[3])
                 .push_bind(&record.json);
         });
         sql.push(" ON CONFLICT DO NOTHING RETURNING seq, tenant, id");
@@ -221,19 +217,13 @@ async fn replace_stub(
     record: &NewRecord,
     seq: i64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE records SET record_json = ?, namespace = ?, l0 = ?, l1 = ?, l2 = ?, l3 = ? WHERE tenant = ? AND seq = ?",
-    )
-    .bind(&record.json)
-    .bind(&record.namespace)
-    .bind(&record.hash_levels[0])
-    .bind(&record.hash_levels[1])
-    .bind(&record.hash_levels[2])
-    .bind(&record.hash_levels[3])
-    .bind(tenant)
-    .bind(seq)
-    .execute(&mut *conn)
-    .await?;
+    sqlx::query("UPDATE records SET record_json = ?, namespace = ? WHERE tenant = ? AND seq = ?")
+        .bind(&record.json)
+        .bind(&record.namespace)
+        .bind(tenant)
+        .bind(seq)
+        .execute(&mut *conn)
+        .await?;
     sqlx::query(
         "INSERT INTO records_fts (rowid, text) \
          SELECT seq, (SELECT coalesce(group_concat(value, ' '), '') \

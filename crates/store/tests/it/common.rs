@@ -31,7 +31,6 @@ pub fn record_with_body(id: &str, thread: &str, actor: &str, clock: i64, body: &
         data_type: "SCALAR".into(),
         namespace: "default".into(),
         created_at: 1,
-        hash_levels: ["a".into(), "b".into(), "c".into(), "d".into()],
         json,
     }
 }

@@ -4,7 +4,9 @@
 //!
 //! Cross-namespace delivery is default-deny: only an active grant naming the
 //! record's namespace, the puller's target namespace, the caller (or nobody)
-//! and the thread (or `*`) opens a path. Checking that the target namespace
+//! and the thread (or `*`) opens a path; a public grant opens one thread whatever the
+//! namespaces and caller. An `accept` (federation-protocol.md §6.4) is the puller's side of
+//! two-sided L0 consent and opens nothing itself. Checking that the target namespace
 //! is one the pair agreed on (`CONSENT_DENIED`, federation-protocol.md §6.2) is the caller's job
 //! and comes before [`decide`].
 

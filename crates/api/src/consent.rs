@@ -1,12 +1,12 @@
-//! Consent between namespaces (federation-protocol.md §6): `POST|GET /v1/consent/grants`,
-//! `DELETE /v1/consent/grants/{id}?reason=`, and a pair's: `POST
-//! /v1/federation/pairs/{id}/grants`, `DELETE /v1/federation/pairs/{id}/grants/{grant_id}`.
+//! Consent between namespaces (federation-protocol.md §6): `POST|GET /v1/consent/grants` (grants,
+//! public grants and L0 acceptances), `DELETE /v1/consent/grants/{id}?reason=`, and a pair's:
+//! `POST /v1/federation/pairs/{id}/grants`, `DELETE /v1/federation/pairs/{id}/grants/{grant_id}`.
 
 use std::fmt;
 
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
-use syncropel_protocol::consent::{Grant, HashLevel, CONSENT_KIND};
+use syncropel_protocol::consent::{Acceptance, Grant, HashLevel, CONSENT_KIND};
 
 /// `POST /v1/consent/grants`: let records of `source_namespace` (default `default`) reach a peer's
 /// `target_namespace`, at `hash_levels` (default all; without `L0` only redacted stubs).
@@ -28,6 +28,36 @@ pub struct CreateGrant {
     pub purpose: Option<String>,
     /// RFC 3339.
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+}
+
+/// `POST /v1/consent/grants {"public": true, …}`: share one thread with anyone who pulls it, into
+/// any namespace, at `granted_level` (`L0` full records, `L2` stubs), for at most 7 days.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublicGrant {
+    /// Always `true`.
+    pub public: bool,
+    pub thread: String,
+    pub granted_level: HashLevel,
+    /// RFC 3339, within 7 days; absent: 7 days from now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<String>,
+}
+
+/// `POST /v1/consent/grants {"op": "accept", …}`: this steward, as a puller, accepts full (L0)
+/// records of `source_namespace` at the steward `peer_did` into its `target_namespace`
+/// (federation-protocol.md §6.4).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcceptL0 {
+    /// Always `accept`.
+    pub op: String,
+    pub peer_did: String,
+    pub source_namespace: String,
+    pub target_namespace: String,
+    /// RFC 3339; absent: until revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
 }
 
@@ -61,6 +91,16 @@ pub struct ConsentGrant {
     /// RFC 3339.
     pub expires_at: Option<String>,
     pub granted_by: Option<String>,
+    /// A public grant (its namespaces are `*`), with the `thread` and `granted_level` asked for.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub public: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thread: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub granted_level: Option<HashLevel>,
+    /// Who recorded an acceptance (`op: "accept"`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accepted_by: Option<String>,
     pub active: bool,
 }
 
@@ -82,6 +122,38 @@ impl ConsentGrant {
             purpose: grant.purpose.clone(),
             expires_at: grant.expires_at.map(syncropel_protocol::rfc3339_from_unix),
             granted_by: grant.granted_by.clone(),
+            public: grant.public,
+            thread: grant
+                .threads
+                .as_ref()
+                .and_then(|t| t.first().cloned())
+                .filter(|_| grant.public),
+            granted_level: grant.hash_levels.first().copied().filter(|_| grant.public),
+            accepted_by: None,
+            active,
+        }
+    }
+
+    /// An L0 acceptance as its record states it (every thread), with whether it is in force now.
+    pub fn accepted(acceptance: &Acceptance, active: bool) -> ConsentGrant {
+        ConsentGrant {
+            kind: CONSENT_KIND.to_owned(),
+            op: "accept".to_owned(),
+            grant_id: acceptance.grant_id.clone(),
+            source_namespace: acceptance.source_namespace.clone(),
+            target_namespace: acceptance.target_namespace.clone(),
+            hash_levels: vec![HashLevel::L0],
+            peer_did: Some(acceptance.peer_did.clone()),
+            threads: GrantThreads::All,
+            purpose: None,
+            expires_at: acceptance
+                .expires_at
+                .map(syncropel_protocol::rfc3339_from_unix),
+            granted_by: None,
+            public: false,
+            thread: None,
+            granted_level: None,
+            accepted_by: acceptance.accepted_by.clone(),
             active,
         }
     }
@@ -164,6 +236,7 @@ mod tests {
             purpose: Some("weekly".into()),
             expires_at: Some(1_800_000_000),
             granted_by: Some("sa_1".into()),
+            public: false,
         }
     }
 
@@ -181,6 +254,33 @@ mod tests {
                 typed
             );
         }
+    }
+
+    #[test]
+    fn a_public_grant_reads_as_its_record_body_too() {
+        let mut grant = grant(Some(vec!["th_a".to_owned()]));
+        grant.public = true;
+        grant.source_namespace = "*".into();
+        grant.target_namespace = "*".into();
+        grant.hash_levels = vec![HashLevel::L2];
+        let mut expected = Value::Object(grant_body(&grant));
+        expected["object"] = json!("consent_grant");
+        expected["active"] = json!(false);
+        assert_eq!(
+            serde_json::to_value(ConsentGrant::new(&grant, false)).unwrap(),
+            expected
+        );
+        let request = PublicGrant {
+            public: true,
+            thread: "th_a".into(),
+            granted_level: HashLevel::L2,
+            expires_at: None,
+            purpose: None,
+        };
+        assert_eq!(
+            serde_json::to_value(&request).unwrap(),
+            json!({"public": true, "thread": "th_a", "granted_level": "L2"})
+        );
     }
 
     #[test]

@@ -36,7 +36,9 @@ pub use accounts::{
     BootstrapServiceAccount, Bootstrapped, CreateServiceAccount, MintToken, MintedToken,
     ServiceAccount, TokenRevoked,
 };
-pub use consent::{ConsentGrant, CreateGrant, GrantRevoked, GrantThreads, PairGrant};
+pub use consent::{
+    AcceptL0, ConsentGrant, CreateGrant, GrantRevoked, GrantThreads, PairGrant, PublicGrant,
+};
 pub use discovery::{
     IntroducedPeer, Introductions, MdnsPeer, MdnsRoster, PairIntroducible, SetIntroducible,
 };

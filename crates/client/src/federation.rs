@@ -4,11 +4,11 @@
 
 use reqwest::{Method, StatusCode};
 use syncropel_api::{
-    ConsentGrant, CreateGrant, CreateSyncPair, FederationPair, GrantRevoked, HandshakePending,
-    Introductions, List, ListPage, MdnsRoster, PairGrant, PairIntroducible, PairReason,
-    PendingDecision, PendingPair, PullRequest, PullResult, PushSent, PushThread, QuarantinedRecord,
-    RelayKicked, RelayPurge, RelayQueues, RelayStatus, SetIntroducible, StartPair, SyncPair,
-    SyncTrace,
+    AcceptL0, ConsentGrant, CreateGrant, CreateSyncPair, FederationPair, GrantRevoked,
+    HandshakePending, Introductions, List, ListPage, MdnsRoster, PairGrant, PairIntroducible,
+    PairReason, PendingDecision, PendingPair, PublicGrant, PullRequest, PullResult, PushSent,
+    PushThread, QuarantinedRecord, RelayKicked, RelayPurge, RelayQueues, RelayStatus,
+    SetIntroducible, StartPair, SyncPair, SyncTrace,
 };
 
 use crate::{reply, with_json, Client, ClientError, Reply};
@@ -257,6 +257,21 @@ impl Client {
         grant: &CreateGrant,
     ) -> Result<Reply<ConsentGrant>, ClientError> {
         self.post_reply(self.url("/v1/consent/grants", &[]), grant)
+            .await
+    }
+
+    /// `POST /v1/consent/grants {"public": true, …}`: a public sharing grant of one thread.
+    pub async fn grant_public(
+        &self,
+        grant: &PublicGrant,
+    ) -> Result<Reply<ConsentGrant>, ClientError> {
+        self.post_reply(self.url("/v1/consent/grants", &[]), grant)
+            .await
+    }
+
+    /// `POST /v1/consent/grants {"op": "accept", …}`: accept full (L0) records from a source.
+    pub async fn accept_l0(&self, accept: &AcceptL0) -> Result<Reply<ConsentGrant>, ClientError> {
+        self.post_reply(self.url("/v1/consent/grants", &[]), accept)
             .await
     }
 

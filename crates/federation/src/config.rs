@@ -51,6 +51,9 @@ pub struct FederationConfig {
     pub relay: RelayConfig,
     /// Who may ask to pair, what is approved unattended, and what the manifest announces of it.
     pub pairing: PairingPolicy,
+    /// Two-sided L0 consent (federation-protocol.md §6.4): a grant with L0 delivers full records
+    /// only to a puller that shows its signed acceptance; otherwise its best digest level.
+    pub l0_requires_acceptance: bool,
 }
 
 /// The responder's pairing policy (federation-protocol.md §2.1 `consent_policy`, §3.7): the
@@ -171,6 +174,7 @@ impl Default for FederationConfig {
             store_ceiling: DEFAULT_STORE_CEILING,
             relay: RelayConfig::default(),
             pairing: PairingPolicy::default(),
+            l0_requires_acceptance: false,
         }
     }
 }
@@ -191,6 +195,7 @@ impl std::fmt::Debug for FederationConfig {
             .field("quarantine_cap", &self.quarantine_cap)
             .field("store_ceiling", &self.store_ceiling)
             .field("relay", &self.relay)
+            .field("l0_requires_acceptance", &self.l0_requires_acceptance)
             .finish_non_exhaustive()
     }
 }

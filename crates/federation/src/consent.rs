@@ -1,21 +1,214 @@
-//! Consent between namespaces (federation-protocol.md §6): grants and revocations are records on
-//! `th_consent` (each with an audit record on `th_audit_consent`, same transaction); the grants
-//! in force are a fold over them, read afresh for every page that needs them, so a revocation
-//! holds from the next pull on every replica.
+//! Consent between namespaces (federation-protocol.md §6): grants, public grants, L0
+//! acceptances and revocations are records on `th_consent` (each with an audit record on
+//! `th_audit_consent`, same transaction); the entries in force are a fold over them, read afresh
+//! for every page that needs them, so a revocation holds from the next pull on every replica.
+//! A source that requires two-sided L0 consent checks the acceptances a puller shows here.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use base64::Engine as _;
 use rand::distributions::{Alphanumeric, DistString};
 use serde_json::{json, Map, Value};
 use syncropel_protocol::consent::{
-    decide, fold_grants, grant_body, revoke_body, ConsentOp, Delivery, Grant, HashLevel,
-    CONSENT_AUDIT_KIND, CONSENT_AUDIT_THREAD, CONSENT_THREAD,
+    acceptance_body, decide, fold, grant_body, revoke_body, Acceptance, Consent, ConsentOp,
+    Delivery, Grant, HashLevel, ANY_NAMESPACE, CONSENT_AUDIT_KIND, CONSENT_AUDIT_THREAD,
+    CONSENT_THREAD, PUBLIC_GRANT_TTL_SECS, PUBLIC_LEVELS,
 };
-use syncropel_protocol::{unix_now, validate_namespace_id, ErrorCode, Refusal};
+use syncropel_protocol::sync::{sync_item, PeerItem};
+use syncropel_protocol::{
+    sha256_hex, unix_now, validate_namespace_id, validate_thread, ErrorCode, Refusal,
+};
 use syncropel_tenant::Tenant;
 
 use crate::error::Result;
 use crate::Federation;
 
-/// The grants of one tenant, loaded the first time a page needs them.
+/// The header a puller shows its L0 acceptances in (federation-protocol.md §6.4): base64url of
+/// each acceptance's signed sync item, comma-separated or repeated.
+pub const ACCEPT_HEADER: &str = "x-syncropel-consent-accept";
+/// Most acceptances one request may show.
+pub const MAX_ACCEPTANCES: usize = 8;
+/// Largest acceptance shown, in base64url characters (a consent record is well under 2 KiB).
+pub const MAX_ACCEPTANCE_CHARS: usize = 8 * 1024;
+/// How long a verified acceptance is taken on trust before its signature is checked again (the
+/// puller's key may be withdrawn); never past the acceptance's own expiry.
+const ACCEPTANCE_RECHECK_SECS: i64 = 3600;
+/// Most verified acceptances remembered per replica; past it the cache starts afresh.
+const ACCEPTANCE_CACHE_CAP: usize = 4096;
+
+/// What L0 a page may deliver whole (federation-protocol.md §6.4).
+#[derive(Clone, Debug)]
+pub enum L0Consent {
+    /// The source does not require acceptance: a grant with L0 delivers full records.
+    Open,
+    /// Only for the namespace pairs of these acceptances, verified for this puller.
+    Accepted(Vec<Acceptance>),
+}
+
+impl L0Consent {
+    /// For a request that shows no acceptance: none when the source requires one.
+    pub fn unshown(fed: &Federation) -> L0Consent {
+        match fed.config.l0_requires_acceptance {
+            false => L0Consent::Open,
+            true => L0Consent::Accepted(Vec::new()),
+        }
+    }
+
+    /// For what this steward serves a puller without a request of its (relay deposits,
+    /// pushes): the acceptances it showed lately and still verified here.
+    pub fn remembered(fed: &Federation, tenant: &str, puller_did: &str) -> L0Consent {
+        match fed.config.l0_requires_acceptance {
+            false => L0Consent::Open,
+            true => L0Consent::Accepted(fed.acceptances.of(tenant, puller_did, unix_now())),
+        }
+    }
+
+    fn admits(&self, source_did: &str, record_ns: &str, target_ns: &str, now: i64) -> bool {
+        match self {
+            L0Consent::Open => true,
+            L0Consent::Accepted(accepted) => accepted
+                .iter()
+                .any(|a| a.admits(source_did, record_ns, target_ns, now)),
+        }
+    }
+}
+
+struct Verified {
+    tenant: String,
+    puller: String,
+    acceptance: Acceptance,
+    /// Unix seconds.
+    until: i64,
+}
+
+/// Acceptances verified on this replica, by what was shown (with tenant and puller).
+#[derive(Default)]
+pub(crate) struct AcceptanceCache(Mutex<HashMap<String, Verified>>);
+
+impl AcceptanceCache {
+    fn get(&self, key: &str, now: i64) -> Option<Acceptance> {
+        let cache = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        cache
+            .get(key)
+            .filter(|v| v.until > now)
+            .map(|v| v.acceptance.clone())
+    }
+
+    fn put(&self, key: String, verified: Verified) {
+        let mut cache = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= ACCEPTANCE_CACHE_CAP {
+            cache.clear();
+        }
+        cache.insert(key, verified);
+    }
+
+    fn of(&self, tenant: &str, puller: &str, now: i64) -> Vec<Acceptance> {
+        let cache = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        cache
+            .values()
+            .filter(|v| v.tenant == tenant && v.puller == puller && v.until > now)
+            .map(|v| v.acceptance.clone())
+            .collect()
+    }
+}
+
+/// The acceptances `puller_did` shows in [`ACCEPT_HEADER`] (`shown`, one value each), checked:
+/// each must be a signed record of the puller on `th_consent`, an `accept` naming this steward,
+/// in force. Shown values that are not base64url of a sync item are refused
+/// (`VALIDATION_ERROR`); well-formed ones that do not verify or name another steward are left
+/// out, so the pull gets stubs. Without the source's `l0_requires_acceptance` nothing is looked
+/// at.
+pub async fn l0_consent(
+    fed: &Federation,
+    tenant: &Tenant,
+    puller_did: &str,
+    shown: &[String],
+) -> Result<L0Consent> {
+    if !fed.config.l0_requires_acceptance {
+        return Ok(L0Consent::Open);
+    }
+    if shown.len() > MAX_ACCEPTANCES {
+        return Err(Refusal::validation(format!(
+            "at most {MAX_ACCEPTANCES} acceptances in {ACCEPT_HEADER}"
+        ))
+        .into());
+    }
+    let now = unix_now();
+    let mut accepted = Vec::new();
+    for value in shown {
+        let key = sha256_hex(format!("{}\n{puller_did}\n{value}", tenant.id).as_bytes());
+        if let Some(acceptance) = fed.acceptances.get(&key, now) {
+            accepted.push(acceptance);
+            continue;
+        }
+        let item = decode_acceptance(value)?;
+        match verify_acceptance(fed, tenant, puller_did, &item, now).await {
+            Some(acceptance) => {
+                let until = acceptance
+                    .expires_at
+                    .map_or(now + ACCEPTANCE_RECHECK_SECS, |at| {
+                        at.min(now + ACCEPTANCE_RECHECK_SECS)
+                    });
+                fed.acceptances.put(
+                    key,
+                    Verified {
+                        tenant: tenant.id.clone(),
+                        puller: puller_did.to_string(),
+                        acceptance: acceptance.clone(),
+                        until,
+                    },
+                );
+                accepted.push(acceptance);
+            }
+            None => tracing::debug!(
+                puller = puller_did,
+                record = %item.id,
+                "an L0 acceptance shown does not hold; serving digests"
+            ),
+        }
+    }
+    Ok(L0Consent::Accepted(accepted))
+}
+
+fn decode_acceptance(value: &str) -> Result<PeerItem> {
+    let malformed = || {
+        Refusal::validation(format!(
+            "{ACCEPT_HEADER} carries base64url of a signed record item, at most \
+             {MAX_ACCEPTANCE_CHARS} characters each"
+        ))
+    };
+    if value.len() > MAX_ACCEPTANCE_CHARS {
+        return Err(malformed().into());
+    }
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(value.trim_end_matches('='))
+        .map_err(|_| malformed())?;
+    let item: Value = serde_json::from_slice(&bytes).map_err(|_| malformed())?;
+    Ok(PeerItem::from_value(item).map_err(|_| malformed())?)
+}
+
+/// The acceptance `item` states, if it is one `puller_did` signed for this steward, in force.
+async fn verify_acceptance(
+    fed: &Federation,
+    tenant: &Tenant,
+    puller_did: &str,
+    item: &PeerItem,
+    now: i64,
+) -> Option<Acceptance> {
+    if item.redaction.is_some() || item.envelope.thread != CONSENT_THREAD {
+        return None;
+    }
+    let Ok(ConsentOp::Accept(acceptance)) = ConsentOp::parse(&item.envelope.body) else {
+        return None;
+    };
+    let for_us = acceptance.peer_did == *tenant.identity.did
+        && acceptance.expires_at.is_none_or(|at| at > now);
+    (for_us && !puller_did.is_empty() && fed.signed_by(item, puller_did).await)
+        .then_some(acceptance)
+}
+
+/// The consent entries of one tenant, loaded the first time a page needs them.
 pub struct Grants(Option<Vec<Grant>>);
 
 impl Grants {
@@ -30,35 +223,98 @@ impl Grants {
         Ok(self)
     }
 
-    pub fn decide(&self, record_ns: &str, target_ns: &str, caller: &str, thread: &str) -> Delivery {
+    /// The filter for one record; `source_did` is this steward, whom acceptances name.
+    pub fn decide(
+        &self,
+        record_ns: &str,
+        target_ns: &str,
+        caller: &str,
+        thread: &str,
+        l0: &L0Consent,
+        source_did: &str,
+    ) -> Delivery {
+        let now = unix_now();
         decide(
             self.0.as_deref().unwrap_or_default(),
             record_ns,
             target_ns,
             caller,
             thread,
-            unix_now(),
+            now,
+            l0.admits(source_did, record_ns, target_ns, now),
         )
     }
 }
 
-/// Every consent body on `th_consent`, in log order.
-async fn bodies(fed: &Federation, tenant: &str) -> Result<Vec<Map<String, Value>>> {
-    let (records, _) = fed.thread_records(tenant, CONSENT_THREAD).await?;
-    Ok(records
-        .into_iter()
-        .filter_map(|mut record| match record.get_mut("body").map(Value::take) {
-            Some(Value::Object(body)) => Some(body),
-            _ => None,
-        })
-        .collect())
+/// Every record on `th_consent`, in log order.
+async fn records(fed: &Federation, tenant: &str) -> Result<Vec<Value>> {
+    Ok(fed.thread_records(tenant, CONSENT_THREAD).await?.0)
+}
+
+fn bodies(records: &[Value]) -> Vec<&Map<String, Value>> {
+    records
+        .iter()
+        .filter_map(|record| record.get("body").and_then(Value::as_object))
+        .collect()
+}
+
+/// The grants and acceptances not revoked (expired ones included; activity is decided at use).
+pub async fn entries(fed: &Federation, tenant: &str) -> Result<Vec<Consent>> {
+    Ok(fold(bodies(&records(fed, tenant).await?)))
 }
 
 /// The grants not revoked (expired ones included; activity is decided at use).
 pub async fn current(fed: &Federation, tenant: &str) -> Result<Vec<Grant>> {
-    Ok(fold_grants(&bodies(fed, tenant).await?))
+    Ok(entries(fed, tenant)
+        .await?
+        .into_iter()
+        .filter_map(|entry| match entry {
+            Consent::Grant(grant) => Some(grant),
+            Consent::Accept(_) => None,
+        })
+        .collect())
 }
 
+/// What this steward, pulling from `source_did` into `target_namespace`, shows in
+/// [`ACCEPT_HEADER`]: each of its acceptances in force for that source and target, as base64url
+/// of the signed record that states it (at most [`MAX_ACCEPTANCES`], the latest).
+pub async fn shown_acceptances(
+    fed: &Federation,
+    tenant: &str,
+    source_did: &str,
+    target_namespace: &str,
+) -> Result<Vec<String>> {
+    let records = records(fed, tenant).await?;
+    let now = unix_now();
+    let mut shown: Vec<String> = fold(bodies(&records))
+        .into_iter()
+        .filter_map(|entry| match entry {
+            Consent::Accept(a)
+                if a.peer_did == source_did
+                    && a.target_namespace == target_namespace
+                    && a.expires_at.is_none_or(|at| at > now) =>
+            {
+                Some(a.grant_id)
+            }
+            _ => None,
+        })
+        .filter_map(|id| {
+            // The record that states it: the last one of its id.
+            let record = records
+                .iter()
+                .rev()
+                .find(|r| r["body"]["grant_id"] == id.as_str() && r["body"]["op"] == "accept")?;
+            let item = sync_item(record)?;
+            Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(item.to_string()))
+        })
+        .collect();
+    let keep = shown.len().saturating_sub(MAX_ACCEPTANCES);
+    shown.drain(..keep);
+    Ok(shown)
+}
+
+/// The audit body of one consent change: `op` is `grant`, `accept` or `revoke`; `detail` the
+/// record it mirrors (for a revoke, the reason).
 fn audit(grant_id: &str, op: &str, detail: Value) -> Map<String, Value> {
     let mut body = Map::new();
     body.insert("kind".into(), json!(CONSENT_AUDIT_KIND));
@@ -85,15 +341,19 @@ pub struct GrantRequest {
     pub granted_by: String,
 }
 
+fn new_id(prefix: &str) -> String {
+    format!(
+        "{prefix}_{}",
+        Alphanumeric.sample_string(&mut rand::thread_rng(), 20)
+    )
+}
+
 /// Records a grant and its audit record; it holds from the next page on.
 pub async fn grant(fed: &Federation, tenant: &Tenant, request: GrantRequest) -> Result<Grant> {
     validate_namespace_id(&request.source_namespace)?;
     validate_namespace_id(&request.target_namespace)?;
     let grant = Grant {
-        grant_id: format!(
-            "cg_{}",
-            Alphanumeric.sample_string(&mut rand::thread_rng(), 20)
-        ),
+        grant_id: new_id("cg"),
         source_namespace: request.source_namespace,
         target_namespace: request.target_namespace,
         hash_levels: request.hash_levels,
@@ -102,13 +362,29 @@ pub async fn grant(fed: &Federation, tenant: &Tenant, request: GrantRequest) -> 
         purpose: request.purpose,
         expires_at: request.expires_at,
         granted_by: Some(request.granted_by),
+        public: false,
     };
+    record_grant(fed, tenant, grant).await
+}
+
+/// Writes a grant with its audit record, once what the fold will read back is what we wrote.
+async fn record_grant(fed: &Federation, tenant: &Tenant, grant: Grant) -> Result<Grant> {
     let record = grant_body(&grant);
-    // What the fold will read back must be what we wrote.
-    if !matches!(ConsentOp::parse(&record), Ok(ConsentOp::Grant(_))) {
+    if ConsentOp::parse(&record)? != ConsentOp::Grant(grant.clone()) {
         return Err(Refusal::validation("the grant does not form a valid consent record").into());
     }
-    let audit = audit(&grant.grant_id, "grant", Value::Object(record.clone()));
+    write_with_audit(fed, tenant, &grant.grant_id, "grant", record).await?;
+    Ok(grant)
+}
+
+async fn write_with_audit(
+    fed: &Federation,
+    tenant: &Tenant,
+    grant_id: &str,
+    op: &str,
+    record: Map<String, Value>,
+) -> Result<()> {
+    let audit = audit(grant_id, op, Value::Object(record.clone()));
     fed.write_own(
         tenant,
         vec![
@@ -118,7 +394,93 @@ pub async fn grant(fed: &Federation, tenant: &Tenant, request: GrantRequest) -> 
         Vec::new(),
     )
     .await?;
-    Ok(grant)
+    Ok(())
+}
+
+/// A public sharing grant (federation-protocol.md §6.1): `thread`'s records, of any namespace,
+/// to any caller pulling into any namespace, at `level` (L0: full records, L2: stubs).
+#[derive(Clone, Debug)]
+pub struct PublicGrantRequest {
+    pub thread: String,
+    pub level: HashLevel,
+    /// Unix seconds, at most [`PUBLIC_GRANT_TTL_SECS`] ahead; `None`: that long.
+    pub expires_at: Option<i64>,
+    pub purpose: Option<String>,
+    pub granted_by: String,
+}
+
+/// Records a public grant and its audit record.
+pub async fn grant_public(
+    fed: &Federation,
+    tenant: &Tenant,
+    request: PublicGrantRequest,
+) -> Result<Grant> {
+    validate_thread(&request.thread)?;
+    if !PUBLIC_LEVELS.contains(&request.level) {
+        return Err(Refusal::validation("a public grant's level is L0 or L2").into());
+    }
+    let now = unix_now();
+    let latest = now + PUBLIC_GRANT_TTL_SECS;
+    let expires_at = request.expires_at.unwrap_or(latest);
+    if expires_at <= now || expires_at > latest {
+        return Err(
+            Refusal::validation("a public grant expires in the future and within 7 days").into(),
+        );
+    }
+    let grant = Grant {
+        grant_id: new_id("cg"),
+        source_namespace: ANY_NAMESPACE.to_owned(),
+        target_namespace: ANY_NAMESPACE.to_owned(),
+        hash_levels: vec![request.level],
+        peer_did: None,
+        threads: Some(vec![request.thread]),
+        purpose: request.purpose,
+        expires_at: Some(expires_at),
+        granted_by: Some(request.granted_by),
+        public: true,
+    };
+    record_grant(fed, tenant, grant).await
+}
+
+/// An L0 acceptance this steward records as a puller (federation-protocol.md §6.4): records of
+/// `source_namespace` at `peer_did` may land whole in our `target_namespace`.
+#[derive(Clone, Debug)]
+pub struct AcceptRequest {
+    pub peer_did: String,
+    pub source_namespace: String,
+    pub target_namespace: String,
+    pub expires_at: Option<i64>,
+    pub accepted_by: String,
+}
+
+/// Records an acceptance and its audit record; this steward's pulls from `peer_did` into
+/// `target_namespace` show it from the next one on.
+pub async fn accept(
+    fed: &Federation,
+    tenant: &Tenant,
+    request: AcceptRequest,
+) -> Result<Acceptance> {
+    validate_namespace_id(&request.source_namespace)?;
+    validate_namespace_id(&request.target_namespace)?;
+    if request.expires_at.is_some_and(|at| at <= unix_now()) {
+        return Err(Refusal::validation("an acceptance expires in the future").into());
+    }
+    let acceptance = Acceptance {
+        grant_id: new_id("ca"),
+        source_namespace: request.source_namespace,
+        target_namespace: request.target_namespace,
+        peer_did: request.peer_did,
+        expires_at: request.expires_at,
+        accepted_by: Some(request.accepted_by),
+    };
+    let record = acceptance_body(&acceptance);
+    if ConsentOp::parse(&record)? != ConsentOp::Accept(acceptance.clone()) {
+        return Err(
+            Refusal::validation("the acceptance does not form a valid consent record").into(),
+        );
+    }
+    write_with_audit(fed, tenant, &acceptance.grant_id, "accept", record).await?;
+    Ok(acceptance)
 }
 
 /// The levels of a pair-scoped grant that names none (federation-protocol.md §6.4): the peer
@@ -210,10 +572,16 @@ pub async fn revoke_pair_grant(
     revoke(fed, tenant, grant_id, reason).await
 }
 
-/// Revokes a grant in force, effective from the next pull.
+/// Revokes a grant (public or not) or an acceptance in force, effective from the next pull.
 pub async fn revoke(fed: &Federation, tenant: &Tenant, grant_id: &str, reason: &str) -> Result<()> {
-    let grants = current(fed, &tenant.id).await?;
-    if !grants.iter().any(|g| g.grant_id == grant_id) {
+    let in_force = entries(fed, &tenant.id)
+        .await?
+        .iter()
+        .any(|entry| match entry {
+            Consent::Grant(g) => g.grant_id == grant_id,
+            Consent::Accept(a) => a.grant_id == grant_id,
+        });
+    if !in_force {
         return Err(Refusal::new(
             ErrorCode::NotFound,
             format!("no grant '{grant_id}' in force"),

@@ -99,6 +99,8 @@ pub struct Federation {
     pub(crate) manifests: manifest::Verifier,
     /// Per tenant: its own signed manifest and what it was signed for (see [`Self::own_manifest`]).
     own_manifests: Mutex<HashMap<String, (String, Value)>>,
+    /// Pullers' L0 acceptances this steward has verified (federation-protocol.md §6.4).
+    pub(crate) acceptances: crate::consent::AcceptanceCache,
 }
 
 impl Federation {
@@ -158,6 +160,7 @@ impl Federation {
             outbox_started: Mutex::default(),
             vouches: VouchCache::default(),
             manifests: manifest::Verifier::default(),
+            acceptances: crate::consent::AcceptanceCache::default(),
             own_manifests: Mutex::default(),
         }
     }

@@ -16,7 +16,7 @@ use syncropel_store::{Committed, ListFilter, StoredRecord, TokenGrant};
 use syncropel_tenant::Tenant;
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::consent::Grants;
+use crate::consent::{Grants, L0Consent};
 use crate::error::{FederationError, Result};
 use crate::handshake::PAIR_ACCOUNT_PREFIX;
 use crate::pairs;
@@ -217,6 +217,8 @@ pub struct ChangesQuery {
     pub limit: u32,
     /// Hold the request open until a commit (or the hold ends) when there is nothing new.
     pub longpoll: bool,
+    /// What L0 grants may deliver whole to this puller (federation-protocol.md §6.4).
+    pub l0: L0Consent,
 }
 
 /// A page of the changes feed as JSON text: the records are stored as the text the feed serves,
@@ -420,7 +422,8 @@ async fn render_page(
             continue;
         }
         let stored = parse_stored(&row)?;
-        if let Some(item) = deliver(fed, tenant, puller, &query.target, grants, &stored).await? {
+        let target = (query.target.as_str(), &query.l0);
+        if let Some(item) = deliver(fed, tenant, puller, target, grants, &stored).await? {
             let item = match trace {
                 Some(trace) => item_with_traceparent(&item.to_string(), &trace),
                 None => item.to_string(),
@@ -443,12 +446,12 @@ fn parse_stored(row: &StoredRecord) -> Result<Value> {
 
 /// One record as this puller may see it: whole when it is of the namespace the pair lands in
 /// `target`, else as consent decides: whole, as a redacted stub, or not at all
-/// (federation-protocol.md §6.2).
+/// (federation-protocol.md §6.2), with L0 as `l0` allows (§6.4).
 async fn deliver(
     fed: &Federation,
     tenant: &Tenant,
     puller: &Puller,
-    target: &str,
+    (target, l0): (&str, &L0Consent),
     grants: &mut Grants,
     stored: &Value,
 ) -> Result<Option<Value>> {
@@ -461,7 +464,14 @@ async fn deliver(
     }
     let thread = stored.get("thread").and_then(Value::as_str).unwrap_or("");
     let grants = grants.load(fed, &tenant.id).await?;
-    match grants.decide(namespace, target, &puller.did, thread) {
+    match grants.decide(
+        namespace,
+        target,
+        &puller.did,
+        thread,
+        l0,
+        &tenant.identity.did,
+    ) {
         Delivery::Full => Ok(sync_item(stored)),
         Delivery::Omit => Ok(None),
         Delivery::Redacted { grant_id, levels } => {
@@ -481,7 +491,7 @@ pub async fn fetch(
     fed: &Federation,
     tenant: &Tenant,
     puller: &Puller,
-    target: &str,
+    target: (&str, &L0Consent),
     ids: &[String],
 ) -> Result<Vec<Value>> {
     let mut grants = Grants::lazy();

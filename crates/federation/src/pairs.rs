@@ -689,6 +689,7 @@ pub(crate) async fn source(
         on_demand: pair.mode == ON_DEMAND,
         poll_interval: (pair.poll_interval_secs != DEFAULT_POLL_INTERVAL_SECS)
             .then(|| Duration::from_secs(pair.poll_interval_secs)),
+        consent_accepts: Vec::new(),
     })
 }
 
@@ -1087,6 +1088,8 @@ pub async fn pull(
                 target_namespace,
                 ..source(fed, tenant, pair.pair_id.clone()).await?
             }
+            .with_acceptances(fed, &tenant.id)
+            .await?
         }
         Err(_) if namespace.is_some() => {
             return Err(PullError::Parked(Refusal::validation(
@@ -1108,6 +1111,7 @@ pub async fn pull(
                 continuous: false,
                 on_demand: false,
                 poll_interval: None,
+                consent_accepts: Vec::new(),
             },
             Some(_) => {
                 return Err(PullError::Parked(Refusal::validation(

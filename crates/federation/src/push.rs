@@ -16,6 +16,7 @@ use syncropel_protocol::sync::PeerItem;
 use syncropel_protocol::{ErrorCode, Refusal};
 use syncropel_tenant::Tenant;
 
+use crate::consent::L0Consent;
 use crate::error::{FederationError, Result};
 use crate::feed::{self, ChangesQuery, Puller};
 use crate::pairs;
@@ -165,6 +166,7 @@ pub async fn send(
         since: String::new(),
         limit: MAX_PUSH_RECORDS as u32,
         longpoll: false,
+        l0: L0Consent::remembered(fed, &tenant.id, &puller.did),
     };
     let mut sent = PushSent {
         thread: thread.to_string(),

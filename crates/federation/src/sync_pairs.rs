@@ -115,6 +115,7 @@ pub(crate) async fn source(
         continuous: false,
         on_demand: false,
         poll_interval: None,
+        consent_accepts: Vec::new(),
     })
 }
 

@@ -198,6 +198,21 @@ struct Config {
     /// `[relay] urls`: where `spl serve` deposits for its peers (`spl config relay set`).
     #[serde(default, skip_serializing_if = "RelaySection::is_empty")]
     relay: RelaySection,
+    /// `[consent] l0_requires_acceptance`: two-sided L0 consent (federation-protocol.md §6.4).
+    #[serde(default, skip_serializing_if = "ConsentSection::is_default")]
+    consent: ConsentSection,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct ConsentSection {
+    #[serde(default)]
+    l0_requires_acceptance: bool,
+}
+
+impl ConsentSection {
+    fn is_default(&self) -> bool {
+        !self.l0_requires_acceptance
+    }
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -620,6 +635,13 @@ impl Home {
             .unwrap_or_default())
     }
 
+    /// Whether `config.toml` asks for two-sided L0 consent (`[consent] l0_requires_acceptance`).
+    pub fn l0_requires_acceptance(&self) -> Result<bool, HomeError> {
+        Ok(self
+            .read_config()?
+            .is_some_and(|config| config.consent.l0_requires_acceptance))
+    }
+
     /// Names the relays in `config.toml` (none: the section goes). The home must exist.
     pub fn set_relays(&self, urls: Vec<String>) -> Result<(), HomeError> {
         let path = self.config_path();
@@ -635,16 +657,17 @@ impl Home {
     }
 
     fn write_config(&self, did: &str) -> Result<(), HomeError> {
-        // The relays stay when the identity is made anew.
-        let relay = match self.read_config() {
-            Ok(Some(old)) => old.relay,
-            _ => RelaySection::default(),
+        // The relays and the consent settings stay when the identity is made anew.
+        let (relay, consent) = match self.read_config() {
+            Ok(Some(old)) => (old.relay, old.consent),
+            _ => (RelaySection::default(), ConsentSection::default()),
         };
         let config = Config {
             did: did.to_owned(),
             created_at: unix_now(),
             env: "local".to_owned(),
             relay,
+            consent,
         };
         self.save_config(&config)
     }

@@ -273,3 +273,21 @@ fn a_next_key_left_equal_to_the_signing_key_is_replaced() {
     assert_eq!(home.keypair().unwrap().did_key(), next.did_key());
     assert!(!home.root().join("keys/next.key").exists());
 }
+
+#[test]
+fn the_consent_section_is_read_and_survives_a_new_identity() {
+    let (_dir, home) = temp_home();
+    home.init(false).unwrap();
+    assert!(!home.l0_requires_acceptance().unwrap());
+    let path = home.root().join("config.toml");
+    let text = fs::read_to_string(&path).unwrap();
+    assert!(!text.contains("[consent]"), "{text}");
+    fs::write(
+        &path,
+        format!("{text}\n[consent]\nl0_requires_acceptance = true\n"),
+    )
+    .unwrap();
+    assert!(home.l0_requires_acceptance().unwrap());
+    home.init(true).unwrap();
+    assert!(home.l0_requires_acceptance().unwrap());
+}

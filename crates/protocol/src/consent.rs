@@ -4,7 +4,9 @@
 //!
 //! Cross-namespace delivery is default-deny: only an active grant naming the
 //! record's namespace, the puller's target namespace, the caller (or nobody)
-//! and the thread (or `*`) opens a path. Checking that the target namespace
+//! and the thread (or `*`) opens a path; a public grant opens one thread whatever the
+//! namespaces and caller. An `accept` (federation-protocol.md §6.4) is the puller's side of
+//! two-sided L0 consent and opens nothing itself. Checking that the target namespace
 //! is one the pair agreed on (`CONSENT_DENIED`, federation-protocol.md §6.2) is the caller's job
 //! and comes before [`decide`].
 
@@ -16,6 +18,7 @@ use serde_json::{json, Map, Value};
 use crate::error::ProtocolError;
 use crate::namespace::validate_namespace_id;
 use crate::record::Envelope;
+use crate::thread::validate_thread;
 use crate::timestamp::{rfc3339_from_unix, unix_from_rfc3339};
 
 /// The reserved thread grants and revocations live on.
@@ -26,6 +29,12 @@ pub const CONSENT_AUDIT_THREAD: &str = "th_audit_consent";
 pub const CONSENT_KIND: &str = "core.consent.v1";
 /// Body kind of the audit records on [`CONSENT_AUDIT_THREAD`].
 pub const CONSENT_AUDIT_KIND: &str = "core.consent_state_change.v1";
+/// How long a public grant lasts (federation-protocol.md §6.1: about a week).
+pub const PUBLIC_GRANT_TTL_SECS: i64 = 7 * 24 * 60 * 60;
+/// The levels a public grant may name: full records or act-and-shape stubs.
+pub const PUBLIC_LEVELS: [HashLevel; 2] = [HashLevel::L0, HashLevel::L2];
+/// What a namespace field of a public grant holds: any namespace.
+pub const ANY_NAMESPACE: &str = "*";
 
 /// A hash level (federation-protocol.md §6.3). L0 reveals everything and is only ever delivered as
 /// the full record; L1–L3 are delivered as digests.
@@ -71,12 +80,49 @@ pub struct Grant {
     /// Unix seconds; `None`: never expires.
     pub expires_at: Option<i64>,
     pub granted_by: Option<String>,
+    /// A public sharing grant (federation-protocol.md §6.1): one thread, any namespace on either
+    /// side ([`ANY_NAMESPACE`]), any caller, at one of [`PUBLIC_LEVELS`].
+    pub public: bool,
+}
+
+/// The puller's side of two-sided L0 consent (federation-protocol.md §6.4): records of
+/// `source_namespace` at the steward `peer_did` may land whole in our `target_namespace`.
+/// Recorded on the puller's own `th_consent`; its signed record is what the source checks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Acceptance {
+    pub grant_id: String,
+    pub source_namespace: String,
+    pub target_namespace: String,
+    /// The source steward whose L0 grants this accepts.
+    pub peer_did: String,
+    /// Unix seconds; `None`: until revoked.
+    pub expires_at: Option<i64>,
+    pub accepted_by: Option<String>,
+}
+
+impl Acceptance {
+    /// Whether this acceptance lets the source `source_did` serve records of
+    /// `record_namespace` whole into `target_namespace`.
+    pub fn admits(
+        &self,
+        source_did: &str,
+        record_namespace: &str,
+        target_namespace: &str,
+        now: i64,
+    ) -> bool {
+        self.peer_did == source_did
+            && self.source_namespace == record_namespace
+            && self.target_namespace == target_namespace
+            && self.expires_at.is_none_or(|at| at > now)
+    }
 }
 
 /// What one `core.consent.v1` body does.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ConsentOp {
     Grant(Grant),
+    Accept(Acceptance),
+    /// Ends a grant or an acceptance.
     Revoke {
         grant_id: String,
         reason: Option<String>,
@@ -84,8 +130,7 @@ pub enum ConsentOp {
 }
 
 impl ConsentOp {
-    /// Validates a consent body. Only `grant` and `revoke` are understood;
-    /// anything else (including federation-protocol.md §6.4's `accept`) is an error.
+    /// Validates a consent body: `grant`, `accept` (federation-protocol.md §6.4) or `revoke`.
     pub fn parse(body: &Map<String, Value>) -> Result<ConsentOp, ProtocolError> {
         if body.get("kind").and_then(Value::as_str) != Some(CONSENT_KIND) {
             return Err(invalid("body.kind", format!("must be {CONSENT_KIND:?}")));
@@ -96,34 +141,31 @@ impl ConsentOp {
         };
         match body.get("op").and_then(Value::as_str) {
             Some("grant") => Ok(ConsentOp::Grant(parse_grant(grant_id, body)?)),
+            Some("accept") => Ok(ConsentOp::Accept(parse_acceptance(grant_id, body)?)),
             Some("revoke") => Ok(ConsentOp::Revoke {
                 grant_id,
                 reason: optional_string(body, "reason", "body.reason")?,
             }),
-            _ => Err(invalid("body.op", "must be \"grant\" or \"revoke\"")),
+            _ => Err(invalid(
+                "body.op",
+                "must be \"grant\", \"accept\" or \"revoke\"",
+            )),
         }
     }
 }
 
 fn parse_grant(grant_id: String, body: &Map<String, Value>) -> Result<Grant, ProtocolError> {
-    let namespace = |key: &str, field: &'static str| match body.get(key) {
-        Some(Value::String(ns)) => validate_namespace_id(ns).map(|()| ns.clone()),
-        _ => Err(invalid(field, "must be a namespace id")),
+    let public = match body.get("public") {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => false,
+        Some(Value::Bool(true)) => true,
+        Some(_) => return Err(invalid("body.public", "must be a boolean")),
     };
-    let source_namespace = namespace("source_namespace", "body.source_namespace")?;
-    let target_namespace = namespace("target_namespace", "body.target_namespace")?;
-
-    let levels = "must be a non-empty array of \"L0\", \"L1\", \"L2\", \"L3\"";
-    let mut hash_levels = match body.get("hash_levels") {
-        Some(Value::Array(items)) if !items.is_empty() => items
-            .iter()
-            .map(|item| item.as_str().and_then(HashLevel::parse))
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| invalid("body.hash_levels", levels))?,
-        _ => return Err(invalid("body.hash_levels", levels)),
-    };
-    hash_levels.sort_unstable();
-    hash_levels.dedup();
+    if public {
+        return parse_public_grant(grant_id, body);
+    }
+    let source_namespace = namespace(body, "source_namespace", "body.source_namespace")?;
+    let target_namespace = namespace(body, "target_namespace", "body.target_namespace")?;
+    let hash_levels = hash_levels(body)?;
 
     let threads = match body.get("threads") {
         None | Some(Value::Null) => None,
@@ -142,23 +184,6 @@ fn parse_grant(grant_id: String, body: &Map<String, Value>) -> Result<Grant, Pro
             ))
         }
     };
-    // Written as RFC 3339; unix seconds are accepted too.
-    let expires_at = match body.get("expires_at") {
-        None | Some(Value::Null) => None,
-        Some(value) => Some(
-            match value {
-                Value::Number(n) => n.as_i64(),
-                Value::String(text) => unix_from_rfc3339(text),
-                _ => None,
-            }
-            .ok_or_else(|| {
-                invalid(
-                    "body.expires_at",
-                    "must be null, unix seconds or an RFC 3339 time",
-                )
-            })?,
-        ),
-    };
     Ok(Grant {
         grant_id,
         source_namespace,
@@ -167,8 +192,132 @@ fn parse_grant(grant_id: String, body: &Map<String, Value>) -> Result<Grant, Pro
         peer_did: optional_string(body, "peer_did", "body.peer_did")?,
         threads,
         purpose: optional_string(body, "purpose", "body.purpose")?,
-        expires_at,
+        expires_at: expires_at(body)?,
         granted_by: optional_string(body, "granted_by", "body.granted_by")?,
+        public: false,
+    })
+}
+
+fn namespace(
+    body: &Map<String, Value>,
+    key: &str,
+    field: &'static str,
+) -> Result<String, ProtocolError> {
+    match body.get(key) {
+        Some(Value::String(ns)) => validate_namespace_id(ns).map(|()| ns.clone()),
+        _ => Err(invalid(field, "must be a namespace id")),
+    }
+}
+
+/// Sorted, without duplicates, never empty.
+fn hash_levels(body: &Map<String, Value>) -> Result<Vec<HashLevel>, ProtocolError> {
+    let levels = "must be a non-empty array of \"L0\", \"L1\", \"L2\", \"L3\"";
+    let mut hash_levels = match body.get("hash_levels") {
+        Some(Value::Array(items)) if !items.is_empty() => items
+            .iter()
+            .map(|item| item.as_str().and_then(HashLevel::parse))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| invalid("body.hash_levels", levels))?,
+        _ => return Err(invalid("body.hash_levels", levels)),
+    };
+    hash_levels.sort_unstable();
+    hash_levels.dedup();
+    Ok(hash_levels)
+}
+
+/// Written as RFC 3339; unix seconds are accepted too.
+fn expires_at(body: &Map<String, Value>) -> Result<Option<i64>, ProtocolError> {
+    match body.get("expires_at") {
+        None | Some(Value::Null) => Ok(None),
+        Some(value) => match value {
+            Value::Number(n) => n.as_i64(),
+            Value::String(text) => unix_from_rfc3339(text),
+            _ => None,
+        }
+        .map(Some)
+        .ok_or_else(|| {
+            invalid(
+                "body.expires_at",
+                "must be null, unix seconds or an RFC 3339 time",
+            )
+        }),
+    }
+}
+
+/// A public grant names one thread and one of [`PUBLIC_LEVELS`]; its namespaces are
+/// [`ANY_NAMESPACE`], it names no peer, and it always expires.
+fn parse_public_grant(grant_id: String, body: &Map<String, Value>) -> Result<Grant, ProtocolError> {
+    let thread = match body.get("thread") {
+        Some(Value::String(thread)) => validate_thread(thread)
+            .map(|()| thread.clone())
+            .map_err(|e| invalid("body.thread", e.to_string()))?,
+        _ => return Err(invalid("body.thread", "must be a thread id")),
+    };
+    let level = match body.get("granted_level").and_then(Value::as_str) {
+        Some(level) => HashLevel::parse(level).filter(|l| PUBLIC_LEVELS.contains(l)),
+        None => None,
+    }
+    .ok_or_else(|| invalid("body.granted_level", "must be \"L0\" or \"L2\""))?;
+    for key in ["source_namespace", "target_namespace"] {
+        if body.get(key).and_then(Value::as_str) != Some(ANY_NAMESPACE) {
+            return Err(invalid(
+                "body.public",
+                "a public grant's namespaces are \"*\"",
+            ));
+        }
+    }
+    if hash_levels(body)? != [level] {
+        return Err(invalid(
+            "body.hash_levels",
+            "a public grant's levels are its granted_level",
+        ));
+    }
+    if body.get("threads") != Some(&json!([thread])) {
+        return Err(invalid(
+            "body.threads",
+            "a public grant's threads are its thread",
+        ));
+    }
+    if !matches!(body.get("peer_did"), None | Some(Value::Null)) {
+        return Err(invalid("body.peer_did", "a public grant names no peer"));
+    }
+    let expires_at = expires_at(body)?
+        .ok_or_else(|| invalid("body.expires_at", "a public grant always expires"))?;
+    Ok(Grant {
+        grant_id,
+        source_namespace: ANY_NAMESPACE.to_owned(),
+        target_namespace: ANY_NAMESPACE.to_owned(),
+        hash_levels: vec![level],
+        peer_did: None,
+        threads: Some(vec![thread]),
+        purpose: optional_string(body, "purpose", "body.purpose")?,
+        expires_at: Some(expires_at),
+        granted_by: optional_string(body, "granted_by", "body.granted_by")?,
+        public: true,
+    })
+}
+
+fn parse_acceptance(
+    grant_id: String,
+    body: &Map<String, Value>,
+) -> Result<Acceptance, ProtocolError> {
+    if hash_levels(body)? != [HashLevel::L0] {
+        return Err(invalid(
+            "body.hash_levels",
+            "an acceptance accepts [\"L0\"] only",
+        ));
+    }
+    let peer_did = match body.get("peer_did") {
+        Some(Value::String(did)) if did.starts_with("did:") => did.clone(),
+        _ => return Err(invalid("body.peer_did", "must name the source's DID")),
+    };
+    Ok(Acceptance {
+        grant_id,
+        source_namespace: namespace(body, "source_namespace", "body.source_namespace")?,
+        target_namespace: namespace(body, "target_namespace", "body.target_namespace")?,
+        peer_did,
+        expires_at: expires_at(body)?,
+        accepted_by: optional_string(body, "accepted_by", "body.accepted_by")?,
     })
 }
 
@@ -192,7 +341,7 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> ProtocolError {
 /// `expires_at` as an RFC 3339 UTC string, or null.
 pub fn grant_body(grant: &Grant) -> Map<String, Value> {
     let levels: Vec<&str> = grant.hash_levels.iter().map(|l| l.as_str()).collect();
-    object(json!({
+    let mut body = object(json!({
         "kind": CONSENT_KIND,
         "op": "grant",
         "grant_id": grant.grant_id,
@@ -204,6 +353,32 @@ pub fn grant_body(grant: &Grant) -> Map<String, Value> {
         "purpose": grant.purpose,
         "expires_at": grant.expires_at.map(rfc3339_from_unix),
         "granted_by": grant.granted_by,
+    }));
+    // A public grant also reads as it was asked for (`thread`, `granted_level`).
+    if grant.public {
+        body.insert("public".into(), Value::Bool(true));
+        if let Some([thread]) = grant.threads.as_deref() {
+            body.insert("thread".into(), json!(thread));
+        }
+        if let [level] = grant.hash_levels.as_slice() {
+            body.insert("granted_level".into(), json!(level.as_str()));
+        }
+    }
+    body
+}
+
+/// The body of an acceptance record (federation-protocol.md §6.4).
+pub fn acceptance_body(acceptance: &Acceptance) -> Map<String, Value> {
+    object(json!({
+        "kind": CONSENT_KIND,
+        "op": "accept",
+        "grant_id": acceptance.grant_id,
+        "source_namespace": acceptance.source_namespace,
+        "target_namespace": acceptance.target_namespace,
+        "hash_levels": [HashLevel::L0.as_str()],
+        "peer_did": acceptance.peer_did,
+        "expires_at": acceptance.expires_at.map(rfc3339_from_unix),
+        "accepted_by": acceptance.accepted_by,
     }))
 }
 
@@ -241,9 +416,11 @@ impl Grant {
         thread: &str,
         now: i64,
     ) -> bool {
+        let namespaces = self.public
+            || (self.source_namespace == record_namespace
+                && self.target_namespace == target_namespace);
         self.is_active(now)
-            && self.source_namespace == record_namespace
-            && self.target_namespace == target_namespace
+            && namespaces
             && self
                 .peer_did
                 .as_deref()
@@ -255,30 +432,48 @@ impl Grant {
     }
 }
 
+/// One entry in force on `th_consent`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Consent {
+    Grant(Grant),
+    Accept(Acceptance),
+}
+
 /// Folds consent bodies in log order: the last record per `grant_id` wins and
-/// a revoke removes the grant. Bodies that do not parse are skipped. The
-/// result is ordered by the log position of each grant's winning record,
-/// oldest first, which is the recency [`decide`] relies on. Expired grants
-/// are kept; [`Grant::is_active`] is evaluated at use.
-pub fn fold_grants<'a>(bodies: impl IntoIterator<Item = &'a Map<String, Value>>) -> Vec<Grant> {
-    let mut latest: HashMap<String, (usize, Option<Grant>)> = HashMap::new();
+/// a revoke removes the grant or acceptance. Bodies that do not parse are skipped. The
+/// result is ordered by the log position of each entry's winning record,
+/// oldest first, which is the recency [`decide`] relies on. Expired entries
+/// are kept; activity is evaluated at use.
+pub fn fold<'a>(bodies: impl IntoIterator<Item = &'a Map<String, Value>>) -> Vec<Consent> {
+    let mut latest: HashMap<String, (usize, Option<Consent>)> = HashMap::new();
     for (position, body) in bodies.into_iter().enumerate() {
-        match ConsentOp::parse(body) {
-            Ok(ConsentOp::Grant(grant)) => {
-                latest.insert(grant.grant_id.clone(), (position, Some(grant)));
+        let (grant_id, entry) = match ConsentOp::parse(body) {
+            Ok(ConsentOp::Grant(grant)) => (grant.grant_id.clone(), Some(Consent::Grant(grant))),
+            Ok(ConsentOp::Accept(accept)) => {
+                (accept.grant_id.clone(), Some(Consent::Accept(accept)))
             }
-            Ok(ConsentOp::Revoke { grant_id, .. }) => {
-                latest.insert(grant_id, (position, None));
-            }
-            Err(_) => {}
-        }
+            Ok(ConsentOp::Revoke { grant_id, .. }) => (grant_id, None),
+            Err(_) => continue,
+        };
+        latest.insert(grant_id, (position, entry));
     }
-    let mut live: Vec<(usize, Grant)> = latest
+    let mut live: Vec<(usize, Consent)> = latest
         .into_values()
-        .filter_map(|(position, grant)| Some((position, grant?)))
+        .filter_map(|(position, entry)| Some((position, entry?)))
         .collect();
     live.sort_unstable_by_key(|(position, _)| *position);
-    live.into_iter().map(|(_, grant)| grant).collect()
+    live.into_iter().map(|(_, entry)| entry).collect()
+}
+
+/// The grants of [`fold`], in its order (acceptances open nothing to anyone).
+pub fn fold_grants<'a>(bodies: impl IntoIterator<Item = &'a Map<String, Value>>) -> Vec<Grant> {
+    fold(bodies)
+        .into_iter()
+        .filter_map(|entry| match entry {
+            Consent::Grant(grant) => Some(grant),
+            Consent::Accept(_) => None,
+        })
+        .collect()
 }
 
 /// What the source serves for one record.
@@ -299,6 +494,11 @@ pub enum Delivery {
 /// land whole in `target_namespace` (the caller serves that one unchanged, since it knows the
 /// pair's maps): the most recent matching grant decides (`grants` in [`fold_grants`] order):
 /// with L0 → full, without → redacted with its levels; no matching grant → omitted.
+///
+/// `l0_accepted` is false when the source requires two-sided L0 consent and the puller has not
+/// shown an acceptance for this namespace pair (federation-protocol.md §6.4): a grant with L0
+/// then serves its best non-L0 level, which for a grant of L0 alone is every digest level (L0
+/// contains them all).
 pub fn decide(
     grants: &[Grant],
     record_namespace: &str,
@@ -306,17 +506,36 @@ pub fn decide(
     caller_did: &str,
     thread: &str,
     now: i64,
+    l0_accepted: bool,
 ) -> Delivery {
     let matching = grants
         .iter()
         .rev()
         .find(|g| g.matches(record_namespace, target_namespace, caller_did, thread, now));
-    match matching {
-        None => Delivery::Omit,
-        Some(grant) if grant.hash_levels.contains(&HashLevel::L0) => Delivery::Full,
-        Some(grant) => Delivery::Redacted {
+    let Some(grant) = matching else {
+        return Delivery::Omit;
+    };
+    if !grant.hash_levels.contains(&HashLevel::L0) {
+        return Delivery::Redacted {
             grant_id: grant.grant_id.clone(),
             levels: grant.hash_levels.clone(),
+        };
+    }
+    if l0_accepted {
+        return Delivery::Full;
+    }
+    let below: Vec<HashLevel> = grant
+        .hash_levels
+        .iter()
+        .copied()
+        .filter(|l| *l != HashLevel::L0)
+        .collect();
+    Delivery::Redacted {
+        grant_id: grant.grant_id.clone(),
+        levels: if below.is_empty() {
+            HashLevel::ALL[1..].to_vec()
+        } else {
+            below
         },
     }
 }
@@ -373,12 +592,13 @@ mod tests {
             purpose: Some("weekly telemetry".to_owned()),
             expires_at: None,
             granted_by: Some("did:sync:user:alice".to_owned()),
+            public: false,
         }
     }
 
     /// Runs the filter for a `research` record pulled by Bob into `my-team`.
     fn decide_for(grants: &[Grant], thread: &str, caller: &str) -> Delivery {
-        decide(grants, "research", "my-team", caller, thread, NOW)
+        decide(grants, "research", "my-team", caller, thread, NOW, true)
     }
 
     fn redacted(id: &str, levels: &[HashLevel]) -> Delivery {
@@ -394,7 +614,7 @@ mod tests {
     fn the_filter_follows_the_table() {
         // A namespace of the target's name is no exception: a map may land another one there.
         assert_eq!(
-            decide(&[], "research", "research", BOB, "th_a", NOW),
+            decide(&[], "research", "research", BOB, "th_a", NOW, true),
             Delivery::Omit
         );
         // Different namespace, no grant: omitted.
@@ -551,7 +771,7 @@ mod tests {
             ("target_namespace", json!(7), "body.target_namespace"),
             ("threads", json!([]), "body.threads"),
             ("expires_at", json!("tomorrow"), "body.expires_at"),
-            ("op", json!("accept"), "body.op"),
+            ("op", json!("lend"), "body.op"),
             ("kind", json!("core.consent.v2"), "body.kind"),
             ("grant_id", json!(""), "body.grant_id"),
         ];
@@ -605,5 +825,151 @@ mod tests {
         assert!(!text.contains("do not leak") && !text.contains("\"sig\""));
         let only_l2 = redacted_item(&envelope, "x", "cg_2", &[L2]);
         assert_eq!(only_l2["hash_levels"], json!({"l2": digests.l2}));
+    }
+
+    fn public(id: &str, thread: &str, level: HashLevel) -> Grant {
+        Grant {
+            grant_id: id.to_owned(),
+            source_namespace: ANY_NAMESPACE.to_owned(),
+            target_namespace: ANY_NAMESPACE.to_owned(),
+            hash_levels: vec![level],
+            peer_did: None,
+            threads: Some(vec![thread.to_owned()]),
+            purpose: None,
+            expires_at: Some(NOW + PUBLIC_GRANT_TTL_SECS),
+            granted_by: Some("sa_1".to_owned()),
+            public: true,
+        }
+    }
+
+    #[test]
+    fn a_public_grant_opens_its_thread_in_any_namespace_to_anyone_until_it_expires() {
+        let g = public("cg_pub", "th_a", L2);
+        let body = grant_body(&g);
+        assert_eq!(body["public"], true);
+        assert_eq!(body["thread"], "th_a");
+        assert_eq!(body["granted_level"], "L2");
+        assert_eq!(body["source_namespace"], "*");
+        assert_eq!(ConsentOp::parse(&body), Ok(ConsentOp::Grant(g.clone())));
+        for (ns, target, caller) in [
+            ("research", "my-team", BOB),
+            ("default", "default", "did:key:z6MkCarol"),
+            ("a/b", "elsewhere", ""),
+        ] {
+            assert_eq!(
+                decide(
+                    std::slice::from_ref(&g),
+                    ns,
+                    target,
+                    caller,
+                    "th_a",
+                    NOW,
+                    true
+                ),
+                redacted("cg_pub", &[L2])
+            );
+        }
+        assert_eq!(
+            decide_for(std::slice::from_ref(&g), "th_b", BOB),
+            Delivery::Omit
+        );
+        let later = NOW + PUBLIC_GRANT_TTL_SECS;
+        assert_eq!(
+            decide(&[g], "research", "my-team", BOB, "th_a", later, true),
+            Delivery::Omit
+        );
+        let full = public("cg_full", "th_a", L0);
+        assert_eq!(decide_for(&[full], "th_a", BOB), Delivery::Full);
+    }
+
+    #[test]
+    fn a_public_grant_body_must_be_exactly_one() {
+        let good = grant_body(&public("cg_pub", "th_a", L2));
+        let cases: [(&str, Value, &str); 8] = [
+            ("granted_level", json!("L1"), "body.granted_level"),
+            ("thread", json!("not a thread"), "body.thread"),
+            ("source_namespace", json!("research"), "body.public"),
+            ("hash_levels", json!(["L2", "L3"]), "body.hash_levels"),
+            ("threads", json!("*"), "body.threads"),
+            ("peer_did", json!(BOB), "body.peer_did"),
+            ("expires_at", Value::Null, "body.expires_at"),
+            ("public", json!("yes"), "body.public"),
+        ];
+        for (key, value, field) in cases {
+            let mut body = good.clone();
+            body.insert(key.to_owned(), value.clone());
+            match ConsentOp::parse(&body) {
+                Err(ProtocolError::Validation { field: f, .. }) => {
+                    assert_eq!(f, field, "{key}: {value}")
+                }
+                other => panic!("{key}: {value} gave {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn without_an_acceptance_an_l0_grant_serves_its_best_digest_level() {
+        let only_l0 = grant("cg_1", &[L0]);
+        let decide_unaccepted = |g: &Grant| {
+            decide(
+                std::slice::from_ref(g),
+                "research",
+                "my-team",
+                BOB,
+                "th_a",
+                NOW,
+                false,
+            )
+        };
+        assert_eq!(decide_unaccepted(&only_l0), redacted("cg_1", &[L1, L2, L3]));
+        let wide = grant("cg_2", &[L0, L2, L3]);
+        assert_eq!(decide_unaccepted(&wide), redacted("cg_2", &[L2, L3]));
+        // Grants without L0 are what they were.
+        assert_eq!(
+            decide_unaccepted(&grant("cg_3", &[L3])),
+            redacted("cg_3", &[L3])
+        );
+    }
+
+    #[test]
+    fn acceptances_fold_apart_from_grants_and_admit_only_their_pair() {
+        let accept = Acceptance {
+            grant_id: "ca_1".to_owned(),
+            source_namespace: "research".to_owned(),
+            target_namespace: "my-team".to_owned(),
+            peer_did: "did:key:z6MkSource".to_owned(),
+            expires_at: Some(NOW + 10),
+            accepted_by: Some("sa_1".to_owned()),
+        };
+        let body = acceptance_body(&accept);
+        assert_eq!(body["op"], "accept");
+        assert_eq!(body["hash_levels"], json!(["L0"]));
+        assert_eq!(
+            ConsentOp::parse(&body),
+            Ok(ConsentOp::Accept(accept.clone()))
+        );
+        let g = grant_body(&grant("cg_1", &[L1]));
+        assert_eq!(fold_grants([&g, &body]), [grant("cg_1", &[L1])]);
+        assert_eq!(
+            fold([&g, &body]),
+            [
+                Consent::Grant(grant("cg_1", &[L1])),
+                Consent::Accept(accept.clone())
+            ]
+        );
+        assert!(fold([&body, &revoke_body("ca_1", "done")]).is_empty());
+
+        assert!(accept.admits("did:key:z6MkSource", "research", "my-team", NOW));
+        assert!(!accept.admits("did:key:z6MkOther", "research", "my-team", NOW));
+        assert!(!accept.admits("did:key:z6MkSource", "default", "my-team", NOW));
+        assert!(!accept.admits("did:key:z6MkSource", "research", "default", NOW));
+        assert!(!accept.admits("did:key:z6MkSource", "research", "my-team", NOW + 10));
+
+        let mut wider = body.clone();
+        wider.insert("hash_levels".into(), json!(["L0", "L1"]));
+        assert!(ConsentOp::parse(&wider).is_err());
+        let mut anonymous = body;
+        anonymous.insert("peer_did".into(), Value::Null);
+        assert!(ConsentOp::parse(&anonymous).is_err());
     }
 }

@@ -13,9 +13,9 @@ mod federation;
 // Re-exported whole: the federation CLI tests compile this file and read these through it.
 #[allow(unused_imports)]
 pub use federation::{
-    ConsentCommand, DiscoverArgs, DiscoveryMethod, FederationCommand, FleetCommand,
+    AcceptArgs, ConsentCommand, DiscoverArgs, DiscoveryMethod, FederationCommand, FleetCommand,
     FleetPeersCommand, FleetSyncCommand, GrantArgs, InviteArgs, NamespaceMap, PairArgs,
-    PeerDiscoverArgs, SyncArgs, SyncPairArgs,
+    PeerDiscoverArgs, PublicArgs, SyncArgs, SyncPairArgs,
 };
 
 /// The Syncropel CLI: identity, a local steward, records, namespaces and service accounts.
@@ -558,6 +558,11 @@ pub struct ServeArgs {
     /// Serve a did:sync directory at /directory/* (its store: directory.db in the home)
     #[arg(long, env = "SPL_DIRECTORY_ENABLED", conflicts_with = "memory")]
     pub directory_enabled: bool,
+    /// Two-sided L0 consent: a grant with L0 delivers full records only to a puller that shows
+    /// its signed acceptance, else digests (also `[consent] l0_requires_acceptance = true` in
+    /// config.toml; off by default)
+    #[arg(long, env = "SPL_L0_REQUIRES_ACCEPTANCE")]
+    pub l0_requires_acceptance: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -125,6 +125,11 @@ struct ServeArgs {
     #[command(flatten)]
     pairing: syncropel_steward::pairing::PairingArgs,
 
+    /// Two-sided L0 consent for every tenant: a grant with L0 delivers full records only to a
+    /// puller that shows its signed acceptance, else digests
+    #[arg(long, env = "STEWARD_L0_REQUIRES_ACCEPTANCE")]
+    l0_requires_acceptance: bool,
+
     /// Let peer URLs be loopback or private addresses (off: a tenant cannot make the steward
     /// call into the platform's own network)
     #[arg(long, env = "STEWARD_ALLOW_PRIVATE_PEERS")]
@@ -372,6 +377,7 @@ async fn serve(args: ServeArgs) -> Result<(), StewardError> {
             pairing: args.pairing.policy().map_err(StewardError::Invalid)?,
             allow_private_peers: args.allow_private_peers,
             directories: args.directories.clone(),
+            l0_requires_acceptance: args.l0_requires_acceptance,
             ..FederationConfig::default()
         },
     };

@@ -19,6 +19,8 @@ use super::target::{check_url, PublicOnlyResolver};
 
 /// Header naming the acting principal on peer calls.
 const ACTOR_HEADER: &str = "x-syncropel-actor";
+/// Carries the puller's L0 acceptances (federation-protocol.md §6.4).
+const ACCEPT_HEADER: &str = "x-syncropel-consent-accept";
 /// Marks a request as one steward's to another (a push).
 const FEDERATION_HEADER: &str = "x-syncropel-federation";
 /// Manifest (federation-protocol.md §2.1) and DID document / operation log fetch deadline.
@@ -87,6 +89,8 @@ pub struct ChangesRequest<'a> {
     pub longpoll: bool,
     /// `target_namespace` query parameter, when set.
     pub target_namespace: Option<&'a str>,
+    /// Our L0 acceptances for this source and target, shown in `x-syncropel-consent-accept`.
+    pub consent_accepts: &'a [String],
 }
 
 impl std::fmt::Debug for ChangesRequest<'_> {
@@ -100,6 +104,7 @@ impl std::fmt::Debug for ChangesRequest<'_> {
             .field("limit", &self.limit)
             .field("longpoll", &self.longpoll)
             .field("target_namespace", &self.target_namespace)
+            .field("consent_accepts", &self.consent_accepts.len())
             .finish()
     }
 }
@@ -165,7 +170,8 @@ impl PeerClient {
                 query.append_pair("target_namespace", ns);
             }
         }
-        let headers = auth_headers(Some(req.token), Some(req.actor))?;
+        let mut headers = auth_headers(Some(req.token), Some(req.actor))?;
+        accept_header(&mut headers, req.consent_accepts)?;
         let timeout = if req.longpoll {
             self.options.longpoll_timeout
         } else {
@@ -198,6 +204,7 @@ impl PeerClient {
             }
         }
         let mut headers = auth_headers(Some(req.token), Some(req.actor))?;
+        accept_header(&mut headers, req.consent_accepts)?;
         headers.insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
         let resp = self
             .deadline(self.options.request_timeout, "changes", async {
@@ -271,6 +278,24 @@ impl PeerClient {
     ) -> Result<(u16, Value), PeerError> {
         let url = self.checked_url(url)?;
         let headers = auth_headers(bearer, actor)?;
+        self.exchange("post", self.http.post(url).headers(headers).json(body))
+            .await
+    }
+
+    /// Fetches records by id from a peer's `POST /v1/sync/records` as a puller (`body` is
+    /// `{"ids": [...]}`), showing `consent_accepts` as a page request does; answered as
+    /// [`PeerClient::post_json`] answers.
+    pub async fn fetch_records(
+        &self,
+        url: &str,
+        body: &Value,
+        bearer: &str,
+        actor: &str,
+        consent_accepts: &[String],
+    ) -> Result<(u16, Value), PeerError> {
+        let url = self.checked_url(url)?;
+        let mut headers = auth_headers(Some(bearer), Some(actor))?;
+        accept_header(&mut headers, consent_accepts)?;
         self.exchange("post", self.http.post(url).headers(headers).json(body))
             .await
     }
@@ -445,6 +470,18 @@ fn auth_headers(bearer: Option<&str>, actor: Option<&str>) -> Result<HeaderMap, 
         headers.insert(ACTOR_HEADER, value);
     }
     Ok(headers)
+}
+
+/// Adds the puller's L0 acceptances, comma-separated, when it has any.
+fn accept_header(headers: &mut HeaderMap, accepts: &[String]) -> Result<(), PeerError> {
+    if accepts.is_empty() {
+        return Ok(());
+    }
+    let value = HeaderValue::from_str(&accepts.join(",")).map_err(|_| {
+        PeerError::Parse("request: an acceptance is not a valid header value".into())
+    })?;
+    headers.insert(ACCEPT_HEADER, value);
+    Ok(())
 }
 
 /// Passes 2xx through; 4xx/5xx become HTTP_4XX/HTTP_5XX (with the ApiError code and message

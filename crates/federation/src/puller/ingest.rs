@@ -166,11 +166,12 @@ async fn fetch_records(
     }
     let (status, answer) = fed
         .client()
-        .post_json(
+        .fetch_records(
             &url,
             &serde_json::json!({ "ids": ids }),
-            Some(&source.token),
-            Some(&source.actor),
+            &source.token,
+            &source.actor,
+            &source.consent_accepts,
         )
         .await
         .map_err(PullError::Peer)?;

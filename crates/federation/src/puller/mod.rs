@@ -51,6 +51,9 @@ pub struct Source {
     pub on_demand: bool,
     /// The pair's own poll interval, when its operator set one (else the steward's).
     pub poll_interval: Option<Duration>,
+    /// Our L0 acceptances for this source and target namespace, shown on every request
+    /// (federation-protocol.md §6.4).
+    pub consent_accepts: Vec<String>,
 }
 
 impl Source {
@@ -65,6 +68,23 @@ impl Source {
         self.target_namespace = pull_cursor(fed.store.as_ref(), tenant, &self.id, thread)
             .await?
             .and_then(|row| row.target_namespace);
+        self.with_acceptances(fed, tenant).await
+    }
+
+    /// This source with the acceptances we show it for its target namespace.
+    pub(crate) async fn with_acceptances(
+        mut self,
+        fed: &Federation,
+        tenant: &str,
+    ) -> Result<Source, PullError> {
+        if !self.peer_did.is_empty() {
+            let target = self
+                .target_namespace
+                .as_deref()
+                .unwrap_or(syncropel_protocol::DEFAULT_NAMESPACE);
+            self.consent_accepts =
+                crate::consent::shown_acceptances(fed, tenant, &self.peer_did, target).await?;
+        }
         Ok(self)
     }
 }
@@ -172,6 +192,7 @@ pub async fn open_live(
         limit: DEFAULT_PAGE,
         longpoll: true,
         target_namespace: source.target_namespace.as_deref(),
+        consent_accepts: &source.consent_accepts,
     };
     fed.client()
         .changes_live(&request)
@@ -378,6 +399,7 @@ async fn fetch_page(
         limit: DEFAULT_PAGE,
         longpoll,
         target_namespace: source.target_namespace.as_deref(),
+        consent_accepts: &source.consent_accepts,
     };
     let mut held = since;
     let mut page = client.changes(&request).await;

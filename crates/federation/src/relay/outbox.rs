@@ -477,6 +477,7 @@ impl Work<'_> {
             since: String::new(),
             limit: MAX_ITEMS as u32,
             longpoll: false,
+            l0: consent::L0Consent::remembered(self.fed, &self.tenant.id, &puller.did),
         };
         for _ in 0..ENVELOPES_PER_PASS {
             query.limit = batch_of(row);

@@ -74,6 +74,7 @@ fn req<'a>(base: &'a str) -> ChangesRequest<'a> {
         limit: 100,
         longpoll: false,
         target_namespace: None,
+        consent_accepts: &[],
     }
 }
 
@@ -363,12 +364,14 @@ async fn good_page_parses_with_prefix_encoding_and_headers() {
         }),
     );
     let base = format!("{}/t/alice/", serve(app).await);
+    let accepts = ["eyJhIjox".to_string(), "eyJiIjoy".to_string()];
     let request = ChangesRequest {
         thread: "th a&b=c",
         since: "cur+/=&x",
         limit: 250,
         longpoll: true,
         target_namespace: Some("alice music"),
+        consent_accepts: &accepts,
         ..req(&base)
     };
     let got = client(short(5000)).changes(&request).await.unwrap();
@@ -390,6 +393,7 @@ async fn good_page_parses_with_prefix_encoding_and_headers() {
     assert_eq!(q["target_namespace"], "alice music");
     assert_eq!(headers["authorization"], "Bearer tok_secret");
     assert_eq!(headers["x-syncropel-actor"], "did:key:z6MkAlice");
+    assert_eq!(headers["x-syncropel-consent-accept"], "eyJhIjox,eyJiIjoy");
 }
 
 #[tokio::test]

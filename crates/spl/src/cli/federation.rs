@@ -275,6 +275,54 @@ pub enum ConsentCommand {
         #[arg(long, value_name = "NS")]
         namespace: Option<String>,
     },
+    /// Share one thread with anyone who pulls it, into any namespace, for at most 7 days
+    Public(PublicArgs),
+    /// Accept full (L0) records from a source that requires two-sided L0 consent
+    Accept(AcceptArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PublicArgs {
+    /// Thread to share
+    #[arg(value_parser = NonEmptyStringValueParser::new())]
+    pub thread: String,
+
+    /// L0 shares full records; L2 only redacted stubs with the L2 digest
+    #[arg(long, value_name = "LEVEL", default_value = "L2", value_parser = ["L0", "L2"])]
+    pub level: String,
+
+    /// When the grant lapses, ISO 8601, within 7 days [default: in 7 days]
+    #[arg(long, value_name = "ISO8601")]
+    pub expires: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct AcceptArgs {
+    /// The source steward's DID (the peer that grants L0)
+    #[arg(long, value_name = "DID", value_parser = NonEmptyStringValueParser::new())]
+    pub peer: String,
+
+    /// The source's namespace the records come from
+    #[arg(
+        long,
+        value_name = "NS",
+        default_value = "default",
+        value_parser = NonEmptyStringValueParser::new()
+    )]
+    pub from_namespace: String,
+
+    /// Our namespace the records land in
+    #[arg(
+        long,
+        value_name = "NS",
+        default_value = "default",
+        value_parser = NonEmptyStringValueParser::new()
+    )]
+    pub to_namespace: String,
+
+    /// When the acceptance lapses, ISO 8601 [default: never]
+    #[arg(long, value_name = "ISO8601")]
+    pub expires: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -47,6 +47,9 @@ pub fn run(ctx: Ctx, args: &ServeArgs) -> Result<ExitCode> {
         false => args.relays.clone(),
     };
     check_relays(&relays)?;
+    // Either the flag or the home's `[consent] l0_requires_acceptance` switches it on.
+    let l0_requires_acceptance =
+        args.l0_requires_acceptance || ctx.home.l0_requires_acceptance()?;
     let pairing = args.pairing.policy().map_err(anyhow::Error::msg)?;
     if args.daemon {
         return daemonize(&ctx);
@@ -90,6 +93,7 @@ pub fn run(ctx: Ctx, args: &ServeArgs) -> Result<ExitCode> {
             store_ceiling: args.sync_store_ceiling,
             auto_approve: args.federation_auto_approve_dids.clone(),
             pairing,
+            l0_requires_acceptance,
             // A steward on a laptop or behind NAT: peers should turn to its relays at once.
             relay: RelayConfig {
                 offline_capable: !relays.is_empty(),

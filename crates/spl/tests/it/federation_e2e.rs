@@ -572,3 +572,85 @@ fn spl_fleet_sync_quarantine_shows_what_a_pull_held_back() {
         assert!(!refused.status.success(), "--limit {limit}");
     }
 }
+
+/// Two-sided L0 consent through the CLI (federation-protocol.md §6.4): A serves with
+/// `--l0-requires-acceptance`, so its L0 grant reaches B as stubs until B runs `spl consent
+/// accept`; `spl consent public` shares a thread as stubs into any namespace.
+#[test]
+fn l0_reaches_a_puller_only_once_it_accepts_and_public_grants_share_a_thread() {
+    let mut a = Node::init();
+    let mut b = Node::init();
+    a.serve(&["--auto-approve-did", &b.did, "--l0-requires-acceptance"]);
+    b.serve(&[]);
+    let pair = b.json(&["federation", "pair", &a.url()]);
+    assert_eq!(pair["state"], "active", "{pair}");
+    for node in [&a, &b] {
+        node.json(&["namespace", "create", "research"]);
+    }
+    let record_on_b = |id: &str| -> Option<Value> {
+        let out = b.output(&["records", "get", id]);
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).unwrap())
+    };
+    let arrived = |id: &str| {
+        let mut got = None;
+        assert!(
+            eventually(ARRIVAL, || {
+                got = record_on_b(id);
+                got.is_some()
+            }),
+            "record {id} never reached B"
+        );
+        got.unwrap()
+    };
+
+    let public = a.json(&["consent", "public", "th_cli_public", "--level", "L2"]);
+    assert_eq!(public["public"], true, "{public}");
+    assert_eq!(public["granted_level"], "L2", "{public}");
+    let shared = a.emit("DO", "th_cli_public", json!({"namespace": "research"}));
+    b.json(&["sync", "th_cli_public", "from", &a.did]);
+    let stub = arrived(shared["id"].as_str().unwrap());
+    assert_eq!(stub["redacted"], true, "{stub}");
+    assert_eq!(stub["hash_levels"].as_object().unwrap().len(), 1, "{stub}");
+
+    a.json(&[
+        "consent",
+        "grant",
+        "--to-namespace",
+        "default",
+        "--from-namespace",
+        "research",
+        "--hash-levels",
+        "L0",
+        "--peer",
+        &b.did,
+    ]);
+    let thread = "th_cli_l0";
+    let first = a.emit("DO", thread, json!({"namespace": "research", "n": 1}));
+    b.json(&["sync", thread, "from", &a.did]);
+    assert_eq!(arrived(first["id"].as_str().unwrap())["redacted"], true);
+
+    let accepted = b.json(&[
+        "consent",
+        "accept",
+        "--peer",
+        &a.did,
+        "--from-namespace",
+        "research",
+    ]);
+    assert_eq!(accepted["op"], "accept", "{accepted}");
+    assert_eq!(accepted["target_namespace"], "default", "{accepted}");
+    let listed = b.json(&["consent", "list"]);
+    assert_eq!(listed["data"][0]["op"], "accept", "{listed}");
+    // The longpoll B's job holds was asked before the acceptance: a record ends it.
+    let marker = a.emit("DO", thread, json!({"marker": true}));
+    arrived(marker["id"].as_str().unwrap());
+    let second = a.emit("DO", thread, json!({"namespace": "research", "n": 2}));
+    let whole = arrived(second["id"].as_str().unwrap());
+    assert_eq!(whole["sig"], second["sig"], "{whole}");
+    assert_eq!(whole["body"], second["body"], "{whole}");
+
+    let revoked = b.json(&["consent", "revoke", accepted["grant_id"].as_str().unwrap()]);
+    assert_eq!(revoked["revoked"], true, "{revoked}");
+}

@@ -456,3 +456,91 @@ async fn a_hosted_tenant_deposits_at_its_peers_relay_under_a_lease() {
     })
     .await;
 }
+
+/// A hosted source (federation-protocol.md §6.1, §6.4): a tenant's public L2 grant reaches a
+/// local puller as stubs in any namespace, and with `l0_requires_acceptance` its L0 grant serves
+/// digests until the local steward records its acceptance, then whole signed records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hosted_source_serves_public_grants_and_l0_only_to_an_accepting_puller() {
+    with_test_database_here(|url| async move {
+        let local = start_local(Vec::new()).await;
+        let replica = Replica::start(
+            &url,
+            Config {
+                path_prefix: Some("/t".into()),
+                reachable_urls: true,
+                federation: FederationConfig {
+                    l0_requires_acceptance: true,
+                    ..config(vec![local.did()], Duration::from_secs(60))
+                },
+                ..Config::default()
+            },
+        )
+        .await;
+        let hosted = Hosted::provision(&replica, "acme").await;
+        local.pair_with(&hosted.url()).await;
+        local.register_namespace("research").await;
+        let (status, answer) = replica
+            .tenant_post(
+                &hosted.label,
+                &hosted.token,
+                "/v1/namespaces",
+                &json!({"id": "research"}),
+            )
+            .await;
+        assert_eq!(status, 201, "{answer}");
+        let post = |body: Value| {
+            let (replica, hosted) = (&replica, &hosted);
+            async move {
+                let (status, answer) = replica
+                    .tenant_post(&hosted.label, &hosted.token, "/v1/consent/grants", &body)
+                    .await;
+                assert_eq!(status, 201, "{answer}");
+                answer
+            }
+        };
+        let emit = |thread: &'static str, clock: i64, body: Value| {
+            let (replica, hosted) = (&replica, &hosted);
+            async move {
+                let envelope = know(thread, "did:sync:user:hana", clock, body);
+                let emitted = hosted.via(replica).emit::<Value>(&envelope).await.unwrap();
+                emitted.record
+            }
+        };
+
+        let public =
+            post(json!({"public": true, "thread": "th_host_pub", "granted_level": "L2"})).await;
+        assert_eq!(public["source_namespace"], "*", "{public}");
+        let shared = emit("th_host_pub", 1, json!({"namespace": "research"})).await;
+        local.pull("th_host_pub", &hosted.did()).await;
+        let stub = local.arrived(shared["id"].as_str().unwrap()).await;
+        assert_eq!(stub["redacted"], true, "{stub}");
+        assert_eq!(stub["consent_grant"], public["grant_id"]);
+
+        post(
+            json!({"source_namespace": "research", "target_namespace": "default",
+                    "hash_levels": ["L0"], "peer_did": local.did()}),
+        )
+        .await;
+        let before = emit("th_host_l0", 1, json!({"namespace": "research", "n": 1})).await;
+        local.pull("th_host_l0", &hosted.did()).await;
+        let stub = local.arrived(before["id"].as_str().unwrap()).await;
+        assert_eq!(stub["redacted"], true, "{stub}");
+
+        let (status, accepted) = local
+            .post(
+                "/v1/consent/grants",
+                &json!({"op": "accept", "peer_did": hosted.did(),
+                        "source_namespace": "research", "target_namespace": "default"}),
+            )
+            .await;
+        assert_eq!(status, 201, "{accepted}");
+        // The longpoll asked before the acceptance is answered as it was asked.
+        let marker = emit("th_host_l0", 2, json!({"marker": true})).await;
+        local.arrived(marker["id"].as_str().unwrap()).await;
+        let after = emit("th_host_l0", 3, json!({"namespace": "research", "n": 3})).await;
+        let got = local.arrived(after["id"].as_str().unwrap()).await;
+        assert_verified_copy(&got, &after, &hosted.tenant.identity.signer);
+    })
+    .await;
+}

@@ -1,4 +1,5 @@
-//! Consent grants between namespaces: `POST/GET /v1/consent/grants`, `DELETE
+//! Consent grants between namespaces: `POST/GET /v1/consent/grants` (a grant, a public grant
+//! with `"public": true`, or an L0 acceptance with `"op": "accept"`), `DELETE
 //! /v1/consent/grants/{id}`, and those bound to a pair's peer: `POST
 //! /v1/federation/pairs/{id}/grants`, `DELETE /v1/federation/pairs/{id}/grants/{grant_id}`.
 
@@ -8,9 +9,13 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::Value;
 use syncropel_api::{ConsentGrant, GrantRevoked, List};
-use syncropel_federation::consent::{self, GrantRequest, PairGrantRequest};
-use syncropel_protocol::consent::{Grant, HashLevel};
-use syncropel_protocol::{unix_from_rfc3339, unix_now, validate_namespace_id, DEFAULT_NAMESPACE};
+use syncropel_federation::consent::{
+    self, AcceptRequest, GrantRequest, PairGrantRequest, PublicGrantRequest,
+};
+use syncropel_protocol::consent::{Acceptance, Consent, Grant, HashLevel, PUBLIC_LEVELS};
+use syncropel_protocol::{
+    unix_from_rfc3339, unix_now, validate_namespace_id, validate_thread, DEFAULT_NAMESPACE,
+};
 use syncropel_tenant::Scope;
 
 use crate::auth::Caller;
@@ -21,6 +26,43 @@ use crate::state::AppState;
 
 fn view(grant: &Grant) -> ConsentGrant {
     ConsentGrant::new(grant, grant.is_active(unix_now()))
+}
+
+fn accepted_view(acceptance: &Acceptance) -> ConsentGrant {
+    let active = acceptance.expires_at.is_none_or(|at| at > unix_now());
+    ConsentGrant::accepted(acceptance, active)
+}
+
+/// A string member of the body, `None` when absent or null.
+fn text(body: &Value, key: &str) -> ApiResult<Option<String>> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(ApiError::validation(format!("'{key}' must be a string"))),
+    }
+}
+
+/// `expires_at` as unix seconds, `None` when not given.
+fn expires_at(body: &Value) -> ApiResult<Option<i64>> {
+    text(body, "expires_at")?
+        .map(|t| {
+            unix_from_rfc3339(&t).ok_or_else(|| {
+                ApiError::validation(
+                    "'expires_at' must be an RFC 3339 time such as 2026-12-01T00:00:00Z",
+                )
+            })
+        })
+        .transpose()
+}
+
+/// Members a request of one kind may not carry.
+fn refuse_members(body: &Value, members: &[&str], what: &str) -> ApiResult<()> {
+    match members.iter().find(|m| body.get(**m).is_some()) {
+        Some(member) => Err(ApiError::validation(format!(
+            "{what} does not take '{member}'"
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// The body's `hash_levels`, `None` when it names none.
@@ -47,7 +89,8 @@ fn granted_by(caller: &Caller) -> String {
         .unwrap_or_else(|| caller.tenant.identity.did.to_string())
 }
 
-/// `POST /v1/consent/grants`
+/// `POST /v1/consent/grants`: a grant between namespaces; with `"public": true` a public grant
+/// of one thread; with `"op": "accept"` an L0 acceptance (federation-protocol.md §6.1, §6.4).
 pub async fn grant(
     State(state): State<AppState>,
     caller: Caller,
@@ -55,15 +98,29 @@ pub async fn grant(
 ) -> ApiResult<Response> {
     caller.require(Scope::FederationManage)?;
     caller.tenant.require_writable()?;
-    let text = |k: &str| -> ApiResult<Option<String>> {
-        match body.get(k) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(_) => Err(ApiError::validation(format!("'{k}' must be a string"))),
+    let fed = &state.federation;
+    let created = |view: ConsentGrant| (StatusCode::CREATED, Json(view)).into_response();
+    match (body.get("public"), body.get("op")) {
+        (None | Some(Value::Bool(false)), None) => {}
+        (None | Some(Value::Bool(false)), Some(op)) if op == "grant" => {}
+        (Some(Value::Bool(true)), None) => {
+            let request = public_grant(&body, granted_by(&caller))?;
+            let grant = consent::grant_public(fed, &caller.tenant, request).await?;
+            return Ok(created(view(&grant)));
         }
-    };
-    let source = text("source_namespace")?.unwrap_or_else(|| DEFAULT_NAMESPACE.into());
-    let target = text("target_namespace")?
+        (None, Some(op)) if op == "accept" => {
+            let request = acceptance(&body, granted_by(&caller))?;
+            let acceptance = consent::accept(fed, &caller.tenant, request).await?;
+            return Ok(created(accepted_view(&acceptance)));
+        }
+        _ => {
+            return Err(ApiError::validation(
+                "'public' must be a boolean and 'op' \"grant\" or \"accept\" (not both)",
+            ))
+        }
+    }
+    let source = text(&body, "source_namespace")?.unwrap_or_else(|| DEFAULT_NAMESPACE.into());
+    let target = text(&body, "target_namespace")?
         .ok_or_else(|| ApiError::validation("'target_namespace' is required"))?;
     validate_namespace_id(&source)?;
     validate_namespace_id(&target)?;
@@ -80,29 +137,76 @@ pub async fn grant(
         ),
         Some(_) => return Err(ApiError::validation("'threads' must be an array or \"*\"")),
     };
-    let expires_at = match text("expires_at")? {
-        None => None,
-        Some(t) => Some(unix_from_rfc3339(&t).ok_or_else(|| {
-            ApiError::validation(
-                "'expires_at' must be an RFC 3339 time such as 2026-12-01T00:00:00Z",
-            )
-        })?),
-    };
     let request = GrantRequest {
         source_namespace: source,
         target_namespace: target,
         hash_levels,
-        peer_did: text("peer_did")?,
+        peer_did: text(&body, "peer_did")?,
         threads,
-        purpose: text("purpose")?,
-        expires_at,
+        purpose: text(&body, "purpose")?,
+        expires_at: expires_at(&body)?,
         granted_by: granted_by(&caller),
     };
-    let grant = consent::grant(&state.federation, &caller.tenant, request).await?;
-    Ok((StatusCode::CREATED, Json(view(&grant))).into_response())
+    let grant = consent::grant(fed, &caller.tenant, request).await?;
+    Ok(created(view(&grant)))
 }
 
-/// `GET /v1/consent/grants[?namespace=NS]`: grants whose source or target is NS.
+/// `{"public": true, "thread", "granted_level": "L0"|"L2", "expires_at"?, "purpose"?}`: a
+/// public grant names no namespaces, peer, threads or levels of its own.
+fn public_grant(body: &Value, granted_by: String) -> ApiResult<PublicGrantRequest> {
+    refuse_members(
+        body,
+        &[
+            "source_namespace",
+            "target_namespace",
+            "peer_did",
+            "threads",
+            "hash_levels",
+        ],
+        "a public grant",
+    )?;
+    let thread =
+        text(body, "thread")?.ok_or_else(|| ApiError::validation("'thread' is required"))?;
+    validate_thread(&thread)?;
+    let level = text(body, "granted_level")?
+        .as_deref()
+        .and_then(HashLevel::parse)
+        .filter(|l| PUBLIC_LEVELS.contains(l))
+        .ok_or_else(|| ApiError::validation("'granted_level' must be \"L0\" or \"L2\""))?;
+    Ok(PublicGrantRequest {
+        thread,
+        level,
+        expires_at: expires_at(body)?,
+        purpose: text(body, "purpose")?,
+        granted_by,
+    })
+}
+
+/// `{"op": "accept", "peer_did", "source_namespace", "target_namespace", "expires_at"?}`; its
+/// levels, if named, are `["L0"]`.
+fn acceptance(body: &Value, accepted_by: String) -> ApiResult<AcceptRequest> {
+    refuse_members(body, &["threads", "purpose", "public"], "an acceptance")?;
+    if hash_levels(body)?.is_some_and(|levels| levels != [HashLevel::L0]) {
+        return Err(ApiError::validation("an acceptance accepts [\"L0\"] only"));
+    }
+    let required = |key: &str| {
+        text(body, key)?.ok_or_else(|| ApiError::validation(format!("'{key}' is required")))
+    };
+    let peer_did = required("peer_did")?;
+    if !peer_did.starts_with("did:") {
+        return Err(ApiError::validation("'peer_did' must be the source's DID"));
+    }
+    Ok(AcceptRequest {
+        peer_did,
+        source_namespace: required("source_namespace")?,
+        target_namespace: required("target_namespace")?,
+        expires_at: expires_at(body)?,
+        accepted_by,
+    })
+}
+
+/// `GET /v1/consent/grants[?namespace=NS]`: grants and acceptances whose source or target is NS
+/// (public grants, whose namespaces are `*`, only unnarrowed).
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -110,11 +214,14 @@ pub async fn list(
 ) -> ApiResult<Response> {
     caller.require(Scope::FederationManage)?;
     let namespace = params.str("namespace");
-    let data = consent::current(&state.federation, &caller.tenant.id)
+    let data = consent::entries(&state.federation, &caller.tenant.id)
         .await?
         .iter()
+        .map(|entry| match entry {
+            Consent::Grant(grant) => view(grant),
+            Consent::Accept(acceptance) => accepted_view(acceptance),
+        })
         .filter(|g| namespace.is_none_or(|ns| g.source_namespace == ns || g.target_namespace == ns))
-        .map(view)
         .collect();
     Ok(Json(List { data }).into_response())
 }

@@ -10,6 +10,7 @@ use axum::{Extension, Json};
 use serde_json::Value;
 use syncropel_api::watch::{self as sse, Heartbeat};
 use syncropel_api::SyncRecords;
+use syncropel_federation::consent::{self, L0Consent, ACCEPT_HEADER, MAX_ACCEPTANCES};
 use syncropel_federation::feed::{self, Access, ChangesQuery, Puller, MAX_FETCH_IDS};
 use syncropel_federation::{actor_keys, pairs, push};
 use syncropel_protocol::sync::{DEFAULT_PAGE, MAX_PAGE};
@@ -29,6 +30,35 @@ fn claimed(headers: &HeaderMap) -> Option<&str> {
     headers
         .get("x-syncropel-actor")
         .and_then(|v| v.to_str().ok())
+}
+
+/// What L0 the caller's acceptances in `x-syncropel-consent-accept` open (federation-protocol.md
+/// §6.4): values comma-separated or in repeated headers, at most [`MAX_ACCEPTANCES`].
+async fn l0_consent(
+    state: &AppState,
+    caller: &Caller,
+    puller: &Puller,
+    headers: &HeaderMap,
+) -> ApiResult<L0Consent> {
+    let fed = &state.federation;
+    if !fed.config.l0_requires_acceptance {
+        return Ok(L0Consent::Open);
+    }
+    let mut shown = Vec::new();
+    for value in headers.get_all(ACCEPT_HEADER) {
+        let value = value
+            .to_str()
+            .map_err(|_| ApiError::validation(format!("{ACCEPT_HEADER} is not ASCII")))?;
+        for one in value.split(',').map(str::trim).filter(|v| !v.is_empty()) {
+            if shown.len() == MAX_ACCEPTANCES {
+                return Err(ApiError::validation(format!(
+                    "at most {MAX_ACCEPTANCES} acceptances in {ACCEPT_HEADER}"
+                )));
+            }
+            shown.push(one.to_string());
+        }
+    }
+    Ok(consent::l0_consent(fed, &caller.tenant, &puller.did, &shown).await?)
 }
 
 /// Checks what the caller's token may do before the engine looks at its pair: the pull scope,
@@ -121,6 +151,7 @@ pub async fn changes(
         since: resumed.or(params.str("since")).unwrap_or("").to_string(),
         limit,
         longpoll,
+        l0: l0_consent(&state, &caller, &puller, &headers).await?,
     };
     if continuous {
         caller.tenant.status.require_active("watched")?;
@@ -200,7 +231,8 @@ pub async fn fetch(
         .map(|id| id.as_str().map(str::to_string))
         .collect::<Option<Vec<String>>>()
         .ok_or_else(|| ApiError::validation("every id must be a string"))?;
-    let items = feed::fetch(fed, &caller.tenant, &puller, target, &ids).await?;
+    let l0 = l0_consent(&state, &caller, &puller, &headers).await?;
+    let items = feed::fetch(fed, &caller.tenant, &puller, (target, &l0), &ids).await?;
     Ok(Json(SyncRecords { records: items }).into_response())
 }
 

@@ -10,6 +10,7 @@ mod sql;
 mod writer;
 
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,10 +36,14 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqli
 const READ_CONNECTIONS: u32 = 4;
 /// How often the WAL is copied back into the database file.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
-/// Past this much WAL content the checkpointer waits for readers to let go, so the next commit
-/// starts the WAL over; a reset WAL file is also cut back to this size. Readers that never pause
-/// would otherwise let the WAL grow by gigabytes under sustained writes.
-const WAL_LIMIT_BYTES: i64 = 64 * 1024 * 1024;
+/// Past this much WAL content the writer, between two commits, checkpoints the rest and waits for
+/// readers to let go, so its next commit starts the WAL over (`RESTART`). A checkpointer asking
+/// for the write lock itself starves behind a busy writer and the WAL grows by hundreds of MiB.
+const WAL_RESTART_BYTES: i64 = 16 * 1024 * 1024;
+/// A WAL file is cut back to this size when it starts over. Larger than the restart point, so
+/// under sustained writes the same file pages are written again instead of freed and allocated
+/// (and zeroed by the kernel) anew.
+const WAL_FILE_LIMIT_BYTES: i64 = 64 * 1024 * 1024;
 
 pub struct SqliteStore {
     reader: SqlitePool,
@@ -90,19 +95,20 @@ impl SqliteStore {
         } else {
             options
                 .pragma("wal_autocheckpoint", "0")
-                .pragma("journal_size_limit", WAL_LIMIT_BYTES.to_string())
+                .pragma("journal_size_limit", WAL_FILE_LIMIT_BYTES.to_string())
         };
         // The writer's page cache holds a whole ingested page's dirty index pages: with
         // SQLite's 2 MiB default, a 1000-record transaction spills pages to the WAL mid-way and
         // writes many of them twice. Memory is taken only as pages are touched.
         let writer = options.clone().pragma("cache_size", "-16384");
         let writer = open_migrated(&writer).await?;
+        let restart_wanted = Arc::new(AtomicBool::new(false));
         let checkpointer = if in_memory {
             None
         } else {
             let conn = Arc::new(Mutex::new(SqliteConnection::connect_with(&options).await?));
             Some(Checkpointer {
-                task: tokio::spawn(run_checkpointer(conn.clone())),
+                task: tokio::spawn(run_checkpointer(conn.clone(), restart_wanted.clone())),
                 conn,
             })
         };
@@ -115,7 +121,12 @@ impl SqliteStore {
 
         let (writes, queue) = mpsc::channel(QUEUE_DEPTH);
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
-        let task = tokio::spawn(writer::run_writer(writer, queue, events.clone()));
+        let task = tokio::spawn(writer::run_writer(
+            writer,
+            queue,
+            events.clone(),
+            restart_wanted,
+        ));
         Ok(SqliteStore {
             reader,
             writes,
@@ -347,20 +358,25 @@ impl RecordStore for SqliteStore {
 /// Copies committed WAL frames into the database file on its own connection. PASSIVE never waits
 /// for the writer or readers, so commits do not pay for checkpoints; the WAL restarts from its
 /// beginning once a checkpoint has caught up and no reader holds an older snapshot. When the WAL
-/// has grown past [`WAL_LIMIT_BYTES`] anyway (readers always busy), a RESTART checkpoint waits
-/// for the readers of the moment to finish and holds new commits back meanwhile, so it starts over.
-async fn run_checkpointer(conn: Arc<Mutex<SqliteConnection>>) {
+/// has grown past [`WAL_RESTART_BYTES`] anyway (a writer that never pauses, readers always
+/// busy), it asks the writer to restart it between two commits.
+async fn run_checkpointer(conn: Arc<Mutex<SqliteConnection>>, restart_wanted: Arc<AtomicBool>) {
     let mut tick = tokio::time::interval(CHECKPOINT_INTERVAL);
     loop {
         tick.tick().await;
         let mut conn = conn.lock().await;
-        if let Err(e) = checkpoint(&mut conn).await {
-            tracing::warn!(error = %e, "WAL checkpoint failed; will retry");
+        match checkpoint(&mut conn).await {
+            Ok(wal_bytes) if wal_bytes > WAL_RESTART_BYTES => {
+                restart_wanted.store(true, Ordering::Relaxed);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed; will retry"),
         }
     }
 }
 
-async fn checkpoint(conn: &mut SqliteConnection) -> Result<()> {
+/// A passive checkpoint; answers how many bytes of frames the WAL holds.
+async fn checkpoint(conn: &mut SqliteConnection) -> Result<i64> {
     // (busy, frames in the WAL, frames checkpointed)
     let (_, frames, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
         .fetch_one(&mut *conn)
@@ -368,10 +384,5 @@ async fn checkpoint(conn: &mut SqliteConnection) -> Result<()> {
     let page_size: i64 = sqlx::query_scalar("PRAGMA page_size")
         .fetch_one(&mut *conn)
         .await?;
-    if frames.saturating_mul(page_size) > WAL_LIMIT_BYTES {
-        sqlx::query("PRAGMA wal_checkpoint(RESTART)")
-            .execute(&mut *conn)
-            .await?;
-    }
-    Ok(())
+    Ok(frames.saturating_mul(page_size))
 }

@@ -2,6 +2,8 @@
 //! together (group commit), and the writer announces what it committed, in sequence order.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqliteConnection};
 use tokio::sync::{broadcast, mpsc};
@@ -16,11 +18,12 @@ use crate::{
 };
 
 /// The writer task: takes everything queued (up to [`MAX_BATCH`]) and commits it as one
-/// transaction.
+/// transaction. Between two commits it starts the WAL over when the checkpointer asks.
 pub(super) async fn run_writer(
     mut conn: SqliteConnection,
     mut queue: mpsc::Receiver<Queued<IndexSearch>>,
     events: broadcast::Sender<Committed>,
+    restart_wanted: Arc<AtomicBool>,
 ) {
     let mut buffer = Vec::with_capacity(MAX_BATCH);
     let mut unindexed = 0;
@@ -50,6 +53,16 @@ pub(super) async fn run_writer(
         }
         if taken.closing {
             break;
+        }
+        if restart_wanted.swap(false, Ordering::Relaxed) {
+            // Holding no transaction, the writer cannot be the one the restart waits for; the
+            // passive checkpoints have copied most frames already.
+            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(RESTART)")
+                .execute(&mut conn)
+                .await
+            {
+                tracing::warn!(error = %e, "WAL restart failed; will retry");
+            }
         }
     }
     // Leave a tidy database file behind: everything copied back, the WAL emptied.

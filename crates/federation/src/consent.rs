@@ -4,7 +4,7 @@
 //! for every page that needs them, so a revocation holds from the next pull on every replica.
 //! A source that requires two-sided L0 consent checks the acceptances a puller shows here.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
 use base64::Engine as _;
@@ -16,9 +16,7 @@ use syncropel_protocol::consent::{
     CONSENT_THREAD, PUBLIC_GRANT_TTL_SECS, PUBLIC_LEVELS,
 };
 use syncropel_protocol::sync::{sync_item, PeerItem};
-use syncropel_protocol::{
-    sha256_hex, unix_now, validate_namespace_id, validate_thread, ErrorCode, Refusal,
-};
+use syncropel_protocol::{unix_now, validate_namespace_id, validate_thread, ErrorCode, Refusal};
 use syncropel_tenant::Tenant;
 
 use crate::error::Result;
@@ -34,8 +32,9 @@ pub const MAX_ACCEPTANCE_CHARS: usize = 8 * 1024;
 /// How long a verified acceptance is taken on trust before its signature is checked again (the
 /// puller's key may be withdrawn); never past the acceptance's own expiry.
 const ACCEPTANCE_RECHECK_SECS: i64 = 3600;
-/// Most verified acceptances remembered per replica; past it the cache starts afresh.
-const ACCEPTANCE_CACHE_CAP: usize = 4096;
+/// Most pullers (per tenant) whose acceptances one replica remembers; past it, pullers with
+/// nothing live are forgotten, and new ones are verified on every request until room frees.
+const ACCEPTANCE_CACHE_PULLERS: usize = 4096;
 
 /// What L0 a page may deliver whole (federation-protocol.md §6.4).
 #[derive(Clone, Debug)]
@@ -43,7 +42,12 @@ pub enum L0Consent {
     /// The source does not require acceptance: a grant with L0 delivers full records.
     Open,
     /// Only for the namespace pairs of these acceptances, verified for this puller.
-    Accepted(Vec<Acceptance>),
+    Accepted {
+        acceptances: Vec<Acceptance>,
+        /// Unix seconds when the first of them expires or is due to be checked again: a
+        /// decision held longer (a continuous feed) must be made afresh by then.
+        until: Option<i64>,
+    },
 }
 
 impl L0Consent {
@@ -51,7 +55,14 @@ impl L0Consent {
     pub fn unshown(fed: &Federation) -> L0Consent {
         match fed.config.l0_requires_acceptance {
             false => L0Consent::Open,
-            true => L0Consent::Accepted(Vec::new()),
+            true => L0Consent::accepted(Vec::new()),
+        }
+    }
+
+    fn accepted(verified: Vec<(Acceptance, i64)>) -> L0Consent {
+        L0Consent::Accepted {
+            until: verified.iter().map(|(_, until)| *until).min(),
+            acceptances: verified.into_iter().map(|(a, _)| a).collect(),
         }
     }
 
@@ -60,14 +71,22 @@ impl L0Consent {
     pub fn remembered(fed: &Federation, tenant: &str, puller_did: &str) -> L0Consent {
         match fed.config.l0_requires_acceptance {
             false => L0Consent::Open,
-            true => L0Consent::Accepted(fed.acceptances.of(tenant, puller_did, unix_now())),
+            true => L0Consent::accepted(fed.acceptances.of(tenant, puller_did, unix_now())),
+        }
+    }
+
+    /// Unix seconds by which this decision must be made again (see [`L0Consent::Accepted`]).
+    pub fn until(&self) -> Option<i64> {
+        match self {
+            L0Consent::Open => None,
+            L0Consent::Accepted { until, .. } => *until,
         }
     }
 
     fn admits(&self, source_did: &str, record_ns: &str, target_ns: &str, now: i64) -> bool {
         match self {
             L0Consent::Open => true,
-            L0Consent::Accepted(accepted) => accepted
+            L0Consent::Accepted { acceptances, .. } => acceptances
                 .iter()
                 .any(|a| a.admits(source_did, record_ns, target_ns, now)),
         }
@@ -75,40 +94,80 @@ impl L0Consent {
 }
 
 struct Verified {
-    tenant: String,
-    puller: String,
+    /// The id of the signed record that states it.
+    item_id: String,
     acceptance: Acceptance,
     /// Unix seconds.
     until: i64,
 }
 
-/// Acceptances verified on this replica, by what was shown (with tenant and puller).
+/// What one replica remembers of one puller's acceptances.
 #[derive(Default)]
-pub(crate) struct AcceptanceCache(Mutex<HashMap<String, Verified>>);
+struct Shown {
+    /// Oldest first; at most [`MAX_ACCEPTANCES`].
+    verified: VecDeque<Verified>,
+}
+
+impl Shown {
+    fn live(&self, now: i64) -> bool {
+        self.verified.iter().any(|v| v.until > now)
+    }
+}
+
+/// Acceptances verified on this replica, by (tenant, puller) and the id of the record shown:
+/// however a puller spells what it shows, it holds at most [`MAX_ACCEPTANCES`] entries, and
+/// evicts only its own.
+#[derive(Default)]
+pub(crate) struct AcceptanceCache(Mutex<HashMap<(String, String), Shown>>);
 
 impl AcceptanceCache {
-    fn get(&self, key: &str, now: i64) -> Option<Acceptance> {
-        let cache = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        cache
-            .get(key)
-            .filter(|v| v.until > now)
-            .map(|v| v.acceptance.clone())
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Shown>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn put(&self, key: String, verified: Verified) {
-        let mut cache = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.len() >= ACCEPTANCE_CACHE_CAP {
-            cache.clear();
+    fn get(
+        &self,
+        tenant: &str,
+        puller: &str,
+        item_id: &str,
+        now: i64,
+    ) -> Option<(Acceptance, i64)> {
+        let cache = self.lock();
+        let shown = cache.get(&(tenant.to_string(), puller.to_string()))?;
+        shown
+            .verified
+            .iter()
+            .find(|v| v.item_id == item_id && v.until > now)
+            .map(|v| (v.acceptance.clone(), v.until))
+    }
+
+    fn put(&self, tenant: &str, puller: &str, verified: Verified, now: i64) {
+        let mut cache = self.lock();
+        let key = (tenant.to_string(), puller.to_string());
+        if !cache.contains_key(&key) && cache.len() >= ACCEPTANCE_CACHE_PULLERS {
+            cache.retain(|_, shown| shown.live(now));
+            if cache.len() >= ACCEPTANCE_CACHE_PULLERS {
+                return;
+            }
         }
-        cache.insert(key, verified);
+        let shown = cache.entry(key).or_default();
+        shown
+            .verified
+            .retain(|v| v.item_id != verified.item_id && v.until > now);
+        shown.verified.push_back(verified);
+        while shown.verified.len() > MAX_ACCEPTANCES {
+            shown.verified.pop_front();
+        }
     }
 
-    fn of(&self, tenant: &str, puller: &str, now: i64) -> Vec<Acceptance> {
-        let cache = self.0.lock().unwrap_or_else(|p| p.into_inner());
+    fn of(&self, tenant: &str, puller: &str, now: i64) -> Vec<(Acceptance, i64)> {
+        let cache = self.lock();
         cache
-            .values()
-            .filter(|v| v.tenant == tenant && v.puller == puller && v.until > now)
-            .map(|v| v.acceptance.clone())
+            .get(&(tenant.to_string(), puller.to_string()))
+            .into_iter()
+            .flat_map(|shown| &shown.verified)
+            .filter(|v| v.until > now)
+            .map(|v| (v.acceptance.clone(), v.until))
             .collect()
     }
 }
@@ -137,12 +196,11 @@ pub async fn l0_consent(
     let now = unix_now();
     let mut accepted = Vec::new();
     for value in shown {
-        let key = sha256_hex(format!("{}\n{puller_did}\n{value}", tenant.id).as_bytes());
-        if let Some(acceptance) = fed.acceptances.get(&key, now) {
-            accepted.push(acceptance);
+        let item = decode_acceptance(value)?;
+        if let Some(remembered) = fed.acceptances.get(&tenant.id, puller_did, &item.id, now) {
+            accepted.push(remembered);
             continue;
         }
-        let item = decode_acceptance(value)?;
         match verify_acceptance(fed, tenant, puller_did, &item, now).await {
             Some(acceptance) => {
                 let until = acceptance
@@ -151,15 +209,16 @@ pub async fn l0_consent(
                         at.min(now + ACCEPTANCE_RECHECK_SECS)
                     });
                 fed.acceptances.put(
-                    key,
+                    &tenant.id,
+                    puller_did,
                     Verified {
-                        tenant: tenant.id.clone(),
-                        puller: puller_did.to_string(),
+                        item_id: item.id.clone(),
                         acceptance: acceptance.clone(),
                         until,
                     },
+                    now,
                 );
-                accepted.push(acceptance);
+                accepted.push((acceptance, until));
             }
             None => tracing::debug!(
                 puller = puller_did,
@@ -168,7 +227,7 @@ pub async fn l0_consent(
             ),
         }
     }
-    Ok(L0Consent::Accepted(accepted))
+    Ok(L0Consent::accepted(accepted))
 }
 
 fn decode_acceptance(value: &str) -> Result<PeerItem> {
@@ -600,4 +659,67 @@ pub async fn revoke(fed: &Federation, tenant: &Tenant, grant_id: &str, reason: &
     )
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn acceptance(id: &str) -> Acceptance {
+        Acceptance {
+            grant_id: id.to_string(),
+            source_namespace: "research".into(),
+            target_namespace: "default".into(),
+            peer_did: "did:key:zSource".into(),
+            expires_at: None,
+            accepted_by: None,
+        }
+    }
+
+    fn verified(item_id: &str, until: i64) -> Verified {
+        Verified {
+            item_id: item_id.to_string(),
+            acceptance: acceptance(&format!("ca_{item_id}")),
+            until,
+        }
+    }
+
+    #[test]
+    fn padding_variants_of_one_acceptance_decode_to_one_record() {
+        let item = json!({"id": "a".repeat(64), "record": {"act": "KNOW",
+            "thread": CONSENT_THREAD, "actor": "did:key:zPuller", "clock": 1, "body": {}}});
+        let plain = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(item.to_string());
+        let ids: Vec<String> = ["", "=", "=="]
+            .iter()
+            .map(|pad| decode_acceptance(&format!("{plain}{pad}")).unwrap().id)
+            .collect();
+        assert_eq!(ids, vec!["a".repeat(64); 3]);
+    }
+
+    #[test]
+    fn a_flood_from_one_puller_evicts_only_its_own_acceptances() {
+        let cache = AcceptanceCache::default();
+        let now = 1_000;
+        cache.put("t", "did:key:zHonest", verified("honest", now + 60), now);
+        for n in 0..2 * ACCEPTANCE_CACHE_PULLERS {
+            cache.put(
+                "t",
+                "did:key:zFlood",
+                verified(&format!("v{n}"), now + 60),
+                now,
+            );
+        }
+        let honest = cache.get("t", "did:key:zHonest", "honest", now);
+        assert_eq!(
+            honest.map(|(a, _)| a.grant_id).as_deref(),
+            Some("ca_honest")
+        );
+        let flood = cache.of("t", "did:key:zFlood", now);
+        assert_eq!(flood.len(), MAX_ACCEPTANCES);
+        // The newest are kept.
+        let last = format!("ca_v{}", 2 * ACCEPTANCE_CACHE_PULLERS - 1);
+        assert!(flood.iter().any(|(a, _)| a.grant_id == last));
+        // Another tenant's puller of the same DID is another entry.
+        assert!(cache.get("u", "did:key:zHonest", "honest", now).is_none());
+    }
 }

@@ -539,7 +539,40 @@ pub async fn accept(
         );
     }
     write_with_audit(fed, tenant, &acceptance.grant_id, "accept", record).await?;
+    kick_pulls_from(fed, tenant, &acceptance.peer_did).await;
     Ok(acceptance)
+}
+
+/// Our pulls from `peer_did` drop the request or feed they hold (asked with the acceptances as
+/// they were), so the next one shows what is in force now.
+async fn kick_pulls_from(fed: &Federation, tenant: &Tenant, peer_did: &str) {
+    let pairs = crate::pairs::load(fed, tenant).await.map(|pairs| {
+        pairs
+            .into_values()
+            .filter(|p| p.peer_did == peer_did)
+            .map(|p| p.pair_id)
+            .collect::<Vec<_>>()
+    });
+    let sync_pairs = crate::sync_pairs::registry(fed, &tenant.id)
+        .await
+        .map(|pairs| {
+            pairs
+                .into_values()
+                .filter(|p| p.peer_did == peer_did)
+                .map(|p| p.pair_id)
+                .collect::<Vec<_>>()
+        });
+    match (pairs, sync_pairs) {
+        (Ok(pairs), Ok(sync_pairs)) => {
+            for id in pairs.iter().chain(&sync_pairs) {
+                fed.jobs.kick(&tenant.id, id);
+            }
+        }
+        // The change is recorded; the pulls show it from their next request anyway.
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::debug!(error = %e, "could not list the pulls from a peer to kick them")
+        }
+    }
 }
 
 /// The levels of a pair-scoped grant that names none (federation-protocol.md §6.4): the peer
@@ -633,20 +666,18 @@ pub async fn revoke_pair_grant(
 
 /// Revokes a grant (public or not) or an acceptance in force, effective from the next pull.
 pub async fn revoke(fed: &Federation, tenant: &Tenant, grant_id: &str, reason: &str) -> Result<()> {
-    let in_force = entries(fed, &tenant.id)
-        .await?
-        .iter()
-        .any(|entry| match entry {
-            Consent::Grant(g) => g.grant_id == grant_id,
-            Consent::Accept(a) => a.grant_id == grant_id,
-        });
-    if !in_force {
+    let entries = entries(fed, &tenant.id).await?;
+    let in_force = entries.iter().find(|entry| match entry {
+        Consent::Grant(g) => g.grant_id == grant_id,
+        Consent::Accept(a) => a.grant_id == grant_id,
+    });
+    let Some(in_force) = in_force else {
         return Err(Refusal::new(
             ErrorCode::NotFound,
             format!("no grant '{grant_id}' in force"),
         )
         .into());
-    }
+    };
     let record = revoke_body(grant_id, reason);
     let audit = audit(grant_id, "revoke", json!({"reason": reason}));
     fed.write_own(
@@ -658,6 +689,9 @@ pub async fn revoke(fed: &Federation, tenant: &Tenant, grant_id: &str, reason: &
         Vec::new(),
     )
     .await?;
+    if let Consent::Accept(acceptance) = in_force {
+        kick_pulls_from(fed, tenant, &acceptance.peer_did).await;
+    }
     Ok(())
 }
 

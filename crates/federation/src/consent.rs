@@ -5,7 +5,7 @@
 //! A source that requires two-sided L0 consent checks the acceptances a puller shows here.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
 use rand::distributions::{Alphanumeric, DistString};
@@ -17,6 +17,7 @@ use syncropel_protocol::consent::{
 };
 use syncropel_protocol::sync::{sync_item, PeerItem};
 use syncropel_protocol::{unix_now, validate_namespace_id, validate_thread, ErrorCode, Refusal};
+use syncropel_store::ListFilter;
 use syncropel_tenant::Tenant;
 
 use crate::error::Result;
@@ -343,33 +344,88 @@ pub async fn shown_acceptances(
     source_did: &str,
     target_namespace: &str,
 ) -> Result<Vec<String>> {
-    let records = records(fed, tenant).await?;
     let now = unix_now();
-    let mut shown: Vec<String> = fold(bodies(&records))
-        .into_iter()
-        .filter_map(|entry| match entry {
-            Consent::Accept(a)
-                if a.peer_did == source_did
-                    && a.target_namespace == target_namespace
-                    && a.expires_at.is_none_or(|at| at > now) =>
-            {
-                Some(a.grant_id)
-            }
-            _ => None,
+    let mut shown: Vec<String> = own_acceptances(fed, tenant)
+        .await?
+        .iter()
+        .filter(|ours| {
+            let a = &ours.acceptance;
+            a.peer_did == source_did
+                && a.target_namespace == target_namespace
+                && a.expires_at.is_none_or(|at| at > now)
         })
-        .filter_map(|id| {
-            // The record that states it: the last one of its id.
-            let record = records
-                .iter()
-                .rev()
-                .find(|r| r["body"]["grant_id"] == id.as_str() && r["body"]["op"] == "accept")?;
-            let item = sync_item(record)?;
-            Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(item.to_string()))
-        })
+        .map(|ours| ours.shown.clone())
         .collect();
     let keep = shown.len().saturating_sub(MAX_ACCEPTANCES);
     shown.drain(..keep);
     Ok(shown)
+}
+
+/// One of our acceptances not revoked (expired ones included), with the value that shows it.
+struct Ours {
+    acceptance: Acceptance,
+    shown: String,
+}
+
+/// Our acceptances as folded from `th_consent` up to a sequence of it.
+type Folded = (i64, Arc<Vec<Ours>>);
+
+/// [`Folded`] per tenant.
+#[derive(Default)]
+pub(crate) struct OwnAcceptances(Mutex<HashMap<String, Folded>>);
+
+/// Our acceptances, in fold order. Every pull asks, so the fold is kept per tenant and reused
+/// while no record has been added to `th_consent` since (one indexed read checks that, on every
+/// replica alike).
+async fn own_acceptances(fed: &Federation, tenant: &str) -> Result<Arc<Vec<Ours>>> {
+    let cached = fed
+        .own_acceptances
+        .0
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(tenant)
+        .cloned();
+    if let Some((seq, ours)) = cached {
+        let newer = ListFilter {
+            thread: Some(CONSENT_THREAD.into()),
+            after_seq: seq,
+            limit: 1,
+            ..ListFilter::default()
+        };
+        if fed.store.list(tenant, &newer).await?.is_empty() {
+            return Ok(ours);
+        }
+    }
+    let (records, seq) = fed.thread_records(tenant, CONSENT_THREAD).await?;
+    let ours: Vec<Ours> = fold(bodies(&records))
+        .into_iter()
+        .filter_map(|entry| match entry {
+            Consent::Accept(acceptance) => {
+                // The record that states it: the last one of its id.
+                let record = records.iter().rev().find(|r| {
+                    r["body"]["grant_id"] == acceptance.grant_id.as_str()
+                        && r["body"]["op"] == "accept"
+                })?;
+                let item = sync_item(record)?;
+                let shown =
+                    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(item.to_string());
+                Some(Ours { acceptance, shown })
+            }
+            Consent::Grant(_) => None,
+        })
+        .collect();
+    let ours = Arc::new(ours);
+    let mut cache = fed
+        .own_acceptances
+        .0
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    // A cache only: past this many tenants it starts afresh.
+    if cache.len() > 10_000 {
+        cache.clear();
+    }
+    cache.insert(tenant.to_string(), (seq, ours.clone()));
+    Ok(ours)
 }
 
 /// The audit body of one consent change: `op` is `grant`, `accept` or `revoke`; `detail` the

@@ -33,6 +33,13 @@ pub const MAX_ACCEPTANCE_CHARS: usize = 8 * 1024;
 /// How long a verified acceptance is taken on trust before its signature is checked again (the
 /// puller's key may be withdrawn); never past the acceptance's own expiry.
 const ACCEPTANCE_RECHECK_SECS: i64 = 3600;
+/// How long an acceptance shown that did not verify is refused without being checked again.
+const ACCEPTANCE_REFUSED_SECS: i64 = 60;
+/// Most refused acceptances remembered per puller; past it, its oldest is forgotten.
+const MAX_REFUSED: usize = 64;
+/// How long checking the acceptances of one request may take (documents fetched included): what
+/// is not verified by then is taken as not shown.
+const ACCEPTANCE_CHECK_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
 /// Most pullers (per tenant) whose acceptances one replica remembers; past it, pullers with
 /// nothing live are forgotten, and new ones are verified on every request until room frees.
 const ACCEPTANCE_CACHE_PULLERS: usize = 4096;
@@ -107,12 +114,21 @@ struct Verified {
 struct Shown {
     /// Oldest first; at most [`MAX_ACCEPTANCES`].
     verified: VecDeque<Verified>,
+    /// Ids of records shown that did not verify, with when to check them again; oldest first,
+    /// at most [`MAX_REFUSED`].
+    refused: VecDeque<(String, i64)>,
 }
 
 impl Shown {
     fn live(&self, now: i64) -> bool {
-        self.verified.iter().any(|v| v.until > now)
+        self.verified.iter().any(|v| v.until > now) || self.refused.iter().any(|r| r.1 > now)
     }
+}
+
+/// What a replica remembers of one record shown.
+enum Remembered {
+    Verified(Acceptance, i64),
+    Refused,
 }
 
 /// Acceptances verified on this replica, by (tenant, puller) and the id of the record shown:
@@ -126,23 +142,25 @@ impl AcceptanceCache {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn get(
-        &self,
-        tenant: &str,
-        puller: &str,
-        item_id: &str,
-        now: i64,
-    ) -> Option<(Acceptance, i64)> {
+    fn get(&self, tenant: &str, puller: &str, item_id: &str, now: i64) -> Option<Remembered> {
         let cache = self.lock();
         let shown = cache.get(&(tenant.to_string(), puller.to_string()))?;
-        shown
+        if let Some(v) = shown
             .verified
             .iter()
             .find(|v| v.item_id == item_id && v.until > now)
-            .map(|v| (v.acceptance.clone(), v.until))
+        {
+            return Some(Remembered::Verified(v.acceptance.clone(), v.until));
+        }
+        shown
+            .refused
+            .iter()
+            .any(|(id, until)| id == item_id && *until > now)
+            .then_some(Remembered::Refused)
     }
 
-    fn put(&self, tenant: &str, puller: &str, verified: Verified, now: i64) {
+    /// Changes what is remembered of `puller`, unless the cache is full of other live pullers.
+    fn update(&self, tenant: &str, puller: &str, now: i64, change: impl FnOnce(&mut Shown)) {
         let mut cache = self.lock();
         let key = (tenant.to_string(), puller.to_string());
         if !cache.contains_key(&key) && cache.len() >= ACCEPTANCE_CACHE_PULLERS {
@@ -151,14 +169,33 @@ impl AcceptanceCache {
                 return;
             }
         }
-        let shown = cache.entry(key).or_default();
-        shown
-            .verified
-            .retain(|v| v.item_id != verified.item_id && v.until > now);
-        shown.verified.push_back(verified);
-        while shown.verified.len() > MAX_ACCEPTANCES {
-            shown.verified.pop_front();
-        }
+        change(cache.entry(key).or_default());
+    }
+
+    fn put(&self, tenant: &str, puller: &str, verified: Verified, now: i64) {
+        self.update(tenant, puller, now, |shown| {
+            shown
+                .verified
+                .retain(|v| v.item_id != verified.item_id && v.until > now);
+            shown.verified.push_back(verified);
+            while shown.verified.len() > MAX_ACCEPTANCES {
+                shown.verified.pop_front();
+            }
+        });
+    }
+
+    fn refuse(&self, tenant: &str, puller: &str, item_id: &str, now: i64) {
+        self.update(tenant, puller, now, |shown| {
+            shown
+                .refused
+                .retain(|(id, until)| id != item_id && *until > now);
+            shown
+                .refused
+                .push_back((item_id.to_string(), now + ACCEPTANCE_REFUSED_SECS));
+            while shown.refused.len() > MAX_REFUSED {
+                shown.refused.pop_front();
+            }
+        });
     }
 
     fn of(&self, tenant: &str, puller: &str, now: i64) -> Vec<(Acceptance, i64)> {
@@ -195,15 +232,28 @@ pub async fn l0_consent(
         .into());
     }
     let now = unix_now();
+    let deadline = tokio::time::Instant::now() + ACCEPTANCE_CHECK_DEADLINE;
+    // One fresh fetch of the puller's document per request: acceptances signed by keys it does
+    // not list cannot make us fetch it again and again.
+    let mut may_refetch = true;
     let mut accepted = Vec::new();
     for value in shown {
         let item = decode_acceptance(value)?;
-        if let Some(remembered) = fed.acceptances.get(&tenant.id, puller_did, &item.id, now) {
-            accepted.push(remembered);
-            continue;
+        match fed.acceptances.get(&tenant.id, puller_did, &item.id, now) {
+            Some(Remembered::Verified(acceptance, until)) => {
+                accepted.push((acceptance, until));
+                continue;
+            }
+            Some(Remembered::Refused) => continue,
+            None => {}
         }
-        match verify_acceptance(fed, tenant, puller_did, &item, now).await {
-            Some(acceptance) => {
+        let checked = tokio::time::timeout_at(
+            deadline,
+            verify_acceptance(fed, tenant, puller_did, &item, now, &mut may_refetch),
+        )
+        .await;
+        match checked {
+            Ok(Some(acceptance)) => {
                 let until = acceptance
                     .expires_at
                     .map_or(now + ACCEPTANCE_RECHECK_SECS, |at| {
@@ -221,10 +271,20 @@ pub async fn l0_consent(
                 );
                 accepted.push((acceptance, until));
             }
-            None => tracing::debug!(
+            Ok(None) => {
+                tracing::debug!(
+                    puller = puller_did,
+                    record = %item.id,
+                    "an L0 acceptance shown does not hold; serving digests"
+                );
+                fed.acceptances
+                    .refuse(&tenant.id, puller_did, &item.id, now);
+            }
+            // Not remembered as refused: a slow document host is no verdict on the record.
+            Err(_) => tracing::debug!(
                 puller = puller_did,
                 record = %item.id,
-                "an L0 acceptance shown does not hold; serving digests"
+                "checking an L0 acceptance took too long; serving digests"
             ),
         }
     }
@@ -255,6 +315,7 @@ async fn verify_acceptance(
     puller_did: &str,
     item: &PeerItem,
     now: i64,
+    may_refetch: &mut bool,
 ) -> Option<Acceptance> {
     if item.redaction.is_some() || item.envelope.thread != CONSENT_THREAD {
         return None;
@@ -264,8 +325,12 @@ async fn verify_acceptance(
     };
     let for_us = acceptance.peer_did == *tenant.identity.did
         && acceptance.expires_at.is_none_or(|at| at > now);
-    (for_us && !puller_did.is_empty() && fed.signed_by(item, puller_did).await)
-        .then_some(acceptance)
+    let signed = for_us
+        && !puller_did.is_empty()
+        && fed
+            .signed_by_refetching(item, puller_did, may_refetch)
+            .await;
+    signed.then_some(acceptance)
 }
 
 /// The consent entries of one tenant, loaded the first time a page needs them.
@@ -799,11 +864,11 @@ mod tests {
                 now,
             );
         }
-        let honest = cache.get("t", "did:key:zHonest", "honest", now);
-        assert_eq!(
-            honest.map(|(a, _)| a.grant_id).as_deref(),
-            Some("ca_honest")
-        );
+        let honest = match cache.get("t", "did:key:zHonest", "honest", now) {
+            Some(Remembered::Verified(a, _)) => a.grant_id,
+            _ => panic!("the honest puller's acceptance was evicted"),
+        };
+        assert_eq!(honest, "ca_honest");
         let flood = cache.of("t", "did:key:zFlood", now);
         assert_eq!(flood.len(), MAX_ACCEPTANCES);
         // The newest are kept.
@@ -811,5 +876,32 @@ mod tests {
         assert!(flood.iter().any(|(a, _)| a.grant_id == last));
         // Another tenant's puller of the same DID is another entry.
         assert!(cache.get("u", "did:key:zHonest", "honest", now).is_none());
+    }
+
+    #[test]
+    fn an_acceptance_that_did_not_verify_is_refused_for_a_while_for_its_puller_only() {
+        let cache = AcceptanceCache::default();
+        let now = 1_000;
+        cache.put("t", "did:key:zOther", verified("x", now + 600), now);
+        cache.refuse("t", "did:key:zFlood", "x", now);
+        let refused = |at| {
+            matches!(
+                cache.get("t", "did:key:zFlood", "x", at),
+                Some(Remembered::Refused)
+            )
+        };
+        assert!(refused(now + ACCEPTANCE_REFUSED_SECS - 1));
+        assert!(!refused(now + ACCEPTANCE_REFUSED_SECS));
+        assert!(matches!(
+            cache.get("t", "did:key:zOther", "x", now),
+            Some(Remembered::Verified(..))
+        ));
+        for n in 0..10 * MAX_REFUSED {
+            cache.refuse("t", "did:key:zFlood", &format!("r{n}"), now);
+        }
+        let held = cache.lock();
+        let of = |did: &str| &held[&("t".to_string(), did.to_string())];
+        assert_eq!(of("did:key:zFlood").refused.len(), MAX_REFUSED);
+        assert_eq!(of("did:key:zOther").verified.len(), 1);
     }
 }

@@ -2,7 +2,8 @@
 //! acceptances and revocations are records on `th_consent` (each with an audit record on
 //! `th_audit_consent`, same transaction); the entries in force are a fold over them, read afresh
 //! for every page that needs them, so a revocation holds from the next pull on every replica.
-//! A source that requires two-sided L0 consent checks the acceptances a puller shows here.
+//! A source that requires two-sided L0 consent checks the acceptances a puller shows here, and
+//! stores them for what it serves the puller unasked (pushes, relay deposits).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -17,7 +18,7 @@ use syncropel_protocol::consent::{
 };
 use syncropel_protocol::sync::{sync_item, PeerItem};
 use syncropel_protocol::{unix_now, validate_namespace_id, validate_thread, ErrorCode, Refusal};
-use syncropel_store::ListFilter;
+use syncropel_store::{ListFilter, StateChange};
 use syncropel_tenant::Tenant;
 
 use crate::error::Result;
@@ -40,6 +41,10 @@ const MAX_REFUSED: usize = 64;
 /// How long checking the acceptances of one request may take (documents fetched included): what
 /// is not verified by then is taken as not shown.
 const ACCEPTANCE_CHECK_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
+/// The state kind verified acceptances are stored under, keyed `<puller DID>|<record id>`.
+const ACCEPTANCE_STATE: &str = "l0_acceptance";
+/// Most stored acceptances of one puller read back.
+const MAX_STORED_PER_PULLER: u32 = 256;
 /// Most pullers (per tenant) whose acceptances one replica remembers; past it, pullers with
 /// nothing live are forgotten, and new ones are verified on every request until room frees.
 const ACCEPTANCE_CACHE_PULLERS: usize = 4096;
@@ -75,12 +80,28 @@ impl L0Consent {
     }
 
     /// For what this steward serves a puller without a request of its (relay deposits,
-    /// pushes): the acceptances it showed lately and still verified here.
-    pub fn remembered(fed: &Federation, tenant: &str, puller_did: &str) -> L0Consent {
-        match fed.config.l0_requires_acceptance {
-            false => L0Consent::Open,
-            true => L0Consent::accepted(fed.acceptances.of(tenant, puller_did, unix_now())),
+    /// pushes): the acceptances its last pulls showed, as stored for the tenant (so on every
+    /// replica and after a restart), each still verified here.
+    pub async fn remembered(
+        fed: &Federation,
+        tenant: &Tenant,
+        puller_did: &str,
+    ) -> Result<L0Consent> {
+        if !fed.config.l0_requires_acceptance {
+            return Ok(L0Consent::Open);
         }
+        let now = unix_now();
+        let mut check = Check::new(fed, tenant, puller_did, now);
+        let mut accepted = Vec::new();
+        for (_, value) in stored_acceptances(fed, tenant, puller_did).await? {
+            let Some(item) = stored_item(&value) else {
+                continue;
+            };
+            if let Checked::Verified(acceptance, until) = check.one(&item).await {
+                accepted.push((acceptance, until));
+            }
+        }
+        Ok(L0Consent::accepted(accepted))
     }
 
     /// Unix seconds by which this decision must be made again (see [`L0Consent::Accepted`]).
@@ -197,29 +218,20 @@ impl AcceptanceCache {
             }
         });
     }
-
-    fn of(&self, tenant: &str, puller: &str, now: i64) -> Vec<(Acceptance, i64)> {
-        let cache = self.lock();
-        cache
-            .get(&(tenant.to_string(), puller.to_string()))
-            .into_iter()
-            .flat_map(|shown| &shown.verified)
-            .filter(|v| v.until > now)
-            .map(|v| (v.acceptance.clone(), v.until))
-            .collect()
-    }
 }
 
-/// The acceptances `puller_did` shows in [`ACCEPT_HEADER`] (`shown`, one value each), checked:
-/// each must be a signed record of the puller on `th_consent`, an `accept` naming this steward,
-/// in force. Shown values that are not base64url of a sync item are refused
-/// (`VALIDATION_ERROR`); well-formed ones that do not verify or name another steward are left
-/// out, so the pull gets stubs. Without the source's `l0_requires_acceptance` nothing is looked
-/// at.
+/// The acceptances `puller_did` shows in [`ACCEPT_HEADER`] (`shown`, one value each) on a pull
+/// into `target`, checked: each must be a signed record of the puller on `th_consent`, an
+/// `accept` naming this steward, in force. Shown values that are not base64url of a sync item
+/// are refused (`VALIDATION_ERROR`); well-formed ones that do not verify or name another steward
+/// are left out, so the pull gets stubs. What holds is stored for the tenant, and what the
+/// puller no longer shows for `target` removed (see [`L0Consent::remembered`]). Without the
+/// source's `l0_requires_acceptance` nothing is looked at.
 pub async fn l0_consent(
     fed: &Federation,
     tenant: &Tenant,
     puller_did: &str,
+    target: &str,
     shown: &[String],
 ) -> Result<L0Consent> {
     if !fed.config.l0_requires_acceptance {
@@ -231,25 +243,76 @@ pub async fn l0_consent(
         ))
         .into());
     }
-    let now = unix_now();
-    let deadline = tokio::time::Instant::now() + ACCEPTANCE_CHECK_DEADLINE;
-    // One fresh fetch of the puller's document per request: acceptances signed by keys it does
-    // not list cannot make us fetch it again and again.
-    let mut may_refetch = true;
+    let items = shown
+        .iter()
+        .map(|value| decode_acceptance(value))
+        .collect::<Result<Vec<_>>>()?;
+    let mut check = Check::new(fed, tenant, puller_did, unix_now());
     let mut accepted = Vec::new();
-    for value in shown {
-        let item = decode_acceptance(value)?;
+    let mut kept = Vec::new();
+    for (item, raw) in &items {
+        match check.one(item).await {
+            Checked::Verified(acceptance, until) => {
+                kept.push((item.id.as_str(), Some((raw, acceptance.expires_at))));
+                accepted.push((acceptance, until));
+            }
+            // Shown, just not verified in time: neither taken nor dropped.
+            Checked::Undecided => kept.push((item.id.as_str(), None)),
+            Checked::Refused => {}
+        }
+    }
+    if !puller_did.is_empty() {
+        store_shown(fed, tenant, puller_did, target, &kept).await;
+    }
+    Ok(L0Consent::accepted(accepted))
+}
+
+/// The outcome of checking one acceptance shown.
+enum Checked {
+    /// Verified (now or lately), until then.
+    Verified(Acceptance, i64),
+    Refused,
+    /// The check ran out of time.
+    Undecided,
+}
+
+/// The checks of one request's acceptances, sharing a deadline and one fresh document fetch.
+struct Check<'a> {
+    fed: &'a Federation,
+    tenant: &'a Tenant,
+    puller_did: &'a str,
+    now: i64,
+    deadline: tokio::time::Instant,
+    /// One fresh fetch of the puller's document per request: acceptances signed by keys it does
+    /// not list cannot make us fetch it again and again.
+    may_refetch: bool,
+}
+
+impl<'a> Check<'a> {
+    fn new(fed: &'a Federation, tenant: &'a Tenant, puller_did: &'a str, now: i64) -> Check<'a> {
+        Check {
+            fed,
+            tenant,
+            puller_did,
+            now,
+            deadline: tokio::time::Instant::now() + ACCEPTANCE_CHECK_DEADLINE,
+            may_refetch: true,
+        }
+    }
+
+    /// `item` checked, from what this replica remembers when it can; the verdict is remembered.
+    async fn one(&mut self, item: &PeerItem) -> Checked {
+        let (fed, tenant, puller_did, now) = (self.fed, self.tenant, self.puller_did, self.now);
         match fed.acceptances.get(&tenant.id, puller_did, &item.id, now) {
             Some(Remembered::Verified(acceptance, until)) => {
-                accepted.push((acceptance, until));
-                continue;
+                return Checked::Verified(acceptance, until)
             }
-            Some(Remembered::Refused) => continue,
+            Some(Remembered::Refused) => return Checked::Refused,
             None => {}
         }
         let checked = tokio::time::timeout_at(
-            deadline,
-            verify_acceptance(fed, tenant, puller_did, &item, now, &mut may_refetch),
+            self.deadline,
+            verify_acceptance(fed, tenant, puller_did, item, now, &mut self.may_refetch),
         )
         .await;
         match checked {
@@ -259,17 +322,13 @@ pub async fn l0_consent(
                     .map_or(now + ACCEPTANCE_RECHECK_SECS, |at| {
                         at.min(now + ACCEPTANCE_RECHECK_SECS)
                     });
-                fed.acceptances.put(
-                    &tenant.id,
-                    puller_did,
-                    Verified {
-                        item_id: item.id.clone(),
-                        acceptance: acceptance.clone(),
-                        until,
-                    },
-                    now,
-                );
-                accepted.push((acceptance, until));
+                let verified = Verified {
+                    item_id: item.id.clone(),
+                    acceptance: acceptance.clone(),
+                    until,
+                };
+                fed.acceptances.put(&tenant.id, puller_did, verified, now);
+                Checked::Verified(acceptance, until)
             }
             Ok(None) => {
                 tracing::debug!(
@@ -279,19 +338,106 @@ pub async fn l0_consent(
                 );
                 fed.acceptances
                     .refuse(&tenant.id, puller_did, &item.id, now);
+                Checked::Refused
             }
             // Not remembered as refused: a slow document host is no verdict on the record.
-            Err(_) => tracing::debug!(
-                puller = puller_did,
-                record = %item.id,
-                "checking an L0 acceptance took too long; serving digests"
-            ),
+            Err(_) => {
+                tracing::debug!(
+                    puller = puller_did,
+                    record = %item.id,
+                    "checking an L0 acceptance took too long; serving digests"
+                );
+                Checked::Undecided
+            }
         }
     }
-    Ok(L0Consent::accepted(accepted))
 }
 
-fn decode_acceptance(value: &str) -> Result<PeerItem> {
+/// The tenant's stored acceptances of `puller_did`, as (key, value).
+async fn stored_acceptances(
+    fed: &Federation,
+    tenant: &Tenant,
+    puller_did: &str,
+) -> Result<Vec<(String, String)>> {
+    let prefix = format!("{puller_did}|");
+    Ok(fed
+        .store
+        .state_page(
+            &tenant.id,
+            ACCEPTANCE_STATE,
+            &prefix,
+            "",
+            MAX_STORED_PER_PULLER,
+        )
+        .await?)
+}
+
+/// The signed item a stored acceptance keeps.
+fn stored_item(value: &str) -> Option<PeerItem> {
+    let mut stored: Value = serde_json::from_str(value).ok()?;
+    PeerItem::from_value(stored.get_mut("item")?.take()).ok()
+}
+
+/// One acceptance shown on a pull that was not refused: its record id, with the item and its
+/// expiry when it was verified.
+type Kept<'a> = (&'a str, Option<(&'a Value, Option<i64>)>);
+
+/// Stores the acceptances `puller_did` showed on a pull into `target` (`kept`), and removes the stored ones for `target` it no
+/// longer shows. A failure is logged: the pull is served all the same.
+async fn store_shown(
+    fed: &Federation,
+    tenant: &Tenant,
+    puller_did: &str,
+    target: &str,
+    kept: &[Kept<'_>],
+) {
+    let stored = match stored_acceptances(fed, tenant, puller_did).await {
+        Ok(stored) => stored,
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the stored L0 acceptances failed");
+            return;
+        }
+    };
+    let key = |id: &str| format!("{puller_did}|{id}");
+    let mut changes = Vec::new();
+    for (stored_key, value) in &stored {
+        let shown = kept.iter().any(|(id, _)| key(id) == *stored_key);
+        let target_of =
+            stored_item(value).and_then(|item| match ConsentOp::parse(&item.envelope.body) {
+                Ok(ConsentOp::Accept(a)) => Some(a.target_namespace),
+                _ => None,
+            });
+        // One that no longer parses goes too.
+        if !shown && target_of.as_deref().is_none_or(|t| t == target) {
+            changes.push(StateChange::Delete {
+                kind: ACCEPTANCE_STATE.into(),
+                key: stored_key.clone(),
+            });
+        }
+    }
+    for (id, verified) in kept {
+        let Some((item, expires_at)) = verified else {
+            continue;
+        };
+        if !stored.iter().any(|(k, _)| *k == key(id)) {
+            let value = json!({"item": item, "expires_at": expires_at});
+            changes.push(StateChange::put(
+                ACCEPTANCE_STATE,
+                &key(id),
+                value.to_string(),
+            ));
+        }
+    }
+    if changes.is_empty() {
+        return;
+    }
+    if let Err(e) = fed.store.write(&tenant.id, Vec::new(), changes).await {
+        tracing::warn!(error = %e, "storing the L0 acceptances shown failed");
+    }
+}
+
+/// The item a shown value carries, with its JSON.
+fn decode_acceptance(value: &str) -> Result<(PeerItem, Value)> {
     let malformed = || {
         Refusal::validation(format!(
             "{ACCEPT_HEADER} carries base64url of a signed record item, at most \
@@ -304,8 +450,9 @@ fn decode_acceptance(value: &str) -> Result<PeerItem> {
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(value.trim_end_matches('='))
         .map_err(|_| malformed())?;
-    let item: Value = serde_json::from_slice(&bytes).map_err(|_| malformed())?;
-    Ok(PeerItem::from_value(item).map_err(|_| malformed())?)
+    let raw: Value = serde_json::from_slice(&bytes).map_err(|_| malformed())?;
+    let item = PeerItem::from_value(raw.clone()).map_err(|_| malformed())?;
+    Ok((item, raw))
 }
 
 /// The acceptance `item` states, if it is one `puller_did` signed for this steward, in force.
@@ -846,7 +993,7 @@ mod tests {
         let plain = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(item.to_string());
         let ids: Vec<String> = ["", "=", "=="]
             .iter()
-            .map(|pad| decode_acceptance(&format!("{plain}{pad}")).unwrap().id)
+            .map(|pad| decode_acceptance(&format!("{plain}{pad}")).unwrap().0.id)
             .collect();
         assert_eq!(ids, vec!["a".repeat(64); 3]);
     }
@@ -869,11 +1016,11 @@ mod tests {
             _ => panic!("the honest puller's acceptance was evicted"),
         };
         assert_eq!(honest, "ca_honest");
-        let flood = cache.of("t", "did:key:zFlood", now);
-        assert_eq!(flood.len(), MAX_ACCEPTANCES);
-        // The newest are kept.
-        let last = format!("ca_v{}", 2 * ACCEPTANCE_CACHE_PULLERS - 1);
-        assert!(flood.iter().any(|(a, _)| a.grant_id == last));
+        let held = |id: &str| cache.get("t", "did:key:zFlood", id, now).is_some();
+        let n = 2 * ACCEPTANCE_CACHE_PULLERS;
+        // Its newest are kept, its older evicted.
+        assert!((n - MAX_ACCEPTANCES..n).all(|k| held(&format!("v{k}"))));
+        assert!(!held(&format!("v{}", n - MAX_ACCEPTANCES - 1)));
         // Another tenant's puller of the same DID is another entry.
         assert!(cache.get("u", "did:key:zHonest", "honest", now).is_none());
     }

@@ -38,6 +38,7 @@ async fn l0_consent(
     state: &AppState,
     caller: &Caller,
     puller: &Puller,
+    target: &str,
     headers: &HeaderMap,
 ) -> ApiResult<L0Consent> {
     let fed = &state.federation;
@@ -58,7 +59,7 @@ async fn l0_consent(
             shown.push(one.to_string());
         }
     }
-    Ok(consent::l0_consent(fed, &caller.tenant, &puller.did, &shown).await?)
+    Ok(consent::l0_consent(fed, &caller.tenant, &puller.did, target, &shown).await?)
 }
 
 /// Checks what the caller's token may do before the engine looks at its pair: the pull scope,
@@ -145,13 +146,14 @@ pub async fn changes(
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .filter(|_| continuous);
+    let l0 = l0_consent(&state, &caller, &puller, &target, &headers).await?;
     let query = ChangesQuery {
         thread,
         target,
         since: resumed.or(params.str("since")).unwrap_or("").to_string(),
         limit,
         longpoll,
-        l0: l0_consent(&state, &caller, &puller, &headers).await?,
+        l0,
     };
     if continuous {
         caller.tenant.status.require_active("watched")?;
@@ -231,7 +233,7 @@ pub async fn fetch(
         .map(|id| id.as_str().map(str::to_string))
         .collect::<Option<Vec<String>>>()
         .ok_or_else(|| ApiError::validation("every id must be a string"))?;
-    let l0 = l0_consent(&state, &caller, &puller, &headers).await?;
+    let l0 = l0_consent(&state, &caller, &puller, target, &headers).await?;
     let items = feed::fetch(fed, &caller.tenant, &puller, (target, &l0), &ids).await?;
     Ok(Json(SyncRecords { records: items }).into_response())
 }

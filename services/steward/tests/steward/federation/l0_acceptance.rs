@@ -374,3 +374,89 @@ async fn a_continuous_feed_ends_when_the_acceptance_it_was_opened_with_expires()
     );
     assert!(!ended.contains("event: error"), "{ended}");
 }
+
+/// A push (federation-protocol.md §5.3) serves the acceptances the puller showed on its last
+/// pull, as stored for the tenant: after the source restarts (nothing in memory) the push still
+/// delivers whole records, and once the puller's next pull no longer shows the acceptance,
+/// stubs.
+#[tokio::test]
+async fn a_push_after_a_restart_uses_the_stored_acceptance_until_the_puller_drops_it() {
+    let a = start().await;
+    let source = || FederationConfig {
+        auto_approve: vec![a.did()],
+        l0_requires_acceptance: true,
+        ..config()
+    };
+    let b = Node::start(Options {
+        federation: source(),
+        ..Options::default()
+    })
+    .await;
+    let pair_id = a.pair_with(b.url()).await["pair_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for node in [&a, &b] {
+        node.register_namespace("research").await;
+    }
+    let grant = b
+        .post(
+            "/v1/consent/grants",
+            &json!({"source_namespace": "research", "target_namespace": "default",
+                    "hash_levels": ["L0"], "peer_did": a.did()}),
+        )
+        .await;
+    assert_eq!(grant.0, 201, "{}", grant.1);
+    let (status, accepted) = a
+        .post(
+            "/v1/consent/grants",
+            &json!({"op": "accept", "peer_did": b.did(), "source_namespace": "research",
+                    "target_namespace": "default"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{accepted}");
+    let thread = "th_fed_l0_push";
+    let actor = "did:sync:user:bob";
+    let first = b
+        .emit(thread, actor, 1, json!({"namespace": "research", "n": 1}))
+        .await;
+    a.pull(thread, &b.did()).await;
+    let got = a.arrived(first["id"].as_str().unwrap()).await;
+    assert_eq!(got["sig"], first["sig"], "{got}");
+    // A pulls only when told from now on: what arrives next comes by push.
+    let config_path = format!("/v1/federation/pairs/{pair_id}/config");
+    let (status, view) = a.post(&config_path, &json!({"mode": "on-demand"})).await;
+    assert_eq!(status, 200, "{view}");
+
+    let stopped = b.stop().await;
+    let b = Node::start(Options {
+        federation: source(),
+        ..Options::restart(stopped)
+    })
+    .await;
+    let push = format!("/v1/federation/pairs/{pair_id}/push");
+    let second = b
+        .emit(thread, actor, 2, json!({"namespace": "research", "n": 2}))
+        .await;
+    let (status, sent) = b.post(&push, &json!({"thread": thread})).await;
+    assert_eq!(status, 200, "{sent}");
+    let got = a.arrived(second["id"].as_str().unwrap()).await;
+    assert_eq!(got["sig"], second["sig"], "{got}");
+    assert_eq!(got.get("redacted"), None, "{got}");
+
+    // Withdrawn: A's next pull shows it no more, and B forgets it.
+    let revoked = a
+        .client
+        .revoke_grant(accepted["grant_id"].as_str().unwrap(), None)
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 200);
+    a.pull(thread, &b.did()).await;
+    let third = b
+        .emit(thread, actor, 3, json!({"namespace": "research", "n": 3}))
+        .await;
+    let (status, sent) = b.post(&push, &json!({"thread": thread})).await;
+    assert_eq!(status, 200, "{sent}");
+    let stub = a.arrived(third["id"].as_str().unwrap()).await;
+    assert_eq!(stub["redacted"], true, "{stub}");
+}

@@ -2,10 +2,11 @@
 //! acceptances and revocations are records on `th_consent` (each with an audit record on
 //! `th_audit_consent`, same transaction); the entries in force are a fold over them, read afresh
 //! for every page that needs them, so a revocation holds from the next pull on every replica.
-//! A source that requires two-sided L0 consent checks the acceptances a puller shows here.
+//! A source that requires two-sided L0 consent checks the acceptances a puller shows here, and
+//! stores them for what it serves the puller unasked (pushes, relay deposits).
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
 use rand::distributions::{Alphanumeric, DistString};
@@ -16,9 +17,8 @@ use syncropel_protocol::consent::{
     CONSENT_THREAD, PUBLIC_GRANT_TTL_SECS, PUBLIC_LEVELS,
 };
 use syncropel_protocol::sync::{sync_item, PeerItem};
-use syncropel_protocol::{
-    sha256_hex, unix_now, validate_namespace_id, validate_thread, ErrorCode, Refusal,
-};
+use syncropel_protocol::{unix_now, validate_namespace_id, validate_thread, ErrorCode, Refusal};
+use syncropel_store::{ListFilter, StateChange};
 use syncropel_tenant::Tenant;
 
 use crate::error::Result;
@@ -34,8 +34,20 @@ pub const MAX_ACCEPTANCE_CHARS: usize = 8 * 1024;
 /// How long a verified acceptance is taken on trust before its signature is checked again (the
 /// puller's key may be withdrawn); never past the acceptance's own expiry.
 const ACCEPTANCE_RECHECK_SECS: i64 = 3600;
-/// Most verified acceptances remembered per replica; past it the cache starts afresh.
-const ACCEPTANCE_CACHE_CAP: usize = 4096;
+/// How long an acceptance shown that did not verify is refused without being checked again.
+const ACCEPTANCE_REFUSED_SECS: i64 = 60;
+/// Most refused acceptances remembered per puller; past it, its oldest is forgotten.
+const MAX_REFUSED: usize = 64;
+/// How long checking the acceptances of one request may take (documents fetched included): what
+/// is not verified by then is taken as not shown.
+const ACCEPTANCE_CHECK_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
+/// The state kind verified acceptances are stored under, keyed `<puller DID>|<record id>`.
+const ACCEPTANCE_STATE: &str = "l0_acceptance";
+/// Most stored acceptances of one puller read back.
+const MAX_STORED_PER_PULLER: u32 = 256;
+/// Most pullers (per tenant) whose acceptances one replica remembers; past it, pullers with
+/// nothing live are forgotten, and new ones are verified on every request until room frees.
+const ACCEPTANCE_CACHE_PULLERS: usize = 4096;
 
 /// What L0 a page may deliver whole (federation-protocol.md §6.4).
 #[derive(Clone, Debug)]
@@ -43,7 +55,12 @@ pub enum L0Consent {
     /// The source does not require acceptance: a grant with L0 delivers full records.
     Open,
     /// Only for the namespace pairs of these acceptances, verified for this puller.
-    Accepted(Vec<Acceptance>),
+    Accepted {
+        acceptances: Vec<Acceptance>,
+        /// Unix seconds when the first of them expires or is due to be checked again: a
+        /// decision held longer (a continuous feed) must be made afresh by then.
+        until: Option<i64>,
+    },
 }
 
 impl L0Consent {
@@ -51,23 +68,54 @@ impl L0Consent {
     pub fn unshown(fed: &Federation) -> L0Consent {
         match fed.config.l0_requires_acceptance {
             false => L0Consent::Open,
-            true => L0Consent::Accepted(Vec::new()),
+            true => L0Consent::accepted(Vec::new()),
+        }
+    }
+
+    fn accepted(verified: Vec<(Acceptance, i64)>) -> L0Consent {
+        L0Consent::Accepted {
+            until: verified.iter().map(|(_, until)| *until).min(),
+            acceptances: verified.into_iter().map(|(a, _)| a).collect(),
         }
     }
 
     /// For what this steward serves a puller without a request of its (relay deposits,
-    /// pushes): the acceptances it showed lately and still verified here.
-    pub fn remembered(fed: &Federation, tenant: &str, puller_did: &str) -> L0Consent {
-        match fed.config.l0_requires_acceptance {
-            false => L0Consent::Open,
-            true => L0Consent::Accepted(fed.acceptances.of(tenant, puller_did, unix_now())),
+    /// pushes): the acceptances its last pulls showed, as stored for the tenant (so on every
+    /// replica and after a restart), each still verified here.
+    pub async fn remembered(
+        fed: &Federation,
+        tenant: &Tenant,
+        puller_did: &str,
+    ) -> Result<L0Consent> {
+        if !fed.config.l0_requires_acceptance {
+            return Ok(L0Consent::Open);
+        }
+        let now = unix_now();
+        let mut check = Check::new(fed, tenant, puller_did, now);
+        let mut accepted = Vec::new();
+        for (_, value) in stored_acceptances(fed, tenant, puller_did).await? {
+            let Some(item) = stored_item(&value) else {
+                continue;
+            };
+            if let Checked::Verified(acceptance, until) = check.one(&item).await {
+                accepted.push((acceptance, until));
+            }
+        }
+        Ok(L0Consent::accepted(accepted))
+    }
+
+    /// Unix seconds by which this decision must be made again (see [`L0Consent::Accepted`]).
+    pub fn until(&self) -> Option<i64> {
+        match self {
+            L0Consent::Open => None,
+            L0Consent::Accepted { until, .. } => *until,
         }
     }
 
     fn admits(&self, source_did: &str, record_ns: &str, target_ns: &str, now: i64) -> bool {
         match self {
             L0Consent::Open => true,
-            L0Consent::Accepted(accepted) => accepted
+            L0Consent::Accepted { acceptances, .. } => acceptances
                 .iter()
                 .any(|a| a.admits(source_did, record_ns, target_ns, now)),
         }
@@ -75,54 +123,115 @@ impl L0Consent {
 }
 
 struct Verified {
-    tenant: String,
-    puller: String,
+    /// The id of the signed record that states it.
+    item_id: String,
     acceptance: Acceptance,
     /// Unix seconds.
     until: i64,
 }
 
-/// Acceptances verified on this replica, by what was shown (with tenant and puller).
+/// What one replica remembers of one puller's acceptances.
 #[derive(Default)]
-pub(crate) struct AcceptanceCache(Mutex<HashMap<String, Verified>>);
+struct Shown {
+    /// Oldest first; at most [`MAX_ACCEPTANCES`].
+    verified: VecDeque<Verified>,
+    /// Ids of records shown that did not verify, with when to check them again; oldest first,
+    /// at most [`MAX_REFUSED`].
+    refused: VecDeque<(String, i64)>,
+}
 
-impl AcceptanceCache {
-    fn get(&self, key: &str, now: i64) -> Option<Acceptance> {
-        let cache = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        cache
-            .get(key)
-            .filter(|v| v.until > now)
-            .map(|v| v.acceptance.clone())
-    }
-
-    fn put(&self, key: String, verified: Verified) {
-        let mut cache = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.len() >= ACCEPTANCE_CACHE_CAP {
-            cache.clear();
-        }
-        cache.insert(key, verified);
-    }
-
-    fn of(&self, tenant: &str, puller: &str, now: i64) -> Vec<Acceptance> {
-        let cache = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        cache
-            .values()
-            .filter(|v| v.tenant == tenant && v.puller == puller && v.until > now)
-            .map(|v| v.acceptance.clone())
-            .collect()
+impl Shown {
+    fn live(&self, now: i64) -> bool {
+        self.verified.iter().any(|v| v.until > now) || self.refused.iter().any(|r| r.1 > now)
     }
 }
 
-/// The acceptances `puller_did` shows in [`ACCEPT_HEADER`] (`shown`, one value each), checked:
-/// each must be a signed record of the puller on `th_consent`, an `accept` naming this steward,
-/// in force. Shown values that are not base64url of a sync item are refused
-/// (`VALIDATION_ERROR`); well-formed ones that do not verify or name another steward are left
-/// out, so the pull gets stubs. Without the source's `l0_requires_acceptance` nothing is looked
-/// at.
+/// What a replica remembers of one record shown.
+enum Remembered {
+    Verified(Acceptance, i64),
+    Refused,
+}
+
+/// Acceptances verified on this replica, by (tenant, puller) and the id of the record shown:
+/// however a puller spells what it shows, it holds at most [`MAX_ACCEPTANCES`] entries, and
+/// evicts only its own.
+#[derive(Default)]
+pub(crate) struct AcceptanceCache(Mutex<HashMap<(String, String), Shown>>);
+
+impl AcceptanceCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Shown>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn get(&self, tenant: &str, puller: &str, item_id: &str, now: i64) -> Option<Remembered> {
+        let cache = self.lock();
+        let shown = cache.get(&(tenant.to_string(), puller.to_string()))?;
+        if let Some(v) = shown
+            .verified
+            .iter()
+            .find(|v| v.item_id == item_id && v.until > now)
+        {
+            return Some(Remembered::Verified(v.acceptance.clone(), v.until));
+        }
+        shown
+            .refused
+            .iter()
+            .any(|(id, until)| id == item_id && *until > now)
+            .then_some(Remembered::Refused)
+    }
+
+    /// Changes what is remembered of `puller`, unless the cache is full of other live pullers.
+    fn update(&self, tenant: &str, puller: &str, now: i64, change: impl FnOnce(&mut Shown)) {
+        let mut cache = self.lock();
+        let key = (tenant.to_string(), puller.to_string());
+        if !cache.contains_key(&key) && cache.len() >= ACCEPTANCE_CACHE_PULLERS {
+            cache.retain(|_, shown| shown.live(now));
+            if cache.len() >= ACCEPTANCE_CACHE_PULLERS {
+                return;
+            }
+        }
+        change(cache.entry(key).or_default());
+    }
+
+    fn put(&self, tenant: &str, puller: &str, verified: Verified, now: i64) {
+        self.update(tenant, puller, now, |shown| {
+            shown
+                .verified
+                .retain(|v| v.item_id != verified.item_id && v.until > now);
+            shown.verified.push_back(verified);
+            while shown.verified.len() > MAX_ACCEPTANCES {
+                shown.verified.pop_front();
+            }
+        });
+    }
+
+    fn refuse(&self, tenant: &str, puller: &str, item_id: &str, now: i64) {
+        self.update(tenant, puller, now, |shown| {
+            shown
+                .refused
+                .retain(|(id, until)| id != item_id && *until > now);
+            shown
+                .refused
+                .push_back((item_id.to_string(), now + ACCEPTANCE_REFUSED_SECS));
+            while shown.refused.len() > MAX_REFUSED {
+                shown.refused.pop_front();
+            }
+        });
+    }
+}
+
+/// The acceptances `puller_did` shows in [`ACCEPT_HEADER`] (`shown`, one value each) on a pull
+/// into `target`, checked: each must be a signed record of the puller on `th_consent`, an
+/// `accept` naming this steward, in force. Shown values that are not base64url of a sync item
+/// are refused (`VALIDATION_ERROR`); well-formed ones that do not verify or name another steward
+/// are left out, so the pull gets stubs. What holds is stored for the tenant, and what the
+/// puller no longer shows for `target` removed (see [`L0Consent::remembered`]). Without the
+/// source's `l0_requires_acceptance` nothing is looked at.
 pub async fn l0_consent(
     fed: &Federation,
     tenant: &Tenant,
     puller_did: &str,
+    target: &str,
     shown: &[String],
 ) -> Result<L0Consent> {
     if !fed.config.l0_requires_acceptance {
@@ -134,44 +243,201 @@ pub async fn l0_consent(
         ))
         .into());
     }
-    let now = unix_now();
+    let items = shown
+        .iter()
+        .map(|value| decode_acceptance(value))
+        .collect::<Result<Vec<_>>>()?;
+    let mut check = Check::new(fed, tenant, puller_did, unix_now());
     let mut accepted = Vec::new();
-    for value in shown {
-        let key = sha256_hex(format!("{}\n{puller_did}\n{value}", tenant.id).as_bytes());
-        if let Some(acceptance) = fed.acceptances.get(&key, now) {
-            accepted.push(acceptance);
-            continue;
+    let mut kept = Vec::new();
+    for (item, raw) in &items {
+        match check.one(item).await {
+            Checked::Verified(acceptance, until) => {
+                kept.push((item.id.as_str(), Some((raw, acceptance.expires_at))));
+                accepted.push((acceptance, until));
+            }
+            // Shown, just not verified in time: neither taken nor dropped.
+            Checked::Undecided => kept.push((item.id.as_str(), None)),
+            Checked::Refused => {}
         }
-        let item = decode_acceptance(value)?;
-        match verify_acceptance(fed, tenant, puller_did, &item, now).await {
-            Some(acceptance) => {
+    }
+    if !puller_did.is_empty() {
+        store_shown(fed, tenant, puller_did, target, &kept).await;
+    }
+    Ok(L0Consent::accepted(accepted))
+}
+
+/// The outcome of checking one acceptance shown.
+enum Checked {
+    /// Verified (now or lately), until then.
+    Verified(Acceptance, i64),
+    Refused,
+    /// The check ran out of time.
+    Undecided,
+}
+
+/// The checks of one request's acceptances, sharing a deadline and one fresh document fetch.
+struct Check<'a> {
+    fed: &'a Federation,
+    tenant: &'a Tenant,
+    puller_did: &'a str,
+    now: i64,
+    deadline: tokio::time::Instant,
+    /// One fresh fetch of the puller's document per request: acceptances signed by keys it does
+    /// not list cannot make us fetch it again and again.
+    may_refetch: bool,
+}
+
+impl<'a> Check<'a> {
+    fn new(fed: &'a Federation, tenant: &'a Tenant, puller_did: &'a str, now: i64) -> Check<'a> {
+        Check {
+            fed,
+            tenant,
+            puller_did,
+            now,
+            deadline: tokio::time::Instant::now() + ACCEPTANCE_CHECK_DEADLINE,
+            may_refetch: true,
+        }
+    }
+
+    /// `item` checked, from what this replica remembers when it can; the verdict is remembered.
+    async fn one(&mut self, item: &PeerItem) -> Checked {
+        let (fed, tenant, puller_did, now) = (self.fed, self.tenant, self.puller_did, self.now);
+        match fed.acceptances.get(&tenant.id, puller_did, &item.id, now) {
+            Some(Remembered::Verified(acceptance, until)) => {
+                return Checked::Verified(acceptance, until)
+            }
+            Some(Remembered::Refused) => return Checked::Refused,
+            None => {}
+        }
+        let checked = tokio::time::timeout_at(
+            self.deadline,
+            verify_acceptance(fed, tenant, puller_did, item, now, &mut self.may_refetch),
+        )
+        .await;
+        match checked {
+            Ok(Some(acceptance)) => {
                 let until = acceptance
                     .expires_at
                     .map_or(now + ACCEPTANCE_RECHECK_SECS, |at| {
                         at.min(now + ACCEPTANCE_RECHECK_SECS)
                     });
-                fed.acceptances.put(
-                    key,
-                    Verified {
-                        tenant: tenant.id.clone(),
-                        puller: puller_did.to_string(),
-                        acceptance: acceptance.clone(),
-                        until,
-                    },
-                );
-                accepted.push(acceptance);
+                let verified = Verified {
+                    item_id: item.id.clone(),
+                    acceptance: acceptance.clone(),
+                    until,
+                };
+                fed.acceptances.put(&tenant.id, puller_did, verified, now);
+                Checked::Verified(acceptance, until)
             }
-            None => tracing::debug!(
-                puller = puller_did,
-                record = %item.id,
-                "an L0 acceptance shown does not hold; serving digests"
-            ),
+            Ok(None) => {
+                tracing::debug!(
+                    puller = puller_did,
+                    record = %item.id,
+                    "an L0 acceptance shown does not hold; serving digests"
+                );
+                fed.acceptances
+                    .refuse(&tenant.id, puller_did, &item.id, now);
+                Checked::Refused
+            }
+            // Not remembered as refused: a slow document host is no verdict on the record.
+            Err(_) => {
+                tracing::debug!(
+                    puller = puller_did,
+                    record = %item.id,
+                    "checking an L0 acceptance took too long; serving digests"
+                );
+                Checked::Undecided
+            }
         }
     }
-    Ok(L0Consent::Accepted(accepted))
 }
 
-fn decode_acceptance(value: &str) -> Result<PeerItem> {
+/// The tenant's stored acceptances of `puller_did`, as (key, value).
+async fn stored_acceptances(
+    fed: &Federation,
+    tenant: &Tenant,
+    puller_did: &str,
+) -> Result<Vec<(String, String)>> {
+    let prefix = format!("{puller_did}|");
+    Ok(fed
+        .store
+        .state_page(
+            &tenant.id,
+            ACCEPTANCE_STATE,
+            &prefix,
+            "",
+            MAX_STORED_PER_PULLER,
+        )
+        .await?)
+}
+
+/// The signed item a stored acceptance keeps.
+fn stored_item(value: &str) -> Option<PeerItem> {
+    let mut stored: Value = serde_json::from_str(value).ok()?;
+    PeerItem::from_value(stored.get_mut("item")?.take()).ok()
+}
+
+/// One acceptance shown on a pull that was not refused: its record id, with the item and its
+/// expiry when it was verified.
+type Kept<'a> = (&'a str, Option<(&'a Value, Option<i64>)>);
+
+/// Stores the acceptances `puller_did` showed on a pull into `target` (`kept`), and removes the stored ones for `target` it no
+/// longer shows. A failure is logged: the pull is served all the same.
+async fn store_shown(
+    fed: &Federation,
+    tenant: &Tenant,
+    puller_did: &str,
+    target: &str,
+    kept: &[Kept<'_>],
+) {
+    let stored = match stored_acceptances(fed, tenant, puller_did).await {
+        Ok(stored) => stored,
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the stored L0 acceptances failed");
+            return;
+        }
+    };
+    let key = |id: &str| format!("{puller_did}|{id}");
+    let mut changes = Vec::new();
+    for (stored_key, value) in &stored {
+        let shown = kept.iter().any(|(id, _)| key(id) == *stored_key);
+        let target_of =
+            stored_item(value).and_then(|item| match ConsentOp::parse(&item.envelope.body) {
+                Ok(ConsentOp::Accept(a)) => Some(a.target_namespace),
+                _ => None,
+            });
+        // One that no longer parses goes too.
+        if !shown && target_of.as_deref().is_none_or(|t| t == target) {
+            changes.push(StateChange::Delete {
+                kind: ACCEPTANCE_STATE.into(),
+                key: stored_key.clone(),
+            });
+        }
+    }
+    for (id, verified) in kept {
+        let Some((item, expires_at)) = verified else {
+            continue;
+        };
+        if !stored.iter().any(|(k, _)| *k == key(id)) {
+            let value = json!({"item": item, "expires_at": expires_at});
+            changes.push(StateChange::put(
+                ACCEPTANCE_STATE,
+                &key(id),
+                value.to_string(),
+            ));
+        }
+    }
+    if changes.is_empty() {
+        return;
+    }
+    if let Err(e) = fed.store.write(&tenant.id, Vec::new(), changes).await {
+        tracing::warn!(error = %e, "storing the L0 acceptances shown failed");
+    }
+}
+
+/// The item a shown value carries, with its JSON.
+fn decode_acceptance(value: &str) -> Result<(PeerItem, Value)> {
     let malformed = || {
         Refusal::validation(format!(
             "{ACCEPT_HEADER} carries base64url of a signed record item, at most \
@@ -184,8 +450,9 @@ fn decode_acceptance(value: &str) -> Result<PeerItem> {
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(value.trim_end_matches('='))
         .map_err(|_| malformed())?;
-    let item: Value = serde_json::from_slice(&bytes).map_err(|_| malformed())?;
-    Ok(PeerItem::from_value(item).map_err(|_| malformed())?)
+    let raw: Value = serde_json::from_slice(&bytes).map_err(|_| malformed())?;
+    let item = PeerItem::from_value(raw.clone()).map_err(|_| malformed())?;
+    Ok((item, raw))
 }
 
 /// The acceptance `item` states, if it is one `puller_did` signed for this steward, in force.
@@ -195,6 +462,7 @@ async fn verify_acceptance(
     puller_did: &str,
     item: &PeerItem,
     now: i64,
+    may_refetch: &mut bool,
 ) -> Option<Acceptance> {
     if item.redaction.is_some() || item.envelope.thread != CONSENT_THREAD {
         return None;
@@ -204,8 +472,12 @@ async fn verify_acceptance(
     };
     let for_us = acceptance.peer_did == *tenant.identity.did
         && acceptance.expires_at.is_none_or(|at| at > now);
-    (for_us && !puller_did.is_empty() && fed.signed_by(item, puller_did).await)
-        .then_some(acceptance)
+    let signed = for_us
+        && !puller_did.is_empty()
+        && fed
+            .signed_by_refetching(item, puller_did, may_refetch)
+            .await;
+    signed.then_some(acceptance)
 }
 
 /// The consent entries of one tenant, loaded the first time a page needs them.
@@ -284,33 +556,88 @@ pub async fn shown_acceptances(
     source_did: &str,
     target_namespace: &str,
 ) -> Result<Vec<String>> {
-    let records = records(fed, tenant).await?;
     let now = unix_now();
-    let mut shown: Vec<String> = fold(bodies(&records))
-        .into_iter()
-        .filter_map(|entry| match entry {
-            Consent::Accept(a)
-                if a.peer_did == source_did
-                    && a.target_namespace == target_namespace
-                    && a.expires_at.is_none_or(|at| at > now) =>
-            {
-                Some(a.grant_id)
-            }
-            _ => None,
+    let mut shown: Vec<String> = own_acceptances(fed, tenant)
+        .await?
+        .iter()
+        .filter(|ours| {
+            let a = &ours.acceptance;
+            a.peer_did == source_did
+                && a.target_namespace == target_namespace
+                && a.expires_at.is_none_or(|at| at > now)
         })
-        .filter_map(|id| {
-            // The record that states it: the last one of its id.
-            let record = records
-                .iter()
-                .rev()
-                .find(|r| r["body"]["grant_id"] == id.as_str() && r["body"]["op"] == "accept")?;
-            let item = sync_item(record)?;
-            Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(item.to_string()))
-        })
+        .map(|ours| ours.shown.clone())
         .collect();
     let keep = shown.len().saturating_sub(MAX_ACCEPTANCES);
     shown.drain(..keep);
     Ok(shown)
+}
+
+/// One of our acceptances not revoked (expired ones included), with the value that shows it.
+struct Ours {
+    acceptance: Acceptance,
+    shown: String,
+}
+
+/// Our acceptances as folded from `th_consent` up to a sequence of it.
+type Folded = (i64, Arc<Vec<Ours>>);
+
+/// [`Folded`] per tenant.
+#[derive(Default)]
+pub(crate) struct OwnAcceptances(Mutex<HashMap<String, Folded>>);
+
+/// Our acceptances, in fold order. Every pull asks, so the fold is kept per tenant and reused
+/// while no record has been added to `th_consent` since (one indexed read checks that, on every
+/// replica alike).
+async fn own_acceptances(fed: &Federation, tenant: &str) -> Result<Arc<Vec<Ours>>> {
+    let cached = fed
+        .own_acceptances
+        .0
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(tenant)
+        .cloned();
+    if let Some((seq, ours)) = cached {
+        let newer = ListFilter {
+            thread: Some(CONSENT_THREAD.into()),
+            after_seq: seq,
+            limit: 1,
+            ..ListFilter::default()
+        };
+        if fed.store.list(tenant, &newer).await?.is_empty() {
+            return Ok(ours);
+        }
+    }
+    let (records, seq) = fed.thread_records(tenant, CONSENT_THREAD).await?;
+    let ours: Vec<Ours> = fold(bodies(&records))
+        .into_iter()
+        .filter_map(|entry| match entry {
+            Consent::Accept(acceptance) => {
+                // The record that states it: the last one of its id.
+                let record = records.iter().rev().find(|r| {
+                    r["body"]["grant_id"] == acceptance.grant_id.as_str()
+                        && r["body"]["op"] == "accept"
+                })?;
+                let item = sync_item(record)?;
+                let shown =
+                    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(item.to_string());
+                Some(Ours { acceptance, shown })
+            }
+            Consent::Grant(_) => None,
+        })
+        .collect();
+    let ours = Arc::new(ours);
+    let mut cache = fed
+        .own_acceptances
+        .0
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    // A cache only: past this many tenants it starts afresh.
+    if cache.len() > 10_000 {
+        cache.clear();
+    }
+    cache.insert(tenant.to_string(), (seq, ours.clone()));
+    Ok(ours)
 }
 
 /// The audit body of one consent change: `op` is `grant`, `accept` or `revoke`; `detail` the
@@ -480,7 +807,40 @@ pub async fn accept(
         );
     }
     write_with_audit(fed, tenant, &acceptance.grant_id, "accept", record).await?;
+    kick_pulls_from(fed, tenant, &acceptance.peer_did).await;
     Ok(acceptance)
+}
+
+/// Our pulls from `peer_did` drop the request or feed they hold (asked with the acceptances as
+/// they were), so the next one shows what is in force now.
+async fn kick_pulls_from(fed: &Federation, tenant: &Tenant, peer_did: &str) {
+    let pairs = crate::pairs::load(fed, tenant).await.map(|pairs| {
+        pairs
+            .into_values()
+            .filter(|p| p.peer_did == peer_did)
+            .map(|p| p.pair_id)
+            .collect::<Vec<_>>()
+    });
+    let sync_pairs = crate::sync_pairs::registry(fed, &tenant.id)
+        .await
+        .map(|pairs| {
+            pairs
+                .into_values()
+                .filter(|p| p.peer_did == peer_did)
+                .map(|p| p.pair_id)
+                .collect::<Vec<_>>()
+        });
+    match (pairs, sync_pairs) {
+        (Ok(pairs), Ok(sync_pairs)) => {
+            for id in pairs.iter().chain(&sync_pairs) {
+                fed.jobs.kick(&tenant.id, id);
+            }
+        }
+        // The change is recorded; the pulls show it from their next request anyway.
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::debug!(error = %e, "could not list the pulls from a peer to kick them")
+        }
+    }
 }
 
 /// The levels of a pair-scoped grant that names none (federation-protocol.md §6.4): the peer
@@ -574,20 +934,18 @@ pub async fn revoke_pair_grant(
 
 /// Revokes a grant (public or not) or an acceptance in force, effective from the next pull.
 pub async fn revoke(fed: &Federation, tenant: &Tenant, grant_id: &str, reason: &str) -> Result<()> {
-    let in_force = entries(fed, &tenant.id)
-        .await?
-        .iter()
-        .any(|entry| match entry {
-            Consent::Grant(g) => g.grant_id == grant_id,
-            Consent::Accept(a) => a.grant_id == grant_id,
-        });
-    if !in_force {
+    let entries = entries(fed, &tenant.id).await?;
+    let in_force = entries.iter().find(|entry| match entry {
+        Consent::Grant(g) => g.grant_id == grant_id,
+        Consent::Accept(a) => a.grant_id == grant_id,
+    });
+    let Some(in_force) = in_force else {
         return Err(Refusal::new(
             ErrorCode::NotFound,
             format!("no grant '{grant_id}' in force"),
         )
         .into());
-    }
+    };
     let record = revoke_body(grant_id, reason);
     let audit = audit(grant_id, "revoke", json!({"reason": reason}));
     fed.write_own(
@@ -599,5 +957,98 @@ pub async fn revoke(fed: &Federation, tenant: &Tenant, grant_id: &str, reason: &
         Vec::new(),
     )
     .await?;
+    if let Consent::Accept(acceptance) = in_force {
+        kick_pulls_from(fed, tenant, &acceptance.peer_did).await;
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn acceptance(id: &str) -> Acceptance {
+        Acceptance {
+            grant_id: id.to_string(),
+            source_namespace: "research".into(),
+            target_namespace: "default".into(),
+            peer_did: "did:key:zSource".into(),
+            expires_at: None,
+            accepted_by: None,
+        }
+    }
+
+    fn verified(item_id: &str, until: i64) -> Verified {
+        Verified {
+            item_id: item_id.to_string(),
+            acceptance: acceptance(&format!("ca_{item_id}")),
+            until,
+        }
+    }
+
+    #[test]
+    fn padding_variants_of_one_acceptance_decode_to_one_record() {
+        let item = json!({"id": "a".repeat(64), "record": {"act": "KNOW",
+            "thread": CONSENT_THREAD, "actor": "did:key:zPuller", "clock": 1, "body": {}}});
+        let plain = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(item.to_string());
+        let ids: Vec<String> = ["", "=", "=="]
+            .iter()
+            .map(|pad| decode_acceptance(&format!("{plain}{pad}")).unwrap().0.id)
+            .collect();
+        assert_eq!(ids, vec!["a".repeat(64); 3]);
+    }
+
+    #[test]
+    fn a_flood_from_one_puller_evicts_only_its_own_acceptances() {
+        let cache = AcceptanceCache::default();
+        let now = 1_000;
+        cache.put("t", "did:key:zHonest", verified("honest", now + 60), now);
+        for n in 0..2 * ACCEPTANCE_CACHE_PULLERS {
+            cache.put(
+                "t",
+                "did:key:zFlood",
+                verified(&format!("v{n}"), now + 60),
+                now,
+            );
+        }
+        let honest = match cache.get("t", "did:key:zHonest", "honest", now) {
+            Some(Remembered::Verified(a, _)) => a.grant_id,
+            _ => panic!("the honest puller's acceptance was evicted"),
+        };
+        assert_eq!(honest, "ca_honest");
+        let held = |id: &str| cache.get("t", "did:key:zFlood", id, now).is_some();
+        let n = 2 * ACCEPTANCE_CACHE_PULLERS;
+        // Its newest are kept, its older evicted.
+        assert!((n - MAX_ACCEPTANCES..n).all(|k| held(&format!("v{k}"))));
+        assert!(!held(&format!("v{}", n - MAX_ACCEPTANCES - 1)));
+        // Another tenant's puller of the same DID is another entry.
+        assert!(cache.get("u", "did:key:zHonest", "honest", now).is_none());
+    }
+
+    #[test]
+    fn an_acceptance_that_did_not_verify_is_refused_for_a_while_for_its_puller_only() {
+        let cache = AcceptanceCache::default();
+        let now = 1_000;
+        cache.put("t", "did:key:zOther", verified("x", now + 600), now);
+        cache.refuse("t", "did:key:zFlood", "x", now);
+        let refused = |at| {
+            matches!(
+                cache.get("t", "did:key:zFlood", "x", at),
+                Some(Remembered::Refused)
+            )
+        };
+        assert!(refused(now + ACCEPTANCE_REFUSED_SECS - 1));
+        assert!(!refused(now + ACCEPTANCE_REFUSED_SECS));
+        assert!(matches!(
+            cache.get("t", "did:key:zOther", "x", now),
+            Some(Remembered::Verified(..))
+        ));
+        for n in 0..10 * MAX_REFUSED {
+            cache.refuse("t", "did:key:zFlood", &format!("r{n}"), now);
+        }
+        let held = cache.lock();
+        let of = |did: &str| &held[&("t".to_string(), did.to_string())];
+        assert_eq!(of("did:key:zFlood").refused.len(), MAX_REFUSED);
+        assert_eq!(of("did:key:zOther").verified.len(), 1);
+    }
 }

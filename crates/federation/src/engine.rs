@@ -101,6 +101,8 @@ pub struct Federation {
     own_manifests: Mutex<HashMap<String, (String, Value)>>,
     /// Pullers' L0 acceptances this steward has verified (federation-protocol.md §6.4).
     pub(crate) acceptances: crate::consent::AcceptanceCache,
+    /// Our own L0 acceptances, folded (federation-protocol.md §6.4).
+    pub(crate) own_acceptances: crate::consent::OwnAcceptances,
 }
 
 impl Federation {
@@ -161,6 +163,7 @@ impl Federation {
             vouches: VouchCache::default(),
             manifests: manifest::Verifier::default(),
             acceptances: crate::consent::AcceptanceCache::default(),
+            own_acceptances: crate::consent::OwnAcceptances::default(),
             own_manifests: Mutex::default(),
         }
     }

@@ -390,6 +390,9 @@ impl Jobs {
                 // Continuous: the next record of the open feed.
                 Some(feed) => {
                     let next = tokio::select! {
+                        // A kick (a change of consent, say) holds before any record the feed
+                        // brings after it.
+                        biased;
                         _ = job.stop.cancelled() => return,
                         _ = job.kick.notified() => {
                             live = None;

@@ -166,7 +166,9 @@ pub async fn send(
         since: String::new(),
         limit: MAX_PUSH_RECORDS as u32,
         longpoll: false,
-        l0: L0Consent::remembered(fed, &tenant.id, &puller.did),
+        l0: L0Consent::remembered(fed, tenant, &puller.did)
+            .await
+            .map_err(PullError::Local)?,
     };
     let mut sent = PushSent {
         thread: thread.to_string(),

@@ -51,6 +51,19 @@ impl Federation {
 
     /// [`Federation::signs_for`], fetching within `reach`.
     pub(crate) async fn signs_for_reaching(&self, reach: Reach, did: &str, signer: &str) -> bool {
+        self.signs_for_refetching(reach, did, signer, &mut true)
+            .await
+    }
+
+    /// [`Federation::signs_for_reaching`], making the fresh fetch only while `may_refetch`
+    /// holds, and clearing it when it does.
+    async fn signs_for_refetching(
+        &self,
+        reach: Reach,
+        did: &str,
+        signer: &str,
+        may_refetch: &mut bool,
+    ) -> bool {
         if did == signer {
             return true;
         }
@@ -58,16 +71,30 @@ impl Federation {
             return false;
         }
         let signers = BTreeSet::from([Some(signer)]);
-        self.document_keys(self.reaching(reach).1, did, &signers)
+        self.document_keys(self.reaching(reach).1, did, &signers, may_refetch)
             .await
             .is_some_and(|document| document.keys.iter().any(|k| k == signer))
     }
 
     /// Whether `item` is a record whose actor is `did`, signed by a key of `did`.
     pub async fn signed_by(&self, item: &PeerItem, did: &str) -> bool {
+        self.signed_by_refetching(item, did, &mut true).await
+    }
+
+    /// [`Federation::signed_by`], with a fresh fetch of `did`'s document only while
+    /// `may_refetch` holds (cleared when one is made): for checks a caller may repeat many times
+    /// in one request.
+    pub(crate) async fn signed_by_refetching(
+        &self,
+        item: &PeerItem,
+        did: &str,
+        may_refetch: &mut bool,
+    ) -> bool {
         let signer = item.signer().unwrap_or(&item.envelope.actor);
         item.envelope.actor == did
-            && self.signs_for(did, signer).await
+            && self
+                .signs_for_refetching(Reach::Peers, did, signer, may_refetch)
+                .await
             && signature_holds(item, signer)
     }
 
@@ -88,7 +115,8 @@ impl Federation {
                 .map(|(actor, signers)| async move {
                     (
                         actor.to_string(),
-                        self.document_keys(self.resolver(), actor, signers).await,
+                        self.document_keys(self.resolver(), actor, signers, &mut true)
+                            .await,
                     )
                 });
         let Ok(found) =
@@ -104,13 +132,14 @@ impl Federation {
     }
 
     /// The keys of `did`'s document, covering `signers` if it can: a cached document that lacks
-    /// one is fetched again. Whether the answer is fresh decides what a still-missing signer
-    /// means (see [`DocumentKeys::fresh`]).
+    /// one is fetched again, while `may_refetch` holds (cleared when it is). Whether the answer
+    /// is fresh decides what a still-missing signer means (see [`DocumentKeys::fresh`]).
     async fn document_keys(
         &self,
         resolver: &DidResolver,
         did: &str,
         signers: &BTreeSet<Option<&str>>,
+        may_refetch: &mut bool,
     ) -> Option<DocumentKeys> {
         let covers = |doc: &ResolvedDid| signers.iter().flatten().all(|s| doc.accepts(s));
         let cached = match resolver.resolve(did).await {
@@ -122,6 +151,9 @@ impl Federation {
         };
         if covers(&cached) {
             return Some(keys(&cached, true));
+        }
+        if !std::mem::take(may_refetch) {
+            return Some(keys(&cached, false));
         }
         match resolver.refresh(did).await {
             // The resolver limits forced fetches: the same answer back is not a fresh one.

@@ -492,8 +492,9 @@ pub enum Delivery {
 
 /// The federation-protocol.md §6.2 filter for a record outside the namespace the pair agreed to
 /// land whole in `target_namespace` (the caller serves that one unchanged, since it knows the
-/// pair's maps): the most recent matching grant decides (`grants` in [`fold_grants`] order):
-/// with L0 → full, without → redacted with its levels; no matching grant → omitted.
+/// pair's maps): the most recent matching grant decides (`grants` in [`fold_grants`] order),
+/// public grants left out when one naming the caller matches: with L0 → full, without →
+/// redacted with its levels; no matching grant → omitted.
 ///
 /// `l0_accepted` is false when the source requires two-sided L0 consent and the puller has not
 /// shown an acceptance for this namespace pair (federation-protocol.md §6.4): a grant with L0
@@ -508,11 +509,17 @@ pub fn decide(
     now: i64,
     l0_accepted: bool,
 ) -> Delivery {
-    let matching = grants
+    let matching: Vec<&Grant> = grants
         .iter()
-        .rev()
-        .find(|g| g.matches(record_namespace, target_namespace, caller_did, thread, now));
-    let Some(grant) = matching else {
+        .filter(|g| g.matches(record_namespace, target_namespace, caller_did, thread, now))
+        .collect();
+    // A grant made for this caller outranks a public one: sharing a thread with anyone does not
+    // take back what a pair was given.
+    let named = !caller_did.is_empty()
+        && matching
+            .iter()
+            .any(|g| g.peer_did.as_deref() == Some(caller_did));
+    let Some(grant) = matching.into_iter().rev().find(|g| !(named && g.public)) else {
         return Delivery::Omit;
     };
     if !grant.hash_levels.contains(&HashLevel::L0) {
@@ -880,6 +887,27 @@ mod tests {
         );
         let full = public("cg_full", "th_a", L0);
         assert_eq!(decide_for(&[full], "th_a", BOB), Delivery::Full);
+    }
+
+    #[test]
+    fn a_grant_naming_the_caller_outranks_a_later_public_grant() {
+        let mut pair = grant("cg_pair", &[L0]);
+        pair.peer_did = Some(BOB.to_owned());
+        let shared = public("cg_pub", "th_a", L2);
+        let grants = [pair.clone(), shared.clone()];
+        assert_eq!(decide_for(&grants, "th_a", BOB), Delivery::Full);
+        // Anyone else gets what the public grant gives.
+        assert_eq!(
+            decide_for(&grants, "th_a", "did:key:z6MkCarol"),
+            redacted("cg_pub", &[L2])
+        );
+        // Among grants that are not public, the most recent still decides.
+        let mut everyone = grant("cg_all", &[L1]);
+        everyone.peer_did = None;
+        assert_eq!(
+            decide_for(&[pair, everyone, shared], "th_a", BOB),
+            redacted("cg_all", &[L1])
+        );
     }
 
     #[test]

@@ -471,13 +471,20 @@ impl Work<'_> {
     }
 
     async fn deposit(&self, puller: &Puller, row: &mut OutboxRow) -> Drive {
+        let l0 = match consent::L0Consent::remembered(self.fed, self.tenant, &puller.did).await {
+            Ok(l0) => l0,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the stored L0 acceptances failed");
+                return Drive::Done;
+            }
+        };
         let mut query = ChangesQuery {
             thread: self.queue.thread.clone(),
             target: self.queue.target_namespace.clone(),
             since: String::new(),
             limit: MAX_ITEMS as u32,
             longpoll: false,
-            l0: consent::L0Consent::remembered(self.fed, &self.tenant.id, &puller.did),
+            l0,
         };
         for _ in 0..ENVELOPES_PER_PASS {
             query.limit = batch_of(row);

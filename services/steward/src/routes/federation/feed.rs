@@ -14,7 +14,7 @@ use syncropel_federation::consent::{self, L0Consent, ACCEPT_HEADER, MAX_ACCEPTAN
 use syncropel_federation::feed::{self, Access, ChangesQuery, Puller, MAX_FETCH_IDS};
 use syncropel_federation::{actor_keys, pairs, push};
 use syncropel_protocol::sync::{DEFAULT_PAGE, MAX_PAGE};
-use syncropel_protocol::{ErrorCode, DEFAULT_NAMESPACE};
+use syncropel_protocol::{unix_now, ErrorCode, DEFAULT_NAMESPACE};
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
@@ -38,6 +38,7 @@ async fn l0_consent(
     state: &AppState,
     caller: &Caller,
     puller: &Puller,
+    target: &str,
     headers: &HeaderMap,
 ) -> ApiResult<L0Consent> {
     let fed = &state.federation;
@@ -58,7 +59,7 @@ async fn l0_consent(
             shown.push(one.to_string());
         }
     }
-    Ok(consent::l0_consent(fed, &caller.tenant, &puller.did, &shown).await?)
+    Ok(consent::l0_consent(fed, &caller.tenant, &puller.did, target, &shown).await?)
 }
 
 /// Checks what the caller's token may do before the engine looks at its pair: the pull scope,
@@ -145,13 +146,14 @@ pub async fn changes(
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .filter(|_| continuous);
+    let l0 = l0_consent(&state, &caller, &puller, &target, &headers).await?;
     let query = ChangesQuery {
         thread,
         target,
         since: resumed.or(params.str("since")).unwrap_or("").to_string(),
         limit,
         longpoll,
-        l0: l0_consent(&state, &caller, &puller, &headers).await?,
+        l0,
     };
     if continuous {
         caller.tenant.status.require_active("watched")?;
@@ -231,7 +233,7 @@ pub async fn fetch(
         .map(|id| id.as_str().map(str::to_string))
         .collect::<Option<Vec<String>>>()
         .ok_or_else(|| ApiError::validation("every id must be a string"))?;
-    let l0 = l0_consent(&state, &caller, &puller, &headers).await?;
+    let l0 = l0_consent(&state, &caller, &puller, target, &headers).await?;
     let items = feed::fetch(fed, &caller.tenant, &puller, (target, &l0), &ids).await?;
     Ok(Json(SyncRecords { records: items }).into_response())
 }
@@ -277,7 +279,8 @@ async fn push(
 /// `record.created` per record (its data the sync item, its id the cursor after it, so a
 /// reconnect with `Last-Event-ID` resumes with no gap and no duplicate), `heartbeat`s, and an
 /// `error` or `server_shutdown` before it ends. The pair is checked again before every record
-/// (a pause or revoke ends the stream); the stream counts against its caller's limits.
+/// (a pause or revoke ends the stream); the stream counts against its caller's limits. It ends
+/// with no event when the L0 acceptances it was opened with are due again (§6.4).
 fn continuous_feed(
     state: AppState,
     caller: Caller,
@@ -297,6 +300,20 @@ fn continuous_feed(
         heartbeat.tick().await;
         let mut recheck = tokio::time::interval(RECHECK);
         recheck.tick().await;
+        // The L0 decision was made for this request: once its first acceptance expires or is due
+        // to be checked again, the stream ends and the puller's reconnect shows its acceptances
+        // afresh (a revoked one no longer among them).
+        let l0_until = query.l0.until();
+        let renew = async move {
+            match l0_until {
+                Some(at) => {
+                    let left = u64::try_from(at - unix_now()).unwrap_or(0);
+                    tokio::time::sleep(std::time::Duration::from_secs(left)).await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(renew);
         loop {
             let puller = match Puller::of(fed, &caller.tenant, &access).await {
                 Ok(puller) => puller,
@@ -318,6 +335,7 @@ fn continuous_feed(
                     yield Ok(watch::shutdown_event());
                     return;
                 }
+                _ = &mut renew => return,
                 _ = heartbeat.tick() => {
                     yield Ok(watch::json_event(sse::HEARTBEAT, &Heartbeat { ts: watch::now_ms() }));
                 }

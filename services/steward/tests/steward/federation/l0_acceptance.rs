@@ -232,3 +232,231 @@ async fn without_the_requirement_acceptance_headers_change_nothing() {
     );
     assert_eq!(page["records"][0].get("redacted"), None, "{page}");
 }
+
+/// A continuous pair: the feed was opened with the acceptance; once the puller revokes it, new
+/// records come as stubs (its pull jobs drop the feed and open another without it).
+#[tokio::test]
+async fn revoking_an_acceptance_turns_a_continuous_feed_to_stubs() {
+    let a = start().await;
+    let b = Node::start(Options {
+        federation: FederationConfig {
+            auto_approve: vec![a.did()],
+            l0_requires_acceptance: true,
+            ..config()
+        },
+        ..Options::default()
+    })
+    .await;
+    let pair_id = a.pair_with(b.url()).await["pair_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for node in [&a, &b] {
+        node.register_namespace("research").await;
+    }
+    let grant = b
+        .post(
+            "/v1/consent/grants",
+            &json!({"source_namespace": "research", "target_namespace": "default",
+                    "hash_levels": ["L0"], "peer_did": a.did()}),
+        )
+        .await;
+    assert_eq!(grant.0, 201, "{}", grant.1);
+    let (status, accepted) = a
+        .post(
+            "/v1/consent/grants",
+            &json!({"op": "accept", "peer_did": b.did(), "source_namespace": "research",
+                    "target_namespace": "default"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{accepted}");
+    let (status, view) = a
+        .post(
+            &format!("/v1/federation/pairs/{pair_id}/config"),
+            &json!({"mode": "continuous"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{view}");
+
+    let thread = "th_fed_l0_live";
+    let actor = "did:sync:user:bob";
+    let first = b
+        .emit(thread, actor, 1, json!({"namespace": "research", "n": 1}))
+        .await;
+    a.pull(thread, &b.did()).await;
+    let got = a.arrived(first["id"].as_str().unwrap()).await;
+    assert_eq!(got["sig"], first["sig"], "{got}");
+    syncropel_testkit::eventually("a continuous feed", super::DEADLINE * 2, || async {
+        let pair = a.pair(&pair_id).await;
+        (pair["sync_health"]["jobs"][0]["feed"] == "continuous").then_some(())
+    })
+    .await;
+    let second = b
+        .emit(thread, actor, 2, json!({"namespace": "research", "n": 2}))
+        .await;
+    let got = a.arrived(second["id"].as_str().unwrap()).await;
+    assert_eq!(got["sig"], second["sig"], "{got}");
+    assert_eq!(got.get("redacted"), None, "{got}");
+
+    let revoked = a
+        .client
+        .revoke_grant(accepted["grant_id"].as_str().unwrap(), None)
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 200);
+    let third = b
+        .emit(thread, actor, 3, json!({"namespace": "research", "n": 3}))
+        .await;
+    let stub = a.arrived(third["id"].as_str().unwrap()).await;
+    assert_eq!(stub["redacted"], true, "{stub}");
+    assert_eq!(stub.get("sig").cloned().unwrap_or(Value::Null), Value::Null);
+}
+
+/// A continuous feed opened with an acceptance ends, with no error, once the acceptance expires:
+/// its L0 decision is not held past it, and the puller's reconnect shows what is in force then.
+#[tokio::test]
+async fn a_continuous_feed_ends_when_the_acceptance_it_was_opened_with_expires() {
+    let a = start().await;
+    let b = Node::start(Options {
+        federation: FederationConfig {
+            auto_approve: vec![a.did()],
+            l0_requires_acceptance: true,
+            ..config()
+        },
+        ..Options::default()
+    })
+    .await;
+    let pair_id = a.pair_with(b.url()).await["pair_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let soon = syncropel_protocol::unix_now() + 3;
+    let (status, accepted) = a
+        .post(
+            "/v1/consent/grants",
+            &json!({"op": "accept", "peer_did": b.did(), "source_namespace": "research",
+                    "target_namespace": "default",
+                    "expires_at": syncropel_protocol::rfc3339_from_unix(soon)}),
+        )
+        .await;
+    assert_eq!(status, 201, "{accepted}");
+    let mine = a
+        .records("th_consent")
+        .await
+        .into_iter()
+        .find(|r| r["body"]["grant_id"] == accepted["grant_id"])
+        .unwrap();
+    let token = a.outbound_token(&pair_id).await.unwrap();
+    let mut response = reqwest::Client::new()
+        .get(format!(
+            "{}/v1/sync/changes?thread=th_fed_l0_ends&feed=continuous",
+            b.url()
+        ))
+        .bearer_auth(token)
+        .header("x-syncropel-actor", a.did())
+        .header(ACCEPT, b64(&item_of(&mine)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        let mut text = String::new();
+        while let Some(chunk) = response.chunk().await.unwrap() {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        text
+    })
+    .await
+    .expect("the feed outlived its acceptance");
+    assert!(
+        syncropel_protocol::unix_now() >= soon,
+        "ended early: {ended}"
+    );
+    assert!(!ended.contains("event: error"), "{ended}");
+}
+
+/// A push (federation-protocol.md §5.3) serves the acceptances the puller showed on its last
+/// pull, as stored for the tenant: after the source restarts (nothing in memory) the push still
+/// delivers whole records, and once the puller's next pull no longer shows the acceptance,
+/// stubs.
+#[tokio::test]
+async fn a_push_after_a_restart_uses_the_stored_acceptance_until_the_puller_drops_it() {
+    let a = start().await;
+    let source = || FederationConfig {
+        auto_approve: vec![a.did()],
+        l0_requires_acceptance: true,
+        ..config()
+    };
+    let b = Node::start(Options {
+        federation: source(),
+        ..Options::default()
+    })
+    .await;
+    let pair_id = a.pair_with(b.url()).await["pair_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for node in [&a, &b] {
+        node.register_namespace("research").await;
+    }
+    let grant = b
+        .post(
+            "/v1/consent/grants",
+            &json!({"source_namespace": "research", "target_namespace": "default",
+                    "hash_levels": ["L0"], "peer_did": a.did()}),
+        )
+        .await;
+    assert_eq!(grant.0, 201, "{}", grant.1);
+    let (status, accepted) = a
+        .post(
+            "/v1/consent/grants",
+            &json!({"op": "accept", "peer_did": b.did(), "source_namespace": "research",
+                    "target_namespace": "default"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{accepted}");
+    let thread = "th_fed_l0_push";
+    let actor = "did:sync:user:bob";
+    let first = b
+        .emit(thread, actor, 1, json!({"namespace": "research", "n": 1}))
+        .await;
+    a.pull(thread, &b.did()).await;
+    let got = a.arrived(first["id"].as_str().unwrap()).await;
+    assert_eq!(got["sig"], first["sig"], "{got}");
+    // A pulls only when told from now on: what arrives next comes by push.
+    let config_path = format!("/v1/federation/pairs/{pair_id}/config");
+    let (status, view) = a.post(&config_path, &json!({"mode": "on-demand"})).await;
+    assert_eq!(status, 200, "{view}");
+
+    let stopped = b.stop().await;
+    let b = Node::start(Options {
+        federation: source(),
+        ..Options::restart(stopped)
+    })
+    .await;
+    let push = format!("/v1/federation/pairs/{pair_id}/push");
+    let second = b
+        .emit(thread, actor, 2, json!({"namespace": "research", "n": 2}))
+        .await;
+    let (status, sent) = b.post(&push, &json!({"thread": thread})).await;
+    assert_eq!(status, 200, "{sent}");
+    let got = a.arrived(second["id"].as_str().unwrap()).await;
+    assert_eq!(got["sig"], second["sig"], "{got}");
+    assert_eq!(got.get("redacted"), None, "{got}");
+
+    // Withdrawn: A's next pull shows it no more, and B forgets it.
+    let revoked = a
+        .client
+        .revoke_grant(accepted["grant_id"].as_str().unwrap(), None)
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 200);
+    a.pull(thread, &b.did()).await;
+    let third = b
+        .emit(thread, actor, 3, json!({"namespace": "research", "n": 3}))
+        .await;
+    let (status, sent) = b.post(&push, &json!({"thread": thread})).await;
+    assert_eq!(status, 200, "{sent}");
+    let stub = a.arrived(third["id"].as_str().unwrap()).await;
+    assert_eq!(stub["redacted"], true, "{stub}");
+}

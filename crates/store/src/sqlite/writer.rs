@@ -55,12 +55,7 @@ pub(super) async fn run_writer(
             break;
         }
         if restart_wanted.swap(false, Ordering::Relaxed) {
-            // Holding no transaction, the writer cannot be the one the restart waits for; the
-            // passive checkpoints have copied most frames already.
-            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(RESTART)")
-                .execute(&mut conn)
-                .await
-            {
+            if let Err(e) = restart_wal(&mut conn).await {
                 tracing::warn!(error = %e, "WAL restart failed; will retry");
             }
         }
@@ -70,6 +65,39 @@ pub(super) async fn run_writer(
         .execute(&mut conn)
         .await;
     let _ = conn.close().await;
+}
+
+/// How long a restart waits for readers still on an older snapshot before it gives up (it then
+/// checkpoints what it can, and the checkpointer asks again later). Writes wait meanwhile, so this
+/// stays short: a reader that holds its snapshot must not stall every commit.
+const RESTART_WAIT_MS: u32 = 20;
+
+/// Starts the WAL over: holding no transaction, the writer is not the one the restart waits for,
+/// and the passive checkpoints have copied most frames already.
+async fn restart_wal(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+    sqlx::query(&format!("PRAGMA busy_timeout = {RESTART_WAIT_MS}"))
+        .execute(&mut *conn)
+        .await?;
+    let started = std::time::Instant::now();
+    // (busy, frames in the WAL, frames checkpointed)
+    let restarted: Result<(i64, i64, i64), sqlx::Error> =
+        sqlx::query_as("PRAGMA wal_checkpoint(RESTART)")
+            .fetch_one(&mut *conn)
+            .await;
+    sqlx::query(&format!(
+        "PRAGMA busy_timeout = {}",
+        super::BUSY_TIMEOUT.as_millis()
+    ))
+    .execute(&mut *conn)
+    .await?;
+    let (busy, frames, _) = restarted?;
+    tracing::debug!(
+        busy,
+        frames,
+        ms = started.elapsed().as_millis() as u64,
+        "WAL restart"
+    );
+    Ok(())
 }
 
 async fn commit_batch(

@@ -14,8 +14,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::load::{
-    batch_report, closed_loop, http_client, new_histogram, round3, short, throughput, Outcome,
-    RecordMaker,
+    batch_report, closed_loop, http_client, round3, short, throughput, Outcome, RecordMaker,
 };
 use crate::RecordShape;
 
@@ -286,33 +285,7 @@ pub async fn propagation(a: PropagationArgs) -> Result<Value> {
         let written: Written = answer.json().await?;
         sent.push((written.id, Instant::now()));
     }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        if arrived.lock().unwrap_or_else(|e| e.into_inner()).len() >= sent.len() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let report = crate::federation::arrival_report(&sent, &arrived).await;
     watcher.abort();
-    let arrived = arrived.lock().unwrap_or_else(|e| e.into_inner());
-    let mut histogram = new_histogram();
-    let mut missing = 0;
-    for (id, acked) in &sent {
-        match arrived.get(id) {
-            Some(at) => {
-                histogram.record(at.saturating_duration_since(*acked).as_micros().max(1) as u64)?
-            }
-            None => missing += 1,
-        }
-    }
-    Ok(json!({
-        "records": sent.len(),
-        "arrived": sent.len() - missing,
-        "missing": missing,
-        "p50_us": histogram.value_at_quantile(0.50),
-        "p90_us": histogram.value_at_quantile(0.90),
-        "p99_us": histogram.value_at_quantile(0.99),
-        "max_us": histogram.max(),
-        "mean_us": histogram.mean(),
-    }))
+    report
 }

@@ -95,20 +95,28 @@ pub async fn propagation(a: PropagationArgs) -> Result<Value> {
         }
         sent.push((record.id, if a.from_ack { Instant::now() } else { started }));
     }
-    // The last records get up to 5 s to arrive.
+    let report = arrival_report(&sent, &arrived).await;
+    watcher.abort();
+    report
+}
+
+/// Waits up to 5 s for the last records to arrive, then times each sent record (id, when it was
+/// sent) to its arrival: `{records, arrived, missing, p50_us, p90_us, p99_us, max_us, mean_us}`.
+pub(crate) async fn arrival_report(
+    sent: &[(String, Instant)],
+    arrived: &Mutex<HashMap<String, Instant>>,
+) -> Result<Value> {
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
-        let seen = arrived.lock().unwrap_or_else(|e| e.into_inner()).len();
-        if seen >= sent.len() {
+        if arrived.lock().unwrap_or_else(|e| e.into_inner()).len() >= sent.len() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    watcher.abort();
     let arrived = arrived.lock().unwrap_or_else(|e| e.into_inner());
     let mut histogram = new_histogram();
     let mut missing = 0;
-    for (id, started) in &sent {
+    for (id, started) in sent {
         match arrived.get(id) {
             Some(at) => {
                 histogram.record(at.saturating_duration_since(*started).as_micros().max(1) as u64)?

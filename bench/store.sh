@@ -32,6 +32,8 @@ BENCH=("$TARGET_DIR/release/syncropel-bench" --workers "$WORKERS")
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/spl-store.XXXXXX")"
 PIDS=()
 cleanup() {
+  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  sleep 1
   for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
   rm -rf "$WORK"
 }

@@ -54,15 +54,20 @@ fn is_stub(item: &Value) -> bool {
     item["redacted"] == true && item["record"].get("sig").is_none()
 }
 
-#[tokio::test]
-async fn an_l0_grant_serves_digests_until_the_puller_shows_its_acceptance() {
+/// The configuration of a source that requires acceptance, approving `puller` at once.
+fn requiring_acceptance(puller: &Node) -> FederationConfig {
+    FederationConfig {
+        auto_approve: vec![puller.did()],
+        l0_requires_acceptance: true,
+        ..config()
+    }
+}
+
+/// A puller A paired with a source B that requires acceptance; answers the pair id.
+async fn paired_with_a_requiring_source() -> (Node, Node, String) {
     let a = start().await;
     let b = Node::start(Options {
-        federation: FederationConfig {
-            auto_approve: vec![a.did()],
-            l0_requires_acceptance: true,
-            ..config()
-        },
+        federation: requiring_acceptance(&a),
         ..Options::default()
     })
     .await;
@@ -70,11 +75,14 @@ async fn an_l0_grant_serves_digests_until_the_puller_shows_its_acceptance() {
         .as_str()
         .unwrap()
         .to_string();
-    for node in [&a, &b] {
+    (a, b, pair_id)
+}
+
+/// `research` registered on both sides, and B's grant of it to A's `default` with L0.
+async fn grant_l0(a: &Node, b: &Node) {
+    for node in [a, b] {
         node.register_namespace("research").await;
     }
-    let thread = "th_fed_l0";
-    let actor = "did:sync:user:bob";
     let grant = b
         .post(
             "/v1/consent/grants",
@@ -83,6 +91,27 @@ async fn an_l0_grant_serves_digests_until_the_puller_shows_its_acceptance() {
         )
         .await;
     assert_eq!(grant.0, 201, "{}", grant.1);
+}
+
+/// A records its acceptance of B's L0 records of `research` into `default`.
+async fn accept(a: &Node, b: &Node) -> Value {
+    let (status, accepted) = a
+        .post(
+            "/v1/consent/grants",
+            &json!({"op": "accept", "peer_did": b.did(), "source_namespace": "research",
+                    "target_namespace": "default"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{accepted}");
+    accepted
+}
+
+#[tokio::test]
+async fn an_l0_grant_serves_digests_until_the_puller_shows_its_acceptance() {
+    let (a, b, pair_id) = paired_with_a_requiring_source().await;
+    grant_l0(&a, &b).await;
+    let thread = "th_fed_l0";
+    let actor = "did:sync:user:bob";
 
     // No acceptance yet: the L0 grant serves every digest level, unsigned.
     let first = b
@@ -237,39 +266,9 @@ async fn without_the_requirement_acceptance_headers_change_nothing() {
 /// records come as stubs (its pull jobs drop the feed and open another without it).
 #[tokio::test]
 async fn revoking_an_acceptance_turns_a_continuous_feed_to_stubs() {
-    let a = start().await;
-    let b = Node::start(Options {
-        federation: FederationConfig {
-            auto_approve: vec![a.did()],
-            l0_requires_acceptance: true,
-            ..config()
-        },
-        ..Options::default()
-    })
-    .await;
-    let pair_id = a.pair_with(b.url()).await["pair_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    for node in [&a, &b] {
-        node.register_namespace("research").await;
-    }
-    let grant = b
-        .post(
-            "/v1/consent/grants",
-            &json!({"source_namespace": "research", "target_namespace": "default",
-                    "hash_levels": ["L0"], "peer_did": a.did()}),
-        )
-        .await;
-    assert_eq!(grant.0, 201, "{}", grant.1);
-    let (status, accepted) = a
-        .post(
-            "/v1/consent/grants",
-            &json!({"op": "accept", "peer_did": b.did(), "source_namespace": "research",
-                    "target_namespace": "default"}),
-        )
-        .await;
-    assert_eq!(status, 201, "{accepted}");
+    let (a, b, pair_id) = paired_with_a_requiring_source().await;
+    grant_l0(&a, &b).await;
+    let accepted = accept(&a, &b).await;
     let (status, view) = a
         .post(
             &format!("/v1/federation/pairs/{pair_id}/config"),
@@ -316,20 +315,7 @@ async fn revoking_an_acceptance_turns_a_continuous_feed_to_stubs() {
 /// its L0 decision is not held past it, and the puller's reconnect shows what is in force then.
 #[tokio::test]
 async fn a_continuous_feed_ends_when_the_acceptance_it_was_opened_with_expires() {
-    let a = start().await;
-    let b = Node::start(Options {
-        federation: FederationConfig {
-            auto_approve: vec![a.did()],
-            l0_requires_acceptance: true,
-            ..config()
-        },
-        ..Options::default()
-    })
-    .await;
-    let pair_id = a.pair_with(b.url()).await["pair_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (a, b, pair_id) = paired_with_a_requiring_source().await;
     let soon = syncropel_protocol::unix_now() + 3;
     let (status, accepted) = a
         .post(
@@ -381,40 +367,9 @@ async fn a_continuous_feed_ends_when_the_acceptance_it_was_opened_with_expires()
 /// stubs.
 #[tokio::test]
 async fn a_push_after_a_restart_uses_the_stored_acceptance_until_the_puller_drops_it() {
-    let a = start().await;
-    let source = || FederationConfig {
-        auto_approve: vec![a.did()],
-        l0_requires_acceptance: true,
-        ..config()
-    };
-    let b = Node::start(Options {
-        federation: source(),
-        ..Options::default()
-    })
-    .await;
-    let pair_id = a.pair_with(b.url()).await["pair_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    for node in [&a, &b] {
-        node.register_namespace("research").await;
-    }
-    let grant = b
-        .post(
-            "/v1/consent/grants",
-            &json!({"source_namespace": "research", "target_namespace": "default",
-                    "hash_levels": ["L0"], "peer_did": a.did()}),
-        )
-        .await;
-    assert_eq!(grant.0, 201, "{}", grant.1);
-    let (status, accepted) = a
-        .post(
-            "/v1/consent/grants",
-            &json!({"op": "accept", "peer_did": b.did(), "source_namespace": "research",
-                    "target_namespace": "default"}),
-        )
-        .await;
-    assert_eq!(status, 201, "{accepted}");
+    let (a, b, pair_id) = paired_with_a_requiring_source().await;
+    grant_l0(&a, &b).await;
+    let accepted = accept(&a, &b).await;
     let thread = "th_fed_l0_push";
     let actor = "did:sync:user:bob";
     let first = b
@@ -430,7 +385,7 @@ async fn a_push_after_a_restart_uses_the_stored_acceptance_until_the_puller_drop
 
     let stopped = b.stop().await;
     let b = Node::start(Options {
-        federation: source(),
+        federation: requiring_acceptance(&a),
         ..Options::restart(stopped)
     })
     .await;

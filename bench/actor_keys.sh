@@ -28,23 +28,7 @@ log() { printf '[bench] %s\n' "$*" >&2; }
 # shellcheck source=bench/lib.sh
 source "$ROOT/bench/lib.sh"
 
-if [[ "${BENCH_SKIP_BUILD:-0}" != 1 ]]; then
-  log "cargo build --release -p spl -p syncropel-bench"
-  cargo build --release -p spl -p syncropel-bench
-fi
-TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-SPL="$TARGET_DIR/release/spl"
-BENCH=("${BENCH_GENERATOR:-$TARGET_DIR/release/syncropel-bench}" --workers "$WORKERS")
-
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/spl-ak-bench.XXXXXX")"
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  sleep 1
-  for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+prepare_run ak-bench
 START_TS=$(date +%s)
 LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
 
@@ -117,14 +101,6 @@ SECTION="$WORK/section.md"
   echo "<!-- actor-keys:end -->"
 } >"$SECTION"
 
-if [[ -f "$OUT" ]] && grep -q '<!-- actor-keys:begin -->' "$OUT"; then
-  awk -v section="$SECTION" '
-    /<!-- actor-keys:begin -->/ { while ((getline line < section) > 0) print line; skip = 1; next }
-    /<!-- actor-keys:end -->/ { skip = 0; next }
-    !skip { print }' "$OUT" >"$WORK/out.md"
-  cp "$WORK/out.md" "$OUT"
-else
-  { echo; cat "$SECTION"; } >>"$OUT"
-fi
+write_section actor-keys "$SECTION" "$OUT"
 log "wrote $OUT"
 cat "$SECTION"

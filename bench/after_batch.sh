@@ -19,22 +19,7 @@ WORKERS="${BENCH_WORKERS:-2}"
 # shellcheck source=bench/lib.sh
 source "$ROOT/bench/lib.sh"
 
-if [[ "${BENCH_SKIP_BUILD:-0}" != 1 ]]; then
-  cargo build --release -p spl -p syncropel-bench
-fi
-TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-SPL="$TARGET_DIR/release/spl"
-BENCH=("$TARGET_DIR/release/syncropel-bench" --workers "$WORKERS")
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/spl-after-batch.XXXXXX")"
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  sleep 1
-  for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
+prepare_run after-batch
 B_DID_EARLY=$("$SPL" --home "$WORK/B" init | tr -d '[:space:]')
 start_steward A --port 0 --auto-approve-did "$B_DID_EARLY"
 start_steward B --port 0

@@ -132,14 +132,6 @@ SECTION="$WORK/section.md"
   echo "<!-- federation:end -->"
 } >"$SECTION"
 
-if [[ -f "$OUT" ]] && grep -q '<!-- federation:begin -->' "$OUT"; then
-  awk -v section="$SECTION" '
-    /<!-- federation:begin -->/ { while ((getline line < section) > 0) print line; skip = 1; next }
-    /<!-- federation:end -->/ { skip = 0; next }
-    !skip { print }' "$OUT" >"$WORK/out.md"
-  cp "$WORK/out.md" "$OUT"
-else
-  { echo; cat "$SECTION"; } >>"$OUT"
-fi
+write_section federation "$SECTION" "$OUT"
 log "wrote $OUT"
 cat "$SECTION"

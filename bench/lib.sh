@@ -86,3 +86,47 @@ serve() {
   printf -v "${name}_URL" '%s' "$url"
   printf -v "${name}_PID" '%s' "$pid"
 }
+
+# prepare_run NAME: builds `spl` and the generator (release; BENCH_SKIP_BUILD=1 skips it) and sets
+# SPL, BENCH (the generator with WORKERS tokio threads; BENCH_GENERATOR overrides its path),
+# WORK (a scratch directory) and PIDS, with a cleanup on exit that stops every PID (SIGTERM, then
+# SIGKILL a second later) and removes WORK.
+prepare_run() {
+  if [[ "${BENCH_SKIP_BUILD:-0}" != 1 ]]; then
+    cargo build --release -p spl -p syncropel-bench
+  fi
+  local target="${CARGO_TARGET_DIR:-$ROOT/target}"
+  SPL="$target/release/spl"
+  BENCH=("${BENCH_GENERATOR:-$target/release/syncropel-bench}" --workers "${WORKERS:-2}")
+  WORK="$(mktemp -d "${TMPDIR:-/tmp}/spl-$1.XXXXXX")"
+  PIDS=()
+  trap cleanup_run EXIT
+}
+cleanup_run() {
+  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  sleep 1
+  for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+
+# write_section NAME SECTION OUT [head]: puts the file SECTION, which runs from
+# `<!-- NAME:begin -->` to `<!-- NAME:end -->`, in place of that section of OUT; a new one goes at
+# the end of OUT, or with `head` before its first `## ` heading.
+write_section() {
+  local name="$1" section="$2" out="$3" where="${4:-}" tmp
+  tmp="$(mktemp)"
+  if [[ -f "$out" ]] && grep -q "<!-- $name:begin -->" "$out"; then
+    awk -v section="$section" -v begin="<!-- $name:begin -->" -v end="<!-- $name:end -->" '
+      index($0, begin) { while ((getline line < section) > 0) print line; skip = 1; next }
+      index($0, end) { skip = 0; next }
+      !skip { print }' "$out" >"$tmp"
+  elif [[ "$where" == head ]]; then
+    awk -v section="$section" '
+      !done && /^## / { while ((getline line < section) > 0) print line; print ""; done = 1 }
+      { print }' "$out" >"$tmp"
+  else
+    { [[ -f "$out" ]] && cat "$out"; echo; cat "$section"; } >"$tmp"
+  fi
+  cp "$tmp" "$out"
+  rm -f "$tmp"
+}

@@ -42,16 +42,11 @@ log() { printf '[peers] %s\n' "$*" >&2; }
 # shellcheck source=bench/lib.sh
 source "$ROOT/bench/lib.sh"
 
-if [[ "${BENCH_SKIP_BUILD:-0}" != 1 ]]; then
-  cargo build --release -p spl -p syncropel-bench
-fi
-TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-SPL="$TARGET_DIR/release/spl"
-BENCH=("$TARGET_DIR/release/syncropel-bench" --workers "$WORKERS")
+prepare_run peers
 
 # PouchDB Server, pinned, kept under target/ between runs. leveldown loads its prebuilt
 # binary, so no install script has to run.
-POUCH_DIR="$TARGET_DIR/peers/pouchdb-server-$POUCH_VERSION"
+POUCH_DIR="${CARGO_TARGET_DIR:-$ROOT/target}/peers/pouchdb-server-$POUCH_VERSION"
 POUCH="$POUCH_DIR/node_modules/.bin/pouchdb-server"
 if [[ ! -x "$POUCH" ]]; then
   log "installing pouchdb-server@$POUCH_VERSION from npm"
@@ -59,16 +54,6 @@ if [[ ! -x "$POUCH" ]]; then
   npm install --prefix "$POUCH_DIR" --no-audit --no-fund --loglevel=error \
     "pouchdb-server@$POUCH_VERSION" >&2
 fi
-
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/spl-peers.XXXXXX")"
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  sleep 1
-  for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
 START_TS=$(date +%s)
 LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
 
@@ -266,17 +251,7 @@ SECTION="$WORK/section.md"
   echo "<!-- peers:end -->"
 } >"$SECTION"
 
-if [[ -f "$OUT" ]] && grep -q '<!-- peers:begin -->' "$OUT"; then
-  awk -v section="$SECTION" '
-    /<!-- peers:begin -->/ { while ((getline line < section) > 0) print line; skip = 1; next }
-    /<!-- peers:end -->/ { skip = 0; next }
-    !skip { print }' "$OUT" >"$WORK/out.md"
-else
-  # The comparison heads the file: it goes before the first dated section.
-  awk -v section="$SECTION" '
-    !done && /^## / { while ((getline line < section) > 0) print line; print ""; done = 1 }
-    { print }' "$OUT" >"$WORK/out.md"
-fi
-cp "$WORK/out.md" "$OUT"
+# The comparison heads the file: a new one goes before the first dated section.
+write_section peers "$SECTION" "$OUT" head
 log "wrote $OUT"
 cat "$SECTION"

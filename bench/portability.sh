@@ -117,14 +117,6 @@ SECTION="$WORK/section.md"
   echo "Command: \`bench/portability.sh\` (knobs at the top of the script)."
   echo "<!-- export:end -->"
 } >"$SECTION"
-if [[ -f "$OUT" ]] && grep -q '<!-- export:begin -->' "$OUT"; then
-  awk -v section="$SECTION" '
-    /<!-- export:begin -->/ { while ((getline line < section) > 0) print line; skip = 1; next }
-    /<!-- export:end -->/ { skip = 0; next }
-    !skip { print }' "$OUT" >"$WORK/out.md"
-  cp "$WORK/out.md" "$OUT"
-else
-  { echo; cat "$SECTION"; } >>"$OUT"
-fi
+write_section export "$SECTION" "$OUT"
 log "wrote $OUT"
 cat "$SECTION"

@@ -251,14 +251,6 @@ SECTION="$WORK/section.md"
   echo "<!-- relay:end -->"
 } >"$SECTION"
 
-if [[ -f "$OUT" ]] && grep -q '<!-- relay:begin -->' "$OUT"; then
-  awk -v section="$SECTION" '
-    /<!-- relay:begin -->/ { while ((getline line < section) > 0) print line; skip = 1; next }
-    /<!-- relay:end -->/ { skip = 0; next }
-    !skip { print }' "$OUT" >"$WORK/out.md"
-  cp "$WORK/out.md" "$OUT"
-else
-  { echo; cat "$SECTION"; } >>"$OUT"
-fi
+write_section relay "$SECTION" "$OUT"
 log "wrote $OUT"
 cat "$SECTION"

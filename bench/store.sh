@@ -22,22 +22,7 @@ log() { printf '[store] %s\n' "$*" >&2; }
 # shellcheck source=bench/lib.sh
 source "$ROOT/bench/lib.sh"
 
-if [[ "${BENCH_SKIP_BUILD:-0}" != 1 ]]; then
-  cargo build --release -p spl -p syncropel-bench
-fi
-TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-SPL="$TARGET_DIR/release/spl"
-BENCH=("$TARGET_DIR/release/syncropel-bench" --workers "$WORKERS")
-
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/spl-store.XXXXXX")"
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  sleep 1
-  for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+prepare_run store
 LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
 
 # --- idle RSS over fresh starts ---------------------------------------------------------------
